@@ -1,0 +1,113 @@
+"""Every kernel-visible name and ownership mark reconcile creates, in one place.
+
+A fresh process must be able to tell, from the kernel alone, which objects are ours and which
+spec entry they belong to: the link alias (IFLA_IFALIAS survives a move between namespaces),
+the netns name, the cgroup path. Everything here is deterministic and parseable back.
+
+DO NOT RENAME any constant or format in this module: hosts in the field carry these marks, and
+a rename would orphan their objects (reconcile would no longer recognise them as its own).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+IFNAMSIZ = 15
+"""Longest interface name the kernel accepts (IFNAMSIZ - 1 bytes)."""
+
+ALIAS_PREFIX = "reconcile/v1"
+"""Every link we create carries an alias `reconcile/v1 <kind> <stack>/<name>[/<network>]`."""
+
+LINK_GROUP = 0x7263
+"""IFLA_GROUP of every link we create ("rc"): lets `ip link del group` sweep them in bulk."""
+
+BRIDGE_PREFIX = "rc-"
+VETH_PREFIX = "rcv"
+NETNS_PREFIX = "rc-"
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
+"""Stack, network and container keys: safe in netns names, paths, rule comments, aliases."""
+
+IFNAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+"""A user-chosen interface name: no '/', whitespace, ':' or shell metacharacters."""
+
+_ALIAS_RE = re.compile(
+    rf"^{re.escape(ALIAS_PREFIX)} (?P<kind>network|endpoint) "
+    r"(?P<stack>[a-z][a-z0-9-]*)/(?P<name>[a-z][a-z0-9-]*)(?:/(?P<network>[a-z][a-z0-9-]*))?$"
+)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The spec entry an object belongs to, as read back from its kernel mark."""
+
+    kind: str  # "network" or "endpoint"
+    stack: str
+    name: str  # network key, or container key for an endpoint
+    network: str | None = None  # for an endpoint: the network it attaches to
+
+    @property
+    def key(self) -> str:
+        parts = [self.stack, self.name] + ([self.network] if self.network else [])
+        return "/".join(parts)
+
+
+def default_bridge_name(stack: str, network: str) -> str:
+    """`rc-<stack>-<network>`; may exceed IFNAMSIZ, which validation reports by field."""
+    return f"{BRIDGE_PREFIX}{stack}-{network}"
+
+
+def network_alias(stack: str, network: str) -> str:
+    return f"{ALIAS_PREFIX} network {stack}/{network}"
+
+
+def endpoint_alias(stack: str, container: str, network: str) -> str:
+    return f"{ALIAS_PREFIX} endpoint {stack}/{container}/{network}"
+
+
+def parse_alias(alias: str | None) -> Owner | None:
+    """The owner encoded in a link alias, or None for a link that is not ours."""
+    if not alias:
+        return None
+    match = _ALIAS_RE.match(alias)
+    if not match:
+        return None
+    kind = match["kind"]
+    network = match["network"]
+    if (kind == "endpoint") != (network is not None):
+        return None
+    return Owner(kind=kind, stack=match["stack"], name=match["name"], network=network)
+
+
+def veth_host_name(stack: str, container: str, network: str) -> str:
+    """Host end of an endpoint: a short hash, since stack+container+network can't fit 15 bytes."""
+    digest = hashlib.sha256(f"{stack}/{container}/{network}".encode()).hexdigest()
+    return f"{VETH_PREFIX}{digest[:10]}"
+
+
+def container_ifname(index: int) -> str:
+    """Container end of the index-th endpoint, in spec order: eth0, eth1, ..."""
+    return f"eth{index}"
+
+
+def netns_name(stack: str, container: str) -> str:
+    """The sandbox namespace at /run/netns/<name>, so `ip netns exec` works for users.
+    '_' cannot occur in keys, so the name parses back unambiguously."""
+    return f"{NETNS_PREFIX}{stack}_{container}"
+
+
+def parse_netns_name(name: str) -> tuple[str, str] | None:
+    """(stack, container) of one of our sandbox namespaces, or None for a foreign one."""
+    if not name.startswith(NETNS_PREFIX):
+        return None
+    stack, sep, container = name[len(NETNS_PREFIX):].partition("_")
+    if not sep or not NAME_PATTERN.match(stack) or not NAME_PATTERN.match(container):
+        return None
+    return stack, container
+
+
+def cgroup_relpath(parent: str, stack: str, container: str) -> str:
+    """Containers live under <cgroup-parent>/<stack>/<container> in every hierarchy."""
+    return f"{parent.strip('/')}/{stack}/{container}"
