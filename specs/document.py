@@ -1,0 +1,304 @@
+"""Reading one stack file: bytes -> text -> YAML -> plain Python values, plus the position of
+every node, so that problems found later (by pydantic, by cross checks) name file:line:col.
+
+Every way a file can be unusable (unreadable, too big, not UTF-8, bad YAML, duplicate keys,
+alias bombs, exotic tags) ends here as SpecErrors: the parser's own exceptions never escape.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from ruamel.yaml import YAML
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.reader import ReaderError
+from ruamel.yaml.scalarbool import ScalarBoolean
+
+from specs.errors import Loc, SpecError, SpecErrors, quoted
+
+Position = tuple[int, int]
+"""1-based line and column."""
+
+MAX_FILE_BYTES = 1024 * 1024
+"""A stack file is a few KiB; a bigger one is a mistake (or hostile), and ruamel is slow on it."""
+
+MAX_ALIAS_EXPANSION = 10_000
+"""Nodes that aliases may add on top of what is written out: room for any sane use of anchors,
+while "billion laughs" (nested aliases multiplying a few lines into billions of nodes) stops."""
+
+MAX_DEPTH = 64
+"""No stack file nests deeper than about 6; deep nesting only exhausts the Python stack."""
+
+
+@dataclass(frozen=True)
+class Positions:
+    """Where each node of a document is: by field path, the value (or, for a value that starts
+    on a later line than its key, such as a block mapping, the key naming it); and each key."""
+
+    values: Mapping[Loc, Position] = field(default_factory=dict)
+    keys: Mapping[Loc, Position] = field(default_factory=dict)
+
+    def locate(self, loc: Loc) -> Position:
+        """The deepest node on `loc` that exists in the file (for a missing key, its mapping)."""
+        for end in range(len(loc), -1, -1):
+            position = self.values.get(loc[:end])
+            if position is not None:
+                return position
+        return (1, 1)
+
+    def locate_key(self, loc: Loc) -> Position:
+        """The key that ends `loc` (an unknown or misspelled field), else as `locate`."""
+        return self.keys.get(loc) or self.locate(loc)
+
+
+@dataclass(frozen=True)
+class Document:
+    data: object
+    """Plain dicts, lists and scalars (str, int, float, bool, None, date, bytes)."""
+    positions: Positions
+
+
+def read_document(path: Path, name: str) -> Document:
+    """Parse one file; `name` is how errors call it (the path as the user gave it)."""
+    text = _read_text(path, name)
+    return _Flattener(name).document(_parse_yaml(text, name))
+
+
+def _fail(name: str, position: Position, loc: Loc, message: str) -> SpecErrors:
+    return SpecErrors([SpecError(name, position[0], position[1], loc, message)])
+
+
+def _read_text(path: Path, name: str) -> str:
+    try:
+        # Refuse FIFOs and devices before opening: reading one could block forever.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise _fail(name, (0, 0), (), "not a regular file")
+        with open(path, "rb") as stream:
+            raw = stream.read(MAX_FILE_BYTES + 1)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise _fail(name, (0, 0), (), f"cannot read the file: {getattr(exc, 'strerror', None) or exc}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise _fail(name, (0, 0), (), "file is larger than 1 MiB: a stack file is a few KiB of YAML")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _fail(name, _byte_position(raw, exc.start), (),
+                    f"not UTF-8 text: invalid byte 0x{raw[exc.start]:02x}") from None
+
+
+def _byte_position(raw: bytes, offset: int) -> Position:
+    line_start = raw.rfind(b"\n", 0, offset) + 1
+    return raw.count(b"\n", 0, offset) + 1, offset - line_start + 1
+
+
+def _parse_yaml(text: str, name: str) -> object:
+    """The round-trip tree (it keeps line and column of every node); YAML 1.2, so `yes` and
+    `no` stay strings."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ruamel warns (to stderr) about reused anchors
+            return YAML(typ="rt").load(text)
+    except DuplicateKeyError:
+        raise SpecErrors(_duplicate_keys(text, name)) from None
+    except MarkedYAMLError as exc:
+        raise SpecErrors([_syntax_error(name, exc)]) from None
+    except ReaderError as exc:  # a control character: its position is an offset in the text
+        raise _fail(name, _text_position(text, exc.position), (),
+                    f"invalid YAML: control character U+{exc.character:04X} is not allowed") from None
+    except RecursionError:
+        raise _fail(name, (1, 1), (), "invalid YAML: nested too deeply") from None
+    except Exception as exc:  # noqa: BLE001 - ruamel's constructors raise bare ValueErrors
+        # (a date like 2024-13-45, an integer of 5000 digits) without a position
+        raise _fail(name, (0, 0), (), f"invalid YAML: {exc}") from None
+
+
+def _text_position(text: str, offset: int) -> Position:
+    line_start = text.rfind("\n", 0, offset) + 1
+    return text.count("\n", 0, offset) + 1, offset - line_start + 1
+
+
+def _syntax_error(name: str, exc: MarkedYAMLError) -> SpecError:
+    mark = exc.problem_mark or exc.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+    problem, context = exc.problem or "", exc.context or ""
+    if context.startswith("while"):
+        message = f"{problem} ({context})"
+    else:  # "expected a single document in the stream" + "but found another document"
+        message = ", ".join(part for part in (context, problem) if part)
+    return SpecError(name, line, col, (), f"invalid YAML: {message}")
+
+
+def _duplicate_keys(text: str, name: str) -> list[SpecError]:
+    """Every duplicate key of the file, at the repeated key, naming the first one. ruamel
+    stops at the first duplicate and has no path; its node tree (composed again, which only
+    fails where loading already failed) has both."""
+    root = YAML(typ="rt").compose(text)
+    errors: list[SpecError] = []
+    visited: set[int] = set()
+    pending: list[tuple[Loc, Node]] = [((), root)]
+    while pending:
+        loc, node = pending.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        if isinstance(node, SequenceNode):
+            pending += [(loc + (index,), item) for index, item in enumerate(node.value)]
+        if not isinstance(node, MappingNode):
+            continue
+        first_keys: dict[str, Node] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                continue
+            first = first_keys.setdefault(key_node.value, key_node)
+            if first is key_node:
+                pending.append((loc + (key_node.value,), value_node))
+                continue
+            errors.append(SpecError(
+                name, key_node.start_mark.line + 1, key_node.start_mark.column + 1, loc,
+                f"duplicate key {quoted(key_node.value)} (first defined at line "
+                f"{first.start_mark.line + 1}, column {first.start_mark.column + 1})"))
+    return errors
+
+
+def _lc_data(node: object) -> Mapping[object, list[int]]:
+    line_col = getattr(node, "lc", None)
+    return getattr(line_col, "data", None) or {}
+
+
+def _entry_positions(node: object, key: object, fallback: Position) -> tuple[Position, Position]:
+    """(key, value) position of a mapping entry; keys pulled in by a merge (`<<: *base`) have
+    none of their own and get the mapping's."""
+    entry = _lc_data(node).get(key)
+    if entry is None:
+        return fallback, fallback
+    key_position = (entry[0] + 1, entry[1] + 1)
+    if entry[2] != entry[0]:
+        return key_position, key_position
+    return key_position, (entry[2] + 1, entry[3] + 1)
+
+
+def _item_position(node: object, index: int, fallback: Position) -> Position:
+    entry = _lc_data(node).get(index)
+    return (entry[0] + 1, entry[1] + 1) if entry is not None else fallback
+
+
+def _loc_part(key: object) -> str | int:
+    """A mapping key as pydantic names it in an error path: ints as ints (true as 1), other
+    non-strings by repr."""
+    if isinstance(key, (str, int)):
+        return int(key) if isinstance(key, bool) else key
+    return repr(key)
+
+
+def _root_position(tree: object) -> Position:
+    line_col = getattr(tree, "lc", None)
+    if line_col is None or line_col.line is None:
+        return (1, 1)
+    return line_col.line + 1, line_col.col + 1
+
+
+class _Flattener:
+    """ruamel's round-trip tree to plain values, recording the position of every node.
+
+    An alias is the same object at a second place in ruamel's tree; copying it out is where a
+    few hundred bytes can become billions of nodes, so what aliases add has a budget. (An alias
+    inside its own anchor comes out of ruamel as null; were it ever a real cycle, the budget
+    would stop it too.)"""
+
+    def __init__(self, name: str):
+        self._name = name
+        self._values: dict[Loc, Position] = {}
+        self._keys: dict[Loc, Position] = {}
+        self._seen: set[int] = set()
+        self._expanded = 0
+
+    def document(self, tree: object) -> Document:
+        data = self._convert(tree, (), _root_position(tree), alias=None)
+        return Document(data, Positions(self._values, self._keys))
+
+    def _fail(self, position: Position, loc: Loc, message: str) -> SpecErrors:
+        return _fail(self._name, position, loc, message)
+
+    def _convert(self, node: object, loc: Loc, position: Position, alias: Position | None) -> object:
+        """`alias`: where the alias being copied out is used, None outside of one."""
+        self._values.setdefault(loc, position)
+        if len(loc) > MAX_DEPTH:
+            raise self._fail(position, loc, f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(node, (dict, list)) and alias is None and id(node) in self._seen:
+            alias = position
+        self._count(alias)
+        if not isinstance(node, (dict, list)):
+            return self._scalar(node, loc, position)
+        self._seen.add(id(node))
+        if isinstance(node, dict):
+            return self._mapping(node, loc, position, alias)
+        return self._sequence(node, loc, position, alias)
+
+    def _count(self, alias: Position | None) -> None:
+        if alias is None:
+            return
+        self._expanded += 1
+        if self._expanded > MAX_ALIAS_EXPANSION:
+            raise self._fail(alias, (), f"aliases expand to more than {MAX_ALIAS_EXPANSION} "
+                                        "nodes: refusing what looks like an alias bomb")
+
+    def _mapping(self, node: dict[object, object], loc: Loc, position: Position,
+                 alias: Position | None) -> dict[object, object]:
+        result: dict[object, object] = {}
+        for key, value in node.items():
+            key_position, value_position = _entry_positions(node, key, position)
+            if isinstance(key, (dict, list, tuple)):
+                raise self._fail(key_position, loc, "a mapping key must be a plain scalar, not a "
+                                                    "list or mapping")
+            plain_key = self._scalar(key, loc, key_position)
+            child = loc + (_loc_part(plain_key),)
+            self._keys.setdefault(child, key_position)
+            result[plain_key] = self._convert(value, child, value_position, alias)
+        return result
+
+    def _sequence(self, node: list[object], loc: Loc, position: Position,
+                  alias: Position | None) -> list[object]:
+        items: list[object] = []
+        for index, item in enumerate(node):
+            item_position = _item_position(node, index, position)
+            plain = self._convert(item, loc + (index,), item_position, alias)
+            if isinstance(plain, str):
+                # The model turns `networks: [front]` into a mapping keyed by 'front': an error
+                # about that key finds the list item by its value.
+                self._values.setdefault(loc + (plain,), item_position)
+            items.append(plain)
+        return items
+
+    def _text(self, node: str, loc: Loc, position: Position) -> str:
+        """A "\\ud800" escape gives a lone surrogate: not text, and nothing can encode it."""
+        try:
+            node.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise self._fail(position, loc, f"invalid character U+{ord(node[exc.start]):04X} "
+                                            "(a lone UTF-16 surrogate)") from None
+        return str(node)
+
+    def _scalar(self, node: object, loc: Loc, position: Position) -> object:
+        if node is None or isinstance(node, bool):
+            return node
+        if isinstance(node, ScalarBoolean):  # ruamel's bool with an anchor is an int subclass
+            return bool(node)
+        if isinstance(node, str):
+            return self._text(node, loc, position)
+        for plain_type in (int, float):
+            if isinstance(node, plain_type):
+                return plain_type(node)
+        if isinstance(node, (date, bytes)):
+            return node
+        tag = getattr(getattr(node, "tag", None), "value", None)
+        what = f"tag {tag}" if tag else type(node).__name__.removeprefix("Commented").lower()
+        raise self._fail(position, loc, f"unsupported YAML value ({what}): use strings, numbers, "
+                                        "booleans, lists and mappings")

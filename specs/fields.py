@@ -1,0 +1,310 @@
+"""Checks and normalisers for single spec fields: the short forms users write ("8080:80",
+"/src:/dst:ro", "64Mi", a command string) become the one shape every consumer reads.
+
+Each raises ValueError with a message a user can act on; the loader prints it after the field
+path. Names and paths end up in netns names, cgroup paths, mount options and iptables comments,
+so they are held to small safe alphabets here, once, instead of being escaped everywhere.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import shlex
+from collections.abc import Callable
+from datetime import date
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+from specs.errors import Loc, quoted
+from specs.names import IFNAME_PATTERN, NAME_PATTERN
+from specs.units import format_cpu_list, parse_bytes, parse_cpu_list
+
+MAX_PREFIX_LENGTH = 30
+"""A network needs a gateway and at least one container address besides the network and
+broadcast addresses: /30 is the smallest that has room."""
+
+MIN_MEMORY = 4 * 1024**2
+"""Below 4 MiB a container runtime cannot even start the process."""
+
+MAX_MEMORY = 1024**5
+"""1024Ti: no host has more; a larger number is a typo."""
+
+MAX_ID = 2**32 - 2
+"""Largest uid/gid: (uid_t)-1 means "no change" to the kernel."""
+
+NAME_RULE = "use 1 to 16 lowercase letters, digits or '-', starting with a letter"
+HOSTNAME_RULE = "use 1 to 63 letters, digits or '-', not starting or ending with '-' (RFC 1123)"
+IFNAME_RULE = "use at most 15 letters, digits, '_', '.' or '-', starting with a letter or digit"
+PATH_ALPHABET = "letters, digits and . _ + @ - /"
+
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_USER_RE = re.compile(r"(?P<uid>[0-9]{1,10})(?::(?P<gid>[0-9]{1,10}))?|[a-z_][a-z0-9_-]{0,31}")
+# ':' and ',' are left out on purpose: they separate fields in volume strings and mount options.
+_PATH_CHAR_RE = re.compile(r"[A-Za-z0-9._+@/-]")
+_PORT_RE = re.compile(r"(?:(?P<host_ip>[^:/]+):)?(?P<host>[0-9]{1,5}):(?P<container>[0-9]{1,5})"
+                      r"(?:/(?P<protocol>.*))?")
+PORT_FORMS = "'HOST:CONTAINER[/tcp|udp]', 'IP:HOST:CONTAINER[/tcp|udp]'"
+VOLUME_FORM = "'SOURCE:TARGET[:ro|rw]'"
+
+
+class SubfieldError(ValueError):
+    """A problem inside a value a validator normalises as a whole (an item of a list): `loc`
+    extends the field's path, so the error points at the item rather than the whole list."""
+
+    def __init__(self, loc: Loc, message: str):
+        super().__init__(message)
+        self.loc = loc
+
+
+def describe_value(value: object) -> str:
+    """What a YAML value is, as a user reads it in an error: "an integer (8080)"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return f"a string ({quoted(value)})"
+    if isinstance(value, date):
+        return f"a date ({value.isoformat()})"
+    if isinstance(value, bytes):
+        return "binary data"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+def quote_hint(value: object) -> str:
+    """The usual cause of a number where text is expected: YAML read an unquoted scalar."""
+    if not isinstance(value, (bool, int, float)):
+        return ""
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    return f': quote it ("{text}")'
+
+
+def _expect_str(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected {what}, got {describe_value(value)}{quote_hint(value)}")
+    return value
+
+
+def name_checker(kind: str) -> Callable[[str], str]:
+    """A validator for stack names and network/container keys (names.NAME_PATTERN)."""
+    def check(value: str) -> str:
+        if not NAME_PATTERN.fullmatch(value):
+            raise ValueError(f"invalid {kind} {quoted(value)}: {NAME_RULE}")
+        return value
+    return check
+
+
+def is_hostname(value: str) -> bool:
+    return _HOSTNAME_RE.fullmatch(value) is not None
+
+
+def check_hostname(value: str) -> str:
+    if not is_hostname(value):
+        raise ValueError(f"invalid hostname {quoted(value)}: {HOSTNAME_RULE}")
+    return value
+
+
+def check_ifname(value: str) -> str:
+    """An explicit bridge name: it reaches `ip` commands and sysfs paths as is."""
+    if not IFNAME_PATTERN.fullmatch(value):
+        raise ValueError(f"invalid interface name {quoted(value)}: {IFNAME_RULE}")
+    return value
+
+
+def check_env_name(value: str) -> str:
+    if not _ENV_NAME_RE.fullmatch(value):
+        raise ValueError(f"invalid variable name {quoted(value)}: "
+                         "use letters, digits and '_', not starting with a digit")
+    return value
+
+
+def check_no_nul(value: str) -> str:
+    """argv and environment strings end at the first NUL byte in execve."""
+    if "\0" in value:
+        raise ValueError("must not contain a NUL byte")
+    return value
+
+
+def check_user(value: str) -> str:
+    match = _USER_RE.fullmatch(value)
+    if match is None:
+        raise ValueError(f"invalid user {quoted(value)}: use 'UID', 'UID:GID' (numbers) or a user name")
+    if any(int(part) > MAX_ID for part in (match["uid"], match["gid"]) if part):
+        raise ValueError(f"invalid user {quoted(value)}: uid and gid must be at most {MAX_ID}")
+    return value
+
+
+def check_absolute_path(value: str) -> str:
+    """An absolute path without '..', in the safe alphabet; normalised ('//', '/./', trailing
+    '/'), so that the same directory always compares equal."""
+    if not value.startswith("/"):
+        raise ValueError(f"expected an absolute path (starting with '/'), got {quoted(value)}")
+    unsafe = sorted({char for char in value if not _PATH_CHAR_RE.fullmatch(char)})
+    if unsafe:
+        shown = " ".join(repr(char) for char in unsafe)
+        raise ValueError(f"path {quoted(value)} contains {shown}: use {PATH_ALPHABET} only")
+    if ".." in value.split("/"):
+        raise ValueError(f"path {quoted(value)} must not contain '..'")
+    return posixpath.normpath(re.sub("/{2,}", "/", value))
+
+
+def to_host_path(value: object) -> Path:
+    """A path on the host (rootfs, volume source) as a Path; accepts a Path (round trips)."""
+    text = str(value) if isinstance(value, Path) else _expect_str(value, "an absolute path")
+    return Path(check_absolute_path(text))
+
+
+def check_mount_target(value: str) -> str:
+    target = check_absolute_path(value)
+    if target == "/":
+        raise ValueError("a volume cannot be mounted over the container's root '/'")
+    return target
+
+
+def to_ipv4_address(value: object) -> IPv4Address:
+    if isinstance(value, IPv4Address):
+        return value
+    text = _expect_str(value, "an IPv4 address like 10.88.1.10")
+    if ":" in text:
+        raise ValueError(f"IPv6 is not supported yet: expected an IPv4 address, got {quoted(text)}")
+    try:
+        return IPv4Address(text)
+    except ValueError:
+        raise ValueError(f"expected an IPv4 address like 10.88.1.10, got {quoted(text)}") from None
+
+
+def to_bind_address(value: object) -> IPv4Address | None:
+    """A host_ip to publish on: 0.0.0.0 means every address, the same as leaving it out, so
+    both compare equal when looking for conflicting ports."""
+    if value is None:
+        return None
+    address = to_ipv4_address(value)
+    return None if address.is_unspecified else address
+
+
+def to_ipv4_network(value: object) -> IPv4Network:
+    """A subnet in strict CIDR form: host bits set are a mistake worth pointing at."""
+    if isinstance(value, IPv4Network):
+        return value
+    text = _expect_str(value, "a subnet like 10.88.1.0/24")
+    if ":" in text:
+        raise ValueError(f"IPv6 is not supported yet: expected an IPv4 subnet, got {quoted(text)}")
+    if "/" not in text:
+        raise ValueError(f"expected a subnet with a prefix length like 10.88.1.0/24, got {quoted(text)}")
+    try:
+        network = IPv4Network(text)
+    except ValueError:
+        raise ValueError(_subnet_problem(text)) from None
+    if network.prefixlen > MAX_PREFIX_LENGTH:
+        raise ValueError(f"subnet {network} is too small: use a prefix of /{MAX_PREFIX_LENGTH} "
+                         "or shorter (room for a gateway and a container)")
+    return network
+
+
+def _subnet_problem(text: str) -> str:
+    try:
+        loose = IPv4Network(text, strict=False)
+    except ValueError:
+        return f"expected a subnet like 10.88.1.0/24, got {quoted(text)}"
+    return f"subnet {text} has host bits set: did you mean {loose}?"
+
+
+def to_argv(value: object) -> object:
+    """A command string is split like a shell would (quotes, backslashes), never run by one."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return shlex.split(value)
+    except ValueError as exc:
+        raise ValueError(f"cannot split the command like a shell: {str(exc).lower()}") from None
+
+
+def check_program(argv: list[str]) -> list[str]:
+    if not argv[0]:
+        raise SubfieldError((0,), "the program to run must not be empty")
+    return argv
+
+
+def to_attachments(value: object) -> object:
+    """`networks: [front, back]` is `networks: {front: {}, back: {}}`; `front:` with no value
+    is `front: {}`. Spec order is kept: it numbers the interfaces eth0, eth1, ..."""
+    if isinstance(value, list):
+        return {key: {} for key in reject_duplicates(value, "a network key")}
+    if isinstance(value, dict):
+        return {key: {} if attachment is None else attachment for key, attachment in value.items()}
+    raise ValueError("expected a list of network keys or a mapping of network key to {ip: ...}, "
+                     f"got {describe_value(value)}")
+
+
+def reject_duplicates(items: list[str], what: str = "a name") -> list[str]:
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise SubfieldError((index,), f"expected {what}, got {describe_value(item)}")
+        if item in seen:
+            raise SubfieldError((index,), f"{quoted(item)} is listed twice")
+        seen.add(item)
+    return items
+
+
+def _reject_scalar(value: object, forms: str) -> object:
+    """Leave mappings (and model instances) to the model; a bare number or null in a list of
+    ports or volumes is a typo worth naming the accepted forms for."""
+    if value is None or isinstance(value, (bool, int, float)):
+        raise ValueError(f"expected {forms}, got {describe_value(value)}")
+    return value
+
+
+def to_port_mapping(value: object) -> object:
+    """"[IP:]HOST:CONTAINER[/proto]" as the mapping form; the model checks the ranges."""
+    if not isinstance(value, str):
+        return _reject_scalar(value, f"{PORT_FORMS} or a mapping")
+    match = _PORT_RE.fullmatch(value.strip())
+    if match is None:
+        raise ValueError(f"expected {PORT_FORMS} or a mapping, got {quoted(value)}")
+    fields = {key: text for key, text in match.groupdict().items() if text is not None}
+    return {**fields, "host": int(fields["host"]), "container": int(fields["container"])}
+
+
+def to_volume(value: object) -> object:
+    """"SOURCE:TARGET[:ro|rw]" as the mapping form (paths cannot hold ':', so it splits cleanly)."""
+    if not isinstance(value, str):
+        return _reject_scalar(value, f"{VOLUME_FORM} or a mapping")
+    parts = value.split(":")
+    if len(parts) not in (2, 3):
+        raise ValueError(f"expected {VOLUME_FORM} or a mapping, got {quoted(value)}")
+    mode = parts[2] if len(parts) == 3 else "rw"
+    if mode not in ("ro", "rw"):
+        raise ValueError(f"unknown volume mode {quoted(mode)} in {quoted(value)}: use ro or rw")
+    return {"source": parts[0], "target": parts[1], "read_only": mode == "ro"}
+
+
+def to_memory_bytes(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"expected a size like '64Mi' or a number of bytes, got {describe_value(value)}")
+    size = value if isinstance(value, int) else parse_bytes(value)
+    if size < MIN_MEMORY:
+        raise ValueError(f"must be at least 4Mi ({MIN_MEMORY} bytes), got {_shown_size(value)}")
+    if size > MAX_MEMORY:
+        raise ValueError(f"must be at most 1024Ti ({MAX_MEMORY} bytes), got {_shown_size(value)}")
+    return size
+
+
+def _shown_size(value: int | str) -> str:
+    return quoted(value) if isinstance(value, str) else str(value)
+
+
+def to_cpuset(value: object) -> str:
+    """Canonical form ("0,1,2,3" -> "0-3"): what cpuset.cpus reads back, so diffs stay quiet."""
+    text = _expect_str(value, "a CPU list like '0-3,5'")
+    return format_cpu_list(parse_cpu_list(text))

@@ -1,0 +1,131 @@
+"""Load stack files: a file, or a directory of *.yaml / *.yml, parsed, validated and checked
+against each other, with every error of every file located to file:line:col and reported
+together (SpecErrors). Nothing else escapes, whatever the bytes on disk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from specs.document import Document, Positions, read_document
+from specs.errors import Issue, Loc, SpecError, SpecErrors
+from specs.fields import describe_value
+from specs.messages import explain
+from specs.model import Stack
+from specs.validate import check_stacks
+
+STACK_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class StackFile:
+    """A validated stack and the file it came from, able to point into that file."""
+
+    path: Path
+    stack: Stack
+    positions: Positions = field(default_factory=Positions, repr=False, compare=False)
+
+    def locate(self, loc: Loc) -> tuple[int, int]:
+        """1-based (line, col) of the deepest node on `loc` in the file; for a missing key, the
+        mapping that lacks it."""
+        return self.positions.locate(loc)
+
+    def error(self, loc: Loc, message: str) -> SpecError:
+        line, col = self.locate(loc)
+        return SpecError(str(self.path), line, col, loc, message)
+
+
+def load_path(path: str | Path) -> list[StackFile]:
+    """Every stack of a file or directory, valid together; else SpecErrors with all problems."""
+    loaded: list[StackFile] = []
+    errors: list[SpecError] = []
+    for stack_path in _stack_paths(Path(path)):
+        try:
+            loaded.append(_load_file(stack_path))
+        except SpecErrors as exc:
+            errors += exc.errors
+    distinct, duplicates = _distinct_names(loaded)
+    errors += duplicates
+    errors += locate_issues(distinct, check_stacks([f.stack for f in distinct]))
+    if errors:
+        raise SpecErrors(errors)
+    return loaded
+
+
+def locate_issues(files: Sequence[StackFile], issues: Sequence[Issue]) -> list[SpecError]:
+    """Issues (found by stack name and field path) at file:line:col in the file of their stack;
+    a stack with no file (a spec from the state store) gets its name and no position."""
+    by_name: dict[str, StackFile] = {}
+    for stack_file in files:
+        by_name.setdefault(stack_file.stack.name, stack_file)
+    located: list[SpecError] = []
+    for issue in issues:
+        owner = by_name.get(issue.stack)
+        located.append(owner.error(issue.loc, issue.message) if owner is not None
+                       else SpecError(f"stack {issue.stack}", 0, 0, issue.loc, issue.message))
+    return located
+
+
+def _stack_paths(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return [path]
+    try:
+        entries = sorted(os.listdir(path))
+    except OSError as exc:
+        raise _file_error(path, f"cannot list the directory: {exc.strerror or exc}") from None
+    # Dot files are editors' lock and swap files (".#stack.yaml"), never stacks.
+    paths = [path / entry for entry in entries
+             if entry.endswith(STACK_SUFFIXES) and not entry.startswith(".")]
+    if not paths:
+        raise _file_error(path, "no stack files (*.yaml, *.yml) in this directory")
+    return paths
+
+
+def _file_error(path: Path, message: str) -> SpecErrors:
+    return SpecErrors([SpecError(str(path), 0, 0, (), message)])
+
+
+def _load_file(path: Path) -> StackFile:
+    name = str(path)
+    document = read_document(path, name)
+    if not isinstance(document.data, dict):
+        raise SpecErrors([_top_level_error(name, document)])
+    try:
+        stack = Stack.model_validate(document.data)
+    except ValidationError as exc:
+        raise SpecErrors([_validation_error(name, document, error) for error in exc.errors()]) from None
+    return StackFile(path, stack, document.positions)
+
+
+def _top_level_error(name: str, document: Document) -> SpecError:
+    line, col = document.positions.locate(())
+    if document.data is None:
+        return SpecError(name, line, col, (), "empty file: expected a stack (name, networks, containers)")
+    return SpecError(name, line, col, (), "expected a mapping (name, networks, containers) at the "
+                                          f"top level, got {describe_value(document.data)}")
+
+
+def _validation_error(name: str, document: Document, error: ErrorDetails) -> SpecError:
+    explained = explain(error, document.data)
+    locate = document.positions.locate_key if explained.at_key else document.positions.locate
+    line, col = locate(explained.anchor)
+    return SpecError(name, line, col, explained.loc, explained.message)
+
+
+def _distinct_names(files: Sequence[StackFile]) -> tuple[list[StackFile], list[SpecError]]:
+    """The first file of each stack name, and an error at the `name` of every later one: a
+    stack name owns kernel objects, two files cannot both own them."""
+    first: dict[str, StackFile] = {}
+    errors: list[SpecError] = []
+    for stack_file in files:
+        earlier = first.setdefault(stack_file.stack.name, stack_file)
+        if earlier is not stack_file:
+            errors.append(stack_file.error(("name",), f"stack name '{stack_file.stack.name}' is "
+                                                      f"already used by {earlier.path}"))
+    return list(first.values()), errors

@@ -1,0 +1,195 @@
+"""The stack file, v1 (docs/spec.md), as pydantic models.
+
+Validation checks every field on its own and then normalises and resolves: short forms become
+the mapping form, defaults that depend on the stack name or a key are filled in (bridge,
+hostname, default route), so every consumer reads one shape and never re-derives a default.
+Checks that span fields or stacks live in specs.validate; the loader runs both.
+
+Types are strict (no "yes" for true, no 8080 for "8080"): a YAML scalar that means something
+else than the user thought is an error, not a silent conversion. Models are frozen.
+`Stack.model_dump(mode="json")` validates back to an equal Stack (the state store relies on it).
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+
+from specs.fields import (
+    check_absolute_path,
+    check_env_name,
+    check_hostname,
+    check_ifname,
+    check_mount_target,
+    check_no_nul,
+    check_program,
+    check_user,
+    name_checker,
+    reject_duplicates,
+    to_argv,
+    to_attachments,
+    to_bind_address,
+    to_cpuset,
+    to_host_path,
+    to_ipv4_address,
+    to_ipv4_network,
+    to_memory_bytes,
+    to_port_mapping,
+    to_volume,
+)
+from specs.names import NAME_PATTERN, default_bridge_name
+
+MAX_CPUS = 1024
+MAX_PIDS = 4194304
+"""PID_MAX_LIMIT on 64-bit kernels: pids.max cannot usefully be higher."""
+MAX_STOP_GRACE = 86400
+
+
+_NAME_SCHEMA = WithJsonSchema({"type": "string", "pattern": NAME_PATTERN.pattern})
+StackName = Annotated[str, AfterValidator(name_checker("stack name")), _NAME_SCHEMA]
+NetworkKey = Annotated[str, AfterValidator(name_checker("network key")), _NAME_SCHEMA]
+ContainerKey = Annotated[str, AfterValidator(name_checker("container key")), _NAME_SCHEMA]
+Address = Annotated[IPv4Address, BeforeValidator(to_ipv4_address, json_schema_input_type=IPv4Address)]
+BindAddress = Annotated[IPv4Address | None,
+                        BeforeValidator(to_bind_address, json_schema_input_type=IPv4Address | None)]
+Subnet = Annotated[IPv4Network, BeforeValidator(to_ipv4_network, json_schema_input_type=IPv4Network)]
+HostPath = Annotated[Path, BeforeValidator(to_host_path, json_schema_input_type=Path)]
+ContainerPath = Annotated[str, AfterValidator(check_absolute_path)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Text = Annotated[str, AfterValidator(check_no_nul)]
+EnvName = Annotated[str, AfterValidator(check_env_name)]
+
+
+def _drop_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def _derived(description: str) -> Any:
+    """A field whose default depends on the stack name or a key: None until Stack resolves it,
+    so its type stays the resolved one for consumers (and the schema shows no null default)."""
+    return Field(default=None, description=description, json_schema_extra=_drop_default)
+
+
+class SpecModel(BaseModel):
+    """Strict (no "yes" for true, no 8080 for "8080"), no unknown fields, frozen."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Network(SpecModel):
+    """A Linux bridge holding the gateway address; containers attach to it with veth pairs."""
+
+    subnet: Subnet = Field(description="IPv4 subnet in CIDR form without host bits, e.g. 10.88.1.0/24")
+    gateway: Address = _derived("address of the bridge; default: the first host address of the subnet")
+    bridge: Annotated[str, AfterValidator(check_ifname)] = _derived(
+        "bridge interface name, at most 15 bytes; default: rc-<stack>-<network>")
+    mtu: int = Field(1500, ge=68, le=65535, description="MTU of the bridge and of every veth on it")
+    internal: bool = Field(False, description="true: no masquerade, no published ports, no route out")
+
+    @model_validator(mode="after")
+    def _default_gateway(self) -> Network:
+        if self.gateway is not None:
+            return self
+        return self.model_copy(update={"gateway": self.subnet.network_address + 1})
+
+    def _resolve(self, stack: str, key: str) -> Network:
+        if self.bridge is not None:
+            return self
+        return self.model_copy(update={"bridge": default_bridge_name(stack, key)})
+
+
+class Attachment(SpecModel):
+    """A container's interface on one network."""
+
+    ip: Address | None = Field(
+        None, description="static address; default: allocated from the subnet and kept across runs")
+
+
+class PortMapping(SpecModel):
+    """A published port: "HOST:CONTAINER[/proto]", "IP:HOST:CONTAINER[/proto]" or this mapping."""
+
+    host: Port = Field(description="port on the host")
+    container: Port = Field(description="port inside the container")
+    protocol: Literal["tcp", "udp"] = "tcp"
+    host_ip: BindAddress = Field(None, description="host address to publish on; default (or 0.0.0.0): all")
+
+
+class Resources(SpecModel):
+    """cgroup limits, changed in place on a running container."""
+
+    memory: Annotated[int, BeforeValidator(to_memory_bytes, json_schema_input_type=int | str)] | None = Field(
+        None, description="bytes, or with a unit: Ki Mi Gi Ti (1024) or K M G T (1000); at least 4Mi")
+    cpus: float | None = Field(None, ge=0.01, le=MAX_CPUS, allow_inf_nan=False,
+                               description="CPU quota in cores, e.g. 0.5")
+    pids: int | None = Field(None, ge=1, le=MAX_PIDS, description="most processes and threads at once")
+    cpuset: Annotated[str, BeforeValidator(to_cpuset, json_schema_input_type=str)] | None = Field(
+        None, description="CPUs the container may run on, e.g. \"0-3,5\" (normalised as the kernel prints it)")
+
+
+class Volume(SpecModel):
+    """A bind mount: "SOURCE:TARGET[:ro|rw]" or this mapping."""
+
+    source: HostPath = Field(description="absolute path on the host")
+    target: Annotated[str, AfterValidator(check_mount_target)] = Field(
+        description="absolute path inside the container")
+    read_only: bool = False
+
+
+class Container(SpecModel):
+    """A process in its own namespaces, attached to networks, limited by cgroups."""
+
+    command: Annotated[list[Text], BeforeValidator(to_argv, json_schema_input_type=str | list[str]),
+                       Field(min_length=1), AfterValidator(check_program)] = Field(
+        description="argv as a list, or a string split like a shell (never run by one)")
+    rootfs: HostPath | None = Field(
+        None, description="root directory; default: the host's filesystem, read-only, "
+                          "with private /proc, /tmp and /run")
+    env: dict[EnvName, Text] = Field(default_factory=dict, description="environment (values are strings: quote numbers)")
+    workdir: ContainerPath = Field("/", description="absolute working directory inside the container")
+    hostname: Annotated[str, AfterValidator(check_hostname)] = _derived("default: the container key")
+    user: Annotated[str, AfterValidator(check_user)] | None = Field(
+        None, description="\"UID\", \"UID:GID\" or a user name; default: root")
+    restart: Literal["always", "on-failure", "no"] = "always"
+    networks: Annotated[dict[str, Attachment], BeforeValidator(
+        to_attachments, json_schema_input_type=list[str] | dict[str, Attachment | None])] = Field(
+        default_factory=dict, description="network keys, or a mapping network key -> {ip: ...}; "
+                                          "interfaces are eth0, eth1, ... in this order")
+    default_route: str | None = Field(
+        None, description="network whose gateway is the default route; default: the first listed "
+                          "non-internal network; null: no default route")
+    ports: list[Annotated[PortMapping, BeforeValidator(to_port_mapping, json_schema_input_type=str | PortMapping)]] = Field(
+        default_factory=list, description="published ports (not on internal networks)")
+    resources: Resources = Field(default_factory=Resources)
+    volumes: list[Annotated[Volume, BeforeValidator(to_volume, json_schema_input_type=str | Volume)]] = Field(
+        default_factory=list)
+    depends_on: Annotated[list[str], AfterValidator(reject_duplicates)] = Field(
+        default_factory=list, description="containers started before this one (start order only)")
+    stop_grace: float = Field(10.0, ge=0, le=MAX_STOP_GRACE, allow_inf_nan=False,
+                              description="seconds between SIGTERM and SIGKILL")
+
+    def _resolve(self, key: str, networks: dict[str, Network]) -> Container:
+        update: dict[str, object] = {}
+        if self.hostname is None:
+            update["hostname"] = key
+        if "default_route" not in self.model_fields_set:
+            routed = (name for name in self.networks if name in networks and not networks[name].internal)
+            update["default_route"] = next(routed, None)
+        return self.model_copy(update=update) if update else self
+
+
+class Stack(SpecModel):
+    """A reconcile stack file (v1): networks and the containers attached to them."""
+
+    name: StackName = Field(description="unique across a directory; prefixes every kernel object")
+    networks: dict[NetworkKey, Network] = Field(default_factory=dict, description="bridge networks by key")
+    containers: dict[ContainerKey, Container] = Field(
+        default_factory=dict, description="containers by key; the key is also their name on the networks")
+
+    @model_validator(mode="after")
+    def _resolve_defaults(self) -> Stack:
+        networks = {key: network._resolve(self.name, key) for key, network in self.networks.items()}
+        containers = {key: container._resolve(key, networks) for key, container in self.containers.items()}
+        return self.model_copy(update={"networks": networks, "containers": containers})

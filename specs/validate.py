@@ -1,0 +1,316 @@
+"""Checks across fields, containers and stacks, and against what the host already holds.
+
+Each returns Issues (stack name, field path, message); the loader or the engine locates them
+in the files (specs.loader.locate_issues). Pure: the host check is handed what the kernel
+holds, nothing here reads it. Stacks are assumed to have distinct names (the loader reports a
+repeated name first and checks only the first file of each name).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import Counter, defaultdict
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+from specs.errors import Issue, quoted
+from specs.fields import is_hostname
+from specs.model import Container, Network, PortMapping, Stack
+from specs.names import IFNAMSIZ
+
+RESERVED_ADDRESSES = 3
+"""Per subnet: the network address, the broadcast address and the gateway."""
+
+
+@dataclass(frozen=True)
+class HostNet:
+    """An address or a route on a host interface that reconcile does not own."""
+
+    ifname: str
+    network: IPv4Network
+    source: str  # "address" or "route"
+
+
+@dataclass(frozen=True)
+class AppliedNet:
+    """A network of reconcile as the kernel holds it (read back from its marks)."""
+
+    stack: str
+    network: str
+    subnet: IPv4Network
+    bridge: str
+
+
+def check_stacks(stacks: Sequence[Stack]) -> list[Issue]:
+    """Every problem within each stack and between the stacks (subnets, bridges, host ports)."""
+    issues: list[Issue] = []
+    for stack in stacks:
+        issues += _check_networks(stack)
+        for key, container in stack.containers.items():
+            issues += _check_container(stack, key, container)
+        issues += _check_static_addresses(stack)
+        issues += _check_dependency_cycles(stack)
+    issues += _check_subnet_overlaps(stacks)
+    issues += _check_bridge_names(stacks)
+    issues += _check_host_ports(stacks)
+    return issues
+
+
+def check_host(stacks: Sequence[Stack], host_nets: Sequence[HostNet],
+               applied: Sequence[AppliedNet]) -> list[Issue]:
+    """Conflicts of the networks of `stacks` with foreign addresses and routes on the host
+    (default routes aside: every subnet "overlaps" 0.0.0.0/0) and with networks of other
+    stacks already applied. `applied` entries of `stacks` themselves are ours to change."""
+    in_scope = {stack.name for stack in stacks}
+    others = [net for net in applied if net.stack not in in_scope]
+    issues: list[Issue] = []
+    for stack in stacks:
+        for key, network in stack.networks.items():
+            issues += _host_conflicts(stack.name, key, network, host_nets)
+            issues += _applied_conflicts(stack.name, key, network, others)
+    return issues
+
+
+def _suggestion(name: str, known: Collection[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {quoted(close[0])}?)" if close else ""
+
+
+def _elsewhere(stack: str, owner: str, path: str) -> str:
+    """`path` as seen from `stack`: another stack's fields carry its name."""
+    return path if owner == stack else f"{path} of stack '{owner}'"
+
+
+def _placement_problem(address: IPv4Address, subnet: IPv4Network) -> str | None:
+    if address not in subnet:
+        return f"{address} is outside subnet {subnet}"
+    if address == subnet.network_address:
+        return f"{address} is the network address of {subnet}"
+    if address == subnet.broadcast_address:
+        return f"{address} is the broadcast address of {subnet}"
+    return None
+
+
+def _check_networks(stack: Stack) -> Iterator[Issue]:
+    attached = Counter(key for container in stack.containers.values() for key in container.networks)
+    for key, network in stack.networks.items():
+        loc = ("networks", key)
+        size = len(network.bridge.encode())
+        if size > IFNAMSIZ:  # only a derived name can be: the model refuses long explicit ones
+            yield Issue(stack.name, loc + ("bridge",),
+                        f"derived bridge name '{network.bridge}' is {size} bytes, over the "
+                        f"{IFNAMSIZ}-byte interface name limit: shorten the stack name or the "
+                        f"network key, or set networks.{key}.bridge")
+        problem = _placement_problem(network.gateway, network.subnet)
+        if problem:
+            yield Issue(stack.name, loc + ("gateway",), f"gateway {problem}")
+        room = network.subnet.num_addresses - RESERVED_ADDRESSES
+        if attached[key] > room:
+            yield Issue(stack.name, loc + ("subnet",),
+                        f"subnet {network.subnet} has room for {room} container "
+                        f"address{'es' if room != 1 else ''}, but {attached[key]} containers "
+                        f"attach to network '{key}'")
+
+
+def _check_container(stack: Stack, key: str, container: Container) -> Iterator[Issue]:
+    loc = ("containers", key)
+    if not is_hostname(container.hostname):  # only the default can be: explicit ones are checked
+        yield Issue(stack.name, loc + ("hostname",),
+                    f"the hostname defaults to the container key '{key}', which is not a valid "
+                    f"RFC 1123 hostname: set containers.{key}.hostname")
+    yield from _check_attachments(stack, key, container)
+    yield from _check_default_route(stack, key, container)
+    yield from _check_published(stack, key, container)
+    targets: dict[str, int] = {}
+    for index, volume in enumerate(container.volumes):
+        first = targets.setdefault(volume.target, index)
+        if first != index:
+            yield Issue(stack.name, loc + ("volumes", index),
+                        f"target {volume.target} is already mounted by volumes[{first}]")
+    for index, dependency in enumerate(container.depends_on):
+        if dependency == key:
+            yield Issue(stack.name, loc + ("depends_on", index), "a container cannot depend on itself")
+        elif dependency not in stack.containers:
+            yield Issue(stack.name, loc + ("depends_on", index),
+                        f"container {quoted(dependency)} is not defined in this stack"
+                        + _suggestion(dependency, stack.containers))
+
+
+def _check_attachments(stack: Stack, key: str, container: Container) -> Iterator[Issue]:
+    for network_key, attachment in container.networks.items():
+        loc = ("containers", key, "networks", network_key)
+        network = stack.networks.get(network_key)
+        if network is None:
+            yield Issue(stack.name, loc, f"network {quoted(network_key)} is not defined in this stack"
+                        + _suggestion(network_key, stack.networks))
+            continue
+        if attachment.ip is None:
+            continue
+        problem = _placement_problem(attachment.ip, network.subnet)
+        if problem is None and attachment.ip == network.gateway:
+            problem = f"{attachment.ip} is the gateway of network '{network_key}'"
+        if problem:
+            yield Issue(stack.name, loc + ("ip",), f"address {problem}")
+
+
+def _check_default_route(stack: Stack, key: str, container: Container) -> Iterator[Issue]:
+    route = container.default_route
+    if route is None:
+        return
+    loc = ("containers", key, "default_route")
+    if route not in container.networks:
+        listed = ", ".join(map(quoted, container.networks)) or "none"
+        yield Issue(stack.name, loc, f"default_route {quoted(route)} is not one of this container's "
+                                     f"networks ({listed})")
+    elif route in stack.networks and stack.networks[route].internal:
+        yield Issue(stack.name, loc, f"default_route '{route}' is an internal network: "
+                                     "internal networks have no route out")
+
+
+def _check_published(stack: Stack, key: str, container: Container) -> Iterator[Issue]:
+    """A published port is DNAT from the host to the container through a routed bridge:
+    internal networks have none."""
+    if not container.ports:
+        return
+    joined = [name for name in container.networks if name in stack.networks]
+    if any(not stack.networks[name].internal for name in joined):
+        return
+    where = f"only on internal networks ({', '.join(joined)})" if joined else "on no network"
+    yield Issue(stack.name, ("containers", key, "ports"),
+                f"published ports need a non-internal network, and this container is {where}")
+
+
+def _check_static_addresses(stack: Stack) -> Iterator[Issue]:
+    holders: dict[tuple[str, IPv4Address], str] = {}
+    for key, container in stack.containers.items():
+        for network_key, attachment in container.networks.items():
+            if attachment.ip is None:
+                continue
+            holder = holders.setdefault((network_key, attachment.ip), key)
+            if holder != key:
+                yield Issue(stack.name, ("containers", key, "networks", network_key, "ip"),
+                            f"address {attachment.ip} on network '{network_key}' is already "
+                            f"taken by container '{holder}'")
+
+
+def _check_dependency_cycles(stack: Stack) -> Iterator[Issue]:
+    """Each cycle once, at the depends_on entry that closes it, named in spec order. Depth
+    first without recursion: a long chain of containers must not exhaust the Python stack."""
+    edges = {key: [(index, dependency) for index, dependency in enumerate(container.depends_on)
+                   if dependency in stack.containers and dependency != key]
+             for key, container in stack.containers.items()}
+    finished: set[str] = set()
+    for root in stack.containers:
+        if root in finished:
+            continue
+        path: dict[str, int] = {root: 0}  # container -> depth, in path order
+        pending = [iter(edges[root])]
+        while pending:
+            key = next(reversed(path))
+            step = next(pending[-1], None)
+            if step is None:
+                finished.add(key)
+                del path[key]
+                pending.pop()
+            elif step[1] in path:
+                cycle = list(path)[path[step[1]]:] + [step[1]]
+                yield Issue(stack.name, ("containers", key, "depends_on", step[0]),
+                            "dependency cycle: " + " -> ".join(cycle))
+            elif step[1] not in finished:
+                path[step[1]] = len(path)
+                pending.append(iter(edges[step[1]]))
+
+
+@dataclass(frozen=True)
+class _Placed:
+    order: int
+    stack: str
+    key: str
+    subnet: IPv4Network
+
+
+def _check_subnet_overlaps(stacks: Sequence[Stack]) -> Iterator[Issue]:
+    """Each subnet that overlaps one listed before it (in this stack or an earlier one). Two
+    CIDR blocks overlap only when one contains the other, so a sweep in address order with a
+    stack of enclosing blocks finds them without comparing every pair."""
+    placed = [_Placed(order, stack.name, key, network.subnet)
+              for order, (stack, key, network) in enumerate(
+                  (stack, key, network) for stack in stacks for key, network in stack.networks.items())]
+    enclosing: list[_Placed] = []  # nested blocks, outermost first: at most 31 deep
+    clashes: dict[int, _Placed] = {}  # order of a later network -> first one it overlaps
+    for entry in sorted(placed, key=lambda p: (p.subnet.network_address, p.subnet.prefixlen, p.order)):
+        while enclosing and enclosing[-1].subnet.broadcast_address < entry.subnet.network_address:
+            enclosing.pop()
+        for block in enclosing:
+            earlier, later = sorted((block, entry), key=lambda p: p.order)
+            if later.order not in clashes or earlier.order < clashes[later.order].order:
+                clashes[later.order] = earlier
+        if not enclosing or enclosing[-1].subnet != entry.subnet:  # a repeat adds no depth
+            enclosing.append(entry)
+    for entry in placed:
+        other = clashes.get(entry.order)
+        if other is not None:
+            where = _elsewhere(entry.stack, other.stack, f"networks.{other.key}")
+            yield Issue(entry.stack, ("networks", entry.key, "subnet"),
+                        f"subnet {entry.subnet} overlaps {where} ({other.subnet})")
+
+
+def _check_bridge_names(stacks: Sequence[Stack]) -> Iterator[Issue]:
+    owners: dict[str, tuple[str, str]] = {}
+    for stack in stacks:
+        for key, network in stack.networks.items():
+            owner, other_key = owners.setdefault(network.bridge, (stack.name, key))
+            if (owner, other_key) != (stack.name, key):
+                yield Issue(stack.name, ("networks", key, "bridge"),
+                            f"bridge name '{network.bridge}' is already used by "
+                            f"{_elsewhere(stack.name, owner, f'networks.{other_key}')}: "
+                            f"set networks.{key}.bridge to another name")
+
+
+def _binding(port: PortMapping) -> str:
+    return f"{port.host_ip or '0.0.0.0'}:{port.host}/{port.protocol}"
+
+
+def _check_host_ports(stacks: Sequence[Stack]) -> Iterator[Issue]:
+    """One host port and protocol can be published once per host address; no host_ip means
+    every address, which includes each specific one."""
+    published: dict[tuple[int, str], list[tuple[str, str, PortMapping]]] = defaultdict(list)
+    for stack in stacks:
+        for key, container in stack.containers.items():
+            for index, port in enumerate(container.ports):
+                same_port = published[(port.host, port.protocol)]
+                clash = next(((owner, where, other) for owner, where, other in same_port
+                              if None in (other.host_ip, port.host_ip) or other.host_ip == port.host_ip),
+                             None)
+                if clash is not None:
+                    owner, where, other = clash
+                    yield Issue(stack.name, ("containers", key, "ports", index),
+                                f"host port {_binding(port)} conflicts with {_binding(other)} "
+                                f"of {_elsewhere(stack.name, owner, where)}")
+                same_port.append((stack.name, f"containers.{key}.ports[{index}]", port))
+
+
+def _host_conflicts(stack: str, key: str, network: Network, host_nets: Sequence[HostNet]) -> Iterator[Issue]:
+    reported: set[tuple[str, IPv4Network]] = set()
+    for host_net in host_nets:
+        if host_net.network.prefixlen == 0 or not host_net.network.overlaps(network.subnet):
+            continue
+        if (host_net.ifname, host_net.network) in reported:
+            continue  # an address and the prefix route the kernel adds for it
+        reported.add((host_net.ifname, host_net.network))
+        yield Issue(stack, ("networks", key, "subnet"),
+                    f"subnet {network.subnet} overlaps {host_net.network} on interface "
+                    f"{host_net.ifname} ({host_net.source})")
+
+
+def _applied_conflicts(stack: str, key: str, network: Network, applied: Sequence[AppliedNet]) -> Iterator[Issue]:
+    for other in applied:
+        whose = f"network '{other.network}' of stack '{other.stack}', applied on this host"
+        if other.subnet.overlaps(network.subnet):
+            yield Issue(stack, ("networks", key, "subnet"),
+                        f"subnet {network.subnet} overlaps {other.subnet} of {whose}")
+        if other.bridge == network.bridge:
+            yield Issue(stack, ("networks", key, "bridge"),
+                        f"bridge name '{network.bridge}' is used by {whose}: "
+                        f"set networks.{key}.bridge to another name")
