@@ -1,0 +1,224 @@
+"""Bridge networks: one Linux bridge per spec network, with the gateway address, MTU, up.
+
+Ownership is the link alias (specs.names.network_alias), read back on every pass; a link that
+holds a wanted name without our alias is a foreign link and a conflict, never adopted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Interface
+
+from controllers.base import Desired, Diff
+from controllers.change import Action, Change, FieldChange
+from controllers.errors import ApplyError, ApplyErrors
+from kernel import sysctl
+from kernel.netlink import Link, LinkDump, Netlink
+from specs import names
+from specs.errors import Issue
+from specs.model import Network
+from specs.validate import AppliedNet, HostNet, check_host
+
+KIND_NETWORK = "network"
+KIND_SYSCTL = "sysctl"
+IP_FORWARD = ("net", "ipv4", "ip_forward")
+IP_FORWARD_KEY = "net.ipv4.ip_forward"
+
+
+@dataclass(frozen=True)
+class BridgeState:
+    """A bridge in the spec's shape: what desired and observed are compared on."""
+
+    name: str
+    mtu: int
+    up: bool
+    addresses: tuple[IPv4Interface, ...]  # sorted
+
+    def field_values(self) -> dict[str, object]:
+        return {"bridge": self.name, "mtu": self.mtu, "up": self.up,
+                "addresses": [str(a) for a in self.addresses]}
+
+
+@dataclass(frozen=True)
+class ObservedBridge:
+    owner: names.Owner
+    index: int
+    kind: str | None
+    state: BridgeState
+
+
+@dataclass(frozen=True)
+class NetworkObservation:
+    ours: Mapping[str, tuple[ObservedBridge, ...]]
+    """Our bridges by key `stack/network`; more than one only after outside tampering."""
+    links_by_name: Mapping[str, Link]
+    ip_forward: bool
+    foreign_nets: tuple[HostNet, ...]
+    """Addresses and routes on links that are not ours: a spec subnet must not overlap them."""
+
+    def owned_stacks(self) -> set[str]:
+        return {key.split("/", 1)[0] for key in self.ours}
+
+    def applied(self) -> tuple[AppliedNet, ...]:
+        """Our networks as the kernel holds them (subnet read from the gateway address)."""
+        return tuple(
+            AppliedNet(stack=b.owner.stack, network=b.owner.name,
+                       subnet=b.state.addresses[0].network, bridge=b.state.name)
+            for bridges in self.ours.values() for b in bridges if b.state.addresses
+        )
+
+
+def desired_bridge(network: Network) -> BridgeState:
+    gateway = IPv4Interface(f"{network.gateway}/{network.subnet.prefixlen}")
+    return BridgeState(name=network.bridge, mtu=network.mtu, up=True, addresses=(gateway,))
+
+
+def observe_networks(dump: LinkDump, ip_forward: bool) -> NetworkObservation:
+    """Normalise one link dump into our bridges and the foreign state around them."""
+    ours: dict[str, list[ObservedBridge]] = {}
+    our_indexes: set[int] = set()
+    for link in dump.links:
+        owner = names.parse_alias(link.alias)
+        if owner is None:
+            continue
+        our_indexes.add(link.index)
+        if owner.kind != "network":
+            continue
+        state = BridgeState(name=link.name, mtu=link.mtu, up=link.up,
+                            addresses=tuple(sorted(dump.addresses_of(link.index))))
+        ours.setdefault(owner.key, []).append(
+            ObservedBridge(owner=owner, index=link.index, kind=link.kind, state=state))
+    by_index = dump.by_index()
+    foreign = [HostNet(ifname=by_index[a.index].name, network=a.interface.network, source="address")
+               for a in dump.addresses if a.index not in our_indexes and a.index in by_index]
+    foreign += [HostNet(ifname=by_index[r.index].name, network=r.dst, source="route")
+                for r in dump.routes
+                if r.index in by_index and r.index not in our_indexes and r.dst.prefixlen > 0]
+    return NetworkObservation(
+        ours={key: tuple(bridges) for key, bridges in ours.items()},
+        links_by_name=dump.by_name(), ip_forward=ip_forward, foreign_nets=tuple(foreign))
+
+
+def _field_changes(old: BridgeState | None, new: BridgeState | None) -> tuple[FieldChange, ...]:
+    old_values = old.field_values() if old else {}
+    new_values = new.field_values() if new else {}
+    return tuple(FieldChange(path, old_values.get(path), new_values.get(path))
+                 for path in ("bridge", "mtu", "up", "addresses")
+                 if old_values.get(path) != new_values.get(path))
+
+
+def _diff_one(key: str, net_key: str, want: BridgeState, found: ObservedBridge | None,
+              links_by_name: Mapping[str, Link]) -> Change | Issue | None:
+    stack = key.split("/", 1)[0]
+    if found is None:
+        holder = links_by_name.get(want.name)
+        if holder is not None and holder.alias is None and holder.group == names.LINK_GROUP:
+            # Our group is set atomically at creation, the alias just after: this is a creation
+            # of ours interrupted in between. Nothing can be attached yet; make it anew.
+            half = ObservedBridge(names.Owner("network", stack, net_key), holder.index, holder.kind,
+                                  BridgeState(holder.name, holder.mtu, holder.up, ()))
+            return Change(Action.RECREATE, KIND_NETWORK, key, _field_changes(None, want),
+                          reason="finish an interrupted creation", desired=want, observed=half)
+        if holder is not None:
+            owner = names.parse_alias(holder.alias)
+            whose = f"network {owner.key} of reconcile" if owner else "a link reconcile does not own"
+            return Issue(stack, ("networks", net_key, "bridge"),
+                         f"bridge name '{want.name}' is taken by {whose} "
+                         f"(kind {holder.kind or 'unknown'}, index {holder.index}); "
+                         f"remove it or set networks.{net_key}.bridge to another name")
+        return Change(Action.CREATE, KIND_NETWORK, key, _field_changes(None, want),
+                      reason="not on the host", desired=want)
+    fields = _field_changes(found.state, want)
+    if found.kind != "bridge" or found.state.name != want.name:
+        why = "bridge name changed" if found.state.name != want.name else f"link is a {found.kind}"
+        return Change(Action.RECREATE, KIND_NETWORK, key, fields, reason=why, disruptive=True,
+                      desired=want, observed=found)
+    if fields:
+        return Change(Action.UPDATE, KIND_NETWORK, key, fields, reason="drifted from the spec",
+                      desired=want, observed=found)
+    return None
+
+
+def diff_networks(desired: Desired, observed: NetworkObservation) -> Diff:
+    in_scope = [stack for stack in desired.stacks.values() if stack.name in desired.scope]
+    result = Diff(issues=check_host(in_scope, observed.foreign_nets, observed.applied()))
+    wanted: dict[str, tuple[str, BridgeState]] = {
+        f"{stack.name}/{net_key}": (net_key, desired_bridge(net))
+        for stack in in_scope for net_key, net in stack.networks.items()
+    }
+    for key, (net_key, want) in wanted.items():
+        found = observed.ours.get(key, ())
+        primary = next((b for b in found if b.state.name == want.name), found[0] if found else None)
+        outcome = _diff_one(key, net_key, want, primary, observed.links_by_name)
+        if isinstance(outcome, Issue):
+            result.issues.append(outcome)
+        elif outcome is not None:
+            result.changes.append(outcome)
+        result.changes += [_delete(b, "a second bridge carries this network's mark")
+                           for b in found if b is not primary]
+    for key, bridges in observed.ours.items():
+        if bridges[0].owner.stack in desired.scope and key not in wanted:
+            result.changes += [_delete(b, "no longer in the spec") for b in bridges]
+    if not observed.ip_forward and any(not net.internal for stack in in_scope
+                                       for net in stack.networks.values()):
+        result.changes.append(Change(Action.UPDATE, KIND_SYSCTL, IP_FORWARD_KEY,
+                                     (FieldChange("value", "0", "1"),),
+                                     reason="non-internal networks route through the host"))
+    return result
+
+
+def _delete(bridge: ObservedBridge, reason: str) -> Change:
+    return Change(Action.DELETE, KIND_NETWORK, bridge.owner.key,
+                  _field_changes(bridge.state, None), reason=reason, observed=bridge)
+
+
+class NetworkController:
+    kinds = (KIND_NETWORK, KIND_SYSCTL)
+
+    def __init__(self, netlink: Netlink):
+        self._netlink = netlink
+
+    def observe(self) -> NetworkObservation:
+        return observe_networks(self._netlink.dump(), sysctl.read(*IP_FORWARD) == "1")
+
+    def diff(self, desired: Desired, observed: NetworkObservation) -> Diff:
+        return diff_networks(desired, observed)
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        errors: list[ApplyError] = []
+        for change in changes:
+            try:
+                self._apply_one(change)
+            except Exception as exc:  # noqa: BLE001 - every failure is reported, the batch goes on
+                errors.append(ApplyError(f"{change.action} {change.kind} {change.key}: {exc}"))
+        if errors:
+            raise ApplyErrors(errors)
+
+    def _apply_one(self, change: Change) -> None:
+        if change.kind == KIND_SYSCTL:
+            sysctl.write("1", *IP_FORWARD)
+            return
+        want = change.desired
+        found = change.observed
+        assert want is None or isinstance(want, BridgeState)
+        assert found is None or isinstance(found, ObservedBridge)
+        if change.action in (Action.DELETE, Action.RECREATE) and found is not None:
+            self._netlink.delete_link(found.index)
+        if change.action in (Action.CREATE, Action.RECREATE) and want is not None:
+            stack, network = change.key.split("/", 1)
+            index = self._netlink.create_bridge(want.name, want.mtu,
+                                                names.network_alias(stack, network), names.LINK_GROUP)
+            self._converge(index, BridgeState(want.name, want.mtu, False, ()), want)
+        if change.action is Action.UPDATE and want is not None and found is not None:
+            self._converge(found.index, found.state, want)
+
+    def _converge(self, index: int, current: BridgeState, want: BridgeState) -> None:
+        if current.mtu != want.mtu:
+            self._netlink.set_link(index, mtu=want.mtu)
+        for address in set(current.addresses) - set(want.addresses):
+            self._netlink.delete_address(index, address)
+        for address in set(want.addresses) - set(current.addresses):
+            self._netlink.add_address(index, address)
+        if current.up != want.up:
+            self._netlink.set_link(index, up=want.up)

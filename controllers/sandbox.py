@@ -1,0 +1,343 @@
+"""Sandboxes and endpoints: one network namespace per container, one veth pair per
+(container, network).
+
+The namespace is /run/netns/<names.netns_name>; its `lo` is up and its default route goes
+through the `default_route` network's gateway. Each endpoint's host end sits on the network's
+bridge (MTU, hairpin on), its container end is eth0, eth1, ... in spec order, with the address
+IPAM chose. Both ends carry the endpoint alias, read back on every pass. All of it is repaired
+in place: the container process keeps running through any repair here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address, IPv4Interface
+
+from controllers.base import Desired, Diff
+from controllers.change import Action, Change, FieldChange
+from controllers.errors import ApplyError, ApplyErrors
+from kernel import netns
+from kernel.netlink import Link, LinkDump, Netlink
+from specs import names
+from specs.model import Stack
+
+KIND_SANDBOX = "sandbox"
+KIND_ENDPOINT = "endpoint"
+
+
+@dataclass(frozen=True)
+class SandboxState:
+    lo_up: bool
+    default_route: str | None  # "via <gateway> dev <ifname>"
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    """Both ends of one endpoint, in the spec's shape."""
+
+    host_name: str
+    bridge: str | None
+    host_mtu: int
+    hairpin: bool
+    host_up: bool
+    ifname: str
+    mtu: int
+    addresses: tuple[IPv4Interface, ...]
+    up: bool
+
+    def field_values(self) -> dict[str, object]:
+        return {"host_name": self.host_name, "bridge": self.bridge, "host_mtu": self.host_mtu,
+                "hairpin": self.hairpin, "host_up": self.host_up, "ifname": self.ifname,
+                "mtu": self.mtu, "addresses": [str(a) for a in self.addresses], "up": self.up}
+
+
+_IDENTITY = ("host_name", "ifname")
+"""Fields that cannot be changed in place: a different name means a new veth pair."""
+
+
+@dataclass(frozen=True)
+class ObservedEndpoint:
+    owner: names.Owner
+    host_index: int | None
+    inner_index: int | None
+    state: EndpointState | None  # None when one end is missing: the pair must be made anew
+
+
+@dataclass(frozen=True)
+class ObservedSandbox:
+    stack: str
+    container: str
+    netns: str
+    state: SandboxState
+    endpoints: Mapping[str, ObservedEndpoint]  # by network key
+
+
+@dataclass(frozen=True)
+class SandboxObservation:
+    sandboxes: Mapping[str, ObservedSandbox]  # by "stack/container"
+    stray_host_ends: Mapping[str, Link]  # host ends of ours whose namespace is gone, by endpoint key
+    bridges: Mapping[str, int]  # bridge name -> index, for attaching host ends
+
+    def owned_stacks(self) -> set[str]:
+        return {s.stack for s in self.sandboxes.values()} | {k.split("/")[0] for k in self.stray_host_ends}
+
+    def live_addresses(self) -> dict[tuple[str, str, str], IPv4Address]:
+        """The address each of our endpoints holds now: IPAM keeps it (sticky, and rebuilt from
+        the kernel when the store is lost)."""
+        return {(s.stack, s.container, net): ep.state.addresses[0].ip
+                for s in self.sandboxes.values() for net, ep in s.endpoints.items()
+                if ep.state is not None and ep.state.addresses}
+
+
+def _endpoint_state(host: Link, inner: Link, inner_addresses: tuple[IPv4Interface, ...],
+                    by_index: Mapping[int, Link]) -> EndpointState:
+    master = by_index.get(host.master) if host.master else None
+    return EndpointState(
+        host_name=host.name, bridge=master.name if master else None, host_mtu=host.mtu,
+        hairpin=bool(host.hairpin), host_up=host.up, ifname=inner.name, mtu=inner.mtu,
+        addresses=tuple(sorted(inner_addresses)), up=inner.up)
+
+
+def _default_route(dump: LinkDump) -> str | None:
+    by_index = dump.by_index()
+    for route in dump.routes:
+        if route.dst.prefixlen == 0 and route.gateway:
+            dev = by_index[route.index].name if route.index in by_index else "?"
+            return f"via {route.gateway} dev {dev}"
+    return None
+
+
+def observe_sandbox(stack: str, container: str, name: str, inner: LinkDump,
+                    host_ends: Mapping[str, Link], host_by_index: Mapping[int, Link]) -> ObservedSandbox:
+    lo = next((l for l in inner.links if l.name == "lo"), None)
+    endpoints: dict[str, ObservedEndpoint] = {}
+    for link in inner.links:
+        owner = names.parse_alias(link.alias)
+        if owner is None or owner.kind != "endpoint" or owner.network is None:
+            continue
+        host = host_ends.get(owner.key)
+        state = (_endpoint_state(host, link, inner.addresses_of(link.index), host_by_index)
+                 if host is not None else None)
+        endpoints[owner.network] = ObservedEndpoint(owner, host.index if host else None, link.index, state)
+    return ObservedSandbox(stack, container, name,
+                           SandboxState(lo_up=bool(lo and lo.up), default_route=_default_route(inner)),
+                           endpoints)
+
+
+def _desired_endpoints(stack: Stack, container_key: str,
+                       addresses: Mapping[tuple[str, str, str], IPv4Address]) -> dict[str, EndpointState]:
+    container = stack.containers[container_key]
+    result: dict[str, EndpointState] = {}
+    for index, net_key in enumerate(container.networks):
+        net = stack.networks[net_key]
+        address = addresses[(stack.name, container_key, net_key)]
+        result[net_key] = EndpointState(
+            host_name=names.veth_host_name(stack.name, container_key, net_key), bridge=net.bridge,
+            host_mtu=net.mtu, hairpin=True, host_up=True, ifname=names.container_ifname(index),
+            mtu=net.mtu, addresses=(IPv4Interface(f"{address}/{net.subnet.prefixlen}"),), up=True)
+    return result
+
+
+def _desired_sandbox(stack: Stack, container_key: str) -> SandboxState:
+    container = stack.containers[container_key]
+    route = None
+    if container.default_route is not None:
+        index = list(container.networks).index(container.default_route)
+        gateway = stack.networks[container.default_route].gateway
+        route = f"via {gateway} dev {names.container_ifname(index)}"
+    return SandboxState(lo_up=True, default_route=route)
+
+
+def _fields(old: dict[str, object], new: dict[str, object]) -> tuple[FieldChange, ...]:
+    return tuple(FieldChange(k, old.get(k), new.get(k)) for k in (new or old) if old.get(k) != new.get(k))
+
+
+def _sandbox_values(state: SandboxState | None) -> dict[str, object]:
+    return {"lo_up": state.lo_up, "default_route": state.default_route} if state else {}
+
+
+def _diff_endpoint(key: str, want: EndpointState, found: ObservedEndpoint | None) -> Change | None:
+    if found is None or found.state is None:
+        return Change(Action.CREATE, KIND_ENDPOINT, key, _fields({}, want.field_values()),
+                      reason="not on the host" if found is None else "one end of the veth pair is gone",
+                      desired=want, observed=found)
+    fields = _fields(found.state.field_values(), want.field_values())
+    if not fields:
+        return None
+    if any(f.path in _IDENTITY for f in fields):
+        return Change(Action.RECREATE, KIND_ENDPOINT, key, fields, reason="interface name changed",
+                      disruptive=True, desired=want, observed=found)
+    return Change(Action.UPDATE, KIND_ENDPOINT, key, fields, reason="drifted from the spec",
+                  desired=want, observed=found)
+
+
+def diff_sandboxes(desired: Desired, observed: SandboxObservation) -> Diff:
+    result = Diff()
+    sandboxes: list[Change] = []
+    endpoints: list[Change] = []
+    routes: list[Change] = []
+    wanted: set[str] = set()
+    for stack in (s for s in desired.stacks.values() if s.name in desired.scope):
+        for container_key in stack.containers:
+            key = f"{stack.name}/{container_key}"
+            wanted.add(key)
+            found = observed.sandboxes.get(key)
+            want = _desired_sandbox(stack, container_key)
+            if found is None:
+                sandboxes.append(Change(Action.CREATE, KIND_SANDBOX, key,
+                                        (FieldChange("netns", None, names.netns_name(stack.name, container_key)),),
+                                        reason="not on the host", desired=want))
+            want_eps = _desired_endpoints(stack, container_key, desired.addresses)
+            found_eps = found.endpoints if found else {}
+            for net_key, want_ep in want_eps.items():
+                change = _diff_endpoint(f"{key}/{net_key}", want_ep, found_eps.get(net_key))
+                if change is not None:
+                    endpoints.append(change)
+            endpoints += [Change(Action.DELETE, KIND_ENDPOINT, ep.owner.key, reason="no longer in the spec",
+                                 observed=ep) for net_key, ep in found_eps.items() if net_key not in want_eps]
+            old_state = found.state if found else SandboxState(lo_up=False, default_route=None)
+            fields = _fields(_sandbox_values(old_state), _sandbox_values(want))
+            if fields:
+                routes.append(Change(Action.UPDATE, KIND_SANDBOX, key, fields,
+                                     reason="drifted from the spec" if found else "new sandbox",
+                                     desired=want, observed=found))
+    for key, found in observed.sandboxes.items():
+        if found.stack in desired.scope and key not in wanted:
+            sandboxes.append(Change(Action.DELETE, KIND_SANDBOX, key,
+                                    (FieldChange("netns", found.netns, None),),
+                                    reason="no longer in the spec", observed=found))
+    for key, link in observed.stray_host_ends.items():
+        if key.split("/")[0] in desired.scope:
+            endpoints.append(Change(Action.DELETE, KIND_ENDPOINT, key, reason="its sandbox is gone",
+                                    observed=ObservedEndpoint(names.Owner("endpoint", *key.split("/", 2)[:2],
+                                                                          key.split("/")[2]),
+                                                              link.index, None, None)))
+    # Namespaces first, then the veths inside them, then the routes through those veths.
+    result.changes = sandboxes + endpoints + routes
+    return result
+
+
+class SandboxController:
+    kinds = (KIND_SANDBOX, KIND_ENDPOINT)
+
+    def __init__(self, host: Netlink):
+        self._host = host
+
+    def observe(self) -> SandboxObservation:
+        dump = self._host.dump()
+        by_index = dump.by_index()
+        host_ends: dict[str, Link] = {}
+        for link in dump.links:
+            owner = names.parse_alias(link.alias)
+            if owner is not None and owner.kind == "endpoint":
+                host_ends[owner.key] = link
+        sandboxes: dict[str, ObservedSandbox] = {}
+        for name in netns.list_names():
+            parsed = names.parse_netns_name(name)
+            if parsed is None:
+                continue
+            stack, container = parsed
+            with netns.netlink_in(name) as inner:
+                sandboxes[f"{stack}/{container}"] = observe_sandbox(
+                    stack, container, name, inner.dump(), host_ends, by_index)
+        claimed = {ep.owner.key for s in sandboxes.values() for ep in s.endpoints.values()}
+        bridges = {l.name: l.index for l in dump.links if l.kind == "bridge"}
+        return SandboxObservation(sandboxes,
+                                  {k: l for k, l in host_ends.items() if k not in claimed}, bridges)
+
+    def diff(self, desired: Desired, observed: SandboxObservation) -> Diff:
+        return diff_sandboxes(desired, observed)
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        errors: list[ApplyError] = []
+        created = [c for c in changes if c.kind == KIND_SANDBOX and c.action is Action.CREATE]
+        deleted = [c for c in changes if c.kind == KIND_SANDBOX and c.action is Action.DELETE]
+        try:
+            netns.add([names.netns_name(*c.key.split("/")) for c in created])
+        except netns.NetnsError as exc:
+            errors.append(ApplyError(str(exc)))
+        bridges = {l.name: l.index for l in self._host.dump().links if l.kind == "bridge"}
+        for change in changes:
+            if change in created or change in deleted:
+                continue
+            try:
+                if change.kind == KIND_ENDPOINT:
+                    self._apply_endpoint(change, bridges)
+                else:
+                    self._apply_sandbox_state(change)
+            except Exception as exc:  # noqa: BLE001 - reported together, the batch goes on
+                errors.append(ApplyError(f"{change.action} {change.kind} {change.key}: {exc}"))
+        try:
+            netns.delete([c.observed.netns for c in deleted])  # type: ignore[union-attr]
+        except netns.NetnsError as exc:
+            errors.append(ApplyError(str(exc)))
+        if errors:
+            raise ApplyErrors(errors)
+
+    def _apply_sandbox_state(self, change: Change) -> None:
+        want = change.desired
+        assert isinstance(want, SandboxState)
+        with netns.netlink_in(names.netns_name(*change.key.split("/"))) as inner:
+            if want.lo_up:
+                inner.set_link(1, up=True)  # lo is always ifindex 1 in a namespace
+            dump = inner.dump()
+            current = _default_route(dump)
+            if want.default_route != current:
+                if want.default_route is None:
+                    inner.delete_route(next(r.dst for r in dump.routes if r.dst.prefixlen == 0), None)
+                else:
+                    _, gateway, _, dev = want.default_route.split()
+                    inner.replace_default_route(gateway, dump.by_name()[dev].index)
+
+    def _apply_endpoint(self, change: Change, bridges: Mapping[str, int]) -> None:
+        found = change.observed
+        assert found is None or isinstance(found, ObservedEndpoint)
+        stack, container, network = change.key.split("/")
+        ns_name = names.netns_name(stack, container)
+        if change.action in (Action.DELETE, Action.RECREATE, Action.CREATE) and found is not None:
+            if found.host_index is not None:
+                self._host.delete_link(found.host_index)
+            elif found.inner_index is not None:
+                with netns.netlink_in(ns_name) as inner:
+                    inner.delete_link(found.inner_index)
+        if change.action is Action.DELETE:
+            return
+        want = change.desired
+        assert isinstance(want, EndpointState)
+        alias = names.endpoint_alias(stack, container, network)
+        with netns.netlink_in(ns_name) as inner:
+            if change.action is Action.UPDATE:
+                assert found is not None and found.state is not None
+                host_index, inner_index, current = found.host_index, found.inner_index, found.state
+            else:
+                with netns.open_fd(ns_name) as ns_fd:
+                    host_index = self._host.create_veth(want.host_name, want.ifname, ns_fd,
+                                                        want.mtu, names.LINK_GROUP)
+                self._host.set_link(host_index, alias=alias)
+                inner_index = inner.dump().by_name()[want.ifname].index
+                inner.set_link(inner_index, alias=alias)
+                current = replace(want, bridge=None, hairpin=False, host_up=False, addresses=(), up=False)
+            assert host_index is not None and inner_index is not None
+            self._converge(inner, host_index, inner_index, current, want, bridges)
+
+    def _converge(self, inner: Netlink, host_index: int, inner_index: int,
+                  current: EndpointState, want: EndpointState, bridges: Mapping[str, int]) -> None:
+        if current.bridge != want.bridge and want.bridge is not None:
+            if want.bridge not in bridges:
+                raise ApplyError(f"bridge {want.bridge} does not exist")
+            self._host.set_link(host_index, master=bridges[want.bridge])
+        if current.host_mtu != want.host_mtu:
+            self._host.set_link(host_index, mtu=want.host_mtu)
+        if current.hairpin != want.hairpin or current.bridge != want.bridge:
+            self._host.set_hairpin(host_index, want.hairpin)
+        if current.host_up != want.host_up:
+            self._host.set_link(host_index, up=want.host_up)
+        if current.mtu != want.mtu:
+            inner.set_link(inner_index, mtu=want.mtu)
+        for address in set(current.addresses) - set(want.addresses):
+            inner.delete_address(inner_index, address)
+        for address in set(want.addresses) - set(current.addresses):
+            inner.add_address(inner_index, address)
+        if current.up != want.up:
+            inner.set_link(inner_index, up=want.up)

@@ -1,0 +1,18 @@
+"""Sysctls of the caller's namespaces (/proc/sys/net is per network namespace).
+
+Keys are given as path parts, not a dotted string, because interface names may contain dots
+(`net/ipv4/conf/br.0/route_localnet`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PROC_SYS = Path("/proc/sys")
+
+
+def read(*parts: str) -> str:
+    return PROC_SYS.joinpath(*parts).read_text().strip()
+
+
+def write(value: str, *parts: str) -> None:
+    PROC_SYS.joinpath(*parts).write_text(value + "\n")

@@ -1,0 +1,1 @@
+"""reconcile: a declarative reconciler for Linux hosts."""

@@ -1,0 +1,170 @@
+"""The command line: parse arguments, call a verb, print its result, map errors to exit codes.
+
+No traceback reaches a user unless --debug: every expected failure is a typed error printed as
+one line per problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from controllers.errors import ApplyErrors
+from reconcile.engine import render, verbs
+from reconcile.engine.session import NotConverged, open_session
+from reconcile.engine.settings import Settings
+from reconcile.engine.status import StackSpec, report
+from specs.errors import SpecErrors
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CHANGES = 2  # `diff` only: the host differs from the spec
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options accepted before or after the verb (SUPPRESS keeps the sub-parser from
+    overwriting a value given before the verb with its default)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state-dir", default=argparse.SUPPRESS,
+                        help="state store directory (env RECONCILE_STATE_DIR, default /var/lib/reconcile)")
+    common.add_argument("--cgroup-parent", default=argparse.SUPPRESS,
+                        help="cgroup under which containers live (env RECONCILE_CGROUP_PARENT, default reconcile)")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks")
+    common.add_argument("-o", "--output", choices=("text", "json"), default=argparse.SUPPRESS,
+                        help="output format")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(prog="reconcile", parents=[common],
+                                     description="Declarative reconciler for Linux hosts.")
+    verbs_ = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, help_: str) -> argparse.ArgumentParser:
+        return verbs_.add_parser(name, parents=[common], help=help_, description=help_)
+
+    verb("validate", "parse and validate stack files; touch nothing").add_argument("path", type=Path)
+    verb("diff", "show the plan against the live host; touch nothing").add_argument("path", type=Path)
+    verb("apply", "converge the host to the stack files").add_argument("path", type=Path)
+    down = verb("down", "remove everything of the given stacks")
+    target = down.add_mutually_exclusive_group(required=True)
+    target.add_argument("path", type=Path, nargs="?", help="stack file or directory")
+    target.add_argument("--stack", action="append", help="stack name (repeatable)")
+    verb("status", "what runs and how far it is from the spec").add_argument(
+        "path", type=Path, nargs="?", help="stack file or directory (default: every known stack)")
+    verb("schema", "print the JSON Schema of the stack file")
+    return parser
+
+
+def _print_json(data: object) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from specs.loader import load_path
+
+    files = load_path(args.path)
+    if args.output == "json":
+        _print_json({"valid": True, "stacks": [{"name": f.stack.name, "file": str(f.path)} for f in files]})
+    else:
+        print(f"ok: {len(files)} stack(s) valid: " + ", ".join(f"{f.stack.name} ({f.path})" for f in files))
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
+    plan = verbs.diff(args.path, settings)
+    if args.output == "json":
+        _print_json(render.plan_json(plan))
+    else:
+        render.emit(render.format_plan(plan, render.use_colour(sys.stdout)))
+    return EXIT_OK if plan.empty else EXIT_CHANGES
+
+
+def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
+    plan = verbs.apply(args.path, settings)
+    if args.output == "json":
+        _print_json({**render.plan_json(plan), "applied": True})
+    else:
+        render.emit(render.format_applied(plan, render.use_colour(sys.stdout)))
+    return EXIT_OK
+
+
+def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
+    names = args.stack or verbs.stacks_in(args.path)
+    plan = verbs.down(names, settings)
+    if args.output == "json":
+        _print_json({**render.plan_json(plan), "applied": True})
+    else:
+        render.emit(render.format_applied(plan, render.use_colour(sys.stdout)))
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from specs.loader import load_path
+    from specs.model import Stack
+
+    with open_session(settings, writable=False) as session:
+        if args.path is not None:
+            specs = {f.stack.name: StackSpec(f.stack, str(f.path)) for f in load_path(args.path)}
+            names: set[str] = set(specs)
+        else:
+            specs = {r.name: StackSpec(Stack.model_validate(r.spec), r.source)
+                     for r in session.store.stacks()}
+            names = verbs.known_stacks(session)
+        document = report(session, sorted(names), specs)
+    if args.output == "json":
+        _print_json(document)
+    else:
+        render.emit(render.format_status(document))
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
+    from specs.model import Stack
+
+    _print_json(Stack.model_json_schema())
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "validate": cmd_validate, "diff": cmd_diff, "apply": cmd_apply, "down": cmd_down,
+    "status": cmd_status, "schema": cmd_schema,
+}
+
+
+def _report_errors(lines: Sequence[str], as_json: bool, kind: str) -> None:
+    if as_json:
+        _print_json({"error": kind, "messages": list(lines)})
+    for line in lines:
+        print(line, file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.output = getattr(args, "output", "text")
+    debug = getattr(args, "debug", False)
+    settings = Settings.resolve(getattr(args, "state_dir", None), getattr(args, "cgroup_parent", None))
+    as_json = args.output == "json"
+    try:
+        return COMMANDS[args.verb](args, settings)
+    except SpecErrors as exc:
+        _report_errors([str(e) for e in exc.errors], as_json, "invalid spec")
+    except ApplyErrors as exc:
+        _report_errors([f"error: {e}" for e in exc.errors], as_json, "apply failed")
+    except NotConverged as exc:
+        _report_errors([f"error: {exc}"], as_json, "not converged")
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
+        if debug:
+            traceback.print_exc()
+        _report_errors([f"error: {type(exc).__name__}: {exc}" if debug else f"error: {exc}"],
+                       as_json, "internal")
+    return EXIT_ERROR

@@ -1,0 +1,1 @@
+"""Load, observe, plan, apply: the loop every verb is built from."""

@@ -1,0 +1,105 @@
+"""The plan as people read it (terraform style) and as data (`-o json`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TextIO
+
+from controllers.change import Action, Change
+from reconcile.engine.plan import Plan
+
+_SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.RECREATE: "-/+", Action.DELETE: "-"}
+_COLOURS = {Action.CREATE: "32", Action.UPDATE: "33", Action.RECREATE: "35", Action.DELETE: "31"}
+
+
+def use_colour(stream: TextIO) -> bool:
+    """Colour on a terminal only, and never when NO_COLOR is set (no-color.org)."""
+    return stream.isatty() and "NO_COLOR" not in os.environ
+
+
+def _paint(text: str, code: str, colour: bool) -> str:
+    return f"\033[{code}m{text}\033[0m" if colour else text
+
+
+def _value(value: object) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return "(none)" if value is None else str(value)
+
+
+def _headline(change: Change) -> str:
+    what = f"{change.kind} {change.key}"
+    if change.action is Action.UPDATE:
+        mode = "recreates" if change.disruptive else "in place"
+        return f"{what} ({mode}: {change.reason})"
+    if change.action is Action.RECREATE:
+        return f"{what} (recreate: {change.reason})"
+    return f"{what} ({change.reason})" if change.reason else what
+
+
+def _field_line(change: Change, path: str, old: object, new: object) -> str:
+    if change.action is Action.CREATE:
+        return f"{path}: {_value(new)}"
+    if change.action is Action.DELETE:
+        return f"{path}: {_value(old)}"
+    return f"{path}: {_value(old)} → {_value(new)}"
+
+
+def format_changes(plan: Plan, colour: bool) -> list[str]:
+    lines: list[str] = []
+    for change in plan.changes:
+        symbol = _paint(_SYMBOLS[change.action], _COLOURS[change.action], colour)
+        lines.append(f"  {symbol} {_headline(change)}")
+        lines += [f"      {_field_line(change, f.path, f.old, f.new)}" for f in change.fields]
+    return lines
+
+
+def format_plan(plan: Plan, colour: bool) -> str:
+    if plan.empty:
+        return "No changes. The host matches the spec."
+    s = plan.summary()
+    return "\n".join(format_changes(plan, colour) + [
+        "", f"Plan: {s.add} to add, {s.change} to change, {s.destroy} to destroy."])
+
+
+def format_applied(plan: Plan, colour: bool) -> str:
+    if plan.empty:
+        return "No changes. The host matches the spec."
+    s = plan.summary()
+    return "\n".join(format_changes(plan, colour) + [
+        "", f"Apply complete: {s.add} added, {s.change} changed, {s.destroy} destroyed."])
+
+
+def plan_json(plan: Plan) -> dict[str, object]:
+    return {"changes": [c.to_json() for c in plan.changes], "summary": plan.summary().to_json(),
+            "in_sync": plan.empty}
+
+
+def emit(text: str, stream: TextIO = sys.stdout) -> None:
+    stream.write(text + "\n")
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+            for row in [headers, *rows]]
+
+
+def format_status(document: dict[str, object]) -> str:
+    stacks = document["stacks"]
+    assert isinstance(stacks, list)
+    if not stacks:
+        return "No stacks."
+    lines: list[str] = []
+    for stack in stacks:
+        lines.append(f"stack {stack['name']}: {stack['sync']}"
+                     + (f" ({stack['source']})" if stack.get("source") else ""))
+        rows = [[str(n[k]) for k in ("name", "bridge", "subnet", "gateway", "state")]
+                for n in stack["networks"]]
+        lines += ["  " + line for line in _table(["NETWORK", "BRIDGE", "SUBNET", "GATEWAY", "STATE"], rows)]
+        lines += [f"  error: {d}" if isinstance(d, str) else
+                  f"  drift: {d['action']} {d['kind']} {d['key']} ({d['reason']})" for d in stack["drift"]]
+        lines.append("")
+    return "\n".join(lines).rstrip()

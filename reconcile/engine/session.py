@@ -1,0 +1,137 @@
+"""One run against the live kernel: the adapters it holds, the controllers built on them, and
+the observe -> address -> diff -> plan -> apply loop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from controllers.base import Controller, Desired
+from controllers.change import Change
+from controllers.errors import ApplyError, ApplyErrors
+from controllers.network import NetworkController
+from controllers.sandbox import SandboxController, SandboxObservation
+from kernel.netlink import host_netlink
+from reconcile.engine.addresses import assign_addresses
+from reconcile.engine.plan import Plan, order
+from reconcile.engine.settings import Settings
+from specs.errors import SpecErrors
+from specs.loader import StackFile, locate_issues
+from specs.model import Stack
+from state.store import Store
+
+MAX_PASSES = 3
+"""Apply re-plans after each pass: a change can undo what the first observation saw (recreating
+a bridge detaches its ports). Three passes converge anything that is not being fought over."""
+
+
+class NotConverged(Exception):
+    """The host kept differing from the spec after MAX_PASSES passes (someone fights us)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a run converges: these specs, for these stacks (a stack in scope with no spec is
+    torn down)."""
+
+    stacks: Mapping[str, Stack]
+    scope: frozenset[str]
+    files: Sequence[StackFile] = ()
+
+    @classmethod
+    def of_files(cls, files: Sequence[StackFile]) -> Target:
+        stacks = {f.stack.name: f.stack for f in files}
+        return cls(stacks, frozenset(stacks), files)
+
+    @classmethod
+    def teardown(cls, names: Sequence[str]) -> Target:
+        return cls({}, frozenset(names))
+
+
+@dataclass
+class Session:
+    settings: Settings
+    store: Store
+    controllers: Sequence[Controller[Any]]
+
+    def observe(self) -> list[Any]:
+        return [c.observe() for c in self.controllers]
+
+    def desired(self, target: Target, observed: Sequence[Any]) -> Desired:
+        """The desired state of this pass, container addresses included; an address conflict
+        stops the run like any other spec error."""
+        sandboxes = next(o for o in observed if isinstance(o, SandboxObservation))
+        in_scope = [s for s in target.stacks.values() if s.name in target.scope]
+        addresses, issues = assign_addresses(in_scope, self.store.leases(), sandboxes)
+        if issues:
+            raise SpecErrors(locate_issues(target.files, issues))
+        return Desired(stacks=target.stacks, scope=target.scope, addresses=addresses)
+
+    def plan(self, target: Target) -> tuple[Plan, Desired]:
+        """Observe and diff every controller; conflicts with the host stop the run here,
+        located at the spec field they concern, before anything is touched."""
+        observed = self.observe()
+        desired = self.desired(target, observed)
+        diffs = [c.diff(desired, o) for c, o in zip(self.controllers, observed)]
+        issues = [issue for d in diffs for issue in d.issues]
+        if issues:
+            raise SpecErrors(locate_issues(target.files, issues))
+        return order([d.changes for d in diffs]), desired
+
+    def apply(self, plan: Plan) -> None:
+        """Hand each controller its changes in plan order, batching consecutive ones; a failed
+        batch does not stop the others, and every failure is reported together."""
+        errors: list[ApplyError] = []
+        for controller, batch in self._batches(plan.changes):
+            try:
+                controller.apply(batch)
+            except ApplyErrors as exc:
+                errors += exc.errors
+        if errors:
+            raise ApplyErrors(errors)
+
+    def converge(self, target: Target) -> Plan:
+        """Apply until a fresh observation shows nothing left to do; returns every change made.
+        Leases are written before the kernel is touched, so a run killed halfway comes back to
+        the same addresses."""
+        done: list[Change] = []
+        for _ in range(MAX_PASSES):
+            plan, desired = self.plan(target)
+            self.store.replace_leases(target.scope, dict(desired.addresses))
+            if plan.empty:
+                return Plan(tuple(done))
+            self.apply(plan)
+            done += plan.changes
+        left, _ = self.plan(target)
+        if left.empty:
+            return Plan(tuple(done))
+        raise NotConverged("the host still differs from the spec after "
+                           f"{MAX_PASSES} passes: " + ", ".join(f"{c.kind} {c.key}" for c in left.changes))
+
+    def _batches(self, changes: Sequence[Change]) -> Iterator[tuple[Controller[Any], list[Change]]]:
+        by_kind = {kind: c for c in self.controllers for kind in c.kinds}
+        batch: list[Change] = []
+        owner: Controller[Any] | None = None
+        for change in changes:
+            controller = by_kind[change.kind]
+            if controller is not owner and batch:
+                assert owner is not None
+                yield owner, batch
+                batch = []
+            owner = controller
+            batch.append(change)
+        if batch and owner is not None:
+            yield owner, batch
+
+
+@contextmanager
+def open_session(settings: Settings, writable: bool) -> Iterator[Session]:
+    """`writable=False` (diff, status) opens the store read-only and never creates it."""
+    store = Store.open(settings.state_dir) if writable else Store.open_readonly(settings.state_dir)
+    try:
+        with host_netlink() as netlink:
+            yield Session(settings, store, [NetworkController(netlink), SandboxController(netlink)])
+    finally:
+        store.close()

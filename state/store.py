@@ -1,0 +1,120 @@
+"""The embedded state store: a cache of what the kernel cannot hold.
+
+The kernel marks are the truth; this SQLite file only keeps what has no kernel home (the spec
+each stack was last applied with, IPAM leases, container records), so a lost or deleted store
+is rebuilt from the marks on the next apply. Readers (`diff`, `status`) open it read-only and
+never create it: a diff must leave the host, state dir included, exactly as it found it (hence
+the default rollback journal, not WAL: a WAL reader creates -shm/-wal files).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+
+DB_NAME = "state.db"  # DO NOT RENAME: existing hosts keep their store under this name
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS stacks (
+    name        TEXT PRIMARY KEY,
+    source      TEXT NOT NULL,
+    spec_json   TEXT NOT NULL,
+    applied_at  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    stack       TEXT NOT NULL,
+    container   TEXT NOT NULL,
+    network     TEXT NOT NULL,
+    address     TEXT NOT NULL,
+    PRIMARY KEY (stack, container, network)
+);
+"""
+
+
+@dataclass(frozen=True)
+class StackRecord:
+    name: str
+    source: str
+    spec: dict[str, object]
+    applied_at: float
+
+
+class Store:
+    """One connection to the state store of a state dir."""
+
+    def __init__(self, connection: sqlite3.Connection | None):
+        self._db = connection  # None: read-only view of a store that does not exist yet
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Store:
+        """Open for writing, creating the state dir and schema when missing."""
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        db = sqlite3.connect(state_dir / DB_NAME, timeout=30, isolation_level=None)
+        db.executescript(_SCHEMA)
+        return cls(db)
+
+    @classmethod
+    def open_readonly(cls, state_dir: Path) -> Store:
+        path = state_dir / DB_NAME
+        if not path.exists():
+            return cls(None)
+        return cls(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30))
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All writes of one apply land together or not at all."""
+        if self._db is None:
+            raise RuntimeError("the state store was opened read-only")
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def stacks(self) -> list[StackRecord]:
+        if self._db is None:
+            return []
+        rows = self._db.execute(
+            "SELECT name, source, spec_json, applied_at FROM stacks ORDER BY name").fetchall()
+        return [StackRecord(name, source, json.loads(spec), applied_at)
+                for name, source, spec, applied_at in rows]
+
+    def record_stack(self, name: str, source: str, spec: dict[str, object]) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO stacks (name, source, spec_json, applied_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET source=excluded.source, "
+                "spec_json=excluded.spec_json, applied_at=excluded.applied_at",
+                (name, source, json.dumps(spec), time.time()))
+
+    def forget_stack(self, name: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM stacks WHERE name = ?", (name,))
+
+    def leases(self) -> dict[tuple[str, str, str], IPv4Address]:
+        if self._db is None:
+            return {}
+        rows = self._db.execute("SELECT stack, container, network, address FROM leases").fetchall()
+        return {(stack, container, network): IPv4Address(address)
+                for stack, container, network, address in rows}
+
+    def replace_leases(self, stacks: set[str] | frozenset[str],
+                       leases: dict[tuple[str, str, str], IPv4Address]) -> None:
+        """The leases of these stacks become exactly `leases`: an endpoint that left the spec
+        releases its address."""
+        with self.transaction() as db:
+            db.executemany("DELETE FROM leases WHERE stack = ?", [(s,) for s in stacks])
+            db.executemany("INSERT INTO leases (stack, container, network, address) VALUES (?, ?, ?, ?)",
+                           [(*key, str(address)) for key, address in leases.items() if key[0] in stacks])

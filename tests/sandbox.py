@@ -1,0 +1,119 @@
+"""A throwaway host for kernel tests: a fresh network + mount namespace with tmpfs over
+/run/netns, a private state dir and a per-run cgroup parent. The machine's own network,
+netfilter rules, namespaces and cgroups are never touched; killing the holder process
+frees every link, netns mount and rule made inside."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from specs.names import ALIAS_PREFIX, LINK_GROUP
+
+REPO = Path(__file__).resolve().parent.parent
+
+_HOLDER_SCRIPT = """
+set -e
+mount -t tmpfs -o mode=755 rc-test-netns /run/netns
+mount --make-shared /run/netns 2>/dev/null || true
+ip link set lo up
+echo ready
+exec sleep infinity
+"""
+
+
+class Sandbox:
+    """Run commands and `reconcile` as if on a fresh host."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.state_dir = workdir / "state"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.cgroup_parent = f"rc-test-{uuid.uuid4().hex[:10]}"
+        os.makedirs("/run/netns", exist_ok=True)
+        self._holder = subprocess.Popen(
+            ["unshare", "--net", "--mount", "--propagation", "private", "sh", "-c", _HOLDER_SCRIPT],
+            stdout=subprocess.PIPE, text=True,
+        )
+        assert self._holder.stdout is not None
+        line = self._holder.stdout.readline().strip()
+        if line != "ready":
+            self._holder.kill()
+            raise RuntimeError(f"sandbox holder failed to start: {line!r}")
+        self.pid = self._holder.pid
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "RECONCILE_STATE_DIR": str(self.state_dir),
+            "RECONCILE_CGROUP_PARENT": self.cgroup_parent,
+            "NO_COLOR": "1",
+            "PYTHONPATH": str(REPO),
+        }
+
+    def run(self, *cmd: str, check: bool = True, input: str | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the sandbox's network and mount namespaces."""
+        proc = subprocess.run(
+            ["nsenter", "-t", str(self.pid), "-n", "-m", "--", *cmd],
+            capture_output=True, text=True, env=self.env, input=input, timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{cmd} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def sh(self, script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.run("sh", "-c", script, check=check)
+
+    def reconcile(self, *args: str, check: bool = False,
+                  timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """The CLI as a user runs it, inside the sandbox."""
+        return self.run(sys.executable, "-m", "reconcile", *args, check=check, timeout=timeout)
+
+    def python(self, code: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.run(sys.executable, "-c", code, check=check)
+
+    def links(self, netns: str | None = None) -> list[dict]:
+        """`ip -j -d addr show` inside the sandbox (or one of its named namespaces)."""
+        prefix = ["ip", "-n", netns] if netns else ["ip"]
+        return json.loads(self.run(*prefix, "-j", "-d", "addr", "show").stdout)
+
+    def link(self, name: str, netns: str | None = None) -> dict | None:
+        return next((l for l in self.links(netns) if l["ifname"] == name), None)
+
+    def write(self, name: str, text: str) -> Path:
+        """A stack file in the sandbox's work dir (visible inside: same filesystem)."""
+        path = self.workdir / name
+        path.write_text(text)
+        return path
+
+    def our_links(self) -> list[dict]:
+        """Links that carry any of reconcile's marks (alias prefix or link group)."""
+        return [l for l in self.links()
+                if (l.get("ifalias") or "").startswith(ALIAS_PREFIX) or l.get("group") == str(LINK_GROUP)]
+
+    def snapshot(self, *ifnames: str) -> str:
+        """Byte-comparable state of foreign links: every detail and address, minus the bridge
+        timers and counters that tick by themselves."""
+        def static(value: object) -> object:
+            if isinstance(value, dict):
+                return {k: static(v) for k, v in value.items() if "timer" not in k and "stats" not in k}
+            if isinstance(value, list):
+                return [static(v) for v in value]
+            return value
+
+        return json.dumps([static(json.loads(self.run("ip", "-j", "-d", "addr", "show", "dev", n).stdout))
+                           for n in ifnames], sort_keys=True)
+
+    def netns_names(self) -> list[str]:
+        return sorted(os.listdir(f"/proc/{self.pid}/root/run/netns"))
+
+    def close(self) -> None:
+        self._holder.send_signal(signal.SIGKILL)
+        self._holder.wait()
