@@ -1,0 +1,55 @@
+"""Shared plumbing for the benchmarks: a throwaway host and a timer around the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def reexec_in_throwaway_host() -> None:
+    """Re-run this script inside fresh network + mount namespaces (tmpfs over /run/netns), so a
+    benchmark never touches the machine's own network; everything dies with the process."""
+    if os.environ.get("RECONCILE_BENCH_SANDBOXED") == "1":
+        return
+    os.makedirs("/run/netns", exist_ok=True)
+    env = {**os.environ, "RECONCILE_BENCH_SANDBOXED": "1"}
+    script = 'mount -t tmpfs tmpfs /run/netns && ip link set lo up && exec "$@"'
+    argv = ["unshare", "--net", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+            sys.executable, *sys.argv]
+    raise SystemExit(subprocess.call(argv, env=env))
+
+
+def state_env() -> dict[str, str]:
+    return {**os.environ, "RECONCILE_STATE_DIR": tempfile.mkdtemp(prefix="rc-bench-"),
+            "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
+
+
+def timed(argv: Sequence[str], env: dict[str, str] | None = None, input: str | None = None,
+          ok: Sequence[int] = (0,)) -> float:
+    """Wall time of one command; fails loudly if it fails, so a broken run never prints numbers."""
+    start = time.perf_counter()
+    proc = subprocess.run(argv, env=env, input=input, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode not in ok:
+        raise SystemExit(f"{' '.join(argv[:4])}... exited {proc.returncode}: {proc.stderr}")
+    return elapsed
+
+
+def reconcile(*args: str) -> list[str]:
+    return [sys.executable, "-m", "reconcile", *args]
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A Markdown table, ready to paste into bench/README.md."""
+    cells = [[f"{c:.3f}" if isinstance(c, float) else str(c) for c in row] for row in rows]
+    print("| " + " | ".join(headers) + " |")
+    print("|" + "|".join("---" for _ in headers) + "|")
+    for row in cells:
+        print("| " + " | ".join(row) + " |")

@@ -1,0 +1,51 @@
+"""Networks: cold apply, no-op diff, no-op apply and down for 1, 10 and 100 bridge networks,
+beside the floor: the same kernel work as one `ip -batch` (create, address, up; then delete).
+
+Run as root: `.venv/bin/python bench/networks.py` (it re-executes itself in a throwaway host).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import print_table, reconcile, reexec_in_throwaway_host, state_env, timed  # noqa: E402
+
+SIZES = (1, 10, 100)
+
+
+def stack_text(n: int) -> str:
+    nets = "".join(f"  n{i}:\n    subnet: 10.{100 + i // 256}.{i % 256}.0/24\n" for i in range(n))
+    return f"name: bench\nnetworks:\n{nets}"
+
+
+def floor(n: int) -> tuple[float, float]:
+    up = "".join(f"link add fl{i} type bridge\naddr add 10.{200 + i // 256}.{i % 256}.1/24 dev fl{i}\n"
+                 f"link set fl{i} up\n" for i in range(n))
+    down = "".join(f"link del fl{i}\n" for i in range(n))
+    return timed(["ip", "-batch", "-"], input=up), timed(["ip", "-batch", "-"], input=down)
+
+
+def main() -> None:
+    reexec_in_throwaway_host()
+    rows = []
+    for n in SIZES:
+        path = Path(tempfile.mkdtemp()) / "stack.yaml"
+        path.write_text(stack_text(n))
+        env = state_env()
+        cold = timed(reconcile("apply", str(path)), env)
+        noop_diff = timed(reconcile("diff", str(path)), env)
+        noop_apply = timed(reconcile("apply", str(path)), env)
+        down = timed(reconcile("down", str(path)), env)
+        floor_up, floor_down = floor(n)
+        rows.append([n, cold, noop_diff, noop_apply, down, floor_up, floor_down,
+                     f"{cold / floor_up:.0f}x"])
+    print_table(["networks", "cold apply s", "no-op diff s", "no-op apply s", "down s",
+                 "floor up s (ip -batch)", "floor down s", "cold/floor"], rows)
+
+
+if __name__ == "__main__":
+    main()
