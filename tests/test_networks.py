@@ -56,7 +56,7 @@ def test_round_trip(sandbox: Sandbox, canary: str) -> None:
 
     out = _apply(sandbox, path)
     assert "+ network demo/front" in out and "+ network demo/back" in out
-    assert "Apply complete: 2 added, 1 changed, 0 destroyed." in out  # + ip_forward
+    assert "Apply complete: 5 added, 1 changed, 0 destroyed." in out  # + ip_forward, chains, 2 rule sets
 
     front = sandbox.link("rc-demo-front")
     assert front is not None
@@ -106,7 +106,7 @@ def test_diff_touches_nothing(sandbox: Sandbox) -> None:
     before = (sandbox.run("ip", "-d", "addr").stdout, sandbox.run("cat", "/proc/sys/net/ipv4/ip_forward").stdout)
     code, out = _diff(sandbox, path)
     assert code == 2
-    assert "Plan: 2 to add, 1 to change, 0 to destroy." in out
+    assert "Plan: 5 to add, 1 to change, 0 to destroy." in out
     after = (sandbox.run("ip", "-d", "addr").stdout, sandbox.run("cat", "/proc/sys/net/ipv4/ip_forward").stdout)
     assert before == after
     assert not sandbox.state_dir.exists() or list(sandbox.state_dir.iterdir()) == []
@@ -124,7 +124,7 @@ def test_diff_json(sandbox: Sandbox) -> None:
     result = sandbox.reconcile("diff", "-o", "json", path)
     assert result.returncode == 2
     plan = json.loads(result.stdout)
-    assert plan["summary"] == {"add": 1, "change": 1, "destroy": 0}
+    assert plan["summary"] == {"add": 3, "change": 1, "destroy": 0}
     assert plan["in_sync"] is False
     create = next(c for c in plan["changes"] if c["kind"] == "network")
     assert create["action"] == "create" and create["key"] == "demo/front"

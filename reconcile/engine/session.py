@@ -11,8 +11,10 @@ from typing import Any
 from controllers.base import Controller, Desired
 from controllers.change import Change
 from controllers.errors import ApplyError, ApplyErrors
+from controllers.firewall import FirewallController
 from controllers.network import NetworkController
 from controllers.sandbox import SandboxController, SandboxObservation
+from kernel import netfilter
 from kernel.netlink import host_netlink
 from reconcile.engine.addresses import assign_addresses
 from reconcile.engine.plan import Plan, order
@@ -132,6 +134,9 @@ def open_session(settings: Settings, writable: bool) -> Iterator[Session]:
     store = Store.open(settings.state_dir) if writable else Store.open_readonly(settings.state_dir)
     try:
         with host_netlink() as netlink:
-            yield Session(settings, store, [NetworkController(netlink), SandboxController(netlink)])
+            # Dependency order: bridges before the veths on them; rules are written last (they
+            # need the bridges for route_localnet) and, in a teardown, removed first.
+            yield Session(settings, store, [NetworkController(netlink), SandboxController(netlink),
+                                            FirewallController(netfilter.detect())])
     finally:
         store.close()

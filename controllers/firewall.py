@@ -1,0 +1,332 @@
+"""Published ports, masquerade and isolation: the netfilter rules reconcile owns.
+
+Observe is one read of the whole ruleset (plus the host's listening sockets and route_localnet
+flags); diff compares, per owner, the exact rule text the backend prints with the text it
+renders for the spec; apply turns every change of a batch into one atomic backend batch. The
+rule layout, chain names and comments are in controllers.firewall_rules.
+
+Changes come per owner: `firewall chains` (hooks and the ordered skeleton), `firewall
+<stack>/<network>` (masquerade, isolation, accepts, route_localnet), `port
+<stack>/<container>/[<ip>:]<port>/<proto>` (one DNAT). Owners of stacks outside the scope are
+never touched; rules in our chains without an owner comment are removed with the skeleton's
+change (our chains are ours alone).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from controllers.base import Desired, Diff
+from controllers.change import Action, Change, FieldChange
+from controllers.errors import ApplyError, ApplyErrors
+from controllers.firewall_conflicts import PublishedPort, conflicts
+from controllers.firewall_rules import (
+    CHAIN_FORWARD,
+    FILTER,
+    OUR_CHAINS,
+    SKELETON,
+    Owner,
+    PortKey,
+    network_owner,
+    network_rules,
+    owner_of_spec,
+    port_key,
+    port_owner,
+    port_rule,
+    skeleton_rules,
+)
+from kernel import netfilter, netfilter_conntrack
+from kernel.netfilter import Backend, Op, OpKind, Renderer, Rule, Ruleset
+from kernel.netfilter_conntrack import FlowFilter
+from kernel.netfilter_listeners import Listener, read_listeners
+from specs.errors import Issue
+
+if TYPE_CHECKING:
+    from specs.model import Container, Stack
+
+KIND_FIREWALL = "firewall"
+KIND_PORT = "port"
+SKELETON_KEY = "chains"
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A rule where it sits: table, chain and the spec text as the backend prints it."""
+
+    table: str
+    chain: str
+    spec: str
+
+    @property
+    def line(self) -> str:
+        return f"-A {self.chain} {self.spec}"
+
+
+@dataclass(frozen=True)
+class FirewallObservation:
+    owned: Mapping[Owner, tuple[Placed, ...]]
+    """Every rule carrying one of our comments, wherever it sits, by owner."""
+    strays: tuple[Placed, ...]
+    """Rules in our chains without an owner comment (someone added them by hand)."""
+    chains: frozenset[tuple[str, str]]
+    """Those of our chains that exist."""
+    forward: tuple[str, ...]
+    """RECONCILE-FORWARD in kernel order (its order matters)."""
+    listeners: tuple[Listener, ...]
+    route_localnet: Mapping[str, str]
+
+    def owned_stacks(self) -> set[str]:
+        return {owner.stack for owner in self.owned if owner.stack}
+
+
+@dataclass(frozen=True)
+class Work:
+    """What apply does for one change; the diff computes it, so apply only carries it out."""
+
+    ops: tuple[Op, ...]
+    route_localnet: tuple[str, ...] = ()
+    flush: tuple[FlowFilter, ...] = ()
+
+
+@dataclass(frozen=True)
+class OwnerWant:
+    rules: tuple[Placed, ...]
+    route_localnet: str | None = None
+    """The bridge whose route_localnet this owner needs on."""
+
+
+def observe_firewall(ruleset: Ruleset, listeners: tuple[Listener, ...],
+                     route_localnet: Mapping[str, str]) -> FirewallObservation:
+    """Sort one ruleset read into ours (by comment) and the strays in our chains."""
+    existing = frozenset(tc for tc in OUR_CHAINS if ruleset.chain(*tc) is not None)
+    owned: dict[Owner, list[Placed]] = {}
+    strays: list[Placed] = []
+    for table, chains in ruleset.tables.items():
+        for chain in chains.values():
+            if (table, chain.name) == (FILTER, CHAIN_FORWARD):
+                continue  # kept whole in `forward`: the skeleton rewrites it as one
+            for spec in chain.rules:
+                placed = Placed(table, chain.name, spec)
+                owner = owner_of_spec(spec)
+                if owner is not None:
+                    owned.setdefault(owner, []).append(placed)
+                elif (table, chain.name) in existing:
+                    strays.append(placed)
+    forward = ruleset.chain(FILTER, CHAIN_FORWARD)
+    return FirewallObservation(
+        owned={owner: tuple(rules) for owner, rules in owned.items()}, strays=tuple(strays),
+        chains=existing, forward=forward.rules if forward else (), listeners=listeners,
+        route_localnet=route_localnet)
+
+
+def _placed(render: Renderer, rules: Iterable[Rule]) -> tuple[Placed, ...]:
+    return tuple(Placed(r.table, r.chain, render(r)) for r in rules)
+
+
+def _container_ports(stack: Stack, name: str, container: Container, desired: Desired,
+                     render: Renderer) -> tuple[dict[Owner, OwnerWant], list[PublishedPort], list[Issue]]:
+    """A container's DNAT rules, to its address on its default_route network."""
+    if not container.ports:
+        return {}, [], []
+    route = container.default_route
+    network = stack.networks.get(route) if route else None
+    address = desired.addresses.get((stack.name, name, route)) if route else None
+    if network is None or network.internal or address is None:
+        why = ("published ports need a non-internal default_route network" if network is None
+               or network.internal else f"no address on network '{route}' was allocated")
+        return {}, [], [Issue(stack.name, ("containers", name, "ports"), why)]
+    wants: dict[Owner, OwnerWant] = {}
+    published = []
+    for index, mapping in enumerate(container.ports):
+        key = port_key(stack.name, name, mapping)
+        wants[port_owner(key)] = OwnerWant(_placed(render, [port_rule(key, address, mapping.container)]))
+        published.append(PublishedPort(key, ("containers", name, "ports", index)))
+    return wants, published, []
+
+
+def _wanted(desired: Desired, render: Renderer
+            ) -> tuple[dict[Owner, OwnerWant], list[PublishedPort], list[Issue]]:
+    wants: dict[Owner, OwnerWant] = {}
+    published: list[PublishedPort] = []
+    issues: list[Issue] = []
+    for stack in desired.stacks.values():
+        if stack.name not in desired.scope:
+            continue
+        for key, network in stack.networks.items():
+            wants[network_owner(stack.name, key)] = OwnerWant(
+                _placed(render, network_rules(stack.name, key, network)),
+                route_localnet=None if network.internal else network.bridge)
+        for name, container in stack.containers.items():
+            more_wants, more_published, more_issues = _container_ports(stack, name, container,
+                                                                        desired, render)
+            wants.update(more_wants)
+            published += more_published
+            issues += more_issues
+    return wants, published, issues
+
+
+def _rule_fields(missing: Sequence[Placed], extra: Sequence[Placed]) -> list[FieldChange]:
+    """Old and new rules side by side per chain, so a changed rule reads `old → new`."""
+    fields = []
+    for chain in dict.fromkeys((p.table, p.chain) for p in [*extra, *missing]):
+        olds = [p for p in extra if (p.table, p.chain) == chain]
+        news = [p for p in missing if (p.table, p.chain) == chain]
+        for i in range(max(len(olds), len(news))):
+            old = olds[i].line if i < len(olds) else None
+            new = news[i].line if i < len(news) else None
+            fields.append(FieldChange(chain[0], old, new))
+    return fields
+
+
+def _multiset_delta(want: Sequence[Placed], have: Sequence[Placed]) -> tuple[list[Placed], list[Placed]]:
+    """(missing, extra), duplicates counted: a second copy of one of our rules is extra."""
+    if tuple(want) == tuple(have):  # the common case, in sync: skip the counting
+        return [], []
+    missing = Counter(want) - Counter(have)
+    extra = Counter(have) - Counter(want)
+    return list(missing.elements()), list(extra.elements())
+
+
+def _action(wanted: bool, present: bool) -> tuple[Action, str]:
+    if not present:
+        return Action.CREATE, "not on the host"
+    if not wanted:
+        return Action.DELETE, "no longer in the spec"
+    return Action.UPDATE, "differs from the spec"
+
+
+def _flush_filters(port: PortKey, action: Action) -> tuple[FlowFilter, ...]:
+    """Established flows keep their old NAT: drop them when a mapping changes or goes away,
+    and for a new UDP mapping (a client may hold an un-NATed entry from before)."""
+    if action is Action.CREATE and port.protocol != "udp":
+        return ()
+    return (FlowFilter(port.protocol, port.host, port.host_ip),)
+
+
+def _owner_change(owner: Owner, want: OwnerWant | None, have: Sequence[Placed],
+                  route_localnet: Mapping[str, str]) -> Change | None:
+    missing, extra = _multiset_delta(want.rules if want else (), have)
+    fields = _rule_fields(missing, extra)
+    bridge = want.route_localnet if want else None
+    if bridge is not None and route_localnet.get(bridge) != "1":
+        fields.append(FieldChange("route_localnet", route_localnet.get(bridge), "1"))
+    if not fields:
+        return None
+    action, reason = _action(want is not None, bool(have))
+    port = PortKey.parse(owner.key) if owner.kind == "port" else None
+    ops = ([Op(OpKind.DELETE_RULE, p.table, p.chain, p.spec) for p in extra]
+           + [Op(OpKind.APPEND_RULE, p.table, p.chain, p.spec) for p in missing])
+    work = Work(tuple(ops), route_localnet=(bridge,) if bridge is not None else (),
+                flush=_flush_filters(port, action) if port else ())
+    kind = KIND_PORT if owner.kind == "port" else KIND_FIREWALL
+    return Change(action, kind, owner.key, tuple(fields), reason=reason, desired=work)
+
+
+def _skeleton_change(needed: bool, observed: FirewallObservation, render: Renderer) -> Change | None:
+    """The chains, the hooks into them, RECONCILE-FORWARD in order; or, when no owner is left,
+    all of it removed (hooks first, then every chain flushed and deleted)."""
+    have = observed.owned.get(SKELETON, ())
+    if needed:
+        ops, fields = _skeleton_ops(observed, _placed(render, skeleton_rules()), have)
+        action, reason = (Action.CREATE, "not on the host") if not observed.chains else (
+            Action.UPDATE, "differs from the layout")
+    else:
+        ops, fields = _teardown_ops(observed, have)
+        action, reason = Action.DELETE, "no stack of ours has rules left"
+    if not ops:
+        return None
+    return Change(action, KIND_FIREWALL, SKELETON_KEY, tuple(fields), reason=reason,
+                  desired=Work(tuple(ops)))
+
+
+def _skeleton_ops(observed: FirewallObservation, want: Sequence[Placed], have: Sequence[Placed]
+                  ) -> tuple[list[Op], list[FieldChange]]:
+    forward_want = [p for p in want if p.chain == CHAIN_FORWARD]
+    hooks_want = [p for p in want if p.chain != CHAIN_FORWARD]
+    missing, extra = _multiset_delta(hooks_want, [p for p in have if p.chain != CHAIN_FORWARD])
+    strays = [p for p in observed.strays if p.chain != CHAIN_FORWARD]
+    absent = [(t, c) for t, c in OUR_CHAINS if (t, c) not in observed.chains]
+    # RECONCILE-FORWARD is declared below, by the rewrite its absence triggers.
+    ops = [Op(OpKind.DECLARE_CHAIN, t, c) for t, c in absent if c != CHAIN_FORWARD]
+    ops += [Op(OpKind.DELETE_RULE, p.table, p.chain, p.spec) for p in extra + strays]
+    ops += [Op(OpKind.INSERT_RULE, p.table, p.chain, p.spec) for p in missing]
+    fields = [FieldChange("chain", None, f"{t} {c}") for t, c in absent]
+    fields += _rule_fields(missing, extra + strays)
+    forward_have = observed.forward if (FILTER, CHAIN_FORWARD) in observed.chains else None
+    if forward_have != tuple(p.spec for p in forward_want):
+        # Order matters here: rewrite the whole chain (declaring it empties it) in one go.
+        ops.append(Op(OpKind.DECLARE_CHAIN, FILTER, CHAIN_FORWARD))
+        ops += [Op(OpKind.APPEND_RULE, p.table, p.chain, p.spec) for p in forward_want]
+        old = [Placed(FILTER, CHAIN_FORWARD, spec) for spec in forward_have or ()]
+        fields += _rule_fields(forward_want, old)
+    return ops, fields
+
+
+def _teardown_ops(observed: FirewallObservation, have: Sequence[Placed]
+                  ) -> tuple[list[Op], list[FieldChange]]:
+    """The hooks out of the built-in chains, then every chain of ours flushed and deleted
+    (whatever is left in them: a stray, or an owner's rule this batch does not delete)."""
+    hooks = [p for p in have if (p.table, p.chain) not in observed.chains]
+    chains = [(t, c) for t, c in OUR_CHAINS if (t, c) in observed.chains]
+    ops = ([Op(OpKind.DELETE_RULE, p.table, p.chain, p.spec) for p in hooks]
+           + [Op(OpKind.DELETE_CHAIN, t, c) for t, c in chains])
+    fields = _rule_fields([], hooks) + [FieldChange("chain", f"{t} {c}", None) for t, c in chains]
+    return ops, fields
+
+
+def diff_firewall(desired: Desired, observed: FirewallObservation, render: Renderer) -> Diff:
+    """Pure: per-owner changes that take the observed rules to the desired ones, in scope."""
+    wants, published, issues = _wanted(desired, render)
+    in_scope = [o for o in observed.owned if o.stack in desired.scope and o not in wants]
+    kept = [o for o in observed.owned if o.stack is not None and o.stack not in desired.scope]
+    kept_ports = [key for o in kept if o.kind == "port" for key in [PortKey.parse(o.key)] if key]
+    issues += conflicts(published, kept_ports, observed.listeners)
+    changes = []
+    for owner in sorted({*wants, *in_scope}, key=lambda o: (o.kind != "network", o.key)):
+        change = _owner_change(owner, wants.get(owner), observed.owned.get(owner, ()),
+                               observed.route_localnet)
+        if change is not None:
+            changes.append(change)
+    skeleton = _skeleton_change(bool(wants or kept), observed, render)
+    return Diff(changes=([skeleton] if skeleton else []) + changes, issues=issues)
+
+
+class FirewallController:
+    """Controller protocol over a netfilter backend (see kernel.netfilter.detect)."""
+
+    kinds = (KIND_FIREWALL, KIND_PORT)
+
+    def __init__(self, backend: Backend):
+        self._backend = backend
+
+    def observe(self) -> FirewallObservation:
+        return observe_firewall(self._backend.observe(), read_listeners(),
+                                netfilter.read_route_localnet())
+
+    def diff(self, desired: Desired, observed: FirewallObservation) -> Diff:
+        return diff_firewall(desired, observed, self._backend.render)
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        """One backend batch for every change given; then route_localnet and conntrack, which
+        only make sense once the rules are in."""
+        works = [c.desired for c in changes if isinstance(c.desired, Work)]
+        errors: list[ApplyError] = []
+        try:
+            self._backend.apply([op for work in works for op in work.ops])
+        except netfilter.NetfilterError as exc:
+            keys = ", ".join(f"{c.kind} {c.key}" for c in changes)
+            raise ApplyErrors([ApplyError(f"{keys}: {exc}")]) from exc
+        for bridge in dict.fromkeys(b for work in works for b in work.route_localnet):
+            try:
+                netfilter.enable_route_localnet(bridge)
+            except OSError as exc:
+                errors.append(ApplyError(f"route_localnet on {bridge}: {exc}"))
+        try:
+            netfilter_conntrack.flush([f for work in works for f in work.flush])
+        except netfilter.NetfilterError as exc:
+            errors.append(ApplyError(f"conntrack: {exc}"))
+        if errors:
+            raise ApplyErrors(errors)

@@ -1,0 +1,209 @@
+"""The rules reconcile owns, as pure functions of the spec: chain names, comments, and the rules
+of each owner (the fixed skeleton, one network, one published port).
+
+DO NOT RENAME the chains or change the comment format: hosts in the field carry them, and a
+fresh process recognises its rules only by these names and marks.
+
+Every rule carries `-m comment --comment "reconcile/v1 <kind>[ <key>]"` naming its owner:
+`reconcile/v1 chains` (the skeleton below), `reconcile/v1 network <stack>/<network>`,
+`reconcile/v1 port <stack>/<container>/[<host_ip>:]<host_port>/<tcp|udp>`.
+
+Layout (hooks are inserted at the top of their built-in chain when missing; we do not fight
+for first place afterwards, so a Docker restart inserting its own jumps above ours is left be):
+
+    nat     PREROUTING  -m addrtype --dst-type LOCAL -j RECONCILE-DNAT   (other machines, containers)
+            OUTPUT      -m addrtype --dst-type LOCAL -j RECONCILE-DNAT   (the host, 127.0.0.1 included)
+            POSTROUTING -j RECONCILE-SNAT
+    filter  INPUT       -j RECONCILE-INPUT                               (loopback guard per bridge)
+            FORWARD     -j RECONCILE-FORWARD                             (works under a DROP policy)
+    RECONCILE-FORWARD:  -j RECONCILE-INTERNAL; ! DNAT -j RECONCILE-ISOLATE-FROM; -j RECONCILE-ACCEPT
+
+Within every chain but RECONCILE-FORWARD all rules share one verdict (all DNAT to distinct
+ports, all MASQUERADE, all DROP, all ACCEPT, or all the same jump), so their order never
+matters: rules of one owner can be added or deleted without rewriting anyone else's, and owners
+outside the run's scope are never touched. Only the skeleton (hooks, RECONCILE-FORWARD) is
+ordered, and RECONCILE-FORWARD is rewritten whole when it differs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from typing import TYPE_CHECKING
+
+from kernel.netfilter import Iface, Rule
+from specs.names import ALIAS_PREFIX
+
+if TYPE_CHECKING:
+    from specs.model import Network, PortMapping
+
+# Kernel-visible names: DO NOT RENAME (see the module docstring).
+CHAIN_DNAT = "RECONCILE-DNAT"
+CHAIN_SNAT = "RECONCILE-SNAT"
+CHAIN_INPUT = "RECONCILE-INPUT"
+CHAIN_FORWARD = "RECONCILE-FORWARD"
+CHAIN_INTERNAL = "RECONCILE-INTERNAL"
+CHAIN_ISOLATE_FROM = "RECONCILE-ISOLATE-FROM"
+CHAIN_ISOLATE_TO = "RECONCILE-ISOLATE-TO"
+CHAIN_ACCEPT = "RECONCILE-ACCEPT"
+
+NAT = "nat"
+FILTER = "filter"
+
+OUR_CHAINS: tuple[tuple[str, str], ...] = (
+    (NAT, CHAIN_DNAT), (NAT, CHAIN_SNAT),
+    (FILTER, CHAIN_INPUT), (FILTER, CHAIN_FORWARD), (FILTER, CHAIN_INTERNAL),
+    (FILTER, CHAIN_ISOLATE_FROM), (FILTER, CHAIN_ISOLATE_TO), (FILTER, CHAIN_ACCEPT),
+)
+"""(table, chain) of every chain we own, in creation order."""
+
+LOOPBACK = IPv4Network("127.0.0.0/8")
+
+_COMMENT_RE = re.compile(rf"^{re.escape(ALIAS_PREFIX)} (?P<kind>chains|network|port)(?: (?P<key>\S+))?$")
+_PORT_KEY_RE = re.compile(
+    r"^(?P<stack>[a-z][a-z0-9-]*)/(?P<container>[a-z][a-z0-9-]*)/"
+    r"(?:(?P<ip>\d+\.\d+\.\d+\.\d+):)?(?P<port>\d+)/(?P<protocol>tcp|udp)$")
+_NETWORK_KEY_RE = re.compile(r"^[a-z][a-z0-9-]*/[a-z][a-z0-9-]*$")
+_COMMENT_IN_SPEC = re.compile(r'-m comment --comment (?:"(?P<quoted>[^"]*)"|(?P<bare>\S+))')
+
+
+@dataclass(frozen=True)
+class PortKey:
+    """One published port's identity: the host side (a change of the container side updates
+    the same owner in place)."""
+
+    stack: str
+    container: str
+    host_ip: IPv4Address | None
+    host: int
+    protocol: str
+
+    @property
+    def key(self) -> str:
+        where = f"{self.host_ip}:{self.host}" if self.host_ip else str(self.host)
+        return f"{self.stack}/{self.container}/{where}/{self.protocol}"
+
+    def overlaps(self, other: PortKey) -> bool:
+        """Both would DNAT some packet: same protocol and port, and an address in common."""
+        return (self.protocol == other.protocol and self.host == other.host
+                and (self.host_ip is None or other.host_ip is None or self.host_ip == other.host_ip))
+
+    @staticmethod
+    def parse(key: str) -> PortKey | None:
+        match = _PORT_KEY_RE.match(key)
+        if not match:
+            return None
+        ip = IPv4Address(match["ip"]) if match["ip"] else None
+        return PortKey(match["stack"], match["container"], ip, int(match["port"]), match["protocol"])
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who a rule belongs to, read back from its comment."""
+
+    kind: str  # "chains" (the skeleton), "network" or "port"
+    key: str  # "" for the skeleton, "<stack>/<network>", or PortKey.key
+
+    @property
+    def stack(self) -> str | None:
+        return self.key.split("/", 1)[0] if self.key else None
+
+    @property
+    def comment(self) -> str:
+        return f"{ALIAS_PREFIX} {self.kind}" + (f" {self.key}" if self.key else "")
+
+
+SKELETON = Owner("chains", "")
+
+
+def parse_comment(comment: str) -> Owner | None:
+    """The owner a comment names, or None for a comment that is not one of ours."""
+    match = _COMMENT_RE.match(comment)
+    if not match:
+        return None
+    kind, key = match["kind"], match["key"] or ""
+    valid = {"chains": key == "", "network": bool(_NETWORK_KEY_RE.match(key)),
+             "port": PortKey.parse(key) is not None}[kind]
+    return Owner(kind, key) if valid else None
+
+
+def owner_of_spec(spec: str) -> Owner | None:
+    """The owner of a rule as the backend printed it (its comment match), if it is ours."""
+    match = _COMMENT_IN_SPEC.search(spec)
+    if not match:
+        return None
+    return parse_comment(match["quoted"] if match["quoted"] is not None else match["bare"])
+
+
+def network_owner(stack: str, network: str) -> Owner:
+    return Owner("network", f"{stack}/{network}")
+
+
+def port_owner(port: PortKey) -> Owner:
+    return Owner("port", port.key)
+
+
+def skeleton_rules() -> list[Rule]:
+    """Hooks from the built-in chains, and RECONCILE-FORWARD in its fixed order: internal
+    networks' drops first (nothing may leave them, not even a reply), isolation between our
+    bridges next (except DNATed flows: a published port is reachable from every network, as
+    from any other machine), then our accepts."""
+    c = SKELETON.comment
+    return [
+        Rule(NAT, "PREROUTING", CHAIN_DNAT, c, dst_local=True),
+        Rule(NAT, "OUTPUT", CHAIN_DNAT, c, dst_local=True),
+        Rule(NAT, "POSTROUTING", CHAIN_SNAT, c),
+        Rule(FILTER, "INPUT", CHAIN_INPUT, c),
+        Rule(FILTER, "FORWARD", CHAIN_FORWARD, c),
+        Rule(FILTER, CHAIN_FORWARD, CHAIN_INTERNAL, c),
+        Rule(FILTER, CHAIN_FORWARD, CHAIN_ISOLATE_FROM, c, ctstate=("DNAT",), ctstate_negated=True),
+        Rule(FILTER, CHAIN_FORWARD, CHAIN_ACCEPT, c),
+    ]
+
+
+def network_rules(stack: str, key: str, network: Network) -> list[Rule]:
+    """An internal network may only talk within its bridge. Any other one is masqueraded on its
+    way out, isolated from our other bridges, hairpins DNATed flows back to itself, and takes
+    published ports DNATed to 127.0.0.1 from the host (route_localnet + masquerade of the
+    loopback source); since route_localnet would also let a container reach the host's
+    127.0.0.1 services, new flows from the bridge to 127.0.0.0/8 are dropped (kubelet's fix
+    for CVE-2020-8558). Traffic within one bridge is accepted too: with br_netfilter (built
+    into our kernels, bridge-nf-call-iptables=1) bridged frames cross FORWARD as well."""
+    comment = network_owner(stack, key).comment
+    bridge, subnet = Iface(network.bridge), network.subnet
+    not_bridge = Iface(network.bridge, negated=True)
+    if network.internal:
+        return [
+            Rule(FILTER, CHAIN_INTERNAL, "DROP", comment, in_iface=bridge, out_iface=not_bridge),
+            Rule(FILTER, CHAIN_INTERNAL, "DROP", comment, in_iface=not_bridge, out_iface=bridge),
+            Rule(FILTER, CHAIN_ACCEPT, "ACCEPT", comment, in_iface=bridge, out_iface=bridge),
+        ]
+    return [
+        Rule(NAT, CHAIN_SNAT, "MASQUERADE", comment, source=subnet, out_iface=not_bridge),
+        Rule(NAT, CHAIN_SNAT, "MASQUERADE", comment, source=subnet, out_iface=bridge,
+             ctstate=("DNAT",)),
+        Rule(NAT, CHAIN_SNAT, "MASQUERADE", comment, source=LOOPBACK, out_iface=bridge),
+        Rule(FILTER, CHAIN_INPUT, "DROP", comment, destination=LOOPBACK, in_iface=bridge,
+             ctstate=("RELATED", "ESTABLISHED", "DNAT"), ctstate_negated=True),
+        Rule(FILTER, CHAIN_ISOLATE_FROM, CHAIN_ISOLATE_TO, comment, in_iface=bridge,
+             out_iface=not_bridge),
+        Rule(FILTER, CHAIN_ISOLATE_TO, "DROP", comment, out_iface=bridge),
+        Rule(FILTER, CHAIN_ACCEPT, "ACCEPT", comment, out_iface=bridge,
+             ctstate=("RELATED", "ESTABLISHED")),
+        Rule(FILTER, CHAIN_ACCEPT, "ACCEPT", comment, out_iface=bridge, ctstate=("DNAT",)),
+        Rule(FILTER, CHAIN_ACCEPT, "ACCEPT", comment, in_iface=bridge),
+    ]
+
+
+def port_key(stack: str, container: str, mapping: PortMapping) -> PortKey:
+    """(The model already turns host_ip 0.0.0.0 into None: both mean every address.)"""
+    return PortKey(stack, container, mapping.host_ip, mapping.host, mapping.protocol)
+
+
+def port_rule(port: PortKey, target: IPv4Address, container_port: int) -> Rule:
+    """DNAT from any local address (or host_ip alone) to the container, from PREROUTING (other
+    machines, other containers) and OUTPUT (the host itself, 127.0.0.1 included)."""
+    destination = IPv4Network(port.host_ip) if port.host_ip else None
+    return Rule(NAT, CHAIN_DNAT, "DNAT", port_owner(port).comment, destination=destination,
+                protocol=port.protocol, dport=port.host, to_destination=(target, container_port))

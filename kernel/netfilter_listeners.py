@@ -1,0 +1,100 @@
+"""Sockets listening in the caller's network namespace, with the process that holds each.
+
+A published port DNATs before local delivery, so a host process already listening on that port
+would silently stop receiving its traffic: the firewall controller reports it as a conflict and
+names the process. /proc/net/{tcp,tcp6,udp,udp6} are per network namespace (they follow
+/proc/self/net); the owning process is found by the socket inode among /proc/<pid>/fd links.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from pathlib import Path
+
+PROC = Path("/proc")
+
+_TCP_LISTEN = "0A"
+_UDP_UNCONNECTED = "07"
+"""A bound UDP socket that is not connect()ed shows as TCP_CLOSE: it receives from anyone."""
+
+_TABLES = (("tcp", "tcp", _TCP_LISTEN), ("tcp6", "tcp", _TCP_LISTEN),
+           ("udp", "udp", _UDP_UNCONNECTED), ("udp6", "udp", _UDP_UNCONNECTED))
+
+
+@dataclass(frozen=True)
+class Listener:
+    protocol: str  # "tcp" | "udp"
+    address: IPv4Address | IPv6Address
+    port: int
+    inode: int
+    pid: int | None = None  # None when no visible process holds the socket
+    command: str | None = None
+
+    def describe(self) -> str:
+        who = f"{self.command} (pid {self.pid})" if self.pid is not None else "an unknown process"
+        where = f"[{self.address}]" if self.address.version == 6 else str(self.address)
+        return f"{who} listening on {where}:{self.port}/{self.protocol}"
+
+
+def _address(hex_address: str) -> IPv4Address | IPv6Address:
+    """The kernel prints each 32-bit word of the (network order) address with %08X in host byte
+    order: repack the words natively to get the network-order bytes back."""
+    words = [int(hex_address[i:i + 8], 16) for i in range(0, len(hex_address), 8)]
+    return ip_address(struct.pack(f"={len(words)}I", *words))
+
+
+def _parse_table(text: str, protocol: str, state: str) -> list[Listener]:
+    listeners = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10 or fields[3] != state:
+            continue
+        hex_address, hex_port = fields[1].split(":")
+        listeners.append(Listener(protocol, _address(hex_address), int(hex_port, 16), int(fields[9])))
+    return listeners
+
+
+def _socket_holders(inodes: set[int], proc: Path) -> dict[int, tuple[int, str]]:
+    """inode -> (lowest pid, comm) for the given socket inodes, in one walk of /proc/*/fd."""
+    wanted = {f"socket:[{inode}]": inode for inode in inodes}
+    holders: dict[int, tuple[int, str]] = {}
+    pids = sorted(int(p) for p in os.listdir(proc) if p.isdigit())
+    for pid in pids:
+        if len(holders) == len(wanted):
+            break
+        try:
+            fds = os.listdir(proc / str(pid) / "fd")
+        except OSError:  # gone, or not ours to read
+            continue
+        for fd in fds:
+            try:
+                inode = wanted.get(os.readlink(proc / str(pid) / "fd" / fd))
+            except OSError:
+                continue
+            if inode is not None and inode not in holders:
+                holders[inode] = (pid, _comm(proc, pid))
+    return holders
+
+
+def _comm(proc: Path, pid: int) -> str:
+    try:
+        return (proc / str(pid) / "comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def read_listeners(proc: Path = PROC) -> tuple[Listener, ...]:
+    """Every listening TCP socket and unconnected bound UDP socket of this namespace."""
+    found: list[Listener] = []
+    for table, protocol, state in _TABLES:
+        try:
+            found += _parse_table((proc / "net" / table).read_text(), protocol, state)
+        except FileNotFoundError:  # no IPv6 in this kernel
+            continue
+    holders = _socket_holders({s.inode for s in found if s.inode}, proc)
+    return tuple(
+        Listener(s.protocol, s.address, s.port, s.inode, *holders.get(s.inode, (None, None)))
+        for s in found)

@@ -1,0 +1,140 @@
+"""Shared by the firewall tests (no tests here): a compact description of stacks -> Desired, and
+a driver that runs the firewall controller inside a sandbox:
+
+    python -m tests.test_firewall_support plan|apply < description.json
+
+prints {"changes": [...], "issues": [...]} as JSON. The description:
+
+    {"scope": ["demo"],
+     "stacks": {"demo": {"networks": {"front": {"subnet": "10.88.1.0/24", "bridge": "rcbr0",
+                                                "internal": false}},
+                         "containers": {"web": {"networks": {"front": {"ip": "10.88.1.10"}},
+                                                "ports": ["8080:80", "127.0.0.1:8443:443/udp"]}}}}}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from controllers.base import Desired
+from controllers.firewall import FirewallController
+from controllers.firewall_rules import OUR_CHAINS
+from kernel import netfilter
+from kernel.netfilter import Chain, Op, OpKind, Rule, Ruleset
+from specs.model import Stack
+from specs.names import ALIAS_PREFIX
+from tests.sandbox import Sandbox
+
+DEFAULT_COMMAND = ["/bin/true"]
+BUILTIN_CHAINS = {"nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+                  "filter": ("INPUT", "FORWARD", "OUTPUT")}
+FRESH = Ruleset({table: {name: Chain(name, ()) for name in chains}
+                 for table, chains in BUILTIN_CHAINS.items()})
+"""What iptables-save shows of a fresh namespace once the tables exist."""
+
+
+def build_stack(name: str, doc: Mapping[str, Any]) -> Stack:
+    """A stack from its file form (every container gets a command: the firewall ignores it)."""
+    containers = {key: {"command": DEFAULT_COMMAND, **c} for key, c in doc.get("containers", {}).items()}
+    return Stack.model_validate({"name": name, **doc, "containers": containers})
+
+
+def build_desired(doc: Mapping[str, Any]) -> Desired:
+    """Stacks in file form by name, `scope` (default: all of them); container addresses are the
+    static `ip` of each attachment, as IPAM would hand them over."""
+    stacks = {name: build_stack(name, s) for name, s in doc.get("stacks", {}).items()}
+    addresses = {(stack.name, key, net): attachment.ip
+                 for stack in stacks.values() for key, container in stack.containers.items()
+                 for net, attachment in container.networks.items() if attachment.ip is not None}
+    return Desired(stacks=stacks, scope=frozenset(doc.get("scope", stacks)), addresses=addresses)
+
+
+class FakeBackend:
+    """The iptables-nft backend's semantics on an in-memory ruleset, for pure tests: render is
+    the real one; a batch applies per table, all or nothing, and deleting a missing rule fails."""
+
+    name = "fake"
+
+    def __init__(self, ruleset: Ruleset | None = None):
+        self.ruleset = ruleset or FRESH
+        self.batches: list[list[Op]] = []
+
+    def render(self, rule: Rule) -> str:
+        return netfilter.render_iptables(rule)
+
+    def observe(self) -> Ruleset:
+        return self.ruleset
+
+    def apply(self, ops: list[Op]) -> None:
+        self.batches.append(list(ops))
+        tables = {t: {n: list(c.rules) for n, c in chains.items()}
+                  for t, chains in self.ruleset.tables.items()}
+        for op in sorted(ops, key=lambda op: op.kind):
+            _fake_op(tables.setdefault(op.table, {}), op)
+        self.ruleset = Ruleset({t: {n: Chain(n, tuple(r)) for n, r in chains.items()}
+                                for t, chains in tables.items()})
+
+
+def _fake_op(chains: dict[str, list[str]], op: Op) -> None:
+    if op.kind is OpKind.DECLARE_CHAIN:
+        chains[op.chain] = []
+    elif op.kind is OpKind.DELETE_CHAIN:
+        del chains[op.chain]
+    elif op.kind is OpKind.DELETE_RULE:
+        if op.spec not in chains.get(op.chain, []):
+            raise netfilter.NetfilterError(f"no such rule in {op.chain}: {op.spec}")
+        chains[op.chain].remove(op.spec)
+    else:
+        rules = chains[op.chain]
+        rules.insert(0 if op.kind is OpKind.INSERT_RULE else len(rules), op.spec)
+
+
+def run_controller(sandbox: Sandbox, verb: str, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """`plan` or `apply` with the firewall controller inside the sandbox (see main)."""
+    result = sandbox.run(sys.executable, "-m", "tests.test_firewall_support", verb,
+                         input=json.dumps(doc))
+    return json.loads(result.stdout)
+
+
+def heads(result: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    return [(c["action"], c["kind"], c["key"]) for c in result["changes"]]
+
+
+_OUR_CHAIN_NAMES = {chain for _, chain in OUR_CHAINS}
+_COUNTERS = re.compile(r" \[\d+:\d+\]$")
+
+
+def _is_ours(line: str) -> bool:
+    chain = line[1:].split(" ", 1)[0] if line.startswith(":") else line[3:].split(" ", 1)[0]
+    return ALIAS_PREFIX in line or (line[:1] in ":-" and chain in _OUR_CHAIN_NAMES)
+
+
+def foreign_rules(sandbox: Sandbox) -> str:
+    """The full `iptables-save` minus our lines (rules carrying our comment, our chains), its
+    timestamps and packet counters: what must stay byte-identical through anything we do."""
+    text = sandbox.run("iptables-save").stdout
+    return "\n".join(_COUNTERS.sub("", line) for line in text.splitlines()
+                     if not line.startswith("#") and not _is_ours(line))
+
+
+def our_rules(sandbox: Sandbox) -> list[str]:
+    return [line for line in sandbox.run("iptables-save").stdout.splitlines() if _is_ours(line)]
+
+
+def main(verb: str) -> None:
+    desired = build_desired(json.load(sys.stdin))
+    controller = FirewallController(netfilter.detect())
+    diff = controller.diff(desired, controller.observe())
+    if verb == "apply" and not diff.issues:
+        controller.apply(diff.changes)
+    print(json.dumps({"changes": [c.to_json() for c in diff.changes],
+                      "issues": [{"stack": i.stack, "loc": list(i.loc), "message": i.message}
+                                 for i in diff.issues]}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
