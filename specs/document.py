@@ -90,13 +90,9 @@ def _read_text(path: Path, name: str) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise _fail(name, _byte_position(raw, exc.start), (),
+        before = raw[:exc.start].decode("utf-8-sig", "replace")
+        raise _fail(name, _text_position(before, len(before)), (),
                     f"not UTF-8 text: invalid byte 0x{raw[exc.start]:02x}") from None
-
-
-def _byte_position(raw: bytes, offset: int) -> Position:
-    line_start = raw.rfind(b"\n", 0, offset) + 1
-    return raw.count(b"\n", 0, offset) + 1, offset - line_start + 1
 
 
 def _parse_yaml(text: str, name: str) -> object:
@@ -117,7 +113,12 @@ def _parse_yaml(text: str, name: str) -> object:
         raise _fail(name, (1, 1), (), "invalid YAML: nested too deeply") from None
     except Exception as exc:  # noqa: BLE001 - ruamel's constructors raise bare ValueErrors
         # (a date like 2024-13-45, an integer of 5000 digits) without a position
-        raise _fail(name, (0, 0), (), f"invalid YAML: {exc}") from None
+        raise _fail(name, (0, 0), (), f"invalid YAML: {_one_line(str(exc))}") from None
+
+
+def _one_line(text: str) -> str:
+    """A parser's message, whitespace collapsed: an error is one line."""
+    return " ".join(text.split())
 
 
 def _text_position(text: str, offset: int) -> Position:
@@ -133,7 +134,7 @@ def _syntax_error(name: str, exc: MarkedYAMLError) -> SpecError:
         message = f"{problem} ({context})"
     else:  # "expected a single document in the stream" + "but found another document"
         message = ", ".join(part for part in (context, problem) if part)
-    return SpecError(name, line, col, (), f"invalid YAML: {message}")
+    return SpecError(name, line, col, (), f"invalid YAML: {_one_line(message)}")
 
 
 def _duplicate_keys(text: str, name: str) -> list[SpecError]:
@@ -210,8 +211,8 @@ class _Flattener:
 
     An alias is the same object at a second place in ruamel's tree; copying it out is where a
     few hundred bytes can become billions of nodes, so what aliases add has a budget. (An alias
-    inside its own anchor comes out of ruamel as null; were it ever a real cycle, the budget
-    would stop it too.)"""
+    inside its own anchor comes out of ruamel as null; were it ever a real cycle, the depth
+    limit would stop it.)"""
 
     def __init__(self, name: str):
         self._name = name

@@ -171,16 +171,26 @@ def check_mount_target(value: str) -> str:
     return target
 
 
+ADDRESS = "an IPv4 address like 10.88.1.10"
+SUBNET = "an IPv4 subnet like 10.88.1.0/24"
+
+
+def _ipv4_text(value: object, what: str) -> str:
+    """IPv6 gets its own message: it is planned, not a typo."""
+    text = _expect_str(value, what)
+    if ":" in text:
+        raise ValueError(f"IPv6 is not supported yet: expected {what}, got {quoted(text)}")
+    return text
+
+
 def to_ipv4_address(value: object) -> IPv4Address:
     if isinstance(value, IPv4Address):
         return value
-    text = _expect_str(value, "an IPv4 address like 10.88.1.10")
-    if ":" in text:
-        raise ValueError(f"IPv6 is not supported yet: expected an IPv4 address, got {quoted(text)}")
+    text = _ipv4_text(value, ADDRESS)
     try:
         return IPv4Address(text)
     except ValueError:
-        raise ValueError(f"expected an IPv4 address like 10.88.1.10, got {quoted(text)}") from None
+        raise ValueError(f"expected {ADDRESS}, got {quoted(text)}") from None
 
 
 def to_bind_address(value: object) -> IPv4Address | None:
@@ -196,11 +206,9 @@ def to_ipv4_network(value: object) -> IPv4Network:
     """A subnet in strict CIDR form: host bits set are a mistake worth pointing at."""
     if isinstance(value, IPv4Network):
         return value
-    text = _expect_str(value, "a subnet like 10.88.1.0/24")
-    if ":" in text:
-        raise ValueError(f"IPv6 is not supported yet: expected an IPv4 subnet, got {quoted(text)}")
+    text = _ipv4_text(value, SUBNET)
     if "/" not in text:
-        raise ValueError(f"expected a subnet with a prefix length like 10.88.1.0/24, got {quoted(text)}")
+        raise ValueError(f"expected {SUBNET} (with the prefix length), got {quoted(text)}")
     try:
         network = IPv4Network(text)
     except ValueError:
@@ -215,7 +223,7 @@ def _subnet_problem(text: str) -> str:
     try:
         loose = IPv4Network(text, strict=False)
     except ValueError:
-        return f"expected a subnet like 10.88.1.0/24, got {quoted(text)}"
+        return f"expected {SUBNET}, got {quoted(text)}"
     return f"subnet {text} has host bits set: did you mean {loose}?"
 
 

@@ -71,7 +71,7 @@ def parse_alias(alias: str | None) -> Owner | None:
     """The owner encoded in a link alias, or None for a link that is not ours."""
     if not alias:
         return None
-    match = _ALIAS_RE.match(alias)
+    match = _ALIAS_RE.fullmatch(alias)
     if not match:
         return None
     kind = match["kind"]
@@ -103,7 +103,7 @@ def parse_netns_name(name: str) -> tuple[str, str] | None:
     if not name.startswith(NETNS_PREFIX):
         return None
     stack, sep, container = name[len(NETNS_PREFIX):].partition("_")
-    if not sep or not NAME_PATTERN.match(stack) or not NAME_PATTERN.match(container):
+    if not sep or not NAME_PATTERN.fullmatch(stack) or not NAME_PATTERN.fullmatch(container):
         return None
     return stack, container
 

@@ -122,18 +122,26 @@ def _check_container(stack: Stack, key: str, container: Container) -> Iterator[I
     yield from _check_attachments(stack, key, container)
     yield from _check_default_route(stack, key, container)
     yield from _check_published(stack, key, container)
+    yield from _check_volumes(stack, key, container)
+    yield from _check_dependencies(stack, key, container)
+
+
+def _check_volumes(stack: Stack, key: str, container: Container) -> Iterator[Issue]:
     targets: dict[str, int] = {}
     for index, volume in enumerate(container.volumes):
         first = targets.setdefault(volume.target, index)
         if first != index:
-            yield Issue(stack.name, loc + ("volumes", index),
+            yield Issue(stack.name, ("containers", key, "volumes", index),
                         f"target {volume.target} is already mounted by volumes[{first}]")
+
+
+def _check_dependencies(stack: Stack, key: str, container: Container) -> Iterator[Issue]:
     for index, dependency in enumerate(container.depends_on):
+        loc = ("containers", key, "depends_on", index)
         if dependency == key:
-            yield Issue(stack.name, loc + ("depends_on", index), "a container cannot depend on itself")
+            yield Issue(stack.name, loc, "a container cannot depend on itself")
         elif dependency not in stack.containers:
-            yield Issue(stack.name, loc + ("depends_on", index),
-                        f"container {quoted(dependency)} is not defined in this stack"
+            yield Issue(stack.name, loc, f"container {quoted(dependency)} is not defined in this stack"
                         + _suggestion(dependency, stack.containers))
 
 
@@ -169,16 +177,17 @@ def _check_default_route(stack: Stack, key: str, container: Container) -> Iterat
 
 
 def _check_published(stack: Stack, key: str, container: Container) -> Iterator[Issue]:
-    """A published port is DNAT from the host to the container through a routed bridge:
-    internal networks have none."""
+    """A published port is DNAT to the container's address on its default route network, and
+    replies leave through that route: internal networks have none."""
     if not container.ports:
         return
+    loc = ("containers", key, "ports")
     joined = [name for name in container.networks if name in stack.networks]
-    if any(not stack.networks[name].internal for name in joined):
-        return
-    where = f"only on internal networks ({', '.join(joined)})" if joined else "on no network"
-    yield Issue(stack.name, ("containers", key, "ports"),
-                f"published ports need a non-internal network, and this container is {where}")
+    if not any(not stack.networks[name].internal for name in joined):
+        where = f"only on internal networks ({', '.join(joined)})" if joined else "on no network"
+        yield Issue(stack.name, loc, f"published ports need a non-internal network, and this container is {where}")
+    elif container.default_route is None:
+        yield Issue(stack.name, loc, "published ports need a default route, and default_route is null")
 
 
 def _check_static_addresses(stack: Stack) -> Iterator[Issue]:
@@ -213,13 +222,15 @@ def _check_dependency_cycles(stack: Stack) -> Iterator[Issue]:
                 finished.add(key)
                 del path[key]
                 pending.pop()
-            elif step[1] in path:
-                cycle = list(path)[path[step[1]]:] + [step[1]]
-                yield Issue(stack.name, ("containers", key, "depends_on", step[0]),
+                continue
+            index, dependency = step
+            if dependency in path:
+                cycle = list(path)[path[dependency]:] + [dependency]
+                yield Issue(stack.name, ("containers", key, "depends_on", index),
                             "dependency cycle: " + " -> ".join(cycle))
-            elif step[1] not in finished:
-                path[step[1]] = len(path)
-                pending.append(iter(edges[step[1]]))
+            elif dependency not in finished:
+                path[dependency] = len(path)
+                pending.append(iter(edges[dependency]))
 
 
 @dataclass(frozen=True)
@@ -234,9 +245,8 @@ def _check_subnet_overlaps(stacks: Sequence[Stack]) -> Iterator[Issue]:
     """Each subnet that overlaps one listed before it (in this stack or an earlier one). Two
     CIDR blocks overlap only when one contains the other, so a sweep in address order with a
     stack of enclosing blocks finds them without comparing every pair."""
-    placed = [_Placed(order, stack.name, key, network.subnet)
-              for order, (stack, key, network) in enumerate(
-                  (stack, key, network) for stack in stacks for key, network in stack.networks.items())]
+    networks = [(stack.name, key, network.subnet) for stack in stacks for key, network in stack.networks.items()]
+    placed = [_Placed(order, *network) for order, network in enumerate(networks)]
     enclosing: list[_Placed] = []  # nested blocks, outermost first: at most 31 deep
     clashes: dict[int, _Placed] = {}  # order of a later network -> first one it overlaps
     for entry in sorted(placed, key=lambda p: (p.subnet.network_address, p.subnet.prefixlen, p.order)):

@@ -74,13 +74,13 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
         networks:
           front: {subnet: 10.88.1.0}
         """,
-     "stack.yaml:3:19: networks.front.subnet: expected a subnet with a prefix length like 10.88.1.0/24, got '10.88.1.0'"),
+     "stack.yaml:3:19: networks.front.subnet: expected an IPv4 subnet like 10.88.1.0/24 (with the prefix length), got '10.88.1.0'"),
     ("subnet-ipv6", """\
         name: demo
         networks:
           front: {subnet: "fd00::/64"}
         """,
-     "stack.yaml:3:19: networks.front.subnet: IPv6 is not supported yet: expected an IPv4 subnet, got 'fd00::/64'"),
+     "stack.yaml:3:19: networks.front.subnet: IPv6 is not supported yet: expected an IPv4 subnet like 10.88.1.0/24, got 'fd00::/64'"),
     ("subnet-too-small", """\
         name: demo
         networks:
@@ -390,6 +390,18 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
             ports: ["5432:5432"]
         """,
      'stack.yaml:8:12: containers.db.ports: published ports need a non-internal network, and this container is only on internal networks (back)'),
+    ("port-without-default-route", """\
+        name: demo
+        networks:
+          front: {subnet: 10.88.1.0/24}
+        containers:
+          web:
+            command: /bin/true
+            networks: [front]
+            default_route: null
+            ports: ["8080:80"]
+        """,
+     'stack.yaml:9:12: containers.web.ports: published ports need a default route, and default_route is null'),
     ("memory-unit", """\
         name: demo
         containers:
@@ -566,7 +578,7 @@ def test_bad_input_gives_exactly_this_error(tmp_path: Path, text: str | bytes, e
 
 
 def test_every_error_of_every_file_is_reported_sorted(tmp_path: Path) -> None:
-    files = {
+    files: dict[str, str | bytes] = {
         "a.yaml": """\
             name: a
             networks:
@@ -575,6 +587,7 @@ def test_every_error_of_every_file_is_reported_sorted(tmp_path: Path) -> None:
         "b.yaml": "name: [b]\n",
         "c.yml": "name: c\nname: c\n",
         "notes.txt": "not a stack file",
+        ".#a.yaml": b"\xff an editor's lock file",
     }
     assert error_lines(tmp_path, files) == [
         "a.yaml:3:19: networks.front.subnet: subnet 10.88.1.5/24 has host bits set: did you mean 10.88.1.0/24?",
