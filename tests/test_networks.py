@@ -209,3 +209,15 @@ def test_other_stacks_are_left_alone_and_overlaps_across_stacks_are_errors(sandb
     _apply(sandbox, str(b))
     assert sandbox.reconcile("down", str(b)).returncode == 0
     assert [l["ifname"] for l in sandbox.our_links()] == ["rc-alpha-net"]
+
+
+def test_concurrent_applies_serialize_on_the_lock(sandbox: Sandbox) -> None:
+    path = str(sandbox.write("stack.yaml", FRONT_ONLY))
+    sandbox.state_dir.mkdir(exist_ok=True)
+    holder = sandbox.run("sh", "-c", f"flock {sandbox.state_dir}/lock sleep 1.5 >/dev/null 2>&1 &"
+                         " sleep 0.2; echo started")
+    assert holder.stdout.strip() == "started"
+    result = sandbox.reconcile("apply", path)
+    assert result.returncode == 0, result.stderr
+    assert "waiting for another reconcile" in result.stderr
+    assert "+ network demo/front" in result.stdout
