@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from controllers.errors import ApplyErrors
-from reconcile.engine import render, verbs
+from kernel.runtime import StartError
+from reconcile.engine import containers, render, verbs
 from reconcile.engine.session import NotConverged, open_session
 from reconcile.engine.settings import Settings
 from reconcile.engine.status import StackSpec, report
@@ -59,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     verb("status", "what runs and how far it is from the spec").add_argument(
         "path", type=Path, nargs="?", help="stack file or directory (default: every known stack)")
     verb("schema", "print the JSON Schema of the stack file")
+    logs = verb("logs", "print a container's output")
+    logs.add_argument("name", help="STACK/CONTAINER, or CONTAINER when unambiguous")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+    run = verb("exec", "run a command inside a running container")
+    run.add_argument("name", help="STACK/CONTAINER, or CONTAINER when unambiguous")
+    run.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
     return parser
 
 
@@ -133,9 +141,26 @@ def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
+    found = containers.find(settings, args.name)
+    out = sys.stdout.buffer
+    for chunk in containers.read_log(found, args.follow):
+        out.write(chunk)
+        out.flush()
+    return EXIT_OK
+
+
+def cmd_exec(args: argparse.Namespace, settings: Settings) -> int:
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        raise containers.UnknownContainer("usage: reconcile exec NAME -- COMMAND [ARG...]")
+    command, env = containers.exec_command(containers.find(settings, args.name), argv)
+    os.execvpe(command[0], command, env)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "validate": cmd_validate, "diff": cmd_diff, "apply": cmd_apply, "down": cmd_down,
-    "status": cmd_status, "schema": cmd_schema,
+    "status": cmd_status, "schema": cmd_schema, "logs": cmd_logs, "exec": cmd_exec,
 }
 
 
@@ -158,10 +183,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _report_errors([str(e) for e in exc.errors], as_json, "invalid spec")
     except ApplyErrors as exc:
         _report_errors([f"error: {e}" for e in exc.errors], as_json, "apply failed")
-    except NotConverged as exc:
-        _report_errors([f"error: {exc}"], as_json, "not converged")
+    except (NotConverged, containers.UnknownContainer, StartError) as exc:
+        _report_errors([f"error: {exc}"], as_json, "failed")
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`reconcile status | head`): stop quietly, like any Unix tool,
+        # and keep the interpreter from failing again while flushing stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
         if debug:
             traceback.print_exc()

@@ -34,6 +34,16 @@ CREATE TABLE IF NOT EXISTS leases (
     address     TEXT NOT NULL,
     PRIMARY KEY (stack, container, network)
 );
+CREATE TABLE IF NOT EXISTS containers (
+    stack       TEXT NOT NULL,
+    container   TEXT NOT NULL,
+    pid         INTEGER NOT NULL,
+    start_time  INTEGER NOT NULL,
+    spec_json   TEXT NOT NULL,
+    restarts    INTEGER NOT NULL DEFAULT 0,
+    started_at  REAL NOT NULL,
+    PRIMARY KEY (stack, container)
+);
 """
 
 
@@ -43,6 +53,20 @@ class StackRecord:
     source: str
     spec: dict[str, object]
     applied_at: float
+
+
+@dataclass(frozen=True)
+class ContainerRecord:
+    """What the kernel cannot tell us about a container: the spec it was started with (to
+    know when a change needs a recreate) and how often it was restarted."""
+
+    stack: str
+    container: str
+    pid: int
+    start_time: int
+    spec: dict[str, object]
+    restarts: int
+    started_at: float
 
 
 class Store:
@@ -118,3 +142,22 @@ class Store:
             db.executemany("DELETE FROM leases WHERE stack = ?", [(s,) for s in stacks])
             db.executemany("INSERT INTO leases (stack, container, network, address) VALUES (?, ?, ?, ?)",
                            [(*key, str(address)) for key, address in leases.items() if key[0] in stacks])
+
+    def containers(self) -> dict[tuple[str, str], ContainerRecord]:
+        if self._db is None:
+            return {}
+        rows = self._db.execute("SELECT stack, container, pid, start_time, spec_json, restarts, "
+                                "started_at FROM containers").fetchall()
+        return {(r[0], r[1]): ContainerRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6])
+                for r in rows}
+
+    def record_container(self, record: ContainerRecord) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO containers (stack, container, pid, start_time, spec_json, "
+                       "restarts, started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (record.stack, record.container, record.pid, record.start_time,
+                        json.dumps(record.spec), record.restarts, record.started_at))
+
+    def forget_container(self, stack: str, container: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM containers WHERE stack = ? AND container = ?", (stack, container))

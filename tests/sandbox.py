@@ -114,6 +114,28 @@ class Sandbox:
     def netns_names(self) -> list[str]:
         return sorted(os.listdir(f"/proc/{self.pid}/root/run/netns"))
 
+    def processes(self) -> list[int]:
+        """Pids living in the sandbox's network namespace or in one of its named namespaces
+        (container processes and their waiting wrappers), the holder excepted."""
+        inodes = {os.stat(f"/proc/{self.pid}/ns/net").st_ino}
+        netns_dir = f"/proc/{self.pid}/root/run/netns"
+        inodes |= {os.stat(f"{netns_dir}/{n}").st_ino for n in os.listdir(netns_dir)}
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != self.pid:
+                try:
+                    if os.stat(f"/proc/{entry}/ns/net").st_ino in inodes:
+                        found.append(int(entry))
+                except OSError:
+                    continue
+        return found
+
     def close(self) -> None:
+        """Kill whatever a failed test left running, then the namespaces with the holder."""
+        for pid in self.processes():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self._holder.send_signal(signal.SIGKILL)
         self._holder.wait()

@@ -99,6 +99,11 @@ def format_status(document: dict[str, object]) -> str:
         rows = [[str(n[k]) for k in ("name", "bridge", "subnet", "gateway", "state")]
                 for n in stack["networks"]]
         lines += ["  " + line for line in _table(["NETWORK", "BRIDGE", "SUBNET", "GATEWAY", "STATE"], rows)]
+        rows = [[c["name"], c["state"] if c["exit_code"] is None else f"exited ({c['exit_code']})",
+                 str(c["pid"] or "-"), " ".join(f"{n}={a}" for n, a in c["ips"].items()) or "-",
+                 " ".join(c["ports"]) or "-", str(c["restarts"])] for c in stack["containers"]]
+        if rows:
+            lines += ["  " + line for line in _table(["CONTAINER", "STATE", "PID", "IPS", "PORTS", "RESTARTS"], rows)]
         lines += [f"  error: {d}" if isinstance(d, str) else
                   f"  drift: {d['action']} {d['kind']} {d['key']} ({d['reason']})" for d in stack["drift"]]
         lines.append("")

@@ -10,6 +10,7 @@ from typing import Any
 
 from controllers.base import Controller, Desired
 from controllers.change import Change
+from controllers.container import ContainerController
 from controllers.errors import ApplyError, ApplyErrors
 from controllers.firewall import FirewallController
 from controllers.network import NetworkController
@@ -134,9 +135,11 @@ def open_session(settings: Settings, writable: bool) -> Iterator[Session]:
     store = Store.open(settings.state_dir) if writable else Store.open_readonly(settings.state_dir)
     try:
         with host_netlink() as netlink:
-            # Dependency order: bridges before the veths on them; rules are written last (they
-            # need the bridges for route_localnet) and, in a teardown, removed first.
-            yield Session(settings, store, [NetworkController(netlink), SandboxController(netlink),
-                                            FirewallController(netfilter.detect())])
+            # Dependency order: bridges, then sandboxes and their veths, then the processes in
+            # them; rules are written last (route_localnet needs the bridges) and, in a
+            # teardown, removed first.
+            yield Session(settings, store, [
+                NetworkController(netlink), SandboxController(netlink),
+                ContainerController(store, settings.state_dir), FirewallController(netfilter.detect())])
     finally:
         store.close()

@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from controllers.container import ContainerObservation, Paths
 from controllers.network import NetworkObservation
+from controllers.sandbox import SandboxObservation
+from kernel import runtime
 from reconcile.engine.session import Session, Target
 from specs.errors import SpecErrors
-from specs.model import Stack
+from specs import names as kernel_names
+from specs.model import PortMapping, Stack
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,36 @@ def _networks(name: str, spec: Stack | None, observed: NetworkObservation) -> li
     return rows
 
 
+def _port(port: PortMapping) -> str:
+    host = f"{port.host_ip}:{port.host}" if port.host_ip else str(port.host)
+    return f"{host}:{port.container}/{port.protocol}"
+
+
+def _containers(session: Session, name: str, spec: Stack | None, observed: list[object]) -> list[dict[str, object]]:
+    found = next(o for o in observed if isinstance(o, ContainerObservation)).containers
+    sandboxes = next(o for o in observed if isinstance(o, SandboxObservation)).sandboxes
+    keys = list(spec.containers) if spec else []
+    keys += sorted(k.split("/", 1)[1] for k in found if k.split("/", 1)[0] == name and k.split("/", 1)[1] not in keys)
+    rows: list[dict[str, object]] = []
+    for key in keys:
+        live = found.get(f"{name}/{key}")
+        sandbox = sandboxes.get(f"{name}/{key}")
+        log = str(Paths.of(session.settings.state_dir, name, key).log)
+        state = "running" if live and live.handle else "exited" if live and live.record else "missing"
+        rows.append({
+            "name": key,
+            "state": state,
+            "pid": live.handle.pid if live and live.handle else None,
+            "netns": kernel_names.netns_name(name, key) if sandbox else None,
+            "ips": {net: str(ep.state.addresses[0].ip) for net, ep in sandbox.endpoints.items()
+                    if ep.state and ep.state.addresses} if sandbox else {},
+            "ports": [_port(p) for p in spec.containers[key].ports] if spec and key in spec.containers else [],
+            "restarts": live.record.restarts if live and live.record else 0,
+            "exit_code": runtime.exit_code(log) if state == "exited" else None,
+        })
+    return rows
+
+
 def report(session: Session, names: Sequence[str], specs: Mapping[str, StackSpec]) -> dict[str, object]:
     """The status document: `{"stacks": [{"name", "networks": [...], "containers": [...], ...}]}`."""
     observed = session.observe()
@@ -52,7 +86,7 @@ def report(session: Session, names: Sequence[str], specs: Mapping[str, StackSpec
             "name": name,
             "source": spec.source if spec else None,
             "networks": _networks(name, spec.stack if spec else None, networks),
-            "containers": [],
+            "containers": _containers(session, name, spec.stack if spec else None, observed),
         }
         entry["sync"], entry["drift"] = _drift(session, observed, spec)
         stacks.append(entry)

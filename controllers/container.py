@@ -1,0 +1,308 @@
+"""Containers: one process tree per spec container, inside its sandbox namespace.
+
+A running container is found from the kernel (the top-most process inside one of our sandbox
+namespaces), cross-checked with the store's record (pid + start time, and the spec it was
+started with). A change to a field the process was started with recreates it; /etc/hosts and
+resolv.conf are rewritten in place (same inode, so the bind mounts inside see the new text).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from controllers.base import Desired, Diff
+from controllers.change import Action, Change, FieldChange
+from controllers.container_files import hosts_file, resolv_file
+from controllers.errors import ApplyError, ApplyErrors
+from kernel import netns, procs, runtime
+from specs import names
+from specs.errors import Issue
+from specs.model import Container, Stack
+from state.store import ContainerRecord, Store
+
+KIND_CONTAINER = "container"
+RECREATE_FIELDS = ("command", "env", "rootfs", "volumes", "user", "workdir", "hostname", "networks")
+"""Fields a process is started with: changing any of them needs a new process."""
+CONTAINERS_DIR = "containers"  # DO NOT RENAME: <state-dir>/containers/<stack>/<container>/
+LOG_MAX_BYTES = 8 * 1024 * 1024
+START_WORKERS = 8
+DEFAULT_STOP_GRACE = 10.0
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path
+
+    @classmethod
+    def of(cls, state_dir: Path, stack: str, container: str) -> Paths:
+        return cls(state_dir / CONTAINERS_DIR / stack / container)
+
+    @property
+    def hosts(self) -> Path:
+        return self.root / "hosts"
+
+    @property
+    def resolv(self) -> Path:
+        return self.root / "resolv.conf"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log"
+
+
+@dataclass(frozen=True)
+class ObservedContainer:
+    stack: str
+    container: str
+    handle: runtime.ProcessHandle | None  # None: not running
+    record: ContainerRecord | None
+    in_sandbox: bool  # the process lives in the namespace at /run/netns/<name>
+    hosts: str | None
+    resolv: str | None
+
+
+@dataclass(frozen=True)
+class ContainerObservation:
+    containers: Mapping[str, ObservedContainer]  # by "stack/container"
+    host_resolv: str
+
+    def owned_stacks(self) -> set[str]:
+        return {c.stack for c in self.containers.values() if c.handle is not None}
+
+
+@dataclass(frozen=True)
+class DesiredContainer:
+    stack: str
+    key: str
+    container: Container
+    spec: dict[str, object]  # the RECREATE_FIELDS, as recorded
+    hosts: str
+    resolv: str
+    level: int  # depth in depends_on: containers of one level start in parallel
+
+
+def started_spec(stack: Stack, key: str, addresses: Mapping[tuple[str, str, str], IPv4Address]) -> dict[str, object]:
+    data = stack.containers[key].model_dump(mode="json", include=set(RECREATE_FIELDS) - {"networks"})
+    data["networks"] = {net: str(addresses[(stack.name, key, net)]) for net in stack.containers[key].networks}
+    return data
+
+
+def _levels(stack: Stack) -> dict[str, int]:
+    """depends_on depth (validation guarantees no cycles)."""
+    levels: dict[str, int] = {}
+
+    def level(key: str) -> int:
+        if key not in levels:
+            deps = stack.containers[key].depends_on
+            levels[key] = 1 + max((level(d) for d in deps), default=-1)
+        return levels[key]
+
+    for key in stack.containers:
+        level(key)
+    return levels
+
+
+def _recreate_fields(old: Mapping[str, object], new: Mapping[str, object]) -> tuple[FieldChange, ...]:
+    return tuple(FieldChange(f, old.get(f), new.get(f)) for f in RECREATE_FIELDS if old.get(f) != new.get(f))
+
+
+def _diff_one(want: DesiredContainer, found: ObservedContainer | None) -> Change | None:
+    key = f"{want.stack}/{want.key}"
+    if found is None or found.handle is None:
+        reason = "exited" if found is not None and found.record is not None else "not running"
+        return Change(Action.CREATE, KIND_CONTAINER, key,
+                      (FieldChange("command", None, want.spec["command"]),), reason=reason,
+                      desired=want, observed=found)
+    if not found.in_sandbox:
+        return Change(Action.RECREATE, KIND_CONTAINER, key, (), reason="its network namespace was replaced",
+                      disruptive=True, desired=want, observed=found)
+    fields = _recreate_fields(found.record.spec, want.spec) if found.record else ()
+    if fields:
+        return Change(Action.RECREATE, KIND_CONTAINER, key, fields,
+                      reason=", ".join(f.path for f in fields) + " changed", disruptive=True,
+                      desired=want, observed=found)
+    files = tuple(FieldChange(path, old, new) for path, old, new in
+                  (("/etc/hosts", found.hosts, want.hosts), ("/etc/resolv.conf", found.resolv, want.resolv))
+                  if old != new)
+    if files or found.record is None:
+        return Change(Action.UPDATE, KIND_CONTAINER, key, files,
+                      reason="peers changed" if files else "adopt a running container (state store lost)",
+                      desired=want, observed=found)
+    return None
+
+
+def diff_containers(desired: Desired, observed: ContainerObservation) -> Diff:
+    result = Diff()
+    wanted: list[DesiredContainer] = []
+    for stack in (s for s in desired.stacks.values() if s.name in desired.scope):
+        levels = _levels(stack)
+        for key, container in stack.containers.items():
+            if container.rootfs is not None and not container.rootfs.is_dir():
+                result.issues.append(Issue(stack.name, ("containers", key, "rootfs"),
+                                           f"{container.rootfs} is not a directory on this host"))
+            for index, volume in enumerate(container.volumes):
+                if not volume.source.exists():
+                    result.issues.append(Issue(stack.name, ("containers", key, "volumes", index),
+                                               f"volume source {volume.source} does not exist on this host"))
+            wanted.append(DesiredContainer(
+                stack.name, key, container, started_spec(stack, key, desired.addresses),
+                hosts_file(stack, key, desired.addresses), resolv_file(observed.host_resolv), levels[key]))
+    wanted.sort(key=lambda w: w.level)  # dependencies first; the engine reverses for deletions
+    for want in wanted:
+        change = _diff_one(want, observed.containers.get(f"{want.stack}/{want.key}"))
+        if change is not None:
+            result.changes.append(change)
+    wanted_keys = {f"{w.stack}/{w.key}" for w in wanted}
+    for key, found in observed.containers.items():
+        if found.stack in desired.scope and key not in wanted_keys:
+            result.changes.append(Change(Action.DELETE, KIND_CONTAINER, key, reason="no longer in the spec",
+                                         observed=found))
+    return result
+
+
+def _record(want: DesiredContainer, handle: runtime.ProcessHandle, restarts: int) -> ContainerRecord:
+    return ContainerRecord(want.stack, want.key, handle.pid, handle.start_time,
+                           {**want.spec, "stop_grace": want.container.stop_grace}, restarts, time.time())
+
+
+def _grace(found: ObservedContainer) -> float:
+    """The stop grace the container was started with (the spec may no longer name it)."""
+    grace = found.record.spec.get("stop_grace") if found.record else None
+    return float(grace) if isinstance(grace, (int, float)) else DEFAULT_STOP_GRACE
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def _write_in_place(path: Path, text: str) -> None:
+    """Rewrite keeping the inode: a bind mount of the file follows the inode, not the name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        f.seek(0)
+        f.truncate()
+        f.write(text)
+
+
+class ContainerController:
+    kinds = (KIND_CONTAINER,)
+
+    def __init__(self, store: Store, state_dir: Path, host_resolv: Path = Path("/etc/resolv.conf")):
+        self._store = store
+        self._state_dir = state_dir
+        self._host_resolv = host_resolv
+
+    def observe(self) -> ContainerObservation:
+        records = self._store.containers()
+        sandbox_inodes: dict[int, tuple[str, str]] = {}
+        for name in netns.list_names():
+            parsed = names.parse_netns_name(name)
+            inode = procs.netns_inode(netns.path_of(name)) if parsed else None
+            if parsed and inode is not None:
+                sandbox_inodes[inode] = parsed
+        inits = procs.inits_by_netns(sandbox_inodes)
+        found: dict[tuple[str, str], tuple[runtime.ProcessHandle, bool]] = {
+            sandbox_inodes[inode]: (runtime.ProcessHandle(p.pid, p.start_time), True) for inode, p in inits.items()}
+        for key, record in records.items():
+            if key not in found and procs.alive(record.pid, record.start_time):
+                found[key] = (runtime.ProcessHandle(record.pid, record.start_time), False)
+        containers: dict[str, ObservedContainer] = {}
+        for key in set(found) | set(records):
+            handle, in_sandbox = found.get(key, (None, False))
+            paths = Paths.of(self._state_dir, *key)
+            containers["/".join(key)] = ObservedContainer(key[0], key[1], handle, records.get(key), in_sandbox,
+                                                          _read(paths.hosts), _read(paths.resolv))
+        return ContainerObservation(containers, _read(self._host_resolv) or "")
+
+    def diff(self, desired: Desired, observed: ContainerObservation) -> Diff:
+        return diff_containers(desired, observed)
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        errors: list[ApplyError] = []
+        pending: list[Change] = []
+        for change in changes:
+            if change.action in (Action.CREATE, Action.RECREATE):
+                if pending and change.desired.level != pending[-1].desired.level:  # type: ignore[union-attr]
+                    errors += self._start_level(pending)
+                    pending = []
+                pending.append(change)
+                continue
+            errors += self._start_level(pending)
+            pending = []
+            try:
+                self._apply_one(change)
+            except Exception as exc:  # noqa: BLE001 - reported together, the batch goes on
+                errors.append(ApplyError(f"{change.action} {change.kind} {change.key}: {exc}"))
+        errors += self._start_level(pending)
+        for stack, key in (c.key.split("/") for c in changes if c.action is not Action.DELETE):
+            runtime.cap_log(str(Paths.of(self._state_dir, stack, key).log), LOG_MAX_BYTES)
+        if errors:
+            raise ApplyErrors(errors)
+
+    def _start_level(self, changes: Sequence[Change]) -> list[ApplyError]:
+        """Start independent containers in parallel (spawning is mostly waiting on the kernel);
+        their records are written here, in the store's own thread."""
+        if not changes:
+            return []
+        with ThreadPoolExecutor(max_workers=min(START_WORKERS, len(changes))) as pool:
+            outcomes = list(pool.map(self._try_start, changes))
+        errors: list[ApplyError] = []
+        for outcome in outcomes:
+            if isinstance(outcome, ApplyError):
+                errors.append(outcome)
+            else:
+                self._store.record_container(outcome)
+        return errors
+
+    def _try_start(self, change: Change) -> ContainerRecord | ApplyError:
+        try:
+            found = change.observed if isinstance(change.observed, ObservedContainer) else None
+            if change.action is Action.RECREATE and found is not None and found.handle is not None:
+                runtime.stop(found.handle, _grace(found))
+            return self._start(change, found)
+        except Exception as exc:  # noqa: BLE001 - reported together
+            return ApplyError(f"{change.action} {change.kind} {change.key}: {exc}")
+
+    def _start(self, change: Change, found: ObservedContainer | None) -> ContainerRecord:
+        want = change.desired
+        assert isinstance(want, DesiredContainer)
+        paths = Paths.of(self._state_dir, want.stack, want.key)
+        _write_in_place(paths.hosts, want.hosts)
+        _write_in_place(paths.resolv, want.resolv)
+        c = want.container
+        mounts = [runtime.Mount(str(v.source), v.target, v.read_only) for v in c.volumes]
+        mounts += [runtime.Mount(str(paths.hosts), "/etc/hosts", True),
+                   runtime.Mount(str(paths.resolv), "/etc/resolv.conf", True)]
+        handle = runtime.start(runtime.ProcessSpec(
+            name=change.key, argv=list(c.command), env=dict(c.env), workdir=c.workdir, user=c.user,
+            hostname=c.hostname, netns_path=netns.path_of(names.netns_name(want.stack, want.key)),
+            rootfs=str(c.rootfs) if c.rootfs else None, mounts=mounts, cgroup_procs=[],
+            log_path=str(paths.log)))
+        restarts = found.record.restarts + 1 if found and found.record and change.action is Action.CREATE else 0
+        return _record(want, handle, restarts)
+
+    def _apply_one(self, change: Change) -> None:
+        found = change.observed
+        assert isinstance(found, ObservedContainer)
+        if change.action is Action.DELETE:
+            if found.handle is not None:
+                runtime.stop(found.handle, _grace(found))
+            self._store.forget_container(found.stack, found.container)
+            shutil.rmtree(Paths.of(self._state_dir, found.stack, found.container).root, ignore_errors=True)
+            return
+        want = change.desired
+        assert isinstance(want, DesiredContainer) and found.handle is not None
+        paths = Paths.of(self._state_dir, want.stack, want.key)
+        _write_in_place(paths.hosts, want.hosts)
+        _write_in_place(paths.resolv, want.resolv)
+        if found.record is None:
+            self._store.record_container(_record(want, found.handle, 0))

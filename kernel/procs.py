@@ -1,0 +1,75 @@
+"""Processes as the kernel shows them in /proc: which live in a given network namespace, and
+their start times (pid + start time identifies a process; a pid alone can be reused)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    ppid: int
+    start_time: int  # clock ticks after boot, /proc/PID/stat field 22
+    comm: str
+
+
+def read_proc(pid: int) -> Proc | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    # comm is in parentheses and may itself contain spaces or ')'; split after the last ')'.
+    comm = raw[raw.index("(") + 1:raw.rindex(")")]
+    fields = raw[raw.rindex(")") + 2:].split()
+    if fields[0] == "Z":  # a zombie has finished: it is no longer running anything
+        return None
+    return Proc(pid=pid, ppid=int(fields[1]), start_time=int(fields[19]), comm=comm)
+
+
+def netns_inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _is_namespace_init(pid: int) -> bool:
+    """PID 1 of a nested pid namespace (`NSpid: <host pid> 1`): a container's init, as opposed
+    to the launcher that waits for it from the parent namespace."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    levels = line.split()[1:]
+                    return len(levels) > 1 and levels[-1] == "1"
+    except OSError:
+        pass
+    return False
+
+
+def inits_by_netns(inodes: Iterable[int]) -> Mapping[int, Proc]:
+    """For each network namespace inode, the init of the container inside it. One pass over
+    /proc for all namespaces."""
+    wanted = set(inodes)
+    result: dict[int, Proc] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            inode = os.stat(f"/proc/{entry.name}/ns/net").st_ino
+        except OSError:
+            continue
+        if inode in wanted and inode not in result and _is_namespace_init(int(entry.name)):
+            proc = read_proc(int(entry.name))
+            if proc is not None:
+                result[inode] = proc
+    return result
+
+
+def alive(pid: int, start_time: int) -> bool:
+    proc = read_proc(pid)
+    return proc is not None and proc.start_time == start_time

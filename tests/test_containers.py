@@ -1,0 +1,203 @@
+"""Containers end to end, as a user runs the CLI, on the real kernel (inside a sandbox)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.sandbox import Sandbox
+
+STACK = """\
+name: app
+networks:
+  front: {{subnet: 10.77.1.0/24}}
+  back: {{subnet: 10.77.2.0/24, internal: true}}
+containers:
+  web:
+    command: ["/bin/httpd", "-f", "-p", "80", "-h", "/www"]
+    rootfs: {rootfs}
+    networks: [front, back]
+    env: {{GREETING: hello}}
+  db:
+    command: sleep 1000
+    rootfs: {rootfs}
+    hostname: database
+    networks:
+      back: {{ip: 10.77.2.50}}
+    depends_on: [web]
+"""
+
+
+@pytest.fixture(scope="module")
+def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A busybox root filesystem (Debian's busybox-static), with a page for httpd to serve."""
+    root = tmp_path_factory.mktemp("rootfs")
+    for sub in ("bin", "etc", "www", "proc", "dev", "tmp", "run"):
+        (root / sub).mkdir()
+    shutil.copy("/usr/bin/busybox", root / "bin" / "busybox")
+    for applet in ("sh", "httpd", "sleep", "hostname", "cat", "ps", "wget", "ping", "ip", "id", "touch", "env"):
+        (root / "bin" / applet).symlink_to("busybox")
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n")
+    (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
+    (root / "www" / "index.html").write_text("hello from web\n")
+    return root
+
+
+def _apply(sandbox: Sandbox, path: str) -> str:
+    result = sandbox.reconcile("apply", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def _status(sandbox: Sandbox) -> dict[str, dict]:
+    document = json.loads(sandbox.reconcile("status", "-o", "json").stdout)
+    return {c["name"]: c for s in document["stacks"] for c in s["containers"]}
+
+
+def _exec(sandbox: Sandbox, name: str, *argv: str) -> str:
+    result = sandbox.reconcile("exec", name, "--", *argv)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
+    sandbox.sh("ip netns add foreign && ip link add fv0 type veth peer name fv1")
+    canary = sandbox.snapshot("fv0", "fv1")
+    path = str(sandbox.write("stack.yaml", STACK.format(rootfs=rootfs)))
+    out = _apply(sandbox, path)
+    assert "+ container app/web" in out and "+ container app/db" in out
+
+    status = _status(sandbox)
+    assert status["web"]["state"] == "running" and status["db"]["state"] == "running"
+    assert status["web"]["ips"] == {"front": "10.77.1.2", "back": "10.77.2.2"}
+    assert status["db"]["ips"] == {"back": "10.77.2.50"}
+    assert status["web"]["netns"] == "rc-app_web"
+    pids = {name: c["pid"] for name, c in status.items()}
+
+    # Reachable by address and by name across the bridge, and from the host.
+    assert _exec(sandbox, "db", "wget", "-qO-", "http://web/") == "hello from web\n"
+    assert _exec(sandbox, "app/db", "wget", "-qO-", "http://10.77.2.2/") == "hello from web\n"
+    assert "web" in _exec(sandbox, "db", "cat", "/etc/hosts")
+    host = sandbox.run("wget", "-qO-", "-T", "2", "http://10.77.1.2/", check=False)
+    assert host.stdout == "hello from web\n" or "hello from web" in sandbox.python(
+        "import urllib.request;print(urllib.request.urlopen('http://10.77.1.2/', timeout=2).read().decode())").stdout
+    # Two networks: the default route goes through the first non-internal one.
+    assert "default via 10.77.1.1 dev eth0" in sandbox.run("ip", "-n", "rc-app_web", "route").stdout
+    # exec joins every namespace: hostname, a private /proc with tini as PID 1, env.
+    assert _exec(sandbox, "db", "hostname") == "database\n"
+    ps = _exec(sandbox, "web", "ps")
+    assert "tini" in ps.splitlines()[1] and "sleep" not in ps
+    assert "GREETING=hello" in _exec(sandbox, "web", "env")
+
+    # A no-op apply keeps every process.
+    assert _apply(sandbox, path) == "No changes. The host matches the spec.\n"
+    assert {n: c["pid"] for n, c in _status(sandbox).items()} == pids
+
+    # Drift in the network plumbing is repaired without restarting anything.
+    web_host_end = next(l["ifname"] for l in sandbox.our_links()
+                        if l.get("ifalias") == "reconcile/v1 endpoint app/web/front")
+    for drift, expected in [
+        (f"ip link del {web_host_end}", "+ endpoint app/web/front"),
+        ("ip -n rc-app_db addr flush dev eth0", "addresses: [] → [10.77.2.50/24]"),
+        ("ip -n rc-app_web route del default", "default_route: (none) → via 10.77.1.1 dev eth0"),
+        ("ip -n rc-app_web link set eth1 down", "up: False → True"),
+        (f"ip link set {web_host_end} nomaster", "bridge: (none) → rc-app-front"),
+    ]:
+        sandbox.sh(drift)
+        result = sandbox.reconcile("diff", path)
+        assert result.returncode == 2 and expected in result.stdout, (drift, result.stdout)
+        _apply(sandbox, path)
+        assert sandbox.reconcile("diff", path).returncode == 0, drift
+        assert {n: c["pid"] for n, c in _status(sandbox).items()} == pids, drift
+    assert _exec(sandbox, "db", "wget", "-qO-", "http://web/") == "hello from web\n"
+
+    # A killed container is started again by the next apply, at the same address.
+    os.kill(pids["web"], signal.SIGKILL)
+    time.sleep(0.2)
+    assert _status(sandbox)["web"]["state"] == "exited"
+    assert "+ container app/web (exited)" in _apply(sandbox, path)
+    status = _status(sandbox)
+    assert status["web"]["state"] == "running" and status["web"]["restarts"] == 1
+    assert status["web"]["ips"]["front"] == "10.77.1.2"
+
+    # A command change recreates (diff names the field) and keeps the allocated address.
+    sandbox.write("stack.yaml", STACK.format(rootfs=rootfs).replace('"-p", "80"', '"-p", "8080"'))
+    result = sandbox.reconcile("diff", path)
+    assert "-/+ container app/web (recreate: command changed)" in result.stdout
+    _apply(sandbox, path)
+    status = _status(sandbox)
+    assert status["web"]["pid"] != pids["web"] and status["db"]["pid"] == pids["db"]
+    assert status["web"]["ips"] == {"front": "10.77.1.2", "back": "10.77.2.2"}
+    assert _exec(sandbox, "db", "wget", "-qO-", "http://web:8080/") == "hello from web\n"
+
+    # Removal from the spec: process, netns, veths, files and records go; foreign things stay.
+    text = STACK.format(rootfs=rootfs)
+    sandbox.write("stack.yaml", text[:text.index("  db:")])
+    out = _apply(sandbox, path)
+    assert "- container app/db (no longer in the spec)" in out
+    assert "rc-app_db" not in sandbox.netns_names()
+    assert not (sandbox.state_dir / "containers" / "app" / "db").exists()
+    assert sandbox.reconcile("down", path).returncode == 0
+    assert sandbox.netns_names() == ["foreign"]
+    assert sandbox.our_links() == []
+    assert not list((sandbox.state_dir / "containers" / "app").iterdir())
+    assert sandbox.processes() == []
+    assert "app" not in sandbox.run("sqlite3", str(sandbox.state_dir / "state.db"),
+                                    "select stack from containers union select stack from leases",
+                                    check=False).stdout
+    assert sandbox.snapshot("fv0", "fv1") == canary
+
+
+def test_host_root_is_read_only_with_private_tmp_and_volumes(sandbox: Sandbox, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "file").write_text("from the host\n")
+    data.chmod(0o777)
+    path = str(sandbox.write("stack.yaml", f"""\
+name: vol
+networks:
+  net: {{subnet: 10.78.0.0/24}}
+containers:
+  box:
+    command: sleep 1000
+    networks: [net]
+    user: nobody
+    workdir: /tmp
+    volumes: ["{data}:/mnt:ro", "{data}:/srv:rw"]
+"""))
+    _apply(sandbox, path)
+    assert _exec(sandbox, "box", "id", "-u") == "65534\n"
+    assert _exec(sandbox, "box", "pwd") == "/tmp\n"
+    denied = sandbox.reconcile("exec", "box", "--", "touch", "/etc/x")
+    assert denied.returncode != 0 and "Read-only file system" in denied.stderr
+    assert _exec(sandbox, "box", "cat", "/mnt/file") == "from the host\n"
+    assert sandbox.reconcile("exec", "box", "--", "touch", "/mnt/new").returncode != 0
+    _exec(sandbox, "box", "touch", "/srv/new", "/tmp/scratch")
+    assert (data / "new").exists()
+    assert sandbox.reconcile("down", "--stack", "vol").returncode == 0
+    assert sandbox.processes() == []
+
+
+def test_bad_command_is_a_clear_error(sandbox: Sandbox, rootfs: Path) -> None:
+    path = str(sandbox.write("stack.yaml", f"""\
+name: bad
+networks:
+  net: {{subnet: 10.79.0.0/24}}
+containers:
+  x:
+    command: /bin/nonexistent
+    rootfs: {rootfs}
+    networks: [net]
+"""))
+    result = sandbox.reconcile("apply", path)
+    assert result.returncode == 1
+    assert result.stderr == ("error: create container bad/x: bad/x: command not found in the "
+                             "container: /bin/nonexistent\n")
+    assert sandbox.reconcile("down", path).returncode == 0
+    assert sandbox.processes() == [] and sandbox.our_links() == []
