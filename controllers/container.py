@@ -3,7 +3,8 @@
 A running container is found from the kernel (the top-most process inside one of our sandbox
 namespaces), cross-checked with the store's record (pid + start time, and the spec it was
 started with). A change to a field the process was started with recreates it; /etc/hosts and
-resolv.conf are rewritten in place (same inode, so the bind mounts inside see the new text).
+resolv.conf are observed and rewritten in place through /proc/PID/root (same inode, so the
+container sees the new text, even if the state dir was lost).
 """
 
 from __future__ import annotations
@@ -218,9 +219,11 @@ class ContainerController:
         containers: dict[str, ObservedContainer] = {}
         for key in set(found) | set(records):
             handle, in_sandbox = found.get(key, (None, False))
-            paths = Paths.of(self._state_dir, *key)
-            containers["/".join(key)] = ObservedContainer(key[0], key[1], handle, records.get(key), in_sandbox,
-                                                          _read(paths.hosts), _read(paths.resolv))
+            inside = f"/proc/{handle.pid}/root" if handle else None
+            containers["/".join(key)] = ObservedContainer(
+                key[0], key[1], handle, records.get(key), in_sandbox,
+                _read(Path(f"{inside}/etc/hosts")) if inside else None,
+                _read(Path(f"{inside}/etc/resolv.conf")) if inside else None)
         return ContainerObservation(containers, _read(self._host_resolv) or "")
 
     def diff(self, desired: Desired, observed: ContainerObservation) -> Diff:
@@ -280,8 +283,9 @@ class ContainerController:
         _write_in_place(paths.resolv, want.resolv)
         c = want.container
         mounts = [runtime.Mount(str(v.source), v.target, v.read_only) for v in c.volumes]
-        mounts += [runtime.Mount(str(paths.hosts), "/etc/hosts", True),
-                   runtime.Mount(str(paths.resolv), "/etc/resolv.conf", True)]
+        # Writable, as with Docker: updates are written through the container's view of them.
+        mounts += [runtime.Mount(str(paths.hosts), "/etc/hosts", False),
+                   runtime.Mount(str(paths.resolv), "/etc/resolv.conf", False)]
         handle = runtime.start(runtime.ProcessSpec(
             name=change.key, argv=list(c.command), env=dict(c.env), workdir=c.workdir, user=c.user,
             hostname=c.hostname, netns_path=netns.path_of(names.netns_name(want.stack, want.key)),
@@ -301,8 +305,10 @@ class ContainerController:
             return
         want = change.desired
         assert isinstance(want, DesiredContainer) and found.handle is not None
-        paths = Paths.of(self._state_dir, want.stack, want.key)
-        _write_in_place(paths.hosts, want.hosts)
-        _write_in_place(paths.resolv, want.resolv)
+        # Through the container's own view: the bind mount's inode survives even when the
+        # state dir (and the file's name there) was lost.
+        inside = Path(f"/proc/{found.handle.pid}/root/etc")
+        for name, text in (("hosts", want.hosts), ("resolv.conf", want.resolv)):
+            _write_in_place(inside / name, text)
         if found.record is None:
             self._store.record_container(_record(want, found.handle, 0))

@@ -137,10 +137,12 @@ def test_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
     assert _exec(sandbox, "db", "wget", "-qO-", "http://web:8080/") == "hello from web\n"
 
     # Removal from the spec: process, netns, veths, files and records go; foreign things stay.
-    text = STACK.format(rootfs=rootfs)
+    text = STACK.format(rootfs=rootfs).replace('"-p", "80"', '"-p", "8080"')
     sandbox.write("stack.yaml", text[:text.index("  db:")])
     out = _apply(sandbox, path)
     assert "- container app/db (no longer in the spec)" in out
+    assert "~ container app/web (in place: peers changed)" in out
+    assert "db" not in _exec(sandbox, "web", "cat", "/etc/hosts")
     assert "rc-app_db" not in sandbox.netns_names()
     assert not (sandbox.state_dir / "containers" / "app" / "db").exists()
     assert sandbox.reconcile("down", path).returncode == 0
@@ -180,6 +182,14 @@ containers:
     assert sandbox.reconcile("exec", "box", "--", "touch", "/mnt/new").returncode != 0
     _exec(sandbox, "box", "touch", "/srv/new", "/tmp/scratch")
     assert (data / "new").exists()
+    # A lost state store: the running container is adopted from the kernel, not restarted,
+    # and keeps its address.
+    before = _status(sandbox)["box"]
+    sandbox.run("rm", "-rf", str(sandbox.state_dir))
+    assert "~ container vol/box (in place: adopt a running container" in _apply(sandbox, path)
+    assert _apply(sandbox, path) == "No changes. The host matches the spec.\n"
+    after = _status(sandbox)["box"]
+    assert (after["pid"], after["ips"]) == (before["pid"], before["ips"])
     assert sandbox.reconcile("down", "--stack", "vol").returncode == 0
     assert sandbox.processes() == []
 
