@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from controllers.base import Desired, Diff
@@ -39,7 +39,7 @@ from controllers.firewall_rules import (
     skeleton_rules,
 )
 from kernel import netfilter, netfilter_conntrack
-from kernel.netfilter import Backend, Op, OpKind, Renderer, Rule, Ruleset
+from kernel.netfilter import Backend, Op, OpKind, Renderer, Rule, Ruleset, jump_target
 from kernel.netfilter_conntrack import FlowFilter
 from kernel.netfilter_listeners import Listener, read_listeners
 from specs.errors import Issue
@@ -77,6 +77,9 @@ class FirewallObservation:
     """RECONCILE-FORWARD in kernel order (its order matters)."""
     listeners: tuple[Listener, ...]
     route_localnet: Mapping[str, str]
+    foreign_jumps: Mapping[tuple[str, str], tuple[Placed, ...]] = field(default_factory=dict)
+    """Rules not ours, outside our chains, that jump to one of our chains, by (table, chain):
+    the kernel refuses to delete a chain still jumped to, and those rules are not ours to delete."""
 
     def owned_stacks(self) -> set[str]:
         return {owner.stack for owner in self.owned if owner.stack}
@@ -89,6 +92,8 @@ class Work:
     ops: tuple[Op, ...]
     route_localnet: tuple[str, ...] = ()
     flush: tuple[FlowFilter, ...] = ()
+    errors: tuple[str, ...] = ()
+    """What the change cannot do, reported as errors once the rest of it is done."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ def observe_firewall(ruleset: Ruleset, listeners: tuple[Listener, ...],
     existing = frozenset(tc for tc in OUR_CHAINS if ruleset.chain(*tc) is not None)
     owned: dict[Owner, list[Placed]] = {}
     strays: list[Placed] = []
+    foreign_jumps: dict[tuple[str, str], list[Placed]] = {}
     for table, chains in ruleset.tables.items():
         for chain in chains.values():
             if (table, chain.name) == (FILTER, CHAIN_FORWARD):
@@ -115,11 +121,14 @@ def observe_firewall(ruleset: Ruleset, listeners: tuple[Listener, ...],
                     owned.setdefault(owner, []).append(placed)
                 elif (table, chain.name) in existing:
                     strays.append(placed)
+                elif (target := (table, jump_target(spec) or "")) in OUR_CHAINS:
+                    foreign_jumps.setdefault(target, []).append(placed)
     forward = ruleset.chain(FILTER, CHAIN_FORWARD)
     return FirewallObservation(
         owned={owner: tuple(rules) for owner, rules in owned.items()}, strays=tuple(strays),
         chains=existing, forward=forward.rules if forward else (), listeners=listeners,
-        route_localnet=route_localnet)
+        route_localnet=route_localnet,
+        foreign_jumps={chain: tuple(rules) for chain, rules in foreign_jumps.items()})
 
 
 def _placed(render: Renderer, rules: Iterable[Rule]) -> tuple[Placed, ...]:
@@ -229,17 +238,18 @@ def _skeleton_change(needed: bool, observed: FirewallObservation, render: Render
     """The chains, the hooks into them, RECONCILE-FORWARD in order; or, when no owner is left,
     all of it removed (hooks first, then every chain flushed and deleted)."""
     have = observed.owned.get(SKELETON, ())
+    errors: list[str] = []
     if needed:
         ops, fields = _skeleton_ops(observed, _placed(render, skeleton_rules()), have)
         action, reason = (Action.CREATE, "not on the host") if not observed.chains else (
             Action.UPDATE, "differs from the layout")
     else:
-        ops, fields = _teardown_ops(observed, have)
+        ops, fields, errors = _teardown_ops(observed, have)
         action, reason = Action.DELETE, "no stack of ours has rules left"
     if not ops:
         return None
     return Change(action, KIND_FIREWALL, SKELETON_KEY, tuple(fields), reason=reason,
-                  desired=Work(tuple(ops)))
+                  desired=Work(tuple(ops), errors=tuple(errors)))
 
 
 def _skeleton_ops(observed: FirewallObservation, want: Sequence[Placed], have: Sequence[Placed]
@@ -266,15 +276,28 @@ def _skeleton_ops(observed: FirewallObservation, want: Sequence[Placed], have: S
 
 
 def _teardown_ops(observed: FirewallObservation, have: Sequence[Placed]
-                  ) -> tuple[list[Op], list[FieldChange]]:
+                  ) -> tuple[list[Op], list[FieldChange], list[str]]:
     """The hooks out of the built-in chains, then every chain of ours flushed and deleted
-    (whatever is left in them: a stray, or an owner's rule this batch does not delete)."""
+    (whatever is left in them: a stray, or an owner's rule this batch does not delete).
+
+    A chain that a foreign rule jumps to cannot be deleted (the kernel refuses, and would roll
+    back the whole table's batch with it) and the rule is not ours to delete: that chain is
+    only emptied, everything else goes, and the rule is named in an error (third item)."""
     hooks = [p for p in have if (p.table, p.chain) not in observed.chains]
     chains = [(t, c) for t, c in OUR_CHAINS if (t, c) in observed.chains]
-    ops = ([Op(OpKind.DELETE_RULE, p.table, p.chain, p.spec) for p in hooks]
-           + [Op(OpKind.DELETE_CHAIN, t, c) for t, c in chains])
-    fields = _rule_fields([], hooks) + [FieldChange("chain", f"{t} {c}", None) for t, c in chains]
-    return ops, fields
+    ops = [Op(OpKind.DELETE_RULE, p.table, p.chain, p.spec) for p in hooks]
+    fields = _rule_fields([], hooks)
+    errors: list[str] = []
+    for table, chain in chains:
+        jumps = observed.foreign_jumps.get((table, chain), ())
+        ops.append(Op(OpKind.FLUSH_CHAIN if jumps else OpKind.DELETE_CHAIN, table, chain))
+        fields.append(FieldChange("chain", f"{table} {chain}",
+                                  f"{table} {chain} (emptied)" if jumps else None))
+        if jumps:
+            rules = " and ".join(f"`{p.line}`" for p in jumps)
+            errors.append(f"chain {table} {chain} was emptied but not deleted: the {table} rule {rules} "
+                          "jumps to it and is not reconcile's to delete; delete it and run again")
+    return ops, fields, errors
 
 
 def diff_firewall(desired: Desired, observed: FirewallObservation, render: Renderer) -> Diff:
@@ -328,5 +351,6 @@ class FirewallController:
             netfilter_conntrack.flush([f for work in works for f in work.flush])
         except netfilter.NetfilterError as exc:
             errors.append(ApplyError(f"conntrack: {exc}"))
+        errors += [ApplyError(message) for work in works for message in work.errors]
         if errors:
             raise ApplyErrors(errors)

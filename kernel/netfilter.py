@@ -98,7 +98,8 @@ class OpKind(IntEnum):
     DELETE_RULE = 1
     INSERT_RULE = 2  # at the top of the chain
     APPEND_RULE = 3
-    DELETE_CHAIN = 4  # flush and remove
+    FLUSH_CHAIN = 4  # empty it, keep it (a rule we may not delete still jumps to it)
+    DELETE_CHAIN = 5  # flush and remove
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,16 @@ def render_iptables(rule: Rule) -> str:
     return " ".join(words)
 
 
+_JUMP = re.compile(r"(?:^| )-[jg] (\S+)")
+
+
+def jump_target(spec: str) -> str | None:
+    """The chain or target a rule jumps or goes to (`-j X` / `-g X`), if any: the last one, as
+    iptables-save prints the target after every match (a comment may contain `-j` too)."""
+    targets = _JUMP.findall(spec)
+    return targets[-1] if targets else None
+
+
 def parse_save(text: str) -> Ruleset:
     """`iptables-save` output -> chains by table, rules in kernel order."""
     tables: dict[str, dict[str, list[str]]] = {}
@@ -213,6 +224,7 @@ def _op_line(op: Op) -> str:
         OpKind.DELETE_RULE: f"-D {op.chain} {op.spec}",
         OpKind.INSERT_RULE: f"-I {op.chain} 1 {op.spec}",
         OpKind.APPEND_RULE: f"-A {op.chain} {op.spec}",
+        OpKind.FLUSH_CHAIN: f"-F {op.chain}",
         OpKind.DELETE_CHAIN: f"-F {op.chain}",
     }[op.kind]
 

@@ -22,9 +22,10 @@ pytestmark = pytest.mark.skipif(sys.byteorder != "little", reason="/proc/net sam
 def test_restore_script_orders_operations_per_table() -> None:
     ops = [Op(OpKind.APPEND_RULE, "nat", "A", "-j B"), Op(OpKind.DELETE_CHAIN, "nat", "B"),
            Op(OpKind.DECLARE_CHAIN, "filter", "F"), Op(OpKind.INSERT_RULE, "filter", "INPUT", "-j F"),
-           Op(OpKind.DELETE_RULE, "nat", "A", "-j C"), Op(OpKind.DELETE_CHAIN, "nat", "C")]
+           Op(OpKind.DELETE_RULE, "nat", "A", "-j C"), Op(OpKind.DELETE_CHAIN, "nat", "C"),
+           Op(OpKind.FLUSH_CHAIN, "nat", "D")]
     assert restore_script(ops) == (
-        "*nat\n-D A -j C\n-A A -j B\n-F B\n-F C\n-X B\n-X C\nCOMMIT\n"
+        "*nat\n-D A -j C\n-A A -j B\n-F D\n-F B\n-F C\n-X B\n-X C\nCOMMIT\n"
         "*filter\n:F - [0:0]\n-I INPUT 1 -j F\nCOMMIT\n")
 
 

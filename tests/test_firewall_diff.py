@@ -13,6 +13,7 @@ from controllers.base import Desired, Diff
 from controllers.change import FieldChange
 from controllers.firewall import (
     FirewallObservation,
+    Placed,
     Work,
     diff_firewall,
     observe_firewall,
@@ -275,3 +276,28 @@ def test_port_keys_parse_back() -> None:
     key = PortKey("demo", "web", IPv4Address("127.0.0.1"), 53, "udp")
     assert PortKey.parse(key.key) == key
     assert PortKey.parse("demo/web/8080/tcp") == PortKey("demo", "web", None, 8080, "tcp")
+
+
+def test_teardown_empties_a_chain_a_foreign_rule_jumps_to_and_names_the_rule() -> None:
+    """The kernel refuses to delete a chain still jumped to (and would roll back the whole
+    table's batch with it); the foreign rule is not ours to delete."""
+    backend = FakeBackend()
+    converge(desired({"demo": DEMO}), backend)
+    edit(backend, "filter", "INPUT", lambda r: [*r, "-j RECONCILE-INPUT"])
+    assert observed(backend).foreign_jumps == {
+        ("filter", "RECONCILE-INPUT"): (Placed("filter", "INPUT", "-j RECONCILE-INPUT"),)}
+
+    result = converge(desired({}, scope=["demo"]), backend)
+    (skeleton,) = [c for c in result.changes if c.key == "chains"]
+    assert FieldChange("chain", "filter RECONCILE-INPUT", "filter RECONCILE-INPUT (emptied)") in skeleton.fields
+    assert isinstance(skeleton.desired, Work) and skeleton.desired.errors == (
+        "chain filter RECONCILE-INPUT was emptied but not deleted: the filter rule "
+        "`-A INPUT -j RECONCILE-INPUT` jumps to it and is not reconcile's to delete; delete it and run again",)
+    assert backend.ruleset.tables["filter"]["INPUT"].rules == ("-j RECONCILE-INPUT",)
+    assert {t: [c for c in chains if "RECONCILE" in c] for t, chains in backend.ruleset.tables.items()} == {
+        "nat": [], "filter": ["RECONCILE-INPUT"]}
+    assert backend.ruleset.tables["filter"]["RECONCILE-INPUT"].rules == ()
+
+    edit(backend, "filter", "INPUT", lambda r: [])  # the admin deletes their rule
+    converge(desired({}, scope=["demo"]), backend)
+    assert backend.ruleset == FRESH

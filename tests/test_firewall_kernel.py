@@ -116,6 +116,22 @@ def test_scope_and_teardown(sandbox: Sandbox, host: str) -> None:
     assert foreign_rules(sandbox) == host
 
 
+def test_teardown_keeps_going_past_a_chain_a_foreign_rule_jumps_to(sandbox: Sandbox, host: str) -> None:
+    run_controller(sandbox, "apply", BOTH)
+    sandbox.run("iptables", "-A", "INPUT", "-j", "RECONCILE-INPUT")
+    everything = {"stacks": {}, "scope": ["demo", "other"]}
+
+    result = run_controller(sandbox, "apply", everything)
+    assert result["errors"] == [
+        "chain filter RECONCILE-INPUT was emptied but not deleted: the filter rule "
+        "`-A INPUT -j RECONCILE-INPUT` jumps to it and is not reconcile's to delete; delete it and run again"]
+    assert our_rules(sandbox) == [":RECONCILE-INPUT - [0:0]"]  # the rest of both tables is gone
+
+    sandbox.run("iptables", "-D", "INPUT", "-j", "RECONCILE-INPUT")
+    assert run_controller(sandbox, "apply", everything)["errors"] == []
+    assert our_rules(sandbox) == [] and foreign_rules(sandbox) == host
+
+
 @pytest.fixture
 def listener(sandbox: Sandbox) -> Iterator[int]:
     """A foreign process listening on port 8080 (busybox binds [::], dual-stack) on the sandbox host."""

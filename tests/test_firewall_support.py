@@ -3,7 +3,8 @@ a driver that runs the firewall controller inside a sandbox:
 
     python -m tests.test_firewall_support plan|apply < description.json
 
-prints {"changes": [...], "issues": [...]} as JSON. The description:
+prints {"changes": [...], "issues": [...], "errors": [...]} as JSON (errors: what apply
+raised). The description:
 
     {"scope": ["demo"],
      "stacks": {"demo": {"networks": {"front": {"subnet": "10.88.1.0/24", "bridge": "rcbr0",
@@ -21,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from controllers.base import Desired
+from controllers.errors import ApplyErrors
 from controllers.firewall import FirewallController
 from controllers.firewall_rules import OUR_CHAINS
 from kernel import netfilter
@@ -80,7 +82,7 @@ class FakeBackend:
 
 
 def _fake_op(chains: dict[str, list[str]], op: Op) -> None:
-    if op.kind is OpKind.DECLARE_CHAIN:
+    if op.kind in (OpKind.DECLARE_CHAIN, OpKind.FLUSH_CHAIN):
         chains[op.chain] = []
     elif op.kind is OpKind.DELETE_CHAIN:
         del chains[op.chain]
@@ -129,11 +131,15 @@ def main(verb: str) -> None:
     desired = build_desired(json.load(sys.stdin))
     controller = FirewallController(netfilter.detect())
     diff = controller.diff(desired, controller.observe())
+    errors: list[str] = []
     if verb == "apply" and not diff.issues:
-        controller.apply(diff.changes)
+        try:
+            controller.apply(diff.changes)
+        except ApplyErrors as exc:
+            errors = [str(e) for e in exc.errors]
     print(json.dumps({"changes": [c.to_json() for c in diff.changes],
                       "issues": [{"stack": i.stack, "loc": list(i.loc), "message": i.message}
-                                 for i in diff.issues]}))
+                                 for i in diff.issues], "errors": errors}))
 
 
 if __name__ == "__main__":
