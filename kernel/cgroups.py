@@ -1,0 +1,101 @@
+"""cgroups of containers, on whichever layout the host runs: v1 (a hierarchy per controller) or v2
+(the unified tree), told apart at run time from /proc/self/mountinfo.
+
+Paths are always taken from the hierarchy's mount point, never from our own cgroup: the
+process running reconcile may itself sit in a non-root cgroup (/proc/self/cgroup), and a
+container must not inherit that placement.
+
+Usage: `driver = detect()`, then `driver.missing(limits)` before touching anything,
+`driver.create(relpath)` for the cgroup.procs files a new process joins, `driver.write`,
+`driver.read` (normalised to the spec's shape; compare with `driver.normalise(relpath, desired)`),
+`driver.usage`, `driver.procs`, `driver.remove`, `driver.owned`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from kernel.cgroups_common import CgroupDriver, CgroupError, Limits, Usage
+from kernel.cgroups_v1 import CONTROLLERS as V1_CONTROLLERS
+from kernel.cgroups_v1 import V1Driver
+from kernel.cgroups_v2 import V2Driver
+
+__all__ = ["CgroupDriver", "CgroupError", "CgroupMount", "Limits", "Usage", "detect", "parse_mountinfo"]
+
+MOUNTINFO = Path("/proc/self/mountinfo")
+CGROUP_DIR = PurePosixPath("/sys/fs/cgroup")
+V2_PLACES = (CGROUP_DIR, CGROUP_DIR / "unified")
+"""Where a unified tree is mounted: alone (pure v2), or beside v1 hierarchies (hybrid)."""
+V2_REQUIRED = frozenset({"memory", "cpu", "pids"})
+
+_ESCAPED = re.compile(r"\\([0-7]{3})")
+
+
+@dataclass(frozen=True)
+class CgroupMount:
+    """One cgroup or cgroup2 line of mountinfo."""
+
+    fstype: str  # "cgroup" (v1) or "cgroup2"
+    root: str  # the directory of the hierarchy that is mounted: "/" unless a subtree is bind-mounted
+    mount_point: PurePosixPath
+    options: frozenset[str]  # super options: a v1 hierarchy lists its controllers there
+
+    def preference(self) -> tuple[bool, int]:
+        """Lower is better: the mount in /sys/fs/cgroup, then the one nearest the hierarchy root
+        (others are bind mounts into containers, seen from the host)."""
+        return self.mount_point.parent != CGROUP_DIR, len(PurePosixPath(self.root).parts)
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash in paths as octal escapes."""
+    return _ESCAPED.sub(lambda match: chr(int(match[1], 8)), field)
+
+
+def parse_mountinfo(text: str) -> list[CgroupMount]:
+    """The cgroup mounts in a /proc/PID/mountinfo text, in its order."""
+    mounts: list[CgroupMount] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        sep = fields.index("-")
+        fstype = fields[sep + 1]
+        if fstype in ("cgroup", "cgroup2") and len(fields) > sep + 3:
+            mounts.append(CgroupMount(fstype=fstype, root=_unescape(fields[3]),
+                                      mount_point=PurePosixPath(_unescape(fields[4])),
+                                      options=frozenset(fields[sep + 3].split(","))))
+    return mounts
+
+
+def v1_hierarchies(mounts: Sequence[CgroupMount]) -> dict[str, PurePosixPath]:
+    """Controller -> mount point of its v1 hierarchy, for the controllers we use. Co-mounted
+    controllers (`cpu,cpuacct`) map to the same directory."""
+    found: dict[str, CgroupMount] = {}
+    for mount in sorted((m for m in mounts if m.fstype == "cgroup"), key=CgroupMount.preference):
+        for controller in mount.options & set(V1_CONTROLLERS):
+            found.setdefault(controller, mount)
+    return {controller: mount.mount_point for controller, mount in found.items()}
+
+
+def v2_mount(mounts: Sequence[CgroupMount]) -> PurePosixPath | None:
+    """The unified tree, if one is mounted at the usual place."""
+    places = [m.mount_point for m in mounts if m.fstype == "cgroup2" and m.mount_point in V2_PLACES]
+    return places[0] if places else None
+
+
+def detect(mountinfo: str | None = None, root: Path = Path("/")) -> CgroupDriver:
+    """The driver for this host: v2 when the unified tree offers memory, cpu and pids and no v1
+    memory hierarchy is mounted (a hybrid host keeps those on v1), else v1. `mountinfo` and
+    `root` (prefixed to every mount point) let tests describe a host in a directory."""
+    mounts = parse_mountinfo(MOUNTINFO.read_text() if mountinfo is None else mountinfo)
+    hierarchies = {name: root / path.relative_to("/") for name, path in v1_hierarchies(mounts).items()}
+    unified = v2_mount(mounts)
+    if unified is not None and "memory" not in hierarchies:
+        v2 = V2Driver(root / unified.relative_to("/"))
+        if V2_REQUIRED <= v2.available():
+            return v2
+    return V1Driver(hierarchies)
+

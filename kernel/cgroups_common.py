@@ -1,0 +1,316 @@
+"""What both cgroup drivers share: the typed limits and usage, file access with the kernel's
+error codes turned into messages, all-or-nothing knob writes, and the cgroup tree walks
+(remove, owned, procs) that are the same on v1 and v2 because both are plain directories.
+
+kernel/cgroups.py picks the driver; callers import from there.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
+
+from specs.names import NAME_PATTERN
+
+CPU_PERIOD_US = 100_000
+"""The CFS period we write: 100 ms, the kernel's default, so a quota reads as cpus * 100000."""
+
+CPU_DIGITS = 5
+"""One quota microsecond at our period is 0.00001 CPU: cpus with up to five decimals read back
+exactly what was written."""
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+"""Memory limits are kept in pages: the kernel rounds a written byte count down to a page."""
+
+FIELD_CONTROLLERS = {"memory": "memory", "cpus": "cpu", "pids": "pids", "cpuset": "cpuset"}
+"""The controller that enforces each field of Limits."""
+
+
+class CgroupError(Exception):
+    """The kernel refused a cgroup operation, or the host cannot enforce a limit."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Limits of one cgroup in the spec's shape (specs.model.Resources); None = not limited."""
+
+    memory: int | None = None  # bytes
+    cpus: float | None = None  # CPU quota in cores
+    pids: int | None = None
+    cpuset: str | None = None  # kernel CPU list ("0-1"); None = all CPUs of the parent
+
+    def controllers(self) -> list[str]:
+        """The controllers these limits need in order to be enforced."""
+        return [controller for field, controller in FIELD_CONTROLLERS.items()
+                if getattr(self, field) is not None]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a cgroup has consumed; None where the host has no such counter."""
+
+    memory_bytes: int | None
+    memory_peak_bytes: int | None
+    cpu_usec: int | None
+    throttled_periods: int | None
+    throttled_usec: int | None
+    pids: int | None
+    oom_kills: int | None
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One value to write into one cgroup file, on behalf of one field of Limits."""
+
+    path: Path
+    value: str
+    field: str
+
+
+def quota_of(cpus: float) -> int:
+    return round(cpus * CPU_PERIOD_US)
+
+
+def cpus_of(quota: int, period: int) -> float:
+    return round(quota / period, CPU_DIGITS)
+
+
+def parts_of(relpath: str) -> list[str]:
+    """The path components of a cgroup below a hierarchy root; refuses anything that could
+    leave that root."""
+    parts = relpath.strip("/").split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise CgroupError(f"invalid cgroup path {relpath!r}")
+    return parts
+
+
+def at(root: Path, relpath: str) -> Path:
+    """The cgroup's directory in one hierarchy."""
+    return root.joinpath(*parts_of(relpath))
+
+
+def levels(root: Path, relpath: str) -> Iterator[tuple[Path, Path]]:
+    """(parent, child) directories from the hierarchy root down to the cgroup itself."""
+    parent = root
+    for part in parts_of(relpath):
+        yield parent, parent / part
+        parent = parent / part
+
+
+def read_text(path: Path | None) -> str | None:
+    """A cgroup file's value without the newline; None when the file (or its hierarchy) does not
+    exist."""
+    if path is None:
+        return None
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
+def read_int(path: Path | None) -> int | None:
+    text = read_text(path)
+    return None if text is None else int(text)
+
+
+def read_keyed(path: Path | None) -> dict[str, int]:
+    """A flat-keyed file ("nr_throttled 3" per line): cpu.stat, memory.events, oom_control."""
+    text = read_text(path) or ""
+    return {key: int(value) for key, value in (line.split() for line in text.splitlines())}
+
+
+def read_max(path: Path | None) -> int | None:
+    """A limit the kernel prints as "max" when unset (pids.max, memory.max)."""
+    text = read_text(path)
+    return None if text in (None, "max") else int(text)
+
+
+def write_text(path: Path, value: str) -> None:
+    """One write(2) of the whole value: a cgroup file parses each write on its own. The newline
+    keeps an empty value (v2 cpuset.cpus "inherit") from being no write at all."""
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, (value + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def mkdir(path: Path) -> None:
+    try:
+        path.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise CgroupError(f"cannot create cgroup {path}: {exc.strerror}") from exc
+
+
+def _has_children(path: Path) -> bool:
+    return any(entry.is_dir(follow_symlinks=False) for entry in os.scandir(path))
+
+
+def _is_busy(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno == errno.EBUSY
+
+
+@retry(retry=retry_if_exception(_is_busy), stop=stop_after_delay(2.0),
+       wait=wait_exponential(multiplier=0.002, max=0.1), reraise=True)
+def _rmdir(path: Path) -> None:
+    """The kernel keeps a cgroup busy (EBUSY) for a moment after its last process was killed,
+    until the exit has run its course: retried for about two seconds."""
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        pass
+
+
+class CgroupDriver(ABC):
+    """One cgroup layout (v1 hierarchies or the v2 unified tree). A cgroup is named by its path
+    below the hierarchy root(s), e.g. "reconcile/stack/web" (specs.names.cgroup_relpath)."""
+
+    unavailable: str
+    """Why the host lacks the controllers named in "{}", for messages."""
+
+    @abstractmethod
+    def roots(self) -> list[Path]:
+        """The hierarchy roots a container's cgroup is made in."""
+
+    @abstractmethod
+    def missing(self, limits: Limits) -> list[str]:
+        """Controllers the limits need that this host cannot enforce."""
+
+    @abstractmethod
+    def create(self, relpath: str) -> list[str]:
+        """Make the cgroup (idempotent); returns the cgroup.procs files a process writes "0" into
+        to join it."""
+
+    @abstractmethod
+    def read(self, relpath: str) -> Limits | None:
+        """The limits in force, normalised to the spec's shape; None when there is no cgroup."""
+
+    @abstractmethod
+    def usage(self, relpath: str) -> Usage | None:
+        """Counters of the cgroup; None when there is no cgroup."""
+
+    @abstractmethod
+    def _knobs(self, relpath: str, limits: Limits) -> list[Knob]:
+        """The writes that set the limits, in an order the kernel accepts."""
+
+    @abstractmethod
+    def _parent_cpus(self, relpath: str) -> str | None:
+        """The CPUs the parent cgroup may run on: a cpuset equal to them is no restriction."""
+
+    def write(self, relpath: str, limits: Limits) -> None:
+        """Set every limit or none: if the kernel refuses one, those already written are put back,
+        so a failed update leaves the previous limits in force."""
+        missing = self.missing(limits)
+        if missing:
+            raise CgroupError(f"cannot limit {relpath}: {self.unavailable.format(', '.join(missing))}")
+        done: list[tuple[Path, str]] = []
+        for knob in self._knobs(relpath, limits):
+            old = read_text(knob.path)
+            if old == knob.value:
+                continue
+            try:
+                write_text(knob.path, knob.value)
+            except OSError as exc:
+                error = self._refusal(relpath, limits, knob, exc)
+                self._restore(done, error)
+                raise error from exc
+            done.append((knob.path, old or ""))
+
+    def normalise(self, relpath: str, limits: Limits) -> Limits:
+        """The limits as read() reports them once written: the kernel keeps memory in pages and
+        the quota in microseconds, and a cpuset of all the parent's CPUs is no restriction."""
+        return Limits(
+            memory=None if limits.memory is None else limits.memory // PAGE_SIZE * PAGE_SIZE,
+            cpus=None if limits.cpus is None else cpus_of(quota_of(limits.cpus), CPU_PERIOD_US),
+            pids=limits.pids,
+            cpuset=self._cpuset_shown(relpath, limits.cpuset))
+
+    def procs(self, relpath: str) -> list[int]:
+        """The processes in the cgroup, in any hierarchy."""
+        pids: set[int] = set()
+        for root in self.roots():
+            text = read_text(at(root, relpath) / "cgroup.procs") or ""
+            pids.update(int(line) for line in text.split())
+        return sorted(pids)
+
+    def remove(self, relpath: str, parent: str) -> None:
+        """Remove the cgroup (with any sub-cgroups its processes made), then its ancestors below
+        `parent` that are left empty. Nothing outside `parent` is touched; a cgroup already gone
+        counts as removed."""
+        ancestors = self._ancestors_below(relpath, parent)
+        for root in self.roots():
+            _remove_tree(at(root, relpath))
+            for ancestor in ancestors:
+                if not at(root, ancestor).is_dir() or _has_children(at(root, ancestor)):
+                    break
+                _remove_tree(at(root, ancestor))
+
+    def owned(self, parent: str) -> set[tuple[str, str]]:
+        """(stack, container) of every cgroup <parent>/<stack>/<container>, in any hierarchy:
+        what is ours even when the state store has been lost."""
+        found: set[tuple[str, str]] = set()
+        for root in self.roots():
+            top = at(root, parent)
+            for stack in _named_dirs(top):
+                found.update((stack, container) for container in _named_dirs(top / stack))
+        return found
+
+    def _cpuset_shown(self, relpath: str, cpuset: str | None) -> str | None:
+        return None if cpuset == self._parent_cpus(relpath) else cpuset
+
+    def _refusal(self, relpath: str, limits: Limits, knob: Knob, exc: OSError) -> CgroupError:
+        """The kernel's refusal of one knob, said in terms of the limit asked for."""
+        if knob.field == "memory" and exc.errno == errno.EBUSY:
+            usage = self.usage(relpath)
+            return CgroupError(f"memory {limits.memory} is below the current usage "
+                               f"{usage.memory_bytes if usage else '?'} of {relpath}; "
+                               f"the kernel refused (EBUSY)")
+        code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        return CgroupError(f"{knob.field} {getattr(limits, knob.field)} of {relpath}: the kernel refused "
+                           f"{knob.value!r} in {knob.path.name} ({code}: {exc.strerror})")
+
+    @staticmethod
+    def _restore(done: Sequence[tuple[Path, str]], error: CgroupError) -> None:
+        """Undo writes in reverse order: each step back is one the kernel accepted going forward."""
+        for path, old in reversed(done):
+            try:
+                write_text(path, old)
+            except OSError as exc:
+                error.args = (f"{error.args[0]}; restoring {old!r} in {path} failed too "
+                              f"({exc.strerror}): the limits are partly changed",)
+                return
+
+    @staticmethod
+    def _ancestors_below(relpath: str, parent: str) -> list[str]:
+        """The cgroup's ancestors strictly below `parent`, deepest first."""
+        parts, top = parts_of(relpath), parts_of(parent)
+        if parts[:len(top)] != top or len(parts) == len(top):
+            raise CgroupError(f"cgroup {relpath!r} is not below the parent {parent!r}")
+        return ["/".join(parts[:n]) for n in range(len(parts) - 1, len(top), -1)]
+
+
+def _remove_tree(path: Path) -> None:
+    """rmdir bottom-up: cgroupfs refuses to remove a cgroup that still has children."""
+    for directory, _, _ in os.walk(path, topdown=False):
+        try:
+            _rmdir(Path(directory))
+        except OSError as exc:
+            pids = " ".join((read_text(Path(directory) / "cgroup.procs") or "").split())
+            held = f" (processes still in it: {pids})" if pids else ""
+            raise CgroupError(f"cannot remove cgroup {directory}: {exc.strerror}{held}") from exc
+
+
+def _named_dirs(path: Path) -> list[str]:
+    """Subdirectories whose names could be keys of ours: a foreign name is never ours."""
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return []
+    return [entry.name for entry in entries
+            if entry.is_dir(follow_symlinks=False) and NAME_PATTERN.fullmatch(entry.name)]

@@ -1,0 +1,149 @@
+"""cgroup v1: each controller on its own hierarchy (/sys/fs/cgroup/memory, .../pids, ...), some
+possibly co-mounted (`cpu,cpuacct`). A container's cgroup is a directory of the same relative
+path in each hierarchy, and a process joins it by writing itself into each cgroup.procs.
+
+Quirks handled here:
+- A new cpuset cgroup has empty cpuset.cpus and cpuset.mems, and no process can join it until
+  both are set: every new level copies them from its parent.
+- memory.memsw.limit_in_bytes (memory + swap) must never be below memory.limit_in_bytes: the
+  two are written in the order that keeps that true at every step.
+- Lowering memory.limit_in_bytes below what the cgroup uses, when reclaim cannot free enough,
+  fails with EBUSY and keeps the old limit (v2 would OOM-kill instead).
+- "No limit" reads back as the largest page-aligned long (9223372036854771712 with 4 KiB pages).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from kernel.cgroups_common import (CPU_PERIOD_US, CgroupDriver, CgroupError, Knob, Limits, Usage, at, cpus_of, levels,
+                                   mkdir, quota_of, read_int, read_keyed, read_max, read_text, write_text)
+
+CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids")
+"""The hierarchies a container's cgroup is made in (cpuacct only for its CPU time counter)."""
+
+UNLIMITED_FLOOR = 2**62
+"""Any memory limit at least this large is the kernel's "unlimited" (LONG_MAX rounded down to
+the page size, which differs between architectures); no real limit comes near it."""
+
+
+class V1Driver(CgroupDriver):
+    unavailable = "no cgroup v1 hierarchy is mounted for {}"
+
+    def __init__(self, hierarchies: Mapping[str, Path]):
+        """`hierarchies`: controller name -> mount point of its hierarchy root; co-mounted
+        controllers share a path."""
+        self.hierarchies = {name: path for name, path in hierarchies.items() if name in CONTROLLERS}
+
+    def roots(self) -> list[Path]:
+        return list(dict.fromkeys(self.hierarchies.values()))
+
+    def missing(self, limits: Limits) -> list[str]:
+        return [name for name in limits.controllers() if name not in self.hierarchies]
+
+    def create(self, relpath: str) -> list[str]:
+        cpuset_root = self.hierarchies.get("cpuset")
+        for root in self.roots():
+            for parent, child in levels(root, relpath):
+                mkdir(child)
+                if root == cpuset_root:
+                    _inherit_cpuset(parent, child)
+        return [str(at(root, relpath) / "cgroup.procs") for root in self.roots()]
+
+    def read(self, relpath: str) -> Limits | None:
+        """None also when the cgroup is missing from one hierarchy: a process outside part of its
+        cgroup cannot be limited there, so the caller has to recreate it."""
+        if not all(at(root, relpath).is_dir() for root in self.roots()):
+            return None
+        return Limits(memory=self._memory_limit(relpath), cpus=self._cpus(relpath),
+                      pids=read_max(self._file("pids", relpath, "pids.max")),
+                      cpuset=self._cpuset_shown(relpath, read_text(self._file("cpuset", relpath, "cpuset.cpus"))))
+
+    def usage(self, relpath: str) -> Usage | None:
+        if not any(at(root, relpath).is_dir() for root in self.roots()):
+            return None
+        cpu_stat = read_keyed(self._file("cpu", relpath, "cpu.stat"))
+        cpu_ns = read_int(self._file("cpuacct", relpath, "cpuacct.usage"))
+        throttled_ns = cpu_stat.get("throttled_time")
+        return Usage(
+            memory_bytes=read_int(self._file("memory", relpath, "memory.usage_in_bytes")),
+            memory_peak_bytes=read_int(self._file("memory", relpath, "memory.max_usage_in_bytes")),
+            cpu_usec=None if cpu_ns is None else cpu_ns // 1000,
+            throttled_periods=cpu_stat.get("nr_throttled"),
+            throttled_usec=None if throttled_ns is None else throttled_ns // 1000,
+            pids=read_int(self._file("pids", relpath, "pids.current")),
+            oom_kills=self._oom_kills(relpath))
+
+    def _file(self, controller: str, relpath: str, name: str) -> Path | None:
+        """A file of the cgroup in the controller's hierarchy; None when the controller is not
+        mounted, which reads as "no value"."""
+        root = self.hierarchies.get(controller)
+        return None if root is None else at(root, relpath) / name
+
+    def _knob(self, controller: str, relpath: str, name: str, value: str, field: str) -> Knob:
+        return Knob(at(self.hierarchies[controller], relpath) / name, value, field)
+
+    def _memory_limit(self, relpath: str) -> int | None:
+        limit = read_int(self._file("memory", relpath, "memory.limit_in_bytes"))
+        return None if limit is None or limit >= UNLIMITED_FLOOR else limit
+
+    def _cpus(self, relpath: str) -> float | None:
+        quota = read_int(self._file("cpu", relpath, "cpu.cfs_quota_us"))
+        period = read_int(self._file("cpu", relpath, "cpu.cfs_period_us"))
+        return None if quota is None or period is None or quota < 0 else cpus_of(quota, period)
+
+    def _oom_kills(self, relpath: str) -> int | None:
+        """oom_kill of memory.oom_control (kernels >= 4.13); before that only memory.failcnt,
+        which counts every hit of the limit, killed or not: an upper bound."""
+        oom_control = read_keyed(self._file("memory", relpath, "memory.oom_control"))
+        if "oom_kill" in oom_control:
+            return oom_control["oom_kill"]
+        return read_int(self._file("memory", relpath, "memory.failcnt"))
+
+    def _parent_cpus(self, relpath: str) -> str | None:
+        root = self.hierarchies.get("cpuset")
+        return None if root is None else read_text(at(root, relpath).parent / "cpuset.effective_cpus")
+
+    def _knobs(self, relpath: str, limits: Limits) -> list[Knob]:
+        """Memory first (the one the kernel refuses most: EBUSY), so a refusal leaves nothing to
+        undo; then the cpuset, the CPU quota and the pid limit."""
+        knobs: list[Knob] = []
+        if "memory" in self.hierarchies:
+            knobs += self._memory_knobs(relpath, limits.memory)
+        if "cpuset" in self.hierarchies:
+            cpus = limits.cpuset if limits.cpuset is not None else self._parent_cpus(relpath) or ""
+            knobs.append(self._knob("cpuset", relpath, "cpuset.cpus", cpus, "cpuset"))
+        if "cpu" in self.hierarchies:
+            quota = -1 if limits.cpus is None else quota_of(limits.cpus)
+            knobs += [self._knob("cpu", relpath, "cpu.cfs_period_us", str(CPU_PERIOD_US), "cpus"),
+                      self._knob("cpu", relpath, "cpu.cfs_quota_us", str(quota), "cpus")]
+        if "pids" in self.hierarchies:
+            pids = "max" if limits.pids is None else str(limits.pids)
+            knobs.append(self._knob("pids", relpath, "pids.max", pids, "pids"))
+        return knobs
+
+    def _memory_knobs(self, relpath: str, memory: int | None) -> list[Knob]:
+        """memory.limit_in_bytes, and memory+swap set to the same value so that the limit cannot be
+        dodged by swapping (where the kernel has swap accounting). memsw may never be below the
+        memory limit: raise it first when raising, lower it last when lowering."""
+        value = -1 if memory is None else memory
+        limit = self._knob("memory", relpath, "memory.limit_in_bytes", str(value), "memory")
+        memsw = self._knob("memory", relpath, "memory.memsw.limit_in_bytes", str(value), "memory")
+        if not memsw.path.exists():
+            return [limit]
+        current = read_int(limit.path) or 0
+        raising = memory is None or memory >= current
+        return [memsw, limit] if raising else [limit, memsw]
+
+
+def _inherit_cpuset(parent: Path, child: Path) -> None:
+    """Copy the CPUs and memory nodes of the parent into a new cpuset cgroup (left empty by the
+    kernel, which then refuses every process). A level left empty by an interrupted run is
+    fixed the same way."""
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        if not read_text(child / name):
+            try:
+                write_text(child / name, read_text(parent / name) or "")
+            except OSError as exc:
+                raise CgroupError(f"cannot initialise {child / name} from its parent: {exc.strerror}") from exc

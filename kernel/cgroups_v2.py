@@ -1,0 +1,108 @@
+"""cgroup v2: one unified tree. A controller works in a cgroup only when every ancestor has it in
+cgroup.subtree_control, so creating a cgroup enables ours from the root down, one level at a
+time, before making the next level (never in the leaf: the kernel refuses controllers in the
+subtree of a cgroup that holds processes).
+
+Unlike v1, lowering memory.max below the usage does not fail: the kernel reclaims and then
+OOM-kills inside the cgroup.
+"""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+from kernel.cgroups_common import (CPU_PERIOD_US, CgroupDriver, CgroupError, Knob, Limits, Usage, at, cpus_of,
+                                   levels, mkdir, quota_of, read_int, read_keyed, read_max, read_text,
+                                   write_text)
+
+CONTROLLERS = ("memory", "cpu", "pids", "cpuset")
+"""The controllers enabled for our cgroups (where the host offers them)."""
+
+
+class V2Driver(CgroupDriver):
+    unavailable = "the cgroup2 root does not offer {} (see its cgroup.controllers)"
+
+    def __init__(self, root: Path):
+        """`root`: mount point of the unified hierarchy (usually /sys/fs/cgroup)."""
+        self.root = root
+
+    def roots(self) -> list[Path]:
+        return [self.root]
+
+    def available(self) -> set[str]:
+        """Controllers the root offers to its children: all we can enable on the way down."""
+        return set((read_text(self.root / "cgroup.controllers") or "").split())
+
+    def missing(self, limits: Limits) -> list[str]:
+        available = self.available()
+        return [name for name in limits.controllers() if name not in available]
+
+    def create(self, relpath: str) -> list[str]:
+        for parent, child in levels(self.root, relpath):
+            _delegate(parent)
+            mkdir(child)
+        return [str(at(self.root, relpath) / "cgroup.procs")]
+
+    def read(self, relpath: str) -> Limits | None:
+        path = at(self.root, relpath)
+        if not path.is_dir():
+            return None
+        return Limits(memory=read_max(path / "memory.max"), cpus=_cpus(read_text(path / "cpu.max")),
+                      pids=read_max(path / "pids.max"),
+                      cpuset=self._cpuset_shown(relpath, read_text(path / "cpuset.cpus") or None))
+
+    def usage(self, relpath: str) -> Usage | None:
+        path = at(self.root, relpath)
+        if not path.is_dir():
+            return None
+        cpu_stat = read_keyed(path / "cpu.stat")
+        return Usage(memory_bytes=read_int(path / "memory.current"),
+                     memory_peak_bytes=read_int(path / "memory.peak"),  # kernels >= 5.19
+                     cpu_usec=cpu_stat.get("usage_usec"),
+                     throttled_periods=cpu_stat.get("nr_throttled"),
+                     throttled_usec=cpu_stat.get("throttled_usec"),
+                     pids=read_int(path / "pids.current"),
+                     oom_kills=read_keyed(path / "memory.events").get("oom_kill"))
+
+    def _parent_cpus(self, relpath: str) -> str | None:
+        return read_text(at(self.root, relpath).parent / "cpuset.cpus.effective")
+
+    def _knobs(self, relpath: str, limits: Limits) -> list[Knob]:
+        """Only the files of enabled controllers exist; swap is capped at zero alongside a memory
+        limit, so "memory" means the same as on v1 (where memory+swap is limited)."""
+        path = at(self.root, relpath)
+        memory = "max" if limits.memory is None else str(limits.memory)
+        quota = "max" if limits.cpus is None else str(quota_of(limits.cpus))
+        candidates = [
+            Knob(path / "memory.max", memory, "memory"),
+            Knob(path / "memory.swap.max", "max" if limits.memory is None else "0", "memory"),
+            Knob(path / "cpuset.cpus", limits.cpuset or "", "cpuset"),
+            Knob(path / "cpu.max", f"{quota} {CPU_PERIOD_US}", "cpus"),
+            Knob(path / "pids.max", "max" if limits.pids is None else str(limits.pids), "pids"),
+        ]
+        return [knob for knob in candidates if knob.path.exists()]
+
+
+def _cpus(cpu_max: str | None) -> float | None:
+    """cpu.max is "QUOTA PERIOD", QUOTA "max" when unlimited."""
+    if cpu_max is None:
+        return None
+    quota, period = cpu_max.split()
+    return None if quota == "max" else cpus_of(int(quota), int(period))
+
+
+def _delegate(cgroup: Path) -> None:
+    """Enable our controllers for the children of `cgroup`, those it has and not yet enabled."""
+    offered = set((read_text(cgroup / "cgroup.controllers") or "").split())
+    enabled = set((read_text(cgroup / "cgroup.subtree_control") or "").split())
+    wanted = [name for name in CONTROLLERS if name in offered and name not in enabled]
+    if not wanted:
+        return
+    try:
+        write_text(cgroup / "cgroup.subtree_control", " ".join(f"+{name}" for name in wanted))
+    except OSError as exc:
+        why = " (it holds processes: v2 allows controllers below a cgroup only when it has none)" \
+            if exc.errno == errno.EBUSY else ""
+        raise CgroupError(f"cannot enable the {', '.join(wanted)} controllers in {cgroup}: "
+                          f"{exc.strerror}{why}") from exc
