@@ -7,7 +7,9 @@ alias bombs, exotic tags) ends here as SpecErrors: the parser's own exceptions n
 
 from __future__ import annotations
 
+import codecs
 import os
+import re
 import stat
 import warnings
 from collections.abc import Mapping
@@ -16,11 +18,14 @@ from datetime import date
 from pathlib import Path
 
 from ruamel.yaml import YAML
-from ruamel.yaml.constructor import DuplicateKeyError
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.composer import MaxDepthExceededError
+from ruamel.yaml.constructor import ConstructorError, DuplicateKeyError, RoundTripConstructor
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.scalarbool import ScalarBoolean
+from ruamel.yaml.scanner import RoundTripScanner, ScannerError
+from ruamel.yaml.tokens import DirectiveToken
 
 from specs.errors import Loc, SpecError, SpecErrors, quoted
 
@@ -36,6 +41,26 @@ while "billion laughs" (nested aliases multiplying a few lines into billions of 
 
 MAX_DEPTH = 64
 """No stack file nests deeper than about 6; deep nesting only exhausts the Python stack."""
+
+YAML_VERSION = (1, 2)
+
+_STANDARD_TAG_PREFIX = "tag:yaml.org,2002:"
+_IMPLICIT_TYPES = {"int": "an integer", "float": "a number", "timestamp": "a date", "bool": "a boolean"}
+"""What YAML read an unquoted scalar as, by its resolved tag."""
+
+_LINE_BREAK_RE = re.compile(r"\r\n|\r|\n")
+"""YAML 1.2's line breaks (U+0085 and U+2028 are not)."""
+
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+_SYNTAX_HINTS = {
+    "found character '\\t' that cannot start any token": "indent with spaces, not tabs",
+    "expected <block end>, but found '<block mapping start>'": "check the indentation of this line",
+    "mapping values are not allowed here": "put a nested mapping on its own lines, or quote a "
+                                           "value that contains ': '",
+    "but found another document": "a stack file holds one document: put each stack in its own file",
+}
+"""The parser's wording of a common mistake (by how its message starts or ends) -> what to do."""
 
 
 @dataclass(frozen=True)
@@ -87,32 +112,96 @@ def _read_text(path: Path, name: str) -> str:
         raise _fail(name, (0, 0), (), f"cannot read the file: {getattr(exc, 'strerror', None) or exc}") from None
     if len(raw) > MAX_FILE_BYTES:
         raise _fail(name, (0, 0), (), "file is larger than 1 MiB: a stack file is a few KiB of YAML")
+    body = raw.removeprefix(codecs.BOM_UTF8)  # editors' UTF-8 signature: no part of the text
     try:
-        return raw.decode("utf-8-sig")
+        return body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        before = raw[:exc.start].decode("utf-8-sig", "replace")
+        if body.startswith(_UTF16_BOMS):  # Windows editors' "Unicode"
+            raise _fail(name, (1, 1), (), "not UTF-8 text: this file is UTF-16 (it starts with a "
+                                          "UTF-16 byte order mark): save it as UTF-8") from None
+        before = body[:exc.start].decode("utf-8", "replace")
         raise _fail(name, _text_position(before, len(before)), (),
-                    f"not UTF-8 text: invalid byte 0x{raw[exc.start]:02x}") from None
+                    f"not UTF-8 text: invalid byte 0x{body[exc.start]:02x}") from None
+
+
+class _Version12Scanner(RoundTripScanner):
+    """Stack files are YAML 1.2. A `%YAML 1.1` directive would quietly turn `restart: no` into
+    false and `0755` into 493, and ruamel fails an assert (no position) on other versions."""
+
+    def scan_directive(self) -> DirectiveToken:
+        token = super().scan_directive()
+        if token.name == "YAML" and token.value != YAML_VERSION:
+            version = ".".join(map(str, token.value))
+            raise ScannerError(None, None, f"stack files are YAML 1.2: remove the '%YAML {version}' "
+                                           "directive", token.start_mark)
+        return token
+
+
+class _PlacedConstructor(RoundTripConstructor):
+    """Errors ruamel raises without a place, or hides, made into errors at the node."""
+
+    def construct_object(self, node: Node, deep: bool = False) -> object:
+        """ruamel builds an alias inside its own anchor (`a: &a [*a]`) as null, which would
+        surface later as a puzzling "got null"."""
+        if node in self.recursive_objects:
+            raise ConstructorError(None, None, "this value contains an alias to itself: recursive "
+                                               "values are not supported", node.start_mark)
+        return super().construct_object(node, deep)
+
+    def check_mapping_key(self, node: Node, key_node: Node, mapping: object, key: object, value: object) -> bool:
+        """ruamel builds `? {a: 1}` or `? [a]` as a key, and fails without a place on hashing
+        one that holds a mapping: refuse any key that is not a scalar, at the key."""
+        if not isinstance(key_node, ScalarNode):
+            raise ConstructorError(None, None, "a mapping key must be a plain scalar, not a list or "
+                                               "mapping", key_node.start_mark)
+        return bool(super().check_mapping_key(node, key_node, mapping, key, value))
+
+    def construct_non_recursive_object(self, node: Node, tag: str | None = None) -> object:
+        """Scalar constructors raise bare Python errors, with neither a place nor words a user
+        acts on (2024-13-45: "month must be in 1..12"; an integer of 5000 digits: "use
+        sys.set_int_max_str_digits()"; `!!int` alone: "string index out of range")."""
+        try:
+            return super().construct_non_recursive_object(node, tag)
+        except YAMLError:
+            raise
+        except Exception:  # noqa: BLE001 - whatever a constructor trips on in a scalar
+            if not isinstance(node, ScalarNode):
+                raise
+            tag_name = _tag_name(str(node.tag))  # a node's tag is the resolved tag's text
+            kind = _IMPLICIT_TYPES.get(tag_name.removeprefix("!!"), f"tag {tag_name}")
+            raise ConstructorError(None, None, f"cannot read {quoted(node.value)} as {kind}: "
+                                               "quote it if it is text", node.start_mark) from None
+
+
+def _yaml() -> YAML:
+    """The round-trip loader (it keeps line and column of every node); YAML 1.2, so `yes` and
+    `no` stay strings. Nesting is capped while composing, before deep input can exhaust the
+    Python stack; the cap matches the flattener's (composer depth 1 is the top level)."""
+    yaml = YAML(typ="rt")
+    yaml.Scanner = _Version12Scanner
+    yaml.Constructor = _PlacedConstructor
+    yaml.max_depth = MAX_DEPTH + 1
+    return yaml
 
 
 def _parse_yaml(text: str, name: str) -> object:
-    """The round-trip tree (it keeps line and column of every node); YAML 1.2, so `yes` and
-    `no` stay strings."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ruamel warns (to stderr) about reused anchors
-            return YAML(typ="rt").load(text)
+            return _yaml().load(text)
     except DuplicateKeyError:
         raise SpecErrors(_duplicate_keys(text, name)) from None
+    except MaxDepthExceededError as exc:
+        raise _fail(name, _mark_position(exc), (), f"nested deeper than {MAX_DEPTH} levels") from None
     except MarkedYAMLError as exc:
         raise SpecErrors([_syntax_error(name, exc)]) from None
     except ReaderError as exc:  # a control character: its position is an offset in the text
         raise _fail(name, _text_position(text, exc.position), (),
                     f"invalid YAML: control character U+{exc.character:04X} is not allowed") from None
-    except RecursionError:
-        raise _fail(name, (1, 1), (), "invalid YAML: nested too deeply") from None
-    except Exception as exc:  # noqa: BLE001 - ruamel's constructors raise bare ValueErrors
-        # (a date like 2024-13-45, an integer of 5000 digits) without a position
+    except RecursionError:  # ruamel before 0.19.1 ignores max_depth
+        raise _fail(name, (1, 1), (), f"nested deeper than {MAX_DEPTH} levels") from None
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: nothing of the parser's
+        # escapes (the fuzz tests would report one that lands here, without a position)
         raise _fail(name, (0, 0), (), f"invalid YAML: {_one_line(str(exc))}") from None
 
 
@@ -122,26 +211,44 @@ def _one_line(text: str) -> str:
 
 
 def _text_position(text: str, offset: int) -> Position:
-    line_start = text.rfind("\n", 0, offset) + 1
-    return text.count("\n", 0, offset) + 1, offset - line_start + 1
+    """Counted as the parser and editors count: a line ends at CR LF, LF, or a lone CR."""
+    breaks = list(_LINE_BREAK_RE.finditer(text, 0, offset))
+    line_start = breaks[-1].end() if breaks else 0
+    return len(breaks) + 1, offset - line_start + 1
+
+
+def _mark_position(exc: MarkedYAMLError) -> Position:
+    mark = exc.problem_mark or exc.context_mark
+    return (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
 
 
 def _syntax_error(name: str, exc: MarkedYAMLError) -> SpecError:
-    mark = exc.problem_mark or exc.context_mark
-    line, col = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
-    problem, context = exc.problem or "", exc.context or ""
+    """At the problem; an unclosed quote or bracket is found at the end of the file, so the
+    place where it was opened (the context mark) is named too."""
+    line, col = _mark_position(exc)
+    problem, context = _one_line(exc.problem or ""), _one_line(exc.context or "")
     if context.startswith("while"):
+        opened = exc.context_mark
+        if opened is not None and opened.line + 1 != line:
+            context += f" started at line {opened.line + 1}, column {opened.column + 1}"
         message = f"{problem} ({context})"
     else:  # "expected a single document in the stream" + "but found another document"
         message = ", ".join(part for part in (context, problem) if part)
-    return SpecError(name, line, col, (), f"invalid YAML: {_one_line(message)}")
+    hint = next((hint for wording, hint in _SYNTAX_HINTS.items()
+                 if problem.startswith(wording) or problem.endswith(wording)), None)
+    return SpecError(name, line, col, (), f"invalid YAML: {message}" + (f": {hint}" if hint else ""))
+
+
+def _tag_name(tag: str) -> str:
+    """`!!python/object` as written, rather than `tag:yaml.org,2002:python/object`."""
+    return "!!" + tag.removeprefix(_STANDARD_TAG_PREFIX) if tag.startswith(_STANDARD_TAG_PREFIX) else tag
 
 
 def _duplicate_keys(text: str, name: str) -> list[SpecError]:
     """Every duplicate key of the file, at the repeated key, naming the first one. ruamel
     stops at the first duplicate and has no path; its node tree (composed again, which only
     fails where loading already failed) has both."""
-    root = YAML(typ="rt").compose(text)
+    root = _yaml().compose(text)
     errors: list[SpecError] = []
     visited: set[int] = set()
     pending: list[tuple[Loc, Node]] = [((), root)]
@@ -210,9 +317,9 @@ class _Flattener:
     """ruamel's round-trip tree to plain values, recording the position of every node.
 
     An alias is the same object at a second place in ruamel's tree; copying it out is where a
-    few hundred bytes can become billions of nodes, so what aliases add has a budget. (An alias
-    inside its own anchor comes out of ruamel as null; were it ever a real cycle, the depth
-    limit would stop it.)"""
+    few hundred bytes can become billions of nodes, so what aliases add has a budget. (The
+    constructor refuses an alias inside its own anchor; were one ever to come through as a
+    real cycle, the depth limit would stop it.)"""
 
     def __init__(self, name: str):
         self._name = name
@@ -231,14 +338,19 @@ class _Flattener:
     def _convert(self, node: object, loc: Loc, position: Position, alias: Position | None) -> object:
         """`alias`: where the alias being copied out is used, None outside of one."""
         self._values.setdefault(loc, position)
-        if len(loc) > MAX_DEPTH:
-            raise self._fail(position, loc, f"nested deeper than {MAX_DEPTH} levels")
         if isinstance(node, (dict, list)) and alias is None and id(node) in self._seen:
             alias = position
+        if len(loc) > MAX_DEPTH:  # the composer refuses deeper text: aliases nested in aliases
+            # At the alias, not deep inside its anchor; the path, 65 parts long, would drown the line.
+            raise self._fail(alias or position, (), f"nested deeper than {MAX_DEPTH} levels"
+                                                    + (" once aliases are expanded" if alias else ""))
         self._count(alias)
         if not isinstance(node, (dict, list)):
             return self._scalar(node, loc, position)
         self._seen.add(id(node))
+        tag = getattr(getattr(node, "tag", None), "value", None)
+        if tag is not None:  # `!!python/object/apply:os.system [...]` is not a list of strings
+            raise self._unsupported(position, loc, f"tag {_tag_name(tag)}")
         if isinstance(node, dict):
             return self._mapping(node, loc, position, alias)
         return self._sequence(node, loc, position, alias)
@@ -256,9 +368,6 @@ class _Flattener:
         result: dict[object, object] = {}
         for key, value in node.items():
             key_position, value_position = _entry_positions(node, key, position)
-            if isinstance(key, (dict, list, tuple)):
-                raise self._fail(key_position, loc, "a mapping key must be a plain scalar, not a "
-                                                    "list or mapping")
             plain_key = self._scalar(key, loc, key_position)
             child = loc + (_loc_part(plain_key),)
             self._keys.setdefault(child, key_position)
@@ -300,6 +409,9 @@ class _Flattener:
         if isinstance(node, (date, bytes)):
             return node
         tag = getattr(getattr(node, "tag", None), "value", None)
-        what = f"tag {tag}" if tag else type(node).__name__.removeprefix("Commented").lower()
-        raise self._fail(position, loc, f"unsupported YAML value ({what}): use strings, numbers, "
-                                        "booleans, lists and mappings")
+        raise self._unsupported(position, loc, f"tag {_tag_name(tag)}" if tag else
+                                type(node).__name__.removeprefix("Commented").lower())
+
+    def _unsupported(self, position: Position, loc: Loc, what: str) -> SpecErrors:
+        return self._fail(position, loc, f"unsupported YAML value ({what}): use strings, numbers, "
+                                         "booleans, lists and mappings")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -12,18 +13,24 @@ Loc = tuple[str | int, ...]
 MAX_QUOTED = 40
 
 
-def quoted(text: str) -> str:
+def quoted(text: str, ascii_only: bool = False) -> str:
     """User text inside an error message: repr-quoted, so a newline or a control character
-    cannot break the one-line format, and cut short, so a huge value cannot flood it."""
-    return repr(text if len(text) <= MAX_QUOTED else text[:MAX_QUOTED - 3] + "...")
+    cannot break the one-line format, and cut short, so a huge value cannot flood it;
+    `ascii_only` also escapes every non-ASCII character, where only ASCII is allowed."""
+    short = text if len(text) <= MAX_QUOTED else text[:MAX_QUOTED - 3] + "..."
+    return ascii(short) if ascii_only else repr(short)
+
+
+_PLAIN_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def format_loc(loc: Loc) -> str:
-    """`containers.web.ports[0]`: the field path as users read it. A key that is not printable
-    (a newline in an invalid key) is quoted, so an error stays on one line."""
+    """`containers.web.ports[0]`: the field path as users read it. A key that is not a plain
+    word is quoted (`containers.'../x'`, `networks.'1.5'`), so its dots cannot pass for the
+    path's and a newline in it cannot break the one-line format."""
     out = ""
     for part in loc:
-        text = part if isinstance(part, int) or part.isprintable() else quoted(part)
+        text = part if isinstance(part, int) or _PLAIN_KEY_RE.fullmatch(part) else quoted(part)
         out += f"[{text}]" if isinstance(part, int) else (f".{text}" if out else str(text))
     return out
 

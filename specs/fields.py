@@ -45,6 +45,7 @@ _USER_RE = re.compile(r"(?P<uid>[0-9]{1,10})(?::(?P<gid>[0-9]{1,10}))?|[a-z_][a-
 _PATH_CHAR_RE = re.compile(r"[A-Za-z0-9._+@/-]")
 _PORT_RE = re.compile(r"(?:(?P<host_ip>[^:/]+):)?(?P<host>[0-9]{1,5}):(?P<container>[0-9]{1,5})"
                       r"(?:/(?P<protocol>.*))?")
+_PORT_RANGE_RE = re.compile(r"[0-9]+-[0-9]+")
 PORT_FORMS = "'HOST:CONTAINER[/tcp|udp]', 'IP:HOST:CONTAINER[/tcp|udp]'"
 VOLUME_FORM = "'SOURCE:TARGET[:ro|rw]'"
 
@@ -96,10 +97,11 @@ def _expect_str(value: object, what: str) -> str:
 
 
 def name_checker(kind: str) -> Callable[[str], str]:
-    """A validator for stack names and network/container keys (names.NAME_PATTERN)."""
+    """A validator for stack names and network/container keys (names.NAME_PATTERN). A name
+    that is not ASCII is shown escaped: a Cyrillic 'е' looks just like the Latin 'e'."""
     def check(value: str) -> str:
         if not NAME_PATTERN.fullmatch(value):
-            raise ValueError(f"invalid {kind} {quoted(value)}: {NAME_RULE}")
+            raise ValueError(f"invalid {kind} {quoted(value, ascii_only=True)}: {NAME_RULE}")
         return value
     return check
 
@@ -278,6 +280,8 @@ def to_port_mapping(value: object) -> object:
     if not isinstance(value, str):
         return _reject_scalar(value, f"{PORT_FORMS} or a mapping")
     match = _PORT_RE.fullmatch(value.strip())
+    if match is None and _PORT_RANGE_RE.search(value):  # Docker's "8000-8010:8000-8010"
+        raise ValueError(f"port ranges are not supported, got {quoted(value)}: publish each port on its own")
     if match is None:
         raise ValueError(f"expected {PORT_FORMS} or a mapping, got {quoted(value)}")
     fields = {key: text for key, text in match.groupdict().items() if text is not None}
