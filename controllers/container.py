@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import groupby
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import TypeVar
 
 from controllers.base import Desired, Diff
 from controllers.change import Action, Change, FieldChange
@@ -32,7 +34,9 @@ RECREATE_FIELDS = ("command", "env", "rootfs", "volumes", "user", "workdir", "ho
 """Fields a process is started with: changing any of them needs a new process."""
 CONTAINERS_DIR = "containers"  # DO NOT RENAME: <state-dir>/containers/<stack>/<container>/
 LOG_MAX_BYTES = 8 * 1024 * 1024
-START_WORKERS = 8
+WORKERS = 8
+T = TypeVar("T")
+R = TypeVar("R")
 DEFAULT_STOP_GRACE = 10.0
 
 
@@ -172,6 +176,26 @@ def _record(want: DesiredContainer, handle: runtime.ProcessHandle, restarts: int
                            {**want.spec, "stop_grace": want.container.stop_grace}, restarts, time.time())
 
 
+def _group_of(change: Change) -> tuple[str, int]:
+    if change.action in (Action.CREATE, Action.RECREATE):
+        assert isinstance(change.desired, DesiredContainer)
+        return "start", change.desired.level
+    return str(change.action), 0
+
+
+def _groups(changes: Sequence[Change]) -> Iterator[list[Change]]:
+    """Runs of consecutive changes that can be carried out together (the plan's order kept)."""
+    for _, run in groupby(changes, key=_group_of):
+        yield list(run)
+
+
+def _in_parallel(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=min(WORKERS, len(items))) as pool:
+        return list(pool.map(work, items))
+
+
 def _grace(found: ObservedContainer) -> float:
     """The stop grace the container was started with (the spec may no longer name it)."""
     grace = found.record.spec.get("stop_grace") if found.record else None
@@ -230,41 +254,35 @@ class ContainerController:
         return diff_containers(desired, observed)
 
     def apply(self, changes: Sequence[Change]) -> None:
+        """Starts of one dependency level run in parallel, as do consecutive removals; each
+        group's records are written in one store transaction."""
         errors: list[ApplyError] = []
-        pending: list[Change] = []
-        for change in changes:
-            if change.action in (Action.CREATE, Action.RECREATE):
-                if pending and change.desired.level != pending[-1].desired.level:  # type: ignore[union-attr]
-                    errors += self._start_level(pending)
-                    pending = []
-                pending.append(change)
-                continue
-            errors += self._start_level(pending)
-            pending = []
-            try:
-                self._apply_one(change)
-            except Exception as exc:  # noqa: BLE001 - reported together, the batch goes on
-                errors.append(ApplyError(f"{change.action} {change.kind} {change.key}: {exc}"))
-        errors += self._start_level(pending)
+        for group in _groups(changes):
+            if group[0].action is Action.DELETE:
+                errors += self._remove(group)
+            elif group[0].action in (Action.CREATE, Action.RECREATE):
+                errors += self._start_level(group)
+            else:
+                errors += self._update(group)
         for stack, key in (c.key.split("/") for c in changes if c.action is not Action.DELETE):
             runtime.cap_log(str(Paths.of(self._state_dir, stack, key).log), LOG_MAX_BYTES)
         if errors:
             raise ApplyErrors(errors)
 
     def _start_level(self, changes: Sequence[Change]) -> list[ApplyError]:
-        """Start independent containers in parallel (spawning is mostly waiting on the kernel);
-        their records are written here, in the store's own thread."""
-        if not changes:
-            return []
-        with ThreadPoolExecutor(max_workers=min(START_WORKERS, len(changes))) as pool:
-            outcomes = list(pool.map(self._try_start, changes))
-        errors: list[ApplyError] = []
-        for outcome in outcomes:
-            if isinstance(outcome, ApplyError):
-                errors.append(outcome)
-            else:
-                self._store.record_container(outcome)
-        return errors
+        """Start independent containers in parallel (spawning is mostly waiting on the kernel)."""
+        outcomes = _in_parallel(self._try_start, changes)
+        self._store.record_containers([o for o in outcomes if isinstance(o, ContainerRecord)])
+        return [o for o in outcomes if isinstance(o, ApplyError)]
+
+    def _remove(self, changes: Sequence[Change]) -> list[ApplyError]:
+        """Stop in parallel: each may wait out its grace period."""
+        found = [c.observed for c in changes if isinstance(c.observed, ObservedContainer)]
+        _in_parallel(lambda f: runtime.stop(f.handle, _grace(f)) if f.handle else None, found)
+        self._store.forget_containers([(f.stack, f.container) for f in found])
+        for f in found:
+            shutil.rmtree(Paths.of(self._state_dir, f.stack, f.container).root, ignore_errors=True)
+        return []
 
     def _try_start(self, change: Change) -> ContainerRecord | ApplyError:
         try:
@@ -294,15 +312,22 @@ class ContainerController:
         restarts = found.record.restarts + 1 if found and found.record and change.action is Action.CREATE else 0
         return _record(want, handle, restarts)
 
-    def _apply_one(self, change: Change) -> None:
+    def _update(self, changes: Sequence[Change]) -> list[ApplyError]:
+        errors: list[ApplyError] = []
+        adopted: list[ContainerRecord] = []
+        for change in changes:
+            try:
+                adopted += self._update_one(change)
+            except Exception as exc:  # noqa: BLE001 - reported together, the batch goes on
+                errors.append(ApplyError(f"{change.action} {change.kind} {change.key}: {exc}"))
+        self._store.record_containers(adopted)
+        return errors
+
+    def _update_one(self, change: Change) -> list[ContainerRecord]:
+        """Rewrite hosts/resolv in place; returns the record of a running container the store
+        had lost (adopted as it is, never restarted)."""
         found = change.observed
         assert isinstance(found, ObservedContainer)
-        if change.action is Action.DELETE:
-            if found.handle is not None:
-                runtime.stop(found.handle, _grace(found))
-            self._store.forget_container(found.stack, found.container)
-            shutil.rmtree(Paths.of(self._state_dir, found.stack, found.container).root, ignore_errors=True)
-            return
         want = change.desired
         assert isinstance(want, DesiredContainer) and found.handle is not None
         # Through the container's own view: the bind mount's inode survives even when the
@@ -310,5 +335,4 @@ class ContainerController:
         inside = Path(f"/proc/{found.handle.pid}/root/etc")
         for name, text in (("hosts", want.hosts), ("resolv.conf", want.resolv)):
             _write_in_place(inside / name, text)
-        if found.record is None:
-            self._store.record_container(_record(want, found.handle, 0))
+        return [] if found.record is not None else [_record(want, found.handle, 0)]

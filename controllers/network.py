@@ -14,7 +14,8 @@ from controllers.base import Desired, Diff
 from controllers.change import Action, Change, FieldChange
 from controllers.errors import ApplyError, ApplyErrors
 from kernel import sysctl
-from kernel.netlink import Link, LinkDump, Netlink
+from kernel.netlink import Netlink
+from kernel.rtnl_dump import Link, LinkDump
 from specs import names
 from specs.errors import Issue
 from specs.model import Network

@@ -18,7 +18,8 @@ from controllers.base import Desired, Diff
 from controllers.change import Action, Change, FieldChange
 from controllers.errors import ApplyError, ApplyErrors
 from kernel import netns
-from kernel.netlink import Link, LinkDump, Netlink
+from kernel.netlink import Netlink
+from kernel.rtnl_dump import Link, LinkDump
 from specs import names
 from specs.model import Stack
 
@@ -232,15 +233,13 @@ class SandboxController:
             owner = names.parse_alias(link.alias)
             if owner is not None and owner.kind == "endpoint":
                 host_ends[owner.key] = link
+        ours = {name: parsed for name in netns.list_names() if (parsed := names.parse_netns_name(name))}
         sandboxes: dict[str, ObservedSandbox] = {}
-        for name in netns.list_names():
-            parsed = names.parse_netns_name(name)
-            if parsed is None:
-                continue
-            stack, container = parsed
-            with netns.netlink_in(name) as inner:
+        for name, inner in netns.dump_all(list(ours)).items():
+            if inner is not None:  # a namespace file without its namespace is recreated
+                stack, container = ours[name]
                 sandboxes[f"{stack}/{container}"] = observe_sandbox(
-                    stack, container, name, inner.dump(), host_ends, by_index)
+                    stack, container, name, inner, host_ends, by_index)
         claimed = {ep.owner.key for s in sandboxes.values() for ep in s.endpoints.values()}
         bridges = {l.name: l.index for l in dump.links if l.kind == "bridge"}
         return SandboxObservation(sandboxes,
@@ -314,30 +313,28 @@ class SandboxController:
                 with netns.open_fd(ns_name) as ns_fd:
                     host_index = self._host.create_veth(want.host_name, want.ifname, ns_fd,
                                                         want.mtu, names.LINK_GROUP)
-                self._host.set_link(host_index, alias=alias)
-                inner_index = inner.dump().by_name()[want.ifname].index
-                inner.set_link(inner_index, alias=alias)
+                inner_index = inner.index_of(want.ifname)
                 current = replace(want, bridge=None, hairpin=False, host_up=False, addresses=(), up=False)
             assert host_index is not None and inner_index is not None
-            self._converge(inner, host_index, inner_index, current, want, bridges)
+            self._converge(inner, host_index, inner_index, current, want, bridges,
+                           alias if change.action is not Action.UPDATE else None)
 
-    def _converge(self, inner: Netlink, host_index: int, inner_index: int,
-                  current: EndpointState, want: EndpointState, bridges: Mapping[str, int]) -> None:
-        if current.bridge != want.bridge and want.bridge is not None:
-            if want.bridge not in bridges:
-                raise ApplyError(f"bridge {want.bridge} does not exist")
-            self._host.set_link(host_index, master=bridges[want.bridge])
-        if current.host_mtu != want.host_mtu:
-            self._host.set_link(host_index, mtu=want.host_mtu)
+    def _converge(self, inner: Netlink, host_index: int, inner_index: int, current: EndpointState,
+                  want: EndpointState, bridges: Mapping[str, int], alias: str | None) -> None:
+        """One request per end for the link attributes (alias only on a new pair), then the
+        hairpin (the port must be enslaved first) and the addresses."""
+        if current.bridge != want.bridge and want.bridge is not None and want.bridge not in bridges:
+            raise ApplyError(f"bridge {want.bridge} does not exist")
+        self._host.set_link(
+            host_index, alias=alias,
+            master=bridges[want.bridge] if current.bridge != want.bridge and want.bridge is not None else None,
+            mtu=want.host_mtu if current.host_mtu != want.host_mtu else None,
+            up=want.host_up if current.host_up != want.host_up else None)
         if current.hairpin != want.hairpin or current.bridge != want.bridge:
             self._host.set_hairpin(host_index, want.hairpin)
-        if current.host_up != want.host_up:
-            self._host.set_link(host_index, up=want.host_up)
-        if current.mtu != want.mtu:
-            inner.set_link(inner_index, mtu=want.mtu)
+        inner.set_link(inner_index, alias=alias, mtu=want.mtu if current.mtu != want.mtu else None,
+                       up=want.up if current.up != want.up else None)
         for address in set(current.addresses) - set(want.addresses):
             inner.delete_address(inner_index, address)
         for address in set(want.addresses) - set(current.addresses):
             inner.add_address(inner_index, address)
-        if current.up != want.up:
-            inner.set_link(inner_index, up=want.up)

@@ -1,80 +1,43 @@
-"""Links, addresses and routes of one network namespace, over netlink (pyroute2).
+"""Links, addresses and routes of one network namespace, over rtnetlink.
 
-Raw pyroute2 messages never leave this module: callers get our own frozen records. Reads are
-one dump each per pass (links, addresses, routes); a dump interrupted by a concurrent change
-(common while namespaces are being deleted) is retried.
+Callers get our own frozen records (kernel/rtnl_dump.py) and typed calls; netlink messages
+never leave the kernel adapters. Reads are one dump each per pass (links, addresses, routes);
+a dump interrupted by a concurrent change (common while namespaces are being deleted) and
+EBUSY/EAGAIN are retried. Each change is one request acknowledged by the kernel.
 """
 
 from __future__ import annotations
 
 import errno
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from ipaddress import IPv4Interface, IPv4Network
-from typing import TYPE_CHECKING
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-if TYPE_CHECKING:
-    from pyroute2 import IPRoute
+from kernel import rtnl_dump
+from kernel import rtnl_wire as wire
+from kernel.rtnl_dump import (IFF_UP, IFLA_GROUP, IFLA_IFALIAS, IFLA_IFNAME, IFLA_INFO_KIND,
+                              IFLA_LINKINFO, IFLA_MASTER, IFLA_MTU, RT_TABLE_MAIN, RTA_DST, RTA_GATEWAY,
+                              RTA_OIF, RTM_GETLINK, LinkDump)
 
-IFF_UP = 0x1
-AF_INET = 2
-RT_TABLE_MAIN = 254
-
-
-@dataclass(frozen=True)
-class Link:
-    index: int
-    name: str
-    kind: str | None  # "bridge", "veth", ... None for links without IFLA_INFO_KIND (lo, eth0)
-    alias: str | None
-    mtu: int
-    up: bool  # the administrative IFF_UP flag, not operstate: a bridge with no port is up but NO-CARRIER
-    master: int | None
-    group: int
-    hairpin: bool | None = None  # bridge ports only: may frames go back out the port they came in
-
-
-@dataclass(frozen=True)
-class Address:
-    index: int
-    interface: IPv4Interface
-
-
-@dataclass(frozen=True)
-class Route:
-    """A route of the main table (the connected routes of addresses included)."""
-
-    dst: IPv4Network
-    index: int | None
-    gateway: str | None
-
-
-@dataclass(frozen=True)
-class LinkDump:
-    links: tuple[Link, ...]
-    addresses: tuple[Address, ...]
-    routes: tuple[Route, ...]
-
-    def addresses_of(self, index: int) -> tuple[IPv4Interface, ...]:
-        return tuple(a.interface for a in self.addresses if a.index == index)
-
-    def by_name(self) -> dict[str, Link]:
-        return {link.name: link for link in self.links}
-
-    def by_index(self) -> dict[int, Link]:
-        return {link.index: link for link in self.links}
+AF_UNSPEC, AF_INET, AF_BRIDGE = 0, 2, 7
+RTM_NEWLINK, RTM_DELLINK, RTM_SETLINK = 16, 17, 19
+RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE = 20, 21, 24, 25
+IFLA_PROTINFO, IFLA_NET_NS_FD = 12, 28
+IFLA_INFO_DATA, VETH_INFO_PEER = 2, 1
+IFLA_BRPORT_MODE = 4
+IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
+RTPROT_BOOT, RT_SCOPE_UNIVERSE, RT_SCOPE_NOWHERE, RTN_UNICAST = 3, 0, 255, 1
+_CREATE = wire.NLM_F_CREATE | wire.NLM_F_EXCL
 
 
 def _transient(exc: BaseException) -> bool:
     """Interrupted dumps and EBUSY/EAGAIN are races with other actors; worth another try."""
-    from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
-
-    if isinstance(exc, NetlinkDumpInterrupted):
+    if isinstance(exc, wire.DumpInterrupted):
         return True
-    return isinstance(exc, NetlinkError) and exc.code in (errno.EBUSY, errno.EAGAIN, errno.EINTR)
+    return isinstance(exc, wire.NetlinkError) and exc.errno in (errno.EBUSY, errno.EAGAIN, errno.EINTR)
 
 
 _retry_transient = retry(
@@ -85,41 +48,43 @@ _retry_transient = retry(
 )
 
 
-def _link_record(msg: object) -> Link:
-    get = msg.get  # type: ignore[attr-defined]
-    mode = get(("linkinfo", "slave_data", "mode")) if get(("linkinfo", "slave_kind")) == "bridge" else None
-    return Link(
-        index=msg["index"],  # type: ignore[index]
-        name=get("ifname"),
-        kind=get(("linkinfo", "kind")),
-        alias=get("ifalias"),
-        mtu=get("mtu"),
-        up=bool(msg["flags"] & IFF_UP),  # type: ignore[index]
-        master=get("master"),
-        group=get("group") or 0,
-        hairpin=None if mode is None else bool(mode),
-    )
+def _ifinfo(index: int = 0, *, family: int = AF_UNSPEC, flags: int = 0, change: int = 0) -> bytes:
+    return wire.IFINFO.pack(family, 0, index, flags, change)
+
+
+def _interface_attrs(name: str, mtu: int, group: int) -> bytes:
+    return wire.attr_str(IFLA_IFNAME, name) + wire.attr_u32(IFLA_MTU, mtu) + wire.attr_u32(IFLA_GROUP, group)
+
+
+@contextmanager
+def _ignoring(*codes: int) -> Iterator[None]:
+    """Treat these refusals as success: the change asked for is already true."""
+    try:
+        yield
+    except wire.NetlinkError as exc:
+        if exc.errno not in codes:
+            raise
 
 
 class Netlink:
-    """One netlink socket on the caller's current network namespace."""
+    """One rtnetlink socket on the namespace it was created in."""
 
-    def __init__(self, ipr: IPRoute):
-        self._ipr = ipr
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _request(self, kind: int, flags: int, body: bytes) -> None:
+        wire.request(self._sock, kind, flags, body)
+
+    def index_of(self, name: str) -> int:
+        answers = wire.get(self._sock, RTM_GETLINK, _ifinfo() + wire.attr_str(IFLA_IFNAME, name))
+        return rtnl_dump.parse_link(answers[0]).index
 
     @_retry_transient
     def dump(self) -> LinkDump:
-        links = tuple(_link_record(m) for m in self._ipr.get_links())
-        addresses = tuple(
-            Address(index=m["index"], interface=IPv4Interface(f"{m.get('address')}/{m['prefixlen']}"))
-            for m in self._ipr.get_addr(family=AF_INET)
-        )
-        routes = tuple(
-            Route(dst=IPv4Network(f"{m.get('dst') or '0.0.0.0'}/{m['dst_len']}"),
-                  index=m.get("oif"), gateway=m.get("gateway"))
-            for m in self._ipr.get_routes(family=AF_INET, table=RT_TABLE_MAIN)
-        )
-        return LinkDump(links=links, addresses=addresses, routes=routes)
+        return rtnl_dump.dump(self._sock)
 
     @_retry_transient
     def create_bridge(self, name: str, mtu: int, alias: str, group: int) -> int:
@@ -127,9 +92,10 @@ class Netlink:
         IFLA_IFALIAS on creation, so the alias is set right after; the link group is set
         atomically with the creation, so a crash in between leaves a bridge that is still
         recognisably ours (group set, no alias) rather than a foreign-looking one."""
-        self._ipr.link("add", ifname=name, kind="bridge", mtu=mtu, group=group)
-        index = self._ipr.link_lookup(ifname=name)[0]
-        self._ipr.link("set", index=index, ifalias=alias)
+        linkinfo = wire.nested(IFLA_LINKINFO, wire.attr_str(IFLA_INFO_KIND, "bridge"))
+        self._request(RTM_NEWLINK, _CREATE, _ifinfo() + _interface_attrs(name, mtu, group) + linkinfo)
+        index = self.index_of(name)
+        self.set_link(index, alias=alias)
         return index
 
     @_retry_transient
@@ -137,88 +103,79 @@ class Netlink:
         """A veth pair whose peer is born inside another namespace (never visible on the host
         under its container name, so two containers' eth0 never clash); returns the host end's
         index. Both ends get our link group atomically; aliases are set by the caller."""
-        self._ipr.link("add", ifname=name, kind="veth", mtu=mtu, group=group,
-                       peer={"ifname": peer, "net_ns_fd": peer_netns_fd, "mtu": mtu, "group": group})
-        return self._ipr.link_lookup(ifname=name)[0]
+        peer_info = _ifinfo() + _interface_attrs(peer, mtu, group) + wire.attr_u32(IFLA_NET_NS_FD, peer_netns_fd)
+        linkinfo = wire.nested(IFLA_LINKINFO, wire.attr_str(IFLA_INFO_KIND, "veth"),
+                               wire.nested(IFLA_INFO_DATA, wire.attr(VETH_INFO_PEER, peer_info)))
+        self._request(RTM_NEWLINK, _CREATE, _ifinfo() + _interface_attrs(name, mtu, group) + linkinfo)
+        return self.index_of(name)
 
     @_retry_transient
     def set_link(self, index: int, *, mtu: int | None = None, up: bool | None = None,
                  alias: str | None = None, master: int | None = None) -> None:
-        changes: dict[str, object] = {}
-        if mtu is not None:
-            changes["mtu"] = mtu
-        if alias is not None:
-            changes["ifalias"] = alias
-        if master is not None:
-            changes["master"] = master
-        if up is not None:
-            changes["state"] = "up" if up else "down"
-        if changes:
-            self._ipr.link("set", index=index, **changes)
+        attrs = b"".join((
+            wire.attr_u32(IFLA_MTU, mtu) if mtu is not None else b"",
+            wire.attr_str(IFLA_IFALIAS, alias) if alias is not None else b"",
+            wire.attr_u32(IFLA_MASTER, master) if master is not None else b"",
+        ))
+        change = IFF_UP if up is not None else 0
+        if attrs or change:
+            self._request(RTM_NEWLINK, 0, _ifinfo(index, flags=IFF_UP if up else 0, change=change) + attrs)
 
     @_retry_transient
     def set_hairpin(self, index: int, on: bool) -> None:
-        """Hairpin on a bridge port lets a container reach itself through a published port."""
-        self._ipr.brport("set", index=index, mode=int(on))
+        """Hairpin on a bridge port lets a container reach itself through a published port.
+        IFLA_PROTINFO must be flagged nested, or the bridge reads it as the old one-byte state."""
+        protinfo = wire.nested(IFLA_PROTINFO, wire.attr(IFLA_BRPORT_MODE, bytes([int(on)])))
+        self._request(RTM_SETLINK, 0, _ifinfo(index, family=AF_BRIDGE) + protinfo)
 
     @_retry_transient
     def replace_default_route(self, gateway: str, index: int) -> None:
-        self._ipr.route("replace", dst="0.0.0.0/0", gateway=gateway, oif=index)
+        body = wire.RTMSG.pack(AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
+        body += wire.attr(RTA_GATEWAY, IPv4Address(gateway).packed) + wire.attr_u32(RTA_OIF, index)
+        self._request(RTM_NEWROUTE, wire.NLM_F_CREATE | wire.NLM_F_REPLACE, body)
 
     @_retry_transient
     def delete_route(self, dst: IPv4Network, index: int | None) -> None:
-        from pyroute2.netlink.exceptions import NetlinkError
-
-        try:
-            self._ipr.route("del", dst=str(dst), **({"oif": index} if index else {}))
-        except NetlinkError as exc:
-            if exc.code != errno.ESRCH:
-                raise
+        """Delete a main-table route; one already gone counts as deleted."""
+        body = wire.RTMSG.pack(AF_INET, dst.prefixlen, 0, 0, RT_TABLE_MAIN, 0, RT_SCOPE_NOWHERE, 0, 0)
+        if dst.prefixlen:
+            body += wire.attr(RTA_DST, dst.network_address.packed)
+        if index:
+            body += wire.attr_u32(RTA_OIF, index)
+        with _ignoring(errno.ESRCH):
+            self._request(RTM_DELROUTE, 0, body)
 
     @_retry_transient
     def delete_link(self, index: int) -> None:
         """Delete a link; one that is already gone counts as deleted."""
-        from pyroute2.netlink.exceptions import NetlinkError
-
-        try:
-            self._ipr.link("del", index=index)
-        except NetlinkError as exc:
-            if exc.code != errno.ENODEV:
-                raise
+        with _ignoring(errno.ENODEV):
+            self._request(RTM_DELLINK, 0, _ifinfo(index))
 
     @_retry_transient
     def add_address(self, index: int, interface: IPv4Interface) -> None:
         """Add an address; one already present counts as added."""
-        from pyroute2.netlink.exceptions import NetlinkError
-
-        try:
-            self._ipr.addr("add", index=index, address=str(interface.ip),
-                           prefixlen=interface.network.prefixlen,
-                           broadcast=str(interface.network.broadcast_address))
-        except NetlinkError as exc:
-            if exc.code != errno.EEXIST:
-                raise
+        body = self._address_body(index, interface)
+        body += wire.attr(IFA_BROADCAST, interface.network.broadcast_address.packed)
+        with _ignoring(errno.EEXIST):
+            self._request(RTM_NEWADDR, _CREATE, body)
 
     @_retry_transient
     def delete_address(self, index: int, interface: IPv4Interface) -> None:
-        from pyroute2.netlink.exceptions import NetlinkError
+        with _ignoring(errno.EADDRNOTAVAIL, errno.ENODEV):
+            self._request(RTM_DELADDR, 0, self._address_body(index, interface))
 
-        try:
-            self._ipr.addr("del", index=index, address=str(interface.ip),
-                           prefixlen=interface.network.prefixlen)
-        except NetlinkError as exc:
-            if exc.code not in (errno.EADDRNOTAVAIL, errno.ENODEV):
-                raise
+    @staticmethod
+    def _address_body(index: int, interface: IPv4Interface) -> bytes:
+        packed = interface.ip.packed
+        return (wire.IFADDR.pack(AF_INET, interface.network.prefixlen, 0, 0, index)
+                + wire.attr(IFA_LOCAL, packed) + wire.attr(IFA_ADDRESS, packed))
 
 
 @contextmanager
 def host_netlink() -> Iterator[Netlink]:
-    """A socket on the caller's own namespace. pyroute2 is imported here, not at module load:
-    importing it costs ~0.1-0.3 s, which `validate` and `schema` should not pay."""
-    from pyroute2 import IPRoute
-
-    ipr = IPRoute()
+    """A socket on the caller's own namespace."""
+    netlink = Netlink(wire.new_socket())
     try:
-        yield Netlink(ipr)
+        yield netlink
     finally:
-        ipr.close()
+        netlink.close()

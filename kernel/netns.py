@@ -3,7 +3,7 @@ works for users), and netlink sockets inside them.
 
 A socket inside a namespace is created in a short-lived thread that setns()es first: the
 socket stays in the namespace it was created in, and the main thread keeps its own. This
-costs ~2 ms against ~17 ms for pyroute2's `IPRoute(netns=...)`, which forks a helper.
+costs well under 1 ms against ~17 ms for pyroute2's `IPRoute(netns=...)`, which forks a helper.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from kernel import rtnl_wire
 from kernel.netlink import Netlink
+from kernel.rtnl_dump import LinkDump
 
 NETNS_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
-NETLINK_ROUTE = 0
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -49,12 +50,23 @@ def _ip_batch(commands: Sequence[str]) -> str:
     return proc.stderr
 
 
+def is_namespace(name: str) -> bool:
+    """Whether the file holds a namespace: `ip netns add` creates the file, then bind-mounts the
+    namespace on it; a crash in between leaves a plain file on the tmpfs."""
+    try:
+        return os.stat(NETNS_DIR / name).st_dev != os.stat(NETNS_DIR).st_dev
+    except FileNotFoundError:
+        return False
+
+
 def add(names: Sequence[str]) -> None:
-    """Create namespaces (with `lo` up); one that already exists counts as created."""
+    """Create namespaces (with `lo` up); one that already exists counts as created, a file left
+    without its namespace is replaced."""
     if not names:
         return
-    errors = _ip_batch([f"netns add {n}" for n in names])
-    missing = [n for n in names if not (NETNS_DIR / n).exists()]
+    stale = [f"netns del {n}" for n in names if (NETNS_DIR / n).exists() and not is_namespace(n)]
+    errors = _ip_batch(stale + [f"netns add {n}" for n in names])
+    missing = [n for n in names if not is_namespace(n)]
     if missing:
         raise NetnsError(f"could not create network namespace(s) {', '.join(missing)}: {errors.strip()}")
 
@@ -69,42 +81,62 @@ def delete(names: Sequence[str]) -> None:
         raise NetnsError(f"could not delete network namespace(s) {', '.join(left)}: {errors.strip()}")
 
 
-def _socket_in(path: str) -> socket.socket:
-    result: dict[str, object] = {}
+def _setns(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def _sockets_in(paths: Sequence[str]) -> list[socket.socket | OSError]:
+    """A netlink socket in each namespace, made by one worker thread that setns()es into each in
+    turn (a thread per namespace costs ~0.7 ms; this ~0.05 ms). A path that cannot be entered
+    (gone, or a file left without its namespace by a crash) gives its error instead."""
+    results: list[socket.socket | OSError] = []
 
     def enter_and_open() -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        for path in paths:
             try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns({path}): {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            result["sock"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
-        except OSError as exc:
-            result["error"] = exc
+                _setns(path)
+                results.append(rtnl_wire.new_socket())
+            except OSError as exc:
+                results.append(exc)
 
     worker = threading.Thread(target=enter_and_open)
     worker.start()
     worker.join()
-    if "error" in result:
-        raise NetnsError(str(result["error"]))
-    sock = result["sock"]
-    assert isinstance(sock, socket.socket)
-    return sock
+    return results
+
+
+def dump_all(names: Sequence[str]) -> dict[str, LinkDump | None]:
+    """One dump of each named namespace; None for one that cannot be entered."""
+    dumps: dict[str, LinkDump | None] = {}
+    for name, sock in zip(names, _sockets_in([path_of(n) for n in names])):
+        if isinstance(sock, OSError):
+            dumps[name] = None
+            continue
+        netlink = Netlink(sock)
+        try:
+            dumps[name] = netlink.dump()
+        finally:
+            netlink.close()
+    return dumps
 
 
 @contextmanager
 def netlink_in(name: str) -> Iterator[Netlink]:
     """A netlink socket inside the named namespace."""
-    from pyroute2 import IPRoute
-
-    ipr = IPRoute(use_socket=_socket_in(path_of(name)))
+    sock = _sockets_in([path_of(name)])[0]
+    if isinstance(sock, OSError):
+        raise NetnsError(str(sock))
+    netlink = Netlink(sock)
     try:
-        yield Netlink(ipr)
+        yield netlink
     finally:
-        ipr.close()
+        netlink.close()
 
 
 @contextmanager

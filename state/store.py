@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -151,13 +151,14 @@ class Store:
         return {(r[0], r[1]): ContainerRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6])
                 for r in rows}
 
-    def record_container(self, record: ContainerRecord) -> None:
+    def record_containers(self, records: Sequence[ContainerRecord]) -> None:
+        """One transaction for a batch: each commit costs fsyncs, ~2 ms apiece."""
         with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO containers (stack, container, pid, start_time, spec_json, "
-                       "restarts, started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (record.stack, record.container, record.pid, record.start_time,
-                        json.dumps(record.spec), record.restarts, record.started_at))
+            db.executemany("INSERT OR REPLACE INTO containers (stack, container, pid, start_time, spec_json, "
+                           "restarts, started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           [(r.stack, r.container, r.pid, r.start_time, json.dumps(r.spec), r.restarts,
+                             r.started_at) for r in records])
 
-    def forget_container(self, stack: str, container: str) -> None:
+    def forget_containers(self, keys: Sequence[tuple[str, str]]) -> None:
         with self.transaction() as db:
-            db.execute("DELETE FROM containers WHERE stack = ? AND container = ?", (stack, container))
+            db.executemany("DELETE FROM containers WHERE stack = ? AND container = ?", keys)
