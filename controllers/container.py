@@ -142,7 +142,11 @@ def _diff_one(want: DesiredContainer, found: ObservedContainer | None) -> Change
     return None
 
 
-def diff_containers(desired: Desired, observed: ContainerObservation) -> Diff:
+def diff_containers(desired: Desired, observed: ContainerObservation,
+                    started: frozenset[str] = frozenset()) -> Diff:
+    """`started`: containers this session already started. One that exited since is left for
+    `status` and `diff` to show (and for the watch agent's restart policy, with its backoff):
+    restarting it here would spin a crashing program through every pass of the apply."""
     result = Diff()
     wanted: list[DesiredContainer] = []
     for stack in (s for s in desired.stacks.values() if s.name in desired.scope):
@@ -160,7 +164,10 @@ def diff_containers(desired: Desired, observed: ContainerObservation) -> Diff:
                 hosts_file(stack, key, desired.addresses), resolv_file(observed.host_resolv), levels[key]))
     wanted.sort(key=lambda w: w.level)  # dependencies first; the engine reverses for deletions
     for want in wanted:
-        change = _diff_one(want, observed.containers.get(f"{want.stack}/{want.key}"))
+        found = observed.containers.get(f"{want.stack}/{want.key}")
+        if f"{want.stack}/{want.key}" in started and found is not None and found.handle is None:
+            continue
+        change = _diff_one(want, found)
         if change is not None:
             result.changes.append(change)
     wanted_keys = {f"{w.stack}/{w.key}" for w in wanted}
@@ -221,10 +228,15 @@ def _write_in_place(path: Path, text: str) -> None:
 class ContainerController:
     kinds = (KIND_CONTAINER,)
 
-    def __init__(self, store: Store, state_dir: Path, host_resolv: Path = Path("/etc/resolv.conf")):
+    def __init__(self, store: Store, state_dir: Path, cgroup_procs: Callable[[str, str], list[str]],
+                 host_resolv: Path = Path("/etc/resolv.conf")):
+        """`cgroup_procs(stack, container)`: the cgroup.procs files the init joins before it
+        execs the program, so no instruction runs unlimited."""
         self._store = store
         self._state_dir = state_dir
+        self._cgroup_procs = cgroup_procs
         self._host_resolv = host_resolv
+        self._started: set[str] = set()  # this session's starts (see diff_containers)
 
     def observe(self) -> ContainerObservation:
         records = self._store.containers()
@@ -251,7 +263,7 @@ class ContainerController:
         return ContainerObservation(containers, _read(self._host_resolv) or "")
 
     def diff(self, desired: Desired, observed: ContainerObservation) -> Diff:
-        return diff_containers(desired, observed)
+        return diff_containers(desired, observed, frozenset(self._started))
 
     def apply(self, changes: Sequence[Change]) -> None:
         """Starts of one dependency level run in parallel, as do consecutive removals; each
@@ -272,6 +284,7 @@ class ContainerController:
     def _start_level(self, changes: Sequence[Change]) -> list[ApplyError]:
         """Start independent containers in parallel (spawning is mostly waiting on the kernel)."""
         outcomes = _in_parallel(self._try_start, changes)
+        self._started.update(f"{o.stack}/{o.container}" for o in outcomes if isinstance(o, ContainerRecord))
         self._store.record_containers([o for o in outcomes if isinstance(o, ContainerRecord)])
         return [o for o in outcomes if isinstance(o, ApplyError)]
 
@@ -307,7 +320,8 @@ class ContainerController:
         handle = runtime.start(runtime.ProcessSpec(
             name=change.key, argv=list(c.command), env=dict(c.env), workdir=c.workdir, user=c.user,
             hostname=c.hostname, netns_path=netns.path_of(names.netns_name(want.stack, want.key)),
-            rootfs=str(c.rootfs) if c.rootfs else None, mounts=mounts, cgroup_procs=[],
+            rootfs=str(c.rootfs) if c.rootfs else None, mounts=mounts,
+            cgroup_procs=self._cgroup_procs(want.stack, want.key),
             log_path=str(paths.log)))
         restarts = found.record.restarts + 1 if found and found.record and change.action is Action.CREATE else 0
         return _record(want, handle, restarts)

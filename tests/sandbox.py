@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -138,4 +139,30 @@ class Sandbox:
             except ProcessLookupError:
                 pass
         self._holder.send_signal(signal.SIGKILL)
+        self._remove_cgroups()
+
+    def cgroup_dirs(self) -> list[Path]:
+        """The per-run cgroup parent in every hierarchy where it exists."""
+        return [p for p in Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}") if p.is_dir()] + \
+            [p for p in [Path("/sys/fs/cgroup") / self.cgroup_parent] if p.is_dir()]
+
+    def _remove_cgroups(self) -> None:
+        """Kill what is left in the per-run parent, then rmdir it bottom-up (cgroupfs keeps a
+        cgroup busy for a moment after its last process died: retried)."""
+        for top in self.cgroup_dirs():
+            for directory, _, _ in os.walk(top, topdown=False):
+                for pid in Path(directory, "cgroup.procs").read_text().split():
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            for directory, _, _ in os.walk(top, topdown=False):
+                for _ in range(200):
+                    try:
+                        os.rmdir(directory)
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        time.sleep(0.01)
         self._holder.wait()

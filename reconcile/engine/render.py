@@ -87,6 +87,29 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
             for row in [headers, *rows]]
 
 
+def _bytes(value: object) -> str:
+    if not isinstance(value, int):
+        return "-"
+    for unit in ("B", "Ki", "Mi", "Gi"):
+        if value < 1024 or unit == "Gi":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024  # type: ignore[assignment]
+    return "-"
+
+
+def _usage_cells(resources: object) -> list[str]:
+    """Memory use (peak) / limit, CPU seconds (throttled seconds), pids / limit, OOM kills."""
+    if not isinstance(resources, dict):
+        return ["-", "-", "-", "-"]
+    limits, usage = resources["limits"] or {}, resources["usage"] or {}
+    cpu, throttled = usage.get("cpu_usec"), usage.get("throttled_usec")
+    return [f"{_bytes(usage.get('memory_bytes'))} ({_bytes(usage.get('memory_peak_bytes'))}) / "
+            f"{_bytes(limits['memory']) if limits.get('memory') else 'none'}",
+            "-" if cpu is None else f"{cpu / 1e6:.2f} ({(throttled or 0) / 1e6:.2f})",
+            f"{usage.get('pids', '-')} / {limits.get('pids') or 'none'}",
+            str(usage.get("oom_kills", "-"))]
+
+
 def format_status(document: dict[str, object]) -> str:
     stacks = document["stacks"]
     assert isinstance(stacks, list)
@@ -101,9 +124,12 @@ def format_status(document: dict[str, object]) -> str:
         lines += ["  " + line for line in _table(["NETWORK", "BRIDGE", "SUBNET", "GATEWAY", "STATE"], rows)]
         rows = [[c["name"], c["state"] if c["exit_code"] is None else f"exited ({c['exit_code']})",
                  str(c["pid"] or "-"), " ".join(f"{n}={a}" for n, a in c["ips"].items()) or "-",
-                 " ".join(c["ports"]) or "-", str(c["restarts"])] for c in stack["containers"]]
+                 " ".join(c["ports"]) or "-", str(c["restarts"]), *_usage_cells(c["resources"])]
+                for c in stack["containers"]]
         if rows:
-            lines += ["  " + line for line in _table(["CONTAINER", "STATE", "PID", "IPS", "PORTS", "RESTARTS"], rows)]
+            lines += ["  " + line for line in _table(
+                ["CONTAINER", "STATE", "PID", "IPS", "PORTS", "RESTARTS", "MEM (PEAK) / LIMIT", "CPU s (THROTTLED)",
+                 "PIDS", "OOM"], rows)]
         lines += [f"  error: {d}" if isinstance(d, str) else
                   f"  drift: {d['action']} {d['kind']} {d['key']} ({d['reason']})" for d in stack["drift"]]
         lines.append("")

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from controllers.base import Controller, Desired
+from controllers.cgroup import CgroupController
 from controllers.change import Change
 from controllers.container import ContainerController
 from controllers.errors import ApplyError, ApplyErrors
 from controllers.firewall import FirewallController
 from controllers.network import NetworkController
 from controllers.sandbox import SandboxController, SandboxObservation
-from kernel import netfilter
+from kernel import cgroups, netfilter
 from kernel.netlink import host_netlink
 from reconcile.engine.addresses import assign_addresses
 from reconcile.engine.plan import Plan, order
@@ -135,11 +136,13 @@ def open_session(settings: Settings, writable: bool) -> Iterator[Session]:
     store = Store.open(settings.state_dir) if writable else Store.open_readonly(settings.state_dir)
     try:
         with host_netlink() as netlink:
-            # Dependency order: bridges, then sandboxes and their veths, then the processes in
-            # them; rules are written last (route_localnet needs the bridges) and, in a
+            # Dependency order: bridges, then sandboxes and their veths, then the cgroups with
+            # their limits, then the processes in them; rules are written last (route_localnet needs the bridges) and, in a
             # teardown, removed first.
+            cgroup = CgroupController(cgroups.detect(), settings.cgroup_parent)
             yield Session(settings, store, [
-                NetworkController(netlink), SandboxController(netlink),
-                ContainerController(store, settings.state_dir), FirewallController(netfilter.detect())])
+                NetworkController(netlink), SandboxController(netlink), cgroup,
+                ContainerController(store, settings.state_dir, cgroup.procs_files),
+                FirewallController(netfilter.detect())])
     finally:
         store.close()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
+from controllers.cgroup import CgroupController, CgroupObservation
 from controllers.container import ContainerObservation, Paths
 from controllers.network import NetworkObservation
 from controllers.sandbox import SandboxObservation
@@ -53,6 +54,7 @@ def _port(port: PortMapping) -> str:
 def _containers(session: Session, name: str, spec: Stack | None, observed: list[object]) -> list[dict[str, object]]:
     found = next(o for o in observed if isinstance(o, ContainerObservation)).containers
     sandboxes = next(o for o in observed if isinstance(o, SandboxObservation)).sandboxes
+    cgroups = next(o for o in observed if isinstance(o, CgroupObservation))
     keys = list(spec.containers) if spec else []
     keys += sorted(k.split("/", 1)[1] for k in found if k.split("/", 1)[0] == name and k.split("/", 1)[1] not in keys)
     rows: list[dict[str, object]] = []
@@ -71,8 +73,19 @@ def _containers(session: Session, name: str, spec: Stack | None, observed: list[
             "ports": [_port(p) for p in spec.containers[key].ports] if spec and key in spec.containers else [],
             "restarts": live.record.restarts if live and live.record else 0,
             "exit_code": runtime.exit_code(log) if state == "exited" else None,
+            "resources": _resources(session, f"{name}/{key}", cgroups),
         })
     return rows
+
+
+def _resources(session: Session, key: str, cgroups: CgroupObservation) -> dict[str, object] | None:
+    """Limits in force and live usage, from the container's cgroup (None: it has none)."""
+    limits = cgroups.limits.get(key)
+    controller = next(c for c in session.controllers if isinstance(c, CgroupController))
+    usage = controller.usage(key) if key in cgroups.limits else None
+    if limits is None and usage is None:
+        return None
+    return {"limits": asdict(limits) if limits else None, "usage": asdict(usage) if usage else None}
 
 
 def report(session: Session, names: Sequence[str], specs: Mapping[str, StackSpec]) -> dict[str, object]:

@@ -1,0 +1,142 @@
+"""cgroup limits: one cgroup per container at <cgroup-parent>/<stack>/<container>, made (with its
+limits) before the container's process starts, changed in place while it runs.
+
+Ownership is the path itself (specs.names.cgroup_relpath): a fresh process finds every cgroup
+of ours under the parent, so orphans are pruned even when the state store is lost. Observed
+limits are read back in the spec's shape and the desired ones normalised the way the kernel
+stores them (memory in pages, quota in microseconds), so an unchanged spec diffs empty.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+
+from controllers.base import Desired, Diff
+from controllers.change import Action, Change, FieldChange
+from controllers.errors import ApplyError, ApplyErrors
+from kernel.cgroups import CgroupDriver, CgroupError, Limits, Usage
+from specs import names
+from specs.errors import Issue
+from specs.model import Resources, Stack
+
+KIND_CGROUP = "cgroup"
+
+
+@dataclass(frozen=True)
+class CgroupObservation:
+    parent: str
+    limits: Mapping[str, Limits | None]
+    """By "stack/container": every cgroup of ours under the parent (None: incomplete, e.g. present
+    in only some hierarchies after a crash)."""
+
+    def owned_stacks(self) -> set[str]:
+        return {key.split("/", 1)[0] for key in self.limits}
+
+
+def limits_of(resources: Resources) -> Limits:
+    return Limits(memory=resources.memory, cpus=resources.cpus, pids=resources.pids, cpuset=resources.cpuset)
+
+
+def _field_changes(old: Limits | None, new: Limits) -> tuple[FieldChange, ...]:
+    """The limits that differ; for a new cgroup, those that are set."""
+    before = old or Limits()
+    return tuple(FieldChange(f"resources.{f.name}", getattr(before, f.name), getattr(new, f.name))
+                 for f in fields(Limits) if getattr(before, f.name) != getattr(new, f.name))
+
+
+def _wanted(stack: Stack, driver: CgroupDriver, parent: str) -> tuple[dict[str, Limits], list[Issue]]:
+    wanted: dict[str, Limits] = {}
+    issues: list[Issue] = []
+    for key, container in stack.containers.items():
+        limits = limits_of(container.resources)
+        missing = driver.missing(limits)
+        if missing:
+            issues.append(Issue(stack.name, ("containers", key, "resources"),
+                                f"this host cannot enforce it: {driver.unavailable.format(', '.join(missing))}"))
+            continue
+        wanted[f"{stack.name}/{key}"] = driver.normalise(names.cgroup_relpath(parent, stack.name, key), limits)
+    return wanted, issues
+
+
+def diff_cgroups(desired: Desired, observed: CgroupObservation, driver: CgroupDriver) -> Diff:
+    """Pure apart from reading the parent's CPU list (to normalise a cpuset of all of them)."""
+    result = Diff()
+    wanted: dict[str, Limits] = {}
+    for stack in desired.stacks.values():
+        if stack.name in desired.scope:
+            found, issues = _wanted(stack, driver, observed.parent)
+            wanted |= found
+            result.issues += issues
+    for key, limits in wanted.items():
+        if key not in observed.limits or observed.limits[key] is None:
+            result.changes.append(Change(Action.CREATE, KIND_CGROUP, key, _field_changes(None, limits),
+                                         desired=limits))
+        elif observed.limits[key] != limits:
+            result.changes.append(Change(Action.UPDATE, KIND_CGROUP, key,
+                                         _field_changes(observed.limits[key], limits),
+                                         reason="limits are changed in place", desired=limits))
+    for key in observed.limits:
+        if key.split("/", 1)[0] in desired.scope and key not in wanted:
+            result.changes.append(Change(Action.DELETE, KIND_CGROUP, key))
+    return result
+
+
+class CgroupController:
+    kinds = (KIND_CGROUP,)
+
+    def __init__(self, driver: CgroupDriver, parent: str):
+        self._driver = driver
+        self._parent = parent
+
+    def relpath(self, key: str) -> str:
+        stack, container = key.split("/", 1)
+        return names.cgroup_relpath(self._parent, stack, container)
+
+    def observe(self) -> CgroupObservation:
+        return CgroupObservation(self._parent, {
+            f"{stack}/{container}": self._driver.read(names.cgroup_relpath(self._parent, stack, container))
+            for stack, container in sorted(self._driver.owned(self._parent))})
+
+    def diff(self, desired: Desired, observed: CgroupObservation) -> Diff:
+        return diff_cgroups(desired, observed, self._driver)
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        errors: list[ApplyError] = []
+        for change in changes:
+            try:
+                self._apply_one(change)
+            except (CgroupError, OSError) as exc:
+                errors.append(ApplyError(f"{change.action} {change.kind} {change.key}: {exc}"))
+        if errors:
+            raise ApplyErrors(errors)
+
+    def _apply_one(self, change: Change) -> None:
+        relpath = self.relpath(change.key)
+        if change.action is Action.DELETE:
+            # The container was stopped first (deletions run in reverse order); whatever a
+            # crash left inside would keep the cgroup busy for ever.
+            for pid in self._driver.procs(relpath):
+                _kill(pid)
+            self._driver.remove(relpath, self._parent)
+            return
+        assert isinstance(change.desired, Limits)
+        if change.action is Action.CREATE:
+            self._driver.create(relpath)
+        self._driver.write(relpath, change.desired)
+
+    def usage(self, key: str) -> Usage | None:
+        return self._driver.usage(self.relpath(key))
+
+    def procs_files(self, stack: str, container: str) -> list[str]:
+        """The cgroup.procs files a container's init joins before it execs (made if need be)."""
+        return self._driver.create(names.cgroup_relpath(self._parent, stack, container))
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,175 @@
+"""cgroup limits end to end through the CLI, on the real kernel (v1 hierarchies on our machines),
+under the sandbox's per-run cgroup parent, with a foreign canary cgroup left untouched."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.sandbox import Sandbox
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PY = sys.executable  # on the host's filesystem, which is the containers' default root
+
+STACK = """\
+name: lim
+containers:
+  web:
+    command: ["sh", "-c", "cat /proc/self/cgroup; exec sleep 100000"]
+    resources: {{memory: {memory}, cpus: {cpus}, pids: 20}}
+"""
+
+
+def _cgroup(sandbox: Sandbox, controller: str, container: str, stack: str = "lim") -> Path:
+    return CGROUP_ROOT / controller / sandbox.cgroup_parent / stack / container
+
+
+def _status(sandbox: Sandbox) -> dict[str, dict]:
+    document = json.loads(sandbox.reconcile("status", "-o", "json").stdout)
+    return {c["name"]: c for s in document["stacks"] for c in s["containers"]}
+
+
+def _apply(sandbox: Sandbox, path: Path) -> str:
+    result = sandbox.reconcile("apply", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def canary() -> Iterator[Path]:
+    """A foreign cgroup with a limit of its own: it must stay byte-identical."""
+    path = CGROUP_ROOT / "memory" / f"rc-canary-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    (path / "memory.limit_in_bytes").write_text("50331648")
+    yield path
+    path.rmdir()
+
+
+def test_limits_round_trip_in_place_and_drift(sandbox: Sandbox, canary: Path) -> None:
+    stack = sandbox.write("stack.yaml", STACK.format(memory="64Mi", cpus=0.5))
+    _apply(sandbox, stack)
+    memory, cpu, pids = (_cgroup(sandbox, c, "web") for c in ("memory", "cpu", "pids"))
+    assert (memory / "memory.limit_in_bytes").read_text() == "67108864\n"
+    assert (cpu / "cpu.cfs_quota_us").read_text() == "50000\n"
+    assert (cpu / "cpu.cfs_period_us").read_text() == "100000\n"
+    assert (pids / "pids.max").read_text() == "20\n"
+    pid = _status(sandbox)["web"]["pid"]
+    assert str(pid) in (memory / "cgroup.procs").read_text().split()
+    # The program's first instruction already ran inside our cgroup.
+    log = sandbox.reconcile("logs", "web").stdout
+    assert f"memory:/{sandbox.cgroup_parent}/lim/web" in log
+    assert sandbox.reconcile("diff", str(stack)).returncode == 0
+
+    # In place: the plan says so, the process survives.
+    stack.write_text(STACK.format(memory="128Mi", cpus=0.25))
+    plan = sandbox.reconcile("diff", str(stack))
+    assert plan.returncode == 2
+    assert "~ cgroup lim/web (in place: limits are changed in place)" in plan.stdout
+    assert "resources.memory: 67108864 → 134217728" in plan.stdout
+    assert "resources.cpus: 0.5 → 0.25" in plan.stdout
+    _apply(sandbox, stack)
+    assert (memory / "memory.limit_in_bytes").read_text() == "134217728\n"
+    assert (cpu / "cpu.cfs_quota_us").read_text() == "25000\n"
+    status = _status(sandbox)["web"]
+    assert status["pid"] == pid
+    assert status["resources"]["limits"] == {"memory": 134217728, "cpus": 0.25, "pids": 20, "cpuset": None}
+    assert status["resources"]["usage"]["pids"] == 2  # tini and sleep
+
+    # Drift: a value written by hand is shown and put back.
+    (pids / "pids.max").write_text("300")
+    drift = sandbox.reconcile("diff", str(stack))
+    assert drift.returncode == 2 and "resources.pids: 300 → 20" in drift.stdout
+    _apply(sandbox, stack)
+    assert (pids / "pids.max").read_text() == "20\n"
+    assert sandbox.reconcile("diff", str(stack)).returncode == 0
+
+    # Removal: the cgroup goes in every hierarchy; the canary stays as it was.
+    stack.write_text("name: lim\n")
+    _apply(sandbox, stack)
+    assert not any(_cgroup(sandbox, c, "web").exists() for c in ("memory", "cpu", "pids", "cpuset"))
+    assert (canary / "memory.limit_in_bytes").read_text() == "50331648\n"
+
+
+def test_memory_limit_oom_kills_and_status_says_so(sandbox: Sandbox) -> None:
+    stack = sandbox.write("stack.yaml", f"""\
+name: lim
+containers:
+  hog:
+    command: ["{PY}", "-c", "import time; b = bytearray(200 * 1024 * 1024); time.sleep(60)"]
+    restart: "no"
+    resources: {{memory: 48Mi}}
+""")
+    _apply(sandbox, stack)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _status(sandbox)["hog"]["state"] == "running":
+        time.sleep(0.2)
+    status = _status(sandbox)["hog"]
+    assert status["state"] == "exited"
+    assert status["resources"]["usage"]["oom_kills"] >= 1
+    assert status["resources"]["usage"]["memory_peak_bytes"] <= 48 * 1024 * 1024
+
+
+def test_cpu_quota_throttles_a_busy_loop(sandbox: Sandbox) -> None:
+    stack = sandbox.write("stack.yaml", """\
+name: lim
+containers:
+  spin:
+    command: ["sh", "-c", "while :; do :; done"]
+    resources: {cpus: 0.2}
+""")
+    _apply(sandbox, stack)
+    cpuacct = next(p for p in (_cgroup(sandbox, "cpuacct", "spin"), _cgroup(sandbox, "cpu", "spin"))
+                   if (p / "cpuacct.usage").exists())
+    start_usage, start = int((cpuacct / "cpuacct.usage").read_text()), time.monotonic()
+    time.sleep(1.5)
+    share = (int((cpuacct / "cpuacct.usage").read_text()) - start_usage) / 1e9 / (time.monotonic() - start)
+    stat = dict(line.split() for line in (_cgroup(sandbox, "cpu", "spin") / "cpu.stat").read_text().splitlines())
+    assert int(stat["nr_throttled"]) > 0
+    assert 0.05 < share < 0.35  # the kernel's enforcement, loosely: 0.2 of one CPU
+    assert _status(sandbox)["spin"]["resources"]["usage"]["throttled_periods"] > 0
+
+
+def test_pids_limit_stops_a_fork_loop(sandbox: Sandbox) -> None:
+    stack = sandbox.write("stack.yaml", """\
+name: lim
+containers:
+  forks:
+    command: ["sh", "-c", "for i in $(seq 20); do sleep 30 & done; echo done; wait"]
+    resources: {pids: 5}
+""")
+    _apply(sandbox, stack)
+    deadline = time.monotonic() + 10
+    log = ""
+    while time.monotonic() < deadline and "fork" not in log.lower():
+        time.sleep(0.2)
+        log = sandbox.reconcile("logs", "forks").stdout
+    assert "Cannot fork" in log or "Resource temporarily unavailable" in log
+    assert int((_cgroup(sandbox, "pids", "forks") / "pids.current").read_text()) <= 5
+
+
+def test_lowering_memory_below_usage_is_refused_clearly(sandbox: Sandbox) -> None:
+    template = f"""\
+name: lim
+containers:
+  holder:
+    command: ["{PY}", "-c", "import time; b = bytearray(40 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); time.sleep(600)"]
+    resources: {{memory: {{memory}}}}
+"""
+    stack = sandbox.write("stack.yaml", template.replace("{memory}", "128Mi"))
+    _apply(sandbox, stack)
+    time.sleep(1.0)  # let it touch its 40 MiB
+    pid = _status(sandbox)["holder"]["pid"]
+    stack.write_text(template.replace("{memory}", "8Mi"))
+    result = sandbox.reconcile("apply", str(stack))
+    assert result.returncode == 1
+    assert "memory 8388608 is below the current usage" in result.stderr
+    assert "Traceback" not in result.stderr
+    memory = _cgroup(sandbox, "memory", "holder")
+    assert (memory / "memory.limit_in_bytes").read_text() == "134217728\n"
+    assert _status(sandbox)["holder"]["pid"] == pid
