@@ -144,9 +144,10 @@ def _diff_one(want: DesiredContainer, found: ObservedContainer | None) -> Change
 
 def diff_containers(desired: Desired, observed: ContainerObservation,
                     started: frozenset[str] = frozenset()) -> Diff:
-    """`started`: containers this session already started. One that exited since is left for
-    `status` and `diff` to show (and for the watch agent's restart policy, with its backoff):
-    restarting it here would spin a crashing program through every pass of the apply."""
+    """`started`: containers this session already started, with the spec and peers of this run.
+    One that exited since (or is exiting while observed) is left for `status` and `diff` to show,
+    and for the watch agent's restart policy with its backoff: acting on it here would spin a
+    crashing program through every pass of the apply."""
     result = Diff()
     wanted: list[DesiredContainer] = []
     for stack in (s for s in desired.stacks.values() if s.name in desired.scope):
@@ -164,10 +165,9 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
                 hosts_file(stack, key, desired.addresses), resolv_file(observed.host_resolv), levels[key]))
     wanted.sort(key=lambda w: w.level)  # dependencies first; the engine reverses for deletions
     for want in wanted:
-        found = observed.containers.get(f"{want.stack}/{want.key}")
-        if f"{want.stack}/{want.key}" in started and found is not None and found.handle is None:
+        if f"{want.stack}/{want.key}" in started:
             continue
-        change = _diff_one(want, found)
+        change = _diff_one(want, observed.containers.get(f"{want.stack}/{want.key}"))
         if change is not None:
             result.changes.append(change)
     wanted_keys = {f"{w.stack}/{w.key}" for w in wanted}

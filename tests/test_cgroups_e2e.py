@@ -4,6 +4,7 @@ under the sandbox's per-run cgroup parent, with a foreign canary cgroup left unt
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import uuid
@@ -15,7 +16,8 @@ import pytest
 from tests.sandbox import Sandbox
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-PY = sys.executable  # on the host's filesystem, which is the containers' default root
+# The interpreter itself: a venv under /tmp would be hidden by the container's private /tmp.
+PY = os.path.realpath(sys.executable)
 
 STACK = """\
 name: lim
