@@ -7,7 +7,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,9 +28,30 @@ def reexec_in_throwaway_host() -> None:
     raise SystemExit(subprocess.call(argv, env=env))
 
 
-def state_env() -> dict[str, str]:
-    return {**os.environ, "RECONCILE_STATE_DIR": tempfile.mkdtemp(prefix="rc-bench-"),
-            "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
+@dataclass(frozen=True)
+class CliTimes:
+    cold_apply: float
+    noop_apply: float
+    noop_diff: float
+    down: float
+
+
+def time_cli_round(stack_text: str) -> CliTimes:
+    """apply, apply again, diff, down of one stack through the real CLI, with a fresh state dir
+    and a per-run cgroup parent (removed afterwards: cgroupfs is not in the throwaway host)."""
+    path = Path(tempfile.mkdtemp()) / "stack.yaml"
+    path.write_text(stack_text)
+    parent = f"rc-bench-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "RECONCILE_STATE_DIR": tempfile.mkdtemp(prefix="rc-bench-"),
+           "RECONCILE_CGROUP_PARENT": parent, "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
+    try:
+        return CliTimes(cold_apply=timed(reconcile("apply", str(path)), env),
+                        noop_apply=timed(reconcile("apply", str(path)), env),
+                        noop_diff=timed(reconcile("diff", str(path)), env),
+                        down=timed(reconcile("down", str(path)), env))
+    finally:
+        for directory in Path("/sys/fs/cgroup").glob(f"*/{parent}"):
+            directory.rmdir()  # empty after down; a failed run leaves it to be seen
 
 
 def timed(argv: Sequence[str], env: dict[str, str] | None = None, input: str | None = None,

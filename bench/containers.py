@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import print_table, reconcile, reexec_in_throwaway_host, state_env, timed  # noqa: E402
+from bench.common import print_table, reexec_in_throwaway_host, time_cli_round  # noqa: E402
 
 SIZES = tuple(int(n) for n in os.environ.get("BENCH_SIZES", "10,50,200").split(","))
 
@@ -58,15 +57,9 @@ def main() -> None:
     reexec_in_throwaway_host()
     rows = []
     for n in SIZES:
-        path = Path(tempfile.mkdtemp()) / "stack.yaml"
-        path.write_text(stack_text(n))
-        env = state_env()
-        cold = timed(reconcile("apply", str(path)), env)
-        noop_apply = timed(reconcile("apply", str(path)), env)
-        noop_diff = timed(reconcile("diff", str(path)), env)
-        down = timed(reconcile("down", str(path)), env)
+        times = time_cli_round(stack_text(n))
         floor_up, floor_down = floor(n)
-        rows.append([n, cold, noop_apply, noop_diff, down, floor_up, floor_down])
+        rows.append([n, times.cold_apply, times.noop_apply, times.noop_diff, times.down, floor_up, floor_down])
     print_table(["containers", "cold apply s", "no-op apply s", "no-op diff s", "down s",
                  "floor up s", "floor down s"], rows)
 

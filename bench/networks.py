@@ -7,12 +7,11 @@ Run as root: `.venv/bin/python bench/networks.py` (it re-executes itself in a th
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import print_table, reconcile, reexec_in_throwaway_host, state_env, timed  # noqa: E402
+from bench.common import print_table, reexec_in_throwaway_host, time_cli_round, timed  # noqa: E402
 
 SIZES = (1, 10, 100)
 
@@ -33,16 +32,10 @@ def main() -> None:
     reexec_in_throwaway_host()
     rows = []
     for n in SIZES:
-        path = Path(tempfile.mkdtemp()) / "stack.yaml"
-        path.write_text(stack_text(n))
-        env = state_env()
-        cold = timed(reconcile("apply", str(path)), env)
-        noop_diff = timed(reconcile("diff", str(path)), env)
-        noop_apply = timed(reconcile("apply", str(path)), env)
-        down = timed(reconcile("down", str(path)), env)
+        times = time_cli_round(stack_text(n))
         floor_up, floor_down = floor(n)
-        rows.append([n, cold, noop_diff, noop_apply, down, floor_up, floor_down,
-                     f"{cold / floor_up:.0f}x"])
+        rows.append([n, times.cold_apply, times.noop_diff, times.noop_apply, times.down, floor_up, floor_down,
+                     f"{times.cold_apply / floor_up:.0f}x"])
     print_table(["networks", "cold apply s", "no-op diff s", "no-op apply s", "down s",
                  "floor up s (ip -batch)", "floor down s", "cold/floor"], rows)
 
