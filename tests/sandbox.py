@@ -10,9 +10,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
+
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from specs.names import ALIAS_PREFIX, LINK_GROUP
 
@@ -147,22 +148,28 @@ class Sandbox:
             [p for p in [Path("/sys/fs/cgroup") / self.cgroup_parent] if p.is_dir()]
 
     def _remove_cgroups(self) -> None:
-        """Kill what is left in the per-run parent, then rmdir it bottom-up (cgroupfs keeps a
-        cgroup busy for a moment after its last process died: retried)."""
         for top in self.cgroup_dirs():
-            for directory, _, _ in os.walk(top, topdown=False):
-                for pid in Path(directory, "cgroup.procs").read_text().split():
-                    try:
-                        os.kill(int(pid), signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-            for directory, _, _ in os.walk(top, topdown=False):
-                for _ in range(200):
-                    try:
-                        os.rmdir(directory)
-                        break
-                    except FileNotFoundError:
-                        break
-                    except OSError:
-                        time.sleep(0.01)
+            purge_cgroup(top)
         self._holder.wait()
+
+
+def purge_cgroup(top: Path) -> None:
+    """Kill every process below `top`, then rmdir bottom-up (by hand, not through the driver
+    under test)."""
+    for directory, _, _ in os.walk(top, topdown=False):
+        _kill_all(Path(directory))
+        _rmdir_soon(Path(directory))
+
+
+def _kill_all(cgroup: Path) -> None:
+    for pid in (cgroup / "cgroup.procs").read_text().split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@retry(retry=retry_if_exception_type(OSError), stop=stop_after_delay(5), wait=wait_fixed(0.01), reraise=True)
+def _rmdir_soon(path: Path) -> None:
+    """cgroupfs keeps a cgroup busy (EBUSY) for a moment after its last process died."""
+    path.rmdir()

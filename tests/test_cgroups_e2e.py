@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.sandbox import Sandbox
+from tests.waiting import eventually
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # The interpreter itself: a venv under /tmp would be hidden by the container's private /tmp.
@@ -108,9 +109,7 @@ containers:
     resources: {{memory: 48Mi}}
 """)
     _apply(sandbox, stack)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and _status(sandbox)["hog"]["state"] == "running":
-        time.sleep(0.2)
+    eventually(lambda: _status(sandbox)["hog"]["state"], "exited", timeout=15.0)
     status = _status(sandbox)["hog"]
     assert status["state"] == "exited"
     assert status["resources"]["usage"]["oom_kills"] >= 1
@@ -146,11 +145,8 @@ containers:
     resources: {pids: 5}
 """)
     _apply(sandbox, stack)
-    deadline = time.monotonic() + 10
-    log = ""
-    while time.monotonic() < deadline and "fork" not in log.lower():
-        time.sleep(0.2)
-        log = sandbox.reconcile("logs", "forks").stdout
+    eventually(lambda: "fork" in sandbox.reconcile("logs", "forks").stdout.lower(), True, timeout=10.0)
+    log = sandbox.reconcile("logs", "forks").stdout
     assert "Cannot fork" in log or "Resource temporarily unavailable" in log
     assert int((_cgroup(sandbox, "pids", "forks") / "pids.current").read_text()) <= 5
 

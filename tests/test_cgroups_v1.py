@@ -19,10 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from kernel.cgroups import CgroupError, Limits, detect
 from kernel.cgroups_v1 import V1Driver
+from tests.sandbox import purge_cgroup
 
 CGROUP_DIR = Path("/sys/fs/cgroup")
 MiB = 1 << 20
@@ -55,7 +55,7 @@ def canary(driver: V1Driver) -> Iterator[Path]:
         yield path
         assert _snapshot(path) == before
     finally:
-        _purge(path)
+        purge_cgroup(path)
 
 
 @pytest.fixture
@@ -67,27 +67,7 @@ def parent(driver: V1Driver, canary: Path) -> Iterator[str]:
         yield name
     finally:
         for hierarchy in CGROUP_DIR.iterdir():
-            _purge(hierarchy / name)
-
-
-def _purge(top: Path) -> None:
-    """Kill every process below `top`, then rmdir bottom-up (not through the driver under test)."""
-    for directory, _, _ in os.walk(top, topdown=False):
-        _kill_all(Path(directory))
-        _rmdir_soon(Path(directory))
-
-
-def _kill_all(cgroup: Path) -> None:
-    for pid in (cgroup / "cgroup.procs").read_text().split():
-        try:
-            os.kill(int(pid), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-@retry(retry=retry_if_exception_type(OSError), stop=stop_after_delay(5), wait=wait_fixed(0.01), reraise=True)
-def _rmdir_soon(path: Path) -> None:
-    path.rmdir()
+            purge_cgroup(hierarchy / name)
 
 
 def _join(procs: list[str]) -> None:

@@ -14,14 +14,14 @@ import os
 import shlex
 import signal
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from tests.sandbox import Sandbox
 from tests.test_firewall_kernel import CANARY
 from tests.test_firewall_support import foreign_rules, our_rules, run_controller
+from tests.waiting import eventually
 
 TOPOLOGY = """
 set -e
@@ -184,17 +184,6 @@ class Lab:
     def whoami(self, netns: str) -> str:
         """The source address the client machine sees a connection from `netns` arrive with."""
         return self.probe(netns, "tcp", "10.99.0.2", 7000)
-
-
-def eventually(probe: Callable[[], str], expected: str, timeout: float = 5.0) -> str:
-    """The probe's answer once it is `expected`, or its last answer after `timeout` seconds
-    (servers take a moment to bind)."""
-    deadline = time.monotonic() + timeout
-    answer = probe()
-    while answer != expected and time.monotonic() < deadline:
-        time.sleep(0.1)
-        answer = probe()
-    return answer
 
 
 @pytest.fixture

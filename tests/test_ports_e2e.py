@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import json
 import shlex
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
 
 from tests.sandbox import Sandbox
 from tests.test_firewall_kernel import CANARY
 from tests.test_firewall_support import foreign_rules, our_rules
+from tests.waiting import eventually
 
 PYTHON = "/usr/bin/python3"
 """The host's python: present in every container that uses the host's root filesystem."""
@@ -145,16 +145,6 @@ def stack_text(ports: Mapping[str, Sequence[str]]) -> str:
             f"containers:\n{containers}")
 
 
-def eventually(probe: Callable[[], object], expected: object, timeout: float = 10.0) -> object:
-    """The probe's answer once it is `expected`, or its last answer after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    answer = probe()
-    while answer != expected and time.monotonic() < deadline:
-        time.sleep(0.1)
-        answer = probe()
-    return answer
-
-
 class Lab:
     """The sandbox with the other machine and the foreign canary, and the stack applied."""
 
@@ -168,7 +158,7 @@ class Lab:
         self.apply()
         services = [("tcp", address, 80) for _, address in ATTACHMENTS.values()] + [("tcp", "10.99.0.2", 7000)]
         ready = [*ATTACHMENTS, "10.99.0.1"]
-        assert eventually(lambda: self.probe(HOST, *services), ready) == ready
+        assert eventually(lambda: self.probe(HOST, *services), ready, timeout=10.0) == ready
 
     def apply(self) -> str:
         result = self.sandbox.reconcile("apply", self.path)
