@@ -96,9 +96,8 @@ class CgroupController:
         return names.cgroup_relpath(self._parent, stack, container)
 
     def observe(self) -> CgroupObservation:
-        return CgroupObservation(self._parent, {
-            f"{stack}/{container}": self._driver.read(names.cgroup_relpath(self._parent, stack, container))
-            for stack, container in sorted(self._driver.owned(self._parent))})
+        keys = sorted(f"{stack}/{container}" for stack, container in self._driver.owned(self._parent))
+        return CgroupObservation(self._parent, {key: self._driver.read(self.relpath(key)) for key in keys})
 
     def diff(self, desired: Desired, observed: CgroupObservation) -> Diff:
         return diff_cgroups(desired, observed, self._driver)
@@ -132,7 +131,7 @@ class CgroupController:
 
     def procs_files(self, stack: str, container: str) -> list[str]:
         """The cgroup.procs files a container's init joins before it execs (made if need be)."""
-        return self._driver.create(names.cgroup_relpath(self._parent, stack, container))
+        return self._driver.create(self.relpath(f"{stack}/{container}"))
 
 
 def _kill(pid: int) -> None:
