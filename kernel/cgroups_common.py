@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
+from kernel import crashpoints
 from specs.names import NAME_PATTERN
 
 CPU_PERIOD_US = 100_000
@@ -134,6 +135,7 @@ def read_max(path: Path | None) -> int | None:
 def write_text(path: Path, value: str) -> None:
     """One write(2) of the whole value: a cgroup file parses each write on its own. The newline
     keeps an empty value (v2 cpuset.cpus "inherit") from being no write at all."""
+    crashpoints.step("cgroup-write")
     fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
     try:
         os.write(fd, (value + "\n").encode())
@@ -142,6 +144,7 @@ def write_text(path: Path, value: str) -> None:
 
 
 def mkdir(path: Path) -> None:
+    crashpoints.step("cgroup-mkdir")
     try:
         path.mkdir(exist_ok=True)
     except OSError as exc:
@@ -243,6 +246,7 @@ class CgroupDriver(ABC):
         """Remove the cgroup (with any sub-cgroups its processes made), then its ancestors below
         `parent` that are left empty. Nothing outside `parent` is touched; a cgroup already gone
         counts as removed."""
+        crashpoints.step("cgroup-remove")
         ancestors = self._ancestors_below(relpath, parent)
         for root in self.roots():
             _remove_tree(at(root, relpath))

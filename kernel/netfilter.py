@@ -26,7 +26,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Protocol
 
-from kernel import sysctl
+from kernel import crashpoints, sysctl
 
 LEGACY_TABLES = Path("/proc/net/ip_tables_names")
 """Tables of the legacy (x_tables) backend that are instantiated in this namespace."""
@@ -260,6 +260,7 @@ class IptablesNft:
         if not ops:
             return
         script = restore_script(ops)
+        crashpoints.step("iptables-restore")
         proc = self._run(["iptables-restore", "--noflush"], input=script, capture_output=True,
                          text=True)
         if proc.returncode != 0:

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from kernel import rtnl_wire
+from kernel import crashpoints, rtnl_wire
 from kernel.netlink import Netlink
 from kernel.rtnl_dump import LinkDump
 
@@ -45,6 +45,7 @@ def path_of(name: str) -> str:
 def _ip_batch(commands: Sequence[str]) -> str:
     """One `ip -force -batch` for many namespace operations; returns stderr for the caller to
     judge per name (-force keeps going past a failed line)."""
+    crashpoints.step("ip-netns")
     proc = subprocess.run(["ip", "-force", "-batch", "-"], input="".join(f"{c}\n" for c in commands),
                           capture_output=True, text=True)
     return proc.stderr

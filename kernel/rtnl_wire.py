@@ -14,6 +14,8 @@ import socket
 import struct
 from collections.abc import Iterator
 
+from kernel import crashpoints
+
 NETLINK_ROUTE = 0
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
@@ -111,6 +113,7 @@ def exchange(sock: socket.socket, kind: int, flags: int, body: bytes) -> Iterato
 
 def request(sock: socket.socket, kind: int, flags: int, body: bytes) -> None:
     """A change, acknowledged by the kernel (or refused with NetlinkError)."""
+    crashpoints.step("netlink")
     for _ in exchange(sock, kind, flags | NLM_F_ACK, body):
         pass
 

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kernel import crashpoints
 from kernel.procs import alive
 
 INIT_SCRIPT = str(Path(__file__).with_name("runtime_init.py"))
@@ -97,6 +98,7 @@ def exit_code(log_path: str) -> int | None:
 def start(spec: ProcessSpec) -> ProcessHandle:
     """Start detached (own session, survives the caller) and return once the setup inside has
     reported success; a setup failure raises StartError with its message. Thread-safe."""
+    crashpoints.step("start")
     Path(spec.log_path).parent.mkdir(parents=True, exist_ok=True)
     exit_file(spec.log_path).unlink(missing_ok=True)
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
@@ -169,6 +171,7 @@ def _pidfd(handle: ProcessHandle) -> int | None:
 def stop(handle: ProcessHandle, grace: float) -> None:
     """SIGTERM to the init (tini forwards it), SIGKILL after `grace` seconds. The init is PID 1
     of the container's pid namespace: when it dies the kernel kills everything inside."""
+    crashpoints.step("stop")
     fd = _pidfd(handle)
     if fd is None:
         return

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kernel import crashpoints
+
 PROC_SYS = Path("/proc/sys")
 
 
@@ -15,4 +17,5 @@ def read(*parts: str) -> str:
 
 
 def write(value: str, *parts: str) -> None:
+    crashpoints.step("sysctl")
     PROC_SYS.joinpath(*parts).write_text(value + "\n")

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from kernel import crashpoints
+
 DB_NAME = "state.db"  # DO NOT RENAME: existing hosts keep their store under this name
 
 _SCHEMA = """
@@ -105,6 +107,7 @@ class Store:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        crashpoints.step("store-commit")
         self._db.execute("COMMIT")
 
     def stacks(self) -> list[StackRecord]:
