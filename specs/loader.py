@@ -47,15 +47,28 @@ def load_path(path: str | Path) -> list[StackFile]:
     errors: list[SpecError] = []
     for stack_path in _stack_paths(Path(path)):
         try:
-            loaded.append(_load_file(stack_path))
+            loaded.append(load_file(stack_path))
         except SpecErrors as exc:
             errors += exc.errors
-    distinct, duplicates = _distinct_names(loaded)
-    errors += duplicates
-    errors += locate_issues(distinct, check_stacks([f.stack for f in distinct]))
+    errors += cross_check(loaded)
     if errors:
         raise SpecErrors(errors)
     return loaded
+
+
+def stack_paths(directory: Path) -> list[Path]:
+    """The stack files of a directory as load_path sees them (none is not an error here)."""
+    try:
+        return _stack_paths(directory)
+    except SpecErrors:
+        return []
+
+
+def cross_check(files: Sequence[StackFile]) -> list[SpecError]:
+    """What is wrong with these valid files together: a stack name used twice, overlapping
+    subnets, bridge names or published ports across stacks."""
+    distinct, duplicates = _distinct_names(files)
+    return duplicates + locate_issues(distinct, check_stacks([f.stack for f in distinct]))
 
 
 def locate_issues(files: Sequence[StackFile], issues: Sequence[Issue]) -> list[SpecError]:
@@ -91,7 +104,8 @@ def _file_error(path: Path, message: str) -> SpecErrors:
     return SpecErrors([SpecError(str(path), 0, 0, (), message)])
 
 
-def _load_file(path: Path) -> StackFile:
+def load_file(path: Path) -> StackFile:
+    """One stack file, parsed and validated on its own (SpecErrors when it is not valid)."""
     name = str(path)
     document = read_document(path, name)
     if not isinstance(document.data, dict):

@@ -1,0 +1,97 @@
+"""A keyed, level-triggered work queue (the shape of client-go's workqueue).
+
+Producers add keys, not events: a key added ten times before a worker takes it is reconciled
+once, against whatever the kernel shows then. A key being worked on is never handed out twice;
+added meanwhile, it comes back once the worker is done. A key may be added for later (a retry
+backoff, a crash-loop delay); the earliest time asked for wins.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+
+class WorkQueue(Generic[K]):
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._due: dict[K, float] = {}  # queued key -> when it may be handed out
+        self._heap: list[tuple[float, int, K]] = []  # may hold stale entries; _due is the truth
+        self._order = itertools.count()
+        self._active: set[K] = set()
+        self._again: dict[K, float] = {}  # added while active: queued again by done()
+        self._added: dict[K, float] = {}  # when each waiting key was last added
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def add(self, key: K, delay: float = 0.0) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            now = self._clock()
+            self._added[key] = now
+            due = now + delay
+            if key in self._active:
+                self._again[key] = min(due, self._again.get(key, due))
+                return
+            self._push(key, due)
+
+    def get(self, timeout: float | None = None) -> K | None:
+        """The next due key, marked active; None on timeout or once closed."""
+        deadline = None if timeout is None else self._clock() + timeout
+        with self._cond:
+            while not self._closed:
+                now = self._clock()
+                while self._heap and self._due.get(self._heap[0][2]) != self._heap[0][0]:
+                    heapq.heappop(self._heap)  # superseded by an earlier add
+                if self._heap and self._heap[0][0] <= now:
+                    _, _, key = heapq.heappop(self._heap)
+                    del self._due[key]
+                    self._added.pop(key, None)
+                    self._active.add(key)
+                    return key
+                waits = [t - now for t in (self._heap[0][0] if self._heap else None, deadline) if t is not None]
+                if deadline is not None and deadline <= now:
+                    return None
+                self._cond.wait(min(waits) if waits else None)
+            return None
+
+    def done(self, key: K) -> None:
+        with self._cond:
+            self._active.discard(key)
+            due = self._again.pop(key, None)
+            if due is not None and not self._closed:
+                self._push(key, due)
+
+    def drop_stale(self, covered: Callable[[K], bool], before: float) -> None:
+        """Forget waiting keys that `covered` accepts and that nobody added since `before`: a
+        reconcile that read the kernel after that moment has seen whatever they were added
+        for (above all, the events of its own writes)."""
+        with self._cond:
+            for key in [k for k in (*self._due, *self._again) if covered(k) and self._added.get(k, before) < before]:
+                self._due.pop(key, None)
+                self._again.pop(key, None)
+                self._added.pop(key, None)
+
+    def depth(self) -> int:
+        """Keys waiting (due or not), for the queue-depth metric."""
+        with self._cond:
+            return len(self._due) + len(self._again)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _push(self, key: K, due: float) -> None:
+        if key in self._due and self._due[key] <= due:
+            return
+        self._due[key] = due
+        heapq.heappush(self._heap, (due, next(self._order), key))
+        self._cond.notify()

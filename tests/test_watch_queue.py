@@ -1,0 +1,87 @@
+"""The agent's work queue: keys coalesce, an active key is never handed out twice, delays hold."""
+
+from __future__ import annotations
+
+import threading
+
+from reconcile.watch.queue import WorkQueue
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_keys_added_many_times_come_out_once_in_order() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    for key in ["a", "b", "a", "c", "b"]:
+        queue.add(key)
+    assert queue.depth() == 3
+    taken = [queue.get(timeout=0) for _ in range(3)]
+    assert taken == ["a", "b", "c"]
+    assert queue.get(timeout=0) is None
+
+
+def test_a_key_added_while_active_comes_back_after_done_not_before() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("web")
+    assert queue.get(timeout=0) == "web"
+    queue.add("web")
+    queue.add("web")
+    assert queue.get(timeout=0) is None  # still being worked on
+    queue.done("web")
+    assert queue.get(timeout=0) == "web"
+    queue.done("web")
+    assert queue.depth() == 0
+
+
+def test_a_delayed_key_waits_and_the_earliest_request_wins() -> None:
+    clock = Clock()
+    queue: WorkQueue[str] = WorkQueue(clock)
+    queue.add("db", delay=10)
+    assert queue.get(timeout=0) is None
+    queue.add("db", delay=2)
+    clock.now += 2
+    assert queue.get(timeout=0) == "db"
+    queue.done("db")
+    queue.add("db", delay=5)
+    queue.add("db", delay=20)  # a later request does not postpone the earlier one
+    clock.now += 5
+    assert queue.get(timeout=0) == "db"
+
+
+def test_get_blocks_until_a_producer_adds_and_close_releases_waiters() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    got: list[str | None] = []
+    consumer = threading.Thread(target=lambda: got.append(queue.get(timeout=5)))
+    consumer.start()
+    queue.add("net")
+    consumer.join(5)
+    assert got == ["net"]
+    waiter = threading.Thread(target=lambda: got.append(queue.get()))
+    waiter.start()
+    queue.close()
+    waiter.join(5)
+    assert got == ["net", None] and not waiter.is_alive()
+    queue.add("late")
+    assert queue.depth() == 0
+
+
+def test_keys_seen_by_a_later_observation_are_dropped_newer_ones_kept() -> None:
+    clock = Clock()
+    queue: WorkQueue[str] = WorkQueue(clock)
+    queue.add("s/web")
+    assert queue.get(timeout=0) == "s/web"
+    queue.add("s/web")  # the event of our own write, while we work on the key
+    queue.add("s/db")
+    queue.add("t/web")
+    clock.now += 1
+    observed_at = clock.now  # the final observation of the reconcile
+    clock.now += 1
+    queue.add("s/db")  # drift made after that observation: must be reconciled
+    queue.drop_stale(lambda key: key.startswith("s/"), observed_at)
+    queue.done("s/web")
+    assert sorted(k for k in iter(lambda: queue.get(timeout=0), None)) == ["s/db", "t/web"]
