@@ -1,0 +1,103 @@
+"""A foreign canary set planted in a Sandbox: things another tool (Docker, an admin) owns, which
+reconcile must never touch whatever happens to it (a kill, a bad spec, a race). A test takes
+`snapshot()` before a scenario and asserts it byte-identical afterwards.
+
+The set: Docker-like `DOCKER` chains in nat and filter with their jumps from PREROUTING and
+FORWARD, an admin ssh rule in INPUT and FORWARD's DROP policy (as Docker sets it); a foreign
+bridge `br-canary` with an address and a veth pair `cv0`/`cv1` with `cv0` on the bridge; a
+foreign netns `canary-ns` with a link of its own; and a foreign cgroup `<cgroup-parent>-canary`
+(a sibling of the sandbox's per-run parent, so a prefix match on our parent would hit it) in the
+memory and pids hierarchies, with limits written.
+
+Use `planted(sandbox)` (a context manager that always removes the cgroups, which outlive the
+sandbox's namespaces) or `Canary(sandbox)` + `remove()` in a fixture."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from specs.names import parse_netns_name
+from tests.sandbox import Sandbox, purge_cgroup
+from tests.test_firewall_kernel import CANARY as DOCKER_RULES
+from tests.test_firewall_support import foreign_rules
+
+BRIDGE = "br-canary"
+VETH = ("cv0", "cv1")
+NETNS = "canary-ns"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_LIMITS = {"memory": {"memory.limit_in_bytes": "50331648"}, "pids": {"pids.max": "17"}}
+"""Limits nobody would pick by default, so a reset to the default shows."""
+
+_PLANT_LINKS = f"""
+set -e
+ip link add {BRIDGE} type bridge
+ip link set {BRIDGE} addrgenmode none  # no IPv6 link-local: its DAD state would tick
+ip addr add 10.250.0.1/24 dev {BRIDGE}
+ip link set {BRIDGE} up
+ip link add {VETH[0]} type veth peer name {VETH[1]}
+ip link set {VETH[0]} master {BRIDGE}
+ip netns add {NETNS}
+ip -n {NETNS} link add cns0 type bridge
+ip -n {NETNS} addr add 10.250.1.1/24 dev cns0
+"""
+
+
+class Canary:
+    """The canary set, planted at construction."""
+
+    def __init__(self, sandbox: Sandbox):
+        self.sandbox = sandbox
+        self.cgroups = [CGROUP_ROOT / controller / f"{sandbox.cgroup_parent}-canary"
+                        for controller in CGROUP_LIMITS]
+        try:
+            sandbox.sh(_PLANT_LINKS)
+            sandbox.run("iptables-restore", "--noflush", input=DOCKER_RULES)
+            for cgroup in self.cgroups:
+                cgroup.mkdir()
+                for knob, value in CGROUP_LIMITS[cgroup.parent.name].items():
+                    (cgroup / knob).write_text(value)
+        except BaseException:
+            self.remove()  # half a canary must not outlive the test either
+            raise
+
+    def snapshot(self) -> str:
+        """Everything foreign, byte-comparable: links (sandbox.snapshot, timers and counters
+        left out), iptables-save without our lines and counters, the foreign netns names and the
+        link inside one, the canary cgroups' knobs, members and children."""
+        sandbox = self.sandbox
+        return json.dumps({
+            "links": sandbox.snapshot(BRIDGE, *VETH),
+            "netns_links": [(l["ifname"], l.get("addr_info")) for l in sandbox.links(NETNS)],
+            "rules": foreign_rules(sandbox),
+            "netns": [n for n in sandbox.netns_names() if parse_netns_name(n) is None],
+            "cgroups": {str(c): _cgroup_state(c) for c in self.cgroups},
+        }, indent=1, sort_keys=True)
+
+    def remove(self) -> None:
+        """Remove the cgroups (they live on the host's cgroupfs, past the sandbox); links, netns
+        and rules go with the sandbox's namespaces, or here if it is still alive
+        (a sandbox reused after the canary)."""
+        for cgroup in self.cgroups:
+            if cgroup.is_dir():
+                purge_cgroup(cgroup)
+        self.sandbox.sh(f"ip netns del {NETNS}; ip link del {BRIDGE}; ip link del {VETH[0]}",
+                        check=False)
+
+
+def _cgroup_state(cgroup: Path) -> dict[str, str | list[str]]:
+    knobs = {knob: (cgroup / knob).read_text() for knob in CGROUP_LIMITS[cgroup.parent.name]}
+    return {**knobs, "cgroup.procs": (cgroup / "cgroup.procs").read_text(),
+            "children": sorted(p.name for p in cgroup.iterdir() if p.is_dir())}
+
+
+@contextmanager
+def planted(sandbox: Sandbox) -> Iterator[Canary]:
+    """A canary for the length of a block; its cgroups are removed even if the block fails."""
+    canary = Canary(sandbox)
+    try:
+        yield canary
+    finally:
+        canary.remove()
