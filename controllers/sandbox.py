@@ -256,13 +256,15 @@ class SandboxController:
             netns.add([names.netns_name(*c.key.split("/")) for c in created])
         except netns.NetnsError as exc:
             errors.append(ApplyError(str(exc)))
-        bridges = {l.name: l.index for l in self._host.dump().links if l.kind == "bridge"}
+        host_links = self._host.dump().links
+        bridges = {l.name: l.index for l in host_links if l.kind == "bridge"}
+        our_veths = {l.name: l.index for l in host_links if l.kind == "veth" and l.group == names.LINK_GROUP}
         for change in changes:
             if change in created or change in deleted:
                 continue
             try:
                 if change.kind == KIND_ENDPOINT:
-                    self._apply_endpoint(change, bridges)
+                    self._apply_endpoint(change, bridges, our_veths)
                 else:
                     self._apply_sandbox_state(change)
             except Exception as exc:  # noqa: BLE001 - reported together, the batch goes on
@@ -289,7 +291,7 @@ class SandboxController:
                     _, gateway, _, dev = want.default_route.split()
                     inner.replace_default_route(gateway, dump.by_name()[dev].index)
 
-    def _apply_endpoint(self, change: Change, bridges: Mapping[str, int]) -> None:
+    def _apply_endpoint(self, change: Change, bridges: Mapping[str, int], our_veths: Mapping[str, int]) -> None:
         found = change.observed
         assert found is None or isinstance(found, ObservedEndpoint)
         stack, container, network = change.key.split("/")
@@ -304,6 +306,11 @@ class SandboxController:
             return
         want = change.desired
         assert isinstance(want, EndpointState)
+        if change.action is not Action.UPDATE and want.host_name in our_veths:
+            # A pair whose creation was killed before both aliases were set: observe cannot
+            # name its owner, but it holds our name and our link group (set atomically at
+            # creation), so it is ours to replace; otherwise the create fails with EEXIST.
+            self._host.delete_link(our_veths[want.host_name])
         alias = names.endpoint_alias(stack, container, network)
         with netns.netlink_in(ns_name) as inner:
             if change.action is Action.UPDATE:
