@@ -13,6 +13,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from itertools import groupby
 from ipaddress import IPv4Address
@@ -295,6 +296,9 @@ class ContainerController:
         self._store.forget_containers([(f.stack, f.container) for f in found])
         for f in found:
             shutil.rmtree(Paths.of(self._state_dir, f.stack, f.container).root, ignore_errors=True)
+        for stack in {f.stack for f in found}:
+            with suppress(OSError):  # still holds another container's files: not the last one
+                (self._state_dir / CONTAINERS_DIR / stack).rmdir()
         return []
 
     def _try_start(self, change: Change) -> ContainerRecord | ApplyError:
