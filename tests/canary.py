@@ -40,7 +40,7 @@ ip link set {BRIDGE} up
 ip link add {VETH[0]} type veth peer name {VETH[1]}
 ip link set {VETH[0]} master {BRIDGE}
 ip netns add {NETNS}
-ip -n {NETNS} link add cns0 type bridge
+ip -n {NETNS} link add cns0 type veth peer name cns1  # a veth: no bridge timers ticking
 ip -n {NETNS} addr add 10.250.1.1/24 dev cns0
 """
 
@@ -68,11 +68,12 @@ class Canary:
         left out), iptables-save without our lines and counters, the foreign netns names and the
         link inside one, the canary cgroups' knobs, members and children."""
         sandbox = self.sandbox
+        netns = [n for n in sandbox.netns_names() if parse_netns_name(n) is None]
         return json.dumps({
             "links": sandbox.snapshot(BRIDGE, *VETH),
-            "netns_links": [(l["ifname"], l.get("addr_info")) for l in sandbox.links(NETNS)],
+            "netns_links": sandbox.links(NETNS) if NETNS in netns else None,
             "rules": foreign_rules(sandbox),
-            "netns": [n for n in sandbox.netns_names() if parse_netns_name(n) is None],
+            "netns": netns,
             "cgroups": {str(c): _cgroup_state(c) for c in self.cgroups},
         }, indent=1, sort_keys=True)
 

@@ -1,0 +1,41 @@
+"""The foreign canary (tests/canary.py) is only a proof if it notices: each kind of tampering
+another tool's objects could suffer changes the snapshot, and an untouched one reads the same
+twice and leaves nothing behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.canary import planted
+from tests.sandbox import Sandbox
+
+TAMPERING = {
+    "docker rule": "iptables -t nat -A DOCKER -p tcp --dport 1 -j RETURN",
+    "admin rule": "iptables -D INPUT 1",
+    "forward policy": "iptables -P FORWARD ACCEPT",
+    "bridge address": "ip addr add 10.250.9.1/24 dev br-canary",
+    "veth detached": "ip link set cv0 nomaster",
+    "netns link": "ip -n canary-ns link set cns0 up",
+    "netns gone": "ip netns del canary-ns",
+    "cgroup limit": "echo 18 > /sys/fs/cgroup/pids/$PARENT-canary/pids.max",
+    "cgroup child": "mkdir /sys/fs/cgroup/memory/$PARENT-canary/child",
+}
+
+
+@pytest.mark.parametrize("tamper", TAMPERING.values(), ids=TAMPERING.keys())
+def test_snapshot_notices_tampering(sandbox: Sandbox, tamper: str) -> None:
+    with planted(sandbox) as canary:
+        before = canary.snapshot()
+        assert canary.snapshot() == before
+        sandbox.sh(tamper.replace("$PARENT", sandbox.cgroup_parent))
+        assert canary.snapshot() != before
+
+
+def test_remove_leaves_nothing(sandbox: Sandbox) -> None:
+    with planted(sandbox):
+        pass
+    assert sandbox.netns_names() == []
+    assert [l["ifname"] for l in sandbox.links()] == ["lo"]
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/{sandbox.cgroup_parent}-canary"))
