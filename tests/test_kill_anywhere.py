@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from controllers.container import CONTAINERS_DIR
-from specs.names import parse_netns_name
 from state.store import DB_NAME
+from tests.canary import NETNS as CANARY_NETNS
 from tests.canary import planted
 from tests.reliability import record
 from tests.sandbox import Sandbox
@@ -112,14 +112,13 @@ def leftovers(sandbox: Sandbox) -> list[str]:
     """Everything of ours still on the host, named: links with our marks, sandboxes, rules and
     chains, cgroups below the per-run parent, container processes, store rows and files."""
     found = [f"link {l['ifname']}" for l in sandbox.our_links()]
-    found += [f"netns {n}" for n in sandbox.netns_names() if parse_netns_name(n) is not None]
+    found += [f"netns {n}" for n in sandbox.netns_names() if n != CANARY_NETNS]
     found += [f"rule {line}" for line in sandbox.run("iptables-save").stdout.splitlines()
               if "reconcile" in line.lower()]
     found += [f"cgroup {child}" for top in sandbox.cgroup_dirs() for child in top.rglob("*") if child.is_dir()]
     found += [f"process {pid}" for pid in sandbox.processes()]
-    found += [f"file {path}" for path in (sandbox.state_dir / CONTAINERS_DIR / STACK_NAME).rglob("*")]
-    if (sandbox.state_dir / CONTAINERS_DIR / STACK_NAME).exists():
-        found.append(f"directory {CONTAINERS_DIR}/{STACK_NAME}")
+    files = sandbox.state_dir / CONTAINERS_DIR / STACK_NAME  # hosts, resolv.conf and log of each
+    found += [f"file {path}" for path in [files, *files.rglob("*")] if path.exists()]
     return found + store_rows(sandbox.state_dir / DB_NAME)
 
 
@@ -157,8 +156,8 @@ def run_point(workdir: Path, scenario: Scenario, paths: dict[str, str], point: i
     problems: list[str] = []
     leaks: list[str] = []
     try:
-        with planted(box) as canary:
-            before = canary.snapshot()
+        with planted(box) as foreign:
+            before = foreign.snapshot()
             for verb, target in scenario.setup:
                 code, output = reconcile(box, verb, paths[target])
                 assert code == 0, f"setup {verb} {target}: {output}"
@@ -176,8 +175,8 @@ def run_point(workdir: Path, scenario: Scenario, paths: dict[str, str], point: i
             if code != 0:
                 problems.append(f"down exited {code}\n{output}")
             leaks = leftovers(box)
-            if canary.snapshot() != before:
-                problems.append(f"the canary changed:\n{canary.snapshot()}\nwas\n{before}")
+            if (after := foreign.snapshot()) != before:
+                problems.append(f"the canary changed:\n{after}\nwas\n{before}")
     finally:
         box.close()
     if leaks:
@@ -211,7 +210,7 @@ def test_killed_at_any_step_converges_and_leaves_nothing(
                   "failed_points": sum(1 for o in outcomes if o.problems)})
     record("kill_anywhere", **tally, **{f"{scenario.name}_points": len(points),
                                         f"{scenario.name}_steps": len(labels),
-                                        f"{scenario.name}_kinds": ",".join(sorted(set(labels)))})
+                                        f"{scenario.name}_kinds": ", ".join(sorted(set(labels)))})
     assert not problems, "\n\n".join(problems)
     assert len(points) >= scenario.minimum
     assert {o.killed_at for o in outcomes} == set(labels), "a kind of write was never interrupted"
