@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from tests.reliability import OUT_ENV  # noqa: E402 - needs the repository on the path
 
 COMMAND = "sudo .venv/bin/python scripts/reliability_report.py"
-NAMED_TESTS = ("test_kill_anywhere.py", "test_hostile_input.py", "test_loader_fuzz.py",
+NAMED_TESTS = ("test_kill_anywhere.py", "test_canary.py", "test_hostile_input.py", "test_loader_fuzz.py",
                "test_convergence_property.py", "test_transient_errors.py", "test_concurrency.py")
 """The reliability suite of issue #7; any other test that records figures joins it."""
 RECORDS_FIGURES = "tests.reliability import"
