@@ -90,7 +90,8 @@ class Work:
     """What apply does for one change; the diff computes it, so apply only carries it out."""
 
     ops: tuple[Op, ...]
-    route_localnet: tuple[str, ...] = ()
+    route_localnet: tuple[tuple[str, str], ...] = ()
+    """(bridge, value) pairs to write."""
     flush: tuple[FlowFilter, ...] = ()
     errors: tuple[str, ...] = ()
     """What the change cannot do, reported as errors once the rest of it is done."""
@@ -99,8 +100,10 @@ class Work:
 @dataclass(frozen=True)
 class OwnerWant:
     rules: tuple[Placed, ...]
-    route_localnet: str | None = None
-    """The bridge whose route_localnet this owner needs on."""
+    route_localnet: tuple[str, str] | None = None
+    """(bridge, "1" or "0"): the owner's bridge is ours, so its route_localnet is ours to set
+    either way; one left on after a network turned internal would let containers reach the
+    host's 127.0.0.1 without the loopback guard that only non-internal networks get."""
 
 
 def observe_firewall(ruleset: Ruleset, listeners: tuple[Listener, ...],
@@ -167,7 +170,7 @@ def _wanted(desired: Desired, render: Renderer
         for key, network in stack.networks.items():
             wants[network_owner(stack.name, key)] = OwnerWant(
                 _placed(render, network_rules(stack.name, key, network)),
-                route_localnet=None if network.internal else network.bridge)
+                route_localnet=(network.bridge, "0" if network.internal else "1"))
         for name, container in stack.containers.items():
             more_wants, more_published, more_issues = _container_ports(stack, name, container,
                                                                         desired, render)
@@ -219,16 +222,18 @@ def _owner_change(owner: Owner, want: OwnerWant | None, have: Sequence[Placed],
                   route_localnet: Mapping[str, str]) -> Change | None:
     missing, extra = _multiset_delta(want.rules if want else (), have)
     fields = _rule_fields(missing, extra)
-    bridge = want.route_localnet if want else None
-    if bridge is not None and route_localnet.get(bridge) != "1":
-        fields.append(FieldChange("route_localnet", route_localnet.get(bridge), "1"))
+    localnet = want.route_localnet if want else None
+    if localnet is not None and route_localnet.get(localnet[0], "0") == localnet[1]:
+        localnet = None  # as wanted ("0" for a bridge not made yet: a new link starts with it off)
+    if localnet is not None:
+        fields.append(FieldChange("route_localnet", route_localnet.get(localnet[0]), localnet[1]))
     if not fields:
         return None
     action, reason = _action(want is not None, bool(have))
     port = PortKey.parse(owner.key) if owner.kind == "port" else None
     ops = ([Op(OpKind.DELETE_RULE, p.table, p.chain, p.spec) for p in extra]
            + [Op(OpKind.APPEND_RULE, p.table, p.chain, p.spec) for p in missing])
-    work = Work(tuple(ops), route_localnet=(bridge,) if bridge is not None else (),
+    work = Work(tuple(ops), route_localnet=(localnet,) if localnet is not None else (),
                 flush=_flush_filters(port, action) if port else ())
     kind = KIND_PORT if owner.kind == "port" else KIND_FIREWALL
     return Change(action, kind, owner.key, tuple(fields), reason=reason, desired=work)
@@ -342,9 +347,9 @@ class FirewallController:
         except netfilter.NetfilterError as exc:
             keys = ", ".join(f"{c.kind} {c.key}" for c in changes)
             raise ApplyErrors([ApplyError(f"{keys}: {exc}")]) from exc
-        for bridge in dict.fromkeys(b for work in works for b in work.route_localnet):
+        for bridge, value in dict.fromkeys(pair for work in works for pair in work.route_localnet):
             try:
-                netfilter.enable_route_localnet(bridge)
+                netfilter.set_route_localnet(bridge, value)
             except OSError as exc:
                 errors.append(ApplyError(f"route_localnet on {bridge}: {exc}"))
         try:

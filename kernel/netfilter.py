@@ -282,8 +282,8 @@ def read_route_localnet() -> dict[str, str]:
     return values
 
 
-def enable_route_localnet(iface: str) -> None:
-    sysctl.write("1", "net", "ipv4", "conf", iface, "route_localnet")
+def set_route_localnet(iface: str, value: str) -> None:
+    sysctl.write(value, "net", "ipv4", "conf", iface, "route_localnet")
 
 
 def legacy_tables(path: Path = LEGACY_TABLES) -> list[str]:

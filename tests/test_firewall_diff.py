@@ -141,6 +141,15 @@ def test_route_localnet_is_set_on_non_internal_bridges_only() -> None:
     assert fields["demo/back"] == []
 
 
+def test_route_localnet_is_switched_off_when_a_network_turns_internal() -> None:
+    """Left on, containers of the now internal network could reach the host's 127.0.0.1: the
+    loopback guard is only among a non-internal network's rules."""
+    result = plan(desired({"demo": DEMO}), FakeBackend(), route_localnet={"rcbr0": "1", "rcbr1": "1"})
+    fields = {c.key: [f for f in c.fields if f.path == "route_localnet"] for c in result.changes}
+    assert fields["demo/front"] == []
+    assert fields["demo/back"] == [FieldChange("route_localnet", "1", "0")]
+
+
 COPIED = '-i rcbr0 -m comment --comment "reconcile/v1 network demo/front" -j ACCEPT'
 """One of our rules, copied by hand where it does not belong."""
 
