@@ -1,0 +1,374 @@
+"""Kernel events for the `reconcile watch` agent: link/address/route changes in the agent's own
+namespace and in every watched named namespace (one rtnetlink socket each: a socket only sees
+its own namespace), iptables-nft changes (one nf_tables socket), and process exits (a pidfd
+each), all multiplexed by one selector loop in the caller's thread.
+
+Why it is built this way:
+- A socket pins the namespace it was created in: while we hold it, `ip netns del` only removes
+  the name and the namespace (with its links) lives on. So /run/netns is watched with inotify and
+  the socket of a deleted name is closed at once (NetnsGone), letting the kernel tear it down.
+- The link-name cache of each namespace is filled by a dump sent on the subscribed socket
+  itself: answers (our own port id) and notifications (anyone else's) interleave in arrival
+  order, so no change between the dump and the subscription is lost.
+- Sockets are opened, and pidfds taken, in the caller of watch_*: on return the kernel is
+  already queueing events for them. Selector changes and every callback happen in the loop
+  thread (handed over through a self-pipe), so on_event needs no locking against itself.
+- One shared 64 KiB receive buffer for all sockets, nothing per socket in Python; the kernel
+  buffers of the busy sockets (host, nf_tables) are raised so a flush of 1000 rules fits, and an
+  overflow anyway is reported (Overflow) rather than hidden.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import selectors
+import socket
+import struct
+import threading
+from collections.abc import Callable, Collection, Iterable
+
+from kernel import netns
+from kernel import rtnl_wire as wire
+from kernel.events_wire import (Event, ExitEvent, LinkEvent, LinkNames, NetnsGone, Overflow, RuleEvent,
+                                messages, remember_link, route_event, rule_event)
+from kernel.rtnl_dump import RTM_GETLINK
+from kernel.runtime import ProcessHandle, _pidfd
+
+__all__ = ["Event", "ExitEvent", "KernelEvents", "LinkEvent", "NetnsGone", "Overflow", "RuleEvent"]
+
+RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x1, 0x10, 0x40
+NETLINK_NETFILTER = 12
+NFNLGRP_NFTABLES = 7
+SO_RCVBUFFORCE = 33
+BUSY_SOCKET_BUFFER = 8 << 20
+"""Kernel receive buffer of the host and nf_tables sockets: a flush of 1000 DNAT rules queues
+~1000 DELRULE messages at once. Kernel memory is only used while messages wait."""
+
+IN_MOVED_FROM, IN_DELETE, IN_Q_OVERFLOW, IN_IGNORED = 0x40, 0x200, 0x4000, 0x8000
+_INOTIFY_EVENT = struct.Struct("=iIII")  # wd, mask, cookie, name length
+_libc = ctypes.CDLL(None, use_errno=True)
+
+Handler = Callable[[], Iterable[Event]]
+
+
+def _raise_receive_buffer(sock: socket.socket) -> None:
+    """SO_RCVBUFFORCE passes net.core.rmem_max (needs CAP_NET_ADMIN); else the capped kind."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, BUSY_SOCKET_BUFFER)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUSY_SOCKET_BUFFER)
+
+
+def _read_datagrams(sock: socket.socket, buffer: bytearray) -> Iterable[bytes | None]:
+    """Every datagram waiting on a non-blocking socket; None where the kernel reports that it
+    dropped some (ENOBUFS), after which the socket goes on working."""
+    while True:
+        try:
+            size = sock.recv_into(buffer)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOBUFS:
+                raise
+            yield None
+            continue
+        yield bytes(buffer[:size])
+
+
+class _RouteSource:
+    """The rtnetlink socket of one namespace and its ifindex -> (name, alias) cache."""
+
+    def __init__(self, sock: socket.socket, netns_name: str | None, inode: int | None) -> None:
+        self.sock, self.netns, self.inode = sock, netns_name, inode
+        sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE))
+        sock.setblocking(False)
+        self.port: int = sock.getsockname()[0]
+        self.names: LinkNames = {}
+        self.dumping = self.stale = False
+        self._dump_links()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _dump_links(self) -> None:
+        """One dump at a time per socket (a second one would be refused with EBUSY): a refill
+        asked for during a dump waits for its end."""
+        if self.dumping:
+            self.stale = True
+            return
+        body = wire.IFINFO.pack(0, 0, 0, 0, 0)
+        self.sock.send(wire.HEADER.pack(wire.HEADER.size + len(body), RTM_GETLINK,
+                                        wire.NLM_F_REQUEST | wire.NLM_F_DUMP, 0, 0) + body)
+        self.dumping, self.stale = True, False
+
+    def read(self, buffer: bytearray) -> Iterable[Event]:
+        for data in _read_datagrams(self.sock, buffer):
+            if data is None:
+                yield Overflow(self.netns, "route")
+                self._dump_links()
+                continue
+            for kind, port, body in messages(data):
+                if port == self.port:
+                    self._dump_answer(kind, body)
+                    continue
+                event = route_event(self.netns, kind, body, self.names)
+                if event is not None:
+                    if event.what == "link":
+                        remember_link(self.names, kind, body)
+                    yield event
+
+    def _dump_answer(self, kind: int, body: bytes) -> None:
+        if kind in (wire.NLMSG_DONE, wire.NLMSG_ERROR):
+            self.dumping = False
+            if self.stale:
+                self._dump_links()
+        else:
+            remember_link(self.names, kind, body)
+
+
+class _NftablesSource:
+    """The nf_tables notification socket of the agent's namespace (where iptables-nft writes)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK
+                                  | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
+        _raise_receive_buffer(self.sock)
+        self.sock.bind((0, 1 << (NFNLGRP_NFTABLES - 1)))
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def read(self, buffer: bytearray) -> Iterable[Event]:
+        for data in _read_datagrams(self.sock, buffer):
+            if data is None:
+                yield Overflow(None, "nftables")
+                continue
+            for kind, _port, body in messages(data):
+                event = rule_event(kind, body)
+                if event is not None:
+                    yield event
+
+
+class _PidWatch:
+    """A pidfd: readable once the process has exited."""
+
+    def __init__(self, key: tuple[int, int], fd: int) -> None:
+        self.key, self.fd = key, fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        os.close(self.fd)
+        self.fd = -1
+
+
+class _NetnsDirectory:
+    """inotify on /run/netns, added once the directory exists (iproute2 creates it lazily)."""
+
+    def __init__(self) -> None:
+        self.fd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        self.watching = False
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        os.close(self.fd)
+        self.fd = -1
+
+    def watch(self) -> None:
+        if not self.watching:
+            self.watching = _libc.inotify_add_watch(
+                self.fd, str(netns.NETNS_DIR).encode(), IN_DELETE | IN_MOVED_FROM) >= 0
+
+    def removed(self) -> set[str] | None:
+        """Names removed since the last read; None when every name must be checked (the queue
+        overflowed, or the directory itself went away)."""
+        names: set[str] | None = set()
+        while True:
+            try:
+                data = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                return names
+            offset = 0
+            while offset < len(data):
+                _wd, mask, _cookie, length = _INOTIFY_EVENT.unpack_from(data, offset)
+                start = offset + _INOTIFY_EVENT.size
+                if mask & IN_IGNORED:
+                    self.watching = False
+                if mask & (IN_Q_OVERFLOW | IN_IGNORED):
+                    names = None
+                elif names is not None:
+                    names.add(data[start:start + length].split(b"\0", 1)[0].decode())
+                offset = start + length
+
+
+def _inode(name: str) -> int | None:
+    """The namespace a name holds now (None if gone or not a mounted namespace yet)."""
+    if not netns.is_namespace(name):
+        return None
+    try:
+        return os.stat(netns.path_of(name)).st_ino
+    except FileNotFoundError:
+        return None
+
+
+class KernelEvents:
+    """Kernel events delivered to `on_event` from the thread that calls run()."""
+
+    def __init__(self, on_event: Callable[[Event], None]) -> None:
+        self._on_event = on_event
+        self._lock = threading.Lock()
+        self._pending: list[Callable[[], Iterable[Event]]] = []
+        self._namespaces: dict[str, _RouteSource] = {}
+        self._pids: dict[tuple[int, int], _PidWatch | None] = {}  # None: exit already reported
+        self._buffer = bytearray(wire.RECV_BUFFER)
+        self._selector = selectors.DefaultSelector()
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._selector.register(self._wake_read, selectors.EVENT_READ, self._run_pending)
+        host = _RouteSource(wire.new_socket(), None, None)
+        _raise_receive_buffer(host.sock)
+        self._sources: list[_RouteSource | _NftablesSource] = [host, _NftablesSource()]
+        for source in self._sources:
+            self._selector.register(source, selectors.EVENT_READ, self._reader(source))
+        self._netns_dir = _NetnsDirectory()
+        self._selector.register(self._netns_dir, selectors.EVENT_READ, self._namespaces_removed)
+
+    def watch_namespaces(self, names: Collection[str]) -> None:
+        """Watch exactly these named namespaces. Thread-safe; on return the new ones' events are
+        queued. A name that is not (yet) a namespace is skipped: call again once it exists. A
+        name now holding another namespace (deleted and re-created) gets a fresh socket."""
+        wanted = set(names)
+        with self._lock:
+            self._netns_dir.watch()
+            inodes = {name: _inode(name) for name in wanted}
+            dropped = [self._namespaces.pop(name) for name, source in list(self._namespaces.items())
+                       if inodes.get(name) != source.inode]
+            new = sorted(n for n in wanted if n not in self._namespaces and inodes[n] is not None)
+            opened = []
+            for name, sock in zip(new, netns._sockets_in([netns.path_of(n) for n in new])):
+                if not isinstance(sock, OSError):  # gone since: the next call retries it
+                    opened.append(_RouteSource(sock, name, inodes[name]))
+                    self._namespaces[name] = opened[-1]
+
+            def swap() -> list[Event]:
+                self._swap(dropped, opened)
+                return []
+            self._later(swap)
+
+    def watch_pids(self, pids: Collection[tuple[int, int]]) -> None:
+        """Watch exactly these (pid, start time) processes: each yields one ExitEvent when it
+        ends, at once if it is already gone or its pid now belongs to another process."""
+        wanted = set(pids)
+        with self._lock:
+            dropped = [w for key, w in self._pids.items() if key not in wanted and w is not None]
+            self._pids = {key: w for key, w in self._pids.items() if key in wanted}
+            exited: list[Event] = []
+            opened = []
+            for key in wanted - self._pids.keys():
+                fd = _pidfd(ProcessHandle(*key))
+                if fd is None:
+                    exited.append(ExitEvent(key[0]))
+                    self._pids[key] = None
+                else:
+                    opened.append(_PidWatch(key, fd))
+                    self._pids[key] = opened[-1]
+
+            def swap() -> list[Event]:
+                self._swap(dropped, opened)
+                return exited
+            self._later(swap)
+
+    def run(self, stop: threading.Event) -> None:
+        """Deliver events until `stop` is set (a helper thread wakes the loop when it is)."""
+        threading.Thread(target=self._wake_on, args=(stop,), daemon=True, name="events-stop").start()
+        while not stop.is_set():
+            for key, _mask in self._selector.select():
+                for event in key.data():
+                    self._on_event(event)
+
+    def close(self) -> None:
+        """Close every fd; call once run() has returned."""
+        with self._lock:
+            sources = [*self._sources, *self._namespaces.values(),
+                       *(w for w in self._pids.values() if w is not None), self._netns_dir]
+            self._namespaces.clear()
+            self._pids.clear()
+        for source in sources:
+            if source.fileno() >= 0:
+                source.close()
+        self._selector.close()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+    def _wake_on(self, stop: threading.Event) -> None:
+        stop.wait()
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_write, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full: the loop is awake anyway
+
+    def _later(self, change: Handler) -> None:
+        """Run in the loop thread (selector changes, events found by watch_*); hold the lock."""
+        self._pending.append(change)
+        self._wake()
+
+    def _run_pending(self) -> Iterable[Event]:
+        try:
+            while os.read(self._wake_read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        with self._lock:
+            changes, self._pending = self._pending, []
+        return [event for change in changes for event in change()]
+
+    def _reader(self, source: _RouteSource | _NftablesSource) -> Handler:
+        def read() -> Iterable[Event]:
+            return source.read(self._buffer) if source.fileno() >= 0 else ()
+        return read
+
+    def _exited(self, watch: _PidWatch) -> Iterable[Event]:
+        if watch.fileno() < 0:  # dropped earlier in the same round of the loop
+            return ()
+        with self._lock:
+            if self._pids.get(watch.key) is watch:
+                self._pids[watch.key] = None
+        self._swap([watch], [])
+        return [ExitEvent(watch.key[0])]
+
+    def _swap(self, dropped: Iterable[_RouteSource | _PidWatch],
+              opened: Iterable[_RouteSource | _PidWatch]) -> None:
+        """Loop thread only: unregister and close what is dropped, register what is opened."""
+        for source in dropped:
+            if source.fileno() >= 0:
+                self._selector.unregister(source)
+                source.close()
+        for source in opened:
+            handler = self._exited_handler(source) if isinstance(source, _PidWatch) else self._reader(source)
+            self._selector.register(source, selectors.EVENT_READ, handler)
+
+    def _exited_handler(self, watch: _PidWatch) -> Handler:
+        return lambda: self._exited(watch)
+
+    def _namespaces_removed(self) -> Iterable[Event]:
+        removed = self._netns_dir.removed()
+        with self._lock:
+            gone = {name: self._namespaces.pop(name) for name, source in list(self._namespaces.items())
+                    if (removed is None or name in removed) and _inode(name) != source.inode}
+        self._swap(gone.values(), [])
+        return [NetnsGone(name) for name in gone]

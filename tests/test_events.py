@@ -1,0 +1,231 @@
+"""kernel/events.py against the real kernel: a collector program runs KernelEvents inside a
+sandbox (its own network and mount namespace, tmpfs /run/netns) and prints each event as a JSON
+line; the test changes links, addresses, routes, namespaces, iptables-nft rules and processes
+there and waits for the exact events."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+
+import pytest
+
+from kernel.events import Event, ExitEvent, LinkEvent, NetnsGone, RuleEvent
+from kernel.procs import read_proc
+from tests.sandbox import Sandbox
+
+COLLECTOR = """
+import dataclasses, json, sys, threading, time
+from kernel.events import KernelEvents
+
+out = threading.Lock()
+def say(record):
+    with out:
+        print(json.dumps(record), flush=True)
+
+def on_event(event):
+    say({"type": type(event).__name__, "at": time.monotonic(), **dataclasses.asdict(event)})
+
+events = KernelEvents(on_event)
+stop = threading.Event()
+loop = threading.Thread(target=events.run, args=(stop,))
+loop.start()
+say({"type": "ready"})
+for line in sys.stdin:
+    command = json.loads(line)
+    if "namespaces" in command:
+        events.watch_namespaces(command["namespaces"])
+    else:
+        events.watch_pids([tuple(p) for p in command["pids"]])
+    say({"type": "done"})
+stop.set()
+loop.join()
+events.close()
+"""
+
+ALIAS = "reconcile/v1 network s/n"
+PORT_COMMENT = "reconcile/v1 port s/c/8080/tcp"
+
+
+class Collector:
+    """The collector process and every event it reported so far."""
+
+    def __init__(self, sandbox: Sandbox):
+        self.proc = subprocess.Popen(
+            ["nsenter", "-t", str(sandbox.pid), "-n", "-m", "--", sys.executable, "-c", COLLECTOR],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=sandbox.env)
+        self.seen: list[dict] = []
+        self._pending = b""
+        self._next("ready")
+
+    def _read(self, timeout: float) -> dict | None:
+        """The next record, read from the raw pipe: a buffered reader would hide lines it
+        already holds from select()."""
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._pending:
+            if not select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                return None
+            chunk = os.read(self.proc.stdout.fileno(), 1 << 16)
+            assert chunk, "the collector died"
+            self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
+        return json.loads(line)
+
+    def _next(self, kind: str) -> None:
+        while (record := self._read(5.0)) is not None:
+            if record["type"] == kind:
+                return
+            self.seen.append(record)
+        raise AssertionError(f"no {kind!r} from the collector")
+
+    def command(self, **command: object) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+        self._next("done")
+
+    def wait_for(self, event: Event, timeout: float = 5.0) -> float:
+        """Block until the event has been reported; returns when it was (time.monotonic)."""
+        expected = {"type": type(event).__name__, **asdict(event)}
+        deadline = time.monotonic() + timeout
+        while True:
+            for record in self.seen:
+                if {k: v for k, v in record.items() if k != "at"} == expected:
+                    return record["at"]
+            record = self._read(max(0.0, deadline - time.monotonic()))
+            if record is None:
+                raise AssertionError(f"{event} not reported; got:\n" + "\n".join(map(str, self.seen)))
+            self.seen.append(record)
+
+    def __enter__(self) -> Collector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """End of input stops the collector, which must close cleanly."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        assert self.proc.wait(timeout=5) == 0
+
+
+@pytest.fixture
+def collector(sandbox: Sandbox) -> Iterator[Collector]:
+    with Collector(sandbox) as watcher:
+        yield watcher
+
+
+def _index(sandbox: Sandbox, name: str, netns: str | None = None) -> int:
+    link = sandbox.link(name, netns)
+    assert link is not None
+    return link["ifindex"]
+
+
+def test_link_created_and_deleted_with_alias(sandbox: Sandbox, collector: Collector) -> None:
+    """(The kernel announces an alias change only on a link that is up: netdev_state_change.)"""
+    sandbox.sh(f"ip link add rc-s-n type bridge && ip link set rc-s-n alias '{ALIAS}' up")
+    index = _index(sandbox, "rc-s-n")
+    collector.wait_for(LinkEvent(None, "link", False, index, "rc-s-n", ALIAS))
+    sandbox.run("ip", "link", "del", "rc-s-n")
+    collector.wait_for(LinkEvent(None, "link", True, index, "rc-s-n", ALIAS))
+
+
+def test_address_and_route_of_an_aliased_link_name_it(sandbox: Sandbox) -> None:
+    """Address and route messages carry only the ifindex: the alias comes from the cache, which
+    the dump at start filled (the bridge exists before the collector here)."""
+    sandbox.sh(f"ip link add rc-s-n type bridge && ip link set rc-s-n alias '{ALIAS}' up"
+               " && ip addr add 10.9.0.1/24 dev rc-s-n && ip route add 10.10.0.0/24 dev rc-s-n")
+    index = _index(sandbox, "rc-s-n")
+    with Collector(sandbox) as collector:
+        sandbox.run("ip", "route", "del", "10.10.0.0/24")
+        collector.wait_for(LinkEvent(None, "route", True, index, "rc-s-n", ALIAS))
+        sandbox.run("ip", "addr", "del", "10.9.0.1/24", "dev", "rc-s-n")
+        collector.wait_for(LinkEvent(None, "address", True, index, "rc-s-n", ALIAS))
+
+
+def test_named_namespace_events_and_its_deletion(sandbox: Sandbox, collector: Collector) -> None:
+    """Events inside a watched namespace carry its name; deleting the namespace closes our
+    socket, so the kernel really destroys it: the host end of its veth goes too."""
+    endpoint = "reconcile/v1 endpoint s/c/n"
+    sandbox.sh("ip netns add rc-s_c && ip link add rcvtest type veth peer name eth0 netns rc-s_c")
+    collector.command(namespaces=["rc-s_c"])
+    sandbox.sh(f"ip -n rc-s_c link set eth0 alias '{endpoint}' up"
+               " && ip -n rc-s_c addr add 10.9.0.2/24 dev eth0")
+    inner = _index(sandbox, "eth0", "rc-s_c")
+    collector.wait_for(LinkEvent("rc-s_c", "link", False, inner, "eth0", endpoint))
+    collector.wait_for(LinkEvent("rc-s_c", "address", False, inner, "eth0", endpoint))
+    host = _index(sandbox, "rcvtest")
+    sandbox.run("ip", "netns", "del", "rc-s_c")
+    collector.wait_for(NetnsGone("rc-s_c"))
+    collector.wait_for(LinkEvent(None, "link", True, host, "rcvtest", None))
+
+
+def test_iptables_rules_and_flush(sandbox: Sandbox, collector: Collector) -> None:
+    rule = ["-p", "tcp", "--dport", "8080", "-m", "comment", "--comment", PORT_COMMENT,
+            "-j", "DNAT", "--to-destination", "10.9.0.2:80"]
+    sandbox.run("iptables", "-t", "nat", "-N", "RECONCILE-DNAT")
+    collector.wait_for(RuleEvent("nat", "RECONCILE-DNAT", False, None))
+    sandbox.run("iptables", "-t", "nat", "-A", "RECONCILE-DNAT", *rule)
+    collector.wait_for(RuleEvent("nat", "RECONCILE-DNAT", False, PORT_COMMENT))
+    sandbox.run("iptables", "-t", "nat", "-D", "RECONCILE-DNAT", *rule)
+    collector.wait_for(RuleEvent("nat", "RECONCILE-DNAT", True, PORT_COMMENT))
+    other = "reconcile/v1 port s/c/8081/tcp"
+    sandbox.run("iptables", "-t", "nat", "-A", "RECONCILE-DNAT", *rule)
+    sandbox.run("iptables", "-t", "nat", "-A", "RECONCILE-DNAT", *rule[:3], "8081", *rule[4:7], other,
+                *rule[8:])
+    collector.seen.clear()
+    sandbox.run("iptables", "-t", "nat", "-F", "RECONCILE-DNAT")
+    collector.wait_for(RuleEvent("nat", "RECONCILE-DNAT", True, PORT_COMMENT))
+    collector.wait_for(RuleEvent("nat", "RECONCILE-DNAT", True, other))
+    sandbox.run("iptables", "-t", "nat", "-X", "RECONCILE-DNAT")
+    collector.wait_for(RuleEvent("nat", "RECONCILE-DNAT", True, None))
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _start_time(pid: int) -> int:
+    proc = read_proc(pid)
+    assert proc is not None
+    return proc.start_time
+
+
+def test_killed_process_exits_at_once(collector: Collector, sleeper: subprocess.Popen[bytes]) -> None:
+    collector.command(pids=[(sleeper.pid, _start_time(sleeper.pid))])
+    killed_at = time.monotonic()
+    os.kill(sleeper.pid, signal.SIGKILL)
+    latency = collector.wait_for(ExitEvent(sleeper.pid), timeout=1.0) - killed_at
+    print(f"exit reported {latency * 1000:.1f} ms after SIGKILL")
+
+
+def test_dead_or_reused_pid_reports_exit_once_and_is_not_watched(
+        collector: Collector, sleeper: subprocess.Popen[bytes]) -> None:
+    """A (pid, start time) whose start time does not match is another process: the one asked
+    about is gone. Killing the stranger afterwards must not report anything."""
+    stranger = (sleeper.pid, _start_time(sleeper.pid) + 1)
+    marker = subprocess.Popen(["sleep", "60"])
+    try:
+        collector.command(pids=[stranger, (marker.pid, _start_time(marker.pid))])
+        collector.wait_for(ExitEvent(sleeper.pid))
+        collector.command(pids=[stranger, (marker.pid, _start_time(marker.pid))])  # again: no repeat
+        sleeper.kill()
+        sleeper.wait()
+        marker.kill()
+        collector.wait_for(ExitEvent(marker.pid))
+    finally:
+        marker.kill()
+        marker.wait()
+    assert [r["pid"] for r in collector.seen if r["type"] == "ExitEvent"] == [sleeper.pid, marker.pid]
