@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from kernel import rtnl_dump
 from kernel import rtnl_wire as wire
@@ -42,10 +42,14 @@ def _transient(exc: BaseException) -> bool:
 
 _retry_transient = retry(
     retry=retry_if_exception(_transient),
-    stop=stop_after_attempt(5),
-    wait=wait_exponential(multiplier=0.01, max=0.2),
+    stop=stop_after_delay(2.0),
+    wait=wait_exponential(multiplier=0.005, max=0.05),
     reraise=True,
 )
+"""Bounded by time, not attempts: while links come and go (containers starting on a busy
+host), most dumps of a few hundred links are interrupted, and five tries in a row failed often
+enough to break a run (tests/test_transient_errors.py). Short waits, since a dump only needs
+one quiet moment as long as itself."""
 
 
 def _ifinfo(index: int = 0, *, family: int = AF_UNSPEC, flags: int = 0, change: int = 0) -> bytes:
