@@ -226,6 +226,13 @@ def _write_in_place(path: Path, text: str) -> None:
         f.write(text)
 
 
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        return [entry for entry in path.iterdir() if entry.is_dir()]
+    except FileNotFoundError:
+        return []
+
+
 class ContainerController:
     kinds = (KIND_CONTAINER,)
 
@@ -254,7 +261,7 @@ class ContainerController:
             if key not in found and procs.alive(record.pid, record.start_time):
                 found[key] = (runtime.ProcessHandle(record.pid, record.start_time), False)
         containers: dict[str, ObservedContainer] = {}
-        for key in set(found) | set(records):
+        for key in set(found) | set(records) | self._file_dirs():
             handle, in_sandbox = found.get(key, (None, False))
             inside = f"/proc/{handle.pid}/root" if handle else None
             containers["/".join(key)] = ObservedContainer(
@@ -262,6 +269,12 @@ class ContainerController:
                 _read(Path(f"{inside}/etc/hosts")) if inside else None,
                 _read(Path(f"{inside}/etc/resolv.conf")) if inside else None)
         return ContainerObservation(containers, _read(self._host_resolv) or "")
+
+    def _file_dirs(self) -> set[tuple[str, str]]:
+        """(stack, container) of every files directory: a run killed between writing a
+        container's files and recording it leaves one that `down` must still remove."""
+        root = self._state_dir / CONTAINERS_DIR
+        return {(stack.name, entry.name) for stack in _subdirs(root) for entry in _subdirs(stack)}
 
     def diff(self, desired: Desired, observed: ContainerObservation) -> Diff:
         return diff_containers(desired, observed, frozenset(self._started))

@@ -211,3 +211,14 @@ containers:
                              "container: /bin/nonexistent\n")
     assert sandbox.reconcile("down", path).returncode == 0
     assert sandbox.processes() == [] and sandbox.our_links() == []
+
+
+def test_down_removes_files_of_a_container_that_was_never_recorded(sandbox: Sandbox) -> None:
+    """A run killed between writing a container's files and recording it leaves only the files."""
+    ghost = sandbox.state_dir / "containers" / "app" / "ghost"
+    ghost.mkdir(parents=True)
+    (ghost / "hosts").write_text("127.0.0.1 localhost\n")
+    plan = sandbox.reconcile("down", "--stack", "app", "-o", "json")
+    assert plan.returncode == 0, plan.stderr
+    assert [c["key"] for c in json.loads(plan.stdout)["changes"]] == ["app/ghost"]
+    assert not (sandbox.state_dir / "containers" / "app").exists()
