@@ -42,6 +42,16 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < 86400 * 365:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds greater than 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(prog="reconcile", parents=[common],
@@ -60,6 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--stack", action="append", help="stack name (repeatable)")
     verb("status", "what runs and how far it is from the spec").add_argument(
         "path", type=Path, nargs="?", help="stack file or directory (default: every known stack)")
+    watch = verb("watch", "keep the host equal to a directory of stack files: apply changes, "
+                          "repair drift, prune removed stacks (runs until SIGTERM/SIGINT)")
+    watch.add_argument("directory", type=Path, help="directory of *.yaml / *.yml stack files")
+    watch.add_argument("--no-prune", dest="prune", action="store_false",
+                       help="leave a stack running when its file is deleted")
+    watch.add_argument("--resync", type=_seconds, default=30.0, metavar="SECONDS",
+                       help="full resync period, for drift that raises no event (default 30)")
+    watch.add_argument("--debounce", type=int, default=100, metavar="MS",
+                       help="wait for file changes to settle this long (default 100)")
+    watch.add_argument("--metrics-addr", metavar="[HOST]:PORT", help="serve Prometheus metrics here")
+    watch.add_argument("--restart-backoff", type=_seconds, default=10.0, metavar="SECONDS",
+                       help="first crash-loop delay, doubled per crash (default 10)")
+    watch.add_argument("--restart-backoff-max", type=_seconds, default=300.0, metavar="SECONDS",
+                       help="crash-loop delay cap (default 300)")
+    watch.add_argument("--restart-stable", type=_seconds, default=60.0, metavar="SECONDS",
+                       help="a run this long resets the crash-loop delay (default 60)")
     verb("schema", "print the JSON Schema of the stack file")
     logs = verb("logs", "print a container's output")
     logs.add_argument("name", help="STACK/CONTAINER, or CONTAINER when unambiguous")
@@ -158,9 +184,20 @@ def cmd_exec(args: argparse.Namespace, settings: Settings) -> int:
     os.execvpe(command[0], command, env)
 
 
+def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
+    from reconcile.watch.agent import WatchOptions
+    from reconcile.watch.restarts import Backoff
+    from reconcile.watch.run import run
+
+    backoff = Backoff(args.restart_backoff, args.restart_backoff_max, args.restart_stable)
+    return run(settings, WatchOptions(args.directory, args.prune, args.resync, args.debounce, backoff),
+               args.metrics_addr)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "validate": cmd_validate, "diff": cmd_diff, "apply": cmd_apply, "down": cmd_down,
     "status": cmd_status, "schema": cmd_schema, "logs": cmd_logs, "exec": cmd_exec,
+    "watch": cmd_watch,
 }
 
 

@@ -46,6 +46,14 @@ CREATE TABLE IF NOT EXISTS containers (
     started_at  REAL NOT NULL,
     PRIMARY KEY (stack, container)
 );
+CREATE TABLE IF NOT EXISTS watch_status (
+    source      TEXT PRIMARY KEY,
+    stack       TEXT,
+    sync        TEXT NOT NULL,
+    applied_at  REAL,
+    error       TEXT,
+    updated_at  REAL NOT NULL
+);
 """
 
 
@@ -55,6 +63,19 @@ class StackRecord:
     source: str
     spec: dict[str, object]
     applied_at: float
+
+
+@dataclass(frozen=True)
+class WatchStatus:
+    """What the watch agent last made of one stack file: its stack (None while the file has
+    never been valid), Synced / OutOfSync / Error, when it last converged, the last error."""
+
+    source: str
+    stack: str | None
+    sync: str
+    applied_at: float | None
+    error: str | None
+    updated_at: float
 
 
 @dataclass(frozen=True)
@@ -165,3 +186,23 @@ class Store:
     def forget_containers(self, keys: Sequence[tuple[str, str]]) -> None:
         with self.transaction() as db:
             db.executemany("DELETE FROM containers WHERE stack = ? AND container = ?", keys)
+
+    def watch_statuses(self) -> list[WatchStatus]:
+        if self._db is None:
+            return []
+        try:
+            rows = self._db.execute("SELECT source, stack, sync, applied_at, error, updated_at FROM watch_status "
+                                    "ORDER BY source").fetchall()
+        except sqlite3.OperationalError:  # read-only view of a store no agent has written to yet
+            return []
+        return [WatchStatus(*row) for row in rows]
+
+    def record_watch_status(self, status: WatchStatus) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO watch_status (source, stack, sync, applied_at, error, updated_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (status.source, status.stack, status.sync,
+                                                     status.applied_at, status.error, status.updated_at))
+
+    def forget_watch_status(self, source: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM watch_status WHERE source = ?", (source,))

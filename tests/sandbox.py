@@ -70,6 +70,12 @@ class Sandbox:
             raise AssertionError(f"{cmd} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
         return proc
 
+    def spawn(self, *cmd: str) -> subprocess.Popen[str]:
+        """Start a long-running command inside the sandbox (an agent); stdout and stderr are
+        pipes. close() kills whatever is left of it with the sandbox's processes."""
+        return subprocess.Popen(["nsenter", "-t", str(self.pid), "-n", "-m", "--", *cmd],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=self.env)
+
     def sh(self, script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.run("sh", "-c", script, check=check)
 

@@ -112,13 +112,18 @@ def _usage_cells(resources: object) -> list[str]:
 
 def format_status(document: dict[str, object]) -> str:
     stacks = document["stacks"]
-    assert isinstance(stacks, list)
-    if not stacks:
+    invalid = document.get("invalid_files") or []
+    assert isinstance(stacks, list) and isinstance(invalid, list)
+    if not stacks and not invalid:
         return "No stacks."
-    lines: list[str] = []
+    lines: list[str] = [f"file {w['source']}: Error (watch, {w['updated']})\n  {w['error']}\n" for w in invalid]
     for stack in stacks:
         lines.append(f"stack {stack['name']}: {stack['sync']}"
                      + (f" ({stack['source']})" if stack.get("source") else ""))
+        if stack.get("watch"):
+            watch = stack["watch"]
+            lines.append(f"  watch: {watch['sync']}, last apply {watch['last_apply'] or 'never'}")
+            lines += [f"  watch error: {line}" for line in (watch["error"] or "").splitlines()]
         rows = [[str(n[k]) for k in ("name", "bridge", "subnet", "gateway", "state")]
                 for n in stack["networks"]]
         lines += ["  " + line for line in _table(["NETWORK", "BRIDGE", "SUBNET", "GATEWAY", "STATE"], rows)]

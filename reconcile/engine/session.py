@@ -3,7 +3,8 @@ the observe -> address -> diff -> plan -> apply loop."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,8 @@ class Session:
     settings: Settings
     store: Store
     controllers: Sequence[Controller[Any]]
+    observed_at: float = 0.0
+    """time.monotonic() when the latest observation began: what happened before, it saw."""
 
     def observe(self) -> list[Any]:
         return [c.observe() for c in self.controllers]
@@ -76,6 +79,7 @@ class Session:
     def plan(self, target: Target) -> tuple[Plan, Desired]:
         """Observe and diff every controller; conflicts with the host stop the run here,
         located at the spec field they concern, before anything is touched."""
+        self.observed_at = time.monotonic()
         observed = self.observe()
         desired = self.desired(target, observed)
         diffs = [c.diff(desired, o) for c, o in zip(self.controllers, observed)]
@@ -96,19 +100,21 @@ class Session:
         if errors:
             raise ApplyErrors(errors)
 
-    def converge(self, target: Target) -> Plan:
+    def converge(self, target: Target, select: Callable[[Change], bool] = lambda _: True) -> Plan:
         """Apply until a fresh observation shows nothing left to do; returns every change made.
         Leases are written before the kernel is touched, so a run killed halfway comes back to
-        the same addresses."""
+        the same addresses. `select` narrows each pass to some of the changes (the watch agent
+        repairs one resource, or holds back a restart)."""
         done: list[Change] = []
         for _ in range(MAX_PASSES):
             plan, desired = self.plan(target)
             self.store.replace_leases(target.scope, dict(desired.addresses))
+            plan = Plan(tuple(filter(select, plan.changes)))
             if plan.empty:
                 return Plan(tuple(done))
             self.apply(plan)
             done += plan.changes
-        left, _ = self.plan(target)
+        left = Plan(tuple(filter(select, self.plan(target)[0].changes)))
         if left.empty:
             return Plan(tuple(done))
         raise NotConverged("the host still differs from the spec after "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 
 from controllers.cgroup import CgroupController, CgroupObservation
 from controllers.container import ContainerObservation, Paths
@@ -14,6 +15,7 @@ from reconcile.engine.session import Session, Target
 from specs.errors import SpecErrors
 from specs import names as kernel_names
 from specs.model import PortMapping, Stack
+from state.store import WatchStatus
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ def report(session: Session, names: Sequence[str], specs: Mapping[str, StackSpec
     """The status document: `{"stacks": [{"name", "networks": [...], "containers": [...], ...}]}`."""
     observed = session.observe()
     networks = next(o for o in observed if isinstance(o, NetworkObservation))
+    watched = session.store.watch_statuses()
+    agent = {w.stack: w for w in watched if w.stack}
     stacks: list[dict[str, object]] = []
     for name in sorted(names):
         spec = specs.get(name)
@@ -102,8 +106,19 @@ def report(session: Session, names: Sequence[str], specs: Mapping[str, StackSpec
             "containers": _containers(session, name, spec.stack if spec else None, observed),
         }
         entry["sync"], entry["drift"] = _drift(session, observed, spec)
+        entry["watch"] = _watch_row(agent[name]) if name in agent else None
         stacks.append(entry)
-    return {"stacks": stacks}
+    return {"stacks": stacks, "invalid_files": [_watch_row(w) for w in watched if not w.stack]}
+
+
+def _watch_row(status: WatchStatus) -> dict[str, object]:
+    """What the watch agent last reported for a stack file (its own view, with the time)."""
+    return {"source": status.source, "sync": status.sync, "last_apply": _iso(status.applied_at),
+            "error": status.error, "updated": _iso(status.updated_at)}
+
+
+def _iso(moment: float | None) -> str | None:
+    return None if moment is None else datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="seconds")
 
 
 def _drift(session: Session, observed: list[object], spec: StackSpec | None) -> tuple[str, list[object]]:

@@ -1,0 +1,361 @@
+"""The watch agent: three producers feed one work queue, one worker drains it.
+
+- the directory (watchfiles, debounced): a changed file re-reads that file; its stack is queued;
+- the kernel (netlink link/address/route in the host and every sandbox, nf_tables rule
+  events, container exits by pidfd): each event is mapped to the one key it concerns;
+- a timer: every `resync` seconds, everything, for what raises no event (a cgroup file).
+
+The worker reconciles one key at a time under the state dir's lock (so a manual `reconcile
+apply` interleaves safely), in a fresh session each time: the kernel is re-read on every pass.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import watchfiles
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from controllers.change import Action, Change
+from controllers.container import DesiredContainer, ObservedContainer, Paths
+from kernel import netns, runtime
+from kernel.events import Event, KernelEvents
+from kernel.rtnl_wire import DumpInterrupted
+from reconcile.engine.plan import Plan
+from reconcile.engine.session import Target, open_session
+from reconcile.engine.settings import Settings
+from reconcile.watch.actionlog import ActionLog
+from reconcile.watch.keys import (HOST, HOST_KEY, Key, concerns, container_key, covers, key_of_change, key_of_event,
+                                  stack_key)
+from reconcile.watch.metrics import Metrics
+from reconcile.watch.queue import WorkQueue
+from reconcile.watch.restarts import Backoff, CrashLoop, Exit
+from reconcile.watch.stackdir import StackDir
+from specs.errors import SpecErrors
+from specs.names import parse_netns_name
+from state.lock import exclusive
+from state.store import Store, WatchStatus
+
+FILES_KEY = Key(HOST, "files")
+"""Re-read the directory files that changed (the worker owns the specs: no lock needed)."""
+
+RETRY_BASE = 0.2
+RETRY_CAP = 60.0
+_TRANSIENT_ERRNOS = frozenset({errno.EBUSY, errno.EAGAIN, errno.ENOBUFS, errno.EINTR})
+
+
+def _transient(exc: BaseException) -> bool:
+    """Kernel hiccups worth an immediate retry: an interrupted dump, a busy cgroup."""
+    return isinstance(exc, DumpInterrupted) or (isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS)
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    directory: Path
+    prune: bool = True
+    resync: float = 30.0
+    debounce_ms: int = 100
+    backoff: Backoff = field(default_factory=Backoff)
+
+
+@dataclass
+class _Outcome:
+    done: Plan
+    held: list[tuple[Key, float, str]]  # restarts held back: key, seconds to wait, why
+
+
+class Agent:
+    def __init__(self, settings: Settings, options: WatchOptions, log: ActionLog) -> None:
+        self.settings = settings
+        self.options = options
+        self.log = log
+        self.queue: WorkQueue[Key] = WorkQueue()
+        self.metrics = Metrics(self.queue.depth)
+        self.specs = StackDir(options.directory.resolve())
+        self.crashloop = CrashLoop(options.backoff)
+        self.stop = threading.Event()
+        self._why: dict[Key, str] = {}
+        self._failures: dict[Key, int] = {}  # consecutive transient failures, for the retry delay
+        self._errors: dict[Key, str] = {}  # keys whose last reconcile failed
+        self._held: dict[Key, str] = {}  # restarts waiting out a crash-loop delay
+        self._pruning: set[str] = set()
+        self._dirty_files: set[Path] | None = None  # None: every file
+        self._files_lock = threading.Lock()
+        self._pids: dict[int, Key] = {}
+        self._written: dict[str, tuple[object, ...]] = {}  # source -> status row last stored
+        self.store = Store.open(settings.state_dir)
+        self.events = KernelEvents(self._on_event)
+
+    # -- producers --------------------------------------------------------------------------
+
+    def enqueue(self, key: Key, why: str, delay: float = 0.0) -> None:
+        self._why[key] = why
+        self.queue.add(key, delay)
+
+    def _on_event(self, event: Event) -> None:
+        key = key_of_event(event, self._pids)
+        if key is not None:
+            self.enqueue(key, f"kernel: {event}")
+
+    def _files_changed(self, paths: Iterable[Path] | None, why: str) -> None:
+        with self._files_lock:
+            if paths is None or self._dirty_files is None:
+                self._dirty_files = None
+            else:
+                self._dirty_files |= set(paths)
+        self.enqueue(FILES_KEY, why)
+
+    def _watch_files(self) -> None:
+        for changes in watchfiles.watch(self.specs.root, debounce=self.options.debounce_ms, step=20,
+                                        stop_event=self.stop, recursive=False, rust_timeout=500,
+                                        yield_on_timeout=False):
+            self._files_changed({Path(path) for _, path in changes}, "file changed")
+
+    def _resync_timer(self) -> None:
+        while not self.stop.wait(self.options.resync):
+            self._files_changed(None, "resync")
+            self.enqueue(HOST_KEY, "resync")
+
+    # -- the worker -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Until `stop` is set (SIGTERM/SIGINT); the workloads stay as they are."""
+        self._dirty_files = None
+        self._refresh_files("start")
+        self._adopt_store()
+        self.enqueue(HOST_KEY, "start")
+        producers = [threading.Thread(target=self._watch_files, name="files", daemon=True),
+                     threading.Thread(target=self.events.run, args=(self.stop,), name="kernel", daemon=True),
+                     threading.Thread(target=self._resync_timer, name="resync", daemon=True)]
+        for thread in producers:
+            thread.start()
+        self.log.emit("agent started", directory=str(self.specs.root), stacks=sorted(self.specs.stacks()),
+                      prune=self.options.prune, resync_s=self.options.resync)
+        try:
+            while not self.stop.is_set():
+                key = self.queue.get(timeout=0.25)
+                if key is not None:
+                    try:
+                        self._work(key)
+                    finally:
+                        self.queue.done(key)
+        finally:
+            self.queue.close()
+            self.events.close()
+            self.store.close()
+            self.log.emit("agent stopped", workloads="left running")
+
+    def _work(self, key: Key) -> None:
+        why = self._why.pop(key, "")
+        if key == FILES_KEY:
+            self._refresh_files(why)
+            return
+        if key.stack != HOST and key.stack not in self.specs.stacks() and key.stack not in self._pruning:
+            return  # not a stack of this directory (applied by hand, or kept by --no-prune)
+        started = time.monotonic()
+        try:
+            outcome = self._reconcile(key)
+        except SpecErrors as exc:
+            self._failed(key, why, started, "spec", exc, retry=False)
+            return
+        except Exception as exc:  # noqa: BLE001 - an agent must outlive any one failure
+            self._failed(key, why, started, "transient", exc, retry=True)
+            return
+        seconds = time.monotonic() - started
+        self.metrics.reconcile_seconds.labels("ok").observe(seconds)
+        self._failures.pop(key, None)
+        for change in outcome.done.changes:
+            self.metrics.changes.labels(change.kind, change.action.value).inc()
+            if why not in ("spec changed", "start"):
+                self.metrics.repairs.labels(change.kind).inc()
+            self.log.emit("change", key=str(key), why=why, action=change.action.value, kind=change.kind,
+                          object=change.key, reason=change.reason, ms=round(seconds * 1000, 1))
+        self._settle(key, outcome)
+
+    def _reconcile(self, key: Key) -> _Outcome:
+        files = self.specs.stacks()
+        managed = set(files) | self._pruning
+        scope = managed if key.stack == HOST else {key.stack}
+        target = Target({name: f.stack for name, f in files.items()}, frozenset(scope), list(files.values()))
+        held: list[tuple[Key, float, str]] = []
+
+        def select(change: Change) -> bool:
+            if not concerns(key, change):
+                return False
+            exit_ = self._exit_of(change)
+            if exit_ is None:
+                return True
+            now = time.time()
+            at = self.crashloop.restart_at(exit_, now)
+            if at is None:
+                return False  # its restart policy keeps it down
+            if at > now:
+                held.append((key_of_change(change), at - now, f"CrashLoopBackOff ({exit_.policy})"))
+                return False
+            return True
+
+        def attempt() -> Plan:
+            held.clear()
+            return session.converge(target, select)
+
+        retrying = Retrying(retry=retry_if_exception(_transient), stop=stop_after_attempt(3),
+                            wait=wait_exponential(multiplier=0.02, max=0.2), reraise=True)
+        with exclusive(self.settings.state_dir), open_session(self.settings, writable=True) as session:
+            done = retrying(attempt)
+            # The events of our own writes, and any drift older than the final observation
+            # (which found nothing left to do), need no second pass.
+            self.queue.drop_stale(lambda other: covers(key, other), session.observed_at)
+            if not key.resource:
+                recorded = {r.name: r.spec for r in session.store.stacks()}
+                for name in sorted(scope & set(files)):
+                    spec = files[name].stack.model_dump(mode="json")
+                    if recorded.get(name) != spec:
+                        session.store.record_stack(name, str(files[name].path), spec)
+                for name in sorted(scope & self._pruning):
+                    session.store.forget_stack(name)
+        return _Outcome(done, held)
+
+    def _exit_of(self, change: Change) -> Exit | None:
+        """A restart of a container that ran and exited (not a first start, not a recreate)."""
+        found = change.observed
+        if change.kind != "container" or change.action is not Action.CREATE:
+            return None
+        if not isinstance(found, ObservedContainer) or found.record is None:
+            return None
+        if not isinstance(change.desired, DesiredContainer):
+            return None
+        log = Paths.of(self.settings.state_dir, found.stack, found.container).log
+        return Exit(f"{found.stack}/{found.container}", change.desired.container.restart,
+                    found.record.started_at, runtime.exit_code(str(log)))
+
+    def _failed(self, key: Key, why: str, started: float, kind: str, exc: Exception, retry: bool) -> None:
+        self.metrics.reconcile_seconds.labels("error").observe(time.monotonic() - started)
+        self.metrics.errors.labels(kind).inc()
+        message = str(exc) or type(exc).__name__
+        self._errors[key] = message
+        delay = None
+        if retry:  # a spec error waits for the file to change (or the next resync): no spinning
+            attempt = self._failures[key] = self._failures.get(key, 0) + 1
+            delay = min(RETRY_BASE * 2 ** (attempt - 1), RETRY_CAP)
+            self.enqueue(key, f"retry {attempt}", delay)
+        self.log.emit("error", key=str(key), why=why, kind=kind, error=message,
+                      retry_in_s=None if delay is None else round(delay, 2))
+        self._publish(self._stacks_of(key), applied=False)
+
+    def _settle(self, key: Key, outcome: _Outcome) -> None:
+        """Bookkeeping after a good reconcile: what it covered is no longer failing or held,
+        except the restarts it held back just now; pruned stacks are gone."""
+        self._errors = {k: e for k, e in self._errors.items() if not covers(key, k)}
+        self._held = {k: r for k, r in self._held.items() if not covers(key, k)}
+        for held_key, delay, reason in outcome.held:
+            self._held[held_key] = reason
+            self.enqueue(held_key, "restart backoff", delay)
+            self.log.emit("restart held", key=str(held_key), reason=reason, wait_s=round(delay, 1))
+        names = self._stacks_of(key)
+        for name in [n for n in names if n in self._pruning]:
+            self._pruning.discard(name)
+            self._forget_status(name)
+            self.log.emit("pruned", stack=name)
+        changed = {c.stack for c in outcome.done.changes}
+        self._publish([n for n in names if n in self.specs.stacks()], applied=bool(changed),
+                      spec_applied=key.stack != HOST and not key.resource)
+        self._watch_kernel()
+
+    # -- specs, status and what the kernel watch follows ----------------------------------
+
+    def _refresh_files(self, why: str) -> None:
+        with self._files_lock:
+            dirty, self._dirty_files = self._dirty_files, set()
+        result = self.specs.refresh(dirty)
+        for path, errors in result.errors.items():
+            message = "\n".join(str(e) for e in errors)
+            self.log.emit("spec invalid", file=str(path), why=why, error=message,
+                          kept="last good spec" if path in self.specs.good else "nothing applied")
+            self._write_file_status(path, message)
+        for name in sorted(result.changed):
+            self._pruning.discard(name)
+            self.enqueue(stack_key(name), "spec changed")
+        for name in sorted(result.removed):
+            self._stack_removed(name)
+        for source in [s for s, row in self._written.items() if row[0] is None and Path(s) not in self.specs.errors]:
+            del self._written[source]  # a file that never was good is gone or good now
+            self.store.forget_watch_status(source)
+        self._publish(sorted(set(self.specs.stacks()) - result.changed), applied=False)
+
+    def _stack_removed(self, name: str) -> None:
+        self.crashloop.forget_stack(name)
+        if not self.options.prune:
+            self.log.emit("stack kept", stack=name, why="its file is gone; --no-prune")
+            self._forget_status(name)
+            return
+        self._pruning.add(name)
+        self.enqueue(stack_key(name), "file deleted")
+
+    def _adopt_store(self) -> None:
+        """Stacks this directory applied before (per the store) that no file defines any more:
+        removed while no agent was watching."""
+        records = self.store.stacks()
+        for status in self.store.watch_statuses():
+            self._written[status.source] = (status.stack, status.sync, status.applied_at, status.error)
+        root = self.specs.root
+        for record in records:
+            if Path(record.source).parent == root and record.name not in self.specs.stacks():
+                self._stack_removed(record.name)
+
+    def _stacks_of(self, key: Key) -> list[str]:
+        if key.stack != HOST:
+            return [key.stack]
+        return sorted(set(self.specs.stacks()) | self._pruning)
+
+    def _publish(self, names: Iterable[str], applied: bool, spec_applied: bool = False) -> None:
+        """Store each stack's Synced / OutOfSync / Error for `reconcile status`."""
+        now = time.time()
+        for name in names:
+            found = self.specs.stacks().get(name)
+            source = str(found.path) if found else f"stack {name}"
+            mine = [k for k in (*self._errors, *self._held) if k.stack in (name, HOST)]
+            errors = [f"{k}: {self._errors[k]}" for k in mine if k in self._errors]
+            errors += ["\n".join(str(e) for e in self.specs.errors.get(Path(source), []))]
+            errors = [e for e in errors if e]
+            held = [f"{k}: {self._held[k]}" for k in mine if k in self._held]
+            sync = "Error" if errors else "OutOfSync" if held else "Synced"
+            previous = self._written.get(source)
+            applied_at = now if applied or spec_applied else (previous[2] if previous else None)
+            self._store_status(WatchStatus(source, name, sync, applied_at, "\n".join(errors + held) or None, now))
+
+    def _write_file_status(self, path: Path, error: str) -> None:
+        """A file that is not good: under its last good stack's name, or none."""
+        good = self.specs.good.get(path)
+        if good is not None:
+            self._publish([good.stack.name], applied=False)
+            return
+        previous = self._written.get(str(path))
+        self._store_status(WatchStatus(str(path), None, "Error", previous[2] if previous else None, error,
+                                       time.time()))
+
+    def _store_status(self, status: WatchStatus) -> None:
+        """Written only when it says something new: a no-op pass costs no fsync."""
+        row = (status.stack, status.sync, status.applied_at, status.error)
+        if self._written.get(status.source) == row:
+            return
+        self._written[status.source] = row
+        self.store.record_watch_status(status)
+
+    def _forget_status(self, name: str) -> None:
+        for source in [s for s, row in self._written.items() if row[0] == name]:
+            del self._written[source]
+            self.store.forget_watch_status(source)
+
+    def _watch_kernel(self) -> None:
+        """Follow the sandboxes and container processes of the managed stacks."""
+        managed = set(self.specs.stacks()) | self._pruning
+        self.events.watch_namespaces([n for n in netns.list_names()
+                                      if (owner := parse_netns_name(n)) and owner[0] in managed])
+        records = self.store.containers()
+        self._pids = {r.pid: container_key(stack, name) for (stack, name), r in records.items() if stack in managed}
+        self.events.watch_pids([(r.pid, r.start_time) for (stack, _), r in records.items() if stack in managed])

@@ -1,0 +1,235 @@
+"""`reconcile watch` end to end: an agent in a sandbox, driven by files and by drift made
+behind its back, observed only through the kernel, `status` and its log."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.sandbox import Sandbox
+from tests.waiting import eventually
+
+NETWORKS = """\
+name: {name}
+networks:
+  net: {{subnet: {subnet}}}
+"""
+
+SERVICE = """\
+name: svc
+networks:
+  front: {subnet: 10.81.1.0/24}
+containers:
+  web:
+    command: sleep 100000
+    networks: [front]
+    ports: ["8081:80"]
+    resources: {memory: 64Mi}
+"""
+
+
+class Agent:
+    """`reconcile watch DIR` running inside the sandbox; its JSON log lines are collected."""
+
+    def __init__(self, sandbox: Sandbox, directory: Path, *flags: str) -> None:
+        self.lines: list[dict[str, object]] = []
+        self.proc = sandbox.spawn(sys.executable, "-m", "reconcile", "watch", str(directory), *flags)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            try:
+                self.lines.append(json.loads(line))
+            except json.JSONDecodeError:
+                self.lines.append({"event": "non-json", "text": line})
+
+    def saw(self, event: str, **fields: object) -> bool:
+        return any(l.get("event") == event and all(l.get(k) == v for k, v in fields.items())
+                   for l in list(self.lines))
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(10)
+        self._reader.join(5)
+        assert not self.saw("non-json"), self.lines  # no traceback, ever
+        return code
+
+
+@pytest.fixture
+def specs(sandbox: Sandbox) -> Path:
+    directory = sandbox.workdir / "specs"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def agent(sandbox: Sandbox, specs: Path) -> Iterator[Agent]:
+    running = Agent(sandbox, specs, "--resync", "1", "--debounce", "50")
+    assert eventually(lambda: running.saw("agent started"), True)
+    yield running
+    assert running.stop() == 0
+
+
+def _has_address(sandbox: Sandbox, ifname: str, cidr: str) -> bool:
+    link = sandbox.link(ifname)
+    return link is not None and any(f"{a['local']}/{a['prefixlen']}" == cidr for a in link["addr_info"])
+
+
+def _status(sandbox: Sandbox) -> dict[str, object]:
+    return json.loads(sandbox.reconcile("status", "-o", "json").stdout)
+
+
+def _watch_row(sandbox: Sandbox, stack: str) -> dict[str, object] | None:
+    return next((s["watch"] for s in _status(sandbox)["stacks"] if s["name"] == stack), None)
+
+
+def _write(path: Path, text: str) -> None:
+    """An editor's atomic save: a temporary file renamed over the stack file."""
+    partial = path.with_name(f".{path.name}.swp")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def test_files_written_edited_broken_and_deleted(sandbox: Sandbox, specs: Path, agent: Agent) -> None:
+    a, b = specs / "a.yaml", specs / "b.yaml"
+    _write(a, NETWORKS.format(name="a", subnet="10.80.1.0/24"))
+    assert eventually(lambda: _has_address(sandbox, "rc-a-net", "10.80.1.1/24"), True)
+
+    _write(a, NETWORKS.format(name="a", subnet="10.80.2.0/24"))  # edited: converged
+    assert eventually(lambda: _has_address(sandbox, "rc-a-net", "10.80.2.1/24"), True)
+
+    _write(a, NETWORKS.format(name="a", subnet="10.80.2.0/33"))  # broken
+    row = eventually(lambda: (_watch_row(sandbox, "a") or {}).get("sync"), "Error")
+    assert row == "Error"
+    error = _watch_row(sandbox, "a")["error"]
+    assert f"{a}:3:" in error and "networks.net.subnet" in error
+    assert agent.saw("spec invalid", file=str(a), kept="last good spec")
+    _write(b, NETWORKS.format(name="b", subnet="10.80.3.0/24"))  # other stacks are unaffected
+    assert eventually(lambda: _has_address(sandbox, "rc-b-net", "10.80.3.1/24"), True)
+    assert _has_address(sandbox, "rc-a-net", "10.80.2.1/24")  # still on the last good spec
+
+    _write(a, NETWORKS.format(name="a", subnet="10.80.2.0/24"))  # fixed: Synced again
+    assert eventually(lambda: (_watch_row(sandbox, "a") or {}).get("sync"), "Synced") == "Synced"
+
+    a.unlink()  # deleted: pruned
+    assert eventually(lambda: sandbox.link("rc-a-net"), None) is None
+    assert eventually(lambda: agent.saw("pruned", stack="a"), True)
+    assert [s["name"] for s in _status(sandbox)["stacks"]] == ["b"]
+    assert sandbox.link("rc-b-net") is not None
+
+
+def test_no_prune_keeps_a_deleted_stack(sandbox: Sandbox, specs: Path) -> None:
+    agent = Agent(sandbox, specs, "--no-prune", "--debounce", "50")
+    try:
+        path = specs / "keep.yaml"
+        _write(path, NETWORKS.format(name="keep", subnet="10.80.4.0/24"))
+        assert eventually(lambda: sandbox.link("rc-keep-net") is not None, True)
+        path.unlink()
+        assert eventually(lambda: agent.saw("stack kept", stack="keep"), True)
+        assert sandbox.link("rc-keep-net") is not None
+    finally:
+        assert agent.stop() == 0
+    sandbox.reconcile("down", "--stack", "keep", check=True)
+
+
+def _container(sandbox: Sandbox) -> dict[str, object]:
+    rows = {c["name"]: c for s in _status(sandbox)["stacks"] for c in s["containers"]}
+    return rows.get("web", {})
+
+
+def _dnat_rules(sandbox: Sandbox) -> list[str]:
+    return [l for l in sandbox.run("iptables-save", "-t", "nat").stdout.splitlines()
+            if l.startswith("-A RECONCILE-DNAT") and "8081" in l]
+
+
+def test_drift_is_repaired_without_a_file_change(sandbox: Sandbox, specs: Path, agent: Agent) -> None:
+    _write(specs / "svc.yaml", SERVICE)
+    assert eventually(lambda: _container(sandbox).get("state"), "running", timeout=10) == "running"
+    assert eventually(lambda: (_watch_row(sandbox, "svc") or {}).get("sync"), "Synced") == "Synced"
+    pid = _container(sandbox)["pid"]
+    veth = next(l["ifname"] for l in sandbox.our_links() if l["ifname"].startswith("rcv"))
+
+    sandbox.run("ip", "link", "del", veth)  # a deleted veth: back, same process
+    assert eventually(lambda: sandbox.link(veth) is not None, True)
+    assert eventually(lambda: _container(sandbox).get("ips"), {"front": "10.81.1.2"}) == {"front": "10.81.1.2"}
+    assert _container(sandbox)["pid"] == pid
+
+    rule = _dnat_rules(sandbox)
+    assert len(rule) == 1
+    sandbox.sh(f"iptables -t nat -D {rule[0][len('-A '):]}")  # a deleted DNAT rule
+    assert eventually(lambda: _dnat_rules(sandbox), rule) == rule
+
+    os.kill(int(pid), signal.SIGKILL)  # a killed container: restarted
+    assert eventually(lambda: _container(sandbox).get("restarts"), 1) == 1
+    assert eventually(lambda: _container(sandbox).get("state"), "running") == "running"
+
+    limit = Path("/sys/fs/cgroup/memory") / sandbox.cgroup_parent / "svc" / "web" / "memory.limit_in_bytes"
+    limit.write_text(str(32 << 20))  # a rewritten cgroup file: repaired by the resync
+    assert eventually(lambda: limit.read_text().strip(), str(64 << 20)) == str(64 << 20)
+
+    repairs = [l for l in agent.lines if l.get("event") == "change" and str(l.get("why", "")).startswith("kernel")]
+    assert {l["kind"] for l in repairs} >= {"endpoint", "port", "container"}
+    assert all(isinstance(l["ms"], float) and l["reason"] is not None for l in repairs)
+
+
+def test_a_new_agent_adopts_what_runs_and_sigterm_leaves_it_running(sandbox: Sandbox, specs: Path) -> None:
+    _write(specs / "svc.yaml", SERVICE)
+    first = Agent(sandbox, specs, "--debounce", "50")
+    try:
+        assert eventually(lambda: _container(sandbox).get("state"), "running", timeout=10) == "running"
+    finally:
+        assert first.stop() == 0
+    pid = _container(sandbox)["pid"]
+    assert _container(sandbox)["state"] == "running"  # SIGTERM left the workload alone
+
+    second = Agent(sandbox, specs, "--debounce", "50")
+    try:
+        assert eventually(lambda: second.saw("agent started"), True)
+        assert eventually(lambda: (_watch_row(sandbox, "svc") or {}).get("sync"), "Synced") == "Synced"
+    finally:
+        assert second.stop() == 0
+    assert _container(sandbox)["pid"] == pid and _container(sandbox)["restarts"] == 0
+    assert not second.saw("change")
+
+
+CRASHING = """\
+name: crash
+containers:
+  loop:
+    command: ["sh", "-c", "exit 3"]
+  once:
+    command: ["sh", "-c", "exit 3"]
+    restart: "no"
+"""
+
+
+def test_a_crashing_container_backs_off_and_policy_no_stays_down(sandbox: Sandbox, specs: Path) -> None:
+    agent = Agent(sandbox, specs, "--debounce", "50", "--restart-backoff", "1", "--restart-backoff-max", "2")
+    try:
+        _write(specs / "crash.yaml", CRASHING)
+        assert eventually(lambda: agent.saw("restart held", key="crash/container/loop"), True, timeout=10)
+        row = eventually(lambda: (_watch_row(sandbox, "crash") or {}).get("sync"), "OutOfSync")
+        assert row == "OutOfSync" and "CrashLoopBackOff" in _watch_row(sandbox, "crash")["error"]
+        assert eventually(lambda: len([l for l in agent.lines if l.get("event") == "restart held"]) >= 3, True,
+                          timeout=10)
+        waits = [l["wait_s"] for l in agent.lines if l.get("event") == "restart held"]
+        assert max(waits) <= 2.0
+        rows = {c["name"]: c for s in _status(sandbox)["stacks"] for c in s["containers"]}
+        assert rows["once"]["state"] == "exited" and rows["once"]["restarts"] == 0
+    finally:
+        assert agent.stop() == 0
+    sandbox.reconcile("down", "--stack", "crash", check=True)
+
+
+def test_a_missing_directory_is_a_clear_error(sandbox: Sandbox) -> None:
+    result = sandbox.reconcile("watch", str(sandbox.workdir / "nope"))
+    assert result.returncode == 1 and result.stderr.strip().endswith("nope: not a directory")
