@@ -6,6 +6,7 @@ holds a wanted name without our alias is a foreign link and a conflict, never ad
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Interface
@@ -15,6 +16,7 @@ from controllers.change import Action, Change, FieldChange
 from controllers.errors import ApplyError, ApplyErrors
 from kernel import sysctl
 from kernel.netlink import Netlink
+from kernel.rtnl_wire import NetlinkError
 from kernel.rtnl_dump import Link, LinkDump
 from specs import names
 from specs.errors import Issue
@@ -122,11 +124,8 @@ def _diff_one(key: str, net_key: str, want: BridgeState, found: ObservedBridge |
             return Change(Action.RECREATE, KIND_NETWORK, key, _field_changes(None, want),
                           reason="finish an interrupted creation", desired=want, observed=half)
         if holder is not None:
-            owner = names.parse_alias(holder.alias)
-            whose = f"network {owner.key} of reconcile" if owner else "a link reconcile does not own"
             return Issue(stack, ("networks", net_key, "bridge"),
-                         f"bridge name '{want.name}' is taken by {whose} "
-                         f"(kind {holder.kind or 'unknown'}, index {holder.index}); "
+                         f"bridge name '{want.name}' is taken by {_whose(holder)}; "
                          f"remove it or set networks.{net_key}.bridge to another name")
         return Change(Action.CREATE, KIND_NETWORK, key, _field_changes(None, want),
                       reason="not on the host", desired=want)
@@ -169,6 +168,12 @@ def diff_networks(desired: Desired, observed: NetworkObservation) -> Diff:
     return result
 
 
+def _whose(holder: Link) -> str:
+    owner = names.parse_alias(holder.alias)
+    whose = f"network {owner.key} of reconcile" if owner else "a link reconcile does not own"
+    return f"{whose} (kind {holder.kind or 'unknown'}, index {holder.index})"
+
+
 def _delete(bridge: ObservedBridge, reason: str) -> Change:
     return Change(Action.DELETE, KIND_NETWORK, bridge.owner.key,
                   _field_changes(bridge.state, None), reason=reason, observed=bridge)
@@ -207,12 +212,33 @@ class NetworkController:
         if change.action in (Action.DELETE, Action.RECREATE) and found is not None:
             self._netlink.delete_link(found.index)
         if change.action in (Action.CREATE, Action.RECREATE) and want is not None:
-            stack, network = change.key.split("/", 1)
-            index = self._netlink.create_bridge(want.name, want.mtu,
-                                                names.network_alias(stack, network), names.LINK_GROUP)
+            alias = names.network_alias(*change.key.split("/", 1))
+            try:
+                index = self._netlink.create_bridge(want.name, want.mtu, alias, names.LINK_GROUP)
+            except NetlinkError as exc:
+                if exc.errno != errno.EEXIST:
+                    raise
+                self._made_meanwhile(want.name, alias)
+                return  # ours: the next pass (apply re-observes) converges it
             self._converge(index, BridgeState(want.name, want.mtu, False, ()), want)
         if change.action is Action.UPDATE and want is not None and found is not None:
-            self._converge(found.index, found.state, want)
+            try:
+                self._converge(found.index, found.state, want)
+            except NetlinkError as exc:
+                if exc.errno != errno.ENODEV:
+                    raise
+                # Deleted by someone else since we observed it: the next pass makes it anew.
+
+    def _made_meanwhile(self, name: str, alias: str) -> None:
+        """A link named `name` appeared between our observation and our create (EEXIST). One
+        with our alias, or our group and no alias yet (a creation of ours in progress or cut
+        short), is taken as made; anything else is foreign and never adopted."""
+        holder = self._netlink.link_named(name)
+        in_progress = holder is not None and holder.alias is None and holder.group == names.LINK_GROUP
+        if holder is not None and (holder.alias == alias or in_progress):
+            return
+        taken = "a link since deleted" if holder is None else _whose(holder)
+        raise ApplyError(f"bridge name '{name}' was taken meanwhile by {taken}")
 
     def _converge(self, index: int, current: BridgeState, want: BridgeState) -> None:
         if current.mtu != want.mtu:

@@ -20,7 +20,7 @@ from kernel import rtnl_dump
 from kernel import rtnl_wire as wire
 from kernel.rtnl_dump import (IFF_UP, IFLA_GROUP, IFLA_IFALIAS, IFLA_IFNAME, IFLA_INFO_KIND,
                               IFLA_LINKINFO, IFLA_MASTER, IFLA_MTU, RT_TABLE_MAIN, RTA_DST, RTA_GATEWAY,
-                              RTA_OIF, RTM_GETLINK, LinkDump)
+                              RTA_OIF, RTM_GETLINK, Link, LinkDump)
 
 AF_UNSPEC, AF_INET, AF_BRIDGE = 0, 2, 7
 RTM_NEWLINK, RTM_DELLINK, RTM_SETLINK = 16, 17, 19
@@ -83,8 +83,17 @@ class Netlink:
         wire.request(self._sock, kind, flags, body)
 
     def index_of(self, name: str) -> int:
+        return self._link(name).index
+
+    def link_named(self, name: str) -> Link | None:
+        """The link of that name as it is now, if any."""
+        with _ignoring(errno.ENODEV):
+            return self._link(name)
+        return None
+
+    def _link(self, name: str) -> Link:
         answers = wire.get(self._sock, RTM_GETLINK, _ifinfo() + wire.attr_str(IFLA_IFNAME, name))
-        return rtnl_dump.parse_link(answers[0]).index
+        return rtnl_dump.parse_link(answers[0])
 
     @_retry_transient
     def dump(self) -> LinkDump:
