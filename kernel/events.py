@@ -16,6 +16,9 @@ Why it is built this way:
 - One shared 64 KiB receive buffer for all sockets, nothing per socket in Python; the kernel
   buffers of the busy sockets (host, nf_tables) are raised so a flush of 1000 rules fits, and an
   overflow anyway is reported (Overflow) rather than hidden.
+
+File descriptors: 6 of its own (epoll, self-pipe, inotify, host and nf_tables sockets) + one per
+watched namespace + one per watched process; 1000 + 1000 need RLIMIT_NOFILE above 2006.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Collection, Iterable
+from functools import partial
 
 from kernel import netns
 from kernel import rtnl_wire as wire
@@ -50,8 +54,6 @@ IN_MOVED_FROM, IN_DELETE, IN_Q_OVERFLOW, IN_IGNORED = 0x40, 0x200, 0x4000, 0x800
 _INOTIFY_EVENT = struct.Struct("=iIII")  # wd, mask, cookie, name length
 _libc = ctypes.CDLL(None, use_errno=True)
 
-Handler = Callable[[], Iterable[Event]]
-
 
 def _raise_receive_buffer(sock: socket.socket) -> None:
     """SO_RCVBUFFORCE passes net.core.rmem_max (needs CAP_NET_ADMIN); else the capped kind."""
@@ -62,22 +64,47 @@ def _raise_receive_buffer(sock: socket.socket) -> None:
 
 
 def _read_datagrams(sock: socket.socket, buffer: bytearray) -> Iterable[bytes | None]:
-    """Every datagram waiting on a non-blocking socket; None where the kernel reports that it
-    dropped some (ENOBUFS), after which the socket goes on working."""
+    """Every datagram waiting on a non-blocking socket, then None if the kernel dropped some
+    (ENOBUFS). The drop is reported only once the queue is drained: until then the socket stays
+    congested and the kernel drops more without telling, so a resync must start after that."""
+    overflowed = False
     while True:
         try:
             size = sock.recv_into(buffer)
         except BlockingIOError:
+            if overflowed:
+                yield None
             return
         except OSError as exc:
             if exc.errno != errno.ENOBUFS:
                 raise
-            yield None
+            overflowed = True
             continue
         yield bytes(buffer[:size])
 
 
-class _RouteSource:
+class _Socket:
+    sock: socket.socket
+
+    def fileno(self) -> int:
+        return self.sock.fileno()  # -1 once closed
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class _Fd:
+    fd: int
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        os.close(self.fd)
+        self.fd = -1
+
+
+class _RouteSource(_Socket):
     """The rtnetlink socket of one namespace and its ifindex -> (name, alias) cache."""
 
     def __init__(self, sock: socket.socket, netns_name: str | None, inode: int | None) -> None:
@@ -89,28 +116,21 @@ class _RouteSource:
         self.dumping = self.stale = False
         self._dump_links()
 
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def close(self) -> None:
-        self.sock.close()
-
     def _dump_links(self) -> None:
-        """One dump at a time per socket (a second one would be refused with EBUSY): a refill
-        asked for during a dump waits for its end."""
-        if self.dumping:
-            self.stale = True
-            return
+        """Fill the cache. The answers carry our own port id, so read() tells them from
+        notifications (which carry the changer's); one dump at a time per socket."""
         body = wire.IFINFO.pack(0, 0, 0, 0, 0)
         self.sock.send(wire.HEADER.pack(wire.HEADER.size + len(body), RTM_GETLINK,
                                         wire.NLM_F_REQUEST | wire.NLM_F_DUMP, 0, 0) + body)
         self.dumping, self.stale = True, False
 
     def read(self, buffer: bytearray) -> Iterable[Event]:
+        """Events of the waiting datagrams; after an overflow (or a failed dump), a new dump
+        once the queue is drained."""
         for data in _read_datagrams(self.sock, buffer):
             if data is None:
+                self.stale = True
                 yield Overflow(self.netns, "route")
-                self._dump_links()
                 continue
             for kind, port, body in messages(data):
                 if port == self.port:
@@ -121,17 +141,18 @@ class _RouteSource:
                     if event.what == "link":
                         remember_link(self.names, kind, body)
                     yield event
+        if self.stale and not self.dumping:
+            self._dump_links()
 
     def _dump_answer(self, kind: int, body: bytes) -> None:
         if kind in (wire.NLMSG_DONE, wire.NLMSG_ERROR):
             self.dumping = False
-            if self.stale:
-                self._dump_links()
+            self.stale |= kind == wire.NLMSG_ERROR
         else:
             remember_link(self.names, kind, body)
 
 
-class _NftablesSource:
+class _NftablesSource(_Socket):
     """The nf_tables notification socket of the agent's namespace (where iptables-nft writes)."""
 
     def __init__(self) -> None:
@@ -139,12 +160,6 @@ class _NftablesSource:
                                   | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
         _raise_receive_buffer(self.sock)
         self.sock.bind((0, 1 << (NFNLGRP_NFTABLES - 1)))
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def close(self) -> None:
-        self.sock.close()
 
     def read(self, buffer: bytearray) -> Iterable[Event]:
         for data in _read_datagrams(self.sock, buffer):
@@ -157,21 +172,14 @@ class _NftablesSource:
                     yield event
 
 
-class _PidWatch:
+class _PidWatch(_Fd):
     """A pidfd: readable once the process has exited."""
 
     def __init__(self, key: tuple[int, int], fd: int) -> None:
         self.key, self.fd = key, fd
 
-    def fileno(self) -> int:
-        return self.fd
 
-    def close(self) -> None:
-        os.close(self.fd)
-        self.fd = -1
-
-
-class _NetnsDirectory:
+class _NetnsDirectory(_Fd):
     """inotify on /run/netns, added once the directory exists (iproute2 creates it lazily)."""
 
     def __init__(self) -> None:
@@ -179,13 +187,6 @@ class _NetnsDirectory:
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
         self.watching = False
-
-    def fileno(self) -> int:
-        return self.fd
-
-    def close(self) -> None:
-        os.close(self.fd)
-        self.fd = -1
 
     def watch(self) -> None:
         if not self.watching:
@@ -214,14 +215,25 @@ class _NetnsDirectory:
                 offset = start + length
 
 
-def _inode(name: str) -> int | None:
-    """The namespace a name holds now (None if gone or not a mounted namespace yet)."""
-    if not netns.is_namespace(name):
-        return None
+_Watched = _RouteSource | _NftablesSource | _PidWatch
+
+
+def _inodes(names: Iterable[str]) -> dict[str, int | None]:
+    """The namespace each name holds now: None if gone, or not a mounted namespace (yet: `ip
+    netns add` creates the file before it bind-mounts the namespace on it)."""
     try:
-        return os.stat(netns.path_of(name)).st_ino
+        directory = os.stat(netns.NETNS_DIR).st_dev
     except FileNotFoundError:
-        return None
+        return dict.fromkeys(names)
+    inodes: dict[str, int | None] = {}
+    for name in names:
+        try:
+            found = os.stat(netns.path_of(name))
+        except FileNotFoundError:
+            inodes[name] = None
+            continue
+        inodes[name] = found.st_ino if found.st_dev != directory else None
+    return inodes
 
 
 class KernelEvents:
@@ -230,20 +242,19 @@ class KernelEvents:
     def __init__(self, on_event: Callable[[Event], None]) -> None:
         self._on_event = on_event
         self._lock = threading.Lock()
-        self._pending: list[Callable[[], Iterable[Event]]] = []
+        self._pending: list[tuple[list[_Watched], list[_Watched], list[Event]]] = []
         self._namespaces: dict[str, _RouteSource] = {}
         self._pids: dict[tuple[int, int], _PidWatch | None] = {}  # None: exit already reported
         self._buffer = bytearray(wire.RECV_BUFFER)
         self._selector = selectors.DefaultSelector()
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._selector.register(self._wake_read, selectors.EVENT_READ, self._run_pending)
-        host = _RouteSource(wire.new_socket(), None, None)
+        host, nftables = _RouteSource(wire.new_socket(), None, None), _NftablesSource()
         _raise_receive_buffer(host.sock)
-        self._sources: list[_RouteSource | _NftablesSource] = [host, _NftablesSource()]
-        for source in self._sources:
-            self._selector.register(source, selectors.EVENT_READ, self._reader(source))
+        self._swap([], [host, nftables])
         self._netns_dir = _NetnsDirectory()
         self._selector.register(self._netns_dir, selectors.EVENT_READ, self._namespaces_removed)
+        self._own: list[_Socket | _Fd] = [host, nftables, self._netns_dir]
 
     def watch_namespaces(self, names: Collection[str]) -> None:
         """Watch exactly these named namespaces. Thread-safe; on return the new ones' events are
@@ -252,43 +263,35 @@ class KernelEvents:
         wanted = set(names)
         with self._lock:
             self._netns_dir.watch()
-            inodes = {name: _inode(name) for name in wanted}
-            dropped = [self._namespaces.pop(name) for name, source in list(self._namespaces.items())
-                       if inodes.get(name) != source.inode]
+            inodes = _inodes(wanted)
+            dropped: list[_Watched] = [self._namespaces.pop(name) for name, source
+                                       in list(self._namespaces.items()) if inodes.get(name) != source.inode]
             new = sorted(n for n in wanted if n not in self._namespaces and inodes[n] is not None)
-            opened = []
+            opened: list[_Watched] = []
             for name, sock in zip(new, netns._sockets_in([netns.path_of(n) for n in new])):
                 if not isinstance(sock, OSError):  # gone since: the next call retries it
-                    opened.append(_RouteSource(sock, name, inodes[name]))
-                    self._namespaces[name] = opened[-1]
-
-            def swap() -> list[Event]:
-                self._swap(dropped, opened)
-                return []
-            self._later(swap)
+                    self._namespaces[name] = _RouteSource(sock, name, inodes[name])
+                    opened.append(self._namespaces[name])
+            self._later(dropped, opened, [])
 
     def watch_pids(self, pids: Collection[tuple[int, int]]) -> None:
         """Watch exactly these (pid, start time) processes: each yields one ExitEvent when it
         ends, at once if it is already gone or its pid now belongs to another process."""
         wanted = set(pids)
         with self._lock:
-            dropped = [w for key, w in self._pids.items() if key not in wanted and w is not None]
+            dropped: list[_Watched] = [w for key, w in self._pids.items() if key not in wanted and w]
             self._pids = {key: w for key, w in self._pids.items() if key in wanted}
             exited: list[Event] = []
-            opened = []
+            opened: list[_Watched] = []
             for key in wanted - self._pids.keys():
                 fd = _pidfd(ProcessHandle(*key))
-                if fd is None:
+                watch = None if fd is None else _PidWatch(key, fd)
+                self._pids[key] = watch
+                if watch is None:
                     exited.append(ExitEvent(key[0]))
-                    self._pids[key] = None
                 else:
-                    opened.append(_PidWatch(key, fd))
-                    self._pids[key] = opened[-1]
-
-            def swap() -> list[Event]:
-                self._swap(dropped, opened)
-                return exited
-            self._later(swap)
+                    opened.append(watch)
+            self._later(dropped, opened, exited)
 
     def run(self, stop: threading.Event) -> None:
         """Deliver events until `stop` is set (a helper thread wakes the loop when it is)."""
@@ -301,8 +304,7 @@ class KernelEvents:
     def close(self) -> None:
         """Close every fd; call once run() has returned."""
         with self._lock:
-            sources = [*self._sources, *self._namespaces.values(),
-                       *(w for w in self._pids.values() if w is not None), self._netns_dir]
+            sources = [*self._own, *self._namespaces.values(), *(w for w in self._pids.values() if w)]
             self._namespaces.clear()
             self._pids.clear()
         for source in sources:
@@ -322,9 +324,9 @@ class KernelEvents:
         except BlockingIOError:
             pass  # the pipe is full: the loop is awake anyway
 
-    def _later(self, change: Handler) -> None:
-        """Run in the loop thread (selector changes, events found by watch_*); hold the lock."""
-        self._pending.append(change)
+    def _later(self, dropped: list[_Watched], opened: list[_Watched], events: list[Event]) -> None:
+        """Hand selector changes and events found by watch_* to the loop thread; hold the lock."""
+        self._pending.append((dropped, opened, events))
         self._wake()
 
     def _run_pending(self) -> Iterable[Event]:
@@ -334,13 +336,26 @@ class KernelEvents:
         except BlockingIOError:
             pass
         with self._lock:
-            changes, self._pending = self._pending, []
-        return [event for change in changes for event in change()]
+            pending, self._pending = self._pending, []
+        for dropped, opened, events in pending:
+            self._swap(dropped, opened)
+            yield from events
 
-    def _reader(self, source: _RouteSource | _NftablesSource) -> Handler:
-        def read() -> Iterable[Event]:
-            return source.read(self._buffer) if source.fileno() >= 0 else ()
-        return read
+    def _swap(self, dropped: Iterable[_Watched], opened: Iterable[_Watched]) -> None:
+        """Loop thread only: unregister and close what is dropped, register what is opened."""
+        for source in dropped:
+            if source.fileno() >= 0:
+                self._selector.unregister(source)
+                source.close()
+        for source in opened:
+            if isinstance(source, _PidWatch):
+                handler = partial(self._exited, source)
+            else:
+                handler = partial(self._read, source)
+            self._selector.register(source, selectors.EVENT_READ, handler)
+
+    def _read(self, source: _RouteSource | _NftablesSource) -> Iterable[Event]:
+        return source.read(self._buffer) if source.fileno() >= 0 else ()
 
     def _exited(self, watch: _PidWatch) -> Iterable[Event]:
         if watch.fileno() < 0:  # dropped earlier in the same round of the loop
@@ -351,24 +366,11 @@ class KernelEvents:
         self._swap([watch], [])
         return [ExitEvent(watch.key[0])]
 
-    def _swap(self, dropped: Iterable[_RouteSource | _PidWatch],
-              opened: Iterable[_RouteSource | _PidWatch]) -> None:
-        """Loop thread only: unregister and close what is dropped, register what is opened."""
-        for source in dropped:
-            if source.fileno() >= 0:
-                self._selector.unregister(source)
-                source.close()
-        for source in opened:
-            handler = self._exited_handler(source) if isinstance(source, _PidWatch) else self._reader(source)
-            self._selector.register(source, selectors.EVENT_READ, handler)
-
-    def _exited_handler(self, watch: _PidWatch) -> Handler:
-        return lambda: self._exited(watch)
-
     def _namespaces_removed(self) -> Iterable[Event]:
         removed = self._netns_dir.removed()
         with self._lock:
-            gone = {name: self._namespaces.pop(name) for name, source in list(self._namespaces.items())
-                    if (removed is None or name in removed) and _inode(name) != source.inode}
+            inodes = _inodes(self._namespaces if removed is None else removed & self._namespaces.keys())
+            gone = {name: self._namespaces.pop(name) for name, inode in inodes.items()
+                    if inode != self._namespaces[name].inode}
         self._swap(gone.values(), [])
         return [NetnsGone(name) for name in gone]

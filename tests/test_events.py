@@ -14,10 +14,11 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
+from typing import Any
 
 import pytest
 
-from kernel.events import Event, ExitEvent, LinkEvent, NetnsGone, RuleEvent
+from kernel.events import Event, ExitEvent, LinkEvent, NetnsGone, Overflow, RuleEvent
 from kernel.procs import read_proc
 from tests.sandbox import Sandbox
 
@@ -26,12 +27,16 @@ import dataclasses, json, sys, threading, time
 from kernel.events import KernelEvents
 
 out = threading.Lock()
+stalled, resume = threading.Event(), threading.Event()
 def say(record):
     with out:
         print(json.dumps(record), flush=True)
 
 def on_event(event):
     say({"type": type(event).__name__, "at": time.monotonic(), **dataclasses.asdict(event)})
+    if stalled.is_set():  # a slow agent: the kernel queues meanwhile
+        resume.wait()
+        stalled.clear()
 
 events = KernelEvents(on_event)
 stop = threading.Event()
@@ -42,8 +47,13 @@ for line in sys.stdin:
     command = json.loads(line)
     if "namespaces" in command:
         events.watch_namespaces(command["namespaces"])
-    else:
+    elif "pids" in command:
         events.watch_pids([tuple(p) for p in command["pids"]])
+    elif command.get("stall"):
+        resume.clear()
+        stalled.set()
+    else:
+        resume.set()
     say({"type": "done"})
 stop.set()
 loop.join()
@@ -52,6 +62,8 @@ events.close()
 
 ALIAS = "reconcile/v1 network s/n"
 PORT_COMMENT = "reconcile/v1 port s/c/8080/tcp"
+Record = dict[str, Any]
+"""One event as the collector printed it: its fields, "type" and "at" (time.monotonic())."""
 
 
 class Collector:
@@ -61,11 +73,11 @@ class Collector:
         self.proc = subprocess.Popen(
             ["nsenter", "-t", str(sandbox.pid), "-n", "-m", "--", sys.executable, "-c", COLLECTOR],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=sandbox.env)
-        self.seen: list[dict] = []
+        self.seen: list[Record] = []
         self._pending = b""
         self._next("ready")
 
-    def _read(self, timeout: float) -> dict | None:
+    def _read(self, timeout: float) -> Record | None:
         """The next record, read from the raw pipe: a buffered reader would hide lines it
         already holds from select()."""
         assert self.proc.stdout is not None
@@ -77,7 +89,8 @@ class Collector:
             assert chunk, "the collector died"
             self._pending += chunk
         line, self._pending = self._pending.split(b"\n", 1)
-        return json.loads(line)
+        record: Record = json.loads(line)
+        return record
 
     def _next(self, kind: str) -> None:
         while (record := self._read(5.0)) is not None:
@@ -94,16 +107,16 @@ class Collector:
 
     def wait_for(self, event: Event, timeout: float = 5.0) -> float:
         """Block until the event has been reported; returns when it was (time.monotonic)."""
-        expected = {"type": type(event).__name__, **asdict(event)}
+        expected = {"type": type(event).__name__, "at": None, **asdict(event)}
         deadline = time.monotonic() + timeout
-        while True:
-            for record in self.seen:
-                if {k: v for k, v in record.items() if k != "at"} == expected:
-                    return record["at"]
+        found = next((r for r in self.seen if {**r, "at": None} == expected), None)
+        while found is None:
             record = self._read(max(0.0, deadline - time.monotonic()))
             if record is None:
                 raise AssertionError(f"{event} not reported; got:\n" + "\n".join(map(str, self.seen)))
             self.seen.append(record)
+            found = record if {**record, "at": None} == expected else None
+        return float(found["at"])
 
     def __enter__(self) -> Collector:
         return self
@@ -124,16 +137,20 @@ def collector(sandbox: Sandbox) -> Iterator[Collector]:
 def _index(sandbox: Sandbox, name: str, netns: str | None = None) -> int:
     link = sandbox.link(name, netns)
     assert link is not None
-    return link["ifindex"]
+    return int(link["ifindex"])
 
 
 def test_link_created_and_deleted_with_alias(sandbox: Sandbox, collector: Collector) -> None:
-    """(The kernel announces an alias change only on a link that is up: netdev_state_change.)"""
-    sandbox.sh(f"ip link add rc-s-n type bridge && ip link set rc-s-n alias '{ALIAS}' up")
-    index = _index(sandbox, "rc-s-n")
+    """(The kernel announces an alias change only on a link that is up: netdev_state_change.)
+    A port leaving its bridge (an AF_BRIDGE DELLINK) is a change of the port, not a deletion."""
+    sandbox.sh(f"ip link add rc-s-n type bridge && ip link set rc-s-n alias '{ALIAS}' up"
+               " && ip link add rcvtest type veth peer name rcvpeer && ip link set rcvtest master rc-s-n up")
+    index, port = _index(sandbox, "rc-s-n"), _index(sandbox, "rcvtest")
     collector.wait_for(LinkEvent(None, "link", False, index, "rc-s-n", ALIAS))
+    sandbox.run("ip", "link", "set", "rcvtest", "nomaster")
     sandbox.run("ip", "link", "del", "rc-s-n")
     collector.wait_for(LinkEvent(None, "link", True, index, "rc-s-n", ALIAS))
+    assert not [r for r in collector.seen if r.get("ifindex") == port and r["deleted"]]
 
 
 def test_address_and_route_of_an_aliased_link_name_it(sandbox: Sandbox) -> None:
@@ -166,25 +183,56 @@ def test_named_namespace_events_and_its_deletion(sandbox: Sandbox, collector: Co
     collector.wait_for(LinkEvent(None, "link", True, host, "rcvtest", None))
 
 
+def test_overflow_is_reported_and_the_alias_cache_refilled(sandbox: Sandbox, collector: Collector) -> None:
+    """While the agent is stuck in a callback, a burst overflows the namespace socket's kernel
+    buffer (left at the default: only the host and nf_tables sockets get a big one). The alias
+    change made meanwhile is dropped; only the dump after the overflow can know it."""
+    endpoint = "reconcile/v1 endpoint s/c/n"
+    sandbox.sh(f"ip netns add rc-s_c && ip -n rc-s_c link add eth0 type bridge"
+               f" && ip -n rc-s_c link set eth0 alias '{endpoint}' up")
+    inner = _index(sandbox, "eth0", "rc-s_c")
+    collector.command(namespaces=["rc-s_c"])
+    collector.command(stall=True)
+    burst = "".join(f"addr add 10.{i // 250}.{i % 250}.1/32 dev lo\n" for i in range(2000))
+    sandbox.run("ip", "-n", "rc-s_c", "-batch", "-", input=burst)
+    sandbox.run("ip", "-n", "rc-s_c", "link", "set", "eth0", "alias", "changed while dropped")
+    collector.command(stall=False)
+    collector.wait_for(Overflow("rc-s_c", "route"))
+    sandbox.run("ip", "-n", "rc-s_c", "addr", "add", "10.99.0.1/24", "dev", "eth0")
+    collector.wait_for(LinkEvent("rc-s_c", "address", False, inner, "eth0", "changed while dropped"))
+
+
+def _dnat(port: int) -> list[str]:
+    return ["-p", "tcp", "--dport", str(port), "-m", "comment", "--comment",
+            f"reconcile/v1 port s/c/{port}/tcp", "-j", "DNAT", "--to-destination", "10.9.0.2:80"]
+
+
 def test_iptables_rules_and_flush(sandbox: Sandbox, collector: Collector) -> None:
-    rule = ["-p", "tcp", "--dport", "8080", "-m", "comment", "--comment", PORT_COMMENT,
-            "-j", "DNAT", "--to-destination", "10.9.0.2:80"]
+    """iptables-nft keeps `-m comment` as an xtables match; a flush deletes rule by rule."""
+    other = "reconcile/v1 port s/c/8081/tcp"
     sandbox.run("iptables", "-t", "nat", "-N", "RECONCILE-DNAT")
     collector.wait_for(RuleEvent("nat", "RECONCILE-DNAT", False, None))
-    sandbox.run("iptables", "-t", "nat", "-A", "RECONCILE-DNAT", *rule)
+    sandbox.run("iptables", "-t", "nat", "-A", "RECONCILE-DNAT", *_dnat(8080))
     collector.wait_for(RuleEvent("nat", "RECONCILE-DNAT", False, PORT_COMMENT))
-    sandbox.run("iptables", "-t", "nat", "-D", "RECONCILE-DNAT", *rule)
+    sandbox.run("iptables", "-t", "nat", "-D", "RECONCILE-DNAT", *_dnat(8080))
     collector.wait_for(RuleEvent("nat", "RECONCILE-DNAT", True, PORT_COMMENT))
-    other = "reconcile/v1 port s/c/8081/tcp"
-    sandbox.run("iptables", "-t", "nat", "-A", "RECONCILE-DNAT", *rule)
-    sandbox.run("iptables", "-t", "nat", "-A", "RECONCILE-DNAT", *rule[:3], "8081", *rule[4:7], other,
-                *rule[8:])
+    sandbox.run("iptables", "-t", "nat", "-A", "RECONCILE-DNAT", *_dnat(8080))
+    sandbox.run("iptables", "-t", "nat", "-A", "RECONCILE-DNAT", *_dnat(8081))
     collector.seen.clear()
     sandbox.run("iptables", "-t", "nat", "-F", "RECONCILE-DNAT")
     collector.wait_for(RuleEvent("nat", "RECONCILE-DNAT", True, PORT_COMMENT))
     collector.wait_for(RuleEvent("nat", "RECONCILE-DNAT", True, other))
     sandbox.run("iptables", "-t", "nat", "-X", "RECONCILE-DNAT")
     collector.wait_for(RuleEvent("nat", "RECONCILE-DNAT", True, None))
+
+
+def test_nft_userdata_comment_and_other_families(sandbox: Sandbox, collector: Collector) -> None:
+    """nft keeps a rule comment in the rule's userdata. Tables of other families than IPv4 are
+    not reported: the IPv4 table made after them is the first RuleEvent."""
+    sandbox.run("nft", "add table ip6 t6; add chain ip6 t6 c; add table ip t; add chain ip t c;"
+                " add rule ip t c counter comment \"reconcile/v1 chains\"")
+    collector.wait_for(RuleEvent("t", "c", False, "reconcile/v1 chains"))
+    assert [r["table"] for r in collector.seen if r["type"] == "RuleEvent"][0] == "t"
 
 
 @pytest.fixture
