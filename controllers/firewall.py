@@ -343,7 +343,7 @@ class FirewallController:
         works = [c.desired for c in changes if isinstance(c.desired, Work)]
         errors: list[ApplyError] = []
         try:
-            self._backend.apply([op for work in works for op in work.ops])
+            self._apply_ops([op for work in works for op in work.ops])
         except netfilter.NetfilterError as exc:
             keys = ", ".join(f"{c.kind} {c.key}" for c in changes)
             raise ApplyErrors([ApplyError(f"{keys}: {exc}")]) from exc
@@ -359,3 +359,24 @@ class FirewallController:
         errors += [ApplyError(message) for work in works for message in work.errors]
         if errors:
             raise ApplyErrors(errors)
+
+    def _apply_ops(self, ops: Sequence[Op]) -> None:
+        """One batch. The kernel refuses a whole table's batch for one `-D` of a rule that is
+        not there: when someone else removed rules or chains of ours after we observed, those
+        deletions are done already, so they are dropped and the rest is sent once more. Any
+        other refusal stands."""
+        try:
+            self._backend.apply(ops)
+        except netfilter.NetfilterError:
+            ruleset = self._backend.observe()
+            left = [op for op in ops if not _already_done(op, ruleset)]
+            if len(left) == len(ops):
+                raise
+            self._backend.apply(left)
+
+
+def _already_done(op: Op, ruleset: Ruleset) -> bool:
+    chain = ruleset.chain(op.table, op.chain)
+    if op.kind is OpKind.DELETE_RULE:
+        return chain is None or op.spec not in chain.rules
+    return op.kind in (OpKind.DELETE_CHAIN, OpKind.FLUSH_CHAIN) and chain is None
