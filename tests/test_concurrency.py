@@ -1,0 +1,161 @@
+"""Concurrency, through real CLI processes in one Sandbox with the foreign canary planted:
+
+- two applies of different stacks at once both succeed: the second waits on the state dir's
+  lock, saying so, then converges its own stack;
+- two applies of one stack serialize: the second waits, then finds nothing left to do (never a
+  half-applied host);
+- `diff` and `status`, run over and over while an apply and a down are under way, never crash:
+  exit 0 or 2 (diff), 0 (status), never a traceback.
+
+"At once" is made certain, not hoped for: the first apply recreates a container that ignores
+SIGTERM, so it holds the lock for its whole stop grace while the others start.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from tests.canary import Canary, planted
+from tests.reliability import record
+from tests.sandbox import Sandbox
+from tests.test_kill_anywhere import leftovers
+
+GRACE = 2
+STACK = """\
+name: {name}
+networks:
+  n: {{subnet: 10.95.{subnet}.0/24}}
+containers:
+  slow:
+    command: ["sh", "-c", "trap '' TERM; while :; do sleep 1; done; # {generation}"]
+    networks: [n]
+    ports: ["{port}:80"]
+    resources: {{memory: 32Mi, pids: 16}}
+    stop_grace: {grace}
+  peer:
+    command: sleep 100001
+    networks: [n]
+    depends_on: [slow]
+"""
+WAITING = "waiting for another reconcile"
+
+
+def write_stack(sandbox: Sandbox, name: str, generation: int, subnet: int, port: int) -> str:
+    text = STACK.format(name=name, generation=generation, subnet=subnet, port=port, grace=GRACE)
+    return str(sandbox.write(f"{name}-{generation}.yaml", text))
+
+
+def start(sandbox: Sandbox, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(["nsenter", "-t", str(sandbox.pid), "-n", "-m", "--",
+                             sys.executable, "-m", "reconcile", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=sandbox.env)
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    output, _ = proc.communicate(timeout=60)
+    return proc.returncode, output
+
+
+def holding_lock(sandbox: Sandbox, proc: subprocess.Popen[str]) -> None:
+    """Wait until `proc` holds the state dir's lock (it writes its pid into the lock file once it
+    has it; nsenter without --pid execs the CLI, so the pids agree)."""
+    lock = sandbox.state_dir / "lock"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and proc.poll() is None:
+        if lock.exists() and lock.read_text().strip() == str(proc.pid):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the first apply never held the lock (exit {proc.poll()})")
+
+
+def applied_at_once(sandbox: Sandbox, first: str, second: str) -> tuple[tuple[int, str], tuple[int, str]]:
+    """(exit, output) of `apply first` and of `apply second`, started once the first holds
+    the lock."""
+    leader = start(sandbox, "apply", first)
+    holding_lock(sandbox, leader)
+    follower = start(sandbox, "apply", second)
+    return finish(leader), finish(follower)
+
+
+def ok(sandbox: Sandbox, *args: str) -> str:
+    result = sandbox.reconcile(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def running_with_next(sandbox: Sandbox) -> str:
+    """Stack `rel` applied; returns its next generation (a recreate of `slow`)."""
+    ok(sandbox, "apply", write_stack(sandbox, "rel", 1, subnet=1, port=18201))
+    return write_stack(sandbox, "rel", 2, subnet=1, port=18201)
+
+
+def in_sync_then_down(sandbox: Sandbox, *paths: str) -> None:
+    for path in paths:
+        ok(sandbox, "diff", path)
+    for path in paths:
+        ok(sandbox, "down", path)
+
+
+@pytest.fixture
+def canary(sandbox: Sandbox) -> Iterator[Canary]:
+    """The canary, byte-identical at the end, and nothing of ours left after the test's downs."""
+    with planted(sandbox) as planted_canary:
+        before = planted_canary.snapshot()
+        yield planted_canary
+        assert leftovers(sandbox) == []
+        assert planted_canary.snapshot() == before
+
+
+def test_two_stacks_applied_at_once_both_converge(sandbox: Sandbox, canary: Canary) -> None:
+    one_next = running_with_next(sandbox)
+    two = write_stack(sandbox, "two", 1, subnet=2, port=18202)
+    # The first recreates `slow`: it holds the lock for GRACE seconds.
+    (code1, out1), (code2, out2) = applied_at_once(sandbox, one_next, two)
+    assert code1 == 0 and code2 == 0, out1 + out2
+    assert WAITING in out2 and "Traceback" not in out1 + out2
+    in_sync_then_down(sandbox, one_next, two)
+    record("concurrency", different_stacks_at_once=2)
+
+
+def test_one_stack_applied_twice_at_once_serializes(sandbox: Sandbox, canary: Canary) -> None:
+    target = running_with_next(sandbox)
+    (code1, out1), (code2, out2) = applied_at_once(sandbox, target, target)
+    assert code1 == 0 and "-/+ container rel/slow" in out1, out1
+    assert code2 == 0 and WAITING in out2 and "No changes." in out2, out2
+    in_sync_then_down(sandbox, target)
+    record("concurrency", same_stack_at_once=2)
+
+
+def test_diff_and_status_during_apply_and_down_never_crash(sandbox: Sandbox, canary: Canary) -> None:
+    target = running_with_next(sandbox)
+    exits: Counter[str] = Counter()
+    crashes: list[str] = []
+
+    def poll(writer: subprocess.Popen[str], *args: str, allowed: tuple[int, ...]) -> None:
+        while writer.poll() is None:
+            result = sandbox.reconcile(*args)
+            exits[f"{args[0]} {result.returncode}"] += 1
+            if result.returncode not in allowed or "Traceback" in result.stdout + result.stderr:
+                crashes.append(f"{' '.join(args)} exited {result.returncode}:\n{result.stdout}{result.stderr}")
+
+    for verb in ("apply", "down"):
+        writer = start(sandbox, verb, target)  # each stops `slow`: GRACE seconds under way
+        readers = [threading.Thread(target=poll, args=(writer, "diff", target), kwargs={"allowed": (0, 2)}),
+                   threading.Thread(target=poll, args=(writer, "status", "-o", "json"), kwargs={"allowed": (0,)})]
+        for reader in readers:
+            reader.start()
+        code, output = finish(writer)
+        for reader in readers:
+            reader.join()
+        assert code == 0, output
+    record("concurrency", reads_during_writes=sum(exits.values()),
+           **{f"reads_{key.replace(' ', '_exit_')}": n for key, n in exits.items()})
+    assert not crashes, "\n\n".join(crashes)
+    assert sum(exits.values()) >= 8
