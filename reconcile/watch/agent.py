@@ -24,6 +24,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from controllers.change import Action, Change
 from controllers.container import DesiredContainer, ObservedContainer, Paths
 from kernel import netns, runtime
+from kernel.memory import release_free_memory
 from kernel.events import Event, KernelEvents
 from kernel.rtnl_wire import DumpInterrupted
 from reconcile.engine.plan import Plan
@@ -144,6 +145,7 @@ class Agent:
                         self._work(key)
                     finally:
                         self.queue.done(key)
+                        release_free_memory()
         finally:
             self.queue.close()
             self.events.close()

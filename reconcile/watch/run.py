@@ -3,6 +3,7 @@ the metrics endpoint."""
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
 import sys
@@ -21,10 +22,22 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _use_system_malloc() -> None:
+    """Re-execute once with PYTHONMALLOC=malloc (unless the user chose an allocator). A
+    reconcile of 1,000 containers peaks near 110 MB; with Python's own allocator the agent then
+    stays near its peak (a page of small objects is only returned when all of it is free),
+    while glibc's malloc with malloc_trim (kernel/memory.py) gives it back: 81 MB against
+    65 MB after converging 1,000 containers (bench/drift.py)."""
+    if "PYTHONMALLOC" not in os.environ:
+        os.execve(sys.executable, [sys.executable, "-m", "reconcile", *sys.argv[1:]],
+                  {**os.environ, "PYTHONMALLOC": "malloc"})
+
+
 def run(settings: Settings, options: WatchOptions, metrics_addr: str | None) -> int:
     if not options.directory.is_dir():
         print(f"error: {options.directory}: not a directory", file=sys.stderr)
         return 1
+    _use_system_malloc()
     _raise_fd_limit()
     agent = Agent(settings, options, ActionLog())
     if metrics_addr:
