@@ -242,6 +242,8 @@ class KernelEvents:
     def __init__(self, on_event: Callable[[Event], None]) -> None:
         self._on_event = on_event
         self._lock = threading.Lock()
+        self._running = threading.Lock()  # held by run(): close() waits for the loop to end
+        self._closed = threading.Event()
         self._pending: list[tuple[list[_Watched], list[_Watched], list[Event]]] = []
         self._namespaces: dict[str, _RouteSource] = {}
         self._pids: dict[tuple[int, int], _PidWatch | None] = {}  # None: exit already reported
@@ -294,29 +296,36 @@ class KernelEvents:
             self._later(dropped, opened, exited)
 
     def run(self, stop: threading.Event) -> None:
-        """Deliver events until `stop` is set (a helper thread wakes the loop when it is)."""
+        """Deliver events until `stop` is set (a helper thread wakes the loop when it is) or
+        close() is called."""
         threading.Thread(target=self._wake_on, args=(stop,), daemon=True, name="events-stop").start()
-        while not stop.is_set():
-            for key, _mask in self._selector.select():
-                for event in key.data():
-                    self._on_event(event)
+        with self._running:
+            while not stop.is_set() and not self._closed.is_set():
+                for key, _mask in self._selector.select():
+                    for event in key.data():
+                        self._on_event(event)
 
     def close(self) -> None:
-        """Close every fd; call once run() has returned."""
-        with self._lock:
+        """Stop run() if it is still looping, wait for it to return, close every fd. From any
+        thread but the loop's own (from on_event it would wait for itself)."""
+        self._closed.set()
+        self._wake()
+        with self._running, self._lock:
             sources = [*self._own, *self._namespaces.values(), *(w for w in self._pids.values() if w)]
             self._namespaces.clear()
             self._pids.clear()
-        for source in sources:
-            if source.fileno() >= 0:
-                source.close()
-        self._selector.close()
-        os.close(self._wake_read)
-        os.close(self._wake_write)
+            for source in sources:
+                if source.fileno() >= 0:
+                    source.close()
+            self._selector.close()
+            os.close(self._wake_read)
+            os.close(self._wake_write)
 
     def _wake_on(self, stop: threading.Event) -> None:
         stop.wait()
-        self._wake()
+        with self._lock:  # not after close(): the pipe's fd number may belong to another file
+            if not self._closed.is_set():
+                self._wake()
 
     def _wake(self) -> None:
         try:
