@@ -38,7 +38,7 @@ from kernel import rtnl_wire as wire
 from kernel.events_wire import (Event, ExitEvent, LinkEvent, LinkNames, NetnsGone, Overflow, RuleEvent,
                                 messages, remember_link, route_event, rule_event)
 from kernel.rtnl_dump import RTM_GETLINK
-from kernel.runtime import ProcessHandle, _pidfd
+from kernel.runtime import ProcessHandle, open_pidfd
 
 __all__ = ["Event", "ExitEvent", "KernelEvents", "LinkEvent", "NetnsGone", "Overflow", "RuleEvent"]
 
@@ -286,7 +286,7 @@ class KernelEvents:
             exited: list[Event] = []
             opened: list[_Watched] = []
             for key in wanted - self._pids.keys():
-                fd = _pidfd(ProcessHandle(*key))
+                fd = open_pidfd(ProcessHandle(*key))
                 watch = None if fd is None else _PidWatch(key, fd)
                 self._pids[key] = watch
                 if watch is None:

@@ -156,7 +156,7 @@ def is_running(handle: ProcessHandle) -> bool:
     return alive(handle.pid, handle.start_time)
 
 
-def _pidfd(handle: ProcessHandle) -> int | None:
+def open_pidfd(handle: ProcessHandle) -> int | None:
     """A pidfd for exactly this process, or None if it is gone (or the pid was reused)."""
     try:
         fd = os.pidfd_open(handle.pid)
@@ -172,7 +172,7 @@ def stop(handle: ProcessHandle, grace: float) -> None:
     """SIGTERM to the init (tini forwards it), SIGKILL after `grace` seconds. The init is PID 1
     of the container's pid namespace: when it dies the kernel kills everything inside."""
     crashpoints.step("stop")
-    fd = _pidfd(handle)
+    fd = open_pidfd(handle)
     if fd is None:
         return
     try:
