@@ -1,0 +1,239 @@
+"""Drift repair latency of `reconcile watch`, and its memory with many containers.
+
+Latency: the agent watches a stack (two networks, two published containers with limits); each
+trial makes one drift by hand and times from just before the command that makes it to the
+agent's log line for the repair (written once the repair is applied), then checks the kernel
+agrees. p50/p90 over TRIALS trials per kind. RSS: the agent's resident memory (VmRSS, and the
+peak VmHWM) once it has converged N containers and gone quiet.
+
+Run as root: `.venv/bin/python bench/drift.py` (it re-executes itself in a throwaway host).
+BENCH_TRIALS (default 20) and BENCH_RSS_SIZES (default 200,1000) shrink a run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import REPO, print_table, reconcile, reexec_in_throwaway_host  # noqa: E402
+
+TRIALS = int(os.environ.get("BENCH_TRIALS", "20"))
+RSS_SIZES = tuple(int(n) for n in os.environ.get("BENCH_RSS_SIZES", "200,1000").split(","))
+
+STACK = """\
+name: drift
+networks:
+  front: {subnet: 10.63.1.0/24}
+  back: {subnet: 10.63.2.0/24, internal: true}
+containers:
+  web:
+    command: sleep 100000
+    networks: [front, back]
+    ports: ["8090:80"]
+    resources: {memory: 64Mi}
+  api:
+    command: sleep 100000
+    networks: [front]
+    ports: ["8091:80"]
+"""
+
+
+class Agent:
+    """The agent as a user runs it, with its JSON log read line by line."""
+
+    def __init__(self, directory: Path, env: dict[str, str]) -> None:
+        self.lines: list[dict[str, object]] = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(reconcile("watch", str(directory), "--restart-stable", "0.5"),
+                                     env=env, stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._cond:
+                self.lines.append(json.loads(line))
+                self._cond.notify_all()
+
+    def wait_for(self, match: Callable[[dict[str, object]], bool], after: int, timeout: float = 30) -> dict[str, object]:
+        """The first log line from index `after` on that matches."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = next((l for l in self.lines[after:] if match(l)), None)
+                if found is not None:
+                    return found
+                if not self._cond.wait(deadline - time.monotonic()) and time.monotonic() > deadline:
+                    raise SystemExit(f"no matching agent log line within {timeout} s: {self.lines[after:][-5:]}")
+
+    def quiet(self, seconds: float = 1.0, timeout: float = 600) -> None:
+        """Wait until the agent has logged nothing for `seconds` (converged, no churn left)."""
+        deadline = time.monotonic() + timeout
+        seen = -1
+        while time.monotonic() < deadline:
+            if len(self.lines) == seen:
+                return
+            seen = len(self.lines)
+            time.sleep(seconds)
+        raise SystemExit("the agent never went quiet")
+
+    def memory_kib(self) -> tuple[int, int]:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines())
+        return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+
+
+def _environment() -> tuple[dict[str, str], str]:
+    parent = f"rc-bench-{uuid.uuid4().hex[:8]}"
+    return {**os.environ, "RECONCILE_STATE_DIR": tempfile.mkdtemp(prefix="rc-bench-"),
+            "RECONCILE_CGROUP_PARENT": parent, "PYTHONPATH": str(REPO), "NO_COLOR": "1"}, parent
+
+
+def _run(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def _status(env: dict[str, str]) -> dict[str, dict[str, object]]:
+    document = json.loads(subprocess.run(reconcile("status", "-o", "json"), env=env, check=True,
+                                         capture_output=True, text=True).stdout)
+    return {c["name"]: c for s in document["stacks"] for c in s["containers"]}
+
+
+def _veth_of(container: str) -> str:
+    for line in _run("ip", "-o", "link", "show").splitlines():
+        if f"endpoint drift/{container}/front" in line:
+            return line.split(": ")[1].split("@")[0]
+    raise SystemExit(f"no veth of {container}")
+
+
+def _dnat_rule(port: int) -> list[str]:
+    line = next(l for l in _run("iptables-save", "-t", "nat").splitlines()
+                if l.startswith("-A RECONCILE-DNAT") and f"--dport {port}" in l)
+    return shlex.split(line)[2:]
+
+
+Drift = Callable[[], Callable[[], object]]
+"""Looks up what to break (outside the timing) and returns the command that breaks it."""
+
+
+def _command(*argv: str) -> Callable[[], object]:
+    return lambda: _run(*argv)
+
+
+def _drifts(env: dict[str, str]) -> dict[str, tuple[Drift, Callable[[dict[str, object]], bool], Callable[[], bool]]]:
+    """Per kind: the drift, which log line is its repair, and the kernel check after."""
+    def kill_web() -> Callable[[], object]:
+        pid = int(_status(env)["web"]["pid"])  # type: ignore[call-overload]
+        return lambda: os.kill(pid, signal.SIGKILL)
+
+    def veth_back() -> bool:
+        try:
+            socket.if_nametoindex(_veth_of("web"))
+            return True
+        except (OSError, SystemExit):
+            return False
+
+    def address_back() -> bool:
+        return "10.63.1.1/24" in _run("ip", "-o", "addr", "show", "dev", "rc-drift-front")
+
+    return {
+        "veth deleted": (lambda: _command("ip", "link", "del", _veth_of("web")),
+                         lambda l: l.get("kind") == "endpoint", veth_back),
+        "address removed": (lambda: _command("ip", "addr", "del", "10.63.1.1/24", "dev", "rc-drift-front"),
+                            lambda l: l.get("kind") == "network", address_back),
+        "DNAT rule deleted": (lambda: _command("iptables", "-t", "nat", "-D", "RECONCILE-DNAT", *_dnat_rule(8090)),
+                              lambda l: l.get("kind") == "port", lambda: bool(_dnat_rule(8090))),
+        "chain flushed": (lambda: _command("iptables", "-t", "nat", "-F", "RECONCILE-DNAT"),
+                          lambda l: l.get("kind") == "port", lambda: bool(_dnat_rule(8091))),
+        "container killed": (kill_web, lambda l: l.get("kind") == "container",
+                             lambda: _status(env)["web"]["state"] == "running"),
+    }
+
+
+def latency() -> list[list[object]]:
+    env, parent = _environment()
+    directory = Path(tempfile.mkdtemp())
+    (directory / "drift.yaml").write_text(STACK)
+    agent = Agent(directory, env)
+    rows: list[list[object]] = []
+    try:
+        agent.wait_for(lambda l: l.get("event") == "change" and l.get("kind") == "container", 0)
+        agent.quiet()
+        for kind, (make, is_repair, check) in _drifts(env).items():
+            samples = []
+            for _ in range(TRIALS):
+                drift = make()
+                mark = len(agent.lines)
+                before = time.time()
+                drift()
+                repair = agent.wait_for(lambda l: l.get("event") == "change" and is_repair(l), mark)
+                samples.append(float(repair["ts"]) - before)  # type: ignore[arg-type]
+                if not check():
+                    raise SystemExit(f"{kind}: the agent logged a repair the kernel does not show")
+                agent.quiet(0.6)  # settle (and outlive --restart-stable) before the next trial
+            deciles = statistics.quantiles(samples, n=10)
+            rows.append([kind, TRIALS, statistics.median(samples) * 1000, deciles[8] * 1000, max(samples) * 1000])
+    finally:
+        agent.stop()
+        subprocess.run(reconcile("down", "--stack", "drift"), env=env, check=True, capture_output=True)
+        _remove_cgroup_parent(parent)
+    return rows
+
+
+def _many(n: int) -> str:
+    containers = "".join(f"  c{i}:\n    command: sleep 100000\n    networks: [net]\n" for i in range(n))
+    return f"name: many\nnetworks:\n  net:\n    subnet: 10.62.0.0/21\ncontainers:\n{containers}"
+
+
+def rss(n: int) -> list[object]:
+    env, parent = _environment()
+    directory = Path(tempfile.mkdtemp())
+    (directory / "many.yaml").write_text(_many(n))
+    agent = Agent(directory, env)
+    try:
+        start = time.monotonic()
+        agent.wait_for(lambda l: l.get("event") == "change" and l.get("object") == f"many/c{n - 1}", 0, timeout=900)
+        agent.quiet(2.0)
+        converged = time.monotonic() - start
+        running = sum(1 for c in _status(env).values() if c["state"] == "running")
+        if running != n:
+            raise SystemExit(f"{running} of {n} containers running")
+        rss_kib, peak_kib = agent.memory_kib()
+        return [n, rss_kib / 1024, peak_kib / 1024, converged]
+    finally:
+        agent.stop()
+        subprocess.run(reconcile("down", "--stack", "many"), env=env, check=True, capture_output=True)
+        _remove_cgroup_parent(parent)
+
+
+def _remove_cgroup_parent(parent: str) -> None:
+    for directory in Path("/sys/fs/cgroup").glob(f"*/{parent}"):
+        directory.rmdir()
+
+
+def main() -> None:
+    reexec_in_throwaway_host()
+    print_table(["drift", "trials", "p50 ms", "p90 ms", "max ms"], latency())
+    print()
+    print_table(["containers", "agent RSS MB", "peak RSS MB", "converged in s"], [rss(n) for n in RSS_SIZES])
+
+
+if __name__ == "__main__":
+    main()
