@@ -78,7 +78,7 @@ def _file_loc(error_loc: tuple[int | str, ...], document: object) -> tuple[Loc, 
     node: object = document
     loc: list[int | str] = []
     for index, part in enumerate(error_loc):
-        if part == _KEY_MARKER:
+        if part == _KEY_MARKER and not (isinstance(node, dict) and part in node):  # a key named "[key]"
             return tuple(loc), True
         is_last = index == len(error_loc) - 1
         if isinstance(node, dict) and part in node:
