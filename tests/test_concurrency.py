@@ -25,7 +25,7 @@ import pytest
 from tests.canary import Canary, planted
 from tests.reliability import record
 from tests.sandbox import Sandbox
-from tests.test_kill_anywhere import leftovers
+from tests.leaks import leftovers
 
 GRACE = 2
 STACK = """\

@@ -34,10 +34,9 @@ from tests.canary import planted
 from tests.cli_worker import Worker
 from tests.reliability import record
 from tests.sandbox import Sandbox
-from tests.test_kill_anywhere import STACK_NAME, leftovers
+from tests.leaks import leftovers
 
-STACK = STACK_NAME
-"""The stack name leftovers() looks for in the store and the containers dir."""
+STACK = "rel"
 NET_KEYS = ("a", "b", "c", "d")
 CONTAINER_KEYS = ("x", "y", "z")
 SUBNETS = tuple(f"10.93.{i}.0/24" for i in range(1, 7))

@@ -12,7 +12,6 @@ have two cores and a run mostly waits on the kernel)."""
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -22,15 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from controllers.container import CONTAINERS_DIR
-from state.store import DB_NAME
-from tests.canary import NETNS as CANARY_NETNS
 from tests.canary import planted
+from tests.leaks import leftovers
 from tests.reliability import record
 from tests.sandbox import Sandbox
 
 STACK = Path(__file__).resolve().parent / "stacks" / "reliability.yaml"
-STACK_NAME = "rel"
 GENERATION = ("sleep 100001", "sleep 100002")
 """The recreate scenario's change: three of the four containers get a new command."""
 WORKERS = 2
@@ -106,38 +102,6 @@ def choose_points(labels: Sequence[str], count: int) -> list[int]:
         low, high = max(zip(ordered, ordered[1:]), key=lambda gap: (gap[1] - gap[0], -gap[0]))
         chosen.add((low + high) // 2)
     return sorted(chosen)
-
-
-def leftovers(sandbox: Sandbox) -> list[str]:
-    """Everything of ours still on the host, named: links with our marks, sandboxes, rules and
-    chains, cgroups below the per-run parent, container processes, store rows and files."""
-    found = [f"link {l['ifname']}" for l in sandbox.our_links()]
-    found += [f"netns {n}" for n in sandbox.netns_names() if n != CANARY_NETNS]
-    found += [f"rule {line}" for line in sandbox.run("iptables-save").stdout.splitlines()
-              if "reconcile" in line.lower()]
-    found += [f"cgroup {child}" for top in sandbox.cgroup_dirs() for child in top.rglob("*") if child.is_dir()]
-    found += [f"process {pid}" for pid in sandbox.processes()]
-    files = sandbox.state_dir / CONTAINERS_DIR / STACK_NAME  # hosts, resolv.conf and log of each
-    found += [f"file {path}" for path in [files, *files.rglob("*")] if path.exists()]
-    return found + store_rows(sandbox.state_dir / DB_NAME)
-
-
-def store_rows(db_path: Path) -> list[str]:
-    """Rows of any table of the store that name our stack (as `stack` or `name`)."""
-    if not db_path.exists():
-        return []
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        rows = []
-        for table in tables:
-            columns = {c[1] for c in db.execute(f"PRAGMA table_info({table})")} & {"stack", "name"}
-            for column in columns:
-                rows += [f"row {table} {r}" for r in
-                         db.execute(f"SELECT * FROM {table} WHERE {column} = ?", (STACK_NAME,))]
-        return rows
-    finally:
-        db.close()
 
 
 @dataclass(frozen=True)

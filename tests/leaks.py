@@ -1,0 +1,42 @@
+"""What a sandbox still holds of ours after a `down` of everything: the one leak check the
+reliability tests share (kill anywhere, convergence, concurrency)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from controllers.container import CONTAINERS_DIR
+from state.store import DB_NAME
+from tests.canary import NETNS as CANARY_NETNS
+from tests.sandbox import Sandbox
+
+
+def leftovers(sandbox: Sandbox) -> list[str]:
+    """Everything of ours still on the host, named: links with our marks, sandboxes, rules and
+    chains, cgroups below the per-run parent, container processes, store rows and files."""
+    found = [f"link {l['ifname']}" for l in sandbox.our_links()]
+    found += [f"netns {n}" for n in sandbox.netns_names() if n != CANARY_NETNS]
+    found += [f"rule {line}" for line in sandbox.run("iptables-save").stdout.splitlines()
+              if "reconcile" in line.lower()]
+    found += [f"cgroup {child}" for top in sandbox.cgroup_dirs() for child in top.rglob("*") if child.is_dir()]
+    found += [f"process {pid}" for pid in sandbox.processes()]
+    files = sandbox.state_dir / CONTAINERS_DIR  # hosts, resolv.conf and log of each container
+    found += [f"file {path}" for path in files.rglob("*")]
+    return found + store_rows(sandbox.state_dir / DB_NAME)
+
+
+def store_rows(db_path: Path) -> list[str]:
+    """Rows of any table of the store that belong to a stack (have a `stack` or `name`)."""
+    if not db_path.exists():
+        return []
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        rows = []
+        for table in tables:
+            if {c[1] for c in db.execute(f"PRAGMA table_info({table})")} & {"stack", "name"}:
+                rows += [f"row {table} {r}" for r in db.execute(f"SELECT * FROM {table}")]
+        return rows
+    finally:
+        db.close()
