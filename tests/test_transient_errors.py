@@ -184,8 +184,10 @@ def test_bridge_made_meanwhile_by_someone_else_is_an_error_and_left_alone(sandbo
     path = stack(sandbox)
     code, output = apply_racing(sandbox, "NetworkController", "ip link add rc-rel-a type bridge", path)
     assert code == 1 and "Traceback" not in output
-    assert ("error: create network rel/a: bridge name 'rc-rel-a' was taken meanwhile by a link "
-            "reconcile does not own (kind bridge") in output
+    # The failed create makes the run look again, and the new look finds the conflict, located
+    # in the spec like any other.
+    assert output.startswith(f"{path}:3:6: networks.a.bridge: bridge name 'rc-rel-a' is taken by a link "
+                             "reconcile does not own (kind bridge"), output
     foreign = sandbox.link("rc-rel-a")
     assert foreign is not None and "ifalias" not in foreign and foreign["group"] == "default"
     assert foreign["addr_info"] == [] and "UP" not in foreign["flags"]
@@ -246,3 +248,16 @@ def test_cgroup_deleted_before_its_deletion_is_taken_as_deleted(sandbox: Sandbox
     code, output = apply_racing(sandbox, "CgroupController", rmdir, path)
     converged(sandbox, code, output, path)
     assert not [child for top in sandbox.cgroup_dirs() for child in top.rglob("*") if child.is_dir()]
+
+
+def test_veth_deleted_before_its_update_is_made_again_in_the_same_run(sandbox: Sandbox) -> None:
+    """An in-place endpoint update (the MTU) finds its veth gone: the run looks again and
+    makes the endpoint anew instead of failing."""
+    path = stack(sandbox, extra=CONTAINER_X)
+    assert sandbox.reconcile("apply", path).returncode == 0
+    veth = next(l["ifname"] for l in sandbox.our_links() if l["ifname"].startswith("rcv"))
+    path = stack(sandbox, mtu=1400, extra=CONTAINER_X)
+    code, output = apply_racing(sandbox, "SandboxController", f"ip link del {veth}", path)
+    assert "+ endpoint rel/x/a" in output, output
+    assert (sandbox.link(veth) or {}).get("mtu") == 1400
+    converged(sandbox, code, output, path)

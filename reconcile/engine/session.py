@@ -106,14 +106,28 @@ class Session:
         the same addresses. `select` narrows each pass to some of the changes (the watch agent
         repairs one resource, or holds back a restart)."""
         done: list[Change] = []
+        failed: tuple[Plan, ApplyErrors] | None = None
         for _ in range(MAX_PASSES):
             plan, desired = self.plan(target)
             self.store.replace_leases(target.scope, dict(desired.addresses))
             plan = Plan(tuple(filter(select, plan.changes)))
+            if failed is not None:
+                if failed[0] == plan:
+                    raise failed[1]  # the same changes against the same host: not a race, a failure
+                done += [c for c in failed[0].changes if c not in plan.changes]  # those went through
             if plan.empty:
                 return Plan(tuple(done))
-            self.apply(plan)
+            try:
+                self.apply(plan)
+            except ApplyErrors as exc:
+                # Someone may have changed the host between our observation and our write (a
+                # veth deleted before its update): the next pass sees the host as it is now.
+                failed = (plan, exc)
+                continue
+            failed = None
             done += plan.changes
+        if failed is not None:
+            raise failed[1]
         left = Plan(tuple(filter(select, self.plan(target)[0].changes)))
         if left.empty:
             return Plan(tuple(done))
