@@ -246,3 +246,26 @@ def test_a_crashing_container_backs_off_and_policy_no_stays_down(sandbox: Sandbo
 def test_a_missing_directory_is_a_clear_error(sandbox: Sandbox) -> None:
     result = sandbox.reconcile("watch", str(sandbox.workdir / "nope"))
     assert result.returncode == 1 and result.stderr.strip().endswith("nope: not a directory")
+
+
+def test_a_restart_while_a_file_is_invalid_keeps_its_stack_on_the_last_applied_spec(
+        sandbox: Sandbox, specs: Path) -> None:
+    path = specs / "a.yaml"
+    _write(path, NETWORKS.format(name="a", subnet="10.80.5.0/24"))
+    first = Agent(sandbox, specs, "--debounce", "50")
+    try:
+        assert eventually(lambda: (_watch_row(sandbox, "a") or {}).get("sync"), "Synced") == "Synced"
+    finally:
+        assert first.stop() == 0
+    _write(path, NETWORKS.format(name="a", subnet="10.80.5.0/33"))  # broken while no agent runs
+    second = Agent(sandbox, specs, "--debounce", "50")
+    try:
+        assert eventually(lambda: second.saw("spec adopted", stack="a"), True)
+        sandbox.run("ip", "addr", "flush", "dev", "rc-a-net")  # drift is still repaired
+        assert eventually(lambda: _has_address(sandbox, "rc-a-net", "10.80.5.1/24"), True)
+        row = _watch_row(sandbox, "a") or {}
+        assert row.get("sync") == "Error" and "networks.net.subnet" in str(row.get("error"))
+    finally:
+        assert second.stop() == 0
+    assert not second.saw("pruned")
+    sandbox.reconcile("down", "--stack", "a", check=True)

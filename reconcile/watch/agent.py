@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import watchfiles
+from pydantic import ValidationError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from controllers.change import Action, Change
@@ -38,6 +39,7 @@ from reconcile.watch.queue import WorkQueue
 from reconcile.watch.restarts import Backoff, CrashLoop, Exit
 from reconcile.watch.stackdir import StackDir
 from specs.errors import SpecErrors
+from specs.model import Stack
 from specs.names import parse_netns_name
 from state.lock import exclusive
 from state.store import Store, WatchStatus
@@ -299,15 +301,29 @@ class Agent:
         self.enqueue(stack_key(name), "file deleted")
 
     def _adopt_store(self) -> None:
-        """Stacks this directory applied before (per the store) that no file defines any more:
-        removed while no agent was watching."""
-        records = self.store.stacks()
+        """Stacks this directory applied before (per the store) that no file defines now: a
+        file that is invalid at start keeps its stack on the spec it was last applied with (a
+        restart must not tear down what a typo left running); one that is gone was removed
+        while no agent was watching, and is pruned."""
         for status in self.store.watch_statuses():
             self._written[status.source] = (status.stack, status.sync, status.applied_at, status.error)
-        root = self.specs.root
-        for record in records:
-            if Path(record.source).parent == root and record.name not in self.specs.stacks():
+        for record in self.store.stacks():
+            path = Path(record.source)
+            if path.parent != self.specs.root or record.name in self.specs.stacks():
+                continue
+            if path not in self.specs.errors:
                 self._stack_removed(record.name)
+                continue
+            try:
+                adopted = self.specs.adopt(path, Stack.model_validate(record.spec))
+            except ValidationError:
+                adopted = False
+            self.log.emit("spec adopted" if adopted else "stack left alone", file=str(path), stack=record.name,
+                          why="the file is invalid; " + ("running on the spec last applied" if adopted
+                                                         else "its last applied spec no longer fits"))
+            if adopted:
+                self.enqueue(stack_key(record.name), "start")
+                self._publish([record.name], applied=False)
 
     def _stacks_of(self, key: Key) -> list[str]:
         if key.stack != HOST:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from specs.errors import SpecError, SpecErrors
 from specs.loader import StackFile, cross_check, load_file, stack_paths
+from specs.model import Stack
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,15 @@ class StackDir:
         after = {name: f.stack for name, f in self.stacks().items()}
         return Refresh(changed=frozenset(n for n, s in after.items() if before.get(n) != s),
                        removed=frozenset(set(before) - set(after)), errors=errors)
+
+    def adopt(self, path: Path, stack: Stack) -> bool:
+        """Take `stack` as the last good spec of an invalid file (the spec it was last applied
+        with, after an agent restart), unless it clashes with the stacks in force."""
+        candidate = StackFile(path, stack)
+        if cross_check([*(f for p, f in self.good.items() if p != path), candidate]):
+            return False
+        self.good[path] = candidate
+        return True
 
     def _is_stack_file(self, path: Path) -> bool:
         return path.parent == self.root and path.suffix in (".yaml", ".yml") and not path.name.startswith(".")
