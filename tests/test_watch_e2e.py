@@ -269,3 +269,25 @@ def test_a_restart_while_a_file_is_invalid_keeps_its_stack_on_the_last_applied_s
         assert second.stop() == 0
     assert not second.saw("pruned")
     sandbox.reconcile("down", "--stack", "a", check=True)
+
+
+BROKEN_ON_THIS_HOST = """\
+name: other
+containers:
+  job:
+    command: sleep 100000
+    volumes: ["/nonexistent/reconcile-test:/data"]
+"""
+
+
+def test_a_stack_that_cannot_apply_does_not_stop_the_others_resync(sandbox: Sandbox, specs: Path,
+                                                                   agent: Agent) -> None:
+    _write(specs / "other.yaml", BROKEN_ON_THIS_HOST)  # valid, but its volume is missing here
+    _write(specs / "svc.yaml", SERVICE)
+    assert eventually(lambda: _container(sandbox).get("state"), "running", timeout=10) == "running"
+    assert eventually(lambda: (_watch_row(sandbox, "other") or {}).get("sync"), "Error") == "Error"
+    limit = Path("/sys/fs/cgroup/memory") / sandbox.cgroup_parent / "svc" / "web" / "memory.limit_in_bytes"
+    limit.write_text(str(32 << 20))  # only the resync (every second here) puts it back
+    assert eventually(lambda: limit.read_text().strip(), str(64 << 20)) == str(64 << 20)
+    assert (_watch_row(sandbox, "svc") or {}).get("sync") == "Synced"
+    assert "volume source" in str((_watch_row(sandbox, "other") or {}).get("error"))

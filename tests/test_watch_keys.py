@@ -38,6 +38,7 @@ def test_a_resource_brings_what_it_stands_on_and_nothing_of_its_siblings() -> No
 def test_coverage_for_dropping_stale_keys() -> None:
     assert covers(Key("s"), WEB) and covers(WEB, WEB) and covers(HOST_KEY, WEB)
     assert not covers(WEB, FRONT) and not covers(Key("t"), WEB)
+    assert not covers(HOST_KEY, Key("", "files"))  # a file change queued meanwhile is never dropped
 
 
 def test_link_events_map_by_alias_or_sandbox_name() -> None:

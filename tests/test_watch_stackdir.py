@@ -60,3 +60,25 @@ def test_a_deleted_or_renamed_stack_is_removed(tmp_path: Path) -> None:
     (tmp_path / "b.yaml").write_text(stack("b2", "10.70.2.0/24"))
     result = specs.refresh([tmp_path / "a.yaml", tmp_path / "b.yaml"])
     assert result.removed == {"a", "b"} and result.changed == {"b2"}
+
+
+def test_a_renamed_file_keeps_its_stack(tmp_path: Path) -> None:
+    (tmp_path / "b.yaml").write_text(stack("s", "10.70.1.0/24"))
+    specs = StackDir(tmp_path)
+    specs.refresh()
+    (tmp_path / "b.yaml").rename(tmp_path / "a.yaml")  # `git mv b.yaml a.yaml`
+    result = specs.refresh([tmp_path / "a.yaml", tmp_path / "b.yaml"])
+    assert not result.removed and not result.errors and set(specs.stacks()) == {"s"}
+
+
+def test_a_vanished_directory_prunes_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "specs"
+    root.mkdir()
+    (root / "a.yaml").write_text(stack("a", "10.70.1.0/24"))
+    specs = StackDir(root)
+    specs.refresh()
+    (root / "a.yaml").unlink()
+    root.rmdir()
+    result = specs.refresh()
+    assert not result.removed and set(specs.stacks()) == {"a"}
+    assert "the watched directory is gone" in str(result.errors[root][0])

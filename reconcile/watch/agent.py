@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +47,9 @@ from state.store import Store, WatchStatus
 FILES_KEY = Key(HOST, "files")
 """Re-read the directory files that changed (the worker owns the specs: no lock needed)."""
 
+REPAIR_TRIGGERS = ("kernel:", "resync", "restart backoff")
+"""Why a key was queued, when the changes it makes are repairs of drift."""
+
 RETRY_BASE = 0.2
 RETRY_CAP = 60.0
 _TRANSIENT_ERRNOS = frozenset({errno.EBUSY, errno.EAGAIN, errno.ENOBUFS, errno.EINTR})
@@ -69,7 +72,7 @@ class WatchOptions:
 @dataclass
 class _Outcome:
     done: Plan
-    held: list[tuple[Key, float, str]]  # restarts held back: key, seconds to wait, why
+    held: dict[Key, tuple[float, str]]  # restarts held back: seconds to wait, why
 
 
 class Agent:
@@ -79,9 +82,10 @@ class Agent:
         self.log = log
         self.queue: WorkQueue[Key] = WorkQueue()
         self.metrics = Metrics(self.queue.depth)
-        self.specs = StackDir(options.directory.resolve())
+        self.specs = StackDir(options.directory.absolute())  # not resolved: a swapped symlink is followed
         self.crashloop = CrashLoop(options.backoff)
         self.stop = threading.Event()
+        self.stopped_by: str | None = None  # set by the signal handler (which must not log: locks)
         self._why: dict[Key, str] = {}
         self._failures: dict[Key, int] = {}  # consecutive transient failures, for the retry delay
         self._errors: dict[Key, str] = {}  # keys whose last reconcile failed
@@ -92,12 +96,14 @@ class Agent:
         self._pids: dict[int, Key] = {}
         self._written: dict[str, tuple[object, ...]] = {}  # source -> status row last stored
         self.store = Store.open(settings.state_dir)
+        for status in self.store.watch_statuses():
+            self._written[status.source] = (status.stack, status.sync, status.applied_at, status.error)
         self.events = KernelEvents(self._on_event)
 
     # -- producers --------------------------------------------------------------------------
 
     def enqueue(self, key: Key, why: str, delay: float = 0.0) -> None:
-        self._why[key] = why
+        self._why.setdefault(key, why)  # the first reason stands until the key is worked on
         self.queue.add(key, delay)
 
     def _on_event(self, event: Event) -> None:
@@ -119,6 +125,16 @@ class Agent:
                                         yield_on_timeout=False):
             self._files_changed({Path(path) for _, path in changes}, "file changed")
 
+    def _guarded(self, produce: Callable[[], None]) -> None:
+        """A producer that dies would leave the agent deaf to files or the kernel while it
+        looks healthy: log it and stop, so the service manager restarts the agent."""
+        try:
+            produce()
+        except Exception as exc:  # noqa: BLE001
+            self.log.emit("error", kind="agent", error=f"{threading.current_thread().name}: "
+                                                       f"{type(exc).__name__}: {exc}", action="stopping")
+            self.stop.set()
+
     def _resync_timer(self) -> None:
         while not self.stop.wait(self.options.resync):
             self._files_changed(None, "resync")
@@ -128,13 +144,12 @@ class Agent:
 
     def run(self) -> None:
         """Until `stop` is set (SIGTERM/SIGINT); the workloads stay as they are."""
-        self._dirty_files = None
         self._refresh_files("start")
         self._adopt_store()
         self.enqueue(HOST_KEY, "start")
-        producers = [threading.Thread(target=self._watch_files, name="files", daemon=True),
-                     threading.Thread(target=self.events.run, args=(self.stop,), name="kernel", daemon=True),
-                     threading.Thread(target=self._resync_timer, name="resync", daemon=True)]
+        producers = [threading.Thread(target=self._guarded, args=(work,), name=name, daemon=True)
+                     for name, work in (("files", self._watch_files), ("kernel", lambda: self.events.run(self.stop)),
+                                        ("resync", self._resync_timer))]
         for thread in producers:
             thread.start()
         self.log.emit("agent started", directory=str(self.specs.root), stacks=sorted(self.specs.stacks()),
@@ -145,6 +160,9 @@ class Agent:
                 if key is not None:
                     try:
                         self._work(key)
+                    except Exception as exc:  # noqa: BLE001 - bookkeeping failed (store locked, fds)
+                        self.log.emit("error", key=str(key), kind="agent", error=f"{type(exc).__name__}: {exc}")
+                        self.enqueue(key, "retry after an agent error", RETRY_CAP)
                     finally:
                         self.queue.done(key)
                         release_free_memory()
@@ -152,7 +170,7 @@ class Agent:
             self.queue.close()
             self.events.close()
             self.store.close()
-            self.log.emit("agent stopped", workloads="left running")
+            self.log.emit("agent stopped", signal=self.stopped_by, workloads="left running")
 
     def _work(self, key: Key) -> None:
         why = self._why.pop(key, "")
@@ -165,6 +183,12 @@ class Agent:
         try:
             outcome = self._reconcile(key)
         except SpecErrors as exc:
+            if key.stack == HOST and len(self._managed()) > 1:
+                # One stack's conflict must not stop the host-wide pass for every other stack:
+                # each stack is tried on its own (host-wide changes come with any of them).
+                for name in sorted(self._managed()):
+                    self.enqueue(stack_key(name), why)
+                return
             self._failed(key, why, started, "spec", exc, retry=False)
             return
         except Exception as exc:  # noqa: BLE001 - an agent must outlive any one failure
@@ -175,7 +199,7 @@ class Agent:
         self._failures.pop(key, None)
         for change in outcome.done.changes:
             self.metrics.changes.labels(change.kind, change.action.value).inc()
-            if why not in ("spec changed", "start"):
+            if why.startswith(REPAIR_TRIGGERS):
                 self.metrics.repairs.labels(change.kind).inc()
             self.log.emit("change", key=str(key), why=why, action=change.action.value, kind=change.kind,
                           object=change.key, reason=change.reason, ms=round(seconds * 1000, 1))
@@ -183,10 +207,9 @@ class Agent:
 
     def _reconcile(self, key: Key) -> _Outcome:
         files = self.specs.stacks()
-        managed = set(files) | self._pruning
-        scope = managed if key.stack == HOST else {key.stack}
+        scope = self._managed() if key.stack == HOST else {key.stack}
         target = Target({name: f.stack for name, f in files.items()}, frozenset(scope), list(files.values()))
-        held: list[tuple[Key, float, str]] = []
+        held: dict[Key, tuple[float, str]] = {}
 
         def select(change: Change) -> bool:
             if not concerns(key, change):
@@ -199,7 +222,7 @@ class Agent:
             if at is None:
                 return False  # its restart policy keeps it down
             if at > now:
-                held.append((key_of_change(change), at - now, f"CrashLoopBackOff ({exit_.policy})"))
+                held[key_of_change(change)] = (at - now, f"CrashLoopBackOff ({exit_.policy})")
                 return False
             return True
 
@@ -233,6 +256,8 @@ class Agent:
             return None
         if not isinstance(change.desired, DesiredContainer):
             return None
+        if any(found.record.spec.get(field) != value for field, value in change.desired.spec.items()):
+            return None  # the spec changed since that run: start the new one now
         log = Paths.of(self.settings.state_dir, found.stack, found.container).log
         return Exit(f"{found.stack}/{found.container}", change.desired.container.restart,
                     found.record.started_at, runtime.exit_code(str(log)))
@@ -256,7 +281,7 @@ class Agent:
         except the restarts it held back just now; pruned stacks are gone."""
         self._errors = {k: e for k, e in self._errors.items() if not covers(key, k)}
         self._held = {k: r for k, r in self._held.items() if not covers(key, k)}
-        for held_key, delay, reason in outcome.held:
+        for held_key, (delay, reason) in outcome.held.items():
             self._held[held_key] = reason
             self.enqueue(held_key, "restart backoff", delay)
             self.log.emit("restart held", key=str(held_key), reason=reason, wait_s=round(delay, 1))
@@ -266,8 +291,8 @@ class Agent:
             self._forget_status(name)
             self.log.emit("pruned", stack=name)
         changed = {c.stack for c in outcome.done.changes}
-        self._publish([n for n in names if n in self.specs.stacks()], applied=bool(changed),
-                      spec_applied=key.stack != HOST and not key.resource)
+        for name in [n for n in names if n in self.specs.stacks()]:
+            self._publish([name], applied=name in changed, spec_applied=key.stack != HOST and not key.resource)
         self._watch_kernel()
 
     # -- specs, status and what the kernel watch follows ----------------------------------
@@ -305,8 +330,6 @@ class Agent:
         file that is invalid at start keeps its stack on the spec it was last applied with (a
         restart must not tear down what a typo left running); one that is gone was removed
         while no agent was watching, and is pruned."""
-        for status in self.store.watch_statuses():
-            self._written[status.source] = (status.stack, status.sync, status.applied_at, status.error)
         for record in self.store.stacks():
             path = Path(record.source)
             if path.parent != self.specs.root or record.name in self.specs.stacks():
@@ -325,10 +348,12 @@ class Agent:
                 self.enqueue(stack_key(record.name), "start")
                 self._publish([record.name], applied=False)
 
+    def _managed(self) -> set[str]:
+        """Stacks this agent answers for: those its files define, and those being pruned."""
+        return set(self.specs.stacks()) | self._pruning
+
     def _stacks_of(self, key: Key) -> list[str]:
-        if key.stack != HOST:
-            return [key.stack]
-        return sorted(set(self.specs.stacks()) | self._pruning)
+        return [key.stack] if key.stack != HOST else sorted(self._managed())
 
     def _publish(self, names: Iterable[str], applied: bool, spec_applied: bool = False) -> None:
         """Store each stack's Synced / OutOfSync / Error for `reconcile status`."""
@@ -371,7 +396,7 @@ class Agent:
 
     def _watch_kernel(self) -> None:
         """Follow the sandboxes and container processes of the managed stacks."""
-        managed = set(self.specs.stacks()) | self._pruning
+        managed = self._managed()
         self.events.watch_namespaces([n for n in netns.list_names()
                                       if (owner := parse_netns_name(n)) and owner[0] in managed])
         records = self.store.containers()

@@ -15,7 +15,6 @@ HOST = ""
 """The stack field of the host-wide key."""
 
 CONTAINER_KINDS = frozenset({"sandbox", "endpoint", "cgroup", "container", "port"})
-NETWORK_KINDS = frozenset({"network", "firewall", "sysctl"})
 OUR_CHAIN_PREFIX = "RECONCILE-"
 
 
@@ -75,7 +74,10 @@ def concerns(key: Key, change: Change) -> bool:
 
 
 def covers(key: Key, other: Key) -> bool:
-    """Whether a reconcile of `key` looks at everything `other` stands for."""
+    """Whether a reconcile of `key` looks at everything `other` stands for (a key of the
+    agent's own, such as its file work, stands for no kernel state)."""
+    if other.stack == HOST and other.resource:
+        return False
     return key.stack == HOST or (other.stack == key.stack and (not key.resource or other == key))
 
 

@@ -48,7 +48,7 @@ def run(settings: Settings, options: WatchOptions, metrics_addr: str | None) -> 
             return 1
 
     def stop(signum: int, _frame: FrameType | None) -> None:
-        agent.log.emit("signal", name=signal.Signals(signum).name)
+        agent.stopped_by = signal.Signals(signum).name
         agent.stop.set()
 
     signal.signal(signal.SIGTERM, stop)

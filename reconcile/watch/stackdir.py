@@ -37,14 +37,21 @@ class StackDir:
         that are gone). Level-triggered: what matters is each file as it is now, not the
         events that named it."""
         before = {name: f.stack for name, f in self.stacks().items()}
+        if not self.root.is_dir():  # unmounted, or moved away: not a reason to prune anything
+            errors = {self.root: [SpecError(str(self.root), 0, 0, (), "the watched directory is gone; "
+                                            "every stack stays on its last good spec")]}
+            self.errors.update(errors)
+            return Refresh(frozenset(), frozenset(), errors)
+        self.errors.pop(self.root, None)
         on_disk = set(stack_paths(self.root))
         todo = on_disk | set(self.good) | set(self.errors) if paths is None else {Path(p) for p in paths}
-        errors: dict[Path, list[SpecError]] = {}
-        for path in sorted(p for p in todo if self._is_stack_file(p)):
+        todo = {p for p in todo if self._is_stack_file(p)}
+        for path in todo - on_disk:  # removals first: a renamed file must not clash with its old self
             self.errors.pop(path, None)
-            if path not in on_disk:
-                self.good.pop(path, None)
-                continue
+            self.good.pop(path, None)
+        errors: dict[Path, list[SpecError]] = {}
+        for path in sorted(todo & on_disk):
+            self.errors.pop(path, None)
             try:
                 candidate = load_file(path)
             except SpecErrors as exc:
