@@ -85,3 +85,15 @@ def test_keys_seen_by_a_later_observation_are_dropped_newer_ones_kept() -> None:
     queue.drop_stale(lambda key: key.startswith("s/"), observed_at)
     queue.done("s/web")
     assert sorted(k for k in iter(lambda: queue.get(timeout=0), None)) == ["s/db", "t/web"]
+
+
+def test_due_keys_are_offered_in_order_and_stay_queued() -> None:
+    clock = Clock()
+    queue: WorkQueue[str] = WorkQueue(clock)
+    queue.add("b")
+    clock.now += 1
+    queue.add("a")
+    queue.add("later", delay=10)
+    assert queue.due(limit=5) == ["b", "a"]
+    assert queue.due(limit=1) == ["b"]
+    assert queue.depth() == 3

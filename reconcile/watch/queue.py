@@ -69,6 +69,14 @@ class WorkQueue(Generic[K]):
             if due is not None and not self._closed:
                 self._push(key, due)
 
+    def due(self, limit: int) -> list[K]:
+        """Up to `limit` waiting keys that are due now, earliest first, left in the queue: a
+        worker may carry their changes along with its own key's (drop_stale then removes them)."""
+        with self._cond:
+            now = self._clock()
+            ready = sorted((due, key) for key, due in self._due.items() if due <= now)
+            return [key for _, key in ready[:limit]]
+
     def drop_stale(self, covered: Callable[[K], bool], before: float) -> None:
         """Forget waiting keys that `covered` accepts and that nobody added since `before`: a
         reconcile that read the kernel after that moment has seen whatever they were added
