@@ -44,3 +44,10 @@ def test_a_stack_forgotten_starts_over() -> None:
     assert loop.restart_at(Exit("s/web", "always", 2, 1), now=3) == 13
     loop.forget_stack("s")
     assert loop.restart_at(Exit("s/web", "always", 4, 1), now=5) == 5
+
+
+def test_a_crash_noticed_late_is_judged_by_when_it_exited() -> None:
+    loop = CrashLoop(BACKOFF)
+    loop.restart_at(Exit("s/web", "always", 0, 1, exited_at=1), now=1)
+    late = loop.restart_at(Exit("s/web", "always", 2, 1, exited_at=3), now=500)  # agent was busy
+    assert late == 510  # ran one second: backoff, although 498 s passed before anyone looked

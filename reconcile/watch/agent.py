@@ -265,9 +265,13 @@ class Agent:
             return None
         if any(found.record.spec.get(field) != value for field, value in change.desired.spec.items()):
             return None  # the spec changed since that run: start the new one now
-        log = Paths.of(self.settings.state_dir, found.stack, found.container).log
+        log = str(Paths.of(self.settings.state_dir, found.stack, found.container).log)
+        try:
+            exited_at: float | None = runtime.exit_file(log).stat().st_mtime
+        except FileNotFoundError:
+            exited_at = None
         return Exit(f"{found.stack}/{found.container}", change.desired.container.restart,
-                    found.record.started_at, runtime.exit_code(str(log)))
+                    found.record.started_at, runtime.exit_code(log), exited_at)
 
     def _failed(self, key: Key, why: str, started: float, kind: str, exc: Exception, retry: bool) -> None:
         self.metrics.reconcile_seconds.labels("error").observe(time.monotonic() - started)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controllers.change import Change
-from controllers.firewall_rules import PortKey, parse_comment
+from controllers.firewall_rules import OUR_CHAINS, PortKey, parse_comment
 from kernel.events import Event, ExitEvent, LinkEvent, NetnsGone, RuleEvent
 from specs.names import parse_alias, parse_netns_name
 
@@ -15,7 +15,6 @@ HOST = ""
 """The stack field of the host-wide key."""
 
 CONTAINER_KINDS = frozenset({"sandbox", "endpoint", "cgroup", "container", "port"})
-OUR_CHAIN_PREFIX = "RECONCILE-"
 
 
 @dataclass(frozen=True, order=True)
@@ -114,6 +113,6 @@ def _key_of_rule(event: RuleEvent) -> Key | None:
     if owner is not None and owner.kind == "network":
         stack, _, network = owner.key.partition("/")
         return network_key(stack, network)
-    if owner is not None or (event.chain or "").startswith(OUR_CHAIN_PREFIX):
+    if owner is not None or (event.table, event.chain) in OUR_CHAINS:
         return HOST_KEY  # the skeleton: our chains and the jumps into them
     return None

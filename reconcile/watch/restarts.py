@@ -23,6 +23,7 @@ class Exit:
     policy: str  # always | on-failure | no
     started_at: float
     exit_code: int | None  # None: unknown (killed before the wrapper could record it)
+    exited_at: float | None = None  # None: unknown; the moment it is noticed stands in
 
 
 @dataclass
@@ -39,7 +40,7 @@ class CrashLoop:
         run = (exit_.container, exit_.started_at)
         if run not in self._decided:
             self._decided = {k: v for k, v in self._decided.items() if k[0] != exit_.container}
-            ran = now - exit_.started_at
+            ran = (exit_.exited_at or now) - exit_.started_at  # noticed late, a crash is still a crash
             if ran >= self.backoff.stable or exit_.container not in self._next_delay:
                 delay = 0.0
                 self._next_delay[exit_.container] = self.backoff.initial
