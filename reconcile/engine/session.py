@@ -88,15 +88,19 @@ class Session:
             raise SpecErrors(locate_issues(target.files, issues))
         return order([d.changes for d in diffs]), desired
 
-    def apply(self, plan: Plan) -> None:
+    def apply(self, plan: Plan, applied: list[Change] | None = None) -> None:
         """Hand each controller its changes in plan order, batching consecutive ones; a failed
-        batch does not stop the others, and every failure is reported together."""
+        batch does not stop the others, and every failure is reported together. The changes
+        of the batches that went through are appended to `applied`."""
         errors: list[ApplyError] = []
         for controller, batch in self._batches(plan.changes):
             try:
                 controller.apply(batch)
             except ApplyErrors as exc:
                 errors += exc.errors
+            else:
+                if applied is not None:
+                    applied += batch
         if errors:
             raise ApplyErrors(errors)
 
@@ -114,18 +118,16 @@ class Session:
             if failed is not None:
                 if failed[0] == plan:
                     raise failed[1]  # the same changes against the same host: not a race, a failure
-                done += [c for c in failed[0].changes if c not in plan.changes]  # those went through
             if plan.empty:
                 return Plan(tuple(done))
             try:
-                self.apply(plan)
+                self.apply(plan, done)
             except ApplyErrors as exc:
                 # Someone may have changed the host between our observation and our write (a
                 # veth deleted before its update): the next pass sees the host as it is now.
                 failed = (plan, exc)
                 continue
             failed = None
-            done += plan.changes
         if failed is not None:
             raise failed[1]
         left = Plan(tuple(filter(select, self.plan(target)[0].changes)))
