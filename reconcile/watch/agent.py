@@ -15,7 +15,7 @@ import errno
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import watchfiles
@@ -99,10 +99,10 @@ class Agent:
         self._dirty_files: set[Path] | None = None  # None: every file
         self._files_lock = threading.Lock()
         self._pids: dict[int, Key] = {}
-        self._written: dict[str, tuple[object, ...]] = {}  # source -> status row last stored
+        self._written: dict[str, WatchStatus] = {}  # by source: the status row last stored
         self.store = Store.open(settings.state_dir)
         for status in self.store.watch_statuses():
-            self._written[status.source] = (status.stack, status.sync, status.applied_at, status.error)
+            self._written[status.source] = status
         self.events = KernelEvents(self._on_event)
 
     # -- producers --------------------------------------------------------------------------
@@ -325,7 +325,7 @@ class Agent:
             self.enqueue(stack_key(name), "spec changed")
         for name in sorted(result.removed):
             self._stack_removed(name)
-        for source in [s for s, row in self._written.items() if row[0] is None and Path(s) not in self.specs.errors]:
+        for source in [s for s, row in self._written.items() if row.stack is None and Path(s) not in self.specs.errors]:
             del self._written[source]  # a file that never was good is gone or good now
             self.store.forget_watch_status(source)
         self._publish(sorted(set(self.specs.stacks()) - result.changed), applied=False)
@@ -372,8 +372,9 @@ class Agent:
     def _publish(self, names: Iterable[str], applied: bool, spec_applied: bool = False) -> None:
         """Store each stack's Synced / OutOfSync / Error for `reconcile status`."""
         now = time.time()
+        stacks = self.specs.stacks()
         for name in names:
-            found = self.specs.stacks().get(name)
+            found = stacks.get(name)
             source = str(found.path) if found else f"stack {name}"
             mine = [k for k in (*self._errors, *self._held) if k.stack in (name, HOST)]
             errors = [f"{k}: {self._errors[k]}" for k in mine if k in self._errors]
@@ -382,7 +383,7 @@ class Agent:
             held = [f"{k}: {self._held[k]}" for k in mine if k in self._held]
             sync = "Error" if errors else "OutOfSync" if held else "Synced"
             previous = self._written.get(source)
-            applied_at = now if applied or spec_applied else (previous[2] if previous else None)
+            applied_at = now if applied or spec_applied else (previous.applied_at if previous else None)
             self._store_status(WatchStatus(source, name, sync, applied_at, "\n".join(errors + held) or None, now))
 
     def _write_file_status(self, path: Path, error: str) -> None:
@@ -392,19 +393,19 @@ class Agent:
             self._publish([good.stack.name], applied=False)
             return
         previous = self._written.get(str(path))
-        self._store_status(WatchStatus(str(path), None, "Error", previous[2] if previous else None, error,
-                                       time.time()))
+        self._store_status(WatchStatus(str(path), None, "Error", previous.applied_at if previous else None,
+                                       error, time.time()))
 
     def _store_status(self, status: WatchStatus) -> None:
         """Written only when it says something new: a no-op pass costs no fsync."""
-        row = (status.stack, status.sync, status.applied_at, status.error)
-        if self._written.get(status.source) == row:
+        previous = self._written.get(status.source)
+        if previous is not None and replace(previous, updated_at=status.updated_at) == status:
             return
-        self._written[status.source] = row
+        self._written[status.source] = status
         self.store.record_watch_status(status)
 
     def _forget_status(self, name: str) -> None:
-        for source in [s for s, row in self._written.items() if row[0] == name]:
+        for source in [s for s, row in self._written.items() if row.stack == name]:
             del self._written[source]
             self.store.forget_watch_status(source)
 
