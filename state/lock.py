@@ -9,16 +9,21 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 LOCK_NAME = "lock"  # DO NOT RENAME: concurrent versions must agree on it
 
 
+def _say_waiting(holder: str) -> None:
+    print(f"waiting for another reconcile (pid {holder}) to finish...", file=sys.stderr)
+
+
 @contextmanager
-def exclusive(state_dir: Path) -> Iterator[None]:
-    """Hold the state dir's lock; if another reconcile holds it, say so and wait."""
+def exclusive(state_dir: Path, waiting: Callable[[str], None] = _say_waiting) -> Iterator[None]:
+    """Hold the state dir's lock; if another reconcile holds it, say so (`waiting` gets the
+    holder's pid: the watch agent logs it as JSON) and wait."""
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -26,7 +31,7 @@ def exclusive(state_dir: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            print(f"waiting for another reconcile (pid {holder}) to finish...", file=sys.stderr)
+            waiting(holder)
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

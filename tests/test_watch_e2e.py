@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -291,3 +292,16 @@ def test_a_stack_that_cannot_apply_does_not_stop_the_others_resync(sandbox: Sand
     assert eventually(lambda: limit.read_text().strip(), str(64 << 20)) == str(64 << 20)
     assert (_watch_row(sandbox, "svc") or {}).get("sync") == "Synced"
     assert "volume source" in str((_watch_row(sandbox, "other") or {}).get("error"))
+
+
+def test_waiting_for_a_manual_apply_is_logged_as_json(sandbox: Sandbox, specs: Path, agent: Agent) -> None:
+    lock = sandbox.state_dir / "lock"
+    holder = subprocess.Popen(["flock", str(lock), "sh", "-c", "echo $$ > " + str(lock) + "; sleep 1.5"])
+    try:
+        assert eventually(lambda: lock.exists() and lock.read_text().strip().isdigit(), True)
+        _write(specs / "a.yaml", NETWORKS.format(name="a", subnet="10.80.6.0/24"))
+        assert eventually(lambda: agent.saw("waiting"), True)
+    finally:
+        holder.wait(10)
+    assert eventually(lambda: _has_address(sandbox, "rc-a-net", "10.80.6.1/24"), True)
+    # agent.stop() in the fixture finds no line that is not JSON

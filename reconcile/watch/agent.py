@@ -239,7 +239,8 @@ class Agent:
 
         retrying = Retrying(retry=retry_if_exception(_transient), stop=stop_after_attempt(3),
                             wait=wait_exponential(multiplier=0.02, max=0.2), reraise=True)
-        with exclusive(self.settings.state_dir), open_session(self.settings, writable=True) as session:
+        with exclusive(self.settings.state_dir, self._waiting_for_lock), \
+                open_session(self.settings, writable=True) as session:
             done = retrying(attempt)
             # The events of our own writes, and any drift older than the final observation
             # (which found nothing left to do), need no second pass.
@@ -253,6 +254,9 @@ class Agent:
                 for name in sorted(scope & self._pruning):
                     session.store.forget_stack(name)
         return _Outcome(done, held, riders)
+
+    def _waiting_for_lock(self, holder: str) -> None:
+        self.log.emit("waiting", why="another reconcile holds the state dir's lock", pid=holder)
 
     def _exit_of(self, change: Change) -> Exit | None:
         """A restart of a container that ran and exited (not a first start, not a recreate)."""
