@@ -84,6 +84,14 @@ class Sandbox:
         """The CLI as a user runs it, inside the sandbox."""
         return self.run(sys.executable, "-m", "reconcile", *args, check=check, timeout=timeout)
 
+    def status(self) -> dict:
+        """`reconcile status -o json`, parsed."""
+        return json.loads(self.reconcile("status", "-o", "json").stdout)
+
+    def containers(self) -> dict[str, dict]:
+        """Every container row of `status`, by container name."""
+        return {c["name"]: c for s in self.status()["stacks"] for c in s["containers"]}
+
     def python(self, code: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.run(sys.executable, "-c", code, check=check)
 

@@ -3,7 +3,6 @@ under the sandbox's per-run cgroup parent, with a foreign canary cgroup left unt
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -33,11 +32,6 @@ def _cgroup(sandbox: Sandbox, controller: str, container: str, stack: str = "lim
     return CGROUP_ROOT / controller / sandbox.cgroup_parent / stack / container
 
 
-def _status(sandbox: Sandbox) -> dict[str, dict]:
-    document = json.loads(sandbox.reconcile("status", "-o", "json").stdout)
-    return {c["name"]: c for s in document["stacks"] for c in s["containers"]}
-
-
 def _apply(sandbox: Sandbox, path: Path) -> str:
     result = sandbox.reconcile("apply", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -62,7 +56,7 @@ def test_limits_round_trip_in_place_and_drift(sandbox: Sandbox, canary: Path) ->
     assert (cpu / "cpu.cfs_quota_us").read_text() == "50000\n"
     assert (cpu / "cpu.cfs_period_us").read_text() == "100000\n"
     assert (pids / "pids.max").read_text() == "20\n"
-    pid = _status(sandbox)["web"]["pid"]
+    pid = sandbox.containers()["web"]["pid"]
     assert str(pid) in (memory / "cgroup.procs").read_text().split()
     # The program's first instruction already ran inside our cgroup.
     log = sandbox.reconcile("logs", "web").stdout
@@ -79,7 +73,7 @@ def test_limits_round_trip_in_place_and_drift(sandbox: Sandbox, canary: Path) ->
     _apply(sandbox, stack)
     assert (memory / "memory.limit_in_bytes").read_text() == "134217728\n"
     assert (cpu / "cpu.cfs_quota_us").read_text() == "25000\n"
-    status = _status(sandbox)["web"]
+    status = sandbox.containers()["web"]
     assert status["pid"] == pid
     assert status["resources"]["limits"] == {"memory": 134217728, "cpus": 0.25, "pids": 20, "cpuset": None}
     assert status["resources"]["usage"]["pids"] == 2  # tini and sleep
@@ -109,8 +103,8 @@ containers:
     resources: {{memory: 48Mi}}
 """)
     _apply(sandbox, stack)
-    eventually(lambda: _status(sandbox)["hog"]["state"], "exited", timeout=15.0)
-    status = _status(sandbox)["hog"]
+    eventually(lambda: sandbox.containers()["hog"]["state"], "exited", timeout=15.0)
+    status = sandbox.containers()["hog"]
     assert status["state"] == "exited"
     assert status["resources"]["usage"]["oom_kills"] >= 1
     assert status["resources"]["usage"]["memory_peak_bytes"] <= 48 * 1024 * 1024
@@ -133,7 +127,7 @@ containers:
     stat = dict(line.split() for line in (_cgroup(sandbox, "cpu", "spin") / "cpu.stat").read_text().splitlines())
     assert int(stat["nr_throttled"]) > 0
     assert 0.05 < share < 0.35  # the kernel's enforcement, loosely: 0.2 of one CPU
-    assert _status(sandbox)["spin"]["resources"]["usage"]["throttled_periods"] > 0
+    assert sandbox.containers()["spin"]["resources"]["usage"]["throttled_periods"] > 0
 
 
 def test_pids_limit_stops_a_fork_loop(sandbox: Sandbox) -> None:
@@ -162,7 +156,7 @@ containers:
     stack = sandbox.write("stack.yaml", template.replace("{memory}", "128Mi"))
     _apply(sandbox, stack)
     time.sleep(1.0)  # let it touch its 40 MiB
-    pid = _status(sandbox)["holder"]["pid"]
+    pid = sandbox.containers()["holder"]["pid"]
     stack.write_text(template.replace("{memory}", "8Mi"))
     result = sandbox.reconcile("apply", str(stack))
     assert result.returncode == 1
@@ -170,4 +164,4 @@ containers:
     assert "Traceback" not in result.stderr
     memory = _cgroup(sandbox, "memory", "holder")
     assert (memory / "memory.limit_in_bytes").read_text() == "134217728\n"
-    assert _status(sandbox)["holder"]["pid"] == pid
+    assert sandbox.containers()["holder"]["pid"] == pid

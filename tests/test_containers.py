@@ -55,11 +55,6 @@ def _apply(sandbox: Sandbox, path: str) -> str:
     return result.stdout
 
 
-def _status(sandbox: Sandbox) -> dict[str, dict]:
-    document = json.loads(sandbox.reconcile("status", "-o", "json").stdout)
-    return {c["name"]: c for s in document["stacks"] for c in s["containers"]}
-
-
 def _exec(sandbox: Sandbox, name: str, *argv: str) -> str:
     result = sandbox.reconcile("exec", name, "--", *argv)
     assert result.returncode == 0, result.stderr
@@ -73,7 +68,7 @@ def test_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
     out = _apply(sandbox, path)
     assert "+ container app/web" in out and "+ container app/db" in out
 
-    status = _status(sandbox)
+    status = sandbox.containers()
     assert status["web"]["state"] == "running" and status["db"]["state"] == "running"
     assert status["web"]["ips"] == {"front": "10.77.1.2", "back": "10.77.2.2"}
     assert status["db"]["ips"] == {"back": "10.77.2.50"}
@@ -97,7 +92,7 @@ def test_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
 
     # A no-op apply keeps every process.
     assert _apply(sandbox, path) == "No changes. The host matches the spec.\n"
-    assert {n: c["pid"] for n, c in _status(sandbox).items()} == pids
+    assert {n: c["pid"] for n, c in sandbox.containers().items()} == pids
 
     # Drift in the network plumbing is repaired without restarting anything.
     web_host_end = next(l["ifname"] for l in sandbox.our_links()
@@ -114,15 +109,15 @@ def test_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
         assert result.returncode == 2 and expected in result.stdout, (drift, result.stdout)
         _apply(sandbox, path)
         assert sandbox.reconcile("diff", path).returncode == 0, drift
-        assert {n: c["pid"] for n, c in _status(sandbox).items()} == pids, drift
+        assert {n: c["pid"] for n, c in sandbox.containers().items()} == pids, drift
     assert _exec(sandbox, "db", "wget", "-qO-", "http://web/") == "hello from web\n"
 
     # A killed container is started again by the next apply, at the same address.
     os.kill(pids["web"], signal.SIGKILL)
     time.sleep(0.2)
-    assert _status(sandbox)["web"]["state"] == "exited"
+    assert sandbox.containers()["web"]["state"] == "exited"
     assert "+ container app/web (exited)" in _apply(sandbox, path)
-    status = _status(sandbox)
+    status = sandbox.containers()
     assert status["web"]["state"] == "running" and status["web"]["restarts"] == 1
     assert status["web"]["ips"]["front"] == "10.77.1.2"
 
@@ -131,7 +126,7 @@ def test_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
     result = sandbox.reconcile("diff", path)
     assert "-/+ container app/web (recreate: command changed)" in result.stdout
     _apply(sandbox, path)
-    status = _status(sandbox)
+    status = sandbox.containers()
     assert status["web"]["pid"] != pids["web"] and status["db"]["pid"] == pids["db"]
     assert status["web"]["ips"] == {"front": "10.77.1.2", "back": "10.77.2.2"}
     assert _exec(sandbox, "db", "wget", "-qO-", "http://web:8080/") == "hello from web\n"
@@ -184,11 +179,11 @@ containers:
     assert (data / "new").exists()
     # A lost state store: the running container is adopted from the kernel, not restarted,
     # and keeps its address.
-    before = _status(sandbox)["box"]
+    before = sandbox.containers()["box"]
     sandbox.run("rm", "-rf", str(sandbox.state_dir))
     assert "~ container vol/box (in place: adopt a running container" in _apply(sandbox, path)
     assert _apply(sandbox, path) == "No changes. The host matches the spec.\n"
-    after = _status(sandbox)["box"]
+    after = sandbox.containers()["box"]
     assert (after["pid"], after["ips"]) == (before["pid"], before["ips"])
     assert sandbox.reconcile("down", "--stack", "vol").returncode == 0
     assert sandbox.processes() == []

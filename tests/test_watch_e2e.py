@@ -88,12 +88,8 @@ def _has_address(sandbox: Sandbox, ifname: str, cidr: str) -> bool:
     return link is not None and any(f"{a['local']}/{a['prefixlen']}" == cidr for a in link["addr_info"])
 
 
-def _status(sandbox: Sandbox) -> dict[str, object]:
-    return json.loads(sandbox.reconcile("status", "-o", "json").stdout)
-
-
 def _watch_row(sandbox: Sandbox, stack: str) -> dict[str, object] | None:
-    return next((s["watch"] for s in _status(sandbox)["stacks"] if s["name"] == stack), None)
+    return next((s["watch"] for s in sandbox.status()["stacks"] if s["name"] == stack), None)
 
 
 def _write(path: Path, text: str) -> None:
@@ -127,7 +123,7 @@ def test_files_written_edited_broken_and_deleted(sandbox: Sandbox, specs: Path, 
     a.unlink()  # deleted: pruned
     assert eventually(lambda: sandbox.link("rc-a-net"), None) is None
     assert eventually(lambda: agent.saw("pruned", stack="a"), True)
-    assert [s["name"] for s in _status(sandbox)["stacks"]] == ["b"]
+    assert [s["name"] for s in sandbox.status()["stacks"]] == ["b"]
     assert sandbox.link("rc-b-net") is not None
 
 
@@ -146,8 +142,7 @@ def test_no_prune_keeps_a_deleted_stack(sandbox: Sandbox, specs: Path) -> None:
 
 
 def _container(sandbox: Sandbox) -> dict[str, object]:
-    rows = {c["name"]: c for s in _status(sandbox)["stacks"] for c in s["containers"]}
-    return rows.get("web", {})
+    return sandbox.containers().get("web", {})
 
 
 def _dnat_rules(sandbox: Sandbox) -> list[str]:
@@ -237,7 +232,7 @@ def test_a_crashing_container_backs_off_and_policy_no_stays_down(sandbox: Sandbo
 
         assert eventually(lambda: {1.0, 2.0} <= waits(), True, timeout=20)  # doubled...
         assert max(waits()) <= 2.0  # ...then capped
-        rows = {c["name"]: c for s in _status(sandbox)["stacks"] for c in s["containers"]}
+        rows = sandbox.containers()
         assert rows["once"]["state"] == "exited" and rows["once"]["restarts"] == 0
     finally:
         assert agent.stop() == 0
