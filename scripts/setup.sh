@@ -4,7 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(iproute2 iptables conntrack util-linux tini busybox-static procps)
+APT_PACKAGES=(iproute2 iptables conntrack util-linux tini busybox-static procps crun libseccomp2 keyutils)
+# Moby's default seccomp profile, as Debian maintains it (security updates included). Its package
+# would pull in ~260 Go source packages, so only the profile is taken out of it.
+SECCOMP_PACKAGE=golang-github-docker-docker-dev
+SECCOMP_MEMBER=./usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json
+SECCOMP_PROFILE=/usr/share/reconcile/seccomp/moby-default.json
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -16,6 +21,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -s "$SECCOMP_PROFILE" ]; then
+    workdir=$(mktemp -d)
+    trap 'rm -rf "$workdir"' EXIT
+    (cd "$workdir" && { apt-get download -qq "$SECCOMP_PACKAGE" 2>/dev/null \
+        || { apt-get update -qq && apt-get download -qq "$SECCOMP_PACKAGE"; }; })
+    dpkg-deb --fsys-tarfile "$workdir"/${SECCOMP_PACKAGE}_*.deb | tar -xO "$SECCOMP_MEMBER" > "$workdir/profile.json"
+    install -D -m 0644 "$workdir/profile.json" "$SECCOMP_PROFILE"
 fi
 
 if [ ! -x .venv/bin/python ]; then
