@@ -129,9 +129,12 @@ class CgroupController:
     def usage(self, key: str) -> Usage | None:
         return self._driver.usage(self.relpath(key))
 
-    def procs_files(self, stack: str, container: str) -> list[str]:
-        """The cgroup.procs files a container's init joins before it execs (made if need be)."""
-        return self._driver.create(self.relpath(f"{stack}/{container}"))
+    def ensure(self, stack: str, container: str) -> str:
+        """The container's cgroup, made if need be (its limits are written by this controller's
+        own changes, which run before the container's)."""
+        relpath = self.relpath(f"{stack}/{container}")
+        self._driver.create(relpath)
+        return relpath
 
 
 def _kill(pid: int) -> None:

@@ -1,10 +1,13 @@
-"""Containers: one process tree per spec container, inside its sandbox namespace.
+"""Containers: one OCI container (crun) per spec container, inside its sandbox namespace, on a
+root of its own (an overlay: its writable layer over the host's root or its `rootfs`).
 
-A running container is found from the kernel (the top-most process inside one of our sandbox
-namespaces), cross-checked with the store's record (pid + start time, and the spec it was
-started with). A change to a field the process was started with recreates it; /etc/hosts and
-resolv.conf are observed and rewritten in place through /proc/PID/root (same inode, so the
-container sees the new text, even if the state dir was lost).
+A running container is found from the kernel (the init of a pid namespace inside one of our
+sandbox namespaces), cross-checked with the store's record (pid + start time, and the spec it
+was started with); its root from the overlay mounts that carry our mark. The runtime's state,
+like our store, is a cache: a container whose runtime state is lost keeps running and is
+adopted. A change to a field the process was started with recreates it (with a fresh writable
+layer); /etc/hosts, resolv.conf and hostname live in the writable layer and are rewritten in
+place through the root's mount when peers change.
 """
 
 from __future__ import annotations
@@ -22,18 +25,26 @@ from typing import TypeVar
 
 from controllers.base import Desired, Diff
 from controllers.change import Action, Change, FieldChange
+from controllers.container_bundle import BundleInputs, environment, lower_of, oci_config
 from controllers.container_files import hosts_file, resolv_file
 from controllers.errors import ApplyError, ApplyErrors
-from kernel import netns, procs, runtime
-from specs import names
+from kernel import inroot, netns, overlay, procs, runtime, seccomp, users
+from kernel.oci import Runtime
+from specs import capabilities, names
 from specs.errors import Issue
 from specs.model import Container, Stack
 from state.store import ContainerRecord, Store
 
 KIND_CONTAINER = "container"
-RECREATE_FIELDS = ("command", "env", "rootfs", "volumes", "user", "workdir", "hostname", "networks")
+RECREATE_FIELDS = ("command", "env", "rootfs", "volumes", "user", "workdir", "hostname", "networks", "read_only",
+                   "privileged", "cap_add", "cap_drop", "security_opt")
 """Fields a process is started with: changing any of them needs a new process."""
 CONTAINERS_DIR = "containers"  # DO NOT RENAME: <state-dir>/containers/<stack>/<container>/
+RUNTIME_DIR = "runtime"  # DO NOT RENAME: <state-dir>/runtime, crun's --root
+SECCOMP_CACHE_DIR = "seccomp"  # compiled filters, one per capability set
+RUNTIME_CGROUP = "ctr"
+"""The runtime gets a child of our cgroup: crun's v1 manager resets the memory limit of the
+cgroup it is given, and our limits on the parent hold for the whole subtree (exec included)."""
 LOG_MAX_BYTES = 8 * 1024 * 1024
 WORKERS = 8
 T = TypeVar("T")
@@ -50,12 +61,21 @@ class Paths:
         return cls(state_dir / CONTAINERS_DIR / stack / container)
 
     @property
-    def hosts(self) -> Path:
-        return self.root / "hosts"
+    def bundle(self) -> Path:
+        return self.root / "bundle"
 
     @property
-    def resolv(self) -> Path:
-        return self.root / "resolv.conf"
+    def rootfs(self) -> Path:
+        """The merged root, mounted here on the host (the bundle's `rootfs`)."""
+        return self.bundle / "rootfs"
+
+    @property
+    def upper(self) -> Path:
+        return self.root / "upper"
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
 
     @property
     def log(self) -> Path:
@@ -71,6 +91,8 @@ class ObservedContainer:
     in_sandbox: bool  # the process lives in the namespace at /run/netns/<name>
     hosts: str | None
     resolv: str | None
+    root: Path | None  # where its root (our overlay) is mounted on the host
+    runtime_state: bool  # the OCI runtime still has state for it
 
 
 @dataclass(frozen=True)
@@ -118,12 +140,27 @@ def _recreate_fields(old: Mapping[str, object], new: Mapping[str, object]) -> tu
     return tuple(FieldChange(f, old.get(f), new.get(f)) for f in RECREATE_FIELDS if old.get(f) != new.get(f))
 
 
+WIDENING_FIELDS = ("privileged", "cap_add", "security_opt", "read_only")
+"""Shown in the plan of a start whenever set: confinement other than Docker's default is a
+visible choice."""
+
+
+def _start_fields(want: DesiredContainer) -> tuple[FieldChange, ...]:
+    shown = [FieldChange(f, None, want.spec[f]) for f in WIDENING_FIELDS if want.spec.get(f)]
+    return (FieldChange("command", None, want.spec["command"]), *shown)
+
+
+def _start_reason(want: DesiredContainer, reason: str) -> str:
+    if want.container.privileged:
+        return f"{reason}; PRIVILEGED: every capability, no seccomp, every device"
+    return reason
+
+
 def _diff_one(want: DesiredContainer, found: ObservedContainer | None) -> Change | None:
     key = f"{want.stack}/{want.key}"
     if found is None or found.handle is None:
         reason = "exited" if found is not None and found.record is not None else "not running"
-        return Change(Action.CREATE, KIND_CONTAINER, key,
-                      (FieldChange("command", None, want.spec["command"]),), reason=reason,
+        return Change(Action.CREATE, KIND_CONTAINER, key, _start_fields(want), reason=_start_reason(want, reason),
                       desired=want, observed=found)
     if not found.in_sandbox:
         return Change(Action.RECREATE, KIND_CONTAINER, key, (), reason="its network namespace was replaced",
@@ -131,7 +168,7 @@ def _diff_one(want: DesiredContainer, found: ObservedContainer | None) -> Change
     fields = _recreate_fields(found.record.spec, want.spec) if found.record else ()
     if fields:
         return Change(Action.RECREATE, KIND_CONTAINER, key, fields,
-                      reason=", ".join(f.path for f in fields) + " changed", disruptive=True,
+                      reason=_start_reason(want, ", ".join(f.path for f in fields) + " changed"), disruptive=True,
                       desired=want, observed=found)
     files = tuple(FieldChange(path, old, new) for path, old, new in
                   (("/etc/hosts", found.hosts, want.hosts), ("/etc/resolv.conf", found.resolv, want.resolv))
@@ -236,14 +273,15 @@ def _subdirs(path: Path) -> list[Path]:
 class ContainerController:
     kinds = (KIND_CONTAINER,)
 
-    def __init__(self, store: Store, state_dir: Path, cgroup_procs: Callable[[str, str], list[str]],
+    def __init__(self, store: Store, state_dir: Path, cgroup_path: Callable[[str, str], str],
                  host_resolv: Path = Path("/etc/resolv.conf")):
-        """`cgroup_procs(stack, container)`: the cgroup.procs files the init joins before it
-        execs the program, so no instruction runs unlimited."""
+        """`cgroup_path(stack, container)`: our cgroup of the container, made (with its limits)
+        before the runtime starts anything in it, so no instruction runs unlimited."""
         self._store = store
         self._state_dir = state_dir
-        self._cgroup_procs = cgroup_procs
+        self._cgroup_path = cgroup_path
         self._host_resolv = host_resolv
+        self._runtime = Runtime.at(state_dir / RUNTIME_DIR)
         self._started: set[str] = set()  # this session's starts (see diff_containers)
 
     def observe(self) -> ContainerObservation:
@@ -260,14 +298,17 @@ class ContainerController:
         for key, record in records.items():
             if key not in found and procs.alive(record.pid, record.start_time):
                 found[key] = (runtime.ProcessHandle(record.pid, record.start_time), False)
+        roots = overlay.mounted()
+        runtime_ids = {parsed for parsed in map(names.parse_runtime_id, self._runtime.ids()) if parsed}
         containers: dict[str, ObservedContainer] = {}
-        for key in set(found) | set(records) | self._file_dirs():
+        for key in set(found) | set(records) | self._file_dirs() | set(roots) | runtime_ids:
             handle, in_sandbox = found.get(key, (None, False))
             inside = f"/proc/{handle.pid}/root" if handle else None
             containers["/".join(key)] = ObservedContainer(
                 key[0], key[1], handle, records.get(key), in_sandbox,
                 _read(Path(f"{inside}/etc/hosts")) if inside else None,
-                _read(Path(f"{inside}/etc/resolv.conf")) if inside else None)
+                _read(Path(f"{inside}/etc/resolv.conf")) if inside else None,
+                roots.get(key), key in runtime_ids)
         return ContainerObservation(containers, _read(self._host_resolv) or "")
 
     def _file_dirs(self) -> set[tuple[str, str]]:
@@ -291,7 +332,7 @@ class ContainerController:
             else:
                 errors += self._update(group)
         for stack, key in (c.key.split("/") for c in changes if c.action is not Action.DELETE):
-            runtime.cap_log(str(Paths.of(self._state_dir, stack, key).log), LOG_MAX_BYTES)
+            runtime.cap_log(Paths.of(self._state_dir, stack, key).log, LOG_MAX_BYTES)
         if errors:
             raise ApplyErrors(errors)
 
@@ -303,43 +344,74 @@ class ContainerController:
         return [o for o in outcomes if isinstance(o, ApplyError)]
 
     def _remove(self, changes: Sequence[Change]) -> list[ApplyError]:
-        """Stop in parallel: each may wait out its grace period."""
+        """Stop in parallel (each may wait out its grace period), then take away what each
+        leaves: the runtime's state, the root's mount, the writable layer and the files."""
         found = [c.observed for c in changes if isinstance(c.observed, ObservedContainer)]
-        _in_parallel(lambda f: runtime.stop(f.handle, _grace(f)) if f.handle else None, found)
+        outcomes = _in_parallel(self._try_remove, found)
         self._store.forget_containers([(f.stack, f.container) for f in found])
-        for f in found:
-            shutil.rmtree(Paths.of(self._state_dir, f.stack, f.container).root, ignore_errors=True)
         for stack in {f.stack for f in found}:
             with suppress(OSError):  # still holds another container's files: not the last one
                 (self._state_dir / CONTAINERS_DIR / stack).rmdir()
-        return []
+        return [o for o in outcomes if o is not None]
+
+    def _try_remove(self, found: ObservedContainer) -> ApplyError | None:
+        paths = Paths.of(self._state_dir, found.stack, found.container)
+        try:
+            self._stop(found)
+            shutil.rmtree(paths.root, ignore_errors=True)
+        except Exception as exc:  # noqa: BLE001 - reported together
+            return ApplyError(f"delete {KIND_CONTAINER} {found.stack}/{found.container}: {exc}")
+        return None
+
+    def _stop(self, found: ObservedContainer) -> None:
+        """Stop the process and release its root; the writable layer stays on disk."""
+        paths = Paths.of(self._state_dir, found.stack, found.container)
+        if found.handle is not None:
+            runtime.stop(found.handle, _grace(found), paths.log)
+        self._runtime.delete(names.runtime_id(found.stack, found.container))
+        for root in {found.root, paths.rootfs} - {None}:
+            overlay.unmount(root)  # type: ignore[arg-type]
 
     def _try_start(self, change: Change) -> ContainerRecord | ApplyError:
         try:
             found = change.observed if isinstance(change.observed, ObservedContainer) else None
-            if change.action is Action.RECREATE and found is not None and found.handle is not None:
-                runtime.stop(found.handle, _grace(found))
+            if found is not None:
+                self._stop(found)
+                if change.action is Action.RECREATE:
+                    paths = Paths.of(self._state_dir, found.stack, found.container)
+                    for layer in (paths.upper, paths.work):
+                        shutil.rmtree(layer, ignore_errors=True)
             return self._start(change, found)
         except Exception as exc:  # noqa: BLE001 - reported together
             return ApplyError(f"{change.action} {change.kind} {change.key}: {exc}")
 
     def _start(self, change: Change, found: ObservedContainer | None) -> ContainerRecord:
+        """Mount the root (an exited container's writable layer is kept, as `docker start`
+        keeps it), write the per-container files into it, then run the runtime."""
         want = change.desired
         assert isinstance(want, DesiredContainer)
-        paths = Paths.of(self._state_dir, want.stack, want.key)
-        _write_in_place(paths.hosts, want.hosts)
-        _write_in_place(paths.resolv, want.resolv)
         c = want.container
-        mounts = [runtime.Mount(str(v.source), v.target, v.read_only) for v in c.volumes]
-        # Writable, as with Docker: updates are written through the container's view of them.
-        mounts += [runtime.Mount(str(paths.hosts), "/etc/hosts", False),
-                   runtime.Mount(str(paths.resolv), "/etc/resolv.conf", False)]
-        handle = runtime.start(runtime.ProcessSpec(
-            name=change.key, argv=list(c.command), env=dict(c.env), workdir=c.workdir, user=c.user,
-            hostname=c.hostname, netns_path=netns.path_of(names.netns_name(want.stack, want.key)),
-            rootfs=str(c.rootfs) if c.rootfs else None, mounts=mounts,
-            cgroup_procs=self._cgroup_procs(want.stack, want.key),
-            log_path=str(paths.log)))
+        paths = Paths.of(self._state_dir, want.stack, want.key)
+        if self._runtime.hybrid:
+            overlay.ensure_shared_mount(self._state_dir / CONTAINERS_DIR)
+        overlay.mount(want.stack, want.key, lower_of(c), paths.upper, paths.work, paths.rootfs)
+        if not inroot.find_program(paths.rootfs, c.command[0], environment(c.hostname, c.env)["PATH"],
+                                   [v.target for v in c.volumes]):
+            raise runtime.StartError(f"{change.key}: command not found in the container: {c.command[0]}")
+        for name, text in (("hosts", want.hosts), ("resolv.conf", want.resolv), ("hostname", c.hostname + "\n")):
+            _write_in_place(paths.rootfs / "etc" / name, text)
+        caps = capabilities.effective(c.cap_add, c.cap_drop, c.privileged)
+        inputs = BundleInputs(
+            container_id=names.runtime_id(want.stack, want.key),
+            netns_path=netns.path_of(names.netns_name(want.stack, want.key)),
+            cgroups_path=f"/{self._cgroup_path(want.stack, want.key)}/{RUNTIME_CGROUP}",
+            ids=users.lookup(c.user or "0", paths.rootfs),
+            seccomp_bpf=None if c.privileged else seccomp.filter_for(
+                frozenset(capabilities.kernel_names(caps)), self._state_dir / SECCOMP_CACHE_DIR),
+            host_root=c.rootfs is None, hidden=(str(self._state_dir.resolve()),),
+            init=runtime.TINI, init_target=runtime.INIT_IN_CONTAINER)
+        handle = runtime.start(self._runtime, inputs.container_id, paths.bundle, oci_config(c, inputs), paths.log,
+                               change.key)
         restarts = found.record.restarts + 1 if found and found.record and change.action is Action.CREATE else 0
         return _record(want, handle, restarts)
 
@@ -361,9 +433,9 @@ class ContainerController:
         assert isinstance(found, ObservedContainer)
         want = change.desired
         assert isinstance(want, DesiredContainer) and found.handle is not None
-        # Through the container's own view: the bind mount's inode survives even when the
-        # state dir (and the file's name there) was lost.
-        inside = Path(f"/proc/{found.handle.pid}/root/etc")
+        # Through the root's mount on the host: writable even when the container's view of its
+        # root is read-only; the container's own view otherwise (a root mounted by someone else).
+        etc = found.root / "etc" if found.root else Path(f"/proc/{found.handle.pid}/root/etc")
         for name, text in (("hosts", want.hosts), ("resolv.conf", want.resolv)):
-            _write_in_place(inside / name, text)
+            _write_in_place(etc / name, text)
         return [] if found.record is not None else [_record(want, found.handle, 0)]

@@ -97,5 +97,6 @@ def detect(mountinfo: str | None = None, root: Path = Path("/")) -> CgroupDriver
         v2 = V2Driver(root / unified.relative_to("/"))
         if V2_REQUIRED <= v2.available():
             return v2
-    return V1Driver(hierarchies)
+    others = [root / m.mount_point.relative_to("/") for m in mounts if m.mount_point.parent == CGROUP_DIR]
+    return V1Driver(hierarchies, others)
 

@@ -181,6 +181,10 @@ class CgroupDriver(ABC):
     def roots(self) -> list[Path]:
         """The hierarchy roots a container's cgroup is made in."""
 
+    def removal_roots(self) -> list[Path]:
+        """Every hierarchy a container's cgroup may exist in, ours or made by the runtime."""
+        return self.roots()
+
     @abstractmethod
     def missing(self, limits: Limits) -> list[str]:
         """Controllers the limits need that this host cannot enforce."""
@@ -248,7 +252,7 @@ class CgroupDriver(ABC):
         counts as removed."""
         crashpoints.step("cgroup-remove")
         ancestors = self._ancestors_below(relpath, parent)
-        for root in self.roots():
+        for root in self.removal_roots():
             _remove_tree(at(root, relpath))
             for ancestor in ancestors:
                 if not at(root, ancestor).is_dir() or _has_children(at(root, ancestor)):

@@ -14,7 +14,7 @@ Quirks handled here:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from kernel.cgroups_common import (CPU_PERIOD_US, CgroupDriver, CgroupError, Knob, Limits, Usage, at, cpus_of, levels,
@@ -31,13 +31,18 @@ the page size, which differs between architectures); no real limit comes near it
 class V1Driver(CgroupDriver):
     unavailable = "no cgroup v1 hierarchy is mounted for {}"
 
-    def __init__(self, hierarchies: Mapping[str, Path]):
+    def __init__(self, hierarchies: Mapping[str, Path], others: Sequence[Path] = ()):
         """`hierarchies`: controller name -> mount point of its hierarchy root; co-mounted
-        controllers share a path."""
+        controllers share a path. `others`: every other hierarchy, where the OCI runtime places
+        the container too (devices, freezer, name=systemd, ...) and leaves our levels behind."""
         self.hierarchies = {name: path for name, path in hierarchies.items() if name in CONTROLLERS}
+        self.others = [path for path in others if path not in self.hierarchies.values()]
 
     def roots(self) -> list[Path]:
         return list(dict.fromkeys(self.hierarchies.values()))
+
+    def removal_roots(self) -> list[Path]:
+        return [*self.roots(), *self.others]
 
     def missing(self, limits: Limits) -> list[str]:
         return [name for name in limits.controllers() if name not in self.hierarchies]
@@ -94,11 +99,17 @@ class V1Driver(CgroupDriver):
         return None if quota is None or period is None or quota < 0 else cpus_of(quota, period)
 
     def _oom_kills(self, relpath: str) -> int | None:
-        """oom_kill of memory.oom_control (kernels >= 4.13); before that only memory.failcnt,
-        which counts every hit of the limit, killed or not: an upper bound."""
-        oom_control = read_keyed(self._file("memory", relpath, "memory.oom_control"))
-        if "oom_kill" in oom_control:
-            return oom_control["oom_kill"]
+        """oom_kill of memory.oom_control (kernels >= 4.13), of the cgroup and its children: v1
+        counts a kill in the victim's own cgroup (the runtime's child of ours), not in the one
+        whose limit was hit, and forgets it when the runtime removes that child after the
+        container ended. Before 4.13 only memory.failcnt, which counts every hit of the limit,
+        killed or not: an upper bound."""
+        cgroup = self._file("memory", relpath, "memory.oom_control")
+        if cgroup is None:
+            return None
+        counts = [read_keyed(path).get("oom_kill") for path in [cgroup, *cgroup.parent.glob("*/memory.oom_control")]]
+        if counts[0] is not None:
+            return sum(count or 0 for count in counts)
         return read_int(self._file("memory", relpath, "memory.failcnt"))
 
     def _parent_cpus(self, relpath: str) -> str | None:

@@ -1,16 +1,11 @@
-"""Container processes: start one in its sandbox, find it again, stop it, run a command in it.
+"""Container processes: start one through the OCI runtime, find it again, stop it, run a command
+in it.
 
-Spawn chain (all well-kept tools, one short-lived Python setup step):
-`sh` (waits, then records the exit code) -> util-linux `nsenter --net=<sandbox>` -> util-linux
-`unshare --pid --fork --mount --uts --ipc --propagation private` -> `runtime_init.py` as PID 1
-(cgroups joined, hostname, read-only host root or pivot_root into a rootfs, volumes, hosts
-and resolv.conf; ~15 ms with `python -S -I`) -> `tini-static` exec'd through an fd, so it
-needs nothing inside the rootfs and stays PID 1, forwarding signals and reaping zombies.
-
-No resident shim in Python: the processes left per container are the waiting `sh` (which writes
-`exit` next to the log when the container ends) and `unshare`, both C programs of ~1 MB.
-stdout and stderr go straight to the log file (O_APPEND); `cap_log` keeps its tail, called on
-every reconcile pass.
+Process tree per container: `sh` (waits, then writes the exit status next to the log) -> `crun
+run` in the foreground (the container's parent: exit status 128+N for a signal, 137 for
+SIGKILL) -> the container's init, Debian's `tini-static` bound in at /dev/init (signal
+forwarding and zombie reaping, so SIGTERM stops programs without a handler) -> the program.
+stdout and stderr go straight to the log file (O_APPEND); `cap_log` keeps its tail.
 
 A process is identified by pid *and* start time: a pid alone can be reused by a stranger.
 Signals go through a pidfd taken after the start time was checked, so the check cannot race.
@@ -18,53 +13,35 @@ Signals go through a pidfd taken after the start time was checked, so the check 
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
 import subprocess
-import sys
 import time
+from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kernel import crashpoints
-from kernel.procs import alive
+from kernel.oci import Runtime
+from kernel.procs import alive, read_proc
 
-INIT_SCRIPT = str(Path(__file__).with_name("runtime_init.py"))
-TINI = "/usr/bin/tini-static"  # statically linked: runs inside any rootfs
+TINI = "/usr/bin/tini-static"  # statically linked: runs inside any root
+INIT_IN_CONTAINER = "/dev/init"  # on the container's own /dev tmpfs: nothing is written to its root
 START_TIMEOUT = 10.0
+EXIT_WAIT = 5.0
 EXIT_FILE = "exit"  # DO NOT RENAME: written next to the log by the waiting shell
+PID_FILE = "pid"
 
-_WRAPPER = ('ns="$1" py="$2" init="$3" exitfile="$4"; shift 4; '
-            'nsenter --net="$ns" -- unshare --pid --fork --mount --uts --ipc --propagation private '
-            '-- "$py" -S -I "$init" "$@"; echo $? > "$exitfile"')
-"""Runs `runtime_init.py` in fresh namespaces inside the sandbox, then records its exit code."""
+_WRAPPER = 'exitfile="$1"; shift; "$@"; echo $? > "$exitfile"'
+"""Runs the runtime in the foreground, then records the container's exit status."""
 
 
 class StartError(RuntimeError):
-    """A container could not be started; the message says why (from inside the setup)."""
-
-
-@dataclass(frozen=True)
-class Mount:
-    source: str
-    target: str
-    read_only: bool
-
-
-@dataclass(frozen=True)
-class ProcessSpec:
-    name: str  # "stack/container", for messages
-    argv: list[str]
-    env: dict[str, str]
-    workdir: str
-    user: str | None
-    hostname: str
-    netns_path: str
-    rootfs: str | None
-    mounts: list[Mount]
-    cgroup_procs: list[str]
-    log_path: str
+    """A container could not be started; the message says why (the runtime's own words)."""
 
 
 @dataclass(frozen=True)
@@ -73,21 +50,11 @@ class ProcessHandle:
     start_time: int
 
 
-def _init_args(spec: ProcessSpec, status_fd: int) -> list[str]:
-    args = [str(status_fd), spec.hostname, spec.rootfs or "-", spec.workdir, spec.user or "-", TINI,
-            str(len(spec.mounts))]
-    for m in spec.mounts:
-        args += [m.source, m.target, "ro" if m.read_only else "rw"]
-    args += [str(len(spec.cgroup_procs)), *spec.cgroup_procs]
-    args += [str(len(spec.env)), *(f"{k}={v}" for k, v in spec.env.items())]
-    return args + spec.argv
+def exit_file(log_path: Path) -> Path:
+    return log_path.with_name(EXIT_FILE)
 
 
-def exit_file(log_path: str) -> Path:
-    return Path(log_path).with_name(EXIT_FILE)
-
-
-def exit_code(log_path: str) -> int | None:
+def exit_code(log_path: Path) -> int | None:
     """The exit code of the container's last run, once it has ended."""
     try:
         return int(exit_file(log_path).read_text().strip())
@@ -95,58 +62,59 @@ def exit_code(log_path: str) -> int | None:
         return None
 
 
-def start(spec: ProcessSpec) -> ProcessHandle:
-    """Start detached (own session, survives the caller) and return once the setup inside has
-    reported success; a setup failure raises StartError with its message. Thread-safe."""
+def start(runtime: Runtime, container_id: str, bundle: Path, config: Mapping[str, Any], log_path: Path,
+          name: str) -> ProcessHandle:
+    """Write the bundle's config.json, start the container detached (own session, survives the
+    caller) and return once the runtime has created it; a failure raises StartError with the
+    runtime's message. Thread-safe."""
     crashpoints.step("start")
-    Path(spec.log_path).parent.mkdir(parents=True, exist_ok=True)
-    exit_file(spec.log_path).unlink(missing_ok=True)
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    try:
-        with open(spec.log_path, "ab") as log:
-            wrapper_args = [spec.netns_path, sys.executable, INIT_SCRIPT, str(exit_file(spec.log_path))]
-            proc = subprocess.Popen(
-                ["sh", "-c", _WRAPPER, "rc-container", *wrapper_args, *_init_args(spec, write_end)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                pass_fds=(write_end,), close_fds=True)
-        os.close(write_end)
-        write_end = -1
-        return _await_report(read_end, proc, spec)
-    finally:
-        os.close(read_end)
-        if write_end >= 0:
-            os.close(write_end)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    exit_file(log_path).unlink(missing_ok=True)
+    pid_file = bundle / PID_FILE
+    pid_file.unlink(missing_ok=True)
+    (bundle / "config.json").write_text(json.dumps(config))
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            ["sh", "-c", _WRAPPER, "rc-container", str(exit_file(log_path)),
+             *runtime.run_command(container_id, bundle, pid_file)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True)
+    return _await_pid(proc, pid_file, log_path, name)
 
 
-def _await_report(read_end: int, proc: subprocess.Popen[bytes], spec: ProcessSpec) -> ProcessHandle:
-    """Wait for the setup's one-line report. The waiting shell keeps the pipe open, so EOF
-    never comes: a chain that dies before reporting (no such netns...) is seen by polling."""
+def _await_pid(proc: subprocess.Popen[bytes], pid_file: Path, log_path: Path, name: str) -> ProcessHandle:
+    """The runtime writes the pid file once the container exists (namespaces, cgroups, root);
+    a failure before that ends the runtime with its message in the log."""
     deadline = time.monotonic() + START_TIMEOUT
-    buffer = b""
+    delay = 0.001
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([read_end], [], [], 0.02)
-        if ready:
-            chunk = os.read(read_end, 4096)
-            buffer += chunk
-            if b"\n" in buffer or not chunk:
-                break
-        elif proc.poll() is not None:
-            break
-    line = buffer.decode(errors="replace").split("\n", 1)[0]
-    if line.startswith("ok "):
-        _, pid, start_time = line.split()
-        return ProcessHandle(int(pid), int(start_time))
-    if proc.poll() is None and not line:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise StartError(f"{spec.name}: the container did not report within {START_TIMEOUT:.0f} s")
-    proc.wait()
-    reason = line.removeprefix("error ") or _log_tail(spec.log_path) or f"exit code {proc.returncode}"
-    raise StartError(f"{spec.name}: {reason}")
+        handle = _read_pid_file(pid_file)
+        if handle is not None:
+            return handle
+        if proc.poll() is not None:
+            handle = _read_pid_file(pid_file)  # created, and already gone: it ran
+            if handle is not None:
+                return handle
+            raise StartError(f"{name}: {_log_tail(log_path) or f'the runtime exited {proc.returncode}'}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise StartError(f"{name}: the runtime did not create the container within {START_TIMEOUT:.0f} s")
 
 
-def _log_tail(log_path: str) -> str:
+def _read_pid_file(pid_file: Path) -> ProcessHandle | None:
     try:
-        lines = Path(log_path).read_text(errors="replace").strip().splitlines()
+        text = pid_file.read_text().strip()
+    except FileNotFoundError:
+        return None
+    if not text.isdigit():
+        return None  # being written
+    proc = read_proc(int(text))
+    return ProcessHandle(proc.pid, proc.start_time) if proc is not None else ProcessHandle(int(text), -1)
+
+
+def _log_tail(log_path: Path) -> str:
+    try:
+        lines = log_path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return ""
     return lines[-1] if lines else ""
@@ -168,9 +136,11 @@ def open_pidfd(handle: ProcessHandle) -> int | None:
     return fd
 
 
-def stop(handle: ProcessHandle, grace: float) -> None:
+def stop(handle: ProcessHandle, grace: float, log_path: Path) -> None:
     """SIGTERM to the init (tini forwards it), SIGKILL after `grace` seconds. The init is PID 1
-    of the container's pid namespace: when it dies the kernel kills everything inside."""
+    of the container's pid namespace: when it dies the kernel kills everything inside. Returns
+    once the runtime has cleaned up after it (the exit status is written), so the caller can
+    take the root and cgroup away."""
     crashpoints.step("stop")
     fd = open_pidfd(handle)
     if fd is None:
@@ -184,24 +154,12 @@ def stop(handle: ProcessHandle, grace: float) -> None:
         pass
     finally:
         os.close(fd)
+    deadline = time.monotonic() + EXIT_WAIT
+    while exit_code(log_path) is None and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
-def exec_argv(handle: ProcessHandle, argv: list[str], user: str | None = None) -> list[str]:
-    """The command line that runs `argv` inside every namespace of the container, in its root
-    and working directory, as the container's user (resolved in the container's own passwd)."""
-    ids: list[str] = []
-    if user is not None:
-        from kernel.runtime_init import SetupError, lookup_user
-
-        try:
-            uid, gid, _ = lookup_user(user, root=f"/proc/{handle.pid}/root")
-        except SetupError as exc:
-            raise StartError(str(exc)) from None
-        ids = ["--setuid", str(uid), "--setgid", str(gid)]
-    return ["nsenter", "--target", str(handle.pid), "--all", "--root", "--wd", *ids, "--", *argv]
-
-
-def cap_log(log_path: str, max_bytes: int) -> None:
+def cap_log(log_path: Path, max_bytes: int) -> None:
     """Keep the newest half of a log that outgrew `max_bytes` (copy-truncate: the container
     keeps appending through its O_APPEND descriptor)."""
     try:
@@ -216,3 +174,70 @@ def cap_log(log_path: str, max_bytes: int) -> None:
             f.write(tail)
     except FileNotFoundError:
         return
+
+
+def run_exec(command: list[str], pid_file: Path) -> int:
+    """Run the runtime's exec command with our stdio and return its exit status. A guard process
+    outlives this one: if we are killed (SIGKILL included), it kills the runtime's exec and what
+    it started, so nothing of a dead `reconcile exec` keeps running in the container."""
+    pid_file.unlink(missing_ok=True)
+    proc = subprocess.Popen(command, close_fds=True)
+    alive_r, alive_w = os.pipe()
+    guard = os.fork()
+    if guard == 0:  # the guard: EOF on the pipe without "done" means we died
+        os.close(alive_w)
+        _guard(alive_r, proc.pid, pid_file)
+    os.close(alive_r)
+    while True:
+        try:
+            status = proc.wait()
+            break
+        except KeyboardInterrupt:  # the runtime forwards it to the process: wait for its end
+            continue
+    os.write(alive_w, b"done")
+    os.close(alive_w)
+    os.waitpid(guard, 0)
+    pid_file.unlink(missing_ok=True)
+    return status
+
+
+def _guard(alive_r: int, runtime_pid: int, pid_file: Path) -> None:
+    for fd in (0, 1, 2):  # hold none of the caller's pipes open
+        os.dup2(os.open(os.devnull, os.O_RDWR), fd)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    if os.read(alive_r, 4) != b"done":
+        with suppress(ProcessLookupError):
+            os.kill(runtime_pid, signal.SIGKILL)  # our child until we died: not a reused pid
+        deadline = time.monotonic() + 1.0
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        _kill_tree(_read_pid_file(pid_file))
+        pid_file.unlink(missing_ok=True)
+    os._exit(0)
+
+
+def _kill_tree(handle: ProcessHandle | None) -> None:
+    """SIGKILL a process and every descendant (children first found, then killed top-down:
+    a killed parent's children are reparented to the container's init, not lost)."""
+    if handle is None or not is_running(handle):
+        return
+    pending, found = [handle.pid], []
+    while pending:
+        pid = pending.pop()
+        found.append(pid)
+        for task in _tasks(pid):
+            try:
+                pending += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+            except OSError:
+                continue
+    for pid in found:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _tasks(pid: int) -> list[str]:
+    try:
+        return os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []

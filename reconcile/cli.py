@@ -180,8 +180,7 @@ def cmd_exec(args: argparse.Namespace, settings: Settings) -> int:
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
         raise containers.UnknownContainer("usage: reconcile exec NAME -- COMMAND [ARG...]")
-    command, env = containers.exec_command(containers.find(settings, args.name), argv)
-    os.execvpe(command[0], command, env)
+    return containers.run_exec(settings, containers.find(settings, args.name), argv)
 
 
 def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:

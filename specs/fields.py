@@ -16,6 +16,7 @@ from datetime import date
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
+from specs import capabilities
 from specs.errors import Loc, quoted
 from specs.names import IFNAME_PATTERN, NAME_PATTERN
 from specs.units import format_cpu_list, parse_bytes, parse_cpu_list
@@ -144,6 +145,30 @@ def check_user(value: str) -> str:
     if any(int(part) > MAX_ID for part in (match["uid"], match["gid"]) if part):
         raise ValueError(f"invalid user {quoted(value)}: uid and gid must be at most {MAX_ID}")
     return value
+
+
+def check_capability(value: str) -> str:
+    """A capability name as Docker and Compose take it (`NET_ADMIN`, `CAP_NET_ADMIN`, `ALL`),
+    stored in the one spelling the plan and the runtime use."""
+    name = capabilities.normalise(value)
+    if name != "ALL" and name not in capabilities.ALL:
+        raise ValueError(f"unknown capability {quoted(value)}: use a name like NET_ADMIN, or ALL")
+    return name
+
+
+SECURITY_OPTS = ("no-new-privileges", "no-new-privileges:true", "no-new-privileges:false")
+
+
+def to_security_opts(value: object) -> object:
+    """Docker's `security_opt` entries that reconcile honours; `no-new-privileges:true` is
+    `no-new-privileges`. Anything else (apparmor=, seccomp=, label=) is refused, not ignored."""
+    if not isinstance(value, list):
+        return value
+    for item in value:
+        if isinstance(item, str) and item not in SECURITY_OPTS:
+            raise ValueError(f"unsupported security_opt {quoted(item)}: supported are "
+                             f"{', '.join(SECURITY_OPTS)}")
+    return [item.removesuffix(":true") if isinstance(item, str) else item for item in value]
 
 
 def check_absolute_path(value: str) -> str:

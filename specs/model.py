@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from specs.fields import (
     check_absolute_path,
+    check_capability,
     check_env_name,
     check_hostname,
     check_ifname,
@@ -38,6 +39,7 @@ from specs.fields import (
     to_ipv4_network,
     to_memory_bytes,
     to_port_mapping,
+    to_security_opts,
     to_volume,
 )
 from specs.names import NAME_PATTERN, default_bridge_name
@@ -61,6 +63,7 @@ ContainerPath = Annotated[str, AfterValidator(check_absolute_path)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Text = Annotated[str, AfterValidator(check_no_nul)]
 EnvName = Annotated[str, AfterValidator(check_env_name)]
+Capability = Annotated[str, AfterValidator(check_capability)]
 
 
 def _drop_default(schema: dict[str, Any]) -> None:
@@ -145,8 +148,19 @@ class Container(SpecModel):
                        Field(min_length=1), AfterValidator(check_program)] = Field(
         description="argv as a list, or a string split like a shell (never run by one)")
     rootfs: HostPath | None = Field(
-        None, description="root directory; default: the host's filesystem, read-only, "
-                          "with private /proc, /tmp and /run")
+        None, description="root directory, never written to (a writable layer of the container's own "
+                          "lies over it); default: the host's filesystem, with private /proc, /tmp and /run")
+    read_only: bool = Field(False, description="true: the container's root is read-only (volumes as they say)")
+    privileged: bool = Field(False, description="true: every capability, no seccomp filter, every device, "
+                                                "writable /sys and /proc: the container can take over the host")
+    cap_add: Annotated[list[Capability], AfterValidator(reject_duplicates)] = Field(
+        default_factory=list, description="capabilities beyond Docker's default 14, e.g. NET_ADMIN; ALL for all")
+    cap_drop: Annotated[list[Capability], AfterValidator(reject_duplicates)] = Field(
+        default_factory=list, description="capabilities taken from Docker's default 14; ALL for all")
+    security_opt: Annotated[list[str], BeforeValidator(to_security_opts, json_schema_input_type=list[str]),
+                            AfterValidator(reject_duplicates)] = Field(
+        default_factory=list, description="no-new-privileges: setuid programs and file capabilities "
+                                          "grant nothing")
     env: dict[EnvName, Text] = Field(default_factory=dict, description="environment (values are strings: quote numbers)")
     workdir: ContainerPath = Field("/", description="absolute working directory inside the container")
     hostname: Annotated[str, AfterValidator(check_hostname)] = _derived("default: the container key")

@@ -111,3 +111,31 @@ def parse_netns_name(name: str) -> tuple[str, str] | None:
 def cgroup_relpath(parent: str, stack: str, container: str) -> str:
     """Containers live under <cgroup-parent>/<stack>/<container> in every hierarchy."""
     return f"{parent.strip('/')}/{stack}/{container}"
+
+
+OVERLAY_SOURCE_PREFIX = "reconcile-v1:"
+"""The source of every container root we mount (overlayfs shows it in /proc/*/mountinfo):
+`reconcile-v1:<stack>/<container>`. No spaces: mountinfo would escape them."""
+
+
+def runtime_id(stack: str, container: str) -> str:
+    """The container's id in the OCI runtime (`crun list`): the same as its sandbox's name."""
+    return netns_name(stack, container)
+
+
+def parse_runtime_id(container_id: str) -> tuple[str, str] | None:
+    return parse_netns_name(container_id)
+
+
+def overlay_source(stack: str, container: str) -> str:
+    return f"{OVERLAY_SOURCE_PREFIX}{stack}/{container}"
+
+
+def parse_overlay_source(source: str) -> tuple[str, str] | None:
+    """(stack, container) of one of our container roots, or None for a foreign mount."""
+    if not source.startswith(OVERLAY_SOURCE_PREFIX):
+        return None
+    stack, sep, container = source[len(OVERLAY_SOURCE_PREFIX):].partition("/")
+    if not sep or not NAME_PATTERN.fullmatch(stack) or not NAME_PATTERN.fullmatch(container):
+        return None
+    return stack, container

@@ -6,7 +6,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from controllers.container import CONTAINERS_DIR
+from controllers.container import CONTAINERS_DIR, RUNTIME_DIR
+from specs.names import OVERLAY_SOURCE_PREFIX
 from state.store import DB_NAME
 from tests.canary import NETNS as CANARY_NETNS
 from tests.sandbox import Sandbox
@@ -14,14 +15,19 @@ from tests.sandbox import Sandbox
 
 def leftovers(sandbox: Sandbox) -> list[str]:
     """Everything of ours still on the host, named: links with our marks, sandboxes, rules and
-    chains, cgroups below the per-run parent, container processes, store rows and files."""
+    chains, cgroups below the per-run parent, container processes, root mounts, the runtime's
+    entries, store rows and files."""
     found = [f"link {l['ifname']}" for l in sandbox.our_links()]
     found += [f"netns {n}" for n in sandbox.netns_names() if n != CANARY_NETNS]
     found += [f"rule {line}" for line in sandbox.run("iptables-save").stdout.splitlines()
               if "reconcile" in line.lower()]
     found += [f"cgroup {child}" for top in sandbox.cgroup_dirs() for child in top.rglob("*") if child.is_dir()]
     found += [f"process {pid}" for pid in sandbox.processes()]
-    files = sandbox.state_dir / CONTAINERS_DIR  # hosts, resolv.conf and log of each container
+    found += [f"mount {line.split()[4]}" for line in sandbox.run("cat", "/proc/self/mountinfo").stdout.splitlines()
+              if f" {OVERLAY_SOURCE_PREFIX}" in line]
+    runtime_root = sandbox.state_dir / RUNTIME_DIR
+    found += [f"runtime entry {entry.name}" for entry in (runtime_root.iterdir() if runtime_root.is_dir() else [])]
+    files = sandbox.state_dir / CONTAINERS_DIR  # bundle, layers and log of each container
     found += [f"file {path}" for path in files.rglob("*")]
     return found + store_rows(sandbox.state_dir / DB_NAME)
 

@@ -87,7 +87,7 @@ def test_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
     # exec joins every namespace: hostname, a private /proc with tini as PID 1, env.
     assert _exec(sandbox, "db", "hostname") == "database\n"
     ps = _exec(sandbox, "web", "ps")
-    assert "tini" in ps.splitlines()[1] and "sleep" not in ps
+    assert "/dev/init" in ps.splitlines()[1] and "sleep" not in ps
     assert "GREETING=hello" in _exec(sandbox, "web", "env")
 
     # A no-op apply keeps every process.
@@ -151,11 +151,12 @@ def test_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
     assert sandbox.snapshot("fv0", "fv1") == canary
 
 
-def test_host_root_is_read_only_with_private_tmp_and_volumes(sandbox: Sandbox, tmp_path: Path) -> None:
+def test_host_root_is_a_writable_layer_with_private_tmp_and_volumes(sandbox: Sandbox, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     (data / "file").write_text("from the host\n")
     data.chmod(0o777)
+    marker = f"written-by-a-container-{os.getpid()}"
     path = str(sandbox.write("stack.yaml", f"""\
 name: vol
 networks:
@@ -166,27 +167,45 @@ containers:
     networks: [net]
     user: nobody
     workdir: /tmp
-    volumes: ["{data}:/mnt:ro", "{data}:/srv:rw"]
+    volumes: ["{data}:/mnt:ro", "{data}:/srv:rw", "{data}:/no/such/dir/on/the/host"]
+  rw:
+    command: sleep 1000
+    networks: [net]
+  ro:
+    command: sleep 1000
+    networks: [net]
+    read_only: true
 """))
     _apply(sandbox, path)
     assert _exec(sandbox, "box", "id", "-u") == "65534\n"
     assert _exec(sandbox, "box", "pwd") == "/tmp\n"
     denied = sandbox.reconcile("exec", "box", "--", "touch", "/etc/x")
-    assert denied.returncode != 0 and "Read-only file system" in denied.stderr
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
     assert _exec(sandbox, "box", "cat", "/mnt/file") == "from the host\n"
+    assert _exec(sandbox, "box", "cat", "/no/such/dir/on/the/host/file") == "from the host\n"
     assert sandbox.reconcile("exec", "box", "--", "touch", "/mnt/new").returncode != 0
     _exec(sandbox, "box", "touch", "/srv/new", "/tmp/scratch")
     assert (data / "new").exists()
-    # A lost state store: the running container is adopted from the kernel, not restarted,
-    # and keeps its address.
+    # The root is the container's own layer over the host's: writes stay in the layer.
+    _exec(sandbox, "rw", "sh", "-c", f"echo layer > /{marker} && echo changed >> /etc/hostname")
+    assert _exec(sandbox, "rw", "cat", f"/{marker}") == "layer\n"
+    assert not Path(f"/{marker}").exists() and sandbox.run("ls", f"/{marker}", check=False).returncode != 0
+    assert not Path("/no").exists()
+    refused = sandbox.reconcile("exec", "ro", "--", "touch", f"/{marker}")
+    assert refused.returncode != 0 and "Read-only file system" in refused.stderr
+    # A lost state store and runtime state: the running container is adopted from the kernel,
+    # not restarted, and keeps its address; exec says why it cannot run.
     before = sandbox.containers()["box"]
-    sandbox.run("rm", "-rf", str(sandbox.state_dir))
+    sandbox.run("rm", "-rf", str(sandbox.state_dir / "state.db"), str(sandbox.state_dir / "runtime"))
     assert "~ container vol/box (in place: adopt a running container" in _apply(sandbox, path)
     assert _apply(sandbox, path) == "No changes. The host matches the spec.\n"
     after = sandbox.containers()["box"]
     assert (after["pid"], after["ips"]) == (before["pid"], before["ips"])
+    lost = sandbox.reconcile("exec", "box", "--", "true")
+    assert lost.returncode == 1 and "the runtime's state of it is lost" in lost.stderr
     assert sandbox.reconcile("down", "--stack", "vol").returncode == 0
     assert sandbox.processes() == []
+    assert "overlay" not in sandbox.run("cat", "/proc/self/mountinfo").stdout
 
 
 def test_bad_command_is_a_clear_error(sandbox: Sandbox, rootfs: Path) -> None:

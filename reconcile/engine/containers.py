@@ -6,9 +6,13 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
-from controllers.container import Paths
-from kernel import runtime
+from controllers.container import RUNTIME_DIR, Paths
+from controllers.container_bundle import environment
+from kernel import runtime, users
+from kernel.oci import Runtime
+from specs import names
 from reconcile.engine.settings import Settings
 from state.store import ContainerRecord, Store
 
@@ -66,14 +70,27 @@ def read_log(found: Found, follow: bool) -> Iterator[bytes]:
             time.sleep(FOLLOW_POLL)
 
 
-def exec_command(found: Found, argv: list[str]) -> tuple[list[str], dict[str, str]]:
-    """The command line and environment that run argv inside the running container."""
+def run_exec(settings: Settings, found: Found, argv: list[str]) -> int:
+    """Run argv inside the running container, as its user, in its workdir and environment, with
+    its confinement and in its cgroups (the runtime's exec); returns argv's exit status."""
     if not runtime.is_running(found.handle):
         raise UnknownContainer(f"container {found.record.stack}/{found.record.container} is not running")
-    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-           "HOSTNAME": str(found.record.spec.get("hostname", "")), "container": "reconcile"}
-    spec_env = found.record.spec.get("env")
-    if isinstance(spec_env, dict):
-        env.update({str(k): str(v) for k, v in spec_env.items()})
-    user = found.record.spec.get("user")
-    return runtime.exec_argv(found.handle, argv, user if isinstance(user, str) else None), env
+    container_id = names.runtime_id(found.record.stack, found.record.container)
+    oci = Runtime.at(settings.state_dir / RUNTIME_DIR)
+    if not oci.has_state(container_id):
+        raise UnknownContainer(f"container {found.record.stack}/{found.record.container} runs, but the runtime's "
+                               f"state of it is lost ({oci.root / container_id}): exec needs it; it comes back when "
+                               f"the container is next recreated")
+    spec = found.record.spec
+    spec_env = {str(k): str(v) for k, v in spec["env"].items()} if isinstance(spec.get("env"), dict) else {}
+    env = environment(str(spec.get("hostname", "")), spec_env)
+    user = spec.get("user")
+    try:
+        ids = users.lookup(user, Path(f"/proc/{found.handle.pid}/root")) if isinstance(user, str) else None
+    except users.UnknownUser as exc:
+        raise UnknownContainer(str(exc)) from None
+    workdir = spec.get("workdir")
+    pid_file = found.paths.root / f"exec-{os.getpid()}.pid"  # one per exec: several may run at once
+    command = oci.exec_command(container_id, argv, env, workdir if isinstance(workdir, str) else "/",
+                               (ids.uid, ids.gid) if ids else None, pid_file)
+    return runtime.run_exec(command, pid_file)

@@ -164,7 +164,7 @@ def open_session(settings: Settings, writable: bool) -> Iterator[Session]:
             cgroup = CgroupController(cgroups.detect(), settings.cgroup_parent)
             yield Session(settings, store, [
                 NetworkController(netlink), SandboxController(netlink), cgroup,
-                ContainerController(store, settings.state_dir, cgroup.procs_files),
+                ContainerController(store, settings.state_dir, cgroup.ensure),
                 FirewallController(netfilter.detect())])
     finally:
         store.close()

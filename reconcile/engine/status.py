@@ -63,7 +63,7 @@ def _containers(session: Session, name: str, spec: Stack | None, observed: list[
     for key in keys:
         live = found.get(f"{name}/{key}")
         sandbox = sandboxes.get(f"{name}/{key}")
-        log = str(Paths.of(session.settings.state_dir, name, key).log)
+        log = Paths.of(session.settings.state_dir, name, key).log
         state = "running" if live and live.handle else "exited" if live and live.record else "missing"
         rows.append({
             "name": key,

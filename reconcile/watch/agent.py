@@ -269,7 +269,7 @@ class Agent:
             return None
         if any(found.record.spec.get(field) != value for field, value in change.desired.spec.items()):
             return None  # the spec changed since that run: start the new one now
-        log = str(Paths.of(self.settings.state_dir, found.stack, found.container).log)
+        log = Paths.of(self.settings.state_dir, found.stack, found.container).log
         try:
             exited_at: float | None = runtime.exit_file(log).stat().st_mtime
         except FileNotFoundError:

@@ -1,0 +1,142 @@
+"""The OCI runtime configuration (config.json) of a container: pure, from the spec and where
+its files live. Confinement is Docker's default unless the spec widens it (`privileged`,
+`cap_add`): capabilities, seccomp, masked and read-only paths, read-only sysfs, a devices rule
+of deny-all plus Docker's allow list (values from Moby's oci/defaults and the runtime spec)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kernel.users import Ids
+from specs import capabilities
+from specs.model import Container
+
+OCI_VERSION = "1.0.2"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+MASKED_PATHS = (
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+)
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+ALLOWED_DEVICES = (
+    ("c", None, None, "m"), ("b", None, None, "m"),  # mknod any node; using one is another matter
+    ("c", 1, 3, "rwm"), ("c", 1, 5, "rwm"), ("c", 1, 7, "rwm"), ("c", 1, 8, "rwm"), ("c", 1, 9, "rwm"),
+    ("c", 5, 0, "rwm"), ("c", 5, 1, "rwm"), ("c", 5, 2, "rwm"), ("c", 136, None, "rwm"),
+    ("c", 10, 200, "rwm"),
+)
+"""null, zero, full, random, urandom, tty, console, ptmx, pts/*, net/tun: Docker's list."""
+
+_NOSUID_NOEXEC_NODEV = ["nosuid", "noexec", "nodev"]
+
+
+@dataclass(frozen=True)
+class BundleInputs:
+    """What the configuration needs besides the spec: facts read from the host by the caller."""
+
+    container_id: str
+    netns_path: str
+    cgroups_path: str  # the runtime's own cgroup, a child of ours (our limits stay on the parent)
+    ids: Ids
+    seccomp_bpf: bytes | None  # None: privileged
+    host_root: bool  # the lower layer is the host's root filesystem
+    hidden: tuple[str, ...]  # host directories masked inside (our state dir)
+    init: str  # the init binary on the host, bound read-only at init_target
+    init_target: str
+
+
+def _device_rule(kind: str, major: int | None, minor: int | None, access: str) -> dict[str, Any]:
+    rule: dict[str, Any] = {"allow": True, "type": kind, "access": access}
+    if major is not None:
+        rule["major"] = major
+    if minor is not None:
+        rule["minor"] = minor
+    return rule
+
+
+def _mounts(container: Container, inputs: BundleInputs) -> list[dict[str, Any]]:
+    sys_mode = "rw" if container.privileged else "ro"
+    mounts: list[dict[str, Any]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc", "options": list(_NOSUID_NOEXEC_NODEV)},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": [*_NOSUID_NOEXEC_NODEV, "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": list(_NOSUID_NOEXEC_NODEV)},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": [*_NOSUID_NOEXEC_NODEV, sys_mode]},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": [*_NOSUID_NOEXEC_NODEV, "relatime", sys_mode]},
+        {"destination": inputs.init_target, "type": "bind", "source": inputs.init,
+         "options": ["bind", "ro", "nosuid", "nodev"]},
+    ]
+    if inputs.host_root:
+        # The host's /tmp and /run are not the container's, as the v1 contract promises.
+        mounts += [{"destination": d, "type": "tmpfs", "source": "tmpfs",
+                    "options": ["nosuid", "nodev", f"mode={mode}"]} for d, mode in (("/tmp", "1777"), ("/run", "755"))]
+    for volume in container.volumes:
+        mounts.append({"destination": volume.target, "type": "bind", "source": str(volume.source),
+                       "options": ["rbind", "ro" if volume.read_only else "rw", "rprivate"]})
+    return mounts
+
+
+def _process(container: Container, inputs: BundleInputs, env: Mapping[str, str]) -> dict[str, Any]:
+    caps = capabilities.kernel_names(
+        capabilities.effective(container.cap_add, container.cap_drop, container.privileged))
+    user: dict[str, Any] = {"uid": inputs.ids.uid, "gid": inputs.ids.gid}
+    if inputs.ids.groups:
+        user["additionalGids"] = list(inputs.ids.groups)
+    return {
+        "terminal": False,
+        "user": user,
+        "args": [inputs.init_target, "-g", "--", *container.command],
+        "env": [f"{k}={v}" for k, v in env.items()],
+        "cwd": container.workdir,
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        "noNewPrivileges": "no-new-privileges" in container.security_opt,
+    }
+
+
+def environment(hostname: str, env: Mapping[str, str]) -> dict[str, str]:
+    """As Docker: a default PATH and HOSTNAME, then the spec's variables (which win). `exec`
+    gets the same: the runtime replaces the process environment with what it is given."""
+    return {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "container": "reconcile", **env}
+
+
+def oci_config(container: Container, inputs: BundleInputs) -> dict[str, Any]:
+    linux: dict[str, Any] = {
+        "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"},
+                       {"type": "network", "path": inputs.netns_path}],
+        "cgroupsPath": inputs.cgroups_path,
+        "rootfsPropagation": "rprivate",
+    }
+    annotations: dict[str, str] = {}
+    if container.privileged:
+        linux["resources"] = {"devices": [{"allow": True, "access": "rwm"}]}
+        linux["maskedPaths"] = list(inputs.hidden)
+    else:
+        linux["resources"] = {"devices": [{"allow": False, "access": "rwm"},
+                                          *(_device_rule(*rule) for rule in ALLOWED_DEVICES)]}
+        linux["maskedPaths"] = [*MASKED_PATHS, *inputs.hidden]
+        linux["readonlyPaths"] = list(READONLY_PATHS)
+    if inputs.seccomp_bpf is not None:
+        annotations["run.oci.seccomp_bpf_data"] = base64.b64encode(inputs.seccomp_bpf).decode()
+    return {
+        "ociVersion": OCI_VERSION,
+        "process": _process(container, inputs, environment(container.hostname, container.env)),
+        "root": {"path": "rootfs", "readonly": container.read_only},
+        "hostname": container.hostname,
+        "mounts": _mounts(container, inputs),
+        "linux": linux,
+        "annotations": annotations,
+    }
+
+
+def lower_of(container: Container) -> Path:
+    """The layer under the container's own: its rootfs directory, or the host's root."""
+    return container.rootfs if container.rootfs is not None else Path("/")

@@ -1,0 +1,47 @@
+"""Linux capability names, and the set a container holds unless its spec says otherwise.
+
+Docker's default bounding set is the floor users assume (`docker run` without `--cap-add`):
+14 capabilities, 0xa80425fb as /proc/PID/status prints it. Spec fields name capabilities
+without the `CAP_` prefix, as Compose's `cap_add` does; either spelling is accepted.
+"""
+
+from __future__ import annotations
+
+ALL = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
+    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+)
+"""Every capability, in kernel bit order (CAP_CHOWN is bit 0)."""
+
+DOCKER_DEFAULT = frozenset({
+    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID", "SETFCAP",
+    "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
+})
+
+
+def normalise(name: str) -> str:
+    """`net_admin`, `NET_ADMIN` and `CAP_NET_ADMIN` are one capability; ALL stands for all."""
+    upper = name.upper()
+    return upper.removeprefix("CAP_")
+
+
+def effective(cap_add: list[str], cap_drop: list[str], privileged: bool) -> frozenset[str]:
+    """The capability set of a container: Docker's default, plus cap_add, minus cap_drop
+    (`ALL` in either means every capability); privileged holds them all."""
+    if privileged:
+        return frozenset(ALL)
+    held = set(DOCKER_DEFAULT)
+    added = {normalise(c) for c in cap_add}
+    held |= set(ALL) if "ALL" in added else added
+    dropped = {normalise(c) for c in cap_drop}
+    held -= set(ALL) if "ALL" in dropped else dropped
+    return frozenset(held)
+
+
+def kernel_names(caps: frozenset[str]) -> list[str]:
+    """`CAP_*` names in bit order, as the OCI runtime spec and seccomp profiles spell them."""
+    return [f"CAP_{name}" for name in ALL if name in caps]
