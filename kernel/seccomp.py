@@ -1,0 +1,327 @@
+"""Seccomp filters for containers: Moby's default profile, cut down for a container's
+capabilities the way Docker's daemon does it, then compiled into the raw BPF that crun takes in
+its `run.oci.seccomp_bpf_data` annotation.
+
+crun compiles a JSON profile on every start (~10 ms of libseccomp work). The BPF depends only on
+the profile, the capability set, the host architecture and the kernel version, so it is compiled
+once per capability set and read back from a cache file for every other container."""
+
+from __future__ import annotations
+
+import errno
+import ctypes
+import ctypes.util
+import hashlib
+import json
+import os
+import platform
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pyseccomp
+
+# Installed by scripts/setup.sh (taken from Debian's Moby package, so it gets security updates).
+DEFAULT_PROFILE = Path("/usr/share/reconcile/seccomp/moby-default.json")
+
+
+class SeccompError(Exception):
+    """The seccomp profile is missing, unreadable or not a valid Moby/OCI profile."""
+
+
+class _HostArch(NamedTuple):
+    moby: str  # the name Moby profiles use in includes/excludes "arches" ("amd64")
+    scmp: str  # the libseccomp name that selects this host's "archMap" entry
+
+
+# platform.machine() -> Moby's names for it (its goToNative and nativeToSeccomp tables). A
+# machine Moby does not know matches no archMap entry and no "arches" condition, as in Docker;
+# libseccomp then filters for the native architecture only.
+_HOST_ARCHES: dict[str, _HostArch] = {
+    "x86_64": _HostArch("amd64", "SCMP_ARCH_X86_64"),
+    "i386": _HostArch("x86", "SCMP_ARCH_X86"),
+    "i686": _HostArch("x86", "SCMP_ARCH_X86"),
+    "aarch64": _HostArch("arm64", "SCMP_ARCH_AARCH64"),
+    "armv6l": _HostArch("arm", "SCMP_ARCH_ARM"),
+    "armv7l": _HostArch("arm", "SCMP_ARCH_ARM"),
+    "ppc64": _HostArch("ppc64", "SCMP_ARCH_PPC64"),
+    "ppc64le": _HostArch("ppc64le", "SCMP_ARCH_PPC64LE"),
+    "riscv64": _HostArch("riscv64", "SCMP_ARCH_RISCV64"),
+    "s390x": _HostArch("s390x", "SCMP_ARCH_S390X"),
+}
+_UNKNOWN_HOST_ARCH = _HostArch("", "")
+
+_ACTIONS: dict[str, int] = {
+    "SCMP_ACT_ALLOW": pyseccomp.ALLOW,
+    "SCMP_ACT_KILL": pyseccomp.KILL,
+    "SCMP_ACT_KILL_THREAD": pyseccomp.KILL_THREAD,
+    "SCMP_ACT_KILL_PROCESS": pyseccomp.KILL_PROCESS,
+    "SCMP_ACT_TRAP": pyseccomp.TRAP,
+    "SCMP_ACT_LOG": pyseccomp.LOG,
+}
+# Actions whose return value is the entry's errnoRet (EPERM when absent, as in runc and crun).
+_ACTIONS_WITH_ERRNO = {"SCMP_ACT_ERRNO": pyseccomp.ERRNO, "SCMP_ACT_TRACE": pyseccomp.TRACE}
+
+_OPERATORS: dict[str, int] = {
+    "SCMP_CMP_NE": pyseccomp.NE,
+    "SCMP_CMP_LT": pyseccomp.LT,
+    "SCMP_CMP_LE": pyseccomp.LE,
+    "SCMP_CMP_EQ": pyseccomp.EQ,
+    "SCMP_CMP_GE": pyseccomp.GE,
+    "SCMP_CMP_GT": pyseccomp.GT,
+    "SCMP_CMP_MASKED_EQ": pyseccomp.MASKED_EQ,
+}
+
+_ARCHES: dict[str, int] = {
+    f"SCMP_ARCH_{name}": token for name, token in vars(pyseccomp.Arch).items() if name.isupper()
+}
+
+# What libseccomp answers for a syscall name it does not know (__NR_SCMP_ERROR).
+_UNKNOWN_SYSCALL = -1
+
+
+def load_profile(path: Path = DEFAULT_PROFILE) -> dict[str, Any]:
+    """Read a Moby-format profile; every failure is a SeccompError that says how to fix it."""
+
+    def fail(reason: str) -> SeccompError:
+        return SeccompError(f"seccomp profile {path}: {reason}; scripts/setup.sh installs it")
+
+    try:
+        profile = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise fail("missing") from None
+    except OSError as error:
+        raise fail(f"unreadable ({error.strerror})") from None
+    except ValueError as error:
+        raise fail(f"not JSON ({error})") from None
+    if not isinstance(profile, dict) or not isinstance(profile.get("defaultAction"), str):
+        raise fail('not a Moby profile (no "defaultAction")')
+    return profile
+
+
+def oci_seccomp(
+    moby_profile: Mapping[str, Any],
+    caps: frozenset[str],
+    arch: str,
+    kernel: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """The OCI `linux.seccomp` object Docker's daemon derives from `moby_profile` for a container
+    whose bounding set is `caps`, on a machine `arch` (as platform.machine() names it) running
+    `kernel` (major, minor; the running kernel by default). Pure: tests pass every input."""
+    host = _HOST_ARCHES.get(arch, _UNKNOWN_HOST_ARCH)
+    running = kernel if kernel is not None else _kernel_version(os.uname().release)
+    oci: dict[str, Any] = {"defaultAction": moby_profile["defaultAction"]}
+    if moby_profile.get("defaultErrnoRet") is not None:
+        oci["defaultErrnoRet"] = moby_profile["defaultErrnoRet"]
+    oci["architectures"] = _architectures(moby_profile, host)
+    oci["syscalls"] = [
+        _oci_syscall(entry)
+        for entry in moby_profile.get("syscalls") or []
+        if _included(entry.get("includes") or {}, caps, host.moby, running)
+        and not _excluded(entry.get("excludes") or {}, caps, host.moby, running)
+    ]
+    return oci
+
+
+def _architectures(moby_profile: Mapping[str, Any], host: _HostArch) -> list[str]:
+    """The host's archMap entry: its own architecture first, then the ones its kernel also runs
+    (x86 and x32 binaries on x86_64), which the filter must cover or they would bypass it."""
+    listed = list(moby_profile.get("architectures") or [])
+    arch_map = moby_profile.get("archMap") or []
+    if listed and arch_map:
+        raise SeccompError('"architectures" and "archMap" are both set; use one of them')
+    for entry in arch_map:
+        if entry.get("architecture") == host.scmp:
+            return [entry["architecture"], *(entry.get("subArchitectures") or [])]
+    return listed
+
+
+def _included(
+    includes: Mapping[str, Any], caps: frozenset[str], arch: str, kernel: tuple[int, int]
+) -> bool:
+    """An entry applies only if the container holds every listed capability, runs on a listed
+    architecture and on a kernel at least minKernel (an empty condition always holds)."""
+    arches = includes.get("arches") or []
+    min_kernel = includes.get("minKernel")
+    return (
+        (not arches or arch in arches)
+        and set(includes.get("caps") or []) <= caps
+        and (not min_kernel or kernel >= _kernel_version(min_kernel))
+    )
+
+
+def _excluded(
+    excludes: Mapping[str, Any], caps: frozenset[str], arch: str, kernel: tuple[int, int]
+) -> bool:
+    """An entry is dropped if the container holds any listed capability (the entry is then the
+    restricted fallback for unprivileged containers), runs on a listed architecture or on a
+    kernel at least minKernel."""
+    min_kernel = excludes.get("minKernel")
+    return (
+        arch in (excludes.get("arches") or [])
+        or bool(caps & set(excludes.get("caps") or []))
+        or bool(min_kernel and kernel >= _kernel_version(min_kernel))
+    )
+
+
+def _kernel_version(release: str) -> tuple[int, int]:
+    """Major and minor only, as Docker compares them: "6.18.44-fc" and "6.18" are equal."""
+    match = re.match(r"(\d+)\.(\d+)", release)
+    if match is None:
+        raise SeccompError(f"cannot parse kernel version {release!r}")
+    return int(match[1]), int(match[2])
+
+
+def _oci_syscall(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The OCI syscall entry: Moby's conditions and comment are spent once filtered."""
+    names = list(entry.get("names") or [])
+    if entry.get("name"):
+        if names:
+            raise SeccompError('a syscall entry sets both "name" and "names"; use one of them')
+        names = [entry["name"]]
+    if "action" not in entry:
+        raise SeccompError(f'the syscall entry for {names} has no "action"')
+    syscall: dict[str, Any] = {"names": names, "action": entry["action"]}
+    if entry.get("args"):
+        syscall["args"] = [dict(arg) for arg in entry["args"]]
+    if entry.get("errnoRet") is not None:
+        syscall["errnoRet"] = entry["errnoRet"]
+    return syscall
+
+
+def compile_bpf(oci: Mapping[str, Any]) -> bytes:
+    """Raw BPF (an array of 8-byte sock_filter) for an OCI `linux.seccomp` object, built as crun
+    builds it, so that the bytes equal what crun would load itself.
+
+    The filter's NO_NEW_PRIVS attribute is left alone: libseccomp applies it only when it loads
+    a filter, never to exported bytes, and the runtime decides no_new_privs per container."""
+    default_action = _action(oci["defaultAction"], oci.get("defaultErrnoRet"))
+    syscall_filter = pyseccomp.SyscallFilter(default_action)
+    for arch in oci.get("architectures") or []:
+        _add_arch(syscall_filter, arch)
+    for entry in oci.get("syscalls") or []:
+        action = _action(entry["action"], entry.get("errnoRet"))
+        # libseccomp refuses a rule that repeats the default action (EACCES); it is a no-op.
+        if action != default_action:
+            _add_rules(syscall_filter, action, entry["names"], entry.get("args") or [])
+    return _export(syscall_filter)
+
+
+def _action(name: str, errno_ret: int | None) -> int:
+    if name in _ACTIONS_WITH_ERRNO:
+        return _ACTIONS_WITH_ERRNO[name](errno.EPERM if errno_ret is None else errno_ret)
+    if errno_ret is not None:
+        raise SeccompError(f"errnoRet is set for action {name}, which returns no errno")
+    if name not in _ACTIONS:
+        raise SeccompError(f"unknown seccomp action {name!r}")
+    return _ACTIONS[name]
+
+
+def _add_arch(syscall_filter: pyseccomp.SyscallFilter, name: str) -> None:
+    if name not in _ARCHES:
+        raise SeccompError(f"unknown seccomp architecture {name!r}")
+    try:
+        syscall_filter.add_arch(_ARCHES[name])
+    except OSError as error:
+        # The native architecture is in every new filter already.
+        if error.errno != errno.EEXIST:
+            raise
+
+
+def _add_rules(
+    syscall_filter: pyseccomp.SyscallFilter,
+    action: int,
+    names: Sequence[str],
+    args: Sequence[Mapping[str, Any]],
+) -> None:
+    """One rule per syscall name. A name this libseccomp does not know is skipped, as runc and
+    crun skip it: profiles list syscalls newer than the library, and those stay denied."""
+    for name in names:
+        number = pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name)
+        if number == _UNKNOWN_SYSCALL:
+            continue
+        for conditions in _condition_groups(args):
+            syscall_filter.add_rule(action, number, *conditions)
+
+
+def _condition_groups(args: Sequence[Mapping[str, Any]]) -> list[list[pyseccomp.Arg]]:
+    """The comparisons of one entry, grouped into rules. libseccomp refuses two comparisons on
+    the same argument in one rule (EINVAL); runc and crun then add one rule per comparison,
+    which ORs them, and so must we to produce the filter they would."""
+    conditions = [_condition(arg) for arg in args]
+    indexes = [arg["index"] for arg in args]
+    if len(set(indexes)) == len(indexes):
+        return [conditions]
+    return [[condition] for condition in conditions]
+
+
+def _condition(arg: Mapping[str, Any]) -> pyseccomp.Arg:
+    """OCI's value and valueTwo are libseccomp's datum_a and datum_b: for MASKED_EQ, the mask and
+    the value the masked argument must equal."""
+    if arg.get("op") not in _OPERATORS:
+        raise SeccompError(f"unknown seccomp operator {arg.get('op')!r}")
+    return pyseccomp.Arg(arg["index"], _OPERATORS[arg["op"]], arg["value"], arg.get("valueTwo", 0))
+
+
+def _export(syscall_filter: pyseccomp.SyscallFilter) -> bytes:
+    """libseccomp exports only to a file descriptor; a memfd keeps it off the disk."""
+    with os.fdopen(os.memfd_create("seccomp-bpf"), "w+b") as exported:
+        syscall_filter.export_bpf(exported)
+        exported.seek(0)
+        return exported.read()
+
+
+def filter_for(caps: frozenset[str], cache_dir: Path, profile: Path = DEFAULT_PROFILE) -> bytes:
+    """The BPF for a container holding `caps` on this host, compiled once per distinct OCI
+    seccomp object and then read from `cache_dir/<sha256 of its canonical JSON>.bpf`."""
+    moby_profile = load_profile(profile)
+    try:
+        oci = oci_seccomp(moby_profile, caps, platform.machine())
+        return _cached_bpf(oci, cache_dir)
+    except SeccompError as error:
+        raise SeccompError(f"seccomp profile {profile}: {error}") from error
+
+
+def _libseccomp_version() -> str:
+    """Part of the cache key: a newer libseccomp knows more syscall names, so builds another
+    filter from the same profile."""
+
+    class Version(ctypes.Structure):
+        _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
+
+    library = ctypes.CDLL(ctypes.util.find_library("seccomp"))
+    library.seccomp_version.restype = ctypes.POINTER(Version)
+    found = library.seccomp_version().contents
+    return f"{found.major}.{found.minor}.{found.micro}"
+
+
+def _cached_bpf(oci: Mapping[str, Any], cache_dir: Path) -> bytes:
+    canonical = json.dumps([_libseccomp_version(), oci], sort_keys=True, separators=(",", ":")).encode()
+    cached = cache_dir / f"{hashlib.sha256(canonical).hexdigest()}.bpf"
+    try:
+        return cached.read_bytes()
+    except FileNotFoundError:
+        pass
+    bpf = compile_bpf(oci)
+    _write_atomically(cached, bpf)
+    return bpf
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Concurrent starts may compile the same filter at once: each writes a private temporary
+    file and renames it over the final name, so a reader sees no file or a whole one (the
+    contents are the same whoever wins). fsync first: after a crash, a renamed but empty
+    filter would be served to every later container."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
