@@ -12,6 +12,7 @@ place through the root's mount when peers change.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,7 +29,7 @@ from controllers.change import Action, Change, FieldChange
 from controllers.container_bundle import BundleInputs, environment, lower_of, oci_config
 from controllers.container_files import hosts_file, resolv_file
 from controllers.errors import ApplyError, ApplyErrors
-from kernel import inroot, netns, overlay, procs, runtime, seccomp, users
+from kernel import idmap, inroot, netns, overlay, procs, runtime, seccomp, users
 from kernel.oci import Runtime
 from specs import capabilities, names
 from specs.errors import Issue
@@ -37,7 +38,7 @@ from state.store import ContainerRecord, Store
 
 KIND_CONTAINER = "container"
 RECREATE_FIELDS = ("command", "env", "rootfs", "volumes", "user", "workdir", "hostname", "networks", "read_only",
-                   "privileged", "cap_add", "cap_drop", "security_opt")
+                   "privileged", "cap_add", "cap_drop", "security_opt", "userns")
 """Fields a process is started with: changing any of them needs a new process."""
 CONTAINERS_DIR = "containers"  # DO NOT RENAME: <state-dir>/containers/<stack>/<container>/
 RUNTIME_DIR = "runtime"  # DO NOT RENAME: <state-dir>/runtime, crun's --root
@@ -78,6 +79,11 @@ class Paths:
         return self.root / "work"
 
     @property
+    def lower(self) -> Path:
+        """userns: auto: the idmapped bind of the lower layer the overlay stacks on."""
+        return self.root / "lower"
+
+    @property
     def log(self) -> Path:
         return self.root / "log"
 
@@ -93,12 +99,14 @@ class ObservedContainer:
     resolv: str | None
     root: Path | None  # where its root (our overlay) is mounted on the host
     runtime_state: bool  # the OCI runtime still has state for it
+    id_base: int | None  # userns: auto: the host uid of its uid 0 (from its init, or its layer)
 
 
 @dataclass(frozen=True)
 class ContainerObservation:
     containers: Mapping[str, ObservedContainer]  # by "stack/container"
     host_resolv: str
+    host_capabilities: frozenset[str]  # the bounding set we start containers with
 
     def owned_stacks(self) -> set[str]:
         return {c.stack for c in self.containers.values() if c.handle is not None}
@@ -113,6 +121,7 @@ class DesiredContainer:
     hosts: str
     resolv: str
     level: int  # depth in depends_on: containers of one level start in parallel
+    capabilities: frozenset[str]  # what it holds: the spec's choice within the host's bounding set
 
 
 def started_spec(stack: Stack, key: str, addresses: Mapping[tuple[str, str, str], IPv4Address]) -> dict[str, object]:
@@ -140,13 +149,14 @@ def _recreate_fields(old: Mapping[str, object], new: Mapping[str, object]) -> tu
     return tuple(FieldChange(f, old.get(f), new.get(f)) for f in RECREATE_FIELDS if old.get(f) != new.get(f))
 
 
-WIDENING_FIELDS = ("privileged", "cap_add", "security_opt", "read_only")
-"""Shown in the plan of a start whenever set: confinement other than Docker's default is a
-visible choice."""
+SHOWN_IF_SET = ("privileged", "cap_add", "cap_drop", "security_opt", "read_only", "userns")
+"""Shown in the plan of a start unless at their default: confinement other than Docker's
+default is a visible choice."""
+_DEFAULTS = (None, False, [], "host")
 
 
 def _start_fields(want: DesiredContainer) -> tuple[FieldChange, ...]:
-    shown = [FieldChange(f, None, want.spec[f]) for f in WIDENING_FIELDS if want.spec.get(f)]
+    shown = [FieldChange(f, None, want.spec[f]) for f in SHOWN_IF_SET if want.spec.get(f) not in _DEFAULTS]
     return (FieldChange("command", None, want.spec["command"]), *shown)
 
 
@@ -194,13 +204,19 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
             if container.rootfs is not None and not container.rootfs.is_dir():
                 result.issues.append(Issue(stack.name, ("containers", key, "rootfs"),
                                            f"{container.rootfs} is not a directory on this host"))
+            for name in capabilities.unavailable(container.cap_add, observed.host_capabilities):
+                result.issues.append(Issue(stack.name, ("containers", key, "cap_add"),
+                                           f"this host cannot give {name}: the bounding set reconcile runs "
+                                           f"with lacks it"))
             for index, volume in enumerate(container.volumes):
                 if not volume.source.exists():
                     result.issues.append(Issue(stack.name, ("containers", key, "volumes", index),
                                                f"volume source {volume.source} does not exist on this host"))
             wanted.append(DesiredContainer(
                 stack.name, key, container, started_spec(stack, key, desired.addresses),
-                hosts_file(stack, key, desired.addresses), resolv_file(observed.host_resolv), levels[key]))
+                hosts_file(stack, key, desired.addresses), resolv_file(observed.host_resolv), levels[key],
+                capabilities.effective(container.cap_add, container.cap_drop, container.privileged,
+                                       observed.host_capabilities)))
     wanted.sort(key=lambda w: w.level)  # dependencies first; the engine reverses for deletions
     for want in wanted:
         if f"{want.stack}/{want.key}" in started:
@@ -308,8 +324,15 @@ class ContainerController:
                 key[0], key[1], handle, records.get(key), in_sandbox,
                 _read(Path(f"{inside}/etc/hosts")) if inside else None,
                 _read(Path(f"{inside}/etc/resolv.conf")) if inside else None,
-                roots.get(key), key in runtime_ids)
-        return ContainerObservation(containers, _read(self._host_resolv) or "")
+                roots.get(key), key in runtime_ids, self._id_base(key, handle))
+        return ContainerObservation(containers, _read(self._host_resolv) or "",
+                                    capabilities.from_mask(procs.bounding_set()))
+
+    def _id_base(self, key: tuple[str, str], handle: runtime.ProcessHandle | None) -> int | None:
+        uid_map = _read(Path(f"/proc/{handle.pid}/uid_map")) if handle else None
+        if uid_map:
+            return idmap.base_of_uid_map(uid_map)
+        return idmap.base_of_upper(Paths.of(self._state_dir, *key).upper)
 
     def _file_dirs(self) -> set[tuple[str, str]]:
         """(stack, container) of every files directory: a run killed between writing a
@@ -338,7 +361,10 @@ class ContainerController:
 
     def _start_level(self, changes: Sequence[Change]) -> list[ApplyError]:
         """Start independent containers in parallel (spawning is mostly waiting on the kernel)."""
-        outcomes = _in_parallel(self._try_start, changes)
+        if self._runtime.hybrid:  # before any root is mounted below it, not by each start
+            overlay.ensure_shared_mount(self._state_dir / CONTAINERS_DIR)
+        bases = self._id_bases(changes)
+        outcomes = _in_parallel(lambda change: self._try_start(change, bases.get(change.key)), changes)
         self._started.update(f"{o.stack}/{o.container}" for o in outcomes if isinstance(o, ContainerRecord))
         self._store.record_containers([o for o in outcomes if isinstance(o, ContainerRecord)])
         return [o for o in outcomes if isinstance(o, ApplyError)]
@@ -371,8 +397,27 @@ class ContainerController:
         self._runtime.delete(names.runtime_id(found.stack, found.container))
         for root in {found.root, paths.rootfs} - {None}:
             overlay.unmount(root)  # type: ignore[arg-type]
+        overlay.unmount(paths.lower)
 
-    def _try_start(self, change: Change) -> ContainerRecord | ApplyError:
+    def _id_bases(self, changes: Sequence[Change]) -> dict[str, int]:
+        """userns: auto ranges for these starts, chosen before they run in parallel: a container
+        keeps the range its layer was made for; others get free ones (free on this host now:
+        every layer's owner and every running init's uid_map count, ours or not yet recorded)."""
+        wanting = [c for c in changes if isinstance(c.desired, DesiredContainer) and c.desired.container.userns == "auto"]
+        kept = {c.key: c.observed.id_base for c in wanting
+                if isinstance(c.observed, ObservedContainer) and c.observed.id_base is not None}
+        fresh = [c.key for c in wanting if c.key not in kept]
+        used = set(kept.values()) | self._used_id_bases()
+        return {**kept, **dict(zip(fresh, idmap.allocate(used, len(fresh))))}
+
+    def _used_id_bases(self) -> set[int]:
+        root = self._state_dir / CONTAINERS_DIR
+        used = {idmap.base_of_upper(Paths(entry).upper) for stack in _subdirs(root) for entry in _subdirs(stack)}
+        for proc in procs.container_inits():
+            used.add(idmap.base_of_uid_map(_read(Path(f"/proc/{proc}/uid_map")) or ""))
+        return {base for base in used if base is not None}
+
+    def _try_start(self, change: Change, id_base: int | None) -> ContainerRecord | ApplyError:
         try:
             found = change.observed if isinstance(change.observed, ObservedContainer) else None
             if found is not None:
@@ -381,35 +426,40 @@ class ContainerController:
                     paths = Paths.of(self._state_dir, found.stack, found.container)
                     for layer in (paths.upper, paths.work):
                         shutil.rmtree(layer, ignore_errors=True)
-            return self._start(change, found)
+            return self._start(change, found, id_base)
         except Exception as exc:  # noqa: BLE001 - reported together
             return ApplyError(f"{change.action} {change.kind} {change.key}: {exc}")
 
-    def _start(self, change: Change, found: ObservedContainer | None) -> ContainerRecord:
+    def _start(self, change: Change, found: ObservedContainer | None, id_base: int | None) -> ContainerRecord:
         """Mount the root (an exited container's writable layer is kept, as `docker start`
         keeps it), write the per-container files into it, then run the runtime."""
         want = change.desired
         assert isinstance(want, DesiredContainer)
         c = want.container
         paths = Paths.of(self._state_dir, want.stack, want.key)
-        if self._runtime.hybrid:
-            overlay.ensure_shared_mount(self._state_dir / CONTAINERS_DIR)
-        overlay.mount(want.stack, want.key, lower_of(c), paths.upper, paths.work, paths.rootfs)
+        lower = lower_of(c)
+        if id_base is not None:
+            paths.upper.mkdir(parents=True, exist_ok=True)
+            os.chown(paths.upper, id_base, id_base)  # the root of its root; also the range's mark
+            idmap.bind_idmapped(lower, paths.lower, id_base)
+            lower = paths.lower
+        overlay.mount(want.stack, want.key, lower, paths.upper, paths.work, paths.rootfs)
         if not inroot.find_program(paths.rootfs, c.command[0], environment(c.hostname, c.env)["PATH"],
                                    [v.target for v in c.volumes]):
             raise runtime.StartError(f"{change.key}: command not found in the container: {c.command[0]}")
         for name, text in (("hosts", want.hosts), ("resolv.conf", want.resolv), ("hostname", c.hostname + "\n")):
             _write_in_place(paths.rootfs / "etc" / name, text)
-        caps = capabilities.effective(c.cap_add, c.cap_drop, c.privileged)
+            if id_base is not None:  # the container's root may rewrite them, as with Docker
+                os.chown(paths.rootfs / "etc" / name, id_base, id_base)
         inputs = BundleInputs(
             container_id=names.runtime_id(want.stack, want.key),
             netns_path=netns.path_of(names.netns_name(want.stack, want.key)),
             cgroups_path=f"/{self._cgroup_path(want.stack, want.key)}/{RUNTIME_CGROUP}",
-            ids=users.lookup(c.user or "0", paths.rootfs),
+            ids=users.lookup(c.user or "0", paths.rootfs), capabilities=want.capabilities,
             seccomp_bpf=None if c.privileged else seccomp.filter_for(
-                frozenset(capabilities.kernel_names(caps)), self._state_dir / SECCOMP_CACHE_DIR),
+                frozenset(capabilities.kernel_names(want.capabilities)), self._state_dir / SECCOMP_CACHE_DIR),
             host_root=c.rootfs is None, hidden=(str(self._state_dir.resolve()),),
-            init=runtime.TINI, init_target=runtime.INIT_IN_CONTAINER)
+            init=runtime.TINI, init_target=runtime.INIT_IN_CONTAINER, id_base=id_base)
         handle = runtime.start(self._runtime, inputs.container_id, paths.bundle, oci_config(c, inputs), paths.log,
                                change.key)
         restarts = found.record.restarts + 1 if found and found.record and change.action is Action.CREATE else 0

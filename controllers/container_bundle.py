@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kernel.idmap import RANGE_SIZE
 from kernel.users import Ids
 from specs import capabilities
 from specs.model import Container
@@ -42,11 +43,13 @@ class BundleInputs:
     netns_path: str
     cgroups_path: str  # the runtime's own cgroup, a child of ours (our limits stay on the parent)
     ids: Ids
+    capabilities: frozenset[str]  # held by the process (spec names, without CAP_)
     seccomp_bpf: bytes | None  # None: privileged
     host_root: bool  # the lower layer is the host's root filesystem
     hidden: tuple[str, ...]  # host directories masked inside (our state dir)
     init: str  # the init binary on the host, bound read-only at init_target
     init_target: str
+    id_base: int | None = None  # userns: auto: the host uid of the container's uid 0
 
 
 def _device_rule(kind: str, major: int | None, minor: int | None, access: str) -> dict[str, Any]:
@@ -79,15 +82,17 @@ def _mounts(container: Container, inputs: BundleInputs) -> list[dict[str, Any]]:
         # The host's /tmp and /run are not the container's, as the v1 contract promises.
         mounts += [{"destination": d, "type": "tmpfs", "source": "tmpfs",
                     "options": ["nosuid", "nodev", f"mode={mode}"]} for d, mode in (("/tmp", "1777"), ("/run", "755"))]
+    # In a user namespace a volume is idmapped to the container's ids (crun's `idmap`): what its
+    # root writes there is owned by root on the host, as without one.
+    idmap = ["idmap"] if inputs.id_base is not None else []
     for volume in container.volumes:
         mounts.append({"destination": volume.target, "type": "bind", "source": str(volume.source),
-                       "options": ["rbind", "ro" if volume.read_only else "rw", "rprivate"]})
+                       "options": ["rbind", "ro" if volume.read_only else "rw", "rprivate", *idmap]})
     return mounts
 
 
 def _process(container: Container, inputs: BundleInputs, env: Mapping[str, str]) -> dict[str, Any]:
-    caps = capabilities.kernel_names(
-        capabilities.effective(container.cap_add, container.cap_drop, container.privileged))
+    caps = capabilities.kernel_names(inputs.capabilities)
     user: dict[str, Any] = {"uid": inputs.ids.uid, "gid": inputs.ids.gid}
     if inputs.ids.groups:
         user["additionalGids"] = list(inputs.ids.groups)
@@ -115,6 +120,10 @@ def oci_config(container: Container, inputs: BundleInputs) -> dict[str, Any]:
         "cgroupsPath": inputs.cgroups_path,
         "rootfsPropagation": "rprivate",
     }
+    if inputs.id_base is not None:
+        mapping = [{"containerID": 0, "hostID": inputs.id_base, "size": RANGE_SIZE}]
+        linux["namespaces"].append({"type": "user"})
+        linux["uidMappings"], linux["gidMappings"] = mapping, mapping
     annotations: dict[str, str] = {}
     if container.privileged:
         linux["resources"] = {"devices": [{"allow": True, "access": "rwm"}]}

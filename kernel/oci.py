@@ -60,10 +60,13 @@ class Runtime:
         return run
 
     def exec_command(self, container_id: str, argv: list[str], env: dict[str, str], cwd: str,
-                     user: tuple[int, int] | None, pid_file: Path) -> list[str]:
-        """Run argv in the container with its capabilities, seccomp filter, no_new_privs and
-        cgroups: crun takes them from the container's own configuration."""
+                     user: tuple[int, int] | None, no_new_privs: bool, pid_file: Path) -> list[str]:
+        """Run argv in the container with its capabilities, seccomp filter and cgroups, which crun
+        takes from the container's own configuration; no_new_privs it does not take from there,
+        so the caller says it again."""
         command = [*self._crun(), "exec", "--pid-file", str(pid_file), "--cwd", cwd]
+        if no_new_privs:
+            command.append("--no-new-privs")
         for key, value in env.items():
             command += ["--env", f"{key}={value}"]
         if user is not None:

@@ -51,6 +51,11 @@ def _is_namespace_init(pid: int) -> bool:
     return False
 
 
+def container_inits() -> list[int]:
+    """Every process that is PID 1 of a nested pid namespace: ours and anyone else's."""
+    return [int(e.name) for e in os.scandir("/proc") if e.name.isdigit() and _is_namespace_init(int(e.name))]
+
+
 def inits_by_netns(inodes: Iterable[int]) -> Mapping[int, Proc]:
     """For each network namespace inode, the init of the container inside it. One pass over
     /proc for all namespaces."""
@@ -73,3 +78,12 @@ def inits_by_netns(inodes: Iterable[int]) -> Mapping[int, Proc]:
 def alive(pid: int, start_time: int) -> bool:
     proc = read_proc(pid)
     return proc is not None and proc.start_time == start_time
+
+
+def bounding_set(pid: int | str = "self") -> int:
+    """CapBnd of /proc/PID/status: no process we start can hold a capability outside it."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("CapBnd:"):
+                return int(line.split()[1], 16)
+    return 0

@@ -29,17 +29,30 @@ def normalise(name: str) -> str:
     return upper.removeprefix("CAP_")
 
 
-def effective(cap_add: list[str], cap_drop: list[str], privileged: bool) -> frozenset[str]:
+def effective(cap_add: list[str], cap_drop: list[str], privileged: bool,
+              available: frozenset[str] = frozenset(ALL)) -> frozenset[str]:
     """The capability set of a container: Docker's default, plus cap_add, minus cap_drop
-    (`ALL` in either means every capability); privileged holds them all."""
+    (`ALL` in either means every capability); privileged holds them all. Never more than
+    `available`, the bounding set of the process starting it (a capability it lacks cannot be
+    given: privileged and ALL mean all it has, as with containerd)."""
     if privileged:
-        return frozenset(ALL)
+        return available
     held = set(DOCKER_DEFAULT)
     added = {normalise(c) for c in cap_add}
     held |= set(ALL) if "ALL" in added else added
     dropped = {normalise(c) for c in cap_drop}
     held -= set(ALL) if "ALL" in dropped else dropped
-    return frozenset(held)
+    return frozenset(held) & available
+
+
+def unavailable(cap_add: list[str], available: frozenset[str]) -> list[str]:
+    """Capabilities named in cap_add that this host cannot give (ALL takes what there is)."""
+    return [name for name in cap_add if name != "ALL" and name not in available]
+
+
+def from_mask(mask: int) -> frozenset[str]:
+    """Names of the bits set in a capability mask as /proc/PID/status prints it (CapBnd)."""
+    return frozenset(name for bit, name in enumerate(ALL) if mask >> bit & 1)
 
 
 def kernel_names(caps: frozenset[str]) -> list[str]:

@@ -153,6 +153,9 @@ class Container(SpecModel):
     read_only: bool = Field(False, description="true: the container's root is read-only (volumes as they say)")
     privileged: bool = Field(False, description="true: every capability, no seccomp filter, every device, "
                                                 "writable /sys and /proc: the container can take over the host")
+    userns: Literal["host", "auto"] = Field(
+        "host", description="auto: a private range of host uids and gids (uid 0 inside is an unprivileged "
+                            "uid outside), as podman's --userns=auto; host: the host's ids, as Docker")
     cap_add: Annotated[list[Capability], AfterValidator(reject_duplicates)] = Field(
         default_factory=list, description="capabilities beyond Docker's default 14, e.g. NET_ADMIN; ALL for all")
     cap_drop: Annotated[list[Capability], AfterValidator(reject_duplicates)] = Field(

@@ -124,6 +124,10 @@ def _check_container(stack: Stack, key: str, container: Container) -> Iterator[I
     yield from _check_published(stack, key, container)
     yield from _check_volumes(stack, key, container)
     yield from _check_dependencies(stack, key, container)
+    if container.privileged and container.userns == "auto":
+        yield Issue(stack.name, loc + ("userns",),
+                    "userns: auto cannot be combined with privileged: true (a privileged container holds "
+                    "the host's capabilities, which a private user namespace takes away)")
 
 
 def _check_volumes(stack: Stack, key: str, container: Container) -> Iterator[Issue]:

@@ -35,6 +35,7 @@ UNEQUAL_BY_NATURE = frozenset({
     "bridges",  # bridge name -> ifindex
     "foreign_nets", "listeners",  # what is not ours
     "parent",  # the cgroup parent: one per sandbox
+    "root",  # where a container's root is mounted: under the sandbox's own state dir
 })
 """Observation fields left out of the rendering."""
 

@@ -23,8 +23,9 @@ def leftovers(sandbox: Sandbox) -> list[str]:
               if "reconcile" in line.lower()]
     found += [f"cgroup {child}" for top in sandbox.cgroup_dirs() for child in top.rglob("*") if child.is_dir()]
     found += [f"process {pid}" for pid in sandbox.processes()]
+    below = f"{sandbox.state_dir / CONTAINERS_DIR}/"  # roots, and idmapped lower layers
     found += [f"mount {line.split()[4]}" for line in sandbox.run("cat", "/proc/self/mountinfo").stdout.splitlines()
-              if f" {OVERLAY_SOURCE_PREFIX}" in line]
+              if f" {OVERLAY_SOURCE_PREFIX}" in line or line.split()[4].startswith(below)]
     runtime_root = sandbox.state_dir / RUNTIME_DIR
     found += [f"runtime entry {entry.name}" for entry in (runtime_root.iterdir() if runtime_root.is_dir() else [])]
     files = sandbox.state_dir / CONTAINERS_DIR  # bundle, layers and log of each container

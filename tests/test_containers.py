@@ -236,3 +236,41 @@ def test_down_removes_files_of_a_container_that_was_never_recorded(sandbox: Sand
     assert plan.returncode == 0, plan.stderr
     assert [c["key"] for c in json.loads(plan.stdout)["changes"]] == ["app/ghost"]
     assert not (sandbox.state_dir / "containers" / "app").exists()
+
+
+def test_userns_auto_gives_each_container_a_private_range(sandbox: Sandbox, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "file").write_text("from the host\n")
+    path = str(sandbox.write("stack.yaml", f"""\
+name: us
+containers:
+  a:
+    command: sleep 1000
+    userns: auto
+    volumes: ["{data}:/data"]
+  b:
+    command: sleep 1000
+    userns: auto
+"""))
+    plan = _apply(sandbox, path)
+    assert "userns: auto" in plan
+    maps = {name: _exec(sandbox, name, "cat", "/proc/self/uid_map").split() for name in ("a", "b")}
+    assert maps["a"][0] == maps["b"][0] == "0" and maps["a"][2] == maps["b"][2] == "65536"
+    bases = {name: int(m[1]) for name, m in maps.items()}
+    assert bases["a"] != bases["b"] and min(bases.values()) >= 1 << 30
+    # Root inside, an unprivileged uid outside; its root and its volume are usable as root.
+    assert _exec(sandbox, "a", "id", "-u") == "0\n"
+    pid = sandbox.containers()["a"]["pid"]
+    assert Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[0] == str(bases["a"])
+    _exec(sandbox, "a", "sh", "-c", "echo layer > /written && echo vol > /data/written && ls -ln /etc/passwd")
+    assert (data / "written").read_text() == "vol\n" and (data / "written").stat().st_uid == 0
+    assert _exec(sandbox, "a", "cat", "/data/file") == "from the host\n"
+    # The range is read back from the kernel: a lost store changes nothing.
+    sandbox.run("rm", "-f", str(sandbox.state_dir / "state.db"))
+    _apply(sandbox, path)
+    assert _apply(sandbox, path) == "No changes. The host matches the spec.\n"
+    assert _exec(sandbox, "a", "cat", "/proc/self/uid_map").split()[1] == str(bases["a"])
+    assert sandbox.reconcile("down", path).returncode == 0
+    assert "containers/us" not in sandbox.run("cat", "/proc/self/mountinfo").stdout
+    assert sandbox.processes() == []

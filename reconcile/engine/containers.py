@@ -90,7 +90,10 @@ def run_exec(settings: Settings, found: Found, argv: list[str]) -> int:
     except users.UnknownUser as exc:
         raise UnknownContainer(str(exc)) from None
     workdir = spec.get("workdir")
+    security_opt = spec.get("security_opt")
+    no_new_privs = isinstance(security_opt, list) and "no-new-privileges" in security_opt
     pid_file = found.paths.root / f"exec-{os.getpid()}.pid"  # one per exec: several may run at once
     command = oci.exec_command(container_id, argv, env, workdir if isinstance(workdir, str) else "/",
-                               (ids.uid, ids.gid) if ids else None, pid_file)
+                               (ids.uid, ids.gid) if ids else None,
+                               no_new_privs, pid_file)
     return runtime.run_exec(command, pid_file)

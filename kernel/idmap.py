@@ -1,0 +1,117 @@
+"""User namespaces for `userns: auto`: a private range of host uids and gids per container
+(Podman's --userns=auto), and its root shown with those ids.
+
+The container's uid 0 is host uid `base`; its lower layer (the host's root or a `rootfs`, owned
+by host root) is bound once more as an idmapped mount (open_tree + mount_setattr + move_mount,
+kernel >= 5.12; overlayfs takes idmapped layers since 5.19) so that inside it belongs to the
+container's root and nothing on disk changes. The range is read back from the kernel: the
+owner of the container's upper directory (chowned to `base` when it is made) and the uid_map
+of its running init, so a lost store loses no range and two containers never share one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+RANGE_SIZE = 65536
+POOL_START = 1 << 30  # far above the ids of any host's own users and of /etc/subuid defaults
+POOL_END = (1 << 32) - RANGE_SIZE
+SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442  # the same on every architecture
+OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC = 1, os.O_CLOEXEC
+AT_FDCWD, AT_EMPTY_PATH = -100, 0x1000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_IDMAP = 0x00100000
+USERNS_WAIT = 2.0
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class IdmapError(Exception):
+    pass
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        raise IdmapError(f"{what}: {os.strerror(ctypes.get_errno())}")
+    return result
+
+
+def base_of_uid_map(text: str) -> int | None:
+    """The host uid of a process's uid 0, from /proc/PID/uid_map (None: the host's own ids)."""
+    for line in text.splitlines():
+        inside, outside, _ = (int(field) for field in line.split())
+        if inside == 0:
+            return None if outside == 0 else outside
+    return None
+
+
+def base_of_upper(upper: Path) -> int | None:
+    """The range a container's writable layer was made for (its owner), if any."""
+    try:
+        owner = upper.stat().st_uid
+    except FileNotFoundError:
+        return None
+    return owner if owner >= POOL_START else None
+
+
+def allocate(used: Iterable[int], count: int) -> list[int]:
+    """`count` bases from the pool, none in `used`, lowest first."""
+    taken = set(used)
+    found: list[int] = []
+    base = POOL_START
+    while len(found) < count:
+        if base > POOL_END:
+            raise IdmapError("no free uid range left for userns: auto")
+        if base not in taken:
+            found.append(base)
+        base += RANGE_SIZE
+    return found
+
+
+def _userns_fd(base: int) -> int:
+    """A user namespace mapping 0..RANGE_SIZE to base..: made by a short-lived process, whose
+    namespace outlives it through the fd."""
+    holder = subprocess.Popen(["unshare", "--user", "--", "sleep", "60"], stdin=subprocess.DEVNULL)
+    try:
+        ours = os.stat("/proc/self/ns/user").st_ino
+        deadline = time.monotonic() + USERNS_WAIT
+        while os.stat(f"/proc/{holder.pid}/ns/user").st_ino == ours:
+            if time.monotonic() > deadline or holder.poll() is not None:
+                raise IdmapError("could not make a user namespace")
+            time.sleep(0.001)
+        for name in ("uid_map", "gid_map"):
+            Path(f"/proc/{holder.pid}/{name}").write_text(f"0 {base} {RANGE_SIZE}\n")
+        return os.open(f"/proc/{holder.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def bind_idmapped(source: Path, target: Path, base: int) -> None:
+    """Bind `source` (that directory's own mount only, not its submounts) at `target`, its
+    files shown as owned by uid - 0 + base."""
+    target.mkdir(parents=True, exist_ok=True)
+    userns = _userns_fd(base)
+    try:
+        tree = _check(_libc.syscall(SYS_OPEN_TREE, AT_FDCWD, str(source).encode(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC),
+                      f"clone the mount of {source}")
+        try:
+            attr = _MountAttr(MOUNT_ATTR_IDMAP, 0, 0, userns)
+            _check(_libc.syscall(SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH, ctypes.byref(attr),
+                                 ctypes.sizeof(attr)), f"idmap {source} (this kernel or filesystem may not allow it)")
+            _check(_libc.syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, str(target).encode(), MOVE_MOUNT_F_EMPTY_PATH),
+                   f"mount the idmapped {source} on {target}")
+        finally:
+            os.close(tree)
+    finally:
+        os.close(userns)
