@@ -18,6 +18,7 @@ from controllers.base import Desired, Diff
 from controllers.change import Action, Change, FieldChange
 from controllers.errors import ApplyError, ApplyErrors
 from kernel.cgroups import CgroupDriver, CgroupError, Limits, Usage
+from kernel.cgroups_common import at
 from specs import names
 from specs.errors import Issue
 from specs.model import Resources, Stack
@@ -133,7 +134,8 @@ class CgroupController:
         """The container's cgroup, made if need be (its limits are written by this controller's
         own changes, which run before the container's)."""
         relpath = self.relpath(f"{stack}/{container}")
-        self._driver.create(relpath)
+        if not all(at(root, relpath).is_dir() for root in self._driver.roots()):  # made earlier in the plan
+            self._driver.create(relpath)
         return relpath
 
 

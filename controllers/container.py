@@ -279,6 +279,29 @@ def _write_in_place(path: Path, text: str) -> None:
         f.write(text)
 
 
+def _seed_etc(upper: Path, lower: Path, id_base: int, files: Mapping[str, str]) -> None:
+    """Write the per-container files (/etc/hosts, resolv.conf, hostname) into the writable
+    layer before it is mounted: no copy-up through the overlay, and the layer's etc/ takes the
+    lower's mode. Owned by the container's root (the container may rewrite them, as Docker's)."""
+    etc = upper / "etc"
+    if not etc.is_dir():
+        etc.unlink(missing_ok=True)  # a whiteout or a file left by the container's last run
+        try:
+            mode = (lower / "etc").stat().st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o755
+        etc.mkdir(mode=mode)
+        os.chmod(etc, mode)  # past the umask
+        os.chown(etc, id_base, id_base)
+    for name, text in files.items():
+        path = etc / name
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            path.unlink()
+        path.write_text(text)
+        os.chmod(path, 0o644)
+        os.chown(path, id_base, id_base)
+
+
 def _subdirs(path: Path) -> list[Path]:
     try:
         return [entry for entry in path.iterdir() if entry.is_dir()]
@@ -364,7 +387,8 @@ class ContainerController:
         if self._runtime.hybrid:  # before any root is mounted below it, not by each start
             overlay.ensure_shared_mount(self._state_dir / CONTAINERS_DIR)
         bases = self._id_bases(changes)
-        outcomes = _in_parallel(lambda change: self._try_start(change, bases.get(change.key)), changes)
+        filters = self._seccomp_filters(changes)
+        outcomes = _in_parallel(lambda change: self._try_start(change, bases.get(change.key), filters), changes)
         self._started.update(f"{o.stack}/{o.container}" for o in outcomes if isinstance(o, ContainerRecord))
         self._store.record_containers([o for o in outcomes if isinstance(o, ContainerRecord)])
         return [o for o in outcomes if isinstance(o, ApplyError)]
@@ -394,7 +418,8 @@ class ContainerController:
         paths = Paths.of(self._state_dir, found.stack, found.container)
         if found.handle is not None:
             runtime.stop(found.handle, _grace(found), paths.log)
-        self._runtime.delete(names.runtime_id(found.stack, found.container))
+        if found.runtime_state:  # left by a runtime killed before it cleaned up, or not yet gone
+            self._runtime.delete(names.runtime_id(found.stack, found.container))
         for root in {found.root, paths.rootfs} - {None}:
             overlay.unmount(root)  # type: ignore[arg-type]
         overlay.unmount(paths.lower)
@@ -417,7 +442,16 @@ class ContainerController:
             used.add(idmap.base_of_uid_map(_read(Path(f"/proc/{proc}/uid_map")) or ""))
         return {base for base in used if base is not None}
 
-    def _try_start(self, change: Change, id_base: int | None) -> ContainerRecord | ApplyError:
+    def _seccomp_filters(self, changes: Sequence[Change]) -> dict[frozenset[str], bytes]:
+        """The BPF of every capability set these starts need, compiled (or read from the cache)
+        once, before they run in parallel."""
+        sets = {c.desired.capabilities for c in changes
+                if isinstance(c.desired, DesiredContainer) and not c.desired.container.privileged}
+        return {caps: seccomp.filter_for(frozenset(capabilities.kernel_names(caps)),
+                                         self._state_dir / SECCOMP_CACHE_DIR) for caps in sets}
+
+    def _try_start(self, change: Change, id_base: int | None,
+                   filters: Mapping[frozenset[str], bytes]) -> ContainerRecord | ApplyError:
         try:
             found = change.observed if isinstance(change.observed, ObservedContainer) else None
             if found is not None:
@@ -426,11 +460,12 @@ class ContainerController:
                     paths = Paths.of(self._state_dir, found.stack, found.container)
                     for layer in (paths.upper, paths.work):
                         shutil.rmtree(layer, ignore_errors=True)
-            return self._start(change, found, id_base)
+            return self._start(change, found, id_base, filters)
         except Exception as exc:  # noqa: BLE001 - reported together
             return ApplyError(f"{change.action} {change.kind} {change.key}: {exc}")
 
-    def _start(self, change: Change, found: ObservedContainer | None, id_base: int | None) -> ContainerRecord:
+    def _start(self, change: Change, found: ObservedContainer | None, id_base: int | None,
+               filters: Mapping[frozenset[str], bytes]) -> ContainerRecord:
         """Mount the root (an exited container's writable layer is kept, as `docker start`
         keeps it), write the per-container files into it, then run the runtime."""
         want = change.desired
@@ -438,26 +473,24 @@ class ContainerController:
         c = want.container
         paths = Paths.of(self._state_dir, want.stack, want.key)
         lower = lower_of(c)
+        paths.upper.mkdir(parents=True, exist_ok=True)
         if id_base is not None:
-            paths.upper.mkdir(parents=True, exist_ok=True)
             os.chown(paths.upper, id_base, id_base)  # the root of its root; also the range's mark
+        _seed_etc(paths.upper, lower, id_base or 0, {"hosts": want.hosts, "resolv.conf": want.resolv,
+                                                     "hostname": c.hostname + "\n"})
+        if id_base is not None:
             idmap.bind_idmapped(lower, paths.lower, id_base)
             lower = paths.lower
         overlay.mount(want.stack, want.key, lower, paths.upper, paths.work, paths.rootfs)
         if not inroot.find_program(paths.rootfs, c.command[0], environment(c.hostname, c.env)["PATH"],
                                    [v.target for v in c.volumes]):
             raise runtime.StartError(f"{change.key}: command not found in the container: {c.command[0]}")
-        for name, text in (("hosts", want.hosts), ("resolv.conf", want.resolv), ("hostname", c.hostname + "\n")):
-            _write_in_place(paths.rootfs / "etc" / name, text)
-            if id_base is not None:  # the container's root may rewrite them, as with Docker
-                os.chown(paths.rootfs / "etc" / name, id_base, id_base)
         inputs = BundleInputs(
             container_id=names.runtime_id(want.stack, want.key),
             netns_path=netns.path_of(names.netns_name(want.stack, want.key)),
             cgroups_path=f"/{self._cgroup_path(want.stack, want.key)}/{RUNTIME_CGROUP}",
             ids=users.lookup(c.user or "0", paths.rootfs), capabilities=want.capabilities,
-            seccomp_bpf=None if c.privileged else seccomp.filter_for(
-                frozenset(capabilities.kernel_names(want.capabilities)), self._state_dir / SECCOMP_CACHE_DIR),
+            seccomp_bpf=None if c.privileged else filters[want.capabilities],
             host_root=c.rootfs is None, hidden=(str(self._state_dir.resolve()),),
             init=runtime.TINI, init_target=runtime.INIT_IN_CONTAINER, id_base=id_base)
         handle = runtime.start(self._runtime, inputs.container_id, paths.bundle, oci_config(c, inputs), paths.log,

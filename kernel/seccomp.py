@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import ctypes
 import ctypes.util
+import functools
 import hashlib
 import json
 import os
@@ -284,6 +285,7 @@ def filter_for(caps: frozenset[str], cache_dir: Path, profile: Path = DEFAULT_PR
         raise SeccompError(f"seccomp profile {profile}: {error}") from error
 
 
+@functools.cache
 def _libseccomp_version() -> str:
     """Part of the cache key: a newer libseccomp knows more syscall names, so builds another
     filter from the same profile."""

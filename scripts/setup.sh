@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(iproute2 iptables conntrack util-linux tini busybox-static procps crun libseccomp2 keyutils)
+APT_PACKAGES=(iproute2 iptables conntrack util-linux mount tini busybox-static procps crun libseccomp2 keyutils python3)
+# python3 and keyutils: the tests run Debian's python3 and keyctl inside containers (escape corpus).
 # Moby's default seccomp profile, as Debian maintains it (security updates included). Its package
 # would pull in ~260 Go source packages, so only the profile is taken out of it.
 SECCOMP_PACKAGE=golang-github-docker-docker-dev

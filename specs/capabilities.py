@@ -31,17 +31,16 @@ def normalise(name: str) -> str:
 
 def effective(cap_add: list[str], cap_drop: list[str], privileged: bool,
               available: frozenset[str] = frozenset(ALL)) -> frozenset[str]:
-    """The capability set of a container: Docker's default, plus cap_add, minus cap_drop
-    (`ALL` in either means every capability); privileged holds them all. Never more than
+    """The capability set of a container: Docker's default minus cap_drop, plus cap_add (`ALL`
+    in either means every capability); privileged holds them all. Never more than
     `available`, the bounding set of the process starting it (a capability it lacks cannot be
     given: privileged and ALL mean all it has, as with containerd)."""
     if privileged:
         return available
-    held = set(DOCKER_DEFAULT)
-    added = {normalise(c) for c in cap_add}
-    held |= set(ALL) if "ALL" in added else added
     dropped = {normalise(c) for c in cap_drop}
-    held -= set(ALL) if "ALL" in dropped else dropped
+    added = {normalise(c) for c in cap_add}
+    held = set() if "ALL" in dropped else set(DOCKER_DEFAULT) - dropped
+    held |= set(ALL) if "ALL" in added else added  # as Docker: `--cap-drop ALL --cap-add KILL` is KILL
     return frozenset(held) & available
 
 

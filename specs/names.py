@@ -98,14 +98,19 @@ def netns_name(stack: str, container: str) -> str:
     return f"{NETNS_PREFIX}{stack}_{container}"
 
 
-def parse_netns_name(name: str) -> tuple[str, str] | None:
-    """(stack, container) of one of our sandbox namespaces, or None for a foreign one."""
-    if not name.startswith(NETNS_PREFIX):
+def _parse_pair(text: str, prefix: str, separator: str) -> tuple[str, str] | None:
+    """(stack, container) from `<prefix><stack><separator><container>`, or None."""
+    if not text.startswith(prefix):
         return None
-    stack, sep, container = name[len(NETNS_PREFIX):].partition("_")
+    stack, sep, container = text[len(prefix):].partition(separator)
     if not sep or not NAME_PATTERN.fullmatch(stack) or not NAME_PATTERN.fullmatch(container):
         return None
     return stack, container
+
+
+def parse_netns_name(name: str) -> tuple[str, str] | None:
+    """(stack, container) of one of our sandbox namespaces, or None for a foreign one."""
+    return _parse_pair(name, NETNS_PREFIX, "_")
 
 
 def cgroup_relpath(parent: str, stack: str, container: str) -> str:
@@ -133,9 +138,4 @@ def overlay_source(stack: str, container: str) -> str:
 
 def parse_overlay_source(source: str) -> tuple[str, str] | None:
     """(stack, container) of one of our container roots, or None for a foreign mount."""
-    if not source.startswith(OVERLAY_SOURCE_PREFIX):
-        return None
-    stack, sep, container = source[len(OVERLAY_SOURCE_PREFIX):].partition("/")
-    if not sep or not NAME_PATTERN.fullmatch(stack) or not NAME_PATTERN.fullmatch(container):
-        return None
-    return stack, container
+    return _parse_pair(source, OVERLAY_SOURCE_PREFIX, "/")

@@ -567,7 +567,33 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
     ("yaml-date", """\
         name: 2024-01-01
         """,
-     'stack.yaml:1:7: name: expected a string, got a date (2024-01-01)'),
+     'stack.yaml:1:7: name: expected a string, got a date (2024-01-01)'),    ("unknown-capability", """\
+        name: demo
+        containers:
+          web:
+            command: [/bin/true]
+            cap_add: [NET_ADMN]
+        """,
+     "stack.yaml:5:15: containers.web.cap_add[0]: unknown capability 'NET_ADMN': use a name like NET_ADMIN, or ALL"),
+    ("unsupported-security-opt", """\
+        name: demo
+        containers:
+          web:
+            command: [/bin/true]
+            security_opt: [seccomp=unconfined]
+        """,
+     "stack.yaml:5:19: containers.web.security_opt: unsupported security_opt 'seccomp=unconfined': supported are "
+     "no-new-privileges, no-new-privileges:true, no-new-privileges:false"),
+    ("privileged-with-userns", """\
+        name: demo
+        containers:
+          web:
+            command: [/bin/true]
+            privileged: true
+            userns: auto
+        """,
+     "stack.yaml:6:13: containers.web.userns: userns: auto cannot be combined with privileged: true (a privileged "
+     "container holds the host's capabilities, which a private user namespace takes away)"),
 ]
 
 

@@ -1,0 +1,109 @@
+"""The OCI configuration of a container (pure): Docker's default confinement, and exactly what
+each spec field widens or narrows."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controllers.container_bundle import ALLOWED_DEVICES, MASKED_PATHS, READONLY_PATHS, BundleInputs, oci_config
+from kernel.inroot import find_program, resolve
+from kernel.users import Ids
+from specs import capabilities
+from specs.model import Container
+
+DOCKER_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID",
+               "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD", "CAP_AUDIT_WRITE",
+               "CAP_SETFCAP"]
+HOST_CAPS = frozenset(capabilities.ALL) - {"SYS_RESOURCE"}  # as on our machines
+
+
+def _config(id_base: int | None = None, **fields: Any) -> dict[str, Any]:
+    container = Container.model_validate({"command": ["sleep", "1"], "hostname": "c",
+                                          "volumes": ["/srv/data:/data:ro"], **fields})
+    held = capabilities.effective(container.cap_add, container.cap_drop, container.privileged, HOST_CAPS)
+    inputs = BundleInputs("rc-s_c", "/run/netns/rc-s_c", "/reconcile/s/c/ctr", Ids(0, 0, ()), held,
+                          None if container.privileged else b"\x06\x00\x00\x00\x00\x00\xff\x7f", True,
+                          ("/var/lib/reconcile",), "/usr/bin/tini-static", "/dev/init", id_base)
+    return oci_config(container, inputs)
+
+
+def _mount(config: dict[str, Any], destination: str) -> dict[str, Any]:
+    return next(m for m in config["mounts"] if m["destination"] == destination)
+
+
+def test_the_default_is_dockers_confinement() -> None:
+    config = _config()
+    process, linux = config["process"], config["linux"]
+    assert process["capabilities"]["bounding"] == DOCKER_CAPS
+    assert process["capabilities"]["effective"] == process["capabilities"]["permitted"] == DOCKER_CAPS
+    assert process["noNewPrivileges"] is False
+    assert process["args"] == ["/dev/init", "-g", "--", "sleep", "1"]
+    assert linux["maskedPaths"] == [*MASKED_PATHS, "/var/lib/reconcile"]
+    assert linux["readonlyPaths"] == list(READONLY_PATHS)
+    devices = linux["resources"]["devices"]
+    assert devices[0] == {"allow": False, "access": "rwm"} and len(devices) == 1 + len(ALLOWED_DEVICES)
+    assert {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"} in devices
+    assert "ro" in _mount(config, "/sys")["options"] and "ro" in _mount(config, "/sys/fs/cgroup")["options"]
+    assert _mount(config, "/data")["options"] == ["rbind", "ro", "rprivate"]
+    assert {"type": "network", "path": "/run/netns/rc-s_c"} in linux["namespaces"]
+    assert not any(n["type"] == "user" for n in linux["namespaces"])
+    assert base64.b64decode(config["annotations"]["run.oci.seccomp_bpf_data"]) == b"\x06\x00\x00\x00\x00\x00\xff\x7f"
+    assert config["root"] == {"path": "rootfs", "readonly": False}
+    assert {_mount(config, d)["type"] for d in ("/tmp", "/run")} == {"tmpfs"}  # the host's root: private
+
+
+@pytest.mark.parametrize(("fields", "added", "removed"), [
+    ({"cap_add": ["NET_ADMIN"]}, {"CAP_NET_ADMIN"}, set()),
+    ({"cap_drop": ["MKNOD", "NET_RAW"]}, set(), {"CAP_MKNOD", "CAP_NET_RAW"}),
+    ({"cap_drop": ["ALL"], "cap_add": ["KILL"]}, set(), set(DOCKER_CAPS) - {"CAP_KILL"}),
+    ({"cap_add": ["ALL"]}, {f"CAP_{c}" for c in HOST_CAPS} - set(DOCKER_CAPS), set()),
+])
+def test_cap_add_and_cap_drop(fields: dict[str, Any], added: set[str], removed: set[str]) -> None:
+    held = set(_config(**fields)["process"]["capabilities"]["bounding"])
+    assert held == (set(DOCKER_CAPS) | added) - removed
+    assert "CAP_SYS_RESOURCE" not in held  # never more than the host's bounding set
+
+
+def test_privileged_is_the_whole_escape_hatch() -> None:
+    config = _config(privileged=True)
+    assert set(config["process"]["capabilities"]["bounding"]) == {f"CAP_{c}" for c in HOST_CAPS}
+    assert config["linux"]["resources"]["devices"] == [{"allow": True, "access": "rwm"}]
+    assert config["linux"]["maskedPaths"] == ["/var/lib/reconcile"]  # our state stays hidden
+    assert "readonlyPaths" not in config["linux"] and config["annotations"] == {}
+    assert "rw" in _mount(config, "/sys")["options"]
+
+
+def test_read_only_no_new_privileges_and_userns() -> None:
+    assert _config(read_only=True)["root"]["readonly"] is True
+    assert _config(security_opt=["no-new-privileges:true"])["process"]["noNewPrivileges"] is True
+    config = _config(id_base=1 << 30, userns="auto")
+    mapping = [{"containerID": 0, "hostID": 1 << 30, "size": 65536}]
+    assert config["linux"]["uidMappings"] == config["linux"]["gidMappings"] == mapping
+    assert {"type": "user"} in config["linux"]["namespaces"]
+    assert "idmap" in _mount(config, "/data")["options"]
+
+
+def test_capability_names_and_masks() -> None:
+    assert capabilities.from_mask(0xA80425FB) == capabilities.DOCKER_DEFAULT
+    assert capabilities.unavailable(["NET_ADMIN", "SYS_RESOURCE", "ALL"], HOST_CAPS) == ["SYS_RESOURCE"]
+    assert capabilities.normalise("cap_net_admin") == "NET_ADMIN"
+
+
+def test_paths_in_a_root_resolve_inside_it(tmp_path: Path) -> None:
+    (tmp_path / "usr" / "bin").mkdir(parents=True)
+    (tmp_path / "bin").symlink_to("usr/bin")
+    (tmp_path / "usr" / "bin" / "busybox").write_text("")
+    (tmp_path / "usr" / "bin" / "busybox").chmod(0o755)
+    (tmp_path / "usr" / "bin" / "sh").symlink_to("/usr/bin/busybox")  # absolute: the root's own
+    (tmp_path / "usr" / "bin" / "escape").symlink_to("../../../../etc/passwd")
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text("root:x:0:0::/:/bin/sh\n")
+    assert resolve(tmp_path, "/bin/sh") == tmp_path / "usr" / "bin" / "busybox"
+    assert resolve(tmp_path, "/usr/bin/escape") == tmp_path / "etc" / "passwd"  # stays under the root
+    assert find_program(tmp_path, "sh", "/usr/local/bin:/bin")
+    assert not find_program(tmp_path, "missing", "/bin")
+    assert find_program(tmp_path, "/vol/tool", "/bin", mounted=["/vol"])  # a volume's: on trust
