@@ -131,11 +131,12 @@ class CgroupController:
         return self._driver.usage(self.relpath(key))
 
     def ensure(self, stack: str, container: str) -> str:
-        """The container's cgroup, made if need be (its limits are written by this controller's
-        own changes, which run before the container's)."""
+        """The container's cgroup, which this controller's own changes made (with its limits)
+        earlier in the plan. Missing, it failed or was removed since: no container starts
+        without its limits."""
         relpath = self.relpath(f"{stack}/{container}")
-        if not all(at(root, relpath).is_dir() for root in self._driver.roots()):  # made earlier in the plan
-            self._driver.create(relpath)
+        if not all(at(root, relpath).is_dir() for root in self._driver.roots()):
+            raise CgroupError(f"the cgroup {relpath} is missing (its limits were not set): not starting it")
         return relpath
 
 

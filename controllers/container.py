@@ -42,10 +42,8 @@ RECREATE_FIELDS = ("command", "env", "rootfs", "volumes", "user", "workdir", "ho
 """Fields a process is started with: changing any of them needs a new process."""
 CONTAINERS_DIR = "containers"  # DO NOT RENAME: <state-dir>/containers/<stack>/<container>/
 RUNTIME_DIR = "runtime"  # DO NOT RENAME: <state-dir>/runtime, crun's --root
-SECCOMP_CACHE_DIR = "seccomp"  # compiled filters, one per capability set
-RUNTIME_CGROUP = "ctr"
-"""The runtime gets a child of our cgroup: crun's v1 manager resets the memory limit of the
-cgroup it is given, and our limits on the parent hold for the whole subtree (exec included)."""
+SECCOMP_CACHE_DIR = "seccomp"  # compiled filters, one per capability set (a cache: renaming it recompiles)
+TRASH_PREFIX = "trash-"  # <container dir>/trash-*: layers being deleted
 LOG_MAX_BYTES = 8 * 1024 * 1024
 WORKERS = 8
 T = TypeVar("T")
@@ -166,19 +164,28 @@ def _start_reason(want: DesiredContainer, reason: str) -> str:
     return reason
 
 
+def _changed(found: ObservedContainer, fields: Sequence[FieldChange]) -> str:
+    if found.record is not None and "privileged" not in found.record.spec:
+        return "started unconfined by an earlier version of reconcile"
+    return ", ".join(f.path for f in fields) + " changed"
+
+
 def _diff_one(want: DesiredContainer, found: ObservedContainer | None) -> Change | None:
     key = f"{want.stack}/{want.key}"
+    fields = _recreate_fields(found.record.spec, want.spec) if found and found.record else ()
     if found is None or found.handle is None:
+        if fields:  # its writable layer was made for another spec: a new one, as a recreate
+            return Change(Action.RECREATE, KIND_CONTAINER, key, fields, desired=want, observed=found,
+                          reason=_start_reason(want, "exited; " + _changed(found, fields)))
         reason = "exited" if found is not None and found.record is not None else "not running"
         return Change(Action.CREATE, KIND_CONTAINER, key, _start_fields(want), reason=_start_reason(want, reason),
                       desired=want, observed=found)
     if not found.in_sandbox:
         return Change(Action.RECREATE, KIND_CONTAINER, key, (), reason="its network namespace was replaced",
                       disruptive=True, desired=want, observed=found)
-    fields = _recreate_fields(found.record.spec, want.spec) if found.record else ()
     if fields:
         return Change(Action.RECREATE, KIND_CONTAINER, key, fields,
-                      reason=_start_reason(want, ", ".join(f.path for f in fields) + " changed"), disruptive=True,
+                      reason=_start_reason(want, _changed(found, fields)), disruptive=True,
                       desired=want, observed=found)
     files = tuple(FieldChange(path, old, new) for path, old, new in
                   (("/etc/hosts", found.hosts, want.hosts), ("/etc/resolv.conf", found.resolv, want.resolv))
@@ -270,36 +277,47 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def _write_in_place(path: Path, text: str) -> None:
-    """Rewrite keeping the inode: a bind mount of the file follows the inode, not the name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        f.seek(0)
-        f.truncate()
-        f.write(text)
+def _wipe_layer(paths: Paths) -> None:
+    """A recreate starts from a fresh layer. The old one is renamed away first, so a run killed
+    while deleting it leaves trash (removed by the next wipe or `down`), never half a layer that
+    a restart would take for the container's files."""
+    for layer in (paths.upper, paths.work):
+        with suppress(FileNotFoundError):
+            layer.rename(paths.root / f"{TRASH_PREFIX}{layer.name}-{os.getpid()}-{time.monotonic_ns()}")
+    for trash in paths.root.glob(f"{TRASH_PREFIX}*"):
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def _seed_etc(upper: Path, lower: Path, id_base: int, files: Mapping[str, str]) -> None:
     """Write the per-container files (/etc/hosts, resolv.conf, hostname) into the writable
     layer before it is mounted: no copy-up through the overlay, and the layer's etc/ takes the
-    lower's mode. Owned by the container's root (the container may rewrite them, as Docker's)."""
+    lower's mode. Owned by the container's root (the container may rewrite them, as Docker's).
+    The layer is the container's to shape (its last run may have left `etc` a symlink to the
+    host's /etc): nothing in it is followed."""
     etc = upper / "etc"
-    if not etc.is_dir():
-        etc.unlink(missing_ok=True)  # a whiteout or a file left by the container's last run
+    if etc.is_symlink() or (etc.exists() and not etc.is_dir()):
+        etc.unlink()  # a symlink, a file or a whiteout left by the container's last run
+    if not etc.exists():
         try:
             mode = (lower / "etc").stat().st_mode & 0o7777
         except FileNotFoundError:
             mode = 0o755
         etc.mkdir(mode=mode)
-        os.chmod(etc, mode)  # past the umask
-        os.chown(etc, id_base, id_base)
-    for name, text in files.items():
-        path = etc / name
-        if path.is_symlink() or (path.exists() and not path.is_file()):
-            path.unlink()
-        path.write_text(text)
-        os.chmod(path, 0o644)
-        os.chown(path, id_base, id_base)
+        os.chmod(etc, mode, follow_symlinks=False)  # past the umask
+        os.chown(etc, id_base, id_base, follow_symlinks=False)
+    etc_fd = os.open(etc, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for name, text in files.items():
+            with suppress(FileNotFoundError, IsADirectoryError):
+                os.unlink(name, dir_fd=etc_fd)  # whatever was there: a fresh file, never followed
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                         dir_fd=etc_fd)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+                os.fchmod(f.fileno(), 0o644)
+                os.fchown(f.fileno(), id_base, id_base)
+    finally:
+        os.close(etc_fd)
 
 
 def _subdirs(path: Path) -> list[Path]:
@@ -342,11 +360,11 @@ class ContainerController:
         containers: dict[str, ObservedContainer] = {}
         for key in set(found) | set(records) | self._file_dirs() | set(roots) | runtime_ids:
             handle, in_sandbox = found.get(key, (None, False))
-            inside = f"/proc/{handle.pid}/root" if handle else None
+            inside = Path(f"/proc/{handle.pid}/root") if handle else None
             containers["/".join(key)] = ObservedContainer(
                 key[0], key[1], handle, records.get(key), in_sandbox,
-                _read(Path(f"{inside}/etc/hosts")) if inside else None,
-                _read(Path(f"{inside}/etc/resolv.conf")) if inside else None,
+                inroot.read_in_root(inside, "/etc/hosts") if inside else None,
+                inroot.read_in_root(inside, "/etc/resolv.conf") if inside else None,
                 roots.get(key), key in runtime_ids, self._id_base(key, handle))
         return ContainerObservation(containers, _read(self._host_resolv) or "",
                                     capabilities.from_mask(procs.bounding_set()))
@@ -355,7 +373,7 @@ class ContainerController:
         uid_map = _read(Path(f"/proc/{handle.pid}/uid_map")) if handle else None
         if uid_map:
             return idmap.base_of_uid_map(uid_map)
-        return idmap.base_of_upper(Paths.of(self._state_dir, *key).upper)
+        return idmap.base_of_mark(Paths.of(self._state_dir, *key).work)
 
     def _file_dirs(self) -> set[tuple[str, str]]:
         """(stack, container) of every files directory: a run killed between writing a
@@ -437,7 +455,7 @@ class ContainerController:
 
     def _used_id_bases(self) -> set[int]:
         root = self._state_dir / CONTAINERS_DIR
-        used = {idmap.base_of_upper(Paths(entry).upper) for stack in _subdirs(root) for entry in _subdirs(stack)}
+        used = {idmap.base_of_mark(Paths(entry).work) for stack in _subdirs(root) for entry in _subdirs(stack)}
         for proc in procs.container_inits():
             used.add(idmap.base_of_uid_map(_read(Path(f"/proc/{proc}/uid_map")) or ""))
         return {base for base in used if base is not None}
@@ -456,10 +474,8 @@ class ContainerController:
             found = change.observed if isinstance(change.observed, ObservedContainer) else None
             if found is not None:
                 self._stop(found)
-                if change.action is Action.RECREATE:
-                    paths = Paths.of(self._state_dir, found.stack, found.container)
-                    for layer in (paths.upper, paths.work):
-                        shutil.rmtree(layer, ignore_errors=True)
+                if change.action is Action.RECREATE or found.record is None:  # a layer of unknown making
+                    _wipe_layer(Paths.of(self._state_dir, found.stack, found.container))
             return self._start(change, found, id_base, filters)
         except Exception as exc:  # noqa: BLE001 - reported together
             return ApplyError(f"{change.action} {change.kind} {change.key}: {exc}")
@@ -474,8 +490,10 @@ class ContainerController:
         paths = Paths.of(self._state_dir, want.stack, want.key)
         lower = lower_of(c)
         paths.upper.mkdir(parents=True, exist_ok=True)
+        paths.work.mkdir(parents=True, exist_ok=True)
         if id_base is not None:
-            os.chown(paths.upper, id_base, id_base)  # the root of its root; also the range's mark
+            os.chown(paths.upper, id_base, id_base, follow_symlinks=False)  # the root of its root
+            os.chown(paths.work, id_base, id_base)  # the range's mark, out of the container's reach
         _seed_etc(paths.upper, lower, id_base or 0, {"hosts": want.hosts, "resolv.conf": want.resolv,
                                                      "hostname": c.hostname + "\n"})
         if id_base is not None:
@@ -483,12 +501,12 @@ class ContainerController:
             lower = paths.lower
         overlay.mount(want.stack, want.key, lower, paths.upper, paths.work, paths.rootfs)
         if not inroot.find_program(paths.rootfs, c.command[0], environment(c.hostname, c.env)["PATH"],
-                                   [v.target for v in c.volumes]):
+                                   [v.target for v in c.volumes], c.workdir):
             raise runtime.StartError(f"{change.key}: command not found in the container: {c.command[0]}")
         inputs = BundleInputs(
             container_id=names.runtime_id(want.stack, want.key),
             netns_path=netns.path_of(names.netns_name(want.stack, want.key)),
-            cgroups_path=f"/{self._cgroup_path(want.stack, want.key)}/{RUNTIME_CGROUP}",
+            cgroups_path=names.runtime_cgroup_path(self._cgroup_path(want.stack, want.key)),
             ids=users.lookup(c.user or "0", paths.rootfs), capabilities=want.capabilities,
             seccomp_bpf=None if c.privileged else filters[want.capabilities],
             host_root=c.rootfs is None, hidden=(str(self._state_dir.resolve()),),
@@ -518,7 +536,12 @@ class ContainerController:
         assert isinstance(want, DesiredContainer) and found.handle is not None
         # Through the root's mount on the host: writable even when the container's view of its
         # root is read-only; the container's own view otherwise (a root mounted by someone else).
-        etc = found.root / "etc" if found.root else Path(f"/proc/{found.handle.pid}/root/etc")
-        for name, text in (("hosts", want.hosts), ("resolv.conf", want.resolv)):
-            _write_in_place(etc / name, text)
+        # Resolved inside that root: the container controls every name in it.
+        root = found.root or Path(f"/proc/{found.handle.pid}/root")
+        for path, text in (("/etc/hosts", want.hosts), ("/etc/resolv.conf", want.resolv)):
+            try:
+                inroot.rewrite_in_root(root, path, text)
+            except OSError as exc:
+                raise ApplyError(f"{path} in the container is not a file reconcile can rewrite "
+                                 f"({exc.strerror or exc}): the container replaced it") from exc
         return [] if found.record is not None else [_record(want, found.handle, 0)]

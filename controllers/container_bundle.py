@@ -113,6 +113,12 @@ def environment(hostname: str, env: Mapping[str, str]) -> dict[str, str]:
     return {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "container": "reconcile", **env}
 
 
+def exec_process(config: Mapping[str, Any], argv: list[str]) -> dict[str, Any]:
+    """The process of an exec: the container's own (user and groups, workdir, environment,
+    capabilities, no_new_privs, rlimits), running argv instead of its init."""
+    return {**config["process"], "args": argv, "terminal": False}
+
+
 def oci_config(container: Container, inputs: BundleInputs) -> dict[str, Any]:
     linux: dict[str, Any] = {
         "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"},

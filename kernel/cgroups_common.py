@@ -263,7 +263,7 @@ class CgroupDriver(ABC):
         """(stack, container) of every cgroup <parent>/<stack>/<container>, in any hierarchy:
         what is ours even when the state store has been lost."""
         found: set[tuple[str, str]] = set()
-        for root in self.roots():
+        for root in self.removal_roots():  # what a crash left in the runtime's hierarchies too
             top = at(root, parent)
             for stack in _named_dirs(top):
                 found.update((stack, container) for container in _named_dirs(top / stack))

@@ -5,7 +5,8 @@ The container's uid 0 is host uid `base`; its lower layer (the host's root or a 
 by host root) is bound once more as an idmapped mount (open_tree + mount_setattr + move_mount,
 kernel >= 5.12; overlayfs takes idmapped layers since 5.19) so that inside it belongs to the
 container's root and nothing on disk changes. The range is read back from the kernel: the
-owner of the container's upper directory (chowned to `base` when it is made) and the uid_map
+owner of the container's overlay work directory (chowned to `base` when it is made; the
+container cannot reach it) and the uid_map
 of its running init, so a lost store loses no range and two containers never share one.
 """
 
@@ -25,7 +26,7 @@ SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442  # the same on 
 OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC = 1, os.O_CLOEXEC
 AT_FDCWD, AT_EMPTY_PATH = -100, 0x1000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
-MOUNT_ATTR_IDMAP = 0x00100000
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NODEV, MOUNT_ATTR_IDMAP = 0x1, 0x4, 0x00100000
 USERNS_WAIT = 2.0
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -55,26 +56,31 @@ def base_of_uid_map(text: str) -> int | None:
     return None
 
 
-def base_of_upper(upper: Path) -> int | None:
-    """The range a container's writable layer was made for (its owner), if any."""
+def base_of_mark(marked: Path) -> int | None:
+    """The range a container's layer was made for: the owner of a directory of ours beside the
+    layer that the container cannot reach (its work dir; the upper dir's own owner is the
+    container's to change with `chown /`). Only a whole range of the pool counts."""
     try:
-        owner = upper.stat().st_uid
+        owner = os.lstat(marked).st_uid
     except FileNotFoundError:
         return None
-    return owner if owner >= POOL_START else None
+    aligned = owner >= POOL_START and (owner - POOL_START) % RANGE_SIZE == 0 and owner <= POOL_END
+    return owner if aligned else None
 
 
 def allocate(used: Iterable[int], count: int) -> list[int]:
-    """`count` bases from the pool, none in `used`, lowest first."""
-    taken = set(used)
+    """`count` bases from the pool whose ranges overlap none of those starting at `used`."""
+    taken = {(base - POOL_START) // RANGE_SIZE for base in used if base >= POOL_START}
+    taken |= {(base + RANGE_SIZE - 1 - POOL_START) // RANGE_SIZE for base in used if base >= POOL_START}
     found: list[int] = []
-    base = POOL_START
+    slot = 0
     while len(found) < count:
+        base = POOL_START + slot * RANGE_SIZE
         if base > POOL_END:
             raise IdmapError("no free uid range left for userns: auto")
-        if base not in taken:
+        if slot not in taken:
             found.append(base)
-        base += RANGE_SIZE
+        slot += 1
     return found
 
 
@@ -106,7 +112,9 @@ def bind_idmapped(source: Path, target: Path, base: int) -> None:
         tree = _check(_libc.syscall(SYS_OPEN_TREE, AT_FDCWD, str(source).encode(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC),
                       f"clone the mount of {source}")
         try:
-            attr = _MountAttr(MOUNT_ATTR_IDMAP, 0, 0, userns)
+            # Read-only: an overlay never writes its lower layer, and an `rm -rf` of the state dir
+            # that crosses into this bind of the host's root must not delete the host.
+            attr = _MountAttr(MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV, 0, 0, userns)
             _check(_libc.syscall(SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH, ctypes.byref(attr),
                                  ctypes.sizeof(attr)), f"idmap {source} (this kernel or filesystem may not allow it)")
             _check(_libc.syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, str(target).encode(), MOVE_MOUNT_F_EMPTY_PATH),

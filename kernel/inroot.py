@@ -4,6 +4,7 @@ missing program is a clear error at apply instead of an init that exits 127."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import posixpath
 import stat
@@ -43,11 +44,13 @@ def resolve(root: Path, path: str) -> Path | None:
     return root.joinpath(*current)
 
 
-def find_program(root: Path, program: str, search_path: str, mounted: Sequence[str] = ()) -> bool:
-    """Whether the runtime will find `program` as the container's PATH lookup would. Anything
-    under `mounted` (volume targets) is only there once the container runs: taken on trust."""
+def find_program(root: Path, program: str, search_path: str, mounted: Sequence[str] = (),
+                 workdir: str = "/") -> bool:
+    """Whether the runtime will find `program` as the container's PATH lookup would (`./run.sh`
+    is in the working directory). Anything under `mounted` (volume targets) is only there once
+    the container runs: taken on trust."""
     if "/" in program:
-        candidates = [posixpath.normpath(posixpath.join("/", program))]
+        candidates = [posixpath.normpath(posixpath.join(workdir, program))]
     else:
         candidates = [posixpath.join(d or "/", program) for d in search_path.split(":")]
     for candidate in candidates:
@@ -57,3 +60,59 @@ def find_program(root: Path, program: str, search_path: str, mounted: Sequence[s
         if found is not None and found.is_file() and os.access(found, os.X_OK):
             return True
     return False
+
+
+SYS_OPENAT2 = 437  # the same on every architecture
+RESOLVE_NO_MAGICLINKS, RESOLVE_IN_ROOT = 0x02, 0x10
+MAX_READ = 1 << 20
+"""A container's /etc/hosts or passwd is a few KiB; more (or /dev/zero behind it) is not read."""
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+class NotARegularFile(OSError):
+    pass
+
+
+def open_in_root(root: Path, path: str, flags: int, mode: int = 0o644) -> int:
+    """An fd for `path` inside `root`, every symlink resolved inside it (openat2 with
+    RESOLVE_IN_ROOT, kernel >= 5.6): a container's `ln -s /etc/shadow /etc/hosts` cannot make
+    reconcile, root on the host, read or write the host's file. The last component must be a
+    regular file (never a FIFO or a device: a read could hang or never end)."""
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        how = _OpenHow(flags | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, mode if flags & os.O_CREAT else 0,
+                       RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+        fd = _libc.syscall(SYS_OPENAT2, root_fd, path.lstrip("/").encode(), ctypes.byref(how), ctypes.sizeof(how))
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), f"{root}:{path}")
+    finally:
+        os.close(root_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotARegularFile(f"{path} in the container is not a regular file")
+    return fd
+
+
+def read_in_root(root: Path, path: str) -> str | None:
+    """The text of a regular file inside `root` (at most MAX_READ bytes), or None."""
+    try:
+        fd = open_in_root(root, path, os.O_RDONLY)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        return f.read(MAX_READ).decode(errors="replace")
+
+
+def rewrite_in_root(root: Path, path: str, text: str) -> None:
+    """Replace the contents of a regular file inside `root`, keeping its inode (the container
+    holds it open, or sees it through its own mount of the same root)."""
+    fd = open_in_root(root, path, os.O_WRONLY | os.O_CREAT)
+    with os.fdopen(fd, "w") as f:
+        f.truncate()
+        f.write(text)

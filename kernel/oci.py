@@ -59,19 +59,10 @@ class Runtime:
             return ["unshare", "--mount", "--propagation", "slave", "sh", "-c", _HYBRID_SCRIPT, "rc-runtime", *run]
         return run
 
-    def exec_command(self, container_id: str, argv: list[str], env: dict[str, str], cwd: str,
-                     user: tuple[int, int] | None, no_new_privs: bool, pid_file: Path) -> list[str]:
-        """Run argv in the container with its capabilities, seccomp filter and cgroups, which crun
-        takes from the container's own configuration; no_new_privs it does not take from there,
-        so the caller says it again."""
-        command = [*self._crun(), "exec", "--pid-file", str(pid_file), "--cwd", cwd]
-        if no_new_privs:
-            command.append("--no-new-privs")
-        for key, value in env.items():
-            command += ["--env", f"{key}={value}"]
-        if user is not None:
-            command += ["--user", f"{user[0]}:{user[1]}"]
-        return [*command, container_id, *argv]
+    def exec_command(self, container_id: str, process_file: Path, pid_file: Path) -> list[str]:
+        """Run the process described in `process_file` (an OCI process object) in the container:
+        crun joins its namespaces and cgroups and loads its seccomp filter."""
+        return [*self._crun(), "exec", "--process", str(process_file), "--pid-file", str(pid_file), container_id]
 
     def ids(self) -> list[str]:
         """Containers the runtime has state for (running or not)."""

@@ -35,6 +35,7 @@ START_TIMEOUT = 10.0
 EXIT_WAIT = 5.0
 EXIT_FILE = "exit"  # DO NOT RENAME: written next to the log by the waiting shell
 PID_FILE = "pid"
+CONFIG_FILE = "config.json"  # the bundle's, as the OCI runtime spec names it
 
 _WRAPPER = 'exitfile="$1"; shift; "$@"; echo $? > "$exitfile"'
 """Runs the runtime in the foreground, then records the container's exit status."""
@@ -72,7 +73,10 @@ def start(runtime: Runtime, container_id: str, bundle: Path, config: Mapping[str
     exit_file(log_path).unlink(missing_ok=True)
     pid_file = bundle / PID_FILE
     pid_file.unlink(missing_ok=True)
-    (bundle / "config.json").write_text(json.dumps(config))
+    # 0600: the environment in it may hold secrets.
+    fd = os.open(bundle / CONFIG_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(config, f)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             ["sh", "-c", _WRAPPER, "rc-container", str(exit_file(log_path)),

@@ -39,8 +39,12 @@ def effective(cap_add: list[str], cap_drop: list[str], privileged: bool,
         return available
     dropped = {normalise(c) for c in cap_drop}
     added = {normalise(c) for c in cap_add}
-    held = set() if "ALL" in dropped else set(DOCKER_DEFAULT) - dropped
-    held |= set(ALL) if "ALL" in added else added  # as Docker: `--cap-drop ALL --cap-add KILL` is KILL
+    if "ALL" in added:  # as Moby: every capability but those dropped
+        held = set(ALL) - dropped
+    elif "ALL" in dropped:  # `--cap-drop ALL --cap-add KILL` is KILL
+        held = added
+    else:
+        held = (set(DOCKER_DEFAULT) | added) - dropped
     return frozenset(held) & available
 
 

@@ -118,6 +118,17 @@ def cgroup_relpath(parent: str, stack: str, container: str) -> str:
     return f"{parent.strip('/')}/{stack}/{container}"
 
 
+RUNTIME_CGROUP = "ctr"
+"""The OCI runtime's cgroup of a container, a child of ours (<...>/<container>/ctr): crun's v1
+manager resets the memory limit of the cgroup it is given, and our limits on the parent hold
+for the whole subtree, exec included."""
+
+
+def runtime_cgroup_path(relpath: str) -> str:
+    """`linux.cgroupsPath` for the runtime: absolute from each hierarchy's root."""
+    return f"/{relpath}/{RUNTIME_CGROUP}"
+
+
 OVERLAY_SOURCE_PREFIX = "reconcile-v1:"
 """The source of every container root we mount (overlayfs shows it in /proc/*/mountinfo):
 `reconcile-v1:<stack>/<container>`. No spaces: mountinfo would escape them."""

@@ -61,6 +61,8 @@ def test_the_default_is_dockers_confinement() -> None:
     ({"cap_drop": ["MKNOD", "NET_RAW"]}, set(), {"CAP_MKNOD", "CAP_NET_RAW"}),
     ({"cap_drop": ["ALL"], "cap_add": ["KILL"]}, set(), set(DOCKER_CAPS) - {"CAP_KILL"}),
     ({"cap_add": ["ALL"]}, {f"CAP_{c}" for c in HOST_CAPS} - set(DOCKER_CAPS), set()),
+    ({"cap_add": ["ALL"], "cap_drop": ["SYS_ADMIN", "CHOWN"]}, {f"CAP_{c}" for c in HOST_CAPS} - set(DOCKER_CAPS),
+     {"CAP_SYS_ADMIN", "CAP_CHOWN"}),
 ])
 def test_cap_add_and_cap_drop(fields: dict[str, Any], added: set[str], removed: set[str]) -> None:
     held = set(_config(**fields)["process"]["capabilities"]["bounding"])
@@ -107,3 +109,5 @@ def test_paths_in_a_root_resolve_inside_it(tmp_path: Path) -> None:
     assert find_program(tmp_path, "sh", "/usr/local/bin:/bin")
     assert not find_program(tmp_path, "missing", "/bin")
     assert find_program(tmp_path, "/vol/tool", "/bin", mounted=["/vol"])  # a volume's: on trust
+    assert find_program(tmp_path, "./busybox", "/nowhere", workdir="/usr/bin")  # in the working directory
+    assert not find_program(tmp_path, "./busybox", "/usr/bin", workdir="/")

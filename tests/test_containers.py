@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.sandbox import Sandbox
+from tests.waiting import eventually
 
 STACK = """\
 name: app
@@ -274,3 +275,38 @@ containers:
     assert sandbox.reconcile("down", path).returncode == 0
     assert "containers/us" not in sandbox.run("cat", "/proc/self/mountinfo").stdout
     assert sandbox.processes() == []
+
+
+def test_a_container_cannot_turn_its_own_files_into_reconciles_writes_on_the_host(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    """reconcile, root on the host, rewrites /etc/hosts in containers and seeds /etc in their
+    layers: symlinks a container planted there must never lead it to a host file."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "hosts").write_text("the host's own\n")
+    stack = """\
+name: ln
+networks:
+  net: {{subnet: 10.81.0.0/24}}
+containers:
+  a:
+    command: ["sh", "-c", "ln -sf {victim}/hosts /etc/hosts && {then}"]
+    networks: [net]
+{more}"""
+    path = sandbox.write("stack.yaml", stack.format(victim=victim, then="sleep 1000", more=""))
+    _apply(sandbox, str(path))
+    # A peer joins: /etc/hosts of `a` is to be rewritten; its symlink is refused, not followed.
+    path.write_text(stack.format(victim=victim, then="sleep 1000",
+                                 more="  b:\n    command: sleep 1000\n    networks: [net]\n"))
+    result = sandbox.reconcile("apply", str(path))
+    assert result.returncode == 1 and "/etc/hosts in the container is not a file reconcile can rewrite" in result.stderr
+    assert (victim / "hosts").read_text() == "the host's own\n"
+    # Its whole /etc a symlink to a host directory, then a restart: the layer gets a fresh /etc.
+    path.write_text(stack.format(victim=victim, then=f"rm -rf /etc; ln -s {victim} /etc", more="").replace(
+        "networks: [net]\n", "networks: [net]\n    restart: 'no'\n"))
+    sandbox.reconcile("apply", str(path))
+    eventually(lambda: sandbox.containers()["a"]["state"], "exited", timeout=10)
+    sandbox.reconcile("apply", str(path))
+    assert (victim / "hosts").read_text() == "the host's own\n"
+    assert sorted(p.name for p in victim.iterdir()) == ["hosts"]
+    assert sandbox.reconcile("down", str(path)).returncode == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -9,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controllers.container import RUNTIME_DIR, Paths
-from controllers.container_bundle import environment
-from kernel import runtime, users
+from controllers.container_bundle import exec_process
+from kernel import runtime
+from kernel.runtime import CONFIG_FILE
 from kernel.oci import Runtime
 from specs import names
 from reconcile.engine.settings import Settings
@@ -71,29 +73,30 @@ def read_log(found: Found, follow: bool) -> Iterator[bytes]:
 
 
 def run_exec(settings: Settings, found: Found, argv: list[str]) -> int:
-    """Run argv inside the running container, as its user, in its workdir and environment, with
-    its confinement and in its cgroups (the runtime's exec); returns argv's exit status."""
+    """Run argv inside the running container with the process settings it was started with
+    (user and groups, workdir, environment, capabilities, no_new_privs; seccomp and cgroups come
+    with the runtime's exec); returns argv's exit status."""
+    name = f"{found.record.stack}/{found.record.container}"
     if not runtime.is_running(found.handle):
-        raise UnknownContainer(f"container {found.record.stack}/{found.record.container} is not running")
+        raise UnknownContainer(f"container {name} is not running")
     container_id = names.runtime_id(found.record.stack, found.record.container)
     oci = Runtime.at(settings.state_dir / RUNTIME_DIR)
     if not oci.has_state(container_id):
-        raise UnknownContainer(f"container {found.record.stack}/{found.record.container} runs, but the runtime's "
-                               f"state of it is lost ({oci.root / container_id}): exec needs it; it comes back when "
-                               f"the container is next recreated")
-    spec = found.record.spec
-    spec_env = {str(k): str(v) for k, v in spec["env"].items()} if isinstance(spec.get("env"), dict) else {}
-    env = environment(str(spec.get("hostname", "")), spec_env)
-    user = spec.get("user")
+        raise UnknownContainer(f"container {name} runs, but the runtime's state of it is lost "
+                               f"({oci.root / container_id}): exec needs it; it comes back when the container "
+                               f"is next recreated")
     try:
-        ids = users.lookup(user, Path(f"/proc/{found.handle.pid}/root")) if isinstance(user, str) else None
-    except users.UnknownUser as exc:
-        raise UnknownContainer(str(exc)) from None
-    workdir = spec.get("workdir")
-    security_opt = spec.get("security_opt")
-    no_new_privs = isinstance(security_opt, list) and "no-new-privileges" in security_opt
-    pid_file = found.paths.root / f"exec-{os.getpid()}.pid"  # one per exec: several may run at once
-    command = oci.exec_command(container_id, argv, env, workdir if isinstance(workdir, str) else "/",
-                               (ids.uid, ids.gid) if ids else None,
-                               no_new_privs, pid_file)
-    return runtime.run_exec(command, pid_file)
+        config = json.loads((found.paths.bundle / CONFIG_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise UnknownContainer(f"container {name}: its configuration is unreadable ({exc}): exec needs it") from None
+    # Given in a file (0600, in our own directory), not on crun's command line, where every
+    # user of the host could read the environment's secrets in /proc/PID/cmdline.
+    stem = found.paths.root / f"exec-{os.getpid()}"  # one per exec: several may run at once
+    process_file, pid_file = stem.with_suffix(".json"), stem.with_suffix(".pid")
+    fd = os.open(process_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(exec_process(config, argv), f)
+    try:
+        return runtime.run_exec(oci.exec_command(container_id, process_file, pid_file), pid_file)
+    finally:
+        process_file.unlink(missing_ok=True)
