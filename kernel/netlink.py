@@ -95,9 +95,15 @@ class Netlink:
         answers = wire.get(self._sock, RTM_GETLINK, _ifinfo() + wire.attr_str(IFLA_IFNAME, name))
         return rtnl_dump.parse_link(answers[0])
 
-    @_retry_transient
     def dump(self) -> LinkDump:
-        return rtnl_dump.dump(self._sock)
+        """The three tables, each retried on its own: under churn, one interrupted table does not
+        throw away the others."""
+        links, addresses, routes = (self._dump_table(kind, body) for kind, body in rtnl_dump.TABLES)
+        return rtnl_dump.parse(links, addresses, routes)
+
+    @_retry_transient
+    def _dump_table(self, kind: int, body: bytes) -> list[bytes]:
+        return rtnl_dump.dump_table(self._sock, kind, body)
 
     @_retry_transient
     def create_bridge(self, name: str, mtu: int, alias: str, group: int) -> int:

@@ -101,10 +101,27 @@ def _route(body: bytes) -> Route | None:
                  gateway=None if gateway is None else str(IPv4Address(gateway)))
 
 
+TABLES = (
+    (RTM_GETLINK, wire.IFINFO.pack(0, 0, 0, 0, 0)),
+    (RTM_GETADDR, wire.IFADDR.pack(AF_INET, 0, 0, 0, 0)),
+    (RTM_GETROUTE, wire.RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)),
+)
+"""The three dumps of a LinkDump: links, IPv4 addresses, main-table IPv4 routes."""
+
+
+def dump_table(sock: socket.socket, kind: int, body: bytes) -> list[bytes]:
+    """One dump, read whole before anything is parsed: the kernel flags a dump interrupted when
+    its table changes while it is being read, so the shorter that window, the fewer retries."""
+    return list(wire.dump(sock, kind, body))
+
+
+def parse(raw_links: list[bytes], raw_addresses: list[bytes], raw_routes: list[bytes]) -> LinkDump:
+    routes = tuple(r for b in raw_routes if (r := _route(b)) is not None)
+    return LinkDump(links=tuple(parse_link(b) for b in raw_links),
+                    addresses=tuple(_address(b) for b in raw_addresses), routes=routes)
+
+
 def dump(sock: socket.socket) -> LinkDump:
     """Links, IPv4 addresses and main-table IPv4 routes, three dumps on one socket."""
-    links = tuple(parse_link(b) for b in wire.dump(sock, RTM_GETLINK, wire.IFINFO.pack(0, 0, 0, 0, 0)))
-    addresses = tuple(_address(b) for b in wire.dump(sock, RTM_GETADDR, wire.IFADDR.pack(AF_INET, 0, 0, 0, 0)))
-    routes = tuple(r for b in wire.dump(sock, RTM_GETROUTE, wire.RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0))
-                   if (r := _route(b)) is not None)
-    return LinkDump(links=links, addresses=addresses, routes=routes)
+    links, addresses, routes = (dump_table(sock, kind, body) for kind, body in TABLES)
+    return parse(links, addresses, routes)

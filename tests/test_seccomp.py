@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from kernel import seccomp
-from kernel.seccomp import SeccompError, compile_bpf, filter_for, load_profile, oci_seccomp
+from kernel import seccomp, seccomp_bpf
+from kernel.seccomp import SeccompError, filter_for, load_profile, oci_seccomp
+from kernel.seccomp_bpf import compile_bpf
 
 DOCKER_CAPS = frozenset({
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
@@ -304,7 +305,7 @@ def test_cache_hit_reads_the_file_only(tmp_path: Path, small_profile: Path,
     def no_compiling(_: Mapping[str, Any]) -> bytes:
         raise AssertionError("compiled again on a cache hit")
 
-    monkeypatch.setattr(seccomp, "compile_bpf", no_compiling)
+    monkeypatch.setattr(seccomp_bpf, "compile_bpf", no_compiling)
     assert filter_for(DOCKER_CAPS, cache, small_profile) == first
     assert cached.stat().st_mtime_ns == mtime
     assert cached.read_bytes() == first

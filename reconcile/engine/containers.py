@@ -7,7 +7,6 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from controllers.container import RUNTIME_DIR, Paths
 from controllers.container_bundle import exec_process
