@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,7 +43,8 @@ def time_cli_round(stack_text: str) -> CliTimes:
     path = Path(tempfile.mkdtemp()) / "stack.yaml"
     path.write_text(stack_text)
     parent = f"rc-bench-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "RECONCILE_STATE_DIR": tempfile.mkdtemp(prefix="rc-bench-"),
+    state_dir = tempfile.mkdtemp(prefix="rc-bench-")
+    env = {**os.environ, "RECONCILE_STATE_DIR": state_dir,
            "RECONCILE_CGROUP_PARENT": parent, "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
     try:
         return CliTimes(cold_apply=timed(reconcile("apply", str(path)), env),
@@ -52,6 +54,8 @@ def time_cli_round(stack_text: str) -> CliTimes:
     finally:
         for directory in Path("/sys/fs/cgroup").glob(f"*/{parent}"):
             directory.rmdir()  # empty after down; a failed run leaves it to be seen
+        shutil.rmtree(state_dir, ignore_errors=True)
+        shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def timed(argv: Sequence[str], env: dict[str, str] | None = None, input: str | None = None,

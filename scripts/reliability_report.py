@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run the reliability tests and write tests/RELIABILITY.md from what they recorded.
 
-    sudo .venv/bin/python scripts/reliability_report.py [--out tests/RELIABILITY.md] [-- PYTEST_ARGS]
+    .venv/bin/python scripts/reliability_report.py [--out tests/RELIABILITY.md] [-- PYTEST_ARGS]
 
 The figures come from the tests themselves (tests/reliability.py's `record()`, written to a
 temporary RECONCILE_RELIABILITY_OUT) and the pass/fail from pytest's JUnit XML, so the report
@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.reliability import OUT_ENV  # noqa: E402 - needs the repository on the path
 
-COMMAND = "sudo .venv/bin/python scripts/reliability_report.py"
+COMMAND = ".venv/bin/python scripts/reliability_report.py"
 NAMED_TESTS = ("test_kill_anywhere.py", "test_canary.py", "test_hostile_input.py", "test_loader_fuzz.py",
                "test_convergence_property.py", "test_transient_errors.py", "test_concurrency.py")
 """The reliability suite of issue #7; any other test that records figures joins it."""
