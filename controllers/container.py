@@ -503,6 +503,11 @@ class ContainerController:
         if not inroot.find_program(paths.rootfs, c.command[0], environment(c.hostname, c.env)["PATH"],
                                    [v.target for v in c.volumes], c.workdir):
             raise runtime.StartError(f"{change.key}: command not found in the container: {c.command[0]}")
+        if inroot.resolve(paths.rootfs, c.workdir) is None:  # made in the layer, as Docker makes WORKDIR
+            try:
+                inroot.make_dirs(paths.rootfs, c.workdir)
+            except OSError as exc:
+                raise runtime.StartError(f"{change.key}: workdir {c.workdir}: {exc.strerror or exc}") from exc
         inputs = BundleInputs(
             container_id=names.runtime_id(want.stack, want.key),
             netns_path=netns.path_of(names.netns_name(want.stack, want.key)),

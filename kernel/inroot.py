@@ -116,3 +116,23 @@ def rewrite_in_root(root: Path, path: str, text: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.truncate()
         f.write(text)
+
+
+def make_dirs(root: Path, path: str) -> None:
+    """Create the missing directories of `path` inside `root` (a workdir the image lacks, as
+    Docker creates it), never following a symlink on the way: a name the container's files
+    made a link is an error, not a way out of the root."""
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in (p for p in path.split("/") if p not in ("", ".")):
+            if part == "..":
+                raise OSError(f"{path}: '..' is not allowed")
+            try:
+                next_fd = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except FileNotFoundError:
+                os.mkdir(part, 0o755, dir_fd=fd)
+                next_fd = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+    finally:
+        os.close(fd)

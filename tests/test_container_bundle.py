@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from controllers.container_bundle import ALLOWED_DEVICES, MASKED_PATHS, READONLY_PATHS, BundleInputs, oci_config
-from kernel.inroot import find_program, resolve
+from kernel.inroot import find_program, make_dirs, resolve
 from kernel.users import Ids
 from specs import capabilities
 from specs.model import Container
@@ -111,3 +111,16 @@ def test_paths_in_a_root_resolve_inside_it(tmp_path: Path) -> None:
     assert find_program(tmp_path, "/vol/tool", "/bin", mounted=["/vol"])  # a volume's: on trust
     assert find_program(tmp_path, "./busybox", "/nowhere", workdir="/usr/bin")  # in the working directory
     assert not find_program(tmp_path, "./busybox", "/usr/bin", workdir="/")
+
+
+def test_missing_workdirs_are_made_inside_the_root_without_following_links(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    root = tmp_path / "root"
+    outside.mkdir()
+    root.mkdir()
+    make_dirs(root, "/srv/app/data")
+    assert (root / "srv" / "app" / "data").is_dir()
+    (root / "link").symlink_to(outside)
+    with pytest.raises(OSError):
+        make_dirs(root, "/link/made")
+    assert list(outside.iterdir()) == []

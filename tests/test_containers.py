@@ -176,6 +176,7 @@ containers:
     command: sleep 1000
     networks: [net]
     read_only: true
+    workdir: /srv/made/for/it
 """))
     _apply(sandbox, path)
     assert _exec(sandbox, "box", "id", "-u") == "65534\n"
@@ -191,7 +192,8 @@ containers:
     _exec(sandbox, "rw", "sh", "-c", f"echo layer > /{marker} && echo changed >> /etc/hostname")
     assert _exec(sandbox, "rw", "cat", f"/{marker}") == "layer\n"
     assert not Path(f"/{marker}").exists() and sandbox.run("ls", f"/{marker}", check=False).returncode != 0
-    assert not Path("/no").exists()
+    assert not Path("/no").exists() and not Path("/srv/made").exists()
+    assert _exec(sandbox, "ro", "pwd") == "/srv/made/for/it\n"  # made in the layer, as Docker's WORKDIR
     refused = sandbox.reconcile("exec", "ro", "--", "touch", f"/{marker}")
     assert refused.returncode != 0 and "Read-only file system" in refused.stderr
     # A lost state store and runtime state: the running container is adopted from the kernel,
