@@ -97,7 +97,6 @@ class ObservedContainer:
     resolv: str | None
     root: Path | None  # where its root (our overlay) is mounted on the host
     runtime_state: bool  # the OCI runtime still has state for it
-    id_base: int | None  # userns: auto: the host uid of its uid 0 (from its init, or its layer)
 
 
 @dataclass(frozen=True)
@@ -365,15 +364,9 @@ class ContainerController:
                 key[0], key[1], handle, records.get(key), in_sandbox,
                 inroot.read_in_root(inside, "/etc/hosts") if inside else None,
                 inroot.read_in_root(inside, "/etc/resolv.conf") if inside else None,
-                roots.get(key), key in runtime_ids, self._id_base(key, handle))
+                roots.get(key), key in runtime_ids)
         return ContainerObservation(containers, _read(self._host_resolv) or "",
                                     capabilities.from_mask(procs.bounding_set()))
-
-    def _id_base(self, key: tuple[str, str], handle: runtime.ProcessHandle | None) -> int | None:
-        uid_map = _read(Path(f"/proc/{handle.pid}/uid_map")) if handle else None
-        if uid_map:
-            return idmap.base_of_uid_map(uid_map)
-        return idmap.base_of_mark(Paths.of(self._state_dir, *key).work)
 
     def _file_dirs(self) -> set[tuple[str, str]]:
         """(stack, container) of every files directory: a run killed between writing a
@@ -444,20 +437,28 @@ class ContainerController:
 
     def _id_bases(self, changes: Sequence[Change]) -> dict[str, int]:
         """userns: auto ranges for these starts, chosen before they run in parallel: a container
-        keeps the range its layer was made for; others get free ones (free on this host now:
-        every layer's owner and every running init's uid_map count, ours or not yet recorded)."""
+        keeps the range its layer was made for (its running init's, else its layer's mark);
+        others get free ones (free on this host now: every layer's mark and every running
+        init's uid_map count, ours or not yet recorded). Read here, for these starts only, not
+        on every observation."""
         wanting = [c for c in changes if isinstance(c.desired, DesiredContainer) and c.desired.container.userns == "auto"]
-        kept = {c.key: c.observed.id_base for c in wanting
-                if isinstance(c.observed, ObservedContainer) and c.observed.id_base is not None}
+        if not wanting:
+            return {}
+        kept = {c.key: base for c in wanting if (base := self._id_base_of(c)) is not None}
         fresh = [c.key for c in wanting if c.key not in kept]
         used = set(kept.values()) | self._used_id_bases()
         return {**kept, **dict(zip(fresh, idmap.allocate(used, len(fresh))))}
 
+    def _id_base_of(self, change: Change) -> int | None:
+        found = change.observed if isinstance(change.observed, ObservedContainer) else None
+        base = idmap.base_of_pid(found.handle.pid) if found and found.handle else None
+        stack, container = change.key.split("/")
+        return base if base is not None else idmap.base_of_mark(Paths.of(self._state_dir, stack, container).work)
+
     def _used_id_bases(self) -> set[int]:
         root = self._state_dir / CONTAINERS_DIR
         used = {idmap.base_of_mark(Paths(entry).work) for stack in _subdirs(root) for entry in _subdirs(stack)}
-        for proc in procs.container_inits():
-            used.add(idmap.base_of_uid_map(_read(Path(f"/proc/{proc}/uid_map")) or ""))
+        used |= {idmap.base_of_pid(pid) for pid in procs.container_inits()}
         return {base for base in used if base is not None}
 
     def _seccomp_filters(self, changes: Sequence[Change]) -> dict[frozenset[str], bytes]:

@@ -13,7 +13,6 @@ Usage: `driver = detect()`, then `driver.missing(limits)` before touching anythi
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -22,6 +21,7 @@ from kernel.cgroups_common import CgroupDriver, CgroupError, Limits, Usage
 from kernel.cgroups_v1 import CONTROLLERS as V1_CONTROLLERS
 from kernel.cgroups_v1 import V1Driver
 from kernel.cgroups_v2 import V2Driver
+from kernel.mountinfo import unescape
 
 __all__ = ["CgroupDriver", "CgroupError", "CgroupMount", "Limits", "Usage", "detect", "parse_mountinfo"]
 
@@ -31,7 +31,6 @@ V2_PLACES = (CGROUP_DIR, CGROUP_DIR / "unified")
 """Where a unified tree is mounted: alone (pure v2), or beside v1 hierarchies (hybrid)."""
 V2_REQUIRED = frozenset({"memory", "cpu", "pids"})
 
-_ESCAPED = re.compile(r"\\([0-7]{3})")
 
 
 @dataclass(frozen=True)
@@ -49,11 +48,6 @@ class CgroupMount:
         return self.mount_point.parent != CGROUP_DIR, len(PurePosixPath(self.root).parts)
 
 
-def _unescape(field: str) -> str:
-    """mountinfo writes space, tab, newline and backslash in paths as octal escapes."""
-    return _ESCAPED.sub(lambda match: chr(int(match[1], 8)), field)
-
-
 def parse_mountinfo(text: str) -> list[CgroupMount]:
     """The cgroup mounts in a /proc/PID/mountinfo text, in its order."""
     mounts: list[CgroupMount] = []
@@ -64,8 +58,8 @@ def parse_mountinfo(text: str) -> list[CgroupMount]:
         sep = fields.index("-")
         fstype = fields[sep + 1]
         if fstype in ("cgroup", "cgroup2") and len(fields) > sep + 3:
-            mounts.append(CgroupMount(fstype=fstype, root=_unescape(fields[3]),
-                                      mount_point=PurePosixPath(_unescape(fields[4])),
+            mounts.append(CgroupMount(fstype=fstype, root=unescape(fields[3]),
+                                      mount_point=PurePosixPath(unescape(fields[4])),
                                       options=frozenset(fields[sep + 3].split(","))))
     return mounts
 

@@ -56,6 +56,15 @@ def base_of_uid_map(text: str) -> int | None:
     return None
 
 
+def base_of_pid(pid: int) -> int | None:
+    """The range a running process's user namespace maps uid 0 to (None: the host's own ids,
+    or the process is gone)."""
+    try:
+        return base_of_uid_map(Path(f"/proc/{pid}/uid_map").read_text())
+    except OSError:
+        return None
+
+
 def base_of_mark(marked: Path) -> int | None:
     """The range a container's layer was made for: the owner of a directory of ours beside the
     layer that the container cannot reach (its work dir; the upper dir's own owner is the

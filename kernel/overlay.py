@@ -11,10 +11,10 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import re
 from pathlib import Path
 
 from kernel import crashpoints
+from kernel.mountinfo import unescape
 from specs import names
 
 MOUNTINFO = Path("/proc/self/mountinfo")
@@ -22,7 +22,6 @@ MS_BIND, MS_REC, MS_PRIVATE, MS_SHARED = 0x1000, 0x4000, 0x40000, 0x100000
 MNT_DETACH = 0x2
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_ESCAPED = re.compile(r"\\([0-7]{3})")
 
 
 class OverlayError(Exception):
@@ -35,19 +34,15 @@ def _check(result: int, what: str) -> None:
         raise OverlayError(f"{what}: {os.strerror(err)}")
 
 
-def _unescape(field: str) -> str:
-    return _ESCAPED.sub(lambda match: chr(int(match[1], 8)), field)
-
-
 def mounted() -> dict[tuple[str, str], Path]:
     """Every container root of ours: (stack, container) -> mount point."""
     found: dict[tuple[str, str], Path] = {}
     for line in MOUNTINFO.read_text().splitlines():
         fields, _, tail = line.partition(" - ")
         fstype, source = (tail.split(" ") + ["", ""])[:2]
-        owner = names.parse_overlay_source(_unescape(source)) if fstype == "overlay" else None
+        owner = names.parse_overlay_source(unescape(source)) if fstype == "overlay" else None
         if owner is not None:
-            found[owner] = Path(_unescape(fields.split(" ")[4]))
+            found[owner] = Path(unescape(fields.split(" ")[4]))
     return found
 
 
@@ -101,6 +96,6 @@ def _propagation(directory: Path) -> bool | None:
     found: bool | None = None
     for line in MOUNTINFO.read_text().splitlines():
         fields = line.partition(" - ")[0].split(" ")
-        if _unescape(fields[4]) == wanted:  # the last one stacked there is the one in effect
+        if unescape(fields[4]) == wanted:  # the last one stacked there is the one in effect
             found = any(tag.startswith("shared:") for tag in fields[6:])
     return found
