@@ -14,9 +14,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from kernel import crashpoints
+from kernel.retrying import retry_transient
 from specs.names import NAME_PATTERN
 
 CPU_PERIOD_US = 100_000
@@ -93,7 +93,7 @@ def parts_of(relpath: str) -> list[str]:
 
 def at(root: Path, relpath: str) -> Path:
     """The cgroup's directory in one hierarchy."""
-    return root.joinpath(*parts_of(relpath))
+    return Path(root, "/".join(parts_of(relpath)))
 
 
 def levels(root: Path, relpath: str) -> Iterator[tuple[Path, Path]]:
@@ -110,7 +110,8 @@ def read_text(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
-        return path.read_text().strip()
+        with open(path, encoding="utf-8") as file:
+            return file.read().strip()
     except FileNotFoundError:
         return None
 
@@ -159,8 +160,7 @@ def _is_busy(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno == errno.EBUSY
 
 
-@retry(retry=retry_if_exception(_is_busy), stop=stop_after_delay(2.0),
-       wait=wait_exponential(multiplier=0.002, max=0.1), reraise=True)
+@retry_transient(_is_busy, within=2.0, first_wait=0.002, max_wait=0.1)
 def _rmdir(path: Path) -> None:
     """The kernel keeps a cgroup busy (EBUSY) for a moment after its last process was killed,
     until the exit has run its course: retried for about two seconds."""

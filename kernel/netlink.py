@@ -14,10 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
-from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
-
 from kernel import rtnl_dump
 from kernel import rtnl_wire as wire
+from kernel.retrying import retry_transient
 from kernel.rtnl_dump import (IFF_UP, IFLA_GROUP, IFLA_IFALIAS, IFLA_IFNAME, IFLA_INFO_KIND,
                               IFLA_LINKINFO, IFLA_MASTER, IFLA_MTU, RT_TABLE_MAIN, RTA_DST, RTA_GATEWAY,
                               RTA_OIF, RTM_GETLINK, Link, LinkDump)
@@ -40,12 +39,7 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, wire.NetlinkError) and exc.errno in (errno.EBUSY, errno.EAGAIN, errno.EINTR)
 
 
-_retry_transient = retry(
-    retry=retry_if_exception(_transient),
-    stop=stop_after_delay(2.0),
-    wait=wait_exponential(multiplier=0.005, max=0.05),
-    reraise=True,
-)
+_retry_transient = retry_transient(_transient, within=2.0, first_wait=0.005, max_wait=0.05)
 """Bounded by time, not attempts: while links come and go (containers starting on a busy
 host), most dumps of a few hundred links are interrupted, and five tries in a row failed often
 enough to break a run (tests/test_transient_errors.py). Short waits, since a dump only needs

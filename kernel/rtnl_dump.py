@@ -20,6 +20,7 @@ RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE = 18, 22, 26
 IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_GROUP = 3, 4, 10, 18, 20, 27
 IFLA_INFO_KIND, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 4, 5
 IFLA_BRPORT_MODE = 4  # hairpin
+IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS = 29, 1 << 3
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 
@@ -102,7 +103,8 @@ def _route(body: bytes) -> Route | None:
 
 
 TABLES = (
-    (RTM_GETLINK, wire.IFINFO.pack(0, 0, 0, 0, 0)),
+    # Without the counters, which nothing here reads (older kernels ignore the unknown flag).
+    (RTM_GETLINK, wire.IFINFO.pack(0, 0, 0, 0, 0) + wire.attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)),
     (RTM_GETADDR, wire.IFADDR.pack(AF_INET, 0, 0, 0, 0)),
     (RTM_GETROUTE, wire.RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)),
 )

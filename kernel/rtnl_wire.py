@@ -65,11 +65,12 @@ def nested(kind: int, *attrs: bytes) -> bytes:
 def attributes(data: bytes, offset: int = 0) -> dict[int, bytes]:
     """Attribute payloads by type (flags stripped); the last one wins for repeated types."""
     found: dict[int, bytes] = {}
-    while offset + _ATTR.size <= len(data):
-        length, kind = _ATTR.unpack_from(data, offset)
-        if length < _ATTR.size:
+    unpack, size, end = _ATTR.unpack_from, _ATTR.size, len(data)  # the hot loop of every dump
+    while offset + size <= end:
+        length, kind = unpack(data, offset)
+        if length < size:
             break
-        found[kind & NLA_TYPE_MASK] = data[offset + _ATTR.size:offset + length]
+        found[kind & NLA_TYPE_MASK] = data[offset + size:offset + length]
         offset += (length + 3) & ~3
     return found
 

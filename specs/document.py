@@ -12,8 +12,8 @@ import os
 import re
 import stat
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from ruamel.yaml.scanner import RoundTripScanner, ScannerError
 from ruamel.yaml.tokens import DirectiveToken
 
 from specs.errors import Loc, SpecError, SpecErrors, quoted
+from specs.yaml_plain import read_plain
 
 Position = tuple[int, int]
 """1-based line and column."""
@@ -63,25 +64,36 @@ _SYNTAX_HINTS = {
 """The parser's wording of a common mistake (by how its message starts or ends) -> what to do."""
 
 
-@dataclass(frozen=True)
 class Positions:
     """Where each node of a document is: by field path, the value (or, for a value that starts
-    on a later line than its key, such as a block mapping, the key naming it); and each key."""
+    on a later line than its key, such as a block mapping, the key naming it); and each key.
+    Given `parse` instead of tables, they are filled from it on first use: a file read on the
+    fast path is parsed again, by the full reader, only when an error needs a place in it."""
 
-    values: Mapping[Loc, Position] = field(default_factory=dict)
-    keys: Mapping[Loc, Position] = field(default_factory=dict)
+    def __init__(self, values: Mapping[Loc, Position] | None = None, keys: Mapping[Loc, Position] | None = None,
+                 parse: Callable[[], Positions] | None = None):
+        self._values: Mapping[Loc, Position] = values or {}
+        self._keys: Mapping[Loc, Position] = keys or {}
+        self._parse = parse
+
+    def _tables(self) -> tuple[Mapping[Loc, Position], Mapping[Loc, Position]]:
+        if self._parse is not None:
+            parsed, self._parse = self._parse(), None
+            self._values, self._keys = parsed._tables()
+        return self._values, self._keys
 
     def locate(self, loc: Loc) -> Position:
         """The deepest node on `loc` that exists in the file (for a missing key, its mapping)."""
+        values = self._tables()[0]
         for end in range(len(loc), -1, -1):
-            position = self.values.get(loc[:end])
+            position = values.get(loc[:end])
             if position is not None:
                 return position
         return (1, 1)
 
     def locate_key(self, loc: Loc) -> Position:
         """The key that ends `loc` (an unknown or misspelled field), else as `locate`."""
-        return self.keys.get(loc) or self.locate(loc)
+        return self._tables()[1].get(loc) or self.locate(loc)
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,15 @@ class Document:
 def read_document(path: Path, name: str) -> Document:
     """Parse one file; `name` is how errors call it (the path as the user gave it)."""
     text = _read_text(path, name)
+    plain = read_plain(text, MAX_DEPTH)
+    if plain is None:
+        return parse_fully(text, name)
+    return Document(plain, Positions(parse=lambda: parse_fully(text, name).positions))
+
+
+def parse_fully(text: str, name: str) -> Document:
+    """The full reader (ruamel's round-trip parser): every node's position, and the errors of
+    any text at file:line:col; the reference the fast path must agree with."""
     return _Flattener(name).document(_parse_yaml(text, name))
 
 

@@ -10,6 +10,7 @@ under 30 s); RECONCILE_FUZZ_PROFILE=loader-fuzz-long runs many more, for a soak.
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import os
@@ -22,10 +23,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from specs.document import MAX_DEPTH
 from specs.errors import SpecErrors
 from specs.loader import load_path
+from specs.yaml_plain import read_plain
 from tests.reliability import record
 from tests.sandbox import REPO
+from tests.yaml_compare import assert_read_as_fully
 from tests.test_specs_fuzz import FIELD_NAMES, SCALARS, TOKENS
 
 settings.register_profile("loader-fuzz", max_examples=300, deadline=None, database=None,
@@ -207,8 +211,21 @@ def mutate(text: str, data: st.DataObject) -> bytes:
 
 # --- The property --------------------------------------------------------------------------------
 
+def assert_fast_reader_agrees(content: bytes) -> None:
+    """What the fast reader accepts, the full reader accepts too, as exactly the same values."""
+    try:
+        text = content.removeprefix(codecs.BOM_UTF8).decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    plain = read_plain(text, MAX_DEPTH)
+    if plain is not None:
+        assert_read_as_fully(plain, text)
+
+
 def assert_valid_or_located(path: Path, content: bytes) -> None:
-    """Load `content` as `path`: stacks, or SpecErrors that each point inside the file."""
+    """Load `content` as `path`: stacks, or SpecErrors that each point inside the file; and the
+    fast reader agrees with the full one."""
+    assert_fast_reader_agrees(content)
     path.write_bytes(content)
     try:
         load_path(path)
