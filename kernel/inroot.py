@@ -64,6 +64,7 @@ def find_program(root: Path, program: str, search_path: str, mounted: Sequence[s
 
 SYS_OPENAT2 = 437  # the same on every architecture
 RESOLVE_NO_MAGICLINKS, RESOLVE_IN_ROOT = 0x02, 0x10
+RENAME_RACE_RETRIES = 8  # openat2 answering EAGAIN: see open_at_in_root
 MAX_READ = 1 << 20
 """A container's /etc/hosts or passwd is a few KiB; more (or /dev/zero behind it) is not read."""
 
@@ -78,6 +79,33 @@ class NotARegularFile(OSError):
     pass
 
 
+def _openat2(dir_fd: int, path: bytes, how: _OpenHow, shown: str) -> int:
+    """openat2(2), which the C library does not wrap; a failure is an OSError naming `shown`."""
+    fd = _libc.syscall(SYS_OPENAT2, dir_fd, path, ctypes.byref(how), ctypes.sizeof(how))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), shown)
+    return fd
+
+
+def open_at_in_root(root_fd: int, path: str, flags: int) -> int:
+    """An fd for `path` under the open directory `root_fd`, which stands for `/` while every
+    symlink and `..` on the way is resolved (openat2 RESOLVE_IN_ROOT): an image layer's
+    `etc -> /etc` or `up -> ../..` leads into the layer, never to the host's files. The last
+    component is followed (inside the root) unless `flags` has O_NOFOLLOW; "" is the root.
+    EAGAIN means a rename somewhere raced a `..` being resolved: the kernel asks for a retry."""
+    how = _OpenHow(flags | os.O_CLOEXEC, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+    encoded = os.fsencode(path.lstrip("/")) or b"."
+    retries = RENAME_RACE_RETRIES
+    while True:
+        try:
+            return _openat2(root_fd, encoded, how, path or ".")
+        except BlockingIOError:
+            retries -= 1
+            if retries < 0:
+                raise
+
+
 def open_in_root(root: Path, path: str, flags: int, mode: int = 0o644) -> int:
     """An fd for `path` inside `root`, every symlink resolved inside it (openat2 with
     RESOLVE_IN_ROOT, kernel >= 5.6): a container's `ln -s /etc/shadow /etc/hosts` cannot make
@@ -87,10 +115,7 @@ def open_in_root(root: Path, path: str, flags: int, mode: int = 0o644) -> int:
     try:
         how = _OpenHow(flags | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, mode if flags & os.O_CREAT else 0,
                        RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
-        fd = _libc.syscall(SYS_OPENAT2, root_fd, path.lstrip("/").encode(), ctypes.byref(how), ctypes.sizeof(how))
-        if fd < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), f"{root}:{path}")
+        fd = _openat2(root_fd, path.lstrip("/").encode(), how, f"{root}:{path}")
     finally:
         os.close(root_fd)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
