@@ -4,8 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(iproute2 iptables conntrack util-linux mount tini busybox-static procps crun libseccomp2 keyutils python3)
+APT_PACKAGES=(iproute2 iptables conntrack util-linux mount tini busybox-static procps crun libseccomp2 keyutils python3
+    skopeo docker-registry zstd)
 # python3 and keyutils: the tests run Debian's python3 and keyctl inside containers (escape corpus).
+# skopeo pulls images; zstd unpacks zstd layers (Python has no zstd in its standard library);
+# docker-registry serves the tests' images on loopback (its own service is not wanted: below).
 # Moby's default seccomp profile, as Debian maintains it (security updates included). Its package
 # would pull in ~260 Go source packages, so only the profile is taken out of it.
 SECCOMP_PACKAGE=golang-github-docker-docker-dev
@@ -22,6 +25,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian starts the registry's own service on install (port 5000 of every address): the
+    # tests run theirs inside their namespaces, so one this script brought in is stopped.
+    if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null \
+            && systemctl is-enabled --quiet docker-registry 2>/dev/null; then
+        systemctl disable --now docker-registry >/dev/null 2>&1 || true
+    fi
 fi
 
 if [ ! -s "$SECCOMP_PROFILE" ]; then

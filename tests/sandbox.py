@@ -23,6 +23,8 @@ _HOLDER_SCRIPT = """
 set -e
 mount -t tmpfs -o mode=755 rc-test-netns /run/netns
 mount --make-shared /run/netns 2>/dev/null || true
+# skopeo keeps its blob-info cache in /var/lib/containers: a fresh one per sandbox, gone with it.
+mount -t tmpfs -o mode=755 rc-test-varlib /var/lib
 ip link set lo up
 echo ready
 exec sleep infinity
