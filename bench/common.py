@@ -23,7 +23,8 @@ def reexec_in_throwaway_host() -> None:
         return
     os.makedirs("/run/netns", exist_ok=True)
     env = {**os.environ, "RECONCILE_BENCH_SANDBOXED": "1"}
-    script = 'mount -t tmpfs tmpfs /run/netns && ip link set lo up && exec "$@"'
+    # A tmpfs over /var/lib too: skopeo's blob-info cache (/var/lib/containers) dies with it.
+    script = 'mount -t tmpfs tmpfs /run/netns && mount -t tmpfs tmpfs /var/lib && ip link set lo up && exec "$@"'
     argv = ["unshare", "--net", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
             sys.executable, *sys.argv]
     raise SystemExit(subprocess.call(argv, env=env))
@@ -37,9 +38,10 @@ class CliTimes:
     down: float
 
 
-def time_cli_round(stack_text: str) -> CliTimes:
+def time_cli_round(stack_text: str, before: Sequence[Sequence[str]] = ()) -> CliTimes:
     """apply, apply again, diff, down of one stack through the real CLI, with a fresh state dir
-    and a per-run cgroup parent (removed afterwards: cgroupfs is not in the throwaway host)."""
+    and a per-run cgroup parent (removed afterwards: cgroupfs is not in the throwaway host).
+    `before`: CLI commands run first, untimed (an image pull)."""
     path = Path(tempfile.mkdtemp()) / "stack.yaml"
     path.write_text(stack_text)
     parent = f"rc-bench-{uuid.uuid4().hex[:8]}"
@@ -47,6 +49,8 @@ def time_cli_round(stack_text: str) -> CliTimes:
     env = {**os.environ, "RECONCILE_STATE_DIR": state_dir,
            "RECONCILE_CGROUP_PARENT": parent, "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
     try:
+        for args in before:
+            timed(reconcile(*args), env)
         return CliTimes(cold_apply=timed(reconcile("apply", str(path)), env),
                         noop_apply=timed(reconcile("apply", str(path)), env),
                         noop_diff=timed(reconcile("diff", str(path)), env),

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -53,11 +54,11 @@ def _networks(n: int) -> None:
                        input=f"addr add 10.61.{i // 250}.{i % 250 + 2}/22 dev eth0\nlink set eth0 up\nlink set lo up\n")
 
 
-def floor(n: int, work: Path) -> tuple[float, float, float]:
+def floor(n: int, work: Path, lowers: Sequence[Path] = (Path("/"),)) -> tuple[float, float, float]:
     """The same kernel and runtime work with no reconciler: (up, down, start seconds of all
-    containers alone)."""
+    containers alone); the roots over `lowers` (the host's root, or an image's layers)."""
     oci = Runtime.at(work / "runtime")
-    spec = Container.model_validate({"command": ["sleep", "100000"], "hostname": "c"})
+    spec = Container.model_validate({"command": ["sleep", "100000"], "hostname": "c", "workdir": "/"})
     bpf = seccomp.filter_for(frozenset(capabilities.kernel_names(capabilities.DOCKER_DEFAULT)), work / "seccomp")
     start = time.perf_counter()
     _networks(n)
@@ -65,9 +66,9 @@ def floor(n: int, work: Path) -> tuple[float, float, float]:
     procs, pid_files = [], []
     for i in range(n):
         bundle = work / f"c{i}" / "bundle"
-        overlay.mount("floor", f"c{i}", Path("/"), work / f"c{i}" / "upper", work / f"c{i}" / "work", bundle / "rootfs")
+        overlay.mount("floor", f"c{i}", lowers, work / f"c{i}" / "upper", work / f"c{i}" / "work", bundle / "rootfs")
         inputs = BundleInputs(f"floor{n}-{i}", f"/run/netns/f{n}n{i}", f"/rc-floor-{n}/c{i}", Ids(0, 0, ()),
-                              capabilities.DOCKER_DEFAULT, bpf, True, (), runtime.TINI, runtime.INIT_IN_CONTAINER)
+                              capabilities.DOCKER_DEFAULT, bpf, list(lowers) == [Path("/")], (), runtime.TINI, runtime.INIT_IN_CONTAINER)
         (bundle / "config.json").write_text(json.dumps(oci_config(spec, inputs)))
         pid_files.append(bundle / "pid")
         procs.append(subprocess.Popen(oci.run_command(inputs.container_id, bundle, bundle / "pid"),
@@ -99,7 +100,7 @@ def overlay_cost(work: Path, rounds: int = 50) -> float:
     start = time.perf_counter()
     for i in range(rounds):
         target = work / f"o{i}" / "root"
-        overlay.mount("cost", f"o{i}", Path("/"), work / f"o{i}" / "upper", work / f"o{i}" / "work", target)
+        overlay.mount("cost", f"o{i}", [Path("/")], work / f"o{i}" / "upper", work / f"o{i}" / "work", target)
         overlay.unmount(target)
     return (time.perf_counter() - start) / rounds
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,12 +33,14 @@ from controllers.errors import ApplyError, ApplyErrors
 from kernel import idmap, inroot, netns, overlay, procs, runtime, seccomp, users
 from kernel.oci import Runtime
 from specs import capabilities, names
+from specs.images import pinned_digest
 from specs.errors import Issue
 from specs.model import Container, Stack
+from state.images import ImageStore
 from state.store import ContainerRecord, Store
 
 KIND_CONTAINER = "container"
-RECREATE_FIELDS = ("command", "env", "rootfs", "volumes", "user", "workdir", "hostname", "networks", "read_only",
+RECREATE_FIELDS = ("image", "command", "env", "rootfs", "volumes", "user", "workdir", "hostname", "networks", "read_only",
                    "privileged", "cap_add", "cap_drop", "security_opt", "userns")
 """Fields a process is started with: changing any of them needs a new process."""
 CONTAINERS_DIR = "containers"  # DO NOT RENAME: <state-dir>/containers/<stack>/<container>/
@@ -97,6 +100,7 @@ class ObservedContainer:
     resolv: str | None
     root: Path | None  # where its root (our overlay) is mounted on the host
     runtime_state: bool  # the OCI runtime still has state for it
+    image_digest: str | None = None  # of the image its root is made of (the root's mark)
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,17 @@ _DEFAULTS = (None, False, [], "host")
 
 def _start_fields(want: DesiredContainer) -> tuple[FieldChange, ...]:
     shown = [FieldChange(f, None, want.spec[f]) for f in SHOWN_IF_SET if want.spec.get(f) not in _DEFAULTS]
-    return (FieldChange("command", None, want.spec["command"]), *shown)
+    image = [FieldChange("image", None, want.spec["image"])] if want.spec.get("image") else []
+    return (*image, FieldChange("command", None, want.spec["command"]), *shown)
+
+
+def _image_moved(want: DesiredContainer, found: ObservedContainer) -> tuple[FieldChange, ...]:
+    """The image a running root was made of (its mark), when the spec pins another: found even
+    with the state store lost."""
+    wanted = pinned_digest(want.container.image)
+    if found.root is None or found.image_digest == wanted or (found.image_digest is None and wanted is None):
+        return ()
+    return (FieldChange("image", found.image_digest, want.container.image),)
 
 
 def _start_reason(want: DesiredContainer, reason: str) -> str:
@@ -172,6 +186,8 @@ def _changed(found: ObservedContainer, fields: Sequence[FieldChange]) -> str:
 def _diff_one(want: DesiredContainer, found: ObservedContainer | None) -> Change | None:
     key = f"{want.stack}/{want.key}"
     fields = _recreate_fields(found.record.spec, want.spec) if found and found.record else ()
+    if found is not None and not any(f.path == "image" for f in fields):
+        fields += _image_moved(want, found)
     if found is None or found.handle is None:
         if fields:  # its writable layer was made for another spec: a new one, as a recreate
             return Change(Action.RECREATE, KIND_CONTAINER, key, fields, desired=want, observed=found,
@@ -207,6 +223,10 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
     for stack in (s for s in desired.stacks.values() if s.name in desired.scope):
         levels = _levels(stack)
         for key, container in stack.containers.items():
+            if container.image is not None and container.userns == "auto":
+                result.issues.append(Issue(stack.name, ("containers", key, "userns"),
+                                           "userns: auto is not supported with an image yet (its layers would "
+                                           "each need an idmapped mount): use userns: host"))
             if container.rootfs is not None and not container.rootfs.is_dir():
                 result.issues.append(Issue(stack.name, ("containers", key, "rootfs"),
                                            f"{container.rootfs} is not a directory on this host"))
@@ -287,7 +307,7 @@ def _wipe_layer(paths: Paths) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
-def _seed_etc(upper: Path, lower: Path, id_base: int, files: Mapping[str, str]) -> None:
+def _seed_etc(upper: Path, lowers: Sequence[Path], id_base: int, files: Mapping[str, str]) -> None:
     """Write the per-container files (/etc/hosts, resolv.conf, hostname) into the writable
     layer before it is mounted: no copy-up through the overlay, and the layer's etc/ takes the
     lower's mode. Owned by the container's root (the container may rewrite them, as Docker's).
@@ -297,10 +317,7 @@ def _seed_etc(upper: Path, lower: Path, id_base: int, files: Mapping[str, str]) 
     if etc.is_symlink() or (etc.exists() and not etc.is_dir()):
         etc.unlink()  # a symlink, a file or a whiteout left by the container's last run
     if not etc.exists():
-        try:
-            mode = (lower / "etc").stat().st_mode & 0o7777
-        except FileNotFoundError:
-            mode = 0o755
+        mode = _etc_mode(lowers)
         etc.mkdir(mode=mode)
         os.chmod(etc, mode, follow_symlinks=False)  # past the umask
         os.chown(etc, id_base, id_base, follow_symlinks=False)
@@ -319,6 +336,18 @@ def _seed_etc(upper: Path, lower: Path, id_base: int, files: Mapping[str, str]) 
         os.close(etc_fd)
 
 
+def _etc_mode(lowers: Sequence[Path]) -> int:
+    """The mode of /etc as the topmost layer that has it shows it (never followed: in an image
+    it may be a link to anywhere on the host)."""
+    for lower in lowers:
+        try:
+            found = os.lstat(lower / "etc")
+        except FileNotFoundError:
+            continue
+        return stat.S_IMODE(found.st_mode) if stat.S_ISDIR(found.st_mode) else 0o755
+    return 0o755
+
+
 def _subdirs(path: Path) -> list[Path]:
     try:
         return [entry for entry in path.iterdir() if entry.is_dir()]
@@ -330,13 +359,14 @@ class ContainerController:
     kinds = (KIND_CONTAINER,)
 
     def __init__(self, store: Store, state_dir: Path, cgroup_path: Callable[[str, str], str],
-                 host_resolv: Path = Path("/etc/resolv.conf")):
+                 images: ImageStore, host_resolv: Path = Path("/etc/resolv.conf")):
         """`cgroup_path(stack, container)`: our cgroup of the container, made (with its limits)
         before the runtime starts anything in it, so no instruction runs unlimited."""
         self._store = store
         self._state_dir = state_dir
         self._cgroup_path = cgroup_path
         self._host_resolv = host_resolv
+        self._images = images
         self._runtime = Runtime.at(state_dir / RUNTIME_DIR)
         self._started: set[str] = set()  # this session's starts (see diff_containers)
 
@@ -360,11 +390,12 @@ class ContainerController:
         for key in set(found) | set(records) | self._file_dirs() | set(roots) | runtime_ids:
             handle, in_sandbox = found.get(key, (None, False))
             inside = Path(f"/proc/{handle.pid}/root") if handle else None
+            root = roots.get(key)
             containers["/".join(key)] = ObservedContainer(
                 key[0], key[1], handle, records.get(key), in_sandbox,
                 inroot.read_in_root(inside, "/etc/hosts") if inside else None,
                 inroot.read_in_root(inside, "/etc/resolv.conf") if inside else None,
-                roots.get(key), key in runtime_ids)
+                root.path if root else None, key in runtime_ids, root.image_digest if root else None)
         return ContainerObservation(containers, _read(self._host_resolv) or "",
                                     capabilities.from_mask(procs.bounding_set()))
 
@@ -489,18 +520,19 @@ class ContainerController:
         assert isinstance(want, DesiredContainer)
         c = want.container
         paths = Paths.of(self._state_dir, want.stack, want.key)
-        lower = lower_of(c)
+        digest = pinned_digest(c.image)
+        lowers = self._image_layers(c.image, digest) if c.image is not None else [lower_of(c)]
         paths.upper.mkdir(parents=True, exist_ok=True)
         paths.work.mkdir(parents=True, exist_ok=True)
         if id_base is not None:
             os.chown(paths.upper, id_base, id_base, follow_symlinks=False)  # the root of its root
             os.chown(paths.work, id_base, id_base)  # the range's mark, out of the container's reach
-        _seed_etc(paths.upper, lower, id_base or 0, {"hosts": want.hosts, "resolv.conf": want.resolv,
-                                                     "hostname": c.hostname + "\n"})
-        if id_base is not None:
-            idmap.bind_idmapped(lower, paths.lower, id_base)
-            lower = paths.lower
-        overlay.mount(want.stack, want.key, lower, paths.upper, paths.work, paths.rootfs)
+        _seed_etc(paths.upper, lowers, id_base or 0, {"hosts": want.hosts, "resolv.conf": want.resolv,
+                                                      "hostname": c.hostname + "\n"})
+        if id_base is not None:  # one lower: userns: auto is refused with an image
+            idmap.bind_idmapped(lowers[0], paths.lower, id_base)
+            lowers = [paths.lower]
+        overlay.mount(want.stack, want.key, lowers, paths.upper, paths.work, paths.rootfs, digest)
         if not inroot.find_program(paths.rootfs, c.command[0], environment(c.hostname, c.env)["PATH"],
                                    [v.target for v in c.volumes], c.workdir):
             raise runtime.StartError(f"{change.key}: command not found in the container: {c.command[0]}")
@@ -515,12 +547,19 @@ class ContainerController:
             cgroups_path=names.runtime_cgroup_path(self._cgroup_path(want.stack, want.key)),
             ids=users.lookup(c.user or "0", paths.rootfs), capabilities=want.capabilities,
             seccomp_bpf=None if c.privileged else filters[want.capabilities],
-            host_root=c.rootfs is None, hidden=(str(self._state_dir.resolve()),),
+            host_root=c.rootfs is None and c.image is None, hidden=(str(self._state_dir.resolve()),),
             init=runtime.TINI, init_target=runtime.INIT_IN_CONTAINER, id_base=id_base)
         handle = runtime.start(self._runtime, inputs.container_id, paths.bundle, oci_config(c, inputs), paths.log,
                                change.key)
         restarts = found.record.restarts + 1 if found and found.record and change.action is Action.CREATE else 0
         return _record(want, handle, restarts)
+
+    def _image_layers(self, image: str, digest: str | None) -> list[Path]:
+        """The unpacked layers of the image a container is pinned to, top first."""
+        found = self._images.by_digest(digest) if digest else None
+        if found is None:
+            raise runtime.StartError(f"the image {image} is not in the image store: apply pulls it first")
+        return self._images.lower_dirs(found)
 
     def _update(self, changes: Sequence[Change]) -> list[ApplyError]:
         errors: list[ApplyError] = []

@@ -11,6 +11,8 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from kernel import crashpoints
@@ -34,29 +36,39 @@ def _check(result: int, what: str) -> None:
         raise OverlayError(f"{what}: {os.strerror(err)}")
 
 
-def mounted() -> dict[tuple[str, str], Path]:
-    """Every container root of ours: (stack, container) -> mount point."""
-    found: dict[tuple[str, str], Path] = {}
+@dataclass(frozen=True)
+class Root:
+    """A container root of ours as mounted: where, and the image digest its mark carries."""
+
+    path: Path
+    image_digest: str | None
+
+
+def mounted() -> dict[tuple[str, str], Root]:
+    """Every container root of ours: (stack, container) -> its mount."""
+    found: dict[tuple[str, str], Root] = {}
     for line in MOUNTINFO.read_text().splitlines():
         fields, _, tail = line.partition(" - ")
         fstype, source = (tail.split(" ") + ["", ""])[:2]
-        owner = names.parse_overlay_source(unescape(source)) if fstype == "overlay" else None
-        if owner is not None:
-            found[owner] = Path(unescape(fields.split(" ")[4]))
+        parsed = names.parse_overlay_source(unescape(source)) if fstype == "overlay" else None
+        if parsed is not None:
+            found[parsed[0]] = Root(Path(unescape(fields.split(" ")[4])), parsed[1])
     return found
 
 
-def mount(stack: str, container: str, lower: Path, upper: Path, work: Path, target: Path) -> None:
-    """Mount the container's root at `target`. The upper and work directories must be empty or
-    hold an earlier run's layer of the same container (a restart keeps its files, as Docker's)."""
+def mount(stack: str, container: str, lowers: Sequence[Path], upper: Path, work: Path, target: Path,
+          image_digest: str | None = None) -> None:
+    """Mount the container's root at `target`, `lowers` top first. The upper and work
+    directories must be empty or hold an earlier run's layer of the same container (a restart
+    keeps its files, as Docker's)."""
     crashpoints.step("overlay-mount")
     for directory in (upper, work, target):
         directory.mkdir(parents=True, exist_ok=True)
-    options = f"lowerdir={lower},upperdir={upper},workdir={work}"
+    options = f"lowerdir={':'.join(map(str, lowers))},upperdir={upper},workdir={work}"
     if len(options) >= os.sysconf("SC_PAGE_SIZE"):
         raise OverlayError(f"overlay options for {stack}/{container} exceed one page: shorten the state dir path")
-    _check(_libc.mount(names.overlay_source(stack, container).encode(), str(target).encode(), b"overlay", 0,
-                       options.encode()), f"mount the root of {stack}/{container} on {target}")
+    _check(_libc.mount(names.overlay_source(stack, container, image_digest).encode(), str(target).encode(),
+                       b"overlay", 0, options.encode()), f"mount the root of {stack}/{container} on {target}")
 
 
 def unmount(target: Path) -> None:

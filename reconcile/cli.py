@@ -14,14 +14,18 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from controllers.errors import ApplyErrors
 from kernel.runtime import StartError
-from reconcile.engine import containers, render, verbs
+from reconcile.engine import containers, images, render, verbs
 from reconcile.engine.session import NotConverged, open_session
 from reconcile.engine.settings import Settings
 from reconcile.engine.status import StackSpec, report
 from specs.errors import SpecErrors
+from specs.model import Stack
+from state.images import ImageError, PullEvent
+from state.store import Store
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -64,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     verb("validate", "parse and validate stack files; touch nothing").add_argument("path", type=Path)
     verb("diff", "show the plan against the live host; touch nothing").add_argument("path", type=Path)
-    verb("apply", "converge the host to the stack files").add_argument("path", type=Path)
+    apply = verb("apply", "converge the host to the stack files")
+    apply.add_argument("path", type=Path)
+    apply.add_argument("--pull", action="store_true",
+                       help="resolve every image tag again (as pull: always), recreating what moved")
     down = verb("down", "remove everything of the given stacks")
     target = down.add_mutually_exclusive_group(required=True)
     target.add_argument("path", type=Path, nargs="?", help="stack file or directory")
@@ -87,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="crash-loop delay cap (default 300)")
     watch.add_argument("--restart-stable", type=_seconds, default=60.0, metavar="SECONDS",
                        help="a run this long resets the crash-loop delay (default 60)")
+    image = verb("image", "the image store: pull, ls, rm, prune")
+    image_verbs = image.add_subparsers(dest="image_verb", required=True, metavar="IMAGE_VERB")
+    image_verbs.add_parser("pull", parents=[common], help="fetch an image (a tag again) and unpack its layers"
+                           ).add_argument("reference")
+    image_verbs.add_parser("ls", parents=[common], help="images on this host: digest, size, containers using it")
+    image_verbs.add_parser("rm", parents=[common], help="remove images no container runs").add_argument(
+        "reference", nargs="+")
+    image_verbs.add_parser("prune", parents=[common], help="remove every image no container runs and no "
+                                                           "applied stack names")
     verb("schema", "print the JSON Schema of the stack file")
     logs = verb("logs", "print a container's output")
     logs.add_argument("name", help="STACK/CONTAINER, or CONTAINER when unambiguous")
@@ -123,7 +139,8 @@ def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
-    plan = verbs.apply(args.path, settings)
+    show = _pull_progress(sys.stderr, as_json=False) if sys.stderr.isatty() and args.output != "json" else _quiet
+    plan = verbs.apply(args.path, settings, images.Pulling(allowed=True, force=args.pull, progress=show))
     if args.output == "json":
         _print_json({**render.plan_json(plan), "applied": True})
     else:
@@ -168,6 +185,57 @@ def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _quiet(event: PullEvent) -> None:
+    pass
+
+
+def _pull_progress(stream: TextIO, as_json: bool) -> Callable[[PullEvent], None]:
+    """One line per blob fetched and per layer unpacked (or found already there)."""
+    def show(event: PullEvent) -> None:
+        if as_json:
+            stream.write(json.dumps({"event": event.kind, "image": event.image, "digest": event.digest,
+                                     "status": "exists" if event.done_before else "done"}) + "\n")
+        else:
+            what = "blob" if event.kind == "blob" else "layer"
+            state = ("already here" if event.done_before else "fetched") if event.kind == "blob" else (
+                "already unpacked" if event.done_before else "unpacked")
+            stream.write(f"{event.image}: {what} {event.digest[:19]} {state}\n")
+        stream.flush()
+    return show
+
+
+def cmd_image(args: argparse.Namespace, settings: Settings) -> int:
+    as_json = args.output == "json"
+    if args.image_verb == "pull":
+        image = images.pull(args.reference, settings, _pull_progress(sys.stdout, as_json))
+        if as_json:  # JSON lines, as the events before it
+            print(json.dumps({"event": "pulled", "image": image.reference, "digest": image.digest}))
+        else:
+            print(f"{image.reference}: pulled {image.digest}")
+    elif args.image_verb == "ls":
+        rows = images.listing(settings)
+        if as_json:
+            _print_json([{"image": r.image.reference, "digest": r.image.digest, "size": r.image.size,
+                          "layers": len(r.image.layers), "used_by": list(r.used_by)} for r in rows])
+        else:
+            render.emit(render.format_images(rows))
+    else:
+        if args.image_verb == "rm":
+            removed = images.remove(args.reference, settings)
+        else:
+            store = Store.open_readonly(settings.state_dir)
+            try:
+                applied = [Stack.model_validate(r.spec) for r in store.stacks()]
+            finally:
+                store.close()
+            removed = images.prune(settings, applied)
+        if as_json:
+            _print_json({"removed": [{"image": i.reference, "digest": i.digest} for i in removed]})
+        else:
+            print("\n".join(f"removed {i.reference} ({i.digest})" for i in removed) or "nothing to remove")
+    return EXIT_OK
+
+
 def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
     found = containers.find(settings, args.name)
     out = sys.stdout.buffer
@@ -197,7 +265,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "validate": cmd_validate, "diff": cmd_diff, "apply": cmd_apply, "down": cmd_down,
     "status": cmd_status, "schema": cmd_schema, "logs": cmd_logs, "exec": cmd_exec,
-    "watch": cmd_watch,
+    "watch": cmd_watch, "image": cmd_image,
 }
 
 
@@ -223,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _report_errors([str(e) for e in exc.errors], as_json, "invalid spec")
     except ApplyErrors as exc:
         _report_errors([f"error: {e}" for e in exc.errors], as_json, "apply failed")
-    except (NotConverged, containers.UnknownContainer, StartError) as exc:
+    except (NotConverged, containers.UnknownContainer, StartError, ImageError) as exc:
         _report_errors([f"error: {exc}"], as_json, "failed")
     except KeyboardInterrupt:
         return 130

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from specs import capabilities
 from specs.errors import Loc, quoted
+from specs.images import ReferenceError, parse_reference
 from specs.names import IFNAME_PATTERN, NAME_PATTERN
 from specs.units import format_cpu_list, parse_bytes, parse_cpu_list
 
@@ -147,6 +148,15 @@ def check_user(value: str) -> str:
     return value
 
 
+def check_image(value: str) -> str:
+    """An image reference as Docker reads it (specs.images); kept as written, for the plan."""
+    try:
+        parse_reference(value)
+    except ReferenceError as exc:
+        raise ValueError(f"invalid image reference {quoted(value)}: {exc}") from None
+    return value
+
+
 def check_capability(value: str) -> str:
     """A capability name as Docker and Compose take it (`NET_ADMIN`, `CAP_NET_ADMIN`, `ALL`),
     stored in the one spelling the plan and the runtime use."""
@@ -265,7 +275,7 @@ def to_argv(value: object) -> object:
 
 
 def check_program(argv: list[str]) -> list[str]:
-    if not argv[0]:
+    if argv and not argv[0]:
         raise SubfieldError((0,), "the program to run must not be empty")
     return argv
 

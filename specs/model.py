@@ -23,6 +23,7 @@ from specs.fields import (
     check_capability,
     check_env_name,
     check_hostname,
+    check_image,
     check_ifname,
     check_mount_target,
     check_no_nul,
@@ -144,9 +145,19 @@ class Volume(SpecModel):
 class Container(SpecModel):
     """A process in its own namespaces, attached to networks, limited by cgroups."""
 
+    image: Annotated[str, AfterValidator(check_image)] | None = Field(
+        None, description="image to run, as Docker names it (busybox:1.36, host:5000/team/app:v2, "
+                          "name@sha256:...), or a local source: oci:/DIR[:TAG], docker-archive:/FILE; "
+                          "its layers are the container's root (exclusive with rootfs)")
+    pull: Literal["missing", "always", "never"] = Field(
+        "missing", description="missing: pull the image when this host has no copy (then keep that "
+                               "digest); always: resolve the tag on every apply; never: only a local copy")
+    entrypoint: Annotated[list[Text], BeforeValidator(to_argv, json_schema_input_type=str | list[str])] | None = Field(
+        None, description="replaces the image's Entrypoint (and, as with Docker, its Cmd); [] clears it")
     command: Annotated[list[Text], BeforeValidator(to_argv, json_schema_input_type=str | list[str]),
-                       Field(min_length=1), AfterValidator(check_program)] = Field(
-        description="argv as a list, or a string split like a shell (never run by one)")
+                       AfterValidator(check_program)] = Field(
+        default_factory=list, description="argv as a list, or a string split like a shell (never run by "
+                                          "one), after the entrypoint; with an image, default: its Cmd")
     rootfs: HostPath | None = Field(
         None, description="root directory, never written to (a writable layer of the container's own "
                           "lies over it); default: the host's filesystem, with private /proc, /tmp and /run")
@@ -165,7 +176,8 @@ class Container(SpecModel):
         default_factory=list, description="no-new-privileges: setuid programs and file capabilities "
                                           "grant nothing")
     env: dict[EnvName, Text] = Field(default_factory=dict, description="environment (values are strings: quote numbers)")
-    workdir: ContainerPath = Field("/", description="absolute working directory inside the container")
+    workdir: ContainerPath | None = _derived("absolute working directory inside the container; default: the "
+                                      "image's, else /")
     hostname: Annotated[str, AfterValidator(check_hostname)] = _derived("default: the container key")
     user: Annotated[str, AfterValidator(check_user)] | None = Field(
         None, description="\"UID\", \"UID:GID\" or a user name; default: root")
@@ -191,6 +203,11 @@ class Container(SpecModel):
         update: dict[str, object] = {}
         if self.hostname is None:
             update["hostname"] = key
+        if self.image is None:  # an image's config fills these in (reconcile.engine.images)
+            if self.workdir is None:
+                update["workdir"] = "/"
+            if self.entrypoint:
+                update.update(entrypoint=None, command=[*self.entrypoint, *self.command])
         if "default_route" not in self.model_fields_set:
             routed = (name for name in self.networks if name in networks and not networks[name].internal)
             update["default_route"] = next(routed, None)

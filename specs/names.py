@@ -130,6 +130,7 @@ def runtime_cgroup_path(relpath: str) -> str:
 
 
 OVERLAY_SOURCE_PREFIX = "reconcile-v1:"
+DIGEST_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
 """The source of every container root we mount (overlayfs shows it in /proc/*/mountinfo):
 `reconcile-v1:<stack>/<container>`. No spaces: mountinfo would escape them."""
 
@@ -143,10 +144,17 @@ def parse_runtime_id(container_id: str) -> tuple[str, str] | None:
     return parse_netns_name(container_id)
 
 
-def overlay_source(stack: str, container: str) -> str:
-    return f"{OVERLAY_SOURCE_PREFIX}{stack}/{container}"
+def overlay_source(stack: str, container: str, image_digest: str | None = None) -> str:
+    """The mark of a container root; a root made of an image's layers carries the image's
+    digest too, so the image a container runs is read back from the kernel."""
+    return f"{OVERLAY_SOURCE_PREFIX}{stack}/{container}" + (f"@{image_digest}" if image_digest else "")
 
 
-def parse_overlay_source(source: str) -> tuple[str, str] | None:
-    """(stack, container) of one of our container roots, or None for a foreign mount."""
-    return _parse_pair(source, OVERLAY_SOURCE_PREFIX, "/")
+def parse_overlay_source(source: str) -> tuple[tuple[str, str], str | None] | None:
+    """((stack, container), image digest or None) of one of our container roots, or None for a
+    foreign mount."""
+    pair, _, digest = source.partition("@")
+    owner = _parse_pair(pair, OVERLAY_SOURCE_PREFIX, "/")
+    if owner is None or (digest and not DIGEST_PATTERN.fullmatch(digest)):
+        return None
+    return owner, digest or None

@@ -124,6 +124,15 @@ def _check_container(stack: Stack, key: str, container: Container) -> Iterator[I
     yield from _check_published(stack, key, container)
     yield from _check_volumes(stack, key, container)
     yield from _check_dependencies(stack, key, container)
+    if container.image is not None and container.rootfs is not None:
+        yield Issue(stack.name, loc + ("rootfs",), "image and rootfs are exclusive: the image's layers "
+                                                   "are the container's root")
+    if container.image is None and not container.command:
+        if "command" in container.model_fields_set:
+            yield Issue(stack.name, loc + ("command",), "must not be empty")
+        else:
+            yield Issue(stack.name, loc, "missing required field 'command' (the program to run), or an image "
+                                         "whose command is run")
     if container.privileged and container.userns == "auto":
         yield Issue(stack.name, loc + ("userns",),
                     "userns: auto cannot be combined with privileged: true (a privileged container holds "

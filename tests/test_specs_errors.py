@@ -50,7 +50,7 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
         containers:
           web: {}
         """,
-     "stack.yaml:3:8: containers.web: missing required field 'command'"),
+     "stack.yaml:3:8: containers.web: missing required field 'command' (the program to run), or an image whose command is run"),
     ("stack-name-pattern", """\
         name: My_App
         """,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from typing import TextIO
 
 from controllers.change import Action, Change
+from reconcile.engine.images import ImageRow
 from reconcile.engine.plan import Plan
 
 _SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.RECREATE: "-/+", Action.DELETE: "-"}
@@ -139,3 +141,11 @@ def format_status(document: dict[str, object]) -> str:
                   f"  drift: {d['action']} {d['kind']} {d['key']} ({d['reason']})" for d in stack["drift"]]
         lines.append("")
     return "\n".join(lines).rstrip()
+
+
+def format_images(rows: Sequence[ImageRow]) -> str:
+    if not rows:
+        return "No images."
+    cells = [[r.image.reference, r.image.digest[:19], _bytes(r.image.size), str(len(r.image.layers)),
+              ", ".join(r.used_by) or "-"] for r in rows]
+    return "\n".join(_table(["IMAGE", "DIGEST", "SIZE", "LAYERS", "USED BY"], cells))

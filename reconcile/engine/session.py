@@ -25,6 +25,7 @@ from reconcile.engine.settings import Settings
 from specs.errors import SpecErrors
 from specs.loader import StackFile, locate_issues
 from specs.model import Stack
+from state.images import ImageStore
 from state.store import Store
 
 MAX_PASSES = 3
@@ -164,7 +165,7 @@ def open_session(settings: Settings, writable: bool) -> Iterator[Session]:
             cgroup = CgroupController(cgroups.detect(), settings.cgroup_parent)
             yield Session(settings, store, [
                 NetworkController(netlink), SandboxController(netlink), cgroup,
-                ContainerController(store, settings.state_dir, cgroup.ensure),
+                ContainerController(store, settings.state_dir, cgroup.ensure, ImageStore(settings.state_dir)),
                 FirewallController(netfilter.detect())])
     finally:
         store.close()

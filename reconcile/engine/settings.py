@@ -14,6 +14,9 @@ DEFAULT_CGROUP_PARENT = "reconcile"
 class Settings:
     state_dir: Path
     cgroup_parent: str
+    insecure_registries: frozenset[str] = frozenset()
+    """Registries (host[:port]) reached without verified TLS, as Docker's insecure-registries;
+    loopback registries always are."""
 
     @classmethod
     def resolve(cls, state_dir: str | None, cgroup_parent: str | None) -> Settings:
@@ -22,4 +25,6 @@ class Settings:
             state_dir=Path(state_dir or os.environ.get("RECONCILE_STATE_DIR") or DEFAULT_STATE_DIR),
             cgroup_parent=(cgroup_parent or os.environ.get("RECONCILE_CGROUP_PARENT")
                            or DEFAULT_CGROUP_PARENT),
+            insecure_registries=frozenset(
+                r.strip() for r in os.environ.get("RECONCILE_INSECURE_REGISTRIES", "").split(",") if r.strip()),
         )

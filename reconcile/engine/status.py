@@ -11,10 +11,12 @@ from controllers.container import ContainerObservation, Paths
 from controllers.network import NetworkObservation
 from controllers.sandbox import SandboxObservation
 from kernel import runtime
+from reconcile.engine import images
 from reconcile.engine.session import Session, Target
 from specs.errors import SpecErrors
 from specs import names as kernel_names
 from specs.model import PortMapping, Stack
+from state.images import ImageStore
 from state.store import WatchStatus
 
 
@@ -60,6 +62,7 @@ def _containers(session: Session, name: str, spec: Stack | None, observed: list[
     keys = list(spec.containers) if spec else []
     keys += sorted(k.split("/", 1)[1] for k in found if k.split("/", 1)[0] == name and k.split("/", 1)[1] not in keys)
     rows: list[dict[str, object]] = []
+    store = ImageStore(session.settings.state_dir)
     for key in keys:
         live = found.get(f"{name}/{key}")
         sandbox = sandboxes.get(f"{name}/{key}")
@@ -73,11 +76,20 @@ def _containers(session: Session, name: str, spec: Stack | None, observed: list[
             "ips": {net: str(ep.state.addresses[0].ip) for net, ep in sandbox.endpoints.items()
                     if ep.state and ep.state.addresses} if sandbox else {},
             "ports": [_port(p) for p in spec.containers[key].ports] if spec and key in spec.containers else [],
+            "image": spec.containers[key].image if spec and key in spec.containers else None,
+            "image_digest": live.image_digest if live else None,
+            "exposed_ports": _exposed_ports(store, live.image_digest if live else None),
             "restarts": live.record.restarts if live and live.record else 0,
             "exit_code": runtime.exit_code(log) if state == "exited" else None,
             "resources": _resources(session, f"{name}/{key}", cgroups),
         })
     return rows
+
+
+def _exposed_ports(store: ImageStore, digest: str | None) -> list[str]:
+    """The ports the image of a running container says it listens on (published or not)."""
+    image = store.by_digest(digest) if digest else None
+    return list(image.config.exposed_ports) if image else []
 
 
 def _resources(session: Session, key: str, cgroups: CgroupObservation) -> dict[str, object] | None:
@@ -127,7 +139,9 @@ def _drift(session: Session, observed: list[object], spec: StackSpec | None) -> 
         return "Unknown", []
     name = spec.stack.name
     try:
-        desired = session.desired(Target({name: spec.stack}, frozenset({name})), observed)
+        target = images.resolve(Target({name: spec.stack}, frozenset({name})), session.settings,
+                                images.Pulling(allowed=False, ask_registry=False))
+        desired = session.desired(target, observed)
     except SpecErrors as exc:
         return "Error", [str(e) for e in exc.errors]
     diffs = [c.diff(desired, o) for c, o in zip(session.controllers, observed)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from reconcile.engine import images
 from reconcile.engine.plan import Plan
 from reconcile.engine.session import Session, Target, open_session
 from reconcile.engine.settings import Settings
@@ -13,19 +14,23 @@ from state.lock import exclusive
 
 
 def diff(path: Path, settings: Settings) -> Plan:
-    """The plan against the live kernel; reads only (the store is not even created)."""
-    target = Target.of_files(load_path(path))
+    """The plan against the live kernel; reads only (the store is not even created, no image
+    is pulled: one not on this host is planned as such)."""
+    target = images.resolve(Target.of_files(load_path(path)), settings, images.Pulling(allowed=False))
     with open_session(settings, writable=False) as session:
         return session.plan(target)[0]
 
 
-def apply(path: Path, settings: Settings) -> Plan:
-    target = Target.of_files(load_path(path))  # the whole input is validated before any kernel call
-    with exclusive(settings.state_dir), open_session(settings, writable=True) as session:
-        plan = session.converge(target)
-        for f in target.files:
-            session.store.record_stack(f.stack.name, str(f.path), f.stack.model_dump(mode="json"))
-        return plan
+def apply(path: Path, settings: Settings, pulling: images.Pulling = images.Pulling(allowed=True)) -> Plan:
+    """Converge; images are pulled (or their pins kept) before anything else is touched."""
+    files = load_path(path)  # the whole input is validated before any kernel call
+    with exclusive(settings.state_dir):
+        target = images.resolve(Target.of_files(files), settings, pulling)
+        with open_session(settings, writable=True) as session:
+            plan = session.converge(target)
+            for f in target.files:
+                session.store.record_stack(f.stack.name, str(f.path), f.stack.model_dump(mode="json"))
+            return plan
 
 
 def stacks_in(path: Path) -> list[str]:

@@ -29,6 +29,7 @@ from kernel.memory import release_free_memory
 from kernel.events import Event, KernelEvents
 from kernel.rtnl_wire import DumpInterrupted
 from reconcile.engine.plan import Plan
+from reconcile.engine import images
 from reconcile.engine.session import Target, open_session
 from reconcile.engine.settings import Settings
 from reconcile.watch.actionlog import ActionLog
@@ -235,12 +236,14 @@ class Agent:
 
         def attempt() -> Plan:
             held.clear()
-            return session.converge(target, select)
+            return session.converge(resolved, select)
 
         retrying = Retrying(retry=retry_if_exception(_transient), stop=stop_after_attempt(3),
                             wait=wait_exponential(multiplier=0.02, max=0.2), reraise=True)
         with exclusive(self.settings.state_dir, self._waiting_for_lock), \
                 open_session(self.settings, writable=True) as session:
+            # A missing image is pulled here, in the reconcile that needs it (see README).
+            resolved = images.resolve(target, self.settings, images.Pulling(allowed=True))
             done = retrying(attempt)
             # The events of our own writes, and any drift older than the final observation
             # (which found nothing left to do), need no second pass.

@@ -1,0 +1,288 @@
+"""The image store: images pulled by skopeo into one OCI image layout, and their layers
+unpacked once each, keyed by diff_id, shared by every image that has them.
+
+    <state-dir>/images/oci/          OCI image layout (index.json, blobs/sha256/...): skopeo's
+    <state-dir>/images/layers/<hex>  one directory per diff_id: an overlayfs lower, never written
+
+An image is an entry of the layout's index.json carrying our annotations: the reference as
+the user wrote it, normalised (`io.reconcile.reference`), and the digest of its manifest as the
+source holds it (`io.reconcile.digest`: what the plan shows and a reference can pin). A pull
+copies under a pending name, unpacks every layer (each verified against its diff_id, written
+to a temporary directory and renamed into place), and only then names the entry: a failed or
+interrupted pull leaves no image and no partial layer, and never touches a running
+container's layers. The layout is the truth: losing the state store loses nothing here.
+Callers serialize writes (the state dir's lock).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kernel import skopeo
+from kernel.layers import LAYER_MEDIA_TYPES, LayerError, layer_path, remove_temporaries, unpack_layer
+from specs.images import ImageReference, parse_reference
+
+IMAGES_DIR = "images"
+LAYOUT_DIR = "oci"
+LAYERS_DIR = "layers"
+REFERENCE_KEY = "io.reconcile.reference"
+DIGEST_KEY = "io.reconcile.digest"
+REF_NAME_KEY = "org.opencontainers.image.ref.name"
+PENDING_PREFIX = "reconcile-pending-"
+LOCAL_PREFIX = "local/"
+
+
+class ImageError(Exception):
+    """An image that cannot be pulled, found or removed; the message names it."""
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """What the image says about running it (the config's `config` object)."""
+
+    entrypoint: tuple[str, ...] | None
+    cmd: tuple[str, ...] | None
+    env: tuple[str, ...]
+    workdir: str | None
+    user: str | None
+    exposed_ports: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Layer:
+    digest: str
+    media_type: str
+    size: int
+    diff_id: str
+
+
+@dataclass(frozen=True)
+class Image:
+    reference: str
+    """Normalised, as written (`docker.io/library/busybox:1.36`, `oci:/srv/app:v1`)."""
+    digest: str
+    """The manifest's digest at its source (for this platform)."""
+    stored_digest: str
+    """The manifest's digest in our layout (differs where skopeo converted the manifest)."""
+    config: ImageConfig
+    layers: tuple[Layer, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(layer.size for layer in self.layers)
+
+
+@dataclass(frozen=True)
+class PullEvent:
+    """One step of a pull: a blob fetched (or found), a layer unpacked (or found)."""
+
+    image: str
+    kind: str  # "blob" | "layer"
+    digest: str
+    done_before: bool
+
+
+class ImageStore:
+    def __init__(self, state_dir: Path):
+        self.root = state_dir / IMAGES_DIR
+        self.layout = self.root / LAYOUT_DIR
+        self.layers = self.root / LAYERS_DIR
+
+    # --- reading -------------------------------------------------------------------------
+
+    def images(self) -> list[Image]:
+        """Every image the store holds (pulls under way or abandoned are not images)."""
+        found = []
+        for entry in self._index().get("manifests", []):
+            annotations = entry.get("annotations") or {}
+            if REFERENCE_KEY in annotations:
+                found.append(self._image(annotations[REFERENCE_KEY], annotations.get(DIGEST_KEY, entry["digest"]),
+                                         entry["digest"]))
+        return found
+
+    def find(self, ref: ImageReference) -> Image | None:
+        """The local image `ref` names: by its digest when it has one, else by reference."""
+        for image in self.images():
+            if ref.digest is not None:
+                if image.digest == ref.digest and parse_reference(image.reference).name == ref.name:
+                    return image
+            elif image.reference == str(ref):
+                return image
+        return None
+
+    def by_digest(self, digest: str) -> Image | None:
+        return next((image for image in self.images() if image.digest == digest), None)
+
+    def lower_dirs(self, image: Image) -> list[Path]:
+        """The image's unpacked layers as overlayfs lowers: the top layer first."""
+        return [layer_path(self.layers, layer.diff_id) for layer in reversed(image.layers)]
+
+    def _index(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads((self.layout / "index.json").read_text()))
+        except FileNotFoundError:
+            return {"schemaVersion": 2, "manifests": []}
+
+    def _blob(self, digest: str) -> Path:
+        algorithm, _, hexdigest = digest.partition(":")
+        return self.layout / "blobs" / algorithm / hexdigest
+
+    def _json_blob(self, digest: str) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self._blob(digest).read_text()))
+        except (OSError, ValueError) as exc:
+            raise ImageError(f"the image store's blob {digest} is missing or damaged: {exc}") from None
+
+    def _image(self, reference: str, digest: str, stored_digest: str) -> Image:
+        manifest = self._json_blob(stored_digest)
+        config = self._json_blob(manifest["config"]["digest"])
+        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+        blobs = manifest.get("layers", [])
+        if len(diff_ids) != len(blobs):
+            raise ImageError(f"{reference}: its config lists {len(diff_ids)} layers, its manifest {len(blobs)}")
+        layers = tuple(Layer(b["digest"], b["mediaType"], int(b.get("size", 0)), d) for b, d in zip(blobs, diff_ids))
+        return Image(reference, digest, stored_digest, _config(config.get("config") or {}), layers)
+
+    # --- pulling -------------------------------------------------------------------------
+
+    def pull(self, ref: ImageReference, tls_verify: bool, progress: Callable[[PullEvent], None]) -> Image:
+        """Fetch `ref` (a tag is resolved again) and unpack its layers; returns the image."""
+        self.layout.parent.mkdir(parents=True, exist_ok=True)
+        self.layers.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(self.layers)
+        name = str(ref)
+        try:
+            digest, source = self._source(ref, tls_verify)
+            pending = f"{PENDING_PREFIX}{os.getpid()}-{time.monotonic_ns()}"
+            stored = skopeo.copy(source, self.layout, pending, tls_verify,
+                                 lambda blob, had: progress(PullEvent(name, "blob", blob, had)))
+        except skopeo.SkopeoError as exc:
+            raise ImageError(f"pull {name}: {exc}") from None
+        try:
+            image = self._image(name, digest or stored, stored)
+            for layer in image.layers:
+                if layer.media_type not in LAYER_MEDIA_TYPES:
+                    raise ImageError(f"pull {name}: layer {layer.digest} has media type {layer.media_type}, "
+                                     "which is not an image layer reconcile can unpack")
+                had = layer_path(self.layers, layer.diff_id).is_dir()
+                unpack_layer(self._blob(layer.digest), layer.media_type, layer.diff_id, self.layers)
+                progress(PullEvent(name, "layer", layer.diff_id, had))
+        except (LayerError, ImageError, OSError) as exc:
+            self._edit_index(lambda entries: [e for e in entries if _ref_name(e) != pending])
+            message = str(exc) if isinstance(exc, ImageError) else f"pull {name}: {exc}"
+            raise ImageError(message) from None
+        self._name(pending, image)
+        return image
+
+    def _source(self, ref: ImageReference, tls_verify: bool) -> tuple[str | None, str]:
+        """(the source's digest when known before copying, the skopeo source). A tag is
+        resolved to a digest first and that digest copied: a tag moved meanwhile cannot mix
+        the two versions."""
+        if ref.is_local:
+            return None, str(ref)
+        digest = ref.digest or skopeo.source_digest(f"docker://{ref}", tls_verify)
+        return digest, f"docker://{ref.name}@{digest}"
+
+    def remote_digest(self, ref: ImageReference, tls_verify: bool) -> str:
+        """What pulling `ref` now would pin, without pulling (a local source: None means read it)."""
+        try:
+            return ref.digest or skopeo.source_digest(f"docker://{ref}", tls_verify)
+        except skopeo.SkopeoError as exc:
+            raise ImageError(f"resolve {ref}: {exc}") from None
+
+    def _name(self, pending: str, image: Image) -> None:
+        """Give the pulled entry its reference, taking it from the image it named before."""
+        ref_name = _ref_name_for(image.reference)
+
+        def rename(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            kept = [e for e in entries if (e.get("annotations") or {}).get(REFERENCE_KEY) != image.reference
+                    and _ref_name(e) != ref_name]
+            for entry in kept:
+                if _ref_name(entry) == pending:
+                    entry["annotations"] = {REF_NAME_KEY: ref_name, REFERENCE_KEY: image.reference,
+                                            DIGEST_KEY: image.digest}
+            return kept
+        self._edit_index(rename)
+
+    def _edit_index(self, edit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:
+        index = self._index()
+        index["manifests"] = edit(list(index.get("manifests", [])))
+        temporary = self.layout / f".index.json.{os.getpid()}"
+        temporary.write_text(json.dumps(index))
+        os.replace(temporary, self.layout / "index.json")
+
+    # --- removing ------------------------------------------------------------------------
+
+    def remove(self, images: Iterable[Image], in_use: Mapping[str, str]) -> None:
+        """Forget these images and delete what no other image holds. `in_use`: digest -> the
+        container running it; such an image is refused."""
+        doomed = list(images)
+        busy = [f"{i.reference} (used by {in_use[i.digest]})" for i in doomed if i.digest in in_use]
+        if busy:
+            raise ImageError("cannot remove an image a container runs: " + ", ".join(busy))
+        references = {i.reference for i in doomed}
+        self._edit_index(lambda entries: [e for e in entries
+                                          if (e.get("annotations") or {}).get(REFERENCE_KEY) not in references])
+        self.collect_garbage()
+
+    def collect_garbage(self) -> None:
+        """Delete abandoned pulls, and blobs and layers no image holds."""
+        self._edit_index(lambda entries: [e for e in entries if not _ref_name(e).startswith(PENDING_PREFIX)])
+        kept = self.images()
+        blobs = {i.stored_digest for i in kept}
+        diff_ids = {layer.diff_id for i in kept for layer in i.layers}
+        for image in kept:
+            blobs.add(self._json_blob(image.stored_digest)["config"]["digest"])
+            blobs.update(layer.digest for layer in image.layers)
+        blob_dir = self.layout / "blobs" / "sha256"
+        for blob in _entries(blob_dir):
+            if f"sha256:{blob.name}" not in blobs:
+                blob.unlink(missing_ok=True)
+        remove_temporaries(self.layers)
+        wanted = {layer_path(self.layers, d).name for d in diff_ids}
+        for layer_dir in _entries(self.layers):
+            if layer_dir.name not in wanted:
+                _remove_layer(layer_dir)
+
+
+def _remove_layer(path: Path) -> None:
+    """Rename first (a half-deleted layer is never found under its name), then delete."""
+    trash = path.with_name(f".tmp-removed-{path.name}-{os.getpid()}")
+    os.rename(path, trash)
+    shutil.rmtree(trash)
+
+
+def _entries(directory: Path) -> list[Path]:
+    try:
+        return list(directory.iterdir())
+    except FileNotFoundError:
+        return []
+
+
+def _ref_name(entry: Mapping[str, Any]) -> str:
+    return str((entry.get("annotations") or {}).get(REF_NAME_KEY, ""))
+
+
+def _ref_name_for(reference: str) -> str:
+    """The layout's name of an image: the reference itself for a registry image (skopeo users
+    can copy it out by it); a local source's path may hold characters a name cannot."""
+    if reference.startswith(("oci:", "docker-archive:")):
+        return LOCAL_PREFIX + hashlib.sha256(reference.encode()).hexdigest()[:32]
+    return reference
+
+
+def _config(config: Mapping[str, Any]) -> ImageConfig:
+    def argv(value: object) -> tuple[str, ...] | None:
+        return tuple(str(v) for v in value) if isinstance(value, list) else None
+    return ImageConfig(entrypoint=argv(config.get("Entrypoint")), cmd=argv(config.get("Cmd")),
+                       env=tuple(str(v) for v in config.get("Env") or ()),
+                       workdir=config.get("WorkingDir") or None, user=config.get("User") or None,
+                       exposed_ports=tuple(sorted(config.get("ExposedPorts") or {})))

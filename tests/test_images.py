@@ -1,0 +1,280 @@
+"""Images end to end, as a user runs them: a real registry on loopback inside the sandbox,
+images built offline from busybox-static and pushed with skopeo, the CLI pulling them into its
+layer store and running containers on their layers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests import registry as registry_fixtures
+from tests.image_builder import BuiltImage, Layer, build, build_index, docker_archive, push
+from tests.registry import Registry, StallingProxy
+from tests.sandbox import Sandbox
+
+registry = registry_fixtures.registry
+"""The `registry` fixture, bound by assignment (pyflakes flags an imported fixture as unused)."""
+
+STACK = """\
+name: img
+networks:
+  net: {{subnet: 10.91.0.0/24}}
+containers:
+{containers}"""
+
+
+def stack(sandbox: Sandbox, **containers: str) -> str:
+    """A stack file of containers given as flow mappings (`a="{image: ...}"`); its path."""
+    body = "".join(f"  {key}: {spec}\n" for key, spec in containers.items())
+    return str(sandbox.write("stack.yaml", STACK.format(containers=body)))
+
+
+def app_image(path: Path, greeting: str = "image", tag: str = "v1", **config: object) -> BuiltImage:
+    return build(path, [Layer.busybox(), Layer(files={"/srv/greeting": f"{greeting}\n"},
+                                               owners={"/srv/greeting": (1000, 1000)})],
+                 entrypoint=["/bin/sh", "-c"], cmd=["exec sleep 100000"],
+                 env={"PATH": "/bin", "GREETING": greeting, "FROM_IMAGE": "1"}, workdir="/srv", user="1000:1000",
+                 exposed_ports=[80, "53/udp"], tag=tag, **config)
+
+
+def apply(sandbox: Sandbox, path: str, *flags: str) -> str:
+    result = sandbox.reconcile("apply", *flags, path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def run_in(sandbox: Sandbox, name: str, script: str) -> str:
+    result = sandbox.reconcile("exec", name, "--", "sh", "-c", script)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.strip()
+
+
+def container(sandbox: Sandbox, name: str) -> dict:
+    return sandbox.containers()[name]
+
+
+def images(sandbox: Sandbox) -> list[dict]:
+    return json.loads(sandbox.reconcile("image", "ls", "-o", "json", check=True).stdout)
+
+
+def assert_nothing_started(sandbox: Sandbox) -> None:
+    assert sandbox.netns_names() == [] and sandbox.our_links() == []
+
+
+def test_an_image_runs_by_tag_with_its_config_as_docker_reads_it(sandbox: Sandbox, registry: Registry,
+                                                                   tmp_path: Path) -> None:
+    image = app_image(tmp_path / "layout")
+    digest = push(image, registry.address, "team/app:v1", sandbox)
+    path = stack(sandbox, a=f"{{image: {registry.address}/team/app:v1, networks: [net], env: {{GREETING: spec}}}}")
+
+    plan = apply(sandbox, path)
+    assert f"{registry.address}/team/app:v1@{digest}" in plan
+    # Entrypoint + Cmd, Env under the spec's, WorkingDir, User; the root is the image's layers.
+    assert run_in(sandbox, "img/a", "echo $GREETING $FROM_IMAGE $(pwd) $(id -u):$(id -g); cat greeting") == \
+        "spec 1 /srv 1000:1000\nimage"
+    assert run_in(sandbox, "img/a", "test -e /usr/bin || echo no-host-root") == "no-host-root"
+    assert run_in(sandbox, "img/a", "cat /proc/1/cmdline | tr '\\0' ' '").endswith("/bin/sh -c exec sleep 100000")
+    row = container(sandbox, "a")
+    assert (row["state"], row["image_digest"], sorted(row["exposed_ports"])) == ("running", digest, ["53/udp", "80/tcp"])
+    assert sandbox.reconcile("diff", path).returncode == 0
+    assert "no changes" in apply(sandbox, path).lower()
+    # The layers are the store's, shared and never written: the container writes to its own layer.
+    run_in(sandbox, "img/a", "echo changed > /srv/greeting")
+    layer_files = list((sandbox.state_dir / "images" / "layers").glob("*/srv/greeting"))
+    assert [p.read_text() for p in layer_files] == ["image\n"]
+    assert sandbox.reconcile("down", path).returncode == 0
+    registry.stop()
+    assert sandbox.processes() == []
+
+
+def test_a_moved_tag_is_kept_until_pulled_then_recreates_with_old_and_new_digests(
+        sandbox: Sandbox, registry: Registry, tmp_path: Path) -> None:
+    old = push(app_image(tmp_path / "one"), registry.address, "app:stable", sandbox)
+    path = stack(sandbox, a=f"{{image: {registry.address}/app:stable, networks: [net]}}")
+    apply(sandbox, path)
+    pid = container(sandbox, "a")["pid"]
+    new = push(app_image(tmp_path / "two", greeting="moved"), registry.address, "app:stable", sandbox)
+    assert new != old
+
+    # pull: missing keeps the digest this host has.
+    assert sandbox.reconcile("diff", path).returncode == 0
+    assert "no changes" in apply(sandbox, path).lower() and container(sandbox, "a")["pid"] == pid
+
+    # pull: always asks the registry: diff shows the recreate with both digests, touching nothing.
+    always = stack(sandbox, a=f"{{image: {registry.address}/app:stable, pull: always, networks: [net]}}")
+    shown = sandbox.reconcile("diff", always)
+    assert shown.returncode == 2 and old in shown.stdout and new in shown.stdout, shown.stdout
+    assert container(sandbox, "a")["pid"] == pid
+
+    apply(sandbox, path, "--pull")
+    assert container(sandbox, "a")["image_digest"] == new
+    assert run_in(sandbox, "img/a", "cat /srv/greeting") == "moved"
+
+
+def test_layers_are_shared_and_image_verbs_keep_what_runs(sandbox: Sandbox, registry: Registry,
+                                                          tmp_path: Path) -> None:
+    first = app_image(tmp_path / "layout", tag="one")
+    second = build(tmp_path / "layout", [Layer.busybox(), Layer(files={"/srv/other": "x\n"})],
+                   cmd=["sleep", "100000"], env={"PATH": "/bin"}, tag="two")
+    push(first, registry.address, "first:1", sandbox)
+    digest = push(second, registry.address, "second:1", sandbox)
+    assert first.diff_ids[0] == second.diff_ids[0]
+
+    pulled = sandbox.reconcile("image", "pull", f"{registry.address}/first:1", check=True).stdout
+    assert "unpacked" in pulled
+    by_digest = sandbox.reconcile("image", "pull", "-o", "json", f"{registry.address}/second@{digest}", check=True)
+    events = [json.loads(line) for line in by_digest.stdout.splitlines() if line.startswith("{")]
+    layers = [e for e in events if e.get("event") == "layer"]
+    assert [e["status"] for e in layers] == ["exists", "done"], events  # the base is unpacked once
+    assert len(list((sandbox.state_dir / "images" / "layers").iterdir())) == 3
+
+    path = stack(sandbox, a=f"{{image: {registry.address}/first:1, networks: [net]}}")
+    apply(sandbox, path)
+    rows = {row["image"]: row for row in images(sandbox)}
+    assert rows[f"{registry.address}/first:1"]["used_by"] == ["img/a"]
+    refused = sandbox.reconcile("image", "rm", f"{registry.address}/first:1")
+    assert refused.returncode == 1 and "img/a" in refused.stderr
+
+    removed = sandbox.reconcile("image", "prune", check=True).stdout
+    assert f"{registry.address}/second@{digest}" in removed and len(images(sandbox)) == 1
+    assert len(list((sandbox.state_dir / "images" / "layers").iterdir())) == 2
+    assert run_in(sandbox, "img/a", "cat /srv/greeting") == "image"
+
+    assert sandbox.reconcile("down", path).returncode == 0
+    sandbox.reconcile("image", "rm", f"{registry.address}/first:1", check=True)
+    assert images(sandbox) == [] and list((sandbox.state_dir / "images" / "layers").iterdir()) == []
+
+
+def test_whiteouts_and_opaque_directories_hide_lower_layers(sandbox: Sandbox, registry: Registry,
+                                                            tmp_path: Path) -> None:
+    image = build(tmp_path / "layout", [
+        Layer.busybox(),
+        Layer(files={"/etc/secret": "x", "/data/a": "a", "/data/b": "b", "/keep/k": "k"}),
+        Layer(whiteouts=["/etc/secret"], opaque=["/data"], files={"/data/c": "c"}),
+    ], cmd=["sleep", "100000"], env={"PATH": "/bin"})
+    push(image, registry.address, "layered:1", sandbox)
+    apply(sandbox, stack(sandbox, a=f"{{image: {registry.address}/layered:1, networks: [net]}}"))
+    assert run_in(sandbox, "img/a", "ls /data; ls /keep; test -e /etc/secret || echo gone") == "c\nk\ngone"
+
+
+def test_local_sources_run_offline(sandbox: Sandbox, tmp_path: Path) -> None:
+    image = app_image(tmp_path / "layout", greeting="offline")
+    archive = docker_archive(image.layout, "v1", tmp_path / "app.tar")
+    path = stack(sandbox, a=f"{{image: 'oci:{image.layout}:v1', networks: [net]}}",
+                 b=f"{{image: 'docker-archive:{archive}', networks: [net]}}")
+    apply(sandbox, path)
+    assert run_in(sandbox, "img/a", "cat greeting") == run_in(sandbox, "img/b", "cat greeting") == "offline"
+    assert "no changes" in apply(sandbox, path).lower()
+
+
+def test_a_multi_platform_image_runs_this_hosts_platform(sandbox: Sandbox, registry: Registry,
+                                                         tmp_path: Path) -> None:
+    layout = tmp_path / "layout"
+    amd64 = build(layout, [Layer.busybox(), Layer(files={"/arch": "amd64"})], cmd=["sleep", "100000"],
+                  env={"PATH": "/bin"}, tag=None)
+    arm64 = build(layout, [Layer(files={"/arch": "arm64"})], cmd=["false"], architecture="arm64", tag=None)
+    push(build_index(layout, {"linux/amd64": amd64, "linux/arm64": arm64}), registry.address, "multi:1", sandbox)
+    apply(sandbox, stack(sandbox, a=f"{{image: {registry.address}/multi:1, networks: [net]}}"))
+    assert container(sandbox, "a")["image_digest"] == amd64.manifest_digest
+    assert run_in(sandbox, "img/a", "cat /arch") == "amd64"
+
+
+def test_losing_the_state_store_restarts_nothing(sandbox: Sandbox, registry: Registry, tmp_path: Path) -> None:
+    push(app_image(tmp_path / "layout"), registry.address, "app:v1", sandbox)
+    path = stack(sandbox, a=f"{{image: {registry.address}/app:v1, networks: [net]}}")
+    apply(sandbox, path)
+    pid = container(sandbox, "a")["pid"]
+    (sandbox.state_dir / "state.db").unlink()
+    registry.stop()  # and the registry is gone too: the pin comes from the host
+    apply(sandbox, path)
+    assert container(sandbox, "a")["pid"] == pid
+    assert sandbox.reconcile("diff", path).returncode == 0
+
+
+def test_pull_failures_are_clear_errors_that_change_nothing(sandbox: Sandbox, registry: Registry,
+                                                            tmp_path: Path) -> None:
+    good = push(app_image(tmp_path / "good"), registry.address, "good:1", sandbox)
+    push(app_image(tmp_path / "bad", bad_diff_id=True), registry.address, "corrupt:1", sandbox)
+    running = stack(sandbox, a=f"{{image: {registry.address}/good:1, networks: [net]}}")
+    apply(sandbox, running)
+    pid = container(sandbox, "a")["pid"]
+    layers = sorted(p.name for p in (sandbox.state_dir / "images" / "layers").iterdir())
+
+    cases = {
+        "unknown": (f"{registry.address}/nothing:1", "nothing"),
+        "bad digest": (f"{registry.address}/good@sha256:{'0' * 64}", "manifest unknown"),
+        "corrupt layer": (f"{registry.address}/corrupt:1", "does not match its diff_id"),
+    }
+    for case, (reference, words) in cases.items():
+        path = stack(sandbox, a=f"{{image: {registry.address}/good:1, networks: [net]}}",
+                     b=f"{{image: '{reference}', networks: [net]}}")
+        result = sandbox.reconcile("apply", path)
+        assert result.returncode == 1, case
+        assert "stack.yaml:" in result.stderr and "containers.b.image" in result.stderr, (case, result.stderr)
+        assert words in result.stderr, (case, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert set(sandbox.containers()) == {"a"} and container(sandbox, "a")["pid"] == pid, case
+        assert sorted(p.name for p in (sandbox.state_dir / "images" / "layers").iterdir()) == layers, case
+        assert [row["digest"] for row in images(sandbox)] == [good], case
+
+    registry.stop()
+    down = stack(sandbox, a=f"{{image: {registry.address}/good:1, networks: [net]}}",
+                 b=f"{{image: {registry.address}/other:1, networks: [net]}}")
+    result = sandbox.reconcile("apply", down)
+    assert result.returncode == 1 and "containers.b.image" in result.stderr
+    assert container(sandbox, "a")["pid"] == pid
+    registry.restart()
+    push(app_image(tmp_path / "other"), registry.address, "other:1", sandbox)
+    apply(sandbox, down)
+    assert container(sandbox, "b")["state"] == "running" and container(sandbox, "a")["pid"] == pid
+
+
+def test_a_registry_cut_mid_pull_leaves_no_partial_layer(sandbox: Sandbox, registry: Registry,
+                                                         tmp_path: Path) -> None:
+    image = build(tmp_path / "layout", [Layer.busybox(), Layer.random(8 * 1024 * 1024)],
+                  cmd=["sleep", "100000"], env={"PATH": "/bin"})
+    push(image, registry.address, "big:1", sandbox)
+    with StallingProxy.start(sandbox, registry.address, cut_after=2 * 1024 * 1024) as proxy:
+        path = stack(sandbox, a=f"{{image: {proxy.address}/big:1, networks: [net]}}")
+        result = sandbox.reconcile("apply", path, timeout=120)
+    assert result.returncode == 1 and "containers.a.image" in result.stderr, result.stderr
+    assert_nothing_started(sandbox)
+    assert images(sandbox) == []
+    assert [p.name for p in (sandbox.state_dir / "images" / "layers").iterdir()
+            if not p.name.startswith(".")] in ([], [Path(image.diff_ids[0]).name.split(":")[1]])
+
+    apply(sandbox, stack(sandbox, a=f"{{image: {registry.address}/big:1, networks: [net]}}"))
+    assert container(sandbox, "a")["state"] == "running"
+
+
+def test_a_full_disk_fails_the_pull_cleanly(sandbox: Sandbox, registry: Registry, tmp_path: Path) -> None:
+    image = build(tmp_path / "layout", [Layer.busybox(), Layer.random(4 * 1024 * 1024)],
+                  cmd=["sleep", "100000"], env={"PATH": "/bin"})
+    push(image, registry.address, "big:1", sandbox)
+    store = sandbox.state_dir / "images"
+    store.mkdir(parents=True)
+    sandbox.run("mount", "-t", "tmpfs", "-o", "size=6m", "rc-test-full", str(store))
+    path = stack(sandbox, a=f"{{image: {registry.address}/big:1, networks: [net]}}")
+    result = sandbox.reconcile("apply", path)
+    assert result.returncode == 1 and "containers.a.image" in result.stderr, result.stderr
+    assert "space" in result.stderr.lower(), result.stderr
+    assert_nothing_started(sandbox)
+    assert sandbox.run("sh", "-c", f"ls {store}/layers | grep -v '^[.]' || true").stdout.strip() in (
+        "", image.diff_ids[0].split(":")[1])
+    sandbox.run("umount", str(store))
+    apply(sandbox, path)
+    assert container(sandbox, "a")["state"] == "running"
+
+
+def test_image_spec_errors_name_the_field(sandbox: Sandbox) -> None:
+    cases = {
+        "{image: 'Busybox:1', networks: [net]}": "containers.a.image: invalid image reference",
+        "{image: busybox, rootfs: /srv, networks: [net]}": "containers.a.rootfs: image and rootfs are exclusive",
+        "{networks: [net]}": "missing required field 'command'",
+        "{image: busybox, pull: sometimes, networks: [net]}": "containers.a.pull",
+    }
+    for spec, words in cases.items():
+        result = sandbox.reconcile("apply", stack(sandbox, a=spec))
+        assert result.returncode == 1 and words in result.stderr, (spec, result.stderr)
+        assert "stack.yaml:" in result.stderr
+    assert_nothing_started(sandbox)
