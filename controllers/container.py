@@ -223,10 +223,6 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
     for stack in (s for s in desired.stacks.values() if s.name in desired.scope):
         levels = _levels(stack)
         for key, container in stack.containers.items():
-            if container.image is not None and container.userns == "auto":
-                result.issues.append(Issue(stack.name, ("containers", key, "userns"),
-                                           "userns: auto is not supported with an image yet (its layers would "
-                                           "each need an idmapped mount): use userns: host"))
             if container.rootfs is not None and not container.rootfs.is_dir():
                 result.issues.append(Issue(stack.name, ("containers", key, "rootfs"),
                                            f"{container.rootfs} is not a directory on this host"))

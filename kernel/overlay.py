@@ -38,10 +38,12 @@ def _check(result: int, what: str) -> None:
 
 @dataclass(frozen=True)
 class Root:
-    """A container root of ours as mounted: where, and the image digest its mark carries."""
+    """A container root of ours as mounted: where, the image digest its mark carries, and its
+    lower directories (an image's layers stay while a root uses them, whatever the store says)."""
 
     path: Path
     image_digest: str | None
+    lowers: tuple[Path, ...] = ()
 
 
 def mounted() -> dict[tuple[str, str], Root]:
@@ -52,8 +54,17 @@ def mounted() -> dict[tuple[str, str], Root]:
         fstype, source = (tail.split(" ") + ["", ""])[:2]
         parsed = names.parse_overlay_source(unescape(source)) if fstype == "overlay" else None
         if parsed is not None:
-            found[parsed[0]] = Root(Path(unescape(fields.split(" ")[4])), parsed[1])
+            found[parsed[0]] = Root(Path(unescape(fields.split(" ")[4])), parsed[1], _lowers(tail))
     return found
+
+
+def _lowers(tail: str) -> tuple[Path, ...]:
+    """The lowerdir option of a mountinfo line's super options (after the source)."""
+    options = (tail.split(" ") + ["", "", ""])[2]
+    for option in options.split(","):
+        if option.startswith("lowerdir="):
+            return tuple(Path(unescape(part)) for part in option.removeprefix("lowerdir=").split(":") if part)
+    return ()
 
 
 def mount(stack: str, container: str, lowers: Sequence[Path], upper: Path, work: Path, target: Path,
@@ -66,7 +77,8 @@ def mount(stack: str, container: str, lowers: Sequence[Path], upper: Path, work:
         directory.mkdir(parents=True, exist_ok=True)
     options = f"lowerdir={':'.join(map(str, lowers))},upperdir={upper},workdir={work}"
     if len(options) >= os.sysconf("SC_PAGE_SIZE"):
-        raise OverlayError(f"overlay options for {stack}/{container} exceed one page: shorten the state dir path")
+        raise OverlayError(f"overlay options for {stack}/{container} ({len(lowers)} lower layers) exceed one page: "
+                           "an image of fewer layers, or a shorter state dir path")
     _check(_libc.mount(names.overlay_source(stack, container, image_digest).encode(), str(target).encode(),
                        b"overlay", 0, options.encode()), f"mount the root of {stack}/{container} on {target}")
 

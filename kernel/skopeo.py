@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 SKOPEO = ["skopeo"]
 """skopeo keeps a cache of which blobs registries hold in /var/lib/containers/cache (for root),
@@ -41,11 +42,13 @@ def host_architecture() -> str:
 def source_digest(source: str, tls_verify: bool) -> str:
     """The digest of the manifest `source` names for this host's platform, as the registry
     holds it (an index is resolved to its linux/<arch> entry), without pulling anything."""
-    raw = _run(["inspect", "--raw", f"--tls-verify={str(tls_verify).lower()}", source]).stdout
+    raw = _run(["inspect", "--raw", f"--tls-verify={str(tls_verify).lower()}", source])
     try:
         document = json.loads(raw)
     except ValueError:
         raise SkopeoError(f"{source}: the registry answered something that is not a manifest") from None
+    if not isinstance(document, dict):
+        raise SkopeoError(f"{source}: the registry answered something that is not a manifest")
     if document.get("mediaType") in INDEX_TYPES or "manifests" in document:
         return _platform_entry(source, document)
     return "sha256:" + hashlib.sha256(raw).hexdigest()
@@ -53,23 +56,27 @@ def source_digest(source: str, tls_verify: bool) -> str:
 
 def _platform_entry(source: str, index: dict) -> str:
     arch = host_architecture()
-    for entry in index.get("manifests", []):
-        found = entry.get("platform", {})
-        if found.get("os") == "linux" and found.get("architecture") == arch:
+    entries = index.get("manifests")
+    for entry in entries if isinstance(entries, list) else []:
+        found = entry.get("platform") if isinstance(entry, dict) else None
+        if isinstance(found, dict) and found.get("os") == "linux" and found.get("architecture") == arch \
+                and isinstance(entry.get("digest"), str):
             return str(entry["digest"])
     raise SkopeoError(f"{source}: no image for linux/{arch} in this multi-platform image")
 
 
-def copy(source: str, layout: Path, ref_name: str, tls_verify: bool, on_blob: Callable[[str, bool], None]) -> str:
+def copy(source: str, layout: Path, ref_name: str, tls_verify: bool, tmpdir: Path,
+         on_blob: Callable[[str, bool], None]) -> str:
     """Copy `source` into the OCI layout under `ref_name`; returns the digest of the manifest
-    as written there. `on_blob(digest, already_there)` is called as skopeo reports each blob."""
+    as written there. `on_blob(digest, already_there)` is called as skopeo reports each blob;
+    skopeo's temporary files go to `tmpdir`."""
     with tempfile.NamedTemporaryFile(prefix="digest-", dir=layout.parent) as digest_file:
-        argv = [*SKOPEO, "--tmpdir", str(layout.parent), "copy", "--digestfile", digest_file.name]
+        argv = [*SKOPEO, "--tmpdir", str(tmpdir), "copy", "--digestfile", digest_file.name]
         if source.startswith("docker://"):
             argv.append(f"--src-tls-verify={str(tls_verify).lower()}")
         argv += [source, f"oci:{layout}:{ref_name}"]
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace")
+        proc = _start(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                      text=True, errors="replace")
         assert proc.stdout is not None
         output: list[str] = []
         for line in proc.stdout:
@@ -82,11 +89,20 @@ def copy(source: str, layout: Path, ref_name: str, tls_verify: bool, on_blob: Ca
         return Path(digest_file.name).read_text().strip()
 
 
-def _run(args: list[str]) -> subprocess.CompletedProcess[bytes]:
-    proc = subprocess.run([*SKOPEO, *args], stdin=subprocess.DEVNULL, capture_output=True)
-    if proc.returncode != 0:
-        raise SkopeoError(_last_words(proc.stderr.decode(errors="replace")) or f"skopeo exited {proc.returncode}")
-    return proc
+def _start(argv: list[str], **options: Any) -> subprocess.Popen[Any]:
+    try:
+        return subprocess.Popen(argv, **options)
+    except FileNotFoundError:
+        raise SkopeoError("skopeo is not installed (Debian package skopeo; scripts/setup.sh installs it)") from None
+
+
+def _run(args: list[str]) -> bytes:
+    """skopeo's output; SkopeoError with its last words if it fails."""
+    with _start([*SKOPEO, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as started:
+        stdout, stderr = started.communicate()
+    if started.returncode != 0:
+        raise SkopeoError(_last_words(stderr.decode(errors="replace")) or f"skopeo exited {started.returncode}")
+    return bytes(stdout)
 
 
 def _last_words(stderr: str) -> str:

@@ -5,10 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(iproute2 iptables conntrack util-linux mount tini busybox-static procps crun libseccomp2 keyutils python3
-    skopeo docker-registry zstd)
+    skopeo docker-registry zstd umoci)
 # python3 and keyutils: the tests run Debian's python3 and keyctl inside containers (escape corpus).
 # skopeo pulls images; zstd unpacks zstd layers (Python has no zstd in its standard library);
 # docker-registry serves the tests' images on loopback (its own service is not wanted: below).
+# umoci builds the example's image offline: busybox-static in an OCI layout (below).
 # Moby's default seccomp profile, as Debian maintains it (security updates included). Its package
 # would pull in ~260 Go source packages, so only the profile is taken out of it.
 SECCOMP_PACKAGE=golang-github-docker-docker-dev
@@ -40,6 +41,31 @@ if [ ! -s "$SECCOMP_PROFILE" ]; then
         || { apt-get update -qq && apt-get download -qq "$SECCOMP_PACKAGE"; }; })
     dpkg-deb --fsys-tarfile "$workdir"/${SECCOMP_PACKAGE}_*.deb | tar -xO "$SECCOMP_MEMBER" > "$workdir/profile.json"
     install -D -m 0644 "$workdir/profile.json" "$SECCOMP_PROFILE"
+fi
+
+# The example stack's image, for hosts with no registry: an OCI layout of Debian's busybox-static.
+EXAMPLE_IMAGE=/usr/share/reconcile/images/busybox
+if [ ! -s "$EXAMPLE_IMAGE/index.json" ]; then
+    build=$(mktemp -d)
+    umoci init --layout "$build/layout"
+    umoci new --image "$build/layout:latest"
+    umoci unpack --image "$build/layout:latest" "$build/bundle" >/dev/null
+    rootfs="$build/bundle/rootfs"
+    mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp" "$rootfs/proc" "$rootfs/sys" "$rootfs/dev"
+    chmod 1777 "$rootfs/tmp"
+    cp /bin/busybox "$rootfs/bin/busybox"
+    for applet in $(/bin/busybox --list); do
+        [ "$applet" = busybox ] || ln -s busybox "$rootfs/bin/$applet"
+    done
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n' > "$rootfs/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' > "$rootfs/etc/group"
+    umoci repack --image "$build/layout:latest" "$build/bundle" >/dev/null
+    umoci config --image "$build/layout:latest" --config.env PATH=/bin --config.cmd sh >/dev/null
+    umoci gc --layout "$build/layout"
+    mkdir -p "$(dirname "$EXAMPLE_IMAGE")"
+    rm -rf "$EXAMPLE_IMAGE"  # a copy without its index.json is half of one
+    mv "$build/layout" "$EXAMPLE_IMAGE"
+    rm -rf "$build"
 fi
 
 if [ ! -x .venv/bin/python ]; then

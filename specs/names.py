@@ -130,9 +130,9 @@ def runtime_cgroup_path(relpath: str) -> str:
 
 
 OVERLAY_SOURCE_PREFIX = "reconcile-v1:"
-DIGEST_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
 """The source of every container root we mount (overlayfs shows it in /proc/*/mountinfo):
-`reconcile-v1:<stack>/<container>`. No spaces: mountinfo would escape them."""
+`reconcile-v1:<stack>/<container>[@<image digest>]`. No spaces: mountinfo would escape them."""
+DIGEST_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def runtime_id(stack: str, container: str) -> str:

@@ -80,15 +80,17 @@ class _Reader:
             raise _Unusual
         return event
 
-    def _value(self, event: Event, depth: int) -> object:
+    def _value(self, event: Event, depth: int, in_flow_sequence: bool = False) -> object:
         if isinstance(event, AliasEvent) or getattr(event, "anchor", None) is not None:
             raise _Unusual
         if isinstance(event, ScalarEvent):
             return _scalar(event)
         if depth > self._max_depth or not isinstance(event, CollectionStartEvent) or event.tag is not None:
             raise _Unusual
+        if in_flow_sequence and isinstance(event, MappingStartEvent):
+            raise _Unusual  # `["a":b]`: libyaml reads a pair where ruamel finds a syntax error
         if isinstance(event, SequenceStartEvent):
-            return self._sequence(depth)
+            return self._sequence(depth, bool(event.flow_style))
         if isinstance(event, MappingStartEvent):
             return self._mapping(depth)
         raise _Unusual
@@ -97,8 +99,8 @@ class _Reader:
         while not isinstance(event := self._next(), CollectionEndEvent):
             yield event
 
-    def _sequence(self, depth: int) -> list[object]:
-        return [self._value(event, depth + 1) for event in self._until_end()]
+    def _sequence(self, depth: int, flow: bool) -> list[object]:
+        return [self._value(event, depth + 1, flow) for event in self._until_end()]
 
     def _mapping(self, depth: int) -> dict[object, object]:
         result: dict[object, object] = {}

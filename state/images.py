@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -27,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from kernel import skopeo
-from kernel.layers import LAYER_MEDIA_TYPES, LayerError, layer_path, remove_temporaries, unpack_layer
-from specs.images import ImageReference, parse_reference
+from kernel.layers import LAYER_MEDIA_TYPES, layer_path, remove_temporaries, unpack_layer
+from specs.images import ImageReference, ReferenceError, parse_reference
+from specs.names import DIGEST_PATTERN
 
 IMAGES_DIR = "images"
 LAYOUT_DIR = "oci"
@@ -38,6 +41,10 @@ DIGEST_KEY = "io.reconcile.digest"
 REF_NAME_KEY = "org.opencontainers.image.ref.name"
 PENDING_PREFIX = "reconcile-pending-"
 LOCAL_PREFIX = "local/"
+TMP_DIR = "tmp"  # skopeo's temporary files: emptied by garbage collection
+INDEX_TEMPORARY = ".index.json."
+_OCI_REF_NAME = re.compile(r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*(?:/[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*)*")
+"""The OCI image layout's grammar of a ref name (a reference with other characters is hashed)."""
 
 
 class ImageError(Exception):
@@ -99,20 +106,28 @@ class ImageStore:
     # --- reading -------------------------------------------------------------------------
 
     def images(self) -> list[Image]:
-        """Every image the store holds (pulls under way or abandoned are not images)."""
-        found = []
+        """Every image the store holds (pulls under way or abandoned, and entries whose
+        blobs are damaged, are not images: garbage collection drops them)."""
+        return [image for _, image in self._entries() if image is not None]
+
+    def _entries(self) -> list[tuple[dict[str, Any], Image | None]]:
+        found: list[tuple[dict[str, Any], Image | None]] = []
         for entry in self._index().get("manifests", []):
-            annotations = entry.get("annotations") or {}
-            if REFERENCE_KEY in annotations:
-                found.append(self._image(annotations[REFERENCE_KEY], annotations.get(DIGEST_KEY, entry["digest"]),
-                                         entry["digest"]))
+            annotations = entry.get("annotations") or {} if isinstance(entry, dict) else {}
+            if REFERENCE_KEY not in annotations:
+                continue
+            try:
+                found.append((entry, self._image(str(annotations[REFERENCE_KEY]),
+                                                 str(annotations.get(DIGEST_KEY, entry["digest"])), str(entry["digest"]))))
+            except (ImageError, KeyError, TypeError, ValueError):
+                found.append((entry, None))
         return found
 
     def find(self, ref: ImageReference) -> Image | None:
         """The local image `ref` names: by its digest when it has one, else by reference."""
         for image in self.images():
             if ref.digest is not None:
-                if image.digest == ref.digest and parse_reference(image.reference).name == ref.name:
+                if image.digest == ref.digest and _name_of(image.reference) == ref.name:
                     return image
             elif image.reference == str(ref):
                 return image
@@ -127,11 +142,18 @@ class ImageStore:
 
     def _index(self) -> dict[str, Any]:
         try:
-            return dict(json.loads((self.layout / "index.json").read_text()))
+            index = json.loads((self.layout / "index.json").read_text())
         except FileNotFoundError:
             return {"schemaVersion": 2, "manifests": []}
+        except (OSError, ValueError) as exc:
+            raise ImageError(f"the image store's index ({self.layout / 'index.json'}) is damaged: {exc}") from None
+        if not isinstance(index, dict) or not isinstance(index.get("manifests", []), list):
+            raise ImageError(f"the image store's index ({self.layout / 'index.json'}) is not an OCI index")
+        return index
 
     def _blob(self, digest: str) -> Path:
+        if not DIGEST_PATTERN.fullmatch(digest):  # never a path out of the layout
+            raise ImageError(f"the image store names a blob {digest!r}, which is not a sha256 digest")
         algorithm, _, hexdigest = digest.partition(":")
         return self.layout / "blobs" / algorithm / hexdigest
 
@@ -143,26 +165,25 @@ class ImageStore:
 
     def _image(self, reference: str, digest: str, stored_digest: str) -> Image:
         manifest = self._json_blob(stored_digest)
-        config = self._json_blob(manifest["config"]["digest"])
-        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+        config = self._json_blob(str(manifest["config"]["digest"]))
+        diff_ids = [str(d) for d in config.get("rootfs", {}).get("diff_ids", [])]
         blobs = manifest.get("layers", [])
         if len(diff_ids) != len(blobs):
             raise ImageError(f"{reference}: its config lists {len(diff_ids)} layers, its manifest {len(blobs)}")
-        layers = tuple(Layer(b["digest"], b["mediaType"], int(b.get("size", 0)), d) for b, d in zip(blobs, diff_ids))
+        layers = tuple(Layer(str(b["digest"]), str(b["mediaType"]), int(b.get("size", 0)), d) for b, d in zip(blobs, diff_ids))
         return Image(reference, digest, stored_digest, _config(config.get("config") or {}), layers)
 
     # --- pulling -------------------------------------------------------------------------
 
     def pull(self, ref: ImageReference, tls_verify: bool, progress: Callable[[PullEvent], None]) -> Image:
         """Fetch `ref` (a tag is resolved again) and unpack its layers; returns the image."""
-        self.layout.parent.mkdir(parents=True, exist_ok=True)
-        self.layers.mkdir(parents=True, exist_ok=True)
+        self._make_dirs()
         remove_temporaries(self.layers)
         name = str(ref)
         try:
             digest, source = self._source(ref, tls_verify)
             pending = f"{PENDING_PREFIX}{os.getpid()}-{time.monotonic_ns()}"
-            stored = skopeo.copy(source, self.layout, pending, tls_verify,
+            stored = skopeo.copy(source, self.layout, pending, tls_verify, self.root / TMP_DIR,
                                  lambda blob, had: progress(PullEvent(name, "blob", blob, had)))
         except skopeo.SkopeoError as exc:
             raise ImageError(f"pull {name}: {exc}") from None
@@ -175,12 +196,19 @@ class ImageStore:
                 had = layer_path(self.layers, layer.diff_id).is_dir()
                 unpack_layer(self._blob(layer.digest), layer.media_type, layer.diff_id, self.layers)
                 progress(PullEvent(name, "layer", layer.diff_id, had))
-        except (LayerError, ImageError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the image holds: its pull fails, nothing is left
             self._edit_index(lambda entries: [e for e in entries if _ref_name(e) != pending])
             message = str(exc) if isinstance(exc, ImageError) else f"pull {name}: {exc}"
             raise ImageError(message) from None
         self._name(pending, image)
         return image
+
+    def _make_dirs(self) -> None:
+        """The store is private (0700) whatever the state dir's mode: its layers hold setuid
+        programs and device nodes of whatever image was pulled."""
+        for directory in (self.root, self.layout.parent, self.layers, self.root / TMP_DIR):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
 
     def _source(self, ref: ImageReference, tls_verify: bool) -> tuple[str | None, str]:
         """(the source's digest when known before copying, the skopeo source). A tag is
@@ -199,29 +227,37 @@ class ImageStore:
             raise ImageError(f"resolve {ref}: {exc}") from None
 
     def _name(self, pending: str, image: Image) -> None:
-        """Give the pulled entry its reference, taking it from the image it named before."""
-        ref_name = _ref_name_for(image.reference)
-
+        """Give the pulled entry its reference. The image it named before (a tag moved) stays,
+        named by its digest (`name:tag@sha256:...`, as a dangling image in Docker): a
+        container may still run it; `image prune` removes it once none does."""
         def rename(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            kept = [e for e in entries if (e.get("annotations") or {}).get(REFERENCE_KEY) != image.reference
-                    and _ref_name(e) != ref_name]
-            for entry in kept:
+            kept: list[dict[str, Any]] = []
+            for entry in entries:
+                annotations = entry.get("annotations") or {}
                 if _ref_name(entry) == pending:
-                    entry["annotations"] = {REF_NAME_KEY: ref_name, REFERENCE_KEY: image.reference,
-                                            DIGEST_KEY: image.digest}
+                    entry["annotations"] = _annotations(image.reference, image.digest)
+                elif annotations.get(REFERENCE_KEY) == image.reference:
+                    digest = str(annotations.get(DIGEST_KEY, entry.get("digest")))
+                    if digest == image.digest:
+                        continue  # the same image pulled again
+                    entry["annotations"] = _annotations(f"{image.reference.split('@')[0]}@{digest}", digest)
+                kept.append(entry)
             return kept
         self._edit_index(rename)
 
     def _edit_index(self, edit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:
         index = self._index()
         index["manifests"] = edit(list(index.get("manifests", [])))
-        temporary = self.layout / f".index.json.{os.getpid()}"
-        temporary.write_text(json.dumps(index))
+        temporary = self.layout / f"{INDEX_TEMPORARY}{os.getpid()}"
+        with open(temporary, "w") as file:
+            json.dump(index, file)
+            file.flush()
+            os.fsync(file.fileno())
         os.replace(temporary, self.layout / "index.json")
 
     # --- removing ------------------------------------------------------------------------
 
-    def remove(self, images: Iterable[Image], in_use: Mapping[str, str]) -> None:
+    def remove(self, images: Iterable[Image], in_use: Mapping[str, str], mounted_layers: set[str]) -> None:
         """Forget these images and delete what no other image holds. `in_use`: digest -> the
         container running it; such an image is refused."""
         doomed = list(images)
@@ -231,11 +267,18 @@ class ImageStore:
         references = {i.reference for i in doomed}
         self._edit_index(lambda entries: [e for e in entries
                                           if (e.get("annotations") or {}).get(REFERENCE_KEY) not in references])
-        self.collect_garbage()
+        self.collect_garbage(mounted_layers)
 
-    def collect_garbage(self) -> None:
-        """Delete abandoned pulls, and blobs and layers no image holds."""
-        self._edit_index(lambda entries: [e for e in entries if not _ref_name(e).startswith(PENDING_PREFIX)])
+    def collect_garbage(self, mounted_layers: set[str]) -> None:
+        """Delete abandoned pulls and damaged entries, and the blobs and layers no image holds
+        (`mounted_layers`: names of layer directories a mounted root uses, kept whatever the
+        index says). Callers hold the image store's lock: no pull is under way."""
+        damaged = [id(entry) for entry, image in self._entries() if image is None]
+        self._edit_index(lambda entries: [e for e in entries if not _ref_name(e).startswith(PENDING_PREFIX)
+                                          and id(e) not in damaged])
+        for leftover in [*_children(self.root / TMP_DIR), *self.layout.parent.glob("digest-*"),
+                         *self.layout.glob(f"{INDEX_TEMPORARY}*")]:
+            shutil.rmtree(leftover) if leftover.is_dir() and not leftover.is_symlink() else leftover.unlink()
         kept = self.images()
         blobs = {i.stored_digest for i in kept}
         diff_ids = {layer.diff_id for i in kept for layer in i.layers}
@@ -243,12 +286,12 @@ class ImageStore:
             blobs.add(self._json_blob(image.stored_digest)["config"]["digest"])
             blobs.update(layer.digest for layer in image.layers)
         blob_dir = self.layout / "blobs" / "sha256"
-        for blob in _entries(blob_dir):
+        for blob in _children(blob_dir):
             if f"sha256:{blob.name}" not in blobs:
                 blob.unlink(missing_ok=True)
         remove_temporaries(self.layers)
-        wanted = {layer_path(self.layers, d).name for d in diff_ids}
-        for layer_dir in _entries(self.layers):
+        wanted = {layer_path(self.layers, d).name for d in diff_ids} | mounted_layers
+        for layer_dir in _children(self.layers):
             if layer_dir.name not in wanted:
                 _remove_layer(layer_dir)
 
@@ -260,11 +303,23 @@ def _remove_layer(path: Path) -> None:
     shutil.rmtree(trash)
 
 
-def _entries(directory: Path) -> list[Path]:
+def _children(directory: Path) -> list[Path]:
     try:
         return list(directory.iterdir())
     except FileNotFoundError:
         return []
+
+
+def _annotations(reference: str, digest: str) -> dict[str, str]:
+    return {REF_NAME_KEY: _ref_name_for(reference), REFERENCE_KEY: reference, DIGEST_KEY: digest}
+
+
+def _name_of(reference: str) -> str | None:
+    """The repository of a registry image's reference (None for a local source's)."""
+    try:
+        return parse_reference(reference.split("@")[0]).name
+    except ReferenceError:
+        return None
 
 
 def _ref_name(entry: Mapping[str, Any]) -> str:
@@ -274,15 +329,26 @@ def _ref_name(entry: Mapping[str, Any]) -> str:
 def _ref_name_for(reference: str) -> str:
     """The layout's name of an image: the reference itself for a registry image (skopeo users
     can copy it out by it); a local source's path may hold characters a name cannot."""
-    if reference.startswith(("oci:", "docker-archive:")):
+    if reference.startswith(("oci:", "docker-archive:")) or not _OCI_REF_NAME.fullmatch(reference):
         return LOCAL_PREFIX + hashlib.sha256(reference.encode()).hexdigest()[:32]
     return reference
 
 
-def _config(config: Mapping[str, Any]) -> ImageConfig:
+def _config(config: object) -> ImageConfig:
+    """The config's `config` object, each field as Docker reads it and of the type it must
+    have (an image is input like any other: a field of the wrong type is ignored)."""
+    fields = config if isinstance(config, dict) else {}
+
     def argv(value: object) -> tuple[str, ...] | None:
-        return tuple(str(v) for v in value) if isinstance(value, list) else None
-    return ImageConfig(entrypoint=argv(config.get("Entrypoint")), cmd=argv(config.get("Cmd")),
-                       env=tuple(str(v) for v in config.get("Env") or ()),
-                       workdir=config.get("WorkingDir") or None, user=config.get("User") or None,
-                       exposed_ports=tuple(sorted(config.get("ExposedPorts") or {})))
+        return tuple(v for v in value if isinstance(v, str) and "\0" not in v) if isinstance(value, list) else None
+
+    def text(value: object) -> str | None:
+        return value if isinstance(value, str) and value and "\0" not in value else None
+
+    workdir = text(fields.get("WorkingDir"))
+    ports = fields.get("ExposedPorts")
+    return ImageConfig(entrypoint=argv(fields.get("Entrypoint")), cmd=argv(fields.get("Cmd")),
+                       env=tuple(e for e in argv(fields.get("Env")) or () if "=" in e),
+                       workdir=posixpath.normpath("/" + workdir) if workdir else None,  # relative: from /, as Docker
+                       user=text(fields.get("User")),
+                       exposed_ports=tuple(sorted(str(p) for p in ports)) if isinstance(ports, dict) else ())

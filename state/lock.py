@@ -14,6 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 LOCK_NAME = "lock"  # DO NOT RENAME: concurrent versions must agree on it
+IMAGES_LOCK_NAME = "images.lock"  # DO NOT RENAME: writers of the image store (state.images)
+"""A second lock, for the image store alone: a pull takes it, not the state dir's lock, so the
+watch agent repairs other keys while it pulls. Taken after LOCK_NAME when both are held."""
 
 
 def _say_waiting(holder: str) -> None:
@@ -21,11 +24,12 @@ def _say_waiting(holder: str) -> None:
 
 
 @contextmanager
-def exclusive(state_dir: Path, waiting: Callable[[str], None] = _say_waiting) -> Iterator[None]:
-    """Hold the state dir's lock; if another reconcile holds it, say so (`waiting` gets the
-    holder's pid: the watch agent logs it as JSON) and wait."""
+def exclusive(state_dir: Path, waiting: Callable[[str], None] = _say_waiting,
+              name: str = LOCK_NAME) -> Iterator[None]:
+    """Hold the state dir's lock (or the image store's: IMAGES_LOCK_NAME); if another process
+    holds it, say so (`waiting` gets the holder's pid: the watch agent logs it as JSON) and wait."""
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(state_dir / name, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -11,6 +11,8 @@ from tests import registry as registry_fixtures
 from tests.image_builder import BuiltImage, Layer, build, build_index, docker_archive, push
 from tests.registry import Registry, StallingProxy
 from tests.sandbox import Sandbox
+from tests.test_watch_e2e import Agent
+from tests.waiting import eventually
 
 registry = registry_fixtures.registry
 """The `registry` fixture, bound by assignment (pyflakes flags an imported fixture as unused)."""
@@ -50,7 +52,8 @@ def run_in(sandbox: Sandbox, name: str, script: str) -> str:
 
 
 def container(sandbox: Sandbox, name: str) -> dict:
-    return sandbox.containers()[name]
+    """The container's row of `status` ({} while it has none)."""
+    return sandbox.containers().get(name, {})
 
 
 def images(sandbox: Sandbox) -> list[dict]:
@@ -106,9 +109,18 @@ def test_a_moved_tag_is_kept_until_pulled_then_recreates_with_old_and_new_digest
     assert shown.returncode == 2 and old in shown.stdout and new in shown.stdout, shown.stdout
     assert container(sandbox, "a")["pid"] == pid
 
+    # `image pull` moves the tag here; the running container's image stays until nothing runs it.
+    sandbox.reconcile("image", "pull", f"{registry.address}/app:stable", check=True)
+    sandbox.reconcile("image", "prune", check=True)
+    assert {row["digest"] for row in images(sandbox)} == {old, new}
+    assert run_in(sandbox, "img/a", "cat /srv/greeting") == "image"
+    assert sandbox.reconcile("diff", path).returncode == 2
+
     apply(sandbox, path, "--pull")
     assert container(sandbox, "a")["image_digest"] == new
     assert run_in(sandbox, "img/a", "cat /srv/greeting") == "moved"
+    sandbox.reconcile("image", "prune", check=True)
+    assert [row["digest"] for row in images(sandbox)] == [new]
 
 
 def test_layers_are_shared_and_image_verbs_keep_what_runs(sandbox: Sandbox, registry: Registry,
@@ -272,9 +284,38 @@ def test_image_spec_errors_name_the_field(sandbox: Sandbox) -> None:
         "{image: busybox, rootfs: /srv, networks: [net]}": "containers.a.rootfs: image and rootfs are exclusive",
         "{networks: [net]}": "missing required field 'command'",
         "{image: busybox, pull: sometimes, networks: [net]}": "containers.a.pull",
+        "{image: busybox, userns: auto, networks: [net]}": "containers.a.userns: userns: auto is not supported",
     }
     for spec, words in cases.items():
         result = sandbox.reconcile("apply", stack(sandbox, a=spec))
         assert result.returncode == 1 and words in result.stderr, (spec, result.stderr)
         assert "stack.yaml:" in result.stderr
     assert_nothing_started(sandbox)
+
+
+def test_the_watch_agent_pulls_in_the_background_and_repairs_meanwhile(sandbox: Sandbox, registry: Registry,
+                                                                        tmp_path: Path) -> None:
+    image = build(tmp_path / "layout", [Layer.busybox(), Layer.random(4 * 1024 * 1024)],
+                  cmd=["sleep", "100000"], env={"PATH": "/bin"})
+    push(image, registry.address, "big:1", sandbox)
+    specs = sandbox.workdir / "specs"
+    specs.mkdir()
+    host_container = "{command: sleep 100000, networks: [net]}"
+    with StallingProxy.start(sandbox, registry.address, cut_after=1024 * 1024, hold=30.0) as proxy:
+        (specs / "stack.yaml").write_text(STACK.format(
+            containers=f"  a: {host_container}\n  b: {{image: {proxy.address}/big:1, networks: [net]}}\n"))
+        agent = Agent(sandbox, specs, "--resync", "1", "--debounce", "50")
+        try:
+            assert eventually(lambda: container(sandbox, "a").get("state"), "running", timeout=30) == "running"
+            assert eventually(lambda: agent.saw("pulling", image=f"{proxy.address}/big:1"), True)
+            veth = next(link["ifname"] for link in sandbox.our_links() if link["ifname"].startswith("rcv"))
+            sandbox.run("ip", "link", "del", veth)  # drift while the pull hangs: repaired at once
+            assert eventually(lambda: sandbox.link(veth) is not None, True, timeout=10)
+            assert container(sandbox, "b").get("state") != "running" and not agent.saw("pulled")
+
+            (specs / "stack.yaml").write_text(STACK.format(  # the same image, from the registry itself
+                containers=f"  a: {host_container}\n  b: {{image: {registry.address}/big:1, networks: [net]}}\n"))
+            assert eventually(lambda: container(sandbox, "b").get("state"), "running", timeout=60) == "running"
+            assert agent.saw("pulled", image=f"{registry.address}/big:1")
+        finally:
+            agent.stop()

@@ -45,6 +45,8 @@ LEFT_TO_THE_FULL_READER = {
     "a document end marker": "a: 1\n...\n",
     "two documents": "a: 1\n---\nb: 2\n",
     "a list as a key": "? [a]\n: 1\n",
+    "a quoted key glued to its value in a flow list": "a: [\"b\":c]\n",
+    "a mapping inside a flow list": "a: [{b: c}]\n",
     "invalid YAML": "a: [1\n",
     "an empty file": "",
     "a lone surrogate": "a: \"\\ud800\"\n",

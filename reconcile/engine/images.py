@@ -13,7 +13,8 @@ on this host is planned as such, a moved tag is found by asking the registry.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from kernel import overlay
@@ -24,7 +25,7 @@ from specs.images import ImageReference, ReferenceError, parse_reference, pin
 from specs.loader import locate_issues
 from specs.model import Container, Stack
 from state.images import Image, ImageError, ImageStore, PullEvent
-from state.lock import exclusive
+from state.lock import IMAGES_LOCK_NAME, exclusive
 
 NOT_PULLED = "not pulled yet"
 
@@ -38,6 +39,9 @@ class Pulling:
     progress: Callable[[PullEvent], None] = lambda event: None
     ask_registry: bool = True
     """False (status): pins come only from this host (its store and its running roots)."""
+    background: Callable[[ImageReference, bool], None] | None = None
+    """The watch agent's: a missing image is handed to it (reference, verify TLS) to pull while
+    other keys are repaired; its containers are planned as not pulled yet meanwhile."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ def resolve(target: Target, settings: Settings, pulling: Pulling) -> Target:
         return target
     store = ImageStore(settings.state_dir)
     running = {f"{stack}/{name}": digest for (stack, name), digest in running_images().items()}
-    pins: dict[tuple[str, str], _Pinned] = {}
+    pins: dict[tuple[str, str, str | None], _Pinned] = {}
     issues: list[Issue] = []
     stacks: dict[str, Stack] = {}
     for name, stack in target.stacks.items():
@@ -64,13 +68,14 @@ def resolve(target: Target, settings: Settings, pulling: Pulling) -> Target:
                 continue
             ref = parse_reference(container.image)
             policy = "always" if pulling.force and container.pull != "never" else container.pull
+            running_digest = running.get(f"{name}/{key}")
             try:
-                pinned = pins.get((str(ref), policy)) or _pin(ref, policy, store, settings, pulling,
-                                                              running.get(f"{name}/{key}"))
+                pinned = pins.get((str(ref), policy, running_digest)) or _pin(ref, policy, store, settings, pulling,
+                                                                              running_digest)
             except ImageError as exc:
                 issues.append(Issue(name, ("containers", key, "image"), str(exc)))
                 continue
-            pins[(str(ref), policy)] = pinned
+            pins[(str(ref), policy, running_digest)] = pinned
             merged, problem = merge(container, ref, pinned.image, pinned.digest)
             if problem:
                 issues.append(Issue(name, ("containers", key, "command"), problem))
@@ -88,22 +93,33 @@ def _pin(ref: ImageReference, policy: str, store: ImageStore, settings: Settings
         if local is None:
             raise ImageError(f"{ref} is not on this host (pull: never): `reconcile image pull {ref}` first")
         return _Pinned(local, local.digest)
-    if policy == "missing" and running_digest is not None:
-        started = store.by_digest(running_digest)
-        if started is not None:  # the store lost the name, not the image
-            return _Pinned(started, started.digest)
+    started = store.by_digest(running_digest) if running_digest else None
+    if started is not None and started.reference.split("@")[0] != _unpinned(ref):
+        started = None  # the container runs another reference's image: the spec moved on
+    if policy == "missing" and started is not None:  # the store lost the name, not the image
+        return _Pinned(started, started.digest)
     if not pulling.ask_registry:
-        held = store.by_digest(running_digest) if running_digest else local
+        held = started or local
         return _Pinned(held, held.digest if held else None)
     tls = verify_tls(ref, settings)
+    if pulling.background is not None:  # the agent pulls what is missing, in the background
+        if local is None:
+            pulling.background(ref, tls)
+        return _Pinned(local, local.digest if local else None)
     if pulling.allowed:
-        image = store.pull(ref, tls, pulling.progress)
+        with exclusive(settings.state_dir, name=IMAGES_LOCK_NAME):
+            image = store.pull(ref, tls, pulling.progress)
         return _Pinned(image, image.digest)
-    if ref.is_local:
+    if ref.is_local or policy == "missing":  # nothing here yet: planned as not pulled, asking nobody
         return _Pinned(local, local.digest if local else None)
     digest = store.remote_digest(ref, tls)
     pinned = store.by_digest(digest) if local is None or local.digest != digest else local
     return _Pinned(pinned or local, digest)
+
+
+def _unpinned(ref: ImageReference) -> str:
+    """The reference without its digest, as the store names the images pulled for it."""
+    return str(ImageReference(ref.transport, ref.name, ref.tag))
 
 
 def verify_tls(ref: ImageReference, settings: Settings) -> bool:
@@ -160,6 +176,11 @@ def running_images() -> dict[tuple[str, str], str]:
     return {key: root.image_digest for key, root in overlay.mounted().items() if root.image_digest}
 
 
+def _mounted_layers(store: ImageStore) -> set[str]:
+    """The layer directories mounted roots use (kept by garbage collection, whatever the index says)."""
+    return {lower.name for root in overlay.mounted().values() for lower in root.lowers if lower.parent == store.layers}
+
+
 # --- the `image` verbs ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -171,7 +192,7 @@ class ImageRow:
 def pull(text: str, settings: Settings, progress: Callable[[PullEvent], None]) -> Image:
     """`reconcile image pull REF`: fetch (a tag again) and unpack."""
     ref = _reference(text)
-    with exclusive(settings.state_dir):
+    with exclusive(settings.state_dir, name=IMAGES_LOCK_NAME):
         return ImageStore(settings.state_dir).pull(ref, verify_tls(ref, settings), progress)
 
 
@@ -186,26 +207,35 @@ def listing(settings: Settings) -> list[ImageRow]:
 def remove(texts: Sequence[str], settings: Settings) -> list[Image]:
     """`reconcile image rm REF...`: refused for an image a container runs, or one not here."""
     store = ImageStore(settings.state_dir)
-    with exclusive(settings.state_dir):
+    with _removing(settings):
         doomed = []
         for text in texts:
             found = store.find(_reference(text))
             if found is None:
                 raise ImageError(f"no image {text} on this host")
             doomed.append(found)
-        store.remove(doomed, {row.image.digest: ", ".join(row.used_by) for row in listing(settings) if row.used_by})
+        store.remove(doomed, {row.image.digest: ", ".join(row.used_by) for row in listing(settings) if row.used_by},
+                     _mounted_layers(store))
         return doomed
 
 
 def prune(settings: Settings, wanted: Sequence[Stack]) -> list[Image]:
     """`reconcile image prune`: remove every image no container runs and no applied stack names."""
     store = ImageStore(settings.state_dir)
-    with exclusive(settings.state_dir):
+    with _removing(settings):
         running = set(running_images().values())
         named = {str(parse_reference(c.image)) for stack in wanted for c in stack.containers.values() if c.image}
         doomed = [i for i in store.images() if i.digest not in running and i.reference not in named]
-        store.remove(doomed, {})
+        store.remove(doomed, {}, _mounted_layers(store))
         return doomed
+
+
+@contextmanager
+def _removing(settings: Settings) -> Iterator[None]:
+    """Both locks: no apply may be starting a container from an image being removed, and no
+    pull be writing the store."""
+    with exclusive(settings.state_dir), exclusive(settings.state_dir, name=IMAGES_LOCK_NAME):
+        yield
 
 
 def _reference(text: str) -> ImageReference:

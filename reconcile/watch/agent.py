@@ -40,9 +40,11 @@ from reconcile.watch.queue import WorkQueue
 from reconcile.watch.restarts import Backoff, CrashLoop, Exit
 from reconcile.watch.stackdir import StackDir
 from specs.errors import SpecErrors
+from specs.images import ImageReference
 from specs.model import Stack
 from specs.names import parse_netns_name
-from state.lock import exclusive
+from state.images import ImageStore
+from state.lock import IMAGES_LOCK_NAME, exclusive
 from state.store import Store, WatchStatus
 
 FILES_KEY = Key(HOST, "files")
@@ -57,6 +59,8 @@ rules raises 1,000 events for 1,000 keys, repaired in 16 passes rather than 1,00
 
 RETRY_BASE = 0.2
 RETRY_CAP = 60.0
+PULL_RETRY = 10.0
+"""Seconds before a failed image pull is tried again (the stacks using it are queued again)."""
 _TRANSIENT_ERRNOS = frozenset({errno.EBUSY, errno.EAGAIN, errno.ENOBUFS, errno.EINTR})
 
 
@@ -100,6 +104,8 @@ class Agent:
         self._dirty_files: set[Path] | None = None  # None: every file
         self._files_lock = threading.Lock()
         self._pids: dict[int, Key] = {}
+        self._pulling: set[str] = set()  # references being pulled in the background
+        self._pulling_lock = threading.Lock()
         self._written: dict[str, WatchStatus] = {}  # by source: the status row last stored
         self.store = Store.open(settings.state_dir)
         for status in self.store.watch_statuses():
@@ -222,6 +228,8 @@ class Agent:
         def select(change: Change) -> bool:
             if not any(concerns(k, change) for k in keys):
                 return False
+            if isinstance(change.desired, DesiredContainer) and images.NOT_PULLED in (change.desired.container.image or ""):
+                return False  # started once its image is pulled (_pull queues its stack then)
             exit_ = self._exit_of(change)
             if exit_ is None:
                 return True
@@ -242,8 +250,8 @@ class Agent:
                             wait=wait_exponential(multiplier=0.02, max=0.2), reraise=True)
         with exclusive(self.settings.state_dir, self._waiting_for_lock), \
                 open_session(self.settings, writable=True) as session:
-            # A missing image is pulled here, in the reconcile that needs it (see README).
-            resolved = images.resolve(target, self.settings, images.Pulling(allowed=True))
+            resolved = images.resolve(target, self.settings,
+                                      images.Pulling(allowed=True, background=self._pull_in_background))
             done = retrying(attempt)
             # The events of our own writes, and any drift older than the final observation
             # (which found nothing left to do), need no second pass.
@@ -257,6 +265,33 @@ class Agent:
                 for name in sorted(scope & self._pruning):
                     session.store.forget_stack(name)
         return _Outcome(done, held, riders)
+
+    def _pull_in_background(self, ref: ImageReference, verify_tls: bool) -> None:
+        """Pull a missing image on a thread of its own, under the image store's lock only: the
+        worker goes on repairing other keys; a host-wide pass is queued once it is in (the
+        worker owns the specs: this thread does not read which stacks use it)."""
+        with self._pulling_lock:
+            if str(ref) in self._pulling:
+                return
+            self._pulling.add(str(ref))
+        threading.Thread(target=self._pull, args=(ref, verify_tls), name=f"pull {ref}", daemon=True).start()
+
+    def _pull(self, ref: ImageReference, verify_tls: bool) -> None:
+        delay = 0.0
+        started = time.monotonic()
+        self.log.emit("pulling", image=str(ref))
+        try:
+            with exclusive(self.settings.state_dir, self._waiting_for_lock, name=IMAGES_LOCK_NAME):
+                image = ImageStore(self.settings.state_dir).pull(ref, verify_tls, lambda event: None)
+            self.log.emit("pulled", image=str(ref), digest=image.digest, s=round(time.monotonic() - started, 2))
+        except Exception as exc:  # noqa: BLE001 - a failed pull is logged and tried again later
+            delay = PULL_RETRY
+            self.metrics.errors.labels("image").inc()
+            self.log.emit("error", kind="image", image=str(ref), error=str(exc), retry_in_s=delay)
+        finally:
+            with self._pulling_lock:
+                self._pulling.discard(str(ref))
+        self.enqueue(HOST_KEY, f"image {'pull failed' if delay else 'pulled'}: {ref}", delay)
 
     def _waiting_for_lock(self, holder: str) -> None:
         self.log.emit("waiting", why="another reconcile holds the state dir's lock", pid=holder)
