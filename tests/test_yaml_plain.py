@@ -19,7 +19,7 @@ READ = {
     "text that looks almost like numbers": "a: 10.60.0.0/22\nb: 20000:80\nc: 12:30:00\nd: 64Mi\n",
     "quoted scalars": "a: '017'\nb: \"x\\ty\"\nc: 'it''s'\n",
     "integer keys": "80: http\n443: https\n",
-    "flow collections": "a: {b: [1, 2, {c: d}]}\n",
+    "flow collections": "a: {b: [1, 2, [x]], c: {d: e}}\n",
     "an explicit document start": "---\na: 1\n",
     "comments": "# top\na: 1  # trailing\n",
     "non-ASCII text": "a: caf\u00e9\n",
