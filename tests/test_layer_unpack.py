@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from kernel.layers import LAYER_MEDIA_TYPES, LayerError, layer_path, remove_temporaries, unpack_layer
+from kernel.layers import LayerError, layer_path, remove_temporaries, unpack_layer
 from tests.sandbox import REPO
 
 MTIME = 1_600_000_000
@@ -518,19 +518,6 @@ def test_bad_media_type_and_diff_id_are_refused(env: Env) -> None:
         assert str(caught.value) == (f"diff_id {diff_id!r} is not sha256:<64 lowercase hex digits>: "
                                      "the image config is malformed")
     assert env.store_entries() == []
-
-
-def test_media_types() -> None:
-    assert LAYER_MEDIA_TYPES == {
-        "application/vnd.oci.image.layer.v1.tar": None,
-        "application/vnd.oci.image.layer.v1.tar+gzip": "gzip",
-        "application/vnd.oci.image.layer.v1.tar+zstd": "zstd",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar": None,
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip": "gzip",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd": "zstd",
-        "application/vnd.docker.image.rootfs.diff.tar.gzip": "gzip",
-        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "gzip",
-    }
 
 
 def test_no_space_left_is_refused_and_leaves_nothing(env: Env) -> None:
