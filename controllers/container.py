@@ -460,7 +460,9 @@ class ContainerController:
             self._runtime.delete(names.runtime_id(found.stack, found.container))
         for root in {found.root, paths.rootfs} - {None}:
             overlay.unmount(root)  # type: ignore[arg-type]
-        overlay.unmount(paths.lower)
+        for bound in sorted(paths.lower.glob("[0-9]*")):  # userns: auto's idmapped lowers
+            overlay.unmount(bound)
+        overlay.unmount(paths.lower)  # where one lower was bound before images
 
     def _id_bases(self, changes: Sequence[Change]) -> dict[str, int]:
         """userns: auto ranges for these starts, chosen before they run in parallel: a container
@@ -525,9 +527,11 @@ class ContainerController:
             os.chown(paths.work, id_base, id_base)  # the range's mark, out of the container's reach
         _seed_etc(paths.upper, lowers, id_base or 0, {"hosts": want.hosts, "resolv.conf": want.resolv,
                                                       "hostname": c.hostname + "\n"})
-        if id_base is not None:  # one lower: userns: auto is refused with an image
-            idmap.bind_idmapped(lowers[0], paths.lower, id_base)
-            lowers = [paths.lower]
+        if id_base is not None:  # each lower (an image's layers too) idmapped, read-only
+            bound = [paths.lower / str(index) for index in range(len(lowers))]
+            for lower, target in zip(lowers, bound):
+                idmap.bind_idmapped(lower, target, id_base)
+            lowers = bound
         overlay.mount(want.stack, want.key, lowers, paths.upper, paths.work, paths.rootfs, digest)
         if not inroot.find_program(paths.rootfs, c.command[0], environment(c.hostname, c.env)["PATH"],
                                    [v.target for v in c.volumes], c.workdir):

@@ -127,9 +127,6 @@ def _check_container(stack: Stack, key: str, container: Container) -> Iterator[I
     if container.image is not None and container.rootfs is not None:
         yield Issue(stack.name, loc + ("rootfs",), "image and rootfs are exclusive: the image's layers "
                                                    "are the container's root")
-    if container.image is not None and container.userns == "auto":
-        yield Issue(stack.name, loc + ("userns",), "userns: auto is not supported with an image yet (its layers "
-                                                   "would each need an idmapped mount): use userns: host")
     if container.image is None and not container.command:
         if "command" in container.model_fields_set:
             yield Issue(stack.name, loc + ("command",), "must not be empty")

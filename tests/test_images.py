@@ -169,6 +169,26 @@ def test_whiteouts_and_opaque_directories_hide_lower_layers(sandbox: Sandbox, re
     assert run_in(sandbox, "img/a", "ls /data; ls /keep; test -e /etc/secret || echo gone") == "c\nk\ngone"
 
 
+def test_userns_auto_runs_an_image_as_an_unprivileged_range(sandbox: Sandbox, registry: Registry,
+                                                             tmp_path: Path) -> None:
+    image = build(tmp_path / "layout", [Layer.busybox(), Layer(files={"/srv/greeting": "hi\n"})],
+                  cmd=["sleep", "100000"], env={"PATH": "/bin"})
+    push(image, registry.address, "plain:1", sandbox)
+    path = stack(sandbox, a=f"{{image: {registry.address}/plain:1, userns: auto, networks: [net]}}")
+    apply(sandbox, path)
+    # Root inside, owning the image's files as it sees them, and writing to its own layer...
+    assert run_in(sandbox, "img/a", "id -u; stat -c %u /srv/greeting; echo x > /srv/greeting && cat /srv/greeting") \
+        == "0\n0\nx"
+    # ...an unprivileged uid of its own range outside.
+    status = Path(f"/proc/{container(sandbox, 'a')['pid']}/status").read_text()
+    uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+    assert uid >= 2 ** 30
+    assert [p.read_text() for p in (sandbox.state_dir / "images" / "layers").glob("*/srv/greeting")] == ["hi\n"]
+    assert sandbox.reconcile("down", path).returncode == 0
+    mounts = Path(f"/proc/{sandbox.pid}/mountinfo").read_text()
+    assert str(sandbox.state_dir / "containers") not in mounts.replace(f"{sandbox.state_dir}/containers ", "")
+
+
 def test_local_sources_run_offline(sandbox: Sandbox, tmp_path: Path) -> None:
     image = app_image(tmp_path / "layout", greeting="offline")
     archive = docker_archive(image.layout, "v1", tmp_path / "app.tar")
@@ -284,7 +304,6 @@ def test_image_spec_errors_name_the_field(sandbox: Sandbox) -> None:
         "{image: busybox, rootfs: /srv, networks: [net]}": "containers.a.rootfs: image and rootfs are exclusive",
         "{networks: [net]}": "missing required field 'command'",
         "{image: busybox, pull: sometimes, networks: [net]}": "containers.a.pull",
-        "{image: busybox, userns: auto, networks: [net]}": "containers.a.userns: userns: auto is not supported",
     }
     for spec, words in cases.items():
         result = sandbox.reconcile("apply", stack(sandbox, a=spec))
