@@ -55,8 +55,14 @@ class Owner:
 
 
 def default_bridge_name(stack: str, network: str) -> str:
-    """`rc-<stack>-<network>`; may exceed IFNAMSIZ, which validation reports by field."""
-    return f"{BRIDGE_PREFIX}{stack}-{network}"
+    """`rc-<stack>-<network>`, or, when that exceeds IFNAMSIZ, its first letters and a hash of
+    both names (`rc-websho-1a2b3`), as CNI shortens names: deterministic, so the bridge keeps
+    its name across runs; names that fit are unchanged."""
+    readable = f"{BRIDGE_PREFIX}{stack}-{network}"
+    if len(readable.encode()) <= IFNAMSIZ:
+        return readable
+    digest = hashlib.sha256(f"{stack}/{network}".encode()).hexdigest()[:5]
+    return f"{readable[:IFNAMSIZ - len(digest) - 1]}-{digest}"
 
 
 def network_alias(stack: str, network: str) -> str:

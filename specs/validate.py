@@ -17,7 +17,6 @@ from ipaddress import IPv4Address, IPv4Network
 from specs.errors import Issue, quoted
 from specs.fields import is_hostname
 from specs.model import Container, Network, PortMapping, Stack
-from specs.names import IFNAMSIZ
 
 RESERVED_ADDRESSES = 3
 """Per subnet: the network address, the broadcast address and the gateway."""
@@ -96,12 +95,6 @@ def _check_networks(stack: Stack) -> Iterator[Issue]:
     attached = Counter(key for container in stack.containers.values() for key in container.networks)
     for key, network in stack.networks.items():
         loc = ("networks", key)
-        size = len(network.bridge.encode())
-        if size > IFNAMSIZ:  # only a derived name can be: the model refuses long explicit ones
-            yield Issue(stack.name, loc + ("bridge",),
-                        f"derived bridge name '{network.bridge}' is {size} bytes, over the "
-                        f"{IFNAMSIZ}-byte interface name limit: shorten the stack name or the "
-                        f"network key, or set networks.{key}.bridge")
         problem = _placement_problem(network.gateway, network.subnet)
         if problem:
             yield Issue(stack.name, loc + ("gateway",), f"gateway {problem}")

@@ -201,3 +201,15 @@ def test_cpu_list_rejects(text: str, message: str) -> None:
     with pytest.raises(ValueError) as caught:
         parse_cpu_list(text)
     assert str(caught.value) == message
+
+
+def test_a_derived_bridge_name_too_long_for_the_kernel_is_shortened_with_a_hash() -> None:
+    networks = {"net": {"subnet": "10.9.0.0/24"}, "frontend": {"subnet": "10.9.1.0/24"}}
+    stack = Stack.model_validate({"name": "webshop", "networks": networks})
+    bridges = {key: network.bridge for key, network in stack.networks.items()}
+    assert bridges["net"] == "rc-webshop-net"  # a readable name that fits is kept as it was
+    assert bridges["frontend"].startswith("rc-websho-") and len(bridges["frontend"]) == 15
+    assert Stack.model_validate({"name": "webshop", "networks": networks}).networks["frontend"].bridge == \
+        bridges["frontend"]  # deterministic
+    other = Stack.model_validate({"name": "webshop", "networks": {"frontends": {"subnet": "10.9.2.0/24"}}})
+    assert other.networks["frontends"].bridge != bridges["frontend"]
