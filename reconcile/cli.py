@@ -72,8 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("path", type=Path)
     apply.add_argument("--pull", action="store_true",
                        help="resolve every image tag again (as pull: always), recreating what moved")
-    apply.add_argument("--take-over", action="store_true",
-                       help="apply a stack even though another file it was applied from still declares it")
     down = verb("down", "remove everything of the given stacks")
     target = down.add_mutually_exclusive_group(required=True)
     target.add_argument("path", type=Path, nargs="?", help="stack file or directory")
@@ -142,8 +140,7 @@ def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
     show = _pull_progress(sys.stderr, as_json=False) if sys.stderr.isatty() and args.output != "json" else _quiet
-    plan = verbs.apply(args.path, settings, images.Pulling(allowed=True, force=args.pull, progress=show),
-                       take_over=args.take_over)
+    plan = verbs.apply(args.path, settings, images.Pulling(allowed=True, force=args.pull, progress=show))
     if args.output == "json":
         _print_json({**render.plan_json(plan), "applied": True})
     else:
