@@ -58,8 +58,16 @@ def time_cli_round(stack_text: str, before: Sequence[Sequence[str]] = ()) -> Cli
     finally:
         for directory in Path("/sys/fs/cgroup").glob(f"*/{parent}"):
             directory.rmdir()  # empty after down; a failed run leaves it to be seen
-        shutil.rmtree(state_dir, ignore_errors=True)
+        remove_state_dir(Path(state_dir))
         shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def remove_state_dir(state_dir: Path) -> None:
+    """Delete a run's state dir. Its `containers` directory is a bind mount of itself (shared,
+    for crun on hybrid hosts): unmounted first, or rmtree stops at it and the directory outlives
+    the throwaway host on the machine's disk."""
+    subprocess.run(["umount", "--recursive", "--lazy", str(state_dir / "containers")], capture_output=True)
+    shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def timed(argv: Sequence[str], env: dict[str, str] | None = None, input: str | None = None,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import print_table, reconcile, reexec_in_throwaway_host, time_cli_round  # noqa: E402
+from bench.common import print_table, reconcile, reexec_in_throwaway_host, remove_state_dir, time_cli_round  # noqa: E402
 from bench.containers import LIMITS, floor  # noqa: E402
 from state.images import ImageStore  # noqa: E402
 from tests.image_builder import Layer, build  # noqa: E402
@@ -81,7 +81,7 @@ def container_rows(work: Path) -> list[list[object]]:
             lowers = store.lower_dirs(store.images()[0])
             floor_up, floor_down, starts = floor(n, state / "floor", lowers)
         finally:
-            shutil.rmtree(state, ignore_errors=True)
+            remove_state_dir(state)
         rows.append([n, times.cold_apply, times.noop_apply, times.noop_diff, times.down, floor_up, floor_down,
                      f"{starts / n * 1000:.1f}"])
     return rows
