@@ -14,7 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from controllers.errors import ApplyErrors
 from kernel.runtime import StartError
@@ -32,10 +32,19 @@ EXIT_ERROR = 1
 EXIT_CHANGES = 2  # `diff` only: the host differs from the spec
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error, which `diff` means as "changes" (a CI job would read a
+    typo as drift): 1, as every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
 def _common() -> argparse.ArgumentParser:
     """Options accepted before or after the verb (SUPPRESS keeps the sub-parser from
     overwriting a value given before the verb with its default)."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--state-dir", default=argparse.SUPPRESS,
                         help="state store directory (env RECONCILE_STATE_DIR, default /var/lib/reconcile)")
     common.add_argument("--cgroup-parent", default=argparse.SUPPRESS,
@@ -59,7 +68,7 @@ def _seconds(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
-    parser = argparse.ArgumentParser(prog="reconcile", parents=[common],
+    parser = _Parser(prog="reconcile", parents=[common],
                                      description="Declarative reconciler for Linux hosts.")
     verbs_ = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
