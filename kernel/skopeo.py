@@ -46,7 +46,7 @@ def source_digest(source: str, tls_verify: bool) -> str:
     try:
         document = json.loads(raw)
     except ValueError:
-        raise SkopeoError(f"{source}: the registry answered something that is not a manifest") from None
+        document = None
     if not isinstance(document, dict):
         raise SkopeoError(f"{source}: the registry answered something that is not a manifest")
     if document.get("mediaType") in INDEX_TYPES or "manifests" in document:

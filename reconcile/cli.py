@@ -23,9 +23,7 @@ from reconcile.engine.session import NotConverged, open_session
 from reconcile.engine.settings import Settings
 from reconcile.engine.status import StackSpec, report
 from specs.errors import SpecErrors
-from specs.model import Stack
 from state.images import ImageError, PullEvent
-from state.store import Store
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -229,15 +227,7 @@ def cmd_image(args: argparse.Namespace, settings: Settings) -> int:
         else:
             render.emit(render.format_images(rows))
     else:
-        if args.image_verb == "rm":
-            removed = images.remove(args.reference, settings)
-        else:
-            store = Store.open_readonly(settings.state_dir)
-            try:
-                applied = [Stack.model_validate(r.spec) for r in store.stacks()]
-            finally:
-                store.close()
-            removed = images.prune(settings, applied)
+        removed = images.remove(args.reference, settings) if args.image_verb == "rm" else images.prune(settings)
         if as_json:
             _print_json({"removed": [{"image": i.reference, "digest": i.digest} for i in removed]})
         else:

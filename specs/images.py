@@ -50,6 +50,11 @@ class ImageReference:
     def is_local(self) -> bool:
         return self.transport != "docker"
 
+    @property
+    def unpinned(self) -> ImageReference:
+        """The reference without a digest (what the image store names the images pulled for it)."""
+        return ImageReference(self.transport, self.name, self.tag)
+
     def __str__(self) -> str:
         """The canonical form (`docker.io/library/busybox:1.36`, `oci:/srv/app:v1`)."""
         if self.transport != "docker":
@@ -60,15 +65,19 @@ class ImageReference:
 def pin(ref: ImageReference, digest: str) -> str:
     """A container's image as it runs: the reference held to one manifest digest
     (`docker.io/library/busybox:1.36@sha256:...`, `oci:/srv/app:v1@sha256:...`)."""
-    return f"{ImageReference(ref.transport, ref.name, ref.tag)}@{digest}"
+    return f"{ref.unpinned}@{digest}"
+
+
+def split_pinned(image: str) -> tuple[str, str | None]:
+    """(the reference, the digest it is pinned to or None) of a pinned reference's text (a
+    local source's path may hold an '@' of its own: only a trailing digest is one)."""
+    reference, at, digest = image.rpartition("@")
+    return (reference, digest) if at and DIGEST_PATTERN.fullmatch(digest) else (image, None)
 
 
 def pinned_digest(image: str | None) -> str | None:
     """The digest a running container's `image` is pinned to; None when it has none."""
-    if image is None or "@" not in image:
-        return None
-    digest = image.rsplit("@", 1)[1]
-    return digest if DIGEST_PATTERN.fullmatch(digest) else None
+    return None if image is None else split_pinned(image)[1]
 
 
 def parse_reference(text: str) -> ImageReference:

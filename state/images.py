@@ -11,7 +11,8 @@ copies under a pending name, unpacks every layer (each verified against its diff
 to a temporary directory and renamed into place), and only then names the entry: a failed or
 interrupted pull leaves no image and no partial layer, and never touches a running
 container's layers. The layout is the truth: losing the state store loses nothing here.
-Callers serialize writes (the state dir's lock).
+A pull holds the image store's lock (state.lock.IMAGES_LOCK_NAME), not the state dir's: the
+watch agent repairs other keys while it pulls; removals hold both.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from typing import Any
 
 from kernel import skopeo
 from kernel.layers import LAYER_MEDIA_TYPES, layer_path, remove_temporaries, unpack_layer
-from specs.images import ImageReference, ReferenceError, parse_reference
+from specs.images import ImageReference, ReferenceError, parse_reference, split_pinned
 from specs.names import DIGEST_PATTERN
+from state.lock import IMAGES_LOCK_NAME, exclusive
 
 IMAGES_DIR = "images"
 LAYOUT_DIR = "oci"
@@ -99,9 +101,12 @@ class PullEvent:
 
 class ImageStore:
     def __init__(self, state_dir: Path):
+        self.state_dir = state_dir
         self.root = state_dir / IMAGES_DIR
         self.layout = self.root / LAYOUT_DIR
         self.layers = self.root / LAYERS_DIR
+        self._read: tuple[tuple[int, int, int] | None, list[tuple[dict[str, Any], Image | None]]] | None = None
+        """The entries as last read, with the index file's (inode, mtime, size) then."""
 
     # --- reading -------------------------------------------------------------------------
 
@@ -111,6 +116,19 @@ class ImageStore:
         return [image for _, image in self._entries() if image is not None]
 
     def _entries(self) -> list[tuple[dict[str, Any], Image | None]]:
+        """Read again only when the index changed (every edit replaces it; blobs never change
+        under a digest): a start, a status row, a pin look an image up without re-reading every
+        manifest and config."""
+        try:
+            index = os.stat(self.layout / "index.json")
+            version: tuple[int, int, int] | None = (index.st_ino, index.st_mtime_ns, index.st_size)
+        except FileNotFoundError:
+            version = None
+        if self._read is None or self._read[0] != version:
+            self._read = (version, self._parse_entries())
+        return self._read[1]
+
+    def _parse_entries(self) -> list[tuple[dict[str, Any], Image | None]]:
         found: list[tuple[dict[str, Any], Image | None]] = []
         for entry in self._index().get("manifests", []):
             annotations = entry.get("annotations") or {} if isinstance(entry, dict) else {}
@@ -175,8 +193,14 @@ class ImageStore:
 
     # --- pulling -------------------------------------------------------------------------
 
-    def pull(self, ref: ImageReference, tls_verify: bool, progress: Callable[[PullEvent], None]) -> Image:
-        """Fetch `ref` (a tag is resolved again) and unpack its layers; returns the image."""
+    def pull(self, ref: ImageReference, tls_verify: bool, progress: Callable[[PullEvent], None],
+             waiting: Callable[[str], None] | None = None) -> Image:
+        """Fetch `ref` (a tag is resolved again) and unpack its layers, under the image store's
+        lock (`waiting` is told who holds it); returns the image."""
+        with exclusive(self.state_dir, waiting, name=IMAGES_LOCK_NAME):
+            return self._pull(ref, tls_verify, progress)
+
+    def _pull(self, ref: ImageReference, tls_verify: bool, progress: Callable[[PullEvent], None]) -> Image:
         self._make_dirs()
         remove_temporaries(self.layers)
         name = str(ref)
@@ -220,7 +244,7 @@ class ImageStore:
         return digest, f"docker://{ref.name}@{digest}"
 
     def remote_digest(self, ref: ImageReference, tls_verify: bool) -> str:
-        """What pulling `ref` now would pin, without pulling (a local source: None means read it)."""
+        """What pulling a registry image `ref` now would pin, without pulling."""
         try:
             return ref.digest or skopeo.source_digest(f"docker://{ref}", tls_verify)
         except skopeo.SkopeoError as exc:
@@ -240,7 +264,7 @@ class ImageStore:
                     digest = str(annotations.get(DIGEST_KEY, entry.get("digest")))
                     if digest == image.digest:
                         continue  # the same image pulled again
-                    entry["annotations"] = _annotations(f"{image.reference.split('@')[0]}@{digest}", digest)
+                    entry["annotations"] = _annotations(f"{split_pinned(image.reference)[0]}@{digest}", digest)
                 kept.append(entry)
             return kept
         self._edit_index(rename)
@@ -317,7 +341,7 @@ def _annotations(reference: str, digest: str) -> dict[str, str]:
 def _name_of(reference: str) -> str | None:
     """The repository of a registry image's reference (None for a local source's)."""
     try:
-        return parse_reference(reference.split("@")[0]).name
+        return parse_reference(split_pinned(reference)[0]).name
     except ReferenceError:
         return None
 

@@ -24,7 +24,7 @@ def _say_waiting(holder: str) -> None:
 
 
 @contextmanager
-def exclusive(state_dir: Path, waiting: Callable[[str], None] = _say_waiting,
+def exclusive(state_dir: Path, waiting: Callable[[str], None] | None = None,
               name: str = LOCK_NAME) -> Iterator[None]:
     """Hold the state dir's lock (or the image store's: IMAGES_LOCK_NAME); if another process
     holds it, say so (`waiting` gets the holder's pid: the watch agent logs it as JSON) and wait."""
@@ -35,7 +35,7 @@ def exclusive(state_dir: Path, waiting: Callable[[str], None] = _say_waiting,
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            waiting(holder)
+            (waiting or _say_waiting)(holder)
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -21,11 +21,12 @@ from kernel import overlay
 from reconcile.engine.session import Target
 from reconcile.engine.settings import Settings
 from specs.errors import Issue, SpecErrors
-from specs.images import ImageReference, ReferenceError, parse_reference, pin
+from specs.images import ImageReference, ReferenceError, parse_reference, pin, split_pinned
 from specs.loader import locate_issues
 from specs.model import Container, Stack
 from state.images import Image, ImageError, ImageStore, PullEvent
 from state.lock import IMAGES_LOCK_NAME, exclusive
+from state.store import Store
 
 NOT_PULLED = "not pulled yet"
 
@@ -56,7 +57,7 @@ def resolve(target: Target, settings: Settings, pulling: Pulling) -> Target:
     if not any(c.image for s in target.stacks.values() for c in s.containers.values()):
         return target
     store = ImageStore(settings.state_dir)
-    running = {f"{stack}/{name}": digest for (stack, name), digest in running_images().items()}
+    running = running_images()
     pins: dict[tuple[str, str, str | None], _Pinned] = {}
     issues: list[Issue] = []
     stacks: dict[str, Stack] = {}
@@ -68,7 +69,7 @@ def resolve(target: Target, settings: Settings, pulling: Pulling) -> Target:
                 continue
             ref = parse_reference(container.image)
             policy = "always" if pulling.force and container.pull != "never" else container.pull
-            running_digest = running.get(f"{name}/{key}")
+            running_digest = running.get((name, key))
             try:
                 pinned = pins.get((str(ref), policy, running_digest)) or _pin(ref, policy, store, settings, pulling,
                                                                               running_digest)
@@ -94,7 +95,7 @@ def _pin(ref: ImageReference, policy: str, store: ImageStore, settings: Settings
             raise ImageError(f"{ref} is not on this host (pull: never): `reconcile image pull {ref}` first")
         return _Pinned(local, local.digest)
     started = store.by_digest(running_digest) if running_digest else None
-    if started is not None and started.reference.split("@")[0] != _unpinned(ref):
+    if started is not None and split_pinned(started.reference)[0] != str(ref.unpinned):
         started = None  # the container runs another reference's image: the spec moved on
     if policy == "missing" and started is not None:  # the store lost the name, not the image
         return _Pinned(started, started.digest)
@@ -107,19 +108,13 @@ def _pin(ref: ImageReference, policy: str, store: ImageStore, settings: Settings
             pulling.background(ref, tls)
         return _Pinned(local, local.digest if local else None)
     if pulling.allowed:
-        with exclusive(settings.state_dir, name=IMAGES_LOCK_NAME):
-            image = store.pull(ref, tls, pulling.progress)
+        image = store.pull(ref, tls, pulling.progress)
         return _Pinned(image, image.digest)
     if ref.is_local or policy == "missing":  # nothing here yet: planned as not pulled, asking nobody
         return _Pinned(local, local.digest if local else None)
     digest = store.remote_digest(ref, tls)
     pinned = store.by_digest(digest) if local is None or local.digest != digest else local
     return _Pinned(pinned or local, digest)
-
-
-def _unpinned(ref: ImageReference) -> str:
-    """The reference without its digest, as the store names the images pulled for it."""
-    return str(ImageReference(ref.transport, ref.name, ref.tag))
 
 
 def verify_tls(ref: ImageReference, settings: Settings) -> bool:
@@ -192,8 +187,7 @@ class ImageRow:
 def pull(text: str, settings: Settings, progress: Callable[[PullEvent], None]) -> Image:
     """`reconcile image pull REF`: fetch (a tag again) and unpack."""
     ref = _reference(text)
-    with exclusive(settings.state_dir, name=IMAGES_LOCK_NAME):
-        return ImageStore(settings.state_dir).pull(ref, verify_tls(ref, settings), progress)
+    return ImageStore(settings.state_dir).pull(ref, verify_tls(ref, settings), progress)
 
 
 def listing(settings: Settings) -> list[ImageRow]:
@@ -219,15 +213,24 @@ def remove(texts: Sequence[str], settings: Settings) -> list[Image]:
         return doomed
 
 
-def prune(settings: Settings, wanted: Sequence[Stack]) -> list[Image]:
+def prune(settings: Settings) -> list[Image]:
     """`reconcile image prune`: remove every image no container runs and no applied stack names."""
     store = ImageStore(settings.state_dir)
     with _removing(settings):
+        wanted = _applied_stacks(settings)
         running = set(running_images().values())
         named = {str(parse_reference(c.image)) for stack in wanted for c in stack.containers.values() if c.image}
         doomed = [i for i in store.images() if i.digest not in running and i.reference not in named]
         store.remove(doomed, {}, _mounted_layers(store))
         return doomed
+
+
+def _applied_stacks(settings: Settings) -> list[Stack]:
+    records = Store.open_readonly(settings.state_dir)
+    try:
+        return [Stack.model_validate(record.spec) for record in records.stacks()]
+    finally:
+        records.close()
 
 
 @contextmanager

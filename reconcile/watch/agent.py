@@ -44,7 +44,7 @@ from specs.images import ImageReference
 from specs.model import Stack
 from specs.names import parse_netns_name
 from state.images import ImageStore
-from state.lock import IMAGES_LOCK_NAME, exclusive
+from state.lock import exclusive
 from state.store import Store, WatchStatus
 
 FILES_KEY = Key(HOST, "files")
@@ -281,8 +281,8 @@ class Agent:
         started = time.monotonic()
         self.log.emit("pulling", image=str(ref))
         try:
-            with exclusive(self.settings.state_dir, self._waiting_for_lock, name=IMAGES_LOCK_NAME):
-                image = ImageStore(self.settings.state_dir).pull(ref, verify_tls, lambda event: None)
+            image = ImageStore(self.settings.state_dir).pull(ref, verify_tls, lambda event: None,
+                                                             self._waiting_for_lock)
             self.log.emit("pulled", image=str(ref), digest=image.digest, s=round(time.monotonic() - started, 2))
         except Exception as exc:  # noqa: BLE001 - a failed pull is logged and tried again later
             delay = PULL_RETRY
