@@ -297,9 +297,9 @@ class ImageStore:
         """Delete abandoned pulls and damaged entries, and the blobs and layers no image holds
         (`mounted_layers`: names of layer directories a mounted root uses, kept whatever the
         index says). Callers hold the image store's lock: no pull is under way."""
-        damaged = [id(entry) for entry, image in self._entries() if image is None]
+        damaged = {(_ref_name(entry), entry.get("digest")) for entry, image in self._entries() if image is None}
         self._edit_index(lambda entries: [e for e in entries if not _ref_name(e).startswith(PENDING_PREFIX)
-                                          and id(e) not in damaged])
+                                          and (_ref_name(e), e.get("digest")) not in damaged])
         for leftover in [*_children(self.root / TMP_DIR), *self.layout.parent.glob("digest-*"),
                          *self.layout.glob(f"{INDEX_TEMPORARY}*")]:
             shutil.rmtree(leftover) if leftover.is_dir() and not leftover.is_symlink() else leftover.unlink()

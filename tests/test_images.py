@@ -199,6 +199,18 @@ def test_local_sources_run_offline(sandbox: Sandbox, tmp_path: Path) -> None:
     assert "no changes" in apply(sandbox, path).lower()
 
 
+def test_an_image_whose_blobs_are_damaged_is_skipped_and_pruned(sandbox: Sandbox, tmp_path: Path) -> None:
+    image = app_image(tmp_path / "layout")
+    sandbox.reconcile("image", "pull", f"oci:{image.layout}:v1", check=True)
+    assert len(images(sandbox)) == 1
+    layout = sandbox.state_dir / "images" / "oci"
+    (layout / "blobs" / "sha256" / image.config_digest.split(":")[1]).unlink()
+    assert images(sandbox) == []  # listed no more, and nothing fails on it
+    sandbox.reconcile("image", "prune", check=True)
+    assert json.loads((layout / "index.json").read_text())["manifests"] == []
+    assert list((sandbox.state_dir / "images" / "layers").iterdir()) == []
+
+
 def test_a_multi_platform_image_runs_this_hosts_platform(sandbox: Sandbox, registry: Registry,
                                                          tmp_path: Path) -> None:
     layout = tmp_path / "layout"
