@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from controllers.base import Desired, Diff
 from controllers.change import Action, Change, FieldChange
 from controllers.errors import ApplyError, ApplyErrors
-from controllers.firewall_conflicts import PublishedPort, conflicts
+from controllers.firewall_conflicts import Intruder, PublishedPort, conflicts, intruders
 from controllers.firewall_rules import (
     CHAIN_FORWARD,
     FILTER,
@@ -83,6 +83,15 @@ class FirewallObservation:
 
     def owned_stacks(self) -> set[str]:
         return {owner.stack for owner in self.owned if owner.stack}
+
+    def live_ports(self) -> list[PortKey]:
+        """The ports our DNAT rules publish now, parsed back from their owners, in rule order."""
+        return [key for owner in self.owned if owner.kind == "port"
+                for key in [PortKey.parse(owner.key)] if key]
+
+    def intruders(self) -> list[Intruder]:
+        """Host processes listening on a port we publish (they bound it after us)."""
+        return intruders(self.live_ports(), self.listeners)
 
 
 @dataclass(frozen=True)
@@ -310,8 +319,9 @@ def diff_firewall(desired: Desired, observed: FirewallObservation, render: Rende
     wants, published, issues = _wanted(desired, render)
     in_scope = [o for o in observed.owned if o.stack in desired.scope and o not in wants]
     kept = [o for o in observed.owned if o.stack is not None and o.stack not in desired.scope]
-    kept_ports = [key for o in kept if o.kind == "port" for key in [PortKey.parse(o.key)] if key]
-    issues += conflicts(published, kept_ports, observed.listeners)
+    live_ports = observed.live_ports()
+    kept_ports = [key for key in live_ports if key.stack not in desired.scope]
+    issues += conflicts(published, kept_ports, observed.listeners, live_ports)
     changes = []
     for owner in sorted({*wants, *in_scope}, key=lambda o: (o.kind != "network", o.key)):
         change = _owner_change(owner, wants.get(owner), observed.owned.get(owner, ()),

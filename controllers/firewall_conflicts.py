@@ -1,9 +1,14 @@
 """Conflicts of published ports with the live host, reported as Issues at the port's spec
-field (`containers.<name>.ports[<index>]`): they stop the run before anything is touched."""
+field (`containers.<name>.ports[<index>]`): they stop the run before anything is touched.
+
+A host process listening on a port our rules already publish is no conflict: it bound the port
+after we published it, our DNAT takes the traffic before local delivery, so the port is ours and
+the process gets none of it. It is an intruder, which `status` reports; refusing would block
+every later change of the stack (an env change) over a port that does not change."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
@@ -20,9 +25,26 @@ class PublishedPort:
     loc: Loc
 
 
-def _port_text(port: PortKey) -> str:
+@dataclass(frozen=True)
+class Intruder:
+    """A host process listening on a port we publish: it receives none of the port's traffic."""
+
+    port: PortKey
+    listener: Listener
+
+    def describe(self) -> str:
+        return (f"{_port_text(self.port)} of container '{self.port.container}' is also bound by "
+                f"{self.listener.describe()}; it gets no traffic, the published port takes it")
+
+
+def port_text(port: PortKey) -> str:
+    """`[ip:]port/protocol`, as the spec writes the host side of a mapping."""
     where = f"{port.host_ip}:" if port.host_ip else ""
-    return f"host port {where}{port.host}/{port.protocol}"
+    return f"{where}{port.host}/{port.protocol}"
+
+
+def _port_text(port: PortKey) -> str:
+    return f"host port {port_text(port)}"
 
 
 def _ipv4_view(address: IPv4Address | IPv6Address) -> IPv4Address | None:
@@ -42,26 +64,49 @@ def _listener_overlaps(port: PortKey, listener: Listener) -> bool:
     return address.is_unspecified or port.host_ip is None or address == port.host_ip
 
 
-def conflicts(published: Sequence[PublishedPort], kept: Sequence[PortKey],
-              host_listeners: Sequence[Listener]) -> list[Issue]:
-    """Each published port wanted twice in this run, already published by a stack of ours
-    outside it (`kept`), or listened on by a host process. Candidates are grouped by (protocol,
-    port) first: a thousand ports must not cost a million comparisons."""
-    publishers: dict[tuple[str, int], list[PortKey]] = {}
-    for port in [*(p.port for p in published), *kept]:
-        publishers.setdefault((port.protocol, port.host), []).append(port)
-    listeners: dict[tuple[str, int], list[Listener]] = {}
+Slot = tuple[str, int]
+"""(protocol, port): candidates are grouped by it first, so that a thousand ports do not cost a
+million comparisons."""
+
+
+def _by_slot(host_listeners: Iterable[Listener]) -> dict[Slot, list[Listener]]:
+    listeners: dict[Slot, list[Listener]] = {}
     for listener in host_listeners:
         listeners.setdefault((listener.protocol, listener.port), []).append(listener)
+    return listeners
+
+
+def _shadowed(port: PortKey, listeners: dict[Slot, list[Listener]]) -> list[Listener]:
+    return [listener for listener in listeners.get((port.protocol, port.host), [])
+            if _listener_overlaps(port, listener)]
+
+
+def intruders(live_ports: Iterable[PortKey], host_listeners: Sequence[Listener]) -> list[Intruder]:
+    """The host processes listening on ports our rules publish (`live_ports`, as observed)."""
+    listeners = _by_slot(host_listeners)
+    return [Intruder(port, listener) for port in live_ports for listener in _shadowed(port, listeners)]
+
+
+def conflicts(published: Sequence[PublishedPort], kept: Sequence[PortKey],
+              host_listeners: Sequence[Listener], live_ports: Iterable[PortKey]) -> list[Issue]:
+    """Each published port wanted twice in this run, already published by a stack of ours
+    outside it (`kept`), or listened on by a host process while it is not published yet (not in
+    `live_ports`, the ports our rules publish now: a listener there is an intruder)."""
+    publishers: dict[Slot, list[PortKey]] = {}
+    for port in [*(p.port for p in published), *kept]:
+        publishers.setdefault((port.protocol, port.host), []).append(port)
+    listeners = _by_slot(host_listeners)
+    live = set(live_ports)
     issues = []
     for mine in published:
         slot = (mine.port.protocol, mine.port.host)
         issues += [Issue(mine.port.stack, mine.loc, f"{_port_text(mine.port)} is also published by "
                                                     f"{_publisher(other, mine.port.stack)}")
                    for other in publishers[slot] if other != mine.port and other.overlaps(mine.port)]
-        issues += [Issue(mine.port.stack, mine.loc, f"{_port_text(mine.port)} is in use: "
-                                                    f"{listener.describe()}")
-                   for listener in listeners.get(slot, []) if _listener_overlaps(mine.port, listener)]
+        if mine.port not in live:
+            issues += [Issue(mine.port.stack, mine.loc, f"{_port_text(mine.port)} is in use: "
+                                                        f"{listener.describe()}")
+                       for listener in _shadowed(mine.port, listeners)]
     return issues
 
 

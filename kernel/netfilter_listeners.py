@@ -1,8 +1,9 @@
 """Sockets listening in the caller's network namespace, with the process that holds each.
 
-A published port DNATs before local delivery, so a host process already listening on that port
-would silently stop receiving its traffic: the firewall controller reports it as a conflict and
-names the process. /proc/net/{tcp,tcp6,udp,udp6} are per network namespace (they follow
+A published port DNATs before local delivery, so a host process listening on that port silently
+receives none of its traffic: the firewall controller refuses to publish a port a process holds
+(a conflict naming the process), and names a process that bound a port after we published it
+(an intruder, in `status`). /proc/net/{tcp,tcp6,udp,udp6} are per network namespace (they follow
 /proc/self/net); the owning process is found by the socket inode among /proc/<pid>/fd links.
 """
 
