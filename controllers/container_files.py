@@ -5,7 +5,11 @@ resolver on the host is unreachable from inside the container's namespace)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_address
+
+DEFAULT_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
+"""The last resort when the host names no nameserver a container can reach (Docker's too)."""
 
 from specs.model import Stack
 
@@ -31,14 +35,53 @@ def _names(key: str, hostname: str) -> str:
     return key if hostname == key else f"{hostname} {key}"
 
 
-def resolv_file(host_resolv: str) -> str:
+@dataclass(frozen=True)
+class HostResolvers:
+    """The host's resolver files as read in one pass ("" for one that is missing)."""
+
+    own_path: str  # /etc/resolv.conf
+    own: str
+    upstream_path: str  # systemd-resolved's list of the servers its 127.0.0.53 stub asks
+    upstream: str
+
+
+@dataclass(frozen=True)
+class ResolvFile:
+    text: str
+    warning: str | None  # why the host's own file could not be used as it is
+
+
+def resolv_file(host: HostResolvers) -> ResolvFile:
+    """The host's resolv.conf without loopback nameservers. When none is left (systemd-resolved's
+    stub 127.0.0.53 is the usual cause), the upstream servers systemd-resolved lists, then the
+    defaults, each keeping the host's search and options lines, as Docker does."""
+    own = _without_loopback(host.own)
+    if _nameservers(own):
+        return ResolvFile(own, None)
+    loopback = _nameservers(host.own)
+    why = (f"{host.own_path} has only loopback nameservers ({', '.join(loopback)}), unreachable from a "
+           f"container" if loopback else f"{host.own_path} names no nameserver")
+    upstream = _without_loopback(host.upstream)
+    if _nameservers(upstream):
+        return ResolvFile(upstream, f"{why}: containers use those of {host.upstream_path}")
+    text = own + "".join(f"nameserver {address}\n" for address in DEFAULT_NAMESERVERS)
+    return ResolvFile(text, f"{why}, and {host.upstream_path} names none: containers use "
+                            f"{', '.join(DEFAULT_NAMESERVERS)}")
+
+
+def _without_loopback(text: str) -> str:
     kept: list[str] = []
-    for line in host_resolv.splitlines():
+    for line in text.splitlines():
         fields = line.split()
         if len(fields) >= 2 and fields[0] == "nameserver" and _is_loopback(fields[1]):
             continue
         kept.append(line)
     return "\n".join(kept).strip() + "\n" if any(l.strip() for l in kept) else ""
+
+
+def _nameservers(text: str) -> list[str]:
+    return [fields[1] for fields in map(str.split, text.splitlines())
+            if len(fields) >= 2 and fields[0] == "nameserver"]
 
 
 def _is_loopback(text: str) -> bool:

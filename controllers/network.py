@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface
 
 from controllers.base import Desired, Diff
 from controllers.change import Action, Change, FieldChange
@@ -70,6 +70,15 @@ class NetworkObservation:
                        subnet=b.state.addresses[0].network, bridge=b.state.name)
             for bridges in self.ours.values() for b in bridges if b.state.addresses
         )
+
+
+def mac_of(address: IPv4Address) -> str:
+    """The MAC of the link holding `address`: 02:42 and the address's four bytes, as Docker
+    derives it. A link made anew (a repaired veth, a re-created bridge) gets the MAC its peers
+    already hold in their ARP caches for that address; a random one left them sending to a MAC
+    that no longer exists for tens of seconds. A bridge given no MAC also takes its lowest
+    port's and changes it as ports come and go."""
+    return "02:42:" + ":".join(f"{byte:02x}" for byte in address.packed)
 
 
 def desired_bridge(network: Network) -> BridgeState:
@@ -241,8 +250,10 @@ class NetworkController:
         raise ApplyError(f"bridge name '{name}' was taken meanwhile by {taken}")
 
     def _converge(self, index: int, current: BridgeState, want: BridgeState) -> None:
-        if current.mtu != want.mtu:
-            self._netlink.set_link(index, mtu=want.mtu)
+        """The MAC follows the gateway address (set with it on a new bridge, before any port)."""
+        mac = mac_of(want.addresses[0].ip) if want.addresses and current.addresses != want.addresses else None
+        if current.mtu != want.mtu or mac is not None:
+            self._netlink.set_link(index, mtu=want.mtu if current.mtu != want.mtu else None, mac=mac)
         for address in set(current.addresses) - set(want.addresses):
             self._netlink.delete_address(index, address)
         for address in set(want.addresses) - set(current.addresses):

@@ -4,8 +4,9 @@
 The namespace is /run/netns/<names.netns_name>; its `lo` is up and its default route goes
 through the `default_route` network's gateway. Each endpoint's host end sits on the network's
 bridge (MTU, hairpin on), its container end is eth0, eth1, ... in spec order, with the address
-IPAM chose. Both ends carry the endpoint alias, read back on every pass. All of it is repaired
-in place: the container process keeps running through any repair here.
+IPAM chose and the MAC derived from it (network.mac_of), so peers reach a pair made anew at
+once. Both ends carry the endpoint alias, read back on every pass. All of it is repaired in
+place: the container process keeps running through any repair here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ipaddress import IPv4Address, IPv4Interface
 from controllers.base import Desired, Diff
 from controllers.change import Action, Change, FieldChange
 from controllers.errors import ApplyError, ApplyErrors
+from controllers.network import mac_of
 from kernel import netns
 from kernel.netlink import Netlink
 from kernel.rtnl_dump import Link, LinkDump
@@ -328,8 +330,9 @@ class SandboxController:
 
     def _converge(self, inner: Netlink, host_index: int, inner_index: int, current: EndpointState,
                   want: EndpointState, bridges: Mapping[str, int], alias: str | None) -> None:
-        """One request per end for the link attributes (alias only on a new pair), then the
-        hairpin (the port must be enslaved first) and the addresses."""
+        """One request per end for the link attributes (alias only on a new pair; the container
+        end's MAC whenever its address is set), then the hairpin (the port must be enslaved
+        first) and the addresses."""
         if current.bridge != want.bridge and want.bridge is not None and want.bridge not in bridges:
             raise ApplyError(f"bridge {want.bridge} does not exist")
         self._host.set_link(
@@ -340,7 +343,9 @@ class SandboxController:
         if current.hairpin != want.hairpin or current.bridge != want.bridge:
             self._host.set_hairpin(host_index, want.hairpin)
         inner.set_link(inner_index, alias=alias, mtu=want.mtu if current.mtu != want.mtu else None,
-                       up=want.up if current.up != want.up else None)
+                       up=want.up if current.up != want.up else None,
+                       mac=mac_of(want.addresses[0].ip) if want.addresses and current.addresses != want.addresses
+                       else None)
         for address in set(current.addresses) - set(want.addresses):
             inner.delete_address(inner_index, address)
         for address in set(want.addresses) - set(current.addresses):

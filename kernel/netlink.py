@@ -24,7 +24,7 @@ from kernel.rtnl_dump import (IFF_UP, IFLA_GROUP, IFLA_IFALIAS, IFLA_IFNAME, IFL
 AF_UNSPEC, AF_INET, AF_BRIDGE = 0, 2, 7
 RTM_NEWLINK, RTM_DELLINK, RTM_SETLINK = 16, 17, 19
 RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE = 20, 21, 24, 25
-IFLA_PROTINFO, IFLA_NET_NS_FD = 12, 28
+IFLA_ADDRESS, IFLA_PROTINFO, IFLA_NET_NS_FD = 1, 12, 28
 IFLA_INFO_DATA, VETH_INFO_PEER = 2, 1
 IFLA_BRPORT_MODE = 4
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
@@ -124,8 +124,11 @@ class Netlink:
 
     @_retry_transient
     def set_link(self, index: int, *, mtu: int | None = None, up: bool | None = None,
-                 alias: str | None = None, master: int | None = None) -> None:
+                 alias: str | None = None, master: int | None = None, mac: str | None = None) -> None:
+        """`mac` ("02:42:..."): the kernel sets it before it brings the link up, and changes it on
+        a link that is up (bridges and veths allow that)."""
         attrs = b"".join((
+            wire.attr(IFLA_ADDRESS, bytes.fromhex(mac.replace(":", ""))) if mac is not None else b"",
             wire.attr_u32(IFLA_MTU, mtu) if mtu is not None else b"",
             wire.attr_str(IFLA_IFALIAS, alias) if alias is not None else b"",
             wire.attr_u32(IFLA_MASTER, master) if master is not None else b"",

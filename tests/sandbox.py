@@ -25,6 +25,8 @@ mount -t tmpfs -o mode=755 rc-test-netns /run/netns
 mount --make-shared /run/netns 2>/dev/null || true
 # skopeo keeps its blob-info cache in /var/lib/containers: a fresh one per sandbox, gone with it.
 mount -t tmpfs -o mode=755 rc-test-varlib /var/lib
+# Containers' resolv.conf derives from the host's: the same one whatever the machine's resolver.
+mount --bind "$1" /etc/resolv.conf
 ip link set lo up
 echo ready
 exec sleep infinity
@@ -40,8 +42,11 @@ class Sandbox:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.cgroup_parent = f"rc-test-{uuid.uuid4().hex[:10]}"
         os.makedirs("/run/netns", exist_ok=True)
+        resolv = workdir / "resolv.conf"
+        resolv.write_text("nameserver 192.0.2.53\nsearch example.test\n")
         self._holder = subprocess.Popen(
-            ["unshare", "--net", "--mount", "--propagation", "private", "sh", "-c", _HOLDER_SCRIPT],
+            ["unshare", "--net", "--mount", "--propagation", "private", "sh", "-c", _HOLDER_SCRIPT, "rc-sandbox",
+             str(resolv)],
             stdout=subprocess.PIPE, text=True,
         )
         assert self._holder.stdout is not None
