@@ -5,6 +5,12 @@ Ownership is the path itself (specs.names.cgroup_relpath): a fresh process finds
 of ours under the parent, so orphans are pruned even when the state store is lost. Observed
 limits are read back in the spec's shape and the desired ones normalised the way the kernel
 stores them (memory in pages, quota in microseconds), so an unchanged spec diffs empty.
+
+The runtime's own processes (the waiting shell, crun) sit beside the container's cgroup, in
+<container>_monitor, in every hierarchy of the host: out of the caller's cgroups (a session
+scope that ends kills what is left in it) and out of the container's limits (an OOM kill there
+must not take the process that records the exit status). The parent itself goes with the last
+cgroup in it.
 """
 
 from __future__ import annotations
@@ -22,8 +28,12 @@ from kernel.cgroups_common import at
 from specs import names
 from specs.errors import Issue
 from specs.model import Resources, Stack
+from specs.validate import check_host_cpus
 
 KIND_CGROUP = "cgroup"
+MONITOR_SUFFIX = "_monitor"
+"""DO NOT RENAME: `<container>_monitor` holds a container's runtime processes on hosts in the
+field. '_' cannot occur in a key, so it is never taken for a container's cgroup."""
 
 
 @dataclass(frozen=True)
@@ -32,9 +42,20 @@ class CgroupObservation:
     limits: Mapping[str, Limits | None]
     """By "stack/container": every cgroup of ours under the parent (None: incomplete, e.g. present
     in only some hierarchies after a crash)."""
+    host_cpus: tuple[int, ...] = ()
+    """The CPUs a container may be given (empty: not known, no check)."""
 
     def owned_stacks(self) -> set[str]:
         return {key.split("/", 1)[0] for key in self.limits}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a container's processes go: the runtime makes `relpath`/ctr for the container, and
+    its own processes write "0" into each of `monitor_procs` before they run anything."""
+
+    relpath: str
+    monitor_procs: tuple[str, ...]
 
 
 def limits_of(resources: Resources) -> Limits:
@@ -66,11 +87,12 @@ def diff_cgroups(desired: Desired, observed: CgroupObservation, driver: CgroupDr
     """Pure apart from reading the parent's CPU list (to normalise a cpuset of all of them)."""
     result = Diff()
     wanted: dict[str, Limits] = {}
-    for stack in desired.stacks.values():
-        if stack.name in desired.scope:
-            found, issues = _wanted(stack, driver, observed.parent)
-            wanted |= found
-            result.issues += issues
+    in_scope = [stack for stack in desired.stacks.values() if stack.name in desired.scope]
+    for stack in in_scope:
+        found, issues = _wanted(stack, driver, observed.parent)
+        wanted |= found
+        result.issues += issues
+    result.issues += check_host_cpus(in_scope, observed.host_cpus)
     for key, limits in wanted.items():
         if key not in observed.limits or observed.limits[key] is None:
             result.changes.append(Change(Action.CREATE, KIND_CGROUP, key, _field_changes(None, limits),
@@ -98,7 +120,8 @@ class CgroupController:
 
     def observe(self) -> CgroupObservation:
         keys = sorted(f"{stack}/{container}" for stack, container in self._driver.owned(self._parent))
-        return CgroupObservation(self._parent, {key: self._driver.read(self.relpath(key)) for key in keys})
+        return CgroupObservation(self._parent, {key: self._driver.read(self.relpath(key)) for key in keys},
+                                 tuple(self._driver.usable_cpus(self._parent)))
 
     def diff(self, desired: Desired, observed: CgroupObservation) -> Diff:
         return diff_cgroups(desired, observed, self._driver)
@@ -110,6 +133,11 @@ class CgroupController:
                 self._apply_one(change)
             except (CgroupError, OSError) as exc:
                 errors.append(ApplyError(f"{change.action} {change.kind} {change.key}: {exc}"))
+        if any(change.action is Action.DELETE for change in changes):
+            try:
+                self._driver.remove_parent(self._parent)  # kept while anything is left in it
+            except CgroupError as exc:
+                errors.append(ApplyError(f"remove the cgroup parent {self._parent}: {exc}"))
         if errors:
             raise ApplyErrors(errors)
 
@@ -118,9 +146,10 @@ class CgroupController:
         if change.action is Action.DELETE:
             # The container was stopped first (deletions run in reverse order); whatever a
             # crash left inside would keep the cgroup busy for ever.
-            for pid in self._driver.procs(relpath):
-                _kill(pid)
-            self._driver.remove(relpath, self._parent)
+            for cgroup in (relpath + MONITOR_SUFFIX, relpath):
+                for pid in self._driver.procs(cgroup):
+                    _kill(pid)
+                self._driver.remove(cgroup, self._parent)
             return
         assert isinstance(change.desired, Limits)
         if change.action is Action.CREATE:
@@ -130,14 +159,14 @@ class CgroupController:
     def usage(self, key: str) -> Usage | None:
         return self._driver.usage(self.relpath(key))
 
-    def ensure(self, stack: str, container: str) -> str:
+    def ensure(self, stack: str, container: str) -> Placement:
         """The container's cgroup, which this controller's own changes made (with its limits)
-        earlier in the plan. Missing, it failed or was removed since: no container starts
-        without its limits."""
+        earlier in the plan, and its monitor's, made here. Missing, the container's failed or was
+        removed since: no container starts without its limits."""
         relpath = self.relpath(f"{stack}/{container}")
         if not all(at(root, relpath).is_dir() for root in self._driver.roots()):
             raise CgroupError(f"the cgroup {relpath} is missing (its limits were not set): not starting it")
-        return relpath
+        return Placement(relpath, tuple(self._driver.create_everywhere(relpath + MONITOR_SUFFIX)))
 
 
 def _kill(pid: int) -> None:

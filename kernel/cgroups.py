@@ -8,7 +8,9 @@ container must not inherit that placement.
 Usage: `driver = detect()`, then `driver.missing(limits)` before touching anything,
 `driver.create(relpath)` for the cgroup.procs files a new process joins, `driver.write`,
 `driver.read` (normalised to the spec's shape; compare with `driver.normalise(relpath, desired)`),
-`driver.usage`, `driver.procs`, `driver.remove`, `driver.owned`.
+`driver.usage`, `driver.procs`, `driver.remove`, `driver.owned`; `driver.create_everywhere`
+for the cgroup of processes that must leave every cgroup of their caller, `driver.usable_cpus`
+for the host's CPUs, `driver.remove_parent` once the last cgroup under the parent is gone.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from pathlib import Path
 from kernel import crashpoints
 from kernel.retrying import retry_transient
 from specs.names import NAME_PATTERN
+from specs.units import parse_cpu_list
 
 CPU_PERIOD_US = 100_000
 """The CFS period we write: 100 ms, the kernel's default, so a quota reads as cpus * 100000."""
@@ -28,6 +29,9 @@ exactly what was written."""
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 """Memory limits are kept in pages: the kernel rounds a written byte count down to a page."""
+
+ONLINE_CPUS = Path("/sys/devices/system/cpu/online")
+"""Every CPU the kernel runs on: the host's CPUs where no cpuset hierarchy says otherwise."""
 
 FIELD_CONTROLLERS = {"memory": "memory", "cpus": "cpu", "pids": "pids", "cpuset": "cpuset"}
 """The controller that enforces each field of Limits."""
@@ -194,6 +198,13 @@ class CgroupDriver(ABC):
         """Make the cgroup (idempotent); returns the cgroup.procs files a process writes "0" into
         to join it."""
 
+    def create_everywhere(self, relpath: str) -> list[str]:
+        """Make the cgroup in every hierarchy mounted on the host (idempotent), named ones
+        (name=systemd) and the unified tree of a hybrid host included; returns the cgroup.procs
+        files a process writes "0" into to leave every cgroup of its caller: systemd kills what
+        is left in a session scope or a oneshot unit when it ends."""
+        return self.create(relpath)
+
     @abstractmethod
     def read(self, relpath: str) -> Limits | None:
         """The limits in force, normalised to the spec's shape; None when there is no cgroup."""
@@ -207,8 +218,30 @@ class CgroupDriver(ABC):
         """The writes that set the limits, in an order the kernel accepts."""
 
     @abstractmethod
+    def _effective_cpus(self) -> tuple[Path, str] | None:
+        """The cpuset hierarchy's root and the name of its file of the CPUs a cgroup may run on;
+        None when the host has no cpuset controller."""
+
     def _parent_cpus(self, relpath: str) -> str | None:
         """The CPUs the parent cgroup may run on: a cpuset equal to them is no restriction."""
+        cpuset = self._effective_cpus()
+        return None if cpuset is None else read_text(at(cpuset[0], relpath).parent / cpuset[1])
+
+    def usable_cpus(self, parent: str) -> list[int]:
+        """The CPUs a container under `parent` can be given: the cpuset of the parent, or of its
+        nearest ancestor that has one (a level not made yet will copy its parent's CPUs; on v2, a
+        level without the cpuset controller enabled runs on its parent's); every online CPU on a
+        host without a cpuset controller."""
+        cpuset = self._effective_cpus()
+        text = None
+        if cpuset is not None:
+            root, name = cpuset
+            cgroup = at(root, parent)
+            while cgroup != root and read_text(cgroup / name) is None:
+                cgroup = cgroup.parent
+            text = read_text(cgroup / name)
+        text = text or read_text(ONLINE_CPUS)
+        return parse_cpu_list(text) if text else []
 
     def write(self, relpath: str, limits: Limits) -> None:
         """Set every limit or none: if the kernel refuses one, those already written are put back,
@@ -258,6 +291,16 @@ class CgroupDriver(ABC):
                 if not at(root, ancestor).is_dir() or _has_children(at(root, ancestor)):
                     break
                 _remove_tree(at(root, ancestor))
+
+    def remove_parent(self, parent: str) -> None:
+        """Remove the parent itself (its last level only: the levels above may be anyone's) once
+        it is empty in every hierarchy. A cgroup or a process in it in any hierarchy, ours or
+        not, keeps it everywhere."""
+        tops = [top for top in (at(root, parent) for root in self.removal_roots()) if top.is_dir()]
+        if any(_has_children(top) or read_text(top / "cgroup.procs") for top in tops):
+            return
+        for top in tops:
+            _remove_tree(top)
 
     def owned(self, parent: str) -> set[tuple[str, str]]:
         """(stack, container) of every cgroup <parent>/<stack>/<container>, in any hierarchy:

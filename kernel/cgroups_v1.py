@@ -48,13 +48,19 @@ class V1Driver(CgroupDriver):
         return [name for name in limits.controllers() if name not in self.hierarchies]
 
     def create(self, relpath: str) -> list[str]:
+        return self._create_in(self.roots(), relpath)
+
+    def create_everywhere(self, relpath: str) -> list[str]:
+        return self._create_in(self.removal_roots(), relpath)
+
+    def _create_in(self, roots: Sequence[Path], relpath: str) -> list[str]:
         cpuset_root = self.hierarchies.get("cpuset")
-        for root in self.roots():
+        for root in roots:
             for parent, child in levels(root, relpath):
                 mkdir(child)
                 if root == cpuset_root:
                     _inherit_cpuset(parent, child)
-        return [str(at(root, relpath) / "cgroup.procs") for root in self.roots()]
+        return [str(at(root, relpath) / "cgroup.procs") for root in roots]
 
     def read(self, relpath: str) -> Limits | None:
         """None also when the cgroup is missing from one hierarchy: a process outside part of its
@@ -112,9 +118,9 @@ class V1Driver(CgroupDriver):
             return sum(count or 0 for count in counts)
         return read_int(self._file("memory", relpath, "memory.failcnt"))
 
-    def _parent_cpus(self, relpath: str) -> str | None:
+    def _effective_cpus(self) -> tuple[Path, str] | None:
         root = self.hierarchies.get("cpuset")
-        return None if root is None else read_text(at(root, relpath).parent / "cpuset.effective_cpus")
+        return None if root is None else (root, "cpuset.effective_cpus")
 
     def _knobs(self, relpath: str, limits: Limits) -> list[Knob]:
         """Memory first (the one the kernel refuses most: EBUSY), so a refusal leaves nothing to

@@ -65,8 +65,8 @@ class V2Driver(CgroupDriver):
                      pids=read_int(path / "pids.current"),
                      oom_kills=read_keyed(path / "memory.events").get("oom_kill"))
 
-    def _parent_cpus(self, relpath: str) -> str | None:
-        return read_text(at(self.root, relpath).parent / "cpuset.cpus.effective")
+    def _effective_cpus(self) -> tuple[Path, str] | None:
+        return self.root, "cpuset.cpus.effective"  # absent (None when read) without cpuset
 
     def _knobs(self, relpath: str, limits: Limits) -> list[Knob]:
         """Only the files of enabled controllers exist; swap is capped at zero alongside a memory

@@ -17,6 +17,7 @@ from ipaddress import IPv4Address, IPv4Network
 from specs.errors import Issue, quoted
 from specs.fields import is_hostname
 from specs.model import Container, Network, PortMapping, Stack
+from specs.units import format_cpu_list, parse_cpu_list
 
 RESERVED_ADDRESSES = 3
 """Per subnet: the network address, the broadcast address and the gateway."""
@@ -69,6 +70,34 @@ def check_host(stacks: Sequence[Stack], host_nets: Sequence[HostNet],
             issues += _host_conflicts(stack.name, key, network, host_nets)
             issues += _applied_conflicts(stack.name, key, network, others)
     return issues
+
+
+def check_host_cpus(stacks: Sequence[Stack], host_cpus: Collection[int]) -> list[Issue]:
+    """Limits the host cannot meet, checked before anything changes: a cpuset naming CPUs the
+    host does not have (the kernel would refuse it with ERANGE, mid-apply), and a CPU quota above
+    the CPUs the container may run on (the kernel accepts it, but it can never be used). No
+    check when the host's CPUs are not known (empty)."""
+    if not host_cpus:
+        return []
+    return [issue for stack in stacks for key, container in stack.containers.items()
+            for issue in _cpu_issues(stack.name, ("containers", key, "resources"), container, set(host_cpus))]
+
+
+def _count(cpus: Collection[int]) -> str:
+    return f"{len(cpus)} CPU{'' if len(cpus) == 1 else 's'}"
+
+
+def _cpu_issues(stack: str, loc: tuple[str, ...], container: Container, host_cpus: set[int]) -> Iterator[Issue]:
+    cpuset, quota = container.resources.cpuset, container.resources.cpus
+    usable = host_cpus if cpuset is None else set(parse_cpu_list(cpuset))
+    if not usable <= host_cpus:
+        plural = "s" if len(host_cpus) > 1 else ""
+        yield Issue(stack, loc + ("cpuset",), f"cpuset '{cpuset}': this host has CPU{plural} "
+                                              f"{format_cpu_list(host_cpus)}")
+    elif quota is not None and quota > len(usable):
+        limit = f"this host has {_count(host_cpus)} ({format_cpu_list(host_cpus)})" if cpuset is None \
+            else f"the cpuset '{cpuset}' has {_count(usable)}"
+        yield Issue(stack, loc + ("cpus",), f"cpus {quota:g}: {limit}")
 
 
 def _suggestion(name: str, known: Collection[str]) -> str:

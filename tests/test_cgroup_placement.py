@@ -1,0 +1,146 @@
+"""Where a container's processes live: the whole runtime tree (the waiting shell, crun, the init,
+the program) leaves the caller's cgroups in every hierarchy of the host, named ones
+(name=systemd) and the unified tree of this hybrid host included, so a session scope or a
+oneshot unit that ran `apply` can end without taking the container along. And the cgroup
+parent goes with the last stack, unless something not ours is in it.
+
+On the real kernel (v1 hybrid here), in the sandbox's per-run parent; the foreign cgroups the
+caller sits in are per-run too and purged afterwards."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kernel import runtime
+from kernel.cgroups_v2 import V2Driver
+from kernel.oci import Runtime
+from tests.sandbox import Sandbox, purge_cgroup
+from tests.waiting import eventually
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CALLER_HIERARCHIES = ("systemd", "unified")
+"""Where systemd tracks (and, when a scope ends, kills) the processes of a session or a unit."""
+
+STACK = """\
+name: {name}
+containers:
+  web:
+    command: ["sleep", "100000"]
+    resources: {{memory: 64Mi}}
+"""
+
+
+def hierarchies() -> list[Path]:
+    """Every cgroup hierarchy mounted on this host."""
+    return sorted(p for p in CGROUP_ROOT.iterdir() if p.is_dir() and not p.is_symlink())
+
+
+@pytest.fixture
+def caller() -> Iterator[list[Path]]:
+    """A foreign cgroup in name=systemd and the unified tree, as a session scope is."""
+    name = f"rc-test-caller-{uuid.uuid4().hex[:8]}"
+    made = [CGROUP_ROOT / h / name for h in CALLER_HIERARCHIES if (CGROUP_ROOT / h).is_dir()]
+    if len(made) != len(CALLER_HIERARCHIES):
+        pytest.skip("needs a hybrid host with name=systemd and unified hierarchies")
+    for path in made:
+        path.mkdir()
+    try:
+        yield made
+    finally:
+        for path in made:
+            purge_cgroup(path)
+
+
+def _cgroups_of(pid: int) -> dict[str, str]:
+    """Hierarchy (its controllers, or "" for cgroup2) -> the process's cgroup in it."""
+    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    return {line.split(":", 2)[1]: line.split(":", 2)[2] for line in lines}
+
+
+def _apply_from(sandbox: Sandbox, cgroups: list[Path], stack: Path) -> None:
+    joins = " && ".join(f"echo 0 > {path / 'cgroup.procs'}" for path in cgroups)
+    result = sandbox.run("sh", "-c", f'{joins} && exec "$@"', "sh", sys.executable, "-m", "reconcile",
+                         "apply", str(stack), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_whole_container_leaves_the_callers_cgroups_in_every_hierarchy(
+        sandbox: Sandbox, caller: list[Path]) -> None:
+    _apply_from(sandbox, caller, sandbox.write("stack.yaml", STACK.format(name="lim")))
+    tree = sandbox.processes()
+    commands = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in tree}
+    assert {"sh", "crun", "init", "sleep"} <= commands  # and the log writer, where there is one
+    ours = f"/{sandbox.cgroup_parent}/lim/"
+    for pid in tree:
+        cgroups = _cgroups_of(pid)
+        assert len(cgroups) == len(hierarchies())  # one line per hierarchy, cgroup2 included
+        assert {h: c for h, c in cgroups.items() if not c.startswith(ours)} == {}, pid
+    for path in caller:
+        assert (path / "cgroup.procs").read_text() == ""
+
+    # The scope ends: systemd kills everything left in it. The container keeps running.
+    pid = sandbox.containers()["web"]["pid"]
+    for path in caller:
+        purge_cgroup(path)
+    assert sandbox.containers()["web"]["state"] == "running"
+    assert sorted(sandbox.processes()) == sorted(tree)
+    assert sandbox.containers()["web"]["pid"] == pid
+
+    # The container's cgroups go with it, in every hierarchy.
+    result = sandbox.reconcile("down", "--stack", "lim")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert eventually(sandbox.processes, []) == []
+    assert [str(p) for p in sandbox.cgroup_dirs()] == []
+
+
+def test_down_removes_the_parent_with_the_last_stack_in_every_hierarchy(sandbox: Sandbox) -> None:
+    for name in ("one", "two"):
+        assert sandbox.reconcile("apply", str(sandbox.write(f"{name}.yaml", STACK.format(name=name)))).returncode == 0
+    assert len(sandbox.cgroup_dirs()) == len(hierarchies())
+    assert sandbox.reconcile("down", "--stack", "one").returncode == 0
+    assert [sorted(p.name for p in top.iterdir() if p.is_dir()) for top in sandbox.cgroup_dirs()] == \
+        [["two"]] * len(hierarchies())
+    assert sandbox.reconcile("down", "--stack", "two").returncode == 0
+    assert sandbox.cgroup_dirs() == []
+
+
+def test_a_parent_holding_anything_not_ours_is_kept_everywhere(sandbox: Sandbox) -> None:
+    assert sandbox.reconcile("apply", str(sandbox.write("one.yaml", STACK.format(name="one")))).returncode == 0
+    foreign = CGROUP_ROOT / "systemd" / sandbox.cgroup_parent / "Foreign_canary"
+    foreign.mkdir()
+    assert sandbox.reconcile("down", "--stack", "one").returncode == 0
+    assert [[p.name for p in top.iterdir() if p.is_dir()] for top in sandbox.cgroup_dirs()] == \
+        [["Foreign_canary"] if top == foreign.parent else [] for top in sandbox.cgroup_dirs()]
+    assert len(sandbox.cgroup_dirs()) == len(hierarchies())
+
+
+def test_a_parent_with_a_process_of_its_own_is_kept(tmp_path: Path) -> None:
+    """On files (a v2 tree): the process's pid in cgroup.procs keeps the parent; empty, it goes,
+    its last level only."""
+    driver = V2Driver(tmp_path)
+    (tmp_path / "system/rc").mkdir(parents=True)
+    (tmp_path / "system/rc/cgroup.procs").write_text("4242\n")
+    driver.remove_parent("system/rc")
+    assert (tmp_path / "system/rc").is_dir()
+    (tmp_path / "system/rc/cgroup.procs").unlink()
+    driver.remove_parent("system/rc")
+    driver.remove_parent("system/rc")  # already gone: nothing to do
+    assert [p.name for p in tmp_path.rglob("*")] == ["system"]
+
+
+def test_a_start_that_cannot_join_its_cgroups_fails_with_the_reason(tmp_path: Path) -> None:
+    """The runtime never runs outside the cgroups it was given: a cgroup.procs it cannot write
+    stops the start with the shell's words."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    missing = tmp_path / "gone" / "cgroup.procs"
+    with pytest.raises(runtime.StartError, match=rf"^web: rc-container: 1: cannot create {missing}: "
+                                                 r"Directory nonexistent$"):
+        runtime.start(Runtime(tmp_path / "runtime", hybrid=False), "rc-web", bundle, {}, tmp_path / "log", "web",
+                      [str(missing)], runtime.LogLimits(max_bytes=1 << 20, max_files=2))
+    assert not (tmp_path / "runtime").exists()  # crun never ran
