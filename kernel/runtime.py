@@ -5,7 +5,12 @@ Process tree per container: `sh` (waits, then writes the exit status next to the
 run` in the foreground (the container's parent: exit status 128+N for a signal, 137 for
 SIGKILL) -> the container's init, Debian's `tini-static` bound in at /dev/init (signal
 forwarding and zombie reaping, so SIGTERM stops programs without a handler) -> the program.
-stdout and stderr go straight to the log file (O_APPEND); `cap_log` keeps its tail.
+stdout and stderr go down one pipe to the shell's other child, Debian's `rotatelogs` (Apache's,
+in apache2-utils), which writes them to the log directory and rotates by size through a fixed
+number of files, as Docker's json-file `max-size`/`max-file`: the log is capped while no
+`reconcile` runs. It is the pipe's only reader: if it dies, the container's next write fails
+with EPIPE (SIGPIPE ends most programs, and the restart policy starts them again with a new
+writer) instead of blocking forever on a full pipe.
 
 A process is identified by pid *and* start time: a pid alone can be reused by a stranger.
 Signals go through a pidfd taken after the start time was checked, so the check cannot race.
@@ -17,9 +22,10 @@ import json
 import os
 import select
 import signal
+import shutil
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +39,35 @@ TINI = "/usr/bin/tini-static"  # statically linked: runs inside any root
 INIT_IN_CONTAINER = "/dev/init"  # on the container's own /dev tmpfs: nothing is written to its root
 START_TIMEOUT = 10.0
 EXIT_WAIT = 5.0
-EXIT_FILE = "exit"  # DO NOT RENAME: written next to the log by the waiting shell
+EXIT_FILE = "exit"  # DO NOT RENAME: written next to the log directory by the waiting shell
+ROTATELOGS = "rotatelogs"  # Debian's apache2-utils
+LOG_FILE = "log"  # DO NOT RENAME: rotatelogs' cycle in the log directory: log, log.1, ..., log.N-1
+CURRENT_LINK = "current"  # DO NOT RENAME: rotatelogs -L, a hard link to the file being written
+WRITER_ERRORS = "writer-errors"  # the writer's own complaints (it has nowhere else to say them)
 PID_FILE = "pid"
 CONFIG_FILE = "config.json"  # the bundle's, as the OCI runtime spec names it
 
-_WRAPPER = 'exitfile="$1"; shift; "$@"; echo $? > "$exitfile"'
-"""Runs the runtime in the foreground, then records the container's exit status."""
+_WRAPPER = ('exitfile="$1"; logdir="$2"; files="$3"; size="$4"; joins="$5"; shift 5; exec 3<&0; '
+            f'{ROTATELOGS} -n "$files" -L "$logdir/{CURRENT_LINK}" "$logdir/{LOG_FILE}" "${{size}}B" '
+            f'<&3 3<&- >/dev/null 2>"$logdir/{WRITER_ERRORS}" & writer=$!; exec 3<&- </dev/null; '
+            'while [ "$joins" -gt 0 ]; do '
+            'echo 0 > "$1" && echo "$writer" > "$1" || { exec >/dev/null 2>&1; wait; exit 125; }; '
+            'joins=$((joins - 1)); shift; done; '
+            '"$@"; status=$?; exec >/dev/null 2>&1; wait; echo $status > "$exitfile"')
+"""Starts the log writer on its stdin (the pipe's read end, through fd 3: a background job's
+stdin is /dev/null; the shell then lets go of it, so the writer is the pipe's only reader), moves itself and the writer into the cgroups it is given (before the runtime
+exists: every process of the container inherits them), runs the runtime in the foreground, lets
+go of the pipe and waits for the writer to drain it, then records the container's exit status:
+once the exit file exists, the log is complete. A cgroup it cannot join stops it with the
+shell's message in the log."""
+
+
+@dataclass(frozen=True)
+class LogLimits:
+    """Rotate when the file being written exceeds `max_bytes` (by at most one 64 KiB read);
+    keep `max_files` files in all, the one being written included (Docker's max-file)."""
+    max_bytes: int
+    max_files: int
 
 
 class StartError(RuntimeError):
@@ -51,41 +80,49 @@ class ProcessHandle:
     start_time: int
 
 
-def exit_file(log_path: Path) -> Path:
-    return log_path.with_name(EXIT_FILE)
+def exit_file(log_dir: Path) -> Path:
+    return log_dir.with_name(EXIT_FILE)
 
 
-def exit_code(log_path: Path) -> int | None:
-    """The exit code of the container's last run, once it has ended."""
+def exit_code(log_dir: Path) -> int | None:
+    """The exit code of the container's last run, once it has ended (and its log is complete)."""
     try:
-        return int(exit_file(log_path).read_text().strip())
+        return int(exit_file(log_dir).read_text().strip())
     except (OSError, ValueError):
         return None
 
 
-def start(runtime: Runtime, container_id: str, bundle: Path, config: Mapping[str, Any], log_path: Path,
-          name: str) -> ProcessHandle:
-    """Write the bundle's config.json, start the container detached (own session, survives the
-    caller) and return once the runtime has created it; a failure raises StartError with the
-    runtime's message. Thread-safe."""
+def start(runtime: Runtime, container_id: str, bundle: Path, config: Mapping[str, Any], log_dir: Path,
+          name: str, cgroup_procs: Sequence[str], log_limits: LogLimits) -> ProcessHandle:
+    """Write the bundle's config.json, start the container detached (own session and, through
+    `cgroup_procs`, cgroups of its own: it survives the caller) and return once the runtime has
+    created it; a failure raises StartError with the runtime's message. Thread-safe."""
     crashpoints.step("start")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    exit_file(log_path).unlink(missing_ok=True)
+    if shutil.which(ROTATELOGS) is None:
+        raise StartError(f"{name}: {ROTATELOGS} is not installed (Debian's apache2-utils: scripts/setup.sh)")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    exit_file(log_dir).unlink(missing_ok=True)
+    _renumber_log_files(log_dir, log_limits.max_files)
     pid_file = bundle / PID_FILE
     pid_file.unlink(missing_ok=True)
     # 0600: the environment in it may hold secrets.
     fd = os.open(bundle / CONFIG_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(config, f)
-    with open(log_path, "ab") as log:
+    read_end, write_end = os.pipe()  # close-on-exec: no other start's processes hold them
+    try:
         proc = subprocess.Popen(
-            ["sh", "-c", _WRAPPER, "rc-container", str(exit_file(log_path)),
+            ["sh", "-c", _WRAPPER, "rc-container", str(exit_file(log_dir)), str(log_dir),
+             str(log_limits.max_files), str(log_limits.max_bytes), str(len(cgroup_procs)), *cgroup_procs,
              *runtime.run_command(container_id, bundle, pid_file)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True)
-    return _await_pid(proc, pid_file, log_path, name)
+            stdin=read_end, stdout=write_end, stderr=write_end, start_new_session=True, close_fds=True)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    return _await_pid(proc, pid_file, log_dir, name)
 
 
-def _await_pid(proc: subprocess.Popen[bytes], pid_file: Path, log_path: Path, name: str) -> ProcessHandle:
+def _await_pid(proc: subprocess.Popen[bytes], pid_file: Path, log_dir: Path, name: str) -> ProcessHandle:
     """The runtime writes the pid file once the container exists (namespaces, cgroups, root);
     a failure before that ends the runtime with its message in the log."""
     deadline = time.monotonic() + START_TIMEOUT
@@ -98,7 +135,7 @@ def _await_pid(proc: subprocess.Popen[bytes], pid_file: Path, log_path: Path, na
             handle = _read_pid_file(pid_file)  # created, and already gone: it ran
             if handle is not None:
                 return handle
-            raise StartError(f"{name}: {_log_tail(log_path) or f'the runtime exited {proc.returncode}'}")
+            raise StartError(f"{name}: {_log_tail(log_dir) or f'the runtime exited {proc.returncode}'}")
         time.sleep(delay)
         delay = min(delay * 2, 0.02)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -116,12 +153,55 @@ def _read_pid_file(pid_file: Path) -> ProcessHandle | None:
     return ProcessHandle(proc.pid, proc.start_time) if proc is not None else ProcessHandle(int(text), -1)
 
 
-def _log_tail(log_path: Path) -> str:
+def _log_tail(log_dir: Path) -> str:
+    files = log_files(log_dir)
     try:
-        lines = log_path.read_text(errors="replace").strip().splitlines()
+        lines = files[-1].read_text(errors="replace").strip().splitlines() if files else []
     except OSError:
         return ""
     return lines[-1] if lines else ""
+
+
+def log_files(log_dir: Path) -> list[Path]:
+    """The log's files, oldest first. rotatelogs -n cycles through log, log.1, ..., log.N-1,
+    truncating the next one when the current one is full: the files after the one being written
+    (`current` links to it) are older, those before it newer. Without the link yet (a first
+    start), the cycle's order is the files' order."""
+    try:
+        entries = sorted((e for e in os.scandir(log_dir) if _cycle_index(e.name) is not None),
+                         key=lambda e: _cycle_index(e.name) or 0)
+    except FileNotFoundError:
+        return []
+    try:
+        current: int | None = os.stat(log_dir / CURRENT_LINK).st_ino
+    except FileNotFoundError:
+        current = None
+    at = next((i for i, e in enumerate(entries) if e.inode() == current), len(entries) - 1)
+    return [Path(e.path) for e in entries[at + 1:] + entries[:at + 1]]
+
+
+def _cycle_index(name: str) -> int | None:
+    if name == LOG_FILE:
+        return 0
+    stem, dot, number = name.partition(".")
+    return int(number) if stem == LOG_FILE and dot and number.isdigit() and number[0] != "0" else None
+
+
+def _renumber_log_files(log_dir: Path, max_files: int) -> None:
+    """rotatelogs starts again at `log` (appending to it) and goes on with log.1: before it
+    starts, the newest file becomes `log` and the older ones log.N-1, log.N-2, ... (N: the
+    limit it starts with, which a changed max-file may have lowered; the oldest beyond it are
+    removed), so the order holds across restarts. The `current` link follows the newest file."""
+    ordered = log_files(log_dir)
+    for stale in ordered[:-max_files]:
+        stale.unlink()
+    newest_first = list(reversed(ordered[-max_files:]))
+    names = [LOG_FILE, *(f"{LOG_FILE}.{index}" for index in range(max_files - 1, 0, -1))]
+    moves = [(path, log_dir / name) for path, name in zip(newest_first, names) if path.name != name]
+    for number, (path, _) in enumerate(moves):  # through temporary names: the cycle may be shifted
+        path.rename(log_dir / f".renumber-{number}")
+    for number, (_, target) in enumerate(moves):
+        (log_dir / f".renumber-{number}").rename(target)
 
 
 def is_running(handle: ProcessHandle) -> bool:
@@ -140,7 +220,7 @@ def open_pidfd(handle: ProcessHandle) -> int | None:
     return fd
 
 
-def stop(handle: ProcessHandle, grace: float, log_path: Path) -> None:
+def stop(handle: ProcessHandle, grace: float, log_dir: Path) -> None:
     """SIGTERM to the init (tini forwards it), SIGKILL after `grace` seconds. The init is PID 1
     of the container's pid namespace: when it dies the kernel kills everything inside. Returns
     once the runtime has cleaned up after it (the exit status is written), so the caller can
@@ -159,25 +239,8 @@ def stop(handle: ProcessHandle, grace: float, log_path: Path) -> None:
     finally:
         os.close(fd)
     deadline = time.monotonic() + EXIT_WAIT
-    while exit_code(log_path) is None and time.monotonic() < deadline:
+    while exit_code(log_dir) is None and time.monotonic() < deadline:
         time.sleep(0.005)
-
-
-def cap_log(log_path: Path, max_bytes: int) -> None:
-    """Keep the newest half of a log that outgrew `max_bytes` (copy-truncate: the container
-    keeps appending through its O_APPEND descriptor)."""
-    try:
-        with open(log_path, "r+b") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size <= max_bytes:
-                return
-            f.seek(size - max_bytes // 2)
-            tail = f.read()
-            f.seek(0)
-            f.truncate()
-            f.write(tail)
-    except FileNotFoundError:
-        return
 
 
 def run_exec(command: list[str], pid_file: Path) -> int:

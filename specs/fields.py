@@ -33,6 +33,12 @@ MAX_MEMORY = 1024**5
 """1024Ti: no host has more; a larger number is a typo."""
 
 MAX_ID = 2**32 - 2
+
+LOG_OPTIONS = ("max-size", "max-file")
+"""The options of Docker's json-file and local drivers that mean something for our log files."""
+MAX_LOG_SIZE = 1024**3
+"""1g: rotatelogs takes the size as a C int of bytes."""
+MAX_LOG_FILES = 100
 """Largest uid/gid: (uid_t)-1 means "no change" to the kernel."""
 
 NAME_RULE = "use 1 to 16 lowercase letters, digits or '-', starting with a letter"
@@ -48,6 +54,7 @@ _PATH_CHAR_RE = re.compile(r"[A-Za-z0-9._+@/-]")
 _PORT_RE = re.compile(r"(?:(?P<host_ip>[^:/]+):)?(?P<host>[0-9]{1,5}):(?P<container>[0-9]{1,5})"
                       r"(?:/(?P<protocol>.*))?")
 _PORT_RANGE_RE = re.compile(r"[0-9]+-[0-9]+")
+_LOG_SIZE_RE = re.compile(r"(?P<number>[0-9]{1,20}(?:\.[0-9]{1,20})?) ?(?P<unit>[kKmMgG]?)(?:[iI]?[bB])?")
 PORT_FORMS = "'HOST:CONTAINER[/tcp|udp]', 'IP:HOST:CONTAINER[/tcp|udp]'"
 VOLUME_FORM = "'SOURCE:TARGET[:ro|rw]'"
 
@@ -355,3 +362,41 @@ def to_cpuset(value: object) -> str:
     """Canonical form ("0,1,2,3" -> "0-3"): what cpuset.cpus reads back, so diffs stay quiet."""
     text = _expect_str(value, "a CPU list like '0-3,5'")
     return format_cpu_list(parse_cpu_list(text))
+
+
+def to_log_size(value: object) -> int:
+    """Docker's max-size: "10m", "512k", "1g" (powers of 1024, as Docker reads them; "10MiB" and
+    "10mb" too) or a number of bytes."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"expected a size like '10m' or a number of bytes, got {describe_value(value)}")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _LOG_SIZE_RE.fullmatch(value.strip())
+        if match is None:
+            raise ValueError(f"expected a size like '10m', '512k', '1g' or a number of bytes, got {quoted(value)}")
+        size = int(float(match["number"]) * 1024 ** " kmg".index(match["unit"].lower() or " "))
+    if not 1 <= size <= MAX_LOG_SIZE:
+        raise ValueError(f"must be between 1 byte and 1g ({MAX_LOG_SIZE} bytes), got {_shown_size(value)}")
+    return size
+
+
+def to_log_file_count(value: object) -> int:
+    """Docker's max-file: Compose writes it as a string ("3"); a number is taken too."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected a number of files like '3', got {describe_value(value)}")
+    if not 1 <= value <= MAX_LOG_FILES:
+        raise ValueError(f"must be between 1 and {MAX_LOG_FILES}, got {value}")
+    return value
+
+
+def reject_unknown_log_options(value: object) -> object:
+    """Docker's drivers take more options (compress, labels, tag, ...): one that reconcile would
+    silently ignore is an error at that option."""
+    for key in value if isinstance(value, dict) else ():
+        if key not in LOG_OPTIONS:
+            raise SubfieldError((key,), f"unknown log option {quoted(str(key))}: reconcile supports "
+                                        + " and ".join(LOG_OPTIONS))
+    return value

@@ -31,11 +31,14 @@ from specs.fields import (
     check_user,
     name_checker,
     reject_duplicates,
+    reject_unknown_log_options,
     to_argv,
     to_attachments,
     to_bind_address,
     to_cpuset,
     to_host_path,
+    to_log_file_count,
+    to_log_size,
     to_ipv4_address,
     to_ipv4_network,
     to_memory_bytes,
@@ -49,6 +52,9 @@ MAX_CPUS = 1024
 MAX_PIDS = 4194304
 """PID_MAX_LIMIT on 64-bit kernels: pids.max cannot usefully be higher."""
 MAX_STOP_GRACE = 86400
+DEFAULT_LOG_MAX_SIZE = 4 * 1024**2
+DEFAULT_LOG_MAX_FILE = 2
+"""8 MiB of log at most by default, the cap reconcile has always had."""
 
 
 _NAME_SCHEMA = WithJsonSchema({"type": "string", "pattern": NAME_PATTERN.pattern})
@@ -142,6 +148,31 @@ class Volume(SpecModel):
     read_only: bool = False
 
 
+class LogOptions(SpecModel):
+    """Docker's json-file/local options: the file being written is rotated past max-size, and
+    max-file files are kept (the one being written included)."""
+
+    model_config = ConfigDict(serialize_by_alias=True)
+
+    max_size: Annotated[int, BeforeValidator(to_log_size, json_schema_input_type=str | int)] = Field(
+        DEFAULT_LOG_MAX_SIZE, alias="max-size",
+        description="rotate past this size: \"10m\", \"512k\", \"1g\" (powers of 1024, as Docker) or bytes")
+    max_file: Annotated[int, BeforeValidator(to_log_file_count, json_schema_input_type=str | int)] = Field(
+        DEFAULT_LOG_MAX_FILE, alias="max-file", description="files kept, the one being written included")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_options(cls, data: Any) -> Any:
+        return reject_unknown_log_options(data)
+
+
+class Logging(SpecModel):
+    """Docker Compose's `logging:`; both drivers mean reconcile's own rotated log files."""
+
+    driver: Literal["json-file", "local"] = "json-file"
+    options: LogOptions = Field(default_factory=LogOptions)
+
+
 class Container(SpecModel):
     """A process in its own namespaces, attached to networks, limited by cgroups."""
 
@@ -198,6 +229,8 @@ class Container(SpecModel):
         default_factory=list, description="containers started before this one (start order only)")
     stop_grace: float = Field(10.0, ge=0, le=MAX_STOP_GRACE, allow_inf_nan=False,
                               description="seconds between SIGTERM and SIGKILL")
+    logging: Logging = Field(default_factory=Logging,
+                             description="how much output `reconcile logs` keeps; a change recreates the container")
 
     def _resolve(self, key: str, networks: dict[str, Network]) -> Container:
         update: dict[str, object] = {}
