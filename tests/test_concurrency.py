@@ -48,8 +48,10 @@ WAITING = "waiting for another reconcile"
 
 
 def write_stack(sandbox: Sandbox, name: str, generation: int, subnet: int, port: int) -> str:
+    """Each generation of a stack is an edit of its one file (another file declaring it would be
+    refused while this one does)."""
     text = STACK.format(name=name, generation=generation, subnet=subnet, port=port, grace=GRACE)
-    return str(sandbox.write(f"{name}-{generation}.yaml", text))
+    return str(sandbox.write(f"{name}.yaml", text))
 
 
 def start(sandbox: Sandbox, *args: str) -> subprocess.Popen[str]:

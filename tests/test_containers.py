@@ -37,8 +37,11 @@ containers:
 
 @pytest.fixture(scope="module")
 def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return busybox_rootfs(tmp_path_factory.mktemp("rootfs"))
+
+
+def busybox_rootfs(root: Path) -> Path:
     """A busybox root filesystem (Debian's busybox-static), with a page for httpd to serve."""
-    root = tmp_path_factory.mktemp("rootfs")
     for sub in ("bin", "etc", "www", "proc", "dev", "tmp", "run"):
         (root / sub).mkdir()
     shutil.copy("/usr/bin/busybox", root / "bin" / "busybox")

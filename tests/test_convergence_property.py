@@ -152,8 +152,9 @@ class Host:
         return output
 
     def apply_in_sync(self, path: Path) -> None:
-        """apply, then diff must find nothing left to do."""
-        self.run("apply", str(path))
+        """apply, then diff must find nothing left to do. B's file takes the stack over from
+        A's, which still declares it."""
+        self.run("apply", "--take-over", str(path))
         self.run("diff", str(path))
 
     def clean_up(self) -> list[str]:

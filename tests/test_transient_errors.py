@@ -207,9 +207,9 @@ def test_bridge_deleted_before_its_update_is_made_again(sandbox: Sandbox) -> Non
 
 
 def test_rule_deleted_before_its_deletion_is_taken_as_deleted(sandbox: Sandbox) -> None:
-    path = stack(sandbox)
-    with_b = str(sandbox.write("with-b.yaml", STACK.format(mtu=1500, extra="") + NETWORK_B))
+    with_b = str(sandbox.write("stack.yaml", STACK.format(mtu=1500, extra="") + NETWORK_B))
     assert sandbox.reconcile("apply", with_b).returncode == 0
+    path = stack(sandbox)  # the same file, network b removed
     one_rule_of_b = ("rule=$(iptables -t nat -S RECONCILE-SNAT | grep 'network rel/b' | head -n 1); "
                      "eval \"iptables -t nat -D ${rule#-A }\"")
     code, output = apply_racing(sandbox, "FirewallController", one_rule_of_b, path)

@@ -82,3 +82,39 @@ def test_a_vanished_directory_prunes_nothing(tmp_path: Path) -> None:
     result = specs.refresh()
     assert not result.removed and set(specs.stacks()) == {"a"}
     assert "the watched directory is gone" in str(result.errors[root][0])
+
+
+def test_a_clash_keeps_the_stack_with_the_file_it_was_applied_from_whatever_the_order(tmp_path: Path) -> None:
+    """Seen by a fresh agent (files read alphabetically), `a.yaml` now claiming `zeta` is the
+    newcomer: `z.yaml`, which `zeta` was applied from, keeps it."""
+    (tmp_path / "a.yaml").write_text(stack("zeta", "10.70.7.0/24"))
+    (tmp_path / "z.yaml").write_text(stack("zeta", "10.70.8.0/24"))
+    specs = StackDir(tmp_path, owners={"aaa": tmp_path / "a.yaml", "zeta": tmp_path / "z.yaml"})
+    result = specs.refresh()
+    assert specs.stacks()["zeta"].path == tmp_path / "z.yaml"
+    assert set(result.errors) == {tmp_path / "a.yaml"} and "already used" in str(result.errors[tmp_path / "a.yaml"][0])
+
+
+def test_a_copy_then_delete_moves_the_stack_to_the_copy(tmp_path: Path) -> None:
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(stack("s", "10.70.1.0/24"))
+    specs = StackDir(tmp_path)
+    specs.refresh()
+    new.write_text(old.read_text())
+    assert set(specs.refresh([new]).errors) == {new}  # two files, one stack: the copy waits
+    other = tmp_path / "other.yaml"
+    other.write_text(stack("o", "10.70.2.0/24"))
+    assert not specs.refresh([other]).errors  # still refused, not reported again
+    old.unlink()
+    result = specs.refresh([old])
+    assert not result.removed and not result.changed and not result.errors and not specs.errors
+    assert result.moved == {"s": new} and specs.owners["s"] == new
+
+
+def test_a_rename_is_reported_as_a_move(tmp_path: Path) -> None:
+    (tmp_path / "one.yaml").write_text(stack("one", "10.70.1.0/24"))
+    specs = StackDir(tmp_path)
+    specs.refresh()
+    (tmp_path / "one.yaml").rename(tmp_path / "uno.yaml")
+    result = specs.refresh([tmp_path / "one.yaml", tmp_path / "uno.yaml"])
+    assert result.moved == {"one": tmp_path / "uno.yaml"} and not result.changed and not result.removed

@@ -1,6 +1,10 @@
 """The watched directory as specs: the last good spec of every file, and the errors of files
 that are not good now. A file that turns invalid (or clashes with another stack) keeps its last
-good spec in force; a file that disappears takes its stack with it."""
+good spec in force; a file that disappears takes its stack with it, unless another file of the
+directory declares that stack (a rename, a copy then a delete): the stack moves to that file.
+
+A clash is resolved the same way whenever it is seen, by a live agent or by one just started:
+the file a stack was last applied from keeps it, the newcomer is refused."""
 
 from __future__ import annotations
 
@@ -21,13 +25,19 @@ class Refresh:
     """Stacks no file defines any more (the file deleted, or its stack renamed)."""
     errors: Mapping[Path, list[SpecError]]
     """Files (re)read just now that are not good: their last good spec stays."""
+    moved: Mapping[str, Path] = field(default_factory=dict)
+    """Stacks now defined by another file than before: the file that defines them now."""
 
 
 @dataclass
 class StackDir:
     root: Path
+    owners: dict[str, Path] = field(default_factory=dict)
+    """The file each stack was last accepted (applied) from; an agent starts it from the store."""
     good: dict[Path, StackFile] = field(default_factory=dict)
     errors: dict[Path, list[SpecError]] = field(default_factory=dict)
+    _refused: dict[Path, StackFile] = field(default_factory=dict)
+    """Valid files refused for a clash: tried again when what they clash with changes."""
 
     def stacks(self) -> dict[str, StackFile]:
         return {f.stack.name: f for f in self.good.values()}
@@ -36,7 +46,7 @@ class StackDir:
         """Re-read these files (None: every stack file of the directory, and forget files
         that are gone). Level-triggered: what matters is each file as it is now, not the
         events that named it."""
-        before = {name: f.stack for name, f in self.stacks().items()}
+        before = self.stacks()
         if not self.root.is_dir():  # unmounted, or moved away: not a reason to prune anything
             errors = {self.root: [SpecError(str(self.root), 0, 0, (), "the watched directory is gone; "
                                             "every stack stays on its last good spec")]}
@@ -45,28 +55,46 @@ class StackDir:
         self.errors.pop(self.root, None)
         on_disk = set(stack_paths(self.root))
         todo = on_disk | set(self.good) | set(self.errors) if paths is None else {Path(p) for p in paths}
-        todo = {p for p in todo if self._is_stack_file(p)}
+        todo = {p for p in todo if self.is_stack_file(p)}
         for path in todo - on_disk:  # removals first: a renamed file must not clash with its old self
-            self.errors.pop(path, None)
-            self.good.pop(path, None)
+            self._forget(path)
+        candidates: dict[Path, StackFile] = {}
         errors: dict[Path, list[SpecError]] = {}
-        for path in sorted(todo & on_disk):
-            self.errors.pop(path, None)
+        for path in todo & on_disk:
+            self._forget(path, keep_good=True)
             try:
-                candidate = load_file(path)
+                candidates[path] = load_file(path)
             except SpecErrors as exc:
                 errors[path] = exc.errors
-                continue
+        pending = {**self._refused, **candidates}  # refused files: what they clashed with may be gone
+        for path in sorted(pending, key=lambda p: self._precedence(pending[p])):
+            candidate = pending[path]
             # The accepted files are valid together; any clash is the newcomer's to fix.
             clash = cross_check([*(f for p, f in self.good.items() if p != path), candidate])
             if clash:
-                errors[path] = clash
+                if path in candidates or [str(e) for e in clash] != [str(e) for e in self.errors[path]]:
+                    errors[path] = clash  # reported when read anew, or when it clashes differently
+                self._refused[path] = candidate
+                self.errors[path] = clash
             else:
+                self._forget(path)
                 self.good[path] = candidate
+                self.owners[candidate.stack.name] = path
         self.errors.update(errors)
-        after = {name: f.stack for name, f in self.stacks().items()}
-        return Refresh(changed=frozenset(n for n, s in after.items() if before.get(n) != s),
-                       removed=frozenset(set(before) - set(after)), errors=errors)
+        after = self.stacks()
+        return Refresh(changed=frozenset(n for n, f in after.items() if n not in before or before[n].stack != f.stack),
+                       removed=frozenset(set(before) - set(after)), errors=errors,
+                       moved={n: f.path for n, f in after.items() if n in before and before[n].path != f.path})
+
+    def _precedence(self, candidate: StackFile) -> tuple[bool, Path]:
+        """The file its stack was last applied from first, then by name."""
+        return self.owners.get(candidate.stack.name) != candidate.path, candidate.path
+
+    def _forget(self, path: Path, keep_good: bool = False) -> None:
+        self.errors.pop(path, None)
+        self._refused.pop(path, None)
+        if not keep_good:
+            self.good.pop(path, None)
 
     def adopt(self, path: Path, stack: Stack) -> bool:
         """Take `stack` as the last good spec of an invalid file (the spec it was last applied
@@ -77,5 +105,5 @@ class StackDir:
         self.good[path] = candidate
         return True
 
-    def _is_stack_file(self, path: Path) -> bool:
+    def is_stack_file(self, path: Path) -> bool:
         return path.parent == self.root and path.suffix in (".yaml", ".yml") and not path.name.startswith(".")
