@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from controllers.base import Desired, Diff
+from controllers.cgroup import Placement
 from controllers.change import Action, Change, FieldChange
 from controllers.container_bundle import BundleInputs, environment, lower_of, oci_config
-from controllers.container_files import hosts_file, resolv_file
+from controllers.container_files import HostResolvers, hosts_file, resolv_file
 from controllers.errors import ApplyError, ApplyErrors
 from kernel import idmap, inroot, netns, overlay, procs, runtime, seccomp, users
 from kernel.oci import Runtime
@@ -41,17 +42,22 @@ from state.store import ContainerRecord, Store
 
 KIND_CONTAINER = "container"
 RECREATE_FIELDS = ("image", "command", "env", "rootfs", "volumes", "user", "workdir", "hostname", "networks", "read_only",
-                   "privileged", "cap_add", "cap_drop", "security_opt", "userns")
-"""Fields a process is started with: changing any of them needs a new process."""
+                   "privileged", "cap_add", "cap_drop", "security_opt", "userns", "logging")
+"""Fields a process is started with: changing any of them needs a new process (`logging`: its
+log writer takes the limits when it starts)."""
 CONTAINERS_DIR = "containers"  # DO NOT RENAME: <state-dir>/containers/<stack>/<container>/
 RUNTIME_DIR = "runtime"  # DO NOT RENAME: <state-dir>/runtime, crun's --root
 SECCOMP_CACHE_DIR = "seccomp"  # compiled filters, one per capability set (a cache: renaming it recompiles)
 TRASH_PREFIX = "trash-"  # <container dir>/trash-*: layers being deleted
-LOG_MAX_BYTES = 8 * 1024 * 1024
+LOG_DIR = "logs"  # DO NOT RENAME: <container dir>/logs/, the log writer's files (kernel/runtime.py)
 WORKERS = 8
 T = TypeVar("T")
 R = TypeVar("R")
 DEFAULT_STOP_GRACE = 10.0
+HOST_RESOLV = Path("/etc/resolv.conf")
+UPSTREAM_RESOLV = Path("/run/systemd/resolve/resolv.conf")
+"""systemd-resolved's list of the servers behind its 127.0.0.53 stub: the fallback when the
+host's own names only loopback nameservers (container_files.resolv_file)."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,18 @@ class Paths:
 
     @property
     def log(self) -> Path:
-        return self.root / "log"
+        """The log directory; the exit file is next to it (runtime.exit_file)."""
+        return self.root / LOG_DIR
+
+    @property
+    def start_error(self) -> Path:
+        """Why the last start failed, until one succeeds: a container that never ran has no
+        process and no record to tell it (status and logs show it)."""
+        return self.root / "start-error"
+
+    def last_start_error(self) -> str | None:
+        text = _read(self.start_error)
+        return text.strip() if text else None
 
 
 @dataclass(frozen=True)
@@ -106,7 +123,7 @@ class ObservedContainer:
 @dataclass(frozen=True)
 class ContainerObservation:
     containers: Mapping[str, ObservedContainer]  # by "stack/container"
-    host_resolv: str
+    host_resolvers: HostResolvers
     host_capabilities: frozenset[str]  # the bounding set we start containers with
 
     def owned_stacks(self) -> set[str]:
@@ -123,6 +140,7 @@ class DesiredContainer:
     resolv: str
     level: int  # depth in depends_on: containers of one level start in parallel
     capabilities: frozenset[str]  # what it holds: the spec's choice within the host's bounding set
+    dns_warning: str | None = None  # why `resolv` is not the host's own nameservers
 
 
 def started_spec(stack: Stack, key: str, addresses: Mapping[tuple[str, str, str], IPv4Address]) -> dict[str, object]:
@@ -173,13 +191,27 @@ def _image_moved(want: DesiredContainer, found: ObservedContainer) -> tuple[Fiel
 
 def _start_reason(want: DesiredContainer, reason: str) -> str:
     if want.container.privileged:
-        return f"{reason}; PRIVILEGED: every capability, no seccomp, every device"
-    return reason
+        reason = f"{reason}; PRIVILEGED: every capability, no seccomp, every device"
+    return _with_dns_warning(want, reason)
+
+
+def _with_dns_warning(want: DesiredContainer, reason: str) -> str:
+    """Said wherever the plan writes a container's resolv.conf (a start, a rewrite), as Docker
+    warns when it gives a container nameservers other than the host's."""
+    return f"{reason}; WARNING: {want.dns_warning}" if want.dns_warning else reason
+
+
+def _files_reason(want: DesiredContainer, files: Sequence[FieldChange]) -> str:
+    changed = {f.path for f in files}
+    reason = "peers changed" if "/etc/hosts" in changed else "the host's nameservers changed"
+    return _with_dns_warning(want, reason) if "/etc/resolv.conf" in changed else reason
 
 
 def _changed(found: ObservedContainer, fields: Sequence[FieldChange]) -> str:
     if found.record is not None and "privileged" not in found.record.spec:
         return "started unconfined by an earlier version of reconcile"
+    if found.record is not None and "logging" not in found.record.spec:
+        return "started without log rotation by an earlier version of reconcile"
     return ", ".join(f.path for f in fields) + " changed"
 
 
@@ -196,7 +228,8 @@ def _diff_one(want: DesiredContainer, found: ObservedContainer | None) -> Change
         return Change(Action.CREATE, KIND_CONTAINER, key, _start_fields(want), reason=_start_reason(want, reason),
                       desired=want, observed=found)
     if not found.in_sandbox:
-        return Change(Action.RECREATE, KIND_CONTAINER, key, (), reason="its network namespace was replaced",
+        return Change(Action.RECREATE, KIND_CONTAINER, key, (),
+                      reason=_with_dns_warning(want, "its network namespace was replaced"),
                       disruptive=True, desired=want, observed=found)
     if fields:
         return Change(Action.RECREATE, KIND_CONTAINER, key, fields,
@@ -207,7 +240,7 @@ def _diff_one(want: DesiredContainer, found: ObservedContainer | None) -> Change
                   if old != new)
     if files or found.record is None:
         return Change(Action.UPDATE, KIND_CONTAINER, key, files,
-                      reason="peers changed" if files else "adopt a running container (state store lost)",
+                      reason=_files_reason(want, files) if files else "adopt a running container (state store lost)",
                       desired=want, observed=found)
     return None
 
@@ -220,6 +253,7 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
     crashing program through every pass of the apply."""
     result = Diff()
     wanted: list[DesiredContainer] = []
+    resolv = resolv_file(observed.host_resolvers)
     for stack in (s for s in desired.stacks.values() if s.name in desired.scope):
         levels = _levels(stack)
         for key, container in stack.containers.items():
@@ -236,9 +270,9 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
                                                f"volume source {volume.source} does not exist on this host"))
             wanted.append(DesiredContainer(
                 stack.name, key, container, started_spec(stack, key, desired.addresses),
-                hosts_file(stack, key, desired.addresses), resolv_file(observed.host_resolv), levels[key],
+                hosts_file(stack, key, desired.addresses), resolv.text, levels[key],
                 capabilities.effective(container.cap_add, container.cap_drop, container.privileged,
-                                       observed.host_capabilities)))
+                                       observed.host_capabilities), resolv.warning))
     wanted.sort(key=lambda w: w.level)  # dependencies first; the engine reverses for deletions
     for want in wanted:
         if f"{want.stack}/{want.key}" in started:
@@ -354,14 +388,16 @@ def _subdirs(path: Path) -> list[Path]:
 class ContainerController:
     kinds = (KIND_CONTAINER,)
 
-    def __init__(self, store: Store, state_dir: Path, cgroup_path: Callable[[str, str], str],
-                 images: ImageStore, host_resolv: Path = Path("/etc/resolv.conf")):
-        """`cgroup_path(stack, container)`: our cgroup of the container, made (with its limits)
-        before the runtime starts anything in it, so no instruction runs unlimited."""
+    def __init__(self, store: Store, state_dir: Path, cgroups: Callable[[str, str], Placement],
+                 images: ImageStore, host_resolv: Path = HOST_RESOLV, upstream_resolv: Path = UPSTREAM_RESOLV):
+        """`cgroups(stack, container)`: our cgroup of the container, made (with its limits)
+        before the runtime starts anything in it, so no instruction runs unlimited, and the
+        cgroups its runtime processes join."""
         self._store = store
         self._state_dir = state_dir
-        self._cgroup_path = cgroup_path
+        self._cgroups = cgroups
         self._host_resolv = host_resolv
+        self._upstream_resolv = upstream_resolv
         self._images = images
         self._runtime = Runtime.at(state_dir / RUNTIME_DIR)
         self._started: set[str] = set()  # this session's starts (see diff_containers)
@@ -392,8 +428,9 @@ class ContainerController:
                 inroot.read_in_root(inside, "/etc/hosts") if inside else None,
                 inroot.read_in_root(inside, "/etc/resolv.conf") if inside else None,
                 root.path if root else None, key in runtime_ids, root.image_digest if root else None)
-        return ContainerObservation(containers, _read(self._host_resolv) or "",
-                                    capabilities.from_mask(procs.bounding_set()))
+        resolvers = HostResolvers(str(self._host_resolv), _read(self._host_resolv) or "",
+                                  str(self._upstream_resolv), _read(self._upstream_resolv) or "")
+        return ContainerObservation(containers, resolvers, capabilities.from_mask(procs.bounding_set()))
 
     def _file_dirs(self) -> set[tuple[str, str]]:
         """(stack, container) of every files directory: a run killed between writing a
@@ -415,8 +452,6 @@ class ContainerController:
                 errors += self._start_level(group)
             else:
                 errors += self._update(group)
-        for stack, key in (c.key.split("/") for c in changes if c.action is not Action.DELETE):
-            runtime.cap_log(Paths.of(self._state_dir, stack, key).log, LOG_MAX_BYTES)
         if errors:
             raise ApplyErrors(errors)
 
@@ -508,6 +543,10 @@ class ContainerController:
                     _wipe_layer(Paths.of(self._state_dir, found.stack, found.container))
             return self._start(change, found, id_base, filters)
         except Exception as exc:  # noqa: BLE001 - reported together
+            paths = Paths.of(self._state_dir, *change.key.split("/"))
+            with suppress(OSError):  # the error itself is what matters: it is reported anyway
+                paths.root.mkdir(parents=True, exist_ok=True)
+                paths.start_error.write_text(f"{exc}\n")
             return ApplyError(f"{change.action} {change.kind} {change.key}: {exc}")
 
     def _start(self, change: Change, found: ObservedContainer | None, id_base: int | None,
@@ -541,16 +580,19 @@ class ContainerController:
                 inroot.make_dirs(paths.rootfs, c.workdir)
             except OSError as exc:
                 raise runtime.StartError(f"{change.key}: workdir {c.workdir}: {exc.strerror or exc}") from exc
+        placement = self._cgroups(want.stack, want.key)
         inputs = BundleInputs(
             container_id=names.runtime_id(want.stack, want.key),
             netns_path=netns.path_of(names.netns_name(want.stack, want.key)),
-            cgroups_path=names.runtime_cgroup_path(self._cgroup_path(want.stack, want.key)),
+            cgroups_path=names.runtime_cgroup_path(placement.relpath),
             ids=users.lookup(c.user or "0", paths.rootfs), capabilities=want.capabilities,
             seccomp_bpf=None if c.privileged else filters[want.capabilities],
             host_root=c.rootfs is None and c.image is None, hidden=(str(self._state_dir.resolve()),),
             init=runtime.TINI, init_target=runtime.INIT_IN_CONTAINER, id_base=id_base)
         handle = runtime.start(self._runtime, inputs.container_id, paths.bundle, oci_config(c, inputs), paths.log,
-                               change.key)
+                               change.key, placement.monitor_procs,
+                               runtime.LogLimits(c.logging.options.max_size, c.logging.options.max_file))
+        paths.start_error.unlink(missing_ok=True)
         restarts = found.record.restarts + 1 if found and found.record and change.action is Action.CREATE else 0
         return _record(want, handle, restarts)
 

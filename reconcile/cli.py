@@ -22,21 +22,32 @@ from reconcile.engine import containers, images, render, verbs
 from reconcile.engine.session import NotConverged, open_session
 from reconcile.engine.settings import Settings
 from reconcile.engine.status import StackSpec, report
+from reconcile.watch.actionlog import ActionLog
 from specs.errors import SpecErrors
+from specs.fields import name_checker
 from state.images import ImageError, PullEvent
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2  # `diff` only: the host differs from the spec
+_check_stack_name = name_checker("stack name")
+
+
+class UsageError(Exception):
+    """A bad command line: main prints it (as text or JSON, as -o asks) and exits 1."""
+
+    def __init__(self, prog: str, usage: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+        self.usage = usage
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse exits 2 on a usage error, which `diff` means as "changes" (a CI job would read a
-    typo as drift): 1, as every other error."""
+    typo as drift): 1, as every other error, and printed as JSON under -o json."""
 
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+        raise UsageError(self.prog, self.format_usage(), message)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -64,6 +75,20 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _milliseconds(text: str) -> int:
+    """watchfiles takes the debounce as an unsigned integer: a negative one kills its thread."""
+    if not text.isdigit() or int(text) >= 86400 * 1000:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected whole milliseconds, 0 or more")
+    return int(text)
+
+
+def _stack_name(text: str) -> str:
+    try:
+        return _check_stack_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = _Parser(prog="reconcile", parents=[common],
@@ -74,15 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
         return verbs_.add_parser(name, parents=[common], help=help_, description=help_)
 
     verb("validate", "parse and validate stack files; touch nothing").add_argument("path", type=Path)
-    verb("diff", "show the plan against the live host; touch nothing").add_argument("path", type=Path)
+    diff = verb("diff", "show the plan against the live host; touch nothing")
     apply = verb("apply", "converge the host to the stack files")
-    apply.add_argument("path", type=Path)
+    for planning in (diff, apply):
+        planning.add_argument("path", type=Path)
+        planning.add_argument("--take-over", action="store_true",
+                              help="move a stack to this file though the file it was applied from still declares it")
     apply.add_argument("--pull", action="store_true",
                        help="resolve every image tag again (as pull: always), recreating what moved")
     down = verb("down", "remove everything of the given stacks")
     target = down.add_mutually_exclusive_group(required=True)
     target.add_argument("path", type=Path, nargs="?", help="stack file or directory")
-    target.add_argument("--stack", action="append", help="stack name (repeatable)")
+    target.add_argument("--stack", action="append", type=_stack_name, help="stack name (repeatable)")
     verb("status", "what runs and how far it is from the spec").add_argument(
         "path", type=Path, nargs="?", help="stack file or directory (default: every known stack)")
     watch = verb("watch", "keep the host equal to a directory of stack files: apply changes, "
@@ -92,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="leave a stack running when its file is deleted")
     watch.add_argument("--resync", type=_seconds, default=30.0, metavar="SECONDS",
                        help="full resync period, for drift that raises no event (default 30)")
-    watch.add_argument("--debounce", type=int, default=100, metavar="MS",
+    watch.add_argument("--debounce", type=_milliseconds, default=100, metavar="MS",
                        help="wait for file changes to settle this long (default 100)")
     watch.add_argument("--metrics-addr", metavar="[HOST]:PORT", help="serve Prometheus metrics here")
     watch.add_argument("--restart-backoff", type=_seconds, default=10.0, metavar="SECONDS",
@@ -113,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     verb("schema", "print the JSON Schema of the stack file")
     logs = verb("logs", "print a container's output")
     logs.add_argument("name", help="STACK/CONTAINER, or CONTAINER when unambiguous")
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="keep printing new output until the container exits")
     run = verb("exec", "run a command inside a running container")
     run.add_argument("name", help="STACK/CONTAINER, or CONTAINER when unambiguous")
     run.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
@@ -137,7 +166,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
-    plan = verbs.diff(args.path, settings)
+    plan = verbs.diff(args.path, settings, args.take_over)
     if args.output == "json":
         _print_json(render.plan_json(plan))
     else:
@@ -147,7 +176,8 @@ def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
     show = _pull_progress(sys.stderr, as_json=False) if sys.stderr.isatty() and args.output != "json" else _quiet
-    plan = verbs.apply(args.path, settings, images.Pulling(allowed=True, force=args.pull, progress=show))
+    plan = verbs.apply(args.path, settings, images.Pulling(allowed=True, force=args.pull, progress=show),
+                       args.take_over)
     if args.output == "json":
         _print_json({**render.plan_json(plan), "applied": True})
     else:
@@ -156,13 +186,21 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
+    """A stack named with --stack that this host does not know is an error (a typo must not
+    pass for a teardown), after the others are removed; a file's stack already gone is not."""
     names = args.stack or verbs.stacks_in(args.path)
-    plan = verbs.down(names, settings)
+    done = verbs.down(names, settings)
+    unknown = [f"error: no stack named '{name}' on this host (no kernel object carries its mark, the state "
+               "store has no record of it)" for name in done.unknown] if args.stack else []
     if args.output == "json":
-        _print_json({**render.plan_json(plan), "applied": True})
-    else:
-        render.emit(render.format_applied(plan, render.use_colour(sys.stdout)))
-    return EXIT_OK
+        _print_json({**render.plan_json(done.plan), "applied": True,
+                     **({"error": "unknown stack", "messages": unknown} if unknown else {})})
+        return EXIT_ERROR if unknown else EXIT_OK
+    if len(unknown) < len(names):
+        render.emit(render.format_applied(done.plan, render.use_colour(sys.stdout)))
+    for line in unknown:
+        print(line, file=sys.stderr)
+    return EXIT_ERROR if unknown else EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -237,8 +275,14 @@ def cmd_image(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
     found = containers.find(settings, args.name)
+    chunks = containers.read_log(found, args.follow)
+    if args.output == "json":  # JSON lines: one object per line of output, as it comes
+        name = f"{found.paths.root.parent.name}/{found.paths.root.name}"
+        for line in containers.log_lines(chunks):
+            print(json.dumps({"container": name, "line": line}), flush=True)
+        return EXIT_OK
     out = sys.stdout.buffer
-    for chunk in containers.read_log(found, args.follow):
+    for chunk in chunks:
         out.write(chunk)
         out.flush()
     return EXIT_OK
@@ -248,17 +292,21 @@ def cmd_exec(args: argparse.Namespace, settings: Settings) -> int:
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
         raise containers.UnknownContainer("usage: reconcile exec NAME -- COMMAND [ARG...]")
-    return containers.run_exec(settings, containers.find(settings, args.name), argv)
+    return containers.run_exec(settings, containers.find(settings, args.name, recorded=True), argv)
 
 
 def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     from reconcile.watch.agent import WatchOptions
     from reconcile.watch.restarts import Backoff
-    from reconcile.watch.run import run
+    from reconcile.watch.run import AgentError, run
 
     backoff = Backoff(args.restart_backoff, args.restart_backoff_max, args.restart_stable)
-    return run(settings, WatchOptions(args.directory, args.prune, args.resync, args.debounce, backoff),
-               args.metrics_addr)
+    try:
+        return run(settings, WatchOptions(args.directory, args.prune, args.resync, args.debounce, backoff),
+                   args.metrics_addr)
+    except AgentError as exc:  # imported with the agent, not by every command: reported here
+        _report_errors([f"error: {exc}"], args.output == "json", "failed", "watch")
+        return EXIT_ERROR
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
@@ -268,30 +316,59 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
 }
 
 
-def _report_errors(lines: Sequence[str], as_json: bool, kind: str) -> None:
+def _report_errors(lines: Sequence[str], as_json: bool, kind: str, verb: str | None) -> None:
+    """JSON on stdout (and the lines on stderr, for people); `watch -o json` prints nothing on
+    stdout: its errors are lines of the agent's own stream, one JSON object each."""
+    if as_json and verb == "watch":
+        log = ActionLog(sys.stderr)  # as it is now (redirected by a test or the CLI worker)
+        for line in lines:
+            log.emit("error", kind=kind, error=line.removeprefix("error: "))
+        return
     if as_json:
         _print_json({"error": kind, "messages": list(lines)})
     for line in lines:
         print(line, file=sys.stderr)
 
 
+def _json_requested(argv: Sequence[str]) -> bool:
+    """-o json in a command line argparse rejected (options end at `--`)."""
+    words = list(argv[:argv.index("--")] if "--" in argv else argv)
+    return any(w in ("-ojson", "--output=json") or (w in ("-o", "--output") and words[i + 1:i + 2] == ["json"])
+               for i, w in enumerate(words))
+
+
+def _usage_error(exc: UsageError, argv: Sequence[str]) -> int:
+    message = f"{exc.prog}: error: {exc}"
+    if _json_requested(argv):
+        _report_errors([message], True, "usage", exc.prog.removeprefix("reconcile").strip() or None)
+    else:
+        sys.stderr.write(exc.usage + message + "\n")
+    return EXIT_ERROR
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Everything imported so far lives as long as the process: out of the collector's sight,
     # collections stay cheap and the interpreter's exit does not walk it (~60 ms per run).
     gc.freeze()
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        return _usage_error(exc, argv)
     args.output = getattr(args, "output", "text")
     debug = getattr(args, "debug", False)
     settings = Settings.resolve(getattr(args, "state_dir", None), getattr(args, "cgroup_parent", None))
     as_json = args.output == "json"
     try:
         return COMMANDS[args.verb](args, settings)
+    except verbs.InvalidStackFiles as exc:
+        _report_errors([*(str(e) for e in exc.errors), exc.hint], as_json, "invalid spec", args.verb)
     except SpecErrors as exc:
-        _report_errors([str(e) for e in exc.errors], as_json, "invalid spec")
+        _report_errors([str(e) for e in exc.errors], as_json, "invalid spec", args.verb)
     except ApplyErrors as exc:
-        _report_errors([f"error: {e}" for e in exc.errors], as_json, "apply failed")
+        _report_errors([f"error: {e}" for e in exc.errors], as_json, "apply failed", args.verb)
     except (NotConverged, containers.UnknownContainer, StartError, ImageError) as exc:
-        _report_errors([f"error: {exc}"], as_json, "failed")
+        _report_errors([f"error: {exc}"], as_json, "failed", args.verb)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -303,5 +380,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         _report_errors([f"error: {type(exc).__name__}: {exc}" if debug else f"error: {exc}"],
-                       as_json, "internal")
+                       as_json, "internal", args.verb)
     return EXIT_ERROR

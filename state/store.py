@@ -147,6 +147,11 @@ class Store:
                 "spec_json=excluded.spec_json, applied_at=excluded.applied_at",
                 (name, source, json.dumps(spec), time.time()))
 
+    def move_stack(self, name: str, source: str) -> None:
+        """The stack is defined by another file now; its last applied spec stays."""
+        with self.transaction() as db:
+            db.execute("UPDATE stacks SET source = ? WHERE name = ?", (source, name))
+
     def forget_stack(self, name: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM stacks WHERE name = ?", (name,))
@@ -206,3 +211,8 @@ class Store:
     def forget_watch_status(self, source: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM watch_status WHERE source = ?", (source,))
+
+    def forget_watch_statuses_of(self, stack: str) -> None:
+        """Every row a watch agent wrote for this stack, whatever file it came from."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM watch_status WHERE stack = ?", (stack,))

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
-from controllers.container import RUNTIME_DIR, Paths
+from controllers.container import RUNTIME_DIR, ContainerController, ObservedContainer, Paths
 from controllers.container_bundle import exec_process
 from kernel import runtime
 from kernel.runtime import CONFIG_FILE
 from kernel.oci import Runtime
 from specs import names
+from reconcile.engine.session import open_session
 from reconcile.engine.settings import Settings
 from state.store import ContainerRecord, Store
 
@@ -26,49 +28,127 @@ class UnknownContainer(Exception):
 
 @dataclass(frozen=True)
 class Found:
-    record: ContainerRecord
+    record: ContainerRecord | None  # None only from find(recorded=False): a log without a record
     paths: Paths
 
     @property
     def handle(self) -> runtime.ProcessHandle:
+        assert self.record is not None
         return runtime.ProcessHandle(self.record.pid, self.record.start_time)
 
 
-def find(settings: Settings, name: str) -> Found:
-    """`STACK/CONTAINER`, or `CONTAINER` when only one stack has a container of that name."""
+def find(settings: Settings, name: str, recorded: bool = False) -> Found:
+    """`STACK/CONTAINER`, or `CONTAINER` when only one stack has a container of that name: in the
+    store's records, else among the containers the kernel shows (its marks outlive a lost state
+    store; a container that never started has its sandbox and its files). `recorded`: the
+    caller needs the record (exec: the process settings it was started with); else a container
+    with only a log at its fixed path is found too. What cannot be served says why."""
     store = Store.open_readonly(settings.state_dir)
     try:
         records = store.containers()
     finally:
         store.close()
     stack, sep, container = name.rpartition("/")
-    matches = [r for (s, c), r in records.items() if c == container and (not sep or s == stack)]
+
+    def named(keys: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        return sorted(k for k in keys if k[1] == container and (not sep or k[0] == stack))
+
+    matches = named(records)
+    observed = {} if matches else _observed(settings)
+    matches = matches or named(observed)
     if not matches:
         raise UnknownContainer(f"no container named '{name}'")
     if len(matches) > 1:
-        options = ", ".join(sorted(f"{r.stack}/{r.container}" for r in matches))
-        raise UnknownContainer(f"'{name}' is ambiguous: {options}")
-    record = matches[0]
-    return Found(record, Paths.of(settings.state_dir, record.stack, record.container))
+        raise UnknownContainer(f"'{name}' is ambiguous: " + ", ".join(f"{s}/{c}" for s, c in matches))
+    key = matches[0]
+    paths = Paths.of(settings.state_dir, *key)
+    record = records.get(key)
+    if record is None and (recorded or not paths.log.exists()):
+        raise UnknownContainer(_unrecorded("/".join(key), observed[key], paths, recorded))
+    return Found(record, paths)
+
+
+def _observed(settings: Settings) -> dict[tuple[str, str], ObservedContainer]:
+    """Containers as the kernel shows them, with or without a record (as `status` sees them)."""
+    with open_session(settings, writable=False) as session:
+        controller = next(c for c in session.controllers if isinstance(c, ContainerController))
+        return {(c.stack, c.container): c for c in controller.observe().containers.values()}
+
+
+def _unrecorded(name: str, found: ObservedContainer, paths: Paths, recorded: bool) -> str:
+    """Why a container the kernel shows, but the store has no record of, cannot be served."""
+    if found.handle is None:
+        error = paths.last_start_error()
+        return f"container {name} did not start: {error}" if error else f"container {name} is not running"
+    lost = f"container {name} runs (pid {found.handle.pid}), but the state store has no record of it"
+    if recorded:
+        return f"{lost}: exec needs it (`reconcile apply` adopts the running container and records it)"
+    return f"{lost}, and its log {paths.log} is gone: the state dir was lost"
 
 
 def read_log(found: Found, follow: bool) -> Iterator[bytes]:
-    """The container's output; with `follow`, keeps yielding new output until interrupted."""
-    try:
-        log = open(found.paths.log, "rb")
-    except FileNotFoundError:
-        return
-    with log:
-        while True:
-            chunk = log.read(65536)
-            if chunk:
-                yield chunk
+    """The container's output across the writer's rotation, oldest first. With `follow`, keeps
+    yielding new output until the container has exited (its exit file: written once the writer
+    has drained the pipe, so nothing comes after it), as `docker logs -f` does."""
+    cursor = _LogCursor(found.paths.log)
+    exited = runtime.exit_file(found.paths.log)
+    while True:
+        ended = exited.exists()  # looked at before reading: what this pass reads is then complete
+        yield from cursor.read_new()
+        if ended or not follow:
+            return
+        time.sleep(FOLLOW_POLL)
+
+
+class _LogCursor:
+    """How far reading has got: a file, by inode (rotatelogs reuses its names, truncating), and
+    an offset in it."""
+
+    def __init__(self, log_dir: Path):
+        self._log_dir = log_dir
+        self._inode: int | None = None
+        self._offset = 0
+
+    def read_new(self) -> Iterator[bytes]:
+        """What was written since the last call: the rest of the file last read, then every
+        newer one (all of them on the first call)."""
+        files = runtime.log_files(self._log_dir)
+        inodes = [_inode(path) for path in files]
+        first = inodes.index(self._inode) if self._inode in inodes else 0
+        for path in files[first:]:
+            try:
+                log = open(path, "rb")
+            except FileNotFoundError:
                 continue
-            if not follow:
-                return
-            if os.fstat(log.fileno()).st_size < log.tell():  # cap_log cut it: start over
-                log.seek(0)
-            time.sleep(FOLLOW_POLL)
+            with log:
+                stat = os.fstat(log.fileno())
+                offset = self._offset if stat.st_ino == self._inode else 0
+                if stat.st_size < offset:  # truncated: the cycle came round to it again
+                    offset = 0
+                log.seek(offset)
+                self._inode, self._offset = stat.st_ino, offset
+                while chunk := log.read(65536):
+                    self._offset += len(chunk)
+                    yield chunk
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
+
+
+def log_lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """The output's lines without their newline, as UTF-8 (bytes that are not: replaced); a
+    last line without a newline comes once the output ends."""
+    pending = b""
+    for chunk in chunks:
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            yield line.decode(errors="replace")
+    if pending:
+        yield pending.decode(errors="replace")
 
 
 def run_exec(settings: Settings, found: Found, argv: list[str]) -> int:

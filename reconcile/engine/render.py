@@ -137,6 +137,9 @@ def format_status(document: dict[str, object]) -> str:
             lines += ["  " + line for line in _table(
                 ["CONTAINER", "STATE", "PID", "IPS", "PORTS", "RESTARTS", "MEM (PEAK) / LIMIT", "CPU s (THROTTLED)",
                  "PIDS", "OOM"], rows)]
+        lines += [f"  intruder: {i['message']}" for i in stack.get("port_intruders") or []]
+        lines += [f"  container {c['name']} did not start: {c['start_error']}" for c in stack["containers"]
+                  if c.get("start_error")]
         lines += [f"  error: {d}" if isinstance(d, str) else
                   f"  drift: {d['action']} {d['kind']} {d['key']} ({d['reason']})" for d in stack["drift"]]
         lines.append("")

@@ -8,6 +8,8 @@ from datetime import datetime, timezone
 
 from controllers.cgroup import CgroupController, CgroupObservation
 from controllers.container import ContainerObservation, Paths
+from controllers.firewall import FirewallObservation
+from controllers.firewall_conflicts import Intruder, port_text
 from controllers.network import NetworkObservation
 from controllers.sandbox import SandboxObservation
 from kernel import runtime
@@ -66,7 +68,7 @@ def _containers(session: Session, name: str, spec: Stack | None, observed: list[
     for key in keys:
         live = found.get(f"{name}/{key}")
         sandbox = sandboxes.get(f"{name}/{key}")
-        log = Paths.of(session.settings.state_dir, name, key).log
+        paths = Paths.of(session.settings.state_dir, name, key)
         state = "running" if live and live.handle else "exited" if live and live.record else "missing"
         rows.append({
             "name": key,
@@ -80,7 +82,8 @@ def _containers(session: Session, name: str, spec: Stack | None, observed: list[
             "image_digest": live.image_digest if live else None,
             "exposed_ports": _exposed_ports(store, live.image_digest if live else None),
             "restarts": live.record.restarts if live and live.record else 0,
-            "exit_code": runtime.exit_code(log) if state == "exited" else None,
+            "exit_code": runtime.exit_code(paths.log) if state == "exited" else None,
+            "start_error": paths.last_start_error() if state != "running" else None,
             "resources": _resources(session, f"{name}/{key}", cgroups),
         })
     return rows
@@ -106,6 +109,7 @@ def report(session: Session, names: Sequence[str], specs: Mapping[str, StackSpec
     """The status document: `{"stacks": [{"name", "networks": [...], "containers": [...], ...}]}`."""
     observed = session.observe()
     networks = next(o for o in observed if isinstance(o, NetworkObservation))
+    intruders = next(o for o in observed if isinstance(o, FirewallObservation)).intruders()
     watched = session.store.watch_statuses()
     agent = {w.stack: w for w in watched if w.stack}
     stacks: list[dict[str, object]] = []
@@ -116,11 +120,20 @@ def report(session: Session, names: Sequence[str], specs: Mapping[str, StackSpec
             "source": spec.source if spec else None,
             "networks": _networks(name, spec.stack if spec else None, networks),
             "containers": _containers(session, name, spec.stack if spec else None, observed),
+            "port_intruders": [_intruder_row(i) for i in intruders if i.port.stack == name],
         }
         entry["sync"], entry["drift"] = _drift(session, observed, spec)
         entry["watch"] = _watch_row(agent[name]) if name in agent else None
         stacks.append(entry)
     return {"stacks": stacks, "invalid_files": [_watch_row(w) for w in watched if not w.stack]}
+
+
+def _intruder_row(intruder: Intruder) -> dict[str, object]:
+    """A host process listening on a port the stack publishes (it gets none of its traffic)."""
+    listener = intruder.listener
+    return {"port": port_text(intruder.port), "container": intruder.port.container,
+            "address": str(listener.address), "pid": listener.pid, "command": listener.command,
+            "message": intruder.describe()}
 
 
 def _watch_row(status: WatchStatus) -> dict[str, object]:

@@ -3,47 +3,106 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from reconcile.engine import images
+from reconcile.engine import images, sources
 from reconcile.engine.plan import Plan
 from reconcile.engine.session import Session, Target, open_session
 from reconcile.engine.settings import Settings
-from specs.loader import load_path
+from specs.errors import SpecErrors
+from specs.document import read_document
+from specs.loader import StackFile, load_path, stack_paths
+from specs.names import NAME_PATTERN
 from state.lock import exclusive
+from state.store import Store
 
 
-def diff(path: Path, settings: Settings) -> Plan:
+def diff(path: Path, settings: Settings, take_over: bool = False) -> Plan:
     """The plan against the live kernel; reads only (the store is not even created, no image
     is pulled: one not on this host is planned as such)."""
-    target = images.resolve(Target.of_files(load_path(path)), settings, images.Pulling(allowed=False))
+    files = load_path(path)
+    _check_sources(files, settings, take_over)
+    target = images.resolve(Target.of_files(files), settings, images.Pulling(allowed=False))
     with open_session(settings, writable=False) as session:
         return session.plan(target)[0]
 
 
-def apply(path: Path, settings: Settings, pulling: images.Pulling = images.Pulling(allowed=True)) -> Plan:
+def apply(path: Path, settings: Settings, pulling: images.Pulling = images.Pulling(allowed=True),
+          take_over: bool = False) -> Plan:
     """Converge; images are pulled (or their pins kept) before anything else is touched."""
     files = load_path(path)  # the whole input is validated before any kernel call
     with exclusive(settings.state_dir):
+        _check_sources(files, settings, take_over)
         target = images.resolve(Target.of_files(files), settings, pulling)
         with open_session(settings, writable=True) as session:
             plan = session.converge(target)
             for f in target.files:
-                session.store.record_stack(f.stack.name, str(f.path), f.stack.model_dump(mode="json"))
+                session.store.record_stack(f.stack.name, str(f.path.absolute()), f.stack.model_dump(mode="json"))
             return plan
 
 
+def _check_sources(files: Sequence[StackFile], settings: Settings, take_over: bool) -> None:
+    """A stack whose file is still there is applied from that file only (or taken over)."""
+    if take_over:
+        return
+    store = Store.open_readonly(settings.state_dir)
+    try:
+        errors = sources.claimed_elsewhere(files, store.stacks())
+    finally:
+        store.close()
+    if errors:
+        raise SpecErrors(errors)
+
+
+class InvalidStackFiles(SpecErrors):
+    """`down PATH` of files that do not load: their stacks can still be removed by name."""
+
+    def __init__(self, errors: SpecErrors, names: Sequence[str]) -> None:
+        super().__init__(errors.errors)
+        self.hint = ("hint: remove the stack by name: " + "; ".join(f"reconcile down --stack {n}" for n in names)
+                     if names else "hint: remove a stack by name: reconcile down --stack NAME")
+
+
 def stacks_in(path: Path) -> list[str]:
-    return [f.stack.name for f in load_path(path)]
+    try:
+        return [f.stack.name for f in load_path(path)]
+    except SpecErrors as exc:
+        raise InvalidStackFiles(exc, _names_in_invalid(path)) from None
 
 
-def down(stack_names: Sequence[str], settings: Settings) -> Plan:
-    """Remove everything of these stacks that the kernel marks as ours, whatever the store says."""
+def _names_in_invalid(path: Path) -> list[str]:
+    """The `name:` of each file of `path` that still parses and has a valid one."""
+    found: list[str] = []
+    for stack_path in stack_paths(path):
+        try:
+            data = read_document(stack_path, str(stack_path)).data
+        except SpecErrors:
+            continue
+        name = data.get("name") if isinstance(data, dict) else None
+        if isinstance(name, str) and NAME_PATTERN.fullmatch(name):
+            found.append(name)
+    return found
+
+
+@dataclass(frozen=True)
+class Teardown:
+    plan: Plan
+    unknown: tuple[str, ...]
+    """Names given that nothing on this host knows (no kernel mark, no store record)."""
+
+
+def down(stack_names: Sequence[str], settings: Settings) -> Teardown:
+    """Remove everything of these stacks that the kernel marks as ours, whatever the store says,
+    and forget them (a watch agent's status rows too: `status` must not list a removed stack)."""
     with exclusive(settings.state_dir), open_session(settings, writable=True) as session:
+        recorded = {r.name for r in session.store.stacks()} | {w.stack for w in session.store.watch_statuses()}
         plan = session.converge(Target.teardown(stack_names))
         for name in stack_names:
             session.store.forget_stack(name)
-        return plan
+            session.store.forget_watch_statuses_of(name)
+        known = recorded | {change.stack for change in plan.changes}
+        return Teardown(plan, tuple(name for name in stack_names if name not in known))
 
 
 def known_stacks(session: Session) -> set[str]:

@@ -12,6 +12,8 @@ apply` interleaves safely), in a fresh session each time: the kernel is re-read 
 from __future__ import annotations
 
 import errno
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -60,8 +62,19 @@ rules raises 1,000 events for 1,000 keys, repaired in 16 passes rather than 1,00
 RETRY_BASE = 0.2
 RETRY_CAP = 60.0
 PULL_RETRY = 10.0
+REARM_CHECK = 0.5
+"""Seconds between checks that the watched path still names the directory being watched."""
 """Seconds before a failed image pull is tried again (the stacks using it are queued again)."""
 _TRANSIENT_ERRNOS = frozenset({errno.EBUSY, errno.EAGAIN, errno.ENOBUFS, errno.EINTR})
+
+
+def _identity(directory: Path) -> tuple[int, int] | None:
+    """The directory a path names now (symlinks followed), None when there is none."""
+    try:
+        found = os.stat(directory)
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino) if stat.S_ISDIR(found.st_mode) else None
 
 
 def _transient(exc: BaseException) -> bool:
@@ -92,10 +105,10 @@ class Agent:
         self.log = log
         self.queue: WorkQueue[Key] = WorkQueue()
         self.metrics = Metrics(self.queue.depth)
-        self.specs = StackDir(options.directory.absolute())  # not resolved: a swapped symlink is followed
         self.crashloop = CrashLoop(options.backoff)
         self.stop = threading.Event()
         self.stopped_by: str | None = None  # set by the signal handler (which must not log: locks)
+        self.failure: str | None = None  # why a producer died, which stopped the agent
         self._why: dict[Key, str] = {}
         self._failures: dict[Key, int] = {}  # consecutive transient failures, for the retry delay
         self._errors: dict[Key, str] = {}  # keys whose last reconcile failed
@@ -108,6 +121,9 @@ class Agent:
         self._pulling_lock = threading.Lock()
         self._written: dict[str, WatchStatus] = {}  # by source: the status row last stored
         self.store = Store.open(settings.state_dir)
+        root = options.directory.absolute()  # not resolved: a flipped symlink is followed
+        self.specs = StackDir(root, owners={r.name: Path(r.source) for r in self.store.stacks()
+                                            if Path(r.source).parent == root})
         for status in self.store.watch_statuses():
             self._written[status.source] = status
         self.events = KernelEvents(self._on_event)
@@ -132,10 +148,38 @@ class Agent:
         self.enqueue(FILES_KEY, why)
 
     def _watch_files(self) -> None:
-        for changes in watchfiles.watch(self.specs.root, debounce=self.options.debounce_ms, step=20,
-                                        stop_event=self.stop, recursive=False, rust_timeout=500,
-                                        yield_on_timeout=False):
-            self._files_changed({Path(path) for _, path in changes}, "file changed")
+        """inotify watches the directory the root names when armed: re-armed (and everything
+        re-read) when the root names another one: a symlink flipped to the next revision (as
+        git-sync does), the directory swapped with `mv`, or deleted and made again."""
+        root = self.specs.root
+        armed = _identity(root)
+        while not self.stop.is_set():
+            if armed is not None:
+                for changes in watchfiles.watch(root, debounce=self.options.debounce_ms, step=20,
+                                                stop_event=self.stop, recursive=False,
+                                                rust_timeout=int(REARM_CHECK * 1000), yield_on_timeout=True):
+                    if changes:
+                        self._files_changed(self._dirty({Path(path) for _, path in changes}), "file changed")
+                    if _identity(root) != armed:
+                        break
+            elif self.stop.wait(REARM_CHECK):
+                return
+            now = _identity(root)
+            if now != armed:
+                self.log.emit("watch re-armed", directory=str(root),
+                              target=os.path.realpath(root) if now else None,
+                              why="the directory was replaced" if now else "the directory is gone; waiting for it")
+                armed = now
+                self._files_changed(None, "watched directory replaced")
+
+    def _dirty(self, paths: set[Path]) -> set[Path] | None:
+        """The stack files to re-read; None (all) when the entries they may point through
+        changed: a symlink or directory of the root, or a ConfigMap-style `..data` flip."""
+        for path in paths:
+            if not self.specs.is_stack_file(path) and (path.name.startswith("..") or path.is_dir()
+                                                       or path.is_symlink()):
+                return None
+        return paths
 
     def _guarded(self, produce: Callable[[], None]) -> None:
         """A producer that dies would leave the agent deaf to files or the kernel while it
@@ -143,8 +187,8 @@ class Agent:
         try:
             produce()
         except Exception as exc:  # noqa: BLE001
-            self.log.emit("error", kind="agent", error=f"{threading.current_thread().name}: "
-                                                       f"{type(exc).__name__}: {exc}", action="stopping")
+            self.failure = f"{threading.current_thread().name}: {type(exc).__name__}: {exc}"
+            self.log.emit("error", kind="agent", error=self.failure, action="stopping")
             self.stop.set()
 
     def _resync_timer(self) -> None:
@@ -365,12 +409,24 @@ class Agent:
         for name in sorted(result.changed):
             self._pruning.discard(name)
             self.enqueue(stack_key(name), "spec changed")
+        for name, path in sorted(result.moved.items()):
+            self._stack_moved(name, path)
         for name in sorted(result.removed):
             self._stack_removed(name)
         for source in [s for s, row in self._written.items() if row.stack is None and Path(s) not in self.specs.errors]:
             del self._written[source]  # a file that never was good is gone or good now
             self.store.forget_watch_status(source)
         self._publish(sorted(set(self.specs.stacks()) - result.changed), applied=False)
+
+    def _stack_moved(self, name: str, path: Path) -> None:
+        """Another file defines a running stack now (a rename, a copy then a delete): nothing
+        restarts; the store and `status` follow it to that file, with its last apply."""
+        self.store.move_stack(name, str(path))
+        for source, row in [(s, r) for s, r in self._written.items() if r.stack == name and s != str(path)]:
+            del self._written[source]
+            self.store.forget_watch_status(source)
+            self._store_status(replace(row, source=str(path)))
+        self.log.emit("stack moved", stack=name, file=str(path))
 
     def _stack_removed(self, name: str) -> None:
         self.crashloop.forget_stack(name)

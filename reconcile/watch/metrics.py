@@ -26,8 +26,12 @@ class Metrics:
         depth.set_function(queue_depth)
 
     def serve(self, address: str) -> None:
-        """address: "HOST:PORT" or ":PORT" (all interfaces)."""
+        """address: "HOST:PORT" or ":PORT" (all interfaces). ValueError names the address: the
+        socket's own error (EADDRINUSE) does not."""
         host, sep, port = address.rpartition(":")
         if not sep or not port.isdigit():
             raise ValueError(f"--metrics-addr {address!r}: expected HOST:PORT or :PORT")
-        start_http_server(int(port), addr=host or "0.0.0.0", registry=self.registry)
+        try:
+            start_http_server(int(port), addr=host or "0.0.0.0", registry=self.registry)
+        except OSError as exc:
+            raise ValueError(f"--metrics-addr {address!r}: {exc.strerror or exc}") from None

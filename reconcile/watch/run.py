@@ -14,6 +14,10 @@ from reconcile.watch.actionlog import ActionLog
 from reconcile.watch.agent import Agent, WatchOptions
 
 
+class AgentError(Exception):
+    """The agent cannot start (no directory, metrics address unusable): the CLI prints it, exit 1."""
+
+
 def _raise_fd_limit() -> None:
     """A socket per sandbox namespace and a pidfd per container: 1,000 containers need more
     than the usual soft limit of 1,024 descriptors."""
@@ -34,18 +38,18 @@ def _use_system_malloc() -> None:
 
 
 def run(settings: Settings, options: WatchOptions, metrics_addr: str | None) -> int:
+    """0 once stopped by SIGTERM/SIGINT; 1 when a producer died (the service manager restarts
+    the agent); AgentError before starting."""
     if not options.directory.is_dir():
-        print(f"error: {options.directory}: not a directory", file=sys.stderr)
-        return 1
+        raise AgentError(f"{options.directory}: not a directory")
     _use_system_malloc()
     _raise_fd_limit()
     agent = Agent(settings, options, ActionLog())
     if metrics_addr:
         try:
             agent.metrics.serve(metrics_addr)
-        except (ValueError, OSError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+        except ValueError as exc:
+            raise AgentError(str(exc)) from None
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         agent.stopped_by = signal.Signals(signum).name
@@ -54,4 +58,4 @@ def run(settings: Settings, options: WatchOptions, metrics_addr: str | None) -> 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     agent.run()
-    return 0
+    return 0 if agent.failure is None else 1
