@@ -118,3 +118,17 @@ def test_a_rename_is_reported_as_a_move(tmp_path: Path) -> None:
     (tmp_path / "one.yaml").rename(tmp_path / "uno.yaml")
     result = specs.refresh([tmp_path / "one.yaml", tmp_path / "uno.yaml"])
     assert result.moved == {"one": tmp_path / "uno.yaml"} and not result.changed and not result.removed
+
+
+def test_a_refused_file_takes_over_a_name_freed_in_the_same_refresh(tmp_path: Path) -> None:
+    """`b.yaml` waits for the name `alpha`; `z.yaml` renames its stack: alpha moves to `b.yaml`
+    in that refresh, never removed (pruned) then created again."""
+    (tmp_path / "z.yaml").write_text(stack("alpha", "10.70.1.0/24"))
+    specs = StackDir(tmp_path)
+    specs.refresh()
+    (tmp_path / "b.yaml").write_text(stack("alpha", "10.70.1.0/24"))
+    assert set(specs.refresh([tmp_path / "b.yaml"]).errors) == {tmp_path / "b.yaml"}
+    (tmp_path / "z.yaml").write_text(stack("beta", "10.70.2.0/24"))
+    result = specs.refresh([tmp_path / "z.yaml"])
+    assert not result.removed and result.changed == {"beta"} and result.moved == {"alpha": tmp_path / "b.yaml"}
+    assert not specs.errors

@@ -62,9 +62,9 @@ rules raises 1,000 events for 1,000 keys, repaired in 16 passes rather than 1,00
 RETRY_BASE = 0.2
 RETRY_CAP = 60.0
 PULL_RETRY = 10.0
+"""Seconds before a failed image pull is tried again (the stacks using it are queued again)."""
 REARM_CHECK = 0.5
 """Seconds between checks that the watched path still names the directory being watched."""
-"""Seconds before a failed image pull is tried again (the stacks using it are queued again)."""
 _TRANSIENT_ERRNOS = frozenset({errno.EBUSY, errno.EAGAIN, errno.ENOBUFS, errno.EINTR})
 
 
@@ -155,13 +155,16 @@ class Agent:
         armed = _identity(root)
         while not self.stop.is_set():
             if armed is not None:
-                for changes in watchfiles.watch(root, debounce=self.options.debounce_ms, step=20,
-                                                stop_event=self.stop, recursive=False,
-                                                rust_timeout=int(REARM_CHECK * 1000), yield_on_timeout=True):
-                    if changes:
-                        self._files_changed(self._dirty({Path(path) for _, path in changes}), "file changed")
-                    if _identity(root) != armed:
-                        break
+                try:
+                    for changes in watchfiles.watch(root, debounce=self.options.debounce_ms, step=20,
+                                                    stop_event=self.stop, recursive=False,
+                                                    rust_timeout=int(REARM_CHECK * 1000), yield_on_timeout=True):
+                        if changes:
+                            self._files_changed(self._dirty({Path(path) for _, path in changes}), "file changed")
+                        if _identity(root) != armed:
+                            break
+                except FileNotFoundError:  # gone between the check and the arming
+                    pass
             elif self.stop.wait(REARM_CHECK):
                 return
             now = _identity(root)

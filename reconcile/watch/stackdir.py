@@ -67,24 +67,39 @@ class StackDir:
             except SpecErrors as exc:
                 errors[path] = exc.errors
         pending = {**self._refused, **candidates}  # refused files: what they clashed with may be gone
-        for path in sorted(pending, key=lambda p: self._precedence(pending[p])):
-            candidate = pending[path]
-            # The accepted files are valid together; any clash is the newcomer's to fix.
-            clash = cross_check([*(f for p, f in self.good.items() if p != path), candidate])
-            if clash:
-                if path in candidates or [str(e) for e in clash] != [str(e) for e in self.errors[path]]:
-                    errors[path] = clash  # reported when read anew, or when it clashes differently
-                self._refused[path] = candidate
-                self.errors[path] = clash
-            else:
-                self._forget(path)
-                self.good[path] = candidate
-                self.owners[candidate.stack.name] = path
+        clashes = self._accept(pending)
+        for path, clash in clashes.items():
+            if path in candidates or [str(e) for e in clash] != [str(e) for e in self.errors[path]]:
+                errors[path] = clash  # reported when read anew, or when it clashes differently
+            self._refused[path] = pending[path]
+            self.errors[path] = clash
         self.errors.update(errors)
         after = self.stacks()
         return Refresh(changed=frozenset(n for n, f in after.items() if n not in before or before[n].stack != f.stack),
                        removed=frozenset(set(before) - set(after)), errors=errors,
                        moved={n: f.path for n, f in after.items() if n in before and before[n].path != f.path})
+
+    def _accept(self, pending: dict[Path, StackFile]) -> dict[Path, list[SpecError]]:
+        """Accept every pending file that fits with the accepted ones (which are valid together:
+        any clash is the newcomer's to fix), in passes until none more fits: a file accepted in
+        a pass may free what an earlier one clashed with (a stack renamed in its file). Returns
+        the clashes of the files left out."""
+        waiting = sorted(pending, key=lambda p: self._precedence(pending[p]))
+        clashes: dict[Path, list[SpecError]] = {}
+        accepted = True
+        while accepted:
+            accepted, clashes = False, {}
+            for path in waiting:
+                clash = cross_check([*(f for p, f in self.good.items() if p != path), pending[path]])
+                if clash:
+                    clashes[path] = clash
+                    continue
+                self._forget(path)
+                self.good[path] = pending[path]
+                self.owners[pending[path].stack.name] = path
+                accepted = True
+            waiting = list(clashes)
+        return clashes
 
     def _precedence(self, candidate: StackFile) -> tuple[bool, Path]:
         """The file its stack was last applied from first, then by name."""
