@@ -9,16 +9,17 @@ stores them (memory in pages, quota in microseconds), so an unchanged spec diffs
 The runtime's own processes (the waiting shell, crun) sit beside the container's cgroup, in
 <container>_monitor, in every hierarchy of the host: out of the caller's cgroups (a session
 scope that ends kills what is left in it) and out of the container's limits (an OOM kill there
-must not take the process that records the exit status). The parent itself goes with the last
-cgroup in it.
+must not take the process that records the exit status). A parent reconcile made (it was in no
+hierarchy; the store remembers) goes with the last cgroup in it; one that was there before stays.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from typing import TypeVar
 
 from controllers.base import Desired, Diff
 from controllers.change import Action, Change, FieldChange
@@ -29,11 +30,10 @@ from specs import names
 from specs.errors import Issue
 from specs.model import Resources, Stack
 from specs.validate import check_host_cpus
+from state.store import Store
 
+T = TypeVar("T")
 KIND_CGROUP = "cgroup"
-MONITOR_SUFFIX = "_monitor"
-"""DO NOT RENAME: `<container>_monitor` holds a container's runtime processes on hosts in the
-field. '_' cannot occur in a key, so it is never taken for a container's cgroup."""
 
 
 @dataclass(frozen=True)
@@ -110,9 +110,10 @@ def diff_cgroups(desired: Desired, observed: CgroupObservation, driver: CgroupDr
 class CgroupController:
     kinds = (KIND_CGROUP,)
 
-    def __init__(self, driver: CgroupDriver, parent: str):
+    def __init__(self, driver: CgroupDriver, parent: str, store: Store):
         self._driver = driver
         self._parent = parent
+        self._store = store
 
     def relpath(self, key: str) -> str:
         stack, container = key.split("/", 1)
@@ -133,11 +134,13 @@ class CgroupController:
                 self._apply_one(change)
             except (CgroupError, OSError) as exc:
                 errors.append(ApplyError(f"{change.action} {change.kind} {change.key}: {exc}"))
-        if any(change.action is Action.DELETE for change in changes):
+        if any(change.action is Action.DELETE for change in changes) and self._store.made_cgroup_parent(self._parent):
             try:
                 self._driver.remove_parent(self._parent)  # kept while anything is left in it
             except CgroupError as exc:
                 errors.append(ApplyError(f"remove the cgroup parent {self._parent}: {exc}"))
+            if not self._parent_exists():
+                self._store.record_cgroup_parent(self._parent, made=False)
         if errors:
             raise ApplyErrors(errors)
 
@@ -146,14 +149,14 @@ class CgroupController:
         if change.action is Action.DELETE:
             # The container was stopped first (deletions run in reverse order); whatever a
             # crash left inside would keep the cgroup busy for ever.
-            for cgroup in (relpath + MONITOR_SUFFIX, relpath):
+            for cgroup in (names.monitor_relpath(relpath), relpath):
                 for pid in self._driver.procs(cgroup):
                     _kill(pid)
                 self._driver.remove(cgroup, self._parent)
             return
         assert isinstance(change.desired, Limits)
         if change.action is Action.CREATE:
-            self._driver.create(relpath)
+            self._making(lambda: self._driver.create(relpath))
         self._driver.write(relpath, change.desired)
 
     def usage(self, key: str) -> Usage | None:
@@ -166,7 +169,19 @@ class CgroupController:
         relpath = self.relpath(f"{stack}/{container}")
         if not all(at(root, relpath).is_dir() for root in self._driver.roots()):
             raise CgroupError(f"the cgroup {relpath} is missing (its limits were not set): not starting it")
-        return Placement(relpath, tuple(self._driver.create_everywhere(relpath + MONITOR_SUFFIX)))
+        monitor = names.monitor_relpath(relpath)
+        return Placement(relpath, tuple(self._making(lambda: self._driver.create_everywhere(monitor))))
+
+    def _making(self, create: Callable[[], T]) -> T:
+        """Make cgroups under the parent, remembering a parent this makes as ours."""
+        fresh = not self._parent_exists()
+        made = create()
+        if fresh:
+            self._store.record_cgroup_parent(self._parent, made=True)
+        return made
+
+    def _parent_exists(self) -> bool:
+        return any(at(root, self._parent).is_dir() for root in self._driver.removal_roots())
 
 
 def _kill(pid: int) -> None:

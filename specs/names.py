@@ -130,6 +130,16 @@ manager resets the memory limit of the cgroup it is given, and our limits on the
 for the whole subtree, exec included."""
 
 
+MONITOR_SUFFIX = "_monitor"
+"""DO NOT RENAME: `<container>_monitor`, beside a container's cgroup, holds its runtime's own
+processes on hosts in the field. '_' cannot occur in a key, so it is never taken for a
+container's cgroup."""
+
+
+def monitor_relpath(relpath: str) -> str:
+    return relpath + MONITOR_SUFFIX
+
+
 def runtime_cgroup_path(relpath: str) -> str:
     """`linux.cgroupsPath` for the runtime: absolute from each hierarchy's root."""
     return f"/{relpath}/{RUNTIME_CGROUP}"

@@ -46,6 +46,9 @@ CREATE TABLE IF NOT EXISTS containers (
     started_at  REAL NOT NULL,
     PRIMARY KEY (stack, container)
 );
+CREATE TABLE IF NOT EXISTS cgroup_parents (
+    parent      TEXT PRIMARY KEY
+);
 CREATE TABLE IF NOT EXISTS watch_status (
     source      TEXT PRIMARY KEY,
     stack       TEXT,
@@ -155,6 +158,21 @@ class Store:
     def forget_stack(self, name: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM stacks WHERE name = ?", (name,))
+
+    def made_cgroup_parent(self, parent: str) -> bool:
+        """Whether reconcile made this cgroup parent (it was in no hierarchy): only such a parent
+        is removed with the last stack; one that was there before, maybe with limits of an
+        admin's, stays."""
+        if self._db is None:
+            return False
+        return self._db.execute("SELECT 1 FROM cgroup_parents WHERE parent = ?", (parent,)).fetchone() is not None
+
+    def record_cgroup_parent(self, parent: str, made: bool) -> None:
+        with self.transaction() as db:
+            if made:
+                db.execute("INSERT OR IGNORE INTO cgroup_parents (parent) VALUES (?)", (parent,))
+            else:
+                db.execute("DELETE FROM cgroup_parents WHERE parent = ?", (parent,))
 
     def leases(self) -> dict[tuple[str, str, str], IPv4Address]:
         if self._db is None:

@@ -119,6 +119,17 @@ def test_a_parent_holding_anything_not_ours_is_kept_everywhere(sandbox: Sandbox)
     assert len(sandbox.cgroup_dirs()) == len(hierarchies())
 
 
+def test_a_parent_that_was_there_before_stays_with_its_limit(sandbox: Sandbox) -> None:
+    """Made by an admin (a cap for every container, say): not ours to remove, not even empty."""
+    memory = CGROUP_ROOT / "memory" / sandbox.cgroup_parent
+    memory.mkdir()
+    (memory / "memory.limit_in_bytes").write_text(str(512 << 20))
+    assert sandbox.reconcile("apply", str(sandbox.write("one.yaml", STACK.format(name="one")))).returncode == 0
+    assert sandbox.reconcile("down", "--stack", "one").returncode == 0
+    assert (memory / "memory.limit_in_bytes").read_text().strip() == str(512 << 20)
+    assert all(not any(p.is_dir() for p in top.iterdir()) for top in sandbox.cgroup_dirs())
+
+
 def test_a_parent_with_a_process_of_its_own_is_kept(tmp_path: Path) -> None:
     """On files (a v2 tree): the process's pid in cgroup.procs keeps the parent; empty, it goes,
     its last level only."""

@@ -162,7 +162,7 @@ def open_session(settings: Settings, writable: bool) -> Iterator[Session]:
             # Dependency order: bridges, then sandboxes and their veths, then the cgroups with
             # their limits, then the processes in them; rules are written last (route_localnet needs the bridges) and, in a
             # teardown, removed first.
-            cgroup = CgroupController(cgroups.detect(), settings.cgroup_parent)
+            cgroup = CgroupController(cgroups.detect(), settings.cgroup_parent, store)
             yield Session(settings, store, [
                 NetworkController(netlink), SandboxController(netlink), cgroup,
                 ContainerController(store, settings.state_dir, cgroup.ensure, ImageStore(settings.state_dir)),
