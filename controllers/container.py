@@ -125,6 +125,7 @@ class ContainerObservation:
     containers: Mapping[str, ObservedContainer]  # by "stack/container"
     host_resolvers: HostResolvers
     host_capabilities: frozenset[str]  # the bounding set we start containers with
+    missing_tools: tuple[str, ...] = ()  # what a start runs that this host lacks
 
     def owned_stacks(self) -> set[str]:
         return {c.stack for c in self.containers.values() if c.handle is not None}
@@ -257,6 +258,9 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
     for stack in (s for s in desired.stacks.values() if s.name in desired.scope):
         levels = _levels(stack)
         for key, container in stack.containers.items():
+            if observed.missing_tools and key == next(iter(stack.containers)):
+                result.issues.append(Issue(stack.name, ("containers", key), "this host cannot start containers: "
+                                           f"{', '.join(observed.missing_tools)} not installed (scripts/setup.sh)"))
             if container.rootfs is not None and not container.rootfs.is_dir():
                 result.issues.append(Issue(stack.name, ("containers", key, "rootfs"),
                                            f"{container.rootfs} is not a directory on this host"))
@@ -430,7 +434,8 @@ class ContainerController:
                 root.path if root else None, key in runtime_ids, root.image_digest if root else None)
         resolvers = HostResolvers(str(self._host_resolv), _read(self._host_resolv) or "",
                                   str(self._upstream_resolv), _read(self._upstream_resolv) or "")
-        return ContainerObservation(containers, resolvers, capabilities.from_mask(procs.bounding_set()))
+        return ContainerObservation(containers, resolvers, capabilities.from_mask(procs.bounding_set()),
+                                    tuple(runtime.missing_tools()))
 
     def _file_dirs(self) -> set[tuple[str, str]]:
         """(stack, container) of every files directory: a run killed between writing a

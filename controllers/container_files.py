@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_address
 
+from specs.model import Stack
+
 DEFAULT_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 """The last resort when the host names no nameserver a container can reach (Docker's too)."""
-
-from specs.model import Stack
 
 EndpointKey = tuple[str, str, str]
 

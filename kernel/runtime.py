@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from kernel import crashpoints
-from kernel.oci import Runtime
+from kernel.oci import CRUN, Runtime
 from kernel.procs import alive, read_proc
 
 TINI = "/usr/bin/tini-static"  # statically linked: runs inside any root
@@ -44,6 +44,7 @@ ROTATELOGS = "rotatelogs"  # Debian's apache2-utils
 LOG_FILE = "log"  # DO NOT RENAME: rotatelogs' cycle in the log directory: log, log.1, ..., log.N-1
 CURRENT_LINK = "current"  # DO NOT RENAME: rotatelogs -L, a hard link to the file being written
 WRITER_ERRORS = "writer-errors"  # the writer's own complaints (it has nowhere else to say them)
+_RENUMBERING = ".renumbering-"  # a log file on its way to its new name (<prefix><name>)
 PID_FILE = "pid"
 CONFIG_FILE = "config.json"  # the bundle's, as the OCI runtime spec names it
 
@@ -55,11 +56,21 @@ _WRAPPER = ('exitfile="$1"; logdir="$2"; files="$3"; size="$4"; joins="$5"; shif
             'joins=$((joins - 1)); shift; done; '
             '"$@"; status=$?; exec >/dev/null 2>&1; wait; echo $status > "$exitfile"')
 """Starts the log writer on its stdin (the pipe's read end, through fd 3: a background job's
-stdin is /dev/null; the shell then lets go of it, so the writer is the pipe's only reader), moves itself and the writer into the cgroups it is given (before the runtime
-exists: every process of the container inherits them), runs the runtime in the foreground, lets
+stdin is /dev/null; the shell then lets go of it, so the writer is the pipe's only reader),
+moves itself and the writer into the cgroups it is given (before the runtime exists: every
+process of the container inherits them), runs the runtime in the foreground, lets
 go of the pipe and waits for the writer to drain it, then records the container's exit status:
 once the exit file exists, the log is complete. A cgroup it cannot join stops it with the
 shell's message in the log."""
+
+
+REQUIRED_TOOLS = {CRUN: "crun", ROTATELOGS: "apache2-utils", TINI: "tini"}
+"""What every container start runs, and the Debian package each comes in."""
+
+
+def missing_tools() -> list[str]:
+    """The tools a container start needs that this host lacks, with their packages."""
+    return [f"{tool} (Debian's {package})" for tool, package in REQUIRED_TOOLS.items() if shutil.which(tool) is None]
 
 
 @dataclass(frozen=True)
@@ -98,8 +109,6 @@ def start(runtime: Runtime, container_id: str, bundle: Path, config: Mapping[str
     `cgroup_procs`, cgroups of its own: it survives the caller) and return once the runtime has
     created it; a failure raises StartError with the runtime's message. Thread-safe."""
     crashpoints.step("start")
-    if shutil.which(ROTATELOGS) is None:
-        raise StartError(f"{name}: {ROTATELOGS} is not installed (Debian's apache2-utils: scripts/setup.sh)")
     log_dir.mkdir(parents=True, exist_ok=True)
     exit_file(log_dir).unlink(missing_ok=True)
     _renumber_log_files(log_dir, log_limits.max_files)
@@ -154,9 +163,16 @@ def _read_pid_file(pid_file: Path) -> ProcessHandle | None:
 
 
 def _log_tail(log_dir: Path) -> str:
+    """The last line of the log, after what the log writer itself said (it has nowhere else to
+    say it: a full disk, an unwritable directory)."""
     files = log_files(log_dir)
+    writer, last = _last_line(log_dir / WRITER_ERRORS), _last_line(files[-1]) if files else ""
+    return "; ".join(([f"log writer: {writer}"] if writer else []) + ([last] if last else []))
+
+
+def _last_line(path: Path) -> str:
     try:
-        lines = files[-1].read_text(errors="replace").strip().splitlines() if files else []
+        lines = path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return ""
     return lines[-1] if lines else ""
@@ -191,17 +207,26 @@ def _renumber_log_files(log_dir: Path, max_files: int) -> None:
     """rotatelogs starts again at `log` (appending to it) and goes on with log.1: before it
     starts, the newest file becomes `log` and the older ones log.N-1, log.N-2, ... (N: the
     limit it starts with, which a changed max-file may have lowered; the oldest beyond it are
-    removed), so the order holds across restarts. The `current` link follows the newest file."""
+    removed), so the order holds across restarts. The `current` link follows the newest file.
+    The moves go through temporary names that carry their target: one a crash left behind is
+    put in place first (or dropped, when its place was not freed yet: one old file, not the
+    order of all)."""
+    for stranded in log_dir.glob(f"{_RENUMBERING}*"):
+        target = log_dir / stranded.name.removeprefix(_RENUMBERING)
+        if target.exists():
+            stranded.unlink()
+        else:
+            stranded.rename(target)
     ordered = log_files(log_dir)
     for stale in ordered[:-max_files]:
         stale.unlink()
     newest_first = list(reversed(ordered[-max_files:]))
     names = [LOG_FILE, *(f"{LOG_FILE}.{index}" for index in range(max_files - 1, 0, -1))]
-    moves = [(path, log_dir / name) for path, name in zip(newest_first, names) if path.name != name]
-    for number, (path, _) in enumerate(moves):  # through temporary names: the cycle may be shifted
-        path.rename(log_dir / f".renumber-{number}")
-    for number, (_, target) in enumerate(moves):
-        (log_dir / f".renumber-{number}").rename(target)
+    moves = [(path, name) for path, name in zip(newest_first, names) if path.name != name]
+    for path, name in moves:  # through temporary names: the cycle may be shifted
+        path.rename(log_dir / f"{_RENUMBERING}{name}")
+    for _, name in moves:
+        (log_dir / f"{_RENUMBERING}{name}").rename(log_dir / name)
 
 
 def is_running(handle: ProcessHandle) -> bool:

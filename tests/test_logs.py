@@ -11,7 +11,11 @@ import signal
 import subprocess
 from pathlib import Path
 
+from controllers.base import Desired
+from controllers.container import ContainerObservation, diff_containers
+from controllers.container_files import HostResolvers
 from kernel import runtime
+from specs.loader import load_file
 from tests.sandbox import Sandbox
 from tests.test_specs_support import error_lines
 from tests.waiting import eventually
@@ -87,13 +91,17 @@ containers:
 """
 
 
+def _argv(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:  # gone meanwhile
+        return []
+
+
 def _writer_of(sandbox: Sandbox, log_dir: Path) -> int | None:
     for pid in sandbox.processes():
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv[0] == runtime.ROTATELOGS.encode() and str(log_dir / runtime.LOG_FILE).encode() in argv:
+        argv = _argv(pid)
+        if argv[:1] == [runtime.ROTATELOGS.encode()] and str(log_dir / runtime.LOG_FILE).encode() in argv:
             return pid
     return None
 
@@ -109,6 +117,20 @@ def test_a_lost_writer_ends_the_container_instead_of_hanging_it(sandbox: Sandbox
     assert eventually(lambda: sandbox.containers()["steady"].get("exit_code"), 141, timeout=20) == 141
     assert "+ container logs/steady (exited)" in sandbox.reconcile("apply", path).stdout
     assert _writer_of(sandbox, _log_dir(sandbox, "logs", "steady")) is not None
+    assert sandbox.reconcile("down", path).returncode == 0
+
+
+def test_logs_follow_ends_when_the_container_died_with_its_waiting_shell(sandbox: Sandbox) -> None:
+    """No exit file will come (a reboot, a kill of the whole tree): following ends anyway."""
+    path = str(sandbox.write("stack.yaml", STEADY))
+    assert sandbox.reconcile("apply", path).returncode == 0
+    assert eventually(lambda: "tick" in _log_text(sandbox, "steady"), True)
+    shells = [pid for pid in sandbox.processes() if _argv(pid)[3:4] == [b"rc-container"]]  # sh -c SCRIPT $0
+    assert len(shells) == 1
+    os.kill(shells[0], signal.SIGKILL)
+    os.kill(sandbox.containers()["steady"]["pid"], signal.SIGKILL)
+    followed = sandbox.reconcile("logs", "-f", "steady", timeout=30)  # raises if it never ends
+    assert followed.returncode == 0 and "tick" in followed.stdout
     assert sandbox.reconcile("down", path).returncode == 0
 
 
@@ -161,3 +183,26 @@ def test_logging_errors_name_the_place(tmp_path: Path) -> None:
     }
     for value, expected in cases.items():
         assert error_lines(tmp_path, {"stack.yaml": LOGGING.format(value=value)}) == [expected], value
+
+
+def test_a_host_without_the_log_writer_is_an_issue_before_anything_is_touched(tmp_path: Path) -> None:
+    """Found in the plan (diff and apply both stop there), not half-way through a start."""
+    path = tmp_path / "stack.yaml"
+    path.write_text(STEADY)
+    stack = load_file(path).stack
+    observed = ContainerObservation({}, HostResolvers("", "nameserver 10.0.0.2\n", "", ""), frozenset(),
+                                    ("rotatelogs (Debian's apache2-utils)",))
+    issues = diff_containers(Desired({"logs": stack}, frozenset({"logs"}), {}), observed).issues
+    assert [(i.loc, i.message) for i in issues] == [(("containers", "steady"), (
+        "this host cannot start containers: rotatelogs (Debian's apache2-utils) not installed (scripts/setup.sh)"))]
+    assert runtime.missing_tools() == []  # this one has them all (scripts/setup.sh)
+
+
+def test_a_renumbering_cut_short_by_a_crash_is_finished_first(tmp_path: Path) -> None:
+    (tmp_path / runtime.LOG_FILE).write_text("newest\n")
+    os.link(tmp_path / runtime.LOG_FILE, tmp_path / runtime.CURRENT_LINK)
+    (tmp_path / f".renumbering-{runtime.LOG_FILE}.1").write_text("older\n")  # moved away, not yet back
+    runtime._renumber_log_files(tmp_path, 2)
+    assert [path.read_text() for path in runtime.log_files(tmp_path)] == ["older\n", "newest\n"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [runtime.CURRENT_LINK, runtime.LOG_FILE,
+                                                          f"{runtime.LOG_FILE}.1"]

@@ -92,11 +92,18 @@ def read_log(found: Found, follow: bool) -> Iterator[bytes]:
     has drained the pipe, so nothing comes after it), as `docker logs -f` does."""
     cursor = _LogCursor(found.paths.log)
     exited = runtime.exit_file(found.paths.log)
+    gone_since: float | None = None
     while True:
         ended = exited.exists()  # looked at before reading: what this pass reads is then complete
         yield from cursor.read_new()
         if ended or not follow:
             return
+        if found.record is not None and not runtime.is_running(found.handle):
+            # Its init is gone and no exit file came: the waiting shell died too (a reboot, a
+            # kill), or is still draining the writer; either way nothing more comes after a while.
+            gone_since = gone_since or time.monotonic()
+            if time.monotonic() - gone_since > runtime.EXIT_WAIT:
+                return
         time.sleep(FOLLOW_POLL)
 
 
