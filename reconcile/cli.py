@@ -188,7 +188,7 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
     """A stack named with --stack that this host does not know is an error (a typo must not
     pass for a teardown), after the others are removed; a file's stack already gone is not."""
-    names = args.stack or verbs.stacks_in(args.path)
+    names = args.stack or verbs.stacks_in(args.path, settings)
     done = verbs.down(names, settings)
     unknown = [f"error: no stack named '{name}' on this host (no kernel object carries its mark, the state "
                "store has no record of it)" for name in done.unknown] if args.stack else []

@@ -70,8 +70,11 @@ def tally() -> Counter[str]:
 
 
 def reconcile(sandbox: Sandbox, *args: str, **env: str) -> tuple[int, str]:
-    """The CLI inside the sandbox with extra environment; returns (returncode, output)."""
+    """The CLI inside the sandbox with extra environment; returns (returncode, output). An apply
+    takes the stack over: A' is A's next generation in a file of its own."""
     assignments = [f"{key}={value}" for key, value in env.items()]
+    if args[:1] == ("apply",):
+        args = ("apply", "--take-over", *args[1:])
     result = sandbox.run("env", *assignments, sys.executable, "-m", "reconcile", *args, check=False)
     return result.returncode, result.stdout + result.stderr
 

@@ -1,6 +1,6 @@
-"""A stack is applied from one file at a time: `apply`/`diff` of another file that declares a
-stack whose file is still there is refused, naming both (`--take-over` moves it); a renamed or
-deleted file gives its stack up."""
+"""A stack is applied from one file at a time: `apply`/`diff`/`down` of another file that
+declares a stack whose file is still there is refused, naming both (`--take-over` moves it,
+`down --stack` removes it); a renamed or deleted file gives its stack up."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ def test_a_stack_applied_from_another_file_that_still_declares_it_is_refused(san
         assert result.returncode == 1, (verb, result.stdout, result.stderr)
         assert result.stderr.startswith(f"{b}:1:7: name: stack 'alpha' was applied from {a}, which still declares it")
         assert "--take-over" in result.stderr
+    result = sandbox.reconcile("down", str(b))
+    assert result.returncode == 1 and "remove it by name: reconcile down --stack alpha" in result.stderr
     assert sandbox.snapshot("rc-alpha-net") == before  # nothing touched
     assert sandbox.reconcile("diff", "--take-over", str(b)).returncode == 2
     sandbox.reconcile("apply", "--take-over", str(b), check=True)

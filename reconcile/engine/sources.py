@@ -14,9 +14,13 @@ from specs.loader import StackFile, load_file
 from state.store import StackRecord
 
 
-def claimed_elsewhere(files: Sequence[StackFile], records: Iterable[StackRecord]) -> list[SpecError]:
+TAKE_OVER = "edit that file, or move the stack to this one with --take-over"
+
+
+def claimed_elsewhere(files: Sequence[StackFile], records: Iterable[StackRecord],
+                      remedy: str = TAKE_OVER) -> list[SpecError]:
     """An error at the `name` of every file whose stack was last applied from another file
-    that still claims it."""
+    that still claims it, ending with what to do instead."""
     recorded = {record.name: Path(record.source) for record in records}
     errors: list[SpecError] = []
     for stack_file in files:
@@ -27,7 +31,7 @@ def claimed_elsewhere(files: Sequence[StackFile], records: Iterable[StackRecord]
         claim = _claim(owner, name)
         if claim is not None:
             errors.append(stack_file.error(("name",), f"stack '{name}' was applied from {owner}, which {claim}: "
-                                                      "edit that file, or move the stack to this one with --take-over"))
+                                                      + remedy.format(name=name)))
     return errors
 
 

@@ -42,13 +42,15 @@ def apply(path: Path, settings: Settings, pulling: images.Pulling = images.Pulli
             return plan
 
 
-def _check_sources(files: Sequence[StackFile], settings: Settings, take_over: bool) -> None:
-    """A stack whose file is still there is applied from that file only (or taken over)."""
+def _check_sources(files: Sequence[StackFile], settings: Settings, take_over: bool,
+                   remedy: str = sources.TAKE_OVER) -> None:
+    """A stack whose file is still there is applied (and removed) from that file only, or
+    taken over."""
     if take_over:
         return
     store = Store.open_readonly(settings.state_dir)
     try:
-        errors = sources.claimed_elsewhere(files, store.stacks())
+        errors = sources.claimed_elsewhere(files, store.stacks(), remedy)
     finally:
         store.close()
     if errors:
@@ -64,11 +66,14 @@ class InvalidStackFiles(SpecErrors):
                      if names else "hint: remove a stack by name: reconcile down --stack NAME")
 
 
-def stacks_in(path: Path) -> list[str]:
+def stacks_in(path: Path, settings: Settings) -> list[str]:
+    """The stacks `down PATH` removes: not one another file still declares (by name, then)."""
     try:
-        return [f.stack.name for f in load_path(path)]
+        files = load_path(path)
     except SpecErrors as exc:
         raise InvalidStackFiles(exc, _names_in_invalid(path)) from None
+    _check_sources(files, settings, take_over=False, remedy="remove it by name: reconcile down --stack {name}")
+    return [f.stack.name for f in files]
 
 
 def _names_in_invalid(path: Path) -> list[str]:
