@@ -4,14 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(iproute2 iptables nftables conntrack util-linux mount tini busybox-static procps crun libseccomp2 keyutils
-    python3 skopeo docker-registry zstd umoci apache2-utils)
-# python3 and keyutils: the tests run Debian's python3 and keyctl inside containers (escape corpus).
-# nftables: nft, with which the tests read and plant rules the way an admin would.
-# skopeo pulls images; zstd unpacks zstd layers (Python has no zstd in its standard library);
-# docker-registry serves the tests' images on loopback (its own service is not wanted: below).
-# umoci builds the example's image offline: busybox-static in an OCI layout (below).
-# apache2-utils: rotatelogs, each container's log writer (size rotation, as Docker's json-file).
+source scripts/apt-packages.sh  # APT_PACKAGES: also what the test VM is built with (scripts/vm)
 # Moby's default seccomp profile, as Debian maintains it (security updates included). Its package
 # would pull in ~260 Go source packages, so only the profile is taken out of it.
 SECCOMP_PACKAGE=golang-github-docker-docker-dev
