@@ -319,9 +319,8 @@ class CgroupDriver(ABC):
         """The kernel's refusal of one knob, said in terms of the limit asked for."""
         if knob.field == "memory" and exc.errno == errno.EBUSY:
             usage = self.usage(relpath)
-            return CgroupError(f"memory {limits.memory} is below the current usage "
-                               f"{usage.memory_bytes if usage else '?'} of {relpath}; "
-                               f"the kernel refused (EBUSY)")
+            return below_usage(relpath, limits.memory, usage.memory_bytes if usage else None,
+                               "the kernel refused (EBUSY)")
         code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
         return CgroupError(f"{knob.field} {getattr(limits, knob.field)} of {relpath}: the kernel refused "
                            f"{knob.value!r} in {knob.path.name} ({code}: {exc.strerror})")
@@ -344,6 +343,13 @@ class CgroupDriver(ABC):
         if parts[:len(top)] != top or len(parts) == len(top):
             raise CgroupError(f"cgroup {relpath!r} is not below the parent {parent!r}")
         return ["/".join(parts[:n]) for n in range(len(parts) - 1, len(top), -1)]
+
+
+def below_usage(relpath: str, memory: int | None, used: int | None, why: str) -> CgroupError:
+    """A memory limit under what the cgroup holds and cannot give back: the same words on v1
+    (the kernel refuses) and v2 (we refuse, as the kernel would OOM-kill instead)."""
+    return CgroupError(f"memory {memory} is below the current usage {'?' if used is None else used} "
+                       f"of {relpath}; {why}")
 
 
 def _remove_tree(path: Path) -> None:

@@ -4,7 +4,11 @@ time, before making the next level (never in the leaf: the kernel refuses contro
 subtree of a cgroup that holds processes).
 
 Unlike v1, lowering memory.max below the usage does not fail: the kernel reclaims and then
-OOM-kills inside the cgroup.
+OOM-kills inside the cgroup. We refuse it beforehand as v1's kernel does (see _reclaim_down_to).
+
+Unlike v1, an empty cpuset.cpus is valid ("the parent's CPUs"), but the kernel refuses to empty it
+(ENOSPC) in a cgroup with processes once it was set: a cpuset removed from such a cgroup is
+written as the parent's CPUs, which read back as no restriction.
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
-from kernel.cgroups_common import (CPU_PERIOD_US, CgroupDriver, CgroupError, Knob, Limits, Usage, at, cpus_of,
-                                   levels, mkdir, quota_of, read_int, read_keyed, read_max, read_text,
-                                   write_text)
+from kernel.cgroups_common import (CPU_PERIOD_US, CgroupDriver, CgroupError, Knob, Limits, Usage, at,
+                                   below_usage, cpus_of, levels, mkdir, quota_of, read_int, read_keyed, read_max,
+                                   read_text, write_text)
 
 CONTROLLERS = ("memory", "cpu", "pids", "cpuset")
 """The controllers enabled for our cgroups (where the host offers them)."""
@@ -65,6 +69,31 @@ class V2Driver(CgroupDriver):
                      pids=read_int(path / "pids.current"),
                      oom_kills=read_keyed(path / "memory.events").get("oom_kill"))
 
+    def write(self, relpath: str, limits: Limits) -> None:
+        """As on v1, a memory limit below what the cgroup cannot give back is refused first."""
+        if limits.memory is not None and not self.missing(limits):
+            self._reclaim_down_to(relpath, limits.memory)
+        super().write(relpath, limits)
+
+    def _reclaim_down_to(self, relpath: str, memory: int) -> None:
+        """Refuse a memory limit below the usage that reclaim cannot free, as v1's kernel does
+        (EBUSY), where v2 would take it and OOM-kill in the cgroup until the usage fits: ask the
+        kernel to reclaim the difference first (memory.reclaim, Linux >= 5.19; without it, the
+        usage as it is decides). A process that grows between this check and the write meets the
+        new limit as it would any later growth."""
+        current = at(self.root, relpath) / "memory.current"
+        used = read_int(current)
+        if used is None or used <= memory:
+            return
+        try:
+            write_text(current.with_name("memory.reclaim"), str(used - memory))
+        except OSError as exc:  # EAGAIN: it could not reclaim that much; ENOENT: kernel < 5.19
+            if exc.errno not in (errno.EAGAIN, errno.ENOENT):
+                raise CgroupError(f"cannot reclaim memory of {relpath}: {exc.strerror}") from exc
+        used = read_int(current)
+        if used is not None and used > memory:
+            raise below_usage(relpath, memory, used, "the kernel could not reclaim it (v2 would OOM-kill instead)")
+
     def _effective_cpus(self) -> tuple[Path, str] | None:
         return self.root, "cpuset.cpus.effective"  # absent (None when read) without cpuset
 
@@ -77,11 +106,19 @@ class V2Driver(CgroupDriver):
         candidates = [
             Knob(path / "memory.max", memory, "memory"),
             Knob(path / "memory.swap.max", "max" if limits.memory is None else "0", "memory"),
-            Knob(path / "cpuset.cpus", limits.cpuset or "", "cpuset"),
+            Knob(path / "cpuset.cpus", limits.cpuset or self._no_cpuset(relpath), "cpuset"),
             Knob(path / "cpu.max", f"{quota} {CPU_PERIOD_US}", "cpus"),
             Knob(path / "pids.max", "max" if limits.pids is None else str(limits.pids), "pids"),
         ]
         return [knob for knob in candidates if knob.path.exists()]
+
+    def _no_cpuset(self, relpath: str) -> str:
+        """cpuset.cpus for no restriction: "" (the parent's CPUs, following them) where none is set,
+        else the parent's CPUs as they are, since the kernel refuses to empty a cpuset of a cgroup
+        with processes (ENOSPC)."""
+        if not read_text(at(self.root, relpath) / "cpuset.cpus"):
+            return ""
+        return self._parent_cpus(relpath) or ""
 
 
 def _cpus(cpu_max: str | None) -> float | None:

@@ -7,7 +7,7 @@ FORWARD, an admin ssh rule in INPUT and FORWARD's DROP policy (as Docker sets it
 bridge `br-canary` with an address and a veth pair `cv0`/`cv1` with `cv0` on the bridge; a
 foreign netns `canary-ns` with a link of its own; and a foreign cgroup `<cgroup-parent>-canary`
 (a sibling of the sandbox's per-run parent, so a prefix match on our parent would hit it) in the
-memory and pids hierarchies, with limits written.
+memory and pids hierarchies (the unified tree on v2), with limits written.
 
 Use `planted(sandbox)` (a context manager that always removes the cgroups, which outlive the
 sandbox's namespaces) or `Canary(sandbox)` + `remove()` in a fixture."""
@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from specs.names import parse_netns_name
+from tests.cgroupfs import limit_file
 from tests.sandbox import Sandbox, purge_cgroup
 from tests.test_firewall_kernel import CANARY as DOCKER_RULES
 from tests.test_firewall_support import foreign_rules
@@ -27,8 +28,7 @@ from tests.test_firewall_support import foreign_rules
 BRIDGE = "br-canary"
 VETH = ("cv0", "cv1")
 NETNS = "canary-ns"
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-CGROUP_LIMITS = {"memory": {"memory.limit_in_bytes": "50331648"}, "pids": {"pids.max": "17"}}
+CGROUP_LIMITS = {"memory": "50331648", "pids": "17"}
 """Limits nobody would pick by default, so a reset to the default shows."""
 
 _PLANT_LINKS = f"""
@@ -50,15 +50,16 @@ class Canary:
 
     def __init__(self, sandbox: Sandbox):
         self.sandbox = sandbox
-        self.cgroups = [CGROUP_ROOT / controller / f"{sandbox.cgroup_parent}-canary"
-                        for controller in CGROUP_LIMITS]
+        self.knobs = {limit_file(f"{sandbox.cgroup_parent}-canary", field): value
+                      for field, value in CGROUP_LIMITS.items()}
+        self.cgroups = list(dict.fromkeys(knob.parent for knob in self.knobs))  # one on v2
         try:
             sandbox.sh(_PLANT_LINKS)
             sandbox.run("iptables-restore", "--noflush", input=DOCKER_RULES)
             for cgroup in self.cgroups:
                 cgroup.mkdir()
-                for knob, value in CGROUP_LIMITS[cgroup.parent.name].items():
-                    (cgroup / knob).write_text(value)
+            for knob, value in self.knobs.items():
+                knob.write_text(value)
         except BaseException:
             self.remove()  # half a canary must not outlive the test either
             raise
@@ -74,7 +75,7 @@ class Canary:
             "netns_links": sandbox.links(NETNS) if NETNS in netns else None,
             "rules": foreign_rules(sandbox),
             "netns": netns,
-            "cgroups": {str(c): _cgroup_state(c) for c in self.cgroups},
+            "cgroups": {str(c): self._cgroup_state(c) for c in self.cgroups},
         }, indent=1, sort_keys=True)
 
     def remove(self) -> None:
@@ -87,11 +88,10 @@ class Canary:
         self.sandbox.sh(f"ip netns del {NETNS}; ip link del {BRIDGE}; ip link del {VETH[0]}",
                         check=False)
 
-
-def _cgroup_state(cgroup: Path) -> dict[str, str | list[str]]:
-    knobs = {knob: (cgroup / knob).read_text() for knob in CGROUP_LIMITS[cgroup.parent.name]}
-    return {**knobs, "cgroup.procs": (cgroup / "cgroup.procs").read_text(),
-            "children": sorted(p.name for p in cgroup.iterdir() if p.is_dir())}
+    def _cgroup_state(self, cgroup: Path) -> dict[str, str | list[str]]:
+        knobs = {knob.name: knob.read_text() for knob in self.knobs if knob.parent == cgroup}
+        return {**knobs, "cgroup.procs": (cgroup / "cgroup.procs").read_text(),
+                "children": sorted(p.name for p in cgroup.iterdir() if p.is_dir())}
 
 
 @contextmanager

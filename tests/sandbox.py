@@ -16,6 +16,8 @@ from pathlib import Path
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from specs.names import ALIAS_PREFIX, LINK_GROUP
+from tests.cgroupfs import hierarchy_roots
+from tests.waiting import scaled
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -164,9 +166,9 @@ class Sandbox:
         self._remove_cgroups()
 
     def cgroup_dirs(self) -> list[Path]:
-        """The per-run cgroup parent in every hierarchy where it exists."""
-        return [p for p in Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}") if p.is_dir()] + \
-            [p for p in [Path("/sys/fs/cgroup") / self.cgroup_parent] if p.is_dir()]
+        """The per-run cgroup parent in every hierarchy where it exists (v1), or in the unified
+        tree (v2): where the product's driver makes it."""
+        return [top for top in (root / self.cgroup_parent for root in hierarchy_roots()) if top.is_dir()]
 
     def _remove_cgroups(self) -> None:
         for top in self.cgroup_dirs():
@@ -190,7 +192,7 @@ def _kill_all(cgroup: Path) -> None:
             pass
 
 
-@retry(retry=retry_if_exception_type(OSError), stop=stop_after_delay(5), wait=wait_fixed(0.01), reraise=True)
+@retry(retry=retry_if_exception_type(OSError), stop=stop_after_delay(scaled(5)), wait=wait_fixed(0.01), reraise=True)
 def _rmdir_soon(path: Path) -> None:
     """cgroupfs keeps a cgroup busy (EBUSY) for a moment after its last process died."""
     path.rmdir()

@@ -4,11 +4,10 @@ twice and leaves nothing behind."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.canary import planted
+from tests.cgroupfs import directory, hierarchy_roots, limit_file
 from tests.sandbox import Sandbox
 
 TAMPERING = {
@@ -19,8 +18,8 @@ TAMPERING = {
     "veth detached": "ip link set cv0 nomaster",
     "netns link": "ip -n canary-ns link set cns0 up",
     "netns gone": "ip netns del canary-ns",
-    "cgroup limit": "echo 18 > /sys/fs/cgroup/pids/$PARENT-canary/pids.max",
-    "cgroup child": "mkdir /sys/fs/cgroup/memory/$PARENT-canary/child",
+    "cgroup limit": "echo 18 > {pids_max}",
+    "cgroup child": "mkdir {memory_cgroup}/child",
 }
 
 
@@ -29,7 +28,9 @@ def test_snapshot_notices_tampering(sandbox: Sandbox, tamper: str) -> None:
     with planted(sandbox) as canary:
         before = canary.snapshot()
         assert canary.snapshot() == before
-        sandbox.sh(tamper.replace("$PARENT", sandbox.cgroup_parent))
+        canary_cgroup = f"{sandbox.cgroup_parent}-canary"  # where the driver puts it, v1 or v2
+        sandbox.sh(tamper.format(pids_max=limit_file(canary_cgroup, "pids"),
+                                 memory_cgroup=directory(canary_cgroup, "memory")))
         assert canary.snapshot() != before
 
 
@@ -38,4 +39,4 @@ def test_remove_leaves_nothing(sandbox: Sandbox) -> None:
         pass
     assert sandbox.netns_names() == []
     assert [l["ifname"] for l in sandbox.links()] == ["lo"]
-    assert not list(Path("/sys/fs/cgroup").glob(f"*/{sandbox.cgroup_parent}-canary"))
+    assert not [root for root in hierarchy_roots() if (root / f"{sandbox.cgroup_parent}-canary").exists()]

@@ -1,11 +1,11 @@
 """Where a container's processes live: the whole runtime tree (the waiting shell, crun, the init,
 the program) leaves the caller's cgroups in every hierarchy of the host, named ones
-(name=systemd) and the unified tree of this hybrid host included, so a session scope or a
+(name=systemd) and the unified tree of a hybrid host included, so a session scope or a
 oneshot unit that ran `apply` can end without taking the container along. And the cgroup
 parent goes with the last stack, unless something not ours is in it.
 
-On the real kernel (v1 hybrid here), in the sandbox's per-run parent; the foreign cgroups the
-caller sits in are per-run too and purged afterwards."""
+On the real kernel (v1 hybrid here, v2 in the VM lane), in the sandbox's per-run parent; the
+foreign cgroups the caller sits in are per-run too and purged afterwards."""
 
 from __future__ import annotations
 
@@ -19,12 +19,14 @@ import pytest
 from kernel import runtime
 from kernel.cgroups_v2 import V2Driver
 from kernel.oci import Runtime
+from tests.cgroupfs import DRIVER, V2, hierarchy_roots, limit_file
 from tests.sandbox import Sandbox, purge_cgroup
 from tests.waiting import eventually
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-CALLER_HIERARCHIES = ("systemd", "unified")
-"""Where systemd tracks (and, when a scope ends, kills) the processes of a session or a unit."""
+CALLER_HIERARCHIES = DRIVER.roots() if V2 else [CGROUP_ROOT / "systemd", CGROUP_ROOT / "unified"]
+"""Where systemd tracks (and, when a scope ends, kills) the processes of a session or a unit: the
+unified tree (v2), or name=systemd and the unified tree beside the v1 hierarchies (hybrid)."""
 
 STACK = """\
 name: {name}
@@ -35,18 +37,13 @@ containers:
 """
 
 
-def hierarchies() -> list[Path]:
-    """Every cgroup hierarchy mounted on this host."""
-    return sorted(p for p in CGROUP_ROOT.iterdir() if p.is_dir() and not p.is_symlink())
-
-
 @pytest.fixture
 def caller() -> Iterator[list[Path]]:
-    """A foreign cgroup in name=systemd and the unified tree, as a session scope is."""
+    """A foreign cgroup where systemd tracks a session scope."""
     name = f"rc-test-caller-{uuid.uuid4().hex[:8]}"
-    made = [CGROUP_ROOT / h / name for h in CALLER_HIERARCHIES if (CGROUP_ROOT / h).is_dir()]
+    made = [h / name for h in CALLER_HIERARCHIES if h.is_dir()]
     if len(made) != len(CALLER_HIERARCHIES):
-        pytest.skip("needs a hybrid host with name=systemd and unified hierarchies")
+        pytest.skip("needs a v2 host, or a hybrid one with name=systemd and unified hierarchies")
     for path in made:
         path.mkdir()
     try:
@@ -78,7 +75,7 @@ def test_the_whole_container_leaves_the_callers_cgroups_in_every_hierarchy(
     ours = f"/{sandbox.cgroup_parent}/lim/"
     for pid in tree:
         cgroups = _cgroups_of(pid)
-        assert len(cgroups) == len(hierarchies())  # one line per hierarchy, cgroup2 included
+        assert len(cgroups) == len(hierarchy_roots())  # one line per hierarchy, cgroup2 included
         assert {h: c for h, c in cgroups.items() if not c.startswith(ours)} == {}, pid
     for path in caller:
         assert (path / "cgroup.procs").read_text() == ""
@@ -101,32 +98,32 @@ def test_the_whole_container_leaves_the_callers_cgroups_in_every_hierarchy(
 def test_down_removes_the_parent_with_the_last_stack_in_every_hierarchy(sandbox: Sandbox) -> None:
     for name in ("one", "two"):
         assert sandbox.reconcile("apply", str(sandbox.write(f"{name}.yaml", STACK.format(name=name)))).returncode == 0
-    assert len(sandbox.cgroup_dirs()) == len(hierarchies())
+    assert len(sandbox.cgroup_dirs()) == len(hierarchy_roots())
     assert sandbox.reconcile("down", "--stack", "one").returncode == 0
     assert [sorted(p.name for p in top.iterdir() if p.is_dir()) for top in sandbox.cgroup_dirs()] == \
-        [["two"]] * len(hierarchies())
+        [["two"]] * len(hierarchy_roots())
     assert sandbox.reconcile("down", "--stack", "two").returncode == 0
     assert sandbox.cgroup_dirs() == []
 
 
 def test_a_parent_holding_anything_not_ours_is_kept_everywhere(sandbox: Sandbox) -> None:
     assert sandbox.reconcile("apply", str(sandbox.write("one.yaml", STACK.format(name="one")))).returncode == 0
-    foreign = CGROUP_ROOT / "systemd" / sandbox.cgroup_parent / "Foreign_canary"
+    foreign = hierarchy_roots()[-1] / sandbox.cgroup_parent / "Foreign_canary"  # not a limiting one on v1
     foreign.mkdir()
     assert sandbox.reconcile("down", "--stack", "one").returncode == 0
     assert [[p.name for p in top.iterdir() if p.is_dir()] for top in sandbox.cgroup_dirs()] == \
         [["Foreign_canary"] if top == foreign.parent else [] for top in sandbox.cgroup_dirs()]
-    assert len(sandbox.cgroup_dirs()) == len(hierarchies())
+    assert len(sandbox.cgroup_dirs()) == len(hierarchy_roots())
 
 
 def test_a_parent_that_was_there_before_stays_with_its_limit(sandbox: Sandbox) -> None:
     """Made by an admin (a cap for every container, say): not ours to remove, not even empty."""
-    memory = CGROUP_ROOT / "memory" / sandbox.cgroup_parent
-    memory.mkdir()
-    (memory / "memory.limit_in_bytes").write_text(str(512 << 20))
+    memory = limit_file(sandbox.cgroup_parent, "memory")
+    memory.parent.mkdir()
+    memory.write_text(str(512 << 20))
     assert sandbox.reconcile("apply", str(sandbox.write("one.yaml", STACK.format(name="one")))).returncode == 0
     assert sandbox.reconcile("down", "--stack", "one").returncode == 0
-    assert (memory / "memory.limit_in_bytes").read_text().strip() == str(512 << 20)
+    assert memory.read_text().strip() == str(512 << 20)
     assert all(not any(p.is_dir() for p in top.iterdir()) for top in sandbox.cgroup_dirs())
 
 

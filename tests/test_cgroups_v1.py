@@ -1,5 +1,8 @@
-"""The cgroup v1 driver against the real kernel of this host (v1 hybrid), under a throwaway parent
-per test, with a foreign canary cgroup that must come out byte-identical.
+"""The cgroup driver of this host against its real kernel: v1 hierarchies here (hybrid), the v2
+unified tree in the VM lane (scripts/vm/vm-test.sh); under a throwaway parent per test, with a
+foreign canary cgroup that must come out byte-identical. What only one layout has (v1's cpuset.mems
+copied into each level, v2's delegation through cgroup.subtree_control, memory+swap) is checked
+on that layout.
 
 What is checked here is the kernel's enforcement of what the driver wrote (OOM kill, fork
 refusal, CPU throttling), with loose bounds: these are not timings of our code.
@@ -20,54 +23,64 @@ from pathlib import Path
 
 import pytest
 
-from kernel.cgroups import CgroupError, Limits, detect
+from kernel.cgroups import CgroupDriver, CgroupError, Limits
 from kernel.cgroups_v1 import V1Driver
+from kernel.cgroups_v2 import V2Driver
+from tests.cgroupfs import DRIVER, V2, directory, limit_file, limit_text
 from tests.sandbox import purge_cgroup
+from tests.waiting import scaled
 
 CGROUP_DIR = Path("/sys/fs/cgroup")
 MiB = 1 << 20
 EVERYTHING = Limits(memory=64 * MiB, cpus=0.5, pids=100, cpuset="0")
+SWAP = ("memory.swap.max", "0") if V2 else ("memory.memsw.limit_in_bytes", str(64 * MiB))
+"""Swap alongside EVERYTHING's memory limit: none on v2; memory+swap capped at the limit on v1."""
+REFUSED = (r"the kernel could not reclaim it \(v2 would OOM-kill instead\)" if V2
+           else r"the kernel refused \(EBUSY\)")
+"""Why a memory limit below the usage is refused: by the kernel on v1, by the driver on v2."""
 
 
 @pytest.fixture(scope="module")
-def driver() -> V1Driver:
-    found = detect()
-    if os.geteuid() != 0 or not isinstance(found, V1Driver) or found.missing(EVERYTHING):
-        pytest.skip("needs root on a host with cgroup v1 memory, cpu, cpuacct, cpuset and pids hierarchies")
-    return found
+def driver() -> CgroupDriver:
+    if os.geteuid() != 0 or DRIVER.missing(EVERYTHING):
+        pytest.skip("needs root on a host with the memory, cpu, cpuset and pids controllers")
+    return DRIVER
 
 
 def _snapshot(path: Path) -> dict[str, str]:
     """The canary's configuration and members, byte for byte (counters left out: they move)."""
     names = ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes", "memory.soft_limit_in_bytes",
-             "memory.swappiness", "cgroup.procs", "tasks")
-    return {"entries": " ".join(sorted(os.listdir(path))), **{name: (path / name).read_text() for name in names}}
+             "memory.swappiness", "tasks",  # v1
+             "memory.max", "memory.swap.max", "memory.high", "memory.low", "cgroup.subtree_control",  # v2
+             "cgroup.procs")
+    return {"entries": " ".join(sorted(os.listdir(path))),
+            **{name: (path / name).read_text() for name in names if (path / name).exists()}}
 
 
 @pytest.fixture(scope="module")
-def canary(driver: V1Driver) -> Iterator[Path]:
+def canary(driver: CgroupDriver) -> Iterator[Path]:
     """A foreign cgroup beside ours, with a limit of its own."""
-    path = driver.hierarchies["memory"] / f"rc-canary-{uuid.uuid4().hex[:8]}"
-    path.mkdir()
+    limit = limit_file(f"rc-canary-{uuid.uuid4().hex[:8]}", "memory")
+    limit.parent.mkdir()
     try:
-        (path / "memory.limit_in_bytes").write_text("50331648")
-        before = _snapshot(path)
-        yield path
-        assert _snapshot(path) == before
+        limit.write_text("50331648")
+        before = _snapshot(limit.parent)
+        yield limit.parent
+        assert _snapshot(limit.parent) == before
     finally:
-        purge_cgroup(path)
+        purge_cgroup(limit.parent)
 
 
 @pytest.fixture
-def parent(driver: V1Driver, canary: Path) -> Iterator[str]:
+def parent(driver: CgroupDriver, canary: Path) -> Iterator[str]:
     """A fresh parent for one test; everything under it is killed and removed afterwards, even
     when the test (or the driver) failed half-way."""
     name = f"rc-test-cg-{uuid.uuid4().hex[:8]}"
     try:
         yield name
     finally:
-        for hierarchy in CGROUP_DIR.iterdir():
-            purge_cgroup(hierarchy / name)
+        for root in driver.removal_roots():
+            purge_cgroup(root / name)
 
 
 def _join(procs: list[str]) -> None:
@@ -100,35 +113,50 @@ def python(code: str) -> list[str]:
 HOLD_48_MIB = "import sys, time\nheld = b'x' * (48 << 20)\nprint('ready', flush=True)\ntime.sleep(60)"
 
 
-def test_detects_this_host(driver: V1Driver) -> None:
-    assert driver.hierarchies == {name: CGROUP_DIR / name for name in ("cpu", "cpuacct", "cpuset", "memory", "pids")}
+def test_detects_this_host(driver: CgroupDriver) -> None:
+    if isinstance(driver, V2Driver):
+        assert driver.roots() == [CGROUP_DIR]
+        assert {"memory", "cpu", "cpuset", "pids"} <= driver.available()
+    else:
+        assert isinstance(driver, V1Driver)
+        assert driver.hierarchies == {name: CGROUP_DIR / name
+                                      for name in ("cpu", "cpuacct", "cpuset", "memory", "pids")}
 
 
-def test_create_write_read_round_trip(driver: V1Driver, parent: str) -> None:
+def _joinable_with_every_controller(driver: CgroupDriver, levels: list[str]) -> None:
+    """v1: each new cpuset level got its parent's CPUs and memory nodes (the kernel leaves them
+    empty and refuses processes); v2: each level above the leaf delegates our controllers to its
+    children (cgroup.subtree_control), the leaf delegates nothing (it holds the processes)."""
+    if isinstance(driver, V1Driver):
+        root = driver.hierarchies["cpuset"]
+        for level in levels:
+            assert [(root / level / name).read_text() for name in ("cpuset.cpus", "cpuset.mems")] == \
+                [(root / name).read_text() for name in ("cpuset.cpus", "cpuset.mems")]
+        return
+    for level in ["", *levels[:-1]]:
+        assert {"memory", "cpu", "cpuset", "pids"} <= set(
+            (driver.roots()[0] / level / "cgroup.subtree_control").read_text().split()), level
+    assert (driver.roots()[0] / levels[-1] / "cgroup.subtree_control").read_text() == ""
+
+
+def test_create_write_read_round_trip(driver: CgroupDriver, parent: str) -> None:
     relpath = f"{parent}/stack/web"
     procs = driver.create(relpath)
-    assert procs == [f"/sys/fs/cgroup/{name}/{relpath}/cgroup.procs"
-                     for name in ("cpu", "cpuacct", "cpuset", "memory", "pids")]
+    assert procs == [str(root / relpath / "cgroup.procs") for root in driver.roots()]
     assert driver.read(relpath) == Limits()
-    for level in (parent, f"{parent}/stack", relpath):  # joinable at every level
-        cpuset = CGROUP_DIR / "cpuset" / level
-        assert ((cpuset / "cpuset.cpus").read_text(), (cpuset / "cpuset.mems").read_text()) == (
-            (CGROUP_DIR / "cpuset/cpuset.cpus").read_text(), (CGROUP_DIR / "cpuset/cpuset.mems").read_text())
+    _joinable_with_every_controller(driver, [parent, f"{parent}/stack", relpath])
 
     driver.write(relpath, EVERYTHING)
     assert driver.read(relpath) == EVERYTHING == driver.normalise(relpath, EVERYTHING)
-    written = {name: (CGROUP_DIR / name.split(".")[0] / relpath / name).read_text() for name in (
-        "memory.limit_in_bytes", "memory.memsw.limit_in_bytes", "cpu.cfs_period_us", "cpu.cfs_quota_us",
-        "pids.max", "cpuset.cpus")}
-    assert written == {"memory.limit_in_bytes": "67108864\n", "memory.memsw.limit_in_bytes": "67108864\n",
-                       "cpu.cfs_period_us": "100000\n", "cpu.cfs_quota_us": "50000\n", "pids.max": "100\n",
-                       "cpuset.cpus": "0\n"}
+    written = {field: limit_text(relpath, field) for field in ("memory", "cpus", "pids", "cpuset")}
+    assert written == {"memory": "67108864", "cpus": "50000 100000", "pids": "100", "cpuset": "0"}
+    assert (directory(relpath, "memory") / SWAP[0]).read_text() == SWAP[1] + "\n"
     assert driver.create(relpath) == procs
     assert driver.read(relpath) == EVERYTHING
     assert driver.read(f"{parent}/stack/nothing") is None
 
 
-def test_change_in_place_keeps_the_process(driver: V1Driver, parent: str) -> None:
+def test_change_in_place_keeps_the_process(driver: CgroupDriver, parent: str) -> None:
     relpath = f"{parent}/stack/web"
     with running(driver.create(relpath), ["sleep", "60"]) as proc:
         driver.write(relpath, EVERYTHING)
@@ -142,56 +170,56 @@ def test_change_in_place_keeps_the_process(driver: V1Driver, parent: str) -> Non
         assert driver.procs(relpath) == [proc.pid]
 
 
-def test_memory_below_usage_is_refused_and_nothing_changes(driver: V1Driver, parent: str) -> None:
+def test_memory_below_usage_is_refused_and_nothing_changes(driver: CgroupDriver, parent: str) -> None:
     relpath = f"{parent}/stack/web"
     procs = driver.create(relpath)
     driver.write(relpath, EVERYTHING)
     with running(procs, python(HOLD_48_MIB)) as proc:
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
         with pytest.raises(CgroupError, match=rf"^memory 8388608 is below the current usage \d+ of "
-                                              rf"{relpath}; the kernel refused \(EBUSY\)$"):
+                                              rf"{relpath}; {REFUSED}$"):
             driver.write(relpath, Limits(memory=8 * MiB, cpus=1, pids=10, cpuset="0"))
         assert driver.read(relpath) == EVERYTHING
         # memory is written first, so a later refusal has to put it back
         with pytest.raises(CgroupError, match=rf"^cpuset 7 of {relpath}: the kernel refused '7' in cpuset.cpus "):
             driver.write(relpath, Limits(memory=128 * MiB, cpus=0.5, pids=100, cpuset="7"))
         assert driver.read(relpath) == EVERYTHING
-        assert (CGROUP_DIR / "memory" / relpath / "memory.memsw.limit_in_bytes").read_text() == "67108864\n"
+        assert (directory(relpath, "memory") / SWAP[0]).read_text() == SWAP[1] + "\n"
         assert proc.poll() is None
 
 
-def test_out_of_memory_kills_and_is_counted(driver: V1Driver, parent: str) -> None:
+def test_out_of_memory_kills_and_is_counted(driver: CgroupDriver, parent: str) -> None:
     relpath = f"{parent}/stack/web"
     procs = driver.create(relpath)
     driver.write(relpath, Limits(memory=64 * MiB))
     proc = spawn(procs, python("held = b'x' * (200 << 20)\nprint('survived')"))
-    stdout, _ = proc.communicate(timeout=30)
+    stdout, _ = proc.communicate(timeout=scaled(30))
     usage = driver.usage(relpath)
     assert (proc.returncode, stdout) == (-signal.SIGKILL, "")
     assert usage is not None and usage.oom_kills is not None and usage.oom_kills >= 1
     assert usage.memory_peak_bytes is not None and usage.memory_peak_bytes <= 64 * MiB
 
 
-def test_pids_limit_stops_a_fork_loop(driver: V1Driver, parent: str) -> None:
+def test_pids_limit_stops_a_fork_loop(driver: CgroupDriver, parent: str) -> None:
     relpath = f"{parent}/stack/web"
     procs = driver.create(relpath)
     driver.write(relpath, Limits(pids=5))
     proc = spawn(procs, ["sh", "-c", "for i in $(seq 20); do sleep 2 & done; wait"])
     time.sleep(0.3)
     usage = driver.usage(relpath)
-    _, stderr = proc.communicate(timeout=30)
+    _, stderr = proc.communicate(timeout=scaled(30))
     assert usage is not None and usage.pids is not None and usage.pids <= 5
     assert re.search(r"Cannot fork", stderr), stderr
     assert proc.returncode != 0
 
 
-def test_cpu_quota_throttles_a_busy_loop(driver: V1Driver, parent: str) -> None:
+def test_cpu_quota_throttles_a_busy_loop(driver: CgroupDriver, parent: str) -> None:
     relpath = f"{parent}/stack/web"
     procs = driver.create(relpath)
     driver.write(relpath, Limits(cpus=0.2))
     started = time.monotonic()
     proc = spawn(procs, python("import time\nend = time.monotonic() + 1.5\nwhile time.monotonic() < end: pass"))
-    proc.communicate(timeout=30)
+    proc.communicate(timeout=scaled(30))
     wall_usec = (time.monotonic() - started) * 1e6
     usage = driver.usage(relpath)
     assert usage is not None and usage.cpu_usec is not None and usage.throttled_periods is not None
@@ -199,7 +227,7 @@ def test_cpu_quota_throttles_a_busy_loop(driver: V1Driver, parent: str) -> None:
     assert 0 < usage.cpu_usec <= 0.35 * wall_usec, (usage.cpu_usec, wall_usec)
 
 
-def test_remove_waits_out_the_kernel_and_keeps_the_parent(driver: V1Driver, parent: str) -> None:
+def test_remove_waits_out_the_kernel_and_keeps_the_parent(driver: CgroupDriver, parent: str) -> None:
     web, db = f"{parent}/stack/web", f"{parent}/stack/db"
     proc = spawn(driver.create(web), ["sleep", "60"])
     driver.create(db)
@@ -215,18 +243,18 @@ def test_remove_waits_out_the_kernel_and_keeps_the_parent(driver: V1Driver, pare
         assert [p.name for p in (root / parent).iterdir() if p.is_dir()] == []
 
 
-def test_remove_of_a_cgroup_still_in_use_says_who_holds_it(driver: V1Driver, parent: str) -> None:
+def test_remove_of_a_cgroup_still_in_use_says_who_holds_it(driver: CgroupDriver, parent: str) -> None:
     relpath = f"{parent}/stack/web"
     with running(driver.create(relpath), ["sleep", "60"]) as proc:
-        with pytest.raises(CgroupError, match=rf"^cannot remove cgroup /sys/fs/cgroup/cpu/{relpath}: Device or "
+        with pytest.raises(CgroupError, match=rf"^cannot remove cgroup {driver.roots()[0] / relpath}: Device or "
                                               rf"resource busy \(processes still in it: {proc.pid}\)$"):
             driver.remove(relpath, parent)
         assert driver.read(relpath) == Limits()
 
 
-def test_owned_finds_ours_and_nothing_foreign(driver: V1Driver, parent: str) -> None:
+def test_owned_finds_ours_and_nothing_foreign(driver: CgroupDriver, parent: str) -> None:
     driver.create(f"{parent}/s1/web")
     driver.create(f"{parent}/s2/db")
-    (driver.hierarchies["pids"] / parent / "s3" / "cache").mkdir(parents=True)  # half-made: still ours
-    (driver.hierarchies["memory"] / parent / "s1" / "Not_Ours").mkdir()
+    directory(f"{parent}/s3/cache", "pids").mkdir(parents=True)  # half-made: still ours
+    directory(f"{parent}/s1/Not_Ours", "memory").mkdir()
     assert driver.owned(parent) == {("s1", "web"), ("s2", "db"), ("s3", "cache")}

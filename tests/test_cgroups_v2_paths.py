@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 import kernel.cgroups_common as common
+import kernel.cgroups_v2 as cgroups_v2
 from kernel.cgroups import CgroupError, Limits, Usage, detect, parse_mountinfo, v1_hierarchies, v2_mount
 from kernel.cgroups_common import PAGE_SIZE
 from kernel.cgroups_v1 import V1Driver
@@ -183,14 +184,52 @@ def test_v2_usage_from_the_kernel_files(v2: V2Driver) -> None:
     (Limits(memory=67108864, cpus=0.5, pids=100, cpuset="1"),
      {"memory.max": "67108864", "memory.swap.max": "0", "cpu.max": "50000 100000", "pids.max": "100",
       "cpuset.cpus": "1"}),
+    # A cpuset once set is not emptied (the kernel refuses it with processes in the cgroup: ENOSPC):
+    # all the parent's CPUs, which read back as no restriction.
     (Limits(), {"memory.max": "max", "memory.swap.max": "max", "cpu.max": "max 100000", "pids.max": "max",
-                "cpuset.cpus": ""}),
+                "cpuset.cpus": "0-3"}),
 ])
 def test_v2_write(v2: V2Driver, limits: Limits, expected: dict[str, str]) -> None:
     leaf = v2_cgroup(v2.root, "s", {"memory.max": "1", "memory.swap.max": "1", "cpu.max": "1000 100000",
                                     "pids.max": "1", "cpuset.cpus": "0"})
     v2.write("s", limits)
     assert {name: text(leaf / name) for name in expected} == {name: v + "\n" for name, v in expected.items()}
+    assert v2.read("s") == limits
+
+
+def test_v2_no_cpuset_leaves_an_empty_one_following_the_parent(v2: V2Driver) -> None:
+    leaf = v2_cgroup(v2.root, "s")
+    v2.write("s", Limits(pids=5))
+    assert text(leaf / "cpuset.cpus") == "\n"
+
+
+@pytest.mark.parametrize(("reclaimed", "refused"), [(True, False), (False, True)])
+def test_v2_memory_below_usage_is_reclaimed_or_refused_before_writing(
+        v2: V2Driver, monkeypatch: pytest.MonkeyPatch, reclaimed: bool, refused: bool) -> None:
+    """v2 takes a memory.max below the usage and OOM-kills; v1 refuses when reclaim cannot free
+    enough. The driver asks memory.reclaim for the difference and refuses as v1 does."""
+    leaf = v2_cgroup(v2.root, "s", {"memory.max": "67108864", "memory.current": "41943040"})
+    real_write = common.write_text
+    requests: list[str] = []
+
+    def reclaim(path: Path, value: str) -> None:
+        if path.name != "memory.reclaim":
+            return real_write(path, value)
+        requests.append(value)
+        if not reclaimed:
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        real_write(leaf / "memory.current", "8000000")
+
+    monkeypatch.setattr(common, "write_text", reclaim)
+    monkeypatch.setattr(cgroups_v2, "write_text", reclaim)
+    if refused:
+        with pytest.raises(CgroupError, match=r"^memory 8388608 is below the current usage 41943040 of s; "
+                                              r"the kernel could not reclaim it \(v2 would OOM-kill instead\)$"):
+            v2.write("s", Limits(memory=8 << 20))
+    else:
+        v2.write("s", Limits(memory=8 << 20))
+    assert requests == [str(41943040 - (8 << 20))]
+    assert text(leaf / "memory.max") == ("67108864\n" if refused else "8388608\n")
 
 
 def test_v2_write_puts_back_what_it_changed_when_the_kernel_refuses(

@@ -16,6 +16,7 @@ from specs.errors import Issue
 from specs.model import Stack
 from specs.units import format_cpu_list, parse_cpu_list
 from specs.validate import check_host_cpus
+from tests.cgroupfs import DRIVER
 from tests.sandbox import Sandbox
 
 RESOURCES = ("containers", "web", "resources")
@@ -83,9 +84,7 @@ containers:
 @pytest.mark.parametrize("field", ["cpuset", "cpus"])
 def test_diff_and_apply_refuse_what_the_host_cannot_meet_before_touching_anything(
         sandbox: Sandbox, field: str) -> None:
-    host = parse_cpu_list(Path("/sys/fs/cgroup/cpuset/cpuset.effective_cpus").read_text()
-                          if Path("/sys/fs/cgroup/cpuset").is_dir()
-                          else Path("/sys/devices/system/cpu/online").read_text())
+    host = DRIVER.usable_cpus(sandbox.cgroup_parent)  # the parent's cpuset: the root's, v1 or v2
     beyond = max(host) + 1
     value = f'"{beyond}"' if field == "cpuset" else str(len(host) * 32)
     stack = sandbox.write("stack.yaml", STACK.format(field=field, value=value))
