@@ -34,6 +34,7 @@ from tests.escape_corpus import (
     parse_results,
     write_corpus,
 )
+from tests.cgroupfs import V2
 from tests.sandbox import Sandbox
 
 DOCKER_CAPS = 0xA80425FB
@@ -343,7 +344,10 @@ def _processes_with_argv(argv: list[str]) -> list[int]:
     return found
 
 
-def _cgroups(pid: int, controllers: tuple[str, ...] = ("memory", "pids")) -> dict[str, str]:
+def _cgroups(pid: int) -> dict[str, str]:
+    """The process's cgroup in each hierarchy that holds the container's limits: v1's memory and
+    pids hierarchies, or v2's one tree (its line names no controller)."""
+    controllers = ("",) if V2 else ("memory", "pids")
     rows = (line.split(":", 2) for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines())
     return {c: path for _, names, path in rows for c in names.split(",") if c in controllers}
 
@@ -365,6 +369,7 @@ containers:
         while not (running := _processes_with_argv(argv)) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(running) == 1, f"the exec'd {argv} did not start: {running}"
+        assert _cgroups(init_pid), "the container's cgroups are not found"
         assert _cgroups(running[0]) == _cgroups(init_pid), "exec runs outside the container's cgroups"
         cli.send_signal(signal.SIGKILL)
         cli.wait()

@@ -211,7 +211,7 @@ containers:
     assert lost.returncode == 1 and "the runtime's state of it is lost" in lost.stderr
     assert sandbox.reconcile("down", "--stack", "vol").returncode == 0
     assert sandbox.processes() == []
-    assert "overlay" not in sandbox.run("cat", "/proc/self/mountinfo").stdout
+    assert "containers/vol" not in sandbox.run("cat", "/proc/self/mountinfo").stdout  # the host's own root may be one
 
 
 def test_bad_command_is_a_clear_error(sandbox: Sandbox, rootfs: Path) -> None:
