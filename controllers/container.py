@@ -257,10 +257,11 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
     resolv = resolv_file(observed.host_resolvers)
     for stack in (s for s in desired.stacks.values() if s.name in desired.scope):
         levels = _levels(stack)
+        if observed.missing_tools and stack.containers:  # said once, at the stack's first container
+            result.issues.append(Issue(stack.name, ("containers", next(iter(stack.containers))),
+                                       "this host cannot start containers: "
+                                       f"{', '.join(observed.missing_tools)} not installed (scripts/setup.sh)"))
         for key, container in stack.containers.items():
-            if observed.missing_tools and key == next(iter(stack.containers)):
-                result.issues.append(Issue(stack.name, ("containers", key), "this host cannot start containers: "
-                                           f"{', '.join(observed.missing_tools)} not installed (scripts/setup.sh)"))
             if container.rootfs is not None and not container.rootfs.is_dir():
                 result.issues.append(Issue(stack.name, ("containers", key, "rootfs"),
                                            f"{container.rootfs} is not a directory on this host"))
