@@ -1,16 +1,19 @@
-"""The image store: images pulled by skopeo into one OCI image layout, and their layers
-unpacked once each, keyed by diff_id, shared by every image that has them.
+"""The image store: the manifests and configs of the images pulled, in one OCI image layout,
+and their layers unpacked once each, keyed by diff_id, shared by every image that has them.
 
-    <state-dir>/images/oci/          OCI image layout (index.json, blobs/sha256/...): skopeo's
+    <state-dir>/images/oci/          OCI image layout (index.json, blobs/sha256/...)
     <state-dir>/images/layers/<hex>  one directory per diff_id: an overlayfs lower, never written
 
 An image is an entry of the layout's index.json carrying our annotations: the reference as
 the user wrote it, normalised (`io.reconcile.reference`), and the digest of its manifest as the
-source holds it (`io.reconcile.digest`: what the plan shows and a reference can pin). A pull
-copies under a pending name, unpacks every layer (each verified against its diff_id, written
-to a temporary directory and renamed into place), and only then names the entry: a failed or
-interrupted pull leaves no image and no partial layer, and never touches a running
-container's layers. The layout is the truth: losing the state store loses nothing here.
+source holds it (`io.reconcile.digest`: what the plan shows and a reference can pin). skopeo
+(its image proxy) fetches; each layer is unpacked as it streams in (verified against its
+diff_id, written to a temporary directory and renamed into place), several at once. A layer's
+compressed blob is not kept once unpacked, as Docker and Podman do not keep it (the image
+layout spec lets a layout lack blobs its manifests name): the disk holds each layer once. The
+entry is added only once every layer is in place: a failed or interrupted pull leaves no image
+and no partial layer, and never touches a running container's layers. The layout is the truth:
+losing the state store loses nothing here.
 A pull holds the image store's lock (state.lock.IMAGES_LOCK_NAME), not the state dir's: the
 watch agent repairs other keys while it pulls; removals hold both.
 """
@@ -23,14 +26,15 @@ import os
 import posixpath
 import re
 import shutil
-import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from kernel import skopeo
-from kernel.layers import LAYER_MEDIA_TYPES, layer_path, remove_temporaries, unpack_layer
+from kernel.layers import LAYER_MEDIA_TYPES, LayerError, layer_path, remove_temporaries, unpack_layer
 from specs.images import ImageReference, ReferenceError, parse_reference, split_pinned
 from specs.names import DIGEST_PATTERN
 from state.lock import IMAGES_LOCK_NAME, exclusive
@@ -41,10 +45,14 @@ LAYERS_DIR = "layers"
 REFERENCE_KEY = "io.reconcile.reference"
 DIGEST_KEY = "io.reconcile.digest"
 REF_NAME_KEY = "org.opencontainers.image.ref.name"
-PENDING_PREFIX = "reconcile-pending-"
 LOCAL_PREFIX = "local/"
 TMP_DIR = "tmp"  # skopeo's temporary files: emptied by garbage collection
-INDEX_TEMPORARY = ".index.json."
+WRITE_TEMPORARY = ".writing-"
+"""A file of the layout being written (index.json, a blob), renamed into place once whole."""
+LAYOUT_MARKER = {"imageLayoutVersion": "1.0.0"}
+MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+PARALLEL_LAYERS = 4
+"""Layers fetched and unpacked at once (`skopeo copy` fetches 6 blobs at once, Docker 3)."""
 _OCI_REF_NAME = re.compile(r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*(?:/[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*)*")
 """The OCI image layout's grammar of a ref name (a reference with other characters is hashed)."""
 
@@ -80,7 +88,7 @@ class Image:
     digest: str
     """The manifest's digest at its source (for this platform)."""
     stored_digest: str
-    """The manifest's digest in our layout (differs where skopeo converted the manifest)."""
+    """The manifest's digest in our layout (differs where skopeo converted a Docker manifest to OCI)."""
     config: ImageConfig
     layers: tuple[Layer, ...]
 
@@ -205,43 +213,80 @@ class ImageStore:
         remove_temporaries(self.layers)
         name = str(ref)
         try:
-            digest, source = self._source(ref, tls_verify)
-            pending = f"{PENDING_PREFIX}{os.getpid()}-{time.monotonic_ns()}"
-            stored = skopeo.copy(source, self.layout, pending, tls_verify, self.root / TMP_DIR,
-                                 lambda blob, had: progress(PullEvent(name, "blob", blob, had)))
-        except skopeo.SkopeoError as exc:
-            raise ImageError(f"pull {name}: {exc}") from None
-        try:
-            image = self._image(name, digest or stored, stored)
-            for layer in image.layers:
-                if layer.media_type not in LAYER_MEDIA_TYPES:
-                    raise ImageError(f"pull {name}: layer {layer.digest} has media type {layer.media_type}, "
-                                     "which is not an image layer reconcile can unpack")
-                had = layer_path(self.layers, layer.diff_id).is_dir()
-                unpack_layer(self._blob(layer.digest), layer.media_type, layer.diff_id, self.layers)
-                progress(PullEvent(name, "layer", layer.diff_id, had))
-        except Exception as exc:  # noqa: BLE001 - whatever the image holds: its pull fails, nothing is left
-            self._edit_index(lambda entries: [e for e in entries if _ref_name(e) != pending])
-            message = str(exc) if isinstance(exc, ImageError) else f"pull {name}: {exc}"
-            raise ImageError(message) from None
-        self._name(pending, image)
+            with skopeo.ImageProxy(tls_verify, self.root / TMP_DIR) as proxy:
+                # One handle: its manifest is read once, so a tag moved meanwhile cannot mix versions.
+                handle = proxy.open(str(ref) if ref.is_local else f"docker://{ref}")
+                source_digest, manifest = proxy.manifest(handle)
+                stored = self._store_blob(manifest)
+                config, size = _config_descriptor(self._json_blob(stored))
+                converted = stored != source_digest  # a Docker manifest: skopeo made it OCI, config too
+                self._store_blob(proxy.converted_config(handle) if converted else proxy.read_blob(handle, config, size),
+                                 config)
+                image = self._image(name, ref.digest or (stored if ref.is_local else source_digest), stored)
+                for layer in image.layers:
+                    if layer.media_type not in LAYER_MEDIA_TYPES:
+                        raise ImageError(f"pull {name}: layer {layer.digest} has media type {layer.media_type}, "
+                                         "which is not an image layer reconcile can unpack")
+                self._fetch_layers(proxy, handle, image, progress)
+        except Exception as exc:  # noqa: BLE001 - whatever the source or the image holds: a clear error
+            raise ImageError(str(exc) if isinstance(exc, ImageError) else f"pull {name}: {exc}") from None
+        self._name(image)
         return image
+
+    def _fetch_layers(self, proxy: skopeo.ImageProxy, handle: int, image: Image,
+                      progress: Callable[[PullEvent], None]) -> None:
+        """Stream the layers not unpacked yet from skopeo into the layer store, PARALLEL_LAYERS
+        at a time, each unpacked as it arrives. skopeo answers one call at a time, so a layer
+        is finished in the order it was started; any failure stops skopeo, which ends every
+        pipe: the other unpacks fail too and leave nothing."""
+        missing: dict[str, Layer] = {}
+        for layer in image.layers:
+            if layer_path(self.layers, layer.diff_id).is_dir():
+                progress(PullEvent(image.reference, "layer", layer.diff_id, True))
+            else:
+                missing.setdefault(layer.diff_id, layer)
+        if not missing:
+            return
+        with ThreadPoolExecutor(max_workers=min(PARALLEL_LAYERS, len(missing))) as pool:
+            window: deque[tuple[Layer, skopeo.BlobPipe, Future[Path]]] = deque()
+            try:
+                for layer in missing.values():
+                    if len(window) == PARALLEL_LAYERS:
+                        _finish_layer(proxy, *window.popleft(), image.reference, progress)
+                    pipe = proxy.blob(handle, layer.digest, layer.size)
+                    window.append((layer, pipe, pool.submit(_unpack_from, pipe.file, layer, self.layers)))
+                while window:
+                    _finish_layer(proxy, *window.popleft(), image.reference, progress)
+            except BaseException:
+                proxy.close()
+                raise
 
     def _make_dirs(self) -> None:
         """The store is private (0700) whatever the state dir's mode: its layers hold setuid
         programs and device nodes of whatever image was pulled."""
-        for directory in (self.root, self.layout.parent, self.layers, self.root / TMP_DIR):
+        for directory in (self.root, self.layout / "blobs" / "sha256", self.layers, self.root / TMP_DIR):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
+        if not (self.layout / "oci-layout").exists():
+            self._write_durably(self.layout / "oci-layout", json.dumps(LAYOUT_MARKER).encode())
 
-    def _source(self, ref: ImageReference, tls_verify: bool) -> tuple[str | None, str]:
-        """(the source's digest when known before copying, the skopeo source). A tag is
-        resolved to a digest first and that digest copied: a tag moved meanwhile cannot mix
-        the two versions."""
-        if ref.is_local:
-            return None, str(ref)
-        digest = ref.digest or skopeo.source_digest(f"docker://{ref}", tls_verify)
-        return digest, f"docker://{ref.name}@{digest}"
+    def _store_blob(self, data: bytes, digest: str | None = None) -> str:
+        """Keep `data` as a blob of the layout; its digest (which must be `digest` if given)."""
+        computed = "sha256:" + hashlib.sha256(data).hexdigest()
+        if digest is not None and computed != digest:
+            raise ImageError(f"blob {digest} arrived as {computed}: the source sent another blob")
+        if not self._blob(computed).exists():
+            self._write_durably(self._blob(computed), data)
+        return computed
+
+    def _write_durably(self, path: Path, data: bytes) -> None:
+        """Write, flush to disk, then rename into place: after a power cut it is whole or absent."""
+        temporary = path.with_name(f"{WRITE_TEMPORARY}{path.name}.{os.getpid()}")
+        with open(temporary, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
 
     def remote_digest(self, ref: ImageReference, tls_verify: bool) -> str:
         """What pulling a registry image `ref` now would pin, without pulling."""
@@ -250,34 +295,29 @@ class ImageStore:
         except skopeo.SkopeoError as exc:
             raise ImageError(f"resolve {ref}: {exc}") from None
 
-    def _name(self, pending: str, image: Image) -> None:
-        """Give the pulled entry its reference. The image it named before (a tag moved) stays,
-        named by its digest (`name:tag@sha256:...`, as a dangling image in Docker): a
-        container may still run it; `image prune` removes it once none does."""
+    def _name(self, image: Image) -> None:
+        """Add the pulled image to the index. The image its reference named before (a tag
+        moved) stays, named by its digest (`name:tag@sha256:...`, as a dangling image in
+        Docker): a container may still run it; `image prune` removes it once none does."""
         def rename(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             kept: list[dict[str, Any]] = []
             for entry in entries:
                 annotations = entry.get("annotations") or {}
-                if _ref_name(entry) == pending:
-                    entry["annotations"] = _annotations(image.reference, image.digest)
-                elif annotations.get(REFERENCE_KEY) == image.reference:
+                if annotations.get(REFERENCE_KEY) == image.reference:
                     digest = str(annotations.get(DIGEST_KEY, entry.get("digest")))
                     if digest == image.digest:
                         continue  # the same image pulled again
                     entry["annotations"] = _annotations(f"{split_pinned(image.reference)[0]}@{digest}", digest)
                 kept.append(entry)
-            return kept
+            manifest = self._blob(image.stored_digest)
+            return [*kept, {"mediaType": MANIFEST_MEDIA_TYPE, "digest": image.stored_digest,
+                            "size": manifest.stat().st_size, "annotations": _annotations(image.reference, image.digest)}]
         self._edit_index(rename)
 
     def _edit_index(self, edit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:
         index = self._index()
         index["manifests"] = edit(list(index.get("manifests", [])))
-        temporary = self.layout / f"{INDEX_TEMPORARY}{os.getpid()}"
-        with open(temporary, "w") as file:
-            json.dump(index, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, self.layout / "index.json")
+        self._write_durably(self.layout / "index.json", json.dumps(index).encode())
 
     # --- removing ------------------------------------------------------------------------
 
@@ -298,10 +338,8 @@ class ImageStore:
         (`mounted_layers`: names of layer directories a mounted root uses, kept whatever the
         index says). Callers hold the image store's lock: no pull is under way."""
         damaged = {(_ref_name(entry), entry.get("digest")) for entry, image in self._entries() if image is None}
-        self._edit_index(lambda entries: [e for e in entries if not _ref_name(e).startswith(PENDING_PREFIX)
-                                          and (_ref_name(e), e.get("digest")) not in damaged])
-        for leftover in [*_children(self.root / TMP_DIR), *self.layout.parent.glob("digest-*"),
-                         *self.layout.glob(f"{INDEX_TEMPORARY}*")]:
+        self._edit_index(lambda entries: [e for e in entries if (_ref_name(e), e.get("digest")) not in damaged])
+        for leftover in [*_children(self.root / TMP_DIR), *self.layout.glob(f"{WRITE_TEMPORARY}*")]:
             shutil.rmtree(leftover) if leftover.is_dir() and not leftover.is_symlink() else leftover.unlink()
         kept = self.images()
         blobs = {i.stored_digest for i in kept}
@@ -318,6 +356,39 @@ class ImageStore:
         for layer_dir in _children(self.layers):
             if layer_dir.name not in wanted:
                 _remove_layer(layer_dir)
+
+
+def _config_descriptor(manifest: Mapping[str, Any]) -> tuple[str, int]:
+    """(digest, size) of the config an OCI manifest names."""
+    config = manifest.get("config")
+    digest, size = (config.get("digest"), config.get("size")) if isinstance(config, dict) else (None, None)
+    if not isinstance(digest, str) or not DIGEST_PATTERN.fullmatch(digest) or not isinstance(size, int):
+        raise ImageError(f"its manifest names no config (a sha256 digest and a size): {config!r}")
+    return digest, size
+
+
+def _unpack_from(blob: IO[bytes], layer: Layer, store: Path) -> Path:
+    """Unpack a layer as it streams in; the pipe is closed however that ends, so skopeo never
+    waits on a reader that gave up."""
+    with blob:
+        return unpack_layer(blob, layer.media_type, layer.diff_id, store)
+
+
+def _finish_layer(proxy: skopeo.ImageProxy, layer: Layer, pipe: skopeo.BlobPipe, unpacking: Future[Path],
+                  image: str, progress: Callable[[PullEvent], None]) -> None:
+    """skopeo's verdict on the blob, then the unpack's. When both failed, the cause is named:
+    the fetch's error, unless skopeo only lost its reader (the unpack stopped first: a full
+    disk, a corrupt layer)."""
+    try:
+        proxy.finish(pipe)
+    except skopeo.SkopeoError as fetch:
+        failed = unpacking.exception()
+        if isinstance(failed, (LayerError, OSError)) and "broken pipe" in str(fetch):
+            raise failed from None
+        raise
+    unpacking.result()
+    progress(PullEvent(image, "blob", layer.digest, False))
+    progress(PullEvent(image, "layer", layer.diff_id, False))
 
 
 def _remove_layer(path: Path) -> None:

@@ -199,6 +199,22 @@ def test_local_sources_run_offline(sandbox: Sandbox, tmp_path: Path) -> None:
     assert "no changes" in apply(sandbox, path).lower()
 
 
+def test_a_docker_format_image_runs_pinned_to_the_registrys_digest(sandbox: Sandbox, registry: Registry,
+                                                                   tmp_path: Path) -> None:
+    """As Docker Hub serves most images: a Docker v2 manifest (pushed from a Docker archive),
+    which skopeo converts to OCI, config included; the pin is the registry's digest."""
+    archive = docker_archive(app_image(tmp_path / "layout", greeting="docker").layout, "v1", tmp_path / "app.tar")
+    digest = push(f"docker-archive:{archive}", registry.address, "docker:1", sandbox)
+    manifest = sandbox.run("skopeo", "inspect", "--raw", "--tls-verify=false",
+                           f"docker://{registry.address}/docker:1").stdout
+    assert json.loads(manifest)["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    path = stack(sandbox, a=f"{{image: {registry.address}/docker:1, networks: [net]}}")
+    apply(sandbox, path)
+    assert container(sandbox, "a")["image_digest"] == digest
+    assert run_in(sandbox, "img/a", "cat greeting; echo $GREETING") == "docker\ndocker"
+    assert "no changes" in apply(sandbox, path).lower()
+
+
 def test_an_image_whose_blobs_are_damaged_is_skipped_and_pruned(sandbox: Sandbox, tmp_path: Path) -> None:
     image = app_image(tmp_path / "layout")
     sandbox.reconcile("image", "pull", f"oci:{image.layout}:v1", check=True)
@@ -292,7 +308,8 @@ def test_a_registry_cut_mid_pull_leaves_no_partial_layer(sandbox: Sandbox, regis
 
 
 def test_a_full_disk_fails_the_pull_cleanly(sandbox: Sandbox, registry: Registry, tmp_path: Path) -> None:
-    image = build(tmp_path / "layout", [Layer.busybox(), Layer.random(4 * 1024 * 1024)],
+    """A layer bigger than the store's free space (a 6 MiB tmpfs): the unpack fails, not the fetch."""
+    image = build(tmp_path / "layout", [Layer.busybox(), Layer.random(8 * 1024 * 1024)],
                   cmd=["sleep", "100000"], env={"PATH": "/bin"})
     push(image, registry.address, "big:1", sandbox)
     store = sandbox.state_dir / "images"

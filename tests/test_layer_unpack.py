@@ -27,6 +27,7 @@ import pytest
 
 from kernel.layers import LayerError, layer_path, remove_temporaries, unpack_layer
 from tests.sandbox import REPO
+from tests.waiting import eventually
 
 MTIME = 1_600_000_000
 DIRECTORY_MTIME = 1_500_000_000
@@ -45,12 +46,18 @@ from pathlib import Path
 from kernel.layers import LayerError, unpack_layer
 blob, media_type, diff_id, store = sys.argv[1:]
 try:
-    print(json.dumps({"path": str(unpack_layer(Path(blob), media_type, diff_id, Path(store)))}))
+    with open(blob, "rb") as source:
+        print(json.dumps({"path": str(unpack_layer(source, media_type, diff_id, Path(store)))}))
 except LayerError as error:
     print(json.dumps({"error": str(error), "left": sorted(os.listdir(store))}))
 """
 """Unpack one layer in a process of its own and report the result as JSON."""
 Entry = tuple[tarfile.TarInfo, bytes]
+
+
+def unpack_file(blob: Path, media_type: str, diff_id: str, store: Path) -> Path:
+    with open(blob, "rb") as source:
+        return unpack_layer(source, media_type, diff_id, store)
 
 
 def entry(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", mode: int = 0o644, uid: int = 0,
@@ -125,7 +132,7 @@ class Env:
         return Layer(blob, MEDIA_TYPES[compression], diff_id_of(tar), tar)
 
     def unpack(self, layer: Layer) -> Path:
-        return unpack_layer(layer.blob, layer.media_type, layer.diff_id, self.store)
+        return unpack_file(layer.blob, layer.media_type, layer.diff_id, self.store)
 
     def store_entries(self) -> list[str]:
         return sorted(os.listdir(self.store))
@@ -196,8 +203,7 @@ def child_result(child: subprocess.Popen[str]) -> dict[str, object]:
 
 
 def open_fifo_writer(fifo: Path, child: subprocess.Popen[str]) -> int:
-    """The write end of `fifo`, once `child` has it open to read: the child is then past every
-    step of unpack_layer before it reads the blob (existence check, locked temporary)."""
+    """The write end of `fifo`, once `child` has it open to read (it calls unpack_layer next)."""
     deadline = time.monotonic() + CHILD_TIMEOUT
     while True:
         try:
@@ -460,7 +466,7 @@ def test_diff_id_mismatch_is_refused(env: Env) -> None:
     layer = env.layer([entry("file", data=b"x")], "gzip")
     claimed = diff_id_of(b"another layer")
     with pytest.raises(LayerError) as caught:
-        unpack_layer(layer.blob, layer.media_type, claimed, env.store)
+        unpack_file(layer.blob, layer.media_type, claimed, env.store)
     assert str(caught.value) == (
         f"layer {claimed[:19]}: its content does not match its diff_id (the uncompressed tar is {layer.diff_id}): "
         "the blob is corrupt or belongs to another layer; pull the image again")
@@ -473,7 +479,7 @@ def test_diff_id_covers_what_follows_the_end_marker(env: Env) -> None:
     tar = tar_bytes([entry("file", data=b"x")]) + bytes(200_000)
     blob = env.root / "blobs" / "padded"
     blob.write_bytes(gzip.compress(tar))
-    root = unpack_layer(blob, f"{TAR}+gzip", diff_id_of(tar), env.store)
+    root = unpack_file(blob, f"{TAR}+gzip", diff_id_of(tar), env.store)
     assert (root / "file").read_bytes() == b"x"
 
 
@@ -500,7 +506,7 @@ def test_corrupt_blob_is_refused(env: Env, blob: bytes, error: str) -> None:
     layer = env.layer([])
     layer.blob.write_bytes(blob)
     with pytest.raises(LayerError) as caught:
-        unpack_layer(layer.blob, f"{TAR}+gzip", diff_id_of(b""), env.store)
+        unpack_file(layer.blob, f"{TAR}+gzip", diff_id_of(b""), env.store)
     assert error in str(caught.value)
     assert env.store_entries() == []
 
@@ -508,7 +514,7 @@ def test_corrupt_blob_is_refused(env: Env, blob: bytes, error: str) -> None:
 def test_bad_media_type_and_diff_id_are_refused(env: Env) -> None:
     layer = env.layer([entry("file")])
     with pytest.raises(LayerError) as caught:
-        unpack_layer(layer.blob, "application/vnd.oci.image.layer.v1.tar+bzip2", layer.diff_id, env.store)
+        unpack_file(layer.blob, "application/vnd.oci.image.layer.v1.tar+bzip2", layer.diff_id, env.store)
     assert str(caught.value) == (f"layer {layer.diff_id[:19]}: media type "
                                  "'application/vnd.oci.image.layer.v1.tar+bzip2' is not a layer format reconcile "
                                  "can unpack (tar, tar+gzip or tar+zstd)")
@@ -538,7 +544,7 @@ def test_an_unpacked_layer_is_returned_at_once(env: Env) -> None:
     layer = env.layer([entry("file", data=b"x")])
     root = env.unpack(layer)
     inode = root.stat().st_ino
-    assert unpack_layer(env.root / "blobs" / "no-such-blob", layer.media_type, layer.diff_id, env.store) == root
+    assert unpack_layer(io.BytesIO(), layer.media_type, layer.diff_id, env.store) == root  # never read
     assert root.stat().st_ino == inode
     assert env.store_entries() == [root.name]
 
@@ -555,7 +561,9 @@ def test_concurrent_unpacks_of_one_layer_both_succeed(env: Env) -> None:
     children = [spawn_child(layer, env.store, fifo) for fifo in fifos]
     try:
         writers = [open_fifo_writer(fifo, child) for fifo, child in zip(fifos, children)]
-        assert len([name for name in env.store_entries() if name.startswith(".tmp-")]) == 2
+        # Each child blocks in its first read of the blob, past the existence check, holding a temporary.
+        eventually(lambda: len([name for name in env.store_entries() if name.startswith(".tmp-")]), 2,
+                   timeout=CHILD_TIMEOUT)
         results = []
         for writer, child in zip(writers, children):
             feed(writer, layer.tar)
@@ -587,8 +595,9 @@ def test_remove_temporaries_spares_running_unpacks(env: Env) -> None:
     child = spawn_child(running, env.store, fifo)
     try:
         writer = open_fifo_writer(fifo, child)
+        eventually(lambda: len([name for name in env.store_entries() if name.startswith(".tmp-")]), 2,
+                   timeout=CHILD_TIMEOUT)
         live = [name for name in env.store_entries() if name.startswith(".tmp-") and name != leftover.name]
-        assert len(live) == 1
 
         remove_temporaries(env.store)
 
