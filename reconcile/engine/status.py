@@ -13,7 +13,7 @@ from controllers.firewall_conflicts import Intruder, port_text
 from controllers.network import NetworkObservation
 from controllers.sandbox import SandboxObservation
 from kernel import runtime
-from reconcile.engine import images
+from reconcile.engine import pinning
 from reconcile.engine.session import Session, Target
 from specs.errors import SpecErrors
 from specs import names as kernel_names
@@ -152,8 +152,8 @@ def _drift(session: Session, observed: list[object], spec: StackSpec | None) -> 
         return "Unknown", []
     name = spec.stack.name
     try:
-        target = images.resolve(Target({name: spec.stack}, frozenset({name})), session.settings,
-                                images.Pulling(allowed=False, ask_registry=False))
+        target = pinning.resolve(Target({name: spec.stack}, frozenset({name})), session.settings,
+                                pinning.Pulling(allowed=False, ask_registry=False))
         desired = session.desired(target, observed)
     except SpecErrors as exc:
         return "Error", [str(e) for e in exc.errors]

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconcile.engine import images, sources
+from reconcile.engine import pinning, sources
 from reconcile.engine.plan import Plan
 from reconcile.engine.session import Session, Target, open_session
 from reconcile.engine.settings import Settings
@@ -23,18 +23,18 @@ def diff(path: Path, settings: Settings, take_over: bool = False) -> Plan:
     is pulled: one not on this host is planned as such)."""
     files = load_path(path)
     _check_sources(files, settings, take_over)
-    target = images.resolve(Target.of_files(files), settings, images.Pulling(allowed=False))
+    target = pinning.resolve(Target.of_files(files), settings, pinning.Pulling(allowed=False))
     with open_session(settings, writable=False) as session:
         return session.plan(target)[0]
 
 
-def apply(path: Path, settings: Settings, pulling: images.Pulling = images.Pulling(allowed=True),
+def apply(path: Path, settings: Settings, pulling: pinning.Pulling = pinning.Pulling(allowed=True),
           take_over: bool = False) -> Plan:
     """Converge; images are pulled (or their pins kept) before anything else is touched."""
     files = load_path(path)  # the whole input is validated before any kernel call
     with exclusive(settings.state_dir):
         _check_sources(files, settings, take_over)
-        target = images.resolve(Target.of_files(files), settings, pulling)
+        target = pinning.resolve(Target.of_files(files), settings, pulling)
         with open_session(settings, writable=True) as session:
             plan = session.converge(target)
             for f in target.files:

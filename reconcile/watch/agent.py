@@ -31,7 +31,7 @@ from kernel.memory import release_free_memory
 from kernel.events import Event, KernelEvents
 from kernel.rtnl_wire import DumpInterrupted
 from reconcile.engine.plan import Plan
-from reconcile.engine import images
+from reconcile.engine import pinning
 from reconcile.engine.session import Target, open_session
 from reconcile.engine.settings import Settings
 from reconcile.watch.actionlog import ActionLog
@@ -275,7 +275,7 @@ class Agent:
         def select(change: Change) -> bool:
             if not any(concerns(k, change) for k in keys):
                 return False
-            if isinstance(change.desired, DesiredContainer) and images.NOT_PULLED in (change.desired.container.image or ""):
+            if isinstance(change.desired, DesiredContainer) and pinning.NOT_PULLED in (change.desired.container.image or ""):
                 return False  # started once its image is pulled (_pull queues its stack then)
             exit_ = self._exit_of(change)
             if exit_ is None:
@@ -297,8 +297,8 @@ class Agent:
                             wait=wait_exponential(multiplier=0.02, max=0.2), reraise=True)
         with exclusive(self.settings.state_dir, self._waiting_for_lock), \
                 open_session(self.settings, writable=True) as session:
-            resolved = images.resolve(target, self.settings,
-                                      images.Pulling(allowed=True, background=self._pull_in_background))
+            resolved = pinning.resolve(target, self.settings,
+                                      pinning.Pulling(allowed=True, background=self._pull_in_background))
             done = retrying(attempt)
             # The events of our own writes, and any drift older than the final observation
             # (which found nothing left to do), need no second pass.

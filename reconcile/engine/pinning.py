@@ -1,0 +1,149 @@
+"""Images before planning: each container's image reference pinned to a digest held in the
+image store (pulled first when allowed and needed), and the image's config merged into the
+container as Docker merges it, so the controllers plan plain, complete containers.
+
+Pinning (Compose's `pull_policy`): `missing` keeps the digest this host already holds for a
+reference, or the one a running container was started from (read back from its root's mark,
+so a lost state store never recreates it), and pulls only when there is neither; `always`
+(or `apply --pull`) resolves the tag again, and a moved tag becomes a recreate whose plan shows
+the old and new digests; `never` only uses a local copy. `diff` never pulls: an image not yet
+on this host is planned as such, a moved tag is found by asking the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from reconcile.engine.images import running_images, verify_tls
+from reconcile.engine.session import Target
+from reconcile.engine.settings import Settings
+from specs.errors import Issue, SpecErrors
+from specs.images import ImageReference, parse_reference, pin, split_pinned
+from specs.loader import locate_issues
+from specs.model import Container, Stack
+from state.images import Image, ImageError, ImageStore, PullEvent
+
+NOT_PULLED = "not pulled yet"
+
+
+@dataclass(frozen=True)
+class Pulling:
+    """What resolution may do: pull at all (apply, not diff), pull tags again (`--pull`)."""
+
+    allowed: bool
+    force: bool = False
+    progress: Callable[[PullEvent], None] = lambda event: None
+    ask_registry: bool = True
+    """False (status): pins come only from this host (its store and its running roots)."""
+    background: Callable[[ImageReference, bool], None] | None = None
+    """The watch agent's: a missing image is handed to it (reference, verify TLS) to pull while
+    other keys are repaired; its containers are planned as not pulled yet meanwhile."""
+
+
+@dataclass(frozen=True)
+class _Pinned:
+    image: Image | None  # None: not on this host (a diff that does not pull)
+    digest: str | None
+
+
+def resolve(target: Target, settings: Settings, pulling: Pulling) -> Target:
+    """`target` with every image container pinned and merged; SpecErrors (at the container's
+    `image`) for an image that cannot be had."""
+    if not any(c.image for s in target.stacks.values() for c in s.containers.values()):
+        return target
+    store = ImageStore(settings.state_dir)
+    running = running_images()
+    pins: dict[tuple[str, str, str | None], _Pinned] = {}
+    issues: list[Issue] = []
+    stacks: dict[str, Stack] = {}
+    for name, stack in target.stacks.items():
+        containers: dict[str, Container] = {}
+        for key, container in stack.containers.items():
+            if container.image is None or name not in target.scope:
+                containers[key] = container
+                continue
+            ref = parse_reference(container.image)
+            policy = "always" if pulling.force and container.pull != "never" else container.pull
+            running_digest = running.get((name, key))
+            try:
+                pinned = pins.get((str(ref), policy, running_digest)) or _pin(ref, policy, store, settings, pulling,
+                                                                              running_digest)
+            except ImageError as exc:
+                issues.append(Issue(name, ("containers", key, "image"), str(exc)))
+                continue
+            pins[(str(ref), policy, running_digest)] = pinned
+            merged, problem = merge(container, ref, pinned.image, pinned.digest)
+            if problem:
+                issues.append(Issue(name, ("containers", key, "command"), problem))
+            containers[key] = merged
+        stacks[name] = stack.model_copy(update={"containers": containers})
+    if issues:
+        raise SpecErrors(locate_issues(target.files, issues))
+    return Target(stacks, target.scope, target.files)
+
+
+def _pin(ref: ImageReference, policy: str, store: ImageStore, settings: Settings, pulling: Pulling,
+         running_digest: str | None) -> _Pinned:
+    local = store.find(ref)
+    if policy == "never" or (policy == "missing" and local is not None):
+        if local is None:
+            raise ImageError(f"{ref} is not on this host (pull: never): `reconcile image pull {ref}` first")
+        return _Pinned(local, local.digest)
+    started = store.by_digest(running_digest) if running_digest else None
+    if started is not None and split_pinned(started.reference)[0] != str(ref.unpinned):
+        started = None  # the container runs another reference's image: the spec moved on
+    if policy == "missing" and started is not None:  # the store lost the name, not the image
+        return _Pinned(started, started.digest)
+    if not pulling.ask_registry:
+        held = started or local
+        return _Pinned(held, held.digest if held else None)
+    tls = verify_tls(ref, settings)
+    if pulling.background is not None:  # the agent pulls what is missing, in the background
+        if local is None:
+            pulling.background(ref, tls)
+        return _Pinned(local, local.digest if local else None)
+    if pulling.allowed:
+        image = store.pull(ref, tls, pulling.progress)
+        return _Pinned(image, image.digest)
+    if ref.is_local or policy == "missing":  # nothing here yet: planned as not pulled, asking nobody
+        return _Pinned(local, local.digest if local else None)
+    digest = store.remote_digest(ref, tls)
+    pinned = store.by_digest(digest) if local is None or local.digest != digest else local
+    return _Pinned(pinned or local, digest)
+
+
+def merge(container: Container, ref: ImageReference, image: Image | None,
+          digest: str | None) -> tuple[Container, str | None]:
+    """The container as it runs: the image's Entrypoint and Cmd unless the spec gives them (a
+    spec entrypoint drops the image's Cmd, as Docker does), its Env under the spec's, its
+    WorkingDir and User unless the spec sets them; `image` pinned to the digest. Also the
+    problem, if the result has nothing to run."""
+    config = image.config if image is not None else None
+    entrypoint = container.entrypoint if container.entrypoint is not None else (
+        list(config.entrypoint or ()) if config else [])
+    if container.command:
+        command = container.command
+    else:
+        command = list(config.cmd or ()) if config and container.entrypoint is None else []
+    env = dict(_env_pairs(config.env if config else ()))
+    env.update(container.env)
+    argv = [*entrypoint, *command]
+    merged = container.model_copy(update={
+        "image": f"{ref} ({NOT_PULLED})" if digest is None else pin(ref, digest),
+        "entrypoint": None, "command": argv, "env": env,
+        "workdir": container.workdir or (config.workdir if config else None) or "/",
+        "user": container.user or (config.user if config else None)})
+    problem = None
+    if not argv and image is not None:
+        problem = f"the image {ref} has neither Entrypoint nor Cmd: give the container a command"
+    return merged, problem
+
+
+def _env_pairs(entries: tuple[str, ...]) -> Mapping[str, str]:
+    pairs: dict[str, str] = {}
+    for entry in entries:
+        name, _, value = entry.partition("=")
+        if name:
+            pairs[name] = value
+    return pairs
