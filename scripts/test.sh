@@ -17,10 +17,7 @@ vm_log=
 if [ $# -eq 0 ] && [ "${RECONCILE_VM_LANE:-1}" != 0 ]; then
     vm_log=$(mktemp)
     trap 'rm -f "$vm_log"' EXIT
-    # Exit 2: the VM stopped without a result (an emulated guest's kernel can oops under TCG): once more.
-    { VM_TIMEOUT=${VM_TIMEOUT:-1500} scripts/vm/vm-test.sh "${VM_LANE[@]}" \
-        || { [ $? -eq 2 ] && echo "== the VM stopped without a result; once more" \
-             && VM_TIMEOUT=${VM_TIMEOUT:-1500} scripts/vm/vm-test.sh "${VM_LANE[@]}"; }; } >"$vm_log" 2>&1 &
+    VM_TIMEOUT=${VM_TIMEOUT:-1500} scripts/vm/vm-test.sh "${VM_LANE[@]}" >"$vm_log" 2>&1 &
     vm_pid=$!
 fi
 set +e
