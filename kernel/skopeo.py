@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -47,6 +48,9 @@ PROXY_EXIT_WAIT = 5.0
 """Seconds the proxy gets to exit once its socket is closed, before it is killed."""
 
 
+NOT_INSTALLED = "skopeo is not installed (Debian package skopeo; scripts/setup.sh installs it)"
+
+
 class SkopeoError(Exception):
     """skopeo failed; the message is its own last words."""
 
@@ -71,7 +75,13 @@ class ImageProxy:
         self._socket = ours
         self._stderr = tempfile.TemporaryFile()
         try:
-            self._process = _start([*SKOPEO, "--tmpdir", str(tmpdir), "experimental-image-proxy",
+            if shutil.which(SKOPEO[0]) is None:
+                raise SkopeoError(NOT_INSTALLED)
+            # Killed with its caller (util-linux's setpriv sets the parent-death signal, kept
+            # across exec): the proxy answers one call at a time, so while it waits on a stalled
+            # registry it would not see its socket close, and outlive a killed pull.
+            self._process = _start(["setpriv", "--pdeathsig", "KILL", "--", *SKOPEO, "--tmpdir", str(tmpdir),
+                                    "experimental-image-proxy",
                                     f"--sockfd={theirs.fileno()}", f"--tls-verify={str(tls_verify).lower()}"],
                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
                                    pass_fds=(theirs.fileno(),))
@@ -146,7 +156,8 @@ class ImageProxy:
             raise SkopeoError("the image proxy sent no pipe for its answer")
         chunks: list[bytes] = []
         with pipe.file:
-            reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: pipe.file.read(1 << 16), b"")))
+            reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: pipe.file.read(1 << 16), b"")),
+                                      daemon=True)
             reader.start()  # skopeo writes before it finishes: a pipe holds only 64 KiB
             try:
                 self.finish(pipe)
@@ -234,7 +245,7 @@ def _start(argv: list[str], **options: Any) -> subprocess.Popen[Any]:
     try:
         return subprocess.Popen(argv, **options)
     except FileNotFoundError:
-        raise SkopeoError("skopeo is not installed (Debian package skopeo; scripts/setup.sh installs it)") from None
+        raise SkopeoError(NOT_INSTALLED) from None
 
 
 def _run(args: list[str]) -> bytes:

@@ -26,9 +26,10 @@ import os
 import posixpath
 import re
 import shutil
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -238,7 +239,7 @@ class ImageStore:
         """Stream the layers not unpacked yet from skopeo into the layer store, PARALLEL_LAYERS
         at a time, each unpacked as it arrives. skopeo answers one call at a time, so a layer
         is finished in the order it was started; any failure stops skopeo, which ends every
-        pipe: the other unpacks fail too and leave nothing."""
+        pipe: the other unpacks fail too and leave nothing, before the error goes up."""
         missing: dict[str, Layer] = {}
         for layer in image.layers:
             if layer_path(self.layers, layer.diff_id).is_dir():
@@ -247,19 +248,20 @@ class ImageStore:
                 missing.setdefault(layer.diff_id, layer)
         if not missing:
             return
-        with ThreadPoolExecutor(max_workers=min(PARALLEL_LAYERS, len(missing))) as pool:
-            window: deque[tuple[Layer, skopeo.BlobPipe, Future[Path]]] = deque()
-            try:
-                for layer in missing.values():
-                    if len(window) == PARALLEL_LAYERS:
-                        _finish_layer(proxy, *window.popleft(), image.reference, progress)
-                    pipe = proxy.blob(handle, layer.digest, layer.size)
-                    window.append((layer, pipe, pool.submit(_unpack_from, pipe.file, layer, self.layers)))
-                while window:
+        window: deque[tuple[Layer, skopeo.BlobPipe, Future[Path]]] = deque()
+        try:
+            for layer in missing.values():
+                if len(window) == PARALLEL_LAYERS:
                     _finish_layer(proxy, *window.popleft(), image.reference, progress)
-            except BaseException:
-                proxy.close()
-                raise
+                pipe = proxy.blob(handle, layer.digest, layer.size)
+                window.append((layer, pipe, _unpacking(pipe.file, layer, self.layers)))
+            while window:
+                _finish_layer(proxy, *window.popleft(), image.reference, progress)
+        except BaseException:
+            proxy.close()
+            for _, _, unpacking in window:  # their pipes ended with skopeo: each fails and cleans up
+                unpacking.exception()
+            raise
 
     def _make_dirs(self) -> None:
         """The store is private (0700) whatever the state dir's mode: its layers hold setuid
@@ -367,11 +369,21 @@ def _config_descriptor(manifest: Mapping[str, Any]) -> tuple[str, int]:
     return digest, size
 
 
-def _unpack_from(blob: IO[bytes], layer: Layer, store: Path) -> Path:
-    """Unpack a layer as it streams in; the pipe is closed however that ends, so skopeo never
-    waits on a reader that gave up."""
-    with blob:
-        return unpack_layer(blob, layer.media_type, layer.diff_id, store)
+def _unpacking(blob: IO[bytes], layer: Layer, store: Path) -> Future[Path]:
+    """Unpack a layer as it streams in, on a daemon thread of its own (an executor's threads are
+    joined at exit: an agent stopped mid-pull would wait on a stalled registry). The pipe is
+    closed however that ends, so skopeo never waits on a reader that gave up."""
+    unpacked: Future[Path] = Future()
+
+    def unpack() -> None:
+        try:
+            with blob:
+                unpacked.set_result(unpack_layer(blob, layer.media_type, layer.diff_id, store))
+        except BaseException as error:  # noqa: BLE001 - handed to the pulling thread
+            unpacked.set_exception(error)
+
+    threading.Thread(target=unpack, name=f"unpack {layer.diff_id[:19]}", daemon=True).start()
+    return unpacked
 
 
 def _finish_layer(proxy: skopeo.ImageProxy, layer: Layer, pipe: skopeo.BlobPipe, unpacking: Future[Path],

@@ -5,6 +5,7 @@ layer store and running containers on their layers."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from tests import registry as registry_fixtures
@@ -305,6 +306,45 @@ def test_a_registry_cut_mid_pull_leaves_no_partial_layer(sandbox: Sandbox, regis
 
     apply(sandbox, stack(sandbox, a=f"{{image: {registry.address}/big:1, networks: [net]}}"))
     assert container(sandbox, "a")["state"] == "running"
+
+
+def test_a_pull_killed_mid_stream_takes_skopeo_with_it_and_leaves_no_layer(sandbox: Sandbox, registry: Registry,
+                                                                            tmp_path: Path) -> None:
+    """kill -9 while a layer streams in (the registry stalled mid-blob): skopeo's image proxy
+    ends with its socket, no layer is left under its name, and the next pull completes."""
+    image = build(tmp_path / "layout", [Layer.busybox(), Layer.random(8 * 1024 * 1024)],
+                  cmd=["sleep", "100000"], env={"PATH": "/bin"})
+    push(image, registry.address, "big:1", sandbox)
+    layers = sandbox.state_dir / "images" / "layers"
+    with StallingProxy.start(sandbox, registry.address, cut_after=2 * 1024 * 1024, hold=600) as proxy:
+        puller = sandbox.spawn(sys.executable, "-m", "reconcile", "image", "pull", f"{proxy.address}/big:1")
+        try:
+            eventually(lambda: any(p.name.startswith(".tmp-") for p in layers.glob("*")) if layers.is_dir() else False,
+                       True, timeout=60)
+            proxies = children(puller.pid)
+            assert proxies, "no skopeo under the pull"
+        finally:
+            puller.kill()
+            puller.wait()
+        eventually(lambda: [pid for pid in proxies if alive(pid)], [], timeout=5)
+    sandbox.reconcile("image", "pull", f"{registry.address}/big:1", check=True)
+    assert sorted(p.name for p in layers.iterdir()) == sorted(d.split(":")[1] for d in image.diff_ids)
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid` started (every thread's), by pid."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 def test_a_full_disk_fails_the_pull_cleanly(sandbox: Sandbox, registry: Registry, tmp_path: Path) -> None:
