@@ -26,8 +26,11 @@ from tests.canary import Canary, planted
 from tests.reliability import record
 from tests.sandbox import Sandbox
 from tests.leaks import leftovers
+from tests.waiting import scaled
 
-GRACE = 2
+GRACE = round(scaled(2))
+"""Seconds the first apply holds the lock (stopping `slow`): longer than the second's start-up,
+on this machine (an emulated guest imports the CLI ~20x slower)."""
 STACK = """\
 name: {name}
 networks:
@@ -61,7 +64,7 @@ def start(sandbox: Sandbox, *args: str) -> subprocess.Popen[str]:
 
 
 def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
-    output, _ = proc.communicate(timeout=60)
+    output, _ = proc.communicate(timeout=scaled(60))
     return proc.returncode, output
 
 
@@ -69,7 +72,7 @@ def holding_lock(sandbox: Sandbox, proc: subprocess.Popen[str]) -> None:
     """Wait until `proc` holds the state dir's lock (it writes its pid into the lock file once it
     has it; nsenter without --pid execs the CLI, so the pids agree)."""
     lock = sandbox.state_dir / "lock"
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + scaled(10)
     while time.monotonic() < deadline and proc.poll() is None:
         if lock.exists() and lock.read_text().strip() == str(proc.pid):
             return
