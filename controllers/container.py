@@ -36,7 +36,7 @@ from kernel.oci import Runtime
 from specs import capabilities, names
 from specs.images import pinned_digest
 from specs.errors import Issue
-from specs.model import Container, Stack
+from specs.model import Container, Healthcheck, Stack
 from state.images import ImageStore
 from state.store import ContainerRecord, Store
 
@@ -50,6 +50,7 @@ RUNTIME_DIR = "runtime"  # DO NOT RENAME: <state-dir>/runtime, crun's --root
 SECCOMP_CACHE_DIR = "seccomp"  # compiled filters, one per capability set (a cache: renaming it recompiles)
 TRASH_PREFIX = "trash-"  # <container dir>/trash-*: layers being deleted
 LOG_DIR = "logs"  # DO NOT RENAME: <container dir>/logs/, the log writer's files (kernel/runtime.py)
+HEALTH_FILE = "health.json"  # DO NOT RENAME: <container dir>/health.json, the last probes (state/health.py)
 WORKERS = 8
 T = TypeVar("T")
 R = TypeVar("R")
@@ -101,6 +102,12 @@ class Paths:
         process and no record to tell it (status and logs show it)."""
         return self.root / "start-error"
 
+    @property
+    def health(self) -> Path:
+        """The health of the running process and its last probes: beside its log, so that any
+        `reconcile` (status, apply, the agent) reads what another one probed."""
+        return self.root / HEALTH_FILE
+
     def last_start_error(self) -> str | None:
         text = _read(self.start_error)
         return text.strip() if text else None
@@ -132,6 +139,21 @@ class ContainerObservation:
 
 
 @dataclass(frozen=True)
+class Wait:
+    """A depends_on condition that a start waits for (service_started is the start order alone)."""
+
+    dependency: str  # a container key of the same stack
+    condition: str  # service_healthy | service_completed_successfully
+    required: bool
+    healthcheck: Healthcheck | None  # the dependency's
+
+
+Gate = Callable[[str, Sequence[Wait]], None]
+"""Returns once a container's dependencies (in stack `str`) meet their conditions, or raises
+why one does not (the start fails with it)."""
+
+
+@dataclass(frozen=True)
 class DesiredContainer:
     stack: str
     key: str
@@ -142,6 +164,7 @@ class DesiredContainer:
     level: int  # depth in depends_on: containers of one level start in parallel
     capabilities: frozenset[str]  # what it holds: the spec's choice within the host's bounding set
     dns_warning: str | None = None  # why `resolv` is not the host's own nameservers
+    waits: tuple[Wait, ...] = ()
 
 
 def started_spec(stack: Stack, key: str, addresses: Mapping[tuple[str, str, str], IPv4Address]) -> dict[str, object]:
@@ -156,13 +179,19 @@ def _levels(stack: Stack) -> dict[str, int]:
 
     def level(key: str) -> int:
         if key not in levels:
-            deps = stack.containers[key].depends_on
+            deps = [d for d in stack.containers[key].dependencies if d in stack.containers]  # required: false
             levels[key] = 1 + max((level(d) for d in deps), default=-1)
         return levels[key]
 
     for key in stack.containers:
         level(key)
     return levels
+
+
+def _waits(stack: Stack, key: str) -> tuple[Wait, ...]:
+    return tuple(Wait(name, dependency.condition, dependency.required, stack.containers[name].healthcheck)
+                 for name, dependency in stack.containers[key].dependencies.items()
+                 if dependency.condition != "service_started" and name in stack.containers)
 
 
 def _recreate_fields(old: Mapping[str, object], new: Mapping[str, object]) -> tuple[FieldChange, ...]:
@@ -277,7 +306,7 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
                 stack.name, key, container, started_spec(stack, key, desired.addresses),
                 hosts_file(stack, key, desired.addresses), resolv.text, levels[key],
                 capabilities.effective(container.cap_add, container.cap_drop, container.privileged,
-                                       observed.host_capabilities), resolv.warning))
+                                       observed.host_capabilities), resolv.warning, _waits(stack, key)))
     wanted.sort(key=lambda w: w.level)  # dependencies first; the engine reverses for deletions
     for want in wanted:
         if f"{want.stack}/{want.key}" in started:
@@ -394,11 +423,14 @@ class ContainerController:
     kinds = (KIND_CONTAINER,)
 
     def __init__(self, store: Store, state_dir: Path, cgroups: Callable[[str, str], Placement],
-                 images: ImageStore, host_resolv: Path = HOST_RESOLV, upstream_resolv: Path = UPSTREAM_RESOLV):
+                 images: ImageStore, gate: Gate, host_resolv: Path = HOST_RESOLV,
+                 upstream_resolv: Path = UPSTREAM_RESOLV):
         """`cgroups(stack, container)`: our cgroup of the container, made (with its limits)
         before the runtime starts anything in it, so no instruction runs unlimited, and the
-        cgroups its runtime processes join."""
+        cgroups its runtime processes join. `gate`: waits for depends_on conditions (probing
+        runs `exec`, which lives above the controllers)."""
         self._store = store
+        self._gate = gate
         self._state_dir = state_dir
         self._cgroups = cgroups
         self._host_resolv = host_resolv
@@ -542,6 +574,9 @@ class ContainerController:
     def _try_start(self, change: Change, id_base: int | None,
                    filters: Mapping[frozenset[str], bytes]) -> ContainerRecord | ApplyError:
         try:
+            assert isinstance(change.desired, DesiredContainer)
+            if change.desired.waits:  # before stopping anything: a recreate waits while the old one runs
+                self._gate(change.desired.stack, change.desired.waits)
             found = change.observed if isinstance(change.observed, ObservedContainer) else None
             if found is not None:
                 self._stop(found)

@@ -293,6 +293,47 @@ def run_exec(command: list[str], pid_file: Path) -> int:
     return status
 
 
+@dataclass(frozen=True)
+class Captured:
+    exit_code: int | None  # None: still running at the deadline (then killed, with what it started)
+    output: bytes  # stdout and stderr as they came, through one pipe, cut at the limit
+
+
+def run_captured(command: list[str], pid_file: Path, timeout: float, limit: int) -> Captured:
+    """Run the runtime's exec command with its output captured (the first `limit` bytes kept,
+    the rest read and dropped, so a chatty command never blocks on a full pipe); past `timeout`
+    the runtime's exec and the process tree it started in the container are killed. No guard
+    process (fork is unsafe in a threaded caller): a caller killed meanwhile leaves the command
+    to run to its end."""
+    pid_file.unlink(missing_ok=True)
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            close_fds=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    output = b""
+    timed_out = False
+    with proc.stdout:
+        fd = proc.stdout.fileno()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            if not select.select([fd], [], [], left)[0]:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            output += chunk[:max(0, limit - len(output))]
+        if timed_out:
+            _kill_tree(_read_pid_file(pid_file))
+            with suppress(ProcessLookupError):
+                proc.kill()
+    status = proc.wait()
+    pid_file.unlink(missing_ok=True)
+    return Captured(None if timed_out else status, output)
+
+
 def _guard(alive_r: int, runtime_pid: int, pid_file: Path) -> None:
     for fd in (0, 1, 2):  # hold none of the caller's pipes open
         os.dup2(os.open(os.devnull, os.O_RDWR), fd)

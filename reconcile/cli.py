@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     image_verbs.add_parser("prune", parents=[common], help="remove every image no container runs and no "
                                                            "applied stack names")
     verb("schema", "print the JSON Schema of the stack file")
+    verb("convert", "print a Compose file as a native stack file (YAML, or JSON with -o json)").add_argument(
+        "path", type=Path, help="a Compose file")
     logs = verb("logs", "print a container's output")
     logs.add_argument("name", help="STACK/CONTAINER, or CONTAINER when unambiguous")
     logs.add_argument("-f", "--follow", action="store_true",
@@ -158,10 +160,32 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     from specs.loader import load_path
 
     files = load_path(args.path)
+    warnings = [str(warning) for f in files for warning in f.warnings]
     if args.output == "json":
-        _print_json({"valid": True, "stacks": [{"name": f.stack.name, "file": str(f.path)} for f in files]})
+        _print_json({"valid": True, "stacks": [{"name": f.stack.name, "file": str(f.path)} for f in files],
+                     "warnings": warnings})
     else:
-        print(f"ok: {len(files)} stack(s) valid: " + ", ".join(f"{f.stack.name} ({f.path})" for f in files))
+        print("".join(f"WARNING: {warning}\n" for warning in warnings)
+              + f"ok: {len(files)} stack(s) valid: " + ", ".join(f"{f.stack.name} ({f.path})" for f in files))
+    return EXIT_OK
+
+
+def cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
+    """The native stack of a Compose file, validated first (errors at the Compose fields); its
+    warnings go to stderr, so that stdout is the stack file alone."""
+    from ruamel.yaml import YAML
+
+    from specs.convert import native_document
+
+    native, warnings = native_document(args.path)
+    for warning in warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    if args.output == "json":
+        _print_json(native)
+    else:
+        yaml = YAML(typ="rt")  # keeps the order of the keys, as the conversion writes them
+        yaml.default_flow_style = False
+        yaml.dump(native, sys.stdout)
     return EXIT_OK
 
 
@@ -324,14 +348,14 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_ERROR
 
 
-ENGINES = {"validate": "specs.loader", "diff": "reconcile.engine.verbs", "apply": "reconcile.engine.verbs",
+ENGINES = {"validate": "specs.loader", "convert": "specs.loader", "diff": "reconcile.engine.verbs", "apply": "reconcile.engine.verbs",
            "down": "reconcile.engine.verbs", "status": "reconcile.engine.status", "logs": "reconcile.engine.containers",
            "exec": "reconcile.engine.containers", "watch": "reconcile.watch.run"}
 """The bulk of what a verb imports, imported before the collector is frozen."""
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "validate": cmd_validate, "diff": cmd_diff, "apply": cmd_apply, "down": cmd_down,
     "status": cmd_status, "schema": cmd_schema, "logs": cmd_logs, "exec": cmd_exec,
-    "watch": cmd_watch, "image": cmd_image,
+    "watch": cmd_watch, "image": cmd_image, "convert": cmd_convert,
 }
 
 

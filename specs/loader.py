@@ -13,11 +13,13 @@ from pathlib import Path
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from specs.compose import convert, is_compose
 from specs.document import Document, Positions, read_document
 from specs.errors import Issue, Loc, SpecError, SpecErrors
 from specs.fields import describe_value
 from specs.messages import explain
 from specs.model import Stack
+from specs.origins import Origins
 from specs.validate import check_stacks
 
 STACK_SUFFIXES = (".yaml", ".yml")
@@ -30,15 +32,19 @@ class StackFile:
     path: Path
     stack: Stack
     positions: Positions = field(default_factory=Positions, repr=False, compare=False)
+    origins: Origins = field(default_factory=Origins, repr=False, compare=False)
+    """For a converted file (Compose): the field of the file each stack field came from."""
+    warnings: tuple[SpecError, ...] = field(default=(), compare=False)
+    """What in the file has no effect here (Compose keys reconcile does without)."""
 
     def locate(self, loc: Loc) -> tuple[int, int]:
         """1-based (line, col) of the deepest node on `loc` in the file; for a missing key, the
         mapping that lacks it."""
-        return self.positions.locate(loc)
+        return self.positions.locate(self.origins.translate(loc))
 
     def error(self, loc: Loc, message: str) -> SpecError:
         line, col = self.locate(loc)
-        return SpecError(str(self.path), line, col, loc, message)
+        return SpecError(str(self.path), line, col, self.origins.translate(loc), message)
 
 
 def load_path(path: str | Path) -> list[StackFile]:
@@ -110,11 +116,16 @@ def load_file(path: Path) -> StackFile:
     document = read_document(path, name)
     if not isinstance(document.data, dict):
         raise SpecErrors([_top_level_error(name, document)])
+    data, origins, warnings = document.data, Origins(), ()
+    if is_compose(path, data):
+        compose = convert(path, document)
+        data, origins, warnings = compose.native, compose.origins, compose.warnings
     try:
-        stack = Stack.model_validate(document.data)
+        stack = Stack.model_validate(data)
     except ValidationError as exc:
-        raise SpecErrors([_validation_error(name, document, error) for error in exc.errors()]) from None
-    return StackFile(path, stack, document.positions)
+        raise SpecErrors([_validation_error(name, data, document.positions, origins, error)
+                          for error in exc.errors()]) from None
+    return StackFile(path, stack, document.positions, origins, warnings)
 
 
 def _top_level_error(name: str, document: Document) -> SpecError:
@@ -125,11 +136,13 @@ def _top_level_error(name: str, document: Document) -> SpecError:
                                           f"top level, got {describe_value(document.data)}")
 
 
-def _validation_error(name: str, document: Document, error: ErrorDetails) -> SpecError:
-    explained = explain(error, document.data)
-    locate = document.positions.locate_key if explained.at_key else document.positions.locate
-    line, col = locate(explained.anchor)
-    return SpecError(name, line, col, explained.loc, explained.message)
+def _validation_error(name: str, data: object, positions: Positions, origins: Origins,
+                      error: ErrorDetails) -> SpecError:
+    """At the field of the file: for a converted file, the field the value came from."""
+    explained = explain(error, data)
+    locate = positions.locate_key if explained.at_key else positions.locate
+    line, col = locate(origins.translate(explained.anchor))
+    return SpecError(name, line, col, origins.translate(explained.loc), explained.message)
 
 
 def _distinct_names(files: Sequence[StackFile]) -> tuple[list[StackFile], list[SpecError]]:

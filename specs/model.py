@@ -16,7 +16,8 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PlainSerializer, Tag,
+                      WithJsonSchema, model_validator)
 
 from specs.fields import (
     check_absolute_path,
@@ -31,6 +32,7 @@ from specs.fields import (
     check_user,
     name_checker,
     reject_duplicates,
+    SubfieldError,
     reject_unknown_log_options,
     to_argv,
     to_attachments,
@@ -46,6 +48,7 @@ from specs.fields import (
     to_security_opts,
     to_volume,
 )
+from specs import health
 from specs.names import NAME_PATTERN, default_bridge_name
 
 MAX_CPUS = 1024
@@ -173,6 +176,71 @@ class Logging(SpecModel):
     options: LogOptions = Field(default_factory=LogOptions)
 
 
+Duration = Annotated[float, BeforeValidator(health.to_duration, json_schema_input_type=str),
+                     PlainSerializer(health.format_duration, return_type=str, when_used="json")]
+
+
+class Healthcheck(SpecModel):
+    """Docker Compose's `healthcheck:`, with Docker's defaults and its `0 means the default`. The
+    test runs inside the container, with its confinement and in its cgroups, as `reconcile exec`."""
+
+    test: Annotated[list[Text], BeforeValidator(health.to_health_test, json_schema_input_type=str | list[str])] | None = Field(
+        None, description="[\"CMD\", argv...], [\"CMD-SHELL\", \"command line\"] (run by /bin/sh -c), "
+                          "[\"NONE\"] (no check), or a string: a CMD-SHELL command line")
+    interval: Duration = Field(health.DEFAULT_INTERVAL, description="between probes, e.g. 30s, 1m30s, 500ms")
+    timeout: Duration = Field(health.DEFAULT_TIMEOUT, description="a probe running longer fails (and is killed)")
+    retries: int = Field(health.DEFAULT_RETRIES, ge=0, description="consecutive failures that make it unhealthy")
+    start_period: Duration = Field(health.DEFAULT_START_PERIOD,
+                                   description="after a start, failures before the first success do not count")
+    start_interval: Duration = Field(health.DEFAULT_START_INTERVAL,
+                                     description="between probes within start_period, until the first success")
+    disable: bool = Field(False, description="true: no health check (as test: [\"NONE\"])")
+
+    @model_validator(mode="after")
+    def _docker_defaults(self) -> Healthcheck:
+        if self.disable and self.test not in (None, ["NONE"]):
+            raise SubfieldError(("disable",), "disable: true with a test: remove one of them")
+        if not self.disable and self.test is None:
+            raise SubfieldError(("test",), "a healthcheck needs a test, or disable: true (an image's "
+                                           "HEALTHCHECK is not inherited)")
+        return self.model_copy(update={
+            "interval": health.defaulted(self.interval, health.DEFAULT_INTERVAL),
+            "timeout": health.defaulted(self.timeout, health.DEFAULT_TIMEOUT),
+            "retries": self.retries or health.DEFAULT_RETRIES,
+            "start_interval": health.defaulted(self.start_interval, health.DEFAULT_START_INTERVAL)})
+
+    @property
+    def enabled(self) -> bool:
+        return not self.disable and self.test is not None and self.test[0] != "NONE"
+
+
+class Dependency(SpecModel):
+    """Docker Compose's long form of a depends_on entry."""
+
+    condition: Literal["service_started", "service_healthy", "service_completed_successfully"] = Field(
+        description="service_started: started before this one; service_healthy: its healthcheck passed; "
+                    "service_completed_successfully: it ran and exited 0")
+    required: bool = Field(True, description="false: a dependency not in the stack is ignored, and one that "
+                                             "fails its condition does not hold this container back")
+    restart: Annotated[bool, AfterValidator(health.dependency_restart)] = Field(
+        False, description="only false: reconcile does not restart dependents with their dependency")
+
+
+def _dependency_form(value: Any) -> str:
+    return "dict[str,Dependency]" if isinstance(value, dict) else "list[str]"
+
+
+def _listed_once(value: list[str] | dict[str, Dependency]) -> list[str] | dict[str, Dependency]:
+    return reject_duplicates(value) if isinstance(value, list) else value
+
+
+DependsOn = Annotated[
+    Annotated[list[str], Tag("list[str]")] | Annotated[dict[str, Dependency], Tag("dict[str,Dependency]")],
+    Discriminator(_dependency_form), AfterValidator(_listed_once)]
+"""Either form kept as written (an error then points at the list item or the key); the tags are
+named as pydantic's own, which error messages drop (specs.messages)."""
+
+
 class Container(SpecModel):
     """A process in its own namespaces, attached to networks, limited by cgroups."""
 
@@ -225,12 +293,29 @@ class Container(SpecModel):
     resources: Resources = Field(default_factory=Resources)
     volumes: list[Annotated[Volume, BeforeValidator(to_volume, json_schema_input_type=str | Volume)]] = Field(
         default_factory=list)
-    depends_on: Annotated[list[str], AfterValidator(reject_duplicates)] = Field(
-        default_factory=list, description="containers started before this one (start order only)")
+    depends_on: DependsOn = Field(
+        default_factory=list, description="containers started before this one: a list (start order only), "
+                                          "or Compose's mapping key -> {condition, required, restart}")
+    healthcheck: Healthcheck | None = Field(None, description="as Docker Compose's; a change of it alone "
+                                                              "keeps the running process")
+    restart_on_unhealthy: bool = Field(False, description="true: `reconcile watch` stops the container once "
+                                                          "unhealthy, and its restart policy starts it again")
     stop_grace: float = Field(10.0, ge=0, le=MAX_STOP_GRACE, allow_inf_nan=False,
                               description="seconds between SIGTERM and SIGKILL")
     logging: Logging = Field(default_factory=Logging,
                              description="how much output `reconcile logs` keeps; a change recreates the container")
+
+    @property
+    def dependencies(self) -> dict[str, Dependency]:
+        """depends_on in one shape: a listed name waits for its start only (service_started)."""
+        if isinstance(self.depends_on, dict):
+            return dict(self.depends_on)
+        return {name: Dependency(condition="service_started") for name in self.depends_on}
+
+    @property
+    def probed(self) -> bool:
+        """Whether the container has a health check to run."""
+        return self.healthcheck is not None and self.healthcheck.enabled
 
     def _resolve(self, key: str, networks: dict[str, Network]) -> Container:
         update: dict[str, object] = {}

@@ -16,7 +16,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from specs.errors import Issue, quoted
 from specs.fields import is_hostname
-from specs.model import Container, Network, PortMapping, Stack
+from specs.model import Container, Dependency, Network, PortMapping, Stack
 from specs.units import format_cpu_list, parse_cpu_list
 
 RESERVED_ADDRESSES = 3
@@ -170,14 +170,28 @@ def _check_volumes(stack: Stack, key: str, container: Container) -> Iterator[Iss
                         f"target {volume.target} is already mounted by volumes[{first}]")
 
 
+def _dependency_entries(container: Container) -> Iterator[tuple[int | str, str, Dependency]]:
+    """Each depends_on entry with the path part that finds it in the file: its index in the
+    list form, its key in the mapping form."""
+    for index, (name, dependency) in enumerate(container.dependencies.items()):
+        yield (name if isinstance(container.depends_on, dict) else index), name, dependency
+
+
 def _check_dependencies(stack: Stack, key: str, container: Container) -> Iterator[Issue]:
-    for index, dependency in enumerate(container.depends_on):
-        loc = ("containers", key, "depends_on", index)
-        if dependency == key:
+    for part, name, dependency in _dependency_entries(container):
+        loc = ("containers", key, "depends_on", part)
+        target = stack.containers.get(name)
+        if name == key:
             yield Issue(stack.name, loc, "a container cannot depend on itself")
-        elif dependency not in stack.containers:
-            yield Issue(stack.name, loc, f"container {quoted(dependency)} is not defined in this stack"
-                        + _suggestion(dependency, stack.containers))
+        elif target is None and dependency.required:
+            yield Issue(stack.name, loc, f"container {quoted(name)} is not defined in this stack"
+                        + _suggestion(name, stack.containers))
+        elif target is not None and dependency.condition == "service_healthy" and not target.probed:
+            yield Issue(stack.name, loc + ("condition",),
+                        f"service_healthy needs a healthcheck on container {quoted(name)}, and it has none")
+    if container.restart_on_unhealthy and not container.probed:
+        yield Issue(stack.name, ("containers", key, "restart_on_unhealthy"),
+                    "restart_on_unhealthy needs a healthcheck (with a test)")
 
 
 def _check_attachments(stack: Stack, key: str, container: Container) -> Iterator[Issue]:
@@ -241,7 +255,7 @@ def _check_static_addresses(stack: Stack) -> Iterator[Issue]:
 def _check_dependency_cycles(stack: Stack) -> Iterator[Issue]:
     """Each cycle once, at the depends_on entry that closes it, named in spec order. Depth
     first without recursion: a long chain of containers must not exhaust the Python stack."""
-    edges = {key: [(index, dependency) for index, dependency in enumerate(container.depends_on)
+    edges = {key: [(part, dependency) for part, dependency, _ in _dependency_entries(container)
                    if dependency in stack.containers and dependency != key]
              for key, container in stack.containers.items()}
     finished: set[str] = set()

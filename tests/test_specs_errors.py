@@ -31,9 +31,10 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
      "stack.yaml:11:7: containers.web.resources: unknown field 'memroy' (did you mean 'memory'?)"),
     ("unknown-top-level", """\
         name: demo
+        containers: {}
         services: {}
         """,
-     "stack.yaml:2:1: unknown field 'services'"),
+     "stack.yaml:3:1: unknown field 'services'"),
     ("missing-name", """\
         networks: {}
         """,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +17,6 @@ from kernel import runtime
 from kernel.runtime import CONFIG_FILE
 from kernel.oci import Runtime
 from specs import names
-from reconcile.engine.session import open_session
 from reconcile.engine.settings import Settings
 from state.store import ContainerRecord, Store
 
@@ -70,6 +71,7 @@ def find(settings: Settings, name: str, recorded: bool = False) -> Found:
 
 def _observed(settings: Settings) -> dict[tuple[str, str], ObservedContainer]:
     """Containers as the kernel shows them, with or without a record (as `status` sees them)."""
+    from reconcile.engine.session import open_session  # a session's start gate probes with this module
     with open_session(settings, writable=False) as session:
         controller = next(c for c in session.controllers if isinstance(c, ContainerController))
         return {(c.stack, c.container): c for c in controller.observe().containers.values()}
@@ -162,6 +164,15 @@ def run_exec(settings: Settings, found: Found, argv: list[str]) -> int:
     """Run argv inside the running container with the process settings it was started with
     (user and groups, workdir, environment, capabilities, no_new_privs; seccomp and cgroups come
     with the runtime's exec); returns argv's exit status."""
+    with exec_command(settings, found, argv) as (command, pid_file):
+        return runtime.run_exec(command, pid_file)
+
+
+@contextmanager
+def exec_command(settings: Settings, found: Found, argv: list[str]) -> Iterator[tuple[list[str], Path]]:
+    """The runtime's command that runs argv in the container as `reconcile exec` does (never
+    with more than the container holds), and its pid file; the process file it needs is
+    removed afterwards."""
     name = f"{found.record.stack}/{found.record.container}"
     if not runtime.is_running(found.handle):
         raise UnknownContainer(f"container {name} is not running")
@@ -177,12 +188,13 @@ def run_exec(settings: Settings, found: Found, argv: list[str]) -> int:
         raise UnknownContainer(f"container {name}: its configuration is unreadable ({exc}): exec needs it") from None
     # Given in a file (0600, in our own directory), not on crun's command line, where every
     # user of the host could read the environment's secrets in /proc/PID/cmdline.
-    stem = found.paths.root / f"exec-{os.getpid()}"  # one per exec: several may run at once
+    # One per exec: several run at once (the agent's probes run on threads of one process).
+    stem = found.paths.root / f"exec-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     process_file, pid_file = stem.with_suffix(".json"), stem.with_suffix(".pid")
     fd = os.open(process_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(exec_process(config, argv), f)
     try:
-        return runtime.run_exec(oci.exec_command(container_id, process_file, pid_file), pid_file)
+        yield oci.exec_command(container_id, process_file, pid_file), pid_file
     finally:
         process_file.unlink(missing_ok=True)

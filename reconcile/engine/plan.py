@@ -27,6 +27,8 @@ class Summary:
 @dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...]
+    warnings: tuple[str, ...] = ()
+    """What in the stack files has no effect here (Compose keys), located: shown with the plan."""
 
     @property
     def empty(self) -> bool:

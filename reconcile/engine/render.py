@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from controllers.change import Action, Change
+from reconcile.engine.health import one_line
 from reconcile.engine.images import ImageRow
 from reconcile.engine.plan import Plan
 
@@ -57,25 +58,30 @@ def format_changes(plan: Plan, colour: bool) -> list[str]:
     return lines
 
 
+def _warned(plan: Plan, text: str) -> str:
+    """The plan's warnings first: read before the changes they may explain."""
+    return "\n".join([f"WARNING: {warning}" for warning in plan.warnings] + [text])
+
+
 def format_plan(plan: Plan, colour: bool) -> str:
     if plan.empty:
-        return "No changes. The host matches the spec."
+        return _warned(plan, "No changes. The host matches the spec.")
     s = plan.summary()
-    return "\n".join(format_changes(plan, colour) + [
-        "", f"Plan: {s.add} to add, {s.change} to change, {s.destroy} to destroy."])
+    return _warned(plan, "\n".join(format_changes(plan, colour) + [
+        "", f"Plan: {s.add} to add, {s.change} to change, {s.destroy} to destroy."]))
 
 
 def format_applied(plan: Plan, colour: bool) -> str:
     if plan.empty:
-        return "No changes. The host matches the spec."
+        return _warned(plan, "No changes. The host matches the spec.")
     s = plan.summary()
-    return "\n".join(format_changes(plan, colour) + [
-        "", f"Apply complete: {s.add} added, {s.change} changed, {s.destroy} destroyed."])
+    return _warned(plan, "\n".join(format_changes(plan, colour) + [
+        "", f"Apply complete: {s.add} added, {s.change} changed, {s.destroy} destroyed."]))
 
 
 def plan_json(plan: Plan) -> dict[str, object]:
     return {"changes": [c.to_json() for c in plan.changes], "summary": plan.summary().to_json(),
-            "in_sync": plan.empty}
+            "in_sync": plan.empty, "warnings": list(plan.warnings)}
 
 
 def emit(text: str, stream: TextIO = sys.stdout) -> None:
@@ -129,7 +135,7 @@ def format_status(document: dict[str, object]) -> str:
         rows = [[str(n[k]) for k in ("name", "bridge", "subnet", "gateway", "state")]
                 for n in stack["networks"]]
         lines += ["  " + line for line in _table(["NETWORK", "BRIDGE", "SUBNET", "GATEWAY", "STATE"], rows)]
-        rows = [[c["name"], c["state"] if c["exit_code"] is None else f"exited ({c['exit_code']})",
+        rows = [[c["name"], _state_cell(c),
                  str(c["pid"] or "-"), " ".join(f"{n}={a}" for n, a in c["ips"].items()) or "-",
                  " ".join(c["ports"]) or "-", str(c["restarts"]), *_usage_cells(c["resources"])]
                 for c in stack["containers"]]
@@ -140,10 +146,28 @@ def format_status(document: dict[str, object]) -> str:
         lines += [f"  intruder: {i['message']}" for i in stack.get("port_intruders") or []]
         lines += [f"  container {c['name']} did not start: {c['start_error']}" for c in stack["containers"]
                   if c.get("start_error")]
+        lines += [f"  container {c['name']} {_health_line(c['health'])}" for c in stack["containers"]
+                  if c.get("health")]
         lines += [f"  error: {d}" if isinstance(d, str) else
                   f"  drift: {d['action']} {d['kind']} {d['key']} ({d['reason']})" for d in stack["drift"]]
         lines.append("")
     return "\n".join(lines).rstrip()
+
+
+def _state_cell(container: dict[str, Any]) -> str:
+    """`running (healthy)`, as `docker ps` shows health beside the state."""
+    if container["exit_code"] is not None:
+        return f"exited ({container['exit_code']})"
+    health = container.get("health")
+    return f"{container['state']} ({health['status']})" if health else str(container["state"])
+
+
+def _health_line(health: dict[str, Any]) -> str:
+    last = health["last_probe"]
+    if last is None:
+        return f"{health['status']}: no probe yet"
+    shown = one_line(str(last["output"]))
+    return f"{health['status']}: last probe {last['at']}: exit {last['exit_code']}" + (f": {shown}" if shown else "")
 
 
 def format_images(rows: Sequence[ImageRow]) -> str:

@@ -19,6 +19,7 @@ from controllers.network import NetworkController
 from controllers.sandbox import SandboxController, SandboxObservation
 from kernel import cgroups, netfilter
 from kernel.netlink import host_netlink
+from reconcile.engine import probes
 from reconcile.engine.addresses import assign_addresses
 from reconcile.engine.plan import Plan, order
 from reconcile.engine.settings import Settings
@@ -165,7 +166,8 @@ def open_session(settings: Settings, writable: bool) -> Iterator[Session]:
             cgroup = CgroupController(cgroups.detect(), settings.cgroup_parent, store)
             yield Session(settings, store, [
                 NetworkController(netlink), SandboxController(netlink), cgroup,
-                ContainerController(store, settings.state_dir, cgroup.ensure, ImageStore(settings.state_dir)),
+                ContainerController(store, settings.state_dir, cgroup.ensure, ImageStore(settings.state_dir),
+                                    probes.Gate(settings)),
                 FirewallController(netfilter.detect())])
     finally:
         store.close()

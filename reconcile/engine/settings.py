@@ -8,6 +8,9 @@ from pathlib import Path
 
 DEFAULT_STATE_DIR = "/var/lib/reconcile"
 DEFAULT_CGROUP_PARENT = "reconcile"
+DEFAULT_DEPENDS_TIMEOUT = 300.0
+"""Seconds a start waits for its depends_on conditions: with Docker's default schedule a first
+probe comes 30 s after a start, and three failures take 90 s more."""
 
 
 @dataclass(frozen=True)
@@ -17,6 +20,9 @@ class Settings:
     insecure_registries: frozenset[str] = frozenset()
     """Registries (host[:port]) reached without verified TLS, as Docker's insecure-registries;
     loopback registries always are."""
+    depends_timeout: float = DEFAULT_DEPENDS_TIMEOUT
+    """Seconds a start in `apply` waits for its dependencies' conditions (service_healthy,
+    service_completed_successfully) before it fails."""
 
     @classmethod
     def resolve(cls, state_dir: str | None, cgroup_parent: str | None) -> Settings:
@@ -27,4 +33,18 @@ class Settings:
                            or DEFAULT_CGROUP_PARENT),
             insecure_registries=frozenset(
                 r.strip() for r in os.environ.get("RECONCILE_INSECURE_REGISTRIES", "").split(",") if r.strip()),
+            depends_timeout=_seconds(os.environ.get("RECONCILE_DEPENDS_TIMEOUT"), DEFAULT_DEPENDS_TIMEOUT),
         )
+
+
+def _seconds(text: str | None, default: float) -> float:
+    """A number of seconds from the environment; one that is not is a usage error (ValueError)."""
+    if not text:
+        return default
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise ValueError(f"RECONCILE_DEPENDS_TIMEOUT={text!r}: expected a number of seconds")
+    return seconds

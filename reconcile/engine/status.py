@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
 from controllers.cgroup import CgroupController, CgroupObservation
-from controllers.container import ContainerObservation, Paths
+from controllers.container import ContainerObservation, ObservedContainer, Paths
 from controllers.firewall import FirewallObservation
 from controllers.firewall_conflicts import Intruder, port_text
 from controllers.network import NetworkObservation
@@ -17,7 +17,8 @@ from reconcile.engine import pinning
 from reconcile.engine.session import Session, Target
 from specs.errors import SpecErrors
 from specs import names as kernel_names
-from specs.model import PortMapping, Stack
+from specs.model import Container, PortMapping, Stack
+from state import health as health_records
 from state.images import ImageStore
 from state.store import WatchStatus
 
@@ -85,8 +86,23 @@ def _containers(session: Session, name: str, spec: Stack | None, observed: list[
             "exit_code": runtime.exit_code(paths.log) if state == "exited" else None,
             "start_error": paths.last_start_error() if state != "running" else None,
             "resources": _resources(session, f"{name}/{key}", cgroups),
+            "health": _health(paths, live, spec.containers.get(key) if spec else None),
         })
     return rows
+
+
+def _health(paths: Paths, live: ObservedContainer | None, spec: Container | None) -> dict[str, object] | None:
+    """starting / healthy / unhealthy of the running process, with its last probe (None: no
+    health check, or not running). Only a record of this very process counts."""
+    if spec is None or not spec.probed or live is None or live.handle is None:
+        return None
+    recorded = health_records.load(paths.health)
+    if recorded is None or not recorded.of(live.handle.pid, live.handle.start_time):
+        return {"status": health_records.STARTING, "failing_streak": 0, "last_probe": None}
+    last = recorded.last
+    return {"status": recorded.status, "failing_streak": recorded.failing_streak,
+            "last_probe": None if last is None else {"at": _iso(last.ended_at), "exit_code": last.exit_code,
+                                                     "output": last.output}}
 
 
 def _exposed_ports(store: ImageStore, digest: str | None) -> list[str]:

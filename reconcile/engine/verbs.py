@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from reconcile.engine import pinning, sources
@@ -25,7 +25,7 @@ def diff(path: Path, settings: Settings, take_over: bool = False) -> Plan:
     _check_sources(files, settings, take_over)
     target = pinning.resolve(Target.of_files(files), settings, pinning.Pulling(allowed=False))
     with open_session(settings, writable=False) as session:
-        return session.plan(target)[0]
+        return _warned(session.plan(target)[0], files)
 
 
 def apply(path: Path, settings: Settings, pulling: pinning.Pulling = pinning.Pulling(allowed=True),
@@ -39,7 +39,12 @@ def apply(path: Path, settings: Settings, pulling: pinning.Pulling = pinning.Pul
             plan = session.converge(target)
             for f in target.files:
                 session.store.record_stack(f.stack.name, str(f.path.absolute()), f.stack.model_dump(mode="json"))
-            return plan
+            return _warned(plan, files)
+
+
+def _warned(plan: Plan, files: Sequence[StackFile]) -> Plan:
+    """The plan with the warnings of the files it came from (Compose keys without effect)."""
+    return replace(plan, warnings=tuple(str(w) for f in files for w in f.warnings))
 
 
 def _check_sources(files: Sequence[StackFile], settings: Settings, take_over: bool,

@@ -38,6 +38,7 @@ from reconcile.watch.actionlog import ActionLog
 from reconcile.watch.keys import (HOST, HOST_KEY, Key, concerns, container_key, covers, key_of_change, key_of_event,
                                   stack_key)
 from reconcile.watch.metrics import Metrics
+from reconcile.watch.prober import Prober
 from reconcile.watch.queue import WorkQueue
 from reconcile.watch.restarts import Backoff, CrashLoop, Exit
 from reconcile.watch.stackdir import StackDir
@@ -127,6 +128,7 @@ class Agent:
         for status in self.store.watch_statuses():
             self._written[status.source] = status
         self.events = KernelEvents(self._on_event)
+        self.prober = Prober(settings, self.metrics, log, self.stop)
 
     # -- producers --------------------------------------------------------------------------
 
@@ -208,7 +210,7 @@ class Agent:
         self.enqueue(HOST_KEY, "start")
         producers = [threading.Thread(target=self._guarded, args=(work,), name=name, daemon=True)
                      for name, work in (("files", self._watch_files), ("kernel", lambda: self.events.run(self.stop)),
-                                        ("resync", self._resync_timer))]
+                                        ("resync", self._resync_timer), ("health", self.prober.run))]
         for thread in producers:
             thread.start()
         self.log.emit("agent started", directory=str(self.specs.root), stacks=sorted(self.specs.stacks()),
@@ -515,6 +517,8 @@ class Agent:
         managed = self._managed()
         self.events.watch_namespaces([n for n in netns.list_names()
                                       if (owner := parse_netns_name(n)) and owner[0] in managed])
+        self.prober.follow({(name, key): container for name, f in self.specs.stacks().items() if name in managed
+                            for key, container in f.stack.containers.items() if container.probed})
         records = self.store.containers()
         self._pids = {r.pid: container_key(stack, name) for (stack, name), r in records.items() if stack in managed}
         self.events.watch_pids([(r.pid, r.start_time) for (stack, _), r in records.items() if stack in managed])

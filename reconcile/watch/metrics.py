@@ -4,8 +4,13 @@ private registry costs next to nothing); served only when --metrics-addr is give
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from state.health import HEALTHY, STARTING, UNHEALTHY
+
+HEALTH_STATUSES = (STARTING, HEALTHY, UNHEALTHY)
 
 
 class Metrics:
@@ -22,8 +27,27 @@ class Metrics:
                                ["kind"], registry=self.registry)
         self.errors = Counter("reconcile_errors_total", "Failed reconciles, by kind (spec, transient).",
                               ["kind"], registry=self.registry)
+        self.health = Gauge("reconcile_container_health",
+                            "1 for a probed container's health status (starting, healthy, unhealthy), else 0.",
+                            ["stack", "container", "status"], registry=self.registry)
+        self.probes = Counter("reconcile_health_probes_total", "Health probes run, by result (success, failure).",
+                              ["stack", "container", "result"], registry=self.registry)
         depth = Gauge("reconcile_queue_depth", "Keys waiting in the work queue.", registry=self.registry)
         depth.set_function(queue_depth)
+
+    def record_health(self, stack: str, container: str, status: str, passed: bool) -> None:
+        for known in HEALTH_STATUSES:
+            self.health.labels(stack, container, known).set(1 if known == status else 0)
+        self.probes.labels(stack, container, "success" if passed else "failure").inc()
+
+    def forget_health(self, stack: str, container: str) -> None:
+        """A container no longer probed leaves no stale series behind."""
+        for known in HEALTH_STATUSES:
+            with suppress(KeyError):
+                self.health.remove(stack, container, known)
+        for result in ("success", "failure"):
+            with suppress(KeyError):
+                self.probes.remove(stack, container, result)
 
     def serve(self, address: str) -> None:
         """address: "HOST:PORT" or ":PORT" (all interfaces). ValueError names the address: the

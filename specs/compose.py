@@ -1,0 +1,101 @@
+"""Compose files as stack files: which files are Compose files, and their conversion to a
+native stack document with everything around it that reads the disk or the environment (the
+`.env` file beside it, env_file entries, COMPOSE_PROFILES). Problems are located to
+file:line:col at the Compose field (SpecErrors); warnings are located the same way."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from specs.compose_interpolation import interpolate, interpolate_document, parse_env_file
+from specs.compose_map import to_native
+from specs.compose_report import ComposeInvalid, Finding
+from specs.compose_service import ComposeContext
+from specs.document import Document, Positions
+from specs.errors import SpecError, SpecErrors
+from specs.origins import Origins
+
+COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
+DOTENV = ".env"
+PROFILES_VARIABLE = "COMPOSE_PROFILES"
+
+
+@dataclass(frozen=True)
+class ComposeStack:
+    """A Compose file as a native stack document, the Compose field of every native field,
+    and the warnings (keys without effect, unset variables) at their place in the file."""
+
+    native: dict[str, object]
+    origins: Origins
+    warnings: tuple[SpecError, ...]
+
+
+def is_compose(path: Path, data: object) -> bool:
+    """A Compose file by its name, or by its content: `services:` at the top, where a native
+    stack has `containers:`."""
+    if path.name in COMPOSE_FILE_NAMES:
+        return True
+    return isinstance(data, dict) and "services" in data and "containers" not in data
+
+
+def convert(path: Path, document: Document, environ: Mapping[str, str] | None = None) -> ComposeStack:
+    """The native stack of a Compose file; SpecErrors at the Compose fields when it has none."""
+    name = str(path)
+    environment = os.environ if environ is None else environ
+    project_dir = path.absolute().parent
+    variables = {**_dotenv(project_dir / DOTENV, environment), **environment}
+    interpolated = interpolate_document(document.data, variables)
+    warnings = [Finding(loc, message) for loc, message in interpolated.warnings]
+    if interpolated.errors:
+        raise SpecErrors([_located(name, document.positions, Finding(loc, message))
+                          for loc, message in interpolated.errors])
+    profiles = [p.strip() for p in variables.get(PROFILES_VARIABLE, "").split(",") if p.strip()]
+    context = ComposeContext(str(project_dir), variables, _read_text)
+    assert isinstance(interpolated.data, dict)  # the loader hands over mappings only
+    try:
+        converted = to_native(interpolated.data, context, project_dir.name, profiles)
+    except ComposeInvalid as exc:
+        raise SpecErrors([_located(name, document.positions, f) for f in exc.errors]) from None
+    located = sorted((_located(name, document.positions, f) for f in warnings + converted.warnings),
+                     key=lambda warning: (warning.line, warning.col))
+    return ComposeStack(converted.native, converted.origins, tuple(located))
+
+
+def _located(name: str, positions: Positions, finding: Finding) -> SpecError:
+    line, col = positions.locate_key(finding.key) if finding.key is not None else positions.locate(finding.loc)
+    return SpecError(name, line, col, finding.loc, finding.message)
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as stream:
+        return stream.read()
+
+
+def _dotenv(path: Path, environment: Mapping[str, str]) -> dict[str, str]:
+    """The variables of the `.env` file beside the Compose file (none without one); a value
+    may use the environment and the variables defined above it."""
+    try:
+        text = _read_text(str(path))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecErrors([SpecError(str(path), 0, 0, (), f"cannot read the file: {exc}")]) from None
+    entries, problems = parse_env_file(text)
+    errors = [SpecError(str(path), line, 1, (), message) for line, message in problems]
+    variables: dict[str, str] = {}
+    for entry in entries:
+        if entry.value is None:
+            if entry.key in environment:
+                variables[entry.key] = environment[entry.key]
+            continue
+        try:
+            variables[entry.key] = interpolate(entry.value, {**variables, **environment}, [])
+        except ValueError as exc:
+            errors.append(SpecError(str(path), entry.line, 1, (), str(exc)))
+    if errors:
+        raise SpecErrors(errors)
+    return variables
+

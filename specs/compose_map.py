@@ -1,0 +1,205 @@
+"""A Compose document as a native stack document (pure): the dict `specs.model.Stack`
+validates, the Compose field each native field came from, and warnings. What cannot become a
+stack raises ComposeInvalid with every error found, each at its Compose field.
+
+The stack name is the Compose project name (`name:`, else the directory's name normalised as
+Compose normalises it); services with `profiles` are left out unless a profile is enabled.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from specs.compose_keys import NO_EFFECT_NETWORK, NO_EFFECT_TOP_LEVEL, UNSUPPORTED_TOP_LEVEL
+from specs.compose_report import Collector, ComposeInvalid, Finding
+from specs.compose_service import DEFAULT_NETWORK, ComposeContext, ServiceMapper
+from specs.errors import Loc, quoted
+from specs.fields import NAME_RULE, describe_value
+from specs.names import NAME_PATTERN
+from specs.origins import Origins
+
+TOP_LEVEL = ("name", "services", "networks", "volumes", *UNSUPPORTED_TOP_LEVEL, *NO_EFFECT_TOP_LEVEL)
+NETWORK_KEYS = ("driver", "driver_opts", "ipam", "internal", "external", "enable_ipv6", *NO_EFFECT_NETWORK)
+MTU_OPTION = "com.docker.network.driver.mtu"
+BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
+_SUBNET_HINT = "declare networks.{key}.ipam.config[0].subnet (e.g. 10.89.0.0/24): reconcile does not pick subnets"
+
+
+@dataclass(frozen=True)
+class Converted:
+    native: dict[str, object]
+    origins: Origins
+    warnings: list[Finding]
+
+
+def normalise_project_name(directory: str) -> str:
+    """Compose's default project name: the directory's name, lowercased, keeping [a-z0-9_-],
+    from its first letter or digit on."""
+    kept = re.sub(r"[^a-z0-9_-]", "", directory.lower())
+    return kept.lstrip("_-")
+
+
+def to_native(document: Mapping[str, object], context: ComposeContext, directory_name: str,
+              profiles: Collection[str] = ()) -> Converted:
+    out = Collector()
+    native: dict[str, object] = {}
+    for key in document:
+        _top_level_key(out, str(key))
+    _name(out, native, document.get("name"), directory_name)
+    services = _services(out, document.get("services"), profiles)
+    _networks(out, native, document.get("networks"), services)
+    containers: dict[str, object] = {}
+    out.origins[("containers",)] = ("services",)
+    for name, service in services.items():
+        containers[name] = ServiceMapper(out, name, service, context).map()
+    native["containers"] = containers
+    if document.get("volumes"):
+        out.key_error(("volumes",), "named volumes are not supported yet: mount host directories "
+                                    "(an absolute path, or one relative to the Compose file such as ./data)")
+    if out.errors:
+        raise ComposeInvalid(out.errors, out.warnings)
+    return Converted(native, Origins(out.origins), out.warnings)
+
+
+def _top_level_key(out: Collector, key: str) -> None:
+    if key in UNSUPPORTED_TOP_LEVEL:
+        out.key_error((key,), UNSUPPORTED_TOP_LEVEL[key])
+    elif key in NO_EFFECT_TOP_LEVEL:
+        out.key_warning((key,), NO_EFFECT_TOP_LEVEL[key])
+    elif key not in TOP_LEVEL and not key.startswith("x-"):
+        out.unknown((key,), TOP_LEVEL)
+
+
+def _name(out: Collector, native: dict[str, object], name: object, directory_name: str) -> None:
+    """The project name must also be a valid stack name (it prefixes kernel objects)."""
+    if name is None:
+        derived = normalise_project_name(directory_name)
+        if not NAME_PATTERN.fullmatch(derived):
+            out.error((), f"the project name {quoted(derived)} (from the directory {quoted(directory_name)}) "
+                          f"cannot be a stack name: {NAME_RULE}; set name: in this file")
+        out.put(native, ("name",), derived, ())
+        return
+    if isinstance(name, str) and not NAME_PATTERN.fullmatch(name):
+        out.error(("name",), f"the project name {quoted(name)} cannot be a stack name: {NAME_RULE}")
+    out.put(native, ("name",), name, ("name",))
+
+
+def _services(out: Collector, services: object, profiles: Collection[str]) -> dict[str, Mapping[str, object]]:
+    """The services to run: those without `profiles`, and those with an enabled profile."""
+    if services is None:
+        return {}
+    if not isinstance(services, dict):
+        out.error(("services",), f"expected a mapping of service name to service, got {describe_value(services)}")
+        return {}
+    enabled: dict[str, Mapping[str, object]] = {}
+    for name, service in services.items():
+        loc = ("services", str(name))
+        if not isinstance(service, dict):
+            out.error(loc, f"expected a mapping (image, command, ...), got {describe_value(service)}")
+            continue
+        wanted = service.get("profiles")
+        if wanted is not None and not isinstance(wanted, list):
+            out.error(loc + ("profiles",), f"expected a list of profile names, got {describe_value(wanted)}")
+            continue
+        if wanted and "*" not in profiles and not set(map(str, wanted)) & set(profiles):
+            continue
+        enabled[str(name)] = service
+    return enabled
+
+
+def _networks(out: Collector, native: dict[str, object], declared: object,
+              services: Mapping[str, Mapping[str, object]]) -> None:
+    out.origins[("networks",)] = ("networks",)
+    if declared is not None and not isinstance(declared, dict):
+        out.error(("networks",), f"expected a mapping of network name to network, got {describe_value(declared)}")
+        declared = {}
+    networks: dict[str, object] = {}
+    for key, network in (declared or {}).items():
+        mapped = _network(out, str(key), {} if network is None else network)
+        if mapped is not None:
+            out.put(networks, ("networks", str(key)), mapped, ("networks", str(key)))
+    on_default = [name for name, service in services.items() if service.get("networks") is None]
+    if on_default and DEFAULT_NETWORK not in networks and DEFAULT_NETWORK not in (declared or {}):
+        listed = ", ".join(map(quoted, on_default))
+        who = f"services {listed} list no networks, so they join" if len(on_default) > 1 else \
+            f"service {listed} lists no networks, so it joins"
+        out.error(("services", on_default[0]), f"{who} Compose's default network: "
+                                               + _SUBNET_HINT.format(key=DEFAULT_NETWORK))
+    native["networks"] = networks
+
+
+def _network(out: Collector, key: str, network: object) -> dict[str, object] | None:
+    loc: Loc = ("networks", key)
+    if not isinstance(network, dict):
+        out.error(loc, f"expected a mapping (driver, ipam, internal, ...), got {describe_value(network)}")
+        return None
+    result: dict[str, object] = {}
+    for option in network:
+        if option in NO_EFFECT_NETWORK:
+            out.key_warning(loc + (option,), NO_EFFECT_NETWORK[option])
+        elif option not in NETWORK_KEYS:
+            out.unknown(loc + (str(option),), NETWORK_KEYS)
+    if network.get("external"):
+        out.key_error(loc + ("external",), "external networks are not supported: reconcile owns the bridges "
+                                           "of its networks; declare the network here")
+    if network.get("enable_ipv6"):
+        out.key_error(loc + ("enable_ipv6",), "IPv6 is not supported")
+    if network.get("driver", "bridge") != "bridge":
+        out.error(loc + ("driver",), f"network driver {quoted(str(network['driver']))} is not supported: "
+                                     "only bridge networks")
+    _ipam(out, result, key, network.get("ipam"))
+    _driver_opts(out, result, key, network.get("driver_opts"))
+    if "internal" in network:
+        out.put(result, loc + ("internal",), network["internal"], loc + ("internal",))
+    return result
+
+
+def _ipam(out: Collector, result: dict[str, object], key: str, ipam: object) -> None:
+    loc: Loc = ("networks", key, "ipam")
+    configs = ipam.get("config") if isinstance(ipam, dict) else None
+    if ipam is not None and not isinstance(ipam, dict):
+        out.error(loc, f"expected a mapping (config: [{{subnet, gateway}}]), got {describe_value(ipam)}")
+        return
+    for option in ipam or {}:
+        if option == "driver" and ipam["driver"] != "default":  # type: ignore[index]
+            out.key_error(loc + ("driver",), "only the default IPAM driver is supported")
+        elif option not in ("driver", "config", "options"):
+            out.unknown(loc + (str(option),), ("driver", "config"))
+        elif option == "options" and ipam["options"]:  # type: ignore[index]
+            out.key_error(loc + ("options",), "IPAM options are not supported")
+    if not configs:
+        out.error(("networks", key), f"no subnet: {_SUBNET_HINT.format(key=key)}")
+        return
+    if not isinstance(configs, list) or len(configs) > 1 or not isinstance(configs[0], dict):
+        out.error(loc + ("config",), "expected a list of one {subnet, gateway}: a network has one IPv4 subnet")
+        return
+    for option, value in configs[0].items():
+        if option in ("subnet", "gateway"):
+            out.put(result, ("networks", key, option), value, loc + ("config", 0, option))
+        elif option in ("ip_range", "aux_addresses"):
+            out.key_error(loc + ("config", 0, option), f"{option} is not supported: addresses are allocated "
+                                                       "from the whole subnet, or set with ipv4_address")
+        else:
+            out.unknown(loc + ("config", 0, str(option)), ("subnet", "gateway", "ip_range", "aux_addresses"))
+    if "subnet" not in configs[0]:
+        out.error(loc + ("config", 0), f"missing required field 'subnet': {_SUBNET_HINT.format(key=key)}")
+
+
+def _driver_opts(out: Collector, result: dict[str, object], key: str, options: object) -> None:
+    loc: Loc = ("networks", key, "driver_opts")
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        out.error(loc, f"expected a mapping, got {describe_value(options)}")
+        return
+    for option, value in options.items():
+        if option == MTU_OPTION:
+            mtu = int(value) if isinstance(value, str) and value.strip().isdigit() else value
+            out.put(result, ("networks", key, "mtu"), mtu, loc + (option,))
+        elif option == BRIDGE_NAME_OPTION:
+            out.put(result, ("networks", key, "bridge"), value, loc + (option,))
+        else:
+            out.key_error(loc + (str(option),), f"driver option {quoted(str(option))} is not supported: "
+                                                f"supported are {MTU_OPTION} and {BRIDGE_NAME_OPTION}")

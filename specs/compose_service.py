@@ -1,0 +1,393 @@
+"""One Compose service as a native container (pure: env files are read through the function the
+caller hands in). Every native field records the Compose field it came from; keys that cannot
+be honoured are errors and keys without effect are warnings, each at its key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from specs.compose_interpolation import interpolate, parse_env_file
+from specs.compose_keys import NO_EFFECT_ATTACHMENT, NO_EFFECT_DEPLOY, NO_EFFECT_SERVICE, UNSUPPORTED_ATTACHMENT, \
+    UNSUPPORTED_SERVICE
+from specs.compose_report import Collector
+from specs.compose_values import Parsed, docker_bytes, duration_seconds, integer, long_port, long_volume, number, \
+    short_port, short_volume
+from specs.errors import Loc, quoted
+from specs.fields import SubfieldError, describe_value
+
+DEFAULT_NETWORK = "default"
+"""Compose's network for services that list none."""
+
+PASSED_AS_WRITTEN = {"image": "image", "entrypoint": "entrypoint", "command": "command", "read_only": "read_only",
+                     "privileged": "privileged", "cap_add": "cap_add", "cap_drop": "cap_drop",
+                     "security_opt": "security_opt", "working_dir": "workdir", "hostname": "hostname",
+                     "user": "user", "healthcheck": "healthcheck"}
+"""Compose key -> native field that reads the same syntax. `healthcheck` is native with
+Compose's syntax (reconcile's health checks)."""
+
+CONVERTED = ("pull_policy", "environment", "env_file", "restart", "networks", "ports", "mem_limit", "cpus",
+             "pids_limit", "cpuset", "deploy", "volumes", "depends_on", "stop_grace_period", "logging",
+             "stop_signal", "init", "profiles")
+HANDLED = (*PASSED_AS_WRITTEN, *CONVERTED)
+KNOWN = (*HANDLED, *UNSUPPORTED_SERVICE, *NO_EFFECT_SERVICE)
+
+_PULL_POLICIES = {"always": "always", "missing": "missing", "if_not_present": "missing", "never": "never"}
+_RESTART_POLICIES = {"no": "no", "always": "always", "on-failure": "on-failure", "unless-stopped": "always"}
+_LOG_DRIVERS = ("json-file", "local")
+_STOP_SIGNALS = ("SIGTERM", "TERM", "15")
+_LIMIT_KEYS = {"memory": "memory", "cpus": "cpus", "pids": "pids"}
+
+
+@dataclass(frozen=True)
+class ComposeContext:
+    """What a Compose file's meaning depends on beyond its text."""
+
+    project_dir: str
+    """Absolute directory of the Compose file: relative paths start there."""
+    variables: Mapping[str, str]
+    """The process environment over the `.env` file: `environment: [KEY]` takes KEY from here."""
+    read_text: Callable[[str], str]
+    """Reads an env_file (OSError when it cannot)."""
+
+
+class ServiceMapper:
+    def __init__(self, out: Collector, name: str, service: Mapping[str, object], context: ComposeContext):
+        self.out = out
+        self.service = service
+        self.context = context
+        self.src: Loc = ("services", name)
+        self.dst: Loc = ("containers", name)
+        self.container: dict[str, object] = {}
+
+    def map(self) -> dict[str, object]:
+        self.out.origins[self.dst] = self.src
+        for key in self.service:
+            self._classify(str(key))
+        for key, native in PASSED_AS_WRITTEN.items():
+            if self.service.get(key) is not None:
+                self.out.put(self.container, self.dst + (native,),
+                             self.out.passthrough(self.dst + (native,), self.src + (key,), self.service[key]),
+                             self.src + (key,))
+        self._pull_policy()
+        self._env()
+        self._restart()
+        self._networks()
+        self._ports()
+        self._resources()
+        self._volumes()
+        self._depends_on()
+        self._stop()
+        self._logging()
+        return self.container
+
+    def _classify(self, key: str) -> None:
+        loc = self.src + (key,)
+        if key in HANDLED or key.startswith("x-"):
+            return
+        if key in UNSUPPORTED_SERVICE:
+            self.out.key_error(loc, UNSUPPORTED_SERVICE[key])
+        elif key in NO_EFFECT_SERVICE:
+            self.out.key_warning(loc, NO_EFFECT_SERVICE[key])
+        elif key == "scale":
+            if self.service[key] != 1:
+                self.out.key_error(loc, "more than one replica is not supported: declare each container")
+        else:
+            self.out.unknown(loc, KNOWN)
+
+    def _set(self, native: str, value: object, key: str) -> None:
+        self.out.put(self.container, self.dst + (native,), value, self.src + (key,))
+
+    def _pull_policy(self) -> None:
+        policy = self.service.get("pull_policy")
+        if policy is None:
+            return
+        if policy in ("daily", "weekly") or (isinstance(policy, str) and policy.startswith("every_")):
+            self.out.warn(self.src + ("pull_policy",), f"{quoted(policy)} is read as 'missing': pull the "
+                                                       "image again with reconcile apply --pull")
+            policy = "missing"
+        if policy == "build":
+            self.out.error(self.src + ("pull_policy",), "building images is not supported")
+            return
+        self._set("pull", _PULL_POLICIES.get(policy, policy) if isinstance(policy, str) else policy, "pull_policy")
+
+    def _env(self) -> None:
+        """env_file entries first, in order, then `environment`, which wins (as Compose)."""
+        env: dict[str, object] = {}
+        self.out.origins[self.dst + ("env",)] = self.src
+        files = self.service.get("env_file")
+        for index, entry in enumerate([files] if isinstance(files, (str, dict)) else files or []):
+            self._env_file(env, entry, self.src + ("env_file",) + ((index,) if not isinstance(files, (str, dict))
+                                                                   else ()))
+        self._environment(env)
+        if env:
+            self.container["env"] = env
+
+    def _env_file(self, env: dict[str, object], entry: object, loc: Loc) -> None:
+        path, required = entry, True
+        if isinstance(entry, dict):
+            path, required = entry.get("path"), entry.get("required", True)
+        if not isinstance(path, str) or not isinstance(required, bool):
+            self.out.error(loc, f"expected a path or {{path, required}}, got {describe_value(entry)}")
+            return
+        full = path if path.startswith("/") else f"{self.context.project_dir}/{path}"
+        try:
+            text = self.context.read_text(full)
+        except OSError as exc:
+            if required:
+                self.out.error(loc, f"cannot read env_file {quoted(path)}: {exc.strerror or exc}")
+            return
+        entries, errors = parse_env_file(text)
+        for line, message in errors:
+            self.out.error(loc, f"{path} line {line}: {message}")
+        for item in entries:
+            value = self.context.variables.get(item.key) if item.value is None else self._expand(item.value, loc)
+            if value is not None:
+                self.out.put(env, self.dst + ("env", item.key), value, loc)
+
+    def _expand(self, template: str, loc: Loc) -> str | None:
+        unset: list[str] = []
+        try:
+            value = interpolate(template, self.context.variables, unset)
+        except ValueError as exc:
+            self.out.error(loc, str(exc))
+            return None
+        for name in unset:
+            self.out.warn(loc, f"variable {name} is not set: it is read as a blank string")
+        return value
+
+    def _environment(self, env: dict[str, object]) -> None:
+        environment = self.service.get("environment")
+        loc = self.src + ("environment",)
+        if isinstance(environment, list):
+            for index, item in enumerate(environment):
+                if not isinstance(item, str):
+                    self.out.error(loc + (index,), f"expected 'KEY=VALUE' or 'KEY', got {describe_value(item)}")
+                    continue
+                key, equals, value = item.partition("=")
+                self._env_value(env, key, value if equals else None, loc + (index,))
+        elif isinstance(environment, dict):
+            for key, value in environment.items():
+                self._env_value(env, str(key), value, loc + (str(key),))
+        elif environment is not None:
+            self.out.error(loc, f"expected a list of 'KEY=VALUE' or a mapping, got {describe_value(environment)}")
+
+    def _env_value(self, env: dict[str, object], key: str, value: object, loc: Loc) -> None:
+        """A value left out (`KEY`, `KEY:` with nothing) comes from the environment, if set."""
+        if value is None:
+            value = self.context.variables.get(key)
+            if value is None:
+                env.pop(key, None)
+                return
+        elif isinstance(value, bool):
+            value = str(value).lower()
+        elif isinstance(value, (int, float)):
+            value = str(value)
+        self.out.put(env, self.dst + ("env", key), value, loc)
+
+    def _restart(self) -> None:
+        policy = self.service.get("restart")
+        if policy is None:
+            return
+        loc = self.src + ("restart",)
+        if isinstance(policy, str) and policy.startswith("on-failure:"):
+            self.out.warn(loc, f"the retry count of {quoted(policy)} has no effect here: "
+                               "a failed container is restarted with growing delays (reconcile watch)")
+            policy = "on-failure"
+        if policy == "unless-stopped":
+            self.out.warn(loc, "unless-stopped is read as always: reconcile has no stopped-by-hand state")
+        self._set("restart", _RESTART_POLICIES.get(policy, policy) if isinstance(policy, str) else policy, "restart")
+
+    def _networks(self) -> None:
+        networks = self.service.get("networks")
+        loc = self.src + ("networks",)
+        native = self.dst + ("networks",)
+        attachments: dict[str, object] = {}
+        self.out.origins[native] = self.src if networks is None else loc
+        if networks is None:
+            self.out.put(attachments, native + (DEFAULT_NETWORK,), {}, self.src)
+        elif isinstance(networks, list):
+            for index, key in enumerate(networks):
+                self.out.put(attachments, native + (str(key),), {}, loc + (index,))
+        elif isinstance(networks, dict):
+            for key, attachment in networks.items():
+                self.out.put(attachments, native + (str(key),), self._attachment(attachment, loc + (str(key),),
+                                                                                 native + (str(key),)),
+                             loc + (str(key),))
+        else:
+            self.out.error(loc, f"expected a list of network names or a mapping, got {describe_value(networks)}")
+            return
+        self.container["networks"] = attachments
+
+    def _attachment(self, attachment: object, loc: Loc, native: Loc) -> object:
+        if attachment is None:
+            return {}
+        if not isinstance(attachment, dict):
+            return attachment  # the native model names what it expects
+        result: dict[str, object] = {}
+        for key, value in attachment.items():
+            if key == "ipv4_address":
+                self.out.put(result, native + ("ip",), value, loc + (key,))
+            elif key in UNSUPPORTED_ATTACHMENT:
+                self.out.key_error(loc + (key,), UNSUPPORTED_ATTACHMENT[key])
+            elif key in NO_EFFECT_ATTACHMENT:
+                self.out.key_warning(loc + (key,), NO_EFFECT_ATTACHMENT[key])
+            else:
+                self.out.unknown(loc + (str(key),), ("ipv4_address", *UNSUPPORTED_ATTACHMENT, *NO_EFFECT_ATTACHMENT))
+        return result
+
+    def _entries(self, key: str, native: str, short: Callable[[object], Parsed],
+                 long: Callable[[dict[str, object]], Parsed]) -> None:
+        """A list whose items each become zero or more native items (a port range: several)."""
+        items = self.service.get(key)
+        if items is None:
+            return
+        loc = self.src + (key,)
+        if not isinstance(items, list):
+            self.out.error(loc, f"expected a list, got {describe_value(items)}")
+            return
+        converted: list[object] = []
+        self.out.origins[self.dst + (native,)] = loc
+        for index, item in enumerate(items):
+            try:
+                parsed = long(item) if isinstance(item, dict) else short(item)
+            except SubfieldError as exc:
+                self.out.error(loc + (index,) + exc.loc, str(exc))
+                continue
+            except ValueError as exc:
+                self.out.error(loc + (index,), str(exc))
+                continue
+            for value in parsed.values:
+                self.out.origins[self.dst + (native, len(converted))] = loc + (index,)
+                converted.append(value)
+            for warning in parsed.warnings:
+                self.out.warn(loc + (index,), warning)
+        self.container[native] = converted
+
+    def _ports(self) -> None:
+        self._entries("ports", "ports", short_port, long_port)
+
+    def _volumes(self) -> None:
+        home = self.context.variables.get("HOME")
+        project = self.context.project_dir
+        self._entries("volumes", "volumes", lambda item: short_volume(item, project, home),
+                      lambda item: long_volume(item, project, home))
+
+    def _resources(self) -> None:
+        """mem_limit, cpus, pids_limit, cpuset and deploy.resources.limits: one native
+        `resources`; a limit set twice must agree (as Compose requires)."""
+        resources: dict[str, object] = {}
+        native = self.dst + ("resources",)
+        self.out.origins[native] = self.src
+        for key, field, parse in (("mem_limit", "memory", docker_bytes), ("cpus", "cpus", _cpus),
+                                  ("pids_limit", "pids", _pids), ("cpuset", "cpuset", lambda value: value)):
+            self._limit(resources, field, self.service.get(key), self.src + (key,), parse)
+        limits = self._deploy_limits()
+        for key, value in limits.items():
+            parse = {"memory": docker_bytes, "cpus": _cpus, "pids": _pids}[key]
+            self._limit(resources, _LIMIT_KEYS[key], value, self.src + ("deploy", "resources", "limits", key), parse)
+        if resources:
+            self.container["resources"] = resources
+
+    def _limit(self, resources: dict[str, object], field: str, value: object, loc: Loc,
+               parse: Callable[[object], object]) -> None:
+        if value is None:
+            return
+        try:
+            parsed = parse(value)
+        except ValueError as exc:
+            self.out.error(loc, str(exc))
+            return
+        if parsed is None:
+            return
+        if field in resources and resources[field] != parsed:
+            self.out.error(loc, f"{describe_value(value)} differs from the {field} limit set before "
+                                f"({resources[field]}): set it once")
+            return
+        self.out.put(resources, self.dst + ("resources", field), parsed, loc)
+
+    def _deploy_limits(self) -> dict[str, object]:
+        deploy = self.service.get("deploy")
+        loc = self.src + ("deploy",)
+        if deploy is None:
+            return {}
+        if not isinstance(deploy, dict):
+            self.out.error(loc, f"expected a mapping, got {describe_value(deploy)}")
+            return {}
+        for key, value in deploy.items():
+            if key in NO_EFFECT_DEPLOY:
+                self.out.key_warning(loc + (key,), NO_EFFECT_DEPLOY[key])
+            elif key == "replicas" and value != 1:
+                self.out.key_error(loc + (key,), "more than one replica is not supported: declare each container")
+            elif key not in ("resources", "replicas"):
+                self.out.unknown(loc + (str(key),), ("resources", "replicas", *NO_EFFECT_DEPLOY))
+        return self._mapping_of(deploy.get("resources"), loc + ("resources",), "limits", ("reservations",))
+
+    def _mapping_of(self, value: object, loc: Loc, wanted: str, ignored: tuple[str, ...]) -> dict[str, object]:
+        """deploy.resources -> its `limits` (checked), warning about `reservations`."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.out.error(loc, f"expected a mapping, got {describe_value(value)}")
+            return {}
+        for key in value:
+            if key in ignored:
+                self.out.key_warning(loc + (key,), "has no effect here: reservations are not enforced")
+            elif key != wanted:
+                self.out.unknown(loc + (str(key),), (wanted, *ignored))
+        limits = value.get(wanted) or {}
+        if not isinstance(limits, dict):
+            self.out.error(loc + (wanted,), f"expected a mapping, got {describe_value(limits)}")
+            return {}
+        for key in limits:
+            if key not in _LIMIT_KEYS:
+                self.out.unknown(loc + (wanted, str(key)), _LIMIT_KEYS)
+        return {key: limit for key, limit in limits.items() if key in _LIMIT_KEYS}
+
+    def _depends_on(self) -> None:
+        """The list form is native; the long form (conditions) is passed as written: the native
+        model reads Compose's syntax for it."""
+        depends_on = self.service.get("depends_on")
+        if depends_on is not None:
+            native = self.dst + ("depends_on",)
+            self._set("depends_on", self.out.passthrough(native, self.src + ("depends_on",), depends_on), "depends_on")
+
+    def _stop(self) -> None:
+        grace = self.service.get("stop_grace_period")
+        if grace is not None:
+            try:
+                self._set("stop_grace", duration_seconds(grace), "stop_grace_period")
+            except ValueError as exc:
+                self.out.error(self.src + ("stop_grace_period",), str(exc))
+        signal = self.service.get("stop_signal")
+        if signal is not None and str(signal).upper() not in _STOP_SIGNALS:
+            self.out.key_warning(self.src + ("stop_signal",), f"{quoted(str(signal))} has no effect here: containers "
+                                                              "are stopped with SIGTERM, then SIGKILL")
+        if self.service.get("init") is False:
+            self.out.key_warning(self.src + ("init",), "false has no effect here: every container runs an init "
+                                                       "(tini) as PID 1, as with init: true")
+
+    def _logging(self) -> None:
+        logging = self.service.get("logging")
+        loc = self.src + ("logging",)
+        if not isinstance(logging, dict):
+            if logging is not None:
+                self._set("logging", logging, "logging")
+            return
+        driver = logging.get("driver", "json-file")
+        if driver in _LOG_DRIVERS:
+            self._set("logging", self.out.passthrough(self.dst + ("logging",), loc, logging), "logging")
+        else:
+            self.out.warn(loc + ("driver",), f"logging driver {describe_value(driver)} has no effect here: output "
+                                             "goes to reconcile's own rotated files (json-file, 8 MiB at most)")
+
+
+def _cpus(value: object) -> float | None:
+    cpus = number(value, "a number of CPUs like 0.5")
+    return None if cpus == 0 else cpus  # 0: no limit, as Docker reads it
+
+
+def _pids(value: object) -> int | None:
+    if value == -1 or value == "-1":
+        return None  # no limit, as Docker reads it
+    return integer(value, "a number of processes")

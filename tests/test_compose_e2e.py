@@ -1,0 +1,123 @@
+"""Compose files applied end to end, as a user runs `reconcile` on them, inside a throwaway
+sandbox: a published port answers, services reach each other by name, a change is applied,
+warnings reach the plan, and `down` leaves nothing of ours."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.image_builder import BuiltImage, Layer, build
+from tests.sandbox import Sandbox
+from tests.waiting import eventually
+
+
+def web_image(path: Path) -> BuiltImage:
+    return build(path, [Layer.busybox(), Layer(files={"/www/index.html": "hello from compose\n"})],
+                 cmd=["sleep", "100000"], env={"PATH": "/bin"}, tag="v1")
+
+
+SHOP = """\
+name: rc-h16-shop
+services:
+  web:
+    image: "oci:{layout}:v1"
+    command: ["httpd", "-f", "-p", "80", "-h", "/www"]
+    ports: ["${{RC_H16_PORT:-8080}}:80"]
+    expose: ["80"]
+  client:  # no image: the host's root filesystem (a reconcile extension), for its python
+    command: ["sleep", "100000"]
+    depends_on: [web]
+networks:
+  default:
+    ipam:
+      config: [{{subnet: 10.92.0.0/24}}]
+"""
+
+
+def reconcile_ok(sandbox: Sandbox, *args: str) -> str:
+    result = sandbox.reconcile(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+GET = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode(), end='')"
+"""An HTTP client that resolves names through the libc (busybox-static's wget cannot here)."""
+
+
+def fetch(sandbox: Sandbox, url: str) -> str:
+    return sandbox.run("python3", "-c", GET, url, check=False).stdout
+
+
+def test_a_compose_file_is_applied_changed_and_brought_down(sandbox: Sandbox, tmp_path: Path) -> None:
+    layout = web_image(tmp_path / "layout").layout
+    compose = sandbox.workdir / "shop" / "compose.yaml"
+    compose.parent.mkdir()
+    compose.write_text(SHOP.format(layout=layout))
+
+    plan = reconcile_ok(sandbox, "apply", str(compose))
+    assert "+ container rc-h16-shop/web" in plan and "+ container rc-h16-shop/client" in plan
+    assert f"WARNING: {compose}:7:5: services.web.expose: has no effect here" in plan
+    assert eventually(lambda: fetch(sandbox, "http://127.0.0.1:8080/"), "hello from compose\n".__eq__,
+                      timeout=10.0) == "hello from compose\n"
+    by_name = reconcile_ok(sandbox, "exec", "rc-h16-shop/client", "--", "python3", "-c", GET, "http://web/")
+    assert by_name == "hello from compose\n"
+    assert "No changes" in reconcile_ok(sandbox, "apply", str(compose))
+
+    (compose.parent / ".env").write_text("RC_H16_PORT=8081\n")  # a change through interpolation
+    changed = sandbox.reconcile("diff", str(compose))
+    assert changed.returncode == 2 and "8080" in changed.stdout and "8081" in changed.stdout, changed.stdout
+    reconcile_ok(sandbox, "apply", str(compose))
+    assert eventually(lambda: fetch(sandbox, "http://127.0.0.1:8081/"), "hello from compose\n".__eq__,
+                      timeout=10.0) == "hello from compose\n"
+    assert fetch(sandbox, "http://127.0.0.1:8080/") == ""
+
+    reconcile_ok(sandbox, "down", str(compose))
+    assert sandbox.netns_names() == [] and sandbox.our_links() == []
+
+
+ENV_STACK = """\
+services:
+  app:
+    image: "oci:{layout}:v1"
+    env_file: [app.env]
+    environment:
+      FROM_COMPOSE: "${{RC_H16_GREETING}}"
+  debug:
+    image: "oci:{layout}:v1"
+    profiles: [debug]
+networks:
+  default:
+    ipam: {{config: [{{subnet: 10.93.0.0/24}}]}}
+"""
+
+NATIVE = """\
+name: rc-h16-native
+networks:
+  net: {{subnet: 10.94.0.0/24}}
+containers:
+  box: {{image: "oci:{layout}:v1", networks: [net]}}
+"""
+
+
+def test_a_directory_of_compose_and_native_files(sandbox: Sandbox, tmp_path: Path) -> None:
+    """The project name is the directory's; env_file, .env and profiles as Compose reads them;
+    a native stack file beside it is applied with it; warnings are JSON too."""
+    layout = web_image(tmp_path / "layout").layout
+    project = sandbox.workdir / "rc-h16-env"
+    project.mkdir()
+    (project / "compose.yaml").write_text(ENV_STACK.format(layout=layout) + "x-note: ignored\nversion: '3'\n")
+    (project / ".env").write_text("RC_H16_GREETING='hello $USER'\n")
+    (project / "app.env").write_text("FROM_FILE=file value\n")
+    (project / "native.yaml").write_text(NATIVE.format(layout=layout))
+
+    applied = json.loads(reconcile_ok(sandbox, "apply", "-o", "json", str(project)))
+    assert applied["warnings"] == [f"{project / 'compose.yaml'}:14:1: version: is obsolete and ignored, as docker "
+                                   "compose ignores it"]
+    running = {(s["name"], c["name"]) for s in sandbox.status()["stacks"] for c in s["containers"]}
+    assert running == {("rc-h16-env", "app"), ("rc-h16-native", "box")}  # debug's profile is not enabled
+    env = reconcile_ok(sandbox, "exec", "rc-h16-env/app", "--", "env").splitlines()
+    assert "FROM_FILE=file value" in env and "FROM_COMPOSE=hello $USER" in env
+
+    reconcile_ok(sandbox, "down", str(project))
+    assert sandbox.netns_names() == [] and sandbox.our_links() == []

@@ -1,0 +1,231 @@
+"""Compose files that cannot run here, and the exact lines `reconcile validate` prints: the
+Compose file, line and column, the Compose field, and what to do. Errors the native stack
+model finds name the Compose field the value came from."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from reconcile.cli import main
+from specs.loader import load_path
+from tests.test_specs_support import error_lines, load_text
+
+NET = """\
+networks:
+  default:
+    ipam: {config: [{subnet: 10.89.0.0/24}]}
+"""
+
+BAD: list[tuple[str, str, list[str]]] = [
+    ("build-and-unknown-key", """\
+        services:
+          web:
+            build: .
+            imagee: busybox
+        """,
+     ["compose.yaml:3:5: services.web.build: building images is not supported: build and push the image, and "
+      "name it in image:",
+      "compose.yaml:4:5: services.web: unknown field 'imagee' (did you mean 'image'?)"]),
+    ("unsupported-service-keys", """\
+        services:
+          web:
+            image: busybox
+            network_mode: host
+            extra_hosts: ["db:10.0.0.1"]
+            secrets: [token]
+        """,
+     ["compose.yaml:4:5: services.web.network_mode: only bridge networks are supported: attach the service to "
+      "networks:",
+      "compose.yaml:5:5: services.web.extra_hosts: extra /etc/hosts entries are not supported: containers "
+      "resolve the host's names and the names of the stack's containers only",
+      "compose.yaml:6:5: services.web.secrets: is not supported by reconcile: mount the files with a bind volume"]),
+    ("ports", """\
+        services:
+          web:
+            image: busybox
+            ports: ["80", "8000-8002:80-81", "[::1]:80:80", "53:53/sctp", {target: 80}, {target: 80, published: x}]
+        """,
+     ["compose.yaml:4:13: services.web.ports[0]: publishing on a random host port is not supported, got '80': "
+      "write HOST:CONTAINER",
+      "compose.yaml:4:19: services.web.ports[1]: host and container port ranges differ in length in "
+      "'8000-8002:80-81'",
+      "compose.yaml:4:38: services.web.ports[2]: IPv6 host addresses are not supported, got '[::1]:80:80'",
+      "compose.yaml:4:53: services.web.ports[3]: unsupported protocol 'sctp' in '53:53/sctp': use tcp or udp",
+      "compose.yaml:4:67: services.web.ports[4]: missing required field 'published': publishing on a random "
+      "host port is not supported",
+      "compose.yaml:4:105: services.web.ports[5].published: invalid port 'x' in 'x:80'"]),
+    ("volumes", """\
+        services:
+          web:
+            image: busybox
+            volumes: [data:/data, /only, "./a:/a:shared", {type: tmpfs, target: /t}]
+        volumes:
+          data: {}
+        """,
+     ["compose.yaml:4:15: services.web.volumes[0]: named volume 'data' is not supported yet: mount a host "
+      "directory (an absolute path, or one relative to the Compose file such as ./data)",
+      "compose.yaml:4:27: services.web.volumes[1]: anonymous volumes are not supported, got '/only': mount a "
+      "host directory with SOURCE:TARGET",
+      "compose.yaml:4:34: services.web.volumes[2]: unsupported volume mode 'shared' in './a:/a:shared': use ro "
+      "or rw",
+      "compose.yaml:4:58: services.web.volumes[3].type: volume type a string ('tmpfs') is not supported: use "
+      "type: bind",
+      "compose.yaml:5:1: volumes: named volumes are not supported yet: mount host directories (an absolute "
+      "path, or one relative to the Compose file such as ./data)"]),
+    ("networks", """\
+        services:
+          web: {image: busybox, networks: [front, back, ext]}
+        networks:
+          front: {driver: overlay, ipam: {config: [{subnet: 10.89.1.0/24}]}}
+          back: {}
+          ext: {external: true, ipam: {config: [{subnet: 10.89.2.0/24, ip_range: 10.89.2.0/25}]}}
+        """,
+     ["compose.yaml:4:19: networks.front.driver: network driver 'overlay' is not supported: only bridge networks",
+      "compose.yaml:5:9: networks.back: no subnet: declare networks.back.ipam.config[0].subnet (e.g. "
+      "10.89.0.0/24): reconcile does not pick subnets",
+      "compose.yaml:6:9: networks.ext.external: external networks are not supported: reconcile owns the bridges "
+      "of its networks; declare the network here",
+      "compose.yaml:6:64: networks.ext.ipam.config[0].ip_range: ip_range is not supported: addresses are "
+      "allocated from the whole subnet, or set with ipv4_address"]),
+    ("default-network-needs-a-subnet", """\
+        # no default network
+        services:
+          web: {image: busybox}
+          db: {image: busybox}
+        """,
+     ["compose.yaml:3:8: services.web: services 'web', 'db' list no networks, so they join Compose's default "
+      "network: declare networks.default.ipam.config[0].subnet (e.g. 10.89.0.0/24): reconcile does not pick "
+      "subnets"]),
+    ("values", """\
+        services:
+          web:
+            image: busybox
+            mem_limit: lots
+            stop_grace_period: 10
+            env_file: missing.env
+        """,
+     ["compose.yaml:4:16: services.web.mem_limit: expected a size like '512m', '1g' or a number of bytes, got a "
+      "string ('lots')",
+      "compose.yaml:5:24: services.web.stop_grace_period: expected a duration like '10s', '1m30s' or '500ms', "
+      "got an integer (10)",
+      "compose.yaml:6:15: services.web.env_file: cannot read env_file 'missing.env': No such file or directory"]),
+    ("top-level", """\
+        name: Shop
+        configs: {}
+        service: {}
+        """,
+     ["compose.yaml:1:7: name: the project name 'Shop' cannot be a stack name: use 1 to 16 lowercase letters, "
+      "digits or '-', starting with a letter",
+      "compose.yaml:2:1: configs: is not supported by reconcile: mount the files with a bind volume",
+      "compose.yaml:3:1: unknown field 'service' (did you mean 'services'?)"]),
+]
+
+"""Errors of the native model, at the Compose field the value came from."""
+NATIVE: list[tuple[str, str, list[str]]] = [
+    ("fields", """\
+        services:
+          web:
+            image: busybox
+            ports: ["8080:80", {target: 80, published: 99999}]
+            pids_limit: 0
+            cap_add: [NOPE]
+            environment: {BAD-NAME: x}
+            networks:
+              default: {ipv4_address: 10.89.1.5}
+            healthcheck: {test: ["CMD", "true"], intervall: 5s}
+        """,
+     ["compose.yaml:5:17: services.web.pids_limit: must be at least 1, got 0",
+      "compose.yaml:6:15: services.web.cap_add[0]: unknown capability 'NOPE': use a name like NET_ADMIN, or ALL",
+      "compose.yaml:7:19: services.web.environment.BAD-NAME: invalid variable name 'BAD-NAME': use letters, "
+      "digits and '_', not starting with a digit",
+      "compose.yaml:10:42: services.web.healthcheck: unknown field 'intervall' (did you mean 'interval'?)",
+      "compose.yaml:4:24: services.web.ports[1]: must be at most 65535, got 99999"]),
+    ("service-name-and-references", """\
+        services:
+          Web: {image: busybox}
+        """,
+     ["compose.yaml:2:3: services.Web: invalid container key 'Web': use 1 to 16 lowercase letters, digits or "
+      "'-', starting with a letter"]),
+    ("cross-checks", """\
+        services:
+          web: {image: busybox, networks: [defualt], depends_on: [dbb]}
+          db:
+            image: busybox
+            networks:
+              default: {ipv4_address: 10.77.0.5}
+        """,
+     ["compose.yaml:2:36: services.web.networks[0]: network 'defualt' is not defined in this stack (did you mean "
+      "'default'?)",
+      "compose.yaml:2:59: services.web.depends_on[0]: container 'dbb' is not defined in this stack (did you mean "
+      "'db'?)",
+      "compose.yaml:6:31: services.db.networks.default.ipv4_address: address 10.77.0.5 is outside subnet 10.89.0.0/24"]),
+]
+
+
+@pytest.mark.parametrize("text, expected", [case[1:] for case in BAD + NATIVE],
+                         ids=[case[0] for case in BAD + NATIVE])
+def test_errors_name_the_compose_field_at_its_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    text: str, expected: list[str]) -> None:
+    monkeypatch.delenv("COMPOSE_PROFILES", raising=False)
+    project = tmp_path / "app"
+    project.mkdir()
+    body = textwrap.dedent(text)
+    if "\nnetworks:" not in body and "# no default network" not in body:
+        body += NET
+    assert error_lines(project, {"compose.yaml": body}) == sorted(expected, key=_position)
+
+
+def _position(line: str) -> tuple[int, int]:
+    _, row, column, _ = line.split(":", 3)
+    return int(row), int(column)
+
+
+def test_a_directory_name_that_cannot_be_a_stack_name_asks_for_name(tmp_path: Path) -> None:
+    project = tmp_path / "My_Shop"
+    project.mkdir()
+    assert error_lines(project, {"compose.yaml": "services: {}\n"}) == [
+        "compose.yaml:1:1: the project name 'my_shop' (from the directory 'My_Shop') cannot be a stack name: use "
+        "1 to 16 lowercase letters, digits or '-', starting with a letter; set name: in this file"]
+
+
+def test_a_compose_file_sits_beside_native_stacks(tmp_path: Path) -> None:
+    project = tmp_path / "app"
+    project.mkdir()
+    (project / "native.yaml").write_text("name: other\ncontainers: {}\n")
+    files = load_text(project, "services:\n  web: {image: busybox}\n" + NET, name="compose.yaml")
+    assert [f.stack.name for f in files] == ["app"]
+    assert sorted(f.stack.name for f in load_path(project)) == ["app", "other"]
+
+
+def test_convert_prints_a_native_stack_file_that_validates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    project = tmp_path / "app"
+    project.mkdir()
+    compose = project / "compose.yaml"
+    compose.write_text("services:\n  web: {image: busybox, restart: 'no', expose: ['80'], ports: ['8080:80']}\n" + NET)
+    assert main(["convert", str(compose)]) == 0
+    printed = capsys.readouterr()
+    assert printed.out == textwrap.dedent("""\
+        name: app
+        networks:
+          default:
+            subnet: 10.89.0.0/24
+        containers:
+          web:
+            image: busybox
+            restart: no
+            networks:
+              default: {}
+            ports:
+            - host: 8080
+              container: 80
+        """)
+    assert printed.err.startswith(f"WARNING: {compose}:2:40: services.web.expose: has no effect here")
+    native = project / "native.yml"
+    compose.rename(project / "compose.txt")
+    native.write_text(printed.out)
+    assert [f.stack.name for f in load_path(native)] == ["app"]
+    assert main(["convert", str(native)]) == 1
+    assert capsys.readouterr().err == f"{native}: not a Compose file: it has no top-level services:\n"

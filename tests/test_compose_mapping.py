@@ -1,0 +1,281 @@
+"""The pure Compose -> native mapping: exact native documents for the keys Compose users write,
+the warnings for keys without effect, and Compose's project-name normalisation."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from specs.compose_map import normalise_project_name, to_native
+from specs.compose_service import ComposeContext
+from specs.document import parse_fully
+from specs.errors import format_loc
+from specs.model import Stack
+
+NET = """\
+networks:
+  default:
+    ipam:
+      config: [{subnet: 10.89.0.0/24}]
+"""
+ENV_FILES = {"/srv/app/web.env": "# comment\nFROM_FILE=1\nSHARED=file\nexport QUOTED=\"a b\"\nLITERAL='$X'\n",
+             "/etc/extra.env": "EXTRA=yes\n"}
+
+
+def _read(path: str) -> str:
+    if path not in ENV_FILES:
+        raise FileNotFoundError(2, "No such file or directory")
+    return ENV_FILES[path]
+
+
+CONTEXT = ComposeContext("/srv/app", {"HOME": "/home/u", "FROM_SHELL": "shell", "X": "x"}, _read)
+
+
+def convert(text: str, profiles: tuple[str, ...] = ()):
+    document = parse_fully(textwrap.dedent(text), "compose.yaml").data
+    assert isinstance(document, dict)
+    return to_native(document, CONTEXT, "app", profiles)
+
+
+def service(text: str) -> dict[str, object]:
+    """The native container `web` of a file of two services (web can depend on db) on the
+    default network."""
+    native = convert("services:\n  db: {image: busybox}\n  web:\n" + textwrap.indent(textwrap.dedent(text), "    ") + NET).native
+    containers = native["containers"]
+    assert isinstance(containers, dict)
+    Stack.model_validate(native)  # every expected document is a valid stack
+    return containers["web"]
+
+
+DEFAULT = {"networks": {"default": {}}}
+
+SERVICES: list[tuple[str, str, dict[str, object]]] = [
+    ("image-command-entrypoint", """\
+        image: busybox:1.36
+        entrypoint: /bin/sh -c
+        command: ["echo hi"]
+        working_dir: /srv
+        user: "1000:1000"
+        hostname: box
+        """,
+     {"image": "busybox:1.36", "entrypoint": "/bin/sh -c", "command": ["echo hi"], "workdir": "/srv",
+      "hostname": "box", "user": "1000:1000", **DEFAULT}),
+    ("confinement", """\
+        image: busybox
+        read_only: true
+        privileged: false
+        cap_add: [NET_ADMIN]
+        cap_drop: [ALL]
+        security_opt: ["no-new-privileges:true"]
+        """,
+     {"image": "busybox", "read_only": True, "privileged": False, "cap_add": ["NET_ADMIN"], "cap_drop": ["ALL"],
+      "security_opt": ["no-new-privileges:true"], **DEFAULT}),
+    ("environment-list", """\
+        image: busybox
+        environment: ["A=1", "B=", "FROM_SHELL", "NOT_SET", "C=x=y"]
+        """,
+     {"image": "busybox", "env": {"A": "1", "B": "", "FROM_SHELL": "shell", "C": "x=y"}, **DEFAULT}),
+    ("environment-map", """\
+        image: busybox
+        environment: {A: 1, B: true, C: 1.5, FROM_SHELL: null, NOT_SET: null, D: text}
+        """,
+     {"image": "busybox", "env": {"A": "1", "B": "true", "C": "1.5", "FROM_SHELL": "shell", "D": "text"},
+      **DEFAULT}),
+    ("env-file-then-environment", """\
+        image: busybox
+        env_file: [web.env, {path: /etc/extra.env}, {path: missing.env, required: false}]
+        environment: {SHARED: environment}
+        """,
+     {"image": "busybox", "env": {"FROM_FILE": "1", "SHARED": "environment", "QUOTED": "a b", "LITERAL": "$X",
+                                  "EXTRA": "yes"}, **DEFAULT}),
+    ("env-file-string", """\
+        image: busybox
+        env_file: web.env
+        """,
+     {"image": "busybox", "env": {"FROM_FILE": "1", "SHARED": "file", "QUOTED": "a b", "LITERAL": "$X"},
+      **DEFAULT}),
+    ("ports", """\
+        image: busybox
+        ports:
+          - "8080:80"
+          - 127.0.0.1:5353:53/udp
+          - "9000-9001:90-91"
+          - target: 443
+            published: "8443"
+            host_ip: 127.0.0.1
+            protocol: tcp
+            mode: host
+        """,
+     {"image": "busybox", **DEFAULT, "ports": [
+         {"host": 8080, "container": 80}, {"host": 5353, "container": 53, "protocol": "udp", "host_ip": "127.0.0.1"},
+         {"host": 9000, "container": 90}, {"host": 9001, "container": 91},
+         {"host": 8443, "container": 443, "protocol": "tcp", "host_ip": "127.0.0.1"}]}),
+    ("volumes", """\
+        image: busybox
+        volumes:
+          - ./data:/data
+          - /etc/ssl:/ssl:ro
+          - ~/cache:/cache:rw
+          - type: bind
+            source: ../shared
+            target: /shared
+            read_only: true
+        """,
+     {"image": "busybox", **DEFAULT, "volumes": [
+         {"source": "/srv/app/data", "target": "/data"}, {"source": "/etc/ssl", "target": "/ssl", "read_only": True},
+         {"source": "/home/u/cache", "target": "/cache"},
+         {"source": "/srv/shared", "target": "/shared", "read_only": True}]}),
+    ("limits", """\
+        image: busybox
+        mem_limit: 512m
+        cpus: "1.5"
+        pids_limit: 100
+        cpuset: "0"
+        """,
+     {"image": "busybox", **DEFAULT, "resources": {"memory": 512 * 1024**2, "cpus": 1.5, "pids": 100,
+                                                   "cpuset": "0"}}),
+    ("deploy-limits", """\
+        image: busybox
+        mem_limit: 1g
+        deploy:
+          replicas: 1
+          resources:
+            limits: {cpus: '0.25', memory: 1gb, pids: 50}
+        """,
+     {"image": "busybox", **DEFAULT, "resources": {"memory": 1024**3, "cpus": 0.25, "pids": 50}}),
+    ("no-limits", """\
+        image: busybox
+        cpus: 0
+        pids_limit: -1
+        """,
+     {"image": "busybox", **DEFAULT}),
+    ("restart-stop-logging", """\
+        image: busybox
+        restart: "no"
+        stop_grace_period: 1m30s
+        stop_signal: SIGTERM
+        pull_policy: if_not_present
+        logging:
+          driver: local
+          options: {max-size: 10m, max-file: "3"}
+        """,
+     {"image": "busybox", "pull": "missing", "restart": "no", **DEFAULT, "stop_grace": 90.0,
+      "logging": {"driver": "local", "options": {"max-size": "10m", "max-file": "3"}}}),
+    ("depends-on-and-healthcheck-as-written", """\
+        image: busybox
+        depends_on: {db: {condition: service_healthy}}
+        healthcheck: {test: ["CMD", "true"], interval: 5s}
+        """,
+     {"image": "busybox", "healthcheck": {"test": ["CMD", "true"], "interval": "5s"}, **DEFAULT,
+      "depends_on": {"db": {"condition": "service_healthy"}}}),
+]
+
+
+@pytest.mark.parametrize("text, expected", [case[1:] for case in SERVICES], ids=[case[0] for case in SERVICES])
+def test_a_service_maps_to_this_container(text: str, expected: dict[str, object]) -> None:
+    assert service(text) == expected
+
+
+def test_networks_and_the_stack_name() -> None:
+    converted = convert("""\
+        name: shop
+        services:
+          web:
+            image: busybox
+            networks: [front, back]
+          db:
+            image: busybox
+            networks:
+              back: {ipv4_address: 10.89.2.10}
+        networks:
+          front:
+            driver: bridge
+            driver_opts: {com.docker.network.driver.mtu: "1400", com.docker.network.bridge.name: br-shop}
+            ipam:
+              driver: default
+              config: [{subnet: 10.89.1.0/24, gateway: 10.89.1.254}]
+          back:
+            internal: true
+            ipam: {config: [{subnet: 10.89.2.0/24}]}
+        """)
+    assert converted.native == {
+        "name": "shop",
+        "networks": {"front": {"subnet": "10.89.1.0/24", "gateway": "10.89.1.254", "mtu": 1400, "bridge": "br-shop"},
+                     "back": {"subnet": "10.89.2.0/24", "internal": True}},
+        "containers": {"web": {"image": "busybox", "networks": {"front": {}, "back": {}}},
+                       "db": {"image": "busybox", "networks": {"back": {"ip": "10.89.2.10"}}}}}
+    assert converted.warnings == []
+    Stack.model_validate(converted.native)
+
+
+def test_services_with_profiles_run_only_when_a_profile_is_enabled() -> None:
+    text = textwrap.dedent("""\
+        services:
+          web: {image: busybox}
+          debug: {image: busybox, profiles: [debug]}
+          tools: {image: busybox, profiles: [tools, debug]}
+        """) + NET
+    assert list(convert(text).native["containers"]) == ["web"]  # type: ignore[arg-type]
+    assert list(convert(text, ("debug",)).native["containers"]) == ["web", "debug", "tools"]  # type: ignore[arg-type]
+    assert list(convert(text, ("tools",)).native["containers"]) == ["web", "tools"]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("directory, expected", [
+    ("myapp", "myapp"), ("My App", "myapp"), ("__web.shop", "webshop"), ("my_app", "my_app"), ("1st", "1st"),
+])
+def test_the_project_name_is_the_directory_normalised_as_compose_does(directory: str, expected: str) -> None:
+    assert normalise_project_name(directory) == expected
+
+
+WARNINGS: list[tuple[str, str, list[str]]] = [
+    ("expose-labels-init", """\
+        image: busybox
+        expose: ["80"]
+        labels: {a: b}
+        init: false
+        stop_signal: SIGINT
+        container_name: web-1
+        """,
+     ["services.web.expose: has no effect here: containers on a shared network reach every port of each other, "
+      "and only ports: publishes on the host",
+      "services.web.labels: has no effect here: reconcile keeps no labels",
+      "services.web.container_name: has no effect here: the container is named STACK/SERVICE",
+      "services.web.stop_signal: 'SIGINT' has no effect here: containers are stopped with SIGTERM, then SIGKILL",
+      "services.web.init: false has no effect here: every container runs an init (tini) as PID 1, as with "
+      "init: true"]),
+    ("restart-and-logging", """\
+        image: busybox
+        restart: unless-stopped
+        logging: {driver: syslog}
+        """,
+     ["services.web.restart: unless-stopped is read as always: reconcile has no stopped-by-hand state",
+      "services.web.logging.driver: logging driver a string ('syslog') has no effect here: output goes to "
+      "reconcile's own rotated files (json-file, 8 MiB at most)"]),
+    ("aliases-and-deploy", """\
+        image: busybox
+        networks:
+          default: {aliases: [www]}
+        deploy:
+          restart_policy: {condition: any}
+          resources:
+            reservations: {memory: 1g}
+        """,
+     ["services.web.networks.default.aliases: have no effect here: containers reach each other by service name only",
+      "services.web.deploy.restart_policy: has no effect here: it is a Swarm setting",
+      "services.web.deploy.resources.reservations: has no effect here: reservations are not enforced"]),
+    ("port-and-volume-hints", """\
+        image: busybox
+        ports: [{target: 80, published: 8080, name: http}]
+        volumes: ["./data:/data:ro,z"]
+        """,
+     ["services.web.ports[0]: name has no effect here",
+      "services.web.volumes[0]: volume mode 'z' has no effect here"]),
+]
+
+
+@pytest.mark.parametrize("text, expected", [case[1:] for case in WARNINGS], ids=[case[0] for case in WARNINGS])
+def test_keys_without_effect_are_warnings(text: str, expected: list[str]) -> None:
+    converted = convert("services:\n  web:\n" + textwrap.indent(textwrap.dedent(text), "    ") + NET)
+    assert [f"{format_loc(w.loc)}: {w.message}" for w in converted.warnings] == expected
+    Stack.model_validate(converted.native)

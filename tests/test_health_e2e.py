@@ -1,0 +1,147 @@
+"""Health checks and depends_on conditions end to end, on the real kernel inside a sandbox:
+`apply` gating starts on service_healthy and service_completed_successfully (and failing with
+the dependency's last probe), `status` showing health, and the watch agent probing, exposing
+health in its metrics and restarting an unhealthy container when asked."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from tests.sandbox import Sandbox
+from tests.test_watch_e2e import Agent
+from tests.waiting import eventually, scaled
+
+GATED = """\
+name: rc-h16b
+containers:
+  init:
+    command: ["/bin/sh", "-c", "sleep 1; touch /shared/init-done"]
+    restart: "no"
+    volumes: ["{shared}:/shared"]
+  db:
+    command: ["/bin/sh", "-c", "sleep 1; touch /shared/ready; exec sleep 100000"]
+    volumes: ["{shared}:/shared"]
+    healthcheck:
+      test: test -f /shared/ready && echo ready
+      interval: 1m
+      start_period: 30s
+      start_interval: 200ms
+  web:
+    command: ["/bin/sh", "-c", "ls /shared > /shared/web-saw; exec sleep 100000"]
+    volumes: ["{shared}:/shared"]
+    depends_on:
+      db: {{condition: service_healthy}}
+      init: {{condition: service_completed_successfully}}
+"""
+
+NEVER_HEALTHY = """\
+name: rc-h16b
+containers:
+  slow:
+    command: sleep 100000
+    healthcheck: {test: [CMD-SHELL, "echo not yet; exit 1"], start_period: 1m, start_interval: 300ms}
+  web:
+    command: sleep 100000
+    depends_on: {slow: {condition: service_healthy}}
+"""
+
+FAILING_INIT = """\
+name: rc-h16b
+containers:
+  init:
+    command: ["/bin/sh", "-c", "exit 3"]
+    restart: "no"
+  web:
+    command: sleep 100000
+    depends_on: {init: {condition: service_completed_successfully}}
+"""
+
+
+def _apply(sandbox: Sandbox, path: Path, timeout: str = "60") -> tuple[int, str]:
+    result = sandbox.run("env", f"RECONCILE_DEPENDS_TIMEOUT={timeout}", sys.executable, "-m", "reconcile",
+                         "apply", str(path), check=False, timeout=scaled(120))
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_apply_waits_for_dependencies(sandbox: Sandbox) -> None:
+    shared = sandbox.workdir / "shared"
+    shared.mkdir()
+    path = sandbox.write("stack.yaml", GATED.format(shared=shared))
+    code, out = _apply(sandbox, path)
+    assert code == 0, out
+    # web started only once db was healthy and init had completed: it saw both files (and its own).
+    assert (shared / "web-saw").read_text().split() == ["init-done", "ready", "web-saw"]
+    rows = sandbox.containers()
+    assert rows["db"]["health"]["status"] == "healthy"
+    assert rows["db"]["health"]["last_probe"]["exit_code"] == 0
+    assert rows["db"]["health"]["last_probe"]["output"] == "ready\n"
+    assert rows["web"]["health"] is None and rows["init"]["exit_code"] == 0
+    text = sandbox.reconcile("status").stdout
+    assert "running (healthy)" in text and "container db healthy: last probe " in text and ": exit 0: ready" in text
+
+    # Changing only the healthcheck keeps the running process.
+    pid = rows["db"]["pid"]
+    path.write_text(GATED.format(shared=shared).replace("interval: 1m", "interval: 2m"))
+    diff = sandbox.reconcile("diff", str(path)).stdout
+    assert "db" not in diff, diff
+    assert sandbox.containers()["db"]["pid"] == pid
+
+
+def test_apply_fails_naming_the_dependency(sandbox: Sandbox) -> None:
+    path = sandbox.write("stack.yaml", NEVER_HEALTHY)
+    code, out = _apply(sandbox, path, timeout="3")
+    assert code == 1
+    assert "create container rc-h16b/web: dependency 'slow' is not healthy after 3s (RECONCILE_DEPENDS_TIMEOUT); " \
+           "last probe " in out and ": exit 1: not yet" in out, out
+    status = json.loads(sandbox.reconcile("status", "-o", "json", str(path)).stdout)  # not recorded: it failed
+    rows = {c["name"]: c for c in status["stacks"][0]["containers"]}
+    assert rows["web"]["state"] == "missing" and "dependency 'slow' is not healthy" in rows["web"]["start_error"]
+    assert rows["slow"]["health"]["status"] == "starting"  # failures within start_period do not count
+
+    path.write_text(FAILING_INIT)
+    code, out = _apply(sandbox, path)
+    assert code == 1 and "dependency 'init' did not complete successfully: it exited with code 3" in out, out
+
+
+WATCHED = """\
+name: rc-h16b
+containers:
+  app:
+    command: ["/bin/sh", "-c", "touch /tmp/ok; exec sleep 100000"]
+    restart: always
+    restart_on_unhealthy: true
+    healthcheck: {test: [CMD-SHELL, "cat /tmp/ok && echo fine"], interval: 300ms, retries: 2}
+"""
+
+METRICS_PORT = 9473
+
+
+def _health(sandbox: Sandbox) -> tuple[str | None, int | None]:
+    row = sandbox.containers().get("app") or {}
+    return ((row.get("health") or {}).get("status"), row.get("pid"))
+
+
+def test_agent_probes_and_restarts_unhealthy(sandbox: Sandbox) -> None:
+    specs = sandbox.workdir / "specs"
+    specs.mkdir()
+    (specs / "stack.yaml").write_text(WATCHED)
+    agent = Agent(sandbox, specs, "--resync", "1", "--restart-backoff", "0.5",
+                  "--metrics-addr", f"127.0.0.1:{METRICS_PORT}")
+    try:
+        assert eventually(lambda: _health(sandbox)[0], "healthy", timeout=20) == "healthy"
+        pid = _health(sandbox)[1]
+        metrics = sandbox.python(f"import urllib.request;print(urllib.request.urlopen("
+                                 f"'http://127.0.0.1:{METRICS_PORT}/metrics').read().decode())").stdout
+        assert 'reconcile_container_health{container="app",stack="rc-h16b",status="healthy"} 1.0' in metrics
+        assert 'reconcile_health_probes_total{container="app",result="success",stack="rc-h16b"}' in metrics
+
+        sandbox.reconcile("exec", "rc-h16b/app", "--", "rm", "/tmp/ok", check=True)
+        assert eventually(lambda: agent.saw("unhealthy", container="rc-h16b/app", action="stopping"), True, timeout=20)
+        # Stopped, then started again by its restart policy: a new process, healthy again.
+        assert eventually(lambda: _health(sandbox)[1] not in (pid, None) and _health(sandbox)[0] == "healthy",
+                          True, timeout=30)
+        assert sandbox.containers()["app"]["restarts"] == 1
+    finally:
+        assert agent.stop() == 0
