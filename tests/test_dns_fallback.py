@@ -88,8 +88,10 @@ def test_container_gets_the_upstream_servers_then_the_defaults(sandbox: Sandbox)
     """The host as systemd-resolved leaves it, inside the sandbox's own mount namespace."""
     stub = sandbox.write("stub.conf", STUB)
     sandbox.run("mount", "--bind", str(stub), OWN)
-    sandbox.run("mount", "-t", "tmpfs", "rc-test-systemd", "/run/systemd")
-    sandbox.sh(f"mkdir /run/systemd/resolve && printf '{RESOLVED_UPSTREAM}' > {UPSTREAM}")
+    # A tmpfs over all of /run, in the sandbox's mount namespace only: /run/systemd is missing on a
+    # host without systemd (the VM lane's guest), and a directory made on the host would stay.
+    sandbox.sh(f"mount -t tmpfs rc-test-run /run && mkdir -p /run/systemd/resolve "
+               f"&& printf '{RESOLVED_UPSTREAM}' > {UPSTREAM}")
     path = str(sandbox.write("stack.yaml", STACK))
 
     result = sandbox.reconcile("apply", path)
