@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from controllers.base import Desired, Diff
 from controllers.change import Action, Change, FieldChange
@@ -163,7 +163,7 @@ def diff_networks(desired: Desired, observed: NetworkObservation) -> Diff:
         if isinstance(outcome, Issue):
             result.issues.append(outcome)
         elif outcome is not None:
-            result.changes.append(outcome)
+            result.changes.append(_pool_noted(outcome, desired.pooled.get((key.split("/", 1)[0], net_key))))
         result.changes += [_delete(b, "a second bridge carries this network's mark")
                            for b in found if b is not primary]
     for key, bridges in observed.ours.items():
@@ -175,6 +175,14 @@ def diff_networks(desired: Desired, observed: NetworkObservation) -> Diff:
                                      (FieldChange("value", "0", "1"),),
                                      reason="non-internal networks route through the host"))
     return result
+
+
+def _pool_noted(change: Change, pooled: IPv4Network | None) -> Change:
+    """A subnet from the pool is named in the plan where the bridge gets its address: the
+    spec does not say it, so the plan is where a user learns it."""
+    if pooled is None or not any(f.path == "addresses" for f in change.fields):
+        return change
+    return replace(change, reason=f"{change.reason}; subnet {pooled} from the pool")
 
 
 def _whose(holder: Link) -> str:

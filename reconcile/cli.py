@@ -21,11 +21,12 @@ from typing import NoReturn, TextIO
 from controllers.errors import ApplyErrors
 from kernel.runtime import StartError
 from reconcile.engine import images
-from reconcile.engine.settings import Settings
+from reconcile.engine.settings import DEFAULT_SUBNET_POOL, Settings
 from reconcile.watch.actionlog import ActionLog
 from specs.errors import SpecErrors
 from specs.fields import name_checker
 from state.images import ImageError, PullEvent
+from state.subnets import SubnetPool
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -58,6 +59,9 @@ def _common() -> argparse.ArgumentParser:
                         help="state store directory (env RECONCILE_STATE_DIR, default /var/lib/reconcile)")
     common.add_argument("--cgroup-parent", default=argparse.SUPPRESS,
                         help="cgroup under which containers live (env RECONCILE_CGROUP_PARENT, default reconcile)")
+    common.add_argument("--subnet-pool", type=_subnet_pool, default=argparse.SUPPRESS, metavar="base=CIDR,size=N",
+                        help="where networks without a subnet get one (env RECONCILE_SUBNET_POOL, "
+                             f"default {DEFAULT_SUBNET_POOL})")
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks")
     common.add_argument("-o", "--output", choices=("text", "json"), default=argparse.SUPPRESS,
@@ -80,6 +84,14 @@ def _milliseconds(text: str) -> int:
     if not text.isdigit() or int(text) >= 86400 * 1000:
         raise argparse.ArgumentTypeError(f"{text!r}: expected whole milliseconds, 0 or more")
     return int(text)
+
+
+def _subnet_pool(text: str) -> str:
+    try:
+        SubnetPool.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _stack_name(text: str) -> str:
@@ -403,7 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.freeze()
     args.output = getattr(args, "output", "text")
     debug = getattr(args, "debug", False)
-    settings = Settings.resolve(getattr(args, "state_dir", None), getattr(args, "cgroup_parent", None))
+    settings = Settings.resolve(getattr(args, "state_dir", None), getattr(args, "cgroup_parent", None),
+                                getattr(args, "subnet_pool", None))
     as_json = args.output == "json"
     try:
         return COMMANDS[args.verb](args, settings)

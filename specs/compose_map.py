@@ -24,7 +24,6 @@ TOP_LEVEL = ("name", "services", "networks", "volumes", *UNSUPPORTED_TOP_LEVEL, 
 NETWORK_KEYS = ("driver", "driver_opts", "ipam", "internal", "external", "enable_ipv6", *NO_EFFECT_NETWORK)
 MTU_OPTION = "com.docker.network.driver.mtu"
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
-_SUBNET_HINT = "declare networks.{key}.ipam.config[0].subnet (e.g. 10.89.0.0/24): reconcile does not pick subnets"
 
 
 @dataclass(frozen=True)
@@ -121,12 +120,10 @@ def _networks(out: Collector, native: dict[str, object], declared: object,
         if mapped is not None:
             out.put(networks, ("networks", str(key)), mapped, ("networks", str(key)))
     on_default = [name for name, service in services.items() if service.get("networks") is None]
-    if on_default and DEFAULT_NETWORK not in networks and DEFAULT_NETWORK not in (declared or {}):
-        listed = ", ".join(map(quoted, on_default))
-        who = f"services {listed} list no networks, so they join" if len(on_default) > 1 else \
-            f"service {listed} lists no networks, so it joins"
-        out.error(("services", on_default[0]), f"{who} Compose's default network: "
-                                               + _SUBNET_HINT.format(key=DEFAULT_NETWORK))
+    if on_default and DEFAULT_NETWORK not in (declared or {}):
+        # Compose makes its default network only for services that list none; its subnet
+        # comes from the pool. An error about it points at the first such service.
+        out.put(networks, ("networks", DEFAULT_NETWORK), {}, ("services", on_default[0]))
     native["networks"] = networks
 
 
@@ -170,8 +167,7 @@ def _ipam(out: Collector, result: dict[str, object], key: str, ipam: object) -> 
         elif option == "options" and ipam["options"]:  # type: ignore[index]
             out.key_error(loc + ("options",), "IPAM options are not supported")
     if not configs:
-        out.error(("networks", key), f"no subnet: {_SUBNET_HINT.format(key=key)}")
-        return
+        return  # the subnet comes from the pool
     if not isinstance(configs, list) or len(configs) > 1 or not isinstance(configs[0], dict):
         out.error(loc + ("config",), "expected a list of one {subnet, gateway}: a network has one IPv4 subnet")
         return
@@ -183,8 +179,6 @@ def _ipam(out: Collector, result: dict[str, object], key: str, ipam: object) -> 
                                                        "from the whole subnet, or set with ipv4_address")
         else:
             out.unknown(loc + ("config", 0, str(option)), ("subnet", "gateway", "ip_range", "aux_addresses"))
-    if "subnet" not in configs[0]:
-        out.error(loc + ("config", 0), f"missing required field 'subnet': {_SUBNET_HINT.format(key=key)}")
 
 
 def _driver_opts(out: Collector, result: dict[str, object], key: str, options: object) -> None:

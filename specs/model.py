@@ -95,8 +95,10 @@ class SpecModel(BaseModel):
 class Network(SpecModel):
     """A Linux bridge holding the gateway address; containers attach to it with veth pairs."""
 
-    subnet: Subnet = Field(description="IPv4 subnet in CIDR form without host bits, e.g. 10.88.1.0/24")
-    gateway: Address = _derived("address of the bridge; default: the first host address of the subnet")
+    subnet: Subnet | None = Field(
+        None, description="IPv4 subnet in CIDR form without host bits, e.g. 10.88.1.0/24; default: a free "
+                          "one from the subnet pool (RECONCILE_SUBNET_POOL), kept across runs")
+    gateway: Address | None = _derived("address of the bridge; default: the first host address of the subnet")
     bridge: Annotated[str, AfterValidator(check_ifname)] = _derived(
         "bridge interface name, at most 15 bytes; default: rc-<stack>-<network>")
     mtu: int = Field(1500, ge=68, le=65535, description="MTU of the bridge and of every veth on it")
@@ -104,9 +106,17 @@ class Network(SpecModel):
 
     @model_validator(mode="after")
     def _default_gateway(self) -> Network:
-        if self.gateway is not None:
+        if self.subnet is None and self.gateway is not None:
+            raise SubfieldError(("gateway",), "a gateway needs a subnet: set subnet too, or neither "
+                                              "(both then come from the subnet pool)")
+        if self.gateway is not None or self.subnet is None:
             return self
-        return self.model_copy(update={"gateway": self.subnet.network_address + 1})
+        return self.with_subnet(self.subnet)
+
+    def with_subnet(self, subnet: IPv4Network) -> Network:
+        """This network on `subnet`, its gateway the subnet's first host address (how a subnet
+        from the pool is filled in: a gateway of the user's needs a declared subnet)."""
+        return self.model_copy(update={"subnet": subnet, "gateway": subnet.network_address + 1})
 
     def _resolve(self, stack: str, key: str) -> Network:
         if self.bridge is not None:

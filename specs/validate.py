@@ -61,7 +61,8 @@ def check_host(stacks: Sequence[Stack], host_nets: Sequence[HostNet],
                applied: Sequence[AppliedNet]) -> list[Issue]:
     """Conflicts of the networks of `stacks` with foreign addresses and routes on the host
     (default routes aside: every subnet "overlaps" 0.0.0.0/0) and with networks of other
-    stacks already applied. `applied` entries of `stacks` themselves are ours to change."""
+    stacks already applied. `applied` entries of `stacks` themselves are ours to change.
+    Subnets from the pool are filled in already (reconcile.engine.subnets)."""
     in_scope = {stack.name for stack in stacks}
     others = [net for net in applied if net.stack not in in_scope]
     issues: list[Issue] = []
@@ -123,6 +124,8 @@ def _placement_problem(address: IPv4Address, subnet: IPv4Network) -> str | None:
 def _check_networks(stack: Stack) -> Iterator[Issue]:
     attached = Counter(key for container in stack.containers.values() for key in container.networks)
     for key, network in stack.networks.items():
+        if network.subnet is None:
+            continue  # from the pool, at apply time: a /24 by default, room enough
         loc = ("networks", key)
         problem = _placement_problem(network.gateway, network.subnet)
         if problem:
@@ -203,6 +206,11 @@ def _check_attachments(stack: Stack, key: str, container: Container) -> Iterator
                         + _suggestion(network_key, stack.networks))
             continue
         if attachment.ip is None:
+            continue
+        if network.subnet is None:
+            yield Issue(stack.name, loc + ("ip",), f"a static address needs a declared subnet: set "
+                                                   f"networks.{network_key}.subnet (a subnet from the pool "
+                                                   "is not known before apply)")
             continue
         problem = _placement_problem(attachment.ip, network.subnet)
         if problem is None and attachment.ip == network.gateway:
@@ -294,7 +302,8 @@ def _check_subnet_overlaps(stacks: Sequence[Stack]) -> Iterator[Issue]:
     """Each subnet that overlaps one listed before it (in this stack or an earlier one). Two
     CIDR blocks overlap only when one contains the other, so a sweep in address order with a
     stack of enclosing blocks finds them without comparing every pair."""
-    networks = [(stack.name, key, network.subnet) for stack in stacks for key, network in stack.networks.items()]
+    networks = [(stack.name, key, network.subnet) for stack in stacks for key, network in stack.networks.items()
+                if network.subnet is not None]
     placed = [_Placed(order, *network) for order, network in enumerate(networks)]
     enclosing: list[_Placed] = []  # nested blocks, outermost first: at most 31 deep
     clashes: dict[int, _Placed] = {}  # order of a later network -> first one it overlaps

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from kernel import crashpoints
@@ -35,6 +35,12 @@ CREATE TABLE IF NOT EXISTS leases (
     network     TEXT NOT NULL,
     address     TEXT NOT NULL,
     PRIMARY KEY (stack, container, network)
+);
+CREATE TABLE IF NOT EXISTS subnet_leases (
+    stack       TEXT NOT NULL,
+    network     TEXT NOT NULL,
+    subnet      TEXT NOT NULL,
+    PRIMARY KEY (stack, network)
 );
 CREATE TABLE IF NOT EXISTS containers (
     stack       TEXT NOT NULL,
@@ -189,6 +195,25 @@ class Store:
             db.executemany("DELETE FROM leases WHERE stack = ?", [(s,) for s in stacks])
             db.executemany("INSERT INTO leases (stack, container, network, address) VALUES (?, ?, ?, ?)",
                            [(*key, str(address)) for key, address in leases.items() if key[0] in stacks])
+
+    def subnet_leases(self) -> dict[tuple[str, str], IPv4Network]:
+        """Subnets given to networks from the pool, by (stack, network)."""
+        if self._db is None:
+            return {}
+        try:
+            rows = self._db.execute("SELECT stack, network, subnet FROM subnet_leases").fetchall()
+        except sqlite3.OperationalError:  # read-only view of a store older than the table
+            return {}
+        return {(stack, network): IPv4Network(subnet) for stack, network, subnet in rows}
+
+    def replace_subnet_leases(self, stacks: set[str] | frozenset[str],
+                              leases: Mapping[tuple[str, str], IPv4Network]) -> None:
+        """The subnet leases of these stacks become exactly `leases`: a network that left the
+        spec, or now declares its subnet, releases its pooled one."""
+        with self.transaction() as db:
+            db.executemany("DELETE FROM subnet_leases WHERE stack = ?", [(s,) for s in stacks])
+            db.executemany("INSERT INTO subnet_leases (stack, network, subnet) VALUES (?, ?, ?)",
+                           [(*key, str(subnet)) for key, subnet in leases.items() if key[0] in stacks])
 
     def containers(self) -> dict[tuple[str, str], ContainerRecord]:
         if self._db is None:

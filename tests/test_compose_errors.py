@@ -84,21 +84,27 @@ BAD: list[tuple[str, str, list[str]]] = [
           ext: {external: true, ipam: {config: [{subnet: 10.89.2.0/24, ip_range: 10.89.2.0/25}]}}
         """,
      ["compose.yaml:4:19: networks.front.driver: network driver 'overlay' is not supported: only bridge networks",
-      "compose.yaml:5:9: networks.back: no subnet: declare networks.back.ipam.config[0].subnet (e.g. "
-      "10.89.0.0/24): reconcile does not pick subnets",
       "compose.yaml:6:9: networks.ext.external: external networks are not supported: reconcile owns the bridges "
       "of its networks; declare the network here",
       "compose.yaml:6:64: networks.ext.ipam.config[0].ip_range: ip_range is not supported: addresses are "
       "allocated from the whole subnet, or set with ipv4_address"]),
-    ("default-network-needs-a-subnet", """\
+    ("static-address-needs-a-declared-subnet", """\
         # no default network
         services:
-          web: {image: busybox}
-          db: {image: busybox}
+          web: {image: busybox, networks: {back: {ipv4_address: 10.89.0.5}}}
+        networks:
+          back: {}
         """,
-     ["compose.yaml:3:8: services.web: services 'web', 'db' list no networks, so they join Compose's default "
-      "network: declare networks.default.ipam.config[0].subnet (e.g. 10.89.0.0/24): reconcile does not pick "
-      "subnets"]),
+     ["compose.yaml:3:57: services.web.networks.back.ipv4_address: a static address needs a declared subnet: "
+      "set networks.back.subnet (a subnet from the pool is not known before apply)"]),
+    ("gateway-needs-a-subnet", """\
+        services:
+          web: {image: busybox, networks: [gw]}
+        networks:
+          gw: {ipam: {config: [{gateway: 10.89.1.1}]}}
+        """,
+     ["compose.yaml:4:34: networks.gw.ipam.config[0].gateway: a gateway needs a subnet: set subnet too, or "
+      "neither (both then come from the subnet pool)"]),
     ("values", """\
         services:
           web:

@@ -209,6 +209,24 @@ def test_networks_and_the_stack_name() -> None:
     Stack.model_validate(converted.native)
 
 
+def test_networks_without_ipam_get_no_subnet_and_services_without_networks_join_default() -> None:
+    """Their subnets come from the pool at apply time (reconcile.engine.subnets)."""
+    converted = convert("""\
+        services:
+          web: {image: busybox}
+          db: {image: busybox, networks: [back]}
+        networks:
+          back: {ipam: {driver: default}}
+        """)
+    assert converted.native == {
+        "name": "app",
+        "networks": {"back": {}, "default": {}},
+        "containers": {"web": {"image": "busybox", "networks": {"default": {}}},
+                       "db": {"image": "busybox", "networks": {"back": {}}}}}
+    stack = Stack.model_validate(converted.native)
+    assert [(n.subnet, n.gateway) for n in stack.networks.values()] == [(None, None), (None, None)]
+
+
 def test_services_with_profiles_run_only_when_a_profile_is_enabled() -> None:
     text = textwrap.dedent("""\
         services:

@@ -39,13 +39,14 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
         networks: {}
         """,
      "stack.yaml:1:1: missing required field 'name'"),
-    ("missing-subnet", """\
+    ("gateway-without-subnet", """\
         name: demo
         networks:
           front:
-            mtu: 1400
+            gateway: 10.88.1.1
         """,
-     "stack.yaml:3:3: networks.front: missing required field 'subnet'"),
+     "stack.yaml:4:14: networks.front.gateway: a gateway needs a subnet: set subnet too, or neither (both then "
+     "come from the subnet pool)"),
     ("missing-command", """\
         name: demo
         containers:

@@ -15,7 +15,7 @@ from controllers.change import Change
 from controllers.container import ContainerController
 from controllers.errors import ApplyError, ApplyErrors
 from controllers.firewall import FirewallController
-from controllers.network import NetworkController
+from controllers.network import NetworkController, NetworkObservation
 from controllers.sandbox import SandboxController, SandboxObservation
 from kernel import cgroups, netfilter
 from kernel.netlink import host_netlink
@@ -23,6 +23,7 @@ from reconcile.engine import probes
 from reconcile.engine.addresses import assign_addresses
 from reconcile.engine.plan import Plan, order
 from reconcile.engine.settings import Settings
+from reconcile.engine.subnets import pooled_subnets, with_subnets
 from specs.errors import SpecErrors
 from specs.loader import StackFile, locate_issues
 from specs.model import Stack
@@ -69,14 +70,22 @@ class Session:
         return [c.observe() for c in self.controllers]
 
     def desired(self, target: Target, observed: Sequence[Any]) -> Desired:
-        """The desired state of this pass, container addresses included; an address conflict
-        stops the run like any other spec error."""
+        """The desired state of this pass, pooled subnets and container addresses included
+        (subnets first: addresses are allocated in them); an exhausted pool or an address
+        conflict stops the run like any other spec error."""
+        networks = next(o for o in observed if isinstance(o, NetworkObservation))
         sandboxes = next(o for o in observed if isinstance(o, SandboxObservation))
         in_scope = [s for s in target.stacks.values() if s.name in target.scope]
+        pooled, issues = pooled_subnets(in_scope, self.store.subnet_leases(), networks,
+                                        self.settings.subnet_pool)
+        if issues:
+            raise SpecErrors(locate_issues(target.files, issues))
+        stacks = with_subnets(target.stacks, pooled)
+        in_scope = [s for s in stacks.values() if s.name in target.scope]
         addresses, issues = assign_addresses(in_scope, self.store.leases(), sandboxes)
         if issues:
             raise SpecErrors(locate_issues(target.files, issues))
-        return Desired(stacks=target.stacks, scope=target.scope, addresses=addresses)
+        return Desired(stacks=stacks, scope=target.scope, addresses=addresses, pooled=pooled)
 
     def plan(self, target: Target) -> tuple[Plan, Desired]:
         """Observe and diff every controller; conflicts with the host stop the run here,
@@ -115,6 +124,7 @@ class Session:
         failed: tuple[Plan, ApplyErrors] | None = None
         for _ in range(MAX_PASSES):
             plan, desired = self.plan(target)
+            self.store.replace_subnet_leases(target.scope, desired.pooled)
             self.store.replace_leases(target.scope, dict(desired.addresses))
             plan = Plan(tuple(filter(select, plan.changes)))
             if failed is not None:

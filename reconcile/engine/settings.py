@@ -6,11 +6,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from state.subnets import SubnetPool
+
 DEFAULT_STATE_DIR = "/var/lib/reconcile"
 DEFAULT_CGROUP_PARENT = "reconcile"
 DEFAULT_DEPENDS_TIMEOUT = 300.0
 """Seconds a start waits for its depends_on conditions: with Docker's default schedule a first
 probe comes 30 s after a start, and three failures take 90 s more."""
+DEFAULT_SUBNET_POOL = "base=10.89.0.0/16,size=24"
+"""Podman's choice for networks created without a subnet (10.88.0.0/16 is its own default
+network's): 256 networks of 253 containers each, in private space Docker does not use."""
 
 
 @dataclass(frozen=True)
@@ -23,9 +28,12 @@ class Settings:
     depends_timeout: float = DEFAULT_DEPENDS_TIMEOUT
     """Seconds a start in `apply` waits for its dependencies' conditions (service_healthy,
     service_completed_successfully) before it fails."""
+    subnet_pool: SubnetPool = SubnetPool.parse(DEFAULT_SUBNET_POOL)
+    """Where networks declared without a subnet get theirs."""
 
     @classmethod
-    def resolve(cls, state_dir: str | None, cgroup_parent: str | None) -> Settings:
+    def resolve(cls, state_dir: str | None, cgroup_parent: str | None,
+                subnet_pool: str | None = None) -> Settings:
         """Flag, then environment, then default."""
         return cls(
             state_dir=Path(state_dir or os.environ.get("RECONCILE_STATE_DIR") or DEFAULT_STATE_DIR),
@@ -34,6 +42,8 @@ class Settings:
             insecure_registries=frozenset(
                 r.strip() for r in os.environ.get("RECONCILE_INSECURE_REGISTRIES", "").split(",") if r.strip()),
             depends_timeout=_seconds(os.environ.get("RECONCILE_DEPENDS_TIMEOUT"), DEFAULT_DEPENDS_TIMEOUT),
+            subnet_pool=SubnetPool.parse(subnet_pool or os.environ.get("RECONCILE_SUBNET_POOL")
+                                         or DEFAULT_SUBNET_POOL),
         )
 
 

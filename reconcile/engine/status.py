@@ -45,8 +45,8 @@ def _networks(name: str, spec: Stack | None, observed: NetworkObservation) -> li
         rows.append({
             "name": key,
             "bridge": live.state.name if live else net.bridge if net else None,
-            "subnet": str(net.subnet) if net else str(address.network) if address else None,
-            "gateway": str(net.gateway) if net else str(address.ip) if address else None,
+            "subnet": str(net.subnet) if net and net.subnet else str(address.network) if address else None,
+            "gateway": str(net.gateway) if net and net.gateway else str(address.ip) if address else None,
             "state": ("missing" if live is None else "orphan" if net is None and spec
                       else "up" if live.state.up else "down"),
         })
