@@ -10,13 +10,22 @@ Changes come per owner: `firewall chains` (hooks and the ordered skeleton), `fir
 <stack>/<container>/[<ip>:]<port>/<proto>` (one DNAT). Owners of stacks outside the scope are
 never touched; rules in our chains without an owner comment are removed with the skeleton's
 change (our chains are ours alone).
+
+Two backends (see `backends`): iptables-nft (chains in the shared `nat`/`filter` tables, hooked
+from their built-in chains) and nftables (the same chains in one `inet` table of ours, hooked by
+base chains of its own). One diff serves both: only the list of our chains differs (the
+nftables base chains are ours, iptables' built-in chains are not). The backend not in use is
+observed too, and whatever of ours it still holds is removed by the same diff run with nothing
+wanted (owners in scope, and its skeleton once no owner is left), in the same apply, after the
+new backend's batch: switching backends migrates with no moment where a port is unpublished.
 """
 
 from __future__ import annotations
 
+import subprocess
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from controllers.base import Desired, Diff
@@ -26,6 +35,7 @@ from controllers.firewall_conflicts import Intruder, PublishedPort, conflicts, i
 from controllers.firewall_rules import (
     CHAIN_FORWARD,
     FILTER,
+    NFT_LAYOUT,
     OUR_CHAINS,
     SKELETON,
     Owner,
@@ -38,8 +48,8 @@ from controllers.firewall_rules import (
     port_rule,
     skeleton_rules,
 )
-from kernel import netfilter, netfilter_conntrack
-from kernel.netfilter import Backend, Op, OpKind, Renderer, Rule, Ruleset, jump_target
+from kernel import netfilter, netfilter_conntrack, netfilter_nft
+from kernel.netfilter import Backend, Op, OpKind, Renderer, Rule, Ruleset, Runner, jump_target
 from kernel.netfilter_conntrack import FlowFilter
 from kernel.netfilter_listeners import Listener, read_listeners
 from specs.errors import Issue
@@ -50,6 +60,7 @@ if TYPE_CHECKING:
 KIND_FIREWALL = "firewall"
 KIND_PORT = "port"
 SKELETON_KEY = "chains"
+BACKEND_CHOICES = ("auto", "nftables", "iptables")
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,10 @@ class FirewallObservation:
     foreign_jumps: Mapping[tuple[str, str], tuple[Placed, ...]] = field(default_factory=dict)
     """Rules not ours, outside our chains, that jump to one of our chains, by (table, chain):
     the kernel refuses to delete a chain still jumped to, and those rules are not ours to delete."""
+    our_chains: tuple[tuple[str, str], ...] = OUR_CHAINS
+    """Every chain the backend's layout owns, in creation order (its base chains first)."""
+    leftovers: Mapping[str, FirewallObservation] = field(default_factory=dict)
+    """What backends other than the one in use still hold of ours, by backend name."""
 
     def owned_stacks(self) -> set[str]:
         return {owner.stack for owner in self.owned if owner.stack}
@@ -104,6 +119,8 @@ class Work:
     flush: tuple[FlowFilter, ...] = ()
     errors: tuple[str, ...] = ()
     """What the change cannot do, reported as errors once the rest of it is done."""
+    backend: str = ""
+    """The backend the ops are for: "" for the one in use, else one being left behind."""
 
 
 @dataclass(frozen=True)
@@ -115,10 +132,16 @@ class OwnerWant:
     host's 127.0.0.1 without the loopback guard that only non-internal networks get."""
 
 
+def our_chains(backend: Backend) -> tuple[tuple[str, str], ...]:
+    return (*((base.table, base.name) for base in backend.base_chains), *OUR_CHAINS)
+
+
 def observe_firewall(ruleset: Ruleset, listeners: tuple[Listener, ...],
-                     route_localnet: Mapping[str, str]) -> FirewallObservation:
-    """Sort one ruleset read into ours (by comment) and the strays in our chains."""
-    existing = frozenset(tc for tc in OUR_CHAINS if ruleset.chain(*tc) is not None)
+                     route_localnet: Mapping[str, str],
+                     ours: tuple[tuple[str, str], ...] = OUR_CHAINS) -> FirewallObservation:
+    """Sort one ruleset read into ours (by comment) and the strays in our chains (`ours`: the
+    backend's, see our_chains)."""
+    existing = frozenset(tc for tc in ours if ruleset.chain(*tc) is not None)
     owned: dict[Owner, list[Placed]] = {}
     strays: list[Placed] = []
     foreign_jumps: dict[tuple[str, str], list[Placed]] = {}
@@ -133,14 +156,14 @@ def observe_firewall(ruleset: Ruleset, listeners: tuple[Listener, ...],
                     owned.setdefault(owner, []).append(placed)
                 elif (table, chain.name) in existing:
                     strays.append(placed)
-                elif (target := (table, jump_target(spec) or "")) in OUR_CHAINS:
+                elif (target := (table, jump_target(spec) or "")) in ours:
                     foreign_jumps.setdefault(target, []).append(placed)
     forward = ruleset.chain(FILTER, CHAIN_FORWARD)
     return FirewallObservation(
         owned={owner: tuple(rules) for owner, rules in owned.items()}, strays=tuple(strays),
         chains=existing, forward=forward.rules if forward else (), listeners=listeners,
         route_localnet=route_localnet,
-        foreign_jumps={chain: tuple(rules) for chain, rules in foreign_jumps.items()})
+        foreign_jumps={chain: tuple(rules) for chain, rules in foreign_jumps.items()}, our_chains=ours)
 
 
 def _placed(render: Renderer, rules: Iterable[Rule]) -> tuple[Placed, ...]:
@@ -272,7 +295,7 @@ def _skeleton_ops(observed: FirewallObservation, want: Sequence[Placed], have: S
     hooks_want = [p for p in want if p.chain != CHAIN_FORWARD]
     missing, extra = _multiset_delta(hooks_want, [p for p in have if p.chain != CHAIN_FORWARD])
     strays = [p for p in observed.strays if p.chain != CHAIN_FORWARD]
-    absent = [(t, c) for t, c in OUR_CHAINS if (t, c) not in observed.chains]
+    absent = [(t, c) for t, c in observed.our_chains if (t, c) not in observed.chains]
     # RECONCILE-FORWARD is declared below, by the rewrite its absence triggers.
     ops = [Op(OpKind.DECLARE_CHAIN, t, c) for t, c in absent if c != CHAIN_FORWARD]
     ops += [Op(OpKind.DELETE_RULE, p.table, p.chain, p.spec) for p in extra + strays]
@@ -298,7 +321,7 @@ def _teardown_ops(observed: FirewallObservation, have: Sequence[Placed]
     back the whole table's batch with it) and the rule is not ours to delete: that chain is
     only emptied, everything else goes, and the rule is named in an error (third item)."""
     hooks = [p for p in have if (p.table, p.chain) not in observed.chains]
-    chains = [(t, c) for t, c in OUR_CHAINS if (t, c) in observed.chains]
+    chains = [(t, c) for t, c in observed.our_chains if (t, c) in observed.chains]
     ops = [Op(OpKind.DELETE_RULE, p.table, p.chain, p.spec) for p in hooks]
     fields = _rule_fields([], hooks)
     errors: list[str] = []
@@ -314,12 +337,15 @@ def _teardown_ops(observed: FirewallObservation, have: Sequence[Placed]
     return ops, fields, errors
 
 
-def diff_firewall(desired: Desired, observed: FirewallObservation, render: Renderer) -> Diff:
-    """Pure: per-owner changes that take the observed rules to the desired ones, in scope."""
+def diff_firewall(desired: Desired, observed: FirewallObservation, render: Renderer,
+                  other_renders: Mapping[str, Renderer] | None = None) -> Diff:
+    """Pure: per-owner changes that take the observed rules to the desired ones, in scope; then
+    the removal of what other backends still hold of the owners in scope (their rules render
+    with `other_renders`, by backend name)."""
     wants, published, issues = _wanted(desired, render)
     in_scope = [o for o in observed.owned if o.stack in desired.scope and o not in wants]
     kept = [o for o in observed.owned if o.stack is not None and o.stack not in desired.scope]
-    live_ports = observed.live_ports()
+    live_ports = [*observed.live_ports(), *(p for left in observed.leftovers.values() for p in left.live_ports())]
     kept_ports = [key for key in live_ports if key.stack not in desired.scope]
     issues += conflicts(published, kept_ports, observed.listeners, live_ports)
     changes = []
@@ -329,31 +355,87 @@ def diff_firewall(desired: Desired, observed: FirewallObservation, render: Rende
         if change is not None:
             changes.append(change)
     skeleton = _skeleton_change(bool(wants or kept), observed, render)
-    return Diff(changes=([skeleton] if skeleton else []) + changes, issues=issues)
+    left_behind = _left_behind(desired, observed, other_renders or {})
+    return Diff(changes=([skeleton] if skeleton else []) + changes + left_behind, issues=issues)
+
+
+def _left_behind(desired: Desired, observed: FirewallObservation,
+                 renders: Mapping[str, Renderer]) -> list[Change]:
+    """The same diff over each other backend's rules, with nothing of the scope wanted there;
+    its changes carry the backend's name so apply sends their ops to it."""
+    nothing = Desired(stacks={}, scope=desired.scope)
+    changes = []
+    for name, left in observed.leftovers.items():
+        for change in diff_firewall(nothing, left, renders[name]).changes:
+            assert isinstance(change.desired, Work)
+            changes.append(replace(change, reason=f"{change.reason} (left by the {name} backend)",
+                                   desired=replace(change.desired, backend=name)))
+    return changes
+
+
+def backends(choice: str, run: Runner = subprocess.run) -> tuple[Backend, tuple[Backend, ...]]:
+    """(the backend to use, the other one to migrate away from when it is usable here).
+    `auto` takes nftables when `nft` works with this kernel, unless the shared iptables
+    `filter FORWARD` chain has policy DROP: an accept in our own table is not final, that
+    policy would drop our forwarded traffic, and only the iptables backend (whose hook sits
+    inside that chain) can accept it there. iptables-nft otherwise."""
+    if choice not in BACKEND_CHOICES:
+        raise netfilter.NetfilterError(f"unknown firewall backend {choice!r}: expected one of "
+                                       f"{', '.join(BACKEND_CHOICES)}")
+    nft_ok = netfilter_nft.nft_usable(run)
+    if choice == "nftables" and not nft_ok:
+        raise netfilter.NetfilterError("the nftables backend needs `nft` (package nftables) and a "
+                                       "kernel with nf_tables")
+    try:
+        iptables: netfilter.IptablesNft | None = netfilter.detect(run)
+    except netfilter.NetfilterError:
+        iptables = None
+    if choice == "nftables" or (choice == "auto" and nft_ok and not (iptables and iptables.forward_drops())):
+        # no usable iptables: nothing of it to migrate
+        return netfilter_nft.Nftables(NFT_LAYOUT, run), (iptables,) if iptables else ()
+    nft: tuple[Backend, ...] = (netfilter_nft.Nftables(NFT_LAYOUT, run),) if nft_ok else ()
+    return iptables or netfilter.detect(run), nft
 
 
 class FirewallController:
-    """Controller protocol over a netfilter backend (see kernel.netfilter.detect)."""
+    """Controller protocol over a netfilter backend (see `backends`), and the backends it
+    migrates away from."""
 
     kinds = (KIND_FIREWALL, KIND_PORT)
 
-    def __init__(self, backend: Backend):
+    def __init__(self, backend: Backend, others: Sequence[Backend] = ()):
         self._backend = backend
+        self._others = {other.name: other for other in others}
+
+    @classmethod
+    def for_host(cls, choice: str = "auto") -> FirewallController:
+        backend, others = backends(choice)
+        return cls(backend, others)
 
     def observe(self) -> FirewallObservation:
-        return observe_firewall(self._backend.observe(), read_listeners(),
-                                netfilter.read_route_localnet())
+        leftovers = {}
+        for name, other in self._others.items():
+            left = observe_firewall(other.observe(), (), {}, our_chains(other))
+            if left.owned or left.chains:
+                leftovers[name] = left
+        observed = observe_firewall(self._backend.observe(), read_listeners(),
+                                    netfilter.read_route_localnet(), our_chains(self._backend))
+        return replace(observed, leftovers=leftovers)
 
     def diff(self, desired: Desired, observed: FirewallObservation) -> Diff:
-        return diff_firewall(desired, observed, self._backend.render)
+        return diff_firewall(desired, observed, self._backend.render,
+                             {name: other.render for name, other in self._others.items()})
 
     def apply(self, changes: Sequence[Change]) -> None:
-        """One backend batch for every change given; then route_localnet and conntrack, which
+        """One batch for every change given, per backend: the one in use first (the new rules
+        are in before another backend's old ones go); then route_localnet and conntrack, which
         only make sense once the rules are in."""
         works = [c.desired for c in changes if isinstance(c.desired, Work)]
         errors: list[ApplyError] = []
         try:
-            self._apply_ops([op for work in works for op in work.ops])
+            for name in dict.fromkeys(["", *(work.backend for work in works)]):
+                backend = self._others[name] if name else self._backend
+                self._apply_ops(backend, [op for work in works if work.backend == name for op in work.ops])
         except netfilter.NetfilterError as exc:
             keys = ", ".join(f"{c.kind} {c.key}" for c in changes)
             raise ApplyErrors([ApplyError(f"{keys}: {exc}")]) from exc
@@ -370,19 +452,22 @@ class FirewallController:
         if errors:
             raise ApplyErrors(errors)
 
-    def _apply_ops(self, ops: Sequence[Op]) -> None:
+    @staticmethod
+    def _apply_ops(backend: Backend, ops: Sequence[Op]) -> None:
         """One batch. The kernel refuses a whole table's batch for one `-D` of a rule that is
         not there: when someone else removed rules or chains of ours after we observed, those
         deletions are done already, so they are dropped and the rest is sent once more. Any
         other refusal stands."""
+        if not ops:
+            return
         try:
-            self._backend.apply(ops)
+            backend.apply(ops)
         except netfilter.NetfilterError:
-            ruleset = self._backend.observe()
+            ruleset = backend.observe()
             left = [op for op in ops if not _already_done(op, ruleset)]
             if len(left) == len(ops):
                 raise
-            self._backend.apply(left)
+            backend.apply(left)
 
 
 def _already_done(op: Op, ruleset: Ruleset) -> bool:

@@ -18,6 +18,11 @@ for first place afterwards, so a Docker restart inserting its own jumps above ou
             FORWARD     -j RECONCILE-FORWARD                             (works under a DROP policy)
     RECONCILE-FORWARD:  -j RECONCILE-INTERNAL; ! DNAT -j RECONCILE-ISOLATE-FROM; -j RECONCILE-ACCEPT
 
+The nftables backend keeps the same chains and rules in one `inet` table of its own
+(NFT_TABLE), where the hooks are base chains of ours named like the built-in chains they stand
+for (BASE_CHAINS: the same hooks and priorities as iptables' nat and filter tables), so the
+skeleton's hook rules are the same `Rule`s in both backends.
+
 Within every chain but RECONCILE-FORWARD all rules share one verdict (all DNAT to distinct
 ports, all MASQUERADE, all DROP, all ACCEPT, or all the same jump), so their order never
 matters: rules of one owner can be added or deleted without rewriting anyone else's, and owners
@@ -32,7 +37,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING
 
-from kernel.netfilter import Iface, Rule
+from kernel.netfilter import BaseChain, Iface, Rule
+from kernel.netfilter_nft import NftLayout
 from specs.names import ALIAS_PREFIX
 
 if TYPE_CHECKING:
@@ -51,12 +57,29 @@ CHAIN_ACCEPT = "RECONCILE-ACCEPT"
 NAT = "nat"
 FILTER = "filter"
 
+NFT_TABLE = "reconcile"
+"""The nftables backend's own table (family inet): DO NOT RENAME."""
+BASE_CHAINS: tuple[BaseChain, ...] = (
+    BaseChain(NAT, "PREROUTING", "nat", "prerouting", "dstnat"),
+    BaseChain(NAT, "OUTPUT", "nat", "output", "-100"),
+    BaseChain(NAT, "POSTROUTING", "nat", "postrouting", "srcnat"),
+    BaseChain(FILTER, "INPUT", "filter", "input", "filter"),
+    BaseChain(FILTER, "FORWARD", "filter", "forward", "filter"),
+)
+"""The nftables backend's hook chains in NFT_TABLE: DO NOT RENAME. Priorities are those of
+iptables' nat (dstnat -100, srcnat 100) and filter (0) tables. A packet must be accepted by
+every base chain at its hook, whatever table holds it: our accept is not final, a foreign drop
+is (see docs/spec.md on a foreign FORWARD policy of DROP). `dstnat` is not accepted for the
+output hook by nft 1.0.6, hence the number."""
+
 OUR_CHAINS: tuple[tuple[str, str], ...] = (
     (NAT, CHAIN_DNAT), (NAT, CHAIN_SNAT),
     (FILTER, CHAIN_INPUT), (FILTER, CHAIN_FORWARD), (FILTER, CHAIN_INTERNAL),
     (FILTER, CHAIN_ISOLATE_FROM), (FILTER, CHAIN_ISOLATE_TO), (FILTER, CHAIN_ACCEPT),
 )
 """(table, chain) of every chain we own, in creation order."""
+
+NFT_LAYOUT = NftLayout(NFT_TABLE, BASE_CHAINS, {chain: table for table, chain in OUR_CHAINS})
 
 LOOPBACK = IPv4Network("127.0.0.0/8")
 
@@ -65,7 +88,9 @@ _PORT_KEY_RE = re.compile(
     r"^(?P<stack>[a-z][a-z0-9-]*)/(?P<container>[a-z][a-z0-9-]*)/"
     r"(?:(?P<ip>\d+\.\d+\.\d+\.\d+):)?(?P<port>\d+)/(?P<protocol>tcp|udp)$")
 _NETWORK_KEY_RE = re.compile(r"^[a-z][a-z0-9-]*/[a-z][a-z0-9-]*$")
-_COMMENT_IN_SPEC = re.compile(r'-m comment --comment (?:"(?P<quoted>[^"]*)"|(?P<bare>\S+))')
+_COMMENT_IN_SPEC = re.compile(r'(?:-m comment --comment|(?:^| )comment) (?:"(?P<quoted>[^"]*)"|(?P<bare>\S+))')
+"""The comment of a rule as iptables-save (`-m comment --comment X`) or nft (`comment "X"`)
+prints it."""
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,23 @@ class Ruleset:
         return self.tables.get(table, {}).get(name)
 
 
+@dataclass(frozen=True)
+class BaseChain:
+    """A chain of ours attached to a netfilter hook (what a built-in chain is to iptables)."""
+
+    table: str
+    """The logical table (nat, filter) whose rules it holds."""
+    name: str
+    type: str
+    hook: str
+    priority: str
+    """As nft takes it: a keyword (dstnat, srcnat, filter) or a number."""
+
+    @property
+    def declaration(self) -> str:
+        return f"{{ type {self.type} hook {self.hook} priority {self.priority}; policy accept; }}"
+
+
 class OpKind(IntEnum):
     """Operations of a batch, in the order they run within a table: chains exist before rules
     go in, rules are deleted before chains they reference are flushed and removed."""
@@ -112,6 +129,9 @@ class Op:
 
 class Backend(Protocol):
     name: str
+    base_chains: tuple[BaseChain, ...]
+    """Hook chains the backend owns (nftables: base chains of its own table); empty when the
+    hooks are the built-in chains of shared tables (iptables), which are never ours."""
 
     def render(self, rule: Rule) -> str:
         """The rule's spec exactly as `observe` reads it back (pure)."""
@@ -243,6 +263,7 @@ class IptablesNft:
     """iptables 1.8 on the nf_tables backend."""
 
     name = "iptables-nft"
+    base_chains: tuple[BaseChain, ...] = ()
 
     def __init__(self, run: Runner = subprocess.run):
         self._run = run
@@ -255,6 +276,13 @@ class IptablesNft:
         if proc.returncode != 0:
             raise NetfilterError(f"iptables-save failed: {proc.stderr.strip()}")
         return parse_save(proc.stdout)
+
+    def forward_drops(self) -> bool:
+        """Whether the shared `filter FORWARD` chain has policy DROP (Docker sets it): only a
+        rule inside that chain can accept a forwarded packet for it."""
+        proc = self._run(["iptables-save", "-t", "filter"], capture_output=True, text=True)
+        return proc.returncode == 0 and any(line.startswith(":FORWARD DROP")
+                                            for line in proc.stdout.splitlines())
 
     def apply(self, ops: Sequence[Op]) -> None:
         if not ops:
@@ -293,7 +321,7 @@ def legacy_tables(path: Path = LEGACY_TABLES) -> list[str]:
         return []
 
 
-def detect(run: Runner = subprocess.run, legacy_path: Path = LEGACY_TABLES) -> Backend:
+def detect(run: Runner = subprocess.run, legacy_path: Path = LEGACY_TABLES) -> IptablesNft:
     """The backend for this host: iptables must be the nf_tables variant."""
     try:
         version = run(["iptables", "-V"], capture_output=True, text=True).stdout.strip()

@@ -62,6 +62,9 @@ def _common() -> argparse.ArgumentParser:
     common.add_argument("--subnet-pool", type=_subnet_pool, default=argparse.SUPPRESS, metavar="base=CIDR,size=N",
                         help="where networks without a subnet get one (env RECONCILE_SUBNET_POOL, "
                              f"default {DEFAULT_SUBNET_POOL})")
+    common.add_argument("--firewall-backend", choices=("auto", "nftables", "iptables"), default=argparse.SUPPRESS,
+                        help="netfilter backend for published ports and isolation (env "
+                             "RECONCILE_FIREWALL_BACKEND, default iptables; auto: nftables when nft works here)")
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks")
     common.add_argument("-o", "--output", choices=("text", "json"), default=argparse.SUPPRESS,
@@ -416,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.output = getattr(args, "output", "text")
     debug = getattr(args, "debug", False)
     settings = Settings.resolve(getattr(args, "state_dir", None), getattr(args, "cgroup_parent", None),
-                                getattr(args, "subnet_pool", None))
+                                getattr(args, "subnet_pool", None), getattr(args, "firewall_backend", None))
     as_json = args.output == "json"
     try:
         return COMMANDS[args.verb](args, settings)

@@ -16,6 +16,7 @@ raised). The description:
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from collections.abc import Mapping
@@ -24,7 +25,7 @@ from typing import Any
 from controllers.base import Desired
 from controllers.errors import ApplyErrors
 from controllers.firewall import FirewallController
-from controllers.firewall_rules import OUR_CHAINS
+from controllers.firewall_rules import NFT_TABLE, OUR_CHAINS
 from kernel import netfilter
 from kernel.netfilter import Chain, Op, OpKind, Rule, Ruleset
 from specs.model import Stack
@@ -95,10 +96,12 @@ def _fake_op(chains: dict[str, list[str]], op: Op) -> None:
         rules.insert(0 if op.kind is OpKind.INSERT_RULE else len(rules), op.spec)
 
 
-def run_controller(sandbox: Sandbox, verb: str, doc: Mapping[str, Any]) -> dict[str, Any]:
-    """`plan` or `apply` with the firewall controller inside the sandbox (see main)."""
-    result = sandbox.run(sys.executable, "-m", "tests.test_firewall_support", verb,
-                         input=json.dumps(doc))
+def run_controller(sandbox: Sandbox, verb: str, doc: Mapping[str, Any],
+                   backend: str = "iptables") -> dict[str, Any]:
+    """`plan` or `apply` with the firewall controller inside the sandbox (see main), on the
+    given backend (auto, nftables, iptables)."""
+    result = sandbox.run("env", f"RECONCILE_FIREWALL_BACKEND={backend}", sys.executable, "-m",
+                         "tests.test_firewall_support", verb, input=json.dumps(doc))
     return json.loads(result.stdout)
 
 
@@ -127,9 +130,33 @@ def our_rules(sandbox: Sandbox) -> list[str]:
     return [line for line in sandbox.run("iptables-save").stdout.splitlines() if _is_ours(line)]
 
 
+_NFT_COUNTER = re.compile(r" counter packets \d+ bytes \d+")
+
+
+def _nft_tables(sandbox: Sandbox) -> dict[str, str]:
+    """`nft list ruleset` split per table ("family name" -> its text, counters left out)."""
+    tables: dict[str, str] = {}
+    name = ""
+    for line in sandbox.run("nft", "list", "ruleset").stdout.splitlines():
+        if line.startswith("table "):
+            name = line[len("table "):].removesuffix(" {")
+        tables[name] = tables.get(name, "") + _NFT_COUNTER.sub("", line) + "\n"
+    return tables
+
+
+def foreign_nft(sandbox: Sandbox) -> dict[str, str]:
+    """Every nf_tables table but the nftables backend's own, as `nft list ruleset` prints it."""
+    return {name: text for name, text in _nft_tables(sandbox).items() if name != f"inet {NFT_TABLE}"}
+
+
+def our_nft(sandbox: Sandbox) -> str | None:
+    """The nftables backend's table as nft lists it, or None when it does not exist."""
+    return _nft_tables(sandbox).get(f"inet {NFT_TABLE}")
+
+
 def main(verb: str) -> None:
     desired = build_desired(json.load(sys.stdin))
-    controller = FirewallController(netfilter.detect())
+    controller = FirewallController.for_host(os.environ.get("RECONCILE_FIREWALL_BACKEND", "iptables"))
     diff = controller.diff(desired, controller.observe())
     errors: list[str] = []
     if verb == "apply" and not diff.issues:

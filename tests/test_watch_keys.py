@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from controllers.change import Action, Change
 from kernel.events import ExitEvent, LinkEvent, NetnsGone, Overflow, RuleEvent
+from kernel.events_wire import NFPROTO_INET
 from reconcile.watch.keys import HOST_KEY, Key, concerns, container_key, covers, key_of_change, key_of_event, network_key
 
 WEB = container_key("s", "web")
@@ -61,6 +62,11 @@ def test_rule_and_exit_events() -> None:
     assert key_of_event(RuleEvent("nat", "PREROUTING", True, "reconcile/v1 chains"), pids) == HOST_KEY
     assert key_of_event(RuleEvent("nat", "RECONCILE-DNAT", True, None), pids) == HOST_KEY
     assert key_of_event(RuleEvent("filter", "DOCKER", True, None), pids) is None
+    assert key_of_event(RuleEvent("reconcile", None, True, None, NFPROTO_INET), pids) == HOST_KEY
+    assert key_of_event(RuleEvent("reconcile", "FORWARD", True, None, NFPROTO_INET), pids) == HOST_KEY
+    assert key_of_event(RuleEvent("reconcile", "RECONCILE-DNAT", True, "reconcile/v1 port s/web/8080/tcp",
+                                  NFPROTO_INET), pids) == WEB
+    assert key_of_event(RuleEvent("firewalld", "filter_FORWARD", True, None, NFPROTO_INET), pids) is None
     assert key_of_event(RuleEvent("filter", "INPUT", False, "ssh from the admin"), pids) is None
     assert key_of_event(ExitEvent(4242), pids) == WEB and key_of_event(ExitEvent(1), pids) is None
 

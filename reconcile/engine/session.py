@@ -17,7 +17,7 @@ from controllers.errors import ApplyError, ApplyErrors
 from controllers.firewall import FirewallController
 from controllers.network import NetworkController, NetworkObservation
 from controllers.sandbox import SandboxController, SandboxObservation
-from kernel import cgroups, netfilter
+from kernel import cgroups
 from kernel.netlink import host_netlink
 from reconcile.engine import probes
 from reconcile.engine.addresses import assign_addresses
@@ -178,6 +178,6 @@ def open_session(settings: Settings, writable: bool) -> Iterator[Session]:
                 NetworkController(netlink), SandboxController(netlink), cgroup,
                 ContainerController(store, settings.state_dir, cgroup.ensure, ImageStore(settings.state_dir),
                                     probes.Gate(settings)),
-                FirewallController(netfilter.detect())])
+                FirewallController.for_host(settings.firewall_backend)])
     finally:
         store.close()

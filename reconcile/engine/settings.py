@@ -13,6 +13,9 @@ DEFAULT_CGROUP_PARENT = "reconcile"
 DEFAULT_DEPENDS_TIMEOUT = 300.0
 """Seconds a start waits for its depends_on conditions: with Docker's default schedule a first
 probe comes 30 s after a start, and three failures take 90 s more."""
+DEFAULT_FIREWALL_BACKEND = "iptables"
+"""Until the nftables backend runs the whole end-to-end suite and the agent's repair by event
+(docs/spec.md, Firewall backends): `auto` and `nftables` are the user's choice meanwhile."""
 DEFAULT_SUBNET_POOL = "base=10.89.0.0/16,size=24"
 """Podman's choice for networks created without a subnet (10.88.0.0/16 is its own default
 network's): 256 networks of 253 containers each, in private space Docker does not use."""
@@ -30,10 +33,12 @@ class Settings:
     service_completed_successfully) before it fails."""
     subnet_pool: SubnetPool = SubnetPool.parse(DEFAULT_SUBNET_POOL)
     """Where networks declared without a subnet get theirs."""
+    firewall_backend: str = DEFAULT_FIREWALL_BACKEND
+    """auto, nftables or iptables (controllers.firewall.backends)."""
 
     @classmethod
     def resolve(cls, state_dir: str | None, cgroup_parent: str | None,
-                subnet_pool: str | None = None) -> Settings:
+                subnet_pool: str | None = None, firewall_backend: str | None = None) -> Settings:
         """Flag, then environment, then default."""
         return cls(
             state_dir=Path(state_dir or os.environ.get("RECONCILE_STATE_DIR") or DEFAULT_STATE_DIR),
@@ -44,6 +49,8 @@ class Settings:
             depends_timeout=_seconds(os.environ.get("RECONCILE_DEPENDS_TIMEOUT"), DEFAULT_DEPENDS_TIMEOUT),
             subnet_pool=SubnetPool.parse(subnet_pool or os.environ.get("RECONCILE_SUBNET_POOL")
                                          or DEFAULT_SUBNET_POOL),
+            firewall_backend=(firewall_backend or os.environ.get("RECONCILE_FIREWALL_BACKEND")
+                              or DEFAULT_FIREWALL_BACKEND),
         )
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controllers.change import Change
-from controllers.firewall_rules import OUR_CHAINS, PortKey, parse_comment
+from controllers.firewall_rules import NFT_TABLE, OUR_CHAINS, PortKey, parse_comment
 from kernel.events import Event, ExitEvent, LinkEvent, NetnsGone, RuleEvent
+from kernel.events_wire import NFPROTO_INET
 from specs.names import parse_alias, parse_netns_name
 
 HOST = ""
@@ -115,4 +116,6 @@ def _key_of_rule(event: RuleEvent) -> Key | None:
         return network_key(stack, network)
     if owner is not None or (event.table, event.chain) in OUR_CHAINS:
         return HOST_KEY  # the skeleton: our chains and the jumps into them
+    if event.family == NFPROTO_INET and event.table == NFT_TABLE:
+        return HOST_KEY  # the nftables backend's table, a chain of it, or a stray rule in it
     return None

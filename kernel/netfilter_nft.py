@@ -1,0 +1,209 @@
+"""The native nftables backend: one `inet` table of our own, read with one `nft -a list table`
+and written with one `nft -f` transaction per apply (all or nothing, the whole file).
+
+Same `Backend` shape as the iptables one (kernel.netfilter): the controller's backend-neutral
+`Rule`s are rendered to the exact text `nft list` prints back, so observed and desired rules
+compare as plain strings and the same per-owner diff holds. What differs is kept here:
+
+- The hook chains are base chains of our own table (named like the built-in iptables chains
+  they stand for, PREROUTING ... FORWARD), declared with their type, hook and priority; nothing
+  is inserted into anyone else's table, nor can it be: a jump never leaves its table.
+- Chains of both logical tables (nat, filter) share the one table; the layout given to the
+  backend says which logical table each chain name belongs to, so a read comes back keyed like
+  an iptables-save one.
+- A rule is deleted by handle: `observe` keeps the handles it read, `apply` deletes by them
+  (a rule that is gone since raises NetfilterError, so the controller re-observes and drops
+  that deletion, as the iptables backend's refused `-D` does).
+- The text form (`nft -a list`) is read rather than `nft -j`: it is the form `render` writes,
+  so the comparison is exact with no second renderer for JSON expressions; `-a` adds handles.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from kernel import crashpoints
+from kernel.netfilter import BaseChain, Chain, NetfilterError, Op, OpKind, Rule, Ruleset, Runner
+
+_CTSTATE_ORDER = ("INVALID", "ESTABLISHED", "RELATED", "NEW", "UNTRACKED")
+"""ct state bits in the order nft prints them (bit order); SNAT/DNAT are `ct status` bits."""
+_CTSTATUS = ("SNAT", "DNAT")
+
+_CHAIN_OPEN = re.compile(r"^\tchain (\S+) \{")
+_RULE_LINE = re.compile(r"^\t\t(?P<spec>.*) # handle (?P<handle>\d+)$")
+_HEADER_LINE = re.compile(r"^\t\ttype \S+ hook \S+ ")
+
+
+@dataclass(frozen=True)
+class NftLayout:
+    """Our table and its chains, as the controller names them (controllers.firewall_rules)."""
+
+    table: str
+    base_chains: tuple[BaseChain, ...]
+    chain_tables: Mapping[str, str]
+    """Logical table of every regular chain we own, by chain name."""
+
+    def logical_table(self, chain: str) -> str | None:
+        for base in self.base_chains:
+            if base.name == chain:
+                return base.table
+        return self.chain_tables.get(chain)
+
+
+def _quoted(word: str) -> str:
+    if any(c in word for c in "\"\\\n"):
+        raise ValueError(f"cannot render {word!r}: nft would escape it")
+    return f'"{word}"'
+
+
+def _ctstate(rule: Rule) -> list[str]:
+    """`ct state [!] a,b` for conntrack states, `ct status [!] dnat` for the NAT bits: `!` is
+    nft's "none of these bits", so a negated set reads as iptables' `! --ctstate A,B,DNAT`."""
+    words: list[str] = []
+    bang = ["!"] if rule.ctstate_negated else []
+    states = [s.lower() for s in _CTSTATE_ORDER if s in rule.ctstate]
+    if states:
+        words += ["ct", "state", *bang, ",".join(states)]
+    for status in (s for s in _CTSTATUS if s in rule.ctstate):
+        words += ["ct", "status", *bang, status.lower()]
+    return words
+
+
+def _network(network: object) -> str:
+    text = str(network)
+    return text.removesuffix("/32")  # nft prints a single address without its prefix
+
+
+_VERDICTS = {"ACCEPT": ["accept"], "DROP": ["drop"], "MASQUERADE": ["masquerade"]}
+
+
+def render_nft(rule: Rule) -> str:
+    """The rule as `nft list` prints it back: addresses, interfaces, ports, address type,
+    conntrack, then the verdict or NAT statement, then the comment (nft keeps expressions in
+    the order given and prints the comment last)."""
+    words: list[str] = []
+    if rule.source is not None:
+        words += ["ip", "saddr", _network(rule.source)]
+    if rule.destination is not None:
+        words += ["ip", "daddr", _network(rule.destination)]
+    for key, iface in (("iifname", rule.in_iface), ("oifname", rule.out_iface)):
+        if iface is not None:
+            words += [key, *(["!="] if iface.negated else []), _quoted(iface.name)]
+    if rule.protocol is not None:
+        words += [rule.protocol, "dport", str(rule.dport)] if rule.dport is not None else [
+            "meta", "l4proto", rule.protocol]
+    if rule.dst_local:
+        words += ["fib", "daddr", "type", "local"]
+    words += _ctstate(rule)
+    if rule.target == "DNAT":
+        if rule.to_destination is None:
+            raise ValueError("a DNAT rule needs to_destination")
+        address, port = rule.to_destination
+        words += ["dnat", "ip", "to", f"{address}:{port}"]
+    else:
+        words += _VERDICTS.get(rule.target, ["jump", rule.target])
+    words += ["comment", _quoted(rule.comment)]
+    return " ".join(words)
+
+
+def parse_list(text: str, layout: NftLayout) -> tuple[Ruleset, dict[tuple[str, str], list[int]]]:
+    """`nft -a list table inet <ours>` -> chains by logical table (chains the layout does not
+    know go under the table name "inet": not ours, never touched) and the handles of every
+    rule by (chain, spec), in kernel order."""
+    tables: dict[str, dict[str, list[str]]] = {}
+    handles: dict[tuple[str, str], list[int]] = {}
+    rules: list[str] | None = None
+    chain = ""
+    for line in text.splitlines():
+        if opened := _CHAIN_OPEN.match(line):
+            chain = opened[1]
+            rules = tables.setdefault(layout.logical_table(chain) or "inet", {}).setdefault(chain, [])
+        elif line == "\t}":
+            rules = None
+        elif rules is not None and (match := _RULE_LINE.match(line)) and not _HEADER_LINE.match(line):
+            rules.append(match["spec"])
+            handles.setdefault((chain, match["spec"]), []).append(int(match["handle"]))
+    ruleset = Ruleset({table: {name: Chain(name, tuple(specs)) for name, specs in chains.items()}
+                       for table, chains in tables.items()})
+    return ruleset, handles
+
+
+def nft_script(ops: Sequence[Op], layout: NftLayout, ruleset: Ruleset,
+               handles: Mapping[tuple[str, str], Sequence[int]]) -> str:
+    """One `nft -f` transaction: chains declared (and emptied) first, rules deleted by handle,
+    inserted, appended, chains flushed; doomed chains are all flushed before any is deleted
+    (ours jump to each other), and the table goes with its last chain."""
+    where = f"inet {layout.table}"
+    bases = {base.name: base for base in layout.base_chains}
+    left = {chain: list(found) for chain, found in handles.items()}
+    lines = [f"add table {where}"]
+    for op in sorted(ops, key=lambda op: op.kind):
+        if op.kind is OpKind.DECLARE_CHAIN:
+            base = bases.get(op.chain)
+            lines += [f"add chain {where} {op.chain}" + (f" {base.declaration}" if base else ""),
+                      f"flush chain {where} {op.chain}"]
+        elif op.kind is OpKind.DELETE_RULE:
+            found = left.get((op.chain, op.spec))
+            if not found:
+                raise NetfilterError(f"no such rule in {op.chain}: {op.spec}")
+            lines.append(f"delete rule {where} {op.chain} handle {found.pop(0)}")
+        elif op.kind in (OpKind.INSERT_RULE, OpKind.APPEND_RULE):
+            verb = "insert" if op.kind is OpKind.INSERT_RULE else "add"
+            lines.append(f"{verb} rule {where} {op.chain} {op.spec}")
+        else:
+            lines.append(f"flush chain {where} {op.chain}")
+    doomed = [op.chain for op in ops if op.kind is OpKind.DELETE_CHAIN]
+    lines += [f"delete chain {where} {chain}" for chain in doomed]
+    present = {name for chains in ruleset.tables.values() for name in chains}
+    declared = {op.chain for op in ops if op.kind is OpKind.DECLARE_CHAIN}
+    if doomed and not (present | declared) - set(doomed):
+        lines.append(f"delete table {where}")
+    return "".join(f"{line}\n" for line in lines)
+
+
+class Nftables:
+    """nft (>= 1.0) on the host's nf_tables: our own `inet` table."""
+
+    name = "nftables"
+
+    def __init__(self, layout: NftLayout, run: Runner = subprocess.run):
+        self.layout = layout
+        self.base_chains = layout.base_chains
+        self._run = run
+        self._ruleset = Ruleset({})
+        self._handles: dict[tuple[str, str], list[int]] = {}
+
+    def render(self, rule: Rule) -> str:
+        return render_nft(rule)
+
+    def observe(self) -> Ruleset:
+        proc = self._run(["nft", "-a", "list", "table", "inet", self.layout.table],
+                         capture_output=True, text=True)
+        if proc.returncode != 0:
+            if "No such file or directory" in proc.stderr:  # no table of ours: nothing to read
+                self._ruleset, self._handles = Ruleset({}), {}
+                return self._ruleset
+            raise NetfilterError(f"nft list failed: {proc.stderr.strip()}")
+        self._ruleset, self._handles = parse_list(proc.stdout, self.layout)
+        return self._ruleset
+
+    def apply(self, ops: Sequence[Op]) -> None:
+        if not ops:
+            return
+        script = nft_script(ops, self.layout, self._ruleset, self._handles)
+        crashpoints.step("nft")
+        proc = self._run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise NetfilterError(f"nft refused the batch: {proc.stderr.strip()}")
+
+
+def nft_usable(run: Runner = subprocess.run) -> bool:
+    """`nft` is installed and the kernel answers it (nf_tables built in or loaded)."""
+    try:
+        proc = run(["nft", "list", "tables"], capture_output=True, text=True)
+    except FileNotFoundError:
+        return False
+    return proc.returncode == 0

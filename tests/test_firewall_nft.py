@@ -1,0 +1,255 @@
+"""The nftables backend's pure parts, no kernel: rendering every rule kind to the text `nft -a
+list` prints back, parsing that listing (captured from the real kernel) into chains by logical
+table with handles, the `nft -f` script of a batch, the controller's diff over a captured
+listing (no-op, drift, teardown), migration between backends, and backend selection."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import replace
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+import pytest
+
+from controllers.firewall import (
+    FirewallController,
+    Work,
+    backends,
+    diff_firewall,
+    observe_firewall,
+    our_chains,
+)
+from controllers.firewall_rules import NFT_LAYOUT, network_rules, port_key, port_rule, skeleton_rules
+from kernel.netfilter import Chain, Iface, NetfilterError, Op, OpKind, Rule, render_iptables
+from kernel.netfilter_nft import Nftables, nft_script, parse_list, render_nft
+from tests.test_firewall_diff import DEMO, ROUTE_LOCALNET_ON, converge, desired, heads
+from tests.test_firewall_support import FakeBackend, build_stack
+
+CAPTURED = """\
+table inet reconcile { # handle 1
+\tchain PREROUTING { # handle 1
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t\tfib daddr type local jump RECONCILE-DNAT comment "reconcile/v1 chains" # handle 14
+\t}
+
+\tchain OUTPUT { # handle 2
+\t\ttype nat hook output priority -100; policy accept;
+\t\tfib daddr type local jump RECONCILE-DNAT comment "reconcile/v1 chains" # handle 15
+\t}
+
+\tchain POSTROUTING { # handle 3
+\t\ttype nat hook postrouting priority srcnat; policy accept;
+\t\tjump RECONCILE-SNAT comment "reconcile/v1 chains" # handle 16
+\t}
+
+\tchain INPUT { # handle 4
+\t\ttype filter hook input priority filter; policy accept;
+\t\tjump RECONCILE-INPUT comment "reconcile/v1 chains" # handle 17
+\t}
+
+\tchain FORWARD { # handle 5
+\t\ttype filter hook forward priority filter; policy accept;
+\t\tjump RECONCILE-FORWARD comment "reconcile/v1 chains" # handle 18
+\t}
+
+\tchain RECONCILE-DNAT { # handle 6
+\t\tip daddr 127.0.0.1 udp dport 5353 dnat ip to 10.88.1.10:53 comment "reconcile/v1 port demo/web/127.0.0.1:5353/udp" # handle 34
+\t\ttcp dport 8080 dnat ip to 10.88.1.10:80 comment "reconcile/v1 port demo/web/8080/tcp" # handle 35
+\t}
+
+\tchain RECONCILE-SNAT { # handle 7
+\t\tip saddr 10.88.1.0/24 oifname != "rcbr0" masquerade comment "reconcile/v1 network demo/front" # handle 25
+\t\tip saddr 10.88.1.0/24 oifname "rcbr0" ct status dnat masquerade comment "reconcile/v1 network demo/front" # handle 26
+\t\tip saddr 127.0.0.0/8 oifname "rcbr0" masquerade comment "reconcile/v1 network demo/front" # handle 27
+\t}
+
+\tchain RECONCILE-INPUT { # handle 8
+\t\tip daddr 127.0.0.0/8 iifname "rcbr0" ct state ! established,related ct status ! dnat drop comment "reconcile/v1 network demo/front" # handle 28
+\t}
+
+\tchain RECONCILE-INTERNAL { # handle 9
+\t\tiifname "rcbr1" oifname != "rcbr1" drop comment "reconcile/v1 network demo/back" # handle 22
+\t\tiifname != "rcbr1" oifname "rcbr1" drop comment "reconcile/v1 network demo/back" # handle 23
+\t}
+
+\tchain RECONCILE-ISOLATE-FROM { # handle 10
+\t\tiifname "rcbr0" oifname != "rcbr0" jump RECONCILE-ISOLATE-TO comment "reconcile/v1 network demo/front" # handle 29
+\t}
+
+\tchain RECONCILE-ISOLATE-TO { # handle 11
+\t\toifname "rcbr0" drop comment "reconcile/v1 network demo/front" # handle 30
+\t}
+
+\tchain RECONCILE-ACCEPT { # handle 12
+\t\tiifname "rcbr1" oifname "rcbr1" accept comment "reconcile/v1 network demo/back" # handle 24
+\t\toifname "rcbr0" ct state established,related accept comment "reconcile/v1 network demo/front" # handle 31
+\t\toifname "rcbr0" ct status dnat accept comment "reconcile/v1 network demo/front" # handle 32
+\t\tiifname "rcbr0" accept comment "reconcile/v1 network demo/front" # handle 33
+\t}
+
+\tchain RECONCILE-FORWARD { # handle 13
+\t\tjump RECONCILE-INTERNAL comment "reconcile/v1 chains" # handle 19
+\t\tct status ! dnat jump RECONCILE-ISOLATE-FROM comment "reconcile/v1 chains" # handle 20
+\t\tjump RECONCILE-ACCEPT comment "reconcile/v1 chains" # handle 21
+\t}
+}
+"""
+"""`nft -a list table inet reconcile` after the DEMO stack was applied in a sandbox (nft 1.0.6)."""
+
+
+class FakeNft:
+    """A runner standing in for `nft`: lists `listing` (or "no such table"), records scripts."""
+
+    def __init__(self, listing: str | None = CAPTURED, usable: bool = True, forward: str = "ACCEPT"):
+        self.listing = listing
+        self.usable = usable
+        self.forward = forward
+        self.scripts: list[str] = []
+
+    def __call__(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        if argv[0] == "iptables":
+            return subprocess.CompletedProcess(argv, 0, "iptables v1.8.9 (nf_tables)\n", "")
+        if argv[0] == "iptables-save":
+            return subprocess.CompletedProcess(argv, 0, f"*filter\n:FORWARD {self.forward} [0:0]\nCOMMIT\n", "")
+        if not self.usable:
+            raise FileNotFoundError(argv[0])
+        if argv[:2] == ["nft", "-f"]:
+            self.scripts.append(kwargs["input"])
+            return subprocess.CompletedProcess(argv, 0, "", "")
+        if argv[:3] == ["nft", "-a", "list"]:
+            if self.listing is None:
+                return subprocess.CompletedProcess(argv, 1, "", "Error: No such file or directory")
+            return subprocess.CompletedProcess(argv, 0, self.listing, "")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+
+def _demo_rules() -> list[Rule]:
+    stack = build_stack("demo", DEMO)
+    web = stack.containers["web"]
+    return [*skeleton_rules(),
+            *(r for key, net in stack.networks.items() for r in network_rules("demo", key, net)),
+            *(port_rule(port_key("demo", "web", m), IPv4Address("10.88.1.10"), m.container) for m in web.ports)]
+
+
+def test_every_rule_renders_as_nft_lists_it() -> None:
+    """Every rule the DEMO stack makes (skeleton, an internal and a routed network, both port
+    kinds) appears verbatim in the kernel's listing, in its chain."""
+    ruleset, _ = parse_list(CAPTURED, NFT_LAYOUT)
+    for rule in _demo_rules():
+        chain = ruleset.chain(rule.table, rule.chain)
+        assert chain is not None and render_nft(rule) in chain.rules, render_nft(rule)
+
+
+@pytest.mark.parametrize(("rule", "text"), [
+    (Rule("nat", "RECONCILE-DNAT", "DNAT", "c", destination=IPv4Network("127.0.0.1/32"), protocol="udp",
+          dport=53, to_destination=(IPv4Address("10.0.0.2"), 5353)),
+     'ip daddr 127.0.0.1 udp dport 53 dnat ip to 10.0.0.2:5353 comment "c"'),
+    (Rule("filter", "X", "DROP", "a b", destination=IPv4Network("127.0.0.0/8"), in_iface=Iface("br0"),
+          ctstate=("DNAT", "ESTABLISHED", "RELATED"), ctstate_negated=True),
+     'ip daddr 127.0.0.0/8 iifname "br0" ct state ! established,related ct status ! dnat drop comment "a b"'),
+    (Rule("nat", "X", "MASQUERADE", "x", source=IPv4Network("10.1.0.0/16"), out_iface=Iface("br0", True)),
+     'ip saddr 10.1.0.0/16 oifname != "br0" masquerade comment "x"'),
+    (Rule("filter", "X", "RECONCILE-ISOLATE-TO", "x", ctstate=("DNAT",), ctstate_negated=True),
+     'ct status ! dnat jump RECONCILE-ISOLATE-TO comment "x"'),
+])
+def test_render_is_nft_list_text(rule: Rule, text: str) -> None:
+    assert render_nft(rule) == text
+
+
+def test_parse_keys_chains_by_logical_table_with_handles() -> None:
+    ruleset, handles = parse_list(CAPTURED, NFT_LAYOUT)
+    assert sorted(ruleset.tables) == ["filter", "nat"]
+    assert sorted(ruleset.tables["nat"]) == ["OUTPUT", "POSTROUTING", "PREROUTING", "RECONCILE-DNAT", "RECONCILE-SNAT"]
+    assert ruleset.chain("filter", "FORWARD").rules == ('jump RECONCILE-FORWARD comment "reconcile/v1 chains"',)
+    assert handles[("PREROUTING", 'fib daddr type local jump RECONCILE-DNAT comment "reconcile/v1 chains"')] == [14]
+    assert parse_list("table inet reconcile { # handle 1\n\tchain X { # handle 9\n\t\taccept # handle 3\n\t}\n}\n",
+                      NFT_LAYOUT)[0].tables == {"inet": {"X": Chain("X", ("accept",))}}
+
+
+def test_script_declares_base_chains_deletes_by_handle_and_drops_the_table_last() -> None:
+    ruleset, handles = parse_list(CAPTURED, NFT_LAYOUT)
+    spec = 'fib daddr type local jump RECONCILE-DNAT comment "reconcile/v1 chains"'
+    script = nft_script([Op(OpKind.APPEND_RULE, "nat", "RECONCILE-DNAT", "tcp dport 1 accept"),
+                         Op(OpKind.DELETE_RULE, "nat", "PREROUTING", spec),
+                         Op(OpKind.DECLARE_CHAIN, "nat", "PREROUTING")], NFT_LAYOUT, ruleset, handles)
+    assert script == (
+        "add table inet reconcile\n"
+        "add chain inet reconcile PREROUTING { type nat hook prerouting priority dstnat; policy accept; }\n"
+        "flush chain inet reconcile PREROUTING\n"
+        "delete rule inet reconcile PREROUTING handle 14\n"
+        "add rule inet reconcile RECONCILE-DNAT tcp dport 1 accept\n")
+    with pytest.raises(NetfilterError, match="no such rule in PREROUTING: accept"):
+        nft_script([Op(OpKind.DELETE_RULE, "nat", "PREROUTING", "accept")], NFT_LAYOUT, ruleset, handles)
+    everything = [Op(OpKind.DELETE_CHAIN, t, c) for t, chains in ruleset.tables.items() for c in chains]
+    lines = nft_script(everything, NFT_LAYOUT, ruleset, handles).splitlines()
+    assert lines[-1] == "delete table inet reconcile"
+    assert max(i for i, l in enumerate(lines) if l.startswith("flush")) < min(
+        i for i, l in enumerate(lines) if l.startswith("delete chain"))
+
+
+def _nft_observed(listing: str | None = CAPTURED):
+    backend = Nftables(NFT_LAYOUT, FakeNft(listing))
+    return backend, observe_firewall(backend.observe(), (), ROUTE_LOCALNET_ON, our_chains(backend))
+
+
+def test_diff_over_the_captured_listing_is_empty_and_sees_drift() -> None:
+    _, observed = _nft_observed()
+    assert diff_firewall(desired({"demo": DEMO}), observed, render_nft).changes == []
+    drifted = "\n".join(line for line in CAPTURED.splitlines() if "8080" not in line and "FORWARD {" not in line)
+    _, observed = _nft_observed(drifted + "\n")
+    assert heads(diff_firewall(desired({"demo": DEMO}), observed, render_nft)) == [
+        ("update", "firewall", "chains"), ("create", "port", "demo/web/8080/tcp")]
+
+
+def test_cold_start_and_teardown_scripts() -> None:
+    backend, observed = _nft_observed(None)
+    cold = diff_firewall(desired({"demo": DEMO}), observed, render_nft)
+    assert heads(cold)[0] == ("create", "firewall", "chains")
+    backend, observed = _nft_observed()
+    down = diff_firewall(desired({}, scope=["demo"]), observed, render_nft)
+    backend.apply([op for c in down.changes if isinstance(c.desired, Work) for op in c.desired.ops])
+    assert backend._run.scripts[0].splitlines()[-1] == "delete table inet reconcile"
+
+
+def test_leftovers_of_the_other_backend_are_removed_in_the_same_apply() -> None:
+    """Switching to nftables: the iptables rules of the scope go, after nftables' batch."""
+    iptables = FakeBackend()
+    converge(desired({"demo": DEMO}), iptables)
+    nft = Nftables(NFT_LAYOUT, FakeNft(None))
+    controller = FirewallController(nft, [iptables])
+    left = observe_firewall(iptables.observe(), (), {})
+    observed = observe_firewall(nft.observe(), (), ROUTE_LOCALNET_ON, our_chains(nft))
+    plan = diff_firewall(desired({"demo": DEMO}), replace(observed, leftovers={"fake": left}), render_nft,
+                         {"fake": render_iptables})
+    gone = [c for c in plan.changes if c.desired.backend == "fake"]
+    assert {c.action.value for c in gone} == {"delete"} and len(gone) == 5
+    assert all(c.reason.endswith("(left by the fake backend)") for c in gone)
+    controller._apply_ops(nft, [op for c in plan.changes if not c.desired.backend for op in c.desired.ops])
+    controller._apply_ops(iptables, [op for c in gone for op in c.desired.ops])
+    assert observe_firewall(iptables.observe(), (), {}).owned == {}
+
+
+@pytest.mark.parametrize(("choice", "usable", "expected"), [
+    ("auto", True, ("nftables", ["iptables-nft"])),
+    ("auto", False, ("iptables-nft", [])),
+    ("iptables", True, ("iptables-nft", ["nftables"])),
+    ("nftables", True, ("nftables", ["iptables-nft"])),
+])
+def test_backend_selection(choice: str, usable: bool, expected: tuple[str, list[str]]) -> None:
+    backend, others = backends(choice, FakeNft(usable=usable))
+    assert (backend.name, [o.name for o in others]) == expected
+
+
+def test_auto_keeps_iptables_under_a_foreign_forward_drop_policy() -> None:
+    """Our nftables accept would not be final: iptables' FORWARD policy would drop the packet."""
+    backend, others = backends("auto", FakeNft(forward="DROP"))
+    assert (backend.name, [o.name for o in others]) == ("iptables-nft", ["nftables"])
+    assert backends("nftables", FakeNft(forward="DROP"))[0].name == "nftables"  # as asked
+
+
+def test_backend_selection_errors() -> None:
+    with pytest.raises(NetfilterError, match="unknown firewall backend 'pf'"):
+        backends("pf", FakeNft())
+    with pytest.raises(NetfilterError, match="the nftables backend needs `nft`"):
+        backends("nftables", FakeNft(usable=False))
