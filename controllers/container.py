@@ -36,7 +36,8 @@ from kernel.oci import Runtime
 from specs import capabilities, names
 from specs.images import pinned_digest
 from specs.errors import Issue
-from specs.model import Container, Healthcheck, Stack
+from specs.model import Container, Healthcheck, Stack, Volume
+from state import volumes
 from state.images import ImageStore
 from state.store import ContainerRecord, Store
 
@@ -125,6 +126,7 @@ class ObservedContainer:
     root: Path | None  # where its root (our overlay) is mounted on the host
     runtime_state: bool  # the OCI runtime still has state for it
     image_digest: str | None = None  # of the image its root is made of (the root's mark)
+    exit_code: int | None = None  # how its last run ended, while not running (its exit file)
 
 
 @dataclass(frozen=True)
@@ -245,12 +247,21 @@ def _changed(found: ObservedContainer, fields: Sequence[FieldChange]) -> str:
     return ", ".join(f.path for f in fields) + " changed"
 
 
+def _completed(want: DesiredContainer, found: ObservedContainer) -> bool:
+    """It ran to a successful end that its restart policy does not restart: a one-shot (a
+    migration, an init step) is done, as a Kubernetes Job, not waiting to run again (a change
+    of its spec runs it again, as does down + apply)."""
+    return found.record is not None and found.exit_code == 0 and want.container.restart != "always"
+
+
 def _diff_one(want: DesiredContainer, found: ObservedContainer | None) -> Change | None:
     key = f"{want.stack}/{want.key}"
     fields = _recreate_fields(found.record.spec, want.spec) if found and found.record else ()
     if found is not None and not any(f.path == "image" for f in fields):
         fields += _image_moved(want, found)
     if found is None or found.handle is None:
+        if not fields and found is not None and _completed(want, found):
+            return None
         if fields:  # its writable layer was made for another spec: a new one, as a recreate
             return Change(Action.RECREATE, KIND_CONTAINER, key, fields, desired=want, observed=found,
                           reason=_start_reason(want, "exited; " + _changed(found, fields)))
@@ -299,7 +310,7 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
                                            f"this host cannot give {name}: the bounding set reconcile runs "
                                            f"with lacks it"))
             for index, volume in enumerate(container.volumes):
-                if not volume.source.exists():
+                if isinstance(volume.source, Path) and not volume.create_host_path and not volume.source.exists():
                     result.issues.append(Issue(stack.name, ("containers", key, "volumes", index),
                                                f"volume source {volume.source} does not exist on this host"))
             wanted.append(DesiredContainer(
@@ -419,6 +430,17 @@ def _subdirs(path: Path) -> list[Path]:
         return []
 
 
+def _make_host_directories(key: str, mounts: Sequence[Volume]) -> None:
+    """The missing host directories of bind mounts that ask for them (create_host_path, as
+    `docker run -v` makes them): root's, 0755, left in place afterwards, as Docker leaves them."""
+    for volume in mounts:
+        if isinstance(volume.source, Path) and volume.create_host_path:
+            try:
+                volume.source.mkdir(mode=0o755, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise runtime.StartError(f"{key}: volume source {volume.source}: {exc.strerror or exc}") from exc
+
+
 class ContainerController:
     kinds = (KIND_CONTAINER,)
 
@@ -464,7 +486,8 @@ class ContainerController:
                 key[0], key[1], handle, records.get(key), in_sandbox,
                 inroot.read_in_root(inside, "/etc/hosts") if inside else None,
                 inroot.read_in_root(inside, "/etc/resolv.conf") if inside else None,
-                root.path if root else None, key in runtime_ids, root.image_digest if root else None)
+                root.path if root else None, key in runtime_ids, root.image_digest if root else None,
+                runtime.exit_code(Paths.of(self._state_dir, *key).log) if handle is None and key in records else None)
         resolvers = HostResolvers(str(self._host_resolv), _read(self._host_resolv) or "",
                                   str(self._upstream_resolv), _read(self._upstream_resolv) or "")
         return ContainerObservation(containers, resolvers, capabilities.from_mask(procs.bounding_set()),
@@ -621,6 +644,8 @@ class ContainerController:
                 inroot.make_dirs(paths.rootfs, c.workdir)
             except OSError as exc:
                 raise runtime.StartError(f"{change.key}: workdir {c.workdir}: {exc.strerror or exc}") from exc
+        named = self._named_volumes(want, paths, id_base)
+        _make_host_directories(change.key, c.volumes)
         placement = self._cgroups(want.stack, want.key)
         inputs = BundleInputs(
             container_id=names.runtime_id(want.stack, want.key),
@@ -629,13 +654,27 @@ class ContainerController:
             ids=users.lookup(c.user or "0", paths.rootfs), capabilities=want.capabilities,
             seccomp_bpf=None if c.privileged else filters[want.capabilities],
             host_root=c.rootfs is None and c.image is None, hidden=(str(self._state_dir.resolve()),),
-            init=runtime.TINI, init_target=runtime.INIT_IN_CONTAINER, id_base=id_base)
+            init=runtime.TINI, init_target=runtime.INIT_IN_CONTAINER, id_base=id_base, named_volumes=named)
         handle = runtime.start(self._runtime, inputs.container_id, paths.bundle, oci_config(c, inputs), paths.log,
                                change.key, placement.monitor_procs,
                                runtime.LogLimits(c.logging.options.max_size, c.logging.options.max_file))
         paths.start_error.unlink(missing_ok=True)
         restarts = found.record.restarts + 1 if found and found.record and change.action is Action.CREATE else 0
         return _record(want, handle, restarts)
+
+    def _named_volumes(self, want: DesiredContainer, paths: Paths, id_base: int | None) -> dict[str, str]:
+        """The container's named volumes, made on its first start (state.volumes): filled from
+        its root at the mount point when that root is an image or a rootfs."""
+        c = want.container
+        copied = c.image is not None or c.rootfs is not None
+        named: dict[str, str] = {}
+        for volume in c.volumes:
+            if volume.volume_name is None:
+                continue
+            seed = inroot.resolve(paths.rootfs, volume.target) if copied else None
+            named[volume.volume_name] = str(volumes.ensure(self._state_dir, want.stack, volume.volume_name,
+                                                           seed, id_base or 0))
+        return named
 
     def _image_layers(self, image: str, digest: str | None) -> list[Path]:
         """The unpacked layers of the image a container is pinned to, top first."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ class BundleInputs:
     init: str  # the init binary on the host, bound read-only at init_target
     init_target: str
     id_base: int | None = None  # userns: auto: the host uid of the container's uid 0
+    named_volumes: Mapping[str, str] = field(default_factory=dict)  # volume name -> its directory (state.volumes)
 
 
 def _device_rule(kind: str, major: int | None, minor: int | None, access: str) -> dict[str, Any]:
@@ -86,7 +87,8 @@ def _mounts(container: Container, inputs: BundleInputs) -> list[dict[str, Any]]:
     # root writes there is owned by root on the host, as without one.
     idmap = ["idmap"] if inputs.id_base is not None else []
     for volume in container.volumes:
-        mounts.append({"destination": volume.target, "type": "bind", "source": str(volume.source),
+        source = str(volume.source) if volume.volume_name is None else inputs.named_volumes[volume.volume_name]
+        mounts.append({"destination": volume.target, "type": "bind", "source": source,
                        "options": ["rbind", "ro" if volume.read_only else "rw", "rprivate", *idmap]})
     return mounts
 

@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     target = down.add_mutually_exclusive_group(required=True)
     target.add_argument("path", type=Path, nargs="?", help="stack file or directory")
     target.add_argument("--stack", action="append", type=_stack_name, help="stack name (repeatable)")
+    down.add_argument("--volumes", action="store_true", help="remove the stacks' named volumes too (their data)")
     verb("status", "what runs and how far it is from the spec").add_argument(
         "path", type=Path, nargs="?", help="stack file or directory (default: every known stack)")
     watch = verb("watch", "keep the host equal to a directory of stack files: apply changes, "
@@ -234,15 +235,17 @@ def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
     from reconcile.engine import render, verbs
 
     names = args.stack or verbs.stacks_in(args.path, settings)
-    done = verbs.down(names, settings)
+    done = verbs.down(names, settings, remove_volumes=args.volumes)
     unknown = [f"error: no stack named '{name}' on this host (no kernel object carries its mark, the state "
                "store has no record of it)" for name in done.unknown] if args.stack else []
     if args.output == "json":
         _print_json({**render.plan_json(done.plan), "applied": True,
+                     **render.volumes_json(done.volumes_removed, done.volumes_kept),
                      **({"error": "unknown stack", "messages": unknown} if unknown else {})})
         return EXIT_ERROR if unknown else EXIT_OK
     if len(unknown) < len(names):
         render.emit(render.format_applied(done.plan, render.use_colour(sys.stdout)))
+    render.emit_volumes(done.volumes_removed, done.volumes_kept)
     for line in unknown:
         print(line, file=sys.stderr)
     return EXIT_ERROR if unknown else EXIT_OK

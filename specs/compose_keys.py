@@ -97,6 +97,11 @@ NO_EFFECT_NETWORK: dict[str, str] = {
     "labels": "has no effect here: reconcile keeps no labels",
 }
 
+NO_EFFECT_VOLUME: dict[str, str] = {
+    "name": "has no effect here: the volume is the directory <state-dir>/volumes/STACK/KEY",
+    "labels": "has no effect here: reconcile keeps no labels",
+}
+
 NO_EFFECT_ATTACHMENT: dict[str, str] = {
     "aliases": "have no effect here: containers reach each other by service name only",
     "mac_address": "has no effect here: a container's MAC derives from its address",

@@ -12,15 +12,16 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from specs.compose_keys import NO_EFFECT_NETWORK, NO_EFFECT_TOP_LEVEL, UNSUPPORTED_TOP_LEVEL
+from specs.compose_keys import NO_EFFECT_NETWORK, NO_EFFECT_TOP_LEVEL, NO_EFFECT_VOLUME, UNSUPPORTED_TOP_LEVEL
 from specs.compose_report import Collector, ComposeInvalid, Finding
 from specs.compose_service import DEFAULT_NETWORK, ComposeContext, ServiceMapper
 from specs.errors import Loc, quoted
-from specs.fields import NAME_RULE, describe_value
+from specs.fields import NAME_RULE, VOLUME_DRIVER_KEYS, describe_value, volume_driver_problem
 from specs.names import NAME_PATTERN
 from specs.origins import Origins
 
 TOP_LEVEL = ("name", "services", "networks", "volumes", *UNSUPPORTED_TOP_LEVEL, *NO_EFFECT_TOP_LEVEL)
+VOLUME_KEYS = (*VOLUME_DRIVER_KEYS, *NO_EFFECT_VOLUME)
 NETWORK_KEYS = ("driver", "driver_opts", "ipam", "internal", "external", "enable_ipv6", *NO_EFFECT_NETWORK)
 MTU_OPTION = "com.docker.network.driver.mtu"
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
@@ -54,9 +55,7 @@ def to_native(document: Mapping[str, object], context: ComposeContext, directory
     for name, service in services.items():
         containers[name] = ServiceMapper(out, name, service, context).map()
     native["containers"] = containers
-    if document.get("volumes"):
-        out.key_error(("volumes",), "named volumes are not supported yet: mount host directories "
-                                    "(an absolute path, or one relative to the Compose file such as ./data)")
+    _volumes(out, native, document.get("volumes"))
     if out.errors:
         raise ComposeInvalid(out.errors, out.warnings)
     return Converted(native, Origins(out.origins), out.warnings)
@@ -125,6 +124,33 @@ def _networks(out: Collector, native: dict[str, object], declared: object,
         # comes from the pool. An error about it points at the first such service.
         out.put(networks, ("networks", DEFAULT_NETWORK), {}, ("services", on_default[0]))
     native["networks"] = networks
+
+
+def _volumes(out: Collector, native: dict[str, object], declared: object) -> None:
+    """Named volumes: `{}` or nothing in the native stack (directories under the state dir);
+    a driver, its options or an external volume are errors, as in a native stack file."""
+    if declared is None:
+        return
+    out.origins[("volumes",)] = ("volumes",)
+    if not isinstance(declared, dict):
+        out.error(("volumes",), f"expected a mapping of volume name to volume, got {describe_value(declared)}")
+        return
+    volumes: dict[str, object] = {}
+    for key, volume in declared.items():
+        loc: Loc = ("volumes", str(key))
+        if volume is not None and not isinstance(volume, dict):
+            out.error(loc, f"expected a mapping (driver, external, ...), got {describe_value(volume)}")
+            continue
+        for option, value in (volume or {}).items():
+            problem = volume_driver_problem(option, value) if option in VOLUME_DRIVER_KEYS else None
+            if problem is not None:
+                out.key_error(loc + (option,), problem)
+            elif option in NO_EFFECT_VOLUME:
+                out.key_warning(loc + (option,), NO_EFFECT_VOLUME[option])
+            elif option not in VOLUME_KEYS:
+                out.unknown(loc + (str(option),), VOLUME_KEYS)
+        out.put(volumes, loc, {}, loc)
+    native["volumes"] = volumes
 
 
 def _network(out: Collector, key: str, network: object) -> dict[str, object] | None:

@@ -202,13 +202,15 @@ def short_volume(value: object, project_dir: str, home: str | None) -> Parsed:
         raise ValueError(f"expected 'SOURCE:TARGET[:ro]' or a mapping, got {describe_value(value)}")
     parts = value.split(":")
     if len(parts) == 1:
-        raise ValueError(f"anonymous volumes are not supported, got {quoted(value)}: "
-                         "mount a host directory with SOURCE:TARGET")
+        raise ValueError(f"anonymous volumes are not supported, got {quoted(value)}: name the volume "
+                         "(NAME:TARGET, NAME declared in the top-level volumes) or mount a host directory "
+                         "(SOURCE:TARGET)")
     if len(parts) > 3:
         raise ValueError(f"expected 'SOURCE:TARGET[:MODE]', got {quoted(value)}")
     source = host_source(parts[0], project_dir, home)
+    created = source is not None  # the short syntax makes a missing host directory, as docker -v
     if source is None:
-        raise ValueError(_named_volume(parts[0]))
+        source = parts[0]  # a named volume: the native model checks the name and that it is declared
     read_only, warnings = False, []
     for mode in (parts[2].split(",") if len(parts) == 3 else []):
         if mode in ("ro", "rw"):
@@ -220,27 +222,26 @@ def short_volume(value: object, project_dir: str, home: str | None) -> Parsed:
     entry: dict[str, object] = {"source": source, "target": parts[1]}
     if read_only:
         entry["read_only"] = True
+    if created:
+        entry["create_host_path"] = True
     return Parsed([entry], warnings)
-
-
-def _named_volume(name: str) -> str:
-    return (f"named volume {quoted(name)} is not supported yet: mount a host directory (an absolute path, "
-            "or one relative to the Compose file such as ./data)")
 
 
 LONG_VOLUME_KEYS = ("type", "source", "target", "read_only", "bind", "consistency", "volume", "tmpfs")
 
 
 def long_volume(value: Mapping[str, object], project_dir: str, home: str | None) -> Parsed:
-    """`{type: bind, source, target, read_only, bind: {...}}`; other types are refused."""
+    """`{type: bind|volume, source, target, read_only, bind: {...}, volume: {...}}`; other types
+    are refused."""
     unknown = [key for key in value if key not in LONG_VOLUME_KEYS]
     if unknown:
         raise SubfieldError((unknown[0],), f"unknown field {quoted(str(unknown[0]))}")
     kind = value.get("type")
+    if kind == "volume":
+        return _long_named_volume(value)
     if kind != "bind":
-        if kind == "volume":
-            raise SubfieldError(("type",), _named_volume(str(value.get("source", ""))))
-        raise SubfieldError(("type",), f"volume type {describe_value(kind)} is not supported: use type: bind")
+        raise SubfieldError(("type",), f"volume type {describe_value(kind)} is not supported: use type: bind "
+                                       "or type: volume")
     for key in ("source", "target"):
         if not isinstance(value.get(key), str):
             raise SubfieldError((key,) if key in value else (), f"missing required field '{key}'"
@@ -252,7 +253,38 @@ def long_volume(value: Mapping[str, object], project_dir: str, home: str | None)
     entry: dict[str, object] = {"source": source, "target": value["target"]}
     if "read_only" in value:
         entry["read_only"] = value["read_only"]
-    return Parsed([entry], _bind_warnings(value))
+    warnings = _bind_warnings(value)
+    bind = value.get("bind")
+    if isinstance(bind, dict) and "create_host_path" in bind:
+        entry["create_host_path"] = bind["create_host_path"]
+    return Parsed([entry], warnings)
+
+
+def _long_named_volume(value: Mapping[str, object]) -> Parsed:
+    """`{type: volume, source: NAME, target, read_only, volume: {nocopy, subpath}}`."""
+    if value.get("source") is None:
+        raise SubfieldError(("type",), "anonymous volumes are not supported: name the volume in source: "
+                                       "(declared in the top-level volumes)")
+    if "target" not in value:
+        raise SubfieldError((), "missing required field 'target'")
+    options = value.get("volume") or {}
+    if not isinstance(options, dict):
+        raise SubfieldError(("volume",), f"expected a mapping, got {describe_value(options)}")
+    for key, option in options.items():
+        if key == "nocopy" and option is True:
+            raise SubfieldError(("volume", key), "nocopy is not supported: a new volume is filled with what "
+                                                 "the image holds at the mount point, as Docker does by default")
+        if key == "subpath":
+            raise SubfieldError(("volume", key), "subpath is not supported: mount the whole volume")
+        if key != "nocopy":
+            raise SubfieldError(("volume", key), f"unknown field {quoted(str(key))}")
+    for key in ("bind", "tmpfs"):
+        if key in value:
+            raise SubfieldError((key,), f"{key} options do not apply to type: volume")
+    entry: dict[str, object] = {"source": value["source"], "target": value["target"]}
+    if "read_only" in value:
+        entry["read_only"] = value["read_only"]
+    return Parsed([entry], ["consistency has no effect here"] if "consistency" in value else [])
 
 
 def _bind_warnings(value: Mapping[str, object]) -> list[str]:
@@ -266,5 +298,5 @@ def _bind_warnings(value: Mapping[str, object]) -> list[str]:
             raise SubfieldError(("bind", key), f"mount propagation {describe_value(option)} is not supported")
         if key not in ("propagation", "create_host_path", "selinux"):
             raise SubfieldError(("bind", key), f"unknown field {quoted(str(key))}")
-    warnings = [f"bind.{key} has no effect here" for key in ("create_host_path", "selinux") if key in options]
+    warnings = ["bind.selinux has no effect here"] if "selinux" in options else []
     return warnings + (["consistency has no effect here"] if "consistency" in value else [])

@@ -19,7 +19,7 @@ from pathlib import Path
 from specs import capabilities
 from specs.errors import Loc, quoted
 from specs.images import ReferenceError, parse_reference
-from specs.names import IFNAME_PATTERN, NAME_PATTERN
+from specs.names import IFNAME_PATTERN, NAME_PATTERN, VOLUME_NAME_PATTERN
 from specs.units import format_cpu_list, parse_bytes, parse_cpu_list
 
 MAX_PREFIX_LENGTH = 30
@@ -44,6 +44,7 @@ MAX_LOG_FILES = 100
 NAME_RULE = "use 1 to 16 lowercase letters, digits or '-', starting with a letter"
 HOSTNAME_RULE = "use 1 to 63 letters, digits or '-', not starting or ending with '-' (RFC 1123)"
 IFNAME_RULE = "use at most 15 letters, digits, '_', '.' or '-', starting with a letter or digit"
+VOLUME_NAME_RULE = "use 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit"
 PATH_ALPHABET = "letters, digits and . _ + @ - /"
 
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -206,6 +207,58 @@ def to_host_path(value: object) -> Path:
     """A path on the host (rootfs, volume source) as a Path; accepts a Path (round trips)."""
     text = str(value) if isinstance(value, Path) else _expect_str(value, "an absolute path")
     return Path(check_absolute_path(text))
+
+
+def check_volume_name(value: str) -> str:
+    if not VOLUME_NAME_PATTERN.fullmatch(value):
+        raise ValueError(f"invalid volume name {quoted(value, ascii_only=True)}: {VOLUME_NAME_RULE}")
+    return value
+
+
+def to_volume_source(value: object) -> Path | str:
+    """A bind mount's host path (absolute: a Path) or a named volume's name (a str, declared
+    under the stack's `volumes:`), as Compose tells them apart: by the leading '/'."""
+    if isinstance(value, Path):
+        return value
+    text = _expect_str(value, "an absolute path or a volume name")
+    if text.startswith("/"):
+        return Path(check_absolute_path(text))
+    if not VOLUME_NAME_PATTERN.fullmatch(text):
+        raise ValueError(f"expected an absolute path on the host or the name of a volume declared in "
+                         f"volumes: ({VOLUME_NAME_RULE}), got {quoted(text, ascii_only=True)}")
+    return text
+
+
+VOLUME_DRIVER_KEYS = ("driver", "driver_opts", "external")
+LOCAL_ONLY = "reconcile keeps volumes as local directories only (<state-dir>/volumes/STACK/NAME)"
+
+
+def volume_driver_problem(key: str, value: object) -> str | None:
+    """Why a named volume's `driver`, `driver_opts` or `external` cannot be honoured (None: it
+    asks for what reconcile does anyway: driver local, external false, no options)."""
+    if key == "driver" and value != "local":
+        shown = quoted(value) if isinstance(value, str) else describe_value(value)
+        return f"volume driver {shown} is not supported: {LOCAL_ONLY}"
+    if key == "driver_opts" and value:
+        return f"driver_opts are not supported: {LOCAL_ONLY}"
+    if key == "external" and value is not False:
+        return f"external volumes are not supported: {LOCAL_ONLY}; declare the volume without external"
+    return None
+
+
+def reject_volume_drivers(value: object) -> object:
+    """A named volume is `{}` (or nothing): a driver, its options or an external volume would
+    be silently ignored, so each is an error at its key; those asking for a local directory are
+    dropped."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        return value  # the model names what it expects
+    for key in VOLUME_DRIVER_KEYS:
+        problem = volume_driver_problem(key, value[key]) if key in value else None
+        if problem is not None:
+            raise SubfieldError((key,), problem)
+    return {key: item for key, item in value.items() if key not in VOLUME_DRIVER_KEYS}
 
 
 def check_mount_target(value: str) -> str:

@@ -30,10 +30,12 @@ from specs.fields import (
     check_no_nul,
     check_program,
     check_user,
+    check_volume_name,
     name_checker,
     reject_duplicates,
     SubfieldError,
     reject_unknown_log_options,
+    reject_volume_drivers,
     to_argv,
     to_attachments,
     to_bind_address,
@@ -47,9 +49,11 @@ from specs.fields import (
     to_port_mapping,
     to_security_opts,
     to_volume,
+    to_volume_source,
 )
 from specs import health
-from specs.names import NAME_PATTERN, default_bridge_name
+from specs.errors import quoted
+from specs.names import NAME_PATTERN, VOLUME_NAME_PATTERN, default_bridge_name
 
 MAX_CPUS = 1024
 MAX_PIDS = 4194304
@@ -64,6 +68,8 @@ _NAME_SCHEMA = WithJsonSchema({"type": "string", "pattern": NAME_PATTERN.pattern
 StackName = Annotated[str, AfterValidator(name_checker("stack name")), _NAME_SCHEMA]
 NetworkKey = Annotated[str, AfterValidator(name_checker("network key")), _NAME_SCHEMA]
 ContainerKey = Annotated[str, AfterValidator(name_checker("container key")), _NAME_SCHEMA]
+VolumeName = Annotated[str, AfterValidator(check_volume_name),
+                       WithJsonSchema({"type": "string", "pattern": VOLUME_NAME_PATTERN.pattern})]
 Address = Annotated[IPv4Address, BeforeValidator(to_ipv4_address, json_schema_input_type=IPv4Address)]
 BindAddress = Annotated[IPv4Address | None,
                         BeforeValidator(to_bind_address, json_schema_input_type=IPv4Address | None)]
@@ -152,13 +158,37 @@ class Resources(SpecModel):
         None, description="CPUs the container may run on, e.g. \"0-3,5\" (normalised as the kernel prints it)")
 
 
-class Volume(SpecModel):
-    """A bind mount: "SOURCE:TARGET[:ro|rw]" or this mapping."""
+class NamedVolume(SpecModel):
+    """A directory reconcile keeps for the stack, <state-dir>/volumes/<stack>/<name>: made on the
+    first apply that mounts it, kept across recreates and `down`, removed by `down --volumes`.
+    `{}` or nothing; `driver: local` is accepted, other drivers, options and external are errors
+    (Stack.volumes checks them: specs.fields.reject_volume_drivers)."""
 
-    source: HostPath = Field(description="absolute path on the host")
+
+class Volume(SpecModel):
+    """A bind mount: "SOURCE:TARGET[:ro|rw]" or this mapping; SOURCE is an absolute host path or
+    the name of one of the stack's volumes."""
+
+    source: Annotated[Path | VolumeName, BeforeValidator(to_volume_source, json_schema_input_type=str)] = Field(
+        description="absolute path on the host, or the name of a volume declared in the stack's volumes")
     target: Annotated[str, AfterValidator(check_mount_target)] = Field(
         description="absolute path inside the container")
     read_only: bool = False
+    create_host_path: bool = Field(
+        False, exclude=True,  # how a missing source is handled, not what the container runs with
+        description="true: a missing host directory is made (root, 0755) when the container starts, as "
+                    "docker run -v and Compose's short syntax do; false: a missing source is an error")
+
+    @model_validator(mode="after")
+    def _host_path_only(self) -> Volume:
+        if self.create_host_path and isinstance(self.source, str):
+            raise SubfieldError(("create_host_path",), f"applies to a host path, not to the volume {quoted(self.source)}")
+        return self
+
+    @property
+    def volume_name(self) -> str | None:
+        """The named volume mounted (None: a bind mount of a host path)."""
+        return self.source if isinstance(self.source, str) else None
 
 
 class LogOptions(SpecModel):
@@ -349,6 +379,10 @@ class Stack(SpecModel):
     networks: dict[NetworkKey, Network] = Field(default_factory=dict, description="bridge networks by key")
     containers: dict[ContainerKey, Container] = Field(
         default_factory=dict, description="containers by key; the key is also their name on the networks")
+    volumes: dict[VolumeName, Annotated[NamedVolume, BeforeValidator(reject_volume_drivers,
+                                                                     json_schema_input_type=NamedVolume | None)]] = Field(
+        default_factory=dict, description="named volumes by name ({} or nothing): directories kept under the "
+                                          "state dir, mounted by a container volume whose source is the name")
 
     @model_validator(mode="after")
     def _resolve_defaults(self) -> Stack:

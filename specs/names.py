@@ -33,6 +33,10 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
 IFNAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 """A user-chosen interface name: no '/', whitespace, ':' or shell metacharacters."""
 
+VOLUME_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+"""A named volume, as Compose spells them (db_data, pg.data): its directory's name under
+<state-dir>/volumes/<stack>/ (no '/', never '.' or '..')."""
+
 _ALIAS_RE = re.compile(
     rf"^{re.escape(ALIAS_PREFIX)} (?P<kind>network|endpoint) "
     r"(?P<stack>[a-z][a-z0-9-]*)/(?P<name>[a-z][a-z0-9-]*)(?:/(?P<network>[a-z][a-z0-9-]*))?$"

@@ -171,6 +171,11 @@ def _check_volumes(stack: Stack, key: str, container: Container) -> Iterator[Iss
         if first != index:
             yield Issue(stack.name, ("containers", key, "volumes", index),
                         f"target {volume.target} is already mounted by volumes[{first}]")
+        name = volume.volume_name
+        if name is not None and name not in stack.volumes:
+            yield Issue(stack.name, ("containers", key, "volumes", index, "source"),
+                        f"volume {quoted(name)} is not declared in the top-level volumes"
+                        + _suggestion(name, stack.volumes))
 
 
 def _dependency_entries(container: Container) -> Iterator[tuple[int | str, str, Dependency]]:

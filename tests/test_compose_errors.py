@@ -65,16 +65,52 @@ BAD: list[tuple[str, str, list[str]]] = [
         volumes:
           data: {}
         """,
-     ["compose.yaml:4:15: services.web.volumes[0]: named volume 'data' is not supported yet: mount a host "
-      "directory (an absolute path, or one relative to the Compose file such as ./data)",
-      "compose.yaml:4:27: services.web.volumes[1]: anonymous volumes are not supported, got '/only': mount a "
-      "host directory with SOURCE:TARGET",
+     ["compose.yaml:4:27: services.web.volumes[1]: anonymous volumes are not supported, got '/only': name the "
+      "volume (NAME:TARGET, NAME declared in the top-level volumes) or mount a host directory (SOURCE:TARGET)",
       "compose.yaml:4:34: services.web.volumes[2]: unsupported volume mode 'shared' in './a:/a:shared': use ro "
       "or rw",
       "compose.yaml:4:58: services.web.volumes[3].type: volume type a string ('tmpfs') is not supported: use "
-      "type: bind",
-      "compose.yaml:5:1: volumes: named volumes are not supported yet: mount host directories (an absolute "
-      "path, or one relative to the Compose file such as ./data)"]),
+      "type: bind or type: volume"]),
+    ("volume-name", """\
+        services:
+          web: {image: busybox, volumes: ["bad name:/b"]}
+        """,
+     ["compose.yaml:2:35: services.web.volumes[0]: expected an absolute path on the host or the name of a volume "
+      "declared in volumes: (use 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit), "
+      "got 'bad name'"]),
+    ("volume-undeclared", """\
+        services:
+          web: {image: busybox, volumes: ["dat:/d", {type: volume, source: other, target: /o}]}
+        volumes:
+          data:
+        """,
+     ["compose.yaml:2:35: services.web.volumes[0]: volume 'dat' is not declared in the top-level volumes "
+      "(did you mean 'data'?)",
+      "compose.yaml:2:45: services.web.volumes[1]: volume 'other' is not declared in the top-level volumes"]),
+    ("named-volumes", """\
+        services:
+          web:
+            image: busybox
+            volumes:
+              - {type: volume, target: /anon}
+              - {type: volume, source: data, target: /d, volume: {nocopy: true}}
+              - {type: volume, source: data, target: /e, volume: {subpath: x}}
+        volumes:
+          data:
+          nfs: {driver: nfs, driver_opts: {type: nfs}}
+          outside: {external: true}
+        """,
+     ["compose.yaml:5:16: services.web.volumes[0].type: anonymous volumes are not supported: name the volume in "
+      "source: (declared in the top-level volumes)",
+      "compose.yaml:6:67: services.web.volumes[1].volume.nocopy: nocopy is not supported: a new volume is filled "
+      "with what the image holds at the mount point, as Docker does by default",
+      "compose.yaml:7:68: services.web.volumes[2].volume.subpath: subpath is not supported: mount the whole volume",
+      "compose.yaml:10:9: volumes.nfs.driver: volume driver 'nfs' is not supported: reconcile keeps volumes as "
+      "local directories only (<state-dir>/volumes/STACK/NAME)",
+      "compose.yaml:10:22: volumes.nfs.driver_opts: driver_opts are not supported: reconcile keeps volumes as "
+      "local directories only (<state-dir>/volumes/STACK/NAME)",
+      "compose.yaml:11:13: volumes.outside.external: external volumes are not supported: reconcile keeps volumes "
+      "as local directories only (<state-dir>/volumes/STACK/NAME); declare the volume without external"]),
     ("networks", """\
         services:
           web: {image: busybox, networks: [front, back, ext]}

@@ -121,11 +121,18 @@ SERVICES: list[tuple[str, str, dict[str, object]]] = [
             source: ../shared
             target: /shared
             read_only: true
+          - type: bind
+            source: ./made
+            target: /made
+            bind: {create_host_path: true}
         """,
+     # The short syntax makes a missing host directory (as docker run -v); the long one when asked.
      {"image": "busybox", **DEFAULT, "volumes": [
-         {"source": "/srv/app/data", "target": "/data"}, {"source": "/etc/ssl", "target": "/ssl", "read_only": True},
-         {"source": "/home/u/cache", "target": "/cache"},
-         {"source": "/srv/shared", "target": "/shared", "read_only": True}]}),
+         {"source": "/srv/app/data", "target": "/data", "create_host_path": True},
+         {"source": "/etc/ssl", "target": "/ssl", "read_only": True, "create_host_path": True},
+         {"source": "/home/u/cache", "target": "/cache", "create_host_path": True},
+         {"source": "/srv/shared", "target": "/shared", "read_only": True},
+         {"source": "/srv/app/made", "target": "/made", "create_host_path": True}]}),
     ("limits", """\
         image: busybox
         mem_limit: 512m
@@ -225,6 +232,29 @@ def test_networks_without_ipam_get_no_subnet_and_services_without_networks_join_
                        "db": {"image": "busybox", "networks": {"back": {}}}}}
     stack = Stack.model_validate(converted.native)
     assert [(n.subnet, n.gateway) for n in stack.networks.values()] == [(None, None), (None, None)]
+
+
+def test_named_volumes_map_to_the_stack_volumes() -> None:
+    converted = convert("""\
+        services:
+          db:
+            image: postgres
+            volumes:
+              - db_data:/var/lib/postgresql/data
+              - "db_data:/backup:ro"
+              - {type: volume, source: cache, target: /cache, read_only: true, volume: {nocopy: false}}
+        volumes:
+          db_data:
+          cache: {driver: local}
+        """)
+    assert converted.native["volumes"] == {"db_data": {}, "cache": {}}
+    assert converted.native["containers"]["db"]["volumes"] == [  # type: ignore[index]
+        {"source": "db_data", "target": "/var/lib/postgresql/data"},
+        {"source": "db_data", "target": "/backup", "read_only": True},
+        {"source": "cache", "target": "/cache", "read_only": True}]
+    stack = Stack.model_validate(converted.native)
+    assert [v.volume_name for v in stack.containers["db"].volumes] == ["db_data", "db_data", "cache"]
+    assert list(stack.volumes) == ["db_data", "cache"]
 
 
 def test_services_with_profiles_run_only_when_a_profile_is_enabled() -> None:

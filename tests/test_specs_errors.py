@@ -477,6 +477,54 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
             volumes: ["/srv/a:/data", "/srv/b:/data/"]
         """,
      'stack.yaml:5:31: containers.web.volumes[1]: target /data is already mounted by volumes[0]'),
+    ("volume-undeclared", """\
+        name: demo
+        volumes: {data: {}}
+        containers:
+          web:
+            command: /bin/true
+            volumes: ["dat:/data", {source: data, target: /d}]
+        """,
+     "stack.yaml:6:15: containers.web.volumes[0].source: volume 'dat' is not declared in the top-level volumes "
+     "(did you mean 'data'?)"),
+    ("volume-source-relative", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            volumes: [{source: ./data, target: /d}]
+        """,
+     "stack.yaml:5:24: containers.web.volumes[0].source: expected an absolute path on the host or the name of a "
+     "volume declared in volumes: (use 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or "
+     "digit), got './data'"),
+    ("volume-name", """\
+        name: demo
+        volumes:
+          db/data:
+        """,
+     "stack.yaml:3:3: volumes.'db/data': invalid volume name 'db/data': use 1 to 64 letters, digits, '_', '.' "
+     "or '-', starting with a letter or digit"),
+    ("volume-driver", """\
+        name: demo
+        volumes:
+          data: {driver: nfs}
+        """,
+     "stack.yaml:3:18: volumes.data.driver: volume driver 'nfs' is not supported: reconcile keeps volumes as "
+     "local directories only (<state-dir>/volumes/STACK/NAME)"),
+    ("volume-external", """\
+        name: demo
+        volumes:
+          data: {external: true}
+        """,
+     "stack.yaml:3:20: volumes.data.external: external volumes are not supported: reconcile keeps volumes as "
+     "local directories only (<state-dir>/volumes/STACK/NAME); declare the volume without external"),
+    ("volume-driver-opts", """\
+        name: demo
+        volumes:
+          data: {driver: local, driver_opts: {type: nfs}}
+        """,
+     "stack.yaml:3:38: volumes.data.driver_opts: driver_opts are not supported: reconcile keeps volumes as "
+     "local directories only (<state-dir>/volumes/STACK/NAME)"),
     ("depends-undefined", """\
         name: demo
         containers:

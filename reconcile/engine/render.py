@@ -11,6 +11,7 @@ from controllers.change import Action, Change
 from reconcile.engine.health import one_line
 from reconcile.engine.images import ImageRow
 from reconcile.engine.plan import Plan
+from state.volumes import StoredVolume
 
 _SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.RECREATE: "-/+", Action.DELETE: "-"}
 _COLOURS = {Action.CREATE: "32", Action.UPDATE: "33", Action.RECREATE: "35", Action.DELETE: "31"}
@@ -88,6 +89,20 @@ def emit(text: str, stream: TextIO = sys.stdout) -> None:
     stream.write(text + "\n")
 
 
+def volumes_json(removed: Sequence[StoredVolume], kept: Sequence[StoredVolume]) -> dict[str, object]:
+    """`down`: the named volumes it removed (`--volumes`) or kept."""
+    def rows(found: Sequence[StoredVolume]) -> list[dict[str, str]]:
+        return [{"stack": v.stack, "name": v.name, "path": str(v.path)} for v in found]
+    return {"volumes_removed": rows(removed), "volumes_kept": rows(kept)}
+
+
+def emit_volumes(removed: Sequence[StoredVolume], kept: Sequence[StoredVolume]) -> None:
+    for volume in removed:
+        emit(f"Removed volume {volume.stack}/{volume.name} ({volume.path}).")
+    for volume in kept:
+        emit(f"Kept volume {volume.stack}/{volume.name} ({volume.path}): down --volumes removes it.")
+
+
 def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(headers)]
@@ -144,6 +159,7 @@ def format_status(document: dict[str, object]) -> str:
                 ["CONTAINER", "STATE", "PID", "IPS", "PORTS", "RESTARTS", "MEM (PEAK) / LIMIT", "CPU s (THROTTLED)",
                  "PIDS", "OOM"], rows)]
         lines += [f"  intruder: {i['message']}" for i in stack.get("port_intruders") or []]
+        lines += [f"  volume {v['name']}: {v['state']} ({v['path']})" for v in stack.get("volumes") or []]
         lines += [f"  container {c['name']} did not start: {c['start_error']}" for c in stack["containers"]
                   if c.get("start_error")]
         lines += [f"  container {c['name']} {_health_line(c['health'])}" for c in stack["containers"]

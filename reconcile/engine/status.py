@@ -19,6 +19,7 @@ from specs.errors import SpecErrors
 from specs import names as kernel_names
 from specs.model import Container, PortMapping, Stack
 from state import health as health_records
+from state import volumes as stored_volumes
 from state.images import ImageStore
 from state.store import WatchStatus
 
@@ -137,11 +138,26 @@ def report(session: Session, names: Sequence[str], specs: Mapping[str, StackSpec
             "networks": _networks(name, spec.stack if spec else None, networks),
             "containers": _containers(session, name, spec.stack if spec else None, observed),
             "port_intruders": [_intruder_row(i) for i in intruders if i.port.stack == name],
+            "volumes": _volumes(session, name, spec.stack if spec else None),
         }
         entry["sync"], entry["drift"] = _drift(session, observed, spec)
         entry["watch"] = _watch_row(agent[name]) if name in agent else None
         stacks.append(entry)
     return {"stacks": stacks, "invalid_files": [_watch_row(w) for w in watched if not w.stack]}
+
+
+def _volumes(session: Session, name: str, spec: Stack | None) -> list[dict[str, object]]:
+    """The stack's named volumes: declared ones (`missing` until a container mounting one first
+    starts) and kept ones no longer declared (`undeclared`: kept until `down --volumes`). No
+    size: measuring a volume walks every file in it."""
+    found = {v.name: v.path for v in stored_volumes.stored(session.settings.state_dir, name)}
+    declared = list(spec.volumes) if spec else []
+    rows: list[dict[str, object]] = []
+    for key in declared + sorted(set(found) - set(declared)):
+        path = found.get(key) or stored_volumes.volume_path(session.settings.state_dir, name, key)
+        state = "missing" if key not in found else "present" if key in declared or spec is None else "undeclared"
+        rows.append({"name": key, "path": str(path), "state": state})
+    return rows
 
 
 def _intruder_row(intruder: Intruder) -> dict[str, object]:

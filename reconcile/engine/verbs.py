@@ -14,6 +14,7 @@ from specs.errors import SpecErrors
 from specs.document import read_document
 from specs.loader import StackFile, load_path, stack_paths
 from specs.names import NAME_PATTERN
+from state import volumes
 from state.lock import exclusive
 from state.store import Store
 
@@ -100,19 +101,27 @@ class Teardown:
     plan: Plan
     unknown: tuple[str, ...]
     """Names given that nothing on this host knows (no kernel mark, no store record)."""
+    volumes_removed: tuple[volumes.StoredVolume, ...] = ()
+    volumes_kept: tuple[volumes.StoredVolume, ...] = ()
+    """Named volumes survive `down` unless asked (`--volumes`): what a container wrote is data."""
 
 
-def down(stack_names: Sequence[str], settings: Settings) -> Teardown:
+def down(stack_names: Sequence[str], settings: Settings, remove_volumes: bool = False) -> Teardown:
     """Remove everything of these stacks that the kernel marks as ours, whatever the store says,
-    and forget them (a watch agent's status rows too: `status` must not list a removed stack)."""
+    and forget them (a watch agent's status rows too: `status` must not list a removed stack).
+    Their named volumes go too with `remove_volumes`, once no container of theirs runs."""
     with exclusive(settings.state_dir), open_session(settings, writable=True) as session:
         recorded = {r.name for r in session.store.stacks()} | {w.stack for w in session.store.watch_statuses()}
         plan = session.converge(Target.teardown(stack_names))
         for name in stack_names:
             session.store.forget_stack(name)
             session.store.forget_watch_statuses_of(name)
-        known = recorded | {change.stack for change in plan.changes}
-        return Teardown(plan, tuple(name for name in stack_names if name not in known))
+        kept = [v for name in stack_names for v in volumes.stored(settings.state_dir, name)]
+        removed = [v for name in stack_names for v in volumes.remove_stack(settings.state_dir, name)] \
+            if remove_volumes else []
+        known = recorded | {change.stack for change in plan.changes} | {v.stack for v in kept}
+        return Teardown(plan, tuple(name for name in stack_names if name not in known), tuple(removed),
+                        () if remove_volumes else tuple(kept))
 
 
 def known_stacks(session: Session) -> set[str]:
