@@ -487,6 +487,16 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
         """,
      "stack.yaml:6:15: containers.web.volumes[0].source: volume 'dat' is not declared in the top-level volumes "
      "(did you mean 'data'?)"),
+    ("volume-create-host-path-on-a-named-volume", """\
+        name: demo
+        volumes: {data: {}}
+        containers:
+          web:
+            command: /bin/true
+            volumes: [{source: data, target: /d, create_host_path: true}]
+        """,
+     "stack.yaml:6:60: containers.web.volumes[0].create_host_path: applies to a host path, not to the "
+     "volume 'data'"),
     ("volume-source-relative", """\
         name: demo
         containers:
