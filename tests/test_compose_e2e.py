@@ -58,7 +58,7 @@ def test_a_compose_file_is_applied_changed_and_brought_down(sandbox: Sandbox, tm
     plan = reconcile_ok(sandbox, "apply", str(compose))
     assert "+ container rc-h16-shop/web" in plan and "+ container rc-h16-shop/client" in plan
     assert f"WARNING: {compose}:7:5: services.web.expose: has no effect here" in plan
-    assert eventually(lambda: fetch(sandbox, "http://127.0.0.1:8080/"), "hello from compose\n".__eq__,
+    assert eventually(lambda: fetch(sandbox, "http://127.0.0.1:8080/"), "hello from compose\n",
                       timeout=10.0) == "hello from compose\n"
     by_name = reconcile_ok(sandbox, "exec", "rc-h16-shop/client", "--", "python3", "-c", GET, "http://web/")
     assert by_name == "hello from compose\n"
@@ -68,7 +68,7 @@ def test_a_compose_file_is_applied_changed_and_brought_down(sandbox: Sandbox, tm
     changed = sandbox.reconcile("diff", str(compose))
     assert changed.returncode == 2 and "8080" in changed.stdout and "8081" in changed.stdout, changed.stdout
     reconcile_ok(sandbox, "apply", str(compose))
-    assert eventually(lambda: fetch(sandbox, "http://127.0.0.1:8081/"), "hello from compose\n".__eq__,
+    assert eventually(lambda: fetch(sandbox, "http://127.0.0.1:8081/"), "hello from compose\n",
                       timeout=10.0) == "hello from compose\n"
     assert fetch(sandbox, "http://127.0.0.1:8080/") == ""
 
@@ -121,3 +121,23 @@ def test_a_directory_of_compose_and_native_files(sandbox: Sandbox, tmp_path: Pat
 
     reconcile_ok(sandbox, "down", str(project))
     assert sandbox.netns_names() == [] and sandbox.our_links() == []
+
+
+def test_the_watch_agent_applies_a_change_of_dotenv_alone(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A Compose file reads `.env`: the agent watching its directory applies a change made to
+    `.env` only, as it applies a change of the file itself."""
+    from tests.test_watch_e2e import Agent  # the agent as a user runs it
+
+    project = sandbox.workdir / "shop"
+    project.mkdir()
+    (project / "compose.yaml").write_text(SHOP.format(layout=web_image(tmp_path / "layout").layout))
+    agent = Agent(sandbox, project, "--resync", "600", "--debounce", "50")
+    try:
+        assert eventually(lambda: fetch(sandbox, "http://127.0.0.1:8080/"), "hello from compose\n",
+                          timeout=30.0) == "hello from compose\n"
+        (project / ".env").write_text("RC_H16_PORT=8082\n")
+        assert eventually(lambda: fetch(sandbox, "http://127.0.0.1:8082/"), "hello from compose\n",
+                          timeout=30.0) == "hello from compose\n"
+    finally:
+        assert agent.stop() == 0
+    reconcile_ok(sandbox, "down", str(project / "compose.yaml"))

@@ -96,7 +96,7 @@ def test_a_compose_file_without_networks_runs_on_the_default_network(sandbox: Sa
     compose.write_text(WEB.format(layout=web_image(tmp_path / "layout").layout))
     reconcile_ok(sandbox, "apply", str(compose))
     assert subnets(sandbox) == {"rc-h16c-web/default": "10.89.0.0/24"}
-    assert eventually(lambda: fetch(sandbox, "http://127.0.0.1:8090/"), "hello from compose\n".__eq__,
+    assert eventually(lambda: fetch(sandbox, "http://127.0.0.1:8090/"), "hello from compose\n",
                       timeout=10.0) == "hello from compose\n"
     reconcile_ok(sandbox, "down", str(compose))
     assert sandbox.netns_names() == [] and sandbox.our_links() == []

@@ -178,13 +178,10 @@ class Agent:
                 self._files_changed(None, "watched directory replaced")
 
     def _dirty(self, paths: set[Path]) -> set[Path] | None:
-        """The stack files to re-read; None (all) when the entries they may point through
-        changed: a symlink or directory of the root, or a ConfigMap-style `..data` flip."""
-        for path in paths:
-            if not self.specs.is_stack_file(path) and (path.name.startswith("..") or path.is_dir()
-                                                       or path.is_symlink()):
-                return None
-        return paths
+        """The stack files to re-read; None (all) when anything else changed: what stack files
+        read (a Compose file's `.env`, its env_file entries), or the entries they may point
+        through (a symlink or directory of the root, a ConfigMap-style `..data` flip)."""
+        return paths if all(self.specs.is_stack_file(path) for path in paths) else None
 
     def _guarded(self, produce: Callable[[], None]) -> None:
         """A producer that dies would leave the agent deaf to files or the kernel while it
