@@ -19,6 +19,9 @@ from specs.errors import SpecError, SpecErrors
 from specs.origins import Origins
 
 COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
+OVERRIDE_FILE_NAMES = tuple(name.replace(".y", ".override.y") for name in COMPOSE_FILE_NAMES)
+"""Files `docker compose` merges over the one above: not merged here, so refused by name rather
+than clashing with it as a second file of the same project."""
 DOTENV = ".env"
 PROFILES_VARIABLE = "COMPOSE_PROFILES"
 
@@ -36,7 +39,7 @@ class ComposeStack:
 def is_compose(path: Path, data: object) -> bool:
     """A Compose file by its name, or by its content: `services:` at the top, where a native
     stack has `containers:`."""
-    if path.name in COMPOSE_FILE_NAMES:
+    if path.name in COMPOSE_FILE_NAMES + OVERRIDE_FILE_NAMES:
         return True
     return isinstance(data, dict) and "services" in data and "containers" not in data
 
@@ -44,6 +47,11 @@ def is_compose(path: Path, data: object) -> bool:
 def convert(path: Path, document: Document, environ: Mapping[str, str] | None = None) -> ComposeStack:
     """The native stack of a Compose file; SpecErrors at the Compose fields when it has none."""
     name = str(path)
+    if path.name in OVERRIDE_FILE_NAMES:
+        raise SpecErrors([SpecError(name, 1, 1, (), "override files are not merged: docker compose would merge "
+                                                   "this one over the Compose file beside it; merge its services "
+                                                   "into that file, or rename this one to make it a project of "
+                                                   "its own")])
     environment = os.environ if environ is None else environ
     project_dir = path.absolute().parent
     variables = {**_dotenv(project_dir / DOTENV, environment), **environment}

@@ -233,6 +233,15 @@ def test_a_directory_name_that_cannot_be_a_stack_name_asks_for_name(tmp_path: Pa
         "1 to 16 lowercase letters, digits or '-', starting with a letter; set name: in this file"]
 
 
+def test_an_override_file_is_refused_by_name(tmp_path: Path) -> None:
+    project = tmp_path / "app"
+    project.mkdir()
+    assert error_lines(project, {"compose.yaml": "services:\n  web: {image: busybox}\n",
+                                 "compose.override.yaml": "services:\n  web: {ports: ['80:80']}\n"}) == [
+        "compose.override.yaml:1:1: override files are not merged: docker compose would merge this one over the "
+        "Compose file beside it; merge its services into that file, or rename this one to make it a project of its own"]
+
+
 def test_a_compose_file_sits_beside_native_stacks(tmp_path: Path) -> None:
     project = tmp_path / "app"
     project.mkdir()
