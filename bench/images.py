@@ -1,8 +1,9 @@
 """Images: N containers from one image (cold apply, no-op apply, no-op diff, down) beside the
 floor (bench/containers.py's, with the image's layers as the roots' lowers), and pulls from a
 registry on loopback (Debian's docker-registry, in the throwaway host): a ~100 MB image pulled
-by `reconcile image pull` against `skopeo copy` of the same image into an empty OCI layout,
-alone; then a second image sharing its base layers, of which only the new layer is fetched.
+by `reconcile image pull` into an empty store against `skopeo copy` of the same image into an
+empty OCI layout, alone (medians of three of each, interleaved); then a second image sharing its
+base layers, of which only the new layer is fetched.
 
 Run as root: `.venv/bin/python bench/images.py` (it re-executes itself in a throwaway host).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +30,8 @@ from tests.registry import CONFIG  # noqa: E402
 
 SIZES = tuple(int(n) for n in os.environ.get("BENCH_SIZES", "50").split(","))
 BIG_BYTES = int(os.environ.get("BENCH_IMAGE_MB", "100")) * 1024 * 1024
+PULL_ROUNDS = 3
+"""Pulls (and copies) timed: the medians are shown, the machine being busy or not."""
 REGISTRY = "127.0.0.1:5000"
 
 
@@ -94,10 +98,14 @@ def pull_rows(work: Path) -> list[list[object]]:
                    env={"PATH": "/bin"}, tag="second")
     push(big.ref, "big:1")
     push(second.ref, "second:1")
-    env = {**os.environ, "RECONCILE_STATE_DIR": str(work / "state"), "PYTHONPATH": str(Path(__file__).parent.parent)}
-    floor_copy, _ = timed_run(["skopeo", "copy", "--src-tls-verify=false", f"docker://{REGISTRY}/big:1",
-                               f"oci:{work / 'floor-layout'}:big"])
-    pull_big, _ = timed_run(reconcile("image", "pull", f"{REGISTRY}/big:1"), env)
+    copies, pulls = [], []
+    for round_ in range(PULL_ROUNDS):  # each into an empty layout and an empty store
+        env = {**os.environ, "RECONCILE_STATE_DIR": str(work / f"state-{round_}"),
+               "PYTHONPATH": str(Path(__file__).parent.parent)}
+        copies.append(timed_run(["skopeo", "copy", "--src-tls-verify=false", f"docker://{REGISTRY}/big:1",
+                                 f"oci:{work / f'floor-layout-{round_}'}:big"])[0])
+        pulls.append(timed_run(reconcile("image", "pull", f"{REGISTRY}/big:1"), env)[0])
+    floor_copy, pull_big = statistics.median(copies), statistics.median(pulls)
     pull_second, out = timed_run(reconcile("image", "pull", "-o", "json", f"{REGISTRY}/second:1"), env)
     events = [json.loads(line) for line in out.splitlines()]
     fetched = [e for e in events if e.get("event") == "layer" and e["status"] == "done"]
