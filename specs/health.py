@@ -70,8 +70,8 @@ def to_health_test(value: object) -> object:
         return value  # the model names the accepted types
     if not value:
         raise ValueError("expected [\"CMD\", ...], [\"CMD-SHELL\", \"...\"], [\"NONE\"] or a shell command "
-                         "line, got an empty list (an image's HEALTHCHECK is not inherited: say NONE or "
-                         "give the test)")
+                         "line, got an empty list (say NONE, or leave healthcheck out for the image's "
+                         "HEALTHCHECK)")
     kind = value[0]
     if kind not in TEST_KINDS:
         raise SubfieldError((0,), f"expected CMD, CMD-SHELL or NONE first, got {quoted(str(kind))}")

@@ -241,8 +241,8 @@ class Healthcheck(SpecModel):
         if self.disable and self.test not in (None, ["NONE"]):
             raise SubfieldError(("disable",), "disable: true with a test: remove one of them")
         if not self.disable and self.test is None:
-            raise SubfieldError(("test",), "a healthcheck needs a test, or disable: true (an image's "
-                                           "HEALTHCHECK is not inherited)")
+            raise SubfieldError(("test",), "a healthcheck needs a test, or disable: true (without a "
+                                           "healthcheck, an image's HEALTHCHECK applies whole)")
         return self.model_copy(update={
             "interval": health.defaulted(self.interval, health.DEFAULT_INTERVAL),
             "timeout": health.defaulted(self.timeout, health.DEFAULT_TIMEOUT),

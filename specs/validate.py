@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
@@ -194,12 +194,30 @@ def _check_dependencies(stack: Stack, key: str, container: Container) -> Iterato
         elif target is None and dependency.required:
             yield Issue(stack.name, loc, f"container {quoted(name)} is not defined in this stack"
                         + _suggestion(name, stack.containers))
-        elif target is not None and dependency.condition == "service_healthy" and not target.probed:
-            yield Issue(stack.name, loc + ("condition",),
-                        f"service_healthy needs a healthcheck on container {quoted(name)}, and it has none")
-    if container.restart_on_unhealthy and not container.probed:
+    yield from health_issues(stack, key, container, image_may_have_one)
+
+
+def image_may_have_one(container: Container) -> bool:
+    """Whether its healthcheck is unknown before its image is pinned: none of its own, an image
+    that may have a HEALTHCHECK (reconcile.engine.pinning checks again once it knows)."""
+    return container.image is not None and container.healthcheck is None
+
+
+def health_issues(stack: Stack, key: str, container: Container,
+                  unknown: Callable[[Container], bool]) -> Iterator[Issue]:
+    """What needs a healthcheck on a container that has none: a service_healthy dependency on
+    it, its own restart_on_unhealthy (`unknown`: containers not to judge yet)."""
+    for part, name, dependency in _dependency_entries(container):
+        target = stack.containers.get(name)
+        if target is not None and dependency.condition == "service_healthy" and not target.probed \
+                and not unknown(target):
+            yield Issue(stack.name, ("containers", key, "depends_on", part, "condition"),
+                        f"service_healthy needs a healthcheck on container {quoted(name)}, and it has none"
+                        + (" (nor has its image)" if target.image is not None else ""))
+    if container.restart_on_unhealthy and not container.probed and not unknown(container):
         yield Issue(stack.name, ("containers", key, "restart_on_unhealthy"),
-                    "restart_on_unhealthy needs a healthcheck (with a test)")
+                    "restart_on_unhealthy needs a healthcheck (with a test)"
+                    + (", and its image has none" if container.image is not None else ""))
 
 
 def _check_attachments(stack: Stack, key: str, container: Container) -> Iterator[Issue]:

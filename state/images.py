@@ -72,6 +72,8 @@ class ImageConfig:
     workdir: str | None
     user: str | None
     exposed_ports: tuple[str, ...]
+    healthcheck: Mapping[str, object] | None = None
+    """Its HEALTHCHECK in the stack file's terms (test, interval in seconds, ...); None: none."""
 
 
 @dataclass(frozen=True)
@@ -458,4 +460,23 @@ def _config(config: object) -> ImageConfig:
                        env=tuple(e for e in argv(fields.get("Env")) or () if "=" in e),
                        workdir=posixpath.normpath("/" + workdir) if workdir else None,  # relative: from /, as Docker
                        user=text(fields.get("User")),
-                       exposed_ports=tuple(sorted(str(p) for p in ports)) if isinstance(ports, dict) else ())
+                       exposed_ports=tuple(sorted(str(p) for p in ports)) if isinstance(ports, dict) else (),
+                       healthcheck=_healthcheck(fields.get("Healthcheck")))
+
+
+DOCKER_HEALTH_DURATIONS = (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),
+                           ("StartInterval", "start_interval"))
+
+
+def _healthcheck(value: object) -> dict[str, object] | None:
+    """Docker's `Healthcheck` (durations in nanoseconds, 0: the default) in the stack file's
+    terms; None without a test."""
+    if not isinstance(value, dict) or not isinstance(value.get("Test"), list) or not value["Test"]:
+        return None
+    check: dict[str, object] = {"test": [word for word in value["Test"] if isinstance(word, str)]}
+    for docker, ours in DOCKER_HEALTH_DURATIONS:
+        if isinstance(value.get(docker), int) and value[docker] > 0:
+            check[ours] = value[docker] / 1e9
+    if isinstance(value.get("Retries"), int) and value["Retries"] > 0:
+        check["retries"] = value["Retries"]
+    return check

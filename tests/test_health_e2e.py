@@ -145,3 +145,42 @@ def test_agent_probes_and_restarts_unhealthy(sandbox: Sandbox) -> None:
         assert sandbox.containers()["app"]["restarts"] == 1
     finally:
         assert agent.stop() == 0
+
+
+IMAGE_HEALTH = """\
+name: rc-h16b
+containers:
+  db:
+    image: "oci:{layout}:{tag}"
+  web:
+    command: sleep 100000
+    depends_on: {{db: {{condition: service_healthy}}}}
+"""
+
+
+def test_an_images_healthcheck_applies_when_the_spec_gives_none(sandbox: Sandbox, tmp_path: Path) -> None:
+    """As Docker: a container without a healthcheck of its own takes its image's HEALTHCHECK
+    (service_healthy may wait on it); an image without one is a located error at the condition."""
+    from tests.image_builder import Layer, build
+
+    layout = tmp_path / "layout"
+    build(layout, [Layer.busybox()], cmd=["sh", "-c", "touch /tmp/ready; exec sleep 100000"], env={"PATH": "/bin"},
+          tag="checked", healthcheck={"Test": ["CMD-SHELL", "test -f /tmp/ready && echo ready"],
+                                      "Interval": 60 * 10**9, "StartPeriod": 30 * 10**9,
+                                      "StartInterval": 200 * 10**6, "Retries": 2})
+    build(layout, [Layer.busybox()], cmd=["sleep", "100000"], env={"PATH": "/bin"}, tag="plain")
+
+    path = str(sandbox.write("stack.yaml", IMAGE_HEALTH.format(layout=layout, tag="checked")))
+    result = sandbox.reconcile("apply", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    db = sandbox.containers()["db"]
+    assert db["health"]["status"] == "healthy" and db["health"]["last_probe"]["output"] == "ready\n", db
+
+    assert sandbox.reconcile("down", path).returncode == 0
+
+    sandbox.write("stack.yaml", IMAGE_HEALTH.format(layout=layout, tag="plain"))
+    refused = sandbox.reconcile("apply", path)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr == (f"{path}:7:34: containers.web.depends_on.db.condition: service_healthy needs a "
+                              "healthcheck on container 'db', and it has none (nor has its image)\n")
+    assert sandbox.netns_names() == []

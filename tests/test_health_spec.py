@@ -85,7 +85,7 @@ BAD = [
      "stack.yaml:5:37: containers.db.healthcheck.timeout: must be 0 or at least 1ms, got '10us'"),
     ("healthcheck: {test: x, retries: -1}\n", "stack.yaml:5:37: containers.db.healthcheck.retries: must be at least 0, got -1"),
     ("healthcheck: {interval: 5s}\n", "stack.yaml:5:18: containers.db.healthcheck.test: a healthcheck needs a test, or "
-                                      "disable: true (an image's HEALTHCHECK is not inherited)"),
+                                      "disable: true (without a healthcheck, an image's HEALTHCHECK applies whole)"),
     ("healthcheck: {disable: true, test: x}\n",
      "stack.yaml:5:28: containers.db.healthcheck.disable: disable: true with a test: remove one of them"),
     ("restart_on_unhealthy: true\n",

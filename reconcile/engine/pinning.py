@@ -15,14 +15,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 from reconcile.engine.images import running_images, verify_tls
 from reconcile.engine.session import Target
 from reconcile.engine.settings import Settings
 from specs.errors import Issue, SpecErrors
 from specs.images import ImageReference, parse_reference, pin, split_pinned
 from specs.loader import locate_issues
-from specs.model import Container, Stack
-from state.images import Image, ImageError, ImageStore, PullEvent
+from specs.model import Container, Healthcheck, Stack
+from specs.validate import health_issues
+from state.images import Image, ImageConfig, ImageError, ImageStore, PullEvent
 
 NOT_PULLED = "not pulled yet"
 
@@ -78,9 +81,16 @@ def resolve(target: Target, settings: Settings, pulling: Pulling) -> Target:
                 issues.append(Issue(name, ("containers", key, "command"), problem))
             containers[key] = merged
         stacks[name] = stack.model_copy(update={"containers": containers})
+        if name in target.scope:  # healthchecks that images were to give: known now, unless not pulled
+            issues += [issue for key, container in containers.items()
+                       for issue in health_issues(stacks[name], key, container, _not_pulled)]
     if issues:
         raise SpecErrors(locate_issues(target.files, issues))
     return Target(stacks, target.scope, target.files)
+
+
+def _not_pulled(container: Container) -> bool:
+    return NOT_PULLED in (container.image or "")
 
 
 def _pin(ref: ImageReference, policy: str, store: ImageStore, settings: Settings, pulling: Pulling,
@@ -117,8 +127,8 @@ def merge(container: Container, ref: ImageReference, image: Image | None,
           digest: str | None) -> tuple[Container, str | None]:
     """The container as it runs: the image's Entrypoint and Cmd unless the spec gives them (a
     spec entrypoint drops the image's Cmd, as Docker does), its Env under the spec's, its
-    WorkingDir and User unless the spec sets them; `image` pinned to the digest. Also the
-    problem, if the result has nothing to run."""
+    WorkingDir, User and HEALTHCHECK unless the spec sets them; `image` pinned to the digest.
+    Also the problem, if the result has nothing to run."""
     config = image.config if image is not None else None
     entrypoint = container.entrypoint if container.entrypoint is not None else (
         list(config.entrypoint or ()) if config else [])
@@ -133,11 +143,22 @@ def merge(container: Container, ref: ImageReference, image: Image | None,
         "image": f"{ref} ({NOT_PULLED})" if digest is None else pin(ref, digest),
         "entrypoint": None, "command": argv, "env": env,
         "workdir": container.workdir or (config.workdir if config else None) or "/",
-        "user": container.user or (config.user if config else None)})
+        "user": container.user or (config.user if config else None),
+        "healthcheck": container.healthcheck or _image_healthcheck(config)})
     problem = None
     if not argv and image is not None:
         problem = f"the image {ref} has neither Entrypoint nor Cmd: give the container a command"
     return merged, problem
+
+
+def _image_healthcheck(config: ImageConfig | None) -> Healthcheck | None:
+    """The image's HEALTHCHECK; a malformed one is ignored, as any field of the wrong type."""
+    if config is None or config.healthcheck is None:
+        return None
+    try:
+        return Healthcheck.model_validate(config.healthcheck)
+    except ValidationError:
+        return None
 
 
 def _env_pairs(entries: tuple[str, ...]) -> Mapping[str, str]:

@@ -59,7 +59,9 @@ def _port(port: PortMapping) -> str:
     return f"{host}:{port.container}/{port.protocol}"
 
 
-def _containers(session: Session, name: str, spec: Stack | None, observed: list[object]) -> list[dict[str, object]]:
+def _containers(session: Session, name: str, spec: Stack | None, observed: list[object],
+                resolved: Stack | None) -> list[dict[str, object]]:
+    """`resolved`: the spec with its images' configs merged (their HEALTHCHECKs), when it resolves."""
     found = next(o for o in observed if isinstance(o, ContainerObservation)).containers
     sandboxes = next(o for o in observed if isinstance(o, SandboxObservation)).sandboxes
     cgroups = next(o for o in observed if isinstance(o, CgroupObservation))
@@ -87,7 +89,7 @@ def _containers(session: Session, name: str, spec: Stack | None, observed: list[
             "exit_code": runtime.exit_code(paths.log) if state == "exited" else None,
             "start_error": paths.last_start_error() if state != "running" else None,
             "resources": _resources(session, f"{name}/{key}", cgroups),
-            "health": _health(paths, live, spec.containers.get(key) if spec else None),
+            "health": _health(paths, live, (resolved or spec).containers.get(key) if resolved or spec else None),
         })
     return rows
 
@@ -136,11 +138,12 @@ def report(session: Session, names: Sequence[str], specs: Mapping[str, StackSpec
             "name": name,
             "source": spec.source if spec else None,
             "networks": _networks(name, spec.stack if spec else None, networks),
-            "containers": _containers(session, name, spec.stack if spec else None, observed),
-            "port_intruders": [_intruder_row(i) for i in intruders if i.port.stack == name],
-            "volumes": _volumes(session, name, spec.stack if spec else None),
         }
-        entry["sync"], entry["drift"] = _drift(session, observed, spec)
+        sync, drift, resolved = _drift(session, observed, spec)
+        entry["containers"] = _containers(session, name, spec.stack if spec else None, observed, resolved)
+        entry["port_intruders"] = [_intruder_row(i) for i in intruders if i.port.stack == name]
+        entry["volumes"] = _volumes(session, name, spec.stack if spec else None)
+        entry["sync"], entry["drift"] = sync, drift
         entry["watch"] = _watch_row(agent[name]) if name in agent else None
         stacks.append(entry)
     return {"stacks": stacks, "invalid_files": [_watch_row(w) for w in watched if not w.stack]}
@@ -178,19 +181,22 @@ def _iso(moment: float | None) -> str | None:
     return None if moment is None else datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="seconds")
 
 
-def _drift(session: Session, observed: list[object], spec: StackSpec | None) -> tuple[str, list[object]]:
-    """Synced / OutOfSync / Error against the stack's spec, and the changes apply would make."""
+def _drift(session: Session, observed: list[object],
+           spec: StackSpec | None) -> tuple[str, list[object], Stack | None]:
+    """Synced / OutOfSync / Error against the stack's spec, the changes apply would make, and
+    the spec resolved (images pinned, their configs merged) when it resolves."""
     if spec is None:
-        return "Unknown", []
+        return "Unknown", [], None
     name = spec.stack.name
     try:
         target = pinning.resolve(Target({name: spec.stack}, frozenset({name})), session.settings,
                                 pinning.Pulling(allowed=False, ask_registry=False))
         desired = session.desired(target, observed)
     except SpecErrors as exc:
-        return "Error", [str(e) for e in exc.errors]
+        return "Error", [str(e) for e in exc.errors], None
+    resolved = target.stacks[name]
     diffs = [c.diff(desired, o) for c, o in zip(session.controllers, observed)]
     if any(d.issues for d in diffs):
-        return "Error", [i.message for d in diffs for i in d.issues]
+        return "Error", [i.message for d in diffs for i in d.issues], resolved
     drift = [change.to_json() for d in diffs for change in d.changes]
-    return ("OutOfSync" if drift else "Synced"), drift
+    return ("OutOfSync" if drift else "Synced"), drift, resolved
