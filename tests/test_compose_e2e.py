@@ -125,7 +125,7 @@ def test_a_directory_of_compose_and_native_files(sandbox: Sandbox, tmp_path: Pat
 
 def test_the_watch_agent_applies_a_change_of_dotenv_alone(sandbox: Sandbox, tmp_path: Path) -> None:
     """A Compose file reads `.env`: the agent watching its directory applies a change made to
-    `.env` only, as it applies a change of the file itself."""
+    `.env` only, as it applies a change of the file itself; it logs the file's warnings."""
     from tests.test_watch_e2e import Agent  # the agent as a user runs it
 
     project = sandbox.workdir / "shop"
@@ -135,6 +135,8 @@ def test_the_watch_agent_applies_a_change_of_dotenv_alone(sandbox: Sandbox, tmp_
     try:
         assert eventually(lambda: fetch(sandbox, "http://127.0.0.1:8080/"), "hello from compose\n",
                           timeout=30.0) == "hello from compose\n"
+        assert any(line.get("event") == "spec warning" and "services.web.expose: has no effect here"
+                   in str(line.get("warning")) for line in agent.lines), agent.lines  # as apply's plan says
         (project / ".env").write_text("RC_H16_PORT=8082\n")
         assert eventually(lambda: fetch(sandbox, "http://127.0.0.1:8082/"), "hello from compose\n",
                           timeout=30.0) == "hello from compose\n"

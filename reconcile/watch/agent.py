@@ -408,8 +408,11 @@ class Agent:
             self.log.emit("spec invalid", file=str(path), why=why, error=message,
                           kept="last good spec" if path in self.specs.good else "nothing applied")
             self._write_file_status(path, message)
+        stacks = self.specs.stacks()
         for name in sorted(result.changed):
             self._pruning.discard(name)
+            for warning in stacks[name].warnings:  # as the plan of `apply` shows them
+                self.log.emit("spec warning", stack=name, warning=str(warning))
             self.enqueue(stack_key(name), "spec changed")
         for name, path in sorted(result.moved.items()):
             self._stack_moved(name, path)
@@ -418,7 +421,7 @@ class Agent:
         for source in [s for s, row in self._written.items() if row.stack is None and Path(s) not in self.specs.errors]:
             del self._written[source]  # a file that never was good is gone or good now
             self.store.forget_watch_status(source)
-        self._publish(sorted(set(self.specs.stacks()) - result.changed), applied=False)
+        self._publish(sorted(set(stacks) - result.changed), applied=False)
 
     def _stack_moved(self, name: str, path: Path) -> None:
         """Another file defines a running stack now (a rename, a copy then a delete): nothing
