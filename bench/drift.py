@@ -7,7 +7,10 @@ agrees. p50/p90 over TRIALS trials per kind. RSS: the agent's resident memory (V
 peak VmHWM) once it has converged N containers and gone quiet.
 
 Run as root: `.venv/bin/python bench/drift.py` (it re-executes itself in a throwaway host).
-BENCH_TRIALS (default 20) and BENCH_RSS_SIZES (default 200,1000) shrink a run.
+BENCH_TRIALS (default 20) and BENCH_RSS_SIZES (default 200,1000; empty for none) shrink a run.
+BENCH_FIREWALL_BACKEND (iptables or nftables; default: the CLI's default) picks the backend the
+agent runs on, and so which tool makes the rule drifts; nftables adds a "table deleted" kind
+(the whole `inet reconcile` table).
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import REPO, print_table, reconcile, reexec_in_throwaway_host  # noqa: E402
 
 TRIALS = int(os.environ.get("BENCH_TRIALS", "20"))
-RSS_SIZES = tuple(int(n) for n in os.environ.get("BENCH_RSS_SIZES", "200,1000").split(","))
+RSS_SIZES = tuple(int(n) for n in os.environ.get("BENCH_RSS_SIZES", "200,1000").split(",") if n)
+BACKEND = os.environ.get("BENCH_FIREWALL_BACKEND", "")
+NFT_TABLE = ("inet", "reconcile")
 
 STACK = """\
 name: drift
@@ -102,8 +107,9 @@ class Agent:
 
 def _environment() -> tuple[dict[str, str], str]:
     parent = f"rc-bench-{uuid.uuid4().hex[:8]}"
+    backend = {"RECONCILE_FIREWALL_BACKEND": BACKEND} if BACKEND else {}
     return {**os.environ, "RECONCILE_STATE_DIR": tempfile.mkdtemp(prefix="rc-bench-"),
-            "RECONCILE_CGROUP_PARENT": parent, "PYTHONPATH": str(REPO), "NO_COLOR": "1"}, parent
+            "RECONCILE_CGROUP_PARENT": parent, "PYTHONPATH": str(REPO), "NO_COLOR": "1", **backend}, parent
 
 
 def _run(*argv: str) -> str:
@@ -127,6 +133,35 @@ def _dnat_rule(port: int) -> list[str]:
     line = next(l for l in _run("iptables-save", "-t", "nat").splitlines()
                 if l.startswith("-A RECONCILE-DNAT") and f"--dport {port}" in l)
     return shlex.split(line)[2:]
+
+
+def _nft_dnat_handle(port: int) -> str:
+    """The handle of our DNAT rule for a port in the nftables backend's table."""
+    return next(l.rsplit(" ", 1)[1] for l in _run("nft", "-a", "list", "chain", *NFT_TABLE, "RECONCILE-DNAT").splitlines()
+                if f"dport {port} " in l)
+
+
+def _rule_drifts() -> dict[str, tuple[Drift, Callable[[dict[str, object]], bool], Callable[[], bool]]]:
+    """The rule drifts for the backend in use: a deleted DNAT rule, a flushed chain (and on
+    nftables the whole table deleted), each repaired as the port's change."""
+    is_port = lambda l: l.get("kind") == "port"  # noqa: E731
+    if BACKEND != "nftables":
+        return {
+            "DNAT rule deleted": (lambda: _command("iptables", "-t", "nat", "-D", "RECONCILE-DNAT", *_dnat_rule(8090)),
+                                  is_port, lambda: bool(_dnat_rule(8090))),
+            "chain flushed": (lambda: _command("iptables", "-t", "nat", "-F", "RECONCILE-DNAT"),
+                              is_port, lambda: bool(_dnat_rule(8091))),
+        }
+    return {
+        "DNAT rule deleted": (lambda: _command("nft", "delete", "rule", *NFT_TABLE, "RECONCILE-DNAT", "handle",
+                                               _nft_dnat_handle(8090)),
+                              is_port, lambda: bool(_nft_dnat_handle(8090))),
+        "chain flushed": (lambda: _command("nft", "flush", "chain", *NFT_TABLE, "RECONCILE-DNAT"),
+                          is_port, lambda: bool(_nft_dnat_handle(8091))),
+        "table deleted": (lambda: _command("nft", "delete", "table", *NFT_TABLE),
+                          lambda l: l.get("kind") in ("port", "firewall"),
+                          lambda: bool(_nft_dnat_handle(8090)) and bool(_nft_dnat_handle(8091))),
+    }
 
 
 Drift = Callable[[], Callable[[], object]]
@@ -158,10 +193,7 @@ def _drifts(env: dict[str, str]) -> dict[str, tuple[Drift, Callable[[dict[str, o
                          lambda l: l.get("kind") == "endpoint", veth_back),
         "address removed": (lambda: _command("ip", "addr", "del", "10.63.1.1/24", "dev", "rc-drift-front"),
                             lambda l: l.get("kind") == "network", address_back),
-        "DNAT rule deleted": (lambda: _command("iptables", "-t", "nat", "-D", "RECONCILE-DNAT", *_dnat_rule(8090)),
-                              lambda l: l.get("kind") == "port", lambda: bool(_dnat_rule(8090))),
-        "chain flushed": (lambda: _command("iptables", "-t", "nat", "-F", "RECONCILE-DNAT"),
-                          lambda l: l.get("kind") == "port", lambda: bool(_dnat_rule(8091))),
+        **_rule_drifts(),
         "container killed": (kill_web, lambda l: l.get("kind") == "container",
                              lambda: _status(env)["web"]["state"] == "running"),
     }
@@ -175,7 +207,7 @@ def _soon(check: Callable[[], bool], within: float = 2.0) -> bool:
         try:
             if check():
                 return True
-        except StopIteration:
+        except (StopIteration, subprocess.CalledProcessError):  # not back yet (a table still missing)
             pass
         if time.monotonic() > deadline:
             return False
@@ -246,8 +278,9 @@ def _remove_cgroup_parent(parent: str) -> None:
 def main() -> None:
     reexec_in_throwaway_host()
     print_table(["drift", "trials", "p50 ms", "p90 ms", "max ms"], latency())
-    print()
-    print_table(["containers", "agent RSS MB", "peak RSS MB", "converged in s"], [rss(n) for n in RSS_SIZES])
+    if RSS_SIZES:
+        print()
+        print_table(["containers", "agent RSS MB", "peak RSS MB", "converged in s"], [rss(n) for n in RSS_SIZES])
 
 
 if __name__ == "__main__":

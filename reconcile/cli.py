@@ -64,7 +64,8 @@ def _common() -> argparse.ArgumentParser:
                              f"default {DEFAULT_SUBNET_POOL})")
     common.add_argument("--firewall-backend", choices=("auto", "nftables", "iptables"), default=argparse.SUPPRESS,
                         help="netfilter backend for published ports and isolation (env "
-                             "RECONCILE_FIREWALL_BACKEND, default iptables; auto: nftables when nft works here)")
+                             "RECONCILE_FIREWALL_BACKEND, default auto: nftables when nft works here, iptables "
+                             "under a foreign FORWARD DROP policy)")
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks")
     common.add_argument("-o", "--output", choices=("text", "json"), default=argparse.SUPPRESS,

@@ -3,7 +3,8 @@ reconcile must never touch whatever happens to it (a kill, a bad spec, a race). 
 `snapshot()` before a scenario and asserts it byte-identical afterwards.
 
 The set: Docker-like `DOCKER` chains in nat and filter with their jumps from PREROUTING and
-FORWARD, an admin ssh rule in INPUT and FORWARD's DROP policy (as Docker sets it); a foreign
+FORWARD, an admin ssh rule in INPUT and FORWARD's DROP policy (as Docker sets it); a foreign nftables `inet` table (firewalld's
+kind: base chains at our hooks, a set, rules with comments) beside the nftables backend's; a foreign
 bridge `br-canary` with an address and a veth pair `cv0`/`cv1` with `cv0` on the bridge; a
 foreign netns `canary-ns` with a link of its own; and a foreign cgroup `<cgroup-parent>-canary`
 (a sibling of the sandbox's per-run parent, so a prefix match on our parent would hit it) in the
@@ -23,13 +24,33 @@ from specs.names import parse_netns_name
 from tests.cgroupfs import limit_file
 from tests.sandbox import Sandbox, purge_cgroup
 from tests.test_firewall_kernel import CANARY as DOCKER_RULES
-from tests.test_firewall_support import foreign_rules
+from tests.test_firewall_support import foreign_nft, foreign_rules
 
 BRIDGE = "br-canary"
 VETH = ("cv0", "cv1")
 NETNS = "canary-ns"
 CGROUP_LIMITS = {"memory": "50331648", "pids": "17"}
 """Limits nobody would pick by default, so a reset to the default shows."""
+NFT_TABLE = "inet rc-canary"
+_PLANT_NFT = f"""
+table {NFT_TABLE} {{
+	set admins {{ type ipv4_addr; elements = {{ 10.250.0.7, 10.250.0.8 }} }}
+	chain forward {{
+		type filter hook forward priority filter + 5; policy accept;
+		ip saddr @admins tcp dport 22 accept comment "admin ssh"
+		tcp dport 23 drop
+	}}
+	chain prerouting {{
+		type nat hook prerouting priority dstnat; policy accept;
+		iifname "br-canary" tcp dport 2222 dnat ip to 10.250.0.9:22
+	}}
+}}
+"""
+"""A foreign table at the same hooks as ours (dstnat, forward): it must stay byte-identical
+whatever the nftables backend does to its own table."""
+_IPTABLES_NFT_TABLES = ("ip nat", "ip filter", "ip mangle", "ip raw", "ip security",
+                        "ip6 nat", "ip6 filter", "ip6 mangle", "ip6 raw", "ip6 security")
+"""iptables-nft's tables: compared as iptables-save text (foreign_rules), our chains left out."""
 
 _PLANT_LINKS = f"""
 set -e
@@ -56,6 +77,7 @@ class Canary:
         try:
             sandbox.sh(_PLANT_LINKS)
             sandbox.run("iptables-restore", "--noflush", input=DOCKER_RULES)
+            sandbox.run("nft", "-f", "-", input=_PLANT_NFT)
             for cgroup in self.cgroups:
                 cgroup.mkdir()
             for knob, value in self.knobs.items():
@@ -66,7 +88,8 @@ class Canary:
 
     def snapshot(self) -> str:
         """Everything foreign, byte-comparable: links (sandbox.snapshot, timers and counters
-        left out), iptables-save without our lines and counters, the foreign netns names and the
+        left out), iptables-save without our lines and counters, every nftables table but ours and
+        iptables-nft's (counters left out), the foreign netns names and the
         link inside one, the canary cgroups' knobs, members and children."""
         sandbox = self.sandbox
         netns = [n for n in sandbox.netns_names() if parse_netns_name(n) is None]
@@ -74,6 +97,7 @@ class Canary:
             "links": sandbox.snapshot(BRIDGE, *VETH),
             "netns_links": sandbox.links(NETNS) if NETNS in netns else None,
             "rules": foreign_rules(sandbox),
+            "nft": {name: text for name, text in foreign_nft(sandbox).items() if name not in _IPTABLES_NFT_TABLES},
             "netns": netns,
             "cgroups": {str(c): self._cgroup_state(c) for c in self.cgroups},
         }, indent=1, sort_keys=True)

@@ -15,12 +15,14 @@ from tests.sandbox import Sandbox
 
 def leftovers(sandbox: Sandbox) -> list[str]:
     """Everything of ours still on the host, named: links with our marks, sandboxes, rules and
-    chains, cgroups below the per-run parent, container processes, root mounts, the runtime's
+    chains (either backend), cgroups below the per-run parent, container processes, root mounts, the runtime's
     entries, store rows and files."""
     found = [f"link {l['ifname']}" for l in sandbox.our_links()]
     found += [f"netns {n}" for n in sandbox.netns_names() if n != CANARY_NETNS]
     found += [f"rule {line}" for line in sandbox.run("iptables-save").stdout.splitlines()
               if "reconcile" in line.lower()]
+    found += [f"nft {line.strip()}" for line in sandbox.run("nft", "list", "ruleset").stdout.splitlines()
+              if "reconcile" in line.lower()]  # the nftables backend's table and rules
     found += [f"cgroup {child}" for top in sandbox.cgroup_dirs() for child in top.rglob("*") if child.is_dir()]
     found += [f"process {pid}" for pid in sandbox.processes()]
     below = f"{sandbox.state_dir / CONTAINERS_DIR}/"  # roots, and idmapped lower layers

@@ -1,7 +1,13 @@
 """A throwaway host for kernel tests: a fresh network + mount namespace with tmpfs over
 /run/netns, a private state dir and a per-run cgroup parent. The machine's own network,
 netfilter rules, namespaces and cgroups are never touched; killing the holder process
-frees every link, netns mount and rule made inside."""
+frees every link, netns mount and rule made inside.
+
+The firewall backend is not pinned: commands run with the product's default (`auto`), unless
+RECONCILE_FIREWALL_BACKEND is set by the caller or a test's `env_overrides`. So one run of the
+suite exercises `auto`'s own choice: nftables in a fresh sandbox, iptables in one where a
+Docker-like canary set FORWARD's policy to DROP before the first apply; test_ports_e2e.py runs
+both explicitly, the firewall kernel and traffic tests name their backend."""
 
 from __future__ import annotations
 
@@ -57,6 +63,9 @@ class Sandbox:
             self._holder.kill()
             raise RuntimeError(f"sandbox holder failed to start: {line!r}")
         self.pid = self._holder.pid
+        self.env_overrides: dict[str, str] = {}
+        """Environment set for every command run inside, over the caller's (a test's choice of
+        firewall backend)."""
 
     @property
     def env(self) -> dict[str, str]:
@@ -66,6 +75,7 @@ class Sandbox:
             "RECONCILE_CGROUP_PARENT": self.cgroup_parent,
             "NO_COLOR": "1",
             "PYTHONPATH": str(REPO),
+            **self.env_overrides,
         }
 
     def run(self, *cmd: str, check: bool = True, input: str | None = None,

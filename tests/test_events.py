@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from kernel.events import Event, ExitEvent, LinkEvent, NetnsGone, Overflow, RuleEvent
+from kernel.events_wire import NFPROTO_INET
 from kernel.procs import read_proc
 from tests.sandbox import Sandbox
 
@@ -233,6 +234,31 @@ def test_nft_userdata_comment_and_other_families(sandbox: Sandbox, collector: Co
                 " add rule ip t c counter comment \"reconcile/v1 chains\"")
     collector.wait_for(RuleEvent("t", "c", False, "reconcile/v1 chains"))
     assert [r["table"] for r in collector.seen if r["type"] == "RuleEvent"][0] == "t"
+
+
+def test_inet_table_rule_chain_and_table_deletions(sandbox: Sandbox, collector: Collector) -> None:
+    """What the agent sees when the nftables backend's `inet` table drifts: a deleted rule (its
+    userdata comment), a flushed chain (rule by rule) and a deleted table (its chains, then
+    itself), all in family inet."""
+    comment = "reconcile/v1 port s/c/8080/tcp"
+    sandbox.run("nft", "-f", "-", input=(
+        "table inet rc-h17b-t {\n chain RECONCILE-DNAT {\n"
+        f'  tcp dport 8080 dnat ip to 10.9.0.2:80 comment "{comment}"\n'
+        '  tcp dport 8081 dnat ip to 10.9.0.2:80 comment "reconcile/v1 port s/c/8081/tcp"\n }\n'
+        " chain PREROUTING {\n  type nat hook prerouting priority dstnat; policy accept;\n"
+        '  fib daddr type local jump RECONCILE-DNAT comment "reconcile/v1 chains"\n }\n}\n'))
+    collector.wait_for(RuleEvent("rc-h17b-t", "RECONCILE-DNAT", False, comment, NFPROTO_INET))
+    handle = next(line.rsplit(" ", 1)[1] for line in sandbox.run(
+        "nft", "-a", "list", "chain", "inet", "rc-h17b-t", "RECONCILE-DNAT").stdout.splitlines()
+        if "8080" in line)
+    collector.seen.clear()
+    sandbox.run("nft", "delete", "rule", "inet", "rc-h17b-t", "RECONCILE-DNAT", "handle", handle)
+    collector.wait_for(RuleEvent("rc-h17b-t", "RECONCILE-DNAT", True, comment, NFPROTO_INET))
+    sandbox.run("nft", "flush", "chain", "inet", "rc-h17b-t", "PREROUTING")
+    collector.wait_for(RuleEvent("rc-h17b-t", "PREROUTING", True, "reconcile/v1 chains", NFPROTO_INET))
+    sandbox.run("nft", "delete", "table", "inet", "rc-h17b-t")
+    collector.wait_for(RuleEvent("rc-h17b-t", "RECONCILE-DNAT", True, None, NFPROTO_INET))
+    collector.wait_for(RuleEvent("rc-h17b-t", None, True, None, NFPROTO_INET))
 
 
 @pytest.fixture

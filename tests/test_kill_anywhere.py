@@ -80,15 +80,18 @@ def reconcile(sandbox: Sandbox, *args: str, **env: str) -> tuple[int, str]:
 
 
 def learn_steps(tmp_path: Path, scenario: Scenario, paths: dict[str, str]) -> list[str]:
-    """The labels of the scenario's steps, in order, from one uninterrupted run."""
+    """The labels of the scenario's steps, in order, from one uninterrupted run on a host like
+    the crash runs' (the canary planted: its FORWARD DROP policy is what makes the default
+    `auto` firewall backend pick iptables there, and each backend writes in its own steps)."""
     box = Sandbox(tmp_path / f"{scenario.name}-learn")
     log = box.workdir / "steps.log"
     try:
-        for verb, target in scenario.setup:
-            assert reconcile(box, verb, paths[target])[0] == 0
-        code, output = reconcile(box, scenario.verb, paths[scenario.target], RECONCILE_STEP_LOG=str(log))
-        assert code == 0, output
-        assert reconcile(box, "down", paths[scenario.target])[0] == 0
+        with planted(box):
+            for verb, target in scenario.setup:
+                assert reconcile(box, verb, paths[target])[0] == 0
+            code, output = reconcile(box, scenario.verb, paths[scenario.target], RECONCILE_STEP_LOG=str(log))
+            assert code == 0, output
+            assert reconcile(box, "down", paths[scenario.target])[0] == 0
     finally:
         box.close()
     return [line.split(" ", 1)[1] for line in log.read_text().splitlines()]

@@ -20,8 +20,9 @@ from controllers.firewall_rules import PortKey
 from kernel.netfilter_listeners import Listener
 from tests.sandbox import Sandbox
 from tests.test_firewall_diff import DEMO, converge, desired, edit, observed, plan
+from tests.firewall_view import backend_in_use, our_rules
 from tests.test_firewall_kernel import CANARY
-from tests.test_firewall_support import FakeBackend, foreign_rules, our_rules
+from tests.test_firewall_support import FakeBackend, foreign_rules
 from tests.waiting import eventually
 
 PYTHON = "/usr/bin/python3"
@@ -96,6 +97,7 @@ def test_a_host_process_on_a_published_port_blocks_nothing_and_is_named_by_statu
         sandbox: Sandbox) -> None:
     sandbox.run("iptables-restore", "--noflush", input=CANARY)
     canary = foreign_rules(sandbox)
+    backend = backend_in_use(sandbox)
     path = str(sandbox.write("stack.yaml", stack_text("1", ["8121:80"])))
     apply(sandbox, path)
     assert eventually(lambda: probe(sandbox, "127.0.0.1", 8121), "web1", timeout=10.0) == "web1"
@@ -119,19 +121,19 @@ def test_a_host_process_on_a_published_port_blocks_nothing_and_is_named_by_statu
     assert f"  intruder: {message}" in sandbox.reconcile("status").stdout.splitlines()
 
     # A port not published yet is still refused when a host process holds it: nothing changes.
-    rules, pid = our_rules(sandbox), sandbox.containers()["web"]["pid"]
+    rules, pid = our_rules(sandbox, backend), sandbox.containers()["web"]["pid"]
     clash = start_intruder(sandbox, 8122)
     sandbox.write("stack.yaml", stack_text("3", ["8121:80", "8122:80"]))
     result = sandbox.reconcile("apply", path)
     assert (result.returncode, result.stdout, result.stderr) == (1, "", (
         f"{path}:9:24: containers.web.ports[1]: host port 8122/tcp is in use: "
         f"python3 (pid {clash}) listening on 0.0.0.0:8122/tcp\n"))
-    assert our_rules(sandbox) == rules and sandbox.containers()["web"]["pid"] == pid
+    assert our_rules(sandbox, backend) == rules and sandbox.containers()["web"]["pid"] == pid
     assert probe(sandbox, "127.0.0.1", 8121) == "web2"
     assert foreign_rules(sandbox) == canary
 
     assert sandbox.reconcile("down", path).returncode == 0
-    assert our_rules(sandbox) == [] and foreign_rules(sandbox) == canary
+    assert our_rules(sandbox, backend) == [] and foreign_rules(sandbox) == canary
     # With our DNAT gone, the port is the intruder's again.
     assert probe(sandbox, "127.0.0.1", 8121) == "intruder"
 

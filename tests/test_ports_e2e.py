@@ -9,6 +9,12 @@ tcp/80 and udp/53. A `client` namespace behind the foreign bridge `lan0` plays a
 address it arrived from. Docker-like foreign rules (FORWARD policy DROP, a DOCKER chain, an
 admin rule in INPUT) are planted before the first apply and must stay byte-identical.
 
+Every test runs on both firewall backends (`--firewall-backend iptables` and `nftables`, set
+through the environment; see tests/firewall_view.py): under the default `auto` the DROP policy
+planted here would always pick iptables. On nftables, the admin also accepts our bridges in
+that DROP FORWARD chain, as docs/spec.md (Firewall backends) says a host must: an accept in our
+own table cannot override a foreign base chain's DROP.
+
 Clients never hang: every probe has a 1.5 s timeout, and one vantage point's probes run in
 parallel in one process. Traffic only goes to addresses of namespaces made here.
 """
@@ -21,9 +27,10 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
 
+from tests.firewall_view import IPTABLES, NFTABLES, backend_in_use, delete_rule, flush_chain, our_rules
 from tests.sandbox import Sandbox
 from tests.test_firewall_kernel import CANARY
-from tests.test_firewall_support import foreign_rules, our_rules
+from tests.test_firewall_support import foreign_nft, foreign_rules
 from tests.waiting import eventually
 
 PYTHON = "/usr/bin/python3"
@@ -117,6 +124,9 @@ ip -n client route add default via 10.99.0.1
 """
 """Another machine on a foreign bridge of the host; it routes through the host."""
 
+ADMIN_ACCEPTS_OUR_BRIDGES = "*filter\n-A FORWARD -i rc-+ -j ACCEPT\n-A FORWARD -o rc-+ -j ACCEPT\nCOMMIT\n"
+"""What an admin adds under a foreign FORWARD DROP policy for the nftables backend's traffic."""
+
 ATTACHMENTS = {"web": ("front", "10.90.1.10"), "api": ("front", "10.90.1.11"),
                "other": ("side", "10.90.2.10"), "vault": ("back", "10.90.3.10")}
 """Each container's one network and static address."""
@@ -148,13 +158,19 @@ def stack_text(ports: Mapping[str, Sequence[str]]) -> str:
 class Lab:
     """The sandbox with the other machine and the foreign canary, and the stack applied."""
 
-    def __init__(self, sandbox: Sandbox):
+    def __init__(self, sandbox: Sandbox, backend_choice: str):
         self.sandbox = sandbox
+        sandbox.env_overrides["RECONCILE_FIREWALL_BACKEND"] = backend_choice
         self.path = str(sandbox.write("stack.yaml", stack_text(PORTS)))
         sandbox.sh(TOPOLOGY)
         sandbox.sh(f"ip netns exec {CLIENT} {PYTHON} -c {shlex.quote(WHOAMI)} >/dev/null 2>&1 &")
         sandbox.run("iptables-restore", "--noflush", input=CANARY)  # FORWARD policy DROP from here
+        self.backend = backend_in_use(sandbox)
+        assert self.backend == {"iptables": IPTABLES, "nftables": NFTABLES}[backend_choice]
+        if self.backend == NFTABLES:
+            sandbox.run("iptables-restore", "--noflush", input=ADMIN_ACCEPTS_OUR_BRIDGES)
         self.canary = foreign_rules(sandbox)
+        self.canary_nft = {name: text for name, text in foreign_nft(sandbox).items() if name.startswith("inet ")}
         self.apply()
         services = [("tcp", address, 80) for _, address in ATTACHMENTS.values()] + [("tcp", "10.99.0.2", 7000)]
         ready = [*ATTACHMENTS, "10.99.0.1"]
@@ -190,23 +206,28 @@ class Lab:
         """Every foreign line of iptables-save as it was before our first apply: the canary's
         rules still there, in the same order, with nothing of ours between them."""
         assert foreign_rules(self.sandbox) == self.canary
+        assert {name: text for name, text in foreign_nft(self.sandbox).items() if name.startswith("inet ")} \
+            == self.canary_nft
         assert all(line in self.canary.splitlines() for line in CANARY.splitlines() if line.startswith("-A "))
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """One lab shared by the tests that only send traffic."""
+BACKEND_CHOICES = ("iptables", "nftables")
+
+
+@pytest.fixture(scope="module", params=BACKEND_CHOICES)
+def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """One lab per backend shared by the tests that only send traffic."""
     sandbox = Sandbox(tmp_path_factory.mktemp("ports"))
     try:
-        yield Lab(sandbox)
+        yield Lab(sandbox, request.param)
     finally:
         sandbox.close()
 
 
-@pytest.fixture
-def own_lab(sandbox: Sandbox) -> Lab:
+@pytest.fixture(params=BACKEND_CHOICES)
+def own_lab(request: pytest.FixtureRequest, sandbox: Sandbox) -> Lab:
     """A lab of the test's own, for tests that drift or change the stack."""
-    return Lab(sandbox)
+    return Lab(sandbox, request.param)
 
 
 def test_another_machine_reaches_published_ports_on_every_host_address(lab: Lab) -> None:
@@ -270,43 +291,67 @@ def _rule(comment: str, spec: str) -> str:
     return spec.replace("COMMENT", f'-m comment --comment "reconcile/v1 {comment}"')
 
 
-DNAT_8080 = _rule("port pub/web/8080/tcp",
-                  "-p tcp -m tcp --dport 8080 COMMENT -j DNAT --to-destination 10.90.1.10:80")
-ACCEPT_DNAT = _rule("network pub/front", "-o rc-pub-front -m conntrack --ctstate DNAT COMMENT -j ACCEPT")
-SNAT_LOOPBACK = _rule("network pub/front", "-s 127.0.0.0/8 -o rc-pub-front COMMENT -j MASQUERADE")
-PREROUTING_HOOK = _rule("chains", "-m addrtype --dst-type LOCAL COMMENT -j RECONCILE-DNAT")
-FORWARD_HOOK = _rule("chains", "COMMENT -j RECONCILE-FORWARD")
+def _nft(comment: str, spec: str) -> str:
+    return f'{spec} comment "reconcile/v1 {comment}"'
 
-DRIFTS = [
-    # (what an admin does, lines `diff` must print, a probe it breaks: vantage point, probe)
-    (f"iptables -t nat -D RECONCILE-DNAT {DNAT_8080}",
-     ["  + port pub/web/8080/tcp (not on the host)", f"      nat: -A RECONCILE-DNAT {DNAT_8080}",
-      "Plan: 1 to add, 0 to change, 0 to destroy."],
-     CLIENT, ("tcp", "10.99.0.1", 8080)),
-    ("iptables -F RECONCILE-ACCEPT",
-     ["  ~ firewall pub/front (in place: differs from the spec)",
-      f"      filter: (none) → -A RECONCILE-ACCEPT {ACCEPT_DNAT}",
-      "  ~ firewall pub/side (in place: differs from the spec)",
-      "  ~ firewall pub/back (in place: differs from the spec)",
-      "Plan: 0 to add, 3 to change, 0 to destroy."],
-     CLIENT, ("tcp", "10.99.0.1", 8080)),  # FORWARD's DROP policy takes over
-    ("iptables -t nat -F RECONCILE-SNAT",
-     ["  ~ firewall pub/front (in place: differs from the spec)",
-      f"      nat: (none) → -A RECONCILE-SNAT {SNAT_LOOPBACK}",
-      "  ~ firewall pub/side (in place: differs from the spec)",
-      "Plan: 0 to add, 2 to change, 0 to destroy."],
-     HOST, ("tcp", "127.0.0.1", 8080)),  # a 127.0.0.1 source cannot leave unmasqueraded
-    (f"iptables -t nat -D PREROUTING {PREROUTING_HOOK}",
-     ["  ~ firewall chains (in place: differs from the layout)",
-      f"      nat: (none) → -A PREROUTING {PREROUTING_HOOK}",
-      "Plan: 0 to add, 1 to change, 0 to destroy."],
-     CLIENT, ("tcp", "10.99.0.1", 8080)),
-    (f"iptables -D FORWARD {FORWARD_HOOK}",
-     ["  ~ firewall chains (in place: differs from the layout)",
-      f"      filter: (none) → -A FORWARD {FORWARD_HOOK}",
-      "Plan: 0 to add, 1 to change, 0 to destroy."],
-     CLIENT, ("tcp", "10.99.0.1", 8080)),
-]
+
+RULES = {  # the same rules as each backend prints them
+    IPTABLES: {
+        "dnat 8080": _rule("port pub/web/8080/tcp",
+                           "-p tcp -m tcp --dport 8080 COMMENT -j DNAT --to-destination 10.90.1.10:80"),
+        "accept dnat": _rule("network pub/front", "-o rc-pub-front -m conntrack --ctstate DNAT COMMENT -j ACCEPT"),
+        "snat loopback": _rule("network pub/front", "-s 127.0.0.0/8 -o rc-pub-front COMMENT -j MASQUERADE"),
+        "prerouting hook": _rule("chains", "-m addrtype --dst-type LOCAL COMMENT -j RECONCILE-DNAT"),
+        "forward hook": _rule("chains", "COMMENT -j RECONCILE-FORWARD"),
+    },
+    NFTABLES: {
+        "dnat 8080": _nft("port pub/web/8080/tcp", "tcp dport 8080 dnat ip to 10.90.1.10:80"),
+        "accept dnat": _nft("network pub/front", 'oifname "rc-pub-front" ct status dnat accept'),
+        "snat loopback": _nft("network pub/front", 'ip saddr 127.0.0.0/8 oifname "rc-pub-front" masquerade'),
+        "prerouting hook": _nft("chains", "fib daddr type local jump RECONCILE-DNAT"),
+        "forward hook": _nft("chains", "jump RECONCILE-FORWARD"),
+    },
+}
+
+Probe = tuple[str, tuple[str, str, int], str, str]
+"""A probe a drift breaks: vantage point, probe, the answer while drifted, the answer repaired."""
+TO_8080 = (CLIENT, ("tcp", "10.99.0.1", 8080), FAILED, "web")
+
+
+def drifts(backend: str) -> list[tuple[str, str, str | None, list[str], Probe | None]]:
+    """(rule to delete or chain to flush: "delete"/"flush", chain, rule, lines `diff` must
+    print, a probe the drift breaks or None)."""
+    rules = RULES[backend]
+    on_iptables = backend == IPTABLES
+    return [
+        ("delete", "RECONCILE-DNAT", rules["dnat 8080"],
+         ["  + port pub/web/8080/tcp (not on the host)", f"      nat: -A RECONCILE-DNAT {rules['dnat 8080']}",
+          "Plan: 1 to add, 0 to change, 0 to destroy."], TO_8080),
+        ("flush", "RECONCILE-ACCEPT", None,
+         ["  ~ firewall pub/front (in place: differs from the spec)",
+          f"      filter: (none) → -A RECONCILE-ACCEPT {rules['accept dnat']}",
+          "  ~ firewall pub/side (in place: differs from the spec)",
+          "  ~ firewall pub/back (in place: differs from the spec)",
+          "Plan: 0 to add, 3 to change, 0 to destroy."],
+         # iptables: FORWARD's DROP policy takes over; nftables: the admin's accepts stand in
+         TO_8080 if on_iptables else None),
+        ("flush", "RECONCILE-SNAT", None,
+         ["  ~ firewall pub/front (in place: differs from the spec)",
+          f"      nat: (none) → -A RECONCILE-SNAT {rules['snat loopback']}",
+          "  ~ firewall pub/side (in place: differs from the spec)",
+          "Plan: 0 to add, 2 to change, 0 to destroy."],
+         (HOST, ("tcp", "127.0.0.1", 8080), FAILED, "web")),  # 127.0.0.1 cannot leave unmasqueraded
+        ("delete", "PREROUTING", rules["prerouting hook"],
+         ["  ~ firewall chains (in place: differs from the layout)",
+          f"      nat: (none) → -A PREROUTING {rules['prerouting hook']}",
+          "Plan: 0 to add, 1 to change, 0 to destroy."], TO_8080),
+        ("delete", "FORWARD", rules["forward hook"],
+         ["  ~ firewall chains (in place: differs from the layout)",
+          f"      filter: (none) → -A FORWARD {rules['forward hook']}",
+          "Plan: 0 to add, 1 to change, 0 to destroy."],
+         # iptables: FORWARD's DROP policy takes over; nftables: networks are no longer isolated
+         TO_8080 if on_iptables else ("web", ("tcp", "10.90.2.10", 80), "other", FAILED)),
+    ]
 
 
 def test_drift_is_named_by_diff_and_repaired_by_apply(own_lab: Lab) -> None:
@@ -314,16 +359,28 @@ def test_drift_is_named_by_diff_and_repaired_by_apply(own_lab: Lab) -> None:
     assert lab.apply() == "No changes. The host matches the spec.\n"
     assert lab.diff() == (0, "No changes. The host matches the spec.\n")
     pids = lab.pids()
-    for drift, expected, where, probe in DRIFTS:
-        lab.sandbox.sh(drift)
-        assert lab.probe(where, probe) == [FAILED], drift
+    for verb, chain, spec, expected, broken in drifts(lab.backend):
+        drift = (verb, chain, spec)
+        if spec is None:
+            flush_chain(lab.sandbox, lab.backend, chain)
+        else:
+            delete_rule(lab.sandbox, lab.backend, chain, spec)
+        if broken:
+            assert lab.probe(broken[0], broken[1]) == [broken[2]], drift
         code, out = lab.diff()
         assert code == 2 and set(expected) <= set(out.splitlines()), (drift, out)
         lab.apply()
         assert lab.diff()[0] == 0, drift
-        assert lab.probe(where, probe) == ["web"], drift
+        if broken:
+            assert lab.probe(broken[0], broken[1]) == [broken[3]], drift
         lab.assert_canary_intact()
     assert lab.pids() == pids  # rules are repaired under running containers
+    if lab.backend == NFTABLES:  # nothing foreign can jump into our table: down leaves nothing
+        assert lab.sandbox.reconcile("down", lab.path).returncode == 0
+        assert our_rules(lab.sandbox, lab.backend) == []
+        assert lab.sandbox.netns_names() == [CLIENT] and lab.sandbox.our_links() == []
+        lab.assert_canary_intact()
+        return
 
     # An admin's rule jumping into one of our chains: `down` removes everything else, keeps
     # that chain (emptied) and names the rule; once the admin deletes it, nothing of ours is left.
@@ -333,11 +390,11 @@ def test_drift_is_named_by_diff_and_repaired_by_apply(own_lab: Lab) -> None:
         "error: chain filter RECONCILE-INPUT was emptied but not deleted: the filter rule "
         "`-A INPUT -j RECONCILE-INPUT` jumps to it and is not reconcile's to delete; "
         "delete it and run again\n"))
-    assert our_rules(lab.sandbox) == [":RECONCILE-INPUT - [0:0]"]
+    assert our_rules(lab.sandbox, lab.backend) == [":RECONCILE-INPUT - [0:0]"]
     assert lab.sandbox.netns_names() == [CLIENT] and lab.sandbox.our_links() == []
     lab.sandbox.run("iptables", "-D", "INPUT", "-j", "RECONCILE-INPUT")
     assert lab.sandbox.reconcile("down", lab.path).returncode == 0
-    assert our_rules(lab.sandbox) == []
+    assert our_rules(lab.sandbox, lab.backend) == []
     lab.assert_canary_intact()
 
 
@@ -360,9 +417,9 @@ def test_a_changed_udp_mapping_takes_effect_at_once_and_down_leaves_nothing(own_
     assert lab.pids() == pids  # ports change in place
 
     assert lab.sandbox.reconcile("down", lab.path).returncode == 0
-    saved = lab.sandbox.run("iptables-save").stdout
-    assert "reconcile" not in saved.lower(), saved
-    assert our_rules(lab.sandbox) == []
+    for saved in (lab.sandbox.run("iptables-save").stdout, lab.sandbox.run("nft", "list", "ruleset").stdout):
+        assert "reconcile" not in saved.lower(), saved
+    assert our_rules(lab.sandbox, lab.backend) == []
     lab.assert_canary_intact()
     assert lab.probe(CLIENT, ("tcp", "10.99.0.1", 8080), flows[0]) == [FAILED, FAILED]
     assert lab.sandbox.netns_names() == [CLIENT] and lab.sandbox.our_links() == []

@@ -26,6 +26,7 @@ import pytest
 from kernel import cgroups
 from kernel.cgroups import CgroupError
 from specs.names import LINK_GROUP, cgroup_relpath, network_alias
+from tests.firewall_view import IPTABLES, NFTABLES, OUR_TABLE, backend_in_use
 from tests.reliability import record
 from tests.sandbox import Sandbox
 
@@ -210,10 +211,14 @@ def test_rule_deleted_before_its_deletion_is_taken_as_deleted(sandbox: Sandbox) 
     with_b = str(sandbox.write("stack.yaml", STACK.format(mtu=1500, extra="") + NETWORK_B))
     assert sandbox.reconcile("apply", with_b).returncode == 0
     path = stack(sandbox)  # the same file, network b removed
-    one_rule_of_b = ("rule=$(iptables -t nat -S RECONCILE-SNAT | grep 'network rel/b' | head -n 1); "
-                     "eval \"iptables -t nat -D ${rule#-A }\"")
+    one_rule_of_b = {
+        IPTABLES: ("rule=$(iptables -t nat -S RECONCILE-SNAT | grep 'network rel/b' | head -n 1); "
+                   "eval \"iptables -t nat -D ${rule#-A }\""),
+        NFTABLES: (f"handle=$(nft -a list chain {OUR_TABLE} RECONCILE-SNAT | grep 'network rel/b' | head -n 1 "
+                   f"| sed 's/.* # handle //'); nft delete rule {OUR_TABLE} RECONCILE-SNAT handle $handle"),
+    }[backend_in_use(sandbox)]
     code, output = apply_racing(sandbox, "FirewallController", one_rule_of_b, path)
-    assert "rel/b" not in sandbox.run("iptables-save").stdout
+    assert "rel/b" not in sandbox.run("iptables-save").stdout + sandbox.run("nft", "list", "ruleset").stdout
     converged(sandbox, code, output, path)
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.canary import planted
+from tests.firewall_view import NFTABLES, OUR_TABLE, backend_in_use, chain_rules, delete_rule, flush_chain, our_rules
 from tests.sandbox import Sandbox
 from tests.waiting import eventually
 
@@ -145,9 +147,8 @@ def _container(sandbox: Sandbox) -> dict[str, object]:
     return sandbox.containers().get("web", {})
 
 
-def _dnat_rules(sandbox: Sandbox) -> list[str]:
-    return [l for l in sandbox.run("iptables-save", "-t", "nat").stdout.splitlines()
-            if l.startswith("-A RECONCILE-DNAT") and "8081" in l]
+def _dnat_rules(sandbox: Sandbox, backend: str) -> list[str]:
+    return [spec for spec in chain_rules(sandbox, backend, "RECONCILE-DNAT") if "8081" in spec]
 
 
 def test_drift_is_repaired_without_a_file_change(sandbox: Sandbox, specs: Path, agent: Agent) -> None:
@@ -162,10 +163,11 @@ def test_drift_is_repaired_without_a_file_change(sandbox: Sandbox, specs: Path, 
     assert eventually(lambda: _container(sandbox).get("ips"), {"front": "10.81.1.2"}) == {"front": "10.81.1.2"}
     assert _container(sandbox)["pid"] == pid
 
-    rule = _dnat_rules(sandbox)
+    backend = backend_in_use(sandbox)
+    rule = _dnat_rules(sandbox, backend)
     assert len(rule) == 1
-    sandbox.sh(f"iptables -t nat -D {rule[0][len('-A '):]}")  # a deleted DNAT rule
-    assert eventually(lambda: _dnat_rules(sandbox), rule) == rule
+    delete_rule(sandbox, backend, "RECONCILE-DNAT", rule[0])  # a deleted DNAT rule
+    assert eventually(lambda: _dnat_rules(sandbox, backend), rule) == rule
 
     os.kill(int(pid), signal.SIGKILL)  # a killed container: restarted
     assert eventually(lambda: _container(sandbox).get("restarts"), 1) == 1
@@ -300,3 +302,43 @@ def test_waiting_for_a_manual_apply_is_logged_as_json(sandbox: Sandbox, specs: P
         holder.wait(10)
     assert eventually(lambda: _has_address(sandbox, "rc-a-net", "10.80.6.1/24"), True)
     # agent.stop() in the fixture finds no line that is not JSON
+
+
+def test_nftables_drift_is_repaired_by_event(sandbox: Sandbox, specs: Path) -> None:
+    """On the nftables backend, whatever the suite's backend: a deleted rule, a flushed chain
+    and the whole `inet reconcile` table deleted are each repaired by the kernel's event (the
+    resync is an hour away), and the foreign tables (the canary's `inet` one, iptables-nft's)
+    stay byte-identical."""
+    with planted(sandbox) as canary:
+        foreign = canary.snapshot()
+        agent = Agent(sandbox, specs, "--firewall-backend", "nftables", "--resync", "3600", "--debounce", "50")
+        try:
+            _write(specs / "svc.yaml", SERVICE)
+            assert eventually(lambda: _container(sandbox).get("state"), "running", timeout=10) == "running"
+            assert eventually(lambda: (_watch_row(sandbox, "svc") or {}).get("sync"), "Synced") == "Synced"
+            ours = our_rules(sandbox, NFTABLES)
+            assert any("8081" in line for line in ours), ours
+            drifts = {
+                "rule": lambda: delete_rule(sandbox, NFTABLES, "RECONCILE-DNAT", _dnat_rules(sandbox, NFTABLES)[0]),
+                "chain": lambda: flush_chain(sandbox, NFTABLES, "RECONCILE-FORWARD"),
+                "table": lambda: sandbox.run("nft", "delete", "table", *OUR_TABLE.split()),
+            }
+            kinds: dict[str, set[str]] = {}
+            for name, drift in drifts.items():
+                mark = len(agent.lines)
+                drift()
+                assert our_rules(sandbox, NFTABLES) != ours, name
+                assert eventually(lambda: our_rules(sandbox, NFTABLES), ours) == ours, name
+                assert eventually(lambda: any(l.get("event") == "change" for l in agent.lines[mark:]), True), name
+                repairs = [l for l in agent.lines[mark:] if l.get("event") == "change"]
+                assert all(str(l["why"]).startswith("kernel:") for l in repairs), (name, repairs)
+                kinds[name] = {str(l["kind"]) for l in repairs}
+                assert canary.snapshot() == foreign, name
+            # A rule's event names its owner (the comment nft keeps in the rule's userdata); a
+            # chain's or the table's is host-wide.
+            assert kinds == {"rule": {"port"}, "chain": {"firewall"}, "table": {"firewall", "port"}}
+        finally:
+            assert agent.stop() == 0
+        sandbox.reconcile("down", "--stack", "svc", check=True)
+        assert our_rules(sandbox, NFTABLES) == []
+        assert canary.snapshot() == foreign

@@ -13,9 +13,10 @@ DEFAULT_CGROUP_PARENT = "reconcile"
 DEFAULT_DEPENDS_TIMEOUT = 300.0
 """Seconds a start waits for its depends_on conditions: with Docker's default schedule a first
 probe comes 30 s after a start, and three failures take 90 s more."""
-DEFAULT_FIREWALL_BACKEND = "iptables"
-"""Until the nftables backend runs the whole end-to-end suite and the agent's repair by event
-(docs/spec.md, Firewall backends): `auto` and `nftables` are the user's choice meanwhile."""
+DEFAULT_FIREWALL_BACKEND = "auto"
+"""nftables where `nft` works with the kernel, iptables under a foreign FORWARD DROP policy or
+without nft (docs/spec.md, Firewall backends; controllers.firewall.backends). Both backends
+pass the end-to-end suite and the agent's repair by event."""
 DEFAULT_SUBNET_POOL = "base=10.89.0.0/16,size=24"
 """Podman's choice for networks created without a subnet (10.88.0.0/16 is its own default
 network's): 256 networks of 253 containers each, in private space Docker does not use."""
