@@ -18,20 +18,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from controllers.errors import ApplyErrors
-from kernel.runtime import StartError
 from reconcile.engine import images
 from reconcile.engine.settings import DEFAULT_SUBNET_POOL, Settings
-from reconcile.watch.actionlog import ActionLog
-from specs.errors import SpecErrors
-from specs.fields import name_checker
 from state.images import ImageError, PullEvent
 from state.subnets import SubnetPool
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2  # `diff` only: the host differs from the spec
-_check_stack_name = name_checker("stack name")
 
 
 class UsageError(Exception):
@@ -99,8 +93,10 @@ def _subnet_pool(text: str) -> str:
 
 
 def _stack_name(text: str) -> str:
+    from specs.fields import name_checker
+
     try:
-        return _check_stack_name(text)
+        return name_checker("stack name")(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -382,6 +378,8 @@ def _report_errors(lines: Sequence[str], as_json: bool, kind: str, verb: str | N
     """JSON on stdout (and the lines on stderr, for people); `watch -o json` prints nothing on
     stdout: its errors are lines of the agent's own stream, one JSON object each."""
     if as_json and verb == "watch":
+        from reconcile.watch.actionlog import ActionLog
+
         log = ActionLog(sys.stderr)  # as it is now (redirected by a test or the CLI worker)
         for line in lines:
             log.emit("error", kind=kind, error=line.removeprefix("error: "))
@@ -443,9 +441,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _failure(exc: Exception, debug: bool) -> tuple[str, list[str]]:
     """(kind, lines) a failed verb reports: a typed error as its lines, anything else as one
     line (with the traceback under --debug)."""
+    from controllers.errors import ApplyErrors
+    from kernel.runtime import StartError
     from reconcile.engine.containers import UnknownContainer
     from reconcile.engine.session import NotConverged
     from reconcile.engine.verbs import InvalidStackFiles
+    from specs.errors import SpecErrors
 
     if isinstance(exc, InvalidStackFiles):
         return "invalid spec", [*(str(e) for e in exc.errors), exc.hint]
