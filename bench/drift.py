@@ -8,9 +8,10 @@ peak VmHWM) once it has converged N containers and gone quiet.
 
 Run as root: `.venv/bin/python bench/drift.py` (it re-executes itself in a throwaway host).
 BENCH_TRIALS (default 20) and BENCH_RSS_SIZES (default 200,1000; empty for none) shrink a run.
-BENCH_FIREWALL_BACKEND (iptables or nftables; default: the CLI's default) picks the backend the
-agent runs on, and so which tool makes the rule drifts; nftables adds a "table deleted" kind
-(the whole `inet reconcile` table).
+BENCH_FIREWALL_BACKEND (iptables or nftables; default nftables, what the CLI's default `auto`
+picks in the throwaway host) picks the backend the agent runs on, and so which tool makes the
+rule drifts; nftables adds a "table deleted" kind (the whole `inet reconcile` table). The run's
+state dir and stack directory are removed afterwards.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import shlex
 import signal
 import socket
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,11 +34,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO, print_table, reconcile, reexec_in_throwaway_host  # noqa: E402
+from bench.common import REPO, print_table, reconcile, reexec_in_throwaway_host, remove_state_dir  # noqa: E402
 
 TRIALS = int(os.environ.get("BENCH_TRIALS", "20"))
 RSS_SIZES = tuple(int(n) for n in os.environ.get("BENCH_RSS_SIZES", "200,1000").split(",") if n)
-BACKEND = os.environ.get("BENCH_FIREWALL_BACKEND", "")
+BACKEND = os.environ.get("BENCH_FIREWALL_BACKEND", "nftables")
+"""The firewall backend the agent runs, and whose rules the drifts break: by default what `auto`
+picks in the throwaway host (nftables: nft works there, and no foreign FORWARD policy drops)."""
 NFT_TABLE = ("inet", "reconcile")
 
 STACK = """\
@@ -107,9 +111,8 @@ class Agent:
 
 def _environment() -> tuple[dict[str, str], str]:
     parent = f"rc-bench-{uuid.uuid4().hex[:8]}"
-    backend = {"RECONCILE_FIREWALL_BACKEND": BACKEND} if BACKEND else {}
-    return {**os.environ, "RECONCILE_STATE_DIR": tempfile.mkdtemp(prefix="rc-bench-"),
-            "RECONCILE_CGROUP_PARENT": parent, "PYTHONPATH": str(REPO), "NO_COLOR": "1", **backend}, parent
+    return {**os.environ, "RECONCILE_STATE_DIR": tempfile.mkdtemp(prefix="rc-bench-"), "RECONCILE_CGROUP_PARENT": parent,
+            "PYTHONPATH": str(REPO), "NO_COLOR": "1", "RECONCILE_FIREWALL_BACKEND": BACKEND}, parent
 
 
 def _run(*argv: str) -> str:
@@ -145,7 +148,7 @@ def _rule_drifts() -> dict[str, tuple[Drift, Callable[[dict[str, object]], bool]
     """The rule drifts for the backend in use: a deleted DNAT rule, a flushed chain (and on
     nftables the whole table deleted), each repaired as the port's change."""
     is_port = lambda l: l.get("kind") == "port"  # noqa: E731
-    if BACKEND != "nftables":
+    if BACKEND == "iptables":
         return {
             "DNAT rule deleted": (lambda: _command("iptables", "-t", "nat", "-D", "RECONCILE-DNAT", *_dnat_rule(8090)),
                                   is_port, lambda: bool(_dnat_rule(8090))),
@@ -241,6 +244,8 @@ def latency() -> list[list[object]]:
         agent.stop()
         subprocess.run(reconcile("down", "--stack", "drift"), env=env, check=True, capture_output=True)
         _remove_cgroup_parent(parent)
+        remove_state_dir(Path(env["RECONCILE_STATE_DIR"]))
+        shutil.rmtree(directory, ignore_errors=True)
     return rows
 
 
@@ -268,6 +273,8 @@ def rss(n: int) -> list[object]:
         agent.stop()
         subprocess.run(reconcile("down", "--stack", "many"), env=env, check=True, capture_output=True)
         _remove_cgroup_parent(parent)
+        remove_state_dir(Path(env["RECONCILE_STATE_DIR"]))
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _remove_cgroup_parent(parent: str) -> None:
