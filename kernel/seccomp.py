@@ -16,10 +16,11 @@ import json
 import os
 import platform
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from kernel.durable import write_durably
 
 # Installed by scripts/setup.sh (taken from Debian's Moby package, so it gets security updates).
 DEFAULT_PROFILE = Path("/usr/share/reconcile/seccomp/moby-default.json")
@@ -195,23 +196,9 @@ def _cached_bpf(oci: Mapping[str, Any], cache_dir: Path) -> bytes:
     from kernel.seccomp_bpf import compile_bpf  # only on a cache miss: libseccomp's loading costs ~40 ms
 
     bpf = compile_bpf(oci)
-    _write_atomically(cached, bpf)
+    # Concurrent starts may compile the same filter at once: the contents are the same whoever
+    # wins; flushed first, as a renamed but empty filter would be served to every later container.
+    write_durably(cached, bpf, f".{cached.stem}.")
     return bpf
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Concurrent starts may compile the same filter at once: each writes a private temporary
-    file and renames it over the final name, so a reader sees no file or a whole one (the
-    contents are the same whoever wins). fsync first: after a crash, a renamed but empty
-    filter would be served to every later container."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise

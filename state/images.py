@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from kernel import skopeo
+from kernel.durable import write_durably
 from kernel.layers import LAYER_MEDIA_TYPES, LayerError, layer_path, remove_temporaries, unpack_layer
 from specs.images import ImageReference, ReferenceError, parse_reference, split_pinned
 from specs.names import DIGEST_PATTERN
@@ -272,7 +273,7 @@ class ImageStore:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         if not (self.layout / "oci-layout").exists():
-            self._write_durably(self.layout / "oci-layout", json.dumps(LAYOUT_MARKER).encode())
+            write_durably(self.layout / "oci-layout", json.dumps(LAYOUT_MARKER).encode(), WRITE_TEMPORARY)
 
     def _store_blob(self, data: bytes, digest: str | None = None) -> str:
         """Keep `data` as a blob of the layout; its digest (which must be `digest` if given)."""
@@ -280,17 +281,8 @@ class ImageStore:
         if digest is not None and computed != digest:
             raise ImageError(f"blob {digest} arrived as {computed}: the source sent another blob")
         if not self._blob(computed).exists():
-            self._write_durably(self._blob(computed), data)
+            write_durably(self._blob(computed), data, WRITE_TEMPORARY)
         return computed
-
-    def _write_durably(self, path: Path, data: bytes) -> None:
-        """Write, flush to disk, then rename into place: after a power cut it is whole or absent."""
-        temporary = path.with_name(f"{WRITE_TEMPORARY}{path.name}.{os.getpid()}")
-        with open(temporary, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
 
     def remote_digest(self, ref: ImageReference, tls_verify: bool) -> str:
         """What pulling a registry image `ref` now would pin, without pulling."""
@@ -321,7 +313,7 @@ class ImageStore:
     def _edit_index(self, edit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:
         index = self._index()
         index["manifests"] = edit(list(index.get("manifests", [])))
-        self._write_durably(self.layout / "index.json", json.dumps(index).encode())
+        write_durably(self.layout / "index.json", json.dumps(index).encode(), WRITE_TEMPORARY)
 
     # --- removing ------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from kernel import procs
 from tests import registry as registry_fixtures
 from tests.image_builder import BuiltImage, Layer, build, build_index, docker_archive, push
 from tests.registry import Registry, StallingProxy
@@ -326,7 +327,8 @@ def test_a_pull_killed_mid_stream_takes_skopeo_with_it_and_leaves_no_layer(sandb
         finally:
             puller.kill()
             puller.wait()
-        eventually(lambda: [pid for pid in proxies if alive(pid)], [], timeout=5)
+        # read_proc: None once gone or a zombie
+        eventually(lambda: [pid for pid in proxies if procs.read_proc(pid) is not None], [], timeout=5)
     sandbox.reconcile("image", "pull", f"{registry.address}/big:1", check=True)
     assert sorted(p.name for p in layers.iterdir()) == sorted(d.split(":")[1] for d in image.diff_ids)
 
@@ -337,14 +339,6 @@ def children(pid: int) -> list[int]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         found += [int(child) for child in (task / "children").read_text().split()]
     return found
-
-
-def alive(pid: int) -> bool:
-    """Running, not a zombie waiting to be reaped."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
 
 
 def test_a_full_disk_fails_the_pull_cleanly(sandbox: Sandbox, registry: Registry, tmp_path: Path) -> None:

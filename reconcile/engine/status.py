@@ -12,7 +12,6 @@ from controllers.firewall import FirewallObservation
 from controllers.firewall_conflicts import Intruder, port_text
 from controllers.network import NetworkObservation
 from controllers.sandbox import SandboxObservation
-from kernel import runtime
 from reconcile.engine import pinning
 from reconcile.engine.session import Session, Target
 from specs.errors import SpecErrors
@@ -86,7 +85,7 @@ def _containers(session: Session, name: str, spec: Stack | None, observed: list[
             "image_digest": live.image_digest if live else None,
             "exposed_ports": _exposed_ports(store, live.image_digest if live else None),
             "restarts": live.record.restarts if live and live.record else 0,
-            "exit_code": runtime.exit_code(paths.log) if state == "exited" else None,
+            "exit_code": live.exit_code if live and state == "exited" else None,  # read by the observation
             "start_error": paths.last_start_error() if state != "running" else None,
             "resources": _resources(session, f"{name}/{key}", cgroups),
             "health": _health(paths, live, (resolved or spec).containers.get(key) if resolved or spec else None),
