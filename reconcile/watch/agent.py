@@ -128,7 +128,7 @@ class Agent:
         for status in self.store.watch_statuses():
             self._written[status.source] = status
         self.events = KernelEvents(self._on_event)
-        self.prober = Prober(settings, self.metrics, log, self.stop)
+        self.prober = Prober(settings, self.metrics, log, self.stop, self._waiting_for_lock)
 
     # -- producers --------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from controllers.container import Paths
 from kernel import runtime
@@ -32,8 +32,12 @@ Target = tuple[str, str]  # (stack, container)
 
 
 class Prober:
-    def __init__(self, settings: Settings, metrics: Metrics, log: ActionLog, stop: threading.Event) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, log: ActionLog, stop: threading.Event,
+                 waiting: Callable[[str], None]) -> None:
+        """`waiting`: told who holds the state dir's lock when a stop waits for it (the agent
+        logs it as JSON: its stderr is one JSON object a line)."""
         self._settings = settings
+        self._waiting = waiting
         self._metrics = metrics
         self._log = log
         self._stop = stop
@@ -93,7 +97,7 @@ class Prober:
     def _stop_unhealthy(self, found: Found, container: Container) -> None:
         """Under the state dir's lock, so no reconcile is starting or recreating it meanwhile;
         only the very process found unhealthy, and only while it still is."""
-        with exclusive(self._settings.state_dir):
+        with exclusive(self._settings.state_dir, self._waiting):
             known = probes.current_health(found)
             if known is None or known.status != records.UNHEALTHY or not runtime.is_running(found.handle):
                 return
