@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from typing import Generic, Protocol, TypeVar
 
 from controllers.change import Change
@@ -41,6 +41,9 @@ class Desired:
     inside it that the specs do not name are pruned."""
     addresses: Mapping[EndpointKey, IPv4Address] = field(default_factory=dict)
     """Container addresses decided by IPAM (static or sticky-allocated)."""
+    addresses6: Mapping[EndpointKey, IPv6Address] = field(default_factory=dict)
+    """IPv6 addresses of the endpoints on dual-stack networks (those with a subnet6), decided as
+    `addresses` are."""
     pooled: Mapping[tuple[str, str], IPv4Network] = field(default_factory=dict)
     """Subnets of networks declared without one, from the pool, by (stack, network); `stacks`
     already carries them."""

@@ -13,7 +13,7 @@ import re
 import shlex
 from collections.abc import Callable
 from datetime import date
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from pathlib import Path
 
 from specs import capabilities
@@ -25,6 +25,11 @@ from specs.units import format_cpu_list, parse_bytes, parse_cpu_list
 MAX_PREFIX_LENGTH = 30
 """A network needs a gateway and at least one container address besides the network and
 broadcast addresses: /30 is the smallest that has room."""
+MAX_PREFIX_LENGTH6 = 126
+"""IPv6 has no broadcast address, but the subnet-router anycast address (the network address)
+is not a host's: /126 leaves a gateway and two containers."""
+UNICAST6 = (IPv6Network("fc00::/7"), IPv6Network("2000::/3"))
+"""Where a container network's IPv6 subnet may lie: unique local (ULA) or global unicast."""
 
 MIN_MEMORY = 4 * 1024**2
 """Below 4 MiB a container runtime cannot even start the process."""
@@ -270,13 +275,23 @@ def check_mount_target(value: str) -> str:
 
 ADDRESS = "an IPv4 address like 10.88.1.10"
 SUBNET = "an IPv4 subnet like 10.88.1.0/24"
+ADDRESS6 = "an IPv6 address like fd00:88:1::10"
+SUBNET6 = "an IPv6 subnet like fd00:88:1::/64"
 
 
 def _ipv4_text(value: object, what: str) -> str:
-    """IPv6 gets its own message: it is planned, not a typo."""
+    """IPv6 gets its own message: it goes in the field of its own."""
     text = _expect_str(value, what)
     if ":" in text:
-        raise ValueError(f"IPv6 is not supported yet: expected {what}, got {quoted(text)}")
+        raise ValueError(f"expected {what}, got {quoted(text)}: IPv6 goes in the field of its own "
+                         "(subnet6, gateway6, ip6)")
+    return text
+
+
+def _ipv6_text(value: object, what: str) -> str:
+    text = _expect_str(value, what)
+    if ":" not in text:
+        raise ValueError(f"expected {what}, got {quoted(text)}: IPv4 goes in subnet, gateway and ip")
     return text
 
 
@@ -288,6 +303,16 @@ def to_ipv4_address(value: object) -> IPv4Address:
         return IPv4Address(text)
     except ValueError:
         raise ValueError(f"expected {ADDRESS}, got {quoted(text)}") from None
+
+
+def to_ipv6_address(value: object) -> IPv6Address:
+    if isinstance(value, IPv6Address):
+        return value
+    text = _ipv6_text(value, ADDRESS6)
+    try:
+        return IPv6Address(text)
+    except ValueError:
+        raise ValueError(f"expected {ADDRESS6}, got {quoted(text)}") from None
 
 
 def to_bind_address(value: object) -> IPv4Address | None:
@@ -303,25 +328,42 @@ def to_ipv4_network(value: object) -> IPv4Network:
     """A subnet in strict CIDR form: host bits set are a mistake worth pointing at."""
     if isinstance(value, IPv4Network):
         return value
-    text = _ipv4_text(value, SUBNET)
-    if "/" not in text:
-        raise ValueError(f"expected {SUBNET} (with the prefix length), got {quoted(text)}")
-    try:
-        network = IPv4Network(text)
-    except ValueError:
-        raise ValueError(_subnet_problem(text)) from None
+    network = _strict_network(_ipv4_text(value, SUBNET), SUBNET)
+    assert isinstance(network, IPv4Network)
     if network.prefixlen > MAX_PREFIX_LENGTH:
         raise ValueError(f"subnet {network} is too small: use a prefix of /{MAX_PREFIX_LENGTH} "
                          "or shorter (room for a gateway and a container)")
     return network
 
 
-def _subnet_problem(text: str) -> str:
+def to_ipv6_network(value: object) -> IPv6Network:
+    """An IPv6 subnet in strict CIDR form, unique local (fd00::/8) or global unicast: a
+    link-local, multicast or loopback prefix cannot be routed to containers."""
+    if isinstance(value, IPv6Network):
+        return value
+    network = _strict_network(_ipv6_text(value, SUBNET6), SUBNET6)
+    assert isinstance(network, IPv6Network)
+    if network.prefixlen > MAX_PREFIX_LENGTH6:
+        raise ValueError(f"subnet {network} is too small: use a prefix of /{MAX_PREFIX_LENGTH6} "
+                         "or shorter (room for a gateway and a container)")
+    if not any(network.subnet_of(space) for space in UNICAST6):
+        raise ValueError(f"subnet {network} is not unique local (fc00::/7) or global unicast "
+                         "(2000::/3): use a ULA prefix such as fd00:88:1::/64, or one of your global prefix")
+    return network
+
+
+def _strict_network(text: str, what: str) -> IPv4Network | IPv6Network:
+    if "/" not in text:
+        raise ValueError(f"expected {what} (with the prefix length), got {quoted(text)}")
     try:
-        loose = IPv4Network(text, strict=False)
+        return ip_network(text)
     except ValueError:
-        return f"expected {SUBNET}, got {quoted(text)}"
-    return f"subnet {text} has host bits set: did you mean {loose}?"
+        pass
+    try:
+        loose = ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"expected {what}, got {quoted(text)}") from None
+    raise ValueError(f"subnet {text} has host bits set: did you mean {loose}?")
 
 
 def to_argv(value: object) -> object:

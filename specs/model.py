@@ -12,7 +12,7 @@ else than the user thought is an error, not a silent conversion. Models are froz
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -45,6 +45,8 @@ from specs.fields import (
     to_log_size,
     to_ipv4_address,
     to_ipv4_network,
+    to_ipv6_address,
+    to_ipv6_network,
     to_memory_bytes,
     to_port_mapping,
     to_security_opts,
@@ -74,6 +76,8 @@ Address = Annotated[IPv4Address, BeforeValidator(to_ipv4_address, json_schema_in
 BindAddress = Annotated[IPv4Address | None,
                         BeforeValidator(to_bind_address, json_schema_input_type=IPv4Address | None)]
 Subnet = Annotated[IPv4Network, BeforeValidator(to_ipv4_network, json_schema_input_type=IPv4Network)]
+Address6 = Annotated[IPv6Address, BeforeValidator(to_ipv6_address, json_schema_input_type=IPv6Address)]
+Subnet6 = Annotated[IPv6Network, BeforeValidator(to_ipv6_network, json_schema_input_type=IPv6Network)]
 HostPath = Annotated[Path, BeforeValidator(to_host_path, json_schema_input_type=Path)]
 ContainerPath = Annotated[str, AfterValidator(check_absolute_path)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -109,15 +113,28 @@ class Network(SpecModel):
         "bridge interface name, at most 15 bytes; default: rc-<stack>-<network>")
     mtu: int = Field(1500, ge=68, le=65535, description="MTU of the bridge and of every veth on it")
     internal: bool = Field(False, description="true: no masquerade, no published ports, no route out")
+    subnet6: Subnet6 | None = Field(
+        None, description="IPv6 subnet, unique local (fd00::/8) or global, e.g. fd00:88:1::/64: the network "
+                          "is dual-stack and every container on it gets an IPv6 address too; default: IPv4 only")
+    gateway6: Address6 | None = _derived("IPv6 address of the bridge; default: the first address after "
+                                         "subnet6's network address")
+    ipv6_nat: bool = Field(False, description="true: IPv6 traffic leaving the host is masqueraded, as IPv4's; "
+                                              "false: it is routed with the containers' own addresses")
 
     @model_validator(mode="after")
     def _default_gateway(self) -> Network:
         if self.subnet is None and self.gateway is not None:
             raise SubfieldError(("gateway",), "a gateway needs a subnet: set subnet too, or neither "
                                               "(both then come from the subnet pool)")
-        if self.gateway is not None or self.subnet is None:
-            return self
-        return self.with_subnet(self.subnet)
+        if self.subnet6 is None and (self.gateway6 is not None or self.ipv6_nat):
+            field = "gateway6" if self.gateway6 is not None else "ipv6_nat"
+            raise SubfieldError((field,), f"{field} needs an IPv6 subnet: set subnet6 too")
+        network = self
+        if self.subnet6 is not None and self.gateway6 is None:
+            network = network.model_copy(update={"gateway6": self.subnet6.network_address + 1})
+        if network.gateway is not None or network.subnet is None:
+            return network
+        return network.with_subnet(network.subnet)
 
     def with_subnet(self, subnet: IPv4Network) -> Network:
         """This network on `subnet`, its gateway the subnet's first host address (how a subnet
@@ -135,6 +152,9 @@ class Attachment(SpecModel):
 
     ip: Address | None = Field(
         None, description="static address; default: allocated from the subnet and kept across runs")
+    ip6: Address6 | None = Field(
+        None, description="static IPv6 address on a dual-stack network; default: allocated from subnet6 "
+                          "and kept across runs")
 
 
 class PortMapping(SpecModel):
