@@ -111,7 +111,6 @@ NO_EFFECT_ATTACHMENT: dict[str, str] = {
 }
 
 UNSUPPORTED_ATTACHMENT: dict[str, str] = {
-    "ipv6_address": "IPv6 is not supported",
     "link_local_ips": NOT_SUPPORTED,
     "driver_opts": NOT_SUPPORTED,
 }

@@ -25,6 +25,13 @@ VOLUME_KEYS = (*VOLUME_DRIVER_KEYS, *NO_EFFECT_VOLUME)
 NETWORK_KEYS = ("driver", "driver_opts", "ipam", "internal", "external", "enable_ipv6", *NO_EFFECT_NETWORK)
 MTU_OPTION = "com.docker.network.driver.mtu"
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
+GATEWAY_MODE6_OPTION = "com.docker.network.bridge.gateway_mode_ipv6"
+DRIVER_OPTIONS = (MTU_OPTION, BRIDGE_NAME_OPTION, GATEWAY_MODE6_OPTION)
+GATEWAY_MODES6 = {"nat": True, "routed": False}
+"""Docker's IPv6 gateway modes reconcile has (the value of ipv6_nat): Docker masquerades IPv6
+by default, so a Compose network does too unless it asks for routed."""
+NO_IPV6_POOL = ("enable_ipv6 needs an IPv6 subnet: reconcile has no IPv6 pool; add one to ipam.config, "
+                "e.g. {subnet: fd00:89:1::/64} (a unique local prefix, or one of your global prefix)")
 
 
 @dataclass(frozen=True)
@@ -167,19 +174,25 @@ def _network(out: Collector, key: str, network: object) -> dict[str, object] | N
     if network.get("external"):
         out.key_error(loc + ("external",), "external networks are not supported: reconcile owns the bridges "
                                            "of its networks; declare the network here")
-    if network.get("enable_ipv6"):
-        out.key_error(loc + ("enable_ipv6",), "IPv6 is not supported")
     if network.get("driver", "bridge") != "bridge":
         out.error(loc + ("driver",), f"network driver {quoted(str(network['driver']))} is not supported: "
                                      "only bridge networks")
-    _ipam(out, result, key, network.get("ipam"))
+    enable_ipv6 = network.get("enable_ipv6", False)
+    if not isinstance(enable_ipv6, bool):
+        out.error(loc + ("enable_ipv6",), f"expected true or false, got {describe_value(enable_ipv6)}")
+    _ipam(out, result, key, network.get("ipam"), enable_ipv6 is True)
+    if enable_ipv6 is True and "subnet6" not in result:
+        out.key_error(loc + ("enable_ipv6",), NO_IPV6_POOL)
     _driver_opts(out, result, key, network.get("driver_opts"))
     if "internal" in network:
         out.put(result, loc + ("internal",), network["internal"], loc + ("internal",))
+    if "subnet6" in result and network.get("internal") is not True:
+        result.setdefault("ipv6_nat", True)  # Docker's default gateway mode: nat
+        out.origins.setdefault(loc + ("ipv6_nat",), loc + ("enable_ipv6",))
     return result
 
 
-def _ipam(out: Collector, result: dict[str, object], key: str, ipam: object) -> None:
+def _ipam(out: Collector, result: dict[str, object], key: str, ipam: object, enable_ipv6: bool) -> None:
     loc: Loc = ("networks", key, "ipam")
     configs = ipam.get("config") if isinstance(ipam, dict) else None
     if ipam is not None and not isinstance(ipam, dict):
@@ -194,17 +207,36 @@ def _ipam(out: Collector, result: dict[str, object], key: str, ipam: object) -> 
             out.key_error(loc + ("options",), "IPAM options are not supported")
     if not configs:
         return  # the subnet comes from the pool
-    if not isinstance(configs, list) or len(configs) > 1 or not isinstance(configs[0], dict):
-        out.error(loc + ("config",), "expected a list of one {subnet, gateway}: a network has one IPv4 subnet")
+    if not isinstance(configs, list) or not all(isinstance(config, dict) for config in configs):
+        out.error(loc + ("config",), "expected a list of {subnet, gateway}: one IPv4 entry, and one IPv6 entry "
+                                     "with enable_ipv6: true")
         return
-    for option, value in configs[0].items():
-        if option in ("subnet", "gateway"):
-            out.put(result, ("networks", key, option), value, loc + ("config", 0, option))
-        elif option in ("ip_range", "aux_addresses"):
-            out.key_error(loc + ("config", 0, option), f"{option} is not supported: addresses are allocated "
-                                                       "from the whole subnet, or set with ipv4_address")
+    seen: dict[int, int] = {}  # IP version -> index of its entry
+    for index, config in enumerate(configs):
+        version = 6 if ":" in str(config.get("subnet", config.get("gateway", ""))) else 4
+        first = seen.setdefault(version, index)
+        if first != index:
+            out.error(loc + ("config", index), f"a second IPv{version} entry (the first is config[{first}]): "
+                                               f"a network has one IPv{version} subnet")
+        elif version == 6 and not enable_ipv6:
+            out.error(loc + ("config", index), "an IPv6 entry needs enable_ipv6: true on the network")
         else:
-            out.unknown(loc + ("config", 0, str(option)), ("subnet", "gateway", "ip_range", "aux_addresses"))
+            _ipam_config(out, result, key, index, config, "6" if version == 6 else "")
+
+
+def _ipam_config(out: Collector, result: dict[str, object], key: str, index: int,
+                 config: dict[object, object], suffix: str) -> None:
+    """One entry of ipam.config: an IPv4 one is subnet and gateway, an IPv6 one subnet6 and
+    gateway6 (`suffix`)."""
+    loc: Loc = ("networks", key, "ipam", "config", index)
+    for option, value in config.items():
+        if option in ("subnet", "gateway"):
+            out.put(result, ("networks", key, f"{option}{suffix}"), value, loc + (option,))
+        elif option in ("ip_range", "aux_addresses"):
+            out.key_error(loc + (option,), f"{option} is not supported: addresses are allocated "
+                                           f"from the whole subnet, or set with ipv{suffix or '4'}_address")
+        else:
+            out.unknown(loc + (str(option),), ("subnet", "gateway", "ip_range", "aux_addresses"))
 
 
 def _driver_opts(out: Collector, result: dict[str, object], key: str, options: object) -> None:
@@ -220,6 +252,19 @@ def _driver_opts(out: Collector, result: dict[str, object], key: str, options: o
             out.put(result, ("networks", key, "mtu"), mtu, loc + (option,))
         elif option == BRIDGE_NAME_OPTION:
             out.put(result, ("networks", key, "bridge"), value, loc + (option,))
+        elif option == GATEWAY_MODE6_OPTION:
+            _gateway_mode6(out, result, key, value, loc + (option,))
         else:
             out.key_error(loc + (str(option),), f"driver option {quoted(str(option))} is not supported: "
-                                                f"supported are {MTU_OPTION} and {BRIDGE_NAME_OPTION}")
+                                                f"supported are {', '.join(DRIVER_OPTIONS)}")
+
+
+def _gateway_mode6(out: Collector, result: dict[str, object], key: str, mode: object, loc: Loc) -> None:
+    if not isinstance(mode, str) or mode not in GATEWAY_MODES6:
+        shown = quoted(mode) if isinstance(mode, str) else describe_value(mode)
+        out.error(loc, f"IPv6 gateway mode {shown} is not supported: use nat (masquerade, Docker's default) "
+                       "or routed (the containers' own addresses)")
+    elif "subnet6" not in result:
+        out.key_error(loc, "applies to a network with enable_ipv6: true and an IPv6 subnet")
+    else:
+        out.put(result, ("networks", key, "ipv6_nat"), GATEWAY_MODES6[mode], loc)

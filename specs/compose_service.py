@@ -37,6 +37,8 @@ _RESTART_POLICIES = {"no": "no", "always": "always", "on-failure": "on-failure",
 _LOG_DRIVERS = ("json-file", "local")
 _STOP_SIGNALS = ("SIGTERM", "TERM", "15")
 _LIMIT_KEYS = {"memory": "memory", "cpus": "cpus", "pids": "pids"}
+ATTACHMENT_ADDRESSES = {"ipv4_address": "ip", "ipv6_address": "ip6"}
+"""A service's static addresses on a network, and the attachment fields they become."""
 
 
 @dataclass(frozen=True)
@@ -226,14 +228,15 @@ class ServiceMapper:
             return attachment  # the native model names what it expects
         result: dict[str, object] = {}
         for key, value in attachment.items():
-            if key == "ipv4_address":
-                self.out.put(result, native + ("ip",), value, loc + (key,))
+            if key in ATTACHMENT_ADDRESSES:
+                self.out.put(result, native + (ATTACHMENT_ADDRESSES[key],), value, loc + (key,))
             elif key in UNSUPPORTED_ATTACHMENT:
                 self.out.key_error(loc + (key,), UNSUPPORTED_ATTACHMENT[key])
             elif key in NO_EFFECT_ATTACHMENT:
                 self.out.key_warning(loc + (key,), NO_EFFECT_ATTACHMENT[key])
             else:
-                self.out.unknown(loc + (str(key),), ("ipv4_address", *UNSUPPORTED_ATTACHMENT, *NO_EFFECT_ATTACHMENT))
+                self.out.unknown(loc + (str(key),), (*ATTACHMENT_ADDRESSES, *UNSUPPORTED_ATTACHMENT,
+                                                     *NO_EFFECT_ATTACHMENT))
         return result
 
     def _entries(self, key: str, native: str, short: Callable[[object], Parsed],

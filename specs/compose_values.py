@@ -123,6 +123,12 @@ def _port_entries(pairs: list[tuple[int, int]], protocol: str | None, host_ip: s
     return [{"host": host, "container": container, **extra} for host, container in pairs]
 
 
+def _ipv6_host_address(shown: str) -> str:
+    """Why a port cannot be published on one IPv6 host address, and what works instead."""
+    return (f"IPv6 host addresses are not supported, got {quoted(shown)}: leave the address out, and the port "
+            "is published on every host address, the IPv6 ones too for a container with an IPv6 address")
+
+
 def short_port(value: object) -> Parsed:
     """`[IP:]HOST:CONTAINER[/PROTOCOL]`, each port a number or a range (`8000-8001:80-81`)."""
     spec = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
@@ -130,7 +136,7 @@ def short_port(value: object) -> Parsed:
         raise ValueError(f"expected a port like '8080:80' or a mapping, got {describe_value(value)}")
     ports, _, protocol = spec.strip().partition("/")
     if ports.startswith("[") or ports.count(":") > 2:
-        raise ValueError(f"IPv6 host addresses are not supported, got {quoted(spec)}")
+        raise ValueError(_ipv6_host_address(spec))
     parts = ports.split(":")
     host_ip = parts[0] if len(parts) == 3 else None
     host = parts[-2] if len(parts) >= 2 else ""
@@ -164,6 +170,8 @@ def long_port(value: Mapping[str, object]) -> Parsed:
     host_ip = value.get("host_ip")
     if host_ip is not None and not isinstance(host_ip, str):
         raise SubfieldError(("host_ip",), f"expected an IPv4 address, got {describe_value(host_ip)}")
+    if host_ip is not None and ":" in host_ip:
+        raise SubfieldError(("host_ip",), _ipv6_host_address(host_ip))
     if value.get("mode", "ingress") not in ("ingress", "host"):
         raise SubfieldError(("mode",), f"expected host or ingress, got {describe_value(value['mode'])}")
     warnings = [f"{key} has no effect here" for key in ("name", "app_protocol") if key in value]

@@ -12,15 +12,15 @@ import difflib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from specs.errors import Issue, quoted
 from specs.fields import is_hostname
-from specs.model import Container, Dependency, Network, PortMapping, Stack
+from specs.model import Attachment, Container, Dependency, Network, PortMapping, Stack
 from specs.units import format_cpu_list, parse_cpu_list
 
-RESERVED_ADDRESSES = 3
-"""Per subnet: the network address, the broadcast address and the gateway."""
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class HostNet:
     """An address or a route on a host interface that reconcile does not own."""
 
     ifname: str
-    network: IPv4Network
+    network: IPv4Network | IPv6Network
     source: str  # "address" or "route"
 
 
@@ -40,6 +40,38 @@ class AppliedNet:
     network: str
     subnet: IPv4Network
     bridge: str
+    subnet6: IPv6Network | None = None  # a dual-stack network's, read from its IPv6 gateway address
+
+
+@dataclass(frozen=True)
+class Family:
+    """The fields of one IP version, on a network and on an attachment: IPv4 and IPv6 get the
+    same checks, and only networks of one version are ever compared."""
+
+    subnet: str
+    gateway: str
+    ip: str
+    reserved: int
+    """Per subnet: the network address and the gateway, and IPv4's broadcast address."""
+    undeclared: str
+    """Why a static address on a network without this version's subnet is refused ({key})."""
+
+    def subnet_of(self, network: Network | AppliedNet) -> IPNetwork | None:
+        return getattr(network, self.subnet)
+
+    def gateway_of(self, network: Network) -> IPAddress | None:
+        return getattr(network, self.gateway)
+
+    def ip_of(self, attachment: Attachment) -> IPAddress | None:
+        return getattr(attachment, self.ip)
+
+
+IPV4 = Family("subnet", "gateway", "ip", 3,
+              "a static address needs a declared subnet: set networks.{key}.subnet (a subnet from "
+              "the pool is not known before apply)")
+IPV6 = Family("subnet6", "gateway6", "ip6", 2,
+              "a static IPv6 address needs a dual-stack network: set networks.{key}.subnet6")
+FAMILIES = (IPV4, IPV6)
 
 
 def check_stacks(stacks: Sequence[Stack]) -> list[Issue]:
@@ -51,7 +83,8 @@ def check_stacks(stacks: Sequence[Stack]) -> list[Issue]:
             issues += _check_container(stack, key, container)
         issues += _check_static_addresses(stack)
         issues += _check_dependency_cycles(stack)
-    issues += _check_subnet_overlaps(stacks)
+    for family in FAMILIES:
+        issues += _check_subnet_overlaps(stacks, family)
     issues += _check_bridge_names(stacks)
     issues += _check_host_ports(stacks)
     return issues
@@ -60,8 +93,8 @@ def check_stacks(stacks: Sequence[Stack]) -> list[Issue]:
 def check_host(stacks: Sequence[Stack], host_nets: Sequence[HostNet],
                applied: Sequence[AppliedNet]) -> list[Issue]:
     """Conflicts of the networks of `stacks` with foreign addresses and routes on the host
-    (default routes aside: every subnet "overlaps" 0.0.0.0/0) and with networks of other
-    stacks already applied. `applied` entries of `stacks` themselves are ours to change.
+    (default routes aside: every subnet "overlaps" 0.0.0.0/0 and ::/0) and with networks of
+    other stacks already applied, each subnet against those of its own IP version. `applied` entries of `stacks` themselves are ours to change.
     Subnets from the pool are filled in already (reconcile.engine.subnets)."""
     in_scope = {stack.name for stack in stacks}
     others = [net for net in applied if net.stack not in in_scope]
@@ -111,12 +144,14 @@ def _elsewhere(stack: str, owner: str, path: str) -> str:
     return path if owner == stack else f"{path} of stack '{owner}'"
 
 
-def _placement_problem(address: IPv4Address, subnet: IPv4Network) -> str | None:
+def _placement_problem(address: IPAddress, subnet: IPNetwork) -> str | None:
+    """IPv6 has no broadcast address: only the network address (the subnet-router anycast
+    address) is not a host's."""
     if address not in subnet:
         return f"{address} is outside subnet {subnet}"
     if address == subnet.network_address:
         return f"{address} is the network address of {subnet}"
-    if address == subnet.broadcast_address:
+    if subnet.version == 4 and address == subnet.broadcast_address:
         return f"{address} is the broadcast address of {subnet}"
     return None
 
@@ -124,18 +159,30 @@ def _placement_problem(address: IPv4Address, subnet: IPv4Network) -> str | None:
 def _check_networks(stack: Stack) -> Iterator[Issue]:
     attached = Counter(key for container in stack.containers.values() for key in container.networks)
     for key, network in stack.networks.items():
-        if network.subnet is None:
-            continue  # from the pool, at apply time: a /24 by default, room enough
         loc = ("networks", key)
-        problem = _placement_problem(network.gateway, network.subnet)
-        if problem:
-            yield Issue(stack.name, loc + ("gateway",), f"gateway {problem}")
-        room = network.subnet.num_addresses - RESERVED_ADDRESSES
-        if attached[key] > room:
-            yield Issue(stack.name, loc + ("subnet",),
-                        f"subnet {network.subnet} has room for {room} container "
-                        f"address{'es' if room != 1 else ''}, but {attached[key]} containers "
-                        f"attach to network '{key}'")
+        if network.internal and network.ipv6_nat:
+            yield Issue(stack.name, loc + ("ipv6_nat",), "ipv6_nat: true on an internal network: nothing "
+                                                         "leaves an internal network; remove ipv6_nat")
+        for family in FAMILIES:
+            yield from _check_subnet(stack.name, key, network, family, attached[key])
+
+
+def _check_subnet(stack: str, key: str, network: Network, family: Family, attached: int) -> Iterator[Issue]:
+    """A subnet left out is not checked: IPv4's comes from the pool at apply time (a /24 by
+    default, room enough), and without subnet6 the network is IPv4 only."""
+    subnet, gateway = family.subnet_of(network), family.gateway_of(network)
+    if subnet is None or gateway is None:
+        return
+    loc = ("networks", key)
+    problem = _placement_problem(gateway, subnet)
+    if problem:
+        yield Issue(stack, loc + (family.gateway,), f"{family.gateway} {problem}")
+    room = subnet.num_addresses - family.reserved
+    if attached > room:
+        yield Issue(stack, loc + (family.subnet,),
+                    f"{family.subnet} {subnet} has room for {room} container "
+                    f"address{'es' if room != 1 else ''}, but {attached} containers "
+                    f"attach to network '{key}'")
 
 
 def _check_container(stack: Stack, key: str, container: Container) -> Iterator[Issue]:
@@ -228,18 +275,22 @@ def _check_attachments(stack: Stack, key: str, container: Container) -> Iterator
             yield Issue(stack.name, loc, f"network {quoted(network_key)} is not defined in this stack"
                         + _suggestion(network_key, stack.networks))
             continue
-        if attachment.ip is None:
-            continue
-        if network.subnet is None:
-            yield Issue(stack.name, loc + ("ip",), f"a static address needs a declared subnet: set "
-                                                   f"networks.{network_key}.subnet (a subnet from the pool "
-                                                   "is not known before apply)")
-            continue
-        problem = _placement_problem(attachment.ip, network.subnet)
-        if problem is None and attachment.ip == network.gateway:
-            problem = f"{attachment.ip} is the gateway of network '{network_key}'"
-        if problem:
-            yield Issue(stack.name, loc + ("ip",), f"address {problem}")
+        for family in FAMILIES:
+            problem = _static_address_problem(network_key, network, attachment, family)
+            if problem:
+                yield Issue(stack.name, loc + (family.ip,), problem)
+
+
+def _static_address_problem(key: str, network: Network, attachment: Attachment, family: Family) -> str | None:
+    address, subnet = family.ip_of(attachment), family.subnet_of(network)
+    if address is None:
+        return None
+    if subnet is None:
+        return family.undeclared.format(key=key)
+    problem = _placement_problem(address, subnet)
+    if problem is None and address == family.gateway_of(network):
+        problem = f"{address} is the gateway of network '{key}'"
+    return f"address {problem}" if problem else None
 
 
 def _check_default_route(stack: Stack, key: str, container: Container) -> Iterator[Issue]:
@@ -271,16 +322,18 @@ def _check_published(stack: Stack, key: str, container: Container) -> Iterator[I
 
 
 def _check_static_addresses(stack: Stack) -> Iterator[Issue]:
-    holders: dict[tuple[str, IPv4Address], str] = {}
+    holders: dict[tuple[str, IPAddress], str] = {}
     for key, container in stack.containers.items():
         for network_key, attachment in container.networks.items():
-            if attachment.ip is None:
-                continue
-            holder = holders.setdefault((network_key, attachment.ip), key)
-            if holder != key:
-                yield Issue(stack.name, ("containers", key, "networks", network_key, "ip"),
-                            f"address {attachment.ip} on network '{network_key}' is already "
-                            f"taken by container '{holder}'")
+            for family in FAMILIES:
+                address = family.ip_of(attachment)
+                if address is None:
+                    continue
+                holder = holders.setdefault((network_key, address), key)
+                if holder != key:
+                    yield Issue(stack.name, ("containers", key, "networks", network_key, family.ip),
+                                f"address {address} on network '{network_key}' is already "
+                                f"taken by container '{holder}'")
 
 
 def _check_dependency_cycles(stack: Stack) -> Iterator[Issue]:
@@ -318,17 +371,17 @@ class _Placed:
     order: int
     stack: str
     key: str
-    subnet: IPv4Network
+    subnet: IPNetwork
 
 
-def _check_subnet_overlaps(stacks: Sequence[Stack]) -> Iterator[Issue]:
-    """Each subnet that overlaps one listed before it (in this stack or an earlier one). Two
-    CIDR blocks overlap only when one contains the other, so a sweep in address order with a
-    stack of enclosing blocks finds them without comparing every pair."""
-    networks = [(stack.name, key, network.subnet) for stack in stacks for key, network in stack.networks.items()
-                if network.subnet is not None]
+def _check_subnet_overlaps(stacks: Sequence[Stack], family: Family) -> Iterator[Issue]:
+    """Each subnet of `family` that overlaps one listed before it (in this stack or an earlier
+    one). Two CIDR blocks overlap only when one contains the other, so a sweep in address order
+    with a stack of enclosing blocks finds them without comparing every pair."""
+    networks = [(stack.name, key, subnet) for stack in stacks for key, network in stack.networks.items()
+                if (subnet := family.subnet_of(network)) is not None]
     placed = [_Placed(order, *network) for order, network in enumerate(networks)]
-    enclosing: list[_Placed] = []  # nested blocks, outermost first: at most 31 deep
+    enclosing: list[_Placed] = []  # nested blocks, outermost first: at most 31 (IPv6: 126) deep
     clashes: dict[int, _Placed] = {}  # order of a later network -> first one it overlaps
     for entry in sorted(placed, key=lambda p: (p.subnet.network_address, p.subnet.prefixlen, p.order)):
         while enclosing and enclosing[-1].subnet.broadcast_address < entry.subnet.network_address:
@@ -343,8 +396,8 @@ def _check_subnet_overlaps(stacks: Sequence[Stack]) -> Iterator[Issue]:
         other = clashes.get(entry.order)
         if other is not None:
             where = _elsewhere(entry.stack, other.stack, f"networks.{other.key}")
-            yield Issue(entry.stack, ("networks", entry.key, "subnet"),
-                        f"subnet {entry.subnet} overlaps {where} ({other.subnet})")
+            yield Issue(entry.stack, ("networks", entry.key, family.subnet),
+                        f"{family.subnet} {entry.subnet} overlaps {where} ({other.subnet})")
 
 
 def _check_bridge_names(stacks: Sequence[Stack]) -> Iterator[Issue]:
@@ -383,24 +436,33 @@ def _check_host_ports(stacks: Sequence[Stack]) -> Iterator[Issue]:
 
 
 def _host_conflicts(stack: str, key: str, network: Network, host_nets: Sequence[HostNet]) -> Iterator[Issue]:
-    reported: set[tuple[str, IPv4Network]] = set()
-    for host_net in host_nets:
-        if host_net.network.prefixlen == 0 or not host_net.network.overlaps(network.subnet):
-            continue
-        if (host_net.ifname, host_net.network) in reported:
-            continue  # an address and the prefix route the kernel adds for it
-        reported.add((host_net.ifname, host_net.network))
-        yield Issue(stack, ("networks", key, "subnet"),
-                    f"subnet {network.subnet} overlaps {host_net.network} on interface "
-                    f"{host_net.ifname} ({host_net.source})")
+    reported: set[tuple[str, IPNetwork]] = set()
+    for family in FAMILIES:
+        subnet = family.subnet_of(network)
+        for host_net in host_nets:
+            if not _overlap(subnet, host_net.network) or host_net.network.prefixlen == 0:
+                continue
+            if (host_net.ifname, host_net.network) in reported:
+                continue  # an address and the prefix route the kernel adds for it
+            reported.add((host_net.ifname, host_net.network))
+            yield Issue(stack, ("networks", key, family.subnet),
+                        f"{family.subnet} {subnet} overlaps {host_net.network} on interface "
+                        f"{host_net.ifname} ({host_net.source})")
+
+
+def _overlap(ours: IPNetwork | None, other: IPNetwork | None) -> bool:
+    """Only subnets of one IP version can overlap: an IPv4 subnet and an IPv6 route never do."""
+    return ours is not None and other is not None and ours.version == other.version and ours.overlaps(other)
 
 
 def _applied_conflicts(stack: str, key: str, network: Network, applied: Sequence[AppliedNet]) -> Iterator[Issue]:
     for other in applied:
         whose = f"network '{other.network}' of stack '{other.stack}', applied on this host"
-        if other.subnet.overlaps(network.subnet):
-            yield Issue(stack, ("networks", key, "subnet"),
-                        f"subnet {network.subnet} overlaps {other.subnet} of {whose}")
+        for family in FAMILIES:
+            subnet, applied_subnet = family.subnet_of(network), family.subnet_of(other)
+            if _overlap(subnet, applied_subnet):
+                yield Issue(stack, ("networks", key, family.subnet),
+                            f"{family.subnet} {subnet} overlaps {applied_subnet} of {whose}")
         if other.bridge == network.bridge:
             yield Issue(stack, ("networks", key, "bridge"),
                         f"bridge name '{network.bridge}' is used by {whose}: "

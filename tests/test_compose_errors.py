@@ -52,7 +52,9 @@ BAD: list[tuple[str, str, list[str]]] = [
       "write HOST:CONTAINER",
       "compose.yaml:4:19: services.web.ports[1]: host and container port ranges differ in length in "
       "'8000-8002:80-81'",
-      "compose.yaml:4:38: services.web.ports[2]: IPv6 host addresses are not supported, got '[::1]:80:80'",
+      "compose.yaml:4:38: services.web.ports[2]: IPv6 host addresses are not supported, got '[::1]:80:80': leave "
+      "the address out, and the port is published on every host address, the IPv6 ones too for a container "
+      "with an IPv6 address",
       "compose.yaml:4:53: services.web.ports[3]: unsupported protocol 'sctp' in '53:53/sctp': use tcp or udp",
       "compose.yaml:4:67: services.web.ports[4]: missing required field 'published': publishing on a random "
       "host port is not supported",
@@ -124,6 +126,42 @@ BAD: list[tuple[str, str, list[str]]] = [
       "of its networks; declare the network here",
       "compose.yaml:6:64: networks.ext.ipam.config[0].ip_range: ip_range is not supported: addresses are "
       "allocated from the whole subnet, or set with ipv4_address"]),
+    ("ipv6-networks", """\
+        services:
+          web:
+            image: busybox
+            networks: [nopool, gwonly, notenabled, twice, mode, flag]
+            ports: [{target: 80, published: 80, host_ip: "::1"}]
+        networks:
+          nopool: {enable_ipv6: true}
+          gwonly: {enable_ipv6: true, ipam: {config: [{gateway: "fd00:89:1::1"}]}}
+          notenabled: {ipam: {config: [{subnet: 10.89.2.0/24}, {subnet: "fd00:89:2::/64"}]}}
+          twice: {enable_ipv6: true, ipam: {config: [{subnet: "fd00:89:3::/64"}, {subnet: "fd00:89:4::/64"}]}}
+          mode:
+            enable_ipv6: true
+            ipam: {config: [{subnet: "fd00:89:5::/64", ip_range: "fd00:89:5::/80"}]}
+            driver_opts: {com.docker.network.bridge.gateway_mode_ipv6: isolated}
+          flag: {enable_ipv6: "true"}
+        """,
+     ["compose.yaml:5:50: services.web.ports[0].host_ip: IPv6 host addresses are not supported, got '::1': leave "
+      "the address out, and the port is published on every host address, the IPv6 ones too for a container "
+      "with an IPv6 address",
+      "compose.yaml:7:12: networks.nopool.enable_ipv6: enable_ipv6 needs an IPv6 subnet: reconcile has no IPv6 "
+      "pool; add one to ipam.config, e.g. {subnet: fd00:89:1::/64} (a unique local prefix, or one of your "
+      "global prefix)",
+      "compose.yaml:8:12: networks.gwonly.enable_ipv6: enable_ipv6 needs an IPv6 subnet: reconcile has no IPv6 "
+      "pool; add one to ipam.config, e.g. {subnet: fd00:89:1::/64} (a unique local prefix, or one of your "
+      "global prefix)",
+      "compose.yaml:9:56: networks.notenabled.ipam.config[1]: an IPv6 entry needs enable_ipv6: true on the "
+      "network",
+      "compose.yaml:10:74: networks.twice.ipam.config[1]: a second IPv6 entry (the first is config[0]): a "
+      "network has one IPv6 subnet",
+      "compose.yaml:13:48: networks.mode.ipam.config[0].ip_range: ip_range is not supported: addresses are "
+      "allocated from the whole subnet, or set with ipv6_address",
+      "compose.yaml:14:64: networks.mode.driver_opts.'com.docker.network.bridge.gateway_mod...': IPv6 "
+      "gateway mode 'isolated' is not supported: use nat (masquerade, Docker's default) or routed (the containers' own "
+      "addresses)",
+      "compose.yaml:15:23: networks.flag.enable_ipv6: expected true or false, got a string ('true')"]),
     ("static-address-needs-a-declared-subnet", """\
         # no default network
         services:
@@ -167,6 +205,38 @@ BAD: list[tuple[str, str, list[str]]] = [
 
 """Errors of the native model, at the Compose field the value came from."""
 NATIVE: list[tuple[str, str, list[str]]] = [
+    ("ipv6-addresses", """\
+        services:
+          web:
+            image: busybox
+            networks:
+              v6: {ipv6_address: "fd00:89:2::5"}
+              default: {ipv6_address: "fd00:89:1::5"}
+          db:
+            image: busybox
+            networks: {v6: {ipv6_address: "fd00:89:1::1"}, back: {}}
+        networks:
+          default:
+            ipam: {config: [{subnet: 10.89.0.0/24}]}
+          v6:
+            enable_ipv6: true
+            ipam: {config: [{subnet: "fd00:89:1::/64"}]}
+          back:
+            internal: true
+            enable_ipv6: true
+            ipam: {config: [{subnet: "fd00:89:1::/80"}]}
+            driver_opts: {com.docker.network.bridge.gateway_mode_ipv6: nat}
+        """,
+     ["compose.yaml:5:26: services.web.networks.v6.ipv6_address: address fd00:89:2::5 is outside subnet "
+      "fd00:89:1::/64",
+      "compose.yaml:6:31: services.web.networks.default.ipv6_address: a static IPv6 address needs a dual-stack "
+      "network: set networks.default.subnet6",
+      "compose.yaml:9:35: services.db.networks.v6.ipv6_address: address fd00:89:1::1 is the gateway of network "
+      "'v6'",
+      "compose.yaml:19:30: networks.back.ipam.config[0].subnet: subnet6 fd00:89:1::/80 overlaps networks.v6 "
+      "(fd00:89:1::/64)",
+      "compose.yaml:20:64: networks.back.driver_opts.'com.docker.network.bridge.gateway_mod...': "
+      "ipv6_nat: true on an internal network: nothing leaves an internal network; remove ipv6_nat"]),
     ("fields", """\
         services:
           web:

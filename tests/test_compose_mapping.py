@@ -4,6 +4,7 @@ the warnings for keys without effect, and Compose's project-name normalisation."
 from __future__ import annotations
 
 import textwrap
+from ipaddress import IPv6Address, IPv6Network
 
 import pytest
 
@@ -214,6 +215,45 @@ def test_networks_and_the_stack_name() -> None:
                        "db": {"image": "busybox", "networks": {"back": {"ip": "10.89.2.10"}}}}}
     assert converted.warnings == []
     Stack.model_validate(converted.native)
+
+
+def test_dual_stack_networks_map_to_subnet6_and_masquerade_as_docker_does() -> None:
+    """Docker masquerades IPv6 by default (gateway mode nat): so does a Compose network, unless
+    it asks for routed; an internal network has nothing to masquerade."""
+    converted = convert("""\
+        services:
+          web:
+            image: busybox
+            networks:
+              front: {ipv4_address: 10.89.1.10, ipv6_address: "fd00:89:1::10"}
+              public: {}
+              back: {}
+        networks:
+          front:
+            enable_ipv6: true
+            ipam: {config: [{subnet: "fd00:89:1::/64", gateway: "fd00:89:1::fe"}, {subnet: 10.89.1.0/24}]}
+          public:
+            enable_ipv6: true
+            driver_opts: {com.docker.network.bridge.gateway_mode_ipv6: routed}
+            ipam: {config: [{subnet: "2001:db8:1::/64"}]}
+          back:
+            internal: true
+            enable_ipv6: true
+            ipam: {config: [{subnet: "fd00:89:2::/64"}]}
+        """)
+    assert converted.native["networks"] == {
+        "front": {"subnet6": "fd00:89:1::/64", "gateway6": "fd00:89:1::fe", "subnet": "10.89.1.0/24",
+                  "ipv6_nat": True},
+        "public": {"subnet6": "2001:db8:1::/64", "ipv6_nat": False},
+        "back": {"subnet6": "fd00:89:2::/64", "internal": True}}
+    assert converted.native["containers"] == {"web": {"image": "busybox", "networks": {
+        "front": {"ip": "10.89.1.10", "ip6": "fd00:89:1::10"}, "public": {}, "back": {}}}}
+    assert converted.warnings == []
+    stack = Stack.model_validate(converted.native)
+    assert [(n.subnet6, n.gateway6, n.ipv6_nat) for n in stack.networks.values()] == [
+        (IPv6Network("fd00:89:1::/64"), IPv6Address("fd00:89:1::fe"), True),
+        (IPv6Network("2001:db8:1::/64"), IPv6Address("2001:db8:1::1"), False),
+        (IPv6Network("fd00:89:2::/64"), IPv6Address("fd00:89:2::1"), False)]
 
 
 def test_networks_without_ipam_get_no_subnet_and_services_without_networks_join_default() -> None:

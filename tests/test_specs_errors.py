@@ -82,7 +82,8 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
         networks:
           front: {subnet: "fd00::/64"}
         """,
-     "stack.yaml:3:19: networks.front.subnet: IPv6 is not supported yet: expected an IPv4 subnet like 10.88.1.0/24, got 'fd00::/64'"),
+     "stack.yaml:3:19: networks.front.subnet: expected an IPv4 subnet like 10.88.1.0/24, got 'fd00::/64': IPv6 goes "
+     "in the field of its own (subnet6, gateway6, ip6)"),
     ("subnet-too-small", """\
         name: demo
         networks:

@@ -13,6 +13,7 @@ import pytest
 
 from specs.errors import SpecErrors
 from specs.loader import StackFile, load_path
+from specs.model import Stack
 
 
 def write_files(directory: Path, files: Mapping[str, str | bytes]) -> None:
@@ -47,3 +48,8 @@ def error_lines(directory: Path, files: Mapping[str, str | bytes], target: str =
     with working_directory(directory), pytest.raises(SpecErrors) as caught:
         load_path(target)
     return [str(error) for error in caught.value.errors]
+
+
+def stack(name: str, **networks: dict[str, object]) -> Stack:
+    """A stack of these networks alone, validated as the loader would."""
+    return Stack.model_validate({"name": name, "networks": networks})

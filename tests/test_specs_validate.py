@@ -11,7 +11,7 @@ from specs.errors import Issue, SpecError
 from specs.loader import StackFile, locate_issues
 from specs.model import Stack
 from specs.validate import AppliedNet, HostNet, check_host, check_stacks
-from tests.test_specs_support import error_lines, load_text
+from tests.test_specs_support import error_lines, load_text, stack
 
 
 @pytest.mark.parametrize(("files", "expected"), [
@@ -84,10 +84,6 @@ def test_a_long_dependency_chain_does_not_exhaust_the_stack() -> None:
                   for i in range(count)}
     [issue] = check_stacks([Stack.model_validate({"name": "demo", "containers": containers})])
     assert issue.loc == ("containers", f"c{count - 1}", "depends_on", 0)
-
-
-def stack(name: str, **networks: dict[str, object]) -> Stack:
-    return Stack.model_validate({"name": name, "networks": networks})
 
 
 FRONT = stack("demo", front={"subnet": "10.88.1.0/24"})
