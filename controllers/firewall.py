@@ -14,7 +14,11 @@ change (our chains are ours alone).
 Two backends (see `backends`): iptables-nft (chains in the shared `nat`/`filter` tables, hooked
 from their built-in chains) and nftables (the same chains in one `inet` table of ours, hooked by
 base chains of its own). One diff serves both: only the list of our chains differs (the
-nftables base chains are ours, iptables' built-in chains are not). The backend not in use is
+nftables base chains are ours, iptables' built-in chains are not), and where a rule goes (its
+`Dialect`). IPv6 adds no owner and no change kind: an owner's IPv6 rules are more rules of the
+same owner, which the iptables backend places in its `ip6 nat`/`ip6 filter` tables (read with
+ip6tables-save, written by one ip6tables-restore batch of their own; a rule for both families is
+placed in both families' tables) and the nftables one in its inet table beside the IPv4 ones. The backend not in use is
 observed too, and whatever of ours it still holds is removed by the same diff run with nothing
 wanted (owners in scope, and its skeleton once no owner is left), in the same apply, after the
 new backend's batch: switching backends migrates with no moment where a port is unpublished.
@@ -34,7 +38,6 @@ from controllers.errors import ApplyError, ApplyErrors
 from controllers.firewall_conflicts import Intruder, PublishedPort, conflicts, intruders
 from controllers.firewall_rules import (
     CHAIN_FORWARD,
-    FILTER,
     NFT_LAYOUT,
     OUR_CHAINS,
     SKELETON,
@@ -45,11 +48,11 @@ from controllers.firewall_rules import (
     owner_of_spec,
     port_key,
     port_owner,
-    port_rule,
+    port_rules,
     skeleton_rules,
 )
 from kernel import netfilter, netfilter_conntrack, netfilter_nft
-from kernel.netfilter import Backend, Op, OpKind, Renderer, Rule, Ruleset, Runner, jump_target
+from kernel.netfilter import Backend, Dialect, Family, Op, OpKind, Rule, Ruleset, Runner, jump_target
 from kernel.netfilter_conntrack import FlowFilter
 from kernel.netfilter_listeners import Listener, read_listeners
 from specs.errors import Issue
@@ -84,8 +87,8 @@ class FirewallObservation:
     """Rules in our chains without an owner comment (someone added them by hand)."""
     chains: frozenset[tuple[str, str]]
     """Those of our chains that exist."""
-    forward: tuple[str, ...]
-    """RECONCILE-FORWARD in kernel order (its order matters)."""
+    forward: Mapping[str, tuple[str, ...]]
+    """RECONCILE-FORWARD of each table holding one, in kernel order (its order matters)."""
     listeners: tuple[Listener, ...]
     route_localnet: Mapping[str, str]
     foreign_jumps: Mapping[tuple[str, str], tuple[Placed, ...]] = field(default_factory=dict)
@@ -95,14 +98,17 @@ class FirewallObservation:
     """Every chain the backend's layout owns, in creation order (its base chains first)."""
     leftovers: Mapping[str, FirewallObservation] = field(default_factory=dict)
     """What backends other than the one in use still hold of ours, by backend name."""
+    ipv6_owners: frozenset[Owner] = frozenset()
+    """Owners with an IPv6-only rule (a port published over IPv6 too)."""
 
     def owned_stacks(self) -> set[str]:
         return {owner.stack for owner in self.owned if owner.stack}
 
-    def live_ports(self) -> list[PortKey]:
-        """The ports our DNAT rules publish now, parsed back from their owners, in rule order."""
-        return [key for owner in self.owned if owner.kind == "port"
-                for key in [PortKey.parse(owner.key)] if key]
+    def live_ports(self) -> dict[PortKey, bool]:
+        """The ports our DNAT rules publish now, parsed back from their owners, in rule order:
+        True for one published over IPv6 too."""
+        return {key: owner in self.ipv6_owners for owner in self.owned if owner.kind == "port"
+                for key in [PortKey.parse(owner.key)] if key}
 
     def intruders(self) -> list[Intruder]:
         """Host processes listening on a port we publish (they bound it after us)."""
@@ -126,6 +132,8 @@ class Work:
 @dataclass(frozen=True)
 class OwnerWant:
     rules: tuple[Placed, ...]
+    ipv6: bool = False
+    """Some of the rules are IPv6-only (a port published over IPv6 too)."""
     route_localnet: tuple[str, str] | None = None
     """(bridge, "1" or "0"): the owner's bridge is ours, so its route_localnet is ours to set
     either way; one left on after a network turned internal would let containers reach the
@@ -133,46 +141,53 @@ class OwnerWant:
 
 
 def our_chains(backend: Backend) -> tuple[tuple[str, str], ...]:
-    return (*((base.table, base.name) for base in backend.base_chains), *OUR_CHAINS)
+    """Every chain of ours in the backend's tables (both families'), its base chains first."""
+    return (*((base.table, base.name) for base in backend.base_chains),
+            *((table, chain) for logical, chain in OUR_CHAINS for table in backend.tables(logical, Family.BOTH)))
 
 
 def observe_firewall(ruleset: Ruleset, listeners: tuple[Listener, ...],
-                     route_localnet: Mapping[str, str],
-                     ours: tuple[tuple[str, str], ...] = OUR_CHAINS) -> FirewallObservation:
-    """Sort one ruleset read into ours (by comment) and the strays in our chains (`ours`: the
-    backend's, see our_chains)."""
+                     route_localnet: Mapping[str, str], backend: Backend) -> FirewallObservation:
+    """Sort one ruleset read of `backend` into ours (by comment) and the strays in our chains."""
+    ours = our_chains(backend)
     existing = frozenset(tc for tc in ours if ruleset.chain(*tc) is not None)
     owned: dict[Owner, list[Placed]] = {}
     strays: list[Placed] = []
     foreign_jumps: dict[tuple[str, str], list[Placed]] = {}
+    forward: dict[str, tuple[str, ...]] = {}
+    ipv6_owners: set[Owner] = set()
     for table, chains in ruleset.tables.items():
         for chain in chains.values():
-            if (table, chain.name) == (FILTER, CHAIN_FORWARD):
-                continue  # kept whole in `forward`: the skeleton rewrites it as one
+            if chain.name == CHAIN_FORWARD and (table, chain.name) in existing:
+                forward[table] = chain.rules  # kept whole: the skeleton rewrites it as one
+                continue
             for spec in chain.rules:
                 placed = Placed(table, chain.name, spec)
                 owner = owner_of_spec(spec)
                 if owner is not None:
                     owned.setdefault(owner, []).append(placed)
+                    if backend.is_ipv6(table, spec):
+                        ipv6_owners.add(owner)
                 elif (table, chain.name) in existing:
                     strays.append(placed)
                 elif (target := (table, jump_target(spec) or "")) in ours:
                     foreign_jumps.setdefault(target, []).append(placed)
-    forward = ruleset.chain(FILTER, CHAIN_FORWARD)
     return FirewallObservation(
         owned={owner: tuple(rules) for owner, rules in owned.items()}, strays=tuple(strays),
-        chains=existing, forward=forward.rules if forward else (), listeners=listeners,
-        route_localnet=route_localnet,
-        foreign_jumps={chain: tuple(rules) for chain, rules in foreign_jumps.items()}, our_chains=ours)
+        chains=existing, forward=forward, listeners=listeners, route_localnet=route_localnet,
+        foreign_jumps={chain: tuple(rules) for chain, rules in foreign_jumps.items()}, our_chains=ours,
+        ipv6_owners=frozenset(ipv6_owners))
 
 
-def _placed(render: Renderer, rules: Iterable[Rule]) -> tuple[Placed, ...]:
-    return tuple(Placed(r.table, r.chain, render(r)) for r in rules)
+def _placed(dialect: Dialect, rules: Iterable[Rule]) -> tuple[Placed, ...]:
+    """Each rule in every table of the backend that holds its family."""
+    return tuple(Placed(table, r.chain, dialect.render(r)) for r in rules
+                 for table in dialect.tables(r.table, r.family))
 
 
 def _container_ports(stack: Stack, name: str, container: Container, desired: Desired,
-                     render: Renderer) -> tuple[dict[Owner, OwnerWant], list[PublishedPort], list[Issue]]:
-    """A container's DNAT rules, to its address on its default_route network."""
+                     dialect: Dialect) -> tuple[dict[Owner, OwnerWant], list[PublishedPort], list[Issue]]:
+    """A container's DNAT rules, to its addresses on its default_route network."""
     if not container.ports:
         return {}, [], []
     route = container.default_route
@@ -182,16 +197,19 @@ def _container_ports(stack: Stack, name: str, container: Container, desired: Des
         why = ("published ports need a non-internal default_route network" if network is None
                or network.internal else f"no address on network '{route}' was allocated")
         return {}, [], [Issue(stack.name, ("containers", name, "ports"), why)]
+    address6 = desired.addresses6.get((stack.name, name, route)) if network.subnet6 else None
     wants: dict[Owner, OwnerWant] = {}
     published = []
     for index, mapping in enumerate(container.ports):
         key = port_key(stack.name, name, mapping)
-        wants[port_owner(key)] = OwnerWant(_placed(render, [port_rule(key, address, mapping.container)]))
-        published.append(PublishedPort(key, ("containers", name, "ports", index)))
+        rules = port_rules(key, address, address6, mapping.container)
+        ipv6 = any(rule.family is Family.IPV6 for rule in rules)
+        wants[port_owner(key)] = OwnerWant(_placed(dialect, rules), ipv6=ipv6)
+        published.append(PublishedPort(key, ("containers", name, "ports", index), ipv6))
     return wants, published, []
 
 
-def _wanted(desired: Desired, render: Renderer
+def _wanted(desired: Desired, dialect: Dialect
             ) -> tuple[dict[Owner, OwnerWant], list[PublishedPort], list[Issue]]:
     wants: dict[Owner, OwnerWant] = {}
     published: list[PublishedPort] = []
@@ -201,11 +219,11 @@ def _wanted(desired: Desired, render: Renderer
             continue
         for key, network in stack.networks.items():
             wants[network_owner(stack.name, key)] = OwnerWant(
-                _placed(render, network_rules(stack.name, key, network)),
+                _placed(dialect, network_rules(stack.name, key, network)),
                 route_localnet=(network.bridge, "0" if network.internal else "1"))
         for name, container in stack.containers.items():
             more_wants, more_published, more_issues = _container_ports(stack, name, container,
-                                                                        desired, render)
+                                                                        desired, dialect)
             wants.update(more_wants)
             published += more_published
             issues += more_issues
@@ -242,16 +260,19 @@ def _action(wanted: bool, present: bool) -> tuple[Action, str]:
     return Action.UPDATE, "differs from the spec"
 
 
-def _flush_filters(port: PortKey, action: Action) -> tuple[FlowFilter, ...]:
+def _flush_filters(port: PortKey, action: Action, ipv6: bool) -> tuple[FlowFilter, ...]:
     """Established flows keep their old NAT: drop them when a mapping changes or goes away,
-    and for a new UDP mapping (a client may hold an un-NATed entry from before)."""
+    and for a new UDP mapping (a client may hold an un-NATed entry from before); IPv6 flows
+    too when the port is or was published over IPv6."""
     if action is Action.CREATE and port.protocol != "udp":
         return ()
-    return (FlowFilter(port.protocol, port.host, port.host_ip),)
+    families = (Family.IPV4, Family.IPV6) if ipv6 else (Family.IPV4,)
+    return tuple(FlowFilter(port.protocol, port.host, port.host_ip, family) for family in families)
 
 
 def _owner_change(owner: Owner, want: OwnerWant | None, have: Sequence[Placed],
-                  route_localnet: Mapping[str, str]) -> Change | None:
+                  observed: FirewallObservation) -> Change | None:
+    route_localnet = observed.route_localnet
     missing, extra = _multiset_delta(want.rules if want else (), have)
     fields = _rule_fields(missing, extra)
     localnet = want.route_localnet if want else None
@@ -265,19 +286,20 @@ def _owner_change(owner: Owner, want: OwnerWant | None, have: Sequence[Placed],
     port = PortKey.parse(owner.key) if owner.kind == "port" else None
     ops = ([Op(OpKind.DELETE_RULE, p.table, p.chain, p.spec) for p in extra]
            + [Op(OpKind.APPEND_RULE, p.table, p.chain, p.spec) for p in missing])
+    ipv6 = owner in observed.ipv6_owners or (want is not None and want.ipv6)
     work = Work(tuple(ops), route_localnet=(localnet,) if localnet is not None else (),
-                flush=_flush_filters(port, action) if port else ())
+                flush=_flush_filters(port, action, ipv6) if port else ())
     kind = KIND_PORT if owner.kind == "port" else KIND_FIREWALL
     return Change(action, kind, owner.key, tuple(fields), reason=reason, desired=work)
 
 
-def _skeleton_change(needed: bool, observed: FirewallObservation, render: Renderer) -> Change | None:
+def _skeleton_change(needed: bool, observed: FirewallObservation, dialect: Dialect) -> Change | None:
     """The chains, the hooks into them, RECONCILE-FORWARD in order; or, when no owner is left,
     all of it removed (hooks first, then every chain flushed and deleted)."""
     have = observed.owned.get(SKELETON, ())
     errors: list[str] = []
     if needed:
-        ops, fields = _skeleton_ops(observed, _placed(render, skeleton_rules()), have)
+        ops, fields = _skeleton_ops(observed, _placed(dialect, skeleton_rules()), have)
         action, reason = (Action.CREATE, "not on the host") if not observed.chains else (
             Action.UPDATE, "differs from the layout")
     else:
@@ -291,7 +313,6 @@ def _skeleton_change(needed: bool, observed: FirewallObservation, render: Render
 
 def _skeleton_ops(observed: FirewallObservation, want: Sequence[Placed], have: Sequence[Placed]
                   ) -> tuple[list[Op], list[FieldChange]]:
-    forward_want = [p for p in want if p.chain == CHAIN_FORWARD]
     hooks_want = [p for p in want if p.chain != CHAIN_FORWARD]
     missing, extra = _multiset_delta(hooks_want, [p for p in have if p.chain != CHAIN_FORWARD])
     strays = [p for p in observed.strays if p.chain != CHAIN_FORWARD]
@@ -302,13 +323,15 @@ def _skeleton_ops(observed: FirewallObservation, want: Sequence[Placed], have: S
     ops += [Op(OpKind.INSERT_RULE, p.table, p.chain, p.spec) for p in missing]
     fields = [FieldChange("chain", None, f"{t} {c}") for t, c in absent]
     fields += _rule_fields(missing, extra + strays)
-    forward_have = observed.forward if (FILTER, CHAIN_FORWARD) in observed.chains else None
-    if forward_have != tuple(p.spec for p in forward_want):
-        # Order matters here: rewrite the whole chain (declaring it empties it) in one go.
-        ops.append(Op(OpKind.DECLARE_CHAIN, FILTER, CHAIN_FORWARD))
-        ops += [Op(OpKind.APPEND_RULE, p.table, p.chain, p.spec) for p in forward_want]
-        old = [Placed(FILTER, CHAIN_FORWARD, spec) for spec in forward_have or ()]
-        fields += _rule_fields(forward_want, old)
+    for table in dict.fromkeys(p.table for p in want if p.chain == CHAIN_FORWARD):
+        forward_want = [p for p in want if (p.table, p.chain) == (table, CHAIN_FORWARD)]
+        forward_have = observed.forward.get(table)
+        if forward_have != tuple(p.spec for p in forward_want):
+            # Order matters here: rewrite the whole chain (declaring it empties it) in one go.
+            ops.append(Op(OpKind.DECLARE_CHAIN, table, CHAIN_FORWARD))
+            ops += [Op(OpKind.APPEND_RULE, p.table, p.chain, p.spec) for p in forward_want]
+            old = [Placed(table, CHAIN_FORWARD, spec) for spec in forward_have or ()]
+            fields += _rule_fields(forward_want, old)
     return ops, fields
 
 
@@ -337,36 +360,36 @@ def _teardown_ops(observed: FirewallObservation, have: Sequence[Placed]
     return ops, fields, errors
 
 
-def diff_firewall(desired: Desired, observed: FirewallObservation, render: Renderer,
-                  other_renders: Mapping[str, Renderer] | None = None) -> Diff:
+def diff_firewall(desired: Desired, observed: FirewallObservation, dialect: Dialect,
+                  other_dialects: Mapping[str, Dialect] | None = None) -> Diff:
     """Pure: per-owner changes that take the observed rules to the desired ones, in scope; then
-    the removal of what other backends still hold of the owners in scope (their rules render
-    with `other_renders`, by backend name)."""
-    wants, published, issues = _wanted(desired, render)
+    the removal of what other backends still hold of the owners in scope (their rules placed
+    and rendered by `other_dialects`, by backend name)."""
+    wants, published, issues = _wanted(desired, dialect)
     in_scope = [o for o in observed.owned if o.stack in desired.scope and o not in wants]
     kept = [o for o in observed.owned if o.stack is not None and o.stack not in desired.scope]
-    live_ports = [*observed.live_ports(), *(p for left in observed.leftovers.values() for p in left.live_ports())]
+    live_ports = {**{p: v6 for left in observed.leftovers.values() for p, v6 in left.live_ports().items()},
+                  **observed.live_ports()}
     kept_ports = [key for key in live_ports if key.stack not in desired.scope]
     issues += conflicts(published, kept_ports, observed.listeners, live_ports)
     changes = []
     for owner in sorted({*wants, *in_scope}, key=lambda o: (o.kind != "network", o.key)):
-        change = _owner_change(owner, wants.get(owner), observed.owned.get(owner, ()),
-                               observed.route_localnet)
+        change = _owner_change(owner, wants.get(owner), observed.owned.get(owner, ()), observed)
         if change is not None:
             changes.append(change)
-    skeleton = _skeleton_change(bool(wants or kept), observed, render)
-    left_behind = _left_behind(desired, observed, other_renders or {})
+    skeleton = _skeleton_change(bool(wants or kept), observed, dialect)
+    left_behind = _left_behind(desired, observed, other_dialects or {})
     return Diff(changes=([skeleton] if skeleton else []) + changes + left_behind, issues=issues)
 
 
 def _left_behind(desired: Desired, observed: FirewallObservation,
-                 renders: Mapping[str, Renderer]) -> list[Change]:
+                 dialects: Mapping[str, Dialect]) -> list[Change]:
     """The same diff over each other backend's rules, with nothing of the scope wanted there;
     its changes carry the backend's name so apply sends their ops to it."""
     nothing = Desired(stacks={}, scope=desired.scope)
     changes = []
     for name, left in observed.leftovers.items():
-        for change in diff_firewall(nothing, left, renders[name]).changes:
+        for change in diff_firewall(nothing, left, dialects[name]).changes:
             assert isinstance(change.desired, Work)
             changes.append(replace(change, reason=f"{change.reason} (left by the {name} backend)",
                                    desired=replace(change.desired, backend=name)))
@@ -375,8 +398,8 @@ def _left_behind(desired: Desired, observed: FirewallObservation,
 
 def backends(choice: str, run: Runner = subprocess.run) -> tuple[Backend, tuple[Backend, ...]]:
     """(the backend to use, the other one to migrate away from when it is usable here).
-    `auto` takes nftables when `nft` works with this kernel, unless the shared iptables
-    `filter FORWARD` chain has policy DROP: an accept in our own table is not final, that
+    `auto` takes nftables when `nft` works with this kernel, unless the shared iptables (or
+    ip6tables) `filter FORWARD` chain has policy DROP: an accept in our own table is not final, that
     policy would drop our forwarded traffic, and only the iptables backend (whose hook sits
     inside that chain) can accept it there. iptables-nft otherwise."""
     if choice not in BACKEND_CHOICES:
@@ -415,21 +438,21 @@ class FirewallController:
     def observe(self) -> FirewallObservation:
         leftovers = {}
         for name, other in self._others.items():
-            left = observe_firewall(other.observe(), (), {}, our_chains(other))
+            left = observe_firewall(other.observe(), (), {}, other)
             if left.owned or left.chains:
                 leftovers[name] = left
         observed = observe_firewall(self._backend.observe(), read_listeners(),
-                                    netfilter.read_route_localnet(), our_chains(self._backend))
+                                    netfilter.read_route_localnet(), self._backend)
         return replace(observed, leftovers=leftovers)
 
     def diff(self, desired: Desired, observed: FirewallObservation) -> Diff:
-        return diff_firewall(desired, observed, self._backend.render,
-                             {name: other.render for name, other in self._others.items()})
+        return diff_firewall(desired, observed, self._backend, self._others)
 
     def apply(self, changes: Sequence[Change]) -> None:
-        """One batch for every change given, per backend: the one in use first (the new rules
-        are in before another backend's old ones go); then route_localnet and conntrack, which
-        only make sense once the rules are in."""
+        """One batch for every change given, per backend (per family on iptables: see
+        Backend.batches): the one in use first (the new rules are in before another backend's
+        old ones go); then route_localnet and conntrack, which only make sense once the rules
+        are in."""
         works = [c.desired for c in changes if isinstance(c.desired, Work)]
         errors: list[ApplyError] = []
         try:
@@ -454,12 +477,16 @@ class FirewallController:
 
     @staticmethod
     def _apply_ops(backend: Backend, ops: Sequence[Op]) -> None:
+        """The backend's batches (one per family for iptables), in order."""
+        for batch in backend.batches(ops):
+            FirewallController._apply_batch(backend, batch)
+
+    @staticmethod
+    def _apply_batch(backend: Backend, ops: Sequence[Op]) -> None:
         """One batch. The kernel refuses a whole table's batch for one `-D` of a rule that is
         not there: when someone else removed rules or chains of ours after we observed, those
         deletions are done already, so they are dropped and the rest is sent once more. Any
         other refusal stands."""
-        if not ops:
-            return
         try:
             backend.apply(ops)
         except netfilter.NetfilterError:

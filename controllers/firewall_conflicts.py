@@ -4,11 +4,16 @@ field (`containers.<name>.ports[<index>]`): they stop the run before anything is
 A host process listening on a port our rules already publish is no conflict: it bound the port
 after we published it, our DNAT takes the traffic before local delivery, so the port is ours and
 the process gets none of it. It is an intruder, which `status` reports; refusing would block
-every later change of the stack (an env change) over a port that does not change."""
+every later change of the stack (an env change) over a port that does not change.
+
+A port is published over IPv6 too when its container has an IPv6 address on its default_route
+network and no IPv4 host_ip narrows it (`ipv6`): every IPv6 listener on that port is then
+shadowed as well (the IPv6 DNAT takes every local address but ::1), while a port
+published over IPv4 only leaves a listener on a plain IPv6 address alone."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
@@ -23,6 +28,8 @@ class PublishedPort:
 
     port: PortKey
     loc: Loc
+    ipv6: bool = False
+    """Published over IPv6 as well as IPv4."""
 
 
 @dataclass(frozen=True)
@@ -55,9 +62,12 @@ def _ipv4_view(address: IPv4Address | IPv6Address) -> IPv4Address | None:
     return address.ipv4_mapped or (IPv4Address(0) if address.is_unspecified else None)
 
 
-def _listener_overlaps(port: PortKey, listener: Listener) -> bool:
+def _listener_overlaps(port: PortKey, ipv6: bool, listener: Listener) -> bool:
     """Given the same protocol and port: an IPv4 DNAT shadows a listener on that address, on
-    every address, or on any address when the port itself is published on every address."""
+    every address, or on any address when the port itself is published on every address; an
+    IPv6 one (`ipv6`) any IPv6 listener but one on ::1 alone (left out of the DNAT)."""
+    if ipv6 and listener.address.version == 6 and not listener.address.is_loopback:
+        return True
     address = _ipv4_view(listener.address)
     if address is None:
         return False
@@ -76,37 +86,39 @@ def _by_slot(host_listeners: Iterable[Listener]) -> dict[Slot, list[Listener]]:
     return listeners
 
 
-def _shadowed(port: PortKey, listeners: dict[Slot, list[Listener]]) -> list[Listener]:
+def _shadowed(port: PortKey, ipv6: bool, listeners: dict[Slot, list[Listener]]) -> list[Listener]:
     return [listener for listener in listeners.get((port.protocol, port.host), [])
-            if _listener_overlaps(port, listener)]
+            if _listener_overlaps(port, ipv6, listener)]
 
 
-def intruders(live_ports: Iterable[PortKey], host_listeners: Sequence[Listener]) -> list[Intruder]:
-    """The host processes listening on ports our rules publish (`live_ports`, as observed)."""
+def intruders(live_ports: Mapping[PortKey, bool], host_listeners: Sequence[Listener]) -> list[Intruder]:
+    """The host processes listening on ports our rules publish (`live_ports`, as observed:
+    True for a port published over IPv6 too)."""
     listeners = _by_slot(host_listeners)
-    return [Intruder(port, listener) for port in live_ports for listener in _shadowed(port, listeners)]
+    return [Intruder(port, listener) for port, ipv6 in live_ports.items()
+            for listener in _shadowed(port, ipv6, listeners)]
 
 
 def conflicts(published: Sequence[PublishedPort], kept: Sequence[PortKey],
-              host_listeners: Sequence[Listener], live_ports: Iterable[PortKey]) -> list[Issue]:
+              host_listeners: Sequence[Listener], live_ports: Mapping[PortKey, bool]) -> list[Issue]:
     """Each published port wanted twice in this run, already published by a stack of ours
-    outside it (`kept`), or listened on by a host process while it is not published yet (not in
-    `live_ports`, the ports our rules publish now: a listener there is an intruder)."""
+    outside it (`kept`), or listened on by a host process while it is not published yet for
+    that listener's family (`live_ports`, the ports our rules publish now, True when over IPv6
+    too: a listener there is an intruder)."""
     publishers: dict[Slot, list[PortKey]] = {}
     for port in [*(p.port for p in published), *kept]:
         publishers.setdefault((port.protocol, port.host), []).append(port)
     listeners = _by_slot(host_listeners)
-    live = set(live_ports)
     issues = []
     for mine in published:
         slot = (mine.port.protocol, mine.port.host)
         issues += [Issue(mine.port.stack, mine.loc, f"{_port_text(mine.port)} is also published by "
                                                     f"{_publisher(other, mine.port.stack)}")
                    for other in publishers[slot] if other != mine.port and other.overlaps(mine.port)]
-        if mine.port not in live:
-            issues += [Issue(mine.port.stack, mine.loc, f"{_port_text(mine.port)} is in use: "
-                                                        f"{listener.describe()}")
-                       for listener in _shadowed(mine.port, listeners)]
+        live = live_ports.get(mine.port)
+        issues += [Issue(mine.port.stack, mine.loc, f"{_port_text(mine.port)} is in use: {listener.describe()}")
+                   for listener in _shadowed(mine.port, mine.ipv6, listeners)
+                   if live is None or not _listener_overlaps(mine.port, live, listener)]
     return issues
 
 

@@ -18,6 +18,22 @@ for first place afterwards, so a Docker restart inserting its own jumps above ou
             FORWARD     -j RECONCILE-FORWARD                             (works under a DROP policy)
     RECONCILE-FORWARD:  -j RECONCILE-INTERNAL; ! DNAT -j RECONCILE-ISOLATE-FROM; -j RECONCILE-ACCEPT
 
+Address families: a rule with an address (masquerade of a subnet, a DNAT, the loopback guard)
+is of that address's family; one without (hooks, RECONCILE-FORWARD, isolation, internal drops,
+accepts) applies to IPv4 and IPv6 alike, so an internal network drops both and isolation holds
+for both. A dual-stack network (subnet6) adds the IPv6 hairpin masquerade and, with ipv6_nat,
+the IPv6 masquerade of subnet6 on its way out (without it, IPv6 is routed: the containers'
+addresses are seen as they are). A published port of a container with an IPv6 address on its
+default_route network DNATs IPv6 too, from every local IPv6 address (its owner then has two
+rules), unless an IPv4 host_ip narrows it to that address. The loopback rules stay IPv4 only:
+IPv6 has no route_localnet, the kernel never routes a ::1 source off the host, so a port
+published on [::1] cannot answer without a userland proxy (reconcile has none): [::1] is left
+out of the IPv6 DNAT (IPV6_LOOPBACK), and the host reaches the port on its other IPv6 addresses.
+
+The iptables backend holds IPv6 rules in ip6tables' nat and filter tables, with the same
+chains and skeleton as iptables' (a rule for both families is placed in both); see
+kernel.netfilter.
+
 The nftables backend keeps the same chains and rules in one `inet` table of its own
 (NFT_TABLE), where the hooks are base chains of ours named like the built-in chains they stand
 for (BASE_CHAINS: the same hooks and priorities as iptables' nat and filter tables), so the
@@ -34,7 +50,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TYPE_CHECKING
 
 from kernel.netfilter import BaseChain, Iface, Rule
@@ -82,6 +98,10 @@ OUR_CHAINS: tuple[tuple[str, str], ...] = (
 NFT_LAYOUT = NftLayout(NFT_TABLE, BASE_CHAINS, {chain: table for table, chain in OUR_CHAINS})
 
 LOOPBACK = IPv4Network("127.0.0.0/8")
+IPV6_LOOPBACK = IPv6Network("::1/128")
+"""Left out of the IPv6 DNAT, as Docker's ip6tables hook leaves it: a ::1 flow DNATed to a
+container could never come back (the kernel drops a reply to ::1 arriving on the bridge), so a
+host service listening on [::1] at a published port keeps answering there."""
 
 _COMMENT_RE = re.compile(rf"^{re.escape(ALIAS_PREFIX)} (?P<kind>chains|network|port)(?: (?P<key>\S+))?$")
 _PORT_KEY_RE = re.compile(
@@ -194,7 +214,8 @@ def network_rules(stack: str, key: str, network: Network) -> list[Rule]:
     loopback source); since route_localnet would also let a container reach the host's
     127.0.0.1 services, new flows from the bridge to 127.0.0.0/8 are dropped (kubelet's fix
     for CVE-2020-8558). Traffic within one bridge is accepted too: with br_netfilter (built
-    into our kernels, bridge-nf-call-iptables=1) bridged frames cross FORWARD as well."""
+    into our kernels, bridge-nf-call-iptables=1) bridged frames cross FORWARD as well.
+    IPv6 of a dual-stack network: see the module docstring."""
     comment = network_owner(stack, key).comment
     bridge, subnet = Iface(network.bridge), network.subnet
     not_bridge = Iface(network.bridge, negated=True)
@@ -204,10 +225,12 @@ def network_rules(stack: str, key: str, network: Network) -> list[Rule]:
             Rule(FILTER, CHAIN_INTERNAL, "DROP", comment, in_iface=not_bridge, out_iface=bridge),
             Rule(FILTER, CHAIN_ACCEPT, "ACCEPT", comment, in_iface=bridge, out_iface=bridge),
         ]
+    subnets = [subnet, *([network.subnet6] if network.subnet6 else [])]
+    nat_out = [subnet, *([network.subnet6] if network.subnet6 and network.ipv6_nat else [])]
     return [
-        Rule(NAT, CHAIN_SNAT, "MASQUERADE", comment, source=subnet, out_iface=not_bridge),
-        Rule(NAT, CHAIN_SNAT, "MASQUERADE", comment, source=subnet, out_iface=bridge,
-             ctstate=("DNAT",)),
+        *(Rule(NAT, CHAIN_SNAT, "MASQUERADE", comment, source=s, out_iface=not_bridge) for s in nat_out),
+        *(Rule(NAT, CHAIN_SNAT, "MASQUERADE", comment, source=s, out_iface=bridge, ctstate=("DNAT",))
+          for s in subnets),
         Rule(NAT, CHAIN_SNAT, "MASQUERADE", comment, source=LOOPBACK, out_iface=bridge),
         Rule(FILTER, CHAIN_INPUT, "DROP", comment, destination=LOOPBACK, in_iface=bridge,
              ctstate=("RELATED", "ESTABLISHED", "DNAT"), ctstate_negated=True),
@@ -226,9 +249,17 @@ def port_key(stack: str, container: str, mapping: PortMapping) -> PortKey:
     return PortKey(stack, container, mapping.host_ip, mapping.host, mapping.protocol)
 
 
-def port_rule(port: PortKey, target: IPv4Address, container_port: int) -> Rule:
+def port_rules(port: PortKey, target: IPv4Address, target6: IPv6Address | None,
+               container_port: int) -> list[Rule]:
     """DNAT from any local address (or host_ip alone) to the container, from PREROUTING (other
-    machines, other containers) and OUTPUT (the host itself, 127.0.0.1 included)."""
+    machines, other containers) and OUTPUT (the host itself, 127.0.0.1 included); the same
+    over IPv6 to `target6` (the container's IPv6 address, if it has one) unless host_ip, an
+    IPv4 address, narrows the port to IPv4."""
     destination = IPv4Network(port.host_ip) if port.host_ip else None
-    return Rule(NAT, CHAIN_DNAT, "DNAT", port_owner(port).comment, destination=destination,
-                protocol=port.protocol, dport=port.host, to_destination=(target, container_port))
+    comment = port_owner(port).comment
+    rules = [Rule(NAT, CHAIN_DNAT, "DNAT", comment, destination=destination, protocol=port.protocol,
+                  dport=port.host, to_destination=(target, container_port))]
+    if target6 is not None and port.host_ip is None:
+        rules.append(Rule(NAT, CHAIN_DNAT, "DNAT", comment, destination=IPV6_LOOPBACK, destination_negated=True,
+                          protocol=port.protocol, dport=port.host, to_destination=(target6, container_port)))
+    return rules

@@ -2,15 +2,23 @@
 batch of operations atomically.
 
 The controller builds backend-neutral `Rule` records and compares the text a backend renders
-for them with the text the backend reads back, so an nftables backend can be added later by
-implementing `Backend` alone. The one backend today is iptables on nf_tables (iptables 1.8.9):
+for them with the text the backend reads back; each backend implements `Backend`. This module
+holds iptables on nf_tables (iptables 1.8.9; kernel.netfilter_nft the native nftables one):
 
-- Observe is ONE `iptables-save` (every table at once); apply is ONE
-  `iptables-restore --noflush`. iptables-nft commits each table's section (`*nat` ... `COMMIT`)
-  as one nf_tables transaction: a failed line rolls its whole table back, nothing half-applied.
+- A rule has an address family (`Rule.family`): IPv4 or IPv6 when it matches or NATs to an
+  address, both when it only matches interfaces, states or ports (hooks, isolation, accepts).
+  IPv6 rules live in ip6tables' tables, which this backend shows to the controller as the
+  logical tables `ip6 nat` and `ip6 filter` (IP6_PREFIX): a rule of both families is placed
+  twice, once in `nat`/`filter` and once in `ip6 nat`/`ip6 filter`, the same text in each
+  (`tables`). The controller's per-owner diff is unchanged: an owner just has more rules.
+- Observe is ONE `iptables-save` and ONE `ip6tables-save` (every table of a family at once);
+  apply is at most ONE `iptables-restore --noflush` and ONE `ip6tables-restore --noflush`,
+  each a batch of its own (`batches`). iptables-nft commits each table's section (`*nat` ...
+  `COMMIT`) as one nf_tables transaction: a failed line rolls its whole table back, nothing
+  half-applied.
 - `render` prints a rule exactly as `iptables-save` prints it back (match order, quoting,
   /32 suffixes), so observed and desired rules compare as plain strings.
-- Never run `iptables-legacy`, not even to list: it instantiates a legacy table that cannot be
+- Never run `iptables-legacy` (nor `ip6tables-legacy`), not even to list: it instantiates a legacy table that cannot be
   removed and makes every later iptables call warn. The backend is detected from `iptables -V`
   and /proc/net/ip_tables_names instead.
 """
@@ -21,8 +29,8 @@ import re
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import IntEnum
-from ipaddress import IPv4Address, IPv4Network
+from enum import Enum, IntEnum
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Protocol
 
@@ -38,6 +46,11 @@ _UNQUOTED = re.compile(r"^[A-Za-z0-9_-]+$")
 """Characters xtables_save_string prints without quotes; anything else quotes the whole word."""
 
 
+IP6_PREFIX = "ip6 "
+"""Prefixed to an ip6tables table's name (`ip6 nat`, `ip6 filter`) in the iptables backend's
+rulesets and operations: the plan shows it, so a v6 rule reads as `ip6 nat: -A ...`."""
+
+
 class NetfilterError(Exception):
     """The backend is unusable on this host, or a batch was refused (and rolled back)."""
 
@@ -50,17 +63,28 @@ class Iface:
     negated: bool = False
 
 
+class Family(Enum):
+    """The address family a rule applies to."""
+
+    IPV4 = 4
+    IPV6 = 6
+    BOTH = 0
+
+
 @dataclass(frozen=True)
 class Rule:
     """One rule, backend-neutral: only the matches and targets reconcile uses."""
 
     table: str
+    """The logical table: nat or filter."""
     chain: str
     target: str
     """ACCEPT, DROP, MASQUERADE, DNAT, or the name of a chain to jump to."""
     comment: str
-    source: IPv4Network | None = None
-    destination: IPv4Network | None = None
+    source: IPv4Network | IPv6Network | None = None
+    destination: IPv4Network | IPv6Network | None = None
+    destination_negated: bool = False
+    """`! -d`: every destination but `destination`."""
     in_iface: Iface | None = None
     out_iface: Iface | None = None
     protocol: str | None = None
@@ -69,8 +93,25 @@ class Rule:
     """`-m addrtype --dst-type LOCAL`: any address of this host, 127.0.0.1 included."""
     ctstate: tuple[str, ...] = ()
     ctstate_negated: bool = False
-    to_destination: tuple[IPv4Address, int] | None = None
+    to_destination: tuple[IPv4Address | IPv6Address, int] | None = None
     """DNAT target address and port."""
+
+    def __post_init__(self) -> None:
+        _family_of(self)  # a rule mixing families is refused when built, not when rendered
+
+    @property
+    def family(self) -> Family:
+        """The family of its addresses; BOTH for a rule without any (it matches interfaces,
+        states or ports only, which apply to IPv4 and IPv6 packets alike)."""
+        return _family_of(self)
+
+
+def _family_of(rule: Rule) -> Family:
+    addresses = [rule.source, rule.destination, rule.to_destination[0] if rule.to_destination else None]
+    versions = {address.version for address in addresses if address is not None}
+    if len(versions) > 1:
+        raise ValueError(f"a rule cannot mix IPv4 and IPv6 addresses: {rule}")
+    return Family(versions.pop()) if versions else Family.BOTH
 
 
 @dataclass(frozen=True)
@@ -127,31 +168,44 @@ class Op:
     spec: str = ""
 
 
-class Backend(Protocol):
+class Dialect(Protocol):
+    """The pure half of a backend: where a rule goes and how it reads back."""
+
+    def render(self, rule: Rule) -> str:
+        """The rule's spec exactly as `observe` reads it back."""
+        ...
+
+    def tables(self, table: str, family: Family) -> tuple[str, ...]:
+        """The backend's tables that hold a rule of this logical table and family."""
+        ...
+
+    def is_ipv6(self, table: str, spec: str) -> bool:
+        """Whether a rule read back from `table` applies to IPv6 packets only."""
+        ...
+
+
+class Backend(Dialect, Protocol):
     name: str
     base_chains: tuple[BaseChain, ...]
     """Hook chains the backend owns (nftables: base chains of its own table); empty when the
     hooks are the built-in chains of shared tables (iptables), which are never ours."""
 
-    def render(self, rule: Rule) -> str:
-        """The rule's spec exactly as `observe` reads it back (pure)."""
-        ...
-
     def observe(self) -> Ruleset:
         """One bulk read of every table."""
         ...
 
+    def batches(self, ops: Sequence[Op]) -> list[list[Op]]:
+        """The ops split into the batches `apply` takes, each atomic on its own (in order)."""
+        ...
+
     def apply(self, ops: Sequence[Op]) -> None:
-        """One atomic batch (per table); raises NetfilterError and changes nothing of a table
-        whose part fails."""
+        """One batch of `batches`, atomic (per table): raises NetfilterError and changes
+        nothing of a table whose part fails."""
         ...
 
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 """subprocess.run, or a stand-in for tests."""
-
-Renderer = Callable[[Rule], str]
-"""Backend.render: a rule's spec as the backend prints it back."""
 
 
 def _quote(word: str) -> str:
@@ -169,18 +223,24 @@ def _iface(flag: str, iface: Iface | None) -> list[str]:
     return (["!"] if iface.negated else []) + [flag, iface.name]
 
 
-def _network(network: IPv4Network) -> str:
+def _network(network: IPv4Network | IPv6Network) -> str:
     return f"{network.network_address}/{network.prefixlen}"
 
 
+def _endpoint(address: IPv4Address | IPv6Address, port: int) -> str:
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+
 def render_iptables(rule: Rule) -> str:
-    """The rule in the match order iptables-save prints: addresses, interfaces, protocol, then
-    the matches, comment and target (an nf_tables rule keeps its expressions in this order)."""
+    """The rule in the match order iptables-save (and ip6tables-save: `-s fd00::/64`, a /128
+    suffix on one address, `--to-destination [fd00::2]:80`) prints: addresses, interfaces,
+    protocol, then the matches, comment and target (an nf_tables rule keeps its expressions in
+    this order)."""
     words: list[str] = []
     if rule.source is not None:
         words += ["-s", _network(rule.source)]
     if rule.destination is not None:
-        words += ["-d", _network(rule.destination)]
+        words += [*(["!"] if rule.destination_negated else []), "-d", _network(rule.destination)]
     words += _iface("-i", rule.in_iface) + _iface("-o", rule.out_iface)
     if rule.protocol is not None:
         words += ["-p", rule.protocol]
@@ -193,8 +253,7 @@ def render_iptables(rule: Rule) -> str:
         words += ["-m", "conntrack"] + (["!"] if rule.ctstate_negated else []) + ["--ctstate", states]
     words += ["-m", "comment", "--comment", _quote(rule.comment), "-j", rule.target]
     if rule.to_destination is not None:
-        address, port = rule.to_destination
-        words += ["--to-destination", f"{address}:{port}"]
+        words += ["--to-destination", _endpoint(*rule.to_destination)]
     return " ".join(words)
 
 
@@ -208,13 +267,13 @@ def jump_target(spec: str) -> str | None:
     return targets[-1] if targets else None
 
 
-def parse_save(text: str) -> Ruleset:
-    """`iptables-save` output -> chains by table, rules in kernel order."""
+def parse_save(text: str, prefix: str = "") -> Ruleset:
+    """`iptables-save` output -> chains by table (named `prefix` + table), rules in kernel order."""
     tables: dict[str, dict[str, list[str]]] = {}
     current: dict[str, list[str]] = {}
     for line in text.splitlines():
         if line.startswith("*"):
-            current = tables.setdefault(line[1:], {})
+            current = tables.setdefault(prefix + line[1:], {})
         elif line.startswith(":"):
             current.setdefault(line[1:].split(" ", 1)[0], [])
         elif line.startswith("-A "):
@@ -225,12 +284,13 @@ def parse_save(text: str) -> Ruleset:
 
 
 def restore_script(ops: Sequence[Op]) -> str:
-    """An `iptables-restore --noflush` script: one section per table, operations in OpKind
-    order (stable within a kind, so appends keep the order they were given in)."""
+    """An `iptables-restore --noflush` (or ip6tables-restore: the ops of one family) script:
+    one section per table, operations in OpKind order (stable within a kind, so appends keep
+    the order they were given in)."""
     lines: list[str] = []
     for table in dict.fromkeys(op.table for op in ops):
         mine = sorted((op for op in ops if op.table == table), key=lambda op: op.kind)
-        lines += [f"*{table}", *(_op_line(op) for op in mine)]
+        lines += [f"*{table.removeprefix(IP6_PREFIX)}", *(_op_line(op) for op in mine)]
         lines += [f"-X {op.chain}" for op in mine if op.kind is OpKind.DELETE_CHAIN]
         lines.append("COMMIT")
     return "".join(f"{line}\n" for line in lines)
@@ -260,7 +320,7 @@ def _failed_line(script: str, stderr: str) -> str:
 
 
 class IptablesNft:
-    """iptables 1.8 on the nf_tables backend."""
+    """iptables 1.8 on the nf_tables backend: iptables for IPv4, ip6tables for IPv6."""
 
     name = "iptables-nft"
     base_chains: tuple[BaseChain, ...] = ()
@@ -271,29 +331,46 @@ class IptablesNft:
     def render(self, rule: Rule) -> str:
         return render_iptables(rule)
 
+    def tables(self, table: str, family: Family) -> tuple[str, ...]:
+        v4 = (table,) if family is not Family.IPV6 else ()
+        return v4 + ((IP6_PREFIX + table,) if family is not Family.IPV4 else ())
+
+    def is_ipv6(self, table: str, spec: str) -> bool:
+        return table.startswith(IP6_PREFIX)
+
     def observe(self) -> Ruleset:
-        proc = self._run(["iptables-save"], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise NetfilterError(f"iptables-save failed: {proc.stderr.strip()}")
-        return parse_save(proc.stdout)
+        tables: dict[str, Mapping[str, Chain]] = {}
+        for command, prefix in (("iptables-save", ""), ("ip6tables-save", IP6_PREFIX)):
+            proc = self._run([command], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise NetfilterError(f"{command} failed: {proc.stderr.strip()}")
+            tables.update(parse_save(proc.stdout, prefix).tables)
+        return Ruleset(tables)
 
     def forward_drops(self) -> bool:
-        """Whether the shared `filter FORWARD` chain has policy DROP (Docker sets it): only a
-        rule inside that chain can accept a forwarded packet for it."""
-        proc = self._run(["iptables-save", "-t", "filter"], capture_output=True, text=True)
-        return proc.returncode == 0 and any(line.startswith(":FORWARD DROP")
-                                            for line in proc.stdout.splitlines())
+        """Whether the shared `filter FORWARD` chain of either family has policy DROP (Docker
+        sets it): only a rule inside that chain can accept a forwarded packet for it."""
+        for command in ("iptables-save", "ip6tables-save"):
+            proc = self._run([command, "-t", "filter"], capture_output=True, text=True)
+            if proc.returncode == 0 and any(line.startswith(":FORWARD DROP") for line in proc.stdout.splitlines()):
+                return True
+        return False
+
+    def batches(self, ops: Sequence[Op]) -> list[list[Op]]:
+        """IPv4 then IPv6: two restore commands, two transactions."""
+        split = ([op for op in ops if not op.table.startswith(IP6_PREFIX)],
+                 [op for op in ops if op.table.startswith(IP6_PREFIX)])
+        return [batch for batch in split if batch]
 
     def apply(self, ops: Sequence[Op]) -> None:
-        if not ops:
-            return
-        script = restore_script(ops)
-        crashpoints.step("iptables-restore")
-        proc = self._run(["iptables-restore", "--noflush"], input=script, capture_output=True,
-                         text=True)
-        if proc.returncode != 0:
-            raise NetfilterError(f"iptables-restore refused the batch{_failed_line(script, proc.stderr)}: "
-                                 f"{proc.stderr.strip()}")
+        for batch in self.batches(ops):
+            command = "ip6tables-restore" if batch[0].table.startswith(IP6_PREFIX) else "iptables-restore"
+            script = restore_script(batch)
+            crashpoints.step(command)
+            proc = self._run([command, "--noflush"], input=script, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise NetfilterError(f"{command} refused the batch{_failed_line(script, proc.stderr)}: "
+                                     f"{proc.stderr.strip()}")
 
 
 def read_route_localnet() -> dict[str, str]:

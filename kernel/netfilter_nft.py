@@ -11,6 +11,13 @@ compare as plain strings and the same per-owner diff holds. What differs is kept
 - Chains of both logical tables (nat, filter) share the one table; the layout given to the
   backend says which logical table each chain name belongs to, so a read comes back keyed like
   an iptables-save one.
+- Both address families share it too (family inet): a rule without addresses (hooks,
+  isolation, accepts) is one rule for IPv4 and IPv6 packets; an address match says its family
+  (`ip saddr`, `ip6 daddr`) and so does a DNAT (`dnat ip to 10.0.0.2:80`, `dnat ip6 to
+  [fd00::2]:80`). A `dnat ip` rule without an `ip` match is inert on an IPv6 packet (the
+  kernel's inet NAT expression skips a packet of the other family and the rule goes on), so
+  an IPv4 and an IPv6 DNAT of one published port sit side by side without one shadowing the
+  other.
 - A rule is deleted by handle: `observe` keeps the handles it read, `apply` deletes by them
   (a rule that is gone since raises NetfilterError, so the controller re-observes and drops
   that deletion, as the iptables backend's refused `-D` does).
@@ -24,9 +31,10 @@ import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
 
 from kernel import crashpoints
-from kernel.netfilter import BaseChain, Chain, NetfilterError, Op, OpKind, Rule, Ruleset, Runner
+from kernel.netfilter import BaseChain, Chain, Family, NetfilterError, Op, OpKind, Rule, Ruleset, Runner
 
 _CTSTATE_ORDER = ("INVALID", "ESTABLISHED", "RELATED", "NEW", "UNTRACKED")
 """ct state bits in the order nft prints them (bit order); SNAT/DNAT are `ct status` bits."""
@@ -35,6 +43,8 @@ _CTSTATUS = ("SNAT", "DNAT")
 _CHAIN_OPEN = re.compile(r"^\tchain (\S+) \{")
 _RULE_LINE = re.compile(r"^\t\t(?P<spec>.*) # handle (?P<handle>\d+)$")
 _HEADER_LINE = re.compile(r"^\t\ttype \S+ hook \S+ ")
+_IPV6_RULE = re.compile(r"(?:^| )(?:ip6 [sd]addr|dnat ip6 to) ")
+"""What makes one of our rules IPv6-only, as render_nft writes it."""
 
 
 @dataclass(frozen=True)
@@ -72,9 +82,12 @@ def _ctstate(rule: Rule) -> list[str]:
     return words
 
 
-def _network(network: object) -> str:
-    text = str(network)
-    return text.removesuffix("/32")  # nft prints a single address without its prefix
+def _address_match(key: str, network: IPv4Network | IPv6Network, negated: bool = False) -> list[str]:
+    """`ip saddr 10.0.0.0/8`, `ip6 daddr != ::1`: nft prints a single address without its
+    prefix."""
+    single = network.prefixlen == network.max_prefixlen
+    return ["ip6" if network.version == 6 else "ip", key, *(["!="] if negated else []),
+            str(network.network_address) if single else str(network)]
 
 
 _VERDICTS = {"ACCEPT": ["accept"], "DROP": ["drop"], "MASQUERADE": ["masquerade"]}
@@ -86,9 +99,9 @@ def render_nft(rule: Rule) -> str:
     the order given and prints the comment last)."""
     words: list[str] = []
     if rule.source is not None:
-        words += ["ip", "saddr", _network(rule.source)]
+        words += _address_match("saddr", rule.source)
     if rule.destination is not None:
-        words += ["ip", "daddr", _network(rule.destination)]
+        words += _address_match("daddr", rule.destination, rule.destination_negated)
     for key, iface in (("iifname", rule.in_iface), ("oifname", rule.out_iface)):
         if iface is not None:
             words += [key, *(["!="] if iface.negated else []), _quoted(iface.name)]
@@ -102,7 +115,8 @@ def render_nft(rule: Rule) -> str:
         if rule.to_destination is None:
             raise ValueError("a DNAT rule needs to_destination")
         address, port = rule.to_destination
-        words += ["dnat", "ip", "to", f"{address}:{port}"]
+        words += ["dnat", "ip6", "to", f"[{address}]:{port}"] if address.version == 6 else [
+            "dnat", "ip", "to", f"{address}:{port}"]
     else:
         words += _VERDICTS.get(rule.target, ["jump", rule.target])
     words += ["comment", _quoted(rule.comment)]
@@ -178,6 +192,15 @@ class Nftables:
 
     def render(self, rule: Rule) -> str:
         return render_nft(rule)
+
+    def tables(self, table: str, family: Family) -> tuple[str, ...]:
+        return (table,)  # inet: one rule whatever its family
+
+    def is_ipv6(self, table: str, spec: str) -> bool:
+        return bool(_IPV6_RULE.search(spec))
+
+    def batches(self, ops: Sequence[Op]) -> list[list[Op]]:
+        return [list(ops)] if ops else []
 
     def observe(self) -> Ruleset:
         proc = self._run(["nft", "-a", "list", "table", "inet", self.layout.table],

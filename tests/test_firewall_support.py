@@ -19,7 +19,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from controllers.base import Desired
@@ -27,7 +27,7 @@ from controllers.errors import ApplyErrors
 from controllers.firewall import FirewallController
 from controllers.firewall_rules import NFT_TABLE, OUR_CHAINS
 from kernel import netfilter
-from kernel.netfilter import Chain, Op, OpKind, Rule, Ruleset
+from kernel.netfilter import Chain, Op, OpKind, Ruleset
 from specs.model import Stack
 from specs.names import ALIAS_PREFIX
 from tests.sandbox import Sandbox
@@ -35,9 +35,9 @@ from tests.sandbox import Sandbox
 DEFAULT_COMMAND = ["/bin/true"]
 BUILTIN_CHAINS = {"nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
                   "filter": ("INPUT", "FORWARD", "OUTPUT")}
-FRESH = Ruleset({table: {name: Chain(name, ()) for name in chains}
-                 for table, chains in BUILTIN_CHAINS.items()})
-"""What iptables-save shows of a fresh namespace once the tables exist."""
+FRESH = Ruleset({prefix + table: {name: Chain(name, ()) for name in chains}
+                 for prefix in ("", netfilter.IP6_PREFIX) for table, chains in BUILTIN_CHAINS.items()})
+"""What iptables-save and ip6tables-save show of a fresh namespace once the tables exist."""
 
 
 def build_stack(name: str, doc: Mapping[str, Any]) -> Stack:
@@ -50,30 +50,30 @@ def build_desired(doc: Mapping[str, Any]) -> Desired:
     """Stacks in file form by name, `scope` (default: all of them); container addresses are the
     static `ip` of each attachment, as IPAM would hand them over."""
     stacks = {name: build_stack(name, s) for name, s in doc.get("stacks", {}).items()}
-    addresses = {(stack.name, key, net): attachment.ip
-                 for stack in stacks.values() for key, container in stack.containers.items()
-                 for net, attachment in container.networks.items() if attachment.ip is not None}
-    return Desired(stacks=stacks, scope=frozenset(doc.get("scope", stacks)), addresses=addresses)
+    endpoints = [(stack.name, key, net, attachment) for stack in stacks.values()
+                 for key, container in stack.containers.items() for net, attachment in container.networks.items()]
+    return Desired(stacks=stacks, scope=frozenset(doc.get("scope", stacks)),
+                   addresses={(s, c, n): a.ip for s, c, n, a in endpoints if a.ip is not None},
+                   addresses6={(s, c, n): a.ip6 for s, c, n, a in endpoints if a.ip6 is not None})
 
 
-class FakeBackend:
-    """The iptables-nft backend's semantics on an in-memory ruleset, for pure tests: render is
-    the real one; a batch applies per table, all or nothing, and deleting a missing rule fails."""
+class FakeBackend(netfilter.IptablesNft):
+    """The iptables-nft backend's semantics on an in-memory ruleset, for pure tests: render,
+    placement and batching are the real ones; a batch applies per table, all or nothing, and
+    deleting a missing rule fails."""
 
     name = "fake"
 
     def __init__(self, ruleset: Ruleset | None = None):
+        super().__init__()
         self.ruleset = ruleset or FRESH
-        self.batches: list[list[Op]] = []
-
-    def render(self, rule: Rule) -> str:
-        return netfilter.render_iptables(rule)
+        self.applied: list[list[Op]] = []
 
     def observe(self) -> Ruleset:
         return self.ruleset
 
-    def apply(self, ops: list[Op]) -> None:
-        self.batches.append(list(ops))
+    def apply(self, ops: Sequence[Op]) -> None:
+        self.applied.append(list(ops))
         tables = {t: {n: list(c.rules) for n, c in chains.items()}
                   for t, chains in self.ruleset.tables.items()}
         for op in sorted(ops, key=lambda op: op.kind):
