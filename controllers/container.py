@@ -315,7 +315,7 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
                                                f"volume source {volume.source} does not exist on this host"))
             wanted.append(DesiredContainer(
                 stack.name, key, container, started_spec(stack, key, desired.addresses),
-                hosts_file(stack, key, desired.addresses), resolv.text, levels[key],
+                hosts_file(stack, key, desired.addresses, desired.addresses6), resolv.text, levels[key],
                 capabilities.effective(container.cap_add, container.cap_drop, container.privileged,
                                        observed.host_capabilities), resolv.warning, _waits(stack, key)))
     wanted.sort(key=lambda w: w.level)  # dependencies first; the engine reverses for deletions

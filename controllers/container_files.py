@@ -1,12 +1,13 @@
 """The files a container gets from us (pure): /etc/hosts naming every container it shares a
-network with, and /etc/resolv.conf from the host's without loopback nameservers (a loopback
-resolver on the host is unreachable from inside the container's namespace)."""
+network with (by its IPv6 address too on a dual-stack network), and /etc/resolv.conf from the
+host's without loopback nameservers (a loopback resolver on the host is unreachable from inside
+the container's namespace)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from specs.model import Stack
 
@@ -16,19 +17,33 @@ DEFAULT_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 EndpointKey = tuple[str, str, str]
 
 
-def hosts_file(stack: Stack, key: str, addresses: Mapping[EndpointKey, IPv4Address]) -> str:
-    container = stack.containers[key]
+def hosts_file(stack: Stack, key: str, addresses: Mapping[EndpointKey, IPv4Address],
+               addresses6: Mapping[EndpointKey, IPv6Address]) -> str:
+    """The IPv4 lines, then the IPv6 ones (dual-stack networks only) under the same names."""
+    dual_stack = {k for k, network in stack.networks.items() if network.subnet6 is not None}
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-    own_net = container.default_route or next(iter(container.networks), None)
+    lines += _address_lines(stack, key, addresses, set(stack.networks))
+    lines += _address_lines(stack, key, addresses6, dual_stack)
+    return "\n".join(lines) + "\n"
+
+
+def _address_lines(stack: Stack, key: str, addresses: Mapping[EndpointKey, IPv4Address | IPv6Address],
+                   networks: set[str]) -> list[str]:
+    """The container's own address (on its default route's network, else its first one) and
+    each peer's on the first network they share, among `networks`."""
+    container = stack.containers[key]
+    mine = [n for n in container.networks if n in networks]
+    own_net = container.default_route if container.default_route in mine else next(iter(mine), None)
+    lines: list[str] = []
     if own_net is not None:
         lines.append(f"{addresses[(stack.name, key, own_net)]}\t{_names(key, container.hostname)}")
     for peer_key, peer in stack.containers.items():
         if peer_key == key:
             continue
-        shared = next((n for n in container.networks if n in peer.networks), None)
+        shared = next((n for n in mine if n in peer.networks), None)
         if shared is not None:
             lines.append(f"{addresses[(stack.name, peer_key, shared)]}\t{_names(peer_key, peer.hostname)}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _names(key: str, hostname: str) -> str:

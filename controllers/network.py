@@ -1,7 +1,14 @@
-"""Bridge networks: one Linux bridge per spec network, with the gateway address, MTU, up.
+"""Bridge networks: one Linux bridge per spec network, with the gateway address (and gateway6
+on a dual-stack network), MTU, up.
 
 Ownership is the link alias (specs.names.network_alias), read back on every pass; a link that
 holds a wanted name without our alias is a foreign link and a conflict, never adopted.
+
+Forwarding is switched on, never off, as the networks need it: net.ipv4.ip_forward for any
+non-internal network, net.ipv6.conf.all.forwarding for a non-internal one with a subnet6.
+The IPv6 switch has a known consequence on the host itself: an interface that forwards ignores
+router advertisements unless its accept_ra is 2, so a host that takes its own IPv6 default
+route from RAs (SLAAC) loses it when the route expires; set accept_ra=2 on that interface.
 """
 
 from __future__ import annotations
@@ -9,7 +16,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Interface
 
 from controllers.base import Desired, Diff
 from controllers.change import Action, Change, FieldChange
@@ -17,16 +24,19 @@ from controllers.errors import ApplyError, ApplyErrors
 from kernel import sysctl
 from kernel.netlink import Netlink
 from kernel.rtnl_wire import NetlinkError
-from kernel.rtnl_dump import Link, LinkDump
+from kernel.rtnl_dump import Interface, Link, LinkDump, ipv4_of, ipv6_of
 from specs import names
 from specs.errors import Issue
-from specs.model import Network
+from specs.model import Network, Stack
 from specs.validate import AppliedNet, HostNet, check_host
 
 KIND_NETWORK = "network"
 KIND_SYSCTL = "sysctl"
-IP_FORWARD = ("net", "ipv4", "ip_forward")
 IP_FORWARD_KEY = "net.ipv4.ip_forward"
+IPV6_FORWARDING_KEY = "net.ipv6.conf.all.forwarding"
+SYSCTL_PATHS = {IP_FORWARD_KEY: ("net", "ipv4", "ip_forward"),
+                IPV6_FORWARDING_KEY: ("net", "ipv6", "conf", "all", "forwarding")}
+"""Kernel names (DO NOT RENAME): the sysctls the plan switches on, by the key it shows."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +46,7 @@ class BridgeState:
     name: str
     mtu: int
     up: bool
-    addresses: tuple[IPv4Interface, ...]  # sorted
+    addresses: tuple[Interface, ...]  # IPv4 first (rtnl_dump.family_order)
 
     def field_values(self) -> dict[str, object]:
         return {"bridge": self.name, "mtu": self.mtu, "up": self.up,
@@ -58,18 +68,22 @@ class NetworkObservation:
     links_by_name: Mapping[str, Link]
     ip_forward: bool
     foreign_nets: tuple[HostNet, ...]
-    """Addresses and routes on links that are not ours: a spec subnet must not overlap them."""
+    """Addresses and routes (IPv4 and IPv6) on links that are not ours: a spec subnet must not
+    overlap them."""
+    ipv6_forwarding: bool
 
     def owned_stacks(self) -> set[str]:
         return {key.split("/", 1)[0] for key in self.ours}
 
     def applied(self) -> tuple[AppliedNet, ...]:
-        """Our networks as the kernel holds them (subnet read from the gateway address)."""
+        """Our networks as the kernel holds them (subnets read from the gateway addresses)."""
         return tuple(
-            AppliedNet(stack=b.owner.stack, network=b.owner.name,
-                       subnet=b.state.addresses[0].network, bridge=b.state.name)
-            for bridges in self.ours.values() for b in bridges if b.state.addresses
+            AppliedNet(stack=b.owner.stack, network=b.owner.name, subnet=gateway.network, bridge=b.state.name,
+                       subnet6=gateway6.network if (gateway6 := ipv6_of(b.state.addresses)) else None)
+            for bridges in self.ours.values() for b in bridges
+            if (gateway := ipv4_of(b.state.addresses)) is not None
         )
+
 
 
 def mac_of(address: IPv4Address) -> str:
@@ -82,11 +96,13 @@ def mac_of(address: IPv4Address) -> str:
 
 
 def desired_bridge(network: Network) -> BridgeState:
-    gateway = IPv4Interface(f"{network.gateway}/{network.subnet.prefixlen}")
-    return BridgeState(name=network.bridge, mtu=network.mtu, up=True, addresses=(gateway,))
+    addresses: tuple[Interface, ...] = (IPv4Interface(f"{network.gateway}/{network.subnet.prefixlen}"),)
+    if network.subnet6 is not None:
+        addresses += (IPv6Interface(f"{network.gateway6}/{network.subnet6.prefixlen}"),)
+    return BridgeState(name=network.bridge, mtu=network.mtu, up=True, addresses=addresses)
 
 
-def observe_networks(dump: LinkDump, ip_forward: bool) -> NetworkObservation:
+def observe_networks(dump: LinkDump, ip_forward: bool, ipv6_forwarding: bool) -> NetworkObservation:
     """Normalise one link dump into our bridges and the foreign state around them."""
     ours: dict[str, list[ObservedBridge]] = {}
     our_indexes: set[int] = set()
@@ -98,7 +114,7 @@ def observe_networks(dump: LinkDump, ip_forward: bool) -> NetworkObservation:
         if owner.kind != "network":
             continue
         state = BridgeState(name=link.name, mtu=link.mtu, up=link.up,
-                            addresses=tuple(sorted(dump.addresses_of(link.index))))
+                            addresses=dump.addresses_of(link.index))
         ours.setdefault(owner.key, []).append(
             ObservedBridge(owner=owner, index=link.index, kind=link.kind, state=state))
     by_index = dump.by_index()
@@ -109,7 +125,8 @@ def observe_networks(dump: LinkDump, ip_forward: bool) -> NetworkObservation:
                 if r.index in by_index and r.index not in our_indexes and r.dst.prefixlen > 0]
     return NetworkObservation(
         ours={key: tuple(bridges) for key, bridges in ours.items()},
-        links_by_name=dump.by_name(), ip_forward=ip_forward, foreign_nets=tuple(foreign))
+        links_by_name=dump.by_name(), ip_forward=ip_forward, foreign_nets=tuple(foreign),
+        ipv6_forwarding=ipv6_forwarding)
 
 
 def _field_changes(old: BridgeState | None, new: BridgeState | None) -> tuple[FieldChange, ...]:
@@ -169,12 +186,18 @@ def diff_networks(desired: Desired, observed: NetworkObservation) -> Diff:
     for key, bridges in observed.ours.items():
         if bridges[0].owner.stack in desired.scope and key not in wanted:
             result.changes += [_delete(b, "no longer in the spec") for b in bridges]
-    if not observed.ip_forward and any(not net.internal for stack in in_scope
-                                       for net in stack.networks.values()):
-        result.changes.append(Change(Action.UPDATE, KIND_SYSCTL, IP_FORWARD_KEY,
-                                     (FieldChange("value", "0", "1"),),
-                                     reason="non-internal networks route through the host"))
+    result.changes += _forwarding_changes(in_scope, observed)
     return result
+
+
+def _forwarding_changes(in_scope: Sequence[Stack], observed: NetworkObservation) -> list[Change]:
+    routed = [net for stack in in_scope for net in stack.networks.values() if not net.internal]
+    needs = ((IP_FORWARD_KEY, observed.ip_forward, bool(routed),
+              "non-internal networks route through the host"),
+             (IPV6_FORWARDING_KEY, observed.ipv6_forwarding, any(net.subnet6 is not None for net in routed),
+              "non-internal dual-stack networks route IPv6 through the host"))
+    return [Change(Action.UPDATE, KIND_SYSCTL, key, (FieldChange("value", "0", "1"),), reason=reason)
+            for key, on, needed, reason in needs if needed and not on]
 
 
 def _pool_noted(change: Change, pooled: IPv4Network | None) -> Change:
@@ -196,6 +219,15 @@ def _delete(bridge: ObservedBridge, reason: str) -> Change:
                   _field_changes(bridge.state, None), reason=reason, observed=bridge)
 
 
+def _switched_on(key: str) -> bool:
+    """Whether a forwarding sysctl is on; a host without IPv6 has no such file (off: a
+    dual-stack network then fails to apply with the kernel's own error)."""
+    try:
+        return sysctl.read(*SYSCTL_PATHS[key]) == "1"
+    except FileNotFoundError:
+        return False
+
+
 class NetworkController:
     kinds = (KIND_NETWORK, KIND_SYSCTL)
 
@@ -203,7 +235,7 @@ class NetworkController:
         self._netlink = netlink
 
     def observe(self) -> NetworkObservation:
-        return observe_networks(self._netlink.dump(), sysctl.read(*IP_FORWARD) == "1")
+        return observe_networks(self._netlink.dump(), _switched_on(IP_FORWARD_KEY), _switched_on(IPV6_FORWARDING_KEY))
 
     def diff(self, desired: Desired, observed: NetworkObservation) -> Diff:
         return diff_networks(desired, observed)
@@ -220,7 +252,7 @@ class NetworkController:
 
     def _apply_one(self, change: Change) -> None:
         if change.kind == KIND_SYSCTL:
-            sysctl.write("1", *IP_FORWARD)
+            sysctl.write("1", *SYSCTL_PATHS[change.key])
             return
         want = change.desired
         found = change.observed
@@ -258,8 +290,9 @@ class NetworkController:
         raise ApplyError(f"bridge name '{name}' was taken meanwhile by {taken}")
 
     def _converge(self, index: int, current: BridgeState, want: BridgeState) -> None:
-        """The MAC follows the gateway address (set with it on a new bridge, before any port)."""
-        mac = mac_of(want.addresses[0].ip) if want.addresses and current.addresses != want.addresses else None
+        """The MAC follows the IPv4 gateway address (set with it on a new bridge, before any port)."""
+        gateway = ipv4_of(want.addresses)
+        mac = mac_of(gateway.ip) if gateway is not None and gateway != ipv4_of(current.addresses) else None
         if current.mtu != want.mtu or mac is not None:
             self._netlink.set_link(index, mtu=want.mtu if current.mtu != want.mtu else None, mac=mac)
         for address in set(current.addresses) - set(want.addresses):

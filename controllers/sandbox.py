@@ -2,18 +2,24 @@
 (container, network).
 
 The namespace is /run/netns/<names.netns_name>; its `lo` is up and its default route goes
-through the `default_route` network's gateway. Each endpoint's host end sits on the network's
-bridge (MTU, hairpin on), its container end is eth0, eth1, ... in spec order, with the address
-IPAM chose and the MAC derived from it (network.mac_of), so peers reach a pair made anew at
-once. Both ends carry the endpoint alias, read back on every pass. All of it is repaired in
-place: the container process keeps running through any repair here.
+through the `default_route` network's gateway (and its IPv6 one through gateway6 when that
+network is dual-stack). Each endpoint's host end sits on the network's bridge (MTU, hairpin
+on), its container end is eth0, eth1, ... in spec order, with the addresses IPAM chose (an IPv6
+one too on a dual-stack network) and the MAC derived from the IPv4 one (network.mac_of), so
+peers reach a pair made anew at once. Both ends carry the endpoint alias, read back on every
+pass. All of it is repaired in place: the container process keeps running through any repair
+here.
+
+The container end of an IPv4-only network has IPv6 disabled when it is made: otherwise the
+kernel gives it a link-local address and takes SLAAC addresses and a default route from any
+router advertisement on the bridge (another container's), an IPv6 stack nobody declared.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
 from controllers.base import Desired, Diff
 from controllers.change import Action, Change, FieldChange
@@ -21,7 +27,7 @@ from controllers.errors import ApplyError, ApplyErrors
 from controllers.network import mac_of
 from kernel import netns
 from kernel.netlink import Netlink
-from kernel.rtnl_dump import Link, LinkDump
+from kernel.rtnl_dump import Interface, Link, LinkDump, ipv4_of, ipv6_of
 from specs import names
 from specs.model import Stack
 
@@ -33,6 +39,7 @@ KIND_ENDPOINT = "endpoint"
 class SandboxState:
     lo_up: bool
     default_route: str | None  # "via <gateway> dev <ifname>"
+    default_route6: str | None  # the same for IPv6, through a dual-stack network's gateway6
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,7 @@ class EndpointState:
     host_up: bool
     ifname: str
     mtu: int
-    addresses: tuple[IPv4Interface, ...]
+    addresses: tuple[Interface, ...]  # IPv4 first (rtnl_dump.family_order)
     up: bool
 
     def field_values(self) -> dict[str, object]:
@@ -86,26 +93,34 @@ class SandboxObservation:
         return {s.stack for s in self.sandboxes.values()} | {k.split("/")[0] for k in self.stray_host_ends}
 
     def live_addresses(self) -> dict[tuple[str, str, str], IPv4Address]:
-        """The address each of our endpoints holds now: IPAM keeps it (sticky, and rebuilt from
-        the kernel when the store is lost)."""
-        return {(s.stack, s.container, net): ep.state.addresses[0].ip
+        """The IPv4 address each of our endpoints holds now: IPAM keeps it (sticky, and rebuilt
+        from the kernel when the store is lost)."""
+        return self._live(ipv4_of)  # type: ignore[return-value]
+
+    def live_addresses6(self) -> dict[tuple[str, str, str], IPv6Address]:
+        """The IPv6 address each of our endpoints on a dual-stack network holds now (as above)."""
+        return self._live(ipv6_of)  # type: ignore[return-value]
+
+    def _live(self, family_of: Callable[[tuple[Interface, ...]], Interface | None]
+              ) -> dict[tuple[str, str, str], IPv4Address | IPv6Address]:
+        return {(s.stack, s.container, net): address.ip
                 for s in self.sandboxes.values() for net, ep in s.endpoints.items()
-                if ep.state is not None and ep.state.addresses}
+                if ep.state is not None and (address := family_of(ep.state.addresses)) is not None}
 
 
-def _endpoint_state(host: Link, inner: Link, inner_addresses: tuple[IPv4Interface, ...],
+def _endpoint_state(host: Link, inner: Link, inner_addresses: tuple[Interface, ...],
                     by_index: Mapping[int, Link]) -> EndpointState:
     master = by_index.get(host.master) if host.master else None
     return EndpointState(
         host_name=host.name, bridge=master.name if master else None, host_mtu=host.mtu,
         hairpin=bool(host.hairpin), host_up=host.up, ifname=inner.name, mtu=inner.mtu,
-        addresses=tuple(sorted(inner_addresses)), up=inner.up)
+        addresses=inner_addresses, up=inner.up)
 
 
-def _default_route(dump: LinkDump) -> str | None:
+def _default_route(dump: LinkDump, version: int) -> str | None:
     by_index = dump.by_index()
     for route in dump.routes:
-        if route.dst.prefixlen == 0 and route.gateway:
+        if route.dst.version == version and route.dst.prefixlen == 0 and route.gateway:
             dev = by_index[route.index].name if route.index in by_index else "?"
             return f"via {route.gateway} dev {dev}"
     return None
@@ -124,32 +139,35 @@ def observe_sandbox(stack: str, container: str, name: str, inner: LinkDump,
                  if host is not None else None)
         endpoints[owner.network] = ObservedEndpoint(owner, host.index if host else None, link.index, state)
     return ObservedSandbox(stack, container, name,
-                           SandboxState(lo_up=bool(lo and lo.up), default_route=_default_route(inner)),
+                           SandboxState(lo_up=bool(lo and lo.up), default_route=_default_route(inner, 4),
+                                        default_route6=_default_route(inner, 6)),
                            endpoints)
 
 
-def _desired_endpoints(stack: Stack, container_key: str,
-                       addresses: Mapping[tuple[str, str, str], IPv4Address]) -> dict[str, EndpointState]:
+def _desired_endpoints(stack: Stack, container_key: str, desired: Desired) -> dict[str, EndpointState]:
     container = stack.containers[container_key]
     result: dict[str, EndpointState] = {}
     for index, net_key in enumerate(container.networks):
         net = stack.networks[net_key]
-        address = addresses[(stack.name, container_key, net_key)]
+        key = (stack.name, container_key, net_key)
+        addresses: tuple[Interface, ...] = (IPv4Interface(f"{desired.addresses[key]}/{net.subnet.prefixlen}"),)
+        if net.subnet6 is not None:
+            addresses += (IPv6Interface(f"{desired.addresses6[key]}/{net.subnet6.prefixlen}"),)
         result[net_key] = EndpointState(
             host_name=names.veth_host_name(stack.name, container_key, net_key), bridge=net.bridge,
             host_mtu=net.mtu, hairpin=True, host_up=True, ifname=names.container_ifname(index),
-            mtu=net.mtu, addresses=(IPv4Interface(f"{address}/{net.subnet.prefixlen}"),), up=True)
+            mtu=net.mtu, addresses=addresses, up=True)
     return result
 
 
 def _desired_sandbox(stack: Stack, container_key: str) -> SandboxState:
     container = stack.containers[container_key]
-    route = None
-    if container.default_route is not None:
-        index = list(container.networks).index(container.default_route)
-        gateway = stack.networks[container.default_route].gateway
-        route = f"via {gateway} dev {names.container_ifname(index)}"
-    return SandboxState(lo_up=True, default_route=route)
+    if container.default_route is None:
+        return SandboxState(lo_up=True, default_route=None, default_route6=None)
+    dev = names.container_ifname(list(container.networks).index(container.default_route))
+    network = stack.networks[container.default_route]
+    return SandboxState(lo_up=True, default_route=f"via {network.gateway} dev {dev}",
+                        default_route6=f"via {network.gateway6} dev {dev}" if network.subnet6 is not None else None)
 
 
 def _fields(old: dict[str, object], new: dict[str, object]) -> tuple[FieldChange, ...]:
@@ -157,7 +175,8 @@ def _fields(old: dict[str, object], new: dict[str, object]) -> tuple[FieldChange
 
 
 def _sandbox_values(state: SandboxState | None) -> dict[str, object]:
-    return {"lo_up": state.lo_up, "default_route": state.default_route} if state else {}
+    return ({"lo_up": state.lo_up, "default_route": state.default_route, "default_route6": state.default_route6}
+            if state else {})
 
 
 def _diff_endpoint(key: str, want: EndpointState, found: ObservedEndpoint | None) -> Change | None:
@@ -191,7 +210,7 @@ def diff_sandboxes(desired: Desired, observed: SandboxObservation) -> Diff:
                 sandboxes.append(Change(Action.CREATE, KIND_SANDBOX, key,
                                         (FieldChange("netns", None, names.netns_name(stack.name, container_key)),),
                                         reason="not on the host", desired=want))
-            want_eps = _desired_endpoints(stack, container_key, desired.addresses)
+            want_eps = _desired_endpoints(stack, container_key, desired)
             found_eps = found.endpoints if found else {}
             for net_key, want_ep in want_eps.items():
                 change = _diff_endpoint(f"{key}/{net_key}", want_ep, found_eps.get(net_key))
@@ -199,7 +218,7 @@ def diff_sandboxes(desired: Desired, observed: SandboxObservation) -> Diff:
                     endpoints.append(change)
             endpoints += [Change(Action.DELETE, KIND_ENDPOINT, ep.owner.key, reason="no longer in the spec",
                                  observed=ep) for net_key, ep in found_eps.items() if net_key not in want_eps]
-            old_state = found.state if found else SandboxState(lo_up=False, default_route=None)
+            old_state = found.state if found else SandboxState(lo_up=False, default_route=None, default_route6=None)
             fields = _fields(_sandbox_values(old_state), _sandbox_values(want))
             if fields:
                 routes.append(Change(Action.UPDATE, KIND_SANDBOX, key, fields,
@@ -219,6 +238,22 @@ def diff_sandboxes(desired: Desired, observed: SandboxObservation) -> Diff:
     # Namespaces first, then the veths inside them, then the routes through those veths.
     result.changes = sandboxes + endpoints + routes
     return result
+
+
+def _has_ipv6(state: EndpointState) -> bool:
+    return any(a.version == 6 for a in state.addresses)
+
+
+def _set_ipv6(ns_name: str, ifname: str, on: bool) -> None:
+    """IPv6 on the container end only on a dual-stack network (see the module's docstring).
+    Switched on again before an IPv6 address is added (the kernel refuses one on a link with
+    IPv6 disabled), so a hand-disabled link is repaired with its address. A host without IPv6
+    has nothing to disable."""
+    try:
+        netns.write_sysctl(ns_name, "0" if on else "1", "net", "ipv6", "conf", ifname, "disable_ipv6")
+    except FileNotFoundError:
+        if on:
+            raise
 
 
 class SandboxController:
@@ -285,12 +320,14 @@ class SandboxController:
             if want.lo_up:
                 inner.set_link(1, up=True)  # lo is always ifindex 1 in a namespace
             dump = inner.dump()
-            current = _default_route(dump)
-            if want.default_route != current:
-                if want.default_route is None:
-                    inner.delete_route(next(r.dst for r in dump.routes if r.dst.prefixlen == 0), None)
+            for version, route in ((4, want.default_route), (6, want.default_route6)):
+                if route == _default_route(dump, version):
+                    continue
+                if route is None:
+                    inner.delete_route(next(r.dst for r in dump.routes
+                                            if r.dst.version == version and r.dst.prefixlen == 0), None)
                 else:
-                    _, gateway, _, dev = want.default_route.split()
+                    _, gateway, _, dev = route.split()
                     inner.replace_default_route(gateway, dump.by_name()[dev].index)
 
     def _apply_endpoint(self, change: Change, bridges: Mapping[str, int], our_veths: Mapping[str, int]) -> None:
@@ -325,13 +362,15 @@ class SandboxController:
                 inner_index = inner.index_of(want.ifname)
                 current = replace(want, bridge=None, hairpin=False, host_up=False, addresses=(), up=False)
             assert host_index is not None and inner_index is not None
+            if change.action is not Action.UPDATE or _has_ipv6(want) != _has_ipv6(current):
+                _set_ipv6(ns_name, want.ifname, _has_ipv6(want))  # before the link is up
             self._converge(inner, host_index, inner_index, current, want, bridges,
                            alias if change.action is not Action.UPDATE else None)
 
     def _converge(self, inner: Netlink, host_index: int, inner_index: int, current: EndpointState,
                   want: EndpointState, bridges: Mapping[str, int], alias: str | None) -> None:
         """One request per end for the link attributes (alias only on a new pair; the container
-        end's MAC whenever its address is set), then the hairpin (the port must be enslaved
+        end's MAC whenever its IPv4 address is set), then the hairpin (the port must be enslaved
         first) and the addresses."""
         if current.bridge != want.bridge and want.bridge is not None and want.bridge not in bridges:
             raise ApplyError(f"bridge {want.bridge} does not exist")
@@ -342,10 +381,10 @@ class SandboxController:
             up=want.host_up if current.host_up != want.host_up else None)
         if current.hairpin != want.hairpin or current.bridge != want.bridge:
             self._host.set_hairpin(host_index, want.hairpin)
+        ipv4 = ipv4_of(want.addresses)
         inner.set_link(inner_index, alias=alias, mtu=want.mtu if current.mtu != want.mtu else None,
                        up=want.up if current.up != want.up else None,
-                       mac=mac_of(want.addresses[0].ip) if want.addresses and current.addresses != want.addresses
-                       else None)
+                       mac=mac_of(ipv4.ip) if ipv4 is not None and ipv4 != ipv4_of(current.addresses) else None)
         for address in set(current.addresses) - set(want.addresses):
             inner.delete_address(inner_index, address)
         for address in set(want.addresses) - set(current.addresses):

@@ -43,6 +43,8 @@ from kernel.runtime import ProcessHandle, open_pidfd
 __all__ = ["Event", "ExitEvent", "KernelEvents", "LinkEvent", "NetnsGone", "Overflow", "RuleEvent"]
 
 RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x1, 0x10, 0x40
+RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE = 0x100, 0x400
+ROUTE_GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE
 NETLINK_NETFILTER = 12
 NFNLGRP_NFTABLES = 7
 SO_RCVBUFFORCE = 33
@@ -109,7 +111,7 @@ class _RouteSource(_Socket):
 
     def __init__(self, sock: socket.socket, netns_name: str | None, inode: int | None) -> None:
         self.sock, self.netns, self.inode = sock, netns_name, inode
-        sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE))
+        sock.bind((0, ROUTE_GROUPS))
         sock.setblocking(False)
         self.port: int = sock.getsockname()[0]
         self.names: LinkNames = {}

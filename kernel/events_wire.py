@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from kernel import rtnl_wire as wire
-from kernel.netlink import (AF_INET, AF_UNSPEC, RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_NEWADDR,
+from kernel.netlink import (AF_UNSPEC, RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_NEWADDR,
                             RTM_NEWLINK, RTM_NEWROUTE)
-from kernel.rtnl_dump import IFLA_IFALIAS, IFLA_IFNAME, RTA_OIF
+from kernel.rtnl_dump import IFLA_IFALIAS, IFLA_IFNAME, parse_address, parse_route
 
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_NEWTABLE, NFT_MSG_DELTABLE = 0, 2
@@ -37,7 +37,7 @@ _UDATA = struct.Struct("=BB")  # type, length
 
 @dataclass(frozen=True)
 class LinkEvent:
-    """A link, IPv4 address or IPv4 route changed in one namespace."""
+    """A link, an address or a main-table route (IPv4 or IPv6) changed in one namespace."""
 
     netns: str | None  # None: the namespace the agent runs in; else its name under /run/netns
     what: str  # "link" | "address" | "route"
@@ -125,16 +125,19 @@ def route_event(netns: str | None, kind: int, body: bytes, names: LinkNames) -> 
         return LinkEvent(netns, "link", kind == RTM_DELLINK and family == AF_UNSPEC, index,
                          wire.text(attrs.get(IFLA_IFNAME)) or known_name,
                          wire.text(attrs.get(IFLA_IFALIAS)) or known_alias)
+    # Only what a dump keeps is news: the kernel's own IPv6 link-local addresses and routes,
+    # and its local-table routes, come and go with every link brought up.
     if kind in (RTM_NEWADDR, RTM_DELADDR):
-        family, _prefixlen, _flags, _scope, index = wire.IFADDR.unpack_from(body)
-        what = "address"
+        address = parse_address(body)
+        if address is None:
+            return None
+        what, index = "address", address.index
     elif kind in (RTM_NEWROUTE, RTM_DELROUTE):
-        family = body[0]
-        index = wire.u32(wire.attributes(body, wire.RTMSG.size).get(RTA_OIF)) or 0
-        what = "route"
+        route = parse_route(body)
+        if route is None:
+            return None
+        what, index = "route", route.index or 0
     else:
-        return None
-    if family != AF_INET:
         return None
     name, alias = names.get(index, (None, None))
     return LinkEvent(netns, what, kind in (RTM_DELADDR, RTM_DELROUTE), index, name, alias)

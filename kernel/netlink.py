@@ -12,22 +12,23 @@ import errno
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import ip_address
 
 from kernel import rtnl_dump
 from kernel import rtnl_wire as wire
 from kernel.retrying import retry_transient
 from kernel.rtnl_dump import (IFF_UP, IFLA_GROUP, IFLA_IFALIAS, IFLA_IFNAME, IFLA_INFO_KIND,
                               IFLA_LINKINFO, IFLA_MASTER, IFLA_MTU, RT_TABLE_MAIN, RTA_DST, RTA_GATEWAY,
-                              RTA_OIF, RTM_GETLINK, Link, LinkDump)
+                              RTA_OIF, RTM_GETLINK, Interface, Link, LinkDump, Net)
 
-AF_UNSPEC, AF_INET, AF_BRIDGE = 0, 2, 7
+AF_UNSPEC, AF_INET, AF_BRIDGE, AF_INET6 = 0, 2, 7, 10
 RTM_NEWLINK, RTM_DELLINK, RTM_SETLINK = 16, 17, 19
 RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE = 20, 21, 24, 25
 IFLA_ADDRESS, IFLA_PROTINFO, IFLA_NET_NS_FD = 1, 12, 28
 IFLA_INFO_DATA, VETH_INFO_PEER = 2, 1
 IFLA_BRPORT_MODE = 4
-IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
+IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 4, 8
+IFA_F_NODAD = 0x02
 RTPROT_BOOT, RT_SCOPE_UNIVERSE, RT_SCOPE_NOWHERE, RTN_UNICAST = 3, 0, 255, 1
 _CREATE = wire.NLM_F_CREATE | wire.NLM_F_EXCL
 
@@ -90,10 +91,9 @@ class Netlink:
         return rtnl_dump.parse_link(answers[0])
 
     def dump(self) -> LinkDump:
-        """The three tables, each retried on its own: under churn, one interrupted table does not
+        """The tables, each retried on its own: under churn, one interrupted table does not
         throw away the others."""
-        links, addresses, routes = (self._dump_table(kind, body) for kind, body in rtnl_dump.TABLES)
-        return rtnl_dump.parse(links, addresses, routes)
+        return rtnl_dump.parse([self._dump_table(kind, body) for kind, body in rtnl_dump.TABLES])
 
     @_retry_transient
     def _dump_table(self, kind: int, body: bytes) -> list[bytes]:
@@ -146,19 +146,22 @@ class Netlink:
 
     @_retry_transient
     def replace_default_route(self, gateway: str, index: int) -> None:
-        body = wire.RTMSG.pack(AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
-        body += wire.attr(RTA_GATEWAY, IPv4Address(gateway).packed) + wire.attr_u32(RTA_OIF, index)
+        """The default route of the gateway's family (IPv4 or IPv6) via `gateway` on `index`."""
+        via = ip_address(gateway)
+        body = wire.RTMSG.pack(_family(via.version), 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE,
+                               RTN_UNICAST, 0)
+        body += wire.attr(RTA_GATEWAY, via.packed) + wire.attr_u32(RTA_OIF, index)
         self._request(RTM_NEWROUTE, wire.NLM_F_CREATE | wire.NLM_F_REPLACE, body)
 
     @_retry_transient
-    def delete_route(self, dst: IPv4Network, index: int | None) -> None:
+    def delete_route(self, dst: Net, index: int | None) -> None:
         """Delete a main-table route; one already gone counts as deleted."""
-        body = wire.RTMSG.pack(AF_INET, dst.prefixlen, 0, 0, RT_TABLE_MAIN, 0, RT_SCOPE_NOWHERE, 0, 0)
+        body = wire.RTMSG.pack(_family(dst.version), dst.prefixlen, 0, 0, RT_TABLE_MAIN, 0, RT_SCOPE_NOWHERE, 0, 0)
         if dst.prefixlen:
             body += wire.attr(RTA_DST, dst.network_address.packed)
         if index:
             body += wire.attr_u32(RTA_OIF, index)
-        with _ignoring(errno.ESRCH):
+        with _ignoring(errno.ESRCH, errno.ENOENT):  # IPv4 says ESRCH, IPv6 ENOENT
             self._request(RTM_DELROUTE, 0, body)
 
     @_retry_transient
@@ -168,23 +171,32 @@ class Netlink:
             self._request(RTM_DELLINK, 0, _ifinfo(index))
 
     @_retry_transient
-    def add_address(self, index: int, interface: IPv4Interface) -> None:
-        """Add an address; one already present counts as added."""
+    def add_address(self, index: int, interface: Interface) -> None:
+        """Add an address; one already present counts as added. An IPv6 one skips duplicate
+        address detection (IFA_F_NODAD): it is ours by IPAM, and DAD would leave it tentative,
+        unusable as a source or a gateway, for a second or more."""
         body = self._address_body(index, interface)
-        body += wire.attr(IFA_BROADCAST, interface.network.broadcast_address.packed)
+        if interface.version == 4:
+            body += wire.attr(IFA_BROADCAST, interface.network.broadcast_address.packed)
+        else:
+            body += wire.attr_u32(IFA_FLAGS, IFA_F_NODAD)
         with _ignoring(errno.EEXIST):
             self._request(RTM_NEWADDR, _CREATE, body)
 
     @_retry_transient
-    def delete_address(self, index: int, interface: IPv4Interface) -> None:
+    def delete_address(self, index: int, interface: Interface) -> None:
         with _ignoring(errno.EADDRNOTAVAIL, errno.ENODEV):
             self._request(RTM_DELADDR, 0, self._address_body(index, interface))
 
     @staticmethod
-    def _address_body(index: int, interface: IPv4Interface) -> bytes:
+    def _address_body(index: int, interface: Interface) -> bytes:
         packed = interface.ip.packed
-        return (wire.IFADDR.pack(AF_INET, interface.network.prefixlen, 0, 0, index)
+        return (wire.IFADDR.pack(_family(interface.version), interface.network.prefixlen, 0, 0, index)
                 + wire.attr(IFA_LOCAL, packed) + wire.attr(IFA_ADDRESS, packed))
+
+
+def _family(version: int) -> int:
+    return AF_INET if version == 4 else AF_INET6
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from kernel import crashpoints, rtnl_wire
+from kernel import crashpoints, rtnl_wire, sysctl
 from kernel.netlink import Netlink
 from kernel.rtnl_dump import LinkDump
 
@@ -125,6 +125,25 @@ def dump_all(names: Sequence[str]) -> dict[str, LinkDump | None]:
         finally:
             netlink.close()
     return dumps
+
+
+def write_sysctl(name: str, value: str, *parts: str) -> None:
+    """Write a sysctl of the named namespace. /proc/sys/net shows the namespace of the thread
+    that opens it, so a worker thread setns()es first, as for sockets."""
+    failures: list[OSError] = []
+
+    def enter_and_write() -> None:
+        try:
+            _setns(path_of(name))
+            sysctl.write(value, *parts)
+        except OSError as exc:
+            failures.append(exc)
+
+    worker = threading.Thread(target=enter_and_write)
+    worker.start()
+    worker.join()
+    if failures:
+        raise failures[0]
 
 
 @contextmanager

@@ -2,78 +2,95 @@
 
 An endpoint keeps its address across recreates and restarts: its lease in the store is
 preferred, then the address the kernel shows on it (so a lost store is rebuilt from the
-kernel), then the lowest free host address. Never the network, broadcast or gateway address,
-a static address of another endpoint, an address leased to another endpoint, or one live on
-the network.
+kernel), then the lowest free host address. Never the network address, the broadcast address
+(IPv4), the gateway, a static address of another endpoint, an address leased to another
+endpoint, or one live on the network.
+
+The same rules serve both families: one `assign` call per family (IPv4 addresses of every
+endpoint, IPv6 ones of the endpoints on dual-stack networks), since an endpoint holds one of
+each and both are keyed by the endpoint.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Generic, TypeVar
 
 EndpointKey = tuple[str, str, str]
 """(stack, container, network)."""
 
+A = TypeVar("A", IPv4Address, IPv6Address)
+Subnet = IPv4Network | IPv6Network
+
 
 @dataclass(frozen=True)
-class Request:
+class Request(Generic[A]):
     key: EndpointKey
-    subnet: IPv4Network
-    gateway: IPv4Address
-    static: IPv4Address | None
+    subnet: Subnet  # of A's family
+    gateway: A
+    static: A | None
 
 
 class Exhausted(Exception):
-    def __init__(self, key: EndpointKey, subnet: IPv4Network):
+    def __init__(self, key: EndpointKey, subnet: Subnet):
         self.key = key
         super().__init__(f"no free address left in {subnet} for container {key[1]}")
 
 
-def assign(requests: Iterable[Request], leases: Mapping[EndpointKey, IPv4Address],
-           live: Mapping[EndpointKey, IPv4Address],
-           in_use: Mapping[IPv4Network, set[IPv4Address]]) -> dict[EndpointKey, IPv4Address]:
+def assign(requests: Iterable[Request[A]], leases: Mapping[EndpointKey, A], live: Mapping[EndpointKey, A],
+           in_use: Mapping[Subnet, set[A]]) -> dict[EndpointKey, A]:
     """Addresses for every request, in request order (deterministic).
 
     `leases`: from the store; `live`: the address the kernel shows on each of our endpoints;
     `in_use`: per subnet, addresses held by anything not in `requests` (other stacks, foreign
     hosts on the bridge), which must not be handed out."""
     requests = list(requests)
-    taken: dict[IPv4Network, set[IPv4Address]] = {}
+    taken: dict[Subnet, set[A]] = {}
     for r in requests:
         taken.setdefault(r.subnet, set(in_use.get(r.subnet, ()))).update({r.gateway})
         if r.static is not None:
             taken[r.subnet].add(r.static)
-    result: dict[EndpointKey, IPv4Address] = {}
-    for r in (r for r in requests if r.static is not None):
-        result[r.key] = r.static
+    result: dict[EndpointKey, A] = {r.key: r.static for r in requests if r.static is not None}
+    # Every kept address first, new ones after: a container added earlier in the spec must not
+    # take the address a running one holds (it would have to be renumbered).
+    fresh: list[Request[A]] = []
     for r in (r for r in requests if r.static is None):
         address = _sticky(r, (leases.get(r.key), live.get(r.key)), taken[r.subnet])
         if address is None:
-            address = _first_free(r.subnet, taken[r.subnet])
+            fresh.append(r)
+            continue
+        taken[r.subnet].add(address)
+        result[r.key] = address
+    for r in fresh:
+        address = _first_free(r.subnet, taken[r.subnet])
         if address is None:
             raise Exhausted(r.key, r.subnet)
         taken[r.subnet].add(address)
         result[r.key] = address
-    return result
+    return {r.key: result[r.key] for r in requests}
 
 
-def _sticky(request: Request, candidates: Iterable[IPv4Address | None],
-            taken: set[IPv4Address]) -> IPv4Address | None:
+def _sticky(request: Request[A], candidates: Iterable[A | None], taken: set[A]) -> A | None:
     for address in candidates:
         if address is not None and _usable(address, request.subnet) and address not in taken:
             return address
     return None
 
 
-def _usable(address: IPv4Address, subnet: IPv4Network) -> bool:
+def _usable(address: A, subnet: Subnet) -> bool:
+    """In the subnet and not reserved: the network address (IPv6's Subnet-Router anycast too)
+    and IPv4's broadcast address; on a point-to-point subnet (RFC 3021 /31, RFC 6164 /127)
+    both addresses are hosts."""
     if address not in subnet:
         return False
-    if subnet.prefixlen >= 31:  # RFC 3021 point-to-point: both addresses are hosts
+    if subnet.prefixlen >= subnet.max_prefixlen - 1:
         return True
-    return address not in (subnet.network_address, subnet.broadcast_address)
+    reserved = {subnet.network_address} | ({subnet.broadcast_address} if subnet.version == 4 else set())
+    return address not in reserved
 
 
-def _first_free(subnet: IPv4Network, taken: set[IPv4Address]) -> IPv4Address | None:
-    return next((a for a in subnet.hosts() if a not in taken), None)
+def _first_free(subnet: Subnet, taken: set[A]) -> A | None:
+    """The lowest host address not taken (hosts() is lazy: a /64 is not listed)."""
+    return next((a for a in subnet.hosts() if a not in taken), None)  # type: ignore[misc]

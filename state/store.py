@@ -15,12 +15,13 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
 
 from kernel import crashpoints
 
 DB_NAME = "state.db"  # DO NOT RENAME: existing hosts keep their store under this name
+LEASES, LEASES6 = "leases", "leases6"  # DO NOT RENAME: tables of existing stores
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS stacks (
@@ -30,6 +31,13 @@ CREATE TABLE IF NOT EXISTS stacks (
     applied_at  REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS leases (
+    stack       TEXT NOT NULL,
+    container   TEXT NOT NULL,
+    network     TEXT NOT NULL,
+    address     TEXT NOT NULL,
+    PRIMARY KEY (stack, container, network)
+);
+CREATE TABLE IF NOT EXISTS leases6 (
     stack       TEXT NOT NULL,
     container   TEXT NOT NULL,
     network     TEXT NOT NULL,
@@ -181,20 +189,31 @@ class Store:
                 db.execute("DELETE FROM cgroup_parents WHERE parent = ?", (parent,))
 
     def leases(self) -> dict[tuple[str, str, str], IPv4Address]:
-        if self._db is None:
+        return {key: IPv4Address(address) for key, address in self._leases(LEASES).items()}
+
+    def leases6(self) -> dict[tuple[str, str, str], IPv6Address]:
+        """IPv6 leases of the endpoints on dual-stack networks."""
+        return {key: IPv6Address(address) for key, address in self._leases(LEASES6).items()}
+
+    def _leases(self, table: str) -> dict[tuple[str, str, str], str]:
+        """A store made before IPv6 and opened read-only (diff, status) has no leases6 table."""
+        if self._db is None or not self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone():
             return {}
-        rows = self._db.execute("SELECT stack, container, network, address FROM leases").fetchall()
-        return {(stack, container, network): IPv4Address(address)
-                for stack, container, network, address in rows}
+        rows = self._db.execute(f"SELECT stack, container, network, address FROM {table}").fetchall()
+        return {(stack, container, network): address for stack, container, network, address in rows}
 
     def replace_leases(self, stacks: set[str] | frozenset[str],
-                       leases: dict[tuple[str, str, str], IPv4Address]) -> None:
-        """The leases of these stacks become exactly `leases`: an endpoint that left the spec
+                       leases: Mapping[tuple[str, str, str], IPv4Address],
+                       leases6: Mapping[tuple[str, str, str], IPv6Address]) -> None:
+        """The leases of these stacks, of both families, become exactly `leases` and `leases6`
+        (one transaction): an endpoint that left the spec, or a network that lost its subnet6,
         releases its address."""
         with self.transaction() as db:
-            db.executemany("DELETE FROM leases WHERE stack = ?", [(s,) for s in stacks])
-            db.executemany("INSERT INTO leases (stack, container, network, address) VALUES (?, ?, ?, ?)",
-                           [(*key, str(address)) for key, address in leases.items() if key[0] in stacks])
+            for table, chosen in ((LEASES, leases), (LEASES6, leases6)):
+                db.executemany(f"DELETE FROM {table} WHERE stack = ?", [(s,) for s in stacks])
+                db.executemany(f"INSERT INTO {table} (stack, container, network, address) VALUES (?, ?, ?, ?)",
+                               [(*key, str(address)) for key, address in chosen.items() if key[0] in stacks])
 
     def subnet_leases(self) -> dict[tuple[str, str], IPv4Network]:
         """Subnets given to networks from the pool, by (stack, network)."""

@@ -188,9 +188,9 @@ def test_status_reports_networks_and_drift(sandbox: Sandbox) -> None:
     assert stack["name"] == "demo" and stack["sync"] == "OutOfSync"
     assert stack["networks"] == [
         {"name": "front", "bridge": "rc-demo-front", "subnet": "10.88.1.0/24",
-         "gateway": "10.88.1.1", "state": "up"},
+         "gateway": "10.88.1.1", "subnet6": None, "gateway6": None, "state": "up"},
         {"name": "back", "bridge": "rc-demo-back", "subnet": "10.88.2.0/24",
-         "gateway": "10.88.2.1", "state": "down"},
+         "gateway": "10.88.2.1", "subnet6": None, "gateway6": None, "state": "down"},
     ]
     assert [d["key"] for d in stack["drift"]] == ["demo/back"]
     text = sandbox.reconcile("status").stdout

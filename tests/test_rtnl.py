@@ -94,3 +94,57 @@ def test_a_namespace_file_left_by_a_crash_is_replaced(sandbox: Sandbox) -> None:
                          "netns.add(['rc-t_c'])\n"
                          "print(netns.is_namespace('rc-t_c'), netns.dump_all(['rc-t_c'])['rc-t_c'].by_name().keys())\n")
     assert out.stdout.splitlines() == ["None False", "True dict_keys(['lo'])"]
+
+
+SCRIPT6 = """
+import json
+from ipaddress import IPv6Interface, IPv6Network
+from kernel import netns
+from kernel.netlink import host_netlink
+
+netns.add(["rc-t_c"])
+with host_netlink() as nl:
+    with netns.open_fd("rc-t_c") as fd:
+        veth = nl.create_veth("tv0", "eth0", fd, 1500, 29283)
+    nl.set_link(veth, up=True)
+    nl.add_address(veth, IPv6Interface("fd00:77::1/64"))
+with netns.netlink_in("rc-t_c") as inner:
+    index = inner.index_of("eth0")
+    inner.set_link(index, up=True)
+    inner.add_address(index, IPv6Interface("fd00:77::2/64"))
+    inner.add_address(index, IPv6Interface("fd00:77::2/64"))  # already there: no error
+    inner.replace_default_route("fd00:77::1", index)
+    inner.replace_default_route("fd00:77::1", index)  # replace: idempotent
+    dump = inner.dump()
+    print(json.dumps({"addresses": [str(a.interface) for a in dump.addresses],
+                      "routes": [(str(r.dst), r.gateway) for r in dump.routes], "of": str(dump.addresses_of(index))}))
+"""
+
+TEARDOWN6 = """
+from ipaddress import IPv6Interface, IPv6Network
+from kernel import netns
+with netns.netlink_in("rc-t_c") as inner:
+    index = inner.index_of("eth0")
+    for _ in range(2):  # the second time everything is already gone: no error
+        inner.delete_route(IPv6Network("::/0"), None)
+        inner.delete_address(index, IPv6Interface("fd00:77::2/64"))
+"""
+
+
+def test_ipv6_addresses_and_routes_agree_with_iproute2(sandbox: Sandbox) -> None:
+    """IPv6 addresses skip DAD (usable at once); the kernel's link-local addresses and routes,
+    and its local-table routes, are not in the dump."""
+    parsed = json.loads(sandbox.python(SCRIPT6).stdout)
+    eth0, = _ip(sandbox, "-6", "-n", "rc-t_c", "addr", "show", "eth0")
+    ours = [a for a in eth0["addr_info"] if a["scope"] == "global"]
+    assert [(a["local"], a["prefixlen"], a.get("nodad"), a.get("tentative")) for a in ours] == [
+        ("fd00:77::2", 64, True, None)]
+    routes = _ip(sandbox, "-6", "-n", "rc-t_c", "route", "show", "default")
+    assert [(r["gateway"], r["dev"]) for r in routes] == [("fd00:77::1", "eth0")]
+    assert parsed["addresses"] == ["fd00:77::2/64"]  # no fe80:: (lo is down here: no ::1 either)
+    assert parsed["routes"] == [["fd00:77::/64", None], ["::/0", "fd00:77::1"]]
+    assert parsed["of"] == "(IPv6Interface('fd00:77::2/64'),)"
+
+    sandbox.python(TEARDOWN6)
+    assert _ip(sandbox, "-6", "-n", "rc-t_c", "route", "show", "default") == []
+    assert "fd00:77::2" not in sandbox.run("ip", "-n", "rc-t_c", "-6", "addr").stdout

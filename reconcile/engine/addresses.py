@@ -1,36 +1,55 @@
-"""Container addresses for a pass: IPAM fed from the store's leases and the live kernel."""
+"""Container addresses for a pass: IPAM fed from the store's leases and the live kernel, once
+per family (IPv6 only for the endpoints on dual-stack networks)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from ipaddress import IPv4Address, IPv4Network
+from collections.abc import Iterator, Mapping, Sequence
+from ipaddress import IPv4Address, IPv6Address
 
 from controllers.sandbox import SandboxObservation
 from specs.errors import Issue
-from specs.model import Stack
-from state.ipam import EndpointKey, Exhausted, Request, assign
+from specs.model import Attachment, Network, Stack
+from state.ipam import A, EndpointKey, Exhausted, Request, Subnet, assign
 
 
-def requests_of(stacks: Sequence[Stack]) -> list[Request]:
-    return [Request(key=(stack.name, c_key, n_key), subnet=stack.networks[n_key].subnet,
-                    gateway=stack.networks[n_key].gateway, static=attachment.ip)
-            for stack in stacks for c_key, container in stack.containers.items()
-            for n_key, attachment in container.networks.items()]
+def _endpoints(stacks: Sequence[Stack]) -> Iterator[tuple[EndpointKey, Network, Attachment]]:
+    for stack in stacks:
+        for c_key, container in stack.containers.items():
+            for n_key, attachment in container.networks.items():
+                yield (stack.name, c_key, n_key), stack.networks[n_key], attachment
+
+
+def requests_of(stacks: Sequence[Stack]) -> list[Request[IPv4Address]]:
+    return [Request(key, net.subnet, net.gateway, attachment.ip) for key, net, attachment in _endpoints(stacks)]
+
+
+def requests6_of(stacks: Sequence[Stack]) -> list[Request[IPv6Address]]:
+    """Endpoints on dual-stack networks only (gateway6 is set whenever subnet6 is)."""
+    return [Request(key, net.subnet6, net.gateway6, attachment.ip6)  # type: ignore[arg-type]
+            for key, net, attachment in _endpoints(stacks) if net.subnet6 is not None]
 
 
 def assign_addresses(stacks: Sequence[Stack], leases: Mapping[EndpointKey, IPv4Address],
-                     observed: SandboxObservation) -> tuple[dict[EndpointKey, IPv4Address], list[Issue]]:
-    requests = requests_of(stacks)
-    requested = {r.key for r in requests}
-    live = observed.live_addresses()
-    in_use: dict[IPv4Network, set[IPv4Address]] = {}
+                     leases6: Mapping[EndpointKey, IPv6Address],
+                     observed: SandboxObservation
+                     ) -> tuple[dict[EndpointKey, IPv4Address], dict[EndpointKey, IPv6Address], list[Issue]]:
+    """The IPv4 and the IPv6 addresses of every endpoint in scope, or the issue that stops the run."""
     in_scope = {stack.name for stack in stacks}
-    held_elsewhere = [a for k, a in leases.items() if k[0] not in in_scope]
-    held_elsewhere += [a for k, a in live.items() if k not in requested]
-    for subnet in {r.subnet for r in requests}:
-        in_use[subnet] = {a for a in held_elsewhere if a in subnet}
     try:
-        return assign(requests, leases, live, in_use), []
+        return (_assign(requests_of(stacks), leases, observed.live_addresses(), in_scope),
+                _assign(requests6_of(stacks), leases6, observed.live_addresses6(), in_scope), [])
     except Exhausted as exc:
         stack, container, network = exc.key
-        return {}, [Issue(stack, ("containers", container, "networks", network), str(exc))]
+        return {}, {}, [Issue(stack, ("containers", container, "networks", network), str(exc))]
+
+
+def _assign(requests: list[Request[A]], leases: Mapping[EndpointKey, A], live: Mapping[EndpointKey, A],
+            in_scope: set[str]) -> dict[EndpointKey, A]:
+    """One family: addresses leased by stacks out of scope, or live on endpoints no request
+    names, are in use."""
+    requested = {r.key for r in requests}
+    held_elsewhere = [a for k, a in leases.items() if k[0] not in in_scope]
+    held_elsewhere += [a for k, a in live.items() if k not in requested]
+    in_use: dict[Subnet, set[A]] = {subnet: {a for a in held_elsewhere if a in subnet}
+                                    for subnet in {r.subnet for r in requests}}
+    return assign(requests, leases, live, in_use)

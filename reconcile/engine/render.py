@@ -147,11 +147,12 @@ def format_status(document: dict[str, object]) -> str:
             watch = stack["watch"]
             lines.append(f"  watch: {watch['sync']}, last apply {watch['last_apply'] or 'never'}")
             lines += [f"  watch error: {line}" for line in (watch["error"] or "").splitlines()]
-        rows = [[str(n[k]) for k in ("name", "bridge", "subnet", "gateway", "state")]
-                for n in stack["networks"]]
+        rows = [[str(n["name"]), str(n["bridge"]), _dual(n["subnet"], n.get("subnet6")),
+                 _dual(n["gateway"], n.get("gateway6")), str(n["state"])] for n in stack["networks"]]
         lines += ["  " + line for line in _table(["NETWORK", "BRIDGE", "SUBNET", "GATEWAY", "STATE"], rows)]
         rows = [[c["name"], _state_cell(c),
-                 str(c["pid"] or "-"), " ".join(f"{n}={a}" for n, a in c["ips"].items()) or "-",
+                 str(c["pid"] or "-"),
+                 " ".join(f"{n}={_dual(a, c.get('ips6', {}).get(n), ',')}" for n, a in c["ips"].items()) or "-",
                  " ".join(c["ports"]) or "-", str(c["restarts"]), *_usage_cells(c["resources"])]
                 for c in stack["containers"]]
         if rows:
@@ -192,3 +193,8 @@ def format_images(rows: Sequence[ImageRow]) -> str:
     cells = [[r.image.reference, r.image.digest[:19], _bytes(r.image.size), str(len(r.image.layers)),
               ", ".join(r.used_by) or "-"] for r in rows]
     return "\n".join(_table(["IMAGE", "DIGEST", "SIZE", "LAYERS", "USED BY"], cells))
+
+
+def _dual(ipv4: object, ipv6: object, separator: str = " ") -> str:
+    """A cell of a dual-stack network or endpoint: the IPv6 value beside the IPv4 one."""
+    return f"{ipv4}{separator}{ipv6}" if ipv6 is not None else str(ipv4)

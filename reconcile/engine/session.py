@@ -82,10 +82,12 @@ class Session:
             raise SpecErrors(locate_issues(target.files, issues))
         stacks = with_subnets(target.stacks, pooled)
         in_scope = [s for s in stacks.values() if s.name in target.scope]
-        addresses, issues = assign_addresses(in_scope, self.store.leases(), sandboxes)
+        addresses, addresses6, issues = assign_addresses(in_scope, self.store.leases(), self.store.leases6(),
+                                                         sandboxes)
         if issues:
             raise SpecErrors(locate_issues(target.files, issues))
-        return Desired(stacks=stacks, scope=target.scope, addresses=addresses, pooled=pooled)
+        return Desired(stacks=stacks, scope=target.scope, addresses=addresses, addresses6=addresses6,
+                       pooled=pooled)
 
     def plan(self, target: Target) -> tuple[Plan, Desired]:
         """Observe and diff every controller; conflicts with the host stop the run here,
@@ -125,7 +127,7 @@ class Session:
         for _ in range(MAX_PASSES):
             plan, desired = self.plan(target)
             self.store.replace_subnet_leases(target.scope, desired.pooled)
-            self.store.replace_leases(target.scope, dict(desired.addresses))
+            self.store.replace_leases(target.scope, desired.addresses, desired.addresses6)
             plan = Plan(tuple(filter(select, plan.changes)))
             if failed is not None:
                 if failed[0] == plan:

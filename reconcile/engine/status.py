@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from ipaddress import IPv4Interface, IPv6Interface
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
@@ -11,7 +12,8 @@ from controllers.container import ContainerObservation, ObservedContainer, Paths
 from controllers.firewall import FirewallObservation
 from controllers.firewall_conflicts import Intruder, port_text
 from controllers.network import NetworkObservation
-from controllers.sandbox import SandboxObservation
+from controllers.sandbox import ObservedSandbox, SandboxObservation
+from kernel.rtnl_dump import Interface, ipv4_of, ipv6_of
 from reconcile.engine import pinning
 from reconcile.engine.session import Session, Target
 from specs.errors import SpecErrors
@@ -41,12 +43,15 @@ def _networks(name: str, spec: Stack | None, observed: NetworkObservation) -> li
         bridges = observed.ours.get(f"{name}/{key}", ())
         live = bridges[0] if bridges else None
         net = spec.networks.get(key) if spec else None
-        address = live.state.addresses[0] if live and live.state.addresses else None
+        address = ipv4_of(live.state.addresses) if live else None
+        address6 = ipv6_of(live.state.addresses) if live else None
         rows.append({
             "name": key,
             "bridge": live.state.name if live else net.bridge if net else None,
             "subnet": str(net.subnet) if net and net.subnet else str(address.network) if address else None,
             "gateway": str(net.gateway) if net and net.gateway else str(address.ip) if address else None,
+            "subnet6": str(net.subnet6) if net and net.subnet6 else str(address6.network) if address6 else None,
+            "gateway6": str(net.gateway6) if net and net.gateway6 else str(address6.ip) if address6 else None,
             "state": ("missing" if live is None else "orphan" if net is None and spec
                       else "up" if live.state.up else "down"),
         })
@@ -78,8 +83,8 @@ def _containers(session: Session, name: str, spec: Stack | None, observed: list[
             "state": state,
             "pid": live.handle.pid if live and live.handle else None,
             "netns": kernel_names.netns_name(name, key) if sandbox else None,
-            "ips": {net: str(ep.state.addresses[0].ip) for net, ep in sandbox.endpoints.items()
-                    if ep.state and ep.state.addresses} if sandbox else {},
+            "ips": _ips(sandbox, ipv4_of),
+            "ips6": _ips(sandbox, ipv6_of),
             "ports": [_port(p) for p in spec.containers[key].ports] if spec and key in spec.containers else [],
             "image": spec.containers[key].image if spec and key in spec.containers else None,
             "image_digest": live.image_digest if live else None,
@@ -91,6 +96,15 @@ def _containers(session: Session, name: str, spec: Stack | None, observed: list[
             "health": _health(paths, live, (resolved or spec).containers.get(key) if resolved or spec else None),
         })
     return rows
+
+
+def _ips(sandbox: ObservedSandbox | None,
+         family_of: Callable[[tuple[Interface, ...]], IPv4Interface | IPv6Interface | None]) -> dict[str, str]:
+    """The address of one family each endpoint holds, by network."""
+    if sandbox is None:
+        return {}
+    return {net: str(address.ip) for net, ep in sandbox.endpoints.items()
+            if ep.state and (address := family_of(ep.state.addresses)) is not None}
 
 
 def _health(paths: Paths, live: ObservedContainer | None, spec: Container | None) -> dict[str, object] | None:

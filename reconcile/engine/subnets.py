@@ -25,7 +25,8 @@ def pooled_subnets(stacks: Sequence[Stack], leases: Mapping[NetworkKey, IPv4Netw
     requests = [SubnetRequest((stack.name, key), tuple(s for s in (leases.get((stack.name, key)),
                                                                    live.get((stack.name, key))) if s))
                 for stack in stacks for key, network in stack.networks.items() if network.subnet is None]
-    host = [net.network for net in observed.foreign_nets if net.network.prefixlen > 0]
+    host = [net.network for net in observed.foreign_nets
+            if isinstance(net.network, IPv4Network) and net.network.prefixlen > 0]  # the pool is IPv4
     ours = [n.subnet for stack in stacks for n in stack.networks.values() if n.subnet is not None]
     ours += [subnet for key, subnet in live.items() if key[0] not in in_scope]
     ours += [subnet for key, subnet in leases.items() if key[0] not in in_scope]
