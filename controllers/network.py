@@ -297,7 +297,12 @@ class NetworkController:
             self._netlink.set_link(index, mtu=want.mtu if current.mtu != want.mtu else None, mac=mac)
         for address in set(current.addresses) - set(want.addresses):
             self._netlink.delete_address(index, address)
-        for address in set(want.addresses) - set(current.addresses):
+        added = set(want.addresses) - set(current.addresses)
+        if any(address.version == 6 for address in added):
+            # A host with net.ipv6.conf.default.disable_ipv6=1 (a common hardening) makes every
+            # new link so, and the kernel refuses its IPv6 addresses; the bridge is ours.
+            sysctl.write("0", "net", "ipv6", "conf", want.name, "disable_ipv6")
+        for address in added:
             self._netlink.add_address(index, address)
         if current.up != want.up:
             self._netlink.set_link(index, up=want.up)

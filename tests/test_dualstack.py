@@ -105,6 +105,8 @@ def _pids(sandbox: Sandbox) -> dict[str, int]:
 
 
 def test_dual_stack_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
+    # A hardened host: every new link starts with IPv6 disabled; our bridge is ours to enable.
+    sandbox.sh("sysctl -qw net.ipv6.conf.default.disable_ipv6=1")
     path = str(sandbox.write("stack.yaml", STACK.format(rootfs=rootfs, a_front=A_STATIC)))
     out = _apply(sandbox, path)
     assert "net.ipv6.conf.all.forwarding (in place: non-internal dual-stack networks route IPv6" in out
@@ -147,6 +149,8 @@ def test_dual_stack_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
         (f"ip addr del {GATEWAY6}/64 dev rc-ds-front", f"addresses: [10.66.1.1/24] → [10.66.1.1/24, {GATEWAY6}/64]"),
         ("ip netns exec rc-ds_b sysctl -qw net.ipv6.conf.eth0.disable_ipv6=1",
          "addresses: [10.66.1.3/24] → [10.66.1.3/24, fd00:66:1::2/64]"),
+        ("sysctl -qw net.ipv6.conf.rc-ds-front.disable_ipv6=1",
+         f"addresses: [10.66.1.1/24] → [10.66.1.1/24, {GATEWAY6}/64]"),
     ]:
         sandbox.sh(drift)
         result = sandbox.reconcile("diff", path)
