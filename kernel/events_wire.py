@@ -23,7 +23,7 @@ NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_NEWTABLE, NFT_MSG_DELTABLE = 0, 2
 NFT_MSG_NEWCHAIN, NFT_MSG_DELCHAIN = 3, 5
 NFT_MSG_NEWRULE, NFT_MSG_DELRULE = 6, 8
-NFPROTO_INET, NFPROTO_IPV4 = 1, 2
+NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6 = 1, 2, 10
 NFTA_TABLE_NAME = 1
 NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME = 1, 3
 NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS, NFTA_RULE_USERDATA = 1, 2, 4, 7
@@ -49,8 +49,8 @@ class LinkEvent:
 
 @dataclass(frozen=True)
 class RuleEvent:
-    """A change to an IPv4 nf_tables table, chain or rule (what iptables-nft writes) or to an
-    inet one (the nftables backend's table). A chain event has comment None; a table event has
+    """A change to an IPv4 or IPv6 nf_tables table, chain or rule (what iptables-nft and
+    ip6tables-nft write) or to an inet one (the nftables backend's table). A chain event has comment None; a table event has
     chain None too."""
 
     table: str
@@ -145,9 +145,10 @@ def route_event(netns: str | None, kind: int, body: bytes, names: LinkNames) -> 
 
 def rule_event(kind: int, body: bytes) -> RuleEvent | None:
     """The event an nf_tables notification stands for; None for other subsystems, other
-    families than IPv4 (iptables-nft's own) and inet (the nftables backend's), and objects
-    neither uses (sets...)."""
-    if kind >> 8 != NFNL_SUBSYS_NFTABLES or len(body) < NFGENMSG_SIZE or body[0] not in (NFPROTO_IPV4, NFPROTO_INET):
+    families than IPv4 and IPv6 (iptables-nft's and ip6tables-nft's own) and inet (the
+    nftables backend's), and objects neither uses (sets...)."""
+    if kind >> 8 != NFNL_SUBSYS_NFTABLES or len(body) < NFGENMSG_SIZE or body[0] not in (
+            NFPROTO_IPV4, NFPROTO_IPV6, NFPROTO_INET):
         return None
     family, message = body[0], kind & 0xFF
     attrs = wire.attributes(body, NFGENMSG_SIZE)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from kernel.events import Event, ExitEvent, LinkEvent, NetnsGone, Overflow, RuleEvent
-from kernel.events_wire import NFPROTO_INET
+from kernel.events_wire import NFPROTO_INET, NFPROTO_IPV6
 from kernel.procs import read_proc
 from tests.sandbox import Sandbox
 
@@ -228,12 +228,15 @@ def test_iptables_rules_and_flush(sandbox: Sandbox, collector: Collector) -> Non
 
 
 def test_nft_userdata_comment_and_other_families(sandbox: Sandbox, collector: Collector) -> None:
-    """nft keeps a rule comment in the rule's userdata. Tables of other families than IPv4 are
-    not reported: the IPv4 table made after them is the first RuleEvent."""
-    sandbox.run("nft", "add table ip6 t6; add chain ip6 t6 c; add table ip t; add chain ip t c;"
+    """nft keeps a rule comment in the rule's userdata. IPv4 and IPv6 tables (iptables-nft's and
+    ip6tables-nft's) are reported with their family, tables of other families are not: the IPv6
+    table made after a bridge one is the first RuleEvent."""
+    sandbox.run("nft", "add table bridge tb; add chain bridge tb c; add table ip6 t6; add chain ip6 t6 c;"
+                " add rule ip6 t6 c counter comment \"reconcile/v1 chains\"; add table ip t; add chain ip t c;"
                 " add rule ip t c counter comment \"reconcile/v1 chains\"")
+    collector.wait_for(RuleEvent("t6", "c", False, "reconcile/v1 chains", NFPROTO_IPV6))
     collector.wait_for(RuleEvent("t", "c", False, "reconcile/v1 chains"))
-    assert [r["table"] for r in collector.seen if r["type"] == "RuleEvent"][0] == "t"
+    assert [r["table"] for r in collector.seen if r["type"] == "RuleEvent"][0] == "t6"
 
 
 def test_inet_table_rule_chain_and_table_deletions(sandbox: Sandbox, collector: Collector) -> None:

@@ -159,14 +159,14 @@ class Lab6(Lab):
         return self.sandbox.run("timeout", "5", *prefix, *argv, check=False).stdout.strip() or FAILED
 
 
-def _ip6tables_foreign(sandbox: Sandbox) -> str:
+def ip6tables_foreign(sandbox: Sandbox) -> str:
     """ip6tables-save without our lines, comments and counters (kept byte-identical)."""
     ours = re.compile(r"reconcile/v1|^:RECONCILE-|^-A RECONCILE-")
     return "\n".join(re.sub(r" \[\d+:\d+\]$", "", line) for line in sandbox.run("ip6tables-save").stdout.splitlines()
                      if not line.startswith("#") and not ours.search(line))
 
 
-def _ip6tables_ours(sandbox: Sandbox) -> list[str]:
+def ip6tables_ours(sandbox: Sandbox) -> list[str]:
     return [line for line in sandbox.run("ip6tables-save").stdout.splitlines()
             if "reconcile/v1" in line or line.startswith((":RECONCILE-", "-A RECONCILE-"))]
 
@@ -174,7 +174,7 @@ def _ip6tables_ours(sandbox: Sandbox) -> list[str]:
 def _foreign(sandbox: Sandbox) -> tuple[str, str, dict[str, str]]:
     """Everything not ours: iptables' and ip6tables' rules, and the inet tables (the admin's)."""
     inet = {name: text for name, text in foreign_nft(sandbox).items() if name.startswith("inet ")}
-    return foreign_rules(sandbox), _ip6tables_foreign(sandbox), inet
+    return foreign_rules(sandbox), ip6tables_foreign(sandbox), inet
 
 
 @pytest.fixture(params=["iptables", "nftables"])
@@ -220,13 +220,13 @@ def test_v6_rules_round_trip_and_foreign_rules_stay(lab: Lab6) -> None:
     foreign = _foreign(sandbox)
     assert run_controller(sandbox, "apply", APPLIED, backend)["errors"] == []
     if backend == "iptables":
-        assert sorted(line for line in _ip6tables_ours(sandbox) if line.startswith("-A ")) == sorted(
+        assert sorted(line for line in ip6tables_ours(sandbox) if line.startswith("-A ")) == sorted(
             _v6_lines_as_rendered(backend))
         assert our_nft(sandbox) is None
     else:
         listed = our_nft(sandbox) or ""
         assert all(f"\t\t{spec}\n" in listed for spec in _v6_lines_as_rendered(backend))
-        assert _ip6tables_ours(sandbox) == []
+        assert ip6tables_ours(sandbox) == []
     assert heads(run_controller(sandbox, "plan", APPLIED, backend)) == []
     assert heads(run_controller(sandbox, "apply", APPLIED, backend)) == []
 
@@ -241,11 +241,11 @@ def test_v6_rules_round_trip_and_foreign_rules_stay(lab: Lab6) -> None:
     other = "nftables" if backend == "iptables" else "iptables"
     moved = run_controller(sandbox, "apply", APPLIED, other)  # migration: nothing of ours left behind
     assert moved["errors"] == [] and any("left by" in c["reason"] for c in moved["changes"])
-    assert (_ip6tables_ours(sandbox) == []) if other == "nftables" else (our_nft(sandbox) is None)
+    assert (ip6tables_ours(sandbox) == []) if other == "nftables" else (our_nft(sandbox) is None)
     assert _foreign(sandbox) == foreign
 
     down = run_controller(sandbox, "apply", {"stacks": {}, "scope": ["demo"]}, other)
-    assert down["errors"] == [] and _ip6tables_ours(sandbox) == [] and our_nft(sandbox) is None
+    assert down["errors"] == [] and ip6tables_ours(sandbox) == [] and our_nft(sandbox) is None
     assert _foreign(sandbox) == foreign
 
 

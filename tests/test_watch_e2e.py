@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.canary import planted
-from tests.firewall_view import NFTABLES, OUR_TABLE, backend_in_use, chain_rules, delete_rule, flush_chain, our_rules
+from tests.firewall_view import (IPTABLES, NFTABLES, OUR_TABLE, backend_in_use, chain_rules, delete_rule, flush_chain,
+                                 our_rules)
 from tests.sandbox import Sandbox
+from tests.test_firewall_dualstack import CANARY6, ip6tables_foreign
 from tests.waiting import eventually
 
 NETWORKS = """\
@@ -147,8 +149,10 @@ def _container(sandbox: Sandbox) -> dict[str, object]:
     return sandbox.containers().get("web", {})
 
 
-def _dnat_rules(sandbox: Sandbox, backend: str) -> list[str]:
-    return [spec for spec in chain_rules(sandbox, backend, "RECONCILE-DNAT") if "8081" in spec]
+def _dnat_rules(sandbox: Sandbox, backend: str, ip6: bool = False) -> list[str]:
+    """Our DNAT rules of port 8081 in one family (both backends bracket an IPv6 target)."""
+    return [spec for spec in chain_rules(sandbox, backend, "RECONCILE-DNAT", ip6)
+            if "8081" in spec and ("[" in spec) == ip6]
 
 
 def test_drift_is_repaired_without_a_file_change(sandbox: Sandbox, specs: Path, agent: Agent) -> None:
@@ -304,41 +308,53 @@ def test_waiting_for_a_manual_apply_is_logged_as_json(sandbox: Sandbox, specs: P
     # agent.stop() in the fixture finds no line that is not JSON
 
 
-def test_nftables_drift_is_repaired_by_event(sandbox: Sandbox, specs: Path) -> None:
-    """On the nftables backend, whatever the suite's backend: a deleted rule, a flushed chain
-    and the whole `inet reconcile` table deleted are each repaired by the kernel's event (the
-    resync is an hour away), and the foreign tables (the canary's `inet` one, iptables-nft's)
-    stay byte-identical."""
+DUAL_STACK_SERVICE = SERVICE.replace("{subnet: 10.81.1.0/24}", '{subnet: 10.81.1.0/24, subnet6: "fd00:81:1::/64"}')
+"""SERVICE on a dual-stack network: its port has an IPv4 and an IPv6 DNAT rule."""
+
+
+@pytest.mark.parametrize("choice", ["nftables", "iptables"])
+def test_firewall_drift_is_repaired_by_event(sandbox: Sandbox, specs: Path, choice: str) -> None:
+    """On either backend, whatever the suite's backend: a deleted DNAT rule of either family
+    (with nft, or iptables / ip6tables), and on nftables a flushed chain and the whole
+    `inet reconcile` table deleted, are each repaired by the kernel's event (the resync is an
+    hour away), and the foreign rules (the canary's, iptables' and ip6tables', the canary's
+    `inet` table) stay byte-identical."""
     with planted(sandbox) as canary:
-        foreign = canary.snapshot()
-        agent = Agent(sandbox, specs, "--firewall-backend", "nftables", "--resync", "3600", "--debounce", "50")
+        sandbox.run("ip6tables-restore", "--noflush", input=CANARY6)
+        foreign = canary.snapshot(), ip6tables_foreign(sandbox)
+        backend = {"nftables": NFTABLES, "iptables": IPTABLES}[choice]
+        agent = Agent(sandbox, specs, "--firewall-backend", choice, "--resync", "3600", "--debounce", "50")
         try:
-            _write(specs / "svc.yaml", SERVICE)
+            _write(specs / "svc.yaml", DUAL_STACK_SERVICE)
             assert eventually(lambda: _container(sandbox).get("state"), "running", timeout=10) == "running"
             assert eventually(lambda: (_watch_row(sandbox, "svc") or {}).get("sync"), "Synced") == "Synced"
-            ours = our_rules(sandbox, NFTABLES)
-            assert any("8081" in line for line in ours), ours
+            ours = sorted(our_rules(sandbox, backend))  # a repaired rule may come back elsewhere in its chain
+            (rule,), (rule6,) = (_dnat_rules(sandbox, backend, ip6) for ip6 in (False, True))
             drifts = {
-                "rule": lambda: delete_rule(sandbox, NFTABLES, "RECONCILE-DNAT", _dnat_rules(sandbox, NFTABLES)[0]),
-                "chain": lambda: flush_chain(sandbox, NFTABLES, "RECONCILE-FORWARD"),
-                "table": lambda: sandbox.run("nft", "delete", "table", *OUR_TABLE.split()),
+                "rule": lambda: delete_rule(sandbox, backend, "RECONCILE-DNAT", rule),
+                "rule6": lambda: delete_rule(sandbox, backend, "RECONCILE-DNAT", rule6, ip6=True),
             }
+            if backend == NFTABLES:
+                drifts |= {"chain": lambda: flush_chain(sandbox, NFTABLES, "RECONCILE-FORWARD"),
+                           "table": lambda: sandbox.run("nft", "delete", "table", *OUR_TABLE.split())}
             kinds: dict[str, set[str]] = {}
             for name, drift in drifts.items():
                 mark = len(agent.lines)
                 drift()
-                assert our_rules(sandbox, NFTABLES) != ours, name
-                assert eventually(lambda: our_rules(sandbox, NFTABLES), ours) == ours, name
+                assert sorted(our_rules(sandbox, backend)) != ours, name
+                assert eventually(lambda: sorted(our_rules(sandbox, backend)), ours) == ours, name
                 assert eventually(lambda: any(l.get("event") == "change" for l in agent.lines[mark:]), True), name
                 repairs = [l for l in agent.lines[mark:] if l.get("event") == "change"]
                 assert all(str(l["why"]).startswith("kernel:") for l in repairs), (name, repairs)
                 kinds[name] = {str(l["kind"]) for l in repairs}
-                assert canary.snapshot() == foreign, name
-            # A rule's event names its owner (the comment nft keeps in the rule's userdata); a
+                assert (canary.snapshot(), ip6tables_foreign(sandbox)) == foreign, name
+            # A rule's event names its owner (the comment the rule keeps in its userdata); a
             # chain's or the table's is host-wide.
-            assert kinds == {"rule": {"port"}, "chain": {"firewall"}, "table": {"firewall", "port"}}
+            assert kinds == {"rule": {"port"}, "rule6": {"port"}, "chain": {"firewall"},
+                             "table": {"firewall", "port"}} if backend == NFTABLES else {
+                "rule": {"port"}, "rule6": {"port"}}
         finally:
             assert agent.stop() == 0
         sandbox.reconcile("down", "--stack", "svc", check=True)
-        assert our_rules(sandbox, NFTABLES) == []
-        assert canary.snapshot() == foreign
+        assert our_rules(sandbox, backend) == []
+        assert (canary.snapshot(), ip6tables_foreign(sandbox)) == foreign
