@@ -29,7 +29,7 @@ from controllers.base import Desired, Diff
 from controllers.cgroup import Placement
 from controllers.change import Action, Change, FieldChange
 from controllers.container_bundle import BundleInputs, environment, lower_of, oci_config
-from controllers.container_files import HostResolvers, hosts_file, resolv_file
+from controllers.container_files import HostResolvers, hosts_files, resolv_file
 from controllers.errors import ApplyError, ApplyErrors
 from kernel import idmap, inroot, netns, overlay, procs, runtime, seccomp, users
 from kernel.oci import Runtime
@@ -297,6 +297,7 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
     resolv = resolv_file(observed.host_resolvers)
     for stack in (s for s in desired.stacks.values() if s.name in desired.scope):
         levels = _levels(stack)
+        hosts = hosts_files(stack, desired.addresses, desired.addresses6)
         if observed.missing_tools and stack.containers:  # said once, at the stack's first container
             result.issues.append(Issue(stack.name, ("containers", next(iter(stack.containers))),
                                        "this host cannot start containers: "
@@ -315,7 +316,7 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
                                                f"volume source {volume.source} does not exist on this host"))
             wanted.append(DesiredContainer(
                 stack.name, key, container, started_spec(stack, key, desired.addresses),
-                hosts_file(stack, key, desired.addresses, desired.addresses6), resolv.text, levels[key],
+                hosts[key], resolv.text, levels[key],
                 capabilities.effective(container.cap_add, container.cap_drop, container.privileged,
                                        observed.host_capabilities), resolv.warning, _waits(stack, key)))
     wanted.sort(key=lambda w: w.level)  # dependencies first; the engine reverses for deletions

@@ -17,33 +17,64 @@ DEFAULT_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 EndpointKey = tuple[str, str, str]
 
 
-def hosts_file(stack: Stack, key: str, addresses: Mapping[EndpointKey, IPv4Address],
-               addresses6: Mapping[EndpointKey, IPv6Address]) -> str:
-    """The IPv4 lines, then the IPv6 ones (dual-stack networks only) under the same names."""
-    dual_stack = {k for k, network in stack.networks.items() if network.subnet6 is not None}
-    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-    lines += _address_lines(stack, key, addresses, set(stack.networks))
-    lines += _address_lines(stack, key, addresses6, dual_stack)
-    return "\n".join(lines) + "\n"
+LOCALHOST = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 
-def _address_lines(stack: Stack, key: str, addresses: Mapping[EndpointKey, IPv4Address | IPv6Address],
-                   networks: set[str]) -> list[str]:
-    """The container's own address (on its default route's network, else its first one) and
-    each peer's on the first network they share, among `networks`."""
+@dataclass(frozen=True)
+class _NetworkLines:
+    """One network's member lines ("address\tnames\n"), in the stack's container order, joined
+    once: a container's file is cut from them, so each address is turned into text once per
+    plan rather than once per peer of every container (N² at a thousand containers)."""
+
+    text: str
+    spans: dict[str, tuple[int, int]]
+    """Where each member's line sits in `text`, by container key."""
+
+
+def hosts_files(stack: Stack, addresses: Mapping[EndpointKey, IPv4Address],
+                addresses6: Mapping[EndpointKey, IPv6Address]) -> dict[str, str]:
+    """Every container's /etc/hosts, by key: the IPv4 lines, then the IPv6 ones (dual-stack
+    networks only) under the same names."""
+    lines4 = {key: _network_lines(stack, key, addresses) for key in stack.networks}
+    lines6 = {key: _network_lines(stack, key, addresses6)
+              for key, network in stack.networks.items() if network.subnet6 is not None}
+    order = {key: index for index, key in enumerate(stack.containers)}
+    return {key: LOCALHOST + _address_lines(stack, key, lines4, order) + _address_lines(stack, key, lines6, order)
+            for key in stack.containers}
+
+
+def _network_lines(stack: Stack, network: str,
+                   addresses: Mapping[EndpointKey, IPv4Address | IPv6Address]) -> _NetworkLines:
+    text: list[str] = []
+    spans: dict[str, tuple[int, int]] = {}
+    at = 0
+    for key, container in stack.containers.items():
+        if network in container.networks:
+            line = f"{addresses[(stack.name, key, network)]}\t{_names(key, container.hostname)}\n"
+            text.append(line)
+            spans[key] = (at, at + len(line))
+            at += len(line)
+    return _NetworkLines("".join(text), spans)
+
+
+def _address_lines(stack: Stack, key: str, networks: Mapping[str, _NetworkLines],
+                   order: Mapping[str, int]) -> str:
+    """The container's own line (on its default route's network, else its first one), then
+    each peer's on the first network they share, among `networks`, in the stack's order."""
     container = stack.containers[key]
     mine = [n for n in container.networks if n in networks]
-    own_net = container.default_route if container.default_route in mine else next(iter(mine), None)
-    lines: list[str] = []
-    if own_net is not None:
-        lines.append(f"{addresses[(stack.name, key, own_net)]}\t{_names(key, container.hostname)}")
-    for peer_key, peer in stack.containers.items():
-        if peer_key == key:
-            continue
-        shared = next((n for n in mine if n in peer.networks), None)
-        if shared is not None:
-            lines.append(f"{addresses[(stack.name, peer_key, shared)]}\t{_names(peer_key, peer.hostname)}")
-    return lines
+    if not mine:
+        return ""
+    own = networks[container.default_route if container.default_route in mine else mine[0]]
+    start, end = own.spans[key]
+    if len(mine) == 1:  # the usual container: its network's lines, its own moved first
+        return own.text[start:end] + own.text[:start] + own.text[end:]
+    peers: dict[str, str] = {}
+    for lines in (networks[n] for n in mine):
+        for peer, (first, last) in lines.spans.items():
+            if peer != key and peer not in peers:
+                peers[peer] = lines.text[first:last]
+    return own.text[start:end] + "".join(peers[p] for p in sorted(peers, key=order.__getitem__))
 
 
 def _names(key: str, hostname: str) -> str:

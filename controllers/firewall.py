@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from controllers.base import Desired, Diff
 from controllers.change import Action, Change, FieldChange
 from controllers.errors import ApplyError, ApplyErrors
-from controllers.firewall_conflicts import Intruder, PublishedPort, conflicts, intruders
+from controllers.firewall_conflicts import Intruder, PublishedPort, conflicts, intruders, published_slots
 from controllers.firewall_rules import (
     CHAIN_FORWARD,
     NFT_LAYOUT,
@@ -54,7 +54,7 @@ from controllers.firewall_rules import (
 from kernel import netfilter, netfilter_conntrack, netfilter_nft
 from kernel.netfilter import Backend, Dialect, Family, Op, OpKind, Rule, Ruleset, Runner, jump_target
 from kernel.netfilter_conntrack import FlowFilter
-from kernel.netfilter_listeners import Listener, read_listeners
+from kernel.netfilter_listeners import Listener, read_listeners, with_holders
 from specs.errors import Issue
 
 if TYPE_CHECKING:
@@ -443,10 +443,14 @@ class FirewallController:
                 leftovers[name] = left
         observed = observe_firewall(self._backend.observe(), read_listeners(),
                                     netfilter.read_route_localnet(), self._backend)
-        return replace(observed, leftovers=leftovers)
+        # Who holds a listener is a walk of every fd on the host: only for those `status` names
+        # (intruders, on a port our rules publish), and `diff` for those a conflict names.
+        live = {(port.protocol, port.host) for port in observed.live_ports()}
+        return replace(observed, leftovers=leftovers, listeners=with_holders(observed.listeners, live))
 
     def diff(self, desired: Desired, observed: FirewallObservation) -> Diff:
-        return diff_firewall(desired, observed, self._backend, self._others)
+        listeners = with_holders(observed.listeners, published_slots(desired))
+        return diff_firewall(desired, replace(observed, listeners=listeners), self._backend, self._others)
 
     def apply(self, changes: Sequence[Change]) -> None:
         """One batch for every change given, per backend (per family on iptables: see

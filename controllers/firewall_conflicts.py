@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
+from controllers.base import Desired
 from controllers.firewall_rules import PortKey
 from kernel.netfilter_listeners import Listener
 from specs.errors import Issue, Loc
@@ -89,6 +90,13 @@ def _by_slot(host_listeners: Iterable[Listener]) -> dict[Slot, list[Listener]]:
 def _shadowed(port: PortKey, ipv6: bool, listeners: dict[Slot, list[Listener]]) -> list[Listener]:
     return [listener for listener in listeners.get((port.protocol, port.host), [])
             if _listener_overlaps(port, ipv6, listener)]
+
+
+def published_slots(desired: Desired) -> set[Slot]:
+    """The slots of every port the stacks in scope publish: only a listener on one of them can
+    be in conflict, so only its process needs looking up."""
+    return {(mapping.protocol, mapping.host) for stack in desired.stacks.values() if stack.name in desired.scope
+            for container in stack.containers.values() for mapping in container.ports}
 
 
 def intruders(live_ports: Mapping[PortKey, bool], host_listeners: Sequence[Listener]) -> list[Intruder]:

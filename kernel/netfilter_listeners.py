@@ -4,14 +4,17 @@ A published port DNATs before local delivery, so a host process listening on tha
 receives none of its traffic: the firewall controller refuses to publish a port a process holds
 (a conflict naming the process), and names a process that bound a port after we published it
 (an intruder, in `status`). /proc/net/{tcp,tcp6,udp,udp6} are per network namespace (they follow
-/proc/self/net); the owning process is found by the socket inode among /proc/<pid>/fd links.
+/proc/self/net) and cheap to read; the owning process is found by the socket inode among
+/proc/<pid>/fd links, a walk of every fd on the host, so it is only done for the listeners a
+message must name (`with_holders`).
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
@@ -31,7 +34,7 @@ class Listener:
     address: IPv4Address | IPv6Address
     port: int
     inode: int
-    pid: int | None = None  # None when no visible process holds the socket
+    pid: int | None = None  # None when no visible process holds the socket, or not looked up
     command: str | None = None
 
     def describe(self) -> str:
@@ -88,14 +91,24 @@ def _comm(proc: Path, pid: int) -> str:
 
 
 def read_listeners(proc: Path = PROC) -> tuple[Listener, ...]:
-    """Every listening TCP socket and unconnected bound UDP socket of this namespace."""
+    """Every listening TCP socket and unconnected bound UDP socket of this namespace, without
+    the process holding it (`with_holders`)."""
     found: list[Listener] = []
     for table, protocol, state in _TABLES:
         try:
             found += _parse_table((proc / "net" / table).read_text(), protocol, state)
         except FileNotFoundError:  # no IPv6 in this kernel
             continue
-    holders = _socket_holders({s.inode for s in found if s.inode}, proc)
-    return tuple(
-        Listener(s.protocol, s.address, s.port, s.inode, *holders.get(s.inode, (None, None)))
-        for s in found)
+    return tuple(found)
+
+
+def with_holders(listeners: tuple[Listener, ...], slots: Collection[tuple[str, int]],
+                 proc: Path = PROC) -> tuple[Listener, ...]:
+    """The listeners, those on one of `slots` ((protocol, port)) with the process holding
+    them: one walk of /proc/*/fd, none when no listener sits on those slots."""
+    wanted = {s.inode for s in listeners if s.inode and s.pid is None and (s.protocol, s.port) in slots}
+    if not wanted:
+        return listeners
+    holders = _socket_holders(wanted, proc)
+    return tuple(replace(s, pid=holders[s.inode][0], command=holders[s.inode][1]) if s.inode in holders else s
+                 for s in listeners)

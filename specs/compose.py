@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from specs.compose_interpolation import interpolate, interpolate_document, parse_env_file
-from specs.compose_map import to_native
-from specs.compose_report import ComposeInvalid, Finding
+from specs.compose_interpolation import Interpolated, interpolate, interpolate_document, parse_env_file
+from specs.compose_map import project_name, to_native
+from specs.compose_report import Collector, ComposeInvalid, Finding
 from specs.compose_service import ComposeContext
 from specs.document import Document, Positions
 from specs.errors import SpecError, SpecErrors
@@ -46,30 +46,55 @@ def is_compose(path: Path, data: object) -> bool:
 
 def convert(path: Path, document: Document, environ: Mapping[str, str] | None = None) -> ComposeStack:
     """The native stack of a Compose file; SpecErrors at the Compose fields when it has none."""
-    name = str(path)
-    if path.name in OVERRIDE_FILE_NAMES:
-        raise SpecErrors([SpecError(name, 1, 1, (), "override files are not merged: docker compose would merge "
-                                                   "this one over the Compose file beside it; merge its services "
-                                                   "into that file, or rename this one to make it a project of "
-                                                   "its own")])
-    environment = os.environ if environ is None else environ
-    project_dir = path.absolute().parent
-    variables = {**_dotenv(project_dir / DOTENV, environment), **environment}
-    interpolated = interpolate_document(document.data, variables)
+    project_dir, variables = _project(path, environ)
+    interpolated = _interpolated(path, document.data, document.positions, variables)
     warnings = [Finding(loc, message) for loc, message in interpolated.warnings]
-    if interpolated.errors:
-        raise SpecErrors([_located(name, document.positions, Finding(loc, message))
-                          for loc, message in interpolated.errors])
     profiles = [p.strip() for p in variables.get(PROFILES_VARIABLE, "").split(",") if p.strip()]
     context = ComposeContext(str(project_dir), variables, _read_text)
     assert isinstance(interpolated.data, dict)  # the loader hands over mappings only
     try:
         converted = to_native(interpolated.data, context, project_dir.name, profiles)
     except ComposeInvalid as exc:
-        raise SpecErrors([_located(name, document.positions, f) for f in exc.errors]) from None
-    located = sorted((_located(name, document.positions, f) for f in warnings + converted.warnings),
+        raise SpecErrors([_located(str(path), document.positions, f) for f in exc.errors]) from None
+    located = sorted((_located(str(path), document.positions, f) for f in warnings + converted.warnings),
                      key=lambda warning: (warning.line, warning.col))
     return ComposeStack(converted.native, converted.origins, tuple(located))
+
+
+def convert_name(path: Path, document: Document, environ: Mapping[str, str] | None = None) -> ComposeStack:
+    """The native stack of a Compose file reduced to its name, the project name as `convert`
+    gives it (`down PATH` needs no more): the rest of the file is neither interpolated nor
+    mapped, so a file that has become invalid elsewhere still names its project."""
+    project_dir, variables = _project(path, environ)
+    assert isinstance(document.data, dict)  # the loader hands over mappings only
+    written = {key: value for key, value in document.data.items() if key == "name"}
+    interpolated = _interpolated(path, written, document.positions, variables)
+    assert isinstance(interpolated.data, dict)
+    out, native = Collector(), dict[str, object]()
+    project_name(out, native, interpolated.data.get("name"), project_dir.name)
+    if out.errors:
+        raise SpecErrors([_located(str(path), document.positions, f) for f in out.errors])
+    return ComposeStack(native, Origins(out.origins), ())
+
+
+def _project(path: Path, environ: Mapping[str, str] | None) -> tuple[Path, dict[str, str]]:
+    """The project directory and the variables its files are interpolated with."""
+    if path.name in OVERRIDE_FILE_NAMES:
+        raise SpecErrors([SpecError(str(path), 1, 1, (), "override files are not merged: docker compose would "
+                                                        "merge this one over the Compose file beside it; merge its "
+                                                        "services into that file, or rename this one to make it a "
+                                                        "project of its own")])
+    environment = os.environ if environ is None else environ
+    project_dir = path.absolute().parent
+    return project_dir, {**_dotenv(project_dir / DOTENV, environment), **environment}
+
+
+def _interpolated(path: Path, data: object, positions: Positions, variables: Mapping[str, str]) -> Interpolated:
+    interpolated = interpolate_document(data, variables)
+    if interpolated.errors:
+        raise SpecErrors([_located(str(path), positions, Finding(loc, message))
+                          for loc, message in interpolated.errors])
+    return interpolated
 
 
 def _located(name: str, positions: Positions, finding: Finding) -> SpecError:

@@ -54,7 +54,7 @@ def to_native(document: Mapping[str, object], context: ComposeContext, directory
     native: dict[str, object] = {}
     for key in document:
         _top_level_key(out, str(key))
-    _name(out, native, document.get("name"), directory_name)
+    project_name(out, native, document.get("name"), directory_name)
     services = _services(out, document.get("services"), profiles)
     _networks(out, native, document.get("networks"), services)
     containers: dict[str, object] = {}
@@ -77,8 +77,9 @@ def _top_level_key(out: Collector, key: str) -> None:
         out.unknown((key,), TOP_LEVEL)
 
 
-def _name(out: Collector, native: dict[str, object], name: object, directory_name: str) -> None:
-    """The project name must also be a valid stack name (it prefixes kernel objects)."""
+def project_name(out: Collector, native: dict[str, object], name: object, directory_name: str) -> None:
+    """The project name (`name`, else the directory's): it must also be a valid stack name (it
+    prefixes kernel objects)."""
     if name is None:
         derived = normalise_project_name(directory_name)
         if not NAME_PATTERN.fullmatch(derived):

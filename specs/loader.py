@@ -6,14 +6,15 @@ together (SpecErrors). Nothing else escapes, whatever the bytes on disk.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from specs.compose import convert, is_compose
+from specs.compose import convert, convert_name, is_compose
 from specs.document import Document, Positions, read_document
 from specs.errors import Issue, Loc, SpecError, SpecErrors
 from specs.fields import describe_value
@@ -23,6 +24,27 @@ from specs.origins import Origins
 from specs.validate import check_stacks
 
 STACK_SUFFIXES = (".yaml", ".yml")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class NamedFile:
+    """The name of a file's stack, able to point into the file (`name_path` reads no more)."""
+
+    path: Path
+    name: str
+    positions: Positions = field(default_factory=Positions, repr=False, compare=False)
+    origins: Origins = field(default_factory=Origins, repr=False, compare=False)
+
+    def locate(self, loc: Loc) -> tuple[int, int]:
+        """1-based (line, col) of the deepest node on `loc` in the file; for a missing key, the
+        mapping that lacks it."""
+        return self.positions.locate(self.origins.translate(loc))
+
+    def error(self, loc: Loc, message: str) -> SpecError:
+        line, col = self.locate(loc)
+        return SpecError(str(self.path), line, col, self.origins.translate(loc), message)
 
 
 @dataclass(frozen=True)
@@ -37,29 +59,42 @@ class StackFile:
     warnings: tuple[SpecError, ...] = field(default=(), compare=False)
     """What in the file has no effect here (Compose keys reconcile does without)."""
 
+    @property
+    def named(self) -> NamedFile:
+        return NamedFile(self.path, self.stack.name, self.positions, self.origins)
+
     def locate(self, loc: Loc) -> tuple[int, int]:
-        """1-based (line, col) of the deepest node on `loc` in the file; for a missing key, the
-        mapping that lacks it."""
-        return self.positions.locate(self.origins.translate(loc))
+        return self.named.locate(loc)
 
     def error(self, loc: Loc, message: str) -> SpecError:
-        line, col = self.locate(loc)
-        return SpecError(str(self.path), line, col, self.origins.translate(loc), message)
+        return self.named.error(loc, message)
 
 
 def load_path(path: str | Path) -> list[StackFile]:
     """Every stack of a file or directory, valid together; else SpecErrors with all problems."""
-    loaded: list[StackFile] = []
-    errors: list[SpecError] = []
-    for stack_path in _stack_paths(Path(path)):
-        try:
-            loaded.append(load_file(stack_path))
-        except SpecErrors as exc:
-            errors += exc.errors
+    loaded, errors = _each_file(Path(path), load_file)
     errors += cross_check(loaded)
     if errors:
         raise SpecErrors(errors)
     return loaded
+
+
+def name_path(path: str | Path) -> tuple[list[NamedFile], list[SpecError]]:
+    """The stack name of each file of a file or directory, and the problems of the files that
+    cannot name theirs: the rest of each file is neither validated nor converted (`down PATH`
+    removes a stack whose file has become invalid elsewhere since it was applied)."""
+    return _each_file(Path(path), name_file)
+
+
+def _each_file(path: Path, read: Callable[[Path], T]) -> tuple[list[T], list[SpecError]]:
+    done: list[T] = []
+    errors: list[SpecError] = []
+    for stack_path in _stack_paths(path):
+        try:
+            done.append(read(stack_path))
+        except SpecErrors as exc:
+            errors += exc.errors
+    return done, errors
 
 
 def stack_paths(directory: Path) -> list[Path]:
@@ -112,20 +147,40 @@ def _file_error(path: Path, message: str) -> SpecErrors:
 
 def load_file(path: Path) -> StackFile:
     """One stack file, parsed and validated on its own (SpecErrors when it is not valid)."""
-    name = str(path)
-    document = read_document(path, name)
-    if not isinstance(document.data, dict):
-        raise SpecErrors([_top_level_error(name, document)])
+    document = _read_mapping(path)
     data, origins, warnings = document.data, Origins(), ()
     if is_compose(path, data):
         compose = convert(path, document)
         data, origins, warnings = compose.native, compose.origins, compose.warnings
+    return StackFile(path, _validated(path, document, data, origins), document.positions, origins, warnings)
+
+
+def name_file(path: Path) -> NamedFile:
+    """One stack file's stack name, validated as `load_file` validates it (SpecErrors at the
+    name when the file has none); the rest of the file is only parsed."""
+    document = _read_mapping(path)
+    assert isinstance(document.data, dict)
+    if is_compose(path, document.data):
+        compose = convert_name(path, document)
+        data, origins = compose.native, compose.origins
+    else:
+        data, origins = {key: value for key, value in document.data.items() if key == "name"}, Origins()
+    return NamedFile(path, _validated(path, document, data, origins).name, document.positions, origins)
+
+
+def _read_mapping(path: Path) -> Document:
+    document = read_document(path, str(path))
+    if not isinstance(document.data, dict):
+        raise SpecErrors([_top_level_error(str(path), document)])
+    return document
+
+
+def _validated(path: Path, document: Document, data: object, origins: Origins) -> Stack:
     try:
-        stack = Stack.model_validate(data)
+        return Stack.model_validate(data)
     except ValidationError as exc:
-        raise SpecErrors([_validation_error(name, data, document.positions, origins, error)
+        raise SpecErrors([_validation_error(str(path), data, document.positions, origins, error)
                           for error in exc.errors()]) from None
-    return StackFile(path, stack, document.positions, origins, warnings)
 
 
 def _top_level_error(name: str, document: Document) -> SpecError:

@@ -133,11 +133,26 @@ def test_down_of_an_unknown_stack_is_an_error_naming_it(sandbox: Sandbox) -> Non
     assert (again.returncode, again.stdout) == (0, "No changes. The host matches the spec.\n")
 
 
-def test_down_of_an_invalid_file_suggests_down_by_name(sandbox: Sandbox) -> None:
-    path = str(sandbox.write("demo.yaml", NETWORK.format(name="demo", subnet="10.83.4.0/33")))
-    result = sandbox.reconcile("down", path)
+def test_down_of_a_file_invalid_since_it_was_applied_removes_its_stack(sandbox: Sandbox) -> None:
+    """`down PATH` reads only the stack's name: an edit that broke the file elsewhere does not
+    keep its stack on the host."""
+    path = sandbox.write("demo.yaml", NETWORK.format(name="demo", subnet="10.83.4.0/24"))
+    assert sandbox.reconcile("apply", str(path)).returncode == 0
+    path.write_text(NETWORK.format(name="demo", subnet="10.83.4.0/33") + "containers: {c: {}}\n")
+    assert sandbox.reconcile("validate", str(path)).returncode == 1
+    result = sandbox.reconcile("down", str(path))
+    assert (result.returncode, result.stderr) == (0, "")
+    assert "demo/net" in result.stdout and sandbox.our_links() == []
+
+
+def test_down_of_a_file_that_cannot_name_its_stack_suggests_down_by_name(sandbox: Sandbox) -> None:
+    nameless = str(sandbox.write("nameless.yaml", NETWORK.format(name="Demo!", subnet="10.83.4.0/33")))
+    result = sandbox.reconcile("down", nameless)
     assert result.returncode == 1
-    assert result.stderr.splitlines()[-1] == "hint: remove the stack by name: reconcile down --stack demo"
+    assert result.stderr.splitlines() == [
+        f"{nameless}:1:7: name: invalid stack name 'Demo!': use 1 to 16 lowercase letters, digits or '-', "
+        "starting with a letter",
+        "hint: remove a stack by name: reconcile down --stack NAME"]
     garbled = str(sandbox.write("garbled.yaml", "name: [demo\n"))
     result = sandbox.reconcile("down", garbled)
     assert result.returncode == 1

@@ -16,7 +16,7 @@ import pytest
 from controllers.base import Desired
 from controllers.change import Action
 from controllers.container import ContainerObservation, ObservedContainer, diff_containers, started_spec
-from controllers.container_files import HostResolvers, ResolvFile, hosts_file, resolv_file
+from controllers.container_files import HostResolvers, ResolvFile, hosts_files, resolv_file
 from kernel.runtime import ProcessHandle
 from specs.loader import load_file
 from state.store import ContainerRecord
@@ -69,7 +69,7 @@ def _diff(tmp_path: Path, own: str, running_with: str | None) -> tuple[Action, s
     found = {} if running_with is None else {"dns/a": ObservedContainer(
         "dns", "a", ProcessHandle(1, 1),
         ContainerRecord("dns", "a", 1, 1, started_spec(stack, "a", ADDRESSES), 0, 0.0), True,
-        hosts_file(stack, "a", ADDRESSES, {}), running_with, None, True)}
+        hosts_files(stack, ADDRESSES, {})["a"], running_with, None, True)}
     observed = ContainerObservation(found, HostResolvers(OWN, own, UPSTREAM, ""), frozenset())
     [change] = diff_containers(Desired({"dns": stack}, frozenset({"dns"}), ADDRESSES), observed).changes
     return change.action, change.reason

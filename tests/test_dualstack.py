@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from controllers.container_files import hosts_file
+from controllers.container_files import hosts_files
 from specs.model import Stack
 from state.store import DB_NAME, Store
 from tests.sandbox import Sandbox
@@ -47,7 +47,7 @@ LOCALHOST = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 ])
 def test_hosts_file(key: str, expected: str) -> None:
     stack = Stack.model_validate(HOSTS_STACK)
-    assert hosts_file(stack, key, V4, V6) == LOCALHOST + expected
+    assert hosts_files(stack, V4, V6)[key] == LOCALHOST + expected
 
 
 STACK = """\

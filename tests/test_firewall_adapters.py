@@ -14,7 +14,7 @@ import pytest
 from kernel import netfilter
 from kernel.netfilter import Op, OpKind, parse_save, restore_script
 from kernel.netfilter_conntrack import FlowFilter, flush
-from kernel.netfilter_listeners import Listener, read_listeners
+from kernel.netfilter_listeners import Listener, read_listeners, with_holders
 
 pytestmark = pytest.mark.skipif(sys.byteorder != "little", reason="/proc/net samples are little-endian")
 
@@ -63,7 +63,7 @@ def _socket_line(local: str, state: str, inode: int) -> str:
     return f"   0: {local} {peer} {state} 00000000:00000000 00:00000000 00000000     0        0 {inode} 1\n"
 
 
-def test_listeners_are_read_with_the_process_holding_them(tmp_path: Path) -> None:
+def test_listeners_are_read_then_the_processes_holding_them_when_asked(tmp_path: Path) -> None:
     (tmp_path / "net").mkdir()
     (tmp_path / "net" / "tcp").write_text(HEADER + _socket_line("0100007F:1F90", "0A", 11)
                                          + _socket_line("0100007F:1F91", "01", 12))  # established
@@ -75,13 +75,23 @@ def test_listeners_are_read_with_the_process_holding_them(tmp_path: Path) -> Non
         (tmp_path / str(pid) / "fd").mkdir(parents=True)
         (tmp_path / str(pid) / "comm").write_text(comm + "\n")
         (tmp_path / str(pid) / "fd" / "3").symlink_to(f"socket:[{inode}]")
-    assert read_listeners(tmp_path) == (
+    found = read_listeners(tmp_path)
+    assert found == (  # the sockets alone: who holds one is looked up only when asked
+        Listener("tcp", IPv4Address("127.0.0.1"), 8080, 11),
+        Listener("tcp", IPv6Address("::"), 80, 13),
+        Listener("udp", IPv4Address("0.0.0.0"), 5353, 14),
+        Listener("udp", IPv6Address("::ffff:10.0.0.1"), 53, 15),
+    )
+    assert with_holders(found, {("tcp", 8080), ("tcp", 80), ("udp", 5353), ("udp", 53)}, tmp_path) == (
         Listener("tcp", IPv4Address("127.0.0.1"), 8080, 11, 40, "nginx"),
         Listener("tcp", IPv6Address("::"), 80, 13, None, None),
         Listener("udp", IPv4Address("0.0.0.0"), 5353, 14, 40 + 1, "dnsmasq"),
         Listener("udp", IPv6Address("::ffff:10.0.0.1"), 53, 15, None, None),
     )
-    assert read_listeners(tmp_path)[1].describe() == "an unknown process listening on [::]:80/tcp"
+    assert with_holders(found, {("udp", 5353), ("tcp", 5353)}, tmp_path) == (
+        found[0], found[1], Listener("udp", IPv4Address("0.0.0.0"), 5353, 14, 41, "dnsmasq"), found[3])
+    assert with_holders(found, set(), tmp_path / "no-such-proc") is found  # no walk at all
+    assert found[1].describe() == "an unknown process listening on [::]:80/tcp"
 
 
 FLOWS = """\

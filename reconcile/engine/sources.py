@@ -10,21 +10,21 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from specs.errors import SpecError, SpecErrors
-from specs.loader import StackFile, load_file
+from specs.loader import NamedFile, load_file
 from state.store import StackRecord
 
 
 TAKE_OVER = "edit that file, or move the stack to this one with --take-over"
 
 
-def claimed_elsewhere(files: Sequence[StackFile], records: Iterable[StackRecord],
+def claimed_elsewhere(files: Sequence[NamedFile], records: Iterable[StackRecord],
                       remedy: str = TAKE_OVER) -> list[SpecError]:
     """An error at the `name` of every file whose stack was last applied from another file
     that still claims it, ending with what to do instead."""
     recorded = {record.name: Path(record.source) for record in records}
     errors: list[SpecError] = []
     for stack_file in files:
-        name = stack_file.stack.name
+        name = stack_file.name
         owner = recorded.get(name)
         if owner is None or same_file(owner, stack_file.path):
             continue

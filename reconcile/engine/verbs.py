@@ -11,9 +11,7 @@ from reconcile.engine.plan import Plan
 from reconcile.engine.session import Session, Target, open_session
 from reconcile.engine.settings import Settings
 from specs.errors import SpecErrors
-from specs.document import read_document
-from specs.loader import StackFile, load_path, stack_paths
-from specs.names import NAME_PATTERN
+from specs.loader import NamedFile, StackFile, load_path, name_path
 from state import volumes
 from state.lock import exclusive
 from state.store import Store
@@ -23,7 +21,7 @@ def diff(path: Path, settings: Settings, take_over: bool = False) -> Plan:
     """The plan against the live kernel; reads only (the store is not even created, no image
     is pulled: one not on this host is planned as such)."""
     files = load_path(path)
-    _check_sources(files, settings, take_over)
+    _check_sources([f.named for f in files], settings, take_over)
     target = pinning.resolve(Target.of_files(files), settings, pinning.Pulling(allowed=False))
     with open_session(settings, writable=False) as session:
         return _warned(session.plan(target)[0], files)
@@ -34,7 +32,7 @@ def apply(path: Path, settings: Settings, pulling: pinning.Pulling = pinning.Pul
     """Converge; images are pulled (or their pins kept) before anything else is touched."""
     files = load_path(path)  # the whole input is validated before any kernel call
     with exclusive(settings.state_dir):
-        _check_sources(files, settings, take_over)
+        _check_sources([f.named for f in files], settings, take_over)
         target = pinning.resolve(Target.of_files(files), settings, pulling)
         with open_session(settings, writable=True) as session:
             plan = session.converge(target)
@@ -48,7 +46,7 @@ def _warned(plan: Plan, files: Sequence[StackFile]) -> Plan:
     return replace(plan, warnings=tuple(str(w) for f in files for w in f.warnings))
 
 
-def _check_sources(files: Sequence[StackFile], settings: Settings, take_over: bool,
+def _check_sources(files: Sequence[NamedFile], settings: Settings, take_over: bool,
                    remedy: str = sources.TAKE_OVER) -> None:
     """A stack whose file is still there is applied (and removed) from that file only, or
     taken over."""
@@ -73,27 +71,17 @@ class InvalidStackFiles(SpecErrors):
 
 
 def stacks_in(path: Path, settings: Settings) -> list[str]:
-    """The stacks `down PATH` removes: not one another file still declares (by name, then)."""
+    """The stacks `down PATH` removes, named by their files alone (a file that has become
+    invalid elsewhere since it was applied still names its stack): not one another file still
+    declares (by name, then)."""
     try:
-        files = load_path(path)
-    except SpecErrors as exc:
-        raise InvalidStackFiles(exc, _names_in_invalid(path)) from None
+        files, errors = name_path(path)
+    except SpecErrors as exc:  # no file to read
+        raise InvalidStackFiles(exc, []) from None
+    if errors:
+        raise InvalidStackFiles(SpecErrors(errors), [f.name for f in files])
     _check_sources(files, settings, take_over=False, remedy="remove it by name: reconcile down --stack {name}")
-    return [f.stack.name for f in files]
-
-
-def _names_in_invalid(path: Path) -> list[str]:
-    """The `name:` of each file of `path` that still parses and has a valid one."""
-    found: list[str] = []
-    for stack_path in stack_paths(path):
-        try:
-            data = read_document(stack_path, str(stack_path)).data
-        except SpecErrors:
-            continue
-        name = data.get("name") if isinstance(data, dict) else None
-        if isinstance(name, str) and NAME_PATTERN.fullmatch(name):
-            found.append(name)
-    return found
+    return list(dict.fromkeys(f.name for f in files))
 
 
 @dataclass(frozen=True)

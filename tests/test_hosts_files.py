@@ -1,0 +1,51 @@
+"""/etc/hosts of every container of a stack, rendered once per network (issue 15): the texts
+are byte for byte those of the per-container renderer they replace (pinned from its output):
+several networks, peers sharing two of them (the first one in the container's own order
+names them), hostnames other than the key, dual-stack networks beside IPv4-only ones, a
+container on a network no one else is on, and one on none."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv6Address
+
+import pytest
+
+from controllers.container_files import LOCALHOST, hosts_files
+from specs.model import Stack
+
+STACK = Stack.model_validate({
+    "name": "t",
+    "networks": {"front": {"subnet": "10.1.0.0/24", "subnet6": "fd00:1::/64"},
+                 "back": {"subnet": "10.2.0.0/24"},
+                 "data": {"subnet": "10.3.0.0/24", "subnet6": "fd00:3::/64"},
+                 "side": {"subnet": "10.4.0.0/24"}},
+    "containers": {
+        "web": {"command": "x", "networks": ["front", "back"], "hostname": "www", "default_route": "back"},
+        "api": {"command": "x", "networks": ["back", "data", "front"]},
+        "db": {"command": "x", "networks": ["data"], "hostname": "postgres"},
+        "cache": {"command": "x", "networks": ["back", "side"], "default_route": "side"},
+        "solo": {"command": "x", "networks": []},
+    },
+})
+HOST = {"web": 2, "api": 3, "db": 4, "cache": 5}
+SUBNET = {"front": 1, "back": 2, "data": 3, "side": 4}
+V4 = {("t", key, net): IPv4Address(f"10.{SUBNET[net]}.0.{HOST[key]}")
+      for key, container in STACK.containers.items() for net in container.networks}
+V6 = {("t", key, net): IPv6Address(f"fd00:{SUBNET[net]}::{HOST[key]}")
+      for key, container in STACK.containers.items() for net in container.networks
+      if STACK.networks[net].subnet6 is not None}
+
+
+@pytest.mark.parametrize(("key", "expected"), [
+    # own line on its default route's network; api shares front and back with it: front first
+    ("web", "10.2.0.2\twww web\n10.1.0.3\tapi\n10.2.0.5\tcache\nfd00:1::2\twww web\nfd00:1::3\tapi\n"),
+    # peers in the stack's order, each on the first network of api's own order it shares
+    ("api", "10.2.0.3\tapi\n10.2.0.2\twww web\n10.3.0.4\tpostgres db\n10.2.0.5\tcache\n"
+            "fd00:3::3\tapi\nfd00:1::2\twww web\nfd00:3::4\tpostgres db\n"),
+    ("db", "10.3.0.4\tpostgres db\n10.3.0.3\tapi\nfd00:3::4\tpostgres db\nfd00:3::3\tapi\n"),
+    # its own line on a network it alone is on; no dual-stack network: no IPv6 lines
+    ("cache", "10.4.0.5\tcache\n10.2.0.2\twww web\n10.2.0.3\tapi\n"),
+    ("solo", ""),
+])
+def test_hosts_files(key: str, expected: str) -> None:
+    assert hosts_files(STACK, V4, V6)[key] == LOCALHOST + expected
