@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import subprocess
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -396,27 +396,29 @@ def _left_behind(desired: Desired, observed: FirewallObservation,
     return changes
 
 
-def backends(choice: str, run: Runner = subprocess.run) -> tuple[Backend, tuple[Backend, ...]]:
+def backends(choice: str, run: Runner = subprocess.run,
+             open_nft: Callable[[], netfilter_nft.NftSession | None] = netfilter_nft.open_session,
+             ) -> tuple[Backend, tuple[Backend, ...]]:
     """(the backend to use, the other one to migrate away from when it is usable here).
-    `auto` takes nftables when `nft` works with this kernel, unless the shared iptables (or
-    ip6tables) `filter FORWARD` chain has policy DROP: an accept in our own table is not final, that
-    policy would drop our forwarded traffic, and only the iptables backend (whose hook sits
-    inside that chain) can accept it there. iptables-nft otherwise."""
+    `auto` takes nftables when libnftables works with this kernel, unless the shared iptables
+    (or ip6tables) `filter FORWARD` chain has policy DROP: an accept in our own table is not
+    final, that policy would drop our forwarded traffic, and only the iptables backend (whose
+    hook sits inside that chain) can accept it there. iptables-nft otherwise."""
     if choice not in BACKEND_CHOICES:
         raise netfilter.NetfilterError(f"unknown firewall backend {choice!r}: expected one of "
                                        f"{', '.join(BACKEND_CHOICES)}")
-    nft_ok = netfilter_nft.nft_usable(run)
-    if choice == "nftables" and not nft_ok:
-        raise netfilter.NetfilterError("the nftables backend needs `nft` (package nftables) and a "
-                                       "kernel with nf_tables")
+    session = open_nft()
+    if choice == "nftables" and session is None:
+        raise netfilter.NetfilterError("the nftables backend needs libnftables and its Python binding "
+                                       "(packages libnftables1 and python3-nftables) and a kernel with nf_tables")
     try:
         iptables: netfilter.IptablesNft | None = netfilter.detect(run)
     except netfilter.NetfilterError:
         iptables = None
-    if choice == "nftables" or (choice == "auto" and nft_ok and not (iptables and iptables.forward_drops())):
+    nft: tuple[Backend, ...] = (netfilter_nft.Nftables(NFT_LAYOUT, session),) if session else ()
+    if choice == "nftables" or (choice == "auto" and nft and not (iptables and iptables.forward_drops())):
         # no usable iptables: nothing of it to migrate
-        return netfilter_nft.Nftables(NFT_LAYOUT, run), (iptables,) if iptables else ()
-    nft: tuple[Backend, ...] = (netfilter_nft.Nftables(NFT_LAYOUT, run),) if nft_ok else ()
+        return nft[0], (iptables,) if iptables else ()
     return iptables or netfilter.detect(run), nft
 
 

@@ -1,5 +1,11 @@
-"""The native nftables backend: one `inet` table of our own, read with one `nft -a list table`
-and written with one `nft -f` transaction per apply (all or nothing, the whole file).
+"""The native nftables backend: one `inet` table of our own, read with one `list table` and
+written with one transaction per apply (all or nothing, the whole script), both through
+libnftables in-process (nft's own library, through its official Python binding, Debian's
+python3-nftables) rather than by running `nft`: measured here at 1000 rules, a one-rule delete
+costs 0.4 ms in-process against 12-20 ms through `nft -f`, nearly all of it the grace period the
+kernel waits for when a netlink socket that deleted nf_tables objects is closed (the `nft`
+process pays it at exit, a kept session never does), and an add 0.2 ms against ~4 ms of
+process start. The commands are nft's text syntax either way.
 
 Same `Backend` shape as the iptables one (kernel.netfilter): the controller's backend-neutral
 `Rule`s are rendered to the exact text `nft list` prints back, so observed and desired rules
@@ -27,14 +33,16 @@ compare as plain strings and the same per-owner diff holds. What differs is kept
 
 from __future__ import annotations
 
+import functools
 import re
-import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 from ipaddress import IPv4Network, IPv6Network
 
 from kernel import crashpoints
-from kernel.netfilter import BaseChain, Chain, Family, NetfilterError, Op, OpKind, Rule, Ruleset, Runner
+from kernel.netfilter import BaseChain, Chain, Family, NetfilterError, Op, OpKind, Rule, Ruleset
 
 _CTSTATE_ORDER = ("INVALID", "ESTABLISHED", "RELATED", "NEW", "UNTRACKED")
 """ct state bits in the order nft prints them (bit order); SNAT/DNAT are `ct status` bits."""
@@ -147,9 +155,9 @@ def parse_list(text: str, layout: NftLayout) -> tuple[Ruleset, dict[tuple[str, s
 
 def nft_script(ops: Sequence[Op], layout: NftLayout, ruleset: Ruleset,
                handles: Mapping[tuple[str, str], Sequence[int]]) -> str:
-    """One `nft -f` transaction: chains declared (and emptied) first, rules deleted by handle,
-    inserted, appended, chains flushed; doomed chains are all flushed before any is deleted
-    (ours jump to each other), and the table goes with its last chain."""
+    """One transaction (a script in nft's syntax): chains declared (and emptied) first, rules
+    deleted by handle, inserted, appended, chains flushed; doomed chains are all flushed before
+    any is deleted (ours jump to each other), and the table goes with its last chain."""
     where = f"inet {layout.table}"
     bases = {base.name: base for base in layout.base_chains}
     left = {chain: list(found) for chain, found in handles.items()}
@@ -178,15 +186,53 @@ def nft_script(ops: Sequence[Op], layout: NftLayout, ruleset: Ruleset,
     return "".join(f"{line}\n" for line in lines)
 
 
+class NftSession(Protocol):
+    def cmd(self, text: str) -> tuple[int, str, str]:
+        """Run nft commands (text syntax, one transaction); (status, output, errors)."""
+        ...
+
+
+class Libnftables:
+    """One libnftables context for the process: its netlink socket stays open, so no command
+    waits for the kernel's release of what an earlier one deleted. Handles are printed (rules
+    are deleted by them). Calls are serialised: a context is not thread-safe."""
+
+    def __init__(self) -> None:
+        import nftables  # python3-nftables: imported only when the backend is used
+
+        self._nft = nftables.Nftables()
+        self._nft.set_handle_output(True)
+        self._lock = threading.Lock()
+
+    def cmd(self, text: str) -> tuple[int, str, str]:
+        with self._lock:
+            status, output, errors = self._nft.cmd(text)
+        return status, output, errors
+
+
+@functools.cache
+def open_session() -> NftSession | None:
+    """The process's session when libnftables and its binding are installed (packages
+    libnftables1 and python3-nftables) and the kernel answers (nf_tables built in or loaded);
+    else None. One per process: the watch agent opens a controller per pass, and a context
+    closed after a delete would wait out the kernel's grace period each time."""
+    try:
+        session = Libnftables()
+    except (ImportError, OSError):
+        return None
+    status, _, _ = session.cmd("list tables")
+    return session if status == 0 else None
+
+
 class Nftables:
-    """nft (>= 1.0) on the host's nf_tables: our own `inet` table."""
+    """Our own `inet` table on the host's nf_tables, through an NftSession."""
 
     name = "nftables"
 
-    def __init__(self, layout: NftLayout, run: Runner = subprocess.run):
+    def __init__(self, layout: NftLayout, session: NftSession):
         self.layout = layout
         self.base_chains = layout.base_chains
-        self._run = run
+        self._session = session
         self._ruleset = Ruleset({})
         self._handles: dict[tuple[str, str], list[int]] = {}
 
@@ -203,14 +249,13 @@ class Nftables:
         return [list(ops)] if ops else []
 
     def observe(self) -> Ruleset:
-        proc = self._run(["nft", "-a", "list", "table", "inet", self.layout.table],
-                         capture_output=True, text=True)
-        if proc.returncode != 0:
-            if "No such file or directory" in proc.stderr:  # no table of ours: nothing to read
+        status, output, errors = self._session.cmd(f"list table inet {self.layout.table}")
+        if status != 0:
+            if "No such file or directory" in errors:  # no table of ours: nothing to read
                 self._ruleset, self._handles = Ruleset({}), {}
                 return self._ruleset
-            raise NetfilterError(f"nft list failed: {proc.stderr.strip()}")
-        self._ruleset, self._handles = parse_list(proc.stdout, self.layout)
+            raise NetfilterError(f"nft list failed: {errors.strip()}")
+        self._ruleset, self._handles = parse_list(output, self.layout)
         return self._ruleset
 
     def apply(self, ops: Sequence[Op]) -> None:
@@ -218,15 +263,6 @@ class Nftables:
             return
         script = nft_script(ops, self.layout, self._ruleset, self._handles)
         crashpoints.step("nft")
-        proc = self._run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise NetfilterError(f"nft refused the batch: {proc.stderr.strip()}")
-
-
-def nft_usable(run: Runner = subprocess.run) -> bool:
-    """`nft` is installed and the kernel answers it (nf_tables built in or loaded)."""
-    try:
-        proc = run(["nft", "list", "tables"], capture_output=True, text=True)
-    except FileNotFoundError:
-        return False
-    return proc.returncode == 0
+        status, _, errors = self._session.cmd(script)
+        if status != 0:
+            raise NetfilterError(f"nft refused the batch: {errors.strip()}")

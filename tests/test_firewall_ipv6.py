@@ -21,6 +21,7 @@ from kernel.netfilter_listeners import Listener
 from kernel.netfilter_nft import Nftables, render_nft
 from tests.test_firewall_diff import converge, desired, heads, observed, plan
 from tests.test_firewall_support import FakeBackend
+from tests.test_firewall_nft import FakeNft
 
 FRONT6 = {"subnet": "10.88.1.0/24", "bridge": "rcbr0", "subnet6": "fd00:88:1::/64", "ipv6_nat": True}
 BACK6 = {"subnet": "10.88.2.0/24", "bridge": "rcbr1", "subnet6": "fd00:88:2::/64", "internal": True}
@@ -59,7 +60,8 @@ def test_v6_rules_render_as_the_kernel_prints_them(rule: Rule, iptables: str, nf
     assert rule.family is Family.IPV6
     assert render_iptables(rule) == iptables
     assert render_nft(rule) == nft
-    assert Nftables(NFT_LAYOUT).is_ipv6("nat", nft) and not Nftables(NFT_LAYOUT).is_ipv6("nat", "tcp dport 1 dnat ip to 1.2.3.4:5")
+    nft_backend = Nftables(NFT_LAYOUT, FakeNft())
+    assert nft_backend.is_ipv6("nat", nft) and not nft_backend.is_ipv6("nat", "tcp dport 1 dnat ip to 1.2.3.4:5")
 
 
 def test_families_and_placement() -> None:
@@ -70,7 +72,7 @@ def test_families_and_placement() -> None:
     assert FakeBackend().tables("filter", both.family) == ("filter", "ip6 filter")
     assert FakeBackend().tables("nat", Family.IPV6) == ("ip6 nat",)
     assert FakeBackend().tables("nat", Family.IPV4) == ("nat",)
-    assert Nftables(NFT_LAYOUT).tables("nat", Family.IPV6) == ("nat",)
+    assert Nftables(NFT_LAYOUT, FakeNft()).tables("nat", Family.IPV6) == ("nat",)
     with pytest.raises(ValueError, match="cannot mix IPv4 and IPv6"):
         Rule("nat", "X", "DNAT", "c", destination=IPv6Network("::1/128"), to_destination=(IPv4Address("10.0.0.1"), 1))
 

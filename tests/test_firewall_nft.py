@@ -98,7 +98,8 @@ table inet reconcile { # handle 1
 
 
 class FakeNft:
-    """A runner standing in for `nft`: lists `listing` (or "no such table"), records scripts."""
+    """Stands in for libnftables (an NftSession: lists `listing`, or "no such table", and
+    records scripts) and for the iptables tools' runner."""
 
     def __init__(self, listing: str | None = CAPTURED, usable: bool = True, forward: str = "ACCEPT"):
         self.listing = listing
@@ -111,16 +112,19 @@ class FakeNft:
             return subprocess.CompletedProcess(argv, 0, "iptables v1.8.9 (nf_tables)\n", "")
         if argv[0] == "iptables-save":
             return subprocess.CompletedProcess(argv, 0, f"*filter\n:FORWARD {self.forward} [0:0]\nCOMMIT\n", "")
-        if not self.usable:
-            raise FileNotFoundError(argv[0])
-        if argv[:2] == ["nft", "-f"]:
-            self.scripts.append(kwargs["input"])
-            return subprocess.CompletedProcess(argv, 0, "", "")
-        if argv[:3] == ["nft", "-a", "list"]:
-            if self.listing is None:
-                return subprocess.CompletedProcess(argv, 1, "", "Error: No such file or directory")
-            return subprocess.CompletedProcess(argv, 0, self.listing, "")
         return subprocess.CompletedProcess(argv, 0, "", "")
+
+    def cmd(self, text: str) -> tuple[int, str, str]:
+        if text.startswith("list table "):
+            if self.listing is None:
+                return 1, "", "Error: No such file or directory"
+            return 0, self.listing, ""
+        self.scripts.append(text)
+        return 0, "", ""
+
+    def session(self) -> FakeNft | None:
+        """What open_session gives: None where libnftables is not usable."""
+        return self if self.usable else None
 
 
 def _demo_rules() -> list[Rule]:
@@ -209,7 +213,7 @@ def test_cold_start_and_teardown_scripts() -> None:
     backend, observed = _nft_observed()
     down = diff_firewall(desired({}, scope=["demo"]), observed, backend)
     backend.apply([op for c in down.changes if isinstance(c.desired, Work) for op in c.desired.ops])
-    assert backend._run.scripts[0].splitlines()[-1] == "delete table inet reconcile"
+    assert backend._session.scripts[0].splitlines()[-1] == "delete table inet reconcile"
 
 
 def test_leftovers_of_the_other_backend_are_removed_in_the_same_apply() -> None:
@@ -237,19 +241,22 @@ def test_leftovers_of_the_other_backend_are_removed_in_the_same_apply() -> None:
     ("nftables", True, ("nftables", ["iptables-nft"])),
 ])
 def test_backend_selection(choice: str, usable: bool, expected: tuple[str, list[str]]) -> None:
-    backend, others = backends(choice, FakeNft(usable=usable))
+    fake = FakeNft(usable=usable)
+    backend, others = backends(choice, fake, fake.session)
     assert (backend.name, [o.name for o in others]) == expected
 
 
 def test_auto_keeps_iptables_under_a_foreign_forward_drop_policy() -> None:
     """Our nftables accept would not be final: iptables' FORWARD policy would drop the packet."""
-    backend, others = backends("auto", FakeNft(forward="DROP"))
+    fake = FakeNft(forward="DROP")
+    backend, others = backends("auto", fake, fake.session)
     assert (backend.name, [o.name for o in others]) == ("iptables-nft", ["nftables"])
-    assert backends("nftables", FakeNft(forward="DROP"))[0].name == "nftables"  # as asked
+    assert backends("nftables", fake, fake.session)[0].name == "nftables"  # as asked
 
 
 def test_backend_selection_errors() -> None:
     with pytest.raises(NetfilterError, match="unknown firewall backend 'pf'"):
         backends("pf", FakeNft())
-    with pytest.raises(NetfilterError, match="the nftables backend needs `nft`"):
-        backends("nftables", FakeNft(usable=False))
+    unusable = FakeNft(usable=False)
+    with pytest.raises(NetfilterError, match="the nftables backend needs libnftables"):
+        backends("nftables", unusable, unusable.session)

@@ -14,8 +14,8 @@ DEFAULT_DEPENDS_TIMEOUT = 300.0
 """Seconds a start waits for its depends_on conditions: with Docker's default schedule a first
 probe comes 30 s after a start, and three failures take 90 s more."""
 DEFAULT_FIREWALL_BACKEND = "auto"
-"""nftables where `nft` works with the kernel, iptables under a foreign FORWARD DROP policy or
-without nft (docs/spec.md, Firewall backends; controllers.firewall.backends). Both backends
+"""nftables where libnftables works with the kernel, iptables under a foreign FORWARD DROP
+policy or without libnftables (docs/spec.md, Firewall backends; controllers.firewall.backends). Both backends
 pass the end-to-end suite and the agent's repair by event."""
 DEFAULT_SUBNET_POOL = "base=10.89.0.0/16,size=24"
 """Podman's choice for networks created without a subnet (10.88.0.0/16 is its own default

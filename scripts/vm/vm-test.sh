@@ -30,6 +30,7 @@ if ! grep -qx 'home = /usr/bin' .venv-vm/pyvenv.cfg 2>/dev/null || [ ! -x .venv-
     /usr/bin/python3 -m venv .venv-vm
     .venv-vm/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 fi
+scripts/link-system-modules.sh .venv-vm  # resolved in the guest, which has the same packages
 
 # KVM only when it can run a stock kernel: not under a PVM host (kvm_pvm needs PVM-enabled guests).
 if [ -z "${VM_ACCEL:-}" ]; then
