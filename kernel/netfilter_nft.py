@@ -34,6 +34,7 @@ compare as plain strings and the same per-owner diff holds. What differs is kept
 from __future__ import annotations
 
 import functools
+import os
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -216,12 +217,30 @@ def open_session() -> NftSession | None:
     libnftables1 and python3-nftables) and the kernel answers (nf_tables built in or loaded);
     else None. One per process: the watch agent opens a controller per pass, and a context
     closed after a delete would wait out the kernel's grace period each time."""
+    before = _open_fds()
     try:
         session = Libnftables()
     except (ImportError, OSError):
         return None
     status, _, _ = session.cmd("list tables")
+    for fd in _open_fds() - before:
+        # libnftables' netlink socket is not close-on-exec: a program we run (every subprocess
+        # closes inherited fds already) must never get a socket that speaks for root to the
+        # host's nf_tables.
+        os.set_inheritable(fd, False)
     return session if status == 0 else None
+
+
+def _open_fds() -> set[int]:
+    """This process's sockets (the listing's own directory fd is gone once it is read)."""
+    fds = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                fds.add(int(name))
+        except FileNotFoundError:
+            continue
+    return fds
 
 
 class Nftables:

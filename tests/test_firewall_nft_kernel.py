@@ -6,6 +6,8 @@ throughout."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from controllers.firewall_rules import NFT_LAYOUT
@@ -115,11 +117,22 @@ def test_a_switch_in_one_scope_keeps_the_other_stacks_rules_where_they_are(
         sandbox: Sandbox, host: dict[str, str]) -> None:
     run_controller(sandbox, "apply", BOTH, "iptables")
     run_controller(sandbox, "apply", {"stacks": {"demo": BOTH["stacks"]["demo"]}, "scope": ["demo"]}, "nftables")
-    assert [l for l in our_rules(sandbox) if "demo/" in l] == []
-    assert [l for l in our_rules(sandbox) if "other/" in l] != []  # not in scope: left in iptables
+    assert [rule for rule in our_rules(sandbox) if "demo/" in rule] == []
+    assert [rule for rule in our_rules(sandbox) if "other/" in rule] != []  # not in scope: left in iptables
     assert "demo/" in (our_nft(sandbox) or "") and "other/" not in (our_nft(sandbox) or "")
 
 
 def test_auto_picks_nftables_here(sandbox: Sandbox) -> None:
     code = "from controllers.firewall import backends; print(backends('auto')[0].name)"
     assert sandbox.python(code).stdout == "nftables\n"
+
+
+def test_the_libnftables_socket_is_not_inherited_by_what_we_run(sandbox: Sandbox) -> None:
+    """libnftables opens its netlink socket without close-on-exec; a program reconcile runs must
+    never hold a socket that speaks for root to the host's nf_tables."""
+    code = ("import os, subprocess\n"
+            "from kernel.netfilter_nft import open_session\n"
+            "assert open_session() is not None\n"
+            "print(subprocess.run(['ls', '-l', '/proc/self/fd'], close_fds=False, capture_output=True,"
+            " text=True).stdout.count('socket:'))\n")
+    assert sandbox.run(sys.executable, "-c", code).stdout.strip() == "0"
