@@ -56,5 +56,7 @@ truncate -s 2G rootfs.ext4.tmp && mkfs.ext4 -q -F -L vmroot -d build/rootfs root
 echo "$KVER" > KVER
 mv vmlinuz.tmp vmlinuz; [ -s vmlinux.tmp ] && mv vmlinux.tmp vmlinux; mv initrd.gz.tmp initrd.gz; mv rootfs.ext4.tmp rootfs.ext4
 rm -rf build
-find .. -mindepth 1 -maxdepth 1 -type d ! -name "$STAMP" -exec rm -rf {} +  # images of older inputs
+# Images of older inputs, unless a vm-test still boots from one (it holds a shared lock on it):
+# a run of the whole suite outlives a change of the package list.
+find .. -mindepth 1 -maxdepth 1 -type d ! -name "$STAMP" -exec flock -n -x {} rm -rf {} \; 2>/dev/null || true
 du -sh --apparent-size rootfs.ext4; du -sh "$VM_CACHE"

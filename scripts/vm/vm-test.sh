@@ -24,6 +24,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 VM_CACHE=$("$HERE"/vm-image.sh)
+exec 9<"$VM_CACHE" && flock -s 9  # in use: a newer image's build leaves this one be
 
 # The guest's python is Debian 12's /usr/bin/python3, so the shared venv must be built from it.
 if ! grep -qx 'home = /usr/bin' .venv-vm/pyvenv.cfg 2>/dev/null || [ ! -x .venv-vm/bin/pytest ]; then
