@@ -19,9 +19,9 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
-import shutil
 import statistics
 import subprocess
 import sys
@@ -78,12 +78,13 @@ class Agent:
                 self.lines.append(json.loads(line))
                 self._cond.notify_all()
 
-    def wait_for(self, match: Callable[[dict[str, object]], bool], after: int, timeout: float = 30) -> dict[str, object]:
+    def wait_for(self, match: Callable[[dict[str, object]], bool], after: int,
+                 timeout: float = 30) -> dict[str, object]:
         """The first log line from index `after` on that matches."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                found = next((l for l in self.lines[after:] if match(l)), None)
+                found = next((record for record in self.lines[after:] if match(record)), None)
                 if found is not None:
                     return found
                 if not self._cond.wait(deadline - time.monotonic()) and time.monotonic() > deadline:
@@ -111,8 +112,9 @@ class Agent:
 
 def _environment() -> tuple[dict[str, str], str]:
     parent = f"rc-bench-{uuid.uuid4().hex[:8]}"
-    return {**os.environ, "RECONCILE_STATE_DIR": tempfile.mkdtemp(prefix="rc-bench-"), "RECONCILE_CGROUP_PARENT": parent,
-            "PYTHONPATH": str(REPO), "NO_COLOR": "1", "RECONCILE_FIREWALL_BACKEND": BACKEND}, parent
+    return {**os.environ, "RECONCILE_STATE_DIR": tempfile.mkdtemp(prefix="rc-bench-"),
+            "RECONCILE_CGROUP_PARENT": parent, "PYTHONPATH": str(REPO), "NO_COLOR": "1",
+            "RECONCILE_FIREWALL_BACKEND": BACKEND}, parent
 
 
 def _run(*argv: str) -> str:
@@ -133,21 +135,21 @@ def _veth_of(container: str) -> str:
 
 
 def _dnat_rule(port: int) -> list[str]:
-    line = next(l for l in _run("iptables-save", "-t", "nat").splitlines()
-                if l.startswith("-A RECONCILE-DNAT") and f"--dport {port}" in l)
+    line = next(rule for rule in _run("iptables-save", "-t", "nat").splitlines()
+                if rule.startswith("-A RECONCILE-DNAT") and f"--dport {port}" in rule)
     return shlex.split(line)[2:]
 
 
 def _nft_dnat_handle(port: int) -> str:
     """The handle of our DNAT rule for a port in the nftables backend's table."""
-    return next(l.rsplit(" ", 1)[1] for l in _run("nft", "-a", "list", "chain", *NFT_TABLE, "RECONCILE-DNAT").splitlines()
-                if f"dport {port} " in l)
+    chain = _run("nft", "-a", "list", "chain", *NFT_TABLE, "RECONCILE-DNAT")
+    return next(rule.rsplit(" ", 1)[1] for rule in chain.splitlines() if f"dport {port} " in rule)
 
 
 def _rule_drifts() -> dict[str, tuple[Drift, Callable[[dict[str, object]], bool], Callable[[], bool]]]:
     """The rule drifts for the backend in use: a deleted DNAT rule, a flushed chain (and on
     nftables the whole table deleted), each repaired as the port's change."""
-    is_port = lambda l: l.get("kind") == "port"  # noqa: E731
+    is_port = lambda record: record.get("kind") == "port"  # noqa: E731
     if BACKEND == "iptables":
         return {
             "DNAT rule deleted": (lambda: _command("iptables", "-t", "nat", "-D", "RECONCILE-DNAT", *_dnat_rule(8090)),
@@ -162,7 +164,7 @@ def _rule_drifts() -> dict[str, tuple[Drift, Callable[[dict[str, object]], bool]
         "chain flushed": (lambda: _command("nft", "flush", "chain", *NFT_TABLE, "RECONCILE-DNAT"),
                           is_port, lambda: bool(_nft_dnat_handle(8091))),
         "table deleted": (lambda: _command("nft", "delete", "table", *NFT_TABLE),
-                          lambda l: l.get("kind") in ("port", "firewall"),
+                          lambda record: record.get("kind") in ("port", "firewall"),
                           lambda: bool(_nft_dnat_handle(8090)) and bool(_nft_dnat_handle(8091))),
     }
 
@@ -193,11 +195,11 @@ def _drifts(env: dict[str, str]) -> dict[str, tuple[Drift, Callable[[dict[str, o
 
     return {
         "veth deleted": (lambda: _command("ip", "link", "del", _veth_of("web")),
-                         lambda l: l.get("kind") == "endpoint", veth_back),
+                         lambda record: record.get("kind") == "endpoint", veth_back),
         "address removed": (lambda: _command("ip", "addr", "del", "10.63.1.1/24", "dev", "rc-drift-front"),
-                            lambda l: l.get("kind") == "network", address_back),
+                            lambda record: record.get("kind") == "network", address_back),
         **_rule_drifts(),
-        "container killed": (kill_web, lambda l: l.get("kind") == "container",
+        "container killed": (kill_web, lambda record: record.get("kind") == "container",
                              lambda: _status(env)["web"]["state"] == "running"),
     }
 
@@ -224,7 +226,7 @@ def latency() -> list[list[object]]:
     agent = Agent(directory, env)
     rows: list[list[object]] = []
     try:
-        agent.wait_for(lambda l: l.get("event") == "change" and l.get("kind") == "container", 0)
+        agent.wait_for(lambda record: record.get("event") == "change" and record.get("kind") == "container", 0)
         agent.quiet()
         for kind, (make, is_repair, check) in _drifts(env).items():
             samples = []
@@ -233,7 +235,7 @@ def latency() -> list[list[object]]:
                 mark = len(agent.lines)
                 before = time.time()
                 drift()
-                repair = agent.wait_for(lambda l: l.get("event") == "change" and is_repair(l), mark)
+                repair = agent.wait_for(lambda record: record.get("event") == "change" and is_repair(record), mark)
                 samples.append(float(repair["ts"]) - before)  # type: ignore[arg-type]
                 if not _soon(check):
                     raise SystemExit(f"{kind}: the agent logged a repair the kernel does not show")
@@ -261,7 +263,8 @@ def rss(n: int) -> list[object]:
     agent = Agent(directory, env)
     try:
         start = time.monotonic()
-        agent.wait_for(lambda l: l.get("event") == "change" and l.get("object") == f"many/c{n - 1}", 0, timeout=900)
+        agent.wait_for(lambda record: record.get("event") == "change" and record.get("object") == f"many/c{n - 1}", 0,
+                       timeout=900)
         agent.quiet(2.0)
         converged = time.monotonic() - start
         running = sum(1 for c in _status(env).values() if c["state"] == "running")

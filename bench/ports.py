@@ -44,7 +44,8 @@ def desired_with(ports: int, first_host_port: int = 10000) -> Desired:
     stack = Stack.model_validate({
         "name": "bench", "containers": containers,
         "networks": {"front": {"subnet": "10.77.0.0/16", "bridge": BRIDGE}}})
-    addresses = {("bench", key, "front"): c.networks["front"].ip for key, c in stack.containers.items()}
+    addresses = {("bench", key, "front"): ip for key, c in stack.containers.items()
+                 if (ip := c.networks["front"].ip) is not None}  # every one is static
     return Desired(stacks={"bench": stack}, scope=frozenset({"bench"}), addresses=addresses)
 
 

@@ -17,7 +17,6 @@ from specs.errors import Issue
 from specs.model import Stack
 
 
-
 class Observation(Protocol):
     def owned_stacks(self) -> set[str]:
         """Stacks that own at least one of the observed objects (read from the kernel marks)."""
@@ -58,8 +57,10 @@ class Diff:
 
 
 class Controller(Protocol, Generic[ObservedT]):
-    kinds: tuple[str, ...]
-    """The change kinds this controller emits and applies."""
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The change kinds this controller emits and applies."""
+        ...
 
     def observe(self) -> ObservedT:
         """One bulk read of the live kernel state this controller owns (and what it must avoid)."""

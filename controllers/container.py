@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
-from itertools import groupby
 from ipaddress import IPv4Address
+from itertools import groupby
 from pathlib import Path
 from typing import TypeVar
 
@@ -34,16 +34,16 @@ from controllers.errors import ApplyError, ApplyErrors
 from kernel import idmap, inroot, netns, overlay, procs, runtime, seccomp, users
 from kernel.oci import Runtime
 from specs import capabilities, names
-from specs.images import pinned_digest
 from specs.errors import Issue
+from specs.images import pinned_digest
 from specs.model import Container, Healthcheck, Stack, Volume
 from state import volumes
 from state.images import ImageStore
 from state.store import ContainerRecord, Store
 
 KIND_CONTAINER = "container"
-RECREATE_FIELDS = ("image", "command", "env", "rootfs", "volumes", "user", "workdir", "hostname", "networks", "read_only",
-                   "privileged", "cap_add", "cap_drop", "security_opt", "userns", "logging")
+RECREATE_FIELDS = ("image", "command", "env", "rootfs", "volumes", "user", "workdir", "hostname", "networks",
+                   "read_only", "privileged", "cap_add", "cap_drop", "security_opt", "userns", "logging")
 """Fields a process is started with: changing any of them needs a new process (`logging`: its
 log writer takes the limits when it starts)."""
 CONTAINERS_DIR = "containers"  # DO NOT RENAME: <state-dir>/containers/<stack>/<container>/
@@ -203,7 +203,7 @@ def _recreate_fields(old: Mapping[str, object], new: Mapping[str, object]) -> tu
 SHOWN_IF_SET = ("privileged", "cap_add", "cap_drop", "security_opt", "read_only", "userns")
 """Shown in the plan of a start unless at their default: confinement other than Docker's
 default is a visible choice."""
-_DEFAULTS = (None, False, [], "host")
+_DEFAULTS: tuple[object, ...] = (None, False, [], "host")
 
 
 def _start_fields(want: DesiredContainer) -> tuple[FieldChange, ...]:
@@ -262,7 +262,7 @@ def _diff_one(want: DesiredContainer, found: ObservedContainer | None) -> Change
     if found is None or found.handle is None:
         if not fields and found is not None and _completed(want, found):
             return None
-        if fields:  # its writable layer was made for another spec: a new one, as a recreate
+        if fields and found is not None:  # its writable layer was made for another spec: a new one, as a recreate
             return Change(Action.RECREATE, KIND_CONTAINER, key, fields, desired=want, observed=found,
                           reason=_start_reason(want, "exited; " + _changed(found, fields)))
         reason = "exited" if found is not None and found.record is not None else "not running"
@@ -555,8 +555,8 @@ class ContainerController:
             runtime.stop(found.handle, _grace(found), paths.log)
         if found.runtime_state:  # left by a runtime killed before it cleaned up, or not yet gone
             self._runtime.delete(names.runtime_id(found.stack, found.container))
-        for root in {found.root, paths.rootfs} - {None}:
-            overlay.unmount(root)  # type: ignore[arg-type]
+        for root in {r for r in (found.root, paths.rootfs) if r is not None}:
+            overlay.unmount(root)
         for bound in sorted(paths.lower.glob("[0-9]*")):  # userns: auto's idmapped lowers
             overlay.unmount(bound)
         overlay.unmount(paths.lower)  # where one lower was bound before images
@@ -567,7 +567,8 @@ class ContainerController:
         others get free ones (free on this host now: every layer's mark and every running
         init's uid_map count, ours or not yet recorded). Read here, for these starts only, not
         on every observation."""
-        wanting = [c for c in changes if isinstance(c.desired, DesiredContainer) and c.desired.container.userns == "auto"]
+        wanting = [c for c in changes
+                   if isinstance(c.desired, DesiredContainer) and c.desired.container.userns == "auto"]
         if not wanting:
             return {}
         kept = {c.key: base for c in wanting if (base := self._id_base_of(c)) is not None}
@@ -621,6 +622,8 @@ class ContainerController:
         want = change.desired
         assert isinstance(want, DesiredContainer)
         c = want.container
+        workdir = c.workdir
+        assert workdir is not None  # the spec's, the image's WORKDIR, or / (Container._resolve, engine.images)
         paths = Paths.of(self._state_dir, want.stack, want.key)
         digest = pinned_digest(c.image)
         lowers = self._image_layers(c.image, digest) if c.image is not None else [lower_of(c)]
@@ -638,13 +641,13 @@ class ContainerController:
             lowers = bound
         overlay.mount(want.stack, want.key, lowers, paths.upper, paths.work, paths.rootfs, digest)
         if not inroot.find_program(paths.rootfs, c.command[0], environment(c.hostname, c.env)["PATH"],
-                                   [v.target for v in c.volumes], c.workdir):
+                                   [v.target for v in c.volumes], workdir):
             raise runtime.StartError(f"{change.key}: command not found in the container: {c.command[0]}")
-        if inroot.resolve(paths.rootfs, c.workdir) is None:  # made in the layer, as Docker makes WORKDIR
+        if inroot.resolve(paths.rootfs, workdir) is None:  # made in the layer, as Docker makes WORKDIR
             try:
-                inroot.make_dirs(paths.rootfs, c.workdir)
+                inroot.make_dirs(paths.rootfs, workdir)
             except OSError as exc:
-                raise runtime.StartError(f"{change.key}: workdir {c.workdir}: {exc.strerror or exc}") from exc
+                raise runtime.StartError(f"{change.key}: workdir {workdir}: {exc.strerror or exc}") from exc
         named = self._named_volumes(want, paths, id_base)
         _make_host_directories(change.key, c.volumes)
         placement = self._cgroups(want.stack, want.key)

@@ -122,7 +122,7 @@ def _without_loopback(text: str) -> str:
         if len(fields) >= 2 and fields[0] == "nameserver" and _is_loopback(fields[1]):
             continue
         kept.append(line)
-    return "\n".join(kept).strip() + "\n" if any(l.strip() for l in kept) else ""
+    return "\n".join(kept).strip() + "\n" if any(line.strip() for line in kept) else ""
 
 
 def _nameservers(text: str) -> list[str]:

@@ -193,7 +193,7 @@ def _container_ports(stack: Stack, name: str, container: Container, desired: Des
     route = container.default_route
     network = stack.networks.get(route) if route else None
     address = desired.addresses.get((stack.name, name, route)) if route else None
-    if network is None or network.internal or address is None:
+    if not route or network is None or network.internal or address is None:
         why = ("published ports need a non-internal default_route network" if network is None
                or network.internal else f"no address on network '{route}' was allocated")
         return {}, [], [Issue(stack.name, ("containers", name, "ports"), why)]

@@ -23,8 +23,8 @@ from controllers.change import Action, Change, FieldChange
 from controllers.errors import ApplyError, ApplyErrors
 from kernel import sysctl
 from kernel.netlink import Netlink
-from kernel.rtnl_wire import NetlinkError
 from kernel.rtnl_dump import Interface, Link, LinkDump, ipv4_of, ipv6_of
+from kernel.rtnl_wire import NetlinkError
 from specs import names
 from specs.errors import Issue
 from specs.model import Network, Stack
@@ -96,7 +96,7 @@ def mac_of(address: IPv4Address) -> str:
 
 
 def desired_bridge(network: Network) -> BridgeState:
-    addresses: tuple[Interface, ...] = (IPv4Interface(f"{network.gateway}/{network.subnet.prefixlen}"),)
+    addresses: tuple[Interface, ...] = (IPv4Interface(f"{network.gateway}/{network.assigned_subnet.prefixlen}"),)
     if network.subnet6 is not None:
         addresses += (IPv6Interface(f"{network.gateway6}/{network.subnet6.prefixlen}"),)
     return BridgeState(name=network.bridge, mtu=network.mtu, up=True, addresses=addresses)

@@ -128,7 +128,7 @@ def _default_route(dump: LinkDump, version: int) -> str | None:
 
 def observe_sandbox(stack: str, container: str, name: str, inner: LinkDump,
                     host_ends: Mapping[str, Link], host_by_index: Mapping[int, Link]) -> ObservedSandbox:
-    lo = next((l for l in inner.links if l.name == "lo"), None)
+    lo = next((link for link in inner.links if link.name == "lo"), None)
     endpoints: dict[str, ObservedEndpoint] = {}
     for link in inner.links:
         owner = names.parse_alias(link.alias)
@@ -150,7 +150,8 @@ def _desired_endpoints(stack: Stack, container_key: str, desired: Desired) -> di
     for index, net_key in enumerate(container.networks):
         net = stack.networks[net_key]
         key = (stack.name, container_key, net_key)
-        addresses: tuple[Interface, ...] = (IPv4Interface(f"{desired.addresses[key]}/{net.subnet.prefixlen}"),)
+        addresses: tuple[Interface, ...] = (
+            IPv4Interface(f"{desired.addresses[key]}/{net.assigned_subnet.prefixlen}"),)
         if net.subnet6 is not None:
             addresses += (IPv6Interface(f"{desired.addresses6[key]}/{net.subnet6.prefixlen}"),)
         result[net_key] = EndpointState(
@@ -232,9 +233,7 @@ def diff_sandboxes(desired: Desired, observed: SandboxObservation) -> Diff:
     for key, link in observed.stray_host_ends.items():
         if key.split("/")[0] in desired.scope:
             endpoints.append(Change(Action.DELETE, KIND_ENDPOINT, key, reason="its sandbox is gone",
-                                    observed=ObservedEndpoint(names.Owner("endpoint", *key.split("/", 2)[:2],
-                                                                          key.split("/")[2]),
-                                                              link.index, None, None)))
+                                    observed=ObservedEndpoint(_endpoint_owner(key), link.index, None, None)))
     # Namespaces first, then the veths inside them, then the routes through those veths.
     result.changes = sandboxes + endpoints + routes
     return result
@@ -254,6 +253,12 @@ def _set_ipv6(ns_name: str, ifname: str, on: bool) -> None:
     except FileNotFoundError:
         if on:
             raise
+
+
+def _endpoint_owner(key: str) -> names.Owner:
+    """The owner of the host end of endpoint `stack/container/network`."""
+    stack, container, network = key.split("/")[:3]
+    return names.Owner("endpoint", stack, container, network)
 
 
 class SandboxController:
@@ -278,9 +283,9 @@ class SandboxController:
                 sandboxes[f"{stack}/{container}"] = observe_sandbox(
                     stack, container, name, inner, host_ends, by_index)
         claimed = {ep.owner.key for s in sandboxes.values() for ep in s.endpoints.values()}
-        bridges = {l.name: l.index for l in dump.links if l.kind == "bridge"}
+        bridges = {link.name: link.index for link in dump.links if link.kind == "bridge"}
         return SandboxObservation(sandboxes,
-                                  {k: l for k, l in host_ends.items() if k not in claimed}, bridges)
+                                  {k: link for k, link in host_ends.items() if k not in claimed}, bridges)
 
     def diff(self, desired: Desired, observed: SandboxObservation) -> Diff:
         return diff_sandboxes(desired, observed)
@@ -294,8 +299,9 @@ class SandboxController:
         except netns.NetnsError as exc:
             errors.append(ApplyError(str(exc)))
         host_links = self._host.dump().links
-        bridges = {l.name: l.index for l in host_links if l.kind == "bridge"}
-        our_veths = {l.name: l.index for l in host_links if l.kind == "veth" and l.group == names.LINK_GROUP}
+        bridges = {link.name: link.index for link in host_links if link.kind == "bridge"}
+        our_veths = {link.name: link.index for link in host_links
+                     if link.kind == "veth" and link.group == names.LINK_GROUP}
         for change in changes:
             if change in created or change in deleted:
                 continue
@@ -307,7 +313,7 @@ class SandboxController:
             except Exception as exc:  # noqa: BLE001 - reported together, the batch goes on
                 errors.append(ApplyError(f"{change.action} {change.kind} {change.key}: {exc}"))
         try:
-            netns.delete([c.observed.netns for c in deleted])  # type: ignore[union-attr]
+            netns.delete([c.observed.netns for c in deleted if isinstance(c.observed, ObservedSandbox)])
         except netns.NetnsError as exc:
             errors.append(ApplyError(str(exc)))
         if errors:

@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from kernel import crashpoints
 from kernel.retrying import retry_transient
 from specs.names import NAME_PATTERN

@@ -17,8 +17,24 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from kernel.cgroups_common import (CPU_PERIOD_US, CgroupDriver, CgroupError, Knob, Limits, Usage, at, cpus_of, levels,
-                                   mkdir, quota_of, read_int, read_keyed, read_max, read_text, write_text)
+from kernel.cgroups_common import (
+    CPU_PERIOD_US,
+    CgroupDriver,
+    CgroupError,
+    Knob,
+    Limits,
+    Usage,
+    at,
+    cpus_of,
+    levels,
+    mkdir,
+    quota_of,
+    read_int,
+    read_keyed,
+    read_max,
+    read_text,
+    write_text,
+)
 
 CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids")
 """The hierarchies a container's cgroup is made in (cpuacct only for its CPU time counter)."""

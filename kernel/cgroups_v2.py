@@ -16,9 +16,25 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
-from kernel.cgroups_common import (CPU_PERIOD_US, CgroupDriver, CgroupError, Knob, Limits, Usage, at,
-                                   below_usage, cpus_of, levels, mkdir, quota_of, read_int, read_keyed, read_max,
-                                   read_text, write_text)
+from kernel.cgroups_common import (
+    CPU_PERIOD_US,
+    CgroupDriver,
+    CgroupError,
+    Knob,
+    Limits,
+    Usage,
+    at,
+    below_usage,
+    cpus_of,
+    levels,
+    mkdir,
+    quota_of,
+    read_int,
+    read_keyed,
+    read_max,
+    read_text,
+    write_text,
+)
 
 CONTROLLERS = ("memory", "cpu", "pids", "cpuset")
 """The controllers enabled for our cgroups (where the host offers them)."""

@@ -35,8 +35,19 @@ from functools import partial
 
 from kernel import netns
 from kernel import rtnl_wire as wire
-from kernel.events_wire import (Event, ExitEvent, LinkEvent, LinkNames, NetnsGone, Overflow, RuleEvent,
-                                messages, remember_link, route_event, rule_event)
+from kernel.events_wire import (
+    Event,
+    ExitEvent,
+    LinkEvent,
+    LinkNames,
+    NetnsGone,
+    Overflow,
+    RuleEvent,
+    messages,
+    remember_link,
+    route_event,
+    rule_event,
+)
 from kernel.rtnl_dump import RTM_GETLINK
 from kernel.runtime import ProcessHandle, open_pidfd
 

@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from kernel import rtnl_wire as wire
-from kernel.netlink import (AF_UNSPEC, RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_NEWADDR,
-                            RTM_NEWLINK, RTM_NEWROUTE)
+from kernel.netlink import AF_UNSPEC, RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE
 from kernel.rtnl_dump import IFLA_IFALIAS, IFLA_IFNAME, parse_address, parse_route
 
 NFNL_SUBSYS_NFTABLES = 10
@@ -50,8 +49,8 @@ class LinkEvent:
 @dataclass(frozen=True)
 class RuleEvent:
     """A change to an IPv4 or IPv6 nf_tables table, chain or rule (what iptables-nft and
-    ip6tables-nft write) or to an inet one (the nftables backend's table). A chain event has comment None; a table event has
-    chain None too."""
+    ip6tables-nft write) or to an inet one (the nftables backend's table). A chain event has comment
+    None; a table event has chain None too."""
 
     table: str
     chain: str | None

@@ -22,19 +22,19 @@ import fcntl
 import hashlib
 import os
 import posixpath
+import queue
 import re
 import shutil
 import stat
-import queue
 import subprocess
 import tarfile
-import threading
 import tempfile
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Protocol, TypeVar
 
 from kernel.inroot import open_at_in_root
 
@@ -168,12 +168,20 @@ def _locked_temporary(store: Path, name: str) -> tuple[Path, int]:
         os.close(fd)
 
 
+class _Reader(Protocol):
+    """What each stage of a layer's stream reads from the one before: at most `size` bytes, b""
+    at the end."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
 def _unpack(blob: IO[bytes], root_fd: int, layer: str) -> str:
     """Unpack the layer under `root_fd`; the digest of the whole uncompressed stream, read to its
     end (a tar is padded past its end marker, and the diff_id covers the padding too)."""
     with _layer_stream(blob, layer) as stream, _Unpacker(root_fd, layer) as unpacker:
         try:
-            with tarfile.open(fileobj=stream, mode="r|", bufsize=STREAM_BUFFER) as archive:
+            # typeshed wants a seekable, writable file for every mode; a stream ("r|") is only read
+            with tarfile.open(fileobj=stream, mode="r|", bufsize=STREAM_BUFFER) as archive:  # type: ignore[call-overload]
                 for member in archive:
                     unpacker.unpack(archive, member)
         except tarfile.TarError as error:
@@ -189,14 +197,15 @@ def _layer_stream(blob: IO[bytes], layer: str) -> Iterator[_Readahead]:
     while len(head) < MAGIC_LENGTH and (more := blob.read(MAGIC_LENGTH - len(head))):
         head += more
     compression = next((kind for magic, kind in COMPRESSION_MAGIC.items() if head.startswith(magic)), None)
-    source: IO[bytes] = _Prefixed(head, blob)  # type: ignore[assignment]
+    source: _Reader = _Prefixed(head, blob)
     with ExitStack() as stack:
         zstd = None
         if compression == "gzip":
-            source = _Gunzip(source)  # type: ignore[assignment]
+            source = _Gunzip(source)
         elif compression == "zstd":
             zstd = stack.enter_context(_zstd(source, layer))
-            source = zstd.stdout  # type: ignore[assignment]
+            assert zstd.stdout is not None  # a pipe (stdout=PIPE)
+            source = zstd.stdout
         corrupt = f"{layer}: its {compression or 'tar'} data is truncated or corrupt"
         yield stack.enter_context(_Readahead(_HashingReader(source, zstd, corrupt)))
 
@@ -207,7 +216,7 @@ class _Gunzip:
     time on big layers. zlib checks each member's CRC and length; at most `size` bytes come out
     of one read, however well the data compresses."""
 
-    def __init__(self, source: _Prefixed):
+    def __init__(self, source: _Reader):
         self._source = source
         self._inflate = zlib.decompressobj(GZIP_WBITS)
         self._input = b""
@@ -254,7 +263,7 @@ class _Prefixed:
 
 
 @contextmanager
-def _zstd(source: _Prefixed, layer: str) -> Iterator[subprocess.Popen[bytes]]:
+def _zstd(source: _Reader, layer: str) -> Iterator[subprocess.Popen[bytes]]:
     """`zstd -dc`, fed the blob by a thread; killed when the unpack is done with it, finished or not."""
     try:
         process = subprocess.Popen(["zstd", "-dcq"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -262,12 +271,14 @@ def _zstd(source: _Prefixed, layer: str) -> Iterator[subprocess.Popen[bytes]]:
     except FileNotFoundError:
         raise LayerError(f"{layer}: it is zstd-compressed and the zstd command is missing: "
                          "install the zstd package") from None
+    stdin = process.stdin
+    assert stdin is not None  # a pipe (stdin=PIPE)
 
     def feed() -> None:
         try:
-            with process.stdin:  # type: ignore[union-attr]
+            with stdin:
                 while chunk := source.read(COPY_CHUNK):
-                    process.stdin.write(chunk)  # type: ignore[union-attr]
+                    stdin.write(chunk)
         except (OSError, ValueError):  # zstd gave up (killed), or the blob failed: zstd sees the end
             pass
 
@@ -286,7 +297,7 @@ class _HashingReader:
     LayerError, so an OSError anywhere else is a write failure (gzip's BadGzipFile is an OSError
     too)."""
 
-    def __init__(self, source: IO[bytes], zstd: subprocess.Popen[bytes] | None, corrupt: str):
+    def __init__(self, source: _Reader, zstd: subprocess.Popen[bytes] | None, corrupt: str):
         self._source = source
         self._zstd = zstd
         self._corrupt = corrupt
@@ -298,7 +309,8 @@ class _HashingReader:
         except (OSError, EOFError, zlib.error) as error:
             raise LayerError(f"{self._corrupt} ({error}): pull the image again") from None
         if not chunk and self._zstd is not None and self._zstd.wait():
-            complaint = self._zstd.stderr.read().decode(errors="replace").strip()  # type: ignore[union-attr]
+            stderr = self._zstd.stderr  # a pipe (stderr=PIPE)
+            complaint = stderr.read().decode(errors="replace").strip() if stderr is not None else ""
             raise LayerError(f"{self._corrupt} ({complaint}): pull the image again")
         self._digest.update(chunk)
         return chunk
@@ -576,7 +588,8 @@ def _write_file(archive: tarfile.TarFile, member: tarfile.TarInfo, parent_fd: in
     fd = _replacing(parent_fd, name, lambda: os.open(name, flags, 0o600, dir_fd=parent_fd))
     try:
         content = archive.extractfile(member)
-        while chunk := content.read(COPY_CHUNK):  # type: ignore[union-attr]
+        assert content is not None  # a regular file (the only kind written here) has content
+        while chunk := content.read(COPY_CHUNK):
             view = memoryview(chunk)
             while view:
                 view = view[os.write(fd, view):]

@@ -39,8 +39,8 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 from ipaddress import IPv4Network, IPv6Network
+from typing import Protocol
 
 from kernel import crashpoints
 from kernel.netfilter import BaseChain, Chain, Family, NetfilterError, Op, OpKind, Rule, Ruleset

@@ -17,9 +17,25 @@ from ipaddress import ip_address
 from kernel import rtnl_dump
 from kernel import rtnl_wire as wire
 from kernel.retrying import retry_transient
-from kernel.rtnl_dump import (IFF_UP, IFLA_GROUP, IFLA_IFALIAS, IFLA_IFNAME, IFLA_INFO_KIND,
-                              IFLA_LINKINFO, IFLA_MASTER, IFLA_MTU, RT_TABLE_MAIN, RTA_DST, RTA_GATEWAY,
-                              RTA_OIF, RTM_GETLINK, Interface, Link, LinkDump, Net)
+from kernel.rtnl_dump import (
+    IFF_UP,
+    IFLA_GROUP,
+    IFLA_IFALIAS,
+    IFLA_IFNAME,
+    IFLA_INFO_KIND,
+    IFLA_LINKINFO,
+    IFLA_MASTER,
+    IFLA_MTU,
+    RT_TABLE_MAIN,
+    RTA_DST,
+    RTA_GATEWAY,
+    RTA_OIF,
+    RTM_GETLINK,
+    Interface,
+    Link,
+    LinkDump,
+    Net,
+)
 
 AF_UNSPEC, AF_INET, AF_BRIDGE, AF_INET6 = 0, 2, 7, 10
 RTM_NEWLINK, RTM_DELLINK, RTM_SETLINK = 16, 17, 19

@@ -25,8 +25,9 @@ def retry_transient(transient: Callable[[BaseException], bool], *, within: float
         def retried(*args: P.args, **kwargs: P.kwargs) -> R:
             from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
-            return retry(retry=retry_if_exception(transient), stop=stop_after_delay(within),
-                         wait=wait_exponential(multiplier=first_wait, max=max_wait), reraise=True)(call)(*args, **kwargs)
+            retrying = retry(retry=retry_if_exception(transient), stop=stop_after_delay(within),
+                             wait=wait_exponential(multiplier=first_wait, max=max_wait), reraise=True)
+            return retrying(call)(*args, **kwargs)
 
         @functools.wraps(call)
         def first_try(*args: P.args, **kwargs: P.kwargs) -> R:

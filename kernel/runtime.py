@@ -21,8 +21,8 @@ from __future__ import annotations
 import json
 import os
 import select
-import signal
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence

@@ -34,13 +34,13 @@ def lookup(user: str, root: Path) -> Ids:
     entry = next((e for e in passwd if e[0] == name or (name.isdigit() and e[2] == name)), None)
     if entry is None and not name.isdigit():
         raise UnknownUser(f"unknown user '{name}' in the container's /etc/passwd")
-    uid = int(name) if name.isdigit() else int(entry[2])  # type: ignore[index]
+    uid = int(name) if name.isdigit() or entry is None else int(entry[2])
     gid = int(entry[3]) if entry and len(entry) > 3 and entry[3].isdigit() else 0  # Docker's: group root
     if group:
         match = next((g for g in groups if g[0] == group or g[2] == group), None)
         if match is None and not group.isdigit():
             raise UnknownUser(f"unknown group '{group}' in the container's /etc/group")
-        gid = int(group) if group.isdigit() else int(match[2])  # type: ignore[index]
+        gid = int(group) if group.isdigit() or match is None else int(match[2])
     member_of = tuple(int(g[2]) for g in groups
                       if len(g) > 3 and entry is not None and entry[0] in g[3].split(",") and g[2].isdigit())
     return Ids(uid, gid, member_of)

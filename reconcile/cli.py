@@ -45,7 +45,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(self.prog, self.format_usage(), message)
 
 
-def _common() -> argparse.ArgumentParser:
+def _common() -> _Parser:
     """Options accepted before or after the verb (SUPPRESS keeps the sub-parser from
     overwriting a value given before the verb with its default)."""
     common = _Parser(add_help=False)
@@ -363,9 +363,9 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_ERROR
 
 
-ENGINES = {"validate": "specs.loader", "convert": "specs.loader", "diff": "reconcile.engine.verbs", "apply": "reconcile.engine.verbs",
-           "down": "reconcile.engine.verbs", "status": "reconcile.engine.status", "logs": "reconcile.engine.containers",
-           "exec": "reconcile.engine.containers", "watch": "reconcile.watch.run"}
+ENGINES = {"validate": "specs.loader", "convert": "specs.loader", "diff": "reconcile.engine.verbs",
+           "apply": "reconcile.engine.verbs", "down": "reconcile.engine.verbs", "status": "reconcile.engine.status",
+           "logs": "reconcile.engine.containers", "exec": "reconcile.engine.containers", "watch": "reconcile.watch.run"}
 """The bulk of what a verb imports, imported before the collector is frozen."""
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "validate": cmd_validate, "diff": cmd_diff, "apply": cmd_apply, "down": cmd_down,

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh) and run every check: the layering contract and the test suite on this
-# host and, alongside (its waits leave the CPU idle), the modern-host lane: the kernel-facing tests
-# again in a throwaway VM with cgroup v2 and its own kernel (scripts/vm/vm-test.sh; the whole
-# suite there: scripts/vm/vm-test.sh alone). Must run as root: the tests drive the real kernel
-# inside throwaway namespaces. Arguments go to pytest on this host and skip the VM lane, as does
-# RECONCILE_VM_LANE=0.
+# Set up (scripts/setup.sh) and run every check: the layering contract, ruff and mypy (configured
+# in pyproject.toml), and the test suite on this host and, alongside (its waits leave the CPU idle),
+# the modern-host lane: the kernel-facing tests again in a throwaway VM with cgroup v2 and its own
+# kernel (scripts/vm/vm-test.sh; the whole suite there: scripts/vm/vm-test.sh alone). Must run as
+# root: the tests drive the real kernel inside throwaway namespaces. Arguments go to pytest on
+# this host and skip the VM lane, as does RECONCILE_VM_LANE=0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 .venv/bin/lint-imports
+.venv/bin/ruff check controllers kernel state specs reconcile tests bench
+.venv/bin/mypy  # the packages listed in pyproject.toml
 # The cgroup driver, crun confined on v2 (every escape attempt) and the firewall on the guest's own
 # kernel: ~10 min under emulation. The rest (test_containers.py: 4.5 min more) on demand.
 VM_LANE=(tests/test_cgroups_v1.py tests/test_cgroups_e2e.py tests/test_cgroups_v2_paths.py tests/test_cgroup_diff.py

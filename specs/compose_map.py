@@ -199,12 +199,13 @@ def _ipam(out: Collector, result: dict[str, object], key: str, ipam: object, ena
     if ipam is not None and not isinstance(ipam, dict):
         out.error(loc, f"expected a mapping (config: [{{subnet, gateway}}]), got {describe_value(ipam)}")
         return
-    for option in ipam or {}:
-        if option == "driver" and ipam["driver"] != "default":  # type: ignore[index]
+    options = ipam if isinstance(ipam, dict) else {}
+    for option in options:
+        if option == "driver" and options["driver"] != "default":
             out.key_error(loc + ("driver",), "only the default IPAM driver is supported")
         elif option not in ("driver", "config", "options"):
             out.unknown(loc + (str(option),), ("driver", "config"))
-        elif option == "options" and ipam["options"]:  # type: ignore[index]
+        elif option == "options" and options["options"]:
             out.key_error(loc + ("options",), "IPAM options are not supported")
     if not configs:
         return  # the subnet comes from the pool

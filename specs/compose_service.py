@@ -4,15 +4,30 @@ be honoured are errors and keys without effect are warnings, each at its key."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 from specs.compose_interpolation import interpolate, parse_env_file
-from specs.compose_keys import NO_EFFECT_ATTACHMENT, NO_EFFECT_DEPLOY, NO_EFFECT_SERVICE, UNSUPPORTED_ATTACHMENT, \
-    UNSUPPORTED_SERVICE
+from specs.compose_keys import (
+    NO_EFFECT_ATTACHMENT,
+    NO_EFFECT_DEPLOY,
+    NO_EFFECT_SERVICE,
+    UNSUPPORTED_ATTACHMENT,
+    UNSUPPORTED_SERVICE,
+)
 from specs.compose_report import Collector
-from specs.compose_values import Parsed, docker_bytes, duration_seconds, integer, long_port, long_volume, number, \
-    short_port, short_volume
+from specs.compose_values import (
+    Parsed,
+    docker_bytes,
+    duration_seconds,
+    integer,
+    long_port,
+    long_volume,
+    number,
+    short_port,
+    short_volume,
+)
 from specs.errors import Loc, quoted
 from specs.fields import SubfieldError, describe_value
 
@@ -118,7 +133,9 @@ class ServiceMapper:
         env: dict[str, object] = {}
         self.out.origins[self.dst + ("env",)] = self.src
         files = self.service.get("env_file")
-        for index, entry in enumerate([files] if isinstance(files, (str, dict)) else files or []):
+        # a string, a mapping or a list (anything else fails here, as iterating it always did)
+        entries = [files] if isinstance(files, (str, dict)) else cast(Iterable[object], files or [])
+        for index, entry in enumerate(entries):
             self._env_file(env, entry, self.src + ("env_file",) + ((index,) if not isinstance(files, (str, dict))
                                                                    else ()))
         self._environment(env)

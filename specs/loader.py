@@ -148,7 +148,8 @@ def _file_error(path: Path, message: str) -> SpecErrors:
 def load_file(path: Path) -> StackFile:
     """One stack file, parsed and validated on its own (SpecErrors when it is not valid)."""
     document = _read_mapping(path)
-    data, origins, warnings = document.data, Origins(), ()
+    warnings: tuple[SpecError, ...] = ()
+    data, origins = document.data, Origins()
     if is_compose(path, data):
         compose = convert(path, document)
         data, origins, warnings = compose.native, compose.origins, compose.warnings

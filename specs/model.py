@@ -16,16 +16,29 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PlainSerializer, Tag,
-                      WithJsonSchema, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainSerializer,
+    Tag,
+    WithJsonSchema,
+    model_validator,
+)
 
+from specs import health
+from specs.errors import quoted
 from specs.fields import (
+    SubfieldError,
     check_absolute_path,
     check_capability,
     check_env_name,
     check_hostname,
-    check_image,
     check_ifname,
+    check_image,
     check_mount_target,
     check_no_nul,
     check_program,
@@ -33,7 +46,6 @@ from specs.fields import (
     check_volume_name,
     name_checker,
     reject_duplicates,
-    SubfieldError,
     reject_unknown_log_options,
     reject_volume_drivers,
     to_argv,
@@ -41,20 +53,18 @@ from specs.fields import (
     to_bind_address,
     to_cpuset,
     to_host_path,
-    to_log_file_count,
-    to_log_size,
     to_ipv4_address,
     to_ipv4_network,
     to_ipv6_address,
     to_ipv6_network,
+    to_log_file_count,
+    to_log_size,
     to_memory_bytes,
     to_port_mapping,
     to_security_opts,
     to_volume,
     to_volume_source,
 )
-from specs import health
-from specs.errors import quoted
 from specs.names import NAME_PATTERN, VOLUME_NAME_PATTERN, default_bridge_name
 
 MAX_CPUS = 1024
@@ -136,6 +146,21 @@ class Network(SpecModel):
             return network
         return network.with_subnet(network.subnet)
 
+    @property
+    def assigned_subnet(self) -> IPv4Network:
+        """`subnet`, declared or from the pool: reconcile.engine.subnets fills it in before a
+        network reaches IPAM or the controllers."""
+        if self.subnet is None:
+            raise ValueError("the network's subnet is not assigned yet (none declared, none from the pool)")
+        return self.subnet
+
+    @property
+    def assigned_gateway(self) -> IPv4Address:
+        """`gateway`, set whenever the subnet is (see assigned_subnet)."""
+        if self.gateway is None:
+            raise ValueError("the network's gateway is not assigned yet (none declared, none from the pool)")
+        return self.gateway
+
     def with_subnet(self, subnet: IPv4Network) -> Network:
         """This network on `subnet`, its gateway the subnet's first host address (how a subnet
         from the pool is filled in: a gateway of the user's needs a declared subnet)."""
@@ -202,7 +227,8 @@ class Volume(SpecModel):
     @model_validator(mode="after")
     def _host_path_only(self) -> Volume:
         if self.create_host_path and isinstance(self.source, str):
-            raise SubfieldError(("create_host_path",), f"applies to a host path, not to the volume {quoted(self.source)}")
+            raise SubfieldError(("create_host_path",),
+                                f"applies to a host path, not to the volume {quoted(self.source)}")
         return self
 
     @property
@@ -244,7 +270,8 @@ class Healthcheck(SpecModel):
     """Docker Compose's `healthcheck:`, with Docker's defaults and its `0 means the default`. The
     test runs inside the container, with its confinement and in its cgroups, as `reconcile exec`."""
 
-    test: Annotated[list[Text], BeforeValidator(health.to_health_test, json_schema_input_type=str | list[str])] | None = Field(
+    test: Annotated[list[Text],
+                    BeforeValidator(health.to_health_test, json_schema_input_type=str | list[str])] | None = Field(
         None, description="[\"CMD\", argv...], [\"CMD-SHELL\", \"command line\"] (run by /bin/sh -c), "
                           "[\"NONE\"] (no check), or a string: a CMD-SHELL command line")
     interval: Duration = Field(health.DEFAULT_INTERVAL, description="between probes, e.g. 30s, 1m30s, 500ms")
@@ -334,7 +361,8 @@ class Container(SpecModel):
                             AfterValidator(reject_duplicates)] = Field(
         default_factory=list, description="no-new-privileges: setuid programs and file capabilities "
                                           "grant nothing")
-    env: dict[EnvName, Text] = Field(default_factory=dict, description="environment (values are strings: quote numbers)")
+    env: dict[EnvName, Text] = Field(default_factory=dict,
+                                     description="environment (values are strings: quote numbers)")
     workdir: ContainerPath | None = _derived("absolute working directory inside the container; default: the "
                                       "image's, else /")
     hostname: Annotated[str, AfterValidator(check_hostname)] = _derived("default: the container key")
@@ -348,7 +376,8 @@ class Container(SpecModel):
     default_route: str | None = Field(
         None, description="network whose gateway is the default route; default: the first listed "
                           "non-internal network; null: no default route")
-    ports: list[Annotated[PortMapping, BeforeValidator(to_port_mapping, json_schema_input_type=str | PortMapping)]] = Field(
+    ports: list[Annotated[PortMapping,
+                          BeforeValidator(to_port_mapping, json_schema_input_type=str | PortMapping)]] = Field(
         default_factory=list, description="published ports (not on internal networks)")
     resources: Resources = Field(default_factory=Resources)
     volumes: list[Annotated[Volume, BeforeValidator(to_volume, json_schema_input_type=str | Volume)]] = Field(
@@ -399,8 +428,9 @@ class Stack(SpecModel):
     networks: dict[NetworkKey, Network] = Field(default_factory=dict, description="bridge networks by key")
     containers: dict[ContainerKey, Container] = Field(
         default_factory=dict, description="containers by key; the key is also their name on the networks")
-    volumes: dict[VolumeName, Annotated[NamedVolume, BeforeValidator(reject_volume_drivers,
-                                                                     json_schema_input_type=NamedVolume | None)]] = Field(
+    volumes: dict[VolumeName, Annotated[NamedVolume,
+                                        BeforeValidator(reject_volume_drivers,
+                                                        json_schema_input_type=NamedVolume | None)]] = Field(
         default_factory=dict, description="named volumes by name ({} or nothing): directories kept under the "
                                           "state dir, mounted by a container volume whose source is the name")
 

@@ -94,8 +94,9 @@ def check_host(stacks: Sequence[Stack], host_nets: Sequence[HostNet],
                applied: Sequence[AppliedNet]) -> list[Issue]:
     """Conflicts of the networks of `stacks` with foreign addresses and routes on the host
     (default routes aside: every subnet "overlaps" 0.0.0.0/0 and ::/0) and with networks of
-    other stacks already applied, each subnet against those of its own IP version. `applied` entries of `stacks` themselves are ours to change.
-    Subnets from the pool are filled in already (reconcile.engine.subnets)."""
+    other stacks already applied, each subnet against those of its own IP version. `applied`
+    entries of `stacks` themselves are ours to change. Subnets from the pool are filled in
+    already (reconcile.engine.subnets)."""
     in_scope = {stack.name for stack in stacks}
     others = [net for net in applied if net.stack not in in_scope]
     issues: list[Issue] = []
@@ -383,8 +384,8 @@ def _check_subnet_overlaps(stacks: Sequence[Stack], family: Family) -> Iterator[
     placed = [_Placed(order, *network) for order, network in enumerate(networks)]
     enclosing: list[_Placed] = []  # nested blocks, outermost first: at most 31 (IPv6: 126) deep
     clashes: dict[int, _Placed] = {}  # order of a later network -> first one it overlaps
-    for entry in sorted(placed, key=lambda p: (p.subnet.network_address, p.subnet.prefixlen, p.order)):
-        while enclosing and enclosing[-1].subnet.broadcast_address < entry.subnet.network_address:
+    for entry in sorted(placed, key=lambda p: (int(p.subnet.network_address), p.subnet.prefixlen, p.order)):
+        while enclosing and int(enclosing[-1].subnet.broadcast_address) < int(entry.subnet.network_address):
             enclosing.pop()
         for block in enclosing:
             earlier, later = sorted((block, entry), key=lambda p: p.order)

@@ -14,12 +14,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import TypeVar
 
-from ruamel.yaml.events import (AliasEvent, CollectionEndEvent, CollectionStartEvent, DocumentEndEvent,
-                                DocumentStartEvent, Event, MappingStartEvent, ScalarEvent, SequenceStartEvent,
-                                StreamEndEvent, StreamStartEvent)
+from ruamel.yaml.events import (
+    AliasEvent,
+    CollectionEndEvent,
+    CollectionStartEvent,
+    DocumentEndEvent,
+    DocumentStartEvent,
+    Event,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+    StreamStartEvent,
+)
 from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.resolver import VersionedResolver
+
+E = TypeVar("E", bound=Event)
 
 try:
     from ruamel.yaml.cyaml import CParser  # ruamel.yaml.clib's libyaml
@@ -74,7 +87,7 @@ class _Reader:
         self._expect(StreamEndEvent)  # a second document is the full reader's error
         return value
 
-    def _expect(self, kind: type[Event]) -> Event:
+    def _expect(self, kind: type[E]) -> E:
         event = self._next()
         if not isinstance(event, kind):
             raise _Unusual

@@ -55,7 +55,8 @@ LAYOUT_MARKER = {"imageLayoutVersion": "1.0.0"}
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 PARALLEL_LAYERS = 4
 """Layers fetched and unpacked at once (`skopeo copy` fetches 6 blobs at once, Docker 3)."""
-_OCI_REF_NAME = re.compile(r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*(?:/[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*)*")
+_OCI_REF_COMPONENT = r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"
+_OCI_REF_NAME = re.compile(rf"{_OCI_REF_COMPONENT}(?:/{_OCI_REF_COMPONENT})*")
 """The OCI image layout's grammar of a ref name (a reference with other characters is hashed)."""
 
 
@@ -148,7 +149,8 @@ class ImageStore:
                 continue
             try:
                 found.append((entry, self._image(str(annotations[REFERENCE_KEY]),
-                                                 str(annotations.get(DIGEST_KEY, entry["digest"])), str(entry["digest"]))))
+                                                 str(annotations.get(DIGEST_KEY, entry["digest"])),
+                                                 str(entry["digest"]))))
             except (ImageError, KeyError, TypeError, ValueError):
                 found.append((entry, None))
         return found
@@ -200,7 +202,8 @@ class ImageStore:
         blobs = manifest.get("layers", [])
         if len(diff_ids) != len(blobs):
             raise ImageError(f"{reference}: its config lists {len(diff_ids)} layers, its manifest {len(blobs)}")
-        layers = tuple(Layer(str(b["digest"]), str(b["mediaType"]), int(b.get("size", 0)), d) for b, d in zip(blobs, diff_ids))
+        layers = tuple(Layer(str(b["digest"]), str(b["mediaType"]), int(b.get("size", 0)), d)
+                       for b, d in zip(blobs, diff_ids))
         return Image(reference, digest, stored_digest, _config(config.get("config") or {}), layers)
 
     # --- pulling -------------------------------------------------------------------------
@@ -307,7 +310,8 @@ class ImageStore:
                 kept.append(entry)
             manifest = self._blob(image.stored_digest)
             return [*kept, {"mediaType": MANIFEST_MEDIA_TYPE, "digest": image.stored_digest,
-                            "size": manifest.stat().st_size, "annotations": _annotations(image.reference, image.digest)}]
+                            "size": manifest.stat().st_size,
+                            "annotations": _annotations(image.reference, image.digest)}]
         self._edit_index(rename)
 
     def _edit_index(self, edit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:

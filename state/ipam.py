@@ -13,10 +13,10 @@ each and both are keyed by the endpoint.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 EndpointKey = tuple[str, str, str]
 """(stack, container, network)."""
@@ -93,4 +93,5 @@ def _usable(address: A, subnet: Subnet) -> bool:
 
 def _first_free(subnet: Subnet, taken: set[A]) -> A | None:
     """The lowest host address not taken (hosts() is lazy: a /64 is not listed)."""
-    return next((a for a in subnet.hosts() if a not in taken), None)  # type: ignore[misc]
+    hosts = cast(Iterator[A], subnet.hosts())  # a subnet of A's family: Request pairs them
+    return next((a for a in hosts if a not in taken), None)

@@ -3,8 +3,9 @@ reconcile must never touch whatever happens to it (a kill, a bad spec, a race). 
 `snapshot()` before a scenario and asserts it byte-identical afterwards.
 
 The set: Docker-like `DOCKER` chains in nat and filter with their jumps from PREROUTING and
-FORWARD, an admin ssh rule in INPUT and FORWARD's DROP policy (as Docker sets it); a foreign nftables `inet` table (firewalld's
-kind: base chains at our hooks, a set, rules with comments) beside the nftables backend's; a foreign
+FORWARD, an admin ssh rule in INPUT and FORWARD's DROP policy (as Docker sets it); a foreign
+nftables `inet` table (firewalld's kind: base chains at our hooks, a set, rules with comments)
+beside the nftables backend's; a foreign
 bridge `br-canary` with an address and a veth pair `cv0`/`cv1` with `cv0` on the bridge; a
 foreign netns `canary-ns` with a link of its own; and a foreign cgroup `<cgroup-parent>-canary`
 (a sibling of the sandbox's per-run parent, so a prefix match on our parent would hit it) in the
@@ -22,9 +23,9 @@ from pathlib import Path
 
 from specs.names import parse_netns_name
 from tests.cgroupfs import limit_file
+from tests.firewall_canaries import CANARY as DOCKER_RULES
+from tests.firewall_support import foreign_nft, foreign_rules
 from tests.sandbox import Sandbox, purge_cgroup
-from tests.test_firewall_kernel import CANARY as DOCKER_RULES
-from tests.test_firewall_support import foreign_nft, foreign_rules
 
 BRIDGE = "br-canary"
 VETH = ("cv0", "cv1")

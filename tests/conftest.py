@@ -1,11 +1,28 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.sandbox import Sandbox
+
+KERNEL_MARK = "kernel"
+"""Tests that drive the real kernel in a throwaway host (tests/sandbox.py): every test using the
+`sandbox` fixture gets it on its own; tests that build their Sandboxes themselves (in a
+module-scoped fixture) carry it by hand. Run as root only; select with `-m kernel` or `-m "not kernel"`."""
+
+NOT_ROOT = "needs root: drives the real kernel inside throwaway namespaces (tests/sandbox.py)"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    skip = pytest.mark.skip(reason=NOT_ROOT) if os.geteuid() != 0 else None
+    for item in items:
+        if "sandbox" in getattr(item, "fixturenames", ()):
+            item.add_marker(KERNEL_MARK)
+        if skip is not None and item.get_closest_marker(KERNEL_MARK) is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ import sys
 from controllers.firewall_rules import NFT_TABLE
 from kernel.netfilter import IptablesNft
 from kernel.netfilter_nft import Nftables
+from tests.firewall_canaries import ip6tables_ours
+from tests.firewall_support import our_rules as our_iptables_rules
 from tests.sandbox import Sandbox
-from tests.test_firewall_dualstack import ip6tables_ours
-from tests.test_firewall_support import our_rules as our_iptables_rules
 
 IPTABLES, NFTABLES = IptablesNft.name, Nftables.name
 OUR_TABLE = f"inet {NFT_TABLE}"

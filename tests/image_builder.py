@@ -88,7 +88,7 @@ class RandomBytes:
 
     def reader(self) -> BinaryIO:
         """A reader that returns exactly what is asked (tarfile treats a short read as EOF)."""
-        return io.BufferedReader(_RandomReader(self.size, self.seed), RANDOM_BLOCK)  # type: ignore[return-value]
+        return io.BufferedReader(_RandomReader(self.size, self.seed), RANDOM_BLOCK)
 
 
 class _RandomReader(io.RawIOBase):
@@ -453,7 +453,7 @@ def _write_tar(out: BinaryIO, layer: Layer) -> None:
     the files they point to."""
     modes = {_relative(path): mode for path, mode in layer.modes.items()}
     owners = {_relative(path): owner for path, owner in layer.owners.items()}
-    entries: dict[str, tuple[tarfile.TarInfo, Content | None]] = {}
+    entries: dict[str, tuple[tarfile.TarInfo, bytes | RandomBytes | None]] = {}
 
     def add(path: str, kind: bytes, content: Content | None = None, *, mode: int = 0o644,
             target: str = "") -> None:
@@ -465,12 +465,12 @@ def _write_tar(out: BinaryIO, layer: Layer) -> None:
         info.uname = info.gname = ""
         info.mtime = 0
         info.linkname = target
-        if isinstance(content, RandomBytes):
-            info.size = content.size
-        elif content is not None:
-            content = content.encode() if isinstance(content, str) else content
-            info.size = len(content)
-        entries[name] = (info, content)
+        data = content.encode() if isinstance(content, str) else content
+        if isinstance(data, RandomBytes):
+            info.size = data.size
+        elif data is not None:
+            info.size = len(data)
+        entries[name] = (info, data)
 
     for path, mode in layer.directories.items():
         add(path, tarfile.DIRTYPE, mode=mode)
@@ -494,8 +494,8 @@ def _write_tar(out: BinaryIO, layer: Layer) -> None:
     order = sorted(entries, key=lambda name: (entries[name][0].type == tarfile.LNKTYPE, name.split("/")))
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for name in order:
-            info, content = entries[name]
-            if isinstance(content, RandomBytes):
-                tar.addfile(info, content.reader())
+            info, data = entries[name]
+            if isinstance(data, RandomBytes):
+                tar.addfile(info, data.reader())
             else:
-                tar.addfile(info, io.BytesIO(content) if content is not None else None)
+                tar.addfile(info, io.BytesIO(data) if data is not None else None)

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 import pytest
 
@@ -65,8 +66,8 @@ while True:
 """Polls a URL from inside the netns until it answers 200 (one process, not one per poll)."""
 
 
-def _spawn_in(sandbox: Sandbox, *cmd: str, stdin: int | None = None, stdout: int | None = None,
-              stderr: object = None) -> subprocess.Popen[str]:
+def _spawn_in(sandbox: Sandbox, *cmd: str, stdin: int | IO[str] | None = None, stdout: int | IO[str] | None = None,
+              stderr: int | IO[str] | None = None) -> subprocess.Popen[str]:
     """A long-running process in the sandbox's network and mount namespaces. nsenter without
     --fork execs the command, so the Popen's pid is the server's own."""
     return subprocess.Popen(["nsenter", "-t", str(sandbox.pid), "-n", "-m", "--", *cmd],

@@ -120,7 +120,7 @@ class Sandbox:
         return json.loads(self.run(*prefix, "-j", "-d", "addr", "show").stdout)
 
     def link(self, name: str, netns: str | None = None) -> dict | None:
-        return next((l for l in self.links(netns) if l["ifname"] == name), None)
+        return next((link for link in self.links(netns) if link["ifname"] == name), None)
 
     def write(self, name: str, text: str) -> Path:
         """A stack file in the sandbox's work dir (visible inside: same filesystem)."""
@@ -130,8 +130,8 @@ class Sandbox:
 
     def our_links(self) -> list[dict]:
         """Links that carry any of reconcile's marks (alias prefix or link group)."""
-        return [l for l in self.links()
-                if (l.get("ifalias") or "").startswith(ALIAS_PREFIX) or l.get("group") == str(LINK_GROUP)]
+        return [link for link in self.links()
+                if (link.get("ifalias") or "").startswith(ALIAS_PREFIX) or link.get("group") == str(LINK_GROUP)]
 
     def snapshot(self, *ifnames: str) -> str:
         """Byte-comparable state of foreign links: every detail and address, minus the bridge

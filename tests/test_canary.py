@@ -41,5 +41,5 @@ def test_remove_leaves_nothing(sandbox: Sandbox) -> None:
     with planted(sandbox):
         pass
     assert sandbox.netns_names() == []
-    assert [l["ifname"] for l in sandbox.links()] == ["lo"]
+    assert [link["ifname"] for link in sandbox.links()] == ["lo"]
     assert not [root for root in hierarchy_roots() if (root / f"{sandbox.cgroup_parent}-canary").exists()]

@@ -17,6 +17,7 @@ from kernel.cgroups_common import FIELD_CONTROLLERS, Usage
 from tests.cgroupfs import DRIVER, cgroup_of, directory, limit_file, limit_text
 from tests.sandbox import Sandbox
 from tests.waiting import eventually
+
 # The interpreter itself: a venv under /tmp would be hidden by the container's private /tmp.
 PY = os.path.realpath(sys.executable)
 
@@ -157,12 +158,16 @@ containers:
     assert (_usage(sandbox, "forks").pids or 0) <= 5
 
 
+HOLD_40_MIB = "import time; b = bytearray(40 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); time.sleep(600)"
+"""A program that touches 40 MiB (every page) and keeps it."""
+
+
 def test_lowering_memory_below_usage_is_refused_clearly(sandbox: Sandbox) -> None:
     template = f"""\
 name: lim
 containers:
   holder:
-    command: ["{PY}", "-c", "import time; b = bytearray(40 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); time.sleep(600)"]
+    command: ["{PY}", "-c", "{HOLD_40_MIB}"]
     resources: {{memory: {{memory}}}}
 """
     stack = sandbox.write("stack.yaml", template.replace("{memory}", "128Mi"))

@@ -42,7 +42,7 @@ HYBRID_COMOUNTED = """\
 PURE_V2 = """\
 24 29 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
 35 24 0:30 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
-"""
+"""  # noqa: E501 - a mountinfo line, verbatim
 
 # Seen from the host: a container's bind mount of a memory subtree is listed before our own.
 NESTED_ON_HOST = """\
@@ -244,7 +244,8 @@ def test_v2_write_puts_back_what_it_changed_when_the_kernel_refuses(
         real_write(path, value)
 
     monkeypatch.setattr(common, "write_text", refuse_pids)
-    with pytest.raises(CgroupError, match=r"^pids 5 of s: the kernel refused '5' in pids.max \(EINVAL: Invalid argument\)$"):
+    refused = r"^pids 5 of s: the kernel refused '5' in pids.max \(EINVAL: Invalid argument\)$"
+    with pytest.raises(CgroupError, match=refused):
         v2.write("s", Limits(memory=33554432, cpus=1, pids=5, cpuset="1"))
     assert {path.name: text(path) for path in leaf.iterdir()} == before
 

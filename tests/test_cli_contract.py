@@ -39,7 +39,7 @@ def test_watch_errors_under_json_are_json_lines(sandbox: Sandbox) -> None:
     missing = sandbox.workdir / "nope"
     result = sandbox.reconcile("watch", str(missing), "-o", "json")
     assert (result.returncode, result.stdout) == (1, "")
-    assert [(l["event"], l["error"]) for l in _json_lines(result.stderr)] == [
+    assert [(record["event"], record["error"]) for record in _json_lines(result.stderr)] == [
         ("error", f"{missing}: not a directory")]
 
 
@@ -84,8 +84,8 @@ def test_an_agent_stopped_by_a_dead_producer_exits_1(sandbox: Sandbox) -> None:
     result = sandbox.run("env", "PYTHONMALLOC=malloc", sys.executable, "-c", DEAF_AGENT, str(specs),
                          check=False, timeout=60)
     assert result.returncode == 1, result.stderr
-    died = [l for l in _json_lines(result.stderr) if l["event"] == "error"]
-    assert [(l["kind"], l["action"]) for l in died] == [("agent", "stopping")]
+    died = [record for record in _json_lines(result.stderr) if record["event"] == "error"]
+    assert [(record["kind"], record["action"]) for record in died] == [("agent", "stopping")]
     assert str(died[0]["error"]).startswith("files: OverflowError")
 
 

@@ -24,7 +24,7 @@ def test_watch_usage_errors_under_json_are_lines_of_the_agents_stream(capsys: py
     out, err = capsys.readouterr()
     assert out == ""
     lines = [json.loads(line) for line in err.splitlines()]
-    assert [(l["event"], l["kind"], l["error"]) for l in lines] == [
+    assert [(record["event"], record["kind"], record["error"]) for record in lines] == [
         ("error", "usage", "reconcile watch: error: argument --debounce: '-5': expected whole milliseconds, 0 or more")]
 
 

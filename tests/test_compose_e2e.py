@@ -7,15 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.image_builder import BuiltImage, Layer, build
+from tests.compose_support import GET, fetch, reconcile_ok, web_image
 from tests.sandbox import Sandbox
 from tests.waiting import eventually
-
-
-def web_image(path: Path) -> BuiltImage:
-    return build(path, [Layer.busybox(), Layer(files={"/www/index.html": "hello from compose\n"})],
-                 cmd=["sleep", "100000"], env={"PATH": "/bin"}, tag="v1")
-
 
 SHOP = """\
 name: rc-h16-shop
@@ -33,20 +27,6 @@ networks:
     ipam:
       config: [{{subnet: 10.92.0.0/24}}]
 """
-
-
-def reconcile_ok(sandbox: Sandbox, *args: str) -> str:
-    result = sandbox.reconcile(*args)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
-
-
-GET = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode(), end='')"
-"""An HTTP client that resolves names through the libc (busybox-static's wget cannot here)."""
-
-
-def fetch(sandbox: Sandbox, url: str) -> str:
-    return sandbox.run("python3", "-c", GET, url, check=False).stdout
 
 
 def test_a_compose_file_is_applied_changed_and_brought_down(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -126,7 +106,7 @@ def test_a_directory_of_compose_and_native_files(sandbox: Sandbox, tmp_path: Pat
 def test_the_watch_agent_applies_a_change_of_dotenv_alone(sandbox: Sandbox, tmp_path: Path) -> None:
     """A Compose file reads `.env`: the agent watching its directory applies a change made to
     `.env` only, as it applies a change of the file itself; it logs the file's warnings."""
-    from tests.test_watch_e2e import Agent  # the agent as a user runs it
+    from tests.watch_agent import Agent  # the agent as a user runs it
 
     project = sandbox.workdir / "shop"
     project.mkdir()

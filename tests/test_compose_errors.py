@@ -11,7 +11,7 @@ import pytest
 
 from reconcile.cli import main
 from specs.loader import load_path
-from tests.test_specs_support import error_lines, load_text
+from tests.specs_support import error_lines, load_text
 
 NET = """\
 networks:
@@ -273,7 +273,8 @@ NATIVE: list[tuple[str, str, list[str]]] = [
       "'default'?)",
       "compose.yaml:2:59: services.web.depends_on[0]: container 'dbb' is not defined in this stack (did you mean "
       "'db'?)",
-      "compose.yaml:6:31: services.db.networks.default.ipv4_address: address 10.77.0.5 is outside subnet 10.89.0.0/24"]),
+      "compose.yaml:6:31: services.db.networks.default.ipv4_address: address 10.77.0.5 is outside subnet "
+      "10.89.0.0/24"]),
 ]
 
 

@@ -109,8 +109,8 @@ CASES = [
          after=(Answer(8081, "", "Welcome to nginx!"), Answer(8000, "cgi-bin/hello", "hello from app"))),
     Case("envfile", frozenset({"api"}),
          answers=tuple(Answer(8080, "cgi-bin/env", line) for line in (
-             "APP_NAME=api\n", "GREETING=hello from .env\n", "DB_POOL=5\n", "FEATURE_FLAGS=search,cart\n", "PORT=8000\n",
-             "LOG_LEVEL=info\n", "DOLLAR=costs $5\n")),
+             "APP_NAME=api\n", "GREETING=hello from .env\n", "DB_POOL=5\n", "FEATURE_FLAGS=search,cart\n",
+             "PORT=8000\n", "LOG_LEVEL=info\n", "DOLLAR=costs $5\n")),
          edits=(Edit(".env", "API_HOST_PORT=8080", "API_HOST_PORT=8080\nLOG_LEVEL=debug"),),
          changed={"api": "recreate"},
          after=(Answer(8080, "cgi-bin/env", "LOG_LEVEL=debug\n"),)),
@@ -149,7 +149,8 @@ CASES = [
          after=(Answer(8000, "cgi-bin/hello", "hello from web"),)),
     Case("longform", frozenset({"web"}),
          answers=(Answer(8080, "cgi-bin/hello", "hello from longform"),),
-         reaches=(Reach("web", "cat /data/marker; touch /data/x 2>&1", "mounted\ntouch: /data/x: Read-only file system"),
+         reaches=(Reach("web", "cat /data/marker; touch /data/x 2>&1",
+                        "mounted\ntouch: /data/x: Read-only file system"),
                   # its health check's command (only `watch` probes a container nothing depends on)
                   Reach("web", "wget -qO- http://127.0.0.1:8000/ || exit 1", "app\n")),
          edits=(Edit("compose.yaml", "APP_NAME: longform", "APP_NAME: longform-2"),),
@@ -203,14 +204,14 @@ def fetch(sandbox: Sandbox, port: int, path: str) -> str:
 
 
 def until_holds(read: Callable[[], str], text: str, timeout: float = 15) -> str:
-    """What `read` returns once it holds `text` (its last answer after `timeout`)."""
+    """What `read` returns once it holds `text` (eventually() names its last answer after `timeout`)."""
     seen = [""]
 
-    def probe() -> bool:
+    def probe() -> str:
         seen[0] = read()
-        return text in seen[0]
+        return text if text in seen[0] else seen[0]
 
-    eventually(probe, True, timeout=timeout)
+    eventually(probe, text, timeout=timeout)
     return seen[0]
 
 
@@ -236,8 +237,14 @@ def planned_containers(sandbox: Sandbox, compose: Path) -> dict[str, str]:
     """The container changes `diff -o json` plans: name -> action."""
     result = sandbox.reconcile("diff", "-o", "json", str(compose))
     assert result.returncode in (0, 2), result.stdout + result.stderr
-    return {change["key"].split("/", 1)[1]: change["action"] + ("!" if change["action"] == "update" and change.get("disruptive") else "")
+    return {change["key"].split("/", 1)[1]: _marked_action(change)
             for change in json.loads(result.stdout)["changes"] if change["kind"] == "container"}
+
+
+def _marked_action(change: dict[str, object]) -> str:
+    """The change's action, with a `!` when it is a disruptive update."""
+    disruptive = change["action"] == "update" and change.get("disruptive")
+    return str(change["action"]) + ("!" if disruptive else "")
 
 
 def assert_settled(sandbox: Sandbox, compose: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from specs.compose_interpolation import EnvLine, interpolate, parse_env_file
-from tests.test_specs_support import error_lines, load_text
+from tests.specs_support import error_lines, load_text
 
 VARIABLES = {"SET": "value", "EMPTY": "", "PORT": "8080"}
 

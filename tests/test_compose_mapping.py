@@ -42,7 +42,8 @@ def convert(text: str, profiles: tuple[str, ...] = ()):
 def service(text: str) -> dict[str, object]:
     """The native container `web` of a file of two services (web can depend on db) on the
     default network."""
-    native = convert("services:\n  db: {image: busybox}\n  web:\n" + textwrap.indent(textwrap.dedent(text), "    ") + NET).native
+    web = textwrap.indent(textwrap.dedent(text), "    ")
+    native = convert("services:\n  db: {image: busybox}\n  web:\n" + web + NET).native
     containers = native["containers"]
     assert isinstance(containers, dict)
     Stack.model_validate(native)  # every expected document is a valid stack

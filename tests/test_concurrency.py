@@ -23,9 +23,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.canary import Canary, planted
+from tests.leaks import leftovers
 from tests.reliability import record
 from tests.sandbox import Sandbox
-from tests.leaks import leftovers
 from tests.waiting import scaled
 
 GRACE = round(scaled(2))

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cgroupfs import V2
 from tests.escape_corpus import (
     CORPUS,
     CORPUS_TARGET,
@@ -34,7 +35,6 @@ from tests.escape_corpus import (
     parse_results,
     write_corpus,
 )
-from tests.cgroupfs import V2
 from tests.sandbox import Sandbox
 
 DOCKER_CAPS = 0xA80425FB

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.rootfs import busybox_rootfs
 from tests.sandbox import Sandbox
 from tests.waiting import eventually
 
@@ -38,19 +38,6 @@ containers:
 @pytest.fixture(scope="module")
 def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return busybox_rootfs(tmp_path_factory.mktemp("rootfs"))
-
-
-def busybox_rootfs(root: Path) -> Path:
-    """A busybox root filesystem (Debian's busybox-static), with a page for httpd to serve."""
-    for sub in ("bin", "etc", "www", "proc", "dev", "tmp", "run"):
-        (root / sub).mkdir()
-    shutil.copy("/usr/bin/busybox", root / "bin" / "busybox")
-    for applet in ("sh", "httpd", "sleep", "hostname", "cat", "ps", "wget", "ping", "ip", "id", "touch", "env"):
-        (root / "bin" / applet).symlink_to("busybox")
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n")
-    (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
-    (root / "www" / "index.html").write_text("hello from web\n")
-    return root
 
 
 def _apply(sandbox: Sandbox, path: str) -> str:
@@ -99,8 +86,8 @@ def test_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
     assert {n: c["pid"] for n, c in sandbox.containers().items()} == pids
 
     # Drift in the network plumbing is repaired without restarting anything.
-    web_host_end = next(l["ifname"] for l in sandbox.our_links()
-                        if l.get("ifalias") == "reconcile/v1 endpoint app/web/front")
+    web_host_end = next(link["ifname"] for link in sandbox.our_links()
+                        if link.get("ifalias") == "reconcile/v1 endpoint app/web/front")
     for drift, expected in [
         (f"ip link del {web_host_end}", "+ endpoint app/web/front"),
         ("ip -n rc-app_db addr flush dev eth0", "addresses: [] → [10.77.2.50/24]"),

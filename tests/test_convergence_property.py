@@ -32,9 +32,11 @@ from hypothesis import strategies as st
 
 from tests.canary import planted
 from tests.cli_worker import Worker
+from tests.leaks import leftovers
 from tests.reliability import record
 from tests.sandbox import Sandbox
-from tests.leaks import leftovers
+
+pytestmark = pytest.mark.kernel  # its Sandboxes are built in a module-scoped fixture
 
 STACK = "rel"
 NET_KEYS = ("a", "b", "c", "d")

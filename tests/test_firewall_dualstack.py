@@ -15,7 +15,6 @@ families on the iptables backend, as Docker sets it.
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Iterator
 
@@ -24,12 +23,11 @@ import pytest
 from controllers.firewall_rules import network_rules, port_key, port_rules
 from kernel.netfilter import Family
 from kernel.netfilter_nft import render_nft
+from tests.firewall_canaries import CANARY, CANARY6, DOCKER_NO_DROP, FOREIGN_INET, ip6tables_foreign, ip6tables_ours
+from tests.firewall_lab import FAILED, Lab
+from tests.firewall_plans import converge, desired
+from tests.firewall_support import FakeBackend, foreign_nft, foreign_rules, heads, our_nft, run_controller
 from tests.sandbox import Sandbox
-from tests.test_firewall_diff import converge, desired
-from tests.test_firewall_kernel import CANARY
-from tests.test_firewall_nft_kernel import DOCKER_NO_DROP, FOREIGN_INET
-from tests.test_firewall_support import FakeBackend, foreign_nft, foreign_rules, heads, our_nft, run_controller
-from tests.test_firewall_traffic import FAILED, Lab
 from tests.waiting import eventually
 
 TOPOLOGY = """
@@ -87,21 +85,6 @@ STACK = {
 }
 APPLIED = {"stacks": {"demo": STACK}}
 
-CANARY6 = """\
-*nat
-:DOCKER - [0:0]
--A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
--A POSTROUTING -s fd00:17::/64 ! -o docker0 -j MASQUERADE
-COMMIT
-*filter
-:FORWARD DROP [0:0]
-:DOCKER-USER - [0:0]
--A INPUT -s 2001:db8:1::/48 -p tcp -m tcp --dport 22 -m comment --comment "admin: ssh" -j ACCEPT
--A FORWARD -j DOCKER-USER
--A DOCKER-USER -j RETURN
-COMMIT
-"""
-"""Docker-like ip6tables chains, an admin rule, a DROP policy on FORWARD (iptables backend)."""
 CANARY6_NO_DROP = CANARY6.replace(":FORWARD DROP [0:0]\n", "")
 
 SERVE = """
@@ -157,18 +140,6 @@ class Lab6(Lab):
         prefix = ["ip", "netns", "exec", netns] if netns else []
         argv = [sys.executable, "-c", PROBE6, protocol, address, str(port), str(source_port)]
         return self.sandbox.run("timeout", "5", *prefix, *argv, check=False).stdout.strip() or FAILED
-
-
-def ip6tables_foreign(sandbox: Sandbox) -> str:
-    """ip6tables-save without our lines, comments and counters (kept byte-identical)."""
-    ours = re.compile(r"reconcile/v1|^:RECONCILE-|^-A RECONCILE-")
-    return "\n".join(re.sub(r" \[\d+:\d+\]$", "", line) for line in sandbox.run("ip6tables-save").stdout.splitlines()
-                     if not line.startswith("#") and not ours.search(line))
-
-
-def ip6tables_ours(sandbox: Sandbox) -> list[str]:
-    return [line for line in sandbox.run("ip6tables-save").stdout.splitlines()
-            if "reconcile/v1" in line or line.startswith((":RECONCILE-", "-A RECONCILE-"))]
 
 
 def _foreign(sandbox: Sandbox) -> tuple[str, str, dict[str, str]]:

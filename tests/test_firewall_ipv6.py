@@ -19,9 +19,9 @@ from kernel.netfilter import Family, Iface, Rule, render_iptables
 from kernel.netfilter_conntrack import FlowFilter, flush
 from kernel.netfilter_listeners import Listener
 from kernel.netfilter_nft import Nftables, render_nft
-from tests.test_firewall_diff import converge, desired, heads, observed, plan
-from tests.test_firewall_support import FakeBackend
-from tests.test_firewall_nft import FakeNft
+from tests.fake_nft import FakeNft
+from tests.firewall_plans import converge, desired, heads, observed, plan
+from tests.firewall_support import FakeBackend
 
 FRONT6 = {"subnet": "10.88.1.0/24", "bridge": "rcbr0", "subnet6": "fd00:88:1::/64", "ipv6_nat": True}
 BACK6 = {"subnet": "10.88.2.0/24", "bridge": "rcbr1", "subnet6": "fd00:88:2::/64", "internal": True}

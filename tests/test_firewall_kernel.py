@@ -13,37 +13,16 @@ import pytest
 
 from controllers.firewall_rules import OUR_CHAINS
 from kernel.netfilter import parse_save
-from tests.sandbox import Sandbox
-from tests.test_firewall_diff import DEMO, OTHER, converge, desired
-from tests.test_firewall_support import (
+from tests.firewall_canaries import CANARY
+from tests.firewall_plans import BOTH, DEMO, OTHER, converge, desired
+from tests.firewall_support import (
     FakeBackend,
     foreign_rules,
     heads,
     our_rules,
     run_controller,
 )
-
-BOTH = {"stacks": {"demo": DEMO, "other": OTHER}}
-CANARY = """\
-*nat
-:DOCKER - [0:0]
--A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
--A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
--A DOCKER -i docker0 -j RETURN
-COMMIT
-*filter
-:FORWARD DROP [0:0]
-:DOCKER - [0:0]
-:DOCKER-USER - [0:0]
--A INPUT -s 192.0.2.0/24 -p tcp -m tcp --dport 22 -m comment --comment "admin: ssh" -j ACCEPT
--A FORWARD -j DOCKER-USER
--A FORWARD -o docker0 -j DOCKER
--A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT
--A DOCKER-USER -j RETURN
-COMMIT
-"""
-"""Docker-like chains, an admin rule in INPUT, foreign rules in the built-in chains we hook, and
-a DROP policy on FORWARD (as Docker sets it)."""
+from tests.sandbox import Sandbox
 
 
 @pytest.fixture

@@ -5,10 +5,8 @@ listing (no-op, drift, teardown), migration between backends, and backend select
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any
 
 import pytest
 
@@ -22,109 +20,9 @@ from controllers.firewall import (
 from controllers.firewall_rules import NFT_LAYOUT, network_rules, port_key, port_rules, skeleton_rules
 from kernel.netfilter import Chain, Iface, NetfilterError, Op, OpKind, Rule
 from kernel.netfilter_nft import Nftables, nft_script, parse_list, render_nft
-from tests.test_firewall_diff import DEMO, ROUTE_LOCALNET_ON, converge, desired, heads
-from tests.test_firewall_support import FakeBackend, build_stack
-
-CAPTURED = """\
-table inet reconcile { # handle 1
-\tchain PREROUTING { # handle 1
-\t\ttype nat hook prerouting priority dstnat; policy accept;
-\t\tfib daddr type local jump RECONCILE-DNAT comment "reconcile/v1 chains" # handle 14
-\t}
-
-\tchain OUTPUT { # handle 2
-\t\ttype nat hook output priority -100; policy accept;
-\t\tfib daddr type local jump RECONCILE-DNAT comment "reconcile/v1 chains" # handle 15
-\t}
-
-\tchain POSTROUTING { # handle 3
-\t\ttype nat hook postrouting priority srcnat; policy accept;
-\t\tjump RECONCILE-SNAT comment "reconcile/v1 chains" # handle 16
-\t}
-
-\tchain INPUT { # handle 4
-\t\ttype filter hook input priority filter; policy accept;
-\t\tjump RECONCILE-INPUT comment "reconcile/v1 chains" # handle 17
-\t}
-
-\tchain FORWARD { # handle 5
-\t\ttype filter hook forward priority filter; policy accept;
-\t\tjump RECONCILE-FORWARD comment "reconcile/v1 chains" # handle 18
-\t}
-
-\tchain RECONCILE-DNAT { # handle 6
-\t\tip daddr 127.0.0.1 udp dport 5353 dnat ip to 10.88.1.10:53 comment "reconcile/v1 port demo/web/127.0.0.1:5353/udp" # handle 34
-\t\ttcp dport 8080 dnat ip to 10.88.1.10:80 comment "reconcile/v1 port demo/web/8080/tcp" # handle 35
-\t}
-
-\tchain RECONCILE-SNAT { # handle 7
-\t\tip saddr 10.88.1.0/24 oifname != "rcbr0" masquerade comment "reconcile/v1 network demo/front" # handle 25
-\t\tip saddr 10.88.1.0/24 oifname "rcbr0" ct status dnat masquerade comment "reconcile/v1 network demo/front" # handle 26
-\t\tip saddr 127.0.0.0/8 oifname "rcbr0" masquerade comment "reconcile/v1 network demo/front" # handle 27
-\t}
-
-\tchain RECONCILE-INPUT { # handle 8
-\t\tip daddr 127.0.0.0/8 iifname "rcbr0" ct state ! established,related ct status ! dnat drop comment "reconcile/v1 network demo/front" # handle 28
-\t}
-
-\tchain RECONCILE-INTERNAL { # handle 9
-\t\tiifname "rcbr1" oifname != "rcbr1" drop comment "reconcile/v1 network demo/back" # handle 22
-\t\tiifname != "rcbr1" oifname "rcbr1" drop comment "reconcile/v1 network demo/back" # handle 23
-\t}
-
-\tchain RECONCILE-ISOLATE-FROM { # handle 10
-\t\tiifname "rcbr0" oifname != "rcbr0" jump RECONCILE-ISOLATE-TO comment "reconcile/v1 network demo/front" # handle 29
-\t}
-
-\tchain RECONCILE-ISOLATE-TO { # handle 11
-\t\toifname "rcbr0" drop comment "reconcile/v1 network demo/front" # handle 30
-\t}
-
-\tchain RECONCILE-ACCEPT { # handle 12
-\t\tiifname "rcbr1" oifname "rcbr1" accept comment "reconcile/v1 network demo/back" # handle 24
-\t\toifname "rcbr0" ct state established,related accept comment "reconcile/v1 network demo/front" # handle 31
-\t\toifname "rcbr0" ct status dnat accept comment "reconcile/v1 network demo/front" # handle 32
-\t\tiifname "rcbr0" accept comment "reconcile/v1 network demo/front" # handle 33
-\t}
-
-\tchain RECONCILE-FORWARD { # handle 13
-\t\tjump RECONCILE-INTERNAL comment "reconcile/v1 chains" # handle 19
-\t\tct status ! dnat jump RECONCILE-ISOLATE-FROM comment "reconcile/v1 chains" # handle 20
-\t\tjump RECONCILE-ACCEPT comment "reconcile/v1 chains" # handle 21
-\t}
-}
-"""
-"""`nft -a list table inet reconcile` after the DEMO stack was applied in a sandbox (nft 1.0.6)."""
-
-
-class FakeNft:
-    """Stands in for libnftables (an NftSession: lists `listing`, or "no such table", and
-    records scripts) and for the iptables tools' runner."""
-
-    def __init__(self, listing: str | None = CAPTURED, usable: bool = True, forward: str = "ACCEPT"):
-        self.listing = listing
-        self.usable = usable
-        self.forward = forward
-        self.scripts: list[str] = []
-
-    def __call__(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        if argv[0] == "iptables":
-            return subprocess.CompletedProcess(argv, 0, "iptables v1.8.9 (nf_tables)\n", "")
-        if argv[0] == "iptables-save":
-            return subprocess.CompletedProcess(argv, 0, f"*filter\n:FORWARD {self.forward} [0:0]\nCOMMIT\n", "")
-        return subprocess.CompletedProcess(argv, 0, "", "")
-
-    def cmd(self, text: str) -> tuple[int, str, str]:
-        if text.startswith("list table "):
-            if self.listing is None:
-                return 1, "", "Error: No such file or directory"
-            return 0, self.listing, ""
-        self.scripts.append(text)
-        return 0, "", ""
-
-    def session(self) -> FakeNft | None:
-        """What open_session gives: None where libnftables is not usable."""
-        return self if self.usable else None
+from tests.fake_nft import CAPTURED, FakeNft
+from tests.firewall_plans import DEMO, ROUTE_LOCALNET_ON, converge, desired, heads
+from tests.firewall_support import FakeBackend, build_stack
 
 
 def _demo_rules() -> list[Rule]:
@@ -188,8 +86,8 @@ def test_script_declares_base_chains_deletes_by_handle_and_drops_the_table_last(
     everything = [Op(OpKind.DELETE_CHAIN, t, c) for t, chains in ruleset.tables.items() for c in chains]
     lines = nft_script(everything, NFT_LAYOUT, ruleset, handles).splitlines()
     assert lines[-1] == "delete table inet reconcile"
-    assert max(i for i, l in enumerate(lines) if l.startswith("flush")) < min(
-        i for i, l in enumerate(lines) if l.startswith("delete chain"))
+    assert max(i for i, line in enumerate(lines) if line.startswith("flush")) < min(
+        i for i, line in enumerate(lines) if line.startswith("delete chain"))
 
 
 def _nft_observed(listing: str | None = CAPTURED):

@@ -13,22 +13,12 @@ import pytest
 from controllers.firewall_rules import NFT_LAYOUT
 from kernel.netfilter import IP6_PREFIX
 from kernel.netfilter_nft import parse_list
+from tests.firewall_canaries import DOCKER_NO_DROP, FOREIGN_INET
+from tests.firewall_plans import BOTH, converge, desired
+from tests.firewall_support import FakeBackend, foreign_nft, foreign_rules, heads, our_nft, our_rules, run_controller
 from tests.sandbox import Sandbox
-from tests.test_firewall_diff import converge, desired
-from tests.test_firewall_kernel import BOTH, CANARY
-from tests.test_firewall_support import FakeBackend, foreign_nft, foreign_rules, heads, our_nft, our_rules, run_controller
 
-FOREIGN_INET = """\
-table inet rc-h17-admin {
-	chain input {
-		type filter hook input priority filter + 10; policy accept;
-		tcp dport 2222 drop comment "admin: no telnet-ish"
-	}
-}
-"""
-"""An admin's own inet table with a base chain at a hook we use too."""
 ADMIN = "inet rc-h17-admin"
-DOCKER_NO_DROP = CANARY.replace(":FORWARD DROP [0:0]\n", "")
 
 
 @pytest.fixture

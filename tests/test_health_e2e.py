@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from tests.sandbox import Sandbox
-from tests.test_watch_e2e import Agent
 from tests.waiting import eventually, scaled
+from tests.watch_agent import Agent
 
 GATED = """\
 name: rc-h16b

@@ -13,7 +13,7 @@ from reconcile.engine import health
 from specs.health import format_duration, to_duration
 from specs.model import Stack
 from state.health import Probe
-from tests.test_specs_support import error_lines, load_text
+from tests.specs_support import error_lines, load_text
 
 HEAD = """\
 name: demo
@@ -48,7 +48,8 @@ def test_test_forms_and_docker_defaults(tmp_path: Path) -> None:
     assert check is not None and check.test == ["CMD-SHELL", "pg_isready -U app"]
     assert (check.interval, check.timeout, check.retries, check.start_period, check.start_interval) == (30, 30, 3, 0, 5)
     assert health.probe_argv(check) == ["/bin/sh", "-c", "pg_isready -U app"]
-    cmd = _stack(tmp_path, "healthcheck: {test: [CMD, /bin/true, x], start_interval: 1s}\n").containers["db"].healthcheck
+    exec_form = _stack(tmp_path, "healthcheck: {test: [CMD, /bin/true, x], start_interval: 1s}\n")
+    cmd = exec_form.containers["db"].healthcheck
     assert cmd is not None and health.probe_argv(cmd) == ["/bin/true", "x"]
     for body in ("healthcheck: {test: [NONE]}\n", "healthcheck: {disable: true}\n"):
         assert not _stack(tmp_path, body).containers["db"].probed
@@ -68,7 +69,8 @@ def test_depends_on_forms(tmp_path: Path) -> None:
     depends_on: [db]
 """)[0].stack
     web, api = stack.containers["web"], stack.containers["api"]
-    assert {k: d.condition for k, d in web.dependencies.items()} == {"db": "service_healthy", "cache": "service_started"}
+    conditions = {k: d.condition for k, d in web.dependencies.items()}
+    assert conditions == {"db": "service_healthy", "cache": "service_started"}
     assert api.dependencies["db"].condition == "service_started" and api.depends_on == ["db"]
     assert Stack.model_validate(stack.model_dump(mode="json")) == stack
 
@@ -76,14 +78,19 @@ def test_depends_on_forms(tmp_path: Path) -> None:
 BAD = [
     ("healthcheck: {test: [CURL, x]}\n", "stack.yaml:5:26: containers.db.healthcheck.test[0]: "
                                          "expected CMD, CMD-SHELL or NONE first, got 'CURL'"),
-    ("healthcheck: {test: [CMD]}\n", "stack.yaml:5:25: containers.db.healthcheck.test: [\"CMD\"] needs a program to run"),
-    ("healthcheck: {test: [NONE, x]}\n", "stack.yaml:5:25: containers.db.healthcheck.test: [\"NONE\"] takes nothing after it"),
-    ("healthcheck: {test: true}\n", "stack.yaml:5:25: containers.db.healthcheck.test: expected a list, got a boolean (true)"),
-    ("healthcheck: {test: x, interval: 30}\n", "stack.yaml:5:38: containers.db.healthcheck.interval: expected a duration "
-                                               "like '30s', '1m30s' or '500ms', got an integer (30): add a unit (\"30s\")"),
+    ("healthcheck: {test: [CMD]}\n",
+     "stack.yaml:5:25: containers.db.healthcheck.test: [\"CMD\"] needs a program to run"),
+    ("healthcheck: {test: [NONE, x]}\n",
+     "stack.yaml:5:25: containers.db.healthcheck.test: [\"NONE\"] takes nothing after it"),
+    ("healthcheck: {test: true}\n",
+     "stack.yaml:5:25: containers.db.healthcheck.test: expected a list, got a boolean (true)"),
+    ("healthcheck: {test: x, interval: 30}\n",
+     "stack.yaml:5:38: containers.db.healthcheck.interval: expected a duration "
+     "like '30s', '1m30s' or '500ms', got an integer (30): add a unit (\"30s\")"),
     ("healthcheck: {test: x, timeout: 10us}\n",
      "stack.yaml:5:37: containers.db.healthcheck.timeout: must be 0 or at least 1ms, got '10us'"),
-    ("healthcheck: {test: x, retries: -1}\n", "stack.yaml:5:37: containers.db.healthcheck.retries: must be at least 0, got -1"),
+    ("healthcheck: {test: x, retries: -1}\n",
+     "stack.yaml:5:37: containers.db.healthcheck.retries: must be at least 0, got -1"),
     ("healthcheck: {interval: 5s}\n", "stack.yaml:5:18: containers.db.healthcheck.test: a healthcheck needs a test, or "
                                       "disable: true (without a healthcheck, an image's HEALTHCHECK applies whole)"),
     ("healthcheck: {disable: true, test: x}\n",
@@ -110,7 +117,8 @@ BAD_DEPENDS = [
      "stack.yaml:7:60: containers.web.depends_on.db.restart: restart: true is not supported: reconcile never restarts "
      "a container because its dependency restarted (remove it, or set false)"),
     ("{dbx: {condition: service_started}}",
-     "stack.yaml:7:23: containers.web.depends_on.dbx: container 'dbx' is not defined in this stack (did you mean 'db'?)"),
+     "stack.yaml:7:23: containers.web.depends_on.dbx: container 'dbx' is not defined in this stack "
+     "(did you mean 'db'?)"),
     ("[db, db]", "stack.yaml:7:22: containers.web.depends_on[1]: 'db' is listed twice"),
 ]
 
@@ -122,12 +130,14 @@ def test_bad_depends_on(tmp_path: Path, value: str, expected: str) -> None:
 
 
 def test_optional_dependency_may_be_absent(tmp_path: Path) -> None:
-    text = HEAD + "  web:\n    command: /bin/true\n    depends_on: {cache: {condition: service_started, required: false}}\n"
+    text = HEAD + ("  web:\n    command: /bin/true\n"
+                   "    depends_on: {cache: {condition: service_started, required: false}}\n")
     assert load_text(tmp_path, text)[0].stack.containers["web"].dependencies["cache"].required is False
 
 
 CHECK = Stack.model_validate({"name": "x", "containers": {"c": {"command": "x", "healthcheck": {
-    "test": "x", "interval": "10s", "retries": 2, "start_period": "30s", "start_interval": "1s"}}}}).containers["c"].healthcheck
+    "test": "x", "interval": "10s", "retries": 2, "start_period": "30s", "start_interval": "1s",
+}}}}).containers["c"].healthcheck
 
 
 def _probe(at: float, code: int) -> Probe:

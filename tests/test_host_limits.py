@@ -37,7 +37,8 @@ def _stack(**resources: object) -> Stack:
     ([0, 1], {"cpus": 1.5, "cpuset": "1"}, [(RESOURCES + ("cpus",), "cpus 1.5: the cpuset '1' has 1 CPU")]),
     ([], {"cpuset": "5", "cpus": 64}, []),  # the host's CPUs are not known: no check
 ])
-def test_check_host_cpus(host: list[int], resources: dict[str, object], expected: list[tuple[tuple[str, ...], str]]) -> None:
+def test_check_host_cpus(host: list[int], resources: dict[str, object],
+                         expected: list[tuple[tuple[str, ...], str]]) -> None:
     assert check_host_cpus([_stack(**resources)], host) == [Issue("s", loc, message) for loc, message in expected]
 
 
@@ -45,7 +46,8 @@ def test_the_cgroup_diff_reports_them_and_plans_nothing_else_for_them() -> None:
     driver = V1Driver({c: Path("/nonexistent") / c for c in ("memory", "cpu", "cpuacct", "pids", "cpuset")})
     desired = Desired(stacks={"s": _stack(cpuset="5")}, scope=frozenset({"s"}))
     diff = diff_cgroups(desired, CgroupObservation("rc", {}, (0, 1)), driver)
-    assert [(i.loc, i.message) for i in diff.issues] == [(RESOURCES + ("cpuset",), "cpuset '5': this host has CPUs 0-1")]
+    assert [(i.loc, i.message) for i in diff.issues] == [(RESOURCES + ("cpuset",),
+                                                          "cpuset '5': this host has CPUs 0-1")]
 
 
 def _write(base: Path, tree: dict[str, str]) -> None:

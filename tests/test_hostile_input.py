@@ -30,7 +30,9 @@ import pytest
 from reconcile.cli import EXIT_ERROR, main
 from tests.reliability import record
 from tests.sandbox import REPO, Sandbox
-from tests.test_specs_support import working_directory
+from tests.specs_support import working_directory
+
+pytestmark = pytest.mark.kernel  # its Sandboxes are built in a module-scoped fixture
 
 CORPUS = Path(__file__).resolve().parent / "corpus" / "bad"
 EXPECTED_SUFFIX = ".expected"

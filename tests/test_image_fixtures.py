@@ -12,9 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.image_builder import (BUSYBOX_APPLETS, Layer, blob_path, build, build_index, docker_archive,
-                                 layer_entries, layout_manifest, push, skopeo)
 from tests import registry as registry_fixtures
+from tests.image_builder import (
+    BUSYBOX_APPLETS,
+    Layer,
+    blob_path,
+    build,
+    build_index,
+    docker_archive,
+    layer_entries,
+    layout_manifest,
+    push,
+    skopeo,
+)
 from tests.registry import Registry, StallingProxy
 from tests.sandbox import Sandbox
 
@@ -57,8 +67,8 @@ def test_push_inspect_and_pull_back_by_digest(sandbox: Sandbox, registry: Regist
 def test_shared_base_layer_is_reused_and_stored_once(sandbox: Sandbox, registry: Registry,
                                                      tmp_path: Path) -> None:
     base = build(tmp_path / "layout", [Layer.busybox()], cmd=["sh"], tag="base")
-    app = build(tmp_path / "layout", [Layer.busybox(), Layer(files={"/app/run.sh": "echo app\n"},
-                                                             modes={"/app/run.sh": 0o755})], cmd=["/app/run.sh"], tag="app")
+    script = Layer(files={"/app/run.sh": "echo app\n"}, modes={"/app/run.sh": 0o755})
+    app = build(tmp_path / "layout", [Layer.busybox(), script], cmd=["/app/run.sh"], tag="app")
     assert app.layer_digests[0] == base.layer_digests[0]
     push(base.ref, registry.address, "shop:base", sandbox)
 
@@ -144,7 +154,8 @@ def test_docker_archive_reads_back_with_the_same_diff_ids(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd", None])
 def test_builds_are_deterministic(tmp_path: Path, compression: str | None) -> None:
-    layers = [Layer.busybox(), Layer(files={"/etc/motd": "hi\n"}, whiteouts=["/bin/awk"]), Layer.random(1 << 20, seed=7)]
+    layers = [Layer.busybox(), Layer(files={"/etc/motd": "hi\n"}, whiteouts=["/bin/awk"]),
+              Layer.random(1 << 20, seed=7)]
     first = build(tmp_path / "one", layers, cmd=["sh"], compression=compression)  # type: ignore[arg-type]
     again = build(tmp_path / "two", layers, cmd=["sh"], compression=compression)  # type: ignore[arg-type]
     assert (first.manifest_digest, first.diff_ids) == (again.manifest_digest, again.diff_ids)

@@ -13,8 +13,8 @@ from tests import registry as registry_fixtures
 from tests.image_builder import BuiltImage, Layer, build, build_index, docker_archive, push
 from tests.registry import Registry, StallingProxy
 from tests.sandbox import Sandbox
-from tests.test_watch_e2e import Agent
 from tests.waiting import eventually
+from tests.watch_agent import Agent
 
 registry = registry_fixtures.registry
 """The `registry` fixture, bound by assignment (pyflakes flags an imported fixture as unused)."""
@@ -80,7 +80,8 @@ def test_an_image_runs_by_tag_with_its_config_as_docker_reads_it(sandbox: Sandbo
     assert run_in(sandbox, "img/a", "test -e /usr/bin || echo no-host-root") == "no-host-root"
     assert run_in(sandbox, "img/a", "cat /proc/1/cmdline | tr '\\0' ' '").endswith("/bin/sh -c exec sleep 100000")
     row = container(sandbox, "a")
-    assert (row["state"], row["image_digest"], sorted(row["exposed_ports"])) == ("running", digest, ["53/udp", "80/tcp"])
+    assert (row["state"], row["image_digest"], sorted(row["exposed_ports"])) == ("running", digest,
+                                                                                ["53/udp", "80/tcp"])
     assert sandbox.reconcile("diff", path).returncode == 0
     assert "no changes" in apply(sandbox, path).lower()
     # The layers are the store's, shared and never written: the container writes to its own layer.

@@ -26,6 +26,8 @@ from tests.leaks import leftovers
 from tests.reliability import record
 from tests.sandbox import Sandbox
 
+pytestmark = pytest.mark.kernel  # its Sandboxes are built in a module-scoped fixture
+
 STACK = Path(__file__).resolve().parent / "stacks" / "reliability.yaml"
 GENERATION = ("sleep 100001", "sleep 100002")
 """The recreate scenario's change: three of the four containers get a new command."""

@@ -29,8 +29,8 @@ from specs.loader import load_path
 from specs.yaml_plain import read_plain
 from tests.reliability import record
 from tests.sandbox import REPO
+from tests.spec_fuzzing import FIELD_NAMES, SCALARS, TOKENS
 from tests.yaml_compare import assert_read_as_fully
-from tests.test_specs_fuzz import FIELD_NAMES, SCALARS, TOKENS
 
 settings.register_profile("loader-fuzz", max_examples=300, deadline=None, database=None,
                           suppress_health_check=[HealthCheck.too_slow])

@@ -17,7 +17,7 @@ from controllers.container_files import HostResolvers
 from kernel import runtime
 from specs.loader import load_file
 from tests.sandbox import Sandbox
-from tests.test_specs_support import error_lines
+from tests.specs_support import error_lines
 from tests.waiting import eventually
 
 CHATTY = """\

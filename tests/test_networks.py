@@ -208,7 +208,7 @@ def test_other_stacks_are_left_alone_and_overlaps_across_stacks_are_errors(sandb
     sandbox.write("b.yaml", "name: beta\nnetworks:\n  net:\n    subnet: 10.91.0.0/24\n")
     _apply(sandbox, str(b))
     assert sandbox.reconcile("down", str(b)).returncode == 0
-    assert [l["ifname"] for l in sandbox.our_links()] == ["rc-alpha-net"]
+    assert [link["ifname"] for link in sandbox.our_links()] == ["rc-alpha-net"]
 
 
 def test_concurrent_applies_serialize_on_the_lock(sandbox: Sandbox) -> None:

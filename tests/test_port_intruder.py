@@ -18,11 +18,11 @@ import pytest
 from controllers.firewall_conflicts import Intruder
 from controllers.firewall_rules import PortKey
 from kernel.netfilter_listeners import Listener
-from tests.sandbox import Sandbox
-from tests.test_firewall_diff import DEMO, converge, desired, edit, observed, plan
+from tests.firewall_canaries import CANARY
+from tests.firewall_plans import DEMO, converge, desired, edit, observed, plan
+from tests.firewall_support import FakeBackend, foreign_rules
 from tests.firewall_view import backend_in_use, our_rules
-from tests.test_firewall_kernel import CANARY
-from tests.test_firewall_support import FakeBackend, foreign_rules
+from tests.sandbox import Sandbox
 from tests.waiting import eventually
 
 PYTHON = "/usr/bin/python3"

@@ -34,12 +34,13 @@ from typing import NamedTuple
 
 import pytest
 
+from tests.firewall_canaries import CANARY, CANARY6, ip6tables_foreign
+from tests.firewall_support import foreign_nft, foreign_rules
 from tests.firewall_view import IPTABLES, NFTABLES, backend_in_use, delete_rule, flush_chain, our_rules
 from tests.sandbox import Sandbox
-from tests.test_firewall_dualstack import CANARY6, ip6tables_foreign
-from tests.test_firewall_kernel import CANARY
-from tests.test_firewall_support import foreign_nft, foreign_rules
 from tests.waiting import eventually
+
+pytestmark = pytest.mark.kernel  # its Sandboxes are built in a module-scoped fixture
 
 PYTHON = "/usr/bin/python3"
 """The host's python: present in every container that uses the host's root filesystem."""

@@ -9,8 +9,8 @@ import os
 import stat
 from pathlib import Path
 
+from tests.rootfs import busybox_rootfs
 from tests.sandbox import Sandbox
-from tests.test_containers import busybox_rootfs
 from tests.waiting import eventually
 
 STACK = """\

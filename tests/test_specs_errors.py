@@ -8,11 +8,10 @@ import os
 from pathlib import Path
 
 import pytest
-
 from pydantic_core import ErrorDetails
 
 from specs.messages import explain
-from tests.test_specs_support import error_lines
+from tests.specs_support import error_lines
 
 BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
     ("unknown-field-suggestion", """\
@@ -52,18 +51,21 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
         containers:
           web: {}
         """,
-     "stack.yaml:3:8: containers.web: missing required field 'command' (the program to run), or an image whose command is run"),
+     "stack.yaml:3:8: containers.web: missing required field 'command' (the program to run), or an image whose command "
+     "is run"),
     ("stack-name-pattern", """\
         name: My_App
         """,
-     "stack.yaml:1:7: name: invalid stack name 'My_App': use 1 to 16 lowercase letters, digits or '-', starting with a letter"),
+     "stack.yaml:1:7: name: invalid stack name 'My_App': use 1 to 16 lowercase letters, digits or '-', starting with a "
+     "letter"),
     ("network-key-pattern", """\
         name: demo
         networks:
           Front:
             subnet: 10.88.1.0/24
         """,
-     "stack.yaml:3:3: networks.Front: invalid network key 'Front': use 1 to 16 lowercase letters, digits or '-', starting with a letter"),
+     "stack.yaml:3:3: networks.Front: invalid network key 'Front': use 1 to 16 lowercase letters, digits or '-', "
+     "starting with a letter"),
     ("subnet-host-bits", """\
         name: demo
         networks:
@@ -76,7 +78,8 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
         networks:
           front: {subnet: 10.88.1.0}
         """,
-     "stack.yaml:3:19: networks.front.subnet: expected an IPv4 subnet like 10.88.1.0/24 (with the prefix length), got '10.88.1.0'"),
+     "stack.yaml:3:19: networks.front.subnet: expected an IPv4 subnet like 10.88.1.0/24 (with the prefix length), got "
+     "'10.88.1.0'"),
     ("subnet-ipv6", """\
         name: demo
         networks:
@@ -89,7 +92,8 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
         networks:
           front: {subnet: 10.88.1.0/31}
         """,
-     'stack.yaml:3:19: networks.front.subnet: subnet 10.88.1.0/31 is too small: use a prefix of /30 or shorter (room for a gateway and a container)'),
+     'stack.yaml:3:19: networks.front.subnet: subnet 10.88.1.0/31 is too small: use a prefix of /30 or shorter (room '
+     'for a gateway and a container)'),
     ("gateway-outside", """\
         name: demo
         networks:
@@ -123,7 +127,8 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
         networks:
           front: {subnet: 10.88.1.0/24, bridge: "br front"}
         """,
-     "stack.yaml:3:41: networks.front.bridge: invalid interface name 'br front': use at most 15 letters, digits, '_', '.' or '-', starting with a letter or digit"),
+     "stack.yaml:3:41: networks.front.bridge: invalid interface name 'br front': use at most 15 letters, digits, '_', "
+     "'.' or '-', starting with a letter or digit"),
     ("subnet-overlap", """\
         name: demo
         networks:
@@ -176,7 +181,8 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
             command: /bin/true
             env: {MY-VAR: x}
         """,
-     "stack.yaml:5:11: containers.web.env.MY-VAR: invalid variable name 'MY-VAR': use letters, digits and '_', not starting with a digit"),
+     "stack.yaml:5:11: containers.web.env.MY-VAR: invalid variable name 'MY-VAR': use letters, digits and '_', not "
+     "starting with a digit"),
     ("workdir-relative", """\
         name: demo
         containers:
@@ -194,20 +200,23 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
         containers:
           web: {command: /bin/true, rootfs: "/srv/my rootfs"}
         """,
-     "stack.yaml:3:37: containers.web.rootfs: path '/srv/my rootfs' contains ' ': use letters, digits and . _ + @ - / only"),
+     "stack.yaml:3:37: containers.web.rootfs: path '/srv/my rootfs' contains ' ': use letters, digits and . _ + @ - / "
+     "only"),
     ("hostname-invalid", """\
         name: demo
         containers:
           web: {command: /bin/true, hostname: web_1}
         """,
-     "stack.yaml:3:39: containers.web.hostname: invalid hostname 'web_1': use 1 to 63 letters, digits or '-', not starting or ending with '-' (RFC 1123)"),
+     "stack.yaml:3:39: containers.web.hostname: invalid hostname 'web_1': use 1 to 63 letters, digits or '-', not "
+     "starting or ending with '-' (RFC 1123)"),
     ("hostname-derived-invalid", """\
         name: demo
         containers:
           web-:
             command: /bin/true
         """,
-     "stack.yaml:3:3: containers.web-.hostname: the hostname defaults to the container key 'web-', which is not a valid RFC 1123 hostname: set containers.web-.hostname"),
+     "stack.yaml:3:3: containers.web-.hostname: the hostname defaults to the container key 'web-', which is not a "
+     "valid RFC 1123 hostname: set containers.web-.hostname"),
     ("user-invalid", """\
         name: demo
         containers:
@@ -235,7 +244,8 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
             command: /bin/true
             networks: [fornt]
         """,
-     "stack.yaml:7:16: containers.web.networks.fornt: network 'fornt' is not defined in this stack (did you mean 'front'?)"),
+     "stack.yaml:7:16: containers.web.networks.fornt: network 'fornt' is not defined in this stack (did you mean "
+     "'front'?)"),
     ("network-listed-twice", """\
         name: demo
         networks:
@@ -280,7 +290,8 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
             command: /bin/true
             networks: {front: {ip: 10.88.1.10}}
         """,
-     "stack.yaml:10:28: containers.db.networks.front.ip: address 10.88.1.10 on network 'front' is already taken by container 'web'"),
+     "stack.yaml:10:28: containers.db.networks.front.ip: address 10.88.1.10 on network 'front' is already taken by "
+     "container 'web'"),
     ("static-ip-garbage", """\
         name: demo
         networks:
@@ -302,7 +313,8 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
             networks: [front]
             default_route: back
         """,
-     "stack.yaml:9:20: containers.web.default_route: default_route 'back' is not one of this container's networks ('front')"),
+     "stack.yaml:9:20: containers.web.default_route: default_route 'back' is not one of this container's networks "
+     "('front')"),
     ("default-route-internal", """\
         name: demo
         networks:
@@ -314,7 +326,8 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
             networks: [front, back]
             default_route: back
         """,
-     "stack.yaml:9:20: containers.web.default_route: default_route 'back' is an internal network: internal networks have no route out"),
+     "stack.yaml:9:20: containers.web.default_route: default_route 'back' is an internal network: internal networks "
+     "have no route out"),
     ("port-bad-string", """\
         name: demo
         networks:
@@ -325,7 +338,8 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
             networks: [front]
             ports: ["8080-8090:80"]
         """,
-     "stack.yaml:8:13: containers.web.ports[0]: port ranges are not supported, got '8080-8090:80': publish each port on its own"),
+     "stack.yaml:8:13: containers.web.ports[0]: port ranges are not supported, got '8080-8090:80': publish each port "
+     "on its own"),
     ("port-out-of-range", """\
         name: demo
         networks:
@@ -359,7 +373,8 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
             networks: [front]
             ports: [8080]
         """,
-     "stack.yaml:8:13: containers.web.ports[0]: expected 'HOST:CONTAINER[/tcp|udp]', 'IP:HOST:CONTAINER[/tcp|udp]' or a mapping, got an integer (8080)"),
+     "stack.yaml:8:13: containers.web.ports[0]: expected 'HOST:CONTAINER[/tcp|udp]', 'IP:HOST:CONTAINER[/tcp|udp]' or "
+     "a mapping, got an integer (8080)"),
     ("port-duplicate", """\
         name: demo
         networks:
@@ -374,7 +389,8 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
             networks: [front]
             ports: ["127.0.0.1:8080:8080"]
         """,
-     'stack.yaml:12:13: containers.api.ports[0]: host port 127.0.0.1:8080/tcp conflicts with 0.0.0.0:8080/tcp of containers.web.ports[0]'),
+     'stack.yaml:12:13: containers.api.ports[0]: host port 127.0.0.1:8080/tcp conflicts with 0.0.0.0:8080/tcp of '
+     'containers.web.ports[0]'),
     ("port-internal-only", """\
         name: demo
         networks:
@@ -385,7 +401,8 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
             networks: [back]
             ports: ["5432:5432"]
         """,
-     'stack.yaml:8:12: containers.db.ports: published ports need a non-internal network, and this container is only on internal networks (back)'),
+     'stack.yaml:8:12: containers.db.ports: published ports need a non-internal network, and this container is only on '
+     'internal networks (back)'),
     ("port-without-default-route", """\
         name: demo
         networks:
@@ -405,7 +422,8 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
             command: /bin/true
             resources: {memory: 64m}
         """,
-     "stack.yaml:5:25: containers.web.resources.memory: unknown unit 'm' in '64m': use Ki, Mi, Gi, Ti (powers of 1024), K, M, G, T (powers of 1000) or no unit for bytes"),
+     "stack.yaml:5:25: containers.web.resources.memory: unknown unit 'm' in '64m': use Ki, Mi, Gi, Ti (powers of "
+     "1024), K, M, G, T (powers of 1000) or no unit for bytes"),
     ("memory-too-small", """\
         name: demo
         containers:
@@ -421,7 +439,8 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
             command: /bin/true
             resources: {memory: 1.5e9}
         """,
-     "stack.yaml:5:25: containers.web.resources.memory: expected a size like '64Mi' or a number of bytes, got a number (1500000000.0)"),
+     "stack.yaml:5:25: containers.web.resources.memory: expected a size like '64Mi' or a number of bytes, got a number "
+     "(1500000000.0)"),
     ("cpus-zero", """\
         name: demo
         containers:
@@ -545,7 +564,8 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
           db:
             command: /bin/true
         """,
-     "stack.yaml:5:18: containers.web.depends_on[0]: container 'dbb' is not defined in this stack (did you mean 'db'?)"),
+     "stack.yaml:5:18: containers.web.depends_on[0]: container 'dbb' is not defined in this stack (did you mean "
+     "'db'?)"),
     ("depends-self", """\
         name: demo
         containers:
@@ -585,9 +605,11 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
         networks:
           front: {subnet: 10.88.1.0/24
         """,
-     "stack.yaml:4:1: invalid YAML: expected ',' or '}', but got '<stream end>' (while parsing a flow mapping started at line 3, column 10)"),
+     "stack.yaml:4:1: invalid YAML: expected ',' or '}', but got '<stream end>' (while parsing a flow mapping started "
+     "at line 3, column 10)"),
     ("yaml-tab", 'name: demo\nnetworks:\n\tfront: {}\n',
-     "stack.yaml:3:1: invalid YAML: found character '\\t' that cannot start any token (while scanning for the next token): indent with spaces, not tabs"),
+     "stack.yaml:3:1: invalid YAML: found character '\\t' that cannot start any token (while scanning for the next "
+     "token): indent with spaces, not tabs"),
     ("empty-file", '',
      'stack.yaml:1:1: empty file: expected a stack (name, networks, containers)'),
     ("top-level-list", """\

@@ -13,26 +13,13 @@ from hypothesis import strategies as st
 
 from specs.errors import SpecErrors
 from specs.loader import load_path
-from tests.test_specs_model import FULL_EXAMPLE
+from tests.spec_fuzzing import FIELD_NAMES, SCALARS, TOKENS
+from tests.specs_support import FULL_EXAMPLE
 
 FUZZ = settings(max_examples=150, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
-FIELD_NAMES = ["name", "networks", "containers", "subnet", "gateway", "bridge", "mtu", "internal",
-               "command", "rootfs", "env", "workdir", "hostname", "user", "restart", "ip",
-               "default_route", "ports", "host", "container", "protocol", "host_ip", "resources",
-               "memory", "cpus", "pids", "cpuset", "volumes", "source", "target", "read_only",
-               "depends_on", "stop_grace", "front", "web", "demo"]
 
-SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20),
-    st.sampled_from(["10.88.1.0/24", "10.88.1.10", "8080:80", "64Mi", "/srv/x:/x:ro", "0-3", "web",
-                     "front", "rc-demo-front", "-1", "1.2.3.4:80:80/udp"]),
-)
-TOKENS = ["\n", "  ", " ", ": ", ":", "- ", "-", "[", "]", "{", "}", ", ", "&a ", "*a", "!foo ", "!!str ",
-          "!!int ", "!!binary ", "'", '"', "#", "|", ">", "? ", "---\n", "...\n", "%YAML 1.1\n", "<<: ",
-          "\t", "\\u0000", "\\ud800", "~", "yes", "0x1F", "1e999", ".nan", "2024-13-45", "10.88.1.0/24",
-          "8080:80", "64Mi", "/srv:/x:ro", *FIELD_NAMES]
 KEYS = st.one_of(st.sampled_from(FIELD_NAMES), st.text(max_size=10))
 YAMLISH = st.recursive(SCALARS, lambda children: st.one_of(
     st.lists(children, max_size=5), st.dictionaries(KEYS, children, max_size=6)), max_leaves=40)

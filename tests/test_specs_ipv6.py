@@ -11,7 +11,7 @@ import pytest
 from specs.errors import Issue
 from specs.model import Attachment, Stack
 from specs.validate import AppliedNet, HostNet, check_host, check_stacks
-from tests.test_specs_support import error_lines, load_text, stack
+from tests.specs_support import error_lines, load_text, stack
 
 BAD: list[tuple[str, str, str]] = [
     ("subnet6-ipv4", """\

@@ -11,7 +11,7 @@ import pytest
 
 from specs.model import Attachment, Network, PortMapping, Resources, Stack, Volume
 from specs.units import format_cpu_list, parse_bytes, parse_cpu_list
-from tests.test_specs_support import load_text
+from tests.specs_support import FULL_EXAMPLE, load_text
 
 STACK = """\
 name: demo
@@ -51,7 +51,8 @@ def load_container_field(tmp_path: Path, body: str, field: str) -> object:
                            PortMapping(host=53, container=53, protocol="udp", host_ip=IPv4Address("127.0.0.1")),
                            PortMapping(host=81, container=81)],
                  id="port-strings"),
-    pytest.param("command: x\nnetworks: [front]\nports: [{host: 8443, container: 443, protocol: udp, host_ip: 10.0.0.1}]",
+    pytest.param("command: x\nnetworks: [front]\n"
+                 "ports: [{host: 8443, container: 443, protocol: udp, host_ip: 10.0.0.1}]",
                  "ports", [PortMapping(host=8443, container=443, protocol="udp", host_ip=IPv4Address("10.0.0.1"))],
                  id="port-map"),
     pytest.param("command: x\nvolumes: ['/srv//data/:/data:ro', '/a:/b', {source: /c, target: /d/./e}]", "volumes",
@@ -97,46 +98,6 @@ def test_network_defaults_resolved(tmp_path: Path) -> None:
         "back": Network(subnet=IPv4Network("10.88.2.0/30"), gateway=IPv4Address("10.88.2.2"),
                         bridge="br-back", mtu=9000, internal=True),
     }
-
-
-FULL_EXAMPLE = """\
-    name: demo
-    networks:
-      front:
-        subnet: 10.88.1.0/24
-        gateway: 10.88.1.1
-        bridge: rc-demo-front
-        mtu: 1500
-        internal: false
-      back:
-        subnet: 10.88.2.0/24
-        internal: true
-    containers:
-      web:
-        command: ["/bin/busybox", "httpd", "-f", "-p", "80"]
-        rootfs: /srv/rootfs/busybox
-        env: {GREETING: hello}
-        workdir: /
-        hostname: web
-        restart: always
-        networks:
-          front: {ip: 10.88.1.10}
-          back: {}
-        default_route: front
-        ports:
-          - "8080:80"
-          - {host: 8443, container: 443, protocol: tcp, host_ip: 127.0.0.1}
-        resources:
-          memory: 64Mi
-          cpus: 0.5
-          pids: 100
-          cpuset: "0"
-        volumes: ["/srv/data:/data:ro"]
-        depends_on: [db]
-      db:
-        command: /usr/bin/postgres -D /var/lib/postgres
-        networks: [back]
-    """
 
 
 def test_full_example_round_trips_through_json(tmp_path: Path) -> None:

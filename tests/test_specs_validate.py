@@ -11,7 +11,7 @@ from specs.errors import Issue, SpecError
 from specs.loader import StackFile, locate_issues
 from specs.model import Stack
 from specs.validate import AppliedNet, HostNet, check_host, check_stacks
-from tests.test_specs_support import error_lines, load_text, stack
+from tests.specs_support import error_lines, load_text, stack
 
 
 @pytest.mark.parametrize(("files", "expected"), [

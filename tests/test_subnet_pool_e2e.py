@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.compose_support import fetch, reconcile_ok, web_image
 from tests.sandbox import Sandbox
-from tests.test_compose_e2e import fetch, reconcile_ok, web_image
 from tests.waiting import eventually
 
 ONE = """\

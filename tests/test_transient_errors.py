@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections import Counter
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -180,7 +180,7 @@ def test_bridge_made_meanwhile_by_reconcile_is_taken_as_made(sandbox: Sandbox) -
     ours = (f"ip link add rc-rel-a group {LINK_GROUP} type bridge; "
             f"ip link set rc-rel-a alias '{network_alias('rel', 'a')}'")
     code, output = apply_racing(sandbox, "NetworkController", ours, path)
-    assert [l["ifname"] for l in sandbox.our_links()] == ["rc-rel-a"]
+    assert [link["ifname"] for link in sandbox.our_links()] == ["rc-rel-a"]
     converged(sandbox, code, output, path)
 
 
@@ -263,7 +263,7 @@ def test_veth_deleted_before_its_update_is_made_again_in_the_same_run(sandbox: S
     makes the endpoint anew instead of failing."""
     path = stack(sandbox, extra=CONTAINER_X)
     assert sandbox.reconcile("apply", path).returncode == 0
-    veth = next(l["ifname"] for l in sandbox.our_links() if l["ifname"].startswith("rcv"))
+    veth = next(link["ifname"] for link in sandbox.our_links() if link["ifname"].startswith("rcv"))
     path = stack(sandbox, mtu=1400, extra=CONTAINER_X)
     code, output = apply_racing(sandbox, "SandboxController", f"ip link del {veth}", path)
     assert "+ endpoint rel/x/a" in output, output

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from tests.image_builder import BuiltImage, Layer, build
 from tests.sandbox import Sandbox
-from tests.waiting import eventually
 
 
 def data_image(path: Path) -> BuiltImage:
@@ -42,9 +41,6 @@ def in_app(sandbox: Sandbox, stack: str, script: str) -> str:
     return ok(sandbox, "exec", f"{stack}/app", "--", "sh", "-c", script)
 
 
-def running(sandbox: Sandbox, stack: str) -> None:
-    eventually(lambda: sandbox.containers().get("app", {}).get("state") == "running"
-               and any(s["name"] == stack for s in sandbox.status()["stacks"]))
 
 
 def test_a_named_volume_outlives_recreates_and_down(sandbox: Sandbox, tmp_path: Path) -> None:

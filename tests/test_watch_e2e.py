@@ -3,29 +3,29 @@ behind its back, observed only through the kernel, `status` and its log."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.canary import planted
-from tests.firewall_view import (IPTABLES, NFTABLES, OUR_TABLE, backend_in_use, chain_rules, delete_rule, flush_chain,
-                                 our_rules)
+from tests.firewall_canaries import CANARY6, ip6tables_foreign
+from tests.firewall_view import (
+    IPTABLES,
+    NFTABLES,
+    OUR_TABLE,
+    backend_in_use,
+    chain_rules,
+    delete_rule,
+    flush_chain,
+    our_rules,
+)
 from tests.sandbox import Sandbox
-from tests.test_firewall_dualstack import CANARY6, ip6tables_foreign
 from tests.waiting import eventually
-
-NETWORKS = """\
-name: {name}
-networks:
-  net: {{subnet: {subnet}}}
-"""
+from tests.watch_agent import NETWORKS, Agent, has_address, save_atomically, watch_row
 
 SERVICE = """\
 name: svc
@@ -43,35 +43,6 @@ containers:
 METRICS_PORT = 9469
 
 
-class Agent:
-    """`reconcile watch DIR` running inside the sandbox; its JSON log lines are collected."""
-
-    def __init__(self, sandbox: Sandbox, directory: Path, *flags: str) -> None:
-        self.lines: list[dict[str, object]] = []
-        self.proc = sandbox.spawn(sys.executable, "-m", "reconcile", "watch", str(directory), *flags)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            try:
-                self.lines.append(json.loads(line))
-            except json.JSONDecodeError:
-                self.lines.append({"event": "non-json", "text": line})
-
-    def saw(self, event: str, **fields: object) -> bool:
-        return any(l.get("event") == event and all(l.get(k) == v for k, v in fields.items())
-                   for l in list(self.lines))
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(10)
-        self._reader.join(5)
-        assert not self.saw("non-json"), self.lines  # no traceback, ever
-        return code
-
-
 @pytest.fixture
 def specs(sandbox: Sandbox) -> Path:
     directory = sandbox.workdir / "specs"
@@ -87,42 +58,26 @@ def agent(sandbox: Sandbox, specs: Path) -> Iterator[Agent]:
     assert running.stop() == 0
 
 
-def _has_address(sandbox: Sandbox, ifname: str, cidr: str) -> bool:
-    link = sandbox.link(ifname)
-    return link is not None and any(f"{a['local']}/{a['prefixlen']}" == cidr for a in link["addr_info"])
-
-
-def _watch_row(sandbox: Sandbox, stack: str) -> dict[str, object] | None:
-    return next((s["watch"] for s in sandbox.status()["stacks"] if s["name"] == stack), None)
-
-
-def _write(path: Path, text: str) -> None:
-    """An editor's atomic save: a temporary file renamed over the stack file."""
-    partial = path.with_name(f".{path.name}.swp")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
 def test_files_written_edited_broken_and_deleted(sandbox: Sandbox, specs: Path, agent: Agent) -> None:
     a, b = specs / "a.yaml", specs / "b.yaml"
-    _write(a, NETWORKS.format(name="a", subnet="10.80.1.0/24"))
-    assert eventually(lambda: _has_address(sandbox, "rc-a-net", "10.80.1.1/24"), True)
+    save_atomically(a, NETWORKS.format(name="a", subnet="10.80.1.0/24"))
+    assert eventually(lambda: has_address(sandbox, "rc-a-net", "10.80.1.1/24"), True)
 
-    _write(a, NETWORKS.format(name="a", subnet="10.80.2.0/24"))  # edited: converged
-    assert eventually(lambda: _has_address(sandbox, "rc-a-net", "10.80.2.1/24"), True)
+    save_atomically(a, NETWORKS.format(name="a", subnet="10.80.2.0/24"))  # edited: converged
+    assert eventually(lambda: has_address(sandbox, "rc-a-net", "10.80.2.1/24"), True)
 
-    _write(a, NETWORKS.format(name="a", subnet="10.80.2.0/33"))  # broken
-    row = eventually(lambda: (_watch_row(sandbox, "a") or {}).get("sync"), "Error")
+    save_atomically(a, NETWORKS.format(name="a", subnet="10.80.2.0/33"))  # broken
+    row = eventually(lambda: (watch_row(sandbox, "a") or {}).get("sync"), "Error")
     assert row == "Error"
-    error = _watch_row(sandbox, "a")["error"]
+    error = watch_row(sandbox, "a")["error"]
     assert f"{a}:3:" in error and "networks.net.subnet" in error
     assert agent.saw("spec invalid", file=str(a), kept="last good spec")
-    _write(b, NETWORKS.format(name="b", subnet="10.80.3.0/24"))  # other stacks are unaffected
-    assert eventually(lambda: _has_address(sandbox, "rc-b-net", "10.80.3.1/24"), True)
-    assert _has_address(sandbox, "rc-a-net", "10.80.2.1/24")  # still on the last good spec
+    save_atomically(b, NETWORKS.format(name="b", subnet="10.80.3.0/24"))  # other stacks are unaffected
+    assert eventually(lambda: has_address(sandbox, "rc-b-net", "10.80.3.1/24"), True)
+    assert has_address(sandbox, "rc-a-net", "10.80.2.1/24")  # still on the last good spec
 
-    _write(a, NETWORKS.format(name="a", subnet="10.80.2.0/24"))  # fixed: Synced again
-    assert eventually(lambda: (_watch_row(sandbox, "a") or {}).get("sync"), "Synced") == "Synced"
+    save_atomically(a, NETWORKS.format(name="a", subnet="10.80.2.0/24"))  # fixed: Synced again
+    assert eventually(lambda: (watch_row(sandbox, "a") or {}).get("sync"), "Synced") == "Synced"
 
     a.unlink()  # deleted: pruned
     assert eventually(lambda: sandbox.link("rc-a-net"), None) is None
@@ -135,7 +90,7 @@ def test_no_prune_keeps_a_deleted_stack(sandbox: Sandbox, specs: Path) -> None:
     agent = Agent(sandbox, specs, "--no-prune", "--debounce", "50")
     try:
         path = specs / "keep.yaml"
-        _write(path, NETWORKS.format(name="keep", subnet="10.80.4.0/24"))
+        save_atomically(path, NETWORKS.format(name="keep", subnet="10.80.4.0/24"))
         assert eventually(lambda: sandbox.link("rc-keep-net") is not None, True)
         path.unlink()
         assert eventually(lambda: agent.saw("stack kept", stack="keep"), True)
@@ -156,11 +111,11 @@ def _dnat_rules(sandbox: Sandbox, backend: str, ip6: bool = False) -> list[str]:
 
 
 def test_drift_is_repaired_without_a_file_change(sandbox: Sandbox, specs: Path, agent: Agent) -> None:
-    _write(specs / "svc.yaml", SERVICE)
+    save_atomically(specs / "svc.yaml", SERVICE)
     assert eventually(lambda: _container(sandbox).get("state"), "running", timeout=10) == "running"
-    assert eventually(lambda: (_watch_row(sandbox, "svc") or {}).get("sync"), "Synced") == "Synced"
+    assert eventually(lambda: (watch_row(sandbox, "svc") or {}).get("sync"), "Synced") == "Synced"
     pid = _container(sandbox)["pid"]
-    veth = next(l["ifname"] for l in sandbox.our_links() if l["ifname"].startswith("rcv"))
+    veth = next(link["ifname"] for link in sandbox.our_links() if link["ifname"].startswith("rcv"))
 
     sandbox.run("ip", "link", "del", veth)  # a deleted veth: back, same process
     assert eventually(lambda: sandbox.link(veth) is not None, True)
@@ -181,9 +136,10 @@ def test_drift_is_repaired_without_a_file_change(sandbox: Sandbox, specs: Path, 
     limit.write_text(str(32 << 20))  # a rewritten cgroup file: repaired by the resync
     assert eventually(lambda: limit.read_text().strip(), str(64 << 20)) == str(64 << 20)
 
-    repairs = [l for l in agent.lines if l.get("event") == "change" and str(l.get("why", "")).startswith("kernel")]
-    assert {l["kind"] for l in repairs} >= {"endpoint", "port", "container"}
-    assert all(isinstance(l["ms"], float) and l["reason"] is not None for l in repairs)
+    repairs = [record for record in agent.lines
+               if record.get("event") == "change" and str(record.get("why", "")).startswith("kernel")]
+    assert {record["kind"] for record in repairs} >= {"endpoint", "port", "container"}
+    assert all(isinstance(record["ms"], float) and record["reason"] is not None for record in repairs)
 
     metrics = sandbox.python("import urllib.request; print(urllib.request.urlopen("
                              f"'http://127.0.0.1:{METRICS_PORT}/metrics').read().decode())").stdout
@@ -196,7 +152,7 @@ def test_drift_is_repaired_without_a_file_change(sandbox: Sandbox, specs: Path, 
 
 
 def test_a_new_agent_adopts_what_runs_and_sigterm_leaves_it_running(sandbox: Sandbox, specs: Path) -> None:
-    _write(specs / "svc.yaml", SERVICE)
+    save_atomically(specs / "svc.yaml", SERVICE)
     first = Agent(sandbox, specs, "--debounce", "50")
     try:
         assert eventually(lambda: _container(sandbox).get("state"), "running", timeout=10) == "running"
@@ -208,7 +164,7 @@ def test_a_new_agent_adopts_what_runs_and_sigterm_leaves_it_running(sandbox: San
     second = Agent(sandbox, specs, "--debounce", "50")
     try:
         assert eventually(lambda: second.saw("agent started"), True)
-        assert eventually(lambda: (_watch_row(sandbox, "svc") or {}).get("sync"), "Synced") == "Synced"
+        assert eventually(lambda: (watch_row(sandbox, "svc") or {}).get("sync"), "Synced") == "Synced"
     finally:
         assert second.stop() == 0
     assert _container(sandbox)["pid"] == pid and _container(sandbox)["restarts"] == 0
@@ -229,12 +185,12 @@ containers:
 def test_a_crashing_container_backs_off_and_policy_no_stays_down(sandbox: Sandbox, specs: Path) -> None:
     agent = Agent(sandbox, specs, "--debounce", "50", "--restart-backoff", "1", "--restart-backoff-max", "2")
     try:
-        _write(specs / "crash.yaml", CRASHING)
+        save_atomically(specs / "crash.yaml", CRASHING)
         assert eventually(lambda: agent.saw("restart held", key="crash/container/loop"), True, timeout=10)
-        row = eventually(lambda: (_watch_row(sandbox, "crash") or {}).get("sync"), "OutOfSync")
-        assert row == "OutOfSync" and "CrashLoopBackOff" in _watch_row(sandbox, "crash")["error"]
+        row = eventually(lambda: (watch_row(sandbox, "crash") or {}).get("sync"), "OutOfSync")
+        assert row == "OutOfSync" and "CrashLoopBackOff" in watch_row(sandbox, "crash")["error"]
         def waits() -> set[object]:
-            return {l["wait_s"] for l in agent.lines if l.get("event") == "restart held"}
+            return {record["wait_s"] for record in agent.lines if record.get("event") == "restart held"}
 
         assert eventually(lambda: {1.0, 2.0} <= waits(), True, timeout=20)  # doubled...
         assert max(waits()) <= 2.0  # ...then capped
@@ -253,19 +209,19 @@ def test_a_missing_directory_is_a_clear_error(sandbox: Sandbox) -> None:
 def test_a_restart_while_a_file_is_invalid_keeps_its_stack_on_the_last_applied_spec(
         sandbox: Sandbox, specs: Path) -> None:
     path = specs / "a.yaml"
-    _write(path, NETWORKS.format(name="a", subnet="10.80.5.0/24"))
+    save_atomically(path, NETWORKS.format(name="a", subnet="10.80.5.0/24"))
     first = Agent(sandbox, specs, "--debounce", "50")
     try:
-        assert eventually(lambda: (_watch_row(sandbox, "a") or {}).get("sync"), "Synced") == "Synced"
+        assert eventually(lambda: (watch_row(sandbox, "a") or {}).get("sync"), "Synced") == "Synced"
     finally:
         assert first.stop() == 0
-    _write(path, NETWORKS.format(name="a", subnet="10.80.5.0/33"))  # broken while no agent runs
+    save_atomically(path, NETWORKS.format(name="a", subnet="10.80.5.0/33"))  # broken while no agent runs
     second = Agent(sandbox, specs, "--debounce", "50")
     try:
         assert eventually(lambda: second.saw("spec adopted", stack="a"), True)
         sandbox.run("ip", "addr", "flush", "dev", "rc-a-net")  # drift is still repaired
-        assert eventually(lambda: _has_address(sandbox, "rc-a-net", "10.80.5.1/24"), True)
-        row = _watch_row(sandbox, "a") or {}
+        assert eventually(lambda: has_address(sandbox, "rc-a-net", "10.80.5.1/24"), True)
+        row = watch_row(sandbox, "a") or {}
         assert row.get("sync") == "Error" and "networks.net.subnet" in str(row.get("error"))
     finally:
         assert second.stop() == 0
@@ -284,15 +240,15 @@ containers:
 
 def test_a_stack_that_cannot_apply_does_not_stop_the_others_resync(sandbox: Sandbox, specs: Path,
                                                                    agent: Agent) -> None:
-    _write(specs / "other.yaml", BROKEN_ON_THIS_HOST)  # valid, but its volume is missing here
-    _write(specs / "svc.yaml", SERVICE)
+    save_atomically(specs / "other.yaml", BROKEN_ON_THIS_HOST)  # valid, but its volume is missing here
+    save_atomically(specs / "svc.yaml", SERVICE)
     assert eventually(lambda: _container(sandbox).get("state"), "running", timeout=10) == "running"
-    assert eventually(lambda: (_watch_row(sandbox, "other") or {}).get("sync"), "Error") == "Error"
+    assert eventually(lambda: (watch_row(sandbox, "other") or {}).get("sync"), "Error") == "Error"
     limit = Path("/sys/fs/cgroup/memory") / sandbox.cgroup_parent / "svc" / "web" / "memory.limit_in_bytes"
     limit.write_text(str(32 << 20))  # only the resync (every second here) puts it back
     assert eventually(lambda: limit.read_text().strip(), str(64 << 20)) == str(64 << 20)
-    assert (_watch_row(sandbox, "svc") or {}).get("sync") == "Synced"
-    assert "volume source" in str((_watch_row(sandbox, "other") or {}).get("error"))
+    assert (watch_row(sandbox, "svc") or {}).get("sync") == "Synced"
+    assert "volume source" in str((watch_row(sandbox, "other") or {}).get("error"))
 
 
 def test_waiting_for_a_manual_apply_is_logged_as_json(sandbox: Sandbox, specs: Path, agent: Agent) -> None:
@@ -300,11 +256,11 @@ def test_waiting_for_a_manual_apply_is_logged_as_json(sandbox: Sandbox, specs: P
     holder = subprocess.Popen(["flock", str(lock), "sh", "-c", "echo $$ > " + str(lock) + "; sleep 1.5"])
     try:
         assert eventually(lambda: lock.exists() and lock.read_text().strip().isdigit(), True)
-        _write(specs / "a.yaml", NETWORKS.format(name="a", subnet="10.80.6.0/24"))
+        save_atomically(specs / "a.yaml", NETWORKS.format(name="a", subnet="10.80.6.0/24"))
         assert eventually(lambda: agent.saw("waiting"), True)
     finally:
         holder.wait(10)
-    assert eventually(lambda: _has_address(sandbox, "rc-a-net", "10.80.6.1/24"), True)
+    assert eventually(lambda: has_address(sandbox, "rc-a-net", "10.80.6.1/24"), True)
     # agent.stop() in the fixture finds no line that is not JSON
 
 
@@ -325,9 +281,9 @@ def test_firewall_drift_is_repaired_by_event(sandbox: Sandbox, specs: Path, choi
         backend = {"nftables": NFTABLES, "iptables": IPTABLES}[choice]
         agent = Agent(sandbox, specs, "--firewall-backend", choice, "--resync", "3600", "--debounce", "50")
         try:
-            _write(specs / "svc.yaml", DUAL_STACK_SERVICE)
+            save_atomically(specs / "svc.yaml", DUAL_STACK_SERVICE)
             assert eventually(lambda: _container(sandbox).get("state"), "running", timeout=10) == "running"
-            assert eventually(lambda: (_watch_row(sandbox, "svc") or {}).get("sync"), "Synced") == "Synced"
+            assert eventually(lambda: (watch_row(sandbox, "svc") or {}).get("sync"), "Synced") == "Synced"
             ours = sorted(our_rules(sandbox, backend))  # a repaired rule may come back elsewhere in its chain
             (rule,), (rule6,) = (_dnat_rules(sandbox, backend, ip6) for ip6 in (False, True))
             drifts = {
@@ -343,10 +299,11 @@ def test_firewall_drift_is_repaired_by_event(sandbox: Sandbox, specs: Path, choi
                 drift()
                 assert sorted(our_rules(sandbox, backend)) != ours, name
                 assert eventually(lambda: sorted(our_rules(sandbox, backend)), ours) == ours, name
-                assert eventually(lambda: any(l.get("event") == "change" for l in agent.lines[mark:]), True), name
-                repairs = [l for l in agent.lines[mark:] if l.get("event") == "change"]
-                assert all(str(l["why"]).startswith("kernel:") for l in repairs), (name, repairs)
-                kinds[name] = {str(l["kind"]) for l in repairs}
+                assert eventually(lambda: any(record.get("event") == "change" for record in agent.lines[mark:]),
+                                  True), name
+                repairs = [record for record in agent.lines[mark:] if record.get("event") == "change"]
+                assert all(str(record["why"]).startswith("kernel:") for record in repairs), (name, repairs)
+                kinds[name] = {str(record["kind"]) for record in repairs}
                 assert (canary.snapshot(), ip6tables_foreign(sandbox)) == foreign, name
             # A rule's event names its owner (the comment the rule keeps in its userdata); a
             # chain's or the table's is host-wide.

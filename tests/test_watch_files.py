@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.sandbox import Sandbox
-from tests.test_watch_e2e import NETWORKS, Agent, _has_address, _watch_row, _write
 from tests.waiting import eventually
+from tests.watch_agent import NETWORKS, Agent, has_address, save_atomically, watch_row
 
 WITH_CONTAINER = """\
 name: {name}
@@ -52,19 +52,19 @@ def _down(sandbox: Sandbox, *stacks: str) -> None:
 
 def test_a_clash_resolves_the_same_way_after_an_agent_restart(sandbox: Sandbox, specs: Path) -> None:
     a, z = specs / "a.yaml", specs / "z.yaml"
-    _write(a, WITH_CONTAINER.format(name="aaa", subnet="10.84.1.0/24", container="x"))
-    _write(z, WITH_CONTAINER.format(name="zeta", subnet="10.84.2.0/24", container="z"))
+    save_atomically(a, WITH_CONTAINER.format(name="aaa", subnet="10.84.1.0/24", container="x"))
+    save_atomically(z, WITH_CONTAINER.format(name="zeta", subnet="10.84.2.0/24", container="z"))
     first = Agent(sandbox, specs, "--debounce", "50")
     try:
         pids = _running(sandbox, first, "x", "z")
-        _write(a, WITH_CONTAINER.format(name="zeta", subnet="10.84.3.0/24", container="y"))
+        save_atomically(a, WITH_CONTAINER.format(name="zeta", subnet="10.84.3.0/24", container="y"))
         assert eventually(lambda: first.saw("spec invalid", file=str(a)), True)
     finally:
         assert first.stop() == 0
     second = Agent(sandbox, specs, "--debounce", "50")
     try:
         assert eventually(lambda: second.saw("spec adopted", stack="aaa"), True)
-        assert eventually(lambda: (_watch_row(sandbox, "zeta") or {}).get("sync"), "Synced") == "Synced"
+        assert eventually(lambda: (watch_row(sandbox, "zeta") or {}).get("sync"), "Synced") == "Synced"
         assert {c: _pid(sandbox, c) for c in ("x", "z")} == pids and "y" not in sandbox.containers()
     finally:
         assert second.stop() == 0
@@ -74,24 +74,24 @@ def test_a_clash_resolves_the_same_way_after_an_agent_restart(sandbox: Sandbox, 
 
 def test_a_renamed_file_keeps_its_stack_through_a_typo_and_a_restart(sandbox: Sandbox, specs: Path) -> None:
     one, uno = specs / "one.yaml", specs / "uno.yaml"
-    _write(one, WITH_CONTAINER.format(name="one", subnet="10.84.4.0/24", container="c1"))
+    save_atomically(one, WITH_CONTAINER.format(name="one", subnet="10.84.4.0/24", container="c1"))
     first = Agent(sandbox, specs, "--debounce", "50")
     try:
         pids = _running(sandbox, first, "c1")
-        assert eventually(lambda: (_watch_row(sandbox, "one") or {}).get("last_apply") is not None, True)
+        assert eventually(lambda: (watch_row(sandbox, "one") or {}).get("last_apply") is not None, True)
         one.rename(uno)
         assert eventually(lambda: first.saw("stack moved", stack="one", file=str(uno)), True)
-        row = eventually(lambda: _watch_row(sandbox, "one") or {}, {}) or {}
-        assert eventually(lambda: (_watch_row(sandbox, "one") or {}).get("source"), str(uno)) == str(uno)
-        assert (_watch_row(sandbox, "one") or {}).get("last_apply") is not None, row
+        assert eventually(lambda: (watch_row(sandbox, "one") or {}).get("source"), str(uno)) == str(uno)
+        row = watch_row(sandbox, "one") or {}
+        assert row.get("last_apply") is not None, row
     finally:
         assert first.stop() == 0
     assert next(s for s in sandbox.status()["stacks"] if s["name"] == "one")["source"] == str(uno)
-    _write(uno, WITH_CONTAINER.format(name="one", subnet="10.84.4.0/33", container="c1"))
+    save_atomically(uno, WITH_CONTAINER.format(name="one", subnet="10.84.4.0/33", container="c1"))
     second = Agent(sandbox, specs, "--debounce", "50")
     try:
         assert eventually(lambda: second.saw("spec adopted", stack="one"), True)
-        assert eventually(lambda: (_watch_row(sandbox, "one") or {}).get("sync"), "Error") == "Error"
+        assert eventually(lambda: (watch_row(sandbox, "one") or {}).get("sync"), "Error") == "Error"
         assert _pid(sandbox, "c1") == pids["c1"]
     finally:
         assert second.stop() == 0
@@ -101,20 +101,19 @@ def test_a_renamed_file_keeps_its_stack_through_a_typo_and_a_restart(sandbox: Sa
 
 def test_a_copy_then_delete_moves_the_stack_without_a_restart(sandbox: Sandbox, specs: Path) -> None:
     old, new = specs / "old.yaml", specs / "new.yaml"
-    _write(old, WITH_CONTAINER.format(name="cp", subnet="10.84.5.0/24", container="c4"))
+    save_atomically(old, WITH_CONTAINER.format(name="cp", subnet="10.84.5.0/24", container="c4"))
     agent = Agent(sandbox, specs, "--debounce", "50", "--resync", "60")
     try:
         pids = _running(sandbox, agent, "c4")
-        assert eventually(lambda: (_watch_row(sandbox, "cp") or {}).get("sync"), "Synced") == "Synced"
+        assert eventually(lambda: (watch_row(sandbox, "cp") or {}).get("sync"), "Synced") == "Synced"
         settled = len(agent.lines)
         shutil.copyfile(old, new)
         assert eventually(lambda: agent.saw("spec invalid", file=str(new)), True)
         old.unlink()
         assert eventually(lambda: agent.saw("stack moved", stack="cp", file=str(new)), True)
-        row = eventually(lambda: _watch_row(sandbox, "cp") or {}, {}) or {}
-        assert eventually(lambda: ((_watch_row(sandbox, "cp") or {}).get("source"),
-                                   (_watch_row(sandbox, "cp") or {}).get("sync")), (str(new), "Synced")) \
-            == (str(new), "Synced"), row
+        assert eventually(lambda: ((watch_row(sandbox, "cp") or {}).get("source"),
+                                   (watch_row(sandbox, "cp") or {}).get("sync")), (str(new), "Synced")) \
+            == (str(new), "Synced")
         assert _pid(sandbox, "c4") == pids["c4"]
     finally:
         assert agent.stop() == 0
@@ -133,37 +132,38 @@ def test_gitops_layouts_keep_the_watch(sandbox: Sandbox) -> None:
     """Only the file watch can apply these in time: the resync is a minute away."""
     top = sandbox.workdir
     (top / "rev1").mkdir()
-    _write(top / "rev1" / "a.yaml", NETWORKS.format(name="flip", subnet="10.84.6.0/24"))
+    save_atomically(top / "rev1" / "a.yaml", NETWORKS.format(name="flip", subnet="10.84.6.0/24"))
     (top / "current").symlink_to("rev1")
     cm = top / "cm"  # a ConfigMap volume: files are links through `..data` to a timestamped dir
     (cm / "..v1").mkdir(parents=True)
-    _write(cm / "..v1" / "b.yaml", NETWORKS.format(name="cm", subnet="10.84.7.0/24"))
+    save_atomically(cm / "..v1" / "b.yaml", NETWORKS.format(name="cm", subnet="10.84.7.0/24"))
     (cm / "..data").symlink_to("..v1")
     (cm / "b.yaml").symlink_to("..data/b.yaml")
     plain = top / "plain"
     plain.mkdir()
-    _write(plain / "c.yaml", NETWORKS.format(name="swap", subnet="10.84.8.0/24"))
+    save_atomically(plain / "c.yaml", NETWORKS.format(name="swap", subnet="10.84.8.0/24"))
     agents = [Agent(sandbox, top / d, "--debounce", "50", "--resync", "60", "--no-prune")
               for d in ("current", "cm", "plain")]
     try:
-        assert eventually(lambda: all(_has_address(sandbox, f"rc-{s}-net", f"10.84.{n}.1/24")
+        assert eventually(lambda: all(has_address(sandbox, f"rc-{s}-net", f"10.84.{n}.1/24")
                                       for s, n in (("flip", 6), ("cm", 7), ("swap", 8))), True, timeout=15)
         (top / "rev2").mkdir()
-        _write(top / "rev2" / "a.yaml", NETWORKS.format(name="flip", subnet="10.84.16.0/24"))
+        save_atomically(top / "rev2" / "a.yaml", NETWORKS.format(name="flip", subnet="10.84.16.0/24"))
         _flip(top / "current", "rev2")
         (cm / "..v2").mkdir()
-        _write(cm / "..v2" / "b.yaml", NETWORKS.format(name="cm", subnet="10.84.17.0/24"))
+        save_atomically(cm / "..v2" / "b.yaml", NETWORKS.format(name="cm", subnet="10.84.17.0/24"))
         _flip(cm / "..data", "..v2")
         plain.rename(top / "plain.old")
         plain.mkdir()
-        _write(plain / "c.yaml", NETWORKS.format(name="swap", subnet="10.84.18.0/24"))
-        assert eventually(lambda: [_has_address(sandbox, f"rc-{s}-net", f"10.84.{n}.1/24")
+        save_atomically(plain / "c.yaml", NETWORKS.format(name="swap", subnet="10.84.18.0/24"))
+        assert eventually(lambda: [has_address(sandbox, f"rc-{s}-net", f"10.84.{n}.1/24")
                                    for s, n in (("flip", 16), ("cm", 17), ("swap", 18))], [True] * 3, timeout=10) \
             == [True] * 3
         assert agents[0].saw("watch re-armed", target=str(top / "rev2"))
-        _write(top / "rev2" / "a.yaml", NETWORKS.format(name="flip", subnet="10.84.26.0/24"))  # the new one is watched
-        _write(plain / "c.yaml", NETWORKS.format(name="swap", subnet="10.84.28.0/24"))
-        assert eventually(lambda: [_has_address(sandbox, f"rc-{s}-net", f"10.84.{n}.1/24")
+        # the new one is watched
+        save_atomically(top / "rev2" / "a.yaml", NETWORKS.format(name="flip", subnet="10.84.26.0/24"))
+        save_atomically(plain / "c.yaml", NETWORKS.format(name="swap", subnet="10.84.28.0/24"))
+        assert eventually(lambda: [has_address(sandbox, f"rc-{s}-net", f"10.84.{n}.1/24")
                                    for s, n in (("flip", 26), ("swap", 28))], [True] * 2, timeout=10) == [True] * 2
     finally:
         for agent in agents:

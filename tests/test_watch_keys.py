@@ -5,7 +5,16 @@ from __future__ import annotations
 from controllers.change import Action, Change
 from kernel.events import ExitEvent, LinkEvent, NetnsGone, Overflow, RuleEvent
 from kernel.events_wire import NFPROTO_INET
-from reconcile.watch.keys import HOST_KEY, Key, concerns, container_key, covers, key_of_change, key_of_event, network_key
+from reconcile.watch.keys import (
+    HOST_KEY,
+    Key,
+    concerns,
+    container_key,
+    covers,
+    key_of_change,
+    key_of_event,
+    network_key,
+)
 
 WEB = container_key("s", "web")
 FRONT = network_key("s", "front")

@@ -44,12 +44,20 @@ def scaled(seconds: float) -> float:
     return seconds * TIME_SCALE
 
 
+class StillWaiting(AssertionError):
+    """A probe never gave the expected answer: an assertion failure, so that pytest reports the
+    last answer seen."""
+
+
 def eventually(probe: Callable[[], T], expected: T, timeout: float = 5.0) -> T:
-    """The probe's answer once it is `expected`, or its last answer after `timeout` seconds on our
-    hosts (scaled to this machine): servers take a moment to bind, processes a moment to die."""
+    """The probe's answer once it is `expected`, within `timeout` seconds on our hosts (scaled to
+    this machine): servers take a moment to bind, processes a moment to die. Raises StillWaiting,
+    naming the last answer, when the time is up."""
     deadline = time.monotonic() + scaled(timeout)
     answer = probe()
-    while answer != expected and time.monotonic() < deadline:
+    while answer != expected:
+        if time.monotonic() >= deadline:
+            raise StillWaiting(f"after {scaled(timeout):g} s the probe still answers {answer!r}, not {expected!r}")
         time.sleep(0.1)
         answer = probe()
     return answer

@@ -20,13 +20,14 @@ def _endpoints(stacks: Sequence[Stack]) -> Iterator[tuple[EndpointKey, Network, 
 
 
 def requests_of(stacks: Sequence[Stack]) -> list[Request[IPv4Address]]:
-    return [Request(key, net.subnet, net.gateway, attachment.ip) for key, net, attachment in _endpoints(stacks)]
+    return [Request(key, net.assigned_subnet, net.assigned_gateway, attachment.ip)
+            for key, net, attachment in _endpoints(stacks)]
 
 
 def requests6_of(stacks: Sequence[Stack]) -> list[Request[IPv6Address]]:
     """Endpoints on dual-stack networks only (gateway6 is set whenever subnet6 is)."""
-    return [Request(key, net.subnet6, net.gateway6, attachment.ip6)  # type: ignore[arg-type]
-            for key, net, attachment in _endpoints(stacks) if net.subnet6 is not None]
+    return [Request(key, net.subnet6, net.gateway6, attachment.ip6)
+            for key, net, attachment in _endpoints(stacks) if net.subnet6 is not None and net.gateway6 is not None]
 
 
 def assign_addresses(stacks: Sequence[Stack], leases: Mapping[EndpointKey, IPv4Address],

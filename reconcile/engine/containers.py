@@ -14,10 +14,10 @@ from pathlib import Path
 from controllers.container import RUNTIME_DIR, ContainerController, ObservedContainer, Paths
 from controllers.container_bundle import exec_process
 from kernel import runtime
-from kernel.runtime import CONFIG_FILE
 from kernel.oci import Runtime
-from specs import names
+from kernel.runtime import CONFIG_FILE
 from reconcile.engine.settings import Settings
+from specs import names
 from state.store import ContainerRecord, Store
 
 FOLLOW_POLL = 0.2
@@ -173,10 +173,12 @@ def exec_command(settings: Settings, found: Found, argv: list[str]) -> Iterator[
     """The runtime's command that runs argv in the container as `reconcile exec` does (never
     with more than the container holds), and its pid file; the process file it needs is
     removed afterwards."""
-    name = f"{found.record.stack}/{found.record.container}"
+    record = found.record
+    assert record is not None  # found as recorded: a container without a record runs nothing
+    name = f"{record.stack}/{record.container}"
     if not runtime.is_running(found.handle):
         raise UnknownContainer(f"container {name} is not running")
-    container_id = names.runtime_id(found.record.stack, found.record.container)
+    container_id = names.runtime_id(record.stack, record.container)
     oci = Runtime.at(settings.state_dir / RUNTIME_DIR)
     if not oci.has_state(container_id):
         raise UnknownContainer(f"container {name} runs, but the runtime's state of it is lost "

@@ -116,7 +116,7 @@ def _bytes(value: object) -> str:
     for unit in ("B", "Ki", "Mi", "Gi"):
         if value < 1024 or unit == "Gi":
             return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024  # type: ignore[assignment]
+        value /= 1024
     return "-"
 
 

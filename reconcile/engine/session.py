@@ -173,8 +173,8 @@ def open_session(settings: Settings, writable: bool) -> Iterator[Session]:
     try:
         with host_netlink() as netlink:
             # Dependency order: bridges, then sandboxes and their veths, then the cgroups with
-            # their limits, then the processes in them; rules are written last (route_localnet needs the bridges) and, in a
-            # teardown, removed first.
+            # their limits, then the processes in them; rules are written last (route_localnet
+            # needs the bridges) and, in a teardown, removed first.
             cgroup = CgroupController(cgroups.detect(), settings.cgroup_parent, store)
             yield Session(settings, store, [
                 NetworkController(netlink), SandboxController(netlink), cgroup,

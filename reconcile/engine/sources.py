@@ -13,7 +13,6 @@ from specs.errors import SpecError, SpecErrors
 from specs.loader import NamedFile, load_file
 from state.store import StackRecord
 
-
 TAKE_OVER = "edit that file, or move the stack to this one with --take-over"
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from ipaddress import IPv4Interface, IPv6Interface
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from ipaddress import IPv4Interface, IPv6Interface
 
 from controllers.cgroup import CgroupController, CgroupObservation
 from controllers.container import ContainerObservation, ObservedContainer, Paths
@@ -16,8 +16,8 @@ from controllers.sandbox import ObservedSandbox, SandboxObservation
 from kernel.rtnl_dump import Interface, ipv4_of, ipv6_of
 from reconcile.engine import pinning
 from reconcile.engine.session import Session, Target
-from specs.errors import SpecErrors
 from specs import names as kernel_names
+from specs.errors import SpecErrors
 from specs.model import Container, PortMapping, Stack
 from state import health as health_records
 from state import volumes as stored_volumes
@@ -73,6 +73,7 @@ def _containers(session: Session, name: str, spec: Stack | None, observed: list[
     keys += sorted(k.split("/", 1)[1] for k in found if k.split("/", 1)[0] == name and k.split("/", 1)[1] not in keys)
     rows: list[dict[str, object]] = []
     store = ImageStore(session.settings.state_dir)
+    with_health = resolved or spec
     for key in keys:
         live = found.get(f"{name}/{key}")
         sandbox = sandboxes.get(f"{name}/{key}")
@@ -93,7 +94,7 @@ def _containers(session: Session, name: str, spec: Stack | None, observed: list[
             "exit_code": live.exit_code if live and state == "exited" else None,  # read by the observation
             "start_error": paths.last_start_error() if state != "running" else None,
             "resources": _resources(session, f"{name}/{key}", cgroups),
-            "health": _health(paths, live, (resolved or spec).containers.get(key) if resolved or spec else None),
+            "health": _health(paths, live, with_health.containers.get(key) if with_health else None),
         })
     return rows
 
@@ -195,7 +196,7 @@ def _iso(moment: float | None) -> str | None:
 
 
 def _drift(session: Session, observed: list[object],
-           spec: StackSpec | None) -> tuple[str, list[object], Stack | None]:
+           spec: StackSpec | None) -> tuple[str, list[str] | list[dict[str, object]], Stack | None]:
     """Synced / OutOfSync / Error against the stack's spec, the changes apply would make, and
     the spec resolved (images pinned, their configs merged) when it resolves."""
     if spec is None:

@@ -27,16 +27,25 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from controllers.change import Action, Change
 from controllers.container import DesiredContainer, ObservedContainer, Paths
 from kernel import netns, runtime
-from kernel.memory import release_free_memory
 from kernel.events import Event, KernelEvents
+from kernel.memory import release_free_memory
 from kernel.rtnl_wire import DumpInterrupted
-from reconcile.engine.plan import Plan
 from reconcile.engine import pinning
+from reconcile.engine.plan import Plan
 from reconcile.engine.session import Target, open_session
 from reconcile.engine.settings import Settings
 from reconcile.watch.actionlog import ActionLog
-from reconcile.watch.keys import (HOST, HOST_KEY, Key, concerns, container_key, covers, key_of_change, key_of_event,
-                                  stack_key)
+from reconcile.watch.keys import (
+    HOST,
+    HOST_KEY,
+    Key,
+    concerns,
+    container_key,
+    covers,
+    key_of_change,
+    key_of_event,
+    stack_key,
+)
 from reconcile.watch.metrics import Metrics
 from reconcile.watch.prober import Prober
 from reconcile.watch.queue import WorkQueue
@@ -259,8 +268,8 @@ class Agent:
             self.metrics.changes.labels(change.kind, change.action.value).inc()
             if why.startswith(REPAIR_TRIGGERS):
                 self.metrics.repairs.labels(change.kind).inc()
-            self.log.emit("change", key=str(key_of_change(change)), why=why, action=change.action.value, kind=change.kind,
-                          object=change.key, reason=change.reason, ms=round(seconds * 1000, 1))
+            self.log.emit("change", key=str(key_of_change(change)), why=why, action=change.action.value,
+                          kind=change.kind, object=change.key, reason=change.reason, ms=round(seconds * 1000, 1))
         self._settle(key, outcome)
 
     def _reconcile(self, key: Key) -> _Outcome:
@@ -274,7 +283,8 @@ class Agent:
         def select(change: Change) -> bool:
             if not any(concerns(k, change) for k in keys):
                 return False
-            if isinstance(change.desired, DesiredContainer) and pinning.NOT_PULLED in (change.desired.container.image or ""):
+            desired = change.desired
+            if isinstance(desired, DesiredContainer) and pinning.NOT_PULLED in (desired.container.image or ""):
                 return False  # started once its image is pulled (_pull queues its stack then)
             exit_ = self._exit_of(change)
             if exit_ is None:

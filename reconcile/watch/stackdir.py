@@ -48,10 +48,10 @@ class StackDir:
         events that named it."""
         before = self.stacks()
         if not self.root.is_dir():  # unmounted, or moved away: not a reason to prune anything
-            errors = {self.root: [SpecError(str(self.root), 0, 0, (), "the watched directory is gone; "
-                                            "every stack stays on its last good spec")]}
-            self.errors.update(errors)
-            return Refresh(frozenset(), frozenset(), errors)
+            gone = {self.root: [SpecError(str(self.root), 0, 0, (), "the watched directory is gone; "
+                                          "every stack stays on its last good spec")]}
+            self.errors.update(gone)
+            return Refresh(frozenset(), frozenset(), gone)
         self.errors.pop(self.root, None)
         on_disk = set(stack_paths(self.root))
         todo = on_disk | set(self.good) | set(self.errors) if paths is None else {Path(p) for p in paths}

@@ -1,7 +1,7 @@
 """Shared by the firewall tests (no tests here): a compact description of stacks -> Desired, and
 a driver that runs the firewall controller inside a sandbox:
 
-    python -m tests.test_firewall_support plan|apply < description.json
+    python -m tests.firewall_support plan|apply < description.json
 
 prints {"changes": [...], "issues": [...], "errors": [...]} as JSON (errors: what apply
 raised). The description:
@@ -101,7 +101,7 @@ def run_controller(sandbox: Sandbox, verb: str, doc: Mapping[str, Any],
     """`plan` or `apply` with the firewall controller inside the sandbox (see main), on the
     given backend (auto, nftables, iptables)."""
     result = sandbox.run("env", f"RECONCILE_FIREWALL_BACKEND={backend}", sys.executable, "-m",
-                         "tests.test_firewall_support", verb, input=json.dumps(doc))
+                         "tests.firewall_support", verb, input=json.dumps(doc))
     return json.loads(result.stdout)
 
 

@@ -53,3 +53,43 @@ def error_lines(directory: Path, files: Mapping[str, str | bytes], target: str =
 def stack(name: str, **networks: dict[str, object]) -> Stack:
     """A stack of these networks alone, validated as the loader would."""
     return Stack.model_validate({"name": name, "networks": networks})
+
+
+FULL_EXAMPLE = """\
+    name: demo
+    networks:
+      front:
+        subnet: 10.88.1.0/24
+        gateway: 10.88.1.1
+        bridge: rc-demo-front
+        mtu: 1500
+        internal: false
+      back:
+        subnet: 10.88.2.0/24
+        internal: true
+    containers:
+      web:
+        command: ["/bin/busybox", "httpd", "-f", "-p", "80"]
+        rootfs: /srv/rootfs/busybox
+        env: {GREETING: hello}
+        workdir: /
+        hostname: web
+        restart: always
+        networks:
+          front: {ip: 10.88.1.10}
+          back: {}
+        default_route: front
+        ports:
+          - "8080:80"
+          - {host: 8443, container: 443, protocol: tcp, host_ip: 127.0.0.1}
+        resources:
+          memory: 64Mi
+          cpus: 0.5
+          pids: 100
+          cpuset: "0"
+        volumes: ["/srv/data:/data:ro"]
+        depends_on: [db]
+      db:
+        command: /usr/bin/postgres -D /var/lib/postgres
+        networks: [back]
+    """
