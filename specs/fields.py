@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import date
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from pathlib import Path
+from typing import TypeVar
 
 from specs import capabilities
 from specs.errors import Loc, quoted
@@ -25,6 +26,7 @@ from specs.units import format_cpu_list, parse_bytes, parse_cpu_list
 MAX_PREFIX_LENGTH = 30
 """A network needs a gateway and at least one container address besides the network and
 broadcast addresses: /30 is the smallest that has room."""
+AddressT = TypeVar("AddressT", IPv4Address, IPv6Address)
 MAX_PREFIX_LENGTH6 = 126
 """IPv6 has no broadcast address, but the subnet-router anycast address (the network address)
 is not a host's: /126 leaves a gateway and two containers."""
@@ -298,21 +300,20 @@ def _ipv6_text(value: object, what: str) -> str:
 def to_ipv4_address(value: object) -> IPv4Address:
     if isinstance(value, IPv4Address):
         return value
-    text = _ipv4_text(value, ADDRESS)
-    try:
-        return IPv4Address(text)
-    except ValueError:
-        raise ValueError(f"expected {ADDRESS}, got {quoted(text)}") from None
+    return _address(IPv4Address, _ipv4_text(value, ADDRESS), ADDRESS)
 
 
 def to_ipv6_address(value: object) -> IPv6Address:
     if isinstance(value, IPv6Address):
         return value
-    text = _ipv6_text(value, ADDRESS6)
+    return _address(IPv6Address, _ipv6_text(value, ADDRESS6), ADDRESS6)
+
+
+def _address(kind: Callable[[str], AddressT], text: str, what: str) -> AddressT:
     try:
-        return IPv6Address(text)
+        return kind(text)
     except ValueError:
-        raise ValueError(f"expected {ADDRESS6}, got {quoted(text)}") from None
+        raise ValueError(f"expected {what}, got {quoted(text)}") from None
 
 
 def to_bind_address(value: object) -> IPv4Address | None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.rootfs import busybox_rootfs
 from tests.sandbox import Sandbox
 
 KERNEL_MARK = "kernel"
@@ -33,3 +34,9 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
         yield box
     finally:
         box.close()
+
+
+@pytest.fixture(scope="module")
+def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A busybox root filesystem for containers without an image (tests/rootfs.py)."""
+    return busybox_rootfs(tmp_path_factory.mktemp("rootfs"))

@@ -103,6 +103,18 @@ class Sandbox:
         """The CLI as a user runs it, inside the sandbox."""
         return self.run(sys.executable, "-m", "reconcile", *args, check=check, timeout=timeout)
 
+    def apply(self, path: str | Path) -> str:
+        """`reconcile apply PATH`, which must succeed: its output."""
+        result = self.reconcile("apply", str(path))
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    def exec_in(self, name: str, *argv: str) -> str:
+        """`reconcile exec NAME -- ARGV`, which must succeed: its output."""
+        result = self.reconcile("exec", name, "--", *argv)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
     def status(self) -> dict:
         """`reconcile status -o json`, parsed."""
         return json.loads(self.reconcile("status", "-o", "json").stdout)

@@ -8,9 +8,6 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.rootfs import busybox_rootfs
 from tests.sandbox import Sandbox
 from tests.waiting import eventually
 
@@ -35,28 +32,14 @@ containers:
 """
 
 
-@pytest.fixture(scope="module")
-def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return busybox_rootfs(tmp_path_factory.mktemp("rootfs"))
 
-
-def _apply(sandbox: Sandbox, path: str) -> str:
-    result = sandbox.reconcile("apply", path)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
-
-
-def _exec(sandbox: Sandbox, name: str, *argv: str) -> str:
-    result = sandbox.reconcile("exec", name, "--", *argv)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
     sandbox.sh("ip netns add foreign && ip link add fv0 type veth peer name fv1")
     canary = sandbox.snapshot("fv0", "fv1")
     path = str(sandbox.write("stack.yaml", STACK.format(rootfs=rootfs)))
-    out = _apply(sandbox, path)
+    out = sandbox.apply(path)
     assert "+ container app/web" in out and "+ container app/db" in out
 
     status = sandbox.containers()
@@ -67,22 +50,22 @@ def test_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
     pids = {name: c["pid"] for name, c in status.items()}
 
     # Reachable by address and by name across the bridge, and from the host.
-    assert _exec(sandbox, "db", "wget", "-qO-", "http://web/") == "hello from web\n"
-    assert _exec(sandbox, "app/db", "wget", "-qO-", "http://10.77.2.2/") == "hello from web\n"
-    assert "web" in _exec(sandbox, "db", "cat", "/etc/hosts")
+    assert sandbox.exec_in("db", "wget", "-qO-", "http://web/") == "hello from web\n"
+    assert sandbox.exec_in("app/db", "wget", "-qO-", "http://10.77.2.2/") == "hello from web\n"
+    assert "web" in sandbox.exec_in("db", "cat", "/etc/hosts")
     host = sandbox.run("wget", "-qO-", "-T", "2", "http://10.77.1.2/", check=False)
     assert host.stdout == "hello from web\n" or "hello from web" in sandbox.python(
         "import urllib.request;print(urllib.request.urlopen('http://10.77.1.2/', timeout=2).read().decode())").stdout
     # Two networks: the default route goes through the first non-internal one.
     assert "default via 10.77.1.1 dev eth0" in sandbox.run("ip", "-n", "rc-app_web", "route").stdout
     # exec joins every namespace: hostname, a private /proc with tini as PID 1, env.
-    assert _exec(sandbox, "db", "hostname") == "database\n"
-    ps = _exec(sandbox, "web", "ps")
+    assert sandbox.exec_in("db", "hostname") == "database\n"
+    ps = sandbox.exec_in("web", "ps")
     assert "/dev/init" in ps.splitlines()[1] and "sleep" not in ps
-    assert "GREETING=hello" in _exec(sandbox, "web", "env")
+    assert "GREETING=hello" in sandbox.exec_in("web", "env")
 
     # A no-op apply keeps every process.
-    assert _apply(sandbox, path) == "No changes. The host matches the spec.\n"
+    assert sandbox.apply(path) == "No changes. The host matches the spec.\n"
     assert {n: c["pid"] for n, c in sandbox.containers().items()} == pids
 
     # Drift in the network plumbing is repaired without restarting anything.
@@ -98,16 +81,16 @@ def test_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
         sandbox.sh(drift)
         result = sandbox.reconcile("diff", path)
         assert result.returncode == 2 and expected in result.stdout, (drift, result.stdout)
-        _apply(sandbox, path)
+        sandbox.apply(path)
         assert sandbox.reconcile("diff", path).returncode == 0, drift
         assert {n: c["pid"] for n, c in sandbox.containers().items()} == pids, drift
-    assert _exec(sandbox, "db", "wget", "-qO-", "http://web/") == "hello from web\n"
+    assert sandbox.exec_in("db", "wget", "-qO-", "http://web/") == "hello from web\n"
 
     # A killed container is started again by the next apply, at the same address.
     os.kill(pids["web"], signal.SIGKILL)
     time.sleep(0.2)
     assert sandbox.containers()["web"]["state"] == "exited"
-    assert "+ container app/web (exited)" in _apply(sandbox, path)
+    assert "+ container app/web (exited)" in sandbox.apply(path)
     status = sandbox.containers()
     assert status["web"]["state"] == "running" and status["web"]["restarts"] == 1
     assert status["web"]["ips"]["front"] == "10.77.1.2"
@@ -116,19 +99,19 @@ def test_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
     sandbox.write("stack.yaml", STACK.format(rootfs=rootfs).replace('"-p", "80"', '"-p", "8080"'))
     result = sandbox.reconcile("diff", path)
     assert "-/+ container app/web (recreate: command changed)" in result.stdout
-    _apply(sandbox, path)
+    sandbox.apply(path)
     status = sandbox.containers()
     assert status["web"]["pid"] != pids["web"] and status["db"]["pid"] == pids["db"]
     assert status["web"]["ips"] == {"front": "10.77.1.2", "back": "10.77.2.2"}
-    assert _exec(sandbox, "db", "wget", "-qO-", "http://web:8080/") == "hello from web\n"
+    assert sandbox.exec_in("db", "wget", "-qO-", "http://web:8080/") == "hello from web\n"
 
     # Removal from the spec: process, netns, veths, files and records go; foreign things stay.
     text = STACK.format(rootfs=rootfs).replace('"-p", "80"', '"-p", "8080"')
     sandbox.write("stack.yaml", text[:text.index("  db:")])
-    out = _apply(sandbox, path)
+    out = sandbox.apply(path)
     assert "- container app/db (no longer in the spec)" in out
     assert "~ container app/web (in place: peers changed)" in out
-    assert "db" not in _exec(sandbox, "web", "cat", "/etc/hosts")
+    assert "db" not in sandbox.exec_in("web", "cat", "/etc/hosts")
     assert "rc-app_db" not in sandbox.netns_names()
     assert not (sandbox.state_dir / "containers" / "app" / "db").exists()
     assert sandbox.reconcile("down", path).returncode == 0
@@ -168,30 +151,30 @@ containers:
     read_only: true
     workdir: /srv/made/for/it
 """))
-    _apply(sandbox, path)
-    assert _exec(sandbox, "box", "id", "-u") == "65534\n"
-    assert _exec(sandbox, "box", "pwd") == "/tmp\n"
+    sandbox.apply(path)
+    assert sandbox.exec_in("box", "id", "-u") == "65534\n"
+    assert sandbox.exec_in("box", "pwd") == "/tmp\n"
     denied = sandbox.reconcile("exec", "box", "--", "touch", "/etc/x")
     assert denied.returncode != 0 and "Permission denied" in denied.stderr
-    assert _exec(sandbox, "box", "cat", "/mnt/file") == "from the host\n"
-    assert _exec(sandbox, "box", "cat", "/no/such/dir/on/the/host/file") == "from the host\n"
+    assert sandbox.exec_in("box", "cat", "/mnt/file") == "from the host\n"
+    assert sandbox.exec_in("box", "cat", "/no/such/dir/on/the/host/file") == "from the host\n"
     assert sandbox.reconcile("exec", "box", "--", "touch", "/mnt/new").returncode != 0
-    _exec(sandbox, "box", "touch", "/srv/new", "/tmp/scratch")
+    sandbox.exec_in("box", "touch", "/srv/new", "/tmp/scratch")
     assert (data / "new").exists()
     # The root is the container's own layer over the host's: writes stay in the layer.
-    _exec(sandbox, "rw", "sh", "-c", f"echo layer > /{marker} && echo changed >> /etc/hostname")
-    assert _exec(sandbox, "rw", "cat", f"/{marker}") == "layer\n"
+    sandbox.exec_in("rw", "sh", "-c", f"echo layer > /{marker} && echo changed >> /etc/hostname")
+    assert sandbox.exec_in("rw", "cat", f"/{marker}") == "layer\n"
     assert not Path(f"/{marker}").exists() and sandbox.run("ls", f"/{marker}", check=False).returncode != 0
     assert not Path("/no").exists() and not Path("/srv/made").exists()
-    assert _exec(sandbox, "ro", "pwd") == "/srv/made/for/it\n"  # made in the layer, as Docker's WORKDIR
+    assert sandbox.exec_in("ro", "pwd") == "/srv/made/for/it\n"  # made in the layer, as Docker's WORKDIR
     refused = sandbox.reconcile("exec", "ro", "--", "touch", f"/{marker}")
     assert refused.returncode != 0 and "Read-only file system" in refused.stderr
     # A lost state store and runtime state: the running container is adopted from the kernel,
     # not restarted, and keeps its address; exec says why it cannot run.
     before = sandbox.containers()["box"]
     sandbox.run("rm", "-rf", str(sandbox.state_dir / "state.db"), str(sandbox.state_dir / "runtime"))
-    assert "~ container vol/box (in place: adopt a running container" in _apply(sandbox, path)
-    assert _apply(sandbox, path) == "No changes. The host matches the spec.\n"
+    assert "~ container vol/box (in place: adopt a running container" in sandbox.apply(path)
+    assert sandbox.apply(path) == "No changes. The host matches the spec.\n"
     after = sandbox.containers()["box"]
     assert (after["pid"], after["ips"]) == (before["pid"], before["ips"])
     lost = sandbox.reconcile("exec", "box", "--", "true")
@@ -246,24 +229,24 @@ containers:
     command: sleep 1000
     userns: auto
 """))
-    plan = _apply(sandbox, path)
+    plan = sandbox.apply(path)
     assert "userns: auto" in plan
-    maps = {name: _exec(sandbox, name, "cat", "/proc/self/uid_map").split() for name in ("a", "b")}
+    maps = {name: sandbox.exec_in(name, "cat", "/proc/self/uid_map").split() for name in ("a", "b")}
     assert maps["a"][0] == maps["b"][0] == "0" and maps["a"][2] == maps["b"][2] == "65536"
     bases = {name: int(m[1]) for name, m in maps.items()}
     assert bases["a"] != bases["b"] and min(bases.values()) >= 1 << 30
     # Root inside, an unprivileged uid outside; its root and its volume are usable as root.
-    assert _exec(sandbox, "a", "id", "-u") == "0\n"
+    assert sandbox.exec_in("a", "id", "-u") == "0\n"
     pid = sandbox.containers()["a"]["pid"]
     assert Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[0] == str(bases["a"])
-    _exec(sandbox, "a", "sh", "-c", "echo layer > /written && echo vol > /data/written && ls -ln /etc/passwd")
+    sandbox.exec_in("a", "sh", "-c", "echo layer > /written && echo vol > /data/written && ls -ln /etc/passwd")
     assert (data / "written").read_text() == "vol\n" and (data / "written").stat().st_uid == 0
-    assert _exec(sandbox, "a", "cat", "/data/file") == "from the host\n"
+    assert sandbox.exec_in("a", "cat", "/data/file") == "from the host\n"
     # The range is read back from the kernel: a lost store changes nothing.
     sandbox.run("rm", "-f", str(sandbox.state_dir / "state.db"))
-    _apply(sandbox, path)
-    assert _apply(sandbox, path) == "No changes. The host matches the spec.\n"
-    assert _exec(sandbox, "a", "cat", "/proc/self/uid_map").split()[1] == str(bases["a"])
+    sandbox.apply(path)
+    assert sandbox.apply(path) == "No changes. The host matches the spec.\n"
+    assert sandbox.exec_in("a", "cat", "/proc/self/uid_map").split()[1] == str(bases["a"])
     assert sandbox.reconcile("down", path).returncode == 0
     assert "containers/us" not in sandbox.run("cat", "/proc/self/mountinfo").stdout
     assert sandbox.processes() == []
@@ -286,7 +269,7 @@ containers:
     networks: [net]
 {more}"""
     path = sandbox.write("stack.yaml", stack.format(victim=victim, then="sleep 1000", more=""))
-    _apply(sandbox, str(path))
+    sandbox.apply(str(path))
     # A peer joins: /etc/hosts of `a` is to be rewritten; its symlink is refused, not followed.
     path.write_text(stack.format(victim=victim, then="sleep 1000",
                                  more="  b:\n    command: sleep 1000\n    networks: [net]\n"))

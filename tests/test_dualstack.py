@@ -17,7 +17,6 @@ import pytest
 from controllers.container_files import hosts_files
 from specs.model import Stack
 from state.store import DB_NAME, Store
-from tests.rootfs import busybox_rootfs
 from tests.sandbox import Sandbox
 from tests.waiting import eventually
 from tests.watch_agent import Agent, watch_row
@@ -71,21 +70,7 @@ A_STATIC = 'ip6: "fd00:66:1::50"'
 GATEWAY6 = "fd00:66:1::1"
 
 
-@pytest.fixture(scope="module")
-def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return busybox_rootfs(tmp_path_factory.mktemp("rootfs"))
 
-
-def _apply(sandbox: Sandbox, path: str) -> str:
-    result = sandbox.reconcile("apply", path)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
-
-
-def _exec(sandbox: Sandbox, name: str, *argv: str) -> str:
-    result = sandbox.reconcile("exec", name, "--", *argv)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 def _addresses(sandbox: Sandbox, ifname: str, netns: str | None = None, family: str = "inet6") -> list[str]:
@@ -108,7 +93,7 @@ def test_dual_stack_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
     # A hardened host: every new link starts with IPv6 disabled; our bridge is ours to enable.
     sandbox.sh("sysctl -qw net.ipv6.conf.default.disable_ipv6=1")
     path = str(sandbox.write("stack.yaml", STACK.format(rootfs=rootfs, a_front=A_STATIC)))
-    out = _apply(sandbox, path)
+    out = sandbox.apply(path)
     assert "net.ipv6.conf.all.forwarding (in place: non-internal dual-stack networks route IPv6" in out
     assert sandbox.run("cat", "/proc/sys/net/ipv6/conf/all/forwarding").stdout.strip() == "1"
 
@@ -124,10 +109,10 @@ def test_dual_stack_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
     assert eth1 is not None and [a for a in eth1["addr_info"] if a["family"] == "inet6"] == []
 
     # Traffic over IPv6: container to container, container to gateway.
-    _exec(sandbox, "a", "ping", "-6", "-c1", "-W2", "fd00:66:1::2")
-    _exec(sandbox, "b", "ping", "-6", "-c1", "-W2", GATEWAY6)
-    _exec(sandbox, "b", "ping", "-6", "-c1", "-W2", "fd00:66:1::50")
-    assert _exec(sandbox, "a", "cat", "/etc/hosts") == (
+    sandbox.exec_in("a", "ping", "-6", "-c1", "-W2", "fd00:66:1::2")
+    sandbox.exec_in("b", "ping", "-6", "-c1", "-W2", GATEWAY6)
+    sandbox.exec_in("b", "ping", "-6", "-c1", "-W2", "fd00:66:1::50")
+    assert sandbox.exec_in("a", "cat", "/etc/hosts") == (
         LOCALHOST + "10.66.1.2\ta\n10.66.1.3\tb\nfd00:66:1::50\ta\nfd00:66:1::2\tb\n")
 
     status = sandbox.containers()
@@ -137,7 +122,7 @@ def test_dual_stack_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
     text = sandbox.reconcile("status", path).stdout
     assert "front=10.66.1.3,fd00:66:1::2" in text and "10.66.1.0/24 fd00:66:1::/64" in text
 
-    assert _apply(sandbox, path) == "No changes. The host matches the spec.\n"
+    assert sandbox.apply(path) == "No changes. The host matches the spec.\n"
     assert sandbox.reconcile("diff", path).returncode == 0
     pids = _pids(sandbox)
 
@@ -155,17 +140,17 @@ def test_dual_stack_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
         sandbox.sh(drift)
         result = sandbox.reconcile("diff", path)
         assert result.returncode == 2 and expected in result.stdout, (drift, result.stdout)
-        _apply(sandbox, path)
+        sandbox.apply(path)
         assert sandbox.reconcile("diff", path).returncode == 0, drift
         assert _pids(sandbox) == pids, drift
     assert _default6(sandbox, "rc-ds_b").startswith(f"default via {GATEWAY6} dev eth0")
-    _exec(sandbox, "a", "ping", "-6", "-c1", "-W2", "fd00:66:1::2")
+    sandbox.exec_in("a", "ping", "-6", "-c1", "-W2", "fd00:66:1::2")
 
     # A lost store: the kernel keeps the addresses, even one no longer static (else a would
     # get the lowest free one, fd00:66:1::2, and b the next).
     (sandbox.state_dir / "state.db").unlink()
     sandbox.write("stack.yaml", STACK.format(rootfs=rootfs, a_front=""))
-    _apply(sandbox, path)
+    sandbox.apply(path)
     assert _addresses(sandbox, "eth0", "rc-ds_a") == ["fd00:66:1::50/64"]
     assert _addresses(sandbox, "eth0", "rc-ds_b") == ["fd00:66:1::2/64"]
     assert sandbox.reconcile("diff", path).returncode == 0
@@ -195,7 +180,7 @@ def test_ipv4_only_stack_is_left_as_it_was(sandbox: Sandbox, rootfs: Path) -> No
     path = str(sandbox.write("stack.yaml", V4_STACK.format(rootfs=rootfs)))
     plan = sandbox.reconcile("diff", path).stdout
     assert "ipv6" not in plan and "route6" not in plan and "::" not in plan, plan
-    out = _apply(sandbox, path)
+    out = sandbox.apply(path)
     assert "ipv6" not in out and "route6" not in out, out
     assert _addresses(sandbox, "rc-v4-net") == []
     eth0 = sandbox.link("eth0", "rc-v4_c")
@@ -203,7 +188,7 @@ def test_ipv4_only_stack_is_left_as_it_was(sandbox: Sandbox, rootfs: Path) -> No
     assert _default6(sandbox, "rc-v4_c") == ""
     assert sandbox.run("cat", "/proc/sys/net/ipv6/conf/all/forwarding").stdout.strip() == "0"
     assert json.loads(sandbox.reconcile("status", "-o", "json").stdout)["stacks"][0]["containers"][0]["ips6"] == {}
-    assert _apply(sandbox, path) == "No changes. The host matches the spec.\n"
+    assert sandbox.apply(path) == "No changes. The host matches the spec.\n"
     assert sandbox.reconcile("down", path).returncode == 0
 
 
