@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -119,9 +120,9 @@ def test_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
     assert sandbox.our_links() == []
     assert not (sandbox.state_dir / "containers" / "app").exists()
     assert sandbox.processes() == []
-    assert "app" not in sandbox.run("sqlite3", str(sandbox.state_dir / "state.db"),
-                                    "select stack from containers union select stack from leases",
-                                    check=False).stdout
+    with sqlite3.connect(f"file:{sandbox.state_dir / 'state.db'}?mode=ro", uri=True) as db:
+        stacks = db.execute("select stack from containers union select stack from leases").fetchall()
+    assert ("app",) not in stacks
     assert sandbox.snapshot("fv0", "fv1") == canary
 
 

@@ -85,6 +85,11 @@ def _default6(sandbox: Sandbox, netns: str) -> str:
     return sandbox.run("ip", "-n", netns, "-6", "route", "show", "default").stdout.strip()
 
 
+def _rows(sandbox: Sandbox, query: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(f"file:{sandbox.state_dir / DB_NAME}?mode=ro", uri=True) as db:
+        return db.execute(query).fetchall()
+
+
 def _pids(sandbox: Sandbox) -> dict[str, int]:
     return {name: c["pid"] for name, c in sandbox.containers().items()}
 
@@ -154,13 +159,12 @@ def test_dual_stack_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
     assert _addresses(sandbox, "eth0", "rc-ds_a") == ["fd00:66:1::50/64"]
     assert _addresses(sandbox, "eth0", "rc-ds_b") == ["fd00:66:1::2/64"]
     assert sandbox.reconcile("diff", path).returncode == 0
-    leases6 = sandbox.run("sqlite3", str(sandbox.state_dir / "state.db"),
-                          "select container, network, address from leases6 order by container").stdout
-    assert leases6 == "a|front|fd00:66:1::50\nb|front|fd00:66:1::2\n"
+    assert _rows(sandbox, "select container, network, address from leases6 order by container") == [
+        ("a", "front", "fd00:66:1::50"), ("b", "front", "fd00:66:1::2")]
 
     assert sandbox.reconcile("down", path).returncode == 0
     assert sandbox.our_links() == [] and sandbox.netns_names() == []
-    assert sandbox.run("sqlite3", str(sandbox.state_dir / "state.db"), "select * from leases6").stdout == ""
+    assert _rows(sandbox, "select * from leases6") == []
 
 
 V4_STACK = """\

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import cgroupfs
 from tests.canary import planted
 from tests.firewall_canaries import CANARY6, ip6tables_foreign
 from tests.firewall_view import (
@@ -132,7 +133,7 @@ def test_drift_is_repaired_without_a_file_change(sandbox: Sandbox, specs: Path, 
     assert eventually(lambda: _container(sandbox).get("restarts"), 1) == 1
     assert eventually(lambda: _container(sandbox).get("state"), "running") == "running"
 
-    limit = Path("/sys/fs/cgroup/memory") / sandbox.cgroup_parent / "svc" / "web" / "memory.limit_in_bytes"
+    limit = cgroupfs.limit_file(f"{sandbox.cgroup_parent}/svc/web", "memory")
     limit.write_text(str(32 << 20))  # a rewritten cgroup file: repaired by the resync
     assert eventually(lambda: limit.read_text().strip(), str(64 << 20)) == str(64 << 20)
 
@@ -187,8 +188,10 @@ def test_a_crashing_container_backs_off_and_policy_no_stays_down(sandbox: Sandbo
     try:
         save_atomically(specs / "crash.yaml", CRASHING)
         assert eventually(lambda: agent.saw("restart held", key="crash/container/loop"), True, timeout=10)
-        row = eventually(lambda: (watch_row(sandbox, "crash") or {}).get("sync"), "OutOfSync")
-        assert row == "OutOfSync" and "CrashLoopBackOff" in watch_row(sandbox, "crash")["error"]
+        def held() -> tuple[object, bool]:  # one read: the row is rewritten between restarts
+            row = watch_row(sandbox, "crash") or {}
+            return row.get("sync"), "CrashLoopBackOff" in str(row.get("error"))
+        assert eventually(held, ("OutOfSync", True)) == ("OutOfSync", True)
         def waits() -> set[object]:
             return {record["wait_s"] for record in agent.lines if record.get("event") == "restart held"}
 
@@ -244,7 +247,7 @@ def test_a_stack_that_cannot_apply_does_not_stop_the_others_resync(sandbox: Sand
     save_atomically(specs / "svc.yaml", SERVICE)
     assert eventually(lambda: _container(sandbox).get("state"), "running", timeout=10) == "running"
     assert eventually(lambda: (watch_row(sandbox, "other") or {}).get("sync"), "Error") == "Error"
-    limit = Path("/sys/fs/cgroup/memory") / sandbox.cgroup_parent / "svc" / "web" / "memory.limit_in_bytes"
+    limit = cgroupfs.limit_file(f"{sandbox.cgroup_parent}/svc/web", "memory")
     limit.write_text(str(32 << 20))  # only the resync (every second here) puts it back
     assert eventually(lambda: limit.read_text().strip(), str(64 << 20)) == str(64 << 20)
     assert (watch_row(sandbox, "svc") or {}).get("sync") == "Synced"
