@@ -333,11 +333,8 @@ def to_ipv4_network(value: object) -> IPv4Network:
     """A subnet in strict CIDR form: host bits set are a mistake worth pointing at."""
     if isinstance(value, IPv4Network):
         return value
-    network = _strict_network(_ipv4_text(value, SUBNET), SUBNET)
+    network = _strict_network(_ipv4_text(value, SUBNET), SUBNET, MAX_PREFIX_LENGTH)
     assert isinstance(network, IPv4Network)
-    if network.prefixlen > MAX_PREFIX_LENGTH:
-        raise ValueError(f"subnet {network} is too small: use a prefix of /{MAX_PREFIX_LENGTH} "
-                         "or shorter (room for a gateway and a container)")
     return network
 
 
@@ -346,29 +343,30 @@ def to_ipv6_network(value: object) -> IPv6Network:
     link-local, multicast or loopback prefix cannot be routed to containers."""
     if isinstance(value, IPv6Network):
         return value
-    network = _strict_network(_ipv6_text(value, SUBNET6), SUBNET6)
+    network = _strict_network(_ipv6_text(value, SUBNET6), SUBNET6, MAX_PREFIX_LENGTH6)
     assert isinstance(network, IPv6Network)
-    if network.prefixlen > MAX_PREFIX_LENGTH6:
-        raise ValueError(f"subnet {network} is too small: use a prefix of /{MAX_PREFIX_LENGTH6} "
-                         "or shorter (room for a gateway and a container)")
     if not any(network.subnet_of(space) for space in UNICAST6):
         raise ValueError(f"subnet {network} is not unique local (fc00::/7) or global unicast "
                          "(2000::/3): use a ULA prefix such as fd00:88:1::/64, or one of your global prefix")
     return network
 
 
-def _strict_network(text: str, what: str) -> IPv4Network | IPv6Network:
+def _strict_network(text: str, what: str, max_prefix: int) -> IPv4Network | IPv6Network:
+    """`text` as a network without host bits, with room for a gateway and a container."""
     if "/" not in text:
         raise ValueError(f"expected {what} (with the prefix length), got {quoted(text)}")
     try:
-        return ip_network(text)
+        network = ip_network(text)
     except ValueError:
-        pass
-    try:
-        loose = ip_network(text, strict=False)
-    except ValueError:
-        raise ValueError(f"expected {what}, got {quoted(text)}") from None
-    raise ValueError(f"subnet {text} has host bits set: did you mean {loose}?")
+        try:
+            loose = ip_network(text, strict=False)
+        except ValueError:
+            raise ValueError(f"expected {what}, got {quoted(text)}") from None
+        raise ValueError(f"subnet {text} has host bits set: did you mean {loose}?") from None
+    if network.prefixlen > max_prefix:
+        raise ValueError(f"subnet {network} is too small: use a prefix of /{max_prefix} "
+                         "or shorter (room for a gateway and a container)")
+    return network
 
 
 def to_argv(value: object) -> object:
