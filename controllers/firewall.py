@@ -51,6 +51,7 @@ from controllers.firewall_rules import (
     port_rules,
     skeleton_rules,
 )
+from controllers.published import port_targets
 from kernel import netfilter, netfilter_conntrack, netfilter_nft
 from kernel.netfilter import Backend, Dialect, Family, Op, OpKind, Rule, Ruleset, Runner, jump_target
 from kernel.netfilter_conntrack import FlowFilter
@@ -190,19 +191,14 @@ def _container_ports(stack: Stack, name: str, container: Container, desired: Des
     """A container's DNAT rules, to its addresses on its default_route network."""
     if not container.ports:
         return {}, [], []
-    route = container.default_route
-    network = stack.networks.get(route) if route else None
-    address = desired.addresses.get((stack.name, name, route)) if route else None
-    if not route or network is None or network.internal or address is None:
-        why = ("published ports need a non-internal default_route network" if network is None
-               or network.internal else f"no address on network '{route}' was allocated")
-        return {}, [], [Issue(stack.name, ("containers", name, "ports"), why)]
-    address6 = desired.addresses6.get((stack.name, name, route)) if network.subnet6 else None
+    targets = port_targets(stack, name, container, desired)
+    if isinstance(targets, str):
+        return {}, [], [Issue(stack.name, ("containers", name, "ports"), targets)]
     wants: dict[Owner, OwnerWant] = {}
     published = []
     for index, mapping in enumerate(container.ports):
         key = port_key(stack.name, name, mapping)
-        rules = port_rules(key, address, address6, mapping.container)
+        rules = port_rules(key, targets.address, targets.address6, mapping.container)
         ipv6 = any(rule.family is Family.IPV6 for rule in rules)
         wants[port_owner(key)] = OwnerWant(_placed(dialect, rules), ipv6=ipv6)
         published.append(PublishedPort(key, ("containers", name, "ports", index), ipv6))

@@ -66,7 +66,8 @@ def _ipv4_view(address: IPv4Address | IPv6Address) -> IPv4Address | None:
 def _listener_overlaps(port: PortKey, ipv6: bool, listener: Listener) -> bool:
     """Given the same protocol and port: an IPv4 DNAT shadows a listener on that address, on
     every address, or on any address when the port itself is published on every address; an
-    IPv6 one (`ipv6`) any IPv6 listener but one on ::1 alone (left out of the DNAT)."""
+    IPv6 one (`ipv6`) any IPv6 listener but one on ::1 alone (left out of the DNAT: a listener
+    there is the [::1] proxy's conflict, controllers.proxy)."""
     if ipv6 and listener.address.version == 6 and not listener.address.is_loopback:
         return True
     address = _ipv4_view(listener.address)

@@ -27,8 +27,8 @@ addresses are seen as they are). A published port of a container with an IPv6 ad
 default_route network DNATs IPv6 too, from every local IPv6 address (its owner then has two
 rules), unless an IPv4 host_ip narrows it to that address. The loopback rules stay IPv4 only:
 IPv6 has no route_localnet, the kernel never routes a ::1 source off the host, so a port
-published on [::1] cannot answer without a userland proxy (reconcile has none): [::1] is left
-out of the IPv6 DNAT (IPV6_LOOPBACK), and the host reaches the port on its other IPv6 addresses.
+cannot answer on [::1] through NAT: [::1] is left out of the IPv6 DNAT (IPV6_LOOPBACK) and
+served by a userland proxy instead (controllers.proxy).
 
 The iptables backend holds IPv6 rules in ip6tables' nat and filter tables, with the same
 chains and skeleton as iptables' (a rule for both families is placed in both); see
@@ -100,8 +100,8 @@ NFT_LAYOUT = NftLayout(NFT_TABLE, BASE_CHAINS, {chain: table for table, chain in
 LOOPBACK = IPv4Network("127.0.0.0/8")
 IPV6_LOOPBACK = IPv6Network("::1/128")
 """Left out of the IPv6 DNAT, as Docker's ip6tables hook leaves it: a ::1 flow DNATed to a
-container could never come back (the kernel drops a reply to ::1 arriving on the bridge), so a
-host service listening on [::1] at a published port keeps answering there."""
+container could never come back (the kernel drops a reply to ::1 arriving on the bridge); the
+port's proxy serves [::1] (controllers.proxy)."""
 
 _COMMENT_RE = re.compile(rf"^{re.escape(ALIAS_PREFIX)} (?P<kind>chains|network|port)(?: (?P<key>\S+))?$")
 _PORT_KEY_RE = re.compile(

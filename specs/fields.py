@@ -324,7 +324,7 @@ def to_bind_address(value: object) -> IPv4Address | None:
     if isinstance(value, str) and ":" in value:
         raise ValueError(f"IPv6 host addresses are not supported yet, got {quoted(value)}: leave host_ip "
                          "unset, and a container on a dual-stack network answers on every IPv6 address "
-                         "of the host (but not [::1])")
+                         "of the host, [::1] included")
     address = to_ipv4_address(value)
     return None if address.is_unspecified else address
 

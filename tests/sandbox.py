@@ -177,6 +177,19 @@ class Sandbox:
                     continue
         return found
 
+    def proxies(self) -> dict[int, str]:
+        """reconcile's proxies (and the children relaying their flows) in the sandbox: pid ->
+        command line, whose first word is the mark (see kernel.proxy)."""
+        found = {}
+        for pid in self.processes():
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode().replace("\0", " ")
+            except OSError:
+                continue
+            if argv.startswith(f"{ALIAS_PREFIX} port "):
+                found[pid] = argv
+        return found
+
     def close(self) -> None:
         """Kill whatever a failed test left running, then the namespaces with the holder."""
         for pid in self.processes():

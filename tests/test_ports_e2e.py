@@ -8,8 +8,8 @@ host's python3 (the default rootfs is the host's own, read-only) answering its o
 and udp/53 in both families. A `client` namespace behind the foreign bridge `lan0` plays another
 machine (10.99.0.2 and fd00:99::2; the host is 10.99.0.1, 10.99.0.4, fd00:99::1 and fd00:99::4
 there) and tells who connects on tcp/7000 the address it arrived from. The host runs a service
-of its own on [::1] at a published port (tcp/8080, udp/5353): reconcile cannot DNAT [::1] to a
-container and must leave it be. Docker-like foreign rules (FORWARD policy DROP, a DOCKER chain,
+of its own on [::1] at a port published on an IPv4 host_ip only (tcp/9090, and udp/5399): no
+proxy of ours may take [::1] there. Docker-like foreign rules (FORWARD policy DROP, a DOCKER chain,
 an admin rule in INPUT) are planted in iptables and ip6tables before the first apply and must
 stay byte-identical.
 
@@ -27,6 +27,7 @@ parallel in one process. Traffic only goes to addresses of namespaces made here.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -133,7 +134,7 @@ ip -n client link set eth0 up
 ip -n client route add default via 10.99.0.1
 ip -n client -6 route add default via fd00:99::1
 ip netns exec client {PYTHON} -c {shlex.quote(SERVER)} "" :: 7000 7000 >/dev/null 2>&1 &
-{PYTHON} -c {shlex.quote(SERVER)} {HOST_SERVICE} ::1 8080 5353 >/dev/null 2>&1 &
+{PYTHON} -c {shlex.quote(SERVER)} {HOST_SERVICE} ::1 9090 5399 >/dev/null 2>&1 &
 """
 """Another machine on a foreign bridge of the host (it routes through the host) telling who
 connects, and the host's own service on [::1]."""
@@ -221,7 +222,7 @@ class Lab:
         self.canary = foreign_rules(sandbox), ip6tables_foreign(sandbox), self._inet_tables()
         self.apply()
         services = [("tcp", a.container[name], 80) for a in ADDRESSES for name in NETWORK_OF] + [
-            ("tcp", a.client, 7000) for a in ADDRESSES] + [("tcp", "::1", 8080)]
+            ("tcp", a.client, 7000) for a in ADDRESSES] + [("tcp", "::1", 9090)]
         ready = [*NETWORK_OF, *NETWORK_OF, V4.host, V6.host, HOST_SERVICE]
         assert eventually(lambda: self.probe(HOST, *services), ready, timeout=10.0) == ready
 
@@ -304,14 +305,15 @@ def test_the_host_reaches_published_ports_on_its_own_addresses(lab: Lab, family:
                      ("tcp", a.gateway["side"], 8081)) == ["web", "web", "web", "api"]
 
 
-def test_the_host_reaches_published_ports_on_ipv4_loopback_only_its_v6_one_is_left_be(lab: Lab) -> None:
+def test_the_host_reaches_published_ports_on_both_loopbacks(lab: Lab) -> None:
     # 8443 is published on 127.0.0.1 only, 9090 on 10.99.0.1 only.
     assert lab.probe(HOST, ("tcp", "127.0.0.1", 8080), ("tcp", "127.0.0.1", 8082), ("udp", "127.0.0.1", 5353),
                      ("tcp", "127.0.0.1", 8443), ("tcp", "127.0.0.1", 9090)) == ["web", "other", "web", "web", FAILED]
-    # [::1] cannot be DNATed to a container (the reply could never come back): it is left out,
-    # so the host's own service there keeps the port, and a port nobody serves on [::1] is closed.
-    assert lab.probe(HOST, ("tcp", "::1", 8080), ("udp", "::1", 5353), ("tcp", "::1", 8082),
-                     ("tcp", "::1", 8443)) == [HOST_SERVICE, HOST_SERVICE, FAILED, FAILED]
+    # [::1] through the proxies, for the ports published over IPv6; a port narrowed to an IPv4
+    # host_ip is not on [::1], and the host's own service there keeps it.
+    assert lab.probe(HOST, ("tcp", "::1", 8080), ("udp", "::1", 5353), ("tcp", "::1", 8082), ("udp", "::1", 5354),
+                     ("tcp", "::1", 8081), ("tcp", "::1", 8443), ("tcp", "::1", 9090), ("udp", "::1", 5399)) == [
+        "web", "web", "other", "other", "api", FAILED, HOST_SERVICE, HOST_SERVICE]
 
 
 def test_containers_reach_published_ports_through_the_host_hairpin(lab: Lab, family: Addresses) -> None:
@@ -480,10 +482,19 @@ def test_drift_is_named_by_diff_and_repaired_by_apply(own_lab: Lab) -> None:
         if drift.broken:
             assert lab.probe(drift.broken[0], drift.broken[1]) == [drift.broken[3]], made
         lab.assert_canary_intact()
-    assert lab.pids() == pids  # rules are repaired under running containers
+    # A killed [::1] proxy: named by diff, started again by apply.
+    (killed,) = [pid for pid, argv in lab.sandbox.proxies().items()
+                 if argv.startswith("reconcile/v1 port pub/web/8080/tcp ")]
+    lab.sandbox.run("kill", "-KILL", str(killed))
+    assert lab.probe(HOST, ("tcp", "::1", 8080)) == [FAILED]
+    code, out = lab.diff()
+    assert code == 2 and "  + proxy pub/web/8080/tcp (not running)" in out.splitlines(), out
+    lab.apply()
+    assert lab.diff()[0] == 0 and lab.probe(HOST, ("tcp", "::1", 8080)) == ["web"]
+    assert lab.pids() == pids  # rules and proxies are repaired under running containers
     if lab.backend == NFTABLES:  # nothing foreign can jump into our table: down leaves nothing
         assert lab.sandbox.reconcile("down", lab.path).returncode == 0
-        assert our_rules(lab.sandbox, lab.backend) == []
+        assert our_rules(lab.sandbox, lab.backend) == [] and lab.sandbox.proxies() == {}
         assert lab.sandbox.netns_names() == [CLIENT] and lab.sandbox.our_links() == []
         lab.assert_canary_intact()
         return
@@ -519,16 +530,34 @@ def test_a_changed_udp_mapping_takes_effect_at_once_and_down_leaves_nothing(own_
     code, out = lab.diff()
     assert code == 2 and {"  - port pub/web/5353/udp (no longer in the spec)",
                           "  + port pub/api/5353/udp (not on the host)",
-                          "  + port pub/web/5355/udp (not on the host)"} <= set(out.splitlines()), out
+                          "  + port pub/web/5355/udp (not on the host)",
+                          "  - proxy pub/web/5353/udp (no longer in the spec)",
+                          "  + proxy pub/api/5353/udp (not running)"} <= set(out.splitlines()), out
     lab.apply()
     assert lab.probe(CLIENT, *flows) == ["api", "web"] * 2  # the same flows, the new targets, at once
+    assert lab.probe(HOST, ("udp", "::1", 5353), ("udp", "::1", 5355)) == ["api", "web"]  # and their proxies
     assert lab.pids() == pids  # ports change in place
 
     assert lab.sandbox.reconcile("down", lab.path).returncode == 0
     for saved in (lab.sandbox.run(*argv).stdout for argv in (["iptables-save"], ["ip6tables-save"],
                                                              ["nft", "list", "ruleset"])):
         assert "reconcile" not in saved.lower(), saved
-    assert our_rules(lab.sandbox, lab.backend) == []
+    assert our_rules(lab.sandbox, lab.backend) == [] and lab.sandbox.proxies() == {}
     lab.assert_canary_intact()
     assert lab.probe(CLIENT, ("tcp", V4.host, 8080), ("tcp", V6.host, 8080), flows[0], flows[2]) == [FAILED] * 4
+    assert lab.probe(HOST, ("tcp", "::1", 8080), ("udp", "::1", 5355)) == [FAILED] * 2
     assert lab.sandbox.netns_names() == [CLIENT] and lab.sandbox.our_links() == []
+
+
+def test_a_host_service_on_ipv6_loopback_is_a_located_conflict(own_lab: Lab) -> None:
+    lab = own_lab
+    lab.sandbox.sh(f"{PYTHON} -c {shlex.quote(SERVER)} {HOST_SERVICE} ::1 8084 5398 >/dev/null 2>&1 &")
+    assert eventually(lambda: lab.probe(HOST, ("tcp", "::1", 8084)), [HOST_SERVICE]) == [HOST_SERVICE]
+    before = our_rules(lab.sandbox, lab.backend), lab.sandbox.proxies()
+    lab.sandbox.write("stack.yaml", stack_text({**PORTS, "api": [*PORTS["api"], "8084:80"]}))
+    result = lab.sandbox.reconcile("apply", lab.path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert re.fullmatch(rf"{re.escape(lab.path)}:14:24: containers\.api\.ports\[1\]: host port \[::1\]:8084/tcp "
+                        r"is in use: python3 \(pid \d+\) listening on \[::1\]:8084/tcp\n", result.stderr), result.stderr
+    assert (our_rules(lab.sandbox, lab.backend), lab.sandbox.proxies()) == before  # nothing touched
+    assert lab.probe(HOST, ("tcp", "::1", 8084)) == [HOST_SERVICE]

@@ -313,8 +313,19 @@ def test_firewall_drift_is_repaired_by_event(sandbox: Sandbox, specs: Path, choi
             assert kinds == {"rule": {"port"}, "rule6": {"port"}, "chain": {"firewall"},
                              "table": {"firewall", "port"}} if backend == NFTABLES else {
                 "rule": {"port"}, "rule6": {"port"}}
+
+            # The [::1] proxy of the port, killed: its exit is the event, a new one listens.
+            (killed, argv), = sandbox.proxies().items()
+            mark = len(agent.lines)
+            os.kill(killed, signal.SIGKILL)
+            restarted = [(True, argv)]
+            assert eventually(lambda: [(pid != killed, a) for pid, a in sandbox.proxies().items()],
+                              restarted) == restarted
+            repaired = [("proxy", True)]
+            assert eventually(lambda: [(r["kind"], str(r["why"]).startswith("kernel:")) for r in agent.lines[mark:]
+                                       if r.get("event") == "change"], repaired) == repaired
         finally:
             assert agent.stop() == 0
         sandbox.reconcile("down", "--stack", "svc", check=True)
-        assert our_rules(sandbox, backend) == []
+        assert our_rules(sandbox, backend) == [] and sandbox.proxies() == {}
         assert (canary.snapshot(), ip6tables_foreign(sandbox)) == foreign

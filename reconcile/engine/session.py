@@ -16,6 +16,7 @@ from controllers.container import ContainerController
 from controllers.errors import ApplyError, ApplyErrors
 from controllers.firewall import FirewallController
 from controllers.network import NetworkController, NetworkObservation
+from controllers.proxy import ProxyController
 from controllers.sandbox import SandboxController, SandboxObservation
 from kernel import cgroups
 from kernel.netlink import host_netlink
@@ -174,12 +175,13 @@ def open_session(settings: Settings, writable: bool) -> Iterator[Session]:
         with host_netlink() as netlink:
             # Dependency order: bridges, then sandboxes and their veths, then the cgroups with
             # their limits, then the processes in them; rules are written last (route_localnet
-            # needs the bridges) and, in a teardown, removed first.
+            # needs the bridges) but for the [::1] proxies of published ports, and, in a teardown,
+            # removed first (after the proxies).
             cgroup = CgroupController(cgroups.detect(), settings.cgroup_parent, store)
             yield Session(settings, store, [
                 NetworkController(netlink), SandboxController(netlink), cgroup,
                 ContainerController(store, settings.state_dir, cgroup.ensure, ImageStore(settings.state_dir),
                                     probes.Gate(settings)),
-                FirewallController.for_host(settings.firewall_backend)])
+                FirewallController.for_host(settings.firewall_backend), ProxyController()])
     finally:
         store.close()

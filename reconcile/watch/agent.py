@@ -26,6 +26,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from controllers.change import Action, Change
 from controllers.container import DesiredContainer, ObservedContainer, Paths
+from controllers.proxy import running_proxies
 from kernel import netns, runtime
 from kernel.events import Event, KernelEvents
 from kernel.memory import release_free_memory
@@ -523,12 +524,16 @@ class Agent:
             self.store.forget_watch_status(source)
 
     def _watch_kernel(self) -> None:
-        """Follow the sandboxes and container processes of the managed stacks."""
+        """Follow the sandboxes, container processes and [::1] proxies of the managed stacks."""
         managed = self._managed()
         self.events.watch_namespaces([n for n in netns.list_names()
                                       if (owner := parse_netns_name(n)) and owner[0] in managed])
         self.prober.follow({(name, key): container for name, f in self.specs.stacks().items() if name in managed
                             for key, container in f.stack.containers.items() if container.probed})
         records = self.store.containers()
-        self._pids = {r.pid: container_key(stack, name) for (stack, name), r in records.items() if stack in managed}
-        self.events.watch_pids([(r.pid, r.start_time) for (stack, _), r in records.items() if stack in managed])
+        processes = {(r.pid, r.start_time): container_key(stack, name)
+                     for (stack, name), r in records.items() if stack in managed}
+        processes |= {(p.handle.pid, p.handle.start_time): container_key(port.stack, port.container)
+                      for port, found in running_proxies().items() if port.stack in managed for p in found}
+        self._pids = {pid: key for (pid, _), key in processes.items()}
+        self.events.watch_pids(list(processes))

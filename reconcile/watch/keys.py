@@ -15,7 +15,7 @@ from specs.names import parse_alias, parse_netns_name
 HOST = ""
 """The stack field of the host-wide key."""
 
-CONTAINER_KINDS = frozenset({"sandbox", "endpoint", "cgroup", "container", "port"})
+CONTAINER_KINDS = frozenset({"sandbox", "endpoint", "cgroup", "container", "port", "proxy"})
 
 
 @dataclass(frozen=True, order=True)
