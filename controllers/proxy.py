@@ -43,6 +43,8 @@ class ProxyObservation:
     """Our proxies by the port they serve (more than one: the extra ones are stopped)."""
     foreign: tuple[Listener, ...]
     """Sockets listening on [::1] that no proxy of ours holds."""
+    loopback6: bool = True
+    """::1 exists here: without it no port answers on [::1], and no proxy is wanted."""
 
     def owned_stacks(self) -> set[str]:
         return {key.stack for key in self.proxies}
@@ -112,7 +114,7 @@ def _change(key: PortKey, want: Wanted | None, have: Sequence[RunningProxy]) -> 
 def diff_proxies(desired: Desired, observed: ProxyObservation) -> Diff:
     """Pure: start the proxies the spec wants and that do not run as wanted, stop the others of
     the stacks in scope."""
-    wants = wanted_relays(desired)
+    wants = wanted_relays(desired) if observed.loopback6 else {}
     issues = [Issue(key.stack, want.loc, f"host port [::1]:{port_text(key)} is in use: {listener.describe()}")
               for key, want in wants.items() for listener in observed.blocking(want.relay)]
     in_scope = {key for key in observed.proxies if key.stack in desired.scope}
@@ -139,7 +141,7 @@ class ProxyController:
         proxies = running_proxies()
         ours = {inode for found in proxies.values() for running in found for inode in running.sockets}
         foreign = tuple(s for s in read_listeners() if s.address == LOOPBACK6 and s.inode not in ours)
-        return ProxyObservation(proxies, foreign)
+        return ProxyObservation(proxies, foreign, proxy.has_ipv6_loopback())
 
     def diff(self, desired: Desired, observed: ProxyObservation) -> Diff:
         """Only the listeners a conflict names are looked up (a walk of every fd)."""

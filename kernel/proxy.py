@@ -85,6 +85,16 @@ class RunningProxy:
     """Inodes of the sockets the listening process holds (the listener among them)."""
 
 
+def has_ipv6_loopback() -> bool:
+    """Whether ::1 is an address here (not on a host booted with ipv6.disable=1, nor with
+    disable_ipv6 on lo): there is nothing for a proxy to listen on without it."""
+    try:
+        with open("/proc/net/if_inet6") as f:
+            return any(line.startswith("0" * 31 + "1 ") for line in f)
+    except FileNotFoundError:
+        return False
+
+
 def _cmdline(pid: str) -> bytes:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:

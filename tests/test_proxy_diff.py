@@ -4,6 +4,7 @@ stack out of scope), and a foreign listener on [::1] as a located conflict."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
@@ -96,6 +97,12 @@ def test_changes_start_and_stop_what_differs(observed: tuple[tuple[PortKey, Runn
 def test_down_stops_every_proxy_of_the_stack_in_scope() -> None:
     diff = diff_proxies(desired({}, scope=["demo"]), observation(*IN_SYNC))
     assert [(c.action, c.key) for c in diff.changes] == [(Action.DELETE, UDP_KEY.key), (Action.DELETE, TCP_KEY.key)]
+
+
+def test_a_host_without_ipv6_loopback_wants_no_proxy() -> None:
+    without = replace(observation(IN_SYNC[0]), loopback6=False)
+    assert [(c.action, c.key) for c in diff_proxies(desired({"demo": STACK}), without).changes] == [
+        (Action.DELETE, TCP_KEY.key)]
 
 
 def test_a_foreign_listener_on_ipv6_loopback_is_a_located_conflict() -> None:

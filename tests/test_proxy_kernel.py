@@ -1,0 +1,101 @@
+"""kernel.proxy against real socat processes, inside sandboxes: a started proxy relays TCP and
+UDP, is found again by a fresh process from its mark alone (with the children relaying its
+flows), is not seen from another network namespace, and stops with its children; a proxy
+whose port is taken fails with the reason."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.sandbox import Sandbox
+
+pytestmark = pytest.mark.kernel
+
+ECHO = """\
+import socket, threading
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.bind(("::1", 7102))
+def udp():
+    while True:
+        data, peer = u.recvfrom(100); u.sendto(b"udp:" + data, peer)
+threading.Thread(target=udp, daemon=True).start()
+s = socket.socket(socket.AF_INET6); s.bind(("::1", 7002)); s.listen(8)
+while True:
+    c, _ = s.accept(); c.sendall(b"tcp:" + c.recv(100)); c.close()
+"""
+"""The 'container': answers on [::1]:7002/tcp and [::1]:7102/udp."""
+
+CALL = """\
+import json, sys
+from ipaddress import IPv6Address
+from kernel import proxy
+from kernel.proxy import Relay
+relay = lambda proto, port, target: Relay(proto, IPv6Address("::1"), port, IPv6Address("::1"), target)
+verb = sys.argv[1]
+if verb == "start":
+    try:
+        proxy.start(sys.argv[2], relay(sys.argv[3], int(sys.argv[4]), int(sys.argv[5])))
+        print(json.dumps("started"))
+    except proxy.ProxyError as exc:
+        print(json.dumps(str(exc)))
+elif verb == "running":
+    print(json.dumps([[p.mark, p.handle.pid, len(p.children), len(p.sockets)] for p in proxy.running("rc-test ")]))
+elif verb == "stop":
+    for p in proxy.running(sys.argv[2]):
+        proxy.stop(p)
+"""
+
+EXCHANGE = """\
+import socket, sys
+proto, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+s.settimeout(3)
+if proto == "tcp":
+    s.connect(("::1", port)); s.sendall(b"hi"); print(s.recv(100).decode())
+else:
+    s.sendto(b"hi", ("::1", port)); print(s.recvfrom(100)[0].decode())
+"""
+
+
+def call(sandbox: Sandbox, *args: str) -> object:
+    """kernel.proxy's verb, run by a fresh process inside the sandbox."""
+    return json.loads(sandbox.run(sys.executable, "-c", CALL, *args).stdout or "null")
+
+
+def exchange(sandbox: Sandbox, proto: str, port: int) -> str:
+    return sandbox.run(sys.executable, "-c", EXCHANGE, proto, str(port), check=False).stdout.strip()
+
+
+def socats(sandbox: Sandbox) -> list[int]:
+    return [pid for pid in sandbox.processes() if Path(f"/proc/{pid}/comm").read_text().strip() == "socat"]
+
+
+def test_a_proxy_relays_is_found_again_and_stops_with_its_children(sandbox: Sandbox, tmp_path: Path) -> None:
+    sandbox.sh(f"python3 -c {shlex.quote(ECHO)} >/dev/null 2>&1 &")
+    assert call(sandbox, "start", "rc-test tcp", "tcp", "7001", "7002") == "started"
+    assert call(sandbox, "start", "rc-test udp", "udp", "7101", "7102") == "started"
+    assert exchange(sandbox, "tcp", 7001) == "tcp:hi"
+    assert exchange(sandbox, "udp", 7101) == "udp:hi"
+    found = call(sandbox, "running")
+    assert isinstance(found, list)
+    by_mark = {mark: (children, sockets > 0) for mark, _pid, children, sockets in found}
+    # The UDP flow's child waits for more answers (UDP_IDLE): it is the proxy's, not a proxy.
+    assert by_mark == {"rc-test tcp": (0, True), "rc-test udp": (1, True)}
+
+    other = Sandbox(tmp_path / "other")
+    try:
+        assert call(other, "running") == []  # another network namespace's ::1 is another host's
+    finally:
+        other.close()
+
+    # The port is taken now: a second proxy on it says so.
+    taken = call(sandbox, "start", "rc-test again", "tcp", "7001", "7002")
+    assert isinstance(taken, str) and taken.endswith("[::1]:7001/tcp is in use by another process"), taken
+
+    call(sandbox, "stop", "rc-test ")
+    assert call(sandbox, "running") == [] and socats(sandbox) == []
+    assert exchange(sandbox, "tcp", 7001) == ""
