@@ -149,16 +149,11 @@ class ProxyController:
         return diff_proxies(desired, replace(observed, foreign=with_holders(observed.foreign, slots)))
 
     def apply(self, changes: Sequence[Change]) -> None:
-        errors = []
-        for change in changes:
-            work = change.desired
-            assert isinstance(work, Work)
+        """Every stop first (a port may pass from one proxy to another), then every start at once."""
+        works = [change.desired for change in changes if isinstance(change.desired, Work)]
+        for work in works:
             for running in work.stop:
                 proxy.stop(running)
-            if work.start is not None:
-                try:
-                    proxy.start(*work.start)
-                except proxy.ProxyError as exc:
-                    errors.append(ApplyError(f"proxy {change.key}: {exc}"))
-        if errors:
-            raise ApplyErrors(errors)
+        failed = proxy.start([work.start for work in works if work.start is not None])
+        if failed:
+            raise ApplyErrors([ApplyError(f"proxy: {exc}") for exc in failed])

@@ -24,7 +24,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
@@ -151,32 +151,39 @@ def running(prefix: str) -> list[RunningProxy]:
     return proxies
 
 
-def start(mark: str, relay: Relay) -> ProcessHandle:
-    """Start a proxy in its own session (it outlives the caller) and return once it listens;
-    ProxyError when it cannot (the port is taken, say)."""
-    try:
-        proc = subprocess.Popen(relay.argv(mark), executable=SOCAT, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                                close_fds=True)
-    except FileNotFoundError as exc:
-        raise ProxyError(f"{relay.describe()}: {SOCAT} is not installed (Debian's socat)") from exc
+def start(proxies: Sequence[tuple[str, Relay]]) -> list[ProxyError]:
+    """Start proxies ((mark, relay) each), each in its own session (it outlives the caller),
+    all at once, and return once each listens or has failed: why each that failed did (the
+    port is taken, say). One read of the listening sockets per round for all of them."""
+    errors: list[ProxyError] = []
+    pending: dict[tuple[str, IPv6Address, int], tuple[Relay, subprocess.Popen[bytes]]] = {}
+    for mark, relay in proxies:
+        try:
+            proc = subprocess.Popen(relay.argv(mark), executable=SOCAT, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                    close_fds=True)
+        except FileNotFoundError:
+            errors.append(ProxyError(f"{relay.describe()}: {SOCAT} is not installed (Debian's socat)"))
+            continue
+        pending[(relay.protocol, relay.listen, relay.port)] = (relay, proc)
     deadline = time.monotonic() + START_TIMEOUT
-    while proc.poll() is None:
-        if _listening(relay):
-            found = read_proc(proc.pid)
-            if found is not None:
-                return ProcessHandle(proc.pid, found.start_time)
-        if time.monotonic() > deadline:
-            proc.kill()  # our child, not reaped yet: its pid cannot be anyone else's
-            proc.wait()
-            raise ProxyError(f"{relay.describe()}: socat did not listen within {START_TIMEOUT:g}s")
-        time.sleep(0.002)
-    raise ProxyError(f"{relay.describe()}: socat exited with status {proc.returncode}{_why(relay)}")
-
-
-def _listening(relay: Relay) -> bool:
-    return any(s.protocol == relay.protocol and s.address == relay.listen and s.port == relay.port
-               for s in read_listeners())
+    while pending:
+        listening = {(s.protocol, s.address, s.port): s.inode for s in read_listeners()}
+        for where, (relay, proc) in list(pending.items()):
+            if listening.get(where) in _sockets(proc.pid):  # its own, not a socket in the way
+                del pending[where]
+            elif proc.poll() is not None:
+                del pending[where]
+                errors.append(ProxyError(f"{relay.describe()}: socat exited with status {proc.returncode}"
+                                         f"{_why(relay)}"))
+            elif time.monotonic() > deadline:
+                del pending[where]
+                proc.kill()  # our child, not reaped yet: its pid cannot be anyone else's
+                proc.wait()
+                errors.append(ProxyError(f"{relay.describe()}: socat did not listen within {START_TIMEOUT:g}s"))
+        if pending:
+            time.sleep(0.002)
+    return errors
 
 
 def _why(relay: Relay) -> str:

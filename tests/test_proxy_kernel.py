@@ -37,11 +37,8 @@ from kernel.proxy import Relay
 relay = lambda proto, port, target: Relay(proto, IPv6Address("::1"), port, IPv6Address("::1"), target)
 verb = sys.argv[1]
 if verb == "start":
-    try:
-        proxy.start(sys.argv[2], relay(sys.argv[3], int(sys.argv[4]), int(sys.argv[5])))
-        print(json.dumps("started"))
-    except proxy.ProxyError as exc:
-        print(json.dumps(str(exc)))
+    failed = proxy.start([(sys.argv[2], relay(sys.argv[3], int(sys.argv[4]), int(sys.argv[5])))])
+    print(json.dumps(str(failed[0]) if failed else "started"))
 elif verb == "running":
     print(json.dumps([[p.mark, p.handle.pid, len(p.children), len(p.sockets)] for p in proxy.running("rc-test ")]))
 elif verb == "stop":
