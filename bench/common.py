@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -36,12 +37,15 @@ class CliTimes:
     noop_apply: float
     noop_diff: float
     down: float
+    noop_diff_peak_rss_kib: int
+    status_json: float | None = None
+    """`status -o json PATH` with everything in place, when the round was asked to time it."""
 
 
-def time_cli_round(stack_text: str, before: Sequence[Sequence[str]] = ()) -> CliTimes:
-    """apply, apply again, diff, down of one stack through the real CLI, with a fresh state dir
-    and a per-run cgroup parent (removed afterwards: cgroupfs is not in the throwaway host).
-    `before`: CLI commands run first, untimed (an image pull)."""
+def time_cli_round(stack_text: str, before: Sequence[Sequence[str]] = (), status: bool = False) -> CliTimes:
+    """apply, apply again, diff, (`status -o json` if `status`), down of one stack through the
+    real CLI, with a fresh state dir and a per-run cgroup parent (removed afterwards: cgroupfs is
+    not in the throwaway host). `before`: CLI commands run first, untimed (an image pull)."""
     path = Path(tempfile.mkdtemp()) / "stack.yaml"
     path.write_text(stack_text)
     parent = f"rc-bench-{uuid.uuid4().hex[:8]}"
@@ -51,10 +55,13 @@ def time_cli_round(stack_text: str, before: Sequence[Sequence[str]] = ()) -> Cli
     try:
         for args in before:
             timed(reconcile(*args), env)
-        return CliTimes(cold_apply=timed(reconcile("apply", str(path)), env),
-                        noop_apply=timed(reconcile("apply", str(path)), env),
-                        noop_diff=timed(reconcile("diff", str(path)), env),
-                        down=timed(reconcile("down", str(path)), env))
+        cold_apply = timed(reconcile("apply", str(path)), env)
+        noop_apply = timed(reconcile("apply", str(path)), env)
+        noop_diff = measured(reconcile("diff", str(path)), env)
+        status_json = timed(reconcile("status", "-o", "json", str(path)), env) if status else None
+        return CliTimes(cold_apply=cold_apply, noop_apply=noop_apply, noop_diff=noop_diff.seconds,
+                        down=timed(reconcile("down", str(path)), env),
+                        noop_diff_peak_rss_kib=noop_diff.peak_rss_kib, status_json=status_json)
     finally:
         for directory in Path("/sys/fs/cgroup").glob(f"*/{parent}"):
             directory.rmdir()  # empty after down; a failed run leaves it to be seen
@@ -73,12 +80,37 @@ def remove_state_dir(state_dir: Path) -> None:
 def timed(argv: Sequence[str], env: dict[str, str] | None = None, input: str | None = None,
           ok: Sequence[int] = (0,)) -> float:
     """Wall time of one command; fails loudly if it fails, so a broken run never prints numbers."""
-    start = time.perf_counter()
-    proc = subprocess.run(argv, env=env, input=input, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if proc.returncode not in ok:
-        raise SystemExit(f"{' '.join(argv[:4])}... exited {proc.returncode}: {proc.stderr}")
-    return elapsed
+    return measured(argv, env, input, ok).seconds
+
+
+@dataclass(frozen=True)
+class Measured:
+    seconds: float
+    peak_rss_kib: int
+    """The child's ru_maxrss as wait4(2) returns it on reaping it: its own peak resident set
+    (kept across execve), or a reaped descendant's if larger. Not getrusage(RUSAGE_CHILDREN),
+    whose maximum covers every child this process ever reaped."""
+
+
+def measured(argv: Sequence[str], env: dict[str, str] | None = None, input: str | None = None,
+             ok: Sequence[int] = (0,)) -> Measured:
+    """Wall time and peak RSS of one command, reaped with os.wait4 (Popen's own wait would
+    discard the rusage); its output goes to files, so a chatty child never blocks on a pipe
+    while its stdin is written. Fails loudly, as `timed`."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdin=None if input is None else subprocess.PIPE, stdout=out,
+                                stderr=err)
+        if proc.stdin is not None:
+            with contextlib.suppress(BrokenPipeError), proc.stdin:  # one that exits unread: as subprocess.run
+                proc.stdin.write((input or "").encode())
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        if proc.returncode not in ok:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(argv[:4])}... exited {proc.returncode}: {err.read().decode()}")
+    return Measured(elapsed, usage.ru_maxrss)
 
 
 def reconcile(*args: str) -> list[str]:

@@ -67,7 +67,7 @@ def floor(n: int, work: Path, lowers: Sequence[Path] = (Path("/"),)) -> tuple[fl
     for i in range(n):
         bundle = work / f"c{i}" / "bundle"
         overlay.mount("floor", f"c{i}", lowers, work / f"c{i}" / "upper", work / f"c{i}" / "work", bundle / "rootfs")
-        inputs = BundleInputs(f"floor{n}-{i}", f"/run/netns/f{n}n{i}", f"/rc-floor-{n}/c{i}", Ids(0, 0, ()),
+        inputs = BundleInputs(f"floor{n}-{i}", f"/run/netns/f{n}n{i}", f"/rc-bench-floor-{n}/c{i}", Ids(0, 0, ()),
                               capabilities.DOCKER_DEFAULT, bpf, list(lowers) == [Path("/")], (), runtime.TINI,
                               runtime.INIT_IN_CONTAINER)
         (bundle / "config.json").write_text(json.dumps(oci_config(spec, inputs)))
@@ -88,7 +88,7 @@ def floor(n: int, work: Path, lowers: Sequence[Path] = (Path("/"),)) -> tuple[fl
     subprocess.run(["ip", "-batch", "-"], check=True, text=True,
                    input="".join(f"netns del f{n}n{i}\n" for i in range(n)) + f"link del f{n}br\n")
     down = time.perf_counter() - start
-    for directory in Path("/sys/fs/cgroup").glob(f"*/rc-floor-{n}"):
+    for directory in Path("/sys/fs/cgroup").glob(f"*/rc-bench-floor-{n}"):
         for sub in sorted(directory.rglob("*"), reverse=True):
             if sub.is_dir():
                 sub.rmdir()

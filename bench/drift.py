@@ -29,7 +29,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -127,11 +128,12 @@ def _status(env: dict[str, str]) -> dict[str, dict[str, object]]:
     return {c["name"]: c for s in document["stacks"] for c in s["containers"]}
 
 
-def _veth_of(container: str) -> str:
+def _veth_of(endpoint: str) -> str:
+    """The host end of an endpoint (`stack/container/network`), found by its alias."""
     for line in _run("ip", "-o", "link", "show").splitlines():
-        if f"endpoint drift/{container}/front" in line:
+        if f"endpoint {endpoint}" in line:
             return line.split(": ")[1].split("@")[0]
-    raise SystemExit(f"no veth of {container}")
+    raise SystemExit(f"no veth of {endpoint}")
 
 
 def _dnat_rule(port: int) -> list[str]:
@@ -146,23 +148,32 @@ def _nft_dnat_handle(port: int) -> str:
     return next(rule.rsplit(" ", 1)[1] for rule in chain.splitlines() if f"dport {port} " in rule)
 
 
-def _rule_drifts() -> dict[str, tuple[Drift, Callable[[dict[str, object]], bool], Callable[[], bool]]]:
+def _is_port(record: dict[str, object]) -> bool:
+    return record.get("kind") == "port"
+
+
+def dnat_rule_deleted(port: int) -> DriftKind:
+    """One published port's DNAT rule deleted with the backend's own tool."""
+    if BACKEND == "iptables":
+        return (lambda: _command("iptables", "-t", "nat", "-D", "RECONCILE-DNAT", *_dnat_rule(port)),
+                _is_port, lambda: bool(_dnat_rule(port)))
+    return (lambda: _command("nft", "delete", "rule", *NFT_TABLE, "RECONCILE-DNAT", "handle", _nft_dnat_handle(port)),
+            _is_port, lambda: bool(_nft_dnat_handle(port)))
+
+
+def _rule_drifts() -> dict[str, DriftKind]:
     """The rule drifts for the backend in use: a deleted DNAT rule, a flushed chain (and on
     nftables the whole table deleted), each repaired as the port's change."""
-    is_port = lambda record: record.get("kind") == "port"  # noqa: E731
     if BACKEND == "iptables":
         return {
-            "DNAT rule deleted": (lambda: _command("iptables", "-t", "nat", "-D", "RECONCILE-DNAT", *_dnat_rule(8090)),
-                                  is_port, lambda: bool(_dnat_rule(8090))),
+            "DNAT rule deleted": dnat_rule_deleted(8090),
             "chain flushed": (lambda: _command("iptables", "-t", "nat", "-F", "RECONCILE-DNAT"),
-                              is_port, lambda: bool(_dnat_rule(8091))),
+                              _is_port, lambda: bool(_dnat_rule(8091))),
         }
     return {
-        "DNAT rule deleted": (lambda: _command("nft", "delete", "rule", *NFT_TABLE, "RECONCILE-DNAT", "handle",
-                                               _nft_dnat_handle(8090)),
-                              is_port, lambda: bool(_nft_dnat_handle(8090))),
+        "DNAT rule deleted": dnat_rule_deleted(8090),
         "chain flushed": (lambda: _command("nft", "flush", "chain", *NFT_TABLE, "RECONCILE-DNAT"),
-                          is_port, lambda: bool(_nft_dnat_handle(8091))),
+                          _is_port, lambda: bool(_nft_dnat_handle(8091))),
         "table deleted": (lambda: _command("nft", "delete", "table", *NFT_TABLE),
                           lambda record: record.get("kind") in ("port", "firewall"),
                           lambda: bool(_nft_dnat_handle(8090)) and bool(_nft_dnat_handle(8091))),
@@ -171,36 +182,48 @@ def _rule_drifts() -> dict[str, tuple[Drift, Callable[[dict[str, object]], bool]
 
 Drift = Callable[[], Callable[[], object]]
 """Looks up what to break (outside the timing) and returns the command that breaks it."""
+DriftKind = tuple[Drift, Callable[[dict[str, object]], bool], Callable[[], bool]]
+"""A kind of drift: the drift, which agent log line is its repair, and the kernel check after."""
 
 
 def _command(*argv: str) -> Callable[[], object]:
     return lambda: _run(*argv)
 
 
-def _drifts(env: dict[str, str]) -> dict[str, tuple[Drift, Callable[[dict[str, object]], bool], Callable[[], bool]]]:
-    """Per kind: the drift, which log line is its repair, and the kernel check after."""
-    def kill_web() -> Callable[[], object]:
-        pid = int(_status(env)["web"]["pid"])  # type: ignore[call-overload]
-        return lambda: os.kill(pid, signal.SIGKILL)
-
+def veth_deleted(endpoint: str) -> DriftKind:
+    """The host end of an endpoint (`stack/container/network`) deleted."""
     def veth_back() -> bool:
         try:
-            socket.if_nametoindex(_veth_of("web"))
+            socket.if_nametoindex(_veth_of(endpoint))
             return True
         except (OSError, SystemExit):
             return False
 
+    return (lambda: _command("ip", "link", "del", _veth_of(endpoint)),
+            lambda record: record.get("kind") == "endpoint", veth_back)
+
+
+def container_killed(env: dict[str, str], name: str) -> DriftKind:
+    """A container's process SIGKILLed (its pid read from `status` before the timing)."""
+    def kill() -> Callable[[], object]:
+        pid = int(_status(env)[name]["pid"])  # type: ignore[call-overload]
+        return lambda: os.kill(pid, signal.SIGKILL)
+
+    return (kill, lambda record: record.get("kind") == "container",
+            lambda: _status(env)[name]["state"] == "running")
+
+
+def _drifts(env: dict[str, str]) -> dict[str, DriftKind]:
+    """Per kind: the drift, which log line is its repair, and the kernel check after."""
     def address_back() -> bool:
         return "10.63.1.1/24" in _run("ip", "-o", "addr", "show", "dev", "rc-drift-front")
 
     return {
-        "veth deleted": (lambda: _command("ip", "link", "del", _veth_of("web")),
-                         lambda record: record.get("kind") == "endpoint", veth_back),
+        "veth deleted": veth_deleted("drift/web/front"),
         "address removed": (lambda: _command("ip", "addr", "del", "10.63.1.1/24", "dev", "rc-drift-front"),
                             lambda record: record.get("kind") == "network", address_back),
         **_rule_drifts(),
-        "container killed": (kill_web, lambda record: record.get("kind") == "container",
-                             lambda: _status(env)["web"]["state"] == "running"),
+        "container killed": container_killed(env, "web"),
     }
 
 
@@ -219,35 +242,51 @@ def _soon(check: Callable[[], bool], within: float = 2.0) -> bool:
         time.sleep(0.02)
 
 
-def latency() -> list[list[object]]:
+@contextmanager
+def watching(stack: str, text: str) -> Iterator[tuple[Agent, dict[str, str]]]:
+    """The agent watching a directory of one stack file, with a fresh state dir and cgroup
+    parent; afterwards the agent is stopped, the stack taken down and everything removed."""
     env, parent = _environment()
     directory = Path(tempfile.mkdtemp())
-    (directory / "drift.yaml").write_text(STACK)
+    (directory / f"{stack}.yaml").write_text(text)
     agent = Agent(directory, env)
-    rows: list[list[object]] = []
     try:
-        agent.wait_for(lambda record: record.get("event") == "change" and record.get("kind") == "container", 0)
-        agent.quiet()
-        for kind, (make, is_repair, check) in _drifts(env).items():
-            samples = []
-            for _ in range(TRIALS):
-                drift = make()
-                mark = len(agent.lines)
-                before = time.time()
-                drift()
-                repair = agent.wait_for(lambda record: record.get("event") == "change" and is_repair(record), mark)
-                samples.append(float(repair["ts"]) - before)  # type: ignore[arg-type]
-                if not _soon(check):
-                    raise SystemExit(f"{kind}: the agent logged a repair the kernel does not show")
-                agent.quiet(0.6)  # settle (and outlive --restart-stable) before the next trial
-            deciles = statistics.quantiles(samples, n=10)
-            rows.append([kind, TRIALS, statistics.median(samples) * 1000, deciles[8] * 1000, max(samples) * 1000])
+        yield agent, env
     finally:
         agent.stop()
-        subprocess.run(reconcile("down", "--stack", "drift"), env=env, check=True, capture_output=True)
+        subprocess.run(reconcile("down", "--stack", stack), env=env, check=True, capture_output=True)
         _remove_cgroup_parent(parent)
         remove_state_dir(Path(env["RECONCILE_STATE_DIR"]))
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def repair_times(agent: Agent, kind: str, drift: DriftKind, trials: int) -> list[float]:
+    """Seconds from just before each drift to the agent's log line of its repair, `trials` times;
+    each repair is checked against the kernel, and the agent left to settle between trials."""
+    make, is_repair, check = drift
+    samples = []
+    for _ in range(trials):
+        breaks = make()
+        mark = len(agent.lines)
+        before = time.time()
+        breaks()
+        repair = agent.wait_for(lambda record: record.get("event") == "change" and is_repair(record), mark)
+        samples.append(float(repair["ts"]) - before)  # type: ignore[arg-type]
+        if not _soon(check):
+            raise SystemExit(f"{kind}: the agent logged a repair the kernel does not show")
+        agent.quiet(0.6)  # settle (and outlive --restart-stable) before the next trial
+    return samples
+
+
+def latency() -> list[list[object]]:
+    rows: list[list[object]] = []
+    with watching("drift", STACK) as (agent, env):
+        agent.wait_for(lambda record: record.get("event") == "change" and record.get("kind") == "container", 0)
+        agent.quiet()
+        for kind, drift in _drifts(env).items():
+            samples = repair_times(agent, kind, drift, TRIALS)
+            deciles = statistics.quantiles(samples, n=10)
+            rows.append([kind, TRIALS, statistics.median(samples) * 1000, deciles[8] * 1000, max(samples) * 1000])
     return rows
 
 
@@ -256,28 +295,25 @@ def _many(n: int) -> str:
     return f"name: many\nnetworks:\n  net:\n    subnet: 10.62.0.0/21\ncontainers:\n{containers}"
 
 
+def converge(agent: Agent, env: dict[str, str], stack: str, n: int) -> float:
+    """Seconds until the agent has started the stack's N containers c0..c{N-1} from an empty
+    host and gone quiet; fails unless all N then run."""
+    start = time.monotonic()
+    agent.wait_for(lambda record: record.get("event") == "change" and record.get("object") == f"{stack}/c{n - 1}", 0,
+                   timeout=900)
+    agent.quiet(2.0)
+    converged = time.monotonic() - start
+    running = sum(1 for c in _status(env).values() if c["state"] == "running")
+    if running != n:
+        raise SystemExit(f"{running} of {n} containers running")
+    return converged
+
+
 def rss(n: int) -> list[object]:
-    env, parent = _environment()
-    directory = Path(tempfile.mkdtemp())
-    (directory / "many.yaml").write_text(_many(n))
-    agent = Agent(directory, env)
-    try:
-        start = time.monotonic()
-        agent.wait_for(lambda record: record.get("event") == "change" and record.get("object") == f"many/c{n - 1}", 0,
-                       timeout=900)
-        agent.quiet(2.0)
-        converged = time.monotonic() - start
-        running = sum(1 for c in _status(env).values() if c["state"] == "running")
-        if running != n:
-            raise SystemExit(f"{running} of {n} containers running")
+    with watching("many", _many(n)) as (agent, env):
+        converged = converge(agent, env, "many", n)
         rss_kib, peak_kib = agent.memory_kib()
         return [n, rss_kib / 1024, peak_kib / 1024, converged]
-    finally:
-        agent.stop()
-        subprocess.run(reconcile("down", "--stack", "many"), env=env, check=True, capture_output=True)
-        _remove_cgroup_parent(parent)
-        remove_state_dir(Path(env["RECONCILE_STATE_DIR"]))
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _remove_cgroup_parent(parent: str) -> None:
