@@ -123,8 +123,15 @@ def diff_proxies(desired: Desired, observed: ProxyObservation) -> Diff:
     return Diff(changes=changes, issues=issues)
 
 
-def running_proxies() -> dict[PortKey, tuple[RunningProxy, ...]]:
-    """Our proxies in this network namespace, by the port their mark names."""
+def running_proxies(loopback: Sequence[Listener] | None = None) -> dict[PortKey, tuple[RunningProxy, ...]]:
+    """Our proxies in this network namespace, by the port their mark names. A sweep of /proc
+    (~20 us a process), so only when something listens on [::1] (`loopback`: those listeners,
+    read here when not given): a proxy that does not is gone or going, and the flows its
+    children still relay end with their connections."""
+    if loopback is None:
+        loopback = [s for s in read_listeners() if s.address == LOOPBACK6]
+    if not loopback:
+        return {}
     proxies: dict[PortKey, list[RunningProxy]] = {}
     for running in proxy.running(MARK_PREFIX):
         owner = parse_comment(running.mark)
@@ -138,9 +145,10 @@ class ProxyController:
     kinds = (KIND_PROXY,)
 
     def observe(self) -> ProxyObservation:
-        proxies = running_proxies()
+        loopback = tuple(s for s in read_listeners() if s.address == LOOPBACK6)
+        proxies = running_proxies(loopback)
         ours = {inode for found in proxies.values() for running in found for inode in running.sockets}
-        foreign = tuple(s for s in read_listeners() if s.address == LOOPBACK6 and s.inode not in ours)
+        foreign = tuple(s for s in loopback if s.inode not in ours)
         return ProxyObservation(proxies, foreign, proxy.has_ipv6_loopback())
 
     def diff(self, desired: Desired, observed: ProxyObservation) -> Diff:

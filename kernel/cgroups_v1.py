@@ -14,6 +14,7 @@ Quirks handled here:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from kernel.cgroups_common import (
     Limits,
     Usage,
     at,
+    at_text,
     cpus_of,
     levels,
     mkdir,
@@ -81,7 +83,7 @@ class V1Driver(CgroupDriver):
     def read(self, relpath: str) -> Limits | None:
         """None also when the cgroup is missing from one hierarchy: a process outside part of its
         cgroup cannot be limited there, so the caller has to recreate it."""
-        if not all(at(root, relpath).is_dir() for root in self.roots()):
+        if not all(os.path.isdir(at_text(root, relpath)) for root in self.roots()):
             return None
         return Limits(memory=self._memory_limit(relpath), cpus=self._cpus(relpath),
                       pids=read_max(self._file("pids", relpath, "pids.max")),
@@ -102,11 +104,11 @@ class V1Driver(CgroupDriver):
             pids=read_int(self._file("pids", relpath, "pids.current")),
             oom_kills=self._oom_kills(relpath))
 
-    def _file(self, controller: str, relpath: str, name: str) -> Path | None:
+    def _file(self, controller: str, relpath: str, name: str) -> str | None:
         """A file of the cgroup in the controller's hierarchy; None when the controller is not
         mounted, which reads as "no value"."""
         root = self.hierarchies.get(controller)
-        return None if root is None else at(root, relpath) / name
+        return None if root is None else f"{at_text(root, relpath)}/{name}"
 
     def _knob(self, controller: str, relpath: str, name: str, value: str, field: str) -> Knob:
         return Knob(at(self.hierarchies[controller], relpath) / name, value, field)
@@ -129,7 +131,8 @@ class V1Driver(CgroupDriver):
         cgroup = self._file("memory", relpath, "memory.oom_control")
         if cgroup is None:
             return None
-        counts = [read_keyed(path).get("oom_kill") for path in [cgroup, *cgroup.parent.glob("*/memory.oom_control")]]
+        paths: list[str | Path] = [cgroup, *Path(cgroup).parent.glob("*/memory.oom_control")]
+        counts = [read_keyed(path).get("oom_kill") for path in paths]
         if counts[0] is not None:
             return sum(count or 0 for count in counts)
         return read_int(self._file("memory", relpath, "memory.failcnt"))

@@ -86,6 +86,17 @@ class Netlink:
 
     def __init__(self, sock: socket.socket):
         self._sock = sock
+        self._pass: list[LinkDump] | None = None  # the one dump of the observation pass under way
+
+    @contextmanager
+    def one_dump(self) -> Iterator[None]:
+        """Within it, dump() reads the tables once and hands every caller that same dump: the
+        controllers observing one pass (networks, sandboxes) share one read of the host."""
+        self._pass = []
+        try:
+            yield
+        finally:
+            self._pass = None
 
     def close(self) -> None:
         self._sock.close()
@@ -108,8 +119,13 @@ class Netlink:
 
     def dump(self) -> LinkDump:
         """The tables, each retried on its own: under churn, one interrupted table does not
-        throw away the others."""
-        return rtnl_dump.parse([self._dump_table(kind, body) for kind, body in rtnl_dump.TABLES])
+        throw away the others. Read once per `one_dump`."""
+        if self._pass:
+            return self._pass[0]
+        dump = rtnl_dump.parse([self._dump_table(kind, body) for kind, body in rtnl_dump.TABLES])
+        if self._pass is not None:
+            self._pass.append(dump)
+        return dump
 
     @_retry_transient
     def _dump_table(self, kind: int, body: bytes) -> list[bytes]:

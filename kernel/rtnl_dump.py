@@ -32,6 +32,8 @@ from kernel import rtnl_wire as wire
 IFF_UP = 0x1
 AF_INET, AF_INET6 = 2, 10
 RT_TABLE_MAIN = 254
+RT_TABLE_COMPAT = 252
+"""What a route message says of a table whose id does not fit its one byte (RTA_TABLE has it)."""
 RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE = 18, 22, 26
 IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_GROUP = 3, 4, 10, 18, 20, 27
 IFLA_INFO_KIND, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 4, 5
@@ -135,6 +137,8 @@ def parse_route(body: bytes) -> Route | None:
     """The route of a RTM_NEWROUTE/DELROUTE body; None unless it is a main-table route of ours
     to keep (IPv6 link-local and multicast routes are the kernel's own)."""
     family, dst_len, _src_len, _tos, table, _proto, _scope, _type, _flags = wire.RTMSG.unpack_from(body)
+    if table not in (RT_TABLE_MAIN, RT_TABLE_COMPAT):  # the local table, most of a dump: not parsed
+        return None
     attrs = wire.attributes(body, wire.RTMSG.size)
     if family not in (AF_INET, AF_INET6) or (wire.u32(attrs.get(RTA_TABLE)) or table) != RT_TABLE_MAIN:
         return None

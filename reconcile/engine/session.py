@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,9 +66,12 @@ class Session:
     controllers: Sequence[Controller[Any]]
     observed_at: float = 0.0
     """time.monotonic() when the latest observation began: what happened before, it saw."""
+    one_pass: Callable[[], AbstractContextManager[None]] = nullcontext
+    """Held around one observation of every controller: reads they share are made once."""
 
     def observe(self) -> list[Any]:
-        return [c.observe() for c in self.controllers]
+        with self.one_pass():
+            return [c.observe() for c in self.controllers]
 
     def desired(self, target: Target, observed: Sequence[Any]) -> Desired:
         """The desired state of this pass, pooled subnets and container addresses included
@@ -182,6 +185,7 @@ def open_session(settings: Settings, writable: bool) -> Iterator[Session]:
                 NetworkController(netlink), SandboxController(netlink), cgroup,
                 ContainerController(store, settings.state_dir, cgroup.ensure, ImageStore(settings.state_dir),
                                     probes.Gate(settings)),
-                FirewallController.for_host(settings.firewall_backend), ProxyController()])
+                FirewallController.for_host(settings.firewall_backend), ProxyController()],
+                one_pass=netlink.one_dump)
     finally:
         store.close()
