@@ -16,6 +16,7 @@ import os
 import shutil
 import stat
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -237,12 +238,12 @@ def _lines_changed(path: str, old: str | None, new: str) -> FieldChange:
     """A file reconcile rewrites, as the lines it loses and the lines it gains ("; "-joined):
     /etc/hosts names every peer, 16 KB a container at 1,000, and a plan shows what changed."""
     before, after = (old or "").splitlines(), new.splitlines()
-    kept_before, kept_after = set(before), set(after)
-    gone = [line for line in before if line not in kept_after]
-    gained = [line for line in after if line not in kept_before]
-    if not gone and not gained:
+    gone, gained = Counter(before) - Counter(after), Counter(after) - Counter(before)
+    if gone or gained:
+        return FieldChange(path, "; ".join(gone.elements()) or None, "; ".join(gained.elements()) or None)
+    if before != after:
         return FieldChange(path, "(the same lines in another order)", "(in order)")
-    return FieldChange(path, "; ".join(gone) or None, "; ".join(gained) or None)
+    return FieldChange(path, "(the same lines, other line ends)", "(one newline each)")
 
 
 def _files_reason(want: DesiredContainer, files: Sequence[FieldChange]) -> str:
@@ -274,10 +275,10 @@ def _diff_one(want: DesiredContainer, found: ObservedContainer | None) -> Change
     if found is None or found.handle is None:
         if not fields and found is not None and _completed(want, found):
             return None
+        reason = "exited" if found is not None and found.record is not None else "not running"
         if fields and found is not None:  # its writable layer was made for another spec: a new one, as a recreate
             return Change(Action.RECREATE, KIND_CONTAINER, key, fields, desired=want, observed=found,
-                          reason=_start_reason(want, "exited; " + _changed(found, fields)))
-        reason = "exited" if found is not None and found.record is not None else "not running"
+                          reason=_start_reason(want, f"{reason}; {_changed(found, fields)}"))
         return Change(Action.CREATE, KIND_CONTAINER, key, _start_fields(want), reason=_start_reason(want, reason),
                       desired=want, observed=found)
     if not found.in_sandbox:

@@ -1,0 +1,229 @@
+"""The container diff (pure, no kernel): changes from observations shaped as observe() reads a
+real host (tests/container_snapshots.py). Nothing running, in sync, /etc/hosts or resolv.conf
+drifted (rewritten in place), a field the process was started with changed (recreated), exited
+(started again, unless this session started it or a one-shot is done), removed from the spec,
+another stack's, a running container the store lost (adopted), what a crash leaves, and the
+depends_on order of starts."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from controllers.base import Desired
+from controllers.change import Action
+from controllers.container import KIND_CONTAINER, DesiredContainer, ObservedContainer, diff_containers
+from controllers.container_files import LOCALHOST
+from tests.container_snapshots import (
+    exited,
+    leftover,
+    lost_record,
+    observation,
+    running,
+    with_record_spec,
+)
+from tests.firewall_support import build_desired
+
+FRONT = {"subnet": "10.88.1.0/24", "bridge": "rcbr0"}
+DB_DIGEST = "sha256:" + "a" * 64
+DB_IMAGE = f"docker.io/library/postgres:16@{DB_DIGEST}"
+OLD_DIGEST = "sha256:" + "b" * 64
+WEB_COMMAND = ["/usr/bin/httpd", "-f"]
+MIGRATE_COMMAND = ["/usr/bin/migrate", "up"]
+WEB: dict[str, Any] = {"command": WEB_COMMAND, "networks": {"front": {"ip": "10.88.1.11"}},
+                       "depends_on": {"db": {"condition": "service_healthy"}}}
+DB: dict[str, Any] = {"image": DB_IMAGE, "command": ["postgres"], "env": {"PGDATA": "/data"},
+                      "networks": {"front": {"ip": "10.88.1.10"}}, "healthcheck": {"test": ["CMD", "pg_isready"]}}
+MIGRATE: dict[str, Any] = {"command": MIGRATE_COMMAND, "restart": "on-failure", "depends_on": ["db"]}
+DEMO = {"networks": {"front": FRONT}, "containers": {"web": WEB, "db": DB, "migrate": MIGRATE}}
+"""web is listed first but waits for db to be healthy; migrate, a one-shot, starts after db."""
+BEFORE = {"networks": {"front": FRONT},
+          "containers": {**DEMO["containers"], "old": {"command": ["/bin/sleep", "infinity"],
+                                                       "networks": {"front": {"ip": "10.88.1.20"}}}}}
+"""The stack as last applied: with `old`, since removed from the spec."""
+OTHER = {"networks": {"net": {"subnet": "10.88.9.0/24", "bridge": "rcbr9"}},
+         "containers": {"api": {"command": ["/usr/bin/api"], "networks": {"net": {"ip": "10.88.9.10"}}}}}
+
+WANT = build_desired({"stacks": {"demo": DEMO}})
+"""The run under test: demo in scope, other not."""
+WAS = build_desired({"stacks": {"demo": BEFORE}})
+OTHERS = build_desired({"stacks": {"other": OTHER}})
+
+WEB_HOSTS = LOCALHOST + "10.88.1.11\tweb\n10.88.1.10\tdb\n"
+"""Its own line first, then its peers in the stack's order."""
+WEB_HOSTS_BEFORE = WEB_HOSTS + "10.88.1.20\told\n"
+WEB_HOSTS_REORDERED = LOCALHOST + "10.88.1.10\tdb\n10.88.1.11\tweb\n"
+RESOLV = "nameserver 10.0.0.2\nsearch corp.example\n"
+RESOLV_BEFORE = "nameserver 10.0.0.1\nsearch corp.example\n"
+
+IN_SYNC = (running(WANT, "demo", "db", pid=101), running(WANT, "demo", "web", pid=102),
+           exited(WANT, "demo", "migrate", 0), running(OTHERS, "other", "api", pid=201))
+"""demo as this spec started it (its one-shot ran to a successful end), and another stack's container."""
+DB_NOW, WEB_NOW, MIGRATE_NOW, _ = IN_SYNC
+
+
+def host(*changed: ObservedContainer) -> tuple[ObservedContainer, ...]:
+    """IN_SYNC with `changed` in place of (or besides) the containers of the same keys."""
+    by_key = {f"{c.stack}/{c.container}": c for c in IN_SYNC}
+    by_key.update({f"{c.stack}/{c.container}": c for c in changed})
+    return tuple(by_key.values())
+
+
+Fields = tuple[tuple[str, object, object], ...]
+Row = tuple[Action, str, str, str, bool, Fields]
+
+
+def row(action: Action, key: str, reason: str, disruptive: bool = False, fields: Fields = ()) -> Row:
+    return action, KIND_CONTAINER, f"demo/{key}", reason, disruptive, fields
+
+
+DB_START: Fields = (("image", None, DB_IMAGE), ("command", None, ["postgres"]))
+WEB_START: Fields = (("command", None, WEB_COMMAND),)
+MIGRATE_START: Fields = (("command", None, MIGRATE_COMMAND),)
+
+CASES = [
+    pytest.param((), frozenset(), [row(Action.CREATE, "db", "not running", fields=DB_START),
+                                   row(Action.CREATE, "web", "not running", fields=WEB_START),
+                                   row(Action.CREATE, "migrate", "not running", fields=MIGRATE_START)],
+                 id="nothing runs: dependencies first"),
+    pytest.param(IN_SYNC, frozenset(), [], id="in sync, the one-shot done"),
+    pytest.param(host(replace(WEB_NOW, hosts=WEB_HOSTS_BEFORE)), frozenset(),
+                 [row(Action.UPDATE, "web", "peers changed", fields=(("/etc/hosts", "10.88.1.20\told", None),))],
+                 id="hosts names a removed peer"),
+    pytest.param(host(replace(WEB_NOW, hosts=WEB_HOSTS_REORDERED)), frozenset(),
+                 [row(Action.UPDATE, "web", "peers changed",
+                      fields=(("/etc/hosts", "(the same lines in another order)", "(in order)"),))],
+                 id="hosts reordered"),
+    pytest.param(host(replace(WEB_NOW, hosts=None)), frozenset(),
+                 [row(Action.UPDATE, "web", "peers changed", fields=(("/etc/hosts", None, (
+                     "127.0.0.1\tlocalhost; ::1\tlocalhost ip6-localhost ip6-loopback; 10.88.1.11\tweb; "
+                     "10.88.1.10\tdb")),))],
+                 id="hosts gone from the container"),
+    pytest.param(host(replace(DB_NOW, resolv=RESOLV_BEFORE)), frozenset(),
+                 [row(Action.UPDATE, "db", "the host's nameservers changed",
+                      fields=(("/etc/resolv.conf", "nameserver 10.0.0.1", "nameserver 10.0.0.2"),))],
+                 id="resolv.conf drifted"),
+    pytest.param(host(replace(WEB_NOW, hosts=WEB_HOSTS_BEFORE, resolv=RESOLV_BEFORE)), frozenset(),
+                 [row(Action.UPDATE, "web", "peers changed", fields=(("/etc/hosts", "10.88.1.20\told", None),
+                                                                     ("/etc/resolv.conf", "nameserver 10.0.0.1",
+                                                                      "nameserver 10.0.0.2")))],
+                 id="both files drifted"),
+    pytest.param(host(with_record_spec(WEB_NOW, command=["/usr/bin/httpd"])), frozenset(),
+                 [row(Action.RECREATE, "web", "command changed", True,
+                      (("command", ["/usr/bin/httpd"], WEB_COMMAND),))],
+                 id="command changed"),
+    pytest.param(host(with_record_spec(DB_NOW, env={"PGDATA": "/var/lib/pg"})), frozenset(),
+                 [row(Action.RECREATE, "db", "env changed", True,
+                      (("env", {"PGDATA": "/var/lib/pg"}, {"PGDATA": "/data"}),))],
+                 id="env changed"),
+    pytest.param(host(with_record_spec(WEB_NOW, command=["/usr/bin/httpd"], networks={"front": "10.88.1.5"})),
+                 frozenset(),
+                 [row(Action.RECREATE, "web", "command, networks changed", True,
+                      (("command", ["/usr/bin/httpd"], WEB_COMMAND),
+                       ("networks", {"front": "10.88.1.5"}, {"front": "10.88.1.11"})))],
+                 id="command and address changed"),
+    pytest.param(host(replace(lost_record(DB_NOW), image_digest=OLD_DIGEST)), frozenset(),
+                 [row(Action.RECREATE, "db", "image changed", True, (("image", OLD_DIGEST, DB_IMAGE),))],
+                 id="store lost, root of another image"),
+    pytest.param(host(with_record_spec(WEB_NOW, drop=("privileged",))), frozenset(),
+                 [row(Action.RECREATE, "web", "started unconfined by an earlier version of reconcile", True,
+                      (("privileged", None, False),))],
+                 id="recorded before confinement"),
+    pytest.param(host(with_record_spec(WEB_NOW, drop=("logging",))), frozenset(),
+                 [row(Action.RECREATE, "web", "started without log rotation by an earlier version of reconcile",
+                      True, (("logging", None, {"driver": "json-file",
+                                                "options": {"max-size": 4194304, "max-file": 2}}),))],
+                 id="recorded before log rotation"),
+    pytest.param(host(replace(WEB_NOW, in_sandbox=False)), frozenset(),
+                 [row(Action.RECREATE, "web", "its network namespace was replaced", True)],
+                 id="out of its sandbox"),
+    pytest.param(host(exited(WANT, "demo", "web", 137)), frozenset(),
+                 [row(Action.CREATE, "web", "exited", fields=WEB_START)], id="exited, killed"),
+    pytest.param(host(exited(WANT, "demo", "web", 137)), frozenset({"demo/web"}), [],
+                 id="exited, started by this session"),
+    pytest.param(host(exited(WANT, "demo", "web", None)), frozenset(),
+                 [row(Action.CREATE, "web", "exited", fields=WEB_START)], id="exited, no exit file"),
+    pytest.param(host(with_record_spec(exited(WANT, "demo", "web", 1), command=["/usr/bin/httpd"])), frozenset(),
+                 [row(Action.RECREATE, "web", "exited; command changed",
+                      fields=(("command", ["/usr/bin/httpd"], WEB_COMMAND),))],
+                 id="exited, command changed since"),
+    pytest.param(host(exited(WANT, "demo", "db", 0)), frozenset(),
+                 [row(Action.CREATE, "db", "exited", fields=DB_START)], id="exited 0, restart always"),
+    pytest.param(host(exited(WANT, "demo", "migrate", 1)), frozenset(),
+                 [row(Action.CREATE, "migrate", "exited", fields=MIGRATE_START)], id="one-shot failed"),
+    pytest.param(host(exited(WANT, "demo", "migrate", 1)), frozenset({"demo/migrate"}), [],
+                 id="one-shot failed in this session"),
+    pytest.param(host(with_record_spec(MIGRATE_NOW, command=["/usr/bin/migrate"])), frozenset(),
+                 [row(Action.RECREATE, "migrate", "exited; command changed",
+                      fields=(("command", ["/usr/bin/migrate"], MIGRATE_COMMAND),))],
+                 id="one-shot done, command changed since"),
+    pytest.param(host(running(WAS, "demo", "old", pid=103)), frozenset(),
+                 [row(Action.DELETE, "old", "no longer in the spec")], id="removed from the spec"),
+    pytest.param(host(exited(OTHERS, "other", "api", 1), leftover("other", "gone", root=True, runtime_state=True)),
+                 frozenset(), [], id="another stack's, out of scope"),
+    pytest.param(host(lost_record(WEB_NOW)), frozenset(),
+                 [row(Action.UPDATE, "web", "adopt a running container (state store lost)")],
+                 id="store lost: adopted"),
+    pytest.param(host(replace(lost_record(WEB_NOW), hosts=WEB_HOSTS_BEFORE)), frozenset(),
+                 [row(Action.UPDATE, "web", "peers changed", fields=(("/etc/hosts", "10.88.1.20\told", None),))],
+                 id="store lost, hosts drifted: adopted by the rewrite"),
+    pytest.param(host(leftover("demo", "web")), frozenset(),
+                 [row(Action.CREATE, "web", "not running", fields=WEB_START)], id="crash left a files dir"),
+    pytest.param(host(leftover("demo", "web", root=True, runtime_state=True)), frozenset(),
+                 [row(Action.CREATE, "web", "not running", fields=WEB_START)],
+                 id="crash left a root and runtime state"),
+    pytest.param(host(leftover("demo", "db", root=True, image_digest=DB_DIGEST)), frozenset(),
+                 [row(Action.CREATE, "db", "not running", fields=DB_START)], id="crash left a root of the image"),
+    pytest.param(host(leftover("demo", "old", root=True, runtime_state=True)), frozenset(),
+                 [row(Action.DELETE, "old", "no longer in the spec")], id="crash left a removed container's root"),
+]
+
+
+@pytest.mark.parametrize(("observed", "started", "expected"), CASES)
+def test_changes_take_the_host_to_the_spec(observed: tuple[ObservedContainer, ...], started: frozenset[str],
+                                           expected: list[Row]) -> None:
+    snapshot = observation(*observed)
+    diff = diff_containers(WANT, snapshot, started)
+    assert diff.issues == []
+    assert [(c.action, c.kind, c.key, c.reason, c.disruptive, tuple((f.path, f.old, f.new) for f in c.fields))
+            for c in diff.changes] == expected
+    # Apply stops and cleans up what was observed (a leftover's root and runtime state too).
+    assert all(c.observed is snapshot.containers.get(c.key) for c in diff.changes)
+
+
+def test_starts_are_ordered_by_depends_on_with_their_waits() -> None:
+    wants = [c.desired for c in diff_containers(WANT, observation()).changes]
+    assert [(w.key, w.level, [(x.dependency, x.condition, x.required) for x in w.waits])
+            for w in wants if isinstance(w, DesiredContainer)] == [
+        ("db", 0, []),
+        ("web", 1, [("db", "service_healthy", True)]),
+        ("migrate", 1, []),  # service_started: the start order alone
+    ]
+
+
+def test_down_deletes_every_container_of_the_stack_and_nothing_else() -> None:
+    down = Desired(stacks={}, scope=frozenset({"demo"}))
+    diff = diff_containers(down, observation(*host(leftover("demo", "old", root=True))))
+    assert [(c.action, c.key, c.reason) for c in diff.changes] == [
+        (Action.DELETE, f"demo/{key}", "no longer in the spec") for key in ("db", "web", "migrate", "old")]
+
+
+def test_a_crash_leftover_of_another_image_is_not_said_to_have_exited() -> None:
+    crashed = leftover("demo", "db", root=True, image_digest=OLD_DIGEST)  # killed mid-start: it never ran
+    [change] = diff_containers(WANT, observation(*host(crashed))).changes
+    assert (change.action, change.key, change.disruptive) == (Action.RECREATE, "demo/db", False)
+    assert [(f.path, f.old, f.new) for f in change.fields] == [("image", OLD_DIGEST, DB_IMAGE)]
+    assert change.reason.startswith("not running; ")
+
+
+@pytest.mark.parametrize(("hosts", "old", "new"), [
+    (WEB_HOSTS.removesuffix("\n"), "(the same lines, other line ends)", "(one newline each)"),
+    (WEB_HOSTS.replace("\n", "\r\n"), "(the same lines, other line ends)", "(one newline each)"),
+    (WEB_HOSTS + "10.88.1.10\tdb\n", "10.88.1.10\tdb", None),
+], ids=["no final newline", "CRLF", "repeated line"])
+def test_a_file_in_the_same_order_is_not_said_to_be_reordered(hosts: str, old: str, new: str | None) -> None:
+    [change] = diff_containers(WANT, observation(*host(replace(WEB_NOW, hosts=hosts)))).changes
+    assert (change.action, change.key, change.reason) == (Action.UPDATE, "demo/web", "peers changed")
+    assert [(f.path, f.old, f.new) for f in change.fields] == [("/etc/hosts", old, new)]
