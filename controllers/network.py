@@ -140,8 +140,11 @@ def _field_changes(old: BridgeState | None, new: BridgeState | None) -> tuple[Fi
 def _diff_one(key: str, net_key: str, want: BridgeState, found: ObservedBridge | None,
               links_by_name: Mapping[str, Link]) -> Change | Issue | None:
     stack = key.split("/", 1)[0]
+    holder = links_by_name.get(want.name)
+    taken = None if holder is None else Issue(
+        stack, ("networks", net_key, "bridge"), f"bridge name '{want.name}' is taken by {_whose(holder)}; "
+        f"remove it or set networks.{net_key}.bridge to another name")
     if found is None:
-        holder = links_by_name.get(want.name)
         if holder is not None and holder.alias is None and holder.group == names.LINK_GROUP:
             # Our group is set atomically at creation, the alias just after: this is a creation
             # of ours interrupted in between. Nothing can be attached yet; make it anew.
@@ -149,13 +152,13 @@ def _diff_one(key: str, net_key: str, want: BridgeState, found: ObservedBridge |
                                   BridgeState(holder.name, holder.mtu, holder.up, ()))
             return Change(Action.RECREATE, KIND_NETWORK, key, _field_changes(None, want),
                           reason="finish an interrupted creation", desired=want, observed=half)
-        if holder is not None:
-            return Issue(stack, ("networks", net_key, "bridge"),
-                         f"bridge name '{want.name}' is taken by {_whose(holder)}; "
-                         f"remove it or set networks.{net_key}.bridge to another name")
+        if taken is not None:
+            return taken
         return Change(Action.CREATE, KIND_NETWORK, key, _field_changes(None, want),
                       reason="not on the host", desired=want)
     fields = _field_changes(found.state, want)
+    if found.state.name != want.name and taken is not None:
+        return taken  # renamed onto a link that is not this bridge: ours would go, the new one fail
     if found.kind != "bridge" or found.state.name != want.name:
         why = "bridge name changed" if found.state.name != want.name else f"link is a {found.kind}"
         return Change(Action.RECREATE, KIND_NETWORK, key, fields, reason=why, disruptive=True,

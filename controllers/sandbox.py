@@ -232,7 +232,7 @@ def diff_sandboxes(desired: Desired, observed: SandboxObservation) -> Diff:
                                     reason="no longer in the spec", observed=found))
     for key, link in observed.stray_host_ends.items():
         if key.split("/")[0] in desired.scope:
-            endpoints.append(Change(Action.DELETE, KIND_ENDPOINT, key, reason="its sandbox is gone",
+            endpoints.append(Change(Action.DELETE, KIND_ENDPOINT, key, reason="no sandbox holds its other end",
                                     observed=ObservedEndpoint(_endpoint_owner(key), link.index, None, None)))
     # Namespaces first, then the veths inside them, then the routes through those veths.
     result.changes = sandboxes + endpoints + routes
