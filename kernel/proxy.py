@@ -122,6 +122,13 @@ def _marked(prefix: bytes) -> Iterator[tuple[int, tuple[str, ...]]]:
         yield int(entry.name), tuple(raw.rstrip(b"\0").decode(errors="replace").split("\0"))
 
 
+def _as_root(pid: int) -> bool:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid == 0
+    except OSError:
+        return False
+
+
 def _sockets(pid: int) -> frozenset[int]:
     inodes = set()
     with suppress(OSError):
@@ -135,7 +142,8 @@ def _sockets(pid: int) -> frozenset[int]:
 
 def running(prefix: str) -> list[RunningProxy]:
     """Every proxy in this network namespace whose mark starts with `prefix`: a marked process
-    whose parent is not one of the same mark listens, the others relay its flows."""
+    whose parent is not one of the same mark listens, the others relay its flows. A listener
+    runs as root (we start it so): a user's socat wearing our mark is not ours to stop."""
     found: dict[int, tuple[tuple[str, ...], ProcessHandle, int]] = {}
     for pid, argv in _marked(prefix.encode()):
         proc = read_proc(pid)
@@ -144,7 +152,7 @@ def running(prefix: str) -> list[RunningProxy]:
     proxies = []
     for pid, (argv, handle, ppid) in found.items():
         parent = found.get(ppid)
-        if parent is not None and parent[0] == argv:
+        if (parent is not None and parent[0] == argv) or not _as_root(pid):
             continue
         children = tuple(h for a, h, p in found.values() if p == pid and a == argv)
         proxies.append(RunningProxy(argv[0], argv, handle, children, _sockets(pid)))
