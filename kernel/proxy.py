@@ -10,7 +10,8 @@ answers back until the flow has been idle for UDP_IDLE seconds. Children run as 
 
 Ownership mark: argv[0] is the owner's mark (see `start`), readable by a fresh process in
 /proc/PID/cmdline; `running` finds every process of socat that carries a mark under a prefix, in
-the caller's network namespace only (another namespace's ::1 is another host's). The rest of
+the caller's network namespace only (another namespace's ::1 is another host's), whose
+listener runs as root (a user's process can wear any argv[0]). The rest of
 argv says what the proxy does, so comparing argv compares the relay. Nothing else records a
 proxy: a killed one is simply absent from the next observation, a lost state store loses none.
 """
