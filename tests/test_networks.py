@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tests.sandbox import Sandbox
+from tests.waiting import scaled
 
 STACK = """\
 name: demo
@@ -214,8 +215,10 @@ def test_other_stacks_are_left_alone_and_overlaps_across_stacks_are_errors(sandb
 def test_concurrent_applies_serialize_on_the_lock(sandbox: Sandbox) -> None:
     path = str(sandbox.write("stack.yaml", FRONT_ONLY))
     sandbox.state_dir.mkdir(exist_ok=True)
-    holder = sandbox.run("sh", "-c", f"flock {sandbox.state_dir}/lock sleep 1.5 >/dev/null 2>&1 &"
-                         " sleep 0.2; echo started")
+    # Held longer than the CLI takes to reach the lock (its start-up alone is seconds on an
+    # emulated guest): scaled as every wait is.
+    holder = sandbox.run("sh", "-c", f"flock {sandbox.state_dir}/lock sleep {scaled(1.5):g} >/dev/null 2>&1 &"
+                         f" sleep {scaled(0.2):g}; echo started")
     assert holder.stdout.strip() == "started"
     result = sandbox.reconcile("apply", path)
     assert result.returncode == 0, result.stderr
