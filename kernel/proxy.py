@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -32,7 +31,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 from kernel.netfilter_listeners import read_listeners
 from kernel.procs import read_proc
-from kernel.runtime import ProcessHandle, open_pidfd
+from kernel.runtime import ProcessHandle, open_pidfd, terminate
 
 SOCAT = "socat"  # Debian's socat
 UDP_IDLE = 30
@@ -210,26 +209,11 @@ def _why(relay: Relay) -> str:
 
 
 def stop(proxy: RunningProxy) -> None:
-    """SIGTERM to the listener and its children (through pidfds: a pid reused meanwhile is left
-    be); returns once the listener is gone, so its port is free again."""
-    fd = open_pidfd(proxy.handle)
+    """SIGTERM to the listener's children, then to the listener (through pidfds: a pid reused
+    meanwhile is left be); returns once the listener is gone, so its port is free again."""
     for child in proxy.children:
         _signal(child, signal.SIGTERM)
-    if fd is None:
-        return
-    try:
-        signal.pidfd_send_signal(fd, signal.SIGTERM)
-        if not _exited(fd, STOP_GRACE):
-            signal.pidfd_send_signal(fd, signal.SIGKILL)
-            _exited(fd, STOP_GRACE)
-    except ProcessLookupError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _exited(pidfd: int, timeout: float) -> bool:
-    return bool(select.select([pidfd], [], [], timeout)[0])
+    terminate(proxy.handle, STOP_GRACE)
 
 
 def _signal(handle: ProcessHandle, signum: int) -> None:

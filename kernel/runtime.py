@@ -245,15 +245,13 @@ def open_pidfd(handle: ProcessHandle) -> int | None:
     return fd
 
 
-def stop(handle: ProcessHandle, grace: float, log_dir: Path) -> None:
-    """SIGTERM to the init (tini forwards it), SIGKILL after `grace` seconds. The init is PID 1
-    of the container's pid namespace: when it dies the kernel kills everything inside. Returns
-    once the runtime has cleaned up after it (the exit status is written), so the caller can
-    take the root and cgroup away."""
-    crashpoints.step("stop")
+def terminate(handle: ProcessHandle, grace: float) -> bool:
+    """SIGTERM to exactly this process (through a pidfd: a pid reused meanwhile is left be),
+    SIGKILL after `grace` seconds, and back once it has exited (or after 5 s more). False when
+    it was gone already."""
     fd = open_pidfd(handle)
     if fd is None:
-        return
+        return False
     try:
         signal.pidfd_send_signal(fd, signal.SIGTERM)
         if not select.select([fd], [], [], grace)[0]:
@@ -263,6 +261,17 @@ def stop(handle: ProcessHandle, grace: float, log_dir: Path) -> None:
         pass
     finally:
         os.close(fd)
+    return True
+
+
+def stop(handle: ProcessHandle, grace: float, log_dir: Path) -> None:
+    """SIGTERM to the init (tini forwards it), SIGKILL after `grace` seconds. The init is PID 1
+    of the container's pid namespace: when it dies the kernel kills everything inside. Returns
+    once the runtime has cleaned up after it (the exit status is written), so the caller can
+    take the root and cgroup away."""
+    crashpoints.step("stop")
+    if not terminate(handle, grace):
+        return
     deadline = time.monotonic() + EXIT_WAIT
     while exit_code(log_dir) is None and time.monotonic() < deadline:
         time.sleep(0.005)
