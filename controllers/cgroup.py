@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TypeVar
 
-from controllers.base import Desired, Diff
+from controllers.base import Desired, Diff, Focus
 from controllers.change import Action, Change, FieldChange
 from controllers.errors import ApplyError, ApplyErrors
 from kernel.cgroups import CgroupDriver, CgroupError, Limits, Usage
@@ -69,10 +69,12 @@ def _field_changes(old: Limits | None, new: Limits) -> tuple[FieldChange, ...]:
                  for f in fields(Limits) if getattr(before, f.name) != getattr(new, f.name))
 
 
-def _wanted(stack: Stack, driver: CgroupDriver, parent: str) -> tuple[dict[str, Limits], list[Issue]]:
+def _wanted(stack: Stack, desired: Desired, driver: CgroupDriver, parent: str) -> tuple[dict[str, Limits], list[Issue]]:
     wanted: dict[str, Limits] = {}
     issues: list[Issue] = []
     for key, container in stack.containers.items():
+        if not desired.container_in_focus(f"{stack.name}/{key}"):
+            continue
         limits = limits_of(container.resources)
         missing = driver.missing(limits)
         if missing:
@@ -89,7 +91,7 @@ def diff_cgroups(desired: Desired, observed: CgroupObservation, driver: CgroupDr
     wanted: dict[str, Limits] = {}
     in_scope = [stack for stack in desired.stacks.values() if stack.name in desired.scope]
     for stack in in_scope:
-        found, issues = _wanted(stack, driver, observed.parent)
+        found, issues = _wanted(stack, desired, driver, observed.parent)
         wanted |= found
         result.issues += issues
     result.issues += check_host_cpus(in_scope, observed.host_cpus)
@@ -102,7 +104,7 @@ def diff_cgroups(desired: Desired, observed: CgroupObservation, driver: CgroupDr
                                          _field_changes(observed.limits[key], limits),
                                          reason="limits are changed in place", desired=limits))
     for key in observed.limits:
-        if key.split("/", 1)[0] in desired.scope and key not in wanted:
+        if key.split("/", 1)[0] in desired.scope and key not in wanted and desired.container_in_focus(key):
             result.changes.append(Change(Action.DELETE, KIND_CGROUP, key))
     return result
 
@@ -119,8 +121,9 @@ class CgroupController:
         stack, container = key.split("/", 1)
         return names.cgroup_relpath(self._parent, stack, container)
 
-    def observe(self) -> CgroupObservation:
-        keys = sorted(f"{stack}/{container}" for stack, container in self._driver.owned(self._parent))
+    def observe(self, focus: Focus | None = None) -> CgroupObservation:
+        owned = self._driver.owned(self._parent, focus.containers if focus else None)
+        keys = sorted(f"{stack}/{container}" for stack, container in owned)
         return CgroupObservation(self._parent, {key: self._driver.read(self.relpath(key)) for key in keys},
                                  tuple(self._driver.usable_cpus(self._parent)))
 

@@ -26,7 +26,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import TypeVar
 
-from controllers.base import Desired, Diff
+from controllers.base import Desired, Diff, Focus
 from controllers.cgroup import Placement
 from controllers.change import Action, Change, FieldChange
 from controllers.container_bundle import BundleInputs, environment, lower_of, oci_config
@@ -309,13 +309,15 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
     wanted: list[DesiredContainer] = []
     resolv = resolv_file(observed.host_resolvers)
     for stack in (s for s in desired.stacks.values() if s.name in desired.scope):
+        keys = [key for key in stack.containers if desired.container_in_focus(f"{stack.name}/{key}")]
         levels = _levels(stack)
-        hosts = hosts_files(stack, desired.addresses, desired.addresses6)
-        if observed.missing_tools and stack.containers:  # said once, at the stack's first container
-            result.issues.append(Issue(stack.name, ("containers", next(iter(stack.containers))),
+        hosts = hosts_files(stack, desired.addresses, desired.addresses6, keys)
+        if observed.missing_tools and keys:  # said once, at the stack's first container
+            result.issues.append(Issue(stack.name, ("containers", keys[0]),
                                        "this host cannot start containers: "
                                        f"{', '.join(observed.missing_tools)} not installed (scripts/setup.sh)"))
-        for key, container in stack.containers.items():
+        for key in keys:
+            container = stack.containers[key]
             if container.rootfs is not None and not container.rootfs.is_dir():
                 result.issues.append(Issue(stack.name, ("containers", key, "rootfs"),
                                            f"{container.rootfs} is not a directory on this host"))
@@ -341,7 +343,7 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
             result.changes.append(change)
     wanted_keys = {f"{w.stack}/{w.key}" for w in wanted}
     for key, found in observed.containers.items():
-        if found.stack in desired.scope and key not in wanted_keys:
+        if found.stack in desired.scope and key not in wanted_keys and desired.container_in_focus(key):
             result.changes.append(Change(Action.DELETE, KIND_CONTAINER, key, reason="no longer in the spec",
                                          observed=found))
     return result
@@ -475,24 +477,32 @@ class ContainerController:
         self._runtime = Runtime.at(state_dir / RUNTIME_DIR)
         self._started: set[str] = set()  # this session's starts (see diff_containers)
 
-    def observe(self) -> ContainerObservation:
-        records = self._store.containers()
+    def observe(self, focus: Focus | None = None) -> ContainerObservation:
+        """With a focus, a container's init is looked for among the processes its record names
+        instead of all of /proc: one that no record names (an interrupted start) is found by the
+        next whole pass."""
+        def focused(key: tuple[str, str]) -> bool:
+            return focus is None or key in focus.containers
+
+        records = self._store.containers(focus.containers if focus else None)
         sandbox_inodes: dict[int, tuple[str, str]] = {}
         for name in netns.list_names():
             parsed = names.parse_netns_name(name)
-            inode = procs.netns_inode(netns.path_of(name)) if parsed else None
+            inode = procs.netns_inode(netns.path_of(name)) if parsed and focused(parsed) else None
             if parsed and inode is not None:
                 sandbox_inodes[inode] = parsed
-        inits = procs.inits_by_netns(sandbox_inodes)
+        inits = procs.inits_by_netns(sandbox_inodes, None if focus is None else [r.pid for r in records.values()])
         found: dict[tuple[str, str], tuple[runtime.ProcessHandle, bool]] = {
             sandbox_inodes[inode]: (runtime.ProcessHandle(p.pid, p.start_time), True) for inode, p in inits.items()}
         for key, record in records.items():
             if key not in found and procs.alive(record.pid, record.start_time):
                 found[key] = (runtime.ProcessHandle(record.pid, record.start_time), False)
-        roots = overlay.mounted()
+        roots = overlay.mounted(focus.containers if focus else None)
         runtime_ids = {parsed for parsed in map(names.parse_runtime_id, self._runtime.ids()) if parsed}
         containers: dict[str, ObservedContainer] = {}
-        for key in set(found) | set(records) | self._file_dirs() | set(roots) | runtime_ids:
+        file_dirs = self._file_dirs() if focus is None else {key for key in focus.containers
+                                                              if Paths.of(self._state_dir, *key).root.is_dir()}
+        for key in filter(focused, set(found) | set(records) | file_dirs | set(roots) | runtime_ids):
             handle, in_sandbox = found.get(key, (None, False))
             inside = Path(f"/proc/{handle.pid}/root") if handle else None
             root = roots.get(key)

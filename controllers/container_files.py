@@ -5,7 +5,7 @@ the container's namespace)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
@@ -32,15 +32,15 @@ class _NetworkLines:
 
 
 def hosts_files(stack: Stack, addresses: Mapping[EndpointKey, IPv4Address],
-                addresses6: Mapping[EndpointKey, IPv6Address]) -> dict[str, str]:
-    """Every container's /etc/hosts, by key: the IPv4 lines, then the IPv6 ones (dual-stack
-    networks only) under the same names."""
+                addresses6: Mapping[EndpointKey, IPv6Address], keys: Iterable[str] | None = None) -> dict[str, str]:
+    """The /etc/hosts of these containers (every one by default), by key: the IPv4 lines, then
+    the IPv6 ones (dual-stack networks only) under the same names."""
     lines4 = {key: _network_lines(stack, key, addresses) for key in stack.networks}
     lines6 = {key: _network_lines(stack, key, addresses6)
               for key, network in stack.networks.items() if network.subnet6 is not None}
     order = {key: index for index, key in enumerate(stack.containers)}
     return {key: LOCALHOST + _address_lines(stack, key, lines4, order) + _address_lines(stack, key, lines6, order)
-            for key in stack.containers}
+            for key in (stack.containers if keys is None else keys)}
 
 
 def _network_lines(stack: Stack, network: str,

@@ -30,9 +30,10 @@ import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING
 
-from controllers.base import Desired, Diff
+from controllers.base import Desired, Diff, Focus
 from controllers.change import Action, Change, FieldChange
 from controllers.errors import ApplyError, ApplyErrors
 from controllers.firewall_conflicts import Intruder, PublishedPort, conflicts, intruders, published_slots
@@ -105,6 +106,7 @@ class FirewallObservation:
     def owned_stacks(self) -> set[str]:
         return {owner.stack for owner in self.owned if owner.stack}
 
+    @cached_property
     def live_ports(self) -> dict[PortKey, bool]:
         """The ports our DNAT rules publish now, parsed back from their owners, in rule order:
         True for one published over IPv6 too."""
@@ -113,7 +115,7 @@ class FirewallObservation:
 
     def intruders(self) -> list[Intruder]:
         """Host processes listening on a port we publish (they bound it after us)."""
-        return intruders(self.live_ports(), self.listeners)
+        return intruders(self.live_ports, self.listeners)
 
 
 @dataclass(frozen=True)
@@ -214,10 +216,14 @@ def _wanted(desired: Desired, dialect: Dialect
         if stack.name not in desired.scope:
             continue
         for key, network in stack.networks.items():
+            if not desired.network_in_focus(f"{stack.name}/{key}"):
+                continue
             wants[network_owner(stack.name, key)] = OwnerWant(
                 _placed(dialect, network_rules(stack.name, key, network)),
                 route_localnet=(network.bridge, "0" if network.internal else "1"))
         for name, container in stack.containers.items():
+            if not desired.container_in_focus(f"{stack.name}/{name}"):
+                continue
             more_wants, more_published, more_issues = _container_ports(stack, name, container,
                                                                         desired, dialect)
             wants.update(more_wants)
@@ -362,10 +368,10 @@ def diff_firewall(desired: Desired, observed: FirewallObservation, dialect: Dial
     the removal of what other backends still hold of the owners in scope (their rules placed
     and rendered by `other_dialects`, by backend name)."""
     wants, published, issues = _wanted(desired, dialect)
-    in_scope = [o for o in observed.owned if o.stack in desired.scope and o not in wants]
+    in_scope = [o for o in observed.owned if o.stack in desired.scope and o not in wants and _in_focus(desired, o)]
     kept = [o for o in observed.owned if o.stack is not None and o.stack not in desired.scope]
-    live_ports = {**{p: v6 for left in observed.leftovers.values() for p, v6 in left.live_ports().items()},
-                  **observed.live_ports()}
+    live_ports = {**{p: v6 for left in observed.leftovers.values() for p, v6 in left.live_ports.items()},
+                  **observed.live_ports}
     kept_ports = [key for key in live_ports if key.stack not in desired.scope]
     issues += conflicts(published, kept_ports, observed.listeners, live_ports)
     changes = []
@@ -373,16 +379,31 @@ def diff_firewall(desired: Desired, observed: FirewallObservation, dialect: Dial
         change = _owner_change(owner, wants.get(owner), observed.owned.get(owner, ()), observed)
         if change is not None:
             changes.append(change)
-    skeleton = _skeleton_change(bool(wants or kept), observed, dialect)
+    skeleton = _skeleton_change(bool(wants or kept) or _wanted_outside_focus(desired), observed, dialect)
     left_behind = _left_behind(desired, observed, other_dialects or {})
     return Diff(changes=([skeleton] if skeleton else []) + changes + left_behind, issues=issues)
+
+
+def _wanted_outside_focus(desired: Desired) -> bool:
+    """Whether the stacks in scope want rules a focused pass leaves out: every network has some."""
+    return desired.focus is not None and any(stack.networks for stack in desired.stacks.values()
+                                             if stack.name in desired.scope)
+
+
+def _in_focus(desired: Desired, owner: Owner) -> bool:
+    """The skeleton is in every pass's focus: every stack's rules hang from it."""
+    if owner.kind == "port":
+        return desired.container_in_focus(owner.key)
+    if owner.kind == "network":
+        return desired.network_in_focus(owner.key)
+    return True
 
 
 def _left_behind(desired: Desired, observed: FirewallObservation,
                  dialects: Mapping[str, Dialect]) -> list[Change]:
     """The same diff over each other backend's rules, with nothing of the scope wanted there;
     its changes carry the backend's name so apply sends their ops to it."""
-    nothing = Desired(stacks={}, scope=desired.scope)
+    nothing = Desired(stacks={}, scope=desired.scope, focus=desired.focus)
     changes = []
     for name, left in observed.leftovers.items():
         for change in diff_firewall(nothing, left, dialects[name]).changes:
@@ -433,17 +454,17 @@ class FirewallController:
         backend, others = backends(choice)
         return cls(backend, others)
 
-    def observe(self) -> FirewallObservation:
+    def observe(self, focus: Focus | None = None) -> FirewallObservation:
         leftovers = {}
         for name, other in self._others.items():
             left = observe_firewall(other.observe(), (), {}, other)
             if left.owned or left.chains:
                 leftovers[name] = left
         observed = observe_firewall(self._backend.observe(), read_listeners(),
-                                    netfilter.read_route_localnet(), self._backend)
+                                    netfilter.read_route_localnet(focus.links if focus else None), self._backend)
         # Who holds a listener is a walk of every fd on the host: only for those `status` names
         # (intruders, on a port our rules publish), and `diff` for those a conflict names.
-        live = {(port.protocol, port.host) for port in observed.live_ports()}
+        live = {(port.protocol, port.host) for port in observed.live_ports}
         return replace(observed, leftovers=leftovers, listeners=with_holders(observed.listeners, live))
 
     def diff(self, desired: Desired, observed: FirewallObservation) -> Diff:

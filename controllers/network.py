@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Interface
 
-from controllers.base import Desired, Diff
+from controllers.base import Desired, Diff, Focus
 from controllers.change import Action, Change, FieldChange
 from controllers.errors import ApplyError, ApplyErrors
 from kernel import sysctl
@@ -175,6 +175,7 @@ def diff_networks(desired: Desired, observed: NetworkObservation) -> Diff:
     wanted: dict[str, tuple[str, BridgeState]] = {
         f"{stack.name}/{net_key}": (net_key, desired_bridge(net))
         for stack in in_scope for net_key, net in stack.networks.items()
+        if desired.network_in_focus(f"{stack.name}/{net_key}")
     }
     for key, (net_key, want) in wanted.items():
         found = observed.ours.get(key, ())
@@ -187,7 +188,7 @@ def diff_networks(desired: Desired, observed: NetworkObservation) -> Diff:
         result.changes += [_delete(b, "a second bridge carries this network's mark")
                            for b in found if b is not primary]
     for key, bridges in observed.ours.items():
-        if bridges[0].owner.stack in desired.scope and key not in wanted:
+        if bridges[0].owner.stack in desired.scope and key not in wanted and desired.network_in_focus(key):
             result.changes += [_delete(b, "no longer in the spec") for b in bridges]
     result.changes += _forwarding_changes(in_scope, observed)
     return result
@@ -237,8 +238,9 @@ class NetworkController:
     def __init__(self, netlink: Netlink):
         self._netlink = netlink
 
-    def observe(self) -> NetworkObservation:
-        return observe_networks(self._netlink.dump(), _switched_on(IP_FORWARD_KEY), _switched_on(IPV6_FORWARDING_KEY))
+    def observe(self, focus: Focus | None = None) -> NetworkObservation:
+        return observe_networks(self._netlink.dump(focus.links if focus else None),
+                                _switched_on(IP_FORWARD_KEY), _switched_on(IPV6_FORWARDING_KEY))
 
     def diff(self, desired: Desired, observed: NetworkObservation) -> Diff:
         return diff_networks(desired, observed)

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv6Address
 
-from controllers.base import Desired, Diff
+from controllers.base import Desired, Diff, Focus
 from controllers.change import Action, Change, FieldChange
 from controllers.errors import ApplyError, ApplyErrors
 from controllers.firewall_conflicts import port_text
@@ -77,6 +77,8 @@ def wanted_relays(desired: Desired) -> dict[PortKey, Wanted]:
         if stack.name not in desired.scope:
             continue
         for name, container in stack.containers.items():
+            if not desired.container_in_focus(f"{stack.name}/{name}"):
+                continue
             targets = port_targets(stack, name, container, desired) if container.ports else None
             if targets is None or isinstance(targets, str) or targets.address6 is None:
                 continue
@@ -117,7 +119,7 @@ def diff_proxies(desired: Desired, observed: ProxyObservation) -> Diff:
     wants = wanted_relays(desired) if observed.loopback6 else {}
     issues = [Issue(key.stack, want.loc, f"host port [::1]:{port_text(key)} is in use: {listener.describe()}")
               for key, want in wants.items() for listener in observed.blocking(want.relay)]
-    in_scope = {key for key in observed.proxies if key.stack in desired.scope}
+    in_scope = {key for key in observed.proxies if key.stack in desired.scope and desired.container_in_focus(key.key)}
     changes = [change for key in sorted(wants.keys() | in_scope, key=lambda k: k.key)
                if (change := _change(key, wants.get(key), observed.proxies.get(key, ()))) is not None]
     return Diff(changes=changes, issues=issues)
@@ -144,7 +146,7 @@ def running_proxies(loopback: Sequence[Listener] | None = None) -> dict[PortKey,
 class ProxyController:
     kinds = (KIND_PROXY,)
 
-    def observe(self) -> ProxyObservation:
+    def observe(self, focus: Focus | None = None) -> ProxyObservation:
         loopback = tuple(s for s in read_listeners() if s.address == LOOPBACK6)
         proxies = running_proxies(loopback)
         ours = {inode for found in proxies.values() for running in found for inode in running.sockets}

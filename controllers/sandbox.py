@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
-from controllers.base import Desired, Diff
+from controllers.base import Desired, Diff, Focus
 from controllers.change import Action, Change, FieldChange
 from controllers.errors import ApplyError, ApplyErrors
 from controllers.network import mac_of
@@ -204,6 +204,8 @@ def diff_sandboxes(desired: Desired, observed: SandboxObservation) -> Diff:
     for stack in (s for s in desired.stacks.values() if s.name in desired.scope):
         for container_key in stack.containers:
             key = f"{stack.name}/{container_key}"
+            if not desired.container_in_focus(key):
+                continue
             wanted.add(key)
             found = observed.sandboxes.get(key)
             want = _desired_sandbox(stack, container_key)
@@ -226,12 +228,12 @@ def diff_sandboxes(desired: Desired, observed: SandboxObservation) -> Diff:
                                      reason="drifted from the spec" if found else "new sandbox",
                                      desired=want, observed=found))
     for key, found in observed.sandboxes.items():
-        if found.stack in desired.scope and key not in wanted:
+        if found.stack in desired.scope and key not in wanted and desired.container_in_focus(key):
             sandboxes.append(Change(Action.DELETE, KIND_SANDBOX, key,
                                     (FieldChange("netns", found.netns, None),),
                                     reason="no longer in the spec", observed=found))
     for key, link in observed.stray_host_ends.items():
-        if key.split("/")[0] in desired.scope:
+        if key.split("/")[0] in desired.scope and desired.container_in_focus(key):
             endpoints.append(Change(Action.DELETE, KIND_ENDPOINT, key, reason="no sandbox holds its other end",
                                     observed=ObservedEndpoint(_endpoint_owner(key), link.index, None, None)))
     # Namespaces first, then the veths inside them, then the routes through those veths.
@@ -267,15 +269,16 @@ class SandboxController:
     def __init__(self, host: Netlink):
         self._host = host
 
-    def observe(self) -> SandboxObservation:
-        dump = self._host.dump()
+    def observe(self, focus: Focus | None = None) -> SandboxObservation:
+        dump = self._host.dump(focus.links if focus else None)
         by_index = dump.by_index()
         host_ends: dict[str, Link] = {}
         for link in dump.links:
             owner = names.parse_alias(link.alias)
-            if owner is not None and owner.kind == "endpoint":
+            if owner is not None and owner.kind == "endpoint" and (focus is None or focus.has_container(owner.key)):
                 host_ends[owner.key] = link
-        ours = {name: parsed for name in netns.list_names() if (parsed := names.parse_netns_name(name))}
+        ours = {name: parsed for name in netns.list_names()
+                if (parsed := names.parse_netns_name(name)) and (focus is None or parsed in focus.containers)}
         sandboxes: dict[str, ObservedSandbox] = {}
         for name, inner in netns.dump_all(list(ours)).items():
             if inner is not None:  # a namespace file without its namespace is recreated

@@ -10,13 +10,14 @@ from __future__ import annotations
 import errno
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from kernel import crashpoints
 from kernel.retrying import retry_transient
+from specs import names
 from specs.names import NAME_PATTERN
 from specs.units import parse_cpu_list
 
@@ -315,11 +316,16 @@ class CgroupDriver(ABC):
         for top in tops:
             _remove_tree(top)
 
-    def owned(self, parent: str) -> set[tuple[str, str]]:
+    def owned(self, parent: str, among: Collection[tuple[str, str]] | None = None) -> set[tuple[str, str]]:
         """(stack, container) of every cgroup <parent>/<stack>/<container>, in any hierarchy:
-        what is ours even when the state store has been lost."""
+        what is ours even when the state store has been lost. `among`: only those of these
+        (a stat each, not a listing of every stack)."""
         found: set[tuple[str, str]] = set()
         for root in self.removal_roots():  # what a crash left in the runtime's hierarchies too
+            if among is not None:
+                found.update(key for key in among
+                             if os.path.isdir(at_text(root, names.cgroup_relpath(parent, *key))))
+                continue
             top = at(root, parent)
             for stack in _named_dirs(top):
                 found.update((stack, container) for container in _named_dirs(top / stack))

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
@@ -373,13 +373,14 @@ class IptablesNft:
                                      f"{proc.stderr.strip()}")
 
 
-def read_route_localnet() -> dict[str, str]:
-    """route_localnet of every interface of this namespace ("0"/"1"): DNAT to 127.0.0.1 from
-    the host routes a loopback-sourced packet out of the bridge, a martian unless this is set
-    on the outgoing interface. (One small read per interface: ~10 us each.)"""
+def read_route_localnet(ifaces: Iterable[str] | None = None) -> dict[str, str]:
+    """route_localnet of these interfaces (every one of this namespace by default; "0"/"1"):
+    DNAT to 127.0.0.1 from the host routes a loopback-sourced packet out of the bridge, a
+    martian unless this is set on the outgoing interface. (One small read per interface: ~10 us
+    each.)"""
     conf = sysctl.PROC_SYS / "net" / "ipv4" / "conf"
     values: dict[str, str] = {}
-    for iface in sorted(p.name for p in conf.iterdir()):
+    for iface in sorted(p.name for p in conf.iterdir()) if ifaces is None else sorted(ifaces):
         try:
             values[iface] = sysctl.read("net", "ipv4", "conf", iface, "route_localnet")
         except FileNotFoundError:  # the interface went away meanwhile

@@ -30,6 +30,7 @@ from kernel.rtnl_dump import (
     RTA_DST,
     RTA_GATEWAY,
     RTA_OIF,
+    RTM_GETADDR,
     RTM_GETLINK,
     Interface,
     Link,
@@ -47,6 +48,7 @@ IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 4, 8
 IFA_F_NODAD = 0x02
 RTPROT_BOOT, RT_SCOPE_UNIVERSE, RT_SCOPE_NOWHERE, RTN_UNICAST = 3, 0, 255, 1
 _CREATE = wire.NLM_F_CREATE | wire.NLM_F_EXCL
+SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
 
 
 def _transient(exc: BaseException) -> bool:
@@ -86,13 +88,13 @@ class Netlink:
 
     def __init__(self, sock: socket.socket):
         self._sock = sock
-        self._pass: list[LinkDump] | None = None  # the one dump of the observation pass under way
+        self._pass: dict[frozenset[str] | None, LinkDump] | None = None  # the dumps of the pass under way
 
     @contextmanager
     def one_dump(self) -> Iterator[None]:
         """Within it, dump() reads the tables once and hands every caller that same dump: the
         controllers observing one pass (networks, sandboxes) share one read of the host."""
-        self._pass = []
+        self._pass = {}
         try:
             yield
         finally:
@@ -113,19 +115,45 @@ class Netlink:
             return self._link(name)
         return None
 
+    def _link_at(self, index: int) -> Link | None:
+        with _ignoring(errno.ENODEV):
+            return rtnl_dump.parse_link(wire.get(self._sock, RTM_GETLINK, _ifinfo(index))[0])
+        return None
+
     def _link(self, name: str) -> Link:
         answers = wire.get(self._sock, RTM_GETLINK, _ifinfo() + wire.attr_str(IFLA_IFNAME, name))
         return rtnl_dump.parse_link(answers[0])
 
-    def dump(self) -> LinkDump:
+    def dump(self, names: frozenset[str] | None = None) -> LinkDump:
         """The tables, each retried on its own: under churn, one interrupted table does not
-        throw away the others. Read once per `one_dump`."""
-        if self._pass:
-            return self._pass[0]
-        dump = rtnl_dump.parse([self._dump_table(kind, body) for kind, body in rtnl_dump.TABLES])
+        throw away the others. With `names`: only the links of those names that exist, with
+        their addresses and no routes (a few requests, however many links the host has). Read
+        once per `one_dump` (for the same `names`)."""
+        if self._pass is not None and names in self._pass:
+            return self._pass[names]
+        if names is None:
+            dump = rtnl_dump.parse([self._dump_table(kind, body) for kind, body in rtnl_dump.TABLES])
+        else:
+            dump = self._named(names)
         if self._pass is not None:
-            self._pass.append(dump)
+            self._pass[names] = dump
         return dump
+
+    def _named(self, names: frozenset[str]) -> LinkDump:
+        """The named links and the bridges they are enslaved to (a port's master is named by it)."""
+        links = [link for name in sorted(names) if (link := self.link_named(name)) is not None]
+        known = {link.index for link in links}
+        links += [link for index in sorted({link.master for link in links if link.master} - known)
+                  if (link := self._link_at(index)) is not None]
+        # Strict checking makes the kernel honour the index in an address dump's header.
+        self._sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+        try:
+            answers = [self._dump_table(RTM_GETADDR, wire.IFADDR.pack(family, 0, 0, 0, link.index))
+                       for link in links for family in (AF_INET, AF_INET6)]
+        finally:
+            self._sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 0)
+        addresses = tuple(a for batch in answers for body in batch if (a := rtnl_dump.parse_address(body)) is not None)
+        return LinkDump(links=tuple(links), addresses=addresses, routes=())
 
     @_retry_transient
     def _dump_table(self, kind: int, body: bytes) -> list[bytes]:

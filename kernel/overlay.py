@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,14 +46,18 @@ class Root:
     lowers: tuple[Path, ...] = ()
 
 
-def mounted() -> dict[tuple[str, str], Root]:
-    """Every container root of ours: (stack, container) -> its mount."""
+def mounted(among: Collection[tuple[str, str]] | None = None) -> dict[tuple[str, str], Root]:
+    """Every container root of ours (or those of `among`): (stack, container) -> its mount."""
     found: dict[tuple[str, str], Root] = {}
+    # With `among`, a line is parsed only if it names one of theirs (names never need escaping).
+    marks = None if among is None else [f" {names.overlay_source(*key)}" for key in among]
     for line in MOUNTINFO.read_text().splitlines():
+        if marks is not None and not any(mark in line for mark in marks):
+            continue
         fields, _, tail = line.partition(" - ")
         fstype, source = (tail.split(" ") + ["", ""])[:2]
         parsed = names.parse_overlay_source(unescape(source)) if fstype == "overlay" else None
-        if parsed is not None:
+        if parsed is not None and (among is None or parsed[0] in among):
             found[parsed[0]] = Root(Path(unescape(fields.split(" ")[4])), parsed[1], _lowers(tail))
     return found
 

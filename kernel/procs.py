@@ -56,20 +56,19 @@ def container_inits() -> list[int]:
     return [int(e.name) for e in os.scandir("/proc") if e.name.isdigit() and _is_namespace_init(int(e.name))]
 
 
-def inits_by_netns(inodes: Iterable[int]) -> Mapping[int, Proc]:
+def inits_by_netns(inodes: Iterable[int], among: Iterable[int] | None = None) -> Mapping[int, Proc]:
     """For each network namespace inode, the init of the container inside it. One pass over
-    /proc for all namespaces."""
+    /proc for all namespaces, or over the pids `among` only."""
     wanted = set(inodes)
     result: dict[int, Proc] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    pids = [int(e.name) for e in os.scandir("/proc") if e.name.isdigit()] if among is None else among
+    for pid in pids:
         try:
-            inode = os.stat(f"/proc/{entry.name}/ns/net").st_ino
+            inode = os.stat(f"/proc/{pid}/ns/net").st_ino
         except OSError:
             continue
-        if inode in wanted and inode not in result and _is_namespace_init(int(entry.name)):
-            proc = read_proc(int(entry.name))
+        if inode in wanted and inode not in result and _is_namespace_init(pid):
+            proc = read_proc(pid)
             if proc is not None:
                 result[inode] = proc
     return result

@@ -5,9 +5,10 @@ kernel in test_cgroups_v1.py and on files in test_cgroups_v2_paths.py."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from controllers.base import Desired
+from controllers.base import Desired, Focus
 from controllers.cgroup import CgroupObservation, diff_cgroups
 from controllers.change import Action
 from kernel.cgroups import V1Driver
@@ -49,6 +50,20 @@ def test_new_changed_in_sync_and_pruned() -> None:
         (Action.CREATE, "c/web", []),  # all the parent's CPUs: no restriction to write
         (Action.DELETE, "b/old", []),
     ]
+
+
+def test_a_focused_pass_makes_the_whole_diffs_changes_about_its_focus() -> None:
+    driver = HostWithout("memory", "cpu", "cpuacct", "pids", "cpuset")
+    observed = CgroupObservation("rc", {"b/web": Limits(pids=300), "b/old": Limits()})
+    want = _desired(_stack("b", pids=20), _stack("c", cpuset="0-1"))
+    whole = diff_cgroups(want, observed, driver).changes
+    assert [c.key for c in whole] == ["b/web", "c/web", "b/old"]
+    for containers in ([("b", "web")], [("b", "old")], [("c", "web"), ("b", "old")]):
+        focus = Focus(frozenset(containers), frozenset())
+        only = CgroupObservation("rc", {k: v for k, v in observed.limits.items() if focus.has_container(k)})
+        about = [c for c in whole if focus.has_container(c.key)]
+        assert diff_cgroups(replace(want, focus=focus), observed, driver).changes == about
+        assert diff_cgroups(replace(want, focus=focus), only, driver).changes == about
 
 
 def test_a_limit_the_host_cannot_enforce_is_a_spec_issue() -> None:

@@ -258,3 +258,5 @@ def test_owned_finds_ours_and_nothing_foreign(driver: CgroupDriver, parent: str)
     directory(f"{parent}/s3/cache", "pids").mkdir(parents=True)  # half-made: still ours
     directory(f"{parent}/s1/Not_Ours", "memory").mkdir()
     assert driver.owned(parent) == {("s1", "web"), ("s2", "db"), ("s3", "cache")}
+    # A focused pass asks about some containers only: a stat each, in every hierarchy.
+    assert driver.owned(parent, [("s3", "cache"), ("s2", "gone"), ("s1", "db")]) == {("s3", "cache")}

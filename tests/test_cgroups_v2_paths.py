@@ -394,6 +394,7 @@ def test_owned_lists_our_names_in_any_hierarchy(v1: V1Driver) -> None:
     (v1.hierarchies["memory"] / "rc/s1/file").write_text("")
     assert v1.owned("rc") == {("s1", "web"), ("s2", "db")}
     assert v1.owned("missing") == set()
+    assert v1.owned("rc", [("s2", "db"), ("s2", "web"), ("s1", "file")]) == {("s2", "db")}
 
 
 def test_v1_write_refuses_limits_the_host_cannot_enforce(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from tests.container_snapshots import (
     with_record_spec,
 )
 from tests.firewall_support import build_desired
+from tests.focus import focus_on
 
 FRONT = {"subnet": "10.88.1.0/24", "bridge": "rcbr0"}
 DB_DIGEST = "sha256:" + "a" * 64
@@ -191,6 +192,19 @@ def test_changes_take_the_host_to_the_spec(observed: tuple[ObservedContainer, ..
             for c in diff.changes] == expected
     # Apply stops and cleans up what was observed (a leftover's root and runtime state too).
     assert all(c.observed is snapshot.containers.get(c.key) for c in diff.changes)
+
+
+@pytest.mark.parametrize(("observed", "started", "expected"), CASES)
+@pytest.mark.parametrize("containers", [["web"], ["db"], ["old"], ["web", "migrate"]])
+def test_a_focused_pass_makes_the_whole_diffs_changes_about_its_focus(
+        observed: tuple[ObservedContainer, ...], started: frozenset[str], expected: list[Row],
+        containers: list[str]) -> None:
+    focus = focus_on(WANT.stacks, "demo", containers)
+    whole = diff_containers(WANT, observation(*observed), started)
+    only = observation(*(found for found in observed if (found.stack, found.container) in focus.containers))
+    about = [c for c in whole.changes if focus.has_container(c.key)]
+    assert diff_containers(replace(WANT, focus=focus), only, started).changes == about
+    assert diff_containers(replace(WANT, focus=focus), observation(*observed), started).changes == about
 
 
 def test_starts_are_ordered_by_depends_on_with_their_waits() -> None:

@@ -4,6 +4,7 @@ diff against observed rulesets (an in-memory backend plays iptables-restore), co
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from typing import Any
 
@@ -20,6 +21,7 @@ from kernel.netfilter_conntrack import FlowFilter
 from kernel.netfilter_listeners import Listener
 from tests.firewall_plans import DEMO, OTHER, converge, desired, edit, heads, observed, plan
 from tests.firewall_support import FRESH, FakeBackend
+from tests.focus import focus_on
 
 
 @pytest.mark.parametrize(("rule", "text"), [
@@ -59,6 +61,23 @@ def test_comments_parse_back_to_their_owner(comment: str, owner: Owner | None) -
     assert parse_comment(comment) == owner
     if owner is not None:
         assert owner.comment == comment
+
+
+def test_a_focused_pass_makes_the_whole_diffs_changes_about_its_focus() -> None:
+    db = {"networks": {"front": {"ip": "10.88.1.20"}}, "ports": ["5432:5432"]}
+    cache = {"networks": {"front": {"ip": "10.88.1.30"}}, "ports": ["6379:6379"]}
+    backend = FakeBackend()
+    converge(desired({"demo": {**DEMO, "containers": {**DEMO["containers"], "db": db, "cache": cache}}}), backend)
+    edit(backend, "nat", "RECONCILE-DNAT", lambda rules: [r for r in rules if "demo/web/8080" not in r])
+    edit(backend, "filter", "RECONCILE-INTERNAL", lambda rules: rules[1:])
+    want = desired({"demo": {**DEMO, "containers": {**DEMO["containers"], "db": db}}})  # cache removed
+    whole = plan(want, backend).changes
+    assert [(c.kind, c.key) for c in whole] == [
+        ("firewall", "demo/back"), ("port", "demo/cache/6379/tcp"), ("port", "demo/web/8080/tcp")]
+    for containers in (["web"], ["db"], ["cache"]):
+        focus = focus_on(want.stacks, "demo", containers)
+        about = [c for c in whole if (focus.has_container(c.key) if c.kind == "port" else focus.has_network(c.key))]
+        assert plan(replace(want, focus=focus), backend).changes == about
 
 
 def test_cold_apply_creates_skeleton_networks_and_ports_then_nothing() -> None:

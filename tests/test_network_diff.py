@@ -10,7 +10,7 @@ from ipaddress import IPv4Network, IPv6Network
 
 import pytest
 
-from controllers.base import Desired, Diff
+from controllers.base import Desired, Diff, Focus
 from controllers.change import Action
 from controllers.network import KIND_NETWORK, KIND_SYSCTL, NetworkObservation, diff_networks, observe_networks
 from kernel.rtnl_dump import LinkDump
@@ -51,7 +51,7 @@ DRIFTED = "drifted from the spec"
 TURN_ON = (("value", "0", "1"),)
 
 
-@pytest.mark.parametrize(("dump", "ip_forward", "ipv6_forwarding", "expected"), [
+CASES = [
     pytest.param(host(), True, True, [
         (Action.CREATE, KIND_NETWORK, "demo/front", "not on the host", CREATE_FRONT),
         (Action.CREATE, KIND_NETWORK, "demo/back", "not on the host", CREATE_BACK),
@@ -101,12 +101,27 @@ TURN_ON = (("value", "0", "1"),)
         (Action.UPDATE, KIND_SYSCTL, "net.ipv6.conf.all.forwarding",
          "non-internal dual-stack networks route IPv6 through the host", TURN_ON),
     ], id="ipv6 forwarding off"),
-])
+]
+
+
+@pytest.mark.parametrize(("dump", "ip_forward", "ipv6_forwarding", "expected"), CASES)
 def test_changes_take_the_bridges_to_the_spec(dump: LinkDump, ip_forward: bool, ipv6_forwarding: bool,
                                               expected: list[ChangeRow]) -> None:
     diff = plan(dump, ip_forward, ipv6_forwarding)
     assert diff.issues == []
     assert change_rows(diff) == expected
+
+
+@pytest.mark.parametrize("network", ["front", "back", "old"])
+def test_a_focused_pass_makes_the_whole_diffs_changes_about_its_focus(network: str) -> None:
+    """Over every case above: the bridges of the focus's networks, and the host-wide sysctls."""
+    want = build_desired({"stacks": {"demo": DEMO}, "scope": ["demo"]})
+    focus = Focus(frozenset(), frozenset({("demo", network)}))
+    for case in CASES:
+        dump, ip_forward, ipv6_forwarding, _expected = case.values
+        whole = plan(dump, ip_forward, ipv6_forwarding, want)
+        about = [c for c in whole.changes if c.stack is None or focus.has_network(c.key)]
+        assert plan(dump, ip_forward, ipv6_forwarding, replace(want, focus=focus)).changes == about, case.id
 
 
 ONLY_INTERNAL = {"networks": {"back": {**BACK, "subnet6": "fd00:88:2::/64"}}}

@@ -16,6 +16,7 @@ from kernel.netfilter_listeners import Listener
 from kernel.proxy import Relay, RunningProxy
 from kernel.runtime import ProcessHandle
 from tests.firewall_plans import desired
+from tests.focus import focus_on
 
 DUAL = {"subnet": "10.88.1.0/24", "bridge": "rcbr0", "subnet6": "fd00:88:1::/64"}
 V4_ONLY = {"subnet": "10.88.2.0/24", "bridge": "rcbr1"}
@@ -92,6 +93,17 @@ def test_changes_start_and_stop_what_differs(observed: tuple[tuple[PortKey, Runn
         got.append((change.action, change.key, change.reason, len(change.desired.stop),
                     change.desired.start is not None))
     assert got == expected
+
+
+def test_a_focused_pass_makes_the_whole_diffs_changes_about_its_focus() -> None:
+    drifted = observation((TCP_KEY, running(TCP)), (PortKey("demo", "gone", None, 7000, "tcp"), running(TCP, "m")))
+    want = desired({"demo": STACK})
+    whole = diff_proxies(want, drifted).changes
+    assert {c.key for c in whole} == {UDP_KEY.key, "demo/gone/7000/tcp"}
+    for containers in (["web"], ["gone"], ["old", "vault"]):
+        focus = focus_on(want.stacks, "demo", containers)
+        about = [c for c in whole if focus.has_container(c.key)]
+        assert diff_proxies(replace(want, focus=focus), drifted).changes == about
 
 
 def test_down_stops_every_proxy_of_the_stack_in_scope() -> None:

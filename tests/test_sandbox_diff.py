@@ -6,13 +6,14 @@ whose sandbox is gone removed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import pytest
 
-from controllers.base import Desired
+from controllers.base import Desired, Focus
 from controllers.change import Action
 from controllers.sandbox import (
     KIND_ENDPOINT,
@@ -27,6 +28,7 @@ from kernel.netlink import Netlink
 from kernel.rtnl_dump import LinkDump
 from specs import names
 from tests.firewall_support import build_desired
+from tests.focus import focus_on
 from tests.linkdumps import ChangeRow, FieldRow, Nic, bridge, change_rows, linkdump, loopback, nic, with_link
 
 FRONT = {"subnet": "10.88.1.0/24", "subnet6": "fd00:88:1::/64"}
@@ -101,27 +103,36 @@ def without(base: Mapping[str, LinkDump | None], *containers: str) -> dict[str, 
 
 
 class DumpedHost:
-    """Stands in for the host's Netlink: observe only dumps it."""
+    """Stands in for the host's Netlink: observe only dumps it (as the kernel answers a dump
+    of some links by name: those, the bridges they are ports of, their addresses, no routes)."""
 
     def __init__(self, dump: LinkDump):
         self._dump = dump
 
-    def dump(self) -> LinkDump:
-        return self._dump
+    def dump(self, names: frozenset[str] | None = None) -> LinkDump:
+        if names is None:
+            return self._dump
+        named = {link.index for link in self._dump.links if link.name in names}
+        links = tuple(link for link in self._dump.links if link.index in named or any(
+            other.master == link.index for other in self._dump.links if other.index in named))
+        return LinkDump(links, tuple(a for a in self._dump.addresses if a.index in {link.index for link in links}), ())
 
 
-Observe = Callable[[Sequence[Nic], Mapping[str, LinkDump | None]], SandboxObservation]
+class Observe(Protocol):
+    def __call__(self, host_ends: Sequence[Nic], namespaces: Mapping[str, LinkDump | None],
+                 focus: Focus | None = None) -> SandboxObservation: ...
 
 
 @pytest.fixture
 def observe(monkeypatch: pytest.MonkeyPatch) -> Observe:
     """SandboxController.observe over a host holding the bridges and `host_ends`, and the
     namespaces of /run/netns as given (None: a file whose namespace cannot be entered)."""
-    def run(host_ends: Sequence[Nic], namespaces: Mapping[str, LinkDump | None]) -> SandboxObservation:
+    def run(host_ends: Sequence[Nic], namespaces: Mapping[str, LinkDump | None],
+            focus: Focus | None = None) -> SandboxObservation:
         monkeypatch.setattr(netns, "list_names", lambda: sorted(namespaces))
         monkeypatch.setattr(netns, "dump_all", lambda wanted: {name: namespaces[name] for name in wanted})
         host = linkdump(loopback(), UPLINK, *BRIDGES.values(), *host_ends, gateways=[(2, "192.168.1.1")])
-        return SandboxController(cast(Netlink, DumpedHost(host))).observe()
+        return SandboxController(cast(Netlink, DumpedHost(host))).observe(focus)
     return run
 
 
@@ -147,7 +158,7 @@ NEW_WEB = [
 ]
 
 
-@pytest.mark.parametrize(("host_ends", "namespaces", "expected"), [
+CASES = [
     pytest.param((DB_BACK, API_NET), without(IN_SYNC, "web"), NEW_WEB, id="sandbox missing"),
     pytest.param((DB_BACK, API_NET), spaces(web=None), NEW_WEB, id="namespace file without its namespace"),
     pytest.param(HOST_ENDS, IN_SYNC, [], id="in sync"),
@@ -215,13 +226,31 @@ NEW_WEB = [
     ], id="orphan host end"),
     pytest.param((*HOST_ENDS, host_end(14, "gone", "net", stack="other")), IN_SYNC, [],
                  id="another stack's orphan host end"),
-])
+]
+
+
+@pytest.mark.parametrize(("host_ends", "namespaces", "expected"), CASES)
 def test_changes_take_the_sandboxes_to_the_spec(observe: Observe, host_ends: tuple[Nic, ...],
                                                 namespaces: Mapping[str, LinkDump | None],
                                                 expected: list[ChangeRow]) -> None:
     diff = diff_sandboxes(desired(), observe(host_ends, namespaces))
     assert diff.issues == []
     assert change_rows(diff) == expected
+
+
+@pytest.mark.parametrize(("host_ends", "namespaces", "expected"), CASES)
+@pytest.mark.parametrize("containers", [["web"], ["db"], ["old", "gone"], ["web", "db"]])
+def test_a_focused_pass_makes_the_whole_diffs_changes_about_its_focus(
+        observe: Observe, host_ends: tuple[Nic, ...], namespaces: Mapping[str, LinkDump | None],
+        expected: list[ChangeRow], containers: list[str]) -> None:
+    want = desired()
+    whole = diff_sandboxes(want, observe(host_ends, namespaces))
+    focus = focus_on(want.stacks, "demo", containers)
+    focused = replace(want, focus=focus)
+    about = [c for c in whole.changes if focus.has_container(c.key)]
+    assert diff_sandboxes(focused, observe(host_ends, namespaces)).changes == about
+    if Focus.on(want.stacks, focus.containers) is not None:  # the agent's focus: observed as focused
+        assert diff_sandboxes(focused, observe(host_ends, namespaces, focus)).changes == about
 
 
 def test_a_change_of_network_order_makes_both_pairs_anew(observe: Observe) -> None:

@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from controllers.base import Controller, Desired
+from controllers.base import Controller, Desired, EndpointKey, Focus
 from controllers.cgroup import CgroupController
 from controllers.change import Change
 from controllers.container import ContainerController
@@ -29,6 +29,7 @@ from specs.errors import SpecErrors
 from specs.loader import StackFile, locate_issues
 from specs.model import Stack
 from state.images import ImageStore
+from state.ipam import A
 from state.store import Store
 
 MAX_PASSES = 3
@@ -69,11 +70,11 @@ class Session:
     one_pass: Callable[[], AbstractContextManager[None]] = nullcontext
     """Held around one observation of every controller: reads they share are made once."""
 
-    def observe(self) -> list[Any]:
+    def observe(self, focus: Focus | None = None) -> list[Any]:
         with self.one_pass():
-            return [c.observe() for c in self.controllers]
+            return [c.observe(focus) for c in self.controllers]
 
-    def desired(self, target: Target, observed: Sequence[Any]) -> Desired:
+    def desired(self, target: Target, observed: Sequence[Any], focus: Focus | None = None) -> Desired:
         """The desired state of this pass, pooled subnets and container addresses included
         (subnets first: addresses are allocated in them); an exhausted pool or an address
         conflict stops the run like any other spec error."""
@@ -87,18 +88,19 @@ class Session:
         stacks = with_subnets(target.stacks, pooled)
         in_scope = [s for s in stacks.values() if s.name in target.scope]
         addresses, addresses6, issues = assign_addresses(in_scope, self.store.leases(), self.store.leases6(),
-                                                         sandboxes)
+                                                         sandboxes, focus)
         if issues:
             raise SpecErrors(locate_issues(target.files, issues))
         return Desired(stacks=stacks, scope=target.scope, addresses=addresses, addresses6=addresses6,
-                       pooled=pooled)
+                       pooled=pooled, focus=focus)
 
-    def plan(self, target: Target) -> tuple[Plan, Desired]:
-        """Observe and diff every controller; conflicts with the host stop the run here,
-        located at the spec field they concern, before anything is touched."""
+    def plan(self, target: Target, focus: Focus | None = None) -> tuple[Plan, Desired]:
+        """Observe and diff every controller (only what `focus` names, when given); conflicts
+        with the host stop the run here, located at the spec field they concern, before
+        anything is touched."""
         self.observed_at = time.monotonic()
-        observed = self.observe()
-        desired = self.desired(target, observed)
+        observed = self.observe(focus)
+        desired = self.desired(target, observed, focus)
         diffs = [c.diff(desired, o) for c, o in zip(self.controllers, observed)]
         issues = [issue for d in diffs for issue in d.issues]
         if issues:
@@ -121,17 +123,18 @@ class Session:
         if errors:
             raise ApplyErrors(errors)
 
-    def converge(self, target: Target, select: Callable[[Change], bool] = lambda _: True) -> Plan:
+    def converge(self, target: Target, select: Callable[[Change], bool] = lambda _: True,
+                 focus: Focus | None = None) -> Plan:
         """Apply until a fresh observation shows nothing left to do; returns every change made.
         Leases are written before the kernel is touched, so a run killed halfway comes back to
         the same addresses. `select` narrows each pass to some of the changes (the watch agent
-        repairs one resource, or holds back a restart)."""
+        repairs one resource, or holds back a restart), and `focus` what each pass observes."""
         done: list[Change] = []
         failed: tuple[Plan, ApplyErrors] | None = None
         for _ in range(MAX_PASSES):
-            plan, desired = self.plan(target)
+            plan, desired = self.plan(target, focus)
             self.store.replace_subnet_leases(target.scope, desired.pooled)
-            self.store.replace_leases(target.scope, desired.addresses, desired.addresses6)
+            self._record_leases(desired)
             plan = Plan(tuple(filter(select, plan.changes)))
             if failed is not None:
                 if failed[0] == plan:
@@ -148,11 +151,21 @@ class Session:
             failed = None
         if failed is not None:
             raise failed[1]
-        left = Plan(tuple(filter(select, self.plan(target)[0].changes)))
+        left = Plan(tuple(filter(select, self.plan(target, focus)[0].changes)))
         if left.empty:
             return Plan(tuple(done))
         raise NotConverged("the host still differs from the spec after "
                            f"{MAX_PASSES} passes: " + ", ".join(f"{c.kind} {c.key}" for c in left.changes))
+
+    def _record_leases(self, desired: Desired) -> None:
+        """The addresses of this pass become the leases of its stacks. A focused pass decided
+        those of its focus only (it did not observe the others' live addresses): every other
+        lease stays as it is."""
+        addresses, addresses6 = desired.addresses, desired.addresses6
+        if desired.focus is not None:
+            addresses = _merged(self.store.leases(), addresses, desired.focus)
+            addresses6 = _merged(self.store.leases6(), addresses6, desired.focus)
+        self.store.replace_leases(desired.scope, addresses, addresses6)
 
     def _batches(self, changes: Sequence[Change]) -> Iterator[tuple[Controller[Any], list[Change]]]:
         by_kind = {kind: c for c in self.controllers for kind in c.kinds}
@@ -168,6 +181,15 @@ class Session:
             batch.append(change)
         if batch and owner is not None:
             yield owner, batch
+
+
+def _merged(leased: Mapping[EndpointKey, A], decided: Mapping[EndpointKey, A], focus: Focus) -> dict[EndpointKey, A]:
+    """The leases outside the focus, and the addresses decided inside it."""
+    def inside(key: EndpointKey) -> bool:
+        return (key[0], key[1]) in focus.containers
+
+    return ({key: a for key, a in leased.items() if not inside(key)}
+            | {key: a for key, a in decided.items() if inside(key)})
 
 
 @contextmanager

@@ -24,6 +24,7 @@ import watchfiles
 from pydantic import ValidationError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from controllers.base import Focus
 from controllers.change import Action, Change
 from controllers.container import DesiredContainer, ObservedContainer, Paths
 from controllers.proxy import running_proxies
@@ -280,6 +281,10 @@ class Agent:
         scope = self._managed() if any(k.stack == HOST for k in keys) else {k.stack for k in keys}
         target = Target({name: f.stack for name, f in files.items()}, frozenset(scope), list(files.values()))
         held: dict[Key, tuple[float, str]] = {}
+        # Keys of containers only: each pass observes and diffs those containers and their
+        # networks, so a repair costs the same beside ten containers or a thousand.
+        containers = [(k.stack, name) for k in keys if (name := k.container()) is not None]
+        focus = Focus.on(target.stacks, containers) if len(containers) == len(keys) else None
 
         def select(change: Change) -> bool:
             if not any(concerns(k, change) for k in keys):
@@ -301,7 +306,7 @@ class Agent:
 
         def attempt() -> Plan:
             held.clear()
-            return session.converge(resolved, select)
+            return session.converge(resolved, select, focus)
 
         retrying = Retrying(retry=retry_if_exception(_transient), stop=stop_after_attempt(3),
                             wait=wait_exponential(multiplier=0.02, max=0.2), reraise=True)
