@@ -93,6 +93,12 @@ class Desired:
     focus: Focus | None = None
     """Only these objects are diffed; None for all of them."""
 
+    def containers_of(self, stack: Stack) -> list[str]:
+        """The keys of the stack's containers this pass diffs, in the spec's order."""
+        if self.focus is None:
+            return list(stack.containers)
+        return [key for key in stack.containers if (stack.name, key) in self.focus.containers]
+
     def container_in_focus(self, key: str) -> bool:
         """Whether this pass diffs the container object keyed `stack/container[/...]`."""
         return self.focus is None or self.focus.has_container(key)

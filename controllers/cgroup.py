@@ -72,9 +72,8 @@ def _field_changes(old: Limits | None, new: Limits) -> tuple[FieldChange, ...]:
 def _wanted(stack: Stack, desired: Desired, driver: CgroupDriver, parent: str) -> tuple[dict[str, Limits], list[Issue]]:
     wanted: dict[str, Limits] = {}
     issues: list[Issue] = []
-    for key, container in stack.containers.items():
-        if not desired.container_in_focus(f"{stack.name}/{key}"):
-            continue
+    for key in desired.containers_of(stack):
+        container = stack.containers[key]
         limits = limits_of(container.resources)
         missing = driver.missing(limits)
         if missing:

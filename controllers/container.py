@@ -309,7 +309,7 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
     wanted: list[DesiredContainer] = []
     resolv = resolv_file(observed.host_resolvers)
     for stack in (s for s in desired.stacks.values() if s.name in desired.scope):
-        keys = [key for key in stack.containers if desired.container_in_focus(f"{stack.name}/{key}")]
+        keys = desired.containers_of(stack)
         levels = _levels(stack)
         hosts = hosts_files(stack, desired.addresses, desired.addresses6, keys)
         if observed.missing_tools and keys:  # said once, at the stack's first container

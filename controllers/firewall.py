@@ -221,9 +221,8 @@ def _wanted(desired: Desired, dialect: Dialect
             wants[network_owner(stack.name, key)] = OwnerWant(
                 _placed(dialect, network_rules(stack.name, key, network)),
                 route_localnet=(network.bridge, "0" if network.internal else "1"))
-        for name, container in stack.containers.items():
-            if not desired.container_in_focus(f"{stack.name}/{name}"):
-                continue
+        for name in desired.containers_of(stack):
+            container = stack.containers[name]
             more_wants, more_published, more_issues = _container_ports(stack, name, container,
                                                                         desired, dialect)
             wants.update(more_wants)

@@ -76,9 +76,8 @@ def wanted_relays(desired: Desired) -> dict[PortKey, Wanted]:
     for stack in desired.stacks.values():
         if stack.name not in desired.scope:
             continue
-        for name, container in stack.containers.items():
-            if not desired.container_in_focus(f"{stack.name}/{name}"):
-                continue
+        for name in desired.containers_of(stack):
+            container = stack.containers[name]
             targets = port_targets(stack, name, container, desired) if container.ports else None
             if targets is None or isinstance(targets, str) or targets.address6 is None:
                 continue

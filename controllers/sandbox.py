@@ -202,10 +202,8 @@ def diff_sandboxes(desired: Desired, observed: SandboxObservation) -> Diff:
     routes: list[Change] = []
     wanted: set[str] = set()
     for stack in (s for s in desired.stacks.values() if s.name in desired.scope):
-        for container_key in stack.containers:
+        for container_key in desired.containers_of(stack):
             key = f"{stack.name}/{container_key}"
-            if not desired.container_in_focus(key):
-                continue
             wanted.add(key)
             found = observed.sandboxes.get(key)
             want = _desired_sandbox(stack, container_key)
@@ -301,7 +299,8 @@ class SandboxController:
             netns.add([names.netns_name(*c.key.split("/")) for c in created])
         except netns.NetnsError as exc:
             errors.append(ApplyError(str(exc)))
-        host_links = self._host.dump().links
+        wanted = [c.desired for c in changes if isinstance(c.desired, EndpointState)]
+        host_links = self._host.links_named({w.host_name for w in wanted} | {w.bridge for w in wanted if w.bridge})
         bridges = {link.name: link.index for link in host_links if link.kind == "bridge"}
         our_veths = {link.name: link.index for link in host_links
                      if link.kind == "veth" and link.group == names.LINK_GROUP}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from ipaddress import ip_address
 
@@ -49,6 +49,7 @@ IFA_F_NODAD = 0x02
 RTPROT_BOOT, RT_SCOPE_UNIVERSE, RT_SCOPE_NOWHERE, RTN_UNICAST = 3, 0, 255, 1
 _CREATE = wire.NLM_F_CREATE | wire.NLM_F_EXCL
 SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
+MANY_NAMES = 50
 
 
 def _transient(exc: BaseException) -> bool:
@@ -126,12 +127,12 @@ class Netlink:
 
     def dump(self, names: frozenset[str] | None = None) -> LinkDump:
         """The tables, each retried on its own: under churn, one interrupted table does not
-        throw away the others. With `names`: only the links of those names that exist, with
+        throw away the others. With a few `names`: only the links of those names that exist, with
         their addresses and no routes (a few requests, however many links the host has). Read
         once per `one_dump` (for the same `names`)."""
         if self._pass is not None and names in self._pass:
             return self._pass[names]
-        if names is None:
+        if names is None or len(names) > MANY_NAMES:  # everything: more than the caller asked for
             dump = rtnl_dump.parse([self._dump_table(kind, body) for kind, body in rtnl_dump.TABLES])
         else:
             dump = self._named(names)
@@ -139,9 +140,18 @@ class Netlink:
             self._pass[names] = dump
         return dump
 
+    def links_named(self, names: Collection[str]) -> list[Link]:
+        """The links of these names that exist, as they are now: one request each for a few,
+        one dump of the link table for many (a dump costs about as much as 50 requests)."""
+        if len(names) > MANY_NAMES:
+            kind, request = rtnl_dump.TABLES[0]
+            every = [rtnl_dump.parse_link(answer) for answer in self._dump_table(kind, request)]
+            return [link for link in every if link.name in names]
+        return [found for name in sorted(names) if (found := self.link_named(name)) is not None]
+
     def _named(self, names: frozenset[str]) -> LinkDump:
         """The named links and the bridges they are enslaved to (a port's master is named by it)."""
-        links = [link for name in sorted(names) if (link := self.link_named(name)) is not None]
+        links = self.links_named(names)
         known = {link.index for link in links}
         links += [link for index in sorted({link.master for link in links if link.master} - known)
                   if (link := self._link_at(index)) is not None]

@@ -161,11 +161,14 @@ class Session:
         """The addresses of this pass become the leases of its stacks. A focused pass decided
         those of its focus only (it did not observe the others' live addresses): every other
         lease stays as it is."""
+        leased, leased6 = self.store.leases(), self.store.leases6()
         addresses, addresses6 = desired.addresses, desired.addresses6
         if desired.focus is not None:
-            addresses = _merged(self.store.leases(), addresses, desired.focus)
-            addresses6 = _merged(self.store.leases6(), addresses6, desired.focus)
-        self.store.replace_leases(desired.scope, addresses, addresses6)
+            addresses = _merged(leased, addresses, desired.focus)
+            addresses6 = _merged(leased6, addresses6, desired.focus)
+        if _of(desired.scope, leased) != _of(desired.scope, addresses) or \
+                _of(desired.scope, leased6) != _of(desired.scope, addresses6):  # a write costs fsyncs
+            self.store.replace_leases(desired.scope, addresses, addresses6)
 
     def _batches(self, changes: Sequence[Change]) -> Iterator[tuple[Controller[Any], list[Change]]]:
         by_kind = {kind: c for c in self.controllers for kind in c.kinds}
@@ -181,6 +184,10 @@ class Session:
             batch.append(change)
         if batch and owner is not None:
             yield owner, batch
+
+
+def _of(stacks: frozenset[str], leases: Mapping[EndpointKey, A]) -> dict[EndpointKey, A]:
+    return {key: address for key, address in leases.items() if key[0] in stacks}
 
 
 def _merged(leased: Mapping[EndpointKey, A], decided: Mapping[EndpointKey, A], focus: Focus) -> dict[EndpointKey, A]:
