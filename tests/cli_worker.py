@@ -63,7 +63,7 @@ def _observe() -> dict[str, Any]:
     from reconcile.engine.settings import Settings
 
     with open_session(Settings.resolve(None, None), writable=False) as session:
-        return {type(o).__name__: plain(o) for o in session.observe()}
+        return {type(o).__name__: plain(o) for o in session.observe().ordered()}
 
 
 def _serve() -> None:

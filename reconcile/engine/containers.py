@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from controllers.container import RUNTIME_DIR, ContainerController, ObservedContainer, Paths
+from controllers.container import RUNTIME_DIR, ObservedContainer, Paths
 from controllers.container_bundle import exec_process
 from kernel import runtime
 from kernel.oci import Runtime
@@ -73,8 +73,7 @@ def _observed(settings: Settings) -> dict[tuple[str, str], ObservedContainer]:
     """Containers as the kernel shows them, with or without a record (as `status` sees them)."""
     from reconcile.engine.session import open_session  # a session's start gate probes with this module
     with open_session(settings, writable=False) as session:
-        controller = next(c for c in session.controllers if isinstance(c, ContainerController))
-        return {(c.stack, c.container): c for c in controller.observe().containers.values()}
+        return {(c.stack, c.container): c for c in session.controllers.container.observe().containers.values()}
 
 
 def _unrecorded(name: str, found: ObservedContainer, paths: Paths, recorded: bool) -> str:

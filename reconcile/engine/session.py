@@ -15,15 +15,16 @@ from controllers.change import Change
 from controllers.container import ContainerController
 from controllers.errors import ApplyError, ApplyErrors
 from controllers.firewall import FirewallController
-from controllers.network import NetworkController, NetworkObservation
+from controllers.network import NetworkController
 from controllers.proxy import ProxyController
-from controllers.sandbox import SandboxController, SandboxObservation
+from controllers.sandbox import SandboxController
 from kernel import cgroups
 from kernel.netlink import host_netlink
 from reconcile.engine import probes
 from reconcile.engine.addresses import assign_addresses
 from reconcile.engine.plan import Plan, order
 from reconcile.engine.settings import Settings
+from reconcile.engine.snapshot import Controllers, Snapshot
 from reconcile.engine.subnets import pooled_subnets, with_subnets
 from specs.errors import SpecErrors
 from specs.loader import StackFile, locate_issues
@@ -64,31 +65,29 @@ class Target:
 class Session:
     settings: Settings
     store: Store
-    controllers: Sequence[Controller[Any]]
+    controllers: Controllers
     observed_at: float = 0.0
     """time.monotonic() when the latest observation began: what happened before, it saw."""
     one_pass: Callable[[], AbstractContextManager[None]] = nullcontext
     """Held around one observation of every controller: reads they share are made once."""
 
-    def observe(self, focus: Focus | None = None) -> list[Any]:
+    def observe(self, focus: Focus | None = None) -> Snapshot:
         with self.one_pass():
-            return [c.observe(focus) for c in self.controllers]
+            return self.controllers.observe(focus)
 
-    def desired(self, target: Target, observed: Sequence[Any], focus: Focus | None = None) -> Desired:
+    def desired(self, target: Target, observed: Snapshot, focus: Focus | None = None) -> Desired:
         """The desired state of this pass, pooled subnets and container addresses included
         (subnets first: addresses are allocated in them); an exhausted pool or an address
         conflict stops the run like any other spec error."""
-        networks = next(o for o in observed if isinstance(o, NetworkObservation))
-        sandboxes = next(o for o in observed if isinstance(o, SandboxObservation))
         in_scope = [s for s in target.stacks.values() if s.name in target.scope]
-        pooled, issues = pooled_subnets(in_scope, self.store.subnet_leases(), networks,
+        pooled, issues = pooled_subnets(in_scope, self.store.subnet_leases(), observed.networks,
                                         self.settings.subnet_pool)
         if issues:
             raise SpecErrors(locate_issues(target.files, issues))
         stacks = with_subnets(target.stacks, pooled)
         in_scope = [s for s in stacks.values() if s.name in target.scope]
         addresses, addresses6, issues = assign_addresses(in_scope, self.store.leases(), self.store.leases6(),
-                                                         sandboxes, focus)
+                                                         observed.sandboxes, focus)
         if issues:
             raise SpecErrors(locate_issues(target.files, issues))
         return Desired(stacks=stacks, scope=target.scope, addresses=addresses, addresses6=addresses6,
@@ -101,7 +100,7 @@ class Session:
         self.observed_at = time.monotonic()
         observed = self.observe(focus)
         desired = self.desired(target, observed, focus)
-        diffs = [c.diff(desired, o) for c, o in zip(self.controllers, observed)]
+        diffs = self.controllers.diff(desired, observed)
         issues = [issue for d in diffs for issue in d.issues]
         if issues:
             raise SpecErrors(locate_issues(target.files, issues))
@@ -171,7 +170,7 @@ class Session:
             self.store.replace_leases(desired.scope, addresses, addresses6)
 
     def _batches(self, changes: Sequence[Change]) -> Iterator[tuple[Controller[Any], list[Change]]]:
-        by_kind = {kind: c for c in self.controllers for kind in c.kinds}
+        by_kind = {kind: c for c in self.controllers.ordered() for kind in c.kinds}
         batch: list[Change] = []
         owner: Controller[Any] | None = None
         for change in changes:
@@ -205,16 +204,12 @@ def open_session(settings: Settings, writable: bool) -> Iterator[Session]:
     store = Store.open(settings.state_dir) if writable else Store.open_readonly(settings.state_dir)
     try:
         with host_netlink() as netlink:
-            # Dependency order: bridges, then sandboxes and their veths, then the cgroups with
-            # their limits, then the processes in them; rules are written last (route_localnet
-            # needs the bridges) but for the [::1] proxies of published ports, and, in a teardown,
-            # removed first (after the proxies).
             cgroup = CgroupController(cgroups.detect(), settings.cgroup_parent, store)
-            yield Session(settings, store, [
+            yield Session(settings, store, Controllers(
                 NetworkController(netlink), SandboxController(netlink), cgroup,
                 ContainerController(store, settings.state_dir, cgroup.ensure, ImageStore(settings.state_dir),
                                     probes.Gate(settings)),
-                FirewallController.for_host(settings.firewall_backend), ProxyController()],
+                FirewallController.for_host(settings.firewall_backend), ProxyController()),
                 one_pass=netlink.one_dump)
     finally:
         store.close()

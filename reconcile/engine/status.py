@@ -7,15 +7,15 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from ipaddress import IPv4Interface, IPv6Interface
 
-from controllers.cgroup import CgroupController, CgroupObservation
-from controllers.container import ContainerObservation, ObservedContainer, Paths
-from controllers.firewall import FirewallObservation
+from controllers.cgroup import CgroupObservation
+from controllers.container import ObservedContainer, Paths
 from controllers.firewall_conflicts import Intruder, port_text
 from controllers.network import NetworkObservation
-from controllers.sandbox import ObservedSandbox, SandboxObservation
+from controllers.sandbox import ObservedSandbox
 from kernel.rtnl_dump import Interface, ipv4_of, ipv6_of
 from reconcile.engine import pinning
 from reconcile.engine.session import Session, Target
+from reconcile.engine.snapshot import Snapshot
 from specs import names as kernel_names
 from specs.errors import SpecErrors
 from specs.model import Container, PortMapping, Stack
@@ -63,12 +63,12 @@ def _port(port: PortMapping) -> str:
     return f"{host}:{port.container}/{port.protocol}"
 
 
-def _containers(session: Session, name: str, spec: Stack | None, observed: list[object],
+def _containers(session: Session, name: str, spec: Stack | None, observed: Snapshot,
                 resolved: Stack | None) -> list[dict[str, object]]:
     """`resolved`: the spec with its images' configs merged (their HEALTHCHECKs), when it resolves."""
-    found = next(o for o in observed if isinstance(o, ContainerObservation)).containers
-    sandboxes = next(o for o in observed if isinstance(o, SandboxObservation)).sandboxes
-    cgroups = next(o for o in observed if isinstance(o, CgroupObservation))
+    found = observed.containers.containers
+    sandboxes = observed.sandboxes.sandboxes
+    cgroups = observed.cgroups
     keys = list(spec.containers) if spec else []
     keys += sorted(k.split("/", 1)[1] for k in found if k.split("/", 1)[0] == name and k.split("/", 1)[1] not in keys)
     rows: list[dict[str, object]] = []
@@ -131,8 +131,7 @@ def _exposed_ports(store: ImageStore, digest: str | None) -> list[str]:
 def _resources(session: Session, key: str, cgroups: CgroupObservation) -> dict[str, object] | None:
     """Limits in force and live usage, from the container's cgroup (None: it has none)."""
     limits = cgroups.limits.get(key)
-    controller = next(c for c in session.controllers if isinstance(c, CgroupController))
-    usage = controller.usage(key) if key in cgroups.limits else None
+    usage = session.controllers.cgroup.usage(key) if key in cgroups.limits else None
     if limits is None and usage is None:
         return None
     return {"limits": asdict(limits) if limits else None, "usage": asdict(usage) if usage else None}
@@ -141,8 +140,7 @@ def _resources(session: Session, key: str, cgroups: CgroupObservation) -> dict[s
 def report(session: Session, names: Sequence[str], specs: Mapping[str, StackSpec]) -> dict[str, object]:
     """The status document: `{"stacks": [{"name", "networks": [...], "containers": [...], ...}]}`."""
     observed = session.observe()
-    networks = next(o for o in observed if isinstance(o, NetworkObservation))
-    intruders = next(o for o in observed if isinstance(o, FirewallObservation)).intruders()
+    intruders = observed.firewall.intruders()
     watched = session.store.watch_statuses()
     agent = {w.stack: w for w in watched if w.stack}
     stacks: list[dict[str, object]] = []
@@ -151,7 +149,7 @@ def report(session: Session, names: Sequence[str], specs: Mapping[str, StackSpec
         entry: dict[str, object] = {
             "name": name,
             "source": spec.source if spec else None,
-            "networks": _networks(name, spec.stack if spec else None, networks),
+            "networks": _networks(name, spec.stack if spec else None, observed.networks),
         }
         sync, drift, resolved = _drift(session, observed, spec)
         entry["containers"] = _containers(session, name, spec.stack if spec else None, observed, resolved)
@@ -195,7 +193,7 @@ def _iso(moment: float | None) -> str | None:
     return None if moment is None else datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="seconds")
 
 
-def _drift(session: Session, observed: list[object],
+def _drift(session: Session, observed: Snapshot,
            spec: StackSpec | None) -> tuple[str, list[str] | list[dict[str, object]], Stack | None]:
     """Synced / OutOfSync / Error against the stack's spec, the changes apply would make, and
     the spec resolved (images pinned, their configs merged) when it resolves."""
@@ -209,7 +207,7 @@ def _drift(session: Session, observed: list[object],
     except SpecErrors as exc:
         return "Error", [str(e) for e in exc.errors], None
     resolved = target.stacks[name]
-    diffs = [c.diff(desired, o) for c, o in zip(session.controllers, observed)]
+    diffs = session.controllers.diff(desired, observed)
     if any(d.issues for d in diffs):
         return "Error", [i.message for d in diffs for i in d.issues], resolved
     drift = [change.to_json() for d in diffs for change in d.changes]

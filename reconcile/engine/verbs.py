@@ -116,6 +116,6 @@ def known_stacks(session: Session) -> set[str]:
     """Stacks of ours on this host: from the kernel marks, and from the store for stacks whose
     objects are all gone (so status can report them missing) or that a watch agent could not
     apply yet (so status shows why)."""
-    owned = {name for observed in session.observe() for name in observed.owned_stacks()}
+    owned = session.observe().owned_stacks()
     watched = {w.stack for w in session.store.watch_statuses() if w.stack}
     return owned | watched | {record.name for record in session.store.stacks()}

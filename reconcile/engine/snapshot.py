@@ -1,0 +1,65 @@
+"""A session's controllers and one pass's observation of the host, by name: what reads a pass
+(the plan, `status`, the watch agent) asks for the field it needs, and each diff is handed the
+observation of its own controller, checked by the type checker rather than by position."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from controllers.base import Controller, Desired, Diff, Focus, Observation
+from controllers.cgroup import CgroupController, CgroupObservation
+from controllers.container import ContainerController, ContainerObservation
+from controllers.firewall import FirewallController, FirewallObservation
+from controllers.network import NetworkController, NetworkObservation
+from controllers.proxy import ProxyController, ProxyObservation
+from controllers.sandbox import SandboxController, SandboxObservation
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one pass observed, frozen: a diff never reads the kernel again."""
+
+    networks: NetworkObservation
+    sandboxes: SandboxObservation
+    cgroups: CgroupObservation
+    containers: ContainerObservation
+    firewall: FirewallObservation
+    proxies: ProxyObservation
+
+    def ordered(self) -> tuple[Observation, ...]:
+        """The observations in the controllers' dependency order."""
+        return self.networks, self.sandboxes, self.cgroups, self.containers, self.firewall, self.proxies
+
+    def owned_stacks(self) -> set[str]:
+        """Stacks that own at least one observed object (read from the kernel marks)."""
+        return set().union(*(observed.owned_stacks() for observed in self.ordered()))
+
+
+@dataclass(frozen=True)
+class Controllers:
+    """One per resource kind, in dependency order: bridges, then sandboxes and their veths, then
+    the cgroups with their limits, then the processes in them; rules are written last
+    (route_localnet needs the bridges) but for the [::1] proxies of published ports, and, in a
+    teardown, removed first (after the proxies). Plans create forward through this order and
+    delete backward."""
+
+    network: NetworkController
+    sandbox: SandboxController
+    cgroup: CgroupController
+    container: ContainerController
+    firewall: FirewallController
+    proxy: ProxyController
+
+    def ordered(self) -> tuple[Controller[Any], ...]:
+        return self.network, self.sandbox, self.cgroup, self.container, self.firewall, self.proxy
+
+    def observe(self, focus: Focus | None = None) -> Snapshot:
+        return Snapshot(self.network.observe(focus), self.sandbox.observe(focus), self.cgroup.observe(focus),
+                        self.container.observe(focus), self.firewall.observe(focus), self.proxy.observe(focus))
+
+    def diff(self, desired: Desired, snapshot: Snapshot) -> list[Diff]:
+        """Every controller's diff of its own observation, in dependency order."""
+        return [self.network.diff(desired, snapshot.networks), self.sandbox.diff(desired, snapshot.sandboxes),
+                self.cgroup.diff(desired, snapshot.cgroups), self.container.diff(desired, snapshot.containers),
+                self.firewall.diff(desired, snapshot.firewall), self.proxy.diff(desired, snapshot.proxies)]
