@@ -555,27 +555,34 @@ class ContainerController:
         """Stop in parallel (each may wait out its grace period), then take away what each
         leaves: the runtime's state, the root's mount, the writable layer and the files."""
         found = [c.observed for c in changes if isinstance(c.observed, ObservedContainer)]
-        outcomes = _in_parallel(self._try_remove, found)
+        # Every one is signalled first: a thousand stops then take one grace period, not one per
+        # worker's turn, and the runtime cleans up after all of them at once.
+        signalled_at = time.monotonic()
+        signalled = {(f.stack, f.container) for f in found if f.handle is not None and runtime.signal_stop(f.handle)}
+        outcomes = _in_parallel(lambda f: self._try_remove(f, signalled_at if (f.stack, f.container) in signalled
+                                                           else None), found)
         self._store.forget_containers([(f.stack, f.container) for f in found])
         for stack in {f.stack for f in found}:
             with suppress(OSError):  # still holds another container's files: not the last one
                 (self._state_dir / CONTAINERS_DIR / stack).rmdir()
         return [o for o in outcomes if o is not None]
 
-    def _try_remove(self, found: ObservedContainer) -> ApplyError | None:
+    def _try_remove(self, found: ObservedContainer, signalled_at: float | None) -> ApplyError | None:
+        """`signalled_at`: when its SIGTERM was sent (None: its process was gone by then)."""
         paths = Paths.of(self._state_dir, found.stack, found.container)
         try:
-            self._stop(found)
+            self._stop(found, signalled_at)
             shutil.rmtree(paths.root, ignore_errors=True)
         except Exception as exc:  # noqa: BLE001 - reported together
             return ApplyError(f"delete {KIND_CONTAINER} {found.stack}/{found.container}: {exc}")
         return None
 
-    def _stop(self, found: ObservedContainer) -> None:
-        """Stop the process and release its root; the writable layer stays on disk."""
+    def _stop(self, found: ObservedContainer, signalled_at: float | None = None) -> None:
+        """Stop the process (already signalled at `signalled_at`, if given) and release its
+        root; the writable layer stays on disk."""
         paths = Paths.of(self._state_dir, found.stack, found.container)
         if found.handle is not None:
-            runtime.stop(found.handle, _grace(found), paths.log)
+            runtime.stop(found.handle, _grace(found), paths.log, signalled_at)
         if found.runtime_state:  # left by a runtime killed before it cleaned up, or not yet gone
             self._runtime.delete(names.runtime_id(found.stack, found.container))
         for root in {r for r in (found.root, paths.rootfs) if r is not None}:

@@ -245,33 +245,59 @@ def open_pidfd(handle: ProcessHandle) -> int | None:
     return fd
 
 
-def terminate(handle: ProcessHandle, grace: float) -> bool:
-    """SIGTERM to exactly this process (through a pidfd: a pid reused meanwhile is left be),
-    SIGKILL after `grace` seconds, and back once it has exited (or after 5 s more). False when
-    it was gone already."""
+def signal_stop(handle: ProcessHandle) -> bool:
+    """SIGTERM to exactly this process (through a pidfd: a pid reused meanwhile is left be);
+    False when it was gone already."""
+    crashpoints.step("stop")
     fd = open_pidfd(handle)
     if fd is None:
         return False
     try:
         signal.pidfd_send_signal(fd, signal.SIGTERM)
-        if not select.select([fd], [], [], grace)[0]:
+    except ProcessLookupError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def await_exit(handle: ProcessHandle, kill_at: float) -> None:
+    """Back once the process has exited: SIGKILL if it still runs at `kill_at`
+    (time.monotonic()), then 5 s more at most."""
+    fd = open_pidfd(handle)
+    if fd is None:
+        return
+    try:
+        if not select.select([fd], [], [], max(0.0, kill_at - time.monotonic()))[0]:
             signal.pidfd_send_signal(fd, signal.SIGKILL)
             select.select([fd], [], [], 5.0)
     except ProcessLookupError:
         pass
     finally:
         os.close(fd)
+
+
+def terminate(handle: ProcessHandle, grace: float) -> bool:
+    """SIGTERM, SIGKILL after `grace` seconds, and back once the process has exited. False
+    when it was gone already."""
+    if not signal_stop(handle):
+        return False
+    await_exit(handle, time.monotonic() + grace)
     return True
 
 
-def stop(handle: ProcessHandle, grace: float, log_dir: Path) -> None:
+def stop(handle: ProcessHandle, grace: float, log_dir: Path, signalled_at: float | None = None) -> None:
     """SIGTERM to the init (tini forwards it), SIGKILL after `grace` seconds. The init is PID 1
     of the container's pid namespace: when it dies the kernel kills everything inside. Returns
     once the runtime has cleaned up after it (the exit status is written), so the caller can
-    take the root and cgroup away."""
-    crashpoints.step("stop")
-    if not terminate(handle, grace):
-        return
+    take the root and cgroup away. `signalled_at`: when signal_stop already sent the SIGTERM
+    (containers stopped together are signalled at once, so their grace periods and the runtime's
+    cleanups overlap); the grace counts from then."""
+    if signalled_at is None:
+        if not signal_stop(handle):
+            return
+        signalled_at = time.monotonic()
+    await_exit(handle, signalled_at + grace)
     deadline = time.monotonic() + EXIT_WAIT
     while exit_code(log_dir) is None and time.monotonic() < deadline:
         time.sleep(0.005)

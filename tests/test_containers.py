@@ -9,8 +9,9 @@ import sqlite3
 import time
 from pathlib import Path
 
+from controllers.container import WORKERS
 from tests.sandbox import Sandbox
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 
 STACK = """\
 name: app
@@ -286,3 +287,30 @@ containers:
     assert (victim / "hosts").read_text() == "the host's own\n"
     assert sorted(p.name for p in victim.iterdir()) == ["hosts"]
     assert sandbox.reconcile("down", str(path)).returncode == 0
+
+
+def test_down_signals_every_container_at_once(sandbox: Sandbox, tmp_path: Path) -> None:
+    """More containers than stop workers, all ignoring SIGTERM: each gets its SIGTERM when the
+    down starts (as `docker compose down` stops them all at once), so the stop takes one grace
+    period, not one per worker's turn. Each records its SIGTERM's arrival on the host."""
+    out = tmp_path / "out"
+    out.mkdir()
+    grace = round(scaled(3))
+    count = WORKERS + 2
+    boxes = "".join(f"""\
+  c{i}:
+    command: ["sh", "-c", "trap 'touch /out/$NAME' TERM; while :; do sleep 0.1; done"]
+    env: {{NAME: c{i}}}
+    networks: [net]
+    volumes: ["{out}:/out:rw"]
+    stop_grace: {grace}
+""" for i in range(count))
+    stack = f"name: slow\nnetworks:\n  net: {{subnet: 10.78.9.0/24}}\ncontainers:\n{boxes}"
+    path = str(sandbox.write("stack.yaml", stack))
+    sandbox.apply(path)
+    assert all(c["state"] == "running" for c in sandbox.containers().values())
+    down = sandbox.reconcile("down", path)
+    assert down.returncode == 0, down.stderr
+    arrived = sorted(p.stat().st_mtime for p in out.iterdir())
+    assert len(arrived) == count
+    assert arrived[-1] - arrived[0] < grace, f"SIGTERMs spread over {arrived[-1] - arrived[0]:.1f} s"
