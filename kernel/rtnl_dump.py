@@ -16,15 +16,11 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import (
-    IPv4Address,
     IPv4Interface,
     IPv4Network,
-    IPv6Address,
     IPv6Interface,
     IPv6Network,
     ip_address,
-    ip_interface,
-    ip_network,
 )
 
 from kernel import rtnl_wire as wire
@@ -42,6 +38,10 @@ IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS = 29, 1 << 3
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 LINK_LOCAL6 = IPv6Network("fe80::/10")
+_INTERFACES: dict[int, type[IPv4Interface] | type[IPv6Interface]] = {AF_INET: IPv4Interface, AF_INET6: IPv6Interface}
+_NETWORKS: dict[int, type[IPv4Network] | type[IPv6Network]] = {AF_INET: IPv4Network, AF_INET6: IPv6Network}
+"""Built straight from the packed bytes of a family the message names (ip_interface and
+ip_network try IPv4 then IPv6 from text: most of a dump's parse time)."""
 
 Interface = IPv4Interface | IPv6Interface
 Net = IPv4Network | IPv6Network
@@ -124,13 +124,14 @@ def parse_link(body: bytes) -> Link:
 def parse_address(body: bytes) -> Address | None:
     """The address of a RTM_NEWADDR/DELADDR body; None for an IPv6 link-local one."""
     family, prefixlen, _flags, _scope, index = wire.IFADDR.unpack_from(body)
-    if family not in (AF_INET, AF_INET6):
+    interface_of = _INTERFACES.get(family)
+    if interface_of is None:
         return None
     attrs = wire.attributes(body, wire.IFADDR.size)
-    interface = ip_interface((ip_address(attrs.get(IFA_LOCAL) or attrs[IFA_ADDRESS]), prefixlen))
-    if interface.ip in LINK_LOCAL6:
+    packed = attrs.get(IFA_LOCAL) or attrs[IFA_ADDRESS]
+    if family == AF_INET6 and packed[0] == 0xFE and packed[1] & 0xC0 == 0x80:  # fe80::/10
         return None
-    return Address(index=index, interface=interface)
+    return Address(index=index, interface=interface_of((packed, prefixlen)))
 
 
 def parse_route(body: bytes) -> Route | None:
@@ -142,8 +143,7 @@ def parse_route(body: bytes) -> Route | None:
     attrs = wire.attributes(body, wire.RTMSG.size)
     if family not in (AF_INET, AF_INET6) or (wire.u32(attrs.get(RTA_TABLE)) or table) != RT_TABLE_MAIN:
         return None
-    unspecified = IPv4Address(0) if family == AF_INET else IPv6Address(0)
-    dst = ip_network((ip_address(attrs[RTA_DST]) if RTA_DST in attrs else unspecified, dst_len))
+    dst = _NETWORKS[family]((attrs.get(RTA_DST, 0), dst_len))
     if dst.version == 6 and (dst.is_multicast or dst.network_address in LINK_LOCAL6):
         return None
     gateway = attrs.get(RTA_GATEWAY)
