@@ -454,8 +454,10 @@ class FirewallController:
         return cls(backend, others)
 
     def observe(self, focus: Focus | None = None) -> FirewallObservation:
+        """With a focus, the other backends are not read: what they still hold of ours is
+        migrated by a whole pass (every apply, and the agent's first and host-wide ones)."""
         leftovers = {}
-        for name, other in self._others.items():
+        for name, other in self._others.items() if focus is None else ():
             left = observe_firewall(other.observe(), (), {}, other)
             if left.owned or left.chains:
                 leftovers[name] = left

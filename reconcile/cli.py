@@ -165,8 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_json(data: object) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=False)
-    sys.stdout.write("\n")
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")  # one write, not one per token
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
