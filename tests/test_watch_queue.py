@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from reconcile.watch.queue import WorkQueue
+from reconcile.watch.queue import RETRY_BASE, RETRY_CAP, WorkQueue
 
 
 class Clock:
@@ -97,3 +97,13 @@ def test_due_keys_are_offered_in_order_and_stay_queued() -> None:
     assert queue.due(limit=5) == ["b", "a"]
     assert queue.due(limit=1) == ["b"]
     assert queue.depth() == 3
+
+
+def test_a_failing_key_waits_longer_each_time_until_it_succeeds_once() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    delays = [queue.backoff("web")[1] for _ in range(12)]
+    assert delays[:4] == [RETRY_BASE, RETRY_BASE * 2, RETRY_BASE * 4, RETRY_BASE * 8]
+    assert delays[-1] == RETRY_CAP and all(a <= b for a, b in zip(delays, delays[1:]))
+    assert queue.backoff("db") == (1, RETRY_BASE)  # per key
+    queue.forget("web")
+    assert queue.backoff("web") == (1, RETRY_BASE)

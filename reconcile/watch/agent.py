@@ -50,7 +50,7 @@ from reconcile.watch.keys import (
 )
 from reconcile.watch.metrics import Metrics
 from reconcile.watch.prober import Prober
-from reconcile.watch.queue import WorkQueue
+from reconcile.watch.queue import RETRY_CAP, WorkQueue
 from reconcile.watch.restarts import Backoff, CrashLoop, Exit
 from reconcile.watch.stackdir import StackDir
 from specs.errors import SpecErrors
@@ -71,8 +71,6 @@ RIDERS = 64
 """Due keys whose changes a reconcile carries along with its own: a flushed chain of 1,000
 rules raises 1,000 events for 1,000 keys, repaired in 16 passes rather than 1,000."""
 
-RETRY_BASE = 0.2
-RETRY_CAP = 60.0
 PULL_RETRY = 10.0
 """Seconds before a failed image pull is tried again (the stacks using it are queued again)."""
 REARM_CHECK = 0.5
@@ -122,7 +120,6 @@ class Agent:
         self.stopped_by: str | None = None  # set by the signal handler (which must not log: locks)
         self.failure: str | None = None  # why a producer died, which stopped the agent
         self._why: dict[Key, str] = {}
-        self._failures: dict[Key, int] = {}  # consecutive transient failures, for the retry delay
         self._errors: dict[Key, str] = {}  # keys whose last reconcile failed
         self._held: dict[Key, str] = {}  # restarts waiting out a crash-loop delay
         self._pruning: set[str] = set()
@@ -265,7 +262,7 @@ class Agent:
             return
         seconds = time.monotonic() - started
         self.metrics.reconcile_seconds.labels("ok").observe(seconds)
-        self._failures.pop(key, None)
+        self.queue.forget(key)
         for change in outcome.done.changes:
             self.metrics.changes.labels(change.kind, change.action.value).inc()
             if why.startswith(REPAIR_TRIGGERS):
@@ -384,8 +381,7 @@ class Agent:
         self._errors[key] = message
         delay = None
         if retry:  # a spec error waits for the file to change (or the next resync): no spinning
-            attempt = self._failures[key] = self._failures.get(key, 0) + 1
-            delay = min(RETRY_BASE * 2 ** (attempt - 1), RETRY_CAP)
+            attempt, delay = self.queue.backoff(key)
             self.enqueue(key, f"retry {attempt}", delay)
         self.log.emit("error", key=str(key), why=why, kind=kind, error=message,
                       retry_in_s=None if delay is None else round(delay, 2))

@@ -3,7 +3,9 @@
 Producers add keys, not events: a key added ten times before a worker takes it is reconciled
 once, against whatever the kernel shows then. A key being worked on is never handed out twice;
 added meanwhile, it comes back once the worker is done. A key may be added for later (a retry
-backoff, a crash-loop delay); the earliest time asked for wins.
+backoff, a crash-loop delay); the earliest time asked for wins. A key that keeps failing is
+retried later each time (`backoff`, client-go's per-item exponential rate limiter) until it
+succeeds once (`forget`).
 """
 
 from __future__ import annotations
@@ -17,10 +19,16 @@ from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
+RETRY_BASE = 0.2
+"""Seconds before the first retry of a failed key; doubled on each failure in a row."""
+RETRY_CAP = 60.0
+"""The longest a failing key waits between two attempts."""
+
 
 class WorkQueue(Generic[K]):
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
+        self._failures: dict[K, int] = {}  # failures in a row, by key, for its retry delay
         self._due: dict[K, float] = {}  # queued key -> when it may be handed out
         self._heap: list[tuple[float, int, K]] = []  # may hold stale entries; _due is the truth
         self._order = itertools.count()
@@ -68,6 +76,19 @@ class WorkQueue(Generic[K]):
             due = self._again.pop(key, None)
             if due is not None and not self._closed:
                 self._push(key, due)
+
+    def backoff(self, key: K) -> tuple[int, float]:
+        """Count one more failure of `key` in a row: (which attempt failed, the seconds before
+        the next), RETRY_BASE doubled per failure up to RETRY_CAP. The caller adds the key with
+        that delay."""
+        with self._cond:
+            attempt = self._failures[key] = self._failures.get(key, 0) + 1
+        return attempt, min(RETRY_BASE * 2 ** (attempt - 1), RETRY_CAP)
+
+    def forget(self, key: K) -> None:
+        """`key` succeeded: its next failure starts the backoff over."""
+        with self._cond:
+            self._failures.pop(key, None)
 
     def due(self, limit: int) -> list[K]:
         """Up to `limit` waiting keys that are due now, earliest first, left in the queue: a
