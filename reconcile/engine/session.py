@@ -14,11 +14,13 @@ from controllers.cgroup import CgroupController
 from controllers.change import Change
 from controllers.container import ContainerController
 from controllers.errors import ApplyError, ApplyErrors
-from controllers.firewall import FirewallController
+from controllers.firewall import FirewallController, backends
 from controllers.network import NetworkController
 from controllers.proxy import ProxyController
 from controllers.sandbox import SandboxController
 from kernel import cgroups
+from kernel.cgroups_common import CgroupDriver
+from kernel.netfilter import Backend
 from kernel.netlink import host_netlink
 from reconcile.engine import probes
 from reconcile.engine.addresses import assign_addresses
@@ -198,18 +200,34 @@ def _merged(leased: Mapping[EndpointKey, A], decided: Mapping[EndpointKey, A], f
             | {key: a for key, a in decided.items() if inside(key)})
 
 
+@dataclass(frozen=True)
+class HostDrivers:
+    """What a session must know of the host besides the state it observes: its cgroup driver,
+    and the firewall backend to use (with those to migrate away from). A CLI run detects them
+    once; the watch agent keeps them for its focused passes and detects them again on every
+    pass over everything (a FORWARD policy turned to DROP since changes `auto`'s choice)."""
+
+    cgroups: CgroupDriver
+    firewall: tuple[Backend, tuple[Backend, ...]]
+
+    @classmethod
+    def detect(cls, settings: Settings) -> HostDrivers:
+        return cls(cgroups.detect(), backends(settings.firewall_backend))
+
+
 @contextmanager
-def open_session(settings: Settings, writable: bool) -> Iterator[Session]:
+def open_session(settings: Settings, writable: bool, drivers: HostDrivers | None = None) -> Iterator[Session]:
     """`writable=False` (diff, status) opens the store read-only and never creates it."""
     store = Store.open(settings.state_dir) if writable else Store.open_readonly(settings.state_dir)
     try:
         with host_netlink() as netlink:
-            cgroup = CgroupController(cgroups.detect(), settings.cgroup_parent, store)
+            drivers = drivers or HostDrivers.detect(settings)
+            cgroup = CgroupController(drivers.cgroups, settings.cgroup_parent, store)
             yield Session(settings, store, Controllers(
                 NetworkController(netlink), SandboxController(netlink), cgroup,
                 ContainerController(store, settings.state_dir, cgroup.ensure, ImageStore(settings.state_dir),
                                     probes.Gate(settings)),
-                FirewallController.for_host(settings.firewall_backend), ProxyController()),
+                FirewallController(*drivers.firewall), ProxyController()),
                 one_pass=netlink.one_dump)
     finally:
         store.close()

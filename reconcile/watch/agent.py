@@ -34,7 +34,7 @@ from kernel.memory import release_free_memory
 from kernel.rtnl_wire import DumpInterrupted
 from reconcile.engine import pinning
 from reconcile.engine.plan import Plan
-from reconcile.engine.session import Target, open_session
+from reconcile.engine.session import HostDrivers, Target, open_session
 from reconcile.engine.settings import Settings
 from reconcile.watch.actionlog import ActionLog
 from reconcile.watch.keys import (
@@ -121,6 +121,7 @@ class Agent:
         self.failure: str | None = None  # why a producer died, which stopped the agent
         self._why: dict[Key, str] = {}
         self._errors: dict[Key, str] = {}  # keys whose last reconcile failed
+        self._drivers: HostDrivers | None = None  # the last whole pass's, for focused ones
         self._held: dict[Key, str] = {}  # restarts waiting out a crash-loop delay
         self._pruning: set[str] = set()
         self._dirty_files: set[Path] | None = None  # None: every file
@@ -307,8 +308,10 @@ class Agent:
 
         retrying = Retrying(retry=retry_if_exception(_transient), stop=stop_after_attempt(3),
                             wait=wait_exponential(multiplier=0.02, max=0.2), reraise=True)
+        if focus is None or self._drivers is None:
+            self._drivers = HostDrivers.detect(self.settings)
         with exclusive(self.settings.state_dir, self._waiting_for_lock), \
-                open_session(self.settings, writable=True) as session:
+                open_session(self.settings, writable=True, drivers=self._drivers) as session:
             resolved = pinning.resolve(target, self.settings,
                                       pinning.Pulling(allowed=True, background=self._pull_in_background))
             done = retrying(attempt)
