@@ -38,9 +38,7 @@ from controllers.change import Action, Change, FieldChange
 from controllers.errors import ApplyError, ApplyErrors
 from controllers.firewall_conflicts import Intruder, PublishedPort, conflicts, intruders, published_slots
 from controllers.firewall_rules import (
-    CHAIN_FORWARD,
     NFT_LAYOUT,
-    OUR_CHAINS,
     SKELETON,
     Owner,
     PortKey,
@@ -58,6 +56,7 @@ from kernel.netfilter import Backend, Dialect, Family, Op, OpKind, Rule, Ruleset
 from kernel.netfilter_conntrack import FlowFilter
 from kernel.netfilter_listeners import Listener, read_listeners, with_holders
 from specs.errors import Issue
+from specs.names import CHAIN_FORWARD, OUR_CHAINS
 
 if TYPE_CHECKING:
     from specs.model import Container, Stack

@@ -1,7 +1,8 @@
-"""The rules reconcile owns, as pure functions of the spec: chain names, comments, and the rules
-of each owner (the fixed skeleton, one network, one published port).
+"""The rules reconcile owns, as pure functions of the spec: the rules of each owner (the fixed
+skeleton, one network, one published port) and the owners read back from rule comments. The
+chain names and the comment format are kernel-visible marks, in specs.names with the others.
 
-DO NOT RENAME the chains or change the comment format: hosts in the field carry them, and a
+DO NOT RENAME the base chains or change the key formats: hosts in the field carry them, and a
 fresh process recognises its rules only by these names and marks.
 
 Every rule carries `-m comment --comment "reconcile/v1 <kind>[ <key>]"` naming its owner:
@@ -55,26 +56,25 @@ from typing import TYPE_CHECKING
 
 from kernel.netfilter import BaseChain, Iface, Rule
 from kernel.netfilter_nft import NftLayout
-from specs.names import ALIAS_PREFIX
+from specs import names
+from specs.names import (
+    CHAIN_ACCEPT,
+    CHAIN_DNAT,
+    CHAIN_FORWARD,
+    CHAIN_INPUT,
+    CHAIN_INTERNAL,
+    CHAIN_ISOLATE_FROM,
+    CHAIN_ISOLATE_TO,
+    CHAIN_SNAT,
+    FILTER,
+    NAT,
+    NFT_TABLE,
+    OUR_CHAINS,
+)
 
 if TYPE_CHECKING:
     from specs.model import Network, PortMapping
 
-# Kernel-visible names: DO NOT RENAME (see the module docstring).
-CHAIN_DNAT = "RECONCILE-DNAT"
-CHAIN_SNAT = "RECONCILE-SNAT"
-CHAIN_INPUT = "RECONCILE-INPUT"
-CHAIN_FORWARD = "RECONCILE-FORWARD"
-CHAIN_INTERNAL = "RECONCILE-INTERNAL"
-CHAIN_ISOLATE_FROM = "RECONCILE-ISOLATE-FROM"
-CHAIN_ISOLATE_TO = "RECONCILE-ISOLATE-TO"
-CHAIN_ACCEPT = "RECONCILE-ACCEPT"
-
-NAT = "nat"
-FILTER = "filter"
-
-NFT_TABLE = "reconcile"
-"""The nftables backend's own table (family inet): DO NOT RENAME."""
 BASE_CHAINS: tuple[BaseChain, ...] = (
     BaseChain(NAT, "PREROUTING", "nat", "prerouting", "dstnat"),
     BaseChain(NAT, "OUTPUT", "nat", "output", "-100"),
@@ -88,13 +88,6 @@ every base chain at its hook, whatever table holds it: our accept is not final, 
 is (see docs/spec.md on a foreign FORWARD policy of DROP). `dstnat` is not accepted for the
 output hook by nft 1.0.6, hence the number."""
 
-OUR_CHAINS: tuple[tuple[str, str], ...] = (
-    (NAT, CHAIN_DNAT), (NAT, CHAIN_SNAT),
-    (FILTER, CHAIN_INPUT), (FILTER, CHAIN_FORWARD), (FILTER, CHAIN_INTERNAL),
-    (FILTER, CHAIN_ISOLATE_FROM), (FILTER, CHAIN_ISOLATE_TO), (FILTER, CHAIN_ACCEPT),
-)
-"""(table, chain) of every chain we own, in creation order."""
-
 NFT_LAYOUT = NftLayout(NFT_TABLE, BASE_CHAINS, {chain: table for table, chain in OUR_CHAINS})
 
 LOOPBACK = IPv4Network("127.0.0.0/8")
@@ -103,7 +96,6 @@ IPV6_LOOPBACK = IPv6Network("::1/128")
 container could never come back (the kernel drops a reply to ::1 arriving on the bridge); the
 port's proxy serves [::1] (controllers.proxy)."""
 
-_COMMENT_RE = re.compile(rf"^{re.escape(ALIAS_PREFIX)} (?P<kind>chains|network|port)(?: (?P<key>\S+))?$")
 _PORT_KEY_RE = re.compile(
     r"^(?P<stack>[a-z][a-z0-9-]*)/(?P<container>[a-z][a-z0-9-]*)/"
     r"(?:(?P<ip>\d+\.\d+\.\d+\.\d+):)?(?P<port>\d+)/(?P<protocol>tcp|udp)$")
@@ -156,7 +148,7 @@ class Owner:
 
     @property
     def comment(self) -> str:
-        return f"{ALIAS_PREFIX} {self.kind}" + (f" {self.key}" if self.key else "")
+        return names.rule_comment(self.kind, self.key)
 
 
 SKELETON = Owner("chains", "")
@@ -164,10 +156,10 @@ SKELETON = Owner("chains", "")
 
 def parse_comment(comment: str) -> Owner | None:
     """The owner a comment names, or None for a comment that is not one of ours."""
-    match = _COMMENT_RE.match(comment)
-    if not match:
+    parsed = names.parse_rule_comment(comment)
+    if parsed is None:
         return None
-    kind, key = match["kind"], match["key"] or ""
+    kind, key = parsed
     valid = {"chains": key == "", "network": bool(_NETWORK_KEY_RE.match(key)),
              "port": PortKey.parse(key) is not None}[kind]
     return Owner(kind, key) if valid else None

@@ -178,3 +178,44 @@ def parse_overlay_source(source: str) -> tuple[tuple[str, str], str | None] | No
     if owner is None or (digest and not DIGEST_PATTERN.fullmatch(digest)):
         return None
     return owner, digest or None
+
+
+# Netfilter: our chains in the shared nat and filter tables (iptables backend), or in a table of
+# our own (nftables backend), and the comment every rule of ours carries.
+CHAIN_DNAT = "RECONCILE-DNAT"
+CHAIN_SNAT = "RECONCILE-SNAT"
+CHAIN_INPUT = "RECONCILE-INPUT"
+CHAIN_FORWARD = "RECONCILE-FORWARD"
+CHAIN_INTERNAL = "RECONCILE-INTERNAL"
+CHAIN_ISOLATE_FROM = "RECONCILE-ISOLATE-FROM"
+CHAIN_ISOLATE_TO = "RECONCILE-ISOLATE-TO"
+CHAIN_ACCEPT = "RECONCILE-ACCEPT"
+
+NAT = "nat"
+FILTER = "filter"
+
+OUR_CHAINS: tuple[tuple[str, str], ...] = (
+    (NAT, CHAIN_DNAT), (NAT, CHAIN_SNAT),
+    (FILTER, CHAIN_INPUT), (FILTER, CHAIN_FORWARD), (FILTER, CHAIN_INTERNAL),
+    (FILTER, CHAIN_ISOLATE_FROM), (FILTER, CHAIN_ISOLATE_TO), (FILTER, CHAIN_ACCEPT),
+)
+"""(table, chain) of every chain we own, in creation order."""
+
+NFT_TABLE = "reconcile"
+"""The nftables backend's own table (family inet); its base chains are named after the
+iptables hooks they stand for (controllers.firewall_rules.BASE_CHAINS)."""
+
+_RULE_COMMENT_RE = re.compile(rf"^{re.escape(ALIAS_PREFIX)} (?P<kind>chains|network|port)(?: (?P<key>\S+))?$")
+
+
+def rule_comment(kind: str, key: str) -> str:
+    """`reconcile/v1 <kind>[ <key>]`: the owner of a rule (kind `chains` for the skeleton,
+    `network` with `<stack>/<network>`, `port` with a published port's key)."""
+    return f"{ALIAS_PREFIX} {kind}" + (f" {key}" if key else "")
+
+
+def parse_rule_comment(comment: str) -> tuple[str, str] | None:
+    """(kind, key) of a rule comment of ours ("" for no key), or None for a foreign comment;
+    the key's shape is checked by the kind's owner (controllers.firewall_rules)."""
+    match = _RULE_COMMENT_RE.match(comment)
+    return (match["kind"], match["key"] or "") if match else None

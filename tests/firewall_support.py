@@ -25,11 +25,10 @@ from typing import Any
 from controllers.base import Desired
 from controllers.errors import ApplyErrors
 from controllers.firewall import FirewallController
-from controllers.firewall_rules import NFT_TABLE, OUR_CHAINS
 from kernel import netfilter
 from kernel.netfilter import Chain, Op, OpKind, Ruleset
 from specs.model import Stack
-from specs.names import ALIAS_PREFIX
+from specs.names import ALIAS_PREFIX, NFT_TABLE, OUR_CHAINS
 from tests.sandbox import Sandbox
 
 DEFAULT_COMMAND = ["/bin/true"]

@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 import sys
 
-from controllers.firewall_rules import NFT_TABLE
 from kernel.netfilter import IptablesNft
 from kernel.netfilter_nft import Nftables
+from specs.names import NFT_TABLE
 from tests.firewall_canaries import ip6tables_ours
 from tests.firewall_support import our_rules as our_iptables_rules
 from tests.sandbox import Sandbox

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from controllers.firewall_rules import OUR_CHAINS
 from kernel.netfilter import parse_save
+from specs.names import OUR_CHAINS
 from tests.firewall_canaries import CANARY
 from tests.firewall_plans import BOTH, DEMO, OTHER, converge, desired
 from tests.firewall_support import (

@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controllers.change import Change
-from controllers.firewall_rules import NFT_TABLE, OUR_CHAINS, PortKey, parse_comment
+from controllers.firewall_rules import PortKey, parse_comment
 from kernel.events import Event, ExitEvent, LinkEvent, NetnsGone, RuleEvent
 from kernel.events_wire import NFPROTO_INET
-from specs.names import parse_alias, parse_netns_name
+from specs.names import NFT_TABLE, OUR_CHAINS, parse_alias, parse_netns_name
 
 HOST = ""
 """The stack field of the host-wide key."""
