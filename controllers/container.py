@@ -499,7 +499,7 @@ class ContainerController:
         for key, record in records.items():
             if key not in found and procs.alive(record.pid, record.start_time):
                 found[key] = (runtime.ProcessHandle(record.pid, record.start_time), False)
-        roots = overlay.mounted(focus.containers if focus else None)
+        roots = self._roots(found, focus)
         runtime_ids = {parsed for parsed in map(names.parse_runtime_id, self._runtime.ids()) if parsed}
         containers: dict[str, ObservedContainer] = {}
         file_dirs = self._file_dirs() if focus is None else {key for key in focus.containers
@@ -518,6 +518,18 @@ class ContainerController:
                                   str(self._upstream_resolv), _read(self._upstream_resolv) or "")
         return ContainerObservation(containers, resolvers, capabilities.from_mask(procs.bounding_set()),
                                     tuple(runtime.missing_tools()))
+
+    def _roots(self, found: Mapping[tuple[str, str], tuple[runtime.ProcessHandle, bool]],
+               focus: Focus | None) -> dict[tuple[str, str], overlay.Root]:
+        """Our container roots: from the host's mount table, or, in a focused pass, from the
+        running ones' own (the host's holds a line per sandbox and container: ~10 ms to read
+        at a thousand), the host's only for the others."""
+        if focus is None:
+            return overlay.mounted()
+        roots = {key: root for key in focus.containers if key in found
+                 and (root := overlay.seen_by(found[key][0].pid, key, Paths.of(self._state_dir, *key).rootfs))}
+        rest = focus.containers - roots.keys()
+        return roots | (overlay.mounted(rest) if rest else {})
 
     def _file_dirs(self) -> set[tuple[str, str]]:
         """(stack, container) of every files directory: a run killed between writing a

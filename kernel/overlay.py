@@ -55,11 +55,35 @@ def mounted(among: Collection[tuple[str, str]] | None = None) -> dict[tuple[str,
         if marks is not None and not any(mark in line for mark in marks):
             continue
         fields, _, tail = line.partition(" - ")
-        fstype, source = (tail.split(" ") + ["", ""])[:2]
-        parsed = names.parse_overlay_source(unescape(source)) if fstype == "overlay" else None
+        parsed = _ours(tail)
         if parsed is not None and (among is None or parsed[0] in among):
             found[parsed[0]] = Root(Path(unescape(fields.split(" ")[4])), parsed[1], _lowers(tail))
     return found
+
+
+def seen_by(pid: int, key: tuple[str, str], host_path: Path) -> Root | None:
+    """The root of container `key` as its running init `pid` sees it: the overlay mounted at
+    `host_path` on the host, which the runtime bound as its `/`, read from the init's own mount
+    table (a few dozen lines, where the host's holds one per sandbox and container). None when
+    its `/` is no root of `key`'s, or the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/mountinfo").read_text()
+    except OSError:
+        return None
+    root = None
+    for line in text.splitlines():
+        fields, _, tail = line.partition(" - ")
+        if fields.split(" ")[4] == "/":  # the last one stacked there is the one in effect
+            parsed = _ours(tail)
+            root = Root(host_path, parsed[1], _lowers(tail)) if parsed is not None and parsed[0] == key else None
+    return root
+
+
+def _ours(tail: str) -> tuple[tuple[str, str], str | None] | None:
+    """(owner, image digest) of a mountinfo line's mount (its part after " - ") when it is one
+    of our roots."""
+    fstype, source = (tail.split(" ") + ["", ""])[:2]
+    return names.parse_overlay_source(unescape(source)) if fstype == "overlay" else None
 
 
 def _lowers(tail: str) -> tuple[Path, ...]:

@@ -314,3 +314,39 @@ def test_down_signals_every_container_at_once(sandbox: Sandbox, tmp_path: Path) 
     arrived = sorted(p.stat().st_mtime for p in out.iterdir())
     assert len(arrived) == count
     assert arrived[-1] - arrived[0] < grace, f"SIGTERMs spread over {arrived[-1] - arrived[0]:.1f} s"
+
+
+FOCUSED_AND_WHOLE = """
+from pathlib import Path
+from controllers.base import Focus
+from reconcile.engine.session import open_session
+from reconcile.engine.settings import Settings
+from specs.loader import load_path
+stacks = {{f.stack.name: f.stack for f in load_path(Path({path!r}))}}
+with open_session(Settings.resolve(None, None), writable=False) as session:
+    whole = session.controllers.container.observe().containers
+    for key in sorted(whole):
+        focus = Focus.on(stacks, [tuple(key.split("/"))])
+        focused = session.controllers.container.observe(focus).containers
+        print(key, whole[key].root is not None, focused == {{key: whole[key]}})
+"""
+
+
+def test_a_focused_observation_sees_each_container_as_the_whole_one_does(sandbox: Sandbox, rootfs: Path) -> None:
+    """The watch agent's focused pass reads a running container's root from its init's own mount
+    table, and a stopped one's from the host's: the same root (path, image mark, lowers) as the
+    pass over everything, which reads the host's for all."""
+    path = str(sandbox.write("stack.yaml", f"""\
+name: seen
+networks:
+  net: {{subnet: 10.78.10.0/24}}
+containers:
+  host-root: {{command: sleep 1000, networks: [net]}}
+  own-root: {{command: sleep 1000, rootfs: {rootfs}, networks: [net]}}
+  stopped: {{command: sleep 1000, networks: [net], restart: "no"}}
+"""))
+    sandbox.apply(path)
+    os.kill(sandbox.containers()["stopped"]["pid"], signal.SIGKILL)
+    eventually(lambda: sandbox.containers()["stopped"]["state"], "exited")
+    seen = sandbox.python(FOCUSED_AND_WHOLE.format(path=path)).stdout.splitlines()
+    assert seen == [f"seen/{name} True True" for name in ("host-root", "own-root", "stopped")]
