@@ -271,16 +271,19 @@ class KernelEvents:
         self._selector.register(self._netns_dir, selectors.EVENT_READ, self._namespaces_removed)
         self._own: list[_Socket | _Fd] = [host, nftables, self._netns_dir]
 
-    def watch_namespaces(self, names: Collection[str]) -> None:
-        """Watch exactly these named namespaces. Thread-safe; on return the new ones' events are
-        queued. A name that is not (yet) a namespace is skipped: call again once it exists. A
-        name now holding another namespace (deleted and re-created) gets a fresh socket."""
+    def watch_namespaces(self, names: Collection[str], among: Collection[str] | None = None) -> None:
+        """Watch exactly these named namespaces (of those `among`, when given: the watches of
+        the others stay as they are). Thread-safe; on return the new ones' events are queued. A
+        name that is not (yet) a namespace is skipped: call again once it exists. A name now
+        holding another namespace (deleted and re-created) gets a fresh socket."""
         wanted = set(names)
+        considered = None if among is None else set(among) | wanted
         with self._lock:
             self._netns_dir.watch()
             inodes = _inodes(wanted)
-            dropped: list[_Watched] = [self._namespaces.pop(name) for name, source
-                                       in list(self._namespaces.items()) if inodes.get(name) != source.inode]
+            dropped: list[_Watched] = [self._namespaces.pop(name) for name, source in list(self._namespaces.items())
+                                       if (considered is None or name in considered)
+                                       and inodes.get(name) != source.inode]
             new = sorted(n for n in wanted if n not in self._namespaces and inodes[n] is not None)
             opened: list[_Watched] = []
             for name, sock in zip(new, netns._sockets_in([netns.path_of(n) for n in new])):
@@ -289,13 +292,18 @@ class KernelEvents:
                     opened.append(self._namespaces[name])
             self._later(dropped, opened, [])
 
-    def watch_pids(self, pids: Collection[tuple[int, int]]) -> None:
-        """Watch exactly these (pid, start time) processes: each yields one ExitEvent when it
-        ends, at once if it is already gone or its pid now belongs to another process."""
+    def watch_pids(self, pids: Collection[tuple[int, int]], among: Collection[tuple[int, int]] | None = None) -> None:
+        """Watch exactly these (pid, start time) processes (of those `among`, when given: the
+        others stay watched as they are): each yields one ExitEvent when it ends, at once if it
+        is already gone or its pid now belongs to another process."""
         wanted = set(pids)
+        considered = None if among is None else set(among) | wanted
         with self._lock:
-            dropped: list[_Watched] = [w for key, w in self._pids.items() if key not in wanted and w]
-            self._pids = {key: w for key, w in self._pids.items() if key in wanted}
+            def keep(key: tuple[int, int]) -> bool:
+                return key in wanted or (considered is not None and key not in considered)
+
+            dropped: list[_Watched] = [w for key, w in self._pids.items() if not keep(key) and w]
+            self._pids = {key: w for key, w in self._pids.items() if keep(key)}
             exited: list[Event] = []
             opened: list[_Watched] = []
             for key in wanted - self._pids.keys():

@@ -49,7 +49,8 @@ for line in sys.stdin:
     if "namespaces" in command:
         events.watch_namespaces(command["namespaces"])
     elif "pids" in command:
-        events.watch_pids([tuple(p) for p in command["pids"]])
+        among = [tuple(p) for p in command["among"]] if "among" in command else None
+        events.watch_pids([tuple(p) for p in command["pids"]], among=among)
     elif command.get("stall"):
         resume.clear()
         stalled.set()
@@ -306,3 +307,24 @@ def test_dead_or_reused_pid_reports_exit_once_and_is_not_watched(
         marker.kill()
         marker.wait()
     assert [r["pid"] for r in collector.seen if r["type"] == "ExitEvent"] == [sleeper.pid, marker.pid]
+
+
+def test_a_partial_update_renews_only_the_watches_it_names(collector: Collector) -> None:
+    """watch_pids(pids, among=...): the watches among those named are replaced by `pids`, every
+    other stays (the watch agent after a focused pass): killing the one dropped reports nothing,
+    killing the one kept and the one added reports both."""
+    dropped, kept, added = (subprocess.Popen(["sleep", "60"]) for _ in range(3))
+    try:
+        key = {p.pid: (p.pid, _start_time(p.pid)) for p in (dropped, kept, added)}
+        collector.command(pids=[key[dropped.pid], key[kept.pid]])
+        collector.command(pids=[key[added.pid]], among=[key[dropped.pid]])
+        for process in (dropped, kept, added):
+            process.kill()
+            process.wait()
+        collector.wait_for(ExitEvent(kept.pid))
+        collector.wait_for(ExitEvent(added.pid))
+    finally:
+        for process in (dropped, kept, added):
+            process.kill()
+            process.wait()
+    assert sorted(r["pid"] for r in collector.seen if r["type"] == "ExitEvent") == sorted([kept.pid, added.pid])

@@ -56,7 +56,7 @@ from reconcile.watch.stackdir import StackDir
 from specs.errors import SpecErrors
 from specs.images import ImageReference
 from specs.model import Stack
-from specs.names import parse_netns_name
+from specs.names import netns_name, parse_netns_name
 from state.images import ImageStore
 from state.lock import exclusive
 from state.store import Store, WatchStatus
@@ -106,6 +106,9 @@ class _Outcome:
     done: Plan
     held: dict[Key, tuple[float, str]]  # restarts held back: seconds to wait, why
     riders: list[Key]  # other keys whose changes came along
+    focus: Focus | None  # what the passes observed and changed, when not everything
+    whys: dict[Key, str]  # why each rider was queued: the reason of the changes made for it
+    stale: set[Key]  # riders no longer queued: what they were queued for is done
 
 
 class Agent:
@@ -126,6 +129,7 @@ class Agent:
         self._pruning: set[str] = set()
         self._dirty_files: set[Path] | None = None  # None: every file
         self._files_lock = threading.Lock()
+        self._processes: dict[tuple[int, int], Key] = {}  # (pid, start time) watched for its exit
         self._pids: dict[int, Key] = {}
         self._pulling: set[str] = set()  # references being pulled in the background
         self._pulling_lock = threading.Lock()
@@ -265,10 +269,12 @@ class Agent:
         self.metrics.reconcile_seconds.labels("ok").observe(seconds)
         self.queue.forget(key)
         for change in outcome.done.changes:
+            changed = key_of_change(change)
+            cause = outcome.whys.get(changed) or why  # a rider's change has the rider's reason
             self.metrics.changes.labels(change.kind, change.action.value).inc()
-            if why.startswith(REPAIR_TRIGGERS):
+            if cause.startswith(REPAIR_TRIGGERS):
                 self.metrics.repairs.labels(change.kind).inc()
-            self.log.emit("change", key=str(key_of_change(change)), why=why, action=change.action.value,
+            self.log.emit("change", key=str(changed), why=cause, action=change.action.value,
                           kind=change.kind, object=change.key, reason=change.reason, ms=round(seconds * 1000, 1))
         self._settle(key, outcome)
 
@@ -276,6 +282,7 @@ class Agent:
         files = self.specs.stacks()
         riders = [k for k in self.queue.due(RIDERS) if k != FILES_KEY and k.stack in (files.keys() | {HOST})]
         keys = [key, *riders]
+        whys = {rider: self._why.get(rider, "") for rider in riders}
         scope = self._managed() if any(k.stack == HOST for k in keys) else {k.stack for k in keys}
         target = Target({name: f.stack for name, f in files.items()}, frozenset(scope), list(files.values()))
         held: dict[Key, tuple[float, str]] = {}
@@ -317,7 +324,7 @@ class Agent:
             done = retrying(attempt)
             # The events of our own writes, and any drift older than the final observation
             # (which found nothing left to do), need no second pass.
-            self.queue.drop_stale(lambda other: any(covers(k, other) for k in keys), session.observed_at)
+            stale = self.queue.drop_stale(lambda other: any(covers(k, other) for k in keys), session.observed_at)
             if any(not k.resource for k in keys):
                 recorded = {r.name: r.spec for r in session.store.stacks()}
                 for name in sorted(scope & set(files)):
@@ -326,7 +333,7 @@ class Agent:
                         session.store.record_stack(name, str(files[name].path), spec)
                 for name in sorted(scope & self._pruning):
                     session.store.forget_stack(name)
-        return _Outcome(done, held, riders)
+        return _Outcome(done, held, riders, focus, whys, stale)
 
     def _pull_in_background(self, ref: ImageReference, verify_tls: bool) -> None:
         """Pull a missing image on a thread of its own, under the image store's lock only: the
@@ -394,7 +401,7 @@ class Agent:
         """Bookkeeping after a good reconcile: what it covered is no longer failing or held,
         except the restarts it held back just now; pruned stacks are gone."""
         keys = [key, *outcome.riders]
-        for rider in outcome.riders:
+        for rider in outcome.stale & set(outcome.riders):  # one queued again since keeps its reason
             self._why.pop(rider, None)
         self._errors = {k: e for k, e in self._errors.items() if not any(covers(done, k) for done in keys)}
         self._held = {k: r for k, r in self._held.items() if not any(covers(done, k) for done in keys)}
@@ -410,7 +417,7 @@ class Agent:
         changed = {c.stack for c in outcome.done.changes}
         for name in [n for n in names if n in self.specs.stacks()]:
             self._publish([name], applied=name in changed, spec_applied=key.stack != HOST and not key.resource)
-        self._watch_kernel()
+        self._watch_kernel(outcome.focus)
 
     # -- specs, status and what the kernel watch follows ----------------------------------
 
@@ -527,17 +534,33 @@ class Agent:
             del self._written[source]
             self.store.forget_watch_status(source)
 
-    def _watch_kernel(self) -> None:
-        """Follow the sandboxes, container processes and [::1] proxies of the managed stacks."""
+    def _watch_kernel(self, focus: Focus | None = None) -> None:
+        """Follow the sandboxes, container processes and [::1] proxies of the managed stacks;
+        after a focused pass, those of its containers only (all it may have changed: the other
+        watches stay as they are, and the next pass over everything renews every one)."""
         managed = self._managed()
-        self.events.watch_namespaces([n for n in netns.list_names()
-                                      if (owner := parse_netns_name(n)) and owner[0] in managed])
+        among = None if focus is None else {pair for pair in focus.containers if pair[0] in managed}
+        if among is None:
+            self.events.watch_namespaces([n for n in netns.list_names()
+                                          if (owner := parse_netns_name(n)) and owner[0] in managed])
+        else:
+            spaces = [netns_name(*pair) for pair in among]
+            self.events.watch_namespaces(spaces, among=spaces)
         self.prober.follow({(name, key): container for name, f in self.specs.stacks().items() if name in managed
                             for key, container in f.stack.containers.items() if container.probed})
-        records = self.store.containers()
+        records = self.store.containers(among)
         processes = {(r.pid, r.start_time): container_key(stack, name)
                      for (stack, name), r in records.items() if stack in managed}
         processes |= {(p.handle.pid, p.handle.start_time): container_key(port.stack, port.container)
-                      for port, found in running_proxies().items() if port.stack in managed for p in found}
+                      for port, found in running_proxies().items()
+                      if port.stack in managed and (among is None or (port.stack, port.container) in among)
+                      for p in found}
+        if among is None:
+            self.events.watch_pids(list(processes))
+        else:
+            keys = {container_key(*pair) for pair in among}
+            before = [process for process, key in self._processes.items() if key in keys]
+            self.events.watch_pids(list(processes), among=before)
+            processes = {p: key for p, key in self._processes.items() if key not in keys} | processes
+        self._processes = processes
         self._pids = {pid: key for (pid, _), key in processes.items()}
-        self.events.watch_pids(list(processes))

@@ -98,15 +98,17 @@ class WorkQueue(Generic[K]):
             ready = sorted((due, key) for key, due in self._due.items() if due <= now)
             return [key for _, key in ready[:limit]]
 
-    def drop_stale(self, covered: Callable[[K], bool], before: float) -> None:
+    def drop_stale(self, covered: Callable[[K], bool], before: float) -> set[K]:
         """Forget waiting keys that `covered` accepts and that nobody added since `before`: a
         reconcile that read the kernel after that moment has seen whatever they were added
-        for (above all, the events of its own writes)."""
+        for (above all, the events of its own writes). Returns the keys forgotten."""
         with self._cond:
-            for key in [k for k in (*self._due, *self._again) if covered(k) and self._added.get(k, before) < before]:
+            stale = {k for k in (*self._due, *self._again) if covered(k) and self._added.get(k, before) < before}
+            for key in stale:
                 self._due.pop(key, None)
                 self._again.pop(key, None)
                 self._added.pop(key, None)
+            return stale
 
     def depth(self) -> int:
         """Keys waiting (due or not), for the queue-depth metric."""
