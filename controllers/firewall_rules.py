@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TYPE_CHECKING
 
@@ -96,6 +97,10 @@ IPV6_LOOPBACK = IPv6Network("::1/128")
 container could never come back (the kernel drops a reply to ::1 arriving on the bridge); the
 port's proxy serves [::1] (controllers.proxy)."""
 
+PARSED_CACHE = 8192
+"""Comments and port keys parsed back, remembered (both are pure functions of the text): every
+pass reads the same comments again, a thousand published ports' worth, and the watch agent
+makes many passes an hour; a host's worth fits."""
 _PORT_KEY_RE = re.compile(
     r"^(?P<stack>[a-z][a-z0-9-]*)/(?P<container>[a-z][a-z0-9-]*)/"
     r"(?:(?P<ip>\d+\.\d+\.\d+\.\d+):)?(?P<port>\d+)/(?P<protocol>tcp|udp)$")
@@ -127,6 +132,7 @@ class PortKey:
                 and (self.host_ip is None or other.host_ip is None or self.host_ip == other.host_ip))
 
     @staticmethod
+    @lru_cache(maxsize=PARSED_CACHE)
     def parse(key: str) -> PortKey | None:
         match = _PORT_KEY_RE.match(key)
         if not match:
@@ -154,6 +160,7 @@ class Owner:
 SKELETON = Owner("chains", "")
 
 
+@lru_cache(maxsize=PARSED_CACHE)
 def parse_comment(comment: str) -> Owner | None:
     """The owner a comment names, or None for a comment that is not one of ours."""
     parsed = names.parse_rule_comment(comment)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Collection
+import threading
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
@@ -90,9 +92,34 @@ def _comm(proc: Path, pid: int) -> str:
         return "?"
 
 
+_pass = threading.local()
+"""The listeners read by this thread's pass under way (`one_read`)."""
+
+
+@contextmanager
+def one_read() -> Iterator[None]:
+    """Within it, read_listeners() (of /proc) reads the tables once for this thread: the
+    controllers observing one pass (the firewall's conflicts, the proxies) share one read."""
+    _pass.found = None
+    try:
+        yield
+    finally:
+        del _pass.found
+
+
 def read_listeners(proc: Path = PROC) -> tuple[Listener, ...]:
     """Every listening TCP socket and unconnected bound UDP socket of this namespace, without
     the process holding it (`with_holders`)."""
+    shared = proc == PROC and hasattr(_pass, "found")
+    if shared and _pass.found is not None:
+        return _pass.found
+    found = _read(proc)
+    if shared:
+        _pass.found = found
+    return found
+
+
+def _read(proc: Path) -> tuple[Listener, ...]:
     found: list[Listener] = []
     for table, protocol, state in _TABLES:
         try:

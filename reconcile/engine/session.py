@@ -18,7 +18,7 @@ from controllers.firewall import FirewallController, backends
 from controllers.network import NetworkController
 from controllers.proxy import ProxyController
 from controllers.sandbox import SandboxController
-from kernel import cgroups
+from kernel import cgroups, netfilter_listeners
 from kernel.cgroups_common import CgroupDriver
 from kernel.netfilter import Backend
 from kernel.netlink import host_netlink
@@ -74,7 +74,7 @@ class Session:
     """Held around one observation of every controller: reads they share are made once."""
 
     def observe(self, focus: Focus | None = None) -> Snapshot:
-        with self.one_pass():
+        with self.one_pass(), netfilter_listeners.one_read():
             return self.controllers.observe(focus)
 
     def desired(self, target: Target, observed: Snapshot, focus: Focus | None = None) -> Desired:
