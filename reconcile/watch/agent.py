@@ -7,6 +7,8 @@
 
 The worker reconciles one key at a time under the state dir's lock (so a manual `reconcile
 apply` interleaves safely), in a fresh session each time: the kernel is re-read on every pass.
+What `reconcile status` shows of it is written by a StatusWriter (reconcile/watch/status.py);
+retry delays are the queue's (reconcile/watch/queue.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import watchfiles
@@ -53,13 +55,14 @@ from reconcile.watch.prober import Prober
 from reconcile.watch.queue import RETRY_CAP, WorkQueue
 from reconcile.watch.restarts import Backoff, CrashLoop, Exit
 from reconcile.watch.stackdir import StackDir
+from reconcile.watch.status import StatusWriter
 from specs.errors import SpecErrors
 from specs.images import ImageReference
 from specs.model import Stack
 from specs.names import netns_name, parse_netns_name
 from state.images import ImageStore
 from state.lock import exclusive
-from state.store import Store, WatchStatus
+from state.store import Store
 
 FILES_KEY = Key(HOST, "files")
 """Re-read the directory files that changed (the worker owns the specs: no lock needed)."""
@@ -133,13 +136,11 @@ class Agent:
         self._pids: dict[int, Key] = {}
         self._pulling: set[str] = set()  # references being pulled in the background
         self._pulling_lock = threading.Lock()
-        self._written: dict[str, WatchStatus] = {}  # by source: the status row last stored
         self.store = Store.open(settings.state_dir)
         root = options.directory.absolute()  # not resolved: a flipped symlink is followed
         self.specs = StackDir(root, owners={r.name: Path(r.source) for r in self.store.stacks()
                                             if Path(r.source).parent == root})
-        for status in self.store.watch_statuses():
-            self._written[status.source] = status
+        self.status = StatusWriter(self.store)
         self.events = KernelEvents(self._on_event)
         self.prober = Prober(settings, self.metrics, log, self.stop, self._waiting_for_lock)
 
@@ -412,7 +413,7 @@ class Agent:
         names = sorted({name for k in keys for name in self._stacks_of(k)})
         for name in [n for n in names if n in self._pruning]:
             self._pruning.discard(name)
-            self._forget_status(name)
+            self.status.forget_stack(name)
             self.log.emit("pruned", stack=name)
         changed = {c.stack for c in outcome.done.changes}
         for name in [n for n in names if n in self.specs.stacks()]:
@@ -440,26 +441,21 @@ class Agent:
             self._stack_moved(name, path)
         for name in sorted(result.removed):
             self._stack_removed(name)
-        for source in [s for s, row in self._written.items() if row.stack is None and Path(s) not in self.specs.errors]:
-            del self._written[source]  # a file that never was good is gone or good now
-            self.store.forget_watch_status(source)
+        self.status.forget_invalid_files(self.specs.errors.keys())
         self._publish(sorted(set(stacks) - result.changed), applied=False)
 
     def _stack_moved(self, name: str, path: Path) -> None:
         """Another file defines a running stack now (a rename, a copy then a delete): nothing
         restarts; the store and `status` follow it to that file, with its last apply."""
         self.store.move_stack(name, str(path))
-        for source, row in [(s, r) for s, r in self._written.items() if r.stack == name and s != str(path)]:
-            del self._written[source]
-            self.store.forget_watch_status(source)
-            self._store_status(replace(row, source=str(path)))
+        self.status.stack_moved(name, path)
         self.log.emit("stack moved", stack=name, file=str(path))
 
     def _stack_removed(self, name: str) -> None:
         self.crashloop.forget_stack(name)
         if not self.options.prune:
             self.log.emit("stack kept", stack=name, why="its file is gone; --no-prune")
-            self._forget_status(name)
+            self.status.forget_stack(name)
             return
         self._pruning.add(name)
         self.enqueue(stack_key(name), "file deleted")
@@ -496,7 +492,6 @@ class Agent:
 
     def _publish(self, names: Iterable[str], applied: bool, spec_applied: bool = False) -> None:
         """Store each stack's Synced / OutOfSync / Error for `reconcile status`."""
-        now = time.time()
         stacks = self.specs.stacks()
         for name in names:
             found = stacks.get(name)
@@ -506,10 +501,7 @@ class Agent:
             errors += ["\n".join(str(e) for e in self.specs.errors.get(Path(source), []))]
             errors = [e for e in errors if e]
             held = [f"{k}: {self._held[k]}" for k in mine if k in self._held]
-            sync = "Error" if errors else "OutOfSync" if held else "Synced"
-            previous = self._written.get(source)
-            applied_at = now if applied or spec_applied else (previous.applied_at if previous else None)
-            self._store_status(WatchStatus(source, name, sync, applied_at, "\n".join(errors + held) or None, now))
+            self.status.stack(source, name, errors, held, applied or spec_applied)
 
     def _write_file_status(self, path: Path, error: str) -> None:
         """A file that is not good: under its last good stack's name, or none."""
@@ -517,22 +509,7 @@ class Agent:
         if good is not None:
             self._publish([good.stack.name], applied=False)
             return
-        previous = self._written.get(str(path))
-        self._store_status(WatchStatus(str(path), None, "Error", previous.applied_at if previous else None,
-                                       error, time.time()))
-
-    def _store_status(self, status: WatchStatus) -> None:
-        """Written only when it says something new: a no-op pass costs no fsync."""
-        previous = self._written.get(status.source)
-        if previous is not None and replace(previous, updated_at=status.updated_at) == status:
-            return
-        self._written[status.source] = status
-        self.store.record_watch_status(status)
-
-    def _forget_status(self, name: str) -> None:
-        for source in [s for s, row in self._written.items() if row.stack == name]:
-            del self._written[source]
-            self.store.forget_watch_status(source)
+        self.status.invalid_file(path, error)
 
     def _watch_kernel(self, focus: Focus | None = None) -> None:
         """Follow the sandboxes, container processes and [::1] proxies of the managed stacks;
