@@ -7,22 +7,20 @@
 
 The worker reconciles one key at a time under the state dir's lock (so a manual `reconcile
 apply` interleaves safely), in a fresh session each time: the kernel is re-read on every pass.
-What `reconcile status` shows of it is written by a StatusWriter (reconcile/watch/status.py);
-retry delays are the queue's (reconcile/watch/queue.py).
+The directory's producer is a DirectoryWatch (reconcile/watch/dirwatch.py); what `reconcile
+status` shows of the agent is written by a StatusWriter (reconcile/watch/status.py); retry
+delays are the queue's (reconcile/watch/queue.py).
 """
 
 from __future__ import annotations
 
 import errno
-import os
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import watchfiles
 from pydantic import ValidationError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -39,6 +37,7 @@ from reconcile.engine.plan import Plan
 from reconcile.engine.session import HostDrivers, Target, open_session
 from reconcile.engine.settings import Settings
 from reconcile.watch.actionlog import ActionLog
+from reconcile.watch.dirwatch import DirectoryWatch
 from reconcile.watch.keys import (
     HOST,
     HOST_KEY,
@@ -76,18 +75,7 @@ rules raises 1,000 events for 1,000 keys, repaired in 16 passes rather than 1,00
 
 PULL_RETRY = 10.0
 """Seconds before a failed image pull is tried again (the stacks using it are queued again)."""
-REARM_CHECK = 0.5
-"""Seconds between checks that the watched path still names the directory being watched."""
 _TRANSIENT_ERRNOS = frozenset({errno.EBUSY, errno.EAGAIN, errno.ENOBUFS, errno.EINTR})
-
-
-def _identity(directory: Path) -> tuple[int, int] | None:
-    """The directory a path names now (symlinks followed), None when there is none."""
-    try:
-        found = os.stat(directory)
-    except OSError:
-        return None
-    return (found.st_dev, found.st_ino) if stat.S_ISDIR(found.st_mode) else None
 
 
 def _transient(exc: BaseException) -> bool:
@@ -142,6 +130,8 @@ class Agent:
                                             if Path(r.source).parent == root})
         self.status = StatusWriter(self.store)
         self.events = KernelEvents(self._on_event)
+        self.files = DirectoryWatch(root, options.debounce_ms, self.specs.is_stack_file, self._files_changed, log,
+                                    self.stop)
         self.prober = Prober(settings, self.metrics, log, self.stop, self._waiting_for_lock)
 
     # -- producers --------------------------------------------------------------------------
@@ -155,47 +145,13 @@ class Agent:
         if key is not None:
             self.enqueue(key, f"kernel: {event}")
 
-    def _files_changed(self, paths: Iterable[Path] | None, why: str) -> None:
+    def _files_changed(self, paths: set[Path] | None, why: str) -> None:
         with self._files_lock:
             if paths is None or self._dirty_files is None:
                 self._dirty_files = None
             else:
                 self._dirty_files |= set(paths)
         self.enqueue(FILES_KEY, why)
-
-    def _watch_files(self) -> None:
-        """inotify watches the directory the root names when armed: re-armed (and everything
-        re-read) when the root names another one: a symlink flipped to the next revision (as
-        git-sync does), the directory swapped with `mv`, or deleted and made again."""
-        root = self.specs.root
-        armed = _identity(root)
-        while not self.stop.is_set():
-            if armed is not None:
-                try:
-                    for changes in watchfiles.watch(root, debounce=self.options.debounce_ms, step=20,
-                                                    stop_event=self.stop, recursive=False,
-                                                    rust_timeout=int(REARM_CHECK * 1000), yield_on_timeout=True):
-                        if changes:
-                            self._files_changed(self._dirty({Path(path) for _, path in changes}), "file changed")
-                        if _identity(root) != armed:
-                            break
-                except FileNotFoundError:  # gone between the check and the arming
-                    pass
-            elif self.stop.wait(REARM_CHECK):
-                return
-            now = _identity(root)
-            if now != armed:
-                self.log.emit("watch re-armed", directory=str(root),
-                              target=os.path.realpath(root) if now else None,
-                              why="the directory was replaced" if now else "the directory is gone; waiting for it")
-                armed = now
-                self._files_changed(None, "watched directory replaced")
-
-    def _dirty(self, paths: set[Path]) -> set[Path] | None:
-        """The stack files to re-read; None (all) when anything else changed: what stack files
-        read (a Compose file's `.env`, its env_file entries), or the entries they may point
-        through (a symlink or directory of the root, a ConfigMap-style `..data` flip)."""
-        return paths if all(self.specs.is_stack_file(path) for path in paths) else None
 
     def _guarded(self, produce: Callable[[], None]) -> None:
         """A producer that dies would leave the agent deaf to files or the kernel while it
@@ -220,7 +176,7 @@ class Agent:
         self._adopt_store()
         self.enqueue(HOST_KEY, "start")
         producers = [threading.Thread(target=self._guarded, args=(work,), name=name, daemon=True)
-                     for name, work in (("files", self._watch_files), ("kernel", lambda: self.events.run(self.stop)),
+                     for name, work in (("files", self.files.run), ("kernel", lambda: self.events.run(self.stop)),
                                         ("resync", self._resync_timer), ("health", self.prober.run))]
         for thread in producers:
             thread.start()
