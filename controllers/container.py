@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from itertools import groupby
 from pathlib import Path
@@ -570,19 +570,19 @@ class ContainerController:
         leaves: the runtime's state, the root's mount, the writable layer and the files."""
         found = [c.observed for c in changes if isinstance(c.observed, ObservedContainer)]
         # Every one is signalled first: a thousand stops then take one grace period, not one per
-        # worker's turn, and the runtime cleans up after all of them at once.
+        # worker's turn, and the runtime cleans up after all of them at once. One whose process
+        # was gone by then has nothing left to stop.
         signalled_at = time.monotonic()
-        signalled = {(f.stack, f.container) for f in found if f.handle is not None and runtime.signal_stop(f.handle)}
-        outcomes = _in_parallel(lambda f: self._try_remove(f, signalled_at if (f.stack, f.container) in signalled
-                                                           else None), found)
+        stopping = [f if f.handle is None or runtime.signal_stop(f.handle) else replace(f, handle=None) for f in found]
+        outcomes = _in_parallel(lambda f: self._try_remove(f, signalled_at), stopping)
         self._store.forget_containers([(f.stack, f.container) for f in found])
         for stack in {f.stack for f in found}:
             with suppress(OSError):  # still holds another container's files: not the last one
                 (self._state_dir / CONTAINERS_DIR / stack).rmdir()
         return [o for o in outcomes if o is not None]
 
-    def _try_remove(self, found: ObservedContainer, signalled_at: float | None) -> ApplyError | None:
-        """`signalled_at`: when its SIGTERM was sent (None: its process was gone by then)."""
+    def _try_remove(self, found: ObservedContainer, signalled_at: float) -> ApplyError | None:
+        """`signalled_at`: when its process (if any is left) was sent SIGTERM."""
         paths = Paths.of(self._state_dir, found.stack, found.container)
         try:
             self._stop(found, signalled_at)
