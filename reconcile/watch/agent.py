@@ -99,7 +99,7 @@ class _Outcome:
     riders: list[Key]  # other keys whose changes came along
     focus: Focus | None  # what the passes observed and changed, when not everything
     whys: dict[Key, str]  # why each rider was queued: the reason of the changes made for it
-    stale: set[Key]  # riders no longer queued: what they were queued for is done
+    stale: set[Key]  # keys the pass dropped from the queue: what they were queued for is done
 
 
 class Agent:
@@ -358,8 +358,8 @@ class Agent:
         """Bookkeeping after a good reconcile: what it covered is no longer failing or held,
         except the restarts it held back just now; pruned stacks are gone."""
         keys = [key, *outcome.riders]
-        for rider in outcome.stale & set(outcome.riders):  # one queued again since keeps its reason
-            self._why.pop(rider, None)
+        for done in outcome.stale:  # one queued again since the observation keeps its reason
+            self._why.pop(done, None)
         self._errors = {k: e for k, e in self._errors.items() if not any(covers(done, k) for done in keys)}
         self._held = {k: r for k, r in self._held.items() if not any(covers(done, k) for done in keys)}
         for held_key, (delay, reason) in outcome.held.items():
