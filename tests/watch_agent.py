@@ -19,6 +19,10 @@ networks:
 """
 
 
+LOG_TAIL = 120
+"""Log lines of a stopped agent printed for a failing test's report."""
+
+
 class Agent:
     """`reconcile watch DIR` running inside the sandbox; its JSON log lines are collected."""
 
@@ -44,6 +48,8 @@ class Agent:
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(10)
         self._reader.join(5)
+        # Captured by pytest and shown only when the test fails: what the agent did and why.
+        print(f"== the agent's last {LOG_TAIL} log lines", *map(json.dumps, self.lines[-LOG_TAIL:]), sep="\n")
         assert not self.saw("non-json"), self.lines  # no traceback, ever
         return code
 
