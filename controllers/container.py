@@ -502,6 +502,12 @@ class ContainerController:
         roots = self._roots(found, focus)
         runtime_ids = {parsed for parsed in map(names.parse_runtime_id, self._runtime.ids()) if parsed}
         containers: dict[str, ObservedContainer] = {}
+        texts: dict[str, str] = {}  # the members of a network have the same /etc/hosts: kept once
+
+        def read(inside: Path | None, path: str) -> str | None:
+            text = inroot.read_in_root(inside, path) if inside else None
+            return None if text is None else texts.setdefault(text, text)
+
         file_dirs = self._file_dirs() if focus is None else {key for key in focus.containers
                                                               if Paths.of(self._state_dir, *key).root.is_dir()}
         for key in filter(focused, set(found) | set(records) | file_dirs | set(roots) | runtime_ids):
@@ -510,8 +516,7 @@ class ContainerController:
             root = roots.get(key)
             containers["/".join(key)] = ObservedContainer(
                 key[0], key[1], handle, records.get(key), in_sandbox,
-                inroot.read_in_root(inside, "/etc/hosts") if inside else None,
-                inroot.read_in_root(inside, "/etc/resolv.conf") if inside else None,
+                read(inside, "/etc/hosts"), read(inside, "/etc/resolv.conf"),
                 root.path if root else None, key in runtime_ids, root.image_digest if root else None,
                 runtime.exit_code(Paths.of(self._state_dir, *key).log) if handle is None and key in records else None)
         resolvers = HostResolvers(str(self._host_resolv), _read(self._host_resolv) or "",

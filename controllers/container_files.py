@@ -23,8 +23,8 @@ LOCALHOST = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 @dataclass(frozen=True)
 class _NetworkLines:
     """One network's member lines ("address\tnames\n"), in the stack's container order, joined
-    once: a container's file is cut from them, so each address is turned into text once per
-    plan rather than once per peer of every container (N² at a thousand containers)."""
+    once: a file is cut from them, so each address is turned into text once per plan rather
+    than once per peer of every container (N² at a thousand containers)."""
 
     text: str
     spans: dict[str, tuple[int, int]]
@@ -34,13 +34,26 @@ class _NetworkLines:
 def hosts_files(stack: Stack, addresses: Mapping[EndpointKey, IPv4Address],
                 addresses6: Mapping[EndpointKey, IPv6Address], keys: Iterable[str] | None = None) -> dict[str, str]:
     """The /etc/hosts of these containers (every one by default), by key: the IPv4 lines, then
-    the IPv6 ones (dual-stack networks only) under the same names."""
+    the IPv6 ones (dual-stack networks only) under the same names, each in the stack's order.
+    A container on one network gets its network's member lines as they are, so every member
+    of a network shares one text (one string, not one per container: 16 KB each at a
+    thousand)."""
     lines4 = {key: _network_lines(stack, key, addresses) for key in stack.networks}
     lines6 = {key: _network_lines(stack, key, addresses6)
               for key, network in stack.networks.items() if network.subnet6 is not None}
     order = {key: index for index, key in enumerate(stack.containers)}
-    return {key: LOCALHOST + _address_lines(stack, key, lines4, order) + _address_lines(stack, key, lines6, order)
-            for key in (stack.containers if keys is None else keys)}
+    shared: dict[str, str] = {}  # by network: the text of its single-network members
+
+    def text(key: str) -> str:
+        networks = list(stack.containers[key].networks)
+        if len(networks) == 1 and networks[0] in shared:
+            return shared[networks[0]]
+        whole = LOCALHOST + _address_lines(stack, key, lines4, order) + _address_lines(stack, key, lines6, order)
+        if len(networks) == 1:
+            shared[networks[0]] = whole
+        return whole
+
+    return {key: text(key) for key in (stack.containers if keys is None else keys)}
 
 
 def _network_lines(stack: Stack, network: str,
@@ -59,22 +72,23 @@ def _network_lines(stack: Stack, network: str,
 
 def _address_lines(stack: Stack, key: str, networks: Mapping[str, _NetworkLines],
                    order: Mapping[str, int]) -> str:
-    """The container's own line (on its default route's network, else its first one), then
-    each peer's on the first network they share, among `networks`, in the stack's order."""
+    """Every container sharing one of `networks` with this one, itself included, once each in
+    the stack's order: itself on its default route's network (else its first one), a peer on
+    the first network of this container's own order they share."""
     container = stack.containers[key]
     mine = [n for n in container.networks if n in networks]
     if not mine:
         return ""
+    if len(mine) == 1:  # the usual container: its network's lines as they are
+        return networks[mine[0]].text
     own = networks[container.default_route if container.default_route in mine else mine[0]]
     start, end = own.spans[key]
-    if len(mine) == 1:  # the usual container: its network's lines, its own moved first
-        return own.text[start:end] + own.text[:start] + own.text[end:]
-    peers: dict[str, str] = {}
-    for lines in (networks[n] for n in mine):
-        for peer, (first, last) in lines.spans.items():
-            if peer != key and peer not in peers:
-                peers[peer] = lines.text[first:last]
-    return own.text[start:end] + "".join(peers[p] for p in sorted(peers, key=order.__getitem__))
+    lines = {key: own.text[start:end]}
+    for found in (networks[n] for n in mine):
+        for peer, (first, last) in found.spans.items():
+            if peer not in lines:
+                lines[peer] = found.text[first:last]
+    return "".join(lines[p] for p in sorted(lines, key=order.__getitem__))
 
 
 def _names(key: str, hostname: str) -> str:

@@ -40,9 +40,9 @@ LOCALHOST = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 @pytest.mark.parametrize(("key", "expected"), [
     # its own and each peer's IPv4 line, then the IPv6 lines of the dual-stack network only
     ("a", "10.1.0.2\ta\n10.1.0.3\tbee b\n10.2.0.3\tc\nfd00:1::2\ta\nfd00:1::3\tbee b\n"),
-    ("b", "10.1.0.3\tbee b\n10.1.0.2\ta\nfd00:1::3\tbee b\nfd00:1::2\ta\n"),
+    ("b", "10.1.0.2\ta\n10.1.0.3\tbee b\nfd00:1::2\ta\nfd00:1::3\tbee b\n"),
     # on no dual-stack network: the file is what it always was
-    ("c", "10.2.0.3\tc\n10.2.0.2\ta\n"),
+    ("c", "10.2.0.2\ta\n10.2.0.3\tc\n"),
 ])
 def test_hosts_file(key: str, expected: str) -> None:
     stack = Stack.model_validate(HOSTS_STACK)

@@ -1,8 +1,8 @@
-"""/etc/hosts of every container of a stack, rendered once per network (issue 15): the texts
-are byte for byte those of the per-container renderer they replace (pinned from its output):
-several networks, peers sharing two of them (the first one in the container's own order
-names them), hostnames other than the key, dual-stack networks beside IPv4-only ones, a
-container on a network no one else is on, and one on none."""
+"""/etc/hosts of every container of a stack, rendered once per network (issue 15): every
+container sharing a network with it, itself included, in the stack's order, under several
+networks, peers sharing two of them (the first one in the container's own order names them),
+hostnames other than the key, dual-stack networks beside IPv4-only ones, a container on a
+network no one else is on, and one on none; the members of one network share one text."""
 
 from __future__ import annotations
 
@@ -37,15 +37,24 @@ V6 = {("t", key, net): IPv6Address(f"fd00:{SUBNET[net]}::{HOST[key]}")
 
 
 @pytest.mark.parametrize(("key", "expected"), [
-    # own line on its default route's network; api shares front and back with it: front first
+    # itself on its default route's network; api shares front and back with it: front first
     ("web", "10.2.0.2\twww web\n10.1.0.3\tapi\n10.2.0.5\tcache\nfd00:1::2\twww web\nfd00:1::3\tapi\n"),
-    # peers in the stack's order, each on the first network of api's own order it shares
-    ("api", "10.2.0.3\tapi\n10.2.0.2\twww web\n10.3.0.4\tpostgres db\n10.2.0.5\tcache\n"
-            "fd00:3::3\tapi\nfd00:1::2\twww web\nfd00:3::4\tpostgres db\n"),
-    ("db", "10.3.0.4\tpostgres db\n10.3.0.3\tapi\nfd00:3::4\tpostgres db\nfd00:3::3\tapi\n"),
-    # its own line on a network it alone is on; no dual-stack network: no IPv6 lines
-    ("cache", "10.4.0.5\tcache\n10.2.0.2\twww web\n10.2.0.3\tapi\n"),
+    # the stack's order, each peer on the first network of api's own order it shares
+    ("api", "10.2.0.2\twww web\n10.2.0.3\tapi\n10.3.0.4\tpostgres db\n10.2.0.5\tcache\n"
+            "fd00:1::2\twww web\nfd00:3::3\tapi\nfd00:3::4\tpostgres db\n"),
+    ("db", "10.3.0.3\tapi\n10.3.0.4\tpostgres db\nfd00:3::3\tapi\nfd00:3::4\tpostgres db\n"),
+    # itself on a network it alone is on; no dual-stack network: no IPv6 lines
+    ("cache", "10.2.0.2\twww web\n10.2.0.3\tapi\n10.4.0.5\tcache\n"),
     ("solo", ""),
 ])
 def test_hosts_files(key: str, expected: str) -> None:
     assert hosts_files(STACK, V4, V6)[key] == LOCALHOST + expected
+
+
+def test_the_members_of_a_network_share_one_text() -> None:
+    """At a thousand containers each file is 16 KB: one string per network, not per member."""
+    stack = Stack.model_validate({"name": "s", "networks": {"n": {"subnet": "10.9.0.0/24"}},
+                                  "containers": {f"c{i}": {"command": "x", "networks": ["n"]} for i in range(3)}})
+    files = hosts_files(stack, {("s", f"c{i}", "n"): IPv4Address(f"10.9.0.{i + 2}") for i in range(3)}, {})
+    assert files["c0"] == LOCALHOST + "10.9.0.2\tc0\n10.9.0.3\tc1\n10.9.0.4\tc2\n"
+    assert files["c0"] is files["c1"] is files["c2"]
