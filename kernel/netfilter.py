@@ -121,9 +121,11 @@ class Chain:
     """Rule specs in kernel order, as rendered (without the `-A CHAIN ` prefix)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Ruleset:
-    """Every chain of every table, as the backend reads them back."""
+    """Every chain of every table, as the backend reads them back. One read is equal only to
+    itself (hashed by identity, so what is derived from a read can be kept with it); compare
+    `tables` for content."""
 
     tables: Mapping[str, Mapping[str, Chain]]
 
@@ -189,6 +191,10 @@ class Backend(Dialect, Protocol):
     base_chains: tuple[BaseChain, ...]
     """Hook chains the backend owns (nftables: base chains of its own table); empty when the
     hooks are the built-in chains of shared tables (iptables), which are never ours."""
+
+    def __hash__(self) -> int:
+        """By identity (what is derived from a backend's read is kept per backend)."""
+        ...
 
     def observe(self) -> Ruleset:
         """One bulk read of every table."""

@@ -86,6 +86,10 @@ class FakeNft:
         self.usable = usable
         self.forward = forward
         self.scripts: list[str] = []
+        self.listings = 0
+        self.committed: int | None = 1
+        """nf_tables' generation as `generation` reports it: each script commits one more; None
+        stands for a kernel that cannot be asked."""
 
     def __call__(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
         if argv[0] == "iptables":
@@ -96,11 +100,17 @@ class FakeNft:
 
     def cmd(self, text: str) -> tuple[int, str, str]:
         if text.startswith("list table "):
+            self.listings += 1
             if self.listing is None:
                 return 1, "", "Error: No such file or directory"
             return 0, self.listing, ""
         self.scripts.append(text)
+        if self.committed is not None:
+            self.committed += 1
         return 0, "", ""
+
+    def generation(self) -> int | None:
+        return self.committed
 
     def session(self) -> FakeNft | None:
         """What open_session gives: None where libnftables is not usable."""

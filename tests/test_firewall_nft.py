@@ -95,6 +95,24 @@ def _nft_observed(listing: str | None = CAPTURED):
     return backend, observe_firewall(backend.observe(), (), ROUTE_LOCALNET_ON, backend)
 
 
+def test_a_read_is_kept_while_nf_tables_commits_nothing() -> None:
+    """The watch agent's focused passes observe again and again: the table is listed anew only
+    once nf_tables' generation moved (our own write, anyone's), or when it cannot be read."""
+    session = FakeNft()
+    backend = Nftables(NFT_LAYOUT, session)
+    first = backend.observe()
+    assert backend.observe() is first and session.listings == 1
+    backend.apply([Op(OpKind.APPEND_RULE, "nat", "RECONCILE-DNAT", "tcp dport 1 accept")])  # ours
+    assert backend.observe() is not first and session.listings == 2
+    session.committed = (session.committed or 0) + 1  # someone else's transaction, any table
+    backend.observe()
+    assert session.listings == 3
+    session.committed = None
+    backend.observe()
+    backend.observe()
+    assert session.listings == 5
+
+
 def test_diff_over_the_captured_listing_is_empty_and_sees_drift() -> None:
     backend, observed = _nft_observed()
     assert diff_firewall(desired({"demo": DEMO}), observed, backend).changes == []

@@ -126,3 +126,28 @@ def test_the_libnftables_socket_is_not_inherited_by_what_we_run(sandbox: Sandbox
             "print(subprocess.run(['ls', '-l', '/proc/self/fd'], close_fds=False, capture_output=True,"
             " text=True).stdout.count('socket:'))\n")
     assert sandbox.run(sys.executable, "-c", code).stdout.strip() == "0"
+
+
+KEPT_READ = """
+import subprocess
+from controllers.firewall_rules import NFT_LAYOUT
+from kernel.netfilter_nft import Nftables, open_session
+backend = Nftables(NFT_LAYOUT, open_session())
+first = backend.observe()
+assert backend.observe() is first, "read again with nothing committed"
+subprocess.run(["nft", "add", "table", "inet", "rc-h17-other"], check=True)  # another table, anyone's
+second = backend.observe()
+assert second is not first and second.tables == first.tables
+subprocess.run(["nft", "flush", "chain", "inet", "reconcile", "RECONCILE-DNAT"], check=True)
+assert backend.observe().chain("nat", "RECONCILE-DNAT").rules == ()
+print("ok")
+"""
+
+
+def test_a_kept_read_follows_every_commit_of_nf_tables(sandbox: Sandbox, host: dict[str, str]) -> None:
+    """One backend observing again (the watch agent's focused passes): the same read while
+    nothing is committed, a fresh one after any transaction, ours or not, on any table."""
+    run_controller(sandbox, "apply", BOTH, "nftables")
+    assert "dnat ip to" in (our_nft(sandbox) or "")
+    assert sandbox.python(KEPT_READ).stdout.strip() == "ok"
+    sandbox.run("nft", "delete", "table", "inet", "rc-h17-other")
