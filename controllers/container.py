@@ -488,11 +488,9 @@ class ContainerController:
 
         records = self._store.containers(focus.containers if focus else None)
         sandbox_inodes: dict[int, tuple[str, str]] = {}
-        for name in netns.list_names():
-            parsed = names.parse_netns_name(name)
-            inode = procs.netns_inode(netns.path_of(name)) if parsed and focused(parsed) else None
-            if parsed and inode is not None:
-                sandbox_inodes[inode] = parsed
+        for name, owner in netns.sandboxes(focus.containers if focus else None).items():
+            if (inode := procs.netns_inode(netns.path_of(name))) is not None:
+                sandbox_inodes[inode] = owner
         inits = procs.inits_by_netns(sandbox_inodes, None if focus is None else [r.pid for r in records.values()])
         found: dict[tuple[str, str], tuple[runtime.ProcessHandle, bool]] = {
             sandbox_inodes[inode]: (runtime.ProcessHandle(p.pid, p.start_time), True) for inode, p in inits.items()}

@@ -275,8 +275,7 @@ class SandboxController:
             owner = names.parse_alias(link.alias)
             if owner is not None and owner.kind == "endpoint" and (focus is None or focus.has_container(owner.key)):
                 host_ends[owner.key] = link
-        ours = {name: parsed for name in netns.list_names()
-                if (parsed := names.parse_netns_name(name)) and (focus is None or parsed in focus.containers)}
+        ours = netns.sandboxes(focus.containers if focus else None)
         sandboxes: dict[str, ObservedSandbox] = {}
         for name, inner in netns.dump_all(list(ours)).items():
             if inner is not None:  # a namespace file without its namespace is recreated

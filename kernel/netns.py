@@ -13,13 +13,14 @@ import os
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from kernel import crashpoints, rtnl_wire, sysctl
 from kernel.netlink import Netlink
 from kernel.rtnl_dump import LinkDump
+from specs import names as marks
 
 NETNS_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
@@ -36,6 +37,15 @@ def list_names() -> list[str]:
         return sorted(os.listdir(NETNS_DIR))
     except FileNotFoundError:
         return []
+
+
+def sandboxes(among: Collection[tuple[str, str]] | None = None) -> dict[str, tuple[str, str]]:
+    """Our sandbox namespaces, by name, with the (stack, container) each is named for; of
+    those `among` only, when given (looked up by name: a thousand others are not parsed)."""
+    if among is None:
+        return {name: owner for name in list_names() if (owner := marks.parse_netns_name(name))}
+    existing = set(list_names())
+    return {name: owner for owner in among if (name := marks.netns_name(*owner)) in existing}
 
 
 def path_of(name: str) -> str:

@@ -7,7 +7,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from ipaddress import IPv4Address, IPv6Address
+from typing import Any, TypeVar
 
 from controllers.base import Controller, Desired, EndpointKey, Focus
 from controllers.cgroup import CgroupController
@@ -34,6 +35,9 @@ from specs.model import Stack
 from state.images import ImageStore
 from state.ipam import A
 from state.store import Store
+
+K = TypeVar("K", bound=tuple[str, ...])
+V = TypeVar("V")
 
 MAX_PASSES = 3
 """Apply re-plans after each pass: a change can undo what the first observation saw (recreating
@@ -72,6 +76,8 @@ class Session:
     """time.monotonic() when the latest observation began: what happened before, it saw."""
     one_pass: Callable[[], AbstractContextManager[None]] = nullcontext
     """Held around one observation of every controller: reads they share are made once."""
+    leased: tuple[Mapping[EndpointKey, IPv4Address], Mapping[EndpointKey, IPv6Address]] | None = None
+    """The address leases as the latest `desired` read them (a thousand rows, read once a pass)."""
 
     def observe(self, focus: Focus | None = None) -> Snapshot:
         with self.one_pass(), netfilter_listeners.one_read():
@@ -88,8 +94,8 @@ class Session:
             raise SpecErrors(locate_issues(target.files, issues))
         stacks = with_subnets(target.stacks, pooled)
         in_scope = [s for s in stacks.values() if s.name in target.scope]
-        addresses, addresses6, issues = assign_addresses(in_scope, self.store.leases(), self.store.leases6(),
-                                                         observed.sandboxes, focus)
+        self.leased = self.store.leases(), self.store.leases6()
+        addresses, addresses6, issues = assign_addresses(in_scope, *self.leased, observed.sandboxes, focus)
         if issues:
             raise SpecErrors(locate_issues(target.files, issues))
         return Desired(stacks=stacks, scope=target.scope, addresses=addresses, addresses6=addresses6,
@@ -134,7 +140,8 @@ class Session:
         failed: tuple[Plan, ApplyErrors] | None = None
         for _ in range(MAX_PASSES):
             plan, desired = self.plan(target, focus)
-            self.store.replace_subnet_leases(target.scope, desired.pooled)
+            if _of(target.scope, self.store.subnet_leases()) != _of(target.scope, desired.pooled):
+                self.store.replace_subnet_leases(target.scope, desired.pooled)  # a write costs fsyncs
             self._record_leases(desired)
             plan = Plan(tuple(filter(select, plan.changes)))
             if failed is not None:
@@ -162,7 +169,7 @@ class Session:
         """The addresses of this pass become the leases of its stacks. A focused pass decided
         those of its focus only (it did not observe the others' live addresses): every other
         lease stays as it is."""
-        leased, leased6 = self.store.leases(), self.store.leases6()
+        leased, leased6 = self.leased or (self.store.leases(), self.store.leases6())
         addresses, addresses6 = desired.addresses, desired.addresses6
         if desired.focus is not None:
             addresses = _merged(leased, addresses, desired.focus)
@@ -170,6 +177,7 @@ class Session:
         if _of(desired.scope, leased) != _of(desired.scope, addresses) or \
                 _of(desired.scope, leased6) != _of(desired.scope, addresses6):  # a write costs fsyncs
             self.store.replace_leases(desired.scope, addresses, addresses6)
+            self.leased = None
 
     def _batches(self, changes: Sequence[Change]) -> Iterator[tuple[Controller[Any], list[Change]]]:
         by_kind = {kind: c for c in self.controllers.ordered() for kind in c.kinds}
@@ -187,8 +195,9 @@ class Session:
             yield owner, batch
 
 
-def _of(stacks: frozenset[str], leases: Mapping[EndpointKey, A]) -> dict[EndpointKey, A]:
-    return {key: address for key, address in leases.items() if key[0] in stacks}
+def _of(stacks: frozenset[str], leases: Mapping[K, V]) -> dict[K, V]:
+    """The leases (of addresses or pooled subnets) of these stacks."""
+    return {key: value for key, value in leases.items() if key[0] in stacks}
 
 
 def _merged(leased: Mapping[EndpointKey, A], decided: Mapping[EndpointKey, A], focus: Focus) -> dict[EndpointKey, A]:

@@ -58,7 +58,7 @@ from reconcile.watch.status import StatusWriter
 from specs.errors import SpecErrors
 from specs.images import ImageReference
 from specs.model import Stack
-from specs.names import netns_name, parse_netns_name
+from specs.names import netns_name
 from state.images import ImageStore
 from state.lock import exclusive
 from state.store import Store
@@ -474,8 +474,7 @@ class Agent:
         managed = self._managed()
         among = None if focus is None else {pair for pair in focus.containers if pair[0] in managed}
         if among is None:
-            self.events.watch_namespaces([n for n in netns.list_names()
-                                          if (owner := parse_netns_name(n)) and owner[0] in managed])
+            self.events.watch_namespaces([n for n, owner in netns.sandboxes().items() if owner[0] in managed])
         else:
             spaces = [netns_name(*pair) for pair in among]
             self.events.watch_namespaces(spaces, among=spaces)
