@@ -3,15 +3,20 @@
 A published port DNATs before local delivery, so a host process listening on that port silently
 receives none of its traffic: the firewall controller refuses to publish a port a process holds
 (a conflict naming the process), and names a process that bound a port after we published it
-(an intruder, in `status`). /proc/net/{tcp,tcp6,udp,udp6} are per network namespace (they follow
-/proc/self/net) and cheap to read; the owning process is found by the socket inode among
-/proc/<pid>/fd links, a walk of every fd on the host, so it is only done for the listeners a
-message must name (`with_holders`).
+(an intruder, in `status`). They are asked of sock_diag (NETLINK_SOCK_DIAG, as `ss` does), in
+the caller's network namespace, for listening TCP and unconnected UDP sockets only: the kernel
+then never walks its established-connection hash, which /proc/net/tcp walks whole (measured:
+2.5 ms on an idle host against 0.06 ms, and ~10% of a watch agent's repair among a thousand
+containers); a kernel without inet_diag is read through /proc/net/{tcp,tcp6,udp,udp6}, the
+same sockets as text. The owning process is found by the socket inode among /proc/<pid>/fd
+links, a walk of every fd on the host, so it is only done for the listeners a message must
+name (`with_holders`).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import struct
 import threading
 from collections.abc import Collection, Iterator
@@ -19,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
+
+from kernel import rtnl_wire as wire
 
 PROC = Path("/proc")
 
@@ -28,6 +35,18 @@ _UDP_UNCONNECTED = "07"
 
 _TABLES = (("tcp", "tcp", _TCP_LISTEN), ("tcp6", "tcp", _TCP_LISTEN),
            ("udp", "udp", _UDP_UNCONNECTED), ("udp6", "udp", _UDP_UNCONNECTED))
+
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+_DIAG_QUERIES = tuple((family, number, protocol, 1 << int(state, 16))
+                      for number, protocol, state in ((socket.IPPROTO_TCP, "tcp", _TCP_LISTEN),
+                                                      (socket.IPPROTO_UDP, "udp", _UDP_UNCONNECTED))
+                      for family in (socket.AF_INET, socket.AF_INET6))
+"""(address family, IP protocol, our protocol name, the states asked for) of each dump, in the
+order of _TABLES."""
+_DIAG_REQUEST = struct.Struct("=BBBxI48x")  # inet_diag_req_v2: family, protocol, extensions, states, no sockid
+_DIAG_PORT = struct.Struct("!H")  # inet_diag_msg.id.idiag_sport, at offset 4
+_DIAG_INODE = struct.Struct("=I")  # inet_diag_msg.idiag_inode, at offset 68
 
 
 @dataclass(frozen=True)
@@ -120,6 +139,26 @@ def read_listeners(proc: Path = PROC) -> tuple[Listener, ...]:
 
 
 def _read(proc: Path) -> tuple[Listener, ...]:
+    if proc == PROC:
+        try:
+            return _asked_of_sock_diag()
+        except (OSError, wire.DumpInterrupted):  # no inet_diag (or udp_diag) here: the text tables
+            pass
+    return _read_tables(proc)
+
+
+def _asked_of_sock_diag() -> tuple[Listener, ...]:
+    found: list[Listener] = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG) as sock:
+        for family, number, protocol, states in _DIAG_QUERIES:
+            size = 4 if family == socket.AF_INET else 16
+            for answer in wire.dump(sock, SOCK_DIAG_BY_FAMILY, _DIAG_REQUEST.pack(family, number, 0, states)):
+                found.append(Listener(protocol, ip_address(answer[8:8 + size]), _DIAG_PORT.unpack_from(answer, 4)[0],
+                                      _DIAG_INODE.unpack_from(answer, 68)[0]))
+    return tuple(found)
+
+
+def _read_tables(proc: Path) -> tuple[Listener, ...]:
     found: list[Listener] = []
     for table, protocol, state in _TABLES:
         try:

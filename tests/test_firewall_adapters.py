@@ -15,6 +15,7 @@ from kernel import netfilter
 from kernel.netfilter import Op, OpKind, parse_save, restore_script
 from kernel.netfilter_conntrack import FlowFilter, flush
 from kernel.netfilter_listeners import Listener, read_listeners, with_holders
+from tests.sandbox import Sandbox
 
 pytestmark = pytest.mark.skipif(sys.byteorder != "little", reason="/proc/net samples are little-endian")
 
@@ -92,6 +93,28 @@ def test_listeners_are_read_then_the_processes_holding_them_when_asked(tmp_path:
         found[0], found[1], Listener("udp", IPv4Address("0.0.0.0"), 5353, 14, 41, "dnsmasq"), found[3])
     assert with_holders(found, set(), tmp_path / "no-such-proc") is found  # no walk at all
     assert found[1].describe() == "an unknown process listening on [::]:80/tcp"
+
+
+LISTENING = """
+import socket
+from kernel import netfilter_listeners as listeners
+tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM); tcp.bind(("127.0.0.1", 8080)); tcp.listen()
+tcp6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM); tcp6.bind(("::", 80)); tcp6.listen()
+client = socket.create_connection(("127.0.0.1", 8080)); accepted, _ = tcp.accept()  # established: not listed
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); udp.bind(("0.0.0.0", 5353))
+udp6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); udp6.bind(("::1", 53))
+connected = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); connected.connect(("127.0.0.1", 5353))  # not listed
+asked = listeners.read_listeners()
+assert asked == listeners._read_tables(listeners.PROC), (asked, listeners._read_tables(listeners.PROC))
+print(*(f"{s.protocol} {s.address} {s.port} {s.inode > 0}" for s in asked), sep="\\n")
+"""
+
+
+def test_sock_diag_lists_the_listeners_the_text_tables_list(sandbox: Sandbox) -> None:
+    """Listening TCP and unconnected UDP sockets of both families, in the tables' order; not an
+    established connection nor a connected UDP socket."""
+    assert sandbox.python(LISTENING).stdout.splitlines() == [
+        "tcp 127.0.0.1 8080 True", "tcp :: 80 True", "udp 0.0.0.0 5353 True", "udp ::1 53 True"]
 
 
 FLOWS = """\
