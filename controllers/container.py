@@ -498,7 +498,9 @@ class ContainerController:
             if key not in found and procs.alive(record.pid, record.start_time):
                 found[key] = (runtime.ProcessHandle(record.pid, record.start_time), False)
         roots = self._roots(found, focus)
-        runtime_ids = {parsed for parsed in map(names.parse_runtime_id, self._runtime.ids()) if parsed}
+        runtime_ids = ({parsed for parsed in map(names.parse_runtime_id, self._runtime.ids()) if parsed}
+                       if focus is None else
+                       {key for key in focus.containers if self._runtime.has_state(names.runtime_id(*key))})
         containers: dict[str, ObservedContainer] = {}
         texts: dict[str, str] = {}  # the members of a network have the same /etc/hosts: kept once
 
