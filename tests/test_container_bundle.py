@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from controllers.container_bundle import ALLOWED_DEVICES, MASKED_PATHS, READONLY_PATHS, BundleInputs, oci_config
-from kernel.inroot import find_program, make_dirs, resolve
+from kernel.inroot import MAX_READ, find_program, make_dirs, read_in_root, resolve
 from kernel.users import Ids
 from specs import capabilities
 from specs.model import Container
@@ -124,3 +124,19 @@ def test_missing_workdirs_are_made_inside_the_root_without_following_links(tmp_p
     with pytest.raises(OSError):
         make_dirs(root, "/link/made")
     assert list(outside.iterdir()) == []
+
+
+def test_a_file_inside_a_root_is_read_whole_up_to_the_bound(tmp_path: Path) -> None:
+    """/etc/hosts and resolv.conf as the observation reads them: whole, empty, or cut at
+    MAX_READ (a container's own file may be any size); a link out of the root is read inside it."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "hosts").write_text("127.0.0.1\tlocalhost\n" * 1000)
+    (etc / "empty").write_text("")
+    (etc / "huge").write_bytes(b"x" * (MAX_READ + 10))
+    (etc / "out").symlink_to("/etc/hostname")
+    assert read_in_root(tmp_path, "/etc/hosts") == "127.0.0.1\tlocalhost\n" * 1000
+    assert read_in_root(tmp_path, "/etc/empty") == ""
+    assert read_in_root(tmp_path, "/etc/huge") == "x" * MAX_READ
+    assert read_in_root(tmp_path, "/etc/out") is None  # resolved in the root: no /etc/hostname there
+    assert read_in_root(tmp_path, "/etc/missing") is None
