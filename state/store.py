@@ -121,15 +121,21 @@ class Store:
         """Open for writing, creating the state dir and schema when missing."""
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         db = sqlite3.connect(state_dir / DB_NAME, timeout=30, isolation_level=None)
-        db.executescript(_SCHEMA)
+        db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")  # every table appears at once to readers
         return cls(db)
 
     @classmethod
     def open_readonly(cls, state_dir: Path) -> Store:
+        """A store another process is creating (its file made, its tables not committed yet: a
+        watch agent's first moment) reads as one that does not exist yet."""
         path = state_dir / DB_NAME
         if not path.exists():
             return cls(None)
-        return cls(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30))
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'stacks'").fetchone() is None:
+            db.close()
+            return cls(None)
+        return cls(db)
 
     def close(self) -> None:
         if self._db is not None:

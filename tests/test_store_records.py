@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from state.store import ContainerRecord, Store
@@ -19,3 +20,15 @@ def test_records_are_read_whole_or_for_some_containers(tmp_path: Path) -> None:
         assert store.containers([]) == {}
     finally:
         store.close()
+
+
+def test_a_store_being_created_reads_as_none_yet(tmp_path: Path) -> None:
+    """`status` beside a watch agent's first moment: the file exists, its tables do not yet."""
+    sqlite3.connect(tmp_path / "state.db").close()  # what connect() leaves before the schema
+    early = Store.open_readonly(tmp_path)
+    assert early.stacks() == [] and early.containers() == {} and early.leases() == {}
+    early.close()
+    Store.open(tmp_path).close()  # the schema, in one transaction
+    made = Store.open_readonly(tmp_path)
+    assert made.stacks() == [] and made.watch_statuses() == []
+    made.close()
