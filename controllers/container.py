@@ -494,9 +494,15 @@ class ContainerController:
         inits = procs.inits_by_netns(sandbox_inodes, None if focus is None else [r.pid for r in records.values()])
         found: dict[tuple[str, str], tuple[runtime.ProcessHandle, bool]] = {
             sandbox_inodes[inode]: (runtime.ProcessHandle(p.pid, p.start_time), True) for inode, p in inits.items()}
+        sandbox_of = {owner: inode for inode, owner in sandbox_inodes.items()}
         for key, record in records.items():
             if key not in found and procs.alive(record.pid, record.start_time):
-                found[key] = (runtime.ProcessHandle(record.pid, record.start_time), False)
+                # Not found as its sandbox's init: out of it (recreated, disruptively) only when
+                # its own namespace is seen to be another one; a namespace that cannot be read
+                # is no evidence (a watch agent's repair once recreated a healthy container so).
+                seen = procs.netns_inode(f"/proc/{record.pid}/ns/net")
+                found[key] = (runtime.ProcessHandle(record.pid, record.start_time),
+                              seen is None or seen == sandbox_of.get(key))
         roots = self._roots(found, focus)
         runtime_ids = ({parsed for parsed in map(names.parse_runtime_id, self._runtime.ids()) if parsed}
                        if focus is None else
