@@ -126,13 +126,13 @@ class Store:
 
     @classmethod
     def open_readonly(cls, state_dir: Path) -> Store:
-        """A store another process is creating (its file made, its tables not committed yet: a
-        watch agent's first moment) reads as one that does not exist yet."""
+        """A store another process is creating (its file made, no table committed yet: a watch
+        agent's first moment) reads as one that does not exist yet."""
         path = state_dir / DB_NAME
         if not path.exists():
             return cls(None)
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'stacks'").fetchone() is None:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' LIMIT 1").fetchone() is None:
             db.close()
             return cls(None)
         return cls(db)
