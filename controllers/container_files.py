@@ -44,14 +44,17 @@ def hosts_files(stack: Stack, addresses: Mapping[EndpointKey, IPv4Address],
     order = {key: index for index, key in enumerate(stack.containers)}
     shared: dict[str, str] = {}  # by network: the text of its single-network members
 
+    def whole(key: str) -> str:
+        return LOCALHOST + _address_lines(stack, key, lines4, order) + _address_lines(stack, key, lines6, order)
+
     def text(key: str) -> str:
-        networks = list(stack.containers[key].networks)
-        if len(networks) == 1 and networks[0] in shared:
-            return shared[networks[0]]
-        whole = LOCALHOST + _address_lines(stack, key, lines4, order) + _address_lines(stack, key, lines6, order)
-        if len(networks) == 1:
-            shared[networks[0]] = whole
-        return whole
+        networks = stack.containers[key].networks
+        if len(networks) != 1:
+            return whole(key)
+        (network,) = networks
+        if network not in shared:
+            shared[network] = whole(key)
+        return shared[network]
 
     return {key: text(key) for key in (stack.containers if keys is None else keys)}
 
