@@ -29,7 +29,6 @@ from ruamel.yaml.events import (
     StreamEndEvent,
     StreamStartEvent,
 )
-from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.resolver import VersionedResolver
 
 E = TypeVar("E", bound=Event)
@@ -47,7 +46,10 @@ keeps: a file holding one is left to the full reader."""
 _DECIMAL_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
 _DECIMAL_FLOAT = re.compile(r"[-+]?[0-9]+\.[0-9]+")
 _TAG = "tag:yaml.org,2002:"
-_RESOLVER = VersionedResolver(version=(1, 2))
+_IMPLICIT: dict[str | None, list[tuple[str, re.Pattern[str]]]] = VersionedResolver(version=(1, 2)).versioned_resolver
+"""YAML 1.2's implicit tags of plain scalars, by first character, as ruamel's resolver holds
+them; looked up here directly: its `resolve` finds the version and builds a Tag per scalar
+(~60% of reading a 1000-container file)."""
 
 
 class _Unusual(Exception):
@@ -136,7 +138,7 @@ def _scalar(event: ScalarEvent) -> object:
         if event.style in ("|", ">"):
             raise _Unusual  # block scalars: left to the full reader's exact rules
         return value  # quoted: text
-    tag = str(_RESOLVER.resolve(ScalarNode, value, (True, False))).removeprefix(_TAG)
+    tag = _implicit_tag(value)
     if tag == "str":
         return value
     if tag == "null":
@@ -148,3 +150,12 @@ def _scalar(event: ScalarEvent) -> object:
     if tag == "float" and _DECIMAL_FLOAT.fullmatch(value):
         return float(value)
     raise _Unusual  # octal, hex, 1_000, .inf, dates, `=`: the full reader's to construct
+
+
+def _implicit_tag(value: str) -> str:
+    """The tag ruamel's resolver gives a plain scalar ("str", "int", ...): the first of its
+    patterns for the value's first character that matches."""
+    for tag, pattern in (*_IMPLICIT.get(value[:1], ()), *_IMPLICIT.get(None, ())):
+        if pattern.match(value):
+            return tag.removeprefix(_TAG)
+    return "str"
