@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 
 from kernel import crashpoints
+from kernel.pseudofiles import read_bytes
 from kernel.retrying import retry_transient
 from specs import names
 from specs.names import NAME_PATTERN
@@ -121,8 +122,7 @@ def read_text(path: str | Path | None) -> str | None:
     if path is None:
         return None
     try:
-        with open(path, encoding="utf-8") as file:
-            return file.read().strip()
+        return read_bytes(path).decode().strip()
     except FileNotFoundError:
         return None
 

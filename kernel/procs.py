@@ -7,6 +7,8 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from kernel.pseudofiles import read_bytes
+
 
 @dataclass(frozen=True)
 class Proc:
@@ -18,8 +20,7 @@ class Proc:
 
 def read_proc(pid: int) -> Proc | None:
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read().decode(errors="replace")
+        raw = read_bytes(f"/proc/{pid}/stat").decode(errors="replace")
     except OSError:
         return None
     # comm is in parentheses and may itself contain spaces or ')'; split after the last ')'.
@@ -41,14 +42,14 @@ def _is_namespace_init(pid: int) -> bool:
     """PID 1 of a nested pid namespace (`NSpid: <host pid> 1`): a container's init, as opposed
     to the launcher that waits for it from the parent namespace."""
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("NSpid:"):
-                    levels = line.split()[1:]
-                    return len(levels) > 1 and levels[-1] == "1"
+        status = read_bytes(f"/proc/{pid}/status")
     except OSError:
-        pass
-    return False
+        return False
+    start = status.find(b"\nNSpid:")
+    if start < 0:
+        return False
+    levels = status[start + 7:status.find(b"\n", start + 1)].split()
+    return len(levels) > 1 and levels[-1] == b"1"
 
 
 def container_inits() -> list[int]:
