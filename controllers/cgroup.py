@@ -121,9 +121,9 @@ class CgroupController:
         return names.cgroup_relpath(self._parent, stack, container)
 
     def observe(self, focus: Focus | None = None) -> CgroupObservation:
-        owned = self._driver.owned(self._parent, focus.containers if focus else None)
-        keys = sorted(f"{stack}/{container}" for stack, container in owned)
-        return CgroupObservation(self._parent, {key: self._driver.read(self.relpath(key)) for key in keys},
+        owned = self._driver.read_owned(self._parent, focus.containers if focus else None)
+        limits = {f"{stack}/{container}": found for (stack, container), found in owned.items()}
+        return CgroupObservation(self._parent, {key: limits[key] for key in sorted(limits)},
                                  tuple(self._driver.usable_cpus(self._parent)))
 
     def diff(self, desired: Desired, observed: CgroupObservation) -> Diff:

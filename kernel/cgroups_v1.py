@@ -80,11 +80,7 @@ class V1Driver(CgroupDriver):
                     _inherit_cpuset(parent, child)
         return [str(at(root, relpath) / "cgroup.procs") for root in roots]
 
-    def read(self, relpath: str) -> Limits | None:
-        """None also when the cgroup is missing from one hierarchy: a process outside part of its
-        cgroup cannot be limited there, so the caller has to recreate it."""
-        if not all(os.path.isdir(at_text(root, relpath)) for root in self.roots()):
-            return None
+    def _read_present(self, relpath: str) -> Limits:
         return Limits(memory=self._memory_limit(relpath), cpus=self._cpus(relpath),
                       pids=read_max(self._file("pids", relpath, "pids.max")),
                       cpuset=self._cpuset_shown(relpath, read_text(self._file("cpuset", relpath, "cpuset.cpus"))))
@@ -119,8 +115,10 @@ class V1Driver(CgroupDriver):
 
     def _cpus(self, relpath: str) -> float | None:
         quota = read_int(self._file("cpu", relpath, "cpu.cfs_quota_us"))
+        if quota is None or quota < 0:  # -1: no quota, whatever the period
+            return None
         period = read_int(self._file("cpu", relpath, "cpu.cfs_period_us"))
-        return None if quota is None or period is None or quota < 0 else cpus_of(quota, period)
+        return None if period is None else cpus_of(quota, period)
 
     def _oom_kills(self, relpath: str) -> int | None:
         """oom_kill of memory.oom_control (kernels >= 4.13), of the cgroup and its children: v1
@@ -131,7 +129,8 @@ class V1Driver(CgroupDriver):
         cgroup = self._file("memory", relpath, "memory.oom_control")
         if cgroup is None:
             return None
-        paths: list[str | Path] = [cgroup, *Path(cgroup).parent.glob("*/memory.oom_control")]
+        paths = [cgroup, *(f"{entry.path}/memory.oom_control" for entry in os.scandir(os.path.dirname(cgroup))
+                           if entry.is_dir(follow_symlinks=False))]
         counts = [read_keyed(path).get("oom_kill") for path in paths]
         if counts[0] is not None:
             return sum(count or 0 for count in counts)

@@ -64,10 +64,8 @@ class V2Driver(CgroupDriver):
             mkdir(child)
         return [str(at(self.root, relpath) / "cgroup.procs")]
 
-    def read(self, relpath: str) -> Limits | None:
+    def _read_present(self, relpath: str) -> Limits:
         path = at(self.root, relpath)
-        if not path.is_dir():
-            return None
         return Limits(memory=read_max(path / "memory.max"), cpus=_cpus(read_text(path / "cpu.max")),
                       pids=read_max(path / "pids.max"),
                       cpuset=self._cpuset_shown(relpath, read_text(path / "cpuset.cpus") or None))
