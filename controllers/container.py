@@ -491,7 +491,7 @@ class ContainerController:
         for name, owner in netns.sandboxes(focus.containers if focus else None).items():
             if (inode := procs.netns_inode(netns.path_of(name))) is not None:
                 sandbox_inodes[inode] = owner
-        inits = procs.inits_by_netns(sandbox_inodes, None if focus is None else [r.pid for r in records.values()])
+        inits = procs.inits_by_netns(sandbox_inodes, [r.pid for r in records.values()], everywhere=focus is None)
         found: dict[tuple[str, str], tuple[runtime.ProcessHandle, bool]] = {
             sandbox_inodes[inode]: (runtime.ProcessHandle(p.pid, p.start_time), True) for inode, p in inits.items()}
         sandbox_of = {owner: inode for inode, owner in sandbox_inodes.items()}

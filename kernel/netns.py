@@ -49,7 +49,7 @@ def sandboxes(among: Collection[tuple[str, str]] | None = None) -> dict[str, tup
 
 
 def path_of(name: str) -> str:
-    return str(NETNS_DIR / name)
+    return f"{NETNS_DIR}/{name}"  # a Path interns its parts: a thousand names kept for good
 
 
 def _ip_batch(commands: Sequence[str]) -> str:

@@ -57,21 +57,31 @@ def container_inits() -> list[int]:
     return [int(e.name) for e in os.scandir("/proc") if e.name.isdigit() and _is_namespace_init(int(e.name))]
 
 
-def inits_by_netns(inodes: Iterable[int], among: Iterable[int] | None = None) -> Mapping[int, Proc]:
-    """For each network namespace inode, the init of the container inside it. One pass over
-    /proc for all namespaces, or over the pids `among` only."""
+def inits_by_netns(inodes: Iterable[int], likely: Iterable[int] = (), everywhere: bool = True) -> Mapping[int, Proc]:
+    """For each network namespace inode, the init of the container inside it: looked for among
+    the `likely` pids first (those our records name), then, `everywhere`, in one pass over /proc
+    for the namespaces still without one (a start interrupted before its record, a lost store,
+    a container that is not running: a thousand processes' stat each)."""
     wanted = set(inodes)
     result: dict[int, Proc] = {}
-    pids = [int(e.name) for e in os.scandir("/proc") if e.name.isdigit()] if among is None else among
-    for pid in pids:
-        try:
-            inode = os.stat(f"/proc/{pid}/ns/net").st_ino
-        except OSError:
-            continue
-        if inode in wanted and inode not in result and _is_namespace_init(pid):
-            proc = read_proc(pid)
-            if proc is not None:
-                result[inode] = proc
+    tried = set(likely)
+
+    def look(pids: Iterable[int]) -> None:
+        for pid in pids:
+            if len(result) == len(wanted):
+                return
+            try:
+                inode = os.stat(f"/proc/{pid}/ns/net").st_ino
+            except OSError:
+                continue
+            if inode in wanted and inode not in result and _is_namespace_init(pid):
+                proc = read_proc(pid)
+                if proc is not None:
+                    result[inode] = proc
+
+    look(sorted(tried))
+    if everywhere and len(result) < len(wanted):
+        look(pid for e in os.scandir("/proc") if e.name.isdigit() and (pid := int(e.name)) not in tried)
     return result
 
 
