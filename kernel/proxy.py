@@ -87,12 +87,15 @@ class RunningProxy:
 
 def has_ipv6_loopback() -> bool:
     """Whether ::1 is an address here (not on a host booted with ipv6.disable=1, nor with
-    disable_ipv6 on lo): there is nothing for a proxy to listen on without it."""
+    disable_ipv6 on lo): there is nothing for a proxy to listen on without it. Asked by binding
+    to it, which the kernel allows only then: /proc/net/if_inet6 lists every link's address
+    (0.5 ms to read beside a thousand veths, on every pass)."""
     try:
-        with open("/proc/net/if_inet6") as f:
-            return any(line.startswith("0" * 31 + "1 ") for line in f)
-    except FileNotFoundError:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:  # EAFNOSUPPORT: no IPv6 at all; EADDRNOTAVAIL: ::1 is not here
         return False
+    return True
 
 
 def _cmdline(pid: str) -> bytes:
