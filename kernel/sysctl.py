@@ -8,12 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from kernel import crashpoints
+from kernel.pseudofiles import read_bytes
 
 PROC_SYS = Path("/proc/sys")
 
 
 def read(*parts: str) -> str:
-    return PROC_SYS.joinpath(*parts).read_text().strip()
+    return read_bytes(f"{PROC_SYS}/{'/'.join(parts)}").decode().strip()
 
 
 def write(value: str, *parts: str) -> None:
