@@ -93,7 +93,7 @@ def diff_cgroups(desired: Desired, observed: CgroupObservation, driver: CgroupDr
         found, issues = _wanted(stack, desired, driver, observed.parent)
         wanted |= found
         result.issues += issues
-    result.issues += check_host_cpus(in_scope, observed.host_cpus)
+    result.issues += check_host_cpus(in_scope, observed.host_cpus, desired.containers_of)
     for key, limits in wanted.items():
         if key not in observed.limits or observed.limits[key] is None:
             result.changes.append(Change(Action.CREATE, KIND_CGROUP, key, _field_changes(None, limits),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
@@ -107,15 +107,18 @@ def check_host(stacks: Sequence[Stack], host_nets: Sequence[HostNet],
     return issues
 
 
-def check_host_cpus(stacks: Sequence[Stack], host_cpus: Collection[int]) -> list[Issue]:
+def check_host_cpus(stacks: Sequence[Stack], host_cpus: Collection[int],
+                    containers_of: Callable[[Stack], Iterable[str]] | None = None) -> list[Issue]:
     """Limits the host cannot meet, checked before anything changes: a cpuset naming CPUs the
     host does not have (the kernel would refuse it with ERANGE, mid-apply), and a CPU quota above
     the CPUs the container may run on (the kernel accepts it, but it can never be used). No
-    check when the host's CPUs are not known (empty)."""
+    check when the host's CPUs are not known (empty). `containers_of`: the keys to check of
+    each stack (a focused pass's), all by default."""
     if not host_cpus:
         return []
-    return [issue for stack in stacks for key, container in stack.containers.items()
-            for issue in _cpu_issues(stack.name, ("containers", key, "resources"), container, set(host_cpus))]
+    usable = set(host_cpus)
+    return [issue for stack in stacks for key in (stack.containers if containers_of is None else containers_of(stack))
+            for issue in _cpu_issues(stack.name, ("containers", key, "resources"), stack.containers[key], usable)]
 
 
 def _count(cpus: Collection[int]) -> str:
