@@ -30,7 +30,7 @@ import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from controllers.base import Desired, Diff, Focus
@@ -101,16 +101,21 @@ class FirewallObservation:
     """What backends other than the one in use still hold of ours, by backend name."""
     ipv6_owners: frozenset[Owner] = frozenset()
     """Owners with an IPv6-only rule (a port published over IPv6 too)."""
+    live_ports: Mapping[PortKey, bool] = field(default_factory=dict)
+    """The ports our DNAT rules publish now, parsed back from their owners, in rule order:
+    True for one published over IPv6 too."""
+    by_name: Mapping[tuple[str, str], tuple[Owner, ...]] = field(default_factory=dict)
+    """The owners other than the skeleton by (stack, network or container): a focused diff
+    looks at its own, not at a thousand containers' ports."""
 
     def owned_stacks(self) -> set[str]:
-        return {owner.stack for owner in self.owned if owner.stack}
+        return {stack for stack, _ in self.by_name}
 
-    @cached_property
-    def live_ports(self) -> dict[PortKey, bool]:
-        """The ports our DNAT rules publish now, parsed back from their owners, in rule order:
-        True for one published over IPv6 too."""
-        return {key: owner in self.ipv6_owners for owner in self.owned if owner.kind == "port"
-                for key in [PortKey.parse(owner.key)] if key}
+    def owners_about(self, focus: Focus) -> list[Owner]:
+        """The owners a focused pass may concern: the skeleton, and those named like one of its
+        containers or networks (each still to be told apart by its kind)."""
+        named = [owner for pair in focus.containers | focus.networks for owner in self.by_name.get(pair, ())]
+        return [SKELETON, *named] if SKELETON in self.owned else named
 
     def intruders(self) -> list[Intruder]:
         """Host processes listening on a port we publish (they bound it after us)."""
@@ -182,11 +187,19 @@ def _sorted(ruleset: Ruleset, backend: Backend) -> FirewallObservation:
                     strays.append(placed)
                 elif (target := (table, jump_target(spec) or "")) in ours:
                     foreign_jumps.setdefault(target, []).append(placed)
+    by_name: dict[tuple[str, str], list[Owner]] = {}
+    for owner in owned:
+        if owner.key:
+            stack, name = owner.key.split("/")[:2]
+            by_name.setdefault((stack, name), []).append(owner)
     return FirewallObservation(
         owned={owner: tuple(rules) for owner, rules in owned.items()}, strays=tuple(strays),
         chains=existing, forward=forward, listeners=(), route_localnet={},
         foreign_jumps={chain: tuple(rules) for chain, rules in foreign_jumps.items()}, our_chains=ours,
-        ipv6_owners=frozenset(ipv6_owners))
+        ipv6_owners=frozenset(ipv6_owners),
+        live_ports={key: owner in ipv6_owners for owner in owned if owner.kind == "port"
+                    for key in [PortKey.parse(owner.key)] if key},
+        by_name={pair: tuple(owners) for pair, owners in by_name.items()})
 
 
 def _placed(dialect: Dialect, rules: Iterable[Rule]) -> tuple[Placed, ...]:
@@ -374,8 +387,9 @@ def diff_firewall(desired: Desired, observed: FirewallObservation, dialect: Dial
     the removal of what other backends still hold of the owners in scope (their rules placed
     and rendered by `other_dialects`, by backend name)."""
     wants, published, issues = _wanted(desired, dialect)
-    in_scope = [o for o in observed.owned if o.stack in desired.scope and o not in wants and _in_focus(desired, o)]
-    kept = [o for o in observed.owned if o.stack is not None and o.stack not in desired.scope]
+    about = observed.owned if desired.focus is None else observed.owners_about(desired.focus)
+    in_scope = [o for o in about if o.stack in desired.scope and o not in wants and _in_focus(desired, o)]
+    kept = observed.owned_stacks() - desired.scope
     live_ports = {**{p: v6 for left in observed.leftovers.values() for p, v6 in left.live_ports.items()},
                   **observed.live_ports}
     kept_ports = [key for key in live_ports if key.stack not in desired.scope]
