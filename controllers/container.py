@@ -169,6 +169,12 @@ class DesiredContainer:
     dns_warning: str | None = None  # why `resolv` is not the host's own nameservers
     waits: tuple[Wait, ...] = ()
 
+    @property
+    def recorded_spec(self) -> dict[str, object]:
+        """What the store records of a start of it: the spec, and the stop grace period it is
+        to be stopped with."""
+        return {**self.spec, "stop_grace": self.container.stop_grace}
+
 
 def started_spec(stack: Stack, key: str, addresses: Mapping[tuple[str, str, str], IPv4Address]) -> dict[str, object]:
     data = stack.containers[key].model_dump(mode="json", include=set(RECREATE_FIELDS) - {"networks"})
@@ -270,7 +276,8 @@ def _completed(want: DesiredContainer, found: ObservedContainer) -> bool:
 
 def _diff_one(want: DesiredContainer, found: ObservedContainer | None) -> Change | None:
     key = f"{want.stack}/{want.key}"
-    fields = _recreate_fields(found.record.spec, want.spec) if found and found.record else ()
+    fields = (_recreate_fields(found.record.spec, want.spec)
+              if found and found.record and not found.record.started_with(want.recorded_spec) else ())
     if found is not None and not any(f.path == "image" for f in fields):
         fields += _image_moved(want, found)
     if found is None or found.handle is None:
@@ -351,8 +358,8 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
 
 
 def _record(want: DesiredContainer, handle: runtime.ProcessHandle, restarts: int) -> ContainerRecord:
-    return ContainerRecord(want.stack, want.key, handle.pid, handle.start_time,
-                           {**want.spec, "stop_grace": want.container.stop_grace}, restarts, time.time())
+    return ContainerRecord.of(want.stack, want.key, handle.pid, handle.start_time, want.recorded_spec, restarts,
+                              time.time())
 
 
 def _group_of(change: Change) -> tuple[str, int]:

@@ -7,6 +7,7 @@ from the Desired a diff runs against is in sync until a test drifts it."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,9 +34,9 @@ def root_of(stack: str, container: str) -> Path:
 def record_of(desired: Desired, stack: str, container: str, handle: ProcessHandle) -> ContainerRecord:
     """The store's record of a start with this Desired (as ContainerController._record writes it)."""
     spec = desired.stacks[stack].containers[container]
-    return ContainerRecord(stack, container, handle.pid, handle.start_time,
-                           {**started_spec(desired.stacks[stack], container, desired.addresses),
-                            "stop_grace": spec.stop_grace}, 0, STARTED_AT)
+    return ContainerRecord.of(stack, container, handle.pid, handle.start_time,
+                              {**started_spec(desired.stacks[stack], container, desired.addresses),
+                               "stop_grace": spec.stop_grace}, 0, STARTED_AT)
 
 
 def running(desired: Desired, stack: str, container: str, pid: int = 4242) -> ObservedContainer:
@@ -67,7 +68,7 @@ def with_record_spec(found: ObservedContainer, drop: tuple[str, ...] = (), **fie
     written by an earlier version of reconcile)."""
     assert found.record is not None
     spec = {name: value for name, value in found.record.spec.items() if name not in drop}
-    return replace(found, record=replace(found.record, spec={**spec, **fields}))
+    return replace(found, record=replace(found.record, spec_json=json.dumps({**spec, **fields})))
 
 
 def leftover(stack: str, container: str, root: bool = False, runtime_state: bool = False,

@@ -68,7 +68,7 @@ def _diff(tmp_path: Path, own: str, running_with: str | None) -> tuple[Action, s
     stack = load_file(path).stack
     found = {} if running_with is None else {"dns/a": ObservedContainer(
         "dns", "a", ProcessHandle(1, 1),
-        ContainerRecord("dns", "a", 1, 1, started_spec(stack, "a", ADDRESSES), 0, 0.0), True,
+        ContainerRecord.of("dns", "a", 1, 1, started_spec(stack, "a", ADDRESSES), 0, 0.0), True,
         hosts_files(stack, ADDRESSES, {})["a"], running_with, None, True)}
     observed = ContainerObservation(found, HostResolvers(OWN, own, UPSTREAM, ""), frozenset())
     [change] = diff_containers(Desired({"dns": stack}, frozenset({"dns"}), ADDRESSES), observed).changes
