@@ -277,7 +277,7 @@ class SandboxController:
                 host_ends[owner.key] = link
         ours = netns.sandboxes(focus.containers if focus else None)
         sandboxes: dict[str, ObservedSandbox] = {}
-        for name, inner in netns.dump_all(list(ours)).items():
+        for name, inner in netns.dumps(list(ours)):
             if inner is not None:  # a namespace file without its namespace is recreated
                 stack, container = ours[name]
                 sandboxes[f"{stack}/{container}"] = observe_sandbox(

@@ -122,19 +122,22 @@ def _sockets_in(paths: Sequence[str]) -> list[socket.socket | OSError]:
     return results
 
 
-def dump_all(names: Sequence[str]) -> dict[str, LinkDump | None]:
-    """One dump of each named namespace; None for one that cannot be entered."""
-    dumps: dict[str, LinkDump | None] = {}
-    for name, sock in zip(names, _sockets_in([path_of(n) for n in names])):
-        if isinstance(sock, OSError):
-            dumps[name] = None
-            continue
-        netlink = Netlink(sock)
-        try:
-            dumps[name] = netlink.dump()
-        finally:
-            netlink.close()
-    return dumps
+def dumps(names: Sequence[str]) -> Iterator[tuple[str, LinkDump | None]]:
+    """One dump of each named namespace, one at a time (the caller keeps what it needs of each:
+    a thousand whole dumps held at once were ~1 MiB); None for one that cannot be entered."""
+    sockets = _sockets_in([path_of(n) for n in names])
+    try:
+        for name, sock in zip(names, sockets):
+            if isinstance(sock, OSError):
+                yield name, None
+                continue
+            with sock:
+                dump = Netlink(sock).dump()
+            yield name, dump
+    finally:  # a generator left early: the sockets it did not reach (closing twice is harmless)
+        for sock in sockets:
+            if not isinstance(sock, OSError):
+                sock.close()
 
 
 def write_sysctl(name: str, value: str, *parts: str) -> None:

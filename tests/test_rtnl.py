@@ -34,7 +34,7 @@ with host_netlink() as nl:
     whole, named = nl.dump(), nl.dump(frozenset({"tv0", "absent0"}))
     out["named"] = [sorted(link.name for link in named.links), set(named.links) == {
         link for link in whole.links if link.name in ("tbr0", "tv0")}, repr(named.addresses), len(named.routes)]
-out["inner"] = repr(netns.dump_all(["rc-t_c"])["rc-t_c"])
+out["inner"] = repr(dict(netns.dumps(["rc-t_c"]))["rc-t_c"])
 print(json.dumps(out))
 """
 
@@ -97,9 +97,11 @@ def test_a_namespace_file_left_by_a_crash_is_replaced(sandbox: Sandbox) -> None:
     leaves a plain file that cannot be entered."""
     sandbox.sh("touch /run/netns/rc-t_c")
     out = sandbox.python("from kernel import netns\n"
-                         "print(netns.dump_all(['rc-t_c'])['rc-t_c'], netns.is_namespace('rc-t_c'))\n"
+                         "[(_, gone)] = netns.dumps(['rc-t_c'])\n"
+                         "print(gone, netns.is_namespace('rc-t_c'))\n"
                          "netns.add(['rc-t_c'])\n"
-                         "print(netns.is_namespace('rc-t_c'), netns.dump_all(['rc-t_c'])['rc-t_c'].by_name().keys())\n")
+                         "[(_, made)] = netns.dumps(['rc-t_c'])\n"
+                         "print(netns.is_namespace('rc-t_c'), made.by_name().keys())\n")
     assert out.stdout.splitlines() == ["None False", "True dict_keys(['lo'])"]
 
 
