@@ -124,7 +124,7 @@ class ObservedContainer:
     in_sandbox: bool  # the process lives in the namespace at /run/netns/<name>
     hosts: str | None
     resolv: str | None
-    root: Path | None  # where its root (our overlay) is mounted on the host
+    root: str | None  # where its root (our overlay) is mounted on the host (overlay.Root.path)
     runtime_state: bool  # the OCI runtime still has state for it
     image_digest: str | None = None  # of the image its root is made of (the root's mark)
     exit_code: int | None = None  # how its last run ended, while not running (its exit file)
@@ -449,9 +449,14 @@ def _etc_mode(lowers: Sequence[Path]) -> int:
 
 def _subdirs(path: Path) -> list[Path]:
     """The directories in `path`, told apart by the entries' types (no stat of each)."""
+    return [path / name for name in _names_of_subdirs(path)]
+
+
+def _names_of_subdirs(path: Path) -> list[str]:
+    """_subdirs' names (a thousand Paths would intern a thousand names for good)."""
     try:
         with os.scandir(path) as entries:
-            return [path / entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
+            return [entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
     except FileNotFoundError:
         return []
 
@@ -518,7 +523,7 @@ class ContainerController:
         containers: dict[str, ObservedContainer] = {}
         texts: dict[str, str] = {}  # the members of a network have the same /etc/hosts: kept once
 
-        def read(inside: Path | None, path: str) -> str | None:
+        def read(inside: str | None, path: str) -> str | None:
             text = inroot.read_in_root(inside, path) if inside else None
             return None if text is None else texts.setdefault(text, text)
 
@@ -526,7 +531,7 @@ class ContainerController:
                                                               if Paths.of(self._state_dir, *key).root.is_dir()}
         for key in filter(focused, set(found) | set(records) | file_dirs | set(roots) | runtime_ids):
             handle, in_sandbox = found.get(key, (None, False))
-            inside = Path(f"/proc/{handle.pid}/root") if handle else None
+            inside = f"/proc/{handle.pid}/root" if handle else None  # a Path would intern the pid
             root = roots.get(key)
             containers["/".join(key)] = ObservedContainer(
                 key[0], key[1], handle, records.get(key), in_sandbox,
@@ -554,7 +559,7 @@ class ContainerController:
         """(stack, container) of every files directory: a run killed between writing a
         container's files and recording it leaves one that `down` must still remove."""
         root = self._state_dir / CONTAINERS_DIR
-        return {(stack.name, entry.name) for stack in _subdirs(root) for entry in _subdirs(stack)}
+        return {(stack.name, entry) for stack in _subdirs(root) for entry in _names_of_subdirs(stack)}
 
     def diff(self, desired: Desired, observed: ContainerObservation) -> Diff:
         return diff_containers(desired, observed, frozenset(self._started))
@@ -618,7 +623,7 @@ class ContainerController:
             runtime.stop(found.handle, _grace(found), paths.log, signalled_at)
         if found.runtime_state:  # left by a runtime killed before it cleaned up, or not yet gone
             self._runtime.delete(names.runtime_id(found.stack, found.container))
-        for root in {r for r in (found.root, paths.rootfs) if r is not None}:
+        for root in {paths.rootfs, *([Path(found.root)] if found.root else [])}:
             overlay.unmount(root)
         for bound in sorted(paths.lower.glob("[0-9]*")):  # userns: auto's idmapped lowers
             overlay.unmount(bound)
@@ -771,7 +776,7 @@ class ContainerController:
         # Through the root's mount on the host: writable even when the container's view of its
         # root is read-only; the container's own view otherwise (a root mounted by someone else).
         # Resolved inside that root: the container controls every name in it.
-        root = found.root or Path(f"/proc/{found.handle.pid}/root")
+        root = Path(found.root or f"/proc/{found.handle.pid}/root")
         for path, text in (("/etc/hosts", want.hosts), ("/etc/resolv.conf", want.resolv)):
             try:
                 inroot.rewrite_in_root(root, path, text)

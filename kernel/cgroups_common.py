@@ -247,7 +247,10 @@ class CgroupDriver(ABC):
     def _parent_cpus(self, relpath: str) -> str | None:
         """The CPUs the parent cgroup may run on: a cpuset equal to them is no restriction."""
         cpuset = self._effective_cpus()
-        return None if cpuset is None else read_text(at(cpuset[0], relpath).parent / cpuset[1])
+        if cpuset is None:
+            return None
+        parent = at_text(cpuset[0], relpath).rsplit("/", 1)[0]  # not a Path: it interns every name in it
+        return read_text(f"{parent}/{cpuset[1]}")
 
     def usable_cpus(self, parent: str) -> list[int]:
         """The CPUs a container under `parent` can be given: the cpuset of the parent, or of its

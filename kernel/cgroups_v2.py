@@ -24,6 +24,7 @@ from kernel.cgroups_common import (
     Limits,
     Usage,
     at,
+    at_text,
     below_usage,
     cpus_of,
     levels,
@@ -65,10 +66,10 @@ class V2Driver(CgroupDriver):
         return [str(at(self.root, relpath) / "cgroup.procs")]
 
     def _read_present(self, relpath: str) -> Limits:
-        path = at(self.root, relpath)
-        return Limits(memory=read_max(path / "memory.max"), cpus=_cpus(read_text(path / "cpu.max")),
-                      pids=read_max(path / "pids.max"),
-                      cpuset=self._cpuset_shown(relpath, read_text(path / "cpuset.cpus") or None))
+        path = at_text(self.root, relpath)  # not a Path: a thousand of them intern every name
+        return Limits(memory=read_max(f"{path}/memory.max"), cpus=_cpus(read_text(f"{path}/cpu.max")),
+                      pids=read_max(f"{path}/pids.max"),
+                      cpuset=self._cpuset_shown(relpath, read_text(f"{path}/cpuset.cpus") or None))
 
     def usage(self, relpath: str) -> Usage | None:
         path = at(self.root, relpath)

@@ -106,7 +106,7 @@ def open_at_in_root(root_fd: int, path: str, flags: int) -> int:
                 raise
 
 
-def open_in_root(root: Path, path: str, flags: int, mode: int = 0o644) -> int:
+def open_in_root(root: str | Path, path: str, flags: int, mode: int = 0o644) -> int:
     """An fd for `path` inside `root`, every symlink resolved inside it (openat2 with
     RESOLVE_IN_ROOT, kernel >= 5.6): a container's `ln -s /etc/shadow /etc/hosts` cannot make
     reconcile, root on the host, read or write the host's file. The last component must be a
@@ -124,7 +124,7 @@ def open_in_root(root: Path, path: str, flags: int, mode: int = 0o644) -> int:
     return fd
 
 
-def read_in_root(root: Path, path: str) -> str | None:
+def read_in_root(root: str | Path, path: str) -> str | None:
     """The text of a regular file inside `root` (at most MAX_READ bytes), or None."""
     try:
         fd = open_in_root(root, path, os.O_RDONLY)

@@ -41,7 +41,9 @@ class Root:
     """A container root of ours as mounted: where, the image digest its mark carries, and its
     lower directories (an image's layers stay while a root uses them, whatever the store says)."""
 
-    path: Path
+    path: str
+    """As the mount table shows it. Not a Path: a Path interns every name in it, and a thousand
+    container names grew the interpreter's table of interned strings by ~1 MiB for good."""
     image_digest: str | None
     lowers: tuple[Path, ...] = ()
 
@@ -57,7 +59,7 @@ def mounted(among: Collection[tuple[str, str]] | None = None) -> dict[tuple[str,
         fields, _, tail = line.partition(" - ")
         parsed = _ours(tail)
         if parsed is not None and (among is None or parsed[0] in among):
-            found[parsed[0]] = Root(Path(unescape(fields.split(" ")[4])), parsed[1], _lowers(tail))
+            found[parsed[0]] = Root(unescape(fields.split(" ")[4]), parsed[1], _lowers(tail))
     return found
 
 
@@ -75,7 +77,7 @@ def seen_by(pid: int, key: tuple[str, str], host_path: Path) -> Root | None:
         fields, _, tail = line.partition(" - ")
         if fields.split(" ")[4] == "/":  # the last one stacked there is the one in effect
             parsed = _ours(tail)
-            root = Root(host_path, parsed[1], _lowers(tail)) if parsed is not None and parsed[0] == key else None
+            root = Root(str(host_path), parsed[1], _lowers(tail)) if parsed is not None and parsed[0] == key else None
     return root
 
 

@@ -26,9 +26,9 @@ HOST_RESOLVERS = HostResolvers("/etc/resolv.conf", "nameserver 10.0.0.2\nsearch 
 STARTED_AT = 1_700_000_000.0
 
 
-def root_of(stack: str, container: str) -> Path:
+def root_of(stack: str, container: str) -> str:
     """Where the container's overlay root is mounted on the host (the bundle's rootfs)."""
-    return Paths.of(STATE_DIR, stack, container).rootfs
+    return str(Paths.of(STATE_DIR, stack, container).rootfs)
 
 
 def record_of(desired: Desired, stack: str, container: str, handle: ProcessHandle) -> ContainerRecord:
