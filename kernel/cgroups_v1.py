@@ -86,7 +86,7 @@ class V1Driver(CgroupDriver):
                       cpuset=self._cpuset_shown(relpath, read_text(self._file("cpuset", relpath, "cpuset.cpus"))))
 
     def usage(self, relpath: str) -> Usage | None:
-        if not any(at(root, relpath).is_dir() for root in self.roots()):
+        if not any(os.path.isdir(at_text(root, relpath)) for root in self.roots()):
             return None
         cpu_stat = read_keyed(self._file("cpu", relpath, "cpu.stat"))
         cpu_ns = read_int(self._file("cpuacct", relpath, "cpuacct.usage"))

@@ -14,6 +14,7 @@ written as the parent's CPUs, which read back as no restriction.
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 from kernel.cgroups_common import (
@@ -72,17 +73,17 @@ class V2Driver(CgroupDriver):
                       cpuset=self._cpuset_shown(relpath, read_text(f"{path}/cpuset.cpus") or None))
 
     def usage(self, relpath: str) -> Usage | None:
-        path = at(self.root, relpath)
-        if not path.is_dir():
+        path = at_text(self.root, relpath)
+        if not os.path.isdir(path):
             return None
-        cpu_stat = read_keyed(path / "cpu.stat")
-        return Usage(memory_bytes=read_int(path / "memory.current"),
-                     memory_peak_bytes=read_int(path / "memory.peak"),  # kernels >= 5.19
+        cpu_stat = read_keyed(f"{path}/cpu.stat")
+        return Usage(memory_bytes=read_int(f"{path}/memory.current"),
+                     memory_peak_bytes=read_int(f"{path}/memory.peak"),  # kernels >= 5.19
                      cpu_usec=cpu_stat.get("usage_usec"),
                      throttled_periods=cpu_stat.get("nr_throttled"),
                      throttled_usec=cpu_stat.get("throttled_usec"),
-                     pids=read_int(path / "pids.current"),
-                     oom_kills=read_keyed(path / "memory.events").get("oom_kill"))
+                     pids=read_int(f"{path}/pids.current"),
+                     oom_kills=read_keyed(f"{path}/memory.events").get("oom_kill"))
 
     def write(self, relpath: str, limits: Limits) -> None:
         """As on v1, a memory limit below what the cgroup cannot give back is refused first."""
