@@ -397,6 +397,20 @@ def test_owned_lists_our_names_in_any_hierarchy(v1: V1Driver) -> None:
     assert v1.owned("rc", [("s2", "db"), ("s2", "web"), ("s1", "file")]) == {("s2", "db")}
 
 
+def test_read_owned_reads_what_owned_finds_as_read_would(v1: V1Driver) -> None:
+    """One listing per hierarchy tells which hierarchies hold each cgroup: a cgroup missing from
+    one of them reads as None (its process could not be limited there), as read() says."""
+    v1_cgroup(v1, "rc/s1/web", {"memory.limit_in_bytes": "67108864", "pids.max": "100"})
+    v1_cgroup(v1, "rc/s2/db")
+    (v1.hierarchies["pids"] / "rc/s2/db/pids.max").unlink()
+    (v1.hierarchies["pids"] / "rc/s2/db").rmdir()  # gone from one hierarchy only
+    web = v1.read("rc/s1/web")
+    assert web is not None and (web.memory, web.pids) == (67108864, 100)
+    assert v1.read_owned("rc") == {("s1", "web"): web, ("s2", "db"): None} \
+        == {key: v1.read(f"rc/{key[0]}/{key[1]}") for key in v1.owned("rc")}
+    assert v1.read_owned("rc", [("s1", "web"), ("s3", "gone")]) == {("s1", "web"): web}
+
+
 def test_v1_write_refuses_limits_the_host_cannot_enforce(tmp_path: Path) -> None:
     driver = V1Driver({"cpu": tmp_path / "cpu", "cpuset": tmp_path / "cpuset"})
     assert driver.missing(Limits(memory=PAGE_SIZE, cpus=1, pids=1)) == ["memory", "pids"]

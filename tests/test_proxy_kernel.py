@@ -110,3 +110,16 @@ def test_a_proxy_relays_is_found_again_and_stops_with_its_children(sandbox: Sand
     call(sandbox, "stop", "rc-test ")
     assert call(sandbox, "running") == [] and len(socats(sandbox)) == 1  # the user's is left be
     assert exchange(sandbox, "tcp", 7001) == ""
+
+
+def test_ipv6_loopback_is_found_exactly_when_1_is_an_address_here(sandbox: Sandbox) -> None:
+    """A proxy has nothing to listen on without ::1: not with lo down (the kernel adds ::1 as
+    lo comes up), nor with IPv6 disabled on lo; the check binds, it does not read every link's
+    addresses."""
+    check = "from kernel import proxy; print(proxy.has_ipv6_loopback())"
+    sandbox.sh("ip link set lo down; sysctl -qw net.ipv6.conf.lo.disable_ipv6=0")
+    assert sandbox.python(check).stdout.strip() == "False"
+    sandbox.sh("ip link set lo up")
+    assert sandbox.python(check).stdout.strip() == "True"
+    sandbox.sh("sysctl -qw net.ipv6.conf.lo.disable_ipv6=1")
+    assert sandbox.python(check).stdout.strip() == "False"

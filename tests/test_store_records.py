@@ -32,3 +32,14 @@ def test_a_store_being_created_reads_as_none_yet(tmp_path: Path) -> None:
     made = Store.open_readonly(tmp_path)
     assert made.stacks() == [] and made.watch_statuses() == []
     made.close()
+
+
+def test_a_record_tells_whether_it_was_started_with_a_spec_without_decoding_it_first() -> None:
+    spec = {"command": ["sleep", "1"], "env": {"A": "1"}, "stop_grace": 10.0}
+    record = ContainerRecord.of("s", "web", 1, 10, spec, 0, 1.5)
+    assert record.spec == spec and record.started_with(spec)
+    # A record written with its keys in another order (an earlier version) is the same spec.
+    reordered = ContainerRecord.of("s", "web", 1, 10, dict(reversed(spec.items())), 0, 1.5)
+    assert reordered.spec_json != record.spec_json and reordered.started_with(spec)
+    assert not record.started_with({**spec, "env": {"A": "2"}})
+    assert not record.started_with({key: value for key, value in spec.items() if key != "stop_grace"})
