@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from functools import partial
 from ipaddress import IPv4Interface, IPv6Interface
 
 from controllers.cgroup import CgroupObservation
@@ -77,7 +78,8 @@ def _containers(session: Session, name: str, spec: Stack | None, observed: Snaps
     for key in keys:
         live = found.get(f"{name}/{key}")
         sandbox = sandboxes.get(f"{name}/{key}")
-        paths = Paths.of(session.settings.state_dir, name, key)
+        # Its files are looked at for a stopped or probed container only (a Path interns names).
+        paths = partial(Paths.of, session.settings.state_dir, name, key)
         state = "running" if live and live.handle else "exited" if live and live.record else "missing"
         rows.append({
             "name": key,
@@ -92,7 +94,7 @@ def _containers(session: Session, name: str, spec: Stack | None, observed: Snaps
             "exposed_ports": _exposed_ports(store, live.image_digest if live else None),
             "restarts": live.record.restarts if live and live.record else 0,
             "exit_code": live.exit_code if live and state == "exited" else None,  # read by the observation
-            "start_error": paths.last_start_error() if state != "running" else None,
+            "start_error": paths().last_start_error() if state != "running" else None,
             "resources": _resources(session, f"{name}/{key}", cgroups),
             "health": _health(paths, live, with_health.containers.get(key) if with_health else None),
         })
@@ -108,12 +110,13 @@ def _ips(sandbox: ObservedSandbox | None,
             if ep.state and (address := family_of(ep.state.addresses)) is not None}
 
 
-def _health(paths: Paths, live: ObservedContainer | None, spec: Container | None) -> dict[str, object] | None:
+def _health(paths: Callable[[], Paths], live: ObservedContainer | None,
+            spec: Container | None) -> dict[str, object] | None:
     """starting / healthy / unhealthy of the running process, with its last probe (None: no
     health check, or not running). Only a record of this very process counts."""
     if spec is None or not spec.probed or live is None or live.handle is None:
         return None
-    recorded = health_records.load(paths.health)
+    recorded = health_records.load(paths().health)
     if recorded is None or not recorded.of(live.handle.pid, live.handle.start_time):
         return {"status": health_records.STARTING, "failing_streak": 0, "last_probe": None}
     last = recorded.last
