@@ -172,8 +172,10 @@ def parse_comment(comment: str) -> Owner | None:
     return Owner(kind, key) if valid else None
 
 
+@lru_cache(maxsize=PARSED_CACHE)
 def owner_of_spec(spec: str) -> Owner | None:
-    """The owner of a rule as the backend printed it (its comment match), if it is ours."""
+    """The owner of a rule as the backend printed it (its comment match), if it is ours; every
+    read of a changed ruleset looks for the comment in each of its rules again."""
     match = _COMMENT_IN_SPEC.search(spec)
     if not match:
         return None
