@@ -107,3 +107,26 @@ def test_a_failing_key_waits_longer_each_time_until_it_succeeds_once() -> None:
     assert queue.backoff("db") == (1, RETRY_BASE)  # per key
     queue.forget("web")
     assert queue.backoff("web") == (1, RETRY_BASE)
+
+
+def test_a_key_comes_out_with_the_first_reason_it_was_added_for_since_it_last_came_out() -> None:
+    clock = Clock()
+    queue: WorkQueue[str] = WorkQueue(clock)
+    queue.add("web", reason="kernel: link deleted")
+    queue.add("web", reason="resync")
+    assert queue.reason("web") == "kernel: link deleted"  # a rider's, while it waits
+    assert queue.get(timeout=0) == "web"
+    assert queue.reason("web") == "kernel: link deleted"
+    observed_at = clock.now
+    clock.now += 1
+    queue.add("web", reason="kernel: process exited")  # while the pass runs, after its observation
+    assert queue.drop_stale(lambda key: True, observed_at) == set()  # newer than what the pass saw
+    assert queue.reason("web") == "kernel: link deleted"  # the active run's own, until done
+    queue.done("web")
+    assert queue.get(timeout=0) == "web" and queue.reason("web") == "kernel: process exited"
+    queue.done("web")
+    queue.add("web", reason="kernel: rule deleted")
+    clock.now += 1
+    assert queue.drop_stale(lambda key: True, clock.now) == {"web"}  # seen by a later pass: gone with its reason
+    queue.add("web")
+    assert queue.get(timeout=0) == "web" and queue.reason("web") == ""

@@ -99,7 +99,6 @@ class _Outcome:
     riders: list[Key]  # other keys whose changes came along
     focus: Focus | None  # what the passes observed and changed, when not everything
     whys: dict[Key, str]  # why each rider was queued: the reason of the changes made for it
-    stale: set[Key]  # keys the pass dropped from the queue: what they were queued for is done
 
 
 class Agent:
@@ -113,7 +112,6 @@ class Agent:
         self.stop = threading.Event()
         self.stopped_by: str | None = None  # set by the signal handler (which must not log: locks)
         self.failure: str | None = None  # why a producer died, which stopped the agent
-        self._why: dict[Key, str] = {}
         self._errors: dict[Key, str] = {}  # keys whose last reconcile failed
         self._drivers: HostDrivers | None = None  # the last whole pass's, for focused ones
         self._held: dict[Key, str] = {}  # restarts waiting out a crash-loop delay
@@ -137,8 +135,7 @@ class Agent:
     # -- producers --------------------------------------------------------------------------
 
     def enqueue(self, key: Key, why: str, delay: float = 0.0) -> None:
-        self._why.setdefault(key, why)  # the first reason stands until the key is worked on
-        self.queue.add(key, delay)
+        self.queue.add(key, delay, why)  # the first reason stands until the key is worked on
 
     def _on_event(self, event: Event) -> None:
         key = key_of_event(event, self._pids)
@@ -201,7 +198,7 @@ class Agent:
             self.log.emit("agent stopped", signal=self.stopped_by, workloads="left running")
 
     def _work(self, key: Key) -> None:
-        why = self._why.pop(key, "")
+        why = self.queue.reason(key)
         if key == FILES_KEY:
             self._refresh_files(why)
             return
@@ -239,7 +236,7 @@ class Agent:
         files = self.specs.stacks()
         riders = [k for k in self.queue.due(RIDERS) if k != FILES_KEY and k.stack in (files.keys() | {HOST})]
         keys = [key, *riders]
-        whys = {rider: self._why.get(rider, "") for rider in riders}
+        whys = {rider: self.queue.reason(rider) for rider in riders}
         scope = self._managed() if any(k.stack == HOST for k in keys) else {k.stack for k in keys}
         target = Target({name: f.stack for name, f in files.items()}, frozenset(scope), list(files.values()))
         held: dict[Key, tuple[float, str]] = {}
@@ -281,7 +278,7 @@ class Agent:
             done = retrying(attempt)
             # The events of our own writes, and any drift older than the final observation
             # (which found nothing left to do), need no second pass.
-            stale = self.queue.drop_stale(lambda other: any(covers(k, other) for k in keys), session.observed_at)
+            self.queue.drop_stale(lambda other: any(covers(k, other) for k in keys), session.observed_at)
             if any(not k.resource for k in keys):
                 recorded = {r.name: r.spec for r in session.store.stacks()}
                 for name in sorted(scope & set(files)):
@@ -290,7 +287,7 @@ class Agent:
                         session.store.record_stack(name, str(files[name].path), spec)
                 for name in sorted(scope & self._pruning):
                     session.store.forget_stack(name)
-        return _Outcome(done, held, riders, focus, whys, stale)
+        return _Outcome(done, held, riders, focus, whys)
 
     def _pull_in_background(self, ref: ImageReference, verify_tls: bool) -> None:
         """Pull a missing image on a thread of its own, under the image store's lock only: the
@@ -358,8 +355,6 @@ class Agent:
         """Bookkeeping after a good reconcile: what it covered is no longer failing or held,
         except the restarts it held back just now; pruned stacks are gone."""
         keys = [key, *outcome.riders]
-        for done in outcome.stale:  # one queued again since the observation keeps its reason
-            self._why.pop(done, None)
         self._errors = {k: e for k, e in self._errors.items() if not any(covers(done, k) for done in keys)}
         self._held = {k: r for k, r in self._held.items() if not any(covers(done, k) for done in keys)}
         for held_key, (delay, reason) in outcome.held.items():

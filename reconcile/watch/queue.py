@@ -5,7 +5,9 @@ once, against whatever the kernel shows then. A key being worked on is never han
 added meanwhile, it comes back once the worker is done. A key may be added for later (a retry
 backoff, a crash-loop delay); the earliest time asked for wins. A key that keeps failing is
 retried later each time (`backoff`, client-go's per-item exponential rate limiter) until it
-succeeds once (`forget`).
+succeeds once (`forget`). Each waiting key carries the first reason it was added for, handed
+out with it: reasons and keys change together, under one lock, so no reason is lost to a race
+between a producer adding a key and the worker finishing it.
 """
 
 from __future__ import annotations
@@ -35,15 +37,19 @@ class WorkQueue(Generic[K]):
         self._active: set[K] = set()
         self._again: dict[K, float] = {}  # added while active: queued again by done()
         self._added: dict[K, float] = {}  # when each waiting key was last added
+        self._reasons: dict[K, str] = {}  # why each waiting key was first added
+        self._working: dict[K, str] = {}  # why each active key was handed out
         self._closed = False
         self._cond = threading.Condition()
 
-    def add(self, key: K, delay: float = 0.0) -> None:
+    def add(self, key: K, delay: float = 0.0, reason: str = "") -> None:
+        """Queue `key`; `reason` is kept if it is its first since it was last handed out."""
         with self._cond:
             if self._closed:
                 return
             now = self._clock()
             self._added[key] = now
+            self._reasons.setdefault(key, reason)
             due = now + delay
             if key in self._active:
                 self._again[key] = min(due, self._again.get(key, due))
@@ -63,6 +69,7 @@ class WorkQueue(Generic[K]):
                     del self._due[key]
                     self._added.pop(key, None)
                     self._active.add(key)
+                    self._working[key] = self._reasons.pop(key, "")
                     return key
                 waits = [t - now for t in (self._heap[0][0] if self._heap else None, deadline) if t is not None]
                 if deadline is not None and deadline <= now:
@@ -73,6 +80,7 @@ class WorkQueue(Generic[K]):
     def done(self, key: K) -> None:
         with self._cond:
             self._active.discard(key)
+            self._working.pop(key, None)
             due = self._again.pop(key, None)
             if due is not None and not self._closed:
                 self._push(key, due)
@@ -108,7 +116,13 @@ class WorkQueue(Generic[K]):
                 self._due.pop(key, None)
                 self._again.pop(key, None)
                 self._added.pop(key, None)
+                self._reasons.pop(key, None)
             return stale
+
+    def reason(self, key: K) -> str:
+        """Why an active key was handed out, or why a waiting one was first added ("" for none)."""
+        with self._cond:
+            return self._working[key] if key in self._working else self._reasons.get(key, "")
 
     def depth(self) -> int:
         """Keys waiting (due or not), for the queue-depth metric."""
