@@ -106,13 +106,20 @@ class LinkDump:
         return {link.index: link for link in self.links}
 
 
+_LINK_ATTRS = frozenset({IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_GROUP})
+_LINKINFO_ATTRS = frozenset({IFLA_INFO_KIND, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA})
+_BRPORT_ATTRS = frozenset({IFLA_BRPORT_MODE})
+_ADDRESS_ATTRS = frozenset({IFA_ADDRESS, IFA_LOCAL})
+_ROUTE_ATTRS = frozenset({RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE})
+
+
 def parse_link(body: bytes) -> Link:
     _family, _type, index, flags, _change = wire.IFINFO.unpack_from(body)
-    attrs = wire.attributes(body, wire.IFINFO.size)
-    info = wire.attributes(attrs.get(IFLA_LINKINFO, b""), 0)
+    attrs = wire.attributes(body, wire.IFINFO.size, _LINK_ATTRS)
+    info = wire.attributes(attrs.get(IFLA_LINKINFO, b""), 0, _LINKINFO_ATTRS)
     hairpin = None
     if wire.text(info.get(IFLA_INFO_SLAVE_KIND)) == "bridge":
-        mode = wire.attributes(info.get(IFLA_INFO_SLAVE_DATA, b""), 0).get(IFLA_BRPORT_MODE)
+        mode = wire.attributes(info.get(IFLA_INFO_SLAVE_DATA, b""), 0, _BRPORT_ATTRS).get(IFLA_BRPORT_MODE)
         hairpin = bool(mode and mode[0])
     return Link(index=index, name=wire.text(attrs.get(IFLA_IFNAME)) or "",
                 kind=wire.text(info.get(IFLA_INFO_KIND)),
@@ -127,7 +134,7 @@ def parse_address(body: bytes) -> Address | None:
     interface_of = _INTERFACES.get(family)
     if interface_of is None:
         return None
-    attrs = wire.attributes(body, wire.IFADDR.size)
+    attrs = wire.attributes(body, wire.IFADDR.size, _ADDRESS_ATTRS)
     packed = attrs.get(IFA_LOCAL) or attrs[IFA_ADDRESS]
     if family == AF_INET6 and packed[0] == 0xFE and packed[1] & 0xC0 == 0x80:  # fe80::/10
         return None
@@ -140,7 +147,7 @@ def parse_route(body: bytes) -> Route | None:
     family, dst_len, _src_len, _tos, table, _proto, _scope, _type, _flags = wire.RTMSG.unpack_from(body)
     if table not in (RT_TABLE_MAIN, RT_TABLE_COMPAT):  # the local table, most of a dump: not parsed
         return None
-    attrs = wire.attributes(body, wire.RTMSG.size)
+    attrs = wire.attributes(body, wire.RTMSG.size, _ROUTE_ATTRS)
     if family not in (AF_INET, AF_INET6) or (wire.u32(attrs.get(RTA_TABLE)) or table) != RT_TABLE_MAIN:
         return None
     dst = _NETWORKS[family]((attrs.get(RTA_DST, 0), dst_len))
