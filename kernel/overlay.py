@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -93,8 +94,15 @@ def _lowers(tail: str) -> tuple[Path, ...]:
     options = (tail.split(" ") + ["", "", ""])[2]
     for option in options.split(","):
         if option.startswith("lowerdir="):
-            return tuple(Path(unescape(part)) for part in option.removeprefix("lowerdir=").split(":") if part)
+            return tuple(_lower(unescape(part)) for part in option.removeprefix("lowerdir=").split(":") if part)
     return ()
+
+
+@functools.lru_cache(maxsize=4096)
+def _lower(path: str) -> Path:
+    """One Path per lower directory: a thousand roots share a few (an image's layers, or /),
+    and building a Path costs ~15 us."""
+    return Path(path)
 
 
 def mount(stack: str, container: str, lowers: Sequence[Path], upper: Path, work: Path, target: Path,
