@@ -314,7 +314,10 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
     and for the watch agent's restart policy with its backoff: acting on it here would spin a
     crashing program through every pass of the apply."""
     result = Diff()
-    wanted: list[DesiredContainer] = []
+    # Each wanted container is diffed as soon as it is worked out, and only its change is kept:
+    # the desired state of a thousand in sync (a started spec each) is never held at once.
+    changes: list[tuple[int, Change]] = []
+    wanted_keys: set[str] = set()
     resolv = resolv_file(observed.host_resolvers)
     for stack in (s for s in desired.stacks.values() if s.name in desired.scope):
         keys = desired.containers_of(stack)
@@ -337,19 +340,19 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
                 if isinstance(volume.source, Path) and not volume.create_host_path and not volume.source.exists():
                     result.issues.append(Issue(stack.name, ("containers", key, "volumes", index),
                                                f"volume source {volume.source} does not exist on this host"))
-            wanted.append(DesiredContainer(
+            wanted_keys.add(f"{stack.name}/{key}")
+            if f"{stack.name}/{key}" in started:
+                continue
+            want = DesiredContainer(
                 stack.name, key, container, started_spec(stack, key, desired.addresses),
                 hosts[key], resolv.text, levels[key],
                 capabilities.effective(container.cap_add, container.cap_drop, container.privileged,
-                                       observed.host_capabilities), resolv.warning, _waits(stack, key)))
-    wanted.sort(key=lambda w: w.level)  # dependencies first; the engine reverses for deletions
-    for want in wanted:
-        if f"{want.stack}/{want.key}" in started:
-            continue
-        change = _diff_one(want, observed.containers.get(f"{want.stack}/{want.key}"))
-        if change is not None:
-            result.changes.append(change)
-    wanted_keys = {f"{w.stack}/{w.key}" for w in wanted}
+                                       observed.host_capabilities), resolv.warning, _waits(stack, key))
+            change = _diff_one(want, observed.containers.get(f"{stack.name}/{key}"))
+            if change is not None:
+                changes.append((want.level, change))
+    changes.sort(key=lambda leveled: leveled[0])  # dependencies first; the engine reverses for deletions
+    result.changes += [change for _, change in changes]
     for key, found in observed.containers.items():
         if found.stack in desired.scope and key not in wanted_keys and desired.container_in_focus(key):
             result.changes.append(Change(Action.DELETE, KIND_CONTAINER, key, reason="no longer in the spec",
