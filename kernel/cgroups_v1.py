@@ -37,6 +37,7 @@ from kernel.cgroups_common import (
     read_text,
     write_text,
 )
+from specs import names
 
 CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids")
 """The hierarchies a container's cgroup is made in (cpuacct only for its CPU time counter)."""
@@ -121,17 +122,16 @@ class V1Driver(CgroupDriver):
         return None if period is None else cpus_of(quota, period)
 
     def _oom_kills(self, relpath: str) -> int | None:
-        """oom_kill of memory.oom_control (kernels >= 4.13), of the cgroup and its children: v1
-        counts a kill in the victim's own cgroup (the runtime's child of ours), not in the one
+        """oom_kill of memory.oom_control (kernels >= 4.13), of the cgroup and of the runtime's
+        child of it: v1 counts a kill in the victim's own cgroup (that child), not in the one
         whose limit was hit, and forgets it when the runtime removes that child after the
         container ended. Before 4.13 only memory.failcnt, which counts every hit of the limit,
         killed or not: an upper bound."""
         cgroup = self._file("memory", relpath, "memory.oom_control")
         if cgroup is None:
             return None
-        paths = [cgroup, *(f"{entry.path}/memory.oom_control" for entry in os.scandir(os.path.dirname(cgroup))
-                           if entry.is_dir(follow_symlinks=False))]
-        counts = [read_keyed(path).get("oom_kill") for path in paths]
+        runtime_child = self._file("memory", f"{relpath}/{names.RUNTIME_CGROUP}", "memory.oom_control")
+        counts = [read_keyed(path).get("oom_kill") for path in (cgroup, runtime_child)]
         if counts[0] is not None:
             return sum(count or 0 for count in counts)
         return read_int(self._file("memory", relpath, "memory.failcnt"))
