@@ -232,11 +232,12 @@ class CgroupDriver(ABC):
         be limited there, so the caller has to recreate it)."""
         if not all(os.path.isdir(at_text(root, relpath)) for root in self.roots()):
             return None
-        return self._read_present(relpath)
+        return self._read_present(relpath, self._parent_cpus(relpath))
 
     @abstractmethod
-    def _read_present(self, relpath: str) -> Limits:
-        """read() of a cgroup known to exist in every hierarchy of roots()."""
+    def _read_present(self, relpath: str, parent_cpus: str | None) -> Limits:
+        """read() of a cgroup known to exist in every hierarchy of roots(), whose parent may run
+        on `parent_cpus` (a cpuset equal to them is no restriction)."""
 
     @abstractmethod
     def usage(self, relpath: str) -> Usage | None:
@@ -346,7 +347,15 @@ class CgroupDriver(ABC):
         hierarchies hold each, so no cgroup is looked for twice (a thousand containers in five
         hierarchies: 5,000 stat calls less a pass)."""
         roots = self.roots()
-        return {key: self._read_present(names.cgroup_relpath(parent, *key)) if all(r in held for r in roots)
+        parents: dict[str, str | None] = {}  # a stack's containers share their parent's CPUs: read once
+
+        def read(relpath: str) -> Limits:
+            stack_level = relpath.rsplit("/", 1)[0]
+            if stack_level not in parents:
+                parents[stack_level] = self._parent_cpus(relpath)
+            return self._read_present(relpath, parents[stack_level])
+
+        return {key: read(names.cgroup_relpath(parent, *key)) if all(r in held for r in roots)
                 else None for key, held in self._found_in(parent, among).items()}
 
     def _found_in(self, parent: str,
@@ -364,7 +373,7 @@ class CgroupDriver(ABC):
         return found
 
     def _cpuset_shown(self, relpath: str, cpuset: str | None) -> str | None:
-        return None if cpuset == self._parent_cpus(relpath) else cpuset
+        return shown_cpuset(cpuset, self._parent_cpus(relpath))
 
     def _refusal(self, relpath: str, limits: Limits, knob: Knob, exc: OSError) -> CgroupError:
         """The kernel's refusal of one knob, said in terms of the limit asked for."""
@@ -394,6 +403,11 @@ class CgroupDriver(ABC):
         if parts[:len(top)] != top or len(parts) == len(top):
             raise CgroupError(f"cgroup {relpath!r} is not below the parent {parent!r}")
         return ["/".join(parts[:n]) for n in range(len(parts) - 1, len(top), -1)]
+
+
+def shown_cpuset(cpuset: str | None, parent_cpus: str | None) -> str | None:
+    """A cpuset as the spec says it: none when it is all the CPUs the parent may run on."""
+    return None if cpuset == parent_cpus else cpuset
 
 
 def below_usage(relpath: str, memory: int | None, used: int | None, why: str) -> CgroupError:

@@ -35,6 +35,7 @@ from kernel.cgroups_common import (
     read_keyed,
     read_max,
     read_text,
+    shown_cpuset,
     write_text,
 )
 from specs import names
@@ -81,10 +82,10 @@ class V1Driver(CgroupDriver):
                     _inherit_cpuset(parent, child)
         return [str(at(root, relpath) / "cgroup.procs") for root in roots]
 
-    def _read_present(self, relpath: str) -> Limits:
+    def _read_present(self, relpath: str, parent_cpus: str | None) -> Limits:
         return Limits(memory=self._memory_limit(relpath), cpus=self._cpus(relpath),
                       pids=read_max(self._file("pids", relpath, "pids.max")),
-                      cpuset=self._cpuset_shown(relpath, read_text(self._file("cpuset", relpath, "cpuset.cpus"))))
+                      cpuset=shown_cpuset(read_text(self._file("cpuset", relpath, "cpuset.cpus")), parent_cpus))
 
     def usage(self, relpath: str) -> Usage | None:
         if not any(os.path.isdir(at_text(root, relpath)) for root in self.roots()):

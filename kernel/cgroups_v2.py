@@ -35,6 +35,7 @@ from kernel.cgroups_common import (
     read_keyed,
     read_max,
     read_text,
+    shown_cpuset,
     write_text,
 )
 
@@ -66,11 +67,11 @@ class V2Driver(CgroupDriver):
             mkdir(child)
         return [str(at(self.root, relpath) / "cgroup.procs")]
 
-    def _read_present(self, relpath: str) -> Limits:
+    def _read_present(self, relpath: str, parent_cpus: str | None) -> Limits:
         path = at_text(self.root, relpath)  # not a Path: a thousand of them intern every name
         return Limits(memory=read_max(f"{path}/memory.max"), cpus=_cpus(read_text(f"{path}/cpu.max")),
                       pids=read_max(f"{path}/pids.max"),
-                      cpuset=self._cpuset_shown(relpath, read_text(f"{path}/cpuset.cpus") or None))
+                      cpuset=shown_cpuset(read_text(f"{path}/cpuset.cpus") or None, parent_cpus))
 
     def usage(self, relpath: str) -> Usage | None:
         path = at_text(self.root, relpath)
