@@ -77,7 +77,9 @@ class Session:
     one_pass: Callable[[], AbstractContextManager[None]] = nullcontext
     """Held around one observation of every controller: reads they share are made once."""
     leased: tuple[Mapping[EndpointKey, IPv4Address], Mapping[EndpointKey, IPv6Address]] | None = None
-    """The address leases as the latest `desired` read them (a thousand rows, read once a pass)."""
+    """The address leases as `desired` read them (a thousand rows): read again only after this
+    session wrote them. A session that writes holds the state dir's lock, as every writer does,
+    so no one else changes them meanwhile (a focused repair plans twice: one read)."""
 
     def observe(self, focus: Focus | None = None) -> Snapshot:
         with self.one_pass(), netfilter_listeners.one_read():
@@ -94,7 +96,8 @@ class Session:
             raise SpecErrors(locate_issues(target.files, issues))
         stacks = with_subnets(target.stacks, pooled)
         in_scope = [s for s in stacks.values() if s.name in target.scope]
-        self.leased = self.store.leases(), self.store.leases6()
+        if self.leased is None:
+            self.leased = self.store.leases(), self.store.leases6()
         addresses, addresses6, issues = assign_addresses(in_scope, *self.leased, observed.sandboxes, focus)
         if issues:
             raise SpecErrors(locate_issues(target.files, issues))
