@@ -260,9 +260,10 @@ def _files_reason(want: DesiredContainer, files: Sequence[FieldChange]) -> str:
 
 
 def _changed(found: ObservedContainer, fields: Sequence[FieldChange]) -> str:
-    if found.record is not None and "privileged" not in found.record.spec:
+    recorded = found.record.spec if found.record is not None else None
+    if recorded is not None and "privileged" not in recorded:
         return "started unconfined by an earlier version of reconcile"
-    if found.record is not None and "logging" not in found.record.spec:
+    if recorded is not None and "logging" not in recorded:
         return "started without log rotation by an earlier version of reconcile"
     return ", ".join(f.path for f in fields) + " changed"
 

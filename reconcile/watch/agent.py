@@ -328,7 +328,8 @@ class Agent:
             return None
         if not isinstance(change.desired, DesiredContainer):
             return None
-        if any(found.record.spec.get(field) != value for field, value in change.desired.spec.items()):
+        recorded = found.record.spec  # decoded from the store's text: once
+        if any(recorded.get(field) != value for field, value in change.desired.spec.items()):
             return None  # the spec changed since that run: start the new one now
         log = Paths.of(self.settings.state_dir, found.stack, found.container).log
         try:
