@@ -131,7 +131,7 @@ class V1Driver(CgroupDriver):
         cgroup = self._file("memory", relpath, "memory.oom_control")
         if cgroup is None:
             return None
-        runtime_child = self._file("memory", f"{relpath}/{names.RUNTIME_CGROUP}", "memory.oom_control")
+        runtime_child = self._file("memory", names.runtime_cgroup_path(relpath), "memory.oom_control")
         counts = [read_keyed(path).get("oom_kill") for path in (cgroup, runtime_child)]
         if counts[0] is not None:
             return sum(count or 0 for count in counts)
