@@ -31,6 +31,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 from kernel.netfilter_listeners import read_listeners
 from kernel.procs import read_proc
+from kernel.pseudofiles import read_bytes
 from kernel.runtime import ProcessHandle, open_pidfd, terminate
 
 SOCAT = "socat"  # Debian's socat
@@ -100,8 +101,7 @@ def has_ipv6_loopback() -> bool:
 
 def _cmdline(pid: str) -> bytes:
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
+        return read_bytes(f"/proc/{pid}/cmdline")
     except OSError:
         return b""
 
