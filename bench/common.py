@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from kernel.mountinfo import mounts
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -80,11 +82,21 @@ def time_cli_round(stack_text: str, before: Sequence[Sequence[str]] = (), status
 
 
 def remove_state_dir(state_dir: Path) -> None:
-    """Delete a run's state dir. Its `containers` directory is a bind mount of itself (shared,
-    for crun on hybrid hosts): unmounted first, or rmtree stops at it and the directory outlives
-    the throwaway host on the machine's disk."""
-    subprocess.run(["umount", "--recursive", "--lazy", str(state_dir / "containers")], capture_output=True)
+    """Delete a run's state dir. On hybrid hosts its `containers` and `runtime-ns` directories
+    are bind mounts of themselves (kernel.mountns): unmounted first, or rmtree stops at them and
+    the directory outlives the throwaway host on the machine's disk."""
+    unmount_below(state_dir)
     shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def unmount_below(directory: Path) -> None:
+    """Detach every mount at or below `directory` (roots, a pinned namespace, bind mounts of
+    themselves), deepest first."""
+    top = str(directory.resolve())
+    points = {m.point for m in mounts(Path("/proc/self/mountinfo").read_text())
+              if m.point == top or m.point.startswith(f"{top}/")}
+    if points:
+        subprocess.run(["umount", "--lazy", *sorted(points, key=len, reverse=True)], capture_output=True)
 
 
 def timed(argv: Sequence[str], env: dict[str, str] | None = None, input: str | None = None,

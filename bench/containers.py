@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import print_table, reexec_in_throwaway_host, time_cli_round  # noqa: E402
+from bench.common import print_table, reexec_in_throwaway_host, time_cli_round, unmount_below  # noqa: E402
 from controllers.container_bundle import BundleInputs, oci_config  # noqa: E402
-from kernel import overlay, runtime, seccomp  # noqa: E402
+from kernel import mountns, overlay, runtime, seccomp  # noqa: E402
 from kernel.oci import Runtime  # noqa: E402
 from kernel.users import Ids  # noqa: E402
 from specs import capabilities  # noqa: E402
@@ -62,6 +62,9 @@ def floor(n: int, work: Path, lowers: Sequence[Path] = (Path("/"),)) -> tuple[fl
     bpf = seccomp.filter_for(frozenset(capabilities.kernel_names(capabilities.DOCKER_DEFAULT)), work / "seccomp")
     start = time.perf_counter()
     _networks(n)
+    if oci.hybrid:  # as the container controller: roots mounted from here on reach the runtime's namespace
+        mountns.ensure_own_mount(work, shared=True)
+    oci.pin_namespace()
     starts = time.perf_counter()
     procs, pid_files = [], []
     for i in range(n):
@@ -87,12 +90,14 @@ def floor(n: int, work: Path, lowers: Sequence[Path] = (Path("/"),)) -> tuple[fl
         overlay.unmount(work / f"c{i}" / "bundle" / "rootfs")
     subprocess.run(["ip", "-batch", "-"], check=True, text=True,
                    input="".join(f"netns del f{n}n{i}\n" for i in range(n)) + f"link del f{n}br\n")
+    oci.release_namespace()
     down = time.perf_counter() - start
     for directory in Path("/sys/fs/cgroup").glob(f"*/rc-bench-floor-{n}"):
         for sub in sorted(directory.rglob("*"), reverse=True):
             if sub.is_dir():
                 sub.rmdir()
         directory.rmdir()
+    unmount_below(work)  # its own shared mount (on hybrid hosts), and the pin in it
     return up, down, started
 
 

@@ -32,7 +32,7 @@ from controllers.change import Action, Change, FieldChange
 from controllers.container_bundle import BundleInputs, environment, lower_of, oci_config
 from controllers.container_files import HostResolvers, hosts_files, resolv_file
 from controllers.errors import ApplyError, ApplyErrors
-from kernel import idmap, inroot, netns, overlay, procs, runtime, seccomp, users
+from kernel import idmap, inroot, mountns, netns, overlay, procs, runtime, seccomp, users
 from kernel.oci import Runtime
 from specs import capabilities, names
 from specs.errors import Issue
@@ -43,6 +43,8 @@ from state.images import ImageStore
 from state.store import ContainerRecord, Store
 
 KIND_CONTAINER = "container"
+KIND_RUNTIME = "runtime"
+RUNTIME_NAMESPACE = "mount-namespace"  # the change's key: the runtime's pinned mount namespace (kernel.mountns)
 RECREATE_FIELDS = ("image", "command", "env", "rootfs", "volumes", "user", "workdir", "hostname", "networks",
                    "read_only", "privileged", "cap_add", "cap_drop", "security_opt", "userns", "logging")
 """Fields a process is started with: changing any of them needs a new process (`logging`: its
@@ -136,6 +138,8 @@ class ContainerObservation:
     host_resolvers: HostResolvers
     host_capabilities: frozenset[str]  # the bounding set we start containers with
     missing_tools: tuple[str, ...] = ()  # what a start runs that this host lacks
+    runtime_pinned: bool = False
+    """The runtime's mount namespace is pinned (hybrid hosts; seen by whole passes only)."""
 
     def owned_stacks(self) -> set[str]:
         return {c.stack for c in self.containers.values() if c.handle is not None}
@@ -358,6 +362,9 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
         if found.stack in desired.scope and key not in wanted_keys and desired.container_in_focus(key):
             result.changes.append(Change(Action.DELETE, KIND_CONTAINER, key, reason="no longer in the spec",
                                          observed=found))
+    if observed.runtime_pinned and not observed.containers and not wanted_keys:
+        result.changes.append(Change(Action.DELETE, KIND_RUNTIME, RUNTIME_NAMESPACE,
+                                     reason="no container of ours is left to run in it"))
     return result
 
 
@@ -367,6 +374,8 @@ def _record(want: DesiredContainer, handle: runtime.ProcessHandle, restarts: int
 
 
 def _group_of(change: Change) -> tuple[str, int]:
+    if change.kind == KIND_RUNTIME:
+        return KIND_RUNTIME, 0
     if change.action in (Action.CREATE, Action.RECREATE):
         assert isinstance(change.desired, DesiredContainer)
         return "start", change.desired.level
@@ -477,7 +486,7 @@ def _make_host_directories(key: str, mounts: Sequence[Volume]) -> None:
 
 
 class ContainerController:
-    kinds = (KIND_CONTAINER,)
+    kinds = (KIND_CONTAINER, KIND_RUNTIME)
 
     def __init__(self, store: Store, state_dir: Path, cgroups: Callable[[str, str], Placement],
                  images: ImageStore, gate: Gate, host_resolv: Path = HOST_RESOLV,
@@ -545,7 +554,7 @@ class ContainerController:
         resolvers = HostResolvers(str(self._host_resolv), _read(self._host_resolv) or "",
                                   str(self._upstream_resolv), _read(self._upstream_resolv) or "")
         return ContainerObservation(containers, resolvers, capabilities.from_mask(procs.bounding_set()),
-                                    tuple(runtime.missing_tools()))
+                                    tuple(runtime.missing_tools()), focus is None and self._runtime.namespace_pinned())
 
     def _roots(self, found: Mapping[tuple[str, str], tuple[runtime.ProcessHandle, bool]],
                focus: Focus | None) -> dict[tuple[str, str], overlay.Root]:
@@ -573,7 +582,9 @@ class ContainerController:
         group's records are written in one store transaction."""
         errors: list[ApplyError] = []
         for group in _groups(changes):
-            if group[0].action is Action.DELETE:
+            if group[0].kind == KIND_RUNTIME:
+                errors += self._release_namespace(group)
+            elif group[0].action is Action.DELETE:
                 errors += self._remove(group)
             elif group[0].action in (Action.CREATE, Action.RECREATE):
                 errors += self._start_level(group)
@@ -584,14 +595,25 @@ class ContainerController:
 
     def _start_level(self, changes: Sequence[Change]) -> list[ApplyError]:
         """Start independent containers in parallel (spawning is mostly waiting on the kernel)."""
-        if self._runtime.hybrid:  # before any root is mounted below it, not by each start
-            overlay.ensure_shared_mount(self._state_dir / CONTAINERS_DIR)
+        try:
+            if self._runtime.hybrid:  # before any root is mounted below it, not by each start
+                mountns.ensure_own_mount(self._state_dir / CONTAINERS_DIR, shared=True)
+            self._runtime.pin_namespace()
+        except mountns.MountNamespaceError as exc:
+            return [ApplyError(f"{c.action} {c.kind} {c.key}: {exc}") for c in changes]
         bases = self._id_bases(changes)
         filters = self._seccomp_filters(changes)
         outcomes = _in_parallel(lambda change: self._try_start(change, bases.get(change.key), filters), changes)
         self._started.update(f"{o.stack}/{o.container}" for o in outcomes if isinstance(o, ContainerRecord))
         self._store.record_containers([o for o in outcomes if isinstance(o, ContainerRecord)])
         return [o for o in outcomes if isinstance(o, ApplyError)]
+
+    def _release_namespace(self, changes: Sequence[Change]) -> list[ApplyError]:
+        try:
+            self._runtime.release_namespace()
+        except mountns.MountNamespaceError as exc:
+            return [ApplyError(f"{c.action} {c.kind} {c.key}: {exc}") for c in changes]
+        return []
 
     def _remove(self, changes: Sequence[Change]) -> list[ApplyError]:
         """Stop in parallel (each may wait out its grace period), then take away what each

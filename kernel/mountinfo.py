@@ -4,9 +4,30 @@ sources as octal escapes (`\\040`); every reader of the file takes them back her
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from typing import NamedTuple
 
 _ESCAPED = re.compile(r"\\([0-7]{3})")
 
 
 def unescape(field: str) -> str:
     return _ESCAPED.sub(lambda match: chr(int(match[1], 8)), field)
+
+
+class Mount(NamedTuple):
+    """What a mount shows of itself in one namespace's table: the same in every copy of it
+    (mount IDs are not: a copy in another namespace gets its own)."""
+    device: str
+    """major:minor"""
+    root: str
+    """The directory of its filesystem it shows (a bind mount shows a subdirectory)."""
+    point: str
+    propagation: tuple[str, ...]
+    """shared:N, master:N, propagate_from:N, unbindable (none: private)."""
+
+
+def mounts(text: str) -> Iterator[Mount]:
+    """The mounts of a mountinfo text, in its order (the last one stacked on a point is in effect)."""
+    for line in text.splitlines():
+        fields = line.partition(" - ")[0].split(" ")
+        yield Mount(fields[2], unescape(fields[3]), unescape(fields[4]), tuple(fields[6:]))

@@ -8,9 +8,10 @@ process keeps ~3 MB resident against runc's ~10 MB). See README "Containers".
 
 Hybrid cgroup hosts (v1 hierarchies plus a cgroup2 tree that has controllers, as ours): crun
 refuses them ("cgroups in hybrid mode not supported") because it reads
-/sys/fs/cgroup/unified/cgroup.controllers. There it runs in a private mount namespace (a slave
-copy of ours) in which /dev/null is bound over that file: the host's file is never touched.
-Pure v1 and pure v2 hosts run crun as it is.
+/sys/fs/cgroup/unified/cgroup.controllers. There it runs in a mount namespace of its own (a
+slave copy of ours, pinned once and entered by every start: kernel.mountns) in which /dev/null
+is bound over that file: the host's file is never touched. Pure v1 and pure v2 hosts run crun
+as it is.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from kernel import crashpoints
+from kernel import crashpoints, mountns
 
 CRUN = "crun"
 UNIFIED_CONTROLLERS = Path("/sys/fs/cgroup/unified/cgroup.controllers")
-_HYBRID_SCRIPT = f'mount --bind /dev/null {UNIFIED_CONTROLLERS} && exec "$@"'
+NAMESPACE_PIN = "runtime-ns"  # DO NOT RENAME: <runtime root>/../runtime-ns/mnt pins crun's mount namespace
 
 
 class OCIError(Exception):
@@ -51,12 +52,33 @@ class Runtime:
     def _crun(self) -> list[str]:
         return [CRUN, "--root", str(self.root)]
 
+    @property
+    def namespace_pin(self) -> Path:
+        """Where crun's mount namespace is pinned on a hybrid host."""
+        return self.root.parent / NAMESPACE_PIN / "mnt"
+
+    def pin_namespace(self) -> None:
+        """On a hybrid host, before containers are started: the namespace they start in exists
+        and shows what ours shows (what was mounted since under a private mount is not in it)."""
+        if self.hybrid:
+            mountns.ensure_pinned(self.namespace_pin, ["mount", "--bind", "/dev/null", str(UNIFIED_CONTROLLERS)],
+                                  {str(UNIFIED_CONTROLLERS)})
+
+    def namespace_pinned(self) -> bool:
+        return self.hybrid and mountns.is_pinned(self.namespace_pin)
+
+    def release_namespace(self) -> None:
+        """Once no container is left: the pinned namespace no longer holds a copy of our mounts."""
+        if self.hybrid:
+            mountns.release(self.namespace_pin)
+
     def run_command(self, container_id: str, bundle: Path, pid_file: Path) -> list[str]:
         """Create and start, staying in the foreground until the container's init exits, with
-        its exit status (128+N for a signal): crun is the container's parent, so no code is lost."""
+        its exit status (128+N for a signal): crun is the container's parent, so no code is lost.
+        On a hybrid host, in the namespace `pin_namespace` made sure of."""
         run = [*self._crun(), "run", "--bundle", str(bundle), "--pid-file", str(pid_file), container_id]
         if self.hybrid:
-            return ["unshare", "--mount", "--propagation", "slave", "sh", "-c", _HYBRID_SCRIPT, "rc-runtime", *run]
+            return ["nsenter", f"--mount={self.namespace_pin}", "--", *run]
         return run
 
     def exec_command(self, container_id: str, process_file: Path, pid_file: Path) -> list[str]:

@@ -21,7 +21,6 @@ from kernel.mountinfo import unescape
 from specs import names
 
 MOUNTINFO = Path("/proc/self/mountinfo")
-MS_BIND, MS_REC, MS_PRIVATE, MS_SHARED = 0x1000, 0x4000, 0x40000, 0x100000
 MNT_DETACH = 0x2
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -134,30 +133,3 @@ def unmount(target: Path) -> None:
         _check(_libc.umount2(str(target).encode(), MNT_DETACH), f"detach {target}")
         return
     raise OverlayError(f"unmount {target}: {os.strerror(err)}")
-
-
-def ensure_shared_mount(directory: Path) -> None:
-    """Make `directory` a mount point of its own peer group, shared: the private mount namespace
-    a runtime runs in on a hybrid cgroup host (kernel.oci) is a slave copy, and sees the roots we
-    unmount here go away, instead of keeping them (and their layers) alive until it exits.
-    Call it before any root is mounted below it (a root mounted under a private parent stays
-    private); a run killed half-way through is finished by the next."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = str(directory).encode()
-    shared = _propagation(directory)
-    if shared is None:
-        _check(_libc.mount(path, path, None, MS_BIND | MS_REC, None), f"bind {directory} on itself")
-    if not shared:
-        _check(_libc.mount(None, path, None, MS_PRIVATE, None), f"make {directory} private")
-        _check(_libc.mount(None, path, None, MS_SHARED, None), f"make {directory} shared")
-
-
-def _propagation(directory: Path) -> bool | None:
-    """Whether `directory` is a shared mount point; None when it is no mount point at all."""
-    wanted = str(directory.resolve())
-    found: bool | None = None
-    for line in MOUNTINFO.read_text().splitlines():
-        fields = line.partition(" - ")[0].split(" ")
-        if unescape(fields[4]) == wanted:  # the last one stacked there is the one in effect
-            found = any(tag.startswith("shared:") for tag in fields[6:])
-    return found

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from controllers.container import CONTAINERS_DIR, RUNTIME_DIR
+from kernel.oci import Runtime
 from specs.names import OVERLAY_SOURCE_PREFIX
 from state.store import DB_NAME
 from tests.canary import NETNS as CANARY_NETNS
@@ -16,7 +17,7 @@ from tests.sandbox import Sandbox
 def leftovers(sandbox: Sandbox) -> list[str]:
     """Everything of ours still on the host, named: links with our marks, sandboxes, rules and
     chains (either backend), cgroups below the per-run parent, container processes, root mounts, the runtime's
-    entries, store rows and files."""
+    pinned namespace and entries, store rows and files."""
     found = [f"link {link['ifname']}" for link in sandbox.our_links()]
     found += [f"netns {n}" for n in sandbox.netns_names() if n != CANARY_NETNS]
     found += [f"rule {line}" for line in sandbox.run("iptables-save").stdout.splitlines()
@@ -26,8 +27,9 @@ def leftovers(sandbox: Sandbox) -> list[str]:
     found += [f"cgroup {child}" for top in sandbox.cgroup_dirs() for child in top.rglob("*") if child.is_dir()]
     found += [f"process {pid}" for pid in sandbox.processes()]
     below = f"{sandbox.state_dir / CONTAINERS_DIR}/"  # roots, and idmapped lower layers
+    pin = str(Runtime.at(sandbox.state_dir / RUNTIME_DIR).namespace_pin)  # the runtime's namespace, hybrid hosts
     found += [f"mount {line.split()[4]}" for line in sandbox.run("cat", "/proc/self/mountinfo").stdout.splitlines()
-              if f" {OVERLAY_SOURCE_PREFIX}" in line or line.split()[4].startswith(below)]
+              if f" {OVERLAY_SOURCE_PREFIX}" in line or line.split()[4].startswith(below) or line.split()[4] == pin]
     runtime_root = sandbox.state_dir / RUNTIME_DIR
     found += [f"runtime entry {entry.name}" for entry in (runtime_root.iterdir() if runtime_root.is_dir() else [])]
     files = sandbox.state_dir / CONTAINERS_DIR  # bundle, layers and log of each container

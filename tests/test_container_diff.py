@@ -14,7 +14,14 @@ import pytest
 
 from controllers.base import Desired
 from controllers.change import Action
-from controllers.container import KIND_CONTAINER, DesiredContainer, ObservedContainer, diff_containers
+from controllers.container import (
+    KIND_CONTAINER,
+    KIND_RUNTIME,
+    RUNTIME_NAMESPACE,
+    DesiredContainer,
+    ObservedContainer,
+    diff_containers,
+)
 from controllers.container_files import LOCALHOST
 from tests.container_snapshots import (
     exited,
@@ -222,6 +229,19 @@ def test_down_deletes_every_container_of_the_stack_and_nothing_else() -> None:
     diff = diff_containers(down, observation(*host(leftover("demo", "old", root=True))))
     assert [(c.action, c.key, c.reason) for c in diff.changes] == [
         (Action.DELETE, f"demo/{key}", "no longer in the spec") for key in ("db", "web", "migrate", "old")]
+
+
+@pytest.mark.parametrize(("desired", "observed", "released"), [
+    (Desired(stacks={}, scope=frozenset({"demo"})), (), True),
+    (Desired(stacks={}, scope=frozenset({"demo"})), (leftover("other", "api", runtime_state=True),), False),
+    (WANT, (), False),
+], ids=["nothing left", "another stack's container", "containers to start"])
+def test_the_runtimes_pinned_namespace_goes_once_no_container_is_left(
+        desired: Desired, observed: tuple[ObservedContainer, ...], released: bool) -> None:
+    pinned = replace(observation(*observed), runtime_pinned=True)
+    changes = [(c.action, c.kind, c.key) for c in diff_containers(desired, pinned).changes if c.kind == KIND_RUNTIME]
+    assert changes == ([(Action.DELETE, KIND_RUNTIME, RUNTIME_NAMESPACE)] if released else [])
+    assert [c for c in diff_containers(desired, observation(*observed)).changes if c.kind == KIND_RUNTIME] == []
 
 
 def test_a_crash_leftover_of_another_image_is_not_said_to_have_exited() -> None:
