@@ -136,7 +136,13 @@ class CgroupController:
                 self._apply_one(change)
             except (CgroupError, OSError) as exc:
                 errors.append(ApplyError(f"{change.action} {change.kind} {change.key}: {exc}"))
-        if any(change.action is Action.DELETE for change in changes) and self._store.made_cgroup_parent(self._parent):
+        deleted = [self.relpath(change.key) for change in changes if change.action is Action.DELETE]
+        if deleted:
+            try:
+                self._driver.remove_empty_ancestors(deleted, self._parent)
+            except CgroupError as exc:
+                errors.append(ApplyError(f"remove the stack cgroups left empty under {self._parent}: {exc}"))
+        if deleted and self._store.made_cgroup_parent(self._parent):
             try:
                 self._driver.remove_parent(self._parent)  # kept while anything is left in it
             except CgroupError as exc:
@@ -149,12 +155,13 @@ class CgroupController:
     def _apply_one(self, change: Change) -> None:
         relpath = self.relpath(change.key)
         if change.action is Action.DELETE:
-            # The container was stopped first (deletions run in reverse order); whatever a
-            # crash left inside would keep the cgroup busy for ever.
             for cgroup in (names.monitor_relpath(relpath), relpath):
-                for pid in self._driver.procs(cgroup):
-                    _kill(pid)
-                self._driver.remove(cgroup, self._parent)
+                if not self._driver.remove_if_empty(cgroup):
+                    # The container was stopped first (deletions run in reverse order); whatever
+                    # a crash left inside would keep the cgroup busy for ever.
+                    for pid in self._driver.procs(cgroup):
+                        _kill(pid)
+                    self._driver.remove(cgroup, self._parent)
             return
         assert isinstance(change.desired, Limits)
         if change.action is Action.CREATE:

@@ -317,13 +317,30 @@ class CgroupDriver(ABC):
         `parent` that are left empty. Nothing outside `parent` is touched; a cgroup already gone
         counts as removed."""
         crashpoints.step("cgroup-remove")
-        ancestors = self._ancestors_below(relpath, parent)
         for root in self.removal_roots():
             _remove_tree(at_text(root, relpath))
-            for ancestor in map(partial(at_text, root), ancestors):
-                if not os.path.isdir(ancestor) or _has_children(ancestor):
-                    break
-                _remove_tree(ancestor)
+        self.remove_empty_ancestors([relpath], parent)
+
+    def remove_if_empty(self, relpath: str) -> bool:
+        """`remove`'s common case, one rmdir per hierarchy (a walk of each and a look at its
+        processes cost ~0.6 s of a `down` of a thousand): False where a hierarchy refused (the
+        cgroup holds processes or sub-cgroups), for `remove` to finish. Ancestors are left to
+        `remove_empty_ancestors`."""
+        crashpoints.step("cgroup-remove")
+        removed = True
+        for root in self.removal_roots():
+            removed = _rmdir_if_empty(at_text(root, relpath)) and removed
+        return removed
+
+    def remove_empty_ancestors(self, relpaths: Collection[str], parent: str) -> None:
+        """The ancestors below `parent` of these removed cgroups that are left empty, deepest
+        first: looked at once for a batch (a thousand containers of a stack share one)."""
+        ancestors = sorted({a for relpath in relpaths for a in self._ancestors_below(relpath, parent)},
+                           key=lambda ancestor: ancestor.count("/"), reverse=True)
+        for root in self.removal_roots():
+            for path in map(partial(at_text, root), ancestors):
+                if os.path.isdir(path) and not _has_children(path):
+                    _remove_tree(path)
 
     def remove_parent(self, parent: str) -> None:
         """Remove the parent itself (its last level only: the levels above may be anyone's) once
@@ -415,6 +432,18 @@ def below_usage(relpath: str, memory: int | None, used: int | None, why: str) ->
     (the kernel refuses) and v2 (we refuse, as the kernel would OOM-kill instead)."""
     return CgroupError(f"memory {memory} is below the current usage {'?' if used is None else used} "
                        f"of {relpath}; {why}")
+
+
+def _rmdir_if_empty(path: str) -> bool:
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno in (errno.EBUSY, errno.ENOTEMPTY):
+            return False
+        raise CgroupError(f"cannot remove cgroup {path}: {exc.strerror}") from exc
+    return True
 
 
 def _remove_tree(path: str | Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from kernel.cgroups_common import FIELD_CONTROLLERS, Usage
-from tests.cgroupfs import DRIVER, cgroup_of, directory, limit_file, limit_text
+from tests.cgroupfs import DRIVER, cgroup_of, directory, hierarchy_roots, limit_file, limit_text
 from tests.sandbox import Sandbox
 from tests.waiting import eventually
 
@@ -184,3 +184,22 @@ containers:
     assert "Traceback" not in result.stderr
     assert limit_text(_relpath(sandbox, "holder"), "memory") == "134217728"
     assert sandbox.containers()["holder"]["pid"] == pid
+
+
+def test_down_kills_what_a_crash_left_in_a_cgroup_and_removes_it_everywhere(sandbox: Sandbox) -> None:
+    """A process in the container's cgroup that is not the container (left by a run killed while
+    starting it) keeps the cgroup busy: `down` kills it, then removes the cgroup and the stack's
+    level in every hierarchy."""
+    stack = sandbox.write("stack.yaml", STACK.format(memory="64Mi", cpus=0.5))
+    _apply(sandbox, stack)
+    web = _relpath(sandbox, "web")
+    stray = sandbox.spawn("sleep", "600")
+    try:
+        eventually(lambda: (Path(f"/proc/{stray.pid}/comm").read_text().strip()), "sleep")
+        (directory(web, "memory") / "cgroup.procs").write_text(str(stray.pid))
+        result = sandbox.reconcile("down", str(stack))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert stray.wait(timeout=10) == -9
+    finally:
+        stray.kill()
+    assert [root for root in hierarchy_roots() if (root / web).parent.exists()] == []
