@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import print_table, reexec_in_throwaway_host, time_cli_round, unmount_below  # noqa: E402
 from controllers.container_bundle import BundleInputs, oci_config  # noqa: E402
-from kernel import mountns, overlay, runtime, seccomp  # noqa: E402
+from kernel import overlay, runtime, seccomp  # noqa: E402
 from kernel.oci import Runtime  # noqa: E402
 from kernel.users import Ids  # noqa: E402
 from specs import capabilities  # noqa: E402
@@ -62,9 +62,7 @@ def floor(n: int, work: Path, lowers: Sequence[Path] = (Path("/"),)) -> tuple[fl
     bpf = seccomp.filter_for(frozenset(capabilities.kernel_names(capabilities.DOCKER_DEFAULT)), work / "seccomp")
     start = time.perf_counter()
     _networks(n)
-    if oci.hybrid:  # as the container controller: roots mounted from here on reach the runtime's namespace
-        mountns.ensure_own_mount(work, shared=True)
-    oci.pin_namespace()
+    oci.pin_namespace([work])  # as the container controller: roots mounted below reach it
     starts = time.perf_counter()
     procs, pid_files = [], []
     for i in range(n):

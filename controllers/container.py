@@ -33,6 +33,7 @@ from controllers.container_bundle import BundleInputs, environment, lower_of, oc
 from controllers.container_files import HostResolvers, hosts_files, resolv_file
 from controllers.errors import ApplyError, ApplyErrors
 from kernel import idmap, inroot, mountns, netns, overlay, procs, runtime, seccomp, users
+from kernel.mountns import PinState
 from kernel.oci import Runtime
 from specs import capabilities, names
 from specs.errors import Issue
@@ -138,8 +139,8 @@ class ContainerObservation:
     host_resolvers: HostResolvers
     host_capabilities: frozenset[str]  # the bounding set we start containers with
     missing_tools: tuple[str, ...] = ()  # what a start runs that this host lacks
-    runtime_pinned: bool = False
-    """The runtime's mount namespace is pinned (hybrid hosts; seen by whole passes only)."""
+    runtime_namespace: PinState | None = None
+    """The runtime's pinned mount namespace (hybrid hosts; looked at by whole passes only)."""
 
     def owned_stacks(self) -> set[str]:
         return {c.stack for c in self.containers.values() if c.handle is not None}
@@ -362,10 +363,22 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
         if found.stack in desired.scope and key not in wanted_keys and desired.container_in_focus(key):
             result.changes.append(Change(Action.DELETE, KIND_CONTAINER, key, reason="no longer in the spec",
                                          observed=found))
-    if observed.runtime_pinned and not observed.containers and not wanted_keys:
-        result.changes.append(Change(Action.DELETE, KIND_RUNTIME, RUNTIME_NAMESPACE,
-                                     reason="no container of ours is left to run in it"))
+    result.changes[:0] = _runtime_namespace_change(observed, bool(wanted_keys))
     return result
+
+
+def _runtime_namespace_change(observed: ContainerObservation, wanted: bool) -> list[Change]:
+    """Unpinned once no container of ours is left; pinned afresh, before any start, when it
+    lags the host's mounts (an absent one is pinned by the first start)."""
+    if observed.runtime_namespace in (None, PinState.ABSENT):
+        return []
+    if not observed.containers and not wanted:
+        return [Change(Action.DELETE, KIND_RUNTIME, RUNTIME_NAMESPACE,
+                       reason="no container of ours is left to run in it")]
+    if observed.runtime_namespace is PinState.STALE:
+        return [Change(Action.UPDATE, KIND_RUNTIME, RUNTIME_NAMESPACE,
+                       reason="a mount made since on the host is not in it: pinned afresh")]
+    return []
 
 
 def _record(want: DesiredContainer, handle: runtime.ProcessHandle, restarts: int) -> ContainerRecord:
@@ -554,7 +567,9 @@ class ContainerController:
         resolvers = HostResolvers(str(self._host_resolv), _read(self._host_resolv) or "",
                                   str(self._upstream_resolv), _read(self._upstream_resolv) or "")
         return ContainerObservation(containers, resolvers, capabilities.from_mask(procs.bounding_set()),
-                                    tuple(runtime.missing_tools()), focus is None and self._runtime.namespace_pinned())
+                                    tuple(runtime.missing_tools()),
+                                    self._runtime.namespace_state([self._state_dir / CONTAINERS_DIR])
+                                    if focus is None else None)
 
     def _roots(self, found: Mapping[tuple[str, str], tuple[runtime.ProcessHandle, bool]],
                focus: Focus | None) -> dict[tuple[str, str], overlay.Root]:
@@ -583,7 +598,7 @@ class ContainerController:
         errors: list[ApplyError] = []
         for group in _groups(changes):
             if group[0].kind == KIND_RUNTIME:
-                errors += self._release_namespace(group)
+                errors += self._runtime_namespace(group)
             elif group[0].action is Action.DELETE:
                 errors += self._remove(group)
             elif group[0].action in (Action.CREATE, Action.RECREATE):
@@ -596,9 +611,7 @@ class ContainerController:
     def _start_level(self, changes: Sequence[Change]) -> list[ApplyError]:
         """Start independent containers in parallel (spawning is mostly waiting on the kernel)."""
         try:
-            if self._runtime.hybrid:  # before any root is mounted below it, not by each start
-                mountns.ensure_own_mount(self._state_dir / CONTAINERS_DIR, shared=True)
-            self._runtime.pin_namespace()
+            self._runtime.pin_namespace([self._state_dir / CONTAINERS_DIR])  # one is enough: a whole pass checks it
         except mountns.MountNamespaceError as exc:
             return [ApplyError(f"{c.action} {c.kind} {c.key}: {exc}") for c in changes]
         bases = self._id_bases(changes)
@@ -608,9 +621,12 @@ class ContainerController:
         self._store.record_containers([o for o in outcomes if isinstance(o, ContainerRecord)])
         return [o for o in outcomes if isinstance(o, ApplyError)]
 
-    def _release_namespace(self, changes: Sequence[Change]) -> list[ApplyError]:
+    def _runtime_namespace(self, changes: Sequence[Change]) -> list[ApplyError]:
         try:
-            self._runtime.release_namespace()
+            if changes[0].action is Action.DELETE:
+                self._runtime.release_namespace()
+            else:
+                self._runtime.pin_namespace([self._state_dir / CONTAINERS_DIR], fresh=True)
         except mountns.MountNamespaceError as exc:
             return [ApplyError(f"{c.action} {c.kind} {c.key}: {exc}") for c in changes]
         return []

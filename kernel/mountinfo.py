@@ -14,6 +14,11 @@ def unescape(field: str) -> str:
     return _ESCAPED.sub(lambda match: chr(int(match[1], 8)), field)
 
 
+def escape(path: str) -> str:
+    """A path as the kernel writes it in mountinfo."""
+    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in path)
+
+
 class Mount(NamedTuple):
     """What a mount shows of itself in one namespace's table: the same in every copy of it
     (mount IDs are not: a copy in another namespace gets its own)."""

@@ -22,10 +22,11 @@ import ctypes
 import os
 import subprocess
 from collections.abc import Collection, Sequence
+from enum import Enum
 from pathlib import Path
 
 from kernel import crashpoints
-from kernel.mountinfo import mounts
+from kernel.mountinfo import escape, mounts
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 MS_BIND, MS_REC, MS_PRIVATE, MS_SHARED = 0x1000, 0x4000, 0x40000, 0x100000
@@ -59,25 +60,49 @@ def ensure_own_mount(directory: Path, shared: bool) -> None:
             _check(_libc.mount(None, path, None, MS_SHARED, None), f"make {directory} shared")
 
 
-def _propagation(directory: Path) -> bool | None:
-    """Whether `directory` is a shared mount point; None when it is no mount point at all."""
-    wanted = str(directory.resolve())
+def _propagation(directory: Path, table: str | None = None) -> bool | None:
+    """Whether `directory` is a shared mount point; None when it is no mount point at all. Only
+    the lines that name it are parsed (the table holds a line per root and sandbox)."""
+    point = str(directory.resolve())
+    marker = f" {escape(point)} "
+    text = MOUNTINFO.read_text() if table is None else table
     found: bool | None = None
-    for mount in mounts(MOUNTINFO.read_text()):
-        if mount.point == wanted:  # the last one stacked there is the one in effect
+    for mount in mounts("\n".join(line for line in text.splitlines() if marker in line)):
+        if mount.point == point:  # the last one stacked there is the one in effect
             found = any(tag.startswith("shared:") for tag in mount.propagation)
     return found
 
 
-def ensure_pinned(pin: Path, setup: Sequence[str], setup_points: Collection[str]) -> None:
-    """Make sure `pin` holds a slave copy of our mount namespace that shows what ours shows,
-    apart from what `setup` (a command run in it once it is made) mounts at `setup_points`;
-    pin a fresh one otherwise."""
-    ensure_own_mount(pin.parent, shared=False)
-    leave_out = {str(pin), *setup_points}
-    if is_pinned(pin) and _table(_read_inside(pin), leave_out) == _table(MOUNTINFO.read_text(), leave_out):
-        return
+class PinState(Enum):
+    ABSENT = "absent"
+    CURRENT = "current"
+    STALE = "stale"
+    """Pinned, but lagging ours: a mount made (or unmounted) since below a private mount."""
+
+
+def state(pin: Path, setup_points: Collection[str], carried: Collection[Path]) -> PinState:
+    """Whether `pin` holds a namespace that shows what ours shows, apart from what its setup
+    command mounted at `setup_points` (and the pin itself), and each `carried` directory is still
+    a shared mount point of ours (what is mounted below it reaches the pinned namespace). Costs
+    a read of both mount tables (~4 ms each at 2,000 mounts)."""
+    if not is_pinned(pin):
+        return PinState.ABSENT
+    ours = MOUNTINFO.read_text()
+    leave_out = {escape(point) for point in (str(pin), *setup_points)}
+    current = all(_propagation(directory, ours) for directory in carried) and \
+        _table(_read_inside(pin), leave_out) == _table(ours, leave_out)
+    return PinState.CURRENT if current else PinState.STALE
+
+
+def pin(pin: Path, setup: Sequence[str], carried: Collection[Path]) -> None:
+    """Pin a fresh slave copy of our mount namespace at `pin`, after running `setup` in it (its
+    own mounts: /dev/null over a file), once each `carried` directory is a shared mount point
+    (before anything is mounted below it: a mount under a private parent stays private). One
+    pinned there before is let go (it lives on while processes are in it)."""
     crashpoints.step("pin-mount-namespace")
+    for directory in carried:
+        ensure_own_mount(directory, shared=True)
+    ensure_own_mount(pin.parent, shared=False)
     release(pin)
     pin.touch()
     unshare = ["unshare", f"--mount={pin}", "--propagation", "slave", *setup]
@@ -116,5 +141,7 @@ def _read_inside(pin: Path) -> str:
 
 def _table(text: str, leave_out: Collection[str]) -> set[tuple[str, str, str]]:
     """What two namespaces' tables must agree on: each mount's filesystem, the part of it shown
-    and where (propagation differs: the copies are slaves of ours)."""
-    return {(m.device, m.root, m.point) for m in mounts(text) if m.point not in leave_out}
+    and where, as the kernel writes them (escaped; propagation differs: the copies are slaves
+    of ours). Split, not parsed: a table holds a line per root and sandbox."""
+    fields = (line.split(" ", 5) for line in text.splitlines())
+    return {(f[2], f[3], f[4]) for f in fields if len(f) > 5 and f[4] not in leave_out}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,15 +58,19 @@ class Runtime:
         """Where crun's mount namespace is pinned on a hybrid host."""
         return self.root.parent / NAMESPACE_PIN / "mnt"
 
-    def pin_namespace(self) -> None:
-        """On a hybrid host, before containers are started: the namespace they start in exists
-        and shows what ours shows (what was mounted since under a private mount is not in it)."""
-        if self.hybrid:
-            mountns.ensure_pinned(self.namespace_pin, ["mount", "--bind", "/dev/null", str(UNIFIED_CONTROLLERS)],
-                                  {str(UNIFIED_CONTROLLERS)})
+    def namespace_state(self, carried: Collection[Path]) -> mountns.PinState | None:
+        """On a hybrid host, whether the namespace containers start in is pinned and shows what
+        ours shows (what was mounted since under a private mount is not in it), with the
+        `carried` directories (where roots are mounted) shared mount points that reach it."""
+        if not self.hybrid:
+            return None
+        return mountns.state(self.namespace_pin, {str(UNIFIED_CONTROLLERS)}, carried)
 
-    def namespace_pinned(self) -> bool:
-        return self.hybrid and mountns.is_pinned(self.namespace_pin)
+    def pin_namespace(self, carried: Collection[Path], fresh: bool = False) -> None:
+        """On a hybrid host, before containers are started: pin their namespace if none is, or
+        a `fresh` one in place of one that lags (see `namespace_state`)."""
+        if self.hybrid and (fresh or not mountns.is_pinned(self.namespace_pin)):
+            mountns.pin(self.namespace_pin, ["mount", "--bind", "/dev/null", str(UNIFIED_CONTROLLERS)], carried)
 
     def release_namespace(self) -> None:
         """Once no container is left: the pinned namespace no longer holds a copy of our mounts."""

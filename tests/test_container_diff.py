@@ -23,6 +23,7 @@ from controllers.container import (
     diff_containers,
 )
 from controllers.container_files import LOCALHOST
+from kernel.mountns import PinState
 from tests.container_snapshots import (
     exited,
     leftover,
@@ -231,17 +232,29 @@ def test_down_deletes_every_container_of_the_stack_and_nothing_else() -> None:
         (Action.DELETE, f"demo/{key}", "no longer in the spec") for key in ("db", "web", "migrate", "old")]
 
 
-@pytest.mark.parametrize(("desired", "observed", "released"), [
-    (Desired(stacks={}, scope=frozenset({"demo"})), (), True),
-    (Desired(stacks={}, scope=frozenset({"demo"})), (leftover("other", "api", runtime_state=True),), False),
-    (WANT, (), False),
-], ids=["nothing left", "another stack's container", "containers to start"])
-def test_the_runtimes_pinned_namespace_goes_once_no_container_is_left(
-        desired: Desired, observed: tuple[ObservedContainer, ...], released: bool) -> None:
-    pinned = replace(observation(*observed), runtime_pinned=True)
-    changes = [(c.action, c.kind, c.key) for c in diff_containers(desired, pinned).changes if c.kind == KIND_RUNTIME]
-    assert changes == ([(Action.DELETE, KIND_RUNTIME, RUNTIME_NAMESPACE)] if released else [])
-    assert [c for c in diff_containers(desired, observation(*observed)).changes if c.kind == KIND_RUNTIME] == []
+@pytest.mark.parametrize(("desired", "observed", "state", "expected"), [
+    (Desired(stacks={}, scope=frozenset({"demo"})), (), PinState.CURRENT, Action.DELETE),
+    (Desired(stacks={}, scope=frozenset({"demo"})), (), PinState.STALE, Action.DELETE),
+    (Desired(stacks={}, scope=frozenset({"demo"})), (leftover("other", "api", runtime_state=True),),
+     PinState.CURRENT, None),
+    (Desired(stacks={}, scope=frozenset({"demo"})), (leftover("other", "api", runtime_state=True),),
+     PinState.STALE, Action.UPDATE),
+    (WANT, (), PinState.CURRENT, None),
+    (WANT, (), PinState.STALE, Action.UPDATE),
+    (WANT, IN_SYNC, PinState.STALE, Action.UPDATE),
+    (WANT, (), PinState.ABSENT, None),
+    (Desired(stacks={}, scope=frozenset({"demo"})), (), None, None),
+], ids=["nothing left", "nothing left, lagging", "another stack's container", "another's, lagging",
+        "containers to start", "lagging, containers to start", "lagging, all in sync", "none pinned",
+        "not looked at (a focused pass)"])
+def test_the_runtimes_pinned_namespace_is_pinned_afresh_when_it_lags_and_goes_with_the_last_container(
+        desired: Desired, observed: tuple[ObservedContainer, ...], state: PinState | None,
+        expected: Action | None) -> None:
+    changes = diff_containers(desired, replace(observation(*observed), runtime_namespace=state)).changes
+    assert [(c.action, c.key) for c in changes if c.kind == KIND_RUNTIME] == \
+        ([(expected, RUNTIME_NAMESPACE)] if expected else [])
+    if expected is Action.UPDATE:
+        assert changes[0].kind == KIND_RUNTIME  # before any start
 
 
 def test_a_crash_leftover_of_another_image_is_not_said_to_have_exited() -> None:
