@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from kernel.cgroups_common import FIELD_CONTROLLERS, Usage
+from specs import names
 from tests.cgroupfs import DRIVER, cgroup_of, directory, hierarchy_roots, limit_file, limit_text
 from tests.sandbox import Sandbox
 from tests.waiting import eventually
@@ -187,16 +188,17 @@ containers:
 
 
 def test_down_kills_what_a_crash_left_in_a_cgroup_and_removes_it_everywhere(sandbox: Sandbox) -> None:
-    """A process in the container's cgroup that is not the container (left by a run killed while
-    starting it) keeps the cgroup busy: `down` kills it, then removes the cgroup and the stack's
-    level in every hierarchy."""
+    """A process left in the container's monitor cgroup (a run killed while starting it: the
+    shell that waits on the runtime) keeps the cgroup busy: `down` kills it, then removes the
+    cgroups and the stack's level in every hierarchy. The monitor's cgroup, a leaf on v1 and v2
+    alike: on v2 the container's own holds no process (its runtime's child does)."""
     stack = sandbox.write("stack.yaml", STACK.format(memory="64Mi", cpus=0.5))
     _apply(sandbox, stack)
     web = _relpath(sandbox, "web")
     stray = sandbox.spawn("sleep", "600")
     try:
         eventually(lambda: (Path(f"/proc/{stray.pid}/comm").read_text().strip()), "sleep")
-        (directory(web, "memory") / "cgroup.procs").write_text(str(stray.pid))
+        (directory(names.monitor_relpath(web), "memory") / "cgroup.procs").write_text(str(stray.pid))
         result = sandbox.reconcile("down", str(stack))
         assert result.returncode == 0, result.stdout + result.stderr
         assert stray.wait(timeout=10) == -9
