@@ -156,7 +156,7 @@ class CgroupController:
         relpath = self.relpath(change.key)
         if change.action is Action.DELETE:
             for cgroup in (names.monitor_relpath(relpath), relpath):
-                if not self._driver.remove_if_empty(cgroup):
+                if not self._driver.remove_if_empty(cgroup, self._parent):
                     # The container was stopped first (deletions run in reverse order); whatever
                     # a crash left inside would keep the cgroup busy for ever.
                     for pid in self._driver.procs(cgroup):

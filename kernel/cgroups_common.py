@@ -317,16 +317,18 @@ class CgroupDriver(ABC):
         `parent` that are left empty. Nothing outside `parent` is touched; a cgroup already gone
         counts as removed."""
         crashpoints.step("cgroup-remove")
+        ancestors = self._ancestors_of([relpath], parent)  # checked before anything is touched
         for root in self.removal_roots():
             _remove_tree(at_text(root, relpath))
-        self.remove_empty_ancestors([relpath], parent)
+        self._remove_empty(ancestors)
 
-    def remove_if_empty(self, relpath: str) -> bool:
+    def remove_if_empty(self, relpath: str, parent: str) -> bool:
         """`remove`'s common case, one rmdir per hierarchy (a walk of each and a look at its
         processes cost ~0.6 s of a `down` of a thousand): False where a hierarchy refused (the
         cgroup holds processes or sub-cgroups), for `remove` to finish. Ancestors are left to
         `remove_empty_ancestors`."""
         crashpoints.step("cgroup-remove")
+        self._ancestors_below(relpath, parent)  # nothing outside `parent` is touched
         removed = True
         for root in self.removal_roots():
             removed = _rmdir_if_empty(at_text(root, relpath)) and removed
@@ -335,8 +337,14 @@ class CgroupDriver(ABC):
     def remove_empty_ancestors(self, relpaths: Collection[str], parent: str) -> None:
         """The ancestors below `parent` of these removed cgroups that are left empty, deepest
         first: looked at once for a batch (a thousand containers of a stack share one)."""
-        ancestors = sorted({a for relpath in relpaths for a in self._ancestors_below(relpath, parent)},
-                           key=lambda ancestor: ancestor.count("/"), reverse=True)
+        self._remove_empty(self._ancestors_of(relpaths, parent))
+
+    def _ancestors_of(self, relpaths: Collection[str], parent: str) -> list[str]:
+        """The distinct ancestors below `parent` of these cgroups, deepest first."""
+        return sorted({a for relpath in relpaths for a in self._ancestors_below(relpath, parent)},
+                      key=lambda ancestor: ancestor.count("/"), reverse=True)
+
+    def _remove_empty(self, ancestors: Sequence[str]) -> None:
         for root in self.removal_roots():
             for path in map(partial(at_text, root), ancestors):
                 if os.path.isdir(path) and not _has_children(path):

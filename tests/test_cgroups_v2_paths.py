@@ -382,8 +382,12 @@ def test_remove_takes_empty_ancestors_up_to_the_parent_only(tmp_path: Path) -> N
 
 @pytest.mark.parametrize(("relpath", "parent"), [("other/s/web", "rc"), ("rc", "rc"), ("rcx/s/web", "rc")])
 def test_remove_refuses_anything_outside_the_parent(tmp_path: Path, relpath: str, parent: str) -> None:
+    (tmp_path / relpath).mkdir(parents=True)
     with pytest.raises(CgroupError, match=rf"^cgroup '{relpath}' is not below the parent '{parent}'$"):
         V2Driver(tmp_path).remove(relpath, parent)
+    with pytest.raises(CgroupError, match=rf"^cgroup '{relpath}' is not below the parent '{parent}'$"):
+        V2Driver(tmp_path).remove_if_empty(relpath, parent)
+    assert (tmp_path / relpath).is_dir()  # refused before anything was touched
 
 
 def test_owned_lists_our_names_in_any_hierarchy(v1: V1Driver) -> None:
