@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kernel.mountinfo import mounts
+from kernel.mountinfo import MOUNTINFO, mounts
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -93,7 +93,7 @@ def unmount_below(directory: Path) -> None:
     """Detach every mount at or below `directory` (roots, a pinned namespace, bind mounts of
     themselves), deepest first."""
     top = str(directory.resolve())
-    points = {m.point for m in mounts(Path("/proc/self/mountinfo").read_text())
+    points = {m.point for m in mounts(MOUNTINFO.read_text())
               if m.point == top or m.point.startswith(f"{top}/")}
     if points:
         subprocess.run(["umount", "--lazy", *sorted(points, key=len, reverse=True)], capture_output=True)

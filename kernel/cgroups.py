@@ -23,11 +23,10 @@ from kernel.cgroups_common import CgroupDriver, CgroupError, Limits, Usage
 from kernel.cgroups_v1 import CONTROLLERS as V1_CONTROLLERS
 from kernel.cgroups_v1 import V1Driver
 from kernel.cgroups_v2 import V2Driver
-from kernel.mountinfo import unescape
+from kernel.mountinfo import MOUNTINFO, unescape
 
 __all__ = ["CgroupDriver", "CgroupError", "CgroupMount", "Limits", "Usage", "detect", "parse_mountinfo"]
 
-MOUNTINFO = Path("/proc/self/mountinfo")
 CGROUP_DIR = PurePosixPath("/sys/fs/cgroup")
 V2_PLACES = (CGROUP_DIR, CGROUP_DIR / "unified")
 """Where a unified tree is mounted: alone (pure v2), or beside v1 hierarchies (hybrid)."""

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import NamedTuple
+
+MOUNTINFO = Path("/proc/self/mountinfo")
+"""This process's mount table."""
 
 _ESCAPED = re.compile(r"\\([0-7]{3})")
 

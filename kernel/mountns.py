@@ -12,8 +12,9 @@ repeated in each of them (measured at 1,000 containers: 17 ms for a mount + unmo
 shared containers directory, 3.7 ms under a private one).
 
 The pinned namespace is a slave copy of ours: mounts made later below a shared mount reach it,
-others do not. It is compared with ours before each use and pinned again when they differ; the
-old one lives on, unpinned, while runtime processes are still in it.
+others do not. A whole pass compares it with ours (`state`) and pins a fresh one when they
+differ; the old one lives on, unpinned, while runtime processes are still in it. A focused
+pass only makes sure one is pinned: the comparison costs ~10 ms at 1,000 containers.
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ from enum import Enum
 from pathlib import Path
 
 from kernel import crashpoints
-from kernel.mountinfo import escape, mounts
+from kernel.mountinfo import MOUNTINFO, escape, mounts
 
-MOUNTINFO = Path("/proc/self/mountinfo")
 MS_BIND, MS_REC, MS_PRIVATE, MS_SHARED = 0x1000, 0x4000, 0x40000, 0x100000
 MNT_DETACH = 0x2
 

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kernel import crashpoints
-from kernel.mountinfo import unescape
+from kernel.mountinfo import MOUNTINFO, unescape
 from specs import names
 
-MOUNTINFO = Path("/proc/self/mountinfo")
 MNT_DETACH = 0x2
 
 _libc = ctypes.CDLL(None, use_errno=True)
