@@ -94,10 +94,10 @@ def _shadowed(port: PortKey, ipv6: bool, listeners: dict[Slot, list[Listener]]) 
 
 
 def published_slots(desired: Desired) -> set[Slot]:
-    """The slots of every port the stacks in scope publish: only a listener on one of them can
-    be in conflict, so only its process needs looking up."""
+    """The slots of every port this pass diffs (those of its focus, if it has one): only a
+    listener on one of them can be in conflict, so only its process needs looking up."""
     return {(mapping.protocol, mapping.host) for stack in desired.stacks.values() if stack.name in desired.scope
-            for container in stack.containers.values() for mapping in container.ports}
+            for key in desired.containers_of(stack) for mapping in stack.containers[key].ports}
 
 
 def intruders(live_ports: Mapping[PortKey, bool], host_listeners: Sequence[Listener]) -> list[Intruder]:

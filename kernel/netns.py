@@ -44,8 +44,13 @@ def sandboxes(among: Collection[tuple[str, str]] | None = None) -> dict[str, tup
     those `among` only, when given (looked up by name: a thousand others are not parsed)."""
     if among is None:
         return {name: owner for name in list_names() if (owner := marks.parse_netns_name(name))}
-    existing = set(list_names())
-    return {name: owner for owner in among if (name := marks.netns_name(*owner)) in existing}
+    return {name: owner for owner in among if exists(name := marks.netns_name(*owner))}
+
+
+def exists(name: str) -> bool:
+    """Whether a namespace (or a file left of one by a crash) has this name: one lstat, where
+    listing /run/netns beside a thousand sandboxes costs ~0.7 ms."""
+    return os.path.lexists(path_of(name))
 
 
 def path_of(name: str) -> str:

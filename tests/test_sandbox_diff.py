@@ -130,6 +130,7 @@ def observe(monkeypatch: pytest.MonkeyPatch) -> Observe:
     def run(host_ends: Sequence[Nic], namespaces: Mapping[str, LinkDump | None],
             focus: Focus | None = None) -> SandboxObservation:
         monkeypatch.setattr(netns, "list_names", lambda: sorted(namespaces))
+        monkeypatch.setattr(netns, "exists", lambda name: name in namespaces)
         monkeypatch.setattr(netns, "dumps", lambda wanted: [(name, namespaces[name]) for name in wanted])
         host = linkdump(loopback(), UPLINK, *BRIDGES.values(), *host_ends, gateways=[(2, "192.168.1.1")])
         return SandboxController(cast(Netlink, DumpedHost(host))).observe(focus)

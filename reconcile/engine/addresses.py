@@ -3,32 +3,37 @@ per family (IPv6 only for the endpoints on dual-stack networks)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Address, IPv6Address
 
 from controllers.base import Focus
 from controllers.sandbox import SandboxObservation
 from specs.errors import Issue
-from specs.model import Attachment, Network, Stack
+from specs.model import Stack
 from state.ipam import A, EndpointKey, Exhausted, Request, Subnet, assign
 
 
-def _endpoints(stacks: Sequence[Stack]) -> Iterator[tuple[EndpointKey, Network, Attachment]]:
-    for stack in stacks:
-        for c_key, container in stack.containers.items():
-            for n_key, attachment in container.networks.items():
-                yield (stack.name, c_key, n_key), stack.networks[n_key], attachment
-
-
 def requests_of(stacks: Sequence[Stack]) -> list[Request[IPv4Address]]:
-    return [Request(key, net.assigned_subnet, net.assigned_gateway, attachment.ip)
-            for key, net, attachment in _endpoints(stacks)]
+    requests: list[Request[IPv4Address]] = []
+    for stack in stacks:
+        nets = {key: (net.assigned_subnet, net.assigned_gateway) for key, net in stack.networks.items()}
+        requests += [Request((stack.name, c_key, n_key), *nets[n_key], attachment.ip)
+                     for c_key, container in stack.containers.items()
+                     for n_key, attachment in container.networks.items()]
+    return requests
 
 
 def requests6_of(stacks: Sequence[Stack]) -> list[Request[IPv6Address]]:
     """Endpoints on dual-stack networks only (gateway6 is set whenever subnet6 is)."""
-    return [Request(key, net.subnet6, net.gateway6, attachment.ip6)
-            for key, net, attachment in _endpoints(stacks) if net.subnet6 is not None and net.gateway6 is not None]
+    requests: list[Request[IPv6Address]] = []
+    for stack in stacks:
+        nets = {key: (net.subnet6, net.gateway6) for key, net in stack.networks.items()
+                if net.subnet6 is not None and net.gateway6 is not None}
+        if nets:  # most stacks are IPv4 only: their endpoints are not even looked at
+            requests += [Request((stack.name, c_key, n_key), *nets[n_key], attachment.ip6)
+                         for c_key, container in stack.containers.items()
+                         for n_key, attachment in container.networks.items() if n_key in nets]
+    return requests
 
 
 def assign_addresses(stacks: Sequence[Stack], leases: Mapping[EndpointKey, IPv4Address],
