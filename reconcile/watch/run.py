@@ -9,6 +9,7 @@ import signal
 import sys
 from types import FrameType
 
+from kernel.memory import use_one_heap
 from reconcile.engine.settings import Settings
 from reconcile.watch.actionlog import ActionLog
 from reconcile.watch.agent import Agent, WatchOptions
@@ -37,17 +38,18 @@ def _use_system_malloc() -> None:
                   {**os.environ, "PYTHONMALLOC": "malloc"})
 
 
-def run(settings: Settings, options: WatchOptions, metrics_addr: str | None) -> int:
+def run(settings: Settings, options: WatchOptions) -> int:
     """0 once stopped by SIGTERM/SIGINT; 1 when a producer died (the service manager restarts
     the agent); AgentError before starting."""
     if not options.directory.is_dir():
         raise AgentError(f"{options.directory}: not a directory")
     _use_system_malloc()
+    use_one_heap()
     _raise_fd_limit()
     agent = Agent(settings, options, ActionLog())
-    if metrics_addr:
+    if options.metrics_addr is not None:
         try:
-            agent.metrics.serve(metrics_addr)
+            agent.metrics.serve(options.metrics_addr)
         except ValueError as exc:
             raise AgentError(str(exc)) from None
 
