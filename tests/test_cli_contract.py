@@ -70,7 +70,7 @@ from pathlib import Path
 from reconcile.engine.settings import Settings
 from reconcile.watch.agent import WatchOptions
 from reconcile.watch.run import run
-sys.exit(run(Settings.resolve(None, None), WatchOptions(Path(sys.argv[1]), debounce_ms=-5), None))
+sys.exit(run(Settings.resolve(None, None), WatchOptions(Path(sys.argv[1]), debounce_ms=-5)))
 """
 
 

@@ -90,6 +90,8 @@ class WatchOptions:
     resync: float = 30.0
     debounce_ms: int = 100
     backoff: Backoff = field(default_factory=Backoff)
+    metrics_addr: str | None = None
+    """Where Prometheus metrics are served ([HOST]:PORT); None: not counted at all."""
 
 
 @dataclass
@@ -107,7 +109,7 @@ class Agent:
         self.options = options
         self.log = log
         self.queue: WorkQueue[Key] = WorkQueue()
-        self.metrics = Metrics(self.queue.depth)
+        self.metrics = Metrics(self.queue.depth, served=options.metrics_addr is not None)
         self.crashloop = CrashLoop(options.backoff)
         self.stop = threading.Event()
         self.stopped_by: str | None = None  # set by the signal handler (which must not log: locks)
