@@ -128,7 +128,12 @@ def start(runtime: Runtime, container_id: str, bundle: Path, config: Mapping[str
     finally:
         os.close(read_end)
         os.close(write_end)
-    return _await_pid(proc, pid_file, log_dir, name)
+    try:
+        return _await_pid(proc, pid_file, log_dir, name)
+    finally:
+        # subprocess keeps the Popen until it reaps the shell, which waits as long as the
+        # container runs; its argv need not stay (~3 KB: ten cgroup paths, the runtime's command).
+        proc.args = ()
 
 
 def _await_pid(proc: subprocess.Popen[bytes], pid_file: Path, log_dir: Path, name: str) -> ProcessHandle:
