@@ -151,3 +151,54 @@ def test_a_kept_read_follows_every_commit_of_nf_tables(sandbox: Sandbox, host: d
     assert "dnat ip to" in (our_nft(sandbox) or "")
     assert sandbox.python(KEPT_READ).stdout.strip() == "ok"
     sandbox.run("nft", "delete", "table", "inet", "rc-h17-other")
+
+
+FOLLOWED_WRITE = """
+import subprocess, sys
+from controllers.firewall_rules import NFT_LAYOUT
+from kernel.netfilter import Op, OpKind
+from kernel.netfilter_nft import Nftables, open_session
+
+class Listings:  # the real session, counting the listings it is asked for
+    def __init__(self, session):
+        self.session, self.lists = session, 0
+    def cmd(self, text):
+        self.lists += text.startswith("list")
+        return self.session.cmd(text)
+    def generation(self):
+        return self.session.generation()
+
+def fresh():
+    return Nftables(NFT_LAYOUT, open_session()).observe().tables
+
+session = Listings(open_session())
+backend = Nftables(NFT_LAYOUT, session)
+dnat = backend.observe().chain("nat", "RECONCILE-DNAT").rules
+first, last = dnat[0], dnat[-1]
+backend.apply([Op(OpKind.DELETE_RULE, "nat", "RECONCILE-DNAT", first),
+               Op(OpKind.APPEND_RULE, "nat", "RECONCILE-DNAT", first),
+               Op(OpKind.INSERT_RULE, "nat", "RECONCILE-DNAT", last)])
+kept = backend.observe()
+assert session.lists == 1, "our own batch, the only commit since the read: kept, not listed again"
+assert kept.tables == fresh()
+assert kept.chain("nat", "RECONCILE-DNAT").rules == (last, *dnat[1:], first)
+backend.apply([Op(OpKind.DELETE_RULE, "nat", "RECONCILE-DNAT", last)])  # by the inserted rule's echoed handle
+assert backend.observe().tables == fresh() and session.lists == 1
+assert fresh()["nat"]["RECONCILE-DNAT"].rules == (*dnat[1:], first)
+subprocess.run(["nft", "add", "table", "inet", "rc-h17-other"], check=True)  # anyone's commit
+backend.apply([Op(OpKind.INSERT_RULE, "nat", "RECONCILE-DNAT", last)])
+assert backend.observe().tables == fresh() and session.lists == 2, "listed again after a foreign commit"
+backend.apply([Op(OpKind.FLUSH_CHAIN, "nat", "RECONCILE-DNAT")])
+assert backend.observe().tables == fresh() and session.lists == 3, "listed again after more than rules"
+print("ok")
+"""
+
+
+def test_our_own_batch_keeps_the_read_current(sandbox: Sandbox, host: dict[str, str]) -> None:
+    """A batch of rule deletions and additions, the only commit since the read, is followed in
+    the kept read (new handles from libnftables' echo): what the next observe returns is what
+    a fresh listing reads, without the listing; any other commit, or a batch that does more
+    than rules, makes it list again."""
+    run_controller(sandbox, "apply", BOTH, "nftables")
+    assert sandbox.python(FOLLOWED_WRITE).stdout.strip() == "ok"
+    sandbox.run("nft", "delete", "table", "inet", "rc-h17-other")
