@@ -98,12 +98,14 @@ class FakeNft:
             return subprocess.CompletedProcess(argv, 0, f"*filter\n:FORWARD {self.forward} [0:0]\nCOMMIT\n", "")
         return subprocess.CompletedProcess(argv, 0, "", "")
 
-    def cmd(self, text: str) -> tuple[int, str, str]:
-        if text.startswith("list table "):
-            self.listings += 1
-            if self.listing is None:
-                return 1, "", "Error: No such file or directory"
-            return 0, self.listing, ""
+    def read(self, text: str) -> tuple[int, str, str]:
+        assert text.startswith("list table "), text
+        self.listings += 1
+        if self.listing is None:
+            return 1, "", "Error: No such file or directory"
+        return 0, self.listing, ""
+
+    def cmd(self, text: str, echo: bool = False) -> tuple[int, str, str]:
         self.scripts.append(text)
         if self.committed is not None:
             self.committed += 1
