@@ -305,11 +305,13 @@ class CgroupDriver(ABC):
             cpuset=self._cpuset_shown(relpath, limits.cpuset))
 
     def procs(self, relpath: str) -> list[int]:
-        """The processes in the cgroup, in any hierarchy."""
+        """The processes in the cgroup and in those below it, in any hierarchy: one a crash
+        left in the runtime's child cgroup (a container's process whose runtime died before
+        cleaning up) keeps the cgroup busy as surely as one in the cgroup itself."""
         pids: set[int] = set()
-        for root in self.roots():
-            text = read_text(at(root, relpath) / "cgroup.procs") or ""
-            pids.update(int(line) for line in text.split())
+        for root in self.removal_roots():
+            for directory, _, _ in os.walk(at_text(root, relpath)):
+                pids.update(int(line) for line in (read_text(f"{directory}/cgroup.procs") or "").split())
         return sorted(pids)
 
     def remove(self, relpath: str, parent: str) -> None:

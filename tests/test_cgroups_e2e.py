@@ -5,6 +5,8 @@ canary cgroup left untouched. Paths and file names come from the product's drive
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import sys
 import time
 import uuid
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from controllers.container import RUNTIME_DIR
 from kernel.cgroups_common import FIELD_CONTROLLERS, Usage
 from specs import names
 from tests.cgroupfs import DRIVER, cgroup_of, directory, hierarchy_roots, limit_file, limit_text
@@ -187,18 +190,41 @@ containers:
     assert sandbox.containers()["holder"]["pid"] == pid
 
 
-def test_down_kills_what_a_crash_left_in_a_cgroup_and_removes_it_everywhere(sandbox: Sandbox) -> None:
+def _runtime_lost(sandbox: Sandbox, container: str, stack: str = "lim") -> None:
+    """The runtime of a running container killed, and its state gone with it (a lost state dir):
+    nothing is left to clean up after the container's processes but us."""
+    container_id = names.runtime_id(stack, container)
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and _cmdline(proc)[:1] == ["crun"] and container_id in _cmdline(proc):
+            os.kill(int(proc.name), signal.SIGKILL)
+    shutil.rmtree(sandbox.state_dir / RUNTIME_DIR / container_id)
+
+
+def _cmdline(proc: Path) -> list[str]:
+    try:
+        return proc.joinpath("cmdline").read_text().split("\0")
+    except OSError:
+        return []
+
+
+@pytest.mark.parametrize("runtime_lost", [False, True], ids=["monitor", "runtime's child, runtime lost"])
+def test_down_kills_what_a_crash_left_in_a_cgroup_and_removes_it_everywhere(sandbox: Sandbox,
+                                                                            runtime_lost: bool) -> None:
     """A process left in the container's monitor cgroup (a run killed while starting it: the
-    shell that waits on the runtime) keeps the cgroup busy: `down` kills it, then removes the
-    cgroups and the stack's level in every hierarchy. The monitor's cgroup, a leaf on v1 and v2
-    alike: on v2 the container's own holds no process (its runtime's child does)."""
+    shell that waits on the runtime), or in the runtime's child cgroup of the container's with
+    the runtime and its state gone (no `crun delete` to kill it), keeps the cgroup busy: `down`
+    kills it, then removes the cgroups and the stack's level in every hierarchy. Both are leaves
+    on v1 and v2 alike (on v2 the container's own cgroup holds no process)."""
     stack = sandbox.write("stack.yaml", STACK.format(memory="64Mi", cpus=0.5))
     _apply(sandbox, stack)
     web = _relpath(sandbox, "web")
     stray = sandbox.spawn("sleep", "600")
     try:
         eventually(lambda: (Path(f"/proc/{stray.pid}/comm").read_text().strip()), "sleep")
-        (directory(names.monitor_relpath(web), "memory") / "cgroup.procs").write_text(str(stray.pid))
+        left_in = f"{web}/{names.RUNTIME_CGROUP}" if runtime_lost else names.monitor_relpath(web)
+        (directory(left_in, "memory") / "cgroup.procs").write_text(str(stray.pid))
+        if runtime_lost:
+            _runtime_lost(sandbox, "web")
         result = sandbox.reconcile("down", str(stack))
         assert result.returncode == 0, result.stdout + result.stderr
         assert stray.wait(timeout=10) == -9
