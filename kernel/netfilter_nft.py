@@ -63,8 +63,9 @@ _CTSTATUS = ("SNAT", "DNAT")
 _CHAIN_OPEN = re.compile(r"^\tchain (\S+) \{")
 _RULE_LINE = re.compile(r"^\t\t(?P<spec>.*) # handle (?P<handle>\d+)$")
 _HEADER_LINE = re.compile(r"^\t\ttype \S+ hook \S+ ")
-_ECHOED_RULE = re.compile(r"^(?:add|insert) rule inet \S+ (\S+) .* # handle (\d+)$", re.MULTILINE)
-"""An added rule as libnftables echoes it (its chain, its new handle), one line per command."""
+_ECHOED_RULE = re.compile(r"^(?:add|insert) rule inet \S+ (\S+) (.*) # handle (\d+)$", re.MULTILINE)
+"""An added rule as libnftables echoes it (its chain, its text as the kernel holds it, its new
+handle), one line per command."""
 _IPV6_RULE = re.compile(r"(?:^| )(?:ip6 [sd]addr|dnat ip6 to) ")
 """What makes one of our rules IPv6-only, as render_nft writes it."""
 
@@ -199,15 +200,16 @@ def followed(ops: Sequence[Op], echoed: str, layout: NftLayout, ruleset: Ruleset
              ) -> tuple[Ruleset, dict[tuple[str, str], list[int]]] | None:
     """The read (`ruleset`, `handles`) with a batch of rule deletions and additions done as
     nft_script wrote them, the new rules' handles taken from libnftables' echo of the batch;
-    None when the batch did more (chains) or the echo does not account for every new rule."""
+    None when the batch did more (chains), or the echo does not show every new rule in its
+    chain as rendered (the kernel's text is what a listing would have read)."""
     if not rules_only(ops):
         return None
     ordered = in_script_order(ops)
-    added = [op for op in ordered if op.kind is not OpKind.DELETE_RULE]
+    added = [(op.chain, op.spec) for op in ordered if op.kind is not OpKind.DELETE_RULE]
     echo = _ECHOED_RULE.findall(echoed)
-    if [chain for chain, _ in echo] != [op.chain for op in added]:
+    if [(chain, spec) for chain, spec, _ in echo] != added:
         return None
-    new_handles = iter(int(handle) for _, handle in echo)
+    new_handles = iter(int(handle) for _, _, handle in echo)
     tables = {table: dict(chains) for table, chains in ruleset.tables.items()}
     left = {key: list(found) for key, found in handles.items()}
     for op in ordered:
@@ -271,10 +273,6 @@ class NftSession(Protocol):
         the output has every added rule with its handle."""
         ...
 
-    def read(self, text: str) -> tuple[int, str, str]:
-        """Run a listing; as cmd."""
-        ...
-
     def generation(self) -> int | None:
         """nf_tables' generation now (see read_generation), or None when it cannot be read."""
         ...
@@ -300,19 +298,6 @@ class Libnftables:
             self._nft.set_echo_output(echo)
             status, output, errors = self._nft.cmd(text)
         return status, output, errors
-
-    def read(self, text: str) -> tuple[int, str, str]:
-        """Through a context of its own, freed once it has answered: a context keeps what it
-        listed as its cache (~7 MiB of a long-lived agent's memory for our 3,000 rules at a
-        thousand containers, measured), which the writing one has no use for. A socket that
-        only read closes at once (the grace period is for one that deleted), and it is open for
-        the listing only (not close-on-exec, as the writing one: every program we run is
-        started with close_fds)."""
-        import nftables
-
-        reader = nftables.Nftables()
-        reader.set_handle_output(True)
-        return reader.cmd(text)
 
     def generation(self) -> int | None:
         with self._lock:
@@ -372,7 +357,9 @@ class Nftables:
         self._session = session
         self._ruleset = Ruleset({})
         self._handles: dict[tuple[str, str], list[int]] = {}
-        self._read_at: int | None = None  # nf_tables' generation just before the last read
+        self._read_at: int | None = None
+        """nf_tables' generation the kept read is current for: taken just before the listing, or
+        the one our own batch committed, when the read followed it."""
 
     def render(self, rule: Rule) -> str:
         return render_nft(rule)
@@ -394,7 +381,7 @@ class Nftables:
         if generation is not None and generation == self._read_at:
             return self._ruleset
         self._read_at = None
-        status, output, errors = self._session.read(f"list table inet {self.layout.table}")
+        status, output, errors = self._session.cmd(f"list table inet {self.layout.table}")
         if status != 0:
             if "No such file or directory" not in errors:
                 raise NetfilterError(f"nft list failed: {errors.strip()}")
@@ -409,10 +396,12 @@ class Nftables:
             return
         script = nft_script(ops, self.layout, self._ruleset, self._handles)
         read_at, self._read_at = self._read_at, None
-        # Followed (see _follow) when the read is current and the batch changes rules only.
-        following = read_at is not None and self._session.generation() == read_at and rules_only(ops)
+        # Followed (see _follow) when the batch changes rules only and the read is current; the
+        # echo is asked for only where it shows new rules.
+        following = read_at is not None and rules_only(ops) and self._session.generation() == read_at
+        adds = any(op.kind is not OpKind.DELETE_RULE for op in ops)
         crashpoints.step("nft")
-        status, echoed, errors = self._session.cmd(script, echo=following)
+        status, echoed, errors = self._session.cmd(script, echo=following and adds)
         if status != 0:
             raise NetfilterError(f"nft refused the batch: {errors.strip()}")
         if read_at is not None and following:

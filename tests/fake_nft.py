@@ -98,18 +98,17 @@ class FakeNft:
             return subprocess.CompletedProcess(argv, 0, f"*filter\n:FORWARD {self.forward} [0:0]\nCOMMIT\n", "")
         return subprocess.CompletedProcess(argv, 0, "", "")
 
-    def read(self, text: str) -> tuple[int, str, str]:
-        assert text.startswith("list table "), text
-        self.listings += 1
-        if self.listing is None:
-            return 1, "", "Error: No such file or directory"
-        return 0, self.listing, ""
-
     def cmd(self, text: str, echo: bool = False) -> tuple[int, str, str]:
+        if text.startswith("list table "):
+            self.listings += 1
+            if self.listing is None:
+                return 1, "", "Error: No such file or directory"
+            return 0, self.listing, ""
         self.scripts.append(text)
         if self.committed is not None:
             self.committed += 1
-        return 0, "", ""
+        added = [line for line in text.splitlines() if line.startswith(("add rule ", "insert rule "))]
+        return 0, "".join(f"{line} # handle {1000 + n}\n" for n, line in enumerate(added)) if echo else "", ""
 
     def generation(self) -> int | None:
         return self.committed
