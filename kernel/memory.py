@@ -25,7 +25,8 @@ def use_one_heap() -> None:
     """Every thread allocates from the main heap. glibc otherwise gives threads heaps of their
     own: the agent's start workers left nine behind, ~10 MiB resident between them after
     converging 1,000 containers, each keeping the pages of the few objects still alive in it
-    (malloc_trim returns only whole free pages). Under the GIL one heap costs no contention.
-    Call before any thread starts; no-op where the C library has no mallopt (musl)."""
+    (malloc_trim returns only whole free pages). The GIL serialises nearly every allocation
+    anyway, so one heap costs next to no contention. Call before any thread starts; no-op where
+    the C library has no mallopt (musl)."""
     if _mallopt is not None:
         _mallopt(M_ARENA_MAX, 1)

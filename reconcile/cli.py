@@ -356,7 +356,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     backoff = Backoff(args.restart_backoff, args.restart_backoff_max, args.restart_stable)
     try:
         return run(settings, WatchOptions(args.directory, args.prune, args.resync, args.debounce, backoff,
-                                          args.metrics_addr))
+                                          args.metrics_addr or None))  # empty: not served
     except AgentError as exc:  # imported with the agent, not by every command: reported here
         _report_errors([f"error: {exc}"], args.output == "json", "failed", "watch")
         return EXIT_ERROR
