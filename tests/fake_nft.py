@@ -87,6 +87,7 @@ class FakeNft:
         self.forward = forward
         self.scripts: list[str] = []
         self.listings = 0
+        self.chain_listings: list[str] = []
         self.committed: int | None = 1
         """nf_tables' generation as `generation` reports it: each script commits one more; None
         stands for a kernel that cannot be asked."""
@@ -98,17 +99,28 @@ class FakeNft:
             return subprocess.CompletedProcess(argv, 0, f"*filter\n:FORWARD {self.forward} [0:0]\nCOMMIT\n", "")
         return subprocess.CompletedProcess(argv, 0, "", "")
 
-    def cmd(self, text: str, echo: bool = False) -> tuple[int, str, str]:
+    def cmd(self, text: str) -> tuple[int, str, str]:
         if text.startswith("list table "):
             self.listings += 1
             if self.listing is None:
                 return 1, "", "Error: No such file or directory"
             return 0, self.listing, ""
+        if text.startswith("list chain "):
+            self.chain_listings.append(text.split()[-1])
+            return self._chain(text.split()[-1])
         self.scripts.append(text)
         if self.committed is not None:
             self.committed += 1
-        added = [line for line in text.splitlines() if line.startswith(("add rule ", "insert rule "))]
-        return 0, "".join(f"{line} # handle {1000 + n}\n" for n, line in enumerate(added)) if echo else "", ""
+        return 0, "", ""
+
+    def _chain(self, name: str) -> tuple[int, str, str]:
+        """`list chain`: that chain of `listing`, in its table's braces, as nft prints it."""
+        lines = (self.listing or "").splitlines()
+        opening = next((i for i, line in enumerate(lines) if line.startswith(f"\tchain {name} {{")), None)
+        if opening is None:
+            return 1, "", "Error: No such file or directory"
+        closing = lines.index("\t}", opening)
+        return 0, "\n".join(["table inet reconcile {", *lines[opening:closing + 1], "}", ""]), ""
 
     def generation(self) -> int | None:
         return self.committed

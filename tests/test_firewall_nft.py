@@ -19,7 +19,7 @@ from controllers.firewall import (
 )
 from controllers.firewall_rules import NFT_LAYOUT, network_rules, port_key, port_rules, skeleton_rules
 from kernel.netfilter import Chain, Iface, NetfilterError, Op, OpKind, Rule, Ruleset
-from kernel.netfilter_nft import Nftables, followed, nft_script, parse_list, render_nft
+from kernel.netfilter_nft import Nftables, nft_script, parse_list, render_nft, with_chains
 from tests.fake_nft import CAPTURED, FakeNft
 from tests.firewall_plans import DEMO, ROUTE_LOCALNET_ON, converge, desired, heads
 from tests.firewall_support import FakeBackend, build_stack
@@ -106,7 +106,7 @@ def test_a_read_is_kept_while_nf_tables_commits_nothing() -> None:
     backend.apply([Op(OpKind.APPEND_RULE, "nat", "RECONCILE-DNAT", "tcp dport 1 accept")])  # ours
     followed_read = backend.observe()
     assert followed_read is not first and session.listings == 1
-    assert followed_read.chain("nat", "RECONCILE-DNAT").rules[-1] == "tcp dport 1 accept"
+    assert session.chain_listings == ["RECONCILE-DNAT"]  # the chain it changed, listed again
     backend.apply([Op(OpKind.DECLARE_CHAIN, "nat", "RECONCILE-NEW")])  # ours, more than rules
     assert backend.observe() is not followed_read and session.listings == 2
     session.committed = (session.committed or 0) + 1  # someone else's transaction, any table
@@ -183,40 +183,15 @@ def test_backend_selection_errors() -> None:
         backends("nftables", unusable, unusable.session)
 
 
-def _dnat(rules: tuple[str, ...]) -> Ruleset:
-    return Ruleset({"nat": {"RECONCILE-DNAT": Chain("RECONCILE-DNAT", rules)}})
 
-
-def _echo(*lines: tuple[str, str, str, int]) -> str:
-    return "".join(f"{verb} rule inet reconcile {chain} {spec} # handle {handle}\n"
-                   for verb, chain, spec, handle in lines)
-
-
-A, B = 'tcp dport 1 dnat ip to 10.0.0.2:80 comment "a # b"', "tcp dport 2 accept"
-
-
-def test_a_followed_batch_places_rules_and_handles_as_the_kernel_does() -> None:
-    """Deletions take the first rule of equal text (as nft_script deletes by its first handle);
-    inserts go on top, appends at the end, each with its echoed handle; a '#' in a comment is
-    the rule's own text."""
-    ops = [Op(OpKind.APPEND_RULE, "nat", "RECONCILE-DNAT", B), Op(OpKind.DELETE_RULE, "nat", "RECONCILE-DNAT", A),
-           Op(OpKind.INSERT_RULE, "nat", "RECONCILE-DNAT", B)]
-    echoed = _echo(("insert", "RECONCILE-DNAT", B, 7), ("add", "RECONCILE-DNAT", B, 8))
-    after = followed(ops, echoed, NFT_LAYOUT, _dnat((A, A)), {("RECONCILE-DNAT", A): [3, 5]})
-    assert after is not None
-    ruleset, handles = after
-    assert ruleset.chain("nat", "RECONCILE-DNAT") == Chain("RECONCILE-DNAT", (B, A, B))
-    assert handles == {("RECONCILE-DNAT", A): [5], ("RECONCILE-DNAT", B): [7, 8]}
-
-
-@pytest.mark.parametrize(("ops", "echoed"), [
-    ([Op(OpKind.APPEND_RULE, "nat", "RECONCILE-DNAT", B)], ""),  # no echo of the new rule
-    ([Op(OpKind.APPEND_RULE, "nat", "RECONCILE-DNAT", B)],
-     _echo(("add", "RECONCILE-DNAT", "tcp dport 2 counter accept", 9))),  # the kernel's text differs
-    ([Op(OpKind.APPEND_RULE, "nat", "RECONCILE-DNAT", B)], _echo(("add", "OTHER", B, 9))),
-    ([Op(OpKind.DELETE_RULE, "nat", "RECONCILE-DNAT", B)], ""),  # not in the read
-    ([Op(OpKind.APPEND_RULE, "nat", "RECONCILE-NEW", B)], _echo(("add", "RECONCILE-NEW", B, 9))),  # no such chain
-    ([Op(OpKind.FLUSH_CHAIN, "nat", "RECONCILE-DNAT")], ""),  # more than rules
-], ids=["unechoed", "text differs", "other chain", "rule not read", "chain not read", "chain op"])
-def test_a_batch_the_read_cannot_follow_leaves_it_to_a_listing(ops: list[Op], echoed: str) -> None:
-    assert followed(ops, echoed, NFT_LAYOUT, _dnat((A,)), {("RECONCILE-DNAT", A): [3]}) is None
+def test_a_listing_of_some_chains_takes_their_place_in_a_read() -> None:
+    read, handles = parse_list(CAPTURED, NFT_LAYOUT)
+    chain = read.chain("nat", "RECONCILE-DNAT")
+    assert chain is not None and chain.rules
+    listed = Ruleset({"nat": {"RECONCILE-DNAT": Chain("RECONCILE-DNAT", ("tcp dport 9 accept",))}})
+    ruleset, merged = with_chains(read, handles, listed, {("RECONCILE-DNAT", "tcp dport 9 accept"): [99]})
+    assert ruleset.chain("nat", "RECONCILE-DNAT") == Chain("RECONCILE-DNAT", ("tcp dport 9 accept",))
+    assert {name: c for t, chains in ruleset.tables.items() for name, c in chains.items() if name != "RECONCILE-DNAT"} \
+        == {name: c for t, chains in read.tables.items() for name, c in chains.items() if name != "RECONCILE-DNAT"}
+    assert merged == {**{k: v for k, v in handles.items() if k[0] != "RECONCILE-DNAT"},
+                      ("RECONCILE-DNAT", "tcp dport 9 accept"): [99]}

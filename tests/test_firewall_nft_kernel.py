@@ -162,9 +162,9 @@ from kernel.netfilter_nft import Nftables, open_session
 class Listings:  # the real session, counting the listings it is asked for
     def __init__(self, session):
         self.session, self.lists = session, 0
-    def cmd(self, text, echo=False):
-        self.lists += text.startswith("list")
-        return self.session.cmd(text, echo)
+    def cmd(self, text):
+        self.lists += text.startswith("list table")
+        return self.session.cmd(text)
     def generation(self):
         return self.session.generation()
 
@@ -179,10 +179,10 @@ backend.apply([Op(OpKind.DELETE_RULE, "nat", "RECONCILE-DNAT", first),
                Op(OpKind.APPEND_RULE, "nat", "RECONCILE-DNAT", first),
                Op(OpKind.INSERT_RULE, "nat", "RECONCILE-DNAT", last)])
 kept = backend.observe()
-assert session.lists == 1, "our own batch, the only commit since the read: kept, not listed again"
+assert session.lists == 1, "our own batch, the only commit since the read: the table not listed again"
 assert kept.tables == fresh()
 assert kept.chain("nat", "RECONCILE-DNAT").rules == (last, *dnat[1:], first)
-backend.apply([Op(OpKind.DELETE_RULE, "nat", "RECONCILE-DNAT", last)])  # by the inserted rule's echoed handle
+backend.apply([Op(OpKind.DELETE_RULE, "nat", "RECONCILE-DNAT", last)])  # by the handle its chain's listing read
 assert backend.observe().tables == fresh() and session.lists == 1
 assert fresh()["nat"]["RECONCILE-DNAT"].rules == (*dnat[1:], first)
 subprocess.run(["nft", "add", "table", "inet", "rc-h17-other"], check=True)  # anyone's commit
@@ -196,9 +196,9 @@ print("ok")
 
 def test_our_own_batch_keeps_the_read_current(sandbox: Sandbox, host: dict[str, str]) -> None:
     """A batch of rule deletions and additions, the only commit since the read, is followed in
-    the kept read (new handles from libnftables' echo): what the next observe returns is what
-    a fresh listing reads, without the listing; any other commit, or a batch that does more
-    than rules, makes it list again."""
+    the kept read (the chains it changed listed again): what the next observe returns is what a
+    fresh listing reads, without listing the table; any other commit, or a batch that does
+    more than rules, makes it list the table again."""
     run_controller(sandbox, "apply", BOTH, "nftables")
     assert sandbox.python(FOLLOWED_WRITE).stdout.strip() == "ok"
     sandbox.run("nft", "delete", "table", "inet", "rc-h17-other")
