@@ -89,6 +89,36 @@ def remove_state_dir(state_dir: Path) -> None:
     shutil.rmtree(state_dir, ignore_errors=True)
 
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def dying_cgroups() -> int:
+    """Cgroups removed but not yet freed by the kernel: a memory cgroup lingers while its
+    release runs in kernel workers (v2: cgroup.stat's count; v1: the memory controller's count
+    in /proc/cgroups less the cgroups still in its hierarchy)."""
+    stat = CGROUP_ROOT / "cgroup.stat"
+    if stat.exists():
+        return int(dict(line.split() for line in stat.read_text().splitlines())["nr_dying_descendants"])
+    counts = {line.split()[0]: int(line.split()[2]) for line in Path("/proc/cgroups").read_text().splitlines()[1:]}
+    live = sum(1 for _ in os.walk(CGROUP_ROOT / "memory"))
+    return max(0, counts.get("memory", live) - live)
+
+
+def settle_cgroups(limit: float = 300.0) -> None:
+    """Wait (up to `limit` seconds) until the kernel has freed the cgroups an earlier phase
+    removed: until their count stops falling for 10 s (some linger for good, held by pages
+    still charged to them). After a `down` of 1,000 containers it frees a few thousand memory
+    cgroups in its workers, ~10 a second, for minutes: whatever runs meanwhile competes with
+    them (a drift repair measured then took up to twice as long)."""
+    deadline = time.monotonic() + limit
+    lowest, steady_since = dying_cgroups(), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - steady_since < 10:
+        time.sleep(2)
+        now = dying_cgroups()
+        if now < lowest:
+            lowest, steady_since = now, time.monotonic()
+
+
 def unmount_below(directory: Path) -> None:
     """Detach every mount at or below `directory` (roots, a pinned namespace, bind mounts of
     themselves), deepest first."""

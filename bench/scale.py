@@ -23,6 +23,11 @@ Columns, per N:
 - floor up / floor down: bench/containers.py's `floor`: the same kernel and runtime work with
   no reconciler (ip -batch, overlay roots, `crun run` of a prebuilt config), same run.
 
+The CLI round, the floor and the agent each start once the kernel has freed the cgroups the
+phase before removed (bench/common.py's `settle_cgroups`: after a `down` of 1,000 containers
+the kernel frees their memory cgroups in its workers for minutes, and what runs meanwhile
+competes with them).
+
 Run as root: `.venv/bin/python bench/scale.py` (it re-executes itself in a throwaway host).
 BENCH_SIZES (default 200,1000), BENCH_ROUNDS and BENCH_TRIALS shrink a run; everything it
 creates (state dirs, cgroup parents rc-bench-*, containers, namespaces) is removed afterwards.
@@ -41,7 +46,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import CliTimes, print_table, reexec_in_throwaway_host, time_cli_round  # noqa: E402
+from bench.common import (  # noqa: E402
+    CliTimes,
+    print_table,
+    reexec_in_throwaway_host,
+    settle_cgroups,
+    time_cli_round,
+)
 from bench.containers import floor, stack_text  # noqa: E402
 from bench.drift import (  # noqa: E402
     DriftKind,
@@ -127,8 +138,12 @@ def watch_figures(n: int) -> WatchFigures:
 
 
 def row(n: int) -> Sequence[object]:
+    """Each phase starts once the kernel has freed the cgroups the one before removed."""
+    settle_cgroups()
     cli = cli_medians(n)
+    settle_cgroups()
     floor_up, floor_down = floor_times(n)
+    settle_cgroups()
     watch = watch_figures(n)
     return [n, cli.cold_apply, cli.noop_apply, cli.noop_diff, cli.status_json, cli.down,
             f"{cli.diff_peak_rss_mib:.1f}", " / ".join(f"{ms:.1f}" for ms in watch.repair_p50_ms),
