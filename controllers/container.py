@@ -516,6 +516,7 @@ class ContainerController:
         self._upstream_resolv = upstream_resolv
         self._images = images
         self._runtime = Runtime.at(state_dir / RUNTIME_DIR)
+        self._carried = (state_dir / CONTAINERS_DIR,)  # where roots are mounted: reaches the runtime's namespace
         self._started: set[str] = set()  # this session's starts (see diff_containers)
 
     def observe(self, focus: Focus | None = None) -> ContainerObservation:
@@ -568,7 +569,7 @@ class ContainerController:
                                   str(self._upstream_resolv), _read(self._upstream_resolv) or "")
         return ContainerObservation(containers, resolvers, capabilities.from_mask(procs.bounding_set()),
                                     tuple(runtime.missing_tools()),
-                                    self._runtime.namespace_state([self._state_dir / CONTAINERS_DIR])
+                                    self._runtime.namespace_state(self._carried)
                                     if focus is None else None)
 
     def _roots(self, found: Mapping[tuple[str, str], tuple[runtime.ProcessHandle, bool]],
@@ -610,10 +611,10 @@ class ContainerController:
 
     def _start_level(self, changes: Sequence[Change]) -> list[ApplyError]:
         """Start independent containers in parallel (spawning is mostly waiting on the kernel)."""
-        try:
-            self._runtime.pin_namespace([self._state_dir / CONTAINERS_DIR])  # one is enough: a whole pass checks it
-        except mountns.MountNamespaceError as exc:
-            return [ApplyError(f"{c.action} {c.kind} {c.key}: {exc}") for c in changes]
+        # Pinned if none is; whether it lags is a whole pass's question.
+        failed = self._in_namespace(changes, lambda: self._runtime.pin_namespace(self._carried))
+        if failed:
+            return failed
         bases = self._id_bases(changes)
         filters = self._seccomp_filters(changes)
         outcomes = _in_parallel(lambda change: self._try_start(change, bases.get(change.key), filters), changes)
@@ -622,11 +623,15 @@ class ContainerController:
         return [o for o in outcomes if isinstance(o, ApplyError)]
 
     def _runtime_namespace(self, changes: Sequence[Change]) -> list[ApplyError]:
+        if changes[0].action is Action.DELETE:
+            return self._in_namespace(changes, self._runtime.release_namespace)
+        return self._in_namespace(changes, lambda: self._runtime.pin_namespace(self._carried, fresh=True))
+
+    @staticmethod
+    def _in_namespace(changes: Sequence[Change], work: Callable[[], None]) -> list[ApplyError]:
+        """`work` on the runtime's pinned namespace; its failure is each change's."""
         try:
-            if changes[0].action is Action.DELETE:
-                self._runtime.release_namespace()
-            else:
-                self._runtime.pin_namespace([self._state_dir / CONTAINERS_DIR], fresh=True)
+            work()
         except mountns.MountNamespaceError as exc:
             return [ApplyError(f"{c.action} {c.kind} {c.key}: {exc}") for c in changes]
         return []
