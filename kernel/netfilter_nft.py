@@ -360,12 +360,13 @@ class Nftables:
             return
         script = nft_script(ops, self.layout, self._ruleset, self._handles)
         read_at, self._read_at = self._read_at, None
-        following = read_at is not None and rules_only(ops) and self._session.generation() == read_at
+        if read_at is not None and not (rules_only(ops) and self._session.generation() == read_at):
+            read_at = None  # the read is not followed: the next observe lists the table
         crashpoints.step("nft")
         status, _, errors = self._session.cmd(script)
         if status != 0:
             raise NetfilterError(f"nft refused the batch: {errors.strip()}")
-        if read_at is not None and following:
+        if read_at is not None:
             self._follow(sorted({op.chain for op in ops}), read_at)
 
     def _follow(self, chains: Sequence[str], read_at: int) -> None:
