@@ -194,15 +194,16 @@ def _runtime_lost(sandbox: Sandbox, container: str, stack: str = "lim") -> None:
     """The runtime of a running container killed, and its state gone with it (a lost state dir):
     nothing is left to clean up after the container's processes but us."""
     container_id = names.runtime_id(stack, container)
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and _cmdline(proc)[:1] == ["crun"] and container_id in _cmdline(proc):
-            os.kill(int(proc.name), signal.SIGKILL)
+    for pid in sandbox.processes():
+        argv = _cmdline(pid)
+        if argv[:1] == ["crun"] and container_id in argv:
+            os.kill(pid, signal.SIGKILL)
     shutil.rmtree(sandbox.state_dir / RUNTIME_DIR / container_id)
 
 
-def _cmdline(proc: Path) -> list[str]:
+def _cmdline(pid: int) -> list[str]:
     try:
-        return proc.joinpath("cmdline").read_text().split("\0")
+        return Path(f"/proc/{pid}/cmdline").read_text().split("\0")
     except OSError:
         return []
 
