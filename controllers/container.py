@@ -17,7 +17,7 @@ import shutil
 import stat
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, replace
@@ -543,7 +543,7 @@ class ContainerController:
                 seen = procs.netns_inode(f"/proc/{record.pid}/ns/net")
                 found[key] = (runtime.ProcessHandle(record.pid, record.start_time),
                               seen is None or seen == sandbox_of.get(key))
-        roots = self._roots(found, focus)
+        roots = self._roots(found, records.keys(), focus)
         runtime_ids = ({parsed for parsed in map(names.parse_runtime_id, self._runtime.ids()) if parsed}
                        if focus is None else
                        {key for key in focus.containers if self._runtime.has_state(names.runtime_id(*key))})
@@ -573,15 +573,18 @@ class ContainerController:
                                     if focus is None else None)
 
     def _roots(self, found: Mapping[tuple[str, str], tuple[runtime.ProcessHandle, bool]],
-               focus: Focus | None) -> dict[tuple[str, str], overlay.Root]:
+               recorded: Collection[tuple[str, str]], focus: Focus | None) -> dict[tuple[str, str], overlay.Root]:
         """Our container roots: from the host's mount table, or, in a focused pass, from the
-        running ones' own (the host's holds a line per sandbox and container: ~10 ms to read
-        at a thousand), the host's only for the others."""
+        running ones' own (the host's holds a line per sandbox and container: ~12 ms to read
+        and parse at a thousand, more than the rest of a restart's plan), the host's only for
+        those neither running nor `recorded`. An exited one with a record needs none: its record
+        names the image it ran (a root's mark stands in for it only when the store is lost), and
+        its restart unmounts it where our roots are mounted."""
         if focus is None:
             return overlay.mounted()
         roots = {key: root for key in focus.containers if key in found
                  and (root := overlay.seen_by(found[key][0].pid, key, Paths.of(self._state_dir, *key).rootfs))}
-        rest = focus.containers - roots.keys()
+        rest = {key for key in focus.containers - roots.keys() if key in found or key not in recorded}
         return roots | (overlay.mounted(rest) if rest else {})
 
     def _file_dirs(self) -> set[tuple[str, str]]:

@@ -317,6 +317,7 @@ def test_down_signals_every_container_at_once(sandbox: Sandbox, tmp_path: Path) 
 
 
 FOCUSED_AND_WHOLE = """
+from dataclasses import replace
 from pathlib import Path
 from controllers.base import Focus
 from reconcile.engine.session import open_session
@@ -328,14 +329,17 @@ with open_session(Settings.resolve(None, None), writable=False) as session:
     for key in sorted(whole):
         focus = Focus.on(stacks, [tuple(key.split("/"))])
         focused = session.controllers.container.observe(focus).containers
-        print(key, whole[key].root is not None, focused == {{key: whole[key]}})
+        rootless = {{k: replace(c, root=None, image_digest=None) for k, c in focused.items()}}
+        print(key, whole[key].root is not None, focused[key].root == whole[key].root,
+              rootless == {{key: replace(whole[key], root=None, image_digest=None)}})
 """
 
 
 def test_a_focused_observation_sees_each_container_as_the_whole_one_does(sandbox: Sandbox, rootfs: Path) -> None:
     """The watch agent's focused pass reads a running container's root from its init's own mount
-    table, and a stopped one's from the host's: the same root (path, image mark, lowers) as the
-    pass over everything, which reads the host's for all."""
+    table: the same root (path, image mark, lowers) as the pass over everything, which reads the
+    host's for all. A stopped one with a record is seen without its root (the host's table is not
+    read for it: its record names its image), and the same in all else."""
     path = str(sandbox.write("stack.yaml", f"""\
 name: seen
 networks:
@@ -349,4 +353,9 @@ containers:
     os.kill(sandbox.containers()["stopped"]["pid"], signal.SIGKILL)
     eventually(lambda: sandbox.containers()["stopped"]["state"], "exited")
     seen = sandbox.python(FOCUSED_AND_WHOLE.format(path=path)).stdout.splitlines()
-    assert seen == [f"seen/{name} True True" for name in ("host-root", "own-root", "stopped")]
+    assert seen == ["seen/host-root True True True", "seen/own-root True True True", "seen/stopped True False True"]
+    # Its record lost, the stopped one's root is read from the host's table, as the whole pass reads it.
+    sandbox.python("from reconcile.engine.settings import Settings\nfrom state.store import Store\n"
+                   "Store.open(Settings.resolve(None, None).state_dir).forget_containers([('seen', 'stopped')])")
+    seen = sandbox.python(FOCUSED_AND_WHOLE.format(path=path)).stdout.splitlines()
+    assert seen == [f"seen/{name} True True True" for name in ("host-root", "own-root", "stopped")]
