@@ -659,25 +659,26 @@ class ContainerController:
         """`signalled_at`: when its process (if any is left) was sent SIGTERM."""
         paths = Paths.of(self._state_dir, found.stack, found.container)
         try:
-            self._stop(found, signalled_at)
+            self._stop(found, signalled_at, removing=True)
             shutil.rmtree(paths.root, ignore_errors=True)
         except Exception as exc:  # noqa: BLE001 - reported together
             return ApplyError(f"delete {KIND_CONTAINER} {found.stack}/{found.container}: {exc}")
         return None
 
-    def _stop(self, found: ObservedContainer, signalled_at: float | None = None) -> None:
+    def _stop(self, found: ObservedContainer, signalled_at: float | None = None, removing: bool = False) -> None:
         """Stop the process (already signalled at `signalled_at`, if given) and release its
-        root; the writable layer stays on disk."""
+        root; the writable layer stays on disk. `removing`: nothing is mounted over it again,
+        so the root and its lowers are detached (overlay.unmount)."""
         paths = Paths.of(self._state_dir, found.stack, found.container)
         if found.handle is not None:
             runtime.stop(found.handle, _grace(found), paths.log, signalled_at)
         if found.runtime_state:  # left by a runtime killed before it cleaned up, or not yet gone
             self._runtime.delete(names.runtime_id(found.stack, found.container))
         for root in {paths.rootfs, *([Path(found.root)] if found.root else [])}:
-            overlay.unmount(root)
+            overlay.unmount(root, removing)
         for bound in sorted(paths.lower.glob("[0-9]*")):  # userns: auto's idmapped lowers
-            overlay.unmount(bound)
-        overlay.unmount(paths.lower)  # where one lower was bound before images
+            overlay.unmount(bound, removing)
+        overlay.unmount(paths.lower, removing)  # where one lower was bound before images
 
     def _id_bases(self, changes: Sequence[Change]) -> dict[str, int]:
         """userns: auto ranges for these starts, chosen before they run in parallel: a container
