@@ -6,11 +6,14 @@ of ours under the parent, so orphans are pruned even when the state store is los
 limits are read back in the spec's shape and the desired ones normalised the way the kernel
 stores them (memory in pages, quota in microseconds), so an unchanged spec diffs empty.
 
-The runtime's own processes (the waiting shell, crun) sit beside the container's cgroup, in
-<container>_monitor, in every hierarchy of the host: out of the caller's cgroups (a session
-scope that ends kills what is left in it) and out of the container's limits (an OOM kill there
-must not take the process that records the exit status). A parent reconcile made (it was in no
-hierarchy; the store remembers) goes with the last cgroup in it; one that was there before stays.
+The runtime's own processes (the waiting shells, crun, the log writers) sit beside the
+containers' cgroups, in <stack>/_monitor, in every hierarchy of the host: out of the caller's
+cgroups (a session scope that ends kills what is left in it) and out of the containers' limits
+(an OOM kill there must not take the process that records the exit status). The stack's monitor
+goes with its last container's cgroup, before it (a run killed in between leaves a container's
+cgroup, which the next run removes, never a monitor no container's change would remove). A parent
+reconcile made (it was in no hierarchy; the store remembers) goes with the last cgroup in it;
+one that was there before stays.
 """
 
 from __future__ import annotations
@@ -131,6 +134,10 @@ class CgroupController:
 
     def apply(self, changes: Sequence[Change]) -> None:
         errors: list[ApplyError] = []
+        try:
+            self._remove_monitors_of_emptied_stacks(changes)
+        except (CgroupError, OSError) as exc:
+            errors.append(ApplyError(f"remove a stack's monitor cgroup under {self._parent}: {exc}"))
         for change in changes:
             try:
                 self._apply_one(change)
@@ -152,33 +159,47 @@ class CgroupController:
         if errors:
             raise ApplyErrors(errors)
 
+    def _remove_monitors_of_emptied_stacks(self, changes: Sequence[Change]) -> None:
+        """The monitor of each stack whose every container's cgroup these changes delete."""
+        deleting: dict[str, set[str]] = {}
+        for change in changes:
+            if change.action is Action.DELETE:
+                stack, container = change.key.split("/", 1)
+                deleting.setdefault(stack, set()).add(container)
+        for stack, containers in sorted(deleting.items()):
+            if self._driver.containers_of(self._parent, stack) <= containers:
+                self._remove(names.stack_monitor_relpath(self._parent, stack))
+
     def _apply_one(self, change: Change) -> None:
         relpath = self.relpath(change.key)
         if change.action is Action.DELETE:
-            for cgroup in (names.monitor_relpath(relpath), relpath):
-                if not self._driver.remove_if_empty(cgroup, self._parent):
-                    # The container was stopped first (deletions run in reverse order); whatever
-                    # a crash left inside would keep the cgroup busy for ever.
-                    for pid in self._driver.procs(cgroup):
-                        _kill(pid)
-                    self._driver.remove(cgroup, self._parent)
+            for cgroup in (names.monitor_relpath(relpath), relpath):  # the former: a field host's
+                self._remove(cgroup)
             return
         assert isinstance(change.desired, Limits)
         if change.action is Action.CREATE:
             self._making(lambda: self._driver.create(relpath))
         self._driver.write(relpath, change.desired)
 
+    def _remove(self, cgroup: str) -> None:
+        if not self._driver.remove_if_empty(cgroup, self._parent):
+            # The containers were stopped first (deletions run in reverse order); whatever a
+            # crash left inside would keep the cgroup busy for ever.
+            for pid in self._driver.procs(cgroup):
+                _kill(pid)
+            self._driver.remove(cgroup, self._parent)
+
     def usage(self, key: str) -> Usage | None:
         return self._driver.usage(self.relpath(key))
 
     def ensure(self, stack: str, container: str) -> Placement:
         """The container's cgroup, which this controller's own changes made (with its limits)
-        earlier in the plan, and its monitor's, made here. Missing, the container's failed or was
-        removed since: no container starts without its limits."""
+        earlier in the plan, and its stack's monitor, made here. Missing, the container's failed
+        or was removed since: no container starts without its limits."""
         relpath = self.relpath(f"{stack}/{container}")
         if not all(at(root, relpath).is_dir() for root in self._driver.roots()):
             raise CgroupError(f"the cgroup {relpath} is missing (its limits were not set): not starting it")
-        monitor = names.monitor_relpath(relpath)
+        monitor = names.stack_monitor_relpath(self._parent, stack)
         return Placement(relpath, tuple(self._making(lambda: self._driver.create_everywhere(monitor))))
 
     def _making(self, create: Callable[[], T]) -> T:

@@ -362,6 +362,10 @@ class CgroupDriver(ABC):
         for top in tops:
             _remove_tree(top)
 
+    def containers_of(self, parent: str, stack: str) -> set[str]:
+        """The containers with a cgroup <parent>/<stack>/<container> in any hierarchy."""
+        return {name for root in self.removal_roots() for name in _named_dirs(at(root, parent) / stack)}
+
     def owned(self, parent: str, among: Collection[tuple[str, str]] | None = None) -> set[tuple[str, str]]:
         """(stack, container) of every cgroup <parent>/<stack>/<container>, in any hierarchy:
         what is ours even when the state store has been lost. `among`: only those of these

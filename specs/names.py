@@ -135,13 +135,24 @@ for the whole subtree, exec included."""
 
 
 MONITOR_SUFFIX = "_monitor"
-"""DO NOT RENAME: `<container>_monitor`, beside a container's cgroup, holds its runtime's own
-processes on hosts in the field. '_' cannot occur in a key, so it is never taken for a
-container's cgroup."""
+"""DO NOT RENAME: `<container>_monitor`, beside a container's cgroup, held its runtime's own
+processes (before one monitor per stack): still removed with the container, on hosts in the
+field. '_' cannot occur in a key, so it is never taken for a container's cgroup."""
 
 
 def monitor_relpath(relpath: str) -> str:
     return relpath + MONITOR_SUFFIX
+
+
+STACK_MONITOR = "_monitor"
+"""DO NOT RENAME: <cgroup-parent>/<stack>/_monitor holds the runtime's own processes (waiting
+shells, crun, log writers) of every container of the stack: one cgroup per stack, not per
+container (10,000 cgroups fewer to make and remove for a thousand containers on a hybrid
+host's ten hierarchies). '_' cannot occur in a key, so it is never taken for a container's."""
+
+
+def stack_monitor_relpath(parent: str, stack: str) -> str:
+    return f"{parent.strip('/')}/{stack}/{STACK_MONITOR}"
 
 
 def runtime_cgroup_path(relpath: str) -> str:

@@ -208,23 +208,29 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
-@pytest.mark.parametrize("runtime_lost", [False, True], ids=["monitor", "runtime's child, runtime lost"])
-def test_down_kills_what_a_crash_left_in_a_cgroup_and_removes_it_everywhere(sandbox: Sandbox,
-                                                                            runtime_lost: bool) -> None:
-    """A process left in the container's monitor cgroup (a run killed while starting it: the
-    shell that waits on the runtime), or in the runtime's child cgroup of the container's with
-    the runtime and its state gone (no `crun delete` to kill it), keeps the cgroup busy: `down`
-    kills it, then removes the cgroups and the stack's level in every hierarchy. Both are leaves
-    on v1 and v2 alike (on v2 the container's own cgroup holds no process)."""
+@pytest.mark.parametrize("left_in", ["stack monitor", "a field host's container monitor", "runtime's child"])
+def test_down_kills_what_a_crash_left_in_a_cgroup_and_removes_it_everywhere(sandbox: Sandbox, left_in: str) -> None:
+    """A process left in the stack's monitor cgroup (a run killed while starting a container:
+    the shell that waits on the runtime), in a container's own monitor (where versions before
+    one monitor per stack put that shell: still on hosts in the field), or in the runtime's
+    child cgroup of the container's with the runtime and its state gone (no `crun delete` to
+    kill it), keeps the cgroup busy: `down` kills it, then removes the cgroups and the stack's
+    level in every hierarchy. All are leaves on v1 and v2 alike (on v2 the container's own
+    cgroup holds no process)."""
     stack = sandbox.write("stack.yaml", STACK.format(memory="64Mi", cpus=0.5))
     _apply(sandbox, stack)
     web = _relpath(sandbox, "web")
+    cgroup = {"stack monitor": names.stack_monitor_relpath(sandbox.cgroup_parent, "lim"),
+              "a field host's container monitor": names.monitor_relpath(web),
+              "runtime's child": f"{web}/{names.RUNTIME_CGROUP}"}[left_in]
+    if left_in == "a field host's container monitor":
+        for root in hierarchy_roots():  # as those versions made it: everywhere
+            (root / cgroup).mkdir()
     stray = sandbox.spawn("sleep", "600")
     try:
         eventually(lambda: (Path(f"/proc/{stray.pid}/comm").read_text().strip()), "sleep")
-        left_in = f"{web}/{names.RUNTIME_CGROUP}" if runtime_lost else names.monitor_relpath(web)
-        (directory(left_in, "memory") / "cgroup.procs").write_text(str(stray.pid))
-        if runtime_lost:
+        (directory(cgroup, "memory") / "cgroup.procs").write_text(str(stray.pid))
+        if left_in == "runtime's child":
             _runtime_lost(sandbox, "web")
         result = sandbox.reconcile("down", str(stack))
         assert result.returncode == 0, result.stdout + result.stderr
