@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from kernel.libc import LIBC, checked
+
 RANGE_SIZE = 65536
 POOL_START = 1 << 30  # far above the ids of any host's own users and of /etc/subuid defaults
 POOL_END = (1 << 32) - RANGE_SIZE
@@ -28,8 +30,6 @@ AT_FDCWD, AT_EMPTY_PATH = -100, 0x1000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NODEV, MOUNT_ATTR_IDMAP = 0x1, 0x4, 0x00100000
 USERNS_WAIT = 2.0
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class IdmapError(Exception):
@@ -42,9 +42,7 @@ class _MountAttr(ctypes.Structure):
 
 
 def _check(result: int, what: str) -> int:
-    if result < 0:
-        raise IdmapError(f"{what}: {os.strerror(ctypes.get_errno())}")
-    return result
+    return checked(result, what, IdmapError)
 
 
 def base_of_uid_map(text: str) -> int | None:
@@ -118,15 +116,15 @@ def bind_idmapped(source: Path, target: Path, base: int) -> None:
     target.mkdir(parents=True, exist_ok=True)
     userns = _userns_fd(base)
     try:
-        tree = _check(_libc.syscall(SYS_OPEN_TREE, AT_FDCWD, str(source).encode(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC),
+        tree = _check(LIBC.syscall(SYS_OPEN_TREE, AT_FDCWD, str(source).encode(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC),
                       f"clone the mount of {source}")
         try:
             # Read-only: an overlay never writes its lower layer, and an `rm -rf` of the state dir
             # that crosses into this bind of the host's root must not delete the host.
             attr = _MountAttr(MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV, 0, 0, userns)
-            _check(_libc.syscall(SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH, ctypes.byref(attr),
-                                 ctypes.sizeof(attr)), f"idmap {source} (this kernel or filesystem may not allow it)")
-            _check(_libc.syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, str(target).encode(), MOVE_MOUNT_F_EMPTY_PATH),
+            _check(LIBC.syscall(SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH, ctypes.byref(attr),
+                                ctypes.sizeof(attr)), f"idmap {source} (this kernel or filesystem may not allow it)")
+            _check(LIBC.syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, str(target).encode(), MOVE_MOUNT_F_EMPTY_PATH),
                    f"mount the idmapped {source} on {target}")
         finally:
             os.close(tree)

@@ -19,7 +19,6 @@ pass only makes sure one is pinned: the comparison costs ~10 ms at 1,000 contain
 
 from __future__ import annotations
 
-import ctypes
 import os
 import subprocess
 from collections.abc import Collection, Sequence
@@ -27,12 +26,10 @@ from enum import Enum
 from pathlib import Path
 
 from kernel import crashpoints
+from kernel.libc import LIBC, MNT_DETACH, checked
 from kernel.mountinfo import MOUNTINFO, escape, mounts
 
 MS_BIND, MS_REC, MS_PRIVATE, MS_SHARED = 0x1000, 0x4000, 0x40000, 0x100000
-MNT_DETACH = 0x2
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class MountNamespaceError(Exception):
@@ -40,8 +37,7 @@ class MountNamespaceError(Exception):
 
 
 def _check(result: int, what: str) -> None:
-    if result != 0:
-        raise MountNamespaceError(f"{what}: {os.strerror(ctypes.get_errno())}")
+    checked(result, what, MountNamespaceError)
 
 
 def ensure_own_mount(directory: Path, shared: bool) -> None:
@@ -53,11 +49,11 @@ def ensure_own_mount(directory: Path, shared: bool) -> None:
     path = str(directory).encode()
     current = _propagation(directory)
     if current is None:
-        _check(_libc.mount(path, path, None, MS_BIND | MS_REC, None), f"bind {directory} on itself")
+        _check(LIBC.mount(path, path, None, MS_BIND | MS_REC, None), f"bind {directory} on itself")
     if current is None or current != shared:
-        _check(_libc.mount(None, path, None, MS_PRIVATE, None), f"make {directory} private")
+        _check(LIBC.mount(None, path, None, MS_PRIVATE, None), f"make {directory} private")
         if shared:
-            _check(_libc.mount(None, path, None, MS_SHARED, None), f"make {directory} shared")
+            _check(LIBC.mount(None, path, None, MS_SHARED, None), f"make {directory} shared")
 
 
 def _propagation(directory: Path, table: str | None = None) -> bool | None:
@@ -121,7 +117,7 @@ def pin(pin: Path, setup: Sequence[str], carried: Collection[Path]) -> None:
 def release(pin: Path) -> None:
     """Unpin: the namespace goes once no process is left in it."""
     if is_pinned(pin):
-        _check(_libc.umount2(str(pin).encode(), MNT_DETACH), f"unpin {pin}")
+        _check(LIBC.umount2(str(pin).encode(), MNT_DETACH), f"unpin {pin}")
 
 
 def is_pinned(pin: Path) -> bool:

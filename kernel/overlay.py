@@ -17,12 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kernel import crashpoints
+from kernel.libc import LIBC, MNT_DETACH, checked
 from kernel.mountinfo import MOUNTINFO, unescape
 from specs import names
-
-MNT_DETACH = 0x2
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class OverlayError(Exception):
@@ -30,9 +27,7 @@ class OverlayError(Exception):
 
 
 def _check(result: int, what: str) -> None:
-    if result != 0:
-        err = ctypes.get_errno()
-        raise OverlayError(f"{what}: {os.strerror(err)}")
+    checked(result, what, OverlayError)
 
 
 @dataclass(frozen=True)
@@ -115,7 +110,7 @@ def mount(stack: str, container: str, lowers: Sequence[Path], upper: Path, work:
     if len(options) >= os.sysconf("SC_PAGE_SIZE"):
         raise OverlayError(f"overlay options for {stack}/{container} ({len(lowers)} lower layers) exceed one page: "
                            "an image of fewer layers, or a shorter state dir path")
-    _check(_libc.mount(names.overlay_source(stack, container, image_digest).encode(), str(target).encode(),
+    _check(LIBC.mount(names.overlay_source(stack, container, image_digest).encode(), str(target).encode(),
                        b"overlay", 0, options.encode()), f"mount the root of {stack}/{container} on {target}")
 
 
@@ -127,12 +122,12 @@ def unmount(target: Path, detach: bool = False) -> None:
     containers: 3.6 ms an unmount, ~0.06 ms a detach). A root mounted again at once (a restart)
     is unmounted in full first: overlayfs marks its upper directory in use until then."""
     crashpoints.step("overlay-unmount")
-    if _libc.umount2(str(target).encode(), MNT_DETACH if detach else 0) == 0:
+    if LIBC.umount2(str(target).encode(), MNT_DETACH if detach else 0) == 0:
         return
     err = ctypes.get_errno()
     if err in (errno.EINVAL, errno.ENOENT):
         return
     if err == errno.EBUSY:
-        _check(_libc.umount2(str(target).encode(), MNT_DETACH), f"detach {target}")
+        _check(LIBC.umount2(str(target).encode(), MNT_DETACH), f"detach {target}")
         return
     raise OverlayError(f"unmount {target}: {os.strerror(err)}")
