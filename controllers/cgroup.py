@@ -27,6 +27,7 @@ from typing import TypeVar
 from controllers.base import Desired, Diff, Focus
 from controllers.change import Action, Change, FieldChange
 from controllers.errors import ApplyError, ApplyErrors
+from kernel import procs
 from kernel.cgroups import CgroupDriver, CgroupError, Limits, Usage
 from kernel.cgroups_common import at
 from specs import names
@@ -54,8 +55,9 @@ class CgroupObservation:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a container's processes go: the runtime makes `relpath`/ctr for the container, and
-    its own processes write "0" into each of `monitor_procs` before they run anything."""
+    """Where a container's processes go: the runtime makes `relpath`/ctr for the container; the
+    waiting shell writes "0" into each of `monitor_procs` (its stack's monitor) before it starts
+    anything, and the log writer and the runtime inherit them."""
 
     relpath: str
     monitor_procs: tuple[str, ...]
@@ -133,11 +135,11 @@ class CgroupController:
         return diff_cgroups(desired, observed, self._driver)
 
     def apply(self, changes: Sequence[Change]) -> None:
-        errors: list[ApplyError] = []
-        try:
-            self._remove_monitors_of_emptied_stacks(changes)
-        except (CgroupError, OSError) as exc:
-            errors.append(ApplyError(f"remove a stack's monitor cgroup under {self._parent}: {exc}"))
+        kept = self._remove_monitors_of_emptied_stacks(changes)
+        errors = list(kept.values())
+        # A stack whose monitor stays keeps its containers' cgroups too: the next run plans
+        # their deletion again, and the monitor's with it (no run reads a monitor back alone).
+        changes = [c for c in changes if not (c.action is Action.DELETE and c.key.split("/", 1)[0] in kept)]
         for change in changes:
             try:
                 self._apply_one(change)
@@ -159,21 +161,44 @@ class CgroupController:
         if errors:
             raise ApplyErrors(errors)
 
-    def _remove_monitors_of_emptied_stacks(self, changes: Sequence[Change]) -> None:
-        """The monitor of each stack whose every container's cgroup these changes delete."""
+    def _remove_monitors_of_emptied_stacks(self, changes: Sequence[Change]) -> dict[str, ApplyError]:
+        """The monitor of each stack whose every container's cgroup these changes delete; the
+        stacks whose monitor could not be removed, with why."""
         deleting: dict[str, set[str]] = {}
         for change in changes:
             if change.action is Action.DELETE:
                 stack, container = change.key.split("/", 1)
                 deleting.setdefault(stack, set()).add(container)
+        kept: dict[str, ApplyError] = {}
         for stack, containers in sorted(deleting.items()):
-            if self._driver.containers_of(self._parent, stack) <= containers:
-                self._remove(names.stack_monitor_relpath(self._parent, stack))
+            monitor = names.stack_monitor_relpath(self._parent, stack)
+            if not self._driver.containers_of(self._parent, stack) <= containers:
+                self._kill_leftovers(monitor, {names.runtime_id(stack, c) for c in containers})
+                continue
+            try:
+                self._remove(monitor)
+            except (CgroupError, OSError) as exc:
+                kept[stack] = ApplyError(f"delete {KIND_CGROUP} {monitor} (the stack's containers' cgroups "
+                                         f"are kept with it): {exc}")
+        return kept
+
+    def _kill_leftovers(self, monitor: str, runtime_ids: set[str]) -> None:
+        """What the starts of these removed containers left in their stack's monitor while the
+        stack's other containers run on: after their stop, only a hung runtime leaves anything
+        (its waiting shell, crun, the log writer). Each start's processes share the session its
+        waiting shell leads, whose command, as crun's, ends with the container's runtime id."""
+        pids = self._driver.procs(monitor)
+        sessions = {procs.session_of(pid) for pid in pids if procs.last_argument(pid) in runtime_ids}
+        for pid in pids:
+            if procs.session_of(pid) in sessions - {None}:
+                _kill(pid)
 
     def _apply_one(self, change: Change) -> None:
         relpath = self.relpath(change.key)
         if change.action is Action.DELETE:
-            for cgroup in (names.monitor_relpath(relpath), relpath):  # the former: a field host's
+            # First the container's own monitor, which versions before one monitor per stack
+            # made (still on hosts in the field; elsewhere an rmdir that finds nothing).
+            for cgroup in (names.monitor_relpath(relpath), relpath):
                 self._remove(cgroup)
             return
         assert isinstance(change.desired, Limits)

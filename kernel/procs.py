@@ -31,6 +31,22 @@ def read_proc(pid: int) -> Proc | None:
     return Proc(pid=pid, ppid=int(fields[1]), start_time=int(fields[19]), comm=comm)
 
 
+def last_argument(pid: int) -> str | None:
+    """The last word of a process's command line; None when it is gone (or a kernel thread)."""
+    try:
+        words = read_bytes(f"/proc/{pid}/cmdline").rstrip(b"\0")
+    except OSError:
+        return None
+    return words.rsplit(b"\0", 1)[-1].decode(errors="replace") if words else None
+
+
+def session_of(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except ProcessLookupError:
+        return None
+
+
 def netns_inode(path: str) -> int | None:
     try:
         return os.stat(path).st_ino

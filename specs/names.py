@@ -146,13 +146,13 @@ def monitor_relpath(relpath: str) -> str:
 
 STACK_MONITOR = "_monitor"
 """DO NOT RENAME: <cgroup-parent>/<stack>/_monitor holds the runtime's own processes (waiting
-shells, crun, log writers) of every container of the stack: one cgroup per stack, not per
-container (10,000 cgroups fewer to make and remove for a thousand containers on a hybrid
-host's ten hierarchies). '_' cannot occur in a key, so it is never taken for a container's."""
+shells, crun, log writers) of every container of the stack (MONITOR_SUFFIX's cgroups held
+one container's each before). '_' cannot occur in a key, so it is never taken for a
+container's cgroup."""
 
 
 def stack_monitor_relpath(parent: str, stack: str) -> str:
-    return f"{parent.strip('/')}/{stack}/{STACK_MONITOR}"
+    return cgroup_relpath(parent, stack, STACK_MONITOR)
 
 
 def runtime_cgroup_path(relpath: str) -> str:

@@ -16,9 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from controllers.cgroup import KIND_CGROUP, CgroupController
+from controllers.change import Action, Change
+from controllers.errors import ApplyErrors
 from kernel import runtime
 from kernel.cgroups_v2 import V2Driver
 from kernel.oci import Runtime
+from state.store import Store
 from tests.cgroupfs import DRIVER, V2, hierarchy_roots, limit_file
 from tests.sandbox import Sandbox, purge_cgroup
 from tests.waiting import eventually
@@ -152,3 +156,25 @@ def test_a_start_that_cannot_join_its_cgroups_fails_with_the_reason(tmp_path: Pa
         runtime.start(Runtime(tmp_path / "runtime", hybrid=False), "rc-web", bundle, {}, tmp_path / "log", "web",
                       [str(missing)], runtime.LogLimits(max_bytes=1 << 20, max_files=2))
     assert not (tmp_path / "runtime").exists()  # crun never ran
+
+
+def test_a_stack_monitor_that_stays_keeps_its_stacks_cgroups_for_the_next_run(tmp_path: Path) -> None:
+    """On files (a v2 tree; a file in a directory stands for what keeps a cgroup busy): a stack's
+    monitor goes before the cgroups of its last containers; when it cannot, they stay too, so
+    the next run plans their deletion again, and the monitor's with it (nothing reads a monitor
+    back on its own). Another stack's removal goes on."""
+    tree = tmp_path / "cgroup"
+    for level in ("rc/one/a", "rc/one/b", "rc/one/_monitor", "rc/two/c", "rc/two/_monitor"):
+        (tree / level).mkdir(parents=True)
+    stuck = tree / "rc/one/_monitor/busy"
+    stuck.write_text("")
+    controller = CgroupController(V2Driver(tree), "rc", Store.open(tmp_path / "state"))
+    deletions = [Change(Action.DELETE, KIND_CGROUP, key) for key in ("one/a", "one/b", "two/c")]
+    kept = r"^delete cgroup rc/one/_monitor \(the stack's containers' cgroups are kept with it\): "
+    with pytest.raises(ApplyErrors, match=kept + r"cannot remove cgroup .*/rc/one/_monitor: Directory not empty$"):
+        controller.apply(deletions)
+    assert sorted(str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_dir()) == \
+        ["rc", "rc/one", "rc/one/_monitor", "rc/one/a", "rc/one/b"]
+    stuck.unlink()
+    controller.apply(deletions)
+    assert [p.name for p in tree.rglob("*")] == ["rc"]

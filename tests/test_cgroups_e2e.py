@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from controllers.container import RUNTIME_DIR
+from kernel import procs
 from kernel.cgroups_common import FIELD_CONTROLLERS, Usage
 from specs import names
 from tests.cgroupfs import DRIVER, cgroup_of, directory, hierarchy_roots, limit_file, limit_text
@@ -238,3 +240,51 @@ def test_down_kills_what_a_crash_left_in_a_cgroup_and_removes_it_everywhere(sand
     finally:
         stray.kill()
     assert [root for root in hierarchy_roots() if (root / web).parent.exists()] == []
+
+
+TWO = """\
+name: lim
+containers:
+  web: {command: ["sleep", "100000"]}
+  api: {command: ["sleep", "100000"]}
+"""
+
+
+def _sessions_of(monitor: str, container: str) -> set[int | None]:
+    """The sessions of a container's runtime processes in the stack's monitor (its waiting shell's)."""
+    pids = [int(p) for p in (directory(monitor, "memory") / "cgroup.procs").read_text().split()]
+    return {procs.session_of(pid) for pid in pids if procs.last_argument(pid) == names.runtime_id("lim", container)}
+
+
+def test_a_removed_container_takes_its_leftovers_from_the_stack_monitor_and_nothing_else(sandbox: Sandbox) -> None:
+    """Removing one container of a stack keeps the stack's monitor and the other container's
+    runtime processes in it (waiting shell, crun, log writer); what the removed one's start left
+    there (a hung runtime: a session whose leader's command ends with its runtime id, and the
+    session's other processes) is killed."""
+    stack = sandbox.write("stack.yaml", TWO)
+    _apply(sandbox, stack)
+    monitor = names.stack_monitor_relpath(sandbox.cgroup_parent, "lim")
+    procs_file = directory(monitor, "memory") / "cgroup.procs"
+    web_sessions = _sessions_of(monitor, "web")
+    assert len(web_sessions) == 1 and None not in web_sessions
+    web_runtime = [int(p) for p in procs_file.read_text().split() if procs.session_of(int(p)) in web_sessions]
+    assert len(web_runtime) >= 2  # the waiting shell and the log writer at least
+    stray = subprocess.Popen(["sh", "-c", "read go; sleep 600 & wait", "rc-container", names.runtime_id("lim", "api")],
+                             stdin=subprocess.PIPE, start_new_session=True, text=True)
+    try:
+        procs_file.write_text(str(stray.pid))
+        assert stray.stdin is not None
+        stray.stdin.write("go\n")
+        stray.stdin.flush()
+        children = Path(f"/proc/{stray.pid}/task/{stray.pid}/children")
+        eventually(lambda: len(children.read_text().split()), 1)
+        child = int(children.read_text())
+        stack.write_text(TWO.replace('  api: {command: ["sleep", "100000"]}\n', ""))
+        _apply(sandbox, stack)
+        assert stray.wait(timeout=10) == -9
+        eventually(lambda: procs.session_of(child), None)
+    finally:
+        stray.kill()
+    assert all(procs.session_of(pid) in web_sessions for pid in web_runtime)  # untouched
+    assert sandbox.containers()["web"]["state"] == "running"
+    assert procs_file.exists() and not (procs_file.parent.parent / "api").exists()
