@@ -128,8 +128,9 @@ class ObservedContainer:
     hosts: str | None
     resolv: str | None
     root: str | None  # where its root (our overlay) is mounted on the host (overlay.Root.path)
+    """None too for an exited container with a record in a focused pass: not looked for."""
     runtime_state: bool  # the OCI runtime still has state for it
-    image_digest: str | None = None  # of the image its root is made of (the root's mark)
+    image_digest: str | None = None  # of the image its root is made of (the root's mark; None with no root)
     exit_code: int | None = None  # how its last run ended, while not running (its exit file)
 
 
@@ -576,10 +577,12 @@ class ContainerController:
                recorded: Collection[tuple[str, str]], focus: Focus | None) -> dict[tuple[str, str], overlay.Root]:
         """Our container roots: from the host's mount table, or, in a focused pass, from the
         running ones' own (the host's holds a line per sandbox and container: ~12 ms to read
-        and parse at a thousand, more than the rest of a restart's plan), the host's only for
-        those neither running nor `recorded`. An exited one with a record needs none: its record
-        names the image it ran (a root's mark stands in for it only when the store is lost), and
-        its restart unmounts it where our roots are mounted."""
+        and parse at a thousand, more than the rest of a restart's plan), the host's for the
+        others, except an exited one with a record: its record names the image it ran (a root's
+        mark stands in for it only when the store is lost), and its restart unmounts it where
+        our roots are mounted. That trusts a record to name the image of the root mounted for
+        it: a start that failed after mounting a recreate's new root keeps the old record until
+        a whole pass (the agent's resync) sees the mark."""
         if focus is None:
             return overlay.mounted()
         roots = {key: root for key in focus.containers if key in found

@@ -330,7 +330,8 @@ with open_session(Settings.resolve(None, None), writable=False) as session:
         focus = Focus.on(stacks, [tuple(key.split("/"))])
         focused = session.controllers.container.observe(focus).containers
         rootless = {{k: replace(c, root=None, image_digest=None) for k, c in focused.items()}}
-        print(key, whole[key].root is not None, focused[key].root == whole[key].root,
+        print(key, whole[key].root is not None,
+              (focused[key].root, focused[key].image_digest) == (whole[key].root, whole[key].image_digest),
               rootless == {{key: replace(whole[key], root=None, image_digest=None)}})
 """
 
