@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TypeVar
@@ -120,6 +121,9 @@ class CgroupController:
         self._driver = driver
         self._parent = parent
         self._store = store
+        self._monitors = threading.Lock()
+        """Starts run in parallel and share their stack's monitor: the first makes it (and fills
+        in a v1 cpuset's CPUs), the others find it made, so a run writes the same steps always."""
 
     def relpath(self, key: str) -> str:
         stack, container = key.split("/", 1)
@@ -225,7 +229,8 @@ class CgroupController:
         if not all(at(root, relpath).is_dir() for root in self._driver.roots()):
             raise CgroupError(f"the cgroup {relpath} is missing (its limits were not set): not starting it")
         monitor = names.stack_monitor_relpath(self._parent, stack)
-        return Placement(relpath, tuple(self._making(lambda: self._driver.create_everywhere(monitor))))
+        with self._monitors:
+            return Placement(relpath, tuple(self._making(lambda: self._driver.create_everywhere(monitor))))
 
     def _making(self, create: Callable[[], T]) -> T:
         """Make cgroups under the parent, remembering a parent this makes as ours."""
