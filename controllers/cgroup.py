@@ -139,7 +139,7 @@ class CgroupController:
         return diff_cgroups(desired, observed, self._driver)
 
     def apply(self, changes: Sequence[Change]) -> None:
-        kept = self._remove_monitors_of_emptied_stacks(changes)
+        kept = self._clear_monitors(changes)
         errors = list(kept.values())
         # A stack whose monitor stays keeps its containers' cgroups too: the next run plans
         # their deletion again, and the monitor's with it (no run reads a monitor back alone).
@@ -165,9 +165,10 @@ class CgroupController:
         if errors:
             raise ApplyErrors(errors)
 
-    def _remove_monitors_of_emptied_stacks(self, changes: Sequence[Change]) -> dict[str, ApplyError]:
-        """The monitor of each stack whose every container's cgroup these changes delete; the
-        stacks whose monitor could not be removed, with why."""
+    def _clear_monitors(self, changes: Sequence[Change]) -> dict[str, ApplyError]:
+        """What the containers these changes delete leave in their stacks' monitors: a stack
+        whose every container's cgroup goes loses its monitor, another keeps it without what the
+        deleted ones' starts left there. The stacks whose monitor could not be removed, with why."""
         deleting: dict[str, set[str]] = {}
         for change in changes:
             if change.action is Action.DELETE:
@@ -192,9 +193,9 @@ class CgroupController:
         (its waiting shell, crun, the log writer). Each start's processes share the session its
         waiting shell leads, whose command, as crun's, ends with the container's runtime id."""
         pids = self._driver.procs(monitor)
-        sessions = {procs.session_of(pid) for pid in pids if procs.last_argument(pid) in runtime_ids}
+        sessions = {procs.session_of(pid) for pid in pids if procs.last_argument(pid) in runtime_ids} - {None}
         for pid in pids:
-            if procs.session_of(pid) in sessions - {None}:
+            if procs.session_of(pid) in sessions:
                 _kill(pid)
 
     def _apply_one(self, change: Change) -> None:
