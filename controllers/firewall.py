@@ -55,6 +55,7 @@ from kernel import netfilter, netfilter_conntrack, netfilter_nft
 from kernel.netfilter import Backend, Dialect, Family, Op, OpKind, Rule, Ruleset, Runner, jump_target
 from kernel.netfilter_conntrack import FlowFilter
 from kernel.netfilter_listeners import Listener, read_listeners, with_holders
+from kernel.nft_changes import NftChanges
 from specs.errors import Issue
 from specs.names import CHAIN_FORWARD, OUR_CHAINS
 
@@ -435,12 +436,13 @@ def _left_behind(desired: Desired, observed: FirewallObservation,
 
 def backends(choice: str, run: Runner = subprocess.run,
              open_nft: Callable[[], netfilter_nft.NftSession | None] = netfilter_nft.open_session,
-             ) -> tuple[Backend, tuple[Backend, ...]]:
+             nft_changes: NftChanges | None = None) -> tuple[Backend, tuple[Backend, ...]]:
     """(the backend to use, the other one to migrate away from when it is usable here).
     `auto` takes nftables when libnftables works with this kernel, unless the shared iptables
     (or ip6tables) `filter FORWARD` chain has policy DROP: an accept in our own table is not
     final, that policy would drop our forwarded traffic, and only the iptables backend (whose
-    hook sits inside that chain) can accept it there. iptables-nft otherwise."""
+    hook sits inside that chain) can accept it there. iptables-nft otherwise. `nft_changes`:
+    the notifications of our table, when the caller follows them (the watch agent)."""
     if choice not in BACKEND_CHOICES:
         raise netfilter.NetfilterError(f"unknown firewall backend {choice!r}: expected one of "
                                        f"{', '.join(BACKEND_CHOICES)}")
@@ -452,7 +454,7 @@ def backends(choice: str, run: Runner = subprocess.run,
         iptables: netfilter.IptablesNft | None = netfilter.detect(run)
     except netfilter.NetfilterError:
         iptables = None
-    nft: tuple[Backend, ...] = (netfilter_nft.Nftables(NFT_LAYOUT, session),) if session else ()
+    nft: tuple[Backend, ...] = (netfilter_nft.Nftables(NFT_LAYOUT, session, nft_changes),) if session else ()
     if choice == "nftables" or (choice == "auto" and nft and not (iptables and iptables.forward_drops())):
         # no usable iptables: nothing of it to migrate
         return nft[0], (iptables,) if iptables else ()

@@ -48,6 +48,7 @@ from kernel.events_wire import (
     route_event,
     rule_event,
 )
+from kernel.nft_changes import NftChanges
 from kernel.rtnl_dump import RTM_GETLINK
 from kernel.runtime import ProcessHandle, open_pidfd
 
@@ -166,9 +167,12 @@ class _RouteSource(_Socket):
 
 
 class _NftablesSource(_Socket):
-    """The nf_tables notification socket of the agent's namespace (where iptables-nft writes)."""
+    """The nf_tables notification socket of the agent's namespace (where iptables-nft writes);
+    every message also goes to `changes`, the ledger of what each generation changed in our
+    nftables table."""
 
-    def __init__(self) -> None:
+    def __init__(self, changes: NftChanges | None) -> None:
+        self.changes = changes
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK
                                   | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
         _raise_receive_buffer(self.sock)
@@ -177,9 +181,13 @@ class _NftablesSource(_Socket):
     def read(self, buffer: bytearray) -> Iterable[Event]:
         for data in _read_datagrams(self.sock, buffer):
             if data is None:
+                if self.changes is not None:
+                    self.changes.overflowed()
                 yield Overflow(None, "nftables")
                 continue
             for kind, _port, body in messages(data):
+                if self.changes is not None:
+                    self.changes.notification(kind, body)
                 event = rule_event(kind, body)
                 if event is not None:
                     yield event
@@ -252,7 +260,7 @@ def _inodes(names: Iterable[str]) -> dict[str, int | None]:
 class KernelEvents:
     """Kernel events delivered to `on_event` from the thread that calls run()."""
 
-    def __init__(self, on_event: Callable[[Event], None]) -> None:
+    def __init__(self, on_event: Callable[[Event], None], nft_changes: NftChanges | None = None) -> None:
         self._on_event = on_event
         self._lock = threading.Lock()
         self._running = threading.Lock()  # held by run(): close() waits for the loop to end
@@ -264,7 +272,7 @@ class KernelEvents:
         self._selector = selectors.DefaultSelector()
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._selector.register(self._wake_read, selectors.EVENT_READ, self._run_pending)
-        host, nftables = _RouteSource(wire.new_socket(), None, None), _NftablesSource()
+        host, nftables = _RouteSource(wire.new_socket(), None, None), _NftablesSource(nft_changes)
         _raise_receive_buffer(host.sock)
         self._swap([], [host, nftables])
         self._netns_dir = _NetnsDirectory()

@@ -33,10 +33,15 @@ compare as plain strings and the same per-owner diff holds. What differs is kept
   any table, anyone's: NFT_MSG_GETGEN) stays the same: the watch agent's focused passes read a
   3,000-rule table again only when something in nf_tables changed (the listing and its parse
   were ~30% of a repair at a thousand containers). Our own batch of rule deletions and
-  additions, when it is the only commit since the read, is followed by listing only the chains
-  it changed into the kept read: the pass that confirms a repair does not list the whole table
-  again. (Not libnftables' echo of the new rules' handles: with echo on, a write fetches every
-  table of the host first, 18 ms beside a foreign table of 3,000 rules against 0.14 ms.)
+  additions, when it is the only commit since the read, is played into the kept read (the
+  new rules' handles come from our commit's notifications, or from a listing of their chain
+  once one is needed): the pass that confirms a repair lists nothing. (Not libnftables' echo
+  of the new rules' handles: with echo on, a write fetches every table of the host first,
+  18 ms beside a foreign table of 3,000 rules against 0.14 ms.)
+- Where nf_tables' notifications are followed (the watch agent: kernel/nft_changes.py), a
+  moved generation does not list the table either: someone's deletions are played in by
+  handle, and only a chain someone added rules to is listed again; a chain or the table
+  created or deleted, or notifications lost, list the table.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ from kernel import crashpoints
 from kernel import rtnl_wire as wire
 from kernel.events_wire import NFGENMSG_SIZE, NFNL_SUBSYS_NFTABLES
 from kernel.netfilter import BaseChain, Chain, Family, NetfilterError, Op, OpKind, Rule, Ruleset
+from kernel.nft_changes import NftChanges
+from kernel.nft_read import Handles, Read, after_batch, replayed, unknown_handles, with_chains, with_handles
 
 _CTSTATE_ORDER = ("INVALID", "ESTABLISHED", "RELATED", "NEW", "UNTRACKED")
 """ct state bits in the order nft prints them (bit order); SNAT/DNAT are `ct status` bits."""
@@ -160,12 +167,12 @@ def render_nft(rule: Rule) -> str:
     return " ".join(words)
 
 
-def parse_list(text: str, layout: NftLayout) -> tuple[Ruleset, dict[tuple[str, str], list[int]]]:
+def parse_list(text: str, layout: NftLayout) -> Read:
     """`nft -a list table inet <ours>` -> chains by logical table (chains the layout does not
     know go under the table name "inet": not ours, never touched) and the handles of every
     rule by (chain, spec), in kernel order."""
     tables: dict[str, dict[str, list[str]]] = {}
-    handles: dict[tuple[str, str], list[int]] = {}
+    handles: Handles = {}
     rules: list[str] | None = None
     chain = ""
     for line in text.splitlines():
@@ -186,24 +193,8 @@ def rules_only(ops: Sequence[Op]) -> bool:
     return all(op.kind in (OpKind.DELETE_RULE, OpKind.INSERT_RULE, OpKind.APPEND_RULE) for op in ops)
 
 
-Handles = dict[tuple[str, str], list[int]]
-"""Every rule's handles by (chain, spec), in kernel order."""
-
-
-def with_chains(ruleset: Ruleset, handles: Handles, listed: Ruleset,
-                listed_handles: Handles) -> tuple[Ruleset, Handles]:
-    """A read with the chains of another (a listing of those chains alone) in place of its own."""
-    chains = {name for found in listed.tables.values() for name in found}
-    tables = {table: {name: chain for name, chain in found.items() if name not in chains}
-              for table, found in ruleset.tables.items()}
-    for table, found in listed.tables.items():
-        tables.setdefault(table, {}).update(found)
-    kept = {key: found for key, found in handles.items() if key[0] not in chains}
-    return Ruleset(tables), {**kept, **listed_handles}
-
-
 def nft_script(ops: Sequence[Op], layout: NftLayout, ruleset: Ruleset,
-               handles: Mapping[tuple[str, str], Sequence[int]]) -> str:
+               handles: Mapping[tuple[str, str], Sequence[int | None]]) -> str:
     """One transaction (a script in nft's syntax): chains declared (and emptied) first, rules
     deleted by handle, inserted, appended, chains flushed; doomed chains are all flushed before
     any is deleted (ours jump to each other), and the table goes with its last chain."""
@@ -218,7 +209,7 @@ def nft_script(ops: Sequence[Op], layout: NftLayout, ruleset: Ruleset,
                       f"flush chain {where} {op.chain}"]
         elif op.kind is OpKind.DELETE_RULE:
             found = left.get((op.chain, op.spec))
-            if not found:
+            if not found or found[0] is None:
                 raise NetfilterError(f"no such rule in {op.chain}: {op.spec}")
             lines.append(f"delete rule {where} {op.chain} handle {found.pop(0)}")
         elif op.kind in (OpKind.INSERT_RULE, OpKind.APPEND_RULE):
@@ -271,6 +262,11 @@ class Libnftables:
                 return None
 
 
+NOTIFIED_WITHIN = 0.05
+"""Seconds to wait for the notifications of a generation already committed (they are on their
+way to the agent's event loop) before listing instead."""
+
+
 @functools.cache
 def open_session() -> NftSession | None:
     """The process's session when libnftables and its binding are installed (packages
@@ -315,15 +311,21 @@ class Nftables:
 
     name = "nftables"
 
-    def __init__(self, layout: NftLayout, session: NftSession):
+    def __init__(self, layout: NftLayout, session: NftSession, changes: NftChanges | None = None):
         self.layout = layout
         self.base_chains = layout.base_chains
         self._session = session
+        self._changes = changes
+        """What each generation changed in our table, when someone follows the notifications
+        (the watch agent); None: any change of generation lists the table again."""
         self._ruleset = Ruleset({})
-        self._handles: dict[tuple[str, str], list[int]] = {}
+        self._handles: Handles = {}
         self._read_at: int | None = None
         """nf_tables' generation the kept read is current for: taken just before the listing, or
-        the one our own batch committed, once the chains it changed were listed again."""
+        the one our own batch committed, played into the read."""
+        self._added: tuple[int, Sequence[Op]] | None = None
+        """Our last batch and its generation, while the handles of the rules it added are not
+        known (the notifications of that commit tell them)."""
 
     def render(self, rule: Rule) -> str:
         return render_nft(rule)
@@ -338,13 +340,17 @@ class Nftables:
         return [list(ops)] if ops else []
 
     def observe(self) -> Ruleset:
-        """The last read again (the same object) while nf_tables has committed nothing since:
-        the generation is taken before listing, so a change during the listing makes the
-        next call list anew."""
+        """The last read again (the same object) while nf_tables has committed nothing since;
+        brought up to date from the notifications of what was committed since, when they are
+        followed and all known; else the table listed anew. The generation is taken before
+        listing, so a change during the listing is seen by the next call."""
         generation = self._session.generation()
         if generation is not None and generation == self._read_at:
             return self._ruleset
-        self._read_at = None
+        if generation is not None and self._read_at is not None and self._caught_up(self._read_at, generation):
+            self._read_at = generation
+            return self._ruleset
+        self._read_at, self._added = None, None
         status, output, errors = self._session.cmd(f"list table inet {self.layout.table}")
         if status != 0:
             if "No such file or directory" not in errors:
@@ -355,9 +361,28 @@ class Nftables:
         self._read_at = generation
         return self._ruleset
 
+    def _caught_up(self, read_at: int, generation: int) -> bool:
+        """Whether the kept read was brought to `generation` from the notifications: someone's
+        deletions played in by handle, the chains they added rules to listed again (a rule
+        deleted behind the agent's back: no listing at all, where the whole table was 3,000
+        rules at a thousand containers)."""
+        if self._changes is None:
+            return False
+        self._learn_added_handles()
+        changes = self._changes.since(read_at, generation, NOTIFIED_WITHIN)
+        if changes is None:
+            return False
+        ruleset, handles, relist = replayed(self._ruleset, self._handles, changes)
+        listed = self._listed(sorted(relist)) if relist else None
+        if relist and listed is None:
+            return False
+        self._ruleset, self._handles = with_chains(ruleset, handles, *listed) if listed else (ruleset, handles)
+        return True
+
     def apply(self, ops: Sequence[Op]) -> None:
         if not ops:
             return
+        self._know_handles(ops)
         script = nft_script(ops, self.layout, self._ruleset, self._handles)
         read_at, self._read_at = self._read_at, None
         if read_at is not None and not (rules_only(ops) and self._session.generation() == read_at):
@@ -367,23 +392,50 @@ class Nftables:
         if status != 0:
             raise NetfilterError(f"nft refused the batch: {errors.strip()}")
         if read_at is not None:
-            self._follow(sorted({op.chain for op in ops}), read_at)
+            self._follow(ops, read_at)
 
-    def _follow(self, chains: Sequence[str], read_at: int) -> None:
-        """Keep the read, with the chains this batch of rules changed listed again, when the
-        batch was the only commit since the read (nf_tables' generation moved by exactly one):
-        a repair's confirming pass then need not list our 3,000 rules again (the DNAT chain
-        alone is a third of them: ~9 ms against ~28 for the table, measured). Anything else
-        leaves the whole table to the next observe."""
+    def _follow(self, ops: Sequence[Op], read_at: int) -> None:
+        """Keep the read, with this batch of rules played into it, when the batch was the only
+        commit since the read (nf_tables' generation moved by exactly one): a repair's
+        confirming pass then lists nothing (the chains it changed were listed again before:
+        the DNAT chain alone, a third of our 3,000 rules, ~9 ms). Anything else leaves the
+        whole table to the next observe. The new rules' handles come from the notifications
+        of this commit, or from a listing of their chain once one is needed."""
         generation = self._session.generation()
         if generation != read_at + 1:
             return
+        after = after_batch(self._ruleset, self._handles, ops)
+        if after is None:
+            return
+        self._ruleset, self._handles = after
+        self._read_at, self._added = generation, (generation, ops)
+
+    def _learn_added_handles(self) -> None:
+        if self._added is None or self._changes is None:
+            return
+        generation, ops = self._added
+        commit = self._changes.since(generation - 1, generation, NOTIFIED_WITHIN)
+        if commit is not None:
+            self._handles = with_handles(self._handles, ops, commit)
+        self._added = None
+
+    def _know_handles(self, ops: Sequence[Op]) -> None:
+        """The handles the batch's deletions need, where one is of a rule we added and did not
+        learn the handle of: from the notifications, else by listing its chain."""
+        if not unknown_handles(self._handles, ops):
+            return
+        self._learn_added_handles()
+        listed = self._listed(sorted(unknown_handles(self._handles, ops)))
+        if listed is not None:
+            self._ruleset, self._handles = with_chains(self._ruleset, self._handles, *listed)
+
+    def _listed(self, chains: Sequence[str]) -> Read | None:
+        """These chains of our table listed (one listing a call: libnftables prints nothing
+        for two); None when one cannot be."""
         listings = []
-        for chain in chains:  # one listing a call: libnftables prints nothing for two
+        for chain in chains:
             status, output, _ = self._session.cmd(f"list chain inet {self.layout.table} {chain}")
             if status != 0:
-                return
+                return None
             listings.append(output)
-        listed, listed_handles = parse_list("".join(listings), self.layout)
-        self._ruleset, self._handles = with_chains(self._ruleset, self._handles, listed, listed_handles)
-        self._read_at = generation
+        return parse_list("".join(listings), self.layout)

@@ -202,3 +202,75 @@ def test_our_own_batch_keeps_the_read_current(sandbox: Sandbox, host: dict[str, 
     run_controller(sandbox, "apply", BOTH, "nftables")
     assert sandbox.python(FOLLOWED_WRITE).stdout.strip() == "ok"
     sandbox.run("nft", "delete", "table", "inet", "rc-h17-other")
+
+
+NOTIFIED = """
+import subprocess, threading
+from controllers.firewall_rules import NFT_LAYOUT
+from kernel.events import KernelEvents
+from kernel.netfilter import Op, OpKind
+from kernel.netfilter_nft import Nftables, open_session
+from kernel.nft_changes import NftChanges
+
+class Listings:  # the real session, recording what it is asked to list
+    def __init__(self, session):
+        self.session, self.lists, self.chains = session, 0, []
+    def cmd(self, text):
+        if text.startswith("list table"):
+            self.lists += 1
+        elif text.startswith("list chain"):
+            self.chains.append(text.split()[-1])
+        return self.session.cmd(text)
+    def generation(self):
+        return self.session.generation()
+
+def fresh():
+    return Nftables(NFT_LAYOUT, open_session()).observe().tables
+
+def nft(*words):
+    subprocess.run(["nft", *words], check=True)
+
+def handle_of(rule):
+    listing = subprocess.run(["nft", "-a", "list", "chain", "inet", "reconcile", "RECONCILE-DNAT"],
+                             capture_output=True, text=True, check=True).stdout
+    return next(line.rsplit(" ", 1)[1] for line in listing.splitlines() if line.strip().startswith(rule))
+
+changes = NftChanges("reconcile")
+events = KernelEvents(lambda event: None, changes)
+stop = threading.Event()
+loop = threading.Thread(target=events.run, args=(stop,))
+loop.start()
+session = Listings(open_session())
+backend = Nftables(NFT_LAYOUT, session, changes)
+first = backend.observe().chain("nat", "RECONCILE-DNAT").rules[0]
+nft("delete", "rule", "inet", "reconcile", "RECONCILE-DNAT", "handle", handle_of(first))  # someone's
+assert backend.observe().tables == fresh() and (session.lists, session.chains) == (1, []), "played in by handle"
+backend.apply([Op(OpKind.APPEND_RULE, "nat", "RECONCILE-DNAT", first)])  # the repair
+assert backend.observe().tables == fresh() and (session.lists, session.chains) == (1, [])
+nft("delete", "rule", "inet", "reconcile", "RECONCILE-DNAT", "handle", handle_of(first))  # what we added
+assert backend.observe().tables == fresh() and (session.lists, session.chains) == (1, []), "its handle learned"
+nft("add", "rule", "inet", "reconcile", "RECONCILE-ACCEPT", "accept")  # someone's rule: its chain listed
+assert backend.observe().tables == fresh() and (session.lists, session.chains) == (1, ["RECONCILE-ACCEPT"])
+nft("add", "table", "inet", "rc-h17-other")  # another table: nothing of ours listed, the same read
+kept = backend.observe()
+assert backend.observe() is kept and (session.lists, session.chains) == (1, ["RECONCILE-ACCEPT"])
+nft("flush", "chain", "inet", "reconcile", "RECONCILE-DNAT")  # every rule's deletion notified
+assert backend.observe().tables == fresh() and session.lists == 1
+assert fresh()["nat"]["RECONCILE-DNAT"].rules == ()
+nft("add", "chain", "inet", "reconcile", "RC-H17-NEW")  # more than rules: the table listed
+assert backend.observe().tables == fresh() and session.lists == 2
+stop.set()
+loop.join()
+events.close()
+print("ok")
+"""
+
+
+def test_a_kept_read_follows_the_notifications_of_what_changed(sandbox: Sandbox, host: dict[str, str]) -> None:
+    """With nf_tables' notifications followed (the watch agent), someone's deletions are played
+    into the kept read by handle, the handles of the rules we add are learned from our own
+    commit's, a chain someone added rules to is listed alone, another table's commit lists
+    nothing, and more than rules lists the table: each read equal to a fresh listing."""
+    run_controller(sandbox, "apply", BOTH, "nftables")
+    assert sandbox.python(NOTIFIED).stdout.strip() == "ok"
+    sandbox.run("nft", "delete", "table", "inet", "rc-h17-other")

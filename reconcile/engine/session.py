@@ -23,6 +23,7 @@ from kernel import cgroups, netfilter_listeners
 from kernel.cgroups_common import CgroupDriver
 from kernel.netfilter import Backend
 from kernel.netlink import host_netlink
+from kernel.nft_changes import NftChanges
 from reconcile.engine import probes
 from reconcile.engine.addresses import assign_addresses
 from reconcile.engine.plan import Plan, order
@@ -223,8 +224,9 @@ class HostDrivers:
     firewall: tuple[Backend, tuple[Backend, ...]]
 
     @classmethod
-    def detect(cls, settings: Settings) -> HostDrivers:
-        return cls(cgroups.detect(), backends(settings.firewall_backend))
+    def detect(cls, settings: Settings, nft_changes: NftChanges | None = None) -> HostDrivers:
+        """`nft_changes`: what the nftables backend may bring its kept read up to date from."""
+        return cls(cgroups.detect(), backends(settings.firewall_backend, nft_changes=nft_changes))
 
 
 @contextmanager

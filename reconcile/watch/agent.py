@@ -31,6 +31,7 @@ from controllers.proxy import running_proxies
 from kernel import netns, runtime
 from kernel.events import Event, KernelEvents
 from kernel.memory import release_free_memory
+from kernel.nft_changes import NftChanges
 from kernel.rtnl_wire import DumpInterrupted
 from reconcile.engine import pinning
 from reconcile.engine.plan import Plan
@@ -58,7 +59,7 @@ from reconcile.watch.status import StatusWriter
 from specs.errors import SpecErrors
 from specs.images import ImageReference
 from specs.model import Stack
-from specs.names import netns_name
+from specs.names import NFT_TABLE, netns_name
 from state.images import ImageStore
 from state.lock import exclusive
 from state.store import Store
@@ -129,7 +130,8 @@ class Agent:
         self.specs = StackDir(root, owners={r.name: Path(r.source) for r in self.store.stacks()
                                             if Path(r.source).parent == root})
         self.status = StatusWriter(self.store)
-        self.events = KernelEvents(self._on_event)
+        self.nft_changes = NftChanges(NFT_TABLE)  # our table's notifications, for the firewall's kept read
+        self.events = KernelEvents(self._on_event, self.nft_changes)
         self.files = DirectoryWatch(root, options.debounce_ms, self.specs.is_stack_file, self._files_changed, log,
                                     self.stop)
         self.prober = Prober(settings, self.metrics, log, self.stop, self._waiting_for_lock)
@@ -272,7 +274,7 @@ class Agent:
         retrying = Retrying(retry=retry_if_exception(_transient), stop=stop_after_attempt(3),
                             wait=wait_exponential(multiplier=0.02, max=0.2), reraise=True)
         if focus is None or self._drivers is None:
-            self._drivers = HostDrivers.detect(self.settings)
+            self._drivers = HostDrivers.detect(self.settings, self.nft_changes)
         with exclusive(self.settings.state_dir, self._waiting_for_lock), \
                 open_session(self.settings, writable=True, drivers=self._drivers) as session:
             resolved = pinning.resolve(target, self.settings,

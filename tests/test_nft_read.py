@@ -1,0 +1,137 @@
+"""The nftables backend's kept read brought up to date without listing (pure, no kernel): the
+ledger of what each generation changed, built from nf_tables messages as the kernel sends them,
+and the edits of a read (someone's deletions by handle, our own batch, the handles of what we
+added) checked against what a listing of the result reads."""
+
+from __future__ import annotations
+
+import pytest
+
+from controllers.firewall_rules import NFT_LAYOUT
+from kernel import rtnl_wire as wire
+from kernel.events_wire import NFNL_SUBSYS_NFTABLES, NFPROTO_INET, NFPROTO_IPV4
+from kernel.netfilter import Op, OpKind
+from kernel.netfilter_nft import parse_list
+from kernel.nft_changes import KEPT_GENERATIONS, NftChanges, RuleChange
+from kernel.nft_read import after_batch, replayed, unknown_handles, with_handles, without_rules
+from tests.fake_nft import CAPTURED
+
+NEWTABLE, NEWCHAIN, DELCHAIN, NEWRULE, DELRULE, NEWGEN = 0, 3, 5, 6, 8, 15
+DNAT = "RECONCILE-DNAT"
+UDP = ('ip daddr 127.0.0.1 udp dport 5353 dnat ip to 10.88.1.10:53 '
+       'comment "reconcile/v1 port demo/web/127.0.0.1:5353/udp"')
+TCP = 'tcp dport 8080 dnat ip to 10.88.1.10:80 comment "reconcile/v1 port demo/web/8080/tcp"'
+
+
+def _message(message: int, family: int, *attrs: bytes) -> tuple[int, bytes]:
+    return NFNL_SUBSYS_NFTABLES << 8 | message, bytes([family, 0, 0, 0]) + b"".join(attrs)
+
+
+def _rule(message: int, chain: str, handle: int, table: str = "reconcile", family: int = NFPROTO_INET
+          ) -> tuple[int, bytes]:
+    return _message(message, family, wire.attr_str(1, table), wire.attr_str(2, chain),
+                    wire.attr(3, handle.to_bytes(8, "big")))
+
+
+def _generation(generation: int) -> tuple[int, bytes]:
+    return _message(NEWGEN, 0, wire.attr(1, generation.to_bytes(4, "big")))
+
+
+def _fed(*messages: tuple[int, bytes]) -> NftChanges:
+    changes = NftChanges("reconcile")
+    for kind, body in messages:
+        changes.notification(kind, body)
+    return changes
+
+
+def test_a_generation_is_known_once_its_newgen_arrived() -> None:
+    changes = _fed(_rule(DELRULE, DNAT, 35), _rule(NEWRULE, "X", 7, table="other"),
+                   _rule(NEWRULE, DNAT, 90, family=NFPROTO_IPV4), _generation(11),
+                   _rule(NEWRULE, DNAT, 91))  # generation 12 not notified yet
+    assert changes.since(10, 11, wait=0) == [RuleChange(DNAT, 35, added=False)]
+    assert changes.since(11, 11, wait=0) == []
+    assert changes.since(10, 12, wait=0) is None
+    assert changes.since(9, 11, wait=0) is None  # generation 10 was never seen
+    changes.notification(*_generation(12))
+    assert changes.since(10, 12, wait=0) == [RuleChange(DNAT, 35, False), RuleChange(DNAT, 91, True)]
+
+
+@pytest.mark.parametrize("message", [
+    _message(NEWCHAIN, NFPROTO_INET, wire.attr_str(1, "reconcile"), wire.attr_str(3, "NEW")),
+    _message(DELCHAIN, NFPROTO_INET, wire.attr_str(1, "reconcile"), wire.attr_str(3, DNAT)),
+    _message(NEWTABLE, NFPROTO_INET, wire.attr_str(1, "reconcile")),
+    _message(NEWRULE, NFPROTO_INET, wire.attr_str(1, "reconcile"), wire.attr_str(2, DNAT)),  # no handle
+])
+def test_more_than_rules_of_ours_makes_a_generation_unknown(message: tuple[int, bytes]) -> None:
+    changes = _fed(_rule(DELRULE, DNAT, 35), message, _generation(11), _generation(12))
+    assert changes.since(10, 11, wait=0) is None
+    assert changes.since(11, 12, wait=0) == []
+    foreign = _message(NEWCHAIN, NFPROTO_INET, wire.attr_str(1, "admin"), wire.attr_str(3, "NEW"))
+    assert _fed(foreign, _generation(11)).since(10, 11, wait=0) == []
+
+
+def test_an_overflow_forgets_everything_and_the_transaction_it_cut() -> None:
+    changes = _fed(_generation(11), _rule(DELRULE, DNAT, 35))
+    changes.overflowed()
+    changes.notification(*_generation(12))
+    changes.notification(*_generation(13))
+    assert changes.since(10, 11, wait=0) is None
+    assert changes.since(11, 12, wait=0) is None
+    assert changes.since(12, 13, wait=0) == []
+
+
+def test_only_the_last_generations_are_kept() -> None:
+    changes = _fed(*(_generation(g) for g in range(1, KEPT_GENERATIONS + 10)))
+    assert changes.since(KEPT_GENERATIONS + 8, KEPT_GENERATIONS + 9, wait=0) == []
+    assert changes.since(1, 2, wait=0) is None
+    assert changes.since(1, KEPT_GENERATIONS + 9, wait=0) is None
+
+
+def test_someones_deletions_are_played_in_by_handle() -> None:
+    ruleset, handles = parse_list(CAPTURED, NFT_LAYOUT)
+    played, played_handles, relist = replayed(ruleset, handles, [RuleChange(DNAT, 35, False),
+                                                                 RuleChange("RECONCILE-SNAT", 26, False)])
+    expected = parse_list("\n".join(line for line in CAPTURED.splitlines()
+                                    if not line.endswith(("# handle 35", "# handle 26"))), NFT_LAYOUT)
+    assert relist == set()
+    assert played.tables == expected[0].tables and played_handles == expected[1]
+    assert played.chain("filter", "FORWARD") is ruleset.chain("filter", "FORWARD")  # the rest is shared
+
+
+def test_additions_and_unknown_handles_send_their_chain_to_be_listed() -> None:
+    ruleset, handles = parse_list(CAPTURED, NFT_LAYOUT)
+    played, _, relist = replayed(ruleset, handles, [RuleChange(DNAT, 35, False), RuleChange(DNAT, 99, True),
+                                                    RuleChange("RECONCILE-SNAT", 98, False),
+                                                    RuleChange("RECONCILE-ACCEPT", 24, False)])
+    assert relist == {DNAT, "RECONCILE-SNAT"}
+    assert played.chain("filter", "RECONCILE-ACCEPT").rules == ruleset.chain("filter", "RECONCILE-ACCEPT").rules[1:]
+    assert without_rules(ruleset, handles, "NO-SUCH-CHAIN", {1}) is None
+
+
+def test_our_batch_is_played_in_with_its_new_rules_unknown_until_notified() -> None:
+    ruleset, handles = parse_list(CAPTURED, NFT_LAYOUT)
+    ops = [Op(OpKind.APPEND_RULE, "nat", DNAT, UDP), Op(OpKind.DELETE_RULE, "nat", DNAT, UDP),
+           Op(OpKind.INSERT_RULE, "nat", DNAT, "tcp dport 1 accept")]
+    after = after_batch(ruleset, handles, ops)
+    assert after is not None
+    played, played_handles = after
+    assert played.chain("nat", DNAT).rules == ("tcp dport 1 accept", TCP, UDP)
+    assert played_handles[(DNAT, UDP)] == [None] and played_handles[(DNAT, "tcp dport 1 accept")] == [None]
+    assert unknown_handles(played_handles, [Op(OpKind.DELETE_RULE, "nat", DNAT, UDP)]) == {DNAT}
+    commit = [RuleChange(DNAT, 35, False), RuleChange(DNAT, 40, True), RuleChange(DNAT, 41, True)]
+    learned = with_handles(played_handles, ops, commit)  # the insertion comes first in the script
+    assert learned[(DNAT, "tcp dport 1 accept")] == [40] and learned[(DNAT, UDP)] == [41]
+    assert with_handles(played_handles, ops, commit[:2]) == played_handles  # a count that does not match
+    assert after_batch(ruleset, handles, [Op(OpKind.FLUSH_CHAIN, "nat", DNAT)]) is None
+    assert after_batch(played, played_handles, [Op(OpKind.DELETE_RULE, "nat", DNAT, UDP)]) is None
+
+
+def test_a_text_added_twice_to_a_chain_keeps_its_handles_unknown() -> None:
+    ruleset, handles = parse_list(CAPTURED, NFT_LAYOUT)
+    ops = [Op(OpKind.APPEND_RULE, "nat", DNAT, TCP), Op(OpKind.INSERT_RULE, "nat", DNAT, TCP)]
+    after = after_batch(ruleset, handles, ops)
+    assert after is not None
+    assert after[0].chain("nat", DNAT).rules == (TCP, UDP, TCP, TCP)
+    assert after[1][(DNAT, TCP)] == [None, 35, None]
+    learned = with_handles(after[1], ops, [RuleChange(DNAT, 40, True), RuleChange(DNAT, 41, True)])
+    assert learned[(DNAT, TCP)] == [None, 35, None]
