@@ -77,10 +77,13 @@ def _raise_receive_buffer(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUSY_SOCKET_BUFFER)
 
 
-def _read_datagrams(sock: socket.socket, buffer: bytearray) -> Iterable[bytes | None]:
+def _read_datagrams(sock: socket.socket, buffer: bytearray,
+                    on_loss: Callable[[], None] | None = None) -> Iterable[bytes | None]:
     """Every datagram waiting on a non-blocking socket, then None if the kernel dropped some
     (ENOBUFS). The drop is reported only once the queue is drained: until then the socket stays
-    congested and the kernel drops more without telling, so a resync must start after that."""
+    congested and the kernel drops more without telling, so a resync must start after that.
+    `on_loss` is called as soon as the drop is seen: the kernel reports it before any datagram
+    still queued, so what was read before it is whole, and what follows may have gaps."""
     overflowed = False
     while True:
         try:
@@ -92,6 +95,8 @@ def _read_datagrams(sock: socket.socket, buffer: bytearray) -> Iterable[bytes | 
         except OSError as exc:
             if exc.errno != errno.ENOBUFS:
                 raise
+            if on_loss is not None and not overflowed:
+                on_loss()
             overflowed = True
             continue
         yield bytes(buffer[:size])
@@ -179,7 +184,7 @@ class _NftablesSource(_Socket):
         self.sock.bind((0, 1 << (NFNLGRP_NFTABLES - 1)))
 
     def read(self, buffer: bytearray) -> Iterable[Event]:
-        for data in _read_datagrams(self.sock, buffer):
+        for data in _read_datagrams(self.sock, buffer, self.changes.lost if self.changes is not None else None):
             if data is None:
                 if self.changes is not None:
                     self.changes.overflowed()

@@ -59,7 +59,7 @@ from typing import Protocol
 
 from kernel import crashpoints
 from kernel import rtnl_wire as wire
-from kernel.events_wire import NFGENMSG_SIZE, NFNL_SUBSYS_NFTABLES
+from kernel.events_wire import NFGENMSG_SIZE, NFNL_SUBSYS_NFTABLES, NFT_MSG_GETGEN, NFTA_GEN_ID
 from kernel.netfilter import BaseChain, Chain, Family, NetfilterError, Op, OpKind, Rule, Ruleset
 from kernel.nft_changes import NftChanges
 from kernel.nft_read import Handles, Read, after_batch, replayed, unknown_handles, with_chains, with_handles
@@ -75,8 +75,6 @@ _IPV6_RULE = re.compile(r"(?:^| )(?:ip6 [sd]addr|dnat ip6 to) ")
 """What makes one of our rules IPv6-only, as render_nft writes it."""
 
 NETLINK_NETFILTER = 12
-NFT_MSG_GETGEN = 16
-NFTA_GEN_ID = 1
 _NFGENMSG = struct.Struct("=BBH")  # family (AF_UNSPEC), version (NFNETLINK_V0), resource id
 _GEN_ID = struct.Struct(">I")
 
@@ -312,6 +310,8 @@ class Nftables:
     name = "nftables"
 
     def __init__(self, layout: NftLayout, session: NftSession, changes: NftChanges | None = None):
+        if changes is not None and changes.table != layout.table:
+            raise ValueError(f"notifications of table {changes.table} cannot keep a read of {layout.table}")
         self.layout = layout
         self.base_chains = layout.base_chains
         self._session = session
@@ -411,6 +411,9 @@ class Nftables:
         self._read_at, self._added = generation, (generation, ops)
 
     def _learn_added_handles(self) -> None:
+        """The handles of the rules our last batch added, from its commit's notifications.
+        Before any replay: a deletion of one of them by someone else names a handle the read
+        must know, or its whole chain is listed again."""
         if self._added is None or self._changes is None:
             return
         generation, ops = self._added

@@ -9,10 +9,13 @@ its chain and handle, also each rule a flush or a table deletion takes) and then
 transaction's generation, the number NFT_MSG_GETGEN returns once it is committed, so a
 generation whose notifications all arrived is known exactly.
 
-What is trusted: only generations whose NEWGEN was seen, with nothing lost before it (an
-overflow forgets everything), each as the list of its rule additions and deletions in our
-table. A chain or the table itself created or deleted makes the generation unknown (the reader
-lists the whole table); so does anything not seen yet after a short wait.
+What is trusted: only generations whose NEWGEN was seen, each as the list of its rule additions
+and deletions in our table, and only when all of their messages can have been seen: not the
+first one (it may have begun before the subscription), and none closed between a drop the
+kernel reports (ENOBUFS comes before whatever is still queued, which may have gaps anywhere)
+and the end of that queue, after which everything before is forgotten. A chain or the table
+itself created or deleted makes the generation unknown (the reader lists the whole table); so
+does anything not seen yet after a short wait.
 
 Fed by the watch agent's event loop (kernel/events.py), read by its worker: thread-safe.
 """
@@ -33,17 +36,17 @@ from kernel.events_wire import (
     NFT_MSG_DELRULE,
     NFT_MSG_DELTABLE,
     NFT_MSG_NEWCHAIN,
+    NFT_MSG_NEWGEN,
     NFT_MSG_NEWRULE,
     NFT_MSG_NEWTABLE,
     NFTA_CHAIN_TABLE,
+    NFTA_GEN_ID,
     NFTA_RULE_CHAIN,
+    NFTA_RULE_HANDLE,
     NFTA_RULE_TABLE,
     NFTA_TABLE_NAME,
 )
 
-NFT_MSG_NEWGEN = 15
-NFTA_GEN_ID = 1
-NFTA_RULE_HANDLE = 3
 KEPT_GENERATIONS = 256
 """Generations remembered: a read older than that is listed again (and a repair keeps up)."""
 
@@ -68,7 +71,11 @@ class NftChanges:
     def __init__(self, table: str) -> None:
         self.table = table
         self._commits: OrderedDict[int, Commit] = OrderedDict()
-        self._open: list[RuleChange] | None = []  # the transaction being notified; None: unknown
+        self._latest: int | None = None  # the last generation closed
+        self._open: list[RuleChange] | None = None
+        """The transaction being notified; None: some of it may be unseen (the first one, whose
+        start may precede the subscription, or one cut by a drop)."""
+        self._lossy = False  # a drop was seen and the queue not yet drained: nothing is whole
         self._seen = threading.Condition()
 
     def notification(self, kind: int, body: bytes) -> None:
@@ -99,16 +106,25 @@ class NftChanges:
             if wire.text(named) == self.table:
                 self._open = None
 
+    def lost(self) -> None:
+        """The kernel dropped notifications (ENOBUFS, seen before any datagram still queued):
+        what was read so far is whole; what is still queued may have gaps anywhere, so every
+        generation closed until the queue is drained is unknown."""
+        with self._seen:
+            self._lossy = True
+
     def overflowed(self) -> None:
-        """The kernel dropped notifications: nothing before now can be trusted, nor the
-        transaction being notified (its NEWGEN may come without its rules)."""
+        """The queue is drained after a drop: nothing before now can be trusted, nor the
+        transaction being notified (its start may be among what was dropped)."""
         with self._seen:
             self._commits.clear()
             self._open = None
+            self._lossy = False
 
     def _close(self, generation: int) -> None:
         with self._seen:
-            self._commits[generation] = None if self._open is None else tuple(self._open)
+            self._commits[generation] = None if self._open is None or self._lossy else tuple(self._open)
+            self._latest = generation
             self._open = []
             while len(self._commits) > KEPT_GENERATIONS:
                 self._commits.popitem(last=False)
@@ -116,12 +132,13 @@ class NftChanges:
 
     def since(self, read_at: int, now: int, wait: float) -> list[RuleChange] | None:
         """Every rule change of the generations after `read_at` up to `now`, in order; None
-        unless each of them is known (waiting up to `wait` seconds for the last to arrive)."""
+        unless each of them is known. Waits up to `wait` seconds for `now` to be notified, not
+        once a later one was (an unknown generation is not waited for twice)."""
         if not 0 <= now - read_at <= KEPT_GENERATIONS:
             return None
         deadline = time.monotonic() + wait
         with self._seen:
-            while now not in self._commits and (left := deadline - time.monotonic()) > 0:
+            while (self._latest is None or self._latest < now) and (left := deadline - time.monotonic()) > 0:
                 self._seen.wait(left)
             changes: list[RuleChange] = []
             for generation in range(read_at + 1, now + 1):

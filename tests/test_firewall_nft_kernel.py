@@ -238,9 +238,13 @@ def handle_of(rule):
 changes = NftChanges("reconcile")
 events = KernelEvents(lambda event: None, changes)
 stop = threading.Event()
-loop = threading.Thread(target=events.run, args=(stop,))
+loop = threading.Thread(target=events.run, args=(stop,), daemon=True)
 loop.start()
 session = Listings(open_session())
+nft("add", "table", "inet", "rc-h17-first")  # the first commit it sees may have begun before it listened
+assert changes.since(session.generation() - 1, session.generation(), 5.0) is None
+nft("add", "table", "inet", "rc-h17-second")
+assert changes.since(session.generation() - 1, session.generation(), 5.0) == []
 backend = Nftables(NFT_LAYOUT, session, changes)
 first = backend.observe().chain("nat", "RECONCILE-DNAT").rules[0]
 nft("delete", "rule", "inet", "reconcile", "RECONCILE-DNAT", "handle", handle_of(first))  # someone's

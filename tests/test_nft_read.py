@@ -5,11 +5,15 @@ added) checked against what a listing of the result reads."""
 
 from __future__ import annotations
 
+import errno
+import time
+
 import pytest
 
 from controllers.firewall_rules import NFT_LAYOUT
 from kernel import rtnl_wire as wire
-from kernel.events_wire import NFNL_SUBSYS_NFTABLES, NFPROTO_INET, NFPROTO_IPV4
+from kernel.events import _read_datagrams
+from kernel.events_wire import NFNL_SUBSYS_NFTABLES, NFPROTO_INET, NFPROTO_IPV4, messages
 from kernel.netfilter import Op, OpKind
 from kernel.netfilter_nft import parse_list
 from kernel.nft_changes import KEPT_GENERATIONS, NftChanges, RuleChange
@@ -38,8 +42,9 @@ def _generation(generation: int) -> tuple[int, bytes]:
 
 
 def _fed(*messages: tuple[int, bytes]) -> NftChanges:
+    """A ledger subscribed during generation 10 (its first transaction may be partly unseen)."""
     changes = NftChanges("reconcile")
-    for kind, body in messages:
+    for kind, body in (_rule(DELRULE, DNAT, 33), _generation(10), *messages):
         changes.notification(kind, body)
     return changes
 
@@ -51,7 +56,7 @@ def test_a_generation_is_known_once_its_newgen_arrived() -> None:
     assert changes.since(10, 11, wait=0) == [RuleChange(DNAT, 35, added=False)]
     assert changes.since(11, 11, wait=0) == []
     assert changes.since(10, 12, wait=0) is None
-    assert changes.since(9, 11, wait=0) is None  # generation 10 was never seen
+    assert changes.since(9, 11, wait=0) is None  # generation 10 was seen only in part
     changes.notification(*_generation(12))
     assert changes.since(10, 12, wait=0) == [RuleChange(DNAT, 35, False), RuleChange(DNAT, 91, True)]
 
@@ -70,21 +75,37 @@ def test_more_than_rules_of_ours_makes_a_generation_unknown(message: tuple[int, 
     assert _fed(foreign, _generation(11)).since(10, 11, wait=0) == []
 
 
-def test_an_overflow_forgets_everything_and_the_transaction_it_cut() -> None:
-    changes = _fed(_generation(11), _rule(DELRULE, DNAT, 35))
-    changes.overflowed()
+def test_a_drop_makes_what_was_queued_unknown_and_the_drain_forgets_everything() -> None:
+    """As the socket delivers it: the drop is reported (ENOBUFS) before what is still queued,
+    which may lack any part of any transaction; then the queue is drained."""
+    changes = _fed(_generation(11), _rule(DELRULE, DNAT, 35))  # generation 12's start, read whole
+    changes.lost()
+    changes.notification(*_rule(DELRULE, DNAT, 36))  # its tail: what came between was dropped
     changes.notification(*_generation(12))
-    changes.notification(*_generation(13))
-    assert changes.since(10, 11, wait=0) is None
+    changes.notification(*_generation(13))  # whole, for all the ledger can tell
+    assert changes.since(10, 11, wait=0) == []  # read before the drop was seen
     assert changes.since(11, 12, wait=0) is None
-    assert changes.since(12, 13, wait=0) == []
+    assert changes.since(12, 13, wait=0) is None
+    changes.notification(*_rule(DELRULE, DNAT, 37))  # after the drain's last datagram
+    changes.overflowed()
+    changes.notification(*_generation(14))
+    changes.notification(*_generation(15))
+    assert changes.since(10, 11, wait=0) is None  # forgotten
+    assert changes.since(13, 14, wait=0) is None  # its start may have been dropped
+    assert changes.since(14, 15, wait=0) == []
 
 
 def test_only_the_last_generations_are_kept() -> None:
-    changes = _fed(*(_generation(g) for g in range(1, KEPT_GENERATIONS + 10)))
-    assert changes.since(KEPT_GENERATIONS + 8, KEPT_GENERATIONS + 9, wait=0) == []
-    assert changes.since(1, 2, wait=0) is None
-    assert changes.since(1, KEPT_GENERATIONS + 9, wait=0) is None
+    changes = _fed(*(_generation(g) for g in range(11, KEPT_GENERATIONS + 20)))
+    assert changes.since(KEPT_GENERATIONS + 18, KEPT_GENERATIONS + 19, wait=0) == []
+    assert changes.since(11, 12, wait=0) is None
+
+
+def test_a_generation_never_notified_is_not_waited_for_once_a_later_one_was() -> None:
+    changes = _fed(_generation(11), _generation(13))  # 12's NEWGEN lost (or without its id)
+    started = time.monotonic()
+    assert changes.since(11, 12, wait=600) is None
+    assert time.monotonic() - started < 60  # returned at once: it did not wait out the 600 s
 
 
 def test_someones_deletions_are_played_in_by_handle() -> None:
@@ -118,7 +139,7 @@ def test_our_batch_is_played_in_with_its_new_rules_unknown_until_notified() -> N
     assert played.chain("nat", DNAT).rules == ("tcp dport 1 accept", TCP, UDP)
     assert played_handles[(DNAT, UDP)] == [None] and played_handles[(DNAT, "tcp dport 1 accept")] == [None]
     assert unknown_handles(played_handles, [Op(OpKind.DELETE_RULE, "nat", DNAT, UDP)]) == {DNAT}
-    commit = [RuleChange(DNAT, 35, False), RuleChange(DNAT, 40, True), RuleChange(DNAT, 41, True)]
+    commit = [RuleChange(DNAT, 34, False), RuleChange(DNAT, 40, True), RuleChange(DNAT, 41, True)]
     learned = with_handles(played_handles, ops, commit)  # the insertion comes first in the script
     assert learned[(DNAT, "tcp dport 1 accept")] == [40] and learned[(DNAT, UDP)] == [41]
     assert with_handles(played_handles, ops, commit[:2]) == played_handles  # a count that does not match
@@ -135,3 +156,32 @@ def test_a_text_added_twice_to_a_chain_keeps_its_handles_unknown() -> None:
     assert after[1][(DNAT, TCP)] == [None, 35, None]
     learned = with_handles(after[1], ops, [RuleChange(DNAT, 40, True), RuleChange(DNAT, 41, True)])
     assert learned[(DNAT, TCP)] == [None, 35, None]
+
+
+class _DroppingSocket:
+    """Stands in for a congested netlink socket: queued datagrams, with the kernel's ENOBUFS
+    reported before the first of them (as sock_error() is checked before dequeuing)."""
+
+    def __init__(self, datagrams: list[bytes]) -> None:
+        self.datagrams, self.reported = list(datagrams), False
+
+    def recv_into(self, buffer: bytearray) -> int:
+        if not self.reported:
+            self.reported = True
+            raise OSError(errno.ENOBUFS, "No buffer space available")
+        if not self.datagrams:
+            raise BlockingIOError
+        data = self.datagrams.pop(0)
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def test_the_ledger_hears_of_a_drop_before_the_datagrams_still_queued() -> None:
+    changes = _fed()
+    kind, body = _generation(11)
+    datagram = wire.HEADER.pack(wire.HEADER.size + len(body), kind, 0, 0, 0) + body
+    read = list(_read_datagrams(_DroppingSocket([datagram]), bytearray(4096), changes.lost))  # type: ignore[arg-type]
+    assert read == [datagram, None]
+    for _, (kind, _port, body) in zip(read, messages(datagram)):
+        changes.notification(kind, body)
+    assert changes.since(10, 11, wait=0) is None
