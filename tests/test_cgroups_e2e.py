@@ -288,3 +288,21 @@ def test_a_removed_container_takes_its_leftovers_from_the_stack_monitor_and_noth
     assert all(procs.session_of(pid) in web_sessions for pid in web_runtime)  # untouched
     assert sandbox.containers()["web"]["state"] == "running"
     assert procs_file.exists() and not (procs_file.parent.parent / "api").exists()
+
+
+def test_one_apply_that_removes_a_stacks_only_container_and_starts_another_keeps_a_monitor(
+        sandbox: Sandbox) -> None:
+    """The plan deletes `api`'s cgroups (the stack's last container's: its monitor goes with
+    them) and starts `db` (which makes the monitor again): `db` runs with its runtime in the
+    stack's monitor, `api` has left nothing, and a second apply changes nothing."""
+    stack = sandbox.write("stack.yaml", TWO.replace('  web: {command: ["sleep", "100000"]}\n', ""))
+    _apply(sandbox, stack)
+    monitor = names.stack_monitor_relpath(sandbox.cgroup_parent, "lim")
+    before = directory(monitor, "memory").stat().st_ino
+    stack.write_text(TWO.replace('  web: {command: ["sleep", "100000"]}\n', "").replace("api:", "db:"))
+    _apply(sandbox, stack)
+    assert directory(monitor, "memory").stat().st_ino != before  # removed with `api`, made again for `db`
+    assert {name: row["state"] for name, row in sandbox.containers().items()} == {"db": "running"}
+    assert _sessions_of(monitor, "db") and None not in _sessions_of(monitor, "db")
+    assert not directory(_relpath(sandbox, "api"), "memory").exists()
+    assert "No changes" in _apply(sandbox, stack)
