@@ -18,6 +18,7 @@ import errno
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from reconcile.engine.plan import Plan
 from reconcile.engine.session import HostDrivers, Target, open_session
 from reconcile.engine.settings import Settings
 from reconcile.watch.actionlog import ActionLog
+from reconcile.watch.collection import CycleCollector
 from reconcile.watch.dirwatch import DirectoryWatch
 from reconcile.watch.keys import (
     HOST,
@@ -135,6 +137,7 @@ class Agent:
         self.files = DirectoryWatch(root, options.debounce_ms, self.specs.is_stack_file, self._files_changed, log,
                                     self.stop)
         self.prober = Prober(settings, self.metrics, log, self.stop, self._waiting_for_lock)
+        self.cycles = CycleCollector()
 
     # -- producers --------------------------------------------------------------------------
 
@@ -194,6 +197,7 @@ class Agent:
                         self.enqueue(key, "retry after an agent error", RETRY_CAP)
                     finally:
                         self.queue.done(key)
+                        self.cycles.between_keys()
                         release_free_memory()
         finally:
             self.queue.close()
@@ -275,7 +279,8 @@ class Agent:
                             wait=wait_exponential(multiplier=0.02, max=0.2), reraise=True)
         if focus is None or self._drivers is None:
             self._drivers = HostDrivers.detect(self.settings, self.nft_changes)
-        with exclusive(self.settings.state_dir, self._waiting_for_lock), \
+        with self.cycles.deferred() if focus is not None else nullcontext(), \
+                exclusive(self.settings.state_dir, self._waiting_for_lock), \
                 open_session(self.settings, writable=True, drivers=self._drivers) as session:
             resolved = pinning.resolve(target, self.settings,
                                       pinning.Pulling(allowed=True, background=self._pull_in_background))

@@ -1,0 +1,44 @@
+"""When the watch agent collects its cyclic garbage in full (pure: Python's collector only)."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+from reconcile.watch.collection import CycleCollector
+
+
+@pytest.fixture
+def full_collections() -> Iterator[list[int]]:
+    """Every full collection made while the test runs, as it happens."""
+    made: list[int] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            made.append(1)
+
+    gc.callbacks.append(seen)
+    yield made
+    gc.callbacks.remove(seen)
+
+
+def test_python_makes_no_full_collection_of_its_own_in_a_deferred_stretch(full_collections: list[int]) -> None:
+    before = gc.get_threshold()
+    kept: list[object] = []
+    with CycleCollector().deferred():
+        for _ in range(300_000):  # survivors: far more than make Python collect every generation
+            cycle: list[object] = []
+            cycle.append(cycle)
+            kept.append(cycle)
+        assert gc.get_threshold()[:2] == before[:2]
+    assert full_collections == []
+    assert gc.get_threshold() == before
+
+
+def test_between_keys_collects_in_full_once_the_last_one_is_old_enough(full_collections: list[int]) -> None:
+    CycleCollector(every=3600).between_keys()
+    assert full_collections == []
+    CycleCollector(every=0).between_keys()
+    assert full_collections == [1]
