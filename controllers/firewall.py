@@ -461,6 +461,12 @@ def backends(choice: str, run: Runner = subprocess.run,
     return iptables or netfilter.detect(run), nft
 
 
+def nft_changes() -> NftChanges:
+    """The ledger of our nftables table's notifications, for whoever follows them (the watch
+    agent feeds it from its event loop and hands it to `backends`)."""
+    return NftChanges(NFT_LAYOUT.table)
+
+
 class FirewallController:
     """Controller protocol over a netfilter backend (see `backends`), and the backends it
     migrates away from."""

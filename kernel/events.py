@@ -1,7 +1,9 @@
 """Kernel events for the `reconcile watch` agent: link/address/route changes in the agent's own
 namespace and in every watched named namespace (one rtnetlink socket each: a socket only sees
-its own namespace), iptables-nft changes (one nf_tables socket), and process exits (a pidfd
-each), all multiplexed by one selector loop in the caller's thread.
+its own namespace), iptables-nft changes (one nf_tables socket, whose every message also feeds
+the ledger of what each nf_tables generation changed in our nftables table:
+kernel/nft_changes.py), and process exits (a pidfd each), all multiplexed by one selector loop
+in the caller's thread.
 
 Why it is built this way:
 - A socket pins the namespace it was created in: while we hold it, `ip netns del` only removes

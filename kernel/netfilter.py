@@ -170,6 +170,13 @@ class Op:
     spec: str = ""
 
 
+def in_batch_order(ops: Iterable[Op]) -> list[Op]:
+    """The ops as a batch runs them: by kind (OpKind's order), each kind in the given order.
+    What the kernel notifies of a batch follows it, so whatever matches notifications to ops
+    must order them so too."""
+    return sorted(ops, key=lambda op: op.kind)
+
+
 class Dialect(Protocol):
     """The pure half of a backend: where a rule goes and how it reads back."""
 

@@ -60,9 +60,19 @@ from typing import Protocol
 from kernel import crashpoints
 from kernel import rtnl_wire as wire
 from kernel.events_wire import NFGENMSG_SIZE, NFNL_SUBSYS_NFTABLES, NFT_MSG_GETGEN, NFTA_GEN_ID
-from kernel.netfilter import BaseChain, Chain, Family, NetfilterError, Op, OpKind, Rule, Ruleset
+from kernel.netfilter import BaseChain, Chain, Family, NetfilterError, Op, OpKind, Rule, Ruleset, in_batch_order
 from kernel.nft_changes import NftChanges
-from kernel.nft_read import Handles, Read, after_batch, replayed, unknown_handles, with_chains, with_handles
+from kernel.nft_read import (
+    ADDING,
+    RULES,
+    Handles,
+    Read,
+    after_batch,
+    replayed,
+    unknown_handles,
+    with_chains,
+    with_handles,
+)
 
 _CTSTATE_ORDER = ("INVALID", "ESTABLISHED", "RELATED", "NEW", "UNTRACKED")
 """ct state bits in the order nft prints them (bit order); SNAT/DNAT are `ct status` bits."""
@@ -187,10 +197,6 @@ def parse_list(text: str, layout: NftLayout) -> Read:
     return ruleset, handles
 
 
-def rules_only(ops: Sequence[Op]) -> bool:
-    return all(op.kind in (OpKind.DELETE_RULE, OpKind.INSERT_RULE, OpKind.APPEND_RULE) for op in ops)
-
-
 def nft_script(ops: Sequence[Op], layout: NftLayout, ruleset: Ruleset,
                handles: Mapping[tuple[str, str], Sequence[int | None]]) -> str:
     """One transaction (a script in nft's syntax): chains declared (and emptied) first, rules
@@ -200,7 +206,7 @@ def nft_script(ops: Sequence[Op], layout: NftLayout, ruleset: Ruleset,
     bases = {base.name: base for base in layout.base_chains}
     left = {chain: list(found) for chain, found in handles.items()}
     lines = [f"add table {where}"]
-    for op in sorted(ops, key=lambda op: op.kind):
+    for op in in_batch_order(ops):
         if op.kind is OpKind.DECLARE_CHAIN:
             base = bases.get(op.chain)
             lines += [f"add chain {where} {op.chain}" + (f" {base.declaration}" if base else ""),
@@ -210,7 +216,7 @@ def nft_script(ops: Sequence[Op], layout: NftLayout, ruleset: Ruleset,
             if not found or found[0] is None:
                 raise NetfilterError(f"no such rule in {op.chain}: {op.spec}")
             lines.append(f"delete rule {where} {op.chain} handle {found.pop(0)}")
-        elif op.kind in (OpKind.INSERT_RULE, OpKind.APPEND_RULE):
+        elif op.kind in ADDING:
             verb = "insert" if op.kind is OpKind.INSERT_RULE else "add"
             lines.append(f"{verb} rule {where} {op.chain} {op.spec}")
         else:
@@ -321,8 +327,9 @@ class Nftables:
         self._ruleset = Ruleset({})
         self._handles: Handles = {}
         self._read_at: int | None = None
-        """nf_tables' generation the kept read is current for: taken just before the listing, or
-        the one our own batch committed, played into the read."""
+        """nf_tables' generation the kept read is current for: taken just before the listing,
+        the one our own batch committed (played into the read), or the one the notifications
+        brought the read to."""
         self._added: tuple[int, Sequence[Op]] | None = None
         """Our last batch and its generation, while the handles of the rules it added are not
         known (the notifications of that commit tell them)."""
@@ -347,7 +354,7 @@ class Nftables:
         generation = self._session.generation()
         if generation is not None and generation == self._read_at:
             return self._ruleset
-        if generation is not None and self._read_at is not None and self._caught_up(self._read_at, generation):
+        if generation is not None and self._read_at is not None and self._catch_up(self._read_at, generation):
             self._read_at = generation
             return self._ruleset
         self._read_at, self._added = None, None
@@ -361,7 +368,7 @@ class Nftables:
         self._read_at = generation
         return self._ruleset
 
-    def _caught_up(self, read_at: int, generation: int) -> bool:
+    def _catch_up(self, read_at: int, generation: int) -> bool:
         """Whether the kept read was brought to `generation` from the notifications: someone's
         deletions played in by handle, the chains they added rules to listed again (a rule
         deleted behind the agent's back: no listing at all, where the whole table was 3,000
@@ -385,16 +392,16 @@ class Nftables:
         self._know_handles(ops)
         script = nft_script(ops, self.layout, self._ruleset, self._handles)
         read_at, self._read_at = self._read_at, None
-        if read_at is not None and not (rules_only(ops) and self._session.generation() == read_at):
+        if read_at is not None and not (all(op.kind in RULES for op in ops) and self._session.generation() == read_at):
             read_at = None  # the read is not followed: the next observe lists the table
         crashpoints.step("nft")
         status, _, errors = self._session.cmd(script)
         if status != 0:
             raise NetfilterError(f"nft refused the batch: {errors.strip()}")
         if read_at is not None:
-            self._follow(ops, read_at)
+            self._play_in_own_batch(ops, read_at)
 
-    def _follow(self, ops: Sequence[Op], read_at: int) -> None:
+    def _play_in_own_batch(self, ops: Sequence[Op], read_at: int) -> None:
         """Keep the read, with this batch of rules played into it, when the batch was the only
         commit since the read (nf_tables' generation moved by exactly one): a repair's
         confirming pass then lists nothing (the chains it changed were listed again before:
@@ -428,9 +435,15 @@ class Nftables:
         if not unknown_handles(self._handles, ops):
             return
         self._learn_added_handles()
-        listed = self._listed(sorted(unknown_handles(self._handles, ops)))
+        unknown = sorted(unknown_handles(self._handles, ops))
+        if not unknown:
+            return
+        listed = self._listed(unknown)
         if listed is not None:
             self._ruleset, self._handles = with_chains(self._ruleset, self._handles, *listed)
+        else:  # a chain that cannot be listed alone: the whole table, every handle with it
+            self._read_at = None
+            self.observe()
 
     def _listed(self, chains: Sequence[str]) -> Read | None:
         """These chains of our table listed (one listing a call: libnftables prints nothing

@@ -14,8 +14,8 @@ and deletions in our table, and only when all of their messages can have been se
 first one (it may have begun before the subscription), and none closed between a drop the
 kernel reports (ENOBUFS comes before whatever is still queued, which may have gaps anywhere)
 and the end of that queue, after which everything before is forgotten. A chain or the table
-itself created or deleted makes the generation unknown (the reader lists the whole table); so
-does anything not seen yet after a short wait.
+itself created, changed (a policy) or deleted makes the generation unknown (the reader lists
+the whole table); so does anything not seen yet after a short wait.
 
 Fed by the watch agent's event loop (kernel/events.py), read by its worker: thread-safe.
 """
@@ -134,8 +134,8 @@ class NftChanges:
         """Every rule change of the generations after `read_at` up to `now`, in order; None
         unless each of them is known. Waits up to `wait` seconds for `now` to be notified, not
         once a later one was (an unknown generation is not waited for twice)."""
-        if not 0 <= now - read_at <= KEPT_GENERATIONS:
-            return None
+        if not 0 <= now - read_at <= KEPT_GENERATIONS or self._latest is None:
+            return None  # nothing closed yet: the first generation seen is unknown anyway
         deadline = time.monotonic() + wait
         with self._seen:
             while (self._latest is None or self._latest < now) and (left := deadline - time.monotonic()) > 0:

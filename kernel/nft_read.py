@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from kernel.netfilter import Chain, Op, OpKind, Ruleset
+from kernel.netfilter import Chain, Op, OpKind, Ruleset, in_batch_order
 from kernel.nft_changes import RuleChange
 
 Handles = dict[tuple[str, str], list[int | None]]
@@ -23,6 +23,9 @@ Handles = dict[tuple[str, str], list[int | None]]
 Read = tuple[Ruleset, Handles]
 
 ADDING = (OpKind.INSERT_RULE, OpKind.APPEND_RULE)
+RULES = (OpKind.DELETE_RULE, *ADDING)
+"""What a batch may do for the read to follow it: rules only (a chain declared, flushed or
+deleted is listed again)."""
 
 
 def with_chains(ruleset: Ruleset, handles: Handles, listed: Ruleset, listed_handles: Handles) -> Read:
@@ -94,7 +97,7 @@ def after_batch(ruleset: Ruleset, handles: Handles, ops: Sequence[Op]) -> Read |
     deletes a rule whose handle is not known."""
     doomed: dict[str, set[int]] = {}
     left = dict(handles)
-    for op in sorted(ops, key=lambda op: op.kind):
+    for op in in_batch_order(ops):
         if op.kind is OpKind.DELETE_RULE:
             found = left[(op.chain, op.spec)] = list(left.get((op.chain, op.spec), []))
             handle = found.pop(0) if found else None
@@ -109,7 +112,7 @@ def after_batch(ruleset: Ruleset, handles: Handles, ops: Sequence[Op]) -> Read |
     if read is None:
         return None
     ruleset, handles = read[0], dict(read[1])
-    for op in sorted(ops, key=lambda op: op.kind):
+    for op in in_batch_order(ops):
         if op.kind not in ADDING:
             continue
         table = _table_of(ruleset, op.chain)
@@ -132,7 +135,7 @@ def with_handles(handles: Handles, ops: Sequence[Op], commit: Sequence[RuleChang
     to one chain (which of its rules got which handle depends on where each went), is left
     unknown: it is listed when a handle of it is needed."""
     added: dict[str, list[str]] = {}
-    for op in sorted(ops, key=lambda op: op.kind):
+    for op in in_batch_order(ops):
         if op.kind in ADDING:
             added.setdefault(op.chain, []).append(op.spec)
     notified: dict[str, list[int]] = {}

@@ -209,7 +209,7 @@ import subprocess, threading
 from controllers.firewall_rules import NFT_LAYOUT
 from kernel.events import KernelEvents
 from kernel.netfilter import Op, OpKind
-from kernel.netfilter_nft import Nftables, open_session
+from kernel.netfilter_nft import Nftables, open_session, parse_list
 from kernel.nft_changes import NftChanges
 
 class Listings:  # the real session, recording what it is asked to list
@@ -235,6 +235,12 @@ def handle_of(rule):
                              capture_output=True, text=True, check=True).stdout
     return next(line.rsplit(" ", 1)[1] for line in listing.splitlines() if line.strip().startswith(rule))
 
+def same_as_listed():  # the rules, and every handle the read knows
+    listed, handles = parse_list(open_session().cmd("list table inet reconcile")[1], NFT_LAYOUT)
+    kept = {key: found for key, found in backend._handles.items() if found}
+    return backend.observe().tables == listed.tables and all(
+        known is None or known == handles[key][i] for key, found in kept.items() for i, known in enumerate(found))
+
 changes = NftChanges("reconcile")
 events = KernelEvents(lambda event: None, changes)
 stop = threading.Event()
@@ -253,6 +259,9 @@ backend.apply([Op(OpKind.APPEND_RULE, "nat", "RECONCILE-DNAT", first)])  # the r
 assert backend.observe().tables == fresh() and (session.lists, session.chains) == (1, [])
 nft("delete", "rule", "inet", "reconcile", "RECONCILE-DNAT", "handle", handle_of(first))  # what we added
 assert backend.observe().tables == fresh() and (session.lists, session.chains) == (1, []), "its handle learned"
+backend.apply([Op(OpKind.APPEND_RULE, "nat", "RECONCILE-DNAT", first)])
+nft("add", "table", "inet", "rc-h17-third")  # any commit: the read catches up, learning the new rule's handle
+assert same_as_listed() and None not in backend._handles[("RECONCILE-DNAT", first)]
 nft("add", "rule", "inet", "reconcile", "RECONCILE-ACCEPT", "accept")  # someone's rule: its chain listed
 assert backend.observe().tables == fresh() and (session.lists, session.chains) == (1, ["RECONCILE-ACCEPT"])
 nft("add", "table", "inet", "rc-h17-other")  # another table: nothing of ours listed, the same read
@@ -277,4 +286,6 @@ def test_a_kept_read_follows_the_notifications_of_what_changed(sandbox: Sandbox,
     nothing, and more than rules lists the table: each read equal to a fresh listing."""
     run_controller(sandbox, "apply", BOTH, "nftables")
     assert sandbox.python(NOTIFIED).stdout.strip() == "ok"
-    sandbox.run("nft", "delete", "table", "inet", "rc-h17-other")
+    for table in ("other", "first", "second", "third"):
+        sandbox.run("nft", "delete", "table", "inet", f"rc-h17-{table}")
+    assert foreign_nft(sandbox) == host

@@ -28,11 +28,11 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from controllers.base import Focus
 from controllers.change import Action, Change
 from controllers.container import DesiredContainer, ObservedContainer, Paths
+from controllers.firewall import nft_changes
 from controllers.proxy import running_proxies
 from kernel import netns, runtime
 from kernel.events import Event, KernelEvents
 from kernel.memory import release_free_memory
-from kernel.nft_changes import NftChanges
 from kernel.rtnl_wire import DumpInterrupted
 from reconcile.engine import pinning
 from reconcile.engine.plan import Plan
@@ -61,7 +61,7 @@ from reconcile.watch.status import StatusWriter
 from specs.errors import SpecErrors
 from specs.images import ImageReference
 from specs.model import Stack
-from specs.names import NFT_TABLE, netns_name
+from specs.names import netns_name
 from state.images import ImageStore
 from state.lock import exclusive
 from state.store import Store
@@ -132,7 +132,7 @@ class Agent:
         self.specs = StackDir(root, owners={r.name: Path(r.source) for r in self.store.stacks()
                                             if Path(r.source).parent == root})
         self.status = StatusWriter(self.store)
-        self.nft_changes = NftChanges(NFT_TABLE)  # our table's notifications, for the firewall's kept read
+        self.nft_changes = nft_changes()  # our table's notifications, for the firewall's kept read
         self.events = KernelEvents(self._on_event, self.nft_changes)
         self.files = DirectoryWatch(root, options.debounce_ms, self.specs.is_stack_file, self._files_changed, log,
                                     self.stop)
@@ -197,7 +197,7 @@ class Agent:
                         self.enqueue(key, "retry after an agent error", RETRY_CAP)
                     finally:
                         self.queue.done(key)
-                        self.cycles.between_keys()
+                        self.cycles.between_keys(busy=bool(self.queue.due(1)))
                         release_free_memory()
         finally:
             self.queue.close()
@@ -279,9 +279,9 @@ class Agent:
                             wait=wait_exponential(multiplier=0.02, max=0.2), reraise=True)
         if focus is None or self._drivers is None:
             self._drivers = HostDrivers.detect(self.settings, self.nft_changes)
-        with self.cycles.deferred() if focus is not None else nullcontext(), \
-                exclusive(self.settings.state_dir, self._waiting_for_lock), \
-                open_session(self.settings, writable=True, drivers=self._drivers) as session:
+        with exclusive(self.settings.state_dir, self._waiting_for_lock), \
+                open_session(self.settings, writable=True, drivers=self._drivers) as session, \
+                self.cycles.deferred() if focus is not None else nullcontext():
             resolved = pinning.resolve(target, self.settings,
                                       pinning.Pulling(allowed=True, background=self._pull_in_background))
             done = retrying(attempt)

@@ -10,6 +10,10 @@ During a focused pass Python still collects the young generations as it allocate
 each, no dearer with more containers); what became old and cyclic waits for the next full
 collection, after the key. A pass over everything (a cold start of a thousand containers
 allocates far more) keeps Python's own schedule, so its peak memory does not grow.
+
+Python 3.11 and 3.12, whose collector has three generations (Debian 12 has 3.11); on a
+Python whose collector ignores the oldest generation's threshold, the deferral does nothing
+and the full collections between keys are merely extra.
 """
 
 from __future__ import annotations
@@ -20,13 +24,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 FULL_EVERY = 30.0
-"""Seconds between two full collections between keys at most (the default resync interval)."""
+"""Seconds between two full collections made between keys (as often as the agent's default
+resync, whose pass over everything collects on Python's schedule anyway)."""
 
 _NEVER = 2**31 - 1
 """A threshold Python's own collector never reaches for the oldest generation."""
 
 
 class CycleCollector:
+    """The agent worker's: it alone defers and collects (one worker, so deferrals never
+    overlap)."""
+
     def __init__(self, every: float = FULL_EVERY) -> None:
         self._every = every
         self._collected_at = time.monotonic()
@@ -42,8 +50,10 @@ class CycleCollector:
         finally:
             gc.set_threshold(young, middle, oldest)
 
-    def between_keys(self) -> None:
-        """A full collection, when the last one made here is FULL_EVERY seconds old."""
-        if time.monotonic() - self._collected_at >= self._every:
+    def between_keys(self, busy: bool) -> None:
+        """A full collection, when the last one made here is FULL_EVERY seconds old; while
+        keys are waiting (`busy`: the collection would only delay their repairs) up to twice
+        that."""
+        if time.monotonic() - self._collected_at >= self._every * (2 if busy else 1):
             gc.collect()
             self._collected_at = time.monotonic()
