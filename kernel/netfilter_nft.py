@@ -41,7 +41,7 @@ compare as plain strings and the same per-owner diff holds. What differs is kept
 - Where nf_tables' notifications are followed (the watch agent: kernel/nft_changes.py), a
   moved generation does not list the table either: someone's deletions are played in by
   handle, and only a chain someone added rules to is listed again; a chain or the table
-  created or deleted, or notifications lost, list the table.
+  created, changed or deleted, or notifications lost, list the table.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ import re
 import socket
 import struct
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 from typing import Protocol
@@ -64,7 +64,6 @@ from kernel.netfilter import BaseChain, Chain, Family, NetfilterError, Op, OpKin
 from kernel.nft_changes import NftChanges
 from kernel.nft_read import (
     ADDING,
-    RULES,
     Handles,
     Read,
     after_batch,
@@ -379,12 +378,8 @@ class Nftables:
         changes = self._changes.since(read_at, generation, NOTIFIED_WITHIN)
         if changes is None:
             return False
-        ruleset, handles, relist = replayed(self._ruleset, self._handles, changes)
-        listed = self._listed(sorted(relist)) if relist else None
-        if relist and listed is None:
-            return False
-        self._ruleset, self._handles = with_chains(ruleset, handles, *listed) if listed else (ruleset, handles)
-        return True
+        self._ruleset, self._handles, relist = replayed(self._ruleset, self._handles, changes)
+        return self._list_again(relist)  # failing, the caller lists the whole table
 
     def apply(self, ops: Sequence[Op]) -> None:
         if not ops:
@@ -392,7 +387,7 @@ class Nftables:
         self._know_handles(ops)
         script = nft_script(ops, self.layout, self._ruleset, self._handles)
         read_at, self._read_at = self._read_at, None
-        if read_at is not None and not (all(op.kind in RULES for op in ops) and self._session.generation() == read_at):
+        if read_at is not None and self._session.generation() != read_at:
             read_at = None  # the read is not followed: the next observe lists the table
         crashpoints.step("nft")
         status, _, errors = self._session.cmd(script)
@@ -435,23 +430,21 @@ class Nftables:
         if not unknown_handles(self._handles, ops):
             return
         self._learn_added_handles()
-        unknown = sorted(unknown_handles(self._handles, ops))
-        if not unknown:
-            return
-        listed = self._listed(unknown)
-        if listed is not None:
-            self._ruleset, self._handles = with_chains(self._ruleset, self._handles, *listed)
-        else:  # a chain that cannot be listed alone: the whole table, every handle with it
+        if not self._list_again(unknown_handles(self._handles, ops)):
+            # a chain that cannot be listed alone: the whole table, every handle with it
             self._read_at = None
             self.observe()
 
-    def _listed(self, chains: Sequence[str]) -> Read | None:
-        """These chains of our table listed (one listing a call: libnftables prints nothing
-        for two); None when one cannot be."""
+    def _list_again(self, chains: Collection[str]) -> bool:
+        """These chains of our table listed into the read (one listing a call: libnftables
+        prints nothing for two); False, the read as it was, when one cannot be."""
         listings = []
-        for chain in chains:
+        for chain in sorted(chains):
             status, output, _ = self._session.cmd(f"list chain inet {self.layout.table} {chain}")
             if status != 0:
-                return None
+                return False
             listings.append(output)
-        return parse_list("".join(listings), self.layout)
+        if listings:
+            self._ruleset, self._handles = with_chains(self._ruleset, self._handles,
+                                                       *parse_list("".join(listings), self.layout))
+        return True

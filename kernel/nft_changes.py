@@ -134,11 +134,13 @@ class NftChanges:
         """Every rule change of the generations after `read_at` up to `now`, in order; None
         unless each of them is known. Waits up to `wait` seconds for `now` to be notified, not
         once a later one was (an unknown generation is not waited for twice)."""
-        if not 0 <= now - read_at <= KEPT_GENERATIONS or self._latest is None:
-            return None  # nothing closed yet: the first generation seen is unknown anyway
+        if not 0 <= now - read_at <= KEPT_GENERATIONS:
+            return None
         deadline = time.monotonic() + wait
         with self._seen:
-            while (self._latest is None or self._latest < now) and (left := deadline - time.monotonic()) > 0:
+            if self._latest is None:
+                return None  # nothing closed yet: the first generation seen is unknown anyway
+            while self._latest < now and (left := deadline - time.monotonic()) > 0:
                 self._seen.wait(left)
             changes: list[RuleChange] = []
             for generation in range(read_at + 1, now + 1):

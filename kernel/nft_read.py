@@ -23,9 +23,6 @@ Handles = dict[tuple[str, str], list[int | None]]
 Read = tuple[Ruleset, Handles]
 
 ADDING = (OpKind.INSERT_RULE, OpKind.APPEND_RULE)
-RULES = (OpKind.DELETE_RULE, *ADDING)
-"""What a batch may do for the read to follow it: rules only (a chain declared, flushed or
-deleted is listed again)."""
 
 
 def with_chains(ruleset: Ruleset, handles: Handles, listed: Ruleset, listed_handles: Handles) -> Read:
@@ -106,12 +103,12 @@ def after_batch(ruleset: Ruleset, handles: Handles, ops: Sequence[Op]) -> Read |
             doomed.setdefault(op.chain, set()).add(handle)
         elif op.kind not in ADDING:
             return None
-    read: Read | None = (ruleset, handles)
     for chain, gone in doomed.items():
-        read = without_rules(*read, chain, gone) if read else None
-    if read is None:
-        return None
-    ruleset, handles = read[0], dict(read[1])
+        kept = without_rules(ruleset, handles, chain, gone)
+        if kept is None:
+            return None
+        ruleset, handles = kept
+    handles = dict(handles)
     for op in in_batch_order(ops):
         if op.kind not in ADDING:
             continue
