@@ -299,8 +299,8 @@ def converge(agent: Agent, env: dict[str, str], stack: str, n: int) -> float:
     """Seconds until the agent has started the stack's N containers c0..c{N-1} from an empty
     host and gone quiet; fails unless all N then run."""
     start = time.monotonic()
-    agent.wait_for(lambda record: record.get("event") == "change" and record.get("object") == f"{stack}/c{n - 1}", 0,
-                   timeout=900)
+    agent.wait_for(lambda record: record.get("event") == "change" and record.get("kind") == "container"
+                   and record.get("object") == f"{stack}/c{n - 1}", 0, timeout=900)
     agent.quiet(2.0)
     converged = time.monotonic() - start
     running = sum(1 for c in _status(env).values() if c["state"] == "running")

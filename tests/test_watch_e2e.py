@@ -262,6 +262,28 @@ def test_a_stack_that_cannot_apply_does_not_stop_the_others_resync(sandbox: Sand
     assert "volume source" in str((watch_row(sandbox, "other") or {}).get("error"))
 
 
+NOT_STARTABLE = """\
+name: half
+networks:
+  net: {subnet: 10.81.3.0/24}
+containers:
+  app:
+    command: no-such-program
+    networks: [net]
+"""
+
+
+def test_a_reconcile_that_fails_still_logs_the_changes_it_made(sandbox: Sandbox, specs: Path, agent: Agent) -> None:
+    save_atomically(specs / "half.yaml", NOT_STARTABLE)  # the network is made, the container cannot start
+    assert eventually(lambda: (watch_row(sandbox, "half") or {}).get("sync"), "Error") == "Error"
+    assert "command not found in the container: no-such-program" in str(watch_row(sandbox, "half")["error"])
+    assert sandbox.link("rc-half-net") is not None
+    made = [record for record in agent.lines if record.get("event") == "change"]
+    failed = next(i for i, record in enumerate(agent.lines) if record.get("event") == "error")
+    assert {(record["kind"], record["object"]) for record in made} >= {("network", "half/net")}
+    assert all(agent.lines.index(record) < failed for record in made)  # each logged once made
+
+
 def test_waiting_for_a_manual_apply_is_logged_as_json(sandbox: Sandbox, specs: Path, agent: Agent) -> None:
     lock = sandbox.state_dir / "lock"
     holder = subprocess.Popen(["flock", str(lock), "sh", "-c", "echo $$ > " + str(lock) + "; sleep 1.5"])

@@ -118,10 +118,10 @@ class Session:
             raise SpecErrors(locate_issues(target.files, issues))
         return order([d.changes for d in diffs]), desired
 
-    def apply(self, plan: Plan, applied: list[Change] | None = None) -> None:
+    def apply(self, plan: Plan, applied: Callable[[Sequence[Change]], None] = lambda _: None) -> None:
         """Hand each controller its changes in plan order, batching consecutive ones; a failed
-        batch does not stop the others, and every failure is reported together. The changes
-        of the batches that went through are appended to `applied`."""
+        batch does not stop the others, and every failure is reported together. Each batch
+        that went through is handed to `applied` as soon as it has."""
         errors: list[ApplyError] = []
         for controller, batch in self._batches(plan.changes):
             try:
@@ -129,18 +129,23 @@ class Session:
             except ApplyErrors as exc:
                 errors += exc.errors
             else:
-                if applied is not None:
-                    applied += batch
+                applied(batch)
         if errors:
             raise ApplyErrors(errors)
 
     def converge(self, target: Target, select: Callable[[Change], bool] = lambda _: True,
-                 focus: Focus | None = None) -> Plan:
+                 focus: Focus | None = None, applied: Callable[[Sequence[Change]], None] = lambda _: None) -> Plan:
         """Apply until a fresh observation shows nothing left to do; returns every change made.
         Leases are written before the kernel is touched, so a run killed halfway comes back to
         the same addresses. `select` narrows each pass to some of the changes (the watch agent
-        repairs one resource, or holds back a restart), and `focus` what each pass observes."""
+        repairs one resource, or holds back a restart), and `focus` what each pass observes.
+        `applied` is handed each batch of changes once made, before the passes that confirm it
+        (and whether or not a later one fails)."""
         done: list[Change] = []
+
+        def made(batch: Sequence[Change]) -> None:
+            done.extend(batch)
+            applied(batch)
         failed: tuple[Plan, ApplyErrors] | None = None
         for _ in range(MAX_PASSES):
             plan, desired = self.plan(target, focus)
@@ -154,7 +159,7 @@ class Session:
             if plan.empty:
                 return Plan(tuple(done))
             try:
-                self.apply(plan, done)
+                self.apply(plan, made)
             except ApplyErrors as exc:
                 # Someone may have changed the host between our observation and our write (a
                 # veth deleted before its update): the next pass sees the host as it is now.

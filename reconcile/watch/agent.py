@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,7 +214,7 @@ class Agent:
             return  # not a stack of this directory (applied by hand, or kept by --no-prune)
         started = time.monotonic()
         try:
-            outcome = self._reconcile(key)
+            outcome = self._reconcile(key, why, started)
         except SpecErrors as exc:
             if key.stack == HOST and len(self._managed()) > 1:
                 # One stack's conflict must not stop the host-wide pass for every other stack:
@@ -227,20 +227,24 @@ class Agent:
         except Exception as exc:  # noqa: BLE001 - an agent must outlive any one failure
             self._failed(key, why, started, "transient", exc, retry=True)
             return
-        seconds = time.monotonic() - started
-        self.metrics.reconcile_seconds.labels("ok").observe(seconds)
+        self.metrics.reconcile_seconds.labels("ok").observe(time.monotonic() - started)
         self.queue.forget(key)
-        for change in outcome.done.changes:
+        self._settle(key, outcome)
+
+    def _report(self, batch: Sequence[Change], why: str, whys: Mapping[Key, str], started: float) -> None:
+        """A log line per change as soon as it is made, not after the pass that confirms it:
+        its time is when the host was repaired (what the drift bench reads)."""
+        ms = round((time.monotonic() - started) * 1000, 1)
+        for change in batch:
             changed = key_of_change(change)
-            cause = outcome.whys.get(changed) or why  # a rider's change has the rider's reason
+            cause = whys.get(changed) or why  # a rider's change has the rider's reason
             self.metrics.changes.labels(change.kind, change.action.value).inc()
             if cause.startswith(REPAIR_TRIGGERS):
                 self.metrics.repairs.labels(change.kind).inc()
             self.log.emit("change", key=str(changed), why=cause, action=change.action.value,
-                          kind=change.kind, object=change.key, reason=change.reason, ms=round(seconds * 1000, 1))
-        self._settle(key, outcome)
+                          kind=change.kind, object=change.key, reason=change.reason, ms=ms)
 
-    def _reconcile(self, key: Key) -> _Outcome:
+    def _reconcile(self, key: Key, why: str, started: float) -> _Outcome:
         files = self.specs.stacks()
         riders = [k for k in self.queue.due(RIDERS) if k != FILES_KEY and k.stack in (files.keys() | {HOST})]
         keys = [key, *riders]
@@ -273,7 +277,7 @@ class Agent:
 
         def attempt() -> Plan:
             held.clear()
-            return session.converge(resolved, select, focus)
+            return session.converge(resolved, select, focus, lambda batch: self._report(batch, why, whys, started))
 
         retrying = Retrying(retry=retry_if_exception(_transient), stop=stop_after_attempt(3),
                             wait=wait_exponential(multiplier=0.02, max=0.2), reraise=True)
