@@ -400,8 +400,9 @@ class Nftables:
         """Keep the read, with this batch of rules played into it, when the batch was the only
         commit since the read (nf_tables' generation moved by exactly one): a repair's
         confirming pass then lists nothing (the chains it changed were listed again before:
-        the DNAT chain alone, a third of our 3,000 rules, ~9 ms). Anything else leaves the
-        whole table to the next observe. The new rules' handles come from the notifications
+        the DNAT chain alone, a third of our 3,000 rules, ~9 ms), and when it did rules only
+        (after_batch refuses anything more). Anything else leaves the whole table to the next
+        observe. The new rules' handles come from the notifications
         of this commit, or from a listing of their chain once one is needed."""
         generation = self._session.generation()
         if generation != read_at + 1:
@@ -437,7 +438,8 @@ class Nftables:
 
     def _list_again(self, chains: Collection[str]) -> bool:
         """These chains of our table listed into the read (one listing a call: libnftables
-        prints nothing for two); False, the read as it was, when one cannot be."""
+        prints nothing for two); False when one cannot be, the read then left without those
+        chains' listings (the caller lists the whole table)."""
         listings = []
         for chain in sorted(chains):
             status, output, _ = self._session.cmd(f"list chain inet {self.layout.table} {chain}")

@@ -50,9 +50,11 @@ def test_python_makes_no_full_collection_of_its_own_in_a_deferred_stretch(full_c
 def only_asked_collections() -> Iterator[None]:
     """Python's automatic collection off (gc.collect still works), so that a full collection
     of its own, left due by an earlier test's garbage, cannot be counted as ours."""
+    was_enabled = gc.isenabled()
     gc.disable()
     yield
-    gc.enable()
+    if was_enabled:
+        gc.enable()
 
 
 def test_between_keys_collects_in_full_once_the_last_one_is_old_enough(

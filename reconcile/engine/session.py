@@ -40,6 +40,14 @@ from state.store import Store
 K = TypeVar("K", bound=tuple[str, ...])
 V = TypeVar("V")
 
+OnApplied = Callable[[Sequence[Change]], None]
+"""Told each batch of changes a pass has made (the watch agent logs them)."""
+
+
+def _unheard(_batch: Sequence[Change]) -> None:
+    """No one to tell."""
+
+
 MAX_PASSES = 3
 """Apply re-plans after each pass: a change can undo what the first observation saw (recreating
 a bridge detaches its ports). Three passes converge anything that is not being fought over."""
@@ -118,10 +126,11 @@ class Session:
             raise SpecErrors(locate_issues(target.files, issues))
         return order([d.changes for d in diffs]), desired
 
-    def apply(self, plan: Plan, applied: Callable[[Sequence[Change]], None] = lambda _: None) -> None:
+    def apply(self, plan: Plan, on_applied: OnApplied = _unheard) -> None:
         """Hand each controller its changes in plan order, batching consecutive ones; a failed
         batch does not stop the others, and every failure is reported together. Each batch
-        that went through is handed to `applied` as soon as it has."""
+        that went through whole is handed to `on_applied` as soon as it has (a batch with a
+        failure is not: which of its changes were made is not known here)."""
         errors: list[ApplyError] = []
         for controller, batch in self._batches(plan.changes):
             try:
@@ -129,23 +138,24 @@ class Session:
             except ApplyErrors as exc:
                 errors += exc.errors
             else:
-                applied(batch)
+                on_applied(batch)
         if errors:
             raise ApplyErrors(errors)
 
     def converge(self, target: Target, select: Callable[[Change], bool] = lambda _: True,
-                 focus: Focus | None = None, applied: Callable[[Sequence[Change]], None] = lambda _: None) -> Plan:
+                 focus: Focus | None = None, on_applied: OnApplied = _unheard) -> Plan:
         """Apply until a fresh observation shows nothing left to do; returns every change made.
         Leases are written before the kernel is touched, so a run killed halfway comes back to
         the same addresses. `select` narrows each pass to some of the changes (the watch agent
         repairs one resource, or holds back a restart), and `focus` what each pass observes.
-        `applied` is handed each batch of changes once made, before the passes that confirm it
-        (and whether or not a later one fails)."""
+        `on_applied` is handed each batch of changes once made, before the passes that confirm
+        it (and whether or not a later batch fails); it must not raise."""
         done: list[Change] = []
 
         def made(batch: Sequence[Change]) -> None:
             done.extend(batch)
-            applied(batch)
+            on_applied(batch)
+
         failed: tuple[Plan, ApplyErrors] | None = None
         for _ in range(MAX_PASSES):
             plan, desired = self.plan(target, focus)

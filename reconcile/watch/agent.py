@@ -231,9 +231,10 @@ class Agent:
         self.queue.forget(key)
         self._settle(key, outcome)
 
-    def _report(self, batch: Sequence[Change], why: str, whys: Mapping[Key, str], started: float) -> None:
+    def _log_changes(self, batch: Sequence[Change], why: str, whys: Mapping[Key, str], started: float) -> None:
         """A log line per change as soon as it is made, not after the pass that confirms it:
-        its time is when the host was repaired (what the drift bench reads)."""
+        its time is when the host was repaired (what the drift bench reads); `ms` counts from
+        the reconcile's start."""
         ms = round((time.monotonic() - started) * 1000, 1)
         for change in batch:
             changed = key_of_change(change)
@@ -275,9 +276,15 @@ class Agent:
                 return False
             return True
 
-        def attempt() -> Plan:
+        done: list[Change] = []  # every attempt's: a retried one does not undo what an earlier made
+
+        def made(batch: Sequence[Change]) -> None:
+            done.extend(batch)
+            self._log_changes(batch, why, whys, started)
+
+        def attempt() -> None:
             held.clear()
-            return session.converge(resolved, select, focus, lambda batch: self._report(batch, why, whys, started))
+            session.converge(resolved, select, focus, made)
 
         retrying = Retrying(retry=retry_if_exception(_transient), stop=stop_after_attempt(3),
                             wait=wait_exponential(multiplier=0.02, max=0.2), reraise=True)
@@ -288,7 +295,7 @@ class Agent:
                 self.cycles.deferred() if focus is not None else nullcontext():
             resolved = pinning.resolve(target, self.settings,
                                       pinning.Pulling(allowed=True, background=self._pull_in_background))
-            done = retrying(attempt)
+            retrying(attempt)
             # The events of our own writes, and any drift older than the final observation
             # (which found nothing left to do), need no second pass.
             self.queue.drop_stale(lambda other: any(covers(k, other) for k in keys), session.observed_at)
@@ -300,7 +307,7 @@ class Agent:
                         session.store.record_stack(name, str(files[name].path), spec)
                 for name in sorted(scope & self._pruning):
                     session.store.forget_stack(name)
-        return _Outcome(done, held, riders, focus, whys)
+        return _Outcome(Plan(tuple(done)), held, riders, focus, whys)
 
     def _pull_in_background(self, ref: ImageReference, verify_tls: bool) -> None:
         """Pull a missing image on a thread of its own, under the image store's lock only: the
