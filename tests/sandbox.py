@@ -36,6 +36,10 @@ mount -t tmpfs -o mode=755 rc-test-varlib /var/lib
 # Containers' resolv.conf derives from the host's: the same one whatever the machine's resolver.
 mount --bind "$1" /etc/resolv.conf
 ip link set lo up
+# A new netns starts with the host's IPv4 settings, whatever ran there before: the kernel's own
+# defaults for those the product sets or the tests count on.
+sysctl -qw net.ipv4.ip_forward=0 net.ipv4.conf.all.route_localnet=0 net.ipv4.conf.default.route_localnet=0 \
+  net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
 echo ready
 exec sleep infinity
 """
