@@ -68,9 +68,9 @@ def floor(n: int, work: Path, lowers: Sequence[Path] = (Path("/"),)) -> tuple[fl
     for i in range(n):
         bundle = work / f"c{i}" / "bundle"
         overlay.mount("floor", f"c{i}", lowers, work / f"c{i}" / "upper", work / f"c{i}" / "work", bundle / "rootfs")
-        inputs = BundleInputs(f"floor{n}-{i}", f"/run/netns/f{n}n{i}", f"/rc-bench-floor-{n}/c{i}", Ids(0, 0, ()),
-                              capabilities.DOCKER_DEFAULT, bpf, list(lowers) == [Path("/")], (), runtime.TINI,
-                              runtime.INIT_IN_CONTAINER)
+        inputs = BundleInputs(f"floor{n}-{i}", oci.netns_path(f"f{n}n{i}"), f"/rc-bench-floor-{n}/c{i}",
+                              Ids(0, 0, ()), capabilities.DOCKER_DEFAULT, bpf, list(lowers) == [Path("/")], (),
+                              runtime.TINI, runtime.INIT_IN_CONTAINER, hooks=oci.start_hooks([bundle / "rootfs"]))
         (bundle / "config.json").write_text(json.dumps(oci_config(spec, inputs)))
         pid_files.append(bundle / "pid")
         procs.append(subprocess.Popen(oci.run_command(inputs.container_id, bundle, bundle / "pid"),

@@ -756,6 +756,7 @@ class ContainerController:
             os.chown(paths.work, id_base, id_base)  # the range's mark, out of the container's reach
         _seed_etc(paths.upper, lowers, id_base or 0, {"hosts": want.hosts, "resolv.conf": want.resolv,
                                                       "hostname": c.hostname + "\n"})
+        bound: list[Path] = []
         if id_base is not None:  # each lower (an image's layers too) idmapped, read-only
             bound = [paths.lower / str(index) for index in range(len(lowers))]
             for lower, target in zip(lowers, bound):
@@ -775,12 +776,13 @@ class ContainerController:
         placement = self._cgroups(want.stack, want.key)
         inputs = BundleInputs(
             container_id=names.runtime_id(want.stack, want.key),
-            netns_path=netns.path_of(names.netns_name(want.stack, want.key)),
+            netns_path=self._runtime.netns_path(names.netns_name(want.stack, want.key)),
             cgroups_path=names.runtime_cgroup_path(placement.relpath),
             ids=users.lookup(c.user or "0", paths.rootfs), capabilities=want.capabilities,
             seccomp_bpf=None if c.privileged else filters[want.capabilities],
             host_root=c.rootfs is None and c.image is None, hidden=(str(self._state_dir.resolve()),),
-            init=runtime.TINI, init_target=runtime.INIT_IN_CONTAINER, id_base=id_base, named_volumes=named)
+            init=runtime.TINI, init_target=runtime.INIT_IN_CONTAINER, id_base=id_base, named_volumes=named,
+            hooks=self._runtime.start_hooks([paths.rootfs, *bound]))
         handle = runtime.start(self._runtime, inputs.container_id, paths.bundle, oci_config(c, inputs), paths.log,
                                change.key, placement.monitor_procs,
                                runtime.LogLimits(c.logging.options.max_size, c.logging.options.max_file))

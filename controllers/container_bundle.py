@@ -51,6 +51,7 @@ class BundleInputs:
     init_target: str
     id_base: int | None = None  # userns: auto: the host uid of the container's uid 0
     named_volumes: Mapping[str, str] = field(default_factory=dict)  # volume name -> its directory (state.volumes)
+    hooks: Mapping[str, Any] = field(default_factory=dict)  # the runtime's own (kernel.oci.Runtime.start_hooks)
 
 
 def _device_rule(kind: str, major: int | None, minor: int | None, access: str) -> dict[str, Any]:
@@ -151,6 +152,7 @@ def oci_config(container: Container, inputs: BundleInputs) -> dict[str, Any]:
         "mounts": _mounts(container, inputs),
         "linux": linux,
         "annotations": annotations,
+        **({"hooks": dict(inputs.hooks)} if inputs.hooks else {}),
     }
 
 

@@ -1,8 +1,9 @@
 """kernel.mountns in a sandbox's mount namespace: a pinned namespace is a slave copy of ours that
-keeps what its setup command mounted to itself, is current while it shows what ours shows
-(mounts made since below a shared mount of ours reach it), lags once a mount or an unmount
-below a private one does not, is replaced by a fresh pin, goes with `release`, and a fresh
-process finds it by its pin alone."""
+keeps what its setup bound to itself, holds nothing of the directories it dropped nor the roots
+below a carried directory, is current while it shows what ours shows apart from those (mounts
+made since below a shared mount of ours reach it), lags once a mount or an unmount below a
+private one does not, is replaced by a fresh pin, goes with `release`, and a fresh process
+finds it by its pin alone."""
 
 from __future__ import annotations
 
@@ -24,17 +25,19 @@ CALL = """\
 import json, os, subprocess, sys
 from pathlib import Path
 from kernel import mountns
-pin, private_dir, shared_dir, verb = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+(pin, covered, dropped, shared_dir), verb = (Path(arg) for arg in sys.argv[1:5]), sys.argv[5]
+setup = mountns.Setup(covered=(covered,), dropped=(dropped,))
 if verb == "pin":
-    mountns.ensure_own_mount(private_dir, shared=False)
-    mountns.pin(pin, ["mount", "-t", "tmpfs", "rc-mnt-own", str(private_dir)], [shared_dir])
+    mountns.pin(pin, setup, [shared_dir])
 elif verb == "release":
     mountns.release(pin)
 pinned = mountns.is_pinned(pin)
-inside = subprocess.run(["nsenter", f"--mount={pin}", "grep", "-o", "rc-mnt-[a-z]*", "/proc/self/mountinfo"],
-                        capture_output=True, text=True).stdout.split() if pinned else []
-print(json.dumps({"ns": os.stat(pin).st_ino if pinned else None, "inside": sorted(inside),
-                  "state": mountns.state(pin, {str(private_dir)}, [shared_dir]).value}))
+def inside(*argv):
+    return subprocess.run(["nsenter", f"--mount={pin}", *argv], capture_output=True, text=True).stdout
+marks = inside("grep", "-o", "rc-mnt-[a-z]*", "/proc/self/mountinfo").split() if pinned else []
+print(json.dumps({"ns": os.stat(pin).st_ino if pinned else None, "inside": sorted(marks),
+                  "covered": inside("cat", str(covered)) if pinned else None,
+                  "state": mountns.state(pin, setup, [shared_dir]).value}))
 """
 
 
@@ -43,21 +46,36 @@ def pin_of(sandbox: Sandbox) -> Path:
 
 
 def call(sandbox: Sandbox, verb: str) -> dict:
-    argv = [str(pin_of(sandbox)), str(sandbox.workdir / "private"), str(sandbox.workdir / "shared"), verb]
+    argv = [str(pin_of(sandbox)), str(sandbox.workdir / "covered"), str(sandbox.workdir / "dropped"),
+            str(sandbox.workdir / "shared"), verb]
     return json.loads(sandbox.run(sys.executable, "-c", CALL, *argv).stdout)
 
 
 def mount_tmpfs(sandbox: Sandbox, name: str, target: Path) -> None:
-    target.mkdir(parents=True, exist_ok=True)
+    sandbox.run("mkdir", "-p", str(target))  # inside: it may be below one of the sandbox's mounts
     sandbox.run("mount", "-t", "tmpfs", name, str(target))
 
 
 def test_a_pinned_namespace_is_current_until_a_mount_does_not_reach_it(sandbox: Sandbox) -> None:
+    (sandbox.workdir / "covered").write_text("ours\n")
+    # what the namespace must not hold: a directory it drops (the sandboxes' namespace files),
+    # stacked and with a mount below, and a root already mounted below the carried directory
+    mount_tmpfs(sandbox, "rc-mnt-dropped", sandbox.workdir / "dropped")
+    sandbox.run("mount", "--make-shared", str(sandbox.workdir / "dropped"))
+    sandbox.run("mount", "--bind", str(sandbox.workdir / "dropped"), str(sandbox.workdir / "dropped"))
+    mount_tmpfs(sandbox, "rc-mnt-netns", sandbox.workdir / "dropped" / "one")
+    shared = str(sandbox.workdir / "shared")
+    sandbox.run("mkdir", "-p", shared)
+    sandbox.run("mount", "--bind", shared, shared)  # as the controller makes it, before any root
+    sandbox.run("mount", "--make-shared", shared)
+    mount_tmpfs(sandbox, "rc-mnt-root", sandbox.workdir / "shared" / "old" / "rootfs")
+
     first = call(sandbox, "pin")
     assert first["state"] == "current"
-    # its setup's own mount is in it, and not in ours
-    assert first["inside"] == ["rc-mnt-own"]
-    assert "rc-mnt-own" not in sandbox.run("cat", "/proc/self/mountinfo").stdout
+    # its setup's own mount is in it (and not in ours), nothing dropped nor any root below
+    # the carried directory
+    assert (first["inside"], first["covered"]) == ([], "")
+    assert (sandbox.workdir / "covered").read_text() == "ours\n"
     # a process in it (a running container's runtime): the namespace cannot go, nor its number
     # be given to a new one, while it lives
     runtime = sandbox.spawn("nsenter", f"--mount={pin_of(sandbox)}", "sleep", "60")
@@ -65,11 +83,15 @@ def test_a_pinned_namespace_is_current_until_a_mount_does_not_reach_it(sandbox: 
         first_ns = f"mnt:[{first['ns']}]"
         eventually(lambda: os.readlink(f"/proc/{runtime.pid}/ns/mnt"), first_ns)
 
-        # a mount made since below a shared mount of ours reaches it: still current
+        # a mount made since below a shared mount of ours reaches it: still current; and still
+        # once it lets go of it (a root, once its container has started); one below a dropped
+        # directory does not reach it, and does not count
         mount_tmpfs(sandbox, "rc-mnt-shared", sandbox.workdir / "shared" / "below")
+        mount_tmpfs(sandbox, "rc-mnt-later", sandbox.workdir / "dropped" / "two")
         again = call(sandbox, "look")
-        assert (again["ns"], again["state"]) == (first["ns"], "current")
-        assert again["inside"] == ["rc-mnt-own", "rc-mnt-shared"]
+        assert (again["ns"], again["state"], again["inside"]) == (first["ns"], "current", ["rc-mnt-shared"])
+        sandbox.run("nsenter", f"--mount={pin_of(sandbox)}", "umount", str(sandbox.workdir / "shared" / "below"))
+        assert call(sandbox, "look")["state"] == "current"
 
         # one made below a private mount does not: it lags, and a fresh pin shows it; the old
         # one lives on with the process in it
@@ -78,7 +100,7 @@ def test_a_pinned_namespace_is_current_until_a_mount_does_not_reach_it(sandbox: 
         repinned = call(sandbox, "pin")
         assert repinned["ns"] != first["ns"]
         assert repinned["state"] == "current"
-        assert repinned["inside"] == ["rc-mnt-own", "rc-mnt-private", "rc-mnt-shared"]
+        assert repinned["inside"] == ["rc-mnt-private"]
         assert os.readlink(f"/proc/{runtime.pid}/ns/mnt") == first_ns
 
         # and so does an unmount below a private mount: the pinned copy would keep it alive
@@ -105,6 +127,11 @@ def runtime_namespace(sandbox: Sandbox) -> str:
                        str(sandbox.state_dir / CONTAINERS_DIR)).stdout.strip()
 
 
+def inside_runtime_namespace(sandbox: Sandbox) -> str:
+    """Its mount table."""
+    return sandbox.run("nsenter", f"--mount={pin_of(sandbox)}", "cat", "/proc/self/mountinfo").stdout
+
+
 @pytest.mark.skipif(not is_hybrid_host(), reason="crun runs in a pinned namespace on hybrid cgroup hosts only")
 def test_a_lagging_runtime_namespace_is_pinned_afresh_by_apply_and_goes_with_down(sandbox: Sandbox) -> None:
     """A volume from a mount made after the runtime's namespace was pinned (below a private
@@ -124,6 +151,11 @@ containers:
     sandbox.write("first.yaml", first)
     assert sandbox.reconcile("apply", str(sandbox.workdir / "first.yaml")).returncode == 0
     assert runtime_namespace(sandbox) == "current"
+    # lean: no sandbox's namespace file in it, and the root let go of once the container started
+    roots = f" {sandbox.state_dir / CONTAINERS_DIR}/"
+    assert " /run/netns" not in inside_runtime_namespace(sandbox)
+    assert eventually(lambda: roots not in inside_runtime_namespace(sandbox), True)
+    assert roots in sandbox.run("cat", "/proc/self/mountinfo").stdout
 
     mount_tmpfs(sandbox, "rc-mnt-data", data)
     sandbox.sh(f"echo from-the-new-mount > {data}/marker")
