@@ -148,7 +148,7 @@ class CgroupController:
             try:
                 self._apply_one(change)
             except (CgroupError, OSError) as exc:
-                errors.append(ApplyError(f"{change.action} {change.kind} {change.key}: {exc}"))
+                errors.append(ApplyError.of(change, exc))
         deleted = [self.relpath(change.key) for change in changes if change.action is Action.DELETE]
         if deleted:
             try:

@@ -639,7 +639,7 @@ class ContainerController:
         try:
             work()
         except mountns.MountNamespaceError as exc:
-            return [ApplyError(f"{c.action} {c.kind} {c.key}: {exc}") for c in changes]
+            return [ApplyError.of(c, exc) for c in changes]
         return []
 
     def _remove(self, changes: Sequence[Change]) -> list[ApplyError]:
@@ -735,7 +735,7 @@ class ContainerController:
             with suppress(OSError):  # the error itself is what matters: it is reported anyway
                 paths.root.mkdir(parents=True, exist_ok=True)
                 paths.start_error.write_text(f"{exc}\n")
-            return ApplyError(f"{change.action} {change.kind} {change.key}: {exc}")
+            return ApplyError.of(change, exc)
 
     def _start(self, change: Change, found: ObservedContainer | None, id_base: int | None,
                filters: Mapping[frozenset[str], bytes]) -> ContainerRecord:
@@ -818,7 +818,7 @@ class ContainerController:
             try:
                 adopted += self._update_one(change)
             except Exception as exc:  # noqa: BLE001 - reported together, the batch goes on
-                errors.append(ApplyError(f"{change.action} {change.kind} {change.key}: {exc}"))
+                errors.append(ApplyError.of(change, exc))
         self._store.record_containers(adopted)
         return errors
 

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from controllers.change import Change
+
 
 class ApplyError(Exception):
-    """One change could not be carried out; the message says which and why."""
+    """One change could not be carried out; the message says which and why. `change` is set
+    when the failure was that change's alone: the batch's other changes were carried out."""
+
+    def __init__(self, message: str, change: Change | None = None):
+        super().__init__(message)
+        self.change = change
+
+    @classmethod
+    def of(cls, change: Change, exc: BaseException) -> ApplyError:
+        """`change` failed, alone, for the reason `exc` gives."""
+        return cls(f"{change.action} {change.kind} {change.key}: {exc}", change)
 
 
 class ApplyErrors(Exception):

@@ -251,7 +251,7 @@ class NetworkController:
             try:
                 self._apply_one(change)
             except Exception as exc:  # noqa: BLE001 - every failure is reported, the batch goes on
-                errors.append(ApplyError(f"{change.action} {change.kind} {change.key}: {exc}"))
+                errors.append(ApplyError.of(change, exc))
         if errors:
             raise ApplyErrors(errors)
 

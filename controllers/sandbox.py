@@ -312,7 +312,7 @@ class SandboxController:
                 else:
                     self._apply_sandbox_state(change)
             except Exception as exc:  # noqa: BLE001 - reported together, the batch goes on
-                errors.append(ApplyError(f"{change.action} {change.kind} {change.key}: {exc}"))
+                errors.append(ApplyError.of(change, exc))
         try:
             netns.delete([c.observed.netns for c in deleted if isinstance(c.observed, ObservedSandbox)])
         except netns.NetnsError as exc:

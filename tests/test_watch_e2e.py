@@ -270,11 +270,15 @@ containers:
   app:
     command: no-such-program
     networks: [net]
+  web:
+    command: sleep 600
+    networks: [net]
 """
+"""Two starts of one batch: `web`'s is made, `app`'s fails."""
 
 
 def test_a_reconcile_that_fails_still_logs_the_changes_it_made(sandbox: Sandbox, specs: Path, agent: Agent) -> None:
-    save_atomically(specs / "half.yaml", NOT_STARTABLE)  # the network is made, the container cannot start
+    save_atomically(specs / "half.yaml", NOT_STARTABLE)  # the network is made, `app` cannot start
     assert eventually(lambda: (watch_row(sandbox, "half") or {}).get("sync"), "Error") == "Error"
     assert "command not found in the container: no-such-program" in str(watch_row(sandbox, "half")["error"])
     assert sandbox.link("rc-half-net") is not None
@@ -283,6 +287,8 @@ def test_a_reconcile_that_fails_still_logs_the_changes_it_made(sandbox: Sandbox,
     failed = next(i for i, record in enumerate(lines) if record.get("event") == "error" and record.get("key") == "half")
     made = {(record["kind"], record["object"]) for record in lines[:failed] if record.get("event") == "change"}
     assert ("network", "half/net") in made  # logged once made, though its reconcile then failed
+    assert ("container", "half/web") in made  # and so is the start made in the batch that failed
+    assert ("container", "half/app") not in made
 
 
 def test_waiting_for_a_manual_apply_is_logged_as_json(sandbox: Sandbox, specs: Path, agent: Agent) -> None:

@@ -128,15 +128,20 @@ class Session:
 
     def apply(self, plan: Plan, on_applied: OnApplied = _unheard) -> None:
         """Hand each controller its changes in plan order, batching consecutive ones; a failed
-        batch does not stop the others, and every failure is reported together. Each batch
-        that went through whole is handed to `on_applied` as soon as it has (a batch with a
-        failure is not: which of its changes were made is not known here)."""
+        batch does not stop the others, and every failure is reported together. What each
+        batch made is handed to `on_applied` as soon as it has: the whole batch, or the rest
+        of it when each failure was one change's alone (otherwise which of its changes were
+        made is not known here, and none is handed on)."""
         errors: list[ApplyError] = []
         for controller, batch in self._batches(plan.changes):
             try:
                 controller.apply(batch)
             except ApplyErrors as exc:
                 errors += exc.errors
+                failed = {id(error.change) for error in exc.errors}
+                if all(error.change is not None for error in exc.errors):
+                    if made := [change for change in batch if id(change) not in failed]:
+                        on_applied(made)
             else:
                 on_applied(batch)
         if errors:
