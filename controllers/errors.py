@@ -8,8 +8,9 @@ from controllers.change import Change
 
 
 class ApplyError(Exception):
-    """One change could not be carried out; the message says which and why. `change` is set
-    when the failure was that change's alone: the batch's other changes were carried out."""
+    """One change could not be carried out; the message says which and why. `change` names it
+    when the failure is that change's own: when every failure of a batch names its change, the
+    changes named by none were carried out."""
 
     def __init__(self, message: str, change: Change | None = None):
         super().__init__(message)

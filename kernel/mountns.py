@@ -17,8 +17,8 @@ differ; the old one lives on, unpinned, while runtime processes are still in it.
 pass only makes sure one is pinned: the comparison costs ~10 ms at 1,000 containers.
 
 It is kept lean: the runtime copies its whole mount table into each container's new namespace
-and unmounts it there again (at 2,000 mounts, 1,000 containers: ~15.6 ms a copy against ~2.6
-ms at 46, measured with `unshare -m`; 13 ms of a start). So its `Setup` unmounts in it what the
+and unmounts it there again (at 1,000 containers, our 2,026 mounts: ~15.6 ms a copy against
+~2.6 ms for the 25 it holds lean, measured with `unshare -m`). So its `Setup` unmounts in it what the
 runtime reaches otherwise (the sandboxes' namespace files, opened through our own root) and the
 roots already mounted below the carried directories; a root mounted later reaches it and is
 let go once its container has started (kernel.oci).
@@ -32,7 +32,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -41,7 +41,7 @@ from kernel import crashpoints
 from kernel.libc import LIBC, MNT_DETACH, checked
 from kernel.mountinfo import MOUNTINFO, escape, mounts
 
-MS_BIND, MS_REC, MS_PRIVATE, MS_SHARED = 0x1000, 0x4000, 0x40000, 0x100000
+MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE, MS_SHARED = 0x1000, 0x2000, 0x4000, 0x40000, 0x100000
 
 
 class MountNamespaceError(Exception):
@@ -69,16 +69,29 @@ def ensure_own_mount(directory: Path, shared: bool) -> None:
 
 
 def _propagation(directory: Path, table: str | None = None) -> bool | None:
-    """Whether `directory` is a shared mount point; None when it is no mount point at all. Only
-    the lines that name it are parsed (the table holds a line per root and sandbox)."""
+    """Whether `directory` is a shared mount point; None when it is no mount point at all."""
+    tags = _tags(directory, MOUNTINFO.read_text() if table is None else table)
+    return None if tags is None else any(tag.startswith("shared:") for tag in tags)
+
+
+def _tags(directory: Path, table: str) -> tuple[str, ...] | None:
+    """The propagation of the mount in effect at `directory` in a mount table (shared:N,
+    master:N, ...); None when it is no mount point there. Only the lines that name it are
+    parsed (the table holds a line per root and sandbox)."""
     point = str(directory.resolve())
     marker = f" {escape(point)} "
-    text = MOUNTINFO.read_text() if table is None else table
-    found: bool | None = None
-    for mount in mounts("\n".join(line for line in text.splitlines() if marker in line)):
+    found: tuple[str, ...] | None = None
+    for mount in mounts("\n".join(line for line in table.splitlines() if marker in line)):
         if mount.point == point:  # the last one stacked there is the one in effect
-            found = any(tag.startswith("shared:") for tag in mount.propagation)
+            found = mount.propagation
     return found
+
+
+def _reaches(directory: Path, ours: str, inside: str) -> bool:
+    """What is mounted below `directory` reaches the pinned namespace: it is a shared mount
+    point of ours, and the pinned namespace's copy of it a slave of that peer group."""
+    groups = [tag.removeprefix("shared:") for tag in _tags(directory, ours) or () if tag.startswith("shared:")]
+    return bool(groups) and f"master:{groups[0]}" in (_tags(directory, inside) or ())
 
 
 class PinState(Enum):
@@ -99,23 +112,37 @@ class Setup:
 
     def left_out(self, pin: Path, carried: Collection[Path]) -> tuple[set[str], tuple[str, ...]]:
         """The mount points two tables need not agree on: (points, prefixes of points below
-        which none count), escaped as mountinfo writes them. Below a carried directory: a root
-        is let go by the pinned namespace once its container has started."""
-        points = {escape(str(point)) for point in (pin, *self.covered, *self.dropped)}
-        return points, tuple(escape(str(directory)) + "/" for directory in (*self.dropped, *carried))
+        which none count), as mountinfo writes them. Below a carried directory: a root is let
+        go by the pinned namespace once its container has started."""
+        points = {_written(point) for point in (pin, *self.covered, *self.dropped)}
+        return points, tuple(_written(directory) + "/" for directory in (*self.dropped, *carried))
+
+    def holds_dropped(self, table: str) -> bool:
+        """Whether a mount table holds anything at or below a dropped directory (a namespace
+        pinned before it was kept lean, or one whose setup did not finish)."""
+        dropped = tuple(_written(directory) for directory in self.dropped)
+        below = tuple(point + "/" for point in dropped)
+        return any(f[4] in dropped or f[4].startswith(below) for f in _fields(table))
+
+
+def _written(path: Path) -> str:
+    """A path as mountinfo names it: resolved (our state dir may be given through a symlink or
+    relative), escaped."""
+    return escape(str(path.resolve()))
 
 
 def state(pin: Path, setup: Setup, carried: Collection[Path]) -> PinState:
     """Whether `pin` holds a namespace that shows what ours shows, apart from what its `setup`
-    changed in it (and the pin itself) and the roots below the `carried` directories, and each
-    `carried` directory is still a shared mount point of ours (what is mounted below it reaches
-    the pinned namespace). Costs a read of both mount tables (~4 ms each at 2,000 mounts)."""
+    changed in it (and the pin itself) and the roots below the `carried` directories; that
+    holds nothing of the dropped directories; and of which each `carried` directory is a slave
+    of our shared one (what is mounted below it reaches the pinned namespace). Costs a read of
+    both mount tables (~4 ms each at 2,000 mounts)."""
     if not is_pinned(pin):
         return PinState.ABSENT
-    ours = MOUNTINFO.read_text()
+    ours, inside = MOUNTINFO.read_text(), _read_inside(pin)
     points, below = setup.left_out(pin, carried)
-    current = all(_propagation(directory, ours) for directory in carried) and \
-        _table(_read_inside(pin), points, below) == _table(ours, points, below)
+    current = all(_reaches(directory, ours, inside) for directory in carried) and \
+        not setup.holds_dropped(inside) and _table(inside, points, below) == _table(ours, points, below)
     return PinState.CURRENT if current else PinState.STALE
 
 
@@ -123,29 +150,37 @@ def pin(pin: Path, setup: Setup, carried: Collection[Path]) -> None:
     """Pin a fresh slave copy of our mount namespace at `pin`, after `setup` in it and the
     unmounting of what is below each `carried` directory there, once each is a shared mount
     point of ours (before anything is mounted below it: a mount under a private parent stays
-    private). One pinned there before is let go (it lives on while processes are in it)."""
+    private). It is pinned beside `pin` first and moved there once set up, so what is pinned
+    at `pin` is always whole, whenever a run is killed. One pinned there before is let go (it
+    lives on while processes are in it)."""
     crashpoints.step("pin-mount-namespace")
     for directory in carried:
         ensure_own_mount(directory, shared=True)
     ensure_own_mount(pin.parent, shared=False)
-    release(pin)
-    pin.touch()
-    unshare = ["unshare", f"--mount={pin}", "--propagation", "slave", *_setup_command(setup, carried)]
+    staging = pin.with_name(pin.name + ".new")
+    release(staging)  # a run killed before the move left one
+    staging.touch()
+    unshare = ["unshare", f"--mount={staging}", "--propagation", "slave", *_setup_command(setup, carried)]
     # The kernel refuses to pin a namespace whose id is not above the pinning process's own (a
     # loop check), and 6.18 hands ids out in per-CPU batches (measured: namespaces made on CPU 1
     # numbered ~3,000 below those made at the same time on CPU 0). From a nested namespace (a
     # test's, a benchmark's) a CPU whose batch is behind can then be refused: the one whose
-    # batch numbered ours is not.
+    # batch numbered ours is not. unshare pins before it runs the setup: a failed one is let go.
     for cpus in ([], *(["taskset", "--cpu-list", str(cpu)] for cpu in sorted(os.sched_getaffinity(0)))):
         proc = subprocess.run([*cpus, *unshare], capture_output=True, text=True)
         if proc.returncode == 0:
-            return
-    raise MountNamespaceError(f"pin a mount namespace at {pin}: {proc.stderr.strip()}")
+            break
+        release(staging)
+    else:
+        raise MountNamespaceError(f"pin a mount namespace at {pin}: {proc.stderr.strip()}")
+    release(pin)
+    pin.touch()
+    _check(LIBC.mount(str(staging).encode(), str(pin).encode(), None, MS_MOVE, None), f"move the pin to {pin}")
 
 
 def release(pin: Path) -> None:
-    """Unpin: the namespace goes once no process is left in it."""
-    if is_pinned(pin):
+    """Unpin: the namespace goes once no process is left in it (every one stacked there)."""
+    while is_pinned(pin):
         _check(LIBC.umount2(str(pin).encode(), MNT_DETACH), f"unpin {pin}")
 
 
@@ -169,19 +204,23 @@ def _table(text: str, points: Collection[str], below: tuple[str, ...]) -> set[tu
     and where, as the kernel writes them (escaped; propagation differs: the copies are slaves
     of ours), but at `points` and below the prefixes `below`. Split, not parsed: a table holds
     a line per root and sandbox."""
-    fields = (line.split(" ", 5) for line in text.splitlines())
-    return {(f[2], f[3], f[4]) for f in fields if len(f) > 5 and f[4] not in points and not f[4].startswith(below)}
+    return {(f[2], f[3], f[4]) for f in _fields(text) if f[4] not in points and not f[4].startswith(below)}
+
+
+def _fields(text: str) -> Iterator[list[str]]:
+    """A mount table's lines split as far as the mount point, escaped as written."""
+    return (fields for line in text.splitlines() if len(fields := line.split(" ", 5)) > 5)
 
 
 _SETUP = "import sys; sys.path.insert(0, sys.argv[1]); from kernel.mountns import set_up; set_up(sys.argv[2])"
-"""Run in the namespace being pinned, with our own packages first on the path (not a `kernel`
-package in the working directory)."""
+"""Run in the namespace being pinned, isolated (-I: nothing from the working directory or the
+environment on the path) but for our own packages."""
 
 
 def _setup_command(setup: Setup, carried: Collection[Path]) -> list[str]:
-    plan = {"covered": [str(p) for p in setup.covered], "dropped": [str(p) for p in setup.dropped],
-            "emptied": [str(p) for p in carried]}
-    return [sys.executable, "-c", _SETUP, str(Path(__file__).resolve().parent.parent), json.dumps(plan)]
+    plan = {"covered": [str(p) for p in setup.covered], "dropped": [str(p.resolve()) for p in setup.dropped],
+            "emptied": [str(p.resolve()) for p in carried]}
+    return [sys.executable, "-I", "-c", _SETUP, str(Path(__file__).resolve().parent.parent), json.dumps(plan)]
 
 
 def set_up(plan_json: str) -> None:
