@@ -157,8 +157,8 @@ def pin(pin: Path, setup: Setup, carried: Collection[Path]) -> None:
     for directory in carried:
         ensure_own_mount(directory, shared=True)
     ensure_own_mount(pin.parent, shared=False)
-    staging = pin.with_name(pin.name + ".new")
-    release(staging)  # a run killed before the move left one
+    staging = _staging(pin)
+    _unpin(staging)  # a run killed before the move left one
     staging.touch()
     unshare = ["unshare", f"--mount={staging}", "--propagation", "slave", *_setup_command(setup, carried)]
     # The kernel refuses to pin a namespace whose id is not above the pinning process's own (a
@@ -170,17 +170,27 @@ def pin(pin: Path, setup: Setup, carried: Collection[Path]) -> None:
         proc = subprocess.run([*cpus, *unshare], capture_output=True, text=True)
         if proc.returncode == 0:
             break
-        release(staging)
+        _unpin(staging)
     else:
         raise MountNamespaceError(f"pin a mount namespace at {pin}: {proc.stderr.strip()}")
-    release(pin)
+    _unpin(pin)
     pin.touch()
     _check(LIBC.mount(str(staging).encode(), str(pin).encode(), None, MS_MOVE, None), f"move the pin to {pin}")
 
 
 def release(pin: Path) -> None:
-    """Unpin: the namespace goes once no process is left in it (every one stacked there)."""
-    while is_pinned(pin):
+    """Unpin: the namespace goes once no process is left in it; and one a run killed before
+    its move left beside it."""
+    _unpin(pin)
+    _unpin(_staging(pin))
+
+
+def _staging(pin: Path) -> Path:
+    return pin.with_name(pin.name + ".new")
+
+
+def _unpin(pin: Path) -> None:
+    while is_pinned(pin):  # every one stacked there
         _check(LIBC.umount2(str(pin).encode(), MNT_DETACH), f"unpin {pin}")
 
 

@@ -131,7 +131,10 @@ def test_a_pinned_namespace_is_current_until_a_mount_does_not_reach_it(sandbox: 
         runtime.kill()
         runtime.wait()
 
+    # release lets go of a pin left beside it too
+    sandbox.run("unshare", f"--mount={staging}", "true")
     assert call(sandbox, "release")["state"] == "absent"
+    assert "runtime-ns/mnt" not in sandbox.run("cat", "/proc/self/mountinfo").stdout
 
 
 def runtime_namespace(sandbox: Sandbox) -> str:
