@@ -117,13 +117,6 @@ class Setup:
         points = {_written(point) for point in (pin, *self.covered, *self.dropped)}
         return points, tuple(_written(directory) + "/" for directory in (*self.dropped, *carried))
 
-    def holds_dropped(self, table: str) -> bool:
-        """Whether a mount table holds anything at or below a dropped directory (a namespace
-        pinned before it was kept lean, or one whose setup did not finish)."""
-        dropped = tuple(_written(directory) for directory in self.dropped)
-        below = tuple(point + "/" for point in dropped)
-        return any(f[4] in dropped or f[4].startswith(below) for f in _fields(table))
-
 
 def _written(path: Path) -> str:
     """A path as mountinfo names it: resolved (our state dir may be given through a symlink or
@@ -133,16 +126,19 @@ def _written(path: Path) -> str:
 
 def state(pin: Path, setup: Setup, carried: Collection[Path]) -> PinState:
     """Whether `pin` holds a namespace that shows what ours shows, apart from what its `setup`
-    changed in it (and the pin itself) and the roots below the `carried` directories; that
-    holds nothing of the dropped directories; and of which each `carried` directory is a slave
-    of our shared one (what is mounted below it reaches the pinned namespace). Costs a read of
-    both mount tables (~4 ms each at 2,000 mounts)."""
+    changed in it (and the pin itself) and the roots below the `carried` directories, and of
+    which each `carried` directory is a slave of our shared one (what is mounted below it
+    reaches the pinned namespace). Costs a read of both mount tables (~4 ms each at 2,000
+    mounts). Whether its setup dropped what it could is not asked: a mount below a dropped
+    directory may be out of reach of any path, in ours as in it (a tmpfs mounted over /run
+    hides /run/netns's), and one pinned by an earlier release, before it was kept lean, works
+    as well, only slower, until it is pinned afresh."""
     if not is_pinned(pin):
         return PinState.ABSENT
     ours, inside = MOUNTINFO.read_text(), _read_inside(pin)
     points, below = setup.left_out(pin, carried)
     current = all(_reaches(directory, ours, inside) for directory in carried) and \
-        not setup.holds_dropped(inside) and _table(inside, points, below) == _table(ours, points, below)
+        _table(inside, points, below) == _table(ours, points, below)
     return PinState.CURRENT if current else PinState.STALE
 
 

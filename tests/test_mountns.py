@@ -29,8 +29,6 @@ from kernel import mountns
 setup = mountns.Setup(covered=(covered,), dropped=(dropped,))
 if verb == "pin":
     mountns.pin(pin, setup, [shared_dir])
-elif verb == "pin-as-before":  # as a release that did not keep it lean pinned it
-    mountns.pin(pin, mountns.Setup(covered=(covered,)), [])
 elif verb == "release":
     mountns.release(pin)
 pinned = mountns.is_pinned(pin)
@@ -118,10 +116,6 @@ def test_a_pinned_namespace_is_current_until_a_mount_does_not_reach_it(sandbox: 
         assert call(sandbox, "look")["state"] == "stale"
         assert call(sandbox, "pin")["state"] == "current"
 
-        # one that holds what it should drop (pinned by an earlier release, or a setup killed
-        # half-way) lags too
-        assert call(sandbox, "pin-as-before")["state"] == "stale"
-        assert call(sandbox, "pin")["state"] == "current"
         # a pin left beside it by a run killed before its move is let go by the next pin
         staging = pin_of(sandbox).with_name("mnt.new")
         sandbox.run("unshare", f"--mount={staging}", "true")
