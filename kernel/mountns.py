@@ -32,7 +32,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -210,12 +210,8 @@ def _table(text: str, points: Collection[str], below: tuple[str, ...]) -> set[tu
     and where, as the kernel writes them (escaped; propagation differs: the copies are slaves
     of ours), but at `points` and below the prefixes `below`. Split, not parsed: a table holds
     a line per root and sandbox."""
-    return {(f[2], f[3], f[4]) for f in _fields(text) if f[4] not in points and not f[4].startswith(below)}
-
-
-def _fields(text: str) -> Iterator[list[str]]:
-    """A mount table's lines split as far as the mount point, escaped as written."""
-    return (fields for line in text.splitlines() if len(fields := line.split(" ", 5)) > 5)
+    fields = (line.split(" ", 5) for line in text.splitlines())
+    return {(f[2], f[3], f[4]) for f in fields if len(f) > 5 and f[4] not in points and not f[4].startswith(below)}
 
 
 _SETUP = "import sys; sys.path.insert(0, sys.argv[1]); from kernel.mountns import set_up; set_up(sys.argv[2])"

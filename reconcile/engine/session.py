@@ -138,8 +138,8 @@ class Session:
                 controller.apply(batch)
             except ApplyErrors as exc:
                 errors += exc.errors
-                failed = {id(error.change) for error in exc.errors}
                 if exc.errors and all(error.change is not None for error in exc.errors):
+                    failed = {id(error.change) for error in exc.errors}
                     if made := [change for change in batch if id(change) not in failed]:
                         on_applied(made)
             else:
