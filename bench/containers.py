@@ -88,14 +88,14 @@ def floor(n: int, work: Path, lowers: Sequence[Path] = (Path("/"),)) -> tuple[fl
         overlay.unmount(work / f"c{i}" / "bundle" / "rootfs")
     subprocess.run(["ip", "-batch", "-"], check=True, text=True,
                    input="".join(f"netns del f{n}n{i}\n" for i in range(n)) + f"link del f{n}br\n")
-    oci.release_namespace()
+    oci.release_namespace([work])
     down = time.perf_counter() - start
     for directory in Path("/sys/fs/cgroup").glob(f"*/rc-bench-floor-{n}"):
         for sub in sorted(directory.rglob("*"), reverse=True):
             if sub.is_dir():
                 sub.rmdir()
         directory.rmdir()
-    unmount_below(work)  # its own shared mount (on hybrid hosts), and the pin in it
+    unmount_below(work)  # its own shared mount (on hybrid hosts): the pin's directory was below it
     return up, down, started
 
 

@@ -369,13 +369,16 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
 
 
 def _runtime_namespace_change(observed: ContainerObservation, wanted: bool) -> list[Change]:
-    """Unpinned once no container of ours is left; pinned afresh, before any start, when it
-    lags the host's mounts (an absent one is pinned by the first start)."""
+    """Unpinned, with the mount points pinning made, once no container of ours is left; pinned
+    afresh, before any start, when it lags the host's mounts (an absent one is pinned by the
+    first start)."""
     if observed.runtime_namespace in (None, PinState.ABSENT):
         return []
     if not observed.containers and not wanted:
         return [Change(Action.DELETE, KIND_RUNTIME, RUNTIME_NAMESPACE,
                        reason="no container of ours is left to run in it")]
+    if observed.runtime_namespace is PinState.LEFT:  # the first start pins
+        return []
     if observed.runtime_namespace is PinState.STALE:
         return [Change(Action.UPDATE, KIND_RUNTIME, RUNTIME_NAMESPACE,
                        reason="a mount made since on the host is not in it: pinned afresh")]
@@ -630,7 +633,7 @@ class ContainerController:
 
     def _runtime_namespace(self, changes: Sequence[Change]) -> list[ApplyError]:
         if changes[0].action is Action.DELETE:
-            return self._in_namespace(changes, self._runtime.release_namespace)
+            return self._in_namespace(changes, lambda: self._runtime.release_namespace(self._carried))
         return self._in_namespace(changes, lambda: self._runtime.pin_namespace(self._carried, fresh=True))
 
     @staticmethod

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from kernel import crashpoints
 from kernel.libc import LIBC, MNT_DETACH, checked
-from kernel.mountinfo import MOUNTINFO, escape, mounts
+from kernel.mountinfo import MOUNTINFO, escape, mounts, unescape
 
 MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE, MS_SHARED = 0x1000, 0x2000, 0x4000, 0x40000, 0x100000
 
@@ -99,6 +99,9 @@ class PinState(Enum):
     CURRENT = "current"
     STALE = "stale"
     """Pinned, but lagging ours: a mount made (or unmounted) since below a private mount."""
+    LEFT = "left"
+    """Not pinned, but a mount point pinning made of our own directories is left (by a release
+    of an earlier version, or a run killed during one): a release takes it away."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,7 @@ def state(pin: Path, setup: Setup, carried: Collection[Path]) -> PinState:
     hides /run/netns's), and one pinned by an earlier release, before it was kept lean, works
     as well, only slower, until it is pinned afresh."""
     if not is_pinned(pin):
-        return PinState.ABSENT
+        return PinState.LEFT if _own_mounts(pin, carried, MOUNTINFO.read_text()) else PinState.ABSENT
     ours, inside = MOUNTINFO.read_text(), _read_inside(pin)
     points, below = setup.left_out(pin, carried)
     current = all(_reaches(directory, ours, inside) for directory in carried) and \
@@ -174,11 +177,37 @@ def pin(pin: Path, setup: Setup, carried: Collection[Path]) -> None:
     _check(LIBC.mount(str(staging).encode(), str(pin).encode(), None, MS_MOVE, None), f"move the pin to {pin}")
 
 
-def release(pin: Path) -> None:
+def release(pin: Path, carried: Collection[Path]) -> None:
     """Unpin: the namespace goes once no process is left in it; and one a run killed before
-    its move left beside it."""
+    its move left beside it. Then the mount points `pin` made of our directories (the pin's and
+    each `carried` one) go, once nothing is mounted below them: the host's table is then as it
+    was before the first pin."""
     _unpin(pin)
     _unpin(_staging(pin))
+    for directory in _own_mounts(pin, carried, MOUNTINFO.read_text()):
+        _check(LIBC.umount2(str(directory).encode(), MNT_DETACH), f"unmount {directory}")
+
+
+def _own_mounts(pin: Path, carried: Collection[Path], table: str) -> list[Path]:
+    """Of the pin's directory and the `carried` ones, those `ensure_own_mount` bound on
+    themselves, with nothing mounted below them (nothing of theirs is hidden by a detach)."""
+    by_id = {fields[0]: fields for fields in (line.split(" ", 5) for line in table.splitlines()) if len(fields) > 5}
+    points = [unescape(fields[4]) for fields in by_id.values()]
+    resolved = {directory: str(directory.resolve()) for directory in (*carried, pin.parent)}
+    return [directory for directory, path in resolved.items()
+            if _self_bound(path, by_id) and not any(point.startswith(f"{path}/") for point in points)]
+
+
+def _self_bound(point: str, by_id: dict[str, list[str]]) -> bool:
+    """The mount in effect at `point` is a bind of the directory on itself: of its parent
+    mount's filesystem, showing what the parent shows there. One of another filesystem (a disk
+    mounted there by the host's owner) is not ours."""
+    stacked = [fields for fields in by_id.values() if unescape(fields[4]) == point]
+    if not stacked or (parent := by_id.get(stacked[-1][1])) is None:
+        return False
+    mount, parent_point = stacked[-1], unescape(parent[4])
+    below = point.removeprefix(parent_point.rstrip("/"))
+    return mount[2] == parent[2] and unescape(mount[3]) == unescape(parent[3]).rstrip("/") + below
 
 
 def _staging(pin: Path) -> Path:

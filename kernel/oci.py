@@ -98,10 +98,11 @@ class Runtime:
             return {}
         return {"poststart": [{"path": SH, "args": ["sh", "-c", _LET_GO, "rc-let-go", *map(str, mounts)]}]}
 
-    def release_namespace(self) -> None:
-        """Once no container is left: the pinned namespace no longer holds a copy of our mounts."""
+    def release_namespace(self, carried: Collection[Path]) -> None:
+        """Once no container is left: the pinned namespace no longer holds a copy of our mounts,
+        and the mount points pinning made of the `carried` directories go."""
         if self.hybrid:
-            mountns.release(self.namespace_pin)
+            mountns.release(self.namespace_pin, carried)
 
     def run_command(self, container_id: str, bundle: Path, pid_file: Path) -> list[str]:
         """Create and start, staying in the foreground until the container's init exits, with

@@ -243,10 +243,15 @@ def test_down_deletes_every_container_of_the_stack_and_nothing_else() -> None:
     (WANT, (), PinState.STALE, Action.UPDATE),
     (WANT, IN_SYNC, PinState.STALE, Action.UPDATE),
     (WANT, (), PinState.ABSENT, None),
+    (Desired(stacks={}, scope=frozenset({"demo"})), (), PinState.LEFT, Action.DELETE),
+    (Desired(stacks={}, scope=frozenset({"demo"})), (leftover("other", "api", runtime_state=True),),
+     PinState.LEFT, None),
+    (WANT, (), PinState.LEFT, None),
     (Desired(stacks={}, scope=frozenset({"demo"})), (), None, None),
 ], ids=["nothing left", "nothing left, lagging", "another stack's container", "another's, lagging",
         "containers to start", "lagging, containers to start", "lagging, all in sync", "none pinned",
-        "not looked at (a focused pass)"])
+        "unpinned, its mount points left", "mount points left, another's container",
+        "mount points left, containers to start", "not looked at (a focused pass)"])
 def test_the_runtimes_pinned_namespace_is_pinned_afresh_when_it_lags_and_goes_with_the_last_container(
         desired: Desired, observed: tuple[ObservedContainer, ...], state: PinState | None,
         expected: Action | None) -> None:

@@ -30,7 +30,7 @@ setup = mountns.Setup(covered=(covered,), dropped=(dropped,))
 if verb == "pin":
     mountns.pin(pin, setup, [shared_dir])
 elif verb == "release":
-    mountns.release(pin)
+    mountns.release(pin, [shared_dir])
 pinned = mountns.is_pinned(pin)
 def inside(*argv):
     return subprocess.run(["nsenter", f"--mount={pin}", *argv], capture_output=True, text=True).stdout
@@ -118,17 +118,50 @@ def test_a_pinned_namespace_is_current_until_a_mount_does_not_reach_it(sandbox: 
 
         # a pin left beside it by a run killed before its move is let go by the next pin
         staging = pin_of(sandbox).with_name("mnt.new")
-        sandbox.run("unshare", f"--mount={staging}", "true")
+        pin_beside(sandbox, staging)
         assert call(sandbox, "pin")["state"] == "current"
-        assert "mnt.new" not in sandbox.run("cat", "/proc/self/mountinfo").stdout
+        assert "mnt.new" not in host_table(sandbox)
     finally:
         runtime.kill()
         runtime.wait()
 
-    # release lets go of a pin left beside it too
-    sandbox.run("unshare", f"--mount={staging}", "true")
+    # release lets go of a pin left beside it too, and of the pin's directory bound on itself;
+    # not of the carried directory while something is mounted below it
+    pin_beside(sandbox, staging)
     assert call(sandbox, "release")["state"] == "absent"
-    assert "runtime-ns/mnt" not in sandbox.run("cat", "/proc/self/mountinfo").stdout
+    assert f" {pin_of(sandbox).parent} " not in host_table(sandbox)
+    assert f" {shared} " in host_table(sandbox)
+    # once nothing is: its mount point is left (by an earlier release), and the next one takes
+    # it away; the host's table is as it was before the first pin
+    for below in ("old/rootfs", "below"):
+        sandbox.run("umount", str(sandbox.workdir / "shared" / below))
+    assert call(sandbox, "look")["state"] == "left"
+    assert call(sandbox, "release")["state"] == "absent"
+    assert f" {shared} " not in host_table(sandbox)
+
+
+def test_release_leaves_a_carried_directory_that_is_another_filesystem(sandbox: Sandbox) -> None:
+    """A disk the host's owner mounted at the state dir's containers directory is not ours."""
+    (sandbox.workdir / "covered").write_text("ours\n")
+    mount_tmpfs(sandbox, "rc-mnt-disk", sandbox.workdir / "shared")
+    assert call(sandbox, "pin")["state"] == "current"
+    assert call(sandbox, "release")["state"] == "absent"
+    assert "rc-mnt-disk" in host_table(sandbox)
+    assert f" {pin_of(sandbox).parent} " not in host_table(sandbox)
+
+
+def pin_beside(sandbox: Sandbox, staging: Path) -> None:
+    """A pin as a run killed before its move leaves it: on whichever CPU the kernel accepts it
+    (kernel.mountns.pin says why one may refuse it in a nested namespace)."""
+    for cpu in sorted(os.sched_getaffinity(0)):
+        if sandbox.run("taskset", "--cpu-list", str(cpu), "unshare", f"--mount={staging}", "true",
+                       check=False).returncode == 0:
+            return
+    raise AssertionError(f"no CPU pins a namespace at {staging}")
+
+
+def host_table(sandbox: Sandbox) -> str:
+    return sandbox.run("cat", "/proc/self/mountinfo").stdout
 
 
 def runtime_namespace(sandbox: Sandbox) -> str:
@@ -167,7 +200,7 @@ containers:
     roots = f" {sandbox.state_dir / CONTAINERS_DIR}/"
     assert " /run/netns" not in inside_runtime_namespace(sandbox)
     assert eventually(lambda: roots not in inside_runtime_namespace(sandbox), True)
-    assert roots in sandbox.run("cat", "/proc/self/mountinfo").stdout
+    assert roots in host_table(sandbox)
 
     mount_tmpfs(sandbox, "rc-mnt-data", data)
     sandbox.sh(f"echo from-the-new-mount > {data}/marker")
@@ -183,3 +216,5 @@ containers:
     assert runtime_namespace(sandbox) == "current"
     assert sandbox.reconcile("down", str(path)).returncode == 0
     assert runtime_namespace(sandbox) == "absent"
+    # nothing of ours is left mounted: no mount point below the state dir
+    assert f" {sandbox.state_dir.resolve()}/" not in host_table(sandbox)
