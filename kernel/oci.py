@@ -33,10 +33,12 @@ from kernel import crashpoints, mountns, netns
 CRUN = "crun"
 UNIFIED_CONTROLLERS = Path("/sys/fs/cgroup/unified/cgroup.controllers")
 SH = "/bin/sh"
-_LET_GO = 'read -r _; exec umount --lazy -- "$@"'
+_LET_GO = 'cat >/dev/null; exec umount --lazy -- "$@"'
 """The poststart hook. It reads the container's state crun writes to it first: crun 1.8.1 fails
 the start when the write finds the hook gone ("writing to pipe: Broken pipe", measured on 3-7
-of 1,000 starts with a bare `umount` as the hook)."""
+of 1,000 starts with a bare `umount` as the hook). With `cat`, not the shell's `read`: the state
+(~10 KB, the seccomp filter's annotation in it) has no newline, and the shell reads a pipe a
+byte at a time (10,437 reads a start, traced; 7.0 ms of CPU against 2.7 with `cat`, measured)."""
 NAMESPACE_PIN = "runtime-ns"  # DO NOT RENAME: <runtime root>/../runtime-ns/mnt pins crun's mount namespace
 _NAMESPACE_SETUP = mountns.Setup(covered=(UNIFIED_CONTROLLERS,), dropped=(netns.NETNS_DIR,))
 
