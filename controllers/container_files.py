@@ -38,9 +38,11 @@ def hosts_files(stack: Stack, addresses: Mapping[EndpointKey, IPv4Address],
     A container on one network gets its network's member lines as they are, so every member
     of a network shares one text (one string, not one per container: 16 KB each at a
     thousand)."""
-    lines4 = {key: _network_lines(stack, key, addresses) for key in stack.networks}
+    chosen = list(stack.containers if keys is None else keys)
+    joined = {network for key in chosen for network in stack.containers[key].networks}  # lines of these only
+    lines4 = {key: _network_lines(stack, key, addresses) for key in stack.networks if key in joined}
     lines6 = {key: _network_lines(stack, key, addresses6)
-              for key, network in stack.networks.items() if network.subnet6 is not None}
+              for key, network in stack.networks.items() if key in joined and network.subnet6 is not None}
     order = {key: index for index, key in enumerate(stack.containers)}
     shared: dict[str, str] = {}  # by network: the text of its single-network members
 
@@ -56,7 +58,7 @@ def hosts_files(stack: Stack, addresses: Mapping[EndpointKey, IPv4Address],
             shared[network] = whole(key)
         return shared[network]
 
-    return {key: text(key) for key in (stack.containers if keys is None else keys)}
+    return {key: text(key) for key in chosen}
 
 
 def _network_lines(stack: Stack, network: str,
@@ -66,7 +68,7 @@ def _network_lines(stack: Stack, network: str,
     at = 0
     for key, container in stack.containers.items():
         if network in container.networks:
-            line = f"{addresses[(stack.name, key, network)]}\t{_names(key, container.hostname)}\n"
+            line = f"{addresses[(stack.name, key, network)]!s}\t{_names(key, container.hostname)}\n"
             text.append(line)
             spans[key] = (at, at + len(line))
             at += len(line)

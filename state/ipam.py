@@ -46,11 +46,14 @@ def assign(requests: Iterable[Request[A]], leases: Mapping[EndpointKey, A], live
 
     `leases`: from the store; `live`: the address the kernel shows on each of our endpoints;
     `in_use`: per subnet, addresses held by anything not in `requests` (other stacks, foreign
-    hosts on the bridge), which must not be handed out."""
+    hosts on the bridge), which must not be handed out (ones outside the subnet may be among
+    them: they are never handed out in it anyway)."""
     requests = list(requests)
     taken: dict[Subnet, set[A]] = {}
     for r in requests:
-        taken.setdefault(r.subnet, set(in_use.get(r.subnet, ()))).update({r.gateway})
+        if r.subnet not in taken:  # copied once per subnet (a copy per request cost N x N)
+            taken[r.subnet] = set(in_use.get(r.subnet, ()))
+        taken[r.subnet].add(r.gateway)
         if r.static is not None:
             taken[r.subnet].add(r.static)
     result: dict[EndpointKey, A] = {r.key: r.static for r in requests if r.static is not None}
