@@ -6,8 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from controllers.base import Controller, Desired, EndpointKey, Focus
@@ -35,7 +34,7 @@ from specs.loader import StackFile, locate_issues
 from specs.model import Stack
 from state.images import ImageStore
 from state.ipam import A
-from state.store import Store
+from state.store import LeaseCache, Store
 
 K = TypeVar("K", bound=tuple[str, ...])
 V = TypeVar("V")
@@ -85,10 +84,9 @@ class Session:
     """time.monotonic() when the latest observation began: what happened before, it saw."""
     one_pass: Callable[[], AbstractContextManager[None]] = nullcontext
     """Held around one observation of every controller: reads they share are made once."""
-    leased: tuple[Mapping[EndpointKey, IPv4Address], Mapping[EndpointKey, IPv6Address]] | None = None
-    """The address leases as `desired` read them (a thousand rows): read again only after this
-    session wrote them. A session that writes holds the state dir's lock, as every writer does,
-    so no one else changes them meanwhile (a focused repair plans twice: one read)."""
+    leases: LeaseCache = field(default_factory=LeaseCache)
+    """The address leases (a thousand rows), read again only once written: by this session, or
+    by another process between two sessions sharing the cache (the watch agent's)."""
 
     def observe(self, focus: Focus | None = None) -> Snapshot:
         with self.one_pass(), netfilter_listeners.one_read():
@@ -105,9 +103,8 @@ class Session:
             raise SpecErrors(locate_issues(target.files, issues))
         stacks = with_subnets(target.stacks, pooled)
         in_scope = [s for s in stacks.values() if s.name in target.scope]
-        if self.leased is None:
-            self.leased = self.store.leases(), self.store.leases6()
-        addresses, addresses6, issues = assign_addresses(in_scope, *self.leased, observed.sandboxes, focus)
+        addresses, addresses6, issues = assign_addresses(in_scope, *self.leases.read(self.store), observed.sandboxes,
+                                                         focus)
         if issues:
             raise SpecErrors(locate_issues(target.files, issues))
         return Desired(stacks=stacks, scope=target.scope, addresses=addresses, addresses6=addresses6,
@@ -193,7 +190,7 @@ class Session:
         """The addresses of this pass become the leases of its stacks. A focused pass decided
         those of its focus only (it did not observe the others' live addresses): every other
         lease stays as it is."""
-        leased, leased6 = self.leased or (self.store.leases(), self.store.leases6())
+        leased, leased6 = self.leases.read(self.store)
         addresses, addresses6 = desired.addresses, desired.addresses6
         if desired.focus is not None:
             addresses = _merged(leased, addresses, desired.focus)
@@ -201,7 +198,6 @@ class Session:
         if _of(desired.scope, leased) != _of(desired.scope, addresses) or \
                 _of(desired.scope, leased6) != _of(desired.scope, addresses6):  # a write costs fsyncs
             self.store.replace_leases(desired.scope, addresses, addresses6)
-            self.leased = None
 
     def _batches(self, changes: Sequence[Change]) -> Iterator[tuple[Controller[Any], list[Change]]]:
         by_kind = {kind: c for c in self.controllers.ordered() for kind in c.kinds}
@@ -250,8 +246,10 @@ class HostDrivers:
 
 
 @contextmanager
-def open_session(settings: Settings, writable: bool, drivers: HostDrivers | None = None) -> Iterator[Session]:
-    """`writable=False` (diff, status) opens the store read-only and never creates it."""
+def open_session(settings: Settings, writable: bool, drivers: HostDrivers | None = None,
+                 leases: LeaseCache | None = None) -> Iterator[Session]:
+    """`writable=False` (diff, status) opens the store read-only and never creates it. `leases`:
+    a cache kept across sessions (the watch agent's)."""
     store = Store.open(settings.state_dir) if writable else Store.open_readonly(settings.state_dir)
     try:
         with host_netlink() as netlink:
@@ -262,6 +260,6 @@ def open_session(settings: Settings, writable: bool, drivers: HostDrivers | None
                 ContainerController(store, settings.state_dir, cgroup.ensure, ImageStore(settings.state_dir),
                                     probes.Gate(settings)),
                 FirewallController(*drivers.firewall), ProxyController()),
-                one_pass=netlink.one_dump)
+                one_pass=netlink.one_dump, leases=leases if leases is not None else LeaseCache())
     finally:
         store.close()

@@ -64,7 +64,7 @@ from specs.model import Stack
 from specs.names import netns_name
 from state.images import ImageStore
 from state.lock import exclusive
-from state.store import Store
+from state.store import LeaseCache, Store
 
 FILES_KEY = Key(HOST, "files")
 """Re-read the directory files that changed (the worker owns the specs: no lock needed)."""
@@ -119,6 +119,7 @@ class Agent:
         self.failure: str | None = None  # why a producer died, which stopped the agent
         self._errors: dict[Key, str] = {}  # keys whose last reconcile failed
         self._drivers: HostDrivers | None = None  # the last whole pass's, for focused ones
+        self._leases = LeaseCache()  # every session's: read again only once written
         self._held: dict[Key, str] = {}  # restarts waiting out a crash-loop delay
         self._pruning: set[str] = set()
         self._dirty_files: set[Path] | None = None  # None: every file
@@ -291,7 +292,7 @@ class Agent:
         if focus is None or self._drivers is None:
             self._drivers = HostDrivers.detect(self.settings, self.nft_changes)
         with exclusive(self.settings.state_dir, self._waiting_for_lock), \
-                open_session(self.settings, writable=True, drivers=self._drivers) as session, \
+                open_session(self.settings, writable=True, drivers=self._drivers, leases=self._leases) as session, \
                 self.cycles.deferred() if focus is not None else nullcontext():
             resolved = pinning.resolve(target, self.settings,
                                       pinning.Pulling(allowed=True, background=self._pull_in_background))
