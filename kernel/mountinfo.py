@@ -33,10 +33,13 @@ class Mount(NamedTuple):
     point: str
     propagation: tuple[str, ...]
     """shared:N, master:N, propagate_from:N, unbindable (none: private)."""
+    id: str
+    parent: str
+    """The mount's ID and its parent's: this table's own (each copy gets its own)."""
 
 
 def mounts(text: str) -> Iterator[Mount]:
     """The mounts of a mountinfo text, in its order (the last one stacked on a point is in effect)."""
     for line in text.splitlines():
         fields = line.partition(" - ")[0].split(" ")
-        yield Mount(fields[2], unescape(fields[3]), unescape(fields[4]), tuple(fields[6:]))
+        yield Mount(fields[2], unescape(fields[3]), unescape(fields[4]), tuple(fields[6:]), fields[0], fields[1])

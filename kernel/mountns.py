@@ -39,7 +39,7 @@ from pathlib import Path
 
 from kernel import crashpoints
 from kernel.libc import LIBC, MNT_DETACH, checked
-from kernel.mountinfo import MOUNTINFO, escape, mounts, unescape
+from kernel.mountinfo import MOUNTINFO, Mount, escape, mounts
 
 MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE, MS_SHARED = 0x1000, 0x2000, 0x4000, 0x40000, 0x100000
 
@@ -100,8 +100,9 @@ class PinState(Enum):
     STALE = "stale"
     """Pinned, but lagging ours: a mount made (or unmounted) since below a private mount."""
     LEFT = "left"
-    """Not pinned, but a mount point pinning made of our own directories is left (by a release
-    of an earlier version, or a run killed during one): a release takes it away."""
+    """Not pinned, but a pin beside it (a run killed before its move) or a mount point pinning
+    made of our own directories is left (by a release of an earlier version, or a run killed
+    during one): a release takes them away."""
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,8 @@ def state(pin: Path, setup: Setup, carried: Collection[Path]) -> PinState:
     hides /run/netns's), and one pinned by an earlier release, before it was kept lean, works
     as well, only slower, until it is pinned afresh."""
     if not is_pinned(pin):
-        return PinState.LEFT if _own_mounts(pin, carried, MOUNTINFO.read_text()) else PinState.ABSENT
+        left = is_pinned(_staging(pin)) or _own_mounts(pin, carried, MOUNTINFO.read_text())
+        return PinState.LEFT if left else PinState.ABSENT
     ours, inside = MOUNTINFO.read_text(), _read_inside(pin)
     points, below = setup.left_out(pin, carried)
     current = all(_reaches(directory, ours, inside) for directory in carried) and \
@@ -191,23 +193,23 @@ def release(pin: Path, carried: Collection[Path]) -> None:
 def _own_mounts(pin: Path, carried: Collection[Path], table: str) -> list[Path]:
     """Of the pin's directory and the `carried` ones, those `ensure_own_mount` bound on
     themselves, with nothing mounted below them (nothing of theirs is hidden by a detach)."""
-    by_id = {fields[0]: fields for fields in (line.split(" ", 5) for line in table.splitlines()) if len(fields) > 5}
-    points = [unescape(fields[4]) for fields in by_id.values()]
+    found = list(mounts(table))
+    in_effect = {mount.point: mount for mount in found}  # the last one stacked at each point
+    by_id = {mount.id: mount for mount in found}
     resolved = {directory: str(directory.resolve()) for directory in (*carried, pin.parent)}
     return [directory for directory, path in resolved.items()
-            if _self_bound(path, by_id) and not any(point.startswith(f"{path}/") for point in points)]
+            if (mount := in_effect.get(path)) is not None and _self_bound(mount, by_id.get(mount.parent))
+            and not any(other.point.startswith(f"{path}/") for other in found)]
 
 
-def _self_bound(point: str, by_id: dict[str, list[str]]) -> bool:
-    """The mount in effect at `point` is a bind of the directory on itself: of its parent
-    mount's filesystem, showing what the parent shows there. One of another filesystem (a disk
-    mounted there by the host's owner) is not ours."""
-    stacked = [fields for fields in by_id.values() if unescape(fields[4]) == point]
-    if not stacked or (parent := by_id.get(stacked[-1][1])) is None:
+def _self_bound(mount: Mount, parent: Mount | None) -> bool:
+    """A bind of the directory on itself: of its parent mount's filesystem, showing what the
+    parent shows there. One of another filesystem (a disk the host's owner mounted there) is
+    not ours; nor is a bind of another directory."""
+    if parent is None:
         return False
-    mount, parent_point = stacked[-1], unescape(parent[4])
-    below = point.removeprefix(parent_point.rstrip("/"))
-    return mount[2] == parent[2] and unescape(mount[3]) == unescape(parent[3]).rstrip("/") + below
+    below = mount.point.removeprefix(parent.point.rstrip("/"))
+    return mount.device == parent.device and mount.root == parent.root.rstrip("/") + below
 
 
 def _staging(pin: Path) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from controllers.container import CONTAINERS_DIR, RUNTIME_DIR
+from kernel.mountinfo import escape
 from kernel.oci import is_hybrid_host
 from tests.sandbox import Sandbox
 from tests.waiting import eventually
@@ -129,15 +130,20 @@ def test_a_pinned_namespace_is_current_until_a_mount_does_not_reach_it(sandbox: 
     # not of the carried directory while something is mounted below it
     pin_beside(sandbox, staging)
     assert call(sandbox, "release")["state"] == "absent"
-    assert f" {pin_of(sandbox).parent} " not in host_table(sandbox)
-    assert f" {shared} " in host_table(sandbox)
+    assert written(pin_of(sandbox).parent) not in host_table(sandbox)
+    assert written(Path(shared)) in host_table(sandbox)
     # once nothing is: its mount point is left (by an earlier release), and the next one takes
     # it away; the host's table is as it was before the first pin
     for below in ("old/rootfs", "below"):
         sandbox.run("umount", str(sandbox.workdir / "shared" / below))
     assert call(sandbox, "look")["state"] == "left"
     assert call(sandbox, "release")["state"] == "absent"
-    assert f" {shared} " not in host_table(sandbox)
+    assert written(Path(shared)) not in host_table(sandbox)
+    # and so is a pin a run killed before its move left beside none
+    pin_beside(sandbox, staging)
+    assert call(sandbox, "look")["state"] == "left"
+    assert call(sandbox, "release")["state"] == "absent"
+    assert written(staging) not in host_table(sandbox)
 
 
 def test_release_leaves_a_carried_directory_that_is_another_filesystem(sandbox: Sandbox) -> None:
@@ -147,7 +153,7 @@ def test_release_leaves_a_carried_directory_that_is_another_filesystem(sandbox: 
     assert call(sandbox, "pin")["state"] == "current"
     assert call(sandbox, "release")["state"] == "absent"
     assert "rc-mnt-disk" in host_table(sandbox)
-    assert f" {pin_of(sandbox).parent} " not in host_table(sandbox)
+    assert written(pin_of(sandbox).parent) not in host_table(sandbox)
 
 
 def pin_beside(sandbox: Sandbox, staging: Path) -> None:
@@ -162,6 +168,11 @@ def pin_beside(sandbox: Sandbox, staging: Path) -> None:
 
 def host_table(sandbox: Sandbox) -> str:
     return sandbox.run("cat", "/proc/self/mountinfo").stdout
+
+
+def written(path: Path) -> str:
+    """A mount point as the mount table names it, between its spaces."""
+    return f" {escape(str(path.resolve()))} "
 
 
 def runtime_namespace(sandbox: Sandbox) -> str:
@@ -217,4 +228,4 @@ containers:
     assert sandbox.reconcile("down", str(path)).returncode == 0
     assert runtime_namespace(sandbox) == "absent"
     # nothing of ours is left mounted: no mount point below the state dir
-    assert f" {sandbox.state_dir.resolve()}/" not in host_table(sandbox)
+    assert written(sandbox.state_dir)[:-1] + "/" not in host_table(sandbox)
