@@ -72,18 +72,18 @@ CREATE TABLE IF NOT EXISTS watch_status (
     error       TEXT,
     updated_at  REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS generations (
-    name        TEXT PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS lease_generation (
     n           INTEGER NOT NULL
 );
-INSERT OR IGNORE INTO generations (name, n) VALUES ('leases', random() & 0x3fffffffffffffff);
+INSERT INTO lease_generation (n) SELECT random() & 0x3fffffffffffffff
+    WHERE NOT EXISTS (SELECT 1 FROM lease_generation);
 """ + "".join(
     f"CREATE TRIGGER IF NOT EXISTS {table}_{event.lower()} AFTER {event} ON {table} "
-    "BEGIN UPDATE generations SET n = n + 1 WHERE name = 'leases'; END;"
+    "BEGIN UPDATE lease_generation SET n = n + 1; END;"
     for table in ("leases", "leases6") for event in ("INSERT", "UPDATE", "DELETE"))
-"""The lease generation moves with every lease row written, by any writer (an older release
-too: the triggers are the store's); it starts at a random number, so a store made anew (a lost
-one) does not repeat the generations of the one before."""
+"""The lease generation (one row, no stack's) moves with every lease row written, by any writer
+(an older release too: the triggers are the store's); it starts at a random number, so a store
+made anew (a lost one) does not repeat the generations of the one before."""
 
 
 @dataclass(frozen=True)
@@ -230,7 +230,7 @@ class Store:
         if self._db is None:
             return None
         try:
-            row = self._db.execute("SELECT n FROM generations WHERE name = 'leases'").fetchone()
+            row = self._db.execute("SELECT n FROM lease_generation").fetchone()
         except sqlite3.OperationalError:
             return None
         return None if row is None else int(row[0])
