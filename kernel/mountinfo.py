@@ -24,8 +24,8 @@ def escape(path: str) -> str:
 
 
 class Mount(NamedTuple):
-    """What a mount shows of itself in one namespace's table: the same in every copy of it
-    (mount IDs are not: a copy in another namespace gets its own)."""
+    """What a mount shows of itself in one namespace's table: the same in every copy of it but
+    its IDs (a copy in another namespace gets its own)."""
     device: str
     """major:minor"""
     root: str

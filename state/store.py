@@ -80,7 +80,7 @@ INSERT INTO lease_generation (n) SELECT random() & 0x3fffffffffffffff
 """ + "".join(
     f"CREATE TRIGGER IF NOT EXISTS {table}_{event.lower()} AFTER {event} ON {table} "
     "BEGIN UPDATE lease_generation SET n = n + 1; END;"
-    for table in ("leases", "leases6") for event in ("INSERT", "UPDATE", "DELETE"))
+    for table in (LEASES, LEASES6) for event in ("INSERT", "UPDATE", "DELETE"))
 """The lease generation (one row, no stack's) moves with every lease row written, by any writer
 (an older release too: the triggers are the store's); it starts at a random number, so a store
 made anew (a lost one) does not repeat the generations of the one before."""
