@@ -1,8 +1,8 @@
 """Container processes: start one through the OCI runtime, find it again, stop it, run a command
 in it.
 
-Process tree per container: `sh` (waits, then writes the exit status next to the log) -> `crun
-run` in the foreground (the container's parent: exit status 128+N for a signal, 137 for
+Process tree per container: `sh` (waits, then writes the exit status next to the log; not our
+child: see `_WRAPPER`) -> `crun run` in the foreground (the container's parent: exit status 128+N for a signal, 137 for
 SIGKILL) -> the container's init, Debian's `tini-static` bound in at /dev/init (signal
 forwarding and zombie reaping, so SIGTERM stops programs without a handler) -> the program.
 stdout and stderr go down one pipe to the shell's other child, Debian's `rotatelogs` (Apache's,
@@ -51,20 +51,31 @@ PID_FILE_POLL = 0.004
 20 ms step (as this was) noticed one at 40 ms only at 51 ms (a look is a ~20 us read)."""
 CONFIG_FILE = "config.json"  # the bundle's, as the OCI runtime spec names it
 
-_WRAPPER = ('exitfile="$1"; logdir="$2"; files="$3"; size="$4"; joins="$5"; shift 5; joined=1; '
+_MONITOR = ('joined=1; '
             'while [ "$joins" -gt 0 ]; do echo 0 > "$1" || { joined=; break; }; joins=$((joins - 1)); shift; done; '
             f'exec 3<&0; {ROTATELOGS} -n "$files" -L "$logdir/{CURRENT_LINK}" "$logdir/{LOG_FILE}" "${{size}}B" '
             f'<&3 3<&- >/dev/null 2>"$logdir/{WRITER_ERRORS}" & exec 3<&- </dev/null; '
-            '[ "$joined" ] || { exec >/dev/null 2>&1; wait; exit 125; }; '
-            '"$@"; status=$?; exec >/dev/null 2>&1; wait; echo $status > "$exitfile"')
-"""Moves itself into the cgroups it is given (before the runtime exists: every process of the
-container inherits them), then starts the log writer there (one move per cgroup: a move waits
-for the kernel's cgroup lock, ~0.7 ms each on a hybrid host's ten hierarchies) on its stdin
-(the pipe's read end, through fd 3: a background job's stdin is /dev/null; the shell then lets
-go of it, so the writer is the pipe's only reader), runs the runtime in the foreground, lets go
-of the pipe and waits for the writer to drain it, then records the container's exit status:
-once the exit file exists, the log is complete. A cgroup it cannot join stops it with the
-shell's message in the log (the pipe holds it until the writer is up)."""
+            'if [ "$joined" ]; then "$@"; status=$?; else status=125; fi; '
+            'exec >/dev/null 2>&1; wait; echo $status > "$exitfile"')
+"""The waiting shell. It moves itself into the cgroups it is given (before the runtime exists:
+every process of the container inherits them), then starts the log writer there (one move per
+cgroup: a move waits for the kernel's cgroup lock, ~0.7 ms each on a hybrid host's ten
+hierarchies) on its stdin (the pipe's read end, through fd 3: a background job's stdin is
+/dev/null; the shell then lets go of it, so the writer is the pipe's only reader), runs the
+runtime in the foreground, lets go of the pipe and waits for the writer to drain it, then
+records the container's exit status: once the exit file exists, the log is complete. A cgroup
+it cannot join stops it with the shell's message in the log (the pipe holds it until the writer
+is up) and 125 in the exit file (Docker's code for a container that could not run)."""
+
+_WRAPPER = ('exitfile="$1"; logdir="$2"; files="$3"; size="$4"; joins="$5"; shift 5; '
+            f'exec 3<&0; {{ exec 3<&-; {_MONITOR}; }} <&3 &')
+"""The waiting shell in the background of a shell that ends at once (its stdin handed down
+through fd 3, as to the writer), so that it is not our child: the caller reaps the short-lived
+one and keeps nothing. A child it kept would be polled by Python's subprocess on every later
+spawn (`Popen` keeps each one it did not reap and polls them all before starting another: at
+1,000 containers ~0.9 ms a spawn, measured, and a `Popen` object each in the agent). The
+session and process group are the first shell's, which outlives it as their ID (a pid stays
+taken while a process group bears it), so the group tells whether the start is still alive."""
 
 
 REQUIRED_TOOLS = {CRUN: "crun", ROTATELOGS: "apache2-utils", TINI: "tini"}
@@ -123,7 +134,7 @@ def start(runtime: Runtime, container_id: str, bundle: Path, config: Mapping[str
         json.dump(config, f)
     read_end, write_end = os.pipe()  # close-on-exec: no other start's processes hold them
     try:
-        proc = subprocess.Popen(
+        launcher = subprocess.Popen(
             ["sh", "-c", _WRAPPER, "rc-container", str(exit_file(log_dir)), str(log_dir),
              str(log_limits.max_files), str(log_limits.max_bytes), str(len(cgroup_procs)), *cgroup_procs,
              *runtime.run_command(container_id, bundle, pid_file)],
@@ -131,32 +142,39 @@ def start(runtime: Runtime, container_id: str, bundle: Path, config: Mapping[str
     finally:
         os.close(read_end)
         os.close(write_end)
-    try:
-        return _await_pid(proc, pid_file, log_dir, name)
-    finally:
-        # subprocess keeps the Popen until it reaps the shell, which waits as long as the
-        # container runs; its argv need not stay (~3 KB: ten cgroup paths, the runtime's command).
-        proc.args = ()
+    launcher.wait()  # it ends once its background job is forked (~1 ms), while the runtime starts
+    return _await_pid(launcher.pid, pid_file, log_dir, name)
 
 
-def _await_pid(proc: subprocess.Popen[bytes], pid_file: Path, log_dir: Path, name: str) -> ProcessHandle:
+def _await_pid(group: int, pid_file: Path, log_dir: Path, name: str) -> ProcessHandle:
     """The runtime writes the pid file once the container exists (namespaces, cgroups, root);
-    a failure before that ends the runtime with its message in the log."""
+    a failure before that ends the runtime with its message in the log, and its waiting shell
+    with the exit file (or, killed, the start's process `group` with neither)."""
     deadline = time.monotonic() + START_TIMEOUT
     delay = 0.001
     while time.monotonic() < deadline:
         handle = _read_pid_file(pid_file)
         if handle is not None:
             return handle
-        if proc.poll() is not None:
+        code = exit_code(log_dir)
+        if code is not None or not _group_alive(group):
             handle = _read_pid_file(pid_file)  # created, and already gone: it ran
             if handle is not None:
                 return handle
-            raise StartError(f"{name}: {_log_tail(log_dir) or f'the runtime exited {proc.returncode}'}")
+            ended = f"the runtime exited {code}" if code is not None else "the waiting shell was killed"
+            raise StartError(f"{name}: {_log_tail(log_dir) or ended}")
         time.sleep(delay)
         delay = min(delay * 2, PID_FILE_POLL)
-    os.killpg(proc.pid, signal.SIGKILL)
+    os.killpg(group, signal.SIGKILL)
     raise StartError(f"{name}: the runtime did not create the container within {START_TIMEOUT:.0f} s")
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _read_pid_file(pid_file: Path) -> ProcessHandle | None:

@@ -1,0 +1,74 @@
+"""The start protocol around the OCI runtime (kernel.runtime.start), with real processes: a
+stand-in for crun's `run` that writes its pid file as crun does, so what is checked is our
+plumbing (the waiting shell, its exit file, the caller's children), not the runtime."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kernel import runtime
+from kernel.oci import Runtime
+from tests.waiting import eventually
+
+LIMITS = runtime.LogLimits(max_bytes=1 << 20, max_files=2)
+
+
+@dataclass(frozen=True)
+class ScriptedRuntime(Runtime):
+    """`run` is a shell script given the pid file as $0."""
+    script: str = ""
+
+    def run_command(self, container_id: str, bundle: Path, pid_file: Path) -> list[str]:
+        return ["sh", "-c", self.script, str(pid_file)]
+
+
+def _children() -> list[int]:
+    tasks = os.listdir("/proc/self/task")
+    return [int(pid) for task in tasks for pid in Path(f"/proc/self/task/{task}/children").read_text().split()]
+
+
+@pytest.fixture
+def started(tmp_path: Path) -> Iterator[tuple[runtime.ProcessHandle, Path]]:
+    fake = ScriptedRuntime(tmp_path / "runtime", hybrid=False, script='echo $$ > "$0"; echo up; exec sleep 60')
+    (tmp_path / "bundle").mkdir()
+    handle = runtime.start(fake, "rc-web", tmp_path / "bundle", {}, tmp_path / "log", "web", [], LIMITS)
+    yield handle, tmp_path / "log"
+    runtime.terminate(handle, 1.0)
+
+
+def test_a_started_container_leaves_the_caller_no_child(started: tuple[runtime.ProcessHandle, Path]) -> None:
+    """The waiting shell is not the caller's child: Python's subprocess would otherwise keep a
+    Popen for each and poll every one of them before each later spawn."""
+    handle, _ = started
+    assert runtime.is_running(handle)
+    assert _children() == []
+
+
+def test_the_waiting_shell_records_the_exit_and_the_log(started: tuple[runtime.ProcessHandle, Path]) -> None:
+    handle, log_dir = started
+    os.kill(handle.pid, signal.SIGKILL)
+    assert eventually(lambda: runtime.exit_code(log_dir) or 0, 137) == 137
+    assert runtime.log_files(log_dir)[-1].read_text().startswith("up\n")  # the shell adds "Killed"
+
+
+def test_a_runtime_that_fails_reports_its_words_and_status(tmp_path: Path) -> None:
+    fake = ScriptedRuntime(tmp_path / "runtime", hybrid=False, script="echo 'no such image' >&2; exit 3")
+    (tmp_path / "bundle").mkdir()
+    with pytest.raises(runtime.StartError, match=r"^web: no such image$"):
+        runtime.start(fake, "rc-web", tmp_path / "bundle", {}, tmp_path / "log", "web", [], LIMITS)
+    assert runtime.exit_code(tmp_path / "log") == 3
+
+
+def test_a_start_whose_processes_are_all_killed_fails_with_that(tmp_path: Path) -> None:
+    """No exit file will come when the waiting shell is killed with the runtime: the start's
+    process group being gone says so (not the start's timeout)."""
+    fake = ScriptedRuntime(tmp_path / "runtime", hybrid=False, script="kill -KILL 0")
+    (tmp_path / "bundle").mkdir()
+    with pytest.raises(runtime.StartError, match=r"^web: the waiting shell was killed$"):
+        runtime.start(fake, "rc-web", tmp_path / "bundle", {}, tmp_path / "log", "web", [], LIMITS)
