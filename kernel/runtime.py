@@ -161,7 +161,8 @@ def _await_pid(group: int, pid_file: Path, log_dir: Path, name: str) -> ProcessH
             handle = _read_pid_file(pid_file)  # created, and already gone: it ran
             if handle is not None:
                 return handle
-            ended = f"the runtime exited {code}" if code is not None else "the waiting shell was killed"
+            ended = (f"the runtime exited {code}" if code is not None
+                     else "the waiting shell is gone without an exit status")  # killed, or never forked
             raise StartError(f"{name}: {_log_tail(log_dir) or ended}")
         time.sleep(delay)
         delay = min(delay * 2, PID_FILE_POLL)

@@ -70,5 +70,5 @@ def test_a_start_whose_processes_are_all_killed_fails_with_that(tmp_path: Path) 
     process group being gone says so (not the start's timeout)."""
     fake = ScriptedRuntime(tmp_path / "runtime", hybrid=False, script="kill -KILL 0")
     (tmp_path / "bundle").mkdir()
-    with pytest.raises(runtime.StartError, match=r"^web: the waiting shell was killed$"):
+    with pytest.raises(runtime.StartError, match=r"^web: the waiting shell is gone without an exit status$"):
         runtime.start(fake, "rc-web", tmp_path / "bundle", {}, tmp_path / "log", "web", [], LIMITS)
