@@ -190,8 +190,9 @@ class CgroupController:
     def _kill_leftovers(self, monitor: str, runtime_ids: set[str]) -> None:
         """What the starts of these removed containers left in their stack's monitor while the
         stack's other containers run on: after their stop, only a hung runtime leaves anything
-        (its waiting shell, crun, the log writer). Each start's processes share the session its
-        waiting shell leads, whose command, as crun's, ends with the container's runtime id."""
+        (its waiting shell, crun, the log writer). Each start's processes share one session (its
+        launching shell's, which ended at once); the waiting shell's command, as crun's, ends with
+        the container's runtime id."""
         pids = self._driver.procs(monitor)
         sessions = {procs.session_of(pid) for pid in pids if procs.last_argument(pid) in runtime_ids} - {None}
         for pid in pids:

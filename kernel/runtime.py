@@ -40,6 +40,8 @@ INIT_IN_CONTAINER = "/dev/init"  # on the container's own /dev tmpfs: nothing is
 START_TIMEOUT = 10.0
 EXIT_WAIT = 5.0
 EXIT_FILE = "exit"  # DO NOT RENAME: written next to the log directory by the waiting shell
+"""Its text: the exit status, then the start's process group (`STATUS PGID`; a release before
+the group was added wrote the status alone)."""
 ROTATELOGS = "rotatelogs"  # Debian's apache2-utils
 LOG_FILE = "log"  # DO NOT RENAME: rotatelogs' cycle in the log directory: log, log.1, ..., log.N-1
 CURRENT_LINK = "current"  # DO NOT RENAME: rotatelogs -L, a hard link to the file being written
@@ -56,7 +58,7 @@ _MONITOR = ('joined=1; '
             f'exec 3<&0; {ROTATELOGS} -n "$files" -L "$logdir/{CURRENT_LINK}" "$logdir/{LOG_FILE}" "${{size}}B" '
             f'<&3 3<&- >/dev/null 2>"$logdir/{WRITER_ERRORS}" & exec 3<&- </dev/null; '
             'if [ "$joined" ]; then "$@"; status=$?; else status=125; fi; '
-            'exec >/dev/null 2>&1; wait; echo $status > "$exitfile"')
+            'exec >/dev/null 2>&1; wait; echo "$status $$" > "$exitfile"')
 """The waiting shell. It moves itself into the cgroups it is given (before the runtime exists:
 every process of the container inherits them), then starts the log writer there (one move per
 cgroup: a move waits for the kernel's cgroup lock, ~0.7 ms each on a hybrid host's ten
@@ -65,17 +67,25 @@ hierarchies) on its stdin (the pipe's read end, through fd 3: a background job's
 runtime in the foreground, lets go of the pipe and waits for the writer to drain it, then
 records the container's exit status: once the exit file exists, the log is complete. A cgroup
 it cannot join stops it with the shell's message in the log (the pipe holds it until the writer
-is up) and 125 in the exit file (Docker's code for a container that could not run)."""
+is up) and 125 in the exit file (Docker's code for a container that could not run). Beside the
+status it writes the start's process group (`$$`, the launching shell's pid, is the group's
+ID): a start tells its own end from the late exit file of the run before (a container restarted
+at once, whose old waiting shell is still draining its log writer)."""
 
 _WRAPPER = ('exitfile="$1"; logdir="$2"; files="$3"; size="$4"; joins="$5"; shift 5; '
             f'exec 3<&0; {{ exec 3<&-; {_MONITOR}; }} <&3 &')
 """The waiting shell in the background of a shell that ends at once (its stdin handed down
 through fd 3, as to the writer), so that it is not our child: the caller reaps the short-lived
 one and keeps nothing. A child it kept would be polled by Python's subprocess on every later
-spawn (`Popen` keeps each one it did not reap and polls them all before starting another: at
-1,000 containers ~0.9 ms a spawn, measured, and a `Popen` object each in the agent). The
+spawn (`subprocess` keeps each `Popen` dropped before its child was reaped, and polls them all
+before starting another: at 1,000 containers ~0.9 ms a spawn, measured, and a `Popen` object
+each in the agent). The
 session and process group are the first shell's, which outlives it as their ID (a pid stays
-taken while a process group bears it), so the group tells whether the start is still alive."""
+taken while a process group bears it), so the group tells whether the start is still alive,
+once whoever reaps orphans (PID 1, or a subreaper) has reaped the waiting shell: reconcile
+expects an init above it, as any service manager or `docker run --init` gives. As a background
+job without job control the waiting shell, and crun from it, ignore SIGINT and SIGQUIT (crun
+gives the container's process default handlers)."""
 
 
 REQUIRED_TOOLS = {CRUN: "crun", ROTATELOGS: "apache2-utils", TINI: "tini"}
@@ -111,10 +121,19 @@ def exit_file(log_dir: Path) -> Path:
 
 def exit_code(log_dir: Path) -> int | None:
     """The exit code of the container's last run, once it has ended (and its log is complete)."""
+    ended = _exit_record(log_dir)
+    return None if ended is None else ended[0]
+
+
+def _exit_record(log_dir: Path) -> tuple[int, int | None] | None:
+    """(exit status, the start's process group: None from an older release) of the last run."""
     try:
-        return int(exit_file(log_dir).read_text().strip())
+        fields = [int(field) for field in exit_file(log_dir).read_text().split()]
     except (OSError, ValueError):
         return None
+    if len(fields) not in (1, 2):
+        return None
+    return fields[0], (fields[1] if len(fields) == 2 else None)
 
 
 def start(runtime: Runtime, container_id: str, bundle: Path, config: Mapping[str, Any], log_dir: Path,
@@ -149,14 +168,15 @@ def start(runtime: Runtime, container_id: str, bundle: Path, config: Mapping[str
 def _await_pid(group: int, pid_file: Path, log_dir: Path, name: str) -> ProcessHandle:
     """The runtime writes the pid file once the container exists (namespaces, cgroups, root);
     a failure before that ends the runtime with its message in the log, and its waiting shell
-    with the exit file (or, killed, the start's process `group` with neither)."""
+    with an exit file naming this start's process `group` (or, killed, the group with neither)."""
     deadline = time.monotonic() + START_TIMEOUT
     delay = 0.001
     while time.monotonic() < deadline:
         handle = _read_pid_file(pid_file)
         if handle is not None:
             return handle
-        code = exit_code(log_dir)
+        record = _exit_record(log_dir)
+        code = record[0] if record is not None and record[1] == group else None  # not the run before's
         if code is not None or not _group_alive(group):
             handle = _read_pid_file(pid_file)  # created, and already gone: it ran
             if handle is not None:

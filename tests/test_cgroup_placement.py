@@ -156,6 +156,7 @@ def test_a_start_that_cannot_join_its_cgroups_fails_with_the_reason(tmp_path: Pa
         runtime.start(Runtime(tmp_path / "runtime", hybrid=False), "rc-web", bundle, {}, tmp_path / "log", "web",
                       [str(missing)], runtime.LogLimits(max_bytes=1 << 20, max_files=2))
     assert not (tmp_path / "runtime").exists()  # crun never ran
+    assert runtime.exit_code(tmp_path / "log") == 125  # Docker's code for a container that could not run
 
 
 def test_a_stack_monitor_that_stays_keeps_its_stacks_cgroups_for_the_next_run(tmp_path: Path) -> None:

@@ -259,8 +259,8 @@ def _sessions_of(monitor: str, container: str) -> set[int | None]:
 def test_a_removed_container_takes_its_leftovers_from_the_stack_monitor_and_nothing_else(sandbox: Sandbox) -> None:
     """Removing one container of a stack keeps the stack's monitor and the other container's
     runtime processes in it (waiting shell, crun, log writer); what the removed one's start left
-    there (a hung runtime: a session whose leader's command ends with its runtime id, and the
-    session's other processes) is killed."""
+    there (a hung runtime: a session with a process whose command ends with its runtime id, and
+    the session's other processes) is killed."""
     stack = sandbox.write("stack.yaml", TWO)
     _apply(sandbox, stack)
     monitor = names.stack_monitor_relpath(sandbox.cgroup_parent, "lim")

@@ -42,12 +42,33 @@ def started(tmp_path: Path) -> Iterator[tuple[runtime.ProcessHandle, Path]]:
     runtime.terminate(handle, 1.0)
 
 
-def test_a_started_container_leaves_the_caller_no_child(started: tuple[runtime.ProcessHandle, Path]) -> None:
+def test_a_start_leaves_the_caller_no_child(tmp_path: Path) -> None:
     """The waiting shell is not the caller's child: Python's subprocess would otherwise keep a
     Popen for each and poll every one of them before each later spawn."""
-    handle, _ = started
-    assert runtime.is_running(handle)
-    assert _children() == []
+    fake = ScriptedRuntime(tmp_path / "runtime", hybrid=False, script='echo $$ > "$0"; exec sleep 60')
+    (tmp_path / "bundle").mkdir()
+    before = set(_children())
+    handle = runtime.start(fake, "rc-web", tmp_path / "bundle", {}, tmp_path / "log", "web", [], LIMITS)
+    try:
+        assert runtime.is_running(handle)
+        assert set(_children()) == before
+    finally:
+        runtime.terminate(handle, 1.0)
+
+
+@pytest.mark.parametrize("record", ["1 1", "1"], ids=["another start's", "an older release's"])
+def test_the_late_exit_file_of_the_run_before_does_not_end_a_start(tmp_path: Path, record: str) -> None:
+    """A container restarted at once: its old waiting shell may write its exit file (another
+    process group's, or one without a group) after the new start removed it, while the runtime
+    is still creating the container. That start goes on."""
+    late = f'echo "{record}" > "{runtime.exit_file(tmp_path / "log")}"; sleep 0.1; echo $$ > "$0"; exec sleep 60'
+    fake = ScriptedRuntime(tmp_path / "runtime", hybrid=False, script=late)
+    (tmp_path / "bundle").mkdir()
+    handle = runtime.start(fake, "rc-web", tmp_path / "bundle", {}, tmp_path / "log", "web", [], LIMITS)
+    try:
+        assert runtime.is_running(handle)
+    finally:
+        runtime.terminate(handle, 1.0)
 
 
 def test_the_waiting_shell_records_the_exit_and_the_log(started: tuple[runtime.ProcessHandle, Path]) -> None:
