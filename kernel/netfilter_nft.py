@@ -239,10 +239,19 @@ class NftSession(Protocol):
         ...
 
 
+_FORGET_LISTING = "list flowtables"
+"""Run after each listing. A context keeps the cache its last command built until a command
+needs another, and a listing's holds every rule it printed: 5.5 MB of the process's heap after
+a table of 3,000 rules, 1.7 MB in the converged watch agent at 1,000 ports (the DNAT chain it
+listed last), measured. Listing the host's flowtables (none of ours; an admin's are few) needs
+next to no cache, so it drops that one (~0.06 ms, and the next write no longer frees it)."""
+
+
 class Libnftables:
     """One libnftables context for the process: its netlink socket stays open, so no command
     waits for the kernel's release of what an earlier one deleted. Handles are printed (rules
-    are deleted by them). Calls are serialised: a context is not thread-safe."""
+    are deleted by them). Calls are serialised: a context is not thread-safe. A listing's cache
+    is not kept (see _FORGET_LISTING)."""
 
     def __init__(self) -> None:
         import nftables  # python3-nftables: imported only when the backend is used
@@ -255,6 +264,8 @@ class Libnftables:
     def cmd(self, text: str) -> tuple[int, str, str]:
         with self._lock:
             status, output, errors = self._nft.cmd(text)
+            if text.startswith("list "):
+                self._nft.cmd(_FORGET_LISTING)
         return status, output, errors
 
     def generation(self) -> int | None:

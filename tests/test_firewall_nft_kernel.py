@@ -128,6 +128,33 @@ def test_the_libnftables_socket_is_not_inherited_by_what_we_run(sandbox: Sandbox
     assert sandbox.run(sys.executable, "-c", code).stdout.strip() == "0"
 
 
+LISTING_MEMORY = """
+import ctypes
+from kernel.netfilter_nft import open_session
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+mallinfo2 = ctypes.CDLL(None).mallinfo2
+mallinfo2.restype = MallInfo2
+session = open_session()
+rules = "".join(f"add rule inet rc-h17-cache c ip saddr 10.1.{i // 250}.{i % 250} accept\\n" for i in range(3000))
+assert session.cmd("add table inet rc-h17-cache\\nadd chain inet rc-h17-cache c\\n" + rules)[0] == 0
+before = mallinfo2().uordblks
+status, listing, _ = session.cmd("list table inet rc-h17-cache")
+assert status == 0 and listing.count("accept") == 3000
+print(mallinfo2().uordblks - before)
+"""
+
+
+def test_a_listing_leaves_no_cache_of_its_rules(sandbox: Sandbox) -> None:
+    """libnftables keeps the cache of a context's last command: a listing's would hold every
+    rule it printed (~5 MB for 3,000) for as long as the next command is not run."""
+    kept = int(sandbox.python(LISTING_MEMORY).stdout)
+    assert kept < 1 << 20
+
+
 KEPT_READ = """
 import subprocess
 from controllers.firewall_rules import NFT_LAYOUT
