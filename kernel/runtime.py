@@ -2,15 +2,15 @@
 in it.
 
 Process tree per container: `sh` (waits, then writes the exit status next to the log; not our
-child: see `_WRAPPER`) -> `crun run` in the foreground (the container's parent: exit status 128+N for a signal, 137 for
-SIGKILL) -> the container's init, Debian's `tini-static` bound in at /dev/init (signal
-forwarding and zombie reaping, so SIGTERM stops programs without a handler) -> the program.
-stdout and stderr go down one pipe to the shell's other child, Debian's `rotatelogs` (Apache's,
-in apache2-utils), which writes them to the log directory and rotates by size through a fixed
-number of files, as Docker's json-file `max-size`/`max-file`: the log is capped while no
-`reconcile` runs. It is the pipe's only reader: if it dies, the container's next write fails
-with EPIPE (SIGPIPE ends most programs, and the restart policy starts them again with a new
-writer) instead of blocking forever on a full pipe.
+child: see `_WRAPPER`) -> `crun run` in the foreground (the container's parent: exit status 128+N
+for a signal, 137 for SIGKILL) -> the container's init, Debian's `tini-static` bound in at
+/dev/init (signal forwarding and zombie reaping, so SIGTERM stops programs without a handler) ->
+the program. stdout and stderr go down one pipe to the shell's other child, Debian's `rotatelogs`
+(Apache's, in apache2-utils), which writes them to the log directory and rotates by size through
+a fixed number of files, as Docker's json-file `max-size`/`max-file`: the log is capped while no
+`reconcile` runs. It is the pipe's only reader: if it dies, the container's next write fails with
+EPIPE (SIGPIPE ends most programs, and the restart policy starts them again with a new writer)
+instead of blocking forever on a full pipe.
 
 A process is identified by pid *and* start time: a pid alone can be reused by a stranger.
 Signals go through a pidfd taken after the start time was checked, so the check cannot race.
@@ -79,13 +79,12 @@ through fd 3, as to the writer), so that it is not our child: the caller reaps t
 one and keeps nothing. A child it kept would be polled by Python's subprocess on every later
 spawn (`subprocess` keeps each `Popen` dropped before its child was reaped, and polls them all
 before starting another: at 1,000 containers ~0.9 ms a spawn, measured, and a `Popen` object
-each in the agent). The
-session and process group are the first shell's, which outlives it as their ID (a pid stays
-taken while a process group bears it), so the group tells whether the start is still alive,
-once whoever reaps orphans (PID 1, or a subreaper) has reaped the waiting shell: reconcile
-expects an init above it, as any service manager or `docker run --init` gives. As a background
-job without job control the waiting shell, and crun from it, ignore SIGINT and SIGQUIT (crun
-gives the container's process default handlers)."""
+each in the agent). The session and process group are the first shell's, which outlives it as
+their ID (a pid stays taken while a process group bears it), so the group tells whether the
+start is still alive, once whoever reaps orphans (PID 1, or a subreaper) has reaped the waiting
+shell: reconcile expects an init above it, as any service manager or `docker run --init` gives.
+As a background job without job control the waiting shell, and crun from it, ignore SIGINT and
+SIGQUIT (crun gives the container's process default handlers)."""
 
 
 REQUIRED_TOOLS = {CRUN: "crun", ROTATELOGS: "apache2-utils", TINI: "tini"}
