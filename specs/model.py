@@ -259,7 +259,7 @@ class Logging(SpecModel):
     """Docker Compose's `logging:`; both drivers mean reconcile's own rotated log files."""
 
     driver: Literal["json-file", "local"] = "json-file"
-    options: LogOptions = Field(default_factory=LogOptions)
+    options: LogOptions = LogOptions()
 
 
 Duration = Annotated[float, BeforeValidator(health.to_duration, json_schema_input_type=str),
@@ -379,7 +379,7 @@ class Container(SpecModel):
     ports: list[Annotated[PortMapping,
                           BeforeValidator(to_port_mapping, json_schema_input_type=str | PortMapping)]] = Field(
         default_factory=list, description="published ports (not on internal networks)")
-    resources: Resources = Field(default_factory=Resources)
+    resources: Resources = Resources()
     volumes: list[Annotated[Volume, BeforeValidator(to_volume, json_schema_input_type=str | Volume)]] = Field(
         default_factory=list)
     depends_on: DependsOn = Field(
@@ -391,7 +391,7 @@ class Container(SpecModel):
                                                           "unhealthy, and its restart policy starts it again")
     stop_grace: float = Field(10.0, ge=0, le=MAX_STOP_GRACE, allow_inf_nan=False,
                               description="seconds between SIGTERM and SIGKILL")
-    logging: Logging = Field(default_factory=Logging,
+    logging: Logging = Field(Logging(),
                              description="how much output `reconcile logs` keeps; a change recreates the container")
 
     @property
