@@ -24,6 +24,20 @@ def test_files_become_stacks_and_an_edit_is_a_change(tmp_path: Path) -> None:
     assert specs.refresh([tmp_path / "a.yaml"]).changed == {"a"}
 
 
+def test_a_file_read_again_unchanged_keeps_the_spec_in_force_and_its_new_positions(tmp_path: Path) -> None:
+    path = tmp_path / "a.yaml"
+    path.write_text(stack("a", "10.70.1.0/24"))
+    specs = StackDir(tmp_path)
+    specs.refresh()
+    in_force = specs.stacks()["a"].stack
+    path.write_text("# moved down a line\n" + stack("a", "10.70.1.0/24"))
+    assert not specs.refresh().changed
+    assert specs.stacks()["a"].stack is in_force  # not rebuilt: a resync reads every file
+    assert specs.stacks()["a"].locate(("networks", "net", "subnet")) == (5, 13)  # where it is now
+    path.write_text(stack("a", "10.70.2.0/24"))
+    assert specs.refresh().changed == {"a"} and specs.stacks()["a"].stack is not in_force
+
+
 def test_an_invalid_file_keeps_its_last_good_spec_and_reports_where(tmp_path: Path) -> None:
     path = tmp_path / "a.yaml"
     path.write_text(stack("a", "10.70.1.0/24"))

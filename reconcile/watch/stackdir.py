@@ -9,7 +9,7 @@ the file a stack was last applied from keeps it, the newcomer is refused."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from specs.errors import SpecError, SpecErrors
@@ -63,7 +63,7 @@ class StackDir:
         for path in todo & on_disk:
             self._forget(path, keep_good=True)
             try:
-                candidates[path] = load_file(path)
+                candidates[path] = self._kept(load_file(path))
             except SpecErrors as exc:
                 errors[path] = exc.errors
         pending = {**self._refused, **candidates}  # refused files: what they clashed with may be gone
@@ -100,6 +100,14 @@ class StackDir:
                 accepted = True
             waiting = list(clashes)
         return clashes
+
+    def _kept(self, loaded: StackFile) -> StackFile:
+        """The file as read, holding the spec in force when it is equal: a resync reads every
+        file again, and a thousand containers' models built anew each time would replace the
+        ones in force all over the heap, whose freed pages glibc keeps while a few objects
+        still live in each."""
+        kept = self.good.get(loaded.path)
+        return replace(loaded, stack=kept.stack) if kept is not None and kept.stack == loaded.stack else loaded
 
     def _precedence(self, candidate: StackFile) -> tuple[bool, Path]:
         """The file its stack was last applied from first, then by name."""
