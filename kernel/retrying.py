@@ -17,15 +17,29 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def retry_transient(transient: Callable[[BaseException], bool], *, within: float, first_wait: float,
-                    max_wait: float) -> Callable[[Callable[P, R]], Callable[P, R]]:
+def retry_transient(transient: Callable[[BaseException], bool], *, first_wait: float, max_wait: float,
+                    within: float | None = None, attempts: int | None = None
+                    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Retry while `transient(exc)`, with exponential waits from `first_wait` up to `max_wait`,
-    for at most `within` seconds after the first failure; then the last error is raised."""
+    for at most `within` seconds after the first failure, or `attempts` tries in all (the first
+    included); then the last error is raised."""
+    if (within is None and attempts is None) or (attempts is not None and attempts < 2):
+        raise TypeError("retry_transient needs a time limit (within) or at least two attempts")
+
     def decorate(call: Callable[P, R]) -> Callable[P, R]:
         def retried(*args: P.args, **kwargs: P.kwargs) -> R:
-            from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
+            from tenacity import (
+                retry,
+                retry_if_exception,
+                stop_after_attempt,
+                stop_after_delay,
+                stop_any,
+                wait_exponential,
+            )
 
-            retrying = retry(retry=retry_if_exception(transient), stop=stop_after_delay(within),
+            stop = stop_any(*([] if within is None else [stop_after_delay(within)]),
+                            *([] if attempts is None else [stop_after_attempt(attempts - 1)]))
+            retrying = retry(retry=retry_if_exception(transient), stop=stop,
                              wait=wait_exponential(multiplier=first_wait, max=max_wait), reraise=True)
             return retrying(call)(*args, **kwargs)
 

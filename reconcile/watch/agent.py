@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from controllers.base import Focus
 from controllers.change import Action, Change
@@ -33,6 +32,7 @@ from controllers.proxy import running_proxies
 from kernel import netns, runtime
 from kernel.events import Event, KernelEvents
 from kernel.memory import release_free_memory
+from kernel.retrying import retry_transient
 from kernel.rtnl_wire import DumpInterrupted
 from reconcile.engine import pinning
 from reconcile.engine.plan import Plan
@@ -84,6 +84,10 @@ _TRANSIENT_ERRNOS = frozenset({errno.EBUSY, errno.EAGAIN, errno.ENOBUFS, errno.E
 def _transient(exc: BaseException) -> bool:
     """Kernel hiccups worth an immediate retry: an interrupted dump, a busy cgroup."""
     return isinstance(exc, DumpInterrupted) or (isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS)
+
+
+_retried = retry_transient(_transient, attempts=3, first_wait=0.02, max_wait=0.02)
+"""A reconcile that hit one: tried again at once, then once more 20 ms later."""
 
 
 @dataclass(frozen=True)
@@ -287,8 +291,6 @@ class Agent:
             held.clear()
             session.converge(resolved, select, focus, made)
 
-        retrying = Retrying(retry=retry_if_exception(_transient), stop=stop_after_attempt(3),
-                            wait=wait_exponential(multiplier=0.02, max=0.2), reraise=True)
         if focus is None or self._drivers is None:
             self._drivers = HostDrivers.detect(self.settings, self.nft_changes)
         with exclusive(self.settings.state_dir, self._waiting_for_lock), \
@@ -296,7 +298,7 @@ class Agent:
                 self.cycles.deferred() if focus is not None else nullcontext():
             resolved = pinning.resolve(target, self.settings,
                                       pinning.Pulling(allowed=True, background=self._pull_in_background))
-            retrying(attempt)
+            _retried(attempt)()
             # The events of our own writes, and any drift older than the final observation
             # (which found nothing left to do), need no second pass.
             self.queue.drop_stale(lambda other: any(covers(k, other) for k in keys), session.observed_at)
