@@ -7,7 +7,7 @@ Checks that span fields or stacks live in specs.validate; the loader runs both.
 
 Types are strict (no "yes" for true, no 8080 for "8080"): a YAML scalar that means something
 else than the user thought is an error, not a silent conversion. Models are frozen.
-`Stack.model_dump(mode="json")` validates back to an equal Stack (the state store relies on it).
+`Stack.model_dump_json()`, decoded, validates back to an equal Stack (the state store keeps it).
 """
 
 from __future__ import annotations

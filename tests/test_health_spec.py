@@ -4,6 +4,7 @@ Docker's health rules (state machine and probe schedule), pure."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def test_test_forms_and_docker_defaults(tmp_path: Path) -> None:
     assert cmd is not None and health.probe_argv(cmd) == ["/bin/true", "x"]
     for body in ("healthcheck: {test: [NONE]}\n", "healthcheck: {disable: true}\n"):
         assert not _stack(tmp_path, body).containers["db"].probed
-    assert Stack.model_validate(stack.model_dump(mode="json")) == stack  # the state store's round trip
+    assert Stack.model_validate(json.loads(stack.model_dump_json())) == stack  # the state store's round trip
 
 
 def test_depends_on_forms(tmp_path: Path) -> None:
@@ -72,7 +73,7 @@ def test_depends_on_forms(tmp_path: Path) -> None:
     conditions = {k: d.condition for k, d in web.dependencies.items()}
     assert conditions == {"db": "service_healthy", "cache": "service_started"}
     assert api.dependencies["db"].condition == "service_started" and api.depends_on == ["db"]
-    assert Stack.model_validate(stack.model_dump(mode="json")) == stack
+    assert Stack.model_validate(json.loads(stack.model_dump_json())) == stack
 
 
 BAD = [

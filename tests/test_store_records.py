@@ -43,3 +43,19 @@ def test_a_record_tells_whether_it_was_started_with_a_spec_without_decoding_it_f
     assert reordered.spec_json != record.spec_json and reordered.started_with(spec)
     assert not record.started_with({**spec, "env": {"A": "2"}})
     assert not record.started_with({key: value for key, value in spec.items() if key != "stop_grace"})
+
+
+def test_a_stack_spec_is_kept_as_the_text_it_was_recorded_with(tmp_path: Path) -> None:
+    """The watch agent compares the text of the spec it applies with the recorded one on every
+    pass over everything, rather than decoding the record (~6 ms and ~5 MiB at 1000 containers)."""
+    store = Store.open(tmp_path)
+    try:
+        assert store.spec_texts() == {}
+        store.record_stack("a", "/specs/a.yaml", '{"name":"a","containers":{}}')
+        store.record_stack("b", "/specs/b.yaml", '{"name":"b"}')
+        store.record_stack("a", "/specs/a.yaml", '{"name":"a","containers":{"web":{}}}')
+        assert store.spec_texts() == {"a": '{"name":"a","containers":{"web":{}}}', "b": '{"name":"b"}'}
+        assert [(r.name, r.spec) for r in store.stacks()] == [("a", {"name": "a", "containers": {"web": {}}}),
+                                                              ("b", {"name": "b"})]
+    finally:
+        store.close()

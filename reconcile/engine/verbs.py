@@ -37,7 +37,7 @@ def apply(path: Path, settings: Settings, pulling: pinning.Pulling = pinning.Pul
         with open_session(settings, writable=True) as session:
             plan = session.converge(target)
             for f in target.files:
-                session.store.record_stack(f.stack.name, str(f.path.absolute()), f.stack.model_dump(mode="json"))
+                session.store.record_stack(f.stack.name, str(f.path.absolute()), f.stack.model_dump_json())
             return _warned(plan, files)
 
 

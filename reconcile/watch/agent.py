@@ -303,9 +303,9 @@ class Agent:
             # (which found nothing left to do), need no second pass.
             self.queue.drop_stale(lambda other: any(covers(k, other) for k in keys), session.observed_at)
             if any(not k.resource for k in keys):
-                recorded = {r.name: r.spec for r in session.store.stacks()}
+                recorded = session.store.spec_texts()
                 for name in sorted(scope & set(files)):
-                    spec = files[name].stack.model_dump(mode="json")
+                    spec = files[name].stack.model_dump_json()
                     if recorded.get(name) != spec:
                         session.store.record_stack(name, str(files[name].path), spec)
                 for name in sorted(scope & self._pruning):
