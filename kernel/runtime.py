@@ -149,7 +149,7 @@ def start(runtime: Runtime, container_id: str, bundle: Path, config: Mapping[str
     # 0600: the environment in it may hold secrets.
     fd = os.open(bundle / CONFIG_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump(config, f)
+        f.write(json.dumps(config))  # json.dump encodes in Python (3x slower, a cycle of closures each)
     read_end, write_end = os.pipe()  # close-on-exec: no other start's processes hold them
     try:
         launcher = subprocess.Popen(

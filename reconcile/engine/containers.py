@@ -194,7 +194,7 @@ def exec_command(settings: Settings, found: Found, argv: list[str]) -> Iterator[
     process_file, pid_file = stem.with_suffix(".json"), stem.with_suffix(".pid")
     fd = os.open(process_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump(exec_process(config, argv), f)
+        f.write(json.dumps(exec_process(config, argv)))  # as runtime.start writes config.json
     try:
         yield oci.exec_command(container_id, process_file, pid_file), pid_file
     finally:
