@@ -4,8 +4,10 @@ plumbing (the waiting shell, its exit file, the caller's children), not the runt
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,3 +95,11 @@ def test_a_start_whose_processes_are_all_killed_fails_with_that(tmp_path: Path) 
     (tmp_path / "bundle").mkdir()
     with pytest.raises(runtime.StartError, match=r"^web: the waiting shell is gone without an exit status$"):
         runtime.start(fake, "rc-web", tmp_path / "bundle", {}, tmp_path / "log", "web", [], LIMITS)
+
+
+def test_the_runtimes_files_are_written_for_root_alone(tmp_path: Path) -> None:
+    """config.json and an exec's process file hold the container's environment (secrets)."""
+    config = {"process": {"env": ["TOKEN=secret"], "args": ["sleep", "1"]}, "annotations": {"a": "é"}}
+    path = tmp_path / "config.json"
+    runtime.write_private_json(path, config)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and json.loads(path.read_text()) == config

@@ -192,9 +192,7 @@ def exec_command(settings: Settings, found: Found, argv: list[str]) -> Iterator[
     # One per exec: several run at once (the agent's probes run on threads of one process).
     stem = found.paths.root / f"exec-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     process_file, pid_file = stem.with_suffix(".json"), stem.with_suffix(".pid")
-    fd = os.open(process_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(exec_process(config, argv)))  # as runtime.start writes config.json
+    runtime.write_private_json(process_file, exec_process(config, argv))
     try:
         yield oci.exec_command(container_id, process_file, pid_file), pid_file
     finally:
