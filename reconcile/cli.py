@@ -16,12 +16,15 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from reconcile.engine import images
 from reconcile.engine.settings import DEFAULT_SUBNET_POOL, Settings
 from state.images import ImageError, PullEvent
 from state.subnets import SubnetPool
+
+if TYPE_CHECKING:
+    from reconcile.engine.session import Session
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -248,26 +251,33 @@ def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from reconcile.engine import render, verbs
+    from reconcile.engine import render
     from reconcile.engine.session import open_session
-    from reconcile.engine.status import StackSpec, report
-    from specs.loader import load_path
-    from specs.model import Stack
 
     with open_session(settings, writable=False) as session:
-        if args.path is not None:
-            specs = {f.stack.name: StackSpec(f.stack, str(f.path)) for f in load_path(args.path)}
-            names: set[str] = set(specs)
-        else:
-            specs = {r.name: StackSpec(Stack.model_validate(r.spec), r.source)
-                     for r in session.store.stacks()}
-            names = verbs.known_stacks(session)
-        document = report(session, sorted(names), specs)
+        document = _status_document(session, args.path)
     if args.output == "json":
         _print_json(document)
     else:
         render.emit(render.format_status(document))
     return EXIT_OK
+
+
+def _status_document(session: Session, path: Path | None) -> dict[str, object]:
+    """The stacks of the file(s) at `path`, else every stack this host knows, from one
+    observation (freed on return, before the document is printed)."""
+    from reconcile.engine import verbs
+    from reconcile.engine.status import StackSpec, report
+    from specs.loader import load_path
+    from specs.model import Stack
+
+    if path is not None:
+        specs = {f.stack.name: StackSpec(f.stack, str(f.path)) for f in load_path(path)}
+    else:
+        specs = {r.name: StackSpec(Stack.model_validate(r.spec), r.source) for r in session.store.stacks()}
+    observed = session.observe()
+    names = set(specs) if path is not None else verbs.known_stacks(session, observed)
+    return report(session, observed, sorted(names), specs)
 
 
 def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:

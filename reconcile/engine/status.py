@@ -141,9 +141,10 @@ def _resources(session: Session, key: str, cgroups: CgroupObservation) -> dict[s
     return {"limits": dict(vars(limits)) if limits else None, "usage": dict(vars(usage)) if usage else None}
 
 
-def report(session: Session, names: Sequence[str], specs: Mapping[str, StackSpec]) -> dict[str, object]:
-    """The status document: `{"stacks": [{"name", "networks": [...], "containers": [...], ...}]}`."""
-    observed = session.observe()
+def report(session: Session, observed: Snapshot, names: Sequence[str],
+           specs: Mapping[str, StackSpec]) -> dict[str, object]:
+    """The status document: `{"stacks": [{"name", "networks": [...], "containers": [...], ...}]}`,
+    from one observation of the host (`observed`, the one the stacks' names came from)."""
     intruders = observed.firewall.intruders()
     watched = session.store.watch_statuses()
     agent = {w.stack: w for w in watched if w.stack}

@@ -10,6 +10,7 @@ from reconcile.engine import pinning, sources
 from reconcile.engine.plan import Plan
 from reconcile.engine.session import Session, Target, open_session
 from reconcile.engine.settings import Settings
+from reconcile.engine.snapshot import Snapshot
 from specs.errors import SpecErrors
 from specs.loader import NamedFile, StackFile, load_path, name_path
 from state import volumes
@@ -112,10 +113,10 @@ def down(stack_names: Sequence[str], settings: Settings, remove_volumes: bool = 
                         () if remove_volumes else tuple(kept))
 
 
-def known_stacks(session: Session) -> set[str]:
-    """Stacks of ours on this host: from the kernel marks, and from the store for stacks whose
-    objects are all gone (so status can report them missing) or that a watch agent could not
-    apply yet (so status shows why)."""
-    owned = session.observe().owned_stacks()
+def known_stacks(session: Session, observed: Snapshot) -> set[str]:
+    """Stacks of ours on this host: from the kernel marks (as `observed`), and from the store for
+    stacks whose objects are all gone (so status can report them missing) or that a watch agent
+    could not apply yet (so status shows why)."""
+    owned = observed.owned_stacks()
     watched = {w.stack for w in session.store.watch_statuses() if w.stack}
     return owned | watched | {record.name for record in session.store.stacks()}
