@@ -128,7 +128,7 @@ def _written(path: Path) -> str:
     return escape(str(path.resolve()))
 
 
-def state(pin: Path, setup: Setup, carried: Collection[Path]) -> PinState:
+def state(pin: Path, setup: Setup, carried: Collection[Path], ours: str | None = None) -> PinState:
     """Whether `pin` holds a namespace that shows what ours shows, apart from what its `setup`
     changed in it (and the pin itself) and the roots below the `carried` directories, and of
     which each `carried` directory is a slave of our shared one (what is mounted below it
@@ -136,11 +136,13 @@ def state(pin: Path, setup: Setup, carried: Collection[Path]) -> PinState:
     mounts). Whether its setup dropped what it could is not asked: a mount below a dropped
     directory may be out of reach of any path, in ours as in it (a tmpfs mounted over /run
     hides /run/netns's), and one pinned by an earlier release, before it was kept lean, works
-    as well, only slower, until it is pinned afresh."""
+    as well, only slower, until it is pinned afresh. `ours`: our mount table, when the caller
+    has just read it (theirs is read right after)."""
+    ours = MOUNTINFO.read_text() if ours is None else ours
     if not is_pinned(pin):
-        left = is_pinned(_staging(pin)) or _own_mounts(pin, carried, MOUNTINFO.read_text())
+        left = is_pinned(_staging(pin)) or _own_mounts(pin, carried, ours)
         return PinState.LEFT if left else PinState.ABSENT
-    ours, inside = MOUNTINFO.read_text(), _read_inside(pin)
+    inside = _read_inside(pin)
     points, below = setup.left_out(pin, carried)
     current = all(_reaches(directory, ours, inside) for directory in carried) and \
         _table(inside, points, below) == _table(ours, points, below)

@@ -72,13 +72,14 @@ class Runtime:
         """Where crun's mount namespace is pinned on a hybrid host."""
         return self.root.parent / NAMESPACE_PIN / "mnt"
 
-    def namespace_state(self, carried: Collection[Path]) -> mountns.PinState | None:
+    def namespace_state(self, carried: Collection[Path], ours: str | None = None) -> mountns.PinState | None:
         """On a hybrid host, whether the namespace containers start in is pinned and shows what
         ours shows (what was mounted since under a private mount is not in it), with the
-        `carried` directories (where roots are mounted) shared mount points that reach it."""
+        `carried` directories (where roots are mounted) shared mount points that reach it.
+        `ours`: our mount table, just read (mountns.state)."""
         if not self.hybrid:
             return None
-        return mountns.state(self.namespace_pin, _NAMESPACE_SETUP, carried)
+        return mountns.state(self.namespace_pin, _NAMESPACE_SETUP, carried, ours)
 
     def pin_namespace(self, carried: Collection[Path], fresh: bool = False) -> None:
         """On a hybrid host, before containers are started: pin their namespace if none is, or

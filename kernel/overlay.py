@@ -42,12 +42,13 @@ class Root:
     lowers: tuple[Path, ...] = ()
 
 
-def mounted(among: Collection[tuple[str, str]] | None = None) -> dict[tuple[str, str], Root]:
-    """Every container root of ours (or those of `among`): (stack, container) -> its mount."""
+def mounted(among: Collection[tuple[str, str]] | None = None, table: str | None = None) -> dict[tuple[str, str], Root]:
+    """Every container root of ours (or those of `among`): (stack, container) -> its mount, from
+    our mount table (`table`, when the caller has just read it)."""
     found: dict[tuple[str, str], Root] = {}
     # With `among`, a line is parsed only if it names one of theirs (names never need escaping).
     marks = None if among is None else [f" {names.overlay_source(*key)}" for key in among]
-    for line in MOUNTINFO.read_text().splitlines():
+    for line in (MOUNTINFO.read_text() if table is None else table).splitlines():
         if marks is not None and not any(mark in line for mark in marks):
             continue
         fields, _, tail = line.partition(" - ")

@@ -229,3 +229,28 @@ containers:
     assert runtime_namespace(sandbox) == "absent"
     # nothing of ours is left mounted: no mount point below the state dir
     assert written(sandbox.state_dir)[:-1] + "/" not in host_table(sandbox)
+
+
+
+OBSERVATION_READS = """\
+from pathlib import Path
+from kernel.mountinfo import MOUNTINFO
+from reconcile.engine.session import open_session
+from reconcile.engine.settings import Settings
+reads = []
+read_text = Path.read_text
+def counted(self, *args, **kwargs):
+    reads.append(self == MOUNTINFO)
+    return read_text(self, *args, **kwargs)
+with open_session(Settings.resolve(None, None), writable=False) as session:
+    Path.read_text = counted
+    session.observe()
+print(sum(reads))
+"""
+
+
+def test_a_whole_observation_reads_our_mount_table_once(sandbox: Sandbox) -> None:
+    """The containers' roots and the runtime's namespace come from one read of our mount table
+    (~6 ms at 2,000 mounts), which the namespace's own is compared with. The namespace is
+    pinned on hybrid hosts only (as ours): elsewhere the roots alone read the table."""
+    assert sandbox.run(sys.executable, "-c", OBSERVATION_READS).stdout == "1\n"
