@@ -48,7 +48,6 @@ IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 4, 8
 IFA_F_NODAD = 0x02
 RTPROT_BOOT, RT_SCOPE_UNIVERSE, RT_SCOPE_NOWHERE, RTN_UNICAST = 3, 0, 255, 1
 _CREATE = wire.NLM_F_CREATE | wire.NLM_F_EXCL
-SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
 MANY_NAMES = 50
 
 
@@ -133,7 +132,8 @@ class Netlink:
         if self._pass is not None and names in self._pass:
             return self._pass[names]
         if names is None or len(names) > MANY_NAMES:  # everything: more than the caller asked for
-            dump = rtnl_dump.parse([self._dump_table(kind, body) for kind, body in rtnl_dump.TABLES])
+            with wire.strict_checking(self._sock):
+                dump = rtnl_dump.parse([self._dump_table(kind, body) for kind, body in rtnl_dump.TABLES])
         else:
             dump = self._named(names)
         if self._pass is not None:
@@ -155,15 +155,19 @@ class Netlink:
         known = {link.index for link in links}
         links += [link for index in sorted({link.master for link in links if link.master} - known)
                   if (link := self._link_at(index)) is not None]
-        # Strict checking makes the kernel honour the index in an address dump's header.
-        self._sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
-        try:
-            answers = [self._dump_table(RTM_GETADDR, wire.IFADDR.pack(family, 0, 0, 0, link.index))
-                       for link in links for family in (AF_INET, AF_INET6)]
-        finally:
-            self._sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 0)
-        addresses = tuple(a for batch in answers for body in batch if (a := rtnl_dump.parse_address(body)) is not None)
+        with wire.strict_checking(self._sock):  # the index in an address dump's header honoured
+            answers = [body for link in links for body in self._addresses_at(link.index)]
+        addresses = tuple(a for body in answers if (a := rtnl_dump.parse_address(body)) is not None)
         return LinkDump(links=tuple(links), addresses=addresses, routes=())
+
+    def _addresses_at(self, index: int) -> list[bytes]:
+        """The address answers of both families of one link (strict checking on); none once it
+        is gone (ENODEV: deleted since it was listed)."""
+        answers: list[bytes] = []
+        with _ignoring(errno.ENODEV):
+            for family in (AF_INET, AF_INET6):
+                answers += self._dump_table(RTM_GETADDR, wire.IFADDR.pack(family, 0, 0, 0, index))
+        return answers
 
     @_retry_transient
     def _dump_table(self, kind: int, body: bytes) -> list[bytes]:

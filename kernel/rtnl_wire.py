@@ -13,6 +13,7 @@ import os
 import socket
 import struct
 from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 
 from kernel import crashpoints
 
@@ -23,6 +24,7 @@ NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE, NLM_F_DUMP = 0x100, 0x200, 0x400, 0x300
 NLM_F_DUMP_INTR = 0x10
 NLA_F_NESTED = 0x8000
 NLA_TYPE_MASK = 0x3FFF  # strips NLA_F_NESTED / NLA_F_NET_BYTEORDER
+SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
 
 HEADER = struct.Struct("=IHHII")
 IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
@@ -89,8 +91,8 @@ def u32(value: bytes | None) -> int | None:
 
 def exchange(sock: socket.socket, kind: int, flags: int, body: bytes) -> Iterator[bytes]:
     """Send one request and yield the payload of each answer until the dump ends (NLMSG_DONE)
-    or the request is acknowledged (a get must ask for the ack, so its end is known); a refusal
-    raises NetlinkError."""
+    or the request is acknowledged (a get must ask for the ack, so its end is known); a refusal,
+    or a dump the kernel gave up on, raises NetlinkError."""
     seq = next(_sequence)
     sock.send(HEADER.pack(HEADER.size + len(body), kind, NLM_F_REQUEST | flags, seq, 0) + body)
     interrupted = False
@@ -105,6 +107,11 @@ def exchange(sock: socket.socket, kind: int, flags: int, body: bytes) -> Iterato
                 continue  # an answer to an earlier request we stopped reading (a retried dump)
             interrupted |= bool(msg_flags & NLM_F_DUMP_INTR)
             if msg_type == NLMSG_DONE:
+                # A dump the kernel gave up on ends here, its errno negated in the payload (a
+                # table strict checking names that does not exist, a header it refuses).
+                code = -_ERRNO.unpack_from(payload)[0] if len(payload) >= _ERRNO.size else 0
+                if code > 0:
+                    raise NetlinkError(code, os.strerror(code))
                 if interrupted:
                     raise DumpInterrupted()
                 return
@@ -125,6 +132,18 @@ def request(sock: socket.socket, kind: int, flags: int, body: bytes) -> None:
 
 def dump(sock: socket.socket, kind: int, body: bytes) -> Iterator[bytes]:
     return exchange(sock, kind, NLM_F_DUMP, body)
+
+
+@contextmanager
+def strict_checking(sock: socket.socket) -> Iterator[None]:
+    """Within it the kernel (4.20+) honours the filters a dump request's header names (the
+    addresses of one link, the routes of one table) instead of answering with everything.
+    Not nested: strict checking is off again afterwards, as every other request here expects."""
+    sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+    try:
+        yield
+    finally:
+        sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 0)
 
 
 def get(sock: socket.socket, kind: int, body: bytes) -> list[bytes]:

@@ -3,7 +3,9 @@ record we parse and every change we request must read back the same through `ip`
 
 from __future__ import annotations
 
+import errno
 import json
+import sys
 
 from tests.sandbox import Sandbox
 
@@ -157,3 +159,58 @@ def test_ipv6_addresses_and_routes_agree_with_iproute2(sandbox: Sandbox) -> None
     sandbox.python(TEARDOWN6)
     assert _ip(sandbox, "-6", "-n", "rc-t_c", "route", "show", "default") == []
     assert "fd00:77::2" not in sandbox.run("ip", "-n", "rc-t_c", "-6", "addr").stdout
+
+
+
+
+ROUTE_TABLES = """
+import json, socket
+from kernel import netns, rtnl_dump, rtnl_wire as wire
+kind, body = next((kind, body) for kind, body in rtnl_dump.TABLES if kind == rtnl_dump.RTM_GETROUTE)
+sock = wire.new_socket()
+tables = [rtnl_dump.dump_table(sock, kind, body)]
+refused = []
+with wire.strict_checking(sock):
+    tables.append(rtnl_dump.dump_table(sock, kind, body))
+    try:  # a header strict checking refuses: a dump of one prefix length
+        rtnl_dump.dump_table(sock, kind, wire.RTMSG.pack(socket.AF_INET, 24, 0, 0, 254, 0, 0, 0, 0))
+    except wire.NetlinkError as exc:
+        refused.append(exc.errno)
+tables.append(rtnl_dump.dump_table(sock, kind, body))  # not strict again
+netns.add(["rc-t_fresh"])  # lo down, no address: no IPv4 route table made yet
+fresh = dict(netns.dumps(["rc-t_fresh"]))["rc-t_fresh"]
+print(json.dumps({"tables": [sorted({answer[4] for answer in answers}) for answers in tables], "refused": refused,
+                  "fresh": None if fresh is None else [[link.name for link in fresh.links], len(fresh.routes)]}))
+"""
+
+NO_TABLE_YET = """
+import json
+from kernel import rtnl_dump, rtnl_wire as wire
+kind, body = next((kind, body) for kind, body in rtnl_dump.TABLES if kind == rtnl_dump.RTM_GETROUTE)
+sock = wire.new_socket()
+with wire.strict_checking(sock):
+    try:
+        list(wire.dump(sock, kind, body))
+        refused = None
+    except wire.NetlinkError as exc:
+        refused = exc.errno
+    print(json.dumps([refused, rtnl_dump.dump_table(sock, kind, body)]))
+"""
+
+
+def test_a_strict_route_dump_answers_with_the_main_table_alone(sandbox: Sandbox) -> None:
+    """Sent under strict checking, the dumps of a pass leave the local table (most of each
+    namespace's routes) in the kernel; the socket answers as before afterwards. A dump the
+    kernel gives up on says so in its last message, which is raised; one of a table that a
+    fresh namespace has not made yet is refused (ENOENT) and holds no route."""
+    sandbox.run("ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1")
+    for end in ("d0", "d1"):
+        sandbox.run("ip", "link", "set", end, "up")
+    sandbox.run("ip", "addr", "add", "10.78.0.2/24", "dev", "d0")
+    found = json.loads(sandbox.python(ROUTE_TABLES).stdout)
+    everything, strict, after = found["tables"]
+    assert everything == after == [254, 255] and strict == [254]
+    assert found["refused"] == [errno.EINVAL]
+    assert found["fresh"] == [["lo"], 0]
+    no_table = sandbox.run("ip", "netns", "exec", "rc-t_fresh", sys.executable, "-c", NO_TABLE_YET).stdout
+    assert json.loads(no_table) == [errno.ENOENT, []]
