@@ -558,9 +558,11 @@ class ContainerController:
         containers: dict[str, ObservedContainer] = {}
         texts: dict[str, str] = {}  # the members of a network have the same /etc/hosts: kept once
 
-        def read(inside: str | None, path: str) -> str | None:
-            text = inroot.read_in_root(inside, path) if inside else None
-            return None if text is None else texts.setdefault(text, text)
+        def files(inside: str | None) -> tuple[str | None, str | None]:
+            """/etc/hosts and resolv.conf of a running container, its root opened once."""
+            texts_read = inroot.read_all_in_root(inside, ("/etc/hosts", "/etc/resolv.conf")) if inside else [None, None]
+            hosts, resolv = (None if text is None else texts.setdefault(text, text) for text in texts_read)
+            return hosts, resolv
 
         file_dirs = self._file_dirs() if focus is None else {key for key in focus.containers
                                                               if Paths.of(self._state_dir, *key).root.is_dir()}
@@ -568,9 +570,9 @@ class ContainerController:
             handle, in_sandbox = found.get(key, (None, False))
             inside = f"/proc/{handle.pid}/root" if handle else None  # a Path would intern the pid
             root = roots.get(key)
+            hosts, resolv = files(inside)
             containers["/".join(key)] = ObservedContainer(
-                key[0], key[1], handle, records.get(key), in_sandbox,
-                read(inside, "/etc/hosts"), read(inside, "/etc/resolv.conf"),
+                key[0], key[1], handle, records.get(key), in_sandbox, hosts, resolv,
                 root.path if root else None, key in runtime_ids, root.image_digest if root else None,
                 runtime.exit_code(Paths.of(self._state_dir, *key).log) if handle is None and key in records else None)
         resolvers = HostResolvers(str(self._host_resolv), _read(self._host_resolv) or "",

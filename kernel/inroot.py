@@ -113,11 +113,15 @@ def open_in_root(root: str | Path, path: str, flags: int, mode: int = 0o644) -> 
     regular file (never a FIFO or a device: a read could hang or never end)."""
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        how = _OpenHow(flags | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, mode if flags & os.O_CREAT else 0,
-                       RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
-        fd = _openat2(root_fd, path.lstrip("/").encode(), how, f"{root}:{path}")
+        return _open_regular(root_fd, path, flags, mode, f"{root}:{path}")
     finally:
         os.close(root_fd)
+
+
+def _open_regular(root_fd: int, path: str, flags: int, mode: int, shown: str) -> int:
+    how = _OpenHow(flags | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, mode if flags & os.O_CREAT else 0,
+                   RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+    fd = _openat2(root_fd, path.lstrip("/").encode(), how, shown)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise NotARegularFile(f"{path} in the container is not a regular file")
@@ -126,16 +130,38 @@ def open_in_root(root: str | Path, path: str, flags: int, mode: int = 0o644) -> 
 
 def read_in_root(root: str | Path, path: str) -> str | None:
     """The text of a regular file inside `root` (at most MAX_READ bytes), or None."""
+    return read_all_in_root(root, (path,))[0]
+
+
+def read_all_in_root(root: str | Path, paths: Sequence[str]) -> list[str | None]:
+    """The text of each of these regular files inside `root` (as read_in_root), the root opened
+    once: a whole pass reads two files in each of a thousand containers' roots."""
     try:
-        fd = open_in_root(root, path, os.O_RDONLY)
+        root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return [None] * len(paths)
+    try:
+        return [_read_regular(root_fd, path, f"{root}:{path}") for path in paths]
+    finally:
+        os.close(root_fd)
+
+
+def _read_regular(root_fd: int, path: str, shown: str) -> str | None:
+    try:
+        fd = _open_regular(root_fd, path, os.O_RDONLY, 0, shown)
     except OSError:
         return None
-    with os.fdopen(fd, "rb") as f:
-        # Sized to the file (a regular one): read(MAX_READ) allocates MAX_READ before reading,
-        # for each of the 2,000 /etc/hosts and resolv.conf files a pass reads at N=1000
-        # (41 ms against 10 ms for 2,000 reads of 15 KB, measured).
-        size = os.fstat(fd).st_size
-        return f.read(min(size, MAX_READ) if size else MAX_READ).decode(errors="replace")
+    try:
+        # Sized to the file (a regular one): a read of MAX_READ allocates MAX_READ first, for
+        # each of the 2,000 /etc/hosts and resolv.conf files a pass reads at N=1000 (41 ms
+        # against 10 ms for 2,000 reads of 15 KB, measured).
+        want = min(os.fstat(fd).st_size, MAX_READ) or MAX_READ
+        data = b""
+        while len(data) < want and (chunk := os.read(fd, want - len(data))):
+            data += chunk
+        return data.decode(errors="replace")
+    finally:
+        os.close(fd)
 
 
 def rewrite_in_root(root: Path, path: str, text: str) -> None:

@@ -4,13 +4,14 @@ each spec field widens or narrows."""
 from __future__ import annotations
 
 import base64
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from controllers.container_bundle import ALLOWED_DEVICES, MASKED_PATHS, READONLY_PATHS, BundleInputs, oci_config
-from kernel.inroot import MAX_READ, find_program, make_dirs, read_in_root, resolve
+from kernel.inroot import MAX_READ, find_program, make_dirs, read_all_in_root, read_in_root, resolve
 from kernel.users import Ids
 from specs import capabilities
 from specs.model import Container
@@ -140,3 +141,7 @@ def test_a_file_inside_a_root_is_read_whole_up_to_the_bound(tmp_path: Path) -> N
     assert read_in_root(tmp_path, "/etc/huge") == "x" * MAX_READ
     assert read_in_root(tmp_path, "/etc/out") is None  # resolved in the root: no /etc/hostname there
     assert read_in_root(tmp_path, "/etc/missing") is None
+    os.mkfifo(etc / "fifo")  # never read: a read could block forever
+    assert read_all_in_root(tmp_path, ["/etc/hosts", "/etc/fifo", "/etc/out", "/etc/empty"]) == [
+        "127.0.0.1\tlocalhost\n" * 1000, None, None, ""]
+    assert read_all_in_root(tmp_path / "gone", ["/etc/hosts", "/etc/empty"]) == [None, None]
