@@ -28,6 +28,9 @@ class Change:
     fields: tuple[FieldChange, ...] = ()
     reason: str = ""
     disruptive: bool = False
+    follows: frozenset[tuple[str, str]] = field(default=frozenset(), compare=False, repr=False)
+    """(kind, key) of the changes of its pass it comes after and needs made: a pass that keeps
+    only some of them (a narrowed selection) leaves it for a later one (Plan.selected)."""
     # What apply needs (desired and/or observed records); not part of the plan's identity.
     desired: object = field(default=None, compare=False, repr=False)
     observed: object = field(default=None, compare=False, repr=False)

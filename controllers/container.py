@@ -364,19 +364,25 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
         if found.stack in desired.scope and key not in wanted_keys and desired.container_in_focus(key):
             result.changes.append(Change(Action.DELETE, KIND_CONTAINER, key, reason="no longer in the spec",
                                          observed=found))
-    result.changes[:0] = _runtime_namespace_change(observed, bool(wanted_keys))
+    removed = {change.key for change in result.changes if change.action is Action.DELETE}
+    result.changes[:0] = _runtime_namespace_change(observed, bool(wanted_keys), removed)
     return result
 
 
-def _runtime_namespace_change(observed: ContainerObservation, wanted: bool) -> list[Change]:
-    """Unpinned, with the mount points pinning made, once no container of ours is left; pinned
-    afresh, before any start, when it lags the host's mounts (an absent one is pinned by the
-    first start)."""
+def _runtime_namespace_change(observed: ContainerObservation, wanted: bool, removed: set[str]) -> list[Change]:
+    """Unpinned, with the mount points pinning made, once no container of ours is left: in the
+    pass that removes the last ones (`removed`: every one observed), after them (deletions run
+    in reverse: this change comes first; and it follows them, so a pass that makes only some
+    of them leaves it for a later one), not in a pass of its own. A removal that fails leaves
+    no harm: the namespace stays alive while its crun does, and a mount point with a root
+    still mounted below is kept (mountns.release). Pinned afresh, before any start, when it
+    lags the host's mounts (an absent one is pinned by the first start)."""
     if observed.runtime_namespace in (None, PinState.ABSENT):
         return []
-    if not observed.containers and not wanted:
+    if observed.containers.keys() <= removed and not wanted:
         return [Change(Action.DELETE, KIND_RUNTIME, RUNTIME_NAMESPACE,
-                       reason="no container of ours is left to run in it")]
+                       reason="no container of ours is left to run in it",
+                       follows=frozenset((KIND_CONTAINER, key) for key in observed.containers))]
     if observed.runtime_namespace is PinState.LEFT:  # the first start pins
         return []
     if observed.runtime_namespace is PinState.STALE:

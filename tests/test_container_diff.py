@@ -24,6 +24,7 @@ from controllers.container import (
 )
 from controllers.container_files import LOCALHOST
 from kernel.mountns import PinState
+from reconcile.engine.plan import order
 from tests.container_snapshots import (
     exited,
     leftover,
@@ -248,18 +249,28 @@ def test_down_deletes_every_container_of_the_stack_and_nothing_else() -> None:
      PinState.LEFT, None),
     (WANT, (), PinState.LEFT, None),
     (Desired(stacks={}, scope=frozenset({"demo"})), (), None, None),
+    (Desired(stacks={}, scope=frozenset({"demo"})), (DB_NOW, WEB_NOW, MIGRATE_NOW), PinState.CURRENT, Action.DELETE),
+    (Desired(stacks={}, scope=frozenset({"demo"})), IN_SYNC, PinState.CURRENT, None),
 ], ids=["nothing left", "nothing left, lagging", "another stack's container", "another's, lagging",
         "containers to start", "lagging, containers to start", "lagging, all in sync", "none pinned",
         "unpinned, its mount points left", "mount points left, another's container",
-        "mount points left, containers to start", "not looked at (a focused pass)"])
+        "mount points left, containers to start", "not looked at (a focused pass)",
+        "the last ones go in this pass", "they go, another stack's stays"])
 def test_the_runtimes_pinned_namespace_is_pinned_afresh_when_it_lags_and_goes_with_the_last_container(
         desired: Desired, observed: tuple[ObservedContainer, ...], state: PinState | None,
         expected: Action | None) -> None:
     changes = diff_containers(desired, replace(observation(*observed), runtime_namespace=state)).changes
     assert [(c.action, c.key) for c in changes if c.kind == KIND_RUNTIME] == \
         ([(expected, RUNTIME_NAMESPACE)] if expected else [])
-    if expected is Action.UPDATE:
-        assert changes[0].kind == KIND_RUNTIME  # before any start
+    if expected is not None:  # before any start; after every removal (the plan reverses deletions)
+        assert changes[0].kind == KIND_RUNTIME
+    if expected is Action.DELETE:
+        plan = order([changes])
+        assert [c.key for c in plan.changes][-1] == RUNTIME_NAMESPACE
+        # ... and goes only with every removal it follows: a narrower pass leaves it be.
+        assert plan.selected(lambda c: True) == plan
+        if len(changes) > 1:
+            assert plan.selected(lambda c: c.key != changes[-1].key).changes == plan.changes[1:-1]
 
 
 def test_a_crash_leftover_of_another_image_is_not_said_to_have_exited() -> None:

@@ -8,7 +8,7 @@ through the controllers and in each controller's own (dependency) order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from controllers.change import Action, Change
@@ -33,6 +33,12 @@ class Plan:
     @property
     def empty(self) -> bool:
         return not self.changes
+
+    def selected(self, select: Callable[[Change], bool]) -> Plan:
+        """The changes `select` keeps, less those that follow one it drops (Change.follows)."""
+        kept = [change for change in self.changes if select(change)]
+        made = {(change.kind, change.key) for change in kept}
+        return Plan(tuple(change for change in kept if change.follows <= made))
 
     def summary(self) -> Summary:
         actions = [c.action for c in self.changes]

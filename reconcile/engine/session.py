@@ -164,7 +164,7 @@ class Session:
             if _of(target.scope, self.store.subnet_leases()) != _of(target.scope, desired.pooled):
                 self.store.replace_subnet_leases(target.scope, desired.pooled)  # a write costs fsyncs
             self._record_leases(desired)
-            plan = Plan(tuple(filter(select, plan.changes)))
+            plan = plan.selected(select)
             if failed is not None:
                 if failed[0] == plan:
                     raise failed[1]  # the same changes against the same host: not a race, a failure
@@ -180,7 +180,7 @@ class Session:
             failed = None
         if failed is not None:
             raise failed[1]
-        left = Plan(tuple(filter(select, self.plan(target, focus)[0].changes)))
+        left = self.plan(target, focus)[0].selected(select)
         if left.empty:
             return Plan(tuple(done))
         raise NotConverged("the host still differs from the spec after "
