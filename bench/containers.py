@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import print_table, reexec_in_throwaway_host, time_cli_round, unmount_below  # noqa: E402
 from controllers.container_bundle import BundleInputs, oci_config  # noqa: E402
 from kernel import overlay, runtime, seccomp  # noqa: E402
+from kernel.cgroups import detect  # noqa: E402
 from kernel.oci import Runtime  # noqa: E402
 from kernel.users import Ids  # noqa: E402
 from specs import capabilities  # noqa: E402
@@ -60,6 +61,7 @@ def floor(n: int, work: Path, lowers: Sequence[Path] = (Path("/"),)) -> tuple[fl
     oci = Runtime.at(work / "runtime")
     spec = Container.model_validate({"command": ["sleep", "100000"], "hostname": "c", "workdir": "/"})
     bpf = seccomp.filter_for(frozenset(capabilities.kernel_names(capabilities.DOCKER_DEFAULT)), work / "seccomp")
+    cgroups = detect()
     start = time.perf_counter()
     _networks(n)
     oci.pin_namespace([work])  # as the container controller: roots mounted below reach it
@@ -70,7 +72,8 @@ def floor(n: int, work: Path, lowers: Sequence[Path] = (Path("/"),)) -> tuple[fl
         overlay.mount("floor", f"c{i}", lowers, work / f"c{i}" / "upper", work / f"c{i}" / "work", bundle / "rootfs")
         inputs = BundleInputs(f"floor{n}-{i}", oci.netns_path(f"f{n}n{i}"), f"/rc-bench-floor-{n}/c{i}",
                               Ids(0, 0, ()), capabilities.DOCKER_DEFAULT, bpf, list(lowers) == [Path("/")], (),
-                              runtime.TINI, runtime.INIT_IN_CONTAINER, hooks=oci.start_hooks([bundle / "rootfs"]))
+                              runtime.TINI, runtime.INIT_IN_CONTAINER, hooks=oci.start_hooks([bundle / "rootfs"]),
+                              cgroup_views=cgroups.views(f"/rc-bench-floor-{n}/c{i}"))
         (bundle / "config.json").write_text(json.dumps(oci_config(spec, inputs)))
         pid_files.append(bundle / "pid")
         procs.append(subprocess.Popen(oci.run_command(inputs.container_id, bundle, bundle / "pid"),

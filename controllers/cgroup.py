@@ -62,6 +62,8 @@ class Placement:
 
     relpath: str
     monitor_procs: tuple[str, ...]
+    runtime_path: str  # the runtime's own cgroup (its linux.cgroupsPath), a child of ours
+    views: Mapping[str, str]  # that cgroup as the container sees it (CgroupDriver.views)
 
 
 def limits_of(resources: Resources) -> Limits:
@@ -232,7 +234,9 @@ class CgroupController:
             raise CgroupError(f"the cgroup {relpath} is missing (its limits were not set): not starting it")
         monitor = names.stack_monitor_relpath(self._parent, stack)
         with self._monitors:
-            return Placement(relpath, tuple(self._making(lambda: self._driver.create_everywhere(monitor))))
+            monitor_procs = tuple(self._making(lambda: self._driver.create_everywhere(monitor)))
+        runtime_path = names.runtime_cgroup_path(relpath)
+        return Placement(relpath, monitor_procs, runtime_path, self._driver.views(runtime_path))
 
     def _making(self, create: Callable[[], T]) -> T:
         """Make cgroups under the parent, remembering a parent this makes as ours."""

@@ -792,12 +792,12 @@ class ContainerController:
         inputs = BundleInputs(
             container_id=names.runtime_id(want.stack, want.key),
             netns_path=self._runtime.netns_path(names.netns_name(want.stack, want.key)),
-            cgroups_path=names.runtime_cgroup_path(placement.relpath),
+            cgroups_path=placement.runtime_path,
             ids=users.lookup(c.user or "0", paths.rootfs), capabilities=want.capabilities,
             seccomp_bpf=None if c.privileged else filters[want.capabilities],
             host_root=c.rootfs is None and c.image is None, hidden=(str(self._state_dir.resolve()),),
             init=runtime.TINI, init_target=runtime.INIT_IN_CONTAINER, id_base=id_base, named_volumes=named,
-            hooks=self._runtime.start_hooks([paths.rootfs, *bound]))
+            hooks=self._runtime.start_hooks([paths.rootfs, *bound]), cgroup_views=placement.views)
         handle = runtime.start(self._runtime, inputs.container_id, paths.bundle, oci_config(c, inputs), paths.log,
                                change.key, placement.monitor_procs,
                                runtime.LogLimits(c.logging.options.max_size, c.logging.options.max_file))

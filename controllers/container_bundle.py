@@ -52,6 +52,7 @@ class BundleInputs:
     id_base: int | None = None  # userns: auto: the host uid of the container's uid 0
     named_volumes: Mapping[str, str] = field(default_factory=dict)  # volume name -> its directory (state.volumes)
     hooks: Mapping[str, Any] = field(default_factory=dict)  # the runtime's own (kernel.oci.Runtime.start_hooks)
+    cgroup_views: Mapping[str, str] = field(default_factory=dict)  # bound into /sys/fs/cgroup (CgroupDriver.views)
 
 
 def _device_rule(kind: str, major: int | None, minor: int | None, access: str) -> dict[str, Any]:
@@ -61,6 +62,13 @@ def _device_rule(kind: str, major: int | None, minor: int | None, access: str) -
     if minor is not None:
         rule["minor"] = minor
     return rule
+
+
+def _cgroup_views(inputs: BundleInputs) -> Mapping[str, str]:
+    """Empty for a container in a user namespace: crun opens a bind's source before it makes the
+    cgroup, and binds it afterwards by path from inside the namespace, where every directory
+    on the way must be open to others; its own mounts need neither."""
+    return inputs.cgroup_views if inputs.id_base is None else {}
 
 
 def _mounts(container: Container, inputs: BundleInputs) -> list[dict[str, Any]]:
@@ -77,6 +85,8 @@ def _mounts(container: Container, inputs: BundleInputs) -> list[dict[str, Any]]:
         {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": [*_NOSUID_NOEXEC_NODEV, sys_mode]},
         {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
          "options": [*_NOSUID_NOEXEC_NODEV, "relatime", sys_mode]},
+        *({"destination": inside, "type": "bind", "source": host, "options": ["bind", *_NOSUID_NOEXEC_NODEV, sys_mode]}
+          for inside, host in sorted(_cgroup_views(inputs).items())),
         {"destination": inputs.init_target, "type": "bind", "source": inputs.init,
          "options": ["bind", "ro", "nosuid", "nodev"]},
     ]

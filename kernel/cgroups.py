@@ -28,6 +28,7 @@ from kernel.mountinfo import MOUNTINFO, unescape
 __all__ = ["CgroupDriver", "CgroupError", "CgroupMount", "Limits", "Usage", "detect", "parse_mountinfo"]
 
 CGROUP_DIR = PurePosixPath("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
 V2_PLACES = (CGROUP_DIR, CGROUP_DIR / "unified")
 """Where a unified tree is mounted: alone (pure v2), or beside v1 hierarchies (hybrid)."""
 V2_REQUIRED = frozenset({"memory", "cpu", "pids"})
@@ -42,6 +43,7 @@ class CgroupMount:
     root: str  # the directory of the hierarchy that is mounted: "/" unless a subtree is bind-mounted
     mount_point: PurePosixPath
     options: frozenset[str]  # super options: a v1 hierarchy lists its controllers there
+    read_only: bool = False  # the mount's flag or its superblock's
 
     def preference(self) -> tuple[bool, int]:
         """Lower is better: the mount in /sys/fs/cgroup, then the one nearest the hierarchy root
@@ -59,9 +61,10 @@ def parse_mountinfo(text: str) -> list[CgroupMount]:
         sep = fields.index("-")
         fstype = fields[sep + 1]
         if fstype in ("cgroup", "cgroup2") and len(fields) > sep + 3:
+            options = frozenset(fields[sep + 3].split(","))
             mounts.append(CgroupMount(fstype=fstype, root=unescape(fields[3]),
-                                      mount_point=PurePosixPath(unescape(fields[4])),
-                                      options=frozenset(fields[sep + 3].split(","))))
+                                      mount_point=PurePosixPath(unescape(fields[4])), options=options,
+                                      read_only="ro" in fields[5].split(",") or "ro" in options))
     return mounts
 
 
@@ -81,10 +84,44 @@ def v2_mount(mounts: Sequence[CgroupMount]) -> PurePosixPath | None:
     return places[0] if places else None
 
 
-def detect(mountinfo: str | None = None, root: Path = Path("/")) -> CgroupDriver:
+_CRUN_ORDER = {"net_prio,net_cls": "net_cls,net_prio", "cpuacct,cpu": "cpu,cpuacct"}
+
+_RUNTIME_LINKS = frozenset({"cpu", "cpuacct", "net_cls", "net_prio"})
+"""The names crun links in a container's /sys/fs/cgroup to the co-mounted hierarchies
+(`cpu` -> `cpu,cpuacct`) once it has mounted the others: a bind there would land on a
+dangling link."""
+
+
+def _runtime_names(proc_cgroup: str) -> dict[str, frozenset[str]]:
+    """The name crun gives each v1 hierarchy of a /proc/PID/cgroup text (its directory in a
+    container's /sys/fs/cgroup, and the one it makes the container's cgroup below in the
+    host's), with the controllers (and `name=`) the hierarchy is mounted with. As crun does:
+    `name=` dropped, two co-mounts put in their usual order."""
+    names: dict[str, frozenset[str]] = {}
+    for line in proc_cgroup.splitlines():
+        _, controllers, _ = line.split(":", 2)
+        if controllers:
+            name = controllers.removeprefix("name=")
+            names[_CRUN_ORDER.get(name, name)] = frozenset(controllers.split(","))
+    return names
+
+
+def _runtime_views(mounts: Sequence[CgroupMount], proc_cgroup: str) -> list[PurePosixPath]:
+    """The v1 hierarchies a container's cgroup is bound from (CgroupDriver.views): mounted
+    writable where crun names them, so that crun makes the container's cgroup there, under a
+    name crun does not link. Any other is left to crun's own mount."""
+    named = _runtime_names(proc_cgroup)
+    return [m.mount_point for m in mounts
+            if m.fstype == "cgroup" and not m.read_only and m.mount_point.parent == CGROUP_DIR
+            and m.mount_point.name not in _RUNTIME_LINKS
+            and (controllers := named.get(m.mount_point.name)) is not None and controllers <= m.options]
+
+
+def detect(mountinfo: str | None = None, root: Path = Path("/"), proc_cgroup: str | None = None) -> CgroupDriver:
     """The driver for this host: v2 when the unified tree offers memory, cpu and pids and no v1
-    memory hierarchy is mounted (a hybrid host keeps those on v1), else v1. `mountinfo` and
-    `root` (prefixed to every mount point) let tests describe a host in a directory."""
+    memory hierarchy is mounted (a hybrid host keeps those on v1), else v1. `mountinfo`,
+    `proc_cgroup` and `root` (prefixed to every mount point) let tests describe a host in a
+    directory."""
     mounts = parse_mountinfo(MOUNTINFO.read_text() if mountinfo is None else mountinfo)
     hierarchies = {name: root / path.relative_to("/") for name, path in v1_hierarchies(mounts).items()}
     unified = v2_mount(mounts)
@@ -93,5 +130,6 @@ def detect(mountinfo: str | None = None, root: Path = Path("/")) -> CgroupDriver
         if V2_REQUIRED <= v2.available():
             return v2
     others = [root / m.mount_point.relative_to("/") for m in mounts if m.mount_point.parent == CGROUP_DIR]
-    return V1Driver(hierarchies, others)
+    bound = _runtime_views(mounts, PROC_CGROUP.read_text() if proc_cgroup is None else proc_cgroup)
+    return V1Driver(hierarchies, others, {str(point): root / point.relative_to("/") for point in bound})
 

@@ -219,6 +219,14 @@ class CgroupDriver(ABC):
         """Make the cgroup (idempotent); returns the cgroup.procs files a process writes "0" into
         to join it."""
 
+    def views(self, runtime_path: str) -> dict[str, str]:
+        """The runtime's cgroup (`runtime_path`, as its linux.cgroupsPath) as the container is
+        to see it: mount point inside -> directory on the host, bound there in place of a
+        hierarchy the runtime would mount afresh. Empty for the v2 driver: a pure v2 host's one
+        cgroup2 mount walks nothing (a hybrid host with every controller on its unified tree
+        keeps crun's v1 mounts)."""
+        return {}
+
     def create_everywhere(self, relpath: str) -> list[str]:
         """Make the cgroup in every hierarchy mounted on the host (idempotent), named ones
         (name=systemd) and the unified tree of a hybrid host included; returns the cgroup.procs

@@ -4,6 +4,7 @@ canary cgroup left untouched. Paths and file names come from the product's drive
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ import pytest
 from controllers.container import RUNTIME_DIR
 from kernel import procs
 from kernel.cgroups_common import FIELD_CONTROLLERS, Usage
+from kernel.cgroups_v1 import V1Driver
 from specs import names
 from tests.cgroupfs import DRIVER, cgroup_of, directory, hierarchy_roots, limit_file, limit_text
 from tests.sandbox import Sandbox
@@ -31,7 +33,8 @@ STACK = """\
 name: lim
 containers:
   web:
-    command: ["sh", "-c", "cat /proc/self/cgroup; exec sleep 100000"]
+    command: ["sh", "-c", "cat /proc/self/cgroup; for d in /sys/fs/cgroup/memory /sys/fs/cgroup; do
+      [ -e $d/cgroup.procs ] && echo view $(stat -c %i $d) && break; done; exec sleep 100000"]
     resources: {{memory: {memory}, cpus: {cpus}, pids: 20}}
 """
 
@@ -73,7 +76,15 @@ def test_limits_round_trip_in_place_and_drift(sandbox: Sandbox, canary: Path) ->
     # process there before its first instruction. Inside, a cgroup namespace hides the path.
     assert str(pid) in (directory(web, "memory") / "ctr" / "cgroup.procs").read_text().split()
     assert cgroup_of(Path(f"/proc/{pid}/cgroup").read_text(), "memory") == f"/{web}/ctr"
-    assert cgroup_of(sandbox.reconcile("logs", "web").stdout, "memory") == "/"
+    logs = sandbox.reconcile("logs", "web").stdout.splitlines()
+    assert cgroup_of("\n".join(line for line in logs if not line.startswith("view ")), "memory") == "/"
+    # ... and shows it at /sys/fs/cgroup/memory (the whole tree on v2): on v1 bound there, not
+    # a hierarchy crun mounts afresh (each such mount walks every cgroup of the unified tree).
+    assert f"view {(directory(web, 'memory') / 'ctr').stat().st_ino}" in logs
+    bundle = sandbox.state_dir / "containers" / "lim" / "web" / "bundle"
+    mounts = json.loads((bundle / "config.json").read_text())["mounts"]
+    bound = {m["destination"] for m in mounts if m["type"] == "bind"}
+    assert ("/sys/fs/cgroup/memory" in bound) == isinstance(DRIVER, V1Driver)
     assert sandbox.reconcile("diff", str(stack)).returncode == 0
 
     # In place: the plan says so, the process survives.

@@ -106,31 +106,59 @@ def test_mountinfo_unescapes_paths_and_keeps_the_hierarchy_root() -> None:
 
 def test_detect_hybrid_is_v1_rooted_at_the_mount_points(tmp_path: Path) -> None:
     files(tmp_path / UNIFIED / "unified", {"cgroup.controllers": "hugetlb\n"})
-    driver = detect(HYBRID_COMOUNTED, root=tmp_path)
+    driver = detect(HYBRID_COMOUNTED, root=tmp_path, proc_cgroup="")
     assert isinstance(driver, V1Driver)
     comounted = tmp_path / UNIFIED / "cpu,cpuacct"
     assert driver.hierarchies["cpu"] == driver.hierarchies["cpuacct"] == comounted
     assert driver.roots() == [comounted] + [tmp_path / UNIFIED / c for c in ("memory", "pids", "cpuset")]
 
 
+def _proc_cgroup(*controllers: str) -> str:
+    """/proc/self/cgroup of a process in these v1 hierarchies (and the unified tree)."""
+    return "".join(f"{len(controllers) - i}:{c}:/user.slice\n" for i, c in enumerate(controllers)) + "0::/user.slice\n"
+
+
+SEPARATE_CGROUPS = _proc_cgroup("name=systemd", "pids", "devices", "memory", "cpuset", "cpuacct", "cpu")
+# A writable memory hierarchy at a name crun does not give it, a read-only pids one.
+ELSEWHERE = HYBRID_COMOUNTED.replace("/sys/fs/cgroup/memory rw", "/sys/fs/cgroup/mem rw").replace(
+    "/sys/fs/cgroup/pids rw", "/sys/fs/cgroup/pids ro")
+
+
+@pytest.mark.parametrize(("mountinfo", "proc_cgroup", "inside"), [
+    (HYBRID_SEPARATE, SEPARATE_CGROUPS, ["cpuset", "memory", "devices", "pids", "systemd"]),  # cpu, cpuacct: links
+    (HYBRID_COMOUNTED, _proc_cgroup("name=systemd", "cpuacct,cpu", "memory", "pids", "cpuset"),
+     ["systemd", "cpu,cpuacct", "memory", "pids", "cpuset"]),
+    (ELSEWHERE, _proc_cgroup("name=systemd", "cpu,cpuacct", "memory", "pids", "cpuset"),
+     ["systemd", "cpu,cpuacct", "cpuset"]),
+    (HYBRID_SEPARATE, _proc_cgroup("pids"), ["pids"]),  # crun makes the container's cgroup where it is
+    (HYBRID_SEPARATE.replace("rw,pids", "rw,rdma"), _proc_cgroup("pids"), []),  # another hierarchy mounted there
+])
+def test_a_v1_container_sees_the_runtimes_cgroup_bound_where_crun_makes_it(
+        tmp_path: Path, mountinfo: str, proc_cgroup: str, inside: list[str]) -> None:
+    files(tmp_path / UNIFIED / "unified", {"cgroup.controllers": "hugetlb\n"})
+    views = detect(mountinfo, root=tmp_path, proc_cgroup=proc_cgroup).views("/reconcile/s/c/ctr")
+    assert views == {f"/{UNIFIED}/{name}": f"{tmp_path / UNIFIED / name}/reconcile/s/c/ctr" for name in inside}
+
+
 def test_detect_pure_v2(tmp_path: Path) -> None:
     files(tmp_path / UNIFIED, {"cgroup.controllers": V2_ALL + "\n"})
-    driver = detect(PURE_V2, root=tmp_path)
+    driver = detect(PURE_V2, root=tmp_path, proc_cgroup="")
     assert isinstance(driver, V2Driver)
     assert driver.roots() == [tmp_path / UNIFIED]
+    assert driver.views("/reconcile/s/c/ctr") == {}  # crun's one cgroup2 mount walks nothing
 
 
 @pytest.mark.parametrize("controllers", ["cpuset cpu io memory", "hugetlb", ""])
 def test_detect_falls_back_to_v1_when_the_unified_tree_lacks_a_controller(tmp_path: Path, controllers: str) -> None:
     files(tmp_path / UNIFIED, {"cgroup.controllers": controllers + "\n"})
-    driver = detect(PURE_V2, root=tmp_path)
+    driver = detect(PURE_V2, root=tmp_path, proc_cgroup="")
     assert isinstance(driver, V1Driver)
     assert driver.missing(Limits(memory=PAGE_SIZE, cpus=1, pids=1, cpuset="0")) == ["memory", "cpu", "pids", "cpuset"]
 
 
 def test_detect_prefers_v1_memory_even_when_unified_offers_it(tmp_path: Path) -> None:
     files(tmp_path / UNIFIED / "unified", {"cgroup.controllers": V2_ALL + "\n"})
-    assert isinstance(detect(HYBRID_SEPARATE, root=tmp_path), V1Driver)
+    assert isinstance(detect(HYBRID_SEPARATE, root=tmp_path, proc_cgroup=""), V1Driver)
 
 
 # --- v2 -----------------------------------------------------------------------------------------
@@ -279,7 +307,7 @@ def v1(tmp_path: Path) -> V1Driver:
     files(tmp_path / UNIFIED, {"cpuset/cpuset.cpus": "0-3\n", "cpuset/cpuset.mems": "0\n",
                                "cpuset/cpuset.effective_cpus": "0-3\n", "memory/cgroup.procs": "",
                                "cpu,cpuacct/cgroup.procs": "", "pids/cgroup.procs": ""})
-    driver = detect(HYBRID_COMOUNTED, root=tmp_path)
+    driver = detect(HYBRID_COMOUNTED, root=tmp_path, proc_cgroup="")
     assert isinstance(driver, V1Driver)
     return driver
 

@@ -22,13 +22,18 @@ DOCKER_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP
 HOST_CAPS = frozenset(capabilities.ALL) - {"SYS_RESOURCE"}  # as on our machines
 
 
-def _config(id_base: int | None = None, **fields: Any) -> dict[str, Any]:
+VIEWS = {"/sys/fs/cgroup/pids": "/sys/fs/cgroup/pids/reconcile/s/c/ctr",
+         "/sys/fs/cgroup/memory": "/sys/fs/cgroup/memory/reconcile/s/c/ctr"}
+
+
+def _config(id_base: int | None = None, views: dict[str, str] | None = None, **fields: Any) -> dict[str, Any]:
     container = Container.model_validate({"command": ["sleep", "1"], "hostname": "c",
                                           "volumes": ["/srv/data:/data:ro"], **fields})
     held = capabilities.effective(container.cap_add, container.cap_drop, container.privileged, HOST_CAPS)
     inputs = BundleInputs("rc-s_c", "/run/netns/rc-s_c", "/reconcile/s/c/ctr", Ids(0, 0, ()), held,
                           None if container.privileged else b"\x06\x00\x00\x00\x00\x00\xff\x7f", True,
-                          ("/var/lib/reconcile",), "/usr/bin/tini-static", "/dev/init", id_base)
+                          ("/var/lib/reconcile",), "/usr/bin/tini-static", "/dev/init", id_base,
+                          cgroup_views=views or {})
     return oci_config(container, inputs)
 
 
@@ -78,6 +83,22 @@ def test_privileged_is_the_whole_escape_hatch() -> None:
     assert config["linux"]["maskedPaths"] == ["/var/lib/reconcile"]  # our state stays hidden
     assert "readonlyPaths" not in config["linux"] and config["annotations"] == {}
     assert "rw" in _mount(config, "/sys")["options"]
+
+
+@pytest.mark.parametrize("privileged", [False, True])
+def test_the_runtimes_cgroup_is_bound_where_a_hierarchy_would_be_mounted(privileged: bool) -> None:
+    """After the cgroup mount (crun mounts each hierarchy left without a mount of its own
+    there), each view is bound, as read-only as /sys."""
+    mounts = _config(views=VIEWS, privileged=privileged)["mounts"]
+    destinations = [m["destination"] for m in mounts]
+    after = destinations.index("/sys/fs/cgroup") + 1
+    assert destinations[after:after + 2] == ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids"]
+    mode = "rw" if privileged else "ro"
+    assert mounts[after] == {"destination": "/sys/fs/cgroup/memory", "type": "bind",
+                             "source": VIEWS["/sys/fs/cgroup/memory"],
+                             "options": ["bind", "nosuid", "noexec", "nodev", mode]}
+    assert "/sys/fs/cgroup/memory" not in [m["destination"] for m in _config()["mounts"]]
+    assert "/sys/fs/cgroup/memory" not in [m["destination"] for m in _config(1 << 30, VIEWS, userns="auto")["mounts"]]
 
 
 def test_read_only_no_new_privileges_and_userns() -> None:
