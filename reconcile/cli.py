@@ -8,6 +8,7 @@ spec model take ~0.2 s to import, which an `image` verb does without.
 from __future__ import annotations
 
 import argparse
+import codecs
 import gc
 import importlib
 import json
@@ -168,7 +169,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")  # one write, not one per token
+    """Indented JSON in one write, by pydantic_core's encoder: ~9x faster than json's indenting
+    one, which is pure Python (4 ms against 35 for `status` of 1,000 containers). The same
+    layout and the same values once parsed; it writes text beyond ASCII (and DEL) as is, and
+    small floats in plain notation (0.00001, not 1e-05). json's, escaping to ASCII, where
+    pydantic_core's cannot: text that is not valid Unicode (a lone surrogate from a file name),
+    or an output that is not UTF-8."""
+    from pydantic_core import PydanticSerializationError, to_json
+
+    utf8 = sys.stdout.encoding is not None and codecs.lookup(sys.stdout.encoding).name == "utf-8"
+    try:
+        text = to_json(data, indent=2).decode() if utf8 else None
+    except PydanticSerializationError:
+        text = None
+    sys.stdout.write((text if text is not None else json.dumps(data, indent=2)) + "\n")
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
