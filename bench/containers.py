@@ -28,7 +28,7 @@ from bench.common import print_table, reexec_in_throwaway_host, time_cli_round, 
 from controllers.container_bundle import BundleInputs, oci_config  # noqa: E402
 from kernel import overlay, runtime, seccomp  # noqa: E402
 from kernel.cgroups import detect  # noqa: E402
-from kernel.oci import Runtime  # noqa: E402
+from kernel.oci import Runtime, remounts_in_place  # noqa: E402
 from kernel.users import Ids  # noqa: E402
 from specs import capabilities  # noqa: E402
 from specs.model import Container  # noqa: E402
@@ -73,7 +73,8 @@ def floor(n: int, work: Path, lowers: Sequence[Path] = (Path("/"),)) -> tuple[fl
         inputs = BundleInputs(f"floor{n}-{i}", oci.netns_path(f"f{n}n{i}"), f"/rc-bench-floor-{n}/c{i}",
                               Ids(0, 0, ()), capabilities.DOCKER_DEFAULT, bpf, list(lowers) == [Path("/")], (),
                               runtime.TINI, runtime.INIT_IN_CONTAINER, hooks=oci.start_hooks([bundle / "rootfs"]),
-                              cgroup_views=cgroups.views(f"/rc-bench-floor-{n}/c{i}"))
+                              cgroup_views=cgroups.views(f"/rc-bench-floor-{n}/c{i}"),
+                              remount_cgroup_tmpfs=cgroups.runtime_cgroup_tmpfs and remounts_in_place())
         (bundle / "config.json").write_text(json.dumps(oci_config(spec, inputs)))
         pid_files.append(bundle / "pid")
         procs.append(subprocess.Popen(oci.run_command(inputs.container_id, bundle, bundle / "pid"),

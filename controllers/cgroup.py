@@ -64,6 +64,7 @@ class Placement:
     monitor_procs: tuple[str, ...]
     runtime_path: str  # the runtime's own cgroup (its linux.cgroupsPath), a child of ours
     views: Mapping[str, str]  # that cgroup as the container sees it (CgroupDriver.views)
+    runtime_cgroup_tmpfs: bool  # the hierarchies sit in a tmpfs of the runtime's (CgroupDriver's)
 
 
 def limits_of(resources: Resources) -> Limits:
@@ -236,7 +237,8 @@ class CgroupController:
         with self._monitors:
             monitor_procs = tuple(self._making(lambda: self._driver.create_everywhere(monitor)))
         runtime_path = names.runtime_cgroup_path(relpath)
-        return Placement(relpath, monitor_procs, runtime_path, self._driver.views(runtime_path))
+        return Placement(relpath, monitor_procs, runtime_path, self._driver.views(runtime_path),
+                         self._driver.runtime_cgroup_tmpfs)
 
     def _making(self, create: Callable[[], T]) -> T:
         """Make cgroups under the parent, remembering a parent this makes as ours."""

@@ -34,7 +34,7 @@ from controllers.container_files import HostResolvers, hosts_files, resolv_file
 from controllers.errors import ApplyError, ApplyErrors
 from kernel import idmap, inroot, mountinfo, mountns, netns, overlay, procs, runtime, seccomp, users
 from kernel.mountns import PinState
-from kernel.oci import Runtime
+from kernel.oci import Runtime, remounts_in_place
 from specs import capabilities, names
 from specs.errors import Issue
 from specs.images import pinned_digest
@@ -797,7 +797,8 @@ class ContainerController:
             seccomp_bpf=None if c.privileged else filters[want.capabilities],
             host_root=c.rootfs is None and c.image is None, hidden=(str(self._state_dir.resolve()),),
             init=runtime.TINI, init_target=runtime.INIT_IN_CONTAINER, id_base=id_base, named_volumes=named,
-            hooks=self._runtime.start_hooks([paths.rootfs, *bound]), cgroup_views=placement.views)
+            hooks=self._runtime.start_hooks([paths.rootfs, *bound]), cgroup_views=placement.views,
+            remount_cgroup_tmpfs=placement.runtime_cgroup_tmpfs and remounts_in_place())
         handle = runtime.start(self._runtime, inputs.container_id, paths.bundle, oci_config(c, inputs), paths.log,
                                change.key, placement.monitor_procs,
                                runtime.LogLimits(c.logging.options.max_size, c.logging.options.max_file))

@@ -53,6 +53,9 @@ class BundleInputs:
     named_volumes: Mapping[str, str] = field(default_factory=dict)  # volume name -> its directory (state.volumes)
     hooks: Mapping[str, Any] = field(default_factory=dict)  # the runtime's own (kernel.oci.Runtime.start_hooks)
     cgroup_views: Mapping[str, str] = field(default_factory=dict)  # bound into /sys/fs/cgroup (CgroupDriver.views)
+    remount_cgroup_tmpfs: bool = False
+    """The runtime makes a tmpfs at /sys/fs/cgroup (CgroupDriver.runtime_cgroup_tmpfs) and applies
+    a remount in place (kernel.oci.remounts_in_place): remount it read-only."""
 
 
 def _device_rule(kind: str, major: int | None, minor: int | None, access: str) -> dict[str, Any]:
@@ -71,6 +74,20 @@ def _cgroup_views(inputs: BundleInputs) -> Mapping[str, str]:
     return inputs.cgroup_views if inputs.id_base is None else {}
 
 
+def _cgroup_tmpfs_remount(inputs: BundleInputs, privileged: bool) -> list[dict[str, Any]]:
+    """The runtime's tmpfs at /sys/fs/cgroup made read-only, as Docker has it: crun mounts it
+    writable whatever the cgroup mount's options say (so that it can make the hierarchies'
+    directories in it). A remount of that very tmpfs, after the mounts in it: crun makes it
+    read-only once every mount is made, as every read-only mount. Not a bind: crun would open a
+    bind's source (the host's /sys/fs/cgroup) for a container in a user namespace and move it
+    in. Never on a cgroup2 mount (a remount there would reconfigure the cgroup2 file system
+    itself), nor with a crun that would mount a fresh tmpfs on top (BundleInputs says)."""
+    if not inputs.remount_cgroup_tmpfs or privileged:
+        return []
+    return [{"destination": "/sys/fs/cgroup", "type": "tmpfs", "source": "tmpfs",
+             "options": ["remount", "ro", *_NOSUID_NOEXEC_NODEV]}]
+
+
 def _mounts(container: Container, inputs: BundleInputs) -> list[dict[str, Any]]:
     sys_mode = "rw" if container.privileged else "ro"
     mounts: list[dict[str, Any]] = [
@@ -87,6 +104,7 @@ def _mounts(container: Container, inputs: BundleInputs) -> list[dict[str, Any]]:
          "options": [*_NOSUID_NOEXEC_NODEV, "relatime", sys_mode]},
         *({"destination": inside, "type": "bind", "source": host, "options": ["bind", *_NOSUID_NOEXEC_NODEV, sys_mode]}
           for inside, host in sorted(_cgroup_views(inputs).items())),
+        *_cgroup_tmpfs_remount(inputs, container.privileged),
         {"destination": inputs.init_target, "type": "bind", "source": inputs.init,
          "options": ["bind", "ro", "nosuid", "nodev"]},
     ]

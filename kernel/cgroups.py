@@ -122,14 +122,28 @@ def detect(mountinfo: str | None = None, root: Path = Path("/"), proc_cgroup: st
     memory hierarchy is mounted (a hybrid host keeps those on v1), else v1. `mountinfo`,
     `proc_cgroup` and `root` (prefixed to every mount point) let tests describe a host in a
     directory."""
-    mounts = parse_mountinfo(MOUNTINFO.read_text() if mountinfo is None else mountinfo)
+    text = MOUNTINFO.read_text() if mountinfo is None else mountinfo
+    mounts = parse_mountinfo(text)
     hierarchies = {name: root / path.relative_to("/") for name, path in v1_hierarchies(mounts).items()}
     unified = v2_mount(mounts)
+    driver: CgroupDriver | None = None
     if unified is not None and "memory" not in hierarchies:
         v2 = V2Driver(root / unified.relative_to("/"))
-        if V2_REQUIRED <= v2.available():
-            return v2
-    others = [root / m.mount_point.relative_to("/") for m in mounts if m.mount_point.parent == CGROUP_DIR]
-    bound = _runtime_views(mounts, PROC_CGROUP.read_text() if proc_cgroup is None else proc_cgroup)
-    return V1Driver(hierarchies, others, {str(point): root / point.relative_to("/") for point in bound})
+        driver = v2 if V2_REQUIRED <= v2.available() else None
+    if driver is None:
+        others = [root / m.mount_point.relative_to("/") for m in mounts if m.mount_point.parent == CGROUP_DIR]
+        bound = _runtime_views(mounts, PROC_CGROUP.read_text() if proc_cgroup is None else proc_cgroup)
+        driver = V1Driver(hierarchies, others, {str(point): root / point.relative_to("/") for point in bound})
+    driver.runtime_cgroup_tmpfs = _fstype_at(text, CGROUP_DIR) == "tmpfs"
+    return driver
+
+
+def _fstype_at(mountinfo: str, mount_point: PurePosixPath) -> str | None:
+    """The type of the file system mounted last at `mount_point` (the one on top)."""
+    found = None
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4 and "-" in fields and PurePosixPath(unescape(fields[4])) == mount_point:
+            found = fields[fields.index("-") + 1]
+    return found
 

@@ -201,6 +201,11 @@ class CgroupDriver(ABC):
 
     unavailable: str
     """Why the host lacks the controllers named in "{}", for messages."""
+    runtime_cgroup_tmpfs: bool = False
+    """Whether the runtime shows a container its v1 hierarchies as directories of a tmpfs of
+    its own at /sys/fs/cgroup, rather than one cgroup2 mount there: it does unless the host's
+    /sys/fs/cgroup is cgroup2 (crun looks at that file system's type), whichever driver this
+    is (kernel.cgroups.detect sets it)."""
 
     @abstractmethod
     def roots(self) -> list[Path]:

@@ -23,9 +23,11 @@ hook, which crun runs in its own namespace).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from kernel import crashpoints, mountns, netns
@@ -41,6 +43,29 @@ of 1,000 starts with a bare `umount` as the hook). With `cat`, not the shell's `
 byte at a time (10,437 reads a start, traced; 7.0 ms of CPU against 2.7 with `cat`, measured)."""
 NAMESPACE_PIN = "runtime-ns"  # DO NOT RENAME: <runtime root>/../runtime-ns/mnt pins crun's mount namespace
 _NAMESPACE_SETUP = mountns.Setup(covered=(UNIFIED_CONTROLLERS,), dropped=(netns.NETNS_DIR,))
+
+
+REMOUNTS_IN_PLACE_BEFORE = (1, 29)
+"""The crun release from which every file system mount entry is made with the new mount API
+(fsopen, move_mount; its commit 9259e891): a `remount` entry then puts a fresh mount on top of
+the one at its destination instead of changing it."""
+
+
+@cache
+def remounts_in_place() -> bool:
+    """Whether this host's crun applies a `remount` mount entry to the mount already at its
+    destination (before 1.29). Asked once a process, when a container is first started."""
+    try:
+        answer = subprocess.run([CRUN, "--version"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return version_remounts_in_place(answer.stdout)
+
+
+def version_remounts_in_place(version: str) -> bool:
+    """The answer for `crun --version`'s text; False for one it does not recognise."""
+    found = re.match(r"crun version (\d+)\.(\d+)", version)
+    return found is not None and (int(found[1]), int(found[2])) < REMOUNTS_IN_PLACE_BEFORE
 
 
 class OCIError(Exception):

@@ -556,6 +556,24 @@ for root in roots:
     escaped(f"made (and removed) the cgroup {path} ({how})")
 blocked("; ".join(errors))
 '''),
+    _py("cgroup-tmpfs-write", '''
+root = "/sys/fs/cgroup"  # v1: a tmpfs of the container's own, read-only under Docker; v2: cgroupfs
+path = f"{root}/rc-escape-{os.getpid()}"
+how = "created"
+try:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+except OSError as exc:
+    if not remount_rw(root):
+        blocked(f"{path}: {exc.strerror}")
+    how = f"remounted {root} rw, created"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        blocked(f"{path} (remounted rw): {exc.strerror}")
+os.close(fd)
+os.unlink(path)
+escaped(f"{how} (and removed) the file {path}: Docker mounts {root} read-only")
+'''),
     _py("cgroup-procs-escape", '''
 def pids_cgroup():
     for line in open("/proc/self/cgroup"):

@@ -156,6 +156,22 @@ def test_detect_falls_back_to_v1_when_the_unified_tree_lacks_a_controller(tmp_pa
     assert driver.missing(Limits(memory=PAGE_SIZE, cpus=1, pids=1, cpuset="0")) == ["memory", "cpu", "pids", "cpuset"]
 
 
+@pytest.mark.parametrize(("mountinfo", "unified", "controllers", "driver", "tmpfs"), [
+    (HYBRID_SEPARATE, UNIFIED / "unified", "", V1Driver, True),
+    ("".join(line for line in HYBRID_SEPARATE.splitlines(keepends=True) if "memory" not in line),
+     UNIFIED / "unified", V2_ALL, V2Driver, True),  # no v1 memory: our v2 driver, crun's v1 tmpfs
+    (PURE_V2, UNIFIED, V2_ALL, V2Driver, False),
+    (PURE_V2 + "36 35 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n", UNIFIED, V2_ALL,
+     V1Driver, False),  # a v1 memory hierarchy inside: our v1 driver, crun's one cgroup2 mount
+])
+def test_whether_the_runtime_makes_a_cgroup_tmpfs_is_the_hosts_file_system_there(
+        tmp_path: Path, mountinfo: str, unified: Path, controllers: str, driver: type, tmpfs: bool) -> None:
+    """crun looks at the type of the host's /sys/fs/cgroup, not at which of our drivers fits."""
+    files(tmp_path / unified, {"cgroup.controllers": controllers + "\n"})
+    detected = detect(mountinfo, root=tmp_path, proc_cgroup="")
+    assert (type(detected), detected.runtime_cgroup_tmpfs) == (driver, tmpfs)
+
+
 def test_detect_prefers_v1_memory_even_when_unified_offers_it(tmp_path: Path) -> None:
     files(tmp_path / UNIFIED / "unified", {"cgroup.controllers": V2_ALL + "\n"})
     assert isinstance(detect(HYBRID_SEPARATE, root=tmp_path, proc_cgroup=""), V1Driver)

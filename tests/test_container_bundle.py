@@ -12,6 +12,7 @@ import pytest
 
 from controllers.container_bundle import ALLOWED_DEVICES, MASKED_PATHS, READONLY_PATHS, BundleInputs, oci_config
 from kernel.inroot import MAX_READ, find_program, make_dirs, read_all_in_root, read_in_root, resolve
+from kernel.oci import version_remounts_in_place
 from kernel.users import Ids
 from specs import capabilities
 from specs.model import Container
@@ -26,14 +27,15 @@ VIEWS = {"/sys/fs/cgroup/pids": "/sys/fs/cgroup/pids/reconcile/s/c/ctr",
          "/sys/fs/cgroup/memory": "/sys/fs/cgroup/memory/reconcile/s/c/ctr"}
 
 
-def _config(id_base: int | None = None, views: dict[str, str] | None = None, **fields: Any) -> dict[str, Any]:
+def _config(id_base: int | None = None, views: dict[str, str] | None = None, tmpfs: bool = False,
+            **fields: Any) -> dict[str, Any]:
     container = Container.model_validate({"command": ["sleep", "1"], "hostname": "c",
                                           "volumes": ["/srv/data:/data:ro"], **fields})
     held = capabilities.effective(container.cap_add, container.cap_drop, container.privileged, HOST_CAPS)
     inputs = BundleInputs("rc-s_c", "/run/netns/rc-s_c", "/reconcile/s/c/ctr", Ids(0, 0, ()), held,
                           None if container.privileged else b"\x06\x00\x00\x00\x00\x00\xff\x7f", True,
                           ("/var/lib/reconcile",), "/usr/bin/tini-static", "/dev/init", id_base,
-                          cgroup_views=views or {})
+                          cgroup_views=views or {}, remount_cgroup_tmpfs=tmpfs)
     return oci_config(container, inputs)
 
 
@@ -99,6 +101,41 @@ def test_the_runtimes_cgroup_is_bound_where_a_hierarchy_would_be_mounted(privile
                              "options": ["bind", "nosuid", "noexec", "nodev", mode]}
     assert "/sys/fs/cgroup/memory" not in [m["destination"] for m in _config()["mounts"]]
     assert "/sys/fs/cgroup/memory" not in [m["destination"] for m in _config(1 << 30, VIEWS, userns="auto")["mounts"]]
+
+
+@pytest.mark.parametrize(("fields", "tmpfs", "remounted"), [
+    ({}, True, True),
+    ({"userns": "auto"}, True, True),  # crun's own mounts, the tmpfs too
+    ({"privileged": True}, True, False),  # as Docker: all of it writable
+    ({}, False, False),  # a cgroup2 mount (read-only already), or a crun that would mount on top
+])
+def test_the_runtimes_cgroup_tmpfs_is_remounted_read_only_last(fields: dict[str, Any], tmpfs: bool,
+                                                                 remounted: bool) -> None:
+    """On v1 and hybrid hosts crun leaves its tmpfs at /sys/fs/cgroup writable: a remount of it
+    (not a bind: no host source) follows the cgroup mount and the views bound in it."""
+    id_base = 1 << 30 if fields.get("userns") == "auto" else None
+    mounts = _config(id_base, VIEWS, tmpfs, **fields)["mounts"]
+    at = [i for i, m in enumerate(mounts) if m["destination"] == "/sys/fs/cgroup"]
+    remount = {"destination": "/sys/fs/cgroup", "type": "tmpfs", "source": "tmpfs",
+               "options": ["remount", "ro", "nosuid", "noexec", "nodev"]}
+    if not remounted:
+        assert len(at) == 1 and remount not in mounts
+        return
+    assert len(at) == 2 and mounts[at[1]] == remount
+    assert all(m["destination"] not in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids") for m in mounts[at[1]:])
+
+
+@pytest.mark.parametrize(("version", "in_place"), [
+    ("crun version 1.8.1\ncommit: f8a096be\nrundir: /run/crun\n", True),
+    ("crun version 1.28\n", True),
+    ("crun version 1.29\n", False),  # fsopen + move_mount: a fresh tmpfs on top of the hierarchies
+    ("crun version 1.29.1\n", False),
+    ("crun version 2.0\n", False),
+    ("runc version 1.1.12\n", False),
+    ("", False),
+])
+def test_the_remount_is_only_for_a_crun_that_remounts_in_place(version: str, in_place: bool) -> None:
+    assert version_remounts_in_place(version) is in_place
 
 
 def test_read_only_no_new_privileges_and_userns() -> None:
