@@ -124,6 +124,10 @@ class _Fd:
         self.fd = -1
 
 
+DUMP_RETRIES = 3
+"""Failed link dumps in a row retried at once; then the next notification brings another."""
+
+
 class _RouteSource(_Socket):
     """The rtnetlink socket of one namespace and its ifindex -> (name, alias) cache."""
 
@@ -134,6 +138,7 @@ class _RouteSource(_Socket):
         self.port: int = sock.getsockname()[0]
         self.names: LinkNames = {}
         self.dumping = self.stale = False
+        self.failed_dumps = 0  # in a row
         self._dump_links()
 
     def _dump_links(self) -> None:
@@ -147,29 +152,41 @@ class _RouteSource(_Socket):
     def read(self, buffer: bytearray) -> Iterable[Event]:
         """Events of the waiting datagrams; after an overflow (or a failed dump), a new dump
         once the queue is drained."""
+        heard = False  # an overflow or a notification: more than our dump's answers
         for data in _read_datagrams(self.sock, buffer):
             if data is None:
-                self.stale = True
+                self.stale = heard = True
                 yield Overflow(self.netns, "route")
                 continue
             for kind, port, body in messages(data):
                 if port == self.port:
                     self._dump_answer(kind, body)
                     continue
+                heard = True
                 event = route_event(self.netns, kind, body, self.names)
                 if event is not None:
                     if event.what == "link":
                         remember_link(self.names, kind, body)
                     yield event
-        if self.stale and not self.dumping:
+        if self.wants_dump(heard):
             self._dump_links()
 
     def _dump_answer(self, kind: int, body: bytes) -> None:
+        """One answer to our link dump: a link to remember, or its end. A dump that failed, at
+        once (NLMSG_ERROR) or part way (an errno in NLMSG_DONE), leaves the cache stale."""
         if kind in (wire.NLMSG_DONE, wire.NLMSG_ERROR):
             self.dumping = False
-            self.stale |= kind == wire.NLMSG_ERROR
+            failed = kind == wire.NLMSG_ERROR or wire.done_errno(body) > 0
+            self.failed_dumps = self.failed_dumps + 1 if failed else 0
+            self.stale |= failed
         else:
             remember_link(self.names, kind, body)
+
+    def wants_dump(self, heard: bool) -> bool:
+        """Whether a stale cache is dumped again now: at once after an overflow, a notification
+        or one of the first DUMP_RETRIES failed dumps in a row; a dump that keeps failing (a
+        link too large for any buffer) waits for the kernel's next word, instead of spinning."""
+        return self.stale and not self.dumping and (heard or self.failed_dumps <= DUMP_RETRIES)
 
 
 class _NftablesSource(_Socket):

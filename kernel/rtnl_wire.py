@@ -89,6 +89,13 @@ def u32(value: bytes | None) -> int | None:
     return None if value is None else _U32.unpack_from(value)[0]
 
 
+def done_errno(payload: bytes) -> int:
+    """The errno of a dump the kernel gave up on, which ends with it negated in the NLMSG_DONE
+    payload (a table strict checking names that does not exist, a header it refuses, ENOMEM);
+    0 for a complete dump."""
+    return -_ERRNO.unpack_from(payload)[0] if len(payload) >= _ERRNO.size else 0
+
+
 def exchange(sock: socket.socket, kind: int, flags: int, body: bytes) -> Iterator[bytes]:
     """Send one request and yield the payload of each answer until the dump ends (NLMSG_DONE)
     or the request is acknowledged (a get must ask for the ack, so its end is known); a refusal,
@@ -107,9 +114,7 @@ def exchange(sock: socket.socket, kind: int, flags: int, body: bytes) -> Iterato
                 continue  # an answer to an earlier request we stopped reading (a retried dump)
             interrupted |= bool(msg_flags & NLM_F_DUMP_INTR)
             if msg_type == NLMSG_DONE:
-                # A dump the kernel gave up on ends here, its errno negated in the payload (a
-                # table strict checking names that does not exist, a header it refuses).
-                code = -_ERRNO.unpack_from(payload)[0] if len(payload) >= _ERRNO.size else 0
+                code = done_errno(payload)
                 if code > 0:
                     raise NetlinkError(code, os.strerror(code))
                 if interrupted:

@@ -5,10 +5,12 @@ there and waits for the exact events."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import select
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -18,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from kernel.events import Event, ExitEvent, LinkEvent, NetnsGone, Overflow, RuleEvent
+from kernel import rtnl_wire
+from kernel.events import DUMP_RETRIES, Event, ExitEvent, LinkEvent, NetnsGone, Overflow, RuleEvent, _RouteSource
 from kernel.events_wire import NFPROTO_INET, NFPROTO_IPV6
 from kernel.procs import read_proc
 from tests.sandbox import Sandbox
@@ -328,3 +331,35 @@ def test_a_partial_update_renews_only_the_watches_it_names(collector: Collector)
             process.kill()
             process.wait()
     assert sorted(r["pid"] for r in collector.seen if r["type"] == "ExitEvent") == sorted([kept.pid, added.pid])
+
+
+def test_a_link_dump_the_kernel_gave_up_on_leaves_the_cache_stale() -> None:
+    """The kernel ends a dump it gave up on part way with its errno in NLMSG_DONE (an ENOMEM, an
+    oversized link): the link cache is then stale, as after a refused dump (NLMSG_ERROR), and
+    is dumped again; a complete dump leaves it fresh. A socket of the test's own namespace."""
+    complete, failed = struct.pack("=i", 0), struct.pack("=i", -errno.ENOMEM)
+    assert (rtnl_wire.done_errno(complete), rtnl_wire.done_errno(failed), rtnl_wire.done_errno(b"")) == \
+        (0, errno.ENOMEM, 0)
+    source = _RouteSource(rtnl_wire.new_socket(), None, None)
+    try:
+        outcomes = []
+        for kind, payload in ((rtnl_wire.NLMSG_DONE, complete), (rtnl_wire.NLMSG_DONE, failed),
+                              (rtnl_wire.NLMSG_ERROR, failed)):
+            source.dumping, source.stale = True, False
+            source._dump_answer(kind, payload)
+            outcomes.append((source.dumping, source.stale))
+        assert outcomes == [(False, False), (False, True), (False, True)]
+        # Dumped again at once a few times; one that keeps failing waits for the kernel's next word.
+        source.failed_dumps = 0
+        retried = []
+        for _ in range(DUMP_RETRIES + 1):
+            source.dumping = True
+            source._dump_answer(rtnl_wire.NLMSG_DONE, failed)
+            retried.append(source.wants_dump(heard=False))
+        assert retried == [True] * DUMP_RETRIES + [False]
+        assert source.wants_dump(heard=True)
+        source.dumping = True
+        source._dump_answer(rtnl_wire.NLMSG_DONE, complete)
+        assert source.failed_dumps == 0  # a complete dump starts the count again
+    finally:
+        source.close()
