@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import errno
 import json
+import socket
 import sys
 
+from kernel import rtnl_wire
 from tests.sandbox import Sandbox
 
 SCRIPT = """
@@ -214,3 +216,13 @@ def test_a_strict_route_dump_answers_with_the_main_table_alone(sandbox: Sandbox)
     assert found["fresh"] == [["lo"], 0]
     no_table = sandbox.run("ip", "netns", "exec", "rc-t_fresh", sys.executable, "-c", NO_TABLE_YET).stdout
     assert json.loads(no_table) == [errno.ENOENT, []]
+
+
+def test_each_datagram_is_read_at_its_own_size_through_one_buffer() -> None:
+    """The receive buffer is reused: a shorter datagram after a longer one carries nothing of it."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with ours, theirs:
+        theirs.send(b"x" * 3000)
+        theirs.send(b"yz")
+        first, second = rtnl_wire._receive(ours), rtnl_wire._receive(ours)
+    assert (first, second) == (b"x" * 3000, b"yz") and type(first) is bytes
