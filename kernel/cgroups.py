@@ -23,7 +23,7 @@ from kernel.cgroups_common import CgroupDriver, CgroupError, Limits, Usage
 from kernel.cgroups_v1 import CONTROLLERS as V1_CONTROLLERS
 from kernel.cgroups_v1 import V1Driver
 from kernel.cgroups_v2 import V2Driver
-from kernel.mountinfo import MOUNTINFO, unescape
+from kernel.mountinfo import MOUNTINFO, mount_at, unescape
 
 __all__ = ["CgroupDriver", "CgroupError", "CgroupMount", "Limits", "Usage", "detect", "parse_mountinfo"]
 
@@ -134,16 +134,7 @@ def detect(mountinfo: str | None = None, root: Path = Path("/"), proc_cgroup: st
         others = [root / m.mount_point.relative_to("/") for m in mounts if m.mount_point.parent == CGROUP_DIR]
         bound = _runtime_views(mounts, PROC_CGROUP.read_text() if proc_cgroup is None else proc_cgroup)
         driver = V1Driver(hierarchies, others, {str(point): root / point.relative_to("/") for point in bound})
-    driver.runtime_cgroup_tmpfs = _fstype_at(text, CGROUP_DIR) == "tmpfs"
+    on_top = mount_at(str(CGROUP_DIR), text)
+    driver.runtime_cgroup_tmpfs = on_top is not None and on_top.fstype == "tmpfs"
     return driver
-
-
-def _fstype_at(mountinfo: str, mount_point: PurePosixPath) -> str | None:
-    """The type of the file system mounted last at `mount_point` (the one on top)."""
-    found = None
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        if len(fields) > 4 and "-" in fields and PurePosixPath(unescape(fields[4])) == mount_point:
-            found = fields[fields.index("-") + 1]
-    return found
 

@@ -36,10 +36,26 @@ class Mount(NamedTuple):
     id: str
     parent: str
     """The mount's ID and its parent's: this table's own (each copy gets its own)."""
+    fstype: str
+    """The file system's type (tmpfs, cgroup2, overlay, ...)."""
 
 
 def mounts(text: str) -> Iterator[Mount]:
     """The mounts of a mountinfo text, in its order (the last one stacked on a point is in effect)."""
     for line in text.splitlines():
-        fields = line.partition(" - ")[0].split(" ")
-        yield Mount(fields[2], unescape(fields[3]), unescape(fields[4]), tuple(fields[6:]), fields[0], fields[1])
+        mine, _, filesystem = line.partition(" - ")
+        fields = mine.split(" ")
+        yield Mount(fields[2], unescape(fields[3]), unescape(fields[4]), tuple(fields[6:]), fields[0], fields[1],
+                    filesystem.split(" ", 1)[0])
+
+
+def mount_at(point: str, table: str) -> Mount | None:
+    """The mount in effect at `point` (an absolute path, resolved) in a mount table: the last
+    one stacked there; None when it is no mount point. Only the lines that name it are parsed
+    (a table holds a line per root and sandbox)."""
+    marker = f" {escape(point)} "
+    found = None
+    for mount in mounts("\n".join(line for line in table.splitlines() if marker in line)):
+        if mount.point == point:
+            found = mount
+    return found

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from kernel import crashpoints
 from kernel.libc import LIBC, MNT_DETACH, checked
-from kernel.mountinfo import MOUNTINFO, Mount, escape, mounts
+from kernel.mountinfo import MOUNTINFO, Mount, escape, mount_at, mounts
 
 MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE, MS_SHARED = 0x1000, 0x2000, 0x4000, 0x40000, 0x100000
 
@@ -76,15 +76,9 @@ def _propagation(directory: Path, table: str | None = None) -> bool | None:
 
 def _tags(directory: Path, table: str) -> tuple[str, ...] | None:
     """The propagation of the mount in effect at `directory` in a mount table (shared:N,
-    master:N, ...); None when it is no mount point there. Only the lines that name it are
-    parsed (the table holds a line per root and sandbox)."""
-    point = str(directory.resolve())
-    marker = f" {escape(point)} "
-    found: tuple[str, ...] | None = None
-    for mount in mounts("\n".join(line for line in table.splitlines() if marker in line)):
-        if mount.point == point:  # the last one stacked there is the one in effect
-            found = mount.propagation
-    return found
+    master:N, ...); None when it is no mount point there."""
+    mount = mount_at(str(directory.resolve()), table)
+    return None if mount is None else mount.propagation
 
 
 def _reaches(directory: Path, ours: str, inside: str) -> bool:
