@@ -64,7 +64,7 @@ class Placement:
     monitor_procs: tuple[str, ...]
     runtime_path: str  # the runtime's own cgroup (its linux.cgroupsPath), a child of ours
     views: Mapping[str, str]  # that cgroup as the container sees it (CgroupDriver.views)
-    runtime_cgroup_tmpfs: bool  # the hierarchies sit in a tmpfs of the runtime's (CgroupDriver's)
+    runtime_cgroup_tmpfs: bool  # the runtime would put the hierarchies in a tmpfs (CgroupDriver's)
 
 
 def limits_of(resources: Resources) -> Limits:

@@ -54,8 +54,9 @@ class BundleInputs:
     hooks: Mapping[str, Any] = field(default_factory=dict)  # the runtime's own (kernel.oci.Runtime.start_hooks)
     cgroup_views: Mapping[str, str] = field(default_factory=dict)  # bound into /sys/fs/cgroup (CgroupDriver.views)
     remount_cgroup_tmpfs: bool = False
-    """The runtime makes a tmpfs at /sys/fs/cgroup (CgroupDriver.runtime_cgroup_tmpfs) and applies
-    a remount in place (kernel.oci.remounts_in_place): remount it read-only."""
+    """The runtime would make a tmpfs at /sys/fs/cgroup (CgroupDriver.runtime_cgroup_tmpfs) and
+    applies a remount in place (kernel.oci.remounts_in_place): where it makes it (no views),
+    remount it read-only."""
 
 
 def _device_rule(kind: str, major: int | None, minor: int | None, access: str) -> dict[str, Any]:
@@ -74,14 +75,30 @@ def _cgroup_views(inputs: BundleInputs) -> Mapping[str, str]:
     return inputs.cgroup_views if inputs.id_base is None else {}
 
 
+def _cgroup_mounts(inputs: BundleInputs, privileged: bool, sys_mode: str) -> list[dict[str, Any]]:
+    """The container's /sys/fs/cgroup: where the driver has a view of every hierarchy the runtime
+    would mount, a tmpfs of ours (mode 755, as Docker's) with those views bound in it, as
+    read-only as /sys (crun makes a read-only mount so once every mount is made, the views'
+    mount points in it included); else the runtime's own cgroup mount."""
+    views = _cgroup_views(inputs)
+    if not views:
+        return [{"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                 "options": [*_NOSUID_NOEXEC_NODEV, "relatime", sys_mode]},
+                *_cgroup_tmpfs_remount(inputs, privileged)]
+    return [{"destination": "/sys/fs/cgroup", "type": "tmpfs", "source": "tmpfs",
+             "options": [*_NOSUID_NOEXEC_NODEV, "mode=755", "size=1024k", sys_mode]},
+            *({"destination": inside, "type": "bind", "source": host,
+               "options": ["bind", *_NOSUID_NOEXEC_NODEV, sys_mode]} for inside, host in sorted(views.items()))]
+
+
 def _cgroup_tmpfs_remount(inputs: BundleInputs, privileged: bool) -> list[dict[str, Any]]:
-    """The runtime's tmpfs at /sys/fs/cgroup made read-only, as Docker has it: crun mounts it
-    writable whatever the cgroup mount's options say (so that it can make the hierarchies'
-    directories in it). A remount of that very tmpfs, after the mounts in it: crun makes it
-    read-only once every mount is made, as every read-only mount. Not a bind: crun would open a
-    bind's source (the host's /sys/fs/cgroup) for a container in a user namespace and move it
-    in. Never on a cgroup2 mount (a remount there would reconfigure the cgroup2 file system
-    itself), nor with a crun that would mount a fresh tmpfs on top (BundleInputs says)."""
+    """crun's tmpfs at /sys/fs/cgroup made read-only, as Docker has it: crun mounts it writable
+    whatever the cgroup mount's options say (so that it can make the hierarchies' directories
+    in it). A remount of that very tmpfs, after the mounts in it: crun makes it read-only once
+    every mount is made, as every read-only mount. Not a bind: crun would open a bind's source
+    (the host's /sys/fs/cgroup) for a container in a user namespace and move it in. Never on a
+    cgroup2 mount (a remount there would reconfigure the cgroup2 file system itself), nor with a
+    crun that would mount a fresh tmpfs on top (BundleInputs says)."""
     if not inputs.remount_cgroup_tmpfs or privileged:
         return []
     return [{"destination": "/sys/fs/cgroup", "type": "tmpfs", "source": "tmpfs",
@@ -100,11 +117,7 @@ def _mounts(container: Container, inputs: BundleInputs) -> list[dict[str, Any]]:
          "options": [*_NOSUID_NOEXEC_NODEV, "mode=1777", "size=65536k"]},
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": list(_NOSUID_NOEXEC_NODEV)},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": [*_NOSUID_NOEXEC_NODEV, sys_mode]},
-        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-         "options": [*_NOSUID_NOEXEC_NODEV, "relatime", sys_mode]},
-        *({"destination": inside, "type": "bind", "source": host, "options": ["bind", *_NOSUID_NOEXEC_NODEV, sys_mode]}
-          for inside, host in sorted(_cgroup_views(inputs).items())),
-        *_cgroup_tmpfs_remount(inputs, container.privileged),
+        *_cgroup_mounts(inputs, container.privileged, sys_mode),
         {"destination": inputs.init_target, "type": "bind", "source": inputs.init,
          "options": ["bind", "ro", "nosuid", "nodev"]},
     ]

@@ -86,10 +86,10 @@ def v2_mount(mounts: Sequence[CgroupMount]) -> PurePosixPath | None:
 
 _CRUN_ORDER = {"net_prio,net_cls": "net_cls,net_prio", "cpuacct,cpu": "cpu,cpuacct"}
 
-_RUNTIME_LINKS = frozenset({"cpu", "cpuacct", "net_cls", "net_prio"})
-"""The names crun links in a container's /sys/fs/cgroup to the co-mounted hierarchies
-(`cpu` -> `cpu,cpuacct`) once it has mounted the others: a bind there would land on a
-dangling link."""
+_RUNTIME_LINKS = {"cpu": "cpu,cpuacct", "cpuacct": "cpu,cpuacct", "net_cls": "net_cls,net_prio",
+                  "net_prio": "net_cls,net_prio"}
+"""The names crun links in a container's /sys/fs/cgroup to the co-mounted hierarchies, once it
+has mounted them."""
 
 
 def _runtime_names(proc_cgroup: str) -> dict[str, frozenset[str]]:
@@ -106,15 +106,21 @@ def _runtime_names(proc_cgroup: str) -> dict[str, frozenset[str]]:
     return names
 
 
-def _runtime_views(mounts: Sequence[CgroupMount], proc_cgroup: str) -> list[PurePosixPath]:
-    """The v1 hierarchies a container's cgroup is bound from (CgroupDriver.views): mounted
-    writable where crun names them, so that crun makes the container's cgroup there, under a
-    name crun does not link. Any other is left to crun's own mount."""
+def _runtime_views(mounts: Sequence[CgroupMount], proc_cgroup: str) -> dict[str, PurePosixPath]:
+    """The v1 hierarchies a container's cgroup is bound from (CgroupDriver.views), by the name
+    crun would mount each under in the container's /sys/fs/cgroup: every hierarchy crun mounts
+    (those of its own /proc/self/cgroup), each mounted writable at that name on the host (where
+    crun makes the container's cgroup; the last mount stacked there), and a co-mounted one under
+    the names crun links to it too. Empty unless every one is there (one not mounted, mounted
+    read-only or under another name): crun then mounts them all."""
     named = _runtime_names(proc_cgroup)
-    return [m.mount_point for m in mounts
-            if m.fstype == "cgroup" and not m.read_only and m.mount_point.parent == CGROUP_DIR
-            and m.mount_point.name not in _RUNTIME_LINKS
-            and (controllers := named.get(m.mount_point.name)) is not None and controllers <= m.options]
+    in_effect = {m.mount_point.name: m for m in mounts if m.mount_point.parent == CGROUP_DIR}  # the last one stacked
+    found = {name: m.mount_point for name, m in in_effect.items()
+             if m.fstype == "cgroup" and not m.read_only
+             and (controllers := named.get(name)) is not None and controllers <= m.options}
+    if found.keys() != named.keys():
+        return {}
+    return {**found, **{link: found[target] for link, target in _RUNTIME_LINKS.items() if target in found}}
 
 
 def detect(mountinfo: str | None = None, root: Path = Path("/"), proc_cgroup: str | None = None) -> CgroupDriver:
@@ -130,11 +136,16 @@ def detect(mountinfo: str | None = None, root: Path = Path("/"), proc_cgroup: st
     if unified is not None and "memory" not in hierarchies:
         v2 = V2Driver(root / unified.relative_to("/"))
         driver = v2 if V2_REQUIRED <= v2.available() else None
+    on_top = mount_at(str(CGROUP_DIR), text)
+    runtime_tmpfs = on_top is not None and on_top.fstype == "tmpfs"
     if driver is None:
         others = [root / m.mount_point.relative_to("/") for m in mounts if m.mount_point.parent == CGROUP_DIR]
-        bound = _runtime_views(mounts, PROC_CGROUP.read_text() if proc_cgroup is None else proc_cgroup)
-        driver = V1Driver(hierarchies, others, {str(point): root / point.relative_to("/") for point in bound})
-    on_top = mount_at(str(CGROUP_DIR), text)
-    driver.runtime_cgroup_tmpfs = on_top is not None and on_top.fstype == "tmpfs"
+        # Bound only where crun would show the container a tmpfs of v1 hierarchies: on a cgroup2
+        # /sys/fs/cgroup it mounts that alone.
+        bound = _runtime_views(mounts, PROC_CGROUP.read_text() if proc_cgroup is None else proc_cgroup) \
+            if runtime_tmpfs else {}
+        driver = V1Driver(hierarchies, others, {str(CGROUP_DIR / name): root / point.relative_to("/")
+                                                for name, point in bound.items()})
+    driver.runtime_cgroup_tmpfs = runtime_tmpfs
     return driver
 

@@ -202,10 +202,11 @@ class CgroupDriver(ABC):
     unavailable: str
     """Why the host lacks the controllers named in "{}", for messages."""
     runtime_cgroup_tmpfs: bool = False
-    """Whether the runtime shows a container its v1 hierarchies as directories of a tmpfs of
-    its own at /sys/fs/cgroup, rather than one cgroup2 mount there: it does unless the host's
-    /sys/fs/cgroup is cgroup2 (crun looks at that file system's type), whichever driver this
-    is (kernel.cgroups.detect sets it)."""
+    """Whether the runtime would show a container its v1 hierarchies as directories of a tmpfs
+    of its own at /sys/fs/cgroup (unless the bundle makes that tmpfs, with `views` bound in it),
+    rather than one cgroup2 mount there: it would unless the host's /sys/fs/cgroup is cgroup2
+    (crun looks at that file system's type), whichever driver this is (kernel.cgroups.detect
+    sets it)."""
 
     @abstractmethod
     def roots(self) -> list[Path]:
@@ -226,10 +227,11 @@ class CgroupDriver(ABC):
 
     def views(self, runtime_path: str) -> dict[str, str]:
         """The runtime's cgroup (`runtime_path`, as its linux.cgroupsPath) as the container is
-        to see it: mount point inside -> directory on the host, bound there in place of a
-        hierarchy the runtime would mount afresh. Empty for the v2 driver: a pure v2 host's one
-        cgroup2 mount walks nothing (a hybrid host with every controller on its unified tree
-        keeps crun's v1 mounts)."""
+        to see it: mount point inside -> directory on the host, bound there in place of every
+        hierarchy the runtime would mount afresh (in a tmpfs of ours at /sys/fs/cgroup), or
+        empty: the runtime mounts them. Empty for the v2 driver: a pure v2 host's one cgroup2
+        mount walks nothing (a hybrid host with every controller on its unified tree keeps
+        crun's v1 mounts)."""
         return {}
 
     def create_everywhere(self, relpath: str) -> list[str]:

@@ -34,7 +34,9 @@ name: lim
 containers:
   web:
     command: ["sh", "-c", "cat /proc/self/cgroup; for d in /sys/fs/cgroup/memory /sys/fs/cgroup; do
-      [ -e $d/cgroup.procs ] && echo view $(stat -c %i $d) && break; done; exec sleep 100000"]
+      [ -e $d/cgroup.procs ] && echo view $(stat -c %i $d) && break; done; for h in cpu cpuacct; do
+      [ -e /sys/fs/cgroup/$h/cgroup.procs ] && echo view-$h $(stat -c '%d %i' /sys/fs/cgroup/$h); done;
+      exec sleep 100000"]
     resources: {{memory: {memory}, cpus: {cpus}, pids: 20}}
 """
 
@@ -77,7 +79,7 @@ def test_limits_round_trip_in_place_and_drift(sandbox: Sandbox, canary: Path) ->
     assert str(pid) in (directory(web, "memory") / "ctr" / "cgroup.procs").read_text().split()
     assert cgroup_of(Path(f"/proc/{pid}/cgroup").read_text(), "memory") == f"/{web}/ctr"
     logs = sandbox.reconcile("logs", "web").stdout.splitlines()
-    assert cgroup_of("\n".join(line for line in logs if not line.startswith("view ")), "memory") == "/"
+    assert cgroup_of("\n".join(line for line in logs if not line.startswith("view")), "memory") == "/"
     # ... and shows it at /sys/fs/cgroup/memory (the whole tree on v2): on v1 bound there, not
     # a hierarchy crun mounts afresh (each such mount walks every cgroup of the unified tree).
     assert f"view {(directory(web, 'memory') / 'ctr').stat().st_ino}" in logs
@@ -85,6 +87,12 @@ def test_limits_round_trip_in_place_and_drift(sandbox: Sandbox, canary: Path) ->
     mounts = json.loads((bundle / "config.json").read_text())["mounts"]
     bound = {m["destination"] for m in mounts if m["type"] == "bind"}
     assert ("/sys/fs/cgroup/memory" in bound) == isinstance(DRIVER, V1Driver)
+    if isinstance(DRIVER, V1Driver):
+        # cpu and cpuacct too show the runtime's cgroup (a fresh mount in the cgroup namespace
+        # would show the same device and inode: the bundle tells that none is mounted afresh)
+        ctrs = {h: (directory(web, h) / "ctr").stat() for h in ("cpu", "cpuacct")}
+        assert {f"view-{h} {ctr.st_dev} {ctr.st_ino}" for h, ctr in ctrs.items()} <= set(logs)
+        assert all(m["type"] != "cgroup" for m in mounts)
     assert sandbox.reconcile("diff", str(stack)).returncode == 0
 
     # In place: the plan says so, the process survives.

@@ -119,25 +119,43 @@ def _proc_cgroup(*controllers: str) -> str:
 
 
 SEPARATE_CGROUPS = _proc_cgroup("name=systemd", "pids", "devices", "memory", "cpuset", "cpuacct", "cpu")
-# A writable memory hierarchy at a name crun does not give it, a read-only pids one.
-ELSEWHERE = HYBRID_COMOUNTED.replace("/sys/fs/cgroup/memory rw", "/sys/fs/cgroup/mem rw").replace(
-    "/sys/fs/cgroup/pids rw", "/sys/fs/cgroup/pids ro")
+COMOUNTED_CGROUPS = _proc_cgroup("name=systemd", "cpu,cpuacct", "memory", "pids", "cpuset")
+MEMORY_ELSEWHERE = HYBRID_COMOUNTED.replace("/sys/fs/cgroup/memory rw", "/sys/fs/cgroup/mem rw")
+PIDS_READ_ONLY = HYBRID_COMOUNTED.replace("/sys/fs/cgroup/pids rw", "/sys/fs/cgroup/pids ro")
+PIDS_READ_ONLY_ON_TOP = HYBRID_COMOUNTED + "34 25 0:30 / /sys/fs/cgroup/pids ro,relatime - cgroup cgroup rw,pids\n"
+NET_COMOUNTED = HYBRID_COMOUNTED + ("34 25 0:32 / /sys/fs/cgroup/net_cls,net_prio rw - cgroup cgroup "
+                                    "rw,net_cls,net_prio\n")
+
+
+def _same(*names: str) -> dict[str, str]:
+    return {name: name for name in names}
+
+
+V1_MEMORY_IN_CGROUP2 = PURE_V2 + "36 35 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
 
 
 @pytest.mark.parametrize(("mountinfo", "proc_cgroup", "inside"), [
-    (HYBRID_SEPARATE, SEPARATE_CGROUPS, ["cpuset", "memory", "devices", "pids", "systemd"]),  # cpu, cpuacct: links
+    (HYBRID_SEPARATE, SEPARATE_CGROUPS, _same("cpuset", "memory", "devices", "pids", "systemd", "cpu", "cpuacct")),
     (HYBRID_COMOUNTED, _proc_cgroup("name=systemd", "cpuacct,cpu", "memory", "pids", "cpuset"),
-     ["systemd", "cpu,cpuacct", "memory", "pids", "cpuset"]),
-    (ELSEWHERE, _proc_cgroup("name=systemd", "cpu,cpuacct", "memory", "pids", "cpuset"),
-     ["systemd", "cpu,cpuacct", "cpuset"]),
-    (HYBRID_SEPARATE, _proc_cgroup("pids"), ["pids"]),  # crun makes the container's cgroup where it is
-    (HYBRID_SEPARATE.replace("rw,pids", "rw,rdma"), _proc_cgroup("pids"), []),  # another hierarchy mounted there
+     {**_same("systemd", "cpu,cpuacct", "memory", "pids", "cpuset"), "cpu": "cpu,cpuacct", "cpuacct": "cpu,cpuacct"}),
+    (NET_COMOUNTED, COMOUNTED_CGROUPS + "9:net_prio,net_cls:/\n",
+     {**_same("systemd", "cpu,cpuacct", "memory", "pids", "cpuset", "net_cls,net_prio"), "cpu": "cpu,cpuacct",
+      "cpuacct": "cpu,cpuacct", "net_cls": "net_cls,net_prio", "net_prio": "net_cls,net_prio"}),
+    # crun mounts them all where one is at another name, read-only, or not mounted
+    (MEMORY_ELSEWHERE, COMOUNTED_CGROUPS, {}),
+    (PIDS_READ_ONLY, COMOUNTED_CGROUPS, {}),
+    (PIDS_READ_ONLY_ON_TOP, COMOUNTED_CGROUPS, {}),
+    (HYBRID_COMOUNTED, COMOUNTED_CGROUPS + "9:hugetlb:/\n", {}),
+    (HYBRID_SEPARATE, _proc_cgroup("pids"), _same("pids")),  # crun makes the container's cgroup where it is
+    (HYBRID_SEPARATE.replace("rw,pids", "rw,rdma"), _proc_cgroup("pids"), {}),  # another hierarchy mounted there
+    (V1_MEMORY_IN_CGROUP2, _proc_cgroup("memory"), {}),  # crun shows the cgroup2 tree alone
 ])
-def test_a_v1_container_sees_the_runtimes_cgroup_bound_where_crun_makes_it(
-        tmp_path: Path, mountinfo: str, proc_cgroup: str, inside: list[str]) -> None:
+def test_a_v1_container_sees_every_hierarchy_bound_where_crun_would_mount_it_or_none(
+        tmp_path: Path, mountinfo: str, proc_cgroup: str, inside: dict[str, str]) -> None:
     files(tmp_path / UNIFIED / "unified", {"cgroup.controllers": "hugetlb\n"})
     views = detect(mountinfo, root=tmp_path, proc_cgroup=proc_cgroup).views("/reconcile/s/c/ctr")
-    assert views == {f"/{UNIFIED}/{name}": f"{tmp_path / UNIFIED / name}/reconcile/s/c/ctr" for name in inside}
+    assert views == {f"/{UNIFIED}/{name}": f"{tmp_path / UNIFIED / host}/reconcile/s/c/ctr"
+                     for name, host in inside.items()}
 
 
 def test_detect_pure_v2(tmp_path: Path) -> None:
@@ -161,8 +179,8 @@ def test_detect_falls_back_to_v1_when_the_unified_tree_lacks_a_controller(tmp_pa
     ("".join(line for line in HYBRID_SEPARATE.splitlines(keepends=True) if "memory" not in line),
      UNIFIED / "unified", V2_ALL, V2Driver, True),  # no v1 memory: our v2 driver, crun's v1 tmpfs
     (PURE_V2, UNIFIED, V2_ALL, V2Driver, False),
-    (PURE_V2 + "36 35 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n", UNIFIED, V2_ALL,
-     V1Driver, False),  # a v1 memory hierarchy inside: our v1 driver, crun's one cgroup2 mount
+    # a v1 memory hierarchy inside: our v1 driver, crun's one cgroup2 mount
+    (V1_MEMORY_IN_CGROUP2, UNIFIED, V2_ALL, V1Driver, False),
 ])
 def test_whether_the_runtime_makes_a_cgroup_tmpfs_is_the_hosts_file_system_there(
         tmp_path: Path, mountinfo: str, unified: Path, controllers: str, driver: type, tmpfs: bool) -> None:

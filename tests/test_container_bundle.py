@@ -88,41 +88,52 @@ def test_privileged_is_the_whole_escape_hatch() -> None:
 
 
 @pytest.mark.parametrize("privileged", [False, True])
-def test_the_runtimes_cgroup_is_bound_where_a_hierarchy_would_be_mounted(privileged: bool) -> None:
-    """After the cgroup mount (crun mounts each hierarchy left without a mount of its own
-    there), each view is bound, as read-only as /sys."""
+def test_with_views_the_cgroup_directory_is_a_tmpfs_of_ours_with_each_view_bound_in_it(privileged: bool) -> None:
+    """No hierarchy mounted afresh: a tmpfs (mode 755, as Docker's), then each view, all as
+    read-only as /sys. Without views, or in a user namespace, crun's cgroup mount."""
     mounts = _config(views=VIEWS, privileged=privileged)["mounts"]
     destinations = [m["destination"] for m in mounts]
-    after = destinations.index("/sys/fs/cgroup") + 1
-    assert destinations[after:after + 2] == ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids"]
+    at = destinations.index("/sys/fs/cgroup")
     mode = "rw" if privileged else "ro"
-    assert mounts[after] == {"destination": "/sys/fs/cgroup/memory", "type": "bind",
-                             "source": VIEWS["/sys/fs/cgroup/memory"],
-                             "options": ["bind", "nosuid", "noexec", "nodev", mode]}
-    assert "/sys/fs/cgroup/memory" not in [m["destination"] for m in _config()["mounts"]]
-    assert "/sys/fs/cgroup/memory" not in [m["destination"] for m in _config(1 << 30, VIEWS, userns="auto")["mounts"]]
+    assert mounts[at] == {"destination": "/sys/fs/cgroup", "type": "tmpfs", "source": "tmpfs",
+                          "options": ["nosuid", "noexec", "nodev", "mode=755", "size=1024k", mode]}
+    assert destinations[at + 1:at + 3] == ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids"]
+    assert mounts[at + 1] == {"destination": "/sys/fs/cgroup/memory", "type": "bind",
+                              "source": VIEWS["/sys/fs/cgroup/memory"],
+                              "options": ["bind", "nosuid", "noexec", "nodev", mode]}
+    assert all(m["type"] != "cgroup" for m in mounts)
+    for crun_mounts in (_config(privileged=privileged)["mounts"],
+                        _config(1 << 30, VIEWS, userns="auto", privileged=privileged)["mounts"]):
+        assert _mount({"mounts": crun_mounts}, "/sys/fs/cgroup") == {
+            "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+            "options": ["nosuid", "noexec", "nodev", "relatime", mode]}
+        assert "/sys/fs/cgroup/memory" not in [m["destination"] for m in crun_mounts]
 
 
-@pytest.mark.parametrize(("fields", "tmpfs", "remounted"), [
-    ({}, True, True),
-    ({"userns": "auto"}, True, True),  # crun's own mounts, the tmpfs too
-    ({"privileged": True}, True, False),  # as Docker: all of it writable
-    ({}, False, False),  # a cgroup2 mount (read-only already), or a crun that would mount on top
+@pytest.mark.parametrize(("views", "fields", "tmpfs", "remounted"), [
+    ({}, {}, True, True),  # crun's tmpfs
+    (VIEWS, {"userns": "auto"}, True, True),  # crun's own mounts, the tmpfs too
+    ({}, {"privileged": True}, True, False),  # as Docker: all of it writable
+    ({}, {}, False, False),  # a cgroup2 mount (read-only already), or a crun that would mount on top
+    (VIEWS, {}, True, False),  # our tmpfs, read-only itself
+    (VIEWS, {}, False, False),
 ])
-def test_the_runtimes_cgroup_tmpfs_is_remounted_read_only_last(fields: dict[str, Any], tmpfs: bool,
-                                                                 remounted: bool) -> None:
+def test_cruns_cgroup_tmpfs_is_remounted_read_only_right_after_it(views: dict[str, str], fields: dict[str, Any],
+                                                                  tmpfs: bool, remounted: bool) -> None:
     """On v1 and hybrid hosts crun leaves its tmpfs at /sys/fs/cgroup writable: a remount of it
-    (not a bind: no host source) follows the cgroup mount and the views bound in it."""
+    (not a bind: no host source) follows the cgroup mount. Ours needs none: it is mounted
+    read-only, which crun applies once every mount is made."""
     id_base = 1 << 30 if fields.get("userns") == "auto" else None
-    mounts = _config(id_base, VIEWS, tmpfs, **fields)["mounts"]
+    mounts = _config(id_base, views, tmpfs, **fields)["mounts"]
     at = [i for i, m in enumerate(mounts) if m["destination"] == "/sys/fs/cgroup"]
     remount = {"destination": "/sys/fs/cgroup", "type": "tmpfs", "source": "tmpfs",
                "options": ["remount", "ro", "nosuid", "noexec", "nodev"]}
-    if not remounted:
-        assert len(at) == 1 and remount not in mounts
+    if remounted:
+        assert mounts[at[0]]["type"] == "cgroup" and at == [at[0], at[0] + 1] and mounts[at[1]] == remount
         return
-    assert len(at) == 2 and mounts[at[1]] == remount
-    assert all(m["destination"] not in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids") for m in mounts[at[1]:])
+    assert len(at) == 1 and remount not in mounts
+    if views and id_base is None:
+        assert mounts[at[0]]["type"] == "tmpfs" and mounts[at[0]]["options"][-1] == "ro"
 
 
 @pytest.mark.parametrize(("version", "in_place"), [
