@@ -94,10 +94,15 @@ class Desired:
     """Only these objects are diffed; None for all of them."""
 
     def containers_of(self, stack: Stack) -> list[str]:
-        """The keys of the stack's containers this pass diffs, in the spec's order."""
+        """The keys of the stack's containers this pass diffs, in the spec's order: a focused
+        pass's few are looked up, not looked for among a thousand (each controller asks)."""
         if self.focus is None:
             return list(stack.containers)
-        return [key for key in stack.containers if (stack.name, key) in self.focus.containers]
+        chosen = [key for name, key in self.focus.containers if name == stack.name and key in stack.containers]
+        if len(chosen) < 2:
+            return chosen
+        position = {key: index for index, key in enumerate(stack.containers)}
+        return sorted(chosen, key=position.__getitem__)
 
     def container_in_focus(self, key: str) -> bool:
         """Whether this pass diffs the container object keyed `stack/container[/...]`."""

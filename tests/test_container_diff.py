@@ -216,6 +216,14 @@ def test_a_focused_pass_makes_the_whole_diffs_changes_about_its_focus(
     assert diff_containers(replace(WANT, focus=focus), observation(*observed), started).changes == about
 
 
+def test_a_focused_pass_diffs_its_containers_in_the_specs_order() -> None:
+    spec_order = list(WANT.stacks["demo"].containers)
+    focus = focus_on(WANT.stacks, "demo", list(reversed(spec_order)) + ["gone"])
+    focus = replace(focus, containers=focus.containers | {("other", "web")})  # another stack's
+    assert replace(WANT, focus=focus).containers_of(WANT.stacks["demo"]) == spec_order
+    assert replace(WANT, focus=focus_on(WANT.stacks, "demo", ["gone"])).containers_of(WANT.stacks["demo"]) == []
+
+
 def test_starts_are_ordered_by_depends_on_with_their_waits() -> None:
     wants = [c.desired for c in diff_containers(WANT, observation()).changes]
     assert [(w.key, w.level, [(x.dependency, x.condition, x.required) for x in w.waits])
