@@ -1,0 +1,82 @@
+"""Container addresses of a pass (reconcile.engine.addresses, pure): a focused pass (the watch
+agent's repair of some containers) decides its focus's addresses as a whole pass would, keeps
+every other endpoint's static or leased one, and decides them all, as a whole pass, when one of
+the others has neither (a lost store)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from ipaddress import IPv4Address
+
+import pytest
+
+from controllers.base import Focus
+from controllers.sandbox import SandboxObservation
+from reconcile.engine.addresses import assign_addresses
+from specs.model import Stack
+from state.ipam import EndpointKey
+from tests.firewall_support import build_stack
+
+STACK = build_stack("s", {"networks": {"net": {"subnet": "10.9.0.0/29"}},
+                          "containers": {"a": {"networks": ["net"]}, "b": {"networks": {"net": {"ip": "10.9.0.3"}}},
+                                         "c": {"networks": ["net"]}, "d": {"networks": ["net"]}}})
+OTHER = build_stack("o", {"networks": {"net": {"subnet": "10.9.0.0/29"}}, "containers": {"x": {"networks": ["net"]}}})
+NOTHING_LIVE = SandboxObservation({}, {}, {})
+
+
+def _ip(last: int) -> IPv4Address:
+    return IPv4Address(f"10.9.0.{last}")
+
+
+def _leases(**by_container: int) -> dict[EndpointKey, IPv4Address]:
+    return {("s", name, "net"): _ip(last) for name, last in by_container.items()}
+
+
+def _assigned(leases: Mapping[EndpointKey, IPv4Address], focus: Focus | None,
+              stacks: tuple[Stack, ...] = (STACK,)) -> dict[EndpointKey, IPv4Address]:
+    addresses, addresses6, issues = assign_addresses(list(stacks), leases, {}, NOTHING_LIVE, focus)
+    assert addresses6 == {} and issues == []
+    return addresses
+
+
+FOCUS_C = Focus.on({"s": STACK}, [("s", "c")])
+
+
+@pytest.mark.parametrize("leases", [
+    _leases(a=2, c=4, d=5),  # every one leased: each keeps its own
+    _leases(a=2, d=5),  # c new: it gets the first free address, as in a whole pass
+    _leases(a=4, c=2, d=5),  # leases in any order
+    _leases(a=2, c=3, d=5),  # c's lease is b's static address now: c moves, as in a whole pass
+])
+def test_a_focused_pass_decides_its_focus_as_a_whole_pass_would(leases: dict[EndpointKey, IPv4Address]) -> None:
+    whole = _assigned(leases, None)
+    assert _assigned(leases, FOCUS_C) == whole
+    assert whole[("s", "b", "net")] == _ip(3) and len(set(whole.values())) == len(whole)
+
+
+def test_others_keep_their_leases_and_statics_however_the_focus_is_decided() -> None:
+    leases = _leases(a=6, d=2)
+    focused = _assigned(leases, FOCUS_C)
+    assert [focused[("s", name, "net")] for name in ("a", "b", "d")] == [_ip(6), _ip(3), _ip(2)]
+    assert focused[("s", "c", "net")] not in {_ip(6), _ip(3), _ip(2)}
+
+
+def test_with_another_unleased_the_focused_pass_decides_every_address_as_a_whole_pass() -> None:
+    leases = _leases(c=4)  # a and d lost their leases (a lost store)
+    assert _assigned(leases, FOCUS_C) == _assigned(leases, None)
+
+
+def test_another_stacks_lease_is_never_handed_out() -> None:
+    leases = {**_leases(a=2, d=5), ("o", "x", "net"): _ip(4)}
+    focused = _assigned(leases, FOCUS_C)
+    assert focused[("s", "c", "net")] == _ip(6)  # 2, 3 (b's static), 4 (o/x's), 5 taken
+    assert focused == _assigned(leases, None)
+
+
+def test_an_exhausted_subnet_is_an_issue_at_the_container() -> None:
+    full = build_stack("s", {"networks": {"net": {"subnet": "10.9.0.0/30"}},
+                             "containers": {"a": {"networks": ["net"]}, "c": {"networks": ["net"]}}})
+    focus = Focus.on({"s": full}, [("s", "c")])
+    for chosen in (None, focus):
+        addresses, _, issues = assign_addresses([full], _leases(a=2), {}, NOTHING_LIVE, chosen)
+        assert addresses == {} and [(i.stack, i.loc) for i in issues] == [("s", ("containers", "c", "networks", "net"))]
