@@ -86,10 +86,9 @@ def v2_mount(mounts: Sequence[CgroupMount]) -> PurePosixPath | None:
 
 _CRUN_ORDER = {"net_prio,net_cls": "net_cls,net_prio", "cpuacct,cpu": "cpu,cpuacct"}
 
-_RUNTIME_LINKS = {"cpu": "cpu,cpuacct", "cpuacct": "cpu,cpuacct", "net_cls": "net_cls,net_prio",
-                  "net_prio": "net_cls,net_prio"}
+_RUNTIME_LINKS = {part: comount for comount in _CRUN_ORDER.values() for part in comount.split(",")}
 """The names crun links in a container's /sys/fs/cgroup to the co-mounted hierarchies, once it
-has mounted them."""
+has mounted them: each controller's name to its co-mount's (`cpu` -> `cpu,cpuacct`)."""
 
 
 def _runtime_names(proc_cgroup: str) -> dict[str, frozenset[str]]:
