@@ -292,8 +292,13 @@ class SandboxController:
 
     def apply(self, changes: Sequence[Change]) -> None:
         errors: list[ApplyError] = []
-        created = [c for c in changes if c.kind == KIND_SANDBOX and c.action is Action.CREATE]
-        deleted = [c for c in changes if c.kind == KIND_SANDBOX and c.action is Action.DELETE]
+        # Namespaces are made and removed in one call each; the rest one change at a time.
+        namespaces: dict[Action, list[Change]] = {Action.CREATE: [], Action.DELETE: []}
+        others: list[Change] = []
+        for change in changes:
+            whole = namespaces.get(change.action) if change.kind == KIND_SANDBOX else None
+            (others if whole is None else whole).append(change)
+        created, deleted = namespaces[Action.CREATE], namespaces[Action.DELETE]
         try:
             netns.add([names.netns_name(*c.key.split("/")) for c in created])
         except netns.NetnsError as exc:
@@ -303,9 +308,7 @@ class SandboxController:
         bridges = {link.name: link.index for link in host_links if link.kind == "bridge"}
         our_veths = {link.name: link.index for link in host_links
                      if link.kind == "veth" and link.group == names.LINK_GROUP}
-        for change in changes:
-            if change in created or change in deleted:
-                continue
+        for change in others:
             try:
                 if change.kind == KIND_ENDPOINT:
                     self._apply_endpoint(change, bridges, our_veths)
