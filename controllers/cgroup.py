@@ -94,7 +94,8 @@ def _wanted(stack: Stack, desired: Desired, driver: CgroupDriver, parent: str) -
 
 
 def diff_cgroups(desired: Desired, observed: CgroupObservation, driver: CgroupDriver) -> Diff:
-    """Pure apart from reading the parent's CPU list (to normalise a cpuset of all of them)."""
+    """Pure apart from reading the parent's CPU list for a container that asks for a cpuset (a cpuset
+    of all of them is no restriction, as the observation reports it)."""
     result = Diff()
     wanted: dict[str, Limits] = {}
     in_scope = [stack for stack in desired.stacks.values() if stack.name in desired.scope]

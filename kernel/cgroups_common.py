@@ -419,7 +419,9 @@ class CgroupDriver(ABC):
         return found
 
     def _cpuset_shown(self, relpath: str, cpuset: str | None) -> str | None:
-        return shown_cpuset(cpuset, self._parent_cpus(relpath))
+        """The parent's CPUs are read only for a cpuset to compare with them: a whole pass
+        normalises every container's limits, and most have none."""
+        return None if cpuset is None else shown_cpuset(cpuset, self._parent_cpus(relpath))
 
     def _refusal(self, relpath: str, limits: Limits, knob: Knob, exc: OSError) -> CgroupError:
         """The kernel's refusal of one knob, said in terms of the limit asked for."""
