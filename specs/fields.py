@@ -304,9 +304,20 @@ def to_ipv4_address(value: object) -> IPv4Address:
 
 
 def to_ipv6_address(value: object) -> IPv6Address:
+    """Without a zone (`%eth0`), as subnet6: a container's address and its gateway are on its
+    network's bridge, and the leases and nftables know no zones (a zoned static address would be
+    stored as text the next pass cannot read back)."""
     if isinstance(value, IPv6Address):
         return value
-    return _address(IPv6Address, _ipv6_text(value, ADDRESS6), ADDRESS6)
+    address = _address(IPv6Address, _ipv6_text(value, ADDRESS6), ADDRESS6)
+    _unzoned(address, ADDRESS6, value)
+    return address
+
+
+def _unzoned(address: IPv6Address, what: str, value: object) -> None:
+    if address.scope_id is not None:
+        raise ValueError(f"expected {what}, got {quoted(str(value))}: a zone (%{address.scope_id}) has no "
+                         "meaning here")
 
 
 def _address(kind: Callable[[str], AddressT], text: str, what: str) -> AddressT:
@@ -345,6 +356,7 @@ def to_ipv6_network(value: object) -> IPv6Network:
         return value
     network = _strict_network(_ipv6_text(value, SUBNET6), SUBNET6, MAX_PREFIX_LENGTH6)
     assert isinstance(network, IPv6Network)
+    _unzoned(network.network_address, SUBNET6, value)
     if not any(network.subnet_of(space) for space in UNICAST6):
         raise ValueError(f"subnet {network} is not unique local (fc00::/7) or global unicast "
                          "(2000::/3): use a ULA prefix such as fd00:88:1::/64, or one of your global prefix")

@@ -100,6 +100,22 @@ BAD: list[tuple[str, str, str]] = [
         """,
      "stack.yaml:5:45: containers.web.networks.front.ip6: expected an IPv6 address like fd00:88:1::10, got "
      "'10.88.1.10': IPv4 goes in subnet, gateway and ip"),
+    ("ip6-zone", """\
+        name: demo
+        networks:
+          front: {subnet6: "fd00:88:1::/64"}
+        containers:
+          web: {command: x, networks: {front: {ip6: "fd00:88:1::10%eth0"}}}
+        """,
+     "stack.yaml:5:45: containers.web.networks.front.ip6: expected an IPv6 address like fd00:88:1::10, got "
+     "'fd00:88:1::10%eth0': a zone (%eth0) has no meaning here"),
+    ("subnet6-zone", """\
+        name: demo
+        networks:
+          front: {subnet6: "fd00:88:1::%eth0/64"}
+        """,
+     "stack.yaml:3:20: networks.front.subnet6: expected an IPv6 subnet like fd00:88:1::/64, got "
+     "'fd00:88:1::%eth0/64': a zone (%eth0) has no meaning here"),
     ("ip-ipv6", """\
         name: demo
         networks:
