@@ -67,10 +67,10 @@ class V1Driver(CgroupDriver):
         """Every v1 hierarchy mounted afresh in a container walks every cgroup of the host's
         unified tree under the kernel's cgroup lock (cgroup1_get_tree), which a hybrid host fills
         with a container's cgroups, and looks its superblock up among the cgroup file system's
-        (kernfs_test_super): beside 1,000 containers a start's
-        mount calls took 3.0-4.4 ms with two hierarchies mounted afresh, 1.7-2.0 ms with none
-        (perf trace). A bind of the same directory (the root of the container's cgroup
-        namespace) shows the same files; kernel.cgroups picks the hierarchies, all or none."""
+        (kernfs_test_super): beside 1,000 containers a start's mount calls took 3.0-4.4 ms with
+        two hierarchies mounted afresh, 1.7-2.0 ms with none (perf trace). A bind of the same
+        directory (the root of the container's cgroup namespace) shows the same files;
+        kernel.cgroups picks the hierarchies, all or none."""
         return {inside: at_text(host, runtime_path) for inside, host in self.seen_at.items()}
 
     def roots(self) -> list[Path]:
