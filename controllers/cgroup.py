@@ -22,7 +22,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import TypeVar
 
 from controllers.base import Desired, Diff, Focus
@@ -49,6 +49,8 @@ class CgroupObservation:
     in only some hierarchies after a crash)."""
     host_cpus: tuple[int, ...] = ()
     """The CPUs a container may be given (empty: not known, no check)."""
+    usage: Mapping[str, Usage] = field(default_factory=dict)
+    """Live usage by "stack/container", read only for a pass that asks for it (`status`)."""
 
     def owned_stacks(self) -> set[str]:
         return {key.split("/", 1)[0] for key in self.limits}
@@ -133,11 +135,13 @@ class CgroupController:
         stack, container = key.split("/", 1)
         return names.cgroup_relpath(self._parent, stack, container)
 
-    def observe(self, focus: Focus | None = None) -> CgroupObservation:
+    def observe(self, focus: Focus | None = None, usage: bool = False) -> CgroupObservation:
         owned = self._driver.read_owned(self._parent, focus.containers if focus else None)
         limits = {f"{stack}/{container}": found for (stack, container), found in owned.items()}
+        live = ({key: found for key in limits if (found := self._driver.usage(self.relpath(key))) is not None}
+                if usage else {})
         return CgroupObservation(self._parent, {key: limits[key] for key in sorted(limits)},
-                                 tuple(self._driver.usable_cpus(self._parent)))
+                                 tuple(self._driver.usable_cpus(self._parent)), live)
 
     def diff(self, desired: Desired, observed: CgroupObservation) -> Diff:
         return diff_cgroups(desired, observed, self._driver)
@@ -223,9 +227,6 @@ class CgroupController:
             for pid in self._driver.procs(cgroup):
                 _kill(pid)
             self._driver.remove(cgroup, self._parent)
-
-    def usage(self, key: str) -> Usage | None:
-        return self._driver.usage(self.relpath(key))
 
     def ensure(self, stack: str, container: str) -> Placement:
         """The container's cgroup, which this controller's own changes made (with its limits)

@@ -26,7 +26,7 @@ from controllers.change import Action, Change, FieldChange
 from controllers.errors import ApplyError, ApplyErrors
 from controllers.network import mac_of
 from kernel import netns
-from kernel.netlink import Netlink
+from kernel.netlink import Netlink, host_netlink
 from kernel.rtnl_dump import Interface, Link, LinkDump, ipv4_of, ipv6_of
 from specs import names
 from specs.model import Stack
@@ -288,6 +288,16 @@ class SandboxController:
         bridges = {link.name: link.index for link in dump.links if link.kind == "bridge"}
         return SandboxObservation(sandboxes,
                                   {k: link for k, link in host_ends.items() if k not in claimed}, bridges)
+
+    def count(self) -> int:
+        """How many sandboxes the host has (one listing of the namespaces' directory)."""
+        return len(netns.sandboxes())
+
+    def observe_apart(self) -> SandboxObservation:
+        """A whole observation through a netlink socket of its own, for a forked child (a socket
+        shared with the parent would mix the two processes' answers)."""
+        with host_netlink() as netlink:
+            return SandboxController(netlink).observe()
 
     def diff(self, desired: Desired, observed: SandboxObservation) -> Diff:
         return diff_sandboxes(desired, observed)

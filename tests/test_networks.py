@@ -205,9 +205,9 @@ from reconcile import cli
 from reconcile.engine.session import Session
 observe = Session.observe
 calls = []
-def counted(self, focus=None):
+def counted(self, focus=None, usage=False):
     calls.append(focus)
-    return observe(self, focus)
+    return observe(self, focus, usage)
 Session.observe = counted
 with contextlib.redirect_stdout(io.StringIO()):
     code = cli.main(sys.argv[1:])

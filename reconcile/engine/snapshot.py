@@ -5,6 +5,7 @@ observation of its own controller, checked by the type checker rather than by po
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from controllers.base import Controller, Desired, Diff, Focus, Observation
@@ -14,6 +15,12 @@ from controllers.firewall import FirewallController, FirewallObservation
 from controllers.network import NetworkController, NetworkObservation
 from controllers.proxy import ProxyController, ProxyObservation
 from controllers.sandbox import SandboxController, SandboxObservation
+from kernel.beside import beside
+
+FORK_FROM = 64
+"""Sandboxes from which a whole pass observes beside the rest: a sandbox's dump costs ~0.2 ms,
+the two children ~5-10 ms between them (fork, pickling, exit); at ten sandboxes they made a
+`diff` ~10 ms slower."""
 
 
 @dataclass(frozen=True)
@@ -54,9 +61,21 @@ class Controllers:
     def ordered(self) -> tuple[Controller[Any], ...]:
         return self.network, self.sandbox, self.cgroup, self.container, self.firewall, self.proxy
 
-    def observe(self, focus: Focus | None = None) -> Snapshot:
-        return Snapshot(self.network.observe(focus), self.sandbox.observe(focus), self.cgroup.observe(focus),
-                        self.container.observe(focus), self.firewall.observe(focus), self.proxy.observe(focus))
+    def observe(self, focus: Focus | None = None, usage: bool = False) -> Snapshot:
+        """A whole pass over many sandboxes observes them and the cgroups each in a child, beside
+        the rest (when this process may fork; kernel.beside): at a thousand containers ~0.2 s,
+        ~0.07 s (~0.17 s with `usage`) and ~0.2 s. A focused pass, or a host with fewer than
+        FORK_FROM sandboxes, reads less than the children cost. `usage`: the cgroups' live
+        usage too (`status`)."""
+        if focus is not None or self.sandbox.count() < FORK_FROM:
+            return Snapshot(self.network.observe(focus), self.sandbox.observe(focus),
+                            self.cgroup.observe(focus, usage), self.container.observe(focus),
+                            self.firewall.observe(focus), self.proxy.observe(focus))
+        with beside(self.sandbox.observe_apart) as sandboxes, \
+                beside(partial(self.cgroup.observe, usage=usage)) as cgroups:
+            networks, containers = self.network.observe(), self.container.observe()
+            firewall, proxies = self.firewall.observe(), self.proxy.observe()
+            return Snapshot(networks, sandboxes.result(), cgroups.result(), containers, firewall, proxies)
 
     def diff(self, desired: Desired, snapshot: Snapshot) -> list[Diff]:
         """Every controller's diff of its own observation, in dependency order."""

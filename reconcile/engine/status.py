@@ -95,7 +95,7 @@ def _containers(session: Session, name: str, spec: Stack | None, observed: Snaps
             "restarts": live.record.restarts if live and live.record else 0,
             "exit_code": live.exit_code if live and state == "exited" else None,  # read by the observation
             "start_error": paths().last_start_error() if state != "running" else None,
-            "resources": _resources(session, f"{name}/{key}", cgroups),
+            "resources": _resources(f"{name}/{key}", cgroups),
             "health": _health(paths, live, with_health.containers.get(key) if with_health else None),
         })
     return rows
@@ -131,10 +131,10 @@ def _exposed_ports(store: ImageStore, digest: str | None) -> list[str]:
     return list(image.config.exposed_ports) if image else []
 
 
-def _resources(session: Session, key: str, cgroups: CgroupObservation) -> dict[str, object] | None:
+def _resources(key: str, cgroups: CgroupObservation) -> dict[str, object] | None:
     """Limits in force and live usage, from the container's cgroup (None: it has none)."""
     limits = cgroups.limits.get(key)
-    usage = session.controllers.cgroup.usage(key) if key in cgroups.limits else None
+    usage = cgroups.usage.get(key)
     if limits is None and usage is None:
         return None
     # Shallow: dataclasses.asdict deep-copies every value (~25 ms for a thousand containers).
