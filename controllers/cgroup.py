@@ -50,7 +50,7 @@ class CgroupObservation:
     host_cpus: tuple[int, ...] = ()
     """The CPUs a container may be given (empty: not known, no check)."""
     usage: Mapping[str, Usage] = field(default_factory=dict)
-    """Live usage by "stack/container", read only for a pass that asks for it (`status`)."""
+    """Live usage by "stack/container", of the stacks a pass asks for (`status`)."""
 
     def owned_stacks(self) -> set[str]:
         return {key.split("/", 1)[0] for key in self.limits}
@@ -135,11 +135,12 @@ class CgroupController:
         stack, container = key.split("/", 1)
         return names.cgroup_relpath(self._parent, stack, container)
 
-    def observe(self, focus: Focus | None = None, usage: bool = False) -> CgroupObservation:
+    def observe(self, focus: Focus | None = None, usage_of: frozenset[str] | None = frozenset()) -> CgroupObservation:
+        """`usage_of`: the stacks whose containers' live usage to read too (None: every stack's)."""
         owned = self._driver.read_owned(self._parent, focus.containers if focus else None)
         limits = {f"{stack}/{container}": found for (stack, container), found in owned.items()}
-        live = ({key: found for key in limits if (found := self._driver.usage(self.relpath(key))) is not None}
-                if usage else {})
+        asked = [key for key in limits if usage_of is None or key.split("/", 1)[0] in usage_of]
+        live = {key: found for key in asked if (found := self._driver.usage(self.relpath(key))) is not None}
         return CgroupObservation(self._parent, {key: limits[key] for key in sorted(limits)},
                                  tuple(self._driver.usable_cpus(self._parent)), live)
 

@@ -294,8 +294,9 @@ class SandboxController:
         return len(netns.sandboxes())
 
     def observe_apart(self) -> SandboxObservation:
-        """A whole observation through a netlink socket of its own, for a forked child (a socket
-        shared with the parent would mix the two processes' answers)."""
+        """A whole observation through a netlink socket of its own and a host dump of its own,
+        for a forked child: the session's socket, shared with the parent, would mix the two
+        processes' answers."""
         with host_netlink() as netlink:
             return SandboxController(netlink).observe()
 

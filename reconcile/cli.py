@@ -289,7 +289,7 @@ def _status_document(session: Session, path: Path | None) -> dict[str, object]:
         specs = {f.stack.name: StackSpec(f.stack, str(f.path)) for f in load_path(path)}
     else:
         specs = {r.name: StackSpec(Stack.model_validate(r.spec), r.source) for r in session.store.stacks()}
-    observed = session.observe(usage=True)
+    observed = session.observe(usage_of=frozenset(specs) if path is not None else None)
     names = set(specs) if path is not None else verbs.known_stacks(session, observed)
     return report(session, observed, sorted(names), specs)
 

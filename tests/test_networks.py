@@ -205,9 +205,9 @@ from reconcile import cli
 from reconcile.engine.session import Session
 observe = Session.observe
 calls = []
-def counted(self, focus=None, usage=False):
+def counted(self, focus=None, usage_of=frozenset()):
     calls.append(focus)
-    return observe(self, focus, usage)
+    return observe(self, focus, usage_of)
 Session.observe = counted
 with contextlib.redirect_stdout(io.StringIO()):
     code = cli.main(sys.argv[1:])

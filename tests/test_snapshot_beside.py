@@ -25,6 +25,7 @@ containers:
 OBSERVED_BOTH_WAYS = """\
 import json, os, threading
 from dataclasses import replace
+from kernel import beside
 from reconcile.engine import snapshot
 from reconcile.engine.session import open_session
 from reconcile.engine.settings import Settings
@@ -36,31 +37,48 @@ def counted():
     return fork()
 os.fork = counted
 
+made = beside.Beside.__init__
+def only_from_the_child(self, work, here=None):
+    made(self, work, here)
+    def refused():
+        raise AssertionError("a child gave no result")
+    self._here = refused
+beside.Beside.__init__ = only_from_the_child
+
+def observed(session):
+    before = len(forks)
+    found = session.observe(usage_of=None)
+    return found, len(forks) - before
+
 with open_session(Settings.resolve(None, None), writable=False) as session:
-    session.observe(usage=True)
-    few, forks[:] = len(forks), []  # two sandboxes: fewer than FORK_FROM
+    plain, plain_forks = observed(session)  # two sandboxes: fewer than FORK_FROM
     snapshot.FORK_FROM = 2
-    beside = session.observe(usage=True)
-    forked, forks[:] = len(forks), []
+    forked, forked_forks = observed(session)
     held = threading.Event()
     thread = threading.Thread(target=held.wait)
     thread.start()
     try:
-        in_turn = session.observe(usage=True)
+        threaded, threaded_forks = observed(session)
     finally:
         held.set()
         thread.join()
 live = lambda snapshot: {key: usage.pids for key, usage in snapshot.cgroups.usage.items()}
 same = lambda snapshot: replace(snapshot, cgroups=replace(snapshot.cgroups, usage={}))  # CPU time moves on
-print(json.dumps({"forks": [few, forked, len(forks)], "equal": same(beside) == same(in_turn),
-                  "sandboxes": sorted(beside.sandboxes.sandboxes), "pids": [live(beside), live(in_turn)]}))
+print(json.dumps({"forks": [plain_forks, forked_forks, threaded_forks],
+                  "equal": [same(forked) == same(plain), same(threaded) == same(plain)],
+                  "sandboxes": sorted(forked.sandboxes.sandboxes),
+                  "pids": [live(plain), live(forked), live(threaded)]}))
 """
 
 
 def test_the_children_observe_what_one_process_does(sandbox: Sandbox) -> None:
-    sandbox.apply(sandbox.write("stack.yaml", STACK))
+    path = sandbox.write("stack.yaml", STACK)
+    sandbox.apply(path)
+    for args in ([], [str(path)]):  # every stack's usage, or the file's stacks'
+        shown = json.loads(sandbox.reconcile("status", "-o", "json", *args, check=True).stdout)
+        assert [c["resources"]["usage"]["pids"] for c in shown["stacks"][0]["containers"]] == [2, 2]
     seen = json.loads(sandbox.run(sys.executable, "-c", OBSERVED_BOTH_WAYS).stdout)
     assert seen["forks"] == [0, 2, 0]  # the sandboxes' and the cgroups' children from two; none with a thread
-    assert seen["equal"]
+    assert seen["equal"] == [True, True]
     assert seen["sandboxes"] == ["both/a", "both/b"]
-    assert seen["pids"][0] == seen["pids"][1] == {"both/a": 2, "both/b": 2}  # the init and sleep
+    assert seen["pids"] == [{"both/a": 2, "both/b": 2}] * 3  # the init and sleep

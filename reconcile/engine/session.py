@@ -88,10 +88,11 @@ class Session:
     """The address leases (a thousand rows), read again only once written: by this session, or
     by another process between two sessions sharing the cache (the watch agent's)."""
 
-    def observe(self, focus: Focus | None = None, usage: bool = False) -> Snapshot:
-        """`usage`: the containers' live usage too (`status`)."""
+    def observe(self, focus: Focus | None = None, usage_of: frozenset[str] | None = frozenset()) -> Snapshot:
+        """`usage_of`: the stacks whose containers' live usage to read too (None: every
+        stack's; `status`)."""
         with self.one_pass(), netfilter_listeners.one_read():
-            return self.controllers.observe(focus, usage)
+            return self.controllers.observe(focus, usage_of)
 
     def desired(self, target: Target, observed: Snapshot, focus: Focus | None = None) -> Desired:
         """The desired state of this pass, pooled subnets and container addresses included

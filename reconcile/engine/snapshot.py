@@ -15,7 +15,7 @@ from controllers.firewall import FirewallController, FirewallObservation
 from controllers.network import NetworkController, NetworkObservation
 from controllers.proxy import ProxyController, ProxyObservation
 from controllers.sandbox import SandboxController, SandboxObservation
-from kernel.beside import beside
+from kernel.beside import beside, may_fork
 
 FORK_FROM = 64
 """Sandboxes from which a whole pass observes beside the rest: a sandbox's dump costs ~0.2 ms,
@@ -35,7 +35,7 @@ class Snapshot:
     proxies: ProxyObservation
 
     def ordered(self) -> tuple[Observation, ...]:
-        """The observations in the controllers' dependency order."""
+        """Every controller's observation."""
         return self.networks, self.sandboxes, self.cgroups, self.containers, self.firewall, self.proxies
 
     def owned_stacks(self) -> set[str]:
@@ -64,18 +64,20 @@ class Controllers:
     def ordered(self) -> tuple[Controller[Any], ...]:
         return self.network, self.cgroup, self.sandbox, self.container, self.firewall, self.proxy
 
-    def observe(self, focus: Focus | None = None, usage: bool = False) -> Snapshot:
+    def observe(self, focus: Focus | None = None, usage_of: frozenset[str] | None = frozenset()) -> Snapshot:
         """A whole pass over many sandboxes observes them and the cgroups each in a child, beside
-        the rest (when this process may fork; kernel.beside): at a thousand containers ~0.2 s,
-        ~0.07 s (~0.17 s with `usage`) and ~0.2 s. A focused pass, or a host with fewer than
-        FORK_FROM sandboxes, reads less than the children cost. `usage`: the cgroups' live
-        usage too (`status`)."""
-        if focus is not None or self.sandbox.count() < FORK_FROM:
+        the rest (kernel.beside): at a thousand containers ~0.2 s, ~0.07 s (~0.17 s with the
+        usage) and ~0.2 s. The child's sandboxes come from a host dump of its own, so such a
+        pass dumps the host's links twice (at once, on two cores). A focused pass, a host with
+        fewer than FORK_FROM sandboxes, or a process with threads (the watch agent) observes in
+        turn, through the session's socket and its one dump a pass. `usage_of`: the stacks
+        whose containers' live usage to read too (None: every stack's; `status`)."""
+        if focus is not None or not may_fork() or self.sandbox.count() < FORK_FROM:
             return Snapshot(self.network.observe(focus), self.sandbox.observe(focus),
-                            self.cgroup.observe(focus, usage), self.container.observe(focus),
+                            self.cgroup.observe(focus, usage_of), self.container.observe(focus),
                             self.firewall.observe(focus), self.proxy.observe(focus))
-        with beside(self.sandbox.observe_apart) as sandboxes, \
-                beside(partial(self.cgroup.observe, usage=usage)) as cgroups:
+        with beside(self.sandbox.observe_apart, here=self.sandbox.observe) as sandboxes, \
+                beside(partial(self.cgroup.observe, usage_of=usage_of)) as cgroups:
             networks, containers = self.network.observe(), self.container.observe()
             firewall, proxies = self.firewall.observe(), self.proxy.observe()
             return Snapshot(networks, sandboxes.result(), cgroups.result(), containers, firewall, proxies)
