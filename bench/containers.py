@@ -72,7 +72,7 @@ def floor(n: int, work: Path, lowers: Sequence[Path] = (Path("/"),)) -> tuple[fl
         overlay.mount("floor", f"c{i}", lowers, work / f"c{i}" / "upper", work / f"c{i}" / "work", bundle / "rootfs")
         inputs = BundleInputs(f"floor{n}-{i}", oci.netns_path(f"f{n}n{i}"), f"/rc-bench-floor-{n}/c{i}",
                               Ids(0, 0, ()), capabilities.DOCKER_DEFAULT, bpf, list(lowers) == [Path("/")], (),
-                              runtime.TINI, runtime.INIT_IN_CONTAINER, hooks=oci.start_hooks([bundle / "rootfs"]),
+                              runtime.INIT, runtime.INIT_IN_CONTAINER, hooks=oci.start_hooks([bundle / "rootfs"]),
                               cgroup_views=cgroups.views(f"/rc-bench-floor-{n}/c{i}"),
                               remount_cgroup_tmpfs=cgroups.runtime_cgroup_tmpfs and remounts_in_place())
         (bundle / "config.json").write_text(json.dumps(oci_config(spec, inputs)))

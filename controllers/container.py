@@ -796,7 +796,7 @@ class ContainerController:
             ids=users.lookup(c.user or "0", paths.rootfs), capabilities=want.capabilities,
             seccomp_bpf=None if c.privileged else filters[want.capabilities],
             host_root=c.rootfs is None and c.image is None, hidden=(str(self._state_dir.resolve()),),
-            init=runtime.TINI, init_target=runtime.INIT_IN_CONTAINER, id_base=id_base, named_volumes=named,
+            init=runtime.INIT, init_target=runtime.INIT_IN_CONTAINER, id_base=id_base, named_volumes=named,
             hooks=self._runtime.start_hooks([paths.rootfs, *bound]), cgroup_views=placement.views,
             remount_cgroup_tmpfs=placement.runtime_cgroup_tmpfs and remounts_in_place())
         handle = runtime.start(self._runtime, inputs.container_id, paths.bundle, oci_config(c, inputs), paths.log,

@@ -3,7 +3,7 @@ in it.
 
 Process tree per container: `sh` (waits, then writes the exit status next to the log; not our
 child: see `_WRAPPER`) -> `crun run` in the foreground (the container's parent: exit status 128+N
-for a signal, 137 for SIGKILL) -> the container's init, Debian's `tini-static` bound in at
+for a signal, 137 for SIGKILL) -> the container's init, Debian's `catatonit` (Podman's init) bound in at
 /dev/init (signal forwarding and zombie reaping, so SIGTERM stops programs without a handler) ->
 the program. stdout and stderr go down one pipe to the shell's other child, Debian's `rotatelogs`
 (Apache's, in apache2-utils), which writes them to the log directory and rotates by size through
@@ -35,7 +35,12 @@ from kernel import crashpoints
 from kernel.oci import CRUN, Runtime
 from kernel.procs import alive, read_proc
 
-TINI = "/usr/bin/tini-static"  # statically linked: runs inside any root
+INIT = "/usr/bin/catatonit"  # statically linked: runs inside any root
+"""Podman's init, rather than tini (Docker's `--init`): tini waits for signals with a 1 s timeout, so
+every idle container woke once a second (1,000 wake-ups a second beside 1,000 containers);
+catatonit blocks on a signalfd until something happens. Both forward signals to the program's
+process group (`-g`) and reap zombies; a program that cannot be executed ends catatonit with 1
+(tini said 127 or 126), which the start's check for the program (kernel.inroot) reports first."""
 INIT_IN_CONTAINER = "/dev/init"  # on the container's own /dev tmpfs: nothing is written to its root
 START_TIMEOUT = 10.0
 EXIT_WAIT = 5.0
@@ -87,7 +92,7 @@ As a background job without job control the waiting shell, and crun from it, ign
 SIGQUIT (crun gives the container's process default handlers)."""
 
 
-REQUIRED_TOOLS = {CRUN: "crun", ROTATELOGS: "apache2-utils", TINI: "tini"}
+REQUIRED_TOOLS = {CRUN: "crun", ROTATELOGS: "apache2-utils", INIT: "catatonit"}
 """What every container start runs, and the Debian package each comes in."""
 
 
@@ -339,7 +344,7 @@ def terminate(handle: ProcessHandle, grace: float) -> bool:
 
 
 def stop(handle: ProcessHandle, grace: float, log_dir: Path, signalled_at: float | None = None) -> None:
-    """SIGTERM to the init (tini forwards it), SIGKILL after `grace` seconds. The init is PID 1
+    """SIGTERM to the init (which forwards it), SIGKILL after `grace` seconds. The init is PID 1
     of the container's pid namespace: when it dies the kernel kills everything inside. Returns
     once the runtime has cleaned up after it (the exit status is written), so the caller can
     take the root and cgroup away. `signalled_at`: when signal_stop already sent the SIGTERM

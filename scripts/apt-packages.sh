@@ -1,7 +1,7 @@
 # The Debian packages reconcile drives and its tests call: sourced by scripts/setup.sh (this host)
 # and scripts/vm/vm-image.sh (the modern-host test VM), so both have the same tools.
 # shellcheck shell=bash disable=SC2034
-APT_PACKAGES=(iproute2 iptables nftables conntrack util-linux mount tini busybox-static procps crun libseccomp2 keyutils
+APT_PACKAGES=(iproute2 iptables nftables conntrack util-linux mount catatonit busybox-static procps crun libseccomp2 keyutils
     python3 python3-nftables skopeo docker-registry zstd umoci apache2-utils socat)
 # python3 and keyutils: the tests run Debian's python3 and keyctl inside containers (escape corpus).
 # nftables: nft, with which the tests read and plant rules the way an admin would.

@@ -385,7 +385,7 @@ class ServiceMapper:
                                                               "are stopped with SIGTERM, then SIGKILL")
         if self.service.get("init") is False:
             self.out.key_warning(self.src + ("init",), "false has no effect here: every container runs an init "
-                                                       "(tini) as PID 1, as with init: true")
+                                                       "(catatonit) as PID 1, as with init: true")
 
     def _logging(self) -> None:
         logging = self.service.get("logging")

@@ -107,7 +107,7 @@ def test_limits_round_trip_in_place_and_drift(sandbox: Sandbox, canary: Path) ->
     status = sandbox.containers()["web"]
     assert status["pid"] == pid
     assert status["resources"]["limits"] == {"memory": 134217728, "cpus": 0.25, "pids": 20, "cpuset": None}
-    assert status["resources"]["usage"]["pids"] == 2  # tini and sleep
+    assert status["resources"]["usage"]["pids"] == 2  # the init and sleep
 
     # Drift: a value written by hand is shown and put back.
     limit_file(web, "pids").write_text("300")

@@ -331,7 +331,7 @@ WARNINGS: list[tuple[str, str, list[str]]] = [
       "services.web.labels: has no effect here: reconcile keeps no labels",
       "services.web.container_name: has no effect here: the container is named STACK/SERVICE",
       "services.web.stop_signal: 'SIGINT' has no effect here: containers are stopped with SIGTERM, then SIGKILL",
-      "services.web.init: false has no effect here: every container runs an init (tini) as PID 1, as with "
+      "services.web.init: false has no effect here: every container runs an init (catatonit) as PID 1, as with "
       "init: true"]),
     ("restart-and-logging", """\
         image: busybox

@@ -34,7 +34,7 @@ def _config(id_base: int | None = None, views: dict[str, str] | None = None, tmp
     held = capabilities.effective(container.cap_add, container.cap_drop, container.privileged, HOST_CAPS)
     inputs = BundleInputs("rc-s_c", "/run/netns/rc-s_c", "/reconcile/s/c/ctr", Ids(0, 0, ()), held,
                           None if container.privileged else b"\x06\x00\x00\x00\x00\x00\xff\x7f", True,
-                          ("/var/lib/reconcile",), "/usr/bin/tini-static", "/dev/init", id_base,
+                          ("/var/lib/reconcile",), "/usr/bin/catatonit", "/dev/init", id_base,
                           cgroup_views=views or {}, remount_cgroup_tmpfs=tmpfs)
     return oci_config(container, inputs)
 

@@ -60,7 +60,7 @@ def test_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
         "import urllib.request;print(urllib.request.urlopen('http://10.77.1.2/', timeout=2).read().decode())").stdout
     # Two networks: the default route goes through the first non-internal one.
     assert "default via 10.77.1.1 dev eth0" in sandbox.run("ip", "-n", "rc-app_web", "route").stdout
-    # exec joins every namespace: hostname, a private /proc with tini as PID 1, env.
+    # exec joins every namespace: hostname, a private /proc with the init as PID 1, env.
     assert sandbox.exec_in("db", "hostname") == "database\n"
     ps = sandbox.exec_in("web", "ps")
     assert "/dev/init" in ps.splitlines()[1] and "sleep" not in ps
@@ -203,6 +203,33 @@ containers:
                              "container: /bin/nonexistent\n")
     assert sandbox.reconcile("down", path).returncode == 0
     assert sandbox.processes() == [] and sandbox.our_links() == []
+
+
+def test_an_idle_containers_init_sleeps_until_something_happens(sandbox: Sandbox, rootfs: Path) -> None:
+    """The init waits for a signal or a child's exit without a timeout: tini's 1 s poll woke a
+    host of a thousand idle containers a thousand times a second."""
+    path = str(sandbox.write("stack.yaml", f"""\
+name: idle
+networks:
+  net: {{subnet: 10.79.1.0/24}}
+containers:
+  x:
+    command: sleep 1000
+    rootfs: {rootfs}
+    networks: [net]
+"""))
+    sandbox.apply(path)
+    init = sandbox.containers()["x"]["pid"]
+
+    def switches() -> tuple[str, ...]:
+        status = Path(f"/proc/{init}/status").read_text().splitlines()
+        return tuple(line for line in status if line.partition(":")[0].endswith("ctxt_switches"))
+
+    assert Path(f"/proc/{init}/cmdline").read_bytes().split(b"\0")[0] == b"/dev/init"
+    before = switches()
+    time.sleep(2.5)  # two of tini's wake-ups
+    assert switches() == before
+    assert sandbox.reconcile("down", path).returncode == 0
 
 
 def test_down_removes_files_of_a_container_that_was_never_recorded(sandbox: Sandbox) -> None:

@@ -113,7 +113,7 @@ def test_a_lost_writer_ends_the_container_instead_of_hanging_it(sandbox: Sandbox
     writer = _writer_of(sandbox, _log_dir(sandbox, "logs", "steady"))
     assert writer is not None
     os.kill(writer, signal.SIGKILL)
-    # Its next write gets EPIPE: SIGPIPE ends the shell, tini reports 128 + 13.
+    # Its next write gets EPIPE: SIGPIPE ends the shell, the init reports 128 + 13.
     assert eventually(lambda: sandbox.containers()["steady"].get("exit_code"), 141, timeout=20) == 141
     assert "+ container logs/steady (exited)" in sandbox.reconcile("apply", path).stdout
     assert _writer_of(sandbox, _log_dir(sandbox, "logs", "steady")) is not None
