@@ -5,10 +5,16 @@ layer store and running containers on their layers."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
 from kernel import procs
+from reconcile.engine import pinning
+from reconcile.engine.session import Target
+from reconcile.engine.settings import Settings
+from specs.loader import load_path
 from tests import registry as registry_fixtures
 from tests.image_builder import BuiltImage, Layer, build, build_index, docker_archive, push
 from tests.registry import Registry, StallingProxy
@@ -402,3 +408,40 @@ def test_the_watch_agent_pulls_in_the_background_and_repairs_meanwhile(sandbox: 
             assert agent.saw("pulled", image=f"{registry.address}/big:1")
         finally:
             agent.stop()
+
+
+def test_a_focused_resolution_pins_its_containers_and_their_dependencies_as_a_whole_one(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    """The watch agent's focused pass resolves the images of its containers and of what they
+    depend on (a start waits on a dependency's healthcheck, here its image's) exactly as a pass
+    over everything does, and leaves the stack's other containers as the spec has them."""
+    checked = build(tmp_path / "layout", [Layer.busybox()], cmd=["sleep", "100000"], env={"PATH": "/bin"},
+                    healthcheck={"Test": ["CMD", "true"], "Interval": 1_000_000_000}, tag="v1")
+    image = f"oci:{checked.layout}:v1"
+    sandbox.reconcile("image", "pull", image, check=True)
+    waits = "depends_on: {db: {condition: service_healthy}}"
+    path = stack(sandbox, web=f"{{image: '{image}', networks: [net], {waits}}}",
+                 db=f"{{image: '{image}', networks: [net]}}", other=f"{{image: '{image}', networks: [net]}}")
+    target = Target.of_files(load_path(Path(path)))
+    settings = Settings.resolve(str(sandbox.state_dir), None)
+    whole = pinning.resolve(target, settings, pinning.Pulling(allowed=False)).stacks["img"].containers
+    focused = pinning.resolve(target, settings, pinning.Pulling(allowed=False),
+                              [("img", "web")]).stacks["img"].containers
+    assert whole["db"].healthcheck is not None and "@sha256:" in (whole["web"].image or "")
+    assert focused["web"] == whole["web"] and focused["db"] == whole["db"]
+    assert focused["other"] == target.stacks["img"].containers["other"] != whole["other"]
+
+    # The agent's repair of a killed `web` is such a pass: it waits on db's health and restarts it.
+    specs = sandbox.workdir / "specs"
+    specs.mkdir()
+    (specs / "stack.yaml").write_text(Path(path).read_text())
+    agent = Agent(sandbox, specs, "--resync", "600", "--debounce", "50")
+    try:
+        assert eventually(lambda: container(sandbox, "web").get("state"), "running", timeout=60) == "running"
+        killed, mark = container(sandbox, "web")["pid"], len(agent.lines)
+        os.kill(killed, signal.SIGKILL)
+        assert eventually(lambda: container(sandbox, "web").get("pid") not in (None, killed), True, timeout=30)
+        assert [(r["event"], r.get("object")) for r in agent.lines[mark:]
+                if r.get("event") in ("change", "error")] == [("change", "img/web")]
+    finally:
+        agent.stop()

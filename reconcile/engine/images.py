@@ -5,7 +5,7 @@ them (which registries skip TLS, which images mounted roots are made of). Light 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,9 +33,10 @@ def verify_tls(ref: ImageReference, settings: Settings) -> bool:
         return True
 
 
-def running_images() -> dict[tuple[str, str], str]:
-    """(stack, container) -> the digest of the image its mounted root is made of."""
-    return {key: root.image_digest for key, root in overlay.mounted().items() if root.image_digest}
+def running_images(among: Collection[tuple[str, str]] | None = None) -> dict[tuple[str, str], str]:
+    """(stack, container) -> the digest of the image its mounted root is made of (of `among`
+    only, when given: the mount table's other lines are skipped unparsed)."""
+    return {key: root.image_digest for key, root in overlay.mounted(among).items() if root.image_digest}
 
 
 def _mounted_layers(store: ImageStore) -> set[str]:

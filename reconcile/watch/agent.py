@@ -297,7 +297,8 @@ class Agent:
                 open_session(self.settings, writable=True, drivers=self._drivers, leases=self._leases) as session, \
                 self.cycles.deferred() if focus is not None else nullcontext():
             resolved = pinning.resolve(target, self.settings,
-                                      pinning.Pulling(allowed=True, background=self._pull_in_background))
+                                      pinning.Pulling(allowed=True, background=self._pull_in_background),
+                                      None if focus is None else focus.containers)
             _retried(attempt)()
             # The events of our own writes, and any drift older than the final observation
             # (which found nothing left to do), need no second pass.
