@@ -7,7 +7,7 @@ controller back its own changes, in batches, so a controller can write in bulk (
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from typing import Generic, Protocol, TypeVar
@@ -68,6 +68,19 @@ class Focus:
         return _pair(key) in self.networks
 
 
+def containers_among(stack: Stack, chosen: Collection[tuple[str, str]] | None) -> list[str]:
+    """The keys of the stack's containers among the `chosen` (stack, container) pairs (every
+    one for None), in the spec's order: a focused pass's few are looked up, not looked for
+    among a thousand."""
+    if chosen is None:
+        return list(stack.containers)
+    keys = [key for name, key in chosen if name == stack.name and key in stack.containers]
+    if len(keys) < 2:
+        return keys
+    position = {key: index for index, key in enumerate(stack.containers)}
+    return sorted(keys, key=position.__getitem__)
+
+
 def _pair(key: str) -> tuple[str, str]:
     stack, _, rest = key.partition("/")
     return stack, rest.split("/", 1)[0]
@@ -94,15 +107,9 @@ class Desired:
     """Only these objects are diffed; None for all of them."""
 
     def containers_of(self, stack: Stack) -> list[str]:
-        """The keys of the stack's containers this pass diffs, in the spec's order: a focused
-        pass's few are looked up, not looked for among a thousand (each controller asks)."""
-        if self.focus is None:
-            return list(stack.containers)
-        chosen = [key for name, key in self.focus.containers if name == stack.name and key in stack.containers]
-        if len(chosen) < 2:
-            return chosen
-        position = {key: index for index, key in enumerate(stack.containers)}
-        return sorted(chosen, key=position.__getitem__)
+        """The keys of the stack's containers this pass diffs, in the spec's order (each
+        controller asks)."""
+        return containers_among(stack, None if self.focus is None else self.focus.containers)
 
     def container_in_focus(self, key: str) -> bool:
         """Whether this pass diffs the container object keyed `stack/container[/...]`."""

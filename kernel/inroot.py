@@ -1,6 +1,6 @@
 """Paths inside a container's root, looked at from the host before it starts: symlinks are
 resolved against that root (an absolute link means the container's /, never the host's), so a
-missing program is a clear error at apply instead of an init that exits 127."""
+missing program is a clear error at apply instead of an init that exits with 1."""
 
 from __future__ import annotations
 

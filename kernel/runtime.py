@@ -40,7 +40,8 @@ INIT = "/usr/bin/catatonit"  # statically linked: runs inside any root
 every idle container woke once a second (1,000 wake-ups a second beside 1,000 containers);
 catatonit blocks on a signalfd until something happens. Both forward signals to the program's
 process group (`-g`) and reap zombies; a program that cannot be executed ends catatonit with 1
-(tini said 127 or 126), which the start's check for the program (kernel.inroot) reports first."""
+(tini said 127 or 126), which the start's check for the program (kernel.inroot) reports first. As
+with Podman's `--init`, the program starts with SIGTSTP, SIGTTIN and SIGTTOU blocked."""
 INIT_IN_CONTAINER = "/dev/init"  # on the container's own /dev tmpfs: nothing is written to its root
 START_TIMEOUT = 10.0
 EXIT_WAIT = 5.0

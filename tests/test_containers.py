@@ -226,6 +226,7 @@ containers:
         return tuple(line for line in status if line.partition(":")[0].endswith("ctxt_switches"))
 
     assert Path(f"/proc/{init}/cmdline").read_bytes().split(b"\0")[0] == b"/dev/init"
+    time.sleep(0.5)  # settled: blocked on its signals, its program started
     before = switches()
     time.sleep(2.5)  # two of tini's wake-ups
     assert switches() == before

@@ -441,7 +441,18 @@ def test_a_focused_resolution_pins_its_containers_and_their_dependencies_as_a_wh
         killed, mark = container(sandbox, "web")["pid"], len(agent.lines)
         os.kill(killed, signal.SIGKILL)
         assert eventually(lambda: container(sandbox, "web").get("pid") not in (None, killed), True, timeout=30)
-        assert [(r["event"], r.get("object")) for r in agent.lines[mark:]
-                if r.get("event") in ("change", "error")] == [("change", "img/web")]
+        assert eventually(lambda: [(r["event"], r.get("object")) for r in agent.lines[mark:]
+                                   if r.get("event") in ("change", "error")], [("change", "img/web")])
     finally:
         agent.stop()
+
+
+def test_an_image_that_cannot_be_had_is_its_containers_only_error(sandbox: Sandbox) -> None:
+    """A container whose image is missing is reported for that, not also judged for the
+    healthcheck its image would have given a dependent."""
+    missing = "{image: 'oci:/nonexistent/layout:v1', pull: never, networks: [net]}"
+    path = stack(sandbox, web="{image: 'oci:/nonexistent/layout:v1', pull: never, networks: [net], "
+                              "depends_on: {db: {condition: service_healthy}}}", db=missing)
+    result = sandbox.reconcile("diff", path)
+    assert result.returncode == 1
+    assert result.stderr.count("is not on this host (pull: never)") == 2 and "healthcheck" not in result.stderr

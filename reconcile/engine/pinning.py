@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from controllers.base import containers_among
 from reconcile.engine.images import running_images, verify_tls
 from reconcile.engine.session import Target
 from reconcile.engine.settings import Settings
@@ -58,17 +59,17 @@ def resolve(target: Target, settings: Settings, pulling: Pulling,
     dependencies' healthchecks, which their images may give) are resolved, the others are left
     as the spec has them. Beside a thousand image containers, resolving them all (the mount
     table parsed for their running digests, a merged copy of each) cost a focused pass ~27 ms."""
-    chosen = None if only is None else _with_dependencies(target.stacks, only)
     if not any(c.image for s in target.stacks.values() for c in s.containers.values()):
         return target
+    chosen = None if only is None else _with_dependencies(target.stacks, only)
     store = ImageStore(settings.state_dir)
     running = _RunningDigests(chosen)
-    kept: dict[tuple[str, str], _Pinned | None] = {}
+    local_pins: dict[tuple[str, str], _Pinned | None] = {}
     pins: dict[tuple[str, str, str | None], _Pinned] = {}
     issues: list[Issue] = []
     stacks: dict[str, Stack] = {}
     for name, stack in target.stacks.items():
-        keys = _keys_of(name, stack, chosen)
+        keys = containers_among(stack, chosen)
         if not keys:
             stacks[name] = stack
             continue
@@ -79,18 +80,21 @@ def resolve(target: Target, settings: Settings, pulling: Pulling,
                 continue
             ref = parse_reference(container.image)
             policy = "always" if pulling.force and container.pull != "never" else container.pull
-            held = (str(ref), policy)
+            ref_policy = (str(ref), policy)
             try:
-                if held not in kept:
-                    kept[held] = _kept(ref, policy, store)
-                pinned = kept[held]
+                if ref_policy not in local_pins:
+                    local_pins[ref_policy] = _local_pin(ref, policy, store)
+                pinned = local_pins[ref_policy]
                 if pinned is None:
                     running_digest = running((name, key))
-                    pinned = pins.get((*held, running_digest)) or _pin(ref, policy, store, settings, pulling,
-                                                                       running_digest)
-                    pins[(*held, running_digest)] = pinned
+                    pinned = pins.get((*ref_policy, running_digest)) or _pin(ref, policy, store, settings, pulling,
+                                                                             running_digest)
+                    pins[(*ref_policy, running_digest)] = pinned
+                    if pulling.allowed and pulling.background is None:
+                        del local_pins[ref_policy]  # pulled: for `missing`, the next one's pin is the copy here now
             except ImageError as exc:
                 issues.append(Issue(name, ("containers", key, "image"), str(exc)))
+                del containers[key]  # not judged below: its image-given healthcheck is unknown
                 continue
             merged, problem = merge(container, ref, pinned.image, pinned.digest)
             if problem:
@@ -98,11 +102,15 @@ def resolve(target: Target, settings: Settings, pulling: Pulling,
             containers[key] = merged
         stacks[name] = stack.model_copy(update={"containers": containers})
         if name in target.scope:  # healthchecks that images were to give: known now, unless not pulled
-            issues += [issue for key in keys
+            issues += [issue for key in keys if key in containers
                        for issue in health_issues(stacks[name], key, containers[key], _not_pulled)]
     if issues:
         raise SpecErrors(locate_issues(target.files, issues))
     return Target(stacks, target.scope, target.files)
+
+
+def _not_pulled(container: Container) -> bool:
+    return NOT_PULLED in (container.image or "")
 
 
 def _with_dependencies(stacks: Mapping[str, Stack], chosen: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -116,22 +124,6 @@ def _with_dependencies(stacks: Mapping[str, Stack], chosen: Collection[tuple[str
             stack = stacks[pair[0]]
             todo += [(pair[0], name) for name in stack.containers[pair[1]].dependencies if name in stack.containers]
     return found
-
-
-def _keys_of(name: str, stack: Stack, chosen: set[tuple[str, str]] | None) -> list[str]:
-    """The stack's containers to resolve, in the spec's order: all of them, or the chosen few
-    (looked up, not looked for among a thousand)."""
-    if chosen is None:
-        return list(stack.containers)
-    keys = [key for owner, key in chosen if owner == name]
-    if len(keys) < 2:
-        return keys
-    position = {key: index for index, key in enumerate(stack.containers)}
-    return sorted(keys, key=position.__getitem__)
-
-
-def _not_pulled(container: Container) -> bool:
-    return NOT_PULLED in (container.image or "")
 
 
 class _RunningDigests:
@@ -149,7 +141,7 @@ class _RunningDigests:
         return self._found.get(key)
 
 
-def _kept(ref: ImageReference, policy: str, store: ImageStore) -> _Pinned | None:
+def _local_pin(ref: ImageReference, policy: str, store: ImageStore) -> _Pinned | None:
     """The pin this host's copy decides alone (`never`, or `missing` with a copy here); None
     when it does not."""
     if policy not in ("never", "missing"):
@@ -162,7 +154,8 @@ def _kept(ref: ImageReference, policy: str, store: ImageStore) -> _Pinned | None
 
 def _pin(ref: ImageReference, policy: str, store: ImageStore, settings: Settings, pulling: Pulling,
          running_digest: str | None) -> _Pinned:
-    """A pin `_kept` left open: what runs, the registry, or a pull decide it."""
+    """A pin `_local_pin` left open (never one of `never`): what runs, the registry or a pull
+    decide it."""
     local = store.find(ref)
     started = store.by_digest(running_digest) if running_digest else None
     if started is not None and split_pinned(started.reference)[0] != str(ref.unpinned):
