@@ -184,3 +184,40 @@ def test_an_images_healthcheck_applies_when_the_spec_gives_none(sandbox: Sandbox
     assert refused.stderr == (f"{path}:7:34: containers.web.depends_on.db.condition: service_healthy needs a "
                               "healthcheck on container 'db', and it has none (nor has its image)\n")
     assert sandbox.netns_names() == []
+
+
+IMAGE_WATCHED = """\
+name: rc-h16c
+containers:
+  db:
+    image: "oci:{layout}:checked"
+    restart: always
+    restart_on_unhealthy: true
+"""
+
+
+def test_agent_probes_an_images_healthcheck_and_restarts_on_it(sandbox: Sandbox, tmp_path: Path) -> None:
+    """The agent probes the HEALTHCHECK a container takes from its image (no depends_on here:
+    only the agent's prober probes it), and restart_on_unhealthy acts on it."""
+    from tests.image_builder import Layer, build
+
+    layout = tmp_path / "layout"
+    build(layout, [Layer.busybox()], cmd=["sh", "-c", "touch /tmp/ready; exec sleep 100000"], env={"PATH": "/bin"},
+          tag="checked", healthcheck={"Test": ["CMD-SHELL", "test -f /tmp/ready && echo ready"],
+                                      "Interval": 300 * 10**6, "Retries": 2})
+    specs = sandbox.workdir / "specs"
+    specs.mkdir()
+    (specs / "stack.yaml").write_text(IMAGE_WATCHED.format(layout=layout))
+    agent = Agent(sandbox, specs, "--resync", "1", "--restart-backoff", "0.5")
+    try:
+        def health() -> tuple[str | None, int | None]:
+            row = sandbox.containers().get("db") or {}
+            return ((row.get("health") or {}).get("status"), row.get("pid"))
+
+        assert eventually(lambda: health()[0], "healthy", timeout=30) == "healthy"
+        pid = health()[1]
+        sandbox.reconcile("exec", "rc-h16c/db", "--", "rm", "/tmp/ready", check=True)
+        assert eventually(lambda: agent.saw("unhealthy", container="rc-h16c/db", action="stopping"), True, timeout=20)
+        assert eventually(lambda: health()[1] not in (pid, None) and health()[0] == "healthy", True, timeout=30)
+    finally:
+        assert agent.stop() == 0

@@ -60,7 +60,7 @@ from reconcile.watch.stackdir import StackDir
 from reconcile.watch.status import StatusWriter
 from specs.errors import SpecErrors
 from specs.images import ImageReference
-from specs.model import Stack
+from specs.model import Container, Stack
 from specs.names import netns_name
 from state.images import ImageStore
 from state.lock import exclusive
@@ -131,6 +131,9 @@ class Agent:
         self._processes: dict[tuple[int, int], Key] = {}  # (pid, start time) watched for its exit
         self._pids: dict[int, Key] = {}
         self._pulling: set[str] = set()  # references being pulled in the background
+        self._probed: dict[tuple[str, str], Container] = {}
+        """The containers with a health check, as the passes resolved them (an image's
+        HEALTHCHECK is known once the image is pinned): what the prober follows."""
         self._pulling_lock = threading.Lock()
         self.store = Store.open(settings.state_dir)
         root = options.directory.absolute()  # not resolved: a flipped symlink is followed
@@ -299,6 +302,7 @@ class Agent:
             resolved = pinning.resolve(target, self.settings,
                                       pinning.Pulling(allowed=True, background=self._pull_in_background),
                                       None if focus is None else focus.containers)
+            self._note_probed(resolved, focus)
             _retried(attempt)()
             # The events of our own writes, and any drift older than the final observation
             # (which found nothing left to do), need no second pass.
@@ -487,6 +491,19 @@ class Agent:
             return
         self.status.invalid_file(path, error)
 
+    def _note_probed(self, resolved: Target, focus: Focus | None) -> None:
+        """The containers with a health check among those this pass resolved: its focus's, or
+        every one of the stacks in its scope; the others' stay as an earlier pass found them."""
+        if focus is None:
+            kept = {pair: c for pair, c in self._probed.items() if pair[0] not in resolved.scope}
+            pairs = [(name, key) for name in resolved.scope if name in resolved.stacks
+                     for key in resolved.stacks[name].containers]
+        else:
+            kept = {pair: c for pair, c in self._probed.items() if pair not in focus.containers}
+            pairs = list(focus.containers)
+        found = {(name, key): resolved.stacks[name].containers[key] for name, key in pairs}
+        self._probed = kept | {pair: container for pair, container in found.items() if container.probed}
+
     def _watch_kernel(self, focus: Focus | None = None) -> None:
         """Follow the sandboxes, container processes and [::1] proxies of the managed stacks;
         after a focused pass, those of its containers only (all it may have changed: the other
@@ -498,8 +515,7 @@ class Agent:
         else:
             spaces = [netns_name(*pair) for pair in among]
             self.events.watch_namespaces(spaces, among=spaces)
-        self.prober.follow({(name, key): container for name, f in self.specs.stacks().items() if name in managed
-                            for key, container in f.stack.containers.items() if container.probed})
+        self.prober.follow({pair: container for pair, container in self._probed.items() if pair[0] in managed})
         records = self.store.containers(among)
         processes = {(r.pid, r.start_time): container_key(stack, name)
                      for (stack, name), r in records.items() if stack in managed}
