@@ -198,7 +198,8 @@ containers:
 
 def test_agent_probes_an_images_healthcheck_and_restarts_on_it(sandbox: Sandbox, tmp_path: Path) -> None:
     """The agent probes the HEALTHCHECK a container takes from its image (no depends_on here:
-    only the agent's prober probes it), and restart_on_unhealthy acts on it."""
+    only the agent's prober probes it), and restart_on_unhealthy acts on it; the restarted
+    process (a focused pass: no resync comes meanwhile) is probed again."""
     from tests.image_builder import Layer, build
 
     layout = tmp_path / "layout"
@@ -208,7 +209,7 @@ def test_agent_probes_an_images_healthcheck_and_restarts_on_it(sandbox: Sandbox,
     specs = sandbox.workdir / "specs"
     specs.mkdir()
     (specs / "stack.yaml").write_text(IMAGE_WATCHED.format(layout=layout))
-    agent = Agent(sandbox, specs, "--resync", "1", "--restart-backoff", "0.5")
+    agent = Agent(sandbox, specs, "--resync", "600", "--restart-backoff", "0.5")
     try:
         def health() -> tuple[str | None, int | None]:
             row = sandbox.containers().get("db") or {}

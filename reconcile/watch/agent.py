@@ -131,9 +131,10 @@ class Agent:
         self._processes: dict[tuple[int, int], Key] = {}  # (pid, start time) watched for its exit
         self._pids: dict[int, Key] = {}
         self._pulling: set[str] = set()  # references being pulled in the background
-        self._probed: dict[tuple[str, str], Container] = {}
-        """The containers with a health check, as the passes resolved them (an image's
-        HEALTHCHECK is known once the image is pinned): what the prober follows."""
+        self._probed: dict[str, dict[str, Container]] = {}
+        """By stack, its containers with a health check as the last pass that resolved it found
+        them (an image's HEALTHCHECK is known once the image is pinned): what the prober follows
+        (a stack no pass has resolved yet, its file's own checks)."""
         self._pulling_lock = threading.Lock()
         self.store = Store.open(settings.state_dir)
         root = options.directory.absolute()  # not resolved: a flipped symlink is followed
@@ -433,6 +434,7 @@ class Agent:
 
     def _stack_removed(self, name: str) -> None:
         self.crashloop.forget_stack(name)
+        self._probed.pop(name, None)
         if not self.options.prune:
             self.log.emit("stack kept", stack=name, why="its file is gone; --no-prune")
             self.status.forget_stack(name)
@@ -492,17 +494,23 @@ class Agent:
         self.status.invalid_file(path, error)
 
     def _note_probed(self, resolved: Target, focus: Focus | None) -> None:
-        """The containers with a health check among those this pass resolved: its focus's, or
-        every one of the stacks in its scope; the others' stay as an earlier pass found them."""
+        """The containers with a health check among those this pass resolved: every one of the
+        stacks in its scope, or its focus's (in stacks a pass has resolved before); the others
+        stay as an earlier pass found them."""
         if focus is None:
-            kept = {pair: c for pair, c in self._probed.items() if pair[0] not in resolved.scope}
-            pairs = [(name, key) for name in resolved.scope if name in resolved.stacks
-                     for key in resolved.stacks[name].containers]
-        else:
-            kept = {pair: c for pair, c in self._probed.items() if pair not in focus.containers}
-            pairs = list(focus.containers)
-        found = {(name, key): resolved.stacks[name].containers[key] for name, key in pairs}
-        self._probed = kept | {pair: container for pair, container in found.items() if container.probed}
+            for name in resolved.scope:
+                if name in resolved.stacks:
+                    self._probed[name] = _probed_in(resolved.stacks[name])
+                else:
+                    self._probed.pop(name, None)
+            return
+        for name, key in focus.containers:
+            if name in self._probed:
+                container = resolved.stacks[name].containers[key]
+                if container.probed:
+                    self._probed[name][key] = container
+                else:
+                    self._probed[name].pop(key, None)
 
     def _watch_kernel(self, focus: Focus | None = None) -> None:
         """Follow the sandboxes, container processes and [::1] proxies of the managed stacks;
@@ -515,7 +523,10 @@ class Agent:
         else:
             spaces = [netns_name(*pair) for pair in among]
             self.events.watch_namespaces(spaces, among=spaces)
-        self.prober.follow({pair: container for pair, container in self._probed.items() if pair[0] in managed})
+        stacks = self.specs.stacks()
+        self.prober.follow({(name, key): container for name in managed if name in stacks
+                            for key, container in (self._probed[name] if name in self._probed
+                                                   else _probed_in(stacks[name].stack)).items()})
         records = self.store.containers(among)
         processes = {(r.pid, r.start_time): container_key(stack, name)
                      for (stack, name), r in records.items() if stack in managed}
@@ -532,3 +543,8 @@ class Agent:
             processes = {p: key for p, key in self._processes.items() if key not in keys} | processes
         self._processes = processes
         self._pids = {pid: key for (pid, _), key in processes.items()}
+
+
+def _probed_in(stack: Stack) -> dict[str, Container]:
+    """The stack's containers with a health check, by key."""
+    return {key: container for key, container in stack.containers.items() if container.probed}
