@@ -16,6 +16,7 @@ not stop them, and a fresh netns per sandbox means the default ports are always 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -76,8 +78,10 @@ def _spawn_in(sandbox: Sandbox, *cmd: str, stdin: int | IO[str] | None = None, s
 
 def _wait_until_answering(sandbox: Sandbox, server: subprocess.Popen[str], url: str, what: str,
                           log: Path) -> None:
-    """Return once `url` answers 200 inside the sandbox; fail with the server's log if it exits
-    or does not answer within START_TIMEOUT."""
+    """Return once `url` answers 200 inside the sandbox from `server` itself; fail with the
+    server's log if it exits or does not answer within START_TIMEOUT. An answer from another
+    process already on the port (a second server refused the address) is not this one's: on a
+    busy machine the probe can get it before the refused server has exited."""
     probe = _spawn_in(sandbox, sys.executable, "-c", PROBE, url, str(START_TIMEOUT))
     try:
         while probe.poll() is None and server.poll() is None:
@@ -86,10 +90,27 @@ def _wait_until_answering(sandbox: Sandbox, server: subprocess.Popen[str], url: 
         if probe.poll() is None:
             probe.kill()
         probe.wait()
-    if probe.returncode != 0:
-        server.kill()
-        server.wait()
+    port = urlsplit(url).port
+    assert port is not None
+    if probe.returncode != 0 or not _listens(server.pid, port):
+        try:
+            server.wait(START_TIMEOUT)  # refused: it says why in its log as it exits
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
         raise RuntimeError(f"{what} did not answer {url} (exit {server.returncode}):\n{log.read_text()}")
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process `pid` holds the listening TCP socket on `port` of its network namespace."""
+    try:
+        sockets = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        rows = [line.split() for name in ("tcp", "tcp6")
+                for line in Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]]
+    except OSError:
+        return False
+    return any(row[3] == "0A" and int(row[1].rsplit(":", 1)[1], 16) == port and f"socket:[{row[9]}]" in sockets
+               for row in rows)
 
 
 class Registry:
