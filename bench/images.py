@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -56,6 +58,28 @@ def start_registry(work: Path) -> subprocess.Popen[bytes]:
     return server
 
 
+@contextmanager
+def loopback_registry(prefix: str) -> Iterator[Path]:
+    """A work directory with Debian's docker-registry serving from it on REGISTRY; both are
+    gone afterwards."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    server = start_registry(work)
+    try:
+        yield work
+    finally:
+        server.kill()
+        server.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def small_image(work: Path) -> str:
+    """busybox-static running `sleep 100000`, built in `work` and pushed to the loopback
+    registry: its reference there."""
+    small = build(work / "layout", [Layer.busybox()], cmd=["sleep", "100000"], env={"PATH": "/bin"}, tag="small")
+    push(small.ref, "small:1")
+    return f"{REGISTRY}/small:1"
+
+
 def push(image_ref: str, target: str) -> None:
     subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", image_ref, f"docker://{REGISTRY}/{target}"],
                    check=True, capture_output=True)
@@ -71,9 +95,7 @@ def timed_run(argv: list[str], env: dict[str, str] | None = None) -> tuple[float
 
 
 def container_rows(work: Path) -> list[list[object]]:
-    small = build(work / "layout", [Layer.busybox()], cmd=["sleep", "100000"], env={"PATH": "/bin"}, tag="small")
-    push(small.ref, "small:1")
-    image = f"{REGISTRY}/small:1"
+    image = small_image(work)
     rows = []
     for n in SIZES:
         times = time_cli_round(stack_text(n, image), before=[("image", "pull", image)])
@@ -116,15 +138,9 @@ def pull_rows(work: Path) -> list[list[object]]:
 
 def main() -> None:
     reexec_in_throwaway_host()
-    work = Path(tempfile.mkdtemp(prefix="rc-bench-images-"))
-    server = start_registry(work)
-    try:
+    with loopback_registry("rc-bench-images-") as work:
         rows = container_rows(work)
         pulls = pull_rows(work)
-    finally:
-        server.kill()
-        server.wait()
-        shutil.rmtree(work, ignore_errors=True)
     print_table(["containers (one image)", "cold apply s", "no-op apply s", "no-op diff s", "down s", "floor up s",
                  "floor down s", "floor ms/start"], rows)
     print()

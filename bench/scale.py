@@ -20,6 +20,11 @@ Columns, per N:
 - watch agent RSS converged / peak: the agent's VmRSS and VmHWM (MiB) read once, converged and
   quiet, before the drift trials; the peak includes the cold convergence. "converged in" is
   the seconds from the agent's start until it has started all N and gone quiet for 2 s.
+- killed, image stack: the same stack with every container from one image (busybox-static
+  running `sleep 100000`, from a registry on loopback; bench/images.py's), converged by an
+  agent from an empty host, then c{N/2}'s process SIGKILLed BENCH_TRIALS times: the repair's
+  p50 (ms). The stack above runs no image, so it never takes an image's path (pinning,
+  merging), which a focused pass once took for every container of the stack.
 - floor up / floor down: bench/containers.py's `floor`: the same kernel and runtime work with
   no reconciler (ip -batch, overlay roots, `crun run` of a prebuilt config), same run.
 
@@ -63,6 +68,8 @@ from bench.drift import (  # noqa: E402
     veth_deleted,
     watching,
 )
+from bench.images import loopback_registry, small_image  # noqa: E402
+from bench.images import stack_text as image_stack_text  # noqa: E402
 
 SIZES = tuple(int(n) for n in os.environ.get("BENCH_SIZES", "200,1000").split(",") if n)
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -137,7 +144,15 @@ def watch_figures(n: int) -> WatchFigures:
     return WatchFigures(p50, rss_kib / 1024, peak_kib / 1024, converged)
 
 
-def row(n: int) -> Sequence[object]:
+def image_killed_p50_ms(n: int, image: str) -> float:
+    """A killed container's repair p50 with every container of the stack from `image`."""
+    with watching(STACK, image_stack_text(n, image)) as (agent, env):
+        converge(agent, env, STACK, n)
+        return statistics.median(repair_times(agent, "container killed", container_killed(env, f"c{n // 2}"),
+                                              TRIALS)) * 1000
+
+
+def row(n: int, image: str) -> Sequence[object]:
     """Each phase starts once the kernel has freed the cgroups the one before removed."""
     settle_cgroups()
     cli = cli_medians(n)
@@ -145,18 +160,24 @@ def row(n: int) -> Sequence[object]:
     floor_up, floor_down = floor_times(n)
     settle_cgroups()
     watch = watch_figures(n)
+    settle_cgroups()
+    image_killed = image_killed_p50_ms(n, image)
     return [n, cli.cold_apply, cli.noop_apply, cli.noop_diff, cli.status_json, cli.down,
             f"{cli.diff_peak_rss_mib:.1f}", " / ".join(f"{ms:.1f}" for ms in watch.repair_p50_ms),
-            f"{watch.rss_mib:.1f} / {watch.peak_mib:.1f}", f"{watch.converged_s:.1f}", floor_up, floor_down]
+            f"{watch.rss_mib:.1f} / {watch.peak_mib:.1f}", f"{watch.converged_s:.1f}", f"{image_killed:.1f}",
+            floor_up, floor_down]
 
 
 def main() -> None:
     reexec_in_throwaway_host()
-    rows = [row(n) for n in SIZES]
+    with loopback_registry("rc-bench-scale-") as work:
+        image = small_image(work)
+        rows = [row(n, image) for n in SIZES]
     print_table(["N", "cold apply s", "no-op apply s", "no-op diff s", "status -o json s", "down s",
                  "CLI peak RSS MiB (no-op diff)",
                  "watch: drift repair p50 ms (veth deleted / rule deleted / container killed)",
-                 "watch agent RSS MiB converged / peak", "agent converged in s", "floor up s", "floor down s"],
+                 "watch agent RSS MiB converged / peak", "agent converged in s", "killed, image stack p50 ms",
+                 "floor up s", "floor down s"],
                 rows)
 
 
