@@ -188,9 +188,10 @@ def started_spec(stack: Stack, key: str, addresses: Mapping[tuple[str, str, str]
     return data
 
 
-def _levels(stack: Stack, keys: Iterable[str]) -> dict[str, int]:
-    """depends_on depth of these containers (validation guarantees no cycles); only theirs and
-    their dependencies' are worked out (a focused pass: one container of a thousand)."""
+def dependency_levels(stack: Stack, keys: Iterable[str]) -> dict[str, int]:
+    """depends_on depth of these containers and of everything they depend on (validation
+    guarantees no cycles); only theirs are worked out (a focused pass: one container of a
+    thousand)."""
     levels: dict[str, int] = {}
 
     def level(key: str) -> int:
@@ -328,7 +329,7 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
     resolv = resolv_file(observed.host_resolvers)
     for stack in (s for s in desired.stacks.values() if s.name in desired.scope):
         keys = desired.containers_of(stack)
-        levels = _levels(stack, keys)
+        levels = dependency_levels(stack, keys)
         hosts = hosts_files(stack, desired.addresses, desired.addresses6, keys)
         if observed.missing_tools and keys:  # said once, at the stack's first container
             result.issues.append(Issue(stack.name, ("containers", keys[0]),

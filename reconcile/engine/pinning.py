@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from controllers.base import containers_among
+from controllers.container import dependency_levels
 from reconcile.engine.images import running_images, verify_tls
 from reconcile.engine.session import Target
 from reconcile.engine.settings import Settings
@@ -114,16 +115,13 @@ def _not_pulled(container: Container) -> bool:
 
 
 def _with_dependencies(stacks: Mapping[str, Stack], chosen: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
-    """These containers and every one they depend on, in their stacks."""
-    found: set[tuple[str, str]] = set()
-    todo = [pair for pair in chosen if pair[0] in stacks and pair[1] in stacks[pair[0]].containers]
-    while todo:
-        pair = todo.pop()
-        if pair not in found:
-            found.add(pair)
-            stack = stacks[pair[0]]
-            todo += [(pair[0], name) for name in stack.containers[pair[1]].dependencies if name in stack.containers]
-    return found
+    """These containers and every one they depend on, in their stacks (the start order's own
+    walk of depends_on)."""
+    keys: dict[str, list[str]] = {}
+    for name, key in chosen:
+        if name in stacks and key in stacks[name].containers:
+            keys.setdefault(name, []).append(key)
+    return {(name, key) for name, chosen_keys in keys.items() for key in dependency_levels(stacks[name], chosen_keys)}
 
 
 class _RunningDigests:
