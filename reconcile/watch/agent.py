@@ -131,11 +131,11 @@ class Agent:
         self._processes: dict[tuple[int, int], Key] = {}  # (pid, start time) watched for its exit
         self._pids: dict[int, Key] = {}
         self._pulling: set[str] = set()  # references being pulled in the background
+        self._pulling_lock = threading.Lock()
         self._probed: dict[str, dict[str, Container]] = {}
         """By stack, its containers with a health check as the last pass that resolved it found
         them (an image's HEALTHCHECK is known once the image is pinned): what the prober follows
         (a stack no pass has resolved yet, its file's own checks)."""
-        self._pulling_lock = threading.Lock()
         self.store = Store.open(settings.state_dir)
         root = options.directory.absolute()  # not resolved: a flipped symlink is followed
         self.specs = StackDir(root, owners={r.name: Path(r.source) for r in self.store.stacks()
