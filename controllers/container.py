@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from itertools import groupby
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from controllers.base import Desired, Diff, Focus
 from controllers.cgroup import Placement
@@ -756,13 +756,30 @@ class ContainerController:
     def _start(self, change: Change, found: ObservedContainer | None, id_base: int | None,
                filters: Mapping[frozenset[str], bytes]) -> ContainerRecord:
         """Mount the root (an exited container's writable layer is kept, as `docker start`
-        keeps it), write the per-container files into it, then run the runtime."""
+        keeps it), write the per-container files into it, then run the runtime. Its waiting
+        shell is forked first: its moves into the stack's cgroups (an RCU grace period, 5-15 ms)
+        overlap the root's mount and the bundle's writing."""
+        want = change.desired
+        assert isinstance(want, DesiredContainer)
+        c = want.container
+        paths = Paths.of(self._state_dir, want.stack, want.key)
+        placement = self._cgroups(want.stack, want.key)
+        with runtime.launching(self._runtime, names.runtime_id(want.stack, want.key), paths.bundle, paths.log,
+                               change.key, placement.monitor_procs,
+                               runtime.LogLimits(c.logging.options.max_size, c.logging.options.max_file)) as launch:
+            handle = launch.run(self._bundle_config(change, paths, placement, id_base, filters))
+        paths.start_error.unlink(missing_ok=True)
+        restarts = found.record.restarts + 1 if found and found.record and change.action is Action.CREATE else 0
+        return _record(want, handle, restarts)
+
+    def _bundle_config(self, change: Change, paths: Paths, placement: Placement, id_base: int | None,
+                       filters: Mapping[frozenset[str], bytes]) -> dict[str, Any]:
+        """The root mounted, the container's files and directories made: the runtime's config."""
         want = change.desired
         assert isinstance(want, DesiredContainer)
         c = want.container
         workdir = c.workdir
         assert workdir is not None  # the spec's, the image's WORKDIR, or / (Container._resolve, engine.images)
-        paths = Paths.of(self._state_dir, want.stack, want.key)
         digest = pinned_digest(c.image)
         lowers = self._image_layers(c.image, digest) if c.image is not None else [lower_of(c)]
         paths.upper.mkdir(parents=True, exist_ok=True)
@@ -789,7 +806,6 @@ class ContainerController:
                 raise runtime.StartError(f"{change.key}: workdir {workdir}: {exc.strerror or exc}") from exc
         named = self._named_volumes(want, paths, id_base)
         _make_host_directories(change.key, c.volumes)
-        placement = self._cgroups(want.stack, want.key)
         inputs = BundleInputs(
             container_id=names.runtime_id(want.stack, want.key),
             netns_path=self._runtime.netns_path(names.netns_name(want.stack, want.key)),
@@ -800,12 +816,7 @@ class ContainerController:
             init=runtime.INIT, init_target=runtime.INIT_IN_CONTAINER, id_base=id_base, named_volumes=named,
             hooks=self._runtime.start_hooks([paths.rootfs, *bound]), cgroup_views=placement.views,
             remount_cgroup_tmpfs=placement.runtime_cgroup_tmpfs and remounts_in_place())
-        handle = runtime.start(self._runtime, inputs.container_id, paths.bundle, oci_config(c, inputs), paths.log,
-                               change.key, placement.monitor_procs,
-                               runtime.LogLimits(c.logging.options.max_size, c.logging.options.max_file))
-        paths.start_error.unlink(missing_ok=True)
-        restarts = found.record.restarts + 1 if found and found.record and change.action is Action.CREATE else 0
-        return _record(want, handle, restarts)
+        return oci_config(c, inputs)
 
     def _named_volumes(self, want: DesiredContainer, paths: Paths, id_base: int | None) -> dict[str, str]:
         """The container's named volumes, made on its first start (state.volumes): filled from

@@ -25,8 +25,8 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,36 +61,43 @@ CONFIG_FILE = "config.json"  # the bundle's, as the OCI runtime spec names it
 
 _MONITOR = ('joined=1; '
             'while [ "$joins" -gt 0 ]; do echo 0 > "$1" || { joined=; break; }; joins=$((joins - 1)); shift; done; '
-            f'exec 3<&0; {ROTATELOGS} -n "$files" -L "$logdir/{CURRENT_LINK}" "$logdir/{LOG_FILE}" "${{size}}B" '
+            'IFS= read -r go; [ "$go" = go ] || exit 0; '
+            f'{ROTATELOGS} -n "$files" -L "$logdir/{CURRENT_LINK}" "$logdir/{LOG_FILE}" "${{size}}B" '
             f'<&3 3<&- >/dev/null 2>"$logdir/{WRITER_ERRORS}" & exec 3<&- </dev/null; '
             'if [ "$joined" ]; then "$@"; status=$?; else status=125; fi; '
             'exec >/dev/null 2>&1; wait; echo "$status $$" > "$exitfile"')
 """The waiting shell. It moves itself into the cgroups it is given (before the runtime exists:
-every process of the container inherits them), then starts the log writer there (one move per
-cgroup: a move waits for the kernel's cgroup lock, ~0.7 ms each on a hybrid host's ten
-hierarchies) on its stdin (the pipe's read end, through fd 3: a background job's stdin is
-/dev/null; the shell then lets go of it, so the writer is the pipe's only reader), runs the
-runtime in the foreground, lets go of the pipe and waits for the writer to drain it, then
-records the container's exit status: once the exit file exists, the log is complete. A cgroup
-it cannot join stops it with the shell's message in the log (the pipe holds it until the writer
-is up) and 125 in the exit file (Docker's code for a container that could not run). Beside the
-status it writes the start's process group (`$$`, the launching shell's pid, is the group's
-ID): a start tells its own end from the late exit file of the run before (a container restarted
-at once, whose old waiting shell is still draining its log writer)."""
+every process of the container inherits them; the first move waits for an RCU grace period,
+5-15 ms, the others ~0.1 ms each on a hybrid host's ten hierarchies), then waits for the word
+`go` on its stdin (the caller mounts the root and writes the bundle meanwhile: `Launch`; at end
+of file, the start given up or the caller gone, it ends without a trace), then starts the log
+writer there on fd 3 (the log pipe's read end; the shell then lets go of it, so the writer is
+the pipe's only reader), runs the runtime in the foreground, lets go of the pipe and waits for
+the writer to drain it, then records the container's exit status: once the exit file exists,
+the log is complete. A cgroup it cannot join stops it with the shell's message in the log (the
+pipe holds it until the writer is up) and 125 in the exit file (Docker's code for a container
+that could not run). Beside the status it writes the start's process group (`$$`, the
+launching shell's pid, is the group's ID): a start tells its own end from the late exit file
+of the run before (a container restarted at once, whose old waiting shell is still draining its
+log writer)."""
 
 _WRAPPER = ('exitfile="$1"; logdir="$2"; files="$3"; size="$4"; joins="$5"; shift 5; '
-            f'exec 3<&0; {{ exec 3<&-; {_MONITOR}; }} <&3 &')
-"""The waiting shell in the background of a shell that ends at once (its stdin handed down
-through fd 3, as to the writer), so that it is not our child: the caller reaps the short-lived
-one and keeps nothing. A child it kept would be polled by Python's subprocess on every later
-spawn (`subprocess` keeps each `Popen` dropped before its child was reaped, and polls them all
-before starting another: at 1,000 containers ~0.9 ms a spawn, measured, and a `Popen` object
-each in the agent). The session and process group are the first shell's, which outlives it as
-their ID (a pid stays taken while a process group bears it), so the group tells whether the
-start is still alive, once whoever reaps orphans (PID 1, or a subreaper) has reaped the waiting
-shell: reconcile expects an init above it, as any service manager or `docker run --init` gives.
-As a background job without job control the waiting shell, and crun from it, ignore SIGINT and
-SIGQUIT (crun gives the container's process default handlers)."""
+            f'exec 3<&2 4<&0 2>&1; {{ exec 4<&-; {_MONITOR}; }} <&4 &')
+"""The waiting shell in the background of a shell that ends at once, so that it is not our
+child: the caller reaps the short-lived one and keeps nothing. A child it kept would be polled
+by Python's subprocess on every later spawn (`subprocess` keeps each `Popen` dropped before its
+child was reaped, and polls them all before starting another: at 1,000 containers ~0.9 ms a
+spawn, measured, and a `Popen` object each in the agent). The session and process group are the
+first shell's, which outlives it as their ID (a pid stays taken while a process group bears it),
+so the group tells whether the start is still alive, once whoever reaps orphans (PID 1, or a
+subreaper) has reaped the waiting shell: reconcile expects an init above it, as any service
+manager or `docker run --init` gives. As a background job without job control the waiting
+shell, and crun from it, ignore SIGINT and SIGQUIT (crun gives the container's process default
+handlers). Its descriptors come as the word's pipe (stdin), the log pipe's write end (stdout)
+and read end (stderr), and leave as the log pipe's write end on stdout and stderr and its read
+end on fd 3 (dash redirects descriptors 0-9 only, and a descriptor passed any other way could
+be numbered higher); the word's pipe becomes the background job's stdin through fd 4 (a
+background job's stdin is otherwise /dev/null)."""
 
 
 REQUIRED_TOOLS = {CRUN: "crun", ROTATELOGS: "apache2-utils", INIT: "catatonit"}
@@ -141,30 +148,68 @@ def _exit_record(log_dir: Path) -> tuple[int, int | None] | None:
     return fields[0], (fields[1] if len(fields) == 2 else None)
 
 
-def start(runtime: Runtime, container_id: str, bundle: Path, config: Mapping[str, Any], log_dir: Path,
-          name: str, cgroup_procs: Sequence[str], log_limits: LogLimits) -> ProcessHandle:
-    """Write the bundle's config.json, start the container detached (own session and, through
-    `cgroup_procs`, cgroups of its own: it survives the caller) and return once the runtime has
-    created it; a failure raises StartError with the runtime's message. Thread-safe."""
+@contextmanager
+def launching(runtime: Runtime, container_id: str, bundle: Path, log_dir: Path, name: str,
+              cgroup_procs: Sequence[str], log_limits: LogLimits) -> Iterator[Launch]:
+    """Fork a container's waiting shell, which moves into `cgroup_procs` (cgroups of its own: it
+    survives the caller) while the caller gets the root and the bundle ready; `Launch.run` then
+    starts the runtime. Leaving the block without `run` (the start given up, or the caller
+    gone) ends the shell before it starts anything. Thread-safe."""
     crashpoints.step("start")
     log_dir.mkdir(parents=True, exist_ok=True)
     exit_file(log_dir).unlink(missing_ok=True)
     _renumber_log_files(log_dir, log_limits.max_files)
     pid_file = bundle / PID_FILE
     pid_file.unlink(missing_ok=True)
-    write_private_json(bundle / CONFIG_FILE, config)
     read_end, write_end = os.pipe()  # close-on-exec: no other start's processes hold them
+    go_read, go_write = os.pipe()
     try:
         launcher = subprocess.Popen(
             ["sh", "-c", _WRAPPER, "rc-container", str(exit_file(log_dir)), str(log_dir),
              str(log_limits.max_files), str(log_limits.max_bytes), str(len(cgroup_procs)), *cgroup_procs,
              *runtime.run_command(container_id, bundle, pid_file)],
-            stdin=read_end, stdout=write_end, stderr=write_end, start_new_session=True, close_fds=True)
+            stdin=go_read, stdout=write_end, stderr=read_end, start_new_session=True, close_fds=True)
+    except BaseException:
+        os.close(go_write)
+        raise
     finally:
-        os.close(read_end)
-        os.close(write_end)
-    launcher.wait()  # it ends once its background job is forked (~1 ms), while the runtime starts
-    return _await_pid(launcher.pid, pid_file, log_dir, name)
+        for fd in (read_end, write_end, go_read):
+            os.close(fd)
+    launch = Launch(bundle, log_dir, name, launcher.pid, go_write)
+    try:
+        launcher.wait()  # it ends once its background job is forked (~1 ms)
+        yield launch
+    finally:
+        launch.close()
+
+
+@dataclass
+class Launch:
+    """A start under way (`launching`): its waiting shell waits for the word to run the runtime.
+    Its moves into the cgroups (one RCU grace period) overlap the caller's work on the root."""
+
+    bundle: Path
+    log_dir: Path
+    name: str
+    group: int
+    """The start's process group (the launching shell's pid)."""
+    go: int | None
+    """Where the word is written; closed unsaid, the shell ends."""
+
+    def run(self, config: Mapping[str, Any]) -> ProcessHandle:
+        """Write the bundle's config.json, let the shell start the runtime and return once the
+        runtime has created the container; a failure raises StartError with the runtime's message."""
+        write_private_json(self.bundle / CONFIG_FILE, config)
+        assert self.go is not None, "a launch runs once"
+        with suppress(BrokenPipeError):  # the shell is gone: _await_pid says how
+            os.write(self.go, b"go\n")
+        self.close()
+        return _await_pid(self.group, self.bundle / PID_FILE, self.log_dir, self.name)
+
+    def close(self) -> None:
+        if self.go is not None:
+            os.close(self.go)
+            self.go = None
 
 
 def write_private_json(path: Path, value: object) -> None:

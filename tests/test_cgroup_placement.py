@@ -153,8 +153,9 @@ def test_a_start_that_cannot_join_its_cgroups_fails_with_the_reason(tmp_path: Pa
     missing = tmp_path / "gone" / "cgroup.procs"
     with pytest.raises(runtime.StartError, match=rf"^web: rc-container: 1: cannot create {missing}: "
                                                  r"Directory nonexistent$"):
-        runtime.start(Runtime(tmp_path / "runtime", hybrid=False), "rc-web", bundle, {}, tmp_path / "log", "web",
-                      [str(missing)], runtime.LogLimits(max_bytes=1 << 20, max_files=2))
+        with runtime.launching(Runtime(tmp_path / "runtime", hybrid=False), "rc-web", bundle, tmp_path / "log",
+                               "web", [str(missing)], runtime.LogLimits(max_bytes=1 << 20, max_files=2)) as launch:
+            launch.run({})
     assert not (tmp_path / "runtime").exists()  # crun never ran
     assert runtime.exit_code(tmp_path / "log") == 125  # Docker's code for a container that could not run
 

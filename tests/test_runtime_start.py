@@ -30,6 +30,11 @@ class ScriptedRuntime(Runtime):
         return ["sh", "-c", self.script, str(pid_file)]
 
 
+def _start(fake: Runtime, tmp_path: Path) -> runtime.ProcessHandle:
+    with runtime.launching(fake, "rc-web", tmp_path / "bundle", tmp_path / "log", "web", [], LIMITS) as launch:
+        return launch.run({})
+
+
 def _children() -> list[int]:
     tasks = os.listdir("/proc/self/task")
     return [int(pid) for task in tasks for pid in Path(f"/proc/self/task/{task}/children").read_text().split()]
@@ -39,7 +44,7 @@ def _children() -> list[int]:
 def started(tmp_path: Path) -> Iterator[tuple[runtime.ProcessHandle, Path]]:
     fake = ScriptedRuntime(tmp_path / "runtime", hybrid=False, script='echo $$ > "$0"; echo up; exec sleep 60')
     (tmp_path / "bundle").mkdir()
-    handle = runtime.start(fake, "rc-web", tmp_path / "bundle", {}, tmp_path / "log", "web", [], LIMITS)
+    handle = _start(fake, tmp_path)
     yield handle, tmp_path / "log"
     runtime.terminate(handle, 1.0)
 
@@ -50,7 +55,7 @@ def test_a_start_leaves_the_caller_no_child(tmp_path: Path) -> None:
     fake = ScriptedRuntime(tmp_path / "runtime", hybrid=False, script='echo $$ > "$0"; exec sleep 60')
     (tmp_path / "bundle").mkdir()
     before = set(_children())
-    handle = runtime.start(fake, "rc-web", tmp_path / "bundle", {}, tmp_path / "log", "web", [], LIMITS)
+    handle = _start(fake, tmp_path)
     try:
         assert runtime.is_running(handle)
         assert set(_children()) == before
@@ -66,7 +71,7 @@ def test_the_late_exit_file_of_the_run_before_does_not_end_a_start(tmp_path: Pat
     late = f'echo "{record}" > "{runtime.exit_file(tmp_path / "log")}"; sleep 0.1; echo $$ > "$0"; exec sleep 60'
     fake = ScriptedRuntime(tmp_path / "runtime", hybrid=False, script=late)
     (tmp_path / "bundle").mkdir()
-    handle = runtime.start(fake, "rc-web", tmp_path / "bundle", {}, tmp_path / "log", "web", [], LIMITS)
+    handle = _start(fake, tmp_path)
     try:
         assert runtime.is_running(handle)
     finally:
@@ -84,7 +89,7 @@ def test_a_runtime_that_fails_reports_its_words_and_status(tmp_path: Path) -> No
     fake = ScriptedRuntime(tmp_path / "runtime", hybrid=False, script="echo 'no such image' >&2; exit 3")
     (tmp_path / "bundle").mkdir()
     with pytest.raises(runtime.StartError, match=r"^web: no such image$"):
-        runtime.start(fake, "rc-web", tmp_path / "bundle", {}, tmp_path / "log", "web", [], LIMITS)
+        _start(fake, tmp_path)
     assert runtime.exit_code(tmp_path / "log") == 3
 
 
@@ -94,7 +99,7 @@ def test_a_start_whose_processes_are_all_killed_fails_with_that(tmp_path: Path) 
     fake = ScriptedRuntime(tmp_path / "runtime", hybrid=False, script="kill -KILL 0")
     (tmp_path / "bundle").mkdir()
     with pytest.raises(runtime.StartError, match=r"^web: the waiting shell is gone without an exit status$"):
-        runtime.start(fake, "rc-web", tmp_path / "bundle", {}, tmp_path / "log", "web", [], LIMITS)
+        _start(fake, tmp_path)
 
 
 def test_the_runtimes_files_are_written_for_root_alone(tmp_path: Path) -> None:
@@ -103,3 +108,46 @@ def test_the_runtimes_files_are_written_for_root_alone(tmp_path: Path) -> None:
     path = tmp_path / "config.json"
     runtime.write_private_json(path, config)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and json.loads(path.read_text()) == config
+
+
+def test_the_waiting_shell_joins_its_cgroups_while_the_bundle_is_made_ready(tmp_path: Path) -> None:
+    """A move into a cgroup waits for an RCU grace period (5-15 ms): the shell makes it while
+    the caller mounts the root and writes the bundle, and starts nothing before it is told."""
+    fake = ScriptedRuntime(tmp_path / "runtime", hybrid=False, script='echo $$ > "$0"; exec sleep 60')
+    (tmp_path / "bundle").mkdir()
+    procs = tmp_path / "cgroup.procs"  # a file stands for the cgroup
+    with runtime.launching(fake, "rc-web", tmp_path / "bundle", tmp_path / "log", "web", [str(procs)],
+                           LIMITS) as launch:
+        assert eventually(lambda: procs.exists() and procs.read_text(), "0\n") == "0\n"
+        assert not (tmp_path / "bundle" / runtime.PID_FILE).exists() and runtime.log_files(tmp_path / "log") == []
+        handle = launch.run({})
+    try:
+        assert runtime.is_running(handle)
+        assert json.loads((tmp_path / "bundle" / runtime.CONFIG_FILE).read_text()) == {}
+    finally:
+        runtime.terminate(handle, 1.0)
+
+
+def test_a_start_given_up_before_its_runtime_leaves_nothing(tmp_path: Path) -> None:
+    """The root could not be made ready (a command not found in it): the waiting shell, already
+    in its cgroups, ends without running the runtime, a log writer or an exit file."""
+    ran = tmp_path / "ran"
+    fake = ScriptedRuntime(tmp_path / "runtime", hybrid=False, script=f'touch "{ran}"; echo $$ > "$0"; exec sleep 60')
+    (tmp_path / "bundle").mkdir()
+    procs = tmp_path / "cgroup.procs"
+    with pytest.raises(runtime.StartError, match="^given up$"):
+        with runtime.launching(fake, "rc-web", tmp_path / "bundle", tmp_path / "log", "web", [str(procs)],
+                               LIMITS) as launch:
+            eventually(procs.exists, True)
+            raise runtime.StartError("given up")
+
+    def gone() -> bool:
+        try:
+            os.killpg(launch.group, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    assert eventually(gone, True)
+    assert not ran.exists() and runtime.exit_code(tmp_path / "log") is None
+    assert list((tmp_path / "log").iterdir()) == []
