@@ -6,7 +6,7 @@ the others has neither (a lost store)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
@@ -80,3 +80,22 @@ def test_an_exhausted_subnet_is_an_issue_at_the_container() -> None:
     for chosen in (None, focus):
         addresses, _, issues = assign_addresses([full], _leases(a=2), {}, NOTHING_LIVE, chosen)
         assert addresses == {} and [(i.stack, i.loc) for i in issues] == [("s", ("containers", "c", "networks", "net"))]
+
+
+def test_a_focused_pass_on_a_dual_stack_network_decides_both_families_as_a_whole_pass() -> None:
+    """The IPv6 addresses of the endpoints on dual-stack networks only, each family kept and
+    decided as the other: a static ip6 is honoured, another's lease is never handed out."""
+    dual = build_stack("s", {"networks": {"net": {"subnet": "10.9.0.0/29", "subnet6": "fd00:9::/125"},
+                                          "v4": {"subnet": "10.9.1.0/29"}},
+                             "containers": {"a": {"networks": ["net", "v4"]},
+                                            "b": {"networks": {"net": {"ip6": "fd00:9::3"}}},
+                                            "c": {"networks": ["net", "v4"]}}})
+    leases = {**_leases(a=2, b=3, c=4), ("s", "a", "v4"): IPv4Address("10.9.1.2")}
+    leases6 = {("s", "a", "net"): IPv6Address("fd00:9::2")}  # c's is new
+    focus = Focus.on({"s": dual}, [("s", "c")])
+    whole = assign_addresses([dual], leases, leases6, NOTHING_LIVE, None)
+    focused = assign_addresses([dual], leases, leases6, NOTHING_LIVE, focus)
+    assert focused == whole and whole[2] == []
+    assert whole[1] == {("s", "a", "net"): IPv6Address("fd00:9::2"), ("s", "b", "net"): IPv6Address("fd00:9::3"),
+                        ("s", "c", "net"): IPv6Address("fd00:9::4")}
+    assert whole[0][("s", "c", "v4")] == IPv4Address("10.9.1.3")

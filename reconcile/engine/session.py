@@ -194,9 +194,15 @@ class Session:
         lease stays as it is."""
         leased, leased6 = self.leases.read(self.store)
         addresses, addresses6 = desired.addresses, desired.addresses6
-        if desired.focus is not None:
-            addresses = _merged(leased, addresses, desired.focus)
-            addresses6 = _merged(leased6, addresses6, desired.focus)
+        focus = desired.focus
+        if focus is not None:
+            if _inside(leased, focus) == _decided_inside(addresses, desired, focus) and \
+                    _inside(leased6, focus) == _decided_inside(addresses6, desired, focus):
+                return  # the usual repair: its container keeps its addresses (a write costs fsyncs)
+            addresses = {**{k: a for k, a in leased.items() if (k[0], k[1]) not in focus.containers},
+                         **_decided_inside(addresses, desired, focus)}
+            addresses6 = {**{k: a for k, a in leased6.items() if (k[0], k[1]) not in focus.containers},
+                          **_decided_inside(addresses6, desired, focus)}
         if _of(desired.scope, leased) != _of(desired.scope, addresses) or \
                 _of(desired.scope, leased6) != _of(desired.scope, addresses6):  # a write costs fsyncs
             self.store.replace_leases(desired.scope, addresses, addresses6)
@@ -222,13 +228,16 @@ def _of(stacks: frozenset[str], leases: Mapping[K, V]) -> dict[K, V]:
     return {key: value for key, value in leases.items() if key[0] in stacks}
 
 
-def _merged(leased: Mapping[EndpointKey, A], decided: Mapping[EndpointKey, A], focus: Focus) -> dict[EndpointKey, A]:
-    """The leases outside the focus, and the addresses decided inside it."""
-    def inside(key: EndpointKey) -> bool:
-        return (key[0], key[1]) in focus.containers
+def _inside(leases: Mapping[EndpointKey, A], focus: Focus) -> dict[EndpointKey, A]:
+    """The leases of the focus's containers (one look at each lease: a thousand, ~0.1 ms)."""
+    return {key: a for key, a in leases.items() if (key[0], key[1]) in focus.containers}
 
-    return ({key: a for key, a in leased.items() if not inside(key)}
-            | {key: a for key, a in decided.items() if inside(key)})
+
+def _decided_inside(addresses: Mapping[EndpointKey, A], desired: Desired, focus: Focus) -> dict[EndpointKey, A]:
+    """The addresses a focused pass decided: its containers' endpoints', looked up."""
+    keys = ((stack, container, network) for stack, container in focus.containers
+            for network in desired.stacks[stack].containers[container].networks)
+    return {key: addresses[key] for key in keys if key in addresses}
 
 
 @dataclass(frozen=True)
