@@ -30,7 +30,7 @@ from controllers.base import Desired, Diff, Focus
 from controllers.cgroup import Placement
 from controllers.change import Action, Change, FieldChange
 from controllers.container_bundle import BundleInputs, environment, lower_of, oci_config
-from controllers.container_files import HostResolvers, hosts_files, resolv_file
+from controllers.container_files import HostResolvers, RenderedLines, hosts_files, resolv_file
 from controllers.errors import ApplyError, ApplyErrors
 from kernel import idmap, inroot, mountinfo, mountns, netns, overlay, procs, runtime, seccomp, users
 from kernel.mountns import PinState
@@ -316,11 +316,13 @@ def _diff_one(want: DesiredContainer, found: ObservedContainer | None) -> Change
 
 
 def diff_containers(desired: Desired, observed: ContainerObservation,
-                    started: frozenset[str] = frozenset()) -> Diff:
+                    started: frozenset[str] = frozenset(), rendered: RenderedLines | None = None) -> Diff:
     """`started`: containers this session already started, with the spec and peers of this run.
     One that exited since (or is exiting while observed) is left for `status` and `diff` to show,
     and for the watch agent's restart policy with its backoff: acting on it here would spin a
-    crashing program through every pass of the apply."""
+    crashing program through every pass of the apply. `rendered`: /etc/hosts lines kept from
+    earlier passes (hosts_files)."""
+    rendered = rendered or RenderedLines()
     result = Diff()
     # Each wanted container is diffed as soon as it is worked out, and only its change is kept:
     # the desired state of a thousand in sync (a started spec each) is never held at once.
@@ -330,7 +332,7 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
     for stack in (s for s in desired.stacks.values() if s.name in desired.scope):
         keys = desired.containers_of(stack)
         levels = dependency_levels(stack, keys)
-        hosts = hosts_files(stack, desired.addresses, desired.addresses6, keys)
+        hosts = hosts_files(stack, desired.addresses, desired.addresses6, keys, rendered)
         if observed.missing_tools and keys:  # said once, at the stack's first container
             result.issues.append(Issue(stack.name, ("containers", keys[0]),
                                        "this host cannot start containers: "
@@ -514,11 +516,13 @@ class ContainerController:
 
     def __init__(self, store: Store, state_dir: Path, cgroups: Callable[[str, str], Placement],
                  images: ImageStore, gate: Gate, host_resolv: Path = HOST_RESOLV,
-                 upstream_resolv: Path = UPSTREAM_RESOLV):
+                 upstream_resolv: Path = UPSTREAM_RESOLV, rendered: RenderedLines | None = None):
         """`cgroups(stack, container)`: our cgroup of the container, made (with its limits)
         before the runtime starts anything in it, so no instruction runs unlimited, and the
         cgroups its runtime processes join. `gate`: waits for depends_on conditions (probing
-        runs `exec`, which lives above the controllers)."""
+        runs `exec`, which lives above the controllers). `rendered`: /etc/hosts lines kept
+        across sessions (the watch agent's)."""
+        self._rendered = rendered or RenderedLines()
         self._store = store
         self._gate = gate
         self._state_dir = state_dir
@@ -613,7 +617,7 @@ class ContainerController:
         return {(stack.name, entry) for stack in _subdirs(root) for entry in _names_of_subdirs(stack)}
 
     def diff(self, desired: Desired, observed: ContainerObservation) -> Diff:
-        return diff_containers(desired, observed, frozenset(self._started))
+        return diff_containers(desired, observed, frozenset(self._started), self._rendered)
 
     def apply(self, changes: Sequence[Change]) -> None:
         """Starts of one dependency level run in parallel, as do consecutive removals; each

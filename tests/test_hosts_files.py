@@ -2,7 +2,8 @@
 container sharing a network with it, itself included, in the stack's order, under several
 networks, peers sharing two of them (the first one in the container's own order names them),
 hostnames other than the key, dual-stack networks beside IPv4-only ones, a container on a
-network no one else is on, and one on none; the members of one network share one text."""
+network no one else is on, and one on none; the members of one network share one text; lines
+kept from an earlier pass serve only while every member is as it was."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
-from controllers.container_files import LOCALHOST, hosts_files
+from controllers.container_files import LOCALHOST, RenderedLines, hosts_files
 from specs.model import Stack
 
 STACK = Stack.model_validate({
@@ -58,3 +59,41 @@ def test_the_members_of_a_network_share_one_text() -> None:
     files = hosts_files(stack, {("s", f"c{i}", "n"): IPv4Address(f"10.9.0.{i + 2}") for i in range(3)}, {})
     assert files["c0"] == LOCALHOST + "10.9.0.2\tc0\n10.9.0.3\tc1\n10.9.0.4\tc2\n"
     assert files["c0"] is files["c1"] is files["c2"]
+
+
+def _with(stack: Stack, **changed: dict[str, object]) -> Stack:
+    return stack.model_copy(update={"containers": {**stack.containers, **{
+        key: stack.containers[key].model_copy(update=fields) for key, fields in changed.items()}}})
+
+
+@pytest.mark.parametrize(("stack", "v4", "v6"), [
+    (STACK, V4, V6),  # nothing changed: the kept lines are the answer
+    (Stack.model_validate(STACK.model_dump()), dict(V4), dict(V6)),  # equal specs and addresses read again
+    (STACK, {**V4, ("t", "api", "back"): IPv4Address("10.2.0.9")}, V6),  # a member's new address
+    (STACK, V4, {**V6, ("t", "db", "data"): IPv6Address("fd00:3::9")}),  # the same, IPv6 only
+    (_with(STACK, db={"hostname": "pg"}), V4, V6),  # a member's new hostname
+    (_with(STACK, cache={"networks": {}}), V4, V6),  # a member gone from the networks
+    (Stack.model_validate({**STACK.model_dump(), "name": "u"}),  # another stack of the same networks
+     {("u", *key[1:]): a for key, a in V4.items()}, {("u", *key[1:]): a for key, a in V6.items()}),
+])
+def test_lines_kept_from_an_earlier_pass_serve_only_while_their_members_are_as_they_were(
+        stack: Stack, v4: dict[tuple[str, str, str], IPv4Address], v6: dict[tuple[str, str, str], IPv6Address]) -> None:
+    rendered = RenderedLines()
+    hosts_files(STACK, V4, V6, rendered=rendered)
+    assert hosts_files(stack, v4, v6, rendered=rendered) == hosts_files(stack, v4, v6)
+
+
+def test_kept_lines_are_not_rendered_again_while_nothing_changed() -> None:
+    """What the kept lines save (a thousand addresses turned into text) is not done again; the
+    least recently rendered network's are dropped beyond the limit."""
+    rendered = RenderedLines()
+    kept = rendered.lines(STACK, "data", V4, 4)
+    assert rendered.lines(STACK, "data", dict(V4), 4) is kept
+    assert rendered.lines(STACK, "data", V6, 6) is not kept  # each family its own
+    moved = rendered.lines(STACK, "data", {**V4, ("t", "db", "data"): IPv4Address("10.3.0.9")}, 4)
+    assert moved is not kept and rendered.lines(STACK, "data", V4, 4) is not moved
+    kept = rendered.lines(STACK, "data", V4, 4)
+    others = [Stack.model_validate({**STACK.model_dump(), "name": f"s{i}"}) for i in range(RenderedLines.LIMIT)]
+    for other in others:
+        rendered.lines(other, "side", {(other.name, "cache", "side"): IPv4Address("10.4.0.5")}, 4)
+    assert rendered.lines(STACK, "data", V4, 4) is not kept

@@ -13,6 +13,7 @@ from controllers.base import Controller, Desired, EndpointKey, Focus
 from controllers.cgroup import CgroupController
 from controllers.change import Change
 from controllers.container import ContainerController
+from controllers.container_files import RenderedLines
 from controllers.errors import ApplyError, ApplyErrors
 from controllers.firewall import FirewallController, backends
 from controllers.network import NetworkController
@@ -258,9 +259,9 @@ class HostDrivers:
 
 @contextmanager
 def open_session(settings: Settings, writable: bool, drivers: HostDrivers | None = None,
-                 leases: LeaseCache | None = None) -> Iterator[Session]:
-    """`writable=False` (diff, status) opens the store read-only and never creates it. `leases`:
-    a cache kept across sessions (the watch agent's)."""
+                 leases: LeaseCache | None = None, rendered: RenderedLines | None = None) -> Iterator[Session]:
+    """`writable=False` (diff, status) opens the store read-only and never creates it. `leases`
+    and `rendered` (/etc/hosts lines): caches kept across sessions (the watch agent's)."""
     store = Store.open(settings.state_dir) if writable else Store.open_readonly(settings.state_dir)
     try:
         with host_netlink() as netlink:
@@ -269,7 +270,7 @@ def open_session(settings: Settings, writable: bool, drivers: HostDrivers | None
             yield Session(settings, store, Controllers(
                 NetworkController(netlink), SandboxController(netlink), cgroup,
                 ContainerController(store, settings.state_dir, cgroup.ensure, ImageStore(settings.state_dir),
-                                    probes.Gate(settings)),
+                                    probes.Gate(settings), rendered=rendered),
                 FirewallController(*drivers.firewall), ProxyController()),
                 one_pass=netlink.one_dump, leases=leases if leases is not None else LeaseCache())
     finally:

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from controllers.base import Focus
 from controllers.change import Action, Change
 from controllers.container import DesiredContainer, ObservedContainer, Paths
+from controllers.container_files import RenderedLines
 from controllers.firewall import nft_changes
 from controllers.proxy import running_proxies
 from kernel import netns, runtime
@@ -124,6 +125,7 @@ class Agent:
         self._errors: dict[Key, str] = {}  # keys whose last reconcile failed
         self._drivers: HostDrivers | None = None  # the last whole pass's, for focused ones
         self._leases = LeaseCache()  # every session's: read again only once written
+        self._rendered = RenderedLines()  # every session's /etc/hosts lines: rendered again once changed
         self._held: dict[Key, str] = {}  # restarts waiting out a crash-loop delay
         self._pruning: set[str] = set()
         self._dirty_files: set[Path] | None = None  # None: every file
@@ -298,7 +300,8 @@ class Agent:
         if focus is None or self._drivers is None:
             self._drivers = HostDrivers.detect(self.settings, self.nft_changes)
         with exclusive(self.settings.state_dir, self._waiting_for_lock), \
-                open_session(self.settings, writable=True, drivers=self._drivers, leases=self._leases) as session, \
+                open_session(self.settings, writable=True, drivers=self._drivers, leases=self._leases,
+                             rendered=self._rendered) as session, \
                 self.cycles.deferred() if focus is not None else nullcontext():
             resolved = pinning.resolve(target, self.settings,
                                       pinning.Pulling(allowed=True, background=self._pull_in_background),
