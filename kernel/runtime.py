@@ -155,27 +155,24 @@ def launching(runtime: Runtime, container_id: str, bundle: Path, log_dir: Path, 
     survives the caller) while the caller gets the root and the bundle ready; `Launch.run` then
     starts the runtime. Leaving the block without `run` (the start given up, or the caller
     gone) ends the shell before it starts anything. Thread-safe."""
-    crashpoints.step("start")
-    log_dir.mkdir(parents=True, exist_ok=True)
-    exit_file(log_dir).unlink(missing_ok=True)
-    _renumber_log_files(log_dir, log_limits.max_files)
-    pid_file = bundle / PID_FILE
-    pid_file.unlink(missing_ok=True)
     read_end, write_end = os.pipe()  # close-on-exec: no other start's processes hold them
-    go_read, go_write = os.pipe()
+    go_read = go_write = -1
     try:
+        go_read, go_write = os.pipe()
         launcher = subprocess.Popen(
             ["sh", "-c", _WRAPPER, "rc-container", str(exit_file(log_dir)), str(log_dir),
              str(log_limits.max_files), str(log_limits.max_bytes), str(len(cgroup_procs)), *cgroup_procs,
-             *runtime.run_command(container_id, bundle, pid_file)],
+             *runtime.run_command(container_id, bundle, bundle / PID_FILE)],
             stdin=go_read, stdout=write_end, stderr=read_end, start_new_session=True, close_fds=True)
     except BaseException:
-        os.close(go_write)
+        if go_write != -1:
+            os.close(go_write)
         raise
     finally:
         for fd in (read_end, write_end, go_read):
-            os.close(fd)
-    launch = Launch(bundle, log_dir, name, launcher.pid, go_write)
+            if fd != -1:
+                os.close(fd)
+    launch = Launch(bundle, log_dir, name, log_limits.max_files, launcher.pid, go_write)
     try:
         launcher.wait()  # it ends once its background job is forked (~1 ms)
         yield launch
@@ -191,6 +188,7 @@ class Launch:
     bundle: Path
     log_dir: Path
     name: str
+    max_files: int
     group: int
     """The start's process group (the launching shell's pid)."""
     go: int | None
@@ -198,13 +196,22 @@ class Launch:
 
     def run(self, config: Mapping[str, Any]) -> ProcessHandle:
         """Write the bundle's config.json, let the shell start the runtime and return once the
-        runtime has created the container; a failure raises StartError with the runtime's message."""
-        write_private_json(self.bundle / CONFIG_FILE, config)
+        runtime has created the container; a failure raises StartError with the runtime's message.
+        The run before's exit file and log are put aside only now, as the runtime is about to
+        start: its waiting shell may still be draining its log writer while the root was made
+        ready, and a start given up before this leaves its exit status as it was."""
         assert self.go is not None, "a launch runs once"
+        crashpoints.step("start")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        exit_file(self.log_dir).unlink(missing_ok=True)
+        _renumber_log_files(self.log_dir, self.max_files)
+        pid_file = self.bundle / PID_FILE
+        pid_file.unlink(missing_ok=True)
+        write_private_json(self.bundle / CONFIG_FILE, config)
         with suppress(BrokenPipeError):  # the shell is gone: _await_pid says how
             os.write(self.go, b"go\n")
         self.close()
-        return _await_pid(self.group, self.bundle / PID_FILE, self.log_dir, self.name)
+        return _await_pid(self.group, pid_file, self.log_dir, self.name)
 
     def close(self) -> None:
         if self.go is not None:

@@ -1,6 +1,7 @@
-"""The start protocol around the OCI runtime (kernel.runtime.start), with real processes: a
-stand-in for crun's `run` that writes its pid file as crun does, so what is checked is our
-plumbing (the waiting shell, its exit file, the caller's children), not the runtime."""
+"""The start protocol around the OCI runtime (kernel.runtime.launching and Launch.run), with
+real processes: a stand-in for crun's `run` that writes its pid file as crun does, so what is
+checked is our plumbing (the waiting shell, its exit file, the caller's children), not the
+runtime."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import signal
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +121,7 @@ def test_the_waiting_shell_joins_its_cgroups_while_the_bundle_is_made_ready(tmp_
     with runtime.launching(fake, "rc-web", tmp_path / "bundle", tmp_path / "log", "web", [str(procs)],
                            LIMITS) as launch:
         assert eventually(lambda: procs.exists() and procs.read_text(), "0\n") == "0\n"
+        time.sleep(0.2)  # time enough for a shell that did not wait to be seen
         assert not (tmp_path / "bundle" / runtime.PID_FILE).exists() and runtime.log_files(tmp_path / "log") == []
         handle = launch.run({})
     try:
@@ -128,16 +131,20 @@ def test_the_waiting_shell_joins_its_cgroups_while_the_bundle_is_made_ready(tmp_
         runtime.terminate(handle, 1.0)
 
 
-def test_a_start_given_up_before_its_runtime_leaves_nothing(tmp_path: Path) -> None:
+def test_a_start_given_up_before_its_runtime_leaves_the_run_before_as_it_was(tmp_path: Path) -> None:
     """The root could not be made ready (a command not found in it): the waiting shell, already
-    in its cgroups, ends without running the runtime, a log writer or an exit file."""
+    in its cgroups, ends without running the runtime, a log writer or an exit file, and the run
+    before's exit status and log stay as they were (`status` still shows how it ended)."""
     ran = tmp_path / "ran"
     fake = ScriptedRuntime(tmp_path / "runtime", hybrid=False, script=f'touch "{ran}"; echo $$ > "$0"; exec sleep 60')
     (tmp_path / "bundle").mkdir()
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    (log_dir / runtime.LOG_FILE).write_text("the run before\n")
+    runtime.exit_file(log_dir).write_text("137 1\n")
     procs = tmp_path / "cgroup.procs"
     with pytest.raises(runtime.StartError, match="^given up$"):
-        with runtime.launching(fake, "rc-web", tmp_path / "bundle", tmp_path / "log", "web", [str(procs)],
-                               LIMITS) as launch:
+        with runtime.launching(fake, "rc-web", tmp_path / "bundle", log_dir, "web", [str(procs)], LIMITS) as launch:
             eventually(procs.exists, True)
             raise runtime.StartError("given up")
 
@@ -149,5 +156,6 @@ def test_a_start_given_up_before_its_runtime_leaves_nothing(tmp_path: Path) -> N
         return False
 
     assert eventually(gone, True)
-    assert not ran.exists() and runtime.exit_code(tmp_path / "log") is None
-    assert list((tmp_path / "log").iterdir()) == []
+    assert not ran.exists() and runtime.exit_code(log_dir) == 137
+    assert sorted(p.name for p in log_dir.iterdir()) == [runtime.LOG_FILE]
+    assert (log_dir / runtime.LOG_FILE).read_text() == "the run before\n"
