@@ -322,7 +322,7 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
     and for the watch agent's restart policy with its backoff: acting on it here would spin a
     crashing program through every pass of the apply. `rendered`: /etc/hosts lines kept from
     earlier passes (hosts_files)."""
-    rendered = rendered or RenderedLines()
+    rendered = RenderedLines() if rendered is None else rendered
     result = Diff()
     # Each wanted container is diffed as soon as it is worked out, and only its change is kept:
     # the desired state of a thousand in sync (a started spec each) is never held at once.
@@ -522,7 +522,7 @@ class ContainerController:
         cgroups its runtime processes join. `gate`: waits for depends_on conditions (probing
         runs `exec`, which lives above the controllers). `rendered`: /etc/hosts lines kept
         across sessions (the watch agent's)."""
-        self._rendered = rendered or RenderedLines()
+        self._rendered = RenderedLines() if rendered is None else rendered
         self._store = store
         self._gate = gate
         self._state_dir = state_dir

@@ -23,8 +23,9 @@ LOCALHOST = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 @dataclass(frozen=True)
 class _NetworkLines:
     """One network's member lines ("address\tnames\n"), in the stack's container order, joined
-    once: a file is cut from them, so each address is turned into text once per plan rather
-    than once per peer of every container (N² at a thousand containers)."""
+    once: a file is cut from them, so each address is turned into text once per plan (or, kept
+    by RenderedLines, once until a member changes) rather than once per peer of every container
+    (N² at a thousand containers)."""
 
     text: str
     spans: dict[str, tuple[int, int]]
@@ -43,7 +44,7 @@ class RenderedLines:
     (their addresses the same objects while the leases are not read again) is ~0.2 ms."""
 
     LIMIT = 64
-    """Networks kept, the least recently rendered dropped first."""
+    """Networks kept (a dual-stack one twice: a family each), the least recently used dropped first."""
 
     def __init__(self) -> None:
         self._kept: dict[tuple[str, str, int], tuple[tuple[_Member, ...], _NetworkLines]] = {}
@@ -69,7 +70,7 @@ def hosts_files(stack: Stack, addresses: Mapping[EndpointKey, IPv4Address],
     A container on one network gets its network's member lines as they are, so every member
     of a network shares one text (one string, not one per container: 16 KB each at a
     thousand). `rendered`: the lines kept from earlier passes (the watch agent's)."""
-    rendered = rendered or RenderedLines()
+    rendered = RenderedLines() if rendered is None else rendered
     chosen = list(stack.containers if keys is None else keys)
     joined = {network for key in chosen for network in stack.containers[key].networks}  # lines of these only
     lines4 = {key: rendered.lines(stack, key, addresses, 4) for key in stack.networks if key in joined}

@@ -85,7 +85,7 @@ def test_lines_kept_from_an_earlier_pass_serve_only_while_their_members_are_as_t
 
 def test_kept_lines_are_not_rendered_again_while_nothing_changed() -> None:
     """What the kept lines save (a thousand addresses turned into text) is not done again; the
-    least recently rendered network's are dropped beyond the limit."""
+    least recently used network's are dropped beyond the limit."""
     rendered = RenderedLines()
     kept = rendered.lines(STACK, "data", V4, 4)
     assert rendered.lines(STACK, "data", dict(V4), 4) is kept
