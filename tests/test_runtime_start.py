@@ -148,7 +148,7 @@ def test_a_start_given_up_before_its_runtime_leaves_the_run_before_as_it_was(tmp
             eventually(procs.exists, True)
             raise runtime.StartError("given up")
 
-    assert eventually(lambda: _group_gone(launch.group), True)
+    assert eventually(lambda: runtime._group_alive(launch.group), False) is False
     assert not ran.exists() and runtime.exit_code(log_dir) == 137
     assert sorted(p.name for p in log_dir.iterdir()) == [runtime.LOG_FILE]
     assert (log_dir / runtime.LOG_FILE).read_text() == "the run before\n"
@@ -161,14 +161,6 @@ def test_a_waiting_shell_killed_before_the_word_fails_its_start_with_that(tmp_pa
     (tmp_path / "bundle").mkdir()
     with runtime.launching(fake, "rc-web", tmp_path / "bundle", tmp_path / "log", "web", [], LIMITS) as launch:
         os.killpg(launch.group, signal.SIGKILL)
-        eventually(lambda: _group_gone(launch.group), True)
+        eventually(lambda: runtime._group_alive(launch.group), False)
         with pytest.raises(runtime.StartError, match=r"^web: the waiting shell is gone without an exit status$"):
             launch.run({})
-
-
-def _group_gone(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return True
-    return False
