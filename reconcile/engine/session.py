@@ -197,13 +197,11 @@ class Session:
         addresses, addresses6 = desired.addresses, desired.addresses6
         focus = desired.focus
         if focus is not None:
-            if _inside(leased, focus) == _decided_inside(addresses, desired, focus) and \
-                    _inside(leased6, focus) == _decided_inside(addresses6, desired, focus):
+            decided, decided6 = _decided_inside(addresses, desired, focus), _decided_inside(addresses6, desired, focus)
+            if _of_focus(leased, focus) == decided and _of_focus(leased6, focus) == decided6:
                 return  # the usual repair: its container keeps its addresses (a write costs fsyncs)
-            addresses = {**{k: a for k, a in leased.items() if (k[0], k[1]) not in focus.containers},
-                         **_decided_inside(addresses, desired, focus)}
-            addresses6 = {**{k: a for k, a in leased6.items() if (k[0], k[1]) not in focus.containers},
-                          **_decided_inside(addresses6, desired, focus)}
+            addresses = _of_focus(leased, focus, inside=False) | decided
+            addresses6 = _of_focus(leased6, focus, inside=False) | decided6
         if _of(desired.scope, leased) != _of(desired.scope, addresses) or \
                 _of(desired.scope, leased6) != _of(desired.scope, addresses6):  # a write costs fsyncs
             self.store.replace_leases(desired.scope, addresses, addresses6)
@@ -229,9 +227,10 @@ def _of(stacks: frozenset[str], leases: Mapping[K, V]) -> dict[K, V]:
     return {key: value for key, value in leases.items() if key[0] in stacks}
 
 
-def _inside(leases: Mapping[EndpointKey, A], focus: Focus) -> dict[EndpointKey, A]:
-    """The leases of the focus's containers (one look at each lease: a thousand, ~0.1 ms)."""
-    return {key: a for key, a in leases.items() if (key[0], key[1]) in focus.containers}
+def _of_focus(leases: Mapping[EndpointKey, A], focus: Focus, inside: bool = True) -> dict[EndpointKey, A]:
+    """The leases of the focus's containers, or (`inside=False`) of every other one (one look at
+    each lease: a thousand, ~0.1 ms)."""
+    return {key: a for key, a in leases.items() if ((key[0], key[1]) in focus.containers) is inside}
 
 
 def _decided_inside(addresses: Mapping[EndpointKey, A], desired: Desired, focus: Focus) -> dict[EndpointKey, A]:
