@@ -13,11 +13,18 @@ here.
 The container end of an IPv4-only network has IPv6 disabled when it is made: otherwise the
 kernel gives it a link-local address and takes SLAAC addresses and a default route from any
 router advertisement on the bridge (another container's), an IPv6 stack nobody declared.
+
+The host end has IPv6 disabled when it is made, on every network: a bridge port forwards frames
+and carries no addresses of its own (the bridge holds gateway6), so IPv6 on it only gives the
+host a link-local address, routes and multicast memberships on each port, as LXD found too. At
+a thousand containers that is a thousand of each in the host's IPv6 tables, and every port's
+removal walked the whole table: a `down` of 1,000 went 0.5 s faster without them (bench/README).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
@@ -25,7 +32,7 @@ from controllers.base import Desired, Diff, Focus
 from controllers.change import Action, Change, FieldChange
 from controllers.errors import ApplyError, ApplyErrors
 from controllers.network import mac_of
-from kernel import netns
+from kernel import netns, sysctl
 from kernel.netlink import Netlink, host_netlink
 from kernel.rtnl_dump import Interface, Link, LinkDump, ipv4_of, ipv6_of
 from specs import names
@@ -257,6 +264,13 @@ def _set_ipv6(ns_name: str, ifname: str, on: bool) -> None:
             raise
 
 
+def _disable_host_ipv6(host_name: str) -> None:
+    """The host end is a bridge port: no IPv6 of its own (see the module's docstring). A host
+    without IPv6 has nothing to disable."""
+    with suppress(FileNotFoundError):
+        sysctl.write("1", "net", "ipv6", "conf", host_name, "disable_ipv6")
+
+
 def _endpoint_owner(key: str) -> names.Owner:
     """The owner of the host end of endpoint `stack/container/network`."""
     stack, container, network = key.split("/")[:3]
@@ -382,6 +396,7 @@ class SandboxController:
                 with netns.open_fd(ns_name) as ns_fd:
                     host_index = self._host.create_veth(want.host_name, want.ifname, ns_fd,
                                                         want.mtu, names.LINK_GROUP)
+                _disable_host_ipv6(want.host_name)  # before the link is up
                 inner_index = inner.index_of(want.ifname)
                 current = replace(want, bridge=None, hairpin=False, host_up=False, addresses=(), up=False)
             assert host_index is not None and inner_index is not None

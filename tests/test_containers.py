@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from controllers.container import WORKERS
+from specs.names import ALIAS_PREFIX
 from tests.sandbox import Sandbox
 from tests.waiting import eventually, scaled
 
@@ -58,6 +59,12 @@ def test_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
     host = sandbox.run("wget", "-qO-", "-T", "2", "http://10.77.1.2/", check=False)
     assert host.stdout == "hello from web\n" or "hello from web" in sandbox.python(
         "import urllib.request;print(urllib.request.urlopen('http://10.77.1.2/', timeout=2).read().decode())").stdout
+    # The host ends are bridge ports: no IPv6 of their own (no link-local address, no routes).
+    host_ends = [link for link in sandbox.our_links() if link.get("ifalias", "").startswith(f"{ALIAS_PREFIX} endpoint")]
+    assert len(host_ends) == 3
+    for link in host_ends:
+        assert [a for a in link["addr_info"] if a["family"] == "inet6"] == [], link["ifname"]
+        assert sandbox.run("cat", f"/proc/sys/net/ipv6/conf/{link['ifname']}/disable_ipv6").stdout == "1\n"
     # Two networks: the default route goes through the first non-internal one.
     assert "default via 10.77.1.1 dev eth0" in sandbox.run("ip", "-n", "rc-app_web", "route").stdout
     # exec joins every namespace: hostname, a private /proc with the init as PID 1, env.
