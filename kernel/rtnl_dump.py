@@ -32,7 +32,9 @@ RT_TABLE_MAIN = 254
 RT_TABLE_COMPAT = 252
 """What a route message says of a table whose id does not fit its one byte (RTA_TABLE has it)."""
 RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE = 18, 22, 26
-IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_GROUP = 3, 4, 10, 18, 20, 27
+IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_AF_SPEC, IFLA_GROUP = 3, 4, 10, 18, 20, 26, 27
+IFLA_INET6_CONF = 2  # in IFLA_AF_SPEC's AF_INET6: the link's IPv6 sysctls, an s32 each
+DEVCONF_DISABLE_IPV6 = 26  # that array's index of disable_ipv6 (linux/ipv6.h)
 IFLA_INFO_KIND, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 4, 5
 IFLA_BRPORT_MODE = 4  # hairpin
 IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS = 29, 1 << 3
@@ -73,6 +75,9 @@ class Link:
     master: int | None
     group: int
     hairpin: bool | None = None  # bridge ports only: may frames go back out the port they came in
+    ipv6: bool | None = None
+    """Bridge ports only: whether the port has IPv6 on (its disable_ipv6 is 0); False when it has
+    no IPv6 state at all (a host without IPv6, an MTU under IPv6's 1280)."""
 
 
 @dataclass(frozen=True)
@@ -107,9 +112,11 @@ class LinkDump:
         return {link.index: link for link in self.links}
 
 
-_LINK_ATTRS = frozenset({IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_GROUP})
+_LINK_ATTRS = frozenset({IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_AF_SPEC, IFLA_GROUP})
 _LINKINFO_ATTRS = frozenset({IFLA_INFO_KIND, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA})
 _BRPORT_ATTRS = frozenset({IFLA_BRPORT_MODE})
+_INET6_ONLY = frozenset({AF_INET6})
+_INET6_CONF = frozenset({IFLA_INET6_CONF})
 _ADDRESS_ATTRS = frozenset({IFA_ADDRESS, IFA_LOCAL})
 _ROUTE_ATTRS = frozenset({RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE})
 
@@ -118,15 +125,26 @@ def parse_link(body: bytes) -> Link:
     _family, _type, index, flags, _change = wire.IFINFO.unpack_from(body)
     attrs = wire.attributes(body, wire.IFINFO.size, _LINK_ATTRS)
     info = wire.attributes(attrs.get(IFLA_LINKINFO, b""), 0, _LINKINFO_ATTRS)
-    hairpin = None
+    hairpin = ipv6 = None
     if wire.text(info.get(IFLA_INFO_SLAVE_KIND)) == "bridge":
         mode = wire.attributes(info.get(IFLA_INFO_SLAVE_DATA, b""), 0, _BRPORT_ATTRS).get(IFLA_BRPORT_MODE)
         hairpin = bool(mode and mode[0])
+        ipv6 = _ipv6_on(attrs.get(IFLA_AF_SPEC, b""))
     return Link(index=index, name=wire.text(attrs.get(IFLA_IFNAME)) or "",
                 kind=wire.text(info.get(IFLA_INFO_KIND)),
                 alias=wire.text(attrs.get(IFLA_IFALIAS)) or None, mtu=wire.u32(attrs.get(IFLA_MTU)) or 0,
                 up=bool(flags & IFF_UP), master=wire.u32(attrs.get(IFLA_MASTER)),
-                group=wire.u32(attrs.get(IFLA_GROUP)) or 0, hairpin=hairpin)
+                group=wire.u32(attrs.get(IFLA_GROUP)) or 0, hairpin=hairpin, ipv6=ipv6)
+
+
+def _ipv6_on(af_spec: bytes) -> bool:
+    """Whether a link's IFLA_AF_SPEC shows IPv6 on: its IPv6 sysctls (read only for bridge ports,
+    whose dumps are the ones that carry them often enough to matter: ~2 us a link)."""
+    inet6 = wire.attributes(af_spec, 0, _INET6_ONLY).get(AF_INET6)
+    conf = wire.attributes(inet6, 0, _INET6_CONF).get(IFLA_INET6_CONF) if inet6 else None
+    if conf is None or len(conf) < 4 * (DEVCONF_DISABLE_IPV6 + 1):
+        return False
+    return wire.s32(conf, 4 * DEVCONF_DISABLE_IPV6) == 0
 
 
 def parse_address(body: bytes) -> Address | None:

@@ -33,7 +33,7 @@ IFADDR = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol, scope, type, flags
 _ATTR = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
-_ERRNO = struct.Struct("=i")
+_S32 = struct.Struct("=i")
 _sequence = itertools.count(1)
 RECV_BUFFER = 1 << 16
 """Above the 32 KiB the kernel ever puts in one dump datagram: nothing is truncated, and no
@@ -90,11 +90,15 @@ def u32(value: bytes | None) -> int | None:
     return None if value is None else _U32.unpack_from(value)[0]
 
 
+def s32(data: bytes, offset: int = 0) -> int:
+    return int(_S32.unpack_from(data, offset)[0])
+
+
 def done_errno(payload: bytes) -> int:
     """The errno of a dump the kernel gave up on, which ends with it negated in the NLMSG_DONE
     payload (a table strict checking names that does not exist, a header it refuses, ENOMEM);
     0 for a complete dump."""
-    return -_ERRNO.unpack_from(payload)[0] if len(payload) >= _ERRNO.size else 0
+    return -_S32.unpack_from(payload)[0] if len(payload) >= _S32.size else 0
 
 
 _buffers = threading.local()
@@ -138,7 +142,7 @@ def exchange(sock: socket.socket, kind: int, flags: int, body: bytes) -> Iterato
                     raise DumpInterrupted()
                 return
             if msg_type == NLMSG_ERROR:
-                code = -_ERRNO.unpack_from(payload)[0]
+                code = -_S32.unpack_from(payload)[0]
                 if code:
                     raise NetlinkError(code, os.strerror(code))
                 return  # the ack of a request

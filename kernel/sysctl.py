@@ -20,3 +20,8 @@ def read(*parts: str) -> str:
 def write(value: str, *parts: str) -> None:
     crashpoints.step("sysctl")
     PROC_SYS.joinpath(*parts).write_text(value + "\n")
+
+
+def ipv6_disabled(ifname: str) -> tuple[str, ...]:
+    """The key of a link's IPv6 switch (`disable_ipv6`: 1 is off) in its namespace."""
+    return ("net", "ipv6", "conf", ifname, "disable_ipv6")

@@ -34,9 +34,9 @@ class Nic:
 
 def nic(index: int, name: str, *addresses: str, kind: str | None = None, alias: str | None = None,
         mtu: int = DEFAULT_MTU, up: bool = True, master: int | None = None, group: int = 0,
-        hairpin: bool | None = None) -> Nic:
+        hairpin: bool | None = None, ipv6: bool | None = None) -> Nic:
     return Nic(Link(index=index, name=name, kind=kind, alias=alias, mtu=mtu, up=up, master=master,
-                    group=group, hairpin=hairpin), addresses)
+                    group=group, hairpin=hairpin, ipv6=ipv6), addresses)
 
 
 def with_link(base: Nic, **changes: Any) -> Nic:

@@ -35,6 +35,9 @@ with host_netlink() as nl:
         inner.replace_default_route("10.77.0.1", inner_index)
         inner.replace_default_route("10.77.0.1", inner_index)  # replace: idempotent
     out["host"] = repr(nl.dump())
+    with open("/proc/sys/net/ipv6/conf/tv0/disable_ipv6", "w") as switch:
+        switch.write("1")
+    out["ipv6"] = [[link.name, link.ipv6] for link in nl.dump().links if link.name in ("tbr0", "tv0")]
     whole, named = nl.dump(), nl.dump(frozenset({"tv0", "absent0"}))
     out["named"] = [sorted(link.name for link in named.links), set(named.links) == {
         link for link in whole.links if link.name in ("tbr0", "tv0")}, repr(named.addresses), len(named.routes)]
@@ -82,7 +85,8 @@ def test_changes_and_dumps_agree_with_iproute2(sandbox: Sandbox) -> None:
     for name, link in (("tbr0", bridge), ("tv0", veth)):
         assert (f"Link(index={link['ifindex']}, name='{name}', kind='{link['linkinfo']['info_kind']}', "
                 f"alias='{link['ifalias']}', mtu={link['mtu']}, up=True") in dumps["host"]
-    assert "hairpin=True" in dumps["host"]
+    assert "hairpin=True, ipv6=True)" in dumps["host"]  # a bridge port's IPv6 switch, as made
+    assert dumps["ipv6"] == [["tbr0", None], ["tv0", False]]  # read for ports only; switched off
     assert "Route(dst=IPv4Network('0.0.0.0/0'), index=2, gateway='10.77.0.1')" in dumps["inner"]
     assert "Address(index=2, interface=IPv4Interface('10.77.0.2/24'))" in dumps["inner"]
     # A dump of some links by name: those that exist, the bridge one is a port of, their
