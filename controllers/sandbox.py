@@ -14,11 +14,12 @@ The container end of an IPv4-only network has IPv6 disabled when it is made: oth
 kernel gives it a link-local address and takes SLAAC addresses and a default route from any
 router advertisement on the bridge (another container's), an IPv6 stack nobody declared.
 
-The host end has IPv6 disabled when it is made, on every network: a bridge port forwards frames
-and carries no addresses of its own (the bridge holds gateway6), so IPv6 on it only gives the
-host a link-local address, routes and multicast memberships on each port, as LXD found too. At
-a thousand containers that is a thousand of each in the host's IPv6 tables, and every port's
-removal walked the whole table (bench/README, "IPv6 off on the host ends").
+The host end has IPv6 off, on every network (`host_ipv6`, read from the host dump and repaired
+like the rest; a new pair's is switched off before it is up): a bridge port forwards frames and
+carries no address of its own (the bridge holds gateway6), so IPv6 on it only gives the host a
+link-local address and routes on each port, as LXD found too. At a thousand containers that is
+thousands of entries in the host's IPv6 table, which every port's removal walks (bench/README,
+"IPv6 off on the host ends").
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class EndpointState:
     bridge: str | None
     host_mtu: int
     hairpin: bool
+    host_ipv6: bool  # the host end's own IPv6 (off: see the module's docstring)
     host_up: bool
     ifname: str
     mtu: int
@@ -65,7 +67,7 @@ class EndpointState:
 
     def field_values(self) -> dict[str, object]:
         return {"host_name": self.host_name, "bridge": self.bridge, "host_mtu": self.host_mtu,
-                "hairpin": self.hairpin, "host_up": self.host_up, "ifname": self.ifname,
+                "hairpin": self.hairpin, "host_ipv6": self.host_ipv6, "host_up": self.host_up, "ifname": self.ifname,
                 "mtu": self.mtu, "addresses": [str(a) for a in self.addresses], "up": self.up}
 
 
@@ -120,7 +122,7 @@ def _endpoint_state(host: Link, inner: Link, inner_addresses: tuple[Interface, .
     master = by_index.get(host.master) if host.master else None
     return EndpointState(
         host_name=host.name, bridge=master.name if master else None, host_mtu=host.mtu,
-        hairpin=bool(host.hairpin), host_up=host.up, ifname=inner.name, mtu=inner.mtu,
+        hairpin=bool(host.hairpin), host_ipv6=bool(host.ipv6), host_up=host.up, ifname=inner.name, mtu=inner.mtu,
         addresses=inner_addresses, up=inner.up)
 
 
@@ -165,7 +167,7 @@ def _desired_endpoints(stack: Stack, container_key: str, desired: Desired) -> di
             addresses += (IPv6Interface((int(desired.addresses6[key]), net.subnet6.prefixlen)),)
         result[net_key] = EndpointState(
             host_name=names.veth_host_name(stack.name, container_key, net_key), bridge=net.bridge,
-            host_mtu=net.mtu, hairpin=True, host_up=True, ifname=names.container_ifname(index),
+            host_mtu=net.mtu, hairpin=True, host_ipv6=False, host_up=True, ifname=names.container_ifname(index),
             mtu=net.mtu, addresses=addresses, up=True)
     return result
 
@@ -252,23 +254,24 @@ def _has_ipv6(state: EndpointState) -> bool:
     return any(a.version == 6 for a in state.addresses)
 
 
-def _set_ipv6(ns_name: str, ifname: str, on: bool) -> None:
+def _set_container_ipv6(ns_name: str, ifname: str, on: bool) -> None:
     """IPv6 on the container end only on a dual-stack network (see the module's docstring).
     Switched on again before an IPv6 address is added (the kernel refuses one on a link with
     IPv6 disabled), so a hand-disabled link is repaired with its address. A host without IPv6
     has nothing to disable."""
     try:
-        netns.write_sysctl(ns_name, "0" if on else "1", "net", "ipv6", "conf", ifname, "disable_ipv6")
+        netns.write_sysctl(ns_name, "0" if on else "1", *sysctl.ipv6_disabled(ifname))
     except FileNotFoundError:
         if on:
             raise
 
 
-def _disable_host_ipv6(host_name: str) -> None:
-    """The host end is a bridge port: no IPv6 of its own (see the module's docstring). A host
-    without IPv6 has nothing to disable."""
+def _set_host_ipv6(host_name: str, on: bool) -> None:
+    """The host end's own IPv6 (off: see the module's docstring), written from this thread,
+    which is in the host's namespace (a container end's needs a thread that enters its own). A
+    link without IPv6 state (a host without IPv6, an MTU under 1280) has nothing to switch."""
     with suppress(FileNotFoundError):
-        sysctl.write("1", "net", "ipv6", "conf", host_name, "disable_ipv6")
+        sysctl.write("0" if on else "1", *sysctl.ipv6_disabled(host_name))
 
 
 def _endpoint_owner(key: str) -> names.Owner:
@@ -396,12 +399,12 @@ class SandboxController:
                 with netns.open_fd(ns_name) as ns_fd:
                     host_index = self._host.create_veth(want.host_name, want.ifname, ns_fd,
                                                         want.mtu, names.LINK_GROUP)
-                _disable_host_ipv6(want.host_name)  # before the link is up
                 inner_index = inner.index_of(want.ifname)
-                current = replace(want, bridge=None, hairpin=False, host_up=False, addresses=(), up=False)
+                current = replace(want, bridge=None, hairpin=False, host_ipv6=True, host_up=False, addresses=(),
+                                  up=False)
             assert host_index is not None and inner_index is not None
             if change.action is not Action.UPDATE or _has_ipv6(want) != _has_ipv6(current):
-                _set_ipv6(ns_name, want.ifname, _has_ipv6(want))  # before the link is up
+                _set_container_ipv6(ns_name, want.ifname, _has_ipv6(want))  # before the link is up
             self._converge(inner, host_index, inner_index, current, want, bridges,
                            alias if change.action is not Action.UPDATE else None)
 
@@ -412,6 +415,8 @@ class SandboxController:
         first) and the addresses."""
         if current.bridge != want.bridge and want.bridge is not None and want.bridge not in bridges:
             raise ApplyError(f"bridge {want.bridge} does not exist")
+        if current.host_ipv6 != want.host_ipv6:
+            _set_host_ipv6(want.host_name, want.host_ipv6)  # a new pair's before it is up
         self._host.set_link(
             host_index, alias=alias,
             master=bridges[want.bridge] if current.bridge != want.bridge and want.bridge is not None else None,

@@ -59,12 +59,7 @@ def test_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
     host = sandbox.run("wget", "-qO-", "-T", "2", "http://10.77.1.2/", check=False)
     assert host.stdout == "hello from web\n" or "hello from web" in sandbox.python(
         "import urllib.request;print(urllib.request.urlopen('http://10.77.1.2/', timeout=2).read().decode())").stdout
-    # The host ends are bridge ports: no IPv6 of their own (no link-local address, no routes).
-    host_ends = [link for link in sandbox.our_links() if link.get("ifalias", "").startswith(f"{ALIAS_PREFIX} endpoint")]
-    assert len(host_ends) == 3
-    for link in host_ends:
-        assert [a for a in link["addr_info"] if a["family"] == "inet6"] == [], link["ifname"]
-        assert sandbox.run("cat", f"/proc/sys/net/ipv6/conf/{link['ifname']}/disable_ipv6").stdout == "1\n"
+    _assert_host_ends_without_ipv6(sandbox)
     # Two networks: the default route goes through the first non-internal one.
     assert "default via 10.77.1.1 dev eth0" in sandbox.run("ip", "-n", "rc-app_web", "route").stdout
     # exec joins every namespace: hostname, a private /proc with the init as PID 1, env.
@@ -86,6 +81,7 @@ def test_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
         ("ip -n rc-app_web route del default", "default_route: (none) → via 10.77.1.1 dev eth0"),
         ("ip -n rc-app_web link set eth1 down", "up: False → True"),
         (f"ip link set {web_host_end} nomaster", "bridge: (none) → rc-app-front"),
+        (f"sysctl -qw net.ipv6.conf.{web_host_end}.disable_ipv6=0", "host_ipv6: True → False"),
     ]:
         sandbox.sh(drift)
         result = sandbox.reconcile("diff", path)
@@ -94,6 +90,7 @@ def test_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
         assert sandbox.reconcile("diff", path).returncode == 0, drift
         assert {n: c["pid"] for n, c in sandbox.containers().items()} == pids, drift
     assert sandbox.exec_in("db", "wget", "-qO-", "http://web/") == "hello from web\n"
+    _assert_host_ends_without_ipv6(sandbox)  # the pair made again after its deletion too
 
     # A killed container is started again by the next apply, at the same address.
     os.kill(pids["web"], signal.SIGKILL)
@@ -132,6 +129,16 @@ def test_round_trip(sandbox: Sandbox, rootfs: Path) -> None:
         stacks = db.execute("select stack from containers union select stack from leases").fetchall()
     assert ("app",) not in stacks
     assert sandbox.snapshot("fv0", "fv1") == canary
+
+
+def _assert_host_ends_without_ipv6(sandbox: Sandbox) -> None:
+    """The host ends are bridge ports: no IPv6 of their own (no link-local address, no routes)."""
+    host_ends = [link for link in sandbox.our_links()
+                 if (link.get("ifalias") or "").startswith(f"{ALIAS_PREFIX} endpoint")]
+    assert len(host_ends) == 3
+    for link in host_ends:
+        assert [a for a in link["addr_info"] if a["family"] == "inet6"] == [], link["ifname"]
+        assert sandbox.run("cat", f"/proc/sys/net/ipv6/conf/{link['ifname']}/disable_ipv6").stdout == "1\n"
 
 
 def test_host_root_is_a_writable_layer_with_private_tmp_and_volumes(sandbox: Sandbox, tmp_path: Path) -> None:

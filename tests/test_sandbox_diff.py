@@ -52,12 +52,13 @@ UPLINK = nic(2, "eth0", "192.168.1.10/24")
 
 
 def host_end(index: int, container: str, network: str, stack: str = "demo", **link: Any) -> Nic:
-    """The host end of an endpoint, on its network's bridge with hairpin on (a port no more, with
-    no hairpin flag, when there is no such bridge: deleting a bridge detaches its ports)."""
+    """The host end of an endpoint, on its network's bridge with hairpin on and IPv6 off (a port
+    no more, with neither flag, when there is no such bridge: deleting a bridge detaches its
+    ports)."""
     on = BRIDGES.get(network)
     end = nic(index, names.veth_host_name(stack, container, network), kind="veth",
               alias=names.endpoint_alias(stack, container, network), master=on.link.index if on else None,
-              group=names.LINK_GROUP, hairpin=True if on else None)
+              group=names.LINK_GROUP, hairpin=True if on else None, ipv6=False if on else None)
     return with_link(end, **link)
 
 
@@ -140,7 +141,7 @@ def observe(monkeypatch: pytest.MonkeyPatch) -> Observe:
 def made(container: str, network: str, ifname: str, *addresses: str) -> tuple[FieldRow, ...]:
     """Every field of a new endpoint, from nothing to the spec (an MTU of 1500 everywhere)."""
     values = {"host_name": names.veth_host_name("demo", container, network), "bridge": f"rc-demo-{network}",
-              "host_mtu": 1500, "hairpin": True, "host_up": True, "ifname": ifname, "mtu": 1500,
+              "host_mtu": 1500, "hairpin": True, "host_ipv6": False, "host_up": True, "ifname": ifname, "mtu": 1500,
               "addresses": list(addresses), "up": True}
     return tuple((path, None, value) for path, value in values.items())
 
@@ -188,6 +189,9 @@ CASES = [
         (Action.UPDATE, KIND_ENDPOINT, "demo/db/back", DRIFTED,
          (("host_mtu", 9000, 1500), ("hairpin", False, True), ("host_up", False, True))),
     ], id="host end down, wrong mtu, no hairpin"),
+    pytest.param((WEB_FRONT, WEB_BACK, host_end(12, "db", "back", ipv6=True), API_NET), IN_SYNC, [
+        (Action.UPDATE, KIND_ENDPOINT, "demo/db/back", DRIFTED, (("host_ipv6", True, False),)),
+    ], id="host end with IPv6 on (made by an older release, or switched on by hand)"),
     pytest.param(HOST_ENDS, spaces(web=web(inner_end(0, "web", "front", "10.88.1.99/24", "fd00:88:1::10/64"),
                                            WEB_ETH1)), [
         (Action.UPDATE, KIND_ENDPOINT, "demo/web/front", DRIFTED,
@@ -296,5 +300,5 @@ def test_a_sandbox_is_observed_in_the_spec_shape() -> None:
     assert front.state is not None
     assert front.state.field_values() == {"host_name": names.veth_host_name("demo", "web", "front"),
                                           "bridge": "rc-demo-front", "host_mtu": 1500, "hairpin": True,
-                                          "host_up": True, "ifname": "eth0", "mtu": 1500,
+                                          "host_ipv6": False, "host_up": True, "ifname": "eth0", "mtu": 1500,
                                           "addresses": WEB_ADDRESSES, "up": True}
