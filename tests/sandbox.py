@@ -40,6 +40,9 @@ ip link set lo up
 # defaults for those the product sets or the tests count on.
 sysctl -qw net.ipv4.ip_forward=0 net.ipv4.conf.all.route_localnet=0 net.ipv4.conf.default.route_localnet=0 \
   net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+# New links with IPv6 on, as the kernel's default (some hosts make their namespaces inherit
+# theirs); -e: a host without IPv6 has no such key.
+sysctl -qew net.ipv6.conf.default.disable_ipv6=0
 echo ready
 exec sleep infinity
 """

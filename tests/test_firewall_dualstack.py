@@ -38,6 +38,7 @@ mkbridge() { ip link add $1 type bridge; ip addr add $2 dev $1; ip addr add $3 d
 container() {
   ip netns add $1
   ip link add h-$1 type veth peer name eth0 netns $1
+  sysctl -qw net.ipv6.conf.h-$1.disable_ipv6=1  # as the sandbox controller's host ends
   ip link set h-$1 master $2 up
   bridge link set dev h-$1 hairpin on
   ip -n $1 link set lo up
