@@ -306,7 +306,7 @@ class NetworkController:
         if any(address.version == 6 for address in added):
             # A host with net.ipv6.conf.default.disable_ipv6=1 (a common hardening) makes every
             # new link so, and the kernel refuses its IPv6 addresses; the bridge is ours.
-            sysctl.write("0", *sysctl.ipv6_disabled(want.name))
+            sysctl.write("0", *sysctl.disable_ipv6_key(want.name))
         for address in added:
             self._netlink.add_address(index, address)
         if current.up != want.up:

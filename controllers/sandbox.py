@@ -41,6 +41,8 @@ from specs.model import Stack
 
 KIND_SANDBOX = "sandbox"
 KIND_ENDPOINT = "endpoint"
+IPV6_MIN_MTU = 1280
+"""Below it a link has no IPv6 at all; raised to it, the kernel gives the link IPv6 anew."""
 
 
 @dataclass(frozen=True)
@@ -260,7 +262,7 @@ def _set_container_ipv6(ns_name: str, ifname: str, on: bool) -> None:
     IPv6 disabled), so a hand-disabled link is repaired with its address. A host without IPv6
     has nothing to disable."""
     try:
-        netns.write_sysctl(ns_name, "0" if on else "1", *sysctl.ipv6_disabled(ifname))
+        netns.write_sysctl(ns_name, "0" if on else "1", *sysctl.disable_ipv6_key(ifname))
     except FileNotFoundError:
         if on:
             raise
@@ -271,7 +273,7 @@ def _set_host_ipv6(host_name: str, on: bool) -> None:
     which is in the host's namespace (a container end's needs a thread that enters its own). A
     link without IPv6 state (a host without IPv6, an MTU under 1280) has nothing to switch."""
     with suppress(FileNotFoundError):
-        sysctl.write("0" if on else "1", *sysctl.ipv6_disabled(host_name))
+        sysctl.write("0" if on else "1", *sysctl.disable_ipv6_key(host_name))
 
 
 def _endpoint_owner(key: str) -> names.Owner:
@@ -412,16 +414,21 @@ class SandboxController:
                   want: EndpointState, bridges: Mapping[str, int], alias: str | None) -> None:
         """One request per end for the link attributes (alias only on a new pair; the container
         end's MAC whenever its IPv4 address is set), then the hairpin (the port must be enslaved
-        first) and the addresses."""
+        first) and the addresses. The host end's IPv6 switch goes before its request (a new
+        pair's before it is up), or after it when that request raises its MTU to IPv6's minimum
+        or above: the kernel then makes the link's IPv6 anew, from its defaults."""
         if current.bridge != want.bridge and want.bridge is not None and want.bridge not in bridges:
             raise ApplyError(f"bridge {want.bridge} does not exist")
-        if current.host_ipv6 != want.host_ipv6:
-            _set_host_ipv6(want.host_name, want.host_ipv6)  # a new pair's before it is up
+        ipv6_made_anew = current.host_mtu < IPV6_MIN_MTU <= want.host_mtu
+        if current.host_ipv6 != want.host_ipv6 and not ipv6_made_anew:
+            _set_host_ipv6(want.host_name, want.host_ipv6)
         self._host.set_link(
             host_index, alias=alias,
             master=bridges[want.bridge] if current.bridge != want.bridge and want.bridge is not None else None,
             mtu=want.host_mtu if current.host_mtu != want.host_mtu else None,
             up=want.host_up if current.host_up != want.host_up else None)
+        if ipv6_made_anew:
+            _set_host_ipv6(want.host_name, want.host_ipv6)
         if current.hairpin != want.hairpin or current.bridge != want.bridge:
             self._host.set_hairpin(host_index, want.hairpin)
         ipv4 = ipv4_of(want.addresses)

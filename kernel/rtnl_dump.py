@@ -76,8 +76,8 @@ class Link:
     group: int
     hairpin: bool | None = None  # bridge ports only: may frames go back out the port they came in
     ipv6: bool | None = None
-    """Bridge ports only: whether the port has IPv6 on (its disable_ipv6 is 0); False when it has
-    no IPv6 state at all (a host without IPv6, an MTU under IPv6's 1280)."""
+    """Bridge ports and veths only: whether the link has IPv6 on (its disable_ipv6 is 0); False
+    when it has no IPv6 state at all (a host without IPv6, an MTU under IPv6's 1280)."""
 
 
 @dataclass(frozen=True)
@@ -126,20 +126,24 @@ def parse_link(body: bytes) -> Link:
     attrs = wire.attributes(body, wire.IFINFO.size, _LINK_ATTRS)
     info = wire.attributes(attrs.get(IFLA_LINKINFO, b""), 0, _LINKINFO_ATTRS)
     hairpin = ipv6 = None
-    if wire.text(info.get(IFLA_INFO_SLAVE_KIND)) == "bridge":
+    kind = wire.text(info.get(IFLA_INFO_KIND))
+    port = wire.text(info.get(IFLA_INFO_SLAVE_KIND)) == "bridge"
+    if port:
         mode = wire.attributes(info.get(IFLA_INFO_SLAVE_DATA, b""), 0, _BRPORT_ATTRS).get(IFLA_BRPORT_MODE)
         hairpin = bool(mode and mode[0])
+    if port or kind == "veth":
         ipv6 = _ipv6_on(attrs.get(IFLA_AF_SPEC, b""))
     return Link(index=index, name=wire.text(attrs.get(IFLA_IFNAME)) or "",
-                kind=wire.text(info.get(IFLA_INFO_KIND)),
+                kind=kind,
                 alias=wire.text(attrs.get(IFLA_IFALIAS)) or None, mtu=wire.u32(attrs.get(IFLA_MTU)) or 0,
                 up=bool(flags & IFF_UP), master=wire.u32(attrs.get(IFLA_MASTER)),
                 group=wire.u32(attrs.get(IFLA_GROUP)) or 0, hairpin=hairpin, ipv6=ipv6)
 
 
 def _ipv6_on(af_spec: bytes) -> bool:
-    """Whether a link's IFLA_AF_SPEC shows IPv6 on: its IPv6 sysctls (read only for bridge ports,
-    whose dumps are the ones that carry them often enough to matter: ~2 us a link)."""
+    """Whether a link's IFLA_AF_SPEC shows IPv6 on, from its IPv6 sysctls. Every link carries
+    them; they are read (~1-2 us) only where a caller compares them: bridge ports and veths (a
+    host end off its bridge is still one)."""
     inet6 = wire.attributes(af_spec, 0, _INET6_ONLY).get(AF_INET6)
     conf = wire.attributes(inet6, 0, _INET6_CONF).get(IFLA_INET6_CONF) if inet6 else None
     if conf is None or len(conf) < 4 * (DEVCONF_DISABLE_IPV6 + 1):

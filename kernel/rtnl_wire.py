@@ -98,7 +98,7 @@ def done_errno(payload: bytes) -> int:
     """The errno of a dump the kernel gave up on, which ends with it negated in the NLMSG_DONE
     payload (a table strict checking names that does not exist, a header it refuses, ENOMEM);
     0 for a complete dump."""
-    return -_S32.unpack_from(payload)[0] if len(payload) >= _S32.size else 0
+    return -s32(payload) if len(payload) >= _S32.size else 0
 
 
 _buffers = threading.local()
@@ -142,7 +142,7 @@ def exchange(sock: socket.socket, kind: int, flags: int, body: bytes) -> Iterato
                     raise DumpInterrupted()
                 return
             if msg_type == NLMSG_ERROR:
-                code = -_S32.unpack_from(payload)[0]
+                code = -s32(payload)
                 if code:
                     raise NetlinkError(code, os.strerror(code))
                 return  # the ack of a request

@@ -22,6 +22,6 @@ def write(value: str, *parts: str) -> None:
     PROC_SYS.joinpath(*parts).write_text(value + "\n")
 
 
-def ipv6_disabled(ifname: str) -> tuple[str, ...]:
+def disable_ipv6_key(ifname: str) -> tuple[str, ...]:
     """The key of a link's IPv6 switch (`disable_ipv6`: 1 is off) in its namespace."""
     return ("net", "ipv6", "conf", ifname, "disable_ipv6")

@@ -53,12 +53,12 @@ UPLINK = nic(2, "eth0", "192.168.1.10/24")
 
 def host_end(index: int, container: str, network: str, stack: str = "demo", **link: Any) -> Nic:
     """The host end of an endpoint, on its network's bridge with hairpin on and IPv6 off (a port
-    no more, with neither flag, when there is no such bridge: deleting a bridge detaches its
+    no more, with no hairpin flag, when there is no such bridge: deleting a bridge detaches its
     ports)."""
     on = BRIDGES.get(network)
     end = nic(index, names.veth_host_name(stack, container, network), kind="veth",
               alias=names.endpoint_alias(stack, container, network), master=on.link.index if on else None,
-              group=names.LINK_GROUP, hairpin=True if on else None, ipv6=False if on else None)
+              group=names.LINK_GROUP, hairpin=True if on else None, ipv6=False)
     return with_link(end, **link)
 
 
@@ -192,6 +192,11 @@ CASES = [
     pytest.param((WEB_FRONT, WEB_BACK, host_end(12, "db", "back", ipv6=True), API_NET), IN_SYNC, [
         (Action.UPDATE, KIND_ENDPOINT, "demo/db/back", DRIFTED, (("host_ipv6", True, False),)),
     ], id="host end with IPv6 on (made by an older release, or switched on by hand)"),
+    pytest.param((host_end(10, "web", "front", master=None, hairpin=None, ipv6=True), WEB_BACK, DB_BACK, API_NET),
+                 IN_SYNC, [
+        (Action.UPDATE, KIND_ENDPOINT, "demo/web/front", DRIFTED,
+         (("bridge", None, "rc-demo-front"), ("hairpin", False, True), ("host_ipv6", True, False))),
+    ], id="host end detached from the bridge, IPv6 on"),
     pytest.param(HOST_ENDS, spaces(web=web(inner_end(0, "web", "front", "10.88.1.99/24", "fd00:88:1::10/64"),
                                            WEB_ETH1)), [
         (Action.UPDATE, KIND_ENDPOINT, "demo/web/front", DRIFTED,
