@@ -69,8 +69,9 @@ class EndpointState:
 
     def field_values(self) -> dict[str, object]:
         return {"host_name": self.host_name, "bridge": self.bridge, "host_mtu": self.host_mtu,
-                "hairpin": self.hairpin, "host_ipv6": self.host_ipv6, "host_up": self.host_up, "ifname": self.ifname,
-                "mtu": self.mtu, "addresses": [str(a) for a in self.addresses], "up": self.up}
+                "hairpin": self.hairpin, "host_ipv6": self.host_ipv6, "host_up": self.host_up,
+                "ifname": self.ifname, "mtu": self.mtu, "addresses": [str(a) for a in self.addresses],
+                "up": self.up}
 
 
 _IDENTITY = ("host_name", "ifname")
@@ -124,8 +125,8 @@ def _endpoint_state(host: Link, inner: Link, inner_addresses: tuple[Interface, .
     master = by_index.get(host.master) if host.master else None
     return EndpointState(
         host_name=host.name, bridge=master.name if master else None, host_mtu=host.mtu,
-        hairpin=bool(host.hairpin), host_ipv6=bool(host.ipv6), host_up=host.up, ifname=inner.name, mtu=inner.mtu,
-        addresses=inner_addresses, up=inner.up)
+        hairpin=bool(host.hairpin), host_ipv6=bool(host.ipv6), host_up=host.up, ifname=inner.name,
+        mtu=inner.mtu, addresses=inner_addresses, up=inner.up)
 
 
 def _default_route(dump: LinkDump, version: int) -> str | None:
@@ -169,8 +170,8 @@ def _desired_endpoints(stack: Stack, container_key: str, desired: Desired) -> di
             addresses += (IPv6Interface((int(desired.addresses6[key]), net.subnet6.prefixlen)),)
         result[net_key] = EndpointState(
             host_name=names.veth_host_name(stack.name, container_key, net_key), bridge=net.bridge,
-            host_mtu=net.mtu, hairpin=True, host_ipv6=False, host_up=True, ifname=names.container_ifname(index),
-            mtu=net.mtu, addresses=addresses, up=True)
+            host_mtu=net.mtu, hairpin=True, host_ipv6=False, host_up=True,
+            ifname=names.container_ifname(index), mtu=net.mtu, addresses=addresses, up=True)
     return result
 
 
