@@ -322,7 +322,6 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
     and for the watch agent's restart policy with its backoff: acting on it here would spin a
     crashing program through every pass of the apply. `rendered`: /etc/hosts lines kept from
     earlier passes (hosts_files)."""
-    rendered = RenderedLines() if rendered is None else rendered
     result = Diff()
     # Each wanted container is diffed as soon as it is worked out, and only its change is kept:
     # the desired state of a thousand in sync (a started spec each) is never held at once.
