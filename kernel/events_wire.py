@@ -13,10 +13,12 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from socket import AF_INET6
 
 from kernel import rtnl_wire as wire
 from kernel.netlink import AF_UNSPEC, RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE
 from kernel.rtnl_dump import IFLA_IFALIAS, IFLA_IFNAME, parse_address, parse_route
+from specs.names import VETH_PREFIX
 
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_NEWTABLE, NFT_MSG_DELTABLE = 0, 2
@@ -131,7 +133,7 @@ def route_event(netns: str | None, kind: int, body: bytes, names: LinkNames) -> 
     if kind in (RTM_NEWADDR, RTM_DELADDR):
         address = parse_address(body)
         if address is None:
-            return None
+            return _ipv6_switched_on(netns, kind, body, names)
         what, index = "address", address.index
     elif kind in (RTM_NEWROUTE, RTM_DELROUTE):
         route = parse_route(body)
@@ -142,6 +144,18 @@ def route_event(netns: str | None, kind: int, body: bytes, names: LinkNames) -> 
         return None
     name, alias = names.get(index, (None, None))
     return LinkEvent(netns, what, kind in (RTM_DELADDR, RTM_DELROUTE), index, name, alias)
+
+
+def _ipv6_switched_on(netns: str | None, kind: int, body: bytes, names: LinkNames) -> LinkEvent | None:
+    """An IPv6 link-local address new on a veth host end of ours (the agent's namespace, the
+    name's prefix; whose it is, its alias says): its IPv6 was switched on, since such an end is
+    brought up with it off. The kernel announces the switch itself on no group; the address it
+    then gives the link, it does."""
+    family, _prefixlen, _flags, _scope, index = wire.IFADDR.unpack_from(body)
+    name, alias = names.get(index, (None, None))
+    if kind != RTM_NEWADDR or family != AF_INET6 or netns is not None or not (name or "").startswith(VETH_PREFIX):
+        return None
+    return LinkEvent(netns, "address", False, index, name, alias)
 
 
 def rule_event(kind: int, body: bytes) -> RuleEvent | None:

@@ -171,6 +171,26 @@ def test_address_and_route_of_an_aliased_link_name_it(sandbox: Sandbox) -> None:
         collector.wait_for(LinkEvent(None, "address", True, index, "rc-s-n", ALIAS))
 
 
+def test_ipv6_switched_on_at_a_host_end_is_its_link_local_address(sandbox: Sandbox, collector: Collector) -> None:
+    """The switch itself is announced on no group; the link-local address the kernel then gives
+    the link is. That of a veth host end of ours is news; any other link's is not."""
+    endpoint = "reconcile/v1 endpoint s/c/n"
+    sandbox.sh("sysctl -qw net.ipv6.conf.default.disable_ipv6=1"
+               " && ip link add other0 type veth peer name other1 && ip link set other1 up && ip link set other0 up"
+               " && ip link add rcvtest type veth peer name rcvpeer && ip link set rcvpeer up"
+               f" && ip link set rcvtest alias '{endpoint}' up")
+    port, other = _index(sandbox, "rcvtest"), _index(sandbox, "other0")
+    collector.wait_for(LinkEvent(None, "link", False, port, "rcvtest", endpoint))
+    sandbox.sh("sysctl -qw net.ipv6.conf.other0.disable_ipv6=0 net.ipv6.conf.rcvtest.disable_ipv6=0")
+    collector.wait_for(LinkEvent(None, "address", False, port, "rcvtest", endpoint))
+    assert "inet6 fe80:" in sandbox.run("ip", "-6", "addr", "show", "other0").stdout  # it got one too
+    assert not [r for r in collector.seen if r.get("ifindex") == other and r.get("what") == "address"]
+    sandbox.run("sysctl", "-qw", "net.ipv6.conf.rcvtest.disable_ipv6=1")  # switched off: nothing to repair
+    sandbox.run("ip", "link", "set", "rcvtest", "down")
+    collector.wait_for(LinkEvent(None, "link", False, port, "rcvtest", endpoint))
+    assert [r["deleted"] for r in collector.seen if r.get("ifindex") == port and r.get("what") == "address"] == [False]
+
+
 def test_named_namespace_events_and_its_deletion(sandbox: Sandbox, collector: Collector) -> None:
     """Events inside a watched namespace carry its name; deleting the namespace closes our
     socket, so the kernel really destroys it: the host end of its veth goes too."""

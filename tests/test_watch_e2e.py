@@ -160,6 +160,26 @@ def test_drift_is_repaired_without_a_file_change(sandbox: Sandbox, specs: Path, 
     assert samples()["reconcile_queue_depth"] >= 0
 
 
+def test_a_host_end_whose_ipv6_was_switched_on_is_repaired_by_event(sandbox: Sandbox, specs: Path) -> None:
+    """No resync comes during the test: the link-local address the kernel gives the end is the
+    event the repair follows, and the process is left as it runs."""
+    agent = Agent(sandbox, specs, "--resync", "3600", "--debounce", "50")
+    try:
+        save_atomically(specs / "svc.yaml", SERVICE)
+        assert eventually(lambda: (watch_row(sandbox, "svc") or {}).get("sync"), "Synced") == "Synced"
+        pid = _container(sandbox)["pid"]
+        veth = next(link["ifname"] for link in sandbox.our_links() if link["ifname"].startswith("rcv"))
+        switch = f"/proc/sys/net/ipv6/conf/{veth}/disable_ipv6"
+        sandbox.run("sysctl", "-qw", f"net.ipv6.conf.{veth}.disable_ipv6=0")
+        assert eventually(lambda: [r for r in agent.lines if r.get("kind") == "endpoint"
+                                   and f"ifname='{veth}'" in str(r.get("why"))] != [], True)
+        assert eventually(lambda: sandbox.run("cat", switch).stdout, "1\n") == "1\n"
+        assert "inet6" not in sandbox.run("ip", "-6", "addr", "show", veth).stdout
+        assert _container(sandbox)["pid"] == pid
+    finally:
+        assert agent.stop() == 0
+
+
 def test_a_new_agent_adopts_what_runs_and_sigterm_leaves_it_running(sandbox: Sandbox, specs: Path) -> None:
     save_atomically(specs / "svc.yaml", SERVICE)
     first = Agent(sandbox, specs, "--debounce", "50")
