@@ -129,7 +129,8 @@ def route_event(netns: str | None, kind: int, body: bytes, names: LinkNames) -> 
                          wire.text(attrs.get(IFLA_IFNAME)) or known_name,
                          wire.text(attrs.get(IFLA_IFALIAS)) or known_alias)
     # Only what a dump keeps is news: the kernel's own IPv6 link-local addresses and routes,
-    # and its local-table routes, come and go with every link brought up.
+    # and its local-table routes, come and go with every link brought up (but for a link-local
+    # address new on a host end of ours, which is brought up with IPv6 off: _ipv6_switched_on).
     if kind in (RTM_NEWADDR, RTM_DELADDR):
         address = parse_address(body)
         if address is None:

@@ -19,12 +19,13 @@ from collections import OrderedDict
 from pathlib import Path
 
 from kernel import crashpoints
-from kernel.pseudofiles import CHUNK
+from kernel.pseudofiles import CHUNK, read_bytes
 
 PROC_SYS = Path("/proc/sys")
 KEPT = 16
-"""Files kept open, the least recently read closed first: a focused pass reads four, a pass over
-everything one per interface (each opened, read and closed as they pass through)."""
+"""Files kept open, the least recently read closed first: a focused pass reads four. A pass over
+everything reads one per interface, each pushing out an older one (the focused passes' four are
+opened again by the first such pass after it)."""
 
 _kept: OrderedDict[tuple[int, str], int] = OrderedDict()
 _lock = threading.Lock()
@@ -32,14 +33,20 @@ _lock = threading.Lock()
 
 def read(*parts: str) -> str:
     path = f"{PROC_SYS}/{'/'.join(parts)}"
-    key = (os.stat("/proc/thread-self/ns/net").st_ino, path)  # the calling thread's namespace
+    try:
+        key = (os.stat("/proc/thread-self/ns/net").st_ino, path)  # the calling thread's namespace
+    except OSError:  # a /proc of another PID namespace shows no thread-self of ours: read, keep nothing
+        return read_bytes(path).decode().strip()
     with _lock:
         fd = _kept.pop(key, None)
     if fd is not None:
         try:
             value = os.pread(fd, CHUNK, 0)
-        except OSError:  # its interface is gone (ENOENT): the path may name another now
+        except OSError:  # its interface is gone (ENOENT): the path may name another one now
             os.close(fd)
+        except BaseException:
+            os.close(fd)
+            raise
         else:
             _keep(key, fd)
             return value.decode().strip()

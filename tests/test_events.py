@@ -25,6 +25,7 @@ from kernel.events import DUMP_RETRIES, Event, ExitEvent, LinkEvent, NetnsGone, 
 from kernel.events_wire import NFPROTO_INET, NFPROTO_IPV6
 from kernel.procs import read_proc
 from tests.sandbox import Sandbox
+from tests.waiting import eventually, scaled
 
 COLLECTOR = """
 import dataclasses, json, sys, threading, time
@@ -66,6 +67,8 @@ events.close()
 """
 
 ALIAS = "reconcile/v1 network s/n"
+DAD_TIMEOUT = 10.0
+"""Seconds for a new IPv6 link-local address's duplicate address detection (1-2 s here)."""
 PORT_COMMENT = "reconcile/v1 port s/c/8080/tcp"
 Record = dict[str, Any]
 """One event as the collector printed it: its fields, "type" and "at" (time.monotonic())."""
@@ -182,12 +185,17 @@ def test_ipv6_switched_on_at_a_host_end_is_its_link_local_address(sandbox: Sandb
     port, other = _index(sandbox, "rcvtest"), _index(sandbox, "other0")
     collector.wait_for(LinkEvent(None, "link", False, port, "rcvtest", endpoint))
     sandbox.sh("sysctl -qw net.ipv6.conf.other0.disable_ipv6=0 net.ipv6.conf.rcvtest.disable_ipv6=0")
-    collector.wait_for(LinkEvent(None, "address", False, port, "rcvtest", endpoint))
-    assert "inet6 fe80:" in sandbox.run("ip", "-6", "addr", "show", "other0").stdout  # it got one too
-    assert not [r for r in collector.seen if r.get("ifindex") == other and r.get("what") == "address"]
+    collector.wait_for(LinkEvent(None, "address", False, port, "rcvtest", endpoint), timeout=scaled(DAD_TIMEOUT))
+
+    def announced(name: str) -> bool:  # the kernel announces a link-local address once its DAD is done
+        shown = sandbox.run("ip", "-6", "addr", "show", "dev", name).stdout
+        return "inet6 fe80:" in shown and "tentative" not in shown
+
+    assert eventually(lambda: announced("other0"), True, timeout=DAD_TIMEOUT)  # it got one too
     sandbox.run("sysctl", "-qw", "net.ipv6.conf.rcvtest.disable_ipv6=1")  # switched off: nothing to repair
     sandbox.run("ip", "link", "set", "rcvtest", "down")
-    collector.wait_for(LinkEvent(None, "link", False, port, "rcvtest", endpoint))
+    collector.wait_for(LinkEvent(None, "link", False, port, "rcvtest", endpoint))  # all before it was read
+    assert not [r for r in collector.seen if r.get("ifindex") == other and r.get("what") == "address"]
     assert [r["deleted"] for r in collector.seen if r.get("ifindex") == port and r.get("what") == "address"] == [False]
 
 

@@ -172,7 +172,7 @@ def test_a_host_end_whose_ipv6_was_switched_on_is_repaired_by_event(sandbox: San
         switch = f"/proc/sys/net/ipv6/conf/{veth}/disable_ipv6"
         sandbox.run("sysctl", "-qw", f"net.ipv6.conf.{veth}.disable_ipv6=0")
         assert eventually(lambda: [r for r in agent.lines if r.get("kind") == "endpoint"
-                                   and f"ifname='{veth}'" in str(r.get("why"))] != [], True)
+                                   and f"ifname='{veth}'" in str(r.get("why"))] != [], True, timeout=15)
         assert eventually(lambda: sandbox.run("cat", switch).stdout, "1\n") == "1\n"
         assert "inet6" not in sandbox.run("ip", "-6", "addr", "show", veth).stdout
         assert _container(sandbox)["pid"] == pid
