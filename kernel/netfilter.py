@@ -389,11 +389,12 @@ class IptablesNft:
 def read_route_localnet(ifaces: Iterable[str] | None = None) -> dict[str, str]:
     """route_localnet of these interfaces (every one of this namespace by default; "0"/"1"):
     DNAT to 127.0.0.1 from the host routes a loopback-sourced packet out of the bridge, a
-    martian unless this is set on the outgoing interface. (One small read per interface: ~10 us
-    each.)"""
-    conf = sysctl.PROC_SYS / "net" / "ipv4" / "conf"
+    martian unless this is set on the outgoing interface. A few named ones (a focused pass's)
+    are kept open from pass to pass (kernel.sysctl)."""
+    if ifaces is None:
+        return sysctl.read_each(("net", "ipv4", "conf"), "route_localnet")
     values: dict[str, str] = {}
-    for iface in sorted(p.name for p in conf.iterdir()) if ifaces is None else sorted(ifaces):
+    for iface in sorted(ifaces):
         try:
             values[iface] = sysctl.read("net", "ipv4", "conf", iface, "route_localnet")
         except FileNotFoundError:  # the interface went away meanwhile

@@ -1,6 +1,7 @@
-"""kernel.sysctl's kept reads against the real kernel: a file kept open reads what was written
-since, a file whose interface was made again reads the new one, each thread reads its own
-network namespace's file, and no more than KEPT files stay open."""
+"""kernel.sysctl's reads against the real kernel: a file kept open reads what was written since,
+a file whose interface was made again reads the new one, each thread reads its own network
+namespace's file, no more than KEPT files stay open, and `read_each` reads what the files say,
+keeping none open."""
 
 from __future__ import annotations
 
@@ -53,6 +54,12 @@ before, kept_before = fds(), len(sysctl._kept)
 out["many"] = sorted({localnet(f"tb{i}") for i in range(3 * sysctl.KEPT)})
 out["opened"] = fds() - before
 out["more_kept"] = sysctl.KEPT - kept_before
+
+before = fds()
+each = sysctl.read_each(("net", "ipv4", "conf"), "route_localnet")
+out["each_opened"] = fds() - before
+out["each"] = each == {name: localnet(name) for name in os.listdir("/proc/sys/net/ipv4/conf")}
+out["each_names"] = sorted(name for name in each if name.startswith("tb"))[:2]
 print(json.dumps(out))
 """
 
@@ -63,3 +70,4 @@ def test_kept_reads_follow_the_kernel(sandbox: Sandbox) -> None:
     assert (out["here"], out["inside"], out["here_again"]) == ("0", ["1"], "0")
     assert out["many"] == ["0"]
     assert out["opened"] == out["more_kept"] > 0
+    assert (out["each"], out["each_opened"], out["each_names"]) == (True, 0, ["tb0", "tb1"])
