@@ -74,6 +74,8 @@ def read_each(directory: tuple[str, ...], leaf: str) -> dict[str, str]:
                 continue
             try:
                 values[name] = os.pread(fd, CHUNK, 0).decode().strip()
+            except FileNotFoundError:  # ... or between the open and the read
+                continue
             finally:
                 os.close(fd)
         return values
