@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from contextlib import suppress
 from pathlib import Path
 
 from kernel import crashpoints
@@ -37,19 +38,15 @@ def read(*parts: str) -> str:
     except OSError:  # a /proc of another PID namespace shows no thread-self of ours: read, keep nothing
         return read_bytes(path).decode().strip()
     with _lock:
-        fd = _kept.pop(key, None)
-    if fd is not None:
-        try:
-            value = os.pread(fd, CHUNK, 0)
-        except OSError:  # its interface is gone (ENOENT): the path may name another one now
-            os.close(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        else:
-            _keep(key, fd)
-            return value.decode().strip()
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        kept = _kept.pop(key, None)
+    if kept is not None:
+        with suppress(OSError):  # its interface is gone (ENOENT): the path may name another one now
+            return _read_and_keep(key, kept)
+    return _read_and_keep(key, os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+
+
+def _read_and_keep(key: tuple[int, str], fd: int) -> str:
+    """The file's value; the descriptor kept, or closed when the read failed."""
     try:
         value = os.pread(fd, CHUNK, 0)
     except BaseException:
