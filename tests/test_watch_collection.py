@@ -64,3 +64,37 @@ def test_between_keys_collects_in_full_once_the_last_one_is_old_enough(
     assert full_collections == []
     CycleCollector(every=0).between_keys(busy=True)
     assert full_collections == [1]
+
+
+def test_a_pass_over_everything_owes_a_full_collection_at_the_next_idle_moment(
+    only_asked_collections: None, full_collections: list[int]
+) -> None:
+    collector = CycleCollector(every=3600)
+    with collector.during_pass(focused=True):
+        pass
+    collector.between_keys(busy=False)
+    assert full_collections == []  # a repair owes nothing
+    with collector.during_pass(focused=False):
+        pass
+    collector.between_keys(busy=True)
+    assert full_collections == []  # keys are waiting: their repairs come first
+    collector.between_keys(busy=False)
+    assert full_collections == [1]
+    collector.between_keys(busy=False)
+    assert full_collections == [1]  # paid once
+
+
+def test_a_failed_pass_over_everything_owes_one_too(only_asked_collections: None,
+                                                     full_collections: list[int]) -> None:
+    collector = CycleCollector(every=3600)
+    with pytest.raises(RuntimeError), collector.during_pass(focused=False):
+        raise RuntimeError("the pass failed halfway")
+    collector.between_keys(busy=False)
+    assert full_collections == [1]
+
+
+def test_a_focused_pass_defers_pythons_own_full_collections(full_collections: list[int]) -> None:
+    before = gc.get_threshold()
+    with CycleCollector().during_pass(focused=True):
+        assert gc.get_threshold()[2] > before[2]
+    assert gc.get_threshold() == before

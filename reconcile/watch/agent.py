@@ -18,7 +18,6 @@ import errno
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -302,7 +301,7 @@ class Agent:
         with exclusive(self.settings.state_dir, self._waiting_for_lock), \
                 open_session(self.settings, writable=True, drivers=self._drivers, leases=self._leases,
                              rendered=self._rendered) as session, \
-                self.cycles.deferred() if focus is not None else nullcontext():
+                self.cycles.during_pass(focused=focus is not None):
             resolved = pinning.resolve(target, self.settings,
                                       pinning.Pulling(allowed=True, background=self._pull_in_background),
                                       None if focus is None else focus.containers)

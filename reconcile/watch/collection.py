@@ -1,5 +1,6 @@
 """When the watch agent collects its cyclic garbage in full: not in the middle of a focused
-pass (a repair), but between two keys, at most every FULL_EVERY seconds.
+pass (a repair), but between two keys: once idle after a pass over everything, and otherwise
+at most every FULL_EVERY seconds.
 
 Why: Python starts a full collection on its own once enough objects have survived into the
 oldest generation, whatever the program is doing, and a full collection walks every object
@@ -9,7 +10,11 @@ passes; one that landed inside a killed container's repair made it 167 ms instea
 During a focused pass Python still collects the young generations as it allocates (0.1-6 ms
 each, no dearer with more containers); what became old and cyclic waits for the next full
 collection, after the key. A pass over everything (a cold start of a thousand containers
-allocates far more) keeps Python's own schedule, so its peak memory does not grow.
+allocates far more) keeps Python's own schedule, so its peak memory does not grow, and owes
+a full collection at the next idle moment between keys: what it left in cycles is freed (and
+given back to the kernel by the worker) at once, not up to FULL_EVERY seconds later (the
+agent converging 1,000 containers, read as it went quiet: 71.7-72.0 MiB resident before, 69.1-
+69.4 after; 68.5-68.7 either way 40 s later).
 
 Python 3.11 and 3.12, whose collector has three generations (Debian 12 has 3.11); on a
 Python whose collector ignores the oldest generation's threshold, the deferral does nothing
@@ -38,6 +43,20 @@ class CycleCollector:
     def __init__(self, every: float = FULL_EVERY) -> None:
         self._every = every
         self._collected_at = time.monotonic()
+        self._owed = False
+
+    @contextmanager
+    def during_pass(self, focused: bool) -> Iterator[None]:
+        """Around one of the worker's passes: a focused one `deferred`; one over everything on
+        Python's schedule, owing a full collection once it is over."""
+        if focused:
+            with self.deferred():
+                yield
+            return
+        try:
+            yield
+        finally:
+            self._owed = True
 
     @contextmanager
     def deferred(self) -> Iterator[None]:
@@ -51,9 +70,10 @@ class CycleCollector:
             gc.set_threshold(young, middle, oldest)
 
     def between_keys(self, busy: bool) -> None:
-        """A full collection, when the last one made here is FULL_EVERY seconds old; while
-        keys are waiting (`busy`: the collection would only delay their repairs) up to twice
-        that."""
-        if time.monotonic() - self._collected_at >= self._every * (2 if busy else 1):
+        """A full collection, when one is owed and no key waits, or when the last one made here
+        is FULL_EVERY seconds old; while keys are waiting (`busy`: the collection would only
+        delay their repairs) up to twice that."""
+        if (self._owed and not busy) or time.monotonic() - self._collected_at >= self._every * (2 if busy else 1):
             gc.collect()
             self._collected_at = time.monotonic()
+            self._owed = False
