@@ -74,8 +74,9 @@ def test_a_pass_over_everything_owes_a_full_collection_at_the_next_idle_moment(
         pass
     collector.between_keys(busy=False)
     assert full_collections == []  # a repair owes nothing
+    before = gc.get_threshold()
     with collector.during_pass(focused=False):
-        pass
+        assert gc.get_threshold() == before  # Python's own schedule
     collector.between_keys(busy=True)
     assert full_collections == []  # keys are waiting: their repairs come first
     collector.between_keys(busy=False)
@@ -84,8 +85,9 @@ def test_a_pass_over_everything_owes_a_full_collection_at_the_next_idle_moment(
     assert full_collections == [1]  # paid once
 
 
-def test_a_failed_pass_over_everything_owes_one_too(only_asked_collections: None,
-                                                     full_collections: list[int]) -> None:
+def test_a_failed_pass_over_everything_owes_one_too(
+    only_asked_collections: None, full_collections: list[int]
+) -> None:
     collector = CycleCollector(every=3600)
     with pytest.raises(RuntimeError), collector.during_pass(focused=False):
         raise RuntimeError("the pass failed halfway")
@@ -93,7 +95,7 @@ def test_a_failed_pass_over_everything_owes_one_too(only_asked_collections: None
     assert full_collections == [1]
 
 
-def test_a_focused_pass_defers_pythons_own_full_collections(full_collections: list[int]) -> None:
+def test_a_focused_pass_defers_pythons_own_full_collections() -> None:
     before = gc.get_threshold()
     with CycleCollector().during_pass(focused=True):
         assert gc.get_threshold()[2] > before[2]

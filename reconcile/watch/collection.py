@@ -13,8 +13,8 @@ collection, after the key. A pass over everything (a cold start of a thousand co
 allocates far more) keeps Python's own schedule, so its peak memory does not grow, and owes
 a full collection at the next idle moment between keys: what it left in cycles is freed (and
 given back to the kernel by the worker) at once, not up to FULL_EVERY seconds later (the
-agent converging 1,000 containers, read as it went quiet: 71.7-72.0 MiB resident before, 69.1-
-69.4 after; 68.5-68.7 either way 40 s later).
+agent converging 1,000 containers, read as it went quiet: 70.0-70.3 MiB resident before,
+67.5-67.7 after; 66.9-67.1 either way 40 s later).
 
 Python 3.11 and 3.12, whose collector has three generations (Debian 12 has 3.11); on a
 Python whose collector ignores the oldest generation's threshold, the deferral does nothing
