@@ -55,11 +55,12 @@ class RenderedLines:
                         for key, container in stack.containers.items() if network in container.networks)
         at = (stack.name, network, version)
         kept = self._kept.pop(at, None)
-        lines = kept[1] if kept is not None and kept[0] == members else _network_lines(members)
-        self._kept[at] = (members, lines)
+        if kept is None or kept[0] != members:
+            kept = (members, _network_lines(members))
+        self._kept[at] = kept  # equal members: the tuple kept before, not the pass's new one
         if len(self._kept) > self.LIMIT:
             del self._kept[next(iter(self._kept))]
-        return lines
+        return kept[1]
 
 
 def hosts_files(stack: Stack, addresses: Mapping[EndpointKey, IPv4Address],

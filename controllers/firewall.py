@@ -461,6 +461,22 @@ def backends(choice: str, run: Runner = subprocess.run,
     return iptables or netfilter.detect(run), nft
 
 
+def kept_backends(detected: tuple[Backend, tuple[Backend, ...]],
+                  before: tuple[Backend, tuple[Backend, ...]]) -> tuple[Backend, tuple[Backend, ...]]:
+    """`detected` (a fresh `backends`), with each backend `before` held too (the same class and
+    name, in either place) taken from `before`: the watch agent's nftables backend then keeps
+    its last read across its passes over everything, as across its focused ones (every observe
+    still checks it against nf_tables' generation). Without this, every resync listed and sorted
+    the whole table again, and what that left kept alive among the pass's garbage held the
+    agent's heap up. Those that are not detected again (the choice changed) are let go."""
+    held = {(type(backend), backend.name): backend for backend in (before[0], *before[1])}
+
+    def kept(backend: Backend) -> Backend:
+        return held.get((type(backend), backend.name), backend)
+
+    return kept(detected[0]), tuple(kept(other) for other in detected[1])
+
+
 def nft_changes() -> NftChanges:
     """The ledger of our nftables table's notifications, for whoever follows them (the watch
     agent feeds it from its event loop and hands it to `backends`)."""

@@ -15,6 +15,7 @@ from controllers.firewall import (
     Work,
     backends,
     diff_firewall,
+    kept_backends,
     observe_firewall,
 )
 from controllers.firewall_rules import NFT_LAYOUT, network_rules, port_key, port_rules, skeleton_rules
@@ -174,6 +175,19 @@ def test_auto_keeps_iptables_under_a_foreign_forward_drop_policy() -> None:
     backend, others = backends("auto", fake, fake.session)
     assert (backend.name, [o.name for o in others]) == ("iptables-nft", ["nftables"])
     assert backends("nftables", fake, fake.session)[0].name == "nftables"  # as asked
+
+
+def test_backends_detected_again_are_the_ones_kept_with_their_read() -> None:
+    """The watch agent detects the backends again on each pass over everything: one detected
+    again is the instance it had (its kept read with it), one no longer detected is let go."""
+    fake = FakeNft()
+    before = backends("auto", fake, fake.session)
+    again = kept_backends(backends("auto", fake, fake.session), before)
+    assert again[0] is before[0] and len(again[1]) == len(before[1]) == 1 and again[1][0] is before[1][0]
+    swapped = kept_backends(backends("auto", FakeNft(forward="DROP"), fake.session), before)
+    assert (swapped[0], swapped[1][0]) == (before[1][0], before[0])  # each kept, in its new place
+    alone = kept_backends(backends("auto", FakeNft(usable=False), FakeNft(usable=False).session), before)
+    assert alone[0] is before[1][0] and alone[1] == ()  # nftables gone from the host: let go
 
 
 def test_backend_selection_errors() -> None:

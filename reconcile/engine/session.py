@@ -15,7 +15,7 @@ from controllers.change import Change
 from controllers.container import ContainerController
 from controllers.container_files import RenderedLines
 from controllers.errors import ApplyError, ApplyErrors
-from controllers.firewall import FirewallController, backends
+from controllers.firewall import FirewallController, backends, kept_backends
 from controllers.network import NetworkController
 from controllers.proxy import ProxyController
 from controllers.sandbox import SandboxController
@@ -245,15 +245,19 @@ class HostDrivers:
     """What a session must know of the host besides the state it observes: its cgroup driver,
     and the firewall backend to use (with those to migrate away from). A CLI run detects them
     once; the watch agent keeps them for its focused passes and detects them again on every
-    pass over everything (a FORWARD policy turned to DROP since changes `auto`'s choice)."""
+    pass over everything (a FORWARD policy turned to DROP since changes `auto`'s choice),
+    keeping a firewall backend detected again (see `kept_backends`)."""
 
     cgroups: CgroupDriver
     firewall: tuple[Backend, tuple[Backend, ...]]
 
     @classmethod
-    def detect(cls, settings: Settings, nft_changes: NftChanges | None = None) -> HostDrivers:
-        """`nft_changes`: what the nftables backend may bring its kept read up to date from."""
-        return cls(cgroups.detect(), backends(settings.firewall_backend, nft_changes=nft_changes))
+    def detect(cls, settings: Settings, nft_changes: NftChanges | None = None,
+               before: HostDrivers | None = None) -> HostDrivers:
+        """`nft_changes`: what the nftables backend may bring its kept read up to date from;
+        `before`: the drivers detected last, whose backends are kept where detected again."""
+        firewall = backends(settings.firewall_backend, nft_changes=nft_changes)
+        return cls(cgroups.detect(), firewall if before is None else kept_backends(firewall, before.firewall))
 
 
 @contextmanager

@@ -297,7 +297,7 @@ class Agent:
             session.converge(resolved, select, focus, made)
 
         if focus is None or self._drivers is None:
-            self._drivers = HostDrivers.detect(self.settings, self.nft_changes)
+            self._drivers = HostDrivers.detect(self.settings, self.nft_changes, before=self._drivers)
         with exclusive(self.settings.state_dir, self._waiting_for_lock), \
                 open_session(self.settings, writable=True, drivers=self._drivers, leases=self._leases,
                              rendered=self._rendered) as session, \
