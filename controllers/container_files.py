@@ -57,7 +57,7 @@ class RenderedLines:
         kept = self._kept.pop(at, None)
         if kept is None or kept[0] != members:
             kept = (members, _network_lines(members))
-        self._kept[at] = kept  # equal members: the tuple kept before, not the pass's new one
+        self._kept[at] = kept  # equal: not the pass's new tuple, which would outlive it among its garbage
         if len(self._kept) > self.LIMIT:
             del self._kept[next(iter(self._kept))]
         return kept[1]

@@ -434,9 +434,13 @@ def _left_behind(desired: Desired, observed: FirewallObservation,
     return changes
 
 
+Backends = tuple[Backend, tuple[Backend, ...]]
+"""The backend to use, and the others to migrate away from."""
+
+
 def backends(choice: str, run: Runner = subprocess.run,
              open_nft: Callable[[], netfilter_nft.NftSession | None] = netfilter_nft.open_session,
-             nft_changes: NftChanges | None = None) -> tuple[Backend, tuple[Backend, ...]]:
+             nft_changes: NftChanges | None = None) -> Backends:
     """(the backend to use, the other one to migrate away from when it is usable here).
     `auto` takes nftables when libnftables works with this kernel, unless the shared iptables
     (or ip6tables) `filter FORWARD` chain has policy DROP: an accept in our own table is not
@@ -461,18 +465,22 @@ def backends(choice: str, run: Runner = subprocess.run,
     return iptables or netfilter.detect(run), nft
 
 
-def kept_backends(detected: tuple[Backend, tuple[Backend, ...]],
-                  before: tuple[Backend, tuple[Backend, ...]]) -> tuple[Backend, tuple[Backend, ...]]:
-    """`detected` (a fresh `backends`), with each backend `before` held too (the same class and
-    name, in either place) taken from `before`: the watch agent's nftables backend then keeps
-    its last read across its passes over everything, as across its focused ones (every observe
-    still checks it against nf_tables' generation). Without this, every resync listed and sorted
-    the whole table again, and what that left kept alive among the pass's garbage held the
-    agent's heap up. Those that are not detected again (the choice changed) are let go."""
-    held = {(type(backend), backend.name): backend for backend in (before[0], *before[1])}
+def kept_backends(detected: Backends, before: Backends) -> Backends:
+    """`detected` (a fresh `backends`), with each backend `before` held too (the same class, in
+    either place: `auto` may have swapped them) taken from `before`, for a pass over everything
+    of the watch agent: an nftables backend's read is then listed again only if it was derived
+    (`drop_derived_read`), and otherwise checked against nf_tables' generation as on a focused
+    pass. A backend no longer usable here is let go. What a backend is built from (our table's
+    layout, the process's libnftables session, the agent's one ledger of notifications) is the
+    same for the whole process, so the class is its identity."""
+    held = {type(backend): backend for backend in (before[0], *before[1])}
 
     def kept(backend: Backend) -> Backend:
-        return held.get((type(backend), backend.name), backend)
+        earlier = held.get(type(backend))
+        if earlier is None:
+            return backend
+        earlier.drop_derived_read()
+        return earlier
 
     return kept(detected[0]), tuple(kept(other) for other in detected[1])
 

@@ -207,6 +207,13 @@ class Backend(Dialect, Protocol):
         """One bulk read of every table."""
         ...
 
+    def drop_derived_read(self) -> None:
+        """Have the next observe read the kernel unless the read kept is a listing still
+        current: one our own batches or the kernel's notifications were played into is let go
+        (a pass over everything checks what the focused passes derived). Nothing, for a
+        backend that keeps no read."""
+        ...
+
     def batches(self, ops: Sequence[Op]) -> list[list[Op]]:
         """The ops split into the batches `apply` takes, each atomic on its own (in order)."""
         ...
@@ -359,6 +366,9 @@ class IptablesNft:
                 raise NetfilterError(f"{command} failed: {proc.stderr.strip()}")
             tables.update(parse_save(proc.stdout, prefix).tables)
         return Ruleset(tables)
+
+    def drop_derived_read(self) -> None:
+        """Every observe reads: nothing kept."""
 
     def forward_drops(self) -> bool:
         """Whether the shared `filter FORWARD` chain of either family has policy DROP (Docker

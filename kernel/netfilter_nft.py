@@ -42,6 +42,10 @@ compare as plain strings and the same per-owner diff holds. What differs is kept
   moved generation does not list the table either: someone's deletions are played in by
   handle, and only a chain someone added rules to is listed again; a chain or the table
   created, changed or deleted, or notifications lost, list the table.
+- The agent keeps the backend across its passes over everything too (each resync): such a
+  pass lists the table again only when something was played into the read since its last
+  whole listing (`drop_derived_read`), so what the focused passes derived is checked against
+  the kernel at least once a resync, and a quiet table is not listed every 30 s.
 """
 
 from __future__ import annotations
@@ -343,6 +347,9 @@ class Nftables:
         self._added: tuple[int, Sequence[Op]] | None = None
         """Our last batch and its generation, while the handles of the rules it added are not
         known (the notifications of that commit tell them)."""
+        self._derived = False
+        """Whether our batches or the notifications were played into the read since the table
+        was last listed whole."""
 
     def render(self, rule: Rule) -> str:
         return render_nft(rule)
@@ -365,9 +372,9 @@ class Nftables:
         if generation is not None and generation == self._read_at:
             return self._ruleset
         if generation is not None and self._read_at is not None and self._catch_up(self._read_at, generation):
-            self._read_at = generation
+            self._read_at, self._derived = generation, True
             return self._ruleset
-        self._read_at, self._added = None, None
+        self._read_at, self._added, self._derived = None, None, False
         status, output, errors = self._session.cmd(f"list table inet {self.layout.table}")
         if status != 0:
             if "No such file or directory" not in errors:
@@ -422,7 +429,11 @@ class Nftables:
         if after is None:
             return
         self._ruleset, self._handles = after
-        self._read_at, self._added = generation, (generation, ops)
+        self._read_at, self._added, self._derived = generation, (generation, ops), True
+
+    def drop_derived_read(self) -> None:
+        if self._derived:
+            self._read_at = None
 
     def _learn_added_handles(self) -> None:
         """The handles of the rules our last batch added, from its commit's notifications.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,9 @@ from controllers.firewall_rules import NFT_LAYOUT, network_rules, port_key, port
 from kernel.netfilter import Chain, Iface, NetfilterError, Op, OpKind, Rule, Ruleset
 from kernel.netfilter_nft import Nftables, nft_script, parse_list, render_nft
 from kernel.nft_read import with_chains
+from reconcile.engine import session as session_module
+from reconcile.engine.session import HostDrivers
+from reconcile.engine.settings import Settings
 from tests.fake_nft import CAPTURED, FakeNft
 from tests.firewall_plans import DEMO, ROUTE_LOCALNET_ON, converge, desired, heads
 from tests.firewall_support import FakeBackend, build_stack
@@ -179,15 +183,49 @@ def test_auto_keeps_iptables_under_a_foreign_forward_drop_policy() -> None:
 
 def test_backends_detected_again_are_the_ones_kept_with_their_read() -> None:
     """The watch agent detects the backends again on each pass over everything: one detected
-    again is the instance it had (its kept read with it), one no longer detected is let go."""
+    again is the instance it had, in its new place if `auto` swapped them, with its read (not
+    listed again while nf_tables committed nothing); one no longer usable is let go."""
     fake = FakeNft()
     before = backends("auto", fake, fake.session)
+    read = before[0].observe()
     again = kept_backends(backends("auto", fake, fake.session), before)
-    assert again[0] is before[0] and len(again[1]) == len(before[1]) == 1 and again[1][0] is before[1][0]
+    assert again[0] is before[0] and len(again[1]) == 1 and again[1][0] is before[1][0]
+    assert again[0].observe() is read and fake.listings == 1
     swapped = kept_backends(backends("auto", FakeNft(forward="DROP"), fake.session), before)
-    assert (swapped[0], swapped[1][0]) == (before[1][0], before[0])  # each kept, in its new place
-    alone = kept_backends(backends("auto", FakeNft(usable=False), FakeNft(usable=False).session), before)
-    assert alone[0] is before[1][0] and alone[1] == ()  # nftables gone from the host: let go
+    assert swapped[0] is before[1][0] and swapped[1][0] is before[0]
+    unusable = FakeNft(usable=False)
+    alone = kept_backends(backends("auto", unusable, unusable.session), before)
+    assert alone[0] is before[1][0] and alone[1] == ()
+
+
+def test_the_drivers_detected_again_keep_the_backends_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HostDrivers.detect(before=...) is how the agent's passes over everything keep them."""
+    fake = FakeNft()
+    monkeypatch.setattr(session_module, "backends",
+                        lambda choice, nft_changes=None: backends(choice, fake, fake.session))
+    monkeypatch.setattr(session_module.cgroups, "detect", lambda: None)
+    settings = Settings(Path("/nonexistent"), "rc-test")
+    first = HostDrivers.detect(settings)
+    assert HostDrivers.detect(settings, before=first).firewall[0] is first.firewall[0]
+    assert HostDrivers.detect(settings).firewall[0] is not first.firewall[0]
+
+
+def test_a_pass_over_everything_lists_a_derived_read_again() -> None:
+    """A read our batch or the notifications were played into serves focused passes; a pass
+    over everything lists the table again instead (once), and a listing still current it keeps."""
+    session = FakeNft()
+    backend = Nftables(NFT_LAYOUT, session)
+    backend.observe()
+    backend.drop_derived_read()
+    assert backend.observe() is backend.observe() and session.listings == 1  # a listing: kept
+    backend.apply([Op(OpKind.APPEND_RULE, "nat", "RECONCILE-DNAT", "tcp dport 1 accept")])
+    played = backend.observe()
+    assert session.listings == 1
+    backend.drop_derived_read()
+    listed = backend.observe()
+    assert listed is not played and session.listings == 2
+    backend.drop_derived_read()
+    assert backend.observe() is listed and session.listings == 2
 
 
 def test_backend_selection_errors() -> None:

@@ -15,13 +15,12 @@ from controllers.change import Change
 from controllers.container import ContainerController
 from controllers.container_files import RenderedLines
 from controllers.errors import ApplyError, ApplyErrors
-from controllers.firewall import FirewallController, backends, kept_backends
+from controllers.firewall import Backends, FirewallController, backends, kept_backends
 from controllers.network import NetworkController
 from controllers.proxy import ProxyController
 from controllers.sandbox import SandboxController
 from kernel import cgroups, netfilter_listeners
 from kernel.cgroups_common import CgroupDriver
-from kernel.netfilter import Backend
 from kernel.netlink import host_netlink
 from kernel.nft_changes import NftChanges
 from reconcile.engine import probes
@@ -249,7 +248,7 @@ class HostDrivers:
     keeping a firewall backend detected again (see `kept_backends`)."""
 
     cgroups: CgroupDriver
-    firewall: tuple[Backend, tuple[Backend, ...]]
+    firewall: Backends
 
     @classmethod
     def detect(cls, settings: Settings, nft_changes: NftChanges | None = None,
