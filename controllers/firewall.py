@@ -163,8 +163,9 @@ def observe_firewall(ruleset: Ruleset, listeners: tuple[Listener, ...],
 @lru_cache(maxsize=2)
 def _sorted(ruleset: Ruleset, backend: Backend) -> FirewallObservation:
     """By the read's identity: a backend hands the same read out again while nf_tables has
-    committed nothing (the watch agent's focused passes), and 3,000 rules took ~10% of a repair
-    to sort at a thousand containers."""
+    committed nothing (the watch agent's passes), and 3,000 rules took ~10% of a repair to sort
+    at a thousand containers. Two entries: the read in use, and the other backend's, which a
+    pass over everything reads first (each time anew, for iptables)."""
     ours = our_chains(backend)
     existing = frozenset(tc for tc in ours if ruleset.chain(*tc) is not None)
     owned: dict[Owner, list[Placed]] = {}
@@ -435,7 +436,7 @@ def _left_behind(desired: Desired, observed: FirewallObservation,
 
 
 Backends = tuple[Backend, tuple[Backend, ...]]
-"""The backend to use, and the others to migrate away from."""
+"""The backend to use, and the other one to migrate away from when it is usable here."""
 
 
 def backends(choice: str, run: Runner = subprocess.run,
@@ -466,21 +467,16 @@ def backends(choice: str, run: Runner = subprocess.run,
 
 
 def kept_backends(detected: Backends, before: Backends) -> Backends:
-    """`detected` (a fresh `backends`), with each backend `before` held too (the same class, in
-    either place: `auto` may have swapped them) taken from `before`, for a pass over everything
-    of the watch agent: an nftables backend's read is then listed again only if it was derived
-    (`drop_derived_read`), and otherwise checked against nf_tables' generation as on a focused
-    pass. A backend no longer usable here is let go. What a backend is built from (our table's
-    layout, the process's libnftables session, the agent's one ledger of notifications) is the
-    same for the whole process, so the class is its identity."""
+    """`detected` (a fresh `backends`), each backend in it replaced by the instance of the same
+    class `before` holds, in either place (`auto` may have swapped them), with the read it
+    keeps; one `before` holds and `detected` does not (no longer usable here) is let go. What a
+    backend is built from (our table's layout, the process's libnftables session, the one
+    ledger of notifications a caller follows) is the same for the whole process, so the class
+    is its identity."""
     held = {type(backend): backend for backend in (before[0], *before[1])}
 
     def kept(backend: Backend) -> Backend:
-        earlier = held.get(type(backend))
-        if earlier is None:
-            return backend
-        earlier.drop_derived_read()
-        return earlier
+        return held.get(type(backend), backend)
 
     return kept(detected[0]), tuple(kept(other) for other in detected[1])
 
@@ -508,12 +504,17 @@ class FirewallController:
 
     def observe(self, focus: Focus | None = None) -> FirewallObservation:
         """With a focus, the other backends are not read: what they still hold of ours is
-        migrated by a whole pass (every apply, and the agent's first and host-wide ones)."""
+        migrated by a whole pass (every apply, and the agent's first and host-wide ones).
+        Without one, a backend's read derived since its last whole listing is listed again: a
+        pass over everything checks what focused passes derived."""
         leftovers = {}
         for name, other in self._others.items() if focus is None else ():
+            other.drop_derived_read()
             left = observe_firewall(other.observe(), (), {}, other)
             if left.owned or left.chains:
                 leftovers[name] = left
+        if focus is None:
+            self._backend.drop_derived_read()
         observed = observe_firewall(self._backend.observe(), read_listeners(),
                                     netfilter.read_route_localnet(focus.links if focus else None), self._backend)
         # Who holds a listener is a walk of every fd on the host: only for those `status` names

@@ -208,10 +208,10 @@ class Backend(Dialect, Protocol):
         ...
 
     def drop_derived_read(self) -> None:
-        """Have the next observe read the kernel unless the read kept is a listing still
-        current: one our own batches or the kernel's notifications were played into is let go
-        (a pass over everything checks what the focused passes derived). Nothing, for a
-        backend that keeps no read."""
+        """Let the read kept go when rules were played into it (our own batches, the kernel's
+        notifications) since it was last listed whole, so that the next observe lists it: a
+        pass over everything checks what the focused passes derived. Nothing, for a backend
+        that keeps no read."""
         ...
 
     def batches(self, ops: Sequence[Op]) -> list[list[Op]]:

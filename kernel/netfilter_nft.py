@@ -42,10 +42,11 @@ compare as plain strings and the same per-owner diff holds. What differs is kept
   moved generation does not list the table either: someone's deletions are played in by
   handle, and only a chain someone added rules to is listed again; a chain or the table
   created, changed or deleted, or notifications lost, list the table.
-- The agent keeps the backend across its passes over everything too (each resync): such a
-  pass lists the table again only when something was played into the read since its last
-  whole listing (`drop_derived_read`), so what the focused passes derived is checked against
-  the kernel at least once a resync, and a quiet table is not listed every 30 s.
+- The agent keeps the backend across its passes over everything too (each resync among
+  them). Such a pass lets the read go when rules of our table were played into it since it
+  was last listed whole (`drop_derived_read`): what the focused passes derived is checked
+  against a listing on the next pass over everything, and a table nobody changed is not
+  listed every 30 s.
 """
 
 from __future__ import annotations
@@ -372,7 +373,7 @@ class Nftables:
         if generation is not None and generation == self._read_at:
             return self._ruleset
         if generation is not None and self._read_at is not None and self._catch_up(self._read_at, generation):
-            self._read_at, self._derived = generation, True
+            self._read_at = generation
             return self._ruleset
         self._read_at, self._added, self._derived = None, None, False
         status, output, errors = self._session.cmd(f"list table inet {self.layout.table}")
@@ -397,6 +398,7 @@ class Nftables:
         if changes is None:
             return False
         self._ruleset, self._handles, relist = replayed(self._ruleset, self._handles, changes)
+        self._derived = self._derived or bool(changes)  # none: commits to other tables only
         return self._list_again(relist)  # failing, the caller lists the whole table
 
     def apply(self, ops: Sequence[Op]) -> None:

@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from controllers.base import Focus
+from controllers.change import Action, Change
 from controllers.firewall import (
+    KIND_FIREWALL,
+    Backends,
     FirewallController,
     Work,
     backends,
@@ -22,8 +26,8 @@ from controllers.firewall import (
 from controllers.firewall_rules import NFT_LAYOUT, network_rules, port_key, port_rules, skeleton_rules
 from kernel.netfilter import Chain, Iface, NetfilterError, Op, OpKind, Rule, Ruleset
 from kernel.netfilter_nft import Nftables, nft_script, parse_list, render_nft
+from kernel.nft_changes import NftChanges
 from kernel.nft_read import with_chains
-from reconcile.engine import session as session_module
 from reconcile.engine.session import HostDrivers
 from reconcile.engine.settings import Settings
 from tests.fake_nft import CAPTURED, FakeNft
@@ -201,31 +205,36 @@ def test_backends_detected_again_are_the_ones_kept_with_their_read() -> None:
 def test_the_drivers_detected_again_keep_the_backends_before(monkeypatch: pytest.MonkeyPatch) -> None:
     """HostDrivers.detect(before=...) is how the agent's passes over everything keep them."""
     fake = FakeNft()
-    monkeypatch.setattr(session_module, "backends",
-                        lambda choice, nft_changes=None: backends(choice, fake, fake.session))
-    monkeypatch.setattr(session_module.cgroups, "detect", lambda: None)
-    settings = Settings(Path("/nonexistent"), "rc-test")
+
+    def detected(choice: str, nft_changes: NftChanges | None = None) -> Backends:
+        return backends(choice, fake, fake.session, nft_changes)
+
+    monkeypatch.setattr("reconcile.engine.session.backends", detected)
+    monkeypatch.setattr("kernel.cgroups.detect", lambda: None)
+    settings = Settings(state_dir=Path("/nonexistent"), cgroup_parent="rc-test", firewall_backend="auto")
     first = HostDrivers.detect(settings)
     assert HostDrivers.detect(settings, before=first).firewall[0] is first.firewall[0]
     assert HostDrivers.detect(settings).firewall[0] is not first.firewall[0]
 
 
-def test_a_pass_over_everything_lists_a_derived_read_again() -> None:
-    """A read our batch or the notifications were played into serves focused passes; a pass
-    over everything lists the table again instead (once), and a listing still current it keeps."""
+def test_a_pass_over_everything_lists_a_derived_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read our batch was played into serves focused passes; a pass over everything lists the
+    table again instead (once), and a listing nf_tables has not changed since it keeps."""
+    monkeypatch.setattr("controllers.firewall.read_listeners", lambda: ())
+    monkeypatch.setattr("kernel.netfilter.read_route_localnet", lambda links=None: {})
     session = FakeNft()
-    backend = Nftables(NFT_LAYOUT, session)
-    backend.observe()
-    backend.drop_derived_read()
-    assert backend.observe() is backend.observe() and session.listings == 1  # a listing: kept
-    backend.apply([Op(OpKind.APPEND_RULE, "nat", "RECONCILE-DNAT", "tcp dport 1 accept")])
-    played = backend.observe()
+    controller = FirewallController(Nftables(NFT_LAYOUT, session))
+    controller.observe()
+    controller.observe()
     assert session.listings == 1
-    backend.drop_derived_read()
-    listed = backend.observe()
-    assert listed is not played and session.listings == 2
-    backend.drop_derived_read()
-    assert backend.observe() is listed and session.listings == 2
+    controller.apply([Change(Action.UPDATE, KIND_FIREWALL, "chains", desired=Work(
+        (Op(OpKind.APPEND_RULE, "nat", "RECONCILE-DNAT", "tcp dport 1 accept"),)))])
+    controller.observe(Focus(frozenset(), frozenset()))
+    assert session.listings == 1
+    controller.observe()
+    assert session.listings == 2
+    controller.observe()
+    assert session.listings == 2
 
 
 def test_backend_selection_errors() -> None:

@@ -15,10 +15,10 @@ from kernel import rtnl_wire as wire
 from kernel.events import _read_datagrams
 from kernel.events_wire import NFNL_SUBSYS_NFTABLES, NFPROTO_INET, NFPROTO_IPV4, messages
 from kernel.netfilter import Op, OpKind
-from kernel.netfilter_nft import nft_script, parse_list
+from kernel.netfilter_nft import Nftables, nft_script, parse_list
 from kernel.nft_changes import KEPT_GENERATIONS, NftChanges, RuleChange
 from kernel.nft_read import after_batch, replayed, unknown_handles, with_handles, without_rules
-from tests.fake_nft import CAPTURED
+from tests.fake_nft import CAPTURED, FakeNft
 
 NEWTABLE, NEWCHAIN, DELCHAIN, NEWRULE, DELRULE, NEWGEN = 0, 3, 5, 6, 8, 15
 DNAT = "RECONCILE-DNAT"
@@ -127,6 +127,29 @@ def test_additions_and_unknown_handles_send_their_chain_to_be_listed() -> None:
     assert relist == {DNAT, "RECONCILE-SNAT"}
     assert played.chain("filter", "RECONCILE-ACCEPT").rules == ruleset.chain("filter", "RECONCILE-ACCEPT").rules[1:]
     assert without_rules(ruleset, handles, "NO-SUCH-CHAIN", {1}) is None
+
+
+def test_a_read_caught_up_is_derived_only_once_rules_of_ours_were_played_in() -> None:
+    """A commit to another table leaves the kept read a listing, which a pass over everything
+    keeps; someone's deletion in our table, played in by handle, makes it derived: the next pass
+    over everything lists the table again."""
+    session = FakeNft()
+    session.committed = 10
+    ledger = _fed()
+    backend = Nftables(NFT_LAYOUT, session, ledger)
+    backend.observe()
+    ledger.notification(*_generation(11))  # someone's transaction, no rule of our table in it
+    session.committed = 11
+    backend.observe()
+    backend.drop_derived_read()
+    backend.observe()
+    assert session.listings == 1
+    for message in (_rule(DELRULE, DNAT, 35), _generation(12)):
+        ledger.notification(*message)
+    session.committed = 12
+    assert TCP not in backend.observe().chain("nat", DNAT).rules and session.listings == 1
+    backend.drop_derived_read()
+    assert TCP in backend.observe().chain("nat", DNAT).rules and session.listings == 2  # CAPTURED again
 
 
 def test_our_batch_is_played_in_with_its_new_rules_unknown_until_notified() -> None:
