@@ -436,7 +436,7 @@ def _left_behind(desired: Desired, observed: FirewallObservation,
 
 
 Backends = tuple[Backend, tuple[Backend, ...]]
-"""The backend to use, and the other one to migrate away from when it is usable here."""
+"""What `backends` returns."""
 
 
 def backends(choice: str, run: Runner = subprocess.run,
@@ -506,15 +506,15 @@ class FirewallController:
         """With a focus, the other backends are not read: what they still hold of ours is
         migrated by a whole pass (every apply, and the agent's first and host-wide ones).
         Without one, a backend's read derived since its last whole listing is listed again: a
-        pass over everything checks what focused passes derived."""
+        pass over everything checks what earlier passes derived."""
         leftovers = {}
+        if focus is None:
+            for backend in (self._backend, *self._others.values()):
+                backend.drop_derived_read()
         for name, other in self._others.items() if focus is None else ():
-            other.drop_derived_read()
             left = observe_firewall(other.observe(), (), {}, other)
             if left.owned or left.chains:
                 leftovers[name] = left
-        if focus is None:
-            self._backend.drop_derived_read()
         observed = observe_firewall(self._backend.observe(), read_listeners(),
                                     netfilter.read_route_localnet(focus.links if focus else None), self._backend)
         # Who holds a listener is a walk of every fd on the host: only for those `status` names

@@ -210,8 +210,8 @@ class Backend(Dialect, Protocol):
     def drop_derived_read(self) -> None:
         """Let the read kept go when rules were played into it (our own batches, the kernel's
         notifications) since it was last listed whole, so that the next observe lists it: a
-        pass over everything checks what the focused passes derived. Nothing, for a backend
-        that keeps no read."""
+        pass over everything checks what earlier passes derived. Nothing, for a backend that
+        keeps no read."""
         ...
 
     def batches(self, ops: Sequence[Op]) -> list[list[Op]]:

@@ -35,18 +35,18 @@ compare as plain strings and the same per-owner diff holds. What differs is kept
   were ~30% of a repair at a thousand containers). Our own batch of rule deletions and
   additions, when it is the only commit since the read, is played into the kept read (the
   new rules' handles come from our commit's notifications, or from a listing of their chain
-  once one is needed): the pass that confirms a repair lists nothing. (Not libnftables' echo
+  once one is needed): the agent's focused pass that confirms a repair lists nothing. (Not libnftables' echo
   of the new rules' handles: with echo on, a write fetches every table of the host first,
   18 ms beside a foreign table of 3,000 rules against 0.14 ms.)
 - Where nf_tables' notifications are followed (the watch agent: kernel/nft_changes.py), a
   moved generation does not list the table either: someone's deletions are played in by
   handle, and only a chain someone added rules to is listed again; a chain or the table
   created, changed or deleted, or notifications lost, list the table.
-- The agent keeps the backend across its passes over everything too (each resync among
-  them). Such a pass lets the read go when rules of our table were played into it since it
-  was last listed whole (`drop_derived_read`): what the focused passes derived is checked
-  against a listing on the next pass over everything, and a table nobody changed is not
-  listed every 30 s.
+- Every pass over everything (each of a CLI run's passes, the watch agent's whole passes,
+  across which the agent keeps the backend) lets the read go when rules of our table were
+  played into it since it was last listed whole (`drop_derived_read`, called by the firewall
+  controller's observation): what earlier passes derived is checked against a listing, and a
+  table nobody changed is not listed every 30 s.
 """
 
 from __future__ import annotations
@@ -349,8 +349,9 @@ class Nftables:
         """Our last batch and its generation, while the handles of the rules it added are not
         known (the notifications of that commit tell them)."""
         self._derived = False
-        """Whether our batches or the notifications were played into the read since the table
-        was last listed whole."""
+        """Whether rules of our table were played into the read (our batches, someone's
+        deletions the notifications told) since it was last listed whole: a catch-up over
+        other tables' commits, or whose chains were all listed again, leaves a listing one."""
 
     def render(self, rule: Rule) -> str:
         return render_nft(rule)
@@ -398,7 +399,7 @@ class Nftables:
         if changes is None:
             return False
         self._ruleset, self._handles, relist = replayed(self._ruleset, self._handles, changes)
-        self._derived = self._derived or bool(changes)  # none: commits to other tables only
+        self._derived = self._derived or any(change.chain not in relist for change in changes)
         return self._list_again(relist)  # failing, the caller lists the whole table
 
     def apply(self, ops: Sequence[Op]) -> None:
@@ -419,7 +420,7 @@ class Nftables:
     def _play_in_own_batch(self, ops: Sequence[Op], read_at: int) -> None:
         """Keep the read, with this batch of rules played into it, when the batch was the only
         commit since the read (nf_tables' generation moved by exactly one): a repair's
-        confirming pass then lists nothing (the chains it changed were listed again before:
+        confirming focused pass then lists nothing (the chains it changed were listed again before:
         the DNAT chain alone, a third of our 3,000 rules, ~9 ms), and when it did rules only
         (after_batch refuses anything more). Anything else leaves the whole table to the next
         observe. The new rules' handles come from the notifications

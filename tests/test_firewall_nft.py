@@ -221,7 +221,7 @@ def test_a_pass_over_everything_lists_a_derived_read_again(monkeypatch: pytest.M
     """A read our batch was played into serves focused passes; a pass over everything lists the
     table again instead (once), and a listing nf_tables has not changed since it keeps."""
     monkeypatch.setattr("controllers.firewall.read_listeners", lambda: ())
-    monkeypatch.setattr("kernel.netfilter.read_route_localnet", lambda links=None: {})
+    monkeypatch.setattr("kernel.netfilter.read_route_localnet", lambda ifaces=None: {})
     session = FakeNft()
     controller = FirewallController(Nftables(NFT_LAYOUT, session))
     controller.observe()
@@ -235,6 +235,13 @@ def test_a_pass_over_everything_lists_a_derived_read_again(monkeypatch: pytest.M
     assert session.listings == 2
     controller.observe()
     assert session.listings == 2
+    other = FakeNft()  # nftables being left behind: only a pass over everything reads it
+    controller = FirewallController(FakeBackend(), [Nftables(NFT_LAYOUT, other)])
+    controller.observe()
+    controller.apply([Change(Action.DELETE, KIND_FIREWALL, "chains", desired=Work(
+        (Op(OpKind.APPEND_RULE, "nat", "RECONCILE-DNAT", "tcp dport 1 accept"),), backend="nftables"))])
+    controller.observe()
+    assert other.listings == 2
 
 
 def test_backend_selection_errors() -> None:

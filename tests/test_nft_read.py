@@ -131,8 +131,9 @@ def test_additions_and_unknown_handles_send_their_chain_to_be_listed() -> None:
 
 def test_a_read_caught_up_is_derived_only_once_rules_of_ours_were_played_in() -> None:
     """A commit to another table leaves the kept read a listing, which a pass over everything
-    keeps; someone's deletion in our table, played in by handle, makes it derived: the next pass
-    over everything lists the table again."""
+    keeps, as does someone's addition (its chain is listed again, whole); someone's deletion in
+    our table, played in by handle, makes it derived until the next pass over everything lists
+    the table again."""
     session = FakeNft()
     session.committed = 10
     ledger = _fed()
@@ -148,8 +149,18 @@ def test_a_read_caught_up_is_derived_only_once_rules_of_ours_were_played_in() ->
         ledger.notification(*message)
     session.committed = 12
     assert TCP not in backend.observe().chain("nat", DNAT).rules and session.listings == 1
+    ledger.notification(*_generation(13))  # another table's commit after it: still derived
+    session.committed = 13
+    backend.observe()
     backend.drop_derived_read()
     assert TCP in backend.observe().chain("nat", DNAT).rules and session.listings == 2  # CAPTURED again
+    for message in (_rule(NEWRULE, DNAT, 36), _generation(14)):  # an addition: its chain listed whole
+        ledger.notification(*message)
+    session.committed = 14
+    backend.observe()
+    backend.drop_derived_read()
+    backend.observe()
+    assert session.chain_listings == [DNAT] and session.listings == 2
 
 
 def test_our_batch_is_played_in_with_its_new_rules_unknown_until_notified() -> None:
