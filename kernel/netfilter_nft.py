@@ -35,9 +35,9 @@ compare as plain strings and the same per-owner diff holds. What differs is kept
   were ~30% of a repair at a thousand containers). Our own batch of rule deletions and
   additions, when it is the only commit since the read, is played into the kept read (the
   new rules' handles come from our commit's notifications, or from a listing of their chain
-  once one is needed): the agent's focused pass that confirms a repair lists nothing. (Not libnftables' echo
-  of the new rules' handles: with echo on, a write fetches every table of the host first,
-  18 ms beside a foreign table of 3,000 rules against 0.14 ms.)
+  once one is needed): the agent's focused pass that confirms a repair lists nothing. (Not
+  libnftables' echo of the new rules' handles: with echo on, a write fetches every table of
+  the host first, 18 ms beside a foreign table of 3,000 rules against 0.14 ms.)
 - Where nf_tables' notifications are followed (the watch agent: kernel/nft_changes.py), a
   moved generation does not list the table either: someone's deletions are played in by
   handle, and only a chain someone added rules to is listed again; a chain or the table
@@ -350,8 +350,9 @@ class Nftables:
         known (the notifications of that commit tell them)."""
         self._derived = False
         """Whether rules of our table were played into the read (our batches, someone's
-        deletions the notifications told) since it was last listed whole: a catch-up over
-        other tables' commits, or whose chains were all listed again, leaves a listing one."""
+        deletions the notifications told) since it was last listed whole. A catch-up over other
+        tables' commits only, or one whose changed chains were all listed again, does not
+        count."""
 
     def render(self, rule: Rule) -> str:
         return render_nft(rule)
@@ -420,11 +421,11 @@ class Nftables:
     def _play_in_own_batch(self, ops: Sequence[Op], read_at: int) -> None:
         """Keep the read, with this batch of rules played into it, when the batch was the only
         commit since the read (nf_tables' generation moved by exactly one): a repair's
-        confirming focused pass then lists nothing (the chains it changed were listed again before:
-        the DNAT chain alone, a third of our 3,000 rules, ~9 ms), and when it did rules only
-        (after_batch refuses anything more). Anything else leaves the whole table to the next
-        observe. The new rules' handles come from the notifications
-        of this commit, or from a listing of their chain once one is needed."""
+        confirming focused pass then lists nothing (the chains it changed were listed again
+        before: the DNAT chain alone, a third of our 3,000 rules, ~9 ms), and when it did rules
+        only (after_batch refuses anything more). Anything else leaves the whole table to the
+        next observe. The new rules' handles come from the notifications of this commit, or
+        from a listing of their chain once one is needed."""
         generation = self._session.generation()
         if generation != read_at + 1:
             return
