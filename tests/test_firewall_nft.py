@@ -238,7 +238,7 @@ def test_a_pass_over_everything_lists_a_derived_read_again(monkeypatch: pytest.M
     other = FakeNft()  # nftables being left behind: only a pass over everything reads it
     controller = FirewallController(FakeBackend(), [Nftables(NFT_LAYOUT, other)])
     controller.observe()
-    controller.apply([Change(Action.DELETE, KIND_FIREWALL, "chains", desired=Work(
+    controller.apply([Change(Action.UPDATE, KIND_FIREWALL, "chains", desired=Work(
         (Op(OpKind.APPEND_RULE, "nat", "RECONCILE-DNAT", "tcp dport 1 accept"),), backend="nftables"))])
     controller.observe()
     assert other.listings == 2
