@@ -511,10 +511,10 @@ class FirewallController:
         if focus is None:
             for backend in (self._backend, *self._others.values()):
                 backend.drop_derived_read()
-        for name, other in self._others.items() if focus is None else ():
-            left = observe_firewall(other.observe(), (), {}, other)
-            if left.owned or left.chains:
-                leftovers[name] = left
+            for name, other in self._others.items():
+                left = observe_firewall(other.observe(), (), {}, other)
+                if left.owned or left.chains:
+                    leftovers[name] = left
         observed = observe_firewall(self._backend.observe(), read_listeners(),
                                     netfilter.read_route_localnet(focus.links if focus else None), self._backend)
         # Who holds a listener is a walk of every fd on the host: only for those `status` names
