@@ -147,46 +147,50 @@ class Session:
             raise ApplyErrors(errors)
 
     def converge(self, target: Target, select: Callable[[Change], bool] = lambda _: True,
-                 focus: Focus | None = None, on_applied: OnApplied = _unheard) -> Plan:
-        """Apply until a fresh observation shows nothing left to do; returns every change made.
-        Leases are written before the kernel is touched, so a run killed halfway comes back to
-        the same addresses. `select` narrows each pass to some of the changes (the watch agent
-        repairs one resource, or holds back a restart), and `focus` what each pass observes.
-        `on_applied` is handed each batch of changes once made, before the passes that confirm
-        it (and whether or not a later batch fails); it must not raise."""
-        done: list[Change] = []
-
-        def made(batch: Sequence[Change]) -> None:
-            done.extend(batch)
-            on_applied(batch)
-
+                 focus: Focus | None = None, on_applied: OnApplied = _unheard) -> None:
+        """Apply until a fresh observation shows nothing left to do. Leases are written before
+        the kernel is touched, so a run killed halfway comes back to the same addresses.
+        `select` narrows each pass to some of the changes (the watch agent repairs one
+        resource, or holds back a restart), and `focus` what each pass observes. `on_applied`
+        is handed each batch of changes once made, before the passes that confirm it (and
+        whether or not a later batch fails); it must not raise. What a caller keeps of them is
+        its own: once applied, a pass's plan is let go before the next pass observes, so the
+        confirming observation of a thousand new containers does not grow the heap past them
+        (bench/README, "A pass lets its plan go"). A failed pass's plan is kept, to tell a
+        failure that repeats from a race."""
         failed: tuple[Plan, ApplyErrors] | None = None
         for _ in range(MAX_PASSES):
-            plan, desired = self.plan(target, focus)
-            if _of(target.scope, self.store.subnet_leases()) != _of(target.scope, desired.pooled):
-                self.store.replace_subnet_leases(target.scope, desired.pooled)  # a write costs fsyncs
-            self._record_leases(desired)
-            plan = plan.selected(select)
+            plan = self._planned(target, focus).selected(select)
             if failed is not None:
                 if failed[0] == plan:
                     raise failed[1]  # the same changes against the same host: not a race, a failure
             if plan.empty:
-                return Plan(tuple(done))
+                return
             try:
-                self.apply(plan, made)
+                self.apply(plan, on_applied)
             except ApplyErrors as exc:
                 # Someone may have changed the host between our observation and our write (a
                 # veth deleted before its update): the next pass sees the host as it is now.
                 failed = (plan, exc)
                 continue
             failed = None
+            del plan  # the next pass observes without it (see the docstring)
         if failed is not None:
             raise failed[1]
         left = self.plan(target, focus)[0].selected(select)
         if left.empty:
-            return Plan(tuple(done))
+            return
         raise NotConverged("the host still differs from the spec after "
                            f"{MAX_PASSES} passes: " + ", ".join(f"{c.kind} {c.key}" for c in left.changes))
+
+    def _planned(self, target: Target, focus: Focus | None) -> Plan:
+        """One pass's plan, its pooled subnets and addresses recorded as leases; the desired
+        state goes when this returns (the changes keep what apply needs of it)."""
+        plan, desired = self.plan(target, focus)
+        if _of(target.scope, self.store.subnet_leases()) != _of(target.scope, desired.pooled):
+            self.store.replace_subnet_leases(target.scope, desired.pooled)  # a write costs fsyncs
+        self._record_leases(desired)
+        return plan
 
     def _record_leases(self, desired: Desired) -> None:
         """The addresses of this pass become the leases of its stacks. A focused pass decided

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from controllers.change import Change
 from reconcile.engine import pinning, sources
 from reconcile.engine.plan import Plan
 from reconcile.engine.session import Session, Target, open_session
@@ -36,10 +37,17 @@ def apply(path: Path, settings: Settings, pulling: pinning.Pulling = pinning.Pul
         _check_sources([f.named for f in files], settings, take_over)
         target = pinning.resolve(Target.of_files(files), settings, pulling)
         with open_session(settings, writable=True) as session:
-            plan = session.converge(target)
+            plan = _converged(session, target)
             for f in target.files:
                 session.store.record_stack(f.stack.name, str(f.path.absolute()), f.stack.model_dump_json())
             return _warned(plan, files)
+
+
+def _converged(session: Session, target: Target) -> Plan:
+    """Every change the convergence made: what `apply` prints, and the stacks `down` found."""
+    made: list[Change] = []
+    session.converge(target, on_applied=made.extend)
+    return Plan(tuple(made))
 
 
 def _warned(plan: Plan, files: Sequence[StackFile]) -> Plan:
@@ -101,7 +109,7 @@ def down(stack_names: Sequence[str], settings: Settings, remove_volumes: bool = 
     Their named volumes go too with `remove_volumes`, once no container of theirs runs."""
     with exclusive(settings.state_dir), open_session(settings, writable=True) as session:
         recorded = {r.name for r in session.store.stacks()} | {w.stack for w in session.store.watch_statuses()}
-        plan = session.converge(Target.teardown(stack_names))
+        plan = _converged(session, Target.teardown(stack_names))
         for name in stack_names:
             session.store.forget_stack(name)
             session.store.forget_watch_statuses_of(name)

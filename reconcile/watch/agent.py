@@ -35,7 +35,6 @@ from kernel.memory import release_free_memory
 from kernel.retrying import retry_transient
 from kernel.rtnl_wire import DumpInterrupted
 from reconcile.engine import pinning
-from reconcile.engine.plan import Plan
 from reconcile.engine.session import HostDrivers, Target, open_session
 from reconcile.engine.settings import Settings
 from reconcile.watch.actionlog import ActionLog
@@ -103,7 +102,7 @@ class WatchOptions:
 
 @dataclass
 class _Outcome:
-    done: Plan
+    changed: set[str]  # the stacks it made a change to
     held: dict[Key, tuple[float, str]]  # restarts held back: seconds to wait, why
     riders: list[Key]  # other keys whose changes came along
     focus: Focus | None  # what the passes observed and changed, when not everything
@@ -286,10 +285,10 @@ class Agent:
                 return False
             return True
 
-        done: list[Change] = []  # every attempt's: a retried one does not undo what an earlier made
+        changed: set[str] = set()  # every attempt's: a retried one does not undo what an earlier made
 
         def made(batch: Sequence[Change]) -> None:
-            done.extend(batch)
+            changed.update(change.stack for change in batch if change.stack is not None)
             self._log_changes(batch, why, whys, started)
 
         def attempt() -> None:
@@ -318,7 +317,7 @@ class Agent:
                         session.store.record_stack(name, str(files[name].path), spec)
                 for name in sorted(scope & self._pruning):
                     session.store.forget_stack(name)
-        return _Outcome(Plan(tuple(done)), held, riders, focus, whys)
+        return _Outcome(changed, held, riders, focus, whys)
 
     def _pull_in_background(self, ref: ImageReference, verify_tls: bool) -> None:
         """Pull a missing image on a thread of its own, under the image store's lock only: the
@@ -398,9 +397,8 @@ class Agent:
             self._pruning.discard(name)
             self.status.forget_stack(name)
             self.log.emit("pruned", stack=name)
-        changed = {c.stack for c in outcome.done.changes}
         for name in [n for n in names if n in self.specs.stacks()]:
-            self._publish([name], applied=name in changed, spec_applied=key.stack != HOST and not key.resource)
+            self._publish([name], applied=name in outcome.changed, spec_applied=key.stack != HOST and not key.resource)
         self._watch_kernel(outcome.focus)
 
     # -- specs, status and what the kernel watch follows ----------------------------------
