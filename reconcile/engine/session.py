@@ -153,11 +153,11 @@ class Session:
         `select` narrows each pass to some of the changes (the watch agent repairs one
         resource, or holds back a restart), and `focus` what each pass observes. `on_applied`
         is handed each batch of changes once made, before the passes that confirm it (and
-        whether or not a later batch fails); it must not raise. What a caller keeps of them is
-        its own: once applied, a pass's plan is let go before the next pass observes, so the
-        confirming observation of a thousand new containers does not grow the heap past them
-        (bench/README, "A pass lets its plan go"). A failed pass's plan is kept, to tell a
-        failure that repeats from a race."""
+        whether or not a later batch fails); it must not raise. A caller keeps what it needs
+        of them: once applied, a pass's plan is let go before the next pass observes, so the
+        confirming observation is made without the first plan held (after starting a thousand
+        containers it no longer grows the heap: bench/README, "A pass lets its plan go"). A
+        failed pass's plan is kept, to tell a failure that repeats from a race."""
         failed: tuple[Plan, ApplyErrors] | None = None
         for _ in range(MAX_PASSES):
             plan = self._planned(target, focus).selected(select)
