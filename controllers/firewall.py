@@ -436,7 +436,7 @@ def _left_behind(desired: Desired, observed: FirewallObservation,
 
 
 Backends = tuple[Backend, tuple[Backend, ...]]
-"""What `backends` returns."""
+"""The backend to use, and the others to migrate away from (what `backends` returns)."""
 
 
 def backends(choice: str, run: Runner = subprocess.run,
