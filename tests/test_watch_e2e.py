@@ -200,6 +200,36 @@ def test_a_new_agent_adopts_what_runs_and_sigterm_leaves_it_running(sandbox: San
     assert not second.saw("change")
 
 
+def _ancestors(pid: int) -> list[tuple[int, str]]:
+    """(pid, command name) of `pid`'s parent, its parent's parent ..., up to the host's init."""
+    found = []
+    while True:
+        status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if ":\t" in line)
+        pid = int(status["PPid"])
+        if pid <= 1:
+            return found
+        found.append((pid, Path(f"/proc/{pid}/comm").read_text().strip()))
+
+
+def test_the_agent_runs_on_jemalloc_and_what_it_starts_does_not(sandbox: Sandbox, specs: Path) -> None:
+    """kernel/memory.py: the agent re-executes itself with jemalloc preloaded, then keeps the
+    preload from the runtime and the waiting shell it starts (they inherit its environment)."""
+    save_atomically(specs / "svc.yaml", SERVICE)
+    agent = Agent(sandbox, specs, "--debounce", "50")
+    try:
+        assert eventually(lambda: _container(sandbox).get("state"), "running", timeout=10) == "running"
+        assert "/libjemalloc.so" in Path(f"/proc/{agent.proc.pid}/maps").read_text()
+        starters = [(pid, name) for pid, name in _ancestors(int(_container(sandbox)["pid"]))  # type: ignore[call-overload]
+                    if name in ("crun", "sh")]
+        assert sorted({name for _, name in starters}) == ["crun", "sh"], starters
+        for pid, _ in starters:
+            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            assert not [v for v in environment if v.startswith((b"LD_PRELOAD=", b"MALLOC_CONF="))]
+    finally:
+        assert agent.stop() == 0
+
+
 CRASHING = """\
 name: crash
 containers:

@@ -9,7 +9,7 @@ import signal
 import sys
 from types import FrameType
 
-from kernel.memory import use_one_heap
+from kernel.memory import agent_allocator, forget_preload, installed_jemalloc, use_one_heap
 from reconcile.engine.settings import Settings
 from reconcile.watch.actionlog import ActionLog
 from reconcile.watch.agent import Agent, WatchOptions
@@ -27,15 +27,14 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _use_system_malloc() -> None:
-    """Re-execute once with PYTHONMALLOC=malloc (unless the user chose an allocator). A
-    reconcile of 1,000 containers peaks near 110 MB; with Python's own allocator the agent then
-    stays near its peak (a page of small objects is only returned when all of it is free),
-    while glibc's malloc with malloc_trim (kernel/memory.py) gives it back: 81 MB against
-    65 MB after converging 1,000 containers (bench/drift.py)."""
+def _use_lean_allocator() -> None:
+    """Re-execute once on the C library's malloc, jemalloc where the host has it (kernel/memory.py
+    says why), unless the user chose an allocator (PYTHONMALLOC set); once re-executed, keep the
+    preload from the processes the agent starts."""
     if "PYTHONMALLOC" not in os.environ:
         os.execve(sys.executable, [sys.executable, "-m", "reconcile", *sys.argv[1:]],
-                  {**os.environ, "PYTHONMALLOC": "malloc"})
+                  {**os.environ, **agent_allocator(os.environ, installed_jemalloc())})
+    forget_preload(os.environ)
 
 
 def run(settings: Settings, options: WatchOptions) -> int:
@@ -43,7 +42,7 @@ def run(settings: Settings, options: WatchOptions) -> int:
     the agent); AgentError before starting."""
     if not options.directory.is_dir():
         raise AgentError(f"{options.directory}: not a directory")
-    _use_system_malloc()
+    _use_lean_allocator()
     use_one_heap()
     _raise_fd_limit()
     agent = Agent(settings, options, ActionLog())

@@ -1,0 +1,77 @@
+"""The watch agent's allocator (kernel/memory.py): which one it re-executes itself on, and that
+the release between keys gives free memory back to the kernel on each of them. The agent's own
+run on jemalloc, and the processes it starts not on it, are in tests/test_watch_e2e.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kernel.memory import JEMALLOC_CONF, agent_allocator, installed_jemalloc
+
+REPO = Path(__file__).resolve().parent.parent
+
+JEMALLOC = "libjemalloc.so.2"
+
+
+def test_the_agent_runs_on_jemalloc_where_the_host_has_it() -> None:
+    assert agent_allocator({}, JEMALLOC) == {"PYTHONMALLOC": "malloc", "LD_PRELOAD": JEMALLOC,
+                                             "MALLOC_CONF": JEMALLOC_CONF}
+
+
+def test_without_jemalloc_the_agent_runs_on_the_c_librarys_malloc() -> None:
+    assert agent_allocator({}, None) == {"PYTHONMALLOC": "malloc"}
+
+
+def test_a_users_own_preload_is_left_as_it_is() -> None:
+    assert agent_allocator({"LD_PRELOAD": "libeatmydata.so"}, JEMALLOC) == {"PYTHONMALLOC": "malloc"}
+
+
+def test_setup_installed_jemalloc() -> None:
+    """scripts/apt-packages.sh lists libjemalloc2: the agent's allocator on our hosts."""
+    assert installed_jemalloc() == JEMALLOC
+
+
+RELEASE = """
+import gc, re, sys
+from kernel.memory import on_jemalloc, release_free_memory
+
+def rss() -> int:
+    return int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+
+assert on_jemalloc() == (sys.argv[1] == "jemalloc")
+before = rss()
+objects = [b"%07d" % i * 25 for i in range(300_000)]  # ~64 MiB of 200-byte objects
+kept = objects[::int(sys.argv[2])] if sys.argv[2] != "0" else []
+grown = rss()
+del objects
+gc.collect()
+freed = rss()
+release_free_memory()
+print(before, grown, freed, rss())
+"""
+
+
+@pytest.mark.parametrize(("allocator", "keep_every"), [
+    # glibc returns a freed block at the top of its heap by itself; what malloc_trim adds is the
+    # free pages among blocks still in use: one object in 100 is kept.
+    ("glibc", 100),
+    # jemalloc keeps freed pages for 10 s and returns them only as something allocates; the
+    # purge returns those of its slabs with nothing left in use (at once, idle or not).
+    ("jemalloc", 0),
+])
+def test_releasing_gives_free_memory_back_to_the_kernel(allocator: str, keep_every: int) -> None:
+    env = {**os.environ, "PYTHONMALLOC": "malloc", "PYTHONPATH": str(REPO)}
+    env.pop("LD_PRELOAD", None)
+    if allocator == "jemalloc":
+        env |= agent_allocator({}, installed_jemalloc())
+    run = subprocess.run([sys.executable, "-c", RELEASE, allocator, str(keep_every)], env=env,
+                         capture_output=True, text=True, timeout=60, check=True)
+    before, grown, freed, released = map(int, run.stdout.split())
+    assert grown - before > 48 * 1024  # KiB
+    assert freed - before > (grown - before) / 2, "freed memory was returned before the release"
+    assert released - before < (grown - before) / 4
