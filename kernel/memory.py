@@ -10,7 +10,7 @@ among objects still in use stay resident, and a start of many containers leaves 
 Converging 1,000 containers from an empty host, the agent sat at 60.6-63.2 MiB on glibc against
 58.1-58.2 on jemalloc (three alternated runs a side; bench/README), for the same CPU time per
 allocation. So the agent runs on jemalloc (Debian's libjemalloc2) where the host has it, and on
-glibc's malloc otherwise; neither is passed on to the processes it starts.
+glibc's malloc otherwise; the preload is not passed on to the processes it starts.
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ after 10 s, and then only when something allocates: an idle agent would keep the
 
 _process = ctypes.CDLL(None)  # the symbols of everything loaded: jemalloc's, when preloaded
 _mallctl = getattr(_process, "mallctl", None)
+if _mallctl is not None:
+    _mallctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t), ctypes.c_void_p,
+                         ctypes.c_size_t]
+    _mallctl.restype = ctypes.c_int
 _libc = ctypes.CDLL(_name) if (_name := ctypes.util.find_library("c")) else None
 _malloc_trim = getattr(_libc, "malloc_trim", None)
 _mallopt = getattr(_libc, "mallopt", None)
@@ -42,10 +46,10 @@ _mallopt = getattr(_libc, "mallopt", None)
 
 def agent_allocator(environ: Mapping[str, str], jemalloc: str | None) -> dict[str, str]:
     """What to add to `environ` to run the agent on the C library's malloc: on `jemalloc` (its
-    library's name, None where the host has none), unless the user preloads libraries of their
-    own (LD_PRELOAD set: theirs stay, and jemalloc is not added)."""
+    library's name, None where the host has none), unless the user preloads libraries or
+    configures jemalloc themselves (LD_PRELOAD or MALLOC_CONF set: theirs stay as they are)."""
     chosen = {"PYTHONMALLOC": "malloc"}
-    if jemalloc is not None and "LD_PRELOAD" not in environ:
+    if jemalloc is not None and not environ.get("LD_PRELOAD") and not environ.get("MALLOC_CONF"):
         chosen |= {"LD_PRELOAD": jemalloc, "MALLOC_CONF": JEMALLOC_CONF}
     return chosen
 
@@ -56,23 +60,19 @@ def installed_jemalloc() -> str | None:
 
 
 def forget_preload(environ: MutableMapping[str, str]) -> None:
-    """Once running on the jemalloc `agent_allocator` preloaded, take it out of `environ` (what
-    the processes we start inherit): the runtime, the waiting shells, the log writers and skopeo
-    start on their own malloc."""
-    if on_jemalloc() and environ.get("MALLOC_CONF") == JEMALLOC_CONF:
-        environ.pop("LD_PRELOAD", None)
-        del environ["MALLOC_CONF"]
-
-
-def on_jemalloc() -> bool:
-    return _mallctl is not None
+    """Take the preload `agent_allocator` added out of `environ` (what the processes we start
+    inherit), whether or not it loaded: the runtime, the waiting shells, the log writers and
+    skopeo start on their own malloc. It added both variables or neither, and only where the
+    user had set neither: both there, with our configuration, are ours."""
+    if environ.get("MALLOC_CONF") == JEMALLOC_CONF and "jemalloc" in environ.get("LD_PRELOAD", ""):
+        del environ["LD_PRELOAD"], environ["MALLOC_CONF"]
 
 
 def release_free_memory() -> None:
     """Return the heap's free pages to the kernel. No-op on a C library with neither jemalloc
     nor malloc_trim (musl)."""
     if _mallctl is not None:
-        _mallctl(MALLCTL_PURGE_ALL, None, None, None, ctypes.c_size_t(0))
+        _mallctl(MALLCTL_PURGE_ALL, None, None, None, 0)
     elif _malloc_trim is not None:
         _malloc_trim(0)
 
@@ -82,7 +82,7 @@ def use_one_heap() -> None:
     own: the agent's start workers left nine behind, ~10 MiB resident between them after
     converging 1,000 containers, each keeping the pages of the few objects still alive in it
     (malloc_trim returns only whole free pages). The GIL serialises nearly every allocation
-    anyway, so one heap costs next to no contention. Call before any thread starts; no-op on
-    jemalloc (JEMALLOC_CONF gives it one arena) and where the C library has no mallopt (musl)."""
-    if _mallopt is not None and not on_jemalloc():
+    anyway, so one heap costs next to no contention (JEMALLOC_CONF gives jemalloc one arena
+    likewise). Call before any thread starts; no-op where the C library has no mallopt (musl)."""
+    if _mallopt is not None:
         _mallopt(M_ARENA_MAX, 1)
