@@ -30,8 +30,12 @@ M_ARENA_MAX = -8
 
 MALLCTL_PURGE_ALL = b"arena.4096.purge"
 """jemalloc's control to return every arena's free pages to the kernel at once (4096 is
-MALLCTL_ARENAS_ALL): its counterpart of malloc_trim. Left to itself, jemalloc returns them only
-after 10 s, and then only when something allocates: an idle agent would keep them."""
+MALLCTL_ARENAS_ALL): its counterpart of malloc_trim. Left to itself, jemalloc returns them
+gradually over ~10 s, and only as something allocates or frees: an idle agent would keep them."""
+
+PRELOADED = "RECONCILE_PRELOADED"
+"""Set beside the preload `agent_allocator` adds (to the library's name): what tells ours from a
+user's once re-executed."""
 
 _process = ctypes.CDLL(None)  # the symbols of everything loaded: jemalloc's, when preloaded
 _mallctl = getattr(_process, "mallctl", None)
@@ -47,10 +51,10 @@ _mallopt = getattr(_libc, "mallopt", None)
 def agent_allocator(environ: Mapping[str, str], jemalloc: str | None) -> dict[str, str]:
     """What to add to `environ` to run the agent on the C library's malloc: on `jemalloc` (its
     library's name, None where the host has none), unless the user preloads libraries or
-    configures jemalloc themselves (LD_PRELOAD or MALLOC_CONF set: theirs stay as they are)."""
+    configures jemalloc themselves (LD_PRELOAD or MALLOC_CONF set and not empty: theirs stay)."""
     chosen = {"PYTHONMALLOC": "malloc"}
     if jemalloc is not None and not environ.get("LD_PRELOAD") and not environ.get("MALLOC_CONF"):
-        chosen |= {"LD_PRELOAD": jemalloc, "MALLOC_CONF": JEMALLOC_CONF}
+        chosen |= {"LD_PRELOAD": jemalloc, "MALLOC_CONF": JEMALLOC_CONF, PRELOADED: jemalloc}
     return chosen
 
 
@@ -62,10 +66,10 @@ def installed_jemalloc() -> str | None:
 def forget_preload(environ: MutableMapping[str, str]) -> None:
     """Take the preload `agent_allocator` added out of `environ` (what the processes we start
     inherit), whether or not it loaded: the runtime, the waiting shells, the log writers and
-    skopeo start on their own malloc. It added both variables or neither, and only where the
-    user had set neither: both there, with our configuration, are ours."""
-    if environ.get("MALLOC_CONF") == JEMALLOC_CONF and "jemalloc" in environ.get("LD_PRELOAD", ""):
-        del environ["LD_PRELOAD"], environ["MALLOC_CONF"]
+    skopeo start on their own malloc. A user's LD_PRELOAD and MALLOC_CONF stay."""
+    if environ.pop(PRELOADED, None) is not None:
+        environ.pop("LD_PRELOAD", None)
+        environ.pop("MALLOC_CONF", None)
 
 
 def release_free_memory() -> None:

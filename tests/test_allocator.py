@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kernel.memory import JEMALLOC_CONF, agent_allocator, forget_preload, installed_jemalloc
+from kernel.memory import JEMALLOC_CONF, PRELOADED, agent_allocator, forget_preload, installed_jemalloc
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -19,8 +19,8 @@ JEMALLOC = "libjemalloc.so.2"
 
 
 def test_the_agent_runs_on_jemalloc_where_the_host_has_it() -> None:
-    assert agent_allocator({}, JEMALLOC) == {"PYTHONMALLOC": "malloc", "LD_PRELOAD": JEMALLOC,
-                                             "MALLOC_CONF": JEMALLOC_CONF}
+    assert agent_allocator({"LD_PRELOAD": ""}, JEMALLOC) == {"PYTHONMALLOC": "malloc", "LD_PRELOAD": JEMALLOC,
+                                                             "MALLOC_CONF": JEMALLOC_CONF, PRELOADED: JEMALLOC}
 
 
 def test_without_jemalloc_the_agent_runs_on_the_c_librarys_malloc() -> None:
@@ -32,13 +32,20 @@ def test_a_users_own_preload_or_jemalloc_configuration_is_left_as_it_is(theirs: 
     assert agent_allocator(theirs, JEMALLOC) == {"PYTHONMALLOC": "malloc"}
 
 
-def test_the_preload_is_kept_from_what_the_agent_starts_and_a_users_is_not() -> None:
+def test_the_preload_is_kept_from_what_the_agent_starts() -> None:
     ours = {"PATH": "/bin", **agent_allocator({}, JEMALLOC)}
     forget_preload(ours)
     assert ours == {"PATH": "/bin", "PYTHONMALLOC": "malloc"}
-    theirs = {"LD_PRELOAD": "libjemalloc.so.2", "MALLOC_CONF": "narenas:2"}
-    forget_preload(theirs)
-    assert theirs == {"LD_PRELOAD": "libjemalloc.so.2", "MALLOC_CONF": "narenas:2"}
+
+
+@pytest.mark.parametrize("theirs", [
+    {"LD_PRELOAD": "libjemalloc.so.2", "MALLOC_CONF": "narenas:2"},
+    {"LD_PRELOAD": "/opt/libjemalloc.so.2:libfoo.so", "MALLOC_CONF": JEMALLOC_CONF},  # as ours, but theirs
+])
+def test_a_users_preload_is_passed_on(theirs: dict[str, str]) -> None:
+    environ = dict(theirs)
+    forget_preload(environ)
+    assert environ == theirs
 
 
 def test_setup_installed_jemalloc() -> None:
@@ -70,8 +77,9 @@ print(before, grown, freed, rss())
     # glibc returns a freed block at the top of its heap by itself; what malloc_trim adds is the
     # free pages among blocks still in use: one object in 100 is kept.
     ("glibc", 100),
-    # jemalloc keeps freed pages for 10 s and returns them only as something allocates; the
-    # purge returns those of its slabs with nothing left in use (at once, idle or not).
+    # jemalloc returns freed pages over ~10 s, and only as something allocates or frees; the
+    # purge returns at once those of its slabs with nothing left in use (so nothing is kept:
+    # one object in 100 kept would leave something in every slab).
     ("jemalloc", 0),
 ])
 def test_releasing_gives_free_memory_back_to_the_kernel(allocator: str, keep_every: int) -> None:

@@ -212,10 +212,13 @@ def _ancestors(pid: int) -> list[tuple[int, str]]:
         found.append((pid, Path(f"/proc/{pid}/comm").read_text().strip()))
 
 
-def test_the_agent_runs_on_jemalloc_and_what_it_starts_does_not(sandbox: Sandbox, specs: Path) -> None:
+def test_the_agent_runs_on_jemalloc_and_what_it_starts_does_not(sandbox: Sandbox, specs: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """kernel/memory.py: the agent re-executes itself with jemalloc preloaded, then keeps the
     preload from the runtime and the waiting shell it starts (they inherit its environment).
-    Started as a user would, with neither PYTHONMALLOC nor LD_PRELOAD of their own."""
+    Started as a user would, with no allocator settings of their own."""
+    for variable in ("PYTHONMALLOC", "LD_PRELOAD", "MALLOC_CONF"):
+        monkeypatch.delenv(variable, raising=False)
     save_atomically(specs / "svc.yaml", SERVICE)
     agent = Agent(sandbox, specs, "--debounce", "50")
     try:
@@ -225,7 +228,7 @@ def test_the_agent_runs_on_jemalloc_and_what_it_starts_does_not(sandbox: Sandbox
         assert [name for _, name in starters] == ["crun", "sh"], starters
         for pid, _ in starters:
             environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            assert not [v for v in environment if v.startswith((b"LD_PRELOAD=", b"MALLOC_CONF="))]
+            assert not [v for v in environment if v.startswith((b"LD_PRELOAD=", b"MALLOC_CONF=", b"RECONCILE_PRE"))]
     finally:
         assert agent.stop() == 0
 
