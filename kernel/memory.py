@@ -7,10 +7,10 @@ the C library's malloc (`PYTHONMALLOC=malloc`) and returns what is free between 
 
 On which malloc: glibc's returns only whole free pages (`malloc_trim`); the free bytes left
 among objects still in use stay resident, and a start of many containers leaves many of them.
-Converging 1,000 containers from an empty host, the agent sat at 60.6-63.2 MiB on glibc against
-58.1-58.2 on jemalloc (three alternated runs a side; bench/README), for the same CPU time per
-allocation. So the agent runs on jemalloc (Debian's libjemalloc2) where the host has it, and on
-glibc's malloc otherwise; the preload is not passed on to the processes it starts.
+Converging the scale bench's 1,000 containers from an empty host, the agent sat at 64.4-64.5 MiB
+on glibc against 61.8 on jemalloc (bench/README), for the same CPU time per allocation. So the
+agent runs on jemalloc (Debian's libjemalloc2) where the host has it, and on glibc's malloc
+otherwise; the preload is not passed on to the processes it starts.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from collections.abc import Mapping, MutableMapping
 JEMALLOC_CONF = "narenas:1,tcache:false"
 """One arena for every thread, as `use_one_heap` makes glibc's (the GIL serialises nearly every
 allocation anyway), and no thread caches: each holds freed objects that a purge does not return
-(converging 1,000 containers with them, flushed between keys too: 58.9-59.0 MiB, peak 66.4-66.5,
-against 58.1-58.2 and 63.9-64.6 without)."""
+(converging 1,000 bare containers with them, flushed between keys too: 58.9-59.0 MiB, peak
+66.4-66.5, against 58.1-58.2 and 63.9-64.6 without)."""
 
 M_ARENA_MAX = -8
 """mallopt's parameter for the most heaps ("arenas") glibc makes (malloc.h)."""
