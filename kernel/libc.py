@@ -1,5 +1,6 @@
 """The C library as the mount adapters call it (container roots, idmapped lowers, the runtime's
-mount namespace): one handle that keeps errno, and a failure raised as the caller's error."""
+mount namespace) and the allocator's controls (kernel/memory.py): one handle, over every symbol
+loaded, that keeps errno, and a failure raised as the caller's error."""
 
 from __future__ import annotations
 

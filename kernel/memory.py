@@ -19,6 +19,8 @@ import ctypes
 import ctypes.util
 from collections.abc import Mapping, MutableMapping
 
+from kernel.libc import LIBC
+
 JEMALLOC_CONF = "narenas:1,tcache:false"
 """One arena for every thread, as `use_one_heap` makes glibc's (the GIL serialises nearly every
 allocation anyway), and no thread caches: each holds freed objects that a purge does not return
@@ -37,15 +39,13 @@ PRELOADED = "RECONCILE_PRELOADED"
 """Set beside the preload `agent_allocator` adds (to the library's name): what tells ours from a
 user's once re-executed."""
 
-_process = ctypes.CDLL(None)  # the symbols of everything loaded: jemalloc's, when preloaded
-_mallctl = getattr(_process, "mallctl", None)
+_mallctl = getattr(LIBC, "mallctl", None)  # jemalloc's, when it is preloaded
 if _mallctl is not None:
     _mallctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t), ctypes.c_void_p,
                          ctypes.c_size_t]
     _mallctl.restype = ctypes.c_int
-_libc = ctypes.CDLL(_name) if (_name := ctypes.util.find_library("c")) else None
-_malloc_trim = getattr(_libc, "malloc_trim", None)
-_mallopt = getattr(_libc, "mallopt", None)
+_malloc_trim = getattr(LIBC, "malloc_trim", None)  # glibc's (jemalloc has neither)
+_mallopt = getattr(LIBC, "mallopt", None)
 
 
 def agent_allocator(environ: Mapping[str, str], jemalloc: str | None) -> dict[str, str]:

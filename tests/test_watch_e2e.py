@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from kernel.procs import Proc, read_proc
 from tests import cgroupfs
 from tests.canary import planted
 from tests.firewall_canaries import CANARY6, ip6tables_foreign
@@ -200,16 +201,13 @@ def test_a_new_agent_adopts_what_runs_and_sigterm_leaves_it_running(sandbox: San
     assert not second.saw("change")
 
 
-def _ancestors(pid: int) -> list[tuple[int, str]]:
-    """(pid, command name) of `pid`'s parent, its parent's parent ..., up to the host's init."""
-    found = []
-    while True:
-        status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                      if ":\t" in line)
-        pid = int(status["PPid"])
-        if pid <= 1:
-            return found
-        found.append((pid, Path(f"/proc/{pid}/comm").read_text().strip()))
+def _parents(pid: int, count: int) -> list[Proc]:
+    """`pid`'s parent, its parent's parent ...: the first `count` of them."""
+    chain: list[Proc] = []
+    proc = read_proc(pid)
+    while proc is not None and len(chain) < count and (proc := read_proc(proc.ppid)) is not None:
+        chain.append(proc)
+    return chain
 
 
 def test_the_agent_runs_on_jemalloc_and_what_it_starts_does_not(sandbox: Sandbox, specs: Path,
@@ -224,10 +222,10 @@ def test_the_agent_runs_on_jemalloc_and_what_it_starts_does_not(sandbox: Sandbox
     try:
         assert eventually(lambda: _container(sandbox).get("state"), "running", timeout=10) == "running"
         assert "/libjemalloc.so" in Path(f"/proc/{agent.proc.pid}/maps").read_text()
-        starters = _ancestors(int(_container(sandbox)["pid"]))[:2]  # type: ignore[call-overload]
-        assert [name for _, name in starters] == ["crun", "sh"], starters
-        for pid, _ in starters:
-            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        starters = _parents(int(_container(sandbox)["pid"]), 2)  # type: ignore[call-overload]
+        assert [proc.comm for proc in starters] == ["crun", "sh"], starters
+        for proc in starters:
+            environment = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
             assert not [v for v in environment if v.startswith((b"LD_PRELOAD=", b"MALLOC_CONF=", b"RECONCILE_PRE"))]
     finally:
         assert agent.stop() == 0
