@@ -68,7 +68,7 @@ SKELETON_KEY = "chains"
 BACKEND_CHOICES = ("auto", "nftables", "iptables")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Placed:
     """A rule where it sits: table, chain and the spec text as the backend prints it."""
 

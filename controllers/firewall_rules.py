@@ -110,7 +110,7 @@ _COMMENT_IN_SPEC = re.compile(r'(?:-m comment --comment|(?:^| )comment) (?:"(?P<
 prints it."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PortKey:
     """One published port's identity: the host side (a change of the container side updates
     the same owner in place)."""
@@ -141,7 +141,7 @@ class PortKey:
         return PortKey(match["stack"], match["container"], ip, int(match["port"]), match["protocol"])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Owner:
     """Who a rule belongs to, read back from its comment."""
 

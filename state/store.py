@@ -170,6 +170,14 @@ class Store:
         if self._db is not None:
             self._db.close()
 
+    def release_cache(self) -> None:
+        """Give back the pages this connection keeps cached (SQLite's `shrink_memory`), for a
+        connection held for long: the watch agent's keeps the pages it read last, up to 2 MiB
+        (the stacks' specs among them), all the time it is idle; the next read takes them from
+        the kernel's page cache again."""
+        if self._db is not None:
+            self._db.execute("PRAGMA shrink_memory")
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """All writes of one apply land together or not at all."""

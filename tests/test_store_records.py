@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import json
 import sqlite3
 from pathlib import Path
 
@@ -57,5 +59,30 @@ def test_a_stack_spec_is_kept_as_the_text_it_was_recorded_with(tmp_path: Path) -
         assert store.spec_texts() == {"a": '{"name":"a","containers":{"web":{}}}', "b": '{"name":"b"}'}
         assert [(r.name, r.spec) for r in store.stacks()] == [("a", {"name": "a", "containers": {"web": {}}}),
                                                               ("b", {"name": "b"})]
+    finally:
+        store.close()
+
+
+def _sqlite_memory_used() -> int:
+    """SQLite's own count of the memory it holds, in this process (the library sqlite3 loaded)."""
+    library = next(line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()
+                   if "libsqlite3" in line.split()[-1])
+    memory_used = ctypes.CDLL(library).sqlite3_memory_used
+    memory_used.restype = ctypes.c_int64
+    return int(memory_used())
+
+
+def test_a_long_held_connection_gives_back_the_pages_it_read(tmp_path: Path) -> None:
+    """The watch agent's connection, after each key: what a read cached is given back."""
+    spec = json.dumps({"containers": {f"c{i}": {"command": ["sleep", "100000"]} for i in range(20_000)}})
+    store = Store.open(tmp_path)
+    try:
+        store.record_stack("big", "/dev/null", spec)
+        store.release_cache()
+        before = _sqlite_memory_used()
+        assert store.spec_texts() == {"big": spec}
+        assert _sqlite_memory_used() - before > len(spec) // 2  # its pages, cached
+        store.release_cache()
+        assert _sqlite_memory_used() - before < len(spec) // 10
     finally:
         store.close()

@@ -38,6 +38,17 @@ def test_a_file_read_again_unchanged_keeps_the_spec_in_force_and_its_new_positio
     assert specs.refresh().changed == {"a"} and specs.stacks()["a"].stack is not in_force
 
 
+def test_a_new_spec_is_held_with_its_equal_parts_shared(tmp_path: Path) -> None:
+    path = tmp_path / "a.yaml"
+    containers = "".join(f"  {n}:\n    command: sleep 1\n    networks: [net]\n    resources: {{pids: 10}}\n"
+                         for n in ("x", "y"))
+    path.write_text(stack("a", "10.70.1.0/24") + "containers:\n" + containers)
+    specs = StackDir(tmp_path)
+    specs.refresh()
+    held = specs.stacks()["a"].stack.containers
+    assert held["x"].resources is held["y"].resources  # specs.shared: one object for equal parts
+
+
 def test_an_invalid_file_keeps_its_last_good_spec_and_reports_where(tmp_path: Path) -> None:
     path = tmp_path / "a.yaml"
     path.write_text(stack("a", "10.70.1.0/24"))

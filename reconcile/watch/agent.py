@@ -207,6 +207,7 @@ class Agent:
                     finally:
                         self.queue.done(key)
                         self.cycles.between_keys(busy=bool(self.queue.due(1)))
+                        self.store.release_cache()
                         release_free_memory()
         finally:
             self.queue.close()

@@ -18,7 +18,7 @@ HOST = ""
 CONTAINER_KINDS = frozenset({"sandbox", "endpoint", "cgroup", "container", "port", "proxy"})
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Key:
     stack: str
     resource: str = ""
