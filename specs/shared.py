@@ -7,7 +7,8 @@ filled in). And equal parts of a file are distinct instances: a thousand contain
 same `resources`, attached to the same network the same way, hold a thousand equal models.
 Shared here: one set per distinct fields set, handed to `model_construct` (which keeps
 the set it is given, as pydantic documents), and one instance per distinct model wherever its
-values are hashable. The models are frozen, and pydantic copies a fields set before it adds
+values are hashable, told apart by its fields set and the type of every value too (pydantic's
+`==` compares neither). Spec models are frozen, and pydantic copies a fields set before it adds
 to it (`model_copy(update=...)`), so no instance can change another's.
 
 Measured on the scale bench's stack of 1,000 containers (a port and limits each): its models
@@ -16,45 +17,58 @@ held 3.97 MiB, 2.04 shared; sharing them took 45-70 ms, loading the file 60-100 
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TypeVar, cast
 
-from pydantic import BaseModel
+from specs.model import SpecModel
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound=SpecModel)
 
 
 def shared(model: M) -> M:
-    """An equal model (the same fields set in every part) whose equal parts are one object."""
-    return _Sharing().model(model)
+    """An equal model (the same fields set and the same types of values in every part) whose
+    equal parts are one object."""
+    return cast(M, _Sharing().model(model))  # a model of the same type: rebuilt, or found by its type
 
 
 class _Sharing:
     def __init__(self) -> None:
         self._fields_sets: dict[frozenset[str], set[str]] = {}
-        self._models: dict[tuple[object, ...], BaseModel] = {}
+        self._models: dict[tuple[object, ...], SpecModel] = {}
 
-    def model(self, model: M) -> M:
+    def model(self, model: SpecModel) -> SpecModel:
         values = {name: self._value(value) for name, value in model}
         fields_set = frozenset(model.model_fields_set)
-        # The type beside each value: 1, 1.0 and True are equal, and would be one key.
-        key = (type(model), fields_set, *((name, type(value), value) for name, value in values.items()))
+        key = (type(model), fields_set, *((name, _typed(value)) for name, value in values.items()))
         try:
             found = self._models.get(key)
         except TypeError:  # a list or a mapping among the values: not shared
             return self._rebuilt(model, fields_set, values)
-        if isinstance(found, type(model)):
-            return found
-        rebuilt = self._models[key] = self._rebuilt(model, fields_set, values)
-        return rebuilt
+        if found is None:
+            found = self._models[key] = self._rebuilt(model, fields_set, values)
+        return found
 
-    def _rebuilt(self, model: M, fields_set: frozenset[str], values: dict[str, object]) -> M:
-        return type(model).model_construct(self._fields_sets.setdefault(fields_set, set(fields_set)), **values)
+    def _rebuilt(self, model: SpecModel, fields_set: frozenset[str], values: dict[str, object]) -> SpecModel:
+        names = self._fields_sets.get(fields_set)
+        if names is None:
+            names = self._fields_sets[fields_set] = set(fields_set)
+        return type(model).model_construct(names, **values)
 
     def _value(self, value: object) -> object:
-        if isinstance(value, BaseModel):
+        if isinstance(value, SpecModel):
             return self.model(value)
-        if isinstance(value, list) and any(isinstance(item, BaseModel) for item in value):
+        if isinstance(value, list) and any(isinstance(item, SpecModel) for item in value):
             return [self._value(item) for item in value]
-        if isinstance(value, dict) and any(isinstance(item, BaseModel) for item in value.values()):
+        if isinstance(value, dict) and any(isinstance(item, SpecModel) for item in value.values()):
             return {name: self._value(item) for name, item in value.items()}
         return value
+
+
+def _typed(value: object) -> object:
+    """A value as a key part that equal values of other types do not match (1, 1.0 and True are
+    equal in Python). A model is already shared (`_Sharing.model`): equal ones with the same
+    fields set and types are one object, so it is its identity."""
+    if isinstance(value, SpecModel):
+        return id(value)
+    if isinstance(value, (tuple, frozenset)):
+        return type(value), type(value)(_typed(item) for item in value)
+    return type(value), value

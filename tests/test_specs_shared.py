@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
-from specs.model import Stack
+from specs.model import SpecModel, Stack
 from specs.shared import shared
 
 STACK = {
@@ -71,17 +71,32 @@ def test_a_copy_with_an_update_leaves_the_models_it_shares_with_unchanged() -> N
     assert a.model_copy(update={"hostname": "other"}).hostname == "other" and b.hostname == "b"
 
 
-class Value(BaseModel):
-    model_config = ConfigDict(strict=True, frozen=True)
-    x: bool | int | float | None
+class Value(SpecModel):
+    x: bool | int | float | None = None
+    y: int | None = None
 
 
-class Values(BaseModel):
-    model_config = ConfigDict(strict=True, frozen=True)
-    items: list[Value]
+class Holder(SpecModel):
+    value: Value
 
 
-def test_values_equal_in_python_but_of_other_types_stay_apart() -> None:
-    values = shared(Values(items=[Value(x=1), Value(x=1.0), Value(x=True), Value(x=1)]))
+class Values(SpecModel):
+    items: list[Value] = []
+    holders: list[Holder] = []
+
+
+def test_values_equal_in_python_but_of_other_types_stay_apart_at_any_depth() -> None:
+    values = shared(Values(items=[Value(x=1), Value(x=1.0), Value(x=True), Value(x=1)],
+                           holders=[Holder(value=Value(x=1)), Holder(value=Value(x=1.0)), Holder(value=Value(x=True))]))
     assert [type(item.x) for item in values.items] == [int, float, bool, int]
     assert values.items[0] is values.items[3] and len({id(item) for item in values.items}) == 3
+    assert [type(holder.value.x) for holder in values.holders] == [int, float, bool]
+
+
+def test_parts_equal_but_for_their_fields_set_stay_apart_at_any_depth() -> None:
+    """A default written out is not a default left out, in a part of a part too."""
+    holders = [Holder(value=Value(y=None)), Holder(value=Value()), Holder(value=Value(x=None))]
+    values = shared(Values(holders=holders))
+    assert [holder.value.model_fields_set for holder in values.holders] == [{"y"}, set(), {"x"}]
+    assert [h.model_dump(exclude_unset=True) for h in values.holders] == [h.model_dump(exclude_unset=True)
+                                                                          for h in holders]

@@ -125,7 +125,7 @@ class StackDir:
     def adopt(self, path: Path, stack: Stack) -> bool:
         """Take `stack` as the last good spec of an invalid file (the spec it was last applied
         with, after an agent restart), unless it clashes with the stacks in force."""
-        candidate = StackFile(path, stack)
+        candidate = StackFile(path, shared(stack))
         if cross_check([*(f for p, f in self.good.items() if p != path), candidate]):
             return False
         self.good[path] = candidate
