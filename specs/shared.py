@@ -5,11 +5,12 @@ Pydantic gives every model instance a set of its own naming the fields the file 
 (`model_fields_set`): 216 bytes, 728 from five names on (a container's, once its defaults are
 filled in). And equal parts of a file are distinct instances: a thousand containers with the
 same `resources`, attached to the same network the same way, hold a thousand equal models.
-Shared here: one set per distinct fields set, handed to `model_construct` (which keeps
-the set it is given, as pydantic documents), and one instance per distinct model wherever its
-values are hashable, told apart by its fields set and the type of every value too (pydantic's
-`==` compares neither). Spec models are frozen, and pydantic copies a fields set before it adds
-to it (`model_copy(update=...)`), so no instance can change another's.
+Shared here: one set per distinct fields set, handed to `model_construct` (which keeps the set
+it is given, as pydantic documents), and one instance per distinct model wherever no list or
+mapping is among its values (nor its parts'), told apart by its fields set and the type of
+every value too (pydantic's `==` compares neither). Spec models are frozen, and pydantic copies
+a fields set before it adds to it (`model_copy(update=...)`), so no instance can change
+another's.
 
 Measured on the scale bench's stack of 1,000 containers (a port and limits each): its models
 held 3.97 MiB, 2.04 shared; sharing them took 45-70 ms, loading the file 60-100 ms
@@ -65,10 +66,15 @@ class _Sharing:
 
 def _typed(value: object) -> object:
     """A value as a key part that equal values of other types do not match (1, 1.0 and True are
-    equal in Python). A model is already shared (`_Sharing.model`): equal ones with the same
-    fields set and types are one object, so it is its identity."""
+    equal in Python), nor 0.0 its -0.0 (which dumps otherwise). A model is already shared
+    (`_Sharing.model`): equal ones with the same fields set and types are one object, so it is
+    its identity (alive while the sharing runs: the models kept hold it)."""
     if isinstance(value, SpecModel):
         return id(value)
-    if isinstance(value, (tuple, frozenset)):
-        return type(value), type(value)(_typed(item) for item in value)
+    if isinstance(value, float):
+        return float, value.hex()
+    if isinstance(value, tuple):
+        return type(value), tuple(_typed(item) for item in value)
+    if isinstance(value, frozenset):
+        return frozenset, frozenset(_typed(item) for item in value)
     return type(value), value

@@ -74,6 +74,7 @@ def test_a_copy_with_an_update_leaves_the_models_it_shares_with_unchanged() -> N
 class Value(SpecModel):
     x: bool | int | float | None = None
     y: int | None = None
+    z: tuple[bool | int, ...] = ()
 
 
 class Holder(SpecModel):
@@ -91,6 +92,10 @@ def test_values_equal_in_python_but_of_other_types_stay_apart_at_any_depth() -> 
     assert [type(item.x) for item in values.items] == [int, float, bool, int]
     assert values.items[0] is values.items[3] and len({id(item) for item in values.items}) == 3
     assert [type(holder.value.x) for holder in values.holders] == [int, float, bool]
+    signed = shared(Values(items=[Value(x=0.0), Value(x=-0.0), Value(z=(1,)), Value(z=(True,))]))
+    assert [item.model_dump_json() for item in signed.items] == [
+        '{"x":0.0,"y":null,"z":[]}', '{"x":-0.0,"y":null,"z":[]}', '{"x":null,"y":null,"z":[1]}',
+        '{"x":null,"y":null,"z":[true]}']
 
 
 def test_parts_equal_but_for_their_fields_set_stay_apart_at_any_depth() -> None:

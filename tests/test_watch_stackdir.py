@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from reconcile.watch.stackdir import StackDir
+from specs.loader import load_file
 
 
 def stack(name: str, subnet: str) -> str:
@@ -47,6 +48,15 @@ def test_a_new_spec_is_held_with_its_equal_parts_shared(tmp_path: Path) -> None:
     specs.refresh()
     held = specs.stacks()["a"].stack.containers
     assert held["x"].resources is held["y"].resources  # specs.shared: one object for equal parts
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "a.yaml").write_text(path.read_text())
+    path.write_text("name: a\nnot: valid\n")  # an agent restarted on a file broken since: the store's spec
+    again = StackDir(tmp_path)
+    again.refresh()
+    assert again.adopt(path, load_file(elsewhere / "a.yaml").stack)
+    adopted = again.stacks()["a"].stack.containers
+    assert adopted["x"].resources is adopted["y"].resources
 
 
 def test_an_invalid_file_keeps_its_last_good_spec_and_reports_where(tmp_path: Path) -> None:
