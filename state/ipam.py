@@ -13,7 +13,7 @@ each and both are keyed by the endpoint.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Generic, NamedTuple, TypeVar, cast
 
@@ -41,18 +41,18 @@ class Exhausted(Exception):
 
 
 def assign(requests: Iterable[Request[A]], leases: Mapping[EndpointKey, A], live: Mapping[EndpointKey, A],
-           in_use: Mapping[Subnet, set[A]]) -> dict[EndpointKey, A]:
+           in_use: Mapping[Subnet, Container[A]]) -> dict[EndpointKey, A]:
     """Addresses for every request, in request order (deterministic).
 
     `leases`: from the store; `live`: the address the kernel shows on each of our endpoints;
     `in_use`: per subnet, addresses held by anything not in `requests` (other stacks, foreign
     hosts on the bridge), which must not be handed out (ones outside the subnet may be among
-    them: they are never handed out in it anyway)."""
+    them: they are never handed out in it anyway). Only looked up: it may be a view."""
     requests = list(requests)
-    taken: dict[Subnet, set[A]] = {}
+    taken: dict[Subnet, _Taken[A]] = {}
     for r in requests:
-        if r.subnet not in taken:  # copied once per subnet (a copy per request cost N x N)
-            taken[r.subnet] = set(in_use.get(r.subnet, ()))
+        if r.subnet not in taken:  # one per subnet (a copy of in_use per request cost N x N)
+            taken[r.subnet] = _Taken(in_use.get(r.subnet, ()))
         taken[r.subnet].add(r.gateway)
         if r.static is not None:
             taken[r.subnet].add(r.static)
@@ -79,7 +79,24 @@ def assign(requests: Iterable[Request[A]], leases: Mapping[EndpointKey, A], live
     return {r.key: result[r.key] for r in requests}
 
 
-def _sticky(request: Request[A], candidates: Iterable[A | None], taken: set[A]) -> A | None:
+class _Taken(Generic[A]):
+    """What a subnet's requests may not be given: what is in use (not copied: a focused pass
+    looks up a few addresses among a thousand) and what the pass has given or reserved."""
+
+    __slots__ = ("_in_use", "_added")
+
+    def __init__(self, in_use: Container[A]) -> None:
+        self._in_use: Container[A] = in_use
+        self._added: set[A] = set()
+
+    def __contains__(self, address: A) -> bool:
+        return address in self._added or address in self._in_use
+
+    def add(self, address: A) -> None:
+        self._added.add(address)
+
+
+def _sticky(request: Request[A], candidates: Iterable[A | None], taken: _Taken[A]) -> A | None:
     for address in candidates:
         if address is not None and _usable(address, request.subnet) and address not in taken:
             return address
@@ -98,7 +115,7 @@ def _usable(address: A, subnet: Subnet) -> bool:
     return address not in reserved
 
 
-def _free_hosts(subnet: Subnet, taken: set[A]) -> Iterator[A]:
+def _free_hosts(subnet: Subnet, taken: _Taken[A]) -> Iterator[A]:
     """The host addresses not in `taken`, lowest first, one at a time (hosts() is lazy: a /64 is
     not listed). One walk hands out a pass's new addresses in turn, each the lowest then free:
     `taken` holds every kept, static and foreign address before the walk starts, and only grows

@@ -1,7 +1,8 @@
 """Container addresses of a pass (reconcile.engine.addresses, pure): a focused pass (the watch
 agent's repair of some containers) decides its focus's addresses as a whole pass would, keeps
 every other endpoint's static or leased one, and decides them all, as a whole pass, when one of
-the others has neither (a lost store)."""
+the others has neither (a lost store). Each focused case runs twice: as a CLI pass, and with what
+the endpoints hold kept from the pass before (the watch agent's HeldAddresses)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from controllers.base import Focus
 from controllers.sandbox import SandboxObservation
 from reconcile.engine import addresses
-from reconcile.engine.addresses import assign_addresses
+from reconcile.engine.addresses import HeldAddresses, assign_addresses
 from specs.model import Stack
 from state.ipam import A, EndpointKey, Request
 from tests.firewall_support import build_stack
@@ -24,6 +25,7 @@ STACK = build_stack("s", {"networks": {"net": {"subnet": "10.9.0.0/29"}},
                                          "c": {"networks": ["net"]}, "d": {"networks": ["net"]}}})
 OTHER = build_stack("o", {"networks": {"net": {"subnet": "10.9.0.0/29"}}, "containers": {"x": {"networks": ["net"]}}})
 NOTHING_LIVE = SandboxObservation({}, {}, {})
+NO_LEASES6: dict[EndpointKey, IPv6Address] = {}  # one object, as LeaseCache hands out until a write
 
 
 def _ip(last: int) -> IPv4Address:
@@ -34,11 +36,21 @@ def _leases(**by_container: int) -> dict[EndpointKey, IPv4Address]:
     return {("s", name, "net"): _ip(last) for name, last in by_container.items()}
 
 
-def _assigned(leases: Mapping[EndpointKey, IPv4Address], focus: Focus | None,
-              stacks: tuple[Stack, ...] = (STACK,)) -> dict[EndpointKey, IPv4Address]:
-    addresses, addresses6, issues = assign_addresses(list(stacks), leases, {}, NOTHING_LIVE, focus)
+def _assigned(leases: Mapping[EndpointKey, IPv4Address], focus: Focus | None, stacks: tuple[Stack, ...] = (STACK,),
+              kept: HeldAddresses | None = None) -> dict[EndpointKey, IPv4Address]:
+    addresses, addresses6, issues = assign_addresses(list(stacks), leases, NO_LEASES6, NOTHING_LIVE, focus, kept)
     assert addresses6 == {} and issues == []
     return addresses
+
+
+def _kept_by_a_pass(leases: Mapping[EndpointKey, IPv4Address], stacks: tuple[Stack, ...] = (STACK,)) -> HeldAddresses:
+    """What the watch agent keeps after a whole pass over these stacks with these leases."""
+    kept = HeldAddresses()
+    _assigned(leases, None, stacks, kept)
+    return kept
+
+
+KEPT = pytest.mark.parametrize("kept", [False, True], ids=["cli", "kept"])
 
 
 FOCUS_C = Focus.on({"s": STACK}, [("s", "c")])
@@ -50,27 +62,32 @@ FOCUS_C = Focus.on({"s": STACK}, [("s", "c")])
     _leases(a=4, c=2, d=5),  # leases in any order
     _leases(a=2, c=3, d=5),  # c's lease is b's static address now: c moves, as in a whole pass
 ])
-def test_a_focused_pass_decides_its_focus_as_a_whole_pass_would(leases: dict[EndpointKey, IPv4Address]) -> None:
+@KEPT
+def test_a_focused_pass_decides_its_focus_as_a_whole_pass_would(leases: dict[EndpointKey, IPv4Address],
+                                                                kept: bool) -> None:
     whole = _assigned(leases, None)
-    assert _assigned(leases, FOCUS_C) == whole
+    assert _assigned(leases, FOCUS_C, kept=_kept_by_a_pass(leases) if kept else None) == whole
     assert whole[("s", "b", "net")] == _ip(3) and len(set(whole.values())) == len(whole)
 
 
-def test_others_keep_their_leases_and_statics_however_the_focus_is_decided() -> None:
+@KEPT
+def test_others_keep_their_leases_and_statics_however_the_focus_is_decided(kept: bool) -> None:
     leases = _leases(a=6, d=2)
-    focused = _assigned(leases, FOCUS_C)
+    focused = _assigned(leases, FOCUS_C, kept=_kept_by_a_pass(leases) if kept else None)
     assert [focused[("s", name, "net")] for name in ("a", "b", "d")] == [_ip(6), _ip(3), _ip(2)]
     assert focused[("s", "c", "net")] not in {_ip(6), _ip(3), _ip(2)}
 
 
-def test_with_another_unleased_the_focused_pass_decides_every_address_as_a_whole_pass() -> None:
+@KEPT
+def test_with_another_unleased_the_focused_pass_decides_every_address_as_a_whole_pass(kept: bool) -> None:
     leases = _leases(c=4)  # a and d lost their leases (a lost store)
-    assert _assigned(leases, FOCUS_C) == _assigned(leases, None)
+    assert _assigned(leases, FOCUS_C, kept=_kept_by_a_pass(leases) if kept else None) == _assigned(leases, None)
 
 
-def test_another_stacks_lease_is_never_handed_out() -> None:
+@KEPT
+def test_another_stacks_lease_is_never_handed_out(kept: bool) -> None:
     leases = {**_leases(a=2, d=5), ("o", "x", "net"): _ip(4)}
-    focused = _assigned(leases, FOCUS_C)
+    focused = _assigned(leases, FOCUS_C, kept=_kept_by_a_pass(leases) if kept else None)
     assert focused[("s", "c", "net")] == _ip(6)  # 2, 3 (b's static), 4 (o/x's), 5 taken
     assert focused == _assigned(leases, None)
 
@@ -119,3 +136,39 @@ def test_a_focused_pass_asks_for_its_own_endpoints_only(monkeypatch: pytest.Monk
     leases6 = {("s", name, "net"): IPv6Address(f"fd00:9::{last}") for name, last in (("a", 2), ("b", 3))}
     assign_addresses([dual], _leases(a=2, b=3), leases6, NOTHING_LIVE, Focus.on({"s": dual}, [("s", "c")]))
     assert asked == [[("s", "c", "net")], [("s", "c", "net")]]
+
+
+def test_an_address_two_endpoints_hold_stays_taken_when_the_focus_holds_it_too() -> None:
+    """c's lease is also d's: c moves off it, as in a whole pass (one holder leaving it does not
+    free it for the other)."""
+    leases = _leases(a=2, c=5, d=5)
+    for kept in (None, _kept_by_a_pass(leases)):
+        focused = _assigned(leases, FOCUS_C, kept=kept)
+        assert focused[("s", "d", "net")] == _ip(5) and focused[("s", "c", "net")] == _ip(4)
+
+
+def test_what_is_kept_is_worked_out_once_for_the_same_specs_and_leases(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repair after a pass looks at its own endpoints only; new leases (another object, as
+    LeaseCache hands out once they are written) or another spec are worked out again."""
+    worked: list[tuple[Stack, ...]] = []
+    real = addresses._held
+
+    def counted(family: Any, stacks: Any, leases: Any) -> Any:
+        worked.append(tuple(stacks))
+        return real(family, stacks, leases)
+
+    monkeypatch.setattr(addresses, "_held", counted)
+    leases = _leases(a=2, c=4, d=5)
+    kept = _kept_by_a_pass(leases)
+    assert len(worked) == 2  # a whole pass brings both families up to date
+    assert _assigned(leases, FOCUS_C, kept=kept)[("s", "c", "net")] == _ip(4)
+    assert len(worked) == 2
+    moved = _leases(a=2, c=6, d=4)  # written since: c's lease is now 6
+    assert _assigned(moved, FOCUS_C, kept=kept)[("s", "c", "net")] == _ip(6)
+    assert len(worked) == 3  # IPv4's: the IPv6 leases are the same
+    grown = build_stack("s", {**STACK.model_dump(exclude_unset=True),
+                              "containers": {**STACK.model_dump(exclude_unset=True)["containers"],
+                                             "e": {"networks": {"net": {"ip": "10.9.0.4"}}}}})
+    focused = _assigned(moved, Focus.on({"s": grown}, [("s", "d")]), (grown,), kept)
+    assert focused[("s", "d", "net")] == _ip(5)  # 4 is e's static address now: d moves
+    assert len(worked) == 5

@@ -35,6 +35,7 @@ from kernel.memory import release_free_memory
 from kernel.retrying import retry_transient
 from kernel.rtnl_wire import DumpInterrupted
 from reconcile.engine import pinning
+from reconcile.engine.addresses import HeldAddresses
 from reconcile.engine.session import HostDrivers, Target, open_session
 from reconcile.engine.settings import Settings
 from reconcile.watch.actionlog import ActionLog
@@ -124,6 +125,7 @@ class Agent:
         self._drivers: HostDrivers | None = None  # the last whole pass's, for focused ones
         self._leases = LeaseCache()  # every session's: read again only once written
         self._rendered = RenderedLines()  # every session's /etc/hosts lines: rendered again once changed
+        self._addresses = HeldAddresses()  # every session's: a repair decides its own addresses only
         self._held: dict[Key, str] = {}  # restarts waiting out a crash-loop delay
         self._pruning: set[str] = set()
         self._dirty_files: set[Path] | None = None  # None: every file
@@ -300,7 +302,7 @@ class Agent:
             self._drivers = HostDrivers.detect(self.settings, self.nft_changes, before=self._drivers)
         with exclusive(self.settings.state_dir, self._waiting_for_lock), \
                 open_session(self.settings, writable=True, drivers=self._drivers, leases=self._leases,
-                             rendered=self._rendered) as session, \
+                             rendered=self._rendered, held=self._addresses) as session, \
                 self.cycles.during_pass(focused=focus is not None):
             resolved = pinning.resolve(target, self.settings,
                                       pinning.Pulling(allowed=True, background=self._pull_in_background),
