@@ -1,13 +1,14 @@
 """Container addresses of a pass (reconcile.engine.addresses, pure): a focused pass (the watch
 agent's repair of some containers) decides its focus's addresses as a whole pass would, keeps
 every other endpoint's static or leased one, and decides them all, as a whole pass, when one of
-the others has neither (a lost store). Each focused case runs twice: as a CLI pass, and with what
-the endpoints hold kept from the pass before (the watch agent's HeldAddresses)."""
+the others has neither (a lost store). The focused cases marked KEPT run twice: as a CLI pass, and
+with what the endpoints hold kept from the focused pass before (the watch agent's HeldAddresses)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from ipaddress import IPv4Address, IPv6Address
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from controllers.base import Focus
 from controllers.sandbox import SandboxObservation
 from reconcile.engine import addresses
 from reconcile.engine.addresses import HeldAddresses, assign_addresses
+from reconcile.engine.subnets import with_subnets
 from specs.model import Stack
 from state.ipam import A, EndpointKey, Request
 from tests.firewall_support import build_stack
@@ -44,10 +46,20 @@ def _assigned(leases: Mapping[EndpointKey, IPv4Address], focus: Focus | None, st
 
 
 def _kept_by_a_pass(leases: Mapping[EndpointKey, IPv4Address], stacks: tuple[Stack, ...] = (STACK,)) -> HeldAddresses:
-    """What the watch agent keeps after a whole pass over these stacks with these leases."""
+    """What the watch agent keeps after a focused pass (on d) over these stacks with these leases."""
     kept = HeldAddresses()
-    _assigned(leases, None, stacks, kept)
+    _assigned(leases, Focus.on({s.name: s for s in stacks}, [("s", "d")]), stacks, kept)
     return kept
+
+
+@dataclass(frozen=True)
+class _Live(SandboxObservation):
+    """An observation with these IPv4 addresses live (the diff tests build whole sandboxes)."""
+
+    live: Mapping[EndpointKey, IPv4Address] = field(default_factory=dict)
+
+    def live_addresses(self) -> dict[EndpointKey, IPv4Address]:
+        return dict(self.live)
 
 
 KEPT = pytest.mark.parametrize("kept", [False, True], ids=["cli", "kept"])
@@ -150,17 +162,10 @@ def test_an_address_two_endpoints_hold_stays_taken_when_the_focus_holds_it_too()
 def test_what_is_kept_is_worked_out_once_for_the_same_specs_and_leases(monkeypatch: pytest.MonkeyPatch) -> None:
     """A repair after a pass looks at its own endpoints only; new leases (another object, as
     LeaseCache hands out once they are written) or another spec are worked out again."""
-    worked: list[tuple[Stack, ...]] = []
-    real = addresses._held
-
-    def counted(family: Any, stacks: Any, leases: Any) -> Any:
-        worked.append(tuple(stacks))
-        return real(family, stacks, leases)
-
-    monkeypatch.setattr(addresses, "_held", counted)
+    worked = _counted(monkeypatch)
     leases = _leases(a=2, c=4, d=5)
     kept = _kept_by_a_pass(leases)
-    assert len(worked) == 2  # a whole pass brings both families up to date
+    assert len(worked) == 2  # a focused pass keeps both families
     assert _assigned(leases, FOCUS_C, kept=kept)[("s", "c", "net")] == _ip(4)
     assert len(worked) == 2
     moved = _leases(a=2, c=6, d=4)  # written since: c's lease is now 6
@@ -172,3 +177,83 @@ def test_what_is_kept_is_worked_out_once_for_the_same_specs_and_leases(monkeypat
     focused = _assigned(moved, Focus.on({"s": grown}, [("s", "d")]), (grown,), kept)
     assert focused[("s", "d", "net")] == _ip(5)  # 4 is e's static address now: d moves
     assert len(worked) == 5
+
+
+def _counted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Stack, ...]]:
+    """The stacks each time what their endpoints hold is worked out."""
+    worked: list[tuple[Stack, ...]] = []
+    real = addresses._held
+
+    def counted(family: Any, stacks: Any, leases: Any) -> Any:
+        worked.append(tuple(stacks))
+        return real(family, stacks, leases)
+
+    monkeypatch.setattr(addresses, "_held", counted)
+    return worked
+
+
+def test_a_passs_copies_of_a_stack_keep_what_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each pass copies a stack whose network has no subnet (the pool's is filled in) and the
+    containers it merges an image's settings into: their networks stay the spec's, and what
+    their endpoints hold is not worked out again."""
+    pooled = build_stack("s", {"networks": {"net": {}}, "containers": {name: {"networks": ["net"]} for name in "acd"}})
+    leases = _leases(a=2, c=4, d=5)
+
+    def copied() -> Stack:
+        stack = with_subnets({"s": pooled}, {("s", "net"): IPv4Network("10.9.0.0/29")})["s"]
+        merged = stack.containers["c"].model_copy(update={"command": ["true"]})
+        return stack.model_copy(update={"containers": {**stack.containers, "c": merged}})
+
+    worked = _counted(monkeypatch)
+    kept = HeldAddresses()
+    for _ in range(3):
+        stack = copied()
+        assert _assigned(leases, Focus.on({"s": stack}, [("s", "c")]), (stack,), kept)[("s", "c", "net")] == _ip(4)
+    assert len(worked) == 2  # once a family
+    stack = with_subnets({"s": pooled}, {("s", "net"): IPv4Network("10.9.1.0/29")})["s"]  # another subnet
+    moved = {("s", "a", "net"): IPv4Address("10.9.1.2"), ("s", "d", "net"): IPv4Address("10.9.1.3")}
+    assert _assigned(moved, Focus.on({"s": stack}, [("s", "c")]), (stack,), kept)[("s", "c", "net")] == \
+        IPv4Address("10.9.1.4")
+    assert len(worked) == 3  # IPv4's (no IPv6 subnet, the same IPv6 leases)
+
+
+def test_a_pass_over_everything_forgets_what_was_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    worked = _counted(monkeypatch)
+    leases = _leases(a=2, c=4, d=5)
+    kept = _kept_by_a_pass(leases)
+    _assigned(leases, None, kept=kept)
+    _assigned(leases, FOCUS_C, kept=kept)
+    assert len(worked) == 4  # kept by the first focused pass, worked out again after the whole one
+
+
+@KEPT
+def test_an_address_still_live_on_an_endpoint_that_holds_another_is_free(kept: bool) -> None:
+    """a's static address is now 2, but its namespace still holds 3 (not yet repaired): 3 is
+    free for c, as in a whole pass, which sees a's 3 replaced by its 2."""
+    stack = build_stack("s", {"networks": {"net": {"subnet": "10.9.0.0/29"}},
+                              "containers": {"a": {"networks": {"net": {"ip": "10.9.0.2"}}},
+                                             "c": {"networks": ["net"]}, "d": {"networks": ["net"]}}})
+    leases, live = {**_leases(a=3, d=4)}, _Live({}, {}, {}, {("s", "a", "net"): _ip(3)})
+    focus = Focus.on({"s": stack}, [("s", "c")])
+    held = HeldAddresses() if kept else None
+    if held is not None:
+        assign_addresses([stack], leases, NO_LEASES6, live, Focus.on({"s": stack}, [("s", "d")]), held)
+    whole = assign_addresses([stack], leases, NO_LEASES6, live, None)[0]
+    focused = assign_addresses([stack], leases, NO_LEASES6, live, focus, held)[0]
+    assert whole[("s", "c", "net")] == _ip(3) and focused == whole
+
+
+def test_a_network_made_dual_stack_is_worked_out_again() -> None:
+    """The same containers (their networks the same mappings), one network given an IPv6 subnet:
+    every endpoint on it now holds an IPv6 address, the others' leased, the focus's decided."""
+    v4 = build_stack("s", {"networks": {"net": {"subnet": "10.9.0.0/29"}},
+                           "containers": {name: {"networks": ["net"]} for name in "acd"}})
+    dual = v4.model_copy(update={"networks": {"net": v4.networks["net"].model_copy(
+        update={"subnet6": IPv6Network("fd00:9::/125"), "gateway6": IPv6Address("fd00:9::1")})}})
+    leases, leases6 = _leases(a=2, c=4, d=5), {("s", name, "net"): IPv6Address(f"fd00:9::{last}")
+                                               for name, last in (("a", 2), ("d", 3))}
+    kept = HeldAddresses()
+    for stack in (v4, dual):
+        found6 = assign_addresses([stack], leases, leases6, NOTHING_LIVE, Focus.on({"s": stack}, [("s", "c")]), kept)[1]
+    assert found6 == assign_addresses([dual], leases, leases6, NOTHING_LIVE, None)[1]
+    assert sorted(found6) == [("s", name, "net") for name in "acd"]

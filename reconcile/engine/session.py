@@ -87,7 +87,7 @@ class Session:
     leases: LeaseCache = field(default_factory=LeaseCache)
     """The address leases (a thousand rows), read again only once written: by this session, or
     by another process between two sessions sharing the cache (the watch agent's)."""
-    held: HeldAddresses | None = None
+    held_addresses: HeldAddresses | None = None
     """What every endpoint holds, kept across sessions with `leases` (the watch agent's): a
     focused pass then decides its own endpoints' addresses without looking at the others'."""
 
@@ -109,7 +109,7 @@ class Session:
         stacks = with_subnets(target.stacks, pooled)
         in_scope = [s for s in stacks.values() if s.name in target.scope]
         addresses, addresses6, issues = assign_addresses(in_scope, *self.leases.read(self.store), observed.sandboxes,
-                                                         focus, self.held)
+                                                         focus, self.held_addresses)
         if issues:
             raise SpecErrors(locate_issues(target.files, issues))
         return Desired(stacks=stacks, scope=target.scope, addresses=addresses, addresses6=addresses6,
@@ -269,9 +269,9 @@ class HostDrivers:
 @contextmanager
 def open_session(settings: Settings, writable: bool, drivers: HostDrivers | None = None,
                  leases: LeaseCache | None = None, rendered: RenderedLines | None = None,
-                 held: HeldAddresses | None = None) -> Iterator[Session]:
+                 held_addresses: HeldAddresses | None = None) -> Iterator[Session]:
     """`writable=False` (diff, status) opens the store read-only and never creates it. `leases`,
-    `rendered` (/etc/hosts lines) and `held` (addresses): caches kept across sessions (the watch
+    `rendered` (/etc/hosts lines) and `held_addresses`: caches kept across sessions (the watch
     agent's)."""
     store = Store.open(settings.state_dir) if writable else Store.open_readonly(settings.state_dir)
     try:
@@ -283,6 +283,7 @@ def open_session(settings: Settings, writable: bool, drivers: HostDrivers | None
                 ContainerController(store, settings.state_dir, cgroup.ensure, ImageStore(settings.state_dir),
                                     probes.Gate(settings), rendered=rendered),
                 FirewallController(*drivers.firewall), ProxyController()),
-                one_pass=netlink.one_dump, leases=leases if leases is not None else LeaseCache(), held=held)
+                one_pass=netlink.one_dump, leases=leases if leases is not None else LeaseCache(),
+                held_addresses=held_addresses)
     finally:
         store.close()

@@ -302,7 +302,7 @@ class Agent:
             self._drivers = HostDrivers.detect(self.settings, self.nft_changes, before=self._drivers)
         with exclusive(self.settings.state_dir, self._waiting_for_lock), \
                 open_session(self.settings, writable=True, drivers=self._drivers, leases=self._leases,
-                             rendered=self._rendered, held=self._addresses) as session, \
+                             rendered=self._rendered, held_addresses=self._addresses) as session, \
                 self.cycles.during_pass(focused=focus is not None):
             resolved = pinning.resolve(target, self.settings,
                                       pinning.Pulling(allowed=True, background=self._pull_in_background),
