@@ -47,58 +47,46 @@ def assign(requests: Iterable[Request[A]], leases: Mapping[EndpointKey, A], live
     `leases`: from the store; `live`: the address the kernel shows on each of our endpoints;
     `in_use`: per subnet, addresses held by anything not in `requests` (other stacks, foreign
     hosts on the bridge), which must not be handed out (ones outside the subnet may be among
-    them: they are never handed out in it anyway). Only looked up: it may be a view."""
+    them: they are never handed out in it anyway). Only looked up, never copied: a focused pass
+    hands in a view of a thousand addresses to look a few up in."""
     requests = list(requests)
-    taken: dict[Subnet, _Taken[A]] = {}
+    # Per subnet, what the pass gives or reserves, and what is in use besides (one lookup: a
+    # subnet's hash is computed in Python).
+    pools: dict[Subnet, tuple[set[A], Container[A]]] = {}
     for r in requests:
-        if r.subnet not in taken:  # one per subnet (a copy of in_use per request cost N x N)
-            taken[r.subnet] = _Taken(in_use.get(r.subnet, ()))
-        taken[r.subnet].add(r.gateway)
+        taken = pools.setdefault(r.subnet, (set(), in_use.get(r.subnet, ())))[0]
+        taken.add(r.gateway)
         if r.static is not None:
-            taken[r.subnet].add(r.static)
+            taken.add(r.static)
     result: dict[EndpointKey, A] = {r.key: r.static for r in requests if r.static is not None}
     # Every kept address first, new ones after: a container added earlier in the spec must not
     # take the address a running one holds (it would have to be renumbered).
     fresh: list[Request[A]] = []
     for r in (r for r in requests if r.static is None):
-        address = _sticky(r, (leases.get(r.key), live.get(r.key)), taken[r.subnet])
+        taken, used = pools[r.subnet]
+        address = _sticky(r, (leases.get(r.key), live.get(r.key)), taken, used)
         if address is None:
             fresh.append(r)
             continue
-        taken[r.subnet].add(address)
+        taken.add(address)
         result[r.key] = address
     free: dict[Subnet, Iterator[A]] = {}
     for r in fresh:
+        taken, used = pools[r.subnet]
         if r.subnet not in free:
-            free[r.subnet] = _free_hosts(r.subnet, taken[r.subnet])
+            free[r.subnet] = _free_hosts(r.subnet, taken, used)
         address = next(free[r.subnet], None)
         if address is None:
             raise Exhausted(r.key, r.subnet)
-        taken[r.subnet].add(address)
+        taken.add(address)
         result[r.key] = address
     return {r.key: result[r.key] for r in requests}
 
 
-class _Taken(Generic[A]):
-    """What a subnet's requests may not be given: what is in use (not copied: a focused pass
-    looks up a few addresses among a thousand) and what the pass has given or reserved."""
-
-    __slots__ = ("_in_use", "_added")
-
-    def __init__(self, in_use: Container[A]) -> None:
-        self._in_use: Container[A] = in_use
-        self._added: set[A] = set()
-
-    def __contains__(self, address: A) -> bool:
-        return address in self._added or address in self._in_use
-
-    def add(self, address: A) -> None:
-        self._added.add(address)
-
-
-def _sticky(request: Request[A], candidates: Iterable[A | None], taken: _Taken[A]) -> A | None:
+def _sticky(request: Request[A], candidates: Iterable[A | None], taken: set[A], in_use: Container[A]) -> A | None:
     for address in candidates:
-        if address is not None and _usable(address, request.subnet) and address not in taken:
+        if address is not None and _usable(address, request.subnet) and address not in taken \
+                and address not in in_use:
             return address
     return None
 
@@ -115,12 +103,12 @@ def _usable(address: A, subnet: Subnet) -> bool:
     return address not in reserved
 
 
-def _free_hosts(subnet: Subnet, taken: _Taken[A]) -> Iterator[A]:
-    """The host addresses not in `taken`, lowest first, one at a time (hosts() is lazy: a /64 is
-    not listed). One walk hands out a pass's new addresses in turn, each the lowest then free:
-    `taken` holds every kept, static and foreign address before the walk starts, and only grows
+def _free_hosts(subnet: Subnet, taken: set[A], in_use: Container[A]) -> Iterator[A]:
+    """The host addresses neither `taken` nor `in_use`, lowest first, one at a time (hosts() is
+    lazy: a /64 is not listed). One walk hands out a pass's new addresses in turn, each the lowest
+    then free: `taken` holds every kept and static address before the walk starts, and only grows
     (by the addresses the walk itself hands out), so what it stepped over stays taken. A walk
     from the start for each new address cost N x N: a quarter of a second of a cold apply of a
     thousand containers."""
     hosts = cast(Iterator[A], subnet.hosts())  # a subnet of A's family: Request pairs them
-    return (a for a in hosts if a not in taken)
+    return (a for a in hosts if a not in taken and a not in in_use)
