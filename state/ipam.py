@@ -48,16 +48,19 @@ def assign(requests: Iterable[Request[A]], leases: Mapping[EndpointKey, A], live
     `in_use`: per subnet, addresses held by anything not in `requests` (other stacks, foreign
     hosts on the bridge), which must not be handed out (ones outside the subnet may be among
     them: they are never handed out in it anyway). Only looked up, never copied: a focused pass
-    hands in a view of a thousand addresses to look a few up in."""
+    hands in a view of a thousand addresses, in which it looks up its own endpoints' addresses
+    (and, for an endpoint with none, the subnet's hosts up to the first free one)."""
     requests = list(requests)
-    # Per subnet, what the pass gives or reserves, and what is in use besides (one lookup: a
-    # subnet's hash is computed in Python).
+    # Per subnet, what the pass gives or reserves, and what is in use besides (looked up once
+    # per request: a subnet's hash is computed in Python).
     pools: dict[Subnet, tuple[set[A], Container[A]]] = {}
     for r in requests:
-        taken = pools.setdefault(r.subnet, (set(), in_use.get(r.subnet, ())))[0]
-        taken.add(r.gateway)
+        pool = pools.get(r.subnet)
+        if pool is None:
+            pool = pools[r.subnet] = (set(), in_use.get(r.subnet, ()))
+        pool[0].add(r.gateway)
         if r.static is not None:
-            taken.add(r.static)
+            pool[0].add(r.static)
     result: dict[EndpointKey, A] = {r.key: r.static for r in requests if r.static is not None}
     # Every kept address first, new ones after: a container added earlier in the spec must not
     # take the address a running one holds (it would have to be renumbered).

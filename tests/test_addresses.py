@@ -233,7 +233,7 @@ def test_an_address_still_live_on_an_endpoint_that_holds_another_is_free(kept: b
     stack = build_stack("s", {"networks": {"net": {"subnet": "10.9.0.0/29"}},
                               "containers": {"a": {"networks": {"net": {"ip": "10.9.0.2"}}},
                                              "c": {"networks": ["net"]}, "d": {"networks": ["net"]}}})
-    leases, live = {**_leases(a=3, d=4)}, _Live({}, {}, {}, {("s", "a", "net"): _ip(3)})
+    leases, live = _leases(a=3, d=4), _Live({}, {}, {}, {("s", "a", "net"): _ip(3)})
     focus = Focus.on({"s": stack}, [("s", "c")])
     held = HeldAddresses() if kept else None
     if held is not None:

@@ -37,7 +37,6 @@ def _subnets6(stack: Stack) -> dict[str, tuple[Subnet, IPv6Address]]:
 
 
 IPV4 = _Family[IPv4Address](_subnets4, attrgetter("ip"))
-_NETWORKS = attrgetter("networks")
 IPV6 = _Family[IPv6Address](_subnets6, attrgetter("ip6"))
 
 
@@ -59,9 +58,10 @@ class HeldAddresses:
     """What every endpoint of a focused pass's stacks holds (its static address, or else its
     lease), per family, with how many endpoints hold each address: kept by the watch agent from
     one focused pass to the next while the leases are the same object (LeaseCache hands out the
-    same leases until they are written) and every container's networks are the same mapping
-    (the spec's: a pass's copies of a stack, with its pooled subnets filled in or its images'
-    settings merged, share them), so that a repair works on its own endpoints only. Beside a
+    same leases until they are written) and the stacks' names, this family's subnets, the
+    containers' names and their networks are equal (the networks compared as mappings: a pass's
+    copies of a stack, with its pooled subnets filled in or its images' settings merged, share
+    the spec's, which compare at once), so that a repair works on its own endpoints only. Beside a
     thousand containers, looking at every endpoint again was ~0.7 ms of each repair's plan in
     quiet; checking that nothing changed, ~0.05 ms. A pass over everything forgets it: it holds
     no spec longer than until then."""
@@ -83,7 +83,10 @@ class HeldAddresses:
         self._kept.clear()
 
 
-@dataclass(frozen=True)
+_NETWORKS = attrgetter("networks")
+
+
+@dataclass(frozen=True, eq=False)
 class _Basis:
     """What a family's held addresses were worked out from: the leases (by identity), and per
     stack its name, this family's subnets, its containers' names and their networks mappings
@@ -122,7 +125,9 @@ class _Held(Generic[A]):
 
 
 def _held(family: _Family[A], stacks: Sequence[Stack], leases: Mapping[EndpointKey, A]) -> _Held[A]:
-    """Every endpoint's static or leased address, looked at once."""
+    """Every endpoint's static or leased address, the containers with an endpoint that has
+    neither, how many endpoints hold each address, and the addresses leased to other stacks:
+    every endpoint and lease looked at once."""
     held: dict[EndpointKey, A | None] = {}
     for stack in stacks:
         nets, name, static = family.subnets(stack), stack.name, family.static
@@ -139,17 +144,18 @@ def _held(family: _Family[A], stacks: Sequence[Stack], leases: Mapping[EndpointK
 @dataclass(frozen=True)
 class _InUse(Generic[A]):
     """The addresses a focused pass must not hand out, looked up rather than listed: held by an
-    endpoint outside the focus, leased to another stack, or live on an endpoint neither the
-    focus's nor holding an address of its own."""
+    endpoint outside the focus, leased to another stack, or live on an endpoint that is neither
+    the focus's nor holding an address of its own."""
 
     held: _Held[A]
     own: Counter[A]
     """The addresses the focus's own endpoints hold (they are the focus's to keep)."""
     live_elsewhere: set[A]
-    """Live on endpoints the stacks no longer have (those they have hold their static or leased one)."""
+    """Live on endpoints the stacks in scope do not have: gone from their specs, or another
+    stack's (those they have hold their static or leased address instead)."""
 
     def __contains__(self, address: object) -> bool:
-        return (self.held.holders[address] > self.own[address]  # type: ignore[index]  # any object: Container's
+        return (self.held.holders.get(address, 0) > self.own.get(address, 0)  # type: ignore[call-overload]
                 or address in self.held.elsewhere or address in self.live_elsewhere)
 
 
