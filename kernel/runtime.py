@@ -45,6 +45,7 @@ with Podman's `--init`, the program starts with SIGTSTP, SIGTTIN and SIGTTOU blo
 INIT_IN_CONTAINER = "/dev/init"  # on the container's own /dev tmpfs: nothing is written to its root
 START_TIMEOUT = 10.0
 EXIT_WAIT = 5.0
+EXIT_POLL = 0.005
 EXIT_FILE = "exit"  # DO NOT RENAME: written next to the log directory by the waiting shell
 """Its text: the exit status, then the start's process group (`STATUS PGID`; a release before
 the group was added wrote the status alone)."""
@@ -135,6 +136,16 @@ def exit_code(log_dir: Path) -> int | None:
     """The exit code of the container's last run, once it has ended (and its log is complete)."""
     ended = _exit_record(log_dir)
     return None if ended is None else ended[0]
+
+
+def await_exit_code(log_dir: Path) -> int | None:
+    """The exit code of a run whose process is gone: the runtime cleans up after it and the
+    waiting shell drains the log writer before writing it, which takes a moment more on a busy
+    host. None after EXIT_WAIT seconds (the shell was killed too)."""
+    deadline = time.monotonic() + EXIT_WAIT
+    while (code := exit_code(log_dir)) is None and time.monotonic() < deadline:
+        time.sleep(EXIT_POLL)
+    return code
 
 
 def _exit_record(log_dir: Path) -> tuple[int, int | None] | None:
@@ -408,9 +419,7 @@ def stop(handle: ProcessHandle, grace: float, log_dir: Path, signalled_at: float
             return
         signalled_at = time.monotonic()
     await_exit(handle, signalled_at + grace)
-    deadline = time.monotonic() + EXIT_WAIT
-    while exit_code(log_dir) is None and time.monotonic() < deadline:
-        time.sleep(0.005)
+    await_exit_code(log_dir)
 
 
 def run_exec(command: list[str], pid_file: Path) -> int:

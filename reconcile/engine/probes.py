@@ -112,7 +112,7 @@ class Gate:
                 raise DependencyFailed(f"dependency '{wait.dependency}' has not completed after "
                                        f"{self.settings.depends_timeout:g}s (RECONCILE_DEPENDS_TIMEOUT)")
             time.sleep(POLL)
-        code = runtime.exit_code(paths.log)
+        code = runtime.await_exit_code(paths.log)  # its process is gone: the status comes a moment later
         if code != 0:
             raise DependencyFailed(self._not_running(stack, wait) if code is None else
                                    f"dependency '{wait.dependency}' did not complete successfully: "
