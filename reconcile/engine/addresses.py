@@ -138,7 +138,7 @@ def _held(family: _Family[A], stacks: Sequence[Stack], leases: Mapping[EndpointK
     addresses = {key: a for key, a in held.items() if a is not None}
     names = {stack.name for stack in stacks}
     return _Held(addresses, frozenset(key[:2] for key, a in held.items() if a is None), Counter(addresses.values()),
-                 frozenset(a for key, a in leases.items() if key[0] not in names))
+                 frozenset(_leased_elsewhere(leases, names)))
 
 
 @dataclass(frozen=True)
@@ -199,8 +199,13 @@ def _decided(requests: list[Request[A]], leases: Mapping[EndpointKey, A], live: 
     """The requests' addresses: those leased by stacks out of scope, or live on endpoints no
     request names, are in use."""
     requested = {r.key for r in requests}
-    held_elsewhere = {a for k, a in leases.items() if k[0] not in in_scope}
+    held_elsewhere = _leased_elsewhere(leases, in_scope)
     held_elsewhere.update(a for k, a in live.items() if k not in requested)
     # One set for every subnet: an address of another subnet is never handed out in this one
     # anyway (sorting a thousand addresses by subnet cost more than the rest of a focused pass).
     return assign(requests, leases, live, dict.fromkeys({r.subnet for r in requests}, held_elsewhere))
+
+
+def _leased_elsewhere(leases: Mapping[EndpointKey, A], stacks: Collection[str]) -> set[A]:
+    """The addresses leased to stacks other than these."""
+    return {a for key, a in leases.items() if key[0] not in stacks}
