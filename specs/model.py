@@ -111,6 +111,13 @@ class SpecModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
+    def same_as(self, other: SpecModel) -> bool:
+        """Equal in every field and in the order of every mapping. `==` compares dicts, which
+        ignore the order of their keys, and here order means something: a container's networks
+        number its interfaces (eth0, eth1, ...) and pick its default route in the order written,
+        and the containers' order is the order of /etc/hosts' lines."""
+        return self is other or self.model_dump_json() == other.model_dump_json()
+
 
 class Network(SpecModel):
     """A Linux bridge holding the gateway address; containers attach to it with veth pairs."""

@@ -263,6 +263,37 @@ def test_a_crashing_container_backs_off_and_policy_no_stays_down(sandbox: Sandbo
     sandbox.reconcile("down", "--stack", "crash", check=True)
 
 
+def test_a_crash_looping_container_given_a_new_spec_starts_its_backoff_over(sandbox: Sandbox, specs: Path) -> None:
+    """As a new pod in Kubernetes: the fixed (here, still failing) container is not held by the
+    delay its old spec's crashes had built up."""
+    agent = Agent(sandbox, specs, "--debounce", "50", "--restart-backoff", "20", "--restart-backoff-max", "60")
+    try:
+        save_atomically(specs / "crash.yaml", CRASHING)
+
+        def holds(after: int) -> list[float]:
+            return [float(record["wait_s"]) for record in agent.lines[after:]  # type: ignore[arg-type]
+                    if record.get("event") == "restart held" and record.get("key") == "crash/container/loop"]
+
+        assert eventually(lambda: bool(holds(0)), True, timeout=scaled(15))
+        assert 15 < holds(0)[0] <= 20  # the old spec's first hold: the next would be 40 s
+        edited = len(agent.lines)
+        save_atomically(specs / "crash.yaml", CRASHING.replace('"exit 3"]\n  once', '"sleep 1; exit 4"]\n  once'))
+
+        def started_anew() -> int | None:  # where the new spec's container was started
+            return next((index for index, record in enumerate(agent.lines) if index >= edited
+                         and record.get("event") == "change" and record.get("key") == "crash/container/loop"
+                         and record.get("why") == "spec changed"), None)
+
+        assert eventually(lambda: started_anew() is not None, True, timeout=scaled(15))
+        new_run = started_anew()
+        assert new_run is not None
+        assert eventually(lambda: bool(holds(new_run)), True, timeout=scaled(15))
+        assert 15 < holds(new_run)[0] <= 20  # restarted at once after its first crash, then held 20 s
+    finally:
+        assert agent.stop() == 0
+    sandbox.reconcile("down", "--stack", "crash", check=True)
+
+
 def test_a_missing_directory_is_a_clear_error(sandbox: Sandbox) -> None:
     result = sandbox.reconcile("watch", str(sandbox.workdir / "nope"))
     assert result.returncode == 1 and result.stderr.strip().endswith("nope: not a directory")

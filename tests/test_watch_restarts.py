@@ -46,6 +46,16 @@ def test_a_stack_forgotten_starts_over() -> None:
     assert loop.restart_at(Exit("s/web", "always", 4, 1), now=5) == 5
 
 
+def test_containers_forgotten_start_over_and_the_others_keep_their_backoff() -> None:
+    loop = CrashLoop(BACKOFF)
+    for name in ("s/web", "s/api"):
+        loop.restart_at(Exit(name, "always", 0, 1), now=1)
+        assert loop.restart_at(Exit(name, "always", 2, 1), now=3) == 13
+    loop.forget(["s/web"])
+    assert loop.restart_at(Exit("s/web", "always", 4, 1), now=5) == 5
+    assert loop.restart_at(Exit("s/api", "always", 14, 1), now=15) == 35  # doubled: not forgotten
+
+
 def test_a_crash_noticed_late_is_judged_by_when_it_exited() -> None:
     loop = CrashLoop(BACKOFF)
     loop.restart_at(Exit("s/web", "always", 0, 1, exited_at=1), now=1)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconcile.watch.stackdir import StackDir
+from reconcile.watch.stackdir import StackDir, renewed
 from specs.loader import load_file
+from specs.model import Stack
 
 
 def stack(name: str, subnet: str) -> str:
@@ -37,6 +38,55 @@ def test_a_file_read_again_unchanged_keeps_the_spec_in_force_and_its_new_positio
     assert specs.stacks()["a"].locate(("networks", "net", "subnet")) == (5, 13)  # where it is now
     path.write_text(stack("a", "10.70.2.0/24"))
     assert specs.refresh().changed == {"a"} and specs.stacks()["a"].stack is not in_force
+
+
+ORDERED = """\
+name: a
+networks:
+  int: {subnet: 10.70.1.0/24, internal: true}
+  ext: {subnet: 10.70.2.0/24}
+containers:
+%s"""
+WEB_INT_EXT = "  web: {command: sleep 1d, networks: [int, ext]}\n"
+WEB_EXT_INT = "  web: {command: sleep 1d, networks: [ext, int]}\n"
+DB = "  db: {command: sleep 1d, networks: [int]}\n"
+
+
+def test_a_spec_only_reordered_is_a_change_and_the_new_order_is_in_force(tmp_path: Path) -> None:
+    """Equal by pydantic's `==` (dicts ignore their order), not the same spec: web's networks
+    number its interfaces and pick its default route in the order written, and the
+    containers' order is /etc/hosts' order. Kept, the old order would be planned by every
+    later pass, and undone on the host after each `apply` of the file."""
+    path = tmp_path / "a.yaml"
+    path.write_text(ORDERED % (WEB_INT_EXT + DB))
+    specs = StackDir(tmp_path)
+    specs.refresh()
+    for text in (ORDERED % (WEB_EXT_INT + DB), ORDERED % (DB + WEB_EXT_INT)):
+        in_force = specs.stacks()["a"].stack
+        path.write_text(text)
+        fresh = load_file(path).stack
+        assert fresh == in_force  # what `==` cannot tell apart
+        assert specs.refresh([path]).changed == {"a"}
+        assert specs.stacks()["a"].stack.model_dump_json() == fresh.model_dump_json()
+        assert not specs.refresh().changed  # read again as it is now: the same
+    assert list(specs.stacks()["a"].stack.containers) == ["db", "web"]
+    assert list(specs.stacks()["a"].stack.containers["web"].networks) == ["ext", "int"]
+
+
+def test_the_containers_a_new_spec_leaves_out_or_changes_are_renewed(tmp_path: Path) -> None:
+    """What the agent's crash-loop backoff forgets: a container taken out, or given another
+    spec (its networks reordered included), is a new container when it comes back."""
+    path = tmp_path / "a.yaml"
+
+    def loaded(text: str) -> Stack:
+        path.write_text(ORDERED % text)
+        return load_file(path).stack
+
+    before = loaded(WEB_INT_EXT + DB)
+    assert renewed(before, loaded(DB + WEB_INT_EXT)) == []  # the containers' order is the stack's
+    assert renewed(before, loaded(WEB_EXT_INT + DB)) == ["a/web"]
+    assert renewed(before, loaded(WEB_INT_EXT)) == ["a/db"]
+    assert renewed(before, loaded(WEB_INT_EXT + DB.replace("1d", "2d"))) == ["a/db"]
 
 
 def test_a_new_spec_is_held_with_its_equal_parts_shared(tmp_path: Path) -> None:

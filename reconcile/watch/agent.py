@@ -56,7 +56,7 @@ from reconcile.watch.metrics import Metrics
 from reconcile.watch.prober import Prober
 from reconcile.watch.queue import RETRY_CAP, WorkQueue
 from reconcile.watch.restarts import Backoff, CrashLoop, Exit
-from reconcile.watch.stackdir import StackDir
+from reconcile.watch.stackdir import StackDir, renewed
 from reconcile.watch.status import StatusWriter
 from specs.errors import SpecErrors
 from specs.images import ImageReference
@@ -409,6 +409,7 @@ class Agent:
     def _refresh_files(self, why: str) -> None:
         with self._files_lock:
             dirty, self._dirty_files = self._dirty_files, set()
+        before = self.specs.stacks()
         result = self.specs.refresh(dirty)
         for path, errors in result.errors.items():
             message = "\n".join(str(e) for e in errors)
@@ -420,6 +421,8 @@ class Agent:
             self._pruning.discard(name)
             for warning in stacks[name].warnings:  # as the plan of `apply` shows them
                 self.log.emit("spec warning", stack=name, warning=str(warning))
+            if name in before:
+                self.crashloop.forget(renewed(before[name].stack, stacks[name].stack))
             self.enqueue(stack_key(name), "spec changed")
         for name, path in sorted(result.moved.items()):
             self._stack_moved(name, path)

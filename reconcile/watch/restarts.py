@@ -5,6 +5,7 @@ come in as arguments."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 
@@ -53,5 +54,15 @@ class CrashLoop:
     def forget_stack(self, stack: str) -> None:
         """The stack left the directory: a stack of that name later starts with a clean slate."""
         prefix = f"{stack}/"
-        self._next_delay = {k: v for k, v in self._next_delay.items() if not k.startswith(prefix)}
-        self._decided = {k: v for k, v in self._decided.items() if not k[0].startswith(prefix)}
+        self._forget(lambda container: container.startswith(prefix))
+
+    def forget(self, containers: Collection[str]) -> None:
+        """These containers ("stack/name") left their stack's spec or were given another: each
+        starts with a clean slate, as a new pod does in Kubernetes (the crash-looping container
+        whose spec was fixed, or that was taken out and put back, is not held by its old
+        backoff)."""
+        self._forget(set(containers).__contains__)
+
+    def _forget(self, gone: Callable[[str], bool]) -> None:
+        self._next_delay = {k: v for k, v in self._next_delay.items() if not gone(k)}
+        self._decided = {k: v for k, v in self._decided.items() if not gone(k[0])}

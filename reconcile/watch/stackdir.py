@@ -30,6 +30,13 @@ class Refresh:
     """Stacks now defined by another file than before: the file that defines them now."""
 
 
+def renewed(before: Stack, after: Stack) -> list[str]:
+    """The containers ("stack/name") of `before` that `after` leaves out or specifies otherwise
+    (the order of their mappings included)."""
+    return [f"{before.name}/{key}" for key, container in before.containers.items()
+            if key not in after.containers or not container.same_as(after.containers[key])]
+
+
 @dataclass
 class StackDir:
     root: Path
@@ -76,7 +83,8 @@ class StackDir:
             self.errors[path] = clash
         self.errors.update(errors)
         after = self.stacks()
-        return Refresh(changed=frozenset(n for n, f in after.items() if n not in before or before[n].stack != f.stack),
+        return Refresh(changed=frozenset(n for n, f in after.items()
+                                         if n not in before or not before[n].stack.same_as(f.stack)),
                        removed=frozenset(set(before) - set(after)), errors=errors,
                        moved={n: f.path for n, f in after.items() if n in before and before[n].path != f.path})
 
@@ -103,13 +111,14 @@ class StackDir:
         return clashes
 
     def _kept(self, loaded: StackFile) -> StackFile:
-        """The file as read, holding the spec in force when it is equal: a resync reads every
-        file again, and a thousand containers' models built anew each time would replace the
-        ones in force all over the heap, whose freed pages glibc keeps while a few objects
-        still live in each. A new or different spec is held with its equal parts shared
-        (specs.shared: half the memory of a thousand containers' models)."""
+        """The file as read, holding the spec in force when it is the same (the order of its
+        mappings included: `SpecModel.same_as`): a resync reads every file again, and a
+        thousand containers' models built anew each time would replace the ones in force all
+        over the heap, whose freed pages glibc keeps while a few objects still live in each. A
+        new or different spec is held with its equal parts shared (specs.shared: half the
+        memory of a thousand containers' models)."""
         kept = self.good.get(loaded.path)
-        in_force = kept.stack if kept is not None and kept.stack == loaded.stack else shared(loaded.stack)
+        in_force = kept.stack if kept is not None and kept.stack.same_as(loaded.stack) else shared(loaded.stack)
         return replace(loaded, stack=in_force)
 
     def _precedence(self, candidate: StackFile) -> tuple[bool, Path]:
