@@ -29,14 +29,14 @@ from __future__ import annotations
 import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from controllers.base import Desired, Diff, Focus
 from controllers.change import Action, Change, FieldChange
 from controllers.errors import ApplyError, ApplyErrors
-from controllers.firewall_conflicts import Intruder, PublishedPort, conflicts, intruders, published_slots
+from controllers.firewall_conflicts import PublishedPort, conflicts, published_slots
+from controllers.firewall_observed import FirewallObservation, Placed, observe_firewall
 from controllers.firewall_rules import (
     NFT_LAYOUT,
     SKELETON,
@@ -44,7 +44,6 @@ from controllers.firewall_rules import (
     PortKey,
     network_owner,
     network_rules,
-    owner_of_spec,
     port_key,
     port_owner,
     port_rules,
@@ -52,12 +51,12 @@ from controllers.firewall_rules import (
 )
 from controllers.published import port_targets
 from kernel import netfilter, netfilter_conntrack, netfilter_nft
-from kernel.netfilter import Backend, Dialect, Family, Op, OpKind, Rule, Ruleset, Runner, jump_target
+from kernel.netfilter import Backend, Dialect, Family, Op, OpKind, Rule, Ruleset, Runner
 from kernel.netfilter_conntrack import FlowFilter
-from kernel.netfilter_listeners import Listener, read_listeners, with_holders
+from kernel.netfilter_listeners import read_listeners, with_holders
 from kernel.nft_changes import NftChanges
 from specs.errors import Issue
-from specs.names import CHAIN_FORWARD, OUR_CHAINS
+from specs.names import CHAIN_FORWARD
 
 if TYPE_CHECKING:
     from specs.model import Container, Stack
@@ -66,61 +65,6 @@ KIND_FIREWALL = "firewall"
 KIND_PORT = "port"
 SKELETON_KEY = "chains"
 BACKEND_CHOICES = ("auto", "nftables", "iptables")
-
-
-@dataclass(frozen=True, slots=True)
-class Placed:
-    """A rule where it sits: table, chain and the spec text as the backend prints it."""
-
-    table: str
-    chain: str
-    spec: str
-
-    @property
-    def line(self) -> str:
-        return f"-A {self.chain} {self.spec}"
-
-
-@dataclass(frozen=True)
-class FirewallObservation:
-    owned: Mapping[Owner, tuple[Placed, ...]]
-    """Every rule carrying one of our comments, wherever it sits, by owner."""
-    strays: tuple[Placed, ...]
-    """Rules in our chains without an owner comment (someone added them by hand)."""
-    chains: frozenset[tuple[str, str]]
-    """Those of our chains that exist."""
-    forward: Mapping[str, tuple[str, ...]]
-    """RECONCILE-FORWARD of each table holding one, in kernel order (its order matters)."""
-    listeners: tuple[Listener, ...]
-    route_localnet: Mapping[str, str]
-    foreign_jumps: Mapping[tuple[str, str], tuple[Placed, ...]] = field(default_factory=dict)
-    """Rules not ours, outside our chains, that jump to one of our chains, by (table, chain):
-    the kernel refuses to delete a chain still jumped to, and those rules are not ours to delete."""
-    our_chains: tuple[tuple[str, str], ...] = OUR_CHAINS
-    """Every chain the backend's layout owns, in creation order (its base chains first)."""
-    leftovers: Mapping[str, FirewallObservation] = field(default_factory=dict)
-    """What backends other than the one in use still hold of ours, by backend name."""
-    ipv6_owners: frozenset[Owner] = frozenset()
-    """Owners with an IPv6-only rule (a port published over IPv6 too)."""
-    live_ports: Mapping[PortKey, bool] = field(default_factory=dict)
-    """The ports our DNAT rules publish now, parsed back from their owners, in rule order:
-    True for one published over IPv6 too."""
-    by_name: Mapping[tuple[str, str], tuple[Owner, ...]] = field(default_factory=dict)
-    """The owners other than the skeleton by (stack, network or container): a focused diff
-    looks at its own, not at a thousand containers' ports."""
-
-    def owned_stacks(self) -> set[str]:
-        return {stack for stack, _ in self.by_name}
-
-    def owners_about(self, focus: Focus) -> list[Owner]:
-        """The owners a focused pass may concern: the skeleton, and those named like one of its
-        containers or networks (each still to be told apart by its kind)."""
-        named = [owner for pair in focus.containers | focus.networks for owner in self.by_name.get(pair, ())]
-        return [SKELETON, *named] if SKELETON in self.owned else named
-
-    def intruders(self) -> list[Intruder]:
-        """Host processes listening on a port we publish (they bound it after us)."""
-        return intruders(self.live_ports, self.listeners)
 
 
 @dataclass(frozen=True)
@@ -146,62 +90,6 @@ class OwnerWant:
     """(bridge, "1" or "0"): the owner's bridge is ours, so its route_localnet is ours to set
     either way; one left on after a network turned internal would let containers reach the
     host's 127.0.0.1 without the loopback guard that only non-internal networks get."""
-
-
-def our_chains(backend: Backend) -> tuple[tuple[str, str], ...]:
-    """Every chain of ours in the backend's tables (both families'), its base chains first."""
-    return (*((base.table, base.name) for base in backend.base_chains),
-            *((table, chain) for logical, chain in OUR_CHAINS for table in backend.tables(logical, Family.BOTH)))
-
-
-def observe_firewall(ruleset: Ruleset, listeners: tuple[Listener, ...],
-                     route_localnet: Mapping[str, str], backend: Backend) -> FirewallObservation:
-    """Sort one ruleset read of `backend` into ours (by comment) and the strays in our chains."""
-    return replace(_sorted(ruleset, backend), listeners=listeners, route_localnet=route_localnet)
-
-
-@lru_cache(maxsize=2)
-def _sorted(ruleset: Ruleset, backend: Backend) -> FirewallObservation:
-    """By the read's identity: a backend hands the same read out again while nf_tables has
-    committed nothing (the watch agent's passes), and 3,000 rules took ~10% of a repair to sort
-    at a thousand containers. Two entries: the read in use, and the other backend's, which a
-    pass over everything reads first (each time anew, for iptables)."""
-    ours = our_chains(backend)
-    existing = frozenset(tc for tc in ours if ruleset.chain(*tc) is not None)
-    owned: dict[Owner, list[Placed]] = {}
-    strays: list[Placed] = []
-    foreign_jumps: dict[tuple[str, str], list[Placed]] = {}
-    forward: dict[str, tuple[str, ...]] = {}
-    ipv6_owners: set[Owner] = set()
-    for table, chains in ruleset.tables.items():
-        for chain in chains.values():
-            if chain.name == CHAIN_FORWARD and (table, chain.name) in existing:
-                forward[table] = chain.rules  # kept whole: the skeleton rewrites it as one
-                continue
-            for spec in chain.rules:
-                placed = Placed(table, chain.name, spec)
-                owner = owner_of_spec(spec)
-                if owner is not None:
-                    owned.setdefault(owner, []).append(placed)
-                    if backend.is_ipv6(table, spec):
-                        ipv6_owners.add(owner)
-                elif (table, chain.name) in existing:
-                    strays.append(placed)
-                elif (target := (table, jump_target(spec) or "")) in ours:
-                    foreign_jumps.setdefault(target, []).append(placed)
-    by_name: dict[tuple[str, str], list[Owner]] = {}
-    for owner in owned:
-        if owner.key:
-            stack, name = owner.key.split("/")[:2]
-            by_name.setdefault((stack, name), []).append(owner)
-    return FirewallObservation(
-        owned={owner: tuple(rules) for owner, rules in owned.items()}, strays=tuple(strays),
-        chains=existing, forward=forward, listeners=(), route_localnet={},
-        foreign_jumps={chain: tuple(rules) for chain, rules in foreign_jumps.items()}, our_chains=ours,
-        ipv6_owners=frozenset(ipv6_owners),
-        live_ports={key: owner in ipv6_owners for owner in owned if owner.kind == "port"
-                    for key in [PortKey.parse(owner.key)] if key},
-        by_name={pair: tuple(owners) for pair, owners in by_name.items()})
 
 
 def _placed(dialect: Dialect, rules: Iterable[Rule]) -> tuple[Placed, ...]:

@@ -7,12 +7,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from controllers.base import Desired, Diff
-from controllers.firewall import (
-    FirewallObservation,
-    Work,
-    diff_firewall,
-    observe_firewall,
-)
+from controllers.firewall import Work, diff_firewall
+from controllers.firewall_observed import FirewallObservation, observe_firewall
 from kernel.netfilter import Chain, Ruleset
 from kernel.netfilter_listeners import Listener
 from tests.firewall_support import FakeBackend, build_desired

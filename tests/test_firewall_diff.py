@@ -11,10 +11,8 @@ from typing import Any
 import pytest
 
 from controllers.change import FieldChange
-from controllers.firewall import (
-    Placed,
-    Work,
-)
+from controllers.firewall import Work
+from controllers.firewall_observed import Placed
 from controllers.firewall_rules import Owner, PortKey, parse_comment
 from kernel.netfilter import Iface, Rule, render_iptables
 from kernel.netfilter_conntrack import FlowFilter

@@ -21,8 +21,8 @@ from controllers.firewall import (
     backends,
     diff_firewall,
     kept_backends,
-    observe_firewall,
 )
+from controllers.firewall_observed import observe_firewall
 from controllers.firewall_rules import NFT_LAYOUT, network_rules, port_key, port_rules, skeleton_rules
 from kernel.netfilter import Chain, Iface, NetfilterError, Op, OpKind, Rule, Ruleset
 from kernel.netfilter_nft import Nftables, nft_script, parse_list, render_nft

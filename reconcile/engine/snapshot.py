@@ -11,7 +11,8 @@ from typing import Any
 from controllers.base import Controller, Desired, Diff, Focus, Observation
 from controllers.cgroup import CgroupController, CgroupObservation
 from controllers.container import ContainerController, ContainerObservation
-from controllers.firewall import FirewallController, FirewallObservation
+from controllers.firewall import FirewallController
+from controllers.firewall_observed import FirewallObservation
 from controllers.network import NetworkController, NetworkObservation
 from controllers.proxy import ProxyController, ProxyObservation
 from controllers.sandbox import SandboxController, SandboxObservation
