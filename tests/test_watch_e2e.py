@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -331,17 +332,20 @@ containers:
 """
 
 
+@pytest.mark.parametrize("broken", ["other", "zzz"])
 def test_a_stack_that_cannot_apply_does_not_stop_the_others_resync(sandbox: Sandbox, specs: Path,
-                                                                   agent: Agent) -> None:
-    save_atomically(specs / "other.yaml", BROKEN_ON_THIS_HOST)  # valid, but its volume is missing here
-    save_atomically(specs / "svc.yaml", SERVICE)
+                                                                   agent: Agent, broken: str) -> None:
+    """Whichever stack's key comes first: the pass of the one that sorts first carries the
+    other's key along, and a spec error of the rider's must not fail (or hold) it."""
+    save_atomically(specs / f"{broken}.yaml", BROKEN_ON_THIS_HOST.replace("name: other", f"name: {broken}"))
+    save_atomically(specs / "svc.yaml", SERVICE)  # valid, but the other's volume is missing here
     assert eventually(lambda: _container(sandbox).get("state"), "running", timeout=10) == "running"
-    assert eventually(lambda: (watch_row(sandbox, "other") or {}).get("sync"), "Error") == "Error"
+    assert eventually(lambda: (watch_row(sandbox, broken) or {}).get("sync"), "Error") == "Error"
     limit = cgroupfs.limit_file(f"{sandbox.cgroup_parent}/svc/web", "memory")
     limit.write_text(str(32 << 20))  # only the resync (every RESYNC seconds here) puts it back
     assert eventually(lambda: limit.read_text().strip(), str(64 << 20), timeout=10) == str(64 << 20)
-    assert (watch_row(sandbox, "svc") or {}).get("sync") == "Synced"
-    assert "volume source" in str((watch_row(sandbox, "other") or {}).get("error"))
+    assert eventually(lambda: (watch_row(sandbox, "svc") or {}).get("sync"), "Synced") == "Synced"
+    assert "volume source" in str((watch_row(sandbox, broken) or {}).get("error"))
 
 
 NOT_STARTABLE = """\
@@ -371,6 +375,46 @@ def test_a_reconcile_that_fails_still_logs_the_changes_it_made(sandbox: Sandbox,
     assert ("network", "half/net") in made  # logged once made, though its reconcile then failed
     assert ("container", "half/web") in made  # and so is the start made in the batch that failed
     assert ("container", "half/app") not in made
+
+
+GONE = """\
+name: gone
+networks:
+  net: {subnet: 10.81.4.0/24}
+containers:
+  c1: {command: sleep 100000, networks: [net]}
+  c2: {command: sleep 100000, networks: [net]}
+"""
+
+
+def test_a_deleted_stack_is_pruned_whole_though_a_key_of_one_of_its_containers_comes_first(
+        sandbox: Sandbox, specs: Path) -> None:
+    """The worker busy (waiting for a manual apply's lock) while the file is deleted and then
+    one of its containers exits: the exit's key comes out before the stack's own, and its pass
+    must not declare the stack pruned with c2 and the network still there (no resync here to
+    come along and cover the whole host)."""
+    agent = Agent(sandbox, specs, "--debounce", "50", "--resync", "600")
+    try:
+        save_atomically(specs / "gone.yaml", GONE)
+        assert eventually(lambda: sorted(c.get("state") for c in sandbox.containers().values()),
+                          ["running", "running"]) == ["running", "running"]
+        lock = sandbox.state_dir / "lock"
+        holder = subprocess.Popen(["flock", str(lock), "sh", "-c", "echo $$ > " + str(lock) + "; sleep 3"])
+        try:
+            assert eventually(lambda: lock.exists() and lock.read_text().strip().isdigit(), True)
+            save_atomically(specs / "b.yaml", NETWORKS.format(name="b", subnet="10.81.5.0/24"))
+            assert eventually(lambda: agent.saw("waiting"), True)  # the worker is in b's pass, waiting
+            pid = int(sandbox.containers()["c1"]["pid"])
+            (specs / "gone.yaml").unlink()
+            time.sleep(0.5)  # the file's event queued first (debounce 50 ms)
+            os.kill(pid, signal.SIGKILL)
+        finally:
+            holder.wait(10)
+        assert eventually(lambda: agent.saw("pruned", stack="gone"), True, timeout=scaled(20))
+        assert eventually(lambda: sandbox.containers(), {}, timeout=scaled(10)) == {}
+        assert eventually(lambda: sandbox.link("rc-gone-net"), None) is None
+    finally:
+        assert agent.stop() == 0
 
 
 def test_waiting_for_a_manual_apply_is_logged_as_json(sandbox: Sandbox, specs: Path, agent: Agent) -> None:

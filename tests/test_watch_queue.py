@@ -130,3 +130,20 @@ def test_a_key_comes_out_with_the_first_reason_it_was_added_for_since_it_last_ca
     assert queue.drop_stale(lambda key: True, clock.now) == {"web"}  # seen by a later pass: gone with its reason
     queue.add("web")
     assert queue.get(timeout=0) == "web" and queue.reason("web") == ""
+
+
+def test_a_key_added_for_what_no_observation_shows_is_not_dropped_as_stale() -> None:
+    """The agent's image pulls: a pass that observed after the pull finished has not started
+    the containers that waited for it (it left them out), so its drop_stale must not take the
+    key the pull added."""
+    clock = Clock()
+    queue: WorkQueue[str] = WorkQueue(clock)
+    queue.add("host", reason="image pulled", observable=False)
+    queue.add("s/web", reason="kernel: link deleted")
+    clock.now += 1
+    assert queue.drop_stale(lambda key: True, clock.now) == {"s/web"}
+    assert queue.get(timeout=0) == "host" and queue.reason("host") == "image pulled"
+    queue.done("host")
+    queue.add("host", reason="kernel: rule deleted")  # handed out since: droppable again
+    clock.now += 1
+    assert queue.drop_stale(lambda key: True, clock.now) == {"host"}

@@ -108,6 +108,7 @@ class _Outcome:
     riders: list[Key]  # other keys whose changes came along
     focus: Focus | None  # what the passes observed and changed, when not everything
     whys: dict[Key, str]  # why each rider was queued: the reason of the changes made for it
+    whole: set[str]  # the stacks it reconciled whole (a stack's own key, or the host's, among its keys)
 
 
 class Agent:
@@ -152,8 +153,10 @@ class Agent:
 
     # -- producers --------------------------------------------------------------------------
 
-    def enqueue(self, key: Key, why: str, delay: float = 0.0) -> None:
-        self.queue.add(key, delay, why)  # the first reason stands until the key is worked on
+    def enqueue(self, key: Key, why: str, delay: float = 0.0, observable: bool = True) -> None:
+        """`observable=False`: queued for something no observation of the kernel shows (an
+        image pulled), which a pass that observed after it has not done."""
+        self.queue.add(key, delay, why, observable)  # the first reason stands until the key is worked on
 
     def _on_event(self, event: Event) -> None:
         key = key_of_event(event, self._pids)
@@ -222,11 +225,24 @@ class Agent:
         if key == FILES_KEY:
             self._refresh_files(why)
             return
+        if key.resource and key.stack in self._pruning:
+            self.enqueue(stack_key(key.stack), why)  # pruned by its stack's pass alone: all of it
+            return
         if key.stack != HOST and key.stack not in self.specs.stacks() and key.stack not in self._pruning:
             return  # not a stack of this directory (applied by hand, or kept by --no-prune)
         started = time.monotonic()
+        files = self.specs.stacks()
+        riders = [k for k in self.queue.due(RIDERS) if k != FILES_KEY and k.stack in (files.keys() | {HOST})]
         try:
-            outcome = self._reconcile(key, why, started)
+            try:
+                outcome = self._reconcile(key, riders, why, started)
+            except SpecErrors:
+                own = [rider for rider in riders if rider.stack == key.stack]
+                if own == riders:
+                    raise
+                # Another stack's spec may be what cannot apply: this key without it (those
+                # riders stay queued, each to fail or succeed on its own).
+                outcome = self._reconcile(key, own, why, started)
         except SpecErrors as exc:
             if key.stack == HOST and len(self._managed()) > 1:
                 # One stack's conflict must not stop the host-wide pass for every other stack:
@@ -240,7 +256,8 @@ class Agent:
             self._failed(key, why, started, "transient", exc, retry=True)
             return
         self.metrics.reconcile_seconds.labels("ok").observe(time.monotonic() - started)
-        self.queue.forget(key)
+        for done in (key, *outcome.riders):
+            self.queue.forget(done)
         self._settle(key, outcome)
 
     def _log_changes(self, batch: Sequence[Change], why: str, whys: Mapping[Key, str], started: float) -> None:
@@ -257,12 +274,12 @@ class Agent:
             self.log.emit("change", key=str(changed), why=cause, action=change.action.value,
                           kind=change.kind, object=change.key, reason=change.reason, ms=ms)
 
-    def _reconcile(self, key: Key, why: str, started: float) -> _Outcome:
+    def _reconcile(self, key: Key, riders: list[Key], why: str, started: float) -> _Outcome:
         files = self.specs.stacks()
-        riders = [k for k in self.queue.due(RIDERS) if k != FILES_KEY and k.stack in (files.keys() | {HOST})]
         keys = [key, *riders]
         whys = {rider: self.queue.reason(rider) for rider in riders}
         scope = self._managed() if any(k.stack == HOST for k in keys) else {k.stack for k in keys}
+        whole = {name for name in scope if any(covers(k, stack_key(name)) for k in keys)}
         target = Target({name: f.stack for name, f in files.items()}, frozenset(scope), list(files.values()))
         held: dict[Key, tuple[float, str]] = {}
         # Keys of containers only: each pass observes and diffs those containers and their
@@ -311,16 +328,20 @@ class Agent:
             _retried(attempt)()
             # The events of our own writes, and any drift older than the final observation
             # (which found nothing left to do), need no second pass.
-            self.queue.drop_stale(lambda other: any(covers(k, other) for k in keys), session.observed_at)
-            if any(not k.resource for k in keys):
+            for dropped in self.queue.drop_stale(lambda other: any(covers(k, other) for k in keys),
+                                                 session.observed_at):
+                self.queue.forget(dropped)
+            # Only a pass over a whole stack applied its spec, or pruned it: a rider's
+            # container alone did neither.
+            if whole:
                 recorded = session.store.spec_texts()
-                for name in sorted(scope & set(files)):
+                for name in sorted(whole & set(files)):
                     spec = files[name].stack.model_dump_json()
                     if recorded.get(name) != spec:
                         session.store.record_stack(name, str(files[name].path), spec)
-                for name in sorted(scope & self._pruning):
+                for name in sorted(whole & self._pruning):
                     session.store.forget_stack(name)
-        return _Outcome(changed, held, riders, focus, whys)
+        return _Outcome(changed, held, riders, focus, whys, whole)
 
     def _pull_in_background(self, ref: ImageReference, verify_tls: bool) -> None:
         """Pull a missing image on a thread of its own, under the image store's lock only: the
@@ -347,7 +368,7 @@ class Agent:
         finally:
             with self._pulling_lock:
                 self._pulling.discard(str(ref))
-        self.enqueue(HOST_KEY, f"image {'pull failed' if delay else 'pulled'}: {ref}", delay)
+        self.enqueue(HOST_KEY, f"image {'pull failed' if delay else 'pulled'}: {ref}", delay, observable=False)
 
     def _waiting_for_lock(self, holder: str) -> None:
         self.log.emit("waiting", why="another reconcile holds the state dir's lock", pid=holder)
@@ -396,7 +417,7 @@ class Agent:
             self.enqueue(held_key, "restart backoff", delay)
             self.log.emit("restart held", key=str(held_key), reason=reason, wait_s=round(delay, 1))
         names = sorted({name for k in keys for name in self._stacks_of(k)})
-        for name in [n for n in names if n in self._pruning]:
+        for name in [n for n in names if n in self._pruning and n in outcome.whole]:
             self._pruning.discard(name)
             self.status.forget_stack(name)
             self.log.emit("pruned", stack=name)

@@ -42,16 +42,23 @@ class DirectoryWatch:
         self._stop = stop
 
     def run(self) -> None:
-        """Until `stop` is set."""
+        """Until `stop` is set. Each time the watch is armed, every file is read again once it
+        is (the first yield comes after the inotify watch is in place): what changed between
+        the directory's last reading (the agent's start, a re-arm) and the arming would
+        otherwise wait for the next resync."""
         root = self._root
         armed = _identity(root)
         while not self._stop.is_set():
             if armed is not None:
                 try:
+                    settled = False
                     for changes in watchfiles.watch(root, debounce=self._debounce_ms, step=20,
                                                     stop_event=self._stop, recursive=False,
                                                     rust_timeout=int(REARM_CHECK * 1000), yield_on_timeout=True):
-                        if changes:
+                        if not settled:
+                            settled = True
+                            self._changed(None, "watch armed")
+                        elif changes:
                             self._changed(self._dirty({Path(path) for _, path in changes}), "file changed")
                         if _identity(root) != armed:
                             break

@@ -38,18 +38,24 @@ class WorkQueue(Generic[K]):
         self._again: dict[K, float] = {}  # added while active: queued again by done()
         self._added: dict[K, float] = {}  # when each waiting key was last added
         self._reasons: dict[K, str] = {}  # why each waiting key was first added
+        self._unobservable: set[K] = set()  # waiting keys drop_stale leaves (see add)
         self._working: dict[K, str] = {}  # why each active key was handed out
         self._closed = False
         self._cond = threading.Condition()
 
-    def add(self, key: K, delay: float = 0.0, reason: str = "") -> None:
-        """Queue `key`; `reason` is kept if it is its first since it was last handed out."""
+    def add(self, key: K, delay: float = 0.0, reason: str = "", observable: bool = True) -> None:
+        """Queue `key`; `reason` is kept if it is its first since it was last handed out.
+        `observable=False`: added for something no observation of the kernel shows (an image
+        pulled in the background), so no reconcile that observed after it settles it: it is
+        handed out whatever drop_stale is told."""
         with self._cond:
             if self._closed:
                 return
             now = self._clock()
             self._added[key] = now
             self._reasons.setdefault(key, reason)
+            if not observable:
+                self._unobservable.add(key)
             due = now + delay
             if key in self._active:
                 self._again[key] = min(due, self._again.get(key, due))
@@ -70,6 +76,7 @@ class WorkQueue(Generic[K]):
                     self._added.pop(key, None)
                     self._active.add(key)
                     self._working[key] = self._reasons.pop(key, "")
+                    self._unobservable.discard(key)
                     return key
                 waits = [t - now for t in (self._heap[0][0] if self._heap else None, deadline) if t is not None]
                 if deadline is not None and deadline <= now:
@@ -111,7 +118,8 @@ class WorkQueue(Generic[K]):
         reconcile that read the kernel after that moment has seen whatever they were added
         for (above all, the events of its own writes). Returns the keys forgotten."""
         with self._cond:
-            stale = {k for k in (*self._due, *self._again) if covered(k) and self._added.get(k, before) < before}
+            stale = {k for k in (*self._due, *self._again)
+                     if covered(k) and self._added.get(k, before) < before and k not in self._unobservable}
             for key in stale:
                 self._due.pop(key, None)
                 self._again.pop(key, None)
