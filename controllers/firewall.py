@@ -282,7 +282,7 @@ def diff_firewall(desired: Desired, observed: FirewallObservation, dialect: Dial
     kept = observed.owned_stacks() - desired.scope
     live_ports = {**{p: v6 for left in observed.leftovers.values() for p, v6 in left.live_ports.items()},
                   **observed.live_ports}
-    kept_ports = [key for key in live_ports if key.stack not in desired.scope]
+    kept_ports = sorted((key for key in live_ports if key.stack not in desired.scope), key=lambda port: port.key)
     issues += conflicts(published, kept_ports, observed.listeners, live_ports)
     changes = []
     for owner in sorted({*wants, *in_scope}, key=lambda o: (o.kind != "network", o.key)):

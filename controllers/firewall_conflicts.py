@@ -102,9 +102,10 @@ def published_slots(desired: Desired) -> set[Slot]:
 
 def intruders(live_ports: Mapping[PortKey, bool], host_listeners: Sequence[Listener]) -> list[Intruder]:
     """The host processes listening on ports our rules publish (`live_ports`, as observed:
-    True for a port published over IPv6 too)."""
+    True for a port published over IPv6 too), by port (not in the order of a read, which a
+    read derived from the last one does not keep)."""
     listeners = _by_slot(host_listeners)
-    return [Intruder(port, listener) for port, ipv6 in live_ports.items()
+    return [Intruder(port, listener) for port, ipv6 in sorted(live_ports.items(), key=lambda item: item[0].key)
             for listener in _shadowed(port, ipv6, listeners)]
 
 

@@ -160,8 +160,8 @@ def _after_deletions(before: Ruleset, observed: FirewallObservation, after: Rule
     order, each either the same object or its rules with some left out); else None. Equal to
     sorting `after` anew (tests/test_firewall_observed.py holds them to it), but for the order
     of the owners and ports as keys of `owned` and `live_ports`: an owner whose first rule is
-    gone keeps its place there, where nothing reads it (the diff sorts the owners it
-    changes)."""
+    gone keeps its place there, and whoever reads them sorts them (the diff its owners and
+    the ports of stacks outside its scope, `intruders` its ports)."""
     if list(after.tables) != list(before.tables):
         return None
     deleted: list[tuple[Placed, int]] = []
@@ -172,13 +172,15 @@ def _after_deletions(before: Ruleset, observed: FirewallObservation, after: Rule
         for name, chain in chains.items():
             if chain is chains_before[name]:
                 continue
+            if chain.name != name or chains_before[name].name != name:
+                return None  # a chain filed under another name: not a read a backend makes
             gone = _deleted(chains_before[name].rules, chain.rules)
             if gone is None or len(deleted) + len(gone) > MAX_DELETED:
                 return None
             deleted += ((Placed(table, chain.name, spec), nth) for spec, nth in gone)
     try:
         return _without(observed, deleted, after, backend)
-    except (KeyError, IndexError):  # not where the sorting put it: it was not made from `before`
+    except (KeyError, IndexError, ValueError):  # not where the sorting put it: not made from `before`
         return None
 
 

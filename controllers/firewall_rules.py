@@ -137,7 +137,10 @@ class PortKey:
         match = _PORT_KEY_RE.match(key)
         if not match:
             return None
-        ip = IPv4Address(match["ip"]) if match["ip"] else None
+        try:
+            ip = IPv4Address(match["ip"]) if match["ip"] else None
+        except ValueError:  # `999.0.0.1`, `127.0.0.01`: not one of ours (anyone may write a comment)
+            return None
         return PortKey(match["stack"], match["container"], ip, int(match["port"]), match["protocol"])
 
 

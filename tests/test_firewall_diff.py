@@ -253,6 +253,9 @@ def test_port_keys_parse_back() -> None:
     key = PortKey("demo", "web", IPv4Address("127.0.0.1"), 53, "udp")
     assert PortKey.parse(key.key) == key
     assert PortKey.parse("demo/web/8080/tcp") == PortKey("demo", "web", None, 8080, "tcp")
+    # anyone may write a comment: an impossible address is not one of ours, not a crash
+    assert PortKey.parse("demo/web/999.0.0.1:8080/tcp") is None
+    assert PortKey.parse("demo/web/127.0.0.01:8080/tcp") is None
 
 
 def test_teardown_empties_a_chain_a_foreign_rule_jumps_to_and_names_the_rule() -> None:

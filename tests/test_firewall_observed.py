@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
+from ipaddress import IPv4Address
 
 import pytest
 
 from controllers import firewall_observed
+from controllers.firewall_conflicts import intruders
 from controllers.firewall_observed import FirewallObservation, our_chains, sorted_anew
 from controllers.firewall_rules import NFT_LAYOUT
 from kernel.netfilter import Backend, Chain, Ruleset
+from kernel.netfilter_listeners import Listener
 from kernel.netfilter_nft import Nftables
 from tests.fake_nft import FakeNft
 from tests.firewall_plans import DEMO, converge, desired
@@ -127,3 +130,34 @@ def test_a_deleted_rule_is_taken_out_of_the_last_sorting_not_sorted_anew(monkeyp
     observed = firewall_observed._sorted(after, backend)
     assert observed == expected and observed != first
     assert len(observed.live_ports) == len(first.live_ports) - 1
+
+
+def test_a_read_whose_chain_is_filed_under_another_name_is_sorted_anew() -> None:
+    """No backend makes one (each files a chain under its name), but the derivation must not
+    trust a read to be well formed: it falls back to sorting it anew."""
+    backend = FakeBackend()
+    port = '-p tcp -m comment --comment "reconcile/v1 port s/a/80/tcp" -j DNAT --to-destination 10.0.0.2:80'
+    firewall_observed._sorted(Ruleset({"nat": {"X": Chain("RECONCILE-DNAT", (port, "-i lo " + port))}}), backend)
+    for after in (Ruleset({"nat": {"X": Chain("RECONCILE-DNAT", ("-i lo " + port,))}}),
+                  Ruleset({"nat": {"X": Chain("FOREIGN", ("-i lo " + port,))}})):
+        assert firewall_observed._sorted(after, backend) == sorted_anew(after, backend)
+
+
+def test_intruders_come_by_port_whatever_the_order_of_the_read() -> None:
+    """A read derived from the last one keeps an owner whose first rule went where it was:
+    what is reported of the live ports must not depend on it."""
+    backend = FakeBackend()
+
+    def dnat(key: str, more: str = "") -> str:
+        return (f'-p tcp{more} -m tcp --dport 8080 -m comment --comment "reconcile/v1 port {key}" '
+                "-j DNAT --to-destination 10.88.1.10:80")
+
+    s_first, t, s_second = dnat("s/a/8080/tcp"), dnat("t/b/8080/tcp"), dnat("s/a/8080/tcp", " -i lo")
+    firewall_observed._sorted(Ruleset({"nat": {"RECONCILE-DNAT": Chain("RECONCILE-DNAT", (s_first, t, s_second))}}),
+                              backend)
+    after = Ruleset({"nat": {"RECONCILE-DNAT": Chain("RECONCILE-DNAT", (t, s_second))}})
+    listener = Listener("tcp", IPv4Address("0.0.0.0"), 8080, 1, 99, "nc -l 8080")
+    derived, anew = firewall_observed._sorted(after, backend), sorted_anew(after, backend)
+    assert list(derived.live_ports) != list(anew.live_ports)  # the order the derivation keeps
+    assert [i.port.key for i in intruders(derived.live_ports, (listener,))] == \
+        [i.port.key for i in intruders(anew.live_ports, (listener,))] == ["s/a/8080/tcp", "t/b/8080/tcp"]

@@ -129,6 +129,17 @@ def test_additions_and_unknown_handles_send_their_chain_to_be_listed() -> None:
     assert without_rules(ruleset, handles, "NO-SUCH-CHAIN", {1}) is None
 
 
+def test_a_deletion_from_a_text_whose_handles_do_not_match_its_rules_lists_the_chain_again() -> None:
+    """More or fewer handles than rules of a text (no read a listing or an edit here makes):
+    which rule went is not known, so the chain is listed anew rather than guessed."""
+    ruleset, handles = parse_list(CAPTURED, NFT_LAYOUT)
+    spec = ruleset.chain("nat", DNAT).rules[0]
+    assert without_rules(ruleset, {**handles, (DNAT, spec): [34, 77]}, DNAT, {34}) is None
+    assert without_rules(ruleset, {**handles, (DNAT, spec): []}, DNAT, {34}) is None
+    left = without_rules(ruleset, handles, DNAT, {34})
+    assert left is not None and left[0].chain("nat", DNAT).rules == ruleset.chain("nat", DNAT).rules[1:]
+
+
 def test_a_read_caught_up_is_derived_only_once_rules_of_ours_were_played_in() -> None:
     """A commit to another table leaves the kept read a listing, which a pass over everything
     keeps, as does someone's addition (its chain is listed again, whole); someone's deletion in
