@@ -66,6 +66,14 @@ UPSTREAM_RESOLV = Path("/run/systemd/resolve/resolv.conf")
 host's own names only loopback nameservers (container_files.resolv_file)."""
 
 
+def roots_at(state_dir: Path) -> Callable[[tuple[str, str]], str]:
+    """Where each container's root is mounted, as the mount table shows it (the state dir's
+    symlinks resolved): only there is a root carrying our mark ours."""
+    base = os.path.realpath(state_dir / CONTAINERS_DIR)
+    rootfs = Paths(Path()).rootfs
+    return lambda key: f"{base}/{key[0]}/{key[1]}/{rootfs}"
+
+
 @dataclass(frozen=True)
 class Paths:
     root: Path
@@ -602,12 +610,13 @@ class ContainerController:
         our roots are mounted. That trusts a record to name the image of the root mounted for it: a
         start that failed after mounting a recreate's new root keeps the old record until a whole
         pass (the agent's resync) sees the mark."""
+        at = roots_at(self._state_dir)
         if focus is None:
-            return overlay.mounted(table=ours)
+            return overlay.mounted(table=ours, at=at)
         roots = {key: root for key in focus.containers if key in found
                  and (root := overlay.seen_by(found[key][0].pid, key, Paths.of(self._state_dir, *key).rootfs))}
         rest = {key for key in focus.containers - roots.keys() if key in found or key not in recorded}
-        return roots | (overlay.mounted(rest) if rest else {})
+        return roots | (overlay.mounted(rest, at=at) if rest else {})
 
     def _file_dirs(self) -> set[tuple[str, str]]:
         """(stack, container) of every files directory: a run killed between writing a
@@ -696,8 +705,7 @@ class ContainerController:
             runtime.stop(found.handle, _grace(found), paths.log, signalled_at)
         if found.runtime_state:  # left by a runtime killed before it cleaned up, or not yet gone
             self._runtime.delete(names.runtime_id(found.stack, found.container))
-        for root in {paths.rootfs, *([Path(found.root)] if found.root else [])}:
-            overlay.unmount(root, removing)
+        overlay.unmount(paths.rootfs, removing)  # found.root, if any, is this one (roots_at)
         for bound in sorted(paths.lower.glob("[0-9]*")):  # userns: auto's idmapped lowers
             overlay.unmount(bound, removing)
         overlay.unmount(paths.lower, removing)  # where one lower was bound before images

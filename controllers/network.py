@@ -138,14 +138,14 @@ def _field_changes(old: BridgeState | None, new: BridgeState | None) -> tuple[Fi
 
 
 def _diff_one(key: str, net_key: str, want: BridgeState, found: ObservedBridge | None,
-              links_by_name: Mapping[str, Link]) -> Change | Issue | None:
+              observed: NetworkObservation) -> Change | Issue | None:
     stack = key.split("/", 1)[0]
-    holder = links_by_name.get(want.name)
+    holder = observed.links_by_name.get(want.name)
     taken = None if holder is None else Issue(
         stack, ("networks", net_key, "bridge"), f"bridge name '{want.name}' is taken by {_whose(holder)}; "
         f"remove it or set networks.{net_key}.bridge to another name")
     if found is None:
-        if holder is not None and holder.alias is None and holder.group == names.LINK_GROUP:
+        if holder is not None and _half_made(holder, observed):
             # Our group is set atomically at creation, the alias just after: this is a creation
             # of ours interrupted in between. Nothing can be attached yet; make it anew.
             half = ObservedBridge(names.Owner("network", stack, net_key), holder.index, holder.kind,
@@ -180,7 +180,7 @@ def diff_networks(desired: Desired, observed: NetworkObservation) -> Diff:
     for key, (net_key, want) in wanted.items():
         found = observed.ours.get(key, ())
         primary = next((b for b in found if b.state.name == want.name), found[0] if found else None)
-        outcome = _diff_one(key, net_key, want, primary, observed.links_by_name)
+        outcome = _diff_one(key, net_key, want, primary, observed)
         if isinstance(outcome, Issue):
             result.issues.append(outcome)
         elif outcome is not None:
@@ -210,6 +210,16 @@ def _pool_noted(change: Change, pooled: IPv4Network | None) -> Change:
     if pooled is None or not any(f.path == "addresses" for f in change.fields):
         return change
     return replace(change, reason=f"{change.reason}; subnet {pooled} from the pool")
+
+
+def _half_made(holder: Link, observed: NetworkObservation) -> bool:
+    """Whether a link holding our bridge's name is what a creation killed before its alias
+    leaves: a bridge of our link group, down, with no alias, no address and nothing attached.
+    One that is more (up, addressed, with ports: another stack's bridge whose alias was
+    cleared, under the same default name) is not ours to make anew: its name is taken."""
+    return (holder.alias is None and holder.group == names.LINK_GROUP and holder.kind == "bridge"
+            and not holder.up and not any(net.ifname == holder.name for net in observed.foreign_nets)
+            and not any(link.master == holder.index for link in observed.links_by_name.values()))
 
 
 def _whose(holder: Link) -> str:

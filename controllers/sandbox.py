@@ -146,6 +146,11 @@ def observe_sandbox(stack: str, container: str, name: str, inner: LinkDump,
         owner = names.parse_alias(link.alias)
         if owner is None or owner.kind != "endpoint" or owner.network is None:
             continue
+        if (owner.stack, owner.name) != (stack, container):
+            # A workload with CAP_NET_ADMIN can alias links of its own namespace: a mark naming
+            # another container's endpoint is not that endpoint (acting on it would delete the
+            # other's veth, in any stack), so it is nobody's here.
+            continue
         host = host_ends.get(owner.key)
         state = (_endpoint_state(host, link, inner.addresses_of(link.index), host_by_index)
                  if host is not None else None)

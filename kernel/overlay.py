@@ -12,7 +12,7 @@ import ctypes
 import errno
 import functools
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,9 +42,13 @@ class Root:
     lowers: tuple[Path, ...] = ()
 
 
-def mounted(among: Collection[tuple[str, str]] | None = None, table: str | None = None) -> dict[tuple[str, str], Root]:
+def mounted(among: Collection[tuple[str, str]] | None = None, table: str | None = None,
+            at: Callable[[tuple[str, str]], str] | None = None) -> dict[tuple[str, str], Root]:
     """Every container root of ours (or those of `among`): (stack, container) -> its mount, from
-    our mount table (`table`, when the caller has just read it)."""
+    our mount table (`table`, when the caller has just read it). With `at`, only our mark where
+    `at` says that container's root is mounted: a bind mount of a root elsewhere (someone
+    looking into it, `mount --rbind /` for a chroot) carries the same mark and is not the root
+    to unmount. Without, wherever it is (the layers any mount of a root holds stay)."""
     found: dict[tuple[str, str], Root] = {}
     # With `among`, a line is parsed only if it names one of theirs (names never need escaping).
     marks = None if among is None else [f" {names.overlay_source(*key)}" for key in among]
@@ -54,7 +58,9 @@ def mounted(among: Collection[tuple[str, str]] | None = None, table: str | None 
         fields, _, tail = line.partition(" - ")
         parsed = _ours(tail)
         if parsed is not None and (among is None or parsed[0] in among):
-            found[parsed[0]] = Root(unescape(fields.split(" ")[4]), parsed[1], _lowers(tail))
+            path = unescape(fields.split(" ")[4])
+            if at is None or path == at(parsed[0]):
+                found[parsed[0]] = Root(path, parsed[1], _lowers(tail))
     return found
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from controllers.container import roots_at
+from kernel import overlay
 from kernel.mountns import _own_mounts
 
 STATE = Path("/srv/rc state")  # a space: mountinfo writes it \040
@@ -48,3 +50,20 @@ OURS = [line(40, 21, "8:1", "/srv/rc state/containers", "/srv/rc state/container
 def test_our_mount_points_are_binds_of_the_directory_on_itself_with_nothing_below(
         table: list[str], expected: list[Path]) -> None:
     assert _own_mounts(PIN, [CARRIED], "\n".join(table) + "\n") == expected
+
+
+def test_a_bind_mount_of_a_container_root_is_not_the_root() -> None:
+    """A root's mark (the overlay's source) is copied by a bind mount of it (someone looking
+    into it, or `mount --rbind /` for a chroot): only the mount where the controller puts that
+    container's root is its root, the one to unmount; without `at` (the image store keeping the
+    layers any mount of a root holds) every one counts."""
+    options = "rw,lowerdir=/,upperdir=/s/containers/web/a/upper,workdir=/s/containers/web/a/work"
+    table = "\n".join([
+        "25 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw",
+        f"36 25 0:32 / /s/containers/web/a/bundle/rootfs rw,relatime shared:20 - overlay reconcile-v1:web/a {options}",
+        f"41 25 0:32 / /mnt/inspect rw,relatime shared:20 - overlay reconcile-v1:web/a {options}",
+    ])
+    at = roots_at(Path("/s"))
+    assert {key: root.path for key, root in overlay.mounted(table=table, at=at).items()} == \
+        {("web", "a"): "/s/containers/web/a/bundle/rootfs"}
+    assert {key: root.path for key, root in overlay.mounted(table=table).items()} == {("web", "a"): "/mnt/inspect"}

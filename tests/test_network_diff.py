@@ -145,8 +145,8 @@ def test_down_prunes_every_bridge_of_the_stack_and_no_other() -> None:
         (Action.DELETE, "demo/front", "no longer in the spec"), (Action.DELETE, "demo/back", "no longer in the spec")]
 
 
-HALF_MADE = nic(5, "rc-demo-front", kind="bridge", group=names.LINK_GROUP)
-"""Created with our link group (set atomically) but killed before the alias was set."""
+HALF_MADE = nic(5, "rc-demo-front", kind="bridge", group=names.LINK_GROUP, up=False)
+"""Created with our link group (set atomically) but killed before the alias was set: down, bare."""
 
 
 @pytest.mark.parametrize(("dump", "expected", "disruptive"), [
@@ -191,6 +191,13 @@ SQUATTED = taken("a link reconcile does not own (kind bridge, index 5)")
                  id="another stack's bridge with our name"),
     pytest.param(host(with_link(FRONT_BRIDGE, name="rcbr-old"), BACK_BRIDGE, FOREIGN_BRIDGE), [SQUATTED],
                  id="bridge renamed onto a foreign link's name"),
+    # Our group, no alias, but more than a killed creation leaves (another stack's bridge under
+    # the same default name, its alias cleared): in use, so not ours to make anew.
+    pytest.param(host(with_link(HALF_MADE, up=True), BACK_BRIDGE), [SQUATTED], id="our group, no alias, up"),
+    pytest.param(host(Nic(HALF_MADE.link, ("10.88.7.1/24",)), BACK_BRIDGE), [SQUATTED],
+                 id="our group, no alias, an address"),
+    pytest.param(host(HALF_MADE, BACK_BRIDGE, nic(9, "veth9", kind="veth", master=5)), [SQUATTED],
+                 id="our group, no alias, a port"),
 ])
 def test_a_foreign_link_holding_our_name_is_an_issue_never_adopted(
         dump: LinkDump, expected: list[IssueRow]) -> None:

@@ -83,6 +83,11 @@ def web(*ends: Nic, gateways: Sequence[tuple[int, str]] = WEB_GATEWAYS, lo_up: b
     return linkdump(loopback(lo_up), *(ends or (WEB_ETH0, WEB_ETH1)), gateways=gateways)
 
 
+def forged(stack: str, container: str, network: str) -> Nic:
+    """A dummy link in a sandbox carrying another container's endpoint mark."""
+    return nic(9, "x0", kind="dummy", alias=names.endpoint_alias(stack, container, network))
+
+
 IN_SYNC: dict[str, LinkDump | None] = {
     "rc-demo_web": web(),
     "rc-demo_db": linkdump(loopback(), inner_end(0, "db", "back", "10.88.2.20/24")),
@@ -236,6 +241,14 @@ CASES = [
     ], id="orphan host end"),
     pytest.param((*HOST_ENDS, host_end(14, "gone", "net", stack="other")), IN_SYNC, [],
                  id="another stack's orphan host end"),
+    # A workload with CAP_NET_ADMIN aliases a link of its own namespace like another
+    # container's endpoint: nobody's mark here (acting on it deleted the other's veth).
+    pytest.param(HOST_ENDS, spaces(web=web(WEB_ETH0, WEB_ETH1, forged("other", "api", "net"))), [],
+                 id="a forged mark of another stack's endpoint in a sandbox"),
+    pytest.param(HOST_ENDS, spaces(web=web(WEB_ETH0, WEB_ETH1, forged("other", "api", "zz"))), [],
+                 id="a forged mark of an endpoint of another stack's container on no network"),
+    pytest.param(HOST_ENDS, spaces(web=web(WEB_ETH0, WEB_ETH1, forged("demo", "db", "back"))), [],
+                 id="a forged mark of a sibling's endpoint in a sandbox"),
 ]
 
 
