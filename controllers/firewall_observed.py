@@ -6,9 +6,9 @@ A read is sorted once: the backend hands the same read out while nothing changed
 is the backend's last one with a few rules deleted and nothing else (someone's `nft delete
 rule`, played into the kept read from nf_tables' notifications; our own batch of deletions) is
 derived from the last sorting by taking those rules out: a deleted DNAT rule's repair beside a
-thousand containers sorted the 1,000 rules of the DNAT chain anew for the one gone, ~2 ms on an
-idle host and ~5 ms in the agent under load, the largest share of ours that grew with N in that
-repair (bench/README.md).
+thousand containers sorted our ~1,020 rules (the DNAT chain's 1,000 among them) anew for the one
+gone, ~2 ms on an idle host and ~5 ms in the agent under load, the largest share of ours that
+grew with N in that repair (bench/README.md).
 """
 
 from __future__ import annotations
