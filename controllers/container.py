@@ -13,7 +13,6 @@ place through the root's mount when peers change.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import time
 from collections import Counter
@@ -35,6 +34,7 @@ from controllers.errors import ApplyError, ApplyErrors
 from kernel import idmap, inroot, mountinfo, mountns, netns, overlay, procs, runtime, seccomp, users
 from kernel.mountns import PinState
 from kernel.oci import Runtime, remounts_in_place
+from kernel.trees import remove_tree
 from specs import capabilities, names
 from specs.errors import Issue
 from specs.images import pinned_digest
@@ -449,7 +449,7 @@ def _wipe_layer(paths: Paths) -> None:
         with suppress(FileNotFoundError):
             layer.rename(paths.root / f"{TRASH_PREFIX}{layer.name}-{os.getpid()}-{time.monotonic_ns()}")
     for trash in paths.root.glob(f"{TRASH_PREFIX}*"):
-        shutil.rmtree(trash, ignore_errors=True)
+        remove_tree(trash, ignore_errors=True)
 
 
 def _seed_etc(upper: Path, lowers: Sequence[Path], id_base: int, files: Mapping[str, str]) -> None:
@@ -691,7 +691,7 @@ class ContainerController:
         paths = Paths.of(self._state_dir, found.stack, found.container)
         try:
             self._stop(found, signalled_at, removing=True)
-            shutil.rmtree(paths.root, ignore_errors=True)
+            remove_tree(paths.root, ignore_errors=True)
         except Exception as exc:  # noqa: BLE001 - reported together
             return ApplyError(f"delete {KIND_CONTAINER} {found.stack}/{found.container}: {exc}")
         return None

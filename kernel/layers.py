@@ -24,7 +24,6 @@ import os
 import posixpath
 import queue
 import re
-import shutil
 import stat
 import subprocess
 import tarfile
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
 
 from kernel.inroot import open_at_in_root
+from kernel.trees import remove_tree
 
 LAYER_MEDIA_TYPES = frozenset({
     "application/vnd.oci.image.layer.v1.tar",
@@ -74,6 +74,11 @@ READAHEAD_POLL = 0.1
 STREAM_BUFFER = 64 << 10
 """tarfile's read size in stream mode. Each header read slices its buffer, so a larger one costs
 a copy per entry: 64 KiB is as fast as 1 MiB on big files and much faster on small ones."""
+MAX_HEADER_BYTES = 1 << 20
+"""Largest extended header (PAX, GNU long name or link) read: tarfile reads one whole into
+memory, so a few KiB of compressed layer could ask for gigabytes; names and attributes fit in
+far less (Go's archive/tar refuses past 1 MiB too)."""
+
 DIFF_ID = re.compile(r"sha256:([0-9a-f]{64})")
 AT_FDCWD, RENAME_NOREPLACE = -100, 1
 
@@ -123,9 +128,11 @@ def unpack_layer(blob: IO[bytes], media_type: str, diff_id: str, store: Path) ->
     except OSError as error:
         raise LayerError(f"{layer}: cannot unpack it into {store}: {error.strerror}") from None
     finally:
-        if not placed:  # a failure to remove leaves a .tmp- for remove_temporaries
-            shutil.rmtree(temporary, ignore_errors=True)
-        os.close(root_fd)
+        try:
+            if not placed:  # a failure to remove leaves a .tmp- for remove_temporaries
+                remove_tree(temporary, ignore_errors=True)
+        finally:
+            os.close(root_fd)  # its flock marks the unpack live: never left held
 
 
 def remove_temporaries(store: Path) -> None:
@@ -144,7 +151,7 @@ def remove_temporaries(store: Path) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if os.fstat(fd).st_nlink:  # 0: another cleaner removed it while we waited for the lock
-                shutil.rmtree(path)
+                remove_tree(path)
         except BlockingIOError:
             continue
         finally:
@@ -181,13 +188,27 @@ def _unpack(blob: IO[bytes], root_fd: int, layer: str) -> str:
     with _layer_stream(blob, layer) as stream, _Unpacker(root_fd, layer) as unpacker:
         try:
             # typeshed wants a seekable, writable file for every mode; a stream ("r|") is only read
-            with tarfile.open(fileobj=stream, mode="r|", bufsize=STREAM_BUFFER) as archive:  # type: ignore[call-overload]
+            with tarfile.open(fileobj=stream, mode="r|", bufsize=STREAM_BUFFER,  # type: ignore[call-overload]
+                              tarinfo=_BoundedHeaders) as archive:
                 for member in archive:
                     unpacker.unpack(archive, member)
+                    archive.members.clear()  # a stream keeps every entry read otherwise: unbounded
         except tarfile.TarError as error:
             raise LayerError(f"{layer}: it is not a valid tar archive ({error}): pull the image again") from None
         unpacker.set_directory_times()
         return stream.drain()
+
+
+class _BoundedHeaders(tarfile.TarInfo):
+    """A tar entry whose extended headers are refused past MAX_HEADER_BYTES, before tarfile
+    reads them whole."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        extended = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+                    tarfile.GNUTYPE_LONGLINK)
+        if self.type in extended and self.size > MAX_HEADER_BYTES:
+            raise tarfile.HeaderError(f"an extended header of {self.size} bytes (at most {MAX_HEADER_BYTES})")
+        return super()._proc_member(tarfile_)  # type: ignore[misc]
 
 
 @contextmanager
@@ -465,22 +486,30 @@ class _Unpacker:
 
     def _directory(self, parts: list[str]) -> int:
         """An O_PATH fd of the directory `parts`, symlinks on the way resolved inside the layer.
-        Missing directories are made 0755 root:root, as tar makes the parents a tar leaves out."""
-        try:
-            return open_at_in_root(self.root_fd, "/".join(parts), os.O_PATH | os.O_DIRECTORY)
-        except FileNotFoundError:
-            if not parts:
-                raise
-        parent_fd = self._directory(parts[:-1])
-        try:
-            os.mkdir(parts[-1], 0o755, dir_fd=parent_fd)
-            os.chmod(parts[-1], 0o755, dir_fd=parent_fd, follow_symlinks=False)  # whatever our umask
-            return os.open(parts[-1], os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
-        except FileExistsError:
-            raise LayerError(f"{self.layer}: {'/'.join(parts)!r} in it is a symlink to nothing in the layer, and "
-                             "entries are to be unpacked through it: the image is broken") from None
-        finally:
-            os.close(parent_fd)
+        Missing directories are made 0755 root:root, as tar makes the parents a tar leaves out
+        (in a loop: a layer may leave out a thousand of them)."""
+        found = len(parts)  # parts[:found] is the deepest directory that is there
+        while True:
+            try:
+                fd = open_at_in_root(self.root_fd, "/".join(parts[:found]), os.O_PATH | os.O_DIRECTORY)
+                break
+            except FileNotFoundError:
+                if found == 0:
+                    raise
+                found -= 1
+        for depth in range(found + 1, len(parts) + 1):
+            name = parts[depth - 1]
+            try:
+                os.mkdir(name, 0o755, dir_fd=fd)
+                os.chmod(name, 0o755, dir_fd=fd, follow_symlinks=False)  # whatever our umask
+                child = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except FileExistsError:
+                raise LayerError(f"{self.layer}: {'/'.join(parts[:depth])!r} in it is a symlink to nothing in the "
+                                 "layer, and entries are to be unpacked through it: the image is broken") from None
+            finally:
+                os.close(fd)
+            fd = child
+        return fd
 
     def _root_entry(self, member: tarfile.TarInfo) -> None:
         """The tar's `./`: the owner, mode and mtime of the layer's root directory."""
@@ -517,6 +546,11 @@ class _Unpacker:
             self.directory_times["/".join(parts)] = (member.mtime, inode)
         elif member.islnk():
             self._hardlink(member, parent_fd, name)
+        elif member.issparse():
+            # Holes tarfile would write out as zeroes: a few bytes of tar could fill the disk
+            # (the OCI layer spec says a layer SHOULD NOT use sparse files).
+            raise LayerError(f"{self.layer}: its entry {member.name!r} is a sparse file, which reconcile does not "
+                             "unpack: rebuild the image without sparse files")
         elif member.isreg():
             _write_file(archive, member, parent_fd, name)
         elif member.issym():
@@ -566,7 +600,7 @@ def _replacing(parent_fd: int, name: str, create: Callable[[], T]) -> T:
         return create()
     except FileExistsError:
         if stat.S_ISDIR(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode):
-            shutil.rmtree(name, dir_fd=parent_fd)
+            remove_tree(name, dir_fd=parent_fd)
         else:
             os.unlink(name, dir_fd=parent_fd)
         return create()

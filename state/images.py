@@ -25,7 +25,6 @@ import json
 import os
 import posixpath
 import re
-import shutil
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -37,6 +36,7 @@ from typing import IO, Any
 from kernel import skopeo
 from kernel.durable import write_durably
 from kernel.layers import LAYER_MEDIA_TYPES, LayerError, layer_path, remove_temporaries, unpack_layer
+from kernel.trees import remove_tree
 from specs.images import ImageReference, ReferenceError, parse_reference, split_pinned
 from specs.names import DIGEST_PATTERN
 from state.lock import IMAGES_LOCK_NAME, exclusive
@@ -340,7 +340,7 @@ class ImageStore:
         damaged = {(_ref_name(entry), entry.get("digest")) for entry, image in self._entries() if image is None}
         self._edit_index(lambda entries: [e for e in entries if (_ref_name(e), e.get("digest")) not in damaged])
         for leftover in [*_children(self.root / TMP_DIR), *self.layout.glob(f"{WRITE_TEMPORARY}*")]:
-            shutil.rmtree(leftover) if leftover.is_dir() and not leftover.is_symlink() else leftover.unlink()
+            remove_tree(leftover) if leftover.is_dir() and not leftover.is_symlink() else leftover.unlink()
         kept = self.images()
         blobs = {i.stored_digest for i in kept}
         diff_ids = {layer.diff_id for i in kept for layer in i.layers}
@@ -405,7 +405,7 @@ def _remove_layer(path: Path) -> None:
     """Rename first (a half-deleted layer is never found under its name), then delete."""
     trash = path.with_name(f".tmp-removed-{path.name}-{os.getpid()}")
     os.rename(path, trash)
-    shutil.rmtree(trash)
+    remove_tree(trash)
 
 
 def _children(directory: Path) -> list[Path]:

@@ -15,10 +15,11 @@ either no volume (the next start fills it again) or a complete one, never a half
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from kernel.trees import remove_tree
 
 VOLUMES_DIR = "volumes"  # DO NOT RENAME: <state-dir>/volumes/<stack>/<name>, users' data
 PARTIAL_PREFIX = ".new-"  # <state-dir>/volumes/<stack>/.new-<name>: a volume being filled
@@ -63,7 +64,7 @@ def ensure(state_dir: Path, stack: str, name: str, seed: Path | None, id_shift: 
     final.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(final.parent.parent, 0o700)  # users' data: root's only, as the rest of the state dir
     partial = final.parent / f"{PARTIAL_PREFIX}{name}"
-    shutil.rmtree(partial, ignore_errors=True)  # a fill a crash interrupted
+    remove_tree(partial, ignore_errors=True)  # a fill a crash interrupted
     if seed is not None and seed.is_dir():
         _copy_tree(seed, partial, id_shift)
     else:
@@ -78,7 +79,7 @@ def remove_stack(state_dir: Path, stack: str) -> list[StoredVolume]:
     removed = stored(state_dir, stack)
     root = stack_dir(state_dir, stack)
     if root.exists():
-        shutil.rmtree(root)
+        remove_tree(root)
     return removed
 
 

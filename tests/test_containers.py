@@ -264,6 +264,27 @@ def test_down_removes_files_of_a_container_that_was_never_recorded(sandbox: Sand
     assert not (sandbox.state_dir / "containers" / "app").exists()
 
 
+DEEP_WRITER = """\
+name: deep
+containers:
+  writer:
+    command: ["sh", "-c", "mkdir -p /opt/deep/$(printf 'a/%.0s' $(seq 1200)) && touch /opt/done && sleep 100000"]
+"""
+
+
+def test_down_removes_a_writable_layer_deeper_than_the_recursion_limit(sandbox: Sandbox) -> None:
+    """A workload's 1,200 nested directories (shutil.rmtree recurses, and stopped there with a
+    RecursionError: `down` failed, and every later one)."""
+    sandbox.apply(str(sandbox.write("deep.yaml", DEEP_WRITER)))
+    def written() -> str:  # the layer's own files, not a private /tmp's
+        return sandbox.reconcile("exec", "deep/writer", "--", "ls", "/opt/done").stdout
+
+    assert eventually(written, "/opt/done\n", timeout=scaled(20)) == "/opt/done\n"
+    down = sandbox.reconcile("down", "--stack", "deep")
+    assert down.returncode == 0, down.stderr
+    assert not (sandbox.state_dir / "containers" / "deep").exists()
+
+
 def test_userns_auto_gives_each_container_a_private_range(sandbox: Sandbox, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()

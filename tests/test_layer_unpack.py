@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from kernel.layers import LayerError, layer_path, remove_temporaries, unpack_layer
+from kernel.trees import remove_tree
 from tests.sandbox import REPO
 from tests.waiting import eventually
 
@@ -523,6 +524,45 @@ def test_bad_media_type_and_diff_id_are_refused(env: Env) -> None:
             layer_path(env.store, diff_id)
         assert str(caught.value) == (f"diff_id {diff_id!r} is not sha256:<64 lowercase hex digits>: "
                                      "the image config is malformed")
+    assert env.store_entries() == []
+
+
+DEEP = 1200
+"""Directory levels past Python's recursion limit (a recursive walk of them fails)."""
+
+
+def test_a_tree_deeper_than_the_recursion_limit_unpacks_and_goes(env: Env) -> None:
+    """A file 1,200 directories down with its parents left out: made in a loop, and the layer
+    removed whole when refused (its diff_id here), with nothing left in the store and no lock
+    held (remove_temporaries then has nothing to do)."""
+    deep = "/".join(["a"] * DEEP)
+    layer = env.layer([entry(f"{deep}/file", data=b"x")], "gzip")
+    with pytest.raises(LayerError) as caught:
+        unpack_file(layer.blob, layer.media_type, diff_id_of(b"another layer"), env.store)
+    assert "its content does not match its diff_id" in str(caught.value)
+    assert env.store_entries() == []
+    root = env.unpack(layer)
+    assert (root / deep / "file").read_bytes() == b"x"
+    remove_tree(root)  # not left to pytest's clean-up, which recurses
+
+
+def test_extended_headers_past_a_mebibyte_are_refused(env: Env) -> None:
+    """tarfile reads a PAX header whole: a few KiB of compressed layer could ask for gigabytes."""
+    layer = env.layer([entry("file", data=b"x", pax={"comment": "A" * (2 << 20)})], "gzip")
+    with pytest.raises(LayerError) as caught:
+        env.unpack(layer)
+    assert "it is not a valid tar archive (an extended header of " in str(caught.value)
+    assert env.store_entries() == []
+
+
+def test_a_sparse_file_is_refused(env: Env) -> None:
+    """Its holes would be written out as zeroes: a 10 KiB tar could fill the disk."""
+    sparse = {"GNU.sparse.map": "0,0", "GNU.sparse.size": str(1 << 40), "GNU.sparse.name": "big"}
+    layer = env.layer([entry("big", pax=sparse)])
+    with pytest.raises(LayerError) as caught:
+        env.unpack(layer)
+    assert str(caught.value) == (f"layer {layer.diff_id[:19]}: its entry 'big' is a sparse file, which reconcile "
+                                 "does not unpack: rebuild the image without sparse files")
     assert env.store_entries() == []
 
 
