@@ -65,11 +65,8 @@ def without_rules(ruleset: Ruleset, handles: Handles, chain: str, gone: set[int]
             kept_handles[(chain, spec)] = [handle for handle in known if handle is None or handle not in gone]
     if sum(map(len, doomed.values())) != len(gone):
         return None
-    try:
-        dropped = sorted((_place(found.rules, spec, nth) for spec, nths in doomed.items() for nth in nths),
-                         reverse=True)
-    except ValueError:  # more handles than rules of that text: the read is not consistent
-        return None
+    # Each doomed text has as many rules as handles (checked above): every place is there.
+    dropped = sorted((_place(found.rules, spec, nth) for spec, nths in doomed.items() for nth in nths), reverse=True)
     rules = found.rules
     for at in dropped:
         rules = rules[:at] + rules[at + 1:]
@@ -80,7 +77,7 @@ def without_rules(ruleset: Ruleset, handles: Handles, chain: str, gone: set[int]
 
 
 def _place(rules: tuple[str, ...], spec: str, nth: int) -> int:
-    """Where the `nth` (from 0) of the rules of this text is (ValueError: not that many)."""
+    """Where the `nth` (from 0) of the rules of this text is."""
     at = -1
     for _ in range(nth + 1):
         at = rules.index(spec, at + 1)

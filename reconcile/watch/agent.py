@@ -60,6 +60,7 @@ from reconcile.watch.stackdir import StackDir, renewed
 from reconcile.watch.status import StatusWriter
 from specs.errors import SpecErrors
 from specs.images import ImageReference
+from specs.loader import StackFile
 from specs.model import Container, Stack
 from specs.names import netns_name
 from state.images import ImageStore
@@ -235,14 +236,14 @@ class Agent:
         riders = [k for k in self.queue.due(RIDERS) if k != FILES_KEY and k.stack in (files.keys() | {HOST})]
         try:
             try:
-                outcome = self._reconcile(key, riders, why, started)
+                outcome = self._reconcile(key, riders, files, why, started)
             except SpecErrors:
                 own = [rider for rider in riders if rider.stack == key.stack]
                 if own == riders:
                     raise
                 # Another stack's spec may be what cannot apply: this key without it (those
                 # riders stay queued, each to fail or succeed on its own).
-                outcome = self._reconcile(key, own, why, started)
+                outcome = self._reconcile(key, own, files, why, started)
         except SpecErrors as exc:
             if key.stack == HOST and len(self._managed()) > 1:
                 # One stack's conflict must not stop the host-wide pass for every other stack:
@@ -274,8 +275,9 @@ class Agent:
             self.log.emit("change", key=str(changed), why=cause, action=change.action.value,
                           kind=change.kind, object=change.key, reason=change.reason, ms=ms)
 
-    def _reconcile(self, key: Key, riders: list[Key], why: str, started: float) -> _Outcome:
-        files = self.specs.stacks()
+    def _reconcile(self, key: Key, riders: list[Key], files: Mapping[str, StackFile], why: str,
+                   started: float) -> _Outcome:
+        """`files`: the stacks the riders were chosen among, as the worker read them."""
         keys = [key, *riders]
         whys = {rider: self.queue.reason(rider) for rider in riders}
         scope = self._managed() if any(k.stack == HOST for k in keys) else {k.stack for k in keys}
