@@ -214,7 +214,7 @@ def _skeleton_change(needed: bool, observed: FirewallObservation, dialect: Diale
         action, reason = (Action.CREATE, "not on the host") if not observed.chains else (
             Action.UPDATE, "differs from the layout")
     else:
-        ops, fields, errors = _teardown_ops(observed, have)
+        ops, fields, errors = _teardown_ops(observed, have, dialect)
         action, reason = Action.DELETE, "no stack of ours has rules left"
     if not ops:
         return None
@@ -246,7 +246,7 @@ def _skeleton_ops(observed: FirewallObservation, want: Sequence[Placed], have: S
     return ops, fields
 
 
-def _teardown_ops(observed: FirewallObservation, have: Sequence[Placed]
+def _teardown_ops(observed: FirewallObservation, have: Sequence[Placed], dialect: Dialect
                   ) -> tuple[list[Op], list[FieldChange], list[str]]:
     """The hooks out of the built-in chains, then every chain of ours flushed and deleted
     (whatever is left in them: a stray, or an owner's rule this batch does not delete).
@@ -265,9 +265,9 @@ def _teardown_ops(observed: FirewallObservation, have: Sequence[Placed]
         fields.append(FieldChange("chain", f"{table} {chain}",
                                   f"{table} {chain} (emptied)" if jumps else None))
         if jumps:
-            rules = " and ".join(f"`{p.line}`" for p in jumps)
-            errors.append(f"chain {table} {chain} was emptied but not deleted: the {table} rule {rules} "
-                          "jumps to it and is not reconcile's to delete; delete it and run again")
+            rules = "; ".join(f"`{p.spec}` in chain {dialect.chain_name(p.table, p.chain)}" for p in jumps)
+            errors.append(f"chain {dialect.chain_name(table, chain)} was emptied but not deleted: rules that are "
+                          f"not reconcile's to delete jump to it ({rules}); delete them and run again")
     return ops, fields, errors
 
 

@@ -20,7 +20,7 @@ from weakref import WeakKeyDictionary
 from controllers.base import Focus
 from controllers.firewall_conflicts import Intruder, intruders
 from controllers.firewall_rules import SKELETON, Owner, PortKey, owner_of_spec
-from kernel.netfilter import Backend, Family, Ruleset, jump_target
+from kernel.netfilter import Backend, Family, Ruleset
 from kernel.netfilter_listeners import Listener
 from specs.names import CHAIN_FORWARD, OUR_CHAINS
 
@@ -137,8 +137,10 @@ def sorted_anew(ruleset: Ruleset, backend: Backend) -> FirewallObservation:
                         ipv6_owners.add(owner)
                 elif (table, chain.name) in existing:
                     strays.append(placed)
-                elif (target := (table, jump_target(spec) or "")) in ours:
-                    foreign_jumps.setdefault(target, []).append(placed)
+                else:
+                    for target in backend.jump_targets(table, spec):
+                        if target in ours:
+                            foreign_jumps.setdefault(target, []).append(placed)
     by_name: dict[tuple[str, str], list[Owner]] = {}
     for owner in owned:
         if (named := _named(owner)) is not None:
@@ -222,10 +224,12 @@ def _without(observed: FirewallObservation, deleted: Sequence[tuple[Placed, int]
             touched[owner] = None
         elif where in observed.chains:
             strays = _one_less(strays, placed, nth)
-        elif (target := (placed.table, jump_target(placed.spec) or "")) in observed.our_chains:
-            foreign_jumps[target] = _one_less(foreign_jumps[target], placed, nth)
-            if not foreign_jumps[target]:
-                del foreign_jumps[target]
+        else:
+            for target in backend.jump_targets(placed.table, placed.spec):
+                if target in observed.our_chains:
+                    foreign_jumps[target] = _one_less(foreign_jumps[target], placed, nth)
+                    if not foreign_jumps[target]:
+                        del foreign_jumps[target]
     ipv6_owners = set(observed.ipv6_owners)
     live_ports = dict(observed.live_ports)
     by_name = dict(observed.by_name)

@@ -192,6 +192,14 @@ class Dialect(Protocol):
         """Whether a rule read back from `table` applies to IPv6 packets only."""
         ...
 
+    def jump_targets(self, table: str, spec: str) -> tuple[tuple[str, str], ...]:
+        """The chains, as (table, name), that a rule read back from `table` jumps or goes to."""
+        ...
+
+    def chain_name(self, table: str, chain: str) -> str:
+        """A chain as the backend's own tools name it, for messages."""
+        ...
+
 
 class Backend(Dialect, Protocol):
     name: str
@@ -280,7 +288,7 @@ def render_iptables(rule: Rule) -> str:
 _JUMP = re.compile(r"(?:^| )-[jg] (\S+)")
 
 
-def jump_target(spec: str) -> str | None:
+def _jump_target(spec: str) -> str | None:
     """The chain or target a rule jumps or goes to (`-j X` / `-g X`), if any: the last one, as
     iptables-save prints the target after every match (a comment may contain `-j` too)."""
     targets = _JUMP.findall(spec)
@@ -357,6 +365,13 @@ class IptablesNft:
 
     def is_ipv6(self, table: str, spec: str) -> bool:
         return table.startswith(IP6_PREFIX)
+
+    def jump_targets(self, table: str, spec: str) -> tuple[tuple[str, str], ...]:
+        target = _jump_target(spec)
+        return ((table, target),) if target else ()
+
+    def chain_name(self, table: str, chain: str) -> str:
+        return f"{table} {chain}"
 
     def observe(self) -> Ruleset:
         tables: dict[str, Mapping[str, Chain]] = {}

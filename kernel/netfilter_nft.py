@@ -318,6 +318,16 @@ def _open_fds() -> set[int]:
     return fds
 
 
+_JUMP = re.compile(r'(?<![\w"-])(?:jump|goto) "?([^\s",}]+)')
+
+
+def _jumped_to(spec: str) -> tuple[str, ...]:
+    """Every chain a rule as listed jumps or goes to, once each: its verdict, and any verdict
+    map's (`vmap { 10.0.0.1 : jump X, ... }`), but not words of its comment (printed last)."""
+    statements = spec.split(' comment "', 1)[0]
+    return tuple(dict.fromkeys(_JUMP.findall(statements)))
+
+
 @functools.lru_cache(maxsize=8192)
 def _ipv6_only(spec: str) -> bool:
     """Whether one of our rules, as listed, is IPv6-only: a pure function of its text, asked
@@ -362,6 +372,12 @@ class Nftables:
 
     def is_ipv6(self, table: str, spec: str) -> bool:
         return _ipv6_only(spec)
+
+    def jump_targets(self, table: str, spec: str) -> tuple[tuple[str, str], ...]:
+        return tuple((self.layout.logical_table(chain) or "inet", chain) for chain in _jumped_to(spec))
+
+    def chain_name(self, table: str, chain: str) -> str:
+        return f"inet {self.layout.table} {chain}"
 
     def batches(self, ops: Sequence[Op]) -> list[list[Op]]:
         return [list(ops)] if ops else []

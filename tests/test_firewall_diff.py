@@ -271,8 +271,8 @@ def test_teardown_empties_a_chain_a_foreign_rule_jumps_to_and_names_the_rule() -
     (skeleton,) = [c for c in result.changes if c.key == "chains"]
     assert FieldChange("chain", "filter RECONCILE-INPUT", "filter RECONCILE-INPUT (emptied)") in skeleton.fields
     assert isinstance(skeleton.desired, Work) and skeleton.desired.errors == (
-        "chain filter RECONCILE-INPUT was emptied but not deleted: the filter rule "
-        "`-A INPUT -j RECONCILE-INPUT` jumps to it and is not reconcile's to delete; delete it and run again",)
+        "chain filter RECONCILE-INPUT was emptied but not deleted: rules that are not reconcile's to delete "
+        "jump to it (`-j RECONCILE-INPUT` in chain filter INPUT); delete them and run again",)
     assert backend.ruleset.tables["filter"]["INPUT"].rules == ("-j RECONCILE-INPUT",)
     assert {t: [c for c in chains if "RECONCILE" in c] for t, chains in backend.ruleset.tables.items()} == {
         "nat": [], "filter": ["RECONCILE-INPUT"], "ip6 nat": [], "ip6 filter": []}

@@ -102,8 +102,8 @@ def test_teardown_keeps_going_past_a_chain_a_foreign_rule_jumps_to(sandbox: Sand
 
     result = run_controller(sandbox, "apply", everything)
     assert result["errors"] == [
-        "chain filter RECONCILE-INPUT was emptied but not deleted: the filter rule "
-        "`-A INPUT -j RECONCILE-INPUT` jumps to it and is not reconcile's to delete; delete it and run again"]
+        "chain filter RECONCILE-INPUT was emptied but not deleted: rules that are not reconcile's to delete "
+        "jump to it (`-j RECONCILE-INPUT` in chain filter INPUT); delete them and run again"]
     assert our_rules(sandbox) == [":RECONCILE-INPUT - [0:0]"]  # the rest of both tables is gone
 
     sandbox.run("iptables", "-D", "INPUT", "-j", "RECONCILE-INPUT")

@@ -22,7 +22,7 @@ from controllers.firewall import (
     diff_firewall,
     kept_backends,
 )
-from controllers.firewall_observed import observe_firewall
+from controllers.firewall_observed import Placed, observe_firewall
 from controllers.firewall_rules import NFT_LAYOUT, network_rules, port_key, port_rules, skeleton_rules
 from kernel.netfilter import Chain, Iface, NetfilterError, Op, OpKind, Rule, Ruleset
 from kernel.netfilter_nft import Nftables, nft_script, parse_list, render_nft
@@ -145,6 +145,31 @@ def test_cold_start_and_teardown_scripts() -> None:
     down = diff_firewall(desired({}, scope=["demo"]), observed, backend)
     backend.apply([op for c in down.changes if isinstance(c.desired, Work) for op in c.desired.ops])
     assert backend._session.scripts[0].splitlines()[-1] == "delete table inet reconcile"
+
+
+def test_teardown_keeps_a_foreign_chain_of_our_table_and_empties_the_chains_it_jumps_to() -> None:
+    """Someone's chain in our table (the only place an nft jump into ours can come from) jumps
+    to one of our chains through a verdict map and names another in its comment: that chain is
+    emptied, not deleted (the kernel would refuse, rolling the whole batch back), the rule is
+    named, and the table, holding their chain, stays."""
+    admin = ('\tchain admin { # handle 90\n'
+             '\t\tip daddr vmap { 10.0.0.1 : jump RECONCILE-INPUT, 10.0.0.2 : drop } '
+             'comment "not jump RECONCILE-DNAT" # handle 91\n\t}\n')
+    dnat = "\tchain RECONCILE-DNAT {"
+    backend, observed = _nft_observed(CAPTURED.replace(dnat, admin + dnat, 1))
+    spec = 'ip daddr vmap { 10.0.0.1 : jump RECONCILE-INPUT, 10.0.0.2 : drop } comment "not jump RECONCILE-DNAT"'
+    assert observed.foreign_jumps == {("filter", "RECONCILE-INPUT"): (Placed("inet", "admin", spec),)}
+    down = diff_firewall(desired({}, scope=["demo"]), observed, backend)
+    (skeleton,) = [c for c in down.changes if c.key == "chains"]
+    assert isinstance(skeleton.desired, Work) and skeleton.desired.errors == (
+        "chain inet reconcile RECONCILE-INPUT was emptied but not deleted: rules that are not reconcile's to "
+        f"delete jump to it (`{spec}` in chain inet reconcile admin); delete them and run again",)
+    backend.apply([op for c in down.changes if isinstance(c.desired, Work) for op in c.desired.ops])
+    script = backend._session.scripts[0].splitlines()
+    assert "flush chain inet reconcile RECONCILE-INPUT" in script
+    assert "delete chain inet reconcile RECONCILE-DNAT" in script
+    assert not any(line.endswith((" admin", "RECONCILE-INPUT")) and line.startswith("delete") for line in script)
+    assert "delete table inet reconcile" not in script
 
 
 def test_leftovers_of_the_other_backend_are_removed_in_the_same_apply() -> None:

@@ -29,7 +29,8 @@ BACKENDS: dict[str, Callable[[], Backend]] = {
 def _rule(rng: random.Random, in_ours: bool) -> str:
     """One rule of the kinds a read sorts apart: an owner's (a port over IPv4 or IPv6, one
     written `080` where ours say `80`, a network's, the skeleton's), a stray, a foreign jump into
-    one of our chains, someone's comment."""
+    one of our chains (as iptables and nft print it, one through a verdict map to two of ours),
+    someone's comment."""
     port = rng.choice([80, 81, 82])
     stack, container = rng.choice(["s", "t"]), rng.choice(["a", "b"])
     written = rng.choice([str(port), str(port), f"0{port}"])
@@ -42,6 +43,9 @@ def _rule(rng: random.Random, in_ours: bool) -> str:
         '-j RECONCILE-DNAT -m comment --comment "someone\'s"',
         f"-p tcp --dport {port} -j RECONCILE-DNAT",
         "-j ACCEPT",
+        "jump RECONCILE-INPUT",
+        'ip daddr vmap { 10.0.0.1 : jump RECONCILE-DNAT, 10.0.0.2 : goto RECONCILE-SNAT } '
+        'comment "jump RECONCILE-INPUT"',
     ]
     return rng.choice(kinds if not in_ours else kinds[:5])
 

@@ -37,7 +37,7 @@ import pytest
 
 from tests.firewall_canaries import CANARY, CANARY6, ip6tables_foreign
 from tests.firewall_support import foreign_nft, foreign_rules
-from tests.firewall_view import IPTABLES, NFTABLES, backend_in_use, delete_rule, flush_chain, our_rules
+from tests.firewall_view import IPTABLES, NFTABLES, OUR_TABLE, backend_in_use, delete_rule, flush_chain, our_rules
 from tests.sandbox import Sandbox
 from tests.waiting import eventually
 
@@ -492,25 +492,32 @@ def test_drift_is_named_by_diff_and_repaired_by_apply(own_lab: Lab) -> None:
     lab.apply()
     assert lab.diff()[0] == 0 and lab.probe(HOST, ("tcp", "::1", 8080)) == ["web"]
     assert lab.pids() == pids  # rules and proxies are repaired under running containers
-    if lab.backend == NFTABLES:  # nothing foreign can jump into our table: down leaves nothing
-        assert lab.sandbox.reconcile("down", lab.path).returncode == 0
-        assert our_rules(lab.sandbox, lab.backend) == [] and lab.sandbox.proxies() == {}
-        assert lab.sandbox.netns_names() == [CLIENT] and lab.sandbox.our_links() == []
-        lab.assert_canary_intact()
-        return
-
-    # An admin's rule jumping into one of our chains: `down` removes everything else (in both
-    # families), keeps that chain (emptied) and names the rule; once the admin deletes it,
-    # nothing of ours is left.
-    lab.sandbox.run("iptables", "-A", "INPUT", "-j", "RECONCILE-INPUT")
+    # An admin's rule jumping into one of our chains (iptables: from INPUT; nftables: from a
+    # chain of theirs in our table, the only place an nft jump can come from): `down` removes
+    # everything else (in both families), keeps that chain (emptied) and names the rule; once
+    # the admin deletes it, nothing of ours is left.
+    if lab.backend == NFTABLES:
+        jumping, theirs = ["jump", "RECONCILE-INPUT"], ["chain", *OUR_TABLE.split(), "admin"]
+        lab.sandbox.run("nft", "add", *theirs)
+        lab.sandbox.run("nft", "add", "rule", *OUR_TABLE.split(), "admin", *jumping)
+        error, where = "chain inet reconcile RECONCILE-INPUT", "chain inet reconcile admin"
+        left = [f"table {OUR_TABLE} {{", "chain RECONCILE-INPUT {", "}", "", "chain admin {", "jump RECONCILE-INPUT",
+                "}", "}"]
+    else:
+        jumping, where = ["-j", "RECONCILE-INPUT"], "chain filter INPUT"
+        lab.sandbox.run("iptables", "-A", "INPUT", *jumping)
+        error, left = "chain filter RECONCILE-INPUT", [":RECONCILE-INPUT - [0:0]"]
     result = lab.sandbox.reconcile("down", lab.path)
     assert (result.returncode, result.stderr) == (1, (
-        "error: chain filter RECONCILE-INPUT was emptied but not deleted: the filter rule "
-        "`-A INPUT -j RECONCILE-INPUT` jumps to it and is not reconcile's to delete; "
-        "delete it and run again\n"))
-    assert our_rules(lab.sandbox, lab.backend) == [":RECONCILE-INPUT - [0:0]"]
+        f"error: {error} was emptied but not deleted: rules that are not reconcile's to delete jump to it "
+        f"(`{' '.join(jumping)}` in {where}); delete them and run again\n"))
+    assert our_rules(lab.sandbox, lab.backend) == left
     assert lab.sandbox.netns_names() == [CLIENT] and lab.sandbox.our_links() == []
-    lab.sandbox.run("iptables", "-D", "INPUT", "-j", "RECONCILE-INPUT")
+    if lab.backend == NFTABLES:
+        lab.sandbox.run("nft", "flush", *theirs)
+        lab.sandbox.run("nft", "delete", *theirs)
+    else:
+        lab.sandbox.run("iptables", "-D", "INPUT", *jumping)
     assert lab.sandbox.reconcile("down", lab.path).returncode == 0
     assert our_rules(lab.sandbox, lab.backend) == []
     lab.assert_canary_intact()
