@@ -1,6 +1,6 @@
-"""Seccomp filters for containers: Moby's default profile, cut down for a container's
-capabilities the way Docker's daemon does it, then compiled into the raw BPF that crun takes in
-its `run.oci.seccomp_bpf_data` annotation.
+"""Seccomp filters for containers: Moby's default profile with Moby's later hardening (see
+with_later_hardening), cut down for a container's capabilities the way Docker's daemon does it,
+then compiled into the raw BPF that crun takes in its `run.oci.seccomp_bpf_data` annotation.
 
 crun compiles a JSON profile on every start (~10 ms of libseccomp work). The BPF depends only on
 the profile, the capability set, the host architecture and the kernel version, so it is compiled
@@ -69,6 +69,31 @@ def load_profile(path: Path = DEFAULT_PROFILE) -> dict[str, Any]:
     if not isinstance(profile, dict) or not isinstance(profile.get("defaultAction"), str):
         raise fail('not a Moby profile (no "defaultAction")')
     return profile
+
+
+AF_ALG, AF_VSOCK = 38, 40
+_WITHDRAWN = frozenset({"io_uring_setup", "io_uring_enter", "io_uring_register", "socket"})
+_SOCKET_RULES: tuple[dict[str, Any], ...] = tuple(
+    {"names": ["socket"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": value, "op": op}]}
+    for value, op in ((AF_ALG, "SCMP_CMP_LT"), (AF_ALG + 1, "SCMP_CMP_EQ"), (AF_VSOCK, "SCMP_CMP_GT")))
+"""socket(2) of every address family but AF_ALG and AF_VSOCK (one rule's conditions on the same
+argument are ANDed, so three rules: below 38, 39, above 40)."""
+
+
+def with_later_hardening(moby_profile: Mapping[str, Any]) -> dict[str, Any]:
+    """The profile with what Moby's own default has denied since Debian 12's copy (Moby
+    20.10): the `io_uring_*` calls (Moby 25.0, moby#46762: a ring runs system calls this filter
+    never sees) and `socket(2)` of AF_VSOCK (23.0, moby#44562: the hypervisor's sockets) and
+    AF_ALG (29.x, moby#52494: CVE-2026-31431). Every rule that allows `socket` gives way to the
+    three of _SOCKET_RULES, so applying it twice changes nothing more. Pure."""
+    syscalls: list[Mapping[str, Any]] = []
+    for entry in moby_profile.get("syscalls") or []:
+        names = entry.get("names") or ([entry["name"]] if entry.get("name") else [])
+        if entry.get("action") != "SCMP_ACT_ALLOW" or _WITHDRAWN.isdisjoint(names):
+            syscalls.append(entry)
+        elif kept := [name for name in names if name not in _WITHDRAWN]:
+            syscalls.append({**{k: v for k, v in entry.items() if k != "name"}, "names": kept})
+    return {**moby_profile, "syscalls": [*syscalls, *(dict(rule) for rule in _SOCKET_RULES)]}
 
 
 def oci_seccomp(
@@ -166,7 +191,7 @@ def filter_for(caps: frozenset[str], cache_dir: Path, profile: Path = DEFAULT_PR
     seccomp object and then read from `cache_dir/<sha256 of its canonical JSON>.bpf`."""
     moby_profile = load_profile(profile)
     try:
-        oci = oci_seccomp(moby_profile, caps, platform.machine())
+        oci = oci_seccomp(with_later_hardening(moby_profile), caps, platform.machine())
         return _cached_bpf(oci, cache_dir)
     except SeccompError as error:
         raise SeccompError(f"seccomp profile {profile}: {error}") from error

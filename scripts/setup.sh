@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source scripts/apt-packages.sh  # APT_PACKAGES: also what the test VM is built with (scripts/vm)
-# Moby's default seccomp profile, as Debian maintains it (security updates included). Its package
+# Moby's default seccomp profile, as Debian maintains it (its updates taken, below). Its package
 # would pull in ~260 Go source packages, so only the profile is taken out of it.
 SECCOMP_PACKAGE=golang-github-docker-docker-dev
 SECCOMP_MEMBER=./usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json
@@ -29,13 +29,17 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
-if [ ! -s "$SECCOMP_PROFILE" ]; then
+# Taken again whenever apt's lists know a newer version of the package than the one taken.
+seccomp_version=$(apt-cache show --no-all-versions "$SECCOMP_PACKAGE" 2>/dev/null | sed -n 's/^Version: //p')
+if [ ! -s "$SECCOMP_PROFILE" ] || { [ -n "$seccomp_version" ] \
+        && [ "$(cat "$SECCOMP_PROFILE.version" 2>/dev/null)" != "$seccomp_version" ]; }; then
     workdir=$(mktemp -d)
     trap 'rm -rf "$workdir"' EXIT
     (cd "$workdir" && { apt-get download -qq "$SECCOMP_PACKAGE" 2>/dev/null \
         || { apt-get update -qq && apt-get download -qq "$SECCOMP_PACKAGE"; }; })
     dpkg-deb --fsys-tarfile "$workdir"/${SECCOMP_PACKAGE}_*.deb | tar -xO "$SECCOMP_MEMBER" > "$workdir/profile.json"
     install -D -m 0644 "$workdir/profile.json" "$SECCOMP_PROFILE"
+    dpkg-deb -f "$workdir"/${SECCOMP_PACKAGE}_*.deb Version > "$SECCOMP_PROFILE.version"
 fi
 
 # The example stack's image, for hosts with no registry: an OCI layout of Debian's busybox-static.

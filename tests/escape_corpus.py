@@ -71,6 +71,7 @@ NR = {  # x86_64
     "ptrace": 101, "syslog": 103, "acct": 163, "swapon": 167, "reboot": 169, "sethostname": 170,
     "ioperm": 173, "init_module": 175, "settimeofday": 164, "add_key": 248, "keyctl": 250,
     "perf_event_open": 298, "open_by_handle_at": 304, "finit_module": 313, "bpf": 321, "fsopen": 430,
+    "socket": 41, "io_uring_setup": 425,
 }
 DENIED = {errno.EPERM, errno.EACCES, errno.EROFS}
 
@@ -445,6 +446,26 @@ r, err = syscall("bpf", 0, ctypes.byref(attr), ctypes.sizeof(attr))  # BPF_MAP_C
 if r >= 0:
     os.close(r)
 judge_errno("bpf(BPF_MAP_CREATE)", err, "bpf() created a map")
+'''),
+    _py("io-uring", '''
+r, err = syscall("io_uring_setup", 1, None)  # no parameters: EFAULT past the checks, never a ring
+judge_errno("io_uring_setup", err, "an io_uring was set up")
+'''),
+    _py("socket-alg", '''
+r, err = syscall("socket", 38, 5, 0)  # AF_ALG, SOCK_SEQPACKET: the kernel's crypto (CVE-2026-31431)
+if r >= 0:
+    os.close(r)
+if err == errno.EAFNOSUPPORT:
+    unsupported("socket(AF_ALG): not in this kernel")
+judge_errno("socket(AF_ALG)", err, "an AF_ALG socket was opened")
+'''),
+    _py("socket-vsock", '''
+r, err = syscall("socket", 40, 1, 0)  # AF_VSOCK, SOCK_STREAM: the hypervisor's sockets
+if r >= 0:
+    os.close(r)
+if err == errno.EAFNOSUPPORT:
+    unsupported("socket(AF_VSOCK): not in this kernel")
+judge_errno("socket(AF_VSOCK)", err, "an AF_VSOCK socket was opened")
 '''),
     _py("perf-event-open", '''
 import struct

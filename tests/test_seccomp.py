@@ -193,6 +193,25 @@ def test_real_profile_with_sys_admin(docker_profile: dict[str, Any]) -> None:
     assert {"keyctl", "init_module"}.isdisjoint(allowed)
 
 
+def test_later_hardening_withdraws_io_uring_and_two_socket_families() -> None:
+    """Moby's default since Debian 12's copy: no io_uring, no AF_ALG or AF_VSOCK socket; the
+    other rules as they were, whatever they share an entry with."""
+    profile = {**PROFILE, "syscalls": [
+        entry(["read", "io_uring_setup", "socket", "io_uring_enter"]),
+        entry(["io_uring_register"]),
+        {"name": "socket", "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 40, "op": "SCMP_CMP_NE"}]},
+        entry(["socket"], "SCMP_ACT_ERRNO", errnoRet=38, excludes={"caps": ["CAP_SYS_ADMIN"]}),
+    ]}
+    hardened = seccomp.with_later_hardening(profile)
+    assert hardened["syscalls"] == [
+        {**entry(["read"])},
+        entry(["socket"], "SCMP_ACT_ERRNO", errnoRet=38, excludes={"caps": ["CAP_SYS_ADMIN"]}),
+        *({"names": ["socket"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": value, "op": op}]}
+          for value, op in ((38, "SCMP_CMP_LT"), (39, "SCMP_CMP_EQ"), (40, "SCMP_CMP_GT")))]
+    assert seccomp.with_later_hardening(hardened) == hardened
+    assert profile["syscalls"][0]["names"] == ["read", "io_uring_setup", "socket", "io_uring_enter"]  # untouched
+
+
 def test_missing_profile_message(tmp_path: Path) -> None:
     with pytest.raises(SeccompError) as raised:
         load_profile(tmp_path / "none.json")
@@ -335,7 +354,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 PR_SET_NO_NEW_PRIVS = 38
 SECCOMP_SET_MODE_FILTER = 1
-NR_SECCOMP, NR_KEYCTL, NR_GETPID = 317, 250, 39
+NR_SECCOMP, NR_KEYCTL, NR_GETPID, NR_SOCKET, NR_IO_URING_SETUP = 317, 250, 39, 41, 425
+AF_INET, AF_ALG, AF_VSOCK, SOCK_STREAM, SOCK_SEQPACKET = 2, 38, 40, 1, 5
 CLONE_NEWNS, CLONE_NEWUSER = 0x00020000, 0x10000000
 KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING = 0, -3
 ADDR_NO_RANDOMIZE = 0x0040000
@@ -357,6 +377,11 @@ def probes(missing_dir: Path) -> dict[str, Callable[[], int]]:
         "unshare_mount": lambda: _libc.unshare(CLONE_NEWNS),
         "personality_query": lambda: _libc.personality(ctypes.c_ulong(0xFFFFFFFF)),
         "personality_no_aslr": lambda: _libc.personality(ctypes.c_ulong(ADDR_NO_RANDOMIZE)),
+        "socket_inet": lambda: _libc.syscall(NR_SOCKET, AF_INET, SOCK_STREAM, 0),
+        "socket_alg": lambda: _libc.syscall(NR_SOCKET, AF_ALG, SOCK_SEQPACKET, 0),
+        "socket_vsock": lambda: _libc.syscall(NR_SOCKET, AF_VSOCK, SOCK_STREAM, 0),
+        # no parameters: EFAULT where the call is let through, never a ring
+        "io_uring_setup": lambda: _libc.syscall(NR_IO_URING_SETUP, 1, None),
     }
 
 
@@ -401,6 +426,16 @@ def test_kernel_enforces_docker_default(docker_profile: dict[str, Any], tmp_path
     assert errnos_under_filter(bpf, tried, tmp_path / "missing") == {
         "getpid": 0, "keyctl": errno.EPERM, "mount": errno.EPERM, "personality_query": 0,
         "personality_no_aslr": errno.EPERM, "unshare_user": errno.EPERM}
+
+
+@kernel_x86_64
+def test_kernel_denies_what_moby_denied_later(docker_profile: dict[str, Any], tmp_path: Path) -> None:
+    bpf = compile_bpf(oci_seccomp(seccomp.with_later_hardening(docker_profile), DOCKER_CAPS, "x86_64"))
+    tried = ["socket_inet", "socket_alg", "socket_vsock", "io_uring_setup"]
+    assert errnos_under_filter(bpf, tried, tmp_path / "missing") == {
+        "socket_inet": 0, "socket_alg": errno.EPERM, "socket_vsock": errno.EPERM, "io_uring_setup": errno.EPERM}
+    allow_all = compile_bpf(oci(default="SCMP_ACT_ALLOW"))  # the control: the EPERM is the filter's
+    assert errnos_under_filter(allow_all, ["io_uring_setup"], tmp_path / "missing") == {"io_uring_setup": errno.EFAULT}
 
 
 @kernel_x86_64
