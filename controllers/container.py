@@ -12,6 +12,8 @@ place through the root's mount when peers change.
 
 from __future__ import annotations
 
+import functools
+import glob
 import os
 import stat
 import time
@@ -229,10 +231,20 @@ default is a visible choice."""
 _DEFAULTS: tuple[object, ...] = (None, False, [], "host")
 
 
+HOST_ROOT = "/ (the host's files, readable inside)"
+"""What the plan of a start says of a container with neither `image` nor `rootfs` (v1's default)."""
+
+
 def _start_fields(want: DesiredContainer) -> tuple[FieldChange, ...]:
+    """What it runs, from where, and what of the host it sees or holds beyond Docker's default
+    confinement: the root when it is not an image, host directories bound in, wider settings."""
+    c = want.container
+    root = (FieldChange("image", None, want.spec["image"]) if c.image
+            else FieldChange("rootfs", None, str(c.rootfs or HOST_ROOT)))
+    binds = [f"{v.source}:{v.target}{':ro' if v.read_only else ''}" for v in c.volumes if v.volume_name is None]
     shown = [FieldChange(f, None, want.spec[f]) for f in SHOWN_IF_SET if want.spec.get(f) not in _DEFAULTS]
-    image = [FieldChange("image", None, want.spec["image"])] if want.spec.get("image") else []
-    return (*image, FieldChange("command", None, want.spec["command"]), *shown)
+    return (root, FieldChange("command", None, want.spec["command"]),
+            *([FieldChange("volumes", None, binds)] if binds else []), *shown)
 
 
 def _image_moved(want: DesiredContainer, found: ObservedContainer) -> tuple[FieldChange, ...]:
@@ -505,6 +517,13 @@ def _names_of_subdirs(path: Path) -> list[str]:
             return [entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
     except FileNotFoundError:
         return []
+
+
+@functools.cache
+def _thermal_throttle_dirs() -> tuple[str, ...]:
+    """Each CPU's, masked in every container (BundleInputs.per_cpu_masked): looked up once a
+    process, as CPUs come and go far more rarely than containers start."""
+    return tuple(sorted(glob.glob("/sys/devices/system/cpu/cpu*/thermal_throttle")))
 
 
 def _make_host_directories(key: str, mounts: Sequence[Volume]) -> None:
@@ -826,7 +845,8 @@ class ContainerController:
             host_root=c.rootfs is None and c.image is None, hidden=(str(self._state_dir.resolve()),),
             init=runtime.INIT, init_target=runtime.INIT_IN_CONTAINER, id_base=id_base, named_volumes=named,
             hooks=self._runtime.start_hooks([paths.rootfs, *bound]), cgroup_views=placement.views,
-            remount_cgroup_tmpfs=placement.runtime_cgroup_tmpfs and remounts_in_place())
+            remount_cgroup_tmpfs=placement.runtime_cgroup_tmpfs and remounts_in_place(),
+            per_cpu_masked=_thermal_throttle_dirs())
         return oci_config(c, inputs)
 
     def _named_volumes(self, want: DesiredContainer, paths: Paths, id_base: int | None) -> dict[str, str]:

@@ -20,9 +20,11 @@ OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 MASKED_PATHS = (
-    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+    "/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+    "/sys/devices/virtual/powercap",
 )
+"""Docker's, and with them, on the host, each CPU's thermal_throttle (BundleInputs.per_cpu_masked)."""
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 ALLOWED_DEVICES = (
     ("c", None, None, "m"), ("b", None, None, "m"),  # mknod any node; using one is another matter
@@ -57,6 +59,9 @@ class BundleInputs:
     """The runtime would make a tmpfs at /sys/fs/cgroup (CgroupDriver.runtime_cgroup_tmpfs) and
     applies a remount in place (kernel.oci.remounts_in_place): where it makes it (no views),
     remount it read-only."""
+    per_cpu_masked: tuple[str, ...] = ()
+    """Each CPU's `thermal_throttle` directory in sysfs, masked as Docker does since
+    moby#49560 (GHSA-6fw5-f8r9-fgfm: a side channel): how many there are is the host's."""
 
 
 def _device_rule(kind: str, major: int | None, minor: int | None, access: str) -> dict[str, Any]:
@@ -148,6 +153,7 @@ def _process(container: Container, inputs: BundleInputs, env: Mapping[str, str])
         "cwd": container.workdir,
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
         "noNewPrivileges": "no-new-privileges" in container.security_opt,
+        "oomScoreAdj": 0,  # as Docker's, whatever the process that starts it has (an agent may have less)
     }
 
 
@@ -159,7 +165,7 @@ def environment(hostname: str, env: Mapping[str, str]) -> dict[str, str]:
 
 def exec_process(config: Mapping[str, Any], argv: list[str]) -> dict[str, Any]:
     """The process of an exec: the container's own (user and groups, workdir, environment,
-    capabilities, no_new_privs, rlimits), running argv instead of its init."""
+    capabilities, no_new_privs, OOM score), running argv instead of its init."""
     return {**config["process"], "args": argv, "terminal": False}
 
 
@@ -181,7 +187,7 @@ def oci_config(container: Container, inputs: BundleInputs) -> dict[str, Any]:
     else:
         linux["resources"] = {"devices": [{"allow": False, "access": "rwm"},
                                           *(_device_rule(*rule) for rule in ALLOWED_DEVICES)]}
-        linux["maskedPaths"] = [*MASKED_PATHS, *inputs.hidden]
+        linux["maskedPaths"] = [*MASKED_PATHS, *inputs.per_cpu_masked, *inputs.hidden]
         linux["readonlyPaths"] = list(READONLY_PATHS)
     if inputs.seccomp_bpf is not None:
         annotations["run.oci.seccomp_bpf_data"] = base64.b64encode(inputs.seccomp_bpf).decode()

@@ -60,7 +60,12 @@ PID_FILE_POLL = 0.004
 20 ms step (as this was) noticed one at 40 ms only at 51 ms (a look is a ~20 us read)."""
 CONFIG_FILE = "config.json"  # the bundle's, as the OCI runtime spec names it
 
-_MONITOR = ('joined=1; '
+DOCKER_OOM_SCORE = "{ echo 0 >/proc/self/oom_score_adj; } 2>/dev/null"
+"""Docker's OOM score for a container's processes (and the runtime's, which they inherit),
+whatever the one of the process that starts them: crun (1.8) leaves the inherited one when the
+configuration's `oomScoreAdj` is 0. Without the privilege to lower it, the inherited one stays."""
+
+_MONITOR = (f'{DOCKER_OOM_SCORE}; joined=1; '
             'while [ "$joins" -gt 0 ]; do echo 0 > "$1" || { joined=; break; }; joins=$((joins - 1)); shift; done; '
             'IFS= read -r go; [ "$go" = go ] || exit 0; '
             f'{ROTATELOGS} -n "$files" -L "$logdir/{CURRENT_LINK}" "$logdir/{LOG_FILE}" "${{size}}B" '
@@ -422,12 +427,18 @@ def stop(handle: ProcessHandle, grace: float, log_dir: Path, signalled_at: float
     await_exit_code(log_dir)
 
 
+def _with_docker_oom_score(command: list[str]) -> list[str]:
+    """The command run by a shell that first takes Docker's OOM score (DOCKER_OOM_SCORE), then
+    becomes the command (the same pid)."""
+    return ["sh", "-c", f'{DOCKER_OOM_SCORE}; exec "$@"', "sh", *command]
+
+
 def run_exec(command: list[str], pid_file: Path) -> int:
     """Run the runtime's exec command with our stdio and return its exit status. A guard process
     outlives this one: if we are killed (SIGKILL included), it kills the runtime's exec and what
     it started, so nothing of a dead `reconcile exec` keeps running in the container."""
     pid_file.unlink(missing_ok=True)
-    proc = subprocess.Popen(command, close_fds=True)
+    proc = subprocess.Popen(_with_docker_oom_score(command), close_fds=True)
     alive_r, alive_w = os.pipe()
     guard = os.fork()
     if guard == 0:  # the guard: EOF on the pipe without "done" means we died
@@ -460,8 +471,8 @@ def run_captured(command: list[str], pid_file: Path, timeout: float, limit: int)
     process (fork is unsafe in a threaded caller): a caller killed meanwhile leaves the command
     to run to its end."""
     pid_file.unlink(missing_ok=True)
-    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            close_fds=True)
+    proc = subprocess.Popen(_with_docker_oom_score(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, close_fds=True)
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     output = b""

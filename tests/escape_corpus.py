@@ -433,6 +433,7 @@ blocked("/sys/firmware is empty (masked)")
     _py("proc-kcore", 'read_masked("/proc/kcore")'),
     _py("proc-keys", 'read_masked("/proc/keys")'),
     _py("proc-timer-list", 'read_masked("/proc/timer_list")'),
+    _py("proc-interrupts", 'read_masked("/proc/interrupts")'),
     _sh("keyctl", '''
 if out=$(keyctl session - keyctl add user rc-escape x @s 2>&1); then
   echo "ESCAPED (add_key in a new session keyring: $(printf '%s' "$out" | flat))"

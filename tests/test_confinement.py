@@ -255,16 +255,28 @@ def _init_status(pid: int) -> dict[str, str]:
 
 
 def test_exec_gets_the_containers_confinement(sandbox: Sandbox) -> None:
-    _apply(sandbox, sandbox.write("conf.yaml", """\
+    """And the OOM score is Docker's 0, not the one of whoever ran apply or exec (an agent run
+    with a lower one would otherwise shield every container from the OOM killer)."""
+    own = Path("/proc/self/oom_score_adj")
+    before = own.read_text()
+    own.write_text("300")  # inherited by the CLI runs below
+    try:
+        _apply(sandbox, sandbox.write("conf.yaml", """\
 name: conf
 containers:
   c:
     command: ["sleep", "1000"]
 """))
-    init = _init_status(sandbox.containers()["c"]["pid"])
-    executed = _status_fields(_exec(sandbox, "conf/c", "cat", "/proc/self/status"))
+        pid = sandbox.containers()["c"]["pid"]
+        init = _init_status(pid)
+        executed = _status_fields(_exec(sandbox, "conf/c", "cat", "/proc/self/status"))
+        scores = (Path(f"/proc/{pid}/oom_score_adj").read_text(),
+                  _exec(sandbox, "conf/c", "cat", "/proc/self/oom_score_adj"))
+    finally:
+        own.write_text(before)
     assert {k: executed[k] for k in CONFINEMENT_FIELDS} == {k: init[k] for k in CONFINEMENT_FIELDS}
     assert (int(init["CapBnd"], 16), init["Seccomp"], init["NoNewPrivs"]) == (DOCKER_CAPS, "2", "0")
+    assert scores == ("0\n", "0\n")
 
 
 def test_capability_fields_and_the_writable_layer(sandbox: Sandbox) -> None:

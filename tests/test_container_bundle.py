@@ -23,6 +23,7 @@ DOCKER_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP
 HOST_CAPS = frozenset(capabilities.ALL) - {"SYS_RESOURCE"}  # as on our machines
 
 
+THERMAL = "/sys/devices/system/cpu/cpu0/thermal_throttle"
 VIEWS = {"/sys/fs/cgroup/pids": "/sys/fs/cgroup/pids/reconcile/s/c/ctr",
          "/sys/fs/cgroup/memory": "/sys/fs/cgroup/memory/reconcile/s/c/ctr"}
 
@@ -35,7 +36,7 @@ def _config(id_base: int | None = None, views: dict[str, str] | None = None, tmp
     inputs = BundleInputs("rc-s_c", "/run/netns/rc-s_c", "/reconcile/s/c/ctr", Ids(0, 0, ()), held,
                           None if container.privileged else b"\x06\x00\x00\x00\x00\x00\xff\x7f", True,
                           ("/var/lib/reconcile",), "/usr/bin/catatonit", "/dev/init", id_base,
-                          cgroup_views=views or {}, remount_cgroup_tmpfs=tmpfs)
+                          cgroup_views=views or {}, remount_cgroup_tmpfs=tmpfs, per_cpu_masked=(THERMAL,))
     return oci_config(container, inputs)
 
 
@@ -50,8 +51,10 @@ def test_the_default_is_dockers_confinement() -> None:
     assert process["capabilities"]["effective"] == process["capabilities"]["permitted"] == DOCKER_CAPS
     assert process["noNewPrivileges"] is False
     assert process["args"] == ["/dev/init", "-g", "--", "sleep", "1"]
-    assert linux["maskedPaths"] == [*MASKED_PATHS, "/var/lib/reconcile"]
+    assert linux["maskedPaths"] == [*MASKED_PATHS, THERMAL, "/var/lib/reconcile"]
+    assert {"/proc/interrupts", "/proc/kcore", "/sys/firmware"} <= set(MASKED_PATHS)  # Docker's since moby#49560 too
     assert linux["readonlyPaths"] == list(READONLY_PATHS)
+    assert process["oomScoreAdj"] == 0  # not whatever the starting process has
     devices = linux["resources"]["devices"]
     assert devices[0] == {"allow": False, "access": "rwm"} and len(devices) == 1 + len(ALLOWED_DEVICES)
     assert {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"} in devices

@@ -15,6 +15,7 @@ import pytest
 from controllers.base import Desired
 from controllers.change import Action
 from controllers.container import (
+    HOST_ROOT,
     KIND_CONTAINER,
     KIND_RUNTIME,
     RUNTIME_NAMESPACE,
@@ -90,8 +91,8 @@ def row(action: Action, key: str, reason: str, disruptive: bool = False, fields:
 
 
 DB_START: Fields = (("image", None, DB_IMAGE), ("command", None, ["postgres"]))
-WEB_START: Fields = (("command", None, WEB_COMMAND),)
-MIGRATE_START: Fields = (("command", None, MIGRATE_COMMAND),)
+WEB_START: Fields = (("rootfs", None, HOST_ROOT), ("command", None, WEB_COMMAND))
+MIGRATE_START: Fields = (("rootfs", None, HOST_ROOT), ("command", None, MIGRATE_COMMAND))
 
 CASES = [
     pytest.param((), frozenset(), [row(Action.CREATE, "db", "not running", fields=DB_START),
@@ -287,6 +288,20 @@ def test_a_crash_leftover_of_another_image_is_not_said_to_have_exited() -> None:
     assert (change.action, change.key, change.disruptive) == (Action.RECREATE, "demo/db", False)
     assert [(f.path, f.old, f.new) for f in change.fields] == [("image", OLD_DIGEST, DB_IMAGE)]
     assert change.reason.startswith("not running; ")
+
+
+def test_a_start_shows_what_of_the_host_the_container_sees() -> None:
+    """Wider than Docker's default is a visible choice: the host's root, host directories bound
+    in (not named volumes), widened confinement; an image or rootfs is named as it is."""
+    sees = {"command": ["/bin/sh"], "rootfs": "/srv/root", "volumes": ["/:/host:ro", "/run/x.sock:/x.sock", "data:/d"],
+            "cap_add": ["NET_ADMIN"]}
+    stack = {"containers": {"plain": {"command": ["/bin/sh"]}, "sees": sees}}
+    starts = {c.key: [(f.path, f.old, f.new) for f in c.fields]
+              for c in diff_containers(build_desired({"stacks": {"demo": stack}}), observation()).changes}
+    assert starts == {
+        "demo/plain": [("rootfs", None, HOST_ROOT), ("command", None, ["/bin/sh"])],
+        "demo/sees": [("rootfs", None, "/srv/root"), ("command", None, ["/bin/sh"]),
+                      ("volumes", None, ["/:/host:ro", "/run/x.sock:/x.sock"]), ("cap_add", None, ["NET_ADMIN"])]}
 
 
 @pytest.mark.parametrize(("hosts", "old", "new"), [
