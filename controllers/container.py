@@ -519,6 +519,13 @@ def _names_of_subdirs(path: Path) -> list[str]:
         return []
 
 
+def _owner_only(directory: Path) -> None:
+    """Made root's alone, whatever the state dir's own mode (a state dir made beforehand, 0755):
+    the containers' configurations hold their environment, their roots their setuid programs."""
+    directory.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)
+
+
 @functools.cache
 def _thermal_throttle_dirs() -> tuple[str, ...]:
     """Each CPU's, masked in every container (BundleInputs.per_cpu_masked): looked up once a
@@ -668,6 +675,8 @@ class ContainerController:
         failed = self._in_namespace(changes, lambda: self._runtime.pin_namespace(self._carried))
         if failed:
             return failed
+        for private in (CONTAINERS_DIR, RUNTIME_DIR):
+            _owner_only(self._state_dir / private)
         bases = self._id_bases(changes)
         filters = self._seccomp_filters(changes)
         outcomes = _in_parallel(lambda change: self._try_start(change, bases.get(change.key), filters), changes)

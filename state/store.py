@@ -10,6 +10,7 @@ the default rollback journal, not WAL: a WAL reader creates -shm/-wal files).
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sqlite3
 import time
@@ -149,6 +150,9 @@ class Store:
     def open(cls, state_dir: Path) -> Store:
         """Open for writing, creating the state dir and schema when missing."""
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # root's alone whatever the umask or the state dir's own mode: specs hold environments
+        os.close(os.open(state_dir / DB_NAME, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        os.chmod(state_dir / DB_NAME, 0o600)
         db = sqlite3.connect(state_dir / DB_NAME, timeout=30, isolation_level=None)
         db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")  # every table appears at once to readers
         return cls(db)

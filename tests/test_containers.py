@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sqlite3
+import stat
 import time
 from pathlib import Path
 
@@ -251,6 +252,17 @@ containers:
     time.sleep(2.5)  # two of tini's wake-ups
     assert switches() == before
     assert sandbox.reconcile("down", path).returncode == 0
+
+
+def test_what_holds_the_containers_secrets_is_roots_alone_in_a_state_dir_made_beforehand(sandbox: Sandbox) -> None:
+    """The store (specs with their environments), the bundles and crun's copies of them, and
+    the roots (their setuid programs): 0600/0700 whatever the state dir's own mode."""
+    os.chmod(sandbox.state_dir, 0o755)
+    sandbox.apply(str(sandbox.write("perm.yaml", "name: perm\ncontainers:\n  c:\n    command: [sleep, '1000']\n")))
+    modes = {name: oct(stat.S_IMODE((sandbox.state_dir / name).stat().st_mode))
+             for name in ("state.db", "containers", "runtime")}
+    assert modes == {"state.db": "0o600", "containers": "0o700", "runtime": "0o700"}
+    assert stat.S_IMODE(sandbox.state_dir.stat().st_mode) == 0o755  # not ours to change
 
 
 def test_down_removes_files_of_a_container_that_was_never_recorded(sandbox: Sandbox) -> None:
