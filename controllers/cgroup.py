@@ -164,7 +164,7 @@ class CgroupController:
                 self._driver.remove_empty_ancestors(deleted, self._parent)
             except CgroupError as exc:
                 errors.append(ApplyError(f"remove the stack cgroups left empty under {self._parent}: {exc}"))
-        if deleted and self._store.made_cgroup_parent(self._parent):
+        if deleted and (self._driver.marked_parent(self._parent) or self._store.made_cgroup_parent(self._parent)):
             try:
                 self._driver.remove_parent(self._parent)  # kept while anything is left in it
             except CgroupError as exc:
@@ -244,11 +244,15 @@ class CgroupController:
                          self._driver.runtime_cgroup_tmpfs)
 
     def _making(self, create: Callable[[], T]) -> T:
-        """Make cgroups under the parent, remembering a parent this makes as ours."""
+        """Make cgroups under the parent, remembering a parent this makes as ours: in the store
+        before it is made (a crash right after the mkdir leaves it known), then by its mark
+        (names.CGROUP_PARENT_MARK), which a lost store does not take with it."""
         fresh = not self._parent_exists()
-        made = create()
         if fresh:
             self._store.record_cgroup_parent(self._parent, made=True)
+        made = create()
+        if fresh:
+            self._driver.mark_parent(self._parent)
         return made
 
     def _parent_exists(self) -> bool:

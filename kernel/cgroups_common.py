@@ -7,6 +7,7 @@ kernel/cgroups.py picks the driver; callers import from there.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from abc import ABC, abstractmethod
@@ -366,6 +367,24 @@ class CgroupDriver(ABC):
             for path in map(partial(at_text, root), ancestors):
                 if os.path.isdir(path) and not _has_children(path):
                     _remove_tree(path)
+
+    def mark_parent(self, parent: str) -> None:
+        """Mark the parent as made by reconcile (names.CGROUP_PARENT_MARK) wherever it is."""
+        attribute, value = names.CGROUP_PARENT_MARK
+        for top in (at(root, parent) for root in self.removal_roots()):
+            with contextlib.suppress(FileNotFoundError):
+                os.setxattr(top, attribute, value)
+
+    def marked_parent(self, parent: str) -> bool:
+        """Whether the parent carries reconcile's mark in some hierarchy."""
+        attribute, value = names.CGROUP_PARENT_MARK
+        for top in (at(root, parent) for root in self.removal_roots()):
+            try:
+                if os.getxattr(top, attribute) == value:
+                    return True
+            except OSError:  # not there, or no such attribute (ENODATA)
+                continue
+        return False
 
     def remove_parent(self, parent: str) -> None:
         """Remove the parent itself (its last level only: the levels above may be anyone's) once

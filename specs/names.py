@@ -151,6 +151,12 @@ one container's each before). '_' cannot occur in a key, so it is never taken fo
 container's cgroup."""
 
 
+CGROUP_PARENT_MARK = ("trusted.reconcile", b"v1 parent")
+"""DO NOT CHANGE: the extended attribute (name, value) on a cgroup parent reconcile made, in each
+hierarchy: read back by a process that has lost the state store, which only then knows that it
+may remove the parent once it is empty (a parent it did not make is never removed)."""
+
+
 def stack_monitor_relpath(parent: str, stack: str) -> str:
     return cgroup_relpath(parent, stack, STACK_MONITOR)
 

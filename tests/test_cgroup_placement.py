@@ -110,6 +110,15 @@ def test_down_removes_the_parent_with_the_last_stack_in_every_hierarchy(sandbox:
     assert sandbox.cgroup_dirs() == []
 
 
+def test_a_parent_reconcile_made_goes_with_the_last_stack_after_the_store_was_lost(sandbox: Sandbox) -> None:
+    """Its mark, on the parent itself in every hierarchy, tells a run without the store that
+    the parent is reconcile's (as the one an admin made is not: the test below)."""
+    assert sandbox.reconcile("apply", str(sandbox.write("one.yaml", STACK.format(name="one")))).returncode == 0
+    (sandbox.state_dir / "state.db").unlink()
+    assert sandbox.reconcile("down", "--stack", "one").returncode == 0
+    assert sandbox.cgroup_dirs() == []
+
+
 def test_a_parent_holding_anything_not_ours_is_kept_everywhere(sandbox: Sandbox) -> None:
     assert sandbox.reconcile("apply", str(sandbox.write("one.yaml", STACK.format(name="one")))).returncode == 0
     foreign = hierarchy_roots()[-1] / sandbox.cgroup_parent / "Foreign_canary"  # not a limiting one on v1
