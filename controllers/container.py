@@ -750,7 +750,9 @@ class ContainerController:
             return {}
         kept = {c.key: base for c in wanting if (base := self._id_base_of(c)) is not None}
         fresh = [c.key for c in wanting if c.key not in kept]
-        used = set(kept.values()) | self._used_id_bases()
+        if not fresh:
+            return kept
+        used = [(base, idmap.RANGE_SIZE) for base in kept.values()] + self._used_id_ranges()
         return {**kept, **dict(zip(fresh, idmap.allocate(used, len(fresh))))}
 
     def _id_base_of(self, change: Change) -> int | None:
@@ -759,11 +761,14 @@ class ContainerController:
         stack, container = change.key.split("/")
         return base if base is not None else idmap.base_of_mark(Paths.of(self._state_dir, stack, container).work)
 
-    def _used_id_bases(self) -> set[int]:
+    def _used_id_ranges(self) -> list[tuple[int, int]]:
+        """Host ids taken: every layer's mark, every running namespace init's uid and gid maps
+        (ours or anyone's, whole), and what /etc/subuid and /etc/subgid give users."""
         root = self._state_dir / CONTAINERS_DIR
-        used = {idmap.base_of_mark(Paths(entry).work) for stack in _subdirs(root) for entry in _subdirs(stack)}
-        used |= {idmap.base_of_pid(pid) for pid in procs.container_inits()}
-        return {base for base in used if base is not None}
+        marks = {idmap.base_of_mark(Paths(entry).work) for stack in _subdirs(root) for entry in _subdirs(stack)}
+        return ([(base, idmap.RANGE_SIZE) for base in marks if base is not None]
+                + [span for pid in procs.container_inits() for span in idmap.host_ranges_of_pid(pid)]
+                + idmap.subordinate_ranges())
 
     def _seccomp_filters(self, changes: Sequence[Change]) -> dict[frozenset[str], bytes]:
         """The BPF of every capability set these starts need, compiled (or read from the cache)

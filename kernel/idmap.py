@@ -75,19 +75,64 @@ def base_of_mark(marked: Path) -> int | None:
     return owner if aligned else None
 
 
-def allocate(used: Iterable[int], count: int) -> list[int]:
-    """`count` bases from the pool whose ranges overlap none of those starting at `used`."""
-    taken = {(base - POOL_START) // RANGE_SIZE for base in used if base >= POOL_START}
-    taken |= {(base + RANGE_SIZE - 1 - POOL_START) // RANGE_SIZE for base in used if base >= POOL_START}
+def host_ranges_of_map(text: str) -> list[tuple[int, int]]:
+    """The host ids, as (first, count), that a /proc/PID/uid_map or gid_map maps to; none for
+    the host's own namespace (the whole of them mapped to themselves)."""
+    ranges = [(outside, count) for inside, outside, count in
+              ((int(field) for field in line.split()) for line in text.splitlines() if line.strip())]
+    return [] if ranges == [(0, (1 << 32) - 1)] else ranges
+
+
+def host_ranges_of_pid(pid: int) -> list[tuple[int, int]]:
+    """Every host uid and gid a running process's user namespace maps (none: the host's own,
+    or the process is gone)."""
+    ranges: list[tuple[int, int]] = []
+    for name in ("uid_map", "gid_map"):
+        try:
+            ranges += host_ranges_of_map(Path(f"/proc/{pid}/{name}").read_text())
+        except OSError:
+            return []
+    return ranges
+
+
+def subordinate_ranges(files: Iterable[Path] = (Path("/etc/subuid"), Path("/etc/subgid"))) -> list[tuple[int, int]]:
+    """The ranges /etc/subuid and /etc/subgid give users (`user:first:count`): Podman's and
+    rootless tools' ids, never handed out to a container of ours."""
+    ranges: list[tuple[int, int]] = []
+    for path in files:
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.strip().split(":")
+            if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
+                ranges.append((int(fields[1]), int(fields[2])))
+    return ranges
+
+
+def allocate(used: Iterable[tuple[int, int]], count: int) -> list[int]:
+    """`count` bases from the pool whose ranges overlap none of the `used` ones, (first host
+    id, count) each: whatever their length (a foreign namespace may map a million ids)."""
+    merged: list[list[int]] = []  # disjoint [low, high) spans, in order
+    for low, high in sorted((first, first + size) for first, size in used if size > 0 and first + size > POOL_START):
+        if merged and low <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
     found: list[int] = []
-    slot = 0
+    base, next_span = POOL_START, 0
     while len(found) < count:
-        base = POOL_START + slot * RANGE_SIZE
         if base > POOL_END:
             raise IdmapError("no free uid range left for userns: auto")
-        if slot not in taken:
+        while next_span < len(merged) and merged[next_span][1] <= base:
+            next_span += 1
+        if next_span < len(merged) and merged[next_span][0] < base + RANGE_SIZE:
+            past = merged[next_span][1] - POOL_START  # the first whole slot past it
+            base = POOL_START + -(-past // RANGE_SIZE) * RANGE_SIZE
+        else:
             found.append(base)
-        slot += 1
+            base += RANGE_SIZE
     return found
 
 
