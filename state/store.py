@@ -13,9 +13,10 @@ import json
 import os
 import socket
 import sqlite3
+import sys
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
@@ -140,6 +141,26 @@ class ContainerRecord:
         return self.spec_json == json.dumps(spec) or self.spec == spec
 
 
+_DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def _with_schema(path: Path) -> sqlite3.Connection:
+    # root's alone whatever the umask or the state dir's own mode: specs hold environments
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    os.chmod(path, 0o600)
+    db = sqlite3.connect(path, timeout=30, isolation_level=None)
+    try:
+        db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")  # every table appears at once to readers
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _to_stderr(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr)
+
+
 class Store:
     """One connection to the state store of a state dir."""
 
@@ -147,25 +168,41 @@ class Store:
         self._db = connection  # None: read-only view of a store that does not exist yet
 
     @classmethod
-    def open(cls, state_dir: Path) -> Store:
-        """Open for writing, creating the state dir and schema when missing."""
+    def open(cls, state_dir: Path, warn: Callable[[str], None] | None = None) -> Store:
+        """Open for writing, creating the state dir and schema when missing. A damaged store (not
+        a database, or corrupt) is moved aside, said through `warn` (stderr by default), and a new
+        one made: rebuilt from what is on the host, as a lost one is."""
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # root's alone whatever the umask or the state dir's own mode: specs hold environments
-        os.close(os.open(state_dir / DB_NAME, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        os.chmod(state_dir / DB_NAME, 0o600)
-        db = sqlite3.connect(state_dir / DB_NAME, timeout=30, isolation_level=None)
-        db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")  # every table appears at once to readers
-        return cls(db)
+        path = state_dir / DB_NAME
+        try:
+            return cls(_with_schema(path))
+        except sqlite3.DatabaseError as exc:
+            if exc.sqlite_errorcode not in _DAMAGED:
+                raise
+            aside = path.with_name(f"{DB_NAME}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+            for suffix in ("", "-journal"):  # a hot journal belongs to the file it was written for
+                with suppress(FileNotFoundError):
+                    os.rename(f"{path}{suffix}", f"{aside}{suffix}")
+            (warn or _to_stderr)(f"the state store {path} is damaged ({exc}): kept as {aside.name}, "
+                                 "and a new one rebuilt from what is on the host")
+        return cls(_with_schema(path))
 
     @classmethod
     def open_readonly(cls, state_dir: Path) -> Store:
         """A store another process is creating (its file made, no table committed yet: a watch
-        agent's first moment) reads as one that does not exist yet."""
+        agent's first moment), or a damaged one (the next writer replaces it), reads as one that
+        does not exist yet."""
         path = state_dir / DB_NAME
         if not path.exists():
             return cls(None)
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' LIMIT 1").fetchone() is None:
+        try:
+            empty = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' LIMIT 1").fetchone() is None
+        except sqlite3.DatabaseError as exc:
+            if exc.sqlite_errorcode not in _DAMAGED:
+                raise
+            empty = True
+        if empty:
             db.close()
             return cls(None)
         return cls(db)

@@ -38,6 +38,33 @@ def test_a_store_being_created_reads_as_none_yet(tmp_path: Path) -> None:
     made.close()
 
 
+@pytest.mark.parametrize("damage", [b"garbage, not a database" * 100, None], ids=["not a database", "bad header"])
+def test_a_damaged_store_is_kept_aside_and_made_anew(tmp_path: Path, damage: bytes | None) -> None:
+    """Every run, `down` included, failed on it; the store is rebuilt from the host as a lost one."""
+    store = Store.open(tmp_path)
+    store.record_stack("a", "/specs/a.yaml", '{"name":"a"}')
+    store.close()
+    path = tmp_path / "state.db"
+    if damage is None:  # its header overwritten
+        data = bytearray(path.read_bytes())
+        data[:100] = b"\xff" * 100
+        path.write_bytes(bytes(data))
+    else:
+        path.write_bytes(damage)
+    read = Store.open_readonly(tmp_path)
+    assert read.stacks() == []
+    read.close()
+    warnings: list[str] = []
+    store = Store.open(tmp_path, warn=warnings.append)
+    try:
+        assert store.stacks() == []
+        store.record_stack("b", "/specs/b.yaml", '{"name":"b"}')
+    finally:
+        store.close()
+    (aside,) = [p.name for p in tmp_path.iterdir() if p.name.startswith("state.db.damaged-")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"the state store {path} is damaged (") and aside in warnings[0]
+
+
 def test_a_record_tells_whether_it_was_started_with_a_spec_without_decoding_it_first() -> None:
     spec = {"command": ["sleep", "1"], "env": {"A": "1"}, "stop_grace": 10.0}
     record = ContainerRecord.of("s", "web", 1, 10, spec, 0, 1.5)

@@ -140,7 +140,7 @@ class Agent:
         """By stack, its containers with a health check as the last pass that resolved it found
         them (an image's HEALTHCHECK is known once the image is pinned): what the prober follows
         (a stack no pass has resolved yet, its file's own checks)."""
-        self.store = Store.open(settings.state_dir)
+        self.store = Store.open(settings.state_dir, warn=lambda text: log.emit("store replaced", why=text))
         root = options.directory.absolute()  # not resolved: a flipped symlink is followed
         self.specs = StackDir(root, owners={r.name: Path(r.source) for r in self.store.stacks()
                                             if Path(r.source).parent == root})
