@@ -157,6 +157,14 @@ def _with_schema(path: Path) -> sqlite3.Connection:
     return db
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 def _to_stderr(text: str) -> None:
     print(f"warning: {text}", file=sys.stderr)
 
@@ -164,8 +172,11 @@ def _to_stderr(text: str) -> None:
 class Store:
     """One connection to the state store of a state dir."""
 
-    def __init__(self, connection: sqlite3.Connection | None):
+    def __init__(self, connection: sqlite3.Connection | None, path: Path | None = None):
         self._db = connection  # None: read-only view of a store that does not exist yet
+        self._path = path
+        self._file = _identity(path) if path is not None else None
+        """What the connection has open (device, inode), for `replaced`."""
 
     @classmethod
     def open(cls, state_dir: Path, warn: Callable[[str], None] | None = None) -> Store:
@@ -175,7 +186,7 @@ class Store:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = state_dir / DB_NAME
         try:
-            return cls(_with_schema(path))
+            return cls(_with_schema(path), path)
         except sqlite3.DatabaseError as exc:
             if exc.sqlite_errorcode not in _DAMAGED:
                 raise
@@ -185,7 +196,21 @@ class Store:
                     os.rename(f"{path}{suffix}", f"{aside}{suffix}")
             (warn or _to_stderr)(f"the state store {path} is damaged ({exc}): kept as {aside.name}, "
                                  "and a new one rebuilt from what is on the host")
-        return cls(_with_schema(path))
+        return cls(_with_schema(path), path)
+
+    def replaced(self) -> bool:
+        """Whether the file this (writable) store has open is no longer the one at its path:
+        deleted or replaced under a long-lived holder (the watch agent), whose writes would then
+        fail and reads show the past, while each pass's own connection opens the new one."""
+        return self._path is not None and _identity(self._path) != self._file
+
+    def reopen(self) -> None:
+        """Let go of the file this store had open and open the one at its path (made anew if
+        missing, as `open` makes it)."""
+        assert self._path is not None, "a read-only store is opened anew, not reopened"
+        self.close()
+        self._db = _with_schema(self._path)
+        self._file = _identity(self._path)
 
     @classmethod
     def open_readonly(cls, state_dir: Path) -> Store:

@@ -62,7 +62,8 @@ def test_a_damaged_store_is_kept_aside_and_made_anew(tmp_path: Path, damage: byt
     finally:
         store.close()
     (aside,) = [p.name for p in tmp_path.iterdir() if p.name.startswith("state.db.damaged-")]
-    assert len(warnings) == 1 and warnings[0].startswith(f"the state store {path} is damaged (") and aside in warnings[0]
+    assert len(warnings) == 1 and aside in warnings[0]
+    assert warnings[0].startswith(f"the state store {path} is damaged (")
 
 
 def test_a_record_tells_whether_it_was_started_with_a_spec_without_decoding_it_first() -> None:

@@ -162,6 +162,24 @@ def test_drift_is_repaired_without_a_file_change(sandbox: Sandbox, specs: Path, 
     assert samples()["reconcile_queue_depth"] >= 0
 
 
+def test_a_state_store_deleted_under_the_agent_is_made_anew_and_followed(sandbox: Sandbox, specs: Path,
+                                                                        agent: Agent) -> None:
+    """The agent's own connection held the deleted file: its status rows went nowhere and the
+    pids it follows were the past's. It opens the new store and goes on."""
+    save_atomically(specs / "svc.yaml", SERVICE)
+    assert eventually(lambda: (watch_row(sandbox, "svc") or {}).get("sync"), "Synced") == "Synced"
+    (sandbox.state_dir / "state.db").unlink()
+    pid = _container(sandbox)["pid"]
+    os.kill(int(pid), signal.SIGKILL)  # restarted by a pass, which makes the new store
+    assert eventually(lambda: _container(sandbox).get("state"), "running") == "running"
+    assert eventually(lambda: (watch_row(sandbox, "svc") or {}).get("sync"), "Synced", timeout=scaled(10)) == "Synced"
+    second = _container(sandbox)["pid"]
+    os.kill(int(second), signal.SIGKILL)  # followed through the new store's record
+    assert eventually(lambda: _container(sandbox).get("pid") not in (None, second), True) is True
+    assert agent.saw("store replaced")
+    assert not [line for line in agent.lines if line.get("event") == "error"]
+
+
 def test_a_host_end_whose_ipv6_was_switched_on_is_repaired_by_event(sandbox: Sandbox, specs: Path) -> None:
     """No resync comes during the test: the link-local address the kernel gives the end is the
     event the repair follows, and the process is left as it runs."""

@@ -222,6 +222,10 @@ class Agent:
             self.log.emit("agent stopped", signal=self.stopped_by, workloads="left running")
 
     def _work(self, key: Key) -> None:
+        if self.store.replaced():  # state.db deleted or replaced by hand: ours is the new one
+            self.store.reopen()
+            self.status = StatusWriter(self.store)
+            self.log.emit("store replaced", why=f"{self.settings.state_dir} holds another state store now")
         why = self.queue.reason(key)
         if key == FILES_KEY:
             self._refresh_files(why)

@@ -51,9 +51,9 @@ class StatusWriter:
         previous = self._written.get(status.source)
         if previous is not None and replace(previous, updated_at=status.updated_at) == status:
             return
-        self._written[status.source] = status
         self._store.record_watch_status(status)
+        self._written[status.source] = status  # once stored: a failed write is tried again
 
     def _forget(self, source: str) -> None:
-        del self._written[source]
         self._store.forget_watch_status(source)
+        del self._written[source]
