@@ -16,7 +16,6 @@ concurrent unpack placed first.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import hashlib
@@ -35,6 +34,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
 
+from kernel import durable
 from kernel.inroot import open_at_in_root
 from kernel.trees import remove_tree
 
@@ -80,11 +80,8 @@ memory, so a few KiB of compressed layer could ask for gigabytes; names and attr
 far less (Go's archive/tar refuses past 1 MiB too)."""
 
 DIFF_ID = re.compile(r"sha256:([0-9a-f]{64})")
-AT_FDCWD, RENAME_NOREPLACE = -100, 1
 
 T = TypeVar("T")
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class LayerError(Exception):
@@ -122,8 +119,8 @@ def unpack_layer(blob: IO[bytes], media_type: str, diff_id: str, store: Path) ->
         if digest != diff_id:
             raise LayerError(f"{layer}: its content does not match its diff_id (the uncompressed tar is {digest}): "
                              "the blob is corrupt or belongs to another layer; pull the image again")
-        _syncfs(root_fd)
-        placed = _rename_noreplace(temporary, final)  # not placed: a concurrent unpack was first
+        durable.syncfs(root_fd)
+        placed = durable.rename_noreplace(temporary, final)  # not placed: a concurrent unpack was first
         return final
     except OSError as error:
         raise LayerError(f"{layer}: cannot unpack it into {store}: {error.strerror}") from None
@@ -662,24 +659,3 @@ def _set_xattr(entry: int | str, attribute: str, value: bytes) -> None:
         if error.errno in (errno.ENOTSUP, errno.EPERM) and attribute.startswith(OPTIONAL_XATTR_PREFIXES):
             return
         raise OSError(error.errno, f"{error.strerror} (xattr {attribute})") from None
-
-
-def _syncfs(fd: int) -> None:
-    """Flush the unpacked layer before the rename gives it its final name: after a power cut a
-    layer under that name must be whole, as nothing unpacks it again. One syncfs costs far less
-    than an fsync per file."""
-    if _libc.syncfs(fd) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-def _rename_noreplace(source: Path, target: Path) -> bool:
-    """Rename, or False when `target` exists. RENAME_NOREPLACE, because a plain rename would
-    silently replace an empty layer a concurrent unpack placed (a directory that overlay mounts
-    may already use)."""
-    if _libc.renameat2(AT_FDCWD, os.fsencode(source), AT_FDCWD, os.fsencode(target), RENAME_NOREPLACE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err == errno.EEXIST:
-        return False
-    raise OSError(err, os.strerror(err), str(target))
