@@ -1,10 +1,10 @@
 """Writes that survive a power cut whole or not at all.
 
-A file is written to a private temporary file beside the target, flushed, then renamed over it;
-a reader (or a process after a power cut) sees the old file, no file, or
+A file is written to a private temporary file beside the target, flushed, renamed over it and
+the rename flushed; a reader (or a process after a power cut) sees the old file, no file, or
 the whole new one, never a part. A directory tree (an unpacked layer, a seeded volume) is
 filled under a temporary name, its filesystem synced, and renamed into place without replacing
-one that a concurrent writer placed first."""
+one that a concurrent writer placed first; then the rename is flushed."""
 
 from __future__ import annotations
 
@@ -34,6 +34,17 @@ def write_durably(path: Path, data: bytes, temporary_prefix: str) -> None:
     except BaseException:
         os.unlink(temporary)
         raise
+    fsync_directory(path.parent)
+
+
+def fsync_directory(path: Path) -> None:
+    """Flush the directory's entries: the file's own fsync flushes its data, not the name a
+    rename gave it, so without this a power cut can bring back the old name, or none."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def syncfs(fd: int) -> None:
