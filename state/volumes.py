@@ -10,19 +10,31 @@ at the mount point (the image's `/var/lib/postgresql/data` with its owner and mo
 root is an image or a `rootfs`; the host's own files (a container on the host's root) are
 never copied. It is filled under a temporary name and renamed into place, so a crash leaves
 either no volume (the next start fills it again) or a complete one, never a half-copied one.
+
+Containers sharing a volume may start at once (a level's containers start in threads; the
+watch agent and a CLI, or two CLIs, are processes of their own): the fill holds an flock on a
+lock file beside the volume, so one start fills it and the others find it filled. `down
+--volumes` removes lock files with the stack's volumes; it runs under the state dir's lock, as
+every start does, so never beside a fill.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from kernel import durable
 from kernel.trees import remove_tree
 
 VOLUMES_DIR = "volumes"  # DO NOT RENAME: <state-dir>/volumes/<stack>/<name>, users' data
 PARTIAL_PREFIX = ".new-"  # <state-dir>/volumes/<stack>/.new-<name>: a volume being filled
+LOCK_PREFIX = ".lock-"  # DO NOT RENAME: <state-dir>/volumes/<stack>/.lock-<name>, flocked by its fill
 DEFAULT_MODE = 0o755
 """A volume without anything to copy: root's, 0755, as Docker makes an empty one."""
 
@@ -59,18 +71,22 @@ def ensure(state_dir: Path, stack: str, name: str, seed: Path | None, id_shift: 
     container's root when its root is idmapped (userns: auto); the volume holds the
     container's own ids, since its mount is idmapped in turn."""
     final = volume_path(state_dir, stack, name)
-    if final.is_dir():
+    if final.is_dir():  # only a whole fill is ever renamed to this name
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(final.parent.parent, 0o700)  # users' data: root's only, as the rest of the state dir
-    partial = final.parent / f"{PARTIAL_PREFIX}{name}"
-    remove_tree(partial, ignore_errors=True)  # a fill a crash interrupted
-    if seed is not None and seed.is_dir():
-        _copy_tree(seed, partial, id_shift)
-    else:
-        partial.mkdir(mode=DEFAULT_MODE)
-        os.chmod(partial, DEFAULT_MODE)
-    os.rename(partial, final)
+    with _locked(final.parent, name):
+        if final.is_dir():  # another start filled it while this one waited
+            return final
+        partial = final.parent / f"{PARTIAL_PREFIX}{name}"
+        if os.path.lexists(partial):  # a fill a crash interrupted: the lock says none is running
+            remove_tree(partial)
+        if seed is not None and seed.is_dir():
+            _copy_tree(seed, partial, id_shift)
+        else:
+            partial.mkdir(mode=DEFAULT_MODE)
+            os.chmod(partial, DEFAULT_MODE)
+        _publish(partial, final)
     return final
 
 
@@ -81,6 +97,29 @@ def remove_stack(state_dir: Path, stack: str) -> list[StoredVolume]:
     if root.exists():
         remove_tree(root)
     return removed
+
+
+@contextmanager
+def _locked(root: Path, name: str) -> Iterator[None]:
+    """Hold the volume's lock, across threads (each open is its own lock) and processes. The
+    lock file is removed only with the stack's volumes (see the module's docstring): removed
+    beside a fill, the next start would lock a new file while the fill holds the old one."""
+    fd = os.open(root / f"{LOCK_PREFIX}{name}", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _publish(partial: Path, final: Path) -> None:
+    """Give the filled tree its name. The rename never replaces: a directory under the name was
+    made by a writer that takes no lock (an older reconcile, a user's mkdir), may already be
+    mounted, and is kept as it is."""
+    if not durable.rename_noreplace(partial, final):
+        remove_tree(partial)
+        if not final.is_dir():
+            raise FileExistsError(errno.EEXIST, "not a directory: it holds the name of a volume", str(final))
 
 
 def _own(path: Path, source: os.stat_result, id_shift: int) -> None:
