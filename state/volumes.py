@@ -8,8 +8,9 @@ share one: the stack is part of the path, as Compose prefixes volume names with 
 A new volume is filled as Docker fills one on first use: with what the container's root holds
 at the mount point (the image's `/var/lib/postgresql/data` with its owner and mode), when the
 root is an image or a `rootfs`; the host's own files (a container on the host's root) are
-never copied. It is filled under a temporary name and renamed into place, so a crash leaves
-either no volume (the next start fills it again) or a complete one, never a half-copied one.
+never copied. It is filled under a temporary name, synced and renamed into place, so a crash or
+a power cut leaves either no volume (the next start fills it again) or a complete one, never a
+half-copied one, and a volume a container was given keeps its name.
 
 Containers sharing a volume may start at once (a level's containers start in threads; the
 watch agent and a CLI, or two CLIs, are processes of their own): the fill holds an flock on a
@@ -71,7 +72,7 @@ def ensure(state_dir: Path, stack: str, name: str, seed: Path | None, id_shift: 
     container's root when its root is idmapped (userns: auto); the volume holds the
     container's own ids, since its mount is idmapped in turn."""
     final = volume_path(state_dir, stack, name)
-    if final.is_dir():  # only a whole fill is ever renamed to this name
+    if final.is_dir():  # only a whole, synced fill is ever renamed to this name
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(final.parent.parent, 0o700)  # users' data: root's only, as the rest of the state dir
@@ -113,13 +114,22 @@ def _locked(root: Path, name: str) -> Iterator[None]:
 
 
 def _publish(partial: Path, final: Path) -> None:
-    """Give the filled tree its name. The rename never replaces: a directory under the name was
-    made by a writer that takes no lock (an older reconcile, a user's mkdir), may already be
-    mounted, and is kept as it is."""
+    """Give the filled tree its name. Synced first: after a power cut a volume under its name
+    must hold whole files, not the empty ones whose data never reached the disk. The rename
+    never replaces: a directory under the name was made by a writer that takes no lock (an
+    older reconcile, a user's mkdir), may already be mounted, and is kept as it is. The rename
+    is flushed before a container writes into the volume: lost, the volume would come back as
+    a staging directory, which the next start deletes with what the container wrote."""
+    fd = os.open(partial, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        durable.syncfs(fd)
+    finally:
+        os.close(fd)
     if not durable.rename_noreplace(partial, final):
         remove_tree(partial)
         if not final.is_dir():
             raise FileExistsError(errno.EEXIST, "not a directory: it holds the name of a volume", str(final))
+    durable.fsync_directory(final.parent)
 
 
 def _own(path: Path, source: os.stat_result, id_shift: int) -> None:

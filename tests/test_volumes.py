@@ -17,7 +17,7 @@ from state import volumes
 
 SEED_ENTRIES = 1_030
 """Files in the seed of the race: enough that a fill takes long enough to be overtaken."""
-RACE_TRIALS = 30
+RACE_TRIALS = 10
 STACK, NAME = "app", "data"
 
 
@@ -94,6 +94,51 @@ def test_a_volume_placed_by_another_writer_during_the_fill_wins(
     assert volumes.ensure(state_dir, STACK, NAME, seed) == final
     assert os.listdir(final) == []
     assert sorted(os.listdir(final.parent)) == [f"{volumes.LOCK_PREFIX}{NAME}", NAME]
+
+
+def test_the_fill_is_on_disk_before_the_rename_and_the_rename_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a power cut a volume under its name must hold its files whole: the staged tree is
+    synced before the rename, and the rename itself is made durable (the parent's fsync) before
+    a container may write into the volume; otherwise the volume could come back as its staging
+    name, which the next start deletes."""
+    seed = make_seed(tmp_path, entries=5)
+    state_dir = tmp_path / "state"
+    final = volumes.volume_path(state_dir, STACK, NAME)
+    partial = final.parent / f"{volumes.PARTIAL_PREFIX}{NAME}"
+    calls: list[str] = []
+    syncfs, rename, fsync_directory = durable.syncfs, durable.rename_noreplace, durable.fsync_directory
+
+    def record_syncfs(fd: int) -> None:
+        assert os.path.samestat(os.fstat(fd), os.stat(partial))
+        calls.append(f"syncfs with {volume_entries(partial)} entries")
+        syncfs(fd)
+
+    def record_rename(source: Path, target: Path) -> bool:
+        calls.append(f"rename {Path(source).name} -> {Path(target).name}")
+        return rename(source, target)
+
+    def record_fsync_directory(path: Path) -> None:
+        calls.append(f"fsync {Path(path).name}")
+        fsync_directory(path)
+
+    monkeypatch.setattr(durable, "syncfs", record_syncfs)
+    monkeypatch.setattr(durable, "rename_noreplace", record_rename)
+    monkeypatch.setattr(durable, "fsync_directory", record_fsync_directory)
+    volumes.ensure(state_dir, STACK, NAME, seed)
+    assert calls == ["syncfs with 5 entries", f"rename {partial.name} -> {NAME}", f"fsync {STACK}"]
+    calls.clear()
+    volumes.ensure(state_dir, STACK, NAME, seed)  # there: nothing written, nothing synced
+    assert calls == []
+
+
+def test_an_empty_volume_is_synced_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(durable, "syncfs", lambda fd: calls.append("syncfs"))
+    monkeypatch.setattr(durable, "fsync_directory", lambda path: calls.append("fsync"))
+    final = volumes.ensure(tmp_path / "state", STACK, NAME, None)
+    assert calls == ["syncfs", "fsync"]
+    assert os.listdir(final) == [] and final.stat().st_mode & 0o777 == volumes.DEFAULT_MODE
 
 
 def test_write_durably_makes_the_rename_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
