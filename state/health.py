@@ -60,8 +60,10 @@ def load(path: Path) -> Health | None:
 
 
 def update(path: Path, change: Callable[[Health | None], Health]) -> Health:
-    """Read, change and write the record under an exclusive lock; the file is replaced whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Read, change and write the record under an exclusive lock; the file is replaced whole.
+    Its directory is the container's, made by its start: gone (the container removed while a
+    probe ran), this raises FileNotFoundError rather than leave a directory of a container
+    that no longer exists."""
     lock = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -13,6 +13,7 @@ import pytest
 from reconcile.engine import health
 from specs.health import format_duration, to_duration
 from specs.model import Stack
+from state import health as records
 from state.health import Probe
 from tests.specs_support import error_lines, load_text
 
@@ -166,3 +167,13 @@ def test_docker_health_rules() -> None:
     fresh = health.judge(judged, 8, 80, 50.0, _probe(51.0, 1), CHECK)
     assert (fresh.status, fresh.failing_streak, len(fresh.probes)) == ("starting", 0, 1)
     assert health.probe_due(None, 100.0, CHECK) == 101.0  # the first probe: start_interval after the start
+
+
+def test_a_probe_of_a_container_removed_meanwhile_leaves_no_directory(tmp_path: Path) -> None:
+    """The prober runs without the state dir's lock: a probe ending after `down` removed the
+    container must not make its directory again."""
+    gone = tmp_path / "containers" / "s" / "web" / "health.json"
+    with pytest.raises(FileNotFoundError):
+        records.update(gone, lambda previous: records.Health(1, 2, "starting", 0, ()))
+    assert not (tmp_path / "containers").exists()
+

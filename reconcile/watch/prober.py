@@ -89,7 +89,9 @@ class Prober:
             if result.status == records.UNHEALTHY and container.restart_on_unhealthy:
                 self._stop_unhealthy(found, container)
         except Exception as exc:  # noqa: BLE001 - a probe that cannot be recorded must not kill the prober
-            self._log.emit("error", kind="health", container="/".join(target), error=f"{type(exc).__name__}: {exc}")
+            if not (isinstance(exc, FileNotFoundError) and not found.paths.root.is_dir()):  # else removed meanwhile
+                self._log.emit("error", kind="health", container="/".join(target),
+                               error=f"{type(exc).__name__}: {exc}")
         finally:
             with self._lock:
                 self._busy.discard(target)
