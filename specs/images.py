@@ -17,6 +17,8 @@ from typing import Literal
 from specs.names import DIGEST_PATTERN
 
 DOCKER_HUB = "docker.io"
+LEGACY_DOCKER_HUB = "index.docker.io"
+"""Docker Hub's old name, which Docker reads as docker.io."""
 DEFAULT_TAG = "latest"
 MAX_NAME_LENGTH = 255
 
@@ -24,7 +26,7 @@ _DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN_RE = re.compile(_DOMAIN)
 _PATH_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
+_TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 _LOCAL_TRANSPORTS = ("oci", "docker-archive")
 
 
@@ -49,6 +51,15 @@ class ImageReference:
     @property
     def is_local(self) -> bool:
         return self.transport != "docker"
+
+    @property
+    def source(self) -> str:
+        """Where skopeo reads it: `docker://NAME@DIGEST` when pinned (the tag is then only a
+        label: skopeo takes no reference with both, and Docker pulls such a one by its digest),
+        else `docker://NAME:TAG`; a local source as written."""
+        if self.is_local:
+            return str(self)
+        return f"docker://{self.name}@{self.digest}" if self.digest else f"docker://{self.name}:{self.tag}"
 
     @property
     def unpinned(self) -> ImageReference:
@@ -129,5 +140,5 @@ def _split_domain(name: str) -> tuple[str, str]:
     if slash and (("." in first or ":" in first or first == "localhost") or first.lower() != first):
         if not _DOMAIN_RE.fullmatch(first):
             raise ReferenceError(f"{first!r} is not a valid registry host[:port]")
-        return first, rest
+        return (DOCKER_HUB if first == LEGACY_DOCKER_HUB else first), rest
     return DOCKER_HUB, name

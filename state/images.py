@@ -222,7 +222,7 @@ class ImageStore:
         try:
             with skopeo.ImageProxy(tls_verify, self.root / TMP_DIR) as proxy:
                 # One handle: its manifest is read once, so a tag moved meanwhile cannot mix versions.
-                handle = proxy.open(str(ref) if ref.is_local else f"docker://{ref}")
+                handle = proxy.open(ref.source)
                 source_digest, manifest = proxy.manifest(handle)
                 stored = self._store_blob(manifest)
                 config, size = _config_descriptor(self._json_blob(stored))
@@ -290,7 +290,7 @@ class ImageStore:
     def remote_digest(self, ref: ImageReference, tls_verify: bool) -> str:
         """What pulling a registry image `ref` now would pin, without pulling."""
         try:
-            return ref.digest or skopeo.source_digest(f"docker://{ref}", tls_verify)
+            return ref.digest or skopeo.source_digest(ref.source, tls_verify)
         except skopeo.SkopeoError as exc:
             raise ImageError(f"resolve {ref}: {exc}") from None
 

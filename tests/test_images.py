@@ -99,6 +99,20 @@ def test_an_image_runs_by_tag_with_its_config_as_docker_reads_it(sandbox: Sandbo
     assert sandbox.processes() == []
 
 
+def test_an_image_with_a_tag_and_a_digest_is_pulled_by_its_digest(sandbox: Sandbox, registry: Registry,
+                                                                   tmp_path: Path) -> None:
+    """`name:tag@sha256:...`, as Renovate pins Compose files: skopeo takes no reference with
+    both, and Docker pulls it by the digest (the tag is a label)."""
+    digest = push(app_image(tmp_path / "layout"), registry.address, "team/app:v1", sandbox)
+    pinned = f"{registry.address}/team/app:v1@{digest}"
+    pulled = sandbox.reconcile("image", "pull", pinned)
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    path = stack(sandbox, a=f"{{image: '{pinned}', pull: always, networks: [net]}}")
+    assert pinned in apply(sandbox, path)
+    assert container(sandbox, "a")["image_digest"] == digest
+    assert sandbox.reconcile("down", path).returncode == 0
+
+
 def test_a_moved_tag_is_kept_until_pulled_then_recreates_with_old_and_new_digests(
         sandbox: Sandbox, registry: Registry, tmp_path: Path) -> None:
     old = push(app_image(tmp_path / "one"), registry.address, "app:stable", sandbox)
