@@ -25,7 +25,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,16 +210,20 @@ class Launch:
     go: int | None
     """Where the word is written; closed unsaid, the shell ends."""
 
-    def run(self, config: Mapping[str, Any]) -> ProcessHandle:
+    def run(self, config: Mapping[str, Any], starting: Callable[[], None] = lambda: None) -> ProcessHandle:
         """Write the bundle's config.json, let the shell start the runtime and return once the
         runtime has created the container; a failure raises StartError with the runtime's message.
         The run before's exit file and log are put aside only now, as the runtime is about to
         start: its waiting shell may still be draining its log writer while the root was made
-        ready, and a start given up before this leaves its exit status as it was."""
+        ready, and a start given up before this leaves its exit status as it was. `starting`
+        runs right after that exit file is gone, before the runtime starts: the caller's mark of
+        this start is never seen beside the run before's status (a one-shot's new spec beside
+        its old `0` would say the new one is done)."""
         assert self.go is not None, "a launch runs once"
         crashpoints.step("start")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         exit_file(self.log_dir).unlink(missing_ok=True)
+        starting()
         _renumber_log_files(self.log_dir, self.max_files)
         pid_file = self.bundle / PID_FILE
         pid_file.unlink(missing_ok=True)
