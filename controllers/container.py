@@ -3,17 +3,21 @@ root of its own (an overlay: its writable layer over the host's root or its `roo
 
 A running container is found from the kernel (the init of a pid namespace inside one of our
 sandbox namespaces), cross-checked with the store's record (pid + start time, and the spec it
-was started with); its root from the overlay mounts that carry our mark. The runtime's state,
-like our store, is a cache: a container whose runtime state is lost keeps running and is
-adopted. A change to a field the process was started with recreates it (with a fresh writable
-layer); /etc/hosts, resolv.conf and hostname live in the writable layer and are rewritten in
-place through the root's mount when peers change.
+was started with); its root from the overlay mounts that carry our mark. The spec of each start
+is also written beside its bundle before the runtime starts it (Paths.started): where the record
+is not that of the process found (a start killed before its record was saved, a lost store), or
+there is no process, that file tells what it was started with. The runtime's state, like our
+store, is a cache: a container whose runtime state is lost keeps running and is adopted. A
+change to a field the process was started with recreates it (with a fresh writable layer);
+/etc/hosts, resolv.conf and hostname live in the writable layer and are rewritten in place
+through the root's mount when peers change.
 """
 
 from __future__ import annotations
 
 import functools
 import glob
+import json
 import os
 import stat
 import time
@@ -34,6 +38,7 @@ from controllers.container_bundle import BundleInputs, environment, lower_of, oc
 from controllers.container_files import HostResolvers, RenderedLines, hosts_files, resolv_file
 from controllers.errors import ApplyError, ApplyErrors
 from kernel import idmap, inroot, mountinfo, mountns, netns, overlay, procs, runtime, seccomp, users
+from kernel.durable import write_durably
 from kernel.mountns import PinState
 from kernel.oci import Runtime, remounts_in_place
 from kernel.trees import remove_tree
@@ -58,6 +63,8 @@ SECCOMP_CACHE_DIR = "seccomp"  # compiled filters, one per capability set (a cac
 TRASH_PREFIX = "trash-"  # <container dir>/trash-*: layers being deleted
 LOG_DIR = "logs"  # DO NOT RENAME: <container dir>/logs/, the log writer's files (kernel/runtime.py)
 HEALTH_FILE = "health.json"  # DO NOT RENAME: <container dir>/health.json, the last probes (state/health.py)
+STARTED_FILE = "started.json"  # DO NOT RENAME: <container dir>/started.json, the spec of its last start
+STARTED_TEMPORARY = ".started-"  # a killed writer's leftover (kernel.durable), gone with the directory
 WORKERS = 8
 T = TypeVar("T")
 R = TypeVar("R")
@@ -123,6 +130,13 @@ class Paths:
         `reconcile` (status, apply, the agent) reads what another one probed."""
         return self.root / HEALTH_FILE
 
+    @property
+    def started(self) -> Path:
+        """The spec its last start was made with (DesiredContainer.recorded_spec, as JSON):
+        written durably before the runtime starts it, so it outlives a run killed before the
+        record and a lost store. Absent for a container started by an earlier version."""
+        return self.root / STARTED_FILE
+
     def last_start_error(self) -> str | None:
         text = _read(self.start_error)
         return text.strip() if text else None
@@ -142,6 +156,29 @@ class ObservedContainer:
     runtime_state: bool  # the OCI runtime still has state for it
     image_digest: str | None = None  # of the image its root is made of (the root's mark; None with no root)
     exit_code: int | None = None  # how its last run ended, while not running (its exit file)
+    started: dict[str, object] | None = None
+    """The spec its last start was made with (Paths.started), read only where the record does
+    not settle it: no record, a record of another process, or no process. None too where that
+    file is absent (an earlier version's start) or unreadable."""
+
+    @property
+    def recorded(self) -> bool:
+        """Its record is of the process found (pid and start time): a start killed before its
+        record was saved leaves the record of the run before, or none."""
+        return _of_process(self.record, self.handle)
+
+    @property
+    def spec(self) -> dict[str, object] | None:
+        """The spec it was started with: its started file's where that was read, else its
+        record's (None: not known, as for a crash leftover or a lost store of an earlier version)."""
+        if self.started is not None:
+            return self.started
+        return self.record.spec if self.record is not None else None
+
+
+def _of_process(record: ContainerRecord | None, handle: runtime.ProcessHandle | None) -> bool:
+    return (record is not None and handle is not None
+            and (record.pid, record.start_time) == (handle.pid, handle.start_time))
 
 
 @dataclass(frozen=True)
@@ -287,7 +324,7 @@ def _files_reason(want: DesiredContainer, files: Sequence[FieldChange]) -> str:
 
 
 def _changed(found: ObservedContainer, fields: Sequence[FieldChange]) -> str:
-    recorded = found.record.spec if found.record is not None else None
+    recorded = found.spec
     if recorded is not None and "privileged" not in recorded:
         return "started unconfined by an earlier version of reconcile"
     if recorded is not None and "logging" not in recorded:
@@ -298,14 +335,29 @@ def _changed(found: ObservedContainer, fields: Sequence[FieldChange]) -> str:
 def _completed(want: DesiredContainer, found: ObservedContainer) -> bool:
     """It ran to a successful end that its restart policy does not restart: a one-shot (a
     migration, an init step) is done, as a Kubernetes Job, not waiting to run again (a change
-    of its spec runs it again, as does down + apply)."""
-    return found.record is not None and found.exit_code == 0 and want.container.restart != "always"
+    of its spec runs it again, as does down + apply). Known from its started file too: a lost
+    store does not run a finished migration again."""
+    known = found.record is not None or found.started is not None
+    return known and found.exit_code == 0 and want.container.restart != "always"
+
+
+def _started_otherwise(want: DesiredContainer, found: ObservedContainer) -> bool:
+    """It was started with another spec than `want`'s (as far as is known: a container of
+    unknown spec, a crash leftover or an earlier version's start with its record lost, is not)."""
+    if found.started is not None:
+        return found.started != want.recorded_spec
+    return found.record is not None and not found.record.started_with(want.recorded_spec)
+
+
+def _adopted_because(found: ObservedContainer) -> str:
+    if found.record is None:
+        return "adopt a running container (state store lost)"
+    return "adopt a running container (its start was not recorded)"
 
 
 def _diff_one(want: DesiredContainer, found: ObservedContainer | None) -> Change | None:
     key = f"{want.stack}/{want.key}"
-    fields = (_recreate_fields(found.record.spec, want.spec)
-              if found and found.record and not found.record.started_with(want.recorded_spec) else ())
+    fields = _recreate_fields(found.spec or {}, want.spec) if found and _started_otherwise(want, found) else ()
     if found is not None and not any(f.path == "image" for f in fields):
         fields += _image_moved(want, found)
     if found is None or found.handle is None:
@@ -328,9 +380,9 @@ def _diff_one(want: DesiredContainer, found: ObservedContainer | None) -> Change
     files = tuple(_lines_changed(path, old, new) for path, old, new in
                   (("/etc/hosts", found.hosts, want.hosts), ("/etc/resolv.conf", found.resolv, want.resolv))
                   if old != new)
-    if files or found.record is None:
+    if files or not found.recorded:
         return Change(Action.UPDATE, KIND_CONTAINER, key, files,
-                      reason=_files_reason(want, files) if files else "adopt a running container (state store lost)",
+                      reason=_files_reason(want, files) if files else _adopted_because(found),
                       desired=want, observed=found)
     return None
 
@@ -442,7 +494,8 @@ def _in_parallel(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
 
 def _grace(found: ObservedContainer) -> float:
     """The stop grace the container was started with (the spec may no longer name it)."""
-    grace = found.record.spec.get("stop_grace") if found.record else None
+    spec = found.spec
+    grace = spec.get("stop_grace") if spec is not None else None
     return float(grace) if isinstance(grace, (int, float)) else DEFAULT_STOP_GRACE
 
 
@@ -451,6 +504,16 @@ def _read(path: Path) -> str | None:
         return path.read_text()
     except OSError:
         return None
+
+
+def _started_in(path: Path) -> dict[str, object] | None:
+    """The spec a started file holds. Absent (an earlier version's start), unreadable or not a
+    spec (a damaged disk): None, as if absent; the record, if any, then tells."""
+    try:
+        spec = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return spec if isinstance(spec, dict) else None
 
 
 def _wipe_layer(paths: Paths) -> None:
@@ -615,10 +678,16 @@ class ContainerController:
             inside = f"/proc/{handle.pid}/root" if handle else None  # a Path would intern the pid
             root = roots.get(key)
             hosts, resolv = files(inside)
+            its_record = records.get(key)
+            # The record of the process found settles how it was started: its files are read
+            # only for the others (not running, not recorded, or a start killed before its
+            # record), so a pass over a host in sync reads nothing more.
+            paths = None if _of_process(its_record, handle) else Paths.of(self._state_dir, *key)
             containers["/".join(key)] = ObservedContainer(
-                key[0], key[1], handle, records.get(key), in_sandbox, hosts, resolv,
+                key[0], key[1], handle, its_record, in_sandbox, hosts, resolv,
                 root.path if root else None, key in runtime_ids, root.image_digest if root else None,
-                runtime.exit_code(Paths.of(self._state_dir, *key).log) if handle is None and key in records else None)
+                runtime.exit_code(paths.log) if paths is not None and handle is None else None,
+                _started_in(paths.started) if paths is not None else None)
         resolvers = HostResolvers(str(self._host_resolv), _read(self._host_resolv) or "",
                                   str(self._upstream_resolv), _read(self._upstream_resolv) or "")
         return ContainerObservation(containers, resolvers, capabilities.from_mask(procs.bounding_set()),
@@ -787,7 +856,7 @@ class ContainerController:
             found = change.observed if isinstance(change.observed, ObservedContainer) else None
             if found is not None:
                 self._stop(found)
-                if change.action is Action.RECREATE or found.record is None:  # a layer of unknown making
+                if change.action is Action.RECREATE or found.spec is None:  # a layer of unknown making
                     _wipe_layer(Paths.of(self._state_dir, found.stack, found.container))
             return self._start(change, found, id_base, filters)
         except Exception as exc:  # noqa: BLE001 - reported together
@@ -811,7 +880,9 @@ class ContainerController:
         with runtime.launching(self._runtime, names.runtime_id(want.stack, want.key), paths.bundle, paths.log,
                                change.key, placement.monitor_procs,
                                runtime.LogLimits(c.logging.options.max_size, c.logging.options.max_file)) as launch:
-            handle = launch.run(self._bundle_config(change, paths, placement, id_base, filters))
+            handle = launch.run(self._bundle_config(change, paths, placement, id_base, filters),
+                                lambda: write_durably(paths.started, json.dumps(want.recorded_spec).encode(),
+                                                      STARTED_TEMPORARY))
         paths.start_error.unlink(missing_ok=True)
         restarts = found.record.restarts + 1 if found and found.record and change.action is Action.CREATE else 0
         return _record(want, handle, restarts)
@@ -897,7 +968,8 @@ class ContainerController:
 
     def _update_one(self, change: Change) -> list[ContainerRecord]:
         """Rewrite hosts/resolv in place; returns the record of a running container the store
-        had lost (adopted as it is, never restarted)."""
+        had lost, or holds the record of an earlier process of (adopted as it is, never
+        restarted: the diff recreates one started with another spec)."""
         found = change.observed
         assert isinstance(found, ObservedContainer)
         want = change.desired
@@ -912,4 +984,4 @@ class ContainerController:
             except OSError as exc:
                 raise ApplyError(f"{path} in the container is not a file reconcile can rewrite "
                                  f"({exc.strerror or exc}): the container replaced it") from exc
-        return [] if found.record is not None else [_record(want, found.handle, 0)]
+        return [] if found.recorded else [_record(want, found.handle, 0)]

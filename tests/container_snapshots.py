@@ -1,7 +1,8 @@
 """Container observations shaped as ContainerController.observe() fills them on a real host (no
 tests here): a process found in its sandbox with its store record, one that exited (its root
-still mounted, its exit file read), one whose record the store lost, and what a crash leaves
-(a files directory, a root mount, the runtime's state) with no process and no record. The
+still mounted, its exit file read), one whose record the store lost, one run by another
+process than its record names, a started file read, and what a crash leaves (a files
+directory, a root mount, the runtime's state) with no process and no record. The
 per-container files are what the controller writes for the given Desired, so a snapshot built
 from the Desired a diff runs against is in sync until a test drifts it."""
 
@@ -69,6 +70,19 @@ def with_record_spec(found: ObservedContainer, drop: tuple[str, ...] = (), **fie
     assert found.record is not None
     spec = {name: value for name, value in found.record.spec.items() if name not in drop}
     return replace(found, record=replace(found.record, spec_json=json.dumps({**spec, **fields})))
+
+
+def another_process(found: ObservedContainer, pid: int = 555) -> ObservedContainer:
+    """`found` run by another process than its record names: a start killed after the runtime
+    started it and before its record was saved (the record is the run before's)."""
+    return replace(found, handle=ProcessHandle(pid, 123_456))
+
+
+def with_started(found: ObservedContainer, desired: Desired, **fields: object) -> ObservedContainer:
+    """`found` with its started file read (observe() reads it where the record does not settle
+    it), naming a start with `desired`, `fields` replaced."""
+    spec = record_of(desired, found.stack, found.container, ProcessHandle(0, 0)).spec
+    return replace(found, started={**spec, **fields})
 
 
 def leftover(stack: str, container: str, root: bool = False, runtime_state: bool = False,

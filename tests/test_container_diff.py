@@ -2,12 +2,14 @@
 real host (tests/container_snapshots.py). Nothing running, in sync, /etc/hosts or resolv.conf
 drifted (rewritten in place), a field the process was started with changed (recreated), exited
 (started again, unless this session started it or a one-shot is done), removed from the spec,
-another stack's, a running container the store lost (adopted), what a crash leaves, and the
+another stack's, a running container the store lost (adopted), one whose start was killed
+before its record was saved, what its started file tells, what a crash leaves, and the
 depends_on order of starts."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,18 +23,21 @@ from controllers.container import (
     RUNTIME_NAMESPACE,
     DesiredContainer,
     ObservedContainer,
+    _started_in,
     diff_containers,
 )
 from controllers.container_files import LOCALHOST
 from kernel.mountns import PinState
 from reconcile.engine.plan import order
 from tests.container_snapshots import (
+    another_process,
     exited,
     leftover,
     lost_record,
     observation,
     running,
     with_record_spec,
+    with_started,
 )
 from tests.firewall_support import build_desired
 from tests.focus import focus_on
@@ -69,6 +74,10 @@ WEB_HOSTS_REORDERED = LOCALHOST + "10.88.1.10\tdb\n10.88.1.11\tweb\n"
 RESOLV = "nameserver 10.0.0.2\nsearch corp.example\n"
 RESOLV_BEFORE = "nameserver 10.0.0.1\nsearch corp.example\n"
 
+OLD_WEB_COMMAND = ["/usr/bin/httpd"]
+OLD_MIGRATE_COMMAND = ["/usr/bin/migrate"]
+WEB_OLD_RECORD = with_record_spec(running(WANT, "demo", "web", pid=102), command=OLD_WEB_COMMAND)
+"""web's record of its run before this spec's recreate (pid 102, since stopped)."""
 IN_SYNC = (running(WANT, "demo", "db", pid=101), running(WANT, "demo", "web", pid=102),
            exited(WANT, "demo", "migrate", 0), running(OTHERS, "other", "api", pid=201))
 """demo as this spec started it (its one-shot ran to a successful end), and another stack's container."""
@@ -180,6 +189,39 @@ CASES = [
     pytest.param(host(replace(lost_record(WEB_NOW), hosts=WEB_HOSTS_BEFORE)), frozenset(),
                  [row(Action.UPDATE, "web", "peers changed", fields=(("/etc/hosts", "10.88.1.20\told", None),))],
                  id="store lost, hosts drifted: adopted by the rewrite"),
+    pytest.param(host(with_started(another_process(WEB_OLD_RECORD), WANT)), frozenset(),
+                 [row(Action.UPDATE, "web", "adopt a running container (its start was not recorded)")],
+                 id="recreate killed before its record: the new process adopted"),
+    pytest.param(host(with_started(another_process(WEB_NOW), WANT)), frozenset(),
+                 [row(Action.UPDATE, "web", "adopt a running container (its start was not recorded)")],
+                 id="restart killed before its record: the new process adopted"),
+    pytest.param(host(another_process(WEB_OLD_RECORD)), frozenset(),
+                 [row(Action.RECREATE, "web", "command changed", True, (("command", OLD_WEB_COMMAND, WEB_COMMAND),))],
+                 id="another process, no started file (an earlier version's): its record tells"),
+    pytest.param(host(with_started(lost_record(WEB_NOW), WANT, command=OLD_WEB_COMMAND)), frozenset(),
+                 [row(Action.RECREATE, "web", "command changed", True, (("command", OLD_WEB_COMMAND, WEB_COMMAND),))],
+                 id="store lost, started with another command: recreated"),
+    pytest.param(host(with_started(lost_record(WEB_NOW), WANT)), frozenset(),
+                 [row(Action.UPDATE, "web", "adopt a running container (state store lost)")],
+                 id="store lost, started with this spec: adopted"),
+    pytest.param(host(with_started(lost_record(MIGRATE_NOW), WANT)), frozenset(), [],
+                 id="store lost, the one-shot done"),
+    pytest.param(host(with_started(lost_record(exited(WANT, "demo", "migrate", 1)), WANT)), frozenset(),
+                 [row(Action.CREATE, "migrate", "not running", fields=MIGRATE_START)],
+                 id="store lost, the one-shot failed"),
+    pytest.param(host(with_started(lost_record(MIGRATE_NOW), WANT, command=OLD_MIGRATE_COMMAND)), frozenset(),
+                 [row(Action.RECREATE, "migrate", "not running; command changed",
+                      fields=(("command", OLD_MIGRATE_COMMAND, MIGRATE_COMMAND),))],
+                 id="store lost, the one-shot done with another command"),
+    pytest.param(host(lost_record(MIGRATE_NOW)), frozenset(),
+                 [row(Action.CREATE, "migrate", "not running", fields=MIGRATE_START)],
+                 id="store lost, no started file (an earlier version's one-shot)"),
+    pytest.param(host(with_started(with_record_spec(MIGRATE_NOW, command=OLD_MIGRATE_COMMAND), WANT)), frozenset(),
+                 [], id="one-shot's recreate killed before its record, then done"),
+    pytest.param(host(with_started(with_record_spec(exited(WANT, "demo", "web", 137), command=OLD_WEB_COMMAND),
+                                   WANT)), frozenset(),
+                 [row(Action.CREATE, "web", "exited", fields=WEB_START)],
+                 id="recreate killed before its record, then exited: started again"),
     pytest.param(host(leftover("demo", "web")), frozenset(),
                  [row(Action.CREATE, "web", "not running", fields=WEB_START)], id="crash left a files dir"),
     pytest.param(host(leftover("demo", "web", root=True, runtime_state=True)), frozenset(),
@@ -313,3 +355,22 @@ def test_a_file_in_the_same_order_is_not_said_to_be_reordered(hosts: str, old: s
     [change] = diff_containers(WANT, observation(*host(replace(WEB_NOW, hosts=hosts)))).changes
     assert (change.action, change.key, change.reason) == (Action.UPDATE, "demo/web", "peers changed")
     assert [(f.path, f.old, f.new) for f in change.fields] == [("/etc/hosts", old, new)]
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b'{"command": ["/usr/bin/httpd", "-f"]}', {"command": ["/usr/bin/httpd", "-f"]}),
+    (None, None),
+    (b"", None),
+    (b'{"command": ["/usr/bin/ht', None),
+    (b"\xff\xfe garbage", None),
+    (b'["a list"]', None),
+    (b"[" * 100_000, None),
+], ids=["a spec", "absent", "empty", "torn", "not text", "not a mapping", "nested past the recursion limit"])
+def test_a_damaged_started_file_counts_as_absent(tmp_path: Path, content: bytes | None,
+                                                   expected: dict[str, object] | None) -> None:
+    """The started file is written whole (kernel.durable), but a damaged disk can still hold
+    anything: the container is then judged by its record, as one an earlier version started."""
+    path = tmp_path / "started.json"
+    if content is not None:
+        path.write_bytes(content)
+    assert _started_in(path) == expected

@@ -441,3 +441,65 @@ containers:
                    "Store.open(Settings.resolve(None, None).state_dir).forget_containers([('seen', 'stopped')])")
     seen = sandbox.python(FOCUSED_AND_WHOLE.format(path=path)).stdout.splitlines()
     assert seen == [f"seen/{name} True True True" for name in ("host-root", "own-root", "stopped")]
+
+
+KEPT = """\
+name: kept
+networks:
+  net: {{subnet: 10.78.11.0/24}}
+containers:
+  web:
+    command: ["sh", "-c", "touch /layer-mark && exec sleep {seconds}"]
+    networks: [net]
+  migrate:
+    command: ["sh", "-c", "echo ran >> /out/runs"]
+    restart: "no"
+    volumes: ["{out}:/out:rw"]
+"""
+
+
+def test_an_unrecorded_start_and_a_lost_store_are_judged_by_the_spec_each_was_started_with(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    """Each start writes its spec beside its bundle before the runtime starts it. A recreate
+    killed after the runtime started the new process and before its record was saved leaves
+    the record of the old one: the new one is adopted, not recreated again (its layer kept).
+    With the store lost, a running container started with another spec is still recreated,
+    and a finished one-shot is not run again."""
+    out = tmp_path / "out"
+    out.mkdir()
+    path = sandbox.write("kept.yaml", KEPT.format(seconds=100001, out=out))
+    sandbox.apply(path)
+    eventually(lambda: sandbox.containers()["migrate"]["state"], "exited")
+    db_path = sandbox.state_dir / "state.db"
+    with sqlite3.connect(db_path) as db:
+        old_record = db.execute("SELECT * FROM containers WHERE container = 'web'").fetchone()
+
+    # The recreate, then its record put back as a kill before the store's commit leaves it.
+    path.write_text(KEPT.format(seconds=100002, out=out))
+    sandbox.apply(path)
+    web = sandbox.containers()["web"]["pid"]
+    with sqlite3.connect(db_path) as db:
+        db.execute(f"INSERT OR REPLACE INTO containers VALUES ({', '.join('?' * len(old_record))})", old_record)
+    plan = sandbox.reconcile("diff", str(path))
+    assert "~ container kept/web (in place: adopt a running container (its start was not recorded))" in plan.stdout
+    assert "recreate" not in plan.stdout
+    sandbox.apply(path)
+    assert sandbox.containers()["web"]["pid"] == web
+    assert sandbox.exec_in("web", "ls", "/layer-mark") == "/layer-mark\n"  # exec finds it: recorded again
+    assert sandbox.reconcile("diff", str(path)).returncode == 0
+
+    # The store lost, and the spec changed meanwhile.
+    db_path.unlink()
+    path.write_text(KEPT.format(seconds=100003, out=out))
+    plan = sandbox.reconcile("diff", str(path))
+    assert "-/+ container kept/web (recreate: command changed)" in plan.stdout
+    assert "migrate" not in plan.stdout
+    sandbox.apply(path)
+    assert sandbox.containers()["web"]["pid"] != web
+    assert "sleep 100003" in sandbox.exec_in("web", "cat", "/proc/1/cmdline").replace("\0", " ")
+    assert (out / "runs").read_text() == "ran\n"
+    assert (sandbox.containers()["migrate"]["state"], sandbox.containers()["migrate"]["exit_code"]) == ("exited", 0)
+    assert sandbox.reconcile("diff", str(path)).returncode == 0
+    assert sandbox.reconcile("down", str(path)).returncode == 0
+    assert not (sandbox.state_dir / "containers" / "kept").exists()
+    assert sandbox.processes() == []

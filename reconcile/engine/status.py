@@ -80,7 +80,8 @@ def _containers(session: Session, name: str, spec: Stack | None, observed: Snaps
         sandbox = sandboxes.get(f"{name}/{key}")
         # Its files are looked at for a stopped or probed container only (a Path interns names).
         paths = partial(Paths.of, session.settings.state_dir, name, key)
-        state = "running" if live and live.handle else "exited" if live and live.record else "missing"
+        started = live is not None and (live.record is not None or live.started is not None)  # a lost store's too
+        state = "running" if live and live.handle else "exited" if started else "missing"
         rows.append({
             "name": key,
             "state": state,

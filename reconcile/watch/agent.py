@@ -388,7 +388,7 @@ class Agent:
             return None
         if not isinstance(change.desired, DesiredContainer):
             return None
-        recorded = found.record.spec  # decoded from the store's text: once
+        recorded = found.spec or {}  # its started file's, or decoded from the store's text: once
         if any(recorded.get(field) != value for field, value in change.desired.spec.items()):
             return None  # the spec changed since that run: start the new one now
         log = Paths.of(self.settings.state_dir, found.stack, found.container).log
