@@ -632,8 +632,8 @@ class ContainerController:
 
     def observe(self, focus: Focus | None = None) -> ContainerObservation:
         """With a focus, a container's init is looked for among the processes its record names
-        instead of all of /proc: one that no record names (an interrupted start) is found by the
-        next whole pass."""
+        instead of all of /proc, then, for a sandbox still without one, at the pid the runtime
+        wrote in its bundle (a start killed before its record: the record names the run before)."""
         def focused(key: tuple[str, str]) -> bool:
             return focus is None or key in focus.containers
 
@@ -643,6 +643,11 @@ class ContainerController:
             if (inode := procs.netns_inode(netns.path_of(name))) is not None:
                 sandbox_inodes[inode] = owner
         inits = procs.inits_by_netns(sandbox_inodes, [r.pid for r in records.values()], everywhere=focus is None)
+        if focus is not None and len(inits) < len(sandbox_inodes):  # read for these only: exited or unrecorded
+            unseen = [inode for inode in sandbox_inodes if inode not in inits]
+            started = [pid for inode in unseen if (pid := runtime.last_started_pid(
+                Paths.of(self._state_dir, *sandbox_inodes[inode]).bundle)) is not None]
+            inits = {**inits, **procs.inits_by_netns(unseen, started, everywhere=False)}
         found: dict[tuple[str, str], tuple[runtime.ProcessHandle, bool]] = {
             sandbox_inodes[inode]: (runtime.ProcessHandle(p.pid, p.start_time), True) for inode, p in inits.items()}
         sandbox_of = {owner: inode for inode, owner in sandbox_inodes.items()}

@@ -282,14 +282,28 @@ def _group_alive(group: int) -> bool:
 
 
 def _read_pid_file(pid_file: Path) -> ProcessHandle | None:
+    pid = _pid_in(pid_file)
+    if pid is None:
+        return None  # not yet written, or being written
+    proc = read_proc(pid)
+    return ProcessHandle(proc.pid, proc.start_time) if proc is not None else ProcessHandle(pid, -1)
+
+
+def _pid_in(pid_file: Path) -> int | None:
     try:
         text = pid_file.read_text().strip()
     except FileNotFoundError:
         return None
-    if not text.isdigit():
-        return None  # being written
-    proc = read_proc(int(text))
-    return ProcessHandle(proc.pid, proc.start_time) if proc is not None else ProcessHandle(int(text), -1)
+    return int(text) if text.isdigit() else None
+
+
+def last_started_pid(bundle: Path) -> int | None:
+    """The pid the runtime wrote for the bundle's last start: that container's init, when it
+    is still running (the caller checks: the process may be gone and its pid reused)."""
+    try:
+        return _pid_in(bundle / PID_FILE)
+    except OSError:
+        return None
 
 
 def _log_tail(log_dir: Path) -> str:

@@ -480,6 +480,9 @@ def test_an_unrecorded_start_and_a_lost_store_are_judged_by_the_spec_each_was_st
     web = sandbox.containers()["web"]["pid"]
     with sqlite3.connect(db_path) as db:
         db.execute(f"INSERT OR REPLACE INTO containers VALUES ({', '.join('?' * len(old_record))})", old_record)
+    # The watch agent's focused pass finds the new process too (at the pid in its bundle).
+    seen = sandbox.python(FOCUSED_AND_WHOLE.format(path=str(path))).stdout.splitlines()
+    assert seen == ["kept/migrate True False True", "kept/web True True True"]
     plan = sandbox.reconcile("diff", str(path))
     assert "~ container kept/web (in place: adopt a running container (its start was not recorded))" in plan.stdout
     assert "recreate" not in plan.stdout
