@@ -685,8 +685,9 @@ class ContainerController:
             hosts, resolv = files(inside)
             its_record = records.get(key)
             # The record of the process found settles how it was started: its files are read
-            # only for the others (not running, not recorded, or a start killed before its
-            # record), so a pass over a host in sync reads nothing more.
+            # only for the others (not running: the started file beside the exit file; not
+            # recorded, or a start killed before its record), so a running container in sync
+            # costs no read more.
             paths = None if _of_process(its_record, handle) else Paths.of(self._state_dir, *key)
             containers["/".join(key)] = ObservedContainer(
                 key[0], key[1], handle, its_record, in_sandbox, hosts, resolv,
@@ -972,9 +973,9 @@ class ContainerController:
         return errors
 
     def _update_one(self, change: Change) -> list[ContainerRecord]:
-        """Rewrite hosts/resolv in place; returns the record of a running container the store
-        had lost, or holds the record of an earlier process of (adopted as it is, never
-        restarted: the diff recreates one started with another spec)."""
+        """Rewrite hosts/resolv in place; returns the record of a running container whose
+        process the store has no record of (lost, or a start killed before its record: adopted
+        as it is, never restarted; the diff recreates one started with another spec)."""
         found = change.observed
         assert isinstance(found, ObservedContainer)
         want = change.desired
