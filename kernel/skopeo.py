@@ -15,10 +15,8 @@ Sources are skopeo transports: `docker://REF`, `oci:/DIR[:TAG]`, `docker-archive
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import socket
@@ -32,12 +30,6 @@ from typing import IO, Any
 SKOPEO = ["skopeo"]
 """skopeo keeps a cache of which blobs registries hold in /var/lib/containers/cache (for root),
 as every tool of the containers family does; the layout under the state dir is ours."""
-INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
-               "application/vnd.docker.distribution.manifest.list.v2+json")
-_ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le",
-                  "s390x": "s390x", "riscv64": "riscv64", "i686": "386"}
-
-
 PROXY_PROTOCOL = "0.2."
 """The image proxy protocol reconcile speaks (skopeo 1.9 answers 0.2.3; later 0.2.x add calls)."""
 PROXY_MESSAGE_MAX = 32 * 1024
@@ -199,35 +191,14 @@ class ImageProxy:
         return _last_words(self._stderr.read().decode(errors="replace"))
 
 
-def host_architecture() -> str:
-    machine = platform.machine()
-    return _ARCHITECTURES.get(machine, machine)
-
-
 def source_digest(source: str, tls_verify: bool) -> str:
-    """The digest of the manifest `source` names for this host's platform, as the registry
-    holds it (an index is resolved to its linux/<arch> entry), without pulling anything."""
-    raw = _run(["inspect", "--raw", f"--tls-verify={str(tls_verify).lower()}", source])
-    try:
-        document = json.loads(raw)
-    except ValueError:
-        document = None
-    if not isinstance(document, dict):
-        raise SkopeoError(f"{source}: the registry answered something that is not a manifest")
-    if document.get("mediaType") in INDEX_TYPES or "manifests" in document:
-        return _platform_entry(source, document)
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
-
-
-def _platform_entry(source: str, index: dict) -> str:
-    arch = host_architecture()
-    entries = index.get("manifests")
-    for entry in entries if isinstance(entries, list) else []:
-        found = entry.get("platform") if isinstance(entry, dict) else None
-        if isinstance(found, dict) and found.get("os") == "linux" and found.get("architecture") == arch \
-                and isinstance(entry.get("digest"), str):
-            return str(entry["digest"])
-    raise SkopeoError(f"{source}: no image for linux/{arch} in this multi-platform image")
+    """The digest of the manifest a pull of `source` would take, without pulling anything:
+    resolved by the image proxy as a pull resolves it, so an index gives the entry skopeo
+    chooses for this host (its architecture and variant, in skopeo's own order of preference),
+    not one of our choosing that the pull would then not take."""
+    with tempfile.TemporaryDirectory(prefix="rc-resolve-") as scratch, ImageProxy(tls_verify, Path(scratch)) as proxy:
+        digest, _ = proxy.manifest(proxy.open(source))
+    return digest
 
 
 def _pipe_reader(fd: int) -> IO[bytes]:

@@ -260,6 +260,13 @@ def test_a_multi_platform_image_runs_this_hosts_platform(sandbox: Sandbox, regis
     apply(sandbox, stack(sandbox, a=f"{{image: {registry.address}/multi:1, networks: [net]}}"))
     assert container(sandbox, "a")["image_digest"] == amd64.manifest_digest
     assert run_in(sandbox, "img/a", "cat /arch") == "amd64"
+    # A variant listed first: `diff` plans what a pull takes (skopeo's choice: no variant on
+    # amd64), not the first entry of this architecture.
+    v3 = build(layout, [Layer(files={"/arch": "v3"})], cmd=["false"], variant="v3", tag=None)
+    push(build_index(layout, {"linux/amd64/v3": v3, "linux/amd64": amd64}), registry.address, "multi:2", sandbox)
+    planned = sandbox.reconcile("diff", stack(sandbox, a=f"{{image: {registry.address}/multi:2, pull: always, "
+                                                       "networks: [net]}"))
+    assert planned.returncode == 2 and f"multi:2@{amd64.manifest_digest}" in planned.stdout, planned.stdout
 
 
 def test_losing_the_state_store_restarts_nothing(sandbox: Sandbox, registry: Registry, tmp_path: Path) -> None:
