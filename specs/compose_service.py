@@ -81,6 +81,7 @@ class ServiceMapper:
         self.out.origins[self.dst] = self.src
         for key in self.service:
             self._classify(str(key))
+        self._image()
         for key, native in PASSED_AS_WRITTEN.items():
             if self.service.get(key) is not None:
                 self.out.put(self.container, self.dst + (native,),
@@ -111,6 +112,16 @@ class ServiceMapper:
                 self.out.key_error(loc, "more than one replica is not supported: declare each container")
         else:
             self.out.unknown(loc, KNOWN)
+
+    def _image(self) -> None:
+        """A native container without an image runs on the host's own root (read-only, but the
+        host's /etc all the same): never what a service without `image:` means. Compose refuses
+        it too (compose-go checkConsistency: "has neither an image nor a build context
+        specified"); with `build:`, that key's own error already says to name the image."""
+        if self.service.get("image") is None and "build" not in self.service:
+            self.out.error(self.src, f"service {quoted(str(self.src[-1]))} has no image: name the image to run in "
+                                     "image: (docker compose too refuses a service with neither an image nor a "
+                                     "build context)")
 
     def _set(self, native: str, value: object, key: str) -> None:
         self.out.put(self.container, self.dst + (native,), value, self.src + (key,))

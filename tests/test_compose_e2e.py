@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.compose_support import GET, fetch, reconcile_ok, web_image
+from tests.compose_support import fetch, reconcile_ok, web_image
 from tests.sandbox import Sandbox
 from tests.waiting import eventually
 
@@ -19,7 +19,8 @@ services:
     command: ["httpd", "-f", "-p", "80", "-h", "/www"]
     ports: ["${{RC_H16_PORT:-8080}}:80"]
     expose: ["80"]
-  client:  # no image: the host's root filesystem (a reconcile extension), for its python
+  client:  # every service names an image, as Compose requires
+    image: "oci:{layout}:v1"
     command: ["sleep", "100000"]
     depends_on: [web]
 networks:
@@ -40,7 +41,7 @@ def test_a_compose_file_is_applied_changed_and_brought_down(sandbox: Sandbox, tm
     assert f"WARNING: {compose}:7:5: services.web.expose: has no effect here" in plan
     assert eventually(lambda: fetch(sandbox, "http://127.0.0.1:8080/"), "hello from compose\n",
                       timeout=10.0) == "hello from compose\n"
-    by_name = reconcile_ok(sandbox, "exec", "rc-h16-shop/client", "--", "python3", "-c", GET, "http://web/")
+    by_name = reconcile_ok(sandbox, "exec", "rc-h16-shop/client", "--", "wget", "-qO-", "http://web/")
     assert by_name == "hello from compose\n"
     assert "No changes" in reconcile_ok(sandbox, "apply", str(compose))
 

@@ -29,6 +29,17 @@ BAD: list[tuple[str, str, list[str]]] = [
      ["compose.yaml:3:5: services.web.build: building images is not supported: build and push the image, and "
       "name it in image:",
       "compose.yaml:4:5: services.web: unknown field 'imagee' (did you mean 'image'?)"]),
+    ("no-image", """\
+        services:
+          host:
+            command: cat /etc/shadow
+          blank:
+            image:
+        """,
+     ["compose.yaml:2:3: services.host: service 'host' has no image: name the image to run in image: (docker "
+      "compose too refuses a service with neither an image nor a build context)",
+      "compose.yaml:4:3: services.blank: service 'blank' has no image: name the image to run in image: (docker "
+      "compose too refuses a service with neither an image nor a build context)"]),
     ("unsupported-service-keys", """\
         services:
           web:
