@@ -87,8 +87,7 @@ NO_EFFECT_SERVICE: dict[str, str] = {
 
 NO_EFFECT_DEPLOY: dict[str, str] = {
     key: "has no effect here: it is a Swarm setting"
-    for key in ("mode", "placement", "labels", "update_config", "rollback_config", "endpoint_mode",
-                "restart_policy")
+    for key in ("mode", "placement", "labels", "update_config", "rollback_config", "endpoint_mode")
 }
 
 NO_EFFECT_NETWORK: dict[str, str] = {

@@ -49,6 +49,11 @@ KNOWN = (*HANDLED, *UNSUPPORTED_SERVICE, *NO_EFFECT_SERVICE)
 
 _PULL_POLICIES = {"always": "always", "missing": "missing", "if_not_present": "missing", "never": "never"}
 _RESTART_POLICIES = {"no": "no", "always": "always", "on-failure": "on-failure", "unless-stopped": "always"}
+_RESTART_CONDITIONS = {"none": "no", "no": "no", "on-failure": "on-failure", "any": "always",
+                       "always": "always", "unless-stopped": "unless-stopped"}
+"""deploy.restart_policy.condition -> restart, as docker compose maps it (Swarm's words and
+Docker's)."""
+_RESTART_POLICY_KEYS = ("condition", "max_attempts", "delay", "window")
 _LOG_DRIVERS = ("json-file", "local")
 _STOP_SIGNALS = ("SIGTERM", "TERM", "15")
 _LIMIT_KEYS = {"memory": "memory", "cpus": "cpus", "pids": "pids"}
@@ -124,7 +129,10 @@ class ServiceMapper:
                                      "build context)")
 
     def _set(self, native: str, value: object, key: str) -> None:
-        self.out.put(self.container, self.dst + (native,), value, self.src + (key,))
+        self._set_from(native, value, self.src + (key,))
+
+    def _set_from(self, native: str, value: object, source: Loc) -> None:
+        self.out.put(self.container, self.dst + (native,), value, source)
 
     def _pull_policy(self) -> None:
         policy = self.service.get("pull_policy")
@@ -216,17 +224,55 @@ class ServiceMapper:
         self.out.put(env, self.dst + ("env", key), value, loc)
 
     def _restart(self) -> None:
-        policy = self.service.get("restart")
+        """Compose's default is no restart (Docker's `--restart no`), where the native default is
+        `always`: a one-shot job would otherwise run again and again under `reconcile watch`.
+        `deploy.restart_policy` wins over `restart`, as docker compose applies it (pkg/compose
+        create.go getRestartPolicy, mapRestartPolicyCondition)."""
+        policy, loc = self.service.get("restart"), self.src + ("restart",)
+        deployed = self._deploy_restart_policy()
+        if deployed is not None:
+            if policy is not None:
+                self.out.key_warning(loc, "has no effect here: deploy.restart_policy wins, as in docker compose")
+            policy, loc = deployed
         if policy is None:
+            self._set_from("restart", "no", self.src)
             return
-        loc = self.src + ("restart",)
         if isinstance(policy, str) and policy.startswith("on-failure:"):
             self.out.warn(loc, f"the retry count of {quoted(policy)} has no effect here: "
                                "a failed container is restarted with growing delays (reconcile watch)")
             policy = "on-failure"
         if policy == "unless-stopped":
             self.out.warn(loc, "unless-stopped is read as always: reconcile has no stopped-by-hand state")
-        self._set("restart", _RESTART_POLICIES.get(policy, policy) if isinstance(policy, str) else policy, "restart")
+        self._set_from("restart", _RESTART_POLICIES.get(policy, policy) if isinstance(policy, str) else policy, loc)
+
+    def _deploy_restart_policy(self) -> tuple[object, Loc] | None:
+        """`deploy.restart_policy` as a `restart` value and the field it comes from. docker
+        compose reads its `condition` (none, on-failure, any; a missing one restarts nothing) and
+        `max_attempts`; `delay` and `window` only Swarm reads."""
+        deploy = self.service.get("deploy")
+        restart_policy = deploy.get("restart_policy") if isinstance(deploy, dict) else None
+        loc = self.src + ("deploy", "restart_policy")
+        if restart_policy is None:
+            return None
+        if not isinstance(restart_policy, dict):
+            self.out.error(loc, f"expected a mapping (condition, max_attempts), got {describe_value(restart_policy)}")
+            return None
+        for key in restart_policy:
+            if key in ("delay", "window"):
+                self.out.key_warning(loc + (key,), "has no effect here: docker compose ignores it too "
+                                                   "(a Swarm setting)")
+            elif key == "max_attempts":
+                self.out.key_warning(loc + (key,), "has no effect here: a failed container is restarted with "
+                                                   "growing delays (reconcile watch)")
+            elif key != "condition":
+                self.out.unknown(loc + (str(key),), _RESTART_POLICY_KEYS)
+        if "condition" not in restart_policy:
+            return "no", loc
+        condition = restart_policy["condition"]
+        if not isinstance(condition, str) or condition not in _RESTART_CONDITIONS:
+            self.out.error(loc + ("condition",), f"expected none, on-failure or any, got {describe_value(condition)}")
+            return None
+        return _RESTART_CONDITIONS[condition], loc + ("condition",)
 
     def _networks(self) -> None:
         networks = self.service.get("networks")
@@ -350,8 +396,8 @@ class ServiceMapper:
                 self.out.key_warning(loc + (key,), NO_EFFECT_DEPLOY[key])
             elif key == "replicas" and value != 1:
                 self.out.key_error(loc + (key,), "more than one replica is not supported: declare each container")
-            elif key not in ("resources", "replicas"):
-                self.out.unknown(loc + (str(key),), ("resources", "replicas", *NO_EFFECT_DEPLOY))
+            elif key not in ("resources", "replicas", "restart_policy"):
+                self.out.unknown(loc + (str(key),), ("resources", "replicas", "restart_policy", *NO_EFFECT_DEPLOY))
         return self._mapping_of(deploy.get("resources"), loc + ("resources",), "limits", ("reservations",))
 
     def _mapping_of(self, value: object, loc: Loc, wanted: str, ignored: tuple[str, ...]) -> dict[str, object]:

@@ -203,6 +203,21 @@ BAD: list[tuple[str, str, list[str]]] = [
       "compose.yaml:5:24: services.web.stop_grace_period: expected a duration like '10s', '1m30s' or '500ms', "
       "got an integer (10)",
       "compose.yaml:6:15: services.web.env_file: cannot read env_file 'missing.env': No such file or directory"]),
+    ("restart-policy", """\
+        services:
+          web:
+            image: busybox
+            deploy: {restart_policy: {condition: sometimes, attempts: 3}}
+          db:
+            image: busybox
+            deploy: {restart_policy: on-failure}
+        """,
+     ["compose.yaml:4:42: services.web.deploy.restart_policy.condition: expected none, on-failure or any, got a "
+      "string ('sometimes')",
+      "compose.yaml:4:53: services.web.deploy.restart_policy: unknown field 'attempts' (did you mean "
+      "'max_attempts'?)",
+      "compose.yaml:7:30: services.db.deploy.restart_policy: expected a mapping (condition, max_attempts), got a "
+      "string ('on-failure')"]),
     ("top-level", """\
         name: Shop
         configs: {}

@@ -364,6 +364,7 @@ def test_env_files_and_interpolation_read_as_docker_compose_config_reads_them(tm
         "networks": {"appnet": {"subnet": "10.97.30.0/24"}},
         "containers": {"api": {
             "image": "127.0.0.1:5000/acme/app:1.0",
+            "restart": "no",
             "env": {"DB_POOL": "5", "FEATURE_FLAGS": "search,cart", "GREETING": "hello from .env", "APP_NAME": "api",
                     "PORT": "8000", "LOG_LEVEL": "info", "DOLLAR": "costs $5"},
             "networks": {"appnet": {}},

@@ -50,7 +50,8 @@ def service(text: str) -> dict[str, object]:
     return containers["web"]
 
 
-DEFAULT = {"networks": {"default": {}}}
+DEFAULT = {"restart": "no", "networks": {"default": {}}}
+"""What every service gets unless it says otherwise: Compose restarts nothing by default."""
 
 SERVICES: list[tuple[str, str, dict[str, object]]] = [
     ("image-command-entrypoint", """\
@@ -171,6 +172,30 @@ SERVICES: list[tuple[str, str, dict[str, object]]] = [
         """,
      {"image": "busybox", "pull": "missing", "restart": "no", **DEFAULT, "stop_grace": 90.0,
       "logging": {"driver": "local", "options": {"max-size": "10m", "max-file": "3"}}}),
+    # docker compose reads deploy.restart_policy (over restart:): none, on-failure, any; no
+    # condition restarts nothing (pkg/compose/create.go getRestartPolicy).
+    ("restart-policy-any", """\
+        image: busybox
+        restart: "no"
+        deploy: {restart_policy: {condition: any}}
+        """,
+     {"image": "busybox", **DEFAULT, "restart": "always"}),
+    ("restart-policy-none", """\
+        image: busybox
+        deploy: {restart_policy: {condition: none}}
+        """,
+     {"image": "busybox", **DEFAULT}),
+    ("restart-policy-on-failure", """\
+        image: busybox
+        deploy: {restart_policy: {condition: on-failure, max_attempts: 5}}
+        """,
+     {"image": "busybox", **DEFAULT, "restart": "on-failure"}),
+    ("restart-policy-without-condition", """\
+        image: busybox
+        restart: always
+        deploy: {restart_policy: {max_attempts: 5}}
+        """,
+     {"image": "busybox", **DEFAULT}),
     ("depends-on-and-healthcheck-as-written", """\
         image: busybox
         depends_on: {db: {condition: service_healthy}}
@@ -212,8 +237,8 @@ def test_networks_and_the_stack_name() -> None:
         "name": "shop",
         "networks": {"front": {"subnet": "10.89.1.0/24", "gateway": "10.89.1.254", "mtu": 1400, "bridge": "br-shop"},
                      "back": {"subnet": "10.89.2.0/24", "internal": True}},
-        "containers": {"web": {"image": "busybox", "networks": {"front": {}, "back": {}}},
-                       "db": {"image": "busybox", "networks": {"back": {"ip": "10.89.2.10"}}}}}
+        "containers": {"web": {"image": "busybox", "restart": "no", "networks": {"front": {}, "back": {}}},
+                       "db": {"image": "busybox", "restart": "no", "networks": {"back": {"ip": "10.89.2.10"}}}}}
     assert converted.warnings == []
     Stack.model_validate(converted.native)
 
@@ -247,7 +272,7 @@ def test_dual_stack_networks_map_to_subnet6_and_masquerade_as_docker_does() -> N
                   "ipv6_nat": True},
         "public": {"subnet6": "2001:db8:1::/64", "ipv6_nat": False},
         "back": {"subnet6": "fd00:89:2::/64", "internal": True}}
-    assert converted.native["containers"] == {"web": {"image": "busybox", "networks": {
+    assert converted.native["containers"] == {"web": {"image": "busybox", "restart": "no", "networks": {
         "front": {"ip": "10.89.1.10", "ip6": "fd00:89:1::10"}, "public": {}, "back": {}}}}
     assert converted.warnings == []
     stack = Stack.model_validate(converted.native)
@@ -269,8 +294,8 @@ def test_networks_without_ipam_get_no_subnet_and_services_without_networks_join_
     assert converted.native == {
         "name": "app",
         "networks": {"back": {}, "default": {}},
-        "containers": {"web": {"image": "busybox", "networks": {"default": {}}},
-                       "db": {"image": "busybox", "networks": {"back": {}}}}}
+        "containers": {"web": {"image": "busybox", "restart": "no", "networks": {"default": {}}},
+                       "db": {"image": "busybox", "restart": "no", "networks": {"back": {}}}}}
     stack = Stack.model_validate(converted.native)
     assert [(n.subnet, n.gateway) for n in stack.networks.values()] == [(None, None), (None, None)]
 
@@ -345,13 +370,19 @@ WARNINGS: list[tuple[str, str, list[str]]] = [
         image: busybox
         networks:
           default: {aliases: [www]}
+        restart: always
         deploy:
-          restart_policy: {condition: any}
+          restart_policy: {condition: on-failure, max_attempts: 3, delay: 5s, window: 1m}
           resources:
             reservations: {memory: 1g}
         """,
-     ["services.web.networks.default.aliases: have no effect here: containers reach each other by service name only",
-      "services.web.deploy.restart_policy: has no effect here: it is a Swarm setting",
+     ["services.web.deploy.restart_policy.max_attempts: has no effect here: a failed container is restarted with "
+      "growing delays (reconcile watch)",
+      "services.web.deploy.restart_policy.delay: has no effect here: docker compose ignores it too (a Swarm setting)",
+      "services.web.deploy.restart_policy.window: has no effect here: docker compose ignores it too (a Swarm "
+      "setting)",
+      "services.web.restart: has no effect here: deploy.restart_policy wins, as in docker compose",
+      "services.web.networks.default.aliases: have no effect here: containers reach each other by service name only",
       "services.web.deploy.resources.reservations: has no effect here: reservations are not enforced"]),
     ("port-and-volume-hints", """\
         image: busybox
