@@ -14,7 +14,7 @@ from specs.compose_interpolation import Interpolated, interpolate, interpolate_d
 from specs.compose_map import project_name, to_native
 from specs.compose_report import Collector, ComposeInvalid, Finding
 from specs.compose_service import ComposeContext
-from specs.document import Document, Positions
+from specs.document import Document, Positions, UnreadableText, read_small_text
 from specs.errors import SpecError, SpecErrors
 from specs.origins import Origins
 
@@ -50,7 +50,7 @@ def convert(path: Path, document: Document, environ: Mapping[str, str] | None = 
     interpolated = _interpolated(path, document.data, document.positions, variables)
     warnings = [Finding(loc, message) for loc, message in interpolated.warnings]
     profiles = [p.strip() for p in variables.get(PROFILES_VARIABLE, "").split(",") if p.strip()]
-    context = ComposeContext(str(project_dir), variables, _read_text)
+    context = ComposeContext(str(project_dir), variables, _read_env_file)
     assert isinstance(interpolated.data, dict)  # the loader hands over mappings only
     try:
         converted = to_native(interpolated.data, context, project_dir.name, profiles)
@@ -65,9 +65,11 @@ def convert_name(path: Path, document: Document, environ: Mapping[str, str] | No
     """The native stack of a Compose file reduced to its name, the project name as `convert`
     gives it (`down PATH` needs no more): the rest of the file is neither interpolated nor
     mapped, so a file that has become invalid elsewhere still names its project."""
-    project_dir, variables = _project(path, environ)
     assert isinstance(document.data, dict)  # the loader hands over mappings only
     written = {key: value for key, value in document.data.items() if key == "name"}
+    # `.env` only matters to a name that uses a variable: a broken one elsewhere (a FIFO, a bad
+    # line) must not keep `down` from naming the project.
+    project_dir, variables = _project(path, environ, dotenv="$" in str(written.get("name", "")))
     interpolated = _interpolated(path, written, document.positions, variables)
     assert isinstance(interpolated.data, dict)
     out, native = Collector(), dict[str, object]()
@@ -77,8 +79,9 @@ def convert_name(path: Path, document: Document, environ: Mapping[str, str] | No
     return ComposeStack(native, Origins(out.origins), ())
 
 
-def _project(path: Path, environ: Mapping[str, str] | None) -> tuple[Path, dict[str, str]]:
-    """The project directory and the variables its files are interpolated with."""
+def _project(path: Path, environ: Mapping[str, str] | None, dotenv: bool = True) -> tuple[Path, dict[str, str]]:
+    """The project directory and the variables its files are interpolated with (those of `.env`
+    too unless `dotenv` is false)."""
     if path.name in OVERRIDE_FILE_NAMES:
         raise SpecErrors([SpecError(str(path), 1, 1, (), "override files are not merged: docker compose would "
                                                         "merge this one over the Compose file beside it; merge its "
@@ -86,7 +89,8 @@ def _project(path: Path, environ: Mapping[str, str] | None) -> tuple[Path, dict[
                                                         "project of its own")])
     environment = os.environ if environ is None else environ
     project_dir = path.absolute().parent
-    return project_dir, {**_dotenv(project_dir / DOTENV, environment), **environment}
+    from_dotenv = _dotenv(project_dir / DOTENV, environment) if dotenv else {}
+    return project_dir, {**from_dotenv, **environment}
 
 
 def _interpolated(path: Path, data: object, positions: Positions, variables: Mapping[str, str]) -> Interpolated:
@@ -102,20 +106,21 @@ def _located(name: str, positions: Positions, finding: Finding) -> SpecError:
     return SpecError(name, line, col, finding.loc, finding.message)
 
 
-def _read_text(path: str) -> str:
-    with open(path, encoding="utf-8") as stream:
-        return stream.read()
+def _read_env_file(path: str) -> str:
+    """`.env` and env_file entries, with the guards of stack files: a regular file (a FIFO
+    would hang validate), at most 1 MiB (`env_file: /dev/zero`), UTF-8."""
+    return read_small_text(path, "an env file is a few KiB of KEY=VALUE lines")
 
 
 def _dotenv(path: Path, environment: Mapping[str, str]) -> dict[str, str]:
     """The variables of the `.env` file beside the Compose file (none without one); a value
     may use the environment and the variables defined above it."""
     try:
-        text = _read_text(str(path))
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecErrors([SpecError(str(path), 0, 0, (), f"cannot read the file: {exc}")]) from None
+        text = _read_env_file(str(path))
+    except UnreadableText as exc:
+        if exc.missing:
+            return {}
+        raise SpecErrors([SpecError(str(path), *exc.position, (), exc.message)]) from None
     entries, problems = parse_env_file(text)
     errors = [SpecError(str(path), line, 1, (), message) for line, message in problems]
     variables: dict[str, str] = {}

@@ -4,9 +4,8 @@ be honoured are errors and keys without effect are warnings, each at its key."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import cast
 
 from specs.compose_interpolation import interpolate, parse_env_file
 from specs.compose_keys import (
@@ -28,6 +27,7 @@ from specs.compose_values import (
     short_port,
     short_volume,
 )
+from specs.document import UnreadableText
 from specs.errors import Loc, quoted
 from specs.fields import SubfieldError, describe_value
 
@@ -70,7 +70,7 @@ class ComposeContext:
     variables: Mapping[str, str]
     """The process environment over the `.env` file: `environment: [KEY]` takes KEY from here."""
     read_text: Callable[[str], str]
-    """Reads an env_file (OSError when it cannot)."""
+    """Reads an env_file (UnreadableText when it cannot)."""
 
 
 class ServiceMapper:
@@ -152,11 +152,14 @@ class ServiceMapper:
         env: dict[str, object] = {}
         self.out.origins[self.dst + ("env",)] = self.src
         files = self.service.get("env_file")
-        # a string, a mapping or a list (anything else fails here, as iterating it always did)
-        entries = [files] if isinstance(files, (str, dict)) else cast(Iterable[object], files or [])
-        for index, entry in enumerate(entries):
-            self._env_file(env, entry, self.src + ("env_file",) + ((index,) if not isinstance(files, (str, dict))
-                                                                   else ()))
+        loc = self.src + ("env_file",)
+        if isinstance(files, list):
+            for index, entry in enumerate(files):
+                self._env_file(env, entry, loc + (index,))
+        elif isinstance(files, (str, dict)):
+            self._env_file(env, files, loc)
+        elif files is not None:
+            self.out.error(loc, f"expected a path, a list of paths or {{path, required}}, got {describe_value(files)}")
         self._environment(env)
         if env:
             self.container["env"] = env
@@ -171,9 +174,10 @@ class ServiceMapper:
         full = path if path.startswith("/") else f"{self.context.project_dir}/{path}"
         try:
             text = self.context.read_text(full)
-        except OSError as exc:
-            if required:
-                self.out.error(loc, f"cannot read env_file {quoted(path)}: {exc.strerror or exc}")
+        except UnreadableText as exc:
+            if required or not exc.missing:
+                where = f"{path} line {exc.position[0]}" if exc.position[0] else f"env_file {quoted(path)}"
+                self.out.error(loc, f"cannot read {where}: {exc.message.removeprefix('cannot read the file: ')}")
             return
         entries, errors = parse_env_file(text)
         for line, message in errors:

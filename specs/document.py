@@ -124,25 +124,47 @@ def _fail(name: str, position: Position, loc: Loc, message: str) -> SpecErrors:
 
 def _read_text(path: Path, name: str) -> str:
     try:
-        # Refuse FIFOs and devices before opening: reading one could block forever.
+        return read_small_text(path, "a stack file is a few KiB of YAML")
+    except UnreadableText as exc:
+        raise _fail(name, exc.position, (), exc.message) from None
+
+
+class UnreadableText(Exception):
+    """Why a file cannot be read as text, and where in it ((0, 0): the file as a whole)."""
+
+    def __init__(self, message: str, position: Position = (0, 0), missing: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.position = position
+        self.missing = missing
+        """The file does not exist (an optional file may be left out)."""
+
+
+def read_small_text(path: Path | str, size_hint: str) -> str:
+    """A file of UTF-8 text of at most MAX_FILE_BYTES (stack files, and the files Compose files
+    name: `.env`, env_file); `size_hint` says why a bigger one is a mistake."""
+    try:
+        # Refuse FIFOs and devices before opening: reading one could block forever (a FIFO)
+        # or never end (/dev/zero).
         if not stat.S_ISREG(os.stat(path).st_mode):
-            raise _fail(name, (0, 0), (), "not a regular file")
+            raise UnreadableText("not a regular file")
         with open(path, "rb") as stream:
             raw = stream.read(MAX_FILE_BYTES + 1)
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
-        raise _fail(name, (0, 0), (), f"cannot read the file: {getattr(exc, 'strerror', None) or exc}") from None
+        raise UnreadableText(f"cannot read the file: {getattr(exc, 'strerror', None) or exc}",
+                             missing=isinstance(exc, FileNotFoundError)) from None
     if len(raw) > MAX_FILE_BYTES:
-        raise _fail(name, (0, 0), (), "file is larger than 1 MiB: a stack file is a few KiB of YAML")
+        raise UnreadableText(f"file is larger than 1 MiB: {size_hint}")
     body = raw.removeprefix(codecs.BOM_UTF8)  # editors' UTF-8 signature: no part of the text
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:
         if body.startswith(_UTF16_BOMS):  # Windows editors' "Unicode"
-            raise _fail(name, (1, 1), (), "not UTF-8 text: this file is UTF-16 (it starts with a "
-                                          "UTF-16 byte order mark): save it as UTF-8") from None
+            raise UnreadableText("not UTF-8 text: this file is UTF-16 (it starts with a UTF-16 byte order "
+                                 "mark): save it as UTF-8", (1, 1)) from None
         before = body[:exc.start].decode("utf-8", "replace")
-        raise _fail(name, _text_position(before, len(before)), (),
-                    f"not UTF-8 text: invalid byte 0x{body[exc.start]:02x}") from None
+        raise UnreadableText(f"not UTF-8 text: invalid byte 0x{body[exc.start]:02x}",
+                             _text_position(before, len(before))) from None
 
 
 class _Version12Scanner(RoundTripScanner):

@@ -4,6 +4,7 @@ model finds name the Compose field the value came from."""
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -377,3 +378,38 @@ def test_convert_prints_a_native_stack_file_that_validates(tmp_path: Path, capsy
     assert [f.stack.name for f in load_path(native)] == ["app"]
     assert main(["convert", str(native)]) == 1
     assert capsys.readouterr().err == f"{native}: not a Compose file: it has no top-level services:\n"
+
+
+def test_env_files_are_read_as_stack_files_are(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FIFO would hang validate, /dev/zero eat the memory, and a scalar or non-UTF-8 file
+    escaped without a place: each is an error at its env_file entry (`required: false` only
+    forgives a missing file)."""
+    monkeypatch.delenv("COMPOSE_PROFILES", raising=False)
+    project = tmp_path / "app"
+    project.mkdir()
+    os.mkfifo(project / "fifo.env")
+    (project / "big.env").write_text("A=" + "x" * 1024 * 1024 + "\n")
+    assert error_lines(project, {"latin1.env": b"A=1\nB=caf\xe9\n", "compose.yaml": textwrap.dedent("""\
+        services:
+          fifo: {image: busybox, env_file: [{path: fifo.env, required: false}]}
+          zero: {image: busybox, env_file: /dev/zero}
+          big: {image: busybox, env_file: big.env}
+          one: {image: busybox, env_file: 1}
+          latin: {image: busybox, env_file: latin1.env}
+        """) + NET}) == [
+        "compose.yaml:2:37: services.fifo.env_file[0]: cannot read env_file 'fifo.env': not a regular file",
+        "compose.yaml:3:36: services.zero.env_file: cannot read env_file '/dev/zero': not a regular file",
+        "compose.yaml:4:35: services.big.env_file: cannot read env_file 'big.env': file is larger than 1 MiB: an "
+        "env file is a few KiB of KEY=VALUE lines",
+        "compose.yaml:5:35: services.one.env_file: expected a path, a list of paths or {path, required}, got an "
+        "integer (1)",
+        "compose.yaml:6:37: services.latin.env_file: cannot read latin1.env line 2: not UTF-8 text: invalid byte "
+        "0xe9"]
+
+
+def test_a_dotenv_that_is_no_regular_file_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    project = tmp_path / "app"
+    project.mkdir()
+    os.mkfifo(project / ".env")
+    assert error_lines(project, {"compose.yaml": "services:\n  web: {image: busybox}\n" + NET}) == [
+        f"{project / '.env'}: not a regular file"]

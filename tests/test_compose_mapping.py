@@ -10,7 +10,7 @@ import pytest
 
 from specs.compose_map import normalise_project_name, to_native
 from specs.compose_service import ComposeContext
-from specs.document import parse_fully
+from specs.document import UnreadableText, parse_fully
 from specs.errors import format_loc
 from specs.model import Stack
 
@@ -26,7 +26,7 @@ ENV_FILES = {"/srv/app/web.env": "# comment\nFROM_FILE=1\nSHARED=file\nexport QU
 
 def _read(path: str) -> str:
     if path not in ENV_FILES:
-        raise FileNotFoundError(2, "No such file or directory")
+        raise UnreadableText("cannot read the file: No such file or directory", missing=True)
     return ENV_FILES[path]
 
 

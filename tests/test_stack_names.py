@@ -4,6 +4,7 @@ errors when the file cannot name it, and nothing else of the file judged."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,13 @@ def test_a_directory_names_the_files_it_can(tmp_path: Path) -> None:
     named, errors = name_path(tmp_path)
     assert [(f.path.name, f.name) for f in named] == [("a.yaml", "alpha")]
     assert [str(e) for e in errors] == [f"{tmp_path / 'b.yaml'}:1:1: missing required field 'name'"]
+
+
+def test_dotenv_is_read_only_for_a_name_with_a_variable(tmp_path: Path) -> None:
+    """`down compose.yaml` learns the project name; a `.env` it does not need (a FIFO here,
+    which a read would hang on) is left unread."""
+    directory = tmp_path / "proj"
+    directory.mkdir()
+    os.mkfifo(directory / ".env")
+    (directory / "compose.yaml").write_text("name: shop\nservices: {web: {image: busybox}}\n")
+    assert name_file(directory / "compose.yaml").name == "shop"
