@@ -34,6 +34,8 @@ class Collector:
     origins: dict[Loc, Loc] = field(default_factory=dict)
     errors: list[Finding] = field(default_factory=list)
     warnings: list[Finding] = field(default_factory=list)
+    published_ports: int = 0
+    """Host ports the file's services publish so far (capped: compose_values.MAX_PUBLISHED_PORTS)."""
 
     def put(self, target: dict[str, object], native: Loc, value: object, source: Loc) -> None:
         """`target[native[-1]] = value`, the native field `native` coming from `source`."""

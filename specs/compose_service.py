@@ -17,6 +17,7 @@ from specs.compose_keys import (
 )
 from specs.compose_report import Collector
 from specs.compose_values import (
+    MAX_PUBLISHED_PORTS,
     Parsed,
     docker_bytes,
     duration_seconds,
@@ -338,12 +339,24 @@ class ServiceMapper:
             except ValueError as exc:
                 self.out.error(loc + (index,), str(exc))
                 continue
+            if native == "ports" and not self._within_port_budget(len(parsed.values), loc + (index,)):
+                continue
             for value in parsed.values:
                 self.out.origins[self.dst + (native, len(converted))] = loc + (index,)
                 converted.append(value)
             for warning in parsed.warnings:
                 self.out.warn(loc + (index,), warning)
         self.container[native] = converted
+
+    def _within_port_budget(self, count: int, loc: Loc) -> bool:
+        """Whether `count` more published ports keep the file within MAX_PUBLISHED_PORTS (an
+        error at the entry that would not)."""
+        if self.out.published_ports + count > MAX_PUBLISHED_PORTS:
+            self.out.error(loc, f"the file would publish more than {MAX_PUBLISHED_PORTS} ports with this entry: "
+                                "publish fewer ports")
+            return False
+        self.out.published_ports += count
+        return True
 
     def _ports(self) -> None:
         self._entries("ports", "ports", short_port, long_port)

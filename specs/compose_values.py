@@ -25,6 +25,11 @@ _DURATION_UNITS = {"ns": Decimal("1e-9"), "us": Decimal("1e-6"), "µs": Decimal(
 _BYTES_RE = re.compile(r"(?P<number>[0-9]{1,20}(?:\.[0-9]{1,20})?) ?(?P<unit>[bkmgt]?)b?", re.IGNORECASE)
 _PORT_NUMBERS_RE = re.compile(r"(?P<first>[0-9]{1,5})(?:-(?P<last>[0-9]{1,5}))?")
 PROTOCOLS = ("tcp", "udp")
+MAX_PORT_RANGE = 1024
+"""Ports one `ports:` entry may publish: a range is one native port each (a rule each in the
+kernel), and `1-65535:1-65535` would make 65535 of them from 15 characters."""
+MAX_PUBLISHED_PORTS = 4096
+"""Ports a Compose file may publish in all (each is checked against every other for clashes)."""
 T = TypeVar("T")
 
 
@@ -105,6 +110,9 @@ def _published(host: str, container: str, spec: str) -> list[tuple[int, int]]:
     hosts, containers = _port_range(host, spec), _port_range(container, spec)
     if len(hosts) != len(containers):
         raise ValueError(f"host and container port ranges differ in length in {quoted(spec)}")
+    if len(hosts) > MAX_PORT_RANGE:
+        raise ValueError(f"a range of {len(hosts)} ports in {quoted(spec)}: an entry publishes at most "
+                         f"{MAX_PORT_RANGE} ports")
     return list(zip(hosts, containers))
 
 

@@ -71,6 +71,19 @@ BAD: list[tuple[str, str, list[str]]] = [
       "compose.yaml:4:67: services.web.ports[4]: missing required field 'published': publishing on a random "
       "host port is not supported",
       "compose.yaml:4:105: services.web.ports[5].published: invalid port 'x' in 'x:80'"]),
+    ("port-ranges-are-capped", """\
+        services:
+          web:
+            image: busybox
+            ports: ["1-65535:1-65535", "1-1024:1-1024", "2001-3024:1-1024", "4001-5024:1-1024"]
+          db:
+            image: busybox
+            ports: ["6001-7024:1-1024", "8000:80"]
+        """,
+     ["compose.yaml:4:13: services.web.ports[0]: a range of 65535 ports in '1-65535:1-65535': an entry publishes "
+      "at most 1024 ports",
+      "compose.yaml:7:33: services.db.ports[1]: the file would publish more than 4096 ports with this entry: "
+      "publish fewer ports"]),
     ("volumes", """\
         services:
           web:
