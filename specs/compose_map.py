@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from specs.compose_keys import NO_EFFECT_NETWORK, NO_EFFECT_TOP_LEVEL, NO_EFFECT_VOLUME, UNSUPPORTED_TOP_LEVEL
 from specs.compose_report import Collector, ComposeInvalid, Finding
-from specs.compose_service import DEFAULT_NETWORK, ComposeContext, ServiceMapper
+from specs.compose_service import DEFAULT_NETWORK, ComposeContext, ServiceMapper, uses_default_network
 from specs.errors import Loc, quoted
 from specs.fields import NAME_RULE, VOLUME_DRIVER_KEYS, describe_value, volume_driver_problem
 from specs.names import NAME_PATTERN
@@ -126,10 +126,11 @@ def _networks(out: Collector, native: dict[str, object], declared: object,
         mapped = _network(out, str(key), {} if network is None else network)
         if mapped is not None:
             out.put(networks, ("networks", str(key)), mapped, ("networks", str(key)))
-    on_default = [name for name, service in services.items() if service.get("networks") is None]
+    on_default = [name for name, service in services.items() if uses_default_network(service)]
     if on_default and DEFAULT_NETWORK not in (declared or {}):
-        # Compose makes its default network only for services that list none; its subnet
-        # comes from the pool. An error about it points at the first such service.
+        # Compose makes its default network, undeclared, when a service is on it (one that
+        # lists no networks, or lists default); its subnet comes from the pool. An error about
+        # it points at the first such service.
         out.put(networks, ("networks", DEFAULT_NETWORK), {}, ("services", on_default[0]))
     native["networks"] = networks
 

@@ -33,7 +33,16 @@ from specs.errors import Loc, quoted
 from specs.fields import SubfieldError, describe_value
 
 DEFAULT_NETWORK = "default"
-"""Compose's network for services that list none."""
+"""Compose's network for services that list none; always there to be listed, declared or not."""
+
+
+def uses_default_network(service: Mapping[str, object]) -> bool:
+    """Whether the service is on Compose's `default` network: it lists no networks (none,
+    `[]`, `{}`), or lists `default`."""
+    networks = service.get("networks")
+    if networks is None or networks == [] or networks == {}:
+        return True
+    return isinstance(networks, (list, dict)) and DEFAULT_NETWORK in networks
 
 PASSED_AS_WRITTEN = {"image": "image", "entrypoint": "entrypoint", "command": "command", "read_only": "read_only",
                      "privileged": "privileged", "cap_add": "cap_add", "cap_drop": "cap_drop",
@@ -285,8 +294,9 @@ class ServiceMapper:
         native = self.dst + ("networks",)
         attachments: dict[str, object] = {}
         self.out.origins[native] = self.src if networks is None else loc
-        if networks is None:
-            self.out.put(attachments, native + (DEFAULT_NETWORK,), {}, self.src)
+        if networks is None or networks == [] or networks == {}:
+            # no networks, or none listed: Compose's `default` (compose-go loader/normalize.go)
+            self.out.put(attachments, native + (DEFAULT_NETWORK,), {}, self.src if networks is None else loc)
         elif isinstance(networks, list):
             for index, key in enumerate(networks):
                 self.out.put(attachments, native + (str(key),), {}, loc + (index,))

@@ -300,6 +300,27 @@ def test_networks_without_ipam_get_no_subnet_and_services_without_networks_join_
     assert [(n.subnet, n.gateway) for n in stack.networks.values()] == [(None, None), (None, None)]
 
 
+def test_services_listing_no_networks_or_default_are_on_the_implicit_default() -> None:
+    """Compose attaches a service with `networks: []` or `{}` to `default` (compose-go
+    loader/normalize.go), and `default` exists for any service to list, declared or not."""
+    converted = convert("""\
+        services:
+          a: {image: busybox, networks: []}
+          b: {image: busybox, networks: {}}
+          c: {image: busybox, networks: [default, front]}
+          d: {image: busybox, networks: {front: {}, default: {}}}
+        networks:
+          front: {}
+        """)
+    assert converted.native["networks"] == {"front": {}, "default": {}}
+    containers = converted.native["containers"]
+    assert isinstance(containers, dict)
+    assert {name: container["networks"] for name, container in containers.items()} == {
+        "a": {"default": {}}, "b": {"default": {}}, "c": {"default": {}, "front": {}},
+        "d": {"front": {}, "default": {}}}
+    Stack.model_validate(converted.native)
+
+
 def test_named_volumes_map_to_the_stack_volumes() -> None:
     converted = convert("""\
         services:
