@@ -7,7 +7,7 @@ from pathlib import Path
 from specs.compose import convert, is_compose
 from specs.document import read_document
 from specs.errors import SpecError, SpecErrors
-from specs.loader import load_file
+from specs.loader import load_path
 
 
 def native_document(path: Path) -> tuple[dict[str, object], tuple[SpecError, ...]]:
@@ -16,6 +16,6 @@ def native_document(path: Path) -> tuple[dict[str, object], tuple[SpecError, ...
     document = read_document(path, str(path))
     if not isinstance(document.data, dict) or not is_compose(path, document.data):
         raise SpecErrors([SpecError(str(path), 0, 0, (), "not a Compose file: it has no top-level services:")])
-    load_file(path)  # validates the conversion as the loader does, errors at the Compose fields
+    load_path(path)  # every check validate makes (the stack's own and cross checks), at the Compose fields
     compose = convert(path, document)
     return compose.native, compose.warnings

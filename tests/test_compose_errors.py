@@ -426,3 +426,19 @@ def test_a_dotenv_that_is_no_regular_file_is_an_error_not_a_hang(tmp_path: Path)
     os.mkfifo(project / ".env")
     assert error_lines(project, {"compose.yaml": "services:\n  web: {image: busybox}\n" + NET}) == [
         f"{project / '.env'}: not a regular file"]
+
+
+def test_convert_refuses_what_validate_refuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A stack that validates field by field may still fail validate's checks across fields
+    (a host port published twice): convert prints no stack then, and exits 1."""
+    project = tmp_path / "app"
+    project.mkdir()
+    compose = project / "compose.yaml"
+    compose.write_text("services:\n  web: {image: busybox, ports: ['8080:80']}\n"
+                       "  api: {image: busybox, ports: ['8080:81']}\n" + NET)
+    assert main(["validate", str(compose)]) == 1
+    refused = capsys.readouterr()
+    assert main(["convert", str(compose)]) == 1
+    printed = capsys.readouterr()
+    assert (printed.out, printed.err) == ("", refused.err)
+    assert "services.api.ports[0]: host port 0.0.0.0:8080/tcp conflicts with" in printed.err
