@@ -174,3 +174,24 @@ def _env_value(value: str) -> str:
         return "".join(out)
     comment = re.search(r"\s#", value)
     return (value[:comment.start()] if comment else value).strip()
+
+
+def parse_raw_env_file(text: str) -> tuple[list[EnvLine], list[tuple[int, str]]]:
+    """`env_file` with `format: raw`, read as docker compose reads it (docker run --env-file's
+    parser, docker/cli kvfile): `KEY=VALUE` lines whose value is everything after the first
+    `=`, verbatim (quotes, `$`, trailing blanks); blank and `#` lines skipped; `KEY` alone
+    from the environment. Values come back as templates with their `$` doubled, so
+    interpolation leaves them as written."""
+    entries: list[EnvLine] = []
+    errors: list[tuple[int, str]] = []
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.removesuffix("\r").lstrip()
+        if not line or line.startswith("#"):
+            continue
+        key, equals, value = line.partition("=")
+        key = key.lstrip()
+        if not key or any(blank in key for blank in " \t\n\v\f\r"):
+            errors.append((number, f"expected KEY=VALUE, got {quoted(line)}"))
+            continue
+        entries.append(EnvLine(number, key, value.replace("$", "$$") if equals else None))
+    return entries, errors

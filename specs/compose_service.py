@@ -4,10 +4,12 @@ be honoured are errors and keys without effect are warnings, each at its key."""
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
-from specs.compose_interpolation import interpolate, parse_env_file
+from specs.compose_interpolation import interpolate, parse_env_file, parse_raw_env_file
 from specs.compose_keys import (
     NO_EFFECT_ATTACHMENT,
     NO_EFFECT_DEPLOY,
@@ -66,6 +68,7 @@ Docker's)."""
 _RESTART_POLICY_KEYS = ("condition", "max_attempts", "delay", "window")
 _LOG_DRIVERS = ("json-file", "local")
 _STOP_SIGNALS = ("SIGTERM", "TERM", "15")
+ENV_FILE_KEYS = ("path", "required", "format")
 _LIMIT_KEYS = {"memory": "memory", "cpus": "cpus", "pids": "pids"}
 ATTACHMENT_ADDRESSES = {"ipv4_address": "ip", "ipv6_address": "ip6"}
 """A service's static addresses on a network, and the attachment fields they become."""
@@ -175,11 +178,22 @@ class ServiceMapper:
             self.container["env"] = env
 
     def _env_file(self, env: dict[str, object], entry: object, loc: Loc) -> None:
-        path, required = entry, True
+        """One env_file entry into `env`. A value may use the variables of the lines above it
+        and of the files before it, then the environment (compose-go: dotenv.expandVariables
+        and the resolver of WithServicesEnvironmentResolved)."""
+        path, required, raw = entry, True, False
         if isinstance(entry, dict):
-            path, required = entry.get("path"), entry.get("required", True)
+            for key in entry:
+                if key not in ENV_FILE_KEYS:
+                    self.out.unknown(loc + (str(key),), ENV_FILE_KEYS)
+            path, required, file_format = entry.get("path"), entry.get("required", True), entry.get("format")
+            if file_format is not None and file_format != "raw":
+                self.out.error(loc + ("format",), "expected raw (each line's value verbatim), or no format "
+                                                  f"(Compose's own syntax), got {describe_value(file_format)}")
+                return
+            raw = file_format == "raw"
         if not isinstance(path, str) or not isinstance(required, bool):
-            self.out.error(loc, f"expected a path or {{path, required}}, got {describe_value(entry)}")
+            self.out.error(loc, f"expected a path or {{path, required, format}}, got {describe_value(entry)}")
             return
         full = path if path.startswith("/") else f"{self.context.project_dir}/{path}"
         try:
@@ -189,18 +203,20 @@ class ServiceMapper:
                 where = f"{path} line {exc.position[0]}" if exc.position[0] else f"env_file {quoted(path)}"
                 self.out.error(loc, f"cannot read {where}: {exc.message.removeprefix('cannot read the file: ')}")
             return
-        entries, errors = parse_env_file(text)
+        entries, errors = parse_raw_env_file(text) if raw else parse_env_file(text)
         for line, message in errors:
             self.out.error(loc, f"{path} line {line}: {message}")
+        # env holds the env files' values alone so far (strings): they come before the environment
+        lookup = ChainMap(cast(dict[str, str], env), dict(self.context.variables))
         for item in entries:
-            value = self.context.variables.get(item.key) if item.value is None else self._expand(item.value, loc)
+            value = lookup.get(item.key) if item.value is None else self._expand(item.value, loc, lookup)
             if value is not None:
                 self.out.put(env, self.dst + ("env", item.key), value, loc)
 
-    def _expand(self, template: str, loc: Loc) -> str | None:
+    def _expand(self, template: str, loc: Loc, variables: Mapping[str, str] | None = None) -> str | None:
         unset: list[str] = []
         try:
-            value = interpolate(template, self.context.variables, unset)
+            value = interpolate(template, self.context.variables if variables is None else variables, unset)
         except ValueError as exc:
             self.out.error(loc, str(exc))
             return None

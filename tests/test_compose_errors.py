@@ -232,6 +232,15 @@ BAD: list[tuple[str, str, list[str]]] = [
       "'max_attempts'?)",
       "compose.yaml:7:30: services.db.deploy.restart_policy: expected a mapping (condition, max_attempts), got a "
       "string ('on-failure')"]),
+    ("env-file-entries", """\
+        services:
+          web:
+            image: busybox
+            env_file: [{path: a.env, required: false, optional: true}, {path: a.env, format: json}]
+        """,
+     ["compose.yaml:4:47: services.web.env_file[0]: unknown field 'optional'",
+      "compose.yaml:4:86: services.web.env_file[1].format: expected raw (each line's value verbatim), or no "
+      "format (Compose's own syntax), got a string ('json')"]),
     ("top-level", """\
         name: Shop
         configs: {}

@@ -21,7 +21,9 @@ networks:
       config: [{subnet: 10.89.0.0/24}]
 """
 ENV_FILES = {"/srv/app/web.env": "# comment\nFROM_FILE=1\nSHARED=file\nexport QUOTED=\"a b\"\nLITERAL='$X'\n",
-             "/etc/extra.env": "EXTRA=yes\n"}
+             "/etc/extra.env": "EXTRA=yes\n",
+             "/srv/app/chain.env": "A=1\nB=${A}2\nC=${FROM_FILE}-${X}\nSHARED=${SHARED}+chain\n",
+             "/srv/app/raw.env": "  RAW='$X' \"q\" \r\n# comment\nEMPTY=\nNOT_SET\nFROM_SHELL\n"}
 
 
 def _read(path: str) -> str:
@@ -92,6 +94,15 @@ SERVICES: list[tuple[str, str, dict[str, object]]] = [
         """,
      {"image": "busybox", "env": {"FROM_FILE": "1", "SHARED": "environment", "QUOTED": "a b", "LITERAL": "$X",
                                   "EXTRA": "yes"}, **DEFAULT}),
+    # compose-go expands an env file's value against the lines above and the files before
+    # (dotenv.expandVariables), then the environment; `format: raw` takes values verbatim.
+    ("env-file-chained-and-raw", """\
+        image: busybox
+        env_file: [web.env, chain.env, {path: raw.env, format: raw}]
+        """,
+     {"image": "busybox", "env": {"FROM_FILE": "1", "SHARED": "file+chain", "QUOTED": "a b", "LITERAL": "$X",
+                                  "A": "1", "B": "12", "C": "1-x", "RAW": "'$X' \"q\" ", "EMPTY": "",
+                                  "FROM_SHELL": "shell"}, **DEFAULT}),
     ("env-file-string", """\
         image: busybox
         env_file: web.env
