@@ -10,7 +10,7 @@ warning, and only values are interpolated, never keys.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from specs.errors import Loc, quoted
@@ -43,6 +43,8 @@ def interpolate_document(data: object, variables: Mapping[str, str], loc: Loc = 
         unset: list[str] = []
         try:
             value = interpolate(data, variables, unset)
+            if value != data:
+                value = _cast(loc, value)
         except ValueError as exc:
             result.errors.append((loc, str(exc)))
             value = data
@@ -51,6 +53,69 @@ def interpolate_document(data: object, variables: Mapping[str, str], loc: Loc = 
         value = data
     result.data = value
     return result
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise ValueError(f"expected true or false, got {quoted(text)} (after interpolation)")
+    return text.lower() == "true"
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text.strip(), 10)
+    except ValueError:
+        raise ValueError(f"expected an integer, got {quoted(text)} (after interpolation)") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a number, got {quoted(text)} (after interpolation)") from None
+
+
+ANY = "*"
+"""In a path of CASTS: any key or index."""
+
+CASTS: dict[tuple[str, ...], Callable[[str], object]] = {
+    ("services", ANY, "read_only"): _boolean,
+    ("services", ANY, "privileged"): _boolean,
+    ("services", ANY, "init"): _boolean,
+    ("services", ANY, "tty"): _boolean,
+    ("services", ANY, "stdin_open"): _boolean,
+    ("services", ANY, "oom_kill_disable"): _boolean,
+    ("services", ANY, "healthcheck", "disable"): _boolean,
+    ("services", ANY, "healthcheck", "retries"): _integer,
+    ("services", ANY, "pids_limit"): _integer,
+    ("services", ANY, "scale"): _integer,
+    ("services", ANY, "cpus"): _float,
+    ("services", ANY, "ports", ANY, "target"): _integer,
+    ("services", ANY, "deploy", "replicas"): _integer,
+    ("services", ANY, "deploy", "restart_policy", "max_attempts"): _integer,
+    ("services", ANY, "depends_on", ANY, "required"): _boolean,
+    ("services", ANY, "depends_on", ANY, "restart"): _boolean,
+    ("services", ANY, "env_file", ANY, "required"): _boolean,
+    ("services", ANY, "volumes", ANY, "read_only"): _boolean,
+    ("services", ANY, "volumes", ANY, "bind", "create_host_path"): _boolean,
+    ("services", ANY, "volumes", ANY, "volume", "nocopy"): _boolean,
+    ("networks", ANY, "external"): _boolean,
+    ("networks", ANY, "internal"): _boolean,
+    ("networks", ANY, "attachable"): _boolean,
+    ("networks", ANY, "enable_ipv6"): _boolean,
+    ("volumes", ANY, "external"): _boolean,
+}
+"""Fields that are not strings, by path: an interpolated value there is cast, as compose-go
+casts it (loader/interpolate.go interpolateTypeCastMapping), so `read_only: ${RO:-true}` is
+true, not the string 'true'. A value written without a variable is never cast."""
+
+
+def _cast(loc: Loc, value: str) -> object:
+    """An interpolated value, cast to what its field holds (ValueError when it cannot be)."""
+    for path, cast in CASTS.items():
+        if len(path) == len(loc) and all(part in (ANY, step) for part, step in zip(path, loc)):
+            return cast(value)
+    return value
 
 
 def interpolate(text: str, variables: Mapping[str, str], unset: list[str]) -> str:

@@ -104,3 +104,45 @@ def test_interpolation_problems_are_located(tmp_path: Path, monkeypatch: pytest.
         "as a blank string",
         "compose.yaml:5:58: services.web.environment.WINNER: variable BOTH is not set: it is read as a blank "
         "string"]
+
+
+TYPED = """\
+services:
+  web:
+    image: busybox
+    read_only: ${RO:-true}
+    privileged: ${PRIV:-FALSE}
+    pids_limit: ${PIDS:-100}
+    cpus: ${CPUS:-0.5}
+    mem_limit: ${MEM:-1GiB}
+    healthcheck: {test: ["CMD", "true"], retries: "${RETRIES:-5}"}
+    ports: [{target: "${TARGET:-80}", published: "${PUBLISHED:-8080}"}]
+    environment: {FLAG: "${FLAG:-true}"}
+networks:
+  default:
+    internal: ${INTERNAL:-false}
+    ipam: {config: [{subnet: 10.89.0.0/24}]}
+"""
+
+
+def test_interpolated_values_are_cast_by_their_field_as_compose_go_does(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """compose-go casts a value interpolation changed by its path (interpolateTypeCastMapping):
+    `read_only: ${RO:-true}` is true; an environment value stays a string."""
+    project = tmp_path / "app"
+    project.mkdir()
+    for name in ("RO", "PRIV", "PIDS", "CPUS", "MEM", "RETRIES", "TARGET", "PUBLISHED", "FLAG", "INTERNAL"):
+        monkeypatch.delenv(name, raising=False)
+    [stack_file] = load_text(project, TYPED, "compose.yaml")
+    web = stack_file.stack.containers["web"]
+    assert (web.read_only, web.privileged, web.resources.pids, web.resources.cpus, web.resources.memory) == (
+        True, False, 100, 0.5, 1024**3)
+    assert web.healthcheck is not None and web.healthcheck.retries == 5
+    assert (web.ports[0].host, web.ports[0].container, web.env) == (8080, 80, {"FLAG": "true"})
+    assert stack_file.stack.networks["default"].internal is False
+    monkeypatch.setenv("RO", "maybe")
+    monkeypatch.setenv("RETRIES", "five")
+    assert error_lines(project, {"compose.yaml": TYPED}) == [
+        "compose.yaml:4:16: services.web.read_only: expected true or false, got 'maybe' (after interpolation)",
+        "compose.yaml:9:51: services.web.healthcheck.retries: expected an integer, got 'five' (after "
+        "interpolation)"]

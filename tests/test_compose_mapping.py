@@ -165,6 +165,12 @@ SERVICES: list[tuple[str, str, dict[str, object]]] = [
             limits: {cpus: '0.25', memory: 1gb, pids: 50}
         """,
      {"image": "busybox", **DEFAULT, "resources": {"memory": 1024**3, "cpus": 0.25, "pids": 50}}),
+    ("binary-unit-sizes", """\
+        image: busybox
+        mem_limit: 1GiB
+        deploy: {resources: {limits: {memory: 1024mi}}}
+        """,
+     {"image": "busybox", **DEFAULT, "resources": {"memory": 1024**3}}),
     ("no-limits", """\
         image: busybox
         cpus: 0
