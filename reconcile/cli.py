@@ -19,17 +19,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
-from reconcile.engine import images
-from reconcile.engine.settings import DEFAULT_SUBNET_POOL, Settings
-from state.images import ImageError, PullEvent
+from reconcile.engine.settings import (
+    DEFAULT_CGROUP_PARENT,
+    DEFAULT_STATE_DIR,
+    DEFAULT_SUBNET_POOL,
+    FIREWALL_BACKENDS,
+    Settings,
+    SettingsError,
+)
 from state.subnets import SubnetPool
 
 if TYPE_CHECKING:
     from reconcile.engine.session import Session
+    from state.images import PullEvent
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2  # `diff` only: the host differs from the spec
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process SIGINT ended (128 + 2)
 
 
 class UsageError(Exception):
@@ -60,7 +67,7 @@ def _common() -> _Parser:
     common.add_argument("--subnet-pool", type=_subnet_pool, default=argparse.SUPPRESS, metavar="base=CIDR,size=N",
                         help="where networks without a subnet get one (env RECONCILE_SUBNET_POOL, "
                              f"default {DEFAULT_SUBNET_POOL})")
-    common.add_argument("--firewall-backend", choices=("auto", "nftables", "iptables"), default=argparse.SUPPRESS,
+    common.add_argument("--firewall-backend", choices=FIREWALL_BACKENDS, default=argparse.SUPPRESS,
                         help="netfilter backend for published ports and isolation (env "
                              "RECONCILE_FIREWALL_BACKEND, default auto: nftables when nft works here, iptables "
                              "under a foreign FORWARD DROP policy)")
@@ -321,6 +328,8 @@ def _pull_progress(stream: TextIO, as_json: bool) -> Callable[[PullEvent], None]
 
 
 def cmd_image(args: argparse.Namespace, settings: Settings) -> int:
+    from reconcile.engine import images
+
     as_json = args.output == "json"
     if args.image_verb == "pull":
         image = images.pull(args.reference, settings, _pull_progress(sys.stdout, as_json))
@@ -386,7 +395,8 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_ERROR
 
 
-ENGINES = {"validate": "specs.loader", "convert": "specs.loader", "diff": "reconcile.engine.verbs",
+ENGINES = {"validate": "specs.loader", "convert": "specs.loader", "schema": "specs.model",
+           "image": "reconcile.engine.images", "diff": "reconcile.engine.verbs",
            "apply": "reconcile.engine.verbs", "down": "reconcile.engine.verbs", "status": "reconcile.engine.status",
            "logs": "reconcile.engine.containers", "exec": "reconcile.engine.containers", "watch": "reconcile.watch.run"}
 """The bulk of what a verb imports, imported before the collector is frozen."""
@@ -395,6 +405,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "status": cmd_status, "schema": cmd_schema, "logs": cmd_logs, "exec": cmd_exec,
     "watch": cmd_watch, "image": cmd_image, "convert": cmd_convert,
 }
+OFFLINE = frozenset({"validate", "convert", "schema"})
+"""Verbs that read only their input: no state dir, cgroup, pool or backend of the host, so a
+bad RECONCILE_* variable cannot stop them (they run with the defaults, which they never read)."""
 
 
 def _report_errors(lines: Sequence[str], as_json: bool, kind: str, verb: str | None) -> None:
@@ -430,7 +443,22 @@ def _usage_error(exc: UsageError, argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """The whole run: a Ctrl-C at any moment (the verb's engine takes ~0.2 s to import) ends it
+    with 130 and no traceback, and a reader gone (`reconcile status | head`) quietly with 1,
+    whatever was printing then, an error's report included."""
+    try:
+        code = _run(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()  # here, not at the interpreter's exit, where a broken pipe is a traceback
+        return code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Keep the interpreter from failing again while flushing stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+
+
+def _run(argv: Sequence[str]) -> int:
     try:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
@@ -443,22 +471,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.freeze()
     args.output = getattr(args, "output", "text")
     debug = getattr(args, "debug", False)
-    settings = Settings.resolve(getattr(args, "state_dir", None), getattr(args, "cgroup_parent", None),
-                                getattr(args, "subnet_pool", None), getattr(args, "firewall_backend", None))
     as_json = args.output == "json"
     try:
+        settings = _settings(args)
+    except SettingsError as exc:
+        return _usage_error(UsageError(f"reconcile {args.verb}", "", str(exc)), argv)
+    try:
         return COMMANDS[args.verb](args, settings)
-    except KeyboardInterrupt:
-        return 130
     except BrokenPipeError:
-        # The reader went away (`reconcile status | head`): stop quietly, like any Unix tool,
-        # and keep the interpreter from failing again while flushing stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_ERROR
+        raise  # the reader went away: nothing to report, and nowhere to (main)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
         kind, lines = _failure(exc, debug)
         _report_errors(lines, as_json, kind, args.verb)
     return EXIT_ERROR
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """The host's settings, from the flags and the environment (SettingsError: a bad variable)."""
+    if args.verb in OFFLINE:
+        return Settings(Path(DEFAULT_STATE_DIR), DEFAULT_CGROUP_PARENT)
+    return Settings.resolve(getattr(args, "state_dir", None), getattr(args, "cgroup_parent", None),
+                            getattr(args, "subnet_pool", None), getattr(args, "firewall_backend", None))
 
 
 def _failure(exc: Exception, debug: bool) -> tuple[str, list[str]]:
@@ -470,6 +503,7 @@ def _failure(exc: Exception, debug: bool) -> tuple[str, list[str]]:
     from reconcile.engine.session import NotConverged
     from reconcile.engine.verbs import InvalidStackFiles
     from specs.errors import SpecErrors
+    from state.images import ImageError
 
     if isinstance(exc, InvalidStackFiles):
         return "invalid spec", [*(str(e) for e in exc.errors), exc.hint]
@@ -481,4 +515,8 @@ def _failure(exc: Exception, debug: bool) -> tuple[str, list[str]]:
         return "failed", [f"error: {exc}"]
     if debug:
         traceback.print_exc()
-    return "internal", [f"error: {type(exc).__name__}: {exc}" if debug else f"error: {exc}"]
+    # A message alone says enough (`error: [Errno 28] No space left on device`), but some
+    # exceptions carry none: then their type is all there is to say.
+    message = str(exc)
+    return "internal", [f"error: {type(exc).__name__}: {message}" if debug and message
+                        else f"error: {message or type(exc).__name__}"]

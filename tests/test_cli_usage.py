@@ -3,11 +3,19 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from reconcile import cli
 from reconcile.cli import EXIT_ERROR, main
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("argv", [["diff"], ["apply", "--bogus", "x"], ["frobnicate"], ["image", "pull"],
@@ -33,3 +41,68 @@ def test_other_usage_errors_under_json_are_a_json_document(capsys: pytest.Captur
     document = json.loads(capsys.readouterr().out)
     assert document == {"error": "usage", "messages": ["reconcile diff: error: the following arguments are "
                                                        "required: path"]}
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("RECONCILE_SUBNET_POOL", "bogus", "RECONCILE_SUBNET_POOL='bogus': expected base=CIDR[,size=PREFIX-LENGTH], "
+                                       "e.g. base=10.89.0.0/16,size=24"),
+    ("RECONCILE_DEPENDS_TIMEOUT", "5s", "RECONCILE_DEPENDS_TIMEOUT='5s': expected a number of seconds"),
+    ("RECONCILE_FIREWALL_BACKEND", "pf", "RECONCILE_FIREWALL_BACKEND='pf': expected one of auto, nftables, iptables"),
+])
+def test_a_bad_environment_variable_is_a_usage_error_naming_it(
+        variable: str, value: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Before any verb runs: nothing touched (not even the state dir made), no traceback."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("RECONCILE_STATE_DIR", str(state))
+    monkeypatch.setenv(variable, value)
+    assert main(["down", "--stack", "demo"]) == EXIT_ERROR
+    assert capsys.readouterr().err == f"reconcile down: error: {message}\n"
+    assert main(["status", "-o", "json"]) == EXIT_ERROR
+    assert json.loads(capsys.readouterr().out) == {"error": "usage",
+                                                   "messages": [f"reconcile status: error: {message}"]}
+    assert not state.exists()
+    # Verbs that read only their input do not need the host's settings at all.
+    (tmp_path / "s.yaml").write_text("name: demo\n")
+    assert main(["validate", str(tmp_path / "s.yaml")]) == 0
+    assert main(["schema"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_reader_gone_ends_any_output_quietly(tmp_path: Path) -> None:
+    """`reconcile ... | head -n0`: an error's report (JSON on stdout) or a verb's output to a
+    closed pipe ends the run with 1 and no traceback, as any Unix tool."""
+    for argv in (["validate", "-o", "json", str(tmp_path / "nonexist.yaml")], ["schema"], ["-o", "json", "diff"]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            result = subprocess.run([sys.executable, "-m", "reconcile", *argv], stdout=write_end,
+                                    stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        finally:
+            os.close(write_end)
+        assert (result.returncode, "Traceback" in result.stderr) == (EXIT_ERROR, False), (argv, result.stderr)
+
+
+def test_ctrl_c_at_any_moment_ends_with_130_and_no_traceback(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """While the verb's engine is imported (its first ~0.3 s), as during the verb."""
+    def interrupted(name: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    try:
+        code = main(["status"])
+    except KeyboardInterrupt:  # would end the test session, as it ended the user's with a traceback
+        pytest.fail("the interrupt escaped main")
+    assert code == 130
+    assert capsys.readouterr().err == ""
+
+
+def test_an_unexpected_error_without_a_message_is_named_by_its_type(monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    def failing(args: object, settings: object) -> int:
+        raise AssertionError
+
+    monkeypatch.setitem(cli.COMMANDS, "schema", failing)
+    assert main(["schema"]) == EXIT_ERROR
+    assert capsys.readouterr().err == "error: AssertionError\n"

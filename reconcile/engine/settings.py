@@ -22,6 +22,14 @@ DEFAULT_SUBNET_POOL = "base=10.89.0.0/16,size=24"
 network's): 256 networks of 253 containers each, in private space Docker does not use."""
 
 
+FIREWALL_BACKENDS = ("auto", "nftables", "iptables")
+
+
+class SettingsError(ValueError):
+    """A setting from the environment that cannot be used: the CLI reports it as a usage error
+    naming the variable (exit 1), before any verb runs."""
+
+
 @dataclass(frozen=True)
 class Settings:
     state_dir: Path
@@ -40,23 +48,23 @@ class Settings:
     @classmethod
     def resolve(cls, state_dir: str | None, cgroup_parent: str | None,
                 subnet_pool: str | None = None, firewall_backend: str | None = None) -> Settings:
-        """Flag, then environment, then default."""
+        """Flag, then environment, then default. A flag's value was checked by its parser; a
+        variable's is checked here (SettingsError naming it)."""
         return cls(
             state_dir=Path(state_dir or os.environ.get("RECONCILE_STATE_DIR") or DEFAULT_STATE_DIR),
             cgroup_parent=(cgroup_parent or os.environ.get("RECONCILE_CGROUP_PARENT")
                            or DEFAULT_CGROUP_PARENT),
             insecure_registries=frozenset(
                 r.strip() for r in os.environ.get("RECONCILE_INSECURE_REGISTRIES", "").split(",") if r.strip()),
-            depends_timeout=_seconds(os.environ.get("RECONCILE_DEPENDS_TIMEOUT"), DEFAULT_DEPENDS_TIMEOUT),
-            subnet_pool=SubnetPool.parse(subnet_pool or os.environ.get("RECONCILE_SUBNET_POOL")
-                                         or DEFAULT_SUBNET_POOL),
-            firewall_backend=(firewall_backend or os.environ.get("RECONCILE_FIREWALL_BACKEND")
-                              or DEFAULT_FIREWALL_BACKEND),
+            depends_timeout=_seconds("RECONCILE_DEPENDS_TIMEOUT", DEFAULT_DEPENDS_TIMEOUT),
+            subnet_pool=_subnet_pool(subnet_pool),
+            firewall_backend=_firewall_backend(firewall_backend),
         )
 
 
-def _seconds(text: str | None, default: float) -> float:
-    """A number of seconds from the environment; one that is not is a usage error (ValueError)."""
+def _seconds(variable: str, default: float) -> float:
+    """A number of seconds from the environment."""
+    text = os.environ.get(variable)
     if not text:
         return default
     try:
@@ -64,5 +72,20 @@ def _seconds(text: str | None, default: float) -> float:
     except ValueError:
         seconds = -1.0
     if not 0 <= seconds < float("inf"):
-        raise ValueError(f"RECONCILE_DEPENDS_TIMEOUT={text!r}: expected a number of seconds")
+        raise SettingsError(f"{variable}={text!r}: expected a number of seconds")
     return seconds
+
+
+def _subnet_pool(flag: str | None) -> SubnetPool:
+    text = flag or os.environ.get("RECONCILE_SUBNET_POOL") or DEFAULT_SUBNET_POOL
+    try:
+        return SubnetPool.parse(text)
+    except ValueError as exc:
+        raise SettingsError(f"RECONCILE_SUBNET_POOL={exc}") from None
+
+
+def _firewall_backend(flag: str | None) -> str:
+    backend = flag or os.environ.get("RECONCILE_FIREWALL_BACKEND") or DEFAULT_FIREWALL_BACKEND
+    if backend not in FIREWALL_BACKENDS:
+        raise SettingsError(f"RECONCILE_FIREWALL_BACKEND={backend!r}: expected one of {', '.join(FIREWALL_BACKENDS)}")
+    return backend
