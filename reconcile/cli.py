@@ -251,20 +251,25 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
     """A stack named with --stack that this host does not know is an error (a typo must not
-    pass for a teardown), after the others are removed; a file's stack already gone is not."""
+    pass for a teardown), after the others are removed; a file's stack already gone is not, but
+    is said plainly: "The host matches the spec" of a stack never looked for misled."""
     from reconcile.engine import render, verbs
 
     names = args.stack or verbs.stacks_in(args.path, settings)
     done = verbs.down(names, settings, remove_volumes=args.volumes)
     unknown = [f"error: no stack named '{name}' on this host (no kernel object carries its mark, the state "
                "store has no record of it)" for name in done.unknown] if args.stack else []
+    absent = [] if args.stack else list(done.unknown)
     if args.output == "json":
         _print_json({**render.plan_json(done.plan), "applied": True,
                      **render.volumes_json(done.volumes_removed, done.volumes_kept),
+                     **({"absent": absent} if absent else {}),
                      **({"error": "unknown stack", "messages": unknown} if unknown else {})})
         return EXIT_ERROR if unknown else EXIT_OK
-    if len(unknown) < len(names):
+    if len(done.unknown) < len(names) or not done.plan.empty:
         render.emit(render.format_applied(done.plan, render.use_colour(sys.stdout)))
+    for name in absent:
+        print(f"stack '{name}': nothing of it on this host")
     render.emit_volumes(done.volumes_removed, done.volumes_kept)
     for line in unknown:
         print(line, file=sys.stderr)

@@ -130,7 +130,7 @@ def test_down_of_an_unknown_stack_is_an_error_naming_it(sandbox: Sandbox) -> Non
     assert document["error"] == "unknown stack" and "'nope'" in document["messages"][0]
     assert sandbox.our_links() == []
     again = sandbox.reconcile("down", path)  # a file's stack that is already gone: nothing to do
-    assert (again.returncode, again.stdout) == (0, "No changes. The host matches the spec.\n")
+    assert (again.returncode, again.stdout) == (0, "stack 'demo': nothing of it on this host\n")
 
 
 def test_down_of_a_file_invalid_since_it_was_applied_removes_its_stack(sandbox: Sandbox) -> None:

@@ -41,6 +41,14 @@ def same_file(a: Path, b: Path) -> bool:
         return a.absolute() == b.absolute()
 
 
+def applied_from(source: Path, path: Path) -> bool:
+    """Whether a stack applied from `source` came from `path`: that file, or a stack file of
+    that directory (its files as the loader reads them: not those of its subdirectories)."""
+    if path.is_dir():
+        return same_file(source.parent, path)
+    return same_file(source, path)
+
+
 def _claim(path: Path, name: str) -> str | None:
     """How the file at `path` still claims stack `name`, or None when it no longer does."""
     if not path.is_file():

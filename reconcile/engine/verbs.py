@@ -16,7 +16,7 @@ from specs.errors import SpecErrors
 from specs.loader import NamedFile, StackFile, load_path, name_path
 from state import volumes
 from state.lock import exclusive
-from state.store import Store
+from state.store import StackRecord, Store
 
 
 def diff(path: Path, settings: Settings, take_over: bool = False) -> Plan:
@@ -61,13 +61,17 @@ def _check_sources(files: Sequence[NamedFile], settings: Settings, take_over: bo
     taken over."""
     if take_over:
         return
-    store = Store.open_readonly(settings.state_dir)
-    try:
-        errors = sources.claimed_elsewhere(files, store.stacks(), remedy)
-    finally:
-        store.close()
+    errors = sources.claimed_elsewhere(files, _stack_records(settings), remedy)
     if errors:
         raise SpecErrors(errors)
+
+
+def _stack_records(settings: Settings) -> list[StackRecord]:
+    store = Store.open_readonly(settings.state_dir)
+    try:
+        return store.stacks()
+    finally:
+        store.close()
 
 
 class InvalidStackFiles(SpecErrors):
@@ -80,17 +84,24 @@ class InvalidStackFiles(SpecErrors):
 
 
 def stacks_in(path: Path, settings: Settings) -> list[str]:
-    """The stacks `down PATH` removes, named by their files alone (a file that has become
-    invalid elsewhere since it was applied still names its stack): not one another file still
-    declares (by name, then)."""
+    """The stacks `down PATH` removes: those its files name, by their files alone (a file that
+    has become invalid elsewhere since it was applied still names its stack), and those last
+    applied from its files whatever these name now (a `name:` edited since, a Compose file that
+    lost its `name:` and so names its directory): not one another file still declares (by
+    name, then). A file that cannot name its stack is an error, unless a stack was applied from
+    it: that one is removed."""
+    records = _stack_records(settings)
     try:
         files, errors = name_path(path)
-    except SpecErrors as exc:  # no file to read
-        raise InvalidStackFiles(exc, []) from None
-    if errors:
-        raise InvalidStackFiles(SpecErrors(errors), [f.name for f in files])
+    except SpecErrors as exc:  # no file to read (an empty directory, one that cannot be listed)
+        files, errors = [], exc.errors
+    applied_here = [r for r in records if sources.applied_from(Path(r.source), path)]
+    unexplained = [e for e in errors if not any(sources.applied_from(Path(r.source), Path(e.file))
+                                                for r in applied_here)]
+    if unexplained:
+        raise InvalidStackFiles(SpecErrors(unexplained), [f.name for f in files])
     _check_sources(files, settings, take_over=False, remedy="remove it by name: reconcile down --stack {name}")
-    return list(dict.fromkeys(f.name for f in files))
+    return list(dict.fromkeys([*(f.name for f in files), *(r.name for r in applied_here)]))
 
 
 @dataclass(frozen=True)
