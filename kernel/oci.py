@@ -22,6 +22,7 @@ hook, which crun runs in its own namespace).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -141,10 +142,12 @@ class Runtime:
             return ["nsenter", f"--mount={self.namespace_pin}", "--", *run]
         return run
 
-    def exec_command(self, container_id: str, process_file: Path, pid_file: Path) -> list[str]:
+    def exec_command(self, container_id: str, process_file: Path, pid_file: Path, log_file: Path) -> list[str]:
         """Run the process described in `process_file` (an OCI process object) in the container:
-        crun joins its namespaces and cgroups and loads its seccomp filter."""
-        return [*self._crun(), "exec", "--process", str(process_file), "--pid-file", str(pid_file), container_id]
+        crun joins its namespaces and cgroups and loads its seccomp filter. Its own errors go to
+        `log_file` too (JSON lines; still to stderr, for the user): exec_status reads them."""
+        return [*self._crun(), f"--log=file:{log_file}", "--log-format=json", "exec", "--process", str(process_file),
+                "--pid-file", str(pid_file), container_id]
 
     def ids(self) -> list[str]:
         """Containers the runtime has state for (running or not)."""
@@ -165,3 +168,36 @@ class Runtime:
                               capture_output=True, text=True)
         if proc.returncode != 0 and self.has_state(container_id):
             raise OCIError(f"crun delete {container_id}: {proc.stderr.strip()}")
+
+
+EXEC_NOT_FOUND = 127
+EXEC_CANNOT_RUN = 126
+_RUNTIME_FAILED = 255
+
+
+def exec_status(status: int, log_file: Path) -> int:
+    """The exit status of an exec as `docker exec` (and a shell) gives it. crun ends with 255
+    both when the command exited 255 and when the command never started; only then has it
+    logged an error: a command not found is 127 ("executable file `x` not found in $PATH", for
+    a path too), any other start failure 126 ("open executable: Permission denied", a
+    directory, a bad workdir). Any other status is the command's own (3, 137, 143, ...)."""
+    if status != _RUNTIME_FAILED:
+        return status
+    try:
+        lines = log_file.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return status
+    errors = [record.get("msg", "") for record in map(_json_record, lines) if record.get("level") == "error"]
+    if not errors:
+        return status
+    not_found = any(m.startswith("executable file ") and " not found" in m for m in errors)
+    return EXEC_NOT_FOUND if not_found else EXEC_CANNOT_RUN
+
+
+def _json_record(line: str) -> dict[str, str]:
+    """One line of crun's JSON log ({"msg", "level", "time"}); {} for anything else."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in record.items()} if isinstance(record, dict) else {}

@@ -206,3 +206,24 @@ def test_a_renumbering_cut_short_by_a_crash_is_finished_first(tmp_path: Path) ->
     assert [path.read_text() for path in runtime.log_files(tmp_path)] == ["older\n", "newest\n"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [runtime.CURRENT_LINK, runtime.LOG_FILE,
                                                           f"{runtime.LOG_FILE}.1"]
+
+
+def test_exec_exits_as_docker_exec_when_the_command_never_starts(sandbox: Sandbox) -> None:
+    """crun ends with 255 when the command cannot start: 127 (not found) and 126 (cannot be run),
+    as `docker exec` and a shell; the command's own statuses, 255 too, pass through unchanged."""
+    sandbox.apply(sandbox.write("stack.yaml", "name: ex\ncontainers:\n  box:\n    command: sleep 1000\n"))
+    for argv, code, says in [
+        (["nonexistentcmd"], 127, "executable file `nonexistentcmd` not found in $PATH: No such file or directory\n"),
+        (["/nonexistent/cmd"], 127,
+         "executable file `/nonexistent/cmd` not found in $PATH: No such file or directory\n"),
+        (["/etc/hostname"], 126, "open executable: Permission denied\n"),
+        (["sh", "-c", "exit 3"], 3, ""),
+        (["sh", "-c", "kill -KILL $$"], 137, ""),
+        (["sh", "-c", "kill -TERM $$"], 143, ""),
+        (["sh", "-c", "exit 255"], 255, ""),
+    ]:
+        result = sandbox.reconcile("exec", "box", "--", *argv)
+        assert (result.returncode, result.stderr) == (code, says), argv
+    container_dir = sandbox.state_dir / "containers" / "ex" / "box"
+    assert not [p.name for p in container_dir.iterdir() if p.name.startswith("exec-")]  # no log left behind
+    assert sandbox.reconcile("down", "--stack", "ex").returncode == 0

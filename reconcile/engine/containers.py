@@ -14,7 +14,7 @@ from pathlib import Path
 from controllers.container import RUNTIME_DIR, ObservedContainer, Paths
 from controllers.container_bundle import exec_process
 from kernel import runtime
-from kernel.oci import Runtime
+from kernel.oci import Runtime, exec_status
 from kernel.runtime import CONFIG_FILE
 from reconcile.engine.settings import Settings
 from specs import names
@@ -163,15 +163,15 @@ def run_exec(settings: Settings, found: Found, argv: list[str]) -> int:
     """Run argv inside the running container with the process settings it was started with
     (user and groups, workdir, environment, capabilities, no_new_privs; seccomp and cgroups come
     with the runtime's exec); returns argv's exit status."""
-    with exec_command(settings, found, argv) as (command, pid_file):
-        return runtime.run_exec(command, pid_file)
+    with exec_command(settings, found, argv) as (command, pid_file, log_file):
+        return exec_status(runtime.run_exec(command, pid_file), log_file)
 
 
 @contextmanager
-def exec_command(settings: Settings, found: Found, argv: list[str]) -> Iterator[tuple[list[str], Path]]:
+def exec_command(settings: Settings, found: Found, argv: list[str]) -> Iterator[tuple[list[str], Path, Path]]:
     """The runtime's command that runs argv in the container as `reconcile exec` does (never
-    with more than the container holds), and its pid file; the process file it needs is
-    removed afterwards."""
+    with more than the container holds), its pid file and the runtime's log; the process file
+    and the log are removed afterwards."""
     record = found.record
     assert record is not None  # found as recorded: a container without a record runs nothing
     name = f"{record.stack}/{record.container}"
@@ -191,9 +191,10 @@ def exec_command(settings: Settings, found: Found, argv: list[str]) -> Iterator[
     # user of the host could read the environment's secrets in /proc/PID/cmdline.
     # One per exec: several run at once (the agent's probes run on threads of one process).
     stem = found.paths.root / f"exec-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    process_file, pid_file = stem.with_suffix(".json"), stem.with_suffix(".pid")
+    process_file, pid_file, log_file = stem.with_suffix(".json"), stem.with_suffix(".pid"), stem.with_suffix(".log")
     runtime.write_private_json(process_file, exec_process(config, argv))
     try:
-        yield oci.exec_command(container_id, process_file, pid_file), pid_file
+        yield oci.exec_command(container_id, process_file, pid_file, log_file), pid_file, log_file
     finally:
         process_file.unlink(missing_ok=True)
+        log_file.unlink(missing_ok=True)

@@ -32,7 +32,7 @@ def probe(settings: Settings, found: Found, check: Healthcheck) -> Health:
     assert found.record is not None
     started = time.time()
     try:
-        with exec_command(settings, found, health.probe_argv(check)) as (command, pid_file):
+        with exec_command(settings, found, health.probe_argv(check)) as (command, pid_file, _):
             captured = runtime.run_captured(command, pid_file, check.timeout, OUTPUT_LIMIT)
         code = health.TIMED_OUT if captured.exit_code is None else captured.exit_code
         output = (health.timeout_output(check) if captured.exit_code is None
