@@ -226,6 +226,38 @@ containers:
     assert sandbox.processes() == [] and sandbox.our_links() == []
 
 
+def test_an_apply_that_fails_partway_is_still_recorded_as_applied_from_its_file(sandbox: Sandbox, rootfs: Path) -> None:
+    """One container fails to start, the other runs: status names the stack's file and says
+    how far the host is from it, and another file cannot take the stack without --take-over."""
+    text = f"""\
+name: half
+networks:
+  net: {{subnet: 10.79.2.0/24}}
+containers:
+  good:
+    command: sleep 1000
+    rootfs: {rootfs}
+    networks: [net]
+  bad:
+    command: /bin/nonexistent
+    rootfs: {rootfs}
+    networks: [net]
+"""
+    path = sandbox.write("stack.yaml", text)
+    assert sandbox.reconcile("apply", str(path)).returncode == 1
+    stack = sandbox.status()["stacks"][0]
+    assert (stack["name"], stack["source"], stack["sync"]) == ("half", str(path), "OutOfSync")
+    rows = {c["name"]: c for c in stack["containers"]}
+    assert rows["good"]["state"] == "running" and rows["bad"]["state"] != "running"
+    assert "command not found in the container: /bin/nonexistent" in rows["bad"]["start_error"]
+    other = sandbox.write("other.yaml", text)
+    refused = sandbox.reconcile("apply", str(other))
+    assert refused.returncode == 1 and f"stack 'half' was applied from {path}, which still declares it" \
+        in refused.stderr
+    assert sandbox.reconcile("down", str(path)).returncode == 0
+    assert sandbox.processes() == [] and sandbox.our_links() == []
+
+
 def test_an_idle_containers_init_sleeps_until_something_happens(sandbox: Sandbox, rootfs: Path) -> None:
     """The init waits for a signal or a child's exit without a timeout: tini's 1 s poll woke a
     host of a thousand idle containers a thousand times a second."""

@@ -37,10 +37,13 @@ def apply(path: Path, settings: Settings, pulling: pinning.Pulling = pinning.Pul
         _check_sources([f.named for f in files], settings, take_over)
         target = pinning.resolve(Target.of_files(files), settings, pulling)
         with open_session(settings, writable=True) as session:
-            plan = _converged(session, target)
+            # Recorded before anything is touched: an apply that fails (or is killed) partway
+            # has still made part of the stack, which is then known as applied from this file
+            # (status shows its source and how far the host is from this spec; another file
+            # cannot take it without --take-over; its images are not pruned).
             for f in target.files:
                 session.store.record_stack(f.stack.name, str(f.path.absolute()), f.stack.model_dump_json())
-            return _warned(plan, files)
+            return _warned(_converged(session, target), files)
 
 
 def _converged(session: Session, target: Target) -> Plan:
