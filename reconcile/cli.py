@@ -293,17 +293,17 @@ def _status_document(session: Session, path: Path | None) -> dict[str, object]:
     """The stacks of the file(s) at `path`, else every stack this host knows, from one
     observation (freed on return, before the document is printed)."""
     from reconcile.engine import verbs
-    from reconcile.engine.status import StackSpec, report
+    from reconcile.engine.status import StackSpec, UnreadableSpec, recorded_specs, report
     from specs.loader import load_path
-    from specs.model import Stack
 
+    unreadable: dict[str, UnreadableSpec] = {}
     if path is not None:
         specs = {f.stack.name: StackSpec(f.stack, str(f.path)) for f in load_path(path)}
     else:
-        specs = {r.name: StackSpec(Stack.model_validate(r.spec), r.source) for r in session.store.stacks()}
+        specs, unreadable = recorded_specs(session)
     observed = session.observe(usage_of=frozenset(specs) if path is not None else None)
     names = set(specs) if path is not None else verbs.known_stacks(session, observed)
-    return report(session, observed, sorted(names), specs)
+    return report(session, observed, sorted(names), specs, unreadable)
 
 
 def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import sys
 
 from controllers.container import Paths
@@ -157,6 +158,35 @@ def test_down_of_a_file_that_cannot_name_its_stack_suggests_down_by_name(sandbox
     result = sandbox.reconcile("down", garbled)
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == "hint: remove a stack by name: reconcile down --stack NAME"
+
+
+# -- status ------------------------------------------------------------------------------------
+
+def _corrupt_recorded_spec(sandbox: Sandbox, stack: str) -> None:
+    """A recorded spec as a newer release that tightened the model reads it: a field it refuses."""
+    with sqlite3.connect(sandbox.state_dir / "state.db") as db:
+        db.execute("UPDATE stacks SET spec_json = json_set(spec_json, '$.bogus', 1) WHERE name = ?", (stack,))
+
+
+def test_status_shows_a_stack_whose_recorded_spec_no_longer_validates_as_an_error(sandbox: Sandbox) -> None:
+    good = sandbox.write("good.yaml", NETWORK.format(name="good", subnet="10.83.5.0/24"))
+    old = sandbox.write("old.yaml", NETWORK.format(name="old", subnet="10.83.6.0/24"))
+    for path in (good, old):
+        sandbox.reconcile("apply", str(path), check=True)
+    _corrupt_recorded_spec(sandbox, "old")
+    stacks = {s["name"]: s for s in sandbox.status()["stacks"]}
+    assert stacks["good"]["sync"] == "Synced"
+    assert (stacks["old"]["sync"], stacks["old"]["source"]) == ("Error", str(old))
+    assert stacks["old"]["drift"] == [
+        "the spec recorded at its last apply no longer validates (bogus: Extra inputs are not permitted): apply its "
+        "file again (or remove it: reconcile down --stack old)"]
+    assert [n["bridge"] for n in stacks["old"]["networks"]] == ["rc-old-net"]  # as the kernel has it
+    text = sandbox.reconcile("status")
+    assert text.returncode == 0 and "Traceback" not in text.stderr and "validation error" not in text.stdout
+    assert f"stack old: Error ({old})" in text.stdout and "stack good: Synced" in text.stdout
+    sandbox.reconcile("apply", str(old), check=True)  # the file again: recorded anew
+    assert {s["name"]: s["sync"] for s in sandbox.status()["stacks"]} == {"good": "Synced", "old": "Synced"}
+    sandbox.reconcile("down", "--stack", "good", "--stack", "old", check=True)
 
 
 # -- containers without a record --------------------------------------------------------------

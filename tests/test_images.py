@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -477,3 +478,21 @@ def test_an_image_that_cannot_be_had_is_its_containers_only_error(sandbox: Sandb
     result = sandbox.reconcile("diff", path)
     assert result.returncode == 1
     assert result.stderr.count("is not on this host (pull: never)") == 2 and "healthcheck" not in result.stderr
+
+
+def test_prune_keeps_the_images_of_a_stack_whose_recorded_spec_no_longer_validates(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    """A recorded spec a newer release refuses still names its images: prune neither fails on it
+    nor removes an image its stopped container starts from again."""
+    image = app_image(tmp_path / "layout")
+    path = stack(sandbox, a=f"{{image: 'oci:{image.layout}:v1', networks: [net]}}")
+    apply(sandbox, path)
+    pid = container(sandbox, "a")["pid"]
+    with sqlite3.connect(sandbox.state_dir / "state.db") as db:
+        db.execute("UPDATE stacks SET spec_json = json_set(spec_json, '$.bogus', 1) WHERE name = 'img'")
+    os.kill(pid, signal.SIGKILL)
+    assert eventually(lambda: os.path.exists(f"/proc/{pid}"), False) is False
+    pruned = sandbox.reconcile("image", "prune")
+    assert (pruned.returncode, pruned.stdout, pruned.stderr) == (0, "nothing to remove\n", "")
+    assert [row["image"] for row in images(sandbox)] == [f"oci:{image.layout}:v1"]
+    assert sandbox.reconcile("down", path).returncode == 0

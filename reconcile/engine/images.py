@@ -8,7 +8,6 @@ import ipaddress
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from kernel import overlay
 from reconcile.engine.settings import Settings
@@ -17,8 +16,6 @@ from state.images import Image, ImageError, ImageStore, PullEvent
 from state.lock import IMAGES_LOCK_NAME, exclusive
 from state.store import Store
 
-if TYPE_CHECKING:
-    from specs.model import Stack
 
 def verify_tls(ref: ImageReference, settings: Settings) -> bool:
     """TLS with verified certificates, except for loopback registries (as Docker treats
@@ -85,22 +82,37 @@ def prune(settings: Settings) -> list[Image]:
     """`reconcile image prune`: remove every image no container runs and no applied stack names."""
     store = ImageStore(settings.state_dir)
     with _removing(settings):
-        wanted = _applied_stacks(settings)
+        named = _named_by_applied_stacks(settings)
         running = set(running_images().values())
-        named = {str(parse_reference(c.image)) for stack in wanted for c in stack.containers.values() if c.image}
         doomed = [i for i in store.images() if i.digest not in running and i.reference not in named]
         store.remove(doomed, {}, _mounted_layers(store))
         return doomed
 
 
-def _applied_stacks(settings: Settings) -> list[Stack]:
-    from specs.model import Stack  # pydantic: only pruning reads the applied specs
-
+def _named_by_applied_stacks(settings: Settings) -> set[str]:
+    """The image references the stacks' specs recorded at their last apply name, read as
+    stored, not validated: a spec a newer release no longer accepts still keeps its images (its
+    containers start from them again), and fails no prune. A record that cannot be read at all
+    stops the prune (nothing removed): what it names is unknown."""
     records = Store.open_readonly(settings.state_dir)
     try:
-        return [Stack.model_validate(record.spec) for record in records.stacks()]
+        stacks = records.stacks()
     finally:
         records.close()
+    named: set[str] = set()
+    for record in stacks:
+        containers = record.spec.get("containers") or {}
+        if not isinstance(containers, dict):
+            raise ImageError(f"stack '{record.name}': the spec recorded at its last apply cannot be read, so which "
+                             "images it needs is unknown: nothing pruned (apply its file again)")
+        for container in containers.values():
+            image = container.get("image") if isinstance(container, dict) else None
+            if isinstance(image, str) and image:
+                try:
+                    named.add(str(parse_reference(image)))
+                except ReferenceError:
+                    continue  # names no image this store can hold
+    return named
 
 
 @contextmanager

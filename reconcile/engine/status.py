@@ -8,6 +8,8 @@ from datetime import datetime, timezone
 from functools import partial
 from ipaddress import IPv4Interface, IPv6Interface
 
+from pydantic import ValidationError
+
 from controllers.cgroup import CgroupObservation
 from controllers.container import ObservedContainer, Paths
 from controllers.firewall_conflicts import Intruder, port_text
@@ -18,7 +20,7 @@ from reconcile.engine import pinning
 from reconcile.engine.session import Session, Target
 from reconcile.engine.snapshot import Snapshot
 from specs import names as kernel_names
-from specs.errors import SpecErrors
+from specs.errors import SpecErrors, format_loc
 from specs.model import Container, PortMapping, Stack
 from state import health as health_records
 from state import volumes as stored_volumes
@@ -33,6 +35,37 @@ class StackSpec:
 
     stack: Stack
     source: str
+
+
+@dataclass(frozen=True)
+class UnreadableSpec:
+    """A stack whose spec recorded at its last apply no longer validates (a newer release
+    tightened the model): its row shows why, the other stacks are reported as ever."""
+
+    source: str
+    message: str
+
+
+MAX_SHOWN_ERRORS = 3
+
+
+def recorded_specs(session: Session) -> tuple[dict[str, StackSpec], dict[str, UnreadableSpec]]:
+    """Each stack's spec as recorded at its last apply, by name; those that no longer validate
+    apart, with why."""
+    specs: dict[str, StackSpec] = {}
+    unreadable: dict[str, UnreadableSpec] = {}
+    for record in session.store.stacks():
+        try:
+            specs[record.name] = StackSpec(Stack.model_validate(record.spec), record.source)
+        except ValidationError as exc:
+            problems = [f"{format_loc(tuple(e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]
+                        for e in exc.errors()]
+            shown = "; ".join(problems[:MAX_SHOWN_ERRORS]) + (
+                f"; and {len(problems) - MAX_SHOWN_ERRORS} more" if len(problems) > MAX_SHOWN_ERRORS else "")
+            unreadable[record.name] = UnreadableSpec(record.source, (
+                f"the spec recorded at its last apply no longer validates ({shown}): apply its file again "
+                f"(or remove it: reconcile down --stack {record.name})"))
+    return specs, unreadable
 
 
 def _networks(name: str, spec: Stack | None, observed: NetworkObservation) -> list[dict[str, object]]:
@@ -142,22 +175,26 @@ def _resources(key: str, cgroups: CgroupObservation) -> dict[str, object] | None
     return {"limits": dict(vars(limits)) if limits else None, "usage": dict(vars(usage)) if usage else None}
 
 
-def report(session: Session, observed: Snapshot, names: Sequence[str],
-           specs: Mapping[str, StackSpec]) -> dict[str, object]:
+def report(session: Session, observed: Snapshot, names: Sequence[str], specs: Mapping[str, StackSpec],
+           unreadable: Mapping[str, UnreadableSpec] | None = None) -> dict[str, object]:
     """The status document: `{"stacks": [{"name", "networks": [...], "containers": [...], ...}]}`,
-    from one observation of the host (`observed`, the one the stacks' names came from)."""
+    from one observation of the host (`observed`, the one the stacks' names came from). A stack
+    in `unreadable` is shown as the kernel has it, its sync an Error saying why."""
+    unreadable = unreadable or {}
     intruders = observed.firewall.intruders()
     watched = session.store.watch_statuses()
     agent = {w.stack: w for w in watched if w.stack}
     stacks: list[dict[str, object]] = []
     for name in sorted(names):
         spec = specs.get(name)
+        broken = unreadable.get(name)
         entry: dict[str, object] = {
             "name": name,
-            "source": spec.source if spec else None,
+            "source": spec.source if spec else broken.source if broken else None,
             "networks": _networks(name, spec.stack if spec else None, observed.networks),
         }
-        sync, drift, resolved = _drift(session, observed, spec)
+        sync, drift, resolved = ("Error", [broken.message], None) if broken and not spec else _drift(
+            session, observed, spec)
         entry["containers"] = _containers(session, name, spec.stack if spec else None, observed, resolved)
         entry["port_intruders"] = [_intruder_row(i) for i in intruders if i.port.stack == name]
         entry["volumes"] = _volumes(session, name, spec.stack if spec else None)
