@@ -105,3 +105,22 @@ def test_down_of_a_file_that_cannot_name_its_stack_takes_down_the_one_applied_fr
     result = sandbox.reconcile("down", str(a))
     assert result.returncode == 1 and result.stderr.startswith(f"{a}:1:1: ")
     assert "hint: remove a stack by name: reconcile down --stack NAME" in result.stderr
+
+
+def test_an_apply_refused_against_the_host_records_nothing(sandbox: Sandbox) -> None:
+    """Refused before it touched anything (its subnet overlaps a host route): not applied, so
+    no stack to show, and another file may still apply the stack; an applied stack keeps the
+    spec and file it was applied with."""
+    sandbox.sh("ip link add rc-canary0 type bridge && ip addr add 10.83.8.1/24 dev rc-canary0 && ip link set rc-canary0 up")
+    d = sandbox.workdir / "d"
+    d.mkdir()
+    a, b = _write(d, "a.yaml", "10.83.8.0/24"), _write(d, "b.yaml", "10.83.9.0/24")
+    refused = sandbox.reconcile("apply", str(a))
+    assert refused.returncode == 1 and "overlaps" in refused.stderr, refused.stderr
+    assert sandbox.status()["stacks"] == []
+    sandbox.reconcile("apply", str(b), check=True)
+    b.write_text(b.read_text().replace("10.83.9.0/24", "10.83.8.0/24"))
+    assert sandbox.reconcile("apply", str(b)).returncode == 1
+    stack = sandbox.status()["stacks"][0]
+    assert (stack["source"], stack["sync"], stack["networks"][0]["subnet"]) == (str(b), "Synced", "10.83.9.0/24")
+    sandbox.reconcile("down", "--stack", "alpha", check=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -40,10 +40,34 @@ def apply(path: Path, settings: Settings, pulling: pinning.Pulling = pinning.Pul
             # Recorded before anything is touched: an apply that fails (or is killed) partway
             # has still made part of the stack, which is then known as applied from this file
             # (status shows its source and how far the host is from this spec; another file
-            # cannot take it without --take-over; its images are not pruned).
+            # cannot take it without --take-over; its images are not pruned). One refused
+            # against the host before it touched anything (an overlap, an exhausted pool) was
+            # not applied: the records are put back as they were.
+            restore = _records_of(session.store, [f.stack.name for f in target.files])
             for f in target.files:
                 session.store.record_stack(f.stack.name, str(f.path.absolute()), f.stack.model_dump_json())
-            return _warned(_converged(session, target), files)
+            made: list[Change] = []
+            try:
+                session.converge(target, on_applied=made.extend)
+            except SpecErrors:
+                if not made:
+                    restore()
+                raise
+            return _warned(Plan(tuple(made)), files)
+
+
+def _records_of(store: Store, names: Sequence[str]) -> Callable[[], None]:
+    """What puts these stacks' records back as they are now (none: forgotten)."""
+    sources = {r.name: r.source for r in store.stacks()}
+    texts = store.spec_texts()
+
+    def restore() -> None:
+        for name in names:
+            if name in sources:
+                store.record_stack(name, sources[name], texts[name])
+            else:
+                store.forget_stack(name)
+    return restore
 
 
 def _converged(session: Session, target: Target) -> Plan:
