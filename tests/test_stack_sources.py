@@ -111,7 +111,8 @@ def test_an_apply_refused_against_the_host_records_nothing(sandbox: Sandbox) -> 
     """Refused before it touched anything (its subnet overlaps a host route): not applied, so
     no stack to show, and another file may still apply the stack; an applied stack keeps the
     spec and file it was applied with."""
-    sandbox.sh("ip link add rc-canary0 type bridge && ip addr add 10.83.8.1/24 dev rc-canary0 && ip link set rc-canary0 up")
+    sandbox.sh("ip link add rc-canary0 type bridge && ip addr add 10.83.8.1/24 dev rc-canary0 "
+               "&& ip link set rc-canary0 up")
     d = sandbox.workdir / "d"
     d.mkdir()
     a, b = _write(d, "a.yaml", "10.83.8.0/24"), _write(d, "b.yaml", "10.83.9.0/24")
