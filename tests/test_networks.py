@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import subprocess
 import sys
 
 import pytest
 
 from tests.sandbox import Sandbox
-from tests.waiting import scaled
 
 STACK = """\
 name: demo
@@ -242,12 +244,18 @@ def test_other_stacks_are_left_alone_and_overlaps_across_stacks_are_errors(sandb
 def test_concurrent_applies_serialize_on_the_lock(sandbox: Sandbox) -> None:
     path = str(sandbox.write("stack.yaml", FRONT_ONLY))
     sandbox.state_dir.mkdir(exist_ok=True)
-    # Held longer than the CLI takes to reach the lock (its start-up alone is seconds on an
-    # emulated guest): scaled as every wait is.
-    holder = sandbox.run("sh", "-c", f"flock {sandbox.state_dir}/lock sleep {scaled(1.5):g} >/dev/null 2>&1 &"
-                         f" sleep {scaled(0.2):g}; echo started")
-    assert holder.stdout.strip() == "started"
-    result = sandbox.reconcile("apply", path)
-    assert result.returncode == 0, result.stderr
-    assert "waiting for another reconcile" in result.stderr
-    assert "+ network demo/front" in result.stdout
+    # Held until the CLI says it waits (however long its start-up takes on a busy machine).
+    held = os.open(sandbox.state_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        cli = subprocess.Popen(["nsenter", "-t", str(sandbox.pid), "-n", "-m", "--",
+                                sys.executable, "-m", "reconcile", "apply", path],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=sandbox.env)
+        assert cli.stderr is not None
+        said = cli.stderr.readline()
+    finally:
+        os.close(held)
+    out, err = cli.communicate(timeout=120)
+    assert "waiting for another reconcile" in said, said + err
+    assert cli.returncode == 0, err
+    assert "+ network demo/front" in out

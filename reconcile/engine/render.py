@@ -165,8 +165,8 @@ def format_status(document: dict[str, object]) -> str:
                   if c.get("start_error")]
         lines += [f"  container {c['name']} {_health_line(c['health'])}" for c in stack["containers"]
                   if c.get("health")]
-        lines += [f"  error: {d}" if isinstance(d, str) else
-                  f"  drift: {d['action']} {d['kind']} {d['key']} ({d['reason']})" for d in stack["drift"]]
+        lines += [f"  error: {e}" for e in stack["errors"]]
+        lines += [f"  drift: {d['action']} {d['kind']} {d['key']} ({d['reason']})" for d in stack["drift"]]
         lines.append("")
     return "\n".join(lines).rstrip()
 

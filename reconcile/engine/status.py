@@ -193,12 +193,12 @@ def report(session: Session, observed: Snapshot, names: Sequence[str], specs: Ma
             "source": spec.source if spec else broken.source if broken else None,
             "networks": _networks(name, spec.stack if spec else None, observed.networks),
         }
-        sync, drift, resolved = ("Error", [broken.message], None) if broken and not spec else _drift(
+        sync, errors, drift, resolved = ("Error", [broken.message], [], None) if broken and not spec else _drift(
             session, observed, spec)
         entry["containers"] = _containers(session, name, spec.stack if spec else None, observed, resolved)
         entry["port_intruders"] = [_intruder_row(i) for i in intruders if i.port.stack == name]
         entry["volumes"] = _volumes(session, name, spec.stack if spec else None)
-        entry["sync"], entry["drift"] = sync, drift
+        entry["sync"], entry["errors"], entry["drift"] = sync, errors, drift
         entry["watch"] = _watch_row(agent[name]) if name in agent else None
         stacks.append(entry)
     return {"stacks": stacks, "invalid_files": [_watch_row(w) for w in watched if not w.stack]}
@@ -237,21 +237,21 @@ def _iso(moment: float | None) -> str | None:
 
 
 def _drift(session: Session, observed: Snapshot,
-           spec: StackSpec | None) -> tuple[str, list[str] | list[dict[str, object]], Stack | None]:
-    """Synced / OutOfSync / Error against the stack's spec, the changes apply would make, and
-    the spec resolved (images pinned, their configs merged) when it resolves."""
+           spec: StackSpec | None) -> tuple[str, list[str], list[dict[str, object]], Stack | None]:
+    """Synced / OutOfSync / Error against the stack's spec, why it is an Error, the changes apply
+    would make, and the spec resolved (images pinned, their configs merged) when it resolves."""
     if spec is None:
-        return "Unknown", [], None
+        return "Unknown", [], [], None
     name = spec.stack.name
     try:
         target = pinning.resolve(Target({name: spec.stack}, frozenset({name})), session.settings,
                                 pinning.Pulling(allowed=False, ask_registry=False))
         desired = session.desired(target, observed)
     except SpecErrors as exc:
-        return "Error", [str(e) for e in exc.errors], None
+        return "Error", [str(e) for e in exc.errors], [], None
     resolved = target.stacks[name]
     diffs = session.controllers.diff(desired, observed)
     if any(d.issues for d in diffs):
-        return "Error", [i.message for d in diffs for i in d.issues], resolved
+        return "Error", [i.message for d in diffs for i in d.issues], [], resolved
     drift = [change.to_json() for d in diffs for change in d.changes]
-    return ("OutOfSync" if drift else "Synced"), drift, resolved
+    return ("OutOfSync" if drift else "Synced"), [], drift, resolved
