@@ -323,9 +323,13 @@ class ImageStore:
 
     def remove(self, images: Iterable[Image], in_use: Mapping[str, str], mounted_layers: set[str]) -> None:
         """Forget these images and delete what no other image holds. `in_use`: digest -> the
-        container running it; such an image is refused."""
+        container running it; such an image is refused unless another reference to the same
+        digest stays (a second tag: as `docker rmi` untags it)."""
         doomed = list(images)
-        busy = [f"{i.reference} (used by {in_use[i.digest]})" for i in doomed if i.digest in in_use]
+        named = {d.reference for d in doomed}
+        kept = {i.digest for i in self.images() if i.reference not in named}
+        busy = [f"{i.reference} (used by {in_use[i.digest]})" for i in doomed
+                if i.digest in in_use and i.digest not in kept]
         if busy:
             raise ImageError("cannot remove an image a container runs: " + ", ".join(busy))
         references = {i.reference for i in doomed}

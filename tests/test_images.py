@@ -170,9 +170,16 @@ def test_layers_are_shared_and_image_verbs_keep_what_runs(sandbox: Sandbox, regi
     assert rows[f"{registry.address}/first:1"]["used_by"] == ["img/a"]
     refused = sandbox.reconcile("image", "rm", f"{registry.address}/first:1")
     assert refused.returncode == 1 and "img/a" in refused.stderr
+    # Another tag of what runs is only a name: it goes, as `docker rmi` untags.
+    push(first, registry.address, "first:2", sandbox)
+    sandbox.reconcile("image", "pull", f"{registry.address}/first:2", check=True)
+    untagged = sandbox.reconcile("image", "rm", f"{registry.address}/first:2")
+    assert untagged.returncode == 0, untagged.stderr
+    assert sandbox.reconcile("image", "rm", f"{registry.address}/first:1").returncode == 1  # the last name of it
 
-    removed = sandbox.reconcile("image", "prune", check=True).stdout
+    removed = sandbox.reconcile("image", "rm", digest, check=True).stdout  # the digest `image ls` shows
     assert f"{registry.address}/second@{digest}" in removed and len(images(sandbox)) == 1
+    assert "nothing to remove" in sandbox.reconcile("image", "prune", check=True).stdout
     assert len(list((sandbox.state_dir / "images" / "layers").iterdir())) == 2
     assert run_in(sandbox, "img/a", "cat /srv/greeting") == "image"
 

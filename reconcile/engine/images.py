@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from kernel import overlay
 from reconcile.engine.settings import Settings
 from specs.images import ImageReference, ReferenceError, parse_reference
+from specs.names import DIGEST_PATTERN
 from state.images import Image, ImageError, ImageStore, PullEvent
 from state.lock import IMAGES_LOCK_NAME, exclusive
 from state.store import Store
@@ -67,12 +68,7 @@ def remove(texts: Sequence[str], settings: Settings) -> list[Image]:
     """`reconcile image rm REF...`: refused for an image a container runs, or one not here."""
     store = ImageStore(settings.state_dir)
     with _removing(settings):
-        doomed = []
-        for text in texts:
-            found = store.find(_reference(text))
-            if found is None:
-                raise ImageError(f"no image {text} on this host")
-            doomed.append(found)
+        doomed = [_named_for_removal(store, text) for text in texts]
         store.remove(doomed, {row.image.digest: ", ".join(row.used_by) for row in listing(settings) if row.used_by},
                      _mounted_layers(store))
         return doomed
@@ -121,6 +117,22 @@ def _removing(settings: Settings) -> Iterator[None]:
     pull be writing the store."""
     with exclusive(settings.state_dir), exclusive(settings.state_dir, name=IMAGES_LOCK_NAME):
         yield
+
+
+def _named_for_removal(store: ImageStore, text: str) -> Image:
+    """The image `image rm` names: by reference, or by the digest `image ls` shows (as
+    `docker rmi ID`; a digest several references share names none of them alone)."""
+    if DIGEST_PATTERN.fullmatch(text):
+        found = [image for image in store.images() if image.digest == text]
+        if len(found) > 1:
+            raise ImageError(f"image {text} is referenced as {', '.join(sorted(i.reference for i in found))}: "
+                             "remove those by name")
+        image = found[0] if found else None
+    else:
+        image = store.find(_reference(text))
+    if image is None:
+        raise ImageError(f"no image {text} on this host")
+    return image
 
 
 def _reference(text: str) -> ImageReference:
