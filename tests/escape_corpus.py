@@ -202,6 +202,16 @@ def try_mount(fstype, source):
     blocked(f"mount -t {fstype}: {ename(err)}")
 
 
+def open_socket(family_name, family, kind):
+    """socket(2) of an address family Docker's seccomp profile denies."""
+    r, err = syscall("socket", family, kind, 0)
+    if r >= 0:
+        os.close(r)
+    if err == errno.EAFNOSUPPORT:
+        unsupported(f"socket({family_name}): not in this kernel")
+    judge_errno(f"socket({family_name})", err, f"an {family_name} socket was opened")
+
+
 def read_masked(path):
     """A /proc file Docker masks: reading the real one is the escape; /dev/null over it (or
     nothing there) is not."""
@@ -452,22 +462,8 @@ judge_errno("bpf(BPF_MAP_CREATE)", err, "bpf() created a map")
 r, err = syscall("io_uring_setup", 1, None)  # no parameters: EFAULT past the checks, never a ring
 judge_errno("io_uring_setup", err, "an io_uring was set up")
 '''),
-    _py("socket-alg", '''
-r, err = syscall("socket", 38, 5, 0)  # AF_ALG, SOCK_SEQPACKET: the kernel's crypto (CVE-2026-31431)
-if r >= 0:
-    os.close(r)
-if err == errno.EAFNOSUPPORT:
-    unsupported("socket(AF_ALG): not in this kernel")
-judge_errno("socket(AF_ALG)", err, "an AF_ALG socket was opened")
-'''),
-    _py("socket-vsock", '''
-r, err = syscall("socket", 40, 1, 0)  # AF_VSOCK, SOCK_STREAM: the hypervisor's sockets
-if r >= 0:
-    os.close(r)
-if err == errno.EAFNOSUPPORT:
-    unsupported("socket(AF_VSOCK): not in this kernel")
-judge_errno("socket(AF_VSOCK)", err, "an AF_VSOCK socket was opened")
-'''),
+    _py("socket-alg", 'open_socket("AF_ALG", 38, 5)'),  # SOCK_SEQPACKET: the kernel's crypto (CVE-2026-31431)
+    _py("socket-vsock", 'open_socket("AF_VSOCK", 40, 1)'),  # SOCK_STREAM: the hypervisor's sockets
     _py("perf-event-open", '''
 import struct
 attr = (ctypes.c_uint8 * 128)()
