@@ -204,9 +204,9 @@ class Wait:
     healthcheck: Healthcheck | None  # the dependency's
 
 
-Gate = Callable[[str, Sequence[Wait]], None]
-"""Returns once a container's dependencies (in stack `str`) meet their conditions, or raises
-why one does not (the start fails with it)."""
+Gate = Callable[[str, str, Sequence[Wait]], None]
+"""Called with (stack, container, its waits): returns once the container's dependencies meet
+their conditions, or raises why one does not (the start fails with it)."""
 
 
 @dataclass(frozen=True)
@@ -858,7 +858,7 @@ class ContainerController:
         try:
             assert isinstance(change.desired, DesiredContainer)
             if change.desired.waits:  # before stopping anything: a recreate waits while the old one runs
-                self._gate(change.desired.stack, change.desired.waits)
+                self._gate(change.desired.stack, change.desired.key, change.desired.waits)
             found = change.observed if isinstance(change.observed, ObservedContainer) else None
             if found is not None:
                 self._stop(found)

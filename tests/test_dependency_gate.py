@@ -1,4 +1,5 @@
-"""A start's wait for a dependency to complete (reconcile.engine.probes.Gate): once the
+"""depends_on conditions: the verdict on one look at a dependency (reconcile.engine.conditions,
+a table), and `apply`'s gate waiting for a dependency to complete (probes.Gate): once the
 dependency's process is gone, its exit status is written a moment later (the runtime cleans up
 after the process, then the waiting shell drains the log writer), longer on a busy host. The
 gate waits for it: a dependency that exited 3 is reported as having exited 3, not as not
@@ -13,8 +14,73 @@ import pytest
 
 from controllers.container import Paths, Wait
 from kernel import runtime
+from reconcile.engine import probes
+from reconcile.engine.conditions import Dependency, Failed, Met, Pending, Verdict, judge
 from reconcile.engine.probes import DependencyFailed, Gate
 from reconcile.engine.settings import Settings
+from specs.model import Healthcheck
+from state.health import HEALTHY, STARTING, UNHEALTHY, Health, Probe
+
+NOW = 1_000_000.0
+STARTED = NOW - 2  # the dependency's process, two seconds ago
+CHECK = Healthcheck.model_validate({"test": ["CMD", "true"], "interval": "1m", "start_period": "30s",
+                                   "start_interval": "1s"})
+HEALTHY_DB = Wait("db", "service_healthy", required=True, healthcheck=CHECK)
+COMPLETED_INIT = Wait("init", "service_completed_successfully", required=True, healthcheck=None)
+
+
+def _health(status: str, probed_at: float = NOW - 0.5, code: int = 1) -> Health:
+    return Health(1, 1, status, 0, (Probe(probed_at - 0.1, probed_at, code, "not yet\n"),))
+
+
+LAST = "last probe 1970-01-12T13:46:39+00:00: exit 1: not yet"
+WAITING_ON_DB = Pending("waits for db to be healthy", NOW + 0.5)  # a start_interval after its last probe
+
+
+@pytest.mark.parametrize(("wait", "dependency", "remaining", "verdict"), [
+    # service_healthy, its process running
+    (HEALTHY_DB, Dependency(True, STARTED, _health(HEALTHY, code=0)), 10, Met()),
+    (HEALTHY_DB, Dependency(True, STARTED, _health(STARTING)), 10, WAITING_ON_DB),
+    (HEALTHY_DB, Dependency(True, STARTED, None), 10, Pending("waits for db to be healthy", STARTED + 1)),
+    (HEALTHY_DB, Dependency(True, STARTED, _health(UNHEALTHY)), 10, Failed(f"dependency 'db' is unhealthy; {LAST}")),
+    (HEALTHY_DB, Dependency(True, STARTED, _health(STARTING)), 0.5, WAITING_ON_DB),  # its probe comes in time
+    (HEALTHY_DB, Dependency(True, STARTED, _health(STARTING)), 0.4,  # its next probe comes too late
+     Failed(f"dependency 'db' is not healthy after 300s (RECONCILE_DEPENDS_TIMEOUT); {LAST}")),
+    # service_healthy, not running
+    (HEALTHY_DB, Dependency(False, exit_code=137, ran=True), 10,
+     Failed("dependency 'db' is not running: it exited with code 137")),
+    (HEALTHY_DB, Dependency(False, start_error="no such image", ran=False), 10,
+     Failed("dependency 'db' is not running: it did not start: no such image")),
+    (HEALTHY_DB, Dependency(False), 10, Failed("dependency 'db' is not running")),  # apply: started before
+    # service_completed_successfully
+    (COMPLETED_INIT, Dependency(True, STARTED), 10, Pending("waits for init to complete successfully")),
+    (COMPLETED_INIT, Dependency(True, STARTED), -0.1,
+     Failed("dependency 'init' has not completed after 300s (RECONCILE_DEPENDS_TIMEOUT)")),
+    (COMPLETED_INIT, Dependency(False, exit_code=0, ran=True), 10, Met()),
+    (COMPLETED_INIT, Dependency(False, exit_code=0, ran=True), -5, Met()),  # done: the time left is moot
+    (COMPLETED_INIT, Dependency(False, exit_code=3, ran=True), 10,
+     Failed("dependency 'init' did not complete successfully: it exited with code 3")),
+    (COMPLETED_INIT, Dependency(False, ran=True), 10, Failed("dependency 'init' is not running")),
+])
+def test_a_condition_is_judged_from_one_look_at_its_dependency(wait: Wait, dependency: Dependency, remaining: float,
+                                                               verdict: Verdict) -> None:
+    assert judge(wait, dependency, NOW, remaining, 300) == verdict
+    if dependency.ran or dependency.running or dependency.start_error:  # the agent's verdict is the same
+        assert judge(wait, dependency, NOW, remaining, 300, unstarted_pending=True) == verdict
+
+
+@pytest.mark.parametrize(("wait", "remaining", "verdict"), [
+    (HEALTHY_DB, 10, Pending("waits for db to start")),
+    (COMPLETED_INIT, 10, Pending("waits for init to start")),
+    (HEALTHY_DB, 0, Failed("dependency 'db' is not healthy after 300s (RECONCILE_DEPENDS_TIMEOUT); no probe yet")),
+    (COMPLETED_INIT, 0, Failed("dependency 'init' has not completed after 300s (RECONCILE_DEPENDS_TIMEOUT)")),
+])
+def test_to_the_agent_a_dependency_never_started_may_still_start(wait: Wait, remaining: float,
+                                                                verdict: Verdict) -> None:
+    """Its own start may be held (on a dependency of its own): the agent holds the start on it
+    until the wait's end; `apply` started it before, so there it is not running."""
+    assert judge(wait, Dependency(False), NOW, remaining, 300, unstarted_pending=True) == verdict
+
 
 LATE = 0.3  # seconds after the process is gone that the exit file comes
 
@@ -32,16 +98,16 @@ def _exits_late(log_dir: Path, text: str) -> threading.Thread:
 ])
 def test_a_completed_dependency_is_judged_by_its_exit_status_written_late(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, status: str, failure: str | None) -> None:
-    monkeypatch.setattr(Gate, "_running", lambda self, stack, wait: None)  # its process is gone
+    monkeypatch.setattr(probes, "_running", lambda settings, stack, name: None)  # its process is gone
     gate = Gate(Settings(state_dir=tmp_path, cgroup_parent="rc-test"))
     timer = _exits_late(Paths.of(tmp_path, "s", "init").log, status)
     wait = Wait("init", "service_completed_successfully", required=True, healthcheck=None)
     try:
         if failure is None:
-            gate("s", [wait])
+            gate("s", "web", [wait])
         else:
             with pytest.raises(DependencyFailed, match=failure):
-                gate("s", [wait])
+                gate("s", "web", [wait])
     finally:
         timer.join()
 
@@ -49,9 +115,9 @@ def test_a_completed_dependency_is_judged_by_its_exit_status_written_late(
 def test_a_dependency_that_never_writes_a_status_is_not_running(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Its waiting shell killed too: after EXIT_WAIT, reported as not running."""
-    monkeypatch.setattr(Gate, "_running", lambda self, stack, wait: None)
+    monkeypatch.setattr(probes, "_running", lambda settings, stack, name: None)
     monkeypatch.setattr(runtime, "EXIT_WAIT", 0.2)
     gate = Gate(Settings(state_dir=tmp_path, cgroup_parent="rc-test"))
     wait = Wait("init", "service_completed_successfully", required=True, healthcheck=None)
     with pytest.raises(DependencyFailed, match="^dependency 'init' is not running$"):
-        gate("s", [wait])
+        gate("s", "web", [wait])

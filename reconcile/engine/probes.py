@@ -1,6 +1,7 @@
 """Running health probes inside a container (as `reconcile exec` runs a command: the
 container's user, capabilities, seccomp filter and cgroups, never more), recording them
-(state.health), and waiting on depends_on conditions before a start in `apply`."""
+(state.health), and waiting on depends_on conditions before a start in `apply`
+(reconcile.engine.conditions judges them)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 
 from controllers.container import Paths, Wait
 from kernel import runtime
-from reconcile.engine import health
+from reconcile.engine import conditions, health
 from reconcile.engine.containers import Found, UnknownContainer, exec_command, find
 from reconcile.engine.settings import Settings
 from specs.model import Healthcheck
@@ -52,79 +53,55 @@ def current_health(found: Found) -> Health | None:
     return recorded if recorded is not None and recorded.of(found.record.pid, found.record.start_time) else None
 
 
+def observe(settings: Settings, stack: str, wait: Wait) -> tuple[conditions.Dependency, Found | None]:
+    """One look at a dependency, with what a probe of it needs (its record, while it runs). A
+    run whose process is gone has its exit status written a moment later (the runtime cleans
+    up after it, then the waiting shell drains the log writer): for a completion, it is
+    waited for."""
+    found = _running(settings, stack, wait.dependency)
+    if found is not None:
+        assert found.record is not None
+        return conditions.Dependency(True, found.record.started_at, current_health(found)), found
+    paths = Paths.of(settings.state_dir, stack, wait.dependency)
+    ran = paths.log.exists()
+    code = (runtime.await_exit_code(paths.log) if ran and wait.condition == "service_completed_successfully"
+            else runtime.exit_code(paths.log))
+    return conditions.Dependency(False, exit_code=code, start_error=paths.last_start_error(), ran=ran), None
+
+
+def _running(settings: Settings, stack: str, name: str) -> Found | None:
+    """The dependency with its record, while its process runs; None once it does not."""
+    try:
+        found = find(settings, f"{stack}/{name}", recorded=True)
+    except UnknownContainer:
+        return None
+    return found if runtime.is_running(found.handle) else None
+
+
 @dataclass(frozen=True)
 class Gate:
     """controllers.container.Gate for `apply`: waits for every condition of a start within one
-    timeout (Settings.depends_timeout); a dependency with `required: false` that fails is let be."""
+    timeout (Settings.depends_timeout), probing a dependency when its probe is due (or reading
+    what another prober, the agent, recorded); a dependency with `required: false` that fails
+    is let be."""
 
     settings: Settings
 
-    def __call__(self, stack: str, waits: Sequence[Wait]) -> None:
+    def __call__(self, stack: str, container: str, waits: Sequence[Wait]) -> None:
         deadline = time.monotonic() + self.settings.depends_timeout
         for wait in waits:
-            try:
-                if wait.condition == "service_healthy":
-                    self._healthy(stack, wait, deadline)
+            while True:
+                dependency, found = observe(self.settings, stack, wait)
+                verdict = conditions.judge(wait, dependency, time.time(), deadline - time.monotonic(),
+                                           self.settings.depends_timeout)
+                if isinstance(verdict, conditions.Met):
+                    break
+                if isinstance(verdict, conditions.Failed):
+                    if wait.required:
+                        raise DependencyFailed(verdict.message)
+                    break
+                due = verdict.probe_due
+                if found is not None and wait.healthcheck is not None and due is not None and due <= time.time():
+                    probe(self.settings, found, wait.healthcheck)
                 else:
-                    self._completed(stack, wait, deadline)
-            except DependencyFailed:
-                if wait.required:
-                    raise
-
-    def _running(self, stack: str, wait: Wait) -> Found | None:
-        """The dependency with its record, while its process runs; None once it does not."""
-        try:
-            found = find(self.settings, f"{stack}/{wait.dependency}", recorded=True)
-        except UnknownContainer:
-            return None
-        return found if runtime.is_running(found.handle) else None
-
-    def _healthy(self, stack: str, wait: Wait, deadline: float) -> None:
-        """Probe the dependency on its schedule (or read what another prober, the agent,
-        recorded) until it is healthy."""
-        check = wait.healthcheck
-        assert check is not None
-        while True:
-            found = self._running(stack, wait)
-            if found is None:
-                raise DependencyFailed(self._not_running(stack, wait))
-            assert found.record is not None
-            known = current_health(found)
-            if known is not None and known.status == records.HEALTHY:
-                return
-            if known is not None and known.status == records.UNHEALTHY:
-                raise DependencyFailed(f"dependency '{wait.dependency}' is unhealthy; {_last(known)}")
-            due = health.probe_due(known, found.record.started_at, check)
-            if time.monotonic() + max(0.0, due - time.time()) > deadline:
-                raise DependencyFailed(f"dependency '{wait.dependency}' is not healthy after "
-                                       f"{self.settings.depends_timeout:g}s (RECONCILE_DEPENDS_TIMEOUT); "
-                                       f"{_last(known)}")
-            if due <= time.time():
-                probe(self.settings, found, check)
-            else:
-                time.sleep(min(POLL, due - time.time()))
-
-    def _completed(self, stack: str, wait: Wait, deadline: float) -> None:
-        """Until the dependency has exited: 0 passes, anything else fails."""
-        paths = Paths.of(self.settings.state_dir, stack, wait.dependency)
-        while self._running(stack, wait) is not None:
-            if time.monotonic() > deadline:
-                raise DependencyFailed(f"dependency '{wait.dependency}' has not completed after "
-                                       f"{self.settings.depends_timeout:g}s (RECONCILE_DEPENDS_TIMEOUT)")
-            time.sleep(POLL)
-        code = runtime.await_exit_code(paths.log)  # its process is gone: the status comes a moment later
-        if code != 0:
-            raise DependencyFailed(self._not_running(stack, wait) if code is None else
-                                   f"dependency '{wait.dependency}' did not complete successfully: "
-                                   f"it exited with code {code}")
-
-    def _not_running(self, stack: str, wait: Wait) -> str:
-        paths = Paths.of(self.settings.state_dir, stack, wait.dependency)
-        error = paths.last_start_error()
-        code = runtime.exit_code(paths.log)
-        why = f"it did not start: {error}" if error else f"it exited with code {code}" if code is not None else ""
-        return f"dependency '{wait.dependency}' is not running" + (f": {why}" if why else "")
-
-
-def _last(known: Health | None) -> str:
-    return health.describe_probe(known.last) if known is not None and known.last is not None else "no probe yet"
+                    time.sleep(POLL if due is None else max(0.0, min(POLL, due - time.time())))
