@@ -36,7 +36,7 @@ from controllers.cgroup import Placement
 from controllers.change import Action, Change, FieldChange
 from controllers.container_bundle import BundleInputs, environment, lower_of, oci_config
 from controllers.container_files import HostResolvers, RenderedLines, hosts_files, resolv_file
-from controllers.errors import ApplyError, ApplyErrors
+from controllers.errors import ApplyError, ApplyErrors, Held
 from kernel import idmap, inroot, mountinfo, mountns, netns, overlay, procs, runtime, seccomp, users
 from kernel.durable import write_durably
 from kernel.mountns import PinState
@@ -206,7 +206,9 @@ class Wait:
 
 Gate = Callable[[str, str, Sequence[Wait]], None]
 """Called with (stack, container, its waits): returns once the container's dependencies meet
-their conditions, or raises why one does not (the start fails with it)."""
+their conditions, or raises why one does not (the start fails with it), or raises Held: a
+gate that does not wait (the watch agent's) holds a start whose conditions may still be met,
+which is then neither made nor failed."""
 
 
 @dataclass(frozen=True)
@@ -732,24 +734,28 @@ class ContainerController:
         """Starts of one dependency level run in parallel, as do consecutive removals; each
         group's records are written in one store transaction."""
         errors: list[ApplyError] = []
+        held: list[Held] = []
         for group in _groups(changes):
             if group[0].kind == KIND_RUNTIME:
                 errors += self._runtime_namespace(group)
             elif group[0].action is Action.DELETE:
                 errors += self._remove(group)
             elif group[0].action in (Action.CREATE, Action.RECREATE):
-                errors += self._start_level(group)
+                outcomes = self._start_level(group)
+                errors += [o for o in outcomes if isinstance(o, ApplyError)]
+                held += [o for o in outcomes if isinstance(o, Held)]
             else:
                 errors += self._update(group)
-        if errors:
-            raise ApplyErrors(errors)
+        if errors or held:
+            raise ApplyErrors(errors, held)
 
-    def _start_level(self, changes: Sequence[Change]) -> list[ApplyError]:
-        """Start independent containers in parallel (spawning is mostly waiting on the kernel)."""
+    def _start_level(self, changes: Sequence[Change]) -> list[ApplyError | Held]:
+        """Start independent containers in parallel (spawning is mostly waiting on the kernel);
+        what failed, and the starts their gate held back."""
         # Pinned if none is; whether it lags is a whole pass's question.
         failed = self._in_namespace(changes, lambda: self._runtime.pin_namespace(self._carried))
         if failed:
-            return failed
+            return list(failed)
         for private in (CONTAINERS_DIR, RUNTIME_DIR):
             _owner_only(self._state_dir / private)
         bases = self._id_bases(changes)
@@ -757,7 +763,7 @@ class ContainerController:
         outcomes = _in_parallel(lambda change: self._try_start(change, bases.get(change.key), filters), changes)
         self._started.update(f"{o.stack}/{o.container}" for o in outcomes if isinstance(o, ContainerRecord))
         self._store.record_containers([o for o in outcomes if isinstance(o, ContainerRecord)])
-        return [o for o in outcomes if isinstance(o, ApplyError)]
+        return [o for o in outcomes if isinstance(o, (ApplyError, Held))]
 
     def _runtime_namespace(self, changes: Sequence[Change]) -> list[ApplyError]:
         if changes[0].action is Action.DELETE:
@@ -854,7 +860,7 @@ class ContainerController:
                                          self._state_dir / SECCOMP_CACHE_DIR) for caps in sets}
 
     def _try_start(self, change: Change, id_base: int | None,
-                   filters: Mapping[frozenset[str], bytes]) -> ContainerRecord | ApplyError:
+                   filters: Mapping[frozenset[str], bytes]) -> ContainerRecord | ApplyError | Held:
         try:
             assert isinstance(change.desired, DesiredContainer)
             if change.desired.waits:  # before stopping anything: a recreate waits while the old one runs
@@ -865,6 +871,8 @@ class ContainerController:
                 if change.action is Action.RECREATE or found.spec is None:  # a layer of unknown making
                     _wipe_layer(Paths.of(self._state_dir, found.stack, found.container))
             return self._start(change, found, id_base, filters)
+        except Held as held:  # nothing done: not an error, nor a start error to show
+            return held.of(change)
         except Exception as exc:  # noqa: BLE001 - reported together
             paths = Paths.of(self._state_dir, *change.key.split("/"))
             with suppress(OSError):  # the error itself is what matters: it is reported anyway

@@ -22,10 +22,33 @@ class ApplyError(Exception):
         return cls(f"{change.action} {change.kind} {change.key}: {exc}", change)
 
 
+class Held(Exception):
+    """A change not made for now, by choice rather than by failure: what it needs is not there
+    yet, may still come, and the caller chose not to wait for it (the watch agent's start whose
+    dependency is not healthy yet: waiting would stall every other repair). `change` names it
+    (None while the gate that held it raises it: the controller names it); `dependencies`:
+    what it waits on; `remaining`: seconds left before the wait fails."""
+
+    def __init__(self, reason: str, dependencies: Sequence[str] = (), remaining: float = 0.0,
+                 change: Change | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.dependencies = tuple(dependencies)
+        self.remaining = remaining
+        self.change = change
+
+    def of(self, change: Change) -> Held:
+        """This hold, of `change`."""
+        return Held(self.reason, self.dependencies, self.remaining, change)
+
+
 class ApplyErrors(Exception):
     """Every failure of one batch: a batch keeps going past a failed change so that one bad
-    object does not leave the rest unconverged (teardown especially)."""
+    object does not leave the rest unconverged (teardown especially). `held`: the batch's
+    changes held back (not made, not failed), raised with it even when nothing failed."""
 
-    def __init__(self, errors: Sequence[ApplyError]):
+    def __init__(self, errors: Sequence[ApplyError], held: Sequence[Held] = ()):
         self.errors = list(errors)
-        super().__init__("\n".join(str(e) for e in self.errors))
+        self.held = list(held)
+        super().__init__("\n".join([*(str(e) for e in self.errors),
+                                     *(f"{h.change.key if h.change else '?'}: held: {h.reason}" for h in self.held)]))

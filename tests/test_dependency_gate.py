@@ -1,22 +1,25 @@
 """depends_on conditions: the verdict on one look at a dependency (reconcile.engine.conditions,
-a table), and `apply`'s gate waiting for a dependency to complete (probes.Gate): once the
-dependency's process is gone, its exit status is written a moment later (the runtime cleans up
-after the process, then the waiting shell drains the log writer), longer on a busy host. The
-gate waits for it: a dependency that exited 3 is reported as having exited 3, not as not
-running. Files only: the process is taken as gone."""
+a table), the watch agent's gate that holds a start rather than wait (probes.HoldingGate), and
+`apply`'s gate waiting for a dependency to complete (probes.Gate): once the dependency's process
+is gone, its exit status is written a moment later (the runtime cleans up after the process,
+then the waiting shell drains the log writer), longer on a busy host. The gate waits for it: a
+dependency that exited 3 is reported as having exited 3, not as not running. Files only: the
+process is taken as gone."""
 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from controllers.container import Paths, Wait
+from controllers.errors import Held
 from kernel import runtime
 from reconcile.engine import probes
 from reconcile.engine.conditions import Dependency, Failed, Met, Pending, Verdict, judge
-from reconcile.engine.probes import DependencyFailed, Gate
+from reconcile.engine.probes import DependencyFailed, Gate, HoldingGate
 from reconcile.engine.settings import Settings
 from specs.model import Healthcheck
 from state.health import HEALTHY, STARTING, UNHEALTHY, Health, Probe
@@ -81,6 +84,43 @@ def test_to_the_agent_a_dependency_never_started_may_still_start(wait: Wait, rem
     until the wait's end; `apply` started it before, so there it is not running."""
     assert judge(wait, Dependency(False), NOW, remaining, 300, unstarted_pending=True) == verdict
 
+
+def test_the_agents_gate_holds_a_start_and_counts_its_wait_from_the_first_hold(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One look, never a wait: held while db is starting (its wait kept across passes), failed
+    as apply fails once the wait is over, started once db is healthy (its wait forgotten)."""
+    seen = {"db": Dependency(True, time.time() - 2, None)}
+    monkeypatch.setattr(probes, "observe", lambda settings, stack, wait: (seen[wait.dependency], None))
+    began: dict[str, float] = {}
+    gate = HoldingGate(Settings(state_dir=tmp_path, cgroup_parent="rc-test", depends_timeout=300), began)
+
+    with pytest.raises(Held) as held:
+        gate("s", "web", [HEALTHY_DB])
+    assert (held.value.reason, held.value.dependencies) == ("waits for db to be healthy", ("db",))
+    assert 299 < held.value.remaining <= 300 and set(began) == {"s/web"}
+
+    began["s/web"] -= 301  # the next pass, after the wait's end: failed, and failed again until met
+    for _ in range(2):
+        with pytest.raises(DependencyFailed, match="^dependency 'db' is not healthy after 300s "):
+            gate("s", "web", [HEALTHY_DB])
+
+    seen["db"] = Dependency(True, time.time() - 2, _health(HEALTHY, code=0))
+    gate("s", "web", [HEALTHY_DB])
+    assert began == {}
+
+
+def test_the_agents_gate_fails_at_once_on_a_required_dependency_and_lets_an_optional_one_be(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed condition is reported even while another is pending (it cannot start anyway);
+    one with required: false that failed holds nothing back."""
+    seen = {"db": Dependency(True, time.time() - 2, None), "init": Dependency(False, exit_code=3, ran=True)}
+    monkeypatch.setattr(probes, "observe", lambda settings, stack, wait: (seen[wait.dependency], None))
+    gate = HoldingGate(Settings(state_dir=tmp_path, cgroup_parent="rc-test"), {})
+    with pytest.raises(DependencyFailed, match="^dependency 'init' did not complete successfully"):
+        gate("s", "web", [HEALTHY_DB, COMPLETED_INIT])
+    optional = Wait("init", "service_completed_successfully", required=False, healthcheck=None)
+    with pytest.raises(Held, match="^waits for db to be healthy$"):
+        gate("s", "web", [HEALTHY_DB, optional])
 
 LATE = 0.3  # seconds after the process is gone that the exit file comes
 

@@ -6,6 +6,8 @@ health in its metrics and restarting an unhealthy container when asked."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -220,5 +222,68 @@ def test_agent_probes_an_images_healthcheck_and_restarts_on_it(sandbox: Sandbox,
         sandbox.reconcile("exec", "rc-h16c/db", "--", "rm", "/tmp/ready", check=True)
         assert eventually(lambda: agent.saw("unhealthy", container="rc-h16c/db", action="stopping"), True, timeout=20)
         assert eventually(lambda: health()[1] not in (pid, None) and health()[0] == "healthy", True, timeout=30)
+    finally:
+        assert agent.stop() == 0
+
+
+GATED_SLOWLY = """\
+name: rc-h16f
+containers:
+  db:
+    command: ["/bin/sh", "-c", "sleep {ready:g}; touch /tmp/ready; exec sleep 100000"]
+    healthcheck: {{test: [CMD-SHELL, "test -f /tmp/ready"], interval: 1m, start_period: 1m, start_interval: 300ms}}
+  web:
+    command: sleep 100000
+    depends_on: {{db: {{condition: service_healthy}}}}
+"""
+
+BESIDE = """\
+name: rc-h16g
+containers:
+  x:
+    command: sleep 100000
+"""
+
+
+def test_agent_holds_a_start_on_its_dependency_and_repairs_the_rest_meanwhile(sandbox: Sandbox) -> None:
+    """The agent does not wait on a depends_on condition (it would stall every repair): web's
+    start is held, shown in its stack's row, and made once db is healthy; meanwhile a container
+    of another stack, killed, is restarted. No timing is asserted: only that x came back while
+    web still waited (without the hold, the worker sat in web's wait until db was healthy)."""
+    specs = sandbox.workdir / "specs"
+    specs.mkdir()
+    (specs / "gated.yaml").write_text(GATED_SLOWLY.format(ready=scaled(8)))
+    (specs / "beside.yaml").write_text(BESIDE)
+    agent = Agent(sandbox, specs, "--resync", "600")
+    try:
+        def states() -> dict[str, tuple[object, object]]:
+            return {name: (row["state"], row["pid"]) for name, row in sandbox.containers().items()}
+
+        assert eventually(lambda: {name: state for name, (state, _) in states().items() if name != "web"},
+                          {"db": "running", "x": "running"}, timeout=20)
+        killed = states()["x"][1]
+        assert isinstance(killed, int)
+        os.kill(killed, signal.SIGKILL)
+
+        def repaired_while_held() -> tuple[bool, object, object, bool]:
+            status = sandbox.status()
+            rows = {c["name"]: c for s in status["stacks"] for c in s["containers"]}
+            watch = next(s["watch"] for s in status["stacks"] if s["name"] == "rc-h16f") or {}
+            back = rows["x"]["state"] == "running" and rows["x"]["pid"] not in (killed, None)
+            return (back, rows.get("web", {}).get("state"), watch.get("sync"),  # no row: not applied yet
+                    "rc-h16f/container/web: waits for db to be healthy" in str(watch.get("error")))
+
+        assert eventually(repaired_while_held, (True, "missing", "OutOfSync", True), timeout=20)
+        assert agent.saw("start held", key="rc-h16f/container/web", reason="waits for db to be healthy")
+
+        # Started once db is healthy; the stack is in sync then.
+        def started() -> tuple[object, object, object]:
+            status = sandbox.status()
+            rows = {c["name"]: c for s in status["stacks"] for c in s["containers"]}
+            watch = next(s["watch"] for s in status["stacks"] if s["name"] == "rc-h16f") or {}
+            return rows["web"]["state"], (rows["db"]["health"] or {}).get("status"), watch.get("sync")
+
+        assert eventually(started, ("running", "healthy", "Synced"), timeout=30)
+        assert sandbox.containers()["x"]["restarts"] == 1
     finally:
         assert agent.stop() == 0

@@ -1,15 +1,16 @@
 """Running health probes inside a container (as `reconcile exec` runs a command: the
 container's user, capabilities, seccomp filter and cgroups, never more), recording them
-(state.health), and waiting on depends_on conditions before a start in `apply`
-(reconcile.engine.conditions judges them)."""
+(state.health), and the gates of depends_on conditions before a start: `apply`'s waits for
+them, the watch agent's holds the start (reconcile.engine.conditions judges them)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 
 from controllers.container import Paths, Wait
+from controllers.errors import Held
 from kernel import runtime
 from reconcile.engine import conditions, health
 from reconcile.engine.containers import Found, UnknownContainer, exec_command, find
@@ -105,3 +106,37 @@ class Gate:
                     probe(self.settings, found, wait.healthcheck)
                 else:
                     time.sleep(POLL if due is None else max(0.0, min(POLL, due - time.time())))
+
+
+@dataclass(frozen=True)
+class HoldingGate:
+    """controllers.container.Gate for the watch agent: one look at each condition, never a
+    wait. A condition not met yet holds the start (controllers.errors.Held: it is neither made
+    nor failed, and the agent comes back to it), so one start waiting on a dependency does not
+    stall every other repair behind it. The wait is still bounded: its timeout
+    (Settings.depends_timeout) counts from when the start was first held, kept in `began`
+    (time.monotonic(), by "stack/container") across the agent's passes until the start is
+    made; past it, or once a dependency has failed for good, the start fails as `apply`'s would
+    (and a retry fails alike until the condition is met: the wait is not begun again). It never
+    probes: the agent's prober does, on its schedule."""
+
+    settings: Settings
+    began: MutableMapping[str, float]
+
+    def __call__(self, stack: str, container: str, waits: Sequence[Wait]) -> None:
+        name = f"{stack}/{container}"
+        began = self.began.setdefault(name, time.monotonic())
+        remaining = began + self.settings.depends_timeout - time.monotonic()
+        pending: list[tuple[Wait, conditions.Pending]] = []
+        for wait in waits:
+            dependency, _ = observe(self.settings, stack, wait)
+            verdict = conditions.judge(wait, dependency, time.time(), remaining, self.settings.depends_timeout,
+                                       unstarted_pending=True)
+            if isinstance(verdict, conditions.Failed) and wait.required:
+                raise DependencyFailed(verdict.message)
+            if isinstance(verdict, conditions.Pending):
+                pending.append((wait, verdict))
+        if pending:
+            raise Held("; ".join(verdict.reason for _, verdict in pending),
+                       [wait.dependency for wait, _ in pending], remaining)
+        self.began.pop(name, None)

@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 from controllers.base import Controller, Desired, EndpointKey, Focus
 from controllers.cgroup import CgroupController
 from controllers.change import Change
-from controllers.container import ContainerController
+from controllers.container import ContainerController, Gate
 from controllers.container_files import RenderedLines
-from controllers.errors import ApplyError, ApplyErrors
+from controllers.errors import ApplyError, ApplyErrors, Held
 from controllers.firewall import Backends, FirewallController, backends, kept_backends
 from controllers.network import NetworkController
 from controllers.proxy import ProxyController
@@ -90,6 +90,9 @@ class Session:
     held_addresses: HeldAddresses | None = None
     """What every endpoint holds, kept across sessions with `leases` (the watch agent's): a
     focused pass then decides its own endpoints' addresses without looking at the others'."""
+    held: list[Held] = field(default_factory=list)
+    """The changes the latest `converge` held back (starts whose dependency's condition is not
+    met yet, to a gate that does not wait: the watch agent's), each naming its change."""
 
     def observe(self, focus: Focus | None = None, usage_of: frozenset[str] | None = frozenset()) -> Snapshot:
         """`usage_of`: the stacks whose containers' live usage to read too (None: every
@@ -133,16 +136,18 @@ class Session:
         batch does not stop the others, and every failure is reported together. What each
         batch made is handed to `on_applied` as soon as it has: the whole batch, or the rest
         of it when each failure was one change's alone (otherwise which of its changes were
-        made is not known here, and none is handed on)."""
+        made is not known here, and none is handed on). Changes held back are neither made nor
+        failed: they join `held`."""
         errors: list[ApplyError] = []
         for controller, batch in self._batches(plan.changes):
             try:
                 controller.apply(batch)
             except ApplyErrors as exc:
                 errors += exc.errors
-                if exc.errors and all(error.change is not None for error in exc.errors):
-                    failed = {id(error.change) for error in exc.errors}
-                    if made := [change for change in batch if id(change) not in failed]:
+                self.held += exc.held
+                if all(error.change is not None for error in exc.errors):
+                    not_made = {id(error.change) for error in exc.errors} | {id(held.change) for held in exc.held}
+                    if made := [change for change in batch if id(change) not in not_made]:
                         on_applied(made)
             else:
                 on_applied(batch)
@@ -160,10 +165,17 @@ class Session:
         of them: once applied, a pass's plan is let go before the next pass observes, so the
         confirming observation is made without the first plan held (after starting a thousand
         containers it no longer grows the heap: bench/README, "A pass lets its plan go"). A
-        failed pass's plan is kept, to tell a failure that repeats from a race."""
+        failed pass's plan is kept, to tell a failure that repeats from a race. A change held
+        back (`held`) is left out of the later passes: the host is converged but for it."""
         failed: tuple[Plan, ApplyErrors] | None = None
+        self.held = []
+
+        def unheld(change: Change) -> bool:
+            return select(change) and not any(held.change is not None and held.change.kind == change.kind
+                                              and held.change.key == change.key for held in self.held)
+
         for _ in range(MAX_PASSES):
-            plan = self._planned(target, focus).selected(select)
+            plan = self._planned(target, focus).selected(unheld)
             if failed is not None:
                 if failed[0] == plan:
                     raise failed[1]  # the same changes against the same host: not a race, a failure
@@ -180,7 +192,7 @@ class Session:
             del plan  # the next pass observes without it (see the docstring)
         if failed is not None:
             raise failed[1]
-        left = self.plan(target, focus)[0].selected(select)
+        left = self.plan(target, focus)[0].selected(unheld)
         if left.empty:
             return
         raise NotConverged("the host still differs from the spec after "
@@ -269,10 +281,11 @@ class HostDrivers:
 @contextmanager
 def open_session(settings: Settings, writable: bool, drivers: HostDrivers | None = None,
                  leases: LeaseCache | None = None, rendered: RenderedLines | None = None,
-                 held_addresses: HeldAddresses | None = None) -> Iterator[Session]:
+                 held_addresses: HeldAddresses | None = None, gate: Gate | None = None) -> Iterator[Session]:
     """`writable=False` (diff, status) opens the store read-only and never creates it. `leases`,
     `rendered` (/etc/hosts lines) and `held_addresses`: caches kept across sessions (the watch
-    agent's)."""
+    agent's). `gate`: how a start meets its depends_on conditions; by default it waits for
+    them (probes.Gate, as `apply` does), the watch agent's holds the start instead."""
     store = Store.open(settings.state_dir) if writable else Store.open_readonly(settings.state_dir)
     try:
         with host_netlink() as netlink:
@@ -281,7 +294,7 @@ def open_session(settings: Settings, writable: bool, drivers: HostDrivers | None
             yield Session(settings, store, Controllers(
                 NetworkController(netlink), SandboxController(netlink), cgroup,
                 ContainerController(store, settings.state_dir, cgroup.ensure, ImageStore(settings.state_dir),
-                                    probes.Gate(settings), rendered=rendered),
+                                    gate or probes.Gate(settings), rendered=rendered),
                 FirewallController(*drivers.firewall), ProxyController()),
                 one_pass=netlink.one_dump, leases=leases if leases is not None else LeaseCache(),
                 held_addresses=held_addresses)

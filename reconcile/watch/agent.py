@@ -27,6 +27,7 @@ from controllers.base import Focus
 from controllers.change import Action, Change
 from controllers.container import DesiredContainer, ObservedContainer, Paths
 from controllers.container_files import RenderedLines
+from controllers.errors import Held
 from controllers.firewall import nft_changes
 from controllers.proxy import running_proxies
 from kernel import netns, runtime
@@ -34,7 +35,7 @@ from kernel.events import Event, KernelEvents
 from kernel.memory import release_free_memory
 from kernel.retrying import retry_transient
 from kernel.rtnl_wire import DumpInterrupted
-from reconcile.engine import pinning
+from reconcile.engine import pinning, probes
 from reconcile.engine.addresses import HeldAddresses
 from reconcile.engine.session import HostDrivers, Target, open_session
 from reconcile.engine.settings import Settings
@@ -77,6 +78,9 @@ RIDERS = 64
 """Due keys whose changes a reconcile carries along with its own: a flushed chain of 1,000
 rules raises 1,000 events for 1,000 keys, repaired in 16 passes rather than 1,000."""
 
+HOLD_SLACK = 0.05
+"""Seconds past the end of a held start's wait that it is looked at again (then it fails)."""
+
 PULL_RETRY = 10.0
 """Seconds before a failed image pull is tried again (the stacks using it are queued again)."""
 _TRANSIENT_ERRNOS = frozenset({errno.EBUSY, errno.EAGAIN, errno.ENOBUFS, errno.EINTR})
@@ -110,6 +114,7 @@ class _Outcome:
     focus: Focus | None  # what the passes observed and changed, when not everything
     whys: dict[Key, str]  # why each rider was queued: the reason of the changes made for it
     whole: set[str]  # the stacks it reconciled whole (a stack's own key, or the host's, among its keys)
+    gated: dict[Key, Held]  # starts held back: a dependency's condition not met yet
 
 
 class Agent:
@@ -129,6 +134,10 @@ class Agent:
         self._rendered = RenderedLines()  # every session's /etc/hosts lines: rendered again once changed
         self._addresses = HeldAddresses()  # every session's: a repair decides its own addresses only
         self._held: dict[Key, str] = {}  # restarts waiting out a crash-loop delay
+        self._gated: dict[Key, Held] = {}
+        """Starts held until a dependency meets its condition. Replaced, never changed in place:
+        the prober's thread reads it (_dependency_probed)."""
+        self._waits_began: dict[str, float] = {}  # by "stack/container": when its held start's wait began
         self._pruning: set[str] = set()
         self._dirty_files: set[Path] | None = None  # None: every file
         self._files_lock = threading.Lock()
@@ -149,7 +158,7 @@ class Agent:
         self.events = KernelEvents(self._on_event, self.nft_changes)
         self.files = DirectoryWatch(root, options.debounce_ms, self.specs.is_stack_file, self._files_changed, log,
                                     self.stop)
-        self.prober = Prober(settings, self.metrics, log, self.stop, self._waiting_for_lock)
+        self.prober = Prober(settings, self.metrics, log, self.stop, self._waiting_for_lock, self._dependency_probed)
         self.cycles = CycleCollector()
 
     # -- producers --------------------------------------------------------------------------
@@ -262,7 +271,8 @@ class Agent:
             return
         self.metrics.reconcile_seconds.labels("ok").observe(time.monotonic() - started)
         for done in (key, *outcome.riders):
-            self.queue.forget(done)
+            if done not in outcome.gated:  # a held start is looked at again later each time (_settle)
+                self.queue.forget(done)
         self._settle(key, outcome)
 
     def _log_changes(self, batch: Sequence[Change], why: str, whys: Mapping[Key, str], started: float) -> None:
@@ -325,13 +335,15 @@ class Agent:
             self._drivers = HostDrivers.detect(self.settings, self.nft_changes, before=self._drivers)
         with exclusive(self.settings.state_dir, self._waiting_for_lock), \
                 open_session(self.settings, writable=True, drivers=self._drivers, leases=self._leases,
-                             rendered=self._rendered, held_addresses=self._addresses) as session, \
+                             rendered=self._rendered, held_addresses=self._addresses,
+                             gate=probes.HoldingGate(self.settings, self._waits_began)) as session, \
                 self.cycles.during_pass(focused=focus is not None):
             resolved = pinning.resolve(target, self.settings,
                                       pinning.Pulling(allowed=True, background=self._pull_in_background),
                                       None if focus is None else focus.containers)
             self._note_probed(resolved, focus)
             _retried(attempt)()
+            gated = {key_of_change(h.change): h for h in session.held if h.change is not None}
             # The events of our own writes, and any drift older than the final observation
             # (which found nothing left to do), need no second pass.
             for dropped in self.queue.drop_stale(lambda other: any(covers(k, other) for k in keys),
@@ -347,7 +359,7 @@ class Agent:
                         session.store.record_stack(name, str(files[name].path), spec)
                 for name in sorted(whole & self._pruning):
                     session.store.forget_stack(name)
-        return _Outcome(changed, held, riders, focus, whys, whole)
+        return _Outcome(changed, held, riders, focus, whys, whole, gated)
 
     def _pull_in_background(self, ref: ImageReference, verify_tls: bool) -> None:
         """Pull a missing image on a thread of its own, under the image store's lock only: the
@@ -404,6 +416,7 @@ class Agent:
         self.metrics.errors.labels(kind).inc()
         message = str(exc) or type(exc).__name__
         self._errors[key] = message
+        self._gated = {k: h for k, h in self._gated.items() if not covers(key, k)}  # failed, or failing now
         delay = None
         if retry:  # a spec error waits for the file to change (or the next resync): no spinning
             attempt, delay = self.queue.backoff(key)
@@ -422,6 +435,7 @@ class Agent:
             self._held[held_key] = reason
             self.enqueue(held_key, "restart backoff", delay)
             self.log.emit("restart held", key=str(held_key), reason=reason, wait_s=round(delay, 1))
+        self._hold_starts(keys, outcome.gated)
         names = sorted({name for k in keys for name in self._stacks_of(k)})
         for name in [n for n in names if n in self._pruning and n in outcome.whole]:
             self._pruning.discard(name)
@@ -430,6 +444,37 @@ class Agent:
         for name in [n for n in names if n in self.specs.stacks()]:
             self._publish([name], applied=name in outcome.changed, spec_applied=key.stack != HOST and not key.resource)
         self._watch_kernel(outcome.focus)
+
+    def _hold_starts(self, keys: Sequence[Key], gated: Mapping[Key, Held]) -> None:
+        """Starts held on a dependency's condition are looked at again when it could next be met:
+        once a probe has judged the dependency (_dependency_probed), once a reconcile has
+        looked at the dependency (its start, its exit event), and, failing those, after the
+        queue's growing retry delay (never past the end of the wait, when the start fails)."""
+        before = self._gated
+        kept = {k: h for k, h in before.items() if not any(covers(done, k) for done in keys)}
+        for released in before.keys() - kept.keys() - gated.keys():
+            self.queue.forget(released)  # started (or no longer wanted): its retry delay starts over
+        for held_key, held in gated.items():
+            _, delay = self.queue.backoff(held_key)  # not forgotten while held: it grows
+            delay = min(delay, max(held.remaining, 0.0) + HOLD_SLACK)
+            self.enqueue(held_key, "held start", delay)
+            if held_key not in before or before[held_key].reason != held.reason:
+                self.log.emit("start held", key=str(held_key), reason=held.reason, retry_in_s=round(delay, 2))
+        self._gated = {**kept, **gated}
+        for waiter, held in kept.items():
+            if any(covers(done, container_key(waiter.stack, name)) for name in held.dependencies for done in keys):
+                self.enqueue(waiter, "dependency reconciled")
+
+    def _dependency_probed(self, stack: str, container: str) -> None:
+        """On the prober's thread: a probe has found the container healthy or unhealthy, which
+        meets or fails the condition of any start held on it."""
+        for waiter, held in self._gated.items():  # a dict the worker replaces, never changes
+            if waiter.stack == stack and container in held.dependencies:
+                self.enqueue(waiter, f"dependency probed: {stack}/{container}")
+
+    def _forget_waits(self, stack: str) -> None:
+        """A new spec of the stack (or none): a start held in it begins its wait anew."""
+        self._waits_began = {k: v for k, v in self._waits_began.items() if not k.startswith(f"{stack}/")}
 
     # -- specs, status and what the kernel watch follows ----------------------------------
 
@@ -450,6 +495,7 @@ class Agent:
                 self.log.emit("spec warning", stack=name, warning=str(warning))
             if name in before:
                 self.crashloop.forget(renewed(before[name].stack, stacks[name].stack))
+            self._forget_waits(name)
             self.enqueue(stack_key(name), "spec changed")
         for name, path in sorted(result.moved.items()):
             self._stack_moved(name, path)
@@ -467,6 +513,7 @@ class Agent:
 
     def _stack_removed(self, name: str) -> None:
         self.crashloop.forget_stack(name)
+        self._forget_waits(name)
         self._probed.pop(name, None)
         if not self.options.prune:
             self.log.emit("stack kept", stack=name, why="its file is gone; --no-prune")
@@ -511,11 +558,12 @@ class Agent:
         for name in names:
             found = stacks.get(name)
             source = str(found.path) if found else f"stack {name}"
-            mine = [k for k in (*self._errors, *self._held) if k.stack in (name, HOST)]
+            mine = [k for k in (*self._errors, *self._held, *self._gated) if k.stack in (name, HOST)]
             errors = [f"{k}: {self._errors[k]}" for k in mine if k in self._errors]
             errors += ["\n".join(str(e) for e in self.specs.errors.get(Path(source), []))]
             errors = [e for e in errors if e]
             held = [f"{k}: {self._held[k]}" for k in mine if k in self._held]
+            held += [f"{k}: {self._gated[k].reason}" for k in mine if k in self._gated]
             self.status.stack(source, name, errors, held, applied or spec_applied)
 
     def _write_file_status(self, path: Path, error: str) -> None:

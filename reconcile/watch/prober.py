@@ -1,9 +1,10 @@
 """The agent's health prober: every running container with a health check is probed on its
 schedule (reconcile.engine.health), each probe on a thread of its own, so a slow probe holds
 up neither other probes nor the worker's repairs. Health goes to the container's health record
-(for `status`) and to the metrics. A container that turns unhealthy with
-`restart_on_unhealthy: true` is stopped, as a Kubernetes liveness probe has it killed: its
-restart policy (with the crash-loop backoff) then starts it again, or keeps it down.
+(for `status`) and to the metrics; a probe that judges a container (healthy, unhealthy) is
+told to the agent, so that a start held on it is looked at again. A container that turns
+unhealthy with `restart_on_unhealthy: true` is stopped, as a Kubernetes liveness probe has it
+killed: its restart policy (with the crash-loop backoff) then starts it again, or keeps it down.
 """
 
 from __future__ import annotations
@@ -33,11 +34,14 @@ Target = tuple[str, str]  # (stack, container)
 
 class Prober:
     def __init__(self, settings: Settings, metrics: Metrics, log: ActionLog, stop: threading.Event,
-                 waiting: Callable[[str], None]) -> None:
+                 waiting: Callable[[str], None], judged: Callable[[str, str], None] = lambda stack, name: None) -> None:
         """`waiting`: told who holds the state dir's lock when a stop waits for it (the agent
-        logs it as JSON: its stderr is one JSON object a line)."""
+        logs it as JSON: its stderr is one JSON object a line). `judged`: told (stack,
+        container) after a probe that leaves the container healthy or unhealthy, what a start
+        held on its depends_on condition waits for (called on the probe's thread)."""
         self._settings = settings
         self._waiting = waiting
+        self._judged = judged
         self._metrics = metrics
         self._log = log
         self._stop = stop
@@ -88,6 +92,8 @@ class Prober:
             self._metrics.record_health(*target, result.status, result.last is not None and result.last.exit_code == 0)
             if result.status == records.UNHEALTHY and container.restart_on_unhealthy:
                 self._stop_unhealthy(found, container)
+            if result.status in (records.HEALTHY, records.UNHEALTHY):
+                self._judged(*target)
         except Exception as exc:  # noqa: BLE001 - a probe that cannot be recorded must not kill the prober
             if not (isinstance(exc, FileNotFoundError) and not found.paths.root.is_dir()):  # else removed meanwhile
                 self._log.emit("error", kind="health", container="/".join(target),
