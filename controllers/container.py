@@ -46,6 +46,7 @@ from specs import capabilities, names
 from specs.errors import Issue
 from specs.images import pinned_digest
 from specs.model import Container, Healthcheck, Stack, Volume
+from specs.signals import DEFAULT_STOP_SIGNAL, signal_number
 from state import volumes
 from state.images import ImageStore
 from state.store import ContainerRecord, Store
@@ -226,9 +227,14 @@ class DesiredContainer:
 
     @property
     def recorded_spec(self) -> dict[str, object]:
-        """What the store records of a start of it: the spec, and the stop grace period it is
-        to be stopped with."""
-        return {**self.spec, "stop_grace": self.container.stop_grace}
+        """What the store records of a start of it: the spec, and the stop grace period and
+        signal it is to be stopped with (the spec's, else its image's, resolved by the engine).
+        SIGTERM, the signal of every start before `stop_signal` was known, is left out: the
+        records of those starts stay equal to it, as does the record of a start made now."""
+        recorded: dict[str, object] = {**self.spec, "stop_grace": self.container.stop_grace}
+        if self.container.stop_signal not in (None, DEFAULT_STOP_SIGNAL):
+            recorded["stop_signal"] = self.container.stop_signal
+        return recorded
 
 
 def started_spec(stack: Stack, key: str, addresses: Mapping[tuple[str, str, str], IPv4Address]) -> dict[str, object]:
@@ -499,6 +505,17 @@ def _grace(found: ObservedContainer) -> float:
     spec = found.spec
     grace = spec.get("stop_grace") if spec is not None else None
     return float(grace) if isinstance(grace, (int, float)) else DEFAULT_STOP_GRACE
+
+
+def stop_signal_of(recorded: Mapping[str, object] | None) -> int:
+    """The signal a container was started to be stopped with (its recorded spec's, which the
+    spec or its image may since have changed: the running program expects its own); SIGTERM
+    when the record names none (the default, or an earlier version's start) or is unknown."""
+    name = recorded.get("stop_signal") if recorded is not None else None
+    try:
+        return signal_number(name) if isinstance(name, str) else signal_number(DEFAULT_STOP_SIGNAL)
+    except ValueError:
+        return signal_number(DEFAULT_STOP_SIGNAL)
 
 
 def _read(path: Path) -> str | None:
@@ -787,7 +804,8 @@ class ContainerController:
         # worker's turn, and the runtime cleans up after all of them at once. One whose process
         # was gone by then has nothing left to stop.
         signalled_at = time.monotonic()
-        stopping = [f if f.handle is None or runtime.signal_stop(f.handle) else replace(f, handle=None) for f in found]
+        stopping = [f if f.handle is None or runtime.signal_stop(f.handle, stop_signal_of(f.spec))
+                    else replace(f, handle=None) for f in found]
         outcomes = _in_parallel(lambda f: self._try_remove(f, signalled_at), stopping)
         self._store.forget_containers([(f.stack, f.container) for f in found])
         for stack in {f.stack for f in found}:
@@ -796,7 +814,7 @@ class ContainerController:
         return [o for o in outcomes if o is not None]
 
     def _try_remove(self, found: ObservedContainer, signalled_at: float) -> ApplyError | None:
-        """`signalled_at`: when its process (if any is left) was sent SIGTERM."""
+        """`signalled_at`: when its process (if any is left) was sent its stop signal."""
         paths = Paths.of(self._state_dir, found.stack, found.container)
         try:
             self._stop(found, signalled_at, removing=True)
@@ -811,7 +829,7 @@ class ContainerController:
         so the root and its lowers are detached (overlay.unmount)."""
         paths = Paths.of(self._state_dir, found.stack, found.container)
         if found.handle is not None:
-            runtime.stop(found.handle, _grace(found), paths.log, signalled_at)
+            runtime.stop(found.handle, _grace(found), paths.log, signalled_at, stop_signal_of(found.spec))
         if found.runtime_state:  # left by a runtime killed before it cleaned up, or not yet gone
             self._runtime.delete(names.runtime_id(found.stack, found.container))
         overlay.unmount(paths.rootfs, removing)  # found.root, if any, is this one (roots_at)

@@ -389,15 +389,15 @@ def open_pidfd(handle: ProcessHandle) -> int | None:
     return fd
 
 
-def signal_stop(handle: ProcessHandle) -> bool:
-    """SIGTERM to exactly this process (through a pidfd: a pid reused meanwhile is left be);
-    False when it was gone already."""
+def signal_stop(handle: ProcessHandle, signum: int = signal.SIGTERM) -> bool:
+    """`signum` (the container's stop signal) to exactly this process (through a pidfd: a pid
+    reused meanwhile is left be); False when it was gone already."""
     crashpoints.step("stop")
     fd = open_pidfd(handle)
     if fd is None:
         return False
     try:
-        signal.pidfd_send_signal(fd, signal.SIGTERM)
+        signal.pidfd_send_signal(fd, signum)
     except ProcessLookupError:
         return False
     finally:
@@ -430,15 +430,16 @@ def terminate(handle: ProcessHandle, grace: float) -> bool:
     return True
 
 
-def stop(handle: ProcessHandle, grace: float, log_dir: Path, signalled_at: float | None = None) -> None:
-    """SIGTERM to the init (which forwards it), SIGKILL after `grace` seconds. The init is PID 1
-    of the container's pid namespace: when it dies the kernel kills everything inside. Returns
-    once the runtime has cleaned up after it (the exit status is written), so the caller can
-    take the root and cgroup away. `signalled_at`: when signal_stop already sent the SIGTERM
-    (containers stopped together are signalled at once, so their grace periods and the runtime's
-    cleanups overlap); the grace counts from then."""
+def stop(handle: ProcessHandle, grace: float, log_dir: Path, signalled_at: float | None = None,
+         signum: int = signal.SIGTERM) -> None:
+    """`signum` (the container's stop signal) to the init (which forwards it), SIGKILL after
+    `grace` seconds. The init is PID 1 of the container's pid namespace: when it dies the kernel
+    kills everything inside. Returns once the runtime has cleaned up after it (the exit status
+    is written), so the caller can take the root and cgroup away. `signalled_at`: when
+    signal_stop already sent the stop signal (containers stopped together are signalled at once,
+    so their grace periods and the runtime's cleanups overlap); the grace counts from then."""
     if signalled_at is None:
-        if not signal_stop(handle):
+        if not signal_stop(handle, signum):
             return
         signalled_at = time.monotonic()
     await_exit(handle, signalled_at + grace)

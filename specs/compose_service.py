@@ -67,7 +67,6 @@ _RESTART_CONDITIONS = {"none": "no", "no": "no", "on-failure": "on-failure", "an
 Docker's)."""
 _RESTART_POLICY_KEYS = ("condition", "max_attempts", "delay", "window")
 _LOG_DRIVERS = ("json-file", "local")
-_STOP_SIGNALS = ("SIGTERM", "TERM", "15")
 ENV_FILE_KEYS = ("path", "required", "format")
 _LIMIT_KEYS = {"memory": "memory", "cpus": "cpus", "pids": "pids"}
 ATTACHMENT_ADDRESSES = {"ipv4_address": "ip", "ipv6_address": "ip6"}
@@ -480,9 +479,8 @@ class ServiceMapper:
             except ValueError as exc:
                 self.out.error(self.src + ("stop_grace_period",), str(exc))
         signal = self.service.get("stop_signal")
-        if signal is not None and str(signal).upper() not in _STOP_SIGNALS:
-            self.out.key_warning(self.src + ("stop_signal",), f"{quoted(str(signal))} has no effect here: containers "
-                                                              "are stopped with SIGTERM, then SIGKILL")
+        if signal is not None:
+            self._set("stop_signal", signal, "stop_signal")
         if self.service.get("init") is False:
             self.out.key_warning(self.src + ("init",), "false has no effect here: every container runs an init "
                                                        "(catatonit) as PID 1, as with init: true")

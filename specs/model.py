@@ -66,6 +66,7 @@ from specs.fields import (
     to_volume_source,
 )
 from specs.names import NAME_PATTERN, VOLUME_NAME_PATTERN, default_bridge_name
+from specs.signals import to_stop_signal
 
 MAX_CPUS = 1024
 MAX_PIDS = 4194304
@@ -396,8 +397,11 @@ class Container(SpecModel):
                                                               "keeps the running process")
     restart_on_unhealthy: bool = Field(False, description="true: `reconcile watch` stops the container once "
                                                           "unhealthy, and its restart policy starts it again")
+    stop_signal: Annotated[str, BeforeValidator(to_stop_signal, json_schema_input_type=str | int)] | None = Field(
+        None, description="what stops it (SIGINT, INT or 2; SIGKILL follows after stop_grace); default: the "
+                          "image's StopSignal, else SIGTERM, as Docker")
     stop_grace: float = Field(10.0, ge=0, le=MAX_STOP_GRACE, allow_inf_nan=False,
-                              description="seconds between SIGTERM and SIGKILL")
+                              description="seconds between the stop signal and SIGKILL")
     logging: Logging = Field(Logging(),
                              description="how much output `reconcile logs` keeps; a change recreates the container")
 

@@ -76,6 +76,8 @@ class ImageConfig:
     exposed_ports: tuple[str, ...]
     healthcheck: Mapping[str, object] | None = None
     """Its HEALTHCHECK in the stack file's terms (test, interval in seconds, ...); None: none."""
+    stop_signal: str | None = None
+    """Its STOPSIGNAL as written (SIGQUIT, 3, ...): the engine reads it as the spec's `stop_signal`."""
 
 
 @dataclass(frozen=True)
@@ -461,7 +463,8 @@ def _config(config: object) -> ImageConfig:
                        workdir=posixpath.normpath("/" + workdir) if workdir else None,  # relative: from /, as Docker
                        user=text(fields.get("User")),
                        exposed_ports=tuple(sorted(str(p) for p in ports)) if isinstance(ports, dict) else (),
-                       healthcheck=_healthcheck(fields.get("Healthcheck")))
+                       healthcheck=_healthcheck(fields.get("Healthcheck")),
+                       stop_signal=text(fields.get("StopSignal")))
 
 
 DOCKER_HEALTH_DURATIONS = (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),

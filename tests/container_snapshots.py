@@ -35,9 +35,10 @@ def root_of(stack: str, container: str) -> str:
 def record_of(desired: Desired, stack: str, container: str, handle: ProcessHandle) -> ContainerRecord:
     """The store's record of a start with this Desired (as ContainerController._record writes it)."""
     spec = desired.stacks[stack].containers[container]
+    signal = {} if spec.stop_signal in (None, "SIGTERM") else {"stop_signal": spec.stop_signal}
     return ContainerRecord.of(stack, container, handle.pid, handle.start_time,
                               {**started_spec(desired.stacks[stack], container, desired.addresses),
-                               "stop_grace": spec.stop_grace}, 0, STARTED_AT)
+                               "stop_grace": spec.stop_grace, **signal}, 0, STARTED_AT)
 
 
 def running(desired: Desired, stack: str, container: str, pid: int = 4242) -> ObservedContainer:

@@ -199,7 +199,7 @@ def build(path: Path, layers: Sequence[Layer], *, entrypoint: Sequence[str] | No
           exposed_ports: Iterable[str | int] | None = None, labels: Mapping[str, str] | None = None,
           architecture: str = "amd64", variant: str | None = None, compression: Compression = "gzip",
           tag: str | None = "latest", bad_diff_id: bool = False,
-          healthcheck: Mapping[str, object] | None = None) -> BuiltImage:
+          healthcheck: Mapping[str, object] | None = None, stop_signal: str | None = None) -> BuiltImage:
     """Write an image into the OCI layout at `path` (created, or added to: blobs are shared and
     an existing entry with the same tag is replaced). `tag=None` writes the blobs only (for an
     index). An exposed port without a protocol is tcp. `bad_diff_id` puts a wrong first diff_id
@@ -215,6 +215,8 @@ def build(path: Path, layers: Sequence[Layer], *, entrypoint: Sequence[str] | No
     container_config = _container_config(entrypoint, cmd, env, workdir, user, exposed_ports, labels)
     if healthcheck is not None:  # Docker's form: {"Test": [...], "Interval": nanoseconds, ...}
         container_config["Healthcheck"] = dict(healthcheck)
+    if stop_signal is not None:  # Dockerfile's STOPSIGNAL, as written
+        container_config["StopSignal"] = stop_signal
     platform = {"architecture": architecture, "os": "linux", **({"variant": variant} if variant else {})}
     config = {
         "created": CREATED, **platform, "config": container_config,

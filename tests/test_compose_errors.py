@@ -297,12 +297,15 @@ NATIVE: list[tuple[str, str, list[str]]] = [
             networks:
               default: {ipv4_address: 10.89.1.5}
             healthcheck: {test: ["CMD", "true"], intervall: 5s}
+            stop_signal: [INT]
         """,
      ["compose.yaml:5:17: services.web.pids_limit: must be at least 1, got 0",
       "compose.yaml:6:15: services.web.cap_add[0]: unknown capability 'NOPE': use a name like NET_ADMIN, or ALL",
       "compose.yaml:7:19: services.web.environment.BAD-NAME: invalid variable name 'BAD-NAME': use letters, "
       "digits and '_', not starting with a digit",
       "compose.yaml:10:42: services.web.healthcheck: unknown field 'intervall' (did you mean 'interval'?)",
+      "compose.yaml:11:18: services.web.stop_signal: expected a signal name like SIGINT or INT, or its number, "
+      "got a list",
       "compose.yaml:4:24: services.web.ports[1]: must be at most 65535, got 99999"]),
     ("service-name-and-references", """\
         services:

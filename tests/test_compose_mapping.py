@@ -181,13 +181,13 @@ SERVICES: list[tuple[str, str, dict[str, object]]] = [
         image: busybox
         restart: "no"
         stop_grace_period: 1m30s
-        stop_signal: SIGTERM
+        stop_signal: SIGINT
         pull_policy: if_not_present
         logging:
           driver: local
           options: {max-size: 10m, max-file: "3"}
         """,
-     {"image": "busybox", "pull": "missing", "restart": "no", **DEFAULT, "stop_grace": 90.0,
+     {"image": "busybox", "pull": "missing", "restart": "no", **DEFAULT, "stop_grace": 90.0, "stop_signal": "SIGINT",
       "logging": {"driver": "local", "options": {"max-size": "10m", "max-file": "3"}}}),
     # docker compose reads deploy.restart_policy (over restart:): none, on-failure, any; no
     # condition restarts nothing (pkg/compose/create.go getRestartPolicy).
@@ -386,14 +386,12 @@ WARNINGS: list[tuple[str, str, list[str]]] = [
         expose: ["80"]
         labels: {a: b}
         init: false
-        stop_signal: SIGINT
         container_name: web-1
         """,
      ["services.web.expose: has no effect here: containers on a shared network reach every port of each other, "
       "and only ports: publishes on the host",
       "services.web.labels: has no effect here: reconcile keeps no labels",
       "services.web.container_name: has no effect here: the container is named STACK/SERVICE",
-      "services.web.stop_signal: 'SIGINT' has no effect here: containers are stopped with SIGTERM, then SIGKILL",
       "services.web.init: false has no effect here: every container runs an init (catatonit) as PID 1, as with "
       "init: true"]),
     ("restart-and-logging", """\

@@ -25,6 +25,7 @@ from controllers.container import (
     ObservedContainer,
     _started_in,
     diff_containers,
+    stop_signal_of,
 )
 from controllers.container_files import LOCALHOST
 from kernel.mountns import PinState
@@ -374,3 +375,36 @@ def test_a_damaged_started_file_counts_as_absent(tmp_path: Path, content: bytes 
     if content is not None:
         path.write_bytes(content)
     assert _started_in(path) == expected
+
+
+DB_INT = build_desired({"stacks": {"demo": {**DEMO, "containers": {**DEMO["containers"],
+                                                                 "db": {**DB, "stop_signal": "SIGINT"}}}}})
+"""db stopped with SIGINT (postgres's STOPSIGNAL, which the engine merges into the spec as `stop_signal`)."""
+
+
+@pytest.mark.parametrize(("found", "recorded_signal"), [
+    (running(DB_INT, "demo", "db", pid=101), "SIGINT"),
+    (with_record_spec(running(DB_INT, "demo", "db", pid=101), drop=("stop_signal",)), None),
+    (with_record_spec(running(DB_INT, "demo", "db", pid=101), stop_signal="SIGQUIT"), "SIGQUIT"),
+    (with_started(lost_record(running(DB_INT, "demo", "db", pid=101)), DB_INT), "SIGINT"),
+], ids=["recorded with it", "started by an earlier version (no stop_signal recorded)",
+        "recorded with another one", "store lost, its started file names it"])
+def test_a_stop_signal_is_recorded_with_the_start_and_never_recreates(found: ObservedContainer,
+                                                                      recorded_signal: str | None) -> None:
+    """Not a field the process runs with: a running container is left as it is, and stopped
+    with the signal it was started to be stopped with (an earlier version's start: SIGTERM)."""
+    changes = diff_containers(DB_INT, observation(*host(found))).changes
+    assert [(c.action, c.key) for c in changes] == ([] if found.record is not None
+                                                    else [(Action.UPDATE, "demo/db")])  # adopted
+    assert stop_signal_of(found.spec) == {"SIGINT": 2, "SIGQUIT": 3, None: 15}[recorded_signal]
+
+
+def test_only_a_stop_signal_other_than_sigterm_is_recorded() -> None:
+    """SIGTERM's records stay those an earlier version wrote: an upgrade leaves them in sync."""
+    [start] = [c for c in diff_containers(DB_INT, observation()).changes if c.key == "demo/db"]
+    assert isinstance(start.desired, DesiredContainer)
+    assert start.desired.recorded_spec["stop_signal"] == "SIGINT"
+    [start] = [c for c in diff_containers(WANT, observation()).changes if c.key == "demo/db"]
+    assert isinstance(start.desired, DesiredContainer)
+    assert "stop_signal" not in start.desired.recorded_spec
+    assert stop_signal_of({"stop_signal": "nonsense"}) == stop_signal_of(None) == 15

@@ -230,6 +230,39 @@ def test_local_sources_run_offline(sandbox: Sandbox, tmp_path: Path) -> None:
     assert "no changes" in apply(sandbox, path).lower()
 
 
+SIGNALS_SCRIPT = ("trap 'echo got INT >> /out/signals; exit 0' INT; trap 'echo got USR1 >> /out/signals; exit 0' USR1; "
+                  "trap 'echo got TERM >> /out/signals' TERM; echo ready >> /out/signals; "
+                  "while :; do sleep 0.1; done")
+"""Exits 0 on INT and USR1, ignores TERM (as postgres's fast shutdown is SIGINT): a stop with
+SIGTERM waits out the grace period and kills it."""
+
+
+def test_a_container_is_stopped_with_its_images_stop_signal_unless_its_spec_names_one(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    """As Docker: the image's STOPSIGNAL (nginx's SIGQUIT, postgres's SIGINT), else SIGTERM; the
+    spec's stop_signal over both. A process is stopped with the signal it was started to be
+    stopped with, whatever the spec says since (its program expects that one)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    image = build(tmp_path / "layout", [Layer.busybox()], entrypoint=["/bin/sh", "-c"], cmd=[SIGNALS_SCRIPT],
+                  env={"PATH": "/bin"}, tag="v1", stop_signal="SIGINT")
+
+    def spec(run: str, signal: str = "") -> str:
+        return stack(sandbox, a=f"{{image: 'oci:{image.layout}:v1', networks: [net], stop_grace: 3, {signal}"
+                                f"volumes: ['{out}:/out'], env: {{RUN: '{run}'}}}}")
+
+    def signals() -> str:
+        return (out / "signals").read_text() if (out / "signals").exists() else ""
+
+    apply(sandbox, spec("1"))
+    eventually(signals, "ready\n")
+    apply(sandbox, spec("2", "stop_signal: USR1, "))  # a recreate: the old process takes the image's INT
+    eventually(signals, "ready\ngot INT\nready\n")
+    assert container(sandbox, "a")["state"] == "running"
+    assert sandbox.reconcile("down", spec("2", "stop_signal: USR1, ")).returncode == 0
+    assert signals() == "ready\ngot INT\nready\ngot USR1\n"
+
+
 def test_a_docker_format_image_runs_pinned_to_the_registrys_digest(sandbox: Sandbox, registry: Registry,
                                                                    tmp_path: Path) -> None:
     """As Docker Hub serves most images: a Docker v2 manifest (pushed from a Docker archive),

@@ -591,6 +591,20 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
           web: {command: /bin/true, stop_grace: -1}
         """,
      'stack.yaml:3:41: containers.web.stop_grace: must be at least 0, got -1'),
+    ("stop-signal-unknown", """\
+        name: demo
+        containers:
+          web: {command: /bin/true, stop_signal: SIGSTOPP}
+        """,
+     "stack.yaml:3:42: containers.web.stop_signal: expected a signal name like SIGINT or INT, or its number, "
+     "got 'SIGSTOPP'"),
+    ("stop-signal-number-out-of-range", """\
+        name: demo
+        containers:
+          web: {command: /bin/true, stop_signal: 0}
+        """,
+     "stack.yaml:3:42: containers.web.stop_signal: expected a signal name like SIGINT or INT, or its number, "
+     "got '0'"),
     ("duplicate-key", """\
         name: demo
         networks:

@@ -26,6 +26,7 @@ from specs.errors import Issue, SpecErrors
 from specs.images import ImageReference, parse_reference, pin, split_pinned
 from specs.loader import locate_issues
 from specs.model import Container, Healthcheck, Stack
+from specs.signals import to_stop_signal
 from specs.validate import health_issues
 from state.images import Image, ImageConfig, ImageError, ImageStore, PullEvent
 
@@ -182,7 +183,7 @@ def merge(container: Container, ref: ImageReference, image: Image | None,
           digest: str | None) -> tuple[Container, str | None]:
     """The container as it runs: the image's Entrypoint and Cmd unless the spec gives them (a
     spec entrypoint drops the image's Cmd, as Docker does), its Env under the spec's, its
-    WorkingDir, User and HEALTHCHECK unless the spec sets them; `image` pinned to the digest.
+    WorkingDir, User, HEALTHCHECK and STOPSIGNAL unless the spec sets them; `image` pinned to the digest.
     Also the problem, if the result has nothing to run."""
     config = image.config if image is not None else None
     entrypoint = container.entrypoint if container.entrypoint is not None else (
@@ -199,7 +200,8 @@ def merge(container: Container, ref: ImageReference, image: Image | None,
         "entrypoint": None, "command": argv, "env": env,
         "workdir": container.workdir or (config.workdir if config else None) or "/",
         "user": container.user or (config.user if config else None),
-        "healthcheck": container.healthcheck or _image_healthcheck(config)})
+        "healthcheck": container.healthcheck or _image_healthcheck(config),
+        "stop_signal": container.stop_signal or _image_stop_signal(config)})
     problem = None
     if not argv and image is not None:
         problem = f"the image {ref} has neither Entrypoint nor Cmd: give the container a command"
@@ -213,6 +215,17 @@ def _image_healthcheck(config: ImageConfig | None) -> Healthcheck | None:
     try:
         return Healthcheck.model_validate(config.healthcheck)
     except ValidationError:
+        return None
+
+
+def _image_stop_signal(config: ImageConfig | None) -> str | None:
+    """The image's STOPSIGNAL, canonical; one Docker would not take is ignored, as any field of
+    the wrong type (the container is then stopped with SIGTERM)."""
+    if config is None or config.stop_signal is None:
+        return None
+    try:
+        return to_stop_signal(config.stop_signal)
+    except ValueError:
         return None
 
 

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from controllers.container import Paths
+from controllers.container import Paths, stop_signal_of
 from kernel import runtime
 from reconcile.engine import health, probes
 from reconcile.engine.containers import Found
@@ -112,4 +112,5 @@ class Prober:
             assert found.record is not None and known.last is not None
             self._log.emit("unhealthy", container=f"{found.record.stack}/{found.record.container}",
                            action="stopping", restart=container.restart, probe=health.describe_probe(known.last))
-            runtime.stop(found.handle, container.stop_grace, found.paths.log)
+            runtime.stop(found.handle, container.stop_grace, found.paths.log,
+                         signum=stop_signal_of(found.record.spec))
