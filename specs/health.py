@@ -15,7 +15,8 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 3
 DEFAULT_START_PERIOD = 0.0
 DEFAULT_START_INTERVAL = 5.0
-"""Docker's defaults, in seconds (its `0 means inherit` ends up at these)."""
+"""Docker's defaults, in seconds: what a timing that neither the spec nor the image's
+HEALTHCHECK gives (or gives as 0: Docker's `0 means inherit`) is (Healthcheck.over)."""
 
 MIN_DURATION = 0.001
 """Docker refuses a duration below 1ms other than 0 (0: the default)."""
@@ -54,11 +55,6 @@ def to_duration(value: object) -> float:
 def format_duration(seconds: float) -> str:
     """The text to_duration reads back to the same float (the state store's JSON round trip)."""
     return f"{int(seconds)}s" if seconds.is_integer() else f"{seconds!r}s"
-
-
-def defaulted(seconds: float, default: float) -> float:
-    """Docker reads 0 as `use the default`."""
-    return seconds or default
 
 
 def to_health_test(value: object) -> object:

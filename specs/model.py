@@ -275,34 +275,49 @@ Duration = Annotated[float, BeforeValidator(health.to_duration, json_schema_inpu
 
 
 class Healthcheck(SpecModel):
-    """Docker Compose's `healthcheck:`, with Docker's defaults and its `0 means the default`. The
+    """Docker Compose's `healthcheck:`, with Docker's `0 means inherit`: a timing left out (or 0)
+    is the image's HEALTHCHECK's, else Docker's default (`over`, once the image is known). The
     test runs inside the container, with its confinement and in its cgroups, as `reconcile exec`."""
 
     test: Annotated[list[Text],
                     BeforeValidator(health.to_health_test, json_schema_input_type=str | list[str])] | None = Field(
         None, description="[\"CMD\", argv...], [\"CMD-SHELL\", \"command line\"] (run by /bin/sh -c), "
                           "[\"NONE\"] (no check), or a string: a CMD-SHELL command line")
-    interval: Duration = Field(health.DEFAULT_INTERVAL, description="between probes, e.g. 30s, 1m30s, 500ms")
-    timeout: Duration = Field(health.DEFAULT_TIMEOUT, description="a probe running longer fails (and is killed)")
-    retries: int = Field(health.DEFAULT_RETRIES, ge=0, description="consecutive failures that make it unhealthy")
-    start_period: Duration = Field(health.DEFAULT_START_PERIOD,
-                                   description="after a start, failures before the first success do not count")
-    start_interval: Duration = Field(health.DEFAULT_START_INTERVAL,
-                                     description="between probes within start_period, until the first success")
+    interval: Duration = Field(0.0, description="between probes, e.g. 30s, 1m30s, 500ms; default (or 0): the "
+                                                "image's, else 30s")
+    timeout: Duration = Field(0.0, description="a probe running longer fails (and is killed); default (or 0): "
+                                               "the image's, else 30s")
+    retries: int = Field(0, ge=0, description="consecutive failures that make it unhealthy; default (or 0): the "
+                                              "image's, else 3")
+    start_period: Duration = Field(0.0, description="after a start, failures before the first success do not "
+                                                    "count; default (or 0): the image's, else 0s")
+    start_interval: Duration = Field(0.0, description="between probes within start_period, until the first "
+                                                      "success; default (or 0): the image's, else 5s")
     disable: bool = Field(False, description="true: no health check (as test: [\"NONE\"])")
 
     @model_validator(mode="after")
-    def _docker_defaults(self) -> Healthcheck:
+    def _test_or_disable(self) -> Healthcheck:
         if self.disable and self.test not in (None, ["NONE"]):
             raise SubfieldError(("disable",), "disable: true with a test: remove one of them")
         if not self.disable and self.test is None:
             raise SubfieldError(("test",), "a healthcheck needs a test, or disable: true (without a "
                                            "healthcheck, an image's HEALTHCHECK applies whole)")
+        return self
+
+    def over(self, base: Healthcheck | None) -> Healthcheck:
+        """The check as it runs: each timing left out (0) is `base`'s (the image's HEALTHCHECK,
+        as Docker merges a container's over its image's), else Docker's default; the test is
+        this one's. Idempotent: a check resolved already stays as it is."""
+        def inherited(name: str, default: float) -> Any:
+            own = getattr(self, name)
+            return own or (getattr(base, name) if base is not None else 0) or default
+
         return self.model_copy(update={
-            "interval": health.defaulted(self.interval, health.DEFAULT_INTERVAL),
-            "timeout": health.defaulted(self.timeout, health.DEFAULT_TIMEOUT),
-            "retries": self.retries or health.DEFAULT_RETRIES,
-            "start_interval": health.defaulted(self.start_interval, health.DEFAULT_START_INTERVAL)})
+            "interval": inherited("interval", health.DEFAULT_INTERVAL),
+            "timeout": inherited("timeout", health.DEFAULT_TIMEOUT),
+            "retries": inherited("retries", health.DEFAULT_RETRIES),
+            "start_period": inherited("start_period", health.DEFAULT_START_PERIOD),
+            "start_interval": inherited("start_interval", health.DEFAULT_START_INTERVAL)})
 
     @property
     def enabled(self) -> bool:
@@ -421,9 +436,11 @@ class Container(SpecModel):
         update: dict[str, object] = {}
         if self.hostname is None:
             update["hostname"] = key
-        if self.image is None:  # an image's config fills these in (reconcile.engine.images)
+        if self.image is None:  # an image's config fills these in (reconcile.engine.pinning)
             if self.workdir is None:
                 update["workdir"] = "/"
+            if self.healthcheck is not None:
+                update["healthcheck"] = self.healthcheck.over(None)
             if self.entrypoint:
                 update.update(entrypoint=None, command=[*self.entrypoint, *self.command])
         if "default_route" not in self.model_fields_set:

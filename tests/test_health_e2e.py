@@ -188,6 +188,35 @@ def test_an_images_healthcheck_applies_when_the_spec_gives_none(sandbox: Sandbox
     assert sandbox.netns_names() == []
 
 
+IMAGE_TIMED = """\
+name: rc-h16b
+containers:
+  db:
+    image: "oci:{layout}:timed"
+    healthcheck: {{test: [CMD, "false"]}}
+  web:
+    command: sleep 100000
+    depends_on: {{db: {{condition: service_healthy}}}}
+"""
+
+
+def test_a_spec_healthcheck_takes_the_timings_it_leaves_out_from_the_image(sandbox: Sandbox, tmp_path: Path) -> None:
+    """As Docker (`0 means inherit`): a spec healthcheck that gives only its test runs on the
+    image HEALTHCHECK's interval and retries (300ms, 7), not Docker's defaults (30s, 3): the
+    dependency is found unhealthy after 7 failures, long before the timeout."""
+    from tests.image_builder import Layer, build
+
+    layout = tmp_path / "layout"
+    build(layout, [Layer.busybox()], cmd=["sleep", "100000"], env={"PATH": "/bin"}, tag="timed",
+          healthcheck={"Test": ["CMD", "true"], "Interval": 300 * 10**6, "Retries": 7})
+    path = sandbox.write("stack.yaml", IMAGE_TIMED.format(layout=layout))
+    code, out = _apply(sandbox, path, timeout="30")
+    assert code == 1 and "create container rc-h16b/web: dependency 'db' is unhealthy; last probe " in out, out
+    status = json.loads(sandbox.reconcile("status", "-o", "json", str(path)).stdout)
+    db = {c["name"]: c for c in status["stacks"][0]["containers"]}["db"]
+    assert (db["health"]["status"], db["health"]["failing_streak"]) == ("unhealthy", 7), db
+
+
 IMAGE_WATCHED = """\
 name: rc-h16c
 containers:

@@ -12,7 +12,7 @@ import pytest
 
 from reconcile.engine import health
 from specs.health import format_duration, to_duration
-from specs.model import Stack
+from specs.model import Healthcheck, Stack
 from state import health as records
 from state.health import Probe
 from tests.specs_support import error_lines, load_text
@@ -56,6 +56,30 @@ def test_test_forms_and_docker_defaults(tmp_path: Path) -> None:
     for body in ("healthcheck: {test: [NONE]}\n", "healthcheck: {disable: true}\n"):
         assert not _stack(tmp_path, body).containers["db"].probed
     assert Stack.model_validate(json.loads(stack.model_dump_json())) == stack  # the state store's round trip
+
+
+IMAGE_CHECK = {"test": ["CMD", "true"], "interval": "1s", "retries": 7, "start_interval": "2s"}
+"""An image's HEALTHCHECK in the spec's terms (state.images reads Docker's): no timeout, no start period."""
+Timings = tuple[float, float, int, float, float]
+
+
+@pytest.mark.parametrize("own, image, test, timings", [
+    ({"test": ["CMD", "false"]}, IMAGE_CHECK, ["CMD", "false"], (1, 30, 7, 0, 2)),
+    ({"test": ["CMD", "false"], "interval": "0s", "retries": 0}, IMAGE_CHECK, ["CMD", "false"], (1, 30, 7, 0, 2)),
+    ({"test": ["CMD", "false"], "interval": "5s", "timeout": "3s", "start_period": "1m"}, IMAGE_CHECK,
+     ["CMD", "false"], (5, 3, 7, 60, 2)),
+    ({"test": ["CMD", "false"]}, None, ["CMD", "false"], (30, 30, 3, 0, 5)),
+    ({"disable": True}, IMAGE_CHECK, None, (1, 30, 7, 0, 2)),
+], ids=["only a test: the image's timings", "0 means inherit", "its own timings win", "no image check: Docker's",
+        "disabled stays disabled"])
+def test_a_spec_healthcheck_inherits_what_it_leaves_out_from_the_image(
+        own: dict[str, object], image: dict[str, object] | None, test: list[str] | None, timings: Timings) -> None:
+    """Docker merges a container's check over its image's: the test is the container's, each
+    timing it leaves out (or gives as 0) the image's, else Docker's default."""
+    check = Healthcheck.model_validate(own).over(Healthcheck.model_validate(image) if image else None)
+    assert check.test == test and check.enabled == (test is not None)
+    assert (check.interval, check.timeout, check.retries, check.start_period, check.start_interval) == timings
+    assert check.over(None) == check  # resolved once: a second resolution changes nothing
 
 
 def test_depends_on_forms(tmp_path: Path) -> None:

@@ -183,7 +183,8 @@ def merge(container: Container, ref: ImageReference, image: Image | None,
           digest: str | None) -> tuple[Container, str | None]:
     """The container as it runs: the image's Entrypoint and Cmd unless the spec gives them (a
     spec entrypoint drops the image's Cmd, as Docker does), its Env under the spec's, its
-    WorkingDir, User, HEALTHCHECK and STOPSIGNAL unless the spec sets them; `image` pinned to the digest.
+    WorkingDir, User and STOPSIGNAL unless the spec sets them, its HEALTHCHECK's timings under the
+    spec's healthcheck (the whole of it without one); `image` pinned to the digest.
     Also the problem, if the result has nothing to run."""
     config = image.config if image is not None else None
     entrypoint = container.entrypoint if container.entrypoint is not None else (
@@ -200,12 +201,21 @@ def merge(container: Container, ref: ImageReference, image: Image | None,
         "entrypoint": None, "command": argv, "env": env,
         "workdir": container.workdir or (config.workdir if config else None) or "/",
         "user": container.user or (config.user if config else None),
-        "healthcheck": container.healthcheck or _image_healthcheck(config),
+        "healthcheck": _healthcheck(container.healthcheck, _image_healthcheck(config)),
         "stop_signal": container.stop_signal or _image_stop_signal(config)})
     problem = None
     if not argv and image is not None:
         problem = f"the image {ref} has neither Entrypoint nor Cmd: give the container a command"
     return merged, problem
+
+
+def _healthcheck(own: Healthcheck | None, image: Healthcheck | None) -> Healthcheck | None:
+    """The spec's check over the image's, as Docker merges them: the spec's test (or disable),
+    each timing it leaves out the image's, else Docker's default; without one of its own, the
+    image's whole."""
+    if own is not None:
+        return own.over(image)
+    return image.over(None) if image is not None else None
 
 
 def _image_healthcheck(config: ImageConfig | None) -> Healthcheck | None:

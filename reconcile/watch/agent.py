@@ -627,5 +627,7 @@ class Agent:
 
 
 def _probed_in(stack: Stack) -> dict[str, Container]:
-    """The stack's containers with a health check, by key."""
-    return {key: container for key, container in stack.containers.items() if container.probed}
+    """The stack's containers with a health check, by key. Until a pass resolves their images,
+    an image container's own check runs with Docker's defaults for what it leaves out."""
+    return {key: container.model_copy(update={"healthcheck": container.healthcheck.over(None)})
+            for key, container in stack.containers.items() if container.probed and container.healthcheck}
