@@ -648,6 +648,7 @@ class ContainerController:
         self._runtime = Runtime.at(state_dir / RUNTIME_DIR)
         self._carried = (state_dir / CONTAINERS_DIR,)  # where roots are mounted: reaches the runtime's namespace
         self._started: set[str] = set()  # this session's starts (see diff_containers)
+        self._failed: set[str] = set()  # this session's starts that failed, until one succeeds
 
     def observe(self, focus: Focus | None = None) -> ContainerObservation:
         """With a focus, a container's init is looked for among the processes its record names
@@ -779,6 +780,11 @@ class ContainerController:
         filters = self._seccomp_filters(changes)
         outcomes = _in_parallel(lambda change: self._try_start(change, bases.get(change.key), filters), changes)
         self._started.update(f"{o.stack}/{o.container}" for o in outcomes if isinstance(o, ContainerRecord))
+        for change, outcome in zip(changes, outcomes):
+            if isinstance(outcome, ApplyError):
+                self._failed.add(change.key)
+            else:
+                self._failed.discard(change.key)
         self._store.record_containers([o for o in outcomes if isinstance(o, ContainerRecord)])
         return [o for o in outcomes if isinstance(o, (ApplyError, Held))]
 
@@ -881,6 +887,7 @@ class ContainerController:
                    filters: Mapping[frozenset[str], bytes]) -> ContainerRecord | ApplyError | Held:
         try:
             assert isinstance(change.desired, DesiredContainer)
+            self._not_held_back(change.desired)
             if change.desired.waits:  # before stopping anything: a recreate waits while the old one runs
                 self._gate(change.desired.stack, change.desired.key, change.desired.waits)
             found = change.observed if isinstance(change.observed, ObservedContainer) else None
@@ -897,6 +904,15 @@ class ContainerController:
                 paths.root.mkdir(parents=True, exist_ok=True)
                 paths.start_error.write_text(f"{exc}\n")
             return ApplyError.of(change, exc)
+
+    def _not_held_back(self, want: DesiredContainer) -> None:
+        """Raises when a required dependency's start failed earlier in this session (an earlier
+        level of this apply), as Compose starts no dependent of a dependency that failed to
+        start: whatever its condition, even service_started (start order alone), the dependent
+        is not started beside a dependency that is not running. A recreate keeps its old process."""
+        for name, dependency in want.container.dependencies.items():
+            if dependency.required and f"{want.stack}/{name}" in self._failed:
+                raise runtime.StartError(f"dependency '{name}' did not start")
 
     def _start(self, change: Change, found: ObservedContainer | None, id_base: int | None,
                filters: Mapping[frozenset[str], bytes]) -> ContainerRecord:

@@ -107,6 +107,40 @@ def test_apply_fails_naming_the_dependency(sandbox: Sandbox) -> None:
     assert code == 1 and "dependency 'init' did not complete successfully: it exited with code 3" in out, out
 
 
+UNSTARTABLE = """\
+name: rc-h16b
+containers:
+  bad:
+    command: /nonexistent-binary
+  good:
+    command: sleep 100000
+    depends_on: [bad]
+  after:
+    command: sleep 100000
+    depends_on: [good]
+  optional:
+    command: sleep 100000
+    depends_on: {bad: {condition: service_started, required: false}}
+"""
+
+
+def test_a_dependency_that_fails_to_start_holds_back_its_dependents(sandbox: Sandbox) -> None:
+    """As Compose: no dependent of a dependency that failed to start is started, whatever its
+    condition (a plain list is service_started), nor theirs in turn; required: false goes ahead."""
+    path = sandbox.write("stack.yaml", UNSTARTABLE)
+    code, out = _apply(sandbox, path)
+    assert code == 1, out
+    assert "create container rc-h16b/bad: rc-h16b/bad: command not found in the container: /nonexistent-binary" \
+        in out, out
+    assert "create container rc-h16b/good: dependency 'bad' did not start" in out, out
+    assert "create container rc-h16b/after: dependency 'good' did not start" in out, out
+    status = json.loads(sandbox.reconcile("status", "-o", "json", str(path)).stdout)
+    rows = {c["name"]: c for c in status["stacks"][0]["containers"]}
+    assert {name: row["state"] for name, row in rows.items()} == {
+        "bad": "missing", "good": "missing", "after": "missing", "optional": "running"}, rows
+    assert rows["good"]["start_error"] == "dependency 'bad' did not start"
+
+
 WATCHED = """\
 name: rc-h16b
 containers:
