@@ -157,6 +157,22 @@ def _with_schema(path: Path) -> sqlite3.Connection:
     return db
 
 
+def _opened(path: Path, warn: Callable[[str], None] | None) -> sqlite3.Connection:
+    """The store at `path` with its schema; one that is not a database is kept aside first."""
+    try:
+        return _with_schema(path)
+    except sqlite3.DatabaseError as exc:
+        if exc.sqlite_errorcode not in _DAMAGED:
+            raise
+        aside = path.with_name(f"{DB_NAME}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+        for suffix in ("", "-journal"):  # a hot journal belongs to the file it was written for
+            with suppress(FileNotFoundError):
+                os.rename(f"{path}{suffix}", f"{aside}{suffix}")
+        (warn or _to_stderr)(f"the state store {path} is damaged ({exc}): kept as {aside.name}, "
+                             "and a new one rebuilt from what is on the host")
+    return _with_schema(path)
+
+
 def _identity(path: Path) -> tuple[int, int] | None:
     try:
         found = os.stat(path)
@@ -181,22 +197,11 @@ class Store:
     @classmethod
     def open(cls, state_dir: Path, warn: Callable[[str], None] | None = None) -> Store:
         """Open for writing, creating the state dir and schema when missing. A damaged store (not
-        a database, or corrupt) is moved aside, said through `warn` (stderr by default), and a new
-        one made: rebuilt from what is on the host, as a lost one is."""
+        a database) is moved aside, said through `warn` (stderr by default), and a new one made:
+        rebuilt from what is on the host, as a lost one is."""
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = state_dir / DB_NAME
-        try:
-            return cls(_with_schema(path), path)
-        except sqlite3.DatabaseError as exc:
-            if exc.sqlite_errorcode not in _DAMAGED:
-                raise
-            aside = path.with_name(f"{DB_NAME}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
-            for suffix in ("", "-journal"):  # a hot journal belongs to the file it was written for
-                with suppress(FileNotFoundError):
-                    os.rename(f"{path}{suffix}", f"{aside}{suffix}")
-            (warn or _to_stderr)(f"the state store {path} is damaged ({exc}): kept as {aside.name}, "
-                                 "and a new one rebuilt from what is on the host")
-        return cls(_with_schema(path), path)
+        return cls(_opened(path, warn), path)
 
     def replaced(self) -> bool:
         """Whether the file this (writable) store has open is no longer the one at its path:
@@ -204,12 +209,14 @@ class Store:
         fail and reads show the past, while each pass's own connection opens the new one."""
         return self._path is not None and _identity(self._path) != self._file
 
-    def reopen(self) -> None:
-        """Let go of the file this store had open and open the one at its path (made anew if
-        missing, as `open` makes it)."""
+    def reopen(self, warn: Callable[[str], None] | None = None) -> None:
+        """Let go of the file this store had open and open the one at its path, as `open` opens
+        it (made anew if missing, moved aside if damaged). Failing, it holds none: it reads as
+        empty and is reopened by the next call."""
         assert self._path is not None, "a read-only store is opened anew, not reopened"
         self.close()
-        self._db = _with_schema(self._path)
+        self._db, self._file = None, None
+        self._db = _opened(self._path, warn)
         self._file = _identity(self._path)
 
     @classmethod

@@ -149,7 +149,7 @@ class Agent:
         """By stack, its containers with a health check as the last pass that resolved it found
         them (an image's HEALTHCHECK is known once the image is pinned): what the prober follows
         (a stack no pass has resolved yet, its file's own checks)."""
-        self.store = Store.open(settings.state_dir, warn=lambda text: log.emit("store replaced", why=text))
+        self.store = Store.open(settings.state_dir, warn=self._store_damaged)
         root = options.directory.absolute()  # not resolved: a flipped symlink is followed
         self.specs = StackDir(root, owners={r.name: Path(r.source) for r in self.store.stacks()
                                             if Path(r.source).parent == root})
@@ -230,11 +230,14 @@ class Agent:
             self.store.close()
             self.log.emit("agent stopped", signal=self.stopped_by, workloads="left running")
 
+    def _store_damaged(self, text: str) -> None:
+        self.log.emit("store replaced", why=text)
+
     def _work(self, key: Key) -> None:
         if self.store.replaced():  # state.db deleted or replaced by hand: ours is the new one
-            self.store.reopen()
-            self.status = StatusWriter(self.store)
             self.log.emit("store replaced", why=f"{self.settings.state_dir} holds another state store now")
+            self.store.reopen(warn=self._store_damaged)
+            self.status = StatusWriter(self.store)
         why = self.queue.reason(key)
         if key == FILES_KEY:
             self._refresh_files(why)
