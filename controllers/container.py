@@ -261,9 +261,11 @@ def dependency_levels(stack: Stack, keys: Iterable[str]) -> dict[str, int]:
 
 
 def _waits(stack: Stack, key: str) -> tuple[Wait, ...]:
+    """Every dependency of the container in its stack, `service_started` ones too: met once the
+    dependency has started (start order gives that in one apply), unless a gate that holds
+    starts (the watch agent's) holds the dependency's own start: then it holds this one too."""
     return tuple(Wait(name, dependency.condition, dependency.required, stack.containers[name].healthcheck)
-                 for name, dependency in stack.containers[key].dependencies.items()
-                 if dependency.condition != "service_started" and name in stack.containers)
+                 for name, dependency in stack.containers[key].dependencies.items() if name in stack.containers)
 
 
 def _recreate_fields(old: Mapping[str, object], new: Mapping[str, object]) -> tuple[FieldChange, ...]:

@@ -274,7 +274,7 @@ def test_starts_are_ordered_by_depends_on_with_their_waits() -> None:
             for w in wants if isinstance(w, DesiredContainer)] == [
         ("db", 0, []),
         ("web", 1, [("db", "service_healthy", True)]),
-        ("migrate", 1, []),  # service_started: the start order alone
+        ("migrate", 1, [("db", "service_started", True)]),  # met by start order, held with db's start
     ]
 
 

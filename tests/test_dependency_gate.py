@@ -90,7 +90,7 @@ def test_the_agents_gate_holds_a_start_and_counts_its_wait_from_the_first_hold(
     """One look, never a wait: held while db is starting (its wait kept across passes), failed
     as apply fails once the wait is over, started once db is healthy (its wait forgotten)."""
     seen = {"db": Dependency(True, time.time() - 2, None)}
-    monkeypatch.setattr(probes, "observe", lambda settings, stack, wait: (seen[wait.dependency], None))
+    monkeypatch.setattr(probes, "observe", lambda settings, stack, wait, exit_wait: (seen[wait.dependency], None))
     began: dict[str, float] = {}
     gate = HoldingGate(Settings(state_dir=tmp_path, cgroup_parent="rc-test", depends_timeout=300), began)
 
@@ -114,7 +114,7 @@ def test_the_agents_gate_fails_at_once_on_a_required_dependency_and_lets_an_opti
     """A failed condition is reported even while another is pending (it cannot start anyway);
     one with required: false that failed holds nothing back."""
     seen = {"db": Dependency(True, time.time() - 2, None), "init": Dependency(False, exit_code=3, ran=True)}
-    monkeypatch.setattr(probes, "observe", lambda settings, stack, wait: (seen[wait.dependency], None))
+    monkeypatch.setattr(probes, "observe", lambda settings, stack, wait, exit_wait: (seen[wait.dependency], None))
     gate = HoldingGate(Settings(state_dir=tmp_path, cgroup_parent="rc-test"), {})
     with pytest.raises(DependencyFailed, match="^dependency 'init' did not complete successfully"):
         gate("s", "web", [HEALTHY_DB, COMPLETED_INIT])

@@ -298,7 +298,11 @@ containers:
   web:
     command: sleep 100000
     depends_on: {{db: {{condition: service_healthy}}}}
+  api:
+    command: sleep 100000
+    depends_on: [web]
 """
+"""api waits on web by start order alone: held while web is, never started ahead of it."""
 
 BESIDE = """\
 name: rc-h16g
@@ -322,7 +326,7 @@ def test_agent_holds_a_start_on_its_dependency_and_repairs_the_rest_meanwhile(sa
         def states() -> dict[str, tuple[object, object]]:
             return {name: (row["state"], row["pid"]) for name, row in sandbox.containers().items()}
 
-        assert eventually(lambda: {name: state for name, (state, _) in states().items() if name != "web"},
+        assert eventually(lambda: {name: state for name, (state, _) in states().items() if name not in ("web", "api")},
                           {"db": "running", "x": "running"}, timeout=20)
         killed = states()["x"][1]
         assert isinstance(killed, int)
@@ -333,20 +337,24 @@ def test_agent_holds_a_start_on_its_dependency_and_repairs_the_rest_meanwhile(sa
             rows = {c["name"]: c for s in status["stacks"] for c in s["containers"]}
             watch = next(s["watch"] for s in status["stacks"] if s["name"] == "rc-h16f") or {}
             back = rows["x"]["state"] == "running" and rows["x"]["pid"] not in (killed, None)
-            return (back, rows.get("web", {}).get("state"), watch.get("sync"),  # no row: not applied yet
-                    "rc-h16f/container/web: waits for db to be healthy" in str(watch.get("error")))
+            return (back, rows.get("web", {}).get("state"), rows.get("api", {}).get("state"),
+                    watch.get("sync"),  # no row: not applied yet
+                    "rc-h16f/container/web: waits for db to be healthy" in str(watch.get("error")),
+                    "rc-h16f/container/api: waits for web to start" in str(watch.get("error")))
 
-        assert eventually(repaired_while_held, (True, "missing", "OutOfSync", True), timeout=20)
+        assert eventually(repaired_while_held, (True, "missing", "missing", "OutOfSync", True, True), timeout=20)
         assert agent.saw("start held", key="rc-h16f/container/web", reason="waits for db to be healthy")
+        assert not [line for line in agent.lines if line.get("event") == "error"]
 
         # Started once db is healthy; the stack is in sync then.
         def started() -> tuple[object, object, object]:
             status = sandbox.status()
             rows = {c["name"]: c for s in status["stacks"] for c in s["containers"]}
             watch = next(s["watch"] for s in status["stacks"] if s["name"] == "rc-h16f") or {}
-            return rows["web"]["state"], (rows["db"]["health"] or {}).get("status"), watch.get("sync")
+            return rows["web"]["state"], rows["api"]["state"], (rows["db"]["health"] or {}).get("status"), \
+                watch.get("sync")
 
-        assert eventually(started, ("running", "healthy", "Synced"), timeout=30)
+        assert eventually(started, ("running", "running", "healthy", "Synced"), timeout=30)
         assert sandbox.containers()["x"]["restarts"] == 1
     finally:
         assert agent.stop() == 0

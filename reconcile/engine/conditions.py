@@ -56,7 +56,11 @@ def judge(wait: Wait, dependency: Dependency, now: float, remaining: float, time
     """The verdict on `wait` at `now` (wall clock), `remaining` seconds before the wait's end
     (`timeout` seconds after it began). `unstarted_pending`: a dependency that has never run
     here, nor failed to start, may still be started (the agent holds a start whose dependency
-    is itself held); `apply` starts dependencies first, so there it is not running."""
+    is itself held); `apply` starts dependencies first, so there it is not running.
+    `service_started` is met by start order alone (a one-shot that has run and exited counts
+    as started, as in Compose): what holds it back is a gate's, not this look's."""
+    if wait.condition == "service_started":
+        return Met()
     if not dependency.running:
         if unstarted_pending and not dependency.ran and dependency.start_error is None:
             if remaining <= 0:

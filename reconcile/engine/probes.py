@@ -13,11 +13,12 @@ from controllers.container import Paths, Wait
 from controllers.errors import Held
 from kernel import runtime
 from reconcile.engine import conditions, health
-from reconcile.engine.containers import Found, UnknownContainer, exec_command, find
+from reconcile.engine.containers import Found, UnknownContainer, exec_command
 from reconcile.engine.settings import Settings
 from specs.model import Healthcheck
 from state import health as records
 from state.health import Health, Probe
+from state.store import Store
 
 OUTPUT_LIMIT = 4096
 """Bytes of a probe's output kept, as Docker keeps them."""
@@ -54,28 +55,35 @@ def current_health(found: Found) -> Health | None:
     return recorded if recorded is not None and recorded.of(found.record.pid, found.record.start_time) else None
 
 
-def observe(settings: Settings, stack: str, wait: Wait) -> tuple[conditions.Dependency, Found | None]:
-    """One look at a dependency, with what a probe of it needs (its record, while it runs). A
-    run whose process is gone has its exit status written a moment later (the runtime cleans
-    up after it, then the waiting shell drains the log writer): for a completion, it is
-    waited for."""
+def observe(settings: Settings, stack: str, wait: Wait, exit_wait: bool = True
+            ) -> tuple[conditions.Dependency, Found | None]:
+    """One look at a dependency, with what a probe of it needs (its record, while it runs): its
+    own record and files, nothing else of the host. A run whose process is gone has its exit
+    status written a moment later (the runtime cleans up after it, then the waiting shell
+    drains the log writer): for a completion, it is waited for, unless not `exit_wait` (a gate
+    that never waits: the status not there yet is the condition not met yet)."""
     found = _running(settings, stack, wait.dependency)
     if found is not None:
         assert found.record is not None
         return conditions.Dependency(True, found.record.started_at, current_health(found)), found
     paths = Paths.of(settings.state_dir, stack, wait.dependency)
     ran = paths.log.exists()
-    code = (runtime.await_exit_code(paths.log) if ran and wait.condition == "service_completed_successfully"
-            else runtime.exit_code(paths.log))
+    awaited = exit_wait and ran and wait.condition == "service_completed_successfully"
+    code = runtime.await_exit_code(paths.log) if awaited else runtime.exit_code(paths.log)
     return conditions.Dependency(False, exit_code=code, start_error=paths.last_start_error(), ran=ran), None
 
 
 def _running(settings: Settings, stack: str, name: str) -> Found | None:
-    """The dependency with its record, while its process runs; None once it does not."""
+    """The dependency with its record, while its process runs; None once it does not (or it
+    has no record: a lost store's, which the pass recording it comes before)."""
+    store = Store.open_readonly(settings.state_dir)
     try:
-        found = find(settings, f"{stack}/{name}", recorded=True)
-    except UnknownContainer:
+        record = store.containers([(stack, name)]).get((stack, name))
+    finally:
+        store.close()
+    if record is None:
         return None
+    found = Found(record, Paths.of(settings.state_dir, stack, name))
     return found if runtime.is_running(found.handle) else None
 
 
@@ -91,7 +99,7 @@ class Gate:
     def __call__(self, stack: str, container: str, waits: Sequence[Wait]) -> None:
         deadline = time.monotonic() + self.settings.depends_timeout
         for wait in waits:
-            while True:
+            while wait.condition != "service_started":  # met: start order saw to it
                 dependency, found = observe(self.settings, stack, wait)
                 verdict = conditions.judge(wait, dependency, time.time(), deadline - time.monotonic(),
                                            self.settings.depends_timeout)
@@ -129,7 +137,12 @@ class HoldingGate:
         remaining = began + self.settings.depends_timeout - time.monotonic()
         pending: list[tuple[Wait, conditions.Pending]] = []
         for wait in waits:
-            dependency, _ = observe(self.settings, stack, wait)
+            if wait.required and f"{stack}/{wait.dependency}" in self.began:  # its own start is held
+                pending.append((wait, conditions.Pending(f"waits for {wait.dependency} to start")))
+                continue
+            if wait.condition == "service_started":
+                continue
+            dependency, _ = observe(self.settings, stack, wait, exit_wait=False)
             verdict = conditions.judge(wait, dependency, time.time(), remaining, self.settings.depends_timeout,
                                        unstarted_pending=True)
             if isinstance(verdict, conditions.Failed) and wait.required:

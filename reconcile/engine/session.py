@@ -170,11 +170,13 @@ class Session:
         failed: tuple[Plan, ApplyErrors] | None = None
         self.held = []
 
+        held_now: set[tuple[str, str]] = set()  # self.held's changes, as the passes add them
+
         def unheld(change: Change) -> bool:
-            return select(change) and not any(held.change is not None and held.change.kind == change.kind
-                                              and held.change.key == change.key for held in self.held)
+            return select(change) and (change.kind, change.key) not in held_now
 
         for _ in range(MAX_PASSES):
+            held_now = {(h.change.kind, h.change.key) for h in self.held if h.change is not None}
             plan = self._planned(target, focus).selected(unheld)
             if failed is not None:
                 if failed[0] == plan:
@@ -192,6 +194,7 @@ class Session:
             del plan  # the next pass observes without it (see the docstring)
         if failed is not None:
             raise failed[1]
+        held_now = {(h.change.kind, h.change.key) for h in self.held if h.change is not None}
         left = self.plan(target, focus)[0].selected(unheld)
         if left.empty:
             return

@@ -48,12 +48,12 @@ def apply(path: Path, settings: Settings, pulling: pinning.Pulling = pinning.Pul
                 session.store.record_stack(f.stack.name, str(f.path.absolute()), f.stack.model_dump_json())
             made: list[Change] = []
             try:
-                session.converge(target, on_applied=made.extend)
+                plan = _converged(session, target, made)
             except SpecErrors:
                 if not made:
                     restore()
                 raise
-            return _warned(Plan(tuple(made)), files)
+            return _warned(plan, files)
 
 
 def _records_of(store: Store, names: Sequence[str]) -> Callable[[], None]:
@@ -70,9 +70,10 @@ def _records_of(store: Store, names: Sequence[str]) -> Callable[[], None]:
     return restore
 
 
-def _converged(session: Session, target: Target) -> Plan:
-    """Every change the convergence made: what `apply` prints, and the stacks `down` found."""
-    made: list[Change] = []
+def _converged(session: Session, target: Target, made: list[Change] | None = None) -> Plan:
+    """Every change the convergence made: what `apply` prints, and the stacks `down` found.
+    `made` gathers them as they are made (what a failing convergence made, to its caller)."""
+    made = [] if made is None else made
     session.converge(target, on_applied=made.extend)
     return Plan(tuple(made))
 
