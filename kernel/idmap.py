@@ -45,10 +45,15 @@ def _check(result: int, what: str) -> int:
     return checked(result, what, IdmapError)
 
 
+def _map_lines(text: str) -> list[tuple[int, int, int]]:
+    """(first id inside, first id outside, count) of each line of a /proc/PID/uid_map or gid_map."""
+    return [(int(inside), int(outside), int(count))
+            for inside, outside, count in (line.split() for line in text.splitlines() if line.strip())]
+
+
 def base_of_uid_map(text: str) -> int | None:
     """The host uid of a process's uid 0, from /proc/PID/uid_map (None: the host's own ids)."""
-    for line in text.splitlines():
-        inside, outside, _ = (int(field) for field in line.split())
+    for inside, outside, _ in _map_lines(text):
         if inside == 0:
             return None if outside == 0 else outside
     return None
@@ -78,8 +83,7 @@ def base_of_mark(marked: Path) -> int | None:
 def host_ranges_of_map(text: str) -> list[tuple[int, int]]:
     """The host ids, as (first, count), that a /proc/PID/uid_map or gid_map maps to; none for
     the host's own namespace (the whole of them mapped to themselves)."""
-    ranges = [(outside, count) for inside, outside, count in
-              ((int(field) for field in line.split()) for line in text.splitlines() if line.strip())]
+    ranges = [(outside, count) for _, outside, count in _map_lines(text)]
     return [] if ranges == [(0, (1 << 32) - 1)] else ranges
 
 

@@ -51,16 +51,21 @@ class Pending:
 Verdict = Met | Failed | Pending
 
 
+def met_by_start_order(wait: Wait) -> bool:
+    """`service_started`: met once the dependency has started, which start order sees to (a
+    one-shot that has run and exited counts as started, as in Compose), so no look at the
+    dependency is needed; what may hold it back is a gate's (the agent's holds it with its
+    dependency's held start)."""
+    return wait.condition == "service_started"
+
+
 def judge(wait: Wait, dependency: Dependency, now: float, remaining: float, timeout: float,
           unstarted_pending: bool = False) -> Verdict:
-    """The verdict on `wait` at `now` (wall clock), `remaining` seconds before the wait's end
-    (`timeout` seconds after it began). `unstarted_pending`: a dependency that has never run
-    here, nor failed to start, may still be started (the agent holds a start whose dependency
-    is itself held); `apply` starts dependencies first, so there it is not running.
-    `service_started` is met by start order alone (a one-shot that has run and exited counts
-    as started, as in Compose): what holds it back is a gate's, not this look's."""
-    if wait.condition == "service_started":
-        return Met()
+    """The verdict on `wait` (one not met_by_start_order) at `now` (wall clock), `remaining`
+    seconds before the wait's end (`timeout` seconds after it began). `unstarted_pending`: a
+    dependency that has never run here, nor failed to start, may still be started (the agent
+    holds a start whose dependency is itself held); `apply` starts dependencies first, so
+    there it is not running."""
     if not dependency.running:
         if unstarted_pending and not dependency.ran and dependency.start_error is None:
             if remaining <= 0:

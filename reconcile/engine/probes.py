@@ -99,7 +99,7 @@ class Gate:
     def __call__(self, stack: str, container: str, waits: Sequence[Wait]) -> None:
         deadline = time.monotonic() + self.settings.depends_timeout
         for wait in waits:
-            while wait.condition != "service_started":  # met: start order saw to it
+            while not conditions.met_by_start_order(wait):
                 dependency, found = observe(self.settings, stack, wait)
                 verdict = conditions.judge(wait, dependency, time.time(), deadline - time.monotonic(),
                                            self.settings.depends_timeout)
@@ -140,7 +140,7 @@ class HoldingGate:
             if wait.required and f"{stack}/{wait.dependency}" in self.began:  # its own start is held
                 pending.append((wait, conditions.Pending(f"waits for {wait.dependency} to start")))
                 continue
-            if wait.condition == "service_started":
+            if conditions.met_by_start_order(wait):
                 continue
             dependency, _ = observe(self.settings, stack, wait, exit_wait=False)
             verdict = conditions.judge(wait, dependency, time.time(), remaining, self.settings.depends_timeout,

@@ -176,7 +176,7 @@ class Session:
             return select(change) and (change.kind, change.key) not in held_now
 
         for _ in range(MAX_PASSES):
-            held_now = {(h.change.kind, h.change.key) for h in self.held if h.change is not None}
+            held_now = self._held_changes()
             plan = self._planned(target, focus).selected(unheld)
             if failed is not None:
                 if failed[0] == plan:
@@ -194,12 +194,16 @@ class Session:
             del plan  # the next pass observes without it (see the docstring)
         if failed is not None:
             raise failed[1]
-        held_now = {(h.change.kind, h.change.key) for h in self.held if h.change is not None}
+        held_now = self._held_changes()
         left = self.plan(target, focus)[0].selected(unheld)
         if left.empty:
             return
         raise NotConverged("the host still differs from the spec after "
                            f"{MAX_PASSES} passes: " + ", ".join(f"{c.kind} {c.key}" for c in left.changes))
+
+    def _held_changes(self) -> set[tuple[str, str]]:
+        """(kind, key) of every change held back so far."""
+        return {(h.change.kind, h.change.key) for h in self.held if h.change is not None}
 
     def _planned(self, target: Target, focus: Focus | None) -> Plan:
         """One pass's plan, its pooled subnets and addresses recorded as leases; the desired
