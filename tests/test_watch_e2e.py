@@ -404,6 +404,32 @@ def test_a_reconcile_that_fails_still_logs_the_changes_it_made(sandbox: Sandbox,
     assert ("container", "half/app") not in made
 
 
+def test_a_start_made_by_a_reconcile_that_failed_is_repaired_by_its_exit_event(sandbox: Sandbox, specs: Path) -> None:
+    """`web` started in a batch whose other start fails: its exit is followed all the same, not
+    left to the failing stack's retries (which back off to a minute) or the resync."""
+    agent = Agent(sandbox, specs, "--resync", "600", "--debounce", "50")
+    try:
+        save_atomically(specs / "half.yaml", NOT_STARTABLE)
+
+        def backed_off() -> bool:  # the stack's next retry is seconds away
+            return any(record.get("event") == "error" and record.get("key") == "half"
+                       and float(str(record.get("retry_in_s") or 0)) >= 3 for record in list(agent.lines))
+
+        assert eventually(backed_off, True, timeout=30)
+        before = len(agent.lines)
+        os.kill(int(sandbox.containers()["web"]["pid"]), signal.SIGKILL)
+
+        def restarted_why() -> object:
+            return next((record.get("why") for record in list(agent.lines)[before:]
+                         if record.get("event") == "change" and record.get("object") == "half/web"), None)
+
+        why = eventually(lambda: restarted_why() is not None, True, timeout=10) and restarted_why()
+        assert str(why).startswith("kernel:"), why
+    finally:
+        assert agent.stop() == 0
+        sandbox.reconcile("down", "--stack", "half", check=True)
+
+
 GONE = """\
 name: gone
 networks:

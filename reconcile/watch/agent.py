@@ -427,6 +427,11 @@ class Agent:
         self.log.emit("error", key=str(key), why=why, kind=kind, error=message,
                       retry_in_s=None if delay is None else round(delay, 2))
         self._publish(self._stacks_of(key), applied=False)
+        # What the pass made before it failed (a batch's other starts, new sandboxes) is followed
+        # now, not only once a pass succeeds: a stack whose one start keeps failing retries at
+        # up to a minute apart, and its other containers' exits must not wait for that. All of
+        # the watches: how far a failed pass got is not known (a failure is rare and rate-limited).
+        self._watch_kernel()
 
     def _settle(self, key: Key, outcome: _Outcome) -> None:
         """Bookkeeping after a good reconcile: what it covered is no longer failing or held,
