@@ -11,8 +11,10 @@ import argparse
 import codecs
 import gc
 import importlib
+import io
 import json
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2  # `diff` only: the host differs from the spec
-EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process SIGINT ended (128 + 2)
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # Ctrl-C, as a shell reports a process SIGINT ended
 
 
 class UsageError(Exception):
@@ -184,12 +186,17 @@ def _print_json(data: object) -> None:
     or an output that is not UTF-8."""
     from pydantic_core import PydanticSerializationError, to_json
 
-    utf8 = sys.stdout.encoding is not None and codecs.lookup(sys.stdout.encoding).name == "utf-8"
     try:
-        text = to_json(data, indent=2).decode() if utf8 else None
+        text = to_json(data, indent=2).decode() if _stdout_is_utf8() else None
     except PydanticSerializationError:
         text = None
     sys.stdout.write((text if text is not None else json.dumps(data, indent=2)) + "\n")
+
+
+def _stdout_is_utf8() -> bool:
+    """Whether documents may carry text beyond ASCII as is; otherwise each format's own escapes
+    keep them whole (main's backslashes would change a value read back)."""
+    return sys.stdout.encoding is not None and codecs.lookup(sys.stdout.encoding).name == "utf-8"
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
@@ -221,6 +228,7 @@ def cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
     else:
         yaml = YAML(typ="rt")  # keeps the order of the keys, as the conversion writes them
         yaml.default_flow_style = False
+        yaml.allow_unicode = _stdout_is_utf8()  # else YAML's "\xe9" escapes
         yaml.dump(native, sys.stdout)
     return EXIT_OK
 
@@ -450,7 +458,13 @@ def _usage_error(exc: UsageError, argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """The whole run: a Ctrl-C at any moment (the verb's engine takes ~0.2 s to import) ends it
     with 130 and no traceback, and a reader gone (`reconcile status | head`) quietly with 1,
-    whatever was printing then, an error's report included."""
+    whatever was printing then, an error's report included. Text the output's encoding cannot
+    hold (an arrow of the plan, a name beyond ASCII under `PYTHONIOENCODING=ascii`) is written
+    escaped (`\\u2192`), as Python writes stderr: a run must not fail after its work is done
+    only because of how it reports it."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
     try:
         code = _run(sys.argv[1:] if argv is None else argv)
         sys.stdout.flush()  # here, not at the interpreter's exit, where a broken pipe is a traceback

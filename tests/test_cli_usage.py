@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from ruamel.yaml import YAML
 
+from reconcile import __main__ as entry
 from reconcile import cli
 from reconcile.cli import EXIT_ERROR, main
 
@@ -106,3 +110,44 @@ def test_an_unexpected_error_without_a_message_is_named_by_its_type(monkeypatch:
     monkeypatch.setitem(cli.COMMANDS, "schema", failing)
     assert main(["schema"]) == EXIT_ERROR
     assert capsys.readouterr().err == "error: AssertionError\n"
+
+
+def _run_under_ascii(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "reconcile", *argv], capture_output=True, text=True,
+                          encoding="utf-8", env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONIOENCODING": "ascii"})
+
+
+def test_text_an_ascii_output_cannot_hold_is_escaped_not_a_failure(tmp_path: Path) -> None:
+    """A report is written whatever the output's encoding: the run's work is done by then."""
+    stack = tmp_path / "sé.yaml"
+    stack.write_text("name: demo\n")
+    result = _run_under_ascii("validate", str(stack))
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0, f"ok: 1 stack(s) valid: demo ({tmp_path}/s\\xe9.yaml)\n", "")
+
+
+def test_documents_an_ascii_output_cannot_hold_read_back_whole(tmp_path: Path) -> None:
+    """`convert`'s YAML and JSON in their own escapes: the file it makes means what it should."""
+    compose = tmp_path / "compose.yaml"
+    compose.write_text('name: demo\nservices:\n  web:\n    image: busybox\n'
+                       '    environment: {GREETING: "héllo → wörld"}\n')
+    for output in ("yaml", "json"):
+        result = _run_under_ascii("convert", *(["-o", "json"] if output == "json" else []), str(compose))
+        assert result.returncode == 0, result.stderr
+        document = json.loads(result.stdout) if output == "json" else YAML(typ="safe").load(result.stdout)
+        assert document["containers"]["web"]["env"] == {"GREETING": "héllo → wörld"}, result.stdout
+
+
+def test_ctrl_c_while_the_cli_loads_ends_with_130_and_no_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command's entry point imports `reconcile.cli` (~70 ms) outside `main`'s guard."""
+    load = builtins.__import__
+
+    def interrupted(name: str, *args: Any, **kwargs: Any) -> object:
+        if name == "reconcile.cli":
+            raise KeyboardInterrupt
+        return load(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    with pytest.raises(SystemExit) as ended:
+        entry.run()
+    assert ended.value.code == 130
