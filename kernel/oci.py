@@ -175,19 +175,26 @@ EXEC_CANNOT_RUN = 126
 _RUNTIME_FAILED = 255
 
 
-def exec_status(status: int, log_file: Path) -> int:
-    """The exit status of an exec as `docker exec` (and a shell) gives it. crun ends with 255
-    both when the command exited 255 and when the command never started; only then has it
-    logged an error: a command not found is 127 ("executable file `x` not found in $PATH", for
-    a path too), any other start failure 126 ("open executable: Permission denied", a
-    directory, a bad workdir). Any other status is the command's own (3, 137, 143, ...)."""
+def exec_start_errors(status: int, log_file: Path) -> list[str]:
+    """The runtime's errors when an exec's command never started; [] when it ran. crun ends
+    with 255 both when the command exited 255 and when the command never started; only then
+    has it logged an error ("executable file `x` not found in $PATH: ...", "open executable:
+    Permission denied", a directory, a bad workdir)."""
     if status != _RUNTIME_FAILED:
-        return status
+        return []
     try:
         lines = log_file.read_text(errors="replace").splitlines()
     except FileNotFoundError:
-        return status
-    errors = [record.get("msg", "") for record in map(_json_record, lines) if record.get("level") == "error"]
+        return []
+    return [record.get("msg", "") for record in map(_json_record, lines) if record.get("level") == "error"]
+
+
+def exec_status(status: int, log_file: Path) -> int:
+    """The exit status of an exec as `docker exec` (and a shell) gives it: a command that never
+    started (exec_start_errors) is 127 when not found ("executable file `x` not found in
+    $PATH", for a path too), 126 for any other start failure. Any other status is the
+    command's own (3, 137, 143, 255, ...)."""
+    errors = exec_start_errors(status, log_file)
     if not errors:
         return status
     not_found = any(m.startswith("executable file ") and " not found" in m for m in errors)

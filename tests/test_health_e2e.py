@@ -107,6 +107,35 @@ def test_apply_fails_naming_the_dependency(sandbox: Sandbox) -> None:
     assert code == 1 and "dependency 'init' did not complete successfully: it exited with code 3" in out, out
 
 
+PROGRAM_MISSING = """\
+name: rc-h16b
+containers:
+  db:
+    command: sleep 100000
+    healthcheck: {test: [CMD, /no/such], interval: 200ms, retries: 2}
+  web:
+    command: sleep 100000
+    depends_on: {db: {condition: service_healthy}}
+"""
+NOT_FOUND = "executable file `/no/such` not found in $PATH: No such file or directory"
+
+
+def test_a_probe_whose_program_cannot_run_is_recorded_as_docker_records_it(sandbox: Sandbox) -> None:
+    """As Docker records a probe whose exec failed to start: exit code -1 and the runtime's
+    error as its output (not crun's 255, which would pass for the program's own exit), and a
+    failure like any other: `retries` of them make the container unhealthy."""
+    path = sandbox.write("stack.yaml", PROGRAM_MISSING)
+    code, out = _apply(sandbox, path, timeout="30")
+    assert code == 1 and "create container rc-h16b/web: dependency 'db' is unhealthy; last probe " in out, out
+    assert out.count(f": exit -1: {NOT_FOUND}") == 1, out
+    status = json.loads(sandbox.reconcile("status", "-o", "json", str(path)).stdout)
+    db = {c["name"]: c for c in status["stacks"][0]["containers"]}["db"]
+    assert (db["health"]["status"], db["health"]["failing_streak"]) == ("unhealthy", 2), db
+    assert (db["health"]["last_probe"]["exit_code"], db["health"]["last_probe"]["output"]) == (-1, NOT_FOUND), db
+    log = json.loads((sandbox.state_dir / "containers" / "rc-h16b" / "db" / "health.json").read_text())
+    assert [(probe["exit_code"], probe["output"]) for probe in log["probes"]] == [(-1, NOT_FOUND)] * 2, log
+
+
 UNSTARTABLE = """\
 name: rc-h16b
 containers:

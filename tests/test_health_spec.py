@@ -184,13 +184,29 @@ def test_docker_health_rules() -> None:
     # After a success, failures count even within the start period: `retries` in a row.
     judged = health.judge(judged, 7, 70, 0.0, _probe(5.0, 1), CHECK)
     assert (judged.status, judged.failing_streak) == ("healthy", 1)
-    judged = health.judge(judged, 7, 70, 0.0, _probe(40.0, health.TIMED_OUT), CHECK)
+    judged = health.judge(judged, 7, 70, 0.0, _probe(40.0, health.NO_EXIT_CODE), CHECK)
     assert (judged.status, judged.failing_streak) == ("unhealthy", 2)
     assert len(judged.probes) == 5 and judged.probes[-1].exit_code == -1  # Docker keeps five
     # A record of another process (a restart) counts for nothing.
     fresh = health.judge(judged, 8, 80, 50.0, _probe(51.0, 1), CHECK)
     assert (fresh.status, fresh.failing_streak, len(fresh.probes)) == ("starting", 0, 1)
     assert health.probe_due(None, 100.0, CHECK) == 101.0  # the first probe: start_interval after the start
+
+
+@pytest.mark.parametrize("exit_code, output, start_errors, recorded", [
+    (0, b"ready\n", [], (0, "ready\n")),
+    (1, b"not yet\n", [], (1, "not yet\n")),
+    (255, b"", [], (255, "")),  # the program's own 255: crun logged no error
+    (127, b"sh: /no/such: not found\n", [], (127, "sh: /no/such: not found\n")),  # a shell's, as Docker's
+    (255, b"crun: executable file `/no/such` not found\n", ["executable file `/no/such` not found"],
+     (-1, "executable file `/no/such` not found")),  # never started: Docker's -1 and the error
+    (255, b"", ["open executable: Permission denied", "second"], (-1, "open executable: Permission denied\nsecond")),
+    (None, b"partial", [], (-1, "Health check exceeded timeout (1.5s)")),
+])
+def test_what_a_probe_records(exit_code: int | None, output: bytes, start_errors: list[str],
+                              recorded: tuple[int, str]) -> None:
+    check = Healthcheck.model_validate({"test": ["CMD", "x"], "timeout": "1.5s"}).over(None)
+    assert health.probe_outcome(check, exit_code, output, start_errors) == recorded
 
 
 def test_a_probe_of_a_container_removed_meanwhile_leaves_no_directory(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ every `interval`; the first one an interval after the start.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 
@@ -20,8 +21,9 @@ from state.health import HEALTHY, KEPT_PROBES, STARTING, UNHEALTHY, Health, Prob
 SHELL = ("/bin/sh", "-c")
 """What CMD-SHELL runs its command line with (Docker's default shell)."""
 
-TIMED_OUT = -1
-"""The exit code Docker records for a probe that timed out or could not run."""
+NO_EXIT_CODE = -1
+"""The exit code Docker records for a probe without one of its own: it timed out, or it could
+not be run at all (the program missing or not executable, the container gone)."""
 SHOWN_OUTPUT = 200
 """Characters of a probe's output in one-line messages (status text, start errors)."""
 
@@ -55,9 +57,19 @@ def probe_argv(check: Healthcheck) -> list[str]:
     return list(check.test[1:]) if check.test[0] == "CMD" else [*SHELL, *check.test[1:]]
 
 
-def timeout_output(check: Healthcheck) -> str:
-    """Docker's words for a probe that ran out of time."""
-    return f"Health check exceeded timeout ({format_duration(check.timeout)})"
+def probe_outcome(check: Healthcheck, exit_code: int | None, output: bytes,
+                  start_errors: Sequence[str]) -> tuple[int, str]:
+    """The exit code and output Docker records of a probe that ran `exit_code` (None: killed
+    at its timeout) with `output`, or that the runtime could not start (`start_errors`, its
+    errors). As Docker: out of time, -1 and its words; not started (the program missing or not
+    executable), -1 and the runtime's error, as Docker records an exec that failed to start
+    (not a shell's 127 or 126, nor crun's 255, which would pass for the program's own).
+    Either way a failure, which counts toward `retries`."""
+    if exit_code is None:
+        return NO_EXIT_CODE, f"Health check exceeded timeout ({format_duration(check.timeout)})"
+    if start_errors:
+        return NO_EXIT_CODE, "\n".join(start_errors)
+    return exit_code, output.decode(errors="replace")
 
 
 def describe_probe(probe: Probe) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from controllers.container import Paths, Wait
 from controllers.errors import Held
-from kernel import runtime
+from kernel import oci, runtime
 from reconcile.engine import conditions, health
 from reconcile.engine.containers import Found, UnknownContainer, exec_command
 from reconcile.engine.settings import Settings
@@ -35,13 +35,12 @@ def probe(settings: Settings, found: Found, check: Healthcheck) -> Health:
     assert found.record is not None
     started = time.time()
     try:
-        with exec_command(settings, found, health.probe_argv(check)) as (command, pid_file, _):
+        with exec_command(settings, found, health.probe_argv(check)) as (command, pid_file, log_file):
             captured = runtime.run_captured(command, pid_file, check.timeout, OUTPUT_LIMIT)
-        code = health.TIMED_OUT if captured.exit_code is None else captured.exit_code
-        output = (health.timeout_output(check) if captured.exit_code is None
-                  else captured.output.decode(errors="replace"))
+            start_errors = [] if captured.exit_code is None else oci.exec_start_errors(captured.exit_code, log_file)
+        code, output = health.probe_outcome(check, captured.exit_code, captured.output, start_errors)
     except UnknownContainer as exc:  # raced with an exit, or the runtime's state is lost
-        code, output = health.TIMED_OUT, str(exc)
+        code, output = health.NO_EXIT_CODE, str(exc)
     result = Probe(started, time.time(), code, output)
     record = found.record
     return records.update(found.paths.health, lambda previous: health.judge(
