@@ -19,7 +19,9 @@ from specs.model import Healthcheck
 from state.health import HEALTHY, KEPT_PROBES, STARTING, UNHEALTHY, Health, Probe
 
 SHELL = ("/bin/sh", "-c")
-"""What CMD-SHELL runs its command line with (Docker's default shell)."""
+"""What CMD-SHELL runs its command line with (Docker's default shell), whatever the image's
+SHELL: Docker's probe runs the line with the container's own Config.Shell, which it never takes
+from the image (daemon/commit.go merges no Shell) and which neither `docker run` nor Compose sets."""
 
 NO_EXIT_CODE = -1
 """The exit code Docker records for a probe without one of its own: it timed out, or it could
