@@ -97,6 +97,15 @@ def _milliseconds(text: str) -> int:
     return int(text)
 
 
+def _tail_lines(text: str) -> int | None:
+    """As `docker logs --tail`: a number of lines, or `all` (None: no tail)."""
+    if text == "all":
+        return None
+    if not (text.isascii() and text.isdigit()):  # isdigit alone takes '²', which int() refuses
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of lines, 0 or more, or 'all'")
+    return int(text)
+
+
 def _subnet_pool(text: str) -> str:
     try:
         SubnetPool.parse(text)
@@ -171,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("name", help="STACK/CONTAINER, or CONTAINER when unambiguous")
     logs.add_argument("-f", "--follow", action="store_true",
                       help="keep printing new output until the container exits")
+    logs.add_argument("-n", "--tail", type=_tail_lines, default=None, metavar="N",
+                      help="only the last N lines, then (with -f) what comes ('all', the default: all kept)")
     run = verb("exec", "run a command inside a running container")
     run.add_argument("name", help="STACK/CONTAINER, or CONTAINER when unambiguous")
     run.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
@@ -372,7 +383,7 @@ def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
     from reconcile.engine import containers
 
     found = containers.find(settings, args.name)
-    chunks = containers.read_log(found, args.follow)
+    chunks = containers.read_log(found, args.follow, args.tail)
     if args.output == "json":  # JSON lines: one object per line of output, as it comes
         name = f"{found.paths.root.parent.name}/{found.paths.root.name}"
         for line in containers.log_lines(chunks):

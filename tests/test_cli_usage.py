@@ -47,6 +47,14 @@ def test_other_usage_errors_under_json_are_a_json_document(capsys: pytest.Captur
                                                        "required: path"]}
 
 
+@pytest.mark.parametrize("value", ["-5", "abc", "1.5", "²", ""])
+def test_a_bad_logs_tail_is_a_usage_error_naming_it(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Checked before any container is looked for: no traceback, exit 1."""
+    assert main(["logs", "--tail", value, "web"]) == EXIT_ERROR
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"reconcile logs: error: argument -n/--tail: {value!r}: expected a number of lines, 0 or more, or 'all'")
+
+
 @pytest.mark.parametrize(("variable", "value", "message"), [
     ("RECONCILE_SUBNET_POOL", "bogus", "RECONCILE_SUBNET_POOL='bogus': expected base=CIDR[,size=PREFIX-LENGTH], "
                                        "e.g. base=10.89.0.0/16,size=24"),

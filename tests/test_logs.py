@@ -83,6 +83,43 @@ def test_logs_follow_ends_with_the_container_and_json_prints_lines(sandbox: Sand
     assert sandbox.reconcile("down", path).returncode == 0
 
 
+TAILED = """\
+name: logs
+containers:
+  chatty:
+    command: ["/bin/sh", "-c", "seq 1 100000; exec sleep 1000"]
+    logging: {options: {max-size: "64k", max-file: "3"}}
+  later:
+    command: ["/bin/sh", "-c", "seq 1 1000; sleep 6; printf 'after\\\\nend'"]
+    restart: "no"
+"""
+
+
+def test_logs_tail_prints_the_last_lines_across_the_rotation_then_follows(sandbox: Sandbox) -> None:
+    path = str(sandbox.write("stack.yaml", TAILED))
+    assert sandbox.reconcile("apply", path).returncode == 0
+    assert eventually(lambda: _log_text(sandbox, "later").endswith("\n1000\n"), True)
+    # Within the 6 s before `later` writes again: its last 2 lines, then what comes, as docker logs -f --tail.
+    followed = sandbox.reconcile("logs", "-f", "--tail", "2", "later", timeout=60)
+    assert (followed.returncode, followed.stdout) == (0, "999\n1000\nafter\nend")
+
+    assert eventually(lambda: _log_text(sandbox, "chatty").endswith("\n100000\n"), True, timeout=60)
+    whole = _log_text(sandbox, "chatty").splitlines(keepends=True)
+    files = runtime.log_files(_log_dir(sandbox, "logs", "chatty"))
+    newest_lines = files[-1].read_text().count("\n")
+    assert len(files) == 3 and newest_lines < len(whole)
+    for lines in (1, newest_lines + 10, len(whole)):  # the newest file's lines and more: across files
+        tail = sandbox.reconcile("logs", "-n", str(lines), "logs/chatty")
+        assert (tail.returncode, tail.stdout) == (0, "".join(whole[-lines:])), lines
+    for lines in (str(len(whole) + 1), "all"):
+        assert sandbox.reconcile("logs", "--tail", lines, "chatty").stdout == "".join(whole), lines
+    assert sandbox.reconcile("logs", "--tail", "0", "chatty").stdout == ""
+    as_json = sandbox.reconcile("logs", "-o", "json", "--tail", "2", "chatty")
+    assert [json.loads(line) for line in as_json.stdout.splitlines()] == [
+        {"container": "logs/chatty", "line": line} for line in ("99999", "100000")]
+    assert sandbox.reconcile("down", path).returncode == 0
+
+
 STEADY = """\
 name: logs
 containers:

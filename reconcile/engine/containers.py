@@ -7,7 +7,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from controllers.container_bundle import exec_process
 from kernel import runtime
 from kernel.oci import Runtime, exec_status
 from kernel.runtime import CONFIG_FILE
+from reconcile.engine.log_tail import tail_start
 from reconcile.engine.settings import Settings
 from specs import names
 from state.store import ContainerRecord, Store
@@ -87,11 +88,14 @@ def _unrecorded(name: str, found: ObservedContainer, paths: Paths, recorded: boo
     return f"{lost}, and its log {paths.log} is gone: the state dir was lost"
 
 
-def read_log(found: Found, follow: bool) -> Iterator[bytes]:
-    """The container's output across the writer's rotation, oldest first. With `follow`, keeps
-    yielding new output until the container has exited (its exit file: written once the writer
-    has drained the pipe, so nothing comes after it), as `docker logs -f` does."""
+def read_log(found: Found, follow: bool, tail: int | None = None) -> Iterator[bytes]:
+    """The container's output across the writer's rotation, oldest first: all of it, or its
+    last `tail` lines. With `follow`, keeps yielding new output until the container has exited
+    (its exit file: written once the writer has drained the pipe, so nothing comes after it),
+    as `docker logs -f` does."""
     cursor = _LogCursor(found.paths.log)
+    if tail is not None:
+        cursor.skip_to_tail(tail)
     exited = runtime.exit_file(found.paths.log)
     gone_since: float | None = None
     while True:
@@ -116,6 +120,18 @@ class _LogCursor:
         self._log_dir = log_dir
         self._inode: int | None = None
         self._offset = 0
+
+    def skip_to_tail(self, lines: int) -> None:
+        """Start at the log's last `lines` lines as they are now (output written meanwhile
+        comes after them)."""
+        with ExitStack() as opened:
+            logs = []
+            for path in runtime.log_files(self._log_dir):
+                with suppress(FileNotFoundError):
+                    logs.append(opened.enter_context(open(path, "rb")))
+            if logs:
+                index, self._offset = tail_start(logs, lines)
+                self._inode = os.fstat(logs[index].fileno()).st_ino
 
     def read_new(self) -> Iterator[bytes]:
         """What was written since the last call: the rest of the file last read, then every
