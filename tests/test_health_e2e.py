@@ -73,8 +73,10 @@ def test_apply_waits_for_dependencies(sandbox: Sandbox) -> None:
     path = sandbox.write("stack.yaml", GATED.format(shared=shared))
     code, out = _apply(sandbox, path)
     assert code == 0, out
-    # web started only once db was healthy and init had completed: it saw both files (and its own).
-    assert (shared / "web-saw").read_text().split() == ["init-done", "ready", "web-saw"]
+    # web started only once db was healthy and init had completed: it saw both files (and its
+    # own; written by its program a moment after its start, which may be after apply returns).
+    saw = ["init-done", "ready", "web-saw"]
+    assert eventually(lambda: (shared / "web-saw").exists() and (shared / "web-saw").read_text().split(), saw) == saw
     rows = sandbox.containers()
     assert rows["db"]["health"]["status"] == "healthy"
     assert rows["db"]["health"]["last_probe"]["exit_code"] == 0
