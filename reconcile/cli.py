@@ -494,6 +494,10 @@ def _run(argv: Sequence[str]) -> int:
     except UsageError as exc:
         gc.freeze()
         return _usage_error(exc, argv)
+    if args.verb == "watch":
+        from kernel.memory import leave_openssl_unloaded  # ctypes: ~20 ms of import, the agent's only
+
+        leave_openssl_unloaded()  # before the agent's modules import hashlib
     if args.verb in ENGINES:
         importlib.import_module(ENGINES[args.verb])
     # Everything imported so far lives as long as the process: out of the collector's sight,

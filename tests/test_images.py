@@ -472,6 +472,38 @@ def test_the_watch_agent_pulls_in_the_background_and_repairs_meanwhile(sandbox: 
             agent.stop()
 
 
+def test_the_watch_agent_pulls_in_a_process_of_its_own_which_ends_with_it(sandbox: Sandbox, registry: Registry,
+                                                                         tmp_path: Path) -> None:
+    """reconcile/watch/pulls.py: the agent hashes no layer itself; stopped, it leaves no pull behind."""
+    image = build(tmp_path / "layout", [Layer.busybox(), Layer.random(4 * 1024 * 1024)],
+                  cmd=["sleep", "100000"], env={"PATH": "/bin"})
+    push(image, registry.address, "big:1", sandbox)
+    specs = sandbox.workdir / "specs"
+    specs.mkdir()
+    with StallingProxy.start(sandbox, registry.address, cut_after=1024 * 1024, hold=120.0) as proxy:
+        (specs / "stack.yaml").write_text(STACK.format(containers=f"  b: {{image: {proxy.address}/big:1}}\n"))
+        agent = Agent(sandbox, specs, "--resync", "600", "--debounce", "50")
+        try:
+            assert eventually(lambda: len(pulls(proxy.address)), 1, timeout=30) == 1
+        finally:
+            assert agent.stop() == 0
+        assert eventually(lambda: pulls(proxy.address), []) == []
+        assert agent.lines[-1]["event"] == "agent stopped"  # no failed pull reported after it
+
+
+def pulls(address: str) -> list[int]:
+    """The pids of the `reconcile image pull` processes running for images behind `address`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # not a process, or gone
+            continue
+        if b"pull" in argv and any(argument.startswith(address.encode()) for argument in argv):
+            found.append(int(entry.name))
+    return found
+
+
 def test_a_focused_resolution_pins_its_containers_and_their_dependencies_as_a_whole_one(
         sandbox: Sandbox, tmp_path: Path) -> None:
     """The watch agent's focused pass resolves the images of its containers and of what they

@@ -42,9 +42,9 @@ class Pulling:
     progress: Callable[[PullEvent], None] = lambda event: None
     ask_registry: bool = True
     """False (status): pins come only from this host (its store and its running roots)."""
-    background: Callable[[ImageReference, bool], None] | None = None
-    """The watch agent's: a missing image is handed to it (reference, verify TLS) to pull while
-    other keys are repaired; its containers are planned as not pulled yet meanwhile."""
+    background: Callable[[ImageReference], None] | None = None
+    """The watch agent's: a missing image is handed to it to pull while other keys are
+    repaired; its containers are planned as not pulled yet meanwhile."""
 
 
 @dataclass(frozen=True)
@@ -164,11 +164,11 @@ def _pin(ref: ImageReference, policy: str, store: ImageStore, settings: Settings
     if not pulling.ask_registry:
         held = started or local
         return _Pinned(held, held.digest if held else None)
-    tls = verify_tls(ref, settings)
     if pulling.background is not None:  # the agent pulls what is missing, in the background
         if local is None:
-            pulling.background(ref, tls)
+            pulling.background(ref)
         return _Pinned(local, local.digest if local else None)
+    tls = verify_tls(ref, settings)
     if pulling.allowed:
         image = store.pull(ref, tls, pulling.progress)
         return _Pinned(image, image.digest)

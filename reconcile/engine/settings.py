@@ -61,6 +61,15 @@ class Settings:
             firewall_backend=_firewall_backend(firewall_backend),
         )
 
+    def environment(self) -> dict[str, str]:
+        """These settings as the environment of a `reconcile` the agent runs (an image pull):
+        resolved there with no flag, they come back the same."""
+        return {"RECONCILE_STATE_DIR": str(self.state_dir), "RECONCILE_CGROUP_PARENT": self.cgroup_parent,
+                "RECONCILE_INSECURE_REGISTRIES": ",".join(sorted(self.insecure_registries)),
+                "RECONCILE_DEPENDS_TIMEOUT": repr(self.depends_timeout),
+                "RECONCILE_SUBNET_POOL": f"base={self.subnet_pool.base},size={self.subnet_pool.size}",
+                "RECONCILE_FIREWALL_BACKEND": self.firewall_backend}
+
 
 def _seconds(variable: str, default: float) -> float:
     """A number of seconds from the environment."""

@@ -55,6 +55,7 @@ from reconcile.watch.keys import (
 )
 from reconcile.watch.metrics import Metrics
 from reconcile.watch.prober import Prober
+from reconcile.watch.pulls import ChildPulls
 from reconcile.watch.queue import RETRY_CAP, WorkQueue
 from reconcile.watch.restarts import Backoff, CrashLoop, Exit
 from reconcile.watch.stackdir import StackDir, renewed
@@ -64,7 +65,6 @@ from specs.images import ImageReference
 from specs.loader import StackFile
 from specs.model import Container, Stack
 from specs.names import netns_name
-from state.images import ImageStore
 from state.lock import exclusive
 from state.store import LeaseCache, Store
 
@@ -145,6 +145,7 @@ class Agent:
         self._pids: dict[int, Key] = {}
         self._pulling: set[str] = set()  # references being pulled in the background
         self._pulling_lock = threading.Lock()
+        self.pulls = ChildPulls(settings)
         self._probed: dict[str, dict[str, Container]] = {}
         """By stack, its containers with a health check as the last pass that resolved it found
         them (an image's HEALTHCHECK is known once the image is pinned): what the prober follows
@@ -225,6 +226,7 @@ class Agent:
                         self.store.release_cache()
                         release_free_memory()
         finally:
+            self.pulls.stop()
             self.queue.close()
             self.events.close()
             self.store.close()
@@ -364,25 +366,27 @@ class Agent:
                     session.store.forget_stack(name)
         return _Outcome(changed, held, riders, focus, whys, whole, gated)
 
-    def _pull_in_background(self, ref: ImageReference, verify_tls: bool) -> None:
-        """Pull a missing image on a thread of its own, under the image store's lock only: the
-        worker goes on repairing other keys; a host-wide pass is queued once it is in (the
-        worker owns the specs: this thread does not read which stacks use it)."""
+    def _pull_in_background(self, ref: ImageReference) -> None:
+        """Pull a missing image on a thread of its own, in a process of its own (pulls.py) under
+        the image store's lock only: the worker goes on repairing other keys; a host-wide pass
+        is queued once it is in (the worker owns the specs: this thread does not read which
+        stacks use it)."""
         with self._pulling_lock:
             if str(ref) in self._pulling:
                 return
             self._pulling.add(str(ref))
-        threading.Thread(target=self._pull, args=(ref, verify_tls), name=f"pull {ref}", daemon=True).start()
+        threading.Thread(target=self._pull, args=(ref,), name=f"pull {ref}", daemon=True).start()
 
-    def _pull(self, ref: ImageReference, verify_tls: bool) -> None:
+    def _pull(self, ref: ImageReference) -> None:
         delay = 0.0
         started = time.monotonic()
         self.log.emit("pulling", image=str(ref))
         try:
-            image = ImageStore(self.settings.state_dir).pull(ref, verify_tls, lambda event: None,
-                                                             self._waiting_for_lock)
-            self.log.emit("pulled", image=str(ref), digest=image.digest, s=round(time.monotonic() - started, 2))
+            digest = self.pulls.pull(ref)
+            self.log.emit("pulled", image=str(ref), digest=digest, s=round(time.monotonic() - started, 2))
         except Exception as exc:  # noqa: BLE001 - a failed pull is logged and tried again later
+            if self.stop.is_set():
+                return  # ended with the agent (ChildPulls.stop); the next agent pulls it again
             delay = PULL_RETRY
             self.metrics.errors.labels("image").inc()
             self.log.emit("error", kind="image", image=str(ref), error=str(exc), retry_in_s=delay)

@@ -1,0 +1,26 @@
+"""Settings as the environment of a `reconcile` the watch agent runs (its image pulls)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from reconcile.engine.settings import Settings
+from state.subnets import SubnetPool
+
+
+@pytest.mark.parametrize("chosen", [
+    Settings(Path("/var/lib/reconcile"), "reconcile"),
+    Settings(Path("/srv/rc state"), "rc-x/y", frozenset({"reg.example:5000", "10.0.0.1"}), 12.5,
+             SubnetPool.parse("base=10.200.0.0/16,size=26"), "iptables"),
+    Settings(Path("/tmp/s"), "p", depends_timeout=0.1),
+])
+def test_settings_come_back_the_same_from_the_environment_they_give(chosen: Settings,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in [name for name in os.environ if name.startswith("RECONCILE_")]:
+        monkeypatch.delenv(variable)
+    for variable, value in chosen.environment().items():
+        monkeypatch.setenv(variable, value)
+    assert Settings.resolve(None, None) == chosen
