@@ -174,6 +174,10 @@ class ImageStore:
         """The image's unpacked layers as overlayfs lowers: the top layer first."""
         return [layer_path(self.layers, layer.diff_id) for layer in reversed(image.layers)]
 
+    def layer_dirs(self) -> list[Path]:
+        """Every directory in the layer store (an unpack under way or abandoned among them)."""
+        return _children(self.layers)
+
     def _index(self) -> dict[str, Any]:
         try:
             index = json.loads((self.layout / "index.json").read_text())

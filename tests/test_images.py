@@ -568,3 +568,32 @@ def test_prune_keeps_the_images_of_a_stack_whose_recorded_spec_no_longer_validat
     assert (pruned.returncode, pruned.stdout, pruned.stderr) == (0, "nothing to remove\n", "")
     assert [row["image"] for row in images(sandbox)] == [f"oci:{image.layout}:v1"]
     assert sandbox.reconcile("down", path).returncode == 0
+
+
+def test_prune_keeps_the_layers_mounted_roots_use_when_the_store_lost_their_image(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    """The mark of a root names its image's digest, but an image the store can no longer read
+    (its config blob lost) is no image: only the mounted roots' lowers keep its layers. A
+    `userns: auto` root's lowers are idmapped binds of the layers under the container's
+    `lower/`, not the store's paths: they count as the store's layers all the same."""
+    plain = app_image(tmp_path / "plain", greeting="plain")
+    shifted = app_image(tmp_path / "shifted", greeting="shifted")
+    path = stack(sandbox, a=f"{{image: 'oci:{plain.layout}:v1', networks: [net]}}",
+                 b=f"{{image: 'oci:{shifted.layout}:v1', userns: auto, networks: [net]}}")
+    apply(sandbox, path)
+    layers = sandbox.state_dir / "images" / "layers"
+    kept = sorted(p.name for p in layers.iterdir())
+    assert len(kept) == 3  # busybox shared, one greeting layer each
+    blobs = sandbox.state_dir / "images" / "oci" / "blobs" / "sha256"
+    for image in (plain, shifted):
+        (blobs / image.config_digest.split(":")[1]).unlink()
+    assert images(sandbox) == []
+
+    pruned = sandbox.reconcile("image", "prune")
+    assert pruned.returncode == 0, pruned.stderr
+    assert sorted(p.name for p in layers.iterdir()) == kept
+    assert run_in(sandbox, "img/a", "cat greeting") == "plain"
+    assert run_in(sandbox, "img/b", "cat greeting") == "shifted"
+    assert sandbox.reconcile("down", path).returncode == 0
+    sandbox.reconcile("image", "prune", check=True)
+    assert list(layers.iterdir()) == []

@@ -5,9 +5,11 @@ them (which registries skip TLS, which images mounted roots are made of). Light 
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from kernel import overlay
 from reconcile.engine.settings import Settings
@@ -38,8 +40,26 @@ def running_images(among: Collection[tuple[str, str]] | None = None) -> dict[tup
 
 
 def _mounted_layers(store: ImageStore) -> set[str]:
-    """The layer directories mounted roots use (kept by garbage collection, whatever the index says)."""
-    return {lower.name for root in overlay.mounted().values() for lower in root.lowers if lower.parent == store.layers}
+    """The layer directories mounted roots use (kept by garbage collection, whatever the index
+    says). A lower is a store's layer by its path, or, for a `userns: auto` root, by being one:
+    its lowers are idmapped binds of the layers under the container's `lower/` (the mount
+    table names the bind, never the layer), and a bind's root is the layer's own directory
+    (the same device and inode)."""
+    lowers = {lower for root in overlay.mounted().values() for lower in root.lowers}
+    used = {lower.name for lower in lowers if lower.parent == store.layers}
+    bound = {_identity(lower) for lower in lowers if lower.parent != store.layers} - {None}
+    if bound:
+        used |= {layer.name for layer in store.layer_dirs() if _identity(layer) in bound}
+    return used
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a directory; None once it is gone (a root unmounted meanwhile)."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 # --- the `image` verbs ---------------------------------------------------------------------
