@@ -23,6 +23,11 @@ DEFAULT_TAG = "latest"
 MAX_NAME_LENGTH = 255
 
 _DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*(?::[0-9]+)?"
+NO_IPV6_HOSTS = ("a registry cannot be named by its IPv6 address: skopeo's reference grammar "
+                 "(containers/image's) has no IPv6 host yet (containers/container-libs issue 195); "
+                 "name it by a host name that resolves to the address")
+"""Docker's grammar takes `[fd00::1]:5000/app`, but skopeo 1.9 (Debian 12) and its upstream
+answer "invalid reference format": refused here, at the field, rather than at the pull."""
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN_RE = re.compile(_DOMAIN)
 _PATH_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
@@ -139,6 +144,7 @@ def _split_domain(name: str) -> tuple[str, str]:
     first, slash, rest = name.partition("/")
     if slash and (("." in first or ":" in first or first == "localhost") or first.lower() != first):
         if not _DOMAIN_RE.fullmatch(first):
-            raise ReferenceError(f"{first!r} is not a valid registry host[:port]")
+            raise ReferenceError(f"{first!r} is not a valid registry host[:port]"
+                                 + (f": {NO_IPV6_HOSTS}" if first.startswith("[") or first.count(":") > 1 else ""))
         return (DOCKER_HUB if first == LEGACY_DOCKER_HUB else first), rest
     return DOCKER_HUB, name

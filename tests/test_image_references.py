@@ -3,6 +3,8 @@ and where skopeo is told to read it."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from specs.images import ReferenceError, parse_reference
@@ -30,3 +32,23 @@ def test_references_are_normalised_and_read_from_where_docker_reads_them(text: s
 def test_a_tag_is_ascii_as_dockers(text: str) -> None:
     with pytest.raises(ReferenceError):
         parse_reference(text)
+
+
+@pytest.mark.parametrize(("text", "host"), [("[::1]:5000/app:1.0", "[::1]:5000"), ("[fd00::1]/app", "[fd00::1]"),
+                                            ("fd00::1:5000/app", "fd00::1:5000")])
+def test_a_registry_named_by_its_ipv6_address_is_refused_saying_why(text: str, host: str) -> None:
+    """skopeo cannot pull from one (its grammar has no IPv6 host): said at the field, not at the pull."""
+    with pytest.raises(ReferenceError) as refused:
+        parse_reference(text)
+    assert str(refused.value) == (
+        f"{host!r} is not a valid registry host[:port]: a registry cannot be named by its IPv6 address: "
+        "skopeo's reference grammar (containers/image's) has no IPv6 host yet (containers/container-libs "
+        "issue 195); name it by a host name that resolves to the address")
+
+
+def test_skopeo_refuses_a_registry_named_by_its_ipv6_address() -> None:
+    """What the refusal above stands on: when this fails, skopeo has learnt IPv6 hosts, and the
+    references can be let through (its `inspect` answers before reaching for the network)."""
+    inspected = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "docker://[::1]:1/app:1.0"],
+                               capture_output=True, text=True, timeout=60)
+    assert inspected.returncode != 0 and "invalid reference format" in inspected.stderr, inspected.stderr
