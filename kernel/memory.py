@@ -80,7 +80,9 @@ def leave_openssl_unloaded() -> None:
     hashes nothing large: the agent's hashes are of names, manifests and seccomp profiles, and
     it pulls images in processes of their own (reconcile/watch/pulls.py); its built-in sha256
     runs ~5x slower. hashlib and hmac are written to fall back so where OpenSSL is missing
-    (`_hashlib` cannot be imported). Call before anything imports hashlib; no-op after."""
+    (`_hashlib` cannot be imported). Not with `--metrics-addr`: the Prometheus client imports
+    `ssl`, which loads libcrypto whatever hashlib does. Call before anything imports hashlib;
+    no-op after."""
     sys.modules.setdefault("_hashlib", None)  # type: ignore[arg-type]  # None: "not importable"
 
 

@@ -494,7 +494,7 @@ def _run(argv: Sequence[str]) -> int:
     except UsageError as exc:
         gc.freeze()
         return _usage_error(exc, argv)
-    if args.verb == "watch":
+    if args.verb == "watch" and not args.metrics_addr:  # the metrics' client loads OpenSSL (ssl) anyway
         from kernel.memory import leave_openssl_unloaded  # ctypes: ~20 ms of import, the agent's only
 
         leave_openssl_unloaded()  # before the agent's modules import hashlib

@@ -444,13 +444,20 @@ def test_image_spec_errors_name_the_field(sandbox: Sandbox) -> None:
     assert_nothing_started(sandbox)
 
 
-def test_the_watch_agent_pulls_in_the_background_and_repairs_meanwhile(sandbox: Sandbox, registry: Registry,
-                                                                        tmp_path: Path) -> None:
+def _big_image_and_a_stack_directory(sandbox: Sandbox, registry: Registry, tmp_path: Path) -> Path:
+    """`big:1` pushed to the registry (4 MiB over busybox: a pull a stalling proxy can hold),
+    and an empty directory for an agent to watch."""
     image = build(tmp_path / "layout", [Layer.busybox(), Layer.random(4 * 1024 * 1024)],
                   cmd=["sleep", "100000"], env={"PATH": "/bin"})
     push(image, registry.address, "big:1", sandbox)
     specs = sandbox.workdir / "specs"
     specs.mkdir()
+    return specs
+
+
+def test_the_watch_agent_pulls_in_the_background_and_repairs_meanwhile(sandbox: Sandbox, registry: Registry,
+                                                                        tmp_path: Path) -> None:
+    specs = _big_image_and_a_stack_directory(sandbox, registry, tmp_path)
     host_container = "{command: sleep 100000, networks: [net]}"
     with StallingProxy.start(sandbox, registry.address, cut_after=1024 * 1024, hold=30.0) as proxy:
         (specs / "stack.yaml").write_text(STACK.format(
@@ -468,6 +475,8 @@ def test_the_watch_agent_pulls_in_the_background_and_repairs_meanwhile(sandbox: 
                 containers=f"  a: {host_container}\n  b: {{image: {registry.address}/big:1, networks: [net]}}\n"))
             assert eventually(lambda: container(sandbox, "b").get("state"), "running", timeout=60) == "running"
             assert agent.saw("pulled", image=f"{registry.address}/big:1")
+            # It waited for the image store, which the hung pull held until the proxy let it go.
+            assert agent.saw("waiting", image=f"{registry.address}/big:1")
         finally:
             agent.stop()
 
@@ -475,11 +484,7 @@ def test_the_watch_agent_pulls_in_the_background_and_repairs_meanwhile(sandbox: 
 def test_the_watch_agent_pulls_in_a_process_of_its_own_which_ends_with_it(sandbox: Sandbox, registry: Registry,
                                                                          tmp_path: Path) -> None:
     """reconcile/watch/pulls.py: the agent hashes no layer itself; stopped, it leaves no pull behind."""
-    image = build(tmp_path / "layout", [Layer.busybox(), Layer.random(4 * 1024 * 1024)],
-                  cmd=["sleep", "100000"], env={"PATH": "/bin"})
-    push(image, registry.address, "big:1", sandbox)
-    specs = sandbox.workdir / "specs"
-    specs.mkdir()
+    specs = _big_image_and_a_stack_directory(sandbox, registry, tmp_path)
     with StallingProxy.start(sandbox, registry.address, cut_after=1024 * 1024, hold=120.0) as proxy:
         (specs / "stack.yaml").write_text(STACK.format(containers=f"  b: {{image: {proxy.address}/big:1}}\n"))
         agent = Agent(sandbox, specs, "--resync", "600", "--debounce", "50")
@@ -487,19 +492,19 @@ def test_the_watch_agent_pulls_in_a_process_of_its_own_which_ends_with_it(sandbo
             assert eventually(lambda: len(pulls(proxy.address)), 1, timeout=30) == 1
         finally:
             assert agent.stop() == 0
-        assert eventually(lambda: pulls(proxy.address), []) == []
+        assert pulls(proxy.address) == []  # ended before the agent was
         assert agent.lines[-1]["event"] == "agent stopped"  # no failed pull reported after it
 
 
 def pulls(address: str) -> list[int]:
-    """The pids of the `reconcile image pull` processes running for images behind `address`."""
+    """The pids of the agent's pulls (reconcile/watch/pulls.py) of images behind `address`."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:  # not a process, or gone
             continue
-        if b"pull" in argv and any(argument.startswith(address.encode()) for argument in argv):
+        if b"reconcile.watch.pulls" in argv and any(argument.startswith(address.encode()) for argument in argv):
             found.append(int(entry.name))
     return found
 

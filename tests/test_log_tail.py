@@ -4,9 +4,12 @@ in blocks (every case at block sizes that cut lines, files and newlines anywhere
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 
+from kernel.runtime import CURRENT_LINK, LOG_FILE
+from reconcile.engine.containers import _LogCursor
 from reconcile.engine.log_tail import tail_start
 
 CASES: list[tuple[str, list[bytes], int, bytes]] = [
@@ -49,3 +52,17 @@ def test_a_tail_reads_only_its_end() -> None:
     big = b"".join(b"%d\n" % n for n in range(1_000_000))
     index, offset = tail_start([Counting(big), Counting(big)], 3, 4096)
     assert (index, big[offset:]) == (1, b"999997\n999998\n999999\n") and Counting.read_bytes == 4096
+
+
+def test_a_tail_then_what_comes_across_a_rotation_loses_nothing(tmp_path: Path) -> None:
+    """The writer wraps round (truncating the oldest file, where the tail began) right after the
+    tail is printed: what follows is the new output, whole, nothing of the tail's twice."""
+    for name, text in ((LOG_FILE, "1\n2\n3\n"), (f"{LOG_FILE}.1", "4\n5\n6\n"), (f"{LOG_FILE}.2", "7\n8\n9\n")):
+        (tmp_path / name).write_text(text)
+    (tmp_path / CURRENT_LINK).hardlink_to(tmp_path / f"{LOG_FILE}.2")
+    cursor = _LogCursor(tmp_path)
+    assert b"".join(cursor.read_tail(8)) == b"2\n3\n4\n5\n6\n7\n8\n9\n"
+    (tmp_path / LOG_FILE).write_text("10\n11\n12\n")  # truncated and written again, as rotatelogs -n
+    (tmp_path / CURRENT_LINK).unlink()
+    (tmp_path / CURRENT_LINK).hardlink_to(tmp_path / LOG_FILE)
+    assert b"".join(cursor.read_new()) == b"10\n11\n12\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -10,13 +11,22 @@ import pytest
 from reconcile.engine.settings import Settings
 from state.subnets import SubnetPool
 
-
-@pytest.mark.parametrize("chosen", [
+CHOSEN = [
     Settings(Path("/var/lib/reconcile"), "reconcile"),
     Settings(Path("/srv/rc state"), "rc-x/y", frozenset({"reg.example:5000", "10.0.0.1"}), 12.5,
              SubnetPool.parse("base=10.200.0.0/16,size=26"), "iptables"),
     Settings(Path("/tmp/s"), "p", depends_timeout=0.1),
-])
+]
+
+
+def test_every_setting_is_chosen_away_from_its_default_in_some_case() -> None:
+    """So that a setting added without its variable in `environment()` fails the round trip."""
+    defaults = Settings(Path("/var/lib/reconcile"), "reconcile")
+    assert all(any(getattr(chosen, f.name) != getattr(defaults, f.name) for chosen in CHOSEN)
+               for f in dataclasses.fields(Settings) if f.name not in ("state_dir", "cgroup_parent"))
+
+
+@pytest.mark.parametrize("chosen", CHOSEN)
 def test_settings_come_back_the_same_from_the_environment_they_give(chosen: Settings,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     for variable in [name for name in os.environ if name.startswith("RECONCILE_")]:

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from controllers.container import RUNTIME_DIR, ObservedContainer, Paths
 from controllers.container_bundle import exec_process
@@ -94,9 +95,12 @@ def read_log(found: Found, follow: bool, tail: int | None = None) -> Iterator[by
     (its exit file: written once the writer has drained the pipe, so nothing comes after it),
     as `docker logs -f` does."""
     cursor = _LogCursor(found.paths.log)
-    if tail is not None:
-        cursor.skip_to_tail(tail)
     exited = runtime.exit_file(found.paths.log)
+    if tail is not None:
+        ended = exited.exists()
+        yield from cursor.read_tail(tail)
+        if ended or not follow:
+            return
     gone_since: float | None = None
     while True:
         ended = exited.exists()  # looked at before reading: what this pass reads is then complete
@@ -121,17 +125,20 @@ class _LogCursor:
         self._inode: int | None = None
         self._offset = 0
 
-    def skip_to_tail(self, lines: int) -> None:
-        """Start at the log's last `lines` lines as they are now (output written meanwhile
-        comes after them)."""
+    def read_tail(self, lines: int) -> Iterator[bytes]:
+        """The log's last `lines` lines as they are now, read from the files opened once (the
+        writer's rotation meanwhile cannot move them); what is written later comes after them."""
         with ExitStack() as opened:
             logs = []
             for path in runtime.log_files(self._log_dir):
                 with suppress(FileNotFoundError):
                     logs.append(opened.enter_context(open(path, "rb")))
-            if logs:
-                index, self._offset = tail_start(logs, lines)
-                self._inode = os.fstat(logs[index].fileno()).st_ino
+            if not logs:
+                return
+            index, offset = tail_start(logs, lines)
+            for log in logs[index:]:
+                yield from self._read_from(log, offset)
+                offset = 0
 
     def read_new(self) -> Iterator[bytes]:
         """What was written since the last call: the rest of the file last read, then every
@@ -149,11 +156,15 @@ class _LogCursor:
                 offset = self._offset if stat.st_ino == self._inode else 0
                 if stat.st_size < offset:  # truncated: the cycle came round to it again
                     offset = 0
-                log.seek(offset)
-                self._inode, self._offset = stat.st_ino, offset
-                while chunk := log.read(65536):
-                    self._offset += len(chunk)
-                    yield chunk
+                yield from self._read_from(log, offset)
+
+    def _read_from(self, log: BinaryIO, offset: int) -> Iterator[bytes]:
+        """`log` from `offset` to its end, the cursor following."""
+        log.seek(offset)
+        self._inode, self._offset = os.fstat(log.fileno()).st_ino, offset
+        while chunk := log.read(65536):
+            self._offset += len(chunk)
+            yield chunk
 
 
 def _inode(path: Path) -> int | None:

@@ -28,7 +28,7 @@ def verify_tls(ref: ImageReference, settings: Settings) -> bool:
     if domain in settings.insecure_registries or host == "localhost":
         return False
     try:
-        return not ipaddress.ip_address(host.strip("[]")).is_loopback
+        return not ipaddress.ip_address(host).is_loopback
     except ValueError:
         return True
 

@@ -382,7 +382,9 @@ class Agent:
         started = time.monotonic()
         self.log.emit("pulling", image=str(ref))
         try:
-            digest = self.pulls.pull(ref)
+            digest = self.pulls.pull(ref, lambda holder: self.log.emit(
+                "waiting", why="another pull or image removal holds the image store's lock", image=str(ref),
+                pid=holder))
             self.log.emit("pulled", image=str(ref), digest=digest, s=round(time.monotonic() - started, 2))
         except Exception as exc:  # noqa: BLE001 - a failed pull is logged and tried again later
             if self.stop.is_set():
@@ -431,11 +433,19 @@ class Agent:
         self.log.emit("error", key=str(key), why=why, kind=kind, error=message,
                       retry_in_s=None if delay is None else round(delay, 2))
         self._publish(self._stacks_of(key), applied=False)
-        # What the pass made before it failed (a batch's other starts, new sandboxes) is followed
-        # now, not only once a pass succeeds: a stack whose one start keeps failing retries at
-        # up to a minute apart, and its other containers' exits must not wait for that. All of
-        # the watches: how far a failed pass got is not known (a failure is rare and rate-limited).
-        self._watch_kernel()
+        if retry:  # a spec error fails before anything is made
+            self._follow_what_a_failed_pass_made()
+
+    def _follow_what_a_failed_pass_made(self) -> None:
+        """What a pass made before it failed (a batch's other starts, new sandboxes) is followed
+        now, not only once a pass succeeds: a stack whose one start keeps failing retries up to
+        a minute apart, and its other containers' exits must not wait for that. All of the
+        watches: how far the pass got is not known (failures are rare and rate-limited). Its
+        own failure (the store or /proc unreadable now) is logged; the retry renews them."""
+        try:
+            self._watch_kernel()
+        except Exception as exc:  # noqa: BLE001 - the key's own error is the one to retry on
+            self.log.emit("error", kind="agent", error=f"renewing the kernel watches: {type(exc).__name__}: {exc}")
 
     def _settle(self, key: Key, outcome: _Outcome) -> None:
         """Bookkeeping after a good reconcile: what it covered is no longer failing or held,

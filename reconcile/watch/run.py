@@ -32,7 +32,9 @@ def _use_lean_allocator() -> None:
     says why), unless the user chose an allocator (PYTHONMALLOC set); once re-executed, keep the
     preload from the processes the agent starts."""
     if "PYTHONMALLOC" not in os.environ:
-        os.execve(sys.executable, [sys.executable, "-m", "reconcile", *sys.argv[1:]],
+        # -P: the package from where it is installed, never a specs.py or kernel/ of the working
+        # directory (a GitOps checkout) that `-m` would put first on the path.
+        os.execve(sys.executable, [sys.executable, "-P", "-m", "reconcile", *sys.argv[1:]],
                   {**os.environ, **agent_allocator(os.environ, installed_jemalloc())})
     forget_preload(os.environ)
 
