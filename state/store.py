@@ -173,7 +173,8 @@ def _opened(path: Path, warn: Callable[[str], None] | None) -> sqlite3.Connectio
     return _with_schema(path)
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode): what tells a file from another put under its name; None once gone."""
     try:
         found = os.stat(path)
     except FileNotFoundError:
@@ -191,7 +192,7 @@ class Store:
     def __init__(self, connection: sqlite3.Connection | None, path: Path | None = None):
         self._db = connection  # None: read-only view of a store that does not exist yet
         self._path = path
-        self._file = _identity(path) if path is not None else None
+        self._file = file_identity(path) if path is not None else None
         """What the connection has open (device, inode), for `replaced`."""
 
     @classmethod
@@ -207,7 +208,7 @@ class Store:
         """Whether the file this (writable) store has open is no longer the one at its path:
         deleted or replaced under a long-lived holder (the watch agent), whose writes would then
         fail and reads show the past, while each pass's own connection opens the new one."""
-        return self._path is not None and _identity(self._path) != self._file
+        return self._path is not None and file_identity(self._path) != self._file
 
     def reopen(self, warn: Callable[[str], None] | None = None) -> None:
         """Let go of the file this store had open and open the one at its path, as `open` opens
@@ -217,7 +218,7 @@ class Store:
         self.close()
         self._db, self._file = None, None
         self._db = _opened(self._path, warn)
-        self._file = _identity(self._path)
+        self._file = file_identity(self._path)
 
     @classmethod
     def open_readonly(cls, state_dir: Path) -> Store:

@@ -5,11 +5,9 @@ them (which registries skip TLS, which images mounted roots are made of). Light 
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from kernel import overlay
 from reconcile.engine.settings import Settings
@@ -17,7 +15,7 @@ from specs.images import ImageReference, ReferenceError, parse_reference
 from specs.names import DIGEST_PATTERN
 from state.images import Image, ImageError, ImageStore, PullEvent
 from state.lock import IMAGES_LOCK_NAME, exclusive
-from state.store import Store
+from state.store import Store, file_identity
 
 
 def verify_tls(ref: ImageReference, settings: Settings) -> bool:
@@ -47,19 +45,10 @@ def _mounted_layers(store: ImageStore) -> set[str]:
     (the same device and inode)."""
     lowers = {lower for root in overlay.mounted().values() for lower in root.lowers}
     used = {lower.name for lower in lowers if lower.parent == store.layers}
-    bound = {_identity(lower) for lower in lowers if lower.parent != store.layers} - {None}
+    bound = {file_identity(lower) for lower in lowers if lower.parent != store.layers} - {None}
     if bound:
-        used |= {layer.name for layer in store.layer_dirs() if _identity(layer) in bound}
+        used |= {layer.name for layer in store.layer_dirs() if file_identity(layer) in bound}
     return used
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of a directory; None once it is gone (a root unmounted meanwhile)."""
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return status.st_dev, status.st_ino
 
 
 # --- the `image` verbs ---------------------------------------------------------------------
