@@ -75,8 +75,8 @@ def forget_preload(environ: MutableMapping[str, str]) -> None:
 
 def leave_openssl_unloaded() -> None:
     """Hash with Python's built-in sha256 and md5 in this process, not OpenSSL's: hashlib loads
-    libcrypto at its first import (pydantic imports it, through `secrets` and `hmac`), 3.4 MiB
-    resident for good (the watch agent's imports: 42.0 MiB against 38.7). For a process that
+    libcrypto at its first import (pydantic imports it, through `secrets` and `hmac`), 3.35 MiB
+    resident for good (the watch agent's imports: 43,016 KiB against 39,584). For a process that
     hashes nothing large: the agent's hashes are of names, manifests and seccomp profiles, and
     it pulls images in processes of their own (reconcile/watch/pulls.py); its built-in sha256
     runs ~5x slower. hashlib and hmac are written to fall back so where OpenSSL is missing

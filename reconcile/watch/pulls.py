@@ -1,9 +1,9 @@
-"""The watch agent's image pulls, each in a process of its own (`python -m reconcile.watch.pulls
-REF`, the child side below).
+"""The watch agent's image pulls, each in a process of its own (`python -P -m
+reconcile.watch.pulls REF`, the child side below).
 
 A pull hashes and unpacks every layer it fetches (hundreds of megabytes), which the agent's own
 process is kept from: its heap would keep the pages the decompressors and the tar reader left
-in pieces, and the layers' sha256 wants OpenSSL's libcrypto, 3.4 MiB resident for good once
+in pieces, and the layers' sha256 wants OpenSSL's libcrypto, 3.35 MiB resident for good once
 loaded, which the agent otherwise has no use for (kernel.memory.leave_openssl_unloaded). The
 child resolves the agent's settings from its environment and takes the image store's lock as
 any pull does; it reports on stdout, one JSON object a line: `waiting` (who holds the lock),
