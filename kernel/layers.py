@@ -32,7 +32,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import IO, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from kernel import durable
 from kernel.inroot import open_at_in_root
@@ -97,7 +97,7 @@ def layer_path(store: Path, diff_id: str) -> Path:
     return store / match.group(1)
 
 
-def unpack_layer(blob: IO[bytes], media_type: str, diff_id: str, store: Path) -> Path:
+def unpack_layer(blob: Reader, media_type: str, diff_id: str, store: Path) -> Path:
     """The directory holding the layer, unpacked from the stream `blob` (read to its end) unless
     it already was (a layer never changes, so its name is proof enough; `blob` is not read then).
     On LayerError nothing is left in the store."""
@@ -172,14 +172,14 @@ def _locked_temporary(store: Path, name: str) -> tuple[Path, int]:
         os.close(fd)
 
 
-class _Reader(Protocol):
+class Reader(Protocol):
     """What each stage of a layer's stream reads from the one before: at most `size` bytes, b""
     at the end."""
 
     def read(self, size: int, /) -> bytes: ...
 
 
-def _unpack(blob: IO[bytes], root_fd: int, layer: str) -> str:
+def _unpack(blob: Reader, root_fd: int, layer: str) -> str:
     """Unpack the layer under `root_fd`; the digest of the whole uncompressed stream, read to its
     end (a tar is padded past its end marker, and the diff_id covers the padding too)."""
     with _layer_stream(blob, layer) as stream, _Unpacker(root_fd, layer) as unpacker:
@@ -209,13 +209,13 @@ class _BoundedHeaders(tarfile.TarInfo):
 
 
 @contextmanager
-def _layer_stream(blob: IO[bytes], layer: str) -> Iterator[_Readahead]:
+def _layer_stream(blob: Reader, layer: str) -> Iterator[_Readahead]:
     """The layer's tar, decompressed as its first bytes say."""
     head = b""
     while len(head) < MAGIC_LENGTH and (more := blob.read(MAGIC_LENGTH - len(head))):
         head += more
     compression = next((kind for magic, kind in COMPRESSION_MAGIC.items() if head.startswith(magic)), None)
-    source: _Reader = _Prefixed(head, blob)
+    source: Reader = _Prefixed(head, blob)
     with ExitStack() as stack:
         zstd = None
         if compression == "gzip":
@@ -234,7 +234,7 @@ class _Gunzip:
     time on big layers. zlib checks each member's CRC and length; at most `size` bytes come out
     of one read, however well the data compresses."""
 
-    def __init__(self, source: _Reader):
+    def __init__(self, source: Reader):
         self._source = source
         self._inflate = zlib.decompressobj(GZIP_WBITS)
         self._input = b""
@@ -266,7 +266,7 @@ class _Gunzip:
 class _Prefixed:
     """A stream whose first bytes were already read (to tell its compression): those, then the rest."""
 
-    def __init__(self, head: bytes, rest: IO[bytes]):
+    def __init__(self, head: bytes, rest: Reader):
         self._head = head
         self._rest = rest
 
@@ -274,14 +274,14 @@ class _Prefixed:
         if not self._head:
             return self._rest.read(size)
         if size < 0:
-            chunk, self._head = self._head + self._rest.read(), b""
+            chunk, self._head = self._head + self._rest.read(-1), b""
         else:
             chunk, self._head = self._head[:size], self._head[size:]
         return chunk
 
 
 @contextmanager
-def _zstd(source: _Reader, layer: str) -> Iterator[subprocess.Popen[bytes]]:
+def _zstd(source: Reader, layer: str) -> Iterator[subprocess.Popen[bytes]]:
     """`zstd -dc`, fed the blob by a thread; killed when the unpack is done with it, finished or not."""
     try:
         process = subprocess.Popen(["zstd", "-dcq"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -315,7 +315,7 @@ class _HashingReader:
     LayerError, so an OSError anywhere else is a write failure (gzip's BadGzipFile is an OSError
     too)."""
 
-    def __init__(self, source: _Reader, zstd: subprocess.Popen[bytes] | None, corrupt: str):
+    def __init__(self, source: Reader, zstd: subprocess.Popen[bytes] | None, corrupt: str):
         self._source = source
         self._zstd = zstd
         self._corrupt = corrupt

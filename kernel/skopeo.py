@@ -15,6 +15,7 @@ Sources are skopeo transports: `docker://REF`, `oci:/DIR[:TAG]`, `docker-archive
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import re
@@ -23,9 +24,12 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 SKOPEO = ["skopeo"]
 """skopeo keeps a cache of which blobs registries hold in /var/lib/containers/cache (for root),
@@ -52,7 +56,7 @@ class BlobPipe:
     """A blob on its way: `file` is the read end of the pipe skopeo writes it into. The pipe
     ends (EOF) only once ImageProxy.finish has taken skopeo's verdict on it."""
 
-    file: IO[bytes]
+    file: PipeReader
     pipe_id: int
 
 
@@ -62,10 +66,11 @@ class ImageProxy:
     each verified (digest and size) as it goes; `finish` gives the verdict. Closing the proxy
     (or its death) ends every pipe, so a reader never waits on a dead skopeo."""
 
-    def __init__(self, tls_verify: bool, tmpdir: Path):
+    def __init__(self, tls_verify: bool, tmpdir: Path, stall_timeout: float):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._socket = ours
         self._stderr = tempfile.TemporaryFile()
+        self._watch = _StallWatch(stall_timeout)
         try:
             if shutil.which(SKOPEO[0]) is None:
                 raise SkopeoError(NOT_INSTALLED)
@@ -83,6 +88,7 @@ class ImageProxy:
             raise
         finally:
             theirs.close()
+        self._watch.start(self._process)
         try:
             version, _ = self._call("Initialize")
             if not str(version).startswith(PROXY_PROTOCOL):
@@ -102,6 +108,7 @@ class ImageProxy:
         """Stop the proxy (it exits when its socket closes; killed if it lingers)."""
         if self._socket.fileno() < 0:
             return
+        self._watch.stop()
         self._socket.close()
         try:
             self._process.wait(PROXY_EXIT_WAIT)
@@ -159,8 +166,9 @@ class ImageProxy:
 
     def _call(self, method: str, *args: object) -> tuple[Any, BlobPipe | None]:
         try:
-            self._socket.sendmsg([json.dumps({"method": method, "args": list(args)}).encode()])
-            message, fds, _, _ = socket.recv_fds(self._socket, PROXY_MESSAGE_MAX, 1)
+            with self._watch.waiting():
+                self._socket.sendmsg([json.dumps({"method": method, "args": list(args)}).encode()])
+                message, fds, _, _ = socket.recv_fds(self._socket, PROXY_MESSAGE_MAX, 1)
         except OSError:
             message, fds = b"", []
         pipe = None
@@ -169,13 +177,14 @@ class ImageProxy:
         if not message:
             for fd in fds:
                 os.close(fd)
-            raise SkopeoError(self._last_words() or f"skopeo's image proxy stopped answering ({method})")
+            raise SkopeoError(self._watch.stalled or self._last_words()
+                              or f"skopeo's image proxy stopped answering ({method})")
         try:
             reply = json.loads(message)
         except ValueError:
             reply = {"error": f"an answer that is not JSON to {method}"}
         if fds:
-            pipe = BlobPipe(_pipe_reader(fds[0]), int(reply.get("pipeid") or 0))
+            pipe = BlobPipe(PipeReader(_pipe_reader(fds[0]), self._watch), int(reply.get("pipeid") or 0))
         if not reply.get("success"):
             if pipe is not None:
                 pipe.file.close()
@@ -191,17 +200,88 @@ class ImageProxy:
         return _last_words(self._stderr.read().decode(errors="replace"))
 
 
-def source_digest(source: str, tls_verify: bool) -> str:
+class _StallWatch:
+    """Kills skopeo when a call or a pipe read has waited `timeout` seconds (0: never) with no
+    byte coming (why is then `stalled`): the caller's socket and pipes then end, and the pull
+    fails saying so. A registry that stops sending on an open connection would otherwise hold
+    a pull, and the image store's lock with it, for ever. Only time spent waiting on skopeo
+    counts, not our unpacking."""
+
+    def __init__(self, timeout: float):
+        self._timeout = timeout
+        self._waiting = 0
+        self._since = 0.0  # the last byte, or the start of the wait
+        self._lock = threading.Lock()
+        self._ended = threading.Event()
+        self.stalled = ""
+
+    def start(self, process: subprocess.Popen[Any]) -> None:
+        if self._timeout > 0:
+            threading.Thread(target=self._watch, args=(process,), name="skopeo stall watch", daemon=True).start()
+
+    def stop(self) -> None:
+        self._ended.set()
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        with self._lock:
+            if self._waiting == 0:
+                self._since = time.monotonic()
+            self._waiting += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiting -= 1
+                self._since = time.monotonic()
+
+    def _watch(self, process: subprocess.Popen[Any]) -> None:
+        while not self._ended.wait(min(1.0, self._timeout / 4)):
+            with self._lock:
+                idle = time.monotonic() - self._since if self._waiting else 0.0
+            if idle >= self._timeout:
+                self.stalled = f"no data from the registry for {self._timeout:g} s (RECONCILE_PULL_STALL_TIMEOUT)"
+                process.kill()
+                return
+
+
+class PipeReader:
+    """A payload pipe whose reads count as waiting on skopeo (_StallWatch). A read returns what
+    has come, up to `size` bytes (b"" at the end), as soon as anything has: a slow registry's
+    trickle is progress, where a read of the whole `size` could wait past the stall limit."""
+
+    def __init__(self, file: io.BufferedReader, watch: _StallWatch):
+        self._file = file
+        self._watch = watch
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            return b"".join(iter(lambda: self.read(PIPE_SIZE), b""))
+        with self._watch.waiting():
+            return self._file.read1(size)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> PipeReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def source_digest(source: str, tls_verify: bool, stall_timeout: float) -> str:
     """The digest of the manifest a pull of `source` would take, without pulling anything:
     resolved by the image proxy as a pull resolves it, so an index gives the entry skopeo
     chooses for this host (its architecture and variant, in skopeo's own order of preference),
     not one of our choosing that the pull would then not take."""
-    with tempfile.TemporaryDirectory(prefix="rc-resolve-") as scratch, ImageProxy(tls_verify, Path(scratch)) as proxy:
+    with tempfile.TemporaryDirectory(prefix="rc-resolve-") as scratch, \
+            ImageProxy(tls_verify, Path(scratch), stall_timeout) as proxy:
         digest, _ = proxy.manifest(proxy.open(source))
     return digest
 
 
-def _pipe_reader(fd: int) -> IO[bytes]:
+def _pipe_reader(fd: int) -> io.BufferedReader:
     """The read end of a payload pipe, widened and read in large pieces: a decompressor reads
     8 KiB at a time, and each of those a syscall and a wake-up of skopeo's writer otherwise
     (a 100 MB layer streamed 2.5x slower)."""
@@ -209,7 +289,7 @@ def _pipe_reader(fd: int) -> IO[bytes]:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
     except OSError:  # above /proc/sys/fs/pipe-max-size for an unprivileged caller: the default then
         pass
-    return os.fdopen(fd, "rb", buffering=PIPE_SIZE)
+    return io.BufferedReader(io.FileIO(fd, "rb"), PIPE_SIZE)
 
 
 def _start(argv: list[str], **options: Any) -> subprocess.Popen[Any]:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from kernel import skopeo
 from kernel.durable import write_durably
@@ -214,19 +214,21 @@ class ImageStore:
 
     # --- pulling -------------------------------------------------------------------------
 
-    def pull(self, ref: ImageReference, tls_verify: bool, progress: Callable[[PullEvent], None],
+    def pull(self, ref: ImageReference, tls_verify: bool, stall_timeout: float, progress: Callable[[PullEvent], None],
              waiting: Callable[[str], None] | None = None) -> Image:
         """Fetch `ref` (a tag is resolved again) and unpack its layers, under the image store's
-        lock (`waiting` is told who holds it); returns the image."""
+        lock (`waiting` is told who holds it); returns the image. Given up once skopeo has sent
+        nothing for `stall_timeout` seconds while waited on (0: never)."""
         with exclusive(self.state_dir, waiting, name=IMAGES_LOCK_NAME):
-            return self._pull(ref, tls_verify, progress)
+            return self._pull(ref, tls_verify, stall_timeout, progress)
 
-    def _pull(self, ref: ImageReference, tls_verify: bool, progress: Callable[[PullEvent], None]) -> Image:
+    def _pull(self, ref: ImageReference, tls_verify: bool, stall_timeout: float,
+              progress: Callable[[PullEvent], None]) -> Image:
         self._make_dirs()
         remove_temporaries(self.layers)
         name = str(ref)
         try:
-            with skopeo.ImageProxy(tls_verify, self.root / TMP_DIR) as proxy:
+            with skopeo.ImageProxy(tls_verify, self.root / TMP_DIR, stall_timeout) as proxy:
                 # One handle: its manifest is read once, so a tag moved meanwhile cannot mix versions.
                 handle = proxy.open(ref.source)
                 source_digest, manifest = proxy.manifest(handle)
@@ -293,10 +295,10 @@ class ImageStore:
             write_durably(self._blob(computed), data, WRITE_TEMPORARY)
         return computed
 
-    def remote_digest(self, ref: ImageReference, tls_verify: bool) -> str:
+    def remote_digest(self, ref: ImageReference, tls_verify: bool, stall_timeout: float) -> str:
         """What pulling a registry image `ref` now would pin, without pulling."""
         try:
-            return ref.digest or skopeo.source_digest(ref.source, tls_verify)
+            return ref.digest or skopeo.source_digest(ref.source, tls_verify, stall_timeout)
         except skopeo.SkopeoError as exc:
             raise ImageError(f"resolve {ref}: {exc}") from None
 
@@ -377,7 +379,7 @@ def _config_descriptor(manifest: Mapping[str, Any]) -> tuple[str, int]:
     return digest, size
 
 
-def _unpacking(blob: IO[bytes], layer: Layer, store: Path) -> Future[Path]:
+def _unpacking(blob: skopeo.PipeReader, layer: Layer, store: Path) -> Future[Path]:
     """Unpack a layer as it streams in, on a daemon thread of its own (an executor's threads are
     joined at exit: an agent stopped mid-pull would wait on a stalled registry). The pipe is
     closed however that ends, so skopeo never waits on a reader that gave up."""

@@ -496,6 +496,21 @@ def test_the_watch_agent_pulls_in_a_process_of_its_own_which_ends_with_it(sandbo
         assert agent.lines[-1]["event"] == "agent stopped"  # no failed pull reported after it
 
 
+def test_a_pull_its_registry_stops_feeding_is_given_up_and_frees_the_store(sandbox: Sandbox, registry: Registry,
+                                                                           tmp_path: Path) -> None:
+    """kernel/skopeo.py's stall watch: a registry silent on an open connection (the proxy holds
+    it for 120 s) ends the pull after RECONCILE_PULL_STALL_TIMEOUT, not after the run's 60 s
+    timeout, and the image store's lock is free for the next pull."""
+    _big_image_and_a_stack_directory(sandbox, registry, tmp_path)
+    with StallingProxy.start(sandbox, registry.address, cut_after=1024 * 1024, hold=120.0) as proxy:
+        stalled = sandbox.run("env", "RECONCILE_PULL_STALL_TIMEOUT=2", sys.executable, "-m", "reconcile", "image",
+                              "pull", f"{proxy.address}/big:1", check=False, timeout=60)
+        assert stalled.returncode == 1, stalled.stdout + stalled.stderr
+        assert "no data from the registry for 2 s (RECONCILE_PULL_STALL_TIMEOUT)" in stalled.stderr, stalled.stderr
+        assert sandbox.reconcile("image", "pull", f"{registry.address}/big:1", timeout=60).returncode == 0
+    assert [row["image"] for row in images(sandbox)] == [f"{registry.address}/big:1"]
+
+
 def pulls(address: str) -> list[int]:
     """The pids of the agent's pulls (reconcile/watch/pulls.py) of images behind `address`."""
     found = []

@@ -14,8 +14,8 @@ from state.subnets import SubnetPool
 CHOSEN = [
     Settings(Path("/var/lib/reconcile"), "reconcile"),
     Settings(Path("/srv/rc state"), "rc-x/y", frozenset({"reg.example:5000", "10.0.0.1"}), 12.5,
-             SubnetPool.parse("base=10.200.0.0/16,size=26"), "iptables"),
-    Settings(Path("/tmp/s"), "p", depends_timeout=0.1),
+             SubnetPool.parse("base=10.200.0.0/16,size=26"), "iptables", 0.0),
+    Settings(Path("/tmp/s"), "p", depends_timeout=0.1, pull_stall_timeout=2.5),
 ]
 
 

@@ -62,7 +62,7 @@ class ImageRow:
 def pull(text: str, settings: Settings, progress: Callable[[PullEvent], None]) -> Image:
     """`reconcile image pull REF`: fetch (a tag again) and unpack."""
     ref = _reference(text)
-    return ImageStore(settings.state_dir).pull(ref, verify_tls(ref, settings), progress)
+    return ImageStore(settings.state_dir).pull(ref, verify_tls(ref, settings), settings.pull_stall_timeout, progress)
 
 
 def listing(settings: Settings) -> list[ImageRow]:

@@ -170,11 +170,11 @@ def _pin(ref: ImageReference, policy: str, store: ImageStore, settings: Settings
         return _Pinned(local, local.digest if local else None)
     tls = verify_tls(ref, settings)
     if pulling.allowed:
-        image = store.pull(ref, tls, pulling.progress)
+        image = store.pull(ref, tls, settings.pull_stall_timeout, pulling.progress)
         return _Pinned(image, image.digest)
     if ref.is_local or policy == "missing":  # nothing here yet: planned as not pulled, asking nobody
         return _Pinned(local, local.digest if local else None)
-    digest = store.remote_digest(ref, tls)
+    digest = store.remote_digest(ref, tls, settings.pull_stall_timeout)
     pinned = store.by_digest(digest) if local is None or local.digest != digest else local
     return _Pinned(pinned or local, digest)
 

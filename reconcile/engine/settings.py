@@ -17,6 +17,10 @@ DEFAULT_FIREWALL_BACKEND = "auto"
 """nftables where libnftables works with the kernel, iptables under a foreign FORWARD DROP
 policy or without libnftables (docs/spec.md, Firewall backends; controllers.firewall.backends). Both backends
 pass the end-to-end suite and the agent's repair by event."""
+DEFAULT_PULL_STALL_TIMEOUT = 120.0
+"""Seconds an image pull may wait on the registry without a byte coming before it is given up
+(kernel.skopeo's stall watch): a registry that stops sending on an open connection would
+otherwise hold the pull, and the image store's lock every other pull waits on, for ever."""
 DEFAULT_SUBNET_POOL = "base=10.89.0.0/16,size=24"
 """Podman's choice for networks created without a subnet (10.88.0.0/16 is its own default
 network's): 256 networks of 253 containers each, in private space Docker does not use."""
@@ -44,6 +48,8 @@ class Settings:
     """Where networks declared without a subnet get theirs."""
     firewall_backend: str = DEFAULT_FIREWALL_BACKEND
     """auto, nftables or iptables (controllers.firewall.backends)."""
+    pull_stall_timeout: float = DEFAULT_PULL_STALL_TIMEOUT
+    """0: a pull waits on its registry for as long as it takes."""
 
     @classmethod
     def resolve(cls, state_dir: str | None, cgroup_parent: str | None,
@@ -59,6 +65,7 @@ class Settings:
             depends_timeout=_seconds("RECONCILE_DEPENDS_TIMEOUT", DEFAULT_DEPENDS_TIMEOUT),
             subnet_pool=_subnet_pool(subnet_pool),
             firewall_backend=_firewall_backend(firewall_backend),
+            pull_stall_timeout=_seconds("RECONCILE_PULL_STALL_TIMEOUT", DEFAULT_PULL_STALL_TIMEOUT),
         )
 
     def environment(self) -> dict[str, str]:
@@ -68,7 +75,8 @@ class Settings:
                 "RECONCILE_INSECURE_REGISTRIES": ",".join(sorted(self.insecure_registries)),
                 "RECONCILE_DEPENDS_TIMEOUT": repr(self.depends_timeout),
                 "RECONCILE_SUBNET_POOL": f"base={self.subnet_pool.base},size={self.subnet_pool.size}",
-                "RECONCILE_FIREWALL_BACKEND": self.firewall_backend}
+                "RECONCILE_FIREWALL_BACKEND": self.firewall_backend,
+                "RECONCILE_PULL_STALL_TIMEOUT": repr(self.pull_stall_timeout)}
 
 
 def _seconds(variable: str, default: float) -> float:

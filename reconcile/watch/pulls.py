@@ -98,7 +98,8 @@ def main(text: str) -> int:
     try:
         ref = parse_reference(text)
         settings = Settings.resolve(None, None)
-        image = ImageStore(settings.state_dir).pull(ref, verify_tls(ref, settings), lambda event: None,
+        image = ImageStore(settings.state_dir).pull(ref, verify_tls(ref, settings), settings.pull_stall_timeout,
+                                                    lambda event: None,
                                                     lambda holder: _report(event="waiting", holder=holder))
     except Exception as exc:  # noqa: BLE001 - reported to the agent, which logs it and tries again
         _report(event="failed", error=str(exc) or type(exc).__name__)
