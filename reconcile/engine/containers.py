@@ -96,15 +96,12 @@ def read_log(found: Found, follow: bool, tail: int | None = None) -> Iterator[by
     as `docker logs -f` does."""
     cursor = _LogCursor(found.paths.log)
     exited = runtime.exit_file(found.paths.log)
-    if tail is not None:
-        ended = exited.exists()
-        yield from cursor.read_tail(tail)
-        if ended or not follow:
-            return
+    first_read = cursor.read_tail(tail) if tail is not None else None  # lazy: read after the look below
     gone_since: float | None = None
     while True:
         ended = exited.exists()  # looked at before reading: what this pass reads is then complete
-        yield from cursor.read_new()
+        yield from first_read if first_read is not None else cursor.read_new()
+        first_read = None
         if ended or not follow:
             return
         if found.record is not None and not runtime.is_running(found.handle):
