@@ -57,6 +57,31 @@ def format_duration(seconds: float) -> str:
     return f"{int(seconds)}s" if seconds.is_integer() else f"{seconds!r}s"
 
 
+_NANOSECONDS = {"h": 3_600_000_000_000, "m": 60_000_000_000, "s": 1_000_000_000, "ms": 1_000_000, "µs": 1_000, "ns": 1}
+
+
+def go_duration(seconds: float) -> str:
+    """As Go's time.Duration prints itself, which is how Docker words a duration in what it
+    records (`Health check exceeded timeout (1m30s)`): "500ms", "1.5s", "1m30s", "1h0m0s"."""
+    nanoseconds = round(seconds * _NANOSECONDS["s"])
+    if 0 < nanoseconds < _NANOSECONDS["s"]:  # one unit, the largest that is at least 1
+        unit = next((u for u in ("ms", "µs") if nanoseconds >= _NANOSECONDS[u]), "ns")
+        return _decimal(nanoseconds, _NANOSECONDS[unit]) + unit
+    hours, rest = divmod(nanoseconds, _NANOSECONDS["h"])
+    minutes, rest = divmod(rest, _NANOSECONDS["m"])
+    text = _decimal(rest, _NANOSECONDS["s"]) + "s"
+    if hours:
+        return f"{hours}h{minutes}m{text}"
+    return f"{minutes}m{text}" if minutes else text
+
+
+def _decimal(value: int, unit: int) -> str:
+    """`value` in `unit`s, its fraction without trailing zeros (Go's fmtFrac)."""
+    whole, fraction = divmod(value, unit)
+    digits = str(fraction).rjust(len(str(unit)) - 1, "0").rstrip("0")
+    return f"{whole}.{digits}" if digits else str(whole)
+
+
 def to_health_test(value: object) -> object:
     """`test` as Docker's list: a string is ["CMD-SHELL", string]; a list starts with CMD (the
     argv follows), CMD-SHELL (the shell command line follows) or NONE (alone: no check)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from reconcile.engine import health
-from specs.health import format_duration, to_duration
+from specs.health import format_duration, go_duration, to_duration
 from specs.model import Healthcheck, Stack
 from state import health as records
 from state.health import Probe
@@ -201,12 +201,34 @@ def test_docker_health_rules() -> None:
     (255, b"crun: executable file `/no/such` not found\n", ["executable file `/no/such` not found"],
      (-1, "executable file `/no/such` not found")),  # never started: Docker's -1 and the error
     (255, b"", ["open executable: Permission denied", "second"], (-1, "open executable: Permission denied\nsecond")),
-    (None, b"partial", [], (-1, "Health check exceeded timeout (1.5s)")),
+    (None, b"partial", [], (-1, "Health check exceeded timeout (1.5s)")),  # as Docker: no output
 ])
 def test_what_a_probe_records(exit_code: int | None, output: bytes, start_errors: list[str],
                               recorded: tuple[int, str]) -> None:
     check = Healthcheck.model_validate({"test": ["CMD", "x"], "timeout": "1.5s"}).over(None)
     assert health.probe_outcome(check, exit_code, output, start_errors) == recorded
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (0.0, "0s"), (1e-9, "1ns"), (0.0000015, "1.5µs"), (0.001, "1ms"), (0.5, "500ms"), (0.2505, "250.5ms"),
+    (1.0, "1s"), (1.5, "1.5s"), (30.0, "30s"), (59.999, "59.999s"), (60.0, "1m0s"), (90.0, "1m30s"),
+    (3600.0, "1h0m0s"), (3600.5, "1h0m0.5s"), (7325.25, "2h2m5.25s"), (360000.0, "100h0m0s"),
+])
+def test_durations_are_written_as_go_writes_them(seconds: float, text: str) -> None:
+    """Docker's records word a duration as Go's time.Duration prints it, which Compose's
+    durations read back (those under 1ms are no timing of ours)."""
+    assert go_duration(seconds) == text
+    if not 0 < seconds < 0.001:
+        assert to_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("timeout, message", [
+    ("500ms", "Health check exceeded timeout (500ms)"), ("90s", "Health check exceeded timeout (1m30s)"),
+    ("1h", "Health check exceeded timeout (1h0m0s)"),
+])
+def test_a_probe_out_of_time_is_worded_as_docker_words_it(timeout: str, message: str) -> None:
+    check = Healthcheck.model_validate({"test": ["CMD", "x"], "timeout": timeout}).over(None)
+    assert health.probe_outcome(check, None, b"printed before the kill", []) == (-1, message)
 
 
 def test_a_probe_of_a_container_removed_meanwhile_leaves_no_directory(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from specs.health import format_duration
+from specs.health import go_duration
 from specs.model import Healthcheck
 from state.health import HEALTHY, KEPT_PROBES, STARTING, UNHEALTHY, Health, Probe
 
@@ -68,7 +68,7 @@ def probe_outcome(check: Healthcheck, exit_code: int | None, output: bytes,
     (not a shell's 127 or 126, nor crun's 255, which would pass for the program's own).
     Either way a failure, which counts toward `retries`."""
     if exit_code is None:
-        return NO_EXIT_CODE, f"Health check exceeded timeout ({format_duration(check.timeout)})"
+        return NO_EXIT_CODE, f"Health check exceeded timeout ({go_duration(check.timeout)})"
     if start_errors:
         return NO_EXIT_CODE, "\n".join(start_errors)
     return exit_code, output.decode(errors="replace")
