@@ -869,12 +869,12 @@ class ContainerController:
         return base if base is not None else idmap.base_of_mark(Paths.of(self._state_dir, stack, container).work)
 
     def _used_id_ranges(self) -> list[tuple[int, int]]:
-        """Host ids taken: every layer's mark, every running namespace init's uid and gid maps
-        (ours or anyone's, whole), and what /etc/subuid and /etc/subgid give users."""
+        """Host ids taken: every layer's mark, the uid and gid maps of every user namespace a
+        process is in (ours or anyone's, whole), and what /etc/subuid and /etc/subgid give users."""
         root = self._state_dir / CONTAINERS_DIR
         marks = {idmap.base_of_mark(Paths(entry).work) for stack in _subdirs(root) for entry in _subdirs(stack)}
         return ([(base, idmap.RANGE_SIZE) for base in marks if base is not None]
-                + [span for pid in procs.container_inits() for span in idmap.host_ranges_of_pid(pid)]
+                + [span for pid in procs.user_namespace_members() for span in idmap.host_ranges_of_pid(pid)]
                 + idmap.subordinate_ranges())
 
     def _seccomp_filters(self, changes: Sequence[Change]) -> dict[frozenset[str], bytes]:

@@ -68,9 +68,21 @@ def _is_namespace_init(pid: int) -> bool:
     return len(levels) > 1 and levels[-1] == b"1"
 
 
-def container_inits() -> list[int]:
-    """Every process that is PID 1 of a nested pid namespace: ours and anyone else's."""
-    return [int(e.name) for e in os.scandir("/proc") if e.name.isdigit() and _is_namespace_init(int(e.name))]
+def user_namespace_members() -> list[int]:
+    """One process in each user namespace other than ours that a process is in now: our
+    containers' inits and anyone's (a container's, `unshare --user`'s, systemd's
+    `PrivateUsers=`), with or without a pid namespace of its own. A stat per process."""
+    ours = os.stat("/proc/self/ns/user").st_ino
+    members: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                inode = os.stat(f"/proc/{entry.name}/ns/user").st_ino
+            except OSError:
+                continue  # gone, or a kernel thread's
+            if inode != ours:
+                members.setdefault(inode, int(entry.name))
+    return list(members.values())
 
 
 def inits_by_netns(inodes: Iterable[int], likely: Iterable[int] = (), everywhere: bool = True) -> Mapping[int, Proc]:

@@ -7,6 +7,7 @@ import os
 import signal
 import sqlite3
 import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -365,6 +366,27 @@ containers:
     assert sandbox.reconcile("down", path).returncode == 0
     assert "containers/us" not in sandbox.run("cat", "/proc/self/mountinfo").stdout
     assert sandbox.processes() == []
+
+
+def test_userns_auto_keeps_clear_of_a_user_namespace_without_a_pid_namespace(sandbox: Sandbox) -> None:
+    """`unshare --user` (systemd's PrivateUsers=) makes a user namespace and no pid namespace:
+    the range it maps is taken all the same. It maps the bottom of our pool, which a fresh
+    range would otherwise start at."""
+    taken = 1 << 30
+    holder = subprocess.Popen(["unshare", "--user", "sleep", "1000"])
+    try:
+        ours = os.stat("/proc/self/ns/user").st_ino
+        eventually(lambda: os.stat(f"/proc/{holder.pid}/ns/user").st_ino != ours, True, timeout=scaled(5))
+        for name in ("uid_map", "gid_map"):
+            Path(f"/proc/{holder.pid}/{name}").write_text(f"0 {taken} 65536\n")
+        path = sandbox.write("stack.yaml", "name: un\ncontainers:\n  a:\n    command: sleep 1000\n    userns: auto\n")
+        sandbox.apply(path)
+        base = int(sandbox.exec_in("a", "cat", "/proc/self/uid_map").split()[1])
+        assert base >= taken + 65536
+        assert sandbox.reconcile("down", str(path)).returncode == 0
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_container_cannot_turn_its_own_files_into_reconciles_writes_on_the_host(
