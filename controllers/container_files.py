@@ -1,7 +1,7 @@
-"""The files a container gets from us (pure): /etc/hosts naming every container it shares a
-network with (by its IPv6 address too on a dual-stack network), and /etc/resolv.conf from the
-host's without loopback nameservers (a loopback resolver on the host is unreachable from inside
-the container's namespace)."""
+"""The files a container gets from us (pure): /etc/hosts with its own extra entries and naming
+every container it shares a network with (by its aliases there too; by its IPv6 address too on a
+dual-stack network), and /etc/resolv.conf from the host's without loopback nameservers (a
+loopback resolver on the host is unreachable from inside the container's namespace)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
-from specs.model import Stack
+from specs.hosts import HOST_GATEWAY
+from specs.model import Container, Stack
 
 DEFAULT_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 """The last resort when the host names no nameserver a container can reach (Docker's too)."""
@@ -30,10 +31,13 @@ class _NetworkLines:
     text: str
     spans: dict[str, tuple[int, int]]
     """Where each member's line sits in `text`, by container key."""
+    aliases: dict[str, str]
+    """A line of each member's aliases alone, by key (members with aliases only): what a
+    container names a peer by on this network when another shared network gives its line."""
 
 
-_Member = tuple[str, str, IPv4Address | IPv6Address]
-"""(container key, hostname, address) of a network's member."""
+_Member = tuple[str, str, tuple[str, ...], IPv4Address | IPv6Address]
+"""(container key, hostname, aliases on the network, address) of a network's member."""
 
 
 class RenderedLines:
@@ -51,7 +55,8 @@ class RenderedLines:
 
     def lines(self, stack: Stack, network: str, addresses: Mapping[EndpointKey, IPv4Address | IPv6Address],
               version: int) -> _NetworkLines:
-        members = tuple((key, container.hostname, addresses[(stack.name, key, network)])
+        members = tuple((key, container.hostname, tuple(container.networks[network].aliases),
+                         addresses[(stack.name, key, network)])
                         for key, container in stack.containers.items() if network in container.networks)
         at = (stack.name, network, version)
         kept = self._kept.pop(at, None)
@@ -66,11 +71,12 @@ class RenderedLines:
 def hosts_files(stack: Stack, addresses: Mapping[EndpointKey, IPv4Address],
                 addresses6: Mapping[EndpointKey, IPv6Address], keys: Iterable[str] | None = None,
                 rendered: RenderedLines | None = None) -> dict[str, str]:
-    """The /etc/hosts of these containers (every one by default), by key: the IPv4 lines, then
-    the IPv6 ones (dual-stack networks only) under the same names, each in the stack's order.
-    A container on one network gets its network's member lines as they are, so every member
-    of a network shares one text (one string, not one per container: 16 KB each at a
-    thousand). `rendered`: the lines kept from earlier passes (the watch agent's)."""
+    """The /etc/hosts of these containers (every one by default), by key: its extra_hosts
+    entries, then the IPv4 lines, then the IPv6 ones (dual-stack networks only) under the same
+    names, each in the stack's order. A container on one network without extra_hosts gets its
+    network's member lines as they are, so every such member of a network shares one text (one
+    string, not one per container: 16 KB each at a thousand). `rendered`: the lines kept from
+    earlier passes (the watch agent's)."""
     rendered = RenderedLines() if rendered is None else rendered
     chosen = list(stack.containers if keys is None else keys)
     joined = {network for key in chosen for network in stack.containers[key].networks}  # lines of these only
@@ -81,11 +87,12 @@ def hosts_files(stack: Stack, addresses: Mapping[EndpointKey, IPv4Address],
     shared: dict[str, str] = {}  # by network: the text of its single-network members
 
     def whole(key: str) -> str:
-        return LOCALHOST + _address_lines(stack, key, lines4, order) + _address_lines(stack, key, lines6, order)
+        return (LOCALHOST + _extra_lines(stack, stack.containers[key]) + _address_lines(stack, key, lines4, order)
+                + _address_lines(stack, key, lines6, order))
 
     def text(key: str) -> str:
         networks = stack.containers[key].networks
-        if len(networks) != 1:
+        if len(networks) != 1 or stack.containers[key].extra_hosts:
             return whole(key)
         (network,) = networks
         if network not in shared:
@@ -95,41 +102,63 @@ def hosts_files(stack: Stack, addresses: Mapping[EndpointKey, IPv4Address],
     return {key: text(key) for key in chosen}
 
 
+def _extra_lines(stack: Stack, container: Container) -> str:
+    """Its extra_hosts entries as Docker writes them ("address\tname"), in the order given;
+    host-gateway is its default route's gateway, and on a dual-stack network gateway6 too."""
+    lines: list[str] = []
+    for entry in container.extra_hosts:
+        if entry.ip != HOST_GATEWAY:
+            lines.append(f"{entry.ip!s}\t{entry.host}\n")
+            continue
+        network = stack.networks[str(container.default_route)]  # validation: one there is
+        lines.append(f"{network.assigned_gateway!s}\t{entry.host}\n")
+        if network.gateway6 is not None:
+            lines.append(f"{network.gateway6!s}\t{entry.host}\n")
+    return "".join(lines)
+
+
 def _network_lines(members: Iterable[_Member]) -> _NetworkLines:
     text: list[str] = []
     spans: dict[str, tuple[int, int]] = {}
+    aliases: dict[str, str] = {}
     at = 0
-    for key, hostname, address in members:
-        line = f"{address!s}\t{_names(key, hostname)}\n"
+    for key, hostname, its_aliases, address in members:
+        names = [hostname, key] if hostname != key else [key]
+        more = [alias for alias in its_aliases if alias not in names]
+        line = f"{address!s}\t{' '.join(names + more)}\n"
         text.append(line)
         spans[key] = (at, at + len(line))
         at += len(line)
-    return _NetworkLines("".join(text), spans)
+        if more:
+            aliases[key] = f"{address!s}\t{' '.join(more)}\n"
+    return _NetworkLines("".join(text), spans, aliases)
 
 
 def _address_lines(stack: Stack, key: str, networks: Mapping[str, _NetworkLines],
                    order: Mapping[str, int]) -> str:
     """Every container sharing one of `networks` with this one, itself included, once each in
     the stack's order: itself on its default route's network (else its first one), a peer on
-    the first network of this container's own order they share."""
+    the first network of this container's own order they share; each followed by a line of
+    its aliases on every other network they share (an alias names it on its network only)."""
     container = stack.containers[key]
     mine = [n for n in container.networks if n in networks]
     if not mine:
         return ""
     if len(mine) == 1:  # the usual container: its network's lines as they are
         return networks[mine[0]].text
-    own = networks[container.default_route if container.default_route in mine else mine[0]]
-    start, end = own.spans[key]
-    lines = {key: own.text[start:end]}
-    for found in (networks[n] for n in mine):
+    own_network = container.default_route if container.default_route in mine else mine[0]
+    start, end = networks[own_network].spans[key]
+    lines = {key: [networks[own_network].text[start:end]]}
+    given_by = {key: own_network}
+    for network in mine:
+        found = networks[network]
         for peer, (first, last) in found.spans.items():
             if peer not in lines:
-                lines[peer] = found.text[first:last]
-    return "".join(lines[p] for p in sorted(lines, key=order.__getitem__))
-
-
-def _names(key: str, hostname: str) -> str:
-    return key if hostname == key else f"{hostname} {key}"
+                lines[peer] = [found.text[first:last]]
+                given_by[peer] = network
+            elif given_by[peer] != network and peer in found.aliases:
+                lines[peer].append(found.aliases[peer])
+    return "".join("".join(lines[p]) for p in sorted(lines, key=order.__getitem__))
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ from specs.fields import (
     to_volume,
     to_volume_source,
 )
+from specs.hosts import HOST_GATEWAY, check_host_name, to_extra_host, to_host_address
 from specs.names import NAME_PATTERN, VOLUME_NAME_PATTERN, default_bridge_name
 from specs.signals import to_stop_signal
 
@@ -95,6 +96,7 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 Text = Annotated[str, AfterValidator(check_no_nul)]
 EnvName = Annotated[str, AfterValidator(check_env_name)]
 Capability = Annotated[str, AfterValidator(check_capability)]
+HostName = Annotated[str, AfterValidator(check_host_name)]
 
 
 def _drop_default(schema: dict[str, Any]) -> None:
@@ -188,6 +190,20 @@ class Attachment(SpecModel):
     ip6: Address6 | None = Field(
         None, description="static IPv6 address on a dual-stack network; default: allocated from subnet6 "
                           "and kept across runs")
+    aliases: Annotated[list[HostName], AfterValidator(reject_duplicates)] = Field(
+        default_factory=list, description="more names of the container on this network: every container "
+                                          "on it resolves them to its address there (/etc/hosts)")
+
+
+class ExtraHost(SpecModel):
+    """An /etc/hosts entry of the container's own, as Docker's --add-host: "NAME:ADDRESS",
+    "NAME=ADDRESS" (an IPv6 address bare or in brackets) or this mapping."""
+
+    host: HostName = Field(description="the name, e.g. host.docker.internal")
+    ip: Annotated[IPv4Address | IPv6Address | Literal["host-gateway"],
+                  BeforeValidator(to_host_address, json_schema_input_type=str)] = Field(
+        description=f"an IPv4 or IPv6 address, or {HOST_GATEWAY}: the gateway of the container's default "
+                    "route (its IPv6 gateway too on a dual-stack network)")
 
 
 class PortMapping(SpecModel):
@@ -399,6 +415,10 @@ class Container(SpecModel):
     default_route: str | None = Field(
         None, description="network whose gateway is the default route; default: the first listed "
                           "non-internal network; null: no default route")
+    extra_hosts: list[Annotated[ExtraHost,
+                                BeforeValidator(to_extra_host, json_schema_input_type=str | ExtraHost)]] = Field(
+        default_factory=list, description="more /etc/hosts entries, after the localhost lines and before the "
+                                          "stack's containers; a change rewrites the file in place")
     ports: list[Annotated[PortMapping,
                           BeforeValidator(to_port_mapping, json_schema_input_type=str | PortMapping)]] = Field(
         default_factory=list, description="published ports (not on internal networks)")

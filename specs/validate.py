@@ -16,6 +16,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from specs.errors import Issue, quoted
 from specs.fields import is_hostname
+from specs.hosts import HOST_GATEWAY
 from specs.model import Attachment, Container, Dependency, Network, PortMapping, Stack
 from specs.units import format_cpu_list, parse_cpu_list
 
@@ -82,6 +83,7 @@ def check_stacks(stacks: Sequence[Stack]) -> list[Issue]:
         for key, container in stack.containers.items():
             issues += _check_container(stack, key, container)
         issues += _check_static_addresses(stack)
+        issues += _check_aliases(stack)
         issues += _check_dependency_cycles(stack)
     for family in FAMILIES:
         issues += _check_subnet_overlaps(stacks, family)
@@ -198,6 +200,7 @@ def _check_container(stack: Stack, key: str, container: Container) -> Iterator[I
     yield from _check_attachments(stack, key, container)
     yield from _check_default_route(stack, key, container)
     yield from _check_published(stack, key, container)
+    yield from _check_host_gateway(stack, key, container)
     yield from _check_volumes(stack, key, container)
     yield from _check_dependencies(stack, key, container)
     if container.image is not None and container.rootfs is not None:
@@ -323,6 +326,38 @@ def _check_published(stack: Stack, key: str, container: Container) -> Iterator[I
         yield Issue(stack.name, loc, f"published ports need a non-internal network, and this container is {where}")
     elif container.default_route is None:
         yield Issue(stack.name, loc, "published ports need a default route, and default_route is null")
+
+
+def _check_host_gateway(stack: Stack, key: str, container: Container) -> Iterator[Issue]:
+    """host-gateway is the gateway of the container's default route: without one, there is no
+    address that reaches the host from it (an internal network's gateway does not: no route out)."""
+    for index, entry in enumerate(container.extra_hosts):
+        if entry.ip == HOST_GATEWAY and container.default_route is None:
+            yield Issue(stack.name, ("containers", key, "extra_hosts", index, "ip"),
+                        f"{HOST_GATEWAY} is the gateway of the container's default route, and it has none "
+                        "(default_route is null, or all its networks are internal): give the host's address")
+
+
+def _check_aliases(stack: Stack) -> Iterator[Issue]:
+    """An alias names one container: another container's key or hostname (on any network: a
+    container sharing a network with each would find the name twice) or its alias on the same
+    network is an error. An /etc/hosts name resolves to its first line only, where Docker's DNS
+    would answer with every container holding it, in turn. Its own key or hostname is no clash;
+    the same alias on two networks is none either (each names its own network's container).
+    Names compare as resolvers compare them, without case."""
+    names: dict[str, str] = {}  # keys and hostnames, of every network
+    for key, container in stack.containers.items():
+        names.setdefault(key, key)
+        names.setdefault(container.hostname.lower(), key)
+    aliases: dict[tuple[str, str], str] = {}  # (network, alias) -> the container it names
+    for key, container in stack.containers.items():
+        for network_key, attachment in container.networks.items():
+            for index, alias in enumerate(attachment.aliases):
+                owner = names.get(alias.lower()) or aliases.setdefault((network_key, alias.lower()), key)
+                if owner != key:
+                    yield Issue(stack.name, ("containers", key, "networks", network_key, "aliases", index),
+                                f"alias {quoted(alias)} on network {quoted(network_key)} already names container "
+                                f"{quoted(owner)}: a name resolves to one container")
 
 
 def _check_static_addresses(stack: Stack) -> Iterator[Issue]:

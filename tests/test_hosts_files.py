@@ -2,8 +2,11 @@
 container sharing a network with it, itself included, in the stack's order, under several
 networks, peers sharing two of them (the first one in the container's own order names them),
 hostnames other than the key, dual-stack networks beside IPv4-only ones, a container on a
-network no one else is on, and one on none; the members of one network share one text; lines
-kept from an earlier pass serve only while every member is as it was."""
+network no one else is on, and one on none; a member's aliases on a network, named by its
+line there or by a line of their own where another network gives its line; a container's
+extra_hosts first, host-gateway its default route's gateways; the members of one network
+without extra_hosts share one text; lines kept from an earlier pass serve only while every
+member (and its aliases) is as it was."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from ipaddress import IPv4Address, IPv6Address
 import pytest
 
 from controllers.container_files import LOCALHOST, RenderedLines, hosts_files
-from specs.model import Stack
+from specs.model import Attachment, Stack
 
 STACK = Stack.model_validate({
     "name": "t",
@@ -61,6 +64,51 @@ def test_the_members_of_a_network_share_one_text() -> None:
     assert files["c0"] is files["c1"] is files["c2"]
 
 
+ALIASED = Stack.model_validate({
+    "name": "t",
+    "networks": {"front": {"subnet": "10.1.0.0/24", "subnet6": "fd00:1::/64"}, "back": {"subnet": "10.2.0.0/24"}},
+    "containers": {
+        "web": {"command": "x", "networks": {"front": {"aliases": ["www"]}, "back": {}},
+                "extra_hosts": ["mirror:10.9.9.9", "host.docker.internal:host-gateway", "six=[fd00:9::9]"]},
+        "db": {"command": "x", "networks": {"front": {}, "back": {"aliases": ["postgres", "db"]}}},
+        "cache": {"command": "x", "networks": {"back": {"aliases": ["redis"]}}},
+        "queue": {"command": "x", "networks": ["back"]},
+    },
+})
+ALIASED_HOST = {"web": 2, "db": 3, "cache": 4, "queue": 5}
+ALIASED_V4 = {("t", key, net): IPv4Address(f"10.{SUBNET[net]}.0.{ALIASED_HOST[key]}")
+              for key, container in ALIASED.containers.items() for net in container.networks}
+ALIASED_V6 = {("t", key, "front"): IPv6Address(f"fd00:1::{ALIASED_HOST[key]}")
+              for key, container in ALIASED.containers.items() if "front" in container.networks}
+BACK = "10.2.0.2\tweb\n10.2.0.3\tdb postgres\n10.2.0.4\tcache redis\n10.2.0.5\tqueue\n"
+
+
+@pytest.mark.parametrize(("key", "expected"), [
+    # extra_hosts first, as given; host-gateway: front's gateway and gateway6 (dual-stack); then
+    # db's line from front (first shared) and its alias on back on a line of its own
+    ("web", "10.9.9.9\tmirror\n10.1.0.1\thost.docker.internal\nfd00:1::1\thost.docker.internal\nfd00:9::9\tsix\n"
+            "10.1.0.2\tweb www\n10.1.0.3\tdb\n10.2.0.3\tpostgres\n10.2.0.4\tcache redis\n10.2.0.5\tqueue\n"
+            "fd00:1::2\tweb www\nfd00:1::3\tdb\n"),
+    # itself too: its line from front (its default route), its alias on back after it; an
+    # alias that is its own key is not repeated
+    ("db", "10.1.0.2\tweb www\n10.1.0.3\tdb\n10.2.0.3\tpostgres\n10.2.0.4\tcache redis\n10.2.0.5\tqueue\n"
+           "fd00:1::2\tweb www\nfd00:1::3\tdb\n"),
+    # on back only: www (web's alias on front) is not there
+    ("cache", BACK),
+    ("queue", BACK),
+])
+def test_aliases_and_extra_hosts(key: str, expected: str) -> None:
+    assert hosts_files(ALIASED, ALIASED_V4, ALIASED_V6)[key] == LOCALHOST + expected
+
+
+def test_a_member_with_extra_hosts_has_a_text_of_its_own_the_others_still_share_one() -> None:
+    files = hosts_files(ALIASED, ALIASED_V4, ALIASED_V6)
+    assert files["cache"] is files["queue"]
+    stack = _with(ALIASED, cache={"extra_hosts": ALIASED.containers["web"].extra_hosts[:1]})
+    files = hosts_files(stack, ALIASED_V4, ALIASED_V6)
+    assert (files["cache"], files["queue"]) == (LOCALHOST + "10.9.9.9\tmirror\n" + BACK, LOCALHOST + BACK)
+
+
 def _with(stack: Stack, **changed: dict[str, object]) -> Stack:
     return stack.model_copy(update={"containers": {**stack.containers, **{
         key: stack.containers[key].model_copy(update=fields) for key, fields in changed.items()}}})
@@ -73,6 +121,7 @@ def _with(stack: Stack, **changed: dict[str, object]) -> Stack:
     (STACK, V4, {**V6, ("t", "db", "data"): IPv6Address("fd00:3::9")}),  # the same, IPv6 only
     (_with(STACK, db={"hostname": "pg"}), V4, V6),  # a member's new hostname
     (_with(STACK, cache={"networks": {}}), V4, V6),  # a member gone from the networks
+    (_with(STACK, db={"networks": {"data": Attachment(aliases=["pg"])}}), V4, V6),  # a member's new alias
     (Stack.model_validate({**STACK.model_dump(), "name": "u"}),  # another stack of the same networks
      {("u", *key[1:]): a for key, a in V4.items()}, {("u", *key[1:]): a for key, a in V6.items()}),
 ])
@@ -99,3 +148,12 @@ def test_kept_lines_are_not_rendered_again_while_nothing_changed() -> None:
     for other in others:
         rendered.lines(other, "side", {(other.name, "cache", "side"): IPv4Address("10.4.0.5")}, 4)
     assert rendered.lines(STACK, "data", V4, 4) is not kept
+
+
+def test_a_changed_alias_renders_its_own_network_again_and_no_other() -> None:
+    rendered = RenderedLines()
+    rendered.lines(STACK, "data", V4, 4)
+    side = rendered.lines(STACK, "side", V4, 4)
+    aliased = _with(STACK, db={"networks": {"data": Attachment(aliases=["pg"])}})
+    assert "10.3.0.4\tpostgres db pg\n" in rendered.lines(aliased, "data", V4, 4).text
+    assert rendered.lines(aliased, "side", V4, 4) is side

@@ -1,0 +1,76 @@
+"""Names and addresses of /etc/hosts entries beyond a container's key and hostname: its
+`extra_hosts` (Docker's `--add-host`, Compose's `extra_hosts`) and its `aliases` on a network.
+
+Names are held to DNS's alphabet: they are written into a file where a blank or a `#` would
+end the name, and a name a resolver cannot look up is a typo worth naming."""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+from specs.errors import quoted
+from specs.fields import describe_value, quote_hint
+
+HOST_GATEWAY = "host-gateway"
+"""Docker's word for the host as the container sees it: here the gateway of its default route."""
+HOST_NAME_RULE = ("use dot-separated labels of 1 to 63 letters, digits, '-' or '_' (no '-' at a label's "
+                  "start or end), 253 characters at most")
+EXTRA_HOST_TEXT = "'NAME:ADDRESS' or 'NAME=ADDRESS'"
+EXTRA_HOST_FORMS = f"{EXTRA_HOST_TEXT} or a mapping {{host, ip}}"
+SEPARATORS = ("=", ":")
+"""Where an entry's name ends, tried in this order (as compose-go: `name=::1` reads well)."""
+_LABEL_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_MAX_NAME = 253
+
+
+def is_host_name(value: str) -> bool:
+    return len(value) <= _MAX_NAME and all(_LABEL_RE.fullmatch(label) for label in value.split("."))
+
+
+def check_host_name(value: str) -> str:
+    if not is_host_name(value):
+        raise ValueError(f"invalid host name {quoted(value)}: {HOST_NAME_RULE}")
+    return value
+
+
+def split_entry(text: str) -> tuple[str, str]:
+    """"NAME=ADDRESS" or "NAME:ADDRESS" as (name, address): cut at the first separator, `=`
+    tried first ("db:::1" is db at ::1, as is "db=::1")."""
+    for separator in SEPARATORS:
+        name, found, address = text.partition(separator)
+        if found:
+            return name, address
+    raise ValueError(f"expected {EXTRA_HOST_TEXT}, got {quoted(text)}: no address")
+
+
+def unbracketed(address: str) -> str:
+    return address[1:-1] if len(address) > 2 and address[0] == "[" and address[-1] == "]" else address
+
+
+def to_extra_host(value: object) -> object:
+    """A string entry as the mapping form; the model checks the name and the address."""
+    if isinstance(value, str):
+        host, address = split_entry(value)
+        return {"host": host, "ip": address}
+    if value is None or isinstance(value, (bool, int, float)):
+        raise ValueError(f"expected {EXTRA_HOST_FORMS}, got {describe_value(value)}")
+    return value
+
+
+def to_host_address(value: object) -> IPv4Address | IPv6Address | str:
+    """An IPv4 or IPv6 address, bare or in brackets ("[::1]"; without a zone, as Docker's
+    --add-host), or `host-gateway`."""
+    if isinstance(value, (IPv4Address, IPv6Address)) or value == HOST_GATEWAY:
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected an IP address or {HOST_GATEWAY}, got {describe_value(value)}{quote_hint(value)}")
+    try:
+        address = ip_address(unbracketed(value))
+    except ValueError:
+        raise ValueError(f"expected an IP address (10.0.0.5, fd00::5) or {HOST_GATEWAY}, got {quoted(value)}") \
+            from None
+    if isinstance(address, IPv6Address) and address.scope_id is not None:
+        raise ValueError(f"expected an IP address, got {quoted(value)}: a zone (%{address.scope_id}) has no "
+                         "meaning in /etc/hosts")
+    return address
