@@ -22,8 +22,6 @@ UNSUPPORTED_SERVICE: dict[str, str] = {
     "network_mode": "only bridge networks are supported: attach the service to networks:",
     "secrets": f"{NOT_SUPPORTED}: mount the files with a bind volume",
     "configs": f"{NOT_SUPPORTED}: mount the files with a bind volume",
-    "extra_hosts": "extra /etc/hosts entries are not supported: containers resolve the host's names "
-                   "and the names of the stack's containers only",
     "dns": "custom DNS servers are not supported: containers use the host's resolvers",
     "dns_search": "custom DNS search domains are not supported: containers use the host's",
     "dns_opt": "custom DNS options are not supported: containers use the host's",
@@ -102,7 +100,6 @@ NO_EFFECT_VOLUME: dict[str, str] = {
 }
 
 NO_EFFECT_ATTACHMENT: dict[str, str] = {
-    "aliases": "have no effect here: containers reach each other by service name only",
     "mac_address": "has no effect here: a container's MAC derives from its address",
     "priority": "has no effect here",
     "gw_priority": "has no effect here: the default route is the first listed non-internal network",

@@ -33,6 +33,7 @@ from specs.compose_values import (
 from specs.document import UnreadableText
 from specs.errors import Loc, quoted
 from specs.fields import SubfieldError, describe_value
+from specs.hosts import EXTRA_HOST_TEXT, split_entry, unbracketed
 
 DEFAULT_NETWORK = "default"
 """Compose's network for services that list none; always there to be listed, declared or not."""
@@ -55,7 +56,7 @@ Compose's syntax (reconcile's health checks)."""
 
 CONVERTED = ("pull_policy", "environment", "env_file", "restart", "networks", "ports", "mem_limit", "cpus",
              "pids_limit", "cpuset", "deploy", "volumes", "depends_on", "stop_grace_period", "logging",
-             "stop_signal", "init", "profiles")
+             "stop_signal", "init", "profiles", "extra_hosts")
 HANDLED = (*PASSED_AS_WRITTEN, *CONVERTED)
 KNOWN = (*HANDLED, *UNSUPPORTED_SERVICE, *NO_EFFECT_SERVICE)
 
@@ -71,6 +72,8 @@ ENV_FILE_KEYS = ("path", "required", "format")
 _LIMIT_KEYS = {"memory": "memory", "cpus": "cpus", "pids": "pids"}
 ATTACHMENT_ADDRESSES = {"ipv4_address": "ip", "ipv6_address": "ip6"}
 """A service's static addresses on a network, and the attachment fields they become."""
+ATTACHMENT_FIELDS = {**ATTACHMENT_ADDRESSES, "aliases": "aliases"}
+"""Every attachment key with a native field, read as written."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ class ServiceMapper:
         self._env()
         self._restart()
         self._networks()
+        self._extra_hosts()
         self._ports()
         self._resources()
         self._volumes()
@@ -332,16 +336,52 @@ class ServiceMapper:
             return attachment  # the native model names what it expects
         result: dict[str, object] = {}
         for key, value in attachment.items():
-            if key in ATTACHMENT_ADDRESSES:
-                self.out.put(result, native + (ATTACHMENT_ADDRESSES[key],), value, loc + (key,))
+            if key in ATTACHMENT_FIELDS:
+                field = native + (ATTACHMENT_FIELDS[key],)
+                self.out.put(result, field, self.out.passthrough(field, loc + (key,), value), loc + (key,))
             elif key in UNSUPPORTED_ATTACHMENT:
                 self.out.key_error(loc + (key,), UNSUPPORTED_ATTACHMENT[key])
             elif key in NO_EFFECT_ATTACHMENT:
                 self.out.key_warning(loc + (key,), NO_EFFECT_ATTACHMENT[key])
             else:
-                self.out.unknown(loc + (str(key),), (*ATTACHMENT_ADDRESSES, *UNSUPPORTED_ATTACHMENT,
+                self.out.unknown(loc + (str(key),), (*ATTACHMENT_FIELDS, *UNSUPPORTED_ATTACHMENT,
                                                      *NO_EFFECT_ATTACHMENT))
         return result
+
+    def _extra_hosts(self) -> None:
+        """compose-go's forms: a list of "NAME=ADDRESS" or "NAME:ADDRESS" (several addresses
+        comma-separated), or a mapping NAME -> an address or a list of them; a native entry per
+        address, at the Compose entry it came from (the native model checks name and address)."""
+        hosts = self.service.get("extra_hosts")
+        if hosts is None:
+            return
+        loc = self.src + ("extra_hosts",)
+        entries: list[tuple[Loc, str, object]] = []
+        if isinstance(hosts, list):
+            for index, item in enumerate(hosts):
+                if not isinstance(item, str):
+                    self.out.error(loc + (index,), f"expected {EXTRA_HOST_TEXT}, got {describe_value(item)}")
+                    continue
+                try:
+                    name, addresses = split_entry(item)
+                except ValueError as exc:
+                    self.out.error(loc + (index,), str(exc))
+                    continue
+                entries += [(loc + (index,), name, address) for address in addresses.split(",")]
+        elif isinstance(hosts, dict):
+            for name, value in hosts.items():
+                entries += [(loc + (str(name),), str(name), address)
+                            for address in (value if isinstance(value, list) else [value])]
+        else:
+            self.out.error(loc, f"expected a list of {EXTRA_HOST_TEXT}, or a mapping, got {describe_value(hosts)}")
+            return
+        native = self.dst + ("extra_hosts",)
+        self.out.origins[native] = loc
+        converted: list[object] = []
+        for source, name, address in entries:
+            self.out.origins[native + (len(converted),)] = source
+            converted.append({"host": name, "ip": unbracketed(address) if isinstance(address, str) else address})
+        self.container["extra_hosts"] = converted
 
     def _entries(self, key: str, native: str, short: Callable[[object], Parsed],
                  long: Callable[[dict[str, object]], Parsed]) -> None:

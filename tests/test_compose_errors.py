@@ -46,14 +46,11 @@ BAD: list[tuple[str, str, list[str]]] = [
           web:
             image: busybox
             network_mode: host
-            extra_hosts: ["db:10.0.0.1"]
             secrets: [token]
         """,
      ["compose.yaml:4:5: services.web.network_mode: only bridge networks are supported: attach the service to "
       "networks:",
-      "compose.yaml:5:5: services.web.extra_hosts: extra /etc/hosts entries are not supported: containers "
-      "resolve the host's names and the names of the stack's containers only",
-      "compose.yaml:6:5: services.web.secrets: is not supported by reconcile: mount the files with a bind volume"]),
+      "compose.yaml:5:5: services.web.secrets: is not supported by reconcile: mount the files with a bind volume"]),
     ("ports", """\
         services:
           web:

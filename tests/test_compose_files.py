@@ -165,6 +165,17 @@ CASES = [
          edits=(Edit("compose.yaml", "GF_SECURITY_ADMIN_PASSWORD=admin", "GF_SECURITY_ADMIN_PASSWORD=changed"),),
          changed={"grafana": "recreate"},
          after=(Answer(3000, "cgi-bin/env", "GF_SECURITY_ADMIN_PASSWORD=changed\n"),)),
+    Case("aliases", frozenset({"app", "db"}),
+         # db by both its aliases on back; the host by host-gateway (front's gateway, from the
+         # pool); a fixed entry as written
+         reaches=(Reach("app", "nc -w 1 postgres 5432 </dev/null", "postgres app ready"),
+                  Reach("app", "nc -w 1 database 5432 </dev/null", "postgres app ready"),
+                  Reach("app", "ping -c1 -W2 host.docker.internal", "1 packets received"),
+                  Reach("app", "cat /etc/hosts", "192.168.94.250\tlegacy-api.internal\n")),
+         answers=(Answer(8000, "cgi-bin/hello", "hello from app"),),
+         edits=(Edit("compose.yaml", "aliases: [postgres, database]", "aliases: [postgres, database, pg]"),),
+         changed={"app": "update", "db": "update"},  # both files name db by pg too, in place
+         after=(Answer(8000, "cgi-bin/hello", "hello from app"),)),
     Case("worker", frozenset({"queue", "producer", "consumer"}),
          reaches=(Reach("consumer", "redis-cli -h queue ping", "PONG"),),
          files=(("out/consumed", "batch=10 PONG\n"),),

@@ -402,10 +402,8 @@ WARNINGS: list[tuple[str, str, list[str]]] = [
      ["services.web.restart: unless-stopped is read as always: reconcile has no stopped-by-hand state",
       "services.web.logging.driver: logging driver a string ('syslog') has no effect here: output goes to "
       "reconcile's own rotated files (json-file, 8 MiB at most)"]),
-    ("aliases-and-deploy", """\
+    ("deploy", """\
         image: busybox
-        networks:
-          default: {aliases: [www]}
         restart: always
         deploy:
           restart_policy: {condition: on-failure, max_attempts: 3, delay: 5s, window: 1m}
@@ -418,7 +416,6 @@ WARNINGS: list[tuple[str, str, list[str]]] = [
       "services.web.deploy.restart_policy.window: has no effect here: docker compose ignores it too (a Swarm "
       "setting)",
       "services.web.restart: has no effect here: deploy.restart_policy wins, as in docker compose",
-      "services.web.networks.default.aliases: have no effect here: containers reach each other by service name only",
       "services.web.deploy.resources.reservations: has no effect here: reservations are not enforced"]),
     ("port-and-volume-hints", """\
         image: busybox

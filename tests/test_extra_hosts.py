@@ -1,5 +1,5 @@
-"""`extra_hosts` and a network's `aliases` (pure): the forms each accepts, the entries they
-become, and the errors, each at its field."""
+"""`extra_hosts` and a network's `aliases`, native and from Compose (pure): the forms each
+accepts, the native entries they become, and the errors, each at its field."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from specs.compose_map import to_native
+from specs.compose_service import ComposeContext
+from specs.document import parse_fully
 from specs.model import Stack
 from tests.specs_support import error_lines, load_text
 
@@ -114,3 +117,94 @@ def test_alias_and_host_gateway_errors_are_located(tmp_path: Path, text: str, ex
 def test_an_alias_may_repeat_its_own_names_and_anothers_alias_on_another_network(tmp_path: Path) -> None:
     load_text(tmp_path, NATIVE.format(extra="").replace("[www, www.example.test]", "[web, www, cache]")
               .replace("    networks: [private]\n", "    networks: {private: {aliases: [cache, postgres]}}\n"))
+
+
+COMPOSE_CONTEXT = ComposeContext("/srv/app", {}, lambda path: "")
+
+
+def _compose(text: str) -> dict[str, object]:
+    document = parse_fully(textwrap.dedent(text), "compose.yaml").data
+    assert isinstance(document, dict)
+    return to_native(document, COMPOSE_CONTEXT, "app", ()).native
+
+
+def test_compose_extra_hosts_list_and_map_forms_and_aliases_map() -> None:
+    native = _compose("""\
+        services:
+          web:
+            extra_hosts:
+              - "host.docker.internal:host-gateway"
+              - "a=10.0.0.1,10.0.0.2"
+              - "six:::1"
+              - "br=[fd00::5]"
+              - "v4b:[10.0.0.9]"
+            networks:
+              default: {aliases: [www, site.test]}
+            image: busybox
+          db:
+            image: busybox
+            extra_hosts:
+              mirror: 10.1.1.1
+              multi: ["10.1.1.2", "[fd00::9]"]
+        """)
+    containers = native["containers"]
+    assert isinstance(containers, dict)
+    assert containers["web"]["networks"] == {"default": {"aliases": ["www", "site.test"]}}
+    assert containers["web"]["extra_hosts"] == [
+        {"host": "host.docker.internal", "ip": "host-gateway"}, {"host": "a", "ip": "10.0.0.1"},
+        {"host": "a", "ip": "10.0.0.2"}, {"host": "six", "ip": "::1"}, {"host": "br", "ip": "fd00::5"},
+        {"host": "v4b", "ip": "10.0.0.9"}]
+    assert containers["db"]["extra_hosts"] == [
+        {"host": "mirror", "ip": "10.1.1.1"}, {"host": "multi", "ip": "10.1.1.2"}, {"host": "multi", "ip": "fd00::9"}]
+    Stack.model_validate(native)
+
+
+COMPOSE_BAD = """\
+name: app
+services:
+  web:
+    image: busybox
+    networks:
+      default:
+        aliases: [www, "no such"]
+    extra_hosts:
+      - "noaddr"
+      - 5
+      - "x:10.0.0.999"
+  db:
+    image: busybox
+    networks:
+      default: {aliases: [www]}
+    extra_hosts:
+      mirror: null
+      "a:b": 10.0.0.1
+  api:
+    image: busybox
+    extra_hosts: "db:10.0.0.1"
+"""
+
+
+def test_compose_errors_name_the_compose_field(tmp_path: Path) -> None:
+    """The mapping's own errors first (forms), then the native model's (names, addresses), then
+    the checks across containers (aliases): each stage once the one before passes."""
+    assert error_lines(tmp_path, {"compose.yaml": COMPOSE_BAD}) == [
+        "compose.yaml:9:9: services.web.extra_hosts[0]: expected 'NAME:ADDRESS' or 'NAME=ADDRESS', got 'noaddr': "
+        "no address",
+        "compose.yaml:10:9: services.web.extra_hosts[1]: expected 'NAME:ADDRESS' or 'NAME=ADDRESS', got an "
+        "integer (5)",
+        "compose.yaml:21:18: services.api.extra_hosts: expected a list of 'NAME:ADDRESS' or 'NAME=ADDRESS', or a "
+        "mapping, got a string ('db:10.0.0.1')"]
+    forms = COMPOSE_BAD.replace('      - "noaddr"\n      - 5\n', "").replace('"db:10.0.0.1"', '["db:10.0.0.1"]')
+    rule = ("use dot-separated labels of 1 to 63 letters, digits, '-' or '_' (no '-' at a label's start or end), "
+            "253 characters at most")
+    assert error_lines(tmp_path, {"compose.yaml": forms}) == [
+        f"compose.yaml:7:24: services.web.networks.default.aliases[1]: invalid host name 'no such': {rule}",
+        "compose.yaml:9:9: services.web.extra_hosts[0]: expected an IP address (10.0.0.5, fd00::5) or "
+        "host-gateway, got '10.0.0.999'",
+        "compose.yaml:15:15: services.db.extra_hosts.mirror: expected an IP address or host-gateway, got null",
+        f"compose.yaml:16:14: services.db.extra_hosts.'a:b': invalid host name 'a:b': {rule}"]
+    values = (forms.replace(', "no such"', "").replace("10.0.0.999", "10.0.0.9")
+              .replace("mirror: null", "mirror: 10.0.0.8").replace('"a:b"', "b"))
+    assert error_lines(tmp_path, {"compose.yaml": values}) == [
+        "compose.yaml:13:27: services.db.networks.default.aliases[0]: alias 'www' on network 'default' already "
+        "names container 'web': a name resolves to one container"]
