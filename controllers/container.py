@@ -35,7 +35,7 @@ from controllers.base import Desired, Diff, Focus
 from controllers.cgroup import Placement
 from controllers.change import Action, Change, FieldChange
 from controllers.container_bundle import BundleInputs, environment, lower_of, oci_config
-from controllers.container_files import HostResolvers, RenderedLines, hosts_files, resolv_file
+from controllers.container_files import HostResolvers, RenderedLines, container_resolv, hosts_files, resolv_file
 from controllers.errors import ApplyError, ApplyErrors, Held
 from kernel import idmap, inroot, mountinfo, mountns, netns, overlay, procs, runtime, seccomp, users
 from kernel.durable import write_durably
@@ -329,8 +329,14 @@ def _lines_changed(path: str, old: str | None, new: str) -> FieldChange:
 
 def _files_reason(want: DesiredContainer, files: Sequence[FieldChange]) -> str:
     changed = {f.path for f in files}
-    reason = "peers changed" if "/etc/hosts" in changed else "the host's nameservers changed"
+    reason = "peers changed" if "/etc/hosts" in changed else (
+        "its resolver settings or the host's changed" if _resolver_settings(want.container)
+        else "the host's nameservers changed")
     return _with_dns_warning(want, reason) if "/etc/resolv.conf" in changed else reason
+
+
+def _resolver_settings(container: Container) -> bool:
+    return bool(container.dns or container.dns_search or container.dns_opt)
 
 
 def _changed(found: ObservedContainer, fields: Sequence[FieldChange]) -> str:
@@ -434,11 +440,12 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
             wanted_keys.add(f"{stack.name}/{key}")
             if f"{stack.name}/{key}" in started:
                 continue
+            its_resolv = container_resolv(resolv, container)
             want = DesiredContainer(
                 stack.name, key, container, started_spec(stack, key, desired.addresses),
-                hosts[key], resolv.text, levels[key],
+                hosts[key], its_resolv.text, levels[key],
                 capabilities.effective(container.cap_add, container.cap_drop, container.privileged,
-                                       observed.host_capabilities), resolv.warning, _waits(stack, key))
+                                       observed.host_capabilities), its_resolv.warning, _waits(stack, key))
             change = _diff_one(want, observed.containers.get(f"{stack.name}/{key}"))
             if change is not None:
                 changes.append((want.level, change))

@@ -11,6 +11,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from specs.hosts import HOST_GATEWAY
 from specs.model import Container, Stack
+from specs.resolv import NO_SEARCH
 
 DEFAULT_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 """The last resort when the host names no nameserver a container can reach (Docker's too)."""
@@ -193,6 +194,27 @@ def resolv_file(host: HostResolvers) -> ResolvFile:
     text = own + "".join(f"nameserver {address}\n" for address in DEFAULT_NAMESERVERS)
     return ResolvFile(text, f"{why}, and {host.upstream_path} names none: containers use "
                             f"{', '.join(DEFAULT_NAMESERVERS)}")
+
+
+def container_resolv(host: ResolvFile, container: Container) -> ResolvFile:
+    """The container's resolv.conf: the host's (`host`, resolv_file's) with the lines its
+    `dns`, `dns_search` and `dns_opt` give in place of the host's nameserver, search (and
+    domain) and options lines, as Docker writes them; its other lines as they are. With
+    nameservers of its own, the host's (and why they could not be used) do not matter."""
+    given: dict[tuple[str, ...], list[str]] = {}
+    if container.dns:
+        given[("nameserver",)] = [f"nameserver {address}" for address in container.dns]
+    if container.dns_search:
+        given[("search", "domain")] = [] if container.dns_search == [NO_SEARCH] else [
+            f"search {' '.join(container.dns_search)}"]
+    if container.dns_opt:
+        given[("options",)] = [f"options {' '.join(container.dns_opt)}"]
+    if not given:
+        return host
+    replaced = {keyword for keywords in given for keyword in keywords}
+    kept = [line for line in host.text.splitlines() if (line.split() or [""])[0] not in replaced]
+    lines = kept + [line for added in given.values() for line in added]
+    return ResolvFile("".join(f"{line}\n" for line in lines), None if container.dns else host.warning)
 
 
 def _without_loopback(text: str) -> str:

@@ -50,7 +50,8 @@ def uses_default_network(service: Mapping[str, object]) -> bool:
 PASSED_AS_WRITTEN = {"image": "image", "entrypoint": "entrypoint", "command": "command", "read_only": "read_only",
                      "privileged": "privileged", "cap_add": "cap_add", "cap_drop": "cap_drop",
                      "security_opt": "security_opt", "working_dir": "workdir", "hostname": "hostname",
-                     "user": "user", "healthcheck": "healthcheck"}
+                     "user": "user", "healthcheck": "healthcheck", "dns": "dns", "dns_search": "dns_search",
+                     "dns_opt": "dns_opt"}
 """Compose key -> native field that reads the same syntax. `healthcheck` is native with
 Compose's syntax (reconcile's health checks)."""
 

@@ -61,16 +61,23 @@ def to_extra_host(value: object) -> object:
 def to_host_address(value: object) -> IPv4Address | IPv6Address | str:
     """An IPv4 or IPv6 address, bare or in brackets ("[::1]"; without a zone, as Docker's
     --add-host), or `host-gateway`."""
-    if isinstance(value, (IPv4Address, IPv6Address)) or value == HOST_GATEWAY:
+    if value == HOST_GATEWAY:
+        return value
+    return to_ip_address(value, f" or {HOST_GATEWAY}")
+
+
+def to_ip_address(value: object, or_else: str = "") -> IPv4Address | IPv6Address:
+    """An IPv4 or IPv6 address, bare or in brackets, without a zone (a container's interfaces
+    are not the host's). `or_else`: what else the field takes, for the error."""
+    if isinstance(value, (IPv4Address, IPv6Address)):
         return value
     if not isinstance(value, str):
-        raise ValueError(f"expected an IP address or {HOST_GATEWAY}, got {describe_value(value)}{quote_hint(value)}")
+        raise ValueError(f"expected an IP address{or_else}, got {describe_value(value)}{quote_hint(value)}")
     try:
         address = ip_address(unbracketed(value))
     except ValueError:
-        raise ValueError(f"expected an IP address (10.0.0.5, fd00::5) or {HOST_GATEWAY}, got {quoted(value)}") \
-            from None
+        raise ValueError(f"expected an IP address (10.0.0.5, fd00::5){or_else}, got {quoted(value)}") from None
     if isinstance(address, IPv6Address) and address.scope_id is not None:
-        raise ValueError(f"expected an IP address, got {quoted(value)}: a zone (%{address.scope_id}) has no "
-                         "meaning in /etc/hosts")
+        raise ValueError(f"expected an IP address, got {quoted(value)}: a zone (%{address.scope_id}) names one of "
+                         "the host's interfaces, not the container's")
     return address

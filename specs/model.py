@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from specs import health
+from specs import health, resolv
 from specs.errors import quoted
 from specs.fields import (
     SubfieldError,
@@ -65,7 +65,7 @@ from specs.fields import (
     to_volume,
     to_volume_source,
 )
-from specs.hosts import HOST_GATEWAY, check_host_name, to_extra_host, to_host_address
+from specs.hosts import HOST_GATEWAY, check_host_name, to_extra_host, to_host_address, to_ip_address
 from specs.names import NAME_PATTERN, VOLUME_NAME_PATTERN, default_bridge_name
 from specs.signals import to_stop_signal
 
@@ -96,6 +96,7 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 Text = Annotated[str, AfterValidator(check_no_nul)]
 EnvName = Annotated[str, AfterValidator(check_env_name)]
 Capability = Annotated[str, AfterValidator(check_capability)]
+IPAddress = Annotated[IPv4Address | IPv6Address, BeforeValidator(to_ip_address, json_schema_input_type=str)]
 HostName = Annotated[str, AfterValidator(check_host_name)]
 
 
@@ -419,6 +420,15 @@ class Container(SpecModel):
                                 BeforeValidator(to_extra_host, json_schema_input_type=str | ExtraHost)]] = Field(
         default_factory=list, description="more /etc/hosts entries, after the localhost lines and before the "
                                           "stack's containers; a change rewrites the file in place")
+    dns: Annotated[list[IPAddress], BeforeValidator(resolv.to_list, json_schema_input_type=str | list[str])] = Field(
+        default_factory=list, description="nameservers of its resolv.conf instead of the host's; a change "
+                                          "rewrites the file in place")
+    dns_search: Annotated[list[str], BeforeValidator(resolv.to_list, json_schema_input_type=str | list[str]),
+                          AfterValidator(resolv.check_search_domains)] = Field(
+        default_factory=list, description="search domains instead of the host's; \".\": none")
+    dns_opt: Annotated[list[Annotated[str, AfterValidator(resolv.check_resolver_option)]],
+                       BeforeValidator(resolv.to_list, json_schema_input_type=str | list[str])] = Field(
+        default_factory=list, description="resolver options (ndots:2, edns0, ...) instead of the host's")
     ports: list[Annotated[PortMapping,
                           BeforeValidator(to_port_mapping, json_schema_input_type=str | PortMapping)]] = Field(
         default_factory=list, description="published ports (not on internal networks)")
