@@ -18,12 +18,11 @@ from typing import TypeVar
 
 from specs.errors import quoted
 from specs.fields import SubfieldError, describe_value
+from specs.units import docker_size
 
 _DURATION_PART_RE = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?P<unit>ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {"ns": Decimal("1e-9"), "us": Decimal("1e-6"), "µs": Decimal("1e-6"), "ms": Decimal("0.001"),
                    "s": Decimal(1), "m": Decimal(60), "h": Decimal(3600)}
-_BYTES_RE = re.compile(r"(?P<number>[0-9]{1,20}(?:\.[0-9]{1,20})?) ?(?P<unit>[bkmgtp]?)i?b?", re.IGNORECASE)
-"""Docker's RAMInBytes (go-units): a unit, an optional i (1GiB), an optional b; powers of 1024."""
 _PORT_NUMBERS_RE = re.compile(r"(?P<first>[0-9]{1,5})(?:-(?P<last>[0-9]{1,5}))?")
 PROTOCOLS = ("tcp", "udp")
 MAX_PORT_RANGE = 1024
@@ -64,11 +63,10 @@ def docker_bytes(value: object) -> int:
     (powers of 1024, with or without a trailing i and b: 1g, 1gb, 1GiB; any case)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    match = _BYTES_RE.fullmatch(value.strip()) if isinstance(value, str) else None
-    if match is None:
+    size = docker_size(value) if isinstance(value, str) else None
+    if size is None:
         raise ValueError(f"expected a size like '512m', '1g' or a number of bytes, got {describe_value(value)}")
-    power = " kmgtp".index(match["unit"].lower() or " ") if match["unit"].lower() != "b" else 0
-    return int(Decimal(match["number"]) * 1024**power)
+    return size
 
 
 def number(value: object, what: str) -> float:

@@ -26,6 +26,8 @@ MAX_CPU_INDEX = 8191
 # Bounded digit counts keep a hostile "999...9" far from Python's int conversion limits.
 _SIZE_RE = re.compile(r"(?P<number>[0-9]{1,20}(?:\.[0-9]{1,20})?) ?(?P<unit>[A-Za-z]*)")
 _CPU_RANGE_RE = re.compile(r"(?P<first>[0-9]{1,5})(?:-(?P<last>[0-9]{1,5}))?")
+_DOCKER_SIZE_RE = re.compile(r"(?P<number>[0-9]{1,20}(?:\.[0-9]{1,20})?) ?(?P<unit>[bkmgtp]?)i?b?", re.IGNORECASE)
+"""Docker's RAMInBytes (go-units): a unit, an optional i (1GiB), an optional b; powers of 1024."""
 
 
 def parse_bytes(text: str) -> int:
@@ -38,6 +40,17 @@ def parse_bytes(text: str) -> int:
         raise ValueError(f"unknown unit {quoted(unit)} in {quoted(text)}: use Ki, Mi, Gi, Ti (powers of 1024), "
                          "K, M, G, T (powers of 1000) or no unit for bytes")
     return int(Decimal(match["number"]) * BYTE_UNITS[unit])
+
+
+def docker_size(text: str) -> int | None:
+    """Bytes in a size as Docker writes them (`mem_limit`, `--shm-size`, `--tmpfs size=`): bytes,
+    or b k m g t p (powers of 1024, with or without a trailing i and b: 1g, 1gb, 1GiB; any
+    case); None when `text` is not one."""
+    match = _DOCKER_SIZE_RE.fullmatch(text.strip())
+    if match is None:
+        return None
+    power = " kmgtp".index(match["unit"].lower() or " ") if match["unit"].lower() != "b" else 0
+    return int(Decimal(match["number"]) * 1024**power)
 
 
 def parse_cpu_list(text: str) -> list[int]:
