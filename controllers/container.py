@@ -55,9 +55,13 @@ KIND_CONTAINER = "container"
 KIND_RUNTIME = "runtime"
 RUNTIME_NAMESPACE = "mount-namespace"  # the change's key: the runtime's pinned mount namespace (kernel.mountns)
 RECREATE_FIELDS = ("image", "command", "env", "rootfs", "volumes", "user", "workdir", "hostname", "networks",
-                   "read_only", "privileged", "cap_add", "cap_drop", "security_opt", "userns", "logging")
+                   "read_only", "privileged", "cap_add", "cap_drop", "security_opt", "userns", "logging",
+                   "tmpfs", "shm_size")
 """Fields a process is started with: changing any of them needs a new process (`logging`: its
 log writer takes the limits when it starts)."""
+RECORDED_IF_SET: dict[str, object] = {"tmpfs": [], "shm_size": None}
+"""Fields left out of a start's record at their default (the value here): the records of starts
+made before they existed stay equal to a start of the same spec made now."""
 CONTAINERS_DIR = "containers"  # DO NOT RENAME: <state-dir>/containers/<stack>/<container>/
 RUNTIME_DIR = "runtime"  # DO NOT RENAME: <state-dir>/runtime, crun's --root
 SECCOMP_CACHE_DIR = "seccomp"  # compiled filters, one per capability set (a cache: renaming it recompiles)
@@ -239,6 +243,9 @@ class DesiredContainer:
 
 def started_spec(stack: Stack, key: str, addresses: Mapping[tuple[str, str, str], IPv4Address]) -> dict[str, object]:
     data = stack.containers[key].model_dump(mode="json", include=set(RECREATE_FIELDS) - {"networks"})
+    for field, default in RECORDED_IF_SET.items():
+        if data[field] == default:
+            del data[field]
     data["networks"] = {net: str(addresses[(stack.name, key, net)]) for net in stack.containers[key].networks}
     return data
 

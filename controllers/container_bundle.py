@@ -8,13 +8,13 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kernel.idmap import RANGE_SIZE
 from kernel.users import Ids
 from specs import capabilities
-from specs.model import Container
+from specs.model import Container, Tmpfs
 
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -35,6 +35,8 @@ ALLOWED_DEVICES = (
 """null, zero, full, random, urandom, tty, console, ptmx, pts/*, net/tun: Docker's list."""
 
 _NOSUID_NOEXEC_NODEV = ["nosuid", "noexec", "nodev"]
+DEFAULT_SHM_SIZE = 64 * 1024**2
+"""/dev/shm's size unless the spec's shm_size says otherwise: Docker's default."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,7 @@ def _mounts(container: Container, inputs: BundleInputs) -> list[dict[str, Any]]:
         {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
          "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-         "options": [*_NOSUID_NOEXEC_NODEV, "mode=1777", "size=65536k"]},
+         "options": [*_NOSUID_NOEXEC_NODEV, "mode=1777", _size_option(container.shm_size or DEFAULT_SHM_SIZE)]},
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": list(_NOSUID_NOEXEC_NODEV)},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": [*_NOSUID_NOEXEC_NODEV, sys_mode]},
         *_cgroup_mounts(inputs, container.privileged, sys_mode),
@@ -127,17 +129,47 @@ def _mounts(container: Container, inputs: BundleInputs) -> list[dict[str, Any]]:
          "options": ["bind", "ro", "nosuid", "nodev"]},
     ]
     if inputs.host_root:
-        # The host's /tmp and /run are not the container's, as the v1 contract promises.
+        # The host's /tmp and /run are not the container's, as the v1 contract promises (a tmpfs
+        # of the spec's at either is that one).
+        own = {tmpfs.target for tmpfs in container.tmpfs}
         mounts += [{"destination": d, "type": "tmpfs", "source": "tmpfs",
-                    "options": ["nosuid", "nodev", f"mode={mode}"]} for d, mode in (("/tmp", "1777"), ("/run", "755"))]
+                    "options": ["nosuid", "nodev", f"mode={mode}"]}
+                   for d, mode in (("/tmp", "1777"), ("/run", "755")) if d not in own]
+    return mounts + _spec_mounts(container, inputs)
+
+
+def _spec_mounts(container: Container, inputs: BundleInputs) -> list[dict[str, Any]]:
+    """Volumes and tmpfs mounts, a parent before what is mounted below it (Docker sorts its
+    mounts by their number of path components too): a tmpfs under a volume's target lies on the
+    volume, a volume under a tmpfs's target on the tmpfs, whatever order the spec lists them."""
     # In a user namespace a volume is idmapped to the container's ids (crun's `idmap`): what its
-    # root writes there is owned by root on the host, as without one.
+    # root writes there is owned by root on the host, as without one. A tmpfs needs nothing: the
+    # runtime mounts it inside the namespace, so its root belongs to the container's root.
     idmap = ["idmap"] if inputs.id_base is not None else []
+    mounts: list[dict[str, Any]] = []
     for volume in container.volumes:
         source = str(volume.source) if volume.volume_name is None else inputs.named_volumes[volume.volume_name]
         mounts.append({"destination": volume.target, "type": "bind", "source": source,
                        "options": ["rbind", "ro" if volume.read_only else "rw", "rprivate", *idmap]})
-    return mounts
+    mounts += [_tmpfs_mount(tmpfs) for tmpfs in container.tmpfs]
+    return sorted(mounts, key=lambda mount: len(PurePosixPath(mount["destination"]).parts))
+
+
+def _tmpfs_mount(tmpfs: Tmpfs) -> dict[str, Any]:
+    """Moby's options for a tmpfs (nosuid, nodev, noexec, then the user's): `exec` lifts noexec
+    alone; nosuid and nodev stay (specs.tmpfs refuses suid and dev)."""
+    options = ["nosuid", "nodev", "exec" if tmpfs.exec else "noexec", "ro" if tmpfs.read_only else "rw"]
+    if tmpfs.mode is not None:
+        options.append(f"mode={tmpfs.mode:o}")
+    if tmpfs.size is not None:
+        options.append(_size_option(tmpfs.size))
+    options += [f"{name}={value}" for name, value in (("uid", tmpfs.uid), ("gid", tmpfs.gid)) if value is not None]
+    return {"destination": tmpfs.target, "type": "tmpfs", "source": "tmpfs", "options": options}
+
+
+def _size_option(size: int) -> str:
+    """A tmpfs's size= in KiB when it is whole ones, as Docker writes it (the kernel takes both)."""
+    return f"size={size // 1024}k" if size % 1024 == 0 else f"size={size}"
 
 
 def _process(container: Container, inputs: BundleInputs, env: Mapping[str, str]) -> dict[str, Any]:

@@ -68,6 +68,7 @@ from specs.fields import (
 from specs.hosts import HOST_GATEWAY, check_host_name, to_extra_host, to_host_address, to_ip_address
 from specs.names import NAME_PATTERN, VOLUME_NAME_PATTERN, default_bridge_name
 from specs.signals import to_stop_signal
+from specs.tmpfs import check_tmpfs_target, to_id, to_mode, to_tmpfs, to_tmpfs_size
 
 MAX_CPUS = 1024
 MAX_PIDS = 4194304
@@ -262,6 +263,30 @@ class Volume(SpecModel):
         return self.source if isinstance(self.source, str) else None
 
 
+TmpfsSize = Annotated[int, BeforeValidator(to_tmpfs_size, json_schema_input_type=int | str)]
+
+
+class Tmpfs(SpecModel):
+    """A tmpfs of the container's own: "/PATH[:OPTIONS]" (Docker's --tmpfs) or this mapping.
+    Always nosuid and nodev, and noexec unless `exec` (as Docker mounts one); its pages count
+    against the container's memory limit."""
+
+    target: Annotated[str, AfterValidator(check_tmpfs_target)] = Field(
+        description="absolute path inside the container (not under /proc, /sys or /dev)")
+    size: TmpfsSize | None = Field(
+        None, description="bytes, or with a unit: Ki Mi Gi Ti (1024) or K M G T (1000); default: the kernel's, "
+                          "half of the host's memory (as Docker)")
+    mode: Annotated[int, BeforeValidator(to_mode, json_schema_input_type=int | str)] | None = Field(
+        None, description="permission bits of its root, octal: \"1777\" or 0o1777; default: 1777")
+    uid: Annotated[int, BeforeValidator(to_id, json_schema_input_type=int)] | None = Field(
+        None, description="owner of its root (the container's uid); default: the container's root")
+    gid: Annotated[int, BeforeValidator(to_id, json_schema_input_type=int)] | None = Field(
+        None, description="group of its root; default: the container's root's")
+    read_only: bool = False
+    exec: bool = Field(False, description="true: programs on it may be run (Docker's exec option); "
+                                          "default: noexec")
+
+
 class LogOptions(SpecModel):
     """Docker's json-file/local options: the file being written is rotated past max-size, and
     max-file files are kept (the one being written included)."""
@@ -435,6 +460,11 @@ class Container(SpecModel):
     resources: Resources = Resources()
     volumes: list[Annotated[Volume, BeforeValidator(to_volume, json_schema_input_type=str | Volume)]] = Field(
         default_factory=list)
+    tmpfs: list[Annotated[Tmpfs, BeforeValidator(to_tmpfs, json_schema_input_type=str | Tmpfs)]] = Field(
+        default_factory=list, description="tmpfs mounts: \"/PATH[:OPTIONS]\" as Docker's --tmpfs (size=64m, "
+                                          "mode=1777, uid=, gid=, ro, exec), or mappings")
+    shm_size: TmpfsSize | None = Field(
+        None, description="size of /dev/shm: bytes, or Ki Mi Gi (1024), K M G (1000); default: 64Mi, as Docker")
     depends_on: DependsOn = Field(
         default_factory=list, description="containers started before this one: a list (start order only), "
                                           "or Compose's mapping key -> {condition, required, restart}")

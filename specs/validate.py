@@ -219,12 +219,15 @@ def _check_container(stack: Stack, key: str, container: Container) -> Iterator[I
 
 
 def _check_volumes(stack: Stack, key: str, container: Container) -> Iterator[Issue]:
-    targets: dict[str, int] = {}
+    """One mount per target, volumes and tmpfs alike (Docker: "Duplicate mount point")."""
+    targets: dict[str, str] = {}
+    mounts = [("volumes", index, volume.target) for index, volume in enumerate(container.volumes)]
+    mounts += [("tmpfs", index, tmpfs.target) for index, tmpfs in enumerate(container.tmpfs)]
+    for field, index, target in mounts:
+        first = targets.setdefault(target, f"{field}[{index}]")
+        if first != f"{field}[{index}]":
+            yield Issue(stack.name, ("containers", key, field, index), f"target {target} is already mounted by {first}")
     for index, volume in enumerate(container.volumes):
-        first = targets.setdefault(volume.target, index)
-        if first != index:
-            yield Issue(stack.name, ("containers", key, "volumes", index),
-                        f"target {volume.target} is already mounted by volumes[{first}]")
         name = volume.volume_name
         if name is not None and name not in stack.volumes:
             yield Issue(stack.name, ("containers", key, "volumes", index, "source"),

@@ -88,6 +88,8 @@ FULL_EXAMPLE = """\
           pids: 100
           cpuset: "0"
         volumes: ["/srv/data:/data:ro"]
+        tmpfs: ["/run", "/data/cache:size=64m,mode=1777", {target: /tools, size: 8Mi, mode: "750", exec: true}]
+        shm_size: 128Mi
         depends_on: [db]
       db:
         command: /usr/bin/postgres -D /var/lib/postgres

@@ -216,8 +216,14 @@ def _complete(runs: dict[str, dict[str, Result]]) -> list[str]:
                        for name, r in results.items() if r.verdict == "error"]
 
 
+READ_ONLY_WITH_TMPFS = '    read_only: true\n    tmpfs: [/tmp, "/run:exec", /var/tmp]'
+"""The usual hardening, with a tmpfs that allows exec: no tmpfs opens a way out (the corpus'
+scratch directory is then the tmpfs at /tmp)."""
+
+
 # `outside` comes first in these signatures: set up before the sandbox, torn down after it.
-@pytest.mark.parametrize("extra", ["", "    userns: auto"], ids=["docker-default", "userns-auto"])
+@pytest.mark.parametrize("extra", ["", "    userns: auto", READ_ONLY_WITH_TMPFS],
+                         ids=["docker-default", "userns-auto", "read-only-with-tmpfs"])
 def test_the_escape_corpus_fails_under_the_default_confinement(outside: Path, sandbox: Sandbox, host: Host,
                                                                extra: str) -> None:
     assert len(CORPUS) >= 20

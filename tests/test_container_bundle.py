@@ -28,7 +28,7 @@ VIEWS = {"/sys/fs/cgroup/pids": "/sys/fs/cgroup/pids/reconcile/s/c/ctr",
          "/sys/fs/cgroup/memory": "/sys/fs/cgroup/memory/reconcile/s/c/ctr"}
 
 
-def _config(id_base: int | None = None, views: dict[str, str] | None = None, tmpfs: bool = False,
+def _config(id_base: int | None = None, views: dict[str, str] | None = None, cgroup_tmpfs: bool = False,
             **fields: Any) -> dict[str, Any]:
     container = Container.model_validate({"command": ["sleep", "1"], "hostname": "c",
                                           "volumes": ["/srv/data:/data:ro"], **fields})
@@ -36,7 +36,7 @@ def _config(id_base: int | None = None, views: dict[str, str] | None = None, tmp
     inputs = BundleInputs("rc-s_c", "/run/netns/rc-s_c", "/reconcile/s/c/ctr", Ids(0, 0, ()), held,
                           None if container.privileged else b"\x06\x00\x00\x00\x00\x00\xff\x7f", True,
                           ("/var/lib/reconcile",), "/usr/bin/catatonit", "/dev/init", id_base,
-                          cgroup_views=views or {}, remount_cgroup_tmpfs=tmpfs, per_cpu_masked=(THERMAL,))
+                          cgroup_views=views or {}, remount_cgroup_tmpfs=cgroup_tmpfs, per_cpu_masked=(THERMAL,))
     return oci_config(container, inputs)
 
 
@@ -160,6 +160,40 @@ def test_read_only_no_new_privileges_and_userns() -> None:
     assert config["linux"]["uidMappings"] == config["linux"]["gidMappings"] == mapping
     assert {"type": "user"} in config["linux"]["namespaces"]
     assert "idmap" in _mount(config, "/data")["options"]
+
+
+def test_a_tmpfs_is_nosuid_nodev_and_noexec_unless_exec_is_asked_for() -> None:
+    """Moby's options for a tmpfs, then what the spec asks; `exec` lifts noexec and nothing else."""
+    config = _config(tmpfs=["/cache", "/tools:exec,size=64m,mode=1770,uid=5,gid=6", {"target": "/ro", "read_only": True,
+                                                                                    "size": 1000}])
+    assert _mount(config, "/cache") == {"destination": "/cache", "type": "tmpfs", "source": "tmpfs",
+                                        "options": ["nosuid", "nodev", "noexec", "rw"]}
+    assert _mount(config, "/tools")["options"] == ["nosuid", "nodev", "exec", "rw", "mode=1770", "size=65536k",
+                                                   "uid=5", "gid=6"]
+    assert _mount(config, "/ro")["options"] == ["nosuid", "nodev", "noexec", "ro", "size=1000"]
+
+
+@pytest.mark.parametrize(("shm_size", "option"), [(None, "size=65536k"), ("256Mi", "size=262144k"),
+                                                  (1000, "size=1000")])
+def test_dev_shm_is_64_mib_unless_shm_size_says(shm_size: int | str | None, option: str) -> None:
+    assert _mount(_config(shm_size=shm_size), "/dev/shm")["options"] == ["nosuid", "noexec", "nodev", "mode=1777",
+                                                                        option]
+
+
+def test_a_mount_below_another_comes_after_it_whatever_the_order_written() -> None:
+    """A tmpfs under a volume's target lies on the volume and a volume under a tmpfs's target on
+    the tmpfs (Docker sorts its mounts by depth too); at one depth, the order written."""
+    config = _config(volumes=["/srv/a:/data/sub", "/srv/b:/data", "/srv/c:/tmp/in"],
+                     tmpfs=["/data/sub/cache", "/tmp", "/data/other"])
+    spec_mounts = [m["destination"] for m in config["mounts"]][-6:]
+    assert spec_mounts == ["/data", "/tmp", "/data/sub", "/tmp/in", "/data/other", "/data/sub/cache"]
+
+
+def test_a_tmpfs_at_tmp_or_run_replaces_the_private_one_over_the_hosts_root() -> None:
+    config = _config(tmpfs=["/tmp:size=1m"])
+    assert [m["options"] for m in config["mounts"] if m["destination"] == "/tmp"] == [
+        ["nosuid", "nodev", "noexec", "rw", "size=1024k"]]
+    assert _mount(config, "/run")["options"] == ["nosuid", "nodev", "mode=755"]
 
 
 def test_capability_names_and_masks() -> None:

@@ -408,3 +408,21 @@ def test_only_a_stop_signal_other_than_sigterm_is_recorded() -> None:
     assert isinstance(start.desired, DesiredContainer)
     assert "stop_signal" not in start.desired.recorded_spec
     assert stop_signal_of({"stop_signal": "nonsense"}) == stop_signal_of(None) == 15
+
+
+WEB_TMPFS = build_desired({"stacks": {"demo": {**DEMO, "containers": {
+    **DEMO["containers"], "web": {**WEB, "tmpfs": ["/tmp:size=1m"], "shm_size": "128Mi"}}}}})
+
+
+def test_tmpfs_and_shm_size_are_started_with_and_recorded_only_when_set() -> None:
+    """A change of either recreates the container; at their defaults they are left out of the
+    record, so a start recorded by an earlier version (which knew neither) stays in sync."""
+    [start] = [c for c in diff_containers(WANT, observation()).changes if c.key == "demo/web"]
+    assert isinstance(start.desired, DesiredContainer)
+    assert not {"tmpfs", "shm_size"} & set(start.desired.recorded_spec)
+    changes = diff_containers(WEB_TMPFS, observation(*host())).changes
+    assert [(c.action, c.key, c.reason, [(f.path, f.old, f.new) for f in c.fields]) for c in changes] == [
+        (Action.RECREATE, "demo/web", "tmpfs, shm_size changed",
+         [("tmpfs", None, [{"target": "/tmp", "size": 1048576, "mode": None, "uid": None, "gid": None,
+                            "read_only": False, "exec": False}]),
+          ("shm_size", None, 134217728)])]

@@ -497,6 +497,111 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
             volumes: ["/srv/a:/data", "/srv/b:/data/"]
         """,
      'stack.yaml:5:31: containers.web.volumes[1]: target /data is already mounted by volumes[0]'),
+    ("tmpfs-suid", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            tmpfs: ["/tmp:size=64m,suid"]
+        """,
+     "stack.yaml:5:13: containers.web.tmpfs[0]: tmpfs option 'suid' in '/tmp:size=64m,suid' is not supported: a "
+     "tmpfs is always nosuid and nodev (no setuid programs), as Docker's default"),
+    ("tmpfs-dev", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            tmpfs: ["/tmp:dev"]
+        """,
+     "stack.yaml:5:13: containers.web.tmpfs[0]: tmpfs option 'dev' in '/tmp:dev' is not supported: a tmpfs is "
+     "always nosuid and nodev (no device nodes), as Docker's default"),
+    ("tmpfs-unknown-option", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            tmpfs: ["/tmp:nr_inodes=10"]
+        """,
+     "stack.yaml:5:13: containers.web.tmpfs[0]: unsupported tmpfs option 'nr_inodes=10' in '/tmp:nr_inodes=10': "
+     "use size=, mode=, uid=, gid=, ro, rw, exec, noexec"),
+    ("tmpfs-size-percent", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            tmpfs: ["/tmp:size=50%"]
+        """,
+     "stack.yaml:5:13: containers.web.tmpfs[0]: invalid size '50%' in '/tmp:size=50%': use bytes or k, m, g "
+     "(powers of 1024), like size=64m"),
+    ("tmpfs-size-zero", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            tmpfs: [{target: /tmp, size: 0}]
+        """,
+     "stack.yaml:5:34: containers.web.tmpfs[0].size: must be at least 1 byte, got 0: the kernel reads 0 as no "
+     "limit (leave the size out for the default)"),
+    ("tmpfs-mode", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            tmpfs: [{target: /tmp, mode: "1778"}]
+        """,
+     "stack.yaml:5:34: containers.web.tmpfs[0].mode: expected permission bits up to 0o7777, in octal like "
+     "'1777' or 0o1777, got a string ('1778')"),
+    ("tmpfs-relative", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            tmpfs: [tmp]
+        """,
+     "stack.yaml:5:13: containers.web.tmpfs[0].target: expected an absolute path (starting with '/'), got 'tmp'"),
+    ("tmpfs-under-proc", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            tmpfs: [/proc/sys]
+        """,
+     "stack.yaml:5:13: containers.web.tmpfs[0].target: a tmpfs cannot be mounted at /proc/sys: /proc is the "
+     "runtime's own"),
+    ("tmpfs-dev-shm", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            tmpfs: ["/dev/shm:size=1g"]
+        """,
+     "stack.yaml:5:13: containers.web.tmpfs[0].target: /dev/shm is a tmpfs already: set its size with shm_size"),
+    ("tmpfs-over-a-volume", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            volumes: ["/srv/a:/data"]
+            tmpfs: [/run, /data/]
+        """,
+     "stack.yaml:6:19: containers.web.tmpfs[1]: target /data is already mounted by volumes[0]"),
+    ("tmpfs-twice", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            tmpfs: [/run, "/run:size=1m"]
+        """,
+     "stack.yaml:5:19: containers.web.tmpfs[1]: target /run is already mounted by tmpfs[0]"),
+    ("shm-size-zero", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            shm_size: 0
+        """,
+     "stack.yaml:5:15: containers.web.shm_size: must be at least 1 byte, got 0: the kernel reads 0 as no limit "
+     "(leave the size out for the default)"),
     ("volume-undeclared", """\
         name: demo
         volumes: {data: {}}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from specs.model import Attachment, Network, PortMapping, Resources, Stack, Volume
+from specs.model import Attachment, Network, PortMapping, Resources, Stack, Tmpfs, Volume
 from specs.units import format_cpu_list, parse_bytes, parse_cpu_list
 from tests.specs_support import FULL_EXAMPLE, load_text
 
@@ -61,6 +61,16 @@ def load_container_field(tmp_path: Path, body: str, field: str) -> object:
                   Volume(source=Path("/a"), target="/b", read_only=False),
                   Volume(source=Path("/c"), target="/d/e", read_only=False)],
                  id="volume-strings-and-map"),
+    pytest.param("command: x\ntmpfs: ['/run', '/tmp/:rw,noexec,nosuid,nodev,size=1g,mode=01770,uid=1000,gid=100', "
+                 "'/x:ro,exec', {target: /y, size: 64Mi, mode: 0o700}, {target: /z, size: 1024, mode: '0755'}]",
+                 "tmpfs", [Tmpfs(target="/run"),
+                           Tmpfs(target="/tmp", size=1024**3, mode=0o1770, uid=1000, gid=100),
+                           Tmpfs(target="/x", read_only=True, exec=True),
+                           Tmpfs(target="/y", size=64 * 1024**2, mode=0o700),
+                           Tmpfs(target="/z", size=1024, mode=0o755)],
+                 id="tmpfs-docker-strings-and-maps"),
+    pytest.param("command: x\nshm_size: 1Gi", "shm_size", 1024**3, id="shm-size"),
+    pytest.param("command: x", "shm_size", None, id="shm-size-default"),
     pytest.param("command: x\nresources: {memory: 64Mi, cpus: 1, pids: 100, cpuset: '0,1,2,3,5'}", "resources",
                  Resources(memory=64 * 1024**2, cpus=1.0, pids=100, cpuset="0-3,5"), id="resources"),
     pytest.param("command: x\nresources: {memory: 8388608}", "resources", Resources(memory=8388608),
