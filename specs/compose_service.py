@@ -56,8 +56,8 @@ PASSED_AS_WRITTEN = {"image": "image", "entrypoint": "entrypoint", "command": "c
 Compose's syntax (reconcile's health checks)."""
 
 CONVERTED = ("pull_policy", "environment", "env_file", "restart", "networks", "ports", "mem_limit", "cpus",
-             "pids_limit", "cpuset", "deploy", "volumes", "depends_on", "stop_grace_period", "logging",
-             "stop_signal", "init", "profiles", "extra_hosts")
+             "pids_limit", "cpuset", "deploy", "volumes", "tmpfs", "shm_size", "depends_on", "stop_grace_period",
+             "logging", "stop_signal", "init", "profiles", "extra_hosts")
 HANDLED = (*PASSED_AS_WRITTEN, *CONVERTED)
 KNOWN = (*HANDLED, *UNSUPPORTED_SERVICE, *NO_EFFECT_SERVICE)
 
@@ -115,6 +115,7 @@ class ServiceMapper:
         self._extra_hosts()
         self._ports()
         self._resources()
+        self._tmpfs()
         self._volumes()
         self._depends_on()
         self._stop()
@@ -394,8 +395,7 @@ class ServiceMapper:
         if not isinstance(items, list):
             self.out.error(loc, f"expected a list, got {describe_value(items)}")
             return
-        converted: list[object] = []
-        self.out.origins[self.dst + (native,)] = loc
+        self._native_list(native, loc)
         for index, item in enumerate(items):
             try:
                 parsed = long(item) if isinstance(item, dict) else short(item)
@@ -407,12 +407,17 @@ class ServiceMapper:
                 continue
             if native == "ports" and not self._within_port_budget(len(parsed.values), loc + (index,)):
                 continue
+            converted = self._native_list(parsed.into or native, loc)
             for value in parsed.values:
-                self.out.origins[self.dst + (native, len(converted))] = loc + (index,)
+                self.out.origins[self.dst + (parsed.into or native, len(converted))] = loc + (index,)
                 converted.append(value)
             for warning in parsed.warnings:
                 self.out.warn(loc + (index,), warning)
-        self.container[native] = converted
+
+    def _native_list(self, native: str, loc: Loc) -> list[object]:
+        """The container's list `native`, made empty the first time, its origin `loc` then."""
+        self.out.origins.setdefault(self.dst + (native,), loc)
+        return cast(list[object], self.container.setdefault(native, []))
 
     def _within_port_budget(self, count: int, loc: Loc) -> bool:
         """Whether `count` more published ports keep the file within MAX_PUBLISHED_PORTS (an
@@ -432,6 +437,27 @@ class ServiceMapper:
         project = self.context.project_dir
         self._entries("volumes", "volumes", lambda item: short_volume(item, project, home),
                       lambda item: long_volume(item, project, home))
+
+    def _tmpfs(self) -> None:
+        """`tmpfs:` (a string or a list) as the native list, each entry passed as written: the
+        native model reads Docker's `/PATH[:OPTIONS]`. `shm_size` as Docker sizes; 0 is Docker's
+        default (64m)."""
+        tmpfs, loc = self.service.get("tmpfs"), self.src + ("tmpfs",)
+        if isinstance(tmpfs, list):
+            self.container["tmpfs"] = self.out.passthrough(self.dst + ("tmpfs",), loc, list(tmpfs))
+        elif tmpfs is not None:
+            self.container["tmpfs"] = [tmpfs]
+            self.out.origins[self.dst + ("tmpfs",)] = self.out.origins[self.dst + ("tmpfs", 0)] = loc
+        shm_size = self.service.get("shm_size")
+        if shm_size is None:
+            return
+        try:
+            size = docker_bytes(shm_size)
+        except ValueError as exc:
+            self.out.error(self.src + ("shm_size",), str(exc))
+            return
+        if size:
+            self._set("shm_size", size, "shm_size")
 
     def _resources(self) -> None:
         """mem_limit, cpus, pids_limit, cpuset and deploy.resources.limits: one native

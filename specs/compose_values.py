@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from specs.errors import quoted
 from specs.fields import SubfieldError, describe_value
+from specs.tmpfs import to_mode
 from specs.units import docker_size
 
 _DURATION_PART_RE = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?P<unit>ns|us|µs|ms|s|m|h)")
@@ -40,6 +41,9 @@ class Parsed:
 
     values: list[dict[str, object]]
     warnings: list[str] = field(default_factory=list)
+    into: str | None = None
+    """The native list the values go to, when not the one of the Compose key (a volume of
+    `type: tmpfs` is a native `tmpfs` entry)."""
 
 
 def duration_seconds(value: object) -> float:
@@ -246,17 +250,19 @@ LONG_VOLUME_KEYS = ("type", "source", "target", "read_only", "bind", "consistenc
 
 
 def long_volume(value: Mapping[str, object], project_dir: str, home: str | None) -> Parsed:
-    """`{type: bind|volume, source, target, read_only, bind: {...}, volume: {...}}`; other types
-    are refused."""
+    """`{type: bind|volume|tmpfs, source, target, read_only, bind: {...}, volume: {...},
+    tmpfs: {...}}`; other types are refused."""
     unknown = [key for key in value if key not in LONG_VOLUME_KEYS]
     if unknown:
         raise SubfieldError((unknown[0],), f"unknown field {quoted(str(unknown[0]))}")
     kind = value.get("type")
     if kind == "volume":
         return _long_named_volume(value)
+    if kind == "tmpfs":
+        return _long_tmpfs(value)
     if kind != "bind":
-        raise SubfieldError(("type",), f"volume type {describe_value(kind)} is not supported: use type: bind "
-                                       "or type: volume")
+        raise SubfieldError(("type",), f"volume type {describe_value(kind)} is not supported: use type: bind, "
+                                       "type: volume or type: tmpfs")
     for key in ("source", "target"):
         if not isinstance(value.get(key), str):
             raise SubfieldError((key,) if key in value else (), f"missing required field '{key}'"
@@ -300,6 +306,37 @@ def _long_named_volume(value: Mapping[str, object]) -> Parsed:
     if "read_only" in value:
         entry["read_only"] = value["read_only"]
     return Parsed([entry], ["consistency has no effect here"] if "consistency" in value else [])
+
+
+def _long_tmpfs(value: Mapping[str, object]) -> Parsed:
+    """`{type: tmpfs, target, read_only, tmpfs: {size, mode}}` (compose-go's ServiceVolumeTmpfs):
+    a native tmpfs entry. A size as Docker writes sizes (0: none given, as compose-go reads it);
+    the mode a number (YAML's 0o1777), or octal digits as text."""
+    if "source" in value:
+        raise SubfieldError(("source",), "a tmpfs has no source: leave source out")
+    if "target" not in value:
+        raise SubfieldError((), "missing required field 'target'")
+    for key in ("bind", "volume"):
+        if key in value:
+            raise SubfieldError((key,), f"{key} options do not apply to type: tmpfs")
+    options = value.get("tmpfs") or {}
+    if not isinstance(options, dict):
+        raise SubfieldError(("tmpfs",), f"expected a mapping, got {describe_value(options)}")
+    entry: dict[str, object] = {"target": value["target"]}
+    for key, option in options.items():
+        if key not in ("size", "mode"):
+            raise SubfieldError(("tmpfs", key), f"unknown field {quoted(str(key))}")
+        try:
+            parsed = to_mode(option) if key == "mode" else docker_bytes(option)
+        except ValueError as exc:
+            raise SubfieldError(("tmpfs", key), str(exc)) from None
+        if key == "mode":
+            entry[key] = format(parsed, "o")  # as the native file writes it: "750", not 488
+        elif parsed:
+            entry[key] = parsed
+    if "read_only" in value:
+        entry["read_only"] = value["read_only"]
+    return Parsed([entry], ["consistency has no effect here"] if "consistency" in value else [], into="tmpfs")
 
 
 def _bind_warnings(value: Mapping[str, object]) -> list[str]:

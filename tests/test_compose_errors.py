@@ -85,7 +85,7 @@ BAD: list[tuple[str, str, list[str]]] = [
         services:
           web:
             image: busybox
-            volumes: [data:/data, /only, "./a:/a:shared", {type: tmpfs, target: /t}]
+            volumes: [data:/data, /only, "./a:/a:shared", {type: npipe, target: /t}]
         volumes:
           data: {}
         """,
@@ -93,8 +93,51 @@ BAD: list[tuple[str, str, list[str]]] = [
       "volume (NAME:TARGET, NAME declared in the top-level volumes) or mount a host directory (SOURCE:TARGET)",
       "compose.yaml:4:34: services.web.volumes[2]: unsupported volume mode 'shared' in './a:/a:shared': use ro "
       "or rw",
-      "compose.yaml:4:58: services.web.volumes[3].type: volume type a string ('tmpfs') is not supported: use "
-      "type: bind or type: volume"]),
+      "compose.yaml:4:58: services.web.volumes[3].type: volume type a string ('npipe') is not supported: use "
+      "type: bind, type: volume or type: tmpfs"]),
+    ("tmpfs", """\
+        services:
+          web:
+            image: busybox
+            shm_size: lots
+            volumes:
+              - {type: tmpfs, source: mem, target: /a}
+              - {type: tmpfs, target: /b, tmpfs: {size: 2x}}
+              - {type: tmpfs, target: /c, tmpfs: {mode: 0o17777}}
+              - {type: tmpfs, target: /d, tmpfs: {uid: 1}}
+              - {type: tmpfs, target: /e, bind: {propagation: rprivate}}
+        """,
+     ["compose.yaml:4:15: services.web.shm_size: expected a size like '512m', '1g' or a number of bytes, got a "
+      "string ('lots')",
+      "compose.yaml:6:31: services.web.volumes[0].source: a tmpfs has no source: leave source out",
+      "compose.yaml:7:49: services.web.volumes[1].tmpfs.size: expected a size like '512m', '1g' or a number of "
+      "bytes, got a string ('2x')",
+      "compose.yaml:8:49: services.web.volumes[2].tmpfs.mode: expected permission bits up to 0o7777, in octal "
+      "like '1777' or 0o1777, got 0o17777",
+      "compose.yaml:9:48: services.web.volumes[3].tmpfs.uid: unknown field 'uid'",
+      "compose.yaml:10:41: services.web.volumes[4].bind: bind options do not apply to type: tmpfs"]),
+    ("tmpfs-options", """\
+        services:
+          web:
+            image: busybox
+            tmpfs: ["/tmp:exec,suid", /data]
+            volumes: ["/srv:/data"]
+          db:
+            image: busybox
+            tmpfs: "/run:size=0"
+        """,
+     ["compose.yaml:4:13: services.web.tmpfs[0]: tmpfs option 'suid' in '/tmp:exec,suid' is not supported: a "
+      "tmpfs is always nosuid and nodev (no setuid programs), as Docker's default",
+      "compose.yaml:8:12: services.db.tmpfs: must be at least 1 byte, got 0: the kernel reads 0 as no limit "
+      "(leave the size out for the default)"]),
+    ("tmpfs-over-a-volume", """\
+        services:
+          web:
+            image: busybox
+            tmpfs: [/run, /data]
+            volumes: ["/srv:/data"]
+        """,
+     ["compose.yaml:4:19: services.web.tmpfs[1]: target /data is already mounted by volumes[0]"]),
     ("volume-name", """\
         services:
           web: {image: busybox, volumes: ["bad name:/b"]}

@@ -147,6 +147,30 @@ SERVICES: list[tuple[str, str, dict[str, object]]] = [
          {"source": "/home/u/cache", "target": "/cache", "create_host_path": True},
          {"source": "/srv/shared", "target": "/shared", "read_only": True},
          {"source": "/srv/app/made", "target": "/made", "create_host_path": True}]}),
+    ("tmpfs", """\
+        image: busybox
+        read_only: true
+        tmpfs: [/run, "/tmp:size=64m,mode=1770,exec"]
+        shm_size: 1gb
+        volumes:
+          - type: tmpfs
+            target: /cache
+            tmpfs: {size: 2M, mode: 0o750}
+          - /etc/ssl:/ssl:ro
+          - {type: tmpfs, target: /scratch, read_only: false, tmpfs: {size: 0, mode: "1777"}}
+        """,
+     # The service's own tmpfs entries as written (the native model reads Docker's syntax), then
+     # the volumes of type tmpfs; sizes as Docker's (powers of 1024), a size of 0 none at all.
+     {"image": "busybox", **DEFAULT, "read_only": True, "shm_size": 1024**3,
+      "tmpfs": ["/run", "/tmp:size=64m,mode=1770,exec", {"target": "/cache", "size": 2 * 1024**2, "mode": "750"},
+                {"target": "/scratch", "mode": "1777", "read_only": False}],
+      "volumes": [{"source": "/etc/ssl", "target": "/ssl", "read_only": True, "create_host_path": True}]}),
+    ("tmpfs-string", """\
+        image: busybox
+        tmpfs: /run
+        shm_size: 0
+        """,
+     {"image": "busybox", **DEFAULT, "tmpfs": ["/run"]}),  # shm_size 0: Docker's default (64m)
     ("limits", """\
         image: busybox
         mem_limit: 512m
