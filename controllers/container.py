@@ -37,12 +37,12 @@ from controllers.change import Action, Change, FieldChange
 from controllers.container_bundle import BundleInputs, environment, lower_of, oci_config
 from controllers.container_files import HostResolvers, RenderedLines, container_resolv, hosts_files, resolv_file
 from controllers.errors import ApplyError, ApplyErrors, Held
-from kernel import idmap, inroot, mountinfo, mountns, netns, overlay, procs, runtime, seccomp, users
+from kernel import idmap, inroot, mountinfo, mountns, netns, overlay, procs, rlimits, runtime, seccomp, users
 from kernel.durable import write_durably
 from kernel.mountns import PinState
 from kernel.oci import Runtime, remounts_in_place
 from kernel.trees import remove_tree
-from specs import capabilities, names
+from specs import capabilities, names, ulimits
 from specs.errors import Issue
 from specs.images import pinned_digest
 from specs.model import Container, Healthcheck, Stack, Volume
@@ -56,12 +56,14 @@ KIND_RUNTIME = "runtime"
 RUNTIME_NAMESPACE = "mount-namespace"  # the change's key: the runtime's pinned mount namespace (kernel.mountns)
 RECREATE_FIELDS = ("image", "command", "env", "rootfs", "volumes", "user", "workdir", "hostname", "networks",
                    "read_only", "privileged", "cap_add", "cap_drop", "security_opt", "userns", "logging",
-                   "tmpfs", "shm_size")
+                   "tmpfs", "shm_size", "ulimits")
 """Fields a process is started with: changing any of them needs a new process (`logging`: its
-log writer takes the limits when it starts)."""
-RECORDED_IF_SET: dict[str, object] = {"tmpfs": [], "shm_size": None}
+log writer takes the limits when it starts; `ulimits`: the runtime sets them before the
+container's first instruction, and a process may only lower its own hard limits)."""
+RECORDED_IF_SET: dict[str, object] = {"tmpfs": [], "shm_size": None, "ulimits": {}}
 """Fields left out of a start's record at their default (the value here): the records of starts
-made before they existed stay equal to a start of the same spec made now."""
+made before they existed stay equal to a start of the same spec made now, so an upgrade
+recreates nothing."""
 CONTAINERS_DIR = "containers"  # DO NOT RENAME: <state-dir>/containers/<stack>/<container>/
 RUNTIME_DIR = "runtime"  # DO NOT RENAME: <state-dir>/runtime, crun's --root
 SECCOMP_CACHE_DIR = "seccomp"  # compiled filters, one per capability set (a cache: renaming it recompiles)
@@ -194,6 +196,8 @@ class ContainerObservation:
     missing_tools: tuple[str, ...] = ()  # what a start runs that this host lacks
     runtime_namespace: PinState | None = None
     """The runtime's pinned mount namespace (hybrid hosts; looked at by whole passes only)."""
+    ulimit_ceilings: rlimits.Ceilings = rlimits.Ceilings({}, raisable=True)
+    """The hard limits a start can set (kernel.rlimits); by default, no ceiling."""
 
     def owned_stacks(self) -> set[str]:
         return {c.stack for c in self.containers.values() if c.handle is not None}
@@ -440,6 +444,7 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
                 result.issues.append(Issue(stack.name, ("containers", key, "cap_add"),
                                            f"this host cannot give {name}: the bounding set reconcile runs "
                                            f"with lacks it"))
+            result.issues += _ulimit_issues(stack.name, key, container, observed.ulimit_ceilings)
             for index, volume in enumerate(container.volumes):
                 if isinstance(volume.source, Path) and not volume.create_host_path and not volume.source.exists():
                     result.issues.append(Issue(stack.name, ("containers", key, "volumes", index),
@@ -465,6 +470,22 @@ def diff_containers(desired: Desired, observed: ContainerObservation,
     removed = {change.key for change in result.changes if change.action is Action.DELETE}
     result.changes[:0] = _runtime_namespace_change(observed, bool(wanted_keys), removed)
     return result
+
+
+def _ulimit_issues(stack: str, key: str, container: Container, ceilings: rlimits.Ceilings) -> list[Issue]:
+    """A hard limit the runtime could not set here: it would fail the start, after the old
+    process of a recreate is gone."""
+    issues: list[Issue] = []
+    for name, limit in container.ulimits.items():
+        ceiling = ceilings.of(name)
+        if not ulimits.exceeds(limit.hard, ceiling):
+            continue
+        why = (f"reconcile's own hard limit, which this host does not let it raise (no CAP_SYS_RESOURCE): raise "
+               f"it where reconcile starts (ulimit -H, a unit's Limit{name.upper()}=), or ask less"
+               if not ceilings.raisable else "fs.nr_open, the kernel's most for any process")
+        issues.append(Issue(stack, ("containers", key, "ulimits", name),
+                            f"hard limit {ulimits.shown(limit.hard)} is above {ulimits.shown(ceiling)}, {why}"))
+    return issues
 
 
 def _runtime_namespace_change(observed: ContainerObservation, wanted: bool, removed: set[str]) -> list[Change]:
@@ -733,8 +754,7 @@ class ContainerController:
         resolvers = HostResolvers(str(self._host_resolv), _read(self._host_resolv) or "",
                                   str(self._upstream_resolv), _read(self._upstream_resolv) or "")
         return ContainerObservation(containers, resolvers, capabilities.from_mask(procs.bounding_set()),
-                                    tuple(runtime.missing_tools()),
-                                    namespace)
+                                    tuple(runtime.missing_tools()), namespace, rlimits.ceilings())
 
     def _roots(self, found: Mapping[tuple[str, str], tuple[runtime.ProcessHandle, bool]],
                recorded: Collection[tuple[str, str]], focus: Focus | None,
@@ -995,7 +1015,7 @@ class ContainerController:
             init=runtime.INIT, init_target=runtime.INIT_IN_CONTAINER, id_base=id_base, named_volumes=named,
             hooks=self._runtime.start_hooks([paths.rootfs, *bound]), cgroup_views=placement.views,
             remount_cgroup_tmpfs=placement.runtime_cgroup_tmpfs and remounts_in_place(),
-            per_cpu_masked=_thermal_throttle_dirs())
+            ulimit_ceilings=rlimits.ceilings().highest, per_cpu_masked=_thermal_throttle_dirs())
         return oci_config(c, inputs)
 
     def _named_volumes(self, want: DesiredContainer, paths: Paths, id_base: int | None) -> dict[str, str]:

@@ -14,7 +14,9 @@ from typing import Any
 from kernel.idmap import RANGE_SIZE
 from kernel.users import Ids
 from specs import capabilities
-from specs.model import Container, Tmpfs
+from specs.model import Container, Tmpfs, Ulimit
+from specs.ulimits import DEFAULTS as DEFAULT_ULIMITS
+from specs.ulimits import UNLIMITED, at_most, resource_type
 
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -37,6 +39,8 @@ ALLOWED_DEVICES = (
 _NOSUID_NOEXEC_NODEV = ["nosuid", "noexec", "nodev"]
 DEFAULT_SHM_SIZE = 64 * 1024**2
 """/dev/shm's size unless the spec's shm_size says otherwise: Docker's default."""
+RLIM_INFINITY = 2**64 - 1
+"""No limit, as the OCI runtime reads a process.rlimits value (an unsigned 64-bit number)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,9 @@ class BundleInputs:
     """The runtime would make a tmpfs at /sys/fs/cgroup (CgroupDriver.runtime_cgroup_tmpfs) and
     applies a remount in place (kernel.oci.remounts_in_place): where it makes it (no views),
     remount it read-only."""
+    ulimit_ceilings: Mapping[str, int] = field(default_factory=dict)
+    """The highest hard limit a start can set, by name (kernel.rlimits; left out: no ceiling): a
+    default above it is lowered to it (the spec's own limits were checked against it)."""
     per_cpu_masked: tuple[str, ...] = ()
     """Each CPU's `thermal_throttle` directory in sysfs, masked as Docker does since
     moby#49560 (GHSA-6fw5-f8r9-fgfm: a side channel): how many there are is the host's."""
@@ -186,7 +193,22 @@ def _process(container: Container, inputs: BundleInputs, env: Mapping[str, str])
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
         "noNewPrivileges": "no-new-privileges" in container.security_opt,
         "oomScoreAdj": 0,  # as Docker's, whatever the process that starts it has (an agent may have less)
+        "rlimits": rlimits(container.ulimits, inputs.ulimit_ceilings),  # likewise; and every exec's
     }
+
+
+def rlimits(asked: Mapping[str, Ulimit], ceilings: Mapping[str, int]) -> list[dict[str, Any]]:
+    """process.rlimits: the spec's limits, and the defaults (specs.ulimits.DEFAULTS) of the names
+    it leaves out, each lowered to what this host lets a start set."""
+    limits = {name: tuple(at_most(limit, ceilings.get(name, UNLIMITED)) for limit in (soft, hard))
+              for name, (soft, hard) in DEFAULT_ULIMITS.items()}
+    limits |= {name: (ulimit.soft, ulimit.hard) for name, ulimit in asked.items()}
+    return [{"type": resource_type(name), "soft": _oci_limit(soft), "hard": _oci_limit(hard)}
+            for name, (soft, hard) in sorted(limits.items())]
+
+
+def _oci_limit(limit: int) -> int:
+    return RLIM_INFINITY if limit == UNLIMITED else limit
 
 
 def environment(hostname: str, env: Mapping[str, str]) -> dict[str, str]:
@@ -197,7 +219,8 @@ def environment(hostname: str, env: Mapping[str, str]) -> dict[str, str]:
 
 def exec_process(config: Mapping[str, Any], argv: list[str]) -> dict[str, Any]:
     """The process of an exec: the container's own (user and groups, workdir, environment,
-    capabilities, no_new_privs, OOM score), running argv instead of its init."""
+    capabilities, no_new_privs, OOM score, resource limits: the runtime sets them on the exec as
+    on the container, whatever the caller's own), running argv instead of its init."""
     return {**config["process"], "args": argv, "terminal": False}
 
 

@@ -27,7 +27,6 @@ UNSUPPORTED_SERVICE: dict[str, str] = {
     "gpus": NOT_SUPPORTED,
     "volumes_from": f"{NOT_SUPPORTED}: list the volumes on this service",
     "sysctls": NOT_SUPPORTED,
-    "ulimits": NOT_SUPPORTED,
     "ipc": NOT_SUPPORTED,
     "pid": NOT_SUPPORTED,
     "uts": NOT_SUPPORTED,

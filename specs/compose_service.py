@@ -51,9 +51,9 @@ PASSED_AS_WRITTEN = {"image": "image", "entrypoint": "entrypoint", "command": "c
                      "privileged": "privileged", "cap_add": "cap_add", "cap_drop": "cap_drop",
                      "security_opt": "security_opt", "working_dir": "workdir", "hostname": "hostname",
                      "user": "user", "healthcheck": "healthcheck", "dns": "dns", "dns_search": "dns_search",
-                     "dns_opt": "dns_opt"}
-"""Compose key -> native field that reads the same syntax. `healthcheck` is native with
-Compose's syntax (reconcile's health checks)."""
+                     "dns_opt": "dns_opt", "ulimits": "ulimits"}
+"""Compose key -> native field that reads the same syntax. `healthcheck` and `ulimits` are
+native with Compose's syntax (reconcile's health checks; a number, or {soft, hard}, by name)."""
 
 CONVERTED = ("pull_policy", "environment", "env_file", "restart", "networks", "ports", "mem_limit", "cpus",
              "pids_limit", "cpuset", "deploy", "volumes", "tmpfs", "shm_size", "depends_on", "stop_grace_period",

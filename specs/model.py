@@ -69,6 +69,9 @@ from specs.hosts import HOST_GATEWAY, check_host_name, to_extra_host, to_host_ad
 from specs.names import NAME_PATTERN, VOLUME_NAME_PATTERN, default_bridge_name
 from specs.signals import to_stop_signal
 from specs.tmpfs import check_tmpfs_target, to_id, to_mode, to_tmpfs, to_tmpfs_size
+from specs.ulimits import NAMES as ULIMIT_NAMES
+from specs.ulimits import check_name as check_ulimit_name
+from specs.ulimits import check_order, to_limit, to_ulimit
 
 MAX_CPUS = 1024
 MAX_PIDS = 4194304
@@ -227,6 +230,23 @@ class Resources(SpecModel):
     pids: int | None = Field(None, ge=1, le=MAX_PIDS, description="most processes and threads at once")
     cpuset: Annotated[str, BeforeValidator(to_cpuset, json_schema_input_type=str)] | None = Field(
         None, description="CPUs the container may run on, e.g. \"0-3,5\" (normalised as the kernel prints it)")
+
+
+UlimitName = Annotated[str, AfterValidator(check_ulimit_name), WithJsonSchema({"enum": list(ULIMIT_NAMES)})]
+Limit = Annotated[int, BeforeValidator(to_limit, json_schema_input_type=int | Literal["unlimited"])]
+
+
+class Ulimit(SpecModel):
+    """A resource limit (setrlimit): the soft one is enforced, the process may raise it up to the
+    hard one; -1 (or unlimited) is no limit."""
+
+    soft: Limit
+    hard: Limit
+
+    @model_validator(mode="after")
+    def _soft_within_hard(self) -> Ulimit:
+        check_order(self.soft, self.hard)
+        return self
 
 
 class NamedVolume(SpecModel):
@@ -477,6 +497,12 @@ class Container(SpecModel):
                           "image's StopSignal, else SIGTERM, as Docker")
     stop_grace: float = Field(10.0, ge=0, le=MAX_STOP_GRACE, allow_inf_nan=False,
                               description="seconds between the stop signal and SIGKILL")
+    ulimits: dict[UlimitName, Annotated[Ulimit, BeforeValidator(
+        to_ulimit, json_schema_input_type=int | Literal["unlimited"] | Ulimit)]] = Field(
+        default_factory=dict, description="resource limits by name, as Docker's: nofile: 65536 (soft and hard), "
+                                          "or {soft, hard}; -1 or unlimited: no limit. Left out: nofile "
+                                          "1024:524288, nproc unlimited, core 0:unlimited, the others the "
+                                          "host's; a change recreates the container")
     logging: Logging = Field(Logging(),
                              description="how much output `reconcile logs` keeps; a change recreates the container")
 

@@ -347,6 +347,22 @@ NATIVE: list[tuple[str, str, list[str]]] = [
       "compose.yaml:11:18: services.web.stop_signal: expected a signal name like SIGINT or INT, or its number, "
       "got a list",
       "compose.yaml:4:24: services.web.ports[1]: must be at most 65535, got 99999"]),
+    ("ulimits", """\
+        services:
+          web:
+            image: busybox
+            ulimits:
+              nofiles: 1024
+              nproc: {soft: 1024}
+              memlock: {soft: -1, hard: 65536}
+              core: -2
+        """,
+     ["compose.yaml:5:7: services.web.ulimits.nofiles: unknown ulimit 'nofiles': use core, cpu, data, fsize, locks, "
+      "memlock, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, sigpending or stack",
+      "compose.yaml:6:14: services.web.ulimits.nproc: missing required field 'hard'",
+      "compose.yaml:7:23: services.web.ulimits.memlock.soft: soft limit unlimited is above the hard limit 65536",
+      "compose.yaml:8:13: services.web.ulimits.core: must be a number from 0 to 9223372036854775807, or -1 for no "
+      "limit, got -2"]),
     ("service-name-and-references", """\
         services:
           Web: {image: busybox}

@@ -118,6 +118,7 @@ services:
     healthcheck: {test: ["CMD", "true"], retries: "${RETRIES:-5}"}
     ports: [{target: "${TARGET:-80}", published: "${PUBLISHED:-8080}"}]
     environment: {FLAG: "${FLAG:-true}"}
+    ulimits: {nofile: "${NOFILE:-20000}", nproc: {soft: "${SOFT:-1024}", hard: "${HARD:-2048}"}}
 networks:
   default:
     internal: ${INTERNAL:-false}
@@ -131,7 +132,8 @@ def test_interpolated_values_are_cast_by_their_field_as_compose_go_does(tmp_path
     `read_only: ${RO:-true}` is true; an environment value stays a string."""
     project = tmp_path / "app"
     project.mkdir()
-    for name in ("RO", "PRIV", "PIDS", "CPUS", "MEM", "RETRIES", "TARGET", "PUBLISHED", "FLAG", "INTERNAL"):
+    for name in ("RO", "PRIV", "PIDS", "CPUS", "MEM", "RETRIES", "TARGET", "PUBLISHED", "FLAG", "INTERNAL", "NOFILE",
+                 "SOFT", "HARD"):
         monkeypatch.delenv(name, raising=False)
     [stack_file] = load_text(project, TYPED, "compose.yaml")
     web = stack_file.stack.containers["web"]
@@ -140,6 +142,8 @@ def test_interpolated_values_are_cast_by_their_field_as_compose_go_does(tmp_path
     assert web.healthcheck is not None and web.healthcheck.retries == 5
     assert (web.ports[0].host, web.ports[0].container, web.env) == (8080, 80, {"FLAG": "true"})
     assert stack_file.stack.networks["default"].internal is False
+    assert {name: (limit.soft, limit.hard) for name, limit in web.ulimits.items()} == {
+        "nofile": (20000, 20000), "nproc": (1024, 2048)}
     monkeypatch.setenv("RO", "maybe")
     monkeypatch.setenv("RETRIES", "five")
     assert error_lines(project, {"compose.yaml": TYPED}) == [

@@ -237,6 +237,12 @@ SERVICES: list[tuple[str, str, dict[str, object]]] = [
         deploy: {restart_policy: {max_attempts: 5}}
         """,
      {"image": "busybox", **DEFAULT}),
+    ("ulimits-as-written", """\
+        image: busybox
+        ulimits: {nofile: {soft: 65536, hard: 65536}, memlock: -1, nproc: 65535}
+        """,
+     {"image": "busybox", "ulimits": {"nofile": {"soft": 65536, "hard": 65536}, "memlock": -1, "nproc": 65535},
+      **DEFAULT}),
     ("depends-on-and-healthcheck-as-written", """\
         image: busybox
         depends_on: {db: {condition: service_healthy}}
@@ -456,3 +462,16 @@ def test_keys_without_effect_are_warnings(text: str, expected: list[str]) -> Non
     converted = convert("services:\n  web:\n" + textwrap.indent(textwrap.dedent(text), "    ") + NET)
     assert [f"{format_loc(w.loc)}: {w.message}" for w in converted.warnings] == expected
     Stack.model_validate(converted.native)
+
+
+def test_ulimits_in_either_form_are_a_soft_and_a_hard_limit() -> None:
+    """`nofile: 20000` is both limits, as Compose (compose-go's Single) and `docker run --ulimit
+    nofile=20000` read it; -1 is no limit."""
+    web = Stack.model_validate(convert("""\
+        services:
+          web:
+            image: busybox
+            ulimits: {nofile: 20000, nproc: {soft: 1024, hard: 2048}, memlock: -1}
+        """).native).containers["web"]
+    assert {name: (limit.soft, limit.hard) for name, limit in web.ulimits.items()} == {
+        "nofile": (20000, 20000), "nproc": (1024, 2048), "memlock": (-1, -1)}

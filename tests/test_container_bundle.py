@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from controllers.container_bundle import ALLOWED_DEVICES, MASKED_PATHS, READONLY_PATHS, BundleInputs, oci_config
+from controllers.container_bundle import (
+    ALLOWED_DEVICES,
+    MASKED_PATHS,
+    READONLY_PATHS,
+    RLIM_INFINITY,
+    BundleInputs,
+    exec_process,
+    oci_config,
+)
 from kernel.inroot import MAX_READ, find_program, make_dirs, read_all_in_root, read_in_root, resolve
 from kernel.oci import version_remounts_in_place
 from kernel.users import Ids
@@ -29,14 +37,15 @@ VIEWS = {"/sys/fs/cgroup/pids": "/sys/fs/cgroup/pids/reconcile/s/c/ctr",
 
 
 def _config(id_base: int | None = None, views: dict[str, str] | None = None, cgroup_tmpfs: bool = False,
-            **fields: Any) -> dict[str, Any]:
+            ceilings: dict[str, int] | None = None, **fields: Any) -> dict[str, Any]:
     container = Container.model_validate({"command": ["sleep", "1"], "hostname": "c",
                                           "volumes": ["/srv/data:/data:ro"], **fields})
     held = capabilities.effective(container.cap_add, container.cap_drop, container.privileged, HOST_CAPS)
     inputs = BundleInputs("rc-s_c", "/run/netns/rc-s_c", "/reconcile/s/c/ctr", Ids(0, 0, ()), held,
                           None if container.privileged else b"\x06\x00\x00\x00\x00\x00\xff\x7f", True,
                           ("/var/lib/reconcile",), "/usr/bin/catatonit", "/dev/init", id_base,
-                          cgroup_views=views or {}, remount_cgroup_tmpfs=cgroup_tmpfs, per_cpu_masked=(THERMAL,))
+                          cgroup_views=views or {}, remount_cgroup_tmpfs=cgroup_tmpfs, ulimit_ceilings=ceilings or {},
+                          per_cpu_masked=(THERMAL,))
     return oci_config(container, inputs)
 
 
@@ -194,6 +203,45 @@ def test_a_tmpfs_at_tmp_or_run_replaces_the_private_one_over_the_hosts_root() ->
     assert [m["options"] for m in config["mounts"] if m["destination"] == "/tmp"] == [
         ["nosuid", "nodev", "noexec", "rw", "size=1024k"]]
     assert _mount(config, "/run")["options"] == ["nosuid", "nodev", "mode=755"]
+
+
+def _rlimits(config: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    return {r["type"]: (r["soft"], r["hard"]) for r in config["process"]["rlimits"]}
+
+
+DEFAULT_RLIMITS = {"RLIMIT_CORE": (0, RLIM_INFINITY), "RLIMIT_NOFILE": (1024, 524288),
+                   "RLIMIT_NPROC": (RLIM_INFINITY, RLIM_INFINITY)}
+
+
+def test_every_container_gets_the_default_limits_not_its_starters() -> None:
+    """Docker 29's on a systemd host (core's soft limit aside: see specs.ulimits.DEFAULTS)."""
+    assert _rlimits(_config()) == DEFAULT_RLIMITS
+    assert _rlimits(_config(privileged=True, userns="auto")) == DEFAULT_RLIMITS
+
+
+@pytest.mark.parametrize(("ulimits", "expected"), [
+    ({"nofile": 65536, "memlock": -1}, {"RLIMIT_NOFILE": (65536, 65536), "RLIMIT_MEMLOCK": (RLIM_INFINITY,) * 2}),
+    ({"nproc": {"soft": 1024, "hard": "unlimited"}, "core": 0}, {"RLIMIT_NPROC": (1024, RLIM_INFINITY),
+                                                                  "RLIMIT_CORE": (0, 0)}),
+])
+def test_the_limits_asked_replace_the_defaults_of_their_names(ulimits: dict[str, Any],
+                                                              expected: dict[str, tuple[int, int]]) -> None:
+    assert _rlimits(_config(ulimits=ulimits)) == {**DEFAULT_RLIMITS, **expected}
+
+
+def test_on_a_host_that_caps_hard_limits_the_defaults_are_lowered_to_the_cap_and_the_asked_are_not() -> None:
+    """What the runtime could not set would fail the start; the spec's own limits are checked
+    against the cap before anything changes (test_container_diff)."""
+    ceilings = {"nofile": 20000, "nproc": 96367, "core": -1, "memlock": 8388608}
+    assert _rlimits(_config(ceilings=ceilings)) == {"RLIMIT_CORE": (0, RLIM_INFINITY), "RLIMIT_NOFILE": (1024, 20000),
+                                                    "RLIMIT_NPROC": (96367, 96367)}
+    assert _rlimits(_config(ceilings={"nofile": 512})) == {**DEFAULT_RLIMITS, "RLIMIT_NOFILE": (512, 512)}
+    assert _rlimits(_config(ceilings=ceilings, ulimits={"nofile": 1 << 20}))["RLIMIT_NOFILE"] == (1 << 20, 1 << 20)
+
+
+def test_an_exec_gets_the_containers_limits() -> None:
+    config = _config(ulimits={"nofile": 100})
+    assert exec_process(config, ["true"])["rlimits"] == config["process"]["rlimits"]
 
 
 def test_capability_names_and_masks() -> None:

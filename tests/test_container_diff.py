@@ -29,6 +29,7 @@ from controllers.container import (
 )
 from controllers.container_files import LOCALHOST
 from kernel.mountns import PinState
+from kernel.rlimits import Ceilings
 from reconcile.engine.plan import order
 from tests.container_snapshots import (
     another_process,
@@ -426,3 +427,41 @@ def test_tmpfs_and_shm_size_are_started_with_and_recorded_only_when_set() -> Non
          [("tmpfs", None, [{"target": "/tmp", "size": 1048576, "mode": None, "uid": None, "gid": None,
                             "read_only": False, "exec": False}]),
           ("shm_size", None, 134217728)])]
+
+
+DB_LIMITED = build_desired({"stacks": {"demo": {**DEMO, "containers": {
+    **DEMO["containers"], "db": {**DB, "ulimits": {"nofile": 65536, "memlock": -1}}}}}})
+"""db with Elasticsearch-like limits."""
+
+
+def test_ulimits_are_recorded_with_the_start_only_when_set_and_a_change_recreates() -> None:
+    """Records of starts made before ulimits existed stay equal to a spec without them: an
+    upgrade recreates nothing. A change of them recreates, as any field the process runs with."""
+    [start] = [c for c in diff_containers(WANT, observation()).changes if c.key == "demo/db"]
+    assert isinstance(start.desired, DesiredContainer) and "ulimits" not in start.desired.recorded_spec
+    assert diff_containers(DB_LIMITED, observation(*host(running(DB_LIMITED, "demo", "db", pid=101)))).changes == []
+    [change] = diff_containers(DB_LIMITED, observation(*host(running(WANT, "demo", "db", pid=101)))).changes
+    assert (change.action, change.key, [f.path for f in change.fields]) == (Action.RECREATE, "demo/db", ["ulimits"])
+    assert change.fields[0].new == {"nofile": {"soft": 65536, "hard": 65536}, "memlock": {"soft": -1, "hard": -1}}
+
+
+@pytest.mark.parametrize(("ceilings", "message"), [
+    (Ceilings({"nofile": 1048576}, raisable=True), None),
+    (Ceilings({"nofile": 20000, "memlock": 8388608}, raisable=False),
+     "hard limit 65536 is above 20000, reconcile's own hard limit, which this host does not let it raise (no "
+     "CAP_SYS_RESOURCE): raise it where reconcile starts (ulimit -H, a unit's LimitNOFILE=), or ask less"),
+    (Ceilings({"nofile": 4096}, raisable=True), "hard limit 65536 is above 4096, fs.nr_open, the kernel's most for "
+                                                "any process"),
+])
+def test_a_hard_limit_above_what_this_host_lets_a_start_set_is_an_issue_at_it(ceilings: Ceilings,
+                                                                              message: str | None) -> None:
+    """Before anything is touched: the runtime would fail the start (after a recreate stopped
+    the old process). memlock unlimited on a host that cannot raise its 8 MiB is one too."""
+    observed = replace(observation(), ulimit_ceilings=ceilings)
+    issues = [(i.loc, i.message) for i in diff_containers(DB_LIMITED, observed).issues]
+    expected = [] if message is None else [(("containers", "db", "ulimits", "nofile"), message)]
+    if not ceilings.raisable:
+        expected.append((("containers", "db", "ulimits", "memlock"), "hard limit unlimited is above 8388608, "
+                         "reconcile's own hard limit, which this host does not let it raise (no CAP_SYS_RESOURCE): "
+                         "raise it where reconcile starts (ulimit -H, a unit's LimitMEMLOCK=), or ask less"))
+    assert issues == expected

@@ -183,6 +183,50 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
         """,
      "stack.yaml:5:11: containers.web.env.MY-VAR: invalid variable name 'MY-VAR': use letters, digits and '_', not "
      "starting with a digit"),
+    ("ulimit-name", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            ulimits: {nofiles: 1024}
+        """,
+     "stack.yaml:5:15: containers.web.ulimits.nofiles: unknown ulimit 'nofiles': use core, cpu, data, fsize, locks, "
+     "memlock, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, sigpending or stack"),
+    ("ulimit-as", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            ulimits: {as: 1024}
+        """,
+     "stack.yaml:5:15: containers.web.ulimits.as: ulimit 'as' is not supported, as Docker does not take it: limit "
+     "memory with resources.memory"),
+    ("ulimit-soft-above-hard", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            ulimits: {nofile: {soft: 2048, hard: 1024}}
+        """,
+     "stack.yaml:5:30: containers.web.ulimits.nofile.soft: soft limit 2048 is above the hard limit 1024"),
+    ("ulimit-negative", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            ulimits: {nproc: -5}
+        """,
+     "stack.yaml:5:22: containers.web.ulimits.nproc: must be a number from 0 to 9223372036854775807, or -1 for no "
+     "limit, got -5"),
+    ("ulimit-quoted-number", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            ulimits: {nofile: {soft: "1024", hard: 2048}}
+        """,
+     "stack.yaml:5:30: containers.web.ulimits.nofile.soft: expected a number, or -1 (or unlimited) for no limit, "
+     "got a string ('1024')"),
     ("workdir-relative", """\
         name: demo
         containers:
