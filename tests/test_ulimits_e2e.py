@@ -143,3 +143,30 @@ def test_a_container_restarted_by_the_agent_gets_what_apply_gave_it(sandbox: San
         assert applied["plain"]["nofile"][0] == 1024
     finally:
         assert agent.stop() == 0
+
+
+PROBED = """\
+name: hc
+containers:
+  db:
+    command: sleep 100000
+    rootfs: {rootfs}
+    ulimits: {{nofile: {{soft: 1000, hard: 2000}}}}
+    healthcheck:
+      test: ["CMD-SHELL", "test $(ulimit -Sn) = 1000 && test $(ulimit -Hn) = 2000"]
+      interval: 1s
+      retries: 2
+  web:
+    command: sleep 100000
+    rootfs: {rootfs}
+    depends_on: {{db: {{condition: service_healthy}}}}
+"""
+
+
+def test_a_health_probe_runs_with_the_containers_limits_not_the_probers(sandbox: Sandbox, rootfs: Path) -> None:
+    """apply probes db before it starts web, from a CLI holding other limits: healthy only if
+    the probe ran with db's own."""
+    path = sandbox.write("stack.yaml", PROBED.format(rootfs=rootfs))
+    _cli(sandbox, {"nofile": f"3000:{HARD_NOFILE}"}, "apply", str(path))
+    rows = sandbox.containers()
+    assert rows["web"]["state"] == "running" and rows["db"]["health"]["status"] == "healthy"
