@@ -19,7 +19,6 @@ NO_EFFECT_TOP_LEVEL: dict[str, str] = {
 
 UNSUPPORTED_SERVICE: dict[str, str] = {
     "build": "building images is not supported: build and push the image, and name it in image:",
-    "network_mode": "only bridge networks are supported: attach the service to networks:",
     "secrets": f"{NOT_SUPPORTED}: mount the files with a bind volume",
     "configs": f"{NOT_SUPPORTED}: mount the files with a bind volume",
     "devices": NOT_SUPPORTED,

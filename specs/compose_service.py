@@ -42,6 +42,8 @@ DEFAULT_NETWORK = "default"
 def uses_default_network(service: Mapping[str, object]) -> bool:
     """Whether the service is on Compose's `default` network: it lists no networks (none,
     `[]`, `{}`), or lists `default`."""
+    if service.get("network_mode") is not None:
+        return False
     networks = service.get("networks")
     if networks is None or networks == [] or networks == {}:
         return True
@@ -57,7 +59,7 @@ native with Compose's syntax (reconcile's health checks; a number, or {soft, har
 
 CONVERTED = ("pull_policy", "environment", "env_file", "restart", "networks", "ports", "mem_limit", "cpus",
              "pids_limit", "cpuset", "deploy", "volumes", "tmpfs", "shm_size", "depends_on", "stop_grace_period",
-             "logging", "stop_signal", "init", "profiles", "extra_hosts")
+             "logging", "stop_signal", "init", "profiles", "extra_hosts", "network_mode")
 HANDLED = (*PASSED_AS_WRITTEN, *CONVERTED)
 KNOWN = (*HANDLED, *UNSUPPORTED_SERVICE, *NO_EFFECT_SERVICE)
 
@@ -314,6 +316,9 @@ class ServiceMapper:
         loc = self.src + ("networks",)
         native = self.dst + ("networks",)
         attachments: dict[str, object] = {}
+        if self.service.get("network_mode") is not None:
+            self._network_mode(networks is not None)
+            return
         self.out.origins[native] = self.src if networks is None else loc
         if networks is None or networks == [] or networks == {}:
             # no networks, or none listed: Compose's `default` (compose-go loader/normalize.go)
@@ -330,6 +335,24 @@ class ServiceMapper:
             self.out.error(loc, f"expected a list of network names or a mapping, got {describe_value(networks)}")
             return
         self.container["networks"] = attachments
+
+    def _network_mode(self, with_networks: bool) -> None:
+        """`none`: a network namespace of its own with its loopback alone (native `networks: {}`),
+        as Docker's; the modes that share another namespace (the host's, another container's)
+        are errors, as is `networks:` beside it (compose-go refuses the pair too)."""
+        mode, loc = self.service["network_mode"], self.src + ("network_mode",)
+        if with_networks:
+            self.out.key_error(loc, "network_mode and networks cannot be combined (docker compose refuses them "
+                                    "together too): keep one")
+        elif mode == "none":
+            self.out.origins[self.dst + ("networks",)] = loc
+            self.container["networks"] = {}
+        elif mode == "host" or (isinstance(mode, str) and mode.startswith(("service:", "container:"))):
+            self.out.key_error(loc, f"network_mode {quoted(mode)} is not supported: a container has a network "
+                                    "namespace of its own; attach the service to networks: (or network_mode: none)")
+        else:
+            self.out.key_error(loc, f"network_mode {quoted(str(mode))} is not supported: use none, or attach the "
+                                    "service to networks:")
 
     def _attachment(self, attachment: object, loc: Loc, native: Loc) -> object:
         if attachment is None:

@@ -124,3 +124,18 @@ def test_the_watch_agent_applies_a_change_of_dotenv_alone(sandbox: Sandbox, tmp_
     finally:
         assert agent.stop() == 0
     reconcile_ok(sandbox, "down", str(project / "compose.yaml"))
+
+
+def test_network_mode_none_gives_a_service_its_loopback_alone(sandbox: Sandbox, tmp_path: Path) -> None:
+    """As Docker's: a network namespace of its own with `lo` and nothing else, no network made
+    for it (its project's `default` is made only for services on it)."""
+    layout = web_image(tmp_path / "layout").layout
+    compose = sandbox.workdir / "alone" / "compose.yaml"
+    compose.parent.mkdir()
+    compose.write_text(f'name: rc-nm\nservices:\n  box:\n    image: "oci:{layout}:v1"\n    network_mode: none\n')
+    plan = reconcile_ok(sandbox, "apply", str(compose))
+    assert "+ container rc-nm/box" in plan and "+ network" not in plan
+    devices = reconcile_ok(sandbox, "exec", "rc-nm/box", "--", "cat", "/proc/net/dev")
+    assert [line.split(":")[0].strip() for line in devices.splitlines()[2:]] == ["lo"]
+    assert sandbox.our_links() == []
+    reconcile_ok(sandbox, "down", str(compose))

@@ -48,9 +48,23 @@ BAD: list[tuple[str, str, list[str]]] = [
             network_mode: host
             secrets: [token]
         """,
-     ["compose.yaml:4:5: services.web.network_mode: only bridge networks are supported: attach the service to "
-      "networks:",
+     ["compose.yaml:4:5: services.web.network_mode: network_mode 'host' is not supported: a container has a "
+      "network namespace of its own; attach the service to networks: (or network_mode: none)",
       "compose.yaml:5:5: services.web.secrets: is not supported by reconcile: mount the files with a bind volume"]),
+    ("network-mode", """\
+        services:
+          web:
+            image: busybox
+            network_mode: none
+            networks: [default]
+          db:
+            image: busybox
+            network_mode: bridge
+        """,
+     ["compose.yaml:4:5: services.web.network_mode: network_mode and networks cannot be combined (docker compose "
+      "refuses them together too): keep one",
+      "compose.yaml:8:5: services.db.network_mode: network_mode 'bridge' is not supported: use none, or attach the "
+      "service to networks:"]),
     ("ports", """\
         services:
           web:

@@ -330,8 +330,8 @@ UNSUPPORTED = [
     "compose.yaml:4:5: services.app.build: building images is not supported: build and push the image, and name "
     "it in image:",
     "compose.yaml:8:5: services.app.secrets: is not supported by reconcile: mount the files with a bind volume",
-    "compose.yaml:13:5: services.sidecar.network_mode: only bridge networks are supported: attach the service to "
-    "networks:",
+    "compose.yaml:13:5: services.sidecar.network_mode: network_mode 'service:app' is not supported: a container "
+    "has a network namespace of its own; attach the service to networks: (or network_mode: none)",
     "compose.yaml:17:13: networks.overlay.driver: network driver 'overlay' is not supported: only bridge networks",
     "compose.yaml:22:1: secrets: is not supported by reconcile: mount the files with a bind volume",
 ]

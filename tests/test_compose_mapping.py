@@ -243,6 +243,11 @@ SERVICES: list[tuple[str, str, dict[str, object]]] = [
         """,
      {"image": "busybox", "ulimits": {"nofile": {"soft": 65536, "hard": 65536}, "memlock": -1, "nproc": 65535},
       **DEFAULT}),
+    ("network-mode-none", """\
+        image: busybox
+        network_mode: none
+        """,
+     {"image": "busybox", "restart": "no", "networks": {}}),
     ("depends-on-and-healthcheck-as-written", """\
         image: busybox
         depends_on: {db: {condition: service_healthy}}
