@@ -147,12 +147,23 @@ def remove_temporaries(store: Path) -> None:
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if os.fstat(fd).st_nlink:  # 0: another cleaner removed it while we waited for the lock
+            if _still_named(path, fd):  # else removed by another cleaner, or placed by its unpack, meanwhile
                 remove_tree(path)
         except BlockingIOError:
             continue
         finally:
             os.close(fd)
+
+
+def _still_named(path: str, fd: int) -> bool:
+    """Whether `path` still names the directory open as `fd`: an unpack that finished between
+    the cleaner's open and its flock renamed its temporary into place (a live layer)."""
+    try:
+        named = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 def _locked_temporary(store: Path, name: str) -> tuple[Path, int]:

@@ -7,6 +7,7 @@ checks it, and the host files the layers name, unchanged afterwards (the env fix
 from __future__ import annotations
 
 import errno
+import fcntl
 import gzip
 import hashlib
 import io
@@ -25,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from kernel.layers import LayerError, layer_path, remove_temporaries, unpack_layer
+import kernel.layers
+from kernel.layers import TEMPORARY_PREFIX, LayerError, layer_path, remove_temporaries, unpack_layer
 from kernel.trees import remove_tree
 from tests.sandbox import REPO
 from tests.waiting import eventually
@@ -650,3 +652,23 @@ def test_remove_temporaries_spares_running_unpacks(env: Env) -> None:
     remove_temporaries(env.store)
     assert env.store_entries() == sorted([placed.name, layer_path(env.store, running.diff_id).name, "tmp-not-ours"])
     (env.store / "tmp-not-ours").unlink()
+
+
+def test_the_cleaner_spares_an_unpack_placed_between_its_open_and_its_flock(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unpack renames its temporary into place, then lets its flock go: a cleaner that
+    opened the temporary just before gets the flock of what is now a live layer."""
+    temporary = tmp_path / f"{TEMPORARY_PREFIX}0123456789ab-1-x"
+    (temporary / "etc").mkdir(parents=True)
+    placed = tmp_path / ("0" * 64)
+    flock = fcntl.flock
+
+    def placing_first(fd: int, operation: int) -> None:
+        if temporary.exists():
+            os.rename(temporary, placed)
+        flock(fd, operation)
+
+    monkeypatch.setattr(kernel.layers.fcntl, "flock", placing_first)
+    remove_temporaries(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [placed.name]
+    assert (placed / "etc").is_dir()
