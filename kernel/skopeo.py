@@ -204,8 +204,9 @@ class _StallWatch:
     """Kills skopeo when a call or a pipe read has waited `timeout` seconds (0: never) with no
     byte coming (why is then `stalled`): the caller's socket and pipes then end, and the pull
     fails saying so. A registry that stops sending on an open connection would otherwise hold
-    a pull, and the image store's lock with it, for ever. Only time spent waiting on skopeo
-    counts, not our unpacking."""
+    a pull for ever, and with it the image store's lock (removals wait on it) and the locks of
+    the layers it fetches (other pulls of them wait on those). Only time spent waiting on
+    skopeo counts, not our unpacking."""
 
     def __init__(self, timeout: float):
         self._timeout = timeout

@@ -14,8 +14,13 @@ layout spec lets a layout lack blobs its manifests name): the disk holds each la
 entry is added only once every layer is in place: a failed or interrupted pull leaves no image
 and no partial layer, and never touches a running container's layers. The layout is the truth:
 losing the state store loses nothing here.
-A pull holds the image store's lock (state.lock.IMAGES_LOCK_NAME), not the state dir's: the
-watch agent repairs other keys while it pulls; removals hold both.
+A pull holds the image store's lock (state.lock.IMAGES_LOCK_NAME) shared, not the state dir's:
+the watch agent repairs other keys while it pulls, and pulls run side by side; removals hold
+both, the image store's exclusive (no pull is under way while anything is deleted). Beside
+another pull, a pull writes blobs and `oci-layout` whole under their final names (a temporary
+renamed: two writers of one blob write the same bytes), edits index.json under a short lock
+of its own (INDEX_LOCK), and fetches a layer under a lock of the layer's (LOCKS_DIR): two
+pulls of images sharing a layer fetch it once.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from kernel.layers import LAYER_MEDIA_TYPES, LayerError, layer_path, remove_temp
 from kernel.trees import remove_tree
 from specs.images import ImageReference, ReferenceError, parse_reference, split_pinned
 from specs.names import DIGEST_PATTERN
-from state.lock import IMAGES_LOCK_NAME, exclusive
+from state.lock import IMAGES_LOCK_NAME, Flock, flocked, shared
 
 IMAGES_DIR = "images"
 LAYOUT_DIR = "oci"
@@ -49,6 +54,11 @@ DIGEST_KEY = "io.reconcile.digest"
 REF_NAME_KEY = "org.opencontainers.image.ref.name"
 LOCAL_PREFIX = "local/"
 TMP_DIR = "tmp"  # skopeo's temporary files: emptied by garbage collection
+LOCKS_DIR = "locks"
+"""A file per layer being fetched (<hex of its diff_id>), flock'ed by the pull fetching it;
+emptied by garbage collection (no pull runs then)."""
+INDEX_LOCK = "index.lock"
+"""flock'ed around each read-modify-write of index.json: pulls edit it side by side."""
 WRITE_TEMPORARY = ".writing-"
 """A file of the layout being written (index.json, a blob), renamed into place once whole."""
 LAYOUT_MARKER = {"imageLayoutVersion": "1.0.0"}
@@ -217,9 +227,10 @@ class ImageStore:
     def pull(self, ref: ImageReference, tls_verify: bool, stall_timeout: float, progress: Callable[[PullEvent], None],
              waiting: Callable[[str], None] | None = None) -> Image:
         """Fetch `ref` (a tag is resolved again) and unpack its layers, under the image store's
-        lock (`waiting` is told who holds it); returns the image. Given up once skopeo has sent
-        nothing for `stall_timeout` seconds while waited on (0: never)."""
-        with exclusive(self.state_dir, waiting, name=IMAGES_LOCK_NAME):
+        lock, shared with other pulls (`waiting` is told who holds it exclusive: a removal);
+        returns the image. Given up once skopeo has sent nothing for `stall_timeout` seconds
+        while waited on (0: never)."""
+        with shared(self.state_dir, waiting, name=IMAGES_LOCK_NAME):
             return self._pull(ref, tls_verify, stall_timeout, progress)
 
     def _pull(self, ref: ImageReference, tls_verify: bool, stall_timeout: float,
@@ -250,27 +261,67 @@ class ImageStore:
 
     def _fetch_layers(self, proxy: skopeo.ImageProxy, handle: int, image: Image,
                       progress: Callable[[PullEvent], None]) -> None:
-        """Stream the layers not unpacked yet from skopeo into the layer store, PARALLEL_LAYERS
-        at a time, each unpacked as it arrives. skopeo answers one call at a time, so a layer
-        is finished in the order it was started; any failure stops skopeo, which ends every
-        pipe: the other unpacks fail too and leave nothing, before the error goes up."""
-        missing: dict[str, Layer] = {}
-        for layer in image.layers:
-            if layer_path(self.layers, layer.diff_id).is_dir():
-                progress(PullEvent(image.reference, "layer", layer.diff_id, True))
-            else:
-                missing.setdefault(layer.diff_id, layer)
-        if not missing:
-            return
+        """Fetch the layers not unpacked yet, each under a lock of its own: two pulls (in this
+        process or another) of images sharing a layer fetch it once. The layers another pull
+        holds are left to the end, then each waited for in turn and fetched only if still
+        missing (that pull failed). A pull waits on a layer's lock only holding none, and holds
+        one only until that layer is in: no two pulls wait on each other; a killed pull's locks
+        die with it."""
+        claimed: dict[str, Flock] = {}
+        mine: list[Layer] = []
+        busy: list[Layer] = []
+        seen: set[str] = set()
+        try:
+            for layer in image.layers:
+                if layer.diff_id in seen or self._unpacked(layer, image.reference, progress):
+                    continue
+                seen.add(layer.diff_id)
+                lock = self._layer_lock(layer)
+                if not lock.take(wait=False):
+                    busy.append(layer)
+                    continue
+                claimed[layer.diff_id] = lock
+                if not self._unpacked(layer, image.reference, progress):  # else placed by the pull that held it
+                    mine.append(layer)
+            self._stream_layers(proxy, handle, mine, image.reference, progress, claimed)
+        finally:
+            for lock in claimed.values():
+                lock.release()
+        for layer in busy:
+            lock = self._layer_lock(layer)
+            lock.take()
+            try:
+                if not self._unpacked(layer, image.reference, progress):
+                    self._stream_layers(proxy, handle, [layer], image.reference, progress, {layer.diff_id: lock})
+            finally:
+                lock.release()
+
+    def _unpacked(self, layer: Layer, image: str, progress: Callable[[PullEvent], None]) -> bool:
+        """Whether the layer is in the store (said as found, if so)."""
+        if not layer_path(self.layers, layer.diff_id).is_dir():
+            return False
+        progress(PullEvent(image, "layer", layer.diff_id, True))
+        return True
+
+    def _layer_lock(self, layer: Layer) -> Flock:
+        return Flock(layer_path(self.root / LOCKS_DIR, layer.diff_id))
+
+    def _stream_layers(self, proxy: skopeo.ImageProxy, handle: int, layers: list[Layer], image: str,
+                       progress: Callable[[PullEvent], None], locks: Mapping[str, Flock]) -> None:
+        """Stream `layers` from skopeo into the layer store, PARALLEL_LAYERS at a time, each
+        unpacked as it arrives and its lock (in `locks`, by diff_id) let go once it is in.
+        skopeo answers one call at a time, so a layer is finished in the order it was started;
+        any failure stops skopeo, which ends every pipe: the other unpacks fail too and leave
+        nothing, before the error goes up."""
         window: deque[tuple[Layer, skopeo.BlobPipe, Future[Path]]] = deque()
         try:
-            for layer in missing.values():
+            for layer in layers:
                 if len(window) == PARALLEL_LAYERS:
-                    _finish_layer(proxy, *window.popleft(), image.reference, progress)
+                    locks[_finish_layer(proxy, *window.popleft(), image, progress)].release()
                 pipe = proxy.blob(handle, layer.digest, layer.size)
                 window.append((layer, pipe, _unpacking(pipe.file, layer, self.layers)))
             while window:
-                _finish_layer(proxy, *window.popleft(), image.reference, progress)
+                locks[_finish_layer(proxy, *window.popleft(), image, progress)].release()
         except BaseException:
             proxy.close()
             for _, _, unpacking in window:  # their pipes ended with skopeo: each fails and cleans up
@@ -280,7 +331,8 @@ class ImageStore:
     def _make_dirs(self) -> None:
         """The store is private (0700) whatever the state dir's mode: its layers hold setuid
         programs and device nodes of whatever image was pulled."""
-        for directory in (self.root, self.layout / "blobs" / "sha256", self.layers, self.root / TMP_DIR):
+        for directory in (self.root, self.layout / "blobs" / "sha256", self.layers, self.root / TMP_DIR,
+                          self.root / LOCKS_DIR):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         if not (self.layout / "oci-layout").exists():
@@ -323,9 +375,12 @@ class ImageStore:
         self._edit_index(rename)
 
     def _edit_index(self, edit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:
-        index = self._index()
-        index["manifests"] = edit(list(index.get("manifests", [])))
-        write_durably(self.layout / "index.json", json.dumps(index).encode(), WRITE_TEMPORARY)
+        """Read, edit and replace index.json, one pull at a time (a removal excludes pulls)."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with flocked(self.root / INDEX_LOCK):
+            index = self._index()
+            index["manifests"] = edit(list(index.get("manifests", [])))
+            write_durably(self.layout / "index.json", json.dumps(index).encode(), WRITE_TEMPORARY)
 
     # --- removing ------------------------------------------------------------------------
 
@@ -348,10 +403,11 @@ class ImageStore:
     def collect_garbage(self, mounted_layers: set[str]) -> None:
         """Delete abandoned pulls and damaged entries, and the blobs and layers no image holds
         (`mounted_layers`: names of layer directories a mounted root uses, kept whatever the
-        index says). Callers hold the image store's lock: no pull is under way."""
+        index says). Callers hold the image store's lock exclusive: no pull is under way."""
         damaged = {(_ref_name(entry), entry.get("digest")) for entry, image in self._entries() if image is None}
         self._edit_index(lambda entries: [e for e in entries if (_ref_name(e), e.get("digest")) not in damaged])
-        for leftover in [*_children(self.root / TMP_DIR), *self.layout.glob(f"{WRITE_TEMPORARY}*")]:
+        for leftover in [*_children(self.root / TMP_DIR), *_children(self.root / LOCKS_DIR),
+                         *self.layout.glob(f"{WRITE_TEMPORARY}*")]:
             remove_tree(leftover) if leftover.is_dir() and not leftover.is_symlink() else leftover.unlink()
         kept = self.images()
         blobs = {i.stored_digest for i in kept}
@@ -397,10 +453,10 @@ def _unpacking(blob: skopeo.PipeReader, layer: Layer, store: Path) -> Future[Pat
 
 
 def _finish_layer(proxy: skopeo.ImageProxy, layer: Layer, pipe: skopeo.BlobPipe, unpacking: Future[Path],
-                  image: str, progress: Callable[[PullEvent], None]) -> None:
-    """skopeo's verdict on the blob, then the unpack's. When both failed, the cause is named:
-    the fetch's error, unless skopeo only lost its reader (the unpack stopped first: a full
-    disk, a corrupt layer)."""
+                  image: str, progress: Callable[[PullEvent], None]) -> str:
+    """skopeo's verdict on the blob, then the unpack's; the layer's diff_id, once it is in.
+    When both failed, the cause is named: the fetch's error, unless skopeo only lost its reader
+    (the unpack stopped first: a full disk, a corrupt layer)."""
     try:
         proxy.finish(pipe)
     except skopeo.SkopeoError as fetch:
@@ -411,6 +467,7 @@ def _finish_layer(proxy: skopeo.ImageProxy, layer: Layer, pipe: skopeo.BlobPipe,
     unpacking.result()
     progress(PullEvent(image, "blob", layer.digest, False))
     progress(PullEvent(image, "layer", layer.diff_id, False))
+    return layer.diff_id
 
 
 def _remove_layer(path: Path) -> None:

@@ -16,6 +16,7 @@ not stop them, and a fresh netns per sandbox means the default ports are always 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -25,7 +26,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -184,15 +185,31 @@ def registry(sandbox: Sandbox) -> Iterator[Registry]:
 
 
 PROXY = r"""
-import re, socket, sys, threading, time
+import collections, json, re, socket, sys, threading, time
 
 listen_port, upstream_host, upstream_port = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 state = {"cut_after": int(sys.argv[4]) if sys.argv[4] != "-" else None, "hold": float(sys.argv[5]),
-         "dead": False}
+         "dead": False, "delay": 0.0}
 lock = threading.Lock()
 connections = set()
+gets = collections.Counter()  # blob GETs by digest
+in_flight = collections.Counter()  # blob GETs held by the delay, by repository
+seen = {"most_repositories": 0}  # the most repositories with a blob GET held at once
 REQUEST = re.compile(rb"^([A-Z]+) (\S+) HTTP/1\.[01]\r?$", re.M)
-BLOB = re.compile(rb"^/v2/\S+/blobs/sha256:[0-9a-f]+$")
+BLOB = re.compile(rb"^/v2/(\S+)/blobs/(sha256:[0-9a-f]+)$")
+
+def delayed(path):
+    # A blob GET waits state["delay"] seconds before it goes up: a slow registry, and a window
+    # in which GETs of pulls under way at once are seen side by side.
+    repository, digest = (part.decode() for part in BLOB.match(path).groups())
+    with lock:
+        gets[digest] += 1
+        in_flight[repository] += 1
+        seen["most_repositories"] = max(seen["most_repositories"], len(+in_flight))
+        delay = state["delay"]
+    time.sleep(delay)
+    with lock:
+        in_flight[repository] -= 1
 
 def close(sock):
     try:
@@ -221,6 +238,8 @@ def relay(client, upstream, listener):
                 if (request := REQUEST.search(data)):
                     method, path = request.groups()
                     pending["blob"], pending["sent"] = method == b"GET" and bool(BLOB.match(path)), 0
+                    if pending["blob"]:
+                        delayed(path)
                 upstream.sendall(data)
         except OSError:
             pass
@@ -249,6 +268,11 @@ def commands(listener):
                 state["cut_after"], state["hold"] = int(rest[0]), float(rest[1])
             elif word == "disarm":
                 state["cut_after"] = None
+            elif word == "delay":
+                state["delay"] = float(rest[0])
+            elif word == "seen":
+                print(json.dumps({"gets": gets, **seen}), flush=True)
+                continue
         print("ok", flush=True)
 
 listener = socket.socket()
@@ -289,7 +313,11 @@ class StallingProxy:
     small blob is done before the kill lands, a big one makes the test slow), while the proxy
     cuts at a byte count, every time. Why it dies instead of cutting one response: skopeo and
     later pullers may retry or resume a blob with a Range request; a dead endpoint makes the
-    failure certain. `hold` > 0 plays a registry that hangs before dying (client timeouts)."""
+    failure certain. `hold` > 0 plays a registry that hangs before dying (client timeouts).
+
+    It also plays a slow registry (`delay`: each blob GET held that long before it goes up)
+    and says what it saw (`seen`): the blob GETs by digest, and the most repositories with a
+    GET held at once (2 or more: pulls of two images were under way side by side)."""
 
     def __init__(self, sandbox: Sandbox, upstream: str, port: int = 5001, *,
                  cut_after: int | None = None, hold: float = 0.0):
@@ -325,12 +353,24 @@ class StallingProxy:
     def disarm(self) -> None:
         self._command("disarm")
 
-    def _command(self, line: str) -> None:
+    def delay(self, seconds: float) -> None:
+        """Hold each blob GET `seconds` before it goes up."""
+        self._command(f"delay {seconds}")
+
+    def seen(self) -> dict[str, Any]:
+        """{"gets": {digest: blob GETs}, "most_repositories": the most repositories whose blob
+        GETs were held by the delay at once}."""
+        return dict(json.loads(self._command("seen")))
+
+    def _command(self, line: str) -> str:
+        """Its answer: "ok", or what `seen` says (a JSON line)."""
         assert self._process is not None and self._process.stdin is not None and self._process.stdout is not None
         self._process.stdin.write(line + "\n")
         self._process.stdin.flush()
-        if self._process.stdout.readline().strip() != "ok":
+        answer = self._process.stdout.readline().strip()
+        if answer != "ok" and not answer.startswith("{"):
             raise RuntimeError(f"proxy did not take {line!r}:\n{self.log_path.read_text()}")
+        return answer
 
     def stop(self) -> None:
         """Kill the proxy and reap it. Idempotent."""

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from tests import registry as registry_fixtures
 from tests.image_builder import BuiltImage, Layer, build, build_index, docker_archive, push
 from tests.registry import Registry, StallingProxy
 from tests.sandbox import Sandbox
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 from tests.watch_agent import Agent
 
 registry = registry_fixtures.registry
@@ -475,8 +476,9 @@ def test_the_watch_agent_pulls_in_the_background_and_repairs_meanwhile(sandbox: 
                 containers=f"  a: {host_container}\n  b: {{image: {registry.address}/big:1, networks: [net]}}\n"))
             assert eventually(lambda: container(sandbox, "b").get("state"), "running", timeout=60) == "running"
             assert agent.saw("pulled", image=f"{registry.address}/big:1")
-            # It waited for the image store, which the hung pull held until the proxy let it go.
-            assert agent.saw("waiting", image=f"{registry.address}/big:1")
+            # Beside the hung pull, not after it: pulls share the image store (it waited only
+            # for the layer the hung pull held, until the proxy let it go).
+            assert not agent.saw("waiting", image=f"{registry.address}/big:1")
         finally:
             agent.stop()
 
@@ -617,3 +619,120 @@ def test_prune_keeps_the_layers_mounted_roots_use_when_the_store_lost_their_imag
     assert sandbox.reconcile("down", path).returncode == 0
     sandbox.reconcile("image", "prune", check=True)
     assert list(layers.iterdir()) == []
+
+
+# --- pulls side by side -------------------------------------------------------------------
+
+SLOW_BLOB = scaled(1.0)
+"""Seconds the proxy holds each blob GET: a window wide enough for pulls under way at once to
+be seen side by side on a busy machine."""
+
+
+def small_images(path: Path, *names: str) -> dict[str, BuiltImage]:
+    """Images sharing the busybox layer, each with one small layer of its own, by name (and tag)."""
+    return {name: build(path, [Layer.busybox(), Layer(files={f"/srv/{name}": f"{name}\n"})],
+                        cmd=["sleep", "100000"], env={"PATH": "/bin"}, tag=name) for name in names}
+
+
+def layer_names(sandbox: Sandbox) -> list[str]:
+    return sorted(p.name for p in (sandbox.state_dir / "images" / "layers").iterdir())
+
+
+def hexes(*built: BuiltImage) -> list[str]:
+    return sorted({diff_id.split(":")[1] for image in built for diff_id in image.diff_ids})
+
+
+def pull_process(sandbox: Sandbox, reference: str) -> subprocess.Popen[str]:
+    return sandbox.spawn(sys.executable, "-m", "reconcile", "image", "pull", reference)
+
+
+def finished(process: subprocess.Popen[str], timeout: float = 120) -> int:
+    code = process.wait(scaled(timeout))
+    assert code == 0, process.stderr.read() if process.stderr else code
+    return code
+
+
+def test_two_pulls_at_once_run_side_by_side_and_fetch_their_shared_layer_once(
+        sandbox: Sandbox, registry: Registry, tmp_path: Path) -> None:
+    built = small_images(tmp_path / "layout", "first", "second")
+    for name, image in built.items():
+        push(image, registry.address, f"{name}:1", sandbox)
+    with StallingProxy.start(sandbox, registry.address) as proxy:
+        proxy.delay(SLOW_BLOB)
+        pulls = [pull_process(sandbox, f"{proxy.address}/{name}:1") for name in built]
+        for process in pulls:
+            finished(process)
+        seen = proxy.seen()
+    assert seen["most_repositories"] == 2, seen  # neither waited for the other
+    shared_layer = built["first"].layer_digests[0]
+    assert seen["gets"][shared_layer] == 1, seen  # the other pull waited for it, then found it in
+    assert sorted(row["image"] for row in images(sandbox)) == [f"{proxy.address}/{name}:1" for name in built]
+    assert layer_names(sandbox) == hexes(*built.values())  # each whole, nothing left over
+
+
+def test_a_removal_waits_for_the_pulls_under_way_and_a_pull_for_a_removal(
+        sandbox: Sandbox, registry: Registry, tmp_path: Path) -> None:
+    built = small_images(tmp_path / "layout", "kept", "doomed")
+    for name, image in built.items():
+        push(image, registry.address, f"{name}:1", sandbox)
+    sandbox.reconcile("image", "pull", f"{registry.address}/doomed:1", check=True)
+    with StallingProxy.start(sandbox, registry.address) as proxy:
+        proxy.delay(2 * SLOW_BLOB)
+        puller = pull_process(sandbox, f"{proxy.address}/kept:1")
+        eventually(lambda: bool(proxy.seen()["gets"]), True, timeout=30)  # under way: it holds the lock
+        removal = sandbox.reconcile("image", "rm", f"{registry.address}/doomed:1")
+        assert removal.returncode == 0, removal.stderr
+        assert f"waiting for the image pulls under way (pid {puller.pid}) to finish..." in removal.stderr
+        finished(puller)
+    assert [row["image"] for row in images(sandbox)] == [f"{proxy.address}/kept:1"]
+    assert layer_names(sandbox) == hexes(built["kept"])
+
+    # A removal holding the store (a process holding its lock exclusive stands in for it): a
+    # pull waits, says so, then runs.
+    holder = sandbox.spawn(sys.executable, "-c", "import fcntl, os, sys, time; "
+                           "fcntl.flock(os.open(sys.argv[1], os.O_RDWR), fcntl.LOCK_EX); time.sleep(600)",
+                           str(sandbox.state_dir / "images.lock"))
+    try:
+        eventually(lambda: sandbox.run("flock", "-n", "-s", str(sandbox.state_dir / "images.lock"), "true",
+                                       check=False).returncode, 1, timeout=10)
+        puller = pull_process(sandbox, f"{registry.address}/doomed:1")
+        assert puller.stderr is not None
+        assert "waiting for an image removal (pid " in puller.stderr.readline()
+        assert puller.poll() is None
+    finally:
+        holder.kill()
+        holder.wait()
+    finished(puller)
+    assert len(images(sandbox)) == 2
+
+
+def test_a_pull_killed_beside_another_leaves_it_to_finish_and_the_store_whole(
+        sandbox: Sandbox, registry: Registry, tmp_path: Path) -> None:
+    """The killed pull held the lock of the big layer both images have: the other fetches its
+    own layer meanwhile, waits for that one, then fetches it itself (never twice at once)."""
+    base = [Layer.busybox(), Layer.random(8 * 1024 * 1024)]
+    big = build(tmp_path / "layout", base, cmd=["sleep", "100000"], env={"PATH": "/bin"}, tag="big")
+    bigger = build(tmp_path / "layout", [*base, Layer(files={"/srv/more": "more\n"})],
+                   cmd=["sleep", "100000"], env={"PATH": "/bin"}, tag="bigger")
+    push(big, registry.address, "big:1", sandbox)
+    push(bigger, registry.address, "bigger:1", sandbox)
+    layers = sandbox.state_dir / "images" / "layers"
+    own = layers / bigger.diff_ids[2].split(":")[1]
+    with StallingProxy.start(sandbox, registry.address, cut_after=2 * 1024 * 1024, hold=600) as proxy:
+        stalled = pull_process(sandbox, f"{proxy.address}/big:1")
+        try:
+            eventually(lambda: any(p.name.startswith(".tmp-") for p in layers.glob("*")) if layers.is_dir() else False,
+                       True, timeout=60)
+            other = pull_process(sandbox, f"{registry.address}/bigger:1")
+            eventually(own.is_dir, True, timeout=60)
+            assert other.poll() is None  # waiting for the big layer the stalled pull holds
+        finally:
+            stalled.kill()
+            stalled.wait()
+        finished(other)
+    assert [row["image"] for row in images(sandbox)] == [f"{registry.address}/bigger:1"]
+    assert [name for name in layer_names(sandbox) if not name.startswith(".")] == hexes(bigger)
+    sandbox.reconcile("image", "pull", f"{registry.address}/big:1", check=True)  # clears the killed one's leftover
+    assert layer_names(sandbox) == hexes(bigger)
+    pruned = sandbox.reconcile("image", "prune", check=True)
+    assert "waiting" not in pruned.stderr and images(sandbox) == []

@@ -20,7 +20,8 @@ pass the end-to-end suite and the agent's repair by event."""
 DEFAULT_PULL_STALL_TIMEOUT = 120.0
 """Seconds an image pull may wait on the registry without a byte coming before it is given up
 (kernel.skopeo's stall watch): a registry that stops sending on an open connection would
-otherwise hold the pull, and the image store's lock every other pull waits on, for ever."""
+otherwise hold the pull for ever, and with it the image store's lock every removal waits on,
+and the layers it fetches, which every other pull of them waits on."""
 DEFAULT_SUBNET_POOL = "base=10.89.0.0/16,size=24"
 """Podman's choice for networks created without a subnet (10.88.0.0/16 is its own default
 network's): 256 networks of 253 containers each, in private space Docker does not use."""

@@ -368,9 +368,9 @@ class Agent:
 
     def _pull_in_background(self, ref: ImageReference) -> None:
         """Pull a missing image on a thread of its own, in a process of its own (pulls.py) under
-        the image store's lock only: the worker goes on repairing other keys; a host-wide pass
-        is queued once it is in (the worker owns the specs: this thread does not read which
-        stacks use it)."""
+        the image store's lock only (shared: pulls run side by side): the worker goes on
+        repairing other keys; a host-wide pass is queued once it is in (the worker owns the
+        specs: this thread does not read which stacks use it)."""
         with self._pulling_lock:
             if str(ref) in self._pulling:
                 return
@@ -383,7 +383,7 @@ class Agent:
         self.log.emit("pulling", image=str(ref))
         try:
             digest = self.pulls.pull(ref, lambda holder: self.log.emit(
-                "waiting", why="another pull or image removal holds the image store's lock", image=str(ref),
+                "waiting", why="an image removal holds the image store's lock", image=str(ref),
                 pid=holder))
             self.log.emit("pulled", image=str(ref), digest=digest, s=round(time.monotonic() - started, 2))
         except Exception as exc:  # noqa: BLE001 - a failed pull is logged and tried again later

@@ -6,7 +6,8 @@ process is kept from: its heap would keep the pages the decompressors and the ta
 in pieces, and the layers' sha256 wants OpenSSL's libcrypto, 3.35 MiB resident for good once
 loaded, which the agent otherwise has no use for (kernel.memory.leave_openssl_unloaded). The
 child resolves the agent's settings from its environment and takes the image store's lock as
-any pull does; it reports on stdout, one JSON object a line: `waiting` (who holds the lock),
+any pull does (shared: the agent's pulls, one thread and child each, run side by side); it
+reports on stdout, one JSON object a line: `waiting` (the removal holding the lock, if any),
 then `pulled` (the digest) or `failed` (the error). It is killed with the agent (a parent-death
 signal, as the skopeo it runs), in a session of its own (a Ctrl-C to the agent's terminal is
 the agent's to handle); one ended midway leaves the store as a killed pull does.
