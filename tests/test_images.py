@@ -706,6 +706,32 @@ def test_a_removal_waits_for_the_pulls_under_way_and_a_pull_for_a_removal(
     assert len(images(sandbox)) == 2
 
 
+def test_apply_pulls_a_stacks_images_side_by_side_and_reports_every_failure_at_its_field(
+        sandbox: Sandbox, registry: Registry, tmp_path: Path) -> None:
+    """Docker's `max-concurrent-downloads` (3): four images, never more than three at once."""
+    built = small_images(tmp_path / "layout", "app", "db", "cache", "web")
+    for name, image in built.items():
+        push(image, registry.address, f"{name}:1", sandbox)
+    push(app_image(tmp_path / "bad", bad_diff_id=True), registry.address, "corrupt:1", sandbox)
+    with StallingProxy.start(sandbox, registry.address) as proxy:
+        proxy.delay(SLOW_BLOB)
+        good = {name: f"{{image: {proxy.address}/{name}:1, networks: [net]}}" for name in built}
+        failing = stack(sandbox, **good, nothing=f"{{image: {proxy.address}/nothing:1, networks: [net]}}",
+                        corrupt=f"{{image: {proxy.address}/corrupt:1, networks: [net]}}")
+        result = sandbox.reconcile("apply", failing)
+        assert result.returncode == 1
+        assert "containers.nothing.image" in result.stderr and "containers.corrupt.image" in result.stderr, \
+            result.stderr
+        assert "does not match its diff_id" in result.stderr
+        assert_nothing_started(sandbox)
+        assert sorted(row["image"] for row in images(sandbox)) == sorted(f"{proxy.address}/{n}:1" for n in built)
+        seen = proxy.seen()
+        assert 2 <= seen["most_repositories"] <= 3, seen
+
+        apply(sandbox, stack(sandbox, **good))
+    assert {name: container(sandbox, name).get("state") for name in built} == dict.fromkeys(built, "running")
+
+
 def test_a_pull_killed_beside_another_leaves_it_to_finish_and_the_store_whole(
         sandbox: Sandbox, registry: Registry, tmp_path: Path) -> None:
     """The killed pull held the lock of the big layer both images have: the other fetches its

@@ -1,5 +1,6 @@
-"""The pure parts of pulls side by side: the image store's shared and exclusive lock and the
-per-layer flocks (state.lock)."""
+"""The pure parts of pulls side by side: the bounded runner `apply` fetches its images with
+(reconcile.engine.parallel), the image store's shared and exclusive lock and the per-layer
+flocks (state.lock)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,44 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from reconcile.engine.parallel import run_all
 from state.lock import IMAGES_LOCK_NAME, Flock, exclusive, shared
 
 HOLD = 0.3
-"""Seconds a waiter is given to show it waits."""
+"""Seconds a call holds its runner: long enough for the others to start beside it."""
+
+
+def test_run_all_runs_at_most_its_limit_at_once_and_keeps_every_outcome() -> None:
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def call(n: int) -> int:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(HOLD)
+        with lock:
+            running -= 1
+        if n % 2:
+            raise ValueError(f"odd {n}")
+        return n * 10
+
+    outcomes = run_all({n: (lambda n=n: call(n)) for n in range(7)}, 3)
+    assert most == 3
+    assert list(outcomes) == list(range(7))  # in the order given, whatever order they ended in
+    assert [o for o in outcomes.values() if not isinstance(o, Exception)] == [0, 20, 40, 60]
+    assert [str(o) for o in outcomes.values() if isinstance(o, Exception)] == ["odd 1", "odd 3", "odd 5"]
+
+
+def test_run_all_runs_a_single_call_on_the_calling_thread() -> None:
+    assert run_all({"only": threading.current_thread}, 3) == {"only": threading.current_thread()}
+    assert run_all({}, 3) == {}
 
 
 def test_pulls_share_the_image_store_lock_and_a_removal_waits_for_them(tmp_path: Path) -> None:

@@ -8,18 +8,26 @@ so a lost state store never recreates it), and pulls only when there is neither;
 (or `apply --pull`) resolves the tag again, and a moved tag becomes a recreate whose plan shows
 the old and new digests; `never` only uses a local copy. `diff` never pulls: an image not yet
 on this host is planned as such, a moved tag is found by asking the registry.
+
+The images a pass must pull (or, for `diff`, ask the registry about) are first gathered, each
+distinct reference once, then fetched side by side, PARALLEL_PULLS at once, before any
+container is pinned: one failing stops none of the others (Compose's first failed pull
+cancels the rest), and each one's error is its containers' own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+import threading
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 from pydantic import ValidationError
 
 from controllers.base import containers_among
 from controllers.container import dependency_levels
 from reconcile.engine.images import running_images, verify_tls
+from reconcile.engine.parallel import run_all
 from reconcile.engine.session import Target
 from reconcile.engine.settings import Settings
 from specs.errors import Issue, SpecErrors
@@ -31,6 +39,11 @@ from specs.validate import health_issues
 from state.images import Image, ImageConfig, ImageError, ImageStore, PullEvent
 
 NOT_PULLED = "not pulled yet"
+PARALLEL_PULLS = 3
+"""Images fetched at once by a pass. Compose asks Docker for every image at once (`--parallel`
+-1: no bound) and Docker's daemon downloads 3 layers at once across them all
+(`max-concurrent-downloads`); with no daemon to share a bound, reconcile bounds the images, by
+that same 3 (each fetching up to state.images.PARALLEL_LAYERS layers at once)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,23 @@ class _Pinned:
     digest: str | None
 
 
+@dataclass(frozen=True)
+class _Fetch:
+    """What a pin needs from the network: a pull, or (`diff`) the digest the registry holds."""
+
+    ref: ImageReference
+    tls: bool
+    pull: bool
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A pin that waits on a fetch; `local`: this host's copy of the reference, if any."""
+
+    fetch: _Fetch
+    local: Image | None
+
+
 def resolve(target: Target, settings: Settings, pulling: Pulling,
             only: Collection[tuple[str, str]] | None = None) -> Target:
     """`target` with every image container pinned and merged; SpecErrors (at the container's
@@ -65,9 +95,11 @@ def resolve(target: Target, settings: Settings, pulling: Pulling,
         return target
     chosen = None if only is None else _with_dependencies(target.stacks, only)
     store = ImageStore(settings.state_dir)
-    running = _RunningDigests(chosen)
-    local_pins: dict[tuple[str, str], _Pinned | None] = {}
-    pins: dict[tuple[str, str, str | None], _Pinned] = {}
+    planned = _plan(target, chosen, store, settings, pulling)
+    progress = _one_at_a_time(pulling.progress)
+    fetches = {plan.fetch: partial(_fetch, plan.fetch, store, settings, progress)
+               for _, plan in planned.values() if isinstance(plan, _Pending)}
+    fetched = run_all(fetches, PARALLEL_PULLS)
     issues: list[Issue] = []
     stacks: dict[str, Stack] = {}
     for name, stack in target.stacks.items():
@@ -77,28 +109,16 @@ def resolve(target: Target, settings: Settings, pulling: Pulling,
             continue
         containers = dict(stack.containers)
         for key in keys:
-            container = containers[key]
-            if container.image is None or name not in target.scope:
+            if (name, key) not in planned:
                 continue
-            ref = parse_reference(container.image)
-            policy = "always" if pulling.force and container.pull != "never" else container.pull
-            ref_policy = (str(ref), policy)
+            ref, plan = planned[(name, key)]
             try:
-                if ref_policy not in local_pins:
-                    local_pins[ref_policy] = _local_pin(ref, policy, store)
-                pinned = local_pins[ref_policy]
-                if pinned is None:
-                    running_digest = running((name, key))
-                    pinned = pins.get((*ref_policy, running_digest)) or _pin(ref, policy, store, settings, pulling,
-                                                                             running_digest)
-                    pins[(*ref_policy, running_digest)] = pinned
-                    if pulling.allowed and pulling.background is None:
-                        del local_pins[ref_policy]  # pulled: for `missing`, the next one's pin is the copy here now
+                pinned = _settled(plan, fetched, store)
             except ImageError as exc:
                 issues.append(Issue(name, ("containers", key, "image"), str(exc)))
                 del containers[key]  # not judged below: its image-given healthcheck is unknown
                 continue
-            merged, problem = merge(container, ref, pinned.image, pinned.digest)
+            merged, problem = merge(containers[key], ref, pinned.image, pinned.digest)
             if problem:
                 issues.append(Issue(name, ("containers", key, "command"), problem))
             containers[key] = merged
@@ -109,6 +129,81 @@ def resolve(target: Target, settings: Settings, pulling: Pulling,
     if issues:
         raise SpecErrors(locate_issues(target.files, issues))
     return Target(stacks, target.scope, target.files)
+
+
+_Plan = _Pinned | _Pending | ImageError
+
+
+def _plan(target: Target, chosen: Collection[tuple[str, str]] | None, store: ImageStore, settings: Settings,
+          pulling: Pulling) -> dict[tuple[str, str], tuple[ImageReference, _Plan]]:
+    """Each image container's pin, or the fetch it waits on, or why it cannot have one, by
+    (stack, container). A reference and policy is looked up once, and once more per digest
+    its containers run."""
+    running = _RunningDigests(chosen)
+    local_pins: dict[tuple[str, str], _Pinned | None | ImageError] = {}
+    pins: dict[tuple[str, str, str | None], _Pinned | _Pending] = {}
+    planned: dict[tuple[str, str], tuple[ImageReference, _Plan]] = {}
+    for name, key, image, pull in _image_containers(target, chosen):
+        ref = parse_reference(image)
+        policy = "always" if pulling.force and pull != "never" else pull
+        ref_policy = (str(ref), policy)
+        if ref_policy not in local_pins:
+            try:
+                local_pins[ref_policy] = _local_pin(ref, policy, store)
+            except ImageError as exc:
+                local_pins[ref_policy] = exc
+        plan: _Plan | None = local_pins[ref_policy]
+        if plan is None:
+            running_digest = running((name, key))
+            plan = pins.get((*ref_policy, running_digest)) or _pin(ref, policy, store, settings, pulling,
+                                                                   running_digest)
+            pins[(*ref_policy, running_digest)] = plan
+        planned[(name, key)] = (ref, plan)
+    return planned
+
+
+def _image_containers(target: Target,
+                      chosen: Collection[tuple[str, str]] | None) -> Iterator[tuple[str, str, str, str]]:
+    """(stack, container, image, pull policy) of the image containers a pass pins: those of the
+    stacks in scope, among `chosen` when given."""
+    for name, stack in target.stacks.items():
+        if name in target.scope:
+            for key in containers_among(stack, chosen):
+                container = stack.containers[key]
+                if container.image is not None:
+                    yield name, key, container.image, container.pull
+
+
+def _fetch(fetch: _Fetch, store: ImageStore, settings: Settings, progress: Callable[[PullEvent], None]) -> Image | str:
+    if fetch.pull:
+        return store.pull(fetch.ref, fetch.tls, settings.pull_stall_timeout, progress)
+    return store.remote_digest(fetch.ref, fetch.tls, settings.pull_stall_timeout)
+
+
+def _settled(plan: _Plan, fetched: Mapping[_Fetch, Image | str | Exception], store: ImageStore) -> _Pinned:
+    """The pin, once its fetch (if any) is done; ImageError if it cannot be had."""
+    if isinstance(plan, Exception):
+        raise plan
+    if isinstance(plan, _Pinned):
+        return plan
+    outcome = fetched[plan.fetch]
+    if isinstance(outcome, Exception):
+        raise outcome
+    if isinstance(outcome, Image):
+        return _Pinned(outcome, outcome.digest)
+    local = plan.local
+    pinned = store.by_digest(outcome) if local is None or local.digest != outcome else local
+    return _Pinned(pinned or local, outcome)
+
+
+def _one_at_a_time(progress: Callable[[PullEvent], None]) -> Callable[[PullEvent], None]:
+    """`progress` called by one pull at a time: each of its lines is written whole."""
+    lock = threading.Lock()
+
+    def said(event: PullEvent) -> None:
+        with lock:
+            progress(event)
+    return said
 
 
 def _not_pulled(container: Container) -> bool:
@@ -152,9 +247,9 @@ def _local_pin(ref: ImageReference, policy: str, store: ImageStore) -> _Pinned |
 
 
 def _pin(ref: ImageReference, policy: str, store: ImageStore, settings: Settings, pulling: Pulling,
-         running_digest: str | None) -> _Pinned:
-    """A pin `_local_pin` left open (never one of `never`): what runs, the registry or a pull
-    decide it."""
+         running_digest: str | None) -> _Pinned | _Pending:
+    """A pin `_local_pin` left open (never one of `never`): what runs decides it, or the
+    registry or a pull will."""
     local = store.find(ref)
     started = store.by_digest(running_digest) if running_digest else None
     if started is not None and split_pinned(started.reference)[0] != str(ref.unpinned):
@@ -168,15 +263,9 @@ def _pin(ref: ImageReference, policy: str, store: ImageStore, settings: Settings
         if local is None:
             pulling.background(ref)
         return _Pinned(local, local.digest if local else None)
-    tls = verify_tls(ref, settings)
-    if pulling.allowed:
-        image = store.pull(ref, tls, settings.pull_stall_timeout, pulling.progress)
-        return _Pinned(image, image.digest)
-    if ref.is_local or policy == "missing":  # nothing here yet: planned as not pulled, asking nobody
+    if not pulling.allowed and (ref.is_local or policy == "missing"):  # planned as not pulled, asking nobody
         return _Pinned(local, local.digest if local else None)
-    digest = store.remote_digest(ref, tls, settings.pull_stall_timeout)
-    pinned = store.by_digest(digest) if local is None or local.digest != digest else local
-    return _Pinned(pinned or local, digest)
+    return _Pending(_Fetch(ref, verify_tls(ref, settings), pull=pulling.allowed), local)
 
 
 def merge(container: Container, ref: ImageReference, image: Image | None,
