@@ -3,7 +3,9 @@ floor (bench/containers.py's, with the image's layers as the roots' lowers), and
 registry on loopback (Debian's docker-registry, in the throwaway host): a ~100 MB image pulled
 by `reconcile image pull` into an empty store against `skopeo copy` of the same image into an
 empty OCI layout, alone (medians of three of each, interleaved); then a second image sharing its
-base layers, of which only the new layer is fetched.
+base layers, of which only the new layer is fetched; then the cold apply of a stack of three
+containers, each its own image, from an empty store against the same with its images already
+pulled (the difference: its pulls).
 
 Run as root: `.venv/bin/python bench/images.py` (it re-executes itself in a throwaway host).
 """
@@ -18,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,11 +37,18 @@ BIG_BYTES = int(os.environ.get("BENCH_IMAGE_MB", "100")) * 1024 * 1024
 PULL_ROUNDS = 3
 """Pulls (and copies) timed: the medians are shown, the machine being busy or not."""
 REGISTRY = "127.0.0.1:5000"
+STACK_IMAGES = 3
+"""Images of the stack whose apply pulls them (app, database, cache)."""
 
 
 def stack_text(n: int, image: str) -> str:
+    return stack_of([image] * n)
+
+
+def stack_of(images: Sequence[str]) -> str:
+    """A stack of one container per image, in order."""
     containers = "".join(f"  c{i}:\n    image: {image}\n    networks: [net]\n"
-                         f"    ports: [\"{20000 + i}:80\"]\n{LIMITS}" for i in range(n))
+                         f"    ports: [\"{20000 + i}:80\"]\n{LIMITS}" for i, image in enumerate(images))
     return f"name: bench\nnetworks:\n  net:\n    subnet: 10.60.0.0/22\ncontainers:\n{containers}"
 
 
@@ -136,15 +145,38 @@ def pull_rows(work: Path) -> list[list[object]]:
             ["+1 small layer (shares the base)", pull_second, "-", "-", f"{len(fetched)} of {len(second.diff_ids)}"]]
 
 
+def stack_pull_rows(work: Path) -> list[list[object]]:
+    """A stack of STACK_IMAGES containers, each its own image (busybox and a random layer of a
+    third of BENCH_IMAGE_MB): its cold apply from an empty store (the pulls in it) against its
+    cold apply with the images pulled first (untimed), medians of PULL_ROUNDS each, interleaved."""
+    references = []
+    for i in range(STACK_IMAGES):
+        image = build(work / "stack-layout", [Layer.busybox(), Layer.random(BIG_BYTES // STACK_IMAGES, seed=10 + i)],
+                      cmd=["sleep", "100000"], env={"PATH": "/bin"}, tag=f"part{i}")
+        push(image.ref, f"part{i}:1")
+        references.append(f"{REGISTRY}/part{i}:1")
+    text = stack_of(references)
+    cold, warm = [], []
+    for _ in range(PULL_ROUNDS):
+        cold.append(time_cli_round(text).cold_apply)
+        warm.append(time_cli_round(text, before=[("image", "pull", ref) for ref in references]).cold_apply)
+    pulling, pulled = statistics.median(cold), statistics.median(warm)
+    return [[f"{STACK_IMAGES} images of {BIG_BYTES // STACK_IMAGES / 1024 / 1024:.0f} MB", pulling, pulled,
+             f"{pulling - pulled:.3f}"]]
+
+
 def main() -> None:
     reexec_in_throwaway_host()
     with loopback_registry("rc-bench-images-") as work:
         rows = container_rows(work)
         pulls = pull_rows(work)
+        stack_pulls = stack_pull_rows(work)
     print_table(["containers (one image)", "cold apply s", "no-op apply s", "no-op diff s", "down s", "floor up s",
                  "floor down s", "floor ms/start"], rows)
     print()
     print_table(["pull", "reconcile image pull s", "skopeo copy alone s", "ratio", "layers unpacked"], pulls)
+    print()
+    print_table(["stack", "cold apply s (pulls its images)", "cold apply s (images here)", "pulls s"], stack_pulls)
 
 
 if __name__ == "__main__":
