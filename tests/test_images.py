@@ -732,6 +732,30 @@ def test_apply_pulls_a_stacks_images_side_by_side_and_reports_every_failure_at_i
     assert {name: container(sandbox, name).get("state") for name in built} == dict.fromkeys(built, "running")
 
 
+def test_the_watch_agent_pulls_side_by_side_three_at_once_as_apply_does(sandbox: Sandbox, registry: Registry,
+                                                                          tmp_path: Path) -> None:
+    """Four missing images: the agent's pull processes, like an apply's pass, fetch at most three
+    at once; the fourth waits its turn and then runs."""
+    built = small_images(tmp_path / "layout", "app", "db", "cache", "web")
+    for name, image in built.items():
+        push(image, registry.address, f"{name}:1", sandbox)
+    specs = sandbox.workdir / "specs"
+    specs.mkdir()
+    with StallingProxy.start(sandbox, registry.address) as proxy:
+        proxy.delay(SLOW_BLOB)
+        (specs / "stack.yaml").write_text(STACK.format(containers="".join(
+            f"  {name}: {{image: {proxy.address}/{name}:1, networks: [net]}}\n" for name in built)))
+        agent = Agent(sandbox, specs, "--resync", "600", "--debounce", "50")
+        try:
+            for name in built:
+                assert eventually(lambda: container(sandbox, name).get("state"), "running",
+                                  timeout=scaled(60)) == "running", name
+        finally:
+            agent.stop()
+        seen = proxy.seen()
+    assert 2 <= seen["most_repositories"] <= 3, seen
+
+
 def test_a_pull_killed_beside_another_leaves_it_to_finish_and_the_store_whole(
         sandbox: Sandbox, registry: Registry, tmp_path: Path) -> None:
     """The killed pull held the lock of the big layer both images have: the other fetches its

@@ -145,6 +145,8 @@ class Agent:
         self._pids: dict[int, Key] = {}
         self._pulling: set[str] = set()  # references being pulled in the background
         self._pulling_lock = threading.Lock()
+        self._pull_slots = threading.BoundedSemaphore(pinning.PARALLEL_PULLS)
+        """Pull processes at once, as an apply's pass fetches: the others wait their turn."""
         self.pulls = ChildPulls(settings)
         self._probed: dict[str, dict[str, Container]] = {}
         """By stack, its containers with a health check as the last pass that resolved it found
@@ -379,12 +381,13 @@ class Agent:
 
     def _pull(self, ref: ImageReference) -> None:
         delay = 0.0
-        started = time.monotonic()
-        self.log.emit("pulling", image=str(ref))
         try:
-            digest = self.pulls.pull(ref, lambda holder: self.log.emit(
-                "waiting", why="an image removal holds the image store's lock", image=str(ref),
-                pid=holder))
+            with self._pull_slots:  # said as it starts, once it has one
+                started = time.monotonic()
+                self.log.emit("pulling", image=str(ref))
+                digest = self.pulls.pull(ref, lambda holder: self.log.emit(
+                    "waiting", why="an image removal holds the image store's lock", image=str(ref),
+                    pid=holder))
             self.log.emit("pulled", image=str(ref), digest=digest, s=round(time.monotonic() - started, 2))
         except Exception as exc:  # noqa: BLE001 - a failed pull is logged and tried again later
             if self.stop.is_set():
