@@ -1015,7 +1015,8 @@ class ContainerController:
             init=runtime.INIT, init_target=runtime.INIT_IN_CONTAINER, id_base=id_base, named_volumes=named,
             hooks=self._runtime.start_hooks([paths.rootfs, *bound]), cgroup_views=placement.views,
             remount_cgroup_tmpfs=placement.runtime_cgroup_tmpfs and remounts_in_place(),
-            ulimit_ceilings=rlimits.ceilings().highest, per_cpu_masked=_thermal_throttle_dirs())
+            ulimit_ceilings=rlimits.ceilings().highest, ulimit_defaults=rlimits.container_defaults(),
+            per_cpu_masked=_thermal_throttle_dirs())
         return oci_config(c, inputs)
 
     def _named_volumes(self, want: DesiredContainer, paths: Paths, id_base: int | None) -> dict[str, str]:

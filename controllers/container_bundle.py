@@ -66,6 +66,8 @@ class BundleInputs:
     applies a remount in place (kernel.oci.remounts_in_place): where it makes it (no views),
     remount it read-only."""
     ulimit_ceilings: Mapping[str, int] = field(default_factory=dict)
+    ulimit_defaults: Mapping[str, tuple[int, int]] = field(default_factory=lambda: DEFAULT_ULIMITS)
+    """Every limit a spec's ulimits leave out (kernel.rlimits.container_defaults)."""
     """The highest hard limit a start can set, by name (kernel.rlimits; left out: no ceiling): a
     default above it is lowered to it (the spec's own limits were checked against it)."""
     per_cpu_masked: tuple[str, ...] = ()
@@ -193,15 +195,17 @@ def _process(container: Container, inputs: BundleInputs, env: Mapping[str, str])
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
         "noNewPrivileges": "no-new-privileges" in container.security_opt,
         "oomScoreAdj": 0,  # as Docker's, whatever the process that starts it has (an agent may have less)
-        "rlimits": rlimits(container.ulimits, inputs.ulimit_ceilings),  # likewise; and every exec's
+        "rlimits": rlimits(container.ulimits, inputs.ulimit_ceilings, inputs.ulimit_defaults),  # and every exec's
     }
 
 
-def rlimits(asked: Mapping[str, Ulimit], ceilings: Mapping[str, int]) -> list[dict[str, Any]]:
-    """process.rlimits: the spec's limits, and the defaults (specs.ulimits.DEFAULTS) of the names
-    it leaves out, each lowered to what this host lets a start set."""
+def rlimits(asked: Mapping[str, Ulimit], ceilings: Mapping[str, int],
+            defaults: Mapping[str, tuple[int, int]]) -> list[dict[str, Any]]:
+    """process.rlimits: the spec's limits, and the defaults of the names it leaves out (all of
+    them: the runtime leaves a limit it is not given as its caller's), each default lowered to
+    what this host lets a start set."""
     limits = {name: tuple(at_most(limit, ceilings.get(name, UNLIMITED)) for limit in (soft, hard))
-              for name, (soft, hard) in DEFAULT_ULIMITS.items()}
+              for name, (soft, hard) in defaults.items()}
     limits |= {name: (ulimit.soft, ulimit.hard) for name, ulimit in asked.items()}
     return [{"type": resource_type(name), "soft": _oci_limit(soft), "hard": _oci_limit(hard)}
             for name, (soft, hard) in sorted(limits.items())]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from specs.ulimits import NAMES, UNLIMITED
+from specs.ulimits import DEFAULTS, NAMES, UNLIMITED
 
 NR_OPEN = Path("/proc/sys/fs/nr_open")
 RLIMIT_LOCKS = 10
@@ -70,6 +70,29 @@ def can_raise() -> bool:
         resource.setrlimit(number, (soft, hard))
         return True
     return True
+
+
+@cache
+def container_defaults() -> dict[str, tuple[int, int]]:
+    """(soft, hard) by Docker's name of every limit a container gets unless its spec asks:
+    specs.ulimits.DEFAULTS, and for the names it leaves out the host init's (PID 1 of our pid
+    namespace, whose limits a host's services start from), never this process's own: a
+    container and its execs get the same whoever starts them. Our own where the init's cannot
+    be read (prlimit refused: a host init of another uid)."""
+    found: dict[str, tuple[int, int]] = {}
+    for name in NAMES:
+        number = number_of(name)
+        try:
+            limits = resource.prlimit(1, number)
+        except OSError:
+            limits = resource.getrlimit(number)
+        found[name] = (_named(limits[0]), _named(limits[1]))
+    return found | DEFAULTS
+
+
+def _named(limit: int) -> int:
+    """A limit as specs.ulimits writes it (UNLIMITED for RLIM_INFINITY)."""
+    return UNLIMITED if limit == resource.RLIM_INFINITY else limit
 
 
 def _nr_open() -> int | None:

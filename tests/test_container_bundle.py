@@ -24,6 +24,7 @@ from kernel.oci import version_remounts_in_place
 from kernel.users import Ids
 from specs import capabilities
 from specs.model import Container
+from specs.ulimits import DEFAULTS, UNLIMITED
 
 DOCKER_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID",
                "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD", "CAP_AUDIT_WRITE",
@@ -37,7 +38,8 @@ VIEWS = {"/sys/fs/cgroup/pids": "/sys/fs/cgroup/pids/reconcile/s/c/ctr",
 
 
 def _config(id_base: int | None = None, views: dict[str, str] | None = None, cgroup_tmpfs: bool = False,
-            ceilings: dict[str, int] | None = None, **fields: Any) -> dict[str, Any]:
+            ceilings: dict[str, int] | None = None, defaults: dict[str, tuple[int, int]] | None = None,
+            **fields: Any) -> dict[str, Any]:
     container = Container.model_validate({"command": ["sleep", "1"], "hostname": "c",
                                           "volumes": ["/srv/data:/data:ro"], **fields})
     held = capabilities.effective(container.cap_add, container.cap_drop, container.privileged, HOST_CAPS)
@@ -45,6 +47,7 @@ def _config(id_base: int | None = None, views: dict[str, str] | None = None, cgr
                           None if container.privileged else b"\x06\x00\x00\x00\x00\x00\xff\x7f", True,
                           ("/var/lib/reconcile",), "/usr/bin/catatonit", "/dev/init", id_base,
                           cgroup_views=views or {}, remount_cgroup_tmpfs=cgroup_tmpfs, ulimit_ceilings=ceilings or {},
+                          ulimit_defaults=DEFAULTS if defaults is None else defaults,
                           per_cpu_masked=(THERMAL,))
     return oci_config(container, inputs)
 
@@ -237,6 +240,14 @@ def test_on_a_host_that_caps_hard_limits_the_defaults_are_lowered_to_the_cap_and
                                                     "RLIMIT_NPROC": (96367, 96367)}
     assert _rlimits(_config(ceilings={"nofile": 512})) == {**DEFAULT_RLIMITS, "RLIMIT_NOFILE": (512, 512)}
     assert _rlimits(_config(ceilings=ceilings, ulimits={"nofile": 1 << 20}))["RLIMIT_NOFILE"] == (1 << 20, 1 << 20)
+
+
+def test_every_limit_is_set_so_none_is_the_starters() -> None:
+    """The runtime leaves a limit it is not given as its caller's: each one the spec leaves out
+    is given its default (kernel.rlimits.container_defaults: the host init's for most)."""
+    host = {"stack": (8388608, UNLIMITED), "memlock": (65536, 65536), "nofile": (4096, 4096)}
+    found = _rlimits(_config(defaults={**host, **DEFAULTS}, ulimits={"memlock": 1 << 20}))
+    assert found == {**DEFAULT_RLIMITS, "RLIMIT_STACK": (8388608, RLIM_INFINITY), "RLIMIT_MEMLOCK": (1 << 20, 1 << 20)}
 
 
 def test_an_exec_gets_the_containers_limits() -> None:
