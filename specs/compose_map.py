@@ -17,6 +17,7 @@ from specs.compose_report import Collector, ComposeInvalid, Finding
 from specs.compose_service import DEFAULT_NETWORK, ComposeContext, ServiceMapper, uses_default_network
 from specs.errors import Loc, quoted
 from specs.fields import NAME_RULE, VOLUME_DRIVER_KEYS, describe_value, volume_driver_problem
+from specs.hosts import alias_clashes
 from specs.names import NAME_PATTERN
 from specs.origins import Origins
 
@@ -62,10 +63,55 @@ def to_native(document: Mapping[str, object], context: ComposeContext, directory
     for name, service in services.items():
         containers[name] = ServiceMapper(out, name, service, context).map()
     native["containers"] = containers
+    _drop_shared_aliases(out, containers)
     _volumes(out, native, document.get("volumes"))
     if out.errors:
         raise ComposeInvalid(out.errors, out.warnings)
     return Converted(native, Origins(out.origins), out.warnings)
+
+
+def _drop_shared_aliases(out: Collector, containers: Mapping[str, object]) -> None:
+    """docker compose lets services share an alias, or take another's name as one (its DNS
+    answers with each in turn); an /etc/hosts name resolves to one container, which a native
+    stack says with an error (specs.hosts.alias_clashes). Here the alias stays with the first
+    container it names and is dropped from the others, each drop a warning at the alias."""
+    mapped = {name: container for name, container in containers.items() if isinstance(container, dict)}
+    attachments = {name: _with_aliases(container.get("networks")) for name, container in mapped.items()}
+    members = [(name, _text(mapped[name], "hostname", name),
+                {network: attachment["aliases"] for network, attachment in by_network.items()})
+               for name, by_network in attachments.items()]
+    dropped: dict[tuple[str, str], set[int]] = {}
+    for clash in alias_clashes(members):
+        native: Loc = ("containers", clash.container, "networks", clash.network, "aliases")
+        out.warn(out.origins[native + (clash.index,)],
+                 f"alias {quoted(clash.alias)} on network {quoted(clash.network)} already names service "
+                 f"{quoted(clash.owner)}: left out here (in /etc/hosts a name resolves to one container, where "
+                 "docker compose's DNS answers with each in turn)")
+        dropped.setdefault((clash.container, clash.network), set()).add(clash.index)
+    for (name, network), indices in dropped.items():
+        attachment = attachments[name][network]
+        native = ("containers", name, "networks", network, "aliases")
+        sources = [out.origins.pop(native + (index,)) for index in range(len(attachment["aliases"]))]
+        kept = [(alias, source) for index, (alias, source) in enumerate(zip(attachment["aliases"], sources))
+                if index not in indices]
+        attachment["aliases"] = [alias for alias, _ in kept]
+        for index, (_, source) in enumerate(kept):
+            out.origins[native + (index,)] = source
+
+
+def _text(container: Mapping[str, object], key: str, default: str) -> str:
+    value = container.get(key)
+    return value if isinstance(value, str) else default
+
+
+def _with_aliases(networks: object) -> dict[str, dict[str, list[str]]]:
+    """A mapped service's attachments that list aliases as text, by network (the native
+    model's errors say what is wrong with the others)."""
+    if not isinstance(networks, dict):
+        return {}
+    return {str(network): attachment for network, attachment in networks.items()
+            if isinstance(attachment, dict) and isinstance(attachment.get("aliases"), list)
+            and all(isinstance(alias, str) for alias in attachment["aliases"])}
 
 
 def _top_level_key(out: Collector, key: str) -> None:

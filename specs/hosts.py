@@ -7,6 +7,8 @@ end the name, and a name a resolver cannot look up is a typo worth naming."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from specs.errors import quoted
@@ -81,3 +83,34 @@ def to_ip_address(value: object, or_else: str = "") -> IPv4Address | IPv6Address
         raise ValueError(f"expected an IP address, got {quoted(value)}: a zone (%{address.scope_id}) names one of "
                          "the host's interfaces, not the container's")
     return address
+
+
+@dataclass(frozen=True)
+class AliasClash:
+    """An alias of `container` on `network` (its `index` there) that already names `owner`."""
+
+    container: str
+    network: str
+    index: int
+    alias: str
+    owner: str
+
+
+def alias_clashes(members: Iterable[tuple[str, str, Mapping[str, Sequence[str]]]]) -> Iterator[AliasClash]:
+    """Of (container key, hostname, its aliases by network), the aliases that name another
+    container: its key or hostname (on any network: a container sharing a network with each
+    would find the name twice), or its alias on the same network, first come first named.
+    Names compare as resolvers compare them, without case; a container's own key or hostname,
+    and one alias on two networks (each its own container's), are no clash."""
+    listed = list(members)
+    names: dict[str, str] = {}
+    for key, hostname, _ in listed:
+        names.setdefault(key.lower(), key)
+        names.setdefault(hostname.lower(), key)
+    aliases: dict[tuple[str, str], str] = {}  # (network, alias) -> the container it names
+    for key, _, networks in listed:
+        for network, its_aliases in networks.items():
+            for index, alias in enumerate(its_aliases):
+                owner = names.get(alias.lower()) or aliases.setdefault((network, alias.lower()), key)
+                if owner != key:
+                    yield AliasClash(key, network, index, alias, owner)

@@ -16,7 +16,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from specs.errors import Issue, quoted
 from specs.fields import is_hostname
-from specs.hosts import HOST_GATEWAY
+from specs.hosts import HOST_GATEWAY, alias_clashes
 from specs.model import Attachment, Container, Dependency, Network, PortMapping, Stack
 from specs.units import format_cpu_list, parse_cpu_list
 
@@ -342,25 +342,14 @@ def _check_host_gateway(stack: Stack, key: str, container: Container) -> Iterato
 
 
 def _check_aliases(stack: Stack) -> Iterator[Issue]:
-    """An alias names one container: another container's key or hostname (on any network: a
-    container sharing a network with each would find the name twice) or its alias on the same
-    network is an error. An /etc/hosts name resolves to its first line only, where Docker's DNS
-    would answer with every container holding it, in turn. Its own key or hostname is no clash;
-    the same alias on two networks is none either (each names its own network's container).
-    Names compare as resolvers compare them, without case."""
-    names: dict[str, str] = {}  # keys and hostnames, of every network
-    for key, container in stack.containers.items():
-        names.setdefault(key, key)
-        names.setdefault(container.hostname.lower(), key)
-    aliases: dict[tuple[str, str], str] = {}  # (network, alias) -> the container it names
-    for key, container in stack.containers.items():
-        for network_key, attachment in container.networks.items():
-            for index, alias in enumerate(attachment.aliases):
-                owner = names.get(alias.lower()) or aliases.setdefault((network_key, alias.lower()), key)
-                if owner != key:
-                    yield Issue(stack.name, ("containers", key, "networks", network_key, "aliases", index),
-                                f"alias {quoted(alias)} on network {quoted(network_key)} already names container "
-                                f"{quoted(owner)}: a name resolves to one container")
+    """An alias names one container (specs.hosts.alias_clashes): an /etc/hosts name resolves to
+    its first line only, where Docker's DNS would answer with every container holding it, in
+    turn. (A Compose file's are dropped with a warning instead: specs.compose_map.)"""
+    members = [(key, c.hostname, {n: a.aliases for n, a in c.networks.items()}) for key, c in stack.containers.items()]
+    for clash in alias_clashes(members):
+        yield Issue(stack.name, ("containers", clash.container, "networks", clash.network, "aliases", clash.index),
+                    f"alias {quoted(clash.alias)} on network {quoted(clash.network)} already names container "
+                    f"{quoted(clash.owner)}: a name resolves to one container")
 
 
 def _check_static_addresses(stack: Stack) -> Iterator[Issue]:

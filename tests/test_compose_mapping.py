@@ -480,3 +480,29 @@ def test_ulimits_in_either_form_are_a_soft_and_a_hard_limit() -> None:
         """).native).containers["web"]
     assert {name: (limit.soft, limit.hard) for name, limit in web.ulimits.items()} == {
         "nofile": (20000, 20000), "nproc": (1024, 2048), "memlock": (-1, -1)}
+
+
+def test_an_alias_services_share_stays_with_the_first_and_is_dropped_from_the_others_with_a_warning() -> None:
+    """docker compose takes it (its DNS answers with each); a native stack refuses it (an
+    /etc/hosts name resolves to one container), so the Compose file still applies, as before."""
+    converted = convert("""\
+        services:
+          web:
+            image: busybox
+            networks: {default: {aliases: [shared, www]}}
+          api:
+            image: busybox
+            networks: {default: {aliases: [web, shared, api-v1]}}
+        """)
+    assert [f"{format_loc(w.loc)}: {w.message}" for w in converted.warnings] == [
+        "services.api.networks.default.aliases[0]: alias 'web' on network 'default' already names service 'web': "
+        "left out here (in /etc/hosts a name resolves to one container, where docker compose's DNS answers with "
+        "each in turn)",
+        "services.api.networks.default.aliases[1]: alias 'shared' on network 'default' already names service "
+        "'web': left out here (in /etc/hosts a name resolves to one container, where docker compose's DNS answers "
+        "with each in turn)"]
+    stack = Stack.model_validate(converted.native)
+    assert stack.containers["api"].networks["default"].aliases == ["api-v1"]
+    assert stack.containers["web"].networks["default"].aliases == ["shared", "www"]
+    assert converted.origins.translate(("containers", "api", "networks", "default", "aliases", 0)) == \
+        ("services", "api", "networks", "default", "aliases", 2)

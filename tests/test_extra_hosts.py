@@ -205,6 +205,11 @@ def test_compose_errors_name_the_compose_field(tmp_path: Path) -> None:
         f"compose.yaml:16:14: services.db.extra_hosts.'a:b': invalid host name 'a:b': {rule}"]
     values = (forms.replace(', "no such"', "").replace("10.0.0.999", "10.0.0.9")
               .replace("mirror: null", "mirror: 10.0.0.8").replace('"a:b"', "b"))
-    assert error_lines(tmp_path, {"compose.yaml": values}) == [
-        "compose.yaml:13:27: services.db.networks.default.aliases[0]: alias 'www' on network 'default' already "
-        "names container 'web': a name resolves to one container"]
+    # An alias two services share: docker compose takes it, so the file applies; the second
+    # service goes without it, and a warning says so.
+    [loaded] = load_text(tmp_path, values, "compose.yaml")
+    assert [str(warning) for warning in loaded.warnings] == [
+        "compose.yaml:13:27: services.db.networks.default.aliases[0]: alias 'www' on network 'default' "
+        "already names service 'web': left out here (in /etc/hosts a name resolves to one container, where docker "
+        "compose's DNS answers with each in turn)"]
+    assert loaded.stack.containers["db"].networks["default"].aliases == []
