@@ -74,10 +74,11 @@ def hosts_files(stack: Stack, addresses: Mapping[EndpointKey, IPv4Address],
                 rendered: RenderedLines | None = None) -> dict[str, str]:
     """The /etc/hosts of these containers (every one by default), by key: its extra_hosts
     entries, then the IPv4 lines, then the IPv6 ones (dual-stack networks only) under the same
-    names, each in the stack's order. A container on one network without extra_hosts gets its
-    network's member lines as they are, so every such member of a network shares one text (one
-    string, not one per container: 16 KB each at a thousand). `rendered`: the lines kept from
-    earlier passes (the watch agent's)."""
+    names, each in the stack's order. A container on one network gets its network's member
+    lines as they are, so the members of a network with the same extra_hosts lines (most often
+    none, or the same host-gateway entry in every service) share one text (one string, not one
+    per container: 16 KB each at a thousand). `rendered`: the lines kept from earlier passes
+    (the watch agent's)."""
     rendered = RenderedLines() if rendered is None else rendered
     chosen = list(stack.containers if keys is None else keys)
     joined = {network for key in chosen for network in stack.containers[key].networks}  # lines of these only
@@ -85,20 +86,20 @@ def hosts_files(stack: Stack, addresses: Mapping[EndpointKey, IPv4Address],
     lines6 = {key: rendered.lines(stack, key, addresses6, 6)
               for key, network in stack.networks.items() if key in joined and network.subnet6 is not None}
     order = {key: index for index, key in enumerate(stack.containers)}
-    shared: dict[str, str] = {}  # by network: the text of its single-network members
+    shared: dict[tuple[str, str], str] = {}  # by (network, extra lines): its single-network members' text
 
-    def whole(key: str) -> str:
-        return (LOCALHOST + _extra_lines(stack, stack.containers[key]) + _address_lines(stack, key, lines4, order)
-                + _address_lines(stack, key, lines6, order))
+    def whole(key: str, extra: str) -> str:
+        return LOCALHOST + extra + _address_lines(stack, key, lines4, order) + _address_lines(stack, key, lines6, order)
 
     def text(key: str) -> str:
         networks = stack.containers[key].networks
-        if len(networks) != 1 or stack.containers[key].extra_hosts:
-            return whole(key)
+        extra = _extra_lines(stack, stack.containers[key])
+        if len(networks) != 1:
+            return whole(key, extra)
         (network,) = networks
-        if network not in shared:
-            shared[network] = whole(key)
-        return shared[network]
+        if (network, extra) not in shared:
+            shared[(network, extra)] = whole(key, extra)
+        return shared[(network, extra)]
 
     return {key: text(key) for key in chosen}
 

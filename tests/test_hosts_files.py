@@ -5,7 +5,7 @@ hostnames other than the key, dual-stack networks beside IPv4-only ones, a conta
 network no one else is on, and one on none; a member's aliases on a network, named by its
 line there or by a line of their own where another network gives its line; a container's
 extra_hosts first, host-gateway its default route's gateways; the members of one network
-without extra_hosts share one text; lines kept from an earlier pass serve only while every
+with the same extra_hosts lines share one text; lines kept from an earlier pass serve only while every
 member (and its aliases) is as it was."""
 
 from __future__ import annotations
@@ -101,12 +101,17 @@ def test_aliases_and_extra_hosts(key: str, expected: str) -> None:
     assert hosts_files(ALIASED, ALIASED_V4, ALIASED_V6)[key] == LOCALHOST + expected
 
 
-def test_a_member_with_extra_hosts_has_a_text_of_its_own_the_others_still_share_one() -> None:
+def test_members_with_the_same_extra_hosts_share_one_text_others_have_theirs() -> None:
+    """The same host-gateway entry in every service of a thousand is one text, not a thousand."""
     files = hosts_files(ALIASED, ALIASED_V4, ALIASED_V6)
     assert files["cache"] is files["queue"]
     stack = _with(ALIASED, cache={"extra_hosts": ALIASED.containers["web"].extra_hosts[:1]})
     files = hosts_files(stack, ALIASED_V4, ALIASED_V6)
     assert (files["cache"], files["queue"]) == (LOCALHOST + "10.9.9.9\tmirror\n" + BACK, LOCALHOST + BACK)
+    mirror = ALIASED.containers["web"].extra_hosts[:1]
+    files = hosts_files(_with(ALIASED, cache={"extra_hosts": mirror}, queue={"extra_hosts": mirror}),
+                        ALIASED_V4, ALIASED_V6)
+    assert files["cache"] is files["queue"] and files["cache"] == LOCALHOST + "10.9.9.9\tmirror\n" + BACK
 
 
 def _with(stack: Stack, **changed: dict[str, object]) -> Stack:
