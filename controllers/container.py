@@ -283,9 +283,9 @@ def _recreate_fields(old: Mapping[str, object], new: Mapping[str, object]) -> tu
     return tuple(FieldChange(f, old.get(f), new.get(f)) for f in RECREATE_FIELDS if old.get(f) != new.get(f))
 
 
-SHOWN_IF_SET = ("privileged", "cap_add", "cap_drop", "security_opt", "read_only", "userns")
+SHOWN_IF_SET = ("privileged", "cap_add", "cap_drop", "security_opt", "read_only", "userns", "tmpfs", "ulimits")
 """Shown in the plan of a start unless at their default: confinement other than Docker's
-default is a visible choice."""
+default is a visible choice (a tmpfs may be `exec`; a limit may be raised: rtprio, memlock)."""
 _DEFAULTS: tuple[object, ...] = (None, False, [], "host")
 
 

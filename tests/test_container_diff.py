@@ -429,6 +429,18 @@ def test_tmpfs_and_shm_size_are_started_with_and_recorded_only_when_set() -> Non
           ("shm_size", None, 134217728)])]
 
 
+def test_the_plan_of_a_start_shows_its_tmpfs_and_ulimits() -> None:
+    """Each may widen what Docker's default gives (a tmpfs `exec`, a raised rtprio or memlock):
+    a visible choice, as cap_add is."""
+    limited = build_desired({"stacks": {"demo": {**DEMO, "containers": {
+        **DEMO["containers"], "web": {**WEB, "tmpfs": ["/cache:exec"], "ulimits": {"rtprio": 99}}}}}})
+    [start] = [c for c in diff_containers(limited, observation()).changes if c.key == "demo/web"]
+    shown = {f.path: f.new for f in start.fields}
+    assert shown["tmpfs"] == [{"target": "/cache", "size": None, "mode": None, "uid": None, "gid": None,
+                               "read_only": False, "exec": True}]
+    assert shown["ulimits"] == {"rtprio": {"soft": 99, "hard": 99}}
+
+
 DB_LIMITED = build_desired({"stacks": {"demo": {**DEMO, "containers": {
     **DEMO["containers"], "db": {**DB, "ulimits": {"nofile": 65536, "memlock": -1}}}}}})
 """db with Elasticsearch-like limits."""
