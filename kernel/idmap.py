@@ -20,8 +20,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from kernel.libc import LIBC, checked
+from specs.names import USERNS_AUTO_IDS
 
-RANGE_SIZE = 65536
+RANGE_SIZE = USERNS_AUTO_IDS
 POOL_START = 1 << 30  # far above the ids of any host's own users and of /etc/subuid defaults
 POOL_END = (1 << 32) - RANGE_SIZE
 SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442  # the same on every architecture

@@ -395,8 +395,11 @@ class ServiceMapper:
                 entries += [(loc + (index,), name, address) for address in addresses.split(",")]
         elif isinstance(hosts, dict):
             for name, value in hosts.items():
-                entries += [(loc + (str(name),), str(name), address)
-                            for address in (value if isinstance(value, list) else [value])]
+                if not isinstance(name, str):  # `null:` or `5:` as a key: no host name
+                    self.out.error(loc + (str(name),), f"expected a host name as the key, got {describe_value(name)}")
+                    continue
+                given = value if isinstance(value, list) else [value]
+                entries += [(loc + (name,), name, address) for address in given]
         else:
             self.out.error(loc, f"expected a list of {EXTRA_HOST_TEXT}, or a mapping, got {describe_value(hosts)}")
             return

@@ -236,3 +236,8 @@ def parse_rule_comment(comment: str) -> tuple[str, str] | None:
     the key's shape is checked by the kind's owner (controllers.firewall_rules)."""
     match = _RULE_COMMENT_RE.match(comment)
     return (match["kind"], match["key"] or "") if match else None
+
+
+USERNS_AUTO_IDS = 65536
+"""DO NOT CHANGE: how many uids and gids a `userns: auto` container's user namespace maps (0
+to 65535 inside), as Podman's --userns=auto; its layer's mark (kernel.idmap) is made for it."""

@@ -27,7 +27,7 @@ def check_search_domains(domains: list[str]) -> list[str]:
 
 def check_resolver_option(option: str) -> str:
     """One word of resolv.conf's `options` line (`ndots:2`, `edns0`): a blank or a `#` would
-    make it two options, or a comment."""
-    if not option or any(c.isspace() or c == "#" for c in option):
+    make it two options, or a comment; a control character (a NUL) no option."""
+    if not option or not option.isprintable() or any(c.isspace() or c == "#" for c in option):
         raise ValueError(f"invalid resolver option {quoted(option)}: one word, like ndots:2 or edns0")
     return option

@@ -108,6 +108,6 @@ def _option_value(key: str, text: str, written: str) -> int:
         return size
     if key == "mode":
         return to_mode(text)
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise ValueError(f"invalid {key} {quoted(text)} in {quoted(written)}: use a number")
     return to_id(int(text))

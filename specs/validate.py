@@ -18,6 +18,7 @@ from specs.errors import Issue, quoted
 from specs.fields import is_hostname
 from specs.hosts import HOST_GATEWAY, alias_clashes
 from specs.model import Attachment, Container, Dependency, Network, PortMapping, Stack
+from specs.names import USERNS_AUTO_IDS
 from specs.units import format_cpu_list, parse_cpu_list
 
 IPAddress = IPv4Address | IPv6Address
@@ -202,6 +203,7 @@ def _check_container(stack: Stack, key: str, container: Container) -> Iterator[I
     yield from _check_published(stack, key, container)
     yield from _check_host_gateway(stack, key, container)
     yield from _check_volumes(stack, key, container)
+    yield from _check_tmpfs_owners(stack, key, container)
     yield from _check_dependencies(stack, key, container)
     if container.image is not None and container.rootfs is not None:
         yield Issue(stack.name, loc + ("rootfs",), "image and rootfs are exclusive: the image's layers "
@@ -339,6 +341,20 @@ def _check_host_gateway(stack: Stack, key: str, container: Container) -> Iterato
             yield Issue(stack.name, ("containers", key, "extra_hosts", index, "ip"),
                         f"{HOST_GATEWAY} is the gateway of the container's default route, and it has none "
                         "(default_route is null, or all its networks are internal): give the host's address")
+
+
+def _check_tmpfs_owners(stack: Stack, key: str, container: Container) -> Iterator[Issue]:
+    """In a `userns: auto` container only its own ids exist: a tmpfs owned by another would
+    fail the start (the kernel maps no such id), after a recreate stopped the old process."""
+    if container.userns != "auto":
+        return
+    for index, tmpfs in enumerate(container.tmpfs):
+        for field in ("uid", "gid"):
+            owner = getattr(tmpfs, field)
+            if owner is not None and owner >= USERNS_AUTO_IDS:
+                yield Issue(stack.name, ("containers", key, "tmpfs", index, field),
+                            f"{field} {owner} is outside the container's ids: userns: auto maps 0 to "
+                            f"{USERNS_AUTO_IDS - 1}")
 
 
 def _check_aliases(stack: Stack) -> Iterator[Issue]:

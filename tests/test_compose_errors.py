@@ -51,6 +51,14 @@ BAD: list[tuple[str, str, list[str]]] = [
      ["compose.yaml:4:5: services.web.network_mode: network_mode 'host' is not supported: a container has a "
       "network namespace of its own; attach the service to networks: (or network_mode: none)",
       "compose.yaml:5:5: services.web.secrets: is not supported by reconcile: mount the files with a bind volume"]),
+    ("extra-hosts-keys-that-are-no-names", """\
+        services:
+          web:
+            image: busybox
+            extra_hosts: {null: 10.0.0.1, 5: 10.0.0.2}
+        """,
+     ["compose.yaml:4:18: services.web.extra_hosts.5: expected a host name as the key, got an integer (5)",
+      "compose.yaml:4:25: services.web.extra_hosts.None: expected a host name as the key, got null"]),
     ("network-mode", """\
         services:
           web:

@@ -541,6 +541,33 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
             volumes: ["/srv/a:/data", "/srv/b:/data/"]
         """,
      'stack.yaml:5:31: containers.web.volumes[1]: target /data is already mounted by volumes[0]'),
+    ("tmpfs-owner-outside-userns-auto", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            userns: auto
+            tmpfs: [{target: /cache, uid: 70000}]
+        """,
+     "stack.yaml:6:35: containers.web.tmpfs[0].uid: uid 70000 is outside the container's ids: userns: auto maps 0 "
+     "to 65535"),
+    ("tmpfs-uid-not-ascii-digits", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            tmpfs: ["/x:uid=²"]
+        """,
+     "stack.yaml:5:13: containers.web.tmpfs[0]: invalid uid '²' in '/x:uid=²': use a number"),
+    ("dns-option-with-a-control-character", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            dns_opt: ["ndots:2\\u0001"]
+        """,
+     "stack.yaml:5:15: containers.web.dns_opt[0]: invalid resolver option 'ndots:2\\x01': one word, like ndots:2 or "
+     "edns0"),
     ("tmpfs-suid", """\
         name: demo
         containers:
