@@ -310,11 +310,11 @@ def to_ipv6_address(value: object) -> IPv6Address:
     if isinstance(value, IPv6Address):
         return value
     address = _address(IPv6Address, _ipv6_text(value, ADDRESS6), ADDRESS6)
-    _unzoned(address, ADDRESS6, value)
+    unzoned(address, ADDRESS6, value)
     return address
 
 
-def _unzoned(address: IPv6Address, what: str, value: object) -> None:
+def unzoned(address: IPv6Address, what: str, value: object) -> None:
     if address.scope_id is not None:
         raise ValueError(f"expected {what}, got {quoted(str(value))}: a zone (%{address.scope_id}) has no "
                          "meaning here")
@@ -356,7 +356,7 @@ def to_ipv6_network(value: object) -> IPv6Network:
         return value
     network = _strict_network(_ipv6_text(value, SUBNET6), SUBNET6, MAX_PREFIX_LENGTH6)
     assert isinstance(network, IPv6Network)
-    _unzoned(network.network_address, SUBNET6, value)
+    unzoned(network.network_address, SUBNET6, value)
     if not any(network.subnet_of(space) for space in UNICAST6):
         raise ValueError(f"subnet {network} is not unique local (fc00::/7) or global unicast "
                          "(2000::/3): use a ULA prefix such as fd00:88:1::/64, or one of your global prefix")
@@ -419,7 +419,7 @@ def reject_duplicates(items: list[str], what: str = "a name") -> list[str]:
     return items
 
 
-def _reject_scalar(value: object, forms: str) -> object:
+def reject_scalar(value: object, forms: str) -> object:
     """Leave mappings (and model instances) to the model; a bare number or null in a list of
     ports or volumes is a typo worth naming the accepted forms for."""
     if value is None or isinstance(value, (bool, int, float)):
@@ -430,7 +430,7 @@ def _reject_scalar(value: object, forms: str) -> object:
 def to_port_mapping(value: object) -> object:
     """"[IP:]HOST:CONTAINER[/proto]" as the mapping form; the model checks the ranges."""
     if not isinstance(value, str):
-        return _reject_scalar(value, f"{PORT_FORMS} or a mapping")
+        return reject_scalar(value, f"{PORT_FORMS} or a mapping")
     match = _PORT_RE.fullmatch(value.strip())
     if match is None and _PORT_RANGE_RE.search(value):  # Docker's "8000-8010:8000-8010"
         raise ValueError(f"port ranges are not supported, got {quoted(value)}: publish each port on its own")
@@ -443,7 +443,7 @@ def to_port_mapping(value: object) -> object:
 def to_volume(value: object) -> object:
     """"SOURCE:TARGET[:ro|rw]" as the mapping form (paths cannot hold ':', so it splits cleanly)."""
     if not isinstance(value, str):
-        return _reject_scalar(value, f"{VOLUME_FORM} or a mapping")
+        return reject_scalar(value, f"{VOLUME_FORM} or a mapping")
     parts = value.split(":")
     if len(parts) not in (2, 3):
         raise ValueError(f"expected {VOLUME_FORM} or a mapping, got {quoted(value)}")
@@ -454,11 +454,17 @@ def to_volume(value: object) -> object:
 
 
 def to_memory_bytes(value: object) -> int:
+    return to_bounded_bytes(value, MIN_MEMORY, f"4Mi ({MIN_MEMORY} bytes)")
+
+
+def to_bounded_bytes(value: object, least: int, least_text: str, why_least: str = "") -> int:
+    """A size in the native units ("64Mi", "1G") or bytes, from `least` (said `least_text`,
+    then `why_least`) to MAX_MEMORY."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ValueError(f"expected a size like '64Mi' or a number of bytes, got {describe_value(value)}")
     size = value if isinstance(value, int) else parse_bytes(value)
-    if size < MIN_MEMORY:
-        raise ValueError(f"must be at least 4Mi ({MIN_MEMORY} bytes), got {_shown_size(value)}")
+    if size < least:
+        raise ValueError(f"must be at least {least_text}, got {_shown_size(value)}{why_least}")
     if size > MAX_MEMORY:
         raise ValueError(f"must be at most 1024Ti ({MAX_MEMORY} bytes), got {_shown_size(value)}")
     return size

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from specs.errors import quoted
-from specs.fields import describe_value, quote_hint
+from specs.fields import describe_value, quote_hint, reject_scalar, unzoned
 
 HOST_GATEWAY = "host-gateway"
 """Docker's word for the host as the container sees it: here the gateway of its default route."""
-HOST_NAME_RULE = ("use dot-separated labels of 1 to 63 letters, digits, '-' or '_' (no '-' at a label's "
+DNS_NAME_RULE = ("use dot-separated labels of 1 to 63 letters, digits, '-' or '_' (no '-' at a label's "
                   "start or end), 253 characters at most")
 EXTRA_HOST_TEXT = "'NAME:ADDRESS' or 'NAME=ADDRESS'"
 EXTRA_HOST_FORMS = f"{EXTRA_HOST_TEXT} or a mapping {{host, ip}}"
@@ -26,13 +26,13 @@ _LABEL_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 _MAX_NAME = 253
 
 
-def is_host_name(value: str) -> bool:
+def is_dns_name(value: str) -> bool:
     return len(value) <= _MAX_NAME and all(_LABEL_RE.fullmatch(label) for label in value.split("."))
 
 
-def check_host_name(value: str) -> str:
-    if not is_host_name(value):
-        raise ValueError(f"invalid host name {quoted(value)}: {HOST_NAME_RULE}")
+def check_dns_name(value: str) -> str:
+    if not is_dns_name(value):
+        raise ValueError(f"invalid host name {quoted(value)}: {DNS_NAME_RULE}")
     return value
 
 
@@ -55,9 +55,7 @@ def to_extra_host(value: object) -> object:
     if isinstance(value, str):
         host, address = split_entry(value)
         return {"host": host, "ip": address}
-    if value is None or isinstance(value, (bool, int, float)):
-        raise ValueError(f"expected {EXTRA_HOST_FORMS}, got {describe_value(value)}")
-    return value
+    return reject_scalar(value, EXTRA_HOST_FORMS)
 
 
 def to_host_address(value: object) -> IPv4Address | IPv6Address | str:
@@ -79,9 +77,8 @@ def to_ip_address(value: object, or_else: str = "") -> IPv4Address | IPv6Address
         address = ip_address(unbracketed(value))
     except ValueError:
         raise ValueError(f"expected an IP address (10.0.0.5, fd00::5){or_else}, got {quoted(value)}") from None
-    if isinstance(address, IPv6Address) and address.scope_id is not None:
-        raise ValueError(f"expected an IP address, got {quoted(value)}: a zone (%{address.scope_id}) names one of "
-                         "the host's interfaces, not the container's")
+    if isinstance(address, IPv6Address):
+        unzoned(address, "an IP address", value)
     return address
 
 

@@ -65,7 +65,7 @@ from specs.fields import (
     to_volume,
     to_volume_source,
 )
-from specs.hosts import HOST_GATEWAY, check_host_name, to_extra_host, to_host_address, to_ip_address
+from specs.hosts import HOST_GATEWAY, check_dns_name, to_extra_host, to_host_address, to_ip_address
 from specs.names import NAME_PATTERN, VOLUME_NAME_PATTERN, default_bridge_name
 from specs.signals import to_stop_signal
 from specs.tmpfs import check_tmpfs_target, to_id, to_mode, to_tmpfs, to_tmpfs_size
@@ -101,7 +101,7 @@ Text = Annotated[str, AfterValidator(check_no_nul)]
 EnvName = Annotated[str, AfterValidator(check_env_name)]
 Capability = Annotated[str, AfterValidator(check_capability)]
 IPAddress = Annotated[IPv4Address | IPv6Address, BeforeValidator(to_ip_address, json_schema_input_type=str)]
-HostName = Annotated[str, AfterValidator(check_host_name)]
+DnsName = Annotated[str, AfterValidator(check_dns_name)]
 
 
 def _drop_default(schema: dict[str, Any]) -> None:
@@ -195,7 +195,7 @@ class Attachment(SpecModel):
     ip6: Address6 | None = Field(
         None, description="static IPv6 address on a dual-stack network; default: allocated from subnet6 "
                           "and kept across runs")
-    aliases: Annotated[list[HostName], AfterValidator(reject_duplicates)] = Field(
+    aliases: Annotated[list[DnsName], AfterValidator(reject_duplicates)] = Field(
         default_factory=list, description="more names of the container on this network: every container "
                                           "on it resolves them to its address there (/etc/hosts)")
 
@@ -204,7 +204,7 @@ class ExtraHost(SpecModel):
     """An /etc/hosts entry of the container's own, as Docker's --add-host: "NAME:ADDRESS",
     "NAME=ADDRESS" (an IPv6 address bare or in brackets) or this mapping."""
 
-    host: HostName = Field(description="the name, e.g. host.docker.internal")
+    host: DnsName = Field(description="the name, e.g. host.docker.internal")
     ip: Annotated[IPv4Address | IPv6Address | Literal["host-gateway"],
                   BeforeValidator(to_host_address, json_schema_input_type=str)] = Field(
         description=f"an IPv4 or IPv6 address, or {HOST_GATEWAY}: the gateway of the container's default "

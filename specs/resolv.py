@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from specs.errors import quoted
 from specs.fields import SubfieldError
-from specs.hosts import HOST_NAME_RULE, is_host_name
+from specs.hosts import DNS_NAME_RULE, is_dns_name
 
 NO_SEARCH = "."
 """`dns_search: "."`: no search domain at all, not the host's (as Docker's `--dns-search=.`)."""
@@ -20,8 +20,8 @@ def check_search_domains(domains: list[str]) -> list[str]:
     for index, domain in enumerate(domains):
         if domain == NO_SEARCH and len(domains) > 1:
             raise SubfieldError((index,), f"{quoted(NO_SEARCH)} means no search domain: it goes alone")
-        if domain != NO_SEARCH and not is_host_name(domain.removesuffix(".")):
-            raise SubfieldError((index,), f"invalid search domain {quoted(domain)}: {HOST_NAME_RULE}")
+        if domain != NO_SEARCH and not is_dns_name(domain.removesuffix(".")):
+            raise SubfieldError((index,), f"invalid search domain {quoted(domain)}: {DNS_NAME_RULE}")
     return domains
 
 

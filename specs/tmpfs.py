@@ -10,8 +10,8 @@ tmpfs is never a place for setuid programs or device nodes where Docker's defaul
 from __future__ import annotations
 
 from specs.errors import quoted
-from specs.fields import MAX_ID, MAX_MEMORY, check_mount_target, describe_value
-from specs.units import docker_size, parse_bytes
+from specs.fields import MAX_ID, check_mount_target, describe_value, reject_scalar, to_bounded_bytes
+from specs.units import docker_size
 
 TMPFS_FORM = "'/PATH[:OPTIONS]' (Docker's --tmpfs)"
 RUNTIME_TREES = ("/proc", "/sys", "/dev")
@@ -39,19 +39,8 @@ def check_tmpfs_target(value: str) -> str:
 def to_tmpfs_size(value: object) -> int:
     """A tmpfs's size in the native units ("64Mi", "1G") or bytes. 0 is refused: the kernel reads
     it as no limit at all."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ValueError(f"expected a size like '64Mi' or a number of bytes, got {describe_value(value)}")
-    return _bounded_size(value if isinstance(value, int) else parse_bytes(value), value)
-
-
-def _bounded_size(size: int, written: object) -> int:
-    shown = quoted(written) if isinstance(written, str) else str(written)
-    if size < 1:
-        raise ValueError(f"must be at least 1 byte, got {shown}: the kernel reads 0 as no limit (leave the "
-                         "size out for the default)")
-    if size > MAX_MEMORY:
-        raise ValueError(f"must be at most 1024Ti ({MAX_MEMORY} bytes), got {shown}")
-    return size
+    return to_bounded_bytes(value, 1, "1 byte", ": the kernel reads 0 as no limit (leave the size out for the "
+                                                "default)")
 
 
 def to_mode(value: object) -> int:
@@ -74,9 +63,7 @@ def to_tmpfs(value: object) -> object:
     """"/PATH[:OPTIONS]" as the mapping form (options comma-separated, as Docker's --tmpfs and the
     kernel take them: size=64m, mode=1777, uid=N, gid=N, ro, rw, exec, noexec, nosuid, nodev)."""
     if not isinstance(value, str):
-        if value is None or isinstance(value, (bool, int, float)):
-            raise ValueError(f"expected {TMPFS_FORM} or a mapping, got {describe_value(value)}")
-        return value  # a mapping: the model checks it
+        return reject_scalar(value, f"{TMPFS_FORM} or a mapping")  # a mapping: the model checks it
     target, _, options = value.partition(":")
     entry: dict[str, object] = {"target": target}
     for option in options.split(",") if options else []:

@@ -71,7 +71,7 @@ def test_a_native_stack_with_both_loads_and_round_trips(tmp_path: Path) -> None:
      "host-gateway, got '10.0.0.300'"),
     ('extra_hosts: ["db:fe80::1%eth0"]',
      "stack.yaml:8:19: containers.web.extra_hosts[0].ip: expected an IP address, got 'fe80::1%eth0': a zone "
-     "(%eth0) names one of the host's interfaces, not the container's"),
+     "(%eth0) has no meaning here"),
     ("extra_hosts: [{host: db, ip: 5}]",
      "stack.yaml:8:34: containers.web.extra_hosts[0].ip: expected an IP address or host-gateway, got an "
      "integer (5): quote it (\"5\")"),

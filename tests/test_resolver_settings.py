@@ -52,7 +52,7 @@ STACK = "name: demo\ncontainers:\n  web:\n    command: sleep 1\n    {}\n"
     ("dns: [10.0.0.300]", "stack.yaml:5:11: containers.web.dns[0]: expected an IP address (10.0.0.5, fd00::5), "
                           "got '10.0.0.300'"),
     ("dns: fe80::1%eth0", "stack.yaml:5:10: containers.web.dns[0]: expected an IP address, got 'fe80::1%eth0': "
-                          "a zone (%eth0) names one of the host's interfaces, not the container's"),
+                          "a zone (%eth0) has no meaning here"),
     ("dns_search: [., corp.example]", "stack.yaml:5:18: containers.web.dns_search[0]: '.' means no search domain: "
                                       "it goes alone"),
     ("dns_search: [-corp]", "stack.yaml:5:18: containers.web.dns_search[0]: invalid search domain '-corp': use "
