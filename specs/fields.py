@@ -271,7 +271,7 @@ def reject_volume_drivers(value: object) -> object:
 def check_mount_target(value: str) -> str:
     target = check_absolute_path(value)
     if target == "/":
-        raise ValueError("a volume cannot be mounted over the container's root '/'")
+        raise ValueError("nothing can be mounted over the container's root '/'")
     return target
 
 

@@ -532,7 +532,7 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
             command: /bin/true
             volumes: [{source: /srv/data, target: /}]
         """,
-     "stack.yaml:5:43: containers.web.volumes[0].target: a volume cannot be mounted over the container's root '/'"),
+     "stack.yaml:5:43: containers.web.volumes[0].target: nothing can be mounted over the container's root '/'"),
     ("volume-target-twice", """\
         name: demo
         containers:
