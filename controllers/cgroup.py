@@ -70,7 +70,8 @@ class Placement:
 
 
 def limits_of(resources: Resources) -> Limits:
-    return Limits(memory=resources.memory, cpus=resources.cpus, pids=resources.pids, cpuset=resources.cpuset)
+    return Limits(memory=resources.memory, cpus=resources.cpus, pids=resources.pids, cpuset=resources.cpuset,
+                  cpu_shares=resources.cpu_shares)
 
 
 def _field_changes(old: Limits | None, new: Limits) -> tuple[FieldChange, ...]:

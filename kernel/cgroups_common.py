@@ -21,7 +21,7 @@ from kernel.pseudofiles import read_bytes
 from kernel.retrying import retry_transient
 from specs import names
 from specs.names import NAME_PATTERN
-from specs.units import parse_cpu_list
+from specs.units import DEFAULT_CPU_SHARES, parse_cpu_list
 
 CPU_PERIOD_US = 100_000
 """The CFS period we write: 100 ms, the kernel's default, so a quota reads as cpus * 100000."""
@@ -36,7 +36,7 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 ONLINE_CPUS = Path("/sys/devices/system/cpu/online")
 """Every CPU the kernel runs on: the host's CPUs where no cpuset hierarchy says otherwise."""
 
-FIELD_CONTROLLERS = {"memory": "memory", "cpus": "cpu", "pids": "pids", "cpuset": "cpuset"}
+FIELD_CONTROLLERS = {"memory": "memory", "cpus": "cpu", "pids": "pids", "cpuset": "cpuset", "cpu_shares": "cpu"}
 """The controller that enforces each field of Limits."""
 
 
@@ -52,6 +52,7 @@ class Limits:
     cpus: float | None = None  # CPU quota in cores
     pids: int | None = None
     cpuset: str | None = None  # kernel CPU list ("0-1"); None = all CPUs of the parent
+    cpu_shares: int | None = None  # relative CPU weight in Docker's shares; None = the default (1024)
 
     def controllers(self) -> list[str]:
         """The controllers these limits need in order to be enforced."""
@@ -318,7 +319,12 @@ class CgroupDriver(ABC):
             memory=None if limits.memory is None else limits.memory // PAGE_SIZE * PAGE_SIZE,
             cpus=None if limits.cpus is None else cpus_of(quota_of(limits.cpus), CPU_PERIOD_US),
             pids=limits.pids,
-            cpuset=self._cpuset_shown(relpath, limits.cpuset))
+            cpuset=self._cpuset_shown(relpath, limits.cpuset),
+            cpu_shares=self._shares_shown(limits.cpu_shares))
+
+    def _shares_shown(self, shares: int | None) -> int | None:
+        """The CPU shares as read() reports them once written: v1 keeps them as they are."""
+        return shown_shares(shares)
 
     def procs(self, relpath: str) -> list[int]:
         """The processes in the cgroup and in those below it, in any hierarchy: one a crash
@@ -475,6 +481,11 @@ class CgroupDriver(ABC):
 def shown_cpuset(cpuset: str | None, parent_cpus: str | None) -> str | None:
     """A cpuset as the spec says it: none when it is all the CPUs the parent may run on."""
     return None if cpuset == parent_cpus else cpuset
+
+
+def shown_shares(shares: int | None) -> int | None:
+    """CPU shares as the spec says them: none when they are the default."""
+    return None if shares == DEFAULT_CPU_SHARES else shares
 
 
 def below_usage(relpath: str, memory: int | None, used: int | None, why: str) -> CgroupError:

@@ -36,9 +36,11 @@ from kernel.cgroups_common import (
     read_max,
     read_text,
     shown_cpuset,
+    shown_shares,
     write_text,
 )
 from specs import names
+from specs.units import DEFAULT_CPU_SHARES
 
 CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids")
 """The hierarchies a container's cgroup is made in (cpuacct only for its CPU time counter)."""
@@ -100,7 +102,8 @@ class V1Driver(CgroupDriver):
     def _read_present(self, relpath: str, parent_cpus: str | None) -> Limits:
         return Limits(memory=self._memory_limit(relpath), cpus=self._cpus(relpath),
                       pids=read_max(self._file("pids", relpath, "pids.max")),
-                      cpuset=shown_cpuset(read_text(self._file("cpuset", relpath, "cpuset.cpus")), parent_cpus))
+                      cpuset=shown_cpuset(read_text(self._file("cpuset", relpath, "cpuset.cpus")), parent_cpus),
+                      cpu_shares=shown_shares(read_int(self._file("cpu", relpath, "cpu.shares"))))
 
     def usage(self, relpath: str) -> Usage | None:
         if not any(os.path.isdir(at_text(root, relpath)) for root in self.roots()):
@@ -158,7 +161,7 @@ class V1Driver(CgroupDriver):
 
     def _knobs(self, relpath: str, limits: Limits) -> list[Knob]:
         """Memory first (the one the kernel refuses most: EBUSY), so a refusal leaves nothing to
-        undo; then the cpuset, the CPU quota and the pid limit."""
+        undo; then the cpuset, the CPU quota and shares and the pid limit."""
         knobs: list[Knob] = []
         if "memory" in self.hierarchies:
             knobs += self._memory_knobs(relpath, limits.memory)
@@ -168,7 +171,9 @@ class V1Driver(CgroupDriver):
         if "cpu" in self.hierarchies:
             quota = -1 if limits.cpus is None else quota_of(limits.cpus)
             knobs += [self._knob("cpu", relpath, "cpu.cfs_period_us", str(CPU_PERIOD_US), "cpus"),
-                      self._knob("cpu", relpath, "cpu.cfs_quota_us", str(quota), "cpus")]
+                      self._knob("cpu", relpath, "cpu.cfs_quota_us", str(quota), "cpus"),
+                      self._knob("cpu", relpath, "cpu.shares", str(limits.cpu_shares or DEFAULT_CPU_SHARES),
+                                 "cpu_shares")]
         if "pids" in self.hierarchies:
             pids = "max" if limits.pids is None else str(limits.pids)
             knobs.append(self._knob("pids", relpath, "pids.max", pids, "pids"))

@@ -14,7 +14,10 @@ written as the parent's CPUs, which read back as no restriction.
 from __future__ import annotations
 
 import errno
+import math
 import os
+from bisect import bisect_left
+from functools import lru_cache
 from pathlib import Path
 
 from kernel.cgroups_common import (
@@ -36,11 +39,16 @@ from kernel.cgroups_common import (
     read_max,
     read_text,
     shown_cpuset,
+    shown_shares,
     write_text,
 )
+from specs.units import DEFAULT_CPU_SHARES, MAX_CPU_SHARES, MIN_CPU_SHARES
 
 CONTROLLERS = ("memory", "cpu", "pids", "cpuset")
 """The controllers enabled for our cgroups (where the host offers them)."""
+
+MAX_WEIGHT = 10000
+"""cpu.weight runs from 1 to 10000 (100 by default, what the default shares convert to)."""
 
 
 class V2Driver(CgroupDriver):
@@ -71,7 +79,8 @@ class V2Driver(CgroupDriver):
         path = at_text(self.root, relpath)  # not a Path: a thousand of them intern every name
         return Limits(memory=read_max(f"{path}/memory.max"), cpus=_cpus(read_text(f"{path}/cpu.max")),
                       pids=read_max(f"{path}/pids.max"),
-                      cpuset=shown_cpuset(read_text(f"{path}/cpuset.cpus") or None, parent_cpus))
+                      cpuset=shown_cpuset(read_text(f"{path}/cpuset.cpus") or None, parent_cpus),
+                      cpu_shares=_shares(read_int(f"{path}/cpu.weight")))
 
     def usage(self, relpath: str) -> Usage | None:
         path = at_text(self.root, relpath)
@@ -111,6 +120,10 @@ class V2Driver(CgroupDriver):
         if used is not None and used > memory:
             raise below_usage(relpath, memory, used, "the kernel could not reclaim it (v2 would OOM-kill instead)")
 
+    def _shares_shown(self, shares: int | None) -> int | None:
+        """The kernel keeps a weight: shares that convert to the same one read back alike."""
+        return None if shares is None else _shares(weight_of(shares))
+
     def _effective_cpus(self) -> tuple[Path, str] | None:
         return self.root, "cpuset.cpus.effective"  # absent (None when read) without cpuset
 
@@ -125,6 +138,7 @@ class V2Driver(CgroupDriver):
             Knob(path / "memory.swap.max", "max" if limits.memory is None else "0", "memory"),
             Knob(path / "cpuset.cpus", limits.cpuset or self._no_cpuset(relpath), "cpuset"),
             Knob(path / "cpu.max", f"{quota} {CPU_PERIOD_US}", "cpus"),
+            Knob(path / "cpu.weight", str(weight_of(limits.cpu_shares or DEFAULT_CPU_SHARES)), "cpu_shares"),
             Knob(path / "pids.max", "max" if limits.pids is None else str(limits.pids), "pids"),
         ]
         return [knob for knob in candidates if knob.path.exists()]
@@ -144,6 +158,32 @@ def _cpus(cpu_max: str | None) -> float | None:
         return None
     quota, period = cpu_max.split()
     return None if quota == "max" else cpus_of(int(quota), int(period))
+
+
+def weight_of(shares: int) -> int:
+    """cpu.weight for CPU shares, as runc (>= 1.3) and crun (>= 1.23) convert them: a quadratic in
+    log2(shares) through (2, 1), (1024, 100) and (262144, 10000), so the default shares give the
+    default weight (the linear formula they used before gave 1024 a weight of 39)."""
+    if shares <= MIN_CPU_SHARES:
+        return 1
+    if shares >= MAX_CPU_SHARES:
+        return MAX_WEIGHT
+    bits = math.log2(shares)
+    return math.ceil(10 ** ((bits * bits + 125 * bits) / 612 - 7 / 34))
+
+
+@lru_cache(maxsize=MAX_WEIGHT)
+def shares_of(weight: int) -> int:
+    """The shares a cpu.weight (1 to 10000) reads back as: of the shares that convert to it (every
+    weight has some), the one divisible by the highest power of two, so the usual 512 or 2048 read back as
+    written rather than as the least of their dozen neighbours of the same weight."""
+    shares = range(MIN_CPU_SHARES, MAX_CPU_SHARES + 1)
+    first, after = (bisect_left(shares, value, key=weight_of) for value in (weight, weight + 1))
+    return max(shares[first:after], key=lambda value: value & -value)
+
+
+def _shares(weight: int | None) -> int | None:
+    return None if weight is None else shown_shares(shares_of(weight))
 
 
 def _delegate(cgroup: Path) -> None:

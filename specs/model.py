@@ -72,6 +72,7 @@ from specs.tmpfs import check_tmpfs_target, to_id, to_mode, to_tmpfs, to_tmpfs_s
 from specs.ulimits import NAMES as ULIMIT_NAMES
 from specs.ulimits import check_name as check_ulimit_name
 from specs.ulimits import check_order, to_limit, to_ulimit
+from specs.units import DEFAULT_CPU_SHARES, MAX_CPU_SHARES, MIN_CPU_SHARES
 
 MAX_CPUS = 1024
 MAX_PIDS = 4194304
@@ -230,6 +231,11 @@ class Resources(SpecModel):
     pids: int | None = Field(None, ge=1, le=MAX_PIDS, description="most processes and threads at once")
     cpuset: Annotated[str, BeforeValidator(to_cpuset, json_schema_input_type=str)] | None = Field(
         None, description="CPUs the container may run on, e.g. \"0-3,5\" (normalised as the kernel prints it)")
+    cpu_shares: int | None = Field(
+        None, ge=MIN_CPU_SHARES, le=MAX_CPU_SHARES,
+        description=f"relative CPU weight against the other cgroups when the CPUs are busy, as Docker's "
+                    f"--cpu-shares: {MIN_CPU_SHARES} to {MAX_CPU_SHARES}, {DEFAULT_CPU_SHARES} when left out "
+                    f"(cgroup v2: cpu.weight, converted as runc and crun do)")
 
 
 UlimitName = Annotated[str, AfterValidator(check_ulimit_name), WithJsonSchema({"enum": list(ULIMIT_NAMES)})]

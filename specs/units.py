@@ -23,6 +23,10 @@ is deliberately not accepted: it is ambiguous, and an error is cheaper than a wr
 MAX_CPU_INDEX = 8191
 """The largest CPU number a kernel can have (NR_CPUS is at most 8192)."""
 
+MIN_CPU_SHARES, DEFAULT_CPU_SHARES, MAX_CPU_SHARES = 2, 1024, 262144
+"""CPU shares (a relative weight, Docker's --cpu-shares): the kernel's range on v1 (MIN_SHARES,
+MAX_SHARES of kernel/sched) and its default, a cgroup's cpu.shares when nobody wrote it."""
+
 # Bounded digit counts keep a hostile "999...9" far from Python's int conversion limits.
 _SIZE_RE = re.compile(r"(?P<number>[0-9]{1,20}(?:\.[0-9]{1,20})?) ?(?P<unit>[A-Za-z]*)")
 _CPU_RANGE_RE = re.compile(r"(?P<first>[0-9]{1,5})(?:-(?P<last>[0-9]{1,5}))?")

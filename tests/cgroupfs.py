@@ -19,6 +19,7 @@ _LIMIT_FILES = {
     "cpus": ("cpu.max",) if V2 else ("cpu.cfs_quota_us", "cpu.cfs_period_us"),
     "pids": ("pids.max",),
     "cpuset": ("cpuset.cpus",),
+    "cpu_shares": ("cpu.weight",) if V2 else ("cpu.shares",),
 }
 """Field of Limits -> the files that hold it, as the driver writes them."""
 

@@ -66,6 +66,18 @@ def test_a_focused_pass_makes_the_whole_diffs_changes_about_its_focus() -> None:
         assert diff_cgroups(replace(want, focus=focus), only, driver).changes == about
 
 
+def test_cpu_shares_changed_dropped_and_the_default_in_sync() -> None:
+    driver = HostWithout("memory", "cpu", "cpuacct", "pids", "cpuset")
+    observed = CgroupObservation("rc", {"a/web": Limits(cpu_shares=2048), "b/web": Limits(cpu_shares=512),
+                                        "c/web": Limits()})
+    diff = diff_cgroups(_desired(_stack("a", cpu_shares=512), _stack("b"), _stack("c", cpu_shares=1024)),
+                        observed, driver)
+    assert [(c.action, c.key, [(f.path, f.old, f.new) for f in c.fields]) for c in diff.changes] == [
+        (Action.UPDATE, "a/web", [("resources.cpu_shares", 2048, 512)]),
+        (Action.UPDATE, "b/web", [("resources.cpu_shares", 512, None)]),  # dropped: back to the default
+    ]
+
+
 def test_a_limit_the_host_cannot_enforce_is_a_spec_issue() -> None:
     diff = diff_cgroups(_desired(_stack("a", memory="64Mi", cpuset="0")), CgroupObservation("rc", {}),
                         HostWithout("memory", "cpu", "pids"))

@@ -106,7 +106,8 @@ def test_limits_round_trip_in_place_and_drift(sandbox: Sandbox, canary: Path) ->
     assert [limit_text(web, field) for field in ("memory", "cpus")] == ["134217728", "25000 100000"]
     status = sandbox.containers()["web"]
     assert status["pid"] == pid
-    assert status["resources"]["limits"] == {"memory": 134217728, "cpus": 0.25, "pids": 20, "cpuset": None}
+    assert status["resources"]["limits"] == {"memory": 134217728, "cpus": 0.25, "pids": 20, "cpuset": None,
+                                             "cpu_shares": None}
     assert status["resources"]["usage"]["pids"] == 2  # the init and sleep
 
     # Drift: a value written by hand is shown and put back.
@@ -122,6 +123,53 @@ def test_limits_round_trip_in_place_and_drift(sandbox: Sandbox, canary: Path) ->
     _apply(sandbox, stack)
     assert not any(directory(web, controller).exists() for controller in FIELD_CONTROLLERS.values())
     assert canary.read_text() == "50331648\n"
+
+
+SHARES_STACK = """\
+name: lim
+containers:
+  web:
+    command: ["sleep", "100000"]
+    resources: {{pids: 20{shares}}}
+"""
+
+
+def test_cpu_shares_applied_changed_dropped_and_repaired_in_place(sandbox: Sandbox) -> None:
+    """cpu.shares on v1, on v2 cpu.weight converted from the shares (512 -> 59, 2048 -> 174, the
+    default 1024 -> 100), read back as the shares written."""
+    stack = sandbox.write("stack.yaml", SHARES_STACK.format(shares=", cpu_shares: 512"))
+    _apply(sandbox, stack)
+    web = _relpath(sandbox, "web")
+    v2 = not isinstance(DRIVER, V1Driver)
+    assert limit_text(web, "cpu_shares") == ("59" if v2 else "512")
+    assert sandbox.reconcile("diff", str(stack)).returncode == 0
+    pid = sandbox.containers()["web"]["pid"]
+
+    stack.write_text(SHARES_STACK.format(shares=", cpu_shares: 2048"))
+    plan = sandbox.reconcile("diff", str(stack))
+    assert plan.returncode == 2
+    assert "~ cgroup lim/web (in place: limits are changed in place)" in plan.stdout
+    assert "resources.cpu_shares: 512 → 2048" in plan.stdout
+    _apply(sandbox, stack)
+    assert limit_text(web, "cpu_shares") == ("174" if v2 else "2048")
+    status = sandbox.containers()["web"]
+    assert status["pid"] == pid
+    assert status["resources"]["limits"]["cpu_shares"] == 2048
+
+    # Drift: a weight written by hand is shown (as the shares it reads back as) and put back.
+    limit_file(web, "cpu_shares").write_text("35" if v2 else "256")
+    drift = sandbox.reconcile("diff", str(stack))
+    assert drift.returncode == 2 and "resources.cpu_shares: 256 → 2048" in drift.stdout
+    _apply(sandbox, stack)
+    assert limit_text(web, "cpu_shares") == ("174" if v2 else "2048")
+
+    # Dropped from the spec: the kernel's default again, in place.
+    stack.write_text(SHARES_STACK.format(shares=""))
+    assert "resources.cpu_shares: 2048 → " in sandbox.reconcile("diff", str(stack)).stdout
+    _apply(sandbox, stack)
+    assert limit_text(web, "cpu_shares") == ("100" if v2 else "1024")
+    assert sandbox.containers()["web"]["pid"] == pid
+    assert sandbox.reconcile("diff", str(stack)).returncode == 0
 
 
 def test_memory_limit_oom_kills_and_status_says_so(sandbox: Sandbox) -> None:

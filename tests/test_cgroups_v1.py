@@ -32,7 +32,7 @@ from tests.waiting import scaled
 
 CGROUP_DIR = Path("/sys/fs/cgroup")
 MiB = 1 << 20
-EVERYTHING = Limits(memory=64 * MiB, cpus=0.5, pids=100, cpuset="0")
+EVERYTHING = Limits(memory=64 * MiB, cpus=0.5, pids=100, cpuset="0", cpu_shares=512)
 SWAP = ("memory.swap.max", "0") if V2 else ("memory.memsw.limit_in_bytes", str(64 * MiB))
 """Swap alongside EVERYTHING's memory limit: none on v2; memory+swap capped at the limit on v1."""
 REFUSED = (r"the kernel could not reclaim it \(v2 would OOM-kill instead\)" if V2
@@ -148,8 +148,9 @@ def test_create_write_read_round_trip(driver: CgroupDriver, parent: str) -> None
 
     driver.write(relpath, EVERYTHING)
     assert driver.read(relpath) == EVERYTHING == driver.normalise(relpath, EVERYTHING)
-    written = {field: limit_text(relpath, field) for field in ("memory", "cpus", "pids", "cpuset")}
-    assert written == {"memory": "67108864", "cpus": "50000 100000", "pids": "100", "cpuset": "0"}
+    written = {field: limit_text(relpath, field) for field in ("memory", "cpus", "pids", "cpuset", "cpu_shares")}
+    assert written == {"memory": "67108864", "cpus": "50000 100000", "pids": "100", "cpuset": "0",
+                       "cpu_shares": "59" if V2 else "512"}  # v2: the weight runc and crun give 512 shares
     assert (directory(relpath, "memory") / SWAP[0]).read_text() == SWAP[1] + "\n"
     assert driver.create(relpath) == procs
     assert driver.read(relpath) == EVERYTHING
@@ -160,12 +161,13 @@ def test_change_in_place_keeps_the_process(driver: CgroupDriver, parent: str) ->
     relpath = f"{parent}/stack/web"
     with running(driver.create(relpath), ["sleep", "60"]) as proc:
         driver.write(relpath, EVERYTHING)
-        changed = Limits(memory=100_000_000, cpus=1.5, pids=50, cpuset="1")
+        changed = Limits(memory=100_000_000, cpus=1.5, pids=50, cpuset="1", cpu_shares=3000)
         driver.write(relpath, changed)
         assert driver.read(relpath) == driver.normalise(relpath, changed) == Limits(
-            memory=99_999_744, cpus=1.5, pids=50, cpuset="1")
+            memory=99_999_744, cpus=1.5, pids=50, cpuset="1", cpu_shares=3008 if V2 else 3000)
         driver.write(relpath, Limits())
         assert driver.read(relpath) == Limits()
+        assert limit_text(relpath, "cpu_shares") == ("100" if V2 else "1024")  # the default put back
         assert proc.poll() is None
         assert driver.procs(relpath) == [proc.pid]
 

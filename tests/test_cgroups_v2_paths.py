@@ -207,8 +207,8 @@ def v2(tmp_path: Path) -> V2Driver:
 
 def v2_cgroup(root: Path, relpath: str, values: dict[str, str] | None = None) -> Path:
     """A leaf as the kernel shows it, with the files of enabled controllers."""
-    defaults = {"memory.max": "max", "memory.swap.max": "max", "cpu.max": "max 100000", "pids.max": "max",
-                "cpuset.cpus": "", "cgroup.procs": ""}
+    defaults = {"memory.max": "max", "memory.swap.max": "max", "cpu.max": "max 100000", "cpu.weight": "100",
+                "pids.max": "max", "cpuset.cpus": "", "cgroup.procs": ""}
     files(root / relpath, {name: value + "\n" for name, value in {**defaults, **(values or {})}.items()})
     return root / relpath
 
@@ -220,6 +220,8 @@ def v2_cgroup(root: Path, relpath: str, values: dict[str, str] | None = None) ->
     ({"cpu.max": "50000 1000000"}, Limits(cpus=0.05)),  # a foreign period still reads in cores
     ({"cpu.max": "33333 100000"}, Limits(cpus=0.33333)),
     ({"cpuset.cpus": "0-3"}, Limits()),  # all of the parent's CPUs: no restriction
+    ({"cpu.weight": "59"}, Limits(cpu_shares=512)),  # the weight of 512 shares and of a dozen more
+    ({"cpu.weight": "58"}, Limits(cpu_shares=504)),  # 500's, divisible by the highest power of two
 ])
 def test_v2_read_normalises_to_the_spec_shape(v2: V2Driver, values: dict[str, str], expected: Limits) -> None:
     v2_cgroup(v2.root, "s", values)
@@ -243,20 +245,37 @@ def test_v2_usage_from_the_kernel_files(v2: V2Driver) -> None:
 
 
 @pytest.mark.parametrize(("limits", "expected"), [
-    (Limits(memory=67108864, cpus=0.5, pids=100, cpuset="1"),
+    (Limits(memory=67108864, cpus=0.5, pids=100, cpuset="1", cpu_shares=2048),
      {"memory.max": "67108864", "memory.swap.max": "0", "cpu.max": "50000 100000", "pids.max": "100",
-      "cpuset.cpus": "1"}),
+      "cpuset.cpus": "1", "cpu.weight": "174"}),
     # A cpuset once set is not emptied (the kernel refuses it with processes in the cgroup: ENOSPC):
-    # all the parent's CPUs, which read back as no restriction.
+    # all the parent's CPUs, which read back as no restriction. The weight goes back to its default.
     (Limits(), {"memory.max": "max", "memory.swap.max": "max", "cpu.max": "max 100000", "pids.max": "max",
-                "cpuset.cpus": "0-3"}),
+                "cpuset.cpus": "0-3", "cpu.weight": "100"}),
 ])
 def test_v2_write(v2: V2Driver, limits: Limits, expected: dict[str, str]) -> None:
     leaf = v2_cgroup(v2.root, "s", {"memory.max": "1", "memory.swap.max": "1", "cpu.max": "1000 100000",
-                                    "pids.max": "1", "cpuset.cpus": "0"})
+                                    "pids.max": "1", "cpuset.cpus": "0", "cpu.weight": "1"})
     v2.write("s", limits)
     assert {name: text(leaf / name) for name in expected} == {name: v + "\n" for name, v in expected.items()}
     assert v2.read("s") == limits
+
+
+@pytest.mark.parametrize(("shares", "weight"), [
+    (1, 1), (2, 1), (3, 2), (512, 59), (1000, 99), (1024, 100), (2048, 174), (262143, 10000), (262144, 10000)])
+def test_v2_weight_of_shares_as_runc_and_crun_convert_them(shares: int, weight: int) -> None:
+    """The quadratic of runc >= 1.3 and crun >= 1.23: the default shares are the default weight."""
+    assert cgroups_v2.weight_of(shares) == weight
+
+
+def test_v2_every_weight_reads_back_as_shares_that_convert_to_it() -> None:
+    """A weight written by hand (drift) reads as shares of that weight: never as those of another
+    weight, which would hide the drift or show one that is not there."""
+    reached = {cgroups_v2.weight_of(shares) for shares in range(2, 262145)}
+    assert reached == set(range(1, 10001))
+    assert all(cgroups_v2.weight_of(cgroups_v2.shares_of(weight)) == weight for weight in reached)
+    assert [cgroups_v2.shares_of(cgroups_v2.weight_of(1 << bits)) for bits in range(1, 19)] == \
+        [1 << bits for bits in range(1, 19)]  # the usual powers of two read back as written
 
 
 def test_v2_no_cpuset_leaves_an_empty_one_following_the_parent(v2: V2Driver) -> None:
@@ -349,7 +368,8 @@ def v1(tmp_path: Path) -> V1Driver:
 def v1_cgroup(driver: V1Driver, relpath: str, values: dict[str, str] | None = None) -> None:
     """A cgroup in every hierarchy; each file goes to the hierarchy its name starts with."""
     defaults = {"memory.limit_in_bytes": "9223372036854771712", "memory.memsw.limit_in_bytes": "9223372036854771712",
-                "cpu.cfs_quota_us": "-1", "cpu.cfs_period_us": "100000", "pids.max": "max", "cpuset.cpus": "0-3"}
+                "cpu.cfs_quota_us": "-1", "cpu.cfs_period_us": "100000", "cpu.shares": "1024", "pids.max": "max",
+                "cpuset.cpus": "0-3"}
     for name, value in {**defaults, **(values or {})}.items():
         files(driver.hierarchies[name.split(".")[0]] / relpath, {name: value + "\n"})
 
@@ -359,6 +379,7 @@ def v1_cgroup(driver: V1Driver, relpath: str, values: dict[str, str] | None = No
     ({"memory.limit_in_bytes": "67108864", "cpu.cfs_quota_us": "50000", "pids.max": "100", "cpuset.cpus": "0"},
      Limits(memory=67108864, cpus=0.5, pids=100, cpuset="0")),
     ({"memory.limit_in_bytes": "9223372036854710272"}, Limits()),  # "unlimited" with 64 KiB pages
+    ({"cpu.shares": "512"}, Limits(cpu_shares=512)),
 ])
 def test_v1_read_normalises_to_the_spec_shape(v1: V1Driver, values: dict[str, str], expected: Limits) -> None:
     v1_cgroup(v1, "s", values)
@@ -406,6 +427,15 @@ def test_v1_memory_and_swap_are_written_in_an_order_the_kernel_accepts(
     assert text(v1.hierarchies["memory"] / "s/memory.limit_in_bytes") == f"{new or -1}\n"
 
 
+def test_v1_cpu_shares_are_written_and_put_back_to_the_default(v1: V1Driver) -> None:
+    v1_cgroup(v1, "s")
+    for limits, written in ((Limits(cpu_shares=512), "512"), (Limits(), "1024")):
+        v1.write("s", limits)
+        assert text(v1.hierarchies["cpu"] / "s/cpu.shares") == written + "\n"
+        read = v1.read("s")
+        assert read is not None and read.cpu_shares == limits.cpu_shares
+
+
 def test_v1_cpuset_unset_takes_the_parents_cpus(v1: V1Driver) -> None:
     v1_cgroup(v1, "s", {"cpuset.cpus": "1"})
     v1.write("s", Limits())
@@ -421,6 +451,13 @@ def test_normalise_is_what_the_kernel_keeps(v1: V1Driver) -> None:
     assert v1.normalise("s", desired) == Limits(
         memory=100_000_000 // PAGE_SIZE * PAGE_SIZE, cpus=0.33333, pids=9, cpuset=None)
     assert v1.normalise("s", Limits(cpuset="2")) == Limits(cpuset="2")
+    assert v1.normalise("s", Limits(cpu_shares=1024)) == Limits()  # the default: nothing to show
+
+
+def test_v2_normalise_keeps_the_weight_of_the_shares(v2: V2Driver) -> None:
+    assert v2.normalise("s", Limits(cpu_shares=500)) == Limits(cpu_shares=504)  # weight 58 reads back so
+    assert v2.normalise("s", Limits(cpu_shares=1000)) == Limits(cpu_shares=1008)
+    assert v2.normalise("s", Limits(cpu_shares=1024)) == Limits()
 
 
 @pytest.mark.parametrize("relpath", ["../etc", "a//b", "a/./b", ""])

@@ -509,6 +509,39 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
             resources: {pids: 0}
         """,
      'stack.yaml:5:23: containers.web.resources.pids: must be at least 1, got 0'),
+    ("cpu-shares-zero", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            resources: {cpu_shares: 0}
+        """,
+     'stack.yaml:5:29: containers.web.resources.cpu_shares: must be at least 2, got 0'),
+    ("cpu-shares-one", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            resources: {cpu_shares: 1}
+        """,
+     'stack.yaml:5:29: containers.web.resources.cpu_shares: must be at least 2, got 1'),
+    ("cpu-shares-huge", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            resources: {cpu_shares: 262145}
+        """,
+     'stack.yaml:5:29: containers.web.resources.cpu_shares: must be at most 262144, got 262145'),
+    ("cpu-shares-string", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            resources: {cpu_shares: "512"}
+        """,
+     "stack.yaml:5:29: containers.web.resources.cpu_shares: expected an integer, got a string ('512'): "
+     "remove the quotes"),
     ("cpuset-backwards", """\
         name: demo
         containers:
