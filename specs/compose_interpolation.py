@@ -88,6 +88,7 @@ CASTS: dict[tuple[str, ...], Callable[[str], object]] = {
     ("services", ANY, "healthcheck", "disable"): _boolean,
     ("services", ANY, "healthcheck", "retries"): _integer,
     ("services", ANY, "pids_limit"): _integer,
+    ("services", ANY, "cpu_shares"): _integer,
     ("services", ANY, "scale"): _integer,
     ("services", ANY, "ulimits", ANY): _integer,
     ("services", ANY, "ulimits", ANY, "soft"): _integer,

@@ -44,7 +44,6 @@ UNSUPPORTED_SERVICE: dict[str, str] = {
     "oom_score_adj": NOT_SUPPORTED,
     "memswap_limit": NOT_SUPPORTED,
     "mem_swappiness": NOT_SUPPORTED,
-    "cpu_shares": f"{NOT_SUPPORTED}: limit with cpus",
     "cpu_quota": f"{NOT_SUPPORTED}: limit with cpus",
     "cpu_period": f"{NOT_SUPPORTED}: limit with cpus",
     "cpu_rt_runtime": NOT_SUPPORTED,

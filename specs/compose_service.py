@@ -34,6 +34,7 @@ from specs.document import UnreadableText
 from specs.errors import Loc, quoted
 from specs.fields import SubfieldError, describe_value
 from specs.hosts import EXTRA_HOST_TEXT, split_entry, unbracketed
+from specs.units import MIN_CPU_SHARES
 
 DEFAULT_NETWORK = "default"
 """Compose's network for services that list none; always there to be listed, declared or not."""
@@ -58,8 +59,8 @@ PASSED_AS_WRITTEN = {"image": "image", "entrypoint": "entrypoint", "command": "c
 native with Compose's syntax (reconcile's health checks; a number, or {soft, hard}, by name)."""
 
 CONVERTED = ("pull_policy", "environment", "env_file", "restart", "networks", "ports", "mem_limit", "cpus",
-             "pids_limit", "cpuset", "deploy", "volumes", "tmpfs", "shm_size", "depends_on", "stop_grace_period",
-             "logging", "stop_signal", "init", "profiles", "extra_hosts", "network_mode")
+             "pids_limit", "cpuset", "cpu_shares", "deploy", "volumes", "tmpfs", "shm_size", "depends_on",
+             "stop_grace_period", "logging", "stop_signal", "init", "profiles", "extra_hosts", "network_mode")
 HANDLED = (*PASSED_AS_WRITTEN, *CONVERTED)
 KNOWN = (*HANDLED, *UNSUPPORTED_SERVICE, *NO_EFFECT_SERVICE)
 
@@ -486,13 +487,14 @@ class ServiceMapper:
             self._set("shm_size", size, "shm_size")
 
     def _resources(self) -> None:
-        """mem_limit, cpus, pids_limit, cpuset and deploy.resources.limits: one native
+        """mem_limit, cpus, pids_limit, cpuset, cpu_shares and deploy.resources.limits: one native
         `resources`; a limit set twice must agree (as Compose requires)."""
         resources: dict[str, object] = {}
         native = self.dst + ("resources",)
         self.out.origins[native] = self.src
         for key, field, parse in (("mem_limit", "memory", docker_bytes), ("cpus", "cpus", _cpus),
-                                  ("pids_limit", "pids", _pids), ("cpuset", "cpuset", lambda value: value)):
+                                  ("pids_limit", "pids", _pids), ("cpuset", "cpuset", lambda value: value),
+                                  ("cpu_shares", "cpu_shares", _cpu_shares)):
             self._limit(resources, field, self.service.get(key), self.src + (key,), parse)
         limits = self._deploy_limits()
         for key, value in limits.items():
@@ -596,6 +598,15 @@ class ServiceMapper:
 def _cpus(value: object) -> float | None:
     cpus = number(value, "a number of CPUs like 0.5")
     return None if cpus == 0 else cpus  # 0: no limit, as Docker reads it
+
+
+def _cpu_shares(value: object) -> int | None:
+    """0 is Docker's "not set" (the default, 1024); 1 is below the kernel's least weight, which it
+    raises to 2 under Docker (cgroup v1), as runc and crun convert both to weight 1 (v2)."""
+    shares = integer(value, "a relative CPU weight like 512")
+    if shares == 0:
+        return None
+    return MIN_CPU_SHARES if shares == 1 else shares
 
 
 def _pids(value: object) -> int | None:

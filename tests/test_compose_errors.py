@@ -355,6 +355,7 @@ NATIVE: list[tuple[str, str, list[str]]] = [
             ports: ["8080:80", {target: 80, published: 99999}]
             pids_limit: 0
             cap_add: [NOPE]
+            cpu_shares: 300000
             environment: {BAD-NAME: x}
             networks:
               default: {ipv4_address: 10.89.1.5}
@@ -363,10 +364,11 @@ NATIVE: list[tuple[str, str, list[str]]] = [
         """,
      ["compose.yaml:5:17: services.web.pids_limit: must be at least 1, got 0",
       "compose.yaml:6:15: services.web.cap_add[0]: unknown capability 'NOPE': use a name like NET_ADMIN, or ALL",
-      "compose.yaml:7:19: services.web.environment.BAD-NAME: invalid variable name 'BAD-NAME': use letters, "
+      "compose.yaml:7:17: services.web.cpu_shares: must be at most 262144, got 300000",
+      "compose.yaml:8:19: services.web.environment.BAD-NAME: invalid variable name 'BAD-NAME': use letters, "
       "digits and '_', not starting with a digit",
-      "compose.yaml:10:42: services.web.healthcheck: unknown field 'intervall' (did you mean 'interval'?)",
-      "compose.yaml:11:18: services.web.stop_signal: expected a signal name like SIGINT or INT, or its number, "
+      "compose.yaml:11:42: services.web.healthcheck: unknown field 'intervall' (did you mean 'interval'?)",
+      "compose.yaml:12:18: services.web.stop_signal: expected a signal name like SIGINT or INT, or its number, "
       "got a list",
       "compose.yaml:4:24: services.web.ports[1]: must be at most 65535, got 99999"]),
     ("ulimits", """\

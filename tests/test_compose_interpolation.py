@@ -113,6 +113,7 @@ services:
     read_only: ${RO:-true}
     privileged: ${PRIV:-FALSE}
     pids_limit: ${PIDS:-100}
+    cpu_shares: ${SHARES:-512}
     cpus: ${CPUS:-0.5}
     mem_limit: ${MEM:-1GiB}
     healthcheck: {test: ["CMD", "true"], retries: "${RETRIES:-5}"}
@@ -132,13 +133,13 @@ def test_interpolated_values_are_cast_by_their_field_as_compose_go_does(tmp_path
     `read_only: ${RO:-true}` is true; an environment value stays a string."""
     project = tmp_path / "app"
     project.mkdir()
-    for name in ("RO", "PRIV", "PIDS", "CPUS", "MEM", "RETRIES", "TARGET", "PUBLISHED", "FLAG", "INTERNAL", "NOFILE",
-                 "SOFT", "HARD"):
+    for name in ("RO", "PRIV", "PIDS", "SHARES", "CPUS", "MEM", "RETRIES", "TARGET", "PUBLISHED", "FLAG", "INTERNAL",
+                 "NOFILE", "SOFT", "HARD"):
         monkeypatch.delenv(name, raising=False)
     [stack_file] = load_text(project, TYPED, "compose.yaml")
     web = stack_file.stack.containers["web"]
-    assert (web.read_only, web.privileged, web.resources.pids, web.resources.cpus, web.resources.memory) == (
-        True, False, 100, 0.5, 1024**3)
+    assert (web.read_only, web.privileged, web.resources.pids, web.resources.cpus, web.resources.memory,
+            web.resources.cpu_shares) == (True, False, 100, 0.5, 1024**3, 512)
     assert web.healthcheck is not None and web.healthcheck.retries == 5
     assert (web.ports[0].host, web.ports[0].container, web.env) == (8080, 80, {"FLAG": "true"})
     assert stack_file.stack.networks["default"].internal is False
@@ -146,7 +147,9 @@ def test_interpolated_values_are_cast_by_their_field_as_compose_go_does(tmp_path
         "nofile": (20000, 20000), "nproc": (1024, 2048)}
     monkeypatch.setenv("RO", "maybe")
     monkeypatch.setenv("RETRIES", "five")
+    monkeypatch.setenv("SHARES", "half")
     assert error_lines(project, {"compose.yaml": TYPED}) == [
         "compose.yaml:4:16: services.web.read_only: expected true or false, got 'maybe' (after interpolation)",
-        "compose.yaml:9:51: services.web.healthcheck.retries: expected an integer, got 'five' (after "
+        "compose.yaml:7:17: services.web.cpu_shares: expected an integer, got 'half' (after interpolation)",
+        "compose.yaml:10:51: services.web.healthcheck.retries: expected an integer, got 'five' (after "
         "interpolation)"]

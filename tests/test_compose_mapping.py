@@ -177,9 +177,21 @@ SERVICES: list[tuple[str, str, dict[str, object]]] = [
         cpus: "1.5"
         pids_limit: 100
         cpuset: "0"
+        cpu_shares: 512
         """,
      {"image": "busybox", **DEFAULT, "resources": {"memory": 512 * 1024**2, "cpus": 1.5, "pids": 100,
-                                                   "cpuset": "0"}}),
+                                                   "cpuset": "0", "cpu_shares": 512}}),
+    ("cpu-shares-text", """\
+        image: busybox
+        cpu_shares: "2048"
+        """,
+     {"image": "busybox", **DEFAULT, "resources": {"cpu_shares": 2048}}),
+    # Docker: 1 is below the kernel's least weight and runs as 2 (v1; runc and crun give both weight 1 on v2)
+    ("cpu-shares-one", """\
+        image: busybox
+        cpu_shares: 1
+        """,
+     {"image": "busybox", **DEFAULT, "resources": {"cpu_shares": 2}}),
     ("deploy-limits", """\
         image: busybox
         mem_limit: 1g
@@ -199,8 +211,9 @@ SERVICES: list[tuple[str, str, dict[str, object]]] = [
         image: busybox
         cpus: 0
         pids_limit: -1
+        cpu_shares: 0
         """,
-     {"image": "busybox", **DEFAULT}),
+     {"image": "busybox", **DEFAULT}),  # cpu_shares 0: Docker's "not set", the default weight
     ("restart-stop-logging", """\
         image: busybox
         restart: "no"
