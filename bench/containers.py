@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import print_table, reexec_in_throwaway_host, time_cli_round, unmount_below  # noqa: E402
 from controllers.container_bundle import BundleInputs, oci_config  # noqa: E402
-from kernel import overlay, runtime, seccomp  # noqa: E402
+from kernel import overlay, rlimits, runtime, seccomp  # noqa: E402
 from kernel.cgroups import detect  # noqa: E402
 from kernel.oci import Runtime, remounts_in_place  # noqa: E402
 from kernel.users import Ids  # noqa: E402
@@ -62,6 +62,7 @@ def floor(n: int, work: Path, lowers: Sequence[Path] = (Path("/"),)) -> tuple[fl
     spec = Container.model_validate({"command": ["sleep", "100000"], "hostname": "c", "workdir": "/"})
     bpf = seccomp.filter_for(frozenset(capabilities.kernel_names(capabilities.DOCKER_DEFAULT)), work / "seccomp")
     cgroups = detect()
+    ceilings, defaults = rlimits.ceilings().highest, rlimits.container_defaults()  # as the controller's
     start = time.perf_counter()
     _networks(n)
     oci.pin_namespace([work])  # as the container controller: roots mounted below reach it
@@ -74,12 +75,17 @@ def floor(n: int, work: Path, lowers: Sequence[Path] = (Path("/"),)) -> tuple[fl
                               Ids(0, 0, ()), capabilities.DOCKER_DEFAULT, bpf, list(lowers) == [Path("/")], (),
                               runtime.INIT, runtime.INIT_IN_CONTAINER, hooks=oci.start_hooks([bundle / "rootfs"]),
                               cgroup_views=cgroups.views(f"/rc-bench-floor-{n}/c{i}"),
-                              remount_cgroup_tmpfs=cgroups.runtime_cgroup_tmpfs and remounts_in_place())
+                              remount_cgroup_tmpfs=cgroups.runtime_cgroup_tmpfs and remounts_in_place(),
+                              ulimit_ceilings=ceilings, ulimit_defaults=defaults)
         (bundle / "config.json").write_text(json.dumps(oci_config(spec, inputs)))
         pid_files.append(bundle / "pid")
         procs.append(subprocess.Popen(oci.run_command(inputs.container_id, bundle, bundle / "pid"),
                                       start_new_session=True, stdout=subprocess.DEVNULL))
     while not all(p.exists() and p.read_text().strip() for p in pid_files):
+        failed = [proc.args for proc, pid_file in zip(procs, pid_files) if proc.poll() is not None
+                  and not pid_file.exists()]
+        if failed:  # crun said why on stderr; waiting on would be for ever
+            raise RuntimeError(f"the floor's crun run ended before its container started: {failed[0]!r}")
         time.sleep(0.002)
     now = time.perf_counter()
     up, started = now - start, now - starts

@@ -15,7 +15,6 @@ from kernel.idmap import RANGE_SIZE
 from kernel.users import Ids
 from specs import capabilities
 from specs.model import Container, Tmpfs, Ulimit
-from specs.ulimits import DEFAULTS as DEFAULT_ULIMITS
 from specs.ulimits import UNLIMITED, at_most, resource_type
 
 OCI_VERSION = "1.0.2"
@@ -65,11 +64,12 @@ class BundleInputs:
     """The runtime would make a tmpfs at /sys/fs/cgroup (CgroupDriver.runtime_cgroup_tmpfs) and
     applies a remount in place (kernel.oci.remounts_in_place): where it makes it (no views),
     remount it read-only."""
-    ulimit_ceilings: Mapping[str, int] = field(default_factory=dict)
-    ulimit_defaults: Mapping[str, tuple[int, int]] = field(default_factory=lambda: DEFAULT_ULIMITS)
+    ulimit_ceilings: Mapping[str, int] = field(kw_only=True)
+    """The highest hard limit a start can set, by name (kernel.rlimits.ceilings; left out: no
+    ceiling): a default above it is lowered to it (the spec's own limits were checked against
+    it). No default: a start that forgot it would fail where root may not raise a limit."""
+    ulimit_defaults: Mapping[str, tuple[int, int]] = field(kw_only=True)
     """Every limit a spec's ulimits leave out (kernel.rlimits.container_defaults)."""
-    """The highest hard limit a start can set, by name (kernel.rlimits; left out: no ceiling): a
-    default above it is lowered to it (the spec's own limits were checked against it)."""
     per_cpu_masked: tuple[str, ...] = ()
     """Each CPU's `thermal_throttle` directory in sysfs, masked as Docker does since
     moby#49560 (GHSA-6fw5-f8r9-fgfm: a side channel): how many there are is the host's."""
