@@ -56,7 +56,7 @@ class RenderedLines:
 
     def lines(self, stack: Stack, network: str, addresses: Mapping[EndpointKey, IPv4Address | IPv6Address],
               version: int) -> _NetworkLines:
-        members = tuple((key, container.hostname, tuple(container.networks[network].aliases),
+        members = tuple((key, container.hostname, container.networks[network].aliases,
                          addresses[(stack.name, key, network)])
                         for key, container in stack.containers.items() if network in container.networks)
         at = (stack.name, network, version)
@@ -206,7 +206,7 @@ def container_resolv(host: ResolvFile, container: Container) -> ResolvFile:
     if container.dns:
         given[("nameserver",)] = [f"nameserver {address}" for address in container.dns]
     if container.dns_search:
-        given[("search", "domain")] = [] if container.dns_search == [NO_SEARCH] else [
+        given[("search", "domain")] = [] if container.dns_search == (NO_SEARCH,) else [
             f"search {' '.join(container.dns_search)}"]
     if container.dns_opt:
         given[("options",)] = [f"options {' '.join(container.dns_opt)}"]

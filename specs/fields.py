@@ -27,6 +27,7 @@ MAX_PREFIX_LENGTH = 30
 """A network needs a gateway and at least one container address besides the network and
 broadcast addresses: /30 is the smallest that has room."""
 AddressT = TypeVar("AddressT", IPv4Address, IPv6Address)
+StringsT = TypeVar("StringsT", list[str], tuple[str, ...])
 MAX_PREFIX_LENGTH6 = 126
 """IPv6 has no broadcast address, but the subnet-router anycast address (the network address)
 is not a host's: /126 leaves a gateway and two containers."""
@@ -408,7 +409,13 @@ def to_attachments(value: object) -> object:
                      f"got {describe_value(value)}")
 
 
-def reject_duplicates(items: list[str], what: str = "a name") -> list[str]:
+def to_tuple(value: object) -> object:
+    """A list as a tuple: a field left out shares the one empty tuple, where an empty list each
+    cost a thousand containers ~50 KB apiece (the model is strict: it takes no list for one)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def reject_duplicates(items: StringsT, what: str = "a name") -> StringsT:
     seen: set[str] = set()
     for index, item in enumerate(items):
         if not isinstance(item, str):

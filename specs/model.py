@@ -62,6 +62,7 @@ from specs.fields import (
     to_memory_bytes,
     to_port_mapping,
     to_security_opts,
+    to_tuple,
     to_volume,
     to_volume_source,
 )
@@ -196,8 +197,9 @@ class Attachment(SpecModel):
     ip6: Address6 | None = Field(
         None, description="static IPv6 address on a dual-stack network; default: allocated from subnet6 "
                           "and kept across runs")
-    aliases: Annotated[list[DnsName], AfterValidator(reject_duplicates)] = Field(
-        default_factory=list, description="more names of the container on this network: every container "
+    aliases: Annotated[tuple[DnsName, ...], BeforeValidator(to_tuple, json_schema_input_type=list[str]),
+                       AfterValidator(reject_duplicates)] = Field(
+        (), description="more names of the container on this network: every container "
                                           "on it resolves them to its address there (/etc/hosts)")
 
 
@@ -467,27 +469,30 @@ class Container(SpecModel):
     default_route: str | None = Field(
         None, description="network whose gateway is the default route; default: the first listed "
                           "non-internal network; null: no default route")
-    extra_hosts: list[Annotated[ExtraHost,
-                                BeforeValidator(to_extra_host, json_schema_input_type=str | ExtraHost)]] = Field(
-        default_factory=list, description="more /etc/hosts entries, after the localhost lines and before the "
+    extra_hosts: Annotated[tuple[Annotated[ExtraHost, BeforeValidator(to_extra_host,
+                                                                      json_schema_input_type=str | ExtraHost)], ...],
+                           BeforeValidator(to_tuple, json_schema_input_type=list[str | ExtraHost])] = Field(
+        (), description="more /etc/hosts entries, after the localhost lines and before the "
                                           "stack's containers; a change rewrites the file in place")
-    dns: Annotated[list[IPAddress], BeforeValidator(resolv.to_list, json_schema_input_type=str | list[str])] = Field(
-        default_factory=list, description="nameservers of its resolv.conf instead of the host's; a change "
+    dns: Annotated[tuple[IPAddress, ...],
+                   BeforeValidator(resolv.to_items, json_schema_input_type=str | list[str])] = Field(
+        (), description="nameservers of its resolv.conf instead of the host's; a change "
                                           "rewrites the file in place")
-    dns_search: Annotated[list[str], BeforeValidator(resolv.to_list, json_schema_input_type=str | list[str]),
+    dns_search: Annotated[tuple[str, ...], BeforeValidator(resolv.to_items, json_schema_input_type=str | list[str]),
                           AfterValidator(resolv.check_search_domains)] = Field(
-        default_factory=list, description="search domains instead of the host's; \".\": none")
-    dns_opt: Annotated[list[Annotated[str, AfterValidator(resolv.check_resolver_option)]],
-                       BeforeValidator(resolv.to_list, json_schema_input_type=str | list[str])] = Field(
-        default_factory=list, description="resolver options (ndots:2, edns0, ...) instead of the host's")
+        (), description="search domains instead of the host's; \".\": none")
+    dns_opt: Annotated[tuple[Annotated[str, AfterValidator(resolv.check_resolver_option)], ...],
+                       BeforeValidator(resolv.to_items, json_schema_input_type=str | list[str])] = Field(
+        (), description="resolver options (ndots:2, edns0, ...) instead of the host's")
     ports: list[Annotated[PortMapping,
                           BeforeValidator(to_port_mapping, json_schema_input_type=str | PortMapping)]] = Field(
         default_factory=list, description="published ports (not on internal networks)")
     resources: Resources = Resources()
     volumes: list[Annotated[Volume, BeforeValidator(to_volume, json_schema_input_type=str | Volume)]] = Field(
         default_factory=list)
-    tmpfs: list[Annotated[Tmpfs, BeforeValidator(to_tmpfs, json_schema_input_type=str | Tmpfs)]] = Field(
-        default_factory=list, description="tmpfs mounts: \"/PATH[:OPTIONS]\" as Docker's --tmpfs (size=64m, "
+    tmpfs: Annotated[tuple[Annotated[Tmpfs, BeforeValidator(to_tmpfs, json_schema_input_type=str | Tmpfs)], ...],
+                     BeforeValidator(to_tuple, json_schema_input_type=list[str | Tmpfs])] = Field(
+        (), description="tmpfs mounts: \"/PATH[:OPTIONS]\" as Docker's --tmpfs (size=64m, "
                                           "mode=1777, uid=, gid=, ro, exec), or mappings")
     shm_size: TmpfsSize | None = Field(
         None, description="size of /dev/shm: bytes, or Ki Mi Gi (1024), K M G (1000); default: 64Mi, as Docker")

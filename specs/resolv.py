@@ -4,19 +4,20 @@
 from __future__ import annotations
 
 from specs.errors import quoted
-from specs.fields import SubfieldError
+from specs.fields import SubfieldError, to_tuple
 from specs.hosts import DNS_NAME_RULE, is_dns_name
 
 NO_SEARCH = "."
 """`dns_search: "."`: no search domain at all, not the host's (as Docker's `--dns-search=.`)."""
 
 
-def to_list(value: object) -> object:
-    """One string as a list of it, as Compose takes `dns: 8.8.8.8`; the model checks the rest."""
-    return [value] if isinstance(value, str) else value
+def to_items(value: object) -> object:
+    """One string as the only item, as Compose takes `dns: 8.8.8.8`; a list as a tuple
+    (fields.to_tuple); the model checks the rest."""
+    return (value,) if isinstance(value, str) else to_tuple(value)
 
 
-def check_search_domains(domains: list[str]) -> list[str]:
+def check_search_domains(domains: tuple[str, ...]) -> tuple[str, ...]:
     for index, domain in enumerate(domains):
         if domain == NO_SEARCH and len(domains) > 1:
             raise SubfieldError((index,), f"{quoted(NO_SEARCH)} means no search domain: it goes alone")

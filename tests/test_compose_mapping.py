@@ -515,7 +515,7 @@ def test_an_alias_services_share_stays_with_the_first_and_is_dropped_from_the_ot
         "'web': left out here (in /etc/hosts a name resolves to one container, where docker compose's DNS answers "
         "with each in turn)"]
     stack = Stack.model_validate(converted.native)
-    assert stack.containers["api"].networks["default"].aliases == ["api-v1"]
-    assert stack.containers["web"].networks["default"].aliases == ["shared", "www"]
+    assert stack.containers["api"].networks["default"].aliases == ("api-v1",)
+    assert stack.containers["web"].networks["default"].aliases == ("shared", "www")
     assert converted.origins.translate(("containers", "api", "networks", "default", "aliases", 0)) == \
         ("services", "api", "networks", "default", "aliases", 2)

@@ -52,7 +52,7 @@ def test_a_native_stack_with_both_loads_and_round_trips(tmp_path: Path) -> None:
     extra = 'extra_hosts: ["mirror.test:10.0.0.5", "host.docker.internal:host-gateway"]'
     [loaded] = load_text(tmp_path, _native(extra))
     web = loaded.stack.containers["web"]
-    assert web.networks["public"].aliases == ["www", "www.example.test"] and web.networks["private"].aliases == []
+    assert web.networks["public"].aliases == ("www", "www.example.test") and web.networks["private"].aliases == ()
     assert Stack.model_validate(json.loads(loaded.stack.model_dump_json())).same_as(loaded.stack)
 
 
@@ -212,4 +212,4 @@ def test_compose_errors_name_the_compose_field(tmp_path: Path) -> None:
         "compose.yaml:13:27: services.db.networks.default.aliases[0]: alias 'www' on network 'default' "
         "already names service 'web': left out here (in /etc/hosts a name resolves to one container, where docker "
         "compose's DNS answers with each in turn)"]
-    assert loaded.stack.containers["db"].networks["default"].aliases == []
+    assert loaded.stack.containers["db"].networks["default"].aliases == ()

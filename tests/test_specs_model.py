@@ -63,11 +63,11 @@ def load_container_field(tmp_path: Path, body: str, field: str) -> object:
                  id="volume-strings-and-map"),
     pytest.param("command: x\ntmpfs: ['/run', '/tmp/:rw,noexec,nosuid,nodev,size=1g,mode=01770,uid=1000,gid=100', "
                  "'/x:ro,exec', {target: /y, size: 64Mi, mode: 0o700}, {target: /z, size: 1024, mode: '0755'}]",
-                 "tmpfs", [Tmpfs(target="/run"),
+                 "tmpfs", (Tmpfs(target="/run"),
                            Tmpfs(target="/tmp", size=1024**3, mode=0o1770, uid=1000, gid=100),
                            Tmpfs(target="/x", read_only=True, exec=True),
                            Tmpfs(target="/y", size=64 * 1024**2, mode=0o700),
-                           Tmpfs(target="/z", size=1024, mode=0o755)],
+                           Tmpfs(target="/z", size=1024, mode=0o755)),
                  id="tmpfs-docker-strings-and-maps"),
     pytest.param("command: x\nshm_size: 1Gi", "shm_size", 1024**3, id="shm-size"),
     pytest.param("command: x", "shm_size", None, id="shm-size-default"),
