@@ -246,10 +246,13 @@ class DesiredContainer:
 
 
 def started_spec(stack: Stack, key: str, addresses: Mapping[tuple[str, str, str], IPv4Address]) -> dict[str, object]:
-    data = stack.containers[key].model_dump(mode="json", include=set(RECREATE_FIELDS) - {"networks"})
+    container = stack.containers[key]
+    data = container.model_dump(mode="json", include=set(RECREATE_FIELDS) - {"networks"})
     for field, default in RECORDED_IF_SET.items():
         if data[field] == default:
             del data[field]
+    if container.tmpfs:  # its options as set: an option added later leaves the records of today equal
+        data["tmpfs"] = [tmpfs.model_dump(mode="json", exclude_defaults=True) for tmpfs in container.tmpfs]
     data["networks"] = {net: str(addresses[(stack.name, key, net)]) for net in stack.containers[key].networks}
     return data
 
