@@ -60,10 +60,10 @@ RECREATE_FIELDS = ("image", "command", "env", "rootfs", "volumes", "user", "work
 """Fields a process is started with: changing any of them needs a new process (`logging`: its
 log writer takes the limits when it starts; `ulimits`: the runtime sets them before the
 container's first instruction, and a process may only lower its own hard limits)."""
-RECORDED_IF_SET: dict[str, object] = {"tmpfs": [], "shm_size": None, "ulimits": {}}
+RECORDED_IF_SET: dict[str, object] = {"shm_size": None, "ulimits": {}}
 """Fields left out of a start's record at their default (the value here): the records of starts
 made before they existed stay equal to a start of the same spec made now, so an upgrade
-recreates nothing."""
+recreates nothing. `tmpfs` likewise, its entries with the options they set only (started_spec)."""
 CONTAINERS_DIR = "containers"  # DO NOT RENAME: <state-dir>/containers/<stack>/<container>/
 RUNTIME_DIR = "runtime"  # DO NOT RENAME: <state-dir>/runtime, crun's --root
 SECCOMP_CACHE_DIR = "seccomp"  # compiled filters, one per capability set (a cache: renaming it recompiles)
@@ -247,7 +247,7 @@ class DesiredContainer:
 
 def started_spec(stack: Stack, key: str, addresses: Mapping[tuple[str, str, str], IPv4Address]) -> dict[str, object]:
     container = stack.containers[key]
-    data = container.model_dump(mode="json", include=set(RECREATE_FIELDS) - {"networks"})
+    data = container.model_dump(mode="json", include=set(RECREATE_FIELDS) - {"networks", "tmpfs"})
     for field, default in RECORDED_IF_SET.items():
         if data[field] == default:
             del data[field]

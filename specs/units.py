@@ -53,8 +53,7 @@ def docker_size(text: str) -> int | None:
     match = _DOCKER_SIZE_RE.fullmatch(text.strip())
     if match is None:
         return None
-    power = " kmgtp".index(match["unit"].lower() or " ") if match["unit"].lower() != "b" else 0
-    return int(Decimal(match["number"]) * 1024**power)
+    return int(Decimal(match["number"]) * 1024 ** "bkmgtp".index(match["unit"].lower() or "b"))
 
 
 def parse_cpu_list(text: str) -> list[int]:
