@@ -41,7 +41,7 @@ from kernel import idmap, inroot, mountinfo, mountns, netns, overlay, procs, rli
 from kernel.durable import write_durably
 from kernel.mountns import PinState
 from kernel.oci import Runtime, remounts_in_place
-from kernel.trees import remove_tree
+from kernel.trees import purge, set_aside
 from specs import capabilities, names, ulimits
 from specs.errors import Issue
 from specs.images import pinned_digest
@@ -67,7 +67,11 @@ recreates nothing. `tmpfs` likewise, its entries with the options they set only 
 CONTAINERS_DIR = "containers"  # DO NOT RENAME: <state-dir>/containers/<stack>/<container>/
 RUNTIME_DIR = "runtime"  # DO NOT RENAME: <state-dir>/runtime, crun's --root
 SECCOMP_CACHE_DIR = "seccomp"  # compiled filters, one per capability set (a cache: renaming it recompiles)
-TRASH_PREFIX = "trash-"  # <container dir>/trash-*: layers being deleted
+TRASH_PREFIX = "trash-"  # <container dir>/trash-*: layers set aside by releases before REMOVED_DIR
+REMOVED_DIR = "_removed"
+"""DO NOT RENAME: <state-dir>/containers/_removed/, removed containers' files and recreated ones'
+old layers, set aside to be purged in the background (kernel.trees). '_' cannot occur in a
+stack's name, so it is never taken for a stack's directory."""
 LOG_DIR = "logs"  # DO NOT RENAME: <container dir>/logs/, the log writer's files (kernel/runtime.py)
 HEALTH_FILE = "health.json"  # DO NOT RENAME: <container dir>/health.json, the last probes (state/health.py)
 STARTED_FILE = "started.json"  # DO NOT RENAME: <container dir>/started.json, the spec of its last start
@@ -106,6 +110,11 @@ class Paths:
     def rootfs(self) -> Path:
         """The merged root, mounted here on the host (the bundle's `rootfs`)."""
         return self.bundle / "rootfs"
+
+    @property
+    def trash(self) -> Path:
+        """Where its files are set aside to be purged: one directory for every container's."""
+        return self.root.parent.parent / REMOVED_DIR
 
     @property
     def upper(self) -> Path:
@@ -576,14 +585,11 @@ def _started_in(path: Path) -> dict[str, object] | None:
 
 
 def _wipe_layer(paths: Paths) -> None:
-    """A recreate starts from a fresh layer. The old one is renamed away first, so a run killed
-    while deleting it leaves trash (removed by the next wipe or `down`), never half a layer that
-    a restart would take for the container's files."""
-    for layer in (paths.upper, paths.work):
-        with suppress(FileNotFoundError):
-            layer.rename(paths.root / f"{TRASH_PREFIX}{layer.name}-{os.getpid()}-{time.monotonic_ns()}")
-    for trash in paths.root.glob(f"{TRASH_PREFIX}*"):
-        remove_tree(trash, ignore_errors=True)
+    """A recreate starts from a fresh layer: the old one is set aside whole (with what an older
+    release left being deleted) and purged after the start (ContainerController.apply), never
+    half a layer that a restart would take for the container's files."""
+    for layer in (paths.upper, paths.work, *paths.root.glob(f"{TRASH_PREFIX}*")):
+        set_aside(layer, paths.trash)
 
 
 def _seed_etc(upper: Path, lowers: Sequence[Path], id_base: int, files: Mapping[str, str]) -> None:
@@ -630,6 +636,11 @@ def _etc_mode(lowers: Sequence[Path]) -> int:
 def _subdirs(path: Path) -> list[Path]:
     """The directories in `path`, told apart by the entries' types (no stat of each)."""
     return [path / name for name in _names_of_subdirs(path)]
+
+
+def _stack_dirs(containers: Path) -> list[Path]:
+    """Each stack's directory in CONTAINERS_DIR (not what is set aside there)."""
+    return [path for path in _subdirs(containers) if path.name != REMOVED_DIR]
 
 
 def _names_of_subdirs(path: Path) -> list[str]:
@@ -782,7 +793,14 @@ class ContainerController:
         """(stack, container) of every files directory: a run killed between writing a
         container's files and recording it leaves one that `down` must still remove."""
         root = self._state_dir / CONTAINERS_DIR
-        return {(stack.name, entry) for stack in _subdirs(root) for entry in _names_of_subdirs(stack)}
+        return {(stack.name, entry) for stack in _stack_dirs(root) for entry in _names_of_subdirs(stack)}
+
+    def purge_set_aside(self) -> None:
+        """Delete in the background what removals and recreates set aside (REMOVED_DIR), if
+        anything: what one cut short left too."""
+        containers = self._state_dir / CONTAINERS_DIR
+        if (containers / REMOVED_DIR).exists():
+            purge(containers / REMOVED_DIR, lock=containers)
 
     def diff(self, desired: Desired, observed: ContainerObservation) -> Diff:
         return diff_containers(desired, observed, frozenset(self._started), self._rendered)
@@ -863,7 +881,7 @@ class ContainerController:
         paths = Paths.of(self._state_dir, found.stack, found.container)
         try:
             self._stop(found, signalled_at, removing=True)
-            remove_tree(paths.root, ignore_errors=True)
+            set_aside(paths.root, paths.trash)
         except Exception as exc:  # noqa: BLE001 - reported together
             return ApplyError(f"delete {KIND_CONTAINER} {found.stack}/{found.container}: {exc}")
         return None
@@ -909,7 +927,7 @@ class ContainerController:
         """Host ids taken: every layer's mark, the uid and gid maps of every user namespace a
         process is in (ours or anyone's, whole), and what /etc/subuid and /etc/subgid give users."""
         root = self._state_dir / CONTAINERS_DIR
-        marks = {idmap.base_of_mark(Paths(entry).work) for stack in _subdirs(root) for entry in _subdirs(stack)}
+        marks = {idmap.base_of_mark(Paths(entry).work) for stack in _stack_dirs(root) for entry in _subdirs(stack)}
         return ([(base, idmap.RANGE_SIZE) for base in marks if base is not None]
                 + [span for pid in procs.user_namespace_members() for span in idmap.host_ranges_of_pid(pid)]
                 + idmap.subordinate_ranges())

@@ -18,6 +18,7 @@ def leftovers(sandbox: Sandbox) -> list[str]:
     """Everything of ours still on the host, named: links with our marks, sandboxes, rules and
     chains (either backend), cgroups below the per-run parent, container processes, root mounts, the runtime's
     pinned namespace and entries, store rows and files."""
+    sandbox.purged()
     found = [f"link {link['ifname']}" for link in sandbox.our_links()]
     found += [f"netns {n}" for n in sandbox.netns_names() if n != CANARY_NETNS]
     found += [f"rule {line}" for line in sandbox.run("iptables-save").stdout.splitlines()

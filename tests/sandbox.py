@@ -21,9 +21,10 @@ from pathlib import Path
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from controllers.container import CONTAINERS_DIR, REMOVED_DIR
 from specs.names import ALIAS_PREFIX, LINK_GROUP
 from tests.cgroupfs import hierarchy_roots
-from tests.waiting import scaled
+from tests.waiting import eventually, scaled
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -168,9 +169,16 @@ class Sandbox:
     def netns_names(self) -> list[str]:
         return sorted(os.listdir(f"/proc/{self.pid}/root/run/netns"))
 
+    def purged(self) -> None:
+        """Back once the purge of removed containers' files is done: it outlives the run that
+        started it, and its `rm` lives in the sandbox's network namespace meanwhile."""
+        eventually((self.state_dir / CONTAINERS_DIR / REMOVED_DIR).exists, False, timeout=30)
+
     def processes(self) -> list[int]:
         """Pids living in the sandbox's network namespace or in one of its named namespaces
-        (container processes and their waiting wrappers), the holder excepted."""
+        (container processes and their waiting wrappers), the holder excepted; once any purge
+        is done (`purged`)."""
+        self.purged()
         inodes = {os.stat(f"/proc/{self.pid}/ns/net").st_ino}
         netns_dir = f"/proc/{self.pid}/root/run/netns"
         inodes |= {os.stat(f"{netns_dir}/{n}").st_ino for n in os.listdir(netns_dir)}

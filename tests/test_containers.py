@@ -328,6 +328,42 @@ def test_down_removes_a_writable_layer_deeper_than_the_recursion_limit(sandbox: 
     down = sandbox.reconcile("down", "--stack", "deep")
     assert down.returncode == 0, down.stderr
     assert not (sandbox.state_dir / "containers" / "deep").exists()
+    assert eventually((sandbox.state_dir / "containers" / "_removed").exists, False, timeout=20) is False
+
+
+GONE = """\
+name: gone
+containers:
+  c:
+    command: ["sh", "-c", "echo $RUN > /marker; sleep 100000"]
+    env: {{RUN: {run}}}
+"""
+
+
+def test_a_removed_or_recreated_containers_files_are_purged_after_the_run(sandbox: Sandbox) -> None:
+    """A removal takes a container's files from their place at once and a recreate its old
+    layer, setting them aside for a purge in the background once the run's passes are done
+    (their synchronous deletion was ~1 s of a thousand containers' `down`: bench/README). What
+    a purge cut short left is no stack to `status`, and the next run's purge deletes it."""
+    trash = sandbox.state_dir / "containers" / "_removed"
+
+    def marker() -> str:
+        return sandbox.reconcile("exec", "gone/c", "--", "cat", "/marker").stdout
+
+    sandbox.apply(str(sandbox.write("gone.yaml", GONE.format(run="first"))))
+    assert eventually(marker, "first\n") == "first\n"
+    sandbox.apply(str(sandbox.write("gone.yaml", GONE.format(run="second"))))  # a recreate: a fresh layer
+    assert eventually(marker, "second\n") == "second\n"
+    assert eventually(trash.exists, False, timeout=20) is False
+
+    cut_short = trash / "c-0123" / "upper" / "etc"
+    cut_short.mkdir(parents=True)
+    (cut_short / "hosts").write_text("127.0.0.1 localhost\n")
+    assert [stack["name"] for stack in sandbox.status()["stacks"]] == ["gone"]
+    down = sandbox.reconcile("down", "--stack", "gone")
+    assert down.returncode == 0, down.stderr
+    assert not (sandbox.state_dir / "containers" / "gone").exists()
+    assert eventually(trash.exists, False, timeout=20) is False
 
 
 def test_userns_auto_gives_each_container_a_private_range(sandbox: Sandbox, tmp_path: Path) -> None:

@@ -1,12 +1,14 @@
 """Removing directory trees deeper than Python's recursion limit (a container's writable
-layer or an image's layer can hold one): gone whole, relative to a directory fd too."""
+layer or an image's layer can hold one): gone whole, relative to a directory fd too; and trees
+set aside, then purged in the background by a process that is not the caller's child."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from kernel.trees import remove_tree
+from kernel.trees import purge, remove_tree, set_aside
+from tests.waiting import eventually
 
 DEEP = 1200
 
@@ -39,3 +41,32 @@ def test_a_deep_tree_named_relative_to_a_directory_fd_is_removed(tmp_path: Path)
     finally:
         os.close(fd)
     assert os.listdir(tmp_path) == []
+
+
+def test_trees_set_aside_leave_their_place_at_once_and_a_purge_deletes_them_all(tmp_path: Path) -> None:
+    _deep_tree(tmp_path / "layer")
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "hosts").write_text("127.0.0.1 localhost\n")
+    trash = tmp_path / "trash"
+    assert set_aside(tmp_path / "layer", trash) and set_aside(tmp_path / "files", trash)
+    assert not set_aside(tmp_path / "never-made", trash)
+    assert sorted(os.listdir(tmp_path)) == ["trash"] and len(os.listdir(trash)) == 2
+    purge(trash, lock=tmp_path)
+    assert eventually(trash.exists, False, timeout=20) is False
+    assert os.listdir(tmp_path) == []
+    assert _children_named({"setsid", "nice", "flock", "rm"}) == []  # detached: no zombie left to reap
+
+
+def _children_named(names: set[str]) -> list[str]:
+    """This process's children (a zombie too) with one of these command names."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text() if entry.isdigit() else ""
+        except OSError:
+            continue  # gone meanwhile
+        if stat:
+            name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+            if int(fields[1]) == os.getpid() and name in names:
+                found.append(name)
+    return found
