@@ -142,9 +142,11 @@ def test_kept_lines_are_not_rendered_again_while_nothing_changed() -> None:
     least recently used network's are dropped beyond the limit."""
     rendered = RenderedLines()
     kept = rendered.lines(STACK, "data", V4, 4)
-    members = rendered._kept[("t", "data", 4)][0]
-    assert rendered.lines(STACK, "data", dict(V4), 4) is kept
-    assert rendered._kept[("t", "data", 4)][0] is members  # not the pass's equal new tuple
+    members = rendered._kept[("t", "data", 4)].members
+    assert rendered.lines(STACK, "data", dict(V4), 4) is kept  # the same stack: its addresses compared
+    copy = Stack.model_validate(STACK.model_dump())  # another pass's equal copy: its members compared
+    assert rendered.lines(copy, "data", dict(V4), 4) is kept
+    assert rendered._kept[("t", "data", 4)].members is members  # not the pass's equal new tuple
     assert rendered.lines(STACK, "data", V6, 6) is not kept  # each family its own
     moved = rendered.lines(STACK, "data", {**V4, ("t", "db", "data"): IPv4Address("10.3.0.9")}, 4)
     assert moved is not kept and rendered.lines(STACK, "data", V4, 4) is not moved
