@@ -41,7 +41,7 @@ from kernel import idmap, inroot, mountinfo, mountns, netns, overlay, procs, rli
 from kernel.durable import write_durably
 from kernel.mountns import PinState
 from kernel.oci import Runtime, remounts_in_place
-from kernel.trees import purge, set_aside
+from kernel.trees import purge, purge_left, set_aside
 from specs import capabilities, names, ulimits
 from specs.errors import Issue
 from specs.images import pinned_digest
@@ -113,7 +113,7 @@ class Paths:
 
     @property
     def trash(self) -> Path:
-        """Where its files are set aside to be purged: one directory for every container's."""
+        """Where its files are set aside to be purged: one directory shared by every container."""
         return self.root.parent.parent / REMOVED_DIR
 
     @property
@@ -584,12 +584,13 @@ def _started_in(path: Path) -> dict[str, object] | None:
     return spec if isinstance(spec, dict) else None
 
 
-def _wipe_layer(paths: Paths) -> None:
-    """A recreate starts from a fresh layer: the old one is set aside whole (with what an older
-    release left being deleted) and purged after the start (ContainerController.apply), never
-    half a layer that a restart would take for the container's files."""
-    for layer in (paths.upper, paths.work, *paths.root.glob(f"{TRASH_PREFIX}*")):
-        set_aside(layer, paths.trash)
+def _wipe_layer(paths: Paths) -> bool:
+    """A recreate starts from a fresh layer: the old one is set aside whole (with the trash-*
+    directories an older release left), never half a layer that a restart would take for the
+    container's files, and purged in the background once the run's passes are done
+    (Session.converge). Whether anything was set aside."""
+    return any([set_aside(layer, paths.trash) for layer in (paths.upper, paths.work,
+                                                            *paths.root.glob(f"{TRASH_PREFIX}*"))])
 
 
 def _seed_etc(upper: Path, lowers: Sequence[Path], id_base: int, files: Mapping[str, str]) -> None:
@@ -700,6 +701,7 @@ class ContainerController:
         self._carried = (state_dir / CONTAINERS_DIR,)  # where roots are mounted: reaches the runtime's namespace
         self._started: set[str] = set()  # this session's starts (see diff_containers)
         self._failed: set[str] = set()  # this session's starts that failed, until one succeeds
+        self._set_aside = False  # this session's removals or recreates set files aside (purge_set_aside)
 
     def observe(self, focus: Focus | None = None) -> ContainerObservation:
         """With a focus, a container's init is looked for among the processes its record names
@@ -795,12 +797,19 @@ class ContainerController:
         root = self._state_dir / CONTAINERS_DIR
         return {(stack.name, entry) for stack in _stack_dirs(root) for entry in _names_of_subdirs(stack)}
 
-    def purge_set_aside(self) -> None:
-        """Delete in the background what removals and recreates set aside (REMOVED_DIR), if
-        anything: what one cut short left too."""
+    def purge_left_behind(self) -> None:
+        """Delete now what a purge cut short or failed left in REMOVED_DIR, unless a purge is
+        running (before a convergence: where a killed caller takes its purge along, each run
+        deletes what the last one left)."""
         containers = self._state_dir / CONTAINERS_DIR
-        if (containers / REMOVED_DIR).exists():
+        purge_left(containers / REMOVED_DIR, lock=containers)
+
+    def purge_set_aside(self) -> None:
+        """Delete in the background what this session's removals and recreates set aside."""
+        if self._set_aside:
+            containers = self._state_dir / CONTAINERS_DIR
             purge(containers / REMOVED_DIR, lock=containers)
+            self._set_aside = False
 
     def diff(self, desired: Desired, observed: ContainerObservation) -> Diff:
         return diff_containers(desired, observed, frozenset(self._started), self._rendered)
@@ -881,7 +890,8 @@ class ContainerController:
         paths = Paths.of(self._state_dir, found.stack, found.container)
         try:
             self._stop(found, signalled_at, removing=True)
-            set_aside(paths.root, paths.trash)
+            if set_aside(paths.root, paths.trash):
+                self._set_aside = True
         except Exception as exc:  # noqa: BLE001 - reported together
             return ApplyError(f"delete {KIND_CONTAINER} {found.stack}/{found.container}: {exc}")
         return None
@@ -951,7 +961,8 @@ class ContainerController:
             if found is not None:
                 self._stop(found)
                 if change.action is Action.RECREATE or found.spec is None:  # a layer of unknown making
-                    _wipe_layer(Paths.of(self._state_dir, found.stack, found.container))
+                    if _wipe_layer(Paths.of(self._state_dir, found.stack, found.container)):
+                        self._set_aside = True
             return self._start(change, found, id_base, filters)
         except Held as held:  # nothing done: not an error, nor a start error to show
             return held.of(change)

@@ -18,11 +18,14 @@ a synchronous discard as it is deleted: a thousand containers' files took ~1 s o
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import shutil
 import subprocess
 from contextlib import suppress
 from pathlib import Path
+
+from kernel import crashpoints
 
 
 def remove_tree(path: str | Path, ignore_errors: bool = False, dir_fd: int | None = None) -> None:
@@ -41,26 +44,49 @@ def remove_tree(path: str | Path, ignore_errors: bool = False, dir_fd: int | Non
 def set_aside(path: Path, trash: Path) -> bool:
     """Rename `path` into `trash` (made if missing; on the same mount) under a fresh name, for
     `purge` to delete: gone from `path` at once and whole. False when nothing was at `path`."""
+    crashpoints.step("set-aside")
     aside = trash / f"{path.name}-{os.urandom(8).hex()}"  # not uuid: it imports `platform`, 0.25 MiB
-    trash.mkdir(mode=0o700, exist_ok=True)
-    try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        if not os.path.lexists(path):
-            return False
-        trash.mkdir(mode=0o700, exist_ok=True)  # a purge deleted it between the mkdir and the rename
-        os.rename(path, aside)
+    for _ in range(2):
+        try:
+            os.rename(path, aside)
+            return True
+        except FileNotFoundError:
+            if not os.path.lexists(path):
+                return False
+            trash.mkdir(mode=0o700, exist_ok=True)  # not there yet, or a purge just deleted it
+    os.rename(path, aside)  # a third try, which raises if a purge deleted it yet again
     return True
 
 
 def purge(trash: Path, lock: Path) -> None:
     """Delete `trash` and everything in it in the background: `rm` at nice 19, detached (a
-    session of its own, reparented to init: it outlives the caller, which does not wait for it),
-    one purge at a time (a flock of `lock`, which must outlive `trash`). Whatever is set aside
-    before a purge starts is deleted by it: a later purge waits for the one running, whose
-    traversal may have passed it. One that cannot start or is cut short leaves its trash to the
-    next."""
+    session of its own, reparented to init or the nearest subreaper, its working directory `/`),
+    one purge at a time (a flock of `lock`, which must outlive `trash`, waited for up to 600 s).
+    Whatever is set aside before a purge starts is deleted by it: a later purge waits for the
+    one running, whose traversal may have passed it. It stays in the caller's cgroups, so it
+    dies where they are killed when the caller ends (a systemd oneshot unit); what it leaves,
+    like what a purge cut short or failed leaves, is `purge_left`'s."""
+    crashpoints.step("purge")
     with suppress(OSError):
         subprocess.run(["setsid", "--fork", "nice", "-n", "19", "flock", "-w", "600", str(lock),
-                        "rm", "-rf", "--one-file-system", "--", str(trash)],
+                        "rm", "-rf", "--one-file-system", "--", str(trash)], cwd="/",
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+
+def purge_left(trash: Path, lock: Path) -> None:
+    """Delete `trash` here and now if it is there and no purge is running (none holds `lock`):
+    what a purge cut short or failed left. A purge started a moment ago may not hold the lock
+    yet: its trash is then deleted here, as it was before purges, and it finds nothing."""
+    if not trash.exists():
+        return
+    fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # a purge is running: it deletes it
+        crashpoints.step("purge")
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", str(trash)], cwd="/",
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    finally:
+        os.close(fd)

@@ -11,6 +11,8 @@ both explicitly, the firewall kernel and traffic tests name their backend."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -24,7 +26,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixe
 from controllers.container import CONTAINERS_DIR, REMOVED_DIR
 from specs.names import ALIAS_PREFIX, LINK_GROUP
 from tests.cgroupfs import hierarchy_roots
-from tests.waiting import eventually, scaled
+from tests.waiting import StillWaiting, eventually, scaled
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -170,9 +172,28 @@ class Sandbox:
         return sorted(os.listdir(f"/proc/{self.pid}/root/run/netns"))
 
     def purged(self) -> None:
-        """Back once the purge of removed containers' files is done: it outlives the run that
-        started it, and its `rm` lives in the sandbox's network namespace meanwhile."""
-        eventually((self.state_dir / CONTAINERS_DIR / REMOVED_DIR).exists, False, timeout=30)
+        """Back once the purge of removed containers' files is done (or after 30 s, whatever is
+        left then is for the caller to see): it outlives the run that started it, and its
+        processes live in the sandbox's network namespace until they have let its lock go."""
+        containers = self.state_dir / CONTAINERS_DIR
+
+        def done() -> bool:
+            if (containers / REMOVED_DIR).exists():
+                return False
+            try:
+                fd = os.open(containers, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return True
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # let go at once, with the fd
+                return True
+            except BlockingIOError:
+                return False
+            finally:
+                os.close(fd)
+
+        with contextlib.suppress(StillWaiting):
+            eventually(done, True, timeout=30)
 
     def processes(self) -> list[int]:
         """Pids living in the sandbox's network namespace or in one of its named namespaces

@@ -344,7 +344,7 @@ def test_a_removed_or_recreated_containers_files_are_purged_after_the_run(sandbo
     """A removal takes a container's files from their place at once and a recreate its old
     layer, setting them aside for a purge in the background once the run's passes are done
     (their synchronous deletion was ~1 s of a thousand containers' `down`: bench/README). What
-    a purge cut short left is no stack to `status`, and the next run's purge deletes it."""
+    a purge cut short left is no stack to `status`, and the next run deletes it first."""
     trash = sandbox.state_dir / "containers" / "_removed"
 
     def marker() -> str:
@@ -363,6 +363,7 @@ def test_a_removed_or_recreated_containers_files_are_purged_after_the_run(sandbo
     down = sandbox.reconcile("down", "--stack", "gone")
     assert down.returncode == 0, down.stderr
     assert not (sandbox.state_dir / "containers" / "gone").exists()
+    assert not (trash / "c-0123").exists()  # deleted before the passes: no purge held the lock
     assert eventually(trash.exists, False, timeout=20) is False
 
 

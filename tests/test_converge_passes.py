@@ -21,6 +21,20 @@ class _Payload:
     """What a change carries for apply (a container's whole desired state, in the real thing)."""
 
 
+class _NoPurges:
+    """A container controller with nothing set aside to purge: all a convergence asks of it."""
+
+    def purge_left_behind(self) -> None:
+        pass
+
+    def purge_set_aside(self) -> None:
+        pass
+
+
+class _NothingSetAside:
+    container = _NoPurges()
+
+
 class _ScriptedPasses(Session):
     """A session whose passes plan one change each, then nothing; as each pass plans, it
     counts what earlier passes planned (their changes' payloads and desired states) that is
@@ -28,7 +42,7 @@ class _ScriptedPasses(Session):
 
     def __init__(self, state_dir: Path, changing_passes: int) -> None:
         super().__init__(Settings(state_dir=state_dir, cgroup_parent="rc-test"), Store.open(state_dir),
-                         cast(Controllers, None))  # never observed: plan() is scripted
+                         cast(Controllers, _NothingSetAside()))  # never observed: plan() is scripted
         self._passes = self._plans(changing_passes)
         self.planned_before: list[weakref.ref[object]] = []
         self.alive_when_planning: list[int] = []

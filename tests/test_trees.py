@@ -4,10 +4,11 @@ set aside, then purged in the background by a process that is not the caller's c
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
-from kernel.trees import purge, remove_tree, set_aside
+from kernel.trees import purge, purge_left, remove_tree, set_aside
 from tests.waiting import eventually
 
 DEEP = 1200
@@ -55,6 +56,23 @@ def test_trees_set_aside_leave_their_place_at_once_and_a_purge_deletes_them_all(
     assert eventually(trash.exists, False, timeout=20) is False
     assert os.listdir(tmp_path) == []
     assert _children_named({"setsid", "nice", "flock", "rm"}) == []  # detached: no zombie left to reap
+
+
+def test_what_a_purge_left_is_deleted_at_once_unless_a_purge_is_running(tmp_path: Path) -> None:
+    (tmp_path / "layer").mkdir()
+    (tmp_path / "layer" / "hosts").write_text("127.0.0.1 localhost\n")
+    trash = tmp_path / "trash"
+    assert set_aside(tmp_path / "layer", trash)
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a running purge holds it
+        purge_left(trash, lock=tmp_path)
+        assert len(os.listdir(trash)) == 1  # left to the running purge
+    finally:
+        os.close(fd)
+    purge_left(trash, lock=tmp_path)
+    assert os.listdir(tmp_path) == []  # deleted before it returned
+    purge_left(trash, lock=tmp_path)  # nothing left: nothing to do
 
 
 def _children_named(names: set[str]) -> list[str]:
