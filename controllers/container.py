@@ -112,11 +112,6 @@ class Paths:
         return self.bundle / "rootfs"
 
     @property
-    def trash(self) -> Path:
-        """Where its files are set aside to be purged: one directory shared by every container."""
-        return self.root.parent.parent / REMOVED_DIR
-
-    @property
     def upper(self) -> Path:
         return self.root / "upper"
 
@@ -584,13 +579,13 @@ def _started_in(path: Path) -> dict[str, object] | None:
     return spec if isinstance(spec, dict) else None
 
 
-def _wipe_layer(paths: Paths) -> bool:
+def _wipe_layer(paths: Paths, aside: Callable[[Path], None]) -> None:
     """A recreate starts from a fresh layer: the old one is set aside whole (with the trash-*
     directories an older release left), never half a layer that a restart would take for the
     container's files, and purged in the background once the run's passes are done
-    (Session.converge). Whether anything was set aside."""
-    return any([set_aside(layer, paths.trash) for layer in (paths.upper, paths.work,
-                                                            *paths.root.glob(f"{TRASH_PREFIX}*"))])
+    (Session.converge). `aside`: sets one aside."""
+    for layer in (paths.upper, paths.work, *paths.root.glob(f"{TRASH_PREFIX}*")):
+        aside(layer)
 
 
 def _seed_etc(upper: Path, lowers: Sequence[Path], id_base: int, files: Mapping[str, str]) -> None:
@@ -797,6 +792,11 @@ class ContainerController:
         root = self._state_dir / CONTAINERS_DIR
         return {(stack.name, entry) for stack in _stack_dirs(root) for entry in _names_of_subdirs(stack)}
 
+    def _aside(self, path: Path) -> None:
+        """Set `path` aside in REMOVED_DIR, for this session's purge (purge_set_aside)."""
+        if set_aside(path, self._state_dir / CONTAINERS_DIR / REMOVED_DIR):
+            self._set_aside = True
+
     def purge_left_behind(self) -> None:
         """Delete now what a purge cut short or failed left in REMOVED_DIR, unless a purge is
         running (before a convergence: where a killed caller takes its purge along, each run
@@ -890,8 +890,7 @@ class ContainerController:
         paths = Paths.of(self._state_dir, found.stack, found.container)
         try:
             self._stop(found, signalled_at, removing=True)
-            if set_aside(paths.root, paths.trash):
-                self._set_aside = True
+            self._aside(paths.root)
         except Exception as exc:  # noqa: BLE001 - reported together
             return ApplyError(f"delete {KIND_CONTAINER} {found.stack}/{found.container}: {exc}")
         return None
@@ -961,8 +960,7 @@ class ContainerController:
             if found is not None:
                 self._stop(found)
                 if change.action is Action.RECREATE or found.spec is None:  # a layer of unknown making
-                    if _wipe_layer(Paths.of(self._state_dir, found.stack, found.container)):
-                        self._set_aside = True
+                    _wipe_layer(Paths.of(self._state_dir, found.stack, found.container), self._aside)
             return self._start(change, found, id_base, filters)
         except Held as held:  # nothing done: not an error, nor a start error to show
             return held.of(change)

@@ -61,32 +61,44 @@ def set_aside(path: Path, trash: Path) -> bool:
 def purge(trash: Path, lock: Path) -> None:
     """Delete `trash` and everything in it in the background: `rm` at nice 19, detached (a
     session of its own, reparented to init or the nearest subreaper, its working directory `/`),
-    one purge at a time (a flock of `lock`, which must outlive `trash`, waited for up to 600 s).
-    Whatever is set aside before a purge starts is deleted by it: a later purge waits for the
-    one running, whose traversal may have passed it. It stays in the caller's cgroups, so it
-    dies where they are killed when the caller ends (a systemd oneshot unit); what it leaves,
-    like what a purge cut short or failed leaves, is `purge_left`'s."""
+    one purge at a time: a flock of `lock` (which must outlive `trash`), taken here and handed
+    to it, so a run that follows at once leaves its trash to it; or, where a purge holds it,
+    waited for (up to 600 s). Whatever is set aside before a purge starts is deleted by it: a
+    later purge waits for the one running, whose traversal may have passed it. It stays in the
+    caller's cgroups, so it dies where they are killed when the caller ends (a systemd oneshot
+    unit); what it leaves, like what a purge that failed leaves, is `purge_left`'s."""
     crashpoints.step("purge")
     with suppress(OSError):
-        subprocess.run(["setsid", "--fork", "nice", "-n", "19", "flock", "-w", "600", str(lock),
-                        "rm", "-rf", "--one-file-system", "--", str(trash)], cwd="/",
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        fd = os.open(lock, os.O_RDONLY)  # inherited: the lock is the purge's until it exits
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                waits: list[str] = []
+            except BlockingIOError:
+                waits = ["flock", "-w", "600", str(lock)]
+            subprocess.run(["setsid", "--fork", "nice", "-n", "19", *waits,
+                            "rm", "-rf", "--one-file-system", "--", str(trash)], cwd="/", pass_fds=(fd,),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           check=False)
+        finally:
+            os.close(fd)
 
 
 def purge_left(trash: Path, lock: Path) -> None:
     """Delete `trash` here and now if it is there and no purge is running (none holds `lock`):
-    what a purge cut short or failed left. A purge started a moment ago may not hold the lock
-    yet: its trash is then deleted here, as it was before purges, and it finds nothing."""
+    what a purge cut short or failed left. Like a purge, it reports nothing: what it cannot
+    delete either stays for the next."""
     if not trash.exists():
         return
-    fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-    try:
+    with suppress(OSError):
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return  # a purge is running: it deletes it
-        crashpoints.step("purge")
-        subprocess.run(["rm", "-rf", "--one-file-system", "--", str(trash)], cwd="/",
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-    finally:
-        os.close(fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # a purge is running: it deletes it
+            crashpoints.step("purge")
+            subprocess.run(["rm", "-rf", "--one-file-system", "--", str(trash)], cwd="/", stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        finally:
+            os.close(fd)

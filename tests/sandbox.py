@@ -174,11 +174,20 @@ class Sandbox:
     def purged(self) -> None:
         """Back once the purge of removed containers' files is done (or after 30 s, whatever is
         left then is for the caller to see): it outlives the run that started it, and its
-        processes live in the sandbox's network namespace until they have let its lock go."""
+        processes live in the sandbox's network namespace until they exit, one waiting for the
+        lock of another (naming the directory it will delete) among them."""
         containers = self.state_dir / CONTAINERS_DIR
+        trash = str(containers / REMOVED_DIR).encode()
+
+        def purging() -> bool:
+            for entry in os.listdir("/proc"):
+                with contextlib.suppress(OSError):
+                    if entry.isdigit() and trash in Path(f"/proc/{entry}/cmdline").read_bytes():
+                        return True
+            return False
 
         def done() -> bool:
-            if (containers / REMOVED_DIR).exists():
+            if (containers / REMOVED_DIR).exists() or purging():
                 return False
             try:
                 fd = os.open(containers, os.O_RDONLY | os.O_CLOEXEC)

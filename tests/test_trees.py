@@ -53,6 +53,7 @@ def test_trees_set_aside_leave_their_place_at_once_and_a_purge_deletes_them_all(
     assert not set_aside(tmp_path / "never-made", trash)
     assert sorted(os.listdir(tmp_path)) == ["trash"] and len(os.listdir(trash)) == 2
     purge(trash, lock=tmp_path)
+    assert _locked(tmp_path) or not trash.exists()  # the lock handed to it before purge returned
     assert eventually(trash.exists, False, timeout=20) is False
     assert os.listdir(tmp_path) == []
     assert _children_named({"setsid", "nice", "flock", "rm"}) == []  # detached: no zombie left to reap
@@ -73,6 +74,18 @@ def test_what_a_purge_left_is_deleted_at_once_unless_a_purge_is_running(tmp_path
     purge_left(trash, lock=tmp_path)
     assert os.listdir(tmp_path) == []  # deleted before it returned
     purge_left(trash, lock=tmp_path)  # nothing left: nothing to do
+
+
+def _locked(path: Path) -> bool:
+    """Whether someone holds an exclusive flock of `path`."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def _children_named(names: set[str]) -> list[str]:

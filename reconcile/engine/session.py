@@ -168,8 +168,10 @@ class Session:
         failed pass's plan is kept, to tell a failure that repeats from a race. A change held
         back (`held`) is left out of the later passes: the host is converged but for it.
         What the passes set aside (removed containers' files) is purged in the background once
-        they are done, so it takes no CPU from them; what an earlier purge left, before them."""
-        self.controllers.container.purge_left_behind()
+        they are done, so it takes no CPU from them; what an earlier purge left, before the
+        passes of an unfocused convergence (a repair does not wait for it)."""
+        if focus is None:
+            self.controllers.container.purge_left_behind()
         try:
             self._converge(target, select, focus, on_applied)
         finally:
