@@ -697,6 +697,7 @@ class ContainerController:
         self._started: set[str] = set()  # this session's starts (see diff_containers)
         self._failed: set[str] = set()  # this session's starts that failed, until one succeeds
         self._set_aside = False  # this session's removals or recreates set files aside (purge_set_aside)
+        self._removed = state_dir / CONTAINERS_DIR / REMOVED_DIR  # purges lock its parent
 
     def observe(self, focus: Focus | None = None) -> ContainerObservation:
         """With a focus, a container's init is looked for among the processes its record names
@@ -794,21 +795,19 @@ class ContainerController:
 
     def _aside(self, path: Path) -> None:
         """Set `path` aside in REMOVED_DIR, for this session's purge (purge_set_aside)."""
-        if set_aside(path, self._state_dir / CONTAINERS_DIR / REMOVED_DIR):
+        if set_aside(path, self._removed):
             self._set_aside = True
 
     def purge_left_behind(self) -> None:
         """Delete now what a purge cut short or failed left in REMOVED_DIR, unless a purge is
         running (before a convergence: where a killed caller takes its purge along, each run
         deletes what the last one left)."""
-        containers = self._state_dir / CONTAINERS_DIR
-        purge_left(containers / REMOVED_DIR, lock=containers)
+        purge_left(self._removed, lock=self._removed.parent)
 
     def purge_set_aside(self) -> None:
         """Delete in the background what this session's removals and recreates set aside."""
         if self._set_aside:
-            containers = self._state_dir / CONTAINERS_DIR
-            purge(containers / REMOVED_DIR, lock=containers)
+            purge(self._removed, lock=self._removed.parent)
             self._set_aside = False
 
     def diff(self, desired: Desired, observed: ContainerObservation) -> Diff:

@@ -94,10 +94,10 @@ def _render(stack: Stack, network: str, addresses: Mapping[EndpointKey, IPv4Addr
             kept: _Kept | None) -> _Kept:
     """A network's lines for this stack and these addresses; `kept`'s when its members are equal
     (another copy of the same spec), so the pass's new members do not outlive it."""
-    endpoints = tuple((stack.name, key, network) for key, container in stack.containers.items()
-                      if network in container.networks)
-    members = tuple((key, stack.containers[key].hostname, stack.containers[key].networks[network].aliases,
-                     addresses[(stack.name, key, network)]) for _, key, _ in endpoints)
+    joined = [(key, container) for key, container in stack.containers.items() if network in container.networks]
+    endpoints = tuple((stack.name, key, network) for key, _ in joined)
+    members = tuple((key, container.hostname, container.networks[network].aliases, addresses[endpoint])
+                    for (key, container), endpoint in zip(joined, endpoints))
     if kept is not None and kept.members == members:
         members, lines = kept.members, kept.lines
     else:

@@ -36,7 +36,7 @@ def remove_tree(path: str | Path, ignore_errors: bool = False, dir_fd: int | Non
     except RecursionError:
         # rm resolves the fd through /proc (this process's, not its own), as root may
         where = str(path) if dir_fd is None else f"/proc/{os.getpid()}/fd/{dir_fd}/{path}"
-        result = subprocess.run(["rm", "-rf", "--one-file-system", "--", where], capture_output=True, text=True)
+        result = subprocess.run(_rm(where), capture_output=True, text=True)
         if result.returncode != 0 and not ignore_errors:
             raise OSError(errno.EIO, f"rm failed: {result.stderr.strip()}", str(path)) from None
 
@@ -71,15 +71,8 @@ def purge(trash: Path, lock: Path) -> None:
     with suppress(OSError):
         fd = os.open(lock, os.O_RDONLY)  # inherited: the lock is the purge's until it exits
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                waits: list[str] = []
-            except BlockingIOError:
-                waits = ["flock", "-w", "600", str(lock)]
-            subprocess.run(["setsid", "--fork", "nice", "-n", "19", *waits,
-                            "rm", "-rf", "--one-file-system", "--", str(trash)], cwd="/", pass_fds=(fd,),
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           check=False)
+            waits = [] if _took(fd) else ["flock", "-w", "600", str(lock)]
+            _quietly(["setsid", "--fork", "nice", "-n", "19", *waits, *_rm(trash)], pass_fds=(fd,))
         finally:
             os.close(fd)
 
@@ -93,12 +86,28 @@ def purge_left(trash: Path, lock: Path) -> None:
     with suppress(OSError):
         fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return  # a purge is running: it deletes it
-            crashpoints.step("purge")
-            subprocess.run(["rm", "-rf", "--one-file-system", "--", str(trash)], cwd="/", stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+            if _took(fd):  # else a purge is running: it deletes it
+                crashpoints.step("purge")
+                _quietly(_rm(trash))
         finally:
             os.close(fd)
+
+
+def _rm(path: str | Path) -> list[str]:
+    """coreutils' `rm` of a whole tree (fts: no recursion), staying on its file system."""
+    return ["rm", "-rf", "--one-file-system", "--", str(path)]
+
+
+def _took(fd: int) -> bool:
+    """Whether this took the exclusive flock of `fd`'s file (False: someone holds it)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _quietly(argv: list[str], pass_fds: tuple[int, ...] = ()) -> None:
+    """Run `argv` from `/`, its output and status unheard (purges report nothing)."""
+    subprocess.run(argv, cwd="/", pass_fds=pass_fds, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=False)
