@@ -798,11 +798,14 @@ class ContainerController:
         if set_aside(path, self._removed):
             self._set_aside = True
 
-    def purge_left_behind(self) -> None:
+    def purge_left_behind(self) -> str | None:
         """Delete now what a purge cut short or failed left in REMOVED_DIR, unless a purge is
         running (before a convergence: where a killed caller takes its purge along, each run
-        deletes what the last one left)."""
-        purge_left(self._removed, lock=self._removed.parent)
+        deletes what the last one left). What cannot be deleted is told, with what to do."""
+        complaint = purge_left(self._removed, lock=self._removed.parent)
+        return None if complaint is None else (
+            f"files of removed containers could not be deleted from {self._removed} ({complaint}); "
+            "each run tries again")
 
     def purge_set_aside(self) -> None:
         """Delete in the background what this session's removals and recreates set aside."""

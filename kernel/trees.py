@@ -77,20 +77,28 @@ def purge(trash: Path, lock: Path) -> None:
             os.close(fd)
 
 
-def purge_left(trash: Path, lock: Path) -> None:
+def purge_left(trash: Path, lock: Path) -> str | None:
     """Delete `trash` here and now if it is there and no purge is running (none holds `lock`):
-    what a purge cut short or failed left. Like a purge, it reports nothing: what it cannot
-    delete either stays for the next."""
+    what a purge cut short or failed left. What `rm` could not delete stays for the next run,
+    and is told: its first complaint (None when nothing is left, or a purge is running)."""
     if not trash.exists():
-        return
-    with suppress(OSError):
+        return None
+    try:
         fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if _took(fd):  # else a purge is running: it deletes it
-                crashpoints.step("purge")
-                _quietly(_rm(trash))
-        finally:
-            os.close(fd)
+    except OSError as exc:
+        return f"cannot lock {lock}: {exc.strerror}"
+    try:
+        if not _took(fd):
+            return None  # a purge is running: it deletes it
+        crashpoints.step("purge")
+        said = subprocess.run(_rm(trash), cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, check=False).stderr.splitlines()
+    finally:
+        os.close(fd)
+    if not os.path.lexists(trash):
+        return None
+    more = f" (and {len(said) - 1} more)" if len(said) > 1 else ""
+    return f"{said[0] if said else 'rm failed'}{more}"
 
 
 def _rm(path: str | Path) -> list[str]:
@@ -108,6 +116,7 @@ def _took(fd: int) -> bool:
 
 
 def _quietly(argv: list[str], pass_fds: tuple[int, ...] = ()) -> None:
-    """Run `argv` from `/`, its output and status unheard (purges report nothing)."""
+    """Run `argv` from `/`, its output and status unheard (a purge has no one to tell: what
+    it leaves, `purge_left` tells)."""
     subprocess.run(argv, cwd="/", pass_fds=pass_fds, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, check=False)

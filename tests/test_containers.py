@@ -15,6 +15,7 @@ from controllers.container import WORKERS
 from specs.names import ALIAS_PREFIX
 from tests.sandbox import Sandbox
 from tests.waiting import eventually, scaled
+from tests.watch_agent import NETWORKS, Agent
 
 STACK = """\
 name: app
@@ -365,6 +366,42 @@ def test_a_removed_or_recreated_containers_files_are_purged_after_the_run(sandbo
     assert not (sandbox.state_dir / "containers" / "gone").exists()
     assert not (trash / "c-0123").exists()  # deleted before the passes: no purge held the lock
     assert eventually(trash.exists, False, timeout=20) is False
+
+
+def test_removed_files_that_cannot_be_deleted_are_told_by_every_run_until_they_go(sandbox: Sandbox) -> None:
+    """A purge outlives its run and has no one to tell: what it could not delete (here a mount
+    left below a removed container's files; a file made immutable is another) every later run
+    over everything tries again and warns of, naming the files and rm's complaint: `apply` and
+    `down` with their plan, the watch agent in its log."""
+    trash = sandbox.state_dir / "containers" / "_removed"
+    held = trash / "c-4567" / "upper" / "mnt"
+    sandbox.run("mkdir", "-p", str(held))
+    sandbox.run("mount", "-t", "tmpfs", "rc-held", str(held))
+    sandbox.run("touch", str(held / "file"), str(held.parent / "hosts"))
+    specs = sandbox.workdir / "specs"
+    specs.mkdir()
+    path = specs / "n.yaml"
+    path.write_text(NETWORKS.format(name="n", subnet="10.78.9.0/24"))
+    warning = (f"files of removed containers could not be deleted from {trash} (rm: skipping '{held}', "
+               "since it's on a different device); each run tries again")
+
+    applied = sandbox.reconcile("apply", str(path))
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.startswith(f"WARNING: {warning}\n"), applied.stdout
+    again = json.loads(sandbox.reconcile("apply", str(path), "-o", "json", check=True).stdout)
+    assert again["in_sync"] and again["warnings"] == [warning]
+    agent = Agent(sandbox, specs, "--debounce", "50")
+    try:
+        assert eventually(lambda: agent.saw("host warning", warning=warning), True)
+    finally:
+        assert agent.stop() == 0
+    assert sandbox.run("ls", str(trash / "c-4567" / "upper"), str(held)).stdout.split() == [
+        f"{trash}/c-4567/upper:", "mnt", f"{held}:", "file"]  # what it could delete, it did
+
+    sandbox.run("umount", str(held))
+    down = sandbox.reconcile("down", "--stack", "n")
+    assert down.returncode == 0 and "WARNING" not in down.stdout, down.stdout
+    assert not trash.exists()
 
 
 def test_userns_auto_gives_each_container_a_private_range(sandbox: Sandbox, tmp_path: Path) -> None:

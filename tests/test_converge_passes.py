@@ -24,8 +24,8 @@ class _Payload:
 class _NoPurges:
     """A container controller with nothing set aside to purge: all a convergence asks of it."""
 
-    def purge_left_behind(self) -> None:
-        pass
+    def purge_left_behind(self) -> str | None:
+        return None
 
     def purge_set_aside(self) -> None:
         pass

@@ -67,13 +67,13 @@ def test_what_a_purge_left_is_deleted_at_once_unless_a_purge_is_running(tmp_path
     fd = os.open(tmp_path, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # as a running purge holds it
-        purge_left(trash, lock=tmp_path)
-        assert len(os.listdir(trash)) == 1  # left to the running purge
+        assert purge_left(trash, lock=tmp_path) is None  # nothing to tell: left to the running purge
+        assert len(os.listdir(trash)) == 1
     finally:
         os.close(fd)
-    purge_left(trash, lock=tmp_path)
+    assert purge_left(trash, lock=tmp_path) is None
     assert os.listdir(tmp_path) == []  # deleted before it returned
-    purge_left(trash, lock=tmp_path)  # nothing left: nothing to do
+    assert purge_left(trash, lock=tmp_path) is None  # nothing left: nothing to do
 
 
 def _locked(path: Path) -> bool:

@@ -28,7 +28,8 @@ class Summary:
 class Plan:
     changes: tuple[Change, ...]
     warnings: tuple[str, ...] = ()
-    """What in the stack files has no effect here (Compose keys), located: shown with the plan."""
+    """Shown with the plan: what in the stack files has no effect here (Compose keys), located;
+    after a convergence, what it found wrong on the host and could not mend."""
 
     @property
     def empty(self) -> bool:

@@ -93,6 +93,9 @@ class Session:
     held: list[Held] = field(default_factory=list)
     """The changes the latest `converge` held back (starts whose dependency's condition is not
     met yet, to a gate that does not wait: the watch agent's), each naming its change."""
+    warnings: tuple[str, ...] = ()
+    """What the latest `converge` found wrong that no change of its mends: removed containers'
+    files that could not be deleted (each run tries again)."""
 
     def observe(self, focus: Focus | None = None, usage_of: frozenset[str] | None = frozenset()) -> Snapshot:
         """`usage_of`: the stacks whose containers' live usage to read too (None: every
@@ -170,8 +173,8 @@ class Session:
         What the passes set aside (removed containers' files) is purged in the background once
         they are done, so it takes no CPU from them; what an earlier purge left, before the
         passes of an unfocused convergence (a repair does not wait for it)."""
-        if focus is None:
-            self.controllers.container.purge_left_behind()
+        left = self.controllers.container.purge_left_behind() if focus is None else None
+        self.warnings = () if left is None else (left,)
         try:
             self._converge(target, select, focus, on_applied)
         finally:

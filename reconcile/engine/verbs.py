@@ -71,16 +71,18 @@ def _records_of(store: Store, names: Sequence[str]) -> Callable[[], None]:
 
 
 def _converged(session: Session, target: Target, made: list[Change] | None = None) -> Plan:
-    """Every change the convergence made: what `apply` prints, and the stacks `down` found.
-    `made` gathers them as they are made (what a failing convergence made, to its caller)."""
+    """Every change the convergence made, with what it found wrong and could not mend: what
+    `apply` prints, and the stacks `down` found. `made` gathers them as they are made (what a
+    failing convergence made, to its caller)."""
     made = [] if made is None else made
     session.converge(target, on_applied=made.extend)
-    return Plan(tuple(made))
+    return Plan(tuple(made), warnings=session.warnings)
 
 
 def _warned(plan: Plan, files: Sequence[StackFile]) -> Plan:
-    """The plan with the warnings of the files it came from (Compose keys without effect)."""
-    return replace(plan, warnings=tuple(str(w) for f in files for w in f.warnings))
+    """The plan with the warnings of the files it came from (Compose keys without effect) before
+    its own."""
+    return replace(plan, warnings=(*(str(w) for f in files for w in f.warnings), *plan.warnings))
 
 
 def _check_sources(files: Sequence[NamedFile], settings: Settings, take_over: bool,
