@@ -801,7 +801,7 @@ class ContainerController:
     def purge_left_behind(self) -> str | None:
         """Delete now what a purge cut short or failed left in REMOVED_DIR, unless a purge is
         running (before a convergence: where a killed caller takes its purge along, each run
-        deletes what the last one left). What cannot be deleted is told, with what to do."""
+        deletes what the last one left). What cannot be deleted is told."""
         complaint = purge_left(self._removed, lock=self._removed.parent)
         return None if complaint is None else (
             f"files of removed containers could not be deleted from {self._removed} ({complaint}); "

@@ -66,21 +66,23 @@ def purge(trash: Path, lock: Path) -> None:
     waited for (up to 600 s). Whatever is set aside before a purge starts is deleted by it: a
     later purge waits for the one running, whose traversal may have passed it. It stays in the
     caller's cgroups, so it dies where they are killed when the caller ends (a systemd oneshot
-    unit); what it leaves, like what a purge that failed leaves, is `purge_left`'s."""
+    unit); what it leaves, like what a purge that failed leaves, is `purge_left`'s. It has no one
+    to report to: what it cannot delete, `purge_left` tells."""
     crashpoints.step("purge")
     with suppress(OSError):
         fd = os.open(lock, os.O_RDONLY)  # inherited: the lock is the purge's until it exits
         try:
             waits = [] if _took(fd) else ["flock", "-w", "600", str(lock)]
-            _quietly(["setsid", "--fork", "nice", "-n", "19", *waits, *_rm(trash)], pass_fds=(fd,))
+            _run(["setsid", "--fork", "nice", "-n", "19", *waits, *_rm(trash)], pass_fds=(fd,))
         finally:
             os.close(fd)
 
 
 def purge_left(trash: Path, lock: Path) -> str | None:
     """Delete `trash` here and now if it is there and no purge is running (none holds `lock`):
-    what a purge cut short or failed left. What `rm` could not delete stays for the next run,
-    and is told: its first complaint (None when nothing is left, or a purge is running)."""
+    what a purge cut short or failed left. What cannot be deleted stays for the next run, and
+    is told: `rm`'s first complaint, or why it could not run (None when nothing is left, or a
+    purge is running)."""
     if not trash.exists():
         return None
     try:
@@ -91,14 +93,15 @@ def purge_left(trash: Path, lock: Path) -> str | None:
         if not _took(fd):
             return None  # a purge is running: it deletes it
         crashpoints.step("purge")
-        said = subprocess.run(_rm(trash), cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True, check=False).stderr.splitlines()
+        complaints = _run(_rm(trash), heard=True)
+    except OSError as exc:  # no process to be had (EAGAIN under a tasks limit, ENOMEM)
+        return f"cannot run rm: {exc.strerror}"
     finally:
         os.close(fd)
     if not os.path.lexists(trash):
         return None
-    more = f" (and {len(said) - 1} more)" if len(said) > 1 else ""
-    return f"{said[0] if said else 'rm failed'}{more}"
+    more = f" (and {len(complaints) - 1} more)" if len(complaints) > 1 else ""
+    return f"{complaints[0] if complaints else 'rm failed'}{more}"
 
 
 def _rm(path: str | Path) -> list[str]:
@@ -115,8 +118,9 @@ def _took(fd: int) -> bool:
     return True
 
 
-def _quietly(argv: list[str], pass_fds: tuple[int, ...] = ()) -> None:
-    """Run `argv` from `/`, its output and status unheard (a purge has no one to tell: what
-    it leaves, `purge_left` tells)."""
-    subprocess.run(argv, cwd="/", pass_fds=pass_fds, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, check=False)
+def _run(argv: list[str], pass_fds: tuple[int, ...] = (), heard: bool = False) -> list[str]:
+    """Run `argv` from `/`, its output and status unheard; with `heard`, the lines it wrote to
+    stderr (not for a command that forks and returns: its child would hold the pipe open)."""
+    done = subprocess.run(argv, cwd="/", pass_fds=pass_fds, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE if heard else subprocess.DEVNULL, text=True, check=False)
+    return done.stderr.splitlines() if heard else []

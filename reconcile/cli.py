@@ -287,6 +287,8 @@ def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_ERROR if unknown else EXIT_OK
     if len(done.unknown) < len(names) or not done.plan.empty:
         render.emit(render.format_applied(done.plan, render.use_colour(sys.stdout)))
+    elif done.plan.warnings:  # what the run found on the host, whichever stacks it was asked for
+        render.emit("\n".join(render.format_warnings(done.plan)))
     for name in absent:
         print(f"stack '{name}': nothing of it on this host")
     render.emit_volumes(done.volumes_removed, done.volumes_kept)

@@ -369,24 +369,26 @@ def test_a_removed_or_recreated_containers_files_are_purged_after_the_run(sandbo
 
 
 def test_removed_files_that_cannot_be_deleted_are_told_by_every_run_until_they_go(sandbox: Sandbox) -> None:
-    """A purge outlives its run and has no one to tell: what it could not delete (here a mount
-    left below a removed container's files; a file made immutable is another) every later run
-    over everything tries again and warns of, naming the files and rm's complaint: `apply` and
-    `down` with their plan, the watch agent in its log."""
+    """A purge outlives its run and has no one to tell: what it could not delete (here mounts
+    left below removed containers' files; a file made immutable is another) every later run
+    that deletes leftovers tries again and warns of, naming the files and rm's first complaint:
+    `apply` and `down` with their plan (a `down` of a stack already gone too), the watch agent
+    in its log."""
     trash = sandbox.state_dir / "containers" / "_removed"
-    held = trash / "c-4567" / "upper" / "mnt"
-    sandbox.run("mkdir", "-p", str(held))
-    sandbox.run("mount", "-t", "tmpfs", "rc-held", str(held))
-    sandbox.run("touch", str(held / "file"), str(held.parent / "hosts"))
+    held = [trash / "c-4567" / "upper" / "mnt", trash / "d-89ab" / "upper" / "mnt"]
+    for mountpoint in held:
+        sandbox.run("mkdir", "-p", str(mountpoint))
+        sandbox.run("mount", "-t", "tmpfs", "rc-held", str(mountpoint))
+        sandbox.run("touch", str(mountpoint / "file"), str(mountpoint.parent / "hosts"))
     specs = sandbox.workdir / "specs"
     specs.mkdir()
     path = specs / "n.yaml"
     path.write_text(NETWORKS.format(name="n", subnet="10.78.9.0/24"))
-    warning = (f"files of removed containers could not be deleted from {trash} (rm: skipping '{held}', "
-               "since it's on a different device); each run tries again")
-
     applied = sandbox.reconcile("apply", str(path))
     assert applied.returncode == 0, applied.stderr
+    first = next(m for m in held if f"'{m}'" in applied.stdout.split("\n")[0])  # rm's order: the directory's
+    warning = (f"files of removed containers could not be deleted from {trash} (rm: skipping '{first}', "
+               "since it's on a different device (and 1 more)); each run tries again")
     assert applied.stdout.startswith(f"WARNING: {warning}\n"), applied.stdout
     again = json.loads(sandbox.reconcile("apply", str(path), "-o", "json", check=True).stdout)
     assert again["in_sync"] and again["warnings"] == [warning]
@@ -395,13 +397,19 @@ def test_removed_files_that_cannot_be_deleted_are_told_by_every_run_until_they_g
         assert eventually(lambda: agent.saw("host warning", warning=warning), True)
     finally:
         assert agent.stop() == 0
-    assert sandbox.run("ls", str(trash / "c-4567" / "upper"), str(held)).stdout.split() == [
-        f"{trash}/c-4567/upper:", "mnt", f"{held}:", "file"]  # what it could delete, it did
+    for mountpoint in held:  # what it could delete, it did
+        assert sandbox.run("ls", str(mountpoint.parent), str(mountpoint)).stdout.split() == [
+            f"{mountpoint.parent}:", "mnt", f"{mountpoint}:", "file"]
+    for _ in range(2):  # the stack removed; then already gone
+        down = sandbox.reconcile("down", str(path))
+        assert down.returncode == 0 and down.stdout.startswith(f"WARNING: {warning}\n"), down.stdout
 
-    sandbox.run("umount", str(held))
-    down = sandbox.reconcile("down", "--stack", "n")
-    assert down.returncode == 0 and "WARNING" not in down.stdout, down.stdout
+    for mountpoint in held:
+        sandbox.run("umount", str(mountpoint))
+    quiet = sandbox.reconcile("apply", str(path))
+    assert quiet.returncode == 0 and "WARNING" not in quiet.stdout, quiet.stdout
     assert not trash.exists()
+    sandbox.reconcile("down", str(path), check=True)
 
 
 def test_userns_auto_gives_each_container_a_private_range(sandbox: Sandbox, tmp_path: Path) -> None:

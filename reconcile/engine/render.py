@@ -61,7 +61,11 @@ def format_changes(plan: Plan, colour: bool) -> list[str]:
 
 def _warned(plan: Plan, text: str) -> str:
     """The plan's warnings first: read before the changes they may explain."""
-    return "\n".join([f"WARNING: {warning}" for warning in plan.warnings] + [text])
+    return "\n".join([*format_warnings(plan), text])
+
+
+def format_warnings(plan: Plan) -> list[str]:
+    return [f"WARNING: {warning}" for warning in plan.warnings]
 
 
 def format_plan(plan: Plan, colour: bool) -> str:

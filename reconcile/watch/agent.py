@@ -349,9 +349,11 @@ class Agent:
                                       pinning.Pulling(allowed=True, background=self._pull_in_background),
                                       None if focus is None else focus.containers)
             self._note_probed(resolved, focus)
-            _retried(attempt)()
-            for warning in session.warnings:
-                self.log.emit("host warning", warning=warning)
+            try:
+                _retried(attempt)()
+            finally:  # a pass that fails has still found them
+                for warning in session.warnings:
+                    self.log.emit("host warning", warning=warning)
             gated = {key_of_change(h.change): h for h in session.held if h.change is not None}
             # The events of our own writes, and any drift older than the final observation
             # (which found nothing left to do), need no second pass.
