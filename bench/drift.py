@@ -227,9 +227,10 @@ def _drifts(env: dict[str, str]) -> dict[str, DriftKind]:
     }
 
 
-def _soon(check: Callable[[], bool], within: float = 2.0) -> bool:
+def _soon(check: Callable[[], bool], within: float = 10.0) -> bool:
     """A flushed chain comes back over one or two reconciles (riders): the timed repair is the
-    first; the check waits for the rest."""
+    first; the check waits for the rest. Seconds enough for a few `status` runs, which take
+    ~2 s beside 1,000 containers at a busy hour."""
     deadline = time.monotonic() + within
     while True:
         try:

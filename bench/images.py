@@ -114,7 +114,8 @@ def container_rows(work: Path) -> list[list[object]]:
                                                           "PYTHONPATH": str(Path(__file__).parent.parent)})
             store = ImageStore(state)
             lowers = store.lower_dirs(store.images()[0])
-            floor_up, floor_down, starts = floor(n, state / "floor", lowers)
+            floor_run = floor(n, state / "floor", lowers)
+            floor_up, floor_down, starts = floor_run.up, floor_run.down, floor_run.started
         finally:
             remove_state_dir(state)
         rows.append([n, times.cold_apply, times.noop_apply, times.noop_diff, times.down, floor_up, floor_down,

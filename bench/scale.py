@@ -27,6 +27,13 @@ Columns, per N:
   merging), which a focused pass once took for every container of the stack.
 - floor up / floor down: bench/containers.py's `floor`: the same kernel and runtime work with
   no reconciler (ip -batch, overlay roots, `crun run` of a prebuilt config), same run.
+- floor repair p50: in that floor, once all are up and settled, c{N/2}'s veth deleted
+  BENCH_TRIALS times and made again with the sandbox controller's requests once the kernel
+  announces the deletion (timed from just before `ip link del` to the last answer); then its
+  process SIGKILLed and started again (its root unmounted and mounted again, `crun run`; from
+  just before the kill to the new pid file). Milliseconds: what the kernel and the runtime alone
+  take for the agent's veth and killed-container repairs beside N, the part of their growth
+  with N that no reconciler avoids.
 
 The CLI round, the floor and the agent each start once the kernel has freed the cgroups the
 phase before removed (bench/common.py's `settle_cgroups`: after a `down` of 1,000 containers
@@ -58,7 +65,7 @@ from bench.common import (  # noqa: E402
     settle_cgroups,
     time_cli_round,
 )
-from bench.containers import floor, stack_text  # noqa: E402
+from bench.containers import Floor, floor, stack_text  # noqa: E402
 from bench.drift import (  # noqa: E402
     DriftKind,
     container_killed,
@@ -113,14 +120,13 @@ def cli_medians(n: int) -> CliMedians:
                       diff_peak_rss_mib=median(lambda r: r.noop_diff_peak_rss_kib) / 1024)
 
 
-def floor_times(n: int) -> tuple[float, float]:
-    """(up, down) seconds of the same-run floor for N containers."""
+def floor_figures(n: int) -> Floor:
+    """The same-run floor for N containers, with TRIALS repairs of each kind it can make."""
     work = Path(tempfile.mkdtemp(prefix="rc-bench-floor-"))
     try:
-        up, down, _ = floor(n, work)
+        return floor(n, work, repair_trials=TRIALS)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return up, down
 
 
 def drift_kinds(env: dict[str, str], n: int) -> dict[str, DriftKind]:
@@ -157,7 +163,7 @@ def row(n: int, image: str) -> Sequence[object]:
     settle_cgroups()
     cli = cli_medians(n)
     settle_cgroups()
-    floor_up, floor_down = floor_times(n)
+    floor_run = floor_figures(n)
     settle_cgroups()
     watch = watch_figures(n)
     settle_cgroups()
@@ -165,7 +171,8 @@ def row(n: int, image: str) -> Sequence[object]:
     return [n, cli.cold_apply, cli.noop_apply, cli.noop_diff, cli.status_json, cli.down,
             f"{cli.diff_peak_rss_mib:.1f}", " / ".join(f"{ms:.1f}" for ms in watch.repair_p50_ms),
             f"{watch.rss_mib:.1f} / {watch.peak_mib:.1f}", f"{watch.converged_s:.1f}", f"{image_killed:.1f}",
-            floor_up, floor_down]
+            floor_run.up, floor_run.down, " / ".join(f"{statistics.median(samples) * 1000:.1f}"
+                                                     for samples in (floor_run.veth_repairs, floor_run.restarts))]
 
 
 def main() -> None:
@@ -177,7 +184,7 @@ def main() -> None:
                  "CLI peak RSS MiB (no-op diff)",
                  "watch: drift repair p50 ms (veth deleted / rule deleted / container killed)",
                  "watch agent RSS MiB converged / peak", "agent converged in s", "killed, image stack p50 ms",
-                 "floor up s", "floor down s"],
+                 "floor up s", "floor down s", "floor repair p50 ms (veth deleted / container killed)"],
                 rows)
 
 
