@@ -33,7 +33,7 @@ Columns, per N:
   process SIGKILLed and started again (its root unmounted and mounted again, `crun run`; from
   just before the kill to the new pid file). Milliseconds: what the kernel and the runtime alone
   take for the agent's veth and killed-container repairs beside N, the part of their growth
-  with N that no reconciler avoids.
+  with N that the agent's requests and crun's restart cannot avoid on this kernel.
 
 The CLI round, the floor and the agent each start once the kernel has freed the cgroups the
 phase before removed (bench/common.py's `settle_cgroups`: after a `down` of 1,000 containers
