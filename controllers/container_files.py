@@ -67,10 +67,10 @@ class RenderedLines:
     focused plan in quiet, ~3 in the agent. Looking the members up again and comparing them
     (their addresses the same objects while the leases are not read again) was 0.6-1.1 ms of a
     repair's plan in the agent beside a thousand; with the same stack object as the last pass
-    (the agent's focused passes hand it where the stack's networks declare their subnets; one
-    with a pooled subnet is copied every pass, and its members are compared as before),
-    comparing the members' addresses alone is ~0.05 ms in process (0.2-0.45 ms of the plan in
-    the agent, at a busier moment)."""
+    (the agent's focused passes hand it while the stack is unchanged, its pooled subnets filled
+    in by the same copy: engine.subnets; not a stack whose images' settings are merged in, a
+    copy each pass, whose members are compared as before), comparing the members' addresses
+    alone is ~0.05 ms in process (0.2-0.45 ms of the plan in the agent, at a busier moment)."""
 
     LIMIT = 64
     """Networks kept (a dual-stack one twice: a family each), the least recently used dropped first."""

@@ -10,11 +10,14 @@ member (and its aliases) is as it was."""
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv6Address
+import gc
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 
 import pytest
 
 from controllers.container_files import LOCALHOST, RenderedLines, hosts_files
+from reconcile.engine import subnets as subnets_module
+from reconcile.engine.subnets import with_subnets
 from specs.model import Attachment, Stack
 
 STACK = Stack.model_validate({
@@ -164,3 +167,28 @@ def test_a_changed_alias_renders_its_own_network_again_and_no_other() -> None:
     aliased = _with(STACK, db={"networks": {"data": Attachment(aliases=["pg"])}})
     assert "10.3.0.4\tpostgres db pg\n" in rendered.lines(aliased, "data", V4, 4).text
     assert rendered.lines(aliased, "side", V4, 4) is side
+
+
+def test_a_stack_with_pooled_subnets_is_the_same_object_from_pass_to_pass_while_it_and_they_are() -> None:
+    """Each pass fills a stack's pooled subnets in; while the stack (frozen) and its subnets are
+    those of the pass before, it gets the same copy, so the kept lines' check by identity holds
+    for it as for a stack that declares its subnets. The copy goes with its stack."""
+    pooled = Stack.model_validate({"name": "p", "networks": {"net": {}},
+                                   "containers": {"a": {"command": "true", "networks": ["net"]}}})
+    subnets = {("p", "net"): IPv4Network("10.9.0.0/29")}
+    first = with_subnets({"p": pooled}, subnets)["p"]
+    assert with_subnets({"p": pooled}, dict(subnets))["p"] is first
+    assert first.networks["net"].subnet == IPv4Network("10.9.0.0/29")
+    moved = with_subnets({"p": pooled}, {("p", "net"): IPv4Network("10.9.1.0/29")})["p"]
+    assert moved is not first and moved.networks["net"].gateway == IPv4Address("10.9.1.1")
+    equal = Stack.model_validate(pooled.model_dump())  # an edit that changed nothing: another object
+    assert with_subnets({"p": equal}, subnets)["p"] is not first
+    rendered = RenderedLines()
+    address = {("p", "a", "net"): IPv4Address("10.9.0.2")}
+    lines = rendered.lines(with_subnets({"p": equal}, subnets)["p"], "net", address, 4)
+    kept = rendered._kept[("p", "net", 4)]
+    assert rendered.lines(with_subnets({"p": equal}, subnets)["p"], "net", dict(address), 4) is lines
+    assert kept.stack() is with_subnets({"p": equal}, subnets)["p"]  # the check by identity holds
+    del equal, pooled, first, moved
+    gc.collect()
+    assert "p" not in subnets_module._resolved  # gone with its stack

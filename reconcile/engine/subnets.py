@@ -3,6 +3,7 @@ store's subnet leases and the live kernel (its routes, addresses and our bridges
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Network
 
@@ -37,12 +38,40 @@ def pooled_subnets(stacks: Sequence[Stack], leases: Mapping[NetworkKey, IPv4Netw
         return {}, [Issue(stack, ("networks", network), str(exc))]
 
 
+_Filled = tuple[tuple[str, IPv4Network], ...]
+"""A stack's pooled subnets, by network key, in key order."""
+
+_resolved: dict[str, tuple[weakref.ref[Stack], _Filled, Stack]] = {}
+"""Per stack name, the stack `with_subnets` last made: what it was made from (weakly: the entry
+goes with it) and with. A pass over the same frozen stack with the same subnets is handed the
+same object as the pass before, as a stack whose networks declare their subnets is: checks of
+identity then hold for it (the kept /etc/hosts lines: ~0.05 ms against ~0.3 for a thousand
+members compared)."""
+
+
 def with_subnets(stacks: Mapping[str, Stack], subnets: Mapping[NetworkKey, IPv4Network]) -> dict[str, Stack]:
     """The stacks with their pooled subnets (and so gateways) filled in, as every controller
     reads them."""
-    resolved = dict(stacks)
+    filled: dict[str, list[tuple[str, IPv4Network]]] = {}
     for (name, key), subnet in subnets.items():
-        stack = resolved[name]
-        networks = {**stack.networks, key: stack.networks[key].with_subnet(subnet)}
-        resolved[name] = stack.model_copy(update={"networks": networks})
+        filled.setdefault(name, []).append((key, subnet))
+    resolved = dict(stacks)
+    for name, pairs in filled.items():
+        resolved[name] = _filled_in(resolved[name], tuple(sorted(pairs, key=lambda pair: pair[0])))
     return resolved
+
+
+def _filled_in(stack: Stack, pairs: _Filled) -> Stack:
+    name = stack.name
+    kept = _resolved.get(name)
+    if kept is not None and kept[0]() is stack and kept[1] == pairs:
+        return kept[2]
+    made = stack.model_copy(update={"networks": {**stack.networks, **{key: stack.networks[key].with_subnet(subnet)
+                                                                      for key, subnet in pairs}}})
+
+    def forget(source: weakref.ref[Stack]) -> None:  # holds the name only: the stack may go
+        if (entry := _resolved.get(name)) is not None and entry[0] is source:
+            del _resolved[name]
+
+    _resolved[name] = (weakref.ref(stack, forget), pairs, made)
+    return made
