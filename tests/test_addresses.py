@@ -193,9 +193,9 @@ def _counted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Stack, ...]]:
 
 
 def test_a_passs_copies_of_a_stack_keep_what_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each pass copies a stack whose network has no subnet (the pool's is filled in) and the
-    containers it merges an image's settings into: their networks stay the spec's, and what
-    their endpoints hold is not worked out again."""
+    """Each pass copies a stack whose containers take an image's settings (merged in, after its
+    pooled subnet is filled in): their networks stay the spec's, and what their endpoints hold
+    is not worked out again."""
     pooled = build_stack("s", {"networks": {"net": {}}, "containers": {name: {"networks": ["net"]} for name in "acd"}})
     leases = _leases(a=2, c=4, d=5)
 

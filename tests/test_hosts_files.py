@@ -188,7 +188,9 @@ def test_a_stack_with_pooled_subnets_is_the_same_object_from_pass_to_pass_while_
     lines = rendered.lines(with_subnets({"p": equal}, subnets)["p"], "net", address, 4)
     kept = rendered._kept[("p", "net", 4)]
     assert rendered.lines(with_subnets({"p": equal}, subnets)["p"], "net", dict(address), 4) is lines
-    assert kept.stack() is with_subnets({"p": equal}, subnets)["p"]  # the check by identity holds
+    assert rendered._kept[("p", "net", 4)] is kept  # not rendered again: the check by identity held
+    assert kept.stack() is with_subnets({"p": equal}, subnets)["p"]
+    assert "p" in subnets_module._resolved
     del equal, pooled, first, moved
     gc.collect()
     assert "p" not in subnets_module._resolved  # gone with its stack

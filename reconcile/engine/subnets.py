@@ -71,7 +71,7 @@ def _filled_in(stack: Stack, pairs: _Filled) -> Stack:
 
     def forget(source: weakref.ref[Stack]) -> None:  # holds the name only: the stack may go
         if (entry := _resolved.get(name)) is not None and entry[0] is source:
-            del _resolved[name]
+            _resolved.pop(name, None)  # may run on any thread, beside another's replacing it
 
     _resolved[name] = (weakref.ref(stack, forget), pairs, made)
     return made
