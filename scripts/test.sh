@@ -15,7 +15,7 @@ scripts/setup.sh
 # kernel, both backends (nftables is `auto`'s usual pick): 23-26 min under emulation beside the
 # host's suite on usual hours (the whole run under 30); on a slow one (2026-12-07 afternoon: the
 # host's suite alone took 34-37 min) 28 min stopped the lane two-thirds through, and it had 141
-# of its 166 tests done after 33 min, mostly alone. So the VM is stopped after 60 min (as
+# of its 166 tests done after 33 min, mostly alone, and 158 when 45 min stopped it. So the VM is stopped after 60 min (as
 # vm-test.sh's own default): a guard against a hung guest, not a budget. The rest
 # (test_containers.py: 4.5 min more) on demand.
 VM_LANE=(tests/test_cgroups_v1.py tests/test_cgroups_e2e.py tests/test_cgroups_v2_paths.py tests/test_cgroup_diff.py
