@@ -90,10 +90,11 @@ class Sandbox:
 
     def run(self, *cmd: str, check: bool = True, input: str | None = None,
             timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """Run a command inside the sandbox's network and mount namespaces."""
+        """Run a command inside the sandbox's network and mount namespaces, killed after
+        `timeout` seconds on our hosts (scaled to this machine)."""
         proc = subprocess.run(
             ["nsenter", "-t", str(self.pid), "-n", "-m", "--", *cmd],
-            capture_output=True, text=True, env=self.env, input=input, timeout=timeout,
+            capture_output=True, text=True, env=self.env, input=input, timeout=scaled(timeout),
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"{cmd} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")

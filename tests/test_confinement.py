@@ -36,6 +36,7 @@ from tests.escape_corpus import (
     write_corpus,
 )
 from tests.sandbox import Sandbox
+from tests.waiting import scaled
 
 DOCKER_CAPS = 0xA80425FB
 """Docker's default bounding set, as /proc/PID/status prints it."""
@@ -166,7 +167,7 @@ def _run_corpus(sandbox: Sandbox, host: Host, stack: str, extra: str = "") -> di
     """The corpus' verdicts by mode ("program", "exec"), then by attempt; the writes to `/`
     judged from the host."""
     _apply(sandbox, sandbox.write(f"{stack}.yaml", _corpus_stack(stack, host, extra)))
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + scaled(120)
     log = ""
     while time.monotonic() < deadline and not finished(log, "program"):
         time.sleep(0.2)
@@ -221,7 +222,13 @@ READ_ONLY_WITH_TMPFS = '    read_only: true\n    tmpfs: [/tmp, "/run:exec", /var
 scratch directory is then the tmpfs at /tmp)."""
 
 
+HOST_SETTINGS = pytest.mark.xdist_group("host-settings")
+"""The corpus' escapes write host-wide settings (a sysctl, the hostname) and each run checks
+them after: one such test at a time, on one worker, when the suite runs in parallel."""
+
+
 # `outside` comes first in these signatures: set up before the sandbox, torn down after it.
+@HOST_SETTINGS
 @pytest.mark.parametrize("extra", ["", "    userns: auto", READ_ONLY_WITH_TMPFS],
                          ids=["docker-default", "userns-auto", "read-only-with-tmpfs"])
 def test_the_escape_corpus_fails_under_the_default_confinement(outside: Path, sandbox: Sandbox, host: Host,
@@ -238,6 +245,7 @@ def test_the_escape_corpus_fails_under_the_default_confinement(outside: Path, sa
     assert PRINTK_RATELIMIT.read_text() == host.printk_ratelimit
 
 
+@HOST_SETTINGS
 def test_the_escape_corpus_tells_when_privileged(outside: Path, sandbox: Sandbox, host: Host) -> None:
     runs = _run_corpus(sandbox, host, "escpriv", "    privileged: true")
     problems = _complete(runs)
@@ -383,7 +391,7 @@ containers:
                             sys.executable, "-m", "reconcile", "exec", "cli/c", "--", *argv],
                            env=sandbox.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + scaled(15)
         while not (running := _processes_with_argv(argv)) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(running) == 1, f"the exec'd {argv} did not start: {running}"
@@ -391,7 +399,7 @@ containers:
         assert _cgroups(running[0]) == _cgroups(init_pid), "exec runs outside the container's cgroups"
         cli.send_signal(signal.SIGKILL)
         cli.wait()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + scaled(5)
         while _processes_with_argv(argv) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _processes_with_argv(argv) == [], "the exec'd process outlived the killed CLI"
@@ -410,7 +418,7 @@ containers:
     restart: "no"
 """))
     os.kill(sandbox.containers()["c"]["pid"], signal.SIGKILL)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + scaled(10)
     while (row := sandbox.containers()["c"])["state"] != "exited" and time.monotonic() < deadline:
         time.sleep(0.1)
     assert (row["state"], row["exit_code"]) == ("exited", 137), row
