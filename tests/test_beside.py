@@ -18,6 +18,8 @@ import pytest
 from kernel.beside import Beside, beside, may_fork
 from tests.waiting import eventually
 
+pytestmark = pytest.mark.single_threaded
+
 
 @pytest.fixture(autouse=True)
 def _single_threaded() -> None:

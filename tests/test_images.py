@@ -491,10 +491,10 @@ def test_the_watch_agent_pulls_in_a_process_of_its_own_which_ends_with_it(sandbo
         (specs / "stack.yaml").write_text(STACK.format(containers=f"  b: {{image: {proxy.address}/big:1}}\n"))
         agent = Agent(sandbox, specs, "--resync", "600", "--debounce", "50")
         try:
-            assert eventually(lambda: len(pulls(proxy.address)), 1, timeout=30) == 1
+            assert eventually(lambda: len(pulls(sandbox, proxy.address)), 1, timeout=30) == 1
         finally:
             assert agent.stop() == 0
-        assert pulls(proxy.address) == []  # ended before the agent was
+        assert pulls(sandbox, proxy.address) == []  # ended before the agent was
         assert agent.lines[-1]["event"] == "agent stopped"  # no failed pull reported after it
 
 
@@ -513,16 +513,17 @@ def test_a_pull_its_registry_stops_feeding_is_given_up_and_frees_the_store(sandb
     assert [row["image"] for row in images(sandbox)] == [f"{registry.address}/big:1"]
 
 
-def pulls(address: str) -> list[int]:
-    """The pids of the agent's pulls (reconcile/watch/pulls.py) of images behind `address`."""
+def pulls(sandbox: Sandbox, address: str) -> list[int]:
+    """The pids of the agent's pulls (reconcile/watch/pulls.py) of images behind `address`, in
+    this sandbox (another's registry or proxy may have the same address in its own netns)."""
     found = []
-    for entry in Path("/proc").iterdir():
+    for pid in sandbox.processes():
         try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:  # not a process, or gone
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone
             continue
         if b"reconcile.watch.pulls" in argv and any(argument.startswith(address.encode()) for argument in argv):
-            found.append(int(entry.name))
+            found.append(pid)
     return found
 
 
