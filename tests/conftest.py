@@ -14,10 +14,16 @@ KERNEL_MARK = "kernel"
 `sandbox` fixture gets it on its own; tests that build their Sandboxes themselves (in a
 module-scoped fixture) carry it by hand. Run as root only; select with `-m kernel` or `-m "not kernel"`."""
 
+SLOW_MARK = "slow"
+"""Whole modules that take minutes (kill anywhere, convergence): collected first."""
+
 NOT_ROOT = "needs root: drives the real kernel inside throwaway namespaces (tests/sandbox.py)"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Minutes-long modules first (a stable sort: each stays whole, in order): started last, one
+    # would run alone at the end of a parallel run.
+    items.sort(key=lambda item: item.get_closest_marker(SLOW_MARK) is None)
     skip = pytest.mark.skip(reason=NOT_ROOT) if os.geteuid() != 0 else None
     for item in items:
         if "sandbox" in getattr(item, "fixturenames", ()):

@@ -36,7 +36,8 @@ from tests.leaks import leftovers
 from tests.reliability import record
 from tests.sandbox import Sandbox
 
-pytestmark = pytest.mark.kernel  # its Sandboxes are built in a module-scoped fixture
+pytestmark = [pytest.mark.kernel,  # its Sandboxes are built in a module-scoped fixture
+              pytest.mark.slow]
 
 STACK = "rel"
 NET_KEYS = ("a", "b", "c", "d")
