@@ -46,7 +46,7 @@ status=0
 if [ $# -gt 0 ]; then
     pytest_run "$@" || status=$?
 else
-    # A worker per core (xdist_group keeps tests that share a host-wide setting on one), then the
+    # A worker per core (tests that sandboxes do not isolate on one: tests/sandbox.py), then the
     # tests that need a process with one thread, which an xdist worker is not.
     pytest_run -n 2 --dist loadgroup -m "not single_threaded" || status=$?
     pytest_run -m single_threaded || { rc=$?; [ "$status" -ne 0 ] || status=$rc; }

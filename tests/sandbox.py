@@ -21,6 +21,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from controllers.container import CONTAINERS_DIR, REMOVED_DIR
@@ -49,6 +50,12 @@ sysctl -qew net.ipv6.conf.default.disable_ipv6=0
 echo ready
 exec sleep infinity
 """
+
+
+ONE_AT_A_TIME = pytest.mark.xdist_group("host-wide")
+"""For a test that sandboxes do not isolate: it writes host-wide settings and checks them after,
+or judges what the host's `userns: auto` ranges hold (user namespaces are the host's). Such
+tests run one at a time, on one worker, when the suite runs in parallel (scripts/test.sh)."""
 
 
 class Sandbox:

@@ -35,7 +35,7 @@ from tests.escape_corpus import (
     parse_results,
     write_corpus,
 )
-from tests.sandbox import Sandbox
+from tests.sandbox import ONE_AT_A_TIME, Sandbox
 from tests.waiting import scaled
 
 DOCKER_CAPS = 0xA80425FB
@@ -222,13 +222,8 @@ READ_ONLY_WITH_TMPFS = '    read_only: true\n    tmpfs: [/tmp, "/run:exec", /var
 scratch directory is then the tmpfs at /tmp)."""
 
 
-HOST_SETTINGS = pytest.mark.xdist_group("host-settings")
-"""The corpus' escapes write host-wide settings (a sysctl, the hostname) and each run checks
-them after: one such test at a time, on one worker, when the suite runs in parallel."""
-
-
 # `outside` comes first in these signatures: set up before the sandbox, torn down after it.
-@HOST_SETTINGS
+@ONE_AT_A_TIME  # its escapes write host-wide settings (a sysctl, the hostname), checked after
 @pytest.mark.parametrize("extra", ["", "    userns: auto", READ_ONLY_WITH_TMPFS],
                          ids=["docker-default", "userns-auto", "read-only-with-tmpfs"])
 def test_the_escape_corpus_fails_under_the_default_confinement(outside: Path, sandbox: Sandbox, host: Host,
@@ -245,7 +240,7 @@ def test_the_escape_corpus_fails_under_the_default_confinement(outside: Path, sa
     assert PRINTK_RATELIMIT.read_text() == host.printk_ratelimit
 
 
-@HOST_SETTINGS
+@ONE_AT_A_TIME  # its escapes write host-wide settings (a sysctl, the hostname), checked after
 def test_the_escape_corpus_tells_when_privileged(outside: Path, sandbox: Sandbox, host: Host) -> None:
     runs = _run_corpus(sandbox, host, "escpriv", "    privileged: true")
     problems = _complete(runs)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from controllers.container import WORKERS
 from specs.names import ALIAS_PREFIX
-from tests.sandbox import Sandbox
+from tests.sandbox import ONE_AT_A_TIME, Sandbox
 from tests.waiting import eventually, scaled
 from tests.watch_agent import NETWORKS, Agent
 
@@ -412,6 +412,7 @@ def test_removed_files_that_cannot_be_deleted_are_told_by_every_run_until_they_g
     sandbox.reconcile("down", str(path), check=True)
 
 
+@ONE_AT_A_TIME
 def test_userns_auto_gives_each_container_a_private_range(sandbox: Sandbox, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
@@ -450,6 +451,7 @@ containers:
     assert sandbox.processes() == []
 
 
+@ONE_AT_A_TIME
 def test_userns_auto_keeps_clear_of_a_user_namespace_without_a_pid_namespace(sandbox: Sandbox) -> None:
     """`unshare --user` (systemd's PrivateUsers=) makes a user namespace and no pid namespace:
     the range it maps is taken all the same. It maps the bottom of our pool, which a fresh
