@@ -230,18 +230,22 @@ class Sandbox:
                     continue
         return found
 
-    def proxies(self) -> dict[int, str]:
-        """reconcile's proxies (and the children relaying their flows) in the sandbox: pid ->
-        command line, whose first word is the mark (see kernel.proxy)."""
+    def command_lines(self) -> dict[int, list[str]]:
+        """The argv of each of the sandbox's processes (`processes`), by pid; one gone meanwhile
+        is left out."""
         found = {}
         for pid in self.processes():
             try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode().replace("\0", " ")
+                found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
             except OSError:
                 continue
-            if argv.startswith(f"{ALIAS_PREFIX} port "):
-                found[pid] = argv
         return found
+
+    def proxies(self) -> dict[int, str]:
+        """reconcile's proxies (and the children relaying their flows) in the sandbox: pid ->
+        command line, whose first word is the mark (see kernel.proxy)."""
+        lines = {pid: " ".join(argv) for pid, argv in self.command_lines().items()}
+        return {pid: line for pid, line in lines.items() if line.startswith(f"{ALIAS_PREFIX} port ")}
 
     def close(self) -> None:
         """Kill whatever a failed test left running, then the namespaces with the holder."""

@@ -516,15 +516,8 @@ def test_a_pull_its_registry_stops_feeding_is_given_up_and_frees_the_store(sandb
 def pulls(sandbox: Sandbox, address: str) -> list[int]:
     """The pids of the agent's pulls (reconcile/watch/pulls.py) of images behind `address`, in
     this sandbox (another's registry or proxy may have the same address in its own netns)."""
-    found = []
-    for pid in sandbox.processes():
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:  # gone
-            continue
-        if b"reconcile.watch.pulls" in argv and any(argument.startswith(address.encode()) for argument in argv):
-            found.append(pid)
-    return found
+    return [pid for pid, argv in sandbox.command_lines().items()
+            if "reconcile.watch.pulls" in argv and any(argument.startswith(address) for argument in argv)]
 
 
 def test_a_focused_resolution_pins_its_containers_and_their_dependencies_as_a_whole_one(
