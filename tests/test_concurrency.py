@@ -7,18 +7,24 @@
 - `diff` and `status`, run over and over while an apply and a down are under way, never crash:
   exit 0 or 2 (diff), 0 (status), never a traceback.
 
-"At once" is made certain, not hoped for: the first apply recreates a container that ignores
-SIGTERM, so it holds the lock for its whole stop grace while the others start.
+"At once" is made certain, not hoped for: the first writer stops a container that ignores
+SIGTERM, so it holds the lock through that container's stop grace (far longer than any test
+needs) until the test has seen what it waits for (the second apply waiting, the reads made) and
+SIGKILLs the container itself. No window is sized for the machine's speed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -26,11 +32,11 @@ from tests.canary import Canary, planted
 from tests.leaks import leftovers
 from tests.reliability import record
 from tests.sandbox import Sandbox
-from tests.waiting import scaled
+from tests.waiting import eventually, scaled
 
-GRACE = round(scaled(2))
-"""Seconds the first apply holds the lock (stopping `slow`): longer than the second's start-up,
-on this machine (an emulated guest imports the CLI ~20x slower)."""
+STOP_GRACE = 300
+"""Seconds a writer would wait for `slow` to exit before killing it: never reached, the test
+kills `slow` once it has seen what it waits for."""
 STACK = """\
 name: {name}
 networks:
@@ -48,45 +54,81 @@ containers:
     depends_on: [slow]
 """
 WAITING = "waiting for another reconcile"
+READS_PER_WRITE = 3
+"""Reads of each kind (`diff`, `status`) made while each writer holds the lock."""
 
 
 def write_stack(sandbox: Sandbox, name: str, generation: int, subnet: int, port: int) -> str:
     """Each generation of a stack is an edit of its one file (another file declaring it would be
     refused while this one does)."""
-    text = STACK.format(name=name, generation=generation, subnet=subnet, port=port, grace=GRACE)
+    text = STACK.format(name=name, generation=generation, subnet=subnet, port=port, grace=STOP_GRACE)
     return str(sandbox.write(f"{name}.yaml", text))
 
 
-def start(sandbox: Sandbox, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(["nsenter", "-t", str(sandbox.pid), "-n", "-m", "--",
-                             sys.executable, "-m", "reconcile", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=sandbox.env)
+class Cli:
+    """A CLI run in the background, its output (stdout and stderr, as they come) in a file the
+    test can read while it runs."""
+
+    def __init__(self, sandbox: Sandbox, *args: str) -> None:
+        self._output = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(["nsenter", "-t", str(sandbox.pid), "-n", "-m", "--",
+                                      sys.executable, "-m", "reconcile", *args],
+                                     stdout=self._output, stderr=subprocess.STDOUT, text=True, env=sandbox.env)
+
+    def output(self) -> str:
+        self._output.seek(0)
+        return self._output.read()
+
+    def finish(self) -> tuple[int, str]:
+        code = self.proc.wait(timeout=scaled(60))
+        text = self.output()
+        self._output.close()
+        return code, text
 
 
-def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
-    output, _ = proc.communicate(timeout=scaled(60))
-    return proc.returncode, output
+def slow_pids(sandbox: Sandbox) -> list[int]:
+    """The init of every stack's `slow`."""
+    return [int(c["pid"]) for s in sandbox.status()["stacks"] for c in s["containers"]
+            if c["name"] == "slow" and c.get("pid")]
 
 
-def holding_lock(sandbox: Sandbox, proc: subprocess.Popen[str]) -> None:
-    """Wait until `proc` holds the state dir's lock (it writes its pid into the lock file once it
-    has it; nsenter without --pid execs the CLI, so the pids agree)."""
+def slow_pid(sandbox: Sandbox) -> int:
+    (pid,) = slow_pids(sandbox)
+    return pid
+
+
+def holding_lock(sandbox: Sandbox, writer: Cli) -> None:
+    """Wait until the writer holds the state dir's lock (it writes its pid into the lock file once
+    it has it; nsenter without --pid execs the CLI, so the pids agree)."""
     lock = sandbox.state_dir / "lock"
     deadline = time.monotonic() + scaled(10)
-    while time.monotonic() < deadline and proc.poll() is None:
-        if lock.exists() and lock.read_text().strip() == str(proc.pid):
+    while time.monotonic() < deadline and writer.proc.poll() is None:
+        if lock.exists() and lock.read_text().strip() == str(writer.proc.pid):
             return
         time.sleep(0.01)
-    raise AssertionError(f"the first apply never held the lock (exit {proc.poll()})")
+    raise AssertionError(f"the first apply never held the lock (exit {writer.proc.poll()}): {writer.output()}")
+
+
+def released_once(ready: Callable[[], bool], pid: int, timeout: float = 60) -> None:
+    """Once `ready` holds, SIGKILL `slow` (`pid`), which the writer holding the lock is stopping:
+    the writer goes on. Killed in any case, so that a failed wait does not leave the writer
+    waiting out the stop grace."""
+    try:
+        eventually(ready, True, timeout=timeout)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def applied_at_once(sandbox: Sandbox, first: str, second: str) -> tuple[tuple[int, str], tuple[int, str]]:
-    """(exit, output) of `apply first` and of `apply second`, started once the first holds
-    the lock."""
-    leader = start(sandbox, "apply", first)
+    """(exit, output) of `apply first` (a recreate of the running `slow`) and of `apply second`,
+    started once the first holds the lock; `slow` is killed once the second says it waits."""
+    pid = slow_pid(sandbox)
+    leader = Cli(sandbox, "apply", first)
     holding_lock(sandbox, leader)
-    follower = start(sandbox, "apply", second)
-    return finish(leader), finish(follower)
+    follower = Cli(sandbox, "apply", second)
+    released_once(lambda: WAITING in follower.output(), pid)
+    return leader.finish(), follower.finish()
 
 
 def ok(sandbox: Sandbox, *args: str) -> str:
@@ -104,6 +146,8 @@ def running_with_next(sandbox: Sandbox) -> str:
 def in_sync_then_down(sandbox: Sandbox, *paths: str) -> None:
     for path in paths:
         ok(sandbox, "diff", path)
+    for pid in slow_pids(sandbox):  # so that `down` need not wait out their stop grace
+        os.kill(pid, signal.SIGKILL)
     for path in paths:
         ok(sandbox, "down", path)
 
@@ -121,7 +165,7 @@ def canary(sandbox: Sandbox) -> Iterator[Canary]:
 def test_two_stacks_applied_at_once_both_converge(sandbox: Sandbox, canary: Canary) -> None:
     one_next = running_with_next(sandbox)
     two = write_stack(sandbox, "two", 1, subnet=2, port=18202)
-    # The first recreates `slow`: it holds the lock for GRACE seconds.
+    # The first recreates `slow`: it holds the lock until the second waits for it.
     (code1, out1), (code2, out2) = applied_at_once(sandbox, one_next, two)
     assert code1 == 0 and code2 == 0, out1 + out2
     assert WAITING in out2 and "Traceback" not in out1 + out2
@@ -143,24 +187,29 @@ def test_diff_and_status_during_apply_and_down_never_crash(sandbox: Sandbox, can
     exits: Counter[str] = Counter()
     crashes: list[str] = []
 
-    def poll(writer: subprocess.Popen[str], *args: str, allowed: tuple[int, ...]) -> None:
-        while writer.poll() is None:
+    def poll(writer: Cli, counted: Counter[str], *args: str, allowed: tuple[int, ...]) -> None:
+        while writer.proc.poll() is None:
             result = sandbox.reconcile(*args)
             exits[f"{args[0]} {result.returncode}"] += 1
+            counted[args[0]] += 1
             if result.returncode not in allowed or "Traceback" in result.stdout + result.stderr:
                 crashes.append(f"{' '.join(args)} exited {result.returncode}:\n{result.stdout}{result.stderr}")
 
     for verb in ("apply", "down"):
-        writer = start(sandbox, verb, target)  # each stops `slow`: GRACE seconds under way
-        readers = [threading.Thread(target=poll, args=(writer, "diff", target), kwargs={"allowed": (0, 2)}),
-                   threading.Thread(target=poll, args=(writer, "status", "-o", "json"), kwargs={"allowed": (0,)})]
+        pid = slow_pid(sandbox)
+        writer = Cli(sandbox, verb, target)  # each stops `slow`: held until the reads are made
+        holding_lock(sandbox, writer)
+        during: Counter[str] = Counter()
+        readers = [threading.Thread(target=poll, args=(writer, during, "diff", target), kwargs={"allowed": (0, 2)}),
+                   threading.Thread(target=poll, args=(writer, during, "status", "-o", "json"),
+                                    kwargs={"allowed": (0,)})]
         for reader in readers:
             reader.start()
-        code, output = finish(writer)
+        released_once(lambda: min(during["diff"], during["status"]) >= READS_PER_WRITE, pid)
+        code, output = writer.finish()
         for reader in readers:
             reader.join()
         assert code == 0, output
     record("concurrency", reads_during_writes=sum(exits.values()),
            **{f"reads_{key.replace(' ', '_exit_')}": n for key, n in exits.items()})
     assert not crashes, "\n\n".join(crashes)
-    assert sum(exits.values()) >= 8

@@ -151,13 +151,15 @@ def _cgroup_with(driver: cgroups.CgroupDriver, relpath: str, seconds: float) -> 
 
 def test_cgroup_removal_waits_for_a_process_still_exiting(sandbox: Sandbox, driver: cgroups.CgroupDriver) -> None:
     relpath = cgroup_relpath(sandbox.cgroup_parent, "rel", "x")
-    proc = _cgroup_with(driver, relpath, 0.3)
+    proc = _cgroup_with(driver, relpath, 0.8)  # well within the removal's ~2 s of retries
+    assert proc.poll() is None, "the process exited before the removal began: nothing was tested"
     started = time.monotonic()
     driver.remove(relpath, sandbox.cgroup_parent)  # EBUSY until the sleep has exited
     waited = time.monotonic() - started
+    exited = proc.poll()  # only once the removal returned: had it not waited, still None
     proc.wait()
     record("transient_errors", cgroup_ebusy_waited_s=round(waited, 2))
-    assert waited >= 0.2
+    assert exited == 0
     assert not [p for p in sandbox.cgroup_dirs() if any(p.iterdir()) and (p / "rel").exists()]
 
 

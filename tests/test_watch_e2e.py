@@ -432,6 +432,19 @@ def test_a_start_made_by_a_reconcile_that_failed_is_repaired_by_its_exit_event(s
         sandbox.reconcile("down", "--stack", "half", check=True)
 
 
+def holding(lock: Path) -> subprocess.Popen[bytes]:
+    """A process holding the state dir's lock, as a manual apply would (its pid in the file),
+    until `released`: as long as the test needs, however slow the machine."""
+    return subprocess.Popen(["flock", str(lock), "sh", "-c", f"echo $$ > {lock}; exec cat >/dev/null"],
+                            stdin=subprocess.PIPE)
+
+
+def released(holder: subprocess.Popen[bytes]) -> None:
+    assert holder.stdin is not None
+    holder.stdin.close()  # its `cat` ends: the lock is let go
+    holder.wait(10)
+
+
 GONE = """\
 name: gone
 networks:
@@ -454,7 +467,7 @@ def test_a_deleted_stack_is_pruned_whole_though_a_key_of_one_of_its_containers_c
         assert eventually(lambda: sorted(c.get("state") for c in sandbox.containers().values()),
                           ["running", "running"]) == ["running", "running"]
         lock = sandbox.state_dir / "lock"
-        holder = subprocess.Popen(["flock", str(lock), "sh", "-c", "echo $$ > " + str(lock) + "; sleep 3"])
+        holder = holding(lock)
         try:
             assert eventually(lambda: lock.exists() and lock.read_text().strip().isdigit(), True)
             save_atomically(specs / "b.yaml", NETWORKS.format(name="b", subnet="10.81.5.0/24"))
@@ -464,7 +477,7 @@ def test_a_deleted_stack_is_pruned_whole_though_a_key_of_one_of_its_containers_c
             time.sleep(0.5)  # the file's event queued first (debounce 50 ms)
             os.kill(pid, signal.SIGKILL)
         finally:
-            holder.wait(10)
+            released(holder)
         assert eventually(lambda: agent.saw("pruned", stack="gone"), True, timeout=scaled(20))
         assert eventually(lambda: sandbox.containers(), {}, timeout=scaled(10)) == {}
         assert eventually(lambda: sandbox.link("rc-gone-net"), None) is None
@@ -474,13 +487,13 @@ def test_a_deleted_stack_is_pruned_whole_though_a_key_of_one_of_its_containers_c
 
 def test_waiting_for_a_manual_apply_is_logged_as_json(sandbox: Sandbox, specs: Path, agent: Agent) -> None:
     lock = sandbox.state_dir / "lock"
-    holder = subprocess.Popen(["flock", str(lock), "sh", "-c", "echo $$ > " + str(lock) + "; sleep 1.5"])
+    holder = holding(lock)
     try:
         assert eventually(lambda: lock.exists() and lock.read_text().strip().isdigit(), True)
         save_atomically(specs / "a.yaml", NETWORKS.format(name="a", subnet="10.80.6.0/24"))
         assert eventually(lambda: agent.saw("waiting"), True)
     finally:
-        holder.wait(10)
+        released(holder)
     assert eventually(lambda: has_address(sandbox, "rc-a-net", "10.80.6.1/24"), True)
     # agent.stop() in the fixture finds no line that is not JSON
 
