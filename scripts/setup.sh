@@ -71,4 +71,9 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# The project's modules byte-compiled now, as Python would on a first run, because some hosts set
+# PYTHONDONTWRITEBYTECODE (ours do): there every run of the CLI would compile them from source
+# again, ~0.2 s of each (0.70 -> 0.48 s for a `diff` of the example stack). A module edited
+# later is compiled afresh in memory (its .pyc no longer matches), until this runs again.
+.venv/bin/python -m compileall -q -j 0 reconcile specs controllers state kernel tests bench >/dev/null
 scripts/link-system-modules.sh .venv
