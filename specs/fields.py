@@ -276,6 +276,23 @@ def check_mount_target(value: str) -> str:
     return target
 
 
+PROC_FILES_BINDABLE = ("/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
+                       "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/net/dev",
+                       "/proc/sys/kernel/ns_last_pid")
+"""The files of /proc a volume may cover, as runc lets them be (the ones lxcfs serves)."""
+
+
+def check_volume_target(value: str) -> str:
+    """A bind mount's target: not /proc or anything in it but PROC_FILES_BINDABLE, as runc refuses
+    them (Docker's default runtime): a bind there would hide or replace the container's own
+    procfs, or the masks and read-only parts the runtime puts on it."""
+    target = check_mount_target(value)
+    if (target == "/proc" or target.startswith("/proc/")) and target not in PROC_FILES_BINDABLE:
+        raise ValueError(f"a volume cannot be mounted at {target}: /proc is the container's own procfs "
+                         f"(as runc, only these files may be covered: {', '.join(PROC_FILES_BINDABLE)})")
+    return target
+
+
 ADDRESS = "an IPv4 address like 10.88.1.10"
 SUBNET = "an IPv4 subnet like 10.88.1.0/24"
 ADDRESS6 = "an IPv6 address like fd00:88:1::10"

@@ -39,11 +39,11 @@ from specs.fields import (
     check_hostname,
     check_ifname,
     check_image,
-    check_mount_target,
     check_no_nul,
     check_program,
     check_user,
     check_volume_name,
+    check_volume_target,
     name_checker,
     reject_duplicates,
     reject_unknown_log_options,
@@ -270,8 +270,8 @@ class Volume(SpecModel):
 
     source: Annotated[Path | VolumeName, BeforeValidator(to_volume_source, json_schema_input_type=str)] = Field(
         description="absolute path on the host, or the name of a volume declared in the stack's volumes")
-    target: Annotated[str, AfterValidator(check_mount_target)] = Field(
-        description="absolute path inside the container")
+    target: Annotated[str, AfterValidator(check_volume_target)] = Field(
+        description="absolute path inside the container (not in /proc, but for the files lxcfs serves)")
     read_only: bool = False
     create_host_path: bool = Field(
         False, exclude=True,  # how a missing source is handled, not what the container runs with

@@ -166,7 +166,7 @@ containers:
     networks: [net]
     user: nobody
     workdir: /tmp
-    volumes: ["{data}:/mnt:ro", "{data}:/srv:rw", "{data}:/no/such/dir/on/the/host"]
+    volumes: ["{data}:/mnt:ro", "{data}:/srv:rw", "{data}:/no/such/dir/on/the/host", "{data}/file:/proc/meminfo:ro"]
   rw:
     command: sleep 1000
     networks: [net]
@@ -183,6 +183,7 @@ containers:
     assert denied.returncode != 0 and "Permission denied" in denied.stderr
     assert sandbox.exec_in("box", "cat", "/mnt/file") == "from the host\n"
     assert sandbox.exec_in("box", "cat", "/no/such/dir/on/the/host/file") == "from the host\n"
+    assert sandbox.exec_in("box", "cat", "/proc/meminfo") == "from the host\n"  # as lxcfs serves it
     assert sandbox.reconcile("exec", "box", "--", "touch", "/mnt/new").returncode != 0
     sandbox.exec_in("box", "touch", "/srv/new", "/tmp/scratch")
     assert (data / "new").exists()

@@ -566,6 +566,17 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
             volumes: [{source: /srv/data, target: /}]
         """,
      "stack.yaml:5:43: containers.web.volumes[0].target: nothing can be mounted over the container's root '/'"),
+    ("volume-target-in-proc", """\
+        name: demo
+        containers:
+          web:
+            command: /bin/true
+            volumes: ["/srv/data:/proc/meminfo", "/srv/data:/proc/sys"]
+        """,
+     "stack.yaml:5:42: containers.web.volumes[1].target: a volume cannot be mounted at /proc/sys: /proc is the "
+     "container's own procfs (as runc, only these files may be covered: /proc/cpuinfo, /proc/diskstats, "
+     "/proc/meminfo, /proc/stat, /proc/swaps, /proc/uptime, /proc/loadavg, /proc/slabinfo, /proc/net/dev, "
+     "/proc/sys/kernel/ns_last_pid)"),
     ("volume-target-twice", """\
         name: demo
         containers:
