@@ -414,11 +414,24 @@ def _diff_one(want: DesiredContainer, found: ObservedContainer | None) -> Change
     files = tuple(_lines_changed(path, old, new) for path, old, new in
                   (("/etc/hosts", found.hosts, want.hosts), ("/etc/resolv.conf", found.resolv, want.resolv))
                   if old != new)
-    if files or not found.recorded:
-        return Change(Action.UPDATE, KIND_CONTAINER, key, files,
-                      reason=_files_reason(want, files) if files else _adopted_because(found),
+    grace = _grace_changed(want, found)
+    if files or grace or not found.recorded:
+        reason = ", ".join(([_files_reason(want, files)] if files else [])
+                           + ([GRACE_REASON] if grace else [])) if files or grace else _adopted_because(found)
+        return Change(Action.UPDATE, KIND_CONTAINER, key, files + grace, reason=reason,
                       desired=want, observed=found)
     return None
+
+
+GRACE_REASON = "its stop grace changed: recorded, used from its next stop (no restart)"
+
+
+def _grace_changed(want: DesiredContainer, found: ObservedContainer) -> tuple[FieldChange, ...]:
+    """The stop grace of a running container, edited since its start (its record says the one it
+    would be stopped with): recorded anew in place, as nothing about the running process changes."""
+    if found.spec is None or _grace(found) == want.container.stop_grace:
+        return ()
+    return (FieldChange("stop_grace", _grace(found), want.container.stop_grace),)
 
 
 def diff_containers(desired: Desired, observed: ContainerObservation,
@@ -1086,7 +1099,8 @@ class ContainerController:
     def _update_one(self, change: Change) -> list[ContainerRecord]:
         """Rewrite hosts/resolv in place; returns the record of a running container whose
         process the store has no record of (lost, or a start killed before its record: adopted
-        as it is, never restarted; the diff recreates one started with another spec)."""
+        as it is, never restarted; the diff recreates one started with another spec), or whose
+        stop grace changed (its record and started file say the new one)."""
         found = change.observed
         assert isinstance(found, ObservedContainer)
         want = change.desired
@@ -1101,4 +1115,13 @@ class ContainerController:
             except OSError as exc:
                 raise ApplyError(f"{path} in the container is not a file reconcile can rewrite "
                                  f"({exc.strerror or exc}): the container replaced it") from exc
-        return [] if found.recorded else [_record(want, found.handle, 0)]
+        if not found.recorded or found.record is None:
+            return [_record(want, found.handle, 0)]
+        if not _grace_changed(want, found):
+            return []
+        # The same start, its stop grace alone recorded anew (its stop signal stays the one the
+        # running program was started to expect).
+        spec = {**(found.spec or {}), "stop_grace": want.container.stop_grace}
+        write_durably(Paths.of(self._state_dir, want.stack, want.key).started, json.dumps(spec).encode(),
+                      STARTED_TEMPORARY)
+        return [replace(found.record, spec_json=json.dumps(spec))]

@@ -17,6 +17,7 @@ import pytest
 from controllers.base import Desired
 from controllers.change import Action
 from controllers.container import (
+    GRACE_REASON,
     HOST_ROOT,
     KIND_CONTAINER,
     KIND_RUNTIME,
@@ -127,6 +128,13 @@ CASES = [
                  [row(Action.UPDATE, "db", "the host's nameservers changed",
                       fields=(("/etc/resolv.conf", "nameserver 10.0.0.1", "nameserver 10.0.0.2"),))],
                  id="resolv.conf drifted"),
+    pytest.param(host(with_record_spec(WEB_NOW, stop_grace=2.0)), frozenset(),
+                 [row(Action.UPDATE, "web", GRACE_REASON, fields=(("stop_grace", 2.0, 10.0),))],
+                 id="stop grace edited: recorded in place"),
+    pytest.param(host(with_record_spec(replace(WEB_NOW, hosts=WEB_HOSTS_BEFORE), stop_grace=30.0)), frozenset(),
+                 [row(Action.UPDATE, "web", f"peers changed, {GRACE_REASON}",
+                      fields=(("/etc/hosts", "10.88.1.20\told", None), ("stop_grace", 30.0, 10.0)))],
+                 id="stop grace and peers changed"),
     pytest.param(host(replace(WEB_NOW, hosts=WEB_HOSTS_BEFORE, resolv=RESOLV_BEFORE)), frozenset(),
                  [row(Action.UPDATE, "web", "peers changed", fields=(("/etc/hosts", "10.88.1.20\told", None),
                                                                      ("/etc/resolv.conf", "nameserver 10.0.0.1",

@@ -645,3 +645,30 @@ def test_an_unrecorded_start_and_a_lost_store_are_judged_by_the_spec_each_was_st
     assert sandbox.reconcile("down", str(path)).returncode == 0
     assert not (sandbox.state_dir / "containers" / "kept").exists()
     assert sandbox.processes() == []
+
+
+def test_an_edited_stop_grace_is_recorded_in_place_and_the_next_stop_uses_it(sandbox: Sandbox,
+                                                                           tmp_path: Path) -> None:
+    """Raised from 0.5 s to 30 s while the container runs: no restart, and the stop that follows
+    waits for the program's own 2 s shutdown instead of killing it half-way (which the old grace
+    would)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    stack = """\
+name: grace
+containers:
+  db:
+    command: ["sh", "-c", "trap 'sleep 2; echo flushed > /data/flushed; exit 0' TERM; while :; do sleep 0.1; done"]
+    volumes: ["{data}:/data"]
+    stop_grace: {grace}
+"""
+    sandbox.apply(sandbox.write("grace.yaml", stack.format(data=data, grace=0.5)))
+    pid = sandbox.containers()["db"]["pid"]
+    path = sandbox.write("grace.yaml", stack.format(data=data, grace=30))
+    planned = sandbox.reconcile("diff", str(path))
+    assert planned.returncode == 2 and "stop_grace: 0.5 → 30.0" in planned.stdout, planned.stdout
+    assert "its stop grace changed" in sandbox.apply(path)
+    assert sandbox.apply(path) == "No changes. The host matches the spec.\n"
+    assert sandbox.containers()["db"]["pid"] == pid  # not restarted
+    assert sandbox.reconcile("down", str(path)).returncode == 0
+    assert (data / "flushed").read_text() == "flushed\n"
