@@ -591,7 +591,8 @@ class ServiceMapper:
         if driver in _LOG_DRIVERS:
             self._set("logging", self.out.passthrough(self.dst + ("logging",), loc, logging), "logging")
         else:
-            self.out.warn(loc + ("driver",), f"logging driver {describe_value(driver)} has no effect here: output "
+            named = quoted(driver) if isinstance(driver, str) else describe_value(driver)
+            self.out.warn(loc + ("driver",), f"logging driver {named} has no effect here: output "
                                              "goes to reconcile's own rotated files (json-file, 8 MiB at most)")
 
 

@@ -62,6 +62,10 @@ class Issue:
     stack: str
     loc: Loc
     message: str
+    other: tuple[str, Loc] | None = None
+    """The field the problem is with, (stack, path), where the message names it by its path
+    (`format_loc`): renamed when located, as the file holding it reads it (a Compose file's
+    `services.web.ports[0]` for `containers.web.ports[0]`)."""
 
 
 class SpecErrors(Exception):

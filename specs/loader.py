@@ -6,7 +6,7 @@ together (SpecErrors). Nothing else escapes, whatever the bytes on disk.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -16,7 +16,7 @@ from pydantic_core import ErrorDetails
 
 from specs.compose import convert, convert_name, is_compose
 from specs.document import Document, Positions, read_document
-from specs.errors import Issue, Loc, SpecError, SpecErrors
+from specs.errors import Issue, Loc, SpecError, SpecErrors, format_loc
 from specs.fields import describe_value
 from specs.messages import explain
 from specs.model import Stack
@@ -121,9 +121,20 @@ def locate_issues(files: Sequence[StackFile], issues: Sequence[Issue]) -> list[S
     located: list[SpecError] = []
     for issue in issues:
         owner = by_name.get(issue.stack)
-        located.append(owner.error(issue.loc, issue.message) if owner is not None
-                       else SpecError(f"stack {issue.stack}", 0, 0, issue.loc, issue.message))
+        message = _renamed(issue, by_name)
+        located.append(owner.error(issue.loc, message) if owner is not None
+                       else SpecError(f"stack {issue.stack}", 0, 0, issue.loc, message))
     return located
+
+
+def _renamed(issue: Issue, by_name: Mapping[str, StackFile]) -> str:
+    """The issue's message with the other field it names as that field's file reads it."""
+    if issue.other is None:
+        return issue.message
+    stack, loc = issue.other
+    holder = by_name.get(stack)
+    shown = holder.origins.translate(loc) if holder is not None else loc
+    return issue.message.replace(format_loc(loc), format_loc(shown or loc))
 
 
 def _stack_paths(path: Path) -> list[Path]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
-from specs.errors import Issue, quoted
+from specs.errors import Issue, Loc, format_loc, quoted
 from specs.fields import is_hostname
 from specs.hosts import HOST_GATEWAY, alias_clashes
 from specs.model import Attachment, Container, Dependency, Network, PortMapping, Stack
@@ -146,8 +146,10 @@ def _suggestion(name: str, known: Collection[str]) -> str:
     return f" (did you mean {quoted(close[0])}?)" if close else ""
 
 
-def _elsewhere(stack: str, owner: str, path: str) -> str:
-    """`path` as seen from `stack`: another stack's fields carry its name."""
+def _elsewhere(stack: str, owner: str, loc: Loc) -> str:
+    """The field `loc` of stack `owner` as seen from `stack`: another stack's fields carry its
+    name. An Issue naming it carries it as `other` too."""
+    path = format_loc(loc)
     return path if owner == stack else f"{path} of stack '{owner}'"
 
 
@@ -442,9 +444,10 @@ def _check_subnet_overlaps(stacks: Sequence[Stack], family: Family) -> Iterator[
     for entry in placed:
         other = clashes.get(entry.order)
         if other is not None:
-            where = _elsewhere(entry.stack, other.stack, f"networks.{other.key}")
+            where = _elsewhere(entry.stack, other.stack, ("networks", other.key))
             yield Issue(entry.stack, ("networks", entry.key, family.subnet),
-                        f"{family.subnet} {entry.subnet} overlaps {where} ({other.subnet})")
+                        f"{family.subnet} {entry.subnet} overlaps {where} ({other.subnet})",
+                        (other.stack, ("networks", other.key)))
 
 
 def _check_bridge_names(stacks: Sequence[Stack]) -> Iterator[Issue]:
@@ -455,8 +458,8 @@ def _check_bridge_names(stacks: Sequence[Stack]) -> Iterator[Issue]:
             if (owner, other_key) != (stack.name, key):
                 yield Issue(stack.name, ("networks", key, "bridge"),
                             f"bridge name '{network.bridge}' is already used by "
-                            f"{_elsewhere(stack.name, owner, f'networks.{other_key}')}: "
-                            f"set networks.{key}.bridge to another name")
+                            f"{_elsewhere(stack.name, owner, ('networks', other_key))}: "
+                            f"set networks.{key}.bridge to another name", (owner, ("networks", other_key)))
 
 
 def _binding(port: PortMapping) -> str:
@@ -466,7 +469,7 @@ def _binding(port: PortMapping) -> str:
 def _check_host_ports(stacks: Sequence[Stack]) -> Iterator[Issue]:
     """One host port and protocol can be published once per host address; no host_ip means
     every address, which includes each specific one."""
-    published: dict[tuple[int, str], list[tuple[str, str, PortMapping]]] = defaultdict(list)
+    published: dict[tuple[int, str], list[tuple[str, Loc, PortMapping]]] = defaultdict(list)
     for stack in stacks:
         for key, container in stack.containers.items():
             for index, port in enumerate(container.ports):
@@ -478,8 +481,8 @@ def _check_host_ports(stacks: Sequence[Stack]) -> Iterator[Issue]:
                     owner, where, other = clash
                     yield Issue(stack.name, ("containers", key, "ports", index),
                                 f"host port {_binding(port)} conflicts with {_binding(other)} "
-                                f"of {_elsewhere(stack.name, owner, where)}")
-                same_port.append((stack.name, f"containers.{key}.ports[{index}]", port))
+                                f"of {_elsewhere(stack.name, owner, where)}", (owner, where))
+                same_port.append((stack.name, ("containers", key, "ports", index), port))
 
 
 def _host_conflicts(stack: str, key: str, network: Network, host_nets: Sequence[HostNet]) -> Iterator[Issue]:

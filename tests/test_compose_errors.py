@@ -533,4 +533,5 @@ def test_convert_refuses_what_validate_refuses(tmp_path: Path, capsys: pytest.Ca
     assert main(["convert", str(compose)]) == 1
     printed = capsys.readouterr()
     assert (printed.out, printed.err) == ("", refused.err)
-    assert "services.api.ports[0]: host port 0.0.0.0:8080/tcp conflicts with" in printed.err
+    assert ("services.api.ports[0]: host port 0.0.0.0:8080/tcp conflicts with 0.0.0.0:8080/tcp of "
+            "services.web.ports[0]\n") in printed.err  # the other field as this file names it

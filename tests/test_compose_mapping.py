@@ -448,7 +448,7 @@ WARNINGS: list[tuple[str, str, list[str]]] = [
         logging: {driver: syslog}
         """,
      ["services.web.restart: unless-stopped is read as always: reconcile has no stopped-by-hand state",
-      "services.web.logging.driver: logging driver a string ('syslog') has no effect here: output goes to "
+      "services.web.logging.driver: logging driver 'syslog' has no effect here: output goes to "
       "reconcile's own rotated files (json-file, 8 MiB at most)"]),
     ("deploy", """\
         image: busybox

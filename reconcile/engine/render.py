@@ -170,7 +170,8 @@ def format_status(document: dict[str, object]) -> str:
         lines += [f"  container {c['name']} {_health_line(c['health'])}" for c in stack["containers"]
                   if c.get("health")]
         lines += [f"  error: {e}" for e in stack["errors"]]
-        lines += [f"  drift: {d['action']} {d['kind']} {d['key']} ({d['reason']})" for d in stack["drift"]]
+        lines += [f"  drift: {d['action']} {d['kind']} {d['key']}" + (f" ({d['reason']})" if d["reason"] else "")
+                  for d in stack["drift"]]
         lines.append("")
     return "\n".join(lines).rstrip()
 
