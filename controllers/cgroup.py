@@ -232,11 +232,13 @@ class CgroupController:
 
     def ensure(self, stack: str, container: str) -> Placement:
         """The container's cgroup, which this controller's own changes made (with its limits)
-        earlier in the plan, and its stack's monitor, made here. Missing, the container's failed
+        earlier in the plan, the runtime's child of it with those limits shown, and its stack's
+        monitor, made here. Missing, the container's failed
         or was removed since: no container starts without its limits."""
         relpath = self.relpath(f"{stack}/{container}")
         if not all(at(root, relpath).is_dir() for root in self._driver.roots()):
             raise CgroupError(f"the cgroup {relpath} is missing (its limits were not set): not starting it")
+        self._driver.show_limits(relpath)  # where the container reads them, before it starts
         monitor = names.stack_monitor_relpath(self._parent, stack)
         with self._monitors:
             monitor_procs = tuple(self._making(lambda: self._driver.create_everywhere(monitor)))

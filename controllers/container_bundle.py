@@ -248,6 +248,11 @@ def oci_config(container: Container, inputs: BundleInputs) -> dict[str, Any]:
                                           *(_device_rule(*rule) for rule in ALLOWED_DEVICES)]}
         linux["maskedPaths"] = [*MASKED_PATHS, *inputs.per_cpu_masked, *inputs.hidden]
         linux["readonlyPaths"] = list(READONLY_PATHS)
+    if container.resources.memory is not None:
+        # crun's v1 manager writes the memory limit of the cgroup it starts the container in,
+        # unlimited unless given: given ours, it keeps the one the cgroup controller showed there
+        # (CgroupDriver.show_limits). Ours, on the parent, is the one that holds.
+        linux["resources"]["memory"] = {"limit": container.resources.memory}
     if inputs.seccomp_bpf is not None:
         annotations["run.oci.seccomp_bpf_data"] = base64.b64encode(inputs.seccomp_bpf).decode()
     return {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator, Sequence
@@ -183,6 +184,13 @@ def _has_children(path: str | Path) -> bool:
     return any(entry.is_dir(follow_symlinks=False) for entry in os.scandir(path))
 
 
+def _amount(text: str | None) -> float:
+    """A limit's value for comparison: its first number (v2's cpu.max is "QUOTA PERIOD"), with
+    "max", -1 and a missing file as no limit."""
+    first = (text or "max").split()[0]
+    return math.inf if first in ("max", "-1") else float(first)
+
+
 def _is_busy(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno == errno.EBUSY
 
@@ -293,14 +301,45 @@ class CgroupDriver(ABC):
         text = text or read_text(ONLINE_CPUS)
         return parse_cpu_list(text) if text else []
 
+    shown: frozenset[str] = frozenset()
+    """The limit files a program reads to size itself (a JVM's heap, Node's, Go's GOMEMLIMIT
+    helpers, nproc-like CPU counts): copied into the runtime's child of a container's cgroup,
+    which is the cgroup the container sees as its own. The limits on the container's cgroup are
+    what enforce them, on the child and everything else below it."""
+    child_first_when_lowered: frozenset[str] = frozenset()
+    """Shown files the kernel holds at most the parent's value in a child: the child's is written
+    before the parent's when the value goes down (after it when it goes up)."""
+
+    def show_limits(self, relpath: str) -> None:
+        """Make the runtime's child of the container's cgroup, before the runtime starts the
+        container in it, with the shown limit files of the container's cgroup copied in: the
+        program reads its limits there from its first instruction. Idempotent."""
+        self.create(f"{relpath}/{names.RUNTIME_CGROUP}")
+        for knob in self._shown(self._knobs(relpath, Limits()), relpath):  # their files, in order
+            value = read_text(knob.path.parent.parent / knob.path.name)
+            if value is not None and read_text(knob.path) != value:
+                write_text(knob.path, value)
+
+    def _shown(self, knobs: Sequence[Knob], relpath: str) -> list[Knob]:
+        """The knobs of the shown files, aimed at the runtime's child of `relpath`, where it
+        has them (a container not running has no child)."""
+        aimed = (Knob(knob.path.parent / names.RUNTIME_CGROUP / knob.path.name, knob.value, knob.field)
+                 for knob in knobs if knob.path.name in self.shown)
+        return [knob for knob in aimed if knob.path.exists()]
+
     def write(self, relpath: str, limits: Limits) -> None:
         """Set every limit or none: if the kernel refuses one, those already written are put back,
-        so a failed update leaves the previous limits in force."""
+        so a failed update leaves the previous limits in force. The shown ones are set on the
+        runtime's child too (show_limits), in the order the kernel takes."""
         missing = self.missing(limits)
         if missing:
             raise CgroupError(f"cannot limit {relpath}: {self.unavailable.format(', '.join(missing))}")
+        knobs = self._knobs(relpath, limits)
+        shown = self._shown(knobs, relpath)
+        first = [knob for knob in shown if knob.path.name in self.child_first_when_lowered
+                 and _amount(knob.value) < _amount(read_text(knob.path.parent.parent / knob.path.name))]
         done: list[tuple[Path, str]] = []
-        for knob in self._knobs(relpath, limits):
+        for knob in [*first, *knobs, *(knob for knob in shown if knob not in first)]:
             old = read_text(knob.path)
             if old == knob.value:
                 continue

@@ -52,6 +52,8 @@ the page size, which differs between architectures); no real limit comes near it
 
 class V1Driver(CgroupDriver):
     unavailable = "no cgroup v1 hierarchy is mounted for {}"
+    shown = frozenset({"memory.limit_in_bytes", "cpu.cfs_period_us", "cpu.cfs_quota_us", "pids.max"})
+    child_first_when_lowered = frozenset({"cpu.cfs_quota_us"})  # EINVAL for a child's quota above its parent's
 
     def __init__(self, hierarchies: Mapping[str, Path], others: Sequence[Path] = (),
                  seen_at: Mapping[str, Path] | None = None):

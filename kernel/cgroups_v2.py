@@ -53,6 +53,7 @@ MAX_WEIGHT = 10000
 
 class V2Driver(CgroupDriver):
     unavailable = "the cgroup2 root does not offer {} (see its cgroup.controllers)"
+    shown = frozenset({"memory.max", "cpu.max", "pids.max"})
 
     def __init__(self, root: Path):
         """`root`: mount point of the unified hierarchy (usually /sys/fs/cgroup)."""

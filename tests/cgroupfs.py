@@ -4,6 +4,7 @@ tree (the VM lane). Tests never spell /sys/fs/cgroup/<controller> themselves."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from kernel.cgroups import CgroupDriver, detect
@@ -41,6 +42,12 @@ def limit_text(relpath: str, field: str) -> str:
     both layouts (v1's two files joined, as v2's cpu.max has them)."""
     cgroup = directory(relpath, FIELD_CONTROLLERS[field])
     return " ".join((cgroup / name).read_text().strip() for name in _LIMIT_FILES[field])
+
+
+def limit_text_inside(read: Callable[[str], str], field: str) -> str:
+    """limit_text as a container reads it at /sys/fs/cgroup (`read`: a path inside -> its text)."""
+    base = "/sys/fs/cgroup" if V2 else f"/sys/fs/cgroup/{FIELD_CONTROLLERS[field]}"
+    return " ".join(read(f"{base}/{name}").strip() for name in _LIMIT_FILES[field])
 
 
 def hierarchy_roots() -> list[Path]:

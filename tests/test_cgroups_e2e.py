@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,15 @@ from kernel import procs
 from kernel.cgroups_common import FIELD_CONTROLLERS, Usage
 from kernel.cgroups_v1 import V1Driver
 from specs import names
-from tests.cgroupfs import DRIVER, cgroup_of, directory, hierarchy_roots, limit_file, limit_text
+from tests.cgroupfs import (
+    DRIVER,
+    cgroup_of,
+    directory,
+    hierarchy_roots,
+    limit_file,
+    limit_text,
+    limit_text_inside,
+)
 from tests.sandbox import Sandbox
 from tests.waiting import eventually
 
@@ -94,6 +103,10 @@ def test_limits_round_trip_in_place_and_drift(sandbox: Sandbox, canary: Path) ->
         assert {f"view-{h} {ctr.st_dev} {ctr.st_ino}" for h, ctr in ctrs.items()} <= set(logs)
         assert all(m["type"] != "cgroup" for m in mounts)
     assert sandbox.reconcile("diff", str(stack)).returncode == 0
+    # The container reads its limits where it sees its cgroup (a JVM, Node or Go sizes itself
+    # from them), the runtime's child, which shows the ones set on ours.
+    assert [limit_text_inside(partial(sandbox.exec_in, "web", "cat"), field)
+            for field in ("memory", "cpus", "pids")] == ["67108864", "50000 100000", "20"]
 
     # In place: the plan says so, the process survives.
     stack.write_text(STACK.format(memory="128Mi", cpus=0.25))
@@ -104,6 +117,9 @@ def test_limits_round_trip_in_place_and_drift(sandbox: Sandbox, canary: Path) ->
     assert "resources.cpus: 0.5 → 0.25" in plan.stdout
     _apply(sandbox, stack)
     assert [limit_text(web, field) for field in ("memory", "cpus")] == ["134217728", "25000 100000"]
+    # Shown inside too: the quota went down, which v1 takes only child first.
+    assert [limit_text_inside(partial(sandbox.exec_in, "web", "cat"), field)
+            for field in ("memory", "cpus")] == ["134217728", "25000 100000"]
     status = sandbox.containers()["web"]
     assert status["pid"] == pid
     assert status["resources"]["limits"] == {"memory": 134217728, "cpus": 0.25, "pids": 20, "cpuset": None,
