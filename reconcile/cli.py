@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
@@ -441,9 +441,11 @@ OFFLINE = frozenset({"validate", "convert", "schema"})
 bad RECONCILE_* variable cannot stop them (they run with the defaults, which they never read)."""
 
 
-def _report_errors(lines: Sequence[str], as_json: bool, kind: str, verb: str | None) -> None:
-    """JSON on stdout (and the lines on stderr, for people); `watch -o json` prints nothing on
-    stdout: its errors are lines of the agent's own stream, one JSON object each."""
+def _report_errors(lines: Sequence[str], as_json: bool, kind: str, verb: str | None,
+                   more: Mapping[str, object] | None = None) -> None:
+    """JSON on stdout (and the lines on stderr, for people), with `more` fields; `watch -o json`
+    prints nothing on stdout: its errors are lines of the agent's own stream, one JSON object
+    each."""
     if as_json and verb == "watch":
         from reconcile.watch.actionlog import ActionLog
 
@@ -452,7 +454,7 @@ def _report_errors(lines: Sequence[str], as_json: bool, kind: str, verb: str | N
             log.emit("error", kind=kind, error=line.removeprefix("error: "))
         return
     if as_json:
-        _print_json({"error": kind, "messages": list(lines)})
+        _print_json({"error": kind, "messages": list(lines), **(more or {})})
     for line in lines:
         print(line, file=sys.stderr)
 
@@ -522,9 +524,25 @@ def _run(argv: Sequence[str]) -> int:
     except BrokenPipeError:
         raise  # the reader went away: nothing to report, and nowhere to (main)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
-        kind, lines = _failure(exc, debug)
-        _report_errors(lines, as_json, kind, args.verb)
+        _report_failure(exc, as_json, debug, args.verb)
     return EXIT_ERROR
+
+
+def _report_failure(exc: Exception, as_json: bool, debug: bool, verb: str) -> None:
+    """The error; after what the run changed before it, where it did (verbs.PartlyApplied)."""
+    from reconcile.engine import render
+    from reconcile.engine.verbs import PartlyApplied
+
+    if not isinstance(exc, PartlyApplied):
+        kind, lines = _failure(exc, debug)
+        _report_errors(lines, as_json, kind, verb)
+        return
+    kind, lines = _failure(exc.cause, debug)
+    if as_json:
+        _report_errors(lines, True, kind, verb, {**render.plan_json(exc.applied), "applied": False})
+        return
+    render.emit(render.format_failed(exc.applied, render.use_colour(sys.stdout)))
+    _report_errors(lines, False, kind, verb)
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -225,6 +225,9 @@ containers:
     assert result.returncode == 1
     assert result.stderr == ("error: create container bad/x: bad/x: command not found in the "
                              "container: /bin/nonexistent\n")
+    # What it made before the failure is told with it: a failed apply is not one that touched nothing.
+    assert "  + network bad/net" in result.stdout and result.stdout.endswith(
+        "Failed partway: 6 added, 2 changed, 0 destroyed before the error.\n"), result.stdout
     assert sandbox.reconcile("down", path).returncode == 0
     assert sandbox.processes() == [] and sandbox.our_links() == []
 
@@ -247,7 +250,13 @@ containers:
     networks: [net]
 """
     path = sandbox.write("stack.yaml", text)
-    assert sandbox.reconcile("apply", str(path)).returncode == 1
+    failed = sandbox.reconcile("apply", "-o", "json", str(path))
+    assert failed.returncode == 1
+    document = json.loads(failed.stdout)  # one document: the error, and what was made before it
+    assert document["error"] == "apply failed" and document["applied"] is False
+    assert ("create", "container") in [(c["action"], c["kind"]) for c in document["changes"]
+                                       if c["key"] == "half/good"]
+    assert "command not found in the container" in failed.stderr
     stack = sandbox.status()["stacks"][0]
     assert (stack["name"], stack["source"], stack["sync"]) == ("half", str(path), "OutOfSync")
     rows = {c["name"]: c for c in stack["containers"]}

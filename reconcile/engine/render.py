@@ -84,6 +84,16 @@ def format_applied(plan: Plan, colour: bool) -> str:
         "", f"Apply complete: {s.add} added, {s.change} changed, {s.destroy} destroyed."]))
 
 
+def format_failed(plan: Plan, colour: bool) -> str:
+    """What a failed apply or down made before it failed, and its warnings (the error follows,
+    on stderr)."""
+    if plan.empty:
+        return "\n".join(format_warnings(plan))
+    s = plan.summary()
+    return _warned(plan, "\n".join(format_changes(plan, colour) + [
+        "", f"Failed partway: {s.add} added, {s.change} changed, {s.destroy} destroyed before the error."]))
+
+
 def plan_json(plan: Plan) -> dict[str, object]:
     return {"changes": [c.to_json() for c in plan.changes], "summary": plan.summary().to_json(),
             "in_sync": plan.empty, "warnings": list(plan.warnings)}

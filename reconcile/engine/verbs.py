@@ -48,9 +48,9 @@ def apply(path: Path, settings: Settings, pulling: pinning.Pulling = pinning.Pul
                 session.store.record_stack(f.stack.name, str(f.path.absolute()), f.stack.model_dump_json())
             made: list[Change] = []
             try:
-                plan = _converged(session, target, made)
-            except SpecErrors:
-                if not made:
+                plan = _converged(session, target, made, files)
+            except Exception as exc:
+                if isinstance(exc.cause if isinstance(exc, PartlyApplied) else exc, SpecErrors) and not made:
                     restore()
                 raise
             return _warned(plan, files)
@@ -70,12 +70,30 @@ def _records_of(store: Store, names: Sequence[str]) -> Callable[[], None]:
     return restore
 
 
-def _converged(session: Session, target: Target, made: list[Change] | None = None) -> Plan:
+class PartlyApplied(Exception):
+    """A convergence that failed (`cause`) after it changed the host, or with warnings to give:
+    what it made and found (`applied`, with the files' warnings) is told with the failure, so
+    that a failed apply is not read as one that touched nothing."""
+
+    def __init__(self, cause: Exception, applied: Plan) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.applied = applied
+
+
+def _converged(session: Session, target: Target, made: list[Change] | None = None,
+               files: Sequence[StackFile] = ()) -> Plan:
     """Every change the convergence made, with what it found wrong and could not mend: what
-    `apply` prints, and the stacks `down` found. `made` gathers them as they are made (what a
-    failing convergence made, to its caller)."""
+    `apply` prints, and the stacks `down` found. `made` gathers them as they are made. A failure
+    after a change, or with warnings, is raised as PartlyApplied."""
     made = [] if made is None else made
-    session.converge(target, on_applied=made.extend)
+    try:
+        session.converge(target, on_applied=made.extend)
+    except Exception as exc:
+        applied = _warned(Plan(tuple(made), warnings=session.warnings), files)
+        if applied.empty and not applied.warnings:
+            raise
+        raise PartlyApplied(exc, applied) from exc
     return Plan(tuple(made), warnings=session.warnings)
 
 
