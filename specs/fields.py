@@ -57,7 +57,10 @@ PATH_ALPHABET = "letters, digits and . _ + @ - /"
 
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_USER_RE = re.compile(r"(?P<uid>[0-9]{1,10})(?::(?P<gid>[0-9]{1,10}))?|[a-z_][a-z0-9_-]{0,31}")
+_ID_OR_NAME = r"[0-9]{1,10}|[a-z_][a-z0-9_-]{0,31}"
+_USER_RE = re.compile(rf"(?P<user>{_ID_OR_NAME})(?::(?P<group>{_ID_OR_NAME}))?")
+"""Docker's `user`: USER[:GROUP], each a number or a name of the container's /etc/passwd and
+/etc/group (kernel.users resolves them at the start)."""
 # ':' and ',' are left out on purpose: they separate fields in volume strings and mount options.
 _PATH_CHAR_RE = re.compile(r"[A-Za-z0-9._+@/-]")
 _PORT_RE = re.compile(r"(?:(?P<host_ip>[^:/]+):)?(?P<host>[0-9]{1,5}):(?P<container>[0-9]{1,5})"
@@ -158,8 +161,9 @@ def check_no_nul(value: str) -> str:
 def check_user(value: str) -> str:
     match = _USER_RE.fullmatch(value)
     if match is None:
-        raise ValueError(f"invalid user {quoted(value)}: use 'UID', 'UID:GID' (numbers) or a user name")
-    if any(int(part) > MAX_ID for part in (match["uid"], match["gid"]) if part):
+        raise ValueError(f"invalid user {quoted(value)}: use USER or USER:GROUP, each a number (uid, gid) "
+                         "or a name ('node', 'node:node', '1000:1000')")
+    if any(int(part) > MAX_ID for part in (match["user"], match["group"]) if part and part.isdigit()):
         raise ValueError(f"invalid user {quoted(value)}: uid and gid must be at most {MAX_ID}")
     return value
 

@@ -460,7 +460,8 @@ class Container(SpecModel):
                                       "image's, else /")
     hostname: Annotated[str, AfterValidator(check_hostname)] = _derived("default: the container key")
     user: Annotated[str, AfterValidator(check_user)] | None = Field(
-        None, description="\"UID\", \"UID:GID\" or a user name; default: root")
+        None, description="USER or USER:GROUP, each a number or a name of the container's /etc/passwd and "
+                          "/etc/group (\"node\", \"node:node\", \"1000:1000\"); default: root")
     restart: Literal["always", "on-failure", "no"] = "always"
     networks: Annotated[dict[str, Attachment], BeforeValidator(
         to_attachments, json_schema_input_type=list[str] | dict[str, Attachment | None])] = Field(

@@ -164,7 +164,7 @@ containers:
   box:
     command: sleep 1000
     networks: [net]
-    user: nobody
+    user: nobody:nogroup
     workdir: /tmp
     volumes: ["{data}:/mnt:ro", "{data}:/srv:rw", "{data}:/no/such/dir/on/the/host", "{data}/file:/proc/meminfo:ro"]
   rw:
@@ -178,6 +178,7 @@ containers:
 """))
     sandbox.apply(path)
     assert sandbox.exec_in("box", "id", "-u") == "65534\n"
+    assert sandbox.exec_in("box", "id", "-g") == "65534\n"  # Docker's USER:GROUP, by names
     assert sandbox.exec_in("box", "pwd") == "/tmp\n"
     denied = sandbox.reconcile("exec", "box", "--", "touch", "/etc/x")
     assert denied.returncode != 0 and "Permission denied" in denied.stderr

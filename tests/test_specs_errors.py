@@ -266,7 +266,8 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
         containers:
           web: {command: /bin/true, user: "root; rm"}
         """,
-     "stack.yaml:3:35: containers.web.user: invalid user 'root; rm': use 'UID', 'UID:GID' (numbers) or a user name"),
+     "stack.yaml:3:35: containers.web.user: invalid user 'root; rm': use USER or USER:GROUP, each a number "
+     "(uid, gid) or a name ('node', 'node:node', '1000:1000')"),
     ("user-number", """\
         name: demo
         containers:
