@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 from specs.compose_keys import NO_EFFECT_NETWORK, NO_EFFECT_TOP_LEVEL, NO_EFFECT_VOLUME, UNSUPPORTED_TOP_LEVEL
 from specs.compose_report import Collector, ComposeInvalid, Finding
-from specs.compose_service import DEFAULT_NETWORK, ComposeContext, ServiceMapper, uses_default_network
+from specs.compose_service import (
+    DEFAULT_NETWORK,
+    ComposeContext,
+    ServiceMapper,
+    network_key,
+    uses_default_network,
+)
 from specs.errors import Loc, quoted
 from specs.fields import NAME_RULE, VOLUME_DRIVER_KEYS, describe_value, volume_driver_problem
 from specs.hosts import alias_clashes
@@ -168,10 +174,15 @@ def _networks(out: Collector, native: dict[str, object], declared: object,
         out.error(("networks",), f"expected a mapping of network name to network, got {describe_value(declared)}")
         declared = {}
     networks: dict[str, object] = {}
+    named: dict[str, str] = {}  # native key -> the Compose name that took it
     for key, network in (declared or {}).items():
         mapped = _network(out, str(key), {} if network is None else network)
-        if mapped is not None:
-            out.put(networks, ("networks", str(key)), mapped, ("networks", str(key)))
+        first = named.setdefault(network_key(key), str(key))
+        if first != str(key):
+            out.error(("networks", str(key)), f"networks {quoted(first)} and {quoted(str(key))} are one network "
+                                              f"key here, {quoted(network_key(key))}: rename one of them")
+        elif mapped is not None:
+            out.put(networks, ("networks", network_key(key)), mapped, ("networks", str(key)))
     on_default = [name for name, service in services.items() if uses_default_network(service)]
     if on_default and DEFAULT_NETWORK not in (declared or {}):
         # Compose makes its default network, undeclared, when a service is on it (one that

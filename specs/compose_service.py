@@ -40,6 +40,12 @@ DEFAULT_NETWORK = "default"
 """Compose's network for services that list none; always there to be listed, declared or not."""
 
 
+def network_key(name: object) -> str:
+    """The native key of a Compose network name: lower case, '_' and '.' as '-' (`app_net` is
+    `app-net`), as network keys name kernel objects (bridges, link marks) that take neither."""
+    return str(name).lower().replace("_", "-").replace(".", "-")
+
+
 def uses_default_network(service: Mapping[str, object]) -> bool:
     """Whether the service is on Compose's `default` network: it lists no networks (none,
     `[]`, `{}`), or lists `default`."""
@@ -326,11 +332,11 @@ class ServiceMapper:
             self.out.put(attachments, native + (DEFAULT_NETWORK,), {}, self.src if networks is None else loc)
         elif isinstance(networks, list):
             for index, key in enumerate(networks):
-                self.out.put(attachments, native + (str(key),), {}, loc + (index,))
+                self.out.put(attachments, native + (network_key(key),), {}, loc + (index,))
         elif isinstance(networks, dict):
             for key, attachment in networks.items():
-                self.out.put(attachments, native + (str(key),), self._attachment(attachment, loc + (str(key),),
-                                                                                 native + (str(key),)),
+                self.out.put(attachments, native + (network_key(key),),
+                             self._attachment(attachment, loc + (str(key),), native + (network_key(key),)),
                              loc + (str(key),))
         else:
             self.out.error(loc, f"expected a list of network names or a mapping, got {describe_value(networks)}")

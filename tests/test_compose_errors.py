@@ -393,6 +393,22 @@ NATIVE: list[tuple[str, str, list[str]]] = [
         """,
      ["compose.yaml:2:3: services.Web: invalid container key 'Web': use 1 to 16 lowercase letters, digits or "
       "'-', starting with a letter"]),
+    ("network-names-one-key", """\
+        services:
+          web: {image: busybox, networks: [back_end]}
+        networks:
+          back_end: {}
+          Back-End: {}
+        """,
+     ["compose.yaml:5:13: networks.Back-End: networks 'back_end' and 'Back-End' are one network key here, "
+      "'back-end': rename one of them"]),
+    ("network-name-undeclared", """\
+        services:
+          web: {image: busybox, networks: [back_end, front_net]}
+        networks:
+          back_end: {}
+        """,
+     ["compose.yaml:2:46: services.web.networks[1]: network 'front-net' is not defined in this stack"]),
     ("cross-checks", """\
         services:
           web: {image: busybox, networks: [defualt], depends_on: [dbb]}

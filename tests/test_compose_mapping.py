@@ -365,6 +365,27 @@ def test_networks_without_ipam_get_no_subnet_and_services_without_networks_join_
     assert [(n.subnet, n.gateway) for n in stack.networks.values()] == [(None, None), (None, None)]
 
 
+def test_network_names_with_underscores_dots_or_capitals_become_network_keys() -> None:
+    """Network keys name kernel objects (bridges, link marks): `app_net` and `Backend.Net` are
+    `app-net` and `backend-net`, in the networks and in every service's list; errors about them
+    still point at the Compose names (their origins)."""
+    converted = convert("""\
+        services:
+          web: {image: busybox, networks: [app_net]}
+          api: {image: busybox, networks: {Backend.Net: {aliases: [backend]}}}
+        networks:
+          app_net: {}
+          Backend.Net: {}
+        """)
+    assert converted.native["networks"] == {"app-net": {}, "backend-net": {}}
+    containers = converted.native["containers"]
+    assert isinstance(containers, dict)
+    assert containers["web"]["networks"] == {"app-net": {}}
+    assert containers["api"]["networks"] == {"backend-net": {"aliases": ["backend"]}}
+    assert converted.origins.translate(("networks", "backend-net")) == ("networks", "Backend.Net")
+    Stack.model_validate(converted.native)
+
+
 def test_services_listing_no_networks_or_default_are_on_the_implicit_default() -> None:
     """Compose attaches a service with `networks: []` or `{}` to `default` (compose-go
     loader/normalize.go), and `default` exists for any service to list, declared or not."""
