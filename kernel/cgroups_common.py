@@ -314,11 +314,21 @@ class CgroupDriver(ABC):
         """Make the runtime's child of the container's cgroup, before the runtime starts the
         container in it, with the shown limit files of the container's cgroup copied in: the
         program reads its limits there from its first instruction. Idempotent."""
-        self.create(f"{relpath}/{names.RUNTIME_CGROUP}")
-        for knob in self._shown(self._knobs(relpath, Limits()), relpath):  # their files, in order
-            value = read_text(knob.path.parent.parent / knob.path.name)
-            if value is not None and read_text(knob.path) != value:
-                write_text(knob.path, value)
+        made: set[Path] = set()
+        for knob in self._knobs(relpath, Limits()):  # for their files, in the kernel's order
+            if knob.path.name not in self.shown:
+                continue
+            cgroup = knob.path.parent
+            if cgroup not in made:  # in the hierarchies of the shown files only: the runtime makes the rest
+                self._make_child(cgroup, cgroup / names.RUNTIME_CGROUP)
+                made.add(cgroup)
+            shown, value = cgroup / names.RUNTIME_CGROUP / knob.path.name, read_text(knob.path)
+            if value is not None and read_text(shown) != value:
+                write_text(shown, value)
+
+    def _make_child(self, parent: Path, child: Path) -> None:
+        """Make a child of an existing cgroup."""
+        mkdir(child)
 
     def _shown(self, knobs: Sequence[Knob], relpath: str) -> list[Knob]:
         """The knobs of the shown files, aimed at the runtime's child of `relpath`, where it

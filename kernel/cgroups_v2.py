@@ -76,6 +76,10 @@ class V2Driver(CgroupDriver):
             mkdir(child)
         return [str(at(self.root, relpath) / "cgroup.procs")]
 
+    def _make_child(self, parent: Path, child: Path) -> None:
+        _delegate(parent)  # the child's files of each controller appear once the parent delegates it
+        mkdir(child)
+
     def _read_present(self, relpath: str, parent_cpus: str | None) -> Limits:
         path = at_text(self.root, relpath)  # not a Path: a thousand of them intern every name
         return Limits(memory=read_max(f"{path}/memory.max"), cpus=_cpus(read_text(f"{path}/cpu.max")),
