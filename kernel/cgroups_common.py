@@ -330,8 +330,8 @@ class CgroupDriver(ABC):
         """Make a child of an existing cgroup."""
         mkdir(child)
 
-    def _shown(self, knobs: Sequence[Knob], relpath: str) -> list[Knob]:
-        """The knobs of the shown files, aimed at the runtime's child of `relpath`, where it
+    def _shown(self, knobs: Sequence[Knob]) -> list[Knob]:
+        """The knobs of the shown files, aimed at the runtime's child of their cgroup, where it
         has them (a container not running has no child)."""
         aimed = (Knob(knob.path.parent / names.RUNTIME_CGROUP / knob.path.name, knob.value, knob.field)
                  for knob in knobs if knob.path.name in self.shown)
@@ -345,7 +345,7 @@ class CgroupDriver(ABC):
         if missing:
             raise CgroupError(f"cannot limit {relpath}: {self.unavailable.format(', '.join(missing))}")
         knobs = self._knobs(relpath, limits)
-        shown = self._shown(knobs, relpath)
+        shown = self._shown(knobs)
         first = [knob for knob in shown if knob.path.name in self.child_first_when_lowered
                  and _amount(knob.value) < _amount(read_text(knob.path.parent.parent / knob.path.name))]
         done: list[tuple[Path, str]] = []
