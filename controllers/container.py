@@ -20,6 +20,7 @@ import glob
 import json
 import os
 import stat
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -217,11 +218,15 @@ class Wait:
     healthcheck: Healthcheck | None  # the dependency's
 
 
-Gate = Callable[[str, str, Sequence[Wait]], None]
-"""Called with (stack, container, its waits): returns once the container's dependencies meet
-their conditions, or raises why one does not (the start fails with it), or raises Held: a
-gate that does not wait (the watch agent's) holds a start whose conditions may still be met,
-which is then neither made nor failed."""
+Gate = Callable[[str, str, Sequence[Wait], threading.Event], None]
+"""Called with (stack, container, its waits, an event set when the caller is interrupted):
+returns once the container's dependencies meet their conditions, or raises why one does not
+(the start fails with it), or raises Held: a gate that does not wait (the watch agent's) holds
+a start whose conditions may still be met, which is then neither made nor failed, as one that
+waits does when interrupted."""
+
+INTERRUPTED = "interrupted"
+"""Why a start is held (neither made nor failed) that was to begin after Ctrl-C."""
 
 
 @dataclass(frozen=True)
@@ -550,11 +555,22 @@ def _groups(changes: Sequence[Change]) -> Iterator[list[Change]]:
         yield list(run)
 
 
-def _in_parallel(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
+def _in_parallel(work: Callable[[T], R], items: Sequence[T], stop: threading.Event | None = None) -> list[R]:
+    """`work` on every item, WORKERS at a time. Interrupted (Ctrl-C: KeyboardInterrupt in this
+    thread), what has not begun never does, and `stop` is set for the work under way, which
+    gives up where it waits (a start's dependency); then the interruption goes on."""
     if not items:
         return []
-    with ThreadPoolExecutor(max_workers=min(WORKERS, len(items))) as pool:
+    pool = ThreadPoolExecutor(max_workers=min(WORKERS, len(items)))
+    try:
         return list(pool.map(work, items))
+    except BaseException:
+        if stop is not None:
+            stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def _grace(found: ObservedContainer) -> float:
@@ -710,6 +726,7 @@ class ContainerController:
         self._started: set[str] = set()  # this session's starts (see diff_containers)
         self._failed: set[str] = set()  # this session's starts that failed, until one succeeds
         self._set_aside = False  # this session's removals or recreates set files aside (purge_set_aside)
+        self._interrupted = threading.Event()  # set once the caller is interrupted: no start begins after it
         self._removed = state_dir / CONTAINERS_DIR / REMOVED_DIR  # purges lock its parent
 
     def observe(self, focus: Focus | None = None) -> ContainerObservation:
@@ -859,7 +876,8 @@ class ContainerController:
             _owner_only(self._state_dir / private)
         bases = self._id_bases(changes)
         filters = self._seccomp_filters(changes)
-        outcomes = _in_parallel(lambda change: self._try_start(change, bases.get(change.key), filters), changes)
+        outcomes = _in_parallel(lambda change: self._try_start(change, bases.get(change.key), filters), changes,
+                                self._interrupted)
         self._started.update(f"{o.stack}/{o.container}" for o in outcomes if isinstance(o, ContainerRecord))
         for change, outcome in zip(changes, outcomes):
             if isinstance(outcome, ApplyError):
@@ -970,7 +988,9 @@ class ContainerController:
             assert isinstance(change.desired, DesiredContainer)
             self._not_held_back(change.desired)
             if change.desired.waits:  # before stopping anything: a recreate waits while the old one runs
-                self._gate(change.desired.stack, change.desired.key, change.desired.waits)
+                self._gate(change.desired.stack, change.desired.key, change.desired.waits, self._interrupted)
+            if self._interrupted.is_set():
+                raise Held(INTERRUPTED)
             found = change.observed if isinstance(change.observed, ObservedContainer) else None
             if found is not None:
                 self._stop(found)

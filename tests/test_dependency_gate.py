@@ -95,17 +95,17 @@ def test_the_agents_gate_holds_a_start_and_counts_its_wait_from_the_first_hold(
     gate = HoldingGate(Settings(state_dir=tmp_path, cgroup_parent="rc-test", depends_timeout=300), began)
 
     with pytest.raises(Held) as held:
-        gate("s", "web", [HEALTHY_DB])
+        gate("s", "web", [HEALTHY_DB], threading.Event())
     assert (held.value.reason, held.value.dependencies) == ("waits for db to be healthy", ("db",))
     assert 299 < held.value.remaining <= 300 and set(began) == {"s/web"}
 
     began["s/web"] -= 301  # the next pass, after the wait's end: failed, and failed again until met
     for _ in range(2):
         with pytest.raises(DependencyFailed, match="^dependency 'db' is not healthy after 300s "):
-            gate("s", "web", [HEALTHY_DB])
+            gate("s", "web", [HEALTHY_DB], threading.Event())
 
     seen["db"] = Dependency(True, time.time() - 2, _health(HEALTHY, code=0))
-    gate("s", "web", [HEALTHY_DB])
+    gate("s", "web", [HEALTHY_DB], threading.Event())
     assert began == {}
 
 
@@ -117,10 +117,10 @@ def test_the_agents_gate_fails_at_once_on_a_required_dependency_and_lets_an_opti
     monkeypatch.setattr(probes, "observe", lambda settings, stack, wait, exit_wait: (seen[wait.dependency], None))
     gate = HoldingGate(Settings(state_dir=tmp_path, cgroup_parent="rc-test"), {})
     with pytest.raises(DependencyFailed, match="^dependency 'init' did not complete successfully"):
-        gate("s", "web", [HEALTHY_DB, COMPLETED_INIT])
+        gate("s", "web", [HEALTHY_DB, COMPLETED_INIT], threading.Event())
     optional = Wait("init", "service_completed_successfully", required=False, healthcheck=None)
     with pytest.raises(Held, match="^waits for db to be healthy$"):
-        gate("s", "web", [HEALTHY_DB, optional])
+        gate("s", "web", [HEALTHY_DB, optional], threading.Event())
 
 LATE = 0.3  # seconds after the process is gone that the exit file comes
 
@@ -144,10 +144,10 @@ def test_a_completed_dependency_is_judged_by_its_exit_status_written_late(
     wait = Wait("init", "service_completed_successfully", required=True, healthcheck=None)
     try:
         if failure is None:
-            gate("s", "web", [wait])
+            gate("s", "web", [wait], threading.Event())
         else:
             with pytest.raises(DependencyFailed, match=failure):
-                gate("s", "web", [wait])
+                gate("s", "web", [wait], threading.Event())
     finally:
         timer.join()
 
@@ -160,4 +160,19 @@ def test_a_dependency_that_never_writes_a_status_is_not_running(tmp_path: Path,
     gate = Gate(Settings(state_dir=tmp_path, cgroup_parent="rc-test"))
     wait = Wait("init", "service_completed_successfully", required=True, healthcheck=None)
     with pytest.raises(DependencyFailed, match="^dependency 'init' is not running$"):
-        gate("s", "web", [wait])
+        gate("s", "web", [wait], threading.Event())
+
+
+def test_an_interrupted_wait_holds_the_start_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while a start waits on a dependency (the apply's starts run in threads): the wait
+    ends at once, and the start is held, neither made nor failed, instead of waiting out the
+    dependency and starting anyway."""
+    init = Dependency(True, time.time() - 2)  # running, for as long as the test lasts
+    monkeypatch.setattr(probes, "observe", lambda settings, stack, wait, *_: (init, None))
+    gate = Gate(Settings(state_dir=tmp_path, cgroup_parent="rc-test", depends_timeout=300))
+    interrupted = threading.Event()
+    threading.Timer(0.3, interrupted.set).start()
+    started = time.monotonic()
+    with pytest.raises(Held, match="^interrupted$"):
+        gate("s", "web", [COMPLETED_INIT], interrupted)
+    assert time.monotonic() - started < 5  # not the dependency's 300 s

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -91,6 +92,34 @@ def test_apply_waits_for_dependencies(sandbox: Sandbox) -> None:
     diff = sandbox.reconcile("diff", str(path)).stdout
     assert "db" not in diff, diff
     assert sandbox.containers()["db"]["pid"] == pid
+
+
+_WITH_CTRL_C = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                "os.execv(sys.argv[1], sys.argv[1:])")
+"""Runs a command with SIGINT's default action, which a background run (CI's) may have ignored:
+then the CLI's interpreter would ignore it too."""
+
+
+def test_ctrl_c_while_a_start_waits_on_its_dependency_ends_at_once_and_starts_nothing_more(
+        sandbox: Sandbox) -> None:
+    """The starts run in threads: Ctrl-C reached the main one, which then waited for the start
+    to wait out its dependency (up to RECONCILE_DEPENDS_TIMEOUT) and start it anyway, unrecorded."""
+    path = sandbox.write("stack.yaml", NEVER_HEALTHY)
+    apply = subprocess.Popen(["nsenter", "-t", str(sandbox.pid), "-n", "-m", "--", sys.executable, "-c",
+                              _WITH_CTRL_C, sys.executable, "-m", "reconcile", "apply", str(path)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=sandbox.env)
+    try:
+        # web's start is in its wait once the wait has probed slow (its health is recorded)
+        assert eventually(lambda: (sandbox.containers().get("slow") or {}).get("health") is not None, True,
+                          timeout=30)
+        os.kill(apply.pid, signal.SIGINT)  # nsenter without --pid execs: the CLI's own pid
+        _, err = apply.communicate(timeout=scaled(10))
+    finally:
+        apply.kill()
+    assert apply.returncode == 130 and "Traceback" not in err, err
+    rows = sandbox.containers()
+    assert rows["slow"]["state"] == "running" and rows.get("web", {}).get("pid") is None, rows
+    assert sandbox.reconcile("down", str(path)).returncode == 0
 
 
 def test_apply_fails_naming_the_dependency(sandbox: Sandbox) -> None:

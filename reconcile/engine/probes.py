@@ -5,11 +5,12 @@ them, the watch agent's holds the start (reconcile.engine.conditions judges them
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 
-from controllers.container import Paths, Wait
+from controllers.container import INTERRUPTED, Paths, Wait
 from controllers.errors import Held
 from kernel import oci, runtime
 from reconcile.engine import conditions, health
@@ -95,7 +96,7 @@ class Gate:
 
     settings: Settings
 
-    def __call__(self, stack: str, container: str, waits: Sequence[Wait]) -> None:
+    def __call__(self, stack: str, container: str, waits: Sequence[Wait], interrupted: threading.Event) -> None:
         deadline = time.monotonic() + self.settings.depends_timeout
         for wait in waits:
             while not conditions.met_by_start_order(wait):
@@ -111,8 +112,8 @@ class Gate:
                 due = verdict.probe_due
                 if found is not None and wait.healthcheck is not None and due is not None and due <= time.time():
                     probe(self.settings, found, wait.healthcheck)
-                else:
-                    time.sleep(POLL if due is None else max(0.0, min(POLL, due - time.time())))
+                elif interrupted.wait(POLL if due is None else max(0.0, min(POLL, due - time.time()))):
+                    raise Held(INTERRUPTED)
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ class HoldingGate:
     settings: Settings
     began: MutableMapping[str, float]
 
-    def __call__(self, stack: str, container: str, waits: Sequence[Wait]) -> None:
+    def __call__(self, stack: str, container: str, waits: Sequence[Wait], interrupted: threading.Event) -> None:
         name = f"{stack}/{container}"
         began = self.began.setdefault(name, time.monotonic())
         remaining = began + self.settings.depends_timeout - time.monotonic()
