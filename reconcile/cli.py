@@ -58,10 +58,22 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(self.prog, self.format_usage(), message)
 
 
-def _common() -> _Parser:
+class _VerbParser(_Parser):
+    """A verb's own parser: an argument it does not know is its error, with its usage (argparse
+    leaves it to the top-level parser, whose usage lists the verbs)."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
+def _common() -> _VerbParser:
     """Options accepted before or after the verb (SUPPRESS keeps the sub-parser from
-    overwriting a value given before the verb with its default)."""
-    common = _Parser(add_help=False)
+    overwriting a value given before the verb with its default): a parent of each verb's parser."""
+    common = _VerbParser(add_help=False)
     common.add_argument("--state-dir", default=argparse.SUPPRESS,
                         help="state store directory (env RECONCILE_STATE_DIR, default /var/lib/reconcile)")
     common.add_argument("--cgroup-parent", default=argparse.SUPPRESS,
@@ -127,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = _Parser(prog="reconcile", parents=[common],
                                      description="Declarative reconciler for Linux hosts.")
-    verbs_ = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs_ = parser.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=_VerbParser)
 
     def verb(name: str, help_: str) -> argparse.ArgumentParser:
         return verbs_.add_parser(name, parents=[common], help=help_, description=help_)

@@ -31,6 +31,15 @@ def test_a_usage_error_exits_1(argv: list[str], capsys: pytest.CaptureFixture[st
     assert "usage: reconcile" in err and "error:" in err
 
 
+@pytest.mark.parametrize("argv", [["exec", "-u", "root", "db", "id"], ["diff", "stack.yaml", "--bogus"]])
+def test_an_argument_a_verb_does_not_know_is_its_error_with_its_usage(argv: list[str],
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: reconcile {argv[0]} ") and f"reconcile {argv[0]}: error: unrecognized arguments: " \
+        f"{argv[2] if argv[0] == 'diff' else argv[1]}" in err, err
+
+
 def test_watch_usage_errors_under_json_are_lines_of_the_agents_stream(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["watch", "/nonexistent", "-o", "json", "--debounce", "-5"]) == EXIT_ERROR
     out, err = capsys.readouterr()

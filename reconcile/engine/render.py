@@ -153,7 +153,8 @@ def format_status(document: dict[str, object]) -> str:
     assert isinstance(stacks, list) and isinstance(invalid, list)
     if not stacks and not invalid:
         return "No stacks."
-    lines: list[str] = [f"file {w['source']}: Error (watch, {w['updated']})\n  {w['error']}\n" for w in invalid]
+    lines: list[str] = [f"file {w['source']}: Error (watch, {w['updated']})\n{_indented(w['error'])}\n"
+                        for w in invalid]
     for stack in stacks:
         lines.append(f"stack {stack['name']}: {stack['sync']}"
                      + (f" ({stack['source']})" if stack.get("source") else ""))
@@ -179,11 +180,16 @@ def format_status(document: dict[str, object]) -> str:
                   if c.get("start_error")]
         lines += [f"  container {c['name']} {_health_line(c['health'])}" for c in stack["containers"]
                   if c.get("health")]
-        lines += [f"  error: {e}" for e in stack["errors"]]
+        lines += [_indented(f"error: {e}") for e in stack["errors"]]
         lines += [f"  drift: {d['action']} {d['kind']} {d['key']}" + (f" ({d['reason']})" if d["reason"] else "")
                   for d in stack["drift"]]
         lines.append("")
     return "\n".join(lines).rstrip()
+
+
+def _indented(text: str) -> str:
+    """Each line of a message (several errors of one file) under its stack or file."""
+    return "\n".join(f"  {line}" for line in text.splitlines())
 
 
 def _state_cell(container: dict[str, Any]) -> str:
