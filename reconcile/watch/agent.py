@@ -15,6 +15,7 @@ delays are the queue's (reconcile/watch/queue.py).
 from __future__ import annotations
 
 import errno
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -405,7 +406,11 @@ class Agent:
         self.enqueue(HOST_KEY, f"image {'pull failed' if delay else 'pulled'}: {ref}", delay, observable=False)
 
     def _waiting_for_lock(self, holder: str) -> None:
-        self.log.emit("waiting", why="another reconcile holds the state dir's lock", pid=holder)
+        """The reconciler and the prober (stopping an unhealthy container) take the lock in turn:
+        one waiting on the other is said so, not as another reconcile."""
+        why = ("the agent's own reconcile or stop of an unhealthy container holds the state dir's lock"
+               if holder == str(os.getpid()) else "another reconcile holds the state dir's lock")
+        self.log.emit("waiting", why=why, pid=holder)
 
     def _exit_of(self, change: Change) -> Exit | None:
         """A restart of a container that ran and exited (not a first start, not a recreate)."""
