@@ -19,6 +19,9 @@ IMAGES_LOCK_NAME = "images.lock"  # DO NOT RENAME: writers of the image store (s
 own files keep them apart, state.images), what deletes from the store exclusive; not the state
 dir's lock, so the watch agent repairs other keys while it pulls. Taken after LOCK_NAME when
 both are held."""
+AGENT_LOCK_NAME = "watch.lock"  # DO NOT RENAME: `status` of any version reads it
+"""Held shared by every running watch agent of the state dir for as long as it runs (and
+released by the kernel when it dies, however): `status` tells its rows of a stopped agent."""
 AWAITED = {LOCK_NAME: "another reconcile", IMAGES_LOCK_NAME: "the image pulls under way"}
 """Whom a wait for the lock (exclusive) waits for, as the waiting line says it."""
 SHARED_AWAITED = "an image removal"
@@ -70,6 +73,22 @@ def _held(state_dir: Path, name: str, operation: int, waiting: Callable[[str], N
         yield
     finally:
         os.close(fd)
+
+
+def held(state_dir: Path, name: str) -> bool:
+    """Whether some process holds the lock now, shared or exclusive (a look that waits for
+    nothing and holds it for no longer than the look)."""
+    try:
+        fd = os.open(state_dir / name, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 class Flock:

@@ -562,3 +562,20 @@ def test_firewall_drift_is_repaired_by_event(sandbox: Sandbox, specs: Path, choi
         sandbox.reconcile("down", "--stack", "svc", check=True)
         assert our_rules(sandbox, backend) == [] and sandbox.proxies() == {}
         assert (canary.snapshot(), ip6tables_foreign(sandbox)) == foreign
+
+
+def test_status_tells_the_rows_of_a_stopped_agent_from_those_of_a_running_one(sandbox: Sandbox,
+                                                                               specs: Path) -> None:
+    """Once the agent is gone nothing repairs drift: its last row says Synced all the same, so
+    status says no agent runs (the agent's flock on the state dir's watch.lock, which the
+    kernel lets go of however it ends)."""
+    agent = Agent(sandbox, specs, "--debounce", "50")
+    try:
+        save_atomically(specs / "a.yaml", NETWORKS.format(name="a", subnet="10.80.8.0/24"))
+        assert eventually(lambda: (watch_row(sandbox, "a") or {}).get("sync"), "Synced") == "Synced"
+        assert (watch_row(sandbox, "a") or {}).get("agent_running") is True
+    finally:
+        assert agent.stop() == 0
+    assert (watch_row(sandbox, "a") or {}).get("agent_running") is False
+    assert "  watch (no agent running; it last said): Synced, last apply " in sandbox.reconcile("status").stdout
+    sandbox.reconcile("down", "--stack", "a", check=True)

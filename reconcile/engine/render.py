@@ -153,14 +153,14 @@ def format_status(document: dict[str, object]) -> str:
     assert isinstance(stacks, list) and isinstance(invalid, list)
     if not stacks and not invalid:
         return "No stacks."
-    lines: list[str] = [f"file {w['source']}: Error (watch, {w['updated']})\n{_indented(w['error'])}\n"
+    lines: list[str] = [f"file {w['source']}: Error (watch{_stopped(w)}, {w['updated']})\n{_indented(w['error'])}\n"
                         for w in invalid]
     for stack in stacks:
         lines.append(f"stack {stack['name']}: {stack['sync']}"
                      + (f" ({stack['source']})" if stack.get("source") else ""))
         if stack.get("watch"):
             watch = stack["watch"]
-            lines.append(f"  watch: {watch['sync']}, last apply {watch['last_apply'] or 'never'}")
+            lines.append(f"  watch{_stopped(watch)}: {watch['sync']}, last apply {watch['last_apply'] or 'never'}")
             lines += [f"  watch error: {line}" for line in (watch["error"] or "").splitlines()]
         rows = [[str(n["name"]), str(n["bridge"]), _dual(n["subnet"], n.get("subnet6")),
                  _dual(n["gateway"], n.get("gateway6")), str(n["state"])] for n in stack["networks"]]
@@ -185,6 +185,11 @@ def format_status(document: dict[str, object]) -> str:
                   for d in stack["drift"]]
         lines.append("")
     return "\n".join(lines).rstrip()
+
+
+def _stopped(watch: dict[str, Any]) -> str:
+    """Said of a watch row when no agent runs: it is what the agent said before it stopped."""
+    return "" if watch.get("agent_running", True) else " (no agent running; it last said)"
 
 
 def _indented(text: str) -> str:

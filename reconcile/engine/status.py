@@ -23,6 +23,7 @@ from specs import names as kernel_names
 from specs.errors import SpecErrors, format_loc
 from specs.model import Container, PortMapping, Stack
 from state import health as health_records
+from state import lock
 from state import volumes as stored_volumes
 from state.images import ImageStore
 from state.store import WatchStatus
@@ -184,6 +185,7 @@ def report(session: Session, observed: Snapshot, names: Sequence[str], specs: Ma
     intruders = observed.firewall.intruders()
     watched = session.store.watch_statuses()
     agent = {w.stack: w for w in watched if w.stack}
+    agent_running = lock.held(session.settings.state_dir, lock.AGENT_LOCK_NAME)
     stacks: list[dict[str, object]] = []
     for name in sorted(names):
         spec = specs.get(name)
@@ -199,9 +201,9 @@ def report(session: Session, observed: Snapshot, names: Sequence[str], specs: Ma
         entry["port_intruders"] = [_intruder_row(i) for i in intruders if i.port.stack == name]
         entry["volumes"] = _volumes(session, name, spec.stack if spec else None)
         entry["sync"], entry["errors"], entry["drift"] = sync, errors, drift
-        entry["watch"] = _watch_row(agent[name]) if name in agent else None
+        entry["watch"] = _watch_row(agent[name], agent_running) if name in agent else None
         stacks.append(entry)
-    return {"stacks": stacks, "invalid_files": [_watch_row(w) for w in watched if not w.stack]}
+    return {"stacks": stacks, "invalid_files": [_watch_row(w, agent_running) for w in watched if not w.stack]}
 
 
 def _volumes(session: Session, name: str, spec: Stack | None) -> list[dict[str, object]]:
@@ -226,10 +228,11 @@ def _intruder_row(intruder: Intruder) -> dict[str, object]:
             "message": intruder.describe()}
 
 
-def _watch_row(status: WatchStatus) -> dict[str, object]:
-    """What the watch agent last reported for a stack file (its own view, with the time)."""
+def _watch_row(status: WatchStatus, agent_running: bool) -> dict[str, object]:
+    """What the watch agent last reported for a stack file (its own view, with the time), and
+    whether an agent runs now (else nothing repairs drift: the row is what a stopped one said)."""
     return {"source": status.source, "sync": status.sync, "last_apply": _iso(status.applied_at),
-            "error": status.error, "updated": _iso(status.updated_at)}
+            "error": status.error, "updated": _iso(status.updated_at), "agent_running": agent_running}
 
 
 def _iso(moment: float | None) -> str | None:

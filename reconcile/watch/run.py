@@ -13,6 +13,7 @@ from kernel.memory import agent_allocator, forget_preload, installed_jemalloc, u
 from reconcile.engine.settings import Settings
 from reconcile.watch.actionlog import ActionLog
 from reconcile.watch.agent import Agent, WatchOptions
+from state import lock
 
 
 class AgentError(Exception):
@@ -60,5 +61,6 @@ def run(settings: Settings, options: WatchOptions) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    agent.run()
+    with lock.shared(settings.state_dir, lambda holder: None, name=lock.AGENT_LOCK_NAME):  # status: one runs
+        agent.run()
     return 0 if agent.failure is None else 1
