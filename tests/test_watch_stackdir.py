@@ -123,6 +123,20 @@ def test_an_invalid_file_keeps_its_last_good_spec_and_reports_where(tmp_path: Pa
     assert specs.refresh([path]).changed == {"a"} and not specs.errors
 
 
+def test_a_whole_read_reports_a_bad_file_again_only_when_its_errors_change(tmp_path: Path) -> None:
+    """A resync or the directory's events read every file: one that stayed bad says nothing new
+    (the agent logged it again on every such read); named (saved again) it is reported."""
+    bad, good = tmp_path / "bad.yaml", tmp_path / "good.yaml"
+    bad.write_text(stack("a", "10.70.1.0/24") + "    mtu: huge\n")
+    good.write_text(stack("b", "10.70.2.0/24"))
+    specs = StackDir(tmp_path)
+    assert set(specs.refresh().errors) == {bad}
+    assert specs.refresh().errors == {} and set(specs.errors) == {bad}  # still bad, known, not new
+    assert set(specs.refresh([bad]).errors) == {bad}
+    bad.write_text(stack("a", "10.70.1.0/24") + "    mtu: -1\n")
+    assert set(specs.refresh().errors) == {bad}  # another error
+
+
 def test_a_file_clashing_with_another_stack_is_refused_the_other_unaffected(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text(stack("a", "10.70.1.0/24"))
     specs = StackDir(tmp_path)

@@ -25,7 +25,8 @@ class Refresh:
     removed: frozenset[str]
     """Stacks no file defines any more (the file deleted, or its stack renamed)."""
     errors: Mapping[Path, list[SpecError]]
-    """Files (re)read just now that are not good: their last good spec stays."""
+    """Files (re)read just now that are not good (their last good spec stays): those named, and
+    of a whole read those whose errors are new (a file that stayed bad says nothing new)."""
     moved: Mapping[str, Path] = field(default_factory=dict)
     """Stacks now defined by another file than before: the file that defines them now."""
 
@@ -61,6 +62,7 @@ class StackDir:
             self.errors.update(gone)
             return Refresh(frozenset(), frozenset(), gone)
         self.errors.pop(self.root, None)
+        said = {path: [str(e) for e in errors] for path, errors in self.errors.items()}
         on_disk = set(stack_paths(self.root))
         todo = on_disk | set(self.good) | set(self.errors) if paths is None else {Path(p) for p in paths}
         todo = {p for p in todo if self.is_stack_file(p)}
@@ -82,6 +84,8 @@ class StackDir:
             self._refused[path] = pending[path]
             self.errors[path] = clash
         self.errors.update(errors)
+        if paths is None:  # a whole read (start, resync, the directory's events): what is new only
+            errors = {path: found for path, found in errors.items() if [str(e) for e in found] != said.get(path)}
         after = self.stacks()
         return Refresh(changed=frozenset(n for n, f in after.items()
                                          if n not in before or not before[n].stack.same_as(f.stack)),
