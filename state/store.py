@@ -281,6 +281,12 @@ class Store:
             return {}
         return dict(self._db.execute("SELECT name, spec_json FROM stacks").fetchall())
 
+    def sources(self) -> dict[str, str]:
+        """The file each stack was last applied from, by name (no spec decoded)."""
+        if self._db is None:
+            return {}
+        return dict(self._db.execute("SELECT name, source FROM stacks").fetchall())
+
     def record_stack(self, name: str, source: str, spec_json: str) -> None:
         """`spec_json`: the stack's `model_dump_json()`."""
         with self.transaction() as db:

@@ -579,3 +579,23 @@ def test_status_tells_the_rows_of_a_stopped_agent_from_those_of_a_running_one(sa
     assert (watch_row(sandbox, "a") or {}).get("agent_running") is False
     assert "  watch (no agent running; it last said): Synced, last apply " in sandbox.reconcile("status").stdout
     sandbox.reconcile("down", "--stack", "a", check=True)
+
+
+def test_a_stack_applied_by_hand_is_the_agents_once_a_watched_file_declares_it(sandbox: Sandbox,
+                                                                               specs: Path) -> None:
+    """The same spec applied by hand from another file, which still declares it: the agent's
+    pass changes nothing on the host, and the stack is recorded as applied from the watched file
+    all the same (status agreed with itself only once the file was edited, and `down DIR` was
+    refused as another file's stack)."""
+    text = NETWORKS.format(name="h", subnet="10.80.9.0/24")
+    sandbox.apply(sandbox.write("h.yaml", text))
+    save_atomically(specs / "h.yaml", text)
+    agent = Agent(sandbox, specs, "--debounce", "50")
+    try:
+        def source() -> object:
+            return next((s["source"] for s in sandbox.status()["stacks"] if s["name"] == "h"), None)
+        assert eventually(source, str(specs / "h.yaml")) == str(specs / "h.yaml")
+    finally:
+        assert agent.stop() == 0
+    down = sandbox.reconcile("down", str(specs))
+    assert down.returncode == 0 and sandbox.link("rc-h-net") is None, down.stdout + down.stderr

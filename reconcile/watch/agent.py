@@ -364,11 +364,13 @@ class Agent:
             # Only a pass over a whole stack applied its spec, or pruned it: a rider's
             # container alone did neither.
             if whole:
-                recorded = session.store.spec_texts()
+                recorded, sources = session.store.spec_texts(), session.store.sources()
                 for name in sorted(whole & set(files)):
-                    spec = files[name].stack.model_dump_json()
+                    spec, source = files[name].stack.model_dump_json(), str(files[name].path)
                     if recorded.get(name) != spec:
-                        session.store.record_stack(name, str(files[name].path), spec)
+                        session.store.record_stack(name, source, spec)
+                    elif sources.get(name) != source:  # the same spec applied by hand from another file
+                        session.store.move_stack(name, source)
                 for name in sorted(whole & self._pruning):
                     session.store.forget_stack(name)
         return _Outcome(changed, held, riders, focus, whys, whole, gated)
