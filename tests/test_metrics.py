@@ -41,5 +41,10 @@ def test_served_metrics_count_what_the_agent_records() -> None:
     assert 'reconcile_duration_seconds_bucket{le="0.025",result="ok"} 1.0' in text
     assert 'reconcile_container_health{container="c",stack="s",status="healthy"} 1.0' in text
     assert "reconcile_queue_depth 3.0" in text
+    metrics.clear_health("s", "c")  # stopped: no health, as status shows none; its probes' counts stay
+    text = generate_latest(metrics.registry).decode()
+    assert "reconcile_container_health{" not in text and 'reconcile_health_probes_total{container="c"' in text
+    metrics.record_health("s", "c", "unhealthy", False)
     metrics.forget_health("s", "c")
-    assert "reconcile_container_health{" not in generate_latest(metrics.registry).decode()
+    text = generate_latest(metrics.registry).decode()
+    assert "reconcile_container_health{" not in text and "reconcile_health_probes_total{" not in text

@@ -76,11 +76,15 @@ class Metrics:
             self.health.labels(stack, container, known).set(1 if known == status else 0)
         self.probes.labels(stack, container, "success" if passed else "failure").inc()
 
-    def forget_health(self, stack: str, container: str) -> None:
-        """A container no longer probed leaves no stale series behind."""
+    def clear_health(self, stack: str, container: str) -> None:
+        """A container that does not run has no health (its probes' counts stay)."""
         for known in HEALTH_STATUSES:
             with suppress(KeyError):
                 self.health.remove(stack, container, known)
+
+    def forget_health(self, stack: str, container: str) -> None:
+        """A container no longer probed leaves no stale series behind."""
+        self.clear_health(stack, container)
         for result in ("success", "failure"):
             with suppress(KeyError):
                 self.probes.remove(stack, container, result)

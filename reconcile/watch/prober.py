@@ -70,7 +70,9 @@ class Prober:
                 store.close()
             for target, container in targets.items():
                 record = running.get(target)
-                if record is not None and self._due(target, record, container):
+                if record is None or not runtime.is_running(runtime.ProcessHandle(record.pid, record.start_time)):
+                    self._metrics.clear_health(*target)  # none while it does not run, as status shows it
+                elif self._due(target, record, container):
                     with self._lock:
                         self._busy.add(target)
                     threading.Thread(target=self._probe, args=(target, record, container),
@@ -78,8 +80,6 @@ class Prober:
 
     def _due(self, target: Target, record: ContainerRecord, container: Container) -> bool:
         assert container.healthcheck is not None
-        if not runtime.is_running(runtime.ProcessHandle(record.pid, record.start_time)):
-            return False
         known = records.load(Paths.of(self._settings.state_dir, *target).health)
         current = known if known is not None and known.of(record.pid, record.start_time) else None
         return health.probe_due(current, record.started_at, container.healthcheck) <= time.time()
