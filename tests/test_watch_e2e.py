@@ -571,8 +571,9 @@ def test_status_tells_the_rows_of_a_stopped_agent_from_those_of_a_running_one(sa
     kernel lets go of however it ends)."""
     agent = Agent(sandbox, specs, "--debounce", "50")
     try:
+        assert eventually(lambda: agent.saw("agent started"), True, timeout=30)
         save_atomically(specs / "a.yaml", NETWORKS.format(name="a", subnet="10.80.8.0/24"))
-        assert eventually(lambda: (watch_row(sandbox, "a") or {}).get("sync"), "Synced") == "Synced"
+        assert eventually(lambda: (watch_row(sandbox, "a") or {}).get("sync"), "Synced", timeout=30) == "Synced"
         assert (watch_row(sandbox, "a") or {}).get("agent_running") is True
     finally:
         assert agent.stop() == 0
@@ -592,9 +593,11 @@ def test_a_stack_applied_by_hand_is_the_agents_once_a_watched_file_declares_it(s
     save_atomically(specs / "h.yaml", text)
     agent = Agent(sandbox, specs, "--debounce", "50")
     try:
+        assert eventually(lambda: agent.saw("agent started"), True, timeout=30)
+
         def source() -> object:
             return next((s["source"] for s in sandbox.status()["stacks"] if s["name"] == "h"), None)
-        assert eventually(source, str(specs / "h.yaml")) == str(specs / "h.yaml")
+        assert eventually(source, str(specs / "h.yaml"), timeout=30) == str(specs / "h.yaml")
     finally:
         assert agent.stop() == 0
     down = sandbox.reconcile("down", str(specs))
