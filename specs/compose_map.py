@@ -184,7 +184,7 @@ def _networks(out: Collector, native: dict[str, object], declared: object,
         elif mapped is not None:
             out.put(networks, ("networks", network_key(key)), mapped, ("networks", str(key)))
     on_default = [name for name, service in services.items() if uses_default_network(service)]
-    if on_default and DEFAULT_NETWORK not in (declared or {}):
+    if on_default and DEFAULT_NETWORK not in named:
         # Compose makes its default network, undeclared, when a service is on it (one that
         # lists no networks, or lists default); its subnet comes from the pool. An error about
         # it points at the first such service.
@@ -244,10 +244,10 @@ def _network(out: Collector, key: str, network: object) -> dict[str, object] | N
         out.key_error(loc + ("enable_ipv6",), NO_IPV6_POOL)
     _driver_opts(out, result, key, network.get("driver_opts"))
     if "internal" in network:
-        out.put(result, loc + ("internal",), network["internal"], loc + ("internal",))
+        out.put(result, ("networks", network_key(key), "internal"), network["internal"], loc + ("internal",))
     if "subnet6" in result and network.get("internal") is not True:
         result.setdefault("ipv6_nat", True)  # Docker's default gateway mode: nat
-        out.origins.setdefault(loc + ("ipv6_nat",), loc + ("enable_ipv6",))
+        out.origins.setdefault(("networks", network_key(key), "ipv6_nat"), loc + ("enable_ipv6",))
     return result
 
 
@@ -291,7 +291,7 @@ def _ipam_config(out: Collector, result: dict[str, object], key: str, index: int
     loc: Loc = ("networks", key, "ipam", "config", index)
     for option, value in config.items():
         if option in ("subnet", "gateway"):
-            out.put(result, ("networks", key, f"{option}{suffix}"), value, loc + (option,))
+            out.put(result, ("networks", network_key(key), f"{option}{suffix}"), value, loc + (option,))
         elif option in ("ip_range", "aux_addresses"):
             out.key_error(loc + (option,), f"{option} is not supported: addresses are allocated "
                                            f"from the whole subnet, or set with ipv{suffix or '4'}_address")
@@ -309,9 +309,9 @@ def _driver_opts(out: Collector, result: dict[str, object], key: str, options: o
     for option, value in options.items():
         if option == MTU_OPTION:
             mtu = int(value) if isinstance(value, str) and value.strip().isdigit() else value
-            out.put(result, ("networks", key, "mtu"), mtu, loc + (option,))
+            out.put(result, ("networks", network_key(key), "mtu"), mtu, loc + (option,))
         elif option == BRIDGE_NAME_OPTION:
-            out.put(result, ("networks", key, "bridge"), value, loc + (option,))
+            out.put(result, ("networks", network_key(key), "bridge"), value, loc + (option,))
         elif option == GATEWAY_MODE6_OPTION:
             _gateway_mode6(out, result, key, value, loc + (option,))
         else:
@@ -327,4 +327,4 @@ def _gateway_mode6(out: Collector, result: dict[str, object], key: str, mode: ob
     elif "subnet6" not in result:
         out.key_error(loc, "applies to a network with enable_ipv6: true and an IPv6 subnet")
     else:
-        out.put(result, ("networks", key, "ipv6_nat"), GATEWAY_MODES6[mode], loc)
+        out.put(result, ("networks", network_key(key), "ipv6_nat"), GATEWAY_MODES6[mode], loc)

@@ -54,7 +54,7 @@ def uses_default_network(service: Mapping[str, object]) -> bool:
     networks = service.get("networks")
     if networks is None or networks == [] or networks == {}:
         return True
-    return isinstance(networks, (list, dict)) and DEFAULT_NETWORK in networks
+    return isinstance(networks, (list, dict)) and any(network_key(name) == DEFAULT_NETWORK for name in networks)
 
 PASSED_AS_WRITTEN = {"image": "image", "entrypoint": "entrypoint", "command": "command", "read_only": "read_only",
                      "privileged": "privileged", "cap_add": "cap_add", "cap_drop": "cap_drop",

@@ -402,6 +402,15 @@ NATIVE: list[tuple[str, str, list[str]]] = [
         """,
      ["compose.yaml:5:13: networks.Back-End: networks 'back_end' and 'Back-End' are one network key here, "
       "'back-end': rename one of them"]),
+    ("network-name-field-located", """\
+        services:
+          web: {image: busybox, networks: [app_net]}
+        networks:
+          app_net:
+            ipam: {config: [{subnet: 10.77.7.0/24, gateway: 10.77.8.1}]}
+        """,
+     ["compose.yaml:5:53: networks.app_net.ipam.config[0].gateway: gateway 10.77.8.1 is outside subnet "
+      "10.77.7.0/24"]),
     ("network-name-undeclared", """\
         services:
           web: {image: busybox, networks: [back_end, front_net]}
