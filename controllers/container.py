@@ -1129,7 +1129,10 @@ class ContainerController:
         # root is read-only; the container's own view otherwise (a root mounted by someone else).
         # Resolved inside that root: the container controls every name in it.
         root = Path(found.root or f"/proc/{found.handle.pid}/root")
+        changed = {f.path for f in change.fields}
         for path, text in (("/etc/hosts", want.hosts), ("/etc/resolv.conf", want.resolv)):
+            if path not in changed and found.recorded:  # an adopted container's are written anyway
+                continue
             try:
                 inroot.rewrite_in_root(root, path, text)
             except OSError as exc:

@@ -551,7 +551,7 @@ def _report_failure(exc: Exception, as_json: bool, debug: bool, verb: str) -> No
         return
     kind, lines = _failure(exc.cause, debug)
     if as_json:
-        _report_errors(lines, True, kind, verb, {**render.plan_json(exc.applied), "applied": False})
+        _report_errors(lines, True, kind, verb, {**render.plan_json(exc.applied), "in_sync": False, "applied": False})
         return
     render.emit(render.format_failed(exc.applied, render.use_colour(sys.stdout)))
     _report_errors(lines, False, kind, verb)

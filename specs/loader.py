@@ -6,6 +6,7 @@ together (SpecErrors). Nothing else escapes, whatever the bytes on disk.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +135,9 @@ def _renamed(issue: Issue, by_name: Mapping[str, StackFile]) -> str:
     stack, loc = issue.other
     holder = by_name.get(stack)
     shown = holder.origins.translate(loc) if holder is not None else loc
-    return issue.message.replace(format_loc(loc), format_loc(shown or loc))
+    # the path alone, not the start of a longer one (networks.a-b in networks.a-b-2.bridge)
+    renamed = format_loc(shown or loc)
+    return re.sub(re.escape(format_loc(loc)) + r"(?![\w.\-\[])", lambda _: renamed, issue.message)
 
 
 def _stack_paths(path: Path) -> list[Path]:

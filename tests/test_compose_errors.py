@@ -411,6 +411,15 @@ NATIVE: list[tuple[str, str, list[str]]] = [
         """,
      ["compose.yaml:5:53: networks.app_net.ipam.config[0].gateway: gateway 10.77.8.1 is outside subnet "
       "10.77.7.0/24"]),
+    ("network-names-cross-reference", """\
+        services:
+          web: {image: busybox, networks: [a_b, a_b_2]}
+        networks:
+          a_b: {driver_opts: {com.docker.network.bridge.name: br-x}}
+          a_b_2: {driver_opts: {com.docker.network.bridge.name: br-x}}
+        """,
+     ["compose.yaml:5:57: networks.a_b_2.driver_opts.'com.docker.network.bridge.name': bridge name 'br-x' is "
+      "already used by networks.a_b: set networks.a-b-2.bridge to another name"]),
     ("network-name-undeclared", """\
         services:
           web: {image: busybox, networks: [back_end, front_net]}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -141,31 +142,34 @@ def driver() -> cgroups.CgroupDriver:
     return cgroups.detect()
 
 
-def _cgroup_with(driver: cgroups.CgroupDriver, relpath: str, seconds: float) -> subprocess.Popen[bytes]:
-    """A cgroup holding a process that exits by itself after `seconds`."""
-    proc = subprocess.Popen(["sleep", str(seconds)])
+def _cgroup_with(driver: cgroups.CgroupDriver, relpath: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    """A cgroup holding a process of `argv` (its stdin a pipe of the test's)."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE)
     for procs in driver.create(relpath):
         Path(procs).write_text(str(proc.pid))
     return proc
 
 
 def test_cgroup_removal_waits_for_a_process_still_exiting(sandbox: Sandbox, driver: cgroups.CgroupDriver) -> None:
+    """The process ends when the test lets it (its stdin closed), 0.3 s into the removal's ~2 s of
+    retries: the removal returns only after that, whatever the machine's load before it."""
     relpath = cgroup_relpath(sandbox.cgroup_parent, "rel", "x")
-    proc = _cgroup_with(driver, relpath, 0.8)  # well within the removal's ~2 s of retries
-    assert proc.poll() is None, "the process exited before the removal began: nothing was tested"
+    proc = _cgroup_with(driver, relpath, ["cat"])
+    assert proc.stdin is not None
+    let_go = threading.Timer(0.3, proc.stdin.close)
     started = time.monotonic()
-    driver.remove(relpath, sandbox.cgroup_parent)  # EBUSY until the sleep has exited
+    let_go.start()
+    driver.remove(relpath, sandbox.cgroup_parent)  # EBUSY until cat has exited
     waited = time.monotonic() - started
-    exited = proc.poll()  # only once the removal returned: had it not waited, still None
-    proc.wait()
+    let_go.join()  # had the removal not waited for the exit, it would have returned before this
     record("transient_errors", cgroup_ebusy_waited_s=round(waited, 2))
-    assert exited == 0
+    assert proc.wait(timeout=10) == 0 and waited >= 0.3
     assert not [p for p in sandbox.cgroup_dirs() if any(p.iterdir()) and (p / "rel").exists()]
 
 
 def test_cgroup_removal_gives_up_on_a_process_that_stays(sandbox: Sandbox, driver: cgroups.CgroupDriver) -> None:
     relpath = cgroup_relpath(sandbox.cgroup_parent, "rel", "x")
-    proc = _cgroup_with(driver, relpath, 30)
+    proc = _cgroup_with(driver, relpath, ["sleep", "30"])
     try:
         with pytest.raises(CgroupError, match=rf"cannot remove cgroup .*: Device or resource busy "
                                               rf"\(processes still in it: {proc.pid}\)"):

@@ -181,6 +181,7 @@ def test_a_vanished_directory_prunes_nothing(tmp_path: Path) -> None:
     result = specs.refresh()
     assert not result.removed and set(specs.stacks()) == {"a"}
     assert "the watched directory is gone" in str(result.errors[root][0])
+    assert specs.refresh().errors == {} and root in specs.errors  # said once, not on every resync
 
 
 def test_a_clash_keeps_the_stack_with_the_file_it_was_applied_from_whatever_the_order(tmp_path: Path) -> None:

@@ -56,13 +56,13 @@ class StackDir:
         that are gone). Level-triggered: what matters is each file as it is now, not the
         events that named it."""
         before = self.stacks()
+        said = {path: [str(e) for e in errors] for path, errors in self.errors.items()}
         if not self.root.is_dir():  # unmounted, or moved away: not a reason to prune anything
             gone = {self.root: [SpecError(str(self.root), 0, 0, (), "the watched directory is gone; "
                                           "every stack stays on its last good spec")]}
             self.errors.update(gone)
-            return Refresh(frozenset(), frozenset(), gone)
+            return Refresh(frozenset(), frozenset(), {} if said.get(self.root) == [str(gone[self.root][0])] else gone)
         self.errors.pop(self.root, None)
-        said = {path: [str(e) for e in errors] for path, errors in self.errors.items()}
         on_disk = set(stack_paths(self.root))
         todo = on_disk | set(self.good) | set(self.errors) if paths is None else {Path(p) for p in paths}
         todo = {p for p in todo if self.is_stack_file(p)}
