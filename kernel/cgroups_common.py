@@ -12,7 +12,7 @@ import errno
 import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -304,27 +304,30 @@ class CgroupDriver(ABC):
     shown: frozenset[str] = frozenset()
     """The limit files a program reads to size itself (a JVM's heap, Node's, Go's GOMEMLIMIT
     helpers, nproc-like CPU counts): copied into the runtime's child of a container's cgroup,
-    which is the cgroup the container sees as its own. The limits on the container's cgroup are
-    what enforce them, on the child and everything else below it."""
-    child_first_when_lowered: frozenset[str] = frozenset()
-    """Shown files the kernel holds at most the parent's value in a child: the child's is written
-    before the parent's when the value goes down (after it when it goes up)."""
+    which is the cgroup the container sees as its own. The kernel holds both (the lower wins);
+    a run reads back the container's cgroup's alone, and writes them in an order that leaves the
+    two telling a next run what it must do (_ordered)."""
+    bounded_by_parent: Mapping[str, str] = {}
+    """Shown files whose value the kernel holds at most the parent's in a child, each with its
+    value for no limit of the child's own (v1's CPU quota: -1, then the parent's applies)."""
 
     def show_limits(self, relpath: str) -> None:
         """Make the runtime's child of the container's cgroup, before the runtime starts the
         container in it, with the shown limit files of the container's cgroup copied in: the
         program reads its limits there from its first instruction. Idempotent."""
         made: set[Path] = set()
-        for knob in self._knobs(relpath, Limits()):  # for their files, in the kernel's order
-            if knob.path.name not in self.shown:
-                continue
-            cgroup = knob.path.parent
+        for name, cgroup in self._shown_dirs(relpath).items():  # in the order the kernel takes them
             if cgroup not in made:  # in the hierarchies of the shown files only: the runtime makes the rest
                 self._make_child(cgroup, cgroup / names.RUNTIME_CGROUP)
                 made.add(cgroup)
-            shown, value = cgroup / names.RUNTIME_CGROUP / knob.path.name, read_text(knob.path)
+            shown, value = cgroup / names.RUNTIME_CGROUP / name, read_text(cgroup / name)
             if value is not None and read_text(shown) != value:
                 write_text(shown, value)
+
+    def _shown_dirs(self, relpath: str) -> dict[str, Path]:
+        """Each shown file's name -> the directory of the cgroup that holds it, in the order
+        they are written (v1's period before its quota)."""
+        return {}
 
     def _make_child(self, parent: Path, child: Path) -> None:
         """Make a child of an existing cgroup."""
@@ -345,11 +348,8 @@ class CgroupDriver(ABC):
         if missing:
             raise CgroupError(f"cannot limit {relpath}: {self.unavailable.format(', '.join(missing))}")
         knobs = self._knobs(relpath, limits)
-        shown = self._shown(knobs)
-        first = [knob for knob in shown if knob.path.name in self.child_first_when_lowered
-                 and _amount(knob.value) < _amount(read_text(knob.path.parent.parent / knob.path.name))]
         done: list[tuple[Path, str]] = []
-        for knob in [*first, *knobs, *(knob for knob in shown if knob not in first)]:
+        for knob in self._ordered(knobs, self._shown(knobs)):
             old = read_text(knob.path)
             if old == knob.value:
                 continue
@@ -360,6 +360,24 @@ class CgroupDriver(ABC):
                 self._restore(done, error)
                 raise error from exc
             done.append((knob.path, old or ""))
+
+    def _ordered(self, knobs: Sequence[Knob], shown: Sequence[Knob]) -> list[Knob]:
+        """The writes of the cgroup's knobs and of its child's, in an order after which a write cut
+        short leaves nothing a next run would not see: the child's first (the container's cgroup,
+        which the next run reads, is written last, and holds its old limits over the child until
+        then); a bounded value that goes up, which the kernel would refuse in the child first, is
+        lifted in the child (no limit of its own: its parent's applies), then set after."""
+        first: list[Knob] = []
+        last: list[Knob] = []
+        for knob in shown:
+            unbounded = self.bounded_by_parent.get(knob.path.name)
+            if unbounded is not None and _amount(knob.value) > _amount(read_text(knob.path.parent.parent
+                                                                                 / knob.path.name)):
+                first.append(Knob(knob.path, unbounded, knob.field))
+                last.append(knob)
+            else:
+                first.append(knob)
+        return [*first, *knobs, *last]
 
     def normalise(self, relpath: str, limits: Limits) -> Limits:
         """The limits as read() reports them once written: the kernel keeps memory in pages and

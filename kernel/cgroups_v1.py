@@ -52,8 +52,11 @@ the page size, which differs between architectures); no real limit comes near it
 
 class V1Driver(CgroupDriver):
     unavailable = "no cgroup v1 hierarchy is mounted for {}"
-    shown = frozenset({"memory.limit_in_bytes", "cpu.cfs_period_us", "cpu.cfs_quota_us", "pids.max"})
-    child_first_when_lowered = frozenset({"cpu.cfs_quota_us"})  # EINVAL for a child's quota above its parent's
+    shown_in = {"memory.limit_in_bytes": "memory", "cpu.cfs_period_us": "cpu", "cpu.cfs_quota_us": "cpu",
+                "pids.max": "pids"}
+    """The shown files (CgroupDriver.shown) and the hierarchy of each, in the order they are written."""
+    shown = frozenset(shown_in)
+    bounded_by_parent = {"cpu.cfs_quota_us": "-1"}  # a child's quota above its parent's: EINVAL
 
     def __init__(self, hierarchies: Mapping[str, Path], others: Sequence[Path] = (),
                  seen_at: Mapping[str, Path] | None = None):
@@ -121,6 +124,10 @@ class V1Driver(CgroupDriver):
             throttled_usec=None if throttled_ns is None else throttled_ns // 1000,
             pids=read_int(self._file("pids", relpath, "pids.current")),
             oom_kills=self._oom_kills(relpath))
+
+    def _shown_dirs(self, relpath: str) -> dict[str, Path]:
+        return {name: at(self.hierarchies[controller], relpath)
+                for name, controller in self.shown_in.items() if controller in self.hierarchies}
 
     def _file(self, controller: str, relpath: str, name: str) -> str | None:
         """A file of the cgroup in the controller's hierarchy; None when the controller is not

@@ -55,6 +55,10 @@ class V2Driver(CgroupDriver):
     unavailable = "the cgroup2 root does not offer {} (see its cgroup.controllers)"
     shown = frozenset({"memory.max", "cpu.max", "pids.max"})
 
+    def _shown_dirs(self, relpath: str) -> dict[str, Path]:
+        cgroup = at(self.root, relpath)
+        return {name: cgroup for name in sorted(self.shown)}
+
     def __init__(self, root: Path):
         """`root`: mount point of the unified hierarchy (usually /sys/fs/cgroup)."""
         self.root = root

@@ -120,9 +120,13 @@ def test_limits_round_trip_in_place_and_drift(sandbox: Sandbox, canary: Path) ->
     # Shown inside too: the quota went down, which v1 takes only child first.
     assert [limit_text_inside(partial(sandbox.exec_in, "web", "cat"), field)
             for field in ("memory", "cpus")] == ["134217728", "25000 100000"]
+    # ... and up again, which v1 takes only parent first.
+    stack.write_text(STACK.format(memory="128Mi", cpus=0.75))
+    _apply(sandbox, stack)
+    assert limit_text_inside(partial(sandbox.exec_in, "web", "cat"), "cpus") == "75000 100000"
     status = sandbox.containers()["web"]
     assert status["pid"] == pid
-    assert status["resources"]["limits"] == {"memory": 134217728, "cpus": 0.25, "pids": 20, "cpuset": None,
+    assert status["resources"]["limits"] == {"memory": 134217728, "cpus": 0.75, "pids": 20, "cpuset": None,
                                              "cpu_shares": None}
     assert status["resources"]["usage"]["pids"] == 2  # the init and sleep
 

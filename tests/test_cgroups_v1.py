@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from kernel import cgroups_common
 from kernel.cgroups import CgroupDriver, CgroupError, Limits
 from kernel.cgroups_v1 import V1Driver
 from kernel.cgroups_v2 import V2Driver
@@ -262,3 +263,32 @@ def test_owned_finds_ours_and_nothing_foreign(driver: CgroupDriver, parent: str)
     assert driver.owned(parent) == {("s1", "web"), ("s2", "db"), ("s3", "cache")}
     # A focused pass asks about some containers only: a stat each, in every hierarchy.
     assert driver.owned(parent, [("s3", "cache"), ("s2", "gone"), ("s1", "db")]) == {("s3", "cache")}
+
+
+def test_a_write_cut_short_leaves_the_cgroup_a_run_reads_back_telling(driver: CgroupDriver, parent: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the runtime's child made (show_limits), a change writes the child's shown files
+    first and the container's cgroup's last, so a run killed between them leaves the cgroup a
+    next run reads with its old limits (it writes them again), never a child lagging below a
+    cgroup that reads as done; a bounded limit raised (v1's CPU quota) is lifted in the child
+    first (-1: its parent's applies) and set there once the parent's is up."""
+    relpath = f"{parent}/s/web"
+    driver.create(relpath)
+    driver.write(relpath, Limits(memory=64 * MiB, cpus=0.25, pids=20))
+    driver.show_limits(relpath)
+    written: list[tuple[str, str]] = []
+    real = cgroups_common.write_text
+    monkeypatch.setattr(cgroups_common, "write_text",
+                        lambda path, value: (written.append((str(path), value)), real(path, value))[1])
+    driver.write(relpath, Limits(memory=128 * MiB, cpus=0.5, pids=30))
+    names = [(("child " if "/ctr/" in path else "") + Path(path).name, value) for path, value in written]
+    quota = "cpu.max" if V2 else "cpu.cfs_quota_us"
+    ours = [i for i, (name, _) in enumerate(names) if not name.startswith("child ")]
+    theirs = [i for i, (name, _) in enumerate(names) if name.startswith("child ")]
+    if V2:  # no bound: every child write first
+        assert max(theirs) < min(ours), names
+    else:
+        assert names[theirs[-1]] == (f"child {quota}", "50000") and theirs[-1] > max(ours), names
+        assert (f"child {quota}", "-1") in names[:min(ours)], names
+        assert all(i < min(ours) for i in theirs[:-1]), names
+    assert [limit_text(f"{relpath}/ctr", field) for field in ("memory", "pids")] == [str(128 * MiB), "30"]
