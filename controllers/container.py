@@ -555,19 +555,24 @@ def _groups(changes: Sequence[Change]) -> Iterator[list[Change]]:
         yield list(run)
 
 
-def _in_parallel(work: Callable[[T], R], items: Sequence[T], stop: threading.Event | None = None) -> list[R]:
-    """`work` on every item, WORKERS at a time. Interrupted (Ctrl-C: KeyboardInterrupt in this
-    thread), what has not begun never does, and `stop` is set for the work under way, which
-    gives up where it waits (a start's dependency); then the interruption goes on."""
+def _in_parallel(work: Callable[[T], R], items: Sequence[T], stop: threading.Event | None = None,
+                 finished: Callable[[list[R]], None] | None = None) -> list[R]:
+    """`work` on every item, WORKERS at a time, the results in the items' order. Interrupted
+    (Ctrl-C: KeyboardInterrupt in this thread), what has not begun never does, `stop` is set for
+    the work under way, which gives up where it waits (a start's dependency), `finished` is
+    handed what did finish (to record it), and the interruption goes on."""
     if not items:
         return []
     pool = ThreadPoolExecutor(max_workers=min(WORKERS, len(items)))
+    futures = [pool.submit(work, item) for item in items]
     try:
-        return list(pool.map(work, items))
+        return [future.result() for future in futures]
     except BaseException:
         if stop is not None:
             stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
+        if finished is not None:
+            finished([f.result() for f in futures if f.done() and not f.cancelled() and f.exception() is None])
         raise
     finally:
         pool.shutdown(wait=True)
@@ -877,15 +882,18 @@ class ContainerController:
         bases = self._id_bases(changes)
         filters = self._seccomp_filters(changes)
         outcomes = _in_parallel(lambda change: self._try_start(change, bases.get(change.key), filters), changes,
-                                self._interrupted)
+                                self._interrupted, self._record_started)
         self._started.update(f"{o.stack}/{o.container}" for o in outcomes if isinstance(o, ContainerRecord))
         for change, outcome in zip(changes, outcomes):
             if isinstance(outcome, ApplyError):
                 self._failed.add(change.key)
             else:
                 self._failed.discard(change.key)
-        self._store.record_containers([o for o in outcomes if isinstance(o, ContainerRecord)])
+        self._record_started(outcomes)
         return [o for o in outcomes if isinstance(o, (ApplyError, Held))]
+
+    def _record_started(self, outcomes: Sequence[ContainerRecord | ApplyError | Held]) -> None:
+        self._store.record_containers([o for o in outcomes if isinstance(o, ContainerRecord)])
 
     def _runtime_namespace(self, changes: Sequence[Change]) -> list[ApplyError]:
         if changes[0].action is Action.DELETE:
