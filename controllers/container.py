@@ -421,10 +421,9 @@ def _diff_one(want: DesiredContainer, found: ObservedContainer | None) -> Change
                   if old != new)
     grace = _grace_changed(want, found)
     if files or grace or not found.recorded:
-        reason = ", ".join(([_files_reason(want, files)] if files else [])
-                           + ([GRACE_REASON] if grace else [])) if files or grace else _adopted_because(found)
-        return Change(Action.UPDATE, KIND_CONTAINER, key, files + grace, reason=reason,
-                      desired=want, observed=found)
+        reasons = [*([_files_reason(want, files)] if files else []), *([GRACE_REASON] if grace else [])]
+        return Change(Action.UPDATE, KIND_CONTAINER, key, files + grace,
+                      reason=", ".join(reasons) or _adopted_because(found), desired=want, observed=found)
     return None
 
 
@@ -1148,7 +1147,7 @@ class ContainerController:
                                  f"({exc.strerror or exc}): the container replaced it") from exc
         if not found.recorded or found.record is None:
             return [_record(want, found.handle, 0)]
-        if not _grace_changed(want, found):
+        if "stop_grace" not in changed:
             return []
         # The same start, its stop grace alone recorded anew (its stop signal stays the one the
         # running program was started to expect).

@@ -38,6 +38,12 @@ def renewed(before: Stack, after: Stack) -> list[str]:
             if key not in after.containers or not container.same_as(after.containers[key])]
 
 
+def _unsaid(errors: Mapping[Path, list[SpecError]],
+            said: Mapping[Path, list[str]]) -> dict[Path, list[SpecError]]:
+    """The files whose errors differ from those last reported for them (`said`, as text)."""
+    return {path: found for path, found in errors.items() if [str(e) for e in found] != said.get(path)}
+
+
 @dataclass
 class StackDir:
     root: Path
@@ -61,7 +67,7 @@ class StackDir:
             gone = {self.root: [SpecError(str(self.root), 0, 0, (), "the watched directory is gone; "
                                           "every stack stays on its last good spec")]}
             self.errors.update(gone)
-            return Refresh(frozenset(), frozenset(), {} if said.get(self.root) == [str(gone[self.root][0])] else gone)
+            return Refresh(frozenset(), frozenset(), _unsaid(gone, said))
         self.errors.pop(self.root, None)
         on_disk = set(stack_paths(self.root))
         todo = on_disk | set(self.good) | set(self.errors) if paths is None else {Path(p) for p in paths}
@@ -85,7 +91,7 @@ class StackDir:
             self.errors[path] = clash
         self.errors.update(errors)
         if paths is None:  # a whole read (start, resync, the directory's events): what is new only
-            errors = {path: found for path, found in errors.items() if [str(e) for e in found] != said.get(path)}
+            errors = _unsaid(errors, said)
         after = self.stacks()
         return Refresh(changed=frozenset(n for n, f in after.items()
                                          if n not in before or not before[n].stack.same_as(f.stack)),
