@@ -11,6 +11,7 @@ import contextlib
 import errno
 import math
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from kernel import crashpoints
 from kernel.pseudofiles import read_bytes
 from kernel.retrying import retry_transient
 from specs import names
-from specs.names import NAME_PATTERN
+from specs.names import KEY_PATTERN, NAME_PATTERN
 from specs.units import DEFAULT_CPU_SHARES, parse_cpu_list
 
 CPU_PERIOD_US = 100_000
@@ -471,7 +472,7 @@ class CgroupDriver(ABC):
 
     def containers_of(self, parent: str, stack: str) -> set[str]:
         """The containers with a cgroup <parent>/<stack>/<container> in any hierarchy."""
-        return {name for root in self.removal_roots() for name in _named_dirs(at(root, parent) / stack)}
+        return {name for root in self.removal_roots() for name in _named_dirs(at(root, parent) / stack, KEY_PATTERN)}
 
     def owned(self, parent: str, among: Collection[tuple[str, str]] | None = None) -> set[tuple[str, str]]:
         """(stack, container) of every cgroup <parent>/<stack>/<container>, in any hierarchy:
@@ -505,7 +506,8 @@ class CgroupDriver(ABC):
                 keys = [key for key in among if os.path.isdir(at_text(root, names.cgroup_relpath(parent, *key)))]
             else:
                 top = at(root, parent)
-                keys = [(stack, container) for stack in _named_dirs(top) for container in _named_dirs(top / stack)]
+                keys = [(stack, container) for stack in _named_dirs(top, NAME_PATTERN)
+                        for container in _named_dirs(top / stack, KEY_PATTERN)]
             for key in keys:
                 found.setdefault(key, set()).add(root)
         return found
@@ -585,11 +587,12 @@ def _remove_tree(path: str | Path) -> None:
             raise CgroupError(f"cannot remove cgroup {directory}: {exc.strerror}{held}") from exc
 
 
-def _named_dirs(path: Path) -> list[str]:
-    """Subdirectories whose names could be keys of ours: a foreign name is never ours."""
+def _named_dirs(path: Path, pattern: re.Pattern[str]) -> list[str]:
+    """Subdirectories whose names could be ours (stack names or container keys, as `pattern`
+    says): a foreign name is never ours."""
     try:
         entries = list(os.scandir(path))
     except FileNotFoundError:
         return []
     return [entry.name for entry in entries
-            if entry.is_dir(follow_symlinks=False) and NAME_PATTERN.fullmatch(entry.name)]
+            if entry.is_dir(follow_symlinks=False) and pattern.fullmatch(entry.name)]

@@ -18,13 +18,12 @@ from specs.compose_service import (
     DEFAULT_NETWORK,
     ComposeContext,
     ServiceMapper,
-    network_key,
     uses_default_network,
 )
 from specs.errors import Loc, quoted
-from specs.fields import NAME_RULE, VOLUME_DRIVER_KEYS, describe_value, volume_driver_problem
+from specs.fields import KEY_RULE, NAME_RULE, VOLUME_DRIVER_KEYS, describe_value, volume_driver_problem
 from specs.hosts import alias_clashes
-from specs.names import NAME_PATTERN
+from specs.names import KEY_PATTERN, NAME_PATTERN, native_key
 from specs.origins import Origins
 
 TOP_LEVEL = ("name", "services", "networks", "volumes", *UNSUPPORTED_TOP_LEVEL, *NO_EFFECT_TOP_LEVEL)
@@ -66,8 +65,16 @@ def to_native(document: Mapping[str, object], context: ComposeContext, directory
     _networks(out, native, document.get("networks"), services)
     containers: dict[str, object] = {}
     out.origins[("containers",)] = ("services",)
+    named: dict[str, str] = {}  # container key -> the service name that took it
     for name, service in services.items():
-        containers[name] = ServiceMapper(out, name, service, context).map()
+        first = named.setdefault(native_key(name), name)
+        if not KEY_PATTERN.fullmatch(native_key(name)):
+            out.key_error(("services", name), f"the service name {quoted(name, ascii_only=True)} cannot be a container "
+                                          f"key: {KEY_RULE} (capitals are read in lower case, '_' and '.' as '-')")
+        elif first != name:
+            out.key_error(("services", name), _one_key("services", first, name))
+        else:
+            containers[native_key(name)] = ServiceMapper(out, name, service, context).map()
     native["containers"] = containers
     _drop_shared_aliases(out, containers)
     _volumes(out, native, document.get("volumes"))
@@ -177,12 +184,11 @@ def _networks(out: Collector, native: dict[str, object], declared: object,
     named: dict[str, str] = {}  # native key -> the Compose name that took it
     for key, network in (declared or {}).items():
         mapped = _network(out, str(key), {} if network is None else network)
-        first = named.setdefault(network_key(key), str(key))
+        first = named.setdefault(native_key(key), str(key))
         if first != str(key):
-            out.error(("networks", str(key)), f"networks {quoted(first)} and {quoted(str(key))} are one network "
-                                              f"key here, {quoted(network_key(key))}: rename one of them")
+            out.key_error(("networks", str(key)), _one_key("networks", first, str(key)))
         elif mapped is not None:
-            out.put(networks, ("networks", network_key(key)), mapped, ("networks", str(key)))
+            out.put(networks, ("networks", native_key(key)), mapped, ("networks", str(key)))
     on_default = [name for name, service in services.items() if uses_default_network(service)]
     if on_default and DEFAULT_NETWORK not in named:
         # Compose makes its default network, undeclared, when a service is on it (one that
@@ -190,6 +196,12 @@ def _networks(out: Collector, native: dict[str, object], declared: object,
         # it points at the first such service.
         out.put(networks, ("networks", DEFAULT_NETWORK), {}, ("services", on_default[0]))
     native["networks"] = networks
+
+
+def _one_key(section: str, first: str, second: str) -> str:
+    kind = "network" if section == "networks" else "container"
+    return (f"{section} {quoted(first)} and {quoted(second)} are one {kind} key here, {quoted(native_key(second))}: "
+            "rename one of them")
 
 
 def _volumes(out: Collector, native: dict[str, object], declared: object) -> None:
@@ -244,10 +256,10 @@ def _network(out: Collector, key: str, network: object) -> dict[str, object] | N
         out.key_error(loc + ("enable_ipv6",), NO_IPV6_POOL)
     _driver_opts(out, result, key, network.get("driver_opts"))
     if "internal" in network:
-        out.put(result, ("networks", network_key(key), "internal"), network["internal"], loc + ("internal",))
+        out.put(result, ("networks", native_key(key), "internal"), network["internal"], loc + ("internal",))
     if "subnet6" in result and network.get("internal") is not True:
         result.setdefault("ipv6_nat", True)  # Docker's default gateway mode: nat
-        out.origins.setdefault(("networks", network_key(key), "ipv6_nat"), loc + ("enable_ipv6",))
+        out.origins.setdefault(("networks", native_key(key), "ipv6_nat"), loc + ("enable_ipv6",))
     return result
 
 
@@ -291,7 +303,7 @@ def _ipam_config(out: Collector, result: dict[str, object], key: str, index: int
     loc: Loc = ("networks", key, "ipam", "config", index)
     for option, value in config.items():
         if option in ("subnet", "gateway"):
-            out.put(result, ("networks", network_key(key), f"{option}{suffix}"), value, loc + (option,))
+            out.put(result, ("networks", native_key(key), f"{option}{suffix}"), value, loc + (option,))
         elif option in ("ip_range", "aux_addresses"):
             out.key_error(loc + (option,), f"{option} is not supported: addresses are allocated "
                                            f"from the whole subnet, or set with ipv{suffix or '4'}_address")
@@ -309,9 +321,9 @@ def _driver_opts(out: Collector, result: dict[str, object], key: str, options: o
     for option, value in options.items():
         if option == MTU_OPTION:
             mtu = int(value) if isinstance(value, str) and value.strip().isdigit() else value
-            out.put(result, ("networks", network_key(key), "mtu"), mtu, loc + (option,))
+            out.put(result, ("networks", native_key(key), "mtu"), mtu, loc + (option,))
         elif option == BRIDGE_NAME_OPTION:
-            out.put(result, ("networks", network_key(key), "bridge"), value, loc + (option,))
+            out.put(result, ("networks", native_key(key), "bridge"), value, loc + (option,))
         elif option == GATEWAY_MODE6_OPTION:
             _gateway_mode6(out, result, key, value, loc + (option,))
         else:
@@ -327,4 +339,4 @@ def _gateway_mode6(out: Collector, result: dict[str, object], key: str, mode: ob
     elif "subnet6" not in result:
         out.key_error(loc, "applies to a network with enable_ipv6: true and an IPv6 subnet")
     else:
-        out.put(result, ("networks", network_key(key), "ipv6_nat"), GATEWAY_MODES6[mode], loc)
+        out.put(result, ("networks", native_key(key), "ipv6_nat"), GATEWAY_MODES6[mode], loc)

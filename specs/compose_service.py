@@ -34,16 +34,11 @@ from specs.document import UnreadableText
 from specs.errors import Loc, quoted
 from specs.fields import SubfieldError, describe_value
 from specs.hosts import EXTRA_HOST_TEXT, split_entry, unbracketed
+from specs.names import native_key
 from specs.units import MIN_CPU_SHARES
 
 DEFAULT_NETWORK = "default"
 """Compose's network for services that list none; always there to be listed, declared or not."""
-
-
-def network_key(name: object) -> str:
-    """The native key of a Compose network name: lower case, '_' and '.' as '-' (`app_net` is
-    `app-net`), as network keys name kernel objects (bridges, link marks) that take neither."""
-    return str(name).lower().replace("_", "-").replace(".", "-")
 
 
 def uses_default_network(service: Mapping[str, object]) -> bool:
@@ -54,7 +49,7 @@ def uses_default_network(service: Mapping[str, object]) -> bool:
     networks = service.get("networks")
     if networks is None or networks == [] or networks == {}:
         return True
-    return isinstance(networks, (list, dict)) and any(network_key(name) == DEFAULT_NETWORK for name in networks)
+    return isinstance(networks, (list, dict)) and any(native_key(name) == DEFAULT_NETWORK for name in networks)
 
 PASSED_AS_WRITTEN = {"image": "image", "entrypoint": "entrypoint", "command": "command", "read_only": "read_only",
                      "privileged": "privileged", "cap_add": "cap_add", "cap_drop": "cap_drop",
@@ -101,10 +96,11 @@ class ComposeContext:
 class ServiceMapper:
     def __init__(self, out: Collector, name: str, service: Mapping[str, object], context: ComposeContext):
         self.out = out
+        self.name = name
         self.service = service
         self.context = context
         self.src: Loc = ("services", name)
-        self.dst: Loc = ("containers", name)
+        self.dst: Loc = ("containers", native_key(name))
         self.container: dict[str, object] = {}
 
     def map(self) -> dict[str, object]:
@@ -332,16 +328,31 @@ class ServiceMapper:
             self.out.put(attachments, native + (DEFAULT_NETWORK,), {}, self.src if networks is None else loc)
         elif isinstance(networks, list):
             for index, key in enumerate(networks):
-                self.out.put(attachments, native + (network_key(key),), {}, loc + (index,))
+                self.out.put(attachments, native + (native_key(key),), {}, loc + (index,))
         elif isinstance(networks, dict):
             for key, attachment in networks.items():
-                self.out.put(attachments, native + (network_key(key),),
-                             self._attachment(attachment, loc + (str(key),), native + (network_key(key),)),
+                self.out.put(attachments, native + (native_key(key),),
+                             self._attachment(attachment, loc + (str(key),), native + (native_key(key),)),
                              loc + (str(key),))
         else:
             self.out.error(loc, f"expected a list of network names or a mapping, got {describe_value(networks)}")
             return
+        self._named_as_written(attachments, native)
         self.container["networks"] = attachments
+
+    def _named_as_written(self, attachments: dict[str, object], native: Loc) -> None:
+        """A service whose name is not its key (`my_db` runs as `my-db`) still answers to its
+        name on each of its networks, as in docker compose: the name is its last alias there."""
+        if native_key(self.name) == self.name:
+            return
+        for network, attachment in attachments.items():
+            if not isinstance(attachment, dict):
+                continue
+            aliases = attachment.setdefault("aliases", [])
+            if isinstance(aliases, list) and self.name not in aliases:
+                self.out.origins.setdefault(native + (network, "aliases"), self.src)
+                self.out.origins[native + (network, "aliases", len(aliases))] = self.src
+                aliases.append(self.name)
 
     def _network_mode(self, with_networks: bool) -> None:
         """`none`: a network namespace of its own with its loopback alone (native `networks: {}`),
@@ -568,9 +579,19 @@ class ServiceMapper:
         """The list form is native; the long form (conditions) is passed as written: the native
         model reads Compose's syntax for it."""
         depends_on = self.service.get("depends_on")
-        if depends_on is not None:
-            native = self.dst + ("depends_on",)
-            self._set("depends_on", self.out.passthrough(native, self.src + ("depends_on",), depends_on), "depends_on")
+        if depends_on is None:
+            return
+        native, loc = self.dst + ("depends_on",), self.src + ("depends_on",)
+        if isinstance(depends_on, list):
+            depends_on = [native_key(name) if isinstance(name, str) else name for name in depends_on]
+            self._set("depends_on", self.out.passthrough(native, loc, depends_on), "depends_on")
+        elif isinstance(depends_on, dict):
+            self.out.origins[native] = loc
+            self._set("depends_on", {native_key(name): self.out.passthrough(native + (native_key(name),),
+                                                                             loc + (str(name),), condition)
+                                     for name, condition in depends_on.items()}, "depends_on")
+        else:
+            self._set("depends_on", self.out.passthrough(native, loc, depends_on), "depends_on")
 
     def _stop(self) -> None:
         grace = self.service.get("stop_grace_period")

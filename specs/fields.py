@@ -50,6 +50,7 @@ MAX_LOG_FILES = 100
 """Largest uid/gid: (uid_t)-1 means "no change" to the kernel."""
 
 NAME_RULE = "use 1 to 16 lowercase letters, digits or '-', starting with a letter"
+KEY_RULE = "use 1 to 63 lowercase letters, digits or '-', starting with a letter"
 HOSTNAME_RULE = "use 1 to 63 letters, digits or '-', not starting or ending with '-' (RFC 1123)"
 IFNAME_RULE = "use at most 15 letters, digits, '_', '.' or '-', starting with a letter or digit"
 VOLUME_NAME_RULE = "use 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit"
@@ -117,12 +118,13 @@ def _expect_str(value: object, what: str) -> str:
     return value
 
 
-def name_checker(kind: str) -> Callable[[str], str]:
-    """A validator for stack names and network/container keys (names.NAME_PATTERN). A name
-    that is not ASCII is shown escaped: a Cyrillic 'е' looks just like the Latin 'e'."""
+def name_checker(kind: str, pattern: re.Pattern[str] = NAME_PATTERN, rule: str = NAME_RULE) -> Callable[[str], str]:
+    """A validator for stack names (names.NAME_PATTERN) and, with KEY_PATTERN and KEY_RULE,
+    network and container keys. A name that is not ASCII is shown escaped: a Cyrillic 'е' looks
+    just like the Latin 'e'."""
     def check(value: str) -> str:
-        if not NAME_PATTERN.fullmatch(value):
-            raise ValueError(f"invalid {kind} {quoted(value, ascii_only=True)}: {NAME_RULE}")
+        if not pattern.fullmatch(value):
+            raise ValueError(f"invalid {kind} {quoted(value, ascii_only=True)}: {rule}")
         return value
     return check
 

@@ -32,6 +32,7 @@ from pydantic import (
 from specs import health, resolv
 from specs.errors import quoted
 from specs.fields import (
+    KEY_RULE,
     SubfieldError,
     check_absolute_path,
     check_capability,
@@ -67,7 +68,7 @@ from specs.fields import (
     to_volume_source,
 )
 from specs.hosts import HOST_GATEWAY, check_dns_name, to_extra_host, to_host_address, to_ip_address
-from specs.names import NAME_PATTERN, VOLUME_NAME_PATTERN, default_bridge_name
+from specs.names import KEY_PATTERN, NAME_PATTERN, VOLUME_NAME_PATTERN, default_bridge_name
 from specs.signals import to_stop_signal
 from specs.tmpfs import check_tmpfs_target, to_id, to_mode, to_tmpfs, to_tmpfs_size
 from specs.ulimits import NAMES as ULIMIT_NAMES
@@ -84,10 +85,11 @@ DEFAULT_LOG_MAX_FILE = 2
 """8 MiB of log at most by default, the cap reconcile has always had."""
 
 
-_NAME_SCHEMA = WithJsonSchema({"type": "string", "pattern": NAME_PATTERN.pattern})
-StackName = Annotated[str, AfterValidator(name_checker("stack name")), _NAME_SCHEMA]
-NetworkKey = Annotated[str, AfterValidator(name_checker("network key")), _NAME_SCHEMA]
-ContainerKey = Annotated[str, AfterValidator(name_checker("container key")), _NAME_SCHEMA]
+_KEY_SCHEMA = WithJsonSchema({"type": "string", "pattern": KEY_PATTERN.pattern})
+StackName = Annotated[str, AfterValidator(name_checker("stack name")),
+                      WithJsonSchema({"type": "string", "pattern": NAME_PATTERN.pattern})]
+NetworkKey = Annotated[str, AfterValidator(name_checker("network key", KEY_PATTERN, KEY_RULE)), _KEY_SCHEMA]
+ContainerKey = Annotated[str, AfterValidator(name_checker("container key", KEY_PATTERN, KEY_RULE)), _KEY_SCHEMA]
 VolumeName = Annotated[str, AfterValidator(check_volume_name),
                        WithJsonSchema({"type": "string", "pattern": VOLUME_NAME_PATTERN.pattern})]
 Address = Annotated[IPv4Address, BeforeValidator(to_ipv4_address, json_schema_input_type=IPv4Address)]

@@ -28,7 +28,14 @@ VETH_PREFIX = "rcv"
 NETNS_PREFIX = "rc-"
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
-"""Stack, network and container keys: safe in netns names, paths, rule comments, aliases."""
+"""Stack names: safe in netns names, paths, rule comments, aliases."""
+
+KEY_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+"""Network and container keys: a DNS label (a container's key is its default hostname, and the
+name peers resolve it by), safe where a stack name is. The longest rule comment, a published
+port's (`reconcile/v1 port <stack>/<container>/<IPv4>:<port>/<protocol>`), is then 124 bytes,
+within nft's 128; interface names never hold a key (they are hashed: veth_host_name,
+default_bridge_name)."""
 
 IFNAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 """A user-chosen interface name: no '/', whitespace, ':' or shell metacharacters."""
@@ -41,6 +48,14 @@ _ALIAS_RE = re.compile(
     rf"^{re.escape(ALIAS_PREFIX)} (?P<kind>network|endpoint) "
     r"(?P<stack>[a-z][a-z0-9-]*)/(?P<name>[a-z][a-z0-9-]*)(?:/(?P<network>[a-z][a-z0-9-]*))?$"
 )
+
+
+def native_key(name: object) -> str:
+    """The native key of a Compose network or service name: lower case, '_' and '.' as '-'
+    (`app_net` is `app-net`), as keys name kernel objects (bridges, link marks, netns names,
+    cgroups) that take neither. A service keeps its own name as an alias
+    (specs.compose_service.ServiceMapper)."""
+    return str(name).lower().replace("_", "-").replace(".", "-")
 
 
 @dataclass(frozen=True)
@@ -113,7 +128,7 @@ def _parse_pair(text: str, prefix: str, separator: str) -> tuple[str, str] | Non
     if not text.startswith(prefix):
         return None
     stack, sep, container = text[len(prefix):].partition(separator)
-    if not sep or not NAME_PATTERN.fullmatch(stack) or not NAME_PATTERN.fullmatch(container):
+    if not sep or not NAME_PATTERN.fullmatch(stack) or not KEY_PATTERN.fullmatch(container):
         return None
     return stack, container
 

@@ -139,3 +139,51 @@ def test_network_mode_none_gives_a_service_its_loopback_alone(sandbox: Sandbox, 
     assert [line.split(":")[0].strip() for line in devices.splitlines()[2:]] == ["lo"]
     assert sandbox.our_links() == []
     reconcile_ok(sandbox, "down", str(compose))
+
+
+NAMES = """\
+name: rc-h16-names
+services:
+  Notification_Service.worker-with-a-name-far-longer-than-sixteen:
+    image: "oci:{layout}:v1"
+    command: ["httpd", "-f", "-p", "80", "-h", "/www"]
+    ports: ["8080:80"]
+    networks: [back_end_network_with_a_long_name]
+  my_client:
+    image: "oci:{layout}:v1"
+    command: ["sleep", "100000"]
+    depends_on: [Notification_Service.worker-with-a-name-far-longer-than-sixteen]
+    networks: [back_end_network_with_a_long_name]
+networks:
+  back_end_network_with_a_long_name:
+    ipam: {{config: [{{subnet: 10.95.0.0/24}}]}}
+"""
+
+
+def test_service_and_network_names_as_compose_users_write_them(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Names longer than 16 and with capitals, '_' or '.' run as their keys (lower case, '-'),
+    up to 63 long, in every kernel object (netns, cgroups, the runtime's id, rule comments); a
+    peer still reaches a service by the name written in the file, `exec` takes that name too, and
+    `down` finds and removes all from the kernel's marks alone."""
+    layout = web_image(tmp_path / "layout").layout
+    compose = sandbox.workdir / "names" / "compose.yaml"
+    compose.parent.mkdir()
+    compose.write_text(NAMES.format(layout=layout))
+    key = "notification-service-worker-with-a-name-far-longer-than-sixteen"
+
+    plan = reconcile_ok(sandbox, "apply", str(compose))
+    assert f"+ container rc-h16-names/{key}" in plan and "+ container rc-h16-names/my-client" in plan
+    assert f"rc-rc-h16-names_{key}" in sandbox.netns_names()
+    assert all((top / "rc-h16-names" / key).is_dir() for top in sandbox.cgroup_dirs())
+    assert eventually(lambda: fetch(sandbox, "http://127.0.0.1:8080/"), "hello from compose\n",
+                      timeout=10.0) == "hello from compose\n"
+    for name in ("Notification_Service.worker-with-a-name-far-longer-than-sixteen", key):
+        by_name = reconcile_ok(sandbox, "exec", "rc-h16-names/my_client", "--", "wget", "-qO-", f"http://{name}/")
+        assert by_name == "hello from compose\n", name
+    assert reconcile_ok(sandbox, "exec", f"rc-h16-names/{key}", "--", "hostname") == f"{key}\n"
+    assert "No changes" in reconcile_ok(sandbox, "apply", str(compose))
+
+    sandbox.run("rm", "-f", str(sandbox.state_dir / "state.db"))  # what is ours is read from the kernel's marks
+    reconcile_ok(sandbox, "down", "--stack", "rc-h16-names")
+    assert sandbox.netns_names() == [] and sandbox.our_links() == [] and sandbox.cgroup_dirs() == []
+    assert sandbox.processes() == []

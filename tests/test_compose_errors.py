@@ -387,12 +387,23 @@ NATIVE: list[tuple[str, str, list[str]]] = [
       "compose.yaml:7:23: services.web.ulimits.memlock.soft: soft limit unlimited is above the hard limit 65536",
       "compose.yaml:8:13: services.web.ulimits.core: must be a number from 0 to 9223372036854775807, or -1 for no "
       "limit, got -2"]),
-    ("service-name-and-references", """\
+    ("service-names", """\
         services:
-          Web: {image: busybox}
+          9_Lives: {image: busybox}
+          web_app: {image: busybox, depends_on: {Web.App: {condition: service_healthy}, nothing: {}}}
+          Web.App: {image: busybox}
         """,
-     ["compose.yaml:2:3: services.Web: invalid container key 'Web': use 1 to 16 lowercase letters, digits or "
-      "'-', starting with a letter"]),
+     ["compose.yaml:2:3: services.9_Lives: the service name '9_Lives' cannot be a container key: use 1 to 63 "
+      "lowercase letters, digits or '-', starting with a letter (capitals are read in lower case, '_' and '.' as "
+      "'-')",
+      "compose.yaml:4:3: services.'Web.App': services 'web_app' and 'Web.App' are one container key here, "
+      "'web-app': rename one of them"]),
+    ("service-name-references", """\
+        services:
+          web_app: {image: busybox, depends_on: {Db_1: {condition: service_healthy}, cache: {}}}
+          Db_1: {image: busybox}
+        """,
+     ["compose.yaml:2:85: services.web_app.depends_on.cache: missing required field 'condition'"]),
     ("network-names-one-key", """\
         services:
           web: {image: busybox, networks: [back_end]}
@@ -400,7 +411,7 @@ NATIVE: list[tuple[str, str, list[str]]] = [
           back_end: {}
           Back-End: {}
         """,
-     ["compose.yaml:5:13: networks.Back-End: networks 'back_end' and 'Back-End' are one network key here, "
+     ["compose.yaml:5:3: networks.Back-End: networks 'back_end' and 'Back-End' are one network key here, "
       "'back-end': rename one of them"]),
     ("network-name-field-located", """\
         services:

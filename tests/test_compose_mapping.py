@@ -386,6 +386,38 @@ def test_network_names_with_underscores_dots_or_capitals_become_network_keys() -
     Stack.model_validate(converted.native)
 
 
+def test_service_names_become_container_keys_and_stay_names_peers_resolve() -> None:
+    """Service names name kernel objects too (netns, cgroups): `my_db` and `Cache.Main` run as
+    `my-db` and `cache-main`, which `depends_on` (both forms) names; each keeps its Compose name
+    as its last alias on every network, so `my_db` still resolves there, as in docker compose. A
+    service named as its key, or with no network, gets no alias."""
+    converted = convert("""\
+        services:
+          my_db: {image: busybox, networks: {back: {aliases: [db]}, default: {}}}
+          Cache.Main: {image: busybox, network_mode: none}
+          web: {image: busybox, depends_on: [my_db], networks: [back]}
+          api: {image: busybox, depends_on: {my_db: {condition: service_started}}, networks: [back]}
+        networks:
+          back: {}
+          default: {}
+        """)
+    containers = converted.native["containers"]
+    assert isinstance(containers, dict)
+    assert list(containers) == ["my-db", "cache-main", "web", "api"]
+    assert containers["my-db"]["networks"] == {"back": {"aliases": ["db", "my_db"]}, "default": {"aliases": ["my_db"]}}
+    assert containers["cache-main"]["networks"] == {}
+    assert containers["web"]["networks"] == {"back": {}} and containers["web"]["depends_on"] == ["my-db"]
+    assert containers["api"]["depends_on"] == {"my-db": {"condition": "service_started"}}
+    translate = converted.origins.translate
+    assert translate(("containers", "my-db", "networks", "default", "aliases", 0)) == ("services", "my_db")
+    assert translate(("containers", "my-db", "networks", "back", "aliases", 0)) == (
+        "services", "my_db", "networks", "back", "aliases", 0)
+    assert translate(("containers", "api", "depends_on", "my-db", "condition")) == (
+        "services", "api", "depends_on", "my_db", "condition")
+    assert translate(("containers", "cache-main", "image")) == ("services", "Cache.Main", "image")
+    Stack.model_validate(converted.native)
+
+
 def test_services_listing_no_networks_or_default_are_on_the_implicit_default() -> None:
     """Compose attaches a service with `networks: []` or `{}` to `default` (compose-go
     loader/normalize.go), and `default` exists for any service to list, declared or not."""

@@ -258,6 +258,14 @@ def test_port_keys_parse_back() -> None:
     assert PortKey.parse("demo/web/127.0.0.01:8080/tcp") is None
 
 
+def test_the_longest_port_comment_fits_what_nft_stores() -> None:
+    """A stack name of 16 and a container key of 63 (their longest), an IPv4 host address and a
+    five-digit port: nft refuses a comment longer than 128 bytes (NFTNL_UDATA_COMMENT_MAXLEN)."""
+    longest = PortKey("s" * 16, "c" * 63, IPv4Address("255.255.255.255"), 65535, "tcp")
+    comment = Owner("port", longest.key).comment
+    assert len(comment.encode()) <= 128 and parse_comment(comment) == Owner("port", longest.key)
+
+
 def test_teardown_empties_a_chain_a_foreign_rule_jumps_to_and_names_the_rule() -> None:
     """The kernel refuses to delete a chain still jumped to (and would roll back the whole
     table's batch with it); the foreign rule is not ours to delete."""

@@ -55,8 +55,9 @@ RAW_WORDS = st.sampled_from([Raw(word) for word in (
     "'unterminated", "\t", "%", "@", "`", "#",
 )])
 NAMES = st.one_of(st.sampled_from(["demo", "web", "db", "front", "back", "a", "a-b", "x" * 16, "x" * 17,
-                                   "Web", "1a", "a_b", "../x", "a b", "$(id)", "d\u0435mo", "a\u200b", ""]),
-                  st.from_regex(r"[a-z][a-z0-9-]{0,15}", fullmatch=True))
+                                   "x" * 63, "x" * 64, "Web", "1a", "a_b", "../x", "a b", "$(id)", "d\u0435mo",
+                                   "a\u200b", ""]),
+                  st.from_regex(r"[a-z][a-z0-9-]{0,62}", fullmatch=True))
 ADDRESSES = st.one_of(st.ip_addresses(v=4).map(str), st.sampled_from(
     ["10.88.1.1", "10.88.1.0", "10.88.1.255", "10.88.2.10", "0.0.0.0", "300.1.1.1", "::1", "localhost", ""]))
 SUBNETS = st.one_of(

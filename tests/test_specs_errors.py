@@ -64,8 +64,16 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
           Front:
             subnet: 10.88.1.0/24
         """,
-     "stack.yaml:3:3: networks.Front: invalid network key 'Front': use 1 to 16 lowercase letters, digits or '-', "
+     "stack.yaml:3:3: networks.Front: invalid network key 'Front': use 1 to 63 lowercase letters, digits or '-', "
      "starting with a letter"),
+    ("container-key-length", f"""\
+        name: demo
+        containers:
+          {"c" * 63}: {{command: [sleep, "1"]}}
+          {"c" * 64}: {{command: [sleep, "1"]}}
+        """,
+     f"stack.yaml:4:3: containers.{'c' * 64}: invalid container key '{'c' * 37}...': use 1 to 63 lowercase letters, "
+     "digits or '-', starting with a letter"),
     ("subnet-host-bits", """\
         name: demo
         networks:

@@ -147,7 +147,7 @@ def test_schema_describes_both_forms_and_hides_derived_defaults() -> None:
     bridge = schema["$defs"]["Network"]["properties"]["bridge"]
     assert "default" not in bridge and "rc-<stack>-<network>" in bridge["description"]
     assert schema["properties"]["networks"]["patternProperties"] == {
-        "^[a-z][a-z0-9-]{0,15}$": {"$ref": "#/$defs/Network"}}
+        "^[a-z][a-z0-9-]{0,62}$": {"$ref": "#/$defs/Network"}}
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -20,6 +20,7 @@ from kernel.runtime import CONFIG_FILE
 from reconcile.engine.log_tail import tail_start
 from reconcile.engine.settings import Settings
 from specs import names
+from specs.names import native_key
 from state.store import ContainerRecord, Store
 
 FOLLOW_POLL = 0.2
@@ -45,7 +46,8 @@ def find(settings: Settings, name: str, recorded: bool = False) -> Found:
     store's records, else among the containers the kernel shows (its marks outlive a lost state
     store; a container that never started has its sandbox and its files). `recorded`: the
     caller needs the record (exec: the process settings it was started with); else a container
-    with only a log at its fixed path is found too. What cannot be served says why."""
+    with only a log at its fixed path is found too. A Compose service is found by its name as
+    its file writes it too (`my_web`, running as `my-web`). What cannot be served says why."""
     store = Store.open_readonly(settings.state_dir)
     try:
         records = store.containers()
@@ -54,7 +56,7 @@ def find(settings: Settings, name: str, recorded: bool = False) -> Found:
     stack, sep, container = name.rpartition("/")
 
     def named(keys: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-        return sorted(k for k in keys if k[1] == container and (not sep or k[0] == stack))
+        return sorted(k for k in keys if k[1] in (container, native_key(container)) and (not sep or k[0] == stack))
 
     matches = named(records)
     observed = {} if matches else _observed(settings)
