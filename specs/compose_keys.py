@@ -7,8 +7,6 @@ from __future__ import annotations
 NOT_SUPPORTED = "is not supported by reconcile"
 
 UNSUPPORTED_TOP_LEVEL: dict[str, str] = {
-    "secrets": f"{NOT_SUPPORTED}: mount the files with a bind volume",
-    "configs": f"{NOT_SUPPORTED}: mount the files with a bind volume",
     "include": f"{NOT_SUPPORTED}: put every service in this file",
     "models": NOT_SUPPORTED,
 }
@@ -19,8 +17,6 @@ NO_EFFECT_TOP_LEVEL: dict[str, str] = {
 
 UNSUPPORTED_SERVICE: dict[str, str] = {
     "build": "building images is not supported: build and push the image, and name it in image:",
-    "secrets": f"{NOT_SUPPORTED}: mount the files with a bind volume",
-    "configs": f"{NOT_SUPPORTED}: mount the files with a bind volume",
     "devices": NOT_SUPPORTED,
     "device_cgroup_rules": NOT_SUPPORTED,
     "gpus": NOT_SUPPORTED,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from specs.compose_keys import NO_EFFECT_NETWORK, NO_EFFECT_TOP_LEVEL, NO_EFFECT_VOLUME, UNSUPPORTED_TOP_LEVEL
 from specs.compose_report import Collector, ComposeInvalid, Finding
+from specs.compose_secrets import KINDS, declared_files
 from specs.compose_service import (
     DEFAULT_NETWORK,
     ComposeContext,
@@ -26,7 +27,8 @@ from specs.hosts import alias_clashes
 from specs.names import KEY_PATTERN, NAME_PATTERN, native_key
 from specs.origins import Origins
 
-TOP_LEVEL = ("name", "services", "networks", "volumes", *UNSUPPORTED_TOP_LEVEL, *NO_EFFECT_TOP_LEVEL)
+TOP_LEVEL = ("name", "services", "networks", "volumes", "secrets", "configs", *UNSUPPORTED_TOP_LEVEL,
+             *NO_EFFECT_TOP_LEVEL)
 VOLUME_KEYS = (*VOLUME_DRIVER_KEYS, *NO_EFFECT_VOLUME)
 NETWORK_KEYS = ("driver", "driver_opts", "ipam", "internal", "external", "enable_ipv6", *NO_EFFECT_NETWORK)
 MTU_OPTION = "com.docker.network.driver.mtu"
@@ -63,6 +65,8 @@ def to_native(document: Mapping[str, object], context: ComposeContext, directory
     project_name(out, native, document.get("name"), directory_name)
     services = _services(out, document.get("services"), profiles)
     _networks(out, native, document.get("networks"), services)
+    files = {kind.section: declared_files(out, kind, document.get(kind.section), context.project_dir)
+             for kind in KINDS}
     containers: dict[str, object] = {}
     out.origins[("containers",)] = ("services",)
     named: dict[str, str] = {}  # container key -> the service name that took it
@@ -74,7 +78,7 @@ def to_native(document: Mapping[str, object], context: ComposeContext, directory
         elif first != name:
             out.key_error(("services", name), _one_key("services", first, name))
         else:
-            containers[native_key(name)] = ServiceMapper(out, name, service, context).map()
+            containers[native_key(name)] = ServiceMapper(out, name, service, context, files).map()
     native["containers"] = containers
     _drop_shared_aliases(out, containers)
     _volumes(out, native, document.get("volumes"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import ChainMap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import cast
 
 from specs.compose_interpolation import interpolate, parse_env_file, parse_raw_env_file
@@ -18,6 +19,7 @@ from specs.compose_keys import (
     UNSUPPORTED_SERVICE,
 )
 from specs.compose_report import Collector
+from specs.compose_secrets import KINDS, Files, long_entry, short_entry
 from specs.compose_values import (
     MAX_PUBLISHED_PORTS,
     Parsed,
@@ -61,7 +63,8 @@ native with Compose's syntax (reconcile's health checks; a number, or {soft, har
 
 CONVERTED = ("pull_policy", "environment", "env_file", "restart", "networks", "ports", "mem_limit", "cpus",
              "pids_limit", "cpuset", "cpu_shares", "deploy", "volumes", "tmpfs", "shm_size", "depends_on",
-             "stop_grace_period", "logging", "stop_signal", "init", "profiles", "extra_hosts", "network_mode")
+             "stop_grace_period", "logging", "stop_signal", "init", "profiles", "extra_hosts", "network_mode",
+             "secrets", "configs")
 HANDLED = (*PASSED_AS_WRITTEN, *CONVERTED)
 KNOWN = (*HANDLED, *UNSUPPORTED_SERVICE, *NO_EFFECT_SERVICE)
 
@@ -94,11 +97,13 @@ class ComposeContext:
 
 
 class ServiceMapper:
-    def __init__(self, out: Collector, name: str, service: Mapping[str, object], context: ComposeContext):
+    def __init__(self, out: Collector, name: str, service: Mapping[str, object], context: ComposeContext,
+                 files: Mapping[str, Files]):
         self.out = out
         self.name = name
         self.service = service
         self.context = context
+        self.files = files  # the declared secrets' and configs' host files, by section and name
         self.src: Loc = ("services", name)
         self.dst: Loc = ("containers", native_key(name))
         self.container: dict[str, object] = {}
@@ -122,6 +127,7 @@ class ServiceMapper:
         self._resources()
         self._tmpfs()
         self._volumes()
+        self._mounted_files()
         self._depends_on()
         self._stop()
         self._logging()
@@ -481,6 +487,12 @@ class ServiceMapper:
         project = self.context.project_dir
         self._entries("volumes", "volumes", lambda item: short_volume(item, project, home),
                       lambda item: long_volume(item, project, home))
+
+    def _mounted_files(self) -> None:
+        """`secrets` and `configs`: bind volumes of their files (specs.compose_secrets)."""
+        for kind in KINDS:
+            files = self.files[kind.section]
+            self._entries(kind.section, "volumes", partial(short_entry, kind, files), partial(long_entry, kind, files))
 
     def _tmpfs(self) -> None:
         """`tmpfs:` (a string or a list) as the native list, each entry passed as written: the

@@ -187,3 +187,50 @@ def test_service_and_network_names_as_compose_users_write_them(sandbox: Sandbox,
     reconcile_ok(sandbox, "down", "--stack", "rc-h16-names")
     assert sandbox.netns_names() == [] and sandbox.our_links() == [] and sandbox.cgroup_dirs() == []
     assert sandbox.processes() == []
+
+
+FILES = """\
+name: rc-h16-files
+services:
+  app:
+    image: "oci:{layout}:v1"
+    command: ["sleep", "100000"]
+    read_only: true
+    secrets: [db_password, {{source: db_password, target: copy, mode: 0440}}]
+    configs: [{{source: app_config, target: /etc/app/app.conf}}]
+secrets:
+  db_password: {{file: ./db_password.txt}}
+configs:
+  app_config: {{file: conf/app.conf}}
+networks:
+  default:
+    ipam: {{config: [{{subnet: 10.96.0.0/24}}]}}
+"""
+
+
+def test_secrets_and_configs_are_the_files_mounted_read_only(sandbox: Sandbox, tmp_path: Path) -> None:
+    """As docker compose without Swarm: each file declared in the top-level secrets and configs
+    is bind-mounted read-only where a service lists it (a secret under /run/secrets, a config at
+    its target), in a read-only container too; `mode` is a warning."""
+    layout = web_image(tmp_path / "layout").layout
+    project = sandbox.workdir / "files"
+    (project / "conf").mkdir(parents=True)
+    (project / "db_password.txt").write_text("s3cret\n")
+    (project / "conf" / "app.conf").write_text("port = 80\n")
+    compose = project / "compose.yaml"
+    compose.write_text(FILES.format(layout=layout))
+
+    plan = reconcile_ok(sandbox, "apply", str(compose))
+    assert f"WARNING: {compose}:7:28: services.app.secrets[1]: mode has no effect here" in plan
+    cat = ("cat", "/run/secrets/db_password", "/run/secrets/copy", "/etc/app/app.conf")
+    assert reconcile_ok(sandbox, "exec", "rc-h16-files/app", "--", *cat) == "s3cret\ns3cret\nport = 80\n"
+    written = sandbox.reconcile("exec", "rc-h16-files/app", "--", "sh", "-c", "echo x > /run/secrets/db_password")
+    assert written.returncode != 0 and "Read-only file system" in written.stderr
+    assert "No changes" in reconcile_ok(sandbox, "apply", str(compose))
+    (project / "db_password.txt").unlink()
+    missing = sandbox.reconcile("diff", str(compose))
+    assert missing.returncode == 1 and (f"{compose}:7:15: services.app.secrets[0]: volume source "
+                                        f"{project / 'db_password.txt'} does not exist on this host") in missing.stderr
+
+    reconcile_ok(sandbox, "down", str(compose))
+    assert sandbox.netns_names() == [] and sandbox.our_links() == []

@@ -46,11 +46,11 @@ BAD: list[tuple[str, str, list[str]]] = [
           web:
             image: busybox
             network_mode: host
-            secrets: [token]
+            sysctls: {net.core.somaxconn: 1024}
         """,
      ["compose.yaml:4:5: services.web.network_mode: network_mode 'host' is not supported: a container has a "
       "network namespace of its own; attach the service to networks: (or network_mode: none)",
-      "compose.yaml:5:5: services.web.secrets: is not supported by reconcile: mount the files with a bind volume"]),
+      "compose.yaml:5:5: services.web.sysctls: is not supported by reconcile"]),
     ("extra-hosts-keys-that-are-no-names", """\
         services:
           web:
@@ -305,12 +305,12 @@ BAD: list[tuple[str, str, list[str]]] = [
       "format (Compose's own syntax), got a string ('json')"]),
     ("top-level", """\
         name: Shop
-        configs: {}
+        include: [other.yaml]
         service: {}
         """,
      ["compose.yaml:1:7: name: the project name 'Shop' cannot be a stack name: use 1 to 16 lowercase letters, "
       "digits or '-', starting with a letter",
-      "compose.yaml:2:1: configs: is not supported by reconcile: mount the files with a bind volume",
+      "compose.yaml:2:1: include: is not supported by reconcile: put every service in this file",
       "compose.yaml:3:1: unknown field 'service' (did you mean 'services'?)"]),
 ]
 
@@ -398,6 +398,33 @@ NATIVE: list[tuple[str, str, list[str]]] = [
       "'-')",
       "compose.yaml:4:3: services.'Web.App': services 'web_app' and 'Web.App' are one container key here, "
       "'web-app': rename one of them"]),
+    ("secrets-and-configs", """\
+        services:
+          web:
+            image: busybox
+            secrets: [token, api_key, {source: token, target: t, owner: root}, {target: x}, 7]
+            configs: [{source: nginx, target: /etc/nginx.conf}, nope]
+        secrets:
+          token: {environment: TOKEN}
+          api_key: {file: ./key.txt, external: true}
+          cert: {}
+          pem: ./cert.pem
+        configs:
+          nginx: {file: [a]}
+        """,
+     ["compose.yaml:4:65: services.web.secrets[2].owner: unknown field 'owner'",
+      "compose.yaml:4:72: services.web.secrets[3]: missing required field 'source'",
+      "compose.yaml:4:85: services.web.secrets[4]: expected a secret name or a mapping (source, target), got an "
+      "integer (7)",
+      "compose.yaml:5:57: services.web.configs[1]: config 'nope' is not declared in the top-level configs "
+      "(declared: nginx)",
+      "compose.yaml:7:11: secrets.token.environment: has no file to mount here: write the value to a file and "
+      "name it in file:",
+      "compose.yaml:8:30: secrets.api_key.external: an external secret is Swarm's: declare it with file:",
+      "compose.yaml:9:9: secrets.cert: missing required field 'file': the file to mount into the services that "
+      "list the secret",
+      "compose.yaml:10:8: secrets.pem: expected a mapping (file: PATH), got a string ('./cert.pem')",
+      "compose.yaml:12:17: configs.nginx.file: expected a path, got a list"]),
     ("service-name-references", """\
         services:
           web_app: {image: busybox, depends_on: {Db_1: {condition: service_healthy}, cache: {}}}

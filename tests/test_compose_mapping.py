@@ -418,6 +418,39 @@ def test_service_names_become_container_keys_and_stay_names_peers_resolve() -> N
     Stack.model_validate(converted.native)
 
 
+def test_secrets_and_configs_are_read_only_bind_volumes_of_their_files() -> None:
+    """docker compose without Swarm: a secret at /run/secrets/NAME (or its relative target
+    there), a config at /NAME (or its target), after the service's own volumes; `file:` is from
+    the Compose file's directory, with or without ./; uid, gid and mode are warnings."""
+    converted = convert("""\
+        services:
+          web:
+            image: busybox
+            volumes: ["./data:/data"]
+            secrets: [db_pw, {source: db_pw, target: pw, uid: "0", gid: "0"}, {source: tls, target: /etc/tls.pem}]
+            configs: [nginx, {source: nginx, target: conf/nginx.conf}]
+        secrets:
+          db_pw: {file: ./secrets/db_pw.txt}
+          tls: {file: /etc/ssl/web.pem}
+        configs:
+          nginx: {file: nginx.conf, name: web-nginx}
+        """)
+    containers = converted.native["containers"]
+    assert isinstance(containers, dict)
+    assert containers["web"]["volumes"] == [
+        {"source": "/srv/app/data", "target": "/data", "create_host_path": True},
+        {"source": "/srv/app/secrets/db_pw.txt", "target": "/run/secrets/db_pw", "read_only": True},
+        {"source": "/srv/app/secrets/db_pw.txt", "target": "/run/secrets/pw", "read_only": True},
+        {"source": "/etc/ssl/web.pem", "target": "/etc/tls.pem", "read_only": True},
+        {"source": "/srv/app/nginx.conf", "target": "/nginx", "read_only": True},
+        {"source": "/srv/app/nginx.conf", "target": "/conf/nginx.conf", "read_only": True}]
+    assert [(format_loc(w.loc), w.message.split(":")[0]) for w in converted.warnings] == [
+        ("configs.nginx.name", "has no effect here"),
+        ("services.web.secrets[1]", "uid has no effect here"), ("services.web.secrets[1]", "gid has no effect here")]
+    assert converted.origins.translate(("containers", "web", "volumes", 4)) == ("services", "web", "configs", 0)
+    Stack.model_validate(converted.native)
+
+
 def test_services_listing_no_networks_or_default_are_on_the_implicit_default() -> None:
     """Compose attaches a service with `networks: []` or `{}` to `default` (compose-go
     loader/normalize.go), and `default` exists for any service to list, declared or not."""
