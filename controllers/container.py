@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 from controllers.base import Desired, Diff, Focus
 from controllers.cgroup import Placement
 from controllers.change import Action, Change, FieldChange
-from controllers.container_bundle import BundleInputs, environment, lower_of, oci_config
+from controllers.container_bundle import BundleInputs, environment, lower_of, oci_config, sysctls_of
 from controllers.container_files import HostResolvers, RenderedLines, container_resolv, hosts_files, resolv_file
 from controllers.errors import ApplyError, ApplyErrors, Held
 from kernel import idmap, inroot, mountinfo, mountns, netns, overlay, procs, rlimits, runtime, seccomp, users
@@ -43,7 +43,7 @@ from kernel.durable import write_durably
 from kernel.mountns import PinState
 from kernel.oci import Runtime, remounts_in_place
 from kernel.trees import purge, purge_left, set_aside
-from specs import capabilities, names, ulimits
+from specs import capabilities, names, sysctls, ulimits
 from specs.errors import Issue
 from specs.images import pinned_digest
 from specs.model import Container, Healthcheck, Stack, Volume
@@ -57,11 +57,12 @@ KIND_RUNTIME = "runtime"
 RUNTIME_NAMESPACE = "mount-namespace"  # the change's key: the runtime's pinned mount namespace (kernel.mountns)
 RECREATE_FIELDS = ("image", "command", "env", "rootfs", "volumes", "user", "workdir", "hostname", "networks",
                    "read_only", "privileged", "cap_add", "cap_drop", "security_opt", "userns", "logging",
-                   "tmpfs", "shm_size", "ulimits")
+                   "tmpfs", "shm_size", "ulimits", "sysctls")
 """Fields a process is started with: changing any of them needs a new process (`logging`: its
 log writer takes the limits when it starts; `ulimits`: the runtime sets them before the
-container's first instruction, and a process may only lower its own hard limits)."""
-RECORDED_IF_SET: dict[str, object] = {"shm_size": None, "ulimits": {}}
+container's first instruction, and a process may only lower its own hard limits; `sysctls`:
+the runtime writes them as it makes the namespaces, as Docker's)."""
+RECORDED_IF_SET: dict[str, object] = {"shm_size": None, "ulimits": {}, "sysctls": {}}
 """Fields left out of a start's record at their default (the value here): the records of starts
 made before they existed stay equal to a start of the same spec made now, so an upgrade
 recreates nothing. `tmpfs` likewise, its entries with the options they set only (started_spec)."""
@@ -295,7 +296,8 @@ def _recreate_fields(old: Mapping[str, object], new: Mapping[str, object]) -> tu
     return tuple(FieldChange(f, old.get(f), new.get(f)) for f in RECREATE_FIELDS if old.get(f) != new.get(f))
 
 
-SHOWN_IF_SET = ("privileged", "cap_add", "cap_drop", "security_opt", "read_only", "userns", "tmpfs", "ulimits")
+SHOWN_IF_SET = ("privileged", "cap_add", "cap_drop", "security_opt", "read_only", "userns", "tmpfs", "ulimits",
+                "sysctls")
 """Shown in the plan of a start unless at their default: confinement other than Docker's
 default is a visible choice (a tmpfs may be `exec`; a limit may be raised: rtprio, memlock)."""
 _DEFAULTS: tuple[object, ...] = (None, False, [], "host")
@@ -619,6 +621,17 @@ def _wipe_layer(paths: Paths, aside: Callable[[Path], None]) -> None:
     (Session.converge). `aside`: sets one aside."""
     for layer in (paths.upper, paths.work, *paths.root.glob(f"{TRASH_PREFIX}*")):
         aside(layer)
+
+
+def _write_network_sysctls(key: str, netns_name: str, container: Container, id_base: int) -> None:
+    """The network namespace's sysctls of a container in a user namespace, which its runtime
+    cannot write (container_bundle.sysctls_of); its group ids as the host's."""
+    wanted = {tuple(name.split(".")): sysctls.seen_from_outside(name, value, id_base, idmap.RANGE_SIZE)
+              for name, value in sysctls_of(container).items() if sysctls.of_network(name)}
+    try:
+        netns.write_sysctls(netns_name, wanted)
+    except OSError as exc:
+        raise runtime.StartError(f"{key}: sysctl: {exc.strerror or exc}: {exc.filename}") from exc
 
 
 def _seed_etc(upper: Path, lowers: Sequence[Path], id_base: int, files: Mapping[str, str]) -> None:
@@ -1077,6 +1090,8 @@ class ContainerController:
                 raise runtime.StartError(f"{change.key}: workdir {workdir}: {exc.strerror or exc}") from exc
         named = self._named_volumes(want, paths, id_base)
         _make_host_directories(change.key, c.volumes)
+        if id_base is not None:
+            _write_network_sysctls(change.key, names.netns_name(want.stack, want.key), c, id_base)
         inputs = BundleInputs(
             container_id=names.runtime_id(want.stack, want.key),
             netns_path=self._runtime.netns_path(names.netns_name(want.stack, want.key)),

@@ -13,7 +13,7 @@ from typing import Any
 
 from kernel.idmap import RANGE_SIZE
 from kernel.users import Ids
-from specs import capabilities
+from specs import capabilities, sysctls
 from specs.model import Container, Tmpfs, Ulimit
 from specs.ulimits import UNLIMITED, at_most, resource_type
 
@@ -228,6 +228,14 @@ def exec_process(config: Mapping[str, Any], argv: list[str]) -> dict[str, Any]:
     return {**config["process"], "args": argv, "terminal": False}
 
 
+def sysctls_of(container: Container) -> dict[str, str]:
+    """Every sysctl a container starts with: its spec's over Docker's defaults. The runtime
+    writes them, but for the network namespace's of a container in a user namespace: that
+    namespace's root has no say over a network namespace made outside it (EACCES), so they are
+    written from outside (ContainerController) and left out here."""
+    return {**sysctls.DEFAULTS, **container.sysctls}
+
+
 def oci_config(container: Container, inputs: BundleInputs) -> dict[str, Any]:
     linux: dict[str, Any] = {
         "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"},
@@ -253,6 +261,8 @@ def oci_config(container: Container, inputs: BundleInputs) -> dict[str, Any]:
         # unlimited unless given: given ours, it keeps the one the cgroup controller showed there
         # (CgroupDriver.show_limits). Ours, on the parent, is the one that holds.
         linux["resources"]["memory"] = {"limit": container.resources.memory}
+    linux["sysctl"] = {name: value for name, value in sysctls_of(container).items()
+                       if inputs.id_base is None or not sysctls.of_network(name)}
     if inputs.seccomp_bpf is not None:
         annotations["run.oci.seccomp_bpf_data"] = base64.b64encode(inputs.seccomp_bpf).decode()
     return {

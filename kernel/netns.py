@@ -13,7 +13,7 @@ import os
 import socket
 import subprocess
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -146,14 +146,21 @@ def dumps(names: Sequence[str]) -> Iterator[tuple[str, LinkDump | None]]:
 
 
 def write_sysctl(name: str, value: str, *parts: str) -> None:
-    """Write a sysctl of the named namespace. /proc/sys/net shows the namespace of the thread
-    that opens it, so a worker thread setns()es first, as for sockets."""
+    """Write a sysctl of the named namespace."""
+    write_sysctls(name, {parts: value})
+
+
+def write_sysctls(name: str, values: Mapping[tuple[str, ...], str]) -> None:
+    """Write sysctls of the named namespace, in order, each value by its key's path parts.
+    /proc/sys/net shows the namespace of the thread that opens it, so one worker thread
+    setns()es first, as for sockets. The first failure stops the writes (its path is in it)."""
     failures: list[OSError] = []
 
     def enter_and_write() -> None:
         try:
             _setns(path_of(name))
-            sysctl.write(value, *parts)
+            for parts, value in values.items():
+                sysctl.write(value, *parts)
         except OSError as exc:
             failures.append(exc)
 

@@ -21,7 +21,6 @@ UNSUPPORTED_SERVICE: dict[str, str] = {
     "device_cgroup_rules": NOT_SUPPORTED,
     "gpus": NOT_SUPPORTED,
     "volumes_from": f"{NOT_SUPPORTED}: list the volumes on this service",
-    "sysctls": NOT_SUPPORTED,
     "ipc": NOT_SUPPORTED,
     "pid": NOT_SUPPORTED,
     "uts": NOT_SUPPORTED,

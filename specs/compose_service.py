@@ -64,7 +64,7 @@ native with Compose's syntax (reconcile's health checks; a number, or {soft, har
 CONVERTED = ("pull_policy", "environment", "env_file", "restart", "networks", "ports", "mem_limit", "cpus",
              "pids_limit", "cpuset", "cpu_shares", "deploy", "volumes", "tmpfs", "shm_size", "depends_on",
              "stop_grace_period", "logging", "stop_signal", "init", "profiles", "extra_hosts", "network_mode",
-             "secrets", "configs")
+             "secrets", "configs", "sysctls")
 HANDLED = (*PASSED_AS_WRITTEN, *CONVERTED)
 KNOWN = (*HANDLED, *UNSUPPORTED_SERVICE, *NO_EFFECT_SERVICE)
 
@@ -128,6 +128,7 @@ class ServiceMapper:
         self._tmpfs()
         self._volumes()
         self._mounted_files()
+        self._sysctls()
         self._depends_on()
         self._stop()
         self._logging()
@@ -493,6 +494,23 @@ class ServiceMapper:
         for kind in KINDS:
             files = self.files[kind.section]
             self._entries(kind.section, "volumes", partial(short_entry, kind, files), partial(long_entry, kind, files))
+
+    def _sysctls(self) -> None:
+        """A mapping, as native `sysctls`, or a list of `NAME=VALUE` (as `docker run --sysctl`)."""
+        values, loc = self.service.get("sysctls"), self.src + ("sysctls",)
+        native = self.dst + ("sysctls",)
+        if isinstance(values, list):
+            mapping: dict[str, object] = {}
+            self.out.origins[native] = loc
+            for index, entry in enumerate(values):
+                name, sep, value = entry.partition("=") if isinstance(entry, str) else ("", "", "")
+                if not sep:
+                    self.out.error(loc + (index,), f"expected NAME=VALUE, got {describe_value(entry)}")
+                    continue
+                self.out.put(mapping, native + (name.strip(),), value.strip(), loc + (index,))
+            self.container["sysctls"] = mapping
+        elif values is not None:
+            self._set("sysctls", self.out.passthrough(native, loc, values), "sysctls")
 
     def _tmpfs(self) -> None:
         """`tmpfs:` (a string or a list) as the native list, each entry passed as written: the

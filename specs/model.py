@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from specs import health, resolv
+from specs import health, resolv, sysctls
 from specs.errors import quoted
 from specs.fields import (
     KEY_RULE,
@@ -243,6 +243,8 @@ class Resources(SpecModel):
 
 
 UlimitName = Annotated[str, AfterValidator(check_ulimit_name), WithJsonSchema({"enum": list(ULIMIT_NAMES)})]
+SysctlName = Annotated[str, AfterValidator(sysctls.check_name)]
+SysctlValue = Annotated[str, BeforeValidator(sysctls.to_value, json_schema_input_type=str | int)]
 Limit = Annotated[int, BeforeValidator(to_limit, json_schema_input_type=int | Literal["unlimited"])]
 
 
@@ -517,6 +519,11 @@ class Container(SpecModel):
                                           "or {soft, hard}; -1 or unlimited: no limit. Left out: nofile "
                                           "1024:524288, nproc unlimited, core 0:unlimited, the others the "
                                           "host's; a change recreates the container")
+    sysctls: dict[SysctlName, SysctlValue] = Field(
+        default_factory=dict, description="kernel parameters of the container's own namespaces, as Docker's: "
+                                          "net.*, fs.mqueue.*, kernel.msg*, kernel.sem, kernel.shm*. Left out: "
+                                          "net.ipv4.ip_unprivileged_port_start 0 and net.ipv4.ping_group_range "
+                                          "'0 2147483647', as Docker; a change recreates the container")
     logging: Logging = Field(Logging(),
                              description="how much output `reconcile logs` keeps; a change recreates the container")
 

@@ -46,11 +46,11 @@ BAD: list[tuple[str, str, list[str]]] = [
           web:
             image: busybox
             network_mode: host
-            sysctls: {net.core.somaxconn: 1024}
+            devices: [/dev/fuse]
         """,
      ["compose.yaml:4:5: services.web.network_mode: network_mode 'host' is not supported: a container has a "
       "network namespace of its own; attach the service to networks: (or network_mode: none)",
-      "compose.yaml:5:5: services.web.sysctls: is not supported by reconcile"]),
+      "compose.yaml:5:5: services.web.devices: is not supported by reconcile"]),
     ("extra-hosts-keys-that-are-no-names", """\
         services:
           web:
@@ -425,6 +425,21 @@ NATIVE: list[tuple[str, str, list[str]]] = [
       "list the secret",
       "compose.yaml:10:8: secrets.pem: expected a mapping (file: PATH), got a string ('./cert.pem')",
       "compose.yaml:12:17: configs.nginx.file: expected a path, got a list"]),
+    ("sysctls", """\
+        services:
+          web: {image: busybox, sysctls: {kernel.hostname: web, net.ipv4.tcp_syncookies: [1]}}
+          api: {image: busybox, sysctls: ["net.core.somaxconn=1024", "Net.X=1"]}
+        """,
+     ["compose.yaml:2:35: services.web.sysctls.'kernel.hostname': kernel.hostname is not supported: set the "
+      "container's hostname with hostname:",
+      "compose.yaml:2:82: services.web.sysctls.'net.ipv4.tcp_syncookies': expected a number or text, got a list",
+      "compose.yaml:3:62: services.api.sysctls[1]: invalid sysctl name 'Net.X': write it as sysctl(8) shows it, "
+      "like net.core.somaxconn"]),
+    ("sysctls-list", """\
+        services:
+          api: {image: busybox, sysctls: ["net.core.somaxconn=1024", somaxconn]}
+        """,
+     ["compose.yaml:2:62: services.api.sysctls[1]: expected NAME=VALUE, got a string ('somaxconn')"]),
     ("service-name-references", """\
         services:
           web_app: {image: busybox, depends_on: {Db_1: {condition: service_healthy}, cache: {}}}

@@ -451,6 +451,22 @@ def test_secrets_and_configs_are_read_only_bind_volumes_of_their_files() -> None
     Stack.model_validate(converted.native)
 
 
+def test_sysctls_as_a_mapping_or_a_list_are_the_native_mapping() -> None:
+    converted = convert("""\
+        services:
+          a: {image: busybox, sysctls: {net.core.somaxconn: 1024, kernel.shmmax: "65536"}}
+          b: {image: busybox, sysctls: ["net.core.somaxconn=1024", "net.ipv4.ping_group_range = 0 0"]}
+        """)
+    containers = converted.native["containers"]
+    assert isinstance(containers, dict)
+    assert containers["a"]["sysctls"] == {"net.core.somaxconn": 1024, "kernel.shmmax": "65536"}
+    assert containers["b"]["sysctls"] == {"net.core.somaxconn": "1024", "net.ipv4.ping_group_range": "0 0"}
+    assert converted.origins.translate(("containers", "b", "sysctls", "net.ipv4.ping_group_range")) == (
+        "services", "b", "sysctls", 1)
+    stack = Stack.model_validate(converted.native)
+    assert stack.containers["a"].sysctls == {"net.core.somaxconn": "1024", "kernel.shmmax": "65536"}
+
+
 def test_services_listing_no_networks_or_default_are_on_the_implicit_default() -> None:
     """Compose attaches a service with `networks: []` or `{}` to `default` (compose-go
     loader/normalize.go), and `default` exists for any service to list, declared or not."""

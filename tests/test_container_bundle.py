@@ -22,7 +22,7 @@ from controllers.container_bundle import (
 from kernel.inroot import MAX_READ, find_program, make_dirs, read_all_in_root, read_in_root, resolve
 from kernel.oci import version_remounts_in_place
 from kernel.users import Ids
-from specs import capabilities
+from specs import capabilities, sysctls
 from specs.model import Container
 from specs.ulimits import DEFAULTS, UNLIMITED
 
@@ -172,6 +172,29 @@ def test_read_only_no_new_privileges_and_userns() -> None:
     assert config["linux"]["uidMappings"] == config["linux"]["gidMappings"] == mapping
     assert {"type": "user"} in config["linux"]["namespaces"]
     assert "idmap" in _mount(config, "/data")["options"]
+
+
+def test_sysctls_are_dockers_defaults_under_the_specs_and_a_user_namespace_leaves_the_networks_out() -> None:
+    """The runtime writes them; in a user namespace it cannot write the network namespace's (made
+    outside it): the container controller does, and they are left out of the runtime's."""
+    asked = {"net.core.somaxconn": 1024, "net.ipv4.ip_unprivileged_port_start": "1024", "kernel.shmmax": "65536"}
+    assert _config()["linux"]["sysctl"] == {"net.ipv4.ip_unprivileged_port_start": "0",
+                                           "net.ipv4.ping_group_range": "0 2147483647"}
+    assert _config(sysctls=asked)["linux"]["sysctl"] == {
+        "net.ipv4.ip_unprivileged_port_start": "1024", "net.ipv4.ping_group_range": "0 2147483647",
+        "net.core.somaxconn": "1024", "kernel.shmmax": "65536"}
+    assert _config(id_base=1 << 30, userns="auto", sysctls=asked)["linux"]["sysctl"] == {"kernel.shmmax": "65536"}
+
+
+@pytest.mark.parametrize(("name", "value", "written"), [
+    ("net.ipv4.ping_group_range", "0 2147483647", "1073741824 1073807359"),
+    ("net.ipv4.ping_group_range", "100\t200", "1073741924 1073742024"),
+    ("net.ipv4.ping_group_range", "1 0", "1073741825 1073741824"),  # the kernel's to judge, as inside
+    ("net.ipv4.ping_group_range", "x", "x"),
+    ("net.core.somaxconn", "1024", "1024"),
+])
+def test_a_user_namespaces_groups_are_written_as_the_hosts(name: str, value: str, written: str) -> None:
+    assert sysctls.seen_from_outside(name, value, 1 << 30, 65536) == written
 
 
 def test_a_tmpfs_is_nosuid_nodev_and_noexec_unless_exec_is_asked_for() -> None:

@@ -66,6 +66,21 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
         """,
      "stack.yaml:3:3: networks.Front: invalid network key 'Front': use 1 to 63 lowercase letters, digits or '-', "
      "starting with a letter"),
+    ("sysctl-of-the-host", """\
+        name: demo
+        containers:
+          db: {command: [sleep, "1"], sysctls: {net.core.somaxconn: 1024, vm.max_map_count: 262144}}
+        """,
+     "stack.yaml:3:67: containers.db.sysctls.'vm.max_map_count': sysctl 'vm.max_map_count' is not a container's own: "
+     "it would change the whole host; only kernel.msgmax, kernel.msgmnb, kernel.msgmni, kernel.sem, kernel.shmall, "
+     "kernel.shmmax, kernel.shmmni, kernel.shm_rmid_forced, fs.mqueue.* and net.* are (as Docker allows)"),
+    ("sysctl-value", """\
+        name: demo
+        containers:
+          db: {command: [sleep, "1"], sysctls: {net.core.somaxconn: "a\\nb"}}
+        """,
+     "stack.yaml:3:61: containers.db.sysctls.'net.core.somaxconn': expected one line of at most 4096 characters, "
+     "got 'a\\nb'"),
     ("container-key-length", f"""\
         name: demo
         containers:
