@@ -627,11 +627,11 @@ def _write_network_sysctls(key: str, netns_name: str, container: Container, id_b
     """The network namespace's sysctls of a container in a user namespace, which its runtime
     cannot write (container_bundle.sysctls_of); its group ids as the host's."""
     wanted = {tuple(name.split(".")): sysctls.seen_from_outside(name, value, id_base, idmap.RANGE_SIZE)
-              for name, value in sysctls_of(container).items() if sysctls.of_network(name)}
+              for name, value in sysctls_of(container, True)[1].items()}
     try:
         netns.write_sysctls(netns_name, wanted)
     except OSError as exc:
-        raise runtime.StartError(f"{key}: sysctl: {exc.strerror or exc}: {exc.filename}") from exc
+        raise runtime.StartError(f"{key}: write to {exc.filename}: {exc.strerror or exc}") from exc  # as crun says
 
 
 def _seed_etc(upper: Path, lowers: Sequence[Path], id_base: int, files: Mapping[str, str]) -> None:

@@ -228,12 +228,16 @@ def exec_process(config: Mapping[str, Any], argv: list[str]) -> dict[str, Any]:
     return {**config["process"], "args": argv, "terminal": False}
 
 
-def sysctls_of(container: Container) -> dict[str, str]:
-    """Every sysctl a container starts with: its spec's over Docker's defaults. The runtime
-    writes them, but for the network namespace's of a container in a user namespace: that
-    namespace's root has no say over a network namespace made outside it (EACCES), so they are
-    written from outside (ContainerController) and left out here."""
-    return {**sysctls.DEFAULTS, **container.sysctls}
+def sysctls_of(container: Container, in_user_namespace: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """Every sysctl a container starts with, its spec's over Docker's defaults, as (the
+    runtime's to write, reconcile's). The runtime writes them all but the network namespace's of
+    a container in a user namespace: that namespace's root has no say over a network namespace
+    made outside it (EACCES), so reconcile writes those from outside (ContainerController)."""
+    runtimes: dict[str, str] = {}
+    ours: dict[str, str] = {}
+    for name, value in {**sysctls.DEFAULTS, **container.sysctls}.items():
+        (ours if in_user_namespace and sysctls.of_network(name) else runtimes)[name] = value
+    return runtimes, ours
 
 
 def oci_config(container: Container, inputs: BundleInputs) -> dict[str, Any]:
@@ -261,8 +265,7 @@ def oci_config(container: Container, inputs: BundleInputs) -> dict[str, Any]:
         # unlimited unless given: given ours, it keeps the one the cgroup controller showed there
         # (CgroupDriver.show_limits). Ours, on the parent, is the one that holds.
         linux["resources"]["memory"] = {"limit": container.resources.memory}
-    linux["sysctl"] = {name: value for name, value in sysctls_of(container).items()
-                       if inputs.id_base is None or not sysctls.of_network(name)}
+    linux["sysctl"] = sysctls_of(container, inputs.id_base is not None)[0]
     if inputs.seccomp_bpf is not None:
         annotations["run.oci.seccomp_bpf_data"] = base64.b64encode(inputs.seccomp_bpf).decode()
     return {

@@ -153,14 +153,18 @@ def write_sysctl(name: str, value: str, *parts: str) -> None:
 def write_sysctls(name: str, values: Mapping[tuple[str, ...], str]) -> None:
     """Write sysctls of the named namespace, in order, each value by its key's path parts.
     /proc/sys/net shows the namespace of the thread that opens it, so one worker thread
-    setns()es first, as for sockets. The first failure stops the writes (its path is in it)."""
+    setns()es first, as for sockets. The first failure stops the writes; a write's names its
+    /proc/sys file."""
     failures: list[OSError] = []
 
     def enter_and_write() -> None:
         try:
             _setns(path_of(name))
             for parts, value in values.items():
-                sysctl.write(value, *parts)
+                try:
+                    sysctl.write(value, *parts)
+                except OSError as exc:  # a write's error names no file (EINVAL)
+                    raise OSError(exc.errno, exc.strerror, str(sysctl.PROC_SYS.joinpath(*parts))) from exc
         except OSError as exc:
             failures.append(exc)
 

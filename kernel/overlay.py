@@ -116,7 +116,7 @@ def mount(stack: str, container: str, lowers: Sequence[Path], upper: Path, work:
     options = f"lowerdir={':'.join(map(str, lowers))},upperdir={upper},workdir={work}"
     if len(options) >= os.sysconf("SC_PAGE_SIZE"):
         raise OverlayError(f"overlay options for {stack}/{container} ({len(lowers)} lower layers) exceed one page: "
-                           "an image of fewer layers, or a shorter state dir path")
+                           "an image of fewer layers, a shorter state dir path, or a shorter container key")
     _check(LIBC.mount(names.overlay_source(stack, container, image_digest).encode(), str(target).encode(),
                        b"overlay", 0, options.encode()), f"mount the root of {stack}/{container} on {target}")
 

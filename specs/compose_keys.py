@@ -59,7 +59,7 @@ NO_EFFECT_SERVICE: dict[str, str] = {
     "labels": "has no effect here: reconcile keeps no labels",
     "label_file": "has no effect here: reconcile keeps no labels",
     "annotations": "has no effect here",
-    "container_name": "has no effect here: the container is named STACK/SERVICE",
+    "container_name": "has no effect here: the container is named STACK/SERVICE (the service's name as a key)",
     "tty": "has no effect here: no terminal is attached to containers",
     "stdin_open": "has no effect here: containers get no standard input",
     "attach": "has no effect here: read the output with reconcile logs",

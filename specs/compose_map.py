@@ -65,8 +65,8 @@ def to_native(document: Mapping[str, object], context: ComposeContext, directory
     project_name(out, native, document.get("name"), directory_name)
     services = _services(out, document.get("services"), profiles)
     _networks(out, native, document.get("networks"), services)
-    files = {kind.section: declared_files(out, kind, document.get(kind.section), context.project_dir)
-             for kind in KINDS}
+    files = {kind.section: declared_files(out, kind, document.get(kind.section), context.project_dir,
+                                          context.variables.get("HOME")) for kind in KINDS}
     containers: dict[str, object] = {}
     out.origins[("containers",)] = ("services",)
     named: dict[str, str] = {}  # container key -> the service name that took it

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from specs.compose_report import Collector
-from specs.compose_values import Parsed
+from specs.compose_values import Parsed, host_source
 from specs.errors import Loc, quoted
 from specs.fields import SubfieldError, describe_value
 
@@ -26,7 +26,7 @@ class FileKind:
     directory: str  # where a relative target, or the name itself, is mounted
 
     def target(self, name: str) -> str:
-        return posixpath.join(self.directory, name)
+        return posixpath.normpath(posixpath.join(self.directory, name))
 
 
 SECRETS = FileKind("secrets", "secret", "/run/secrets")
@@ -54,9 +54,10 @@ Files = Mapping[str, str | None]
 can be mounted (its declaration's error says why; a service listing it adds none)."""
 
 
-def declared_files(out: Collector, kind: FileKind, declared: object, project_dir: str) -> dict[str, str | None]:
+def declared_files(out: Collector, kind: FileKind, declared: object, project_dir: str,
+                   home: str | None) -> dict[str, str | None]:
     """The top-level `secrets` or `configs`: each name's host file, an absolute path (a relative
-    `file:` from the Compose file's directory, as docker compose reads it)."""
+    `file:` from the Compose file's directory, `~` from $HOME, as docker compose reads it)."""
     files: dict[str, str | None] = {}
     if declared is None:
         return files
@@ -79,7 +80,11 @@ def declared_files(out: Collector, kind: FileKind, declared: object, project_dir
                 out.unknown(loc + (str(key),), ("file", *_NO_FILE, *_NO_EFFECT_DECLARED))
         path = body.get("file")
         if isinstance(path, str) and path:
-            files[str(name)] = posixpath.normpath(posixpath.join(project_dir, path))
+            try:
+                files[str(name)] = host_source(path, project_dir, home) or posixpath.normpath(
+                    posixpath.join(project_dir, path))
+            except ValueError as exc:
+                out.error(loc + ("file",), str(exc))
         elif "file" in body:
             out.error(loc + ("file",), f"expected a path, got {describe_value(path)}")
         elif not any(key in _NO_FILE for key in body):
@@ -88,14 +93,15 @@ def declared_files(out: Collector, kind: FileKind, declared: object, project_dir
     return files
 
 
-def short_entry(kind: FileKind, files: Files, value: object) -> Parsed:
-    """`- NAME`: the declared file at the kind's place, under its name."""
+def short_entry(kind: FileKind, files: Files, taken: set[str], value: object) -> Parsed:
+    """`- NAME`: the declared file at the kind's place, under its name. `taken`: the targets the
+    service mounts already (its volumes, the entries before), to which this one's is added."""
     if not isinstance(value, str):
         raise ValueError(f"expected a {kind.singular} name or a mapping (source, target), got {describe_value(value)}")
-    return Parsed(_mounts(kind, files, value, kind.target(value), ()))
+    return _mount(kind, files, taken, value, kind.target(value), ())
 
 
-def long_entry(kind: FileKind, files: Files, value: Mapping[str, object]) -> Parsed:
+def long_entry(kind: FileKind, files: Files, taken: set[str], value: Mapping[str, object]) -> Parsed:
     """`{source, target, uid, gid, mode}`: a relative target is under the kind's place."""
     for key in value:
         if key not in _ENTRY_KEYS:
@@ -108,15 +114,24 @@ def long_entry(kind: FileKind, files: Files, value: Mapping[str, object]) -> Par
     target = value.get("target", source)
     if not isinstance(target, str) or not target:
         raise SubfieldError(("target",), f"expected a path, got {describe_value(target)}")
-    warnings = [f"{key} has no effect here: the file is bind-mounted with its own owner and mode, as docker compose "
-                "does without Swarm" for key in _IGNORED_BY_BIND if key in value]
-    return Parsed(_mounts(kind, files, source, kind.target(target), ("source",)), warnings)
+    mounted = _mount(kind, files, taken, source, kind.target(target), ("source",))
+    ignored = [f"{key} has no effect here: the file is bind-mounted with its own owner and mode, as docker compose "
+               "does with a file" for key in _IGNORED_BY_BIND if key in value]
+    return Parsed(mounted.values, ignored + mounted.warnings)
 
 
-def _mounts(kind: FileKind, files: Files, name: str, target: str, at: Loc) -> list[dict[str, object]]:
+def _mount(kind: FileKind, files: Files, taken: set[str], name: str, target: str, at: Loc) -> Parsed:
+    """The entry's read-only bind volume; none for a target mounted already (docker compose too
+    leaves it out: the service's own volume there stays, or the first entry)."""
     if name not in files:
         declared = ", ".join(sorted(files)) or "none"
         raise SubfieldError(at, f"{kind.singular} {quoted(name)} is not declared in the top-level {kind.section} "
                                 f"(declared: {declared})")
     source = files[name]
-    return [] if source is None else [{"source": source, "target": target, "read_only": True}]
+    if source is None:
+        return Parsed([])
+    if target in taken:
+        return Parsed([], [f"left out: {target} is mounted already by this service (docker compose leaves it out "
+                           "too)"])
+    taken.add(target)
+    return Parsed([{"source": source, "target": target, "read_only": True}])

@@ -4,6 +4,7 @@ be honoured are errors and keys without effect are warnings, each at its key."""
 
 from __future__ import annotations
 
+import posixpath
 from collections import ChainMap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -490,10 +491,15 @@ class ServiceMapper:
                       lambda item: long_volume(item, project, home))
 
     def _mounted_files(self) -> None:
-        """`secrets` and `configs`: bind volumes of their files (specs.compose_secrets)."""
+        """`secrets` and `configs`: bind volumes of their files (specs.compose_secrets), each at a
+        target the service's volumes leave free."""
+        volumes = self.container.get("volumes")
+        taken = {posixpath.normpath(volume["target"]) for volume in (volumes if isinstance(volumes, list) else ())
+                 if isinstance(volume, dict) and isinstance(volume.get("target"), str)}
         for kind in KINDS:
             files = self.files[kind.section]
-            self._entries(kind.section, "volumes", partial(short_entry, kind, files), partial(long_entry, kind, files))
+            self._entries(kind.section, "volumes", partial(short_entry, kind, files, taken),
+                          partial(long_entry, kind, files, taken))
 
     def _sysctls(self) -> None:
         """A mapping, as native `sysctls`, or a list of `NAME=VALUE` (as `docker run --sysctl`)."""
@@ -617,9 +623,15 @@ class ServiceMapper:
             self._set("depends_on", self.out.passthrough(native, loc, depends_on), "depends_on")
         elif isinstance(depends_on, dict):
             self.out.origins[native] = loc
-            self._set("depends_on", {native_key(name): self.out.passthrough(native + (native_key(name),),
-                                                                             loc + (str(name),), condition)
-                                     for name, condition in depends_on.items()}, "depends_on")
+            mapped: dict[str, object] = {}
+            for name, condition in depends_on.items():
+                key = native_key(name)
+                if key in mapped:
+                    self.out.key_error(loc + (str(name),), f"names the service another entry names, as the container "
+                                                           f"{quoted(key)}: list it once")
+                    continue
+                mapped[key] = self.out.passthrough(native + (key,), loc + (str(name),), condition)
+            self._set("depends_on", mapped, "depends_on")
         else:
             self._set("depends_on", self.out.passthrough(native, loc, depends_on), "depends_on")
 

@@ -20,15 +20,18 @@ IPC_NAMES = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "k
 """The IPC namespace's own (runc's validator, moby's list)."""
 NAMESPACED_PREFIXES = ("fs.mqueue.", "net.")
 
+PING_GROUP_RANGE = "net.ipv4.ping_group_range"
 DEFAULTS: dict[str, str] = {
     "net.ipv4.ip_unprivileged_port_start": "0",
-    "net.ipv4.ping_group_range": "0 2147483647",
+    PING_GROUP_RANGE: "0 2147483647",
 }
 """What Docker Engine (20.10 on) sets in every container with a network namespace of its own,
 unless its spec sets them: any user may listen on ports below 1024 (an image running as a user
 other than root serving port 80) and send ICMP echo (ping) without a raw socket. Both concern
 the container's own namespace only, which holds no port or address of the host."""
 
+DISABLE_IPV6 = re.compile(r"net\.ipv6\.conf\.[^.]+\.disable_ipv6")
+"""IPv6 off, on every interface (`all`, `default`) or one."""
 _NAME = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_-]+)+")
 _MAX_VALUE = 4096
 """A page: the most the kernel reads of one write to a /proc/sys file."""
@@ -39,19 +42,19 @@ def of_network(name: str) -> bool:
     return name.startswith("net.")
 
 
-PING_GROUP_RANGE = "net.ipv4.ping_group_range"
-
-
 def seen_from_outside(name: str, value: str, id_base: int, size: int) -> str:
     """The value to write from outside a user namespace that maps ids 0..size-1 to id_base..:
     the kernel reads ping_group_range's two group ids in the writer's namespace, so the
-    container's groups LOW HIGH are written as the host's (within its range; every other value
-    as it is)."""
+    container's groups LOW HIGH are written as the host's (within its range: none when LOW is
+    beyond it, as the kernel's own "1 0"; every other value as it is). Docker sets no default
+    in a user namespace; this keeps what the default means inside: every group may ping."""
     low, _, high = value.replace("\t", " ").partition(" ")
     if name != PING_GROUP_RANGE or not (low.strip().isdigit() and high.strip().isdigit()):
         return value
     last = size - 1
-    return f"{id_base + min(int(low), last)} {id_base + min(int(high), last)}"
+    if int(low) > last:
+        return "1 0"
+    return f"{id_base + int(low)} {id_base + min(int(high), last)}"
 
 
 def check_name(name: str) -> str:

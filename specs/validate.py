@@ -19,6 +19,7 @@ from specs.fields import is_hostname
 from specs.hosts import HOST_GATEWAY, alias_clashes
 from specs.model import Attachment, Container, Dependency, Network, PortMapping, Stack
 from specs.names import USERNS_AUTO_IDS
+from specs.sysctls import DISABLE_IPV6
 from specs.units import format_cpu_list, parse_cpu_list
 
 IPAddress = IPv4Address | IPv6Address
@@ -207,6 +208,7 @@ def _check_container(stack: Stack, key: str, container: Container) -> Iterator[I
     yield from _check_volumes(stack, key, container)
     yield from _check_tmpfs_owners(stack, key, container)
     yield from _check_dependencies(stack, key, container)
+    yield from _check_sysctls(stack, key, container)
     if container.image is not None and container.rootfs is not None:
         yield Issue(stack.name, loc + ("rootfs",), "image and rootfs are exclusive: the image's layers "
                                                    "are the container's root")
@@ -279,6 +281,17 @@ def health_issues(stack: Stack, key: str, container: Container,
         yield Issue(stack.name, ("containers", key, "restart_on_unhealthy"),
                     "restart_on_unhealthy needs a healthcheck (with a test)"
                     + (", and its image has none" if container.image is not None else ""))
+
+
+def _check_sysctls(stack: Stack, key: str, container: Container) -> Iterator[Issue]:
+    """A dual-stack network gives the container IPv6 (the sandbox controller keeps it on): a
+    sysctl turning it off would be undone on every pass."""
+    dual = [name for name in container.networks if (network := stack.networks.get(name)) and network.subnet6]
+    for name, value in container.sysctls.items():
+        if dual and DISABLE_IPV6.fullmatch(name) and value.strip() != "0":
+            yield Issue(stack.name, ("containers", key, "sysctls", name),
+                        f"turns IPv6 off, which the dual-stack network {quoted(dual[0])} gives this container: "
+                        "leave the sysctl out, or attach the container to IPv4-only networks")
 
 
 def _check_attachments(stack: Stack, key: str, container: Container) -> Iterator[Issue]:

@@ -390,7 +390,7 @@ NATIVE: list[tuple[str, str, list[str]]] = [
     ("service-names", """\
         services:
           9_Lives: {image: busybox}
-          web_app: {image: busybox, depends_on: {Web.App: {condition: service_healthy}, nothing: {}}}
+          web_app: {image: busybox}
           Web.App: {image: busybox}
         """,
      ["compose.yaml:2:3: services.9_Lives: the service name '9_Lives' cannot be a container key: use 1 to 63 "
@@ -446,6 +446,13 @@ NATIVE: list[tuple[str, str, list[str]]] = [
           Db_1: {image: busybox}
         """,
      ["compose.yaml:2:85: services.web_app.depends_on.cache: missing required field 'condition'"]),
+    ("service-name-twice-in-depends-on", """\
+        services:
+          web: {image: busybox, depends_on: {db_1: {condition: service_started}, db-1: {condition: service_started}}}
+          db_1: {image: busybox}
+        """,
+     ["compose.yaml:2:74: services.web.depends_on.db-1: names the service another entry names, as the container "
+      "'db-1': list it once"]),
     ("network-names-one-key", """\
         services:
           web: {image: busybox, networks: [back_end]}

@@ -451,6 +451,33 @@ def test_secrets_and_configs_are_read_only_bind_volumes_of_their_files() -> None
     Stack.model_validate(converted.native)
 
 
+def test_a_secret_on_a_target_mounted_already_is_left_out_as_docker_compose_leaves_it() -> None:
+    """The service's own volume there stays, or the first entry; targets are compared as paths
+    (`./pw` is `/run/secrets/pw`); `~` in `file:` is $HOME."""
+    converted = convert("""\
+        services:
+          web:
+            image: busybox
+            volumes: ["./mine:/run/secrets/db_pw:ro"]
+            secrets: [db_pw, {source: tls, target: ./pw}, {source: db_pw, target: pw}]
+        secrets:
+          db_pw: {file: db_pw.txt}
+          tls: {file: ~/tls.pem}
+        """)
+    containers = converted.native["containers"]
+    assert isinstance(containers, dict)
+    assert containers["web"]["volumes"] == [
+        {"source": "/srv/app/mine", "target": "/run/secrets/db_pw", "read_only": True, "create_host_path": True},
+        {"source": "/home/u/tls.pem", "target": "/run/secrets/pw", "read_only": True}]
+    assert [(format_loc(w.loc), w.message) for w in converted.warnings] == [
+        ("services.web.secrets[0]", "left out: /run/secrets/db_pw is mounted already by this service (docker "
+                                    "compose leaves it out too)"),
+        ("services.web.secrets[2]", "left out: /run/secrets/pw is mounted already by this service (docker "
+                                    "compose leaves it out too)")]
+    assert converted.origins.translate(("containers", "web", "volumes", 1)) == ("services", "web", "secrets", 1)
+    Stack.model_validate(converted.native)
+
+
 def test_sysctls_as_a_mapping_or_a_list_are_the_native_mapping() -> None:
     converted = convert("""\
         services:
@@ -541,7 +568,8 @@ WARNINGS: list[tuple[str, str, list[str]]] = [
      ["services.web.expose: has no effect here: containers on a shared network reach every port of each other, "
       "and only ports: publishes on the host",
       "services.web.labels: has no effect here: reconcile keeps no labels",
-      "services.web.container_name: has no effect here: the container is named STACK/SERVICE",
+      "services.web.container_name: has no effect here: the container is named STACK/SERVICE (the service's name "
+      "as a key)",
       "services.web.init: false has no effect here: every container runs an init (catatonit) as PID 1, as with "
       "init: true"]),
     ("restart-and-logging", """\

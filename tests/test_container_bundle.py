@@ -190,6 +190,7 @@ def test_sysctls_are_dockers_defaults_under_the_specs_and_a_user_namespace_leave
     ("net.ipv4.ping_group_range", "0 2147483647", "1073741824 1073807359"),
     ("net.ipv4.ping_group_range", "100\t200", "1073741924 1073742024"),
     ("net.ipv4.ping_group_range", "1 0", "1073741825 1073741824"),  # the kernel's to judge, as inside
+    ("net.ipv4.ping_group_range", "100000 200000", "1 0"),  # beyond its groups: none
     ("net.ipv4.ping_group_range", "x", "x"),
     ("net.core.somaxconn", "1024", "1024"),
 ])

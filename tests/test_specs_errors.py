@@ -81,6 +81,18 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
         """,
      "stack.yaml:3:61: containers.db.sysctls.'net.core.somaxconn': expected one line of at most 4096 characters, "
      "got 'a\\nb'"),
+    ("sysctl-against-dual-stack", """\
+        name: demo
+        networks:
+          v4: {subnet: 10.88.1.0/24}
+          dual: {subnet: 10.88.2.0/24, subnet6: "fd00:88:2::/64"}
+        containers:
+          ok: {command: [sleep, "1"], networks: [v4], sysctls: {net.ipv6.conf.all.disable_ipv6: 1}}
+          db: {command: [sleep, "1"], networks: [v4, dual], sysctls: {net.ipv6.conf.eth1.disable_ipv6: 1}}
+        """,
+     "stack.yaml:7:96: containers.db.sysctls.'net.ipv6.conf.eth1.disable_ipv6': turns IPv6 off, which the "
+     "dual-stack network 'dual' gives this container: leave the sysctl out, or attach the container to IPv4-only "
+     "networks"),
     ("container-key-length", f"""\
         name: demo
         containers:

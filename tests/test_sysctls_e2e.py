@@ -51,3 +51,21 @@ def test_sysctls_are_the_containers_own(sandbox: Sandbox, rootfs: Path, extra: s
     assert "-/+ container sys/tuned (recreate: sysctls changed)" in changed and "sys/web" not in changed, changed
     assert sandbox.exec_in("tuned", "cat", "/proc/sys/net/core/somaxconn") == "2048\n"
     assert sandbox.reconcile("down", str(path)).returncode == 0
+
+
+@pytest.mark.parametrize("extra", ["", "    userns: auto\n"], ids=["host-users", "userns-auto"])
+def test_a_value_the_kernel_refuses_fails_the_start_naming_the_sysctl(sandbox: Sandbox, rootfs: Path,
+                                                                        extra: str) -> None:
+    path = sandbox.write("stack.yaml", f"""\
+name: bad
+containers:
+  c:
+    command: ["sleep", "100000"]
+    rootfs: {rootfs}
+    sysctls: {{net.core.somaxconn: many}}
+{extra}""")
+    failed = sandbox.reconcile("apply", str(path))
+    assert failed.returncode == 1 and "/proc/sys/net/core/somaxconn" in failed.stderr, failed.stderr
+    assert "Invalid argument" in failed.stderr, failed.stderr
+    assert sandbox.processes() == []
+    assert sandbox.reconcile("down", str(path)).returncode == 0
