@@ -37,7 +37,7 @@ from controllers.cgroup import Placement
 from controllers.change import Action, Change, FieldChange
 from controllers.container_bundle import BundleInputs, environment, lower_of, oci_config, sysctls_of
 from controllers.container_files import HostResolvers, RenderedLines, container_resolv, hosts_files, resolv_file
-from controllers.errors import ApplyError, ApplyErrors, Held
+from controllers.errors import ApplyError, ApplyErrors, Held, InterruptedPartway
 from kernel import idmap, inroot, mountinfo, mountns, netns, overlay, procs, rlimits, runtime, seccomp, users
 from kernel.durable import write_durably
 from kernel.mountns import PinState
@@ -556,6 +556,14 @@ def _groups(changes: Sequence[Change]) -> Iterator[list[Change]]:
         yield list(run)
 
 
+def _made(group: Sequence[Change], failed: Sequence[ApplyError | Held]) -> list[Change]:
+    """The changes of a group that were made: none when a failure names no change of its own."""
+    if any(o.change is None for o in failed):
+        return []
+    not_made = {id(o.change) for o in failed}
+    return [change for change in group if id(change) not in not_made]
+
+
 def _in_parallel(work: Callable[[T], R], items: Sequence[T], stop: threading.Event | None = None,
                  finished: Callable[[list[R]], None] | None = None) -> list[R]:
     """`work` on every item, WORKERS at a time, the results in the items' order. Interrupted
@@ -744,6 +752,7 @@ class ContainerController:
         self._failed: set[str] = set()  # this session's starts that failed, until one succeeds
         self._set_aside = False  # this session's removals or recreates set files aside (purge_set_aside)
         self._interrupted = threading.Event()  # set once the caller is interrupted: no start begins after it
+        self._finished_starts: list[Change] = []  # the starts of a level Ctrl-C stopped that finished
         self._removed = state_dir / CONTAINERS_DIR / REMOVED_DIR  # purges lock its parent
 
     def observe(self, focus: Focus | None = None) -> ContainerObservation:
@@ -865,20 +874,27 @@ class ContainerController:
 
     def apply(self, changes: Sequence[Change]) -> None:
         """Starts of one dependency level run in parallel, as do consecutive removals; each
-        group's records are written in one store transaction."""
+        group's records are written in one store transaction. Interrupted (Ctrl-C), it tells
+        which changes were made: the groups done, and the starts of its level that finished."""
         errors: list[ApplyError] = []
         held: list[Held] = []
-        for group in _groups(changes):
-            if group[0].kind == KIND_RUNTIME:
-                errors += self._runtime_namespace(group)
-            elif group[0].action is Action.DELETE:
-                errors += self._remove(group)
-            elif group[0].action in (Action.CREATE, Action.RECREATE):
-                outcomes = self._start_level(group)
-                errors += [o for o in outcomes if isinstance(o, ApplyError)]
-                held += [o for o in outcomes if isinstance(o, Held)]
-            else:
-                errors += self._update(group)
+        made: list[Change] = []
+        self._finished_starts = []
+        try:
+            for group in _groups(changes):
+                if group[0].kind == KIND_RUNTIME:
+                    failed: list[ApplyError | Held] = list(self._runtime_namespace(group))
+                elif group[0].action is Action.DELETE:
+                    failed = list(self._remove(group))
+                elif group[0].action in (Action.CREATE, Action.RECREATE):
+                    failed = self._start_level(group)
+                else:
+                    failed = list(self._update(group))
+                errors += [o for o in failed if isinstance(o, ApplyError)]
+                held += [o for o in failed if isinstance(o, Held)]
+                made += _made(group, failed)
+        except KeyboardInterrupt:
+            raise InterruptedPartway([*made, *self._finished_starts]) from None
         if errors or held:
             raise ApplyErrors(errors, held)
 
@@ -893,8 +909,13 @@ class ContainerController:
             _owner_only(self._state_dir / private)
         bases = self._id_bases(changes)
         filters = self._seccomp_filters(changes)
+        def finished(outcomes: list[ContainerRecord | ApplyError | Held]) -> None:  # when interrupted
+            self._record_started(outcomes)
+            keys = {f"{o.stack}/{o.container}" for o in outcomes if isinstance(o, ContainerRecord)}
+            self._finished_starts = [change for change in changes if change.key in keys]
+
         outcomes = _in_parallel(lambda change: self._try_start(change, bases.get(change.key), filters), changes,
-                                self._interrupted, self._record_started)
+                                self._interrupted, finished)
         self._started.update(f"{o.stack}/{o.container}" for o in outcomes if isinstance(o, ContainerRecord))
         for change, outcome in zip(changes, outcomes):
             if isinstance(outcome, ApplyError):

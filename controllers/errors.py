@@ -52,3 +52,12 @@ class ApplyErrors(Exception):
         self.held = list(held)
         super().__init__("\n".join([*(str(e) for e in self.errors),
                                      *(f"{h.change.key if h.change else '?'}: held: {h.reason}" for h in self.held)]))
+
+
+class InterruptedPartway(KeyboardInterrupt):
+    """Ctrl-C during a batch, with the changes of it that were carried out (`made`): a
+    controller that knows them says so, and the interruption goes on."""
+
+    def __init__(self, made: Sequence[Change]):
+        super().__init__()
+        self.made = list(made)

@@ -537,7 +537,24 @@ def _run(argv: Sequence[str]) -> int:
         raise  # the reader went away: nothing to report, and nowhere to (main)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
         _report_failure(exc, as_json, debug, args.verb)
+    except KeyboardInterrupt as exc:
+        _report_interrupted(exc, as_json)
+        return EXIT_INTERRUPTED
     return EXIT_ERROR
+
+
+def _report_interrupted(exc: KeyboardInterrupt, as_json: bool) -> None:
+    """What an apply or down Ctrl-C stopped had made (verbs.Interrupted), as a failure's is
+    told: nothing for an interruption elsewhere (a diff, a read)."""
+    from reconcile.engine import render
+    from reconcile.engine.verbs import Interrupted
+
+    if not isinstance(exc, Interrupted):
+        return
+    if as_json:
+        _print_json({**render.plan_json(exc.applied), "in_sync": False, "applied": False, "interrupted": True})
+    else:
+        render.emit(render.format_failed(exc.applied, render.use_colour(sys.stdout), interrupted=True))
 
 
 def _report_failure(exc: Exception, as_json: bool, debug: bool, verb: str) -> None:

@@ -119,6 +119,25 @@ def test_ctrl_c_at_any_moment_ends_with_130_and_no_traceback(monkeypatch: pytest
     assert capsys.readouterr().err == ""
 
 
+def test_ctrl_c_during_an_apply_tells_what_it_made_in_json_too(monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from reconcile import cli
+    from reconcile.engine.plan import Plan
+    from reconcile.engine.verbs import Interrupted
+
+    def interrupted(args: object, settings: object) -> int:
+        raise Interrupted(Plan((), warnings=("a warning",)))
+
+    monkeypatch.setitem(cli.COMMANDS, "apply", interrupted)
+    assert main(["apply", "-o", "json", "stack.yaml"]) == 130
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["interrupted"], shown["applied"], shown["in_sync"], shown["warnings"]) == (
+        True, False, False, ["a warning"])
+    assert main(["apply", "stack.yaml"]) == 130
+    assert capsys.readouterr().out.endswith("Interrupted: 0 added, 0 changed, 0 destroyed before Ctrl-C; run it "
+                                            "again to finish.\n")
+
+
 def test_an_unexpected_error_without_a_message_is_named_by_its_type(monkeypatch: pytest.MonkeyPatch,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     def failing(args: object, settings: object) -> int:

@@ -115,10 +115,13 @@ def test_ctrl_c_while_a_start_waits_on_its_dependency_ends_at_once_and_starts_no
         assert eventually(lambda: (sandbox.containers().get("slow") or {}).get("health") is not None, True,
                           timeout=30)
         os.kill(apply.pid, signal.SIGINT)  # nsenter without --pid execs: the CLI's own pid
-        _, err = apply.communicate(timeout=scaled(10))
+        out, err = apply.communicate(timeout=scaled(10))
     finally:
         apply.kill()
     assert apply.returncode == 130 and "Traceback" not in err, err
+    # it tells what it made, the starts that finished included, as a failed apply does
+    assert "+ container rc-h16b/slow" in out and "+ container rc-h16b/other" in out, out
+    assert "container rc-h16b/web" not in out and "\nInterrupted: " in out and "before Ctrl-C" in out, out
     rows = sandbox.containers()
     assert rows["slow"]["state"] == "running" and rows.get("web", {}).get("pid") is None, rows
     # other, started beside web's wait, finished its start: recorded, not adopted by the next run

@@ -84,14 +84,16 @@ def format_applied(plan: Plan, colour: bool) -> str:
         "", f"Apply complete: {s.add} added, {s.change} changed, {s.destroy} destroyed."]))
 
 
-def format_failed(plan: Plan, colour: bool) -> str:
-    """What a failed apply or down made before it failed, and its warnings (the error follows,
-    on stderr)."""
-    if plan.empty:
+def format_failed(plan: Plan, colour: bool, interrupted: bool = False) -> str:
+    """What a failed or interrupted (Ctrl-C) apply or down made before it stopped, and its
+    warnings (a failure's error follows, on stderr)."""
+    if plan.empty and not interrupted:
         return "\n".join(format_warnings(plan))
     s = plan.summary()
-    return _warned(plan, "\n".join(format_changes(plan, colour) + [
-        "", f"Failed partway: {s.add} added, {s.change} changed, {s.destroy} destroyed before the error."]))
+    made = f"{s.add} added, {s.change} changed, {s.destroy} destroyed"
+    tail = f"Interrupted: {made} before Ctrl-C; run it again to finish." if interrupted else \
+        f"Failed partway: {made} before the error."
+    return _warned(plan, "\n".join(format_changes(plan, colour) + ["", tail]))
 
 
 def plan_json(plan: Plan) -> dict[str, object]:

@@ -14,7 +14,7 @@ from controllers.cgroup import CgroupController
 from controllers.change import Change
 from controllers.container import ContainerController, Gate
 from controllers.container_files import RenderedLines
-from controllers.errors import ApplyError, ApplyErrors, Held
+from controllers.errors import ApplyError, ApplyErrors, Held, InterruptedPartway
 from controllers.firewall import Backends, FirewallController, backends, kept_backends
 from controllers.network import NetworkController
 from controllers.proxy import ProxyController
@@ -145,6 +145,9 @@ class Session:
         for controller, batch in self._batches(plan.changes):
             try:
                 controller.apply(batch)
+            except InterruptedPartway as exc:
+                on_applied(exc.made)
+                raise
             except ApplyErrors as exc:
                 errors += exc.errors
                 self.held += exc.held

@@ -81,14 +81,26 @@ class PartlyApplied(Exception):
         self.applied = applied
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a convergence, with what it had made (`applied`, the files' warnings with
+    it): the batches that were done, and of the batch under way what its controller says it
+    made (controllers.errors.InterruptedPartway: the container controller's)."""
+
+    def __init__(self, applied: Plan) -> None:
+        super().__init__()
+        self.applied = applied
+
+
 def _converged(session: Session, target: Target, made: list[Change] | None = None,
                files: Sequence[StackFile] = ()) -> Plan:
     """Every change the convergence made, with what it found wrong and could not mend: what
     `apply` prints, and the stacks `down` found. `made` gathers them as they are made. A failure
-    after a change, or with warnings, is raised as PartlyApplied."""
+    after a change, or with warnings, is raised as PartlyApplied; Ctrl-C as Interrupted."""
     made = [] if made is None else made
     try:
         session.converge(target, on_applied=made.extend)
+    except KeyboardInterrupt:
+        raise Interrupted(_warned(Plan(tuple(made), warnings=session.warnings), files)) from None
     except Exception as exc:
         applied = _warned(Plan(tuple(made), warnings=session.warnings), files)
         if applied.empty and not applied.warnings:
