@@ -329,16 +329,16 @@ def test_a_compose_file_runs_changes_and_goes(case: Case, sandbox: Sandbox, push
 UNSUPPORTED = [
     "compose.yaml:4:5: services.app.build: building images is not supported: build and push the image, and name "
     "it in image:",
-    "compose.yaml:8:5: services.app.secrets: is not supported by reconcile: mount the files with a bind volume",
+    "compose.yaml:8:5: services.app.devices: is not supported by reconcile",
     "compose.yaml:13:5: services.sidecar.network_mode: network_mode 'service:app' is not supported: a container "
     "has a network namespace of its own; attach the service to networks: (or network_mode: none)",
     "compose.yaml:17:13: networks.overlay.driver: network driver 'overlay' is not supported: only bridge networks",
-    "compose.yaml:22:1: secrets: is not supported by reconcile: mount the files with a bind volume",
+    "compose.yaml:22:1: include: is not supported by reconcile: put every service in this file",
 ]
 
 
 def test_unsupported_keys_are_errors_at_their_place(tmp_path: Path) -> None:
-    """build:, network_mode, secrets (a service's and the top-level key) and an overlay network:
+    """build:, network_mode, devices, the top-level include and an overlay network:
     every one reported, at its line and column, exit 1, in text and in JSON."""
     project = tmp_path / "unsupported"
     shutil.copytree(PROJECTS / "unsupported", project)
