@@ -101,8 +101,10 @@ def plan_json(plan: Plan) -> dict[str, object]:
             "in_sync": plan.empty, "warnings": list(plan.warnings)}
 
 
-def emit(text: str, stream: TextIO = sys.stdout) -> None:
-    stream.write(text + "\n")
+def emit(text: str, stream: TextIO | None = None) -> None:
+    """`text` and a newline on `stream`, else on sys.stdout as it is now (not as it was when
+    this module was imported: a caller may have replaced it since)."""
+    (stream or sys.stdout).write(text + "\n")
 
 
 def volumes_json(removed: Sequence[StoredVolume], kept: Sequence[StoredVolume]) -> dict[str, object]:
