@@ -752,7 +752,6 @@ class ContainerController:
         self._failed: set[str] = set()  # this session's starts that failed, until one succeeds
         self._set_aside = False  # this session's removals or recreates set files aside (purge_set_aside)
         self._interrupted = threading.Event()  # set once the caller is interrupted: no start begins after it
-        self._finished_starts: list[Change] = []  # the starts of a level Ctrl-C stopped that finished
         self._removed = state_dir / CONTAINERS_DIR / REMOVED_DIR  # purges lock its parent
 
     def observe(self, focus: Focus | None = None) -> ContainerObservation:
@@ -879,7 +878,6 @@ class ContainerController:
         errors: list[ApplyError] = []
         held: list[Held] = []
         made: list[Change] = []
-        self._finished_starts = []
         try:
             for group in _groups(changes):
                 if group[0].kind == KIND_RUNTIME:
@@ -893,14 +891,17 @@ class ContainerController:
                 errors += [o for o in failed if isinstance(o, ApplyError)]
                 held += [o for o in failed if isinstance(o, Held)]
                 made += _made(group, failed)
+        except InterruptedPartway as exc:  # a level's starts, some finished
+            raise InterruptedPartway([*made, *exc.made]) from None
         except KeyboardInterrupt:
-            raise InterruptedPartway([*made, *self._finished_starts]) from None
+            raise InterruptedPartway(made) from None
         if errors or held:
             raise ApplyErrors(errors, held)
 
     def _start_level(self, changes: Sequence[Change]) -> list[ApplyError | Held]:
         """Start independent containers in parallel (spawning is mostly waiting on the kernel);
-        what failed, and the starts their gate held back."""
+        what failed, and the starts their gate held back. Interrupted, the starts that finished
+        are recorded and named (InterruptedPartway)."""
         # Pinned if none is; whether it lags is a whole pass's question.
         failed = self._in_namespace(changes, lambda: self._runtime.pin_namespace(self._carried))
         if failed:
@@ -909,13 +910,14 @@ class ContainerController:
             _owner_only(self._state_dir / private)
         bases = self._id_bases(changes)
         filters = self._seccomp_filters(changes)
-        def finished(outcomes: list[ContainerRecord | ApplyError | Held]) -> None:  # when interrupted
-            self._record_started(outcomes)
-            keys = {f"{o.stack}/{o.container}" for o in outcomes if isinstance(o, ContainerRecord)}
-            self._finished_starts = [change for change in changes if change.key in keys]
-
-        outcomes = _in_parallel(lambda change: self._try_start(change, bases.get(change.key), filters), changes,
-                                self._interrupted, finished)
+        finished: list[ContainerRecord | ApplyError | Held] = []
+        try:
+            outcomes = _in_parallel(lambda change: self._try_start(change, bases.get(change.key), filters), changes,
+                                    self._interrupted, finished.extend)
+        except KeyboardInterrupt:
+            self._record_started(finished)
+            keys = {f"{o.stack}/{o.container}" for o in finished if isinstance(o, ContainerRecord)}
+            raise InterruptedPartway([change for change in changes if change.key in keys]) from None
         self._started.update(f"{o.stack}/{o.container}" for o in outcomes if isinstance(o, ContainerRecord))
         for change, outcome in zip(changes, outcomes):
             if isinstance(outcome, ApplyError):

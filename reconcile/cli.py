@@ -552,7 +552,7 @@ def _report_interrupted(exc: KeyboardInterrupt, as_json: bool) -> None:
     if not isinstance(exc, Interrupted):
         return
     if as_json:
-        _print_json({**render.plan_json(exc.applied), "in_sync": False, "applied": False, "interrupted": True})
+        _print_json({**render.stopped_json(exc.applied), "interrupted": True})
     else:
         render.emit(render.format_failed(exc.applied, render.use_colour(sys.stdout), interrupted=True))
 
@@ -568,7 +568,7 @@ def _report_failure(exc: Exception, as_json: bool, debug: bool, verb: str) -> No
         return
     kind, lines = _failure(exc.cause, debug)
     if as_json:
-        _report_errors(lines, True, kind, verb, {**render.plan_json(exc.applied), "in_sync": False, "applied": False})
+        _report_errors(lines, True, kind, verb, render.stopped_json(exc.applied))
         return
     render.emit(render.format_failed(exc.applied, render.use_colour(sys.stdout)))
     _report_errors(lines, False, kind, verb)

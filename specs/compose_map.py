@@ -71,14 +71,15 @@ def to_native(document: Mapping[str, object], context: ComposeContext, directory
     out.origins[("containers",)] = ("services",)
     named: dict[str, str] = {}  # container key -> the service name that took it
     for name, service in services.items():
-        first = named.setdefault(native_key(name), name)
-        if not KEY_PATTERN.fullmatch(native_key(name)):
+        key = native_key(name)
+        first = named.setdefault(key, name)
+        if not KEY_PATTERN.fullmatch(key):
             out.key_error(("services", name), f"the service name {quoted(name, ascii_only=True)} cannot be a container "
                                           f"key: {KEY_RULE} (capitals are read in lower case, '_' and '.' as '-')")
         elif first != name:
             out.key_error(("services", name), _one_key("services", first, name))
         else:
-            containers[native_key(name)] = ServiceMapper(out, name, service, context, files).map()
+            containers[key] = ServiceMapper(out, name, service, context, files).map()
     native["containers"] = containers
     _drop_shared_aliases(out, containers)
     _volumes(out, native, document.get("volumes"))

@@ -54,9 +54,10 @@ def find(settings: Settings, name: str, recorded: bool = False) -> Found:
     finally:
         store.close()
     stack, sep, container = name.rpartition("/")
+    spellings = (container, native_key(container))
 
     def named(keys: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-        return sorted(k for k in keys if k[1] in (container, native_key(container)) and (not sep or k[0] == stack))
+        return sorted(k for k in keys if k[1] in spellings and (not sep or k[0] == stack))
 
     matches = named(records)
     observed = {} if matches else _observed(settings)

@@ -96,6 +96,11 @@ def format_failed(plan: Plan, colour: bool, interrupted: bool = False) -> str:
     return _warned(plan, "\n".join(format_changes(plan, colour) + ["", tail]))
 
 
+def stopped_json(plan: Plan) -> dict[str, object]:
+    """What a failed or interrupted apply or down had made, as JSON: never in sync, not applied."""
+    return {**plan_json(plan), "in_sync": False, "applied": False}
+
+
 def plan_json(plan: Plan) -> dict[str, object]:
     return {"changes": [c.to_json() for c in plan.changes], "summary": plan.summary().to_json(),
             "in_sync": plan.empty, "warnings": list(plan.warnings)}
